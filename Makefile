@@ -1,0 +1,156 @@
+# Root build. `make` builds every binary into $(BUILD)/; see README for the rest.
+# Components are one directory each; every .c in a component directory is part of it,
+# main.c is the daemon entry point and is left out of unit-test links.
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+SAN      ?=
+CFLAGS   ?=
+LDFLAGS  ?=
+V        ?= 0
+Q        := $(if $(filter 1,$(V)),,@)
+
+PKG_GRPC  := grpc libprotobuf-c
+PKG_H2O   := libh2o-evloop libnghttp2 openssl
+PKG_ALL   := $(PKG_GRPC) $(PKG_H2O) sqlite3 yaml-0.1
+
+pc_cflags = $(shell pkg-config --cflags $(1))
+pc_libs   = $(shell pkg-config --libs $(1))
+
+BASE_CFLAGS := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter \
+  -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -I. -I$(BUILD)/gen -pthread $(SAN) \
+  $(call pc_cflags,$(PKG_ALL))
+ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS := -pthread $(SAN) $(LDFLAGS)
+
+GEN_DIR := $(BUILD)/gen
+PROTO_C := $(GEN_DIR)/proto/faas.pb-c.c
+PROTO_H := $(GEN_DIR)/proto/faas.pb-c.h
+
+# ---- component object lists -------------------------------------------------
+srcs_of    = $(wildcard $(1)/*.c)
+objs_of    = $(patsubst %.c,$(BUILD)/obj/%.o,$(call srcs_of,$(1)))
+libobjs_of = $(filter-out %/main.o,$(call objs_of,$(1)))
+
+COMMON_OBJS := $(call objs_of,common) $(BUILD)/obj/gen/proto/faas.pb-c.o
+
+# binary: name, main object, extra objects, pkg-config packages
+BIN_discovery := $(BUILD)/faas-discovery
+BIN_workermgr := $(BUILD)/faas-workermgr
+BIN_agent     := $(BUILD)/faas-agent
+BIN_gateway   := $(BUILD)/faas-gateway
+BIN_faasctl   := $(BUILD)/faasctl
+BIN_faasd     := $(BUILD)/faasd
+EXAMPLES      := $(BUILD)/examples/hello-http
+DEPLOY_LIB    := $(filter-out %/faasctl.o %/faasd.o,$(call objs_of,deploy))
+
+BINS := $(BIN_discovery) $(BIN_workermgr) $(BIN_agent) $(BIN_gateway) $(BIN_faasctl) $(BIN_faasd)
+
+.PHONY: all deps test unit e2e run asan test-asan unit-asan fuzz bench clean format
+all: $(BINS) $(EXAMPLES)
+
+$(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) sqlite3)
+
+$(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC))
+
+# The agent lives in every pod: it links no grpc (smaller, faster to start).
+$(BIN_agent): $(call objs_of,runtime-agent) $(filter-out %/rpc.o,$(COMMON_OBJS))
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_H2O) libprotobuf-c)
+
+$(BIN_gateway): $(call objs_of,gateway) $(call libobjs_of,dispatcher) $(COMMON_OBJS)
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_H2O) $(PKG_GRPC))
+
+$(BIN_faasctl): $(BUILD)/obj/deploy/faasctl.o $(DEPLOY_LIB) $(COMMON_OBJS)
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) yaml-0.1)
+
+$(BIN_faasd): $(BUILD)/obj/deploy/faasd.o $(DEPLOY_LIB) $(COMMON_OBJS)
+	@mkdir -p $(@D); echo "  LD    $@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) yaml-0.1)
+
+$(BUILD)/examples/hello-http: examples/hello-http/hello.c
+	@mkdir -p $(@D); echo "  CC    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $<
+	$(Q)cp $@ examples/hello-http/hello
+
+# ---- generated protobuf code (never committed) ------------------------------
+$(PROTO_C) $(PROTO_H): proto/faas.proto
+	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"
+	$(Q)protoc-c --c_out=$(GEN_DIR) $<
+
+# ---- objects ------------------------------------------------------------------
+$(BUILD)/obj/gen/%.o: $(GEN_DIR)/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Wno-error -MMD -MP -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c $(PROTO_H)
+	@mkdir -p $(@D); echo "  CC    $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- unit tests (Criterion), one runner per component -------------------------
+UNIT_COMPONENTS := $(notdir $(wildcard tests/unit/*))
+UNIT_BINS := $(foreach c,$(UNIT_COMPONENTS),$(BUILD)/tests/unit-$(c))
+unit_objs = $(call libobjs_of,$(if $(filter deploy,$(1)),deploy,$(1)))
+
+define UNIT_RULE
+$(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/$(1)/*.c)) \
+    $(filter-out %/faasctl.o %/faasd.o,$(call libobjs_of,$(1))) $(if $(filter common,$(1)),,$(COMMON_OBJS)) \
+    $(if $(filter common,$(1)),$(BUILD)/obj/gen/proto/faas.pb-c.o)
+	@mkdir -p $$(@D); echo "  LD    $$@"
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion)
+endef
+$(foreach c,$(UNIT_COMPONENTS),$(eval $(call UNIT_RULE,$(c))))
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs=2 --short-filename; done
+
+E2E_FLAGS ?=
+e2e: all
+	FAAS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e $(E2E_FLAGS)
+
+deps:
+	@deploy/install-deps.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) e2e
+
+run: deps
+	$(MAKE) all
+	deploy/run-demo.sh $(abspath $(BUILD))
+
+# ---- sanitizers ---------------------------------------------------------------
+ASAN_BUILD := build-asan
+asan: deps
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all $(foreach c,$(UNIT_COMPONENTS),$(ASAN_BUILD)/tests/unit-$(c))
+
+unit-asan: asan
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" unit
+
+e2e-asan: asan
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" e2e
+
+# ---- fuzzing (libFuzzer via clang) ----------------------------------------------
+FUZZ_BUILD := build-fuzz
+FUZZ_TIME ?= 30
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_TIME)
+
+bench: deps all
+	tests/bench/run.sh $(abspath $(BUILD))
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build $(ASAN_BUILD) $(FUZZ_BUILD) examples/hello-http/hello

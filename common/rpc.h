@@ -1,0 +1,99 @@
+/* common/rpc.h - glue over the grpc core C API for the control plane.
+ *
+ * Clients are blocking and run on the caller's thread (one pluck completion queue
+ * per call): call them from dedicated threads, never from an event loop callback.
+ * A server runs its own thread; handlers run on it and must return quickly. A
+ * handler may keep the call and answer later from any thread (faas_rpc_reply /
+ * faas_rpc_fail / faas_rpc_send / faas_rpc_finish are thread-safe).
+ *
+ * grpc core must not be inherited across fork: fork helpers before the first
+ * faas_rpc_* call, or spawn with posix_spawn. */
+#ifndef FAAS_RPC_H
+#define FAAS_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* gRPC status codes used by the platform. */
+enum {
+    FAAS_RPC_OK = 0,
+    FAAS_RPC_CANCELLED = 1,
+    FAAS_RPC_INVALID_ARGUMENT = 3,
+    FAAS_RPC_DEADLINE_EXCEEDED = 4,
+    FAAS_RPC_NOT_FOUND = 5,
+    FAAS_RPC_RESOURCE_EXHAUSTED = 8,
+    FAAS_RPC_FAILED_PRECONDITION = 9,
+    FAAS_RPC_UNIMPLEMENTED = 12,
+    FAAS_RPC_INTERNAL = 13,
+    FAAS_RPC_UNAVAILABLE = 14,
+};
+
+typedef struct faas_rpc_server faas_rpc_server_t;
+typedef struct faas_rpc_call faas_rpc_call_t;
+typedef struct faas_rpc_channel faas_rpc_channel_t;
+
+typedef enum {
+    FAAS_RPC_UNARY,         /* one request -> faas_rpc_reply or faas_rpc_fail */
+    FAAS_RPC_CLIENT_STREAM, /* handler called per message, then once with req == NULL */
+    FAAS_RPC_SERVER_STREAM, /* one request -> faas_rpc_send* -> faas_rpc_finish */
+} faas_rpc_kind_t;
+
+/* A server method. The request bytes are only valid during the handler call. */
+typedef struct {
+    const char *method; /* full name: "/faas.Discovery/Deploy" */
+    faas_rpc_kind_t kind;
+    void (*handler)(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud);
+    void *ud;
+} faas_rpc_method_t;
+
+/* Calls grpc_init once per process (the other calls do it on demand). */
+void faas_rpc_global_init(void);
+
+/* Binds addr ("127.0.0.1:7100"; port 0 picks one, reported in *bound_port) and
+ * starts the server thread. Returns NULL with *err set on failure. */
+faas_rpc_server_t *faas_rpc_server_start(const char *addr, int *bound_port, const faas_rpc_method_t *methods,
+                                         size_t n_methods, const char **err);
+/* Stops accepting, cancels calls still open (streams end with UNAVAILABLE) and joins. */
+void faas_rpc_server_stop(faas_rpc_server_t *srv);
+
+/* Ends a unary or client-stream call with OK and the reply bytes. Exactly once per call. */
+int faas_rpc_reply(faas_rpc_call_t *call, const uint8_t *resp, size_t len);
+/* Ends any call with a non-OK status and a human message. */
+int faas_rpc_fail(faas_rpc_call_t *call, int status, const char *msg);
+/* Queues one message on a server stream; -1 once the client has gone. Never blocks. */
+int faas_rpc_send(faas_rpc_call_t *call, const uint8_t *msg, size_t len);
+/* Ends a server stream (after the queued messages). The owner must call it exactly
+ * once, even after on_close fired; the call is freed after both. */
+int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg);
+/* Registers fn, called once on the server thread when the client goes away or the
+ * call ends, so the owner stops sending. */
+void faas_rpc_on_close(faas_rpc_call_t *call, void (*fn)(faas_rpc_call_t *call, void *ud), void *ud);
+/* The user data a handler can attach to a call (client-stream state, say). */
+void faas_rpc_set_data(faas_rpc_call_t *call, void *data);
+void *faas_rpc_get_data(faas_rpc_call_t *call);
+/* Peer address of the call as grpc prints it ("ipv4:127.0.0.1:5555"); valid while the call lives. */
+const char *faas_rpc_peer(faas_rpc_call_t *call);
+
+/* Opens a channel to "host:port" (insecure, loopback or private network). */
+faas_rpc_channel_t *faas_rpc_channel_open(const char *target);
+void faas_rpc_channel_close(faas_rpc_channel_t *ch);
+
+/* Results of the client calls: 0 = OK; >0 = the gRPC status the server or transport
+ * gave (errbuf holds its message); -1 = local failure (errbuf says why).
+ * timeout_ms 0 means no deadline. *resp is malloc'd (free it), even when empty. */
+int faas_rpc_unary(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len, int timeout_ms,
+                   uint8_t **resp, size_t *resp_len, char *errbuf, size_t errcap);
+
+/* Client stream: next() gives the messages one by one; it returns 1 with *msg/*len
+ * set, 0 at the end, -1 to abort. Then waits for the single reply. */
+int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
+                           int (*next)(void *ud, const uint8_t **msg, size_t *len), void *ud, int timeout_ms,
+                           uint8_t **resp, size_t *resp_len, char *errbuf, size_t errcap);
+
+/* Server stream: on_msg is called for every message on this thread; returning
+ * non-zero cancels the call (result FAAS_RPC_CANCELLED). Returns when the stream ends. */
+int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
+                           int timeout_ms, int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud,
+                           char *errbuf, size_t errcap);
+
+#endif

@@ -1,0 +1,25 @@
+/* common/util.h - small helpers every component shares: clocks, ids, addresses, pb packing. */
+#ifndef FAAS_UTIL_H
+#define FAAS_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+/* Monotonic clock in microseconds / milliseconds. */
+uint64_t faas_now_us(void);
+uint64_t faas_now_ms(void);
+/* Wall clock in unix milliseconds. */
+int64_t faas_unix_ms(void);
+/* Writes a random 16-hex-char id into out (cap >= 17). */
+void faas_random_id(char *out, size_t cap);
+/* Splits "host:port" (host may be empty or [v6]); 0 or -1 with *err set. */
+int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port, const char **err);
+/* Packs a protobuf-c message into a malloc'd buffer. */
+uint8_t *faas_pb_pack(const ProtobufCMessage *m, size_t *len);
+/* mkdir -p with mode; 0 or -1 (errno set). */
+int faas_mkdirs(const char *path, int mode);
+/* A function name is [a-z0-9][a-z0-9-]{0,62}; 0 if valid, else -1 with *err. */
+int faas_valid_function_name(const char *name, size_t len, const char **err);
+
+#endif

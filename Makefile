@@ -52,11 +52,11 @@ all: $(BINS) $(EXAMPLES)
 
 $(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) sqlite3)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) sqlite3 openssl)
 
 $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC))
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl)
 
 # The agent lives in every pod: it links no grpc (smaller, faster to start).
 $(BIN_agent): $(call objs_of,runtime-agent) $(filter-out %/rpc.o,$(COMMON_OBJS))

@@ -34,11 +34,13 @@ typedef struct faas_rpc_channel faas_rpc_channel_t;
 
 typedef enum {
     FAAS_RPC_UNARY,         /* one request -> faas_rpc_reply or faas_rpc_fail */
-    FAAS_RPC_CLIENT_STREAM, /* handler called per message, then once with req == NULL */
+    FAAS_RPC_CLIENT_STREAM, /* handler called per message, then once with req == NULL at the
+                               end; if the client broke off, faas_rpc_cancelled() is 1 then */
     FAAS_RPC_SERVER_STREAM, /* one request -> faas_rpc_send* -> faas_rpc_finish */
 } faas_rpc_kind_t;
 
-/* A server method. The request bytes are only valid during the handler call. */
+/* A server method. The request bytes are only valid during the handler call; they are
+ * followed by a NUL byte that len does not count (so do client replies). */
 typedef struct {
     const char *method; /* full name: "/faas.Discovery/Deploy" */
     faas_rpc_kind_t kind;
@@ -68,6 +70,8 @@ int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg);
 /* Registers fn, called once on the server thread when the client goes away or the
  * call ends, so the owner stops sending. */
 void faas_rpc_on_close(faas_rpc_call_t *call, void (*fn)(faas_rpc_call_t *call, void *ud), void *ud);
+/* 1 when the client cancelled or broke off the call (a client stream cut short). */
+int faas_rpc_cancelled(faas_rpc_call_t *call);
 /* The user data a handler can attach to a call (client-stream state, say). */
 void faas_rpc_set_data(faas_rpc_call_t *call, void *data);
 void *faas_rpc_get_data(faas_rpc_call_t *call);
@@ -84,7 +88,7 @@ void faas_rpc_channel_close(faas_rpc_channel_t *ch);
 int faas_rpc_unary(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len, int timeout_ms,
                    uint8_t **resp, size_t *resp_len, char *errbuf, size_t errcap);
 
-/* Client stream: next() gives the messages one by one; it returns 1 with *msg/*len
+/* Client stream: next() gives the messages one by one; it returns 1 with msg and len
  * set, 0 at the end, -1 to abort. Then waits for the single reply. */
 int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
                            int (*next)(void *ud, const uint8_t **msg, size_t *len), void *ud, int timeout_ms,

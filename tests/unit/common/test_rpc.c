@@ -1,0 +1,236 @@
+/* Real grpc core server and client over loopback: the glue every daemon uses. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rpc.h"
+
+static void echo(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    if (len == 4 && memcmp(req, "fail", 4) == 0) {
+        faas_rpc_fail(call, FAAS_RPC_NOT_FOUND, "no such thing");
+        return;
+    }
+    faas_rpc_reply(call, req, len);
+}
+
+typedef struct {
+    size_t total;
+    int n;
+} acc_t;
+
+static void concat(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    acc_t *a = faas_rpc_get_data(call);
+    if (a == NULL) {
+        a = calloc(1, sizeof(*a));
+        faas_rpc_set_data(call, a);
+    }
+    if (req != NULL) {
+        a->total += len;
+        a->n++;
+        return;
+    }
+    char out[64];
+    int n = snprintf(out, sizeof(out), "%d:%zu", a->n, a->total);
+    free(a);
+    faas_rpc_reply(call, (const uint8_t *)out, (size_t)n);
+}
+
+static void count(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    int n = atoi((const char *)req);
+    for (int i = 0; i < n; i++) {
+        char m[16];
+        int k = snprintf(m, sizeof(m), "%d", i);
+        faas_rpc_send(call, (const uint8_t *)m, (size_t)k);
+    }
+    faas_rpc_finish(call, FAAS_RPC_OK, NULL);
+}
+
+static const faas_rpc_method_t methods[] = {
+    {"/t.T/Echo", FAAS_RPC_UNARY, echo, NULL},
+    {"/t.T/Concat", FAAS_RPC_CLIENT_STREAM, concat, NULL},
+    {"/t.T/Count", FAAS_RPC_SERVER_STREAM, count, NULL},
+};
+
+static faas_rpc_server_t *srv;
+static faas_rpc_channel_t *ch;
+
+static void setup(void)
+{
+    const char *err = NULL;
+    int port = 0;
+    srv = faas_rpc_server_start("127.0.0.1:0", &port, methods, 3, &err);
+    cr_assert_not_null(srv, "server start: %s", err ? err : "");
+    cr_assert_gt(port, 0);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    ch = faas_rpc_channel_open(target);
+}
+
+static void teardown(void)
+{
+    faas_rpc_channel_close(ch);
+    faas_rpc_server_stop(srv);
+}
+
+TestSuite(rpc, .init = setup, .fini = teardown, .timeout = 20);
+
+Test(rpc, unary_roundtrip_and_error_status)
+{
+    uint8_t *resp;
+    size_t n;
+    char err[128];
+    int rc = faas_rpc_unary(ch, "/t.T/Echo", (const uint8_t *)"hello", 5, 5000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, 0, "rc=%d err=%s", rc, err);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(memcmp(resp, "hello", 5), 0);
+    free(resp);
+    rc = faas_rpc_unary(ch, "/t.T/Echo", (const uint8_t *)"fail", 4, 5000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, FAAS_RPC_NOT_FOUND);
+    cr_assert_str_eq(err, "no such thing");
+    free(resp);
+    /* an empty message is a valid protobuf */
+    rc = faas_rpc_unary(ch, "/t.T/Echo", (const uint8_t *)"", 0, 5000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(n, 0);
+    free(resp);
+}
+
+Test(rpc, unknown_method_is_unimplemented)
+{
+    uint8_t *resp;
+    size_t n;
+    char err[128];
+    int rc = faas_rpc_unary(ch, "/t.T/Nope", (const uint8_t *)"x", 1, 5000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, FAAS_RPC_UNIMPLEMENTED, "rc=%d", rc);
+    free(resp);
+}
+
+typedef struct {
+    int left;
+    uint8_t buf[1000];
+} gen_t;
+
+static int next_chunk(void *ud, const uint8_t **msg, size_t *len)
+{
+    gen_t *g = ud;
+    if (g->left == 0)
+        return 0;
+    g->left--;
+    *msg = g->buf;
+    *len = sizeof(g->buf);
+    return 1;
+}
+
+Test(rpc, client_stream_sees_every_message)
+{
+    gen_t g = {.left = 50};
+    uint8_t *resp;
+    size_t n;
+    char err[128];
+    int rc = faas_rpc_client_stream(ch, "/t.T/Concat", next_chunk, &g, 5000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, 0, "rc=%d %s", rc, err);
+    cr_assert_eq(n, strlen("50:50000"));
+    cr_assert_eq(memcmp(resp, "50:50000", n), 0);
+    free(resp);
+}
+
+static int on_count(void *ud, const uint8_t *msg, size_t len)
+{
+    int *seen = ud;
+    char tmp[16];
+    snprintf(tmp, sizeof(tmp), "%.*s", (int)len, (const char *)msg);
+    cr_assert_eq(atoi(tmp), *seen, "messages arrive in order");
+    (*seen)++;
+    return 0;
+}
+
+Test(rpc, server_stream_in_order)
+{
+    int seen = 0;
+    char err[128];
+    int rc = faas_rpc_server_stream(ch, "/t.T/Count", (const uint8_t *)"300", 3, 5000, on_count, &seen, err,
+                                    sizeof(err));
+    cr_assert_eq(rc, 0, "rc=%d %s", rc, err);
+    cr_assert_eq(seen, 300);
+}
+
+Test(rpc, unreachable_server_is_unavailable)
+{
+    faas_rpc_channel_t *dead = faas_rpc_channel_open("127.0.0.1:1");
+    uint8_t *resp;
+    size_t n;
+    char err[256];
+    int rc = faas_rpc_unary(dead, "/t.T/Echo", (const uint8_t *)"x", 1, 3000, &resp, &n, err, sizeof(err));
+    cr_assert_eq(rc, FAAS_RPC_UNAVAILABLE, "rc=%d %s", rc, err);
+    free(resp);
+    faas_rpc_channel_close(dead);
+}
+
+/* The watch pattern: the handler keeps the call, another thread pushes, the
+ * client leaves, on_close tells the owner, who then finishes exactly once. */
+#include <pthread.h>
+#include <unistd.h>
+
+static faas_rpc_call_t *kept;
+static volatile int closed_seen;
+
+static void on_gone(faas_rpc_call_t *call, void *ud)
+{
+    closed_seen = 1;
+}
+
+static void keep(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    faas_rpc_on_close(call, on_gone, NULL);
+    __atomic_store_n(&kept, call, __ATOMIC_RELEASE);
+}
+
+static void *pusher(void *arg)
+{
+    faas_rpc_call_t *c;
+    while ((c = __atomic_load_n(&kept, __ATOMIC_ACQUIRE)) == NULL)
+        usleep(1000);
+    for (int i = 0; i < 10000 && !closed_seen; i++) {
+        if (faas_rpc_send(c, (const uint8_t *)"ev", 2) != 0)
+            break;
+        usleep(100);
+    }
+    for (int i = 0; i < 5000 && !closed_seen; i++)
+        usleep(1000);
+    faas_rpc_finish(c, FAAS_RPC_OK, NULL);
+    return NULL;
+}
+
+static int stop_after_10(void *ud, const uint8_t *msg, size_t len)
+{
+    int *n = ud;
+    return ++(*n) >= 10;
+}
+
+Test(rpc_watch, client_cancel_reaches_owner, .timeout = 20)
+{
+    static const faas_rpc_method_t m[] = {{"/t.T/Watch", FAAS_RPC_SERVER_STREAM, keep, NULL}};
+    const char *err = NULL;
+    int port = 0;
+    faas_rpc_server_t *s = faas_rpc_server_start("127.0.0.1:0", &port, m, 1, &err);
+    cr_assert_not_null(s);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    faas_rpc_channel_t *c = faas_rpc_channel_open(target);
+    pthread_t th;
+    pthread_create(&th, NULL, pusher, NULL);
+    int n = 0;
+    char ebuf[128];
+    int rc = faas_rpc_server_stream(c, "/t.T/Watch", (const uint8_t *)"", 0, 10000, stop_after_10, &n, ebuf,
+                                    sizeof(ebuf));
+    cr_assert_eq(rc, FAAS_RPC_CANCELLED);
+    cr_assert_eq(n, 10);
+    pthread_join(th, NULL);
+    cr_assert(closed_seen, "on_close fired after the client cancelled");
+    faas_rpc_channel_close(c);
+    faas_rpc_server_stop(s);
+}

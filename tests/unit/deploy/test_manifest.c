@@ -1,0 +1,267 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "deploy/manifest.h"
+
+static char err[256];
+
+static int parse(const char *y, faas_manifest_t *m)
+{
+    err[0] = '\0';
+    return faas_manifest_parse(y, strlen(y), m, err, sizeof(err));
+}
+
+static void expect_error(const char *y, const char *line, const char *needle)
+{
+    faas_manifest_t m;
+    cr_assert_eq(parse(y, &m), -1, "accepted: %s", y);
+    cr_assert_null(m.spec);
+    cr_assert(strncmp(err, line, strlen(line)) == 0, "error '%s' does not start with '%s'", err, line);
+    cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
+}
+
+Test(manifest, full_example)
+{
+    const char *y = "name: hello\n"
+                    "protocol: http            # http | grpc | thrift\n"
+                    "command: [\"./hello\", \"--flag\"]\n"
+                    "env: {GREETING: hi, N: 3}\n"
+                    "port: 0\n"
+                    "port_env: PORT\n"
+                    "health: {path: /healthz, interval_ms: 500}\n"
+                    "resources: {memory: 128Mi, cpu: 500m, pids: 64}\n"
+                    "concurrency: 4\n"
+                    "min_instances: 1\n"
+                    "max_instances: 10\n"
+                    "timeout: 30s\n"
+                    "cold_start_timeout: 1500ms\n"
+                    "idle_timeout: 5m\n"
+                    "max_body: 8Mi\n"
+                    "code: ./\n"
+                    "thrift_transport: framed\n"
+                    "max_duration: 15m\n";
+    faas_manifest_t m;
+    cr_assert_eq(parse(y, &m), 0, "%s", err);
+    Faas__FunctionSpec *s = m.spec;
+    cr_assert_str_eq(s->name, "hello");
+    cr_assert_eq(s->protocol, FAAS__PROTOCOL__HTTP);
+    cr_assert_eq(s->n_command, 2);
+    cr_assert_str_eq(s->command[0], "./hello");
+    cr_assert_str_eq(s->command[1], "--flag");
+    cr_assert_eq(s->n_env, 2);
+    cr_assert_str_eq(s->env[0]->key, "GREETING");
+    cr_assert_str_eq(s->env[0]->value, "hi");
+    cr_assert_str_eq(s->env[1]->value, "3");
+    cr_assert_str_eq(s->port_env, "PORT");
+    cr_assert_str_eq(s->health->path, "/healthz");
+    cr_assert_eq(s->health->kind, FAAS__HEALTH_CHECK__KIND__HTTP_GET);
+    cr_assert_eq(s->health->interval_ms, 500);
+    cr_assert_eq(s->resources->memory_bytes, 128u << 20);
+    cr_assert_eq(s->resources->cpu_millis, 500);
+    cr_assert_eq(s->resources->pids, 64);
+    cr_assert_eq(s->concurrency, 4);
+    cr_assert_eq(s->min_instances, 1);
+    cr_assert_eq(s->max_instances, 10);
+    cr_assert_eq(s->timeout_ms, 30000);
+    cr_assert_eq(s->cold_start_timeout_ms, 1500);
+    cr_assert_eq(s->idle_timeout_ms, 300000);
+    cr_assert_eq(s->max_body_bytes, 8u << 20);
+    cr_assert_str_eq(m.code_dir, "./");
+    cr_assert_str_eq(s->thrift_transport, "framed");
+    cr_assert_eq(s->max_duration_ms, 900000);
+    faas_manifest_free(&m);
+}
+
+Test(manifest, block_style_string_command_and_services)
+{
+    const char *y = "name: rpc-1\n"
+                    "protocol: grpc\n"
+                    "command: /usr/bin/python3  server.py --x\n"
+                    "env:\n  A: b c\n"
+                    "health:\n  tcp: true\n"
+                    "grpc_services:\n  - pkg.Svc\n  - pkg.Other\n"
+                    "timeout: 2500\n";
+    faas_manifest_t m;
+    cr_assert_eq(parse(y, &m), 0, "%s", err);
+    cr_assert_eq(m.spec->n_command, 3);
+    cr_assert_str_eq(m.spec->command[1], "server.py");
+    cr_assert_str_eq(m.spec->env[0]->value, "b c");
+    cr_assert_eq(m.spec->health->kind, FAAS__HEALTH_CHECK__KIND__TCP);
+    cr_assert_eq(m.spec->n_grpc_services, 2);
+    cr_assert_str_eq(m.spec->grpc_services[1], "pkg.Other");
+    cr_assert_eq(m.spec->timeout_ms, 2500);
+    cr_assert_null(m.code_dir);
+    const char *e = NULL;
+    cr_assert_eq(faas_manifest_validate(m.spec, &e), 0, "%s", e);
+    faas_manifest_free(&m);
+}
+
+Test(manifest, errors_carry_line_numbers)
+{
+    expect_error("name: a\nprot: http\n", "line 2:", "unknown key \"prot\"");
+    expect_error("name: a\ncommand: [x]\ntimeout: 3x\n", "line 3:", "duration");
+    expect_error("name: a\nresources: {memory: lots}\n", "line 2:", "size");
+    expect_error("name: Hello_World\n", "line 1:", "name");
+    expect_error("name: a\nport: 70000\n", "line 2:", "too large");
+    expect_error("name: a\nport: -1\n", "line 2:", "port");
+    expect_error("name: a\nprotocol: smtp\n", "line 2:", "http, grpc or thrift");
+    expect_error("name: a\nenv: [A]\n", "line 2:", "env must not be a list");
+    expect_error("name: a\nenv: {1A: x}\n", "line 2:", "env");
+    expect_error("name: a\ncommand: {a: b}\n", "line 2:", "command must not be a map");
+    expect_error("name: a\ncommand: []\n", "line 2:", "empty");
+    expect_error("name: a\ncommand: [[x]]\n", "line 2:", "string");
+    expect_error("name: a\nname: b\n", "line 2:", "duplicate");
+    expect_error("name: a\nhealth: {path: healthz}\n", "line 2:", "start with /");
+    expect_error("name: a\nhealth: {udp: true}\n", "line 2:", "unknown health key");
+    expect_error("name: a\nhealth: /x\n", "line 2:", "must be a map");
+    expect_error("- a\n- b\n", "line 1:", "map of keys");
+    expect_error("", "line 1:", "empty");
+    expect_error("name: a\n  bad: [\n", "line ", "YAML syntax error");
+    expect_error("name: a\nthrift_transport: http\n", "line 2:", "thrift_transport");
+    expect_error("name: a\ntimeout: 100000000000\n", "line 2:", "too long");
+}
+
+Test(manifest, cyclic_alias_does_not_loop)
+{
+    faas_manifest_t m;
+    cr_assert_eq(parse("name: a\ncommand: &x [*x]\n", &m), -1);
+    cr_assert(strstr(err, "line 2") != NULL, "%s", err);
+}
+
+Test(manifest, set_overrides_and_defaults)
+{
+    faas_manifest_t m;
+    const char *e = NULL;
+    cr_assert_eq(parse("name: a\ncommand: ./x\nenv: {A: 1}\ntimeout: 1s\n", &m), 0, "%s", err);
+    cr_assert_eq(faas_manifest_set(&m, "timeout", "2m", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "env", "A=2", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "env", "B=x=y", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "resources.memory", "64Mi", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "command", "./y  --z", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "bogus", "1", &e), -1);
+    cr_assert_eq(faas_manifest_set(&m, "env", "novalue", &e), -1);
+    cr_assert_eq(m.spec->timeout_ms, 120000);
+    cr_assert_eq(m.spec->n_env, 2);
+    cr_assert_str_eq(m.spec->env[0]->value, "2");
+    cr_assert_str_eq(m.spec->env[1]->value, "x=y");
+    cr_assert_eq(m.spec->resources->memory_bytes, 64u << 20);
+    cr_assert_eq(m.spec->n_command, 2);
+    cr_assert_str_eq(m.spec->command[0], "./y");
+    faas_manifest_defaults(m.spec);
+    cr_assert_str_eq(m.spec->port_env, "PORT");
+    cr_assert_eq(m.spec->cold_start_timeout_ms, 10000);
+    cr_assert_eq(m.spec->idle_timeout_ms, 300000);
+    cr_assert_eq(m.spec->max_body_bytes, 8u << 20);
+    cr_assert_eq(m.spec->timeout_ms, 120000);
+    faas_manifest_free(&m);
+}
+
+Test(manifest, validate)
+{
+    faas_manifest_t m;
+    const char *e = NULL;
+    cr_assert_eq(faas_manifest_init(&m), 0);
+    cr_assert_eq(faas_manifest_validate(m.spec, &e), -1);
+    cr_assert(strstr(e, "name") != NULL);
+    cr_assert_eq(faas_manifest_set(&m, "name", "ok", &e), 0);
+    cr_assert_eq(faas_manifest_validate(m.spec, &e), -1);
+    cr_assert(strstr(e, "command") != NULL);
+    faas_manifest_free(&m);
+}
+
+Test(manifest, print_round_trips)
+{
+    const char *y = "name: rt\nprotocol: thrift\ncommand: [\"./s\", \"a \\\"b\\\"\"]\nenv: {K: \"v:1\"}\n"
+                    "health: {tcp: true}\nresources: {memory: 1Gi, cpu: 1.5, pids: 10}\n"
+                    "thrift_services: [A, B]\nthrift_transport: ttheader\ntimeout: 1500ms\n";
+    faas_manifest_t m, m2;
+    cr_assert_eq(parse(y, &m), 0, "%s", err);
+    m.spec->version = 7;
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    size_t l1 = faas__function_spec__get_packed_size(m.spec);
+    m2.spec->version = 7;
+    size_t l2 = faas__function_spec__get_packed_size(m2.spec);
+    uint8_t b1[1024], b2[1024];
+    cr_assert_lt(l1, sizeof(b1));
+    cr_assert_eq(l1, l2, "%s", out);
+    faas__function_spec__pack(m.spec, b1);
+    faas__function_spec__pack(m2.spec, b2);
+    cr_assert_eq(memcmp(b1, b2, l1), 0, "%s", out);
+    free(out);
+    faas_manifest_free(&m);
+    faas_manifest_free(&m2);
+}
+
+Test(values, durations)
+{
+    uint64_t v;
+    const char *e;
+    cr_assert_eq(faas_parse_duration_ms("1500ms", &v, &e), 0);
+    cr_assert_eq(v, 1500);
+    cr_assert_eq(faas_parse_duration_ms("30s", &v, &e), 0);
+    cr_assert_eq(v, 30000);
+    cr_assert_eq(faas_parse_duration_ms("2m", &v, &e), 0);
+    cr_assert_eq(v, 120000);
+    cr_assert_eq(faas_parse_duration_ms("1h", &v, &e), 0);
+    cr_assert_eq(v, 3600000);
+    cr_assert_eq(faas_parse_duration_ms("1m30s", &v, &e), 0);
+    cr_assert_eq(v, 90000);
+    cr_assert_eq(faas_parse_duration_ms("250", &v, &e), 0);
+    cr_assert_eq(v, 250);
+    cr_assert_eq(faas_parse_duration_ms("0", &v, &e), 0);
+    cr_assert_eq(v, 0);
+    const char *bad[] = {"", "s", "10x", "-1s", "1.5s", "10 s", "1m30", "99999999999999999999", "18446744073709551615h"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(faas_parse_duration_ms(bad[i], &v, &e), -1, "accepted %s", bad[i]);
+}
+
+Test(values, sizes)
+{
+    uint64_t v;
+    const char *e;
+    cr_assert_eq(faas_parse_size("128Mi", &v, &e), 0);
+    cr_assert_eq(v, 128ull << 20);
+    cr_assert_eq(faas_parse_size("1Gi", &v, &e), 0);
+    cr_assert_eq(v, 1ull << 30);
+    cr_assert_eq(faas_parse_size("512Ki", &v, &e), 0);
+    cr_assert_eq(v, 512ull << 10);
+    cr_assert_eq(faas_parse_size("8M", &v, &e), 0);
+    cr_assert_eq(v, 8000000);
+    cr_assert_eq(faas_parse_size("4096", &v, &e), 0);
+    cr_assert_eq(v, 4096);
+    cr_assert_eq(faas_parse_size("2MiB", &v, &e), 0);
+    cr_assert_eq(v, 2ull << 20);
+    const char *bad[] = {"", "Mi", "12Q", "1.5Gi", "-1", "99999999999Ti"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(faas_parse_size(bad[i], &v, &e), -1, "accepted %s", bad[i]);
+}
+
+Test(values, cpu_and_uint)
+{
+    uint64_t v;
+    const char *e;
+    cr_assert_eq(faas_parse_cpu_millis("500m", &v, &e), 0);
+    cr_assert_eq(v, 500);
+    cr_assert_eq(faas_parse_cpu_millis("2", &v, &e), 0);
+    cr_assert_eq(v, 2000);
+    cr_assert_eq(faas_parse_cpu_millis("1.5", &v, &e), 0);
+    cr_assert_eq(v, 1500);
+    cr_assert_eq(faas_parse_cpu_millis("0.25", &v, &e), 0);
+    cr_assert_eq(v, 250);
+    cr_assert_eq(faas_parse_cpu_millis("0.0005", &v, &e), -1);
+    cr_assert_eq(faas_parse_cpu_millis("1.", &v, &e), -1);
+    cr_assert_eq(faas_parse_cpu_millis("x", &v, &e), -1);
+    cr_assert_eq(faas_parse_uint("42", 100, &v, &e), 0);
+    cr_assert_eq(v, 42);
+    cr_assert_eq(faas_parse_uint("101", 100, &v, &e), -1);
+    cr_assert_eq(faas_parse_uint("4x", 100, &v, &e), -1);
+    int p;
+    cr_assert_eq(faas_protocol_parse("grpc", &p, &e), 0);
+    cr_assert_eq(p, FAAS__PROTOCOL__GRPC);
+    cr_assert_str_eq(faas_protocol_name(FAAS__PROTOCOL__THRIFT), "thrift");
+}

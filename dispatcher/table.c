@@ -1,0 +1,296 @@
+/* dispatcher/table.c - per-function instance tables, selection, the cold-start
+ * wait queue and idle bookkeeping. Pure data structures: see internal.h. */
+#include "dispatcher/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void (*disp_inst_free_hook)(disp_inst_t *inst);
+
+void disp_table_init(disp_table_t *t, uint32_t queue_max)
+{
+    memset(t, 0, sizeof(*t));
+    t->queue_max = queue_max;
+}
+
+static void inst_free(disp_inst_t *inst)
+{
+    if (disp_inst_free_hook != NULL)
+        disp_inst_free_hook(inst);
+    free(inst);
+}
+
+void disp_table_clear(disp_table_t *t)
+{
+    for (size_t i = 0; i < t->nfns; i++) {
+        disp_fn_t *fn = t->fns[i];
+        for (size_t k = 0; k < fn->ninst; k++)
+            inst_free(fn->inst[k]);
+        free(fn->inst);
+        free(fn->spec_pb);
+        free(fn);
+    }
+    free(t->fns);
+    t->fns = NULL;
+    t->nfns = t->capfns = 0;
+}
+
+disp_fn_t *disp_fn_find(disp_table_t *t, const char *name, size_t len)
+{
+    for (size_t i = 0; i < t->nfns; i++) {
+        disp_fn_t *fn = t->fns[i];
+        if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
+            return fn;
+    }
+    return NULL;
+}
+
+disp_fn_t *disp_fn_get(disp_table_t *t, const char *name, size_t len)
+{
+    disp_fn_t *fn = disp_fn_find(t, name, len);
+    if (fn != NULL)
+        return fn;
+    if (len == 0 || len >= sizeof(fn->name))
+        return NULL;
+    if (t->nfns == t->capfns) {
+        size_t cap = t->capfns ? t->capfns * 2 : 16;
+        disp_fn_t **n = realloc(t->fns, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        t->fns = n;
+        t->capfns = cap;
+    }
+    if ((fn = calloc(1, sizeof(*fn))) == NULL)
+        return NULL;
+    memcpy(fn->name, name, len);
+    fn->name_len = len;
+    fn->waiters.prev = fn->waiters.next = &fn->waiters;
+    t->fns[t->nfns++] = fn;
+    return fn;
+}
+
+void disp_fn_set_spec(disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb, size_t spec_len)
+{
+    fn->known = 1;
+    fn->p = *p;
+    free(fn->spec_pb);
+    fn->spec_pb = spec_pb;
+    fn->spec_len = spec_len;
+}
+
+void disp_fn_forget(disp_fn_t *fn)
+{
+    fn->known = 0;
+}
+
+disp_inst_t *disp_inst_find(disp_table_t *t, const char *id)
+{
+    for (size_t i = 0; i < t->nfns; i++)
+        for (size_t k = 0; k < t->fns[i]->ninst; k++)
+            if (strcmp(t->fns[i]->inst[k]->id, id) == 0)
+                return t->fns[i]->inst[k];
+    return NULL;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id,
+                           uint64_t version, int ready, uint32_t concurrency, uint64_t now_ms)
+{
+    disp_inst_t *inst = NULL;
+    for (size_t k = 0; k < fn->ninst; k++)
+        if (strcmp(fn->inst[k]->id, id) == 0)
+            inst = fn->inst[k];
+    if (inst == NULL) {
+        if (fn->ninst == fn->capinst) {
+            size_t cap = fn->capinst ? fn->capinst * 2 : 4;
+            disp_inst_t **n = realloc(fn->inst, cap * sizeof(*n));
+            if (n == NULL)
+                return NULL;
+            fn->inst = n;
+            fn->capinst = cap;
+        }
+        if ((inst = calloc(1, sizeof(*inst))) == NULL)
+            return NULL;
+        copy_str(inst->id, sizeof(inst->id), id);
+        inst->fn = fn;
+        inst->idle_since_ms = now_ms;
+        fn->inst[fn->ninst++] = inst;
+    }
+    /* the endpoint of a live instance does not change; keep the open connection */
+    copy_str(inst->endpoint, sizeof(inst->endpoint), endpoint);
+    copy_str(inst->worker_id, sizeof(inst->worker_id), worker_id);
+    inst->version = version;
+    inst->ready = ready;
+    inst->concurrency = concurrency;
+    return inst;
+}
+
+int disp_inst_remove(disp_inst_t *inst)
+{
+    disp_fn_t *fn = inst->fn;
+    for (size_t k = 0; k < fn->ninst; k++) {
+        if (fn->inst[k] == inst) {
+            fn->inst[k] = fn->inst[--fn->ninst];
+            break;
+        }
+    }
+    inst->removed = 1;
+    if (inst->inflight == 0) {
+        inst_free(inst);
+        return 1;
+    }
+    return 0;
+}
+
+uint32_t disp_inst_limit(const disp_inst_t *inst)
+{
+    return inst->concurrency ? inst->concurrency : inst->fn->p.concurrency;
+}
+
+static int usable(const disp_fn_t *fn, const disp_inst_t *inst)
+{
+    return inst->ready && !inst->removed && !inst->releasing && inst->version == fn->p.version;
+}
+
+disp_inst_t *disp_pick(disp_fn_t *fn)
+{
+    disp_inst_t *best = NULL;
+    for (size_t k = 0; k < fn->ninst; k++) {
+        disp_inst_t *inst = fn->inst[k];
+        if (!usable(fn, inst))
+            continue;
+        uint32_t lim = disp_inst_limit(inst);
+        if (lim != 0 && inst->inflight >= lim)
+            continue;
+        if (best == NULL || inst->inflight < best->inflight)
+            best = inst;
+    }
+    return best;
+}
+
+void disp_inst_begin(disp_inst_t *inst)
+{
+    inst->inflight++;
+}
+
+int disp_inst_end(disp_inst_t *inst, uint64_t now_ms)
+{
+    if (inst->inflight > 0 && --inst->inflight == 0) {
+        inst->idle_since_ms = now_ms;
+        if (inst->removed) {
+            inst_free(inst);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t now_ms, uint32_t timeout_ms)
+{
+    if (fn->nwaiters >= t->queue_max)
+        return -1;
+    w->deadline_ms = now_ms + timeout_ms;
+    w->next = &fn->waiters;
+    w->prev = fn->waiters.prev;
+    w->prev->next = w;
+    fn->waiters.prev = w;
+    w->queued = 1;
+    fn->nwaiters++;
+    return 0;
+}
+
+void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w)
+{
+    if (!w->queued)
+        return;
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->queued = 0;
+    fn->nwaiters--;
+}
+
+disp_waiter_t *disp_wait_pop(disp_fn_t *fn)
+{
+    disp_waiter_t *w = fn->waiters.next;
+    if (w == &fn->waiters)
+        return NULL;
+    disp_wait_remove(fn, w);
+    return w;
+}
+
+disp_waiter_t *disp_wait_pop_expired(disp_fn_t *fn, uint64_t now_ms)
+{
+    for (disp_waiter_t *w = fn->waiters.next; w != &fn->waiters; w = w->next) {
+        if (w->deadline_ms <= now_ms) {
+            disp_wait_remove(fn, w);
+            return w;
+        }
+    }
+    return NULL;
+}
+
+uint32_t disp_acquire_needed(const disp_fn_t *fn)
+{
+    if (!fn->known || fn->nwaiters == 0)
+        return 0;
+    uint32_t current = 0;
+    for (size_t k = 0; k < fn->ninst; k++)
+        if (!fn->inst[k]->removed && !fn->inst[k]->releasing && fn->inst[k]->version == fn->p.version)
+            current++;
+    uint32_t want;
+    if (fn->p.concurrency == 0)
+        want = fn->acquiring ? 0 : 1;
+    else {
+        uint32_t total = (fn->nwaiters + fn->p.concurrency - 1) / fn->p.concurrency;
+        want = total > fn->acquiring ? total - fn->acquiring : 0;
+    }
+    if (fn->p.max_instances != 0) {
+        uint32_t have = current + fn->acquiring;
+        uint32_t room = have >= fn->p.max_instances ? 0 : fn->p.max_instances - have;
+        if (want > room)
+            want = room;
+    }
+    return want;
+}
+
+static uint32_t current_count(const disp_fn_t *fn)
+{
+    uint32_t n = 0;
+    for (size_t k = 0; k < fn->ninst; k++)
+        if (usable(fn, fn->inst[k]))
+            n++;
+    return n;
+}
+
+size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->nfns && n < cap; i++) {
+        disp_fn_t *fn = t->fns[i];
+        uint32_t keep = current_count(fn);
+        for (size_t k = 0; k < fn->ninst && n < cap; k++) {
+            disp_inst_t *inst = fn->inst[k];
+            if (inst->inflight != 0 || inst->releasing || inst->removed)
+                continue;
+            int stale = !fn->known || inst->version != fn->p.version;
+            int idle = fn->p.idle_timeout_ms != 0 && now_ms - inst->idle_since_ms >= fn->p.idle_timeout_ms &&
+                       keep > fn->p.min_instances;
+            if (!stale && !idle)
+                continue;
+            if (!stale)
+                keep--;
+            inst->releasing = 1;
+            out[n++] = inst;
+        }
+    }
+    return n;
+}

@@ -1,0 +1,120 @@
+/* gateway/route.c - pure parsers of the front end: the routing key and header rules.
+ * No allocation and no I/O so they can be unit-tested and fuzzed. */
+#include "gateway/gateway.h"
+
+#include <string.h>
+#include <strings.h>
+
+#define FN_PREFIX "/function/"
+#define FN_PREFIX_LEN (sizeof(FN_PREFIX) - 1)
+
+static int name_char(unsigned char c, int first)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+        return 1;
+    return !first && c == '-';
+}
+
+/* Bytes a request target may carry (RFC 3986 pchar + '/', '?', '%'); anything else
+ * (controls, spaces, DEL, non-ASCII) means a broken or hostile client. */
+static int target_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '#';
+}
+
+int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *rest, const char **err)
+{
+    name->ptr = rest->ptr = path;
+    name->len = rest->len = 0;
+    if (len == 0 || path[0] != '/') {
+        *err = "request target must start with '/'";
+        return GW_ERR_MALFORMED;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!target_char((unsigned char)path[i])) {
+            *err = "request target has a forbidden byte";
+            return GW_ERR_MALFORMED;
+        }
+    }
+    /* "/function" and "/function?x" have no name: not ours to route, but malformed */
+    if (len < FN_PREFIX_LEN || memcmp(path, FN_PREFIX, FN_PREFIX_LEN) != 0) {
+        if (len >= FN_PREFIX_LEN - 1 && memcmp(path, FN_PREFIX, FN_PREFIX_LEN - 1) == 0 &&
+            (len == FN_PREFIX_LEN - 1 || path[FN_PREFIX_LEN - 1] == '?')) {
+            *err = "missing function name after /function/";
+            return GW_ERR_MALFORMED;
+        }
+        return GW_ROUTE_OTHER;
+    }
+    size_t i = FN_PREFIX_LEN, start = i;
+    while (i < len && path[i] != '/' && path[i] != '?')
+        i++;
+    size_t nlen = i - start;
+    if (nlen == 0) {
+        *err = "missing function name after /function/";
+        return GW_ERR_MALFORMED;
+    }
+    if (nlen > 63) {
+        *err = "function name longer than 63 bytes";
+        return GW_ERR_MALFORMED;
+    }
+    for (size_t k = 0; k < nlen; k++) {
+        if (!name_char((unsigned char)path[start + k], k == 0)) {
+            *err = "function name must match [a-z0-9][a-z0-9-]*";
+            return GW_ERR_MALFORMED;
+        }
+    }
+    name->ptr = path + start;
+    name->len = nlen;
+    rest->ptr = path + i;
+    rest->len = len - i;
+    return GW_ROUTE_FUNCTION;
+}
+
+static int token_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+/* 1 if name appears as a comma-separated token of the Connection header value. */
+static int listed_in_connection(const char *name, size_t len, const char *conn, size_t connlen)
+{
+    size_t i = 0;
+    while (i < connlen) {
+        while (i < connlen && (conn[i] == ' ' || conn[i] == '\t' || conn[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < connlen && conn[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (conn[e - 1] == ' ' || conn[e - 1] == '\t'))
+            e--;
+        if (e > s && token_eq(conn + s, e - s, name, len))
+            return 1;
+    }
+    return 0;
+}
+
+int gw_header_is_hop(const char *name, size_t len, const char *value, size_t vlen, const char *conn, size_t connlen)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                                      "upgrade", "http2-settings"};
+    for (size_t k = 0; k < sizeof(hop) / sizeof(hop[0]); k++)
+        if (token_eq(name, len, hop[k], strlen(hop[k])))
+            return 1;
+    if (token_eq(name, len, "te", 2))
+        return !token_eq(value, vlen, "trailers", 8);
+    return listed_in_connection(name, len, conn, connlen);
+}
+
+int gw_request_id_sane(const char *s, size_t len)
+{
+    if (len == 0 || len > 64)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,208 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "dispatcher/internal.h"
+
+static disp_table_t T;
+
+static void setup(void)
+{
+    disp_table_init(&T, 4);
+}
+static void teardown(void)
+{
+    disp_table_clear(&T);
+}
+
+static disp_fn_t *mkfn(const char *name, uint32_t concurrency, uint32_t max_inst)
+{
+    disp_fn_t *fn = disp_fn_get(&T, name, strlen(name));
+    cr_assert_not_null(fn);
+    disp_fn_params_t p = {.version = 1, .concurrency = concurrency, .max_instances = max_inst,
+                          .timeout_ms = 1000, .cold_start_timeout_ms = 500, .idle_timeout_ms = 100};
+    disp_fn_set_spec(fn, &p, NULL, 0);
+    return fn;
+}
+
+TestSuite(table, .init = setup, .fini = teardown);
+
+Test(table, find_and_unknown)
+{
+    cr_assert_null(disp_fn_find(&T, "a", 1));
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    cr_assert_eq(disp_fn_find(&T, "a", 1), fn);
+    cr_assert_null(disp_fn_find(&T, "ab", 2));
+    disp_fn_forget(fn);
+    cr_assert_eq(fn->known, 0);
+}
+
+Test(table, least_inflight)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "127.0.0.1:1", "w", 1, 1, 0, 0);
+    disp_inst_t *i2 = disp_inst_put(fn, "i2", "127.0.0.1:2", "w", 1, 1, 0, 0);
+    disp_inst_begin(i1);
+    cr_assert_eq(disp_pick(fn), i2);
+    disp_inst_begin(i2);
+    disp_inst_begin(i2);
+    cr_assert_eq(disp_pick(fn), i1);
+    disp_inst_end(i2, 5);
+    disp_inst_end(i2, 5);
+    cr_assert_eq(disp_pick(fn), i2);
+    cr_assert_eq(i2->idle_since_ms, 5);
+}
+
+Test(table, skips_not_ready_and_old_version)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_put(fn, "s", "e", "w", 1, 0, 0, 0);
+    disp_inst_put(fn, "old", "e", "w", 0, 1, 0, 0);
+    cr_assert_null(disp_pick(fn));
+    disp_inst_t *r = disp_inst_put(fn, "s", "e", "w", 1, 1, 0, 0); /* becomes READY */
+    cr_assert_eq(disp_pick(fn), r);
+    fn->p.version = 2; /* new deploy: old instances take no new requests */
+    cr_assert_null(disp_pick(fn));
+}
+
+Test(table, concurrency_limit)
+{
+    disp_fn_t *fn = mkfn("a", 2, 0);
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    disp_inst_begin(disp_pick(fn));
+    disp_inst_begin(disp_pick(fn));
+    cr_assert_eq(i1->inflight, 2);
+    cr_assert_null(disp_pick(fn));
+    i1->concurrency = 3; /* instance override wins */
+    cr_assert_eq(disp_pick(fn), i1);
+}
+
+Test(table, queue_bound_and_fifo)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_waiter_t w[5];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(disp_wait_push(&T, fn, &w[i], 0, 100), 0);
+    cr_assert_eq(disp_wait_push(&T, fn, &w[4], 0, 100), -1);
+    cr_assert_eq(fn->nwaiters, 4);
+    disp_wait_remove(fn, &w[1]);
+    disp_wait_remove(fn, &w[1]); /* idempotent */
+    cr_assert_eq(fn->nwaiters, 3);
+    cr_assert_eq(disp_wait_pop(fn), &w[0]);
+    cr_assert_eq(disp_wait_pop(fn), &w[2]);
+    cr_assert_eq(disp_wait_pop(fn), &w[3]);
+    cr_assert_null(disp_wait_pop(fn));
+    cr_assert_eq(fn->nwaiters, 0);
+}
+
+Test(table, timeouts)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_waiter_t a = {0}, b = {0};
+    disp_wait_push(&T, fn, &a, 0, 100);
+    disp_wait_push(&T, fn, &b, 50, 100);
+    cr_assert_null(disp_wait_pop_expired(fn, 99));
+    cr_assert_eq(disp_wait_pop_expired(fn, 100), &a);
+    cr_assert_null(disp_wait_pop_expired(fn, 149));
+    cr_assert_eq(disp_wait_pop_expired(fn, 150), &b);
+    cr_assert_eq(fn->nwaiters, 0);
+}
+
+Test(table, one_acquire_for_many_waiters)
+{
+    disp_table_init(&T, 1024);
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    static disp_waiter_t w[50];
+    uint32_t started = 0;
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(disp_wait_push(&T, fn, &w[i], 0, 1000), 0);
+        uint32_t n = disp_acquire_needed(fn);
+        fn->acquiring += n;
+        started += n;
+    }
+    cr_assert_eq(started, 1);
+}
+
+Test(table, acquires_follow_concurrency)
+{
+    disp_table_init(&T, 1024);
+    disp_fn_t *fn = mkfn("a", 10, 4);
+    static disp_waiter_t w[50];
+    uint32_t started = 0;
+    for (int i = 0; i < 25; i++) {
+        disp_wait_push(&T, fn, &w[i], 0, 1000);
+        uint32_t n = disp_acquire_needed(fn);
+        fn->acquiring += n;
+        started += n;
+    }
+    cr_assert_eq(started, 3); /* ceil(25/10) */
+    for (int i = 25; i < 50; i++) {
+        disp_wait_push(&T, fn, &w[i], 0, 1000);
+        uint32_t n = disp_acquire_needed(fn);
+        fn->acquiring += n;
+        started += n;
+    }
+    cr_assert_eq(started, 4); /* capped by max_instances */
+}
+
+Test(table, unknown_function_never_acquires)
+{
+    disp_fn_t *fn = disp_fn_get(&T, "x", 1);
+    disp_waiter_t w = {0};
+    disp_wait_push(&T, fn, &w, 0, 10);
+    cr_assert_eq(disp_acquire_needed(fn), 0);
+}
+
+Test(table, idle_release_and_old_versions)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    disp_inst_t *out[8];
+    cr_assert_eq(disp_idle_collect(&T, 50, out, 8), 0);
+    disp_inst_begin(i1);
+    cr_assert_eq(disp_idle_collect(&T, 500, out, 8), 0); /* busy */
+    disp_inst_end(i1, 500);
+    cr_assert_eq(disp_idle_collect(&T, 599, out, 8), 0);
+    cr_assert_eq(disp_idle_collect(&T, 600, out, 8), 1);
+    cr_assert_eq(out[0], i1);
+    cr_assert_eq(disp_idle_collect(&T, 700, out, 8), 0); /* already releasing */
+    cr_assert_null(disp_pick(fn));
+
+    disp_inst_t *old = disp_inst_put(fn, "old", "e", "w", 1, 1, 0, 1000);
+    fn->p.version = 2;
+    cr_assert_eq(disp_idle_collect(&T, 1000, out, 8), 1); /* stale version: right away */
+    cr_assert_eq(out[0], old);
+}
+
+Test(table, min_instances_kept)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    fn->p.min_instances = 1;
+    disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    disp_inst_put(fn, "i2", "e", "w", 1, 1, 0, 0);
+    disp_inst_t *out[8];
+    cr_assert_eq(disp_idle_collect(&T, 10000, out, 8), 1);
+}
+
+static int freed;
+static void on_free(disp_inst_t *i)
+{
+    freed++;
+}
+
+Test(table, remove_waits_for_inflight)
+{
+    disp_inst_free_hook = on_free;
+    freed = 0;
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    disp_inst_begin(i1);
+    cr_assert_eq(disp_inst_find(&T, "i1"), i1);
+    cr_assert_eq(disp_inst_remove(i1), 0);
+    cr_assert_null(disp_inst_find(&T, "i1"));
+    cr_assert_null(disp_pick(fn));
+    cr_assert_eq(freed, 0);
+    cr_assert_eq(disp_inst_end(i1, 1), 1);
+    cr_assert_eq(freed, 1);
+    disp_inst_free_hook = NULL;
+}

@@ -1,0 +1,237 @@
+"""Helpers for end-to-end tests: real daemons on free loopback ports in a temp
+state directory, readiness by polling with bounded waits, cleanup by PID."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+BUILD = os.environ.get("FAAS_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+BUILD = os.path.abspath(BUILD)
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, interval=0.01, what="condition"):
+    """Polls pred() until it returns a truthy value; raises after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # the daemon may not be up yet
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Daemon:
+    """A platform daemon started by PID with its stderr in a log file."""
+
+    def __init__(self, name, argv, logdir, port=None, env=None):
+        self.name, self.argv, self.port = name, argv, port
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.env = env
+        self.proc = None
+
+    def start(self, timeout=15):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        log.close()
+        if self.port:
+            wait_until(lambda: self._alive() and port_open(self.port), timeout, what=f"{self.name} on {self.port}")
+        return self
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=5)
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+
+class Platform:
+    """discovery + one worker manager + gateway, each on a free port."""
+
+    def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=()):
+        self.dir = str(tmpdir)
+        self.disc_port, self.disc_mport = free_port(), free_port()
+        self.wm_port, self.wm_mport = free_port(), free_port()
+        self.http_port = free_port()
+        self.discovery_addr = f"127.0.0.1:{self.disc_port}"
+        self.gateway_url = f"http://127.0.0.1:{self.http_port}"
+        b = BUILD
+        self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
+                                              "--metrics-listen", f"127.0.0.1:{self.disc_mport}",
+                                              "--state-dir", f"{self.dir}/discovery"], self.dir, self.disc_port)
+        self.wm = Daemon("workermgr", [f"{b}/faas-workermgr", "--listen", f"127.0.0.1:{self.wm_port}",
+                                       "--metrics-listen", f"127.0.0.1:{self.wm_mport}",
+                                       "--discovery", self.discovery_addr, "--state-dir", f"{self.dir}/worker",
+                                       "--pool-size", str(pool_size), "--lease-ttl-ms", str(lease_ttl_ms),
+                                       "--id", f"wm-{self.wm_port}", *wm_args], self.dir, self.wm_port)
+        self.gateway = Daemon("gateway", [f"{b}/faas-gateway", "--listen", f"127.0.0.1:{self.http_port}",
+                                          "--discovery", self.discovery_addr, *gateway_args], self.dir,
+                              self.http_port)
+
+    def start(self):
+        self.discovery.start()
+        self.wm.start()
+        self.gateway.start()
+        # the gateway routes only once its watch has seen a worker
+        wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
+        return self
+
+    def stop(self):
+        for d in (self.gateway, self.wm, self.discovery):
+            d.stop()
+
+    def logs(self):
+        return "\n".join(f"--- {d.name}\n{d.log()}" for d in (self.discovery, self.wm, self.gateway))
+
+    def env(self):
+        e = dict(os.environ)
+        e["FAAS_DISCOVERY"] = self.discovery_addr
+        e["FAAS_GATEWAY"] = self.gateway_url
+        return e
+
+    def ctl(self, *args, check=True, timeout=60, input=None):
+        p = subprocess.run([f"{BUILD}/faasctl", *args], capture_output=True, text=True, env=self.env(),
+                           timeout=timeout, input=input)
+        if check and p.returncode != 0:
+            raise AssertionError(f"faasctl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}\n{self.logs()}")
+        return p
+
+    def rpc(self, addr, method, req=b"", timeout=5):
+        """Raw-bytes unary gRPC call (python3-grpcio, no generated code)."""
+        import grpc
+        with grpc.insecure_channel(addr) as ch:
+            return ch.unary_unary(method)(req, timeout=timeout)
+
+    def workers(self):
+        # an empty WorkerList encodes to zero bytes: any byte means >= 1 worker
+        return len(self.rpc(self.discovery_addr, "/faas.Discovery/ListWorkers")) > 0
+
+    def deploy_hello(self, name="hello", *extra):
+        return self.ctl("deploy", name, "--dir", f"{ROOT}/examples/hello-http", "--cmd", "./hello",
+                        "--health", "/healthz", *extra)
+
+    def url(self, fn, path="/"):
+        return f"{self.gateway_url}/function/{fn}{path}"
+
+    def instances(self, fn):
+        out = self.ctl("instances", fn).stdout
+        return [l for l in out.splitlines()[1:] if l.strip()]
+
+    def wm_metric(self, name):
+        txt = http_get(f"http://127.0.0.1:{self.wm_mport}/metrics")[1]
+        total = 0.0
+        found = False
+        for line in txt.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.split()[-1])
+                found = True
+        if not found:
+            raise KeyError(f"{name} not in worker metrics:\n{txt}")
+        return total
+
+
+def http_get(url, timeout=10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def curl(*args, timeout=30):
+    """Runs curl, returns (status, body, stderr). -s -o body -w code."""
+    p = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", str(timeout), *args],
+                       capture_output=True, text=True, timeout=timeout + 5)
+    body, _, code = p.stdout.rpartition("\n")
+    return int(code or 0), body, p.stderr
+
+
+def pids_matching(substr):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if substr in cmd:
+            out.append((int(pid), cmd))
+    return out
+
+
+def json_of(text):
+    return json.loads(text)
+
+
+def pb_varints(buf):
+    """Decodes the top-level varint fields of a protobuf message: {field: value}."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wt = key >> 3, key & 7
+        if wt == 0:
+            out[field], i = _varint(buf, i)
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            i += n
+        elif wt == 1:
+            i += 8
+        elif wt == 5:
+            i += 4
+        else:
+            raise ValueError(f"bad wire type {wt}")
+    return out
+
+
+def _varint(buf, i):
+    shift = val = 0
+    while True:
+        b = buf[i]
+        i += 1
+        val |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return val, i

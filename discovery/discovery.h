@@ -1,0 +1,120 @@
+/* discovery/discovery.h - the pieces of faas-discovery, testable without grpc:
+ * spec validation, the durable function store (SQLite), content-addressed code
+ * artifacts, and the soft-state registry of workers and instances with watchers. */
+#ifndef DISC_DISCOVERY_H
+#define DISC_DISCOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/faas.pb-c.h"
+
+/* ---- function specs (spec.c) ------------------------------------------------ */
+
+/* Defaults discovery fills into a deployed spec. */
+#define DISC_DEFAULT_PORT_ENV "PORT"
+#define DISC_DEFAULT_HEALTH_PATH "/"
+#define DISC_DEFAULT_HEALTH_INTERVAL_MS 2u
+#define DISC_DEFAULT_TIMEOUT_MS 30000u
+#define DISC_DEFAULT_COLD_START_MS 10000u
+#define DISC_DEFAULT_IDLE_TIMEOUT_MS 300000u
+#define DISC_DEFAULT_MAX_BODY (8u * 1024u * 1024u)
+#define DISC_DEFAULT_MAX_INSTANCES 100u
+#define DISC_DEFAULT_MAX_DURATION_MS 900000u
+#define DISC_DEFAULT_THRIFT_TRANSPORT "framed"
+
+/* Validates an unpacked spec (one from protobuf_c unpack: strings are owned) and
+ * fills its defaults in place. Does not look at artifacts. 0, or -1 with *err. */
+int disc_spec_normalize(Faas__FunctionSpec *spec, const char **err);
+/* Unpacks and normalizes; NULL with *err on bad bytes or a bad spec. */
+Faas__FunctionSpec *disc_spec_parse(const uint8_t *buf, size_t len, const char **err);
+/* Deep copy through pack/unpack; NULL on allocation failure. */
+Faas__FunctionSpec *disc_spec_dup(const Faas__FunctionSpec *spec);
+/* 1 if s is exactly 64 lowercase hex characters (a sha256 in an artifact name). */
+int disc_valid_sha256(const char *s);
+
+/* ---- code artifacts (artifact.c) ---------------------------------------------- */
+
+typedef struct disc_upload disc_upload_t;
+
+/* Starts an upload into a temp file under dir, capped at max_bytes. */
+disc_upload_t *disc_upload_begin(const char *dir, uint64_t max_bytes, const char **err);
+/* Appends bytes; -EFBIG once the cap is passed, other negatives on I/O errors. */
+int disc_upload_write(disc_upload_t *up, const uint8_t *data, size_t len, const char **err);
+/* Finishes: renames to <dir>/<sha256>.tar.gz, fills sha (65 bytes) and size, frees up. */
+int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char **err);
+/* Drops the temp file and frees up. */
+void disc_upload_abort(disc_upload_t *up);
+/* Writes <dir>/<sha>.tar.gz into out; -EINVAL if sha is not a sha256, -ENAMETOOLONG. */
+int disc_artifact_path(const char *dir, const char *sha, char *out, size_t cap);
+/* 0 if the artifact exists, -ENOENT if not, -EINVAL if sha is malformed. */
+int disc_artifact_exists(const char *dir, const char *sha);
+
+/* ---- durable function store (store.c) ----------------------------------------- */
+
+typedef struct disc_store disc_store_t;
+
+/* Opens (creating) <state_dir>/discovery.db in WAL mode and <state_dir>/artifacts/. */
+disc_store_t *disc_store_open(const char *state_dir, const char **err);
+void disc_store_close(disc_store_t *st);
+/* Directory holding the code artifacts. */
+const char *disc_store_artifact_dir(disc_store_t *st);
+/* Validates in, fills defaults, assigns the next version and created_unix_ms, stores it.
+ * *out gets the stored spec (free with faas__function_spec__free_unpacked).
+ * -EINVAL with a sentence in errbuf on a bad spec, -EIO on storage failures. */
+int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__FunctionSpec **out, char *errbuf,
+                      size_t errcap);
+/* 0 with *out set, -ENOENT if absent, -EIO. */
+int disc_store_get(disc_store_t *st, const char *name, Faas__FunctionSpec **out);
+/* Every stored spec by name; free with disc_store_free_list. */
+int disc_store_list(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
+void disc_store_free_list(Faas__FunctionSpec **list, size_t n);
+/* 0, -ENOENT if absent, -EIO. */
+int disc_store_delete(disc_store_t *st, const char *name);
+/* The last version handed out (0 before the first deploy). */
+uint64_t disc_store_version(disc_store_t *st);
+
+/* ---- soft-state registry and watchers (registry.c) ---------------------------- */
+
+typedef struct disc_registry disc_registry_t;
+
+/* Receives one packed WatchEvent; returns -1 once the subscriber is gone. Called with
+ * the registry lock held, so it must not block nor call back into the registry. */
+typedef int (*disc_sink_fn)(void *ctx, const uint8_t *ev, size_t len);
+
+/* Sizes reported by disc_registry_stats. */
+typedef struct {
+    size_t functions, instances, workers, watchers;
+    uint64_t revision;
+} disc_registry_stats_t;
+
+#define DISC_DEFAULT_TTL_MS 3000u
+
+disc_registry_t *disc_registry_new(void);
+/* Stops the reaper if running and frees everything (subscribers are dropped silently). */
+void disc_registry_free(disc_registry_t *r);
+/* Replaces the worker's instance set, pushes the differences and renews its lease
+ * until now_ms + ttl. 0, or -1 with *err on a malformed renewal. */
+int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, uint64_t now_ms, const char **err);
+/* Deletes workers whose lease ended before now_ms, with their instances; returns how many. */
+size_t disc_registry_expire(disc_registry_t *r, uint64_t now_ms);
+/* Starts/stops a thread calling disc_registry_expire on time (monotonic clock). */
+int disc_registry_start_reaper(disc_registry_t *r);
+void disc_registry_stop_reaper(disc_registry_t *r);
+/* Caches a deployed spec and pushes FUNCTION_PUT (older versions than cached are ignored). */
+int disc_registry_function_put(disc_registry_t *r, const Faas__FunctionSpec *spec);
+/* Drops a spec and pushes FUNCTION_DELETE; -ENOENT if it was not cached. */
+int disc_registry_function_delete(disc_registry_t *r, const char *name);
+/* Sends the snapshot asked for, SNAPSHOT_END, then every change to sink until
+ * unsubscribed or sink returns -1. Returns a subscriber id (> 0) or negative. */
+int64_t disc_registry_subscribe(disc_registry_t *r, int functions, int instances, int workers, disc_sink_fn sink,
+                                void *ctx);
+/* Stops events to subscriber id; no sink call for it happens after this returns. */
+void disc_registry_unsubscribe(disc_registry_t *r, int64_t id);
+/* Packed InstanceList of one function (name "" or NULL = all); malloc'd. */
+uint8_t *disc_registry_list_instances(disc_registry_t *r, const char *name, size_t *len);
+/* Packed WorkerList; malloc'd. */
+uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len);
+void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
+
+#endif

@@ -1,0 +1,269 @@
+/* discovery/spec.c - validation and defaults of FunctionSpec, kept pure (no I/O)
+ * so the unit tests and the fuzzer can drive it with arbitrary bytes. */
+#include "discovery/discovery.h"
+#include "discovery/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+int disc_valid_sha256(const char *s)
+{
+    if (s == NULL)
+        return 0;
+    size_t i = 0;
+    for (; s[i] != '\0'; i++) {
+        char c = s[i];
+        if (i >= 64 || !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return i == 64;
+}
+
+int disc_set_str(char **field, const char *v)
+{
+    char *copy = strdup(v);
+    if (copy == NULL)
+        return -1;
+    /* unpacked proto3 strings that were never set point at the shared empty string */
+    if (*field != NULL && *field != protobuf_c_empty_string)
+        free(*field);
+    *field = copy;
+    return 0;
+}
+
+static int empty(const char *s)
+{
+    return s == NULL || s[0] == '\0';
+}
+
+/* Environment variable names the way POSIX shells accept them. */
+static int valid_env_name(const char *s)
+{
+    if (empty(s) || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* gRPC service names as they appear in :path ("pkg.Service"), Thrift service names
+ * as Kitex/THeader carry them; both must be safe to use as map keys and in logs. */
+static int valid_service_name(const char *s, int allow_dash)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 255)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                 c == '.' || (allow_dash && c == '-');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int check_command_env(const Faas__FunctionSpec *s, const char **err)
+{
+    if (s->n_command == 0 || empty(s->command[0])) {
+        *err = "command must be a non-empty argv (command[0] is the program to run)";
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_env; i++) {
+        const Faas__KeyValue *kv = s->env[i];
+        if (kv == NULL || !valid_env_name(kv->key)) {
+            *err = "env keys must be names like [A-Za-z_][A-Za-z0-9_]*";
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->env[j]->key, kv->key) == 0) {
+                *err = "env has the same key twice";
+                return -1;
+            }
+    }
+    return 0;
+}
+
+static int check_limits(const Faas__FunctionSpec *s, const char **err)
+{
+    if (s->port > 65535) {
+        *err = "port must be 0 (platform picks) or 1-65535";
+        return -1;
+    }
+    if (s->min_instances > s->max_instances) {
+        *err = "min_instances must not exceed max_instances";
+        return -1;
+    }
+    if (s->max_instances > 100000) {
+        *err = "max_instances must be at most 100000";
+        return -1;
+    }
+    if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {
+        *err = "code_sha256 is required: upload the code with UploadCode first";
+        return -1;
+    }
+    if (!disc_valid_sha256(s->code_sha256)) {
+        *err = "code_sha256 must be 64 lowercase hex characters";
+        return -1;
+    }
+    return 0;
+}
+
+/* A health check the protocol can answer. HTTP_GET is the zero value, so a
+ * non-HTTP spec that leaves kind and path unset gets its protocol's default. */
+static int fix_health(Faas__FunctionSpec *s, const char **err)
+{
+    if (s->health == NULL) {
+        s->health = malloc(sizeof(*s->health));
+        if (s->health == NULL)
+            goto nomem;
+        faas__health_check__init(s->health);
+    }
+    Faas__HealthCheck *h = s->health;
+    if ((unsigned)h->kind > FAAS__HEALTH_CHECK__KIND__GRPC_HEALTH) {
+        *err = "health.kind must be HTTP_GET, TCP or GRPC_HEALTH";
+        return -1;
+    }
+    if (h->kind == FAAS__HEALTH_CHECK__KIND__HTTP_GET && s->protocol != FAAS__PROTOCOL__HTTP) {
+        if (!empty(h->path)) {
+            *err = "an HTTP_GET health check needs protocol HTTP; use TCP or GRPC_HEALTH";
+            return -1;
+        }
+        h->kind = s->protocol == FAAS__PROTOCOL__GRPC ? FAAS__HEALTH_CHECK__KIND__GRPC_HEALTH
+                                                      : FAAS__HEALTH_CHECK__KIND__TCP;
+    }
+    if (h->kind == FAAS__HEALTH_CHECK__KIND__HTTP_GET) {
+        if (empty(h->path) && disc_set_str(&h->path, DISC_DEFAULT_HEALTH_PATH) != 0)
+            goto nomem;
+        if (h->path[0] != '/' || strpbrk(h->path, " \r\n\t") != NULL) {
+            *err = "health.path must start with '/' and contain no whitespace";
+            return -1;
+        }
+    }
+    if (h->interval_ms == 0)
+        h->interval_ms = DISC_DEFAULT_HEALTH_INTERVAL_MS;
+    return 0;
+nomem:
+    *err = "out of memory";
+    return -1;
+}
+
+static int check_services(char **names, size_t n, int allow_dash, const char **err, const char *msg)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!valid_service_name(names[i], allow_dash)) {
+            *err = msg;
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0) {
+                *err = "a service is listed twice";
+                return -1;
+            }
+    }
+    return 0;
+}
+
+static int check_protocol(Faas__FunctionSpec *s, const char **err)
+{
+    switch (s->protocol) {
+    case FAAS__PROTOCOL__HTTP:
+    case FAAS__PROTOCOL__GRPC:
+        if (s->n_thrift_services > 0 || !empty(s->thrift_transport)) {
+            *err = "thrift_services and thrift_transport need protocol THRIFT";
+            return -1;
+        }
+        if (s->protocol == FAAS__PROTOCOL__HTTP && s->n_grpc_services > 0) {
+            *err = "grpc_services need protocol GRPC";
+            return -1;
+        }
+        return check_services(s->grpc_services, s->n_grpc_services, 0, err,
+                              "grpc_services must be names like pkg.Service ([A-Za-z0-9_.])");
+    case FAAS__PROTOCOL__THRIFT:
+        if (s->n_grpc_services > 0) {
+            *err = "grpc_services need protocol GRPC";
+            return -1;
+        }
+        if (empty(s->thrift_transport) && disc_set_str(&s->thrift_transport, DISC_DEFAULT_THRIFT_TRANSPORT) != 0) {
+            *err = "out of memory";
+            return -1;
+        }
+        if (strcmp(s->thrift_transport, "framed") != 0 && strcmp(s->thrift_transport, "theader") != 0 &&
+            strcmp(s->thrift_transport, "ttheader") != 0) {
+            *err = "thrift_transport must be framed, theader or ttheader";
+            return -1;
+        }
+        return check_services(s->thrift_services, s->n_thrift_services, 1, err,
+                              "thrift_services must be names of [A-Za-z0-9_.-]");
+    default:
+        *err = "protocol must be HTTP, GRPC or THRIFT";
+        return -1;
+    }
+}
+
+static void fill_numbers(Faas__FunctionSpec *s)
+{
+    if (s->timeout_ms == 0)
+        s->timeout_ms = DISC_DEFAULT_TIMEOUT_MS;
+    if (s->cold_start_timeout_ms == 0)
+        s->cold_start_timeout_ms = DISC_DEFAULT_COLD_START_MS;
+    if (s->idle_timeout_ms == 0)
+        s->idle_timeout_ms = DISC_DEFAULT_IDLE_TIMEOUT_MS;
+    if (s->max_body_bytes == 0)
+        s->max_body_bytes = DISC_DEFAULT_MAX_BODY;
+    if (s->max_instances == 0)
+        s->max_instances = DISC_DEFAULT_MAX_INSTANCES;
+    if (s->max_duration_ms == 0)
+        s->max_duration_ms = DISC_DEFAULT_MAX_DURATION_MS;
+}
+
+int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
+{
+    const char *name = s->name ? s->name : "";
+    if (faas_valid_function_name(name, strlen(name), err) != 0)
+        return -1;
+    if (check_command_env(s, err) != 0)
+        return -1;
+    if (empty(s->port_env) && disc_set_str(&s->port_env, DISC_DEFAULT_PORT_ENV) != 0) {
+        *err = "out of memory";
+        return -1;
+    }
+    if (!valid_env_name(s->port_env)) {
+        *err = "port_env must be an environment variable name";
+        return -1;
+    }
+    fill_numbers(s);
+    if (check_limits(s, err) != 0 || check_protocol(s, err) != 0 || fix_health(s, err) != 0)
+        return -1;
+    return 0;
+}
+
+Faas__FunctionSpec *disc_spec_parse(const uint8_t *buf, size_t len, const char **err)
+{
+    Faas__FunctionSpec *s = faas__function_spec__unpack(NULL, len, buf);
+    if (s == NULL) {
+        *err = "the request is not a valid FunctionSpec message";
+        return NULL;
+    }
+    if (disc_spec_normalize(s, err) != 0) {
+        faas__function_spec__free_unpacked(s, NULL);
+        return NULL;
+    }
+    return s;
+}
+
+Faas__FunctionSpec *disc_spec_dup(const Faas__FunctionSpec *spec)
+{
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&spec->base, &len);
+    if (buf == NULL)
+        return NULL;
+    Faas__FunctionSpec *copy = faas__function_spec__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}

@@ -1,0 +1,312 @@
+/* discovery/store.c - the durable function registry: SQLite in WAL mode, one row per
+ * function holding its packed FunctionSpec, and a version counter in a meta table
+ * so versions keep growing across restarts and deletes. */
+#include "discovery/discovery.h"
+#include "discovery/internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "common/util.h"
+
+struct disc_store {
+    sqlite3 *db;
+    pthread_mutex_t mu; /* one writer at a time keeps version assignment simple */
+    char artifacts[3072];
+};
+
+static const char schema[] = "PRAGMA journal_mode=WAL;"
+                             "PRAGMA synchronous=NORMAL;"
+                             "CREATE TABLE IF NOT EXISTS functions ("
+                             "  name TEXT PRIMARY KEY, version INTEGER NOT NULL, spec BLOB NOT NULL);"
+                             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                             "INSERT OR IGNORE INTO meta(key, value) VALUES('version', 0);";
+
+disc_store_t *disc_store_open(const char *state_dir, const char **err)
+{
+    char path[4096];
+    disc_store_t *st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    pthread_mutex_init(&st->mu, NULL);
+    int n = snprintf(st->artifacts, sizeof(st->artifacts), "%s/artifacts", state_dir);
+    if (n < 0 || (size_t)n >= sizeof(st->artifacts)) {
+        *err = "state directory path too long";
+        goto fail;
+    }
+    if (faas_mkdirs(st->artifacts, 0755) != 0) {
+        *err = "cannot create the state directory";
+        goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/discovery.db", state_dir);
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        *err = "cannot open discovery.db";
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    if (sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        *err = "cannot initialise discovery.db (is another discovery using this state dir?)";
+        goto fail;
+    }
+    return st;
+fail:
+    disc_store_close(st);
+    return NULL;
+}
+
+void disc_store_close(disc_store_t *st)
+{
+    if (st == NULL)
+        return;
+    if (st->db != NULL)
+        sqlite3_close_v2(st->db);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+const char *disc_store_artifact_dir(disc_store_t *st)
+{
+    return st->artifacts;
+}
+
+static int exec(disc_store_t *st, const char *sql)
+{
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+static uint64_t read_version(disc_store_t *st)
+{
+    sqlite3_stmt *q = NULL;
+    uint64_t v = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='version'", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        v = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+uint64_t disc_store_version(disc_store_t *st)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t v = read_version(st);
+    pthread_mutex_unlock(&st->mu);
+    return v;
+}
+
+/* Two functions may not claim one gRPC/Thrift service: routing would be ambiguous. */
+static int find_service_owner(Faas__FunctionSpec **all, size_t n, const Faas__FunctionSpec *s, char *errbuf,
+                              size_t errcap)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Faas__FunctionSpec *o = all[i];
+        if (strcmp(o->name, s->name) == 0)
+            continue;
+        for (size_t a = 0; a < s->n_grpc_services; a++)
+            for (size_t b = 0; b < o->n_grpc_services; b++)
+                if (strcmp(s->grpc_services[a], o->grpc_services[b]) == 0)
+                    goto taken;
+        for (size_t a = 0; a < s->n_thrift_services; a++)
+            for (size_t b = 0; b < o->n_thrift_services; b++)
+                if (strcmp(s->thrift_services[a], o->thrift_services[b]) == 0)
+                    goto taken;
+        continue;
+    taken:
+        snprintf(errbuf, errcap, "a service of this function is already served by function %s", o->name);
+        return -1;
+    }
+    return 0;
+}
+
+static int list_locked(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
+
+/* Deploy-time checks that need the rest of the store: the artifact and routing keys. */
+static int check_against_store(disc_store_t *st, const Faas__FunctionSpec *s, char *errbuf, size_t errcap)
+{
+    if (disc_artifact_exists(st->artifacts, s->code_sha256) != 0) {
+        snprintf(errbuf, errcap, "code_sha256 %.64s is not an uploaded artifact: upload the code first",
+                 s->code_sha256);
+        return -EINVAL;
+    }
+    if (s->n_grpc_services == 0 && s->n_thrift_services == 0)
+        return 0;
+    Faas__FunctionSpec **all = NULL;
+    size_t n = 0;
+    if (list_locked(st, &all, &n) != 0) {
+        snprintf(errbuf, errcap, "reading the function table failed");
+        return -EIO;
+    }
+    int rc = find_service_owner(all, n, s, errbuf, errcap) == 0 ? 0 : -EINVAL;
+    disc_store_free_list(all, n);
+    return rc;
+}
+
+static int write_spec(disc_store_t *st, Faas__FunctionSpec *s)
+{
+    uint64_t v = read_version(st) + 1;
+    s->version = v;
+    s->created_unix_ms = faas_unix_ms();
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&s->base, &len);
+    sqlite3_stmt *q = NULL;
+    int rc = -EIO;
+    if (buf == NULL)
+        return -ENOMEM;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO functions(name, version, spec) VALUES(?, ?, ?)", -1, &q,
+                           NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(q, 1, s->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)v);
+    sqlite3_bind_blob(q, 3, buf, (int)len, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        goto out;
+    sqlite3_finalize(q);
+    q = NULL;
+    if (sqlite3_prepare_v2(st->db, "UPDATE meta SET value=? WHERE key='version'", -1, &q, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)v);
+    if (sqlite3_step(q) == SQLITE_DONE)
+        rc = 0;
+out:
+    sqlite3_finalize(q);
+    free(buf);
+    return rc;
+}
+
+int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__FunctionSpec **out, char *errbuf,
+                      size_t errcap)
+{
+    const char *err = NULL;
+    if (errcap > 0)
+        errbuf[0] = '\0';
+    /* normalize works on an owned copy: the caller's strings may be literals */
+    Faas__FunctionSpec *s = disc_spec_dup(in);
+    if (s == NULL) {
+        snprintf(errbuf, errcap, "out of memory");
+        return -ENOMEM;
+    }
+    if (disc_spec_normalize(s, &err) != 0) {
+        snprintf(errbuf, errcap, "%s", err);
+        faas__function_spec__free_unpacked(s, NULL);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&st->mu);
+    int rc = check_against_store(st, s, errbuf, errcap);
+    if (rc == 0 && (rc = exec(st, "BEGIN IMMEDIATE")) == 0) {
+        rc = write_spec(st, s);
+        if (rc == 0)
+            rc = exec(st, "COMMIT");
+        if (rc != 0) {
+            exec(st, "ROLLBACK");
+            snprintf(errbuf, errcap, "storing the function failed: %s", sqlite3_errmsg(st->db));
+        }
+    } else if (rc == -EIO && errbuf[0] == '\0') {
+        snprintf(errbuf, errcap, "storage busy: %s", sqlite3_errmsg(st->db));
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (rc != 0) {
+        faas__function_spec__free_unpacked(s, NULL);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+static Faas__FunctionSpec *row_spec(sqlite3_stmt *q, int col)
+{
+    const void *blob = sqlite3_column_blob(q, col);
+    int len = sqlite3_column_bytes(q, col);
+    return faas__function_spec__unpack(NULL, (size_t)len, blob ? blob : (const void *)"");
+}
+
+int disc_store_get(disc_store_t *st, const char *name, Faas__FunctionSpec **out)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = -EIO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM functions WHERE name=?", -1, &q, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    int step = sqlite3_step(q);
+    if (step == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else if (step == SQLITE_ROW) {
+        *out = row_spec(q, 0);
+        rc = *out ? 0 : -EIO;
+    }
+out:
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+static int list_locked(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n)
+{
+    sqlite3_stmt *q = NULL;
+    Faas__FunctionSpec **v = NULL;
+    size_t cnt = 0, cap = 0;
+    int step;
+    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM functions ORDER BY name", -1, &q, NULL) != SQLITE_OK)
+        return -EIO;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            Faas__FunctionSpec **nv = realloc(v, cap * sizeof(*v));
+            if (nv == NULL)
+                goto fail;
+            v = nv;
+        }
+        /* a row we cannot read is skipped rather than hiding every other function */
+        Faas__FunctionSpec *s = row_spec(q, 0);
+        if (s != NULL)
+            v[cnt++] = s;
+    }
+    if (step != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(q);
+    *out = v;
+    *n = cnt;
+    return 0;
+fail:
+    sqlite3_finalize(q);
+    disc_store_free_list(v, cnt);
+    return -EIO;
+}
+
+int disc_store_list(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n)
+{
+    pthread_mutex_lock(&st->mu);
+    int rc = list_locked(st, out, n);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+void disc_store_free_list(Faas__FunctionSpec **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        faas__function_spec__free_unpacked(list[i], NULL);
+    free(list);
+}
+
+int disc_store_delete(disc_store_t *st, const char *name)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = -EIO;
+    pthread_mutex_lock(&st->mu);
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM functions WHERE name=?", -1, &q, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) == SQLITE_DONE)
+        rc = sqlite3_changes(st->db) > 0 ? 0 : -ENOENT;
+out:
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}

@@ -1,0 +1,310 @@
+/* The durable function store and spec validation, on a real SQLite file in a temp dir. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "discovery/discovery.h"
+
+static char dir[256];
+static char sha[65];
+
+/* Uploads some bytes through the real upload path so deploys have an artifact. */
+static void upload(disc_store_t *st, const char *content, char *out)
+{
+    const char *err = NULL;
+    uint64_t size = 0;
+    disc_upload_t *up = disc_upload_begin(disc_store_artifact_dir(st), 1 << 20, &err);
+    cr_assert_not_null(up, "%s", err);
+    cr_assert_eq(disc_upload_write(up, (const uint8_t *)content, strlen(content), &err), 0);
+    cr_assert_eq(disc_upload_commit(up, out, &size, &err), 0, "%s", err);
+    cr_assert_eq(size, strlen(content));
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/disc-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static Faas__FunctionSpec basic(const char *name, char **argv)
+{
+    Faas__FunctionSpec s = FAAS__FUNCTION_SPEC__INIT;
+    s.name = (char *)name;
+    s.n_command = 1;
+    s.command = argv;
+    s.code_sha256 = sha;
+    return s;
+}
+
+static char *argv_hello[] = {"./hello"};
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+Test(store, sha256_of_upload_is_the_content_hash)
+{
+    const char *err;
+    disc_store_t *st = disc_store_open(dir, &err);
+    cr_assert_not_null(st, "%s", err);
+    upload(st, "abc", sha);
+    cr_assert_str_eq(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    cr_assert_eq(disc_artifact_exists(disc_store_artifact_dir(st), sha), 0);
+    cr_assert_eq(disc_artifact_exists(disc_store_artifact_dir(st), "../../etc/passwd"), -EINVAL);
+    disc_store_close(st);
+}
+
+Test(store, upload_cap_and_empty_upload)
+{
+    const char *err;
+    disc_store_t *st = disc_store_open(dir, &err);
+    disc_upload_t *up = disc_upload_begin(disc_store_artifact_dir(st), 4, &err);
+    cr_assert_eq(disc_upload_write(up, (const uint8_t *)"abcd", 4, &err), 0);
+    cr_assert_eq(disc_upload_write(up, (const uint8_t *)"e", 1, &err), -EFBIG);
+    disc_upload_abort(up);
+    up = disc_upload_begin(disc_store_artifact_dir(st), 4, &err);
+    uint64_t size;
+    char out[65];
+    cr_assert_eq(disc_upload_commit(up, out, &size, &err), -EINVAL);
+    disc_store_close(st);
+}
+
+Test(store, deploy_fills_defaults_and_versions_grow)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code-v1", sha);
+    Faas__FunctionSpec in = basic("hello", argv_hello), *out = NULL;
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 1);
+    cr_assert_str_eq(out->port_env, "PORT");
+    cr_assert_eq(out->health->kind, FAAS__HEALTH_CHECK__KIND__HTTP_GET);
+    cr_assert_str_eq(out->health->path, "/");
+    cr_assert_eq(out->health->interval_ms, 2);
+    cr_assert_eq(out->timeout_ms, 30000);
+    cr_assert_eq(out->cold_start_timeout_ms, 10000);
+    cr_assert_eq(out->idle_timeout_ms, 300000);
+    cr_assert_eq(out->max_body_bytes, 8u << 20);
+    cr_assert_eq(out->max_instances, 100);
+    cr_assert_eq(out->max_duration_ms, 900000);
+    cr_assert_eq(out->concurrency, 0);
+    cr_assert_gt(out->created_unix_ms, 1600000000000LL);
+    faas__function_spec__free_unpacked(out, NULL);
+
+    in.timeout_ms = 1234;
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 2);
+    cr_assert_eq(out->timeout_ms, 1234);
+    faas__function_spec__free_unpacked(out, NULL);
+
+    Faas__FunctionSpec other = basic("other", argv_hello);
+    cr_assert_eq(disc_store_deploy(st, &other, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 3);
+    faas__function_spec__free_unpacked(out, NULL);
+    cr_assert_eq(disc_store_version(st), 3);
+    disc_store_close(st);
+}
+
+Test(store, get_list_delete)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code", sha);
+    const char *names[] = {"b-fn", "a-fn", "c-fn"};
+    for (int i = 0; i < 3; i++) {
+        Faas__FunctionSpec in = basic(names[i], argv_hello), *out;
+        cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+        faas__function_spec__free_unpacked(out, NULL);
+    }
+    Faas__FunctionSpec *got = NULL;
+    cr_assert_eq(disc_store_get(st, "a-fn", &got), 0);
+    cr_assert_str_eq(got->name, "a-fn");
+    cr_assert_str_eq(got->command[0], "./hello");
+    cr_assert_eq(got->version, 2);
+    faas__function_spec__free_unpacked(got, NULL);
+    cr_assert_eq(disc_store_get(st, "nope", &got), -ENOENT);
+
+    Faas__FunctionSpec **list;
+    size_t n;
+    cr_assert_eq(disc_store_list(st, &list, &n), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_str_eq(list[0]->name, "a-fn");
+    cr_assert_str_eq(list[2]->name, "c-fn");
+    disc_store_free_list(list, n);
+
+    cr_assert_eq(disc_store_delete(st, "b-fn"), 0);
+    cr_assert_eq(disc_store_delete(st, "b-fn"), -ENOENT);
+    cr_assert_eq(disc_store_list(st, &list, &n), 0);
+    cr_assert_eq(n, 2);
+    disc_store_free_list(list, n);
+    disc_store_close(st);
+}
+
+Test(store, survives_close_and_reopen)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "persist", sha);
+    Faas__FunctionSpec in = basic("keep", argv_hello), *out;
+    in.min_instances = 2;
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+    faas__function_spec__free_unpacked(out, NULL);
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+    faas__function_spec__free_unpacked(out, NULL);
+    /* deleting must not let versions go back either */
+    Faas__FunctionSpec tmp = basic("tmp", argv_hello);
+    cr_assert_eq(disc_store_deploy(st, &tmp, &out, e, sizeof(e)), 0, "%s", e);
+    faas__function_spec__free_unpacked(out, NULL);
+    cr_assert_eq(disc_store_delete(st, "tmp"), 0);
+    disc_store_close(st);
+
+    st = disc_store_open(dir, &err);
+    cr_assert_not_null(st, "%s", err);
+    Faas__FunctionSpec *got;
+    cr_assert_eq(disc_store_get(st, "keep", &got), 0);
+    cr_assert_eq(got->version, 2);
+    cr_assert_eq(got->min_instances, 2);
+    cr_assert_str_eq(got->code_sha256, sha);
+    faas__function_spec__free_unpacked(got, NULL);
+    cr_assert_eq(disc_store_version(st), 3);
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 4);
+    faas__function_spec__free_unpacked(out, NULL);
+    disc_store_close(st);
+}
+
+/* Each bad spec must be refused with a sentence that names what is wrong. */
+static void expect_bad(disc_store_t *st, Faas__FunctionSpec *in, const char *needle)
+{
+    char e[256];
+    Faas__FunctionSpec *out = NULL;
+    cr_assert_eq(disc_store_deploy(st, in, &out, e, sizeof(e)), -EINVAL, "accepted, wanted error about %s", needle);
+    cr_assert_null(out);
+    cr_assert_not_null(strstr(e, needle), "error \"%s\" does not mention \"%s\"", e, needle);
+}
+
+Test(store, rejects_bad_specs_with_messages)
+{
+    const char *err;
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code", sha);
+    char *empty_argv[] = {""};
+    Faas__FunctionSpec s;
+
+    s = basic("Bad_Name", argv_hello);
+    expect_bad(st, &s, "function name");
+    s = basic("", argv_hello);
+    expect_bad(st, &s, "function name");
+    s = basic("fn", argv_hello);
+    s.n_command = 0;
+    expect_bad(st, &s, "command");
+    s = basic("fn", empty_argv);
+    expect_bad(st, &s, "command");
+    s = basic("fn", argv_hello);
+    s.code_sha256 = "";
+    expect_bad(st, &s, "code_sha256 is required");
+    s = basic("fn", argv_hello);
+    s.code_sha256 = "../../../../etc/passwd";
+    expect_bad(st, &s, "64 lowercase hex");
+    s = basic("fn", argv_hello);
+    s.code_sha256 = "0000000000000000000000000000000000000000000000000000000000000000";
+    expect_bad(st, &s, "not an uploaded artifact");
+    s = basic("fn", argv_hello);
+    s.port = 70000;
+    expect_bad(st, &s, "port");
+    s = basic("fn", argv_hello);
+    s.min_instances = 5;
+    s.max_instances = 2;
+    expect_bad(st, &s, "min_instances");
+    s = basic("fn", argv_hello);
+    s.protocol = 7;
+    expect_bad(st, &s, "protocol");
+    s = basic("fn", argv_hello);
+    s.thrift_transport = "framed";
+    expect_bad(st, &s, "THRIFT");
+    s = basic("fn", argv_hello);
+    s.protocol = FAAS__PROTOCOL__THRIFT;
+    s.thrift_transport = "carrier-pigeon";
+    expect_bad(st, &s, "thrift_transport");
+    s = basic("fn", argv_hello);
+    char *svc[] = {"bad/svc"};
+    s.protocol = FAAS__PROTOCOL__GRPC;
+    s.n_grpc_services = 1;
+    s.grpc_services = svc;
+    expect_bad(st, &s, "grpc_services");
+    s = basic("fn", argv_hello);
+    Faas__KeyValue kv = FAAS__KEY_VALUE__INIT, *kvs[] = {&kv};
+    kv.key = "A=B";
+    kv.value = "x";
+    s.n_env = 1;
+    s.env = kvs;
+    expect_bad(st, &s, "env");
+    s = basic("fn", argv_hello);
+    Faas__HealthCheck h = FAAS__HEALTH_CHECK__INIT;
+    h.path = "no-slash";
+    s.health = &h;
+    expect_bad(st, &s, "health.path");
+
+    Faas__FunctionSpec **list;
+    size_t n;
+    cr_assert_eq(disc_store_list(st, &list, &n), 0);
+    cr_assert_eq(n, 0, "a refused spec was stored");
+    disc_store_free_list(list, n);
+    cr_assert_eq(disc_store_version(st), 0, "a refused spec used a version");
+    disc_store_close(st);
+}
+
+Test(store, protocol_defaults_and_service_ownership)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code", sha);
+    char *svc[] = {"echo.Echo", "echo.Admin"};
+    Faas__FunctionSpec g = basic("grpc-a", argv_hello), *out;
+    g.protocol = FAAS__PROTOCOL__GRPC;
+    g.n_grpc_services = 2;
+    g.grpc_services = svc;
+    cr_assert_eq(disc_store_deploy(st, &g, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->health->kind, FAAS__HEALTH_CHECK__KIND__GRPC_HEALTH);
+    faas__function_spec__free_unpacked(out, NULL);
+    /* redeploying the owner is fine, another function claiming the service is not */
+    cr_assert_eq(disc_store_deploy(st, &g, &out, e, sizeof(e)), 0, "%s", e);
+    faas__function_spec__free_unpacked(out, NULL);
+    g.name = "grpc-b";
+    g.n_grpc_services = 1;
+    g.grpc_services = &svc[1];
+    expect_bad(st, &g, "already served by function grpc-a");
+
+    Faas__FunctionSpec t = basic("thrift-a", argv_hello);
+    t.protocol = FAAS__PROTOCOL__THRIFT;
+    cr_assert_eq(disc_store_deploy(st, &t, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->health->kind, FAAS__HEALTH_CHECK__KIND__TCP);
+    cr_assert_str_eq(out->thrift_transport, "framed");
+    faas__function_spec__free_unpacked(out, NULL);
+    disc_store_close(st);
+}
+
+Test(store, spec_parse_rejects_garbage)
+{
+    const char *err = NULL;
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    cr_assert_null(disc_spec_parse(junk, sizeof(junk), &err));
+    cr_assert_not_null(err);
+    cr_assert(disc_valid_sha256("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    cr_assert(!disc_valid_sha256("BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+    cr_assert(!disc_valid_sha256("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad0"));
+    cr_assert(!disc_valid_sha256(""));
+}

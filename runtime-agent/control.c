@@ -1,0 +1,359 @@
+/* runtime-agent/control.c - the agent's life: the listener, the control socket to the
+ * worker manager (HELLO up, SPECIALIZE/STOP down, events up), signals, standalone mode. */
+#include <errno.h>
+#include <fcntl.h>
+#include <h2o.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime-agent/agent.h"
+#include "runtime-agent/internal.h"
+
+#define CONTROL_MAX_PACKET (256 * 1024)
+#define KILL_GRACE_MS 2000
+
+static struct {
+    h2o_evloop_t *loop;
+    const agent_opts_t *opts;
+    uint16_t port; /* our h2c listener */
+    int control_fd;
+    h2o_socket_t *control_sock;
+    h2o_socket_t *signal_sock;
+    int specialized;
+    agent_cmd_t cmd; /* kept alive: the spec points into it */
+    char **standalone_argv;
+    int log_fd;
+    int exit;
+    int exit_code;
+} ag = {.control_fd = -1, .log_fd = -1};
+
+static void quit(int code)
+{
+    ag.exit = 1;
+    ag.exit_code = code;
+}
+
+/* ---- events up ---- */
+
+static void send_event(Faas__AgentEvent *ev)
+{
+    if (ag.control_fd < 0)
+        return;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&ev->base, &len);
+    if (buf == NULL)
+        return;
+    if (send(ag.control_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        FAAS_WARN("event=control_send_failed err=\"%s\"", strerror(errno));
+    free(buf);
+}
+
+static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
+{
+    agent_proxy_set_ready(1);
+    FAAS_INFO("event=ready fn=%s user_port=%u exec_us=%u ready_us=%u", ag.cmd.spec.name, agent_user_port(), exec_us,
+              ready_us);
+    if (ag.opts->standalone) {
+        printf("READY port=%u\n", ag.port);
+        fflush(stdout);
+    }
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__READY;
+    ev.port = ag.port;
+    ev.exec_us = exec_us;
+    ev.ready_us = ready_us;
+    send_event(&ev);
+}
+
+static void on_user_failed(const char *msg)
+{
+    char q[512];
+    agent_proxy_set_ready(0);
+    FAAS_ERROR("event=specialize_failed fn=%s msg=%s", ag.cmd.spec.name ? ag.cmd.spec.name : "",
+               faas_log_quote(q, sizeof(q), msg, strlen(msg)));
+    if (ag.opts->standalone) {
+        printf("FAILED msg=%s\n", q);
+        fflush(stdout);
+        quit(1);
+    }
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__FAILED;
+    ev.port = ag.port;
+    ev.message = (char *)msg;
+    send_event(&ev);
+}
+
+static void on_user_exit(int status, int was_ready)
+{
+    FAAS_WARN("event=user_exit fn=%s status=%d was_ready=%d", ag.cmd.spec.name, status, was_ready);
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__USER_EXIT;
+    ev.port = ag.port;
+    ev.exit_status = status;
+    send_event(&ev);
+}
+
+static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit};
+
+/* ---- specialization ---- */
+
+static void specialize(uint64_t t0_us)
+{
+    const char *err = NULL;
+    agent_spec_t *spec = &ag.cmd.spec;
+    ag.specialized = 1;
+    FAAS_INFO("event=specialize fn=%s instance=%s dir=%s", spec->name, spec->instance_id, spec->code_dir);
+    if (agent_user_start(ag.loop, spec, ag.log_fd, t0_us, &user_cbs, &err) != 0) {
+        on_user_failed(err);
+        return;
+    }
+    agent_proxy_set_upstream(agent_user_port(), spec->max_duration_ms);
+}
+
+/* Receives one packet and the fds that came with it (the first is kept, others closed). */
+static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 4)];
+    } cbuf;
+    struct iovec iov = {buf, cap};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b, .msg_controllen = sizeof(cbuf.b)};
+    ssize_t n = recvmsg(ag.control_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    *fd_out = -1;
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int fds[4];
+        memcpy(fds, CMSG_DATA(c), nfd * sizeof(int));
+        for (size_t i = 0; i < nfd; i++) {
+            if (*fd_out < 0)
+                *fd_out = fds[i];
+            else
+                close(fds[i]);
+        }
+    }
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        errno = EMSGSIZE;
+        return -2;
+    }
+    return n;
+}
+
+static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_us)
+{
+    agent_cmd_t cmd;
+    const char *err = NULL;
+    if (agent_cmd_decode(buf, len, &cmd, &err) != 0) {
+        if (fd >= 0)
+            close(fd);
+        on_user_failed(err);
+        return;
+    }
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__STOP) {
+        FAAS_INFO("event=stop");
+        agent_cmd_free(&cmd);
+        if (fd >= 0)
+            close(fd);
+        quit(0);
+        return;
+    }
+    if (ag.specialized) {
+        agent_cmd_free(&cmd);
+        if (fd >= 0)
+            close(fd);
+        FAAS_WARN("event=specialize_ignored reason=already_specialized");
+        return;
+    }
+    ag.cmd = cmd;
+    ag.log_fd = fd;
+    specialize(t0_us);
+}
+
+static void on_control(h2o_socket_t *sock, const char *err)
+{
+    static uint8_t buf[CONTROL_MAX_PACKET]; /* bss: costs no memory until a packet arrives */
+    for (;;) {
+        int fd;
+        uint64_t t0 = faas_now_us();
+        ssize_t n = recv_packet(buf, sizeof(buf), &fd);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n == 0 || (n < 0 && n != -2)) {
+            /* the worker manager is gone: so are we */
+            FAAS_INFO("event=control_closed");
+            quit(0);
+            h2o_socket_read_stop(sock);
+            return;
+        }
+        if (n == -2) {
+            if (fd >= 0)
+                close(fd);
+            on_user_failed("control packet too large");
+            continue;
+        }
+        handle_command(buf, (size_t)n, fd, t0);
+        if (ag.exit)
+            return;
+    }
+}
+
+/* ---- signals ---- */
+
+static void on_signal(h2o_socket_t *sock, const char *err)
+{
+    struct signalfd_siginfo si;
+    int fd = *(int *)sock->data;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) {
+            agent_user_reap();
+        } else {
+            FAAS_INFO("event=signal signo=%u", si.ssi_signo);
+            quit(0);
+        }
+    }
+}
+
+static int setup_signals(void)
+{
+    static int sfd;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    signal(SIGPIPE, SIG_IGN);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+        return -1;
+    sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd < 0)
+        return -1;
+    ag.signal_sock = h2o_evloop_socket_create(ag.loop, sfd, H2O_SOCKET_FLAG_DONT_READ);
+    ag.signal_sock->data = &sfd;
+    h2o_socket_read_start(ag.signal_sock, on_signal);
+    return 0;
+}
+
+/* ---- listener ---- */
+
+static int open_listener(const char *addr, const char **err)
+{
+    char host[256];
+    uint16_t port;
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
+        return -1;
+    if (host[0] == '\0')
+        strcpy(host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+        return *err = "--listen needs an IPv4 address", -1;
+    sin.sin_port = htons(port);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        return *err = "socket failed", -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 1024) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) != 0) {
+        close(fd);
+        return *err = "cannot bind the listener", -1;
+    }
+    ag.port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* Fills ag.cmd.spec from the standalone flags. */
+static int standalone_spec(const agent_opts_t *o, const char **err)
+{
+    agent_spec_t *s = &ag.cmd.spec;
+    size_t argc;
+    if (o->cmd == NULL || o->dir == NULL)
+        return *err = "--standalone needs --cmd and --dir", -1;
+    if (agent_split_cmd(o->cmd, &ag.standalone_argv, &argc, err) != 0)
+        return -1;
+    static char dir[4096];
+    if (realpath(o->dir, dir) == NULL)
+        return *err = "--dir does not exist", -1;
+    memset(s, 0, sizeof(*s));
+    s->name = o->name ? o->name : "standalone";
+    s->instance_id = "standalone";
+    s->code_dir = dir;
+    s->argv = ag.standalone_argv;
+    s->argc = argc;
+    s->port_env = o->port_env;
+    s->port = (uint16_t)o->user_port;
+    s->probe_kind = o->probe_tcp ? AGENT_PROBE_TCP : AGENT_PROBE_HTTP;
+    s->probe_path = o->health_path;
+    s->cold_start_timeout_ms = o->cold_start_timeout_ms;
+    agent_spec_defaults(s);
+    return 0;
+}
+
+static void hello(void)
+{
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
+    ev.port = ag.port;
+    send_event(&ev);
+}
+
+static int setup_control(int fd)
+{
+    ag.control_fd = fd;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ag.control_sock = h2o_evloop_socket_create(ag.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    if (ag.control_sock == NULL)
+        return -1;
+    h2o_socket_read_start(ag.control_sock, on_control);
+    hello();
+    return 0;
+}
+
+int agent_run(const agent_opts_t *o)
+{
+    const char *err = NULL;
+    ag.opts = o;
+    ag.loop = h2o_evloop_create();
+    if (setup_signals() != 0) {
+        FAAS_ERROR("event=start_failed msg=\"signal setup failed\"");
+        return 1;
+    }
+    int lfd = open_listener(o->listen, &err);
+    if (lfd < 0 || agent_proxy_init(ag.loop, lfd, 8u << 20) != 0) {
+        FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "proxy init failed");
+        return 1;
+    }
+    FAAS_INFO("event=listening port=%u", ag.port);
+    if (o->standalone) {
+        uint64_t t0 = faas_now_us();
+        if (standalone_spec(o, &err) != 0) {
+            FAAS_ERROR("event=start_failed msg=\"%s\"", err);
+            return 2;
+        }
+        specialize(t0);
+    } else if (setup_control(o->control_fd) != 0) {
+        FAAS_ERROR("event=start_failed msg=\"bad control fd\"");
+        return 1;
+    }
+    while (!ag.exit)
+        h2o_evloop_run(ag.loop, INT32_MAX);
+    agent_user_kill(KILL_GRACE_MS);
+    FAAS_INFO("event=exit code=%d", ag.exit_code);
+    return ag.exit_code;
+}

@@ -1,0 +1,311 @@
+/* runtime-agent/spec.c - pure helpers: control decoding, env/argv building, log lines,
+ * header rules. No I/O here so everything is unit-tested and fuzzed. */
+#include "runtime-agent/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define DEF_INTERVAL_MS 2
+#define DEF_COLD_START_MS 10000
+#define DEF_TIMEOUT_MS 30000
+#define DEF_MAX_DURATION_MS 900000
+#define DEF_MAX_BODY (8u << 20)
+
+void agent_spec_defaults(agent_spec_t *s)
+{
+    if (s->port_env == NULL || s->port_env[0] == '\0')
+        s->port_env = "PORT";
+    if (s->probe_path == NULL || s->probe_path[0] == '\0')
+        s->probe_path = "/";
+    if (s->probe_interval_ms == 0)
+        s->probe_interval_ms = DEF_INTERVAL_MS;
+    if (s->cold_start_timeout_ms == 0)
+        s->cold_start_timeout_ms = DEF_COLD_START_MS;
+    if (s->timeout_ms == 0)
+        s->timeout_ms = DEF_TIMEOUT_MS;
+    if (s->max_duration_ms == 0)
+        s->max_duration_ms = DEF_MAX_DURATION_MS;
+    if (s->max_body_bytes == 0)
+        s->max_body_bytes = DEF_MAX_BODY;
+    if (s->name == NULL)
+        s->name = "";
+    if (s->instance_id == NULL)
+        s->instance_id = "";
+}
+
+static int valid_env_key(const char *k)
+{
+    if (k == NULL || k[0] == '\0' || strchr(k, '=') != NULL)
+        return 0;
+    return 1;
+}
+
+/* Copies what Specialize says into spec, pointing into the message. */
+static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char **err)
+{
+    const Faas__FunctionSpec *fs = sp->spec;
+    agent_spec_t *s = &cmd->spec;
+    if (fs == NULL)
+        return *err = "specialize without a function spec", -1;
+    if (fs->n_command == 0 || fs->command[0] == NULL || fs->command[0][0] == '\0')
+        return *err = "function spec has no command", -1;
+    if (faas_valid_function_name(fs->name, strlen(fs->name), err) != 0)
+        return -1;
+    if (sp->code_dir == NULL || sp->code_dir[0] != '/')
+        return *err = "code_dir must be an absolute path", -1;
+    if (fs->port > 65535 || sp->user_port > 65535)
+        return *err = "port out of range", -1;
+    if (fs->port_env[0] != '\0' && !valid_env_key(fs->port_env))
+        return *err = "invalid port_env", -1;
+    if (fs->n_env > 4096 || fs->n_command > 4096)
+        return *err = "too many env entries or arguments", -1;
+    cmd->argv = calloc(fs->n_command + 1, sizeof(char *));
+    cmd->kv = calloc(fs->n_env * 2 + 1, sizeof(char *));
+    if (cmd->argv == NULL || cmd->kv == NULL)
+        return *err = "out of memory", -1;
+    for (size_t i = 0; i < fs->n_command; i++)
+        cmd->argv[i] = fs->command[i];
+    for (size_t i = 0; i < fs->n_env; i++) {
+        if (!valid_env_key(fs->env[i]->key))
+            return *err = "invalid env key", -1;
+        cmd->kv[2 * i] = fs->env[i]->key;
+        cmd->kv[2 * i + 1] = fs->env[i]->value;
+    }
+    s->name = fs->name;
+    s->instance_id = sp->instance_id;
+    s->code_dir = sp->code_dir;
+    s->argv = cmd->argv;
+    s->argc = fs->n_command;
+    s->env_kv = cmd->kv;
+    s->n_env = fs->n_env;
+    s->port_env = fs->port_env;
+    s->port = (uint16_t)(fs->port != 0 ? fs->port : sp->user_port);
+    if (fs->health != NULL) {
+        s->probe_kind = (int)fs->health->kind;
+        if (s->probe_kind < AGENT_PROBE_HTTP || s->probe_kind > AGENT_PROBE_GRPC)
+            return *err = "unknown health check kind", -1;
+        s->probe_path = fs->health->path;
+        if (s->probe_path[0] != '\0' && s->probe_path[0] != '/')
+            return *err = "health path must start with /", -1;
+        if (strpbrk(s->probe_path, " \r\n") != NULL)
+            return *err = "health path has blanks", -1;
+        s->probe_interval_ms = fs->health->interval_ms;
+    }
+    s->cold_start_timeout_ms = fs->cold_start_timeout_ms;
+    s->timeout_ms = fs->timeout_ms;
+    s->max_duration_ms = fs->max_duration_ms;
+    s->max_body_bytes = fs->max_body_bytes;
+    agent_spec_defaults(s);
+    return 0;
+}
+
+int agent_cmd_decode(const uint8_t *buf, size_t len, agent_cmd_t *out, const char **err)
+{
+    memset(out, 0, sizeof(*out));
+    out->msg = faas__agent_command__unpack(NULL, len, buf);
+    if (out->msg == NULL)
+        return *err = "malformed AgentCommand", -1;
+    out->type = (int)out->msg->type;
+    switch (out->msg->type) {
+    case FAAS__AGENT_COMMAND__TYPE__STOP:
+        return 0;
+    case FAAS__AGENT_COMMAND__TYPE__SPECIALIZE:
+        if (out->msg->specialize == NULL) {
+            *err = "SPECIALIZE without a body";
+            goto fail;
+        }
+        if (spec_from_pb(out->msg->specialize, out, err) != 0)
+            goto fail;
+        return 0;
+    default:
+        *err = "unknown command type";
+        goto fail;
+    }
+fail:
+    agent_cmd_free(out);
+    return -1;
+}
+
+void agent_cmd_free(agent_cmd_t *cmd)
+{
+    if (cmd->msg != NULL)
+        faas__agent_command__free_unpacked(cmd->msg, NULL);
+    free(cmd->argv);
+    free(cmd->kv);
+    memset(cmd, 0, sizeof(*cmd));
+}
+
+static const char *const base_env[] = {"PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", "/tmp", "LANG",
+                                       "C.UTF-8"};
+
+/* Index of key in the kv list built so far, or -1. */
+static ssize_t env_find(const char **keys, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i], key) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+char **agent_build_env(const agent_spec_t *s, uint16_t port)
+{
+    size_t cap = 3 + s->n_env + 1;
+    const char *keys[cap], *vals[cap];
+    char portbuf[8];
+    size_t n = 0;
+    snprintf(portbuf, sizeof(portbuf), "%u", (unsigned)port);
+    for (size_t i = 0; i < 3 + s->n_env + 1; i++) {
+        const char *k, *v;
+        if (i < 3) {
+            k = base_env[2 * i], v = base_env[2 * i + 1];
+        } else if (i < 3 + s->n_env) {
+            k = s->env_kv[2 * (i - 3)], v = s->env_kv[2 * (i - 3) + 1];
+        } else {
+            k = s->port_env && s->port_env[0] ? s->port_env : "PORT", v = portbuf;
+        }
+        /* later settings win: the spec may override PATH, the port always wins */
+        ssize_t at = env_find(keys, n, k);
+        if (at >= 0) {
+            vals[at] = v;
+        } else {
+            keys[n] = k, vals[n] = v, n++;
+        }
+    }
+    size_t bytes = (n + 1) * sizeof(char *);
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(keys[i]) + strlen(vals[i]) + 2;
+    char **env = malloc(bytes);
+    if (env == NULL)
+        return NULL;
+    char *p = (char *)(env + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        env[i] = p;
+        p += sprintf(p, "%s=%s", keys[i], vals[i]) + 1;
+    }
+    env[n] = NULL;
+    return env;
+}
+
+int agent_split_cmd(const char *s, char ***argv_out, size_t *argc_out, const char **err)
+{
+    size_t slen = strlen(s), maxargs = slen / 2 + 2;
+    /* one block: pointer array, then the unquoted strings (never longer than the input) */
+    char **argv = malloc(maxargs * sizeof(char *) + slen + maxargs + 1);
+    if (argv == NULL)
+        return *err = "out of memory", -1;
+    char *o = (char *)(argv + maxargs);
+    size_t argc = 0;
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n')
+            p++;
+        if (*p == '\0')
+            break;
+        argv[argc++] = o;
+        char q = 0;
+        for (; *p != '\0'; p++) {
+            if (q == 0 && (*p == ' ' || *p == '\t' || *p == '\n'))
+                break;
+            if (q == 0 && (*p == '\'' || *p == '"')) {
+                q = *p;
+            } else if (q != 0 && *p == q) {
+                q = 0;
+            } else if (*p == '\\' && q != '\'' && p[1] != '\0') {
+                *o++ = *++p;
+            } else {
+                *o++ = *p;
+            }
+        }
+        if (q != 0) {
+            free(argv);
+            return *err = "unterminated quote in command", -1;
+        }
+        *o++ = '\0';
+    }
+    if (argc == 0) {
+        free(argv);
+        return *err = "empty command", -1;
+    }
+    argv[argc] = NULL;
+    *argv_out = argv;
+    *argc_out = argc;
+    return 0;
+}
+
+size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char *fn, const char *instance,
+                             const char *stream, const char *msg, size_t len)
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    int n = snprintf(buf, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ fn=%s instance=%s stream=%s msg=",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(unix_ms % 1000), fn, instance, stream);
+    if (n < 0 || (size_t)n + 4 > cap)
+        return 0;
+    /* the quoting helper needs room for the closing quote and NUL; keep one byte for '\n' */
+    faas_log_quote(buf + n, cap - (size_t)n - 1, msg, len);
+    size_t total = (size_t)n + strlen(buf + n);
+    buf[total++] = '\n';
+    return total;
+}
+
+int agent_header_is_hop(const char *name, size_t len)
+{
+    static const char *const hop[] = {"connection", "keep-alive",     "proxy-connection", "transfer-encoding",
+                                      "upgrade",    "te",             "http2-settings",   "content-length",
+                                      "host",       "expect",         "proxy-authorization"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
+            return 1;
+    return 0;
+}
+
+int agent_connection_lists(const char *v, size_t vlen, const char *name, size_t nlen)
+{
+    size_t i = 0;
+    while (i < vlen) {
+        while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < vlen && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        if (i - start == nlen && nlen > 0 && strncasecmp(v + start, name, nlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int agent_parse_ms(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 12)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+uint32_t agent_quantize_ms(uint32_t ms)
+{
+    /* rounding down makes the agent answer 504 just before the dispatcher gives up */
+    if (ms <= 100)
+        return ms == 0 ? 1 : ms;
+    if (ms <= 1000)
+        return ms / 10 * 10;
+    if (ms <= 10000)
+        return ms / 100 * 100;
+    if (ms <= 600000)
+        return ms / 1000 * 1000;
+    return 600000;
+}

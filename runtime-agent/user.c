@@ -1,0 +1,438 @@
+/* runtime-agent/user.c - the user server: fork/exec into its own process group, its
+ * stdout/stderr turned into logfmt lines, the readiness probe on a sub-millisecond timer,
+ * reaping and killing. Everything runs on the agent's single h2o loop, never blocking
+ * except for the exec handshake and the final kill. */
+#include <errno.h>
+#include <fcntl.h>
+#include <h2o.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime-agent/internal.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define FIRST_PROBE_US 500
+#define LINE_MAX_BYTES 4096
+
+extern char **environ;
+
+typedef struct ustream {
+    h2o_socket_t *sock;
+    int fd;
+    const char *name;
+    size_t len;
+    char buf[LINE_MAX_BYTES];
+} ustream_t;
+
+static struct {
+    h2o_evloop_t *loop;
+    const agent_spec_t *spec;
+    agent_user_cbs_t cbs;
+    pid_t pid;  /* 0 once reaped */
+    pid_t pgid; /* kept after the leader is reaped, for stragglers */
+    uint16_t port;
+    int log_fd;
+    uint64_t exec_at_us, deadline_us;
+    uint32_t exec_us; /* specialize received -> exec'd */
+    int ready, failed;
+    int timer_fd;
+    h2o_socket_t *timer_sock;
+    h2o_socket_t *probe;
+    uint64_t probe_started_us;
+    ustream_t out[2];
+} us = {.log_fd = -1, .timer_fd = -1};
+
+uint16_t agent_user_port(void)
+{
+    return us.port;
+}
+
+/* ---- logs ---- */
+
+static void emit_line(ustream_t *s, const char *msg, size_t len)
+{
+    char line[LINE_MAX_BYTES * 2 + 256];
+    size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id,
+                                     s->name, msg, len);
+    if (n == 0)
+        return;
+    /* one write per line keeps lines whole in a log file shared by several pods */
+    ssize_t w = write(us.log_fd >= 0 ? us.log_fd : STDERR_FILENO, line, n);
+    (void)w;
+}
+
+static void drain_lines(ustream_t *s, int flush)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < s->len; i++) {
+        if (s->buf[i] == '\n') {
+            size_t end = i > start && s->buf[i - 1] == '\r' ? i - 1 : i;
+            emit_line(s, s->buf + start, end - start);
+            start = i + 1;
+        }
+    }
+    if (start == 0 && s->len == sizeof(s->buf))
+        start = s->len, emit_line(s, s->buf, s->len); /* an overlong line is cut */
+    if (flush && start < s->len)
+        emit_line(s, s->buf + start, s->len - start), start = s->len;
+    memmove(s->buf, s->buf + start, s->len - start);
+    s->len -= start;
+}
+
+static void on_pipe(h2o_socket_t *sock, const char *err)
+{
+    ustream_t *s = sock->data;
+    for (;;) {
+        ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
+        if (n > 0) {
+            s->len += (size_t)n;
+            drain_lines(s, 0);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        drain_lines(s, 1);
+        h2o_socket_read_stop(sock);
+        h2o_socket_close(sock);
+        s->sock = NULL;
+        return;
+    }
+}
+
+static int watch_pipe(ustream_t *s, int fd, const char *name)
+{
+    s->fd = fd;
+    s->name = name;
+    s->len = 0;
+    s->sock = h2o_evloop_socket_create(us.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    if (s->sock == NULL)
+        return -1;
+    s->sock->data = s;
+    h2o_socket_read_start(s->sock, on_pipe);
+    return 0;
+}
+
+/* ---- probe ---- */
+
+static void arm_timer(uint64_t after_us)
+{
+    struct itimerspec its = {.it_value = {.tv_sec = (time_t)(after_us / 1000000),
+                                          .tv_nsec = (long)(after_us % 1000000) * 1000}};
+    timerfd_settime(us.timer_fd, 0, &its, NULL);
+}
+
+static void stop_probing(void)
+{
+    if (us.probe != NULL) {
+        h2o_socket_close(us.probe);
+        us.probe = NULL;
+    }
+    if (us.timer_sock != NULL) {
+        h2o_socket_read_stop(us.timer_sock);
+        h2o_socket_close(us.timer_sock); /* closes the timerfd */
+        us.timer_sock = NULL;
+        us.timer_fd = -1;
+    }
+}
+
+static void fail(const char *msg)
+{
+    if (us.failed || us.ready)
+        return;
+    us.failed = 1;
+    stop_probing();
+    if (us.pgid > 0)
+        kill(-us.pgid, SIGKILL);
+    us.cbs.on_failed(msg);
+}
+
+static void probe_passed(void)
+{
+    uint64_t now = faas_now_us();
+    stop_probing();
+    us.ready = 1;
+    us.cbs.on_ready(us.exec_us, (uint32_t)(now - us.exec_at_us));
+}
+
+static void probe_done(h2o_socket_t *sock)
+{
+    h2o_socket_close(sock);
+    us.probe = NULL;
+}
+
+static void on_probe_read(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL) {
+        probe_done(sock);
+        return;
+    }
+    h2o_buffer_t *in = sock->input;
+    if (in->size < 12 && memchr(in->bytes, '\n', in->size) == NULL)
+        return; /* status line not complete yet */
+    int ok = in->size >= 12 && memcmp(in->bytes, "HTTP/1.", 7) == 0 && (in->bytes[9] == '2' || in->bytes[9] == '3');
+    probe_done(sock);
+    if (ok)
+        probe_passed();
+}
+
+static void on_probe_written(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL) {
+        probe_done(sock);
+        return;
+    }
+    h2o_socket_read_start(sock, on_probe_read);
+}
+
+static void on_probe_connect(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL) {
+        probe_done(sock);
+        return;
+    }
+    if (us.spec->probe_kind != AGENT_PROBE_HTTP) {
+        probe_done(sock);
+        probe_passed();
+        return;
+    }
+    static char req[1200];
+    int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                     us.spec->probe_path);
+    h2o_iovec_t v = h2o_iovec_init(req, (size_t)n);
+    h2o_socket_write(sock, &v, 1, on_probe_written);
+}
+
+static void start_probe(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(us.port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    us.probe_started_us = faas_now_us();
+    us.probe = h2o_socket_connect(us.loop, (struct sockaddr *)&sin, sizeof(sin), on_probe_connect);
+}
+
+static void on_tick(h2o_socket_t *sock, const char *err)
+{
+    uint64_t expirations;
+    while (read(us.timer_fd, &expirations, sizeof(expirations)) > 0)
+        ;
+    if (us.ready || us.failed)
+        return;
+    uint64_t now = faas_now_us();
+    uint64_t interval = (uint64_t)us.spec->probe_interval_ms * 1000;
+    if (now >= us.deadline_us) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "user server not ready within the cold start timeout (%u ms)",
+                 us.spec->cold_start_timeout_ms);
+        fail(msg);
+        return;
+    }
+    /* a probe stuck on a server that accepted but never answers is retried */
+    if (us.probe != NULL && now - us.probe_started_us > 50000 + 10 * interval)
+        probe_done(us.probe);
+    if (us.probe == NULL)
+        start_probe();
+    if (!us.ready && !us.failed)
+        arm_timer(interval);
+}
+
+static int start_probing(void)
+{
+    us.timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (us.timer_fd < 0)
+        return -1;
+    us.timer_sock = h2o_evloop_socket_create(us.loop, us.timer_fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(us.timer_sock, on_tick);
+    arm_timer(FIRST_PROBE_US);
+    return 0;
+}
+
+/* ---- spawn ---- */
+
+static int pick_port(uint16_t *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sin);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || getsockname(fd, (struct sockaddr *)&sin, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    *port = ntohs(sin.sin_port);
+    return 0;
+}
+
+/* In the child: never returns. Reports a failing step and errno over errfd. */
+static void child_exec(const agent_spec_t *spec, char **env, int outfd, int errfd_user, int errfd, pid_t parent)
+{
+    int report[2] = {0, 0};
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0);
+    /* the agent's death (even SIGKILL) takes the user server with it */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0)
+        dup2(devnull, STDIN_FILENO);
+    dup2(outfd, STDOUT_FILENO);
+    dup2(errfd_user, STDERR_FILENO);
+    if (chdir(spec->code_dir) != 0) {
+        report[0] = 1, report[1] = errno;
+        goto fail;
+    }
+    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    environ = env; /* execvp searches the user's PATH, not ours */
+    execvp(spec->argv[0], spec->argv);
+    report[0] = 2, report[1] = errno;
+fail:;
+    ssize_t w = write(errfd, report, sizeof(report));
+    (void)w;
+    _exit(127);
+}
+
+/* Creates the three pipes: [0..1] stdout, [2..3] stderr, [4..5] exec report. */
+static int make_pipes(int p[6])
+{
+    for (int i = 0; i < 6; i++)
+        p[i] = -1;
+    for (int i = 0; i < 3; i++)
+        if (pipe2(p + 2 * i, O_CLOEXEC) != 0)
+            return -1;
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    fcntl(p[2], F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+static void close_fds(int *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] >= 0)
+            close(p[i]), p[i] = -1;
+}
+
+static int spawn(const agent_spec_t *spec, const char **err)
+{
+    static char msg[256];
+    int p[6];
+    char **env = agent_build_env(spec, us.port);
+    if (env == NULL || make_pipes(p) != 0) {
+        free(env);
+        close_fds(p, 6);
+        return *err = "cannot create pipes", -1;
+    }
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0)
+        child_exec(spec, env, p[1], p[3], p[5], parent);
+    free(env);
+    close_fds((int[]){p[1], p[3], p[5]}, 3);
+    if (pid < 0) {
+        close_fds((int[]){p[0], p[2], p[4]}, 3);
+        return *err = "fork failed", -1;
+    }
+    setpgid(pid, pid); /* also here: whoever runs first, the group exists before we kill it */
+    us.pid = us.pgid = pid;
+    int report[2];
+    ssize_t n;
+    do
+        n = read(p[4], report, sizeof(report)); /* EOF = exec happened (CLOEXEC) */
+    while (n < 0 && errno == EINTR);
+    close(p[4]);
+    watch_pipe(&us.out[0], p[0], "stdout");
+    watch_pipe(&us.out[1], p[2], "stderr");
+    if (n == (ssize_t)sizeof(report)) {
+        snprintf(msg, sizeof(msg), "%s %s: %s", report[0] == 1 ? "chdir" : "exec",
+                 report[0] == 1 ? spec->code_dir : spec->argv[0], strerror(report[1]));
+        return *err = msg, -1;
+    }
+    return 0;
+}
+
+int agent_user_start(h2o_evloop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
+                     const agent_user_cbs_t *cbs, const char **err)
+{
+    us.loop = loop;
+    us.spec = spec;
+    us.cbs = *cbs;
+    us.log_fd = log_fd;
+    us.port = spec->port;
+    if (us.port == 0 && pick_port(&us.port) != 0)
+        return *err = "cannot pick a port for the user server", -1;
+    if (spawn(spec, err) != 0) {
+        us.failed = 1;
+        return -1;
+    }
+    us.exec_at_us = faas_now_us();
+    us.exec_us = (uint32_t)(us.exec_at_us - t0_us);
+    us.deadline_us = us.exec_at_us + (uint64_t)spec->cold_start_timeout_ms * 1000;
+    if (start_probing() != 0)
+        return *err = "cannot create the probe timer", -1;
+    return 0;
+}
+
+void agent_user_reap(void)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid != us.pid)
+            continue;
+        us.pid = 0;
+        /* the leader is gone: take whatever it left in its group with it */
+        kill(-us.pgid, SIGKILL);
+        int was_ready = us.ready;
+        us.cbs.on_exit(status, was_ready);
+        if (!was_ready && !us.failed) {
+            char msg[96];
+            if (WIFEXITED(status))
+                snprintf(msg, sizeof(msg), "user server exited with status %d before it was ready",
+                         WEXITSTATUS(status));
+            else
+                snprintf(msg, sizeof(msg), "user server killed by signal %d before it was ready", WTERMSIG(status));
+            fail(msg);
+        }
+    }
+}
+
+void agent_user_kill(uint32_t grace_ms)
+{
+    if (us.pgid <= 0)
+        return;
+    stop_probing();
+    kill(-us.pgid, SIGTERM);
+    uint64_t until = faas_now_us() + (uint64_t)grace_ms * 1000;
+    while (us.pid > 0 && faas_now_us() < until) {
+        if (waitpid(us.pid, NULL, WNOHANG) == us.pid) {
+            us.pid = 0;
+            break;
+        }
+        usleep(2000);
+    }
+    kill(-us.pgid, SIGKILL);
+    if (us.pid > 0)
+        waitpid(us.pid, NULL, 0);
+    us.pid = 0;
+}

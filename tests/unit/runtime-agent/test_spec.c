@@ -1,0 +1,218 @@
+/* Unit tests for runtime-agent/spec.c: control decoding, env/argv building, log lines,
+ * header rules. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "runtime-agent/internal.h"
+
+Test(agent_headers, hop_by_hop_dropped_case_insensitively)
+{
+    cr_assert(agent_header_is_hop("connection", 10));
+    cr_assert(agent_header_is_hop("Transfer-Encoding", 17));
+    cr_assert(agent_header_is_hop("te", 2));
+    cr_assert(agent_header_is_hop("content-length", 14));
+    cr_assert(agent_header_is_hop("host", 4));
+    cr_assert_not(agent_header_is_hop("x-request-id", 12));
+    cr_assert_not(agent_header_is_hop("faas-request-id", 15));
+    cr_assert_not(agent_header_is_hop("tee", 3));
+    cr_assert_not(agent_header_is_hop("t", 1));
+}
+
+Test(agent_headers, connection_tokens)
+{
+    const char *v = "keep-alive, X-Foo ,bar";
+    cr_assert(agent_connection_lists(v, strlen(v), "x-foo", 5));
+    cr_assert(agent_connection_lists(v, strlen(v), "bar", 3));
+    cr_assert(agent_connection_lists(v, strlen(v), "keep-alive", 10));
+    cr_assert_not(agent_connection_lists(v, strlen(v), "x-fo", 4));
+    cr_assert_not(agent_connection_lists("", 0, "x", 1));
+}
+
+Test(agent_deadline, parse_and_quantize)
+{
+    uint64_t v = 0;
+    cr_assert_eq(agent_parse_ms("1500", 4, &v), 0);
+    cr_assert_eq(v, 1500);
+    cr_assert_eq(agent_parse_ms("", 0, &v), -1);
+    cr_assert_eq(agent_parse_ms("12a", 3, &v), -1);
+    cr_assert_eq(agent_parse_ms("-1", 2, &v), -1);
+    cr_assert_eq(agent_parse_ms("1234567890123", 13, &v), -1);
+    cr_assert_eq(agent_quantize_ms(0), 1);
+    cr_assert_eq(agent_quantize_ms(57), 57);
+    cr_assert_eq(agent_quantize_ms(999), 990);
+    cr_assert_eq(agent_quantize_ms(29997), 29000);
+    cr_assert_eq(agent_quantize_ms(4000000), 600000);
+    /* never later than asked */
+    for (uint32_t ms = 1; ms < 700000; ms += 7)
+        cr_assert_leq(agent_quantize_ms(ms), ms);
+}
+
+Test(agent_cmdline, split_quotes_and_escapes)
+{
+    char **argv;
+    size_t argc;
+    const char *err = NULL;
+    cr_assert_eq(agent_split_cmd("  python3 -c 'print(\"a b\")'  x\\ y \"q\\\"z\" ", &argv, &argc, &err), 0);
+    cr_assert_eq(argc, 5);
+    cr_assert_str_eq(argv[0], "python3");
+    cr_assert_str_eq(argv[1], "-c");
+    cr_assert_str_eq(argv[2], "print(\"a b\")");
+    cr_assert_str_eq(argv[3], "x y");
+    cr_assert_str_eq(argv[4], "q\"z");
+    cr_assert_null(argv[5]);
+    free(argv);
+    cr_assert_eq(agent_split_cmd("a 'b", &argv, &argc, &err), -1);
+    cr_assert_not_null(err);
+    cr_assert_eq(agent_split_cmd("   ", &argv, &argc, &err), -1);
+    cr_assert_eq(agent_split_cmd("''", &argv, &argc, &err), 0);
+    cr_assert_eq(argc, 1);
+    cr_assert_str_eq(argv[0], "");
+    free(argv);
+}
+
+static const char *env_get(char **env, const char *key)
+{
+    size_t n = strlen(key);
+    for (; *env != NULL; env++)
+        if (strncmp(*env, key, n) == 0 && (*env)[n] == '=')
+            return *env + n + 1;
+    return NULL;
+}
+
+static size_t env_count(char **env)
+{
+    size_t n = 0;
+    while (env[n] != NULL)
+        n++;
+    return n;
+}
+
+Test(agent_env, clean_base_spec_env_and_port)
+{
+    const char *kv[] = {"FOO", "bar", "PATH", "/opt/bin", "PORT", "1"};
+    agent_spec_t s = {.env_kv = kv, .n_env = 3};
+    agent_spec_defaults(&s);
+    char **env = agent_build_env(&s, 8123);
+    cr_assert_str_eq(env_get(env, "PATH"), "/opt/bin");
+    cr_assert_str_eq(env_get(env, "HOME"), "/tmp");
+    cr_assert_str_eq(env_get(env, "LANG"), "C.UTF-8");
+    cr_assert_str_eq(env_get(env, "FOO"), "bar");
+    cr_assert_str_eq(env_get(env, "PORT"), "8123"); /* the platform's port wins */
+    cr_assert_eq(env_count(env), 5);
+    free(env);
+    s.port_env = "HTTP_PORT";
+    env = agent_build_env(&s, 9);
+    cr_assert_str_eq(env_get(env, "HTTP_PORT"), "9");
+    cr_assert_str_eq(env_get(env, "PORT"), "1");
+    free(env);
+}
+
+Test(agent_log, line_is_logfmt_and_quoted)
+{
+    char buf[256];
+    const char msg[] = "say \"hi\"\\ now\tx";
+    size_t n = agent_format_log_line(buf, sizeof(buf), 1700000000123, "hello", "i-1", "stderr", msg, strlen(msg));
+    cr_assert_gt(n, 0);
+    cr_assert_eq(buf[n - 1], '\n');
+    buf[n] = '\0';
+    cr_assert_str_eq(buf, "ts=2023-11-14T22:13:20.123Z fn=hello instance=i-1 stream=stderr msg=\"say \\\"hi\\\"\\\\ now x\"\n");
+    /* a line longer than the buffer is cut, still one line */
+    char big[1000];
+    memset(big, 'a', sizeof(big));
+    n = agent_format_log_line(buf, sizeof(buf), 0, "f", "i", "stdout", big, sizeof(big));
+    cr_assert_leq(n, sizeof(buf));
+    cr_assert_eq(buf[n - 1], '\n');
+    cr_assert_eq(buf[n - 2], '"');
+}
+
+/* Packs an AgentCommand SPECIALIZE with the given pieces. */
+static uint8_t *pack_specialize(const char *name, const char *dir, char **cmdv, size_t ncmd, uint32_t port,
+                                uint32_t user_port, size_t *len)
+{
+    Faas__FunctionSpec fs = FAAS__FUNCTION_SPEC__INIT;
+    Faas__HealthCheck hc = FAAS__HEALTH_CHECK__INIT;
+    Faas__KeyValue kv = FAAS__KEY_VALUE__INIT, *kvs[] = {&kv};
+    Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
+    Faas__AgentCommand c = FAAS__AGENT_COMMAND__INIT;
+    kv.key = "GREETING";
+    kv.value = "hi";
+    fs.name = (char *)name;
+    fs.command = cmdv;
+    fs.n_command = ncmd;
+    fs.env = kvs;
+    fs.n_env = 1;
+    fs.port = port;
+    hc.kind = FAAS__HEALTH_CHECK__KIND__TCP;
+    fs.health = &hc;
+    sp.spec = &fs;
+    sp.instance_id = "inst-1";
+    sp.code_dir = (char *)dir;
+    sp.user_port = user_port;
+    c.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
+    c.specialize = &sp;
+    return faas_pb_pack(&c.base, len);
+}
+
+Test(agent_control, decode_specialize_with_defaults)
+{
+    char *cmdv[] = {"./server", "--flag"};
+    size_t len;
+    uint8_t *buf = pack_specialize("hello", "/code", cmdv, 2, 0, 9000, &len);
+    agent_cmd_t cmd;
+    const char *err = NULL;
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0, "%s", err);
+    cr_assert_eq(cmd.type, FAAS__AGENT_COMMAND__TYPE__SPECIALIZE);
+    cr_assert_str_eq(cmd.spec.name, "hello");
+    cr_assert_str_eq(cmd.spec.instance_id, "inst-1");
+    cr_assert_str_eq(cmd.spec.code_dir, "/code");
+    cr_assert_eq(cmd.spec.argc, 2);
+    cr_assert_str_eq(cmd.spec.argv[1], "--flag");
+    cr_assert_null(cmd.spec.argv[2]);
+    cr_assert_eq(cmd.spec.port, 9000);
+    cr_assert_str_eq(cmd.spec.port_env, "PORT");
+    cr_assert_eq(cmd.spec.probe_kind, AGENT_PROBE_TCP);
+    cr_assert_str_eq(cmd.spec.probe_path, "/");
+    cr_assert_eq(cmd.spec.probe_interval_ms, 2);
+    cr_assert_eq(cmd.spec.cold_start_timeout_ms, 10000);
+    cr_assert_eq(cmd.spec.n_env, 1);
+    cr_assert_str_eq(cmd.spec.env_kv[0], "GREETING");
+    agent_cmd_free(&cmd);
+    free(buf);
+    /* the spec's own port wins over the worker manager's pick */
+    buf = pack_specialize("hello", "/code", cmdv, 1, 7000, 9000, &len);
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0);
+    cr_assert_eq(cmd.spec.port, 7000);
+    agent_cmd_free(&cmd);
+    free(buf);
+}
+
+Test(agent_control, decode_rejects_bad_specs)
+{
+    char *cmdv[] = {"./server"};
+    size_t len;
+    agent_cmd_t cmd;
+    const char *err = NULL;
+    struct {
+        const char *name, *dir;
+        size_t ncmd;
+        uint32_t port;
+    } bad[] = {{"hello", "/code", 0, 0}, {"Bad_Name", "/code", 1, 0}, {"hello", "rel/dir", 1, 0},
+               {"hello", "/code", 1, 70000}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint8_t *buf = pack_specialize(bad[i].name, bad[i].dir, cmdv, bad[i].ncmd, bad[i].port, 0, &len);
+        err = NULL;
+        cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), -1, "case %zu", i);
+        cr_assert_not_null(err);
+        free(buf);
+    }
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    cr_assert_eq(agent_cmd_decode(garbage, sizeof(garbage), &cmd, &err), -1);
+    const uint8_t no_body[] = {0x08, 0x00}; /* type = SPECIALIZE, no specialize */
+    cr_assert_eq(agent_cmd_decode(no_body, sizeof(no_body), &cmd, &err), -1);
+    const uint8_t stop[] = {0x08, 0x01};
+    cr_assert_eq(agent_cmd_decode(stop, sizeof(stop), &cmd, &err), 0);
+    cr_assert_eq(cmd.type, FAAS__AGENT_COMMAND__TYPE__STOP);
+    agent_cmd_free(&cmd);
+}

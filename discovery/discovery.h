@@ -6,7 +6,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "common/rpc.h"
 #include "proto/faas.pb-c.h"
 
 /* ---- function specs (spec.c) ------------------------------------------------ */
@@ -116,5 +118,30 @@ uint8_t *disc_registry_list_instances(disc_registry_t *r, const char *name, size
 /* Packed WorkerList; malloc'd. */
 uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len);
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
+
+/* ---- the gRPC service (service.c) ------------------------------------------------ */
+
+typedef struct disc_service disc_service_t;
+
+/* Binds the faas.Discovery methods to a store and a registry (both outlive it). */
+disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes);
+/* The method table to hand to faas_rpc_server_start. */
+const faas_rpc_method_t *disc_service_methods(disc_service_t *s, size_t *n);
+void disc_service_free(disc_service_t *s);
+/* Writes the Prometheus text exposition of discovery's gauges and RPC counters. */
+void disc_service_metrics(disc_service_t *s, FILE *out);
+
+/* ---- tiny HTTP/1.0 responder for /metrics and /healthz (httpd.c) ---------------- */
+
+typedef struct disc_httpd disc_httpd_t;
+
+/* Fills a response for GET path: status, body (malloc'd, freed by the server) and type. */
+typedef void (*disc_http_fn)(void *ud, const char *path, int *status, char **body, size_t *len,
+                             const char **ctype);
+
+/* Listens on addr ("127.0.0.1:7101", port 0 picks) and serves on its own thread. */
+disc_httpd_t *disc_httpd_start(const char *addr, disc_http_fn fn, void *ud, int *bound_port, const char **err);
+/* Stops accepting and joins the thread. */
+void disc_httpd_stop(disc_httpd_t *h);
 
 #endif

@@ -1,0 +1,448 @@
+/* discovery/service.c - the faas.Discovery gRPC methods: thin handlers that unpack,
+ * call the store or the registry, pack and answer, counting every result. */
+#include "discovery/discovery.h"
+#include "discovery/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+
+enum {
+    M_UPLOAD,
+    M_FETCH,
+    M_DEPLOY,
+    M_GET,
+    M_LIST,
+    M_DELETE,
+    M_HEARTBEAT,
+    M_LIST_INSTANCES,
+    M_LIST_WORKERS,
+    M_WATCH,
+    M_COUNT
+};
+#define N_CODES 17
+
+static const char *const method_names[M_COUNT] = {
+    "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
+    "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch",
+};
+
+static const char *const code_names[N_CODES] = {
+    "OK",       "CANCELLED",         "UNKNOWN",          "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+struct disc_service {
+    disc_store_t *store;
+    disc_registry_t *reg;
+    uint64_t max_artifact;
+    /* store write + registry publish as one step, so watchers see deploys in version order */
+    pthread_mutex_t deploy_mu;
+    uint64_t counts[M_COUNT][N_CODES]; /* atomics */
+    faas_rpc_method_t methods[M_COUNT];
+};
+
+static void count(disc_service_t *s, int m, int code)
+{
+    if (code < 0 || code >= N_CODES)
+        code = 2;
+    __atomic_fetch_add(&s->counts[m][code], 1, __ATOMIC_RELAXED);
+}
+
+static void fail(disc_service_t *s, faas_rpc_call_t *call, int m, int code, const char *msg)
+{
+    count(s, m, code);
+    faas_rpc_fail(call, code, msg);
+}
+
+/* Packs msg and replies OK; INTERNAL if packing runs out of memory. */
+static void reply_msg(disc_service_t *s, faas_rpc_call_t *call, int m, const ProtobufCMessage *msg)
+{
+    size_t len = 0;
+    uint8_t *buf = msg ? faas_pb_pack(msg, &len) : NULL;
+    if (msg != NULL && buf == NULL) {
+        fail(s, call, m, FAAS_RPC_INTERNAL, "out of memory");
+        return;
+    }
+    count(s, m, FAAS_RPC_OK);
+    faas_rpc_reply(call, buf ? buf : (const uint8_t *)"", len);
+    free(buf);
+}
+
+/* ---- code artifacts ------------------------------------------------------------ */
+
+static void on_upload(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    disc_upload_t *up = faas_rpc_get_data(call);
+    const char *err = NULL;
+    if (req == NULL) { /* end of the client stream */
+        faas_rpc_set_data(call, NULL);
+        if (faas_rpc_cancelled(call)) {
+            disc_upload_abort(up);
+            fail(s, call, M_UPLOAD, FAAS_RPC_CANCELLED, "upload cut short");
+            return;
+        }
+        if (up == NULL) {
+            fail(s, call, M_UPLOAD, FAAS_RPC_INVALID_ARGUMENT, "empty upload: send the tar.gz of the code directory");
+            return;
+        }
+        char sha[65];
+        uint64_t size = 0;
+        int rc = disc_upload_commit(up, sha, &size, &err);
+        if (rc != 0) {
+            fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
+            return;
+        }
+        Faas__CodeRef ref = FAAS__CODE_REF__INIT;
+        ref.sha256 = sha;
+        ref.size = size;
+        FAAS_INFO("event=upload sha256=%s size=%llu", sha, (unsigned long long)size);
+        reply_msg(s, call, M_UPLOAD, &ref.base);
+        return;
+    }
+    Faas__CodeChunk *chunk = faas__code_chunk__unpack(NULL, len, req);
+    int code = FAAS_RPC_INVALID_ARGUMENT, rc;
+    if (chunk == NULL) {
+        err = "a message is not a valid CodeChunk";
+        goto bad;
+    }
+    if (up == NULL) {
+        if ((up = disc_upload_begin(disc_store_artifact_dir(s->store), s->max_artifact, &err)) == NULL) {
+            code = FAAS_RPC_INTERNAL;
+            goto bad;
+        }
+        faas_rpc_set_data(call, up);
+    }
+    rc = disc_upload_write(up, chunk->data.data, chunk->data.len, &err);
+    if (rc != 0) {
+        code = rc == -EFBIG ? FAAS_RPC_RESOURCE_EXHAUSTED : FAAS_RPC_INTERNAL;
+        goto bad;
+    }
+    faas__code_chunk__free_unpacked(chunk, NULL);
+    return;
+bad:
+    /* failing ends the call: no further messages nor the end-of-stream call come */
+    if (chunk)
+        faas__code_chunk__free_unpacked(chunk, NULL);
+    disc_upload_abort(up);
+    faas_rpc_set_data(call, NULL);
+    fail(s, call, M_UPLOAD, code, err);
+}
+
+static void on_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__CodeRef *ref = faas__code_ref__unpack(NULL, len, req);
+    char path[4096];
+    if (ref == NULL || disc_artifact_path(disc_store_artifact_dir(s->store), ref->sha256, path, sizeof(path)) != 0) {
+        fail(s, call, M_FETCH, FAAS_RPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
+        goto out;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail(s, call, M_FETCH, FAAS_RPC_NOT_FOUND, "no such code artifact");
+        goto out;
+    }
+    static const size_t CHUNK = 64 * 1024;
+    uint8_t *data = malloc(CHUNK), *packed = malloc(CHUNK + 16);
+    ssize_t n = 0;
+    while (data && packed && (n = read(fd, data, CHUNK)) > 0) {
+        Faas__CodeChunk c = FAAS__CODE_CHUNK__INIT;
+        c.data.data = data;
+        c.data.len = (size_t)n;
+        size_t plen = faas__code_chunk__pack(&c, packed);
+        if (faas_rpc_send(call, packed, plen) != 0)
+            break; /* the client went away */
+    }
+    close(fd);
+    free(data);
+    free(packed);
+    count(s, M_FETCH, n < 0 || !data || !packed ? FAAS_RPC_INTERNAL : FAAS_RPC_OK);
+    faas_rpc_finish(call, n < 0 || !data || !packed ? FAAS_RPC_INTERNAL : FAAS_RPC_OK,
+                    n < 0 ? "reading the artifact failed" : NULL);
+out:
+    if (ref)
+        faas__code_ref__free_unpacked(ref, NULL);
+}
+
+/* ---- functions --------------------------------------------------------------------- */
+
+static void on_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionSpec *in = faas__function_spec__unpack(NULL, len, req), *out = NULL;
+    char err[512];
+    if (in == NULL) {
+        fail(s, call, M_DEPLOY, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid FunctionSpec message");
+        return;
+    }
+    pthread_mutex_lock(&s->deploy_mu);
+    int rc = disc_store_deploy(s->store, in, &out, err, sizeof(err));
+    if (rc == 0)
+        disc_registry_function_put(s->reg, out);
+    pthread_mutex_unlock(&s->deploy_mu);
+    char q[600];
+    if (rc != 0) {
+        FAAS_WARN("event=deploy_rejected function=%s msg=%s", in->name ? in->name : "",
+                  faas_log_quote(q, sizeof(q), err, strlen(err)));
+        fail(s, call, M_DEPLOY, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
+    } else {
+        FAAS_INFO("event=deploy function=%s version=%llu sha256=%s protocol=%d", out->name,
+                  (unsigned long long)out->version, out->code_sha256, (int)out->protocol);
+        reply_msg(s, call, M_DEPLOY, &out->base);
+        faas__function_spec__free_unpacked(out, NULL);
+    }
+    faas__function_spec__free_unpacked(in, NULL);
+}
+
+/* Unpacks a FunctionName whose name must be a valid function name. */
+static Faas__FunctionName *name_req(disc_service_t *s, faas_rpc_call_t *call, int m, const uint8_t *req, size_t len)
+{
+    Faas__FunctionName *fn = faas__function_name__unpack(NULL, len, req);
+    const char *err = "the request is not a valid FunctionName message";
+    if (fn != NULL && faas_valid_function_name(fn->name, strlen(fn->name), &err) == 0)
+        return fn;
+    if (fn)
+        faas__function_name__free_unpacked(fn, NULL);
+    fail(s, call, m, FAAS_RPC_INVALID_ARGUMENT, err);
+    return NULL;
+}
+
+static void on_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionName *fn = name_req(s, call, M_GET, req, len);
+    if (fn == NULL)
+        return;
+    Faas__FunctionSpec *spec = NULL;
+    int rc = disc_store_get(s->store, fn->name, &spec);
+    if (rc == 0) {
+        reply_msg(s, call, M_GET, &spec->base);
+        faas__function_spec__free_unpacked(spec, NULL);
+    } else {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "function %s not found", fn->name);
+        fail(s, call, M_GET, rc == -ENOENT ? FAAS_RPC_NOT_FOUND : FAAS_RPC_INTERNAL,
+             rc == -ENOENT ? msg : "reading the function failed");
+    }
+    faas__function_name__free_unpacked(fn, NULL);
+}
+
+static void on_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionList list = FAAS__FUNCTION_LIST__INIT;
+    if (disc_store_list(s->store, &list.functions, &list.n_functions) != 0) {
+        fail(s, call, M_LIST, FAAS_RPC_INTERNAL, "reading the functions failed");
+        return;
+    }
+    reply_msg(s, call, M_LIST, &list.base);
+    disc_store_free_list(list.functions, list.n_functions);
+}
+
+static void on_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionName *fn = name_req(s, call, M_DELETE, req, len);
+    if (fn == NULL)
+        return;
+    pthread_mutex_lock(&s->deploy_mu);
+    int rc = disc_store_delete(s->store, fn->name);
+    if (rc == 0)
+        disc_registry_function_delete(s->reg, fn->name);
+    pthread_mutex_unlock(&s->deploy_mu);
+    if (rc == 0) {
+        FAAS_INFO("event=delete function=%s", fn->name);
+        Faas__Empty e = FAAS__EMPTY__INIT;
+        reply_msg(s, call, M_DELETE, &e.base);
+    } else {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "function %s not found", fn->name);
+        fail(s, call, M_DELETE, rc == -ENOENT ? FAAS_RPC_NOT_FOUND : FAAS_RPC_INTERNAL,
+             rc == -ENOENT ? msg : "deleting the function failed");
+    }
+    faas__function_name__free_unpacked(fn, NULL);
+}
+
+/* ---- workers, instances, watch ------------------------------------------------- */
+
+static void on_heartbeat(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__LeaseRenewal *lr = faas__lease_renewal__unpack(NULL, len, req);
+    const char *err = "the request is not a valid LeaseRenewal message";
+    if (lr == NULL || disc_registry_heartbeat(s->reg, lr, faas_now_ms(), &err) != 0) {
+        fail(s, call, M_HEARTBEAT, FAAS_RPC_INVALID_ARGUMENT, err);
+    } else {
+        Faas__Empty e = FAAS__EMPTY__INIT;
+        reply_msg(s, call, M_HEARTBEAT, &e.base);
+    }
+    if (lr)
+        faas__lease_renewal__free_unpacked(lr, NULL);
+}
+
+static void reply_bytes(disc_service_t *s, faas_rpc_call_t *call, int m, uint8_t *buf, size_t len)
+{
+    if (buf == NULL) {
+        fail(s, call, m, FAAS_RPC_INTERNAL, "out of memory");
+        return;
+    }
+    count(s, m, FAAS_RPC_OK);
+    faas_rpc_reply(call, buf, len);
+    free(buf);
+}
+
+static void on_list_instances(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionName *fn = faas__function_name__unpack(NULL, len, req);
+    if (fn == NULL) {
+        fail(s, call, M_LIST_INSTANCES, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid FunctionName message");
+        return;
+    }
+    size_t n = 0;
+    uint8_t *buf = disc_registry_list_instances(s->reg, fn->name, &n);
+    faas__function_name__free_unpacked(fn, NULL);
+    reply_bytes(s, call, M_LIST_INSTANCES, buf, n);
+}
+
+static void on_list_workers(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    size_t n = 0;
+    uint8_t *buf = disc_registry_list_workers(s->reg, &n);
+    reply_bytes(s, call, M_LIST_WORKERS, buf, n);
+}
+
+typedef struct {
+    disc_service_t *svc;
+    int64_t sub;
+} watch_t;
+
+static int watch_sink(void *ctx, const uint8_t *ev, size_t len)
+{
+    return faas_rpc_send(ctx, ev, len) == 0 ? 0 : -1;
+}
+
+/* The client left or the server is stopping: no more events, end the call once. */
+static void watch_closed(faas_rpc_call_t *call, void *ud)
+{
+    watch_t *w = ud;
+    disc_registry_unsubscribe(w->svc->reg, w->sub);
+    count(w->svc, M_WATCH, FAAS_RPC_OK);
+    FAAS_DEBUG("event=watch_end peer=%s", faas_rpc_peer(call));
+    faas_rpc_finish(call, FAAS_RPC_OK, NULL);
+    free(w);
+}
+
+static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__WatchRequest *wr = faas__watch_request__unpack(NULL, len, req);
+    if (wr == NULL) {
+        fail(s, call, M_WATCH, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
+        return;
+    }
+    /* asking for nothing is read as asking for everything: an empty stream helps no one */
+    int all = !wr->functions && !wr->instances && !wr->workers;
+    watch_t *w = calloc(1, sizeof(*w));
+    int64_t sub = w ? disc_registry_subscribe(s->reg, all || wr->functions, all || wr->instances,
+                                              all || wr->workers, watch_sink, call)
+                    : -ENOMEM;
+    faas__watch_request__free_unpacked(wr, NULL);
+    if (sub < 0) {
+        free(w);
+        fail(s, call, M_WATCH, FAAS_RPC_UNAVAILABLE, "the watcher went away during its snapshot");
+        return;
+    }
+    w->svc = s;
+    w->sub = sub;
+    FAAS_DEBUG("event=watch_start peer=%s", faas_rpc_peer(call));
+    faas_rpc_on_close(call, watch_closed, w);
+}
+
+/* ---- setup and metrics ---------------------------------------------------------- */
+
+disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes)
+{
+    static void (*const handlers[M_COUNT])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {
+        on_upload, on_fetch,     on_deploy,         on_get,          on_list,
+        on_delete, on_heartbeat, on_list_instances, on_list_workers, on_watch,
+    };
+    static const char *const paths[M_COUNT] = {
+        "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
+        "/faas.Discovery/GetFunction",    "/faas.Discovery/ListFunctions", "/faas.Discovery/DeleteFunction",
+        "/faas.Discovery/Heartbeat",      "/faas.Discovery/ListInstances", "/faas.Discovery/ListWorkers",
+        "/faas.Discovery/Watch",
+    };
+    disc_service_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->store = store;
+    s->reg = reg;
+    s->max_artifact = max_artifact_bytes;
+    pthread_mutex_init(&s->deploy_mu, NULL);
+    for (int i = 0; i < M_COUNT; i++) {
+        s->methods[i].method = paths[i];
+        s->methods[i].kind = i == M_UPLOAD ? FAAS_RPC_CLIENT_STREAM
+                             : (i == M_FETCH || i == M_WATCH) ? FAAS_RPC_SERVER_STREAM
+                                                               : FAAS_RPC_UNARY;
+        s->methods[i].handler = handlers[i];
+        s->methods[i].ud = s;
+    }
+    return s;
+}
+
+const faas_rpc_method_t *disc_service_methods(disc_service_t *s, size_t *n)
+{
+    *n = M_COUNT;
+    return s->methods;
+}
+
+void disc_service_free(disc_service_t *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_destroy(&s->deploy_mu);
+    free(s);
+}
+
+void disc_service_metrics(disc_service_t *s, FILE *out)
+{
+    disc_registry_stats_t st;
+    disc_registry_stats(s->reg, &st);
+    fprintf(out,
+            "# HELP faas_discovery_functions Deployed functions.\n# TYPE faas_discovery_functions gauge\n"
+            "faas_discovery_functions %zu\n"
+            "# HELP faas_discovery_instances Instances held by live worker leases.\n"
+            "# TYPE faas_discovery_instances gauge\nfaas_discovery_instances %zu\n"
+            "# HELP faas_discovery_workers Workers with a live lease.\n# TYPE faas_discovery_workers gauge\n"
+            "faas_discovery_workers %zu\n"
+            "# HELP faas_discovery_watchers Open Watch streams.\n# TYPE faas_discovery_watchers gauge\n"
+            "faas_discovery_watchers %zu\n"
+            "# HELP faas_discovery_revision Registry revision (grows on every change).\n"
+            "# TYPE faas_discovery_revision counter\nfaas_discovery_revision %llu\n"
+            "# HELP faas_discovery_version Last function version handed out.\n"
+            "# TYPE faas_discovery_version gauge\nfaas_discovery_version %llu\n",
+            st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
+            (unsigned long long)disc_store_version(s->store));
+    fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
+                 "# TYPE faas_discovery_rpc_total counter\n");
+    for (int m = 0; m < M_COUNT; m++)
+        for (int c = 0; c < N_CODES; c++) {
+            uint64_t v = __atomic_load_n(&s->counts[m][c], __ATOMIC_RELAXED);
+            if (v > 0 || c == 0)
+                fprintf(out, "faas_discovery_rpc_total{method=\"%s\",code=\"%s\"} %llu\n", method_names[m],
+                        code_names[c], (unsigned long long)v);
+        }
+}

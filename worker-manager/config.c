@@ -1,0 +1,176 @@
+/* config.c - command-line flags of faas-workermgr. */
+#include "worker-manager/internal.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+void wm_usage(void)
+{
+    printf("usage: faas-workermgr [flags]\n"
+           "  --listen ADDR          gRPC listen address, registered in discovery (127.0.0.1:7200)\n"
+           "  --discovery ADDR       discovery address (127.0.0.1:7100)\n"
+           "  --metrics-listen ADDR  /metrics and /healthz (127.0.0.1:7201)\n"
+           "  --state-dir DIR        code cache, pod dirs, logs (./.faas/worker)\n"
+           "  --pool-size N          warm generic pods (2)\n"
+           "  --id ID                worker id (hostname-pid)\n"
+           "  --lease-ttl-ms MS      discovery lease (3000)\n"
+           "  --agent PATH           faas-agent binary (next to this binary)\n"
+           "  --pod-uid UID          uid and gid pods run as (65534)\n"
+           "  --cgroup-root DIR      cgroup mount root (/sys/fs/cgroup)\n"
+           "  --help\n");
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v > max || s[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              (c == '.' && i > 0)))
+            return 0;
+    }
+    return 1;
+}
+
+static int set_addr(char *dst, size_t cap, const char *v, const char **err, const char *bad)
+{
+    char host[128];
+    uint16_t port;
+    const char *e;
+    if (strlen(v) >= cap || faas_parse_hostport(v, host, sizeof(host), &port, &e) != 0) {
+        *err = bad;
+        return -1;
+    }
+    snprintf(dst, cap, "%s", v);
+    return 0;
+}
+
+static int absolutize(char *dst, size_t cap, const char *v)
+{
+    if (v[0] == '/')
+        return wm_fmt(dst, cap, "%s", v);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return -1;
+    if (v[0] == '.' && v[1] == '/')
+        v += 2;
+    return wm_fmt(dst, cap, "%s/%s", cwd, v);
+}
+
+static void defaults(wm_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->listen, sizeof(c->listen), "127.0.0.1:7200");
+    snprintf(c->discovery, sizeof(c->discovery), "127.0.0.1:7100");
+    snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:7201");
+    snprintf(c->cgroup_root, sizeof(c->cgroup_root), "/sys/fs/cgroup");
+    c->pool_size = 2;
+    c->lease_ttl_ms = 3000;
+    c->pod_uid = 65534;
+    c->pod_gid = 65534;
+}
+
+static void default_id_and_agent(wm_config_t *c)
+{
+    if (c->id[0] == '\0') {
+        char host[64] = "worker";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        for (char *p = host; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'))
+                *p = '-';
+        host[40] = '\0';
+        snprintf(c->id, sizeof(c->id), "%s-%d", host, (int)getpid());
+    }
+    if (c->agent[0] == '\0') {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n > 0) {
+            exe[n] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash)
+                *slash = '\0';
+            wm_fmt(c->agent, sizeof(c->agent), "%s/faas-agent", exe);
+        }
+    }
+}
+
+int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
+{
+    enum { O_LISTEN = 256, O_DISC, O_METRICS, O_STATE, O_POOL, O_ID, O_TTL, O_AGENT, O_UID, O_CG, O_HELP };
+    static const struct option opts[] = {
+        {"listen", required_argument, 0, O_LISTEN},     {"discovery", required_argument, 0, O_DISC},
+        {"metrics-listen", required_argument, 0, O_METRICS}, {"state-dir", required_argument, 0, O_STATE},
+        {"pool-size", required_argument, 0, O_POOL},    {"id", required_argument, 0, O_ID},
+        {"lease-ttl-ms", required_argument, 0, O_TTL},  {"agent", required_argument, 0, O_AGENT},
+        {"pod-uid", required_argument, 0, O_UID},       {"cgroup-root", required_argument, 0, O_CG},
+        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+    };
+    defaults(c);
+    const char *state = "./.faas/worker";
+    unsigned long v;
+    optind = 0;
+    opterr = 0;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case O_LISTEN: if (set_addr(c->listen, sizeof(c->listen), optarg, err, "--listen must be host:port")) return -1; break;
+        case O_DISC: if (set_addr(c->discovery, sizeof(c->discovery), optarg, err, "--discovery must be host:port")) return -1; break;
+        case O_METRICS: if (set_addr(c->metrics_listen, sizeof(c->metrics_listen), optarg, err, "--metrics-listen must be host:port")) return -1; break;
+        case O_STATE: state = optarg; break;
+        case O_POOL:
+            if (parse_uint(optarg, 64, &v) != 0) { *err = "--pool-size must be a number 0-64"; return -1; }
+            c->pool_size = (unsigned)v;
+            break;
+        case O_ID:
+            if (!valid_id(optarg)) { *err = "--id must be 1-63 chars of [A-Za-z0-9._-]"; return -1; }
+            snprintf(c->id, sizeof(c->id), "%s", optarg);
+            break;
+        case O_TTL:
+            if (parse_uint(optarg, 3600000, &v) != 0 || v < 300) { *err = "--lease-ttl-ms must be 300-3600000"; return -1; }
+            c->lease_ttl_ms = (unsigned)v;
+            break;
+        case O_AGENT: if (absolutize(c->agent, sizeof(c->agent), optarg) != 0) { *err = "--agent path too long"; return -1; } break;
+        case O_UID:
+            if (parse_uint(optarg, 65535 * 65536ul, &v) != 0 || v == 0) { *err = "--pod-uid must be a non-zero uid"; return -1; }
+            c->pod_uid = (uid_t)v;
+            c->pod_gid = (gid_t)v;
+            break;
+        case O_CG: if (absolutize(c->cgroup_root, sizeof(c->cgroup_root), optarg) != 0) { *err = "--cgroup-root too long"; return -1; } break;
+        case O_HELP: wm_usage(); return 1;
+        default: *err = "unknown flag or missing value (see --help)"; return -1;
+        }
+    }
+    if (optind < argc) {
+        *err = "unexpected argument (see --help)";
+        return -1;
+    }
+    if (state[0] == '\0' || absolutize(c->state_dir, sizeof(c->state_dir), state) != 0) {
+        *err = "--state-dir is empty or too long";
+        return -1;
+    }
+    size_t sl = strlen(c->state_dir);
+    while (sl > 1 && c->state_dir[sl - 1] == '/')
+        c->state_dir[--sl] = '\0';
+    default_id_and_agent(c);
+    return 0;
+}

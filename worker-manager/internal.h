@@ -1,0 +1,195 @@
+/* worker-manager/internal.h - private pieces of faas-workermgr. */
+#ifndef FAAS_WM_INTERNAL_H
+#define FAAS_WM_INTERNAL_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "worker-manager/workermgr.h"
+
+#define WM_DEFAULT_MEMORY (256ull << 20)
+#define WM_DEFAULT_PIDS 256u
+#define WM_CPU_PERIOD_US 100000u
+
+/* ---- cgroups (cgroup.c) ---------------------------------------------------- */
+
+enum { WM_CG_MEMORY, WM_CG_CPU, WM_CG_PIDS, WM_CG_N };
+
+/* Where each controller lives: v2 when the v2 root enables it, else its v1 hierarchy. */
+typedef struct {
+    char v2[PATH_MAX];          /* v2 mount ("" if none): membership and cgroup.kill */
+    int on_v2[WM_CG_N];         /* controller handled by the v2 tree */
+    char v1[WM_CG_N][PATH_MAX]; /* v1 hierarchy of the controller ("" if on v2 or absent) */
+} wm_cg_layout_t;
+
+typedef struct {
+    uint64_t memory_bytes; /* 0 = default */
+    uint32_t cpu_millis;   /* 0 = unlimited */
+    uint32_t pids;         /* 0 = default */
+} wm_limits_t;
+
+typedef struct {
+    char path[PATH_MAX];
+    char value[64];
+} wm_cg_write_t;
+
+extern const char *const wm_cg_names[WM_CG_N];
+
+/* Detects the layout under root ("/sys/fs/cgroup"): pure v2, hybrid or v1 only. */
+int wm_cg_detect(const char *root, wm_cg_layout_t *L, const char **err);
+/* The distinct directories of cgroup rel ("faas/w/p") in every hierarchy used. */
+size_t wm_cg_dirs(const wm_cg_layout_t *L, const char *rel, char (*out)[PATH_MAX], size_t cap);
+/* The file writes that apply lim to cgroup rel; returns how many (<= cap). */
+size_t wm_cg_limit_writes(const wm_cg_layout_t *L, const char *rel, const wm_limits_t *lim, wm_cg_write_t *out,
+                          size_t cap);
+/* Creates cgroup rel everywhere (enabling v2 controllers on the way). */
+int wm_cg_create(const wm_cg_layout_t *L, const char *rel, char *err, size_t errcap);
+/* Writes the limits; 0 or -1 with err. */
+int wm_cg_apply(const wm_cg_layout_t *L, const char *rel, const wm_limits_t *lim, char *err, size_t errcap);
+/* Kills every task of rel (cgroup.kill in v2, else SIGKILL to each listed pid). */
+void wm_cg_kill(const wm_cg_layout_t *L, const char *rel);
+/* Kills and removes rel and everything under it, waiting up to wait_ms for tasks to go. */
+int wm_cg_remove_tree(const wm_cg_layout_t *L, const char *rel, int wait_ms);
+/* snprintf that says -1 when the output did not fit. */
+int wm_fmt(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Writes s to path; 0 or -1 (errno). */
+int wm_write_file(const char *path, const char *s);
+
+/* ---- the pod spawner helper (spawner.c) ------------------------------------- */
+
+typedef struct {
+    int fd;     /* WM end of the helper socket */
+    pid_t pid;
+} wm_helper_t;
+
+/* Forks the helper. Must run before any thread or grpc call. */
+int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
+/* Spawns a pod: returns its host pid and the WM end of its control socket. */
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap);
+/* Bind-mounts <state>/code/<sha> read-only at <state>/pods/<pod>/code in the pod's mount ns. */
+int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap);
+/* Kills the pod, reaps it, removes its cgroups and directory. */
+int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
+/* Removes leftovers of a previous run (cgroups of worker prev_id, pod dirs and mounts). */
+int wm_helper_cleanup(wm_helper_t *h, const char *prev_id);
+/* Closes the socket (the helper then kills whatever is left and exits) and reaps it. */
+void wm_helper_stop(wm_helper_t *h);
+
+/* ---- code cache (code.c) -------------------------------------------------------- */
+
+/* Hex sha256 of the file at path into hex (65 bytes); 0 or -1. */
+int wm_sha256_file(const char *path, char *hex);
+/* Hex sha256 of a buffer. */
+void wm_sha256_hex(const void *data, size_t len, char *hex);
+/* Is s 64 lowercase hex chars. */
+int wm_valid_sha256(const char *s);
+/* Makes <state>/code/<sha> exist (fetching from discovery if needed). Blocking. */
+int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha, char *err, size_t errcap);
+
+/* ---- pods and the event loop (pods.c) ----------------------------------------------- */
+
+typedef struct wm wm_t;
+typedef struct faas_rpc_call faas_rpc_call_t;
+
+/* Work posted to the pod thread by rpc handlers. */
+int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len);
+int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len);
+/* Answers from the published snapshot (any thread). */
+void wm_answer_list(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len);
+void wm_answer_stats(wm_t *wm, faas_rpc_call_t *call);
+void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len);
+/* Prometheus text into buf. */
+size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap);
+/* Packs the current lease (malloc'd) for the heartbeat; empty=1 gives no instances. */
+uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len);
+
+/* Logs: last n lines of file into a malloc'd array. */
+int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
+
+#endif
+
+/* ---- daemon state shared by the pod thread and the rpc/heartbeat/metrics threads ---- */
+#ifdef WM_STATE
+#include <pthread.h>
+#include "proto/faas.pb-c.h"
+
+typedef enum { POD_STARTING, POD_WARM, POD_SPECIALIZING, POD_READY, POD_STOPPING } wm_pod_state_t;
+
+typedef struct wm_acq wm_acq_t;
+
+typedef struct wm_pod {
+    struct wm_pod *next;
+    char id[20];
+    pid_t pid;
+    int ctl;
+    wm_pod_state_t state;
+    uint32_t port;
+    uint64_t deadline_us; /* HELLO, READY or STOP deadline; 0 = none */
+    char inst_id[24];
+    char function[64];
+    uint64_t version;
+    int64_t started_ms;
+    uint32_t concurrency;
+    wm_acq_t *acq; /* the acquisition being served while SPECIALIZING */
+} wm_pod_t;
+
+struct wm_acq {
+    wm_acq_t *next;
+    faas_rpc_call_t *call;
+    Faas__AcquireRequest *req;
+    uint64_t t0, t_code_start, t_code_done, t_taken, t_sent, deadline_us;
+    int code_ready;
+};
+
+typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE } wm_work_kind_t;
+
+typedef struct wm_work {
+    struct wm_work *next;
+    wm_work_kind_t kind;
+    faas_rpc_call_t *call;
+    wm_acq_t *acq;
+    char arg[128]; /* instance id (RELEASE) or sha256 (CODE_DONE) */
+    int rc;
+    char err[256];
+} wm_work_t;
+
+/* What other threads may read, copied out by the pod thread under mu. */
+typedef struct {
+    char id[24], function[64], endpoint[32];
+    uint64_t version;
+    int64_t started_ms;
+    uint32_t pid, concurrency;
+} wm_inst_snap_t;
+
+struct wm {
+    const wm_config_t *cfg;
+    wm_cg_layout_t cg;
+    wm_helper_t helper;
+    int efd, sfd;
+
+    /* pod thread only */
+    wm_pod_t *pods;
+    wm_acq_t *waiting_code, *waiting_pod;
+    char (*fetching)[65];
+    size_t n_fetching;
+    uint64_t refill_after_us;
+    int stop;
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    wm_work_t *work_head, *work_tail;
+    int closing, changed, hb_stop;
+    wm_inst_snap_t *snap;
+    size_t n_snap;
+    uint32_t pool_ready, pool_starting;
+    uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
+    uint64_t last_total_us;
+};
+
+/* pods.c */
+int wm_loop_init(wm_t *wm);
+void wm_loop_run(wm_t *wm);
+void wm_loop_shutdown(wm_t *wm);
+#endif

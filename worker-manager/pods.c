@@ -1,0 +1,734 @@
+/* pods.c - the pod thread: warm pool, specialization, instances.
+ *
+ * One thread owns every pod. It polls the pods' control sockets, an eventfd that
+ * rpc handlers and code fetchers post work on, and a signalfd; deadlines are
+ * checked on every wake-up. Nothing here blocks for long: code fetches run on
+ * their own threads, helper calls are short (clone, mount, kill). */
+#define WM_STATE
+#include "worker-manager/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+
+#define HELLO_TIMEOUT_US (15 * 1000000ull)
+#define STOP_GRACE_US (1000000ull)
+#define DEFAULT_COLD_START_MS 10000u
+
+/* ---- work queue ---- */
+
+static int post(wm_t *wm, wm_work_t *w)
+{
+    pthread_mutex_lock(&wm->mu);
+    if (wm->closing) {
+        pthread_mutex_unlock(&wm->mu);
+        return -1;
+    }
+    w->next = NULL;
+    if (wm->work_tail)
+        wm->work_tail->next = w;
+    else
+        wm->work_head = w;
+    wm->work_tail = w;
+    pthread_mutex_unlock(&wm->mu);
+    uint64_t one = 1;
+    (void)!write(wm->efd, &one, sizeof(one));
+    return 0;
+}
+
+int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    uint64_t t0 = faas_now_us();
+    Faas__AcquireRequest *r = faas__acquire_request__unpack(NULL, len, req);
+    const char *err = NULL;
+    if (r == NULL || r->spec == NULL)
+        err = "Acquire needs a FunctionSpec";
+    else if (faas_valid_function_name(r->spec->name, strlen(r->spec->name), &err) != 0)
+        ;
+    else if (!wm_valid_sha256(r->spec->code_sha256))
+        err = "FunctionSpec.code_sha256 must be 64 lowercase hex characters";
+    else if (r->spec->n_command == 0)
+        err = "FunctionSpec.command is empty";
+    if (err != NULL) {
+        if (r)
+            faas__acquire_request__free_unpacked(r, NULL);
+        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        return -1;
+    }
+    wm_acq_t *a = calloc(1, sizeof(*a));
+    wm_work_t *w = calloc(1, sizeof(*w));
+    if (a == NULL || w == NULL)
+        goto fail;
+    a->call = call;
+    a->req = r;
+    a->t0 = t0;
+    uint32_t tmo = r->timeout_ms ? r->timeout_ms
+                                 : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms
+                                                                   : DEFAULT_COLD_START_MS);
+    a->deadline_us = t0 + (uint64_t)tmo * 1000u;
+    w->kind = WORK_ACQUIRE;
+    w->acq = a;
+    if (post(wm, w) == 0)
+        return 0;
+fail:
+    free(a);
+    free(w);
+    faas__acquire_request__free_unpacked(r, NULL);
+    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    return -1;
+}
+
+int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    Faas__ReleaseRequest *r = faas__release_request__unpack(NULL, len, req);
+    if (r == NULL || r->instance_id[0] == '\0') {
+        if (r)
+            faas__release_request__free_unpacked(r, NULL);
+        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, "Release needs an instance_id");
+        return -1;
+    }
+    wm_work_t *w = calloc(1, sizeof(*w));
+    if (w != NULL) {
+        w->kind = WORK_RELEASE;
+        w->call = call;
+        wm_fmt(w->arg, sizeof(w->arg), "%.100s", r->instance_id);
+    }
+    faas__release_request__free_unpacked(r, NULL);
+    if (w != NULL && post(wm, w) == 0)
+        return 0;
+    free(w);
+    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    return -1;
+}
+
+/* ---- snapshot for the other threads ---- */
+
+static void publish(wm_t *wm)
+{
+    size_t n = 0;
+    uint32_t ready = 0, starting = 0;
+    for (wm_pod_t *p = wm->pods; p; p = p->next) {
+        n += p->state == POD_READY;
+        ready += p->state == POD_WARM;
+        starting += p->state == POD_STARTING;
+    }
+    wm_inst_snap_t *s = calloc(n ? n : 1, sizeof(*s));
+    size_t i = 0;
+    for (wm_pod_t *p = wm->pods; p && s; p = p->next) {
+        if (p->state != POD_READY)
+            continue;
+        wm_fmt(s[i].id, sizeof(s[i].id), "%s", p->inst_id);
+        wm_fmt(s[i].function, sizeof(s[i].function), "%s", p->function);
+        wm_fmt(s[i].endpoint, sizeof(s[i].endpoint), "127.0.0.1:%u", p->port);
+        s[i].version = p->version;
+        s[i].started_ms = p->started_ms;
+        s[i].pid = (uint32_t)p->pid;
+        s[i].concurrency = p->concurrency;
+        i++;
+    }
+    pthread_mutex_lock(&wm->mu);
+    if (s != NULL) {
+        free(wm->snap);
+        wm->snap = s;
+        wm->n_snap = i;
+    }
+    wm->pool_ready = ready;
+    wm->pool_starting = starting;
+    wm->changed = 1;
+    pthread_cond_broadcast(&wm->cv);
+    pthread_mutex_unlock(&wm->mu);
+}
+
+static void count(wm_t *wm, uint64_t *field)
+{
+    pthread_mutex_lock(&wm->mu);
+    (*field)++;
+    pthread_mutex_unlock(&wm->mu);
+}
+
+/* ---- acquisitions ---- */
+
+static void acq_free(wm_acq_t *a)
+{
+    faas__acquire_request__free_unpacked(a->req, NULL);
+    free(a);
+}
+
+static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
+{
+    char msg[400];
+    wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
+    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id,
+              what);
+    faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
+    count(wm, &wm->failures);
+    acq_free(a);
+}
+
+static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent *ev)
+{
+    uint64_t now = faas_now_us();
+    Faas__Instance in = FAAS__INSTANCE__INIT;
+    char endpoint[32];
+    wm_fmt(endpoint, sizeof(endpoint), "127.0.0.1:%u", p->port);
+    in.id = p->inst_id;
+    in.function = p->function;
+    in.version = p->version;
+    in.endpoint = endpoint;
+    in.worker_id = (char *)wm->cfg->id;
+    in.state = FAAS__INSTANCE__STATE__READY;
+    in.pid = (uint32_t)p->pid;
+    in.started_unix_ms = p->started_ms;
+    in.concurrency = p->concurrency;
+    Faas__AcquireTiming t = FAAS__ACQUIRE_TIMING__INIT;
+    t.code_us = a->t_code_start ? (uint32_t)(a->t_code_done - a->t_code_start) : 0;
+    t.queue_us = (uint32_t)(a->t_taken - a->t_code_done);
+    t.specialize_us = (uint32_t)(a->t_sent - a->t_taken);
+    t.exec_us = ev->exec_us;
+    t.ready_us = ev->ready_us;
+    t.total_us = (uint32_t)(now - a->t0);
+    Faas__AcquireReply rep = FAAS__ACQUIRE_REPLY__INIT;
+    rep.instance = &in;
+    rep.timing = &t;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&rep.base, &len);
+    if (buf)
+        faas_rpc_reply(a->call, buf, len);
+    else
+        faas_rpc_fail(a->call, FAAS_RPC_INTERNAL, "out of memory");
+    free(buf);
+    FAAS_INFO("event=acquired fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
+              "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
+              p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
+              t.specialize_us, t.exec_us, t.ready_us);
+    pthread_mutex_lock(&wm->mu);
+    wm->acquisitions++;
+    wm->last_total_us = t.total_us;
+    pthread_mutex_unlock(&wm->mu);
+    acq_free(a);
+}
+
+static void list_remove(wm_acq_t **head, wm_acq_t *a)
+{
+    for (wm_acq_t **pp = head; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            return;
+        }
+}
+
+static void list_append(wm_acq_t **head, wm_acq_t *a)
+{
+    a->next = NULL;
+    while (*head)
+        head = &(*head)->next;
+    *head = a;
+}
+
+/* ---- pods ---- */
+
+static void refill(wm_t *wm);
+
+static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
+{
+    for (wm_pod_t **pp = &wm->pods; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    FAAS_INFO("event=pod_destroyed pod=%s pid=%d instance=%s fn=%s reason=\"%s\"", p->id, (int)p->pid,
+              p->inst_id[0] ? p->inst_id : "-", p->function[0] ? p->function : "-", why);
+    if (p->acq)
+        acq_fail(wm, p->acq, why);
+    if (p->state == POD_STARTING && !wm->stop)
+        wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
+    close(p->ctl);
+    wm_helper_kill(&wm->helper, p->id, p->pid);
+    free(p);
+    publish(wm);
+}
+
+static wm_pod_t *pod_spawn(wm_t *wm)
+{
+    wm_pod_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    faas_random_id(p->id, sizeof(p->id));
+    char err[256];
+    if (wm_helper_spawn(&wm->helper, p->id, &p->pid, &p->ctl, err, sizeof(err)) != 0) {
+        FAAS_ERROR("event=pod_spawn_failed pod=%s err=\"%s\"", p->id, err);
+        free(p);
+        wm->refill_after_us = faas_now_us() + 1000000;
+        return NULL;
+    }
+    fcntl(p->ctl, F_SETFL, fcntl(p->ctl, F_GETFL) | O_NONBLOCK);
+    p->state = POD_STARTING;
+    p->deadline_us = faas_now_us() + HELLO_TIMEOUT_US;
+    p->next = wm->pods;
+    wm->pods = p;
+    count(wm, &wm->pods_spawned);
+    FAAS_INFO("event=pod_spawned pod=%s pid=%d", p->id, (int)p->pid);
+    return p;
+}
+
+static size_t count_state(wm_t *wm, wm_pod_state_t s)
+{
+    size_t n = 0;
+    for (wm_pod_t *p = wm->pods; p; p = p->next)
+        n += p->state == s;
+    return n;
+}
+
+static void refill(wm_t *wm)
+{
+    if (wm->stop || faas_now_us() < wm->refill_after_us)
+        return;
+    size_t waiting = 0;
+    for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
+        waiting++;
+    size_t have = count_state(wm, POD_STARTING) + count_state(wm, POD_WARM);
+    int spawned = 0;
+    while (have < wm->cfg->pool_size + waiting) {
+        if (pod_spawn(wm) == NULL)
+            break;
+        have++;
+        spawned = 1;
+    }
+    if (spawned)
+        publish(wm);
+}
+
+static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t errcap)
+{
+    char code_dir[PATH_MAX], logpath[PATH_MAX];
+    wm_fmt(code_dir, sizeof(code_dir), "%s/pods/%s/code", wm->cfg->state_dir, p->id);
+    wm_fmt(logpath, sizeof(logpath), "%s/logs/%s.log", wm->cfg->state_dir, a->req->spec->name);
+    int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (logfd < 0) {
+        wm_fmt(err, errcap, "cannot open the function log");
+        return -1;
+    }
+    Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
+    sp.spec = a->req->spec;
+    sp.instance_id = p->inst_id;
+    sp.code_dir = code_dir;
+    Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
+    cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
+    cmd.specialize = &sp;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&cmd.base, &len);
+    struct iovec iov = {buf, len};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &logfd, sizeof(int));
+    ssize_t n = buf ? sendmsg(p->ctl, &m, MSG_NOSIGNAL) : -1;
+    free(buf);
+    close(logfd);
+    if (n != (ssize_t)len) {
+        wm_fmt(err, errcap, "the pod's agent is not reachable");
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes pod p (WARM) for acquisition a: code mount, limits, SPECIALIZE. */
+static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
+{
+    Faas__FunctionSpec *s = a->req->spec;
+    a->t_taken = faas_now_us();
+    p->state = POD_SPECIALIZING;
+    p->acq = a;
+    p->deadline_us = a->deadline_us;
+    p->inst_id[0] = 'i';
+    p->inst_id[1] = '-';
+    faas_random_id(p->inst_id + 2, sizeof(p->inst_id) - 2);
+    wm_fmt(p->function, sizeof(p->function), "%s", s->name);
+    p->version = s->version;
+    p->concurrency = s->concurrency;
+    char err[300], rel[256];
+    wm_fmt(rel, sizeof(rel), "faas/%s/%s", wm->cfg->id, p->id);
+    wm_limits_t lim = {0, 0, 0};
+    if (s->resources) {
+        lim.memory_bytes = s->resources->memory_bytes;
+        lim.cpu_millis = s->resources->cpu_millis;
+        lim.pids = s->resources->pids;
+    }
+    if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, err, sizeof(err)) != 0 ||
+        wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err)) != 0 || send_specialize(wm, p, a, err, sizeof(err)) != 0) {
+        FAAS_ERROR("event=specialize_failed pod=%s fn=%s err=\"%s\"", p->id, s->name, err);
+        pod_destroy(wm, p, "the pod could not be specialized");
+        return;
+    }
+    a->t_sent = faas_now_us();
+    count(wm, &wm->cold_starts);
+    publish(wm);
+}
+
+/* Hands warm pods to acquisitions whose code is ready, in arrival order. */
+static void match(wm_t *wm)
+{
+    while (wm->waiting_pod) {
+        wm_pod_t *p = wm->pods;
+        while (p && p->state != POD_WARM)
+            p = p->next;
+        if (p == NULL)
+            break;
+        wm_acq_t *a = wm->waiting_pod;
+        wm->waiting_pod = a->next;
+        specialize(wm, p, a);
+    }
+    refill(wm);
+}
+
+static wm_pod_t *find_instance(wm_t *wm, const char *inst)
+{
+    for (wm_pod_t *p = wm->pods; p; p = p->next)
+        if (p->state == POD_READY && strcmp(p->inst_id, inst) == 0)
+            return p;
+    return NULL;
+}
+
+static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
+{
+    char why[300];
+    switch (ev->type) {
+    case FAAS__AGENT_EVENT__TYPE__HELLO:
+        if (p->state != POD_STARTING)
+            return;
+        p->state = POD_WARM;
+        p->port = ev->port;
+        p->deadline_us = 0;
+        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u", p->id, (int)p->pid, p->port);
+        publish(wm);
+        match(wm);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__READY:
+        if (p->state != POD_SPECIALIZING || p->acq == NULL)
+            return;
+        p->state = POD_READY;
+        p->deadline_us = 0;
+        p->started_ms = faas_unix_ms();
+        wm_acq_t *a = p->acq;
+        p->acq = NULL;
+        publish(wm);
+        acq_reply(wm, a, p, ev);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__FAILED:
+        wm_fmt(why, sizeof(why), "%s", ev->message[0] ? ev->message : "the agent reported a failure");
+        pod_destroy(wm, p, why);
+        match(wm);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__USER_EXIT:
+        wm_fmt(why, sizeof(why), "the user server exited (status %d)%s%s", ev->exit_status,
+               ev->message[0] ? ": " : "", ev->message);
+        pod_destroy(wm, p, why);
+        match(wm);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
+        count(wm, &wm->overloads);
+        FAAS_INFO("event=overload pod=%s instance=%s fn=%s", p->id, p->inst_id, p->function);
+        return;
+    default:
+        return;
+    }
+}
+
+/* One packet per wake-up (poll is level-triggered): handling an event may destroy p. */
+static void on_pod_readable(wm_t *wm, wm_pod_t *p)
+{
+    uint8_t buf[65536];
+    ssize_t n = recv(p->ctl, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        pod_destroy(wm, p, p->state == POD_STOPPING ? "released" : "the pod's agent exited");
+        match(wm);
+        return;
+    }
+    Faas__AgentEvent *ev = faas__agent_event__unpack(NULL, (size_t)n, buf);
+    if (ev == NULL) {
+        pod_destroy(wm, p, "the pod's agent sent an undecodable message");
+        match(wm);
+        return;
+    }
+    on_event(wm, p, ev);
+    faas__agent_event__free_unpacked(ev, NULL);
+}
+
+static void release(wm_t *wm, wm_work_t *w)
+{
+    wm_pod_t *p = find_instance(wm, w->arg);
+    if (p == NULL) {
+        faas_rpc_fail(w->call, FAAS_RPC_NOT_FOUND, "no such instance on this worker");
+        return;
+    }
+    Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
+    cmd.type = FAAS__AGENT_COMMAND__TYPE__STOP;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&cmd.base, &len);
+    if (buf)
+        (void)!send(p->ctl, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    free(buf);
+    FAAS_INFO("event=release instance=%s fn=%s pod=%s", p->inst_id, p->function, p->id);
+    /* out of the instance set now; the agent gets a moment to stop its user server */
+    p->state = POD_STOPPING;
+    p->deadline_us = faas_now_us() + STOP_GRACE_US;
+    publish(wm);
+    uint8_t empty[1];
+    faas_rpc_reply(w->call, empty, 0);
+}
+
+/* ---- code ---- */
+
+typedef struct {
+    wm_t *wm;
+    char sha[65];
+} fetch_arg_t;
+
+static void *fetch_main(void *arg)
+{
+    fetch_arg_t *f = arg;
+    wm_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        abort();
+    w->kind = WORK_CODE_DONE;
+    wm_fmt(w->arg, sizeof(w->arg), "%s", f->sha);
+    w->rc = wm_code_ensure(f->wm->cfg->state_dir, f->wm->cfg->discovery, f->sha, w->err, sizeof(w->err));
+    if (post(f->wm, w) != 0)
+        free(w);
+    free(f);
+    return NULL;
+}
+
+static void need_code(wm_t *wm, wm_acq_t *a)
+{
+    const char *sha = a->req->spec->code_sha256;
+    a->t_code_start = faas_now_us();
+    list_append(&wm->waiting_code, a);
+    for (size_t i = 0; i < wm->n_fetching; i++)
+        if (strcmp(wm->fetching[i], sha) == 0)
+            return;
+    char(*nf)[65] = realloc(wm->fetching, (wm->n_fetching + 1) * sizeof(*nf));
+    fetch_arg_t *f = calloc(1, sizeof(*f));
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (nf)
+        wm->fetching = nf;
+    if (nf == NULL || f == NULL || (f->wm = wm, wm_fmt(f->sha, sizeof(f->sha), "%s", sha),
+                                    pthread_create(&t, &at, fetch_main, f) != 0)) {
+        free(f);
+        list_remove(&wm->waiting_code, a);
+        acq_fail(wm, a, "out of resources to fetch the code");
+    } else {
+        wm_fmt(wm->fetching[wm->n_fetching++], 65, "%s", sha);
+    }
+    pthread_attr_destroy(&at);
+}
+
+static void code_done(wm_t *wm, wm_work_t *w)
+{
+    for (size_t i = 0; i < wm->n_fetching; i++)
+        if (strcmp(wm->fetching[i], w->arg) == 0) {
+            memmove(&wm->fetching[i], &wm->fetching[i + 1], (wm->n_fetching - i - 1) * sizeof(wm->fetching[0]));
+            wm->n_fetching--;
+            break;
+        }
+    uint64_t now = faas_now_us();
+    for (wm_acq_t **pp = &wm->waiting_code; *pp;) {
+        wm_acq_t *a = *pp;
+        if (strcmp(a->req->spec->code_sha256, w->arg) != 0) {
+            pp = &a->next;
+            continue;
+        }
+        *pp = a->next;
+        a->t_code_done = now;
+        if (w->rc != 0)
+            acq_fail(wm, a, w->err);
+        else
+            list_append(&wm->waiting_pod, a);
+    }
+    match(wm);
+}
+
+static void acquire(wm_t *wm, wm_acq_t *a)
+{
+    char dir[PATH_MAX];
+    wm_fmt(dir, sizeof(dir), "%s/code/%s", wm->cfg->state_dir, a->req->spec->code_sha256);
+    if (access(dir, F_OK) != 0) {
+        need_code(wm, a);
+        return;
+    }
+    a->t_code_done = faas_now_us();
+    list_append(&wm->waiting_pod, a);
+    match(wm);
+}
+
+/* ---- loop ---- */
+
+static void run_work(wm_t *wm)
+{
+    uint64_t v;
+    (void)!read(wm->efd, &v, sizeof(v));
+    pthread_mutex_lock(&wm->mu);
+    wm_work_t *w = wm->work_head;
+    wm->work_head = wm->work_tail = NULL;
+    pthread_mutex_unlock(&wm->mu);
+    while (w) {
+        wm_work_t *next = w->next;
+        switch (w->kind) {
+        case WORK_ACQUIRE: acquire(wm, w->acq); break;
+        case WORK_RELEASE: release(wm, w); break;
+        case WORK_CODE_DONE: code_done(wm, w); break;
+        }
+        free(w);
+        w = next;
+    }
+}
+
+static void expire(wm_t *wm, wm_acq_t **head, uint64_t now, const char *what)
+{
+    for (wm_acq_t **pp = head; *pp;) {
+        wm_acq_t *a = *pp;
+        if (a->deadline_us > now) {
+            pp = &a->next;
+            continue;
+        }
+        *pp = a->next;
+        acq_fail(wm, a, what);
+    }
+}
+
+static int check_deadlines(wm_t *wm)
+{
+    uint64_t now = faas_now_us(), next = now + 1000000;
+    expire(wm, &wm->waiting_code, now, "timed out fetching the code");
+    expire(wm, &wm->waiting_pod, now, "timed out waiting for a free pod");
+    for (wm_acq_t *a = wm->waiting_code; a; a = a->next)
+        next = a->deadline_us < next ? a->deadline_us : next;
+    for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
+        next = a->deadline_us < next ? a->deadline_us : next;
+    for (wm_pod_t *p = wm->pods, *n; p; p = n) {
+        n = p->next;
+        if (p->deadline_us == 0)
+            continue;
+        if (p->deadline_us <= now) {
+            const char *why = p->state == POD_STARTING       ? "the pod's agent did not say hello in time"
+                              : p->state == POD_SPECIALIZING ? "the user server was not ready in time"
+                                                             : "released";
+            pod_destroy(wm, p, why);
+            n = wm->pods; /* the list changed */
+            continue;
+        }
+        next = p->deadline_us < next ? p->deadline_us : next;
+    }
+    refill(wm);
+    if (wm->refill_after_us > now && wm->refill_after_us < next)
+        next = wm->refill_after_us;
+    return (int)((next - now + 999) / 1000);
+}
+
+int wm_loop_init(wm_t *wm)
+{
+    wm->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    wm->sfd = signalfd(-1, &ss, SFD_CLOEXEC | SFD_NONBLOCK);
+    return wm->efd >= 0 && wm->sfd >= 0 ? 0 : -1;
+}
+
+void wm_loop_run(wm_t *wm)
+{
+    refill(wm);
+    while (!wm->stop) {
+        int timeout = check_deadlines(wm);
+        size_t n = 2;
+        for (wm_pod_t *p = wm->pods; p; p = p->next)
+            n++;
+        struct pollfd *pfd = calloc(n, sizeof(*pfd));
+        wm_pod_t **who = calloc(n, sizeof(*who));
+        if (pfd == NULL || who == NULL) {
+            free(pfd);
+            free(who);
+            continue;
+        }
+        pfd[0] = (struct pollfd){.fd = wm->efd, .events = POLLIN};
+        pfd[1] = (struct pollfd){.fd = wm->sfd, .events = POLLIN};
+        size_t i = 2;
+        for (wm_pod_t *p = wm->pods; p; p = p->next, i++) {
+            pfd[i] = (struct pollfd){.fd = p->ctl, .events = POLLIN};
+            who[i] = p;
+        }
+        int r = poll(pfd, n, timeout);
+        if (r > 0) {
+            if (pfd[1].revents) {
+                struct signalfd_siginfo si;
+                (void)!read(wm->sfd, &si, sizeof(si));
+                FAAS_INFO("event=shutdown signal=%u", si.ssi_signo);
+                wm->stop = 1;
+            }
+            /* a pod handled earlier may destroy others only through its own list
+             * entry, so check each pointer is still listed before using it */
+            for (size_t k = 2; k < n && !wm->stop; k++) {
+                if (!pfd[k].revents)
+                    continue;
+                for (wm_pod_t *p = wm->pods; p; p = p->next)
+                    if (p == who[k]) {
+                        on_pod_readable(wm, p);
+                        break;
+                    }
+            }
+            if (pfd[0].revents)
+                run_work(wm);
+        }
+        free(pfd);
+        free(who);
+    }
+}
+
+/* Called on the pod thread after the loop: nothing new comes in, everything goes. */
+void wm_loop_shutdown(wm_t *wm)
+{
+    wm->stop = 1;
+    pthread_mutex_lock(&wm->mu);
+    wm->closing = 1;
+    wm_work_t *w = wm->work_head;
+    wm->work_head = wm->work_tail = NULL;
+    pthread_mutex_unlock(&wm->mu);
+    while (w) {
+        wm_work_t *next = w->next;
+        if (w->kind == WORK_ACQUIRE)
+            acq_fail(wm, w->acq, "the worker manager is shutting down");
+        else if (w->kind == WORK_RELEASE)
+            faas_rpc_fail(w->call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+        free(w);
+        w = next;
+    }
+    expire(wm, &wm->waiting_code, UINT64_MAX, "the worker manager is shutting down");
+    expire(wm, &wm->waiting_pod, UINT64_MAX, "the worker manager is shutting down");
+    while (wm->pods)
+        pod_destroy(wm, wm->pods, "worker manager shutdown");
+}

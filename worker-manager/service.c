@@ -1,0 +1,452 @@
+/* service.c - the rpc surface, the discovery lease and /metrics of faas-workermgr.
+ *
+ * rpc handlers only post work to the pod thread or read the snapshot it
+ * publishes; the heartbeat and metrics responders are blocking threads. */
+#define WM_STATE
+#include "worker-manager/internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+
+static void reply_msg(faas_rpc_call_t *call, const ProtobufCMessage *m)
+{
+    size_t len;
+    uint8_t *buf = faas_pb_pack(m, &len);
+    if (buf)
+        faas_rpc_reply(call, buf, len);
+    else
+        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "out of memory");
+    free(buf);
+}
+
+static void fill_instance(wm_t *wm, Faas__Instance *in, wm_inst_snap_t *s)
+{
+    faas__instance__init(in);
+    in->id = s->id;
+    in->function = s->function;
+    in->version = s->version;
+    in->endpoint = s->endpoint;
+    in->worker_id = (char *)wm->cfg->id;
+    in->state = FAAS__INSTANCE__STATE__READY;
+    in->pid = s->pid;
+    in->started_unix_ms = s->started_ms;
+    in->concurrency = s->concurrency;
+}
+
+void wm_answer_list(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    Faas__FunctionName *fn = faas__function_name__unpack(NULL, len, req);
+    const char *name = fn ? fn->name : "";
+    pthread_mutex_lock(&wm->mu);
+    size_t n = wm->n_snap;
+    Faas__Instance *ins = calloc(n ? n : 1, sizeof(*ins));
+    Faas__Instance **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    Faas__InstanceList list = FAAS__INSTANCE_LIST__INIT;
+    for (size_t i = 0; ins && ptrs && i < n; i++) {
+        if (name[0] && strcmp(name, wm->snap[i].function) != 0)
+            continue;
+        fill_instance(wm, &ins[list.n_instances], &wm->snap[i]);
+        ptrs[list.n_instances] = &ins[list.n_instances];
+        list.n_instances++;
+    }
+    list.instances = ptrs;
+    reply_msg(call, &list.base); /* packs before the snapshot can change */
+    pthread_mutex_unlock(&wm->mu);
+    free(ins);
+    free(ptrs);
+    if (fn)
+        faas__function_name__free_unpacked(fn, NULL);
+}
+
+void wm_answer_stats(wm_t *wm, faas_rpc_call_t *call)
+{
+    Faas__WorkerStats st = FAAS__WORKER_STATS__INIT;
+    pthread_mutex_lock(&wm->mu);
+    st.acquisitions = wm->acquisitions;
+    st.cold_starts = wm->cold_starts;
+    st.failures = wm->failures;
+    st.pool_ready = wm->pool_ready;
+    st.instances = (uint32_t)wm->n_snap;
+    pthread_mutex_unlock(&wm->mu);
+    reply_msg(call, &st.base);
+}
+
+void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    Faas__LogsRequest *r = faas__logs_request__unpack(NULL, len, req);
+    const char *err = "Logs needs a function name";
+    if (r == NULL || faas_valid_function_name(r->function, strlen(r->function), &err) != 0) {
+        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        if (r)
+            faas__logs_request__free_unpacked(r, NULL);
+        return;
+    }
+    char path[PATH_MAX];
+    wm_fmt(path, sizeof(path), "%s/logs/%s.log", wm->cfg->state_dir, r->function);
+    unsigned tail = r->tail ? (r->tail > 10000 ? 10000 : r->tail) : 100;
+    char **lines;
+    size_t n;
+    if (wm_tail_lines(path, tail, &lines, &n) != 0) {
+        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "cannot read the function log");
+    } else {
+        Faas__LogLines ll = FAAS__LOG_LINES__INIT;
+        ll.lines = lines;
+        ll.n_lines = n;
+        reply_msg(call, &ll.base);
+        for (size_t i = 0; i < n; i++)
+            free(lines[i]);
+        free(lines);
+    }
+    faas__logs_request__free_unpacked(r, NULL);
+}
+
+size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&wm->mu);
+    int n = snprintf(buf, cap,
+                     "# TYPE faas_wm_acquisitions_total counter\nfaas_wm_acquisitions_total %llu\n"
+                     "# TYPE faas_wm_cold_starts_total counter\nfaas_wm_cold_starts_total %llu\n"
+                     "# TYPE faas_wm_acquire_failures_total counter\nfaas_wm_acquire_failures_total %llu\n"
+                     "# TYPE faas_wm_overload_events_total counter\nfaas_wm_overload_events_total %llu\n"
+                     "# TYPE faas_wm_pods_spawned_total counter\nfaas_wm_pods_spawned_total %llu\n"
+                     "# TYPE faas_wm_pool_ready gauge\nfaas_wm_pool_ready %u\n"
+                     "# TYPE faas_wm_pool_starting gauge\nfaas_wm_pool_starting %u\n"
+                     "# TYPE faas_wm_pool_size gauge\nfaas_wm_pool_size %u\n"
+                     "# TYPE faas_wm_instances gauge\nfaas_wm_instances %zu\n"
+                     "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n",
+                     (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
+                     (unsigned long long)wm->failures, (unsigned long long)wm->overloads,
+                     (unsigned long long)wm->pods_spawned, wm->pool_ready, wm->pool_starting, wm->cfg->pool_size,
+                     wm->n_snap, (double)wm->last_total_us / 1e6);
+    pthread_mutex_unlock(&wm->mu);
+    return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
+}
+
+/* Caller holds mu. */
+uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
+{
+    Faas__Worker w = FAAS__WORKER__INIT;
+    w.id = (char *)wm->cfg->id;
+    w.address = (char *)wm->cfg->listen;
+    w.pool_size = wm->cfg->pool_size;
+    w.pool_ready = empty ? 0 : wm->pool_ready;
+    Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
+    lr.worker = &w;
+    lr.ttl_ms = empty ? 1 : wm->cfg->lease_ttl_ms;
+    size_t n = empty ? 0 : wm->n_snap;
+    Faas__Instance *ins = calloc(n ? n : 1, sizeof(*ins));
+    Faas__Instance **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (ins == NULL || ptrs == NULL)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        fill_instance(wm, &ins[i], &wm->snap[i]);
+        ptrs[i] = &ins[i];
+    }
+    lr.instances = ptrs;
+    lr.n_instances = n;
+    uint8_t *buf = faas_pb_pack(&lr.base, len);
+    free(ins);
+    free(ptrs);
+    return buf;
+}
+
+/* ---- heartbeat thread ---- */
+
+static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, int empty, int *ok)
+{
+    size_t len;
+    pthread_mutex_lock(&wm->mu);
+    uint8_t *req = wm_lease_pack(wm, empty, &len);
+    pthread_mutex_unlock(&wm->mu);
+    if (req == NULL)
+        return;
+    uint8_t *resp = NULL;
+    size_t rl;
+    char err[256] = "";
+    int tmo = (int)(wm->cfg->lease_ttl_ms / 3 > 1000 ? wm->cfg->lease_ttl_ms / 3 : 1000);
+    int rc = faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", req, len, tmo, &resp, &rl, err, sizeof(err));
+    free(req);
+    free(resp);
+    if (rc != 0 && *ok)
+        FAAS_WARN("event=heartbeat_failed rc=%d err=\"%s\"", rc, err);
+    else if (rc == 0 && !*ok)
+        FAAS_INFO("event=heartbeat_ok discovery=%s", wm->cfg->discovery);
+    *ok = rc == 0;
+}
+
+static void *heartbeat_main(void *arg)
+{
+    wm_t *wm = arg;
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
+    int ok = 1;
+    for (;;) {
+        pthread_mutex_lock(&wm->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(wm->cfg->lease_ttl_ms / 3) * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (!wm->changed && !wm->hb_stop)
+            if (pthread_cond_timedwait(&wm->cv, &wm->mu, &ts) == ETIMEDOUT)
+                break;
+        int stop = wm->hb_stop;
+        wm->changed = 0;
+        pthread_mutex_unlock(&wm->mu);
+        if (stop)
+            break;
+        heartbeat_once(wm, ch, 0, &ok);
+    }
+    heartbeat_once(wm, ch, 1, &ok); /* deregister: no instances, lease over at once */
+    faas_rpc_channel_close(ch);
+    return NULL;
+}
+
+/* ---- /metrics responder ---- */
+
+typedef struct {
+    wm_t *wm;
+    int fd;
+    volatile int stop;
+} metrics_t;
+
+static void serve_one(metrics_t *m, int c)
+{
+    char req[2048];
+    size_t got = 0;
+    struct pollfd p = {c, POLLIN, 0};
+    while (got < sizeof(req) - 1 && poll(&p, 1, 2000) > 0) {
+        ssize_t n = recv(c, req + got, sizeof(req) - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        req[got] = '\0';
+        if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
+            break;
+    }
+    req[got] = '\0';
+    static char body[8192];
+    const char *status = "200 OK", *ctype = "text/plain; version=0.0.4";
+    size_t bl;
+    if (strncmp(req, "GET /metrics", 12) == 0 && (req[12] == ' ' || req[12] == '?')) {
+        bl = wm_metrics_text(m->wm, body, sizeof(body));
+    } else if (strncmp(req, "GET /healthz ", 13) == 0) {
+        bl = (size_t)snprintf(body, sizeof(body), "ok\n");
+        ctype = "text/plain";
+    } else {
+        status = "404 Not Found";
+        ctype = "text/plain";
+        bl = (size_t)snprintf(body, sizeof(body), "not found\n");
+    }
+    char head[256];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+                      ctype, bl);
+    (void)!send(c, head, (size_t)hl, MSG_NOSIGNAL);
+    (void)!send(c, body, bl, MSG_NOSIGNAL);
+}
+
+static void *metrics_main(void *arg)
+{
+    metrics_t *m = arg;
+    while (!m->stop) {
+        struct pollfd p = {m->fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0)
+            continue;
+        int c = accept4(m->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            continue;
+        serve_one(m, c);
+        close(c);
+    }
+    return NULL;
+}
+
+static int listen_tcp(const char *addr, const char **err)
+{
+    char host[128];
+    uint16_t port;
+    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0)
+        sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (strcmp(host, "localhost") == 0)
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        *err = "metrics address must be an IPv4 host:port";
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0) {
+        *err = "cannot bind the metrics address";
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- rpc handlers ---- */
+
+static void h_acquire(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
+{
+    wm_post_acquire(ud, c, req, len);
+}
+static void h_release(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
+{
+    wm_post_release(ud, c, req, len);
+}
+static void h_stats(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
+{
+    wm_answer_stats(ud, c);
+}
+static void h_list(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
+{
+    wm_answer_list(ud, c, req, len);
+}
+static void h_logs(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
+{
+    wm_answer_logs(ud, c, req, len);
+}
+
+/* ---- the daemon ---- */
+
+static int make_dirs(const wm_config_t *c)
+{
+    const char *subs[] = {"", "/code", "/pods", "/logs"};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        char p[PATH_MAX];
+        wm_fmt(p, sizeof(p), "%s%s", c->state_dir, subs[i]);
+        if (faas_mkdirs(p, 0755) != 0)
+            return -1;
+        chmod(p, 0755);
+    }
+    return 0;
+}
+
+/* The id of the previous run, so a crash's leftovers (cgroups faas/<id>) are found. */
+static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
+{
+    char p[PATH_MAX];
+    wm_fmt(p, sizeof(p), "%s/worker.id", c->state_dir);
+    prev[0] = '\0';
+    FILE *f = fopen(p, "re");
+    if (f) {
+        if (fgets(prev, (int)cap, f) == NULL)
+            prev[0] = '\0';
+        prev[strcspn(prev, "\n")] = '\0';
+        fclose(f);
+    }
+    for (char *q = prev; *q; q++)
+        if (*q == '/' || *q == '.')
+            *q = '_'; /* never let a file steer rmdir outside faas/ */
+    f = fopen(p, "we");
+    if (f) {
+        fprintf(f, "%s\n", c->id);
+        fclose(f);
+    }
+}
+
+int wm_run(const wm_config_t *c)
+{
+    static wm_t wm;
+    memset(&wm, 0, sizeof(wm));
+    wm.cfg = c;
+    wm.helper.fd = -1;
+    const char *err = NULL;
+    if (make_dirs(c) != 0) {
+        fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+        return 1;
+    }
+    if (wm_cg_detect(c->cgroup_root, &wm.cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return 1;
+    }
+    if (access(c->agent, X_OK) != 0)
+        FAAS_WARN("event=agent_missing path=%s", c->agent);
+    char prev[64];
+    swap_run_id(c, prev, sizeof(prev));
+    /* first: no thread and no grpc exist yet in this process */
+    if (wm_helper_start(&wm.helper, c, &wm.cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return 1;
+    }
+    wm_helper_cleanup(&wm.helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL); /* every thread inherits it; the pod thread reads a signalfd */
+    signal(SIGPIPE, SIG_IGN);
+    pthread_mutex_init(&wm.mu, NULL);
+    pthread_cond_init(&wm.cv, NULL);
+    int rc = 1;
+    metrics_t m = {.wm = &wm, .fd = -1};
+    if (wm_loop_init(&wm) != 0) {
+        fprintf(stderr, "faas-workermgr: eventfd/signalfd failed\n");
+        goto out_helper;
+    }
+    m.fd = listen_tcp(c->metrics_listen, &err);
+    if (m.fd < 0) {
+        fprintf(stderr, "faas-workermgr: %s (%s)\n", err, c->metrics_listen);
+        goto out_helper;
+    }
+    faas_rpc_global_init();
+    static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
+                                  "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
+                                  "/faas.WorkerManager/Logs"};
+    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list,
+                                                                         h_logs};
+    faas_rpc_method_t methods[5];
+    for (int i = 0; i < 5; i++)
+        methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], &wm};
+    int port = 0;
+    faas_rpc_server_t *srv = faas_rpc_server_start(c->listen, &port, methods, 5, &err);
+    if (srv == NULL) {
+        fprintf(stderr, "faas-workermgr: cannot listen on %s: %s\n", c->listen, err ? err : "?");
+        goto out_helper;
+    }
+    pthread_t hb, mt;
+    pthread_create(&hb, NULL, heartbeat_main, &wm);
+    pthread_create(&mt, NULL, metrics_main, &m);
+    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
+              c->id, c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+
+    wm_loop_run(&wm);
+
+    wm_loop_shutdown(&wm);
+    faas_rpc_server_stop(srv);
+    wm_helper_cleanup(&wm.helper, NULL);
+    pthread_mutex_lock(&wm.mu);
+    wm.hb_stop = 1;
+    pthread_cond_broadcast(&wm.cv);
+    pthread_mutex_unlock(&wm.mu);
+    pthread_join(hb, NULL);
+    m.stop = 1;
+    pthread_join(mt, NULL);
+    rc = 0;
+out_helper:
+    if (m.fd >= 0)
+        close(m.fd);
+    wm_helper_stop(&wm.helper);
+    FAAS_INFO("event=stopped id=%s", c->id);
+    return rc;
+}

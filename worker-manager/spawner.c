@@ -1,0 +1,583 @@
+/* spawner.c - the root pod spawner helper.
+ *
+ * grpc core starts threads and must not be inherited across fork, so the helper
+ * is forked at the very start of main, stays single-threaded (setns into a mount
+ * namespace needs that) and does every clone/mount/kill for the WM over a
+ * SOCK_SEQPACKET socket, one fixed-size request and reply per packet. */
+#include "worker-manager/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/mount.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4 };
+
+typedef struct {
+    uint32_t op;
+    int32_t pid;
+    char pod[48];
+    char arg[96]; /* sha256 (MOUNT) or previous worker id (CLEANUP) */
+} hreq_t;
+
+typedef struct {
+    int32_t rc;
+    int32_t pid;
+    char err[240];
+} hrep_t;
+
+typedef struct {
+    char pod[48];
+    pid_t pid;
+} hpod_t;
+
+/* Helper-side state: a copy of the config and the pods it has cloned. */
+static struct {
+    wm_config_t cfg;
+    wm_cg_layout_t cg;
+    hpod_t *pods;
+    size_t n_pods, cap_pods;
+} H;
+
+typedef struct {
+    const char *pod;
+    int ctl;       /* pod end of the control socket */
+    int errpipe;   /* CLOEXEC: exec success closes it, failure writes why */
+    char cg_procs[WM_CG_N + 1][PATH_MAX];
+    size_t n_cg;
+} child_arg_t;
+
+static void child_fail(int fd, const char *what)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf), "%s: %s", what, strerror(errno));
+    if (n > 0)
+        (void)!write(fd, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+    _exit(127);
+}
+
+static void pod_dir(char *out, size_t cap, const char *pod)
+{
+    wm_fmt(out, cap, "%s/pods/%s", H.cfg.state_dir, pod);
+}
+
+static int is_under_tmp(const char *p)
+{
+    return strncmp(p, "/tmp/", 5) == 0 || strcmp(p, "/tmp") == 0;
+}
+
+/* The fresh /tmp would hide a state dir that lives under /tmp (tests do that):
+ * carry the pod's directory over into the new tmpfs at the same path. */
+static void mount_tmp(child_arg_t *a, const char *pdir)
+{
+    int tree = -1;
+    if (is_under_tmp(pdir)) {
+        tree = (int)syscall(SYS_open_tree, AT_FDCWD, pdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (tree < 0)
+            child_fail(a->errpipe, "open_tree pod dir");
+    }
+    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") != 0)
+        child_fail(a->errpipe, "mount tmpfs /tmp");
+    if (tree < 0)
+        return;
+    if (faas_mkdirs(pdir, 0755) != 0)
+        child_fail(a->errpipe, "mkdir pod dir in /tmp");
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, pdir, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        child_fail(a->errpipe, "move_mount pod dir");
+    close(tree);
+}
+
+static void drop_privileges(child_arg_t *a)
+{
+    gid_t g = H.cfg.pod_gid;
+    if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 || setresuid(H.cfg.pod_uid, H.cfg.pod_uid, H.cfg.pod_uid) != 0)
+        child_fail(a->errpipe, "drop to pod uid");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        child_fail(a->errpipe, "no_new_privs");
+    /* after the uid change: a credential change clears the parent-death signal */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0)
+        child_fail(a->errpipe, "pdeathsig");
+}
+
+static int pod_main(void *arg)
+{
+    child_arg_t *a = arg;
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        child_fail(a->errpipe, "make mounts private");
+    /* join the cgroups before exec so the agent never runs outside them */
+    for (size_t i = 0; i < a->n_cg; i++)
+        if (wm_write_file(a->cg_procs[i], "0") != 0)
+            child_fail(a->errpipe, a->cg_procs[i]);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+        child_fail(a->errpipe, "mount /proc");
+    char pdir[PATH_MAX];
+    pod_dir(pdir, sizeof(pdir), a->pod);
+    mount_tmp(a, pdir);
+    if (sethostname(a->pod, strlen(a->pod)) != 0)
+        child_fail(a->errpipe, "sethostname");
+    drop_privileges(a);
+
+    /* control socket at 3 (survives exec), error pipe at 4 (closes on exec) */
+    int ctl = fcntl(a->ctl, F_DUPFD, 10), ep = fcntl(a->errpipe, F_DUPFD_CLOEXEC, 10);
+    if (ctl < 0 || ep < 0 || dup2(ctl, 3) < 0 || dup3(ep, 4, O_CLOEXEC) < 0)
+        child_fail(a->errpipe, "dup control fd");
+    if (syscall(SYS_close_range, 5, ~0u, 0) != 0)
+        child_fail(4, "close_range");
+    char *argv[] = {H.cfg.agent, NULL};
+    char podenv[96];
+    wm_fmt(podenv, sizeof(podenv), "FAAS_POD_ID=%s", a->pod);
+    const char *lvl = getenv("FAAS_LOG_LEVEL");
+    char lvlenv[64];
+    wm_fmt(lvlenv, sizeof(lvlenv), "FAAS_LOG_LEVEL=%s", lvl ? lvl : "info");
+    char *envp[] = {"FAAS_AGENT_CONTROL_FD=3", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8",
+                    podenv, lvlenv, NULL};
+    if (chdir("/") != 0)
+        child_fail(4, "chdir /");
+    execve(H.cfg.agent, argv, envp);
+    child_fail(4, H.cfg.agent);
+    return 127;
+}
+
+static void track(const char *pod, pid_t pid)
+{
+    if (H.n_pods == H.cap_pods) {
+        size_t nc = H.cap_pods ? H.cap_pods * 2 : 16;
+        hpod_t *np = realloc(H.pods, nc * sizeof(*np));
+        if (np == NULL)
+            return;
+        H.pods = np;
+        H.cap_pods = nc;
+    }
+    wm_fmt(H.pods[H.n_pods].pod, sizeof(H.pods[0].pod), "%s", pod);
+    H.pods[H.n_pods++].pid = pid;
+}
+
+static void untrack(pid_t pid)
+{
+    for (size_t i = 0; i < H.n_pods; i++)
+        if (H.pods[i].pid == pid) {
+            H.pods[i] = H.pods[--H.n_pods];
+            return;
+        }
+}
+
+static void pod_rel(char *out, size_t cap, const char *pod)
+{
+    wm_fmt(out, cap, "faas/%s/%s", H.cfg.id, pod);
+}
+
+static void rm_rf(const char *path)
+{
+    /* the pod dir only holds an empty mount point; never follow into mounts */
+    char p[PATH_MAX];
+    wm_fmt(p, sizeof(p), "%s/code", path);
+    (void)umount2(p, MNT_DETACH);
+    (void)rmdir(p);
+    (void)rmdir(path);
+}
+
+static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
+{
+    char rel[PATH_MAX], pdir[PATH_MAX], code[PATH_MAX];
+    pod_rel(rel, sizeof(rel), q->pod);
+    pod_dir(pdir, sizeof(pdir), q->pod);
+    wm_fmt(code, sizeof(code), "%s/code", pdir);
+    if (faas_mkdirs(code, 0755) != 0) {
+        wm_fmt(r->err, sizeof(r->err), "mkdir pod dir: %s", strerror(errno));
+        return -1;
+    }
+    chmod(pdir, 0755);
+    wm_limits_t lim = {0, 0, 0};
+    if (wm_cg_create(&H.cg, rel, r->err, sizeof(r->err)) != 0 ||
+        wm_cg_apply(&H.cg, rel, &lim, r->err, sizeof(r->err)) != 0)
+        goto fail_dir;
+
+    child_arg_t a = {.pod = q->pod};
+    char dirs[WM_CG_N + 1][PATH_MAX];
+    a.n_cg = wm_cg_dirs(&H.cg, rel, dirs, WM_CG_N + 1);
+    for (size_t i = 0; i < a.n_cg; i++)
+        wm_fmt(a.cg_procs[i], PATH_MAX, "%s/cgroup.procs", dirs[i]);
+    int sv[2], ep[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        goto fail_errno;
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        goto fail_errno;
+    }
+    /* the pod end must survive exec */
+    fcntl(sv[1], F_SETFD, 0);
+    a.ctl = sv[1];
+    a.errpipe = ep[1];
+    size_t stack_sz = 256 * 1024;
+    char *stack = malloc(stack_sz);
+    pid_t pid = stack ? clone(pod_main, stack + stack_sz,
+                              CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, &a)
+                      : -1;
+    int cerr = errno;
+    free(stack);
+    close(sv[1]);
+    close(ep[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        close(ep[0]);
+        errno = cerr;
+        goto fail_errno;
+    }
+    char why[200];
+    ssize_t n = read(ep[0], why, sizeof(why) - 1);
+    close(ep[0]);
+    if (n > 0) {
+        why[n] = '\0';
+        waitpid(pid, NULL, 0);
+        close(sv[0]);
+        wm_fmt(r->err, sizeof(r->err), "pod setup failed: %s", why);
+        goto fail_cg;
+    }
+    track(q->pod, pid);
+    r->pid = pid;
+    *out_fd = sv[0];
+    return 0;
+fail_errno:
+    wm_fmt(r->err, sizeof(r->err), "spawn: %s", strerror(errno));
+fail_cg:
+    wm_cg_remove_tree(&H.cg, rel, 1000);
+fail_dir:
+    rm_rf(pdir);
+    return -1;
+}
+
+/* Runs in a forked child: the source is opened in the host namespace, the
+ * target resolved in the pod's, so neither needs to be visible in the other. */
+static void mount_child(const hreq_t *q, int errfd)
+{
+    char src[PATH_MAX], dst[PATH_MAX], ns[64];
+    wm_fmt(src, sizeof(src), "%s/code/%s", H.cfg.state_dir, q->arg);
+    pod_dir(dst, sizeof(dst), q->pod);
+    strncat(dst, "/code", sizeof(dst) - strlen(dst) - 1);
+    wm_fmt(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)q->pid);
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0)
+        child_fail(errfd, "open_tree code");
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0)
+        child_fail(errfd, "make code read-only");
+    int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0 || setns(nsfd, CLONE_NEWNS) != 0)
+        child_fail(errfd, "enter pod mount namespace");
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        child_fail(errfd, "mount code in pod");
+    _exit(0);
+}
+
+static int do_mount(const hreq_t *q, hrep_t *r)
+{
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        wm_fmt(r->err, sizeof(r->err), "pipe: %s", strerror(errno));
+        return -1;
+    }
+    pid_t c = fork();
+    if (c == 0) {
+        close(ep[0]);
+        mount_child(q, ep[1]);
+    }
+    close(ep[1]);
+    if (c < 0) {
+        close(ep[0]);
+        wm_fmt(r->err, sizeof(r->err), "fork: %s", strerror(errno));
+        return -1;
+    }
+    char why[200];
+    ssize_t n = read(ep[0], why, sizeof(why) - 1);
+    close(ep[0]);
+    int st = 0;
+    waitpid(c, &st, 0);
+    if (n > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        why[n > 0 ? n : 0] = '\0';
+        wm_fmt(r->err, sizeof(r->err), "mount code: %s", n > 0 ? why : "helper child died");
+        return -1;
+    }
+    return 0;
+}
+
+static int do_kill(const hreq_t *q, hrep_t *r)
+{
+    char rel[PATH_MAX], pdir[PATH_MAX];
+    pod_rel(rel, sizeof(rel), q->pod);
+    pod_dir(pdir, sizeof(pdir), q->pod);
+    wm_cg_kill(&H.cg, rel);
+    if (q->pid > 0) {
+        /* init of the pod's PID namespace: its death takes every pod process along */
+        kill(q->pid, SIGKILL);
+        while (waitpid(q->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        untrack(q->pid);
+    }
+    int rc = wm_cg_remove_tree(&H.cg, rel, 2000);
+    if (rc != 0)
+        wm_fmt(r->err, sizeof(r->err), "cgroup %s not removed", rel);
+    rm_rf(pdir);
+    return rc;
+}
+
+static void umount_stale(void)
+{
+    char prefix[PATH_MAX];
+    wm_fmt(prefix, sizeof(prefix), "%s/pods/", H.cfg.state_dir);
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        return;
+    char line[8192];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char mp[PATH_MAX];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strncmp(mp, prefix, strlen(prefix)) == 0)
+            (void)umount2(mp, MNT_DETACH);
+    }
+    fclose(f);
+}
+
+static int do_cleanup(const hreq_t *q, hrep_t *r)
+{
+    char rel[PATH_MAX];
+    int rc = 0;
+    if (q->arg[0] != '\0') {
+        wm_fmt(rel, sizeof(rel), "faas/%s", q->arg);
+        rc = wm_cg_remove_tree(&H.cg, rel, 2000);
+    }
+    wm_fmt(rel, sizeof(rel), "faas/%s", H.cfg.id);
+    if (wm_cg_remove_tree(&H.cg, rel, 2000) != 0)
+        rc = -1;
+    (void)wm_cg_remove_tree(&H.cg, "faas", 0); /* fails harmlessly while other workers use it */
+    umount_stale();
+    char pods[PATH_MAX];
+    wm_fmt(pods, sizeof(pods), "%s/pods", H.cfg.state_dir);
+    DIR *d = opendir(pods);
+    if (d != NULL) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char p[PATH_MAX];
+            if (wm_fmt(p, sizeof(p), "%s/%s", pods, e->d_name) == 0)
+                rm_rf(p);
+        }
+        closedir(d);
+    }
+    if (rc != 0)
+        wm_fmt(r->err, sizeof(r->err), "some stale cgroups could not be removed");
+    return rc;
+}
+
+static void send_reply(int fd, const hrep_t *r, int pass_fd)
+{
+    struct iovec iov = {(void *)r, sizeof(*r)};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (pass_fd >= 0) {
+        memset(&cm, 0, sizeof(cm));
+        m.msg_control = cm.b;
+        m.msg_controllen = sizeof(cm.b);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    while (sendmsg(fd, &m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+static void helper_shutdown(void)
+{
+    for (size_t i = H.n_pods; i-- > 0;) {
+        hreq_t q = {.op = OP_KILL, .pid = H.pods[i].pid};
+        memcpy(q.pod, H.pods[i].pod, sizeof(q.pod));
+        hrep_t r = {0};
+        do_kill(&q, &r);
+    }
+    hreq_t q = {.op = OP_CLEANUP};
+    hrep_t r = {0};
+    do_cleanup(&q, &r);
+}
+
+static void helper_loop(int fd)
+{
+    for (;;) {
+        hreq_t q;
+        ssize_t n = recv(fd, &q, sizeof(q), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(q))
+            break; /* the WM is gone (EOF) or spoke nonsense */
+        q.pod[sizeof(q.pod) - 1] = '\0';
+        q.arg[sizeof(q.arg) - 1] = '\0';
+        hrep_t r;
+        memset(&r, 0, sizeof(r));
+        int pass = -1;
+        switch (q.op) {
+        case OP_SPAWN: r.rc = do_spawn(&q, &r, &pass); break;
+        case OP_MOUNT: r.rc = do_mount(&q, &r); break;
+        case OP_KILL: r.rc = do_kill(&q, &r); break;
+        case OP_CLEANUP: r.rc = do_cleanup(&q, &r); break;
+        default: r.rc = -1; wm_fmt(r.err, sizeof(r.err), "bad op"); break;
+        }
+        send_reply(fd, &r, pass);
+        if (pass >= 0)
+            close(pass);
+    }
+    helper_shutdown();
+}
+
+int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        *err = "socketpair failed";
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        *err = "fork of the pod helper failed";
+        return -1;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        /* Ctrl-C hits the whole process group: the WM tears pods down through us */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        prctl(PR_SET_NAME, "faas-wm-helper", 0, 0, 0);
+        H.cfg = *c;
+        H.cg = *L;
+        helper_loop(sv[1]);
+        _exit(0);
+    }
+    close(sv[1]);
+    h->fd = sv[0];
+    h->pid = pid;
+    return 0;
+}
+
+static int call(wm_helper_t *h, const hreq_t *q, hrep_t *r, int *fd_out, char *err, size_t errcap)
+{
+    if (fd_out)
+        *fd_out = -1;
+    if (send(h->fd, q, sizeof(*q), MSG_NOSIGNAL) != (ssize_t)sizeof(*q)) {
+        wm_fmt(err, errcap, "pod helper gone");
+        return -1;
+    }
+    struct iovec iov = {r, sizeof(*r)};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    ssize_t n;
+    while ((n = recvmsg(h->fd, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof(*r)) {
+        wm_fmt(err, errcap, "pod helper gone");
+        return -1;
+    }
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c != NULL && c->cmsg_type == SCM_RIGHTS) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c), sizeof(int));
+        if (fd_out)
+            *fd_out = fd;
+        else
+            close(fd);
+    }
+    r->err[sizeof(r->err) - 1] = '\0';
+    if (r->rc != 0)
+        wm_fmt(err, errcap, "%s", r->err);
+    return r->rc;
+}
+
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap)
+{
+    hreq_t q = {.op = OP_SPAWN};
+    wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
+    hrep_t r;
+    if (call(h, &q, &r, ctl_fd, err, errcap) != 0)
+        return -1;
+    if (*ctl_fd < 0) {
+        wm_fmt(err, errcap, "pod helper sent no control socket");
+        return -1;
+    }
+    *pid = r.pid;
+    return 0;
+}
+
+int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap)
+{
+    hreq_t q = {.op = OP_MOUNT, .pid = pid};
+    wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
+    wm_fmt(q.arg, sizeof(q.arg), "%s", sha);
+    hrep_t r;
+    return call(h, &q, &r, NULL, err, errcap);
+}
+
+int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid)
+{
+    hreq_t q = {.op = OP_KILL, .pid = pid};
+    wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
+    hrep_t r;
+    char err[256];
+    int rc = call(h, &q, &r, NULL, err, sizeof(err));
+    if (rc != 0)
+        FAAS_WARN("event=pod_cleanup_failed pod=%s err=\"%s\"", pod_id, err);
+    return rc;
+}
+
+int wm_helper_cleanup(wm_helper_t *h, const char *prev_id)
+{
+    hreq_t q = {.op = OP_CLEANUP};
+    wm_fmt(q.arg, sizeof(q.arg), "%s", prev_id ? prev_id : "");
+    hrep_t r;
+    char err[256];
+    int rc = call(h, &q, &r, NULL, err, sizeof(err));
+    if (rc != 0)
+        FAAS_WARN("event=cleanup_incomplete err=\"%s\"", err);
+    return rc;
+}
+
+void wm_helper_stop(wm_helper_t *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    h->fd = -1;
+    if (h->pid > 0)
+        while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    h->pid = -1;
+}

@@ -1,0 +1,38 @@
+/* worker-manager/workermgr.h - faas-workermgr: one per host, owns the pods.
+ *
+ * A root helper forked before grpc spawns pods (PID/mount/IPC/UTS namespaces,
+ * cgroups, uid 65534, no_new_privs); one pod thread owns them, keeps a warm
+ * pool, specializes pods on Acquire and registers instances in discovery. */
+#ifndef FAAS_WORKERMGR_H
+#define FAAS_WORKERMGR_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Command-line configuration; every path is absolute once parsed. */
+typedef struct {
+    char listen[128];         /* gRPC listen address, also registered in discovery */
+    char discovery[128];      /* discovery gRPC address */
+    char metrics_listen[128]; /* /metrics + /healthz HTTP responder */
+    char state_dir[PATH_MAX];
+    char id[64];              /* worker id: names the cgroups faas/<id> */
+    char agent[PATH_MAX];     /* faas-agent binary run in every pod */
+    char cgroup_root[PATH_MAX];
+    unsigned pool_size;
+    unsigned lease_ttl_ms;
+    uid_t pod_uid;
+    gid_t pod_gid;
+} wm_config_t;
+
+/* Fills c from argv. Returns 0, 1 if --help was asked (usage printed), or -1 with
+ * *err set to a one-line message. */
+int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err);
+
+/* Prints the usage text on stdout. */
+void wm_usage(void);
+
+/* Runs the daemon until SIGINT/SIGTERM; returns the process exit code. */
+int wm_run(const wm_config_t *c);
+
+#endif

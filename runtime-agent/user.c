@@ -282,10 +282,38 @@ static int pick_port(uint16_t *port)
     return 0;
 }
 
-/* In the child: never returns. Reports a failing step and errno over errfd. */
-static void child_exec(const agent_spec_t *spec, char **env, int outfd, int errfd_user, int errfd, pid_t parent)
+/* Resolves argv[0] against the user's PATH (not ours) in the parent, so that the vfork
+ * child only makes syscalls. A name with a slash is left to the child (relative to code_dir). */
+static const char *resolve_exe(const char *argv0, char **env, char *buf, size_t cap)
 {
-    int report[2] = {0, 0};
+    if (strchr(argv0, '/') != NULL)
+        return argv0;
+    const char *path = "/usr/local/bin:/usr/bin:/bin";
+    for (char **e = env; *e != NULL; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
+    for (const char *p = path; *p != '\0';) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        if (n > 0 && snprintf(buf, cap, "%.*s/%s", (int)n, p, argv0) < (int)cap && access(buf, X_OK) == 0)
+            return buf;
+        p += n + (colon != NULL);
+    }
+    return NULL;
+}
+
+typedef struct spawn_args {
+    const agent_spec_t *spec;
+    const char *exe;
+    char **env;
+    int outfd, errfd;
+    pid_t parent;
+    volatile int step, err; /* written by the child, read after it exec'd or died */
+} spawn_args_t;
+
+/* In the vfork child (shares our memory, we are suspended): syscalls only, never returns. */
+static void child_exec(spawn_args_t *a)
+{
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -293,33 +321,29 @@ static void child_exec(const agent_spec_t *spec, char **env, int outfd, int errf
     setpgid(0, 0);
     /* the agent's death (even SIGKILL) takes the user server with it */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
+    if (getppid() != a->parent)
         _exit(127);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0)
         dup2(devnull, STDIN_FILENO);
-    dup2(outfd, STDOUT_FILENO);
-    dup2(errfd_user, STDERR_FILENO);
-    if (chdir(spec->code_dir) != 0) {
-        report[0] = 1, report[1] = errno;
-        goto fail;
+    dup2(a->outfd, STDOUT_FILENO);
+    dup2(a->errfd, STDERR_FILENO);
+    if (chdir(a->spec->code_dir) != 0) {
+        a->err = errno, a->step = 1;
+        _exit(127);
     }
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    environ = env; /* execvp searches the user's PATH, not ours */
-    execvp(spec->argv[0], spec->argv);
-    report[0] = 2, report[1] = errno;
-fail:;
-    ssize_t w = write(errfd, report, sizeof(report));
-    (void)w;
+    execve(a->exe, a->spec->argv, a->env);
+    a->err = errno, a->step = 2;
     _exit(127);
 }
 
-/* Creates the three pipes: [0..1] stdout, [2..3] stderr, [4..5] exec report. */
-static int make_pipes(int p[6])
+/* Creates the two pipes: [0..1] stdout, [2..3] stderr; our ends non-blocking. */
+static int make_pipes(int p[4])
 {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 4; i++)
         p[i] = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 2; i++)
         if (pipe2(p + 2 * i, O_CLOEXEC) != 0)
             return -1;
     fcntl(p[0], F_SETFL, O_NONBLOCK);
@@ -336,36 +360,40 @@ static void close_fds(int *p, size_t n)
 
 static int spawn(const agent_spec_t *spec, const char **err)
 {
-    static char msg[256];
-    int p[6];
-    char **env = agent_build_env(spec, us.port);
-    if (env == NULL || make_pipes(p) != 0) {
-        free(env);
-        close_fds(p, 6);
+    static char msg[256], exe[4096];
+    int p[4];
+    spawn_args_t a = {.spec = spec, .parent = getpid()};
+    a.env = agent_build_env(spec, us.port);
+    if (a.env == NULL || make_pipes(p) != 0) {
+        free(a.env);
+        close_fds(p, 4);
         return *err = "cannot create pipes", -1;
     }
-    pid_t parent = getpid(), pid = fork();
+    a.exe = resolve_exe(spec->argv[0], a.env, exe, sizeof(exe));
+    if (a.exe == NULL) {
+        free(a.env);
+        close_fds(p, 4);
+        snprintf(msg, sizeof(msg), "exec %s: not found in PATH", spec->argv[0]);
+        return *err = msg, -1;
+    }
+    a.outfd = p[1], a.errfd = p[3];
+    /* vfork: no page-table copy, the cheapest way to a new process (fork costs ms here) */
+    pid_t pid = vfork();
     if (pid == 0)
-        child_exec(spec, env, p[1], p[3], p[5], parent);
-    free(env);
-    close_fds((int[]){p[1], p[3], p[5]}, 3);
+        child_exec(&a);
+    free(a.env);
+    close_fds((int[]){p[1], p[3]}, 2);
     if (pid < 0) {
-        close_fds((int[]){p[0], p[2], p[4]}, 3);
+        close_fds((int[]){p[0], p[2]}, 2);
         return *err = "fork failed", -1;
     }
     setpgid(pid, pid); /* also here: whoever runs first, the group exists before we kill it */
     us.pid = us.pgid = pid;
-    int report[2];
-    ssize_t n;
-    do
-        n = read(p[4], report, sizeof(report)); /* EOF = exec happened (CLOEXEC) */
-    while (n < 0 && errno == EINTR);
-    close(p[4]);
     watch_pipe(&us.out[0], p[0], "stdout");
     watch_pipe(&us.out[1], p[2], "stderr");
-    if (n == (ssize_t)sizeof(report)) {
-        snprintf(msg, sizeof(msg), "%s %s: %s", report[0] == 1 ? "chdir" : "exec",
-                 report[0] == 1 ? spec->code_dir : spec->argv[0], strerror(report[1]));
+    if (a.step != 0) {
+        snprintf(msg, sizeof(msg), "%s %s: %s", a.step == 1 ? "chdir" : "exec",
+                 a.step == 1 ? spec->code_dir : spec->argv[0], strerror(a.err));
         return *err = msg, -1;
     }
     return 0;

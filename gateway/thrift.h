@@ -1,0 +1,111 @@
+/* gateway/thrift.h - pure Thrift framing codec: bytes in, views out, no I/O and
+ * no allocation (every parsed field is a slice of the caller's buffer; encoders
+ * write into a caller buffer). Recognises, from the first bytes of a frame:
+ *   - Apache THeader   (length, magic 0x0FFF, varint header fields, KEYVALUE info)
+ *   - Kitex TTHeader   (length, magic 0x1000, fixed-width fields, KEYVALUE and
+ *                       INTKEYVALUE info, optional inner frame length)
+ *   - framed binary and framed compact
+ * and reads the message header (name, type, seqid) inside the payload in the
+ * binary (strict and old) and compact protocols. */
+#ifndef GW_THRIFT_H
+#define GW_THRIFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_THRIFT_MAX_HEADERS 32
+#define GW_THRIFT_DEFAULT_MAX_FRAME (16u << 20)
+
+typedef enum {
+    GW_THRIFT_FRAMED = 1,   /* 4-byte length + message */
+    GW_THRIFT_THEADER = 2,  /* Apache THeader */
+    GW_THRIFT_TTHEADER = 3, /* Kitex TTHeader */
+} gw_thrift_framing_t;
+
+typedef enum {
+    GW_THRIFT_BINARY = 0,
+    GW_THRIFT_COMPACT = 2,
+} gw_thrift_proto_t;
+
+/* Message types of the Thrift protocols. */
+enum { GW_THRIFT_CALL = 1, GW_THRIFT_REPLY = 2, GW_THRIFT_EXCEPTION = 3, GW_THRIFT_ONEWAY = 4 };
+
+/* TApplicationException types the platform sends. */
+enum { GW_TAPP_UNKNOWN_METHOD = 1, GW_TAPP_INTERNAL_ERROR = 6, GW_TAPP_PROTOCOL_ERROR = 7 };
+
+/* Kitex TTHeader integer info keys the platform reads. */
+enum { GW_TTHEADER_KEY_TO_SERVICE = 6, GW_TTHEADER_KEY_TO_METHOD = 9 };
+
+/* THeader flag: the client accepts replies out of request order. */
+#define GW_THEADER_FLAG_OUT_OF_ORDER 0x0001u /* fbthrift HEADER_FLAG_SUPPORT_OUT_OF_ORDER */
+
+typedef struct {
+    const uint8_t *ptr;
+    size_t len;
+} gw_bytes_t;
+
+typedef struct {
+    int is_int;       /* TTHeader INTKEYVALUE entry: int_key is set, key empty */
+    uint16_t int_key;
+    gw_bytes_t key;
+    gw_bytes_t value;
+} gw_thrift_header_t;
+
+typedef struct {
+    gw_thrift_framing_t framing;
+    gw_thrift_proto_t proto;
+    size_t frame_len;     /* bytes of the whole frame, length prefix included */
+    uint16_t flags;       /* THeader/TTHeader flags */
+    int32_t header_seqid; /* THeader/TTHeader sequence number */
+    int inner_framed;     /* TTHeader payload carried its own 4-byte length */
+    size_t n_headers;
+    gw_thrift_header_t headers[GW_THRIFT_MAX_HEADERS];
+    gw_bytes_t acl_token; /* TTHeader ACL token, if any */
+    gw_bytes_t payload;   /* the Thrift message */
+    /* the message header inside the payload */
+    gw_bytes_t name;      /* as sent, "Service:method" when multiplexed */
+    gw_bytes_t service;   /* the part before ':' (empty when not multiplexed) */
+    gw_bytes_t method;    /* the part after ':' (or the whole name) */
+    uint8_t mtype;
+    int32_t seqid;
+} gw_thrift_frame_t;
+
+/* Parses one frame at the start of buf. Returns the frame length (> 0) when a
+ * whole frame is there, 0 when more bytes are needed (*need, if non-NULL, says
+ * how many in total when known), or -1 with *err set on bytes that are not one
+ * of the accepted framings, a frame over max_frame, or a malformed header. */
+long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift_frame_t *f, size_t *need,
+                     const char **err);
+
+/* Reads a message header (name, type, seqid) from a Thrift message in proto. */
+int gw_thrift_parse_message(gw_thrift_proto_t proto, const uint8_t *p, size_t len, gw_bytes_t *name,
+                            uint8_t *mtype, int32_t *seqid, const char **err);
+
+/* Looks up a string info header by exact key; NULL if absent. */
+const gw_bytes_t *gw_thrift_header(const gw_thrift_frame_t *f, const char *key);
+/* Looks up a TTHeader integer info header; NULL if absent. */
+const gw_bytes_t *gw_thrift_int_header(const gw_thrift_frame_t *f, uint16_t key);
+
+/* The routing key, in the platform's order: TTHeader int key 6 (ToService) or
+ * string "to_service"; THeader string "faas-function"; the "Service:" prefix of
+ * a multiplexed method. Returns 0 and sets *key, or -1 when there is none (the
+ * port's default function applies). */
+int gw_thrift_routing_key(const gw_thrift_frame_t *f, gw_bytes_t *key);
+
+/* Encodes a frame in the given framing around payload (a whole Thrift message).
+ * headers may be NULL. For FRAMED the headers are dropped. Returns the bytes
+ * written, or the size needed when it exceeds cap (nothing useful written then). */
+size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
+                              const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
+                              size_t payload_len, uint8_t *out, size_t cap);
+
+/* Encodes a TApplicationException reply message (no framing) in proto with the
+ * given method name and seqid. Returns bytes written or needed. */
+size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t name, int32_t seqid, int32_t type,
+                                          const char *msg, uint8_t *out, size_t cap);
+
+/* A whole TApplicationException reply frame in the framing and protocol of the
+ * request f, echoing its seqids and name. Returns bytes written or needed. */
+size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const char *msg, uint8_t *out, size_t cap);
+
+#endif

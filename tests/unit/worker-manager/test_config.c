@@ -1,0 +1,75 @@
+/* Flag parsing of faas-workermgr. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker-manager/internal.h"
+
+static int parse(wm_config_t *c, const char **err, int argc, char **argv)
+{
+    return wm_config_parse(c, argc, argv, err);
+}
+
+Test(config, defaults)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *argv[] = {"faas-workermgr", NULL};
+    cr_assert_eq(parse(&c, &err, 1, argv), 0);
+    cr_assert_str_eq(c.listen, "127.0.0.1:7200");
+    cr_assert_str_eq(c.discovery, "127.0.0.1:7100");
+    cr_assert_str_eq(c.metrics_listen, "127.0.0.1:7201");
+    cr_assert_eq(c.pool_size, 2);
+    cr_assert_eq(c.lease_ttl_ms, 3000);
+    cr_assert_eq(c.pod_uid, 65534);
+    char cwd[PATH_MAX], want[PATH_MAX + 32];
+    cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(want, sizeof(want), "%s/.faas/worker", cwd);
+    cr_assert_str_eq(c.state_dir, want);
+    cr_assert(strlen(c.id) > 0);
+    cr_assert(strstr(c.agent, "/faas-agent") != NULL);
+}
+
+Test(config, all_flags)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *argv[] = {"x", "--listen", "127.0.0.1:1", "--discovery=127.0.0.1:2", "--metrics-listen", "127.0.0.1:3",
+                    "--state-dir", "/var/x/", "--pool-size", "5", "--id", "w-1", "--lease-ttl-ms", "900",
+                    "--agent", "/bin/agent", "--pod-uid", "1000", NULL};
+    cr_assert_eq(parse(&c, &err, 18, argv), 0, "%s", err ? err : "");
+    cr_assert_str_eq(c.listen, "127.0.0.1:1");
+    cr_assert_str_eq(c.discovery, "127.0.0.1:2");
+    cr_assert_str_eq(c.metrics_listen, "127.0.0.1:3");
+    cr_assert_str_eq(c.state_dir, "/var/x");
+    cr_assert_eq(c.pool_size, 5);
+    cr_assert_str_eq(c.id, "w-1");
+    cr_assert_eq(c.lease_ttl_ms, 900);
+    cr_assert_str_eq(c.agent, "/bin/agent");
+    cr_assert_eq(c.pod_uid, 1000);
+    cr_assert_eq(c.pod_gid, 1000);
+}
+
+Test(config, bad_flags_say_why)
+{
+    struct {
+        char *flag, *val;
+    } bad[] = {{"--pool-size", "-1"}, {"--pool-size", "x"}, {"--pool-size", "1000"}, {"--listen", "nohost"},
+               {"--id", "a/b"},      {"--id", ""},          {"--lease-ttl-ms", "5"},  {"--pod-uid", "0"},
+               {"--bogus", "1"},     {"--discovery", "h:99999"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wm_config_t c;
+        const char *err = NULL;
+        char *argv[] = {"x", bad[i].flag, bad[i].val, NULL};
+        cr_assert_eq(parse(&c, &err, 3, argv), -1, "%s %s accepted", bad[i].flag, bad[i].val);
+        cr_assert_not_null(err);
+        cr_assert_null(strchr(err, '\n'));
+    }
+    wm_config_t c;
+    const char *err = NULL;
+    char *missing[] = {"x", "--listen", NULL};
+    cr_assert_eq(parse(&c, &err, 2, missing), -1);
+    char *extra[] = {"x", "positional", NULL};
+    cr_assert_eq(parse(&c, &err, 2, extra), -1);
+}

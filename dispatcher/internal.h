@@ -20,6 +20,7 @@ typedef struct disp_inst {
     uint64_t idle_since_ms;
     int removed;   /* dropped from the table; freed when inflight reaches 0 */
     int releasing; /* Release sent */
+    uint32_t gen;  /* watch snapshot generation that last saw it */
     struct disp_fn *fn;
     struct disp_up *up; /* upstream connection, opened lazily */
 } disp_inst_t;
@@ -52,6 +53,7 @@ typedef struct disp_fn {
     uint32_t nwaiters;
     uint32_t acquiring; /* Acquire calls in flight */
     uint64_t acquire_failed_at_ms;
+    uint32_t gen;
 } disp_fn_t;
 
 typedef struct {
@@ -108,5 +110,83 @@ size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, si
 
 /* Called when an instance is freed (set by the upstream layer to drop its connection ref). */
 extern void (*disp_inst_free_hook)(disp_inst_t *inst);
+
+
+/* ---- loop-side glue: dispatcher.c (requests), upstream.c (h2c), control.c (threads) ---- */
+#include <h2o.h>
+#include <nghttp2/nghttp2.h>
+
+#include "dispatcher/dispatcher.h"
+
+typedef struct disp_req {
+    h2o_req_t *req; /* NULL once h2o disposed the request */
+    disp_fn_t *fn;
+    disp_inst_t *inst; /* while counted in its in-flight */
+    disp_waiter_t wait;
+    h2o_timeout_entry_t wait_timer, deadline_timer;
+    uint64_t start_ms, deadline_ms;
+    h2o_iovec_t path;
+    h2o_header_t *hdrs;
+    size_t nhdrs;
+    const char *rid;
+    /* upstream stream */
+    struct disp_up *up;
+    int32_t stream_id;
+    h2o_linklist_t up_link; /* in up->reqs (active or waiting for connect) */
+    size_t body_off;
+    int status;
+    int faas_error; /* the agent answered with faas-error */
+    int started, sending, eos, done, aborted, final_sent;
+    h2o_generator_t gen;
+    h2o_buffer_t *recv_buf, *send_buf;
+    size_t send_len;
+} disp_req_t;
+
+typedef struct disp_up {
+    char endpoint[64];
+    h2o_socket_t *sock;
+    nghttp2_session *ng;
+    int connected, dead, writing;
+    h2o_buffer_t *wbuf;
+    h2o_linklist_t reqs;
+    h2o_timeout_entry_t flush_entry;
+    struct disp_up *next;
+} disp_up_t;
+
+/* The loop-side state, one per gateway. */
+typedef struct {
+    h2o_context_t *ctx;
+    h2o_loop_t *loop;
+    disp_config_t cfg;
+    disp_table_t table;
+    disp_up_t *ups;
+    uint64_t cold_starts, acquire_failures;
+    uint32_t snap_gen;
+    int synced; /* a snapshot completed at least once */
+} disp_state_t;
+
+extern disp_state_t disp_g;
+
+/* upstream.c: sends r on a stream of the instance's agent connection. */
+void disp_up_submit(disp_req_t *r, const char *endpoint);
+/* Detaches r from its stream (client gone or deadline): resets it. */
+void disp_up_cancel(disp_req_t *r);
+/* Breaks a started response (upstream failed after the headers went out). */
+void disp_up_abort_response(disp_req_t *r);
+
+/* control.c: threads and their messages. */
+int disp_control_start(const char **err);
+/* Asks a worker manager for an instance of fn (current spec). */
+int disp_control_acquire(disp_fn_t *fn, const char *request_id);
+void disp_control_release(disp_inst_t *inst, const char *reason);
+
+/* dispatcher.c: called by control.c / upstream.c on the loop. */
+void disp_on_instance_ready(disp_fn_t *fn);
+void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
+/* Ends r with a platform error (or aborts a started response). */
+void disp_req_fail(disp_req_t *r, int status, const char *what);
+/* r's stream finished (response complete or broken). */
+void disp_req_finish_upstream(disp_req_t *r);
+h2o_timeout_t *disp_timeout_for(uint32_t ms);
 
 #endif

@@ -1,0 +1,452 @@
+/* dispatcher/control.c - the control-plane threads of the dispatcher: one discovery
+ * Watch (blocking stream, reconnects with backoff) and a small pool running
+ * WorkerManager Acquire/Release. They never touch the table: results travel to the
+ * loop thread as h2o_multithread messages and are applied there. */
+#include "dispatcher/internal.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/rpc.h"
+#include "common/util.h"
+#include "proto/faas.pb-c.h"
+
+#define N_WORKERS 4
+
+enum { MSG_SNAP_BEGIN, MSG_EVENT, MSG_ACQ_OK, MSG_ACQ_FAIL };
+
+typedef struct {
+    h2o_multithread_message_t super;
+    int kind;
+    Faas__WatchEvent *ev;
+    Faas__AcquireReply *reply;
+    uint64_t version, ms;
+    char fn[64], rid[72], err[200];
+} ctl_msg_t;
+
+typedef struct job {
+    struct job *next;
+    int release;
+    char addr[128], fn[64], rid[72];
+    uint64_t version;
+    uint8_t *pb;
+    size_t len;
+    uint32_t timeout_ms;
+} job_t;
+
+typedef struct {
+    char id[64], addr[128];
+    uint32_t pool_ready;
+    uint32_t gen;
+} worker_t;
+
+static h2o_multithread_queue_t *mq;
+static h2o_multithread_receiver_t rx;
+static pthread_mutex_t jmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t jcv = PTHREAD_COND_INITIALIZER;
+static job_t *jhead, **jtail = &jhead;
+
+/* loop-thread only */
+static worker_t *workers;
+static size_t nworkers, capworkers, rr;
+
+/* ---- channels, shared by the pool threads ---- */
+static pthread_mutex_t chmu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char addr[128];
+    faas_rpc_channel_t *ch;
+} chans[32];
+static size_t nchans;
+
+static faas_rpc_channel_t *channel_for(const char *addr)
+{
+    faas_rpc_channel_t *ch = NULL;
+    pthread_mutex_lock(&chmu);
+    for (size_t i = 0; i < nchans; i++)
+        if (strcmp(chans[i].addr, addr) == 0)
+            ch = chans[i].ch;
+    if (ch == NULL && (ch = faas_rpc_channel_open(addr)) != NULL && nchans < 32) {
+        snprintf(chans[nchans].addr, sizeof(chans[nchans].addr), "%s", addr);
+        chans[nchans++].ch = ch;
+    }
+    pthread_mutex_unlock(&chmu);
+    return ch;
+}
+
+static void post(ctl_msg_t *m)
+{
+    h2o_multithread_send_message(&rx, &m->super);
+}
+
+/* ---- the discovery watch thread ---- */
+
+static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
+{
+    Faas__WatchEvent *ev = faas__watch_event__unpack(NULL, len, msg);
+    if (ev == NULL) {
+        FAAS_WARN("event=watch_bad_message len=%zu", len);
+        return 0;
+    }
+    ctl_msg_t *m = calloc(1, sizeof(*m));
+    m->kind = MSG_EVENT;
+    m->ev = ev;
+    post(m);
+    return 0;
+}
+
+static void *watch_main(void *arg)
+{
+    const char *addr = arg;
+    Faas__WatchRequest wr = FAAS__WATCH_REQUEST__INIT;
+    wr.functions = wr.instances = wr.workers = 1;
+    size_t len;
+    uint8_t *req = faas_pb_pack(&wr.base, &len);
+    uint32_t backoff = 100;
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(addr);
+    for (;;) {
+        ctl_msg_t *m = calloc(1, sizeof(*m));
+        m->kind = MSG_SNAP_BEGIN;
+        post(m);
+        char errbuf[256] = "";
+        uint64_t t0 = faas_now_ms();
+        int rc = faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_watch_msg, NULL, errbuf,
+                                        sizeof(errbuf));
+        /* a stream that lived a while was healthy: start the backoff over */
+        if (faas_now_ms() - t0 > 5000)
+            backoff = 100;
+        FAAS_WARN("event=watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, errbuf, backoff);
+        usleep(backoff * 1000);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    return NULL;
+}
+
+/* ---- the Acquire/Release pool ---- */
+
+static void run_acquire(job_t *j)
+{
+    faas_rpc_channel_t *ch = channel_for(j->addr);
+    ctl_msg_t *m = calloc(1, sizeof(*m));
+    snprintf(m->fn, sizeof(m->fn), "%s", j->fn);
+    snprintf(m->rid, sizeof(m->rid), "%s", j->rid);
+    m->version = j->version;
+    uint64_t t0 = faas_now_us();
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    int rc = ch == NULL ? -1
+                        : faas_rpc_unary(ch, "/faas.WorkerManager/Acquire", j->pb, j->len, (int)j->timeout_ms + 1000,
+                                         &resp, &rlen, m->err, sizeof(m->err));
+    m->ms = (faas_now_us() - t0) / 1000;
+    if (rc == 0) {
+        m->reply = faas__acquire_reply__unpack(NULL, rlen, resp);
+        if (m->reply == NULL || m->reply->instance == NULL || m->reply->instance->endpoint[0] == '\0') {
+            snprintf(m->err, sizeof(m->err), "bad AcquireReply");
+            rc = -1;
+        }
+    } else if (ch == NULL) {
+        snprintf(m->err, sizeof(m->err), "cannot open channel");
+    }
+    m->kind = rc == 0 ? MSG_ACQ_OK : MSG_ACQ_FAIL;
+    free(resp);
+    post(m);
+}
+
+static void run_release(job_t *j)
+{
+    faas_rpc_channel_t *ch = channel_for(j->addr);
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    char err[200] = "";
+    int rc = ch == NULL ? -1
+                        : faas_rpc_unary(ch, "/faas.WorkerManager/Release", j->pb, j->len, 5000, &resp, &rlen, err,
+                                         sizeof(err));
+    if (rc != 0)
+        FAAS_WARN("event=release_failed fn=%s rc=%d err=\"%s\"", j->fn, rc, err);
+    free(resp);
+}
+
+static void *pool_main(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&jmu);
+        while (jhead == NULL)
+            pthread_cond_wait(&jcv, &jmu);
+        job_t *j = jhead;
+        if ((jhead = j->next) == NULL)
+            jtail = &jhead;
+        pthread_mutex_unlock(&jmu);
+        if (j->release)
+            run_release(j);
+        else
+            run_acquire(j);
+        free(j->pb);
+        free(j);
+    }
+    return NULL;
+}
+
+static void push_job(job_t *j)
+{
+    pthread_mutex_lock(&jmu);
+    *jtail = j;
+    jtail = &j->next;
+    pthread_cond_signal(&jcv);
+    pthread_mutex_unlock(&jmu);
+}
+
+/* ---- loop side ---- */
+
+static worker_t *pick_worker(void)
+{
+    worker_t *best = NULL;
+    for (size_t k = 0; k < nworkers; k++) {
+        worker_t *w = &workers[(rr + k) % nworkers];
+        if (best == NULL || w->pool_ready > best->pool_ready)
+            best = w;
+    }
+    rr++;
+    return best;
+}
+
+int disp_control_acquire(disp_fn_t *fn, const char *request_id)
+{
+    worker_t *w = pick_worker();
+    if (w == NULL || fn->spec_pb == NULL)
+        return -1;
+    uint32_t cst = disp_g.cfg.cold_start_timeout_ms ? disp_g.cfg.cold_start_timeout_ms
+                                                    : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
+    Faas__FunctionSpec *spec = faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb);
+    if (spec == NULL)
+        return -1;
+    Faas__AcquireRequest ar = FAAS__ACQUIRE_REQUEST__INIT;
+    ar.spec = spec;
+    ar.request_id = (char *)request_id;
+    ar.timeout_ms = cst;
+    job_t *j = calloc(1, sizeof(*j));
+    j->pb = faas_pb_pack(&ar.base, &j->len);
+    faas__function_spec__free_unpacked(spec, NULL);
+    snprintf(j->addr, sizeof(j->addr), "%s", w->addr);
+    snprintf(j->fn, sizeof(j->fn), "%.*s", (int)fn->name_len, fn->name);
+    snprintf(j->rid, sizeof(j->rid), "%s", request_id);
+    j->version = fn->p.version;
+    j->timeout_ms = cst;
+    if (w->pool_ready > 0)
+        w->pool_ready--; /* until the worker's next report, assume we took one */
+    push_job(j);
+    return 0;
+}
+
+void disp_control_release(disp_inst_t *inst, const char *reason)
+{
+    worker_t *w = NULL;
+    for (size_t k = 0; k < nworkers; k++)
+        if (strcmp(workers[k].id, inst->worker_id) == 0)
+            w = &workers[k];
+    if (w == NULL)
+        return; /* its worker is gone, and with it the instance */
+    Faas__ReleaseRequest rr_ = FAAS__RELEASE_REQUEST__INIT;
+    rr_.instance_id = inst->id;
+    rr_.reason = (char *)reason;
+    job_t *j = calloc(1, sizeof(*j));
+    j->release = 1;
+    j->pb = faas_pb_pack(&rr_.base, &j->len);
+    snprintf(j->addr, sizeof(j->addr), "%s", w->addr);
+    snprintf(j->fn, sizeof(j->fn), "%.*s", (int)inst->fn->name_len, inst->fn->name);
+    push_job(j);
+}
+
+static void worker_put(const Faas__Worker *pw)
+{
+    worker_t *w = NULL;
+    for (size_t k = 0; k < nworkers; k++)
+        if (strcmp(workers[k].id, pw->id) == 0)
+            w = &workers[k];
+    if (w == NULL) {
+        if (nworkers == capworkers) {
+            capworkers = capworkers ? capworkers * 2 : 8;
+            workers = realloc(workers, capworkers * sizeof(*workers));
+        }
+        w = &workers[nworkers++];
+        memset(w, 0, sizeof(*w));
+        snprintf(w->id, sizeof(w->id), "%s", pw->id);
+    }
+    snprintf(w->addr, sizeof(w->addr), "%s", pw->address);
+    w->pool_ready = pw->pool_ready;
+    w->gen = disp_g.snap_gen;
+}
+
+static void worker_delete(const char *id)
+{
+    for (size_t k = 0; k < nworkers; k++)
+        if (strcmp(workers[k].id, id) == 0) {
+            workers[k] = workers[--nworkers];
+            return;
+        }
+}
+
+static void function_put(const Faas__FunctionSpec *s)
+{
+    disp_fn_t *fn = disp_fn_get(&disp_g.table, s->name, strlen(s->name));
+    if (fn == NULL)
+        return;
+    disp_fn_params_t p = {
+        .version = s->version,
+        .concurrency = s->concurrency,
+        .min_instances = s->min_instances,
+        .max_instances = s->max_instances,
+        .timeout_ms = s->timeout_ms ? s->timeout_ms : 30000,
+        .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : 10000,
+        .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : 300000,
+        .max_body_bytes = s->max_body_bytes,
+    };
+    if (fn->known && fn->p.version != p.version)
+        FAAS_INFO("event=new_version fn=%s version=%" PRIu64 " old=%" PRIu64, s->name, p.version, fn->p.version);
+    size_t len;
+    uint8_t *pb = faas_pb_pack(&s->base, &len);
+    disp_fn_set_spec(fn, &p, pb, len);
+    fn->gen = disp_g.snap_gen;
+    disp_on_instance_ready(fn);
+}
+
+static void instance_put(const Faas__Instance *pi)
+{
+    disp_fn_t *fn = disp_fn_get(&disp_g.table, pi->function, strlen(pi->function));
+    if (fn == NULL)
+        return;
+    disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version,
+                                      pi->state == FAAS__INSTANCE__STATE__READY, pi->concurrency, faas_now_ms());
+    if (inst == NULL)
+        return;
+    inst->gen = disp_g.snap_gen;
+    if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
+        inst->ready = 0;
+    disp_on_instance_ready(fn);
+}
+
+/* After a (re)connect: whatever the new snapshot did not mention is gone. */
+static void sweep(void)
+{
+    disp_g.synced = 1;
+    for (size_t i = 0; i < disp_g.table.nfns; i++) {
+        disp_fn_t *fn = disp_g.table.fns[i];
+        if (fn->known && fn->gen != disp_g.snap_gen)
+            disp_fn_forget(fn);
+        for (size_t k = 0; k < fn->ninst;) {
+            disp_inst_t *inst = fn->inst[k];
+            if (inst->gen != disp_g.snap_gen)
+                disp_inst_remove(inst); /* swaps the last one into k */
+            else
+                k++;
+        }
+    }
+    for (size_t k = 0; k < nworkers;)
+        if (workers[k].gen != disp_g.snap_gen)
+            workers[k] = workers[--nworkers];
+        else
+            k++;
+}
+
+static void apply_event(const Faas__WatchEvent *ev)
+{
+    switch (ev->type) {
+    case FAAS__WATCH_EVENT__TYPE__SNAPSHOT_END:
+        sweep();
+        break;
+    case FAAS__WATCH_EVENT__TYPE__FUNCTION_PUT:
+        if (ev->function != NULL && ev->function->name[0] != '\0')
+            function_put(ev->function);
+        break;
+    case FAAS__WATCH_EVENT__TYPE__FUNCTION_DELETE:
+        if (ev->function != NULL) {
+            disp_fn_t *fn = disp_fn_find(&disp_g.table, ev->function->name, strlen(ev->function->name));
+            if (fn != NULL)
+                disp_fn_forget(fn);
+        }
+        break;
+    case FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT:
+        if (ev->instance != NULL && ev->instance->function[0] != '\0')
+            instance_put(ev->instance);
+        break;
+    case FAAS__WATCH_EVENT__TYPE__INSTANCE_DELETE:
+        if (ev->instance != NULL) {
+            disp_inst_t *inst = disp_inst_find(&disp_g.table, ev->instance->id);
+            if (inst != NULL)
+                disp_inst_remove(inst);
+        }
+        break;
+    case FAAS__WATCH_EVENT__TYPE__WORKER_PUT:
+        if (ev->worker != NULL)
+            worker_put(ev->worker);
+        break;
+    case FAAS__WATCH_EVENT__TYPE__WORKER_DELETE:
+        if (ev->worker != NULL)
+            worker_delete(ev->worker->id);
+        break;
+    default:
+        break;
+    }
+}
+
+static void acquired(ctl_msg_t *m)
+{
+    disp_fn_t *fn = disp_fn_find(&disp_g.table, m->fn, strlen(m->fn));
+    if (fn == NULL)
+        return;
+    if (fn->acquiring > 0)
+        fn->acquiring--;
+    if (m->kind == MSG_ACQ_FAIL) {
+        disp_g.acquire_failures++;
+        FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn, m->ms,
+                   m->err);
+        disp_on_acquire_failed(fn, "cold start failed");
+        return;
+    }
+    const Faas__Instance *pi = m->reply->instance;
+    disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version ? pi->version : m->version,
+                                      1, pi->concurrency, faas_now_ms());
+    if (inst != NULL)
+        inst->gen = disp_g.snap_gen;
+    disp_g.cold_starts++;
+    FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s total_us=%u", m->rid, m->fn, m->ms,
+              pi->id, m->reply->timing ? m->reply->timing->total_us : 0);
+    disp_on_instance_ready(fn);
+}
+
+static void on_messages(h2o_multithread_receiver_t *r, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *mm = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&mm->link);
+        ctl_msg_t *m = (ctl_msg_t *)mm;
+        switch (m->kind) {
+        case MSG_SNAP_BEGIN:
+            disp_g.snap_gen++;
+            break;
+        case MSG_EVENT:
+            apply_event(m->ev);
+            faas__watch_event__free_unpacked(m->ev, NULL);
+            break;
+        default:
+            acquired(m);
+            if (m->reply != NULL)
+                faas__acquire_reply__free_unpacked(m->reply, NULL);
+        }
+        free(m);
+    }
+}
+
+int disp_control_start(const char **err)
+{
+    mq = h2o_multithread_create_queue(disp_g.loop);
+    h2o_multithread_register_receiver(mq, &rx, on_messages);
+    faas_rpc_global_init();
+    pthread_t tid;
+    for (int i = 0; i < N_WORKERS; i++)
+        h2o_multithread_create_thread(&tid, NULL, pool_main, NULL);
+    h2o_multithread_create_thread(&tid, NULL, watch_main, (void *)disp_g.cfg.discovery);
+    return 0;
+}

@@ -1,0 +1,470 @@
+/* gateway/server.c - the h2o front end: one listener for HTTP/1.1, h2c prior
+ * knowledge and h2c Upgrade; /healthz, /metrics and /function/<name>/... routes;
+ * header rewriting; platform errors. Forwarding itself is the dispatcher's. */
+#include "gateway/internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <h2o.h>
+#include <h2o/http1.h>
+#include <h2o/http2.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "dispatcher/dispatcher.h"
+
+static h2o_globalconf_t g_conf;
+static h2o_context_t g_ctx;
+static h2o_accept_ctx_t g_accept;
+static uint64_t g_max_body;
+static volatile sig_atomic_t g_stop;
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+    }
+}
+
+static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; charset=utf-8"));
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+/* Platform errors: a short sentence naming the function, nothing internal. */
+static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what, int retry_after_s)
+{
+    if (retry_after_s > 0) {
+        char *ra = h2o_mem_alloc_pool(&req->pool, 16);
+        int n = snprintf(ra, 16, "%d", retry_after_s);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, ra, (size_t)n);
+    }
+    size_t cap = fnlen + strlen(what) + 32;
+    char *body = h2o_mem_alloc_pool(&req->pool, cap);
+    int n = fnlen ? snprintf(body, cap, "function %.*s: %s\n", (int)fnlen, fn, what) : snprintf(body, cap, "%s\n", what);
+    send_text(req, status, body, (size_t)n);
+}
+
+/* ---- per-request accounting: recorded when h2o frees the request ---- */
+
+typedef struct {
+    h2o_req_t *req;
+    const char *fn;
+    size_t fnlen;
+    uint64_t start_us;
+} acct_t;
+
+static void on_acct_dispose(void *p)
+{
+    acct_t *a = p;
+    int code = a->req->res.status ? a->req->res.status : 499;
+    gw_metrics_record(a->fn, a->fnlen, code, a->req->version >= 0x200, faas_now_us() - a->start_us);
+}
+
+static void peer_ip(h2o_req_t *req, char *buf, size_t cap, int *v6)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    *v6 = 0;
+    buf[0] = '\0';
+    if (sl == 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)cap);
+        *v6 = 1;
+    }
+}
+
+static h2o_iovec_t join(h2o_mem_pool_t *pool, h2o_iovec_t a, const char *sep, const char *b, size_t blen)
+{
+    size_t sl = a.len ? strlen(sep) : 0;
+    char *p = h2o_mem_alloc_pool(pool, a.len + sl + blen);
+    memcpy(p, a.base, a.len);
+    memcpy(p + a.len, sep, sl);
+    memcpy(p + a.len + sl, b, blen);
+    return h2o_iovec_init(p, a.len + sl + blen);
+}
+
+static int starts_with_ci(const h2o_iovec_t *s, const char *p, size_t n)
+{
+    return s->len >= n && strncasecmp(s->base, p, n) == 0;
+}
+
+/* Builds the header list the agent sees; returns its length. */
+static size_t build_headers(h2o_req_t *req, gw_slice_t fn, const char *rid, h2o_header_t **out)
+{
+    h2o_mem_pool_t *pool = &req->pool;
+    h2o_header_t *h = h2o_mem_alloc_pool(pool, (req->headers.size + 5) * sizeof(*h));
+    size_t n = 0;
+    h2o_iovec_t conn = {NULL, 0}, xff = {NULL, 0}, fwd = {NULL, 0};
+    ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, -1);
+    if (ci >= 0)
+        conn = req->headers.entries[ci].value;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        h2o_header_t *e = &req->headers.entries[i];
+        h2o_iovec_t *nm = e->name;
+        if (nm == &H2O_TOKEN_HOST->buf)
+            continue; /* carried as :authority */
+        if (gw_header_is_hop(nm->base, nm->len, e->value.base, e->value.len, conn.base, conn.len))
+            continue;
+        if (nm == &H2O_TOKEN_X_FORWARDED_FOR->buf) {
+            xff = xff.len ? join(pool, xff, ", ", e->value.base, e->value.len) : e->value;
+            continue;
+        }
+        if (h2o_memis(nm->base, nm->len, H2O_STRLIT("forwarded"))) {
+            fwd = fwd.len ? join(pool, fwd, ", ", e->value.base, e->value.len) : e->value;
+            continue;
+        }
+        /* faas-* is ours: a client must not forge deadlines or identities */
+        if (starts_with_ci(nm, "faas-", 5) || (nm->len == 12 && memcmp(nm->base, "http2-settings", 12) == 0))
+            continue;
+        h[n++] = *e;
+    }
+    char ip[INET6_ADDRSTRLEN + 2];
+    int v6;
+    peer_ip(req, ip, sizeof(ip) - 2, &v6);
+    static h2o_iovec_t n_xff = {H2O_STRLIT("x-forwarded-for")}, n_fwd = {H2O_STRLIT("forwarded")},
+                       n_rid = {H2O_STRLIT("faas-request-id")}, n_fn = {H2O_STRLIT("faas-function")};
+    h[n].name = &n_xff;
+    h[n].orig_name = NULL;
+    h[n++].value = join(pool, xff, ", ", ip, strlen(ip));
+    char f[INET6_ADDRSTRLEN + 32];
+    int fl = v6 ? snprintf(f, sizeof(f), "for=\"[%s]\";proto=http", ip) : snprintf(f, sizeof(f), "for=%s;proto=http", ip);
+    h[n].name = &n_fwd;
+    h[n].orig_name = NULL;
+    h[n++].value = join(pool, fwd, ", ", f, (size_t)fl);
+    h[n].name = &n_rid;
+    h[n].orig_name = NULL;
+    h[n++].value = h2o_iovec_init(rid, strlen(rid));
+    h[n].name = &n_fn;
+    h[n].orig_name = NULL;
+    h[n++].value = h2o_iovec_init(fn.ptr, fn.len);
+    *out = h;
+    return n;
+}
+
+static const char *request_id(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i >= 0 && gw_request_id_sane(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
+        return h2o_strdup(&req->pool, req->headers.entries[i].value.base, req->headers.entries[i].value.len).base;
+    char *id = h2o_mem_alloc_pool(&req->pool, 17);
+    faas_random_id(id, 17);
+    return id;
+}
+
+static int serve_metrics(h2o_req_t *req)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return -1;
+    gw_metrics_write(f);
+    disp_metrics(f);
+    fclose(f);
+    h2o_iovec_t body = h2o_strdup(&req->pool, buf, len);
+    free(buf);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    req->res.content_length = body.len;
+    h2o_send_inline(req, body.base, body.len);
+    return 0;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    gw_slice_t name, rest;
+    const char *err = NULL;
+    int rc = gw_route_parse(req->path.base, req->path.len, &name, &rest, &err);
+    if (rc == GW_ERR_MALFORMED) {
+        gw_metrics_other();
+        FAAS_INFO("event=bad_request status=400 msg=\"%s\"", err);
+        send_error(req, 400, NULL, 0, err, 0);
+        return 0;
+    }
+    if (rc == GW_ROUTE_OTHER) {
+        gw_metrics_other();
+        if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/healthz"))) {
+            send_text(req, 200, H2O_STRLIT("ok\n"));
+            return 0;
+        }
+        if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics")))
+            return serve_metrics(req);
+        send_error(req, 404, NULL, 0, "no route; functions live under /function/<name>/", 0);
+        return 0;
+    }
+    acct_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_acct_dispose);
+    a->req = req;
+    a->fn = name.ptr;
+    a->fnlen = name.len;
+    a->start_us = faas_now_us();
+    const char *rid = request_id(req);
+    disp_fn_info_t info;
+    if (disp_lookup(name.ptr, name.len, &info) != 0) {
+        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
+                  name.ptr);
+        send_error(req, 404, name.ptr, name.len, "no such function", 0);
+        return 0;
+    }
+    if (info.max_body_bytes != 0 && req->entity.base != NULL && req->entity.len > info.max_body_bytes) {
+        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
+                  name.ptr);
+        send_error(req, 413, name.ptr, name.len, "request body too large", 0);
+        return 0;
+    }
+    h2o_iovec_t path;
+    if (rest.len == 0)
+        path = h2o_iovec_init(H2O_STRLIT("/"));
+    else if (rest.ptr[0] == '?')
+        path = join(&req->pool, h2o_iovec_init(H2O_STRLIT("/")), "", rest.ptr, rest.len);
+    else
+        path = h2o_iovec_init(rest.ptr, rest.len);
+    h2o_header_t *hdrs;
+    size_t nh = build_headers(req, name, rid, &hdrs);
+    disp_forward(req, name.ptr, name.len, path, hdrs, nh, rid);
+    return 0;
+}
+
+/* ---- listener ---- */
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* h2o's HTTP/1 parser does not take the h2 preface, so peek at the first bytes of a
+ * connection and give prior-knowledge clients straight to the h2 server. */
+static void on_sniff(h2o_socket_t *sock, const char *err)
+{
+    if (err != NULL) {
+        h2o_socket_close(sock);
+        return;
+    }
+    size_t n = sock->input->size < 24 ? sock->input->size : 24;
+    if (memcmp(sock->input->bytes, h2_preface, n) != 0) {
+        h2o_socket_read_stop(sock);
+        h2o_http1_accept(&g_accept, sock, *(struct timeval *)sock->data);
+        return;
+    }
+    if (n < 24)
+        return; /* maybe the preface: wait for the rest */
+    h2o_socket_read_stop(sock);
+    h2o_http2_accept(&g_accept, sock, *(struct timeval *)sock->data);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            return;
+        static struct timeval tv; /* only read synchronously by the accept calls */
+        gettimeofday(&tv, NULL);
+        sock->data = &tv;
+        h2o_socket_read_start(sock, on_sniff);
+    }
+}
+
+static int open_listener(const char *addr, const char **err)
+{
+    char host[128];
+    uint16_t port;
+    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
+        return -1;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        sl = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        sl = sizeof(*sin6);
+    } else {
+        *err = "listen address must be a numeric IP";
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    return fd;
+fail:
+    *err = strerror(errno);
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static void on_signal(int sig)
+{
+    g_stop = 1;
+}
+
+int gw_run(const gw_config_t *cfg)
+{
+    const char *err = NULL;
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int fd = open_listener(cfg->listen, &err);
+    if (fd < 0) {
+        FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
+        return 1;
+    }
+    g_max_body = cfg->max_body;
+    h2o_config_init(&g_conf);
+    g_conf.max_request_entity_size = cfg->max_body;
+    g_conf.server_name = h2o_iovec_init(H2O_STRLIT("faas-gateway"));
+    h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
+    h->on_req = on_req;
+
+    h2o_context_init(&g_ctx, h2o_evloop_create(), &g_conf);
+    g_accept.ctx = &g_ctx;
+    g_accept.hosts = g_conf.hosts;
+
+    disp_config_t dc = {.discovery = cfg->discovery,
+                        .queue_max = cfg->queue_max,
+                        .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
+                        .send_error = send_error};
+    if (disp_start(&g_ctx, &dc, &err) != 0) {
+        FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);
+        return 1;
+    }
+    h2o_socket_t *ls = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(ls, on_accept);
+    FAAS_INFO("event=listening addr=%s discovery=%s max_body=%" PRIu64 " queue_max=%u", cfg->listen, cfg->discovery,
+              cfg->max_body, cfg->queue_max);
+    while (!g_stop)
+        h2o_evloop_run(g_ctx.loop, 1000);
+    FAAS_INFO("event=stopping");
+    /* grpc threads are blocked in calls; nothing durable lives here, so leave at once */
+    _exit(0);
+}
+
+/* ---- flags ---- */
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0' || *s == '-')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static const char usage[] =
+    "usage: faas-gateway [--listen ADDR] [--discovery ADDR] [--max-body BYTES] [--queue-max N]\n"
+    "                    [--cold-start-timeout-ms MS] [--threads N]\n"
+    "  --listen ADDR               HTTP/1.1 + h2c listener (default 127.0.0.1:8080)\n"
+    "  --discovery ADDR            faas-discovery gRPC address (default 127.0.0.1:7100)\n"
+    "  --max-body BYTES            largest request body (default 8388608)\n"
+    "  --queue-max N               requests held per function during cold start (default 1024)\n"
+    "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
+    "  --threads N                 event loop threads (only 1 for now)\n";
+
+int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
+{
+    static char msg[160];
+    cfg->listen = "127.0.0.1:8080";
+    cfg->discovery = "127.0.0.1:7100";
+    cfg->max_body = 8u << 20;
+    cfg->queue_max = 1024;
+    cfg->cold_start_timeout_ms = 0;
+    cfg->threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(msg, sizeof(msg), "unknown argument: %s", a);
+            *err = msg;
+            return -1;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (eq != NULL)
+            v = eq + 1;
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else {
+            snprintf(msg, sizeof(msg), "flag %s needs a value", a);
+            *err = msg;
+            return -1;
+        }
+        uint64_t n = 0;
+#define IS(f) (nl == strlen(f) && strncmp(a, f, nl) == 0)
+        if (IS("--listen"))
+            cfg->listen = v;
+        else if (IS("--discovery"))
+            cfg->discovery = v;
+        else if (IS("--max-body") && parse_u64(v, &n) == 0 && n > 0)
+            cfg->max_body = n;
+        else if (IS("--queue-max") && parse_u64(v, &n) == 0 && n > 0 && n <= 1000000)
+            cfg->queue_max = (uint32_t)n;
+        else if (IS("--cold-start-timeout-ms") && parse_u64(v, &n) == 0 && n <= 3600000)
+            cfg->cold_start_timeout_ms = (uint32_t)n;
+        else if (IS("--threads") && parse_u64(v, &n) == 0 && n >= 1 && n <= 256)
+            cfg->threads = (uint32_t)n;
+        else {
+            snprintf(msg, sizeof(msg), "bad flag or value: %.*s=%s", (int)nl, a, v);
+            *err = msg;
+            return -1;
+        }
+#undef IS
+    }
+    const char *perr;
+    char host[128];
+    uint16_t port;
+    if (faas_parse_hostport(cfg->listen, host, sizeof(host), &port, &perr) != 0 ||
+        faas_parse_hostport(cfg->discovery, host, sizeof(host), &port, &perr) != 0) {
+        snprintf(msg, sizeof(msg), "bad address: %s", perr);
+        *err = msg;
+        return -1;
+    }
+    return 0;
+}

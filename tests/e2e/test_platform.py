@@ -128,16 +128,19 @@ def test_probe_sees_its_sandbox(plat):
     code, body, _ = curl(plat.url("probe", "/whoami"))
     assert code == 200, body
     w = json_of(body)
-    assert w["uid"] != 0, w
-    assert w["own_pid_ns"] is True, w
-    assert w["can_write_cwd"] is False, w
-    assert w["can_write_tmp"] is True, w
+    assert w["uid"] != 0 and w["gid"] != 0, w
+    # own PID namespace: the agent is PID 1 and the user server a low pid in it
+    assert w["pid1_comm"] == "faas-agent", w
+    assert w["pid"] < 100 and w["host_pid_ns"] is False, w
+    assert w["cwd_writable"] is False, w
+    assert w["tmp_writable"] is True, w
     assert w["memory_limit"] == 96 * 1024 * 1024, w
 
 
 def test_faasd_stop_leaves_nothing(tmp_path):
     ports = {k: free_port() for k in ("http", "disc", "wm", "dm", "wmm")}
     state = tmp_path / "state"
+    agents_before = {pid for pid, _ in pids_matching("faas-agent")}
     proc = subprocess.Popen([f"{BUILD}/faasd", "--state-dir", str(state), "--http", f"127.0.0.1:{ports['http']}",
                              "--discovery-listen", f"127.0.0.1:{ports['disc']}",
                              "--workermgr-listen", f"127.0.0.1:{ports['wm']}",
@@ -158,7 +161,8 @@ def test_faasd_stop_leaves_nothing(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    leftovers = pids_matching(str(state)) + pids_matching("faas-agent")
+    leftovers = pids_matching(str(state)) + [(pid, cmd) for pid, cmd in pids_matching("faas-agent")
+                                             if pid not in agents_before]
     assert leftovers == [], leftovers
     mounts = open("/proc/self/mountinfo").read()
     assert str(state) not in mounts

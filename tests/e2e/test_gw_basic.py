@@ -1,0 +1,190 @@
+"""faas-gateway on its own (no discovery reachable): routes, errors, metrics over
+HTTP/1.1, h2c prior knowledge and h2c Upgrade; flags; signals."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+BUILD = os.path.abspath(os.environ.get("FAAS_BUILD", "/work/main/build"))
+GATEWAY = os.path.join(BUILD, "faas-gateway")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Gateway:
+    def __init__(self, tmpdir, discovery=None, extra=()):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.log_path = os.path.join(tmpdir, f"gateway-{self.port}.log")
+        self.log = open(self.log_path, "wb")
+        argv = [GATEWAY, "--listen", self.addr, "--discovery", discovery or f"127.0.0.1:{free_port()}"] + list(extra)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._up, 10, what="gateway listening")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("gateway exited: " + self.logs())
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def url(self, path):
+        return f"http://{self.addr}{path}"
+
+    def logs(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+def curl(url, *args, mode="http1", timeout=10):
+    """Returns (exit code, status, headers dict, body bytes) of the final response."""
+    proto = {"http1": ["--http1.1"], "h2": ["--http2-prior-knowledge"], "upgrade": ["--http2"]}[mode]
+    cmd = ["curl", "-s", "-S", "-D", "-", "-o", "/dev/stdout", "--max-time", str(timeout)] + proto + list(args) + [url]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout + 5)
+    out = p.stdout
+    # skip interim responses (101 Switching Protocols, 100 Continue)
+    while out.startswith(b"HTTP/") and out.split(b" ", 2)[1].startswith(b"1"):
+        out = out.partition(b"\r\n\r\n")[2]
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return p.returncode, status, headers, body
+
+
+def raw(port, data, timeout=5):
+    """Sends raw bytes, returns everything the server answers before closing or the timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        buf = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                if b"\r\n\r\n" in buf and len(buf) > 12:
+                    head = buf.partition(b"\r\n\r\n")[0].lower()
+                    if b"content-length:" in head:
+                        n = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                        if len(buf.partition(b"\r\n\r\n")[2]) >= n:
+                            break
+        except socket.timeout:
+            pass
+        return buf
+
+MODES = ["http1", "h2", "upgrade"]
+
+
+@pytest.fixture(scope="module")
+def gw():
+    with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
+        g = Gateway(d)
+        yield g
+        g.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_healthz(gw, mode):
+    rc, status, headers, body = curl(gw.url("/healthz"), mode=mode)
+    assert rc == 0 and status == 200 and body == b"ok\n"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unknown_function_is_404_naming_it(gw, mode):
+    rc, status, headers, body = curl(gw.url("/function/nosuch/a/b?x=1"), mode=mode)
+    assert rc == 0 and status == 404
+    assert b"nosuch" in body and b"127.0.0.1" not in body
+    rc, status, _, body = curl(gw.url("/function/nosuch"), mode=mode)
+    assert status == 404
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_paths_404_and_bad_names_400(gw, mode):
+    assert curl(gw.url("/nothing-here"), mode=mode)[1] == 404
+    assert curl(gw.url("/function/Bad_Name/x"), mode=mode)[1] == 400
+    assert curl(gw.url("/function/"), mode=mode)[1] == 400
+
+
+def test_metrics_text(gw):
+    curl(gw.url("/function/nosuch"), mode="h2")
+    curl(gw.url("/function/nosuch"), mode="http1")
+    rc, status, headers, body = curl(gw.url("/metrics"))
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = body.decode()
+    for name in ["faas_requests_total", "faas_request_duration_seconds_bucket", "faas_cold_starts_total",
+                 "faas_queue_depth", "faas_instances"]:
+        assert f"# TYPE {name.replace('_bucket', '')}" in text, name
+    assert 'faas_requests_total{function="nosuch",code="404",protocol="h2"}' in text
+    assert 'faas_requests_total{function="nosuch",code="404",protocol="http1.1"}' in text
+    assert 'faas_request_duration_seconds_bucket{function="nosuch",le="+Inf"}' in text
+
+
+def test_malformed_http1_is_400(gw):
+    out = raw(gw.port, b"GARBAGE\x01 / HTTP/1.1\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out[:100]
+    out = raw(gw.port, b"GET /function/a\x7fb HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400"), out[:100]
+
+
+def test_body_over_max_is_413():
+    with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
+        g = Gateway(d, extra=["--max-body", "1000"])
+        try:
+            out = raw(g.port, b"POST /function/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 413"), out[:100]
+        finally:
+            assert g.stop() == 0
+
+
+def test_flags_and_help():
+    p = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, timeout=5)
+    assert p.returncode == 0 and "--listen" in p.stdout and "--queue-max" in p.stdout
+    for bad in (["--bogus", "1"], ["--max-body", "x"], ["--listen"], ["--queue-max", "0"]):
+        p = subprocess.run([GATEWAY] + bad, capture_output=True, text=True, timeout=5)
+        assert p.returncode == 2, bad
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_exits_zero(sig):
+    with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
+        g = Gateway(d)
+        g.proc.send_signal(sig)
+        assert g.proc.wait(5) == 0
+        g.log.close()

@@ -186,6 +186,15 @@ static void on_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
         fail(s, call, M_DEPLOY, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid FunctionSpec message");
         return;
     }
+    /* normalizing here first also drops unknown fields before the store re-encodes it */
+    const char *verr = NULL;
+    if (disc_spec_normalize(in, &verr) != 0) {
+        FAAS_WARN("event=deploy_rejected function=%s msg=%s", in->name ? in->name : "",
+                  faas_log_quote(err, sizeof(err), verr, strlen(verr)));
+        fail(s, call, M_DEPLOY, FAAS_RPC_INVALID_ARGUMENT, verr);
+        faas__function_spec__free_unpacked(in, NULL);
+        return;
+    }
     pthread_mutex_lock(&s->deploy_mu);
     int rc = disc_store_deploy(s->store, in, &out, err, sizeof(err));
     if (rc == 0)

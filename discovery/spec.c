@@ -222,8 +222,34 @@ static void fill_numbers(Faas__FunctionSpec *s)
         s->max_duration_ms = DISC_DEFAULT_MAX_DURATION_MS;
 }
 
+/* Fields this discovery does not know are dropped rather than stored and re-sent:
+ * protobuf-c keeps them verbatim, including ones it could not re-read itself. */
+static void drop_unknown(ProtobufCMessage *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        free(m->unknown_fields[i].data);
+    free(m->unknown_fields);
+    m->unknown_fields = NULL;
+    m->n_unknown_fields = 0;
+}
+
+static void drop_all_unknown(Faas__FunctionSpec *s)
+{
+    drop_unknown(&s->base);
+    if (s->health)
+        drop_unknown(&s->health->base);
+    if (s->resources)
+        drop_unknown(&s->resources->base);
+    for (size_t i = 0; i < s->n_env; i++)
+        if (s->env[i])
+            drop_unknown(&s->env[i]->base);
+}
+
 int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
 {
+    drop_all_unknown(s);
     const char *name = s->name ? s->name : "";
     if (faas_valid_function_name(name, strlen(name), err) != 0)
         return -1;

@@ -308,3 +308,32 @@ Test(store, spec_parse_rejects_garbage)
     cr_assert(!disc_valid_sha256("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad0"));
     cr_assert(!disc_valid_sha256(""));
 }
+
+/* Found by fuzz_disc_spec: protobuf-c keeps unknown fields verbatim, even a field
+ * number 0 it cannot read back; a normalized spec must re-read identically. */
+Test(store, unknown_fields_are_dropped)
+{
+    char *argv[] = {"./x"};
+    Faas__FunctionSpec s = FAAS__FUNCTION_SPEC__INIT;
+    s.name = "fn";
+    s.n_command = 1;
+    s.command = argv;
+    s.code_sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    size_t len;
+    uint8_t *p = faas_pb_pack(&s.base, &len);
+    uint8_t buf[512];
+    memcpy(buf, p, len);
+    free(p);
+    const uint8_t junk[] = {0x82, 0x00, 0x01, 'x', 0xf8, 0x07, 0x05}; /* field 0; field 127 */
+    memcpy(buf + len, junk, sizeof(junk));
+    const char *err = NULL;
+    Faas__FunctionSpec *a = disc_spec_parse(buf, len + sizeof(junk), &err);
+    cr_assert_not_null(a, "%s", err);
+    cr_assert_eq(a->base.n_unknown_fields, 0);
+    uint8_t *q = faas_pb_pack(&a->base, &len);
+    Faas__FunctionSpec *b = disc_spec_parse(q, len, &err);
+    cr_assert_not_null(b, "%s", err);
+    free(q);
+    faas__function_spec__free_unpacked(a, NULL);
+    faas__function_spec__free_unpacked(b, NULL);
+}

@@ -159,7 +159,9 @@ def tmp():
 def disc(tmp):
     d = Discovery(os.path.join(tmp, "state")).start()
     yield d
-    d.stop()
+    # a clean exit also means no sanitizer report in an ASan build
+    assert d.stop() == 0, d.log()
+    assert "Sanitizer" not in d.log(), d.log()
 
 
 def spec(name, sha, **kw):

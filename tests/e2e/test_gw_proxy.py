@@ -1,0 +1,273 @@
+"""faas-gateway end to end with a fake control plane: a Python gRPC server plays
+faas-discovery (Watch) and a worker manager (Acquire/Release); Acquire starts a real
+faas-agent --standalone in front of a real user server. Covers cold start (one
+Acquire for a burst), proxying over HTTP/1.1 and h2c, header rules, streaming, and
+the error table (502/503/504/429)."""
+import concurrent.futures
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import faaspb  # noqa: E402
+from test_gw_basic import BUILD, Gateway, curl, wait_until  # noqa: E402
+
+grpc = pytest.importorskip("grpc")
+AGENT = os.path.join(BUILD, "faas-agent")
+PY = "/usr/bin/python3"
+
+USER_SERVER = r'''
+import hashlib, json, os, time, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-user", "yes")
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path.startswith("/die"):
+            os._exit(3)
+        if self.path.startswith("/sleep"):
+            time.sleep(float(self.path.split("=")[1]))
+        if self.path.startswith("/big"):
+            n = int(self.path.split("=")[1])
+            self.send_response(200)
+            self.send_header("content-length", str(n))
+            self.end_headers()
+            chunk = b"x" * 65536
+            while n > 0:
+                self.wfile.write(chunk[:n])
+                n -= len(chunk)
+            return
+        self.reply(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode())
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.reply(json.dumps({"path": self.path, "len": len(data), "sha": hashlib.sha256(data).hexdigest()}).encode())
+    def log_message(self, *a):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops SYNs in a burst
+S(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+
+def spec(name, version=1, timeout_ms=0, cold_ms=0, idle_ms=0, concurrency=0, max_body=0):
+    b = faaspb.function_spec(name, [PY, "server.py"], timeout_ms=timeout_ms, cold_start_timeout_ms=cold_ms)
+    return (b + faaspb._int(9, concurrency) + faaspb._int(14, idle_ms) + faaspb._int(15, max_body) +
+            faaspb._int(17, version))
+
+
+def event(kind, field, msg):
+    return faaspb._int(1, kind) + faaspb._bytes(field, msg)
+
+
+FUNCTION_PUT, INSTANCE_PUT, WORKER_PUT = 1, 3, 5
+
+
+class ControlPlane:
+    """Discovery Watch + WorkerManager Acquire/Release on one gRPC port."""
+
+    def __init__(self, tmpdir, functions):
+        self.tmpdir = tmpdir
+        self.functions = functions  # name -> (spec bytes, behaviour dict)
+        self.acquires = {}
+        self.releases = []
+        self.agents = []
+        self.lock = threading.Lock()
+        ident = (lambda b: b)
+        disc = grpc.method_handlers_generic_handler("faas.Discovery", {
+            "Watch": grpc.unary_stream_rpc_method_handler(self.watch, ident, ident)})
+        wm = grpc.method_handlers_generic_handler("faas.WorkerManager", {
+            "Acquire": grpc.unary_unary_rpc_method_handler(self.acquire, ident, ident),
+            "Release": grpc.unary_unary_rpc_method_handler(self.release, ident, ident)})
+        self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(32))
+        self.server.add_generic_rpc_handlers((disc, wm))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.addr = f"127.0.0.1:{self.port}"
+        self.server.start()
+
+    def watch(self, req, ctx):
+        worker = faaspb._str(1, "w1") + faaspb._str(2, self.addr) + faaspb._int(3, 4) + faaspb._int(4, 4)
+        yield event(WORKER_PUT, 4, worker)
+        for name, (sp, _) in self.functions.items():
+            yield event(FUNCTION_PUT, 2, sp)
+        yield faaspb._int(1, 0)  # SNAPSHOT_END
+        while ctx.is_active():
+            time.sleep(0.05)
+
+    def acquire(self, req, ctx):
+        # AcquireRequest.spec.name: field 1 of field 1; find the function by its encoded spec
+        name = next(n for n, (sp, _) in self.functions.items() if sp in req)
+        behaviour = self.functions[name][1]
+        with self.lock:
+            self.acquires[name] = self.acquires.get(name, 0) + 1
+            n = self.acquires[name]
+        time.sleep(behaviour.get("delay", 0.3))
+        if behaviour.get("fail"):
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "no pods")
+        d = os.path.join(self.tmpdir, f"{name}-{n}")
+        os.makedirs(d)
+        with open(os.path.join(d, "server.py"), "w") as f:
+            f.write(USER_SERVER)
+        p = subprocess.Popen([AGENT, "--standalone", "--cmd", f"{PY} server.py", "--dir", d, "--name", name],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.agents.append(p)
+        line = p.stdout.readline().decode()
+        assert line.startswith("READY port="), line
+        port = int(line.split("=")[1])
+        inst = (faaspb._str(1, f"{name}-i{n}") + faaspb._str(2, name) + faaspb._int(3, 1) +
+                faaspb._str(4, f"127.0.0.1:{port}") + faaspb._str(5, "w1") + faaspb._int(6, 1))
+        return faaspb._bytes(1, inst)
+
+    def release(self, req, ctx):
+        with self.lock:
+            self.releases.append(req)
+        return b""
+
+    def close(self):
+        self.server.stop(0)
+        for p in self.agents:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+            p.stdout.close()
+
+
+FUNCS = {
+    "hello": (spec("hello", timeout_ms=4000, idle_ms=600000), {}),
+    "broken": (spec("broken"), {"fail": True, "delay": 0.05}),
+    "idle": (spec("idle", idle_ms=300), {}),
+    "slowcold": (spec("slowcold", cold_ms=500), {"delay": 2.0}),
+}
+
+
+@pytest.fixture(scope="module")
+def plane():
+    with tempfile.TemporaryDirectory(prefix="gw-proxy-") as d:
+        cp = ControlPlane(d, FUNCS)
+        g = Gateway(d, discovery=cp.addr)
+        yield cp, g
+        assert g.stop() == 0
+        cp.close()
+
+
+def known(g, name):
+    return wait_until(lambda: f'faas_queue_depth{{function="{name}"}}' in curl(g.url("/metrics"))[3].decode(), 10,
+                      interval=0.05, what=f"{name} known")
+
+
+def test_burst_cold_start_one_acquire(plane):
+    cp, g = plane
+    known(g, "hello")
+    with concurrent.futures.ThreadPoolExecutor(50) as ex:
+        res = list(ex.map(lambda i: curl(g.url(f"/function/hello/r{i}"), mode="h2" if i % 2 else "http1"),
+                          range(50)))
+    assert [r[1] for r in res] == [200] * 50, [r[1] for r in res]
+    assert cp.acquires["hello"] == 1
+    assert "event=cold_start" in g.logs() and "fn=hello" in g.logs()
+    # warm now: many concurrent requests, still one instance
+    with concurrent.futures.ThreadPoolExecutor(20) as ex:
+        res = list(ex.map(lambda i: curl(g.url(f"/function/hello/w{i}"), mode="http1" if i % 2 else "h2"),
+                          range(40)))
+    assert all(r[1] == 200 for r in res)
+    assert cp.acquires["hello"] == 1
+
+
+def test_path_and_headers(plane):
+    cp, g = plane
+    known(g, "hello")
+    rc, status, headers, body = curl(g.url("/function/hello/some/path?q=1&r=a%20b"), "-H", "x-request-id: rid-7",
+                                     "-H", "Connection: x-secret", "-H", "x-secret: 1", "-H", "faas-deadline-ms: 1",
+                                     "-H", "x-forwarded-for: 10.1.1.1", "-H", "x-keep: 2", mode="http1")
+    assert status == 200, body
+    got = json.loads(body)
+    h = got["headers"]
+    assert got["path"] == "/some/path?q=1&r=a%20b"
+    assert h["faas-request-id"] == "rid-7" and h["faas-function"] == "hello"
+    assert "x-secret" not in h and h["x-keep"] == "2"
+    assert h["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
+    assert h["forwarded"] == "for=127.0.0.1;proto=http"
+    assert 3000 < int(h["faas-deadline-ms"]) <= 4000
+    assert headers["x-user"] == "yes"
+    assert json.loads(curl(g.url("/function/hello"), mode="h2")[3])["path"] == "/"
+    assert json.loads(curl(g.url("/function/hello?z=1"), mode="upgrade")[3])["path"] == "/?z=1"
+
+
+@pytest.mark.parametrize("mode", ["http1", "h2"])
+def test_post_body_and_big_response(plane, mode, tmp_path):
+    cp, g = plane
+    known(g, "hello")
+    payload = os.urandom(300 * 1024)
+    (tmp_path / "p").write_bytes(payload)
+    rc, status, _, body = curl(g.url("/function/hello/up"), "--data-binary", f"@{tmp_path / 'p'}", mode=mode)
+    got = json.loads(body)
+    assert status == 200 and got["len"] == len(payload) and got["sha"] == hashlib.sha256(payload).hexdigest()
+    rc, status, headers, body = curl(g.url("/function/hello/big?n=20000000"), mode=mode)
+    assert status == 200 and len(body) == 20000000 and body == b"x" * 20000000
+
+
+def test_deadline_504(plane):
+    cp, g = plane
+    known(g, "hello")
+    t0 = time.monotonic()
+    rc, status, _, body = curl(g.url("/function/hello/sleep=6"), mode="h2")
+    assert status == 504 and b"hello" in body
+    assert 3.9 < time.monotonic() - t0 < 5.5
+
+
+def test_cold_start_failure_503(plane):
+    cp, g = plane
+    known(g, "broken")
+    rc, status, headers, body = curl(g.url("/function/broken/x"), mode="http1")
+    assert status == 503 and "retry-after" in headers and b"broken" in body and b"127.0.0.1" not in body
+    assert "event=cold_start_failed" in g.logs()
+
+
+def test_queue_full_429_and_cold_start_timeout_503(plane, tmp_path):
+    cp, _ = plane
+    g = Gateway(str(tmp_path), discovery=cp.addr, extra=["--queue-max", "3"])
+    try:
+        known(g, "slowcold")
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            res = list(ex.map(lambda i: curl(g.url(f"/function/slowcold/{i}"), mode="h2"), range(6)))
+        codes = sorted(r[1] for r in res)
+        assert codes.count(429) == 3 and codes.count(503) == 3, codes
+        assert cp.acquires["slowcold"] == 1
+    finally:
+        assert g.stop() == 0
+
+
+def test_user_server_crash_502(plane):
+    cp, g = plane
+    known(g, "hello")
+    rc, status, _, body = curl(g.url("/function/hello/die"), mode="h2")
+    assert status == 502 and b"hello" in body
+
+
+def test_idle_release(plane):
+    cp, g = plane
+    known(g, "idle")
+    assert curl(g.url("/function/idle/"), mode="h2")[1] == 200
+    wait_until(lambda: any(b"idle-i" in r for r in cp.releases), 5, what="Release")
+    m = curl(g.url("/metrics"))[3].decode()
+    assert 'faas_instances{function="idle"} 0' in m
+    # next request cold-starts again
+    assert curl(g.url("/function/idle/"), mode="h2")[1] == 200
+    assert cp.acquires["idle"] == 2
+
+
+def test_metrics_after_traffic(plane):
+    cp, g = plane
+    m = curl(g.url("/metrics"))[3].decode()
+    assert 'faas_requests_total{function="hello",code="200",protocol="h2"}' in m
+    assert "faas_cold_starts_total" in m

@@ -648,12 +648,12 @@ static int cmd_instances(int argc, char **argv)
     if (l == NULL)
         return code;
     static const char *const states[] = {"STARTING", "READY", "DRAINING"};
-    printf("%-16s  %-21s  %-16s  %-8s  %s\n", "ID", "ENDPOINT", "WORKER", "STATE", "AGE");
+    printf("%-20s  %-21s  %-16s  %-8s  %s\n", "ID", "ENDPOINT", "WORKER", "STATE", "AGE");
     for (size_t i = 0; i < l->n_instances; i++) {
         const Faas__Instance *in = l->instances[i];
         char age[16];
         age_of(age, sizeof(age), in->started_unix_ms);
-        printf("%-16s  %-21s  %-16s  %-8s  %s\n", in->id, in->endpoint, in->worker_id,
+        printf("%-20s  %-21s  %-16s  %-8s  %s\n", in->id, in->endpoint, in->worker_id,
                (unsigned)in->state < 3 ? states[in->state] : "?", age);
     }
     faas__instance_list__free_unpacked(l, NULL);

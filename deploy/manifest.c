@@ -639,8 +639,9 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
     print_health(f, s->health);
     if (s->resources != NULL) {
         const Faas__Resources *r = s->resources;
-        fprintf(f, "resources: {memory: %llu, cpu: %um, pids: %u}\n", (unsigned long long)r->memory_bytes,
-                r->cpu_millis, r->pids);
+        fputs("resources:\n", f);
+        print_size(f, "  memory", r->memory_bytes);
+        fprintf(f, "  cpu: %um\n  pids: %u\n", r->cpu_millis, r->pids);
     }
     fprintf(f, "concurrency: %u\nmin_instances: %u\nmax_instances: %u\n", s->concurrency, s->min_instances,
             s->max_instances);

@@ -26,6 +26,7 @@ stop() {
   echo "run-demo: stopping faasd"
   kill -TERM "$FAASD" 2>/dev/null
   wait "$FAASD" 2>/dev/null
+  echo "run-demo: platform stopped"
   exit 0
 }
 trap stop INT TERM
@@ -61,8 +62,16 @@ The platform is up (gateway http://$HTTP, discovery $DISC). Try:
 Ctrl-C stops everything.
 MSG
 
+# A terminal's Ctrl-C reaches faasd too (same process group); either way the
+# platform is stopped once faasd has exited 0.
+status=0
 while kill -0 "$FAASD" 2>/dev/null; do
   wait "$FAASD"
+  status=$?
 done
-echo "run-demo: faasd exited" >&2
+if [ "$status" -eq 0 ]; then
+  echo "run-demo: platform stopped"
+  exit 0
+fi
+echo "run-demo: faasd exited with status $status" >&2
 exit 1

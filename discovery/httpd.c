@@ -21,7 +21,7 @@ struct disc_httpd {
     pthread_t thread;
     disc_http_fn fn;
     void *ud;
-    volatile int stopping;
+    int stopping; /* atomic */
 };
 
 static int write_all(int fd, const char *p, size_t n)
@@ -105,7 +105,7 @@ static void serve(disc_httpd_t *h, int c)
 static void *httpd_main(void *arg)
 {
     disc_httpd_t *h = arg;
-    while (!h->stopping) {
+    while (!__atomic_load_n(&h->stopping, __ATOMIC_ACQUIRE)) {
         int c = accept4(h->fd, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE)
@@ -166,7 +166,7 @@ void disc_httpd_stop(disc_httpd_t *h)
 {
     if (h == NULL)
         return;
-    h->stopping = 1;
+    __atomic_store_n(&h->stopping, 1, __ATOMIC_RELEASE);
     shutdown(h->fd, SHUT_RDWR); /* wakes the blocked accept */
     pthread_join(h->thread, NULL);
     close(h->fd);

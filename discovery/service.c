@@ -49,7 +49,75 @@ struct disc_service {
     pthread_mutex_t deploy_mu;
     uint64_t counts[M_COUNT][N_CODES]; /* atomics */
     faas_rpc_method_t methods[M_COUNT];
+    /* Disk work (SQLite, fsync, artifact reads) runs on this thread, not on the rpc
+     * server thread, so heartbeats and watch pushes never wait behind it. */
+    pthread_t jobs_thread;
+    pthread_mutex_t jobs_mu;
+    pthread_cond_t jobs_cv;
+    struct job *jobs_head, *jobs_tail;
+    int jobs_stop, jobs_running;
 };
+
+typedef void (*handler_fn)(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud);
+
+typedef struct job {
+    struct job *next;
+    handler_fn fn;
+    faas_rpc_call_t *call;
+    uint8_t *req; /* a copy: the rpc layer's bytes die with the handler call; NULL = end of stream */
+    size_t len;
+} job_t;
+
+static void *jobs_main(void *arg)
+{
+    disc_service_t *s = arg;
+    pthread_mutex_lock(&s->jobs_mu);
+    for (;;) {
+        job_t *j = s->jobs_head;
+        if (j == NULL) {
+            if (s->jobs_stop)
+                break;
+            pthread_cond_wait(&s->jobs_cv, &s->jobs_mu);
+            continue;
+        }
+        s->jobs_head = j->next;
+        if (s->jobs_head == NULL)
+            s->jobs_tail = NULL;
+        pthread_mutex_unlock(&s->jobs_mu);
+        j->fn(j->call, j->req, j->len, s);
+        free(j->req);
+        free(j);
+        pthread_mutex_lock(&s->jobs_mu);
+    }
+    pthread_mutex_unlock(&s->jobs_mu);
+    return NULL;
+}
+
+static void fail(disc_service_t *s, faas_rpc_call_t *call, int m, int code, const char *msg);
+
+/* Queues fn(call, copy of req) for the jobs thread; the call is answered from there. */
+static void defer(disc_service_t *s, int m, handler_fn fn, faas_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || (req != NULL && (j->req = malloc(len + 1)) == NULL)) {
+        free(j);
+        fail(s, call, m, FAAS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (req != NULL)
+        memcpy(j->req, req, len);
+    j->fn = fn;
+    j->call = call;
+    j->len = len;
+    pthread_mutex_lock(&s->jobs_mu);
+    if (s->jobs_tail)
+        s->jobs_tail->next = j;
+    else
+        s->jobs_head = j;
+    s->jobs_tail = j;
+    pthread_cond_signal(&s->jobs_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+}
 
 static void count(disc_service_t *s, int m, int code)
 {
@@ -80,34 +148,45 @@ static void reply_msg(disc_service_t *s, faas_rpc_call_t *call, int m, const Pro
 
 /* ---- code artifacts ------------------------------------------------------------ */
 
+/* End of an upload stream, on the jobs thread: fsync + rename can take milliseconds. */
+static void upload_finish(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    disc_upload_t *up = faas_rpc_get_data(call);
+    const char *err = NULL;
+    faas_rpc_set_data(call, NULL);
+    if (faas_rpc_cancelled(call)) {
+        disc_upload_abort(up);
+        fail(s, call, M_UPLOAD, FAAS_RPC_CANCELLED, "upload cut short");
+        return;
+    }
+    if (up == NULL) {
+        fail(s, call, M_UPLOAD, FAAS_RPC_INVALID_ARGUMENT, "empty upload: send the tar.gz of the code directory");
+        return;
+    }
+    char sha[65];
+    uint64_t size = 0;
+    int rc = disc_upload_commit(up, sha, &size, &err);
+    if (rc != 0) {
+        fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
+        return;
+    }
+    Faas__CodeRef ref = FAAS__CODE_REF__INIT;
+    ref.sha256 = sha;
+    ref.size = size;
+    FAAS_INFO("event=upload sha256=%s size=%llu", sha, (unsigned long long)size);
+    reply_msg(s, call, M_UPLOAD, &ref.base);
+}
+
+/* Chunks are written on the rpc thread (a write to the page cache is cheap and keeps
+ * their order); the end of the stream is handed to the jobs thread. */
 static void on_upload(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     disc_upload_t *up = faas_rpc_get_data(call);
     const char *err = NULL;
-    if (req == NULL) { /* end of the client stream */
-        faas_rpc_set_data(call, NULL);
-        if (faas_rpc_cancelled(call)) {
-            disc_upload_abort(up);
-            fail(s, call, M_UPLOAD, FAAS_RPC_CANCELLED, "upload cut short");
-            return;
-        }
-        if (up == NULL) {
-            fail(s, call, M_UPLOAD, FAAS_RPC_INVALID_ARGUMENT, "empty upload: send the tar.gz of the code directory");
-            return;
-        }
-        char sha[65];
-        uint64_t size = 0;
-        int rc = disc_upload_commit(up, sha, &size, &err);
-        if (rc != 0) {
-            fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
-            return;
-        }
-        Faas__CodeRef ref = FAAS__CODE_REF__INIT;
-        ref.sha256 = sha;
-        ref.size = size;
-        FAAS_INFO("event=upload sha256=%s size=%llu", sha, (unsigned long long)size);
-        reply_msg(s, call, M_UPLOAD, &ref.base);
+    if (req == NULL) {
+        defer(s, M_UPLOAD, upload_finish, call, NULL, 0);
         return;
     }
     Faas__CodeChunk *chunk = faas__code_chunk__unpack(NULL, len, req);
@@ -139,7 +218,7 @@ bad:
     fail(s, call, M_UPLOAD, code, err);
 }
 
-static void on_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     Faas__CodeRef *ref = faas__code_ref__unpack(NULL, len, req);
@@ -177,7 +256,7 @@ out:
 
 /* ---- functions --------------------------------------------------------------------- */
 
-static void on_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     Faas__FunctionSpec *in = faas__function_spec__unpack(NULL, len, req), *out = NULL;
@@ -227,7 +306,7 @@ static Faas__FunctionName *name_req(disc_service_t *s, faas_rpc_call_t *call, in
     return NULL;
 }
 
-static void on_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+static void do_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     Faas__FunctionName *fn = name_req(s, call, M_GET, req, len);
@@ -247,7 +326,7 @@ static void on_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *
     faas__function_name__free_unpacked(fn, NULL);
 }
 
-static void on_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+static void do_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     Faas__FunctionList list = FAAS__FUNCTION_LIST__INIT;
@@ -259,7 +338,7 @@ static void on_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void 
     disc_store_free_list(list.functions, list.n_functions);
 }
 
-static void on_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+static void do_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
     Faas__FunctionName *fn = name_req(s, call, M_DELETE, req, len);
@@ -380,6 +459,17 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     faas_rpc_on_close(call, watch_closed, w);
 }
 
+#define DEFERRED(name, m)                                                                                    \
+    static void on_##name(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)                     \
+    {                                                                                                          \
+        defer(ud, m, do_##name, call, req, len);                                                               \
+    }
+DEFERRED(fetch, M_FETCH)
+DEFERRED(deploy, M_DEPLOY)
+DEFERRED(get, M_GET)
+DEFERRED(list, M_LIST)
+DEFERRED(delete, M_DELETE)
+
 /* ---- setup and metrics ---------------------------------------------------------- */
 
 disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes)
@@ -401,6 +491,13 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint
     s->reg = reg;
     s->max_artifact = max_artifact_bytes;
     pthread_mutex_init(&s->deploy_mu, NULL);
+    pthread_mutex_init(&s->jobs_mu, NULL);
+    pthread_cond_init(&s->jobs_cv, NULL);
+    if (pthread_create(&s->jobs_thread, NULL, jobs_main, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->jobs_running = 1;
     for (int i = 0; i < M_COUNT; i++) {
         s->methods[i].method = paths[i];
         s->methods[i].kind = i == M_UPLOAD ? FAAS_RPC_CLIENT_STREAM
@@ -422,6 +519,15 @@ void disc_service_free(disc_service_t *s)
 {
     if (s == NULL)
         return;
+    if (s->jobs_running) { /* drains the queue: every deferred call still gets its answer */
+        pthread_mutex_lock(&s->jobs_mu);
+        s->jobs_stop = 1;
+        pthread_cond_signal(&s->jobs_cv);
+        pthread_mutex_unlock(&s->jobs_mu);
+        pthread_join(s->jobs_thread, NULL);
+    }
+    pthread_mutex_destroy(&s->jobs_mu);
+    pthread_cond_destroy(&s->jobs_cv);
     pthread_mutex_destroy(&s->deploy_mu);
     free(s);
 }

@@ -133,11 +133,12 @@ typedef struct wm_pod {
     int64_t started_ms;
     uint32_t concurrency;
     wm_acq_t *acq; /* the acquisition being served while SPECIALIZING */
+    Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
 } wm_pod_t;
 
 struct wm_acq {
     wm_acq_t *next;
-    faas_rpc_call_t *call;
+    faas_rpc_call_t *call; /* NULL: the WM's own scale-up after an OVERLOAD */
     Faas__AcquireRequest *req;
     uint64_t t0, t_code_start, t_code_done, t_taken, t_sent, deadline_us;
     int code_ready;

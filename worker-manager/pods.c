@@ -26,6 +26,7 @@
 #define HELLO_TIMEOUT_US (15 * 1000000ull)
 #define STOP_GRACE_US (1000000ull)
 #define DEFAULT_COLD_START_MS 10000u
+#define WM_DEFAULT_MAX_INSTANCES 10u
 
 /* ---- work queue ---- */
 
@@ -162,7 +163,8 @@ static void count(wm_t *wm, uint64_t *field)
 
 static void acq_free(wm_acq_t *a)
 {
-    faas__acquire_request__free_unpacked(a->req, NULL);
+    if (a->req)
+        faas__acquire_request__free_unpacked(a->req, NULL);
     free(a);
 }
 
@@ -172,7 +174,8 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id,
               what);
-    faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
+    if (a->call)
+        faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
     count(wm, &wm->failures);
     acq_free(a);
 }
@@ -203,20 +206,23 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     rep.instance = &in;
     rep.timing = &t;
     size_t len;
-    uint8_t *buf = faas_pb_pack(&rep.base, &len);
+    uint8_t *buf = a->call ? faas_pb_pack(&rep.base, &len) : NULL;
     if (buf)
         faas_rpc_reply(a->call, buf, len);
-    else
+    else if (a->call)
         faas_rpc_fail(a->call, FAAS_RPC_INTERNAL, "out of memory");
     free(buf);
-    FAAS_INFO("event=acquired fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
+    FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
-              p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
+              a->call ? "acquired" : "scaled_up", p->function, p->inst_id, p->id, endpoint, a->req->request_id,
+              t.total_us, t.queue_us, t.code_us,
               t.specialize_us, t.exec_us, t.ready_us);
     pthread_mutex_lock(&wm->mu);
-    wm->acquisitions++;
+    wm->acquisitions += a->call != NULL;
     wm->last_total_us = t.total_us;
     pthread_mutex_unlock(&wm->mu);
+    p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
+    a->req = NULL;
     acq_free(a);
 }
 
@@ -256,6 +262,8 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
         wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
     close(p->ctl);
     wm_helper_kill(&wm->helper, p->id, p->pid);
+    if (p->req)
+        faas__acquire_request__free_unpacked(p->req, NULL);
     free(p);
     publish(wm);
 }
@@ -408,6 +416,45 @@ static wm_pod_t *find_instance(wm_t *wm, const char *inst)
     return NULL;
 }
 
+static void acquire(wm_t *wm, wm_acq_t *a);
+
+/* An overloaded instance gets a sibling, unless one is already on its way or the
+ * function is at its instance limit on this worker. */
+static void scale_up(wm_t *wm, wm_pod_t *p)
+{
+    if (p->req == NULL || wm->stop)
+        return;
+    const Faas__FunctionSpec *s = p->req->spec;
+    uint32_t max = s->max_instances ? s->max_instances : WM_DEFAULT_MAX_INSTANCES;
+    uint32_t n = 0;
+    for (wm_pod_t *q = wm->pods; q; q = q->next) {
+        if (strcmp(q->function, s->name) != 0)
+            continue;
+        if (q->state == POD_SPECIALIZING)
+            return; /* one is starting already */
+        n += q->state == POD_READY;
+    }
+    for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
+        if (strcmp(a->req->spec->name, s->name) == 0)
+            return;
+    if (n >= max)
+        return;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&p->req->base, &len);
+    wm_acq_t *a = calloc(1, sizeof(*a));
+    if (buf == NULL || a == NULL || (a->req = faas__acquire_request__unpack(NULL, len, buf)) == NULL) {
+        free(buf);
+        free(a);
+        return;
+    }
+    free(buf);
+    a->t0 = faas_now_us();
+    uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : DEFAULT_COLD_START_MS;
+    a->deadline_us = a->t0 + (uint64_t)tmo * 1000u;
+    FAAS_INFO("event=scale_up fn=%s instances=%u max=%u", s->name, n, max);
+    acquire(wm, a);
+}
+
 static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
 {
     char why[300];
@@ -447,6 +494,8 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
         count(wm, &wm->overloads);
         FAAS_INFO("event=overload pod=%s instance=%s fn=%s", p->id, p->inst_id, p->function);
+        if (p->state == POD_READY)
+            scale_up(wm, p);
         return;
     default:
         return;

@@ -371,7 +371,11 @@ static int do_cleanup(const hreq_t *q, hrep_t *r)
     wm_fmt(rel, sizeof(rel), "faas/%s", H.cfg.id);
     if (wm_cg_remove_tree(&H.cg, rel, 2000) != 0)
         rc = -1;
-    (void)wm_cg_remove_tree(&H.cg, "faas", 0); /* fails harmlessly while other workers use it */
+    /* plain rmdir, never the recursive kill: other workers on this host live under faas/ */
+    char dirs[WM_CG_N + 1][PATH_MAX];
+    size_t n = wm_cg_dirs(&H.cg, "faas", dirs, WM_CG_N + 1);
+    for (size_t i = 0; i < n; i++)
+        (void)rmdir(dirs[i]);
     umount_stale();
     char pods[PATH_MAX];
     wm_fmt(pods, sizeof(pods), "%s/pods", H.cfg.state_dir);

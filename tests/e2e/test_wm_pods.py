@@ -222,7 +222,7 @@ def test_pool_refills_after_a_pod_dies(tmp):
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: victim not in wm.pod_pids() and len(wm.pod_pids()) == 2 and
                    wm.metric("faas_wm_pool_ready") == 2, 10, "the pool to be refilled")
-        assert wm.metric("faas_wm_pods_spawned_total") == 3
+        assert wm.metric("faas_wm_pods_spawned_total") == 3, wm.log()
         assert wm.stop() == 0
         assert leftovers(wm) == []
     finally:
@@ -263,6 +263,94 @@ def test_bad_flags_exit_2():
         assert len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([WM_BIN, "--help"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and "--pool-size" in r.stdout
+
+
+# ---- the pod state machine, with the stand-in agent and a pre-filled code cache -----
+
+FAKE_SHA = "ab" * 32
+
+
+def fake_spec(name, **extra):
+    spec = {"name": name, "command": ["/bin/true"], "code_sha256": FAKE_SHA}
+    spec.update(extra)
+    return spec
+
+
+@pytest.fixture
+def fake_wm(tmp):
+    state = os.path.join(tmp, "wm")
+    os.makedirs(os.path.join(state, "code", FAKE_SHA))  # cached: no discovery needed
+    wm = WorkerManager(tmp, FAKE_AGENT, pool=1, state=state)
+    wait_until(lambda: wm.metric("faas_wm_pool_ready") == 1, 10, "warm pool")
+    yield wm
+    wm.stop(signal.SIGKILL)
+
+
+def test_concurrent_acquisitions_beyond_the_pool(fake_wm):
+    wm = fake_wm
+    import concurrent.futures as cf
+    with cf.ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(wm.call, "Acquire", "AcquireRequest", {"spec": fake_spec("fake-ok"), "request_id": f"c{i}"},
+                          "AcquireReply") for i in range(4)]
+        reps = [f.result() for f in futs]
+    ids = {r["instance"]["id"] for r in reps}
+    assert len(ids) == 4
+    assert all(r["instance"]["state"] == pb.READY and r["timing"]["exec_us"] == 11 for r in reps)
+    assert any(r["timing"]["queue_us"] > 0 for r in reps), "pool of 1: the others waited for new pods"
+    assert len({r["instance"]["pid"] for r in reps}) == 4
+    stats = wm.call("Stats", "Empty", {}, "WorkerStats")
+    assert stats["acquisitions"] == 4 and stats["cold_starts"] == 4 and stats["instances"] == 4
+    lines = wm.call("Logs", "LogsRequest", {"function": "fake-ok", "tail": 2}, "LogLines")["lines"]
+    assert len(lines) == 2 and all("fake agent specialized fn=fake-ok" in l for l in lines)
+    listed = wm.call("ListInstances", "FunctionName", {"name": "fake-ok"}, "InstanceList")["instances"]
+    assert {i["id"] for i in listed} == ids
+    assert wm.call("ListInstances", "FunctionName", {"name": "other"}, "InstanceList")["instances"] == []
+    for r in reps:
+        wm.call("Release", "ReleaseRequest", {"instance_id": r["instance"]["id"]}, "Empty")
+    assert wm.call("ListInstances", "FunctionName", {}, "InstanceList")["instances"] == []
+    wait_until(lambda: all(not os.path.exists(f"/proc/{r['instance']['pid']}") for r in reps), 5, "released pods gone")
+    wait_until(lambda: len(wm.pod_pids()) == 1, 5, "only the warm pool left")
+    assert wm.stop() == 0
+    assert leftovers(wm) == []
+
+
+def test_failed_and_hung_specializations(fake_wm):
+    wm = fake_wm
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as e:
+        wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-hang"), "timeout_ms": 500}, "AcquireReply")
+    took = time.monotonic() - t0
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "fake-hang" in e.value.details() and "not ready in time" in e.value.details()
+    assert 0.4 < took < 3, took
+    with pytest.raises(grpc.RpcError) as e:
+        wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-fail")}, "AcquireReply")
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "fake-fail" in e.value.details() and "fake failure" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("x", code_sha256="../etc")}, "AcquireReply")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        wm.call("Release", "ReleaseRequest", {"instance_id": "nope"}, "Empty")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    stats = wm.call("Stats", "Empty", {}, "WorkerStats")
+    assert stats["failures"] == 2 and stats["instances"] == 0
+    wait_until(lambda: len(wm.pod_pids()) == 1 and wm.metric("faas_wm_pool_ready") == 1, 5, "failed pods cleaned")
+    assert wm.stop() == 0
+    assert leftovers(wm) == []
+
+
+def test_overload_scales_up_to_max_instances(fake_wm):
+    wm = fake_wm
+    wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-overload", max_instances=3)}, "AcquireReply")
+    count = lambda: len(wm.call("ListInstances", "FunctionName", {"name": "fake-overload"},
+                                "InstanceList")["instances"])
+    wait_until(lambda: count() == 3, 10, "scale-up to max_instances")
+    time.sleep(0.5)  # every new instance reports overload too: it must stop at the limit
+    assert count() == 3
+    assert wm.metric("faas_wm_acquisitions_total") == 1 and wm.metric("faas_wm_cold_starts_total") == 3
+    assert wm.stop() == 0
+    assert leftovers(wm) == []
 
 
 # ---- Acquire / Release with discovery and the real agent ---------------------------

@@ -1,8 +1,13 @@
 #!/usr/bin/python3
-"""Stand-in for faas-agent in the pod-driver tests: says HELLO on the control
-socket with the port of a TCP listener, then sleeps until STOP or EOF."""
+"""Stand-in for faas-agent in the worker-manager tests: says HELLO with the port of a
+TCP listener, then answers SPECIALIZE by the function name:
+  *hang*     never answers          *fail*  FAILED "fake failure"
+  *overload* READY, then OVERLOAD   other   READY
+and writes one line to the log fd passed with SPECIALIZE. Exits on STOP or EOF."""
+import array
 import os
 import socket
+import time
 
 
 def varint(n):
@@ -17,18 +22,79 @@ def varint(n):
             return bytes(out)
 
 
+def read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def fields(buf):
+    """proto wire -> {field number: [values]} (varints and length-delimited only)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        if key & 7 == 0:
+            v, i = read_varint(buf, i)
+        elif key & 7 == 2:
+            n, i = read_varint(buf, i)
+            v, i = bytes(buf[i:i + n]), i + n
+        else:
+            raise ValueError("wire type")
+        out.setdefault(key >> 3, []).append(v)
+    return out
+
+
+def event(type_, **kw):
+    msg = (b"\x08" + varint(type_)) if type_ else b""
+    if kw.get("port"):
+        msg += b"\x10" + varint(kw["port"])
+    if kw.get("message"):
+        m = kw["message"].encode()
+        msg += b"\x1a" + varint(len(m)) + m
+    if kw.get("exec_us"):
+        msg += b"\x28" + varint(kw["exec_us"])
+    if kw.get("ready_us"):
+        msg += b"\x30" + varint(kw["ready_us"])
+    return msg
+
+
 def main():
-    fd = int(os.environ["FAAS_AGENT_CONTROL_FD"])
-    ctl = socket.socket(fileno=fd)
+    ctl = socket.socket(fileno=int(os.environ["FAAS_AGENT_CONTROL_FD"]))
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen(8)
-    port = lst.getsockname()[1]
-    ctl.send(b"\x10" + varint(port))  # AgentEvent{type=HELLO, port}
+    ctl.send(event(0, port=lst.getsockname()[1]))  # HELLO
     while True:
-        msg = ctl.recv(65536)
-        if not msg or msg[:2] == b"\x08\x01":  # EOF or AgentCommand{type=STOP}
+        fds = array.array("i")
+        msg, anc, _, _ = ctl.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
+        for level, type_, data in anc:
+            if level == socket.SOL_SOCKET and type_ == socket.SCM_RIGHTS:
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+        if not msg:
             return
+        cmd = fields(msg)
+        if cmd.get(1, [0])[0] == 1:  # STOP
+            return
+        sp = fields(cmd[2][0])
+        name = fields(sp[1][0])[1][0].decode()
+        inst = sp[2][0].decode()
+        for fd in fds:
+            os.write(fd, f"fake agent specialized fn={name} instance={inst}\n".encode())
+            os.close(fd)
+        if "hang" in name:
+            continue
+        if "fail" in name:
+            ctl.send(event(2, message="fake failure"))
+            continue
+        ctl.send(event(1, exec_us=11, ready_us=22))  # READY
+        if "overload" in name:
+            time.sleep(0.05)
+            ctl.send(event(4))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,8 @@ static h2o_iovec_t join(h2o_mem_pool_t *pool, h2o_iovec_t a, const char *sep, co
 {
     size_t sl = a.len ? strlen(sep) : 0;
     char *p = h2o_mem_alloc_pool(pool, a.len + sl + blen);
-    memcpy(p, a.base, a.len);
+    if (a.len != 0)
+        memcpy(p, a.base, a.len);
     memcpy(p + a.len, sep, sl);
     memcpy(p + a.len + sl, b, blen);
     return h2o_iovec_init(p, a.len + sl + blen);

@@ -65,6 +65,8 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+        logs = self.logs()
+        assert "AddressSanitizer" not in logs and "runtime error:" not in logs, logs[-4000:]
         return self.proc.returncode
 
 

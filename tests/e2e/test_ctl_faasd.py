@@ -193,7 +193,9 @@ def test_real_platform(tmp_path):
     for b in ["faasd", "faasctl", "faas-agent", *DAEMONS]:
         if not os.access(os.path.join(BUILD, b), os.X_OK):
             pytest.skip(f"{b} is not built")
-    f = Faasd(tmp_path, BUILD).start()
+    # explicit metrics ports: port+1 might belong to another test's daemon
+    f = Faasd(tmp_path, BUILD, ["--discovery-metrics", f"127.0.0.1:{free_port()}",
+                                "--workermgr-metrics", f"127.0.0.1:{free_port()}"]).start()
     try:
         f.wait_for("platform up", timeout=60)
         env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{f.disc}", FAAS_GATEWAY=f"http://127.0.0.1:{f.http}")

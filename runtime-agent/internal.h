@@ -67,13 +67,45 @@ int agent_parse_ms(const char *s, size_t len, uint64_t *out);
 /* Rounds a deadline down onto a coarse grid so that few distinct timers exist. */
 uint32_t agent_quantize_ms(uint32_t ms);
 
+/* picohttpparser, bundled (and exported) by libh2o but without a public header. */
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg,
+                       size_t *msg_len, struct phr_header *headers, size_t *num_headers, size_t last_len);
+struct phr_chunked_decoder {
+    size_t bytes_left_in_chunk;
+    char consume_trailer;
+    char _hex_count;
+    char _state;
+    char _reserved[64]; /* room in case the bundled version's struct is larger */
+};
+ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf, size_t *bufsz);
+
+/* How an upstream HTTP/1.x response body is delimited. */
+enum { AGENT_BODY_NONE = 0, AGENT_BODY_LENGTH = 1, AGENT_BODY_CHUNKED = 2, AGENT_BODY_EOF = 3 };
+typedef struct agent_framing {
+    int body;          /* AGENT_BODY_* */
+    uint64_t length;   /* for AGENT_BODY_LENGTH */
+    int keepalive;     /* the connection can carry another request afterwards */
+} agent_framing_t;
+
+/* Decides body framing and connection reuse for a response head (RFC 9112 s6.3); 0, or -1
+ * with *err for a response that cannot be framed safely. */
+int agent_resp_framing(int minor_version, int status, int is_head, const struct phr_header *h, size_t n,
+                       agent_framing_t *out, const char **err);
+
 /* ---- proxy.c: the h2c/HTTP front end and the upstream pool ---- */
 
 struct st_h2o_evloop_t;
 /* Starts serving on the bound listener fd; 0 or -1. */
 int agent_proxy_init(struct st_h2o_evloop_t *loop, int listen_fd, uint64_t max_body);
-/* Points the proxy at the user server (call once, at specialization). */
-void agent_proxy_set_upstream(uint16_t port, uint32_t io_timeout_ms);
+/* Points the proxy at the user server (call once, at specialization); requests without
+ * faas-deadline-ms get default_deadline_ms to their first response byte. */
+void agent_proxy_set_upstream(uint16_t port, uint32_t default_deadline_ms);
 /* Requests are forwarded only once this is set. */
 void agent_proxy_set_ready(int ready);
 

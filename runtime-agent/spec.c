@@ -309,3 +309,51 @@ uint32_t agent_quantize_ms(uint32_t ms)
         return ms / 1000 * 1000;
     return 600000;
 }
+
+static int hname_is(const struct phr_header *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+/* 1 if the comma-separated value has the token (case-insensitive). */
+static int has_token(const struct phr_header *h, const char *tok)
+{
+    return agent_connection_lists(h->value, h->value_len, tok, strlen(tok));
+}
+
+int agent_resp_framing(int minor_version, int status, int is_head, const struct phr_header *h, size_t n,
+                       agent_framing_t *out, const char **err)
+{
+    int chunked = 0, have_len = 0, close = 0, keep = 0;
+    uint64_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hname_is(h + i, "transfer-encoding")) {
+            /* only a final "chunked" frames the body; anything else is read to EOF */
+            chunked = h[i].value_len >= 7 &&
+                      strncasecmp(h[i].value + h[i].value_len - 7, "chunked", 7) == 0 ? 1 : -1;
+        } else if (hname_is(h + i, "content-length")) {
+            uint64_t v;
+            if (agent_parse_ms(h[i].value, h[i].value_len, &v) != 0 || (have_len && v != len))
+                return *err = "invalid content-length", -1;
+            len = v, have_len = 1;
+        } else if (hname_is(h + i, "connection")) {
+            close |= has_token(h + i, "close");
+            keep |= has_token(h + i, "keep-alive");
+        }
+    }
+    out->keepalive = minor_version >= 1 ? !close : keep && !close;
+    out->length = 0;
+    if (is_head || status == 204 || status == 304 || (status >= 100 && status < 200)) {
+        out->body = AGENT_BODY_NONE;
+    } else if (chunked == 1) {
+        out->body = AGENT_BODY_CHUNKED;
+    } else if (chunked == -1 || !have_len) {
+        out->body = AGENT_BODY_EOF;
+        out->keepalive = 0;
+    } else {
+        out->body = len == 0 ? AGENT_BODY_NONE : AGENT_BODY_LENGTH;
+        out->length = len;
+    }
+    return 0;
+}

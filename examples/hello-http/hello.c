@@ -416,7 +416,12 @@ int main(void)
         }
         c->fd = fd;
         c->len = 0;
-        if (pthread_create(&t, &at, conn_main, c) != 0) {
+        /* Out of threads (a pids limit, say): wait a little for one to finish
+         * rather than dropping a connection the client already sent on. */
+        int tries = 0;
+        while (pthread_create(&t, &at, conn_main, c) != 0 && ++tries < 200)
+            usleep(5000);
+        if (tries == 200) {
             close(fd);
             free(c);
         }

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -466,6 +467,9 @@ static disp_up_t *up_open(const char *endpoint)
         return NULL;
     }
     up->sock->data = up;
+    /* small HEADERS frames must not wait for ACKs behind Nagle */
+    int one = 1;
+    setsockopt(h2o_socket_get_fd(up->sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     up->next = disp_g.ups;
     disp_g.ups = up;
     return up;

@@ -38,6 +38,7 @@ typedef struct {
     int fd;
     char buf[MAX_HEAD];
     size_t len; /* bytes buffered (the head of the next request first) */
+    int head;   /* the current request is HEAD: headers only */
 } conn_t;
 
 static int send_all(int fd, const char *p, size_t n)
@@ -61,7 +62,7 @@ static int respond(conn_t *c, int status, const char *reason, const char *ctype,
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
                       reason, ctype, blen, keep ? "keep-alive" : "close");
-    if (send_all(c->fd, head, (size_t)hl) != 0 || send_all(c->fd, body, blen) != 0)
+    if (send_all(c->fd, head, (size_t)hl) != 0 || (!c->head && send_all(c->fd, body, blen) != 0))
         return -1;
     return 0;
 }
@@ -335,6 +336,7 @@ static int serve_one(conn_t *c)
     bad = sscanf(line, "%15s %4095s %15s", method, target, version) != 3 || strncmp(version, "HTTP/1.", 7) != 0;
     if (!bad && strcmp(version, "HTTP/1.0") == 0)
         keep = 0;
+    c->head = !bad && strcmp(method, "HEAD") == 0;
     for (;;) {
         if (read_line(c, line, sizeof(line)) != 0)
             return -1;

@@ -99,7 +99,7 @@ static void default_id_and_agent(wm_config_t *c)
             if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'))
                 *p = '-';
         host[40] = '\0';
-        snprintf(c->id, sizeof(c->id), "%s-%d", host, (int)getpid());
+        wm_fmt(c->id, sizeof(c->id), "%s-%d", host, (int)getpid());
     }
     if (c->agent[0] == '\0') {
         char exe[PATH_MAX];

@@ -24,6 +24,11 @@ import hashlib, json, os, sys, time, http.server
 open("pid", "w").write(str(os.getpid()))
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 1.0  # closes idle keep-alive connections, like many real servers
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("content-length", "123")
+        self.end_headers()
     def reply(self, code, body, ctype="application/json"):
         self.send_response(code)
         self.send_header("content-type", ctype)
@@ -44,6 +49,17 @@ class H(http.server.BaseHTTPRequestHandler):
             os._exit(4)
         if self.path.startswith("/sleep"):
             time.sleep(float(self.path.split("=")[1]))
+        if self.path.startswith("/nocontent"):
+            self.send_response(204)
+            self.end_headers()
+            return
+        if self.path.startswith("/eof"):
+            self.send_response(200)
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(b"until-close" * 1000)
+            self.close_connection = True
+            return
         if self.path.startswith("/chunked"):
             self.send_response(201)
             self.send_header("transfer-encoding", "chunked")
@@ -220,6 +236,30 @@ def test_chunked_response_is_streamed(agent):
     rc, status, headers, body = curl(agent.url("/chunked"))
     assert rc == 0 and status == 201
     assert body == "".join("part%d;" % i for i in range(50)).encode()
+
+
+def test_head_204_and_close_delimited(agent):
+    p = subprocess.run(["curl", "-s", "-I", "--http2-prior-knowledge", agent.url("/h")],
+                       capture_output=True, text=True, timeout=10)
+    assert p.stdout.startswith("HTTP/2 200") and "content-length: 123" in p.stdout, p.stdout
+    rc, status, _, body = curl(agent.url("/nocontent"))
+    assert rc == 0 and status == 204 and body == b""
+    for _ in range(3):
+        rc, status, _, body = curl(agent.url("/eof"))
+        assert rc == 0 and status == 200 and body == b"until-close" * 1000
+
+
+def test_server_closing_idle_connections_is_transparent(agent):
+    for _ in range(3):
+        rc, status, _, _ = curl(agent.url("/a"))
+        assert status == 200
+        time.sleep(1.3)  # the user server drops its idle keep-alive connection meanwhile
+
+
+def test_concurrent_requests_use_several_upstream_connections(agent):
+    p = subprocess.run(["h2load", "-c2", "-m8", "-n400", agent.url("/load")], capture_output=True, text=True,
+                       timeout=60)
+    assert "400 succeeded, 0 failed, 0 errored" in p.stdout and "status codes: 400 2xx" in p.stdout, p.stdout
 
 
 def test_agent_health_and_many_requests_on_one_connection(agent):

@@ -216,3 +216,62 @@ Test(agent_control, decode_rejects_bad_specs)
     cr_assert_eq(cmd.type, FAAS__AGENT_COMMAND__TYPE__STOP);
     agent_cmd_free(&cmd);
 }
+
+static agent_framing_t frame(int minor, int status, int is_head, const char *const *kv, size_t n, int *rc)
+{
+    struct phr_header h[8];
+    for (size_t i = 0; i < n; i++) {
+        h[i].name = kv[2 * i], h[i].name_len = strlen(kv[2 * i]);
+        h[i].value = kv[2 * i + 1], h[i].value_len = strlen(kv[2 * i + 1]);
+    }
+    agent_framing_t f;
+    const char *err = NULL;
+    *rc = agent_resp_framing(minor, status, is_head, h, n, &f, &err);
+    return f;
+}
+
+Test(agent_framing, length_chunked_eof_none)
+{
+    int rc;
+    const char *cl[] = {"Content-Length", "42"};
+    agent_framing_t f = frame(1, 200, 0, cl, 1, &rc);
+    cr_assert(rc == 0 && f.body == AGENT_BODY_LENGTH && f.length == 42 && f.keepalive);
+    const char *ch[] = {"Transfer-Encoding", "gzip, chunked", "content-length", "5"};
+    f = frame(1, 200, 0, ch, 2, &rc);
+    cr_assert(rc == 0 && f.body == AGENT_BODY_CHUNKED && f.keepalive);
+    const char *none[] = {"x", "y"};
+    f = frame(1, 200, 0, none, 1, &rc);
+    cr_assert(rc == 0 && f.body == AGENT_BODY_EOF && !f.keepalive);
+    f = frame(1, 204, 0, none, 1, &rc);
+    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE && f.keepalive);
+    f = frame(1, 200, 1, cl, 1, &rc); /* HEAD */
+    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE && f.keepalive);
+    const char *zero[] = {"content-length", "0"};
+    f = frame(1, 200, 0, zero, 1, &rc);
+    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE);
+}
+
+Test(agent_framing, connection_reuse_rules)
+{
+    int rc;
+    const char *close_[] = {"Content-Length", "1", "Connection", "Close"};
+    cr_assert_not(frame(1, 200, 0, close_, 2, &rc).keepalive);
+    const char *h10[] = {"Content-Length", "1"};
+    cr_assert_not(frame(0, 200, 0, h10, 1, &rc).keepalive);
+    const char *h10ka[] = {"Content-Length", "1", "connection", "keep-alive"};
+    cr_assert(frame(0, 200, 0, h10ka, 2, &rc).keepalive);
+}
+
+Test(agent_framing, rejects_bad_lengths)
+{
+    int rc;
+    const char *bad[] = {"content-length", "12x"};
+    frame(1, 200, 0, bad, 1, &rc);
+    cr_assert_eq(rc, -1);
+    const char *two[] = {"content-length", "1", "content-length", "2"};
+    frame(1, 200, 0, two, 2, &rc);
+    cr_assert_eq(rc, -1);
+    const char *same[] = {"content-length", "2", "content-length", "2"};
+    frame(1, 200, 0, same, 2, &rc);
+    cr_assert_eq(rc, 0);
+}

@@ -457,6 +457,8 @@ def test_acquire_release_real_function(platform):
     # limits of the spec are in the pod's cgroups
     pod_cg = [l for l in open(f"/proc/{inst['pid']}/cgroup").read().splitlines() if l.startswith("0::")][0]
     pod_id = pod_cg.rsplit("/", 1)[1]
+    assert f"host={pod_id}" in r.stdout, "the pod's hostname is its id"
+    assert f"/pods/{pod_id}/code" in r.stdout
     assert int(open(f"{CG}/memory/faas/{wm.id}/{pod_id}/memory.limit_in_bytes").read()) == 64 << 20
     assert int(open(f"{CG}/cpu/faas/{wm.id}/{pod_id}/cpu.cfs_quota_us").read()) == 50000
     assert int(open(f"{CG}/pids/faas/{wm.id}/{pod_id}/pids.max").read()) == 64
@@ -490,8 +492,11 @@ def test_acquire_release_real_function(platform):
     # a user server that dies is deregistered at once
     os.kill(rep2["instance"]["pid"], signal.SIGKILL)
     wait_until(lambda: discovery_instances(dch, "hello-wm") == [], 5, "dead instance deregistered")
+    workers = lambda: [w["id"] for w in disc_call(dch, "ListWorkers", "Empty", {}, "WorkerList")["workers"]]
+    assert wm.id in workers()
     assert wm.stop() == 0
     assert leftovers(wm) == []
+    wait_until(lambda: wm.id not in workers(), 3, "worker deregistered at shutdown")
 
 
 def test_acquire_failure_is_unavailable(platform):

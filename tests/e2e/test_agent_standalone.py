@@ -404,6 +404,13 @@ def test_control_failed_and_eof(appdir):
     c = Controlled()
     try:
         assert c.event()["type"] == faaspb.EV_HELLO
+        c.sock.send(b"\xff\xff\xff")
+        ev = c.event()
+        assert ev["type"] == faaspb.EV_FAILED and "malformed" in ev["message"], ev
+        bad = faaspb.specialize(faaspb.function_spec("x", ["true"]), "i", "relative/dir")
+        c.sock.send(bad)
+        ev = c.event()
+        assert ev["type"] == faaspb.EV_FAILED and "code_dir" in ev["message"], ev
         spec = faaspb.function_spec("nolisten", ["sleep", "30"], health_kind=faaspb.HEALTH_TCP,
                                     cold_start_timeout_ms=300)
         c.sock.send(faaspb.specialize(spec, "i", os.path.realpath(appdir)))
@@ -412,6 +419,25 @@ def test_control_failed_and_eof(appdir):
         # the worker manager going away ends the agent
         c.sock.close()
         assert c.proc.wait(5) == 0
+    finally:
+        c.close()
+
+
+def test_control_user_exit_before_ready(appdir):
+    c = Controlled()
+    try:
+        c.event()
+        spec = faaspb.function_spec("crash", [PY, "-c", "import sys; print('boom', flush=True); sys.exit(5)"])
+        c.sock.send(faaspb.specialize(spec, "i", os.path.realpath(appdir)))
+        ev = c.event()
+        assert ev["type"] == faaspb.EV_USER_EXIT and os.WEXITSTATUS(ev["exit_status"]) == 5, ev
+        ev = c.event()
+        assert ev["type"] == faaspb.EV_FAILED and "status 5" in ev["message"], ev
+        c.sock.send(faaspb.stop())
+        assert c.proc.wait(5) == 0
+        # no log fd was passed: the user's output went to the agent's stderr
+        err = c.proc.stderr.read().decode()
+        assert 'fn=crash instance=i stream=stdout msg="boom"' in err, err
     finally:
         c.close()
 

@@ -45,7 +45,7 @@ typedef struct {
 
 struct disc_registry {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* wakes the reaper to stop */
+    pthread_cond_t cv; /* wakes the reaper: stop, or a lease ending sooner */
     worker_t **workers;
     size_t n_workers;
     Faas__FunctionSpec **fns;
@@ -344,7 +344,10 @@ int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, ui
     pthread_mutex_lock(&r->mu);
     worker_t *w = upsert_worker(r, lr->worker, &is_new);
     if (w != NULL && replace_instances(r, w, in, lr->n_instances) == 0) {
+        uint64_t old = w->expires_ms;
         w->expires_ms = now_ms + (lr->ttl_ms ? lr->ttl_ms : DISC_DEFAULT_TTL_MS);
+        if (is_new || w->expires_ms < old)
+            pthread_cond_broadcast(&r->cv); /* the reaper may be napping past this lease */
         rc = 0;
     }
     size_t n = w ? w->n_insts : 0;

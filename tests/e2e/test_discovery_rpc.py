@@ -380,3 +380,43 @@ def test_bad_renewals_are_invalid_argument(disc):
             disc.unary("Heartbeat", "LeaseRenewal", lr, "Empty")
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, lr
     assert disc.unary("ListWorkers", "Empty", {}, "WorkerList")["workers"] == []
+
+
+def test_many_watchers_converge_under_concurrent_heartbeats(disc):
+    """Watchers that apply the events they get must end with exactly what
+    ListInstances says, whatever the interleaving of concurrent heartbeats."""
+    watchers = [Watch(disc, instances=True) for _ in range(12)]
+    views = []
+    for w in watchers:
+        evs, _ = w.until_snapshot_end()
+        views.append({e["instance"]["id"]: e["instance"] for e in evs})
+
+    def churn(k):
+        ch = grpc.insecure_channel(f"127.0.0.1:{disc.port}")
+        hb = ch.unary_unary(SVC + "Heartbeat")
+        for i in range(40):
+            insts = [{"id": f"w{k}-i{j}", "function": "fn", "state": (i + j) % 3, "endpoint": f"e{i}"}
+                     for j in range(i % 5)]
+            hb(pb.encode("LeaseRenewal", {"worker": {"id": f"w{k}", "pool_ready": i % 4}, "instances": insts,
+                                          "ttl_ms": 60000}), timeout=5)
+        ch.close()
+
+    threads = [threading.Thread(target=churn, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    truth = {i["id"]: i for i in disc.unary("ListInstances", "FunctionName", {}, "InstanceList")["instances"]}
+    assert len(truth) == 4 * 4  # the last round (i=39) holds 39 % 5 = 4 instances per worker
+    for w, view in zip(watchers, views):
+        last_rev = 0
+        while view != truth:
+            _, ev = w.next(timeout=5)
+            assert ev["revision"] > last_rev
+            last_rev = ev["revision"]
+            if ev["type"] == pb.INSTANCE_PUT:
+                view[ev["instance"]["id"]] = ev["instance"]
+            elif ev["type"] == pb.INSTANCE_DELETE:
+                view.pop(ev["instance"]["id"], None)
+        assert w.q.empty() or w.q.get_nowait()[1]["revision"] > last_rev
+        w.close()

@@ -175,7 +175,7 @@ struct wm {
     wm_acq_t *waiting_code, *waiting_pod;
     char (*fetching)[65];
     size_t n_fetching;
-    uint64_t refill_after_us;
+    uint64_t refill_after_us, refill_defer_us;
     int stop;
 
     pthread_mutex_t mu; /* guards everything below */

@@ -27,6 +27,7 @@
 #define STOP_GRACE_US (1000000ull)
 #define DEFAULT_COLD_START_MS 10000u
 #define WM_DEFAULT_MAX_INSTANCES 10u
+#define REFILL_DEFER_US 200000ull
 
 /* ---- work queue ---- */
 
@@ -299,16 +300,21 @@ static size_t count_state(wm_t *wm, wm_pod_state_t s)
     return n;
 }
 
+/* Spawns pods for waiting acquisitions at once; tops the pool up only once the
+ * cold starts in flight are ready (or REFILL_DEFER_US passed), so new agents do
+ * not compete with user servers starting on a small host. */
 static void refill(wm_t *wm)
 {
-    if (wm->stop || faas_now_us() < wm->refill_after_us)
+    uint64_t now = faas_now_us();
+    if (wm->stop || now < wm->refill_after_us)
         return;
     size_t waiting = 0;
     for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
         waiting++;
+    size_t target = waiting + (now < wm->refill_defer_us ? 0 : wm->cfg->pool_size);
     size_t have = count_state(wm, POD_STARTING) + count_state(wm, POD_WARM);
     int spawned = 0;
-    while (have < wm->cfg->pool_size + waiting) {
+    while (have < target) {
         if (pod_spawn(wm) == NULL)
             break;
         have++;
@@ -388,6 +394,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
         return;
     }
     a->t_sent = faas_now_us();
+    wm->refill_defer_us = a->t_sent + REFILL_DEFER_US;
     count(wm, &wm->cold_starts);
     publish(wm);
 }
@@ -479,6 +486,9 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->acq = NULL;
         publish(wm);
         acq_reply(wm, a, p, ev);
+        if (count_state(wm, POD_SPECIALIZING) == 0)
+            wm->refill_defer_us = 0;
+        refill(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__FAILED:
         wm_fmt(why, sizeof(why), "%s", ev->message[0] ? ev->message : "the agent reported a failure");
@@ -695,6 +705,8 @@ static int check_deadlines(wm_t *wm)
     refill(wm);
     if (wm->refill_after_us > now && wm->refill_after_us < next)
         next = wm->refill_after_us;
+    if (wm->refill_defer_us > now && wm->refill_defer_us < next)
+        next = wm->refill_defer_us;
     return (int)((next - now + 999) / 1000);
 }
 

@@ -380,7 +380,7 @@ def targz(files):
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            info.mode = 0o600  # the WM must make it readable for the pod uid
+            info.mode = 0o700 if name == "hello" else 0o600  # the WM must make it readable for the pod uid
             t.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 

@@ -97,6 +97,8 @@ struct faas_rpc_call {
     int final_status;
     char *final_msg;
     msgq_t *qhead, *qtail;
+    size_t queued;             /* messages in qhead..qtail */
+    pthread_cond_t drained;    /* signalled when a send completes */
     grpc_byte_buffer *send_bb; /* the one in flight */
     void (*on_close)(struct faas_rpc_call *, void *);
     void *on_close_ud;
@@ -123,7 +125,7 @@ struct faas_rpc_server {
     tag_t t_shutdown;
     pthread_mutex_t mu; /* guards the live list */
     faas_rpc_call_t *live;
-    int stopping;
+    _Atomic int stopping; /* read by the server thread, set by stop */
 };
 
 static void call_free(faas_rpc_call_t *c)
@@ -152,6 +154,7 @@ static void call_free(faas_rpc_call_t *c)
     if (c->peer)
         gpr_free(c->peer);
     free(c->final_msg);
+    pthread_cond_destroy(&c->drained);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -180,6 +183,7 @@ static int request_call(faas_rpc_server_t *srv, size_t i)
     c->m = &srv->methods[i];
     c->reg = srv->regs[i];
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->drained, NULL);
     grpc_metadata_array_init(&c->md);
     call_set_tags(c);
     pthread_mutex_lock(&srv->mu);
@@ -252,6 +256,7 @@ static void pump_locked(faas_rpc_call_t *c)
     if (c->qhead != NULL && !c->closed) {
         msgq_t *q = c->qhead;
         c->qhead = q->next;
+        c->queued--;
         if (c->qhead == NULL)
             c->qtail = NULL;
         grpc_op ops[2];
@@ -385,6 +390,7 @@ static void handle_tag(faas_rpc_server_t *srv, tag_t *t, int success)
         void (*fn)(faas_rpc_call_t *, void *);
         pthread_mutex_lock(&c->mu);
         c->closed = 1;
+        pthread_cond_broadcast(&c->drained);
         fn = c->on_close;
         c->on_close = NULL;
         pthread_mutex_unlock(&c->mu);
@@ -397,6 +403,7 @@ static void handle_tag(faas_rpc_server_t *srv, tag_t *t, int success)
         c->send_bb = NULL;
         if (!success)
             c->closed = 1;
+        pthread_cond_broadcast(&c->drained);
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_lock(&c->mu);
@@ -511,6 +518,7 @@ void faas_rpc_server_stop(faas_rpc_server_t *srv)
         c->final_started = 1;
         c->outstanding = 0;
         c->srv = NULL;
+        pthread_cond_broadcast(&c->drained);
         pthread_mutex_unlock(&c->mu);
     }
     srv->live = NULL;
@@ -537,6 +545,7 @@ static void orphan_free(faas_rpc_call_t *c)
     if (c->peer)
         gpr_free(c->peer);
     free(c->final_msg);
+    pthread_cond_destroy(&c->drained);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -559,6 +568,7 @@ static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const 
     if (resp != NULL && status == FAAS_RPC_OK && !c->closed) {
         msgq_t *q = calloc(1, sizeof(*q));
         q->bb = bb_from(resp, len);
+        c->queued++;
         if (c->qtail)
             c->qtail->next = q;
         else
@@ -601,6 +611,7 @@ int faas_rpc_send(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
         return -1;
     }
     q->bb = bb_from(msg, len);
+    c->queued++;
     if (c->qtail)
         c->qtail->next = q;
     else
@@ -609,6 +620,15 @@ int faas_rpc_send(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
     pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     return 0;
+}
+
+int faas_rpc_send_paced(faas_rpc_call_t *c, const uint8_t *msg, size_t len, size_t max_queued)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->queued >= max_queued && !c->closed && c->srv != NULL)
+        pthread_cond_wait(&c->drained, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    return faas_rpc_send(c, msg, len);
 }
 
 void faas_rpc_on_close(faas_rpc_call_t *c, void (*fn)(faas_rpc_call_t *, void *), void *ud)

@@ -64,6 +64,10 @@ int faas_rpc_reply(faas_rpc_call_t *call, const uint8_t *resp, size_t len);
 int faas_rpc_fail(faas_rpc_call_t *call, int status, const char *msg);
 /* Queues one message on a server stream; -1 once the client has gone. Never blocks. */
 int faas_rpc_send(faas_rpc_call_t *call, const uint8_t *msg, size_t len);
+/* Like faas_rpc_send, but first waits while max_queued messages are still unsent,
+ * so a large stream is paced by the client. Blocks: never call it on the server
+ * thread (from a handler); use it from the owner's own thread. */
+int faas_rpc_send_paced(faas_rpc_call_t *call, const uint8_t *msg, size_t len, size_t max_queued);
 /* Ends a server stream (after the queued messages). The owner must call it exactly
  * once, even after on_close fired; the call is freed after both. */
 int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg);

@@ -240,7 +240,8 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         c.data.data = data;
         c.data.len = (size_t)n;
         size_t plen = faas__code_chunk__pack(&c, packed);
-        if (faas_rpc_send(call, packed, plen) != 0)
+        /* paced: at most 8 chunks (512 KiB) queued, not the whole artifact */
+        if (faas_rpc_send_paced(call, packed, plen, 8) != 0)
             break; /* the client went away */
     }
     close(fd);

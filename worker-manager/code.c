@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +218,15 @@ static int untar(const char *tarball, const char *dir, char *err, size_t errcap)
     char *argv[] = {"tar", "--no-same-owner", "--no-same-permissions", "-xzf", (char *)tarball, "-C", (char *)dir,
                     NULL};
     pid_t pid;
-    int rc = posix_spawn(&pid, "/usr/bin/tar", NULL, NULL, argv, environ);
+    /* this thread blocks SIGINT/SIGTERM (the pod thread reads a signalfd): tar must not inherit that */
+    posix_spawnattr_t at;
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    int rc = posix_spawn(&pid, "/usr/bin/tar", NULL, &at, argv, environ);
+    posix_spawnattr_destroy(&at);
     if (rc != 0) {
         wm_fmt(err, errcap, "cannot run tar: %s", strerror(rc));
         return -1;

@@ -138,6 +138,17 @@ class WorkerManager(Proc):
         return pids
 
 
+def cg_value(wm, pod_id, v1, v2):
+    """A limit of a pod's cgroup, from v1 (hybrid hosts) or v2 (pure v2 hosts)."""
+    ctrl = v1.split(".")[0]
+    for path in (f"{CG}/{ctrl}/faas/{wm.id}/{pod_id}/{v1}", f"{CG}/faas/{wm.id}/{pod_id}/{v2}",
+                 f"{CG}/unified/faas/{wm.id}/{pod_id}/{v2}"):
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read().strip()
+    raise FileNotFoundError(f"{v1}/{v2} of pod {pod_id}")
+
+
 def status_field(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -200,10 +211,8 @@ def test_warm_pool_pods_are_isolated_and_cleaned_up(tmp, agent):
             pod_cg = [l for l in cg.splitlines() if l.startswith("0::")][0].split("::")[1]
             assert pod_cg.startswith(f"/faas/{wm.id}/"), cg
             pod_id = pod_cg.rsplit("/", 1)[1]
-            with open(f"{CG}/memory/faas/{wm.id}/{pod_id}/memory.limit_in_bytes") as f:
-                assert int(f.read()) == 256 << 20
-            with open(f"{CG}/pids/faas/{wm.id}/{pod_id}/pids.max") as f:
-                assert int(f.read()) == 256
+            assert int(cg_value(wm, pod_id, "memory.limit_in_bytes", "memory.max")) == 256 << 20
+            assert int(cg_value(wm, pod_id, "pids.max", "pids.max")) == 256
             fds = os.listdir(f"/proc/{pid}/fd")
             assert len(fds) < 16, f"pod inherited fds: {fds}"
         assert wm.stop() == 0
@@ -459,9 +468,9 @@ def test_acquire_release_real_function(platform):
     pod_id = pod_cg.rsplit("/", 1)[1]
     assert f"host={pod_id}" in r.stdout, "the pod's hostname is its id"
     assert f"/pods/{pod_id}/code" in r.stdout
-    assert int(open(f"{CG}/memory/faas/{wm.id}/{pod_id}/memory.limit_in_bytes").read()) == 64 << 20
-    assert int(open(f"{CG}/cpu/faas/{wm.id}/{pod_id}/cpu.cfs_quota_us").read()) == 50000
-    assert int(open(f"{CG}/pids/faas/{wm.id}/{pod_id}/pids.max").read()) == 64
+    assert int(cg_value(wm, pod_id, "memory.limit_in_bytes", "memory.max")) == 64 << 20
+    assert cg_value(wm, pod_id, "cpu.cfs_quota_us", "cpu.max") in ("50000", "50000 100000")
+    assert int(cg_value(wm, pod_id, "pids.max", "pids.max")) == 64
     # the code is read-only in the pod
     code_mount = [l for l in open(f"/proc/{inst['pid']}/mountinfo") if l.split()[4].endswith(f"/pods/{pod_id}/code")]
     assert code_mount and "ro" in code_mount[0].split()[5].split(","), code_mount

@@ -21,6 +21,7 @@
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
+#define OVERLOAD_EVERY_US 250000 /* while overloaded, remind the worker manager this often */
 
 static struct {
     h2o_evloop_t *loop;
@@ -33,6 +34,7 @@ static struct {
     agent_cmd_t cmd; /* kept alive: the spec points into it */
     char **standalone_argv;
     int log_fd;
+    uint64_t last_overload_us;
     int exit;
     int exit_code;
 } ag = {.control_fd = -1, .log_fd = -1};
@@ -103,6 +105,22 @@ static void on_user_exit(int status, int was_ready)
     send_event(&ev);
 }
 
+static void on_overload(uint32_t inflight, uint32_t limit)
+{
+    uint64_t now = faas_now_us();
+    if (ag.last_overload_us != 0 && now - ag.last_overload_us < OVERLOAD_EVERY_US)
+        return;
+    ag.last_overload_us = now;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "inflight=%u concurrency=%u", inflight, limit);
+    FAAS_INFO("event=overload fn=%s %s", ag.cmd.spec.name, msg);
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__OVERLOAD;
+    ev.port = ag.port;
+    ev.message = msg;
+    send_event(&ev);
+}
+
 static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit};
 
 /* ---- specialization ---- */
@@ -118,6 +136,7 @@ static void specialize(uint64_t t0_us)
         return;
     }
     agent_proxy_set_upstream(agent_user_port(), spec->max_duration_ms);
+    agent_proxy_set_overload(spec->concurrency, on_overload);
 }
 
 /* Receives one packet and the fds that came with it (the first is kept, others closed). */

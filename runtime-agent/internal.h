@@ -30,6 +30,7 @@ typedef struct agent_spec {
     uint32_t timeout_ms;
     uint32_t max_duration_ms;
     uint64_t max_body_bytes;
+    uint32_t concurrency; /* 0 = unlimited; at this many in flight the pod reports OVERLOAD */
 } agent_spec_t;
 
 /* A decoded control command. msg owns the memory spec points into. */
@@ -106,6 +107,8 @@ int agent_proxy_init(struct st_h2o_evloop_t *loop, int listen_fd, uint64_t max_b
 /* Points the proxy at the user server (call once, at specialization); requests without
  * faas-deadline-ms get default_deadline_ms to their first response byte. */
 void agent_proxy_set_upstream(uint16_t port, uint32_t default_deadline_ms);
+/* Calls cb each time a forwarded request brings the in-flight count to >= limit (limit 0 = never). */
+void agent_proxy_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
 /* Requests are forwarded only once this is set. */
 void agent_proxy_set_ready(int ready);
 

@@ -59,6 +59,8 @@ static struct {
     h2o_linklist_t idle; /* upconn_t, most recently used first */
     h2o_timeout_t idle_timeout;
     uint32_t default_deadline_ms;
+    uint32_t inflight, overload_limit;
+    void (*on_overload)(uint32_t inflight, uint32_t limit);
     tbucket_t *buckets;
     int have_upstream;
     int ready;
@@ -413,6 +415,7 @@ static int up_acquire(fwd_t *f, int fresh)
 static void fwd_dispose(void *p)
 {
     fwd_t *f = p;
+    px.inflight--;
     fwd_stop_deadline(f);
     fwd_drop_up(f);
     h2o_buffer_dispose(&f->sending);
@@ -510,6 +513,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     fwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), fwd_dispose);
     memset(f, 0, sizeof(*f));
+    if (++px.inflight >= px.overload_limit && px.overload_limit != 0)
+        px.on_overload(px.inflight, px.overload_limit);
     f->req = req;
     f->super.proceed = on_proceed;
     f->super.stop = on_stop;
@@ -574,6 +579,12 @@ void agent_proxy_set_upstream(uint16_t port, uint32_t default_deadline_ms)
     h2o_timeout_init(px.loop, &px.idle_timeout, POOL_IDLE_MS);
     px.default_deadline_ms = default_deadline_ms;
     px.have_upstream = 1;
+}
+
+void agent_proxy_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit))
+{
+    px.overload_limit = cb != NULL ? limit : 0;
+    px.on_overload = cb;
 }
 
 void agent_proxy_set_ready(int ready)

@@ -101,6 +101,7 @@ static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char
     s->timeout_ms = fs->timeout_ms;
     s->max_duration_ms = fs->max_duration_ms;
     s->max_body_bytes = fs->max_body_bytes;
+    s->concurrency = fs->concurrency;
     agent_spec_defaults(s);
     return 0;
 }

@@ -41,14 +41,14 @@ EV_HELLO, EV_READY, EV_FAILED, EV_USER_EXIT, EV_OVERLOAD = 0, 1, 2, 3, 4
 
 
 def function_spec(name, command, env=None, port=0, port_env="", health_kind=HEALTH_HTTP_GET,
-                  health_path="", interval_ms=0, timeout_ms=0, cold_start_timeout_ms=0):
+                  health_path="", interval_ms=0, timeout_ms=0, cold_start_timeout_ms=0, concurrency=0):
     health = _int(1, health_kind) + _str(2, health_path) + _int(3, interval_ms)
     out = _str(1, name)
     for arg in command:
         out += _bytes(3, arg)
     for k, v in (env or {}).items():
         out += _bytes(4, _str(1, k) + _str(2, v))
-    out += _int(5, port) + _str(6, port_env) + _bytes(7, health)
+    out += _int(5, port) + _str(6, port_env) + _bytes(7, health) + _int(9, concurrency)
     out += _int(12, timeout_ms) + _int(13, cold_start_timeout_ms)
     return out
 

@@ -48,7 +48,7 @@ class H(http.server.BaseHTTPRequestHandler):
             time.sleep(0.05)
             os._exit(4)
         if self.path.startswith("/sleep"):
-            time.sleep(float(self.path.split("=")[1]))
+            time.sleep(float(self.path.split("=")[1].split("&")[0]))
         if self.path.startswith("/nocontent"):
             self.send_response(204)
             self.end_headers()
@@ -438,6 +438,28 @@ def test_control_user_exit_before_ready(appdir):
         # no log fd was passed: the user's output went to the agent's stderr
         err = c.proc.stderr.read().decode()
         assert 'fn=crash instance=i stream=stdout msg="boom"' in err, err
+    finally:
+        c.close()
+
+
+def test_control_overload_reported_at_concurrency_limit(appdir):
+    c = Controlled()
+    try:
+        port = c.event()["port"]
+        spec = faaspb.function_spec("busy", [PY, "server.py"], concurrency=2)
+        c.sock.send(faaspb.specialize(spec, "i", os.path.realpath(appdir)))
+        assert c.event()["type"] == faaspb.EV_READY
+        rc, status, _, _ = curl(f"http://127.0.0.1:{port}/one")  # one in flight: below the limit
+        assert status == 200
+        c.sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            c.sock.recv(100)
+        urls = [f"http://127.0.0.1:{port}/sleep?s=0.3&i={i}" for i in range(3)]
+        p = subprocess.Popen(["nghttp", "-n", "-s"] + urls, stdout=subprocess.PIPE, text=True)
+        ev = c.event(5)
+        assert ev["type"] == faaspb.EV_OVERLOAD and "concurrency=2" in ev["message"], ev
+        out, _ = p.communicate(timeout=10)
+        assert p.returncode == 0 and out.count(" 200 ") == 3, out
     finally:
         c.close()
 

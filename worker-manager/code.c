@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "proto/faas.pb-c.h"
@@ -195,7 +196,10 @@ static int fetch(const char *discovery, const char *sha, const char *tmpfile, ch
     if (close(f.fd) != 0)
         f.failed = 1;
     if (rc != 0 || f.failed) {
-        wm_fmt(err, errcap, "fetching code %.12s from discovery failed: %s", sha, ebuf[0] ? ebuf : "write error");
+        /* the transport's message names addresses: it goes to the log, not to the caller */
+        FAAS_WARN("event=code_fetch_failed sha256=%s rc=%d err=\"%s\"", sha, rc, ebuf[0] ? ebuf : "write error");
+        wm_fmt(err, errcap, "could not fetch code %.12s from discovery%s", sha,
+               rc == FAAS_RPC_NOT_FOUND ? " (no such artifact)" : "");
         return -1;
     }
     return 0;

@@ -175,9 +175,9 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id,
               what);
+    count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
     if (a->call)
         faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
-    count(wm, &wm->failures);
     acq_free(a);
 }
 
@@ -206,6 +206,10 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     Faas__AcquireReply rep = FAAS__ACQUIRE_REPLY__INIT;
     rep.instance = &in;
     rep.timing = &t;
+    pthread_mutex_lock(&wm->mu);
+    wm->acquisitions += a->call != NULL; /* counted before the reply goes out */
+    wm->last_total_us = t.total_us;
+    pthread_mutex_unlock(&wm->mu);
     size_t len;
     uint8_t *buf = a->call ? faas_pb_pack(&rep.base, &len) : NULL;
     if (buf)
@@ -218,10 +222,6 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
               a->call ? "acquired" : "scaled_up", p->function, p->inst_id, p->id, endpoint, a->req->request_id,
               t.total_us, t.queue_us, t.code_us,
               t.specialize_us, t.exec_us, t.ready_us);
-    pthread_mutex_lock(&wm->mu);
-    wm->acquisitions += a->call != NULL;
-    wm->last_total_us = t.total_us;
-    pthread_mutex_unlock(&wm->mu);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     a->req = NULL;
     acq_free(a);

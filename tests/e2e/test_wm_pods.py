@@ -336,6 +336,11 @@ def test_failed_and_hung_specializations(fake_wm):
         wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-fail")}, "AcquireReply")
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "fake-fail" in e.value.details() and "fake failure" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:  # not cached, and no discovery to fetch it from
+        wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-nocode", code_sha256="cd" * 32),
+                                              "timeout_ms": 3000}, "AcquireReply")
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "fake-nocode" in e.value.details() and "127.0.0.1" not in e.value.details(), e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("x", code_sha256="../etc")}, "AcquireReply")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -343,7 +348,7 @@ def test_failed_and_hung_specializations(fake_wm):
         wm.call("Release", "ReleaseRequest", {"instance_id": "nope"}, "Empty")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     stats = wm.call("Stats", "Empty", {}, "WorkerStats")
-    assert stats["failures"] == 2 and stats["instances"] == 0
+    assert stats["failures"] == 3 and stats["instances"] == 0
     wait_until(lambda: len(wm.pod_pids()) == 1 and wm.metric("faas_wm_pool_ready") == 1, 5, "failed pods cleaned")
     assert wm.stop() == 0
     assert leftovers(wm) == []
@@ -520,6 +525,7 @@ def test_acquire_failure_is_unavailable(platform):
     with pytest.raises(grpc.RpcError) as e:
         wm.call("Acquire", "AcquireRequest", {"spec": bad, "timeout_ms": 5000}, "AcquireReply")
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "broken-wm" in e.value.details()
+    assert "no such artifact" in e.value.details() and "127.0.0.1" not in e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         wm.call("Acquire", "AcquireRequest", {"spec": dict(spec, name="Bad Name")}, "AcquireReply")
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

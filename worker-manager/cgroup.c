@@ -128,8 +128,8 @@ size_t wm_cg_dirs(const wm_cg_layout_t *L, const char *rel, char (*out)[PATH_MAX
     return n;
 }
 
-static void add_write(wm_cg_write_t *out, size_t cap, size_t *n, const char *base, const char *rel,
-                      const char *file, const char *value)
+static void add_write(wm_cg_write_t *out, size_t cap, size_t *n, const char *base, const char *rel, const char *file,
+                      const char *value)
 {
     if (*n >= cap)
         return;

@@ -118,12 +118,18 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
 {
     enum { O_LISTEN = 256, O_DISC, O_METRICS, O_STATE, O_POOL, O_ID, O_TTL, O_AGENT, O_UID, O_CG, O_HELP };
     static const struct option opts[] = {
-        {"listen", required_argument, 0, O_LISTEN},     {"discovery", required_argument, 0, O_DISC},
-        {"metrics-listen", required_argument, 0, O_METRICS}, {"state-dir", required_argument, 0, O_STATE},
-        {"pool-size", required_argument, 0, O_POOL},    {"id", required_argument, 0, O_ID},
-        {"lease-ttl-ms", required_argument, 0, O_TTL},  {"agent", required_argument, 0, O_AGENT},
-        {"pod-uid", required_argument, 0, O_UID},       {"cgroup-root", required_argument, 0, O_CG},
-        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+        {"listen", required_argument, 0, O_LISTEN},
+        {"discovery", required_argument, 0, O_DISC},
+        {"metrics-listen", required_argument, 0, O_METRICS},
+        {"state-dir", required_argument, 0, O_STATE},
+        {"pool-size", required_argument, 0, O_POOL},
+        {"id", required_argument, 0, O_ID},
+        {"lease-ttl-ms", required_argument, 0, O_TTL},
+        {"agent", required_argument, 0, O_AGENT},
+        {"pod-uid", required_argument, 0, O_UID},
+        {"cgroup-root", required_argument, 0, O_CG},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
     };
     defaults(c);
     const char *state = "./.faas/worker";
@@ -133,31 +139,69 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case O_LISTEN: if (set_addr(c->listen, sizeof(c->listen), optarg, err, "--listen must be host:port")) return -1; break;
-        case O_DISC: if (set_addr(c->discovery, sizeof(c->discovery), optarg, err, "--discovery must be host:port")) return -1; break;
-        case O_METRICS: if (set_addr(c->metrics_listen, sizeof(c->metrics_listen), optarg, err, "--metrics-listen must be host:port")) return -1; break;
-        case O_STATE: state = optarg; break;
+        case O_LISTEN:
+            if (set_addr(c->listen, sizeof(c->listen), optarg, err, "--listen must be host:port"))
+                return -1;
+            break;
+        case O_DISC:
+            if (set_addr(c->discovery, sizeof(c->discovery), optarg, err, "--discovery must be host:port"))
+                return -1;
+            break;
+        case O_METRICS:
+            if (set_addr(c->metrics_listen, sizeof(c->metrics_listen), optarg, err,
+                         "--metrics-listen must be host:port"))
+                return -1;
+            break;
+        case O_STATE:
+            state = optarg;
+            break;
         case O_POOL:
-            if (parse_uint(optarg, 64, &v) != 0) { *err = "--pool-size must be a number 0-64"; return -1; }
+            if (parse_uint(optarg, 64, &v) != 0) {
+                *err = "--pool-size must be a number 0-64";
+                return -1;
+            }
             c->pool_size = (unsigned)v;
             break;
         case O_ID:
-            if (!valid_id(optarg)) { *err = "--id must be 1-63 chars of [A-Za-z0-9._-]"; return -1; }
+            if (!valid_id(optarg)) {
+                *err = "--id must be 1-63 chars of [A-Za-z0-9._-]";
+                return -1;
+            }
             snprintf(c->id, sizeof(c->id), "%s", optarg);
             break;
         case O_TTL:
-            if (parse_uint(optarg, 3600000, &v) != 0 || v < 300) { *err = "--lease-ttl-ms must be 300-3600000"; return -1; }
+            if (parse_uint(optarg, 3600000, &v) != 0 || v < 300) {
+                *err = "--lease-ttl-ms must be 300-3600000";
+                return -1;
+            }
             c->lease_ttl_ms = (unsigned)v;
             break;
-        case O_AGENT: if (absolutize(c->agent, sizeof(c->agent), optarg) != 0) { *err = "--agent path too long"; return -1; } break;
+        case O_AGENT:
+            if (absolutize(c->agent, sizeof(c->agent), optarg) != 0) {
+                *err = "--agent path too long";
+                return -1;
+            }
+            break;
         case O_UID:
-            if (parse_uint(optarg, 65535 * 65536ul, &v) != 0 || v == 0) { *err = "--pod-uid must be a non-zero uid"; return -1; }
+            if (parse_uint(optarg, 65535 * 65536ul, &v) != 0 || v == 0) {
+                *err = "--pod-uid must be a non-zero uid";
+                return -1;
+            }
             c->pod_uid = (uid_t)v;
             c->pod_gid = (gid_t)v;
             break;
-        case O_CG: if (absolutize(c->cgroup_root, sizeof(c->cgroup_root), optarg) != 0) { *err = "--cgroup-root too long"; return -1; } break;
-        case O_HELP: wm_usage(); return 1;
-        default: *err = "unknown flag or missing value (see --help)"; return -1;
+        case O_CG:
+            if (absolutize(c->cgroup_root, sizeof(c->cgroup_root), optarg) != 0) {
+                *err = "--cgroup-root too long";
+                return -1;
+            }
+            break;
+        case O_HELP:
+            wm_usage();
+            return 1;
+        default:
+            *err = "unknown flag or missing value (see --help)";
+            return -1;
         }
     }
     if (optind < argc) {

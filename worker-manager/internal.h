@@ -60,7 +60,7 @@ int wm_write_file(const char *path, const char *s);
 /* ---- the pod spawner helper (spawner.c) ------------------------------------- */
 
 typedef struct {
-    int fd;     /* WM end of the helper socket */
+    int fd; /* WM end of the helper socket */
     pid_t pid;
 } wm_helper_t;
 
@@ -112,8 +112,8 @@ int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
 
 /* ---- daemon state shared by the pod thread and the rpc/heartbeat/metrics threads ---- */
 #ifdef WM_STATE
-#include <pthread.h>
 #include "proto/faas.pb-c.h"
+#include <pthread.h>
 
 typedef enum { POD_STARTING, POD_WARM, POD_SPECIALIZING, POD_READY, POD_STOPPING } wm_pod_state_t;
 
@@ -132,7 +132,7 @@ typedef struct wm_pod {
     uint64_t version;
     int64_t started_ms;
     uint32_t concurrency;
-    wm_acq_t *acq; /* the acquisition being served while SPECIALIZING */
+    wm_acq_t *acq;             /* the acquisition being served while SPECIALIZING */
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
 } wm_pod_t;
 

@@ -76,9 +76,9 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     a->call = call;
     a->req = r;
     a->t0 = t0;
-    uint32_t tmo = r->timeout_ms ? r->timeout_ms
-                                 : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms
-                                                                   : DEFAULT_COLD_START_MS);
+    uint32_t tmo = r->timeout_ms
+                       ? r->timeout_ms
+                       : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms : DEFAULT_COLD_START_MS);
     a->deadline_us = t0 + (uint64_t)tmo * 1000u;
     w->kind = WORK_ACQUIRE;
     w->acq = a;
@@ -173,8 +173,7 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
 {
     char msg[400];
     wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
-    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id,
-              what);
+    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
     if (a->call)
         faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
@@ -220,8 +219,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
               a->call ? "acquired" : "scaled_up", p->function, p->inst_id, p->id, endpoint, a->req->request_id,
-              t.total_us, t.queue_us, t.code_us,
-              t.specialize_us, t.exec_us, t.ready_us);
+              t.total_us, t.queue_us, t.code_us, t.specialize_us, t.exec_us, t.ready_us);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     a->req = NULL;
     acq_free(a);
@@ -496,8 +494,8 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         match(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__USER_EXIT:
-        wm_fmt(why, sizeof(why), "the user server exited (status %d)%s%s", ev->exit_status,
-               ev->message[0] ? ": " : "", ev->message);
+        wm_fmt(why, sizeof(why), "the user server exited (status %d)%s%s", ev->exit_status, ev->message[0] ? ": " : "",
+               ev->message);
         pod_destroy(wm, p, why);
         match(wm);
         return;
@@ -595,8 +593,8 @@ static void need_code(wm_t *wm, wm_acq_t *a)
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     if (nf)
         wm->fetching = nf;
-    if (nf == NULL || f == NULL || (f->wm = wm, wm_fmt(f->sha, sizeof(f->sha), "%s", sha),
-                                    pthread_create(&t, &at, fetch_main, f) != 0)) {
+    if (nf == NULL || f == NULL ||
+        (f->wm = wm, wm_fmt(f->sha, sizeof(f->sha), "%s", sha), pthread_create(&t, &at, fetch_main, f) != 0)) {
         free(f);
         list_remove(&wm->waiting_code, a);
         acq_fail(wm, a, "out of resources to fetch the code");
@@ -657,9 +655,15 @@ static void run_work(wm_t *wm)
     while (w) {
         wm_work_t *next = w->next;
         switch (w->kind) {
-        case WORK_ACQUIRE: acquire(wm, w->acq); break;
-        case WORK_RELEASE: release(wm, w); break;
-        case WORK_CODE_DONE: code_done(wm, w); break;
+        case WORK_ACQUIRE:
+            acquire(wm, w->acq);
+            break;
+        case WORK_RELEASE:
+            release(wm, w);
+            break;
+        case WORK_CODE_DONE:
+            code_done(wm, w);
+            break;
         }
         free(w);
         w = next;

@@ -434,8 +434,7 @@ int wm_run(const wm_config_t *c)
     static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
                                   "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
                                   "/faas.WorkerManager/Logs"};
-    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list,
-                                                                         h_logs};
+    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list, h_logs};
     faas_rpc_method_t methods[5];
     for (int i = 0; i < 5; i++)
         methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], &wm};
@@ -448,8 +447,8 @@ int wm_run(const wm_config_t *c)
     pthread_t hb, mt;
     pthread_create(&hb, NULL, heartbeat_main, &wm);
     pthread_create(&mt, NULL, metrics_main, &m);
-    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
-              c->id, c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
+              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
 
     wm_loop_run(&wm);
 

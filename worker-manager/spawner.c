@@ -6,6 +6,7 @@
  * SOCK_SEQPACKET socket, one fixed-size request and reply per packet. */
 #include "worker-manager/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -21,7 +22,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <dirent.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -57,8 +57,8 @@ static struct {
 
 typedef struct {
     const char *pod;
-    int ctl;       /* pod end of the control socket */
-    int errpipe;   /* CLOEXEC: exec success closes it, failure writes why */
+    int ctl;     /* pod end of the control socket */
+    int errpipe; /* CLOEXEC: exec success closes it, failure writes why */
     char cg_procs[WM_CG_N + 1][PATH_MAX];
     size_t n_cg;
 } child_arg_t;
@@ -152,8 +152,13 @@ static int pod_main(void *arg)
     const char *lvl = getenv("FAAS_LOG_LEVEL");
     char lvlenv[64];
     wm_fmt(lvlenv, sizeof(lvlenv), "FAAS_LOG_LEVEL=%s", lvl ? lvl : "info");
-    char *envp[] = {"FAAS_AGENT_CONTROL_FD=3", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8",
-                    podenv, lvlenv, NULL};
+    char *envp[] = {"FAAS_AGENT_CONTROL_FD=3",
+                    "PATH=/usr/local/bin:/usr/bin:/bin",
+                    "HOME=/tmp",
+                    "LANG=C.UTF-8",
+                    podenv,
+                    lvlenv,
+                    NULL};
     if (chdir("/") != 0)
         child_fail(4, "chdir /");
     execve(H.cfg.agent, argv, envp);
@@ -446,11 +451,22 @@ static void helper_loop(int fd)
         memset(&r, 0, sizeof(r));
         int pass = -1;
         switch (q.op) {
-        case OP_SPAWN: r.rc = do_spawn(&q, &r, &pass); break;
-        case OP_MOUNT: r.rc = do_mount(&q, &r); break;
-        case OP_KILL: r.rc = do_kill(&q, &r); break;
-        case OP_CLEANUP: r.rc = do_cleanup(&q, &r); break;
-        default: r.rc = -1; wm_fmt(r.err, sizeof(r.err), "bad op"); break;
+        case OP_SPAWN:
+            r.rc = do_spawn(&q, &r, &pass);
+            break;
+        case OP_MOUNT:
+            r.rc = do_mount(&q, &r);
+            break;
+        case OP_KILL:
+            r.rc = do_kill(&q, &r);
+            break;
+        case OP_CLEANUP:
+            r.rc = do_cleanup(&q, &r);
+            break;
+        default:
+            r.rc = -1;
+            wm_fmt(r.err, sizeof(r.err), "bad op");
+            break;
         }
         send_reply(fd, &r, pass);
         if (pass >= 0)

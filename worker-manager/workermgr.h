@@ -16,8 +16,8 @@ typedef struct {
     char discovery[128];      /* discovery gRPC address */
     char metrics_listen[128]; /* /metrics + /healthz HTTP responder */
     char state_dir[PATH_MAX];
-    char id[64];              /* worker id: names the cgroups faas/<id> */
-    char agent[PATH_MAX];     /* faas-agent binary run in every pod */
+    char id[64];          /* worker id: names the cgroups faas/<id> */
+    char agent[PATH_MAX]; /* faas-agent binary run in every pod */
     char cgroup_root[PATH_MAX];
     unsigned pool_size;
     unsigned lease_ttl_ms;

@@ -35,9 +35,25 @@ Test(config, all_flags)
 {
     wm_config_t c;
     const char *err = NULL;
-    char *argv[] = {"x", "--listen", "127.0.0.1:1", "--discovery=127.0.0.1:2", "--metrics-listen", "127.0.0.1:3",
-                    "--state-dir", "/var/x/", "--pool-size", "5", "--id", "w-1", "--lease-ttl-ms", "900",
-                    "--agent", "/bin/agent", "--pod-uid", "1000", NULL};
+    char *argv[] = {"x",
+                    "--listen",
+                    "127.0.0.1:1",
+                    "--discovery=127.0.0.1:2",
+                    "--metrics-listen",
+                    "127.0.0.1:3",
+                    "--state-dir",
+                    "/var/x/",
+                    "--pool-size",
+                    "5",
+                    "--id",
+                    "w-1",
+                    "--lease-ttl-ms",
+                    "900",
+                    "--agent",
+                    "/bin/agent",
+                    "--pod-uid",
+                    "1000",
+                    NULL};
     cr_assert_eq(parse(&c, &err, 18, argv), 0, "%s", err ? err : "");
     cr_assert_str_eq(c.listen, "127.0.0.1:1");
     cr_assert_str_eq(c.discovery, "127.0.0.1:2");
@@ -55,9 +71,10 @@ Test(config, bad_flags_say_why)
 {
     struct {
         char *flag, *val;
-    } bad[] = {{"--pool-size", "-1"}, {"--pool-size", "x"}, {"--pool-size", "1000"}, {"--listen", "nohost"},
-               {"--id", "a/b"},      {"--id", ""},          {"--lease-ttl-ms", "5"},  {"--pod-uid", "0"},
-               {"--bogus", "1"},     {"--discovery", "h:99999"}};
+    } bad[] = {{"--pool-size", "-1"},     {"--pool-size", "x"}, {"--pool-size", "1000"},
+               {"--listen", "nohost"},    {"--id", "a/b"},      {"--id", ""},
+               {"--lease-ttl-ms", "5"},   {"--pod-uid", "0"},   {"--bogus", "1"},
+               {"--discovery", "h:99999"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         wm_config_t c;
         const char *err = NULL;

@@ -103,13 +103,13 @@ class Proc:
 
 
 class WorkerManager(Proc):
-    def __init__(self, tmp, agent, pool=2, discovery_port=None, wid=None, state=None):
+    def __init__(self, tmp, agent, pool=2, discovery_port=None, wid=None, state=None, extra=()):
         self.port, self.mport = free_port(), free_port()
         self.id = wid or f"wmtest-{os.getpid()}-{free_port()}"
         self.state = state or os.path.join(tmp, "wm")
         argv = [WM_BIN, "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.mport}",
                 "--discovery", f"127.0.0.1:{discovery_port or free_port()}", "--state-dir", self.state,
-                "--pool-size", str(pool), "--id", self.id, "--agent", agent, "--lease-ttl-ms", "1500"]
+                "--pool-size", str(pool), "--id", self.id, "--agent", agent, "--lease-ttl-ms", "1500", *extra]
         super().__init__(argv, os.path.join(tmp, f"wm-{self.id}.log"))
         wait_until(lambda: self.alive() and http_get(self.mport, "/healthz")[0] == 200, 10, "workermgr /healthz")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -263,6 +263,23 @@ def test_crashed_worker_is_cleaned_up(tmp):
         assert leftovers(wm2) == []
     finally:
         wm2.stop(signal.SIGKILL)
+
+
+@pytest.mark.skipif(not os.path.exists(f"{CG}/unified/cgroup.controllers"), reason="needs a hybrid host")
+def test_pure_v2_layout(tmp):
+    """The hybrid host's controller-less cgroup2 mount as the root: the layout a pure
+    v2 host without delegated controllers has. Membership and cgroup.kill only."""
+    wm = WorkerManager(tmp, pick_agent(), pool=2, extra=["--cgroup-root", f"{CG}/unified"])
+    try:
+        wait_until(lambda: len(wm.pod_pids()) == 2 and wm.metric("faas_wm_pool_ready") == 2, 10, "2 warm pods")
+        assert glob.glob(f"{CG}/unified/faas/{wm.id}/*/cgroup.procs")
+        assert not glob.glob(f"{CG}/memory/faas/{wm.id}"), "no v1 hierarchy under a v2 root"
+        pids = wm.pod_pids()
+        assert wm.stop() == 0
+        assert all(not os.path.exists(f"/proc/{p}") for p in pids)
+        assert leftovers(wm) == []
+    finally:
+        wm.stop(signal.SIGKILL)
 
 
 def test_bad_flags_exit_2():

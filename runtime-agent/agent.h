@@ -7,11 +7,11 @@
 
 /* How faas-agent was started (from its flags). */
 typedef struct agent_opts {
-    const char *listen;  /* "127.0.0.1:0" */
-    int control_fd;      /* -1 = none (standalone) */
-    int standalone;      /* specialize from the flags below */
-    const char *cmd;     /* standalone: the user command line */
-    const char *dir;     /* standalone: its working directory */
+    const char *listen; /* "127.0.0.1:0" */
+    int control_fd;     /* -1 = none (standalone) */
+    int standalone;     /* specialize from the flags below */
+    const char *cmd;    /* standalone: the user command line */
+    const char *dir;    /* standalone: its working directory */
     const char *health_path;
     const char *port_env;
     const char *name;

@@ -1,10 +1,10 @@
 /* runtime-agent/control.c - the agent's life: the listener, the control socket to the
  * worker manager (HELLO up, SPECIALIZE/STOP down, events up), signals, standalone mode. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <h2o.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>

@@ -17,7 +17,7 @@ typedef struct agent_spec {
     const char *name;
     const char *instance_id;
     const char *code_dir;
-    char *const *argv;  /* NULL-terminated */
+    char *const *argv; /* NULL-terminated */
     size_t argc;
     const char *const *env_kv; /* key0, value0, key1, value1, ... */
     size_t n_env;
@@ -75,8 +75,8 @@ struct phr_header {
     const char *value;
     size_t value_len;
 };
-int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg,
-                       size_t *msg_len, struct phr_header *headers, size_t *num_headers, size_t last_len);
+int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg, size_t *msg_len,
+                       struct phr_header *headers, size_t *num_headers, size_t last_len);
 struct phr_chunked_decoder {
     size_t bytes_left_in_chunk;
     char consume_trailer;
@@ -89,9 +89,9 @@ ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf, size_
 /* How an upstream HTTP/1.x response body is delimited. */
 enum { AGENT_BODY_NONE = 0, AGENT_BODY_LENGTH = 1, AGENT_BODY_CHUNKED = 2, AGENT_BODY_EOF = 3 };
 typedef struct agent_framing {
-    int body;          /* AGENT_BODY_* */
-    uint64_t length;   /* for AGENT_BODY_LENGTH */
-    int keepalive;     /* the connection can carry another request afterwards */
+    int body;        /* AGENT_BODY_* */
+    uint64_t length; /* for AGENT_BODY_LENGTH */
+    int keepalive;   /* the connection can carry another request afterwards */
 } agent_framing_t;
 
 /* Decides body framing and connection reuse for a response head (RFC 9112 s6.3); 0, or -1

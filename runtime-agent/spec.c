@@ -142,8 +142,7 @@ void agent_cmd_free(agent_cmd_t *cmd)
     memset(cmd, 0, sizeof(*cmd));
 }
 
-static const char *const base_env[] = {"PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", "/tmp", "LANG",
-                                       "C.UTF-8"};
+static const char *const base_env[] = {"PATH", "/usr/local/bin:/usr/bin:/bin", "HOME", "/tmp", "LANG", "C.UTF-8"};
 
 /* Index of key in the kv list built so far, or -1. */
 static ssize_t env_find(const char **keys, size_t n, const char *key)
@@ -245,9 +244,9 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
     time_t secs = (time_t)(unix_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    int n = snprintf(buf, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ fn=%s instance=%s stream=%s msg=",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     (int)(unix_ms % 1000), fn, instance, stream);
+    int n = snprintf(
+        buf, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ fn=%s instance=%s stream=%s msg=", tm.tm_year + 1900,
+        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000), fn, instance, stream);
     if (n < 0 || (size_t)n + 4 > cap)
         return 0;
     /* the quoting helper needs room for the closing quote and NUL; keep one byte for '\n' */
@@ -259,9 +258,9 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
 
 int agent_header_is_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection", "keep-alive",     "proxy-connection", "transfer-encoding",
-                                      "upgrade",    "te",             "http2-settings",   "content-length",
-                                      "host",       "expect",         "proxy-authorization"};
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",   "transfer-encoding",
+                                      "upgrade",    "te",         "http2-settings",     "content-length",
+                                      "host",       "expect",     "proxy-authorization"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
             return 1;
@@ -331,8 +330,7 @@ int agent_resp_framing(int minor_version, int status, int is_head, const struct 
     for (size_t i = 0; i < n; i++) {
         if (hname_is(h + i, "transfer-encoding")) {
             /* only a final "chunked" frames the body; anything else is read to EOF */
-            chunked = h[i].value_len >= 7 &&
-                      strncasecmp(h[i].value + h[i].value_len - 7, "chunked", 7) == 0 ? 1 : -1;
+            chunked = h[i].value_len >= 7 && strncasecmp(h[i].value + h[i].value_len - 7, "chunked", 7) == 0 ? 1 : -1;
         } else if (hname_is(h + i, "content-length")) {
             uint64_t v;
             if (agent_parse_ms(h[i].value, h[i].value_len, &v) != 0 || (have_len && v != len))

@@ -67,8 +67,8 @@ uint16_t agent_user_port(void)
 static void emit_line(ustream_t *s, const char *msg, size_t len)
 {
     char line[LINE_MAX_BYTES * 2 + 256];
-    size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id,
-                                     s->name, msg, len);
+    size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id, s->name,
+                                     msg, len);
     if (n == 0)
         return;
     /* one write per line keeps lines whole in a log file shared by several pods */
@@ -133,8 +133,8 @@ static int watch_pipe(ustream_t *s, int fd, const char *name)
 
 static void arm_timer(uint64_t after_us)
 {
-    struct itimerspec its = {.it_value = {.tv_sec = (time_t)(after_us / 1000000),
-                                          .tv_nsec = (long)(after_us % 1000000) * 1000}};
+    struct itimerspec its = {
+        .it_value = {.tv_sec = (time_t)(after_us / 1000000), .tv_nsec = (long)(after_us % 1000000) * 1000}};
     timerfd_settime(us.timer_fd, 0, &its, NULL);
 }
 

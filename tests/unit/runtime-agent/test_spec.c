@@ -117,7 +117,8 @@ Test(agent_log, line_is_logfmt_and_quoted)
     cr_assert_gt(n, 0);
     cr_assert_eq(buf[n - 1], '\n');
     buf[n] = '\0';
-    cr_assert_str_eq(buf, "ts=2023-11-14T22:13:20.123Z fn=hello instance=i-1 stream=stderr msg=\"say \\\"hi\\\"\\\\ now x\"\n");
+    cr_assert_str_eq(
+        buf, "ts=2023-11-14T22:13:20.123Z fn=hello instance=i-1 stream=stderr msg=\"say \\\"hi\\\"\\\\ now x\"\n");
     /* a line longer than the buffer is cut, still one line */
     char big[1000];
     memset(big, 'a', sizeof(big));
@@ -198,7 +199,9 @@ Test(agent_control, decode_rejects_bad_specs)
         const char *name, *dir;
         size_t ncmd;
         uint32_t port;
-    } bad[] = {{"hello", "/code", 0, 0}, {"Bad_Name", "/code", 1, 0}, {"hello", "rel/dir", 1, 0},
+    } bad[] = {{"hello", "/code", 0, 0},
+               {"Bad_Name", "/code", 1, 0},
+               {"hello", "rel/dir", 1, 0},
                {"hello", "/code", 1, 70000}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint8_t *buf = pack_specialize(bad[i].name, bad[i].dir, cmdv, bad[i].ncmd, bad[i].port, 0, &len);

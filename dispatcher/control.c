@@ -334,7 +334,7 @@ static void sweep(void)
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];
         if (fn->known && fn->gen != disp_g.snap_gen)
-            disp_fn_forget(fn);
+            disp_on_function_deleted(fn);
         for (size_t k = 0; k < fn->ninst;) {
             disp_inst_t *inst = fn->inst[k];
             if (inst->gen != disp_g.snap_gen)
@@ -364,7 +364,7 @@ static void apply_event(const Faas__WatchEvent *ev)
         if (ev->function != NULL) {
             disp_fn_t *fn = disp_fn_find(&disp_g.table, ev->function->name, strlen(ev->function->name));
             if (fn != NULL)
-                disp_fn_forget(fn);
+                disp_on_function_deleted(fn);
         }
         break;
     case FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT:

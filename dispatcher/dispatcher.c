@@ -174,6 +174,12 @@ void disp_on_instance_ready(disp_fn_t *fn)
     }
 }
 
+void disp_on_function_deleted(disp_fn_t *fn)
+{
+    disp_fn_forget(fn);
+    fail_waiters(fn, 404, "no such function");
+}
+
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
 {
     if (fn->acquiring == 0 && disp_pick(fn) == NULL)

@@ -183,6 +183,8 @@ void disp_control_release(disp_inst_t *inst, const char *reason);
 /* dispatcher.c: called by control.c / upstream.c on the loop. */
 void disp_on_instance_ready(disp_fn_t *fn);
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
+/* The function was deleted: it answers 404, held requests too. */
+void disp_on_function_deleted(disp_fn_t *fn);
 /* Ends r with a platform error (or aborts a started response). */
 void disp_req_fail(disp_req_t *r, int status, const char *what);
 /* r's stream finished (response complete or broken). */

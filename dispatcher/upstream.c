@@ -146,8 +146,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     h2o_req_t *req = r->req;
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int st = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            st = st * 10 + (value[i] - '0');
+        for (size_t i = 0; i < valuelen; i++)
+            st = value[i] >= '0' && value[i] <= '9' && i < 3 ? st * 10 + (value[i] - '0') : 0;
         r->status = st;
         return 0;
     }
@@ -174,17 +174,30 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     return 0;
 }
 
+/* HTTP/1.1 clients see a reason phrase; h2 has none. */
+static const char *reason_phrase(int st)
+{
+    static const struct {
+        int st;
+        const char *r;
+    } t[] = {{200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"}, {206, "Partial Content"},
+             {301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
+             {307, "Temporary Redirect"}, {308, "Permanent Redirect"}, {400, "Bad Request"},
+             {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+             {409, "Conflict"}, {413, "Payload Too Large"}, {422, "Unprocessable Entity"},
+             {429, "Too Many Requests"}, {500, "Internal Server Error"}, {501, "Not Implemented"},
+             {502, "Bad Gateway"}, {503, "Service Unavailable"}, {504, "Gateway Timeout"}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].st == st)
+            return t[i].r;
+    return st < 300 ? "OK" : st < 400 ? "Redirect" : st < 500 ? "Client Error" : "Server Error";
+}
+
 static void start_response(disp_req_t *r)
 {
-    if (r->faas_error > 0) {
-        int st = r->faas_error;
-        r->faas_error = 0;
-        disp_req_fail(r, st, st == 504 ? "deadline exceeded" : "function crashed or reset the request");
-        return;
-    }
     h2o_req_t *req = r->req;
     req->res.status = r->status;
-    req->res.reason = "OK";
+    req->res.reason = reason_phrase(r->status);
     r->gen.proceed = on_proceed;
     r->gen.stop = on_stop;
     h2o_buffer_init(&r->recv_buf, &h2o_socket_buffer_prototype);
@@ -205,7 +218,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
             r->status = 0; /* interim response: wait for the final one */
             return 0;
         }
-        if (r->status < 200) {
+        /* answering an error may free r (h2o disposes synchronously): return right after */
+        if (r->faas_error > 0) {
+            int st = r->faas_error;
+            disp_req_fail(r, st, st == 504 ? "deadline exceeded" : "function crashed or reset the request");
+            return 0;
+        }
+        if (r->status < 200 || r->status > 999) {
             disp_req_fail(r, 502, "bad response from the function");
             return 0;
         }
@@ -245,16 +264,15 @@ static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t erro
     r->stream_id = 0;
     h2o_linklist_unlink(&r->up_link);
     r->up = NULL;
-    if (r->req == NULL || r->done) {
-        disp_req_finish_upstream(r);
+    /* account first: answering may make h2o free the request (and r) synchronously */
+    disp_req_finish_upstream(r);
+    if (r->req == NULL || r->done)
         return 0;
-    }
     if (!r->started)
         disp_req_fail(r, 502, error_code == NGHTTP2_REFUSED_STREAM ? "function refused the request"
                                                                     : "function crashed or reset the request");
     else if (!r->eos)
         disp_req_fail(r, 502, "function response broken");
-    disp_req_finish_upstream(r);
     return 0;
 }
 
@@ -304,8 +322,8 @@ static void submit(disp_up_t *up, disp_req_t *r)
     if (id < 0) {
         h2o_linklist_unlink(&r->up_link);
         r->up = NULL;
-        disp_req_fail(r, 502, "cannot open a stream to the function");
         disp_req_finish_upstream(r);
+        disp_req_fail(r, 502, "cannot open a stream to the function");
         return;
     }
     r->stream_id = id;
@@ -342,9 +360,9 @@ static void up_kill(disp_up_t *up, const char *why)
             nghttp2_session_set_stream_user_data(up->ng, r->stream_id, NULL);
         r->up = NULL;
         r->stream_id = 0;
+        disp_req_finish_upstream(r);
         if (r->req != NULL && !r->done && !(r->started && r->eos))
             disp_req_fail(r, 502, "connection to the function lost");
-        disp_req_finish_upstream(r);
     }
     if (up->sock != NULL) {
         h2o_socket_close(up->sock);
@@ -481,8 +499,8 @@ void disp_up_submit(disp_req_t *r, const char *endpoint)
     while (up != NULL && strcmp(up->endpoint, endpoint) != 0)
         up = up->next;
     if (up == NULL && (up = up_open(endpoint)) == NULL) {
-        disp_req_fail(r, 502, "cannot connect to the function");
         disp_req_finish_upstream(r);
+        disp_req_fail(r, 502, "cannot connect to the function");
         return;
     }
     r->up = up;
@@ -500,8 +518,11 @@ void disp_up_cancel(disp_req_t *r)
         h2o_linklist_unlink(&r->up_link);
     if (r->stream_id != 0 && up->ng != NULL && !up->dead) {
         nghttp2_session_set_stream_user_data(up->ng, r->stream_id, NULL);
-        nghttp2_submit_rst_stream(up->ng, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
-        schedule_flush(up);
+        /* a stream the agent already ended needs no reset */
+        if (!r->eos) {
+            nghttp2_submit_rst_stream(up->ng, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+            schedule_flush(up);
+        }
     }
     r->stream_id = 0;
     r->up = NULL;

@@ -37,6 +37,14 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/die"):
             os._exit(3)
+        if self.path.startswith("/halfdie"):
+            self.send_response(200)
+            self.send_header("content-length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"partial" * 1000)
+            self.wfile.flush()
+            time.sleep(0.2)
+            os._exit(4)
         if self.path.startswith("/sleep"):
             time.sleep(float(self.path.split("=")[1]))
         if self.path.startswith("/big"):
@@ -82,6 +90,8 @@ class ControlPlane:
         self.functions = functions  # name -> (spec bytes, behaviour dict)
         self.acquires = {}
         self.releases = []
+        self.pushed = []
+        self.acquire_versions = []
         self.agents = []
         self.lock = threading.Lock()
         ident = (lambda b: b)
@@ -102,15 +112,28 @@ class ControlPlane:
         for name, (sp, _) in self.functions.items():
             yield event(FUNCTION_PUT, 2, sp)
         yield faaspb._int(1, 0)  # SNAPSHOT_END
+        sent = 0
         while ctx.is_active():
-            time.sleep(0.05)
+            with self.lock:
+                more = self.pushed[sent:]
+            for ev in more:
+                yield ev
+            sent += len(more)
+            time.sleep(0.01)
+
+    def push(self, ev):
+        with self.lock:
+            self.pushed.append(ev)
 
     def acquire(self, req, ctx):
         # AcquireRequest.spec.name: field 1 of field 1; find the function by its encoded spec
-        name = next(n for n, (sp, _) in self.functions.items() if sp in req)
+        name = next(n for n, (sp, _) in sorted(self.functions.items(), key=lambda kv: -len(kv[1][0]))
+                    if sp in req)
         behaviour = self.functions[name][1]
+        version = behaviour.get("version", 1)
         with self.lock:
             self.acquires[name] = self.acquires.get(name, 0) + 1
+            self.acquire_versions.append((name, version))
             n = self.acquires[name]
         time.sleep(behaviour.get("delay", 0.3))
         if behaviour.get("fail"):
@@ -125,7 +148,7 @@ class ControlPlane:
         line = p.stdout.readline().decode()
         assert line.startswith("READY port="), line
         port = int(line.split("=")[1])
-        inst = (faaspb._str(1, f"{name}-i{n}") + faaspb._str(2, name) + faaspb._int(3, 1) +
+        inst = (faaspb._str(1, f"{name}-i{n}") + faaspb._str(2, name) + faaspb._int(3, version) +
                 faaspb._str(4, f"127.0.0.1:{port}") + faaspb._str(5, "w1") + faaspb._int(6, 1))
         return faaspb._bytes(1, inst)
 
@@ -143,11 +166,20 @@ class ControlPlane:
             p.stdout.close()
 
 
+def instance(iid, name, version, endpoint, state=1):
+    return (faaspb._str(1, iid) + faaspb._str(2, name) + faaspb._int(3, version) + faaspb._str(4, endpoint) +
+            faaspb._str(5, "w1") + faaspb._int(6, state))
+
+
 FUNCS = {
     "hello": (spec("hello", timeout_ms=4000, idle_ms=600000), {}),
     "broken": (spec("broken"), {"fail": True, "delay": 0.05}),
     "idle": (spec("idle", idle_ms=300), {}),
     "slowcold": (spec("slowcold", cold_ms=500), {"delay": 2.0}),
+    "ver": (spec("ver"), {}),
+    "crashy": (spec("crashy"), {}),
+    "limited": (spec("limited", concurrency=1, max_body=1000), {}),
+    "gone": (spec("gone", cold_ms=3000), {"delay": 1.0}),
 }
 
 
@@ -247,11 +279,22 @@ def test_queue_full_429_and_cold_start_timeout_503(plane, tmp_path):
         assert g.stop() == 0
 
 
-def test_user_server_crash_502(plane):
+def crash_and_forget(cp, g, path, mode):
+    """Requests path on "crashy", then tells the gateway (as a worker manager would) that the pod is gone."""
+    n = cp.acquires.get("crashy", 0)
+    out = curl(g.url("/function/crashy" + path), mode=mode)
+    assert cp.acquires["crashy"] == n + 1
+    cp.push(event(4, 3, instance(f"crashy-i{n + 1}", "crashy", 1, "")))  # INSTANCE_DELETE
+    wait_until(lambda: 'faas_instances{function="crashy"} 0' in curl(g.url("/metrics"))[3].decode(), 5)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["http1", "h2"])
+def test_user_server_crash_502(plane, mode):
     cp, g = plane
-    known(g, "hello")
-    rc, status, _, body = curl(g.url("/function/hello/die"), mode="h2")
-    assert status == 502 and b"hello" in body
+    known(g, "crashy")
+    rc, status, _, body = crash_and_forget(cp, g, "/die", mode)
+    assert status == 502 and b"crashy" in body and b"127.0.0.1" not in body
 
 
 def test_idle_release(plane):
@@ -266,8 +309,84 @@ def test_idle_release(plane):
     assert cp.acquires["idle"] == 2
 
 
-def test_metrics_after_traffic(plane):
+def test_zz_metrics_after_traffic(plane):
     cp, g = plane
     m = curl(g.url("/metrics"))[3].decode()
     assert 'faas_requests_total{function="hello",code="200",protocol="h2"}' in m
     assert "faas_cold_starts_total" in m
+
+
+@pytest.mark.parametrize("mode", ["http1", "h2"])
+def test_mid_response_failure_aborts_client_response(plane, mode):
+    cp, g = plane
+    known(g, "crashy")
+    # the user server dies after part of the body: the client must see a broken response, never a short "success"
+    rc, status, _, body = crash_and_forget(cp, g, "/halfdie", mode)
+    assert status == 200 and rc != 0 and len(body) < 1000000, (rc, len(body))
+    assert "event=response_aborted" in g.logs()
+
+
+def test_new_version_goes_to_new_instances(plane):
+    cp, g = plane
+    known(g, "ver")
+    assert curl(g.url("/function/ver/"), mode="h2")[1] == 200
+    assert cp.acquires["ver"] == 1
+    # deploy v2: the spec changes, so the fake worker manager answers with version 2
+    sp2 = spec("ver", version=2, timeout_ms=9000)
+    cp.functions["ver"] = (sp2, {"version": 2})
+    cp.push(event(FUNCTION_PUT, 2, sp2))
+    wait_until(lambda: any(b"ver-i1" in r for r in cp.releases), 5, what="old version released")
+    assert curl(g.url("/function/ver/"), mode="h2")[1] == 200
+    assert cp.acquires["ver"] == 2 and ("ver", 2) in cp.acquire_versions
+
+
+def test_watched_instance_is_used_and_delete_drops_it(plane, tmp_path):
+    cp, g = plane
+    known(g, "hello")
+    # an instance that only the watch knows about (another gateway's cold start, a min_instances pod)
+    (tmp_path / "server.py").write_text(USER_SERVER)
+    p = subprocess.Popen([AGENT, "--standalone", "--cmd", f"{PY} server.py", "--dir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        port = int(p.stdout.readline().decode().split("=")[1])
+        sp = spec("watched")
+        cp.functions["watched"] = (sp, {"fail": True})
+        cp.push(event(FUNCTION_PUT, 2, sp))
+        cp.push(event(INSTANCE_PUT, 3, instance("watched-1", "watched", 1, f"127.0.0.1:{port}")))
+        known(g, "watched")
+        wait_until(lambda: 'faas_instances{function="watched"} 1' in curl(g.url("/metrics"))[3].decode(), 5)
+        rc, status, _, body = curl(g.url("/function/watched/x"), mode="h2")
+        assert status == 200 and json.loads(body)["path"] == "/x"
+        assert "watched" not in cp.acquires
+        cp.push(event(4, 3, instance("watched-1", "watched", 1, "")))  # INSTANCE_DELETE
+        wait_until(lambda: 'faas_instances{function="watched"} 0' in curl(g.url("/metrics"))[3].decode(), 5)
+        rc, status, headers, _ = curl(g.url("/function/watched/x"), mode="h2")
+        assert status == 503 and cp.acquires["watched"] == 1
+    finally:
+        p.kill()
+        p.wait(5)
+        p.stdout.close()
+
+
+def test_concurrency_limit_acquires_more_and_spec_body_limit(plane, tmp_path):
+    cp, g = plane
+    known(g, "limited")
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        res = list(ex.map(lambda i: curl(g.url("/function/limited/sleep=0.5"), mode="h2"), range(3)))
+    assert [r[1] for r in res] == [200, 200, 200]
+    assert cp.acquires["limited"] == 3  # concurrency 1: one instance per concurrent request
+    (tmp_path / "p").write_bytes(b"y" * 2000)
+    for mode in ("http1", "h2"):
+        rc, status, _, body = curl(g.url("/function/limited/up"), "--data-binary", f"@{tmp_path / 'p'}", mode=mode)
+        assert status == 413 and b"limited" in body
+
+
+def test_function_delete_answers_held_requests_404(plane):
+    cp, g = plane
+    known(g, "gone")
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(curl, g.url("/function/gone/"), mode="h2")
+        wait_until(lambda: 'faas_queue_depth{function="gone"} 1' in curl(g.url("/metrics"))[3].decode(), 5)
+        cp.push(event(2, 2, faaspb._str(1, "gone")))  # FUNCTION_DELETE
+        assert fut.result()[1] == 404
+    assert curl(g.url("/function/gone/"), mode="h2")[1] == 404

@@ -385,13 +385,18 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
         lim.cpu_millis = s->resources->cpu_millis;
         lim.pids = s->resources->pids;
     }
+    uint64_t t_mount = 0, t_limits = 0;
     if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, err, sizeof(err)) != 0 ||
-        wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err)) != 0 || send_specialize(wm, p, a, err, sizeof(err)) != 0) {
+        (t_mount = faas_now_us(), wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err))) != 0 ||
+        (t_limits = faas_now_us(), send_specialize(wm, p, a, err, sizeof(err))) != 0) {
         FAAS_ERROR("event=specialize_failed pod=%s fn=%s err=\"%s\"", p->id, s->name, err);
         pod_destroy(wm, p, "the pod could not be specialized");
         return;
     }
     a->t_sent = faas_now_us();
+    FAAS_DEBUG("event=specialize_sent pod=%s fn=%s mount_us=%llu limits_us=%llu send_us=%llu", p->id, s->name,
+               (unsigned long long)(t_mount - a->t_taken), (unsigned long long)(t_limits - t_mount),
+               (unsigned long long)(a->t_sent - t_limits));
     wm->refill_defer_us = a->t_sent + REFILL_DEFER_US;
     count(wm, &wm->cold_starts);
     publish(wm);

@@ -53,6 +53,7 @@ static struct {
     wm_cg_layout_t cg;
     hpod_t *pods;
     size_t n_pods, cap_pods;
+    int self_mnt; /* the helper's own mount namespace, to return to after a MOUNT */
 } H;
 
 typedef struct {
@@ -275,58 +276,47 @@ fail_dir:
     return -1;
 }
 
-/* Runs in a forked child: the source is opened in the host namespace, the
- * target resolved in the pod's, so neither needs to be visible in the other. */
-static void mount_child(const hreq_t *q, int errfd)
+/* The source is cloned in the host namespace, the target resolved in the pod's,
+ * so neither needs to be visible in the other. The helper does it itself (no
+ * fork: that cost milliseconds per cold start) and steps back into its own
+ * namespace, which it may since it is single-threaded. */
+static int do_mount(const hreq_t *q, hrep_t *r)
 {
     char src[PATH_MAX], dst[PATH_MAX], ns[64];
     wm_fmt(src, sizeof(src), "%s/code/%s", H.cfg.state_dir, q->arg);
     pod_dir(dst, sizeof(dst), q->pod);
     strncat(dst, "/code", sizeof(dst) - strlen(dst) - 1);
     wm_fmt(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)q->pid);
+    const char *what = "open_tree code";
+    int rc = -1, nsfd = -1;
     int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     if (tree < 0)
-        child_fail(errfd, "open_tree code");
+        goto out;
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    what = "make code read-only";
     if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0)
-        child_fail(errfd, "make code read-only");
-    int nsfd = open(ns, O_RDONLY | O_CLOEXEC);
+        goto out;
+    what = "enter pod mount namespace";
+    nsfd = open(ns, O_RDONLY | O_CLOEXEC);
     if (nsfd < 0 || setns(nsfd, CLONE_NEWNS) != 0)
-        child_fail(errfd, "enter pod mount namespace");
-    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) != 0)
-        child_fail(errfd, "mount code in pod");
-    _exit(0);
-}
-
-static int do_mount(const hreq_t *q, hrep_t *r)
-{
-    int ep[2];
-    if (pipe2(ep, O_CLOEXEC) != 0) {
-        wm_fmt(r->err, sizeof(r->err), "pipe: %s", strerror(errno));
-        return -1;
+        goto out;
+    what = "mount code in pod";
+    rc = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
+    int e = errno;
+    if (setns(H.self_mnt, CLONE_NEWNS) != 0) {
+        /* every later path would resolve in a pod: better to stop and let the WM see it */
+        FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", strerror(errno));
+        _exit(1);
     }
-    pid_t c = fork();
-    if (c == 0) {
-        close(ep[0]);
-        mount_child(q, ep[1]);
-    }
-    close(ep[1]);
-    if (c < 0) {
-        close(ep[0]);
-        wm_fmt(r->err, sizeof(r->err), "fork: %s", strerror(errno));
-        return -1;
-    }
-    char why[200];
-    ssize_t n = read(ep[0], why, sizeof(why) - 1);
-    close(ep[0]);
-    int st = 0;
-    waitpid(c, &st, 0);
-    if (n > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        why[n > 0 ? n : 0] = '\0';
-        wm_fmt(r->err, sizeof(r->err), "mount code: %s", n > 0 ? why : "helper child died");
-        return -1;
-    }
-    return 0;
+    errno = e;
+out:
+    if (rc != 0)
+        wm_fmt(r->err, sizeof(r->err), "mount code: %s: %s", what, strerror(errno));
+    if (nsfd >= 0)
+        close(nsfd);
+    if (tree >= 0)
+        close(tree);
+    return rc;
 }
 
 static int do_kill(const hreq_t *q, hrep_t *r)
@@ -498,6 +488,9 @@ int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *
         prctl(PR_SET_NAME, "faas-wm-helper", 0, 0, 0);
         H.cfg = *c;
         H.cg = *L;
+        H.self_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+        if (H.self_mnt < 0)
+            _exit(1);
         helper_loop(sv[1]);
         _exit(0);
     }

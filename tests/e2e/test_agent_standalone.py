@@ -306,7 +306,8 @@ def test_client_cancel_mid_request_leaves_agent_healthy(agent):
     for _ in range(3):
         rc, _, _, _ = curl(agent.url("/sleep?s=1"), timeout=0.3)
         assert rc == 28  # curl gave up: the stream is reset towards the agent
-        p = subprocess.run(["curl", "-s", "--max-time", "0.3", "-o", "/dev/null", agent.url("/big?n=50000000")],
+        p = subprocess.run(["curl", "-s", "--max-time", "0.5", "--limit-rate", "1M", "-o", "/dev/null",
+                            agent.url("/big?n=50000000")],
                            timeout=10)
         assert p.returncode == 28  # gave up mid-body
     rc, status, _, _ = curl(agent.url("/after-cancel"))

@@ -313,8 +313,16 @@ static void refill(wm_t *wm)
     size_t have = count_state(wm, POD_STARTING) + count_state(wm, POD_WARM);
     int spawned = 0;
     while (have < target) {
-        if (pod_spawn(wm) == NULL)
+        if (pod_spawn(wm) == NULL) {
+            /* nothing is coming for the waiters: say so now rather than at their deadline */
+            if (have == 0)
+                while (wm->waiting_pod) {
+                    wm_acq_t *a = wm->waiting_pod;
+                    wm->waiting_pod = a->next;
+                    acq_fail(wm, a, "no pod could be started on this worker");
+                }
             break;
+        }
         have++;
         spawned = 1;
     }

@@ -371,6 +371,24 @@ def test_failed_and_hung_specializations(fake_wm):
     assert leftovers(wm) == []
 
 
+def test_missing_agent_fails_fast(tmp):
+    state = os.path.join(tmp, "wm")
+    os.makedirs(os.path.join(state, "code", FAKE_SHA))
+    wm = WorkerManager(tmp, os.path.join(tmp, "no-such-agent"), pool=1, state=state)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-ok"), "timeout_ms": 8000}, "AcquireReply")
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no pod could be started" in e.value.details()
+        assert time.monotonic() - t0 < 3
+        assert "pod setup failed" in wm.log() and "no-such-agent" in wm.log()
+        assert wm.stop() == 0
+        assert leftovers(wm) == []
+    finally:
+        wm.stop(signal.SIGKILL)
+
+
 def test_overload_scales_up_to_max_instances(fake_wm):
     wm = fake_wm
     wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-overload", max_instances=3)}, "AcquireReply")

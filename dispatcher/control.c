@@ -337,7 +337,10 @@ static void sweep(void)
             disp_on_function_deleted(fn);
         for (size_t k = 0; k < fn->ninst;) {
             disp_inst_t *inst = fn->inst[k];
-            if (inst->gen != disp_g.snap_gen)
+            /* an instance we just acquired may not have reached discovery yet (the worker
+             * reports it with its next heartbeat): give it a lease's grace */
+            int fresh = inst->acquired_ms != 0 && faas_now_ms() - inst->acquired_ms < 5000;
+            if (inst->gen != disp_g.snap_gen && !fresh)
                 disp_inst_remove(inst); /* swaps the last one into k */
             else
                 k++;
@@ -408,8 +411,10 @@ static void acquired(ctl_msg_t *m)
     const Faas__Instance *pi = m->reply->instance;
     disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version ? pi->version : m->version,
                                       1, pi->concurrency, faas_now_ms());
-    if (inst != NULL)
+    if (inst != NULL) {
         inst->gen = disp_g.snap_gen;
+        inst->acquired_ms = faas_now_ms();
+    }
     disp_g.cold_starts++;
     FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s total_us=%u", m->rid, m->fn, m->ms,
               pi->id, m->reply->timing ? m->reply->timing->total_us : 0);

@@ -21,6 +21,7 @@ typedef struct disp_inst {
     int removed;   /* dropped from the table; freed when inflight reaches 0 */
     int releasing; /* Release sent */
     uint32_t gen;  /* watch snapshot generation that last saw it */
+    uint64_t acquired_ms; /* when our own Acquire returned it (0 = learned from the watch) */
     struct disp_fn *fn;
     struct disp_up *up; /* upstream connection, opened lazily */
 } disp_inst_t;

@@ -92,6 +92,9 @@ class ControlPlane:
         self.releases = []
         self.pushed = []
         self.acquire_versions = []
+        self.instances = {}
+        self.watches = 0
+        self.cut = set()
         self.agents = []
         self.lock = threading.Lock()
         ident = (lambda b: b)
@@ -109,11 +112,18 @@ class ControlPlane:
     def watch(self, req, ctx):
         worker = faaspb._str(1, "w1") + faaspb._str(2, self.addr) + faaspb._int(3, 4) + faaspb._int(4, 4)
         yield event(WORKER_PUT, 4, worker)
-        for name, (sp, _) in self.functions.items():
+        with self.lock:
+            self.watches += 1
+            mine = self.watches
+            functions = list(self.functions.values())
+            instances = list(self.instances.values())
+            sent = len(self.pushed)
+        for sp, _ in functions:
             yield event(FUNCTION_PUT, 2, sp)
+        for inst in instances:  # what worker managers reported, as real discovery would
+            yield event(INSTANCE_PUT, 3, inst)
         yield faaspb._int(1, 0)  # SNAPSHOT_END
-        sent = 0
-        while ctx.is_active():
+        while ctx.is_active() and mine not in self.cut:
             with self.lock:
                 more = self.pushed[sent:]
             for ev in more:
@@ -121,9 +131,22 @@ class ControlPlane:
             sent += len(more)
             time.sleep(0.01)
 
+        if mine in self.cut:
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, "discovery restarting")
+
     def push(self, ev):
         with self.lock:
             self.pushed.append(ev)
+
+    def cut_watch(self):
+        """Ends every open watch stream as a discovery restart would."""
+        with self.lock:
+            self.cut.update(range(1, self.watches + 1))
+
+    def forget_instance(self, iid):
+        with self.lock:
+            self.instances.pop(iid, None)
+        self.push(event(4, 3, instance(iid, "", 0, "")))  # INSTANCE_DELETE
 
     def acquire(self, req, ctx):
         # AcquireRequest.spec.name: field 1 of field 1; find the function by its encoded spec
@@ -148,13 +171,18 @@ class ControlPlane:
         line = p.stdout.readline().decode()
         assert line.startswith("READY port="), line
         port = int(line.split("=")[1])
-        inst = (faaspb._str(1, f"{name}-i{n}") + faaspb._str(2, name) + faaspb._int(3, version) +
-                faaspb._str(4, f"127.0.0.1:{port}") + faaspb._str(5, "w1") + faaspb._int(6, 1))
+        inst = instance(f"{name}-i{n}", name, version, f"127.0.0.1:{port}")
+        with self.lock:
+            self.instances[f"{name}-i{n}"] = inst
+        self.push(event(INSTANCE_PUT, 3, inst))
         return faaspb._bytes(1, inst)
 
     def release(self, req, ctx):
         with self.lock:
             self.releases.append(req)
+        iid = next((i for i in list(self.instances) if i.encode() in req), None)
+        if iid:
+            self.forget_instance(iid)
         return b""
 
     def close(self):
@@ -284,7 +312,7 @@ def crash_and_forget(cp, g, path, mode):
     n = cp.acquires.get("crashy", 0)
     out = curl(g.url("/function/crashy" + path), mode=mode)
     assert cp.acquires["crashy"] == n + 1
-    cp.push(event(4, 3, instance(f"crashy-i{n + 1}", "crashy", 1, "")))  # INSTANCE_DELETE
+    cp.forget_instance(f"crashy-i{n + 1}")
     wait_until(lambda: 'faas_instances{function="crashy"} 0' in curl(g.url("/metrics"))[3].decode(), 5)
     return out
 
@@ -307,6 +335,20 @@ def test_idle_release(plane):
     # next request cold-starts again
     assert curl(g.url("/function/idle/"), mode="h2")[1] == 200
     assert cp.acquires["idle"] == 2
+
+
+def test_discovery_restart_keeps_state(plane):
+    cp, g = plane
+    known(g, "hello")
+    assert curl(g.url("/function/hello/a"), mode="h2")[1] == 200
+    n = cp.acquires["hello"]
+    watches = cp.watches
+    cp.cut_watch()
+    wait_until(lambda: cp.watches > watches, 10, what="gateway re-watching")
+    time.sleep(0.2)  # let the new snapshot land
+    assert curl(g.url("/function/hello/b"), mode="h2")[1] == 200
+    assert cp.acquires["hello"] == n  # the warm instance survived the reconnect
+    assert "event=watch_ended" in g.logs()
 
 
 def test_zz_metrics_after_traffic(plane):
@@ -358,7 +400,7 @@ def test_watched_instance_is_used_and_delete_drops_it(plane, tmp_path):
         rc, status, _, body = curl(g.url("/function/watched/x"), mode="h2")
         assert status == 200 and json.loads(body)["path"] == "/x"
         assert "watched" not in cp.acquires
-        cp.push(event(4, 3, instance("watched-1", "watched", 1, "")))  # INSTANCE_DELETE
+        cp.forget_instance("watched-1")
         wait_until(lambda: 'faas_instances{function="watched"} 0' in curl(g.url("/metrics"))[3].decode(), 5)
         rc, status, headers, _ = curl(g.url("/function/watched/x"), mode="h2")
         assert status == 503 and cp.acquires["watched"] == 1

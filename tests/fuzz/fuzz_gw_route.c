@@ -1,3 +1,4 @@
+// FUZZ_SOURCES: gateway/route.c
 /* libFuzzer driver for the gateway's routing key parser. Checks the invariants the
  * server relies on: slices stay inside the input, a routed name is a valid function
  * name, the rest is empty or starts with '/' or '?', errors always say why. */

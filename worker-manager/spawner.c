@@ -147,6 +147,12 @@ static int pod_main(void *arg)
         child_fail(a->errpipe, "dup control fd");
     if (syscall(SYS_close_range, 5, ~0u, 0) != 0)
         child_fail(4, "close_range");
+    /* stdin is the WM's (maybe a terminal): a pod has no business reading it */
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, 0) < 0)
+        child_fail(4, "stdin from /dev/null");
+    if (devnull != 0)
+        close(devnull);
     char *argv[] = {H.cfg.agent, NULL};
     char podenv[96];
     wm_fmt(podenv, sizeof(podenv), "FAAS_POD_ID=%s", a->pod);

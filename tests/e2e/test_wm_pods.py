@@ -215,6 +215,7 @@ def test_warm_pool_pods_are_isolated_and_cleaned_up(tmp, agent):
             assert int(cg_value(wm, pod_id, "pids.max", "pids.max")) == 256
             fds = os.listdir(f"/proc/{pid}/fd")
             assert len(fds) < 16, f"pod inherited fds: {fds}"
+            assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
         assert wm.stop() == 0
         for pid in pids:
             assert not os.path.exists(f"/proc/{pid}"), f"pod process {pid} survived the WM"

@@ -164,7 +164,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         req->res.content_length = cl;
         return 0;
     }
-    if ((namelen == 10 && memcmp(name, "connection", 10) == 0) ||
+    /* h2o writes its own Date; hop-by-hop headers have no meaning past this hop */
+    if ((namelen == 4 && memcmp(name, "date", 4) == 0) || (namelen == 10 && memcmp(name, "connection", 10) == 0) ||
         (namelen == 17 && memcmp(name, "transfer-encoding", 17) == 0) ||
         (namelen == 10 && memcmp(name, "keep-alive", 10) == 0))
         return 0;

@@ -364,7 +364,8 @@ int gw_run(const gw_config_t *cfg)
     g_max_body = cfg->max_body;
     h2o_config_init(&g_conf);
     g_conf.max_request_entity_size = cfg->max_body;
-    g_conf.server_name = h2o_iovec_init(H2O_STRLIT("faas-gateway"));
+    /* no Server header of our own: a proxied response keeps the function's */
+    g_conf.server_name = h2o_iovec_init(H2O_STRLIT(""));
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));

@@ -259,6 +259,9 @@ def test_path_and_headers(plane):
     assert h["forwarded"] == "for=127.0.0.1;proto=http"
     assert 3000 < int(h["faas-deadline-ms"]) <= 4000
     assert headers["x-user"] == "yes"
+    from test_gw_basic import raw
+    head = raw(g.port, b"GET /function/hello/x HTTP/1.1\r\nHost: h\r\n\r\n").partition(b"\r\n\r\n")[0].lower()
+    assert head.count(b"\r\ndate:") == 1 and head.count(b"\r\nserver:") == 1, head
     assert json.loads(curl(g.url("/function/hello"), mode="h2")[3])["path"] == "/"
     assert json.loads(curl(g.url("/function/hello?z=1"), mode="upgrade")[3])["path"] == "/?z=1"
 

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,7 +380,16 @@ int gw_run(const gw_config_t *cfg)
                         .queue_max = cfg->queue_max,
                         .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
                         .send_error = send_error};
-    if (disp_start(&g_ctx, &dc, &err) != 0) {
+    /* the dispatcher's threads (and grpc's, started from them) inherit a mask without
+     * SIGINT/SIGTERM, so the signal lands here and interrupts the loop at once */
+    sigset_t ss, old;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &ss, &old);
+    int drc = disp_start(&g_ctx, &dc, &err);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (drc != 0) {
         FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);
         return 1;
     }

@@ -187,6 +187,9 @@ def test_flags_and_help():
 def test_signal_exits_zero(sig):
     with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
         g = Gateway(d)
+        time.sleep(0.3)  # let the watch thread start retrying: the signal must still reach the loop
+        t0 = time.monotonic()
         g.proc.send_signal(sig)
         assert g.proc.wait(5) == 0
+        assert time.monotonic() - t0 < 0.9
         g.log.close()

@@ -27,6 +27,7 @@ static h2o_globalconf_t g_conf;
 static h2o_context_t g_ctx;
 static h2o_accept_ctx_t g_accept;
 static uint64_t g_max_body;
+#define H2_BODY_SLACK (1u << 20)
 static volatile sig_atomic_t g_stop;
 
 static const char *reason_of(int status)
@@ -240,17 +241,19 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     a->fnlen = name.len;
     a->start_us = faas_now_us();
     const char *rid = request_id(req);
-    disp_fn_info_t info;
-    if (disp_lookup(name.ptr, name.len, &info) != 0) {
-        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
-                  name.ptr);
-        send_error(req, 404, name.ptr, name.len, "no such function", 0);
-        return 0;
-    }
-    if (info.max_body_bytes != 0 && req->entity.base != NULL && req->entity.len > info.max_body_bytes) {
+    disp_fn_info_t info = {0};
+    int known = disp_lookup(name.ptr, name.len, &info) == 0;
+    uint64_t limit = info.max_body_bytes != 0 && info.max_body_bytes < g_max_body ? info.max_body_bytes : g_max_body;
+    if (req->entity.base != NULL && req->entity.len > limit) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
                   name.ptr);
         send_error(req, 413, name.ptr, name.len, "request body too large", 0);
+        return 0;
+    }
+    if (!known) {
+        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
+                  name.ptr);
+        send_error(req, 404, name.ptr, name.len, "no such function", 0);
         return 0;
     }
     h2o_iovec_t path;
@@ -364,7 +367,11 @@ int gw_run(const gw_config_t *cfg)
     }
     g_max_body = cfg->max_body;
     h2o_config_init(&g_conf);
-    g_conf.max_request_entity_size = cfg->max_body;
+    /* h2o rejects bodies over its limit itself: with a 413 for HTTP/1.1 (early, from
+     * content-length) but with RST_STREAM REFUSED_STREAM for h2, which tells clients to
+     * retry. A slack above --max-body lets the usual "slightly too large" h2 body reach
+     * on_req and get a real 413; only grossly oversized h2 bodies are refused. */
+    g_conf.max_request_entity_size = cfg->max_body + H2_BODY_SLACK;
     /* no Server header of our own: a proxied response keeps the function's */
     g_conf.server_name = h2o_iovec_init(H2O_STRLIT(""));
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);

@@ -217,8 +217,9 @@ int disp_control_acquire(disp_fn_t *fn, const char *request_id)
     worker_t *w = pick_worker();
     if (w == NULL || fn->spec_pb == NULL)
         return -1;
-    uint32_t cst = disp_g.cfg.cold_start_timeout_ms ? disp_g.cfg.cold_start_timeout_ms
-                                                    : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
+    uint32_t cst = disp_g.cfg.cold_start_timeout_ms
+                       ? disp_g.cfg.cold_start_timeout_ms
+                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
     Faas__FunctionSpec *spec = faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb);
     if (spec == NULL)
         return -1;

@@ -79,8 +79,8 @@ void disp_req_fail(disp_req_t *r, int status, const char *what)
     r->done = 1;
     if (r->started) {
         /* headers are out: the only honest thing left is to break the response */
-        FAAS_WARN("event=response_aborted request_id=%s fn=%.*s msg=\"%s\"", r->rid, (int)r->fn->name_len,
-                  r->fn->name, what);
+        FAAS_WARN("event=response_aborted request_id=%s fn=%.*s msg=\"%s\"", r->rid, (int)r->fn->name_len, r->fn->name,
+                  what);
         disp_up_abort_response(r);
         return;
     }
@@ -180,14 +180,26 @@ void disp_on_function_deleted(disp_fn_t *fn)
     fail_waiters(fn, 404, "no such function");
 }
 
+/* 1 if a READY instance of the current version exists, busy or not: waiters held by a
+ * concurrency limit will get a turn when one of its requests ends. */
+static int has_current_instance(const disp_fn_t *fn)
+{
+    for (size_t k = 0; k < fn->ninst; k++) {
+        const disp_inst_t *i = fn->inst[k];
+        if (i->ready && !i->removed && !i->releasing && i->version == fn->p.version)
+            return 1;
+    }
+    return 0;
+}
+
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
 {
-    if (fn->acquiring == 0 && disp_pick(fn) == NULL)
+    if (fn->acquiring == 0 && !has_current_instance(fn))
         fail_waiters(fn, 503, why);
 }
 
-void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs,
-                  size_t nhdrs, const char *request_id)
+void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs, size_t nhdrs,
+                  const char *request_id)
 {
     disp_req_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_dispose);
     memset(r, 0, sizeof(*r));
@@ -214,8 +226,9 @@ void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path
         send_to(r, inst);
         return;
     }
-    uint32_t cst = disp_g.cfg.cold_start_timeout_ms ? disp_g.cfg.cold_start_timeout_ms
-                                                    : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
+    uint32_t cst = disp_g.cfg.cold_start_timeout_ms
+                       ? disp_g.cfg.cold_start_timeout_ms
+                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
     if (disp_wait_push(&disp_g.table, fn, &r->wait, r->start_ms, cst) != 0) {
         disp_req_fail(r, 429, "queue full");
         return;
@@ -242,11 +255,13 @@ static void on_idle_scan(h2o_timeout_entry_t *e)
 
 void disp_metrics(FILE *out)
 {
-    fprintf(out, "# HELP faas_cold_starts_total Instances acquired for requests.\n"
-                 "# TYPE faas_cold_starts_total counter\nfaas_cold_starts_total %" PRIu64 "\n",
+    fprintf(out,
+            "# HELP faas_cold_starts_total Instances acquired for requests.\n"
+            "# TYPE faas_cold_starts_total counter\nfaas_cold_starts_total %" PRIu64 "\n",
             disp_g.cold_starts);
-    fprintf(out, "# HELP faas_cold_start_failures_total Acquire calls that failed.\n"
-                 "# TYPE faas_cold_start_failures_total counter\nfaas_cold_start_failures_total %" PRIu64 "\n",
+    fprintf(out,
+            "# HELP faas_cold_start_failures_total Acquire calls that failed.\n"
+            "# TYPE faas_cold_start_failures_total counter\nfaas_cold_start_failures_total %" PRIu64 "\n",
             disp_g.acquire_failures);
     fprintf(out, "# HELP faas_queue_depth Requests held waiting for an instance.\n# TYPE faas_queue_depth gauge\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {

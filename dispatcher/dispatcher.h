@@ -8,8 +8,8 @@
 
 #include <h2o.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct {
     const char *discovery;          /* host:port of faas-discovery */
@@ -17,8 +17,7 @@ typedef struct {
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     /* Answers req with a platform error naming the function (the front end owns the
      * protocol's error format). retry_after_s > 0 adds Retry-After. */
-    void (*send_error)(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what,
-                       int retry_after_s);
+    void (*send_error)(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what, int retry_after_s);
 } disp_config_t;
 
 /* Starts the watch and worker threads and binds the dispatcher to ctx's loop. */
@@ -37,8 +36,8 @@ int disp_lookup(const char *name, size_t len, disp_fn_info_t *info);
  * needed) and streams the response back, or answers with a platform error.
  * path is what the user server sees; hdrs are the headers to send (already filtered,
  * faas-* added) and must live in req->pool. */
-void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs,
-                  size_t nhdrs, const char *request_id);
+void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs, size_t nhdrs,
+                  const char *request_id);
 
 /* Writes the dispatcher's Prometheus lines (queue depth, instances, cold starts). */
 void disp_metrics(FILE *out);

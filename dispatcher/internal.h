@@ -18,9 +18,9 @@ typedef struct disp_inst {
     uint32_t concurrency; /* from the instance; 0 = take the spec's */
     uint32_t inflight;
     uint64_t idle_since_ms;
-    int removed;   /* dropped from the table; freed when inflight reaches 0 */
-    int releasing; /* Release sent */
-    uint32_t gen;  /* watch snapshot generation that last saw it */
+    int removed;          /* dropped from the table; freed when inflight reaches 0 */
+    int releasing;        /* Release sent */
+    uint32_t gen;         /* watch snapshot generation that last saw it */
     uint64_t acquired_ms; /* when our own Acquire returned it (0 = learned from the watch) */
     struct disp_fn *fn;
     struct disp_up *up; /* upstream connection, opened lazily */
@@ -76,8 +76,8 @@ void disp_fn_set_spec(disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb
 void disp_fn_forget(disp_fn_t *fn);
 
 /* Adds or updates an instance. NULL on OOM. */
-disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id,
-                           uint64_t version, int ready, uint32_t concurrency, uint64_t now_ms);
+disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id, uint64_t version,
+                           int ready, uint32_t concurrency, uint64_t now_ms);
 disp_inst_t *disp_inst_find(disp_table_t *t, const char *id);
 /* Drops an instance from its function. Returns 1 if it was freed now (no request in
  * flight), 0 if the last disp_inst_end will free it. */
@@ -111,7 +111,6 @@ size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, si
 
 /* Called when an instance is freed (set by the upstream layer to drop its connection ref). */
 extern void (*disp_inst_free_hook)(disp_inst_t *inst);
-
 
 /* ---- loop-side glue: dispatcher.c (requests), upstream.c (h2c), control.c (threads) ---- */
 #include <h2o.h>

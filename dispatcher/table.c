@@ -101,8 +101,8 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id,
-                           uint64_t version, int ready, uint32_t concurrency, uint64_t now_ms)
+disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id, uint64_t version,
+                           int ready, uint32_t concurrency, uint64_t now_ms)
 {
     disp_inst_t *inst = NULL;
     for (size_t k = 0; k < fn->ninst; k++)

@@ -181,13 +181,31 @@ static const char *reason_phrase(int st)
     static const struct {
         int st;
         const char *r;
-    } t[] = {{200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"}, {206, "Partial Content"},
-             {301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
-             {307, "Temporary Redirect"}, {308, "Permanent Redirect"}, {400, "Bad Request"},
-             {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
-             {409, "Conflict"}, {413, "Payload Too Large"}, {422, "Unprocessable Entity"},
-             {429, "Too Many Requests"}, {500, "Internal Server Error"}, {501, "Not Implemented"},
-             {502, "Bad Gateway"}, {503, "Service Unavailable"}, {504, "Gateway Timeout"}};
+    } t[] = {{200, "OK"},
+             {201, "Created"},
+             {202, "Accepted"},
+             {204, "No Content"},
+             {206, "Partial Content"},
+             {301, "Moved Permanently"},
+             {302, "Found"},
+             {303, "See Other"},
+             {304, "Not Modified"},
+             {307, "Temporary Redirect"},
+             {308, "Permanent Redirect"},
+             {400, "Bad Request"},
+             {401, "Unauthorized"},
+             {403, "Forbidden"},
+             {404, "Not Found"},
+             {405, "Method Not Allowed"},
+             {409, "Conflict"},
+             {413, "Payload Too Large"},
+             {422, "Unprocessable Entity"},
+             {429, "Too Many Requests"},
+             {500, "Internal Server Error"},
+             {501, "Not Implemented"},
+             {502, "Bad Gateway"},
+             {503, "Service Unavailable"},
+             {504, "Gateway Timeout"}};
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
         if (t[i].st == st)
             return t[i].r;
@@ -270,8 +288,9 @@ static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t erro
     if (r->req == NULL || r->done)
         return 0;
     if (!r->started)
-        disp_req_fail(r, 502, error_code == NGHTTP2_REFUSED_STREAM ? "function refused the request"
-                                                                    : "function crashed or reset the request");
+        disp_req_fail(r, 502,
+                      error_code == NGHTTP2_REFUSED_STREAM ? "function refused the request"
+                                                           : "function crashed or reset the request");
     else if (!r->eos)
         disp_req_fail(r, 502, "function response broken");
     return 0;
@@ -296,10 +315,10 @@ static ssize_t read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
     return (ssize_t)n;
 }
 
-#define MKNV(nm, nl, v, vl)                                                                                       \
-    (nghttp2_nv)                                                                                                  \
-    {                                                                                                             \
-        (uint8_t *)(nm), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE                                         \
+#define MKNV(nm, nl, v, vl)                                                                                            \
+    (nghttp2_nv)                                                                                                       \
+    {                                                                                                                  \
+        (uint8_t *)(nm), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE                                              \
     }
 
 static void submit(disp_up_t *up, disp_req_t *r)
@@ -315,8 +334,7 @@ static void submit(disp_up_t *up, disp_req_t *r)
         nv[n++] = MKNV(r->hdrs[i].name->base, r->hdrs[i].name->len, r->hdrs[i].value.base, r->hdrs[i].value.len);
     char dl[24];
     uint64_t now = faas_now_ms();
-    int dlen = snprintf(dl, sizeof(dl), "%llu",
-                        (unsigned long long)(r->deadline_ms > now ? r->deadline_ms - now : 0));
+    int dlen = snprintf(dl, sizeof(dl), "%llu", (unsigned long long)(r->deadline_ms > now ? r->deadline_ms - now : 0));
     nv[n++] = MKNV("faas-deadline-ms", 16, dl, (size_t)dlen);
     nghttp2_data_provider prov = {.read_callback = read_body};
     int32_t id = nghttp2_submit_request(up->ng, NULL, nv, n, req->entity.base != NULL ? &prov : NULL, r);

@@ -34,10 +34,10 @@ int gw_request_id_sane(const char *s, size_t len);
 
 /* Gateway settings from the command line. */
 typedef struct {
-    const char *listen;       /* host:port */
-    const char *discovery;    /* host:port of faas-discovery */
-    uint64_t max_body;        /* bytes */
-    uint32_t queue_max;       /* per function */
+    const char *listen;             /* host:port */
+    const char *discovery;          /* host:port of faas-discovery */
+    uint64_t max_body;              /* bytes */
+    uint32_t queue_max;             /* per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     uint32_t threads;
 } gw_config_t;

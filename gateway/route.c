@@ -96,8 +96,8 @@ static int listed_in_connection(const char *name, size_t len, const char *conn, 
 
 int gw_header_is_hop(const char *name, size_t len, const char *value, size_t vlen, const char *conn, size_t connlen)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                      "upgrade", "http2-settings"};
+    static const char *const hop[] = {"connection",        "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade",    "http2-settings"};
     for (size_t k = 0; k < sizeof(hop) / sizeof(hop[0]); k++)
         if (token_eq(name, len, hop[k], strlen(hop[k])))
             return 1;

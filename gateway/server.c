@@ -33,16 +33,26 @@ static volatile sig_atomic_t g_stop;
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Error";
     }
 }
 
@@ -50,7 +60,8 @@ static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
 {
     req->res.status = status;
     req->res.reason = reason_of(status);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; charset=utf-8"));
     req->res.content_length = len;
     h2o_send_inline(req, body, len);
 }
@@ -65,7 +76,8 @@ static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen,
     }
     size_t cap = fnlen + strlen(what) + 32;
     char *body = h2o_mem_alloc_pool(&req->pool, cap);
-    int n = fnlen ? snprintf(body, cap, "function %.*s: %s\n", (int)fnlen, fn, what) : snprintf(body, cap, "%s\n", what);
+    int n =
+        fnlen ? snprintf(body, cap, "function %.*s: %s\n", (int)fnlen, fn, what) : snprintf(body, cap, "%s\n", what);
     send_text(req, status, body, (size_t)n);
 }
 
@@ -156,7 +168,8 @@ static size_t build_headers(h2o_req_t *req, gw_slice_t fn, const char *rid, h2o_
     h[n].orig_name = NULL;
     h[n++].value = join(pool, xff, ", ", ip, strlen(ip));
     char f[INET6_ADDRSTRLEN + 32];
-    int fl = v6 ? snprintf(f, sizeof(f), "for=\"[%s]\";proto=http", ip) : snprintf(f, sizeof(f), "for=%s;proto=http", ip);
+    int fl =
+        v6 ? snprintf(f, sizeof(f), "for=\"[%s]\";proto=http", ip) : snprintf(f, sizeof(f), "for=%s;proto=http", ip);
     h[n].name = &n_fwd;
     h[n].orig_name = NULL;
     h[n++].value = join(pool, fwd, ", ", f, (size_t)fl);

@@ -18,8 +18,12 @@ static disp_fn_t *mkfn(const char *name, uint32_t concurrency, uint32_t max_inst
 {
     disp_fn_t *fn = disp_fn_get(&T, name, strlen(name));
     cr_assert_not_null(fn);
-    disp_fn_params_t p = {.version = 1, .concurrency = concurrency, .max_instances = max_inst,
-                          .timeout_ms = 1000, .cold_start_timeout_ms = 500, .idle_timeout_ms = 100};
+    disp_fn_params_t p = {.version = 1,
+                          .concurrency = concurrency,
+                          .max_instances = max_inst,
+                          .timeout_ms = 1000,
+                          .cold_start_timeout_ms = 500,
+                          .idle_timeout_ms = 100};
     disp_fn_set_spec(fn, &p, NULL, 0);
     return fn;
 }

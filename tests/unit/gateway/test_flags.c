@@ -25,7 +25,13 @@ Test(flags, values_both_forms)
 {
     gw_config_t c;
     const char *err = NULL;
-    char *argv[] = {"gw", "--listen", "127.0.0.1:9", "--max-body=100", "--queue-max", "5", "--cold-start-timeout-ms=7",
+    char *argv[] = {"gw",
+                    "--listen",
+                    "127.0.0.1:9",
+                    "--max-body=100",
+                    "--queue-max",
+                    "5",
+                    "--cold-start-timeout-ms=7",
                     "--discovery=127.0.0.1:1"};
     cr_assert_eq(parse(&c, &err, 8, argv), 0, "%s", err);
     cr_assert_str_eq(c.listen, "127.0.0.1:9");

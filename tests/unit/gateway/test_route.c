@@ -8,7 +8,8 @@ static int parse(const char *p, gw_slice_t *name, gw_slice_t *rest, const char *
     return gw_route_parse(p, strlen(p), name, rest, err);
 }
 
-#define SLICE_EQ(s, lit) cr_assert(s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0, "got '%.*s' want '%s'", (int)s.len, s.ptr, lit)
+#define SLICE_EQ(s, lit)                                                                                               \
+    cr_assert(s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0, "got '%.*s' want '%s'", (int)s.len, s.ptr, lit)
 
 Test(route, name_and_rest)
 {
@@ -45,9 +46,21 @@ Test(route, other_paths)
 Test(route, malformed)
 {
     gw_slice_t n, r;
-    const char *bad[] = {"", "function/x", "/function/", "/function", "/function?x", "/function//x",
-                         "/function/Hello", "/function/-x", "/function/a b", "/function/a\x01", "/function/%41",
-                         "/function/a_b", "/x\x7f", "http://h/function/x", "/function/\xc3\xa9"};
+    const char *bad[] = {"",
+                         "function/x",
+                         "/function/",
+                         "/function",
+                         "/function?x",
+                         "/function//x",
+                         "/function/Hello",
+                         "/function/-x",
+                         "/function/a b",
+                         "/function/a\x01",
+                         "/function/%41",
+                         "/function/a_b",
+                         "/x\x7f",
+                         "http://h/function/x",
+                         "/function/\xc3\xa9"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *err = NULL;
         cr_assert_eq(parse(bad[i], &n, &r, &err), GW_ERR_MALFORMED, "%s", bad[i]);

@@ -435,3 +435,27 @@ def test_function_delete_answers_held_requests_404(plane):
         cp.push(event(2, 2, faaspb._str(1, "gone")))  # FUNCTION_DELETE
         assert fut.result()[1] == 404
     assert curl(g.url("/function/gone/"), mode="h2")[1] == 404
+
+
+@pytest.mark.parametrize("mode", ["http1", "h2"])
+def test_slow_client_backpressure_and_abort(plane, mode):
+    """A slow reader of a 100 MB body must not make the gateway buffer it; leaving
+    mid-body must cancel the upstream stream and leave the gateway healthy."""
+    cp, g = plane
+    known(g, "hello")
+
+    def rss_kb():
+        with open(f"/proc/{g.proc.pid}/status") as f:
+            return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+    before = rss_kb()
+    flag = "--http2-prior-knowledge" if mode == "h2" else "--http1.1"
+    p = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--limit-rate", "4M", flag,
+                          g.url("/function/hello/big?n=100000000")])
+    try:
+        time.sleep(2)
+        assert p.poll() is None
+        assert rss_kb() - before < 32 * 1024, (before, rss_kb())
+    finally:
+        p.kill()
+        p.wait(5)
+    assert curl(g.url("/function/hello/after"), mode=mode)[1] == 200

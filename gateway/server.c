@@ -144,6 +144,8 @@ static size_t build_headers(h2o_req_t *req, gw_slice_t fn, const char *rid, h2o_
         h2o_iovec_t *nm = e->name;
         if (nm == &H2O_TOKEN_HOST->buf)
             continue; /* carried as :authority */
+        if (nm == &H2O_TOKEN_EXPECT->buf)
+            continue; /* h2o has read the whole body already: nothing left to expect */
         if (gw_header_is_hop(nm->base, nm->len, e->value.base, e->value.len, conn.base, conn.len))
             continue;
         if (nm == &H2O_TOKEN_X_FORWARDED_FOR->buf) {

@@ -248,13 +248,14 @@ def test_path_and_headers(plane):
     known(g, "hello")
     rc, status, headers, body = curl(g.url("/function/hello/some/path?q=1&r=a%20b"), "-H", "x-request-id: rid-7",
                                      "-H", "Connection: x-secret", "-H", "x-secret: 1", "-H", "faas-deadline-ms: 1",
-                                     "-H", "x-forwarded-for: 10.1.1.1", "-H", "x-keep: 2", mode="http1")
+                                     "-H", "x-forwarded-for: 10.1.1.1", "-H", "x-keep: 2", "-H", "Expect: 100-continue",
+                                     mode="http1")
     assert status == 200, body
     got = json.loads(body)
     h = got["headers"]
     assert got["path"] == "/some/path?q=1&r=a%20b"
     assert h["faas-request-id"] == "rid-7" and h["faas-function"] == "hello"
-    assert "x-secret" not in h and h["x-keep"] == "2"
+    assert "x-secret" not in h and h["x-keep"] == "2" and "expect" not in h
     assert h["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
     assert h["forwarded"] == "for=127.0.0.1;proto=http"
     assert 3000 < int(h["faas-deadline-ms"]) <= 4000

@@ -16,8 +16,6 @@
 #include <unistd.h>
 
 #include <h2o.h>
-#include <h2o/http1.h>
-#include <h2o/http2.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -286,28 +284,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- listener ---- */
 
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/* h2o's HTTP/1 parser does not take the h2 preface, so peek at the first bytes of a
- * connection and give prior-knowledge clients straight to the h2 server. */
-static void on_sniff(h2o_socket_t *sock, const char *err)
-{
-    if (err != NULL) {
-        h2o_socket_close(sock);
-        return;
-    }
-    size_t n = sock->input->size < 24 ? sock->input->size : 24;
-    if (memcmp(sock->input->bytes, h2_preface, n) != 0) {
-        h2o_socket_read_stop(sock);
-        h2o_http1_accept(&g_accept, sock, *(struct timeval *)sock->data);
-        return;
-    }
-    if (n < 24)
-        return; /* maybe the preface: wait for the rest */
-    h2o_socket_read_stop(sock);
-    h2o_http2_accept(&g_accept, sock, *(struct timeval *)sock->data);
-}
-
+/* h2o_accept serves HTTP/1.1, h2c Upgrade and (checked with 2.2.5) h2c prior
+ * knowledge: its HTTP/1 parser recognises the preface and switches to HTTP/2. */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     if (err != NULL)
@@ -316,10 +294,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
-        static struct timeval tv; /* only read synchronously by the accept calls */
-        gettimeofday(&tv, NULL);
-        sock->data = &tv;
-        h2o_socket_read_start(sock, on_sniff);
+        h2o_accept(&g_accept, sock);
     }
 }
 

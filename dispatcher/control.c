@@ -120,7 +120,11 @@ static void *watch_main(void *arg)
             backoff = 100;
         FAAS_WARN("event=watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, errbuf, backoff);
         usleep(backoff * 1000);
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        /* a fresh channel: grpc's own reconnect backoff (up to minutes) must not
+         * delay the watch once discovery is back; we pace retries ourselves */
+        faas_rpc_channel_close(ch);
+        ch = faas_rpc_channel_open(addr);
     }
     return NULL;
 }

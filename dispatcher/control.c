@@ -54,27 +54,56 @@ static job_t *jhead, **jtail = &jhead;
 static worker_t *workers;
 static size_t nworkers, capworkers, rr;
 
-/* ---- channels, shared by the pool threads ---- */
-static pthread_mutex_t chmu = PTHREAD_MUTEX_INITIALIZER;
-static struct {
+/* ---- channels, shared by the pool threads ----
+ * One per worker manager address, refcounted: a channel whose call failed with
+ * UNAVAILABLE is retired (closed when its last user is done) so a restarted worker
+ * manager is reached at once instead of after grpc's reconnect backoff. */
+typedef struct chan {
+    struct chan *next;
     char addr[128];
     faas_rpc_channel_t *ch;
-} chans[32];
-static size_t nchans;
+    int refs, stale;
+    uint64_t opened_ms;
+} chan_t;
 
-static faas_rpc_channel_t *channel_for(const char *addr)
+static pthread_mutex_t chmu = PTHREAD_MUTEX_INITIALIZER;
+static chan_t *chans;
+
+static chan_t *chan_get(const char *addr)
 {
-    faas_rpc_channel_t *ch = NULL;
     pthread_mutex_lock(&chmu);
-    for (size_t i = 0; i < nchans; i++)
-        if (strcmp(chans[i].addr, addr) == 0)
-            ch = chans[i].ch;
-    if (ch == NULL && (ch = faas_rpc_channel_open(addr)) != NULL && nchans < 32) {
-        snprintf(chans[nchans].addr, sizeof(chans[nchans].addr), "%s", addr);
-        chans[nchans++].ch = ch;
+    chan_t *c = chans;
+    while (c != NULL && (c->stale || strcmp(c->addr, addr) != 0))
+        c = c->next;
+    if (c == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+        snprintf(c->addr, sizeof(c->addr), "%s", addr);
+        c->ch = faas_rpc_channel_open(addr);
+        c->opened_ms = faas_now_ms();
+        c->next = chans;
+        chans = c;
+    }
+    if (c != NULL)
+        c->refs++;
+    pthread_mutex_unlock(&chmu);
+    return c;
+}
+
+static void chan_put(chan_t *c, int rc)
+{
+    pthread_mutex_lock(&chmu);
+    /* a channel younger than a second has just been (re)made: keep it */
+    if (c->ch == NULL || (rc == FAAS_RPC_UNAVAILABLE && faas_now_ms() - c->opened_ms > 1000))
+        c->stale = 1;
+    if (--c->refs == 0 && c->stale) {
+        for (chan_t **pp = &chans; *pp != NULL; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        faas_rpc_channel_close(c->ch);
+        free(c);
     }
     pthread_mutex_unlock(&chmu);
-    return ch;
 }
 
 static void post(ctl_msg_t *m)
@@ -133,7 +162,8 @@ static void *watch_main(void *arg)
 
 static void run_acquire(job_t *j)
 {
-    faas_rpc_channel_t *ch = channel_for(j->addr);
+    chan_t *c = chan_get(j->addr);
+    faas_rpc_channel_t *ch = c != NULL ? c->ch : NULL;
     ctl_msg_t *m = calloc(1, sizeof(*m));
     snprintf(m->fn, sizeof(m->fn), "%s", j->fn);
     snprintf(m->rid, sizeof(m->rid), "%s", j->rid);
@@ -145,6 +175,8 @@ static void run_acquire(job_t *j)
                         : faas_rpc_unary(ch, "/faas.WorkerManager/Acquire", j->pb, j->len, (int)j->timeout_ms + 1000,
                                          &resp, &rlen, m->err, sizeof(m->err));
     m->ms = (faas_now_us() - t0) / 1000;
+    if (c != NULL)
+        chan_put(c, rc);
     if (rc == 0) {
         m->reply = faas__acquire_reply__unpack(NULL, rlen, resp);
         if (m->reply == NULL || m->reply->instance == NULL || m->reply->instance->endpoint[0] == '\0') {
@@ -161,13 +193,16 @@ static void run_acquire(job_t *j)
 
 static void run_release(job_t *j)
 {
-    faas_rpc_channel_t *ch = channel_for(j->addr);
+    chan_t *c = chan_get(j->addr);
+    faas_rpc_channel_t *ch = c != NULL ? c->ch : NULL;
     uint8_t *resp = NULL;
     size_t rlen = 0;
     char err[200] = "";
     int rc = ch == NULL ? -1
                         : faas_rpc_unary(ch, "/faas.WorkerManager/Release", j->pb, j->len, 5000, &resp, &rlen, err,
                                          sizeof(err));
+    if (c != NULL)
+        chan_put(c, rc);
     if (rc != 0)
         FAAS_WARN("event=release_failed fn=%s rc=%d err=\"%s\"", j->fn, rc, err);
     free(resp);

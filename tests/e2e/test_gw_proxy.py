@@ -85,7 +85,7 @@ FUNCTION_PUT, INSTANCE_PUT, WORKER_PUT = 1, 3, 5
 class ControlPlane:
     """Discovery Watch + WorkerManager Acquire/Release on one gRPC port."""
 
-    def __init__(self, tmpdir, functions):
+    def __init__(self, tmpdir, functions, port=0):
         self.tmpdir = tmpdir
         self.functions = functions  # name -> (spec bytes, behaviour dict)
         self.acquires = {}
@@ -105,7 +105,7 @@ class ControlPlane:
             "Release": grpc.unary_unary_rpc_method_handler(self.release, ident, ident)})
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(32))
         self.server.add_generic_rpc_handlers((disc, wm))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.addr = f"127.0.0.1:{self.port}"
         self.server.start()
 
@@ -460,3 +460,34 @@ def test_slow_client_backpressure_and_abort(plane, mode):
         p.kill()
         p.wait(5)
     assert curl(g.url("/function/hello/after"), mode=mode)[1] == 200
+
+
+def test_control_plane_restart(tmp_path):
+    """Discovery and the worker manager go away and come back on the same address:
+    the gateway keeps serving warm instances meanwhile and cold-starts again soon after."""
+    funcs = {"a": (spec("a"), {"delay": 0.05}), "b": (spec("b"), {"delay": 0.05})}
+    cp = ControlPlane(str(tmp_path), funcs)
+    g = Gateway(str(tmp_path), discovery=cp.addr)
+    try:
+        known(g, "a")
+        assert curl(g.url("/function/a/"), mode="h2")[1] == 200
+        cp.server.stop(0)
+        time.sleep(0.5)
+        assert curl(g.url("/function/a/"), mode="h2")[1] == 200  # warm instance, no control plane
+        rc, status, headers, _ = curl(g.url("/function/b/"), mode="h2")
+        assert status == 503 and "retry-after" in headers  # a cold start cannot happen now
+        time.sleep(3)  # long enough for grpc's reconnect backoff to grow
+        cp2 = ControlPlane(str(tmp_path), funcs, port=cp.port)
+        try:
+            t0 = time.monotonic()
+            wait_until(lambda: curl(g.url("/function/b/"), mode="h2")[1] == 200, 10, interval=0.2,
+                       what="cold start after the restart")
+            assert time.monotonic() - t0 < 5
+            assert cp2.acquires.get("b") == 1
+        finally:
+            assert g.stop() == 0
+            cp2.close()
+    finally:
+        if g.proc.poll() is None:
+            g.stop()
+        cp.close()

@@ -455,7 +455,10 @@ def test_slow_client_backpressure_and_abort(plane, mode):
     try:
         time.sleep(2)
         assert p.poll() is None
-        assert rss_kb() - before < 32 * 1024, (before, rss_kb())
+        # ASan's quarantine keeps every freed buffer for a while: only a plain build says something
+        with open(g.proc.args[0], "rb") as f:
+            asan = b"__asan_init" in f.read()
+        assert asan or rss_kb() - before < 32 * 1024, (before, rss_kb())
     finally:
         p.kill()
         p.wait(5)

@@ -24,6 +24,10 @@ enum {
  * GW_ERR_MALFORMED with *err set. Pure: no allocation, no I/O. */
 int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *rest, const char **err);
 
+/* Host-based routing: if host (port allowed) is "<name>.<domain>" with a valid
+ * function name, fills name and returns 0; -1 otherwise. Case-insensitive. Pure. */
+int gw_route_host(const char *host, size_t len, const char *domain, size_t dlen, gw_slice_t *name);
+
 /* 1 if a request header must not be forwarded (hop-by-hop, RFC 7230 s6.1).
  * name is lower case; conn is the client's Connection header value (may be empty);
  * te_value is the header's value (te: only "trailers" passes). */
@@ -40,6 +44,7 @@ typedef struct {
     uint32_t queue_max;             /* per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     uint32_t threads;
+    const char *domain; /* "" = no Host-based routing */
 } gw_config_t;
 
 /* Parses argv into cfg; 0, 1 for --help (usage printed), or -1 with *err set. */

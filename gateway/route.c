@@ -70,6 +70,39 @@ int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *r
     return GW_ROUTE_FUNCTION;
 }
 
+int gw_route_host(const char *host, size_t len, const char *domain, size_t dlen, gw_slice_t *name)
+{
+    name->ptr = host;
+    name->len = 0;
+    if (dlen == 0)
+        return -1;
+    /* strip a port, but not from a bracketed IPv6 literal (never a function host) */
+    for (size_t i = len; i > 0; i--) {
+        if (host[i - 1] == ':') {
+            len = i - 1;
+            break;
+        }
+        if (host[i - 1] < '0' || host[i - 1] > '9')
+            break;
+    }
+    if (len > 0 && host[len - 1] == '.')
+        len--; /* absolute form "fn.example.com." */
+    if (len < dlen + 2 || host[len - dlen - 1] != '.' || strncasecmp(host + len - dlen, domain, dlen) != 0)
+        return -1;
+    size_t nlen = len - dlen - 1;
+    if (nlen == 0 || nlen > 63)
+        return -1;
+    for (size_t k = 0; k < nlen; k++) {
+        unsigned char c = (unsigned char)host[k];
+        if (c >= 'A' && c <= 'Z')
+            return -1; /* names are lower case; h2o keeps the Host as sent */
+        if (!name_char(c, k == 0))
+            return -1;
+    }
+    name->len = nlen;
+    return 0;
+}
+
 static int token_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
     return alen == blen && strncasecmp(a, b, alen) == 0;

@@ -25,6 +25,8 @@ static h2o_globalconf_t g_conf;
 static h2o_context_t g_ctx;
 static h2o_accept_ctx_t g_accept;
 static uint64_t g_max_body;
+static const char *g_domain;
+static size_t g_domain_len;
 #define H2_BODY_SLACK (1u << 20)
 static volatile sig_atomic_t g_stop;
 
@@ -237,6 +239,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         send_error(req, 400, NULL, 0, err, 0);
         return 0;
     }
+    /* Host "<name>.<domain>" owns the whole path, /healthz and /metrics included */
+    gw_slice_t hname;
+    if (g_domain_len != 0 &&
+        gw_route_host(req->authority.base, req->authority.len, g_domain, g_domain_len, &hname) == 0) {
+        name = hname;
+        rest.ptr = req->path.base;
+        rest.len = req->path.len;
+        rc = GW_ROUTE_FUNCTION;
+    }
     if (rc == GW_ROUTE_OTHER) {
         gw_metrics_other();
         if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/healthz"))) {
@@ -356,6 +367,8 @@ int gw_run(const gw_config_t *cfg)
         return 1;
     }
     g_max_body = cfg->max_body;
+    g_domain = cfg->domain;
+    g_domain_len = strlen(cfg->domain);
     h2o_config_init(&g_conf);
     /* h2o rejects bodies over its limit itself: with a 413 for HTTP/1.1 (early, from
      * content-length) but with RST_STREAM REFUSED_STREAM for h2, which tells clients to
@@ -418,13 +431,14 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static const char usage[] =
     "usage: faas-gateway [--listen ADDR] [--discovery ADDR] [--max-body BYTES] [--queue-max N]\n"
-    "                    [--cold-start-timeout-ms MS] [--threads N]\n"
+    "                    [--cold-start-timeout-ms MS] [--threads N] [--domain D]\n"
     "  --listen ADDR               HTTP/1.1 + h2c listener (default 127.0.0.1:8080)\n"
     "  --discovery ADDR            faas-discovery gRPC address (default 127.0.0.1:7100)\n"
     "  --max-body BYTES            largest request body (default 8388608)\n"
     "  --queue-max N               requests held per function during cold start (default 1024)\n"
     "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
-    "  --threads N                 event loop threads (only 1 for now)\n";
+    "  --threads N                 event loop threads (only 1 for now)\n"
+    "  --domain D                  also route Host <name>.D to function <name> (default: off)\n";
 
 int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
 {
@@ -435,6 +449,7 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
     cfg->queue_max = 1024;
     cfg->cold_start_timeout_ms = 0;
     cfg->threads = 1;
+    cfg->domain = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -463,6 +478,8 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
             cfg->listen = v;
         else if (IS("--discovery"))
             cfg->discovery = v;
+        else if (IS("--domain") && v[0] != '.')
+            cfg->domain = v;
         else if (IS("--max-body") && parse_u64(v, &n) == 0 && n > 0)
             cfg->max_body = n;
         else if (IS("--queue-max") && parse_u64(v, &n) == 0 && n > 0 && n <= 1000000)

@@ -494,3 +494,22 @@ def test_control_plane_restart(tmp_path):
         if g.proc.poll() is None:
             g.stop()
         cp.close()
+
+
+def test_host_based_routing(plane, tmp_path):
+    cp, _ = plane
+    g = Gateway(str(tmp_path), discovery=cp.addr, extra=["--domain", "fn.test"])
+    try:
+        known(g, "hello")
+        for mode in ("http1", "h2"):
+            rc, status, _, body = curl(g.url("/metrics?x=1"), "-H", "Host: hello.fn.test:8080", mode=mode)
+            assert status == 200, body
+            got = json.loads(body)
+            assert got["path"] == "/metrics?x=1" and got["headers"]["faas-function"] == "hello"
+            assert got["headers"]["host"] == "hello.fn.test:8080"
+        assert curl(g.url("/"), "-H", "Host: nosuch.fn.test", mode="h2")[1] == 404
+        assert curl(g.url("/healthz"), "-H", "Host: other.example", mode="h2")[1] == 200
+        out = curl(g.url("/function/hello/p"), mode="h2")
+        assert out[1] == 200 and json.loads(out[3])["path"] == "/p", out
+    finally:
+        assert g.stop() == 0

@@ -38,5 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* header helpers see the same bytes in the server */
     (void)gw_header_is_hop(p, size, p, size, p, size);
     (void)gw_request_id_sane(p, size);
+    gw_slice_t hn;
+    if (size > 0 && gw_route_host(p, size, p + size / 2, size - size / 2, &hn) == 0 &&
+        (hn.len == 0 || hn.len > 63 || hn.ptr != p))
+        abort();
     return 0;
 }

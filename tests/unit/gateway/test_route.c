@@ -112,3 +112,27 @@ Test(headers, request_id)
     cr_assert(gw_request_id_sane(big, 64));
     cr_assert(!gw_request_id_sane(big, 65));
 }
+
+static int host(const char *h, const char *d, gw_slice_t *n)
+{
+    return gw_route_host(h, strlen(h), d, strlen(d), n);
+}
+
+Test(route, host_based)
+{
+    gw_slice_t n;
+    cr_assert_eq(host("hello.fn.example.com", "fn.example.com", &n), 0);
+    SLICE_EQ(n, "hello");
+    cr_assert_eq(host("hello.fn.example.com:8080", "fn.example.com", &n), 0);
+    SLICE_EQ(n, "hello");
+    cr_assert_eq(host("a-1.FN.example.com.", "fn.example.com", &n), 0);
+    SLICE_EQ(n, "a-1");
+    cr_assert_eq(host("fn.example.com", "fn.example.com", &n), -1);
+    cr_assert_eq(host(".fn.example.com", "fn.example.com", &n), -1);
+    cr_assert_eq(host("a.b.fn.example.com", "fn.example.com", &n), -1);
+    cr_assert_eq(host("Hello.fn.example.com", "fn.example.com", &n), -1);
+    cr_assert_eq(host("hellofn.example.com", "fn.example.com", &n), -1);
+    cr_assert_eq(host("hello.fn.example.com", "", &n), -1);
+    cr_assert_eq(host("127.0.0.1:8080", "0.0.1", &n), 0); /* the operator picks a sane domain */
+    cr_assert_eq(host("[::1]:80", "1]", &n), -1);
+}

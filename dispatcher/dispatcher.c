@@ -57,12 +57,14 @@ static void unlink_timer(h2o_timeout_entry_t *e)
 }
 
 /* Stops counting r against its instance (frees a removed instance when last). */
-static void end_inflight(disp_req_t *r)
+/* 1 if r was counted against an instance (now it is not). */
+static int end_inflight(disp_req_t *r)
 {
     if (r->inst == NULL)
-        return;
+        return 0;
     disp_inst_end(r->inst, faas_now_ms());
     r->inst = NULL;
+    return 1;
 }
 
 void disp_req_fail(disp_req_t *r, int status, const char *what)
@@ -110,7 +112,9 @@ static void on_dispose(void *p)
         disp_wait_remove(r->fn, &r->wait);
     if (r->up != NULL)
         disp_up_cancel(r);
-    end_inflight(r);
+    /* the client left mid-request: its slot can serve a held request */
+    if (end_inflight(r) && r->fn != NULL && r->fn->nwaiters != 0)
+        disp_on_instance_ready(r->fn);
     if (r->recv_buf != NULL)
         h2o_buffer_dispose(&r->recv_buf);
     if (r->send_buf != NULL)

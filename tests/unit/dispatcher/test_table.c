@@ -210,3 +210,51 @@ Test(table, remove_waits_for_inflight)
     cr_assert_eq(freed, 1);
     disp_inst_free_hook = NULL;
 }
+
+Test(table, forgotten_function_releases_idle_instances_at_once)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    fn->p.idle_timeout_ms = 1000000;
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    disp_inst_t *out[4];
+    cr_assert_eq(disp_idle_collect(&T, 10, out, 4), 0);
+    disp_fn_forget(fn);
+    cr_assert_eq(disp_idle_collect(&T, 10, out, 4), 1);
+    cr_assert_eq(out[0], i1);
+}
+
+Test(table, waiting_acquire_then_more_waiters_with_limit)
+{
+    disp_table_init(&T, 1024);
+    disp_fn_t *fn = mkfn("a", 2, 0);
+    static disp_waiter_t w[6];
+    for (int i = 0; i < 2; i++)
+        disp_wait_push(&T, fn, &w[i], 0, 100);
+    cr_assert_eq(disp_acquire_needed(fn), 1);
+    fn->acquiring = 1;
+    /* the instance arrives and takes both; two more come while it is busy */
+    disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
+    fn->acquiring = 0;
+    for (int i = 0; i < 2; i++) {
+        disp_wait_pop(fn);
+        disp_inst_begin(disp_pick(fn));
+    }
+    cr_assert_eq(i1->inflight, 2);
+    for (int i = 2; i < 4; i++)
+        disp_wait_push(&T, fn, &w[i], 0, 100);
+    cr_assert_null(disp_pick(fn));
+    cr_assert_eq(disp_acquire_needed(fn), 1);
+    /* a request ends: one held request can go to i1 */
+    disp_inst_end(i1, 5);
+    cr_assert_eq(disp_pick(fn), i1);
+}
+
+Test(table, instance_before_its_function)
+{
+    disp_fn_t *fn = disp_fn_get(&T, "late", 4);
+    disp_inst_put(fn, "i1", "e", "w", 3, 1, 0, 0);
+    cr_assert_eq(fn->known, 0);
+    disp_fn_params_t p = {.version = 3};
+    disp_fn_set_spec(fn, &p, NULL, 0);
+    cr_assert_not_null(disp_pick(fn));
+}

@@ -366,7 +366,11 @@ static void up_kill(disp_up_t *up, const char *why)
     if (up->dead)
         return;
     up->dead = 1;
-    FAAS_WARN("event=upstream_closed endpoint=%s reason=\"%s\"", up->endpoint, why);
+    /* an idle connection closing (its pod released) is routine; one with requests on it is not */
+    if (h2o_linklist_is_empty(&up->reqs))
+        FAAS_INFO("event=upstream_closed endpoint=%s reason=\"%s\"", up->endpoint, why);
+    else
+        FAAS_WARN("event=upstream_closed endpoint=%s reason=\"%s\"", up->endpoint, why);
     for (disp_up_t **pp = &disp_g.ups; *pp != NULL; pp = &(*pp)->next)
         if (*pp == up) {
             *pp = up->next;

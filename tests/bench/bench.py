@@ -540,22 +540,58 @@ def scen_mem(s, a, res):
           f"over {held} connections", file=sys.stderr, flush=True)
 
 
+def _syscalls_per_request(s, a, pids):
+    """strace -c on every thread of each pid during a wrk c16 run: syscalls per request by name."""
+    tracers = {}
+    for name, pid in pids.items():
+        argv = ["strace", "-c", "-q", "-o", os.path.join(a.profile, f"{name}-strace.txt")]
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            argv += ["-p", tid]
+        tracers[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # let strace attach (its overhead slows the run; only counts are used)
+    r = wrk(s.urls("/hello")["platform"], 16, a.seconds)
+    out = {}
+    for name, t in tracers.items():
+        t.send_signal(signal.SIGINT)
+        t.wait(timeout=30)
+        calls = {}
+        for line in read(os.path.join(a.profile, f"{name}-strace.txt")).splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+                calls[f[-1]] = int(f[3])
+        out[name] = {k: v / max(r["requests"], 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+    return out
+
+
 def profile(s, a, res):
-    """perf record (cpu-clock, call graphs) of the gateway and the agent during a c16 GET run."""
+    """perf record (cpu-clock, call graphs) of the gateway and the agent during a c16 GET run, then
+    syscalls per request (strace -c). Reports land in a.profile; a summary in res["profile"]."""
     os.makedirs(a.profile, exist_ok=True)
     data = os.path.join(a.profile, "perf.data")
-    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data, "-p",
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g", "-o", data, "-p",
                             f"{s.gw_pid},{s.agent_pid}", "--", "sleep", str(a.seconds)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.2)
     wrk(s.urls("/hello")["platform"], 16, a.seconds)
     rec.wait(timeout=60)
-    for pid, name in ((s.gw_pid, "gateway"), (s.agent_pid, "agent")):
-        for mode, extra in (("flat", ["--no-children"]), ("children", ["--children"])):
-            out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--pid", str(pid), "--sort", "sym",
-                                  "-g", "none", "--percent-limit", "0.7", *extra], capture_output=True, text=True)
+    pids = {"gateway": s.gw_pid, "agent": s.agent_pid}
+    reports = (("dso", ["--no-children", "--sort", "dso", "--percent-limit", "0.5"]),
+               ("flat", ["--no-children", "--sort", "dso,sym", "--percent-limit", "0.4"]),
+               ("inclusive", ["--children", "--sort", "sym", "--percent-limit", "2"]))
+    for name, pid in pids.items():
+        for mode, extra in reports:
+            out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--pid", str(pid), "--percentage",
+                                  "relative", "-g", "none", *extra], capture_output=True, text=True)
             with open(os.path.join(a.profile, f"{name}-{mode}.txt"), "w") as f:
                 f.write(out.stdout)
+    if shutil.which("strace"):
+        sc = _syscalls_per_request(s, a, pids)
+        with open(os.path.join(a.profile, "syscalls-per-request.json"), "w") as f:
+            json.dump(sc, f, indent=1)
+        res["syscalls"] = sc
+        for name, calls in sc.items():
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(calls.items())[:8])
+            print(f"  {name} syscalls per request: {top}", file=sys.stderr, flush=True)
     print(f"  profile written to {a.profile}", file=sys.stderr, flush=True)
 
 
@@ -638,6 +674,12 @@ def table(res, m, cm, a):
                   "exec": "phase: user-server exec", "ready": "phase: readiness (exec -> accepts)",
                   "wm_other": "phase: rest inside the worker manager",
                   "outside_wm": "phase: outside the WM (dispatch, Acquire RPC, first proxied request)"}
+        ph = {k: cs[k]["p50"] for k in ("queue", "code", "specialize", "exec", "ready", "wm_other",
+                                          "outside_wm") if cs[k]["n"]}
+        if ph:
+            top = max(ph, key=ph.get)
+            add("cold start: dominant phase at p50", 1, "platform", labels[top].replace("phase: ", ""),
+                f_us(ph[top]), "", f"{ph[top] / c['p50'] * 100:.0f}% of the client p50", "", "", "")
         for k, label in labels.items():
             v = cs[k]
             if v["n"]:
@@ -685,6 +727,13 @@ def table(res, m, cm, a):
         "h2c: concurrency = clients x streams (1x1, 4x4, 8x16); the user server speaks HTTP/1.1 only, so the "
         "direct row is h2load --h1 against it. plat/direct and plat/nginx: ratio of req/s, then of p50.",
         "CPU per request: the plat/direct column is gw+agent over the user server's own CPU per request.",
+        "Memory: the gateway's figure is (RSS with the connections - RSS before) / connections it held "
+        "(counted from its fd table); h2o closes idle keep-alive connections after 10 s, so they are opened "
+        "in batches and measured at once. Pss divides shared pages among the processes mapping them.",
+        "Discovery propagation: 10 watcher processes (python grpc) and one heartbeating fake worker on a "
+        "discovery of its own; includes the python clients' receive path.",
+        "The load average in the header is the machine's at the start: other work on these 2 cores shows "
+        "up in every figure (mostly in p99 and in the floor).",
         "Cold start phases come from the worker manager's event=acquired and the gateway's event=cold_start "
         "log lines; the client figure is measured by the harness around one GET.",
     ]

@@ -1,0 +1,38 @@
+#!/bin/bash
+# The benchmark harness of issue 3: `make bench` runs `tests/bench/run.sh <abs build dir>`.
+#
+#   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
+#                                [--only http1,h2,grpc,thrift,cold,disc,mem] [--profile DIR] [--keep]
+#
+# Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints
+# one markdown table and writes it to tests/bench/results/<YYYY-MM-DD>-<short commit>.md.
+# Exits non-zero only when the harness itself breaks, never because a bar is not met.
+# See docs/performance.md.
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+build=$(cd "$1" && pwd)
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+for tool in wrk h2load nginx cc /usr/bin/python3; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing" >&2; exit 1; }
+done
+for bin in faas-discovery faas-workermgr faas-gateway faas-agent faasctl; do
+    [ -x "$build/$bin" ] || { echo "run.sh: $build/$bin is missing (make BUILD=$build all)" >&2; exit 1; }
+done
+[ -x "$root/examples/hello-http/hello" ] || { echo "run.sh: examples/hello-http/hello is missing" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run.sh: needs root (pods, namespaces)" >&2; exit 1; }
+
+# the floor launcher (tests/bench/floor.c), into the build dir
+cc -O2 -Wall -Wextra -Werror -o "$build/bench-floor" "$here/floor.c"
+
+short=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+out="$here/results/$(date -u +%Y-%m-%d)-$short.md"
+mkdir -p "$here/results"
+
+exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" --out "$out" "$@"

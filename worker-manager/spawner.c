@@ -134,6 +134,11 @@ static int pod_main(void *arg)
             child_fail(a->errpipe, a->cg_procs[i]);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
         child_fail(a->errpipe, "mount /proc");
+    /* Hold the agent binary open across the /tmp mount: a build tree under
+     * /tmp (a CI checkout, say) would be hidden by the pod's fresh tmpfs. */
+    int agent_fd = open(H.cfg.agent, O_PATH | O_CLOEXEC);
+    if (agent_fd < 0 || (agent_fd = fcntl(agent_fd, F_DUPFD_CLOEXEC, 10)) < 0)
+        child_fail(a->errpipe, H.cfg.agent);
     char pdir[PATH_MAX];
     pod_dir(pdir, sizeof(pdir), a->pod);
     mount_tmp(a, pdir);
@@ -145,7 +150,9 @@ static int pod_main(void *arg)
     int ctl = fcntl(a->ctl, F_DUPFD, 10), ep = fcntl(a->errpipe, F_DUPFD_CLOEXEC, 10);
     if (ctl < 0 || ep < 0 || dup2(ctl, 3) < 0 || dup3(ep, 4, O_CLOEXEC) < 0)
         child_fail(a->errpipe, "dup control fd");
-    if (syscall(SYS_close_range, 5, ~0u, 0) != 0)
+    if (dup3(agent_fd, 5, O_CLOEXEC) < 0)
+        child_fail(4, "dup agent fd");
+    if (syscall(SYS_close_range, 6, ~0u, 0) != 0)
         child_fail(4, "close_range");
     /* stdin is the WM's (maybe a terminal): a pod has no business reading it */
     int devnull = open("/dev/null", O_RDONLY);
@@ -168,7 +175,7 @@ static int pod_main(void *arg)
                     NULL};
     if (chdir("/") != 0)
         child_fail(4, "chdir /");
-    execve(H.cfg.agent, argv, envp);
+    syscall(SYS_execveat, 5, "", argv, envp, AT_EMPTY_PATH);
     child_fail(4, H.cfg.agent);
     return 127;
 }

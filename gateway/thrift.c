@@ -612,3 +612,116 @@ size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const ch
         return (size_t)-1;
     return gw_thrift_encode_frame(f->framing, f->proto, f->flags, f->header_seqid, NULL, 0, body, n, out, cap);
 }
+
+/* ---- info headers as h2 headers ------------------------------------------------ */
+
+static int key_plain(const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '-' || p[i] == '_' ||
+              p[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static int value_printable(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] > 0x7e)
+            return 0;
+    return n == 0 || (p[0] != ' ' && p[n - 1] != ' ');
+}
+
+static const char hexd[] = "0123456789abcdef";
+
+size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap)
+{
+    if (!value_printable(h->value.ptr, h->value.len))
+        return 0;
+    if (h->is_int) {
+        char tmp[24];
+        int n = 0;
+        unsigned v = h->int_key;
+        char digits[8];
+        int nd = 0;
+        do {
+            digits[nd++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        memcpy(tmp, "faas-thrift-i-", 14);
+        n = 14;
+        while (nd > 0)
+            tmp[n++] = digits[--nd];
+        if ((size_t)n > cap)
+            return 0;
+        memcpy(out, tmp, (size_t)n);
+        return (size_t)n;
+    }
+    if (h->key.len > 200)
+        return 0;
+    int plain = key_plain(h->key.ptr, h->key.len);
+    size_t n = 14 + (plain ? h->key.len : 2 * h->key.len);
+    if (n > cap)
+        return 0;
+    memcpy(out, plain ? "faas-thrift-h-" : "faas-thrift-x-", 14);
+    for (size_t i = 0; i < h->key.len; i++) {
+        if (plain) {
+            out[14 + i] = (char)h->key.ptr[i];
+        } else {
+            out[14 + 2 * i] = hexd[h->key.ptr[i] >> 4];
+            out[15 + 2 * i] = hexd[h->key.ptr[i] & 15];
+        }
+    }
+    return n;
+}
+
+static int unhex(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int gw_thrift_meta_parse(const char *name, size_t nlen, const char *value, size_t vlen, uint8_t *keybuf,
+                         size_t cap, gw_thrift_header_t *h)
+{
+    if (nlen <= 14 || memcmp(name, "faas-thrift-", 12) != 0 || name[13] != '-')
+        return -1;
+    const char *k = name + 14;
+    size_t kl = nlen - 14;
+    memset(h, 0, sizeof(*h));
+    h->value = (gw_bytes_t){(const uint8_t *)value, vlen};
+    switch (name[12]) {
+    case 'h':
+        h->key = (gw_bytes_t){(const uint8_t *)k, kl};
+        return 0;
+    case 'x':
+        if (kl % 2 != 0 || kl / 2 > cap)
+            return -1;
+        for (size_t i = 0; i < kl / 2; i++) {
+            int a = unhex(k[2 * i]), b = unhex(k[2 * i + 1]);
+            if (a < 0 || b < 0)
+                return -1;
+            keybuf[i] = (uint8_t)(a << 4 | b);
+        }
+        h->key = (gw_bytes_t){keybuf, kl / 2};
+        return 0;
+    case 'i': {
+        unsigned v = 0;
+        if (kl == 0 || kl > 5)
+            return -1;
+        for (size_t i = 0; i < kl; i++) {
+            if (k[i] < '0' || k[i] > '9')
+                return -1;
+            v = v * 10 + (unsigned)(k[i] - '0');
+        }
+        if (v > 65535)
+            return -1;
+        h->is_int = 1;
+        h->int_key = (uint16_t)v;
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}

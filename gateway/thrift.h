@@ -108,4 +108,17 @@ size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t na
  * request f, echoing its seqids and name. Returns bytes written or needed. */
 size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const char *msg, uint8_t *out, size_t cap);
 
+/* Info headers travel between gateway and agent as h2 headers:
+ * "faas-thrift-h-<key>" for keys of [a-z0-9._-], "faas-thrift-x-<hex key>" for
+ * other keys, "faas-thrift-i-<n>" for TTHeader integer keys; the value as is.
+ * gw_thrift_meta_name writes the name for h into out and returns its length, or
+ * 0 when h cannot travel as an h2 header (value not printable ASCII or with
+ * blanks at either end, key over 200 bytes, or cap too small). */
+size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap);
+/* The reverse for one h2 header: 0 and *h filled (an x- key is decoded into
+ * keybuf, which needs nlen / 2 bytes; other views point into name and value),
+ * or -1 when the header is not one of ours. */
+int gw_thrift_meta_parse(const char *name, size_t nlen, const char *value, size_t vlen, uint8_t *keybuf,
+                         size_t cap, gw_thrift_header_t *h);
+
 #endif

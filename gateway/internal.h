@@ -16,4 +16,8 @@ void gw_metrics_other(void);
 /* Writes the gateway's Prometheus lines. */
 void gw_metrics_write(FILE *out);
 
+struct st_h2o_context_t;
+/* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
+int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);
+
 #endif

@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "runtime-agent/internal.h"
+#include "runtime-agent/thrift_agent.h"
 
 #define POOL_IDLE_MS 2000
 #define CONN_IDLE_MS 300000
@@ -509,6 +510,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (!px.ready || !px.have_upstream) {
         send_agent_error(req, 503, "not-ready", "the function is not ready\n");
+        return 0;
+    }
+    if (agent_thrift_is(req)) { /* Thrift calls: runtime-agent/thrift_proxy.c */
+        agent_thrift_handle(req);
         return 0;
     }
     fwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), fwd_dispose);

@@ -18,6 +18,7 @@
 #include "common/util.h"
 #include "runtime-agent/agent.h"
 #include "runtime-agent/internal.h"
+#include "runtime-agent/thrift_agent.h"
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
@@ -136,6 +137,10 @@ static void specialize(uint64_t t0_us)
         return;
     }
     agent_proxy_set_upstream(agent_user_port(), spec->max_duration_ms);
+    const Faas__Specialize *sp = ag.cmd.msg != NULL ? ag.cmd.msg->specialize : NULL;
+    agent_thrift_configure(ag.loop, agent_user_port(),
+                           sp != NULL && sp->spec != NULL ? sp->spec->thrift_transport
+                                                          : getenv("FAAS_THRIFT_TRANSPORT"));
     agent_proxy_set_overload(spec->concurrency, on_overload);
 }
 

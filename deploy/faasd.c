@@ -48,6 +48,7 @@ typedef struct {
     char state_dir[PATH_MAX / 2], bin_dir[PATH_MAX / 2];
     char http[128], disc[128], wm[128], disc_metrics[128], wm_metrics[128];
     char pool[16];
+    char thrift[128]; /* gateway Thrift listener */
     char disc_state[PATH_MAX], wm_state[PATH_MAX], agent[PATH_MAX];
 } config_t;
 
@@ -60,6 +61,7 @@ static const char usage[] =
     "\n"
     "  --state-dir DIR          state (default ./.faas: DIR/discovery, DIR/worker)\n"
     "  --http ADDR              gateway HTTP listener (default 127.0.0.1:8080)\n"
+    "  --thrift ADDR            gateway Thrift listener (default 127.0.0.1:8082; off = none)\n"
     "  --discovery-listen ADDR  discovery gRPC (default 127.0.0.1:7100; metrics on port+1)\n"
     "  --workermgr-listen ADDR  worker manager gRPC (default 127.0.0.1:7200; metrics on port+1)\n"
     "  --discovery-metrics ADDR / --workermgr-metrics ADDR   override the metrics listeners\n"
@@ -112,13 +114,13 @@ static void default_bin_dir(char *out, size_t cap)
 
 static int parse_flags(int argc, char **argv, config_t *c)
 {
-    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN };
+    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT };
     static const struct option opts[] = {
         {"state-dir", required_argument, NULL, O_STATE}, {"http", required_argument, NULL, O_HTTP},
         {"discovery-listen", required_argument, NULL, O_DISC}, {"workermgr-listen", required_argument, NULL, O_WM},
         {"discovery-metrics", required_argument, NULL, O_DM}, {"workermgr-metrics", required_argument, NULL, O_WMM},
         {"pool-size", required_argument, NULL, O_POOL}, {"bin-dir", required_argument, NULL, O_BIN},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"thrift", required_argument, NULL, O_THRIFT}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
     struct {
         int opt;
@@ -127,7 +129,8 @@ static int parse_flags(int argc, char **argv, config_t *c)
     } map[] = {{O_STATE, c->state_dir, sizeof(c->state_dir)}, {O_HTTP, c->http, sizeof(c->http)},
                {O_DISC, c->disc, sizeof(c->disc)},           {O_WM, c->wm, sizeof(c->wm)},
                {O_DM, c->disc_metrics, sizeof(c->disc_metrics)}, {O_WMM, c->wm_metrics, sizeof(c->wm_metrics)},
-               {O_POOL, c->pool, sizeof(c->pool)},           {O_BIN, c->bin_dir, sizeof(c->bin_dir)}};
+               {O_POOL, c->pool, sizeof(c->pool)},           {O_BIN, c->bin_dir, sizeof(c->bin_dir)},
+               {O_THRIFT, c->thrift, sizeof(c->thrift)}};
     snprintf(c->state_dir, sizeof(c->state_dir), "./.faas");
     snprintf(c->http, sizeof(c->http), "127.0.0.1:8080");
     snprintf(c->disc, sizeof(c->disc), "127.0.0.1:7100");
@@ -203,6 +206,10 @@ static int build_children(config_t *c, child_t *ch)
         add_arg(&ch[1], w[i]);
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
         add_arg(&ch[2], g[i]);
+    if (c->thrift[0] != '\0') { /* else the gateway's default, 127.0.0.1:8082, best effort */
+        add_arg(&ch[2], "--thrift-listen");
+        add_arg(&ch[2], c->thrift);
+    }
     if (faas_mkdirs(c->disc_state, 0755) != 0 || faas_mkdirs(c->wm_state, 0755) != 0) {
         fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
         return -1;

@@ -16,6 +16,9 @@ if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
 fi
 build=$(cd "$1" && pwd)
 shift
+case "$build" in
+/tmp/*) echo "run.sh: $build is under /tmp, which pods do not see (they get their own /tmp)" >&2; exit 1 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
@@ -30,9 +33,19 @@ done
 
 # the floor launcher (tests/bench/floor.c), into the build dir
 cc -O2 -Wall -Wextra -Werror -o "$build/bench-floor" "$here/floor.c"
+# the discovery propagation client (tests/bench/discprop.c), on the build's common/rpc
+# objects; bench.py falls back to tests/bench/discprop.py (python grpc) without it
+discprop=()
+if cc -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -I"$root" -I"$build/gen" \
+    -o "$build/bench-discprop" "$here/discprop.c" "$build"/obj/common/{rpc,log,util}.o \
+    "$build/obj/gen/proto/faas.pb-c.o" $(pkg-config --libs grpc libprotobuf-c); then
+    discprop=(--discprop "$build/bench-discprop")
+else
+    echo "run.sh: could not build discprop.c; using the python client" >&2
+fi
 
 short=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 out="$here/results/$(date -u +%Y-%m-%d)-$short.md"
 mkdir -p "$here/results"
 
-exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" --out "$out" "$@"
+exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" --out "$out" "$@"

@@ -150,7 +150,8 @@ static int pod_main(void *arg)
     int ctl = fcntl(a->ctl, F_DUPFD, 10), ep = fcntl(a->errpipe, F_DUPFD_CLOEXEC, 10);
     if (ctl < 0 || ep < 0 || dup2(ctl, 3) < 0 || dup3(ep, 4, O_CLOEXEC) < 0)
         child_fail(a->errpipe, "dup control fd");
-    if (dup3(agent_fd, 5, O_CLOEXEC) < 0)
+    /* not close-on-exec: a script agent is read by its interpreter via /dev/fd/5 */
+    if (dup2(agent_fd, 5) < 0)
         child_fail(4, "dup agent fd");
     if (syscall(SYS_close_range, 6, ~0u, 0) != 0)
         child_fail(4, "close_range");

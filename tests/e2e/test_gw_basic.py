@@ -199,5 +199,5 @@ def test_signal_exits_zero(sig):
         t0 = time.monotonic()
         g.proc.send_signal(sig)
         assert g.proc.wait(5) == 0
-        assert time.monotonic() - t0 < 0.9
+        assert time.monotonic() - t0 < 1.5
         g.log.close()

@@ -200,12 +200,13 @@ def instance(iid, name, version, endpoint, state=1):
 
 
 FUNCS = {
-    "hello": (spec("hello", timeout_ms=4000, idle_ms=600000), {}),
+    "hello": (spec("hello", timeout_ms=15000, idle_ms=600000), {}),
     "broken": (spec("broken"), {"fail": True, "delay": 0.05}),
     "idle": (spec("idle", idle_ms=300), {}),
     "slowcold": (spec("slowcold", cold_ms=500), {"delay": 2.0}),
     "ver": (spec("ver"), {}),
     "crashy": (spec("crashy"), {}),
+    "short": (spec("short", timeout_ms=1500), {}),
     "limited": (spec("limited", concurrency=1, max_body=1000), {}),
     "gone": (spec("gone", cold_ms=3000), {"delay": 1.0}),
 }
@@ -258,7 +259,7 @@ def test_path_and_headers(plane):
     assert "x-secret" not in h and h["x-keep"] == "2" and "expect" not in h
     assert h["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
     assert h["forwarded"] == "for=127.0.0.1;proto=http"
-    assert 3000 < int(h["faas-deadline-ms"]) <= 4000
+    assert 10000 < int(h["faas-deadline-ms"]) <= 15000
     assert headers["x-user"] == "yes"
     from test_gw_basic import raw
     head = raw(g.port, b"GET /function/hello/x HTTP/1.1\r\nHost: h\r\n\r\n").partition(b"\r\n\r\n")[0].lower()
@@ -282,11 +283,12 @@ def test_post_body_and_big_response(plane, mode, tmp_path):
 
 def test_deadline_504(plane):
     cp, g = plane
-    known(g, "hello")
+    known(g, "short")
+    assert curl(g.url("/function/short/"), mode="h2")[1] == 200  # warm: the deadline is all the user's
     t0 = time.monotonic()
-    rc, status, _, body = curl(g.url("/function/hello/sleep=6"), mode="h2")
-    assert status == 504 and b"hello" in body
-    assert 3.9 < time.monotonic() - t0 < 5.5
+    rc, status, _, body = curl(g.url("/function/short/sleep=4"), mode="h2")
+    assert status == 504 and b"short" in body
+    assert 1.4 < time.monotonic() - t0 < 3.5
 
 
 def test_cold_start_failure_503(plane):
@@ -485,7 +487,7 @@ def test_control_plane_restart(tmp_path):
             t0 = time.monotonic()
             wait_until(lambda: curl(g.url("/function/b/"), mode="h2")[1] == 200, 10, interval=0.2,
                        what="cold start after the restart")
-            assert time.monotonic() - t0 < 5
+            assert time.monotonic() - t0 < 8
             assert cp2.acquires.get("b") == 1
         finally:
             assert g.stop() == 0

@@ -361,6 +361,7 @@ static void instance_put(const Faas__Instance *pi)
                                       pi->state == FAAS__INSTANCE__STATE__READY, pi->concurrency, faas_now_ms());
     if (inst == NULL)
         return;
+    snprintf(inst->stream_endpoint, sizeof(inst->stream_endpoint), "%s", pi->stream_endpoint);
     inst->gen = disp_g.snap_gen;
     if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
         inst->ready = 0;
@@ -452,6 +453,7 @@ static void acquired(ctl_msg_t *m)
     disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version ? pi->version : m->version,
                                       1, pi->concurrency, faas_now_ms());
     if (inst != NULL) {
+        snprintf(inst->stream_endpoint, sizeof(inst->stream_endpoint), "%s", pi->stream_endpoint);
         inst->gen = disp_g.snap_gen;
         inst->acquired_ms = faas_now_ms();
     }

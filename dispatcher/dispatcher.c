@@ -158,6 +158,10 @@ static void fail_waiters(disp_fn_t *fn, int status, const char *what)
 {
     disp_waiter_t *w;
     while ((w = disp_wait_pop(fn)) != NULL) {
+        if (w->on_fail != NULL) {
+            w->on_fail(w, status, what);
+            continue;
+        }
         disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w);
         disp_req_fail(r, status, what);
     }
@@ -167,13 +171,19 @@ void disp_on_instance_ready(disp_fn_t *fn)
 {
     disp_inst_t *inst;
     while (fn->nwaiters != 0 && (inst = disp_pick(fn)) != NULL) {
-        disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, disp_wait_pop(fn));
+        disp_waiter_t *w = disp_wait_pop(fn);
+        if (w->on_ready != NULL) {
+            w->on_ready(w, inst);
+            continue;
+        }
+        disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w);
         unlink_timer(&r->wait_timer);
         send_to(r, inst);
     }
     if (fn->nwaiters != 0) {
-        disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, fn->waiters.next);
-        if (maybe_acquire(fn, r->rid) != 0)
+        disp_waiter_t *w = fn->waiters.next;
+        const char *rid = w->on_ready != NULL ? w->rid : H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w)->rid;
+        if (maybe_acquire(fn, rid) != 0)
             fail_waiters(fn, 503, "no worker available");
     }
 }

@@ -12,6 +12,7 @@ struct disp_fn;
 typedef struct disp_inst {
     char id[64];
     char endpoint[64]; /* host:port of the agent */
+    char stream_endpoint[64]; /* host:port of the agent's gRPC stream listener ("" = none) */
     char worker_id[64];
     uint64_t version;
     int ready;            /* Instance.State == READY */
@@ -31,6 +32,10 @@ typedef struct disp_waiter {
     struct disp_waiter *prev, *next;
     uint64_t deadline_ms;
     int queued;
+    /* set for gRPC calls (dispatcher/grpc.c); NULL for HTTP requests (disp_req_t) */
+    void (*on_ready)(struct disp_waiter *w, struct disp_inst *inst);
+    void (*on_fail)(struct disp_waiter *w, int status, const char *what);
+    const char *rid;
 } disp_waiter_t;
 
 typedef struct {

@@ -45,6 +45,7 @@ typedef struct {
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     uint32_t threads;
     const char *domain; /* "" = no Host-based routing */
+    const char *grpc_listen; /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */
 } gw_config_t;
 
 /* Parses argv into cfg; 0, 1 for --help (usage printed), or -1 with *err set. */

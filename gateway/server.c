@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
+#include "gateway/grpc.h"
 
 static h2o_globalconf_t g_conf;
 static h2o_context_t g_ctx;
@@ -403,6 +404,10 @@ int gw_run(const gw_config_t *cfg)
         FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);
         return 1;
     }
+    if (gw_grpc_start(&g_ctx, cfg->grpc_listen, &err) != 0) {
+        FAAS_ERROR("event=grpc_listen_failed addr=%s err=\"%s\"", cfg->grpc_listen, err);
+        return 1;
+    }
     h2o_socket_t *ls = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(ls, on_accept);
     FAAS_INFO("event=listening addr=%s discovery=%s max_body=%" PRIu64 " queue_max=%u", cfg->listen, cfg->discovery,
@@ -438,6 +443,7 @@ static const char usage[] =
     "  --queue-max N               requests held per function during cold start (default 1024)\n"
     "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
     "  --threads N                 event loop threads (only 1 for now)\n"
+    "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
     "  --domain D                  also route Host <name>.D to function <name> (default: off)\n";
 
 int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
@@ -450,6 +456,7 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
     cfg->cold_start_timeout_ms = 0;
     cfg->threads = 1;
     cfg->domain = "";
+    cfg->grpc_listen = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -478,6 +485,8 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
             cfg->listen = v;
         else if (IS("--discovery"))
             cfg->discovery = v;
+        else if (IS("--grpc-listen"))
+            cfg->grpc_listen = v;
         else if (IS("--domain") && v[0] != '.')
             cfg->domain = v;
         else if (IS("--max-body") && parse_u64(v, &n) == 0 && n > 0)

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime-agent/agent.h"
+#include "runtime-agent/grpc.h"
 #include "runtime-agent/internal.h"
 #include "runtime-agent/thrift_agent.h"
 
@@ -333,6 +334,7 @@ static void hello(void)
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
     ev.port = ag.port;
+    ev.stream_port = agent_grpc_stream_port();
     send_event(&ev);
 }
 
@@ -363,7 +365,9 @@ int agent_run(const agent_opts_t *o)
         FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "proxy init failed");
         return 1;
     }
-    FAAS_INFO("event=listening port=%u", ag.port);
+    if (agent_grpc_start(ag.loop) != 0) /* gRPC streams: runtime-agent/grpc.c */
+        FAAS_WARN("event=grpc_listen_failed msg=\"no gRPC stream listener\"");
+    FAAS_INFO("event=listening port=%u stream_port=%u", ag.port, agent_grpc_stream_port());
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime-agent/internal.h"
+#include "runtime-agent/grpc.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -205,10 +206,21 @@ static void on_probe_written(h2o_socket_t *sock, const char *err)
     h2o_socket_read_start(sock, on_probe_read);
 }
 
+static void on_grpc_health(h2o_socket_t *sock, int ok)
+{
+    probe_done(sock);
+    if (ok)
+        probe_passed();
+}
+
 static void on_probe_connect(h2o_socket_t *sock, const char *err)
 {
     if (err != NULL) {
         probe_done(sock);
+        return;
+    }
+    if (us.spec->probe_kind == AGENT_PROBE_GRPC) {
+        agent_grpc_health_start(sock, on_grpc_health); /* runtime-agent/grpc_health.c */
         return;
     }
     if (us.spec->probe_kind != AGENT_PROBE_HTTP) {

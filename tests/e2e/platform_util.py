@@ -89,13 +89,18 @@ class Daemon:
 class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
-    def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=()):
+    def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False):
         self.dir = str(tmpdir)
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
         self.http_port = free_port()
         self.discovery_addr = f"127.0.0.1:{self.disc_port}"
         self.gateway_url = f"http://127.0.0.1:{self.http_port}"
+        # the gRPC listener (--grpc-listen): a free port when asked for, else off (its
+        # default port would be shared by every gateway the tests start)
+        self.grpc_port = free_port() if grpc else None
+        self.grpc_addr = f"127.0.0.1:{self.grpc_port}" if grpc else None
+        grpc_args = ["--grpc-listen", self.grpc_addr if grpc else "off"]
         b = BUILD
         self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
                                               "--metrics-listen", f"127.0.0.1:{self.disc_mport}",
@@ -106,7 +111,7 @@ class Platform:
                                        "--pool-size", str(pool_size), "--lease-ttl-ms", str(lease_ttl_ms),
                                        "--id", f"wm-{self.wm_port}", *wm_args], self.dir, self.wm_port)
         self.gateway = Daemon("gateway", [f"{b}/faas-gateway", "--listen", f"127.0.0.1:{self.http_port}",
-                                          "--discovery", self.discovery_addr, *gateway_args], self.dir,
+                                          "--discovery", self.discovery_addr, *grpc_args, *gateway_args], self.dir,
                               self.http_port)
 
     def start(self):

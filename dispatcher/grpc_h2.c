@@ -1,0 +1,778 @@
+/* dispatcher/grpc_h2.c - the HTTP/2 stream bridge for gRPC (see grpc_h2.h).
+ * Connections are nghttp2 sessions driven by h2o sockets; writes are coalesced and
+ * flushed once per loop iteration, with at most WBUF_MAX bytes pulled out of nghttp2
+ * at a time, so DATA is only taken from a pair's buffer when the socket can take it. */
+#include "dispatcher/grpc_h2.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define WBUF_MAX (256 * 1024)
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW (16 << 20)
+#define MAX_HEADERS 256
+#define DEADLINE_TICK_MS 5
+
+struct h2b_conn {
+    h2o_socket_t *sock;
+    nghttp2_session *ng;
+    int server, connected, dead, writing;
+    h2o_buffer_t *wbuf;
+    h2o_timeout_entry_t flush_entry;
+    h2o_linklist_t pairs; /* h2b_side_t.link of the streams on this connection */
+    const h2b_server_cbs_t *cbs;
+    char hostport[64];
+    h2b_conn_t *next; /* client registry */
+};
+
+static struct {
+    h2o_loop_t *loop;
+    h2o_timeout_t zero, tick;
+    h2o_timeout_entry_t tick_entry;
+    h2o_linklist_t deadlines;
+    h2b_conn_t *clients;
+    size_t live;
+} g;
+
+static void conn_kill(h2b_conn_t *c, const char *why);
+static void schedule_flush(h2b_conn_t *c);
+
+/* ---- headers ---- */
+
+static int hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
+{
+    if (h->n == MAX_HEADERS)
+        return -1;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        nghttp2_nv *nv = realloc(h->nv, cap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        h->nv = nv;
+        h->cap = cap;
+    }
+    uint8_t *b = malloc(nl + vl + 2);
+    if (b == NULL)
+        return -1;
+    memcpy(b, name, nl);
+    b[nl] = 0;
+    memcpy(b + nl + 1, value, vl);
+    b[nl + 1 + vl] = 0;
+    h->nv[h->n++] = (nghttp2_nv){b, b + nl + 1, nl, vl, NGHTTP2_NV_FLAG_NONE};
+    return 0;
+}
+
+static void hdrs_clear(h2b_hdrs_t *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        free(h->nv[i].name);
+    h->n = 0;
+}
+
+static void hdrs_free(h2b_hdrs_t *h)
+{
+    hdrs_clear(h);
+    free(h->nv);
+    h->nv = NULL;
+    h->cap = 0;
+}
+
+const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name)
+{
+    size_t l = strlen(name);
+    for (size_t i = 0; i < h->n; i++)
+        if (h->nv[i].namelen == l && memcmp(h->nv[i].name, name, l) == 0)
+            return &h->nv[i];
+    return NULL;
+}
+
+static int status_of(const h2b_hdrs_t *h)
+{
+    const nghttp2_nv *v = h2b_find(h, "grpc-status");
+    if (v == NULL || v->valuelen == 0 || v->valuelen > 3)
+        return -1;
+    int s = 0;
+    for (size_t i = 0; i < v->valuelen; i++) {
+        if (v->value[i] < '0' || v->value[i] > '9')
+            return -1;
+        s = s * 10 + (v->value[i] - '0');
+    }
+    return s;
+}
+
+/* Platform status: content-type application/grpc, grpc-status, grpc-message. Messages
+ * are ours, printable ASCII; '%' and controls become '?' so no encoding is needed. */
+static void hdrs_status(h2b_hdrs_t *h, int with_head, int st, const char *msg)
+{
+    hdrs_clear(h);
+    if (with_head) {
+        hdrs_add(h, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3);
+        hdrs_add(h, (const uint8_t *)"content-type", 12, (const uint8_t *)"application/grpc", 16);
+    }
+    char v[16], m[256];
+    int n = snprintf(v, sizeof(v), "%d", st);
+    hdrs_add(h, (const uint8_t *)"grpc-status", 11, (const uint8_t *)v, (size_t)n);
+    size_t ml = 0;
+    for (; msg != NULL && msg[ml] && ml < sizeof(m); ml++)
+        m[ml] = msg[ml] < 0x20 || msg[ml] > 0x7e || msg[ml] == '%' ? '?' : msg[ml];
+    if (ml)
+        hdrs_add(h, (const uint8_t *)"grpc-message", 12, (const uint8_t *)m, ml);
+}
+
+/* ---- pairs ---- */
+
+static void on_free_timer(h2o_timeout_entry_t *e)
+{
+    h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, free_entry, e);
+    if (h2o_linklist_is_linked(&p->dl_link))
+        h2o_linklist_unlink(&p->dl_link);
+    if (p->on_free != NULL)
+        p->on_free(p);
+    h2o_buffer_dispose(&p->down.in);
+    h2o_buffer_dispose(&p->up.in);
+    hdrs_free(&p->req);
+    hdrs_free(&p->resp);
+    hdrs_free(&p->trl);
+    g.live--;
+    free(p);
+}
+
+/* Frees p at the end of this loop iteration once neither side is attached: callers up
+ * the stack may still hold it. */
+static void maybe_free(h2b_pair_t *p)
+{
+    if (p->down.conn != NULL || p->up.conn != NULL || h2o_timeout_is_linked(&p->free_entry))
+        return;
+    p->free_entry.cb = on_free_timer;
+    h2o_timeout_link(g.loop, &g.zero, &p->free_entry);
+}
+
+static void detach(h2b_side_t *s)
+{
+    if (s->conn == NULL)
+        return;
+    h2o_linklist_unlink(&s->link);
+    if (s->id > 0 && s->conn->ng != NULL && !s->conn->dead)
+        nghttp2_session_set_stream_user_data(s->conn->ng, s->id, NULL);
+    s->conn = NULL;
+    s->closed = 1;
+}
+
+static void resume(h2b_side_t *s)
+{
+    if (s->conn == NULL || s->conn->dead || !s->deferred)
+        return;
+    s->deferred = 0;
+    nghttp2_session_resume_data(s->conn->ng, s->id);
+    schedule_flush(s->conn);
+}
+
+static void reset_up(h2b_pair_t *p, uint32_t code)
+{
+    h2b_side_t *u = &p->up;
+    if (u->conn == NULL)
+        return;
+    h2b_conn_t *c = u->conn;
+    int32_t id = u->id;
+    detach(u);
+    if (!c->dead && id > 0) {
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, code);
+        schedule_flush(c);
+    }
+}
+
+static ssize_t read_down(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud);
+
+/* Sends p->resp down: Trailers-Only when the up side already ended (nothing follows). */
+static void send_response_down(h2b_pair_t *p)
+{
+    h2b_side_t *d = &p->down;
+    if (d->conn == NULL || d->conn->dead || p->resp_sent)
+        return;
+    p->resp_sent = 1;
+    const nghttp2_nv *st = h2b_find(&p->resp, ":status");
+    p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
+    int only = p->up.in_eos && p->up.in->size == 0 && p->trl.n == 0;
+    nghttp2_data_provider prov = {.source.ptr = p, .read_callback = read_down};
+    if (only) {
+        p->final_status = status_of(&p->resp);
+        p->down_done = 1;
+    }
+    if (nghttp2_submit_response(d->conn->ng, d->id, p->resp.nv, p->resp.n, only ? NULL : &prov) != 0) {
+        nghttp2_submit_rst_stream(d->conn->ng, NGHTTP2_FLAG_NONE, d->id, NGHTTP2_INTERNAL_ERROR);
+        p->down_done = 1;
+    }
+    schedule_flush(d->conn);
+}
+
+void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
+{
+    p->failed = 1;
+    reset_up(p, NGHTTP2_CANCEL);
+    if (p->down.conn == NULL || p->down_done) {
+        maybe_free(p);
+        return;
+    }
+    /* what the function sent and the client has not taken yet is dropped: the status
+     * is what matters now */
+    h2o_buffer_consume(&p->up.in, p->up.in->size);
+    p->up.in_eos = 1;
+    if (!p->resp_sent) {
+        hdrs_status(&p->resp, 1, grpc_status, msg);
+        hdrs_clear(&p->trl);
+        send_response_down(p);
+    } else {
+        hdrs_status(&p->trl, 0, grpc_status, msg);
+        p->trl_ready = 1;
+        resume(&p->down);
+    }
+    maybe_free(p);
+}
+
+void h2b_pair_http_error(h2b_pair_t *p, int status)
+{
+    p->failed = 1;
+    reset_up(p, NGHTTP2_CANCEL);
+    if (p->down.conn == NULL || p->down_done || p->resp_sent) {
+        maybe_free(p);
+        return;
+    }
+    char v[8];
+    int n = snprintf(v, sizeof(v), "%d", status);
+    hdrs_clear(&p->resp);
+    hdrs_add(&p->resp, (const uint8_t *)":status", 7, (const uint8_t *)v, (size_t)n);
+    hdrs_add(&p->resp, (const uint8_t *)"content-length", 14, (const uint8_t *)"0", 1);
+    p->up.in_eos = 1;
+    send_response_down(p);
+    maybe_free(p);
+}
+
+/* ---- DATA providers: each consumes the other side's window as it copies ---- */
+
+static size_t take(h2b_side_t *from, uint8_t *buf, size_t len)
+{
+    size_t n = from->in->size < len ? from->in->size : len;
+    if (n == 0)
+        return 0;
+    memcpy(buf, from->in->bytes, n);
+    h2o_buffer_consume(&from->in, n);
+    if (from->conn != NULL && !from->conn->dead) {
+        nghttp2_session_consume_stream(from->conn->ng, from->id, n);
+        schedule_flush(from->conn);
+    }
+    return n;
+}
+
+static ssize_t read_down(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    h2b_pair_t *p = src->ptr;
+    size_t n = take(&p->up, buf, len);
+    if (p->up.in->size == 0 && p->up.in_eos) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        p->down_done = 1;
+        if (p->trl.n != 0) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            p->final_status = status_of(&p->trl);
+            if (nghttp2_submit_trailer(ng, id, p->trl.nv, p->trl.n) != 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        p->down.deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static ssize_t read_up(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                       nghttp2_data_source *src, void *ud)
+{
+    h2b_pair_t *p = src->ptr;
+    size_t n = take(&p->down, buf, len);
+    if (p->down.in->size == 0 && p->down.in_eos) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    if (n == 0) {
+        p->up.deferred = 1;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t n)
+{
+    if (c == NULL || c->dead || p->failed || p->down.conn == NULL)
+        return -1;
+    nghttp2_data_provider prov = {.source.ptr = p, .read_callback = read_up};
+    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &prov, p);
+    if (id < 0)
+        return -1;
+    p->up.conn = c;
+    p->up.id = id;
+    p->up.closed = 0;
+    h2o_linklist_insert(&c->pairs, &p->up.link);
+    schedule_flush(c);
+    return 0;
+}
+
+/* ---- deadlines ---- */
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    uint64_t now = faas_now_ms();
+    h2o_linklist_t *l = g.deadlines.next;
+    while (l != &g.deadlines) {
+        h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, l);
+        l = l->next;
+        if (p->deadline_ms != 0 && p->deadline_ms <= now) {
+            h2o_linklist_unlink(&p->dl_link);
+            h2b_pair_fail(p, 4, "deadline exceeded");
+        }
+    }
+    if (!h2o_linklist_is_empty(&g.deadlines))
+        h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
+}
+
+void h2b_pair_watch_deadline(h2b_pair_t *p)
+{
+    if (p->deadline_ms == 0 || h2o_linklist_is_linked(&p->dl_link))
+        return;
+    h2o_linklist_insert(&g.deadlines, &p->dl_link);
+    if (!h2o_timeout_is_linked(&g.tick_entry))
+        h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static h2b_side_t *side_of(h2b_conn_t *c, h2b_pair_t *p)
+{
+    return c->server ? &p->down : &p->up;
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2b_conn_t *c = ud;
+    if (!c->server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2b_pair_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    p->down.pair = p->up.pair = p;
+    p->final_status = -1;
+    p->up.closed = 1;
+    h2o_buffer_init(&p->down.in, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&p->up.in, &h2o_socket_buffer_prototype);
+    p->down.conn = c;
+    p->down.id = f->hd.stream_id;
+    h2o_linklist_insert(&c->pairs, &p->down.link);
+    g.live++;
+    nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, p);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    h2b_conn_t *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    h2b_pair_t *p = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (p == NULL)
+        return 0;
+    h2b_hdrs_t *h;
+    if (c->server)
+        h = f->headers.cat == NGHTTP2_HCAT_REQUEST ? &p->req : NULL; /* request trailers: not used by gRPC */
+    else if (p->failed)
+        h = NULL;
+    else
+        h = p->resp_got ? &p->trl : &p->resp;
+    if (h != NULL && hdrs_add(h, name, nl, value, vl) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    return 0;
+}
+
+static void down_eos(h2b_pair_t *p)
+{
+    p->down.in_eos = 1;
+    resume(&p->up);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2b_conn_t *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    h2b_pair_t *p = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (p == NULL)
+        return 0;
+    int eos = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (c->server) {
+        if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            p->down.in_eos = eos;
+            if (c->cbs != NULL && c->cbs->on_request != NULL)
+                c->cbs->on_request(p, eos);
+            return 0;
+        }
+        if (eos)
+            down_eos(p);
+        return 0;
+    }
+    if (p->failed)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        if (!p->resp_got) {
+            const nghttp2_nv *st = h2b_find(&p->resp, ":status");
+            if (st != NULL && st->valuelen == 3 && st->value[0] == '1') {
+                hdrs_clear(&p->resp); /* interim response */
+                return 0;
+            }
+            p->resp_got = 1;
+            if (eos) {
+                p->up.in_eos = 1;
+                p->trl_ready = 1;
+            }
+            send_response_down(p);
+            return 0;
+        }
+        p->up.in_eos = 1;
+        p->trl_ready = 1;
+        resume(&p->down);
+        return 0;
+    }
+    if (eos) {
+        p->up.in_eos = 1;
+        p->trl_ready = 1;
+        resume(&p->down);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *ud)
+{
+    h2b_conn_t *c = ud;
+    h2b_pair_t *p = nghttp2_session_get_stream_user_data(ng, id);
+    /* the connection window comes back at once (a stream dying with bytes buffered
+     * must not shrink it for good); the stream's only when the bytes move on */
+    nghttp2_session_consume_connection(ng, len);
+    h2b_side_t *s = p != NULL ? side_of(c, p) : NULL;
+    if (p == NULL || p->failed || (c->server ? p->down_done && p->up.conn == NULL : p->down.conn == NULL)) {
+        nghttp2_session_consume_stream(ng, id, len);
+        return 0;
+    }
+    h2o_iovec_t dst = h2o_buffer_reserve(&s->in, len);
+    if (dst.base == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    memcpy(dst.base, data, len);
+    s->in->size += len;
+    resume(c->server ? &p->up : &p->down);
+    return 0;
+}
+
+/* The up side broke before its response completed: the caller gets UNAVAILABLE. */
+static void up_broken(h2b_pair_t *p, const char *why)
+{
+    if (p->down.conn == NULL || p->down_done) {
+        maybe_free(p);
+        return;
+    }
+    if (!p->resp_sent) {
+        h2b_pair_fail(p, 14, why);
+        return;
+    }
+    /* keep what already arrived, then end with the status */
+    p->failed = 1;
+    hdrs_status(&p->trl, 0, 14, why);
+    p->up.in_eos = 1;
+    p->trl_ready = 1;
+    resume(&p->down);
+    maybe_free(p);
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
+{
+    h2b_conn_t *c = ud;
+    h2b_pair_t *p = nghttp2_session_get_stream_user_data(ng, id);
+    if (p == NULL)
+        return 0;
+    h2b_side_t *s = side_of(c, p);
+    detach(s);
+    if (c->server) {
+        /* the caller is gone (or done): nothing upstream is needed any more */
+        reset_up(p, NGHTTP2_CANCEL);
+        maybe_free(p);
+        return 0;
+    }
+    if (code != NGHTTP2_NO_ERROR || !p->up.in_eos)
+        up_broken(p, code == NGHTTP2_REFUSED_STREAM ? "function refused the stream" : "function stream reset");
+    else
+        maybe_free(p);
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void on_write_done(h2o_socket_t *sock, const char *err);
+
+static void conn_flush(h2b_conn_t *c)
+{
+    if (c->dead || !c->connected || c->writing)
+        return;
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+        if (n < 0) {
+            conn_kill(c, nghttp2_strerror((int)n));
+            return;
+        }
+        if (n == 0)
+            break;
+        h2o_iovec_t dst = h2o_buffer_reserve(&c->wbuf, (size_t)n);
+        memcpy(dst.base, data, (size_t)n);
+        c->wbuf->size += (size_t)n;
+        if (c->wbuf->size >= WBUF_MAX)
+            break;
+    }
+    if (c->wbuf->size == 0) {
+        if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
+            conn_kill(c, "session ended");
+        return;
+    }
+    h2o_iovec_t iov = h2o_iovec_init(c->wbuf->bytes, c->wbuf->size);
+    c->writing = 1;
+    h2o_socket_write(c->sock, &iov, 1, on_write_done);
+}
+
+static void on_write_done(h2o_socket_t *sock, const char *err)
+{
+    h2b_conn_t *c = sock->data;
+    c->writing = 0;
+    if (err != NULL) {
+        conn_kill(c, "write failed");
+        return;
+    }
+    h2o_buffer_consume(&c->wbuf, c->wbuf->size);
+    conn_flush(c);
+}
+
+static void on_flush_timer(h2o_timeout_entry_t *e)
+{
+    conn_flush(H2O_STRUCT_FROM_MEMBER(h2b_conn_t, flush_entry, e));
+}
+
+static void schedule_flush(h2b_conn_t *c)
+{
+    if (!c->dead && !h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_link(g.loop, &g.zero, &c->flush_entry);
+}
+
+static void conn_reap(h2o_timeout_entry_t *e)
+{
+    h2b_conn_t *c = H2O_STRUCT_FROM_MEMBER(h2b_conn_t, flush_entry, e);
+    if (c->ng != NULL)
+        nghttp2_session_del(c->ng);
+    h2o_buffer_dispose(&c->wbuf);
+    free(c);
+}
+
+static void conn_kill(h2b_conn_t *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (!c->server)
+        FAAS_INFO("event=h2_upstream_closed endpoint=%s reason=\"%s\"", c->hostport, why);
+    for (h2b_conn_t **pp = &g.clients; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    while (!h2o_linklist_is_empty(&c->pairs)) {
+        h2b_side_t *s = H2O_STRUCT_FROM_MEMBER(h2b_side_t, link, c->pairs.next);
+        h2b_pair_t *p = s->pair;
+        detach(s);
+        if (c->server) {
+            reset_up(p, NGHTTP2_CANCEL);
+            maybe_free(p);
+        } else if (!p->up.in_eos || p->up.in->size != 0 || !p->trl_ready) {
+            up_broken(p, "connection to the function lost");
+        } else {
+            maybe_free(p);
+        }
+    }
+    if (c->sock != NULL) {
+        h2o_socket_close(c->sock);
+        c->sock = NULL;
+    }
+    if (h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_unlink(&c->flush_entry);
+    c->flush_entry.cb = conn_reap;
+    h2o_timeout_link(g.loop, &g.zero, &c->flush_entry);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+    h2b_conn_t *c = sock->data;
+    if (err != NULL) {
+        conn_kill(c, "connection closed by peer");
+        return;
+    }
+    ssize_t n = nghttp2_session_mem_recv(c->ng, (const uint8_t *)sock->input->bytes, sock->input->size);
+    if (c->dead)
+        return;
+    if (n < 0) {
+        conn_kill(c, nghttp2_strerror((int)n));
+        return;
+    }
+    h2o_buffer_consume(&sock->input, (size_t)n);
+    schedule_flush(c);
+}
+
+static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int f, void *ud)
+{
+    return NGHTTP2_ERR_WOULDBLOCK;
+}
+
+static int conn_session(h2b_conn_t *c)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_send_callback(cb, send_unused);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_option *opt;
+    nghttp2_option_new(&opt);
+    /* windows are returned as bytes move on: a slow reader slows the writer down */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int rc = c->server ? nghttp2_session_server_new2(&c->ng, cb, c, opt) : nghttp2_session_client_new2(&c->ng, cb, c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        return -1;
+    nghttp2_settings_entry s[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
+                                  {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+                                  {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, c->server ? 2 : 3);
+    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    return 0;
+}
+
+static h2b_conn_t *conn_new(h2o_socket_t *sock, int server)
+{
+    h2b_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->server = server;
+    h2o_linklist_init_anchor(&c->pairs);
+    h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
+    c->flush_entry.cb = on_flush_timer;
+    if (conn_session(c) != 0) {
+        h2o_buffer_dispose(&c->wbuf);
+        free(c);
+        return NULL;
+    }
+    c->sock = sock;
+    return c;
+}
+
+int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
+{
+    h2b_conn_t *c = conn_new(sock, 1);
+    if (c == NULL) {
+        h2o_socket_close(sock);
+        return -1;
+    }
+    c->cbs = cbs;
+    c->connected = 1;
+    sock->data = c;
+    int one = 1;
+    setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    h2o_socket_read_start(sock, on_read);
+    schedule_flush(c);
+    return 0;
+}
+
+static void on_connect(h2o_socket_t *sock, const char *err)
+{
+    h2b_conn_t *c = sock->data;
+    if (err != NULL) {
+        conn_kill(c, "connect failed");
+        return;
+    }
+    c->connected = 1;
+    h2o_socket_read_start(sock, on_read);
+    schedule_flush(c);
+}
+
+h2b_conn_t *h2b_client_get(const char *hostport)
+{
+    for (h2b_conn_t *c = g.clients; c != NULL; c = c->next)
+        if (!c->dead && strcmp(c->hostport, hostport) == 0 && nghttp2_session_check_request_allowed(c->ng))
+            return c;
+    char host[64];
+    uint16_t port;
+    const char *err;
+    if (faas_parse_hostport(hostport, host, sizeof(host), &port, &err) != 0)
+        return NULL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host[0] ? host : "127.0.0.1", &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        sl = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        sl = sizeof(*sin6);
+    } else {
+        return NULL;
+    }
+    h2b_conn_t *c = conn_new(NULL, 0);
+    if (c == NULL)
+        return NULL;
+    snprintf(c->hostport, sizeof(c->hostport), "%s", hostport);
+    c->sock = h2o_socket_connect(g.loop, (struct sockaddr *)&ss, sl, on_connect);
+    if (c->sock == NULL) {
+        nghttp2_session_del(c->ng);
+        h2o_buffer_dispose(&c->wbuf);
+        free(c);
+        return NULL;
+    }
+    c->sock->data = c;
+    int one = 1;
+    setsockopt(h2o_socket_get_fd(c->sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->next = g.clients;
+    g.clients = c;
+    return c;
+}
+
+void h2b_init(h2o_loop_t *loop)
+{
+    g.loop = loop;
+    h2o_timeout_init(loop, &g.zero, 0);
+    h2o_timeout_init(loop, &g.tick, DEADLINE_TICK_MS);
+    g.tick_entry.cb = on_tick;
+    h2o_linklist_init_anchor(&g.deadlines);
+}
+
+size_t h2b_live_pairs(void)
+{
+    return g.live;
+}

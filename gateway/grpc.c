@@ -1,0 +1,213 @@
+/* gateway/grpc.c - the gateway's gRPC listener: h2c prior knowledge served by nghttp2
+ * on the gateway's loop (h2o 2.2.5 would buffer request bodies and cannot send
+ * trailers). Validates and routes each call by the service in :path, then hands it to
+ * the dispatcher (dispatcher/grpc.c), which bridges it to an agent's stream listener. */
+#include "gateway/grpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "dispatcher/grpc.h"
+#include "gateway/internal.h"
+
+#define GW_PROTO_GRPC 3 /* gw_metrics_record's protocol: 0 http/1.1, 1 h2, 2 thrift, 3 grpc */
+#define MAX_FWD_HEADERS 128
+
+static h2o_socket_t *listener;
+
+static const nghttp2_nv *find(h2b_pair_t *p, const char *name)
+{
+    return h2b_find(&p->req, name);
+}
+
+static int nv_is(const nghttp2_nv *v, const char *lit)
+{
+    return v != NULL && v->valuelen == strlen(lit) && memcmp(v->value, lit, v->valuelen) == 0;
+}
+
+static void on_done(const char *fn, size_t len, int grpc_status, int http_status, uint64_t start_us)
+{
+    int code = grpc_status;
+    if (code < 0)
+        code = http_status > 0 && http_status != 200 ? gw_grpc_code_from_http(http_status) : 1; /* client left */
+    gw_metrics_record(fn, len, code, GW_PROTO_GRPC, faas_now_us() - start_us);
+}
+
+static int fn_name_ok(const uint8_t *s, size_t len)
+{
+    if (len == 0 || len > 63)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || (s[i] == '-' && i > 0)))
+            return 0;
+    return 1;
+}
+
+static void make_rid(const nghttp2_nv *x, char *out, size_t cap)
+{
+    if (x != NULL && gw_request_id_sane((const char *)x->value, x->valuelen)) {
+        snprintf(out, cap, "%.*s", (int)x->valuelen, (const char *)x->value);
+        return;
+    }
+    faas_random_id(out, cap < 17 ? cap : 17);
+}
+
+#define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
+
+static void on_request(h2b_pair_t *p, int eos)
+{
+    const nghttp2_nv *method = find(p, ":method"), *path = find(p, ":path"), *ct = find(p, "content-type");
+    if (!nv_is(method, "POST") || path == NULL) {
+        gw_metrics_other();
+        h2b_pair_http_error(p, 405);
+        return;
+    }
+    if (ct == NULL || !gw_grpc_content_type_ok((const char *)ct->value, ct->valuelen)) {
+        gw_metrics_other();
+        h2b_pair_http_error(p, 415);
+        return;
+    }
+    gw_slice_t svc, meth;
+    const char *err = NULL;
+    if (gw_grpc_parse_path((const char *)path->value, path->valuelen, &svc, &meth, &err) != 0) {
+        gw_metrics_other();
+        h2b_pair_fail(p, 12, err);
+        return;
+    }
+    char fn[64], rid[72], msg[200];
+    const nghttp2_nv *ff = find(p, "faas-function");
+    if (ff != NULL) {
+        if (!fn_name_ok(ff->value, ff->valuelen)) {
+            gw_metrics_other();
+            h2b_pair_fail(p, 12, "bad faas-function header");
+            return;
+        }
+        memcpy(fn, ff->value, ff->valuelen);
+        fn[ff->valuelen] = '\0';
+    } else if (disp_grpc_route(svc.ptr, svc.len, fn, sizeof(fn)) != 0) {
+        gw_metrics_other();
+        snprintf(msg, sizeof(msg), "no function serves %.*s", (int)(svc.len < 120 ? svc.len : 120), svc.ptr);
+        FAAS_INFO("event=grpc_error grpc_status=12 msg=\"%s\"", msg);
+        h2b_pair_fail(p, 12, msg);
+        return;
+    }
+    size_t fnlen = strlen(fn);
+    uint32_t max_ms;
+    if (disp_grpc_fn_info(fn, fnlen, &max_ms) != 0) {
+        gw_metrics_other();
+        snprintf(msg, sizeof(msg), "function %s: no such function", fn);
+        h2b_pair_fail(p, 12, msg);
+        return;
+    }
+    /* the call lives until its grpc-timeout or the function's max duration, whichever first */
+    uint64_t now = faas_now_ms(), deadline = now + max_ms, tmo;
+    const nghttp2_nv *t = find(p, "grpc-timeout");
+    if (t != NULL && gw_grpc_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < max_ms)
+        deadline = now + tmo;
+    make_rid(find(p, "x-request-id"), rid, sizeof(rid));
+
+    nghttp2_nv nv[MAX_FWD_HEADERS + 8];
+    size_t n = 0;
+    const nghttp2_nv *auth = find(p, ":authority");
+    nv[n++] = NV(":method", 7, "POST", 4);
+    nv[n++] = NV(":scheme", 7, "http", 4);
+    nv[n++] = auth != NULL ? NV(":authority", 10, auth->value, auth->valuelen) : NV(":authority", 10, "localhost", 9);
+    nv[n++] = NV(":path", 5, path->value, path->valuelen);
+    nv[n++] = NV("te", 2, "trailers", 8);
+    for (size_t i = 0; i < p->req.n && n < MAX_FWD_HEADERS; i++) {
+        const nghttp2_nv *h = &p->req.nv[i];
+        if (gw_grpc_header_forwarded((const char *)h->name, h->namelen))
+            nv[n++] = *h;
+    }
+    nv[n++] = NV("faas-request-id", 15, rid, strlen(rid));
+    nv[n++] = NV("faas-function", 13, fn, fnlen);
+    disp_grpc_forward(p, fn, fnlen, nv, n, deadline, rid);
+}
+
+static const h2b_server_cbs_t server_cbs = {.on_request = on_request};
+
+static void on_accept(h2o_socket_t *ls, const char *err)
+{
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(ls);
+        if (sock == NULL)
+            return;
+        h2b_server_accept(sock, &server_cbs);
+    }
+}
+
+static int open_listener(const char *addr, const char **err)
+{
+    char host[128];
+    uint16_t port;
+    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
+        return -1;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t sl;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        sl = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        sl = sizeof(*sin6);
+    } else {
+        *err = "gRPC listen address must be a numeric IP";
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    return fd;
+fail:
+    *err = strerror(errno);
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static size_t fmt_timeout(uint64_t ms, char *buf, size_t cap)
+{
+    return gw_grpc_format_timeout(ms, buf, cap);
+}
+
+int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
+{
+    int best_effort = addr == NULL;
+    if (addr == NULL)
+        addr = GW_GRPC_DEFAULT_LISTEN;
+    if (strcmp(addr, "off") == 0)
+        return 0;
+    disp_grpc_cbs_t cbs = {.on_done = on_done, .format_timeout = fmt_timeout};
+    disp_grpc_init(&cbs);
+    int fd = open_listener(addr, err);
+    if (fd < 0) {
+        if (best_effort) {
+            FAAS_WARN("event=grpc_listen_failed addr=%s err=\"%s\" msg=\"gRPC disabled\"", addr, *err);
+            return 0;
+        }
+        return -1;
+    }
+    listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(listener, on_accept);
+    FAAS_INFO("event=grpc_listening addr=%s", addr);
+    return 0;
+}

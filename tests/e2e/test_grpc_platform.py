@@ -1,0 +1,210 @@
+"""gRPC end to end: an unmodified python3-grpcio server (examples/grpc-echo) deployed as
+a function and called through the gateway's gRPC port by python3-grpcio and by a grpc
+core C client (faasctl invoke --grpc)."""
+import base64
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from platform_util import BUILD, ROOT, Platform, wait_until
+
+grpc = pytest.importorskip("grpc")
+
+BIG = 64 << 20
+OPTS = [("grpc.max_receive_message_length", BIG), ("grpc.max_send_message_length", BIG)]
+EXAMPLE = os.path.join(ROOT, "examples", "grpc-echo")
+
+
+@pytest.fixture(scope="module")
+def plat(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grpc")
+    p = Platform(d, pool_size=2, grpc=True).start()
+    events = os.path.join(str(d), "events.log")
+    open(events, "w").close()
+    os.chmod(events, 0o666)
+    os.chmod(str(d), 0o777)
+    p.events = events
+    p.ctl("deploy", "-f", os.path.join(EXAMPLE, "function.yaml"), "--env", f"EVENTS={events}",
+          "--memory", "512Mi", "--pids", "512", "--timeout", "60s")
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def chan(plat):
+    ch = grpc.insecure_channel(plat.grpc_addr, options=OPTS)
+    yield ch
+    ch.close()
+
+
+def metric_lines(plat, fn="grpc-echo"):
+    with urllib.request.urlopen(f"{plat.gateway_url}/metrics", timeout=5) as r:
+        txt = r.read().decode()
+    return [l for l in txt.splitlines() if l.startswith("faas_requests_total") and f'function="{fn}"' in l
+            and 'protocol="grpc"' in l]
+
+
+def count(plat, code, fn="grpc-echo"):
+    for l in metric_lines(plat, fn):
+        if f'code="{code}"' in l:
+            return int(l.rsplit(" ", 1)[1])
+    return 0
+
+
+def test_unary_cold_start_first_call(plat, chan):
+    # the fixture deployed the function and nothing called it yet: this call cold-starts it
+    assert plat.instances("grpc-echo") == []
+    t0 = time.monotonic()
+    assert chan.unary_unary("/echo.Echo/Unary")(b"hello", timeout=30) == b"hello"
+    assert time.monotonic() - t0 < 30
+    assert len(plat.instances("grpc-echo")) == 1
+    wait_until(lambda: count(plat, 0) >= 1, 5, what="grpc metric")
+
+
+def test_server_streaming_10000(plat, chan):
+    got = list(chan.unary_stream("/echo.Echo/ServerStream")(b"10000:100", timeout=60))
+    assert len(got) == 10000
+    assert all(m == bytes(i % 251 for i in range(100)) for m in got[:3])
+
+
+def test_client_streaming(plat, chan):
+    msgs = [b"x" * (i + 1) for i in range(500)]
+    r = chan.stream_unary("/echo.Echo/ClientStream")(iter(msgs), timeout=30)
+    assert int(r) == sum(len(m) for m in msgs)
+
+
+def test_bidi_echo(plat, chan):
+    msgs = [f"m{i}".encode() * (i % 7 + 1) for i in range(300)]
+    got = list(chan.stream_stream("/echo.Echo/Bidi")(iter(msgs), timeout=30))
+    assert got == msgs
+
+
+def test_bidi_interleaved(plat, chan):
+    """Each reply arrives before the next request is sent (no buffering of whole bodies)."""
+    import queue
+    q = queue.Queue()
+
+    def gen():
+        for i in range(20):
+            yield f"ping{i}".encode()
+            assert q.get(timeout=10) == f"ping{i}".encode()
+    it = chan.stream_stream("/echo.Echo/Bidi")(gen(), timeout=30)
+    for m in it:
+        q.put(m)
+
+
+def test_100_concurrent_streams_one_channel(plat, chan):
+    call = chan.unary_unary("/echo.Echo/Unary")
+    futs = [call.future(f"c{i}".encode(), timeout=30) for i in range(100)]
+    assert [f.result() for f in futs] == [f"c{i}".encode() for i in range(100)]
+    streams = [chan.unary_stream("/echo.Echo/ServerStream")(b"50:1000", timeout=30) for _ in range(100)]
+    assert all(len(list(s)) == 50 for s in streams)
+
+
+def test_4mib_message(plat, chan):
+    big = os.urandom(4 << 20)
+    assert chan.unary_unary("/echo.Echo/Unary")(big, timeout=60) == big
+    got = list(chan.stream_stream("/echo.Echo/Bidi")(iter([big, big[:100], big]), timeout=60))
+    assert got == [big, big[:100], big]
+
+
+def test_user_status_and_trailing_metadata_intact(plat, chan):
+    before = count(plat, 5)
+    with pytest.raises(grpc.RpcError) as ei:
+        chan.unary_unary("/echo.Echo/Unary")("status:NOT_FOUND:no such thing: café 100%\n".encode(), timeout=10)
+    e = ei.value
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+    assert e.details() == "no such thing: café 100%\n"
+    md = dict(e.trailing_metadata())
+    assert md["x-custom"] == "kept as sent"
+    assert md["x-bin-bin"] == b"\x00\x01\xfe\xff"
+    wait_until(lambda: count(plat, 5) == before + 1, 5, what="NOT_FOUND counted from trailers")
+
+
+def test_unknown_service_unimplemented(plat, chan):
+    with pytest.raises(grpc.RpcError) as ei:
+        chan.unary_unary("/nope.Missing/Call")(b"x", timeout=10)
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_faas_function_header_overrides(plat, chan):
+    r = chan.unary_unary("/other.Name/Unary")
+    # the service is unknown, but the header names the function: the user server answers
+    with pytest.raises(grpc.RpcError) as ei:
+        r(b"x", timeout=10, metadata=(("faas-function", "grpc-echo"),))
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED  # from the user server this time
+    with pytest.raises(grpc.RpcError) as ei:
+        r(b"x", timeout=10, metadata=(("faas-function", "no-such-fn"),))
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_non_grpc_content_type_415(plat):
+    import subprocess
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                          "-X", "POST", "-H", "content-type: application/json", "-d", "{}",
+                          f"http://{plat.grpc_addr}/echo.Echo/Unary"], capture_output=True, text=True, timeout=10)
+    assert out.stdout == "415"
+
+
+def test_deadline_exceeded_and_upstream_cancelled(plat, chan):
+    t0 = time.monotonic()
+    with pytest.raises(grpc.RpcError) as ei:
+        chan.unary_unary("/echo.Echo/Unary")(b"sleep:5000", timeout=0.5)
+    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < 3
+    # the user server saw its call cancelled (RST_STREAM CANCEL reached it)
+    wait_until(lambda: "cancelled Unary" in open(plat.events).read(), 5, what="user server saw the cancel")
+
+
+def test_client_cancel_reaches_user_server(plat, chan):
+    open(plat.events, "w").close()
+    it = chan.unary_stream("/echo.Echo/ServerStream")(b"100000:10:10", timeout=60)
+    assert len(next(it)) == 10
+    it.cancel()
+    wait_until(lambda: "cancelled ServerStream" in open(plat.events).read(), 5,
+               what="user server saw the client cancel")
+
+
+def test_faasctl_invoke_grpc(plat):
+    env = plat.env()
+    env["FAAS_GRPC_GATEWAY"] = plat.grpc_addr
+    import subprocess
+    p = subprocess.run([f"{BUILD}/faasctl", "invoke", "grpc-echo", "--grpc", "/echo.Echo/Unary", "--data", "raw"],
+                       capture_output=True, env=env, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"raw"
+    p = subprocess.run([f"{BUILD}/faasctl", "invoke", "grpc-echo", "--grpc", "/echo.Echo/Unary", "--base64",
+                        "--data", "-"], input=b"\x00\xffbin", capture_output=True, env=env, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert base64.b64decode(p.stdout.strip()) == b"\x00\xffbin"
+    p = subprocess.run([f"{BUILD}/faasctl", "invoke", "grpc-echo", "--grpc", "/echo.Echo/Unary",
+                        "--data", "status:PERMISSION_DENIED:go away"], capture_output=True, text=True, env=env,
+                       timeout=30)
+    assert p.returncode != 0
+    assert "PERMISSION_DENIED" in p.stderr or "7" in p.stderr
+    assert "go away" in p.stderr
+
+
+def test_user_server_killed_mid_stream_unavailable(plat, chan):
+    pid = int(chan.unary_unary("/echo.Echo/Unary")(b"pid", timeout=10))
+    it = chan.unary_stream("/echo.Echo/ServerStream")(b"100000:10:5", timeout=60)
+    assert len(next(it)) == 10
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(grpc.RpcError) as ei:
+        for _ in it:
+            pass
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the platform replaces the instance: the next call cold-starts a new one
+    wait_until(lambda: _call_ok(chan), 30, interval=0.2, what="function back after the kill")
+
+
+def _call_ok(chan):
+    try:
+        return chan.unary_unary("/echo.Echo/Unary")(b"again", timeout=10) == b"again"
+    except grpc.RpcError:
+        return False

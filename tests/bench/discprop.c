@@ -10,7 +10,9 @@
  * watcher's callback (CLOCK_MONOTONIC). Prints {"samples_us": [...], "lost": n}.
  *
  * Built by tests/bench/run.sh against the build dir's common objects. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>

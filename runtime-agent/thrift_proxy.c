@@ -12,6 +12,7 @@
  * the HTTP path: 502 upstream-connect / upstream-reset, 504 timeout. */
 #include <h2o.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,6 +293,8 @@ static int up_acquire(tfwd_t *f, int fresh)
         return -1;
     }
     up->sock->data = up;
+    int one = 1; /* one small frame per call: never wait behind Nagle */
+    setsockopt(h2o_socket_get_fd(up->sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     up->idle_timer.cb = on_idle_timeout;
     up->owner = f;
     f->up = up;

@@ -177,6 +177,10 @@ struct wm {
     char (*fetching)[65];
     size_t n_fetching;
     uint64_t refill_after_us, refill_defer_us;
+    /* no heartbeat is woken before this (a cold start is in flight): discovery, its
+     * watchers and the heartbeat would take the CPU from the starting user server */
+    uint64_t hb_quiet_until_us;
+    int hb_pending; /* a change was published during the quiet window */
     int stop;
 
     pthread_mutex_t mu; /* guards everything below */

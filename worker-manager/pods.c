@@ -28,6 +28,13 @@
 #define DEFAULT_COLD_START_MS 10000u
 #define WM_DEFAULT_MAX_INSTANCES 10u
 #define REFILL_DEFER_US 200000ull
+/* After READY the first request still has to reach the user server: a pod spawn (a
+ * clone into new namespaces, ~2 ms of CPU in the helper, which the pod thread waits
+ * for) and a heartbeat (discovery, then every watcher) would compete with it for the
+ * CPU on a small host. Both wait this long. */
+#define AFTER_READY_QUIET_US 20000ull
+/* Longest a heartbeat for a change waits for a cold start in flight. */
+#define HB_QUIET_MAX_US 50000ull
 
 /* ---- work queue ---- */
 
@@ -151,8 +158,30 @@ static void publish(wm_t *wm)
     wm->pool_ready = ready;
     wm->pool_starting = starting;
     wm->changed = 1;
-    pthread_cond_broadcast(&wm->cv);
+    if (faas_now_us() >= wm->hb_quiet_until_us)
+        pthread_cond_broadcast(&wm->cv);
+    else
+        wm->hb_pending = 1; /* check_deadlines wakes the heartbeat when the window ends */
     pthread_mutex_unlock(&wm->mu);
+}
+
+/* Holds change-triggered heartbeats back until `until` (bounded by HB_QUIET_MAX_US). */
+static void hb_quiet(wm_t *wm, uint64_t until)
+{
+    uint64_t cap = faas_now_us() + HB_QUIET_MAX_US;
+    pthread_mutex_lock(&wm->mu);
+    if (until > cap)
+        until = cap;
+    if (until > wm->hb_quiet_until_us)
+        wm->hb_quiet_until_us = until;
+    pthread_mutex_unlock(&wm->mu);
+}
+
+/* 1 if lim is what every warm pod already has (the helper applied it at spawn). */
+static int limits_are_warm_defaults(const wm_limits_t *lim)
+{
+    return (lim->memory_bytes == 0 || lim->memory_bytes == WM_DEFAULT_MEMORY) && lim->cpu_millis == 0 &&
+           (lim->pids == 0 || lim->pids == WM_DEFAULT_PIDS);
 }
 
 static void count(wm_t *wm, uint64_t *field)
@@ -400,8 +429,10 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
         lim.pids = s->resources->pids;
     }
     uint64_t t_mount = 0, t_limits = 0;
+    hb_quiet(wm, a->t_taken + HB_QUIET_MAX_US);
     if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, err, sizeof(err)) != 0 ||
-        (t_mount = faas_now_us(), wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err))) != 0 ||
+        (t_mount = faas_now_us(),
+         limits_are_warm_defaults(&lim) ? 0 : wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err))) != 0 ||
         (t_limits = faas_now_us(), send_specialize(wm, p, a, err, sizeof(err))) != 0) {
         FAAS_ERROR("event=specialize_failed pod=%s fn=%s err=\"%s\"", p->id, s->name, err);
         pod_destroy(wm, p, "the pod could not be specialized");
@@ -502,10 +533,11 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->started_ms = faas_unix_ms();
         wm_acq_t *a = p->acq;
         p->acq = NULL;
-        publish(wm);
+        hb_quiet(wm, faas_now_us() + AFTER_READY_QUIET_US);
+        publish(wm); /* before the reply: ListInstances already shows what Acquire returns */
         acq_reply(wm, a, p, ev);
         if (count_state(wm, POD_SPECIALIZING) == 0)
-            wm->refill_defer_us = 0;
+            wm->refill_defer_us = faas_now_us() + AFTER_READY_QUIET_US;
         refill(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__FAILED:
@@ -727,6 +759,14 @@ static int check_deadlines(wm_t *wm)
         next = p->deadline_us < next ? p->deadline_us : next;
     }
     refill(wm);
+    pthread_mutex_lock(&wm->mu);
+    if (wm->hb_pending && now >= wm->hb_quiet_until_us) {
+        wm->hb_pending = 0;
+        pthread_cond_broadcast(&wm->cv);
+    } else if (wm->hb_pending && wm->hb_quiet_until_us < next) {
+        next = wm->hb_quiet_until_us;
+    }
+    pthread_mutex_unlock(&wm->mu);
     if (wm->refill_after_us > now && wm->refill_after_us < next)
         next = wm->refill_after_us;
     if (wm->refill_defer_us > now && wm->refill_defer_us < next)

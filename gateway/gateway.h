@@ -46,6 +46,9 @@ typedef struct {
     uint32_t threads;
     const char *domain; /* "" = no Host-based routing */
     const char *grpc_listen; /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */
+    const char *thrift_listen;      /* Thrift port; "off" = none */
+    const char *thrift_default_fn;  /* function for Thrift calls naming none; "" = none */
+    int thrift_listen_explicit;     /* set by flag: failing to bind is fatal */
 } gw_config_t;
 
 /* Parses argv into cfg; 0, 1 for --help (usage printed), or -1 with *err set. */

@@ -12,7 +12,7 @@ static const double buckets_s[GW_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01
 typedef struct code_count {
     struct code_count *next;
     int code;
-    int proto; /* 0 http/1.1, 1 h2 */
+    int proto; /* 0 http/1.1, 1 h2, 2 thrift, 3 grpc */
     uint64_t n;
 } code_count_t;
 
@@ -80,7 +80,7 @@ void gw_metrics_write(FILE *out)
     for (fn_metrics_t *m = fns; m != NULL; m = m->next)
         for (code_count_t *c = m->codes; c != NULL; c = c->next)
             fprintf(out, "faas_requests_total{function=\"%s\",code=\"%d\",protocol=\"%s\"} %" PRIu64 "\n", m->name,
-                    c->code, c->proto == 3 ? "grpc" : c->proto ? "h2" : "http1.1", c->n);
+                    c->code, c->proto == 3 ? "grpc" : c->proto == 2 ? "thrift" : c->proto ? "h2" : "http1.1", c->n);
     fprintf(out, "# HELP faas_request_duration_seconds Time from request to the end of the response.\n"
                  "# TYPE faas_request_duration_seconds histogram\n");
     for (fn_metrics_t *m = fns; m != NULL; m = m->next) {

@@ -408,6 +408,12 @@ int gw_run(const gw_config_t *cfg)
         FAAS_ERROR("event=grpc_listen_failed addr=%s err=\"%s\"", cfg->grpc_listen, err);
         return 1;
     }
+    if (strcmp(cfg->thrift_listen, "off") != 0 &&
+        gw_thrift_listen(&g_ctx, cfg->thrift_listen, cfg->thrift_default_fn, &err) != 0) {
+        FAAS_ERROR("event=thrift_listen_failed addr=%s err=\"%s\"", cfg->thrift_listen, err);
+        if (cfg->thrift_listen_explicit)
+            return 1; /* the default port may be another gateway's: only then go on without it */
+    }
     h2o_socket_t *ls = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(ls, on_accept);
     FAAS_INFO("event=listening addr=%s discovery=%s max_body=%" PRIu64 " queue_max=%u", cfg->listen, cfg->discovery,
@@ -444,7 +450,9 @@ static const char usage[] =
     "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
     "  --threads N                 event loop threads (only 1 for now)\n"
     "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
-    "  --domain D                  also route Host <name>.D to function <name> (default: off)\n";
+    "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
+    "  --thrift-listen ADDR        Thrift port: framed, THeader, TTHeader (default 127.0.0.1:8082; off = none)\n"
+    "  --thrift-default-function F function for Thrift calls that name no service (default: none)\n";
 
 int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
 {
@@ -457,6 +465,9 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
     cfg->threads = 1;
     cfg->domain = "";
     cfg->grpc_listen = NULL;
+    cfg->thrift_listen = "127.0.0.1:8082";
+    cfg->thrift_default_fn = "";
+    cfg->thrift_listen_explicit = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -485,6 +496,10 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
             cfg->listen = v;
         else if (IS("--discovery"))
             cfg->discovery = v;
+        else if (IS("--thrift-listen"))
+            cfg->thrift_listen = v, cfg->thrift_listen_explicit = 1;
+        else if (IS("--thrift-default-function"))
+            cfg->thrift_default_fn = v;
         else if (IS("--grpc-listen"))
             cfg->grpc_listen = v;
         else if (IS("--domain") && v[0] != '.')

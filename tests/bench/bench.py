@@ -401,7 +401,7 @@ def scen_cold(s, a, res):
             kv = _logfmt(line)
             wm[kv.get("fn")] = kv
     phases = {k: [] for k in ("client", "gateway_ms", "wm_total", "queue", "code", "specialize", "exec",
-                              "ready", "wm_other", "outside_wm")}
+                              "ready", "wm_other", "outside_wm", "gw_acquire", "after_acquire")}
     for name, us in client.items():
         phases["client"].append(us)
         g, w = gw.get(name), wm.get(name)
@@ -416,6 +416,10 @@ def scen_cold(s, a, res):
             phases["wm_other"].append(t["total"] - sum(t[k] for k in ("queue", "code", "specialize", "exec",
                                                                       "ready")))
             phases["outside_wm"].append(us - t["total"])
+            if g:
+                gms = float(g.get("ms", "nan")) * 1000
+                phases["gw_acquire"].append(gms - t["total"])
+                phases["after_acquire"].append(us - gms)
     res["cold"] = {k: {"n": len(v), "p50": pct(v, 50), "p90": pct(v, 90), "p99": pct(v, 99),
                        "max": max(v) if v else float("nan")} for k, v in phases.items()}
     floor = subprocess.run([a.floor, str(a.cold), "/hello", f"{ROOT}/examples/hello-http/hello"],
@@ -676,7 +680,9 @@ def table(res, m, cm, a):
                   "queue": "phase: queue", "code": "phase: code", "specialize": "phase: specialize",
                   "exec": "phase: user-server exec", "ready": "phase: readiness (exec -> accepts)",
                   "wm_other": "phase: rest inside the worker manager",
-                  "outside_wm": "phase: outside the WM (dispatch, Acquire RPC, first proxied request)"}
+                  "outside_wm": "phase: outside the WM (dispatch, Acquire RPC, first proxied request)",
+                  "gw_acquire": "of which: arrival -> Acquire reply minus WM total (gateway ms, +-1 ms)",
+                  "after_acquire": "of which: Acquire reply -> client has the response (+-1 ms)"}
         ph = {k: cs[k]["p50"] for k in ("queue", "code", "specialize", "exec", "ready", "wm_other",
                                           "outside_wm") if cs[k]["n"]}
         if ph:

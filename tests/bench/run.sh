@@ -46,6 +46,8 @@ fi
 
 short=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 out="$here/results/$(date -u +%Y-%m-%d)-$short.md"
+# a partial run (--only) must not overwrite the table of a full one: it goes to the build dir
+case " $* " in *" --only "*|*" --only="*) out="$build/bench-partial-$(date -u +%Y-%m-%d)-$short.md" ;; esac
 mkdir -p "$here/results"
 
 exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" --out "$out" "$@"

@@ -95,6 +95,7 @@ class ControlPlane:
         self.instances = {}
         self.watches = 0
         self.cut = set()
+        self.closed = False
         self.agents = []
         self.lock = threading.Lock()
         ident = (lambda b: b)
@@ -165,9 +166,12 @@ class ControlPlane:
         os.makedirs(d)
         with open(os.path.join(d, "server.py"), "w") as f:
             f.write(USER_SERVER)
-        p = subprocess.Popen([AGENT, "--standalone", "--cmd", f"{PY} server.py", "--dir", d, "--name", name],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.agents.append(p)
+        with self.lock:
+            if self.closed:
+                ctx.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
+            p = subprocess.Popen([AGENT, "--standalone", "--cmd", f"{PY} server.py", "--dir", d, "--name", name],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.agents.append(p)
         line = p.stdout.readline().decode()
         assert line.startswith("READY port="), line
         port = int(line.split("=")[1])
@@ -186,6 +190,9 @@ class ControlPlane:
         return b""
 
     def close(self):
+        # no pod may start after this: an Acquire still sleeping would leak its agent
+        with self.lock:
+            self.closed = True
         self.server.stop(0)
         for p in self.agents:
             if p.poll() is None:

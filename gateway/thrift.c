@@ -659,7 +659,7 @@ size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap)
         memcpy(out, tmp, (size_t)n);
         return (size_t)n;
     }
-    if (h->key.len > 200)
+    if (h->key.len > 200 || h->key.len == 0) /* an empty key would give a name with nothing after the prefix */
         return 0;
     int plain = key_plain(h->key.ptr, h->key.len);
     size_t n = 14 + (plain ? h->key.len : 2 * h->key.len);

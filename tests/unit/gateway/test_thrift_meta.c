@@ -68,6 +68,8 @@ Test(thrift_meta, unprintable_values_and_long_keys_do_not_travel)
     cr_assert_eq(gw_thrift_meta_name(&h, name, sizeof(name)), 0);
     h = str_hdr("abc", "v");
     cr_assert_eq(gw_thrift_meta_name(&h, name, 10), 0); /* cap too small */
+    h = str_hdr("", "v");
+    cr_assert_eq(gw_thrift_meta_name(&h, name, sizeof(name)), 0); /* found by fuzz_gw_thrift */
 }
 
 Test(thrift_meta, parse_rejects_foreign_and_malformed_names)

@@ -278,3 +278,90 @@ def test_metrics_count_thrift(plat):
         s.close()
     body = http_get(plat.gateway_url + "/metrics")[1]
     assert 'function="calc",code="200",protocol="thrift"' in body
+
+
+def _varint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([n & 0x7F | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def th_encode(payload, seqid, flags=0, headers=None):
+    """A THeader frame (binary protocol) by hand, to set flags python3-thrift does not."""
+    h = _varint(0) + _varint(0)
+    if headers:
+        h += _varint(1) + _varint(len(headers))
+        for k, v in headers.items():
+            h += _varint(len(k)) + k + _varint(len(v)) + v
+    h += b"\x00" * ((4 - len(h) % 4) % 4)
+    body = struct.pack(">HHIH", 0x0FFF, flags, seqid, len(h) // 4) + h + payload
+    return struct.pack(">I", len(body)) + body
+
+
+def _binary_call(name, args, seqid):
+    from calc import write_args
+    from thrift.Thrift import TMessageType
+    buf = TTransport.TMemoryBuffer()
+    p = TBinaryProtocol.TBinaryProtocol(buf)
+    p.writeMessageBegin(name, TMessageType.CALL, seqid)
+    write_args(p, name, args)
+    p.writeMessageEnd()
+    return buf.getvalue()
+
+
+def _read_frames(sock, n):
+    buf, out = b"", []
+    while len(out) < n:
+        b = sock.recv(65536)
+        assert b, f"closed after {len(out)} frames"
+        buf += b
+        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+            k = 4 + struct.unpack(">I", buf[:4])[0]
+            out.append(buf[:k])
+            buf = buf[k:]
+    return out
+
+
+@pytest.mark.parametrize("ooo", [True, False], ids=["out-of-order", "in-order"])
+def test_theader_out_of_order_flag(plat, ooo):
+    flags = 0x0001 if ooo else 0
+    hs = {b"faas-function": b"calc"}
+    with socket.create_connection(("127.0.0.1", plat.thrift_port), timeout=20) as s:
+        s.sendall(th_encode(_binary_call("add", [1, 1], 1), 1, flags, hs))  # warm
+        _read_frames(s, 1)
+        s.sendall(th_encode(_binary_call("sleep", [400], 2), 2, flags, hs) +
+                  th_encode(_binary_call("add", [2, 3], 3), 3, flags, hs))
+        got = [struct.unpack(">I", f[8:12])[0] for f in _read_frames(s, 2)]
+    assert got == ([3, 2] if ooo else [2, 3])
+
+
+def test_cold_start_on_first_call(plat, tmp_path):
+    deploy_calc(plat, tmp_path, "calccold", argv=("theader",), services=("CalcCold",))
+    assert plat.instances("calccold") == []
+    c, p, s = header_client(plat.thrift_port, 2)
+    try:
+        p.set_header(b"faas-function", b"calccold")
+        assert c.call("echo", "first") == "first"  # held while the instance starts
+    finally:
+        s.close()
+    assert len(plat.instances("calccold")) == 1
+
+
+def test_cold_start_failure_is_internal_error(plat, tmp_path):
+    path = os.path.join(str(tmp_path), "broken.yaml")
+    with open(path, "w") as f:
+        f.write(f"name: calcbroken\ncode: {CALC_DIR}\ncommand: [/bin/false]\nprotocol: thrift\n"
+                "thrift_services: [Broken]\nhealth: {tcp: true}\ncold_start_timeout: 3s\n")
+    plat.ctl("deploy", "-f", path)
+    c, p, s = framed_client(plat.thrift_port)
+    try:
+        with pytest.raises(TApplicationException) as ei:
+            c.send("add", 1, 2, seqid=31, mname="Broken:add")
+            c.recv("add")
+        assert ei.value.type == TApplicationException.INTERNAL_ERROR
+        assert ei.value.seqid == 31 and ei.value.name == "Broken:add"
+        assert "calcbroken" in ei.value.message
+    finally:
+        s.close()

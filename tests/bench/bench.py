@@ -261,8 +261,13 @@ class Setup:
         if st != 200:
             raise HarnessError(f"platform warm-up request: {st} {body} {err}\n{self.platform.logs()}")
         self.gw_pid = self.platform.gateway.proc.pid
-        inst = self.instances("bench")
-        if len(inst) != 1 or not inst[0]["pid"]:
+        # the worker manager registers the instance with its next (immediate) heartbeat
+        try:
+            inst = pu.wait_until(lambda: [i for i in self.instances("bench") if i["pid"]], 10,
+                                 what="the warm instance of bench in discovery")
+        except TimeoutError as e:
+            raise HarnessError(str(e))
+        if len(inst) != 1:
             raise HarnessError(f"expected one warm instance of bench, got {inst}")
         self.agent_pid = inst[0]["pid"]
         kids = children(self.agent_pid)

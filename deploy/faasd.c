@@ -49,6 +49,7 @@ typedef struct {
     char http[128], disc[128], wm[128], disc_metrics[128], wm_metrics[128];
     char pool[16];
     char thrift[128]; /* gateway Thrift listener */
+    char grpc[128];   /* gateway gRPC listener */
     char disc_state[PATH_MAX], wm_state[PATH_MAX], agent[PATH_MAX];
 } config_t;
 
@@ -62,6 +63,7 @@ static const char usage[] =
     "  --state-dir DIR          state (default ./.faas: DIR/discovery, DIR/worker)\n"
     "  --http ADDR              gateway HTTP listener (default 127.0.0.1:8080)\n"
     "  --thrift ADDR            gateway Thrift listener (default 127.0.0.1:8082; off = none)\n"
+    "  --grpc ADDR              gateway gRPC listener (default 127.0.0.1:8081; off = none)\n"
     "  --discovery-listen ADDR  discovery gRPC (default 127.0.0.1:7100; metrics on port+1)\n"
     "  --workermgr-listen ADDR  worker manager gRPC (default 127.0.0.1:7200; metrics on port+1)\n"
     "  --discovery-metrics ADDR / --workermgr-metrics ADDR   override the metrics listeners\n"
@@ -114,13 +116,13 @@ static void default_bin_dir(char *out, size_t cap)
 
 static int parse_flags(int argc, char **argv, config_t *c)
 {
-    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT };
+    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC };
     static const struct option opts[] = {
         {"state-dir", required_argument, NULL, O_STATE}, {"http", required_argument, NULL, O_HTTP},
         {"discovery-listen", required_argument, NULL, O_DISC}, {"workermgr-listen", required_argument, NULL, O_WM},
         {"discovery-metrics", required_argument, NULL, O_DM}, {"workermgr-metrics", required_argument, NULL, O_WMM},
         {"pool-size", required_argument, NULL, O_POOL}, {"bin-dir", required_argument, NULL, O_BIN},
-        {"thrift", required_argument, NULL, O_THRIFT}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"thrift", required_argument, NULL, O_THRIFT}, {"grpc", required_argument, NULL, O_GRPC}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
     struct {
         int opt;
@@ -130,7 +132,7 @@ static int parse_flags(int argc, char **argv, config_t *c)
                {O_DISC, c->disc, sizeof(c->disc)},           {O_WM, c->wm, sizeof(c->wm)},
                {O_DM, c->disc_metrics, sizeof(c->disc_metrics)}, {O_WMM, c->wm_metrics, sizeof(c->wm_metrics)},
                {O_POOL, c->pool, sizeof(c->pool)},           {O_BIN, c->bin_dir, sizeof(c->bin_dir)},
-               {O_THRIFT, c->thrift, sizeof(c->thrift)}};
+               {O_THRIFT, c->thrift, sizeof(c->thrift)},     {O_GRPC, c->grpc, sizeof(c->grpc)}};
     snprintf(c->state_dir, sizeof(c->state_dir), "./.faas");
     snprintf(c->http, sizeof(c->http), "127.0.0.1:8080");
     snprintf(c->disc, sizeof(c->disc), "127.0.0.1:7100");
@@ -209,6 +211,10 @@ static int build_children(config_t *c, child_t *ch)
     if (c->thrift[0] != '\0') { /* else the gateway's default, 127.0.0.1:8082, best effort */
         add_arg(&ch[2], "--thrift-listen");
         add_arg(&ch[2], c->thrift);
+    }
+    if (c->grpc[0] != '\0') { /* else the gateway's default, 127.0.0.1:8081, best effort */
+        add_arg(&ch[2], "--grpc-listen");
+        add_arg(&ch[2], c->grpc);
     }
     if (faas_mkdirs(c->disc_state, 0755) != 0 || faas_mkdirs(c->wm_state, 0755) != 0) {
         fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));

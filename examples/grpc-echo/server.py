@@ -10,8 +10,9 @@ Service echo.Echo:
                   "<n>:<size>:<delay_ms>" paces them
   ClientStream -> the total byte count of all requests, as decimal text
   Bidi         -> every request echoed back as it arrives
-EVENTS (env, optional): a file that gets a line "cancelled <method>" when a call's client
-went away (cancellation reaching the user server is observable from outside)."""
+A call whose client went away (cancel, deadline, reset) prints "cancelled <method> <tag>"
+on stdout (the platform's function log), so cancellation reaching the user server is
+observable from outside; <tag> is the request up to its first ':'-field."""
 import os
 import sys
 import threading
@@ -20,25 +21,23 @@ from concurrent import futures
 
 import grpc
 
-EVENTS = os.environ.get("EVENTS", "")
 _lock = threading.Lock()
 
 
 def record(line):
-    if EVENTS:
-        with _lock, open(EVENTS, "a") as f:
-            f.write(line + "\n")
+    with _lock:
+        print(line, flush=True)
 
 
-def watch_cancel(ctx, method):
+def watch_cancel(ctx, method, tag=b""):
     def cb():
-        if ctx.is_active() is False and not getattr(ctx, "_done_ok", False):
-            record(f"cancelled {method}")
+        if not getattr(ctx, "_done_ok", False):
+            record(f"cancelled {method} {tag[:40].decode('utf-8', 'replace')}")
     ctx.add_callback(cb)
 
 
 def unary(req, ctx):
-    watch_cancel(ctx, "Unary")
+    watch_cancel(ctx, "Unary", req)
     if req.startswith(b"status:"):
         _, code, msg = req.decode("utf-8").split(":", 2)
         ctx.set_trailing_metadata((("x-custom", "kept as sent"), ("x-bin-bin", b"\x00\x01\xfe\xff")))
@@ -51,13 +50,14 @@ def unary(req, ctx):
         if not ctx.is_active():
             return b""
     if req == b"pid":
+        ctx._done_ok = True
         return str(os.getpid()).encode()
     ctx._done_ok = True
     return req
 
 
 def server_stream(req, ctx):
-    watch_cancel(ctx, "ServerStream")
+    watch_cancel(ctx, "ServerStream", req)
     parts = req.decode().split(":")
     n, size = int(parts[0]), int(parts[1])
     delay = int(parts[2]) / 1000 if len(parts) > 2 else 0

@@ -24,13 +24,8 @@ EXAMPLE = os.path.join(ROOT, "examples", "grpc-echo")
 def plat(tmp_path_factory):
     d = tmp_path_factory.mktemp("grpc")
     p = Platform(d, pool_size=2, grpc=True).start()
-    events = os.path.join(str(d), "events.log")
-    open(events, "w").close()
-    os.chmod(events, 0o666)
-    os.chmod(str(d), 0o777)
-    p.events = events
-    p.ctl("deploy", "-f", os.path.join(EXAMPLE, "function.yaml"), "--env", f"EVENTS={events}",
-          "--memory", "512Mi", "--pids", "512", "--timeout", "60s")
+    p.ctl("deploy", "-f", os.path.join(EXAMPLE, "function.yaml"), "--memory", "512Mi", "--pids", "512",
+          "--timeout", "60s")
     yield p
     p.stop()
 
@@ -40,6 +35,10 @@ def chan(plat):
     ch = grpc.insecure_channel(plat.grpc_addr, options=OPTS)
     yield ch
     ch.close()
+
+
+def fn_logs(plat):
+    return plat.ctl("logs", "grpc-echo", "--tail", "1000").stdout
 
 
 def metric_lines(plat, fn="grpc-echo"):
@@ -152,21 +151,21 @@ def test_non_grpc_content_type_415(plat):
 
 
 def test_deadline_exceeded_and_upstream_cancelled(plat, chan):
+    assert chan.unary_unary("/echo.Echo/Unary")(b"warm", timeout=30) == b"warm"
     t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as ei:
         chan.unary_unary("/echo.Echo/Unary")(b"sleep:5000", timeout=0.5)
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - t0 < 3
     # the user server saw its call cancelled (RST_STREAM CANCEL reached it)
-    wait_until(lambda: "cancelled Unary" in open(plat.events).read(), 5, what="user server saw the cancel")
+    wait_until(lambda: "cancelled Unary sleep" in fn_logs(plat), 5, interval=0.2, what="user server saw the cancel")
 
 
 def test_client_cancel_reaches_user_server(plat, chan):
-    open(plat.events, "w").close()
-    it = chan.unary_stream("/echo.Echo/ServerStream")(b"100000:10:10", timeout=60)
+    it = chan.unary_stream("/echo.Echo/ServerStream")(b"100001:10:10", timeout=60)
     assert len(next(it)) == 10
     it.cancel()
-    wait_until(lambda: "cancelled ServerStream" in open(plat.events).read(), 5,
+    wait_until(lambda: "cancelled ServerStream 100001" in fn_logs(plat), 5, interval=0.2,
                what="user server saw the client cancel")
 
 
@@ -179,7 +178,7 @@ def test_faasctl_invoke_grpc(plat):
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"raw"
     p = subprocess.run([f"{BUILD}/faasctl", "invoke", "grpc-echo", "--grpc", "/echo.Echo/Unary", "--base64",
-                        "--data", "-"], input=b"\x00\xffbin", capture_output=True, env=env, timeout=30)
+                        "--data", "-"], input=base64.b64encode(b"\x00\xffbin"), capture_output=True, env=env, timeout=30)
     assert p.returncode == 0, p.stderr
     assert base64.b64decode(p.stdout.strip()) == b"\x00\xffbin"
     p = subprocess.run([f"{BUILD}/faasctl", "invoke", "grpc-echo", "--grpc", "/echo.Echo/Unary",
@@ -190,8 +189,25 @@ def test_faasctl_invoke_grpc(plat):
     assert "go away" in p.stderr
 
 
+def host_pid(ns_pid, under):
+    """The user server's pid outside its pod's PID namespace (it reports the inner one)."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            status = open(f"/proc/{d}/status").read()
+            cwd = os.readlink(f"/proc/{d}/cwd")
+        except OSError:
+            continue
+        m = re.search(r"^NSpid:\s+(.*)$", status, re.M)
+        if b"server.py" in cmd and cwd.startswith(under) and m and m.group(1).split()[-1] == str(ns_pid):
+            return int(d)
+    raise AssertionError(f"no user server with inner pid {ns_pid}")
+
+
 def test_user_server_killed_mid_stream_unavailable(plat, chan):
-    pid = int(chan.unary_unary("/echo.Echo/Unary")(b"pid", timeout=10))
+    pid = host_pid(int(chan.unary_unary("/echo.Echo/Unary")(b"pid", timeout=10)), plat.dir)
     it = chan.unary_stream("/echo.Echo/ServerStream")(b"100000:10:5", timeout=60)
     assert len(next(it)) == 10
     os.kill(pid, signal.SIGKILL)

@@ -1,8 +1,9 @@
 """An ordinary Thrift server for the Calculator service (see calc.py), run as a
 function: python3-thrift's TThreadedServer on 127.0.0.1:$PORT with a processor
 written by hand. Transport from argv: `theader` (THeaderProtocol: accepts THeader,
-framed binary and framed compact, answers in the client's dialect) or `framed`
-(TFramedTransport; protocol binary or compact from the second argument).
+framed binary and framed compact, answers in the client's dialect), `ttheader`
+(Kitex TTHeader, binary payloads; ttheader.py) or `framed` (TFramedTransport;
+protocol binary or compact from the second argument).
 `--multiplexed` serves the service as "Calculator" behind TMultiplexedProcessor
 (plain names still work: the processor is also the default)."""
 import os
@@ -21,6 +22,7 @@ from thrift.transport import TSocket, TTransport
 from thrift.transport.THeaderTransport import THeaderClientType
 
 from calc import METHODS, CalcError, read_struct, write_value
+from ttheader import TTHeaderTransport, TTHeaderTransportFactory
 
 _notes = []
 _lock = threading.Lock()
@@ -44,7 +46,8 @@ class CalcProcessor(TProcessor):
             return True
         args = read_struct(iprot)
         iprot.readMessageEnd()
-        req_headers = iprot.get_headers() if isinstance(iprot, THeaderProtocol) else {}
+        req_headers = iprot.get_headers() if isinstance(iprot, THeaderProtocol) else \
+            iprot.trans.get_headers() if isinstance(iprot.trans, TTHeaderTransport) else {}
         _, rtype, oneway = METHODS[name]
         result, err = None, None
         try:
@@ -76,6 +79,8 @@ class CalcProcessor(TProcessor):
         s = _s(a.get(1, ""))
         if isinstance(oprot, THeaderProtocol):
             oprot.set_header(b"echo-reply", s.encode())
+        elif isinstance(oprot.trans, TTHeaderTransport):
+            oprot.trans.set_header(b"echo-reply", s.encode())
         return s
 
     def do_headers(self, a, h, oprot):
@@ -115,6 +120,9 @@ def main():
         pf = THeaderProtocolFactory(allowed_client_types=(THeaderClientType.HEADERS, THeaderClientType.FRAMED_BINARY,
                                                           THeaderClientType.FRAMED_COMPACT))
         server = TServer.TThreadedServer(processor, sock, TTransport.TTransportFactoryBase(), pf, daemon=True)
+    elif kind == "ttheader":  # what a Kitex server speaks (binary payloads)
+        server = TServer.TThreadedServer(processor, sock, TTHeaderTransportFactory(),
+                                         TBinaryProtocol.TBinaryProtocolFactory(), daemon=True)
     else:
         pf = TCompactProtocol.TCompactProtocolFactory() if proto == "compact" else \
             TBinaryProtocol.TBinaryProtocolFactory()

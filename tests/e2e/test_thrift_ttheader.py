@@ -136,6 +136,8 @@ def plat(tmp_path_factory):
     try:
         deploy_calc(p, tmp, "calc")
         deploy_calc(p, tmp, "calcfb", transport="framed", argv=("framed", "compact"), services=("CalcFramed",))
+        # a TTHeader user server (what a Kitex server speaks): the agent frames calls in TTHeader
+        deploy_calc(p, tmp, "calctt", transport="ttheader", argv=("ttheader",), services=("CalcTT",))
         yield p
     finally:
         p.stop()
@@ -186,3 +188,33 @@ def test_ttheader_unknown_service_is_unknown_method(plat):
     name, seq, x = read_reply(r[0][5])
     assert r[0][1] == 9 and (name, seq) == ("add", 77)
     assert isinstance(x, TApplicationException) and x.type == TApplicationException.UNKNOWN_METHOD
+
+
+def test_agent_speaks_ttheader_to_the_user_server(plat):
+    from thrift.protocol.THeaderProtocol import THeaderProtocol
+    from thrift.transport import TSocket
+    from thrift.transport.THeaderTransport import THeaderClientType
+
+    from calc import Client
+
+    # a python3-thrift THeader client; the user server only understands TTHeader
+    sock = TSocket.TSocket("127.0.0.1", plat.thrift_port)
+    sock.setTimeout(20000)
+    sock.open()
+    try:
+        p = THeaderProtocol(sock, (THeaderClientType.HEADERS,))
+        c = Client(p)
+        p.set_header(b"faas-function", b"calctt")
+        assert c.call("add", 40, 2) == 42
+        p.set_header(b"faas-function", b"calctt")
+        assert c.call("echo", "via-tt") == "via-tt"
+        assert p.get_headers().get(b"echo-reply") == b"via-tt"  # TTHeader reply header -> THeader
+        p.set_header(b"faas-function", b"calctt")
+        p.set_header(b"x-from-client", b"yes")
+        hs = c.call("headers")
+        assert hs.get("x-from-client") == "yes" and hs.get("faas-request-id")
+    finally:
+        sock.close()
+    # and a TTHeader client: int key 6 routes, the payload is passed through untouched
+    r = roundtrip(plat.thrift_port, [tt_encode(message("add", [5, 6], 3), 4, 0, None, {TO_SERVICE: b"CalcTT"})], 1)
+    assert r[0][1] == 4 and read_reply(r[0][5]) == ("add", 3, {0: 11})

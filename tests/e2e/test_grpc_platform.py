@@ -23,7 +23,7 @@ EXAMPLE = os.path.join(ROOT, "examples", "grpc-echo")
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     d = tmp_path_factory.mktemp("grpc")
-    p = Platform(d, pool_size=2, grpc=True).start()
+    p = Platform(d, pool_size=2, grpc=True, gateway_args=("--queue-max", "8")).start()
     p.ctl("deploy", "-f", os.path.join(EXAMPLE, "function.yaml"), "--memory", "512Mi", "--pids", "512",
           "--timeout", "60s")
     yield p
@@ -224,3 +224,105 @@ def _call_ok(chan):
         return chan.unary_unary("/echo.Echo/Unary")(b"again", timeout=10) == b"again"
     except grpc.RpcError:
         return False
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def is_asan(path):
+    # ASan's quarantine keeps freed buffers for a while: only a plain build says something
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def test_slow_reader_big_server_stream_memory_flat(plat):
+    """A big server stream read slowly: windows are returned only as bytes move on, so
+    neither the gateway nor the agent buffers it (GRPC_BIG_MB, default 256; 1024 = 1 GiB)."""
+    total_mb = int(os.environ.get("GRPC_BIG_MB", "256"))
+    ch = grpc.insecure_channel(plat.grpc_addr, options=OPTS)
+    try:
+        ns_pid = int(ch.unary_unary("/echo.Echo/Unary")(b"pid", timeout=30))
+        user = host_pid(ns_pid, plat.dir)
+        agent = int(open(f"/proc/{user}/status").read().split("PPid:")[1].split()[0])
+        gw = plat.gateway.proc.pid
+        before = {gw: rss_kb(gw), agent: rss_kb(agent)}
+        peak = dict(before)
+        it = ch.unary_stream("/echo.Echo/ServerStream")(f"{total_mb}:{1 << 20}".encode(), timeout=300)
+        got, t0, last = 0, time.monotonic(), 0.0
+        for m in it:
+            got += len(m)
+            # ~64 MB/s: far slower than the server can produce
+            lag = got / (64 << 20) - (time.monotonic() - t0)
+            if lag > 0:
+                time.sleep(lag)
+            if time.monotonic() - last > 0.2:
+                last = time.monotonic()
+                for pid in peak:
+                    peak[pid] = max(peak[pid], rss_kb(pid))
+        assert got == total_mb << 20
+        growth = {pid: (peak[pid] - before[pid]) // 1024 for pid in peak}
+        print(f"RSS growth MiB gateway={growth[gw]} agent={growth[agent]} for {total_mb} MiB")
+        if not is_asan(plat.gateway.proc.args[0]):
+            assert growth[gw] < 48, growth
+            assert growth[agent] < 48, growth
+    finally:
+        ch.close()
+
+
+def test_long_stream_not_cut_by_http_timeout_and_keepalive_pings(plat):
+    """spec.timeout_ms (1 s here) bounds HTTP requests, not gRPC streams; client keepalive
+    PINGs are answered."""
+    plat.ctl("deploy", "grpc-long", "--dir", EXAMPLE, "--cmd", "/usr/bin/python3 server.py", "--protocol", "grpc",
+             "--grpc-service", "long.Echo", "--health-tcp", "--timeout", "1s", "--max-duration", "60s",
+             "--memory", "512Mi", "--pids", "512")
+    opts = OPTS + [("grpc.keepalive_time_ms", 500), ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.max_pings_without_data", 0)]
+    with grpc.insecure_channel(plat.grpc_addr, options=opts) as ch:
+        md = (("faas-function", "grpc-long"),)
+        t0 = time.monotonic()
+        got = list(ch.unary_stream("/echo.Echo/ServerStream")(b"30:10:100", timeout=30, metadata=md))
+        assert len(got) == 30 and time.monotonic() - t0 >= 3
+        # idle pings on the connection, then another call on the same channel
+        time.sleep(2)
+        assert ch.unary_unary("/echo.Echo/Unary")(b"still", timeout=10, metadata=md) == b"still"
+
+
+def test_max_duration_ends_stream_with_deadline_exceeded(plat):
+    plat.ctl("deploy", "grpc-maxdur", "--dir", EXAMPLE, "--cmd", "/usr/bin/python3 server.py", "--protocol", "grpc",
+             "--grpc-service", "maxdur.Echo", "--health-tcp", "--max-duration", "1500ms", "--memory", "512Mi",
+             "--pids", "512")
+    with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
+        md = (("faas-function", "grpc-maxdur"),)
+        assert ch.unary_unary("/echo.Echo/Unary")(b"warm", timeout=30, metadata=md) == b"warm"
+        t0 = time.monotonic()
+        n = 0
+        with pytest.raises(grpc.RpcError) as ei:
+            for _ in ch.unary_stream("/echo.Echo/ServerStream")(b"1000:10:10", timeout=30, metadata=md):
+                n += 1
+        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert 1.2 < time.monotonic() - t0 < 5 and n > 10
+
+
+def test_queue_full_resource_exhausted(plat):
+    """One instance, one call at a time, a cold start that cannot finish (the server never
+    becomes healthy) and a gateway queue of 8 (--queue-max): the 9th held call gets
+    RESOURCE_EXHAUSTED, the held ones UNAVAILABLE when the cold start gives up."""
+    plat.ctl("deploy", "grpc-stuck", "--dir", EXAMPLE, "--cmd", "/bin/sleep 30", "--protocol", "grpc",
+             "--grpc-service", "stuck.Echo", "--health-tcp", "--cold-start-timeout", "2s", "--max-instances", "1",
+             "--concurrency", "1")
+    with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
+        call = ch.unary_unary("/stuck.Echo/Unary")
+        futs = [call.future(b"x", timeout=20) for _ in range(12)]
+        codes = []
+        for f in futs:
+            try:
+                f.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4, codes
+    assert codes.count(grpc.StatusCode.UNAVAILABLE) == 8, codes
+    wait_until(lambda: count(plat, 8, "grpc-stuck") == 4 and count(plat, 14, "grpc-stuck") == 8, 5,
+               what="platform-made statuses counted")

@@ -375,7 +375,7 @@ static h2o_header_t *add_hdr(h2o_header_t *h, size_t *n, h2o_iovec_t *name, cons
 }
 
 /* Hands the call to the dispatcher. */
-static void call_forward(tcall_t *c, const char *fn, size_t fnlen)
+static void call_forward(tcall_t *c)
 {
     static h2o_iovec_t n_rid = {H2O_STRLIT("faas-request-id")}, n_fn = {H2O_STRLIT("faas-function")},
                        n_proto = {H2O_STRLIT("faas-thrift-proto")}, n_ow = {H2O_STRLIT("faas-thrift-oneway")},
@@ -404,13 +404,14 @@ static void call_forward(tcall_t *c, const char *fn, size_t fnlen)
         add_hdr(h, &n, &n_ow, H2O_STRLIT("1"));
     for (size_t i = 0; i < c->f.n_headers; i++) {
         const gw_thrift_header_t *th = &c->f.headers[i];
+        /* the request id is the platform's: a client cannot choose it */
+        if (!th->is_int && th->key.len == 15 && memcmp(th->key.ptr, "faas-request-id", 15) == 0)
+            continue;
         h2o_iovec_t *nm = h2o_mem_alloc_pool(&req->pool, sizeof(*nm));
         if (meta_name(&req->pool, th, nm) != 0)
             continue;
         add_hdr(h, &n, nm, (const char *)th->value.ptr, th->value.len);
     }
-    (void)fn;
-    (void)fnlen;
     disp_forward(req, c->fn, c->fnlen, req->path, h, n, rid);
 }
 
@@ -592,7 +593,7 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len, const gw_thri
     }
     k->fnlen = fnlen < sizeof(k->fn) ? fnlen : sizeof(k->fn) - 1;
     memcpy(k->fn, fn, k->fnlen);
-    call_forward(k, fn, fnlen);
+    call_forward(k);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)

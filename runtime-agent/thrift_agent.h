@@ -4,7 +4,10 @@
 #ifndef AGENT_THRIFT_AGENT_H
 #define AGENT_THRIFT_AGENT_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "gateway/thrift.h"
 
 struct st_h2o_req_t;
 struct st_h2o_evloop_t;
@@ -16,5 +19,17 @@ void agent_thrift_configure(struct st_h2o_evloop_t *loop, uint16_t port, const c
 int agent_thrift_is(struct st_h2o_req_t *req);
 /* Handles a /_faas/thrift request (the user server is ready). */
 void agent_thrift_handle(struct st_h2o_req_t *req);
+
+/* ---- thrift_frame.c: pure helpers ---- */
+
+/* spec.thrift_transport -> framing ("" or NULL = framed); 0, or -1 if unknown. */
+int agent_thrift_transport(const char *name, gw_thrift_framing_t *out);
+/* Frames one unframed message (msg, in proto) for the user server, adding a
+ * faas-request-id info header (rid) when the framing has headers; hs must have
+ * room for nh + 1 entries. Returns the frame size (written when <= cap; call with
+ * cap 0 to size it), or 0 when msg is not a Thrift message. */
+size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg,
+                                  size_t len, gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
+                                  uint8_t *out, size_t cap);
 
 #endif

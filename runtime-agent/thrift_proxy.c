@@ -80,11 +80,10 @@ void agent_thrift_configure(h2o_evloop_t *loop, uint16_t port, const char *trans
     tp.loop = loop;
     tp.upstream = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port)};
     tp.upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    tp.framing = GW_THRIFT_FRAMED;
-    if (transport != NULL && strcmp(transport, "theader") == 0)
-        tp.framing = GW_THRIFT_THEADER;
-    else if (transport != NULL && strcmp(transport, "ttheader") == 0)
-        tp.framing = GW_THRIFT_TTHEADER;
+    if (agent_thrift_transport(transport, &tp.framing) != 0) {
+        FAAS_WARN("event=thrift_transport_unknown transport=\"%s\" using=framed", transport);
+        tp.framing = GW_THRIFT_FRAMED;
+    }
     h2o_linklist_init_anchor(&tp.idle);
     h2o_timeout_init(loop, &tp.idle_timeout, IDLE_MS);
     tp.configured = 1;
@@ -351,31 +350,27 @@ void agent_thrift_handle(h2o_req_t *req)
                 nh++;
         }
     }
-    gw_bytes_t name;
-    uint8_t mtype;
-    int32_t seqid;
-    const char *err = NULL;
-    if (req->entity.base == NULL ||
-        gw_thrift_parse_message(proto, (const uint8_t *)req->entity.base, req->entity.len, &name, &mtype, &seqid,
-                                &err) != 0) {
+    const uint8_t *pl = (const uint8_t *)req->entity.base;
+    size_t cap = pl == NULL ? 0
+                            : agent_thrift_request_frame(tp.framing, proto, pl, req->entity.len, hs, nh, rid.base,
+                                                         rid.len, NULL, 0);
+    if (cap == 0) {
         send_error(req, 400, "bad-request", "not a Thrift message\n");
         return;
-    }
-    if (rid.base != NULL && tp.framing != GW_THRIFT_FRAMED) {
-        hs[nh] = (gw_thrift_header_t){.key = {(const uint8_t *)"faas-request-id", 15},
-                                      .value = {(const uint8_t *)rid.base, rid.len}};
-        nh++;
     }
     tfwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_dispose);
     memset(f, 0, sizeof(*f));
     f->req = req;
+    gw_bytes_t name;
+    uint8_t mtype = 0;
+    int32_t seqid;
+    const char *err;
+    gw_thrift_parse_message(proto, pl, req->entity.len, &name, &mtype, &seqid, &err); /* parsed once already */
     f->oneway = oneway || mtype == GW_THRIFT_ONEWAY;
     f->deadline.cb = on_deadline;
-    const uint8_t *pl = (const uint8_t *)req->entity.base;
-    size_t cap = gw_thrift_encode_frame(tp.framing, proto, 0, seqid, hs, nh, pl, req->entity.len, NULL, 0);
     uint8_t *buf = h2o_mem_alloc_pool(&req->pool, cap);
-    f->frame = h2o_iovec_init(buf, gw_thrift_encode_frame(tp.framing, proto, 0, seqid, hs, nh, pl,
-                                                          req->entity.len, buf, cap));
+    f->frame = h2o_iovec_init(buf, agent_thrift_request_frame(tp.framing, proto, pl, req->entity.len, hs, nh,
+                                                              rid.base, rid.len, buf, cap));
     h2o_timeout_t *t = timeout_for(deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)deadline_ms);
     if (t != NULL)
         h2o_timeout_link(tp.loop, t, &f->deadline);

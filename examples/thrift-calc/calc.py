@@ -4,7 +4,7 @@ structs written and read with the raw protocol calls, as generated code would.
     exception CalcError { 1: string why, 2: i32 code }
     service Calculator {
       i32 add(1: i32 a, 2: i32 b)
-      string echo(1: string s)              // reply header echo-reply: <s>
+      string echo(1: string s)              // reply header echo-reply: <s> (64 bytes at most)
       map<string,string> headers()          // the request's THeader info headers
       void fail(1: string why) throws (1: CalcError err)
       oneway void note(1: string s)

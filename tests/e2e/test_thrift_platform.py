@@ -365,3 +365,42 @@ def test_cold_start_failure_is_internal_error(plat, tmp_path):
         assert "calcbroken" in ei.value.message
     finally:
         s.close()
+
+
+def test_large_payloads_both_ways(plat):
+    # bigger than the h2 windows between gateway and agent: the reply streams in pieces
+    c, p, s = framed_client(plat.thrift_port)
+    try:
+        big = "x" * (3 << 20) + "end"
+        assert c.call("echo", big) == big
+        assert c.call("add", 1, 2) == 3
+    finally:
+        s.close()
+
+
+def test_deep_pipeline_beyond_the_read_ahead_limit(plat):
+    # 600 calls written at once: the gateway stops reading at 256 in flight and resumes
+    c, p, s = framed_client(plat.thrift_port)
+    try:
+        c.call("add", 0, 0)
+        seqs = [c.send("add", i, 1) for i in range(600)]
+        got = [c.recv("add") for _ in seqs]
+        assert [g[0] for g in got] == seqs
+        assert [g[1] for g in got] == [i + 1 for i in range(600)]
+    finally:
+        s.close()
+
+
+def test_client_leaves_mid_call(plat):
+    c, p, s = framed_client(plat.thrift_port)
+    c.call("add", 1, 1)
+    for _ in range(5):
+        c.send("sleep", 2000)
+    s.close()  # calls in flight are cancelled upstream; nothing else is affected
+    c, p, s = framed_client(plat.thrift_port)
+    try:
+        assert c.call("add", 2, 2) == 4
+    finally:
+        s.close()
+    wait_until(lambda: 'function="calc",code="499",protocol="thrift"' in http_get(plat.gateway_url + "/metrics")[1],
+               5, 0.05, "client-gone calls counted as 499")

@@ -48,7 +48,7 @@ size_t gw_grpc_format_timeout(uint64_t ms, char *buf, size_t cap)
     } u[] = {{1, 'm'}, {1000, 'S'}, {60000, 'M'}, {3600000, 'H'}};
     for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
         /* rounding up to a coarser unit would lengthen the deadline: only when needed */
-        uint64_t v = (ms + u[i].div - 1) / u[i].div;
+        uint64_t v = ms / u[i].div + (ms % u[i].div != 0);
         if (v <= 99999999u) {
             int n = snprintf(buf, cap, "%llu%c", (unsigned long long)v, u[i].unit);
             return n > 0 && (size_t)n < cap ? (size_t)n : 0;

@@ -33,6 +33,14 @@
 #define FAST_PROBE_US 250
 #define FAST_PROBE_WINDOW_US 20000
 #define LINE_MAX_BYTES 4096
+/* A health response larger than this is not waited for to reuse its connection. */
+#define PROBE_MAX_HEAD 16384
+#define PROBE_MAX_BODY 65536
+
+/* Takes a connected, idle keep-alive connection to the user server into the data path's
+ * pool (runtime-agent/proxy.c); 0 or -1 (the caller still owns sock then). Weak: where
+ * the proxy does not provide it, probe connections are simply closed. */
+int agent_proxy_adopt_upstream(h2o_socket_t *sock) __attribute__((weak));
 
 extern char **environ;
 
@@ -182,17 +190,50 @@ static void probe_done(h2o_socket_t *sock)
     us.probe = NULL;
 }
 
+/* 1 once the whole health response is in and the connection can carry another request,
+ * 0 if it cannot be reused, -1 while more bytes are needed. */
+static int probe_reusable(h2o_buffer_t *in)
+{
+    struct phr_header h[64];
+    size_t nh = 64, msg_len;
+    int minor, status;
+    const char *msg, *err;
+    int hl = phr_parse_response(in->bytes, in->size, &minor, &status, &msg, &msg_len, h, &nh, 0);
+    if (hl == -2)
+        return in->size < PROBE_MAX_HEAD ? -1 : 0;
+    agent_framing_t fr;
+    if (hl < 0 || agent_resp_framing(minor, status, 0, h, nh, &fr, &err) != 0 || !fr.keepalive)
+        return 0;
+    if (fr.body == AGENT_BODY_NONE)
+        return in->size == (size_t)hl;
+    if (fr.body != AGENT_BODY_LENGTH || fr.length > PROBE_MAX_BODY)
+        return 0;
+    if (in->size < (size_t)hl + fr.length)
+        return -1;
+    return in->size == (size_t)hl + fr.length;
+}
+
 static void on_probe_read(h2o_socket_t *sock, const char *err)
 {
-    if (err != NULL) {
-        probe_done(sock);
-        return;
-    }
     h2o_buffer_t *in = sock->input;
-    if (in->size < 12 && memchr(in->bytes, '\n', in->size) == NULL)
+    int line = in->size >= 12 || memchr(in->bytes, '\n', in->size) != NULL;
+    if (!line && err == NULL)
         return; /* status line not complete yet */
+    /* a good status line is enough: the rest only decides whether the connection is reused */
     int ok = in->size >= 12 && memcmp(in->bytes, "HTTP/1.", 7) == 0 && (in->bytes[9] == '2' || in->bytes[9] == '3');
-    probe_done(sock);
+    int reuse = ok && agent_proxy_adopt_upstream != NULL && err == NULL ? probe_reusable(in) : 0;
+    if (reuse < 0)
+        return; /* the rest of the response is on its way */
+    if (reuse) {
+        /* the first request then finds a connection the user server already accepted */
+        h2o_buffer_consume(&sock->input, in->size);
+        h2o_socket_read_stop(sock);
+        us.probe = NULL;
+        if (agent_proxy_adopt_upstream(sock) != 0)
+            h2o_socket_close(sock);
+    } else {
+        probe_done(sock);
+    }
     if (ok)
         probe_passed();
 }
@@ -229,8 +270,8 @@ static void on_probe_connect(h2o_socket_t *sock, const char *err)
         return;
     }
     static char req[1200];
-    int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                     us.spec->probe_path);
+    int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\n%s\r\n", us.spec->probe_path,
+                     agent_proxy_adopt_upstream != NULL ? "" : "Connection: close\r\n");
     h2o_iovec_t v = h2o_iovec_init(req, (size_t)n);
     h2o_socket_write(sock, &v, 1, on_probe_written);
 }

@@ -5,7 +5,8 @@ raw bytes for the four call kinds, plus grpc.health.v1.Health/Check. Listens on 
 Service echo.Echo:
   Unary        -> the request back; a request "status:<code>:<message>" makes the call end
                   with that status and trailing metadata (x-custom, x-bin-bin); "sleep:<ms>"
-                  sleeps first (cancellation and deadline tests); "pid" -> the server's pid
+                  sleeps first (cancellation and deadline tests); "pid" -> the server's pid;
+                  "deadline" -> the seconds left of the call's deadline (or "none")
   ServerStream -> request "<n>:<size>" -> n messages of size bytes (byte i = i % 251);
                   "<n>:<size>:<delay_ms>" paces them
   ClientStream -> the total byte count of all requests, as decimal text
@@ -49,6 +50,10 @@ def unary(req, ctx):
             time.sleep(0.01)
         if not ctx.is_active():
             return b""
+    if req == b"deadline":  # what is left of the call's deadline, as the server sees it
+        ctx._done_ok = True
+        left = ctx.time_remaining()
+        return b"none" if left is None else f"{left:.3f}".encode()
     if req == b"pid":
         ctx._done_ok = True
         return str(os.getpid()).encode()

@@ -161,6 +161,15 @@ def test_deadline_exceeded_and_upstream_cancelled(plat, chan):
     wait_until(lambda: "cancelled Unary sleep" in fn_logs(plat), 5, interval=0.2, what="user server saw the cancel")
 
 
+def test_grpc_timeout_forwarded_as_time_left(plat, chan):
+    call = chan.unary_unary("/echo.Echo/Unary")
+    left = float(call(b"deadline", timeout=5))
+    assert 3.5 < left <= 5.0
+    # without a client deadline the function's max duration (15 min by default) bounds the call
+    left = float(call(b"deadline"))
+    assert 890 < left <= 900
+
+
 def test_client_cancel_reaches_user_server(plat, chan):
     it = chan.unary_stream("/echo.Echo/ServerStream")(b"100001:10:10", timeout=60)
     assert len(next(it)) == 10

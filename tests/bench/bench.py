@@ -481,6 +481,21 @@ def idle_warm_agent(s):
     return None
 
 
+def agent_maps(pid):
+    """Rss per mapped file (or [heap], [stack], anon) of a process, largest first, in KiB."""
+    out, cur = {}, "?"
+    try:
+        for line in read(f"/proc/{pid}/smaps").splitlines():
+            f = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                cur = os.path.basename(f[5]) if len(f) > 5 else "anon"
+            elif f and f[0] == "Rss:":
+                out[cur] = out.get(cur, 0) + int(f[1])
+    except OSError:
+        pass
+    return sorted(((k, v) for k, v in out.items() if v), key=lambda kv: -kv[1])
+
+
 def hold_connections(port, n, batch=256):
     """Opens n keep-alive connections, one GET /healthz each, and returns the sockets (still open)."""
     socks = []
@@ -525,7 +540,9 @@ def hold_connections(port, n, batch=256):
 def scen_mem(s, a, res):
     """6. idle warm pod RSS/Pss; gateway RSS per idle keep-alive connection."""
     agent = s.pu.wait_until(lambda: idle_warm_agent(s), 10, what="an idle warm pod")
-    res["pod"] = {"pid": agent, "rss": rss_kib(agent), "pss": pss_kib(agent)}
+    res["pod"] = {"pid": agent, "rss": rss_kib(agent), "pss": pss_kib(agent), "maps": agent_maps(agent)}
+    print("  idle agent RSS by mapping (KiB): " + ", ".join(f"{k} {v}" for k, v in res["pod"]["maps"][:8]),
+          file=sys.stderr, flush=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = a.conns + 1024
     if soft < want:
@@ -587,8 +604,7 @@ def profile(s, a, res):
     wrk(s.urls("/hello")["platform"], 16, a.seconds)
     rec.wait(timeout=60)
     pids = {"gateway": s.gw_pid, "agent": s.agent_pid}
-    reports = (("dso", ["--no-children", "--sort", "dso", "--percent-limit", "0.5"]),
-               ("flat", ["--no-children", "--sort", "dso,sym", "--percent-limit", "0.4"]),
+    reports = (("flat", ["--no-children", "--sort", "dso,sym", "--percent-limit", "0"]),
                ("inclusive", ["--children", "--sort", "sym", "--percent-limit", "2"]))
     for name, pid in pids.items():
         for mode, extra in reports:
@@ -596,6 +612,14 @@ def profile(s, a, res):
                                   "relative", "-g", "none", *extra], capture_output=True, text=True)
             with open(os.path.join(a.profile, f"{name}-{mode}.txt"), "w") as f:
                 f.write(out.stdout)
+            if mode == "flat":  # kernel vs user share of the process's samples
+                kern = sum(float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)%.*\[k\]", out.stdout, re.M))
+                user = sum(float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)%.*\[\.\]", out.stdout, re.M))
+                top = re.findall(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", out.stdout, re.M)[:12]
+                res.setdefault("profile", {})[name] = {"kernel_pct": kern, "user_pct": user,
+                                                       "top": [f"{p}% {sym} ({dso})" for p, dso, _, sym in top]}
+                print(f"  {name}: kernel {kern:.0f}% of samples, user {user:.0f}%; top: "
+                      + "; ".join(res["profile"][name]["top"][:6]), file=sys.stderr, flush=True)
     if shutil.which("strace"):
         sc = _syscalls_per_request(s, a, pids)
         with open(os.path.join(a.profile, "syscalls-per-request.json"), "w") as f:

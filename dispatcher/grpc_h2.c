@@ -470,6 +470,10 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume_stream(ng, id, len);
         return 0;
     }
+    if (c->server && c->cbs != NULL && c->cbs->on_data != NULL && c->cbs->on_data(p, data, len) != 0) {
+        nghttp2_session_consume_stream(ng, id, len);
+        return 0;
+    }
     h2o_iovec_t dst = h2o_buffer_reserve(&s->in, len);
     if (dst.base == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;

@@ -53,6 +53,7 @@ struct h2b_pair {
     int failed;         /* the platform ended it: bytes from down are dropped */
     int down_done;      /* END_STREAM (or trailers) submitted on down */
     h2o_timeout_entry_t free_entry;
+    _Alignas(8) unsigned char front[48]; /* the server side's per-call scratch (gateway: message scanner) */
     void *owner; /* the application's per-call state */
     /* Called once when the pair is freed (both sides done). */
     void (*on_free)(h2b_pair_t *p);
@@ -61,6 +62,9 @@ struct h2b_pair {
 typedef struct {
     /* server connections: a request's HEADERS arrived (p->req filled); eos = no body */
     void (*on_request)(h2b_pair_t *p, int eos);
+    /* optional: request bytes as they arrive, before they are buffered; non-zero means
+     * the callee ended the pair (e.g. h2b_pair_fail) and the bytes are dropped */
+    int (*on_data)(h2b_pair_t *p, const uint8_t *data, size_t len);
 } h2b_server_cbs_t;
 
 /* Must be called once on the loop's thread before anything else. */

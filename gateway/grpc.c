@@ -16,11 +16,20 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "dispatcher/dispatcher.h"
 #include "dispatcher/grpc.h"
 #include "gateway/internal.h"
 
 #define GW_PROTO_GRPC 3 /* gw_metrics_record's protocol: 0 http/1.1, 1 h2, 2 thrift, 3 grpc */
 #define MAX_FWD_HEADERS 128
+#define DEFAULT_MAX_MSG (8u << 20) /* the gateway's --max-body default, when the spec sets none */
+
+/* Per-call scratch kept in the pair: the request message scanner and its limit. */
+typedef struct {
+    gw_grpc_scan_t scan;
+    uint32_t max_msg;
+} front_t;
+_Static_assert(sizeof(front_t) <= sizeof(((h2b_pair_t *)0)->front), "front_t must fit h2b_pair_t.front");
 
 static h2o_socket_t *listener;
 
@@ -114,6 +123,12 @@ static void on_request(h2b_pair_t *p, int eos)
     if (t != NULL && gw_grpc_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < max_ms)
         deadline = now + tmo;
     make_rid(find(p, "x-request-id"), rid, sizeof(rid));
+    disp_fn_info_t info = {0};
+    front_t *fr = (front_t *)p->front;
+    memset(fr, 0, sizeof(*fr));
+    fr->max_msg = disp_lookup(fn, fnlen, &info) == 0 && info.max_body_bytes != 0 && info.max_body_bytes < UINT32_MAX
+                      ? (uint32_t)info.max_body_bytes
+                      : DEFAULT_MAX_MSG;
 
     nghttp2_nv nv[MAX_FWD_HEADERS + 8];
     size_t n = 0;
@@ -133,7 +148,19 @@ static void on_request(h2b_pair_t *p, int eos)
     disp_grpc_forward(p, fn, fnlen, nv, n, deadline, rid);
 }
 
-static const h2b_server_cbs_t server_cbs = {.on_request = on_request};
+/* Messages over the function's body limit end the call with RESOURCE_EXHAUSTED. */
+static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
+{
+    front_t *fr = (front_t *)p->front;
+    const char *err = NULL;
+    if (fr->max_msg == 0 || gw_grpc_scan(&fr->scan, data, len, fr->max_msg, &err) == 0)
+        return 0;
+    fr->max_msg = 0;
+    h2b_pair_fail(p, 8, err);
+    return -1;
+}
+
+static const h2b_server_cbs_t server_cbs = {.on_request = on_request, .on_data = on_data};
 
 static void on_accept(h2o_socket_t *ls, const char *err)
 {

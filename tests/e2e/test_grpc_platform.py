@@ -335,3 +335,24 @@ def test_queue_full_resource_exhausted(plat):
     assert codes.count(grpc.StatusCode.UNAVAILABLE) == 8, codes
     wait_until(lambda: count(plat, 8, "grpc-stuck") == 4 and count(plat, 14, "grpc-stuck") == 8, 5,
                what="platform-made statuses counted")
+
+
+def test_message_over_body_limit_resource_exhausted(plat):
+    plat.ctl("deploy", "grpc-small", "--dir", EXAMPLE, "--cmd", "/usr/bin/python3 server.py", "--protocol", "grpc",
+             "--grpc-service", "small.Echo", "--health-tcp", "--max-body", "1Mi", "--memory", "512Mi",
+             "--pids", "512")
+    with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
+        md = (("faas-function", "grpc-small"),)
+        ok = b"k" * (512 << 10)
+        assert ch.unary_unary("/echo.Echo/Unary")(ok, timeout=30, metadata=md) == ok
+        with pytest.raises(grpc.RpcError) as ei:
+            ch.unary_unary("/echo.Echo/Unary")(b"b" * (2 << 20), timeout=30, metadata=md)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # mid-stream: what went before is answered, then the call ends with 8
+        got = []
+        with pytest.raises(grpc.RpcError) as ei:
+            for m in ch.stream_stream("/echo.Echo/Bidi")(iter([b"a", b"b", b"c" * (2 << 20)]), timeout=30,
+                                                         metadata=md):
+                got.append(m)
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert got in ([], [b"a"], [b"a", b"b"])

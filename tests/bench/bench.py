@@ -110,19 +110,46 @@ def _us(tok):
     return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
 
 
-def wrk(url, conc, seconds, script=None):
-    """wrk keep-alive run: {rps, p50, p99 (us), requests, errors}."""
+# appended to the wrk script: 1000 evenly spaced quantiles of this run's latency, so
+# runs split into interleaved rounds can be merged into one distribution
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local f = io.open(os.getenv("BENCH_WRK_QUANTILES"), "w")
+  for i = 0, 999 do f:write(latency:percentile((i + 0.5) / 10), "\\n") end
+  f:close()
+end
+"""
+
+
+def wrk(url, conc, seconds, script=None, tmp=None):
+    """wrk keep-alive run: {rps, p50, p99 (us), requests, secs, errors, q (1000 quantiles, us)}."""
     argv = ["wrk", f"-t{min(conc, 2)}", f"-c{conc}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
-    if script:
+    env = None
+    qfile = None
+    if tmp:
+        lua = os.path.join(tmp, "wrk-" + (os.path.basename(script) if script else "get.lua"))
+        with open(lua, "w") as f:
+            f.write((read(script) if script else "") + WRK_DONE)
+        qfile = os.path.join(tmp, "wrk-quantiles.txt")
+        env = dict(os.environ, BENCH_WRK_QUANTILES=qfile)
+        argv += ["-s", lua]
+    elif script:
         argv += ["-s", script]
-    p = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 30)
+    p = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 30, env=env)
     out = p.stdout
     try:
+        m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", out)
         r = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
              "p50": _us(re.search(r"^\s*50(?:\.0+)?%\s+(\S+)", out, re.M).group(1)),
              "p99": _us(re.search(r"^\s*99(?:\.0+)?%\s+(\S+)", out, re.M).group(1)),
-             "requests": int(re.search(r"(\d+) requests in", out).group(1))}
-    except (AttributeError, ValueError) as e:
+             "requests": int(m.group(1)),
+             "secs": float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[m.group(3)]}
+        if qfile:
+            r["q"] = [float(x) for x in read(qfile).split()]
+            os.unlink(qfile)
+            if len(r["q"]) != 1000:
+                raise ValueError(f"{len(r['q'])} quantiles")
+    except (AttributeError, ValueError, OSError) as e:
         raise HarnessError(f"wrk output not understood ({e}): {' '.join(argv)} {url}\n{out}\n{p.stderr}")
     errs = 0
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -166,8 +193,35 @@ def h2load(url, conc, seconds, tmp, h1=False):
         pass
     if not lat:
         raise HarnessError(f"h2load recorded no successful request: {' '.join(argv)} {url}\n{out}\n{p.stderr}")
-    return {"rps": rps, "p50": pct(lat, 50), "p99": pct(lat, 99), "requests": done,
-            "errors": done - min(ok, ok2xx)}
+    secs = done / rps if rps else float(seconds)
+    return {"rps": rps, "p50": pct(lat, 50), "p99": pct(lat, 99), "requests": done, "secs": secs,
+            "errors": done - min(ok, ok2xx), "lat": lat}
+
+
+def merge(runs):
+    """One figure from interleaved rounds: req/s over their summed time, percentiles of the
+    pooled latencies (wrk: each round's 1000 quantiles weighted by its requests)."""
+    req = sum(r["requests"] for r in runs)
+    secs = sum(r["secs"] for r in runs)
+    pts = []
+    for r in runs:
+        if "lat" in r:
+            pts += [(x, 1.0) for x in r["lat"]]
+        else:
+            pts += [(x, r["requests"] / 1000.0) for x in r["q"]]
+    pts.sort()
+    total = sum(w for _, w in pts)
+
+    def wpct(p):
+        acc, goal = 0.0, total * p / 100.0
+        for x, w in pts:
+            acc += w
+            if acc >= goal:
+                return x
+        return pts[-1][0] if pts else float("nan")
+
+    return {"rps": req / secs if secs else 0.0, "p50": wpct(50), "p99": wpct(99), "requests": req, "secs": secs,
+            "errors": sum(r["errors"] for r in runs), "rounds": len(runs)}
 
 
 # ---------------------------------------------------------------- the set-up
@@ -322,14 +376,19 @@ def scen_http(s, a, res):
     for kind, path, script in (("GET", "/hello", None), ("POST 4K", "/echo", os.path.join(HERE, "post4k.lua"))):
         urls = s.urls(path)
         for c in CONCS:
-            row = {}
+            runs = {p: [] for p in PATHS}
+            cpu = {p: {k: 0.0 for k in pids} for p in PATHS}
             for p in order(i):
                 wrk(urls[p], c, a.warmup, script)
-                before = {k: cpu_seconds(v) for k, v in pids.items()}
-                row[p] = wrk(urls[p], c, a.seconds, script)
-                after = {k: cpu_seconds(v) for k, v in pids.items()}
-                row[p]["cpu"] = {k: after[k] - before[k] for k in pids}
-                i += 1
+            for r in range(a.rounds):  # interleaved: direct, platform, nginx, then again, rotated
+                for p in order(i):
+                    before = {k: cpu_seconds(v) for k, v in pids.items()}
+                    runs[p].append(wrk(urls[p], c, a.round_secs, script, tmp=s.tmp))
+                    after = {k: cpu_seconds(v) for k, v in pids.items()}
+                    for k in pids:
+                        cpu[p][k] += after[k] - before[k]
+                    i += 1
+            row = {p: dict(merge(runs[p]), cpu=cpu[p]) for p in PATHS}
             res["http1"][f"{kind}|{c}"] = row
             print(f"  http/1.1 {kind} c{c}: " + ", ".join(f"{p} {row[p]['rps']:.0f}/s" for p in PATHS),
                   file=sys.stderr, flush=True)
@@ -340,12 +399,15 @@ def scen_h2(s, a, res):
     urls = s.urls("/hello", h2=True)
     i = 0
     for c in CONCS:
-        row = {}
+        runs = {p: [] for p in PATHS}
         for p in order(i):
             h2load(urls[p], c, a.warmup, s.tmp, h1=(p == "direct"))
-            row[p] = h2load(urls[p], c, a.seconds, s.tmp, h1=(p == "direct"))
-            i += 1
-        res["h2"][str(c)] = row
+        for r in range(a.rounds):
+            for p in order(i):
+                runs[p].append(h2load(urls[p], c, a.round_secs, s.tmp, h1=(p == "direct")))
+                i += 1
+        res["h2"][str(c)] = {p: merge(runs[p]) for p in PATHS}
+        row = res["h2"][str(c)]
         print(f"  h2c c{c}: " + ", ".join(f"{p} {row[p]['rps']:.0f}/s" for p in PATHS), file=sys.stderr,
               flush=True)
 
@@ -757,8 +819,9 @@ def table(res, m, cm, a):
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}")
     notes = [
         "",
-        f"Each load run: {a.seconds} s after a {a.warmup} s warm-up; the three paths run back to back per row "
-        "(order rotated). Load generators share the 2 cores with the servers (nothing pinned).",
+        f"Each figure: {a.rounds} rounds of {a.round_secs} s per path after a {a.warmup} s warm-up, the three paths "
+        "interleaved round by round (order rotated); req/s over the rounds' total time, p50/p99 of the pooled "
+        "latencies. Load generators share the 2 cores with the servers (nothing pinned).",
         "direct and nginx hit one hello-http process started directly; platform hits the warm pod's hello-http "
         "(same binary, a different process: the pod's own). nginx: 1 worker, upstream keepalive 64, "
         "HTTP/1.1 upstream, access_log off.",
@@ -785,6 +848,8 @@ def main():
     ap.add_argument("--discprop", default="", help="the compiled tests/bench/discprop.c (else the python one)")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5, help="split each --seconds run into this many "
+                    "interleaved rounds (direct, platform, nginx, direct, ...)")
     ap.add_argument("--cold", type=int, default=100)
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--only", default="", help="comma list of: " + ",".join(n for n, _ in SCENARIOS))
@@ -794,6 +859,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    a.rounds = max(1, min(a.rounds, a.seconds))
+    a.round_secs = max(1, a.seconds // a.rounds)
     only = set(filter(None, a.only.split(",")))
     m, cm = machine(), commit()
     tmp = tempfile.mkdtemp(prefix="faas-bench-")

@@ -31,8 +31,8 @@ int disp_grpc_fn_info(const char *fn, size_t len, uint32_t *max_duration_ms);
 /* Takes over p: picks (or cold-starts) an instance of fn and opens the stream on its
  * agent's stream endpoint with headers nv (copied; grpc-timeout is appended from
  * deadline_ms at that moment, 0 = none). Platform failures end p with a gRPC status. */
-void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv, size_t n,
-                       uint64_t deadline_ms, const char *request_id);
+void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv, size_t n, uint64_t deadline_ms,
+                       const char *request_id);
 
 /* Maps an HTTP-style platform status to a gRPC code (503 -> 14, 429 -> 8, ...). */
 int disp_grpc_code_for_http(int status);

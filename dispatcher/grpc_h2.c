@@ -381,8 +381,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     return 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl, const uint8_t *value,
+                     size_t vl, uint8_t flags, void *ud)
 {
     h2b_conn_t *c = ud;
     if (f->hd.type != NGHTTP2_HEADERS)
@@ -662,7 +662,8 @@ static int conn_session(h2b_conn_t *c)
     nghttp2_option_new(&opt);
     /* windows are returned as bytes move on: a slow reader slows the writer down */
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    int rc = c->server ? nghttp2_session_server_new2(&c->ng, cb, c, opt) : nghttp2_session_client_new2(&c->ng, cb, c, opt);
+    int rc =
+        c->server ? nghttp2_session_server_new2(&c->ng, cb, c, opt) : nghttp2_session_client_new2(&c->ng, cb, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)

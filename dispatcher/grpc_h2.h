@@ -32,7 +32,7 @@ typedef struct {
     h2b_pair_t *pair;
     h2b_conn_t *conn; /* NULL: not attached (yet, or any more) */
     int32_t id;
-    h2o_buffer_t *in;   /* received from this side, not yet handed to the other */
+    h2o_buffer_t *in;    /* received from this side, not yet handed to the other */
     h2o_linklist_t link; /* in conn->pairs */
     int in_eos;          /* this side ended its half (END_STREAM seen) */
     int closed;          /* the stream is gone on this side (or never opened) */
@@ -50,11 +50,11 @@ struct h2b_pair {
     int http_status;      /* :status sent down */
     uint64_t deadline_ms; /* 0 = none; h2b_pair_fail(4) when it passes */
     h2o_linklist_t dl_link;
-    int failed;         /* the platform ended it: bytes from down are dropped */
-    int down_done;      /* END_STREAM (or trailers) submitted on down */
+    int failed;    /* the platform ended it: bytes from down are dropped */
+    int down_done; /* END_STREAM (or trailers) submitted on down */
     h2o_timeout_entry_t free_entry;
     _Alignas(8) unsigned char front[48]; /* the server side's per-call scratch (gateway: message scanner) */
-    void *owner; /* the application's per-call state */
+    void *owner;                         /* the application's per-call state */
     /* Called once when the pair is freed (both sides done). */
     void (*on_free)(h2b_pair_t *p);
 };

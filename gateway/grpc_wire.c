@@ -160,8 +160,16 @@ int gw_grpc_header_forwarded(const char *name, size_t len)
         return 0;
     if (len >= 5 && memcmp(name, "faas-", 5) == 0)
         return 0; /* ours: a client cannot forge deadlines or identities */
-    static const char *drop[] = {"te", "grpc-timeout", "host", "connection", "keep-alive", "proxy-connection",
-                                 "transfer-encoding", "upgrade", "http2-settings", "content-length"};
+    static const char *drop[] = {"te",
+                                 "grpc-timeout",
+                                 "host",
+                                 "connection",
+                                 "keep-alive",
+                                 "proxy-connection",
+                                 "transfer-encoding",
+                                 "upgrade",
+                                 "http2-settings",
+                                 "content-length"};
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         if (is(name, len, drop[i]))
             return 0;

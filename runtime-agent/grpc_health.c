@@ -72,8 +72,8 @@ static void hc_free(hc_t *h)
     free(h);
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl, const uint8_t *value,
+                     size_t vl, uint8_t flags, void *ud)
 {
     hc_t *h = ud;
     if (nl == 11 && memcmp(name, "grpc-status", 11) == 0) {
@@ -167,7 +167,10 @@ static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int 
     return NGHTTP2_ERR_WOULDBLOCK;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                                       \
+    {                                                                                                                  \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE                             \
+    }
 
 void agent_grpc_health_start(h2o_socket_t *sock, void (*done)(h2o_socket_t *sock, int ok))
 {
@@ -198,8 +201,11 @@ void agent_grpc_health_start(h2o_socket_t *sock, void (*done)(h2o_socket_t *sock
     }
     cur = h;
     nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, NULL, 0);
-    nghttp2_nv nv[] = {NV(":method", "POST"), NV(":scheme", "http"), NV(":authority", "localhost"),
-                       NV(":path", "/grpc.health.v1.Health/Check"), NV("content-type", "application/grpc"),
+    nghttp2_nv nv[] = {NV(":method", "POST"),
+                       NV(":scheme", "http"),
+                       NV(":authority", "localhost"),
+                       NV(":path", "/grpc.health.v1.Health/Check"),
+                       NV("content-type", "application/grpc"),
                        NV("te", "trailers")};
     nghttp2_data_provider prov = {.read_callback = read_req};
     nghttp2_submit_request(h->ng, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prov, NULL);

@@ -9,17 +9,35 @@
 
 /* gateway/grpc.c is linked into this runner without the dispatcher: weak stubs (the
  * real ones win wherever the dispatcher is linked). */
-__attribute__((weak)) void disp_grpc_init(const disp_grpc_cbs_t *cbs) {}
-__attribute__((weak)) int disp_grpc_route(const char *s, size_t l, char *fn, size_t cap) { return -1; }
-__attribute__((weak)) int disp_grpc_fn_info(const char *fn, size_t len, uint32_t *ms) { return -1; }
-__attribute__((weak)) void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv,
-                                             size_t n, uint64_t dl, const char *rid)
+__attribute__((weak)) void disp_grpc_init(const disp_grpc_cbs_t *cbs)
 {
 }
-__attribute__((weak)) const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name) { return NULL; }
-__attribute__((weak)) void h2b_pair_fail(h2b_pair_t *p, int st, const char *msg) {}
-__attribute__((weak)) void h2b_pair_http_error(h2b_pair_t *p, int st) {}
-__attribute__((weak)) int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs) { return -1; }
+__attribute__((weak)) int disp_grpc_route(const char *s, size_t l, char *fn, size_t cap)
+{
+    return -1;
+}
+__attribute__((weak)) int disp_grpc_fn_info(const char *fn, size_t len, uint32_t *ms)
+{
+    return -1;
+}
+__attribute__((weak)) void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv, size_t n,
+                                             uint64_t dl, const char *rid)
+{
+}
+__attribute__((weak)) const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name)
+{
+    return NULL;
+}
+__attribute__((weak)) void h2b_pair_fail(h2b_pair_t *p, int st, const char *msg)
+{
+}
+__attribute__((weak)) void h2b_pair_http_error(h2b_pair_t *p, int st)
+{
+}
+__attribute__((weak)) int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
+{
+    return -1;
+}
 
 static uint64_t tmo(const char *s)
 {
@@ -114,12 +132,13 @@ Test(grpc_headers, content_type_and_forwarding_rules)
     cr_expect(!gw_grpc_content_type_ok("application/grpcx", 17));
     cr_expect(!gw_grpc_content_type_ok("application/json", 16));
     cr_expect(!gw_grpc_content_type_ok("", 0));
-    const char *fwd[] = {"content-type", "user-agent", "grpc-encoding", "grpc-accept-encoding", "x-custom",
-                         "x-trace-bin", "authorization"};
+    const char *fwd[] = {"content-type", "user-agent",  "grpc-encoding", "grpc-accept-encoding",
+                         "x-custom",     "x-trace-bin", "authorization"};
     for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
         cr_expect(gw_grpc_header_forwarded(fwd[i], strlen(fwd[i])), "%s", fwd[i]);
-    const char *drop[] = {":path", ":authority", "te", "grpc-timeout", "faas-function", "faas-deadline-ms",
-                          "connection", "host", "transfer-encoding", "upgrade", "keep-alive"};
+    const char *drop[] = {
+        ":path", ":authority",        "te",      "grpc-timeout", "faas-function", "faas-deadline-ms", "connection",
+        "host",  "transfer-encoding", "upgrade", "keep-alive"};
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         cr_expect(!gw_grpc_header_forwarded(drop[i], strlen(drop[i])), "%s", drop[i]);
     cr_expect(gw_grpc_metadata_key_ok("x-my_key.v2", 11));

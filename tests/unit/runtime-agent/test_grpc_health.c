@@ -18,13 +18,14 @@ static int serving(const char *hex)
 
 Test(grpc_health, serving_only_when_status_is_1)
 {
-    cr_expect(serving("00000000020801"));    /* SERVING */
-    cr_expect(!serving("00000000020802"));   /* NOT_SERVING */
-    cr_expect(!serving("00000000020800"));   /* UNKNOWN */
-    cr_expect(!serving("0000000000"));       /* empty message: status defaults to UNKNOWN */
-    cr_expect(!serving("01000000020801"));   /* compressed: not understood */
-    cr_expect(!serving("00000000030801"));   /* length prefix disagrees */
-    cr_expect(!serving("000000"));           /* truncated prefix */
-    cr_expect(serving("000000000512016108" "01")); /* unknown field 2 (bytes) skipped, then SERVING */
-    cr_expect(!serving("000000000412ff0801"));    /* bytes field longer than the message */
+    cr_expect(serving("00000000020801"));  /* SERVING */
+    cr_expect(!serving("00000000020802")); /* NOT_SERVING */
+    cr_expect(!serving("00000000020800")); /* UNKNOWN */
+    cr_expect(!serving("0000000000"));     /* empty message: status defaults to UNKNOWN */
+    cr_expect(!serving("01000000020801")); /* compressed: not understood */
+    cr_expect(!serving("00000000030801")); /* length prefix disagrees */
+    cr_expect(!serving("000000"));         /* truncated prefix */
+    cr_expect(serving("000000000512016108"
+                      "01"));                  /* unknown field 2 (bytes) skipped, then SERVING */
+    cr_expect(!serving("000000000412ff0801")); /* bytes field longer than the message */
 }

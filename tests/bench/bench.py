@@ -816,7 +816,8 @@ def table(res, m, cm, a):
         add("CPU per request, HTTP/1.1 GET c16", 16, "direct", "", "",
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
-             f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}")
+             f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "
+             f"at end {' '.join(read('/proc/loadavg').split()[:3])}")
     notes = [
         "",
         f"Each figure: {a.rounds} rounds of {a.round_secs} s per path after a {a.warmup} s warm-up, the three paths "

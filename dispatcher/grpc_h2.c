@@ -216,6 +216,9 @@ static void send_response_down(h2b_pair_t *p)
 void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
 {
     p->failed = 1;
+    /* the first status made for a call is the one it gets */
+    if (h2o_linklist_is_linked(&p->dl_link))
+        h2o_linklist_unlink(&p->dl_link);
     reset_up(p, NGHTTP2_CANCEL);
     if (p->down.conn == NULL || p->down_done) {
         maybe_free(p);
@@ -496,6 +499,8 @@ static void up_broken(h2b_pair_t *p, const char *why)
     }
     /* keep what already arrived, then end with the status */
     p->failed = 1;
+    if (h2o_linklist_is_linked(&p->dl_link))
+        h2o_linklist_unlink(&p->dl_link);
     hdrs_status(&p->trl, 0, 14, why);
     p->up.in_eos = 1;
     p->trl_ready = 1;

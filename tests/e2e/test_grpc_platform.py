@@ -164,10 +164,10 @@ def test_deadline_exceeded_and_upstream_cancelled(plat, chan):
 def test_grpc_timeout_forwarded_as_time_left(plat, chan):
     call = chan.unary_unary("/echo.Echo/Unary")
     left = float(call(b"deadline", timeout=5))
-    assert 3.5 < left <= 5.0
+    assert 3.5 < left <= 5.1  # grpc core measures from its own (cached) clock
     # without a client deadline the function's max duration (15 min by default) bounds the call
     left = float(call(b"deadline"))
-    assert 890 < left <= 900
+    assert 890 < left <= 900.1
 
 
 def test_client_cancel_reaches_user_server(plat, chan):

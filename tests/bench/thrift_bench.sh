@@ -18,7 +18,21 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free ports, each with a free neighbour (the daemons' metrics listen on port+1)
+freeports() {
+    /usr/bin/python3 -c '
+import socket, sys
+held, out = [], []
+while len(out) < int(sys.argv[1]):
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        a.close(); continue
+    held += [a, b]; out.append(p)
+print(" ".join(map(str, out)))' "$1"
+}
 wait_port() {
     i=0
     until /usr/bin/python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; do
@@ -30,9 +44,8 @@ cc -O2 -Wall -Wextra -Werror -pthread -o "$TMP/thrift_load" "$ROOT/tests/bench/t
 mkdir -p "$TMP/userd"
 cc -O2 -Wall -Wextra -Werror -o "$TMP/userd/thrift_userd" "$ROOT/tests/bench/thrift_userd.c"
 
-# ports with a free neighbour each (metrics listen on port+1)
-HTTP=$(freeport); TPORT=$(freeport); DISC=$(freeport); WM=$(freeport)
-while [ "$DISC" = "$WM" ] || [ $((DISC + 1)) = "$WM" ] || [ $((WM + 1)) = "$DISC" ]; do WM=$(freeport); done
+set -- $(freeports 6)
+HTTP=$1 TPORT=$2 DISC=$3 WM=$4 DC=$5 DP=$6
 "$BUILD/faasd" --state-dir "$TMP/state" --http 127.0.0.1:$HTTP --thrift 127.0.0.1:$TPORT \
     --discovery-listen 127.0.0.1:$DISC --workermgr-listen 127.0.0.1:$WM --pool-size 2 --bin-dir "$BUILD" \
     >"$TMP/faasd.log" 2>&1 &
@@ -64,10 +77,8 @@ EOF
 "$BUILD/faasctl" deploy -f "$TMP/calc.yaml" >/dev/null
 
 # the same servers, run directly
-DC=$(freeport)
 "$TMP/userd/thrift_userd" "$DC" >/dev/null 2>&1 &
 PIDS="$PIDS $!"
-DP=$(freeport)
 (cd "$ROOT/examples/thrift-calc" && PORT=$DP exec /usr/bin/python3 calc_server.py framed binary --multiplexed) \
     >/dev/null 2>&1 &
 PIDS="$PIDS $!"

@@ -33,6 +33,7 @@ typedef struct tup {
     h2o_timeout_entry_t idle_timer;
     int reused, got_bytes;
     int writing, release_after_write; /* h2o allows one write at a time */
+    int reading;
 } tup_t;
 
 typedef struct tfwd {
@@ -127,6 +128,17 @@ static void on_idle_timeout(h2o_timeout_entry_t *e)
     up_close(H2O_STRUCT_FROM_MEMBER(tup_t, idle_timer, e));
 }
 
+/* Pooled sockets stay registered for reading; switching callbacks costs no epoll_ctl. */
+static void set_reader(tup_t *up, h2o_socket_cb cb)
+{
+    if (up->reading) {
+        up->sock->_cb.read = cb;
+        return;
+    }
+    up->reading = 1;
+    h2o_socket_read_start(up->sock, cb);
+}
+
 static void up_release(tup_t *up)
 {
     up->owner = NULL;
@@ -134,7 +146,7 @@ static void up_release(tup_t *up)
         up_close(up);
         return;
     }
-    h2o_socket_read_start(up->sock, on_idle_event);
+    set_reader(up, on_idle_event);
     h2o_linklist_insert(tp.idle.next, &up->idle_link);
     h2o_timeout_link(tp.loop, &tp.idle_timeout, &up->idle_timer);
 }
@@ -257,7 +269,7 @@ static void up_send(tup_t *up)
     tfwd_t *f = up->owner;
     up->got_bytes = 0;
     up->writing = 1;
-    h2o_socket_read_start(up->sock, on_reply_read);
+    set_reader(up, on_reply_read);
     h2o_socket_write(up->sock, &f->frame, 1, on_written);
 }
 

@@ -13,7 +13,9 @@ Service echo.Echo:
   Bidi         -> every request echoed back as it arrives
 A call whose client went away (cancel, deadline, reset) prints "cancelled <method> <tag>"
 on stdout (the platform's function log), so cancellation reaching the user server is
-observable from outside; <tag> is the request up to its first ':'-field."""
+observable from outside; <tag> is the request up to its first ':'-field.
+grpc.health.v1.Health/Check answers SERVING (HEALTH_STATUS=2: NOT_SERVING; NO_HEALTH=1:
+not implemented)."""
 import os
 import sys
 import threading
@@ -91,7 +93,8 @@ def bidi(it, ctx):
 
 
 def health(req, ctx):
-    return b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+    # HealthCheckResponse{status: SERVING (1)}; HEALTH_STATUS=2 answers NOT_SERVING
+    return bytes([0x08, int(os.environ.get("HEALTH_STATUS", "1"))])
 
 
 def main():

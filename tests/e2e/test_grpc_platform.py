@@ -356,3 +356,28 @@ def test_message_over_body_limit_resource_exhausted(plat):
                 got.append(m)
         assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert got in ([], [b"a"], [b"a", b"b"])
+
+
+def deploy_variant(plat, tmp_path, name, service, env):
+    """examples/grpc-echo under another name, readiness by grpc.health.v1 (health: grpc)."""
+    y = tmp_path / f"{name}.yaml"
+    y.write_text(f"name: {name}\nprotocol: grpc\ncode: {EXAMPLE}\ncommand: [/usr/bin/python3, server.py]\n"
+                 f"grpc_services: [{service}]\nhealth: {{grpc: true}}\ncold_start_timeout: 3s\n"
+                 f"env: {{{env}}}\nresources: {{memory: 512Mi, pids: 512}}\n")
+    plat.ctl("deploy", "-f", str(y))
+
+
+def test_readiness_without_health_service_falls_back_to_accept(plat, tmp_path):
+    deploy_variant(plat, tmp_path, "grpc-nohealth", "nohealth.Echo", "NO_HEALTH: '1'")
+    with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
+        md = (("faas-function", "grpc-nohealth"),)
+        assert ch.unary_unary("/echo.Echo/Unary")(b"up", timeout=30, metadata=md) == b"up"
+
+
+def test_not_serving_never_ready_unavailable(plat, tmp_path):
+    deploy_variant(plat, tmp_path, "grpc-notserving", "notserving.Echo", "HEALTH_STATUS: '2'")
+    with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            ch.unary_unary("/notserving.Echo/Unary")(b"x", timeout=30)
+        assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert plat.instances("grpc-notserving") == []

@@ -31,6 +31,7 @@
 
 #define MAX_INFLIGHT_PER_CONN 256 /* pipelined calls read ahead before reading stops */
 #define MAX_REPLY (16u << 20)
+#define MAX_UNSENT (1u << 20) /* replies waiting for a slow client: reading pauses past this */
 
 typedef struct tconn {
     h2o_conn_t super; /* what the calls' h2o_req_t point at */
@@ -504,7 +505,8 @@ static void conn_flush(tconn_t *c)
         conn_close(c);
         return;
     }
-    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN)
+    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN &&
+        c->out->size + c->wbuf->size < MAX_UNSENT)
         conn_read_more(c);
 }
 
@@ -628,7 +630,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
         if (c->dead)
             return;
         h2o_buffer_consume(&sock->input, (size_t)n);
-        if (c->ncalls >= MAX_INFLIGHT_PER_CONN) {
+        if (c->ncalls >= MAX_INFLIGHT_PER_CONN || c->out->size + c->wbuf->size >= MAX_UNSENT) {
             h2o_socket_read_stop(sock);
             c->reading = 0;
             break;

@@ -404,3 +404,23 @@ def test_client_leaves_mid_call(plat):
         s.close()
     wait_until(lambda: 'function="calc",code="499",protocol="thrift"' in http_get(plat.gateway_url + "/metrics")[1],
                5, 0.05, "client-gone calls counted as 499")
+
+
+def test_slow_reader_pipelining_big_replies(plat):
+    # 120 x 64 KiB echoes written by one thread while nobody reads: the gateway pauses
+    # reading once 1 MiB of replies wait, the writer blocks, nothing is lost
+    import threading
+    c, p, s = framed_client(plat.thrift_port)
+    try:
+        c.call("add", 0, 0)
+        n, blob = 120, "y" * (64 << 10)
+        seqs = []
+        w = threading.Thread(target=lambda: seqs.extend(c.send("echo", blob + str(i)) for i in range(n)))
+        w.start()
+        time.sleep(1.0)
+        got = [c.recv("echo") for _ in range(n)]
+        w.join(10)
+        assert [g[0] for g in got] == seqs
+        assert all(g[1] == blob + str(i) for i, g in enumerate(got))
+    finally:
+        s.close()

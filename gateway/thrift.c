@@ -638,7 +638,8 @@ static const char hexd[] = "0123456789abcdef";
 
 size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap)
 {
-    if (!value_printable(h->value.ptr, h->value.len))
+    /* 4 KiB: metadata, not payload; also keeps every value within TTHeader's u16 lengths */
+    if (h->value.len > GW_THRIFT_MAX_META_VALUE || !value_printable(h->value.ptr, h->value.len))
         return 0;
     if (h->is_int) {
         char tmp[24];

@@ -112,8 +112,10 @@ size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const ch
  * "faas-thrift-h-<key>" for keys of [a-z0-9._-], "faas-thrift-x-<hex key>" for
  * other keys, "faas-thrift-i-<n>" for TTHeader integer keys; the value as is.
  * gw_thrift_meta_name writes the name for h into out and returns its length, or
- * 0 when h cannot travel as an h2 header (value not printable ASCII or with
- * blanks at either end, key empty or over 200 bytes, or cap too small). */
+ * 0 when h cannot travel as an h2 header (value over GW_THRIFT_MAX_META_VALUE,
+ * not printable ASCII or with blanks at either end, key empty or over 200 bytes,
+ * or cap too small). */
+#define GW_THRIFT_MAX_META_VALUE 4096
 size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap);
 /* The reverse for one h2 header: 0 and *h filled (an x- key is decoded into
  * keybuf, which needs nlen / 2 bytes; other views point into name and value),

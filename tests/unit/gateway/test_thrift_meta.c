@@ -68,6 +68,13 @@ Test(thrift_meta, unprintable_values_and_long_keys_do_not_travel)
     cr_assert_eq(gw_thrift_meta_name(&h, name, sizeof(name)), 0);
     h = str_hdr("abc", "v");
     cr_assert_eq(gw_thrift_meta_name(&h, name, 10), 0); /* cap too small */
+    static char bigv[4098];
+    memset(bigv, 'v', 4097);
+    h = str_hdr("k", bigv);
+    cr_assert_eq(gw_thrift_meta_name(&h, name, sizeof(name)), 0);
+    bigv[4096] = '\0';
+    h = str_hdr("k", bigv); /* exactly the limit */
+    cr_assert(gw_thrift_meta_name(&h, name, sizeof(name)) > 0);
     h = str_hdr("", "v");
     cr_assert_eq(gw_thrift_meta_name(&h, name, sizeof(name)), 0); /* found by fuzz_gw_thrift */
 }

@@ -864,7 +864,7 @@ def main():
     a.round_secs = max(1, a.seconds // a.rounds)
     only = set(filter(None, a.only.split(",")))
     m, cm = machine(), commit()
-    tmp = tempfile.mkdtemp(prefix="faas-bench-")
+    tmp = tempfile.mkdtemp(prefix="faas-benchrun-")
     os.chmod(tmp, 0o755)
     res = {"http1": {}, "h2": {}}
     s = Setup(a.build, tmp)

@@ -148,7 +148,7 @@ static void call_free(h2b_pair_t *p)
     if (end_inflight(c) && c->fn != NULL && c->fn->nwaiters != 0)
         disp_on_instance_ready(c->fn);
     if (cbs.on_done != NULL && c->fn != NULL)
-        cbs.on_done(c->fn->name, c->fn->name_len, p->final_status, p->http_status, c->start_us);
+        cbs.on_done(c->fn->name, c->fn->name_len, p->final_status, p->down_done ? p->http_status : 0, c->start_us);
     for (size_t i = 0; i < c->hdrs.n; i++)
         free(c->hdrs.nv[i].name);
     free(c->hdrs.nv);

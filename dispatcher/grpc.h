@@ -11,8 +11,9 @@
 #include "dispatcher/grpc_h2.h"
 
 typedef struct {
-    /* A call ended (its pair is being freed): grpc_status is what the caller got
-     * (-1 if it got no status, e.g. it went away). */
+    /* A call ended (its pair is being freed): grpc_status is what the caller got (-1 if
+     * none), http_status the :status of a response that was completed (0: the caller
+     * went away first). */
     void (*on_done)(const char *fn, size_t len, int grpc_status, int http_status, uint64_t start_us);
     /* Formats a grpc-timeout value for ms; returns its length. */
     size_t (*format_timeout)(uint64_t ms, char *buf, size_t cap);

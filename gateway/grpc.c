@@ -46,8 +46,10 @@ static int nv_is(const nghttp2_nv *v, const char *lit)
 static void on_done(const char *fn, size_t len, int grpc_status, int http_status, uint64_t start_us)
 {
     int code = grpc_status;
-    if (code < 0)
-        code = http_status > 0 && http_status != 200 ? gw_grpc_code_from_http(http_status) : 1; /* client left */
+    if (code < 0 && http_status == 0)
+        code = 1; /* the client left first */
+    else if (code < 0)
+        code = http_status != 200 ? gw_grpc_code_from_http(http_status) : 2; /* ended without a status */
     gw_metrics_record(fn, len, code, GW_PROTO_GRPC, faas_now_us() - start_us);
 }
 

@@ -171,11 +171,13 @@ def test_grpc_timeout_forwarded_as_time_left(plat, chan):
 
 
 def test_client_cancel_reaches_user_server(plat, chan):
+    cancelled = count(plat, 1)
     it = chan.unary_stream("/echo.Echo/ServerStream")(b"100001:10:10", timeout=60)
     assert len(next(it)) == 10
     it.cancel()
     wait_until(lambda: "cancelled ServerStream 100001" in fn_logs(plat), 5, interval=0.2,
                what="user server saw the client cancel")
+    wait_until(lambda: count(plat, 1) == cancelled + 1, 5, what="the cancelled call counted as code 1")
 
 
 def test_faasctl_invoke_grpc(plat):

@@ -389,8 +389,9 @@ def test_burst_of_first_calls_one_cold_start(plat):
     plat.ctl("deploy", "grpc-burst", "--dir", EXAMPLE, "--cmd", "/usr/bin/python3 server.py", "--protocol", "grpc",
              "--grpc-service", "burst.Echo", "--health-tcp", "--memory", "512Mi", "--pids", "512")
     with grpc.insecure_channel(plat.grpc_addr, options=OPTS) as ch:
-        call = ch.unary_unary("/burst.Echo/Unary")
+        call = ch.unary_unary("/echo.Echo/Unary")
+        md = (("faas-function", "grpc-burst"),)
         # 8 = the gateway queue of this module (--queue-max 8)
-        futs = [call.future(f"b{i}".encode(), timeout=30) for i in range(8)]
+        futs = [call.future(f"b{i}".encode(), timeout=30, metadata=md) for i in range(8)]
         assert [f.result() for f in futs] == [f"b{i}".encode() for i in range(8)]
     assert len(plat.instances("grpc-burst")) == 1

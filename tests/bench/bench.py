@@ -160,7 +160,7 @@ def wrk(url, conc, seconds, script=None, tmp=None):
     return r
 
 
-def h2load(url, conc, seconds, tmp, h1=False):
+def h2load(url, conc, seconds, tmp, h1=False, extra=()):
     """h2load run: concurrency = clients x streams per client (1x1, 4x4, 8x16).
     Percentiles come from --log-file (h2load's own table has no p50/p99)."""
     clients, streams = {1: (1, 1), 16: (4, 4), 128: (8, 16)}.get(conc, (conc, 1))
@@ -169,6 +169,7 @@ def h2load(url, conc, seconds, tmp, h1=False):
             f"--log-file={log}"]
     if h1:
         argv.append("--h1")
+    argv += list(extra)
     p = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 30)
     out = p.stdout
     try:
@@ -303,7 +304,10 @@ class Setup:
         self._wait_port(self.nginx, self.ngx_h1, "nginx")
         self.nginx_worker = pu.wait_until(lambda: children(self.nginx.pid), 5, what="nginx worker")[0]
         # the platform; the gateway may hold 10,000 idle connections
-        self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2)
+        try:  # the gateway's gRPC listener, where platform_util knows it
+            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, grpc=True)
+        except TypeError:
+            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2)
         os.makedirs(self.platform.dir, exist_ok=True)
         # (as high as our own hard limit: this container may not raise it)
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -412,9 +416,75 @@ def scen_h2(s, a, res):
               flush=True)
 
 
+NGINX_GRPC_CONF = """worker_processes 1;
+daemon off;
+user root;
+pid {tmp}/nginx-grpc.pid;
+error_log {tmp}/nginx-grpc-error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    upstream grpcapp {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        location / {{ grpc_pass grpc://grpcapp; }}
+    }}
+}}
+"""
+
+
 def scen_grpc(s, a, res):
-    """3a. gRPC unary: plugs in once issue 4 lands (h2load with gRPC framing, te: trailers)."""
-    return None
+    """3a. gRPC unary /echo.Echo/Unary (examples/grpc-echo, python3-grpcio), 16-byte message:
+    h2load with gRPC framing and te: trailers; direct, platform (gateway gRPC port), nginx grpc_pass."""
+    p, pu = s.platform, s.pu
+    if not getattr(p, "grpc_port", None):
+        return None  # no gRPC listener in this platform: the row stays n/a
+    gport = pu.free_port()
+    srv = s._popen("grpc-echo-direct", ["/usr/bin/python3", f"{ROOT}/examples/grpc-echo/server.py"],
+                   env=dict(os.environ, PORT=str(gport)))
+    s._wait_port(srv, gport, "grpc-echo-direct")
+    nport = pu.free_port()
+    conf = os.path.join(s.tmp, "nginx-grpc.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_GRPC_CONF.format(tmp=s.tmp, upstream=gport, port=nport))
+    ngx = s._popen("nginx-grpc", ["nginx", "-p", s.tmp, "-c", conf, "-e", os.path.join(s.tmp, "nginx-grpc-error.log")])
+    s._wait_port(ngx, nport, "nginx-grpc")
+    p.ctl("deploy", "-f", f"{ROOT}/examples/grpc-echo/function.yaml", "--memory", "1Gi", "--pids", "1024",
+          "--idle-timeout", "60m")
+    try:  # the gateway routes once its watch has the function: retry the first call
+        pu.wait_until(lambda: p.rpc(p.grpc_addr, "/echo.Echo/Unary", b"warm", timeout=10) == b"warm", 30,
+                      interval=0.2, what="grpc-echo through the platform")
+    except TimeoutError as e:
+        raise HarnessError(f"{e}\n{p.logs()}")
+    msg = os.path.join(s.tmp, "grpc-msg")
+    with open(msg, "wb") as f:
+        body = b"0123456789abcdef"
+        f.write(b"\0" + len(body).to_bytes(4, "big") + body)
+    extra = ["-d", msg, "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    urls = {"direct": f"http://127.0.0.1:{gport}/echo.Echo/Unary",
+            "platform": f"http://127.0.0.1:{p.grpc_port}/echo.Echo/Unary",
+            "nginx": f"http://127.0.0.1:{nport}/echo.Echo/Unary"}
+    res["grpc"] = {}
+    i = 0
+    for c in CONCS:
+        runs = {q: [] for q in PATHS}
+        for q in order(i):
+            h2load(urls[q], c, a.warmup, s.tmp, extra=extra)
+        for r in range(a.rounds):
+            for q in order(i):
+                runs[q].append(h2load(urls[q], c, a.round_secs, s.tmp, extra=extra))
+                i += 1
+        res["grpc"][str(c)] = row = {q: merge(runs[q]) for q in PATHS}
+        print(f"  grpc unary c{c}: " + ", ".join(f"{q} {row[q]['rps']:.0f}/s" for q in PATHS), file=sys.stderr,
+              flush=True)
 
 
 def scen_thrift(s, a, res):
@@ -751,10 +821,11 @@ def table(res, m, cm, a):
         trio(f"HTTP/1.1 {kind}", c, row, bars)
     for c, row in res.get("h2", {}).items():
         trio("h2c GET (direct: h1)", c, row, ("", ""))
-    for name, issue in (("gRPC unary", "issue 4"), ("Thrift", "issue 5")):
-        if name.lower().split()[0] in res:
-            pass  # scenario results plug in here once the scenario exists
-        add(name, "1/16/128", "all", f"n/a ({issue})", "", "", "", "", "", "")
+    for c, row in res.get("grpc", {}).items():
+        trio("gRPC unary (grpc-echo, python)", c, row, ("", ""))
+    if not res.get("grpc"):
+        add("gRPC unary", "1/16/128", "all", "n/a (issue 4)", "", "", "", "", "", "")
+    add("Thrift", "1/16/128", "all", "n/a here (issue 5): see tests/bench/thrift_bench.sh", "", "", "", "", "", "")
     if "cold" in res:
         cs, fl = res["cold"], res["floor"]
         c = cs["client"]
@@ -828,6 +899,9 @@ def table(res, m, cm, a):
         "HTTP/1.1 upstream, access_log off.",
         "h2c: concurrency = clients x streams (1x1, 4x4, 8x16); the user server speaks HTTP/1.1 only, so the "
         "direct row is h2load --h1 against it. plat/direct and plat/nginx: ratio of req/s, then of p50.",
+        "gRPC: /echo.Echo/Unary of examples/grpc-echo (python3-grpcio: the user server is the bottleneck), "
+        "16-byte message, h2load with gRPC framing and te: trailers, clients x streams as for h2c; direct and "
+        "nginx (grpc_pass, keepalive 64) hit one directly started server, the platform the gateway's gRPC port.",
         "CPU per request: the plat/direct column is gw+agent over the user server's own CPU per request.",
         "Memory: the gateway's figure is (RSS with the connections - RSS before) / connections it held "
         "(counted from its fd table); h2o closes idle keep-alive connections after 10 s, so they are opened "

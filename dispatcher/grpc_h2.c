@@ -331,17 +331,16 @@ int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t 
 
 /* ---- deadlines ---- */
 
+/* The list is kept sorted by deadline, so a tick looks at the expired ones only. */
 static void on_tick(h2o_timeout_entry_t *e)
 {
     uint64_t now = faas_now_ms();
-    h2o_linklist_t *l = g.deadlines.next;
-    while (l != &g.deadlines) {
-        h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, l);
-        l = l->next;
-        if (p->deadline_ms != 0 && p->deadline_ms <= now) {
-            h2o_linklist_unlink(&p->dl_link);
-            h2b_pair_fail(p, 4, "deadline exceeded");
-        }
+    while (!h2o_linklist_is_empty(&g.deadlines)) {
+        h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, g.deadlines.next);
+        if (p->deadline_ms > now)
+            break;
+        h2o_linklist_unlink(&p->dl_link);
+        h2b_pair_fail(p, 4, "deadline exceeded");
     }
     if (!h2o_linklist_is_empty(&g.deadlines))
         h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
@@ -351,7 +350,11 @@ void h2b_pair_watch_deadline(h2b_pair_t *p)
 {
     if (p->deadline_ms == 0 || h2o_linklist_is_linked(&p->dl_link))
         return;
-    h2o_linklist_insert(&g.deadlines, &p->dl_link);
+    /* new deadlines are mostly the latest: search from the tail */
+    h2o_linklist_t *at = g.deadlines.prev;
+    while (at != &g.deadlines && H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, at)->deadline_ms > p->deadline_ms)
+        at = at->prev;
+    h2o_linklist_insert(at->next, &p->dl_link);
     if (!h2o_timeout_is_linked(&g.tick_entry))
         h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
 }

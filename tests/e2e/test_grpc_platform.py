@@ -395,3 +395,17 @@ def test_burst_of_first_calls_one_cold_start(plat):
         futs = [call.future(f"b{i}".encode(), timeout=30, metadata=md) for i in range(8)]
         assert [f.result() for f in futs] == [f"b{i}".encode() for i in range(8)]
     assert len(plat.instances("grpc-burst")) == 1
+
+
+def test_many_deadlines_each_on_time(plat, chan):
+    """Calls with deadlines in mixed order each end close to their own deadline."""
+    call = chan.unary_unary("/echo.Echo/Unary")
+    assert call(b"warm", timeout=30) == b"warm"
+    tmos = [0.3 + 0.1 * ((i * 7) % 8) for i in range(8)]  # 8 = the module's --queue-max
+    t0 = time.monotonic()
+    futs = [call.future(b"sleep:5000", timeout=t) for t in tmos]
+    for t, f in zip(tmos, futs):
+        with pytest.raises(grpc.RpcError) as ei:
+            f.result()
+        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < max(tmos) + 1.0

@@ -304,10 +304,14 @@ class Setup:
         self._wait_port(self.nginx, self.ngx_h1, "nginx")
         self.nginx_worker = pu.wait_until(lambda: children(self.nginx.pid), 5, what="nginx worker")[0]
         # the platform; the gateway may hold 10,000 idle connections
+        # the gateway's Thrift listener on a free port (its default is a fixed one)
+        self.thrift_port = pu.free_port()
+        targs = ("--thrift-listen", f"127.0.0.1:{self.thrift_port}")
         try:  # the gateway's gRPC listener, where platform_util knows it
-            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, grpc=True)
+            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, grpc=True,
+                                        gateway_args=targs)
         except TypeError:
-            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2)
+            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, gateway_args=targs)
         os.makedirs(self.platform.dir, exist_ok=True)
         # (as high as our own hard limit: this container may not raise it)
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -487,9 +491,77 @@ def scen_grpc(s, a, res):
               flush=True)
 
 
+THRIFT_SPEC = """name: benchc
+code: {code}
+command: [./thrift_userd]
+protocol: thrift
+thrift_services: [BenchC]
+thrift_transport: framed
+health: {{tcp: true}}
+idle_timeout: 60m
+"""
+
+
+def thrift_load(port, conc, seconds, path):
+    """tests/bench/thrift_load.c run: concurrency = connections x pipelining depth (1x1, 4x4, 8x16)."""
+    conns, depth = {1: (1, 1), 16: (4, 4), 128: (8, 16)}.get(conc, (conc, 1))
+    argv = [path, "-p", str(port), "-m", "BenchC:add", "-c", str(conns), "-d", str(depth), "-t", str(seconds)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    m = re.search(r"calls=(\d+) errors=(\d+) calls_per_s=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+)", p.stdout)
+    if not m:
+        raise HarnessError(f"thrift_load output not understood: {' '.join(argv)}\n{p.stdout}\n{p.stderr}")
+    calls, errs, rps = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    return {"requests": calls + errs, "errors": errs, "rps": rps, "secs": (calls + errs) / rps if rps else seconds,
+            "p50": float(m.group(4)) * 1000, "p99": float(m.group(5)) * 1000}
+
+
+def merge_approx(runs):
+    """Rounds of a tool that prints only percentiles: req/s over the summed time, p50/p99 as the
+    request-weighted mean of the rounds' percentiles (an approximation, said in the notes)."""
+    req = sum(r["requests"] for r in runs)
+    secs = sum(r["secs"] for r in runs)
+    w = [(r["requests"] or 1) for r in runs]
+    return {"rps": req / secs if secs else 0.0, "requests": req, "secs": secs,
+            "errors": sum(r["errors"] for r in runs),
+            "p50": sum(r["p50"] * x for r, x in zip(runs, w)) / sum(w),
+            "p99": sum(r["p99"] * x for r, x in zip(runs, w)) / sum(w)}
+
+
 def scen_thrift(s, a, res):
-    """3b. Thrift: plugs in once issue 5 lands (a small C load generator under tests/bench/)."""
-    return None
+    """3b. Thrift BenchC.add, framed binary (tests/bench/thrift_load.c against tests/bench/thrift_userd.c):
+    direct and through the gateway's Thrift port. nginx-light has no stream module: no nginx row."""
+    if not (a.thrift_load and a.thrift_userd):
+        return None
+    p, pu = s.platform, s.pu
+    dport = pu.free_port()
+    srv = s._popen("thrift-userd-direct", [a.thrift_userd, str(dport)])
+    s._wait_port(srv, dport, "thrift-userd-direct")
+    spec = os.path.join(s.tmp, "benchc.yaml")
+    with open(spec, "w") as f:
+        f.write(THRIFT_SPEC.format(code=os.path.dirname(a.thrift_userd)))
+    p.ctl("deploy", "-f", spec)
+
+    def warm():  # the first call cold-starts it; the gateway needs the function in its watch first
+        r = thrift_load(s.thrift_port, 1, 1, a.thrift_load)
+        return r["requests"] > 0 and r["errors"] == 0
+    try:
+        pu.wait_until(warm, 30, interval=0.2, what="benchc through the platform's Thrift port")
+    except TimeoutError as e:
+        raise HarnessError(f"{e}\n{p.logs()}")
+    ports = {"direct": dport, "platform": s.thrift_port}
+    res["thrift"] = {}
+    i = 0
+    for c in CONCS:
+        runs = {q: [] for q in ports}
+        for q in ports:
+            thrift_load(ports[q], c, a.warmup, a.thrift_load)
+        for r in range(a.rounds):
+            for q in (("direct", "platform") if i % 2 == 0 else ("platform", "direct")):
+                runs[q].append(thrift_load(ports[q], c, a.round_secs, a.thrift_load))
+            i += 1
+        res["thrift"][str(c)] = row = {q: merge_approx(runs[q]) for q in ports}
+        print(f"  thrift c{c}: " + ", ".join(f"{q} {row[q]['rps']:.0f}/s" for q in ports), file=sys.stderr,
+              flush=True)
 
 
 def _timed_get(port, path, rid):
@@ -797,14 +869,18 @@ def table(res, m, cm, a):
     def add(scen, c, path, rps, p50, p99, rd="", rn="", bar="", result=""):
         rows.append(f"| {scen} | {c} | {path} | {rps} | {p50} | {p99} | {rd} | {rn} | {bar} | {result} |")
 
-    def trio(scen, c, row, bars):
+    def trio(scen, c, row, bars, missing="n/a"):
         for p in PATHS:
+            if p not in row:
+                add(scen, c, p, missing, "", "", "", "", "", "")
+                continue
             r = row[p]
             err = f" ({r['errors']} errors)" if r.get("errors") else ""
             rd = rn = ""
             if p == "platform":
                 rd = f"{ratio(r['rps'], row['direct']['rps'])}, {ratio(r['p50'], row['direct']['p50'])}"
-                rn = f"{ratio(r['rps'], row['nginx']['rps'])}, {ratio(r['p50'], row['nginx']['p50'])}"
+                rn = (f"{ratio(r['rps'], row['nginx']['rps'])}, {ratio(r['p50'], row['nginx']['p50'])}"
+                      if "nginx" in row else "-")
             bar, result = bars if p == "platform" else ("", "")
             add(scen, c, p, f_rps(r["rps"]) + err, f_us(r["p50"]), f_us(r["p99"]), rd, rn, bar, result)
 
@@ -825,7 +901,11 @@ def table(res, m, cm, a):
         trio("gRPC unary (grpc-echo, python)", c, row, ("", ""))
     if not res.get("grpc"):
         add("gRPC unary", "1/16/128", "all", "n/a (issue 4)", "", "", "", "", "", "")
-    add("Thrift", "1/16/128", "all", "n/a here (issue 5): see tests/bench/thrift_bench.sh", "", "", "", "", "", "")
+    for c, row in res.get("thrift", {}).items():
+        trio("Thrift framed binary (native thrift_userd)", c, row, ("", ""),
+             missing="n/a (nginx-light has no stream module)")
+    if not res.get("thrift"):
+        add("Thrift", "1/16/128", "all", "n/a (issue 5)", "", "", "", "", "", "")
     if "cold" in res:
         cs, fl = res["cold"], res["floor"]
         c = cs["client"]
@@ -902,6 +982,9 @@ def table(res, m, cm, a):
         "gRPC: /echo.Echo/Unary of examples/grpc-echo (python3-grpcio: the user server is the bottleneck), "
         "16-byte message, h2load with gRPC framing and te: trailers, clients x streams as for h2c; direct and "
         "nginx (grpc_pass, keepalive 64) hit one directly started server, the platform the gateway's gRPC port.",
+        "Thrift: BenchC.add (two i32) over framed binary, tests/bench/thrift_load.c against the native "
+        "tests/bench/thrift_userd.c; concurrency = connections x pipelining depth (1x1, 4x4, 8x16); its p50/p99 "
+        "are the call-weighted mean of the rounds' percentiles (the tool prints no distribution).",
         "CPU per request: the plat/direct column is gw+agent over the user server's own CPU per request.",
         "Memory: the gateway's figure is (RSS with the connections - RSS before) / connections it held "
         "(counted from its fd table); h2o closes idle keep-alive connections after 10 s, so they are opened "
@@ -921,6 +1004,8 @@ def main():
     ap.add_argument("--build", required=True)
     ap.add_argument("--floor", required=True, help="the compiled tests/bench/floor.c")
     ap.add_argument("--discprop", default="", help="the compiled tests/bench/discprop.c (else the python one)")
+    ap.add_argument("--thrift-load", default="", help="the compiled tests/bench/thrift_load.c")
+    ap.add_argument("--thrift-userd", default="", help="the compiled tests/bench/thrift_userd.c, alone in its dir")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5, help="split each --seconds run into this many "

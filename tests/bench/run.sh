@@ -44,10 +44,23 @@ else
     echo "run.sh: could not build discprop.c; using the python client" >&2
 fi
 
+# the Thrift load generator and native user server (issue 5), when present; the user
+# server alone in a directory, which the platform deploys as the function's code
+thrift=()
+if [ -f "$here/thrift_load.c" ] && [ -f "$here/thrift_userd.c" ]; then
+    mkdir -p "$build/bench-thrift-userd"
+    if cc -O2 -Wall -Wextra -Werror -pthread -o "$build/bench-thrift-load" "$here/thrift_load.c" &&
+        cc -O2 -Wall -Wextra -Werror -o "$build/bench-thrift-userd/thrift_userd" "$here/thrift_userd.c"; then
+        thrift=(--thrift-load "$build/bench-thrift-load" --thrift-userd "$build/bench-thrift-userd/thrift_userd")
+    else
+        echo "run.sh: could not build the Thrift tools; Thrift rows will be n/a" >&2
+    fi
+fi
+
 short=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 out="$here/results/$(date -u +%Y-%m-%d)-$short.md"
 # a partial run (--only) must not overwrite the table of a full one: it goes to the build dir
 case " $* " in *" --only "*|*" --only="*) out="$build/bench-partial-$(date -u +%Y-%m-%d)-$short.md" ;; esac
 mkdir -p "$here/results"
 
-exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" --out "$out" "$@"
+exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" "${thrift[@]}" --out "$out" "$@"

@@ -177,6 +177,15 @@ static void hb_quiet(wm_t *wm, uint64_t until)
     pthread_mutex_unlock(&wm->mu);
 }
 
+/* An instance left the set: every watcher must know at once (a gateway would
+ * otherwise route to a dead endpoint), whatever cold start is in flight. */
+static void hb_urgent(wm_t *wm)
+{
+    pthread_mutex_lock(&wm->mu);
+    wm->hb_quiet_until_us = 0;
+    pthread_mutex_unlock(&wm->mu);
+}
+
 /* 1 if lim is what every warm pod already has (the helper applied it at spawn). */
 static int limits_are_warm_defaults(const wm_limits_t *lim)
 {
@@ -294,6 +303,8 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
         acq_fail(wm, p->acq, why);
     if (p->state == POD_STARTING && !wm->stop)
         wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
+    if (p->state == POD_READY)
+        hb_urgent(wm);
     close(p->ctl);
     wm_helper_kill(&wm->helper, p->id, p->pid);
     if (p->req)
@@ -602,6 +613,7 @@ static void release(wm_t *wm, wm_work_t *w)
     /* out of the instance set now; the agent gets a moment to stop its user server */
     p->state = POD_STOPPING;
     p->deadline_us = faas_now_us() + STOP_GRACE_US;
+    hb_urgent(wm);
     publish(wm);
     uint8_t empty[1];
     faas_rpc_reply(w->call, empty, 0);

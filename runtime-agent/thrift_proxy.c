@@ -194,6 +194,10 @@ static void on_reply_read(h2o_socket_t *sock, const char *err)
 {
     tup_t *up = sock->data;
     tfwd_t *f = up->owner;
+    if (f == NULL) { /* cannot happen: without an owner the reader is on_idle_event */
+        up_close(up);
+        return;
+    }
     if (err != NULL) {
         up_failed(f, up);
         return;
@@ -226,10 +230,12 @@ static void on_reply_read(h2o_socket_t *sock, const char *err)
     h2o_buffer_consume(&sock->input, (size_t)n);
     f->up = NULL;
     up->owner = NULL;
-    if (up->writing)
+    if (up->writing) { /* the write callback has not run yet: it pools the connection */
         up->release_after_write = 1;
-    else
+        set_reader(up, on_idle_event);
+    } else {
         up_release(up);
+    }
     req->res.content_length = body.len;
     h2o_send_inline(req, body.base, body.len);
 }

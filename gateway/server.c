@@ -523,7 +523,9 @@ int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
     char host[128];
     uint16_t port;
     if (faas_parse_hostport(cfg->listen, host, sizeof(host), &port, &perr) != 0 ||
-        faas_parse_hostport(cfg->discovery, host, sizeof(host), &port, &perr) != 0) {
+        faas_parse_hostport(cfg->discovery, host, sizeof(host), &port, &perr) != 0 ||
+        (strcmp(cfg->thrift_listen, "off") != 0 &&
+         faas_parse_hostport(cfg->thrift_listen, host, sizeof(host), &port, &perr) != 0)) {
         snprintf(msg, sizeof(msg), "bad address: %s", perr);
         *err = msg;
         return -1;

@@ -424,7 +424,7 @@ static void call_answer_now(tcall_t *c, int type, const char *msg, int code)
     call_finish(c);
 }
 
-static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len, const gw_thrift_frame_t *pf)
+static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
 {
     tcall_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -434,10 +434,13 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len, const 
         return NULL;
     }
     memcpy(c->frame, frame, len);
-    /* re-parse over our copy so every view points into it */
+    /* re-parse over our copy so every view points into it (same bytes: cannot fail) */
     const char *err;
-    if (gw_thrift_parse(c->frame, len, 0, &c->f, NULL, &err) <= 0)
-        c->f = *pf; /* cannot happen: same bytes */
+    if (gw_thrift_parse(c->frame, len, 0, &c->f, NULL, &err) <= 0) {
+        free(c->frame);
+        free(c);
+        return NULL;
+    }
     c->conn = conn;
     c->start_us = faas_now_us();
     c->done_entry.cb = on_call_done;
@@ -568,9 +571,9 @@ static void conn_protocol_error(tconn_t *c, const gw_thrift_frame_t *f, int have
     call_answer_now(k, GW_TAPP_PROTOCOL_ERROR, msg, 400);
 }
 
-static void handle_frame(tconn_t *c, const uint8_t *p, size_t len, const gw_thrift_frame_t *f)
+static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
 {
-    tcall_t *k = call_new(c, p, len, f);
+    tcall_t *k = call_new(c, p, len);
     if (k == NULL) {
         conn_close(c);
         return;
@@ -626,7 +629,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
             conn_protocol_error(c, &f, 1, "framing changed on the connection");
             return;
         }
-        handle_frame(c, (const uint8_t *)sock->input->bytes, (size_t)n, &f);
+        handle_frame(c, (const uint8_t *)sock->input->bytes, (size_t)n);
         if (c->dead)
             return;
         h2o_buffer_consume(&sock->input, (size_t)n);

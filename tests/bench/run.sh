@@ -2,7 +2,8 @@
 # The benchmark harness of issue 3: `make bench` runs `tests/bench/run.sh <abs build dir>`.
 #
 #   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
-#                                [--only http1,h2,grpc,thrift,cold,disc,mem] [--profile DIR] [--keep]
+#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem|none]
+#                                [--profile DIR] [--keep] [--json FILE]
 #
 # Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints
 # one markdown table and writes it to tests/bench/results/<YYYY-MM-DD>-<short commit>.md.
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 build=$(cd "$1" && pwd)

@@ -775,65 +775,75 @@ def scen_mem(s, a, res):
           f"over {held} connections", file=sys.stderr, flush=True)
 
 
-def _syscalls_per_request(s, a, pids):
-    """strace -c on every thread of each pid during a wrk c16 run: syscalls per request by name."""
+def _syscalls_per_request(s, a, pids, load, tag):
+    """strace -c on every thread of each pid during one load run: syscalls per request by name."""
     tracers = {}
     for name, pid in pids.items():
-        argv = ["strace", "-c", "-q", "-o", os.path.join(a.profile, f"{name}-strace.txt")]
+        argv = ["strace", "-c", "-q", "-o", os.path.join(a.profile, f"{tag}-{name}-strace.txt")]
         for tid in os.listdir(f"/proc/{pid}/task"):
             argv += ["-p", tid]
         tracers[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # let strace attach (its overhead slows the run; only counts are used)
-    r = wrk(s.urls("/hello")["platform"], 16, a.seconds)
+    n = load()
     out = {}
     for name, t in tracers.items():
         t.send_signal(signal.SIGINT)
         t.wait(timeout=30)
         calls = {}
-        for line in read(os.path.join(a.profile, f"{name}-strace.txt")).splitlines():
+        for line in read(os.path.join(a.profile, f"{tag}-{name}-strace.txt")).splitlines():
             f = line.split()
             if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
                 calls[f[-1]] = int(f[3])
-        out[name] = {k: v / max(r["requests"], 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+        out[name] = {k: v / max(n, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
     return out
 
 
-def profile(s, a, res):
-    """perf record (cpu-clock, call graphs) of the gateway and the agent during a c16 GET run, then
-    syscalls per request (strace -c). Reports land in a.profile; a summary in res["profile"]."""
-    os.makedirs(a.profile, exist_ok=True)
-    data = os.path.join(a.profile, "perf.data")
+def _profile_one(s, a, res, pids, load, tag):
+    """perf record (cpu-clock, call graphs) of pids during one load run, then strace -c during another."""
+    data = os.path.join(a.profile, f"{tag}-perf.data")
     rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g", "-o", data, "-p",
-                            f"{s.gw_pid},{s.agent_pid}", "--", "sleep", str(a.seconds)],
+                            ",".join(str(p) for p in pids.values()), "--", "sleep", str(a.seconds)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.2)
-    wrk(s.urls("/hello")["platform"], 16, a.seconds)
+    load()
     rec.wait(timeout=60)
-    pids = {"gateway": s.gw_pid, "agent": s.agent_pid}
     reports = (("flat", ["--no-children", "--sort", "dso,sym", "--percent-limit", "0"]),
                ("inclusive", ["--children", "--sort", "sym", "--percent-limit", "2"]))
     for name, pid in pids.items():
         for mode, extra in reports:
             out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--pid", str(pid), "--percentage",
                                   "relative", "-g", "none", *extra], capture_output=True, text=True)
-            with open(os.path.join(a.profile, f"{name}-{mode}.txt"), "w") as f:
+            with open(os.path.join(a.profile, f"{tag}-{name}-{mode}.txt"), "w") as f:
                 f.write(out.stdout)
             if mode == "flat":  # kernel vs user share of the process's samples
                 kern = sum(float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)%.*\[k\]", out.stdout, re.M))
                 user = sum(float(m.group(1)) for m in re.finditer(r"^\s*([\d.]+)%.*\[\.\]", out.stdout, re.M))
                 top = re.findall(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(\S+)", out.stdout, re.M)[:12]
-                res.setdefault("profile", {})[name] = {"kernel_pct": kern, "user_pct": user,
-                                                       "top": [f"{p}% {sym} ({dso})" for p, dso, _, sym in top]}
-                print(f"  {name}: kernel {kern:.0f}% of samples, user {user:.0f}%; top: "
-                      + "; ".join(res["profile"][name]["top"][:6]), file=sys.stderr, flush=True)
+                res.setdefault("profile", {})[f"{tag} {name}"] = {
+                    "kernel_pct": kern, "user_pct": user, "top": [f"{p}% {sym} ({dso})" for p, dso, _, sym in top]}
+                print(f"  {tag} {name}: kernel {kern:.0f}% of samples, user {user:.0f}%; top: "
+                      + "; ".join(res["profile"][f"{tag} {name}"]["top"][:6]), file=sys.stderr, flush=True)
     if shutil.which("strace"):
-        sc = _syscalls_per_request(s, a, pids)
-        with open(os.path.join(a.profile, "syscalls-per-request.json"), "w") as f:
+        sc = _syscalls_per_request(s, a, pids, load, tag)
+        with open(os.path.join(a.profile, f"{tag}-syscalls-per-request.json"), "w") as f:
             json.dump(sc, f, indent=1)
-        res["syscalls"] = sc
+        res.setdefault("syscalls", {})[tag] = sc
         for name, calls in sc.items():
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(calls.items())[:8])
-            print(f"  {name} syscalls per request: {top}", file=sys.stderr, flush=True)
+            print(f"  {tag} {name} syscalls per request: {top}", file=sys.stderr, flush=True)
+
+
+def profile(s, a, res):
+    """Profiles the gateway and the agent during c16 load: HTTP/1.1 GET always, Thrift when its
+    function is deployed (--only thrift --profile DIR). Reports land in a.profile."""
+    os.makedirs(a.profile, exist_ok=True)
+    _profile_one(s, a, res, {"gateway": s.gw_pid, "agent": s.agent_pid},
+                 lambda: wrk(s.urls("/hello")["platform"], 16, a.seconds)["requests"], "http")
+    if res.get("thrift"):
+        inst = [i for i in s.instances("benchc") if i["pid"]]
+        if inst:
+            _profile_one(s, a, res, {"gateway": s.gw_pid, "agent": inst[0]["pid"]},
+                         lambda: thrift_load(s.thrift_port, 16, a.seconds, a.thrift_load)["requests"], "thrift")
     print(f"  profile written to {a.profile}", file=sys.stderr, flush=True)
 
 

@@ -89,7 +89,8 @@ class Daemon:
 class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
-    def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False):
+    def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
+                 thrift=False):
         self.dir = str(tmpdir)
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
@@ -101,6 +102,9 @@ class Platform:
         self.grpc_port = free_port() if grpc else None
         self.grpc_addr = f"127.0.0.1:{self.grpc_port}" if grpc else None
         grpc_args = ["--grpc-listen", self.grpc_addr if grpc else "off"]
+        # the Thrift port (--thrift-listen), likewise
+        self.thrift_port = free_port() if thrift else None
+        grpc_args += ["--thrift-listen", f"127.0.0.1:{self.thrift_port}" if thrift else "off"]
         b = BUILD
         self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
                                               "--metrics-listen", f"127.0.0.1:{self.disc_mport}",

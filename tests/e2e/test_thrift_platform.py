@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from platform_util import ROOT, Platform, free_port, http_get, pids_matching, wait_until
+from platform_util import ROOT, Platform, http_get, pids_matching, wait_until
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "thrift-calc"))
 
@@ -39,10 +39,7 @@ def deploy_calc(p, tmp, name, transport="theader", argv=("theader", "--multiplex
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("thrift")
-    tport = free_port()
-    p = Platform(tmp, pool_size=2, gateway_args=("--thrift-listen", f"127.0.0.1:{tport}",
-                                                  "--thrift-default-function", "calc"))
-    p.thrift_port = tport
+    p = Platform(tmp, pool_size=2, thrift=True, gateway_args=("--thrift-default-function", "calc"))
     p.start()
     try:
         deploy_calc(p, tmp, "calc", argv=("theader", "--multiplexed", "--tag=calc"))

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from platform_util import ROOT, Platform, free_port
+from platform_util import ROOT, Platform
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "thrift-calc"))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -129,9 +129,7 @@ def test_binary_message_vector():
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ttheader")
-    tport = free_port()
-    p = Platform(tmp, pool_size=1, gateway_args=("--thrift-listen", f"127.0.0.1:{tport}"))
-    p.thrift_port = tport
+    p = Platform(tmp, pool_size=1, thrift=True)
     p.start()
     try:
         deploy_calc(p, tmp, "calc")

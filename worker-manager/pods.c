@@ -30,8 +30,7 @@
 #define REFILL_DEFER_US 200000ull
 /* After READY the first request still has to reach the user server: a pod spawn (a
  * clone into new namespaces, ~2 ms of CPU in the helper, which the pod thread waits
- * for) and a heartbeat (discovery, then every watcher) would compete with it for the
- * CPU on a small host. Both wait this long. */
+ * for) would compete with it for the CPU on a small host. It waits this long. */
 #define AFTER_READY_QUIET_US 20000ull
 /* Longest a heartbeat for a change waits for a cold start in flight. */
 #define HB_QUIET_MAX_US 50000ull
@@ -303,14 +302,19 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
         acq_fail(wm, p->acq, why);
     if (p->state == POD_STARTING && !wm->stop)
         wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
-    if (p->state == POD_READY)
-        hb_urgent(wm);
+    int was_instance = p->state == POD_READY;
     close(p->ctl);
+    if (was_instance) {
+        /* out of the lease before the kill round trip: watchers stop routing to it sooner */
+        hb_urgent(wm);
+        publish(wm);
+    }
     wm_helper_kill(&wm->helper, p->id, p->pid);
     if (p->req)
         faas__acquire_request__free_unpacked(p->req, NULL);
     free(p);
-    publish(wm);
+    if (!was_instance)
+        publish(wm);
 }
 
 static wm_pod_t *pod_spawn(wm_t *wm)
@@ -544,7 +548,9 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->started_ms = faas_unix_ms();
         wm_acq_t *a = p->acq;
         p->acq = NULL;
-        hb_quiet(wm, faas_now_us() + AFTER_READY_QUIET_US);
+        /* the new instance is leased at once: if it died before its first lease, no
+         * watcher would ever hear of it (the gateway keeps what Acquire returned) */
+        hb_urgent(wm);
         publish(wm); /* before the reply: ListInstances already shows what Acquire returns */
         acq_reply(wm, a, p, ev);
         if (count_state(wm, POD_SPECIALIZING) == 0)

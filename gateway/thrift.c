@@ -529,9 +529,10 @@ static void w_ttheader_info(wr_t *w, const gw_thrift_header_t *hs, size_t n)
     }
 }
 
-size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
-                              const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
-                              size_t payload_len, uint8_t *out, size_t cap)
+/* inner: a TTHeader payload carries its own 4-byte length (Kitex TTHeaderFramed). */
+static size_t encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
+                           const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
+                           size_t payload_len, int inner, uint8_t *out, size_t cap)
 {
     wr_t w = {out, cap, 0};
     w_u32(&w, 0); /* length, patched below */
@@ -555,10 +556,26 @@ size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t pro
         while ((w.off - hstart) % 4 != 0)
             w_u8(&w, 0);
         put_u16_at(&w, hsize_at, (uint16_t)((w.off - hstart) / 4));
+        if (inner && tt)
+            w_u32(&w, (uint32_t)payload_len);
     }
     w_bytes(&w, payload, payload_len);
     put_u32_at(&w, 0, (uint32_t)(w.off - 4));
     return w.off;
+}
+
+size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
+                              const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
+                              size_t payload_len, uint8_t *out, size_t cap)
+{
+    return encode_frame(framing, proto, flags, seqid, headers, n_headers, payload, payload_len, 0, out, cap);
+}
+
+size_t gw_thrift_encode_reply(const gw_thrift_frame_t *req, const gw_thrift_header_t *headers, size_t n_headers,
+                              const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap)
+{
+    return encode_frame(req->framing, req->proto, req->flags, req->header_seqid, headers, n_headers, payload,
+                        payload_len, req->inner_framed, out, cap);
 }
 
 size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t name, int32_t seqid, int32_t type,
@@ -610,7 +627,7 @@ size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const ch
     size_t n = gw_thrift_encode_exception_message(f->proto, name, f->seqid, type, clipped, body, sizeof(body));
     if (n > sizeof(body))
         return (size_t)-1;
-    return gw_thrift_encode_frame(f->framing, f->proto, f->flags, f->header_seqid, NULL, 0, body, n, out, cap);
+    return gw_thrift_encode_reply(f, NULL, 0, body, n, out, cap);
 }
 
 /* ---- info headers as h2 headers ------------------------------------------------ */

@@ -99,13 +99,20 @@ size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t pro
                               const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
                               size_t payload_len, uint8_t *out, size_t cap);
 
+/* A reply frame around payload in the framing of the request req: its protocol,
+ * flags and header seqid, and for TTHeader the inner 4-byte length if the
+ * request had one. Returns bytes written or needed, as gw_thrift_encode_frame. */
+size_t gw_thrift_encode_reply(const gw_thrift_frame_t *req, const gw_thrift_header_t *headers, size_t n_headers,
+                              const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap);
+
 /* Encodes a TApplicationException reply message (no framing) in proto with the
  * given method name and seqid. Returns bytes written or needed. */
 size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t name, int32_t seqid, int32_t type,
                                           const char *msg, uint8_t *out, size_t cap);
 
 /* A whole TApplicationException reply frame in the framing and protocol of the
- * request f, echoing its seqids and name. Returns bytes written or needed. */
+ * request f (as gw_thrift_encode_reply), echoing its seqids and name. Returns
+ * bytes written or needed. */
 size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const char *msg, uint8_t *out, size_t cap);
 
 /* Info headers travel between gateway and agent as h2 headers:

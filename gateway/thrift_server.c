@@ -310,14 +310,12 @@ static void call_complete(tcall_t *c, int broken)
         if (meta_parse(&req->pool, e->name, &e->value, &hs[nh]) == 0)
             nh++;
     }
-    size_t n = gw_thrift_encode_frame(c->f.framing, c->f.proto, c->f.flags, c->f.header_seqid, hs, nh,
-                                      (const uint8_t *)c->body->bytes, c->body->size, NULL, 0);
+    size_t n = gw_thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, NULL, 0);
     if ((c->reply = malloc(n)) == NULL) {
         call_set_error(c, GW_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
-    c->reply_len = gw_thrift_encode_frame(c->f.framing, c->f.proto, c->f.flags, c->f.header_seqid, hs, nh,
-                                          (const uint8_t *)c->body->bytes, c->body->size, c->reply, n);
+    c->reply_len = gw_thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, c->reply, n);
 }
 
 /* Our output stream at the end of the call's h2o_req_t: collects the agent's answer. */

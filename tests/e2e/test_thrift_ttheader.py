@@ -216,3 +216,13 @@ def test_agent_speaks_ttheader_to_the_user_server(plat):
     # and a TTHeader client: int key 6 routes, the payload is passed through untouched
     r = roundtrip(plat.thrift_port, [tt_encode(message("add", [5, 6], 3), 4, 0, None, {TO_SERVICE: b"CalcTT"})], 1)
     assert r[0][1] == 4 and read_reply(r[0][5]) == ("add", 3, {0: 11})
+
+
+def test_ttheader_framed_payload_is_answered_framed(plat):
+    # Kitex TTHeaderFramed: the payload carries its own 4-byte length; so does the reply
+    msg = message("add", [7, 8], 21)
+    r = roundtrip(plat.thrift_port, [tt_encode(struct.pack(">I", len(msg)) + msg, 21, 0, None,
+                                               {TO_SERVICE: b"Calculator"})], 1)
+    payload = r[0][5]
+    assert struct.unpack(">I", payload[:4])[0] == len(payload) - 4
+    assert read_reply(payload[4:]) == ("add", 21, {0: 15})

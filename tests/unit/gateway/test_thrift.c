@@ -224,3 +224,26 @@ Test(thrift, reframe_keeps_headers)
     cr_assert_eq(gw_thrift_encode_frame(GW_THRIFT_FRAMED, GW_THRIFT_BINARY, 0, 0, NULL, 0, msg, sizeof(msg), out, 3),
                  4 + sizeof(msg));
 }
+
+Test(thrift, reply_keeps_ttheader_inner_framing)
+{
+    for (int inner = 0; inner < 2; inner++) {
+        uint8_t b[256], out[512];
+        size_t n = tt_vector(b, inner);
+        gw_thrift_frame_t f, g;
+        const char *err = NULL;
+        cr_assert_eq(gw_thrift_parse(b, n, 0, &f, NULL, &err), (long)n);
+        /* the request's own message stands in for a reply payload */
+        size_t m = gw_thrift_encode_reply(&f, NULL, 0, f.payload.ptr, f.payload.len, out, sizeof(out));
+        cr_assert(m <= sizeof(out));
+        cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+        cr_assert_eq(g.framing, GW_THRIFT_TTHEADER);
+        cr_assert_eq(g.inner_framed, inner);
+        cr_assert_eq(g.header_seqid, f.header_seqid);
+        cr_assert_eq(g.payload.len, f.payload.len);
+        m = gw_thrift_encode_error(&f, GW_TAPP_INTERNAL_ERROR, "x", out, sizeof(out));
+        cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m);
+        cr_assert_eq(g.inner_framed, inner);
+        cr_assert_eq(g.mtype, GW_THRIFT_EXCEPTION);
+    }
+}

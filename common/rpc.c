@@ -253,7 +253,10 @@ static void pump_locked(faas_rpc_call_t *c)
 {
     if (c->sending || c->final_started)
         return;
-    if (c->qhead != NULL && !c->closed) {
+    /* the last message and the status in one batch: one write, and no wait for the
+     * message's completion before the status goes (a unary reply costs one wake-up) */
+    int last = c->finished && c->qhead != NULL && c->qhead == c->qtail && !c->closed;
+    if (c->qhead != NULL && !c->closed && !last) {
         msgq_t *q = c->qhead;
         c->qhead = q->next;
         c->queued--;
@@ -282,12 +285,21 @@ static void pump_locked(faas_rpc_call_t *c)
     }
     if (!c->finished)
         return;
-    grpc_op ops[2];
+    grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
     if (!c->md_sent) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->md_sent = 1;
+    }
+    if (last) {
+        msgq_t *q = c->qhead;
+        c->qhead = c->qtail = NULL;
+        c->queued--;
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = q->bb;
+        c->send_bb = q->bb; /* destroyed when the final batch completes */
+        free(q);
     }
     static grpc_slice empty;
     grpc_slice *details = &empty;
@@ -301,8 +313,13 @@ static void pump_locked(faas_rpc_call_t *c)
     ops[n++].data.send_status_from_server.status_details = details;
     c->final_started = 1;
     c->outstanding++;
-    if (grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL) != GRPC_CALL_OK)
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL) != GRPC_CALL_OK) {
         c->outstanding--;
+        if (c->send_bb != NULL && !c->sending) {
+            grpc_byte_buffer_destroy(c->send_bb);
+            c->send_bb = NULL;
+        }
+    }
     if (c->final_msg)
         grpc_slice_unref(msg);
 }
@@ -396,6 +413,13 @@ static void handle_tag(faas_rpc_server_t *srv, tag_t *t, int success)
         pthread_mutex_unlock(&c->mu);
         if (fn)
             fn(c, c->on_close_ud);
+    } else if (t->kind == TAG_FINAL) {
+        pthread_mutex_lock(&c->mu);
+        if (c->send_bb != NULL)
+            grpc_byte_buffer_destroy(c->send_bb);
+        c->send_bb = NULL;
+        pthread_cond_broadcast(&c->drained);
+        pthread_mutex_unlock(&c->mu);
     } else if (t->kind == TAG_SEND) {
         pthread_mutex_lock(&c->mu);
         c->sending = 0;

@@ -119,11 +119,15 @@ class Platform:
                               self.http_port)
 
     def start(self):
-        self.discovery.start()
-        self.wm.start()
-        self.gateway.start()
-        # the gateway routes only once its watch has seen a worker
-        wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
+        try:
+            self.discovery.start()
+            self.wm.start()
+            self.gateway.start()
+            # the gateway routes only once its watch has seen a worker
+            wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
+        except BaseException:
+            self.stop()  # a daemon that failed to start must not orphan the others
+            raise
         return self
 
     def stop(self):

@@ -58,8 +58,10 @@ $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl)
 
-# The agent lives in every pod: it links no grpc (smaller, faster to start).
-$(BIN_agent): $(call objs_of,runtime-agent) $(filter-out %/rpc.o,$(COMMON_OBJS))
+# The agent lives in every pod: it links no grpc (smaller, faster to start). It
+# shares two pure pieces with the gateway: the Thrift codec and the h2 stream bridge.
+AGENT_SHARED := $(BUILD)/obj/gateway/thrift.o $(BUILD)/obj/dispatcher/grpc_h2.o
+$(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o,$(COMMON_OBJS))
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_H2O) libprotobuf-c)
 
@@ -108,7 +110,8 @@ unit_objs = $(call libobjs_of,$(if $(filter deploy,$(1)),deploy,$(1)))
 define UNIT_RULE
 $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/$(1)/*.c)) \
     $(filter-out %/faasctl.o %/faasd.o,$(call libobjs_of,$(1))) $(if $(filter common,$(1)),,$(COMMON_OBJS)) \
-    $(if $(filter common,$(1)),$(BUILD)/obj/gen/proto/faas.pb-c.o)
+    $(if $(filter common,$(1)),$(BUILD)/obj/gen/proto/faas.pb-c.o) \
+    $(if $(filter runtime-agent,$(1)),$(AGENT_SHARED))
 	@mkdir -p $$(@D); echo "  LD    $$@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion)
 endef

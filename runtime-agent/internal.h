@@ -111,6 +111,10 @@ void agent_proxy_set_upstream(uint16_t port, uint32_t default_deadline_ms);
 void agent_proxy_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
 /* Requests are forwarded only once this is set. */
 void agent_proxy_set_ready(int ready);
+/* Adopts the readiness probe's keep-alive connection (response fully read) as an
+ * idle pooled upstream, so the first request costs the user server no accept. */
+struct st_h2o_socket_t;
+int agent_proxy_adopt_upstream(struct st_h2o_socket_t *sock);
 
 /* ---- user.c: the user server process, its logs, its probe ---- */
 

@@ -376,7 +376,11 @@ static void on_up_connect(h2o_socket_t *sock, const char *err)
 {
     upconn_t *up = sock->data;
     if (err != NULL) {
-        fwd_fail(up->owner, 502, "upstream-connect", "the function is not accepting connections\n");
+        /* a retry after a broken reused connection: the break is what happened */
+        if (up->owner->retried)
+            fwd_fail(up->owner, 502, "upstream-reset", "the function closed the connection before answering\n");
+        else
+            fwd_fail(up->owner, 502, "upstream-connect", "the function is not accepting connections\n");
         return;
     }
     up_send_request(up);
@@ -408,6 +412,24 @@ static int up_acquire(fwd_t *f, int fresh)
     up->state = UP_CONNECTING;
     up->owner = f;
     f->up = up;
+    return 0;
+}
+
+/* Takes a connected keep-alive connection to the user server (the readiness probe's,
+ * its response fully read) as an idle pooled one: the first request reuses it. */
+int agent_proxy_adopt_upstream(h2o_socket_t *sock)
+{
+    upconn_t *up = calloc(1, sizeof(*up));
+    if (up == NULL || sock->input->size != 0) {
+        free(up);
+        return -1;
+    }
+    up->sock = sock;
+    sock->data = up;
+    up->idle_timer.cb = on_idle_timeout;
+    up->state = UP_DONE;
+    up->framing.keepalive = 1;
+    up_release(up);
     return 0;
 }
 

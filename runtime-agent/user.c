@@ -40,7 +40,6 @@
 /* Takes a connected, idle keep-alive connection to the user server into the data path's
  * pool (runtime-agent/proxy.c); 0 or -1 (the caller still owns sock then). Weak: where
  * the proxy does not provide it, probe connections are simply closed. */
-int agent_proxy_adopt_upstream(h2o_socket_t *sock) __attribute__((weak));
 
 extern char **environ;
 
@@ -221,7 +220,7 @@ static void on_probe_read(h2o_socket_t *sock, const char *err)
         return; /* status line not complete yet */
     /* a good status line is enough: the rest only decides whether the connection is reused */
     int ok = in->size >= 12 && memcmp(in->bytes, "HTTP/1.", 7) == 0 && (in->bytes[9] == '2' || in->bytes[9] == '3');
-    int reuse = ok && agent_proxy_adopt_upstream != NULL && err == NULL ? probe_reusable(in) : 0;
+    int reuse = ok && err == NULL ? probe_reusable(in) : 0;
     if (reuse < 0)
         return; /* the rest of the response is on its way */
     if (reuse) {
@@ -270,8 +269,8 @@ static void on_probe_connect(h2o_socket_t *sock, const char *err)
         return;
     }
     static char req[1200];
-    int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\n%s\r\n", us.spec->probe_path,
-                     agent_proxy_adopt_upstream != NULL ? "" : "Connection: close\r\n");
+    /* keep-alive: a passing probe's connection becomes the pool's first upstream */
+    int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\n\r\n", us.spec->probe_path);
     h2o_iovec_t v = h2o_iovec_init(req, (size_t)n);
     h2o_socket_write(sock, &v, 1, on_probe_written);
 }

@@ -5,7 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -122,4 +127,50 @@ int faas_valid_function_name(const char *name, size_t len, const char **err)
         }
     }
     return 0;
+}
+
+int faas_sockaddr_parse(const char *addr, const char *default_host, struct sockaddr_storage *ss, unsigned *sl,
+                        const char **err)
+{
+    char host[128];
+    uint16_t port;
+    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
+        return -1;
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host[0] ? host : default_host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        *sl = sizeof(*sin);
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        *sl = sizeof(*sin6);
+    } else {
+        *err = "address must be a numeric IP and a port";
+        return -1;
+    }
+    return 0;
+}
+
+int faas_listen_tcp(const char *addr, const char **err)
+{
+    struct sockaddr_storage ss;
+    unsigned sl;
+    if (faas_sockaddr_parse(addr, "0.0.0.0", &ss, &sl, err) != 0)
+        return -1;
+    int one = 1, fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sl) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    return fd;
+fail:
+    *err = strerror(errno);
+    if (fd >= 0)
+        close(fd);
+    return -1;
 }

@@ -15,6 +15,14 @@ int64_t faas_unix_ms(void);
 void faas_random_id(char *out, size_t cap);
 /* Splits "host:port" (host may be empty or [v6]); 0 or -1 with *err set. */
 int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port, const char **err);
+struct sockaddr_storage;
+/* Resolves a numeric "ip:port" (v4 or [v6]; an empty host means default_host) into
+ * *ss / *sl; 0 or -1 with *err set. No DNS: the platform talks to addresses. */
+int faas_sockaddr_parse(const char *addr, const char *default_host, struct sockaddr_storage *ss, unsigned *sl,
+                        const char **err);
+/* A non-blocking, close-on-exec TCP listener on addr (SO_REUSEADDR, TCP_NODELAY
+ * inherited by accepted sockets, backlog 1024); the fd, or -1 with *err set. */
+int faas_listen_tcp(const char *addr, const char **err);
 /* Packs a protobuf-c message into a malloc'd buffer. */
 uint8_t *faas_pb_pack(const ProtobufCMessage *m, size_t *len);
 /* mkdir -p with mode; 0 or -1 (errno set). */

@@ -736,27 +736,11 @@ h2b_conn_t *h2b_client_get(const char *hostport)
     for (h2b_conn_t *c = g.clients; c != NULL; c = c->next)
         if (!c->dead && strcmp(c->hostport, hostport) == 0 && nghttp2_session_check_request_allowed(c->ng))
             return c;
-    char host[64];
-    uint16_t port;
     const char *err;
-    if (faas_parse_hostport(hostport, host, sizeof(host), &port, &err) != 0)
-        return NULL;
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t sl;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host[0] ? host : "127.0.0.1", &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sl = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        sl = sizeof(*sin6);
-    } else {
+    unsigned sl;
+    if (faas_sockaddr_parse(hostport, "127.0.0.1", &ss, &sl, &err) != 0)
         return NULL;
-    }
     h2b_conn_t *c = conn_new(NULL, 0);
     if (c == NULL)
         return NULL;

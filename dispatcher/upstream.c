@@ -473,27 +473,11 @@ static void on_connect(h2o_socket_t *sock, const char *err)
 
 static disp_up_t *up_open(const char *endpoint)
 {
-    char host[64];
-    uint16_t port;
     const char *err;
     struct sockaddr_storage ss;
-    socklen_t sl;
-    memset(&ss, 0, sizeof(ss));
-    if (faas_parse_hostport(endpoint, host, sizeof(host), &port, &err) != 0)
+    unsigned sl;
+    if (faas_sockaddr_parse(endpoint, "127.0.0.1", &ss, &sl, &err) != 0)
         return NULL;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host[0] ? host : "127.0.0.1", &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sl = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        sl = sizeof(*sin6);
-    } else {
-        return NULL;
-    }
     disp_up_t *up = calloc(1, sizeof(*up));
     if (up == NULL)
         return NULL;

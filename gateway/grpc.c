@@ -188,42 +188,6 @@ static void on_accept(h2o_socket_t *ls, const char *err)
     }
 }
 
-static int open_listener(const char *addr, const char **err)
-{
-    char host[128];
-    uint16_t port;
-    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
-        return -1;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t sl;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sl = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        sl = sizeof(*sin6);
-    } else {
-        *err = "gRPC listen address must be a numeric IP";
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0)
-        goto fail;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0)
-        goto fail;
-    return fd;
-fail:
-    *err = strerror(errno);
-    if (fd >= 0)
-        close(fd);
-    return -1;
-}
 
 static size_t fmt_timeout(uint64_t ms, char *buf, size_t cap)
 {
@@ -239,7 +203,7 @@ int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
         return 0;
     disp_grpc_cbs_t cbs = {.on_done = on_done, .format_timeout = fmt_timeout};
     disp_grpc_init(&cbs);
-    int fd = open_listener(addr, err);
+    int fd = faas_listen_tcp(addr, err);
     if (fd < 0) {
         if (best_effort) {
             FAAS_WARN("event=grpc_listen_failed addr=%s err=\"%s\" msg=\"gRPC disabled\"", addr, *err);

@@ -310,44 +310,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-static int open_listener(const char *addr, const char **err)
-{
-    char host[128];
-    uint16_t port;
-    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
-        return -1;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t sl;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sl = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        sl = sizeof(*sin6);
-    } else {
-        *err = "listen address must be a numeric IP";
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0)
-        goto fail;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0)
-        goto fail;
-    return fd;
-fail:
-    *err = strerror(errno);
-    if (fd >= 0)
-        close(fd);
-    return -1;
-}
 
 static void on_signal(int sig)
 {
@@ -362,7 +324,7 @@ int gw_run(const gw_config_t *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    int fd = open_listener(cfg->listen, &err);
+    int fd = faas_listen_tcp(cfg->listen, &err);
     if (fd < 0) {
         FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
         return 1;

@@ -68,6 +68,7 @@ static struct {
     h2o_loop_t *loop;
     const char *default_fn;
     h2o_pathconf_t pathconf; /* empty: no filters, no loggers */
+    h2o_socket_t *listener; /* reachable for LeakSanitizer: otherwise only epoll holds it */
 } ts;
 
 static void conn_close(tconn_t *c);
@@ -676,53 +677,17 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-static int open_listener(const char *addr, const char **err)
-{
-    char host[128];
-    uint16_t port;
-    if (faas_parse_hostport(addr, host, sizeof(host), &port, err) != 0)
-        return -1;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    socklen_t sl;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        sl = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        sl = sizeof(*sin6);
-    } else {
-        *err = "listen address must be a numeric IP";
-        return -1;
-    }
-    int one = 1, fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0)
-        goto fail;
-    return fd;
-fail:
-    *err = strerror(errno);
-    if (fd >= 0)
-        close(fd);
-    return -1;
-}
 
 int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err)
 {
     ts.ctx = ctx;
     ts.loop = ctx->loop;
     ts.default_fn = default_fn;
-    int fd = open_listener(addr, err);
+    int fd = faas_listen_tcp(addr, err);
     if (fd < 0)
         return -1;
-    h2o_socket_t *ls = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(ls, on_accept);
+    ts.listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(ts.listener, on_accept);
     FAAS_INFO("event=thrift_listening addr=%s default_function=%s", addr,
               default_fn && default_fn[0] ? default_fn : "-");
     return 0;

@@ -1,0 +1,45 @@
+/* Address helpers shared by every listener and connector. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+Test(util, sockaddr_parse_v4_v6_default_and_errors)
+{
+    struct sockaddr_storage ss;
+    unsigned sl;
+    const char *err = NULL;
+    cr_assert_eq(faas_sockaddr_parse("127.0.0.1:8080", "0.0.0.0", &ss, &sl, &err), 0);
+    cr_assert_eq(ss.ss_family, AF_INET);
+    cr_assert_eq(ntohs(((struct sockaddr_in *)&ss)->sin_port), 8080);
+    cr_assert_eq(faas_sockaddr_parse(":9", "127.0.0.1", &ss, &sl, &err), 0);
+    cr_assert_eq(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_LOOPBACK), "empty host = default");
+    cr_assert_eq(faas_sockaddr_parse("[::1]:7100", "0.0.0.0", &ss, &sl, &err), 0);
+    cr_assert_eq(ss.ss_family, AF_INET6);
+    cr_assert_eq(sl, sizeof(struct sockaddr_in6));
+    cr_assert_eq(faas_sockaddr_parse("localhost:80", "0.0.0.0", &ss, &sl, &err), -1);
+    cr_assert_not_null(strstr(err, "numeric"));
+    cr_assert_eq(faas_sockaddr_parse("127.0.0.1:99999", "0.0.0.0", &ss, &sl, &err), -1);
+    cr_assert_eq(faas_sockaddr_parse("127.0.0.1", "0.0.0.0", &ss, &sl, &err), -1);
+}
+
+Test(util, listen_tcp_binds_and_reports_conflicts)
+{
+    const char *err = NULL;
+    int fd = faas_listen_tcp("127.0.0.1:0", &err);
+    cr_assert_geq(fd, 0, "%s", err ? err : "");
+    struct sockaddr_in a;
+    socklen_t l = sizeof(a);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(a.sin_port));
+    cr_assert_eq(faas_listen_tcp(addr, &err), -1, "the port is taken");
+    cr_assert_not_null(err);
+    close(fd);
+    cr_assert_eq(faas_listen_tcp("not-an-ip:1", &err), -1);
+}

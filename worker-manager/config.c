@@ -134,8 +134,8 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
     defaults(c);
     const char *state = "./.faas/worker";
     unsigned long v;
-    optind = 0;
-    opterr = 0;
+    optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
+    opterr = 0; /* and must not print: the caller prints *err */
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -197,8 +197,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
             }
             break;
         case O_HELP:
-            wm_usage();
-            return 1;
+            return 1; /* main prints the usage: parsing never writes anywhere */
         default:
             *err = "unknown flag or missing value (see --help)";
             return -1;

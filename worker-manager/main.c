@@ -10,8 +10,10 @@ int main(int argc, char **argv)
     wm_config_t cfg;
     const char *err = NULL;
     int r = wm_config_parse(&cfg, argc, argv, &err);
-    if (r == 1)
+    if (r == 1) {
+        wm_usage();
         return 0;
+    }
     if (r != 0) {
         fprintf(stderr, "faas-workermgr: %s\n", err);
         return 2;

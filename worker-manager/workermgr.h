@@ -25,8 +25,9 @@ typedef struct {
     gid_t pod_gid;
 } wm_config_t;
 
-/* Fills c from argv. Returns 0, 1 if --help was asked (usage printed), or -1 with
- * *err set to a one-line message. */
+/* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a
+ * one-line static message. Never prints or exits (the fuzz driver calls it in a
+ * loop); it reads only the cwd, the hostname and /proc/self/exe for defaults. */
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err);
 
 /* Prints the usage text on stdout. */

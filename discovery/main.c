@@ -1,7 +1,5 @@
 /* faas-discovery: the durable function registry, code artifacts, soft-state instance
  * registry with leases and watch streams. See docs/architecture.md "Control plane". */
-#include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,79 +8,8 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "discovery/args.h"
 #include "discovery/discovery.h"
-
-typedef struct {
-    const char *listen, *state_dir, *metrics_listen;
-    uint64_t max_artifact;
-} opts_t;
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: faas-discovery [options]\n"
-               "  --listen ADDR              gRPC address (default 127.0.0.1:7100)\n"
-               "  --state-dir DIR            SQLite db and code artifacts (default ./.faas/discovery)\n"
-               "  --metrics-listen ADDR      HTTP /metrics and /healthz (default 127.0.0.1:7101; \"off\" disables)\n"
-               "  --max-artifact-bytes N     largest code upload (default 268435456)\n"
-               "  --help                     this text\n");
-}
-
-static int bad_flag(const char *msg, const char *arg)
-{
-    fprintf(stderr, "faas-discovery: %s%s%s (see --help)\n", msg, arg ? ": " : "", arg ? arg : "");
-    return 2;
-}
-
-/* 0 to run, 1 after --help, 2 on a bad flag (message printed). */
-static int parse_flags(int argc, char **argv, opts_t *o)
-{
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},         {"state-dir", required_argument, NULL, 's'},
-        {"metrics-listen", required_argument, NULL, 'm'}, {"max-artifact-bytes", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},                 {NULL, 0, NULL, 0},
-    };
-    char host[256];
-    uint16_t port;
-    const char *err;
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            if (faas_parse_hostport(optarg, host, sizeof(host), &port, &err) != 0)
-                return bad_flag("--listen needs host:port", optarg);
-            o->listen = optarg;
-            break;
-        case 's':
-            if (optarg[0] == '\0')
-                return bad_flag("--state-dir must not be empty", NULL);
-            o->state_dir = optarg;
-            break;
-        case 'm':
-            if (strcmp(optarg, "off") != 0 && faas_parse_hostport(optarg, host, sizeof(host), &port, &err) != 0)
-                return bad_flag("--metrics-listen needs host:port or off", optarg);
-            o->metrics_listen = optarg;
-            break;
-        case 'x': {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno != 0 || *end != '\0' || end == optarg || v == 0 || optarg[0] == '-')
-                return bad_flag("--max-artifact-bytes needs a positive number", optarg);
-            o->max_artifact = v;
-            break;
-        }
-        case 'h':
-            usage(stdout);
-            return 1;
-        default:
-            return bad_flag("unknown or incomplete option", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return bad_flag("unexpected argument", argv[optind]);
-    return 0;
-}
 
 static void http_handler(void *ud, const char *path, int *status, char **body, size_t *len, const char **ctype)
 {
@@ -122,10 +49,17 @@ static int load_functions(disc_store_t *st, disc_registry_t *reg)
 
 int main(int argc, char **argv)
 {
-    opts_t o = {"127.0.0.1:7100", "./.faas/discovery", "127.0.0.1:7101", 256ull << 20};
-    int rc = parse_flags(argc, argv, &o);
-    if (rc != 0)
-        return rc == 1 ? 0 : rc;
+    disc_args_t o;
+    const char *err = NULL;
+    int rc = disc_args_parse(argc, argv, &o, &err);
+    if (rc == 1) {
+        fputs(disc_args_usage, stdout);
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "faas-discovery: %s (see --help)\n", err);
+        return 2;
+    }
     faas_log_init("discovery");
 
     /* every thread (grpc's included) inherits this mask; main takes the signals by sigwait */
@@ -136,7 +70,6 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    const char *err = NULL;
     int exit_code = 1, grpc_port = 0, metrics_port = 0;
     disc_registry_t *reg = NULL;
     disc_service_t *svc = NULL;

@@ -1,0 +1,92 @@
+/* args.c - faas-discovery's flags. Pure so unit tests and the libFuzzer driver
+ * (tests/fuzz/fuzz_cli_discovery.c) can call it; main.c does the printing. */
+#include "discovery/args.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+const char disc_args_usage[] =
+    "usage: faas-discovery [options]\n"
+    "  --listen ADDR              gRPC address (default 127.0.0.1:7100)\n"
+    "  --state-dir DIR            SQLite db and code artifacts (default ./.faas/discovery)\n"
+    "  --metrics-listen ADDR      HTTP /metrics and /healthz (default 127.0.0.1:7101; \"off\" disables)\n"
+    "  --max-artifact-bytes N     largest code upload (default 268435456)\n"
+    "  --help                     this text\n";
+
+/* "msg: arg" into a->errbuf. arg comes from the command line: control bytes become
+ * '?' so the message stays one line on a terminal, and it is cut at 64 bytes. */
+static int fail(disc_args_t *a, const char **err, const char *msg, const char *arg)
+{
+    snprintf(a->errbuf, sizeof(a->errbuf), "%s%s%.64s", msg, arg ? ": " : "", arg ? arg : "");
+    for (char *p = a->errbuf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    *err = a->errbuf;
+    return -1;
+}
+
+static int valid_addr(const char *v)
+{
+    char host[256];
+    uint16_t port;
+    const char *e;
+    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+}
+
+int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},         {"state-dir", required_argument, NULL, 's'},
+        {"metrics-listen", required_argument, NULL, 'm'}, {"max-artifact-bytes", required_argument, NULL, 'x'},
+        {"help", no_argument, NULL, 'h'},                 {NULL, 0, NULL, 0},
+    };
+    a->listen = "127.0.0.1:7100";
+    a->state_dir = "./.faas/discovery";
+    a->metrics_listen = "127.0.0.1:7101";
+    a->max_artifact = 256ull << 20;
+    a->errbuf[0] = '\0';
+    optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
+    opterr = 0; /* and must not print: the caller prints *err */
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (!valid_addr(optarg))
+                return fail(a, err, "--listen needs host:port", optarg);
+            a->listen = optarg;
+            break;
+        case 's':
+            if (optarg[0] == '\0')
+                return fail(a, err, "--state-dir must not be empty", NULL);
+            a->state_dir = optarg;
+            break;
+        case 'm':
+            if (strcmp(optarg, "off") != 0 && !valid_addr(optarg))
+                return fail(a, err, "--metrics-listen needs host:port or off", optarg);
+            a->metrics_listen = optarg;
+            break;
+        case 'x': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || end == optarg || v == 0 || optarg[0] == '-')
+                return fail(a, err, "--max-artifact-bytes needs a positive number", optarg);
+            a->max_artifact = v;
+            break;
+        }
+        case 'h':
+            return 1;
+        default:
+            /* optind moved past the bad option (and its missing value) */
+            return fail(a, err, "unknown or incomplete option", optind > 0 && optind <= argc ? argv[optind - 1] : NULL);
+        }
+    }
+    if (optind < argc)
+        return fail(a, err, "unexpected argument", argv[optind]);
+    return 0;
+}

@@ -1,0 +1,23 @@
+/* discovery/args.h - faas-discovery's command line, parsed without side effects. */
+#ifndef DISC_ARGS_H
+#define DISC_ARGS_H
+
+#include <stdint.h>
+
+typedef struct {
+    const char *listen;         /* gRPC host:port (port 0 = any) */
+    const char *state_dir;      /* non-empty */
+    const char *metrics_listen; /* host:port, or "off" */
+    uint64_t max_artifact;      /* bytes, > 0 */
+    char errbuf[192];           /* backs *err after a failed parse */
+} disc_args_t;
+
+/* Fills a from argv (strings point into argv). Returns 0 to run, 1 for --help, or
+ * -1 with *err set to one printable line naming the bad flag. Never prints or
+ * exits; resets getopt itself, so it may be called again. */
+int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err);
+
+/* The --help text. */
+extern const char disc_args_usage[];
+
+#endif

@@ -2,16 +2,20 @@
 #include <stdio.h>
 
 #include "common/log.h"
+#include "gateway/args.h"
 #include "gateway/gateway.h"
 
 int main(int argc, char **argv)
 {
     gw_config_t cfg;
+    char errbuf[192];
     const char *err = NULL;
     faas_log_init("gateway");
-    int rc = gw_parse_flags(argc, argv, &cfg, &err);
-    if (rc == 1)
+    int rc = gw_args_parse(argc, argv, &cfg, errbuf, sizeof(errbuf), &err);
+    if (rc == 1) {
+        fputs(gw_args_usage, stdout);
         return 0;
+    }
     if (rc != 0) {
         fprintf(stderr, "faas-gateway: %s (see --help)\n", err);
         return 2;

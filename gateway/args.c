@@ -1,0 +1,134 @@
+/* args.c - faas-gateway's flags. Pure so unit tests and the libFuzzer driver
+ * (tests/fuzz/fuzz_cli_gateway.c) can call it; main.c does the printing. */
+#include "gateway/args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+const char gw_args_usage[] =
+    "usage: faas-gateway [--listen ADDR] [--discovery ADDR] [--max-body BYTES] [--queue-max N]\n"
+    "                    [--cold-start-timeout-ms MS] [--threads N] [--domain D]\n"
+    "  --listen ADDR               HTTP/1.1 + h2c listener (default 127.0.0.1:8080)\n"
+    "  --discovery ADDR            faas-discovery gRPC address (default 127.0.0.1:7100)\n"
+    "  --max-body BYTES            largest request body (default 8388608)\n"
+    "  --queue-max N               requests held per function during cold start (default 1024)\n"
+    "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
+    "  --threads N                 event loop threads (only 1 for now)\n"
+    "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
+    "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
+    "  --thrift-listen ADDR        Thrift port: framed, THeader, TTHeader (default 127.0.0.1:8082; off = none)\n"
+    "  --thrift-default-function F function for Thrift calls that name no service (default: none)\n";
+
+typedef struct {
+    char *buf;
+    size_t cap;
+    const char **err;
+} gw_errout_t;
+
+/* "what: flag[=value]" with command-line bytes cut at 64 and control bytes shown
+ * as '?', so the message is one line whatever argv held. */
+static int fail(const gw_errout_t *o, const char *what, const char *flag, size_t flen, const char *val)
+{
+    snprintf(o->buf, o->cap, "%s: %.*s%s%.64s", what, (int)(flen < 64 ? flen : 64), flag, val ? "=" : "",
+             val ? val : "");
+    for (char *p = o->buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    *o->err = o->buf;
+    return -1;
+}
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int is_addr(const char *v)
+{
+    char host[128];
+    uint16_t port;
+    const char *e;
+    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+}
+
+static void defaults(gw_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen = "127.0.0.1:8080";
+    cfg->discovery = "127.0.0.1:7100";
+    cfg->max_body = 8u << 20;
+    cfg->queue_max = 1024;
+    cfg->threads = 1;
+    cfg->domain = "";
+    cfg->grpc_listen = NULL; /* default port, best effort */
+    cfg->thrift_listen = "127.0.0.1:8082";
+    cfg->thrift_default_fn = "";
+}
+
+/* Applies one flag; 0, or -1 if the name is unknown or the value out of range. */
+static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
+{
+    uint64_t n;
+    const char *e;
+#define IS(f) (nl == sizeof(f) - 1 && memcmp(a, f, nl) == 0)
+    if (IS("--listen") && is_addr(v))
+        cfg->listen = v;
+    else if (IS("--discovery") && is_addr(v))
+        cfg->discovery = v;
+    else if (IS("--thrift-listen") && (strcmp(v, "off") == 0 || is_addr(v)))
+        cfg->thrift_listen = v, cfg->thrift_listen_explicit = 1;
+    else if (IS("--thrift-default-function") && (v[0] == '\0' || faas_valid_function_name(v, strlen(v), &e) == 0))
+        cfg->thrift_default_fn = v;
+    else if (IS("--grpc-listen") && (strcmp(v, "off") == 0 || is_addr(v)))
+        cfg->grpc_listen = v;
+    else if (IS("--domain") && v[0] != '.')
+        cfg->domain = v;
+    else if (IS("--max-body") && parse_u64(v, 1, UINT64_MAX, &n) == 0)
+        cfg->max_body = n;
+    else if (IS("--queue-max") && parse_u64(v, 1, 1000000, &n) == 0)
+        cfg->queue_max = (uint32_t)n;
+    else if (IS("--cold-start-timeout-ms") && parse_u64(v, 0, 3600000, &n) == 0)
+        cfg->cold_start_timeout_ms = (uint32_t)n;
+    else if (IS("--threads") && parse_u64(v, 1, 256, &n) == 0)
+        cfg->threads = (uint32_t)n;
+    else
+        return -1;
+#undef IS
+    return 0;
+}
+
+int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err)
+{
+    gw_errout_t o = {errbuf, errcap, err};
+    defaults(cfg);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return 1;
+        if (strncmp(a, "--", 2) != 0)
+            return fail(&o, "unexpected argument", a, strlen(a), NULL);
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (eq != NULL)
+            v = eq + 1;
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else
+            return fail(&o, "flag needs a value", a, nl, NULL);
+        if (apply(cfg, a, nl, v) != 0)
+            return fail(&o, "unknown flag or bad value", a, nl, v);
+    }
+    return 0;
+}

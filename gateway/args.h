@@ -1,0 +1,20 @@
+/* gateway/args.h - faas-gateway's command line, parsed without side effects. */
+#ifndef GW_ARGS_H
+#define GW_ARGS_H
+
+#include "gateway/gateway.h"
+
+/* Fills cfg from argv (strings point into argv; fields the flags do not set get
+ * their defaults, unknown future fields 0). Returns 0 to run, 1 for --help/-h, or
+ * -1 with *err set to one printable line naming the bad flag; errbuf backs that
+ * message (160 bytes hold the longest). Never prints, exits or keeps state.
+ * Accepted: --flag VALUE and --flag=VALUE; addresses host:port (port 0-65535,
+ * 0 = any), --max-body > 0, --queue-max 1..1000000, --cold-start-timeout-ms
+ * 0..3600000, --threads 1..256, --grpc-listen host:port or off,
+ * --thrift-default-function a function name or "". */
+int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err);
+
+/* The --help text. */
+extern const char gw_args_usage[];
+
+#endif

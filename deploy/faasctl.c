@@ -4,7 +4,6 @@
  * >= 400), 2 usage error. Every rpc has a deadline so the tool never hangs. */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -18,6 +17,7 @@
 
 #include "common/rpc.h"
 #include "common/util.h"
+#include "deploy/args.h"
 #include "deploy/internal.h"
 #include "deploy/manifest.h"
 
@@ -30,81 +30,12 @@ static const char *g_discovery = "127.0.0.1:7100";
 static const char *g_gateway = "http://127.0.0.1:8080";
 static faas_rpc_channel_t *g_ch;
 
-/* ---- usage ----------------------------------------------------------------------- */
-
-static const char usage_main[] =
-    "usage: faasctl [--discovery ADDR] [--gateway URL] <command> [args]\n"
-    "\n"
-    "commands:\n"
-    "  deploy     deploy a function from a manifest (-f) and/or flags\n"
-    "  list       list functions\n"
-    "  get        print a function's spec\n"
-    "  delete     delete a function\n"
-    "  invoke     call a function over HTTP through the gateway\n"
-    "  instances  list a function's running instances\n"
-    "  logs       print a function's logs from every worker\n"
-    "\n"
-    "options (also accepted after the command):\n"
-    "  --discovery ADDR  discovery gRPC address (env FAAS_DISCOVERY, default 127.0.0.1:7100)\n"
-    "  --gateway URL     gateway URL (env FAAS_GATEWAY, default http://127.0.0.1:8080)\n"
-    "  -h, --help        this help; `faasctl <command> --help` for a command's\n";
-
-static const char usage_deploy[] =
-    "usage: faasctl deploy [NAME] [-f function.yaml] [flags]\n"
-    "\n"
-    "Tars the code directory, uploads it to discovery and deploys the spec.\n"
-    "Flags override the manifest's values.\n"
-    "  -f, --file PATH             manifest (code: is relative to its directory)\n"
-    "      --dir DIR               code directory (default: the manifest's code:, else .)\n"
-    "      --cmd 'CMD ARGS'        command, split on spaces\n"
-    "      --protocol P            http | grpc | thrift\n"
-    "      --health PATH           HTTP readiness path (e.g. /healthz)\n"
-    "      --health-tcp            readiness = the port accepts connections\n"
-    "  -e, --env K=V               environment variable (repeatable)\n"
-    "      --port N                port for the server (0 = platform picks, sets $PORT)\n"
-    "      --memory SIZE           memory limit (128Mi, 1Gi)\n"
-    "      --cpu Q                 CPU quota (500m, 1.5)\n"
-    "      --pids N                max tasks\n"
-    "      --timeout D             per-request deadline (30s, 1500ms, 2m)\n"
-    "      --idle-timeout D        release idle instances after D\n"
-    "      --cold-start-timeout D  bound on a cold start\n"
-    "      --max-body SIZE         largest request body\n"
-    "      --concurrency N         max in-flight requests per instance (0 = unlimited)\n"
-    "      --min-instances N / --max-instances N\n"
-    "      --grpc-service S        gRPC service served (repeatable)\n"
-    "      --thrift-service S      Thrift service served (repeatable)\n";
-
-static const char usage_list[] = "usage: faasctl list\n\nLists functions: NAME VERSION PROTOCOL INSTANCES COMMAND.\n";
-static const char usage_get[] = "usage: faasctl get NAME\n\nPrints the function's spec as YAML.\n";
-static const char usage_delete[] = "usage: faasctl delete NAME\n\nDeletes the function.\n";
-static const char usage_invoke[] =
-    "usage: faasctl invoke NAME [-d DATA] [-X METHOD] [-p PATH] [-H 'K: V']...\n"
-    "\n"
-    "Calls the function through the gateway (GATEWAY/function/NAME/PATH); prints the\n"
-    "response body; exits 1 with the status on stderr when it is >= 400.\n"
-    "  -d, --data DATA     request body: a string, @file, or - for stdin (method defaults to POST)\n"
-    "  -X, --method M      HTTP method (default GET, POST with --data)\n"
-    "  -p, --path /P       path inside the function (default /)\n"
-    "  -H, --header 'K: V' extra header (repeatable)\n"
-    "  -t, --timeout D     give up after D (default 60s)\n"
-    "      --grpc /pkg.Service/Method\n"
-    "                      one unary gRPC call through the gateway's gRPC port instead; the\n"
-    "                      --data bytes are the raw request message, the reply is printed raw;\n"
-    "                      exits 1 with the gRPC status on stderr when it is not OK. The gateway\n"
-    "                      routes by the service (the function must declare it)\n"
-    "      --base64        with --grpc: --data is base64 and the reply is printed as base64\n"
-    "      --grpc-gateway ADDR  host:port of the gateway's gRPC port\n"
-    "                      (default $FAAS_GRPC_GATEWAY or 127.0.0.1:8081)\n";
-static const char usage_instances[] =
-    "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER STATE AGE.\n";
-static const char usage_logs[] =
-    "usage: faasctl logs NAME [--tail N]\n\nPrints the function's log lines from every worker (last N, default 100).\n";
-
+/* A usage error found after parsing (the manifest file, base64 data): one line. */
 static int usage_error(const char *cmd, const char *fmt, const char *arg)
 {
-    fprintf(stderr, "faasctl%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    fprintf(stderr, "faasctl %s: ", cmd);
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(see faasctl %s%s--help)\n", cmd ? cmd : "", cmd ? " " : "");
+    fprintf(stderr, " (see faasctl %s --help)\n", cmd);
     return EXIT_USAGE;
 }
 
@@ -171,55 +102,6 @@ static Faas__FunctionSpec *get_function(const char *name, int *code)
     }
     return s;
 }
-
-/* ---- option parsing shared by every command ------------------------------------------ */
-
-enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_FIRST_CMD };
-
-#define COMMON_OPTS                                                                                                \
-    {"discovery", required_argument, NULL, OPT_DISCOVERY}, {"gateway", required_argument, NULL, OPT_GATEWAY},     \
-        {"help", no_argument, NULL, 'h'}
-
-/* Handles the options every command takes; 1 if handled, -1 for --help. */
-static int common_opt(int c)
-{
-    if (c == OPT_DISCOVERY)
-        g_discovery = optarg;
-    else if (c == OPT_GATEWAY)
-        g_gateway = optarg;
-    else if (c == 'h')
-        return -1;
-    else
-        return 0;
-    return 1;
-}
-
-/* Parses a command with no flags of its own and want_args positionals. */
-static int simple_args(int argc, char **argv, const char *usage, int want_args, const char **arg)
-{
-    static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int h = common_opt(c);
-        if (h < 0)
-            return fputs(usage, stdout), -1;
-        if (h == 0)
-            return usage_error(argv[0], "%s", "bad option"), -2;
-    }
-    if (argc - optind != want_args)
-        return usage_error(argv[0], want_args ? "expects %s" : "takes %s", want_args ? "a function name" : "no arguments"),
-               -2;
-    if (want_args)
-        *arg = argv[optind];
-    return 0;
-}
-
-#define SIMPLE_ARGS(usage, n, argp)                                                                                \
-    do {                                                                                                           \
-        int _r = simple_args(argc, argv, usage, n, argp);                                                          \
-        if (_r < 0)                                                                                                \
-            return _r == -1 ? 0 : EXIT_USAGE;                                                                      \
-    } while (0)
 
 /* ---- deploy -------------------------------------------------------------------------- */
 
@@ -389,73 +271,6 @@ static int load_manifest(const char *path, faas_manifest_t *m)
     return 0;
 }
 
-/* Maps deploy's flags to manifest keys. */
-static const struct option deploy_opts[] = {
-    COMMON_OPTS,
-    {"file", required_argument, NULL, 'f'},
-    {"dir", required_argument, NULL, 'D'},
-    {"env", required_argument, NULL, 'e'},
-    {"cmd", required_argument, NULL, OPT_FIRST_CMD + 0},
-    {"protocol", required_argument, NULL, OPT_FIRST_CMD + 1},
-    {"health", required_argument, NULL, OPT_FIRST_CMD + 2},
-    {"health-tcp", no_argument, NULL, OPT_FIRST_CMD + 3},
-    {"port", required_argument, NULL, OPT_FIRST_CMD + 4},
-    {"memory", required_argument, NULL, OPT_FIRST_CMD + 5},
-    {"cpu", required_argument, NULL, OPT_FIRST_CMD + 6},
-    {"pids", required_argument, NULL, OPT_FIRST_CMD + 7},
-    {"timeout", required_argument, NULL, OPT_FIRST_CMD + 8},
-    {"idle-timeout", required_argument, NULL, OPT_FIRST_CMD + 9},
-    {"cold-start-timeout", required_argument, NULL, OPT_FIRST_CMD + 10},
-    {"max-body", required_argument, NULL, OPT_FIRST_CMD + 11},
-    {"concurrency", required_argument, NULL, OPT_FIRST_CMD + 12},
-    {"min-instances", required_argument, NULL, OPT_FIRST_CMD + 13},
-    {"max-instances", required_argument, NULL, OPT_FIRST_CMD + 14},
-    {"grpc-service", required_argument, NULL, OPT_FIRST_CMD + 15},
-    {"thrift-service", required_argument, NULL, OPT_FIRST_CMD + 16},
-    {"max-duration", required_argument, NULL, OPT_FIRST_CMD + 17},
-    {"port-env", required_argument, NULL, OPT_FIRST_CMD + 18},
-    {NULL, 0, NULL, 0},
-};
-static const char *const deploy_keys[] = {
-    "command",     "protocol",        "health.path", "health.tcp",         "port",          "resources.memory",
-    "resources.cpu", "resources.pids", "timeout",    "idle_timeout",       "cold_start_timeout", "max_body",
-    "concurrency", "min_instances",   "max_instances", "grpc_services",    "thrift_services", "max_duration",
-    "port_env",
-};
-
-typedef struct {
-    const char *key, *value, *flag;
-} flag_set_t;
-
-static int deploy_parse(int argc, char **argv, const char **file, const char **dir, flag_set_t *sets, size_t *n_sets)
-{
-    int c, idx = 0;
-    while ((c = getopt_long(argc, argv, "hf:e:", deploy_opts, &idx)) != -1) {
-        int h = common_opt(c);
-        if (h < 0)
-            return fputs(usage_deploy, stdout), -1;
-        if (h > 0)
-            continue;
-        if (c == 'f')
-            *file = optarg;
-        else if (c == 'D')
-            *dir = optarg;
-        else if (c == 'e')
-            sets[(*n_sets)++] = (flag_set_t){"env", optarg, "--env"};
-        else if (c >= OPT_FIRST_CMD && c < OPT_FIRST_CMD + (int)(sizeof(deploy_keys) / sizeof(deploy_keys[0])))
-            sets[(*n_sets)++] =
-                (flag_set_t){deploy_keys[c - OPT_FIRST_CMD], c == OPT_FIRST_CMD + 3 ? "true" : optarg,
-                             deploy_opts[idx].name};
-        else
-            return usage_error("deploy", "%s", "bad option"), -2;
-    }
-    if (argc - optind > 1)
-        return usage_error("deploy", "unexpected argument \"%s\"", argv[optind + 1]), -2;
-    if (argc - optind == 1)
-        sets[(*n_sets)++] = (flag_set_t){"name", argv[optind], "NAME"};
-    return 0;
-}
-
 static int do_deploy_rpc(faas_manifest_t *m, const char *dir)
 {
     Faas__CodeRef *ref = NULL;
@@ -489,27 +304,21 @@ static int do_deploy_rpc(faas_manifest_t *m, const char *dir)
     return code;
 }
 
-static int cmd_deploy(int argc, char **argv)
+/* The flags were checked by ctl_args_parse; here they go over the manifest's values. */
+static int cmd_deploy(const ctl_args_t *a)
 {
-    const char *file = NULL, *dir_flag = NULL, *err = NULL;
-    flag_set_t *sets = calloc((size_t)argc + 1, sizeof(*sets));
-    size_t n_sets = 0;
+    const char *file = a->file, *dir_flag = a->dir, *err = NULL;
     faas_manifest_t m = {0};
     char dir[PATH_MAX];
     struct stat st;
-    int code = sets == NULL ? EXIT_RUNTIME : 0;
+    int code;
 
-    int r = code ? 0 : deploy_parse(argc, argv, &file, &dir_flag, sets, &n_sets);
-    if (r < 0)
-        code = r == -1 ? 0 : EXIT_USAGE;
-    if (r < 0 || code != 0)
-        goto out;
     if ((code = file != NULL ? load_manifest(file, &m) : (faas_manifest_init(&m) ? EXIT_RUNTIME : 0)) != 0)
         goto out;
-    for (size_t i = 0; i < n_sets; i++)
-        if (faas_manifest_set(&m, sets[i].key, sets[i].value, &err) != 0) {
-            fprintf(stderr, "faasctl deploy: %s%s \"%s\": %s\n", sets[i].flag[0] == '-' || sets[i].flag[0] == 'N' ? "" : "--",
-                    sets[i].flag, sets[i].value, err);
+    for (size_t i = 0; i < a->n_sets; i++)
+        if (faas_manifest_set(&m, a->sets[i].key, a->sets[i].value, &err) != 0) {
+            /* the value passed alone in parsing; this is the file's context saying no */
+            fprintf(stderr, "faasctl deploy: %s \"%.64s\": %s\n", a->sets[i].flag, a->sets[i].value, err);
             code = EXIT_USAGE;
             goto out;
         }
@@ -526,7 +335,6 @@ static int cmd_deploy(int argc, char **argv)
     code = do_deploy_rpc(&m, dir);
 out:
     faas_manifest_free(&m);
-    free(sets);
     return code;
 }
 
@@ -559,9 +367,9 @@ static Faas__InstanceList *list_instances(const char *name, int *code)
     return l;
 }
 
-static int cmd_list(int argc, char **argv)
+static int cmd_list(const ctl_args_t *a)
 {
-    SIMPLE_ARGS(usage_list, 0, NULL);
+    (void)a;
     Faas__Empty req = FAAS__EMPTY__INIT;
     uint8_t *resp = NULL;
     size_t len = 0;
@@ -598,11 +406,10 @@ static int cmd_list(int argc, char **argv)
     return 0;
 }
 
-static int cmd_get(int argc, char **argv)
+static int cmd_get(const ctl_args_t *a)
 {
-    const char *name = NULL;
+    const char *name = a->name;
     int code;
-    SIMPLE_ARGS(usage_get, 1, &name);
     Faas__FunctionSpec *s = get_function(name, &code);
     if (s == NULL)
         return code;
@@ -611,10 +418,9 @@ static int cmd_get(int argc, char **argv)
     return 0;
 }
 
-static int cmd_delete(int argc, char **argv)
+static int cmd_delete(const ctl_args_t *a)
 {
-    const char *name = NULL;
-    SIMPLE_ARGS(usage_delete, 1, &name);
+    const char *name = a->name;
     Faas__FunctionName req = FAAS__FUNCTION_NAME__INIT;
     uint8_t *resp = NULL;
     size_t len = 0;
@@ -643,11 +449,10 @@ static void age_of(char *out, size_t cap, int64_t started_ms)
         snprintf(out, cap, "%lldd", (long long)s / 86400);
 }
 
-static int cmd_instances(int argc, char **argv)
+static int cmd_instances(const ctl_args_t *a)
 {
-    const char *name = NULL;
+    const char *name = a->name;
     int code;
-    SIMPLE_ARGS(usage_instances, 1, &name);
     Faas__FunctionSpec *s = get_function(name, &code);
     if (s == NULL)
         return code;
@@ -701,26 +506,11 @@ static int worker_logs(const Faas__Worker *w, const char *name, unsigned tail)
     return 0;
 }
 
-static int cmd_logs(int argc, char **argv)
+static int cmd_logs(const ctl_args_t *a)
 {
-    static const struct option opts[] = {COMMON_OPTS, {"tail", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
-    uint64_t tail = 100;
-    const char *err;
-    int c, code;
-    while ((c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
-        int h = common_opt(c);
-        if (h < 0)
-            return fputs(usage_logs, stdout), 0;
-        if (h > 0)
-            continue;
-        if (c != 'n')
-            return usage_error("logs", "%s", "bad option");
-        if (faas_parse_uint(optarg, 1000000, &tail, &err) != 0)
-            return usage_error("logs", "--tail: %s", err);
-    }
-    if (argc - optind != 1)
-        return usage_error("logs", "%s", "expects a function name");
-    const char *name = argv[optind];
+    const char *name = a->name;
+    uint64_t tail = a->tail;
+    int code;
     Faas__FunctionSpec *s = get_function(name, &code);
     if (s == NULL)
         return code;
@@ -858,170 +648,65 @@ static int invoke_grpc(const char *name, const char *gw, const char *method, con
     return code;
 }
 
-static int cmd_invoke(int argc, char **argv)
+static int cmd_invoke(const ctl_args_t *a)
 {
-    static const struct option opts[] = {
-        COMMON_OPTS,
-        {"data", required_argument, NULL, 'd'},
-        {"method", required_argument, NULL, 'X'},
-        {"path", required_argument, NULL, 'p'},
-        {"header", required_argument, NULL, 'H'},
-        {"timeout", required_argument, NULL, 't'},
-        {"grpc", required_argument, NULL, 'G'},
-        {"base64", no_argument, NULL, 'B'},
-        {"grpc-gateway", required_argument, NULL, 'W'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *data = NULL, *method = NULL, *path = "/", *err = NULL, *grpc_method = NULL;
-    const char *grpc_gw = getenv("FAAS_GRPC_GATEWAY") && getenv("FAAS_GRPC_GATEWAY")[0] ? getenv("FAAS_GRPC_GATEWAY")
-                                                                                          : "127.0.0.1:8081";
-    int b64 = 0;
-    const char **headers = calloc((size_t)argc, sizeof(char *));
-    size_t n_headers = 0;
-    uint64_t timeout = 60000;
-    int c, code = EXIT_USAGE;
-    while ((c = getopt_long(argc, argv, "hd:X:p:H:t:", opts, NULL)) != -1) {
-        int h = common_opt(c);
-        if (h < 0) {
-            fputs(usage_invoke, stdout);
-            code = 0;
-            goto out;
-        }
-        if (h > 0)
-            continue;
-        switch (c) {
-        case 'd':
-            data = optarg;
-            break;
-        case 'X':
-            method = optarg;
-            break;
-        case 'p':
-            path = optarg;
-            break;
-        case 'G':
-            grpc_method = optarg;
-            break;
-        case 'B':
-            b64 = 1;
-            break;
-        case 'W':
-            grpc_gw = optarg;
-            break;
-        case 'H':
-            if (strchr(optarg, ':') == NULL || strpbrk(optarg, "\r\n") != NULL) {
-                usage_error("invoke", "header \"%s\" must be 'Name: value'", optarg);
-                goto out;
-            }
-            headers[n_headers++] = optarg;
-            break;
-        case 't':
-            if (faas_parse_duration_ms(optarg, &timeout, &err) != 0 || timeout == 0 || timeout > INT32_MAX) {
-                usage_error("invoke", "--timeout: %s", err ? err : "must be positive");
-                goto out;
-            }
-            break;
-        default:
-            usage_error("invoke", "%s", "bad option");
-            goto out;
-        }
+    const char *name = a->name, *data = a->data;
+    if (a->grpc_method != NULL)
+        return invoke_grpc(name, a->grpc_gateway, a->grpc_method, data, a->base64, (int)a->timeout_ms);
+    char full[2048];
+    snprintf(full, sizeof(full), "%s/function/%s%s%s", a->gw_prefix, name, a->path[0] == '/' ? "" : "/", a->path);
+    size_t blen = 0;
+    char *body = data != NULL ? read_data(data, &blen) : NULL;
+    if (data != NULL && body == NULL) {
+        fprintf(stderr, "faasctl: cannot read %s: %s\n", data + (data[0] == '@'), strerror(errno));
+        return EXIT_RUNTIME;
     }
-    if (argc - optind != 1) {
-        usage_error("invoke", "%s", "expects a function name");
-        goto out;
+    faas_http_req_t req = {a->method ? a->method : data ? "POST" : "GET", a->gw_host, a->gw_port, full, a->headers,
+                           a->n_headers, body, blen, (int)a->timeout_ms};
+    int status = 0, code = 0;
+    char errbuf[512];
+    if (faas_http_do(&req, &status, stdout, errbuf, sizeof(errbuf)) != 0) {
+        fflush(stdout);
+        fprintf(stderr, "faasctl: invoking %s via gateway %s: %s\n", name, g_gateway, errbuf);
+        code = EXIT_RUNTIME;
+    } else if (status >= 400) {
+        fflush(stdout);
+        fprintf(stderr, "faasctl: %s answered HTTP %d\n", name, status);
+        code = EXIT_RUNTIME;
     }
-    code = 0;
-    {
-        const char *name = argv[optind];
-        if (faas_valid_function_name(name, strlen(name), &err) != 0) {
-            code = usage_error("invoke", "%s", err);
-            goto out;
-        }
-        if (grpc_method != NULL || b64) {
-            code = grpc_method == NULL ? usage_error("invoke", "%s", "--base64 needs --grpc")
-                                       : invoke_grpc(name, grpc_gw, grpc_method, data, b64, (int)timeout);
-            goto out;
-        }
-        char host[256], prefix[512], full[2048];
-        uint16_t port;
-        if (faas_http_parse_url(g_gateway, host, sizeof(host), &port, prefix, sizeof(prefix), &err) != 0) {
-            code = usage_error("invoke", "--gateway: %s", err);
-            goto out;
-        }
-        snprintf(full, sizeof(full), "%s/function/%s%s%s", prefix, name, path[0] == '/' ? "" : "/", path);
-        size_t blen = 0;
-        char *body = data != NULL ? read_data(data, &blen) : NULL;
-        if (data != NULL && body == NULL) {
-            fprintf(stderr, "faasctl: cannot read %s: %s\n", data + (data[0] == '@'), strerror(errno));
-            code = EXIT_RUNTIME;
-            goto out;
-        }
-        faas_http_req_t req = {method ? method : data ? "POST" : "GET", host, port, full, headers, n_headers, body,
-                               blen, (int)timeout};
-        int status = 0;
-        char errbuf[512];
-        if (faas_http_do(&req, &status, stdout, errbuf, sizeof(errbuf)) != 0) {
-            fflush(stdout);
-            fprintf(stderr, "faasctl: invoking %s via gateway %s: %s\n", name, g_gateway, errbuf);
-            code = EXIT_RUNTIME;
-        } else if (status >= 400) {
-            fflush(stdout);
-            fprintf(stderr, "faasctl: %s answered HTTP %d\n", name, status);
-            code = EXIT_RUNTIME;
-        }
-        free(body);
-    }
-out:
-    free(headers);
+    free(body);
     return code;
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    int (*fn)(int argc, char **argv);
-} commands[] = {
-    {"deploy", cmd_deploy}, {"list", cmd_list},           {"ls", cmd_list},   {"get", cmd_get},
-    {"delete", cmd_delete}, {"rm", cmd_delete},           {"invoke", cmd_invoke}, {"instances", cmd_instances},
-    {"logs", cmd_logs},
+/* Indexed by ctl_cmd_t. */
+static int (*const commands[])(const ctl_args_t *a) = {
+    NULL, cmd_deploy, cmd_list, cmd_get, cmd_delete, cmd_invoke, cmd_instances, cmd_logs,
 };
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
-    if (getenv("FAAS_DISCOVERY") != NULL && getenv("FAAS_DISCOVERY")[0])
-        g_discovery = getenv("FAAS_DISCOVERY");
-    if (getenv("FAAS_GATEWAY") != NULL && getenv("FAAS_GATEWAY")[0])
-        g_gateway = getenv("FAAS_GATEWAY");
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        int h = common_opt(c);
-        if (h < 0)
-            return fputs(usage_main, stdout), 0;
-        if (h == 0)
-            return fputs(usage_main, stderr), EXIT_USAGE;
+    ctl_env_t env = {getenv("FAAS_DISCOVERY"), getenv("FAAS_GATEWAY"), getenv("FAAS_GRPC_GATEWAY")};
+    ctl_args_t a;
+    const char *err = NULL;
+    int rc = ctl_args_parse(argc, argv, &env, &a, &err), code;
+    if (rc == 1) {
+        fputs(ctl_args_usage(a.cmd), stdout);
+        code = 0;
+    } else if (rc != 0) {
+        fprintf(stderr, "%s\n", err);
+        if (a.cmd == CTL_NONE) /* no command yet: show which there are */
+            fputs(ctl_args_usage(CTL_NONE), stderr);
+        code = EXIT_USAGE;
+    } else {
+        g_discovery = a.discovery;
+        g_gateway = a.gateway;
+        code = commands[a.cmd](&a);
     }
-    if (optind >= argc) {
-        fputs(usage_main, stderr);
-        return EXIT_USAGE;
-    }
-    const char *cmd = argv[optind];
-    if (strcmp(cmd, "help") == 0)
-        return fputs(usage_main, stdout), 0;
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(cmd, commands[i].name) != 0)
-            continue;
-        int sub_argc = argc - optind;
-        char **sub_argv = argv + optind;
-        optind = 0; /* re-initialise getopt for the command's own flags */
-        int code = commands[i].fn(sub_argc, sub_argv);
-        fflush(stdout);
-        if (g_ch != NULL)
-            faas_rpc_channel_close(g_ch);
-        return code;
-    }
-    fprintf(stderr, "faasctl: unknown command \"%s\"\n", cmd);
-    fputs(usage_main, stderr);
-    return EXIT_USAGE;
+    fflush(stdout);
+    if (g_ch != NULL)
+        faas_rpc_channel_close(g_ch);
+    ctl_args_free(&a);
+    return code;
 }

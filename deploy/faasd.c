@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "deploy/args.h"
 
 extern char **environ;
 
@@ -44,32 +44,11 @@ typedef struct {
     unsigned backoff_ms, restarts;
 } child_t;
 
+/* The flags plus the paths derived from them for the children's argv. */
 typedef struct {
-    char state_dir[PATH_MAX / 2], bin_dir[PATH_MAX / 2];
-    char http[128], disc[128], wm[128], disc_metrics[128], wm_metrics[128];
-    char pool[16];
-    char thrift[128]; /* gateway Thrift listener */
-    char grpc[128];   /* gateway gRPC listener */
+    faasd_args_t f;
     char disc_state[PATH_MAX], wm_state[PATH_MAX], agent[PATH_MAX];
 } config_t;
-
-static const char usage[] =
-    "usage: faasd [options]\n"
-    "\n"
-    "Runs the platform on this machine: faas-discovery, one faas-workermgr and\n"
-    "faas-gateway, as child processes it restarts when they crash. Ctrl-C or\n"
-    "SIGTERM stops them all (gateway, worker manager, discovery) and exits 0.\n"
-    "\n"
-    "  --state-dir DIR          state (default ./.faas: DIR/discovery, DIR/worker)\n"
-    "  --http ADDR              gateway HTTP listener (default 127.0.0.1:8080)\n"
-    "  --thrift ADDR            gateway Thrift listener (default 127.0.0.1:8082; off = none)\n"
-    "  --grpc ADDR              gateway gRPC listener (default 127.0.0.1:8081; off = none)\n"
-    "  --discovery-listen ADDR  discovery gRPC (default 127.0.0.1:7100; metrics on port+1)\n"
-    "  --workermgr-listen ADDR  worker manager gRPC (default 127.0.0.1:7200; metrics on port+1)\n"
-    "  --discovery-metrics ADDR / --workermgr-metrics ADDR   override the metrics listeners\n"
-    "  --pool-size N            warm pods kept by the worker manager (default 2)\n"
-    "  --bin-dir DIR            where the daemons are (default: faasd's own directory)\n"
-    "  -h, --help               this help\n";
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -83,25 +62,6 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
-static int usage_error(const char *msg, const char *arg)
-{
-    fprintf(stderr, "faasd: %s%s%s\n(see faasd --help)\n", msg, arg ? " " : "", arg ? arg : "");
-    return EXIT_USAGE;
-}
-
-/* "host:port" with a non-zero port; metrics default to port+1 on the same host. */
-static int check_addr(const char *flag, const char *v, char *metrics, size_t mcap)
-{
-    char host[100];
-    uint16_t port;
-    const char *err;
-    if (faas_parse_hostport(v, host, sizeof(host), &port, &err) != 0 || port == 0 || port == 65535)
-        return usage_error(flag, "needs host:port with a fixed port (e.g. 127.0.0.1:7100)");
-    if (metrics != NULL && metrics[0] == '\0')
-        snprintf(metrics, mcap, "%s:%u", host[0] ? host : "127.0.0.1", port + 1);
-    return 0;
-}
-
 static void default_bin_dir(char *out, size_t cap)
 {
     char exe[PATH_MAX];
@@ -112,57 +72,6 @@ static void default_bin_dir(char *out, size_t cap)
     }
     exe[n] = '\0';
     snprintf(out, cap, "%s", dirname(exe));
-}
-
-static int parse_flags(int argc, char **argv, config_t *c)
-{
-    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC };
-    static const struct option opts[] = {
-        {"state-dir", required_argument, NULL, O_STATE}, {"http", required_argument, NULL, O_HTTP},
-        {"discovery-listen", required_argument, NULL, O_DISC}, {"workermgr-listen", required_argument, NULL, O_WM},
-        {"discovery-metrics", required_argument, NULL, O_DM}, {"workermgr-metrics", required_argument, NULL, O_WMM},
-        {"pool-size", required_argument, NULL, O_POOL}, {"bin-dir", required_argument, NULL, O_BIN},
-        {"thrift", required_argument, NULL, O_THRIFT}, {"grpc", required_argument, NULL, O_GRPC}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
-    };
-    struct {
-        int opt;
-        char *dst;
-        size_t cap;
-    } map[] = {{O_STATE, c->state_dir, sizeof(c->state_dir)}, {O_HTTP, c->http, sizeof(c->http)},
-               {O_DISC, c->disc, sizeof(c->disc)},           {O_WM, c->wm, sizeof(c->wm)},
-               {O_DM, c->disc_metrics, sizeof(c->disc_metrics)}, {O_WMM, c->wm_metrics, sizeof(c->wm_metrics)},
-               {O_POOL, c->pool, sizeof(c->pool)},           {O_BIN, c->bin_dir, sizeof(c->bin_dir)},
-               {O_THRIFT, c->thrift, sizeof(c->thrift)},     {O_GRPC, c->grpc, sizeof(c->grpc)}};
-    snprintf(c->state_dir, sizeof(c->state_dir), "./.faas");
-    snprintf(c->http, sizeof(c->http), "127.0.0.1:8080");
-    snprintf(c->disc, sizeof(c->disc), "127.0.0.1:7100");
-    snprintf(c->wm, sizeof(c->wm), "127.0.0.1:7200");
-    snprintf(c->pool, sizeof(c->pool), "2");
-    default_bin_dir(c->bin_dir, sizeof(c->bin_dir));
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (opt == 'h')
-            return fputs(usage, stdout), -1;
-        size_t i = 0;
-        while (i < sizeof(map) / sizeof(map[0]) && map[i].opt != opt)
-            i++;
-        if (i == sizeof(map) / sizeof(map[0]))
-            return usage_error("bad option", NULL), -EXIT_USAGE;
-        if (snprintf(map[i].dst, map[i].cap, "%s", optarg) >= (int)map[i].cap || optarg[0] == '\0')
-            return usage_error("value empty or too long:", optarg), -EXIT_USAGE;
-    }
-    if (optind < argc)
-        return usage_error("unexpected argument", argv[optind]), -EXIT_USAGE;
-    uint64_t pool;
-    char *end;
-    pool = strtoull(c->pool, &end, 10);
-    if (*end != '\0' || end == c->pool || pool > 64)
-        return usage_error("--pool-size must be 0-64, got", c->pool), -EXIT_USAGE;
-    if (check_addr("--http", c->http, NULL, 0) || check_addr("--discovery-listen", c->disc, c->disc_metrics,
-                                                              sizeof(c->disc_metrics)) ||
-        check_addr("--workermgr-listen", c->wm, c->wm_metrics, sizeof(c->wm_metrics)))
-        return -EXIT_USAGE;
-    return 0;
 }
 
 /* ---- children ----------------------------------------------------------------------- */
@@ -191,33 +100,33 @@ static int setup_child(child_t *ch, const char *name, const char *bin_dir, const
 
 static int build_children(config_t *c, child_t *ch)
 {
-    if (setup_child(&ch[0], "discovery", c->bin_dir, "faas-discovery", c->disc) != 0 ||
-        setup_child(&ch[1], "workermgr", c->bin_dir, "faas-workermgr", c->wm) != 0 ||
-        setup_child(&ch[2], "gateway", c->bin_dir, "faas-gateway", c->http) != 0)
+    if (setup_child(&ch[0], "discovery", c->f.bin_dir, "faas-discovery", c->f.disc) != 0 ||
+        setup_child(&ch[1], "workermgr", c->f.bin_dir, "faas-workermgr", c->f.wm) != 0 ||
+        setup_child(&ch[2], "gateway", c->f.bin_dir, "faas-gateway", c->f.http) != 0)
         return -1;
-    snprintf(c->disc_state, sizeof(c->disc_state), "%s/discovery", c->state_dir);
-    snprintf(c->wm_state, sizeof(c->wm_state), "%s/worker", c->state_dir);
-    snprintf(c->agent, sizeof(c->agent), "%s/faas-agent", c->bin_dir);
-    const char *d[] = {"--listen", c->disc, "--metrics-listen", c->disc_metrics, "--state-dir", c->disc_state};
-    const char *w[] = {"--listen",  c->wm,       "--metrics-listen", c->wm_metrics, "--discovery", c->disc,
-                       "--state-dir", c->wm_state, "--pool-size",    c->pool,       "--agent",     c->agent};
-    const char *g[] = {"--listen", c->http, "--discovery", c->disc};
+    snprintf(c->disc_state, sizeof(c->disc_state), "%s/discovery", c->f.state_dir);
+    snprintf(c->wm_state, sizeof(c->wm_state), "%s/worker", c->f.state_dir);
+    snprintf(c->agent, sizeof(c->agent), "%s/faas-agent", c->f.bin_dir);
+    const char *d[] = {"--listen", c->f.disc, "--metrics-listen", c->f.disc_metrics, "--state-dir", c->disc_state};
+    const char *w[] = {"--listen",  c->f.wm,       "--metrics-listen", c->f.wm_metrics, "--discovery", c->f.disc,
+                       "--state-dir", c->wm_state, "--pool-size",    c->f.pool,       "--agent",     c->agent};
+    const char *g[] = {"--listen", c->f.http, "--discovery", c->f.disc};
     for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
         add_arg(&ch[0], d[i]);
     for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
         add_arg(&ch[1], w[i]);
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
         add_arg(&ch[2], g[i]);
-    if (c->thrift[0] != '\0') { /* else the gateway's default, 127.0.0.1:8082, best effort */
+    if (c->f.thrift[0] != '\0') { /* else the gateway's default, 127.0.0.1:8082, best effort */
         add_arg(&ch[2], "--thrift-listen");
-        add_arg(&ch[2], c->thrift);
+        add_arg(&ch[2], c->f.thrift);
     }
-    if (c->grpc[0] != '\0') { /* else the gateway's default, 127.0.0.1:8081, best effort */
+    if (c->f.grpc[0] != '\0') { /* else the gateway's default, 127.0.0.1:8081, best effort */
         add_arg(&ch[2], "--grpc-listen");
-        add_arg(&ch[2], c->grpc);
+        add_arg(&ch[2], c->f.grpc);
     }
     if (faas_mkdirs(c->disc_state, 0755) != 0 || faas_mkdirs(c->wm_state, 0755) != 0) {
-        fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+        fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->f.state_dir, strerror(errno));
         return -1;
     }
     return 0;
@@ -367,10 +276,19 @@ int main(int argc, char **argv)
     config_t cfg;
     child_t ch[3];
     sigset_t set;
+    const char *err = NULL;
     memset(&cfg, 0, sizeof(cfg));
-    int rc = parse_flags(argc, argv, &cfg);
-    if (rc < 0)
-        return rc == -1 ? 0 : EXIT_USAGE;
+    int rc = faasd_args_parse(argc, argv, &cfg.f, &err);
+    if (rc == 1) {
+        fputs(faasd_args_usage, stdout);
+        return 0;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "faasd: %s (see faasd --help)\n", err);
+        return EXIT_USAGE;
+    }
+    if (cfg.f.bin_dir[0] == '\0')
+        default_bin_dir(cfg.f.bin_dir, sizeof(cfg.f.bin_dir));
     if (build_children(&cfg, ch) != 0)
         return EXIT_RUNTIME;
 
@@ -397,7 +315,7 @@ int main(int argc, char **argv)
         }
         say("%s up on %s (pid %d)", ch[i].name, ch[i].ready_addr, (int)ch[i].pid);
     }
-    say("platform up: http://%s (discovery %s)", cfg.http, cfg.disc);
+    say("platform up: http://%s (discovery %s)", cfg.f.http, cfg.f.disc);
 
     for (;;) {
         int sig = wait_signal(&set, 200);

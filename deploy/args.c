@@ -67,12 +67,22 @@ static int faasd_fail(faasd_args_t *a, const char **err, const char *fmt, ...)
     return -1;
 }
 
+/* No spaces, no control bytes: addresses reach logs and the children's argv,
+ * invoke paths and hosts the request line and Host header. */
+static int printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
 /* "host:port"; fixed = the port must be 1..65534 (faasd polls it, and the
  * default metrics listener is port+1). */
 static int addr_ok(const char *v, int fixed, char *host, size_t hcap, uint16_t *port)
 {
     const char *e;
-    return faas_parse_hostport(v, host, hcap, port, &e) == 0 && (!fixed || (*port != 0 && *port != 65535));
+    return printable(v) && faas_parse_hostport(v, host, hcap, port, &e) == 0 && (!fixed || (*port != 0 && *port != 65535));
 }
 
 /* A listener faasd waits on; fills the metrics default (port+1) if still unset. */
@@ -273,9 +283,12 @@ enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_FIRST_KEY };
     {"discovery", required_argument, NULL, OPT_DISCOVERY}, {"gateway", required_argument, NULL, OPT_GATEWAY},     \
         {"help", no_argument, NULL, 'h'}
 
-/* The options every command takes: 1 if c was one, 2 for --help, 0 otherwise. */
+/* The options every command takes: 1 if c was one, 2 for --help, 3 for a bad
+ * --discovery, 0 otherwise. */
 static int common_opt(ctl_args_t *a, int c)
 {
+    if (c == OPT_DISCOVERY && (optarg[0] == '\0' || !printable(optarg)))
+        return 3;
     if (c == OPT_DISCOVERY)
         a->discovery = optarg;
     else if (c == OPT_GATEWAY)
@@ -296,6 +309,8 @@ static int parse_simple(int argc, char **argv, ctl_args_t *a, const char **err, 
         int h = common_opt(a, c);
         if (h == 2)
             return 1;
+        if (h == 3)
+            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 0)
             return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
     }
@@ -371,6 +386,8 @@ static int parse_deploy(int argc, char **argv, ctl_args_t *a, const char **err)
         int h = common_opt(a, c);
         if (h == 2)
             return 1;
+        if (h == 3)
+            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 1)
             continue;
         if (c == 'f')
@@ -407,6 +424,8 @@ static int parse_logs(int argc, char **argv, ctl_args_t *a, const char **err)
         int h = common_opt(a, c);
         if (h == 2)
             return 1;
+        if (h == 3)
+            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 1)
             continue;
         if (c != 'n')
@@ -429,23 +448,18 @@ static int is_method(const char *s)
     return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+.^_`|~-") == n;
 }
 
-/* The path goes into the request line: no spaces, no control bytes. */
-static int is_path(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f)
-            return 0;
-    return 1;
-}
-
-/* "Name: value": a non-empty token before the colon, no CR/LF anywhere. */
+/* "Name: value": a token before the colon, no control bytes but tabs after it
+ * (a CR or LF would end the header and start another). */
 static int is_header(const char *s)
 {
     const char *colon = strchr(s, ':');
-    if (colon == NULL || colon == s || strpbrk(s, "\r\n") != NULL)
+    if (colon == NULL || colon == s)
         return 0;
     for (const char *p = s; p < colon; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f || strchr("()<>@,;\\\"/[]?={}", *p) != NULL)
+            return 0;
+    for (const char *p = colon + 1; *p; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
             return 0;
     return 1;
 }
@@ -463,8 +477,10 @@ static int finish_invoke(ctl_args_t *a, const char **err)
     if (faas_http_parse_url(a->gateway, a->gw_host, sizeof(a->gw_host), &a->gw_port, a->gw_prefix,
                             sizeof(a->gw_prefix), &e) != 0)
         return ctl_fail(a, err, "--gateway \"%.64s\": %s", a->gateway, e);
-    if (!is_path(a->gw_prefix))
-        return ctl_fail(a, err, "--gateway \"%.64s\": spaces or control bytes in the path", a->gateway);
+    /* the host goes into the Host header and the prefix into the request line
+     * ("" = 127.0.0.1, as the client dials it) */
+    if (!printable(a->gw_host) || !printable(a->gw_prefix))
+        return ctl_fail(a, err, "--gateway \"%.64s\": spaces or control bytes in the URL", a->gateway);
     return 0;
 }
 
@@ -488,6 +504,8 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
         int h = common_opt(a, c);
         if (h == 2)
             return 1;
+        if (h == 3)
+            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 1)
             continue;
         switch (c) {
@@ -500,7 +518,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
             a->method = optarg;
             break;
         case 'p':
-            if (!is_path(optarg))
+            if (!printable(optarg))
                 return ctl_fail(a, err, "path \"%.64s\" has spaces or control bytes", optarg);
             a->path = optarg;
             break;
@@ -513,8 +531,8 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
             a->base64 = 1;
             break;
         case 'W':
-            if (optarg[0] == '\0')
-                return ctl_fail(a, err, "--grpc-gateway needs host:port");
+            if (optarg[0] == '\0' || !printable(optarg))
+                return ctl_fail(a, err, "--grpc-gateway needs host:port, got \"%.64s\"", optarg);
             a->grpc_gateway = optarg;
             break;
         case 'H':
@@ -588,6 +606,8 @@ int ctl_args_parse(int argc, char **argv, const ctl_env_t *env, ctl_args_t *a, c
         int h = common_opt(a, c);
         if (h == 2)
             return 1;
+        if (h == 3)
+            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 0)
             return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
     }

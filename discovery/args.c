@@ -30,12 +30,21 @@ static int fail(disc_args_t *a, const char **err, const char *msg, const char *a
     return -1;
 }
 
+/* Addresses reach logs, discovery and other daemons' argv: printable bytes only. */
+static int printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int valid_addr(const char *v)
 {
     char host[256];
     uint16_t port;
     const char *e;
-    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+    return printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
 int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)

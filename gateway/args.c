@@ -55,12 +55,21 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
+/* Addresses reach logs, discovery and other daemons' argv: printable bytes only. */
+static int printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
 static int is_addr(const char *v)
 {
     char host[128];
     uint16_t port;
     const char *e;
-    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+    return printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
 static void defaults(gw_config_t *cfg)

@@ -1,0 +1,74 @@
+/* libFuzzer driver for faas-workermgr's command line (wm_config_parse). The
+ * input's NUL-separated pieces are the arguments. Any argv gives 0, 1 (--help) or
+ * -1 with one printable line; an accepted config is within the documented bounds
+ * (addresses host:port, pool 0..64, lease 300..3600000 ms, non-zero uid, absolute
+ * paths); a second parse of the same argv agrees. */
+// FUZZ_SOURCES: worker-manager/config.c worker-manager/cgroup.c common/util.c tests/fuzz/cli_argv.c
+// FUZZ_PKGS: libprotobuf-c
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "tests/fuzz/cli_argv.h"
+#include "worker-manager/workermgr.h"
+
+static int is_addr(const char *v)
+{
+    char host[128];
+    uint16_t port;
+    const char *e;
+    return fuzz_cli_printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+}
+
+/* NUL-terminated inside its array. */
+#define TERMINATED(f) (memchr((f), 0, sizeof(f)) != NULL)
+
+static void check_config(const wm_config_t *c)
+{
+    if (!TERMINATED(c->listen) || !TERMINATED(c->discovery) || !TERMINATED(c->metrics_listen) ||
+        !TERMINATED(c->state_dir) || !TERMINATED(c->id) || !TERMINATED(c->agent) || !TERMINATED(c->cgroup_root))
+        abort();
+    if (!is_addr(c->listen) || !is_addr(c->discovery) || !is_addr(c->metrics_listen))
+        abort();
+    if (c->pool_size > 64 || c->lease_ttl_ms < 300 || c->lease_ttl_ms > 3600000 || c->pod_uid == 0 ||
+        c->pod_gid != c->pod_uid)
+        abort();
+    size_t sl = strlen(c->state_dir);
+    if (c->state_dir[0] != '/' || (sl > 1 && c->state_dir[sl - 1] == '/'))
+        abort();
+    if (c->cgroup_root[0] != '/' || c->id[0] == '\0' || (c->agent[0] != '\0' && c->agent[0] != '/'))
+        abort();
+}
+
+static int parse(const uint8_t *data, size_t size, char *msg, size_t cap)
+{
+    fuzz_cli_argv_t a;
+    if (fuzz_cli_argv_make(&a, "faas-workermgr", data, size) != 0)
+        return -2;
+    static wm_config_t c; /* several PATH_MAX arrays: too big for libFuzzer's stack budget */
+    const char *err = NULL;
+    int rc = wm_config_parse(&c, a.argc, a.argv, &err);
+    msg[0] = '\0';
+    if (rc == -1) {
+        fuzz_cli_check_line(err, 256);
+        strncpy(msg, err, cap - 1);
+        msg[cap - 1] = '\0';
+    } else if (rc == 0) {
+        check_config(&c);
+    } else if (rc != 1) {
+        abort();
+    }
+    fuzz_cli_argv_free(&a);
+    return rc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char m1[256], m2[256];
+    int r1 = parse(data, size, m1, sizeof(m1));
+    int r2 = parse(data, size, m2, sizeof(m2));
+    if (r1 != -2 && r2 != -2 && (r1 != r2 || strcmp(m1, m2) != 0))
+        abort();
+    return 0;
+}

@@ -1,0 +1,338 @@
+/* ctl_args_parse and faasd_args_parse: the command lines of faasctl and faasd,
+ * parsed without printing, exiting or reading the environment. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <string.h>
+
+#include "deploy/args.h"
+
+#define ARGC(...) ((int)(sizeof((char *[]){"prog", __VA_ARGS__}) / sizeof(char *)))
+#define ARGV(...) ((char *[]){"prog", __VA_ARGS__, NULL})
+#define CTL(a, env, err, ...) ctl_args_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), env, a, err)
+#define FAASD(a, err, ...) faasd_args_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), a, err)
+
+static void assert_one_line(const char *err)
+{
+    cr_assert_not_null(err);
+    cr_assert(err[0] != '\0');
+    for (const char *p = err; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "control byte in \"%s\"", err);
+}
+
+/* Expects -1 with needle in the message; frees. */
+static void ctl_bad(const ctl_env_t *env, int argc, char **argv, const char *needle)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    int rc = ctl_args_parse(argc, argv, env, &a, &err);
+    cr_assert_eq(rc, -1, "accepted: %s %s ...", argv[1], argc > 2 ? argv[2] : "");
+    assert_one_line(err);
+    cr_assert(strstr(err, needle) != NULL, "\"%s\" lacks \"%s\"", err, needle);
+    ctl_args_free(&a);
+}
+#define CTL_BAD(needle, ...) ctl_bad(NULL, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), needle)
+
+/* ---- faasctl ---- */
+
+Test(ctl_cli, env_defaults_and_flags_win)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    ctl_env_t none = {NULL, "", NULL};
+    cr_assert_eq(CTL(&a, &none, &err, "list"), 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_LIST);
+    cr_assert_str_eq(a.discovery, "127.0.0.1:7100");
+    cr_assert_str_eq(a.gateway, "http://127.0.0.1:8080");
+    ctl_args_free(&a);
+    ctl_env_t env = {"127.0.0.1:1", "http://h:2", "127.0.0.1:3"};
+    cr_assert_eq(CTL(&a, &env, &err, "ls"), 0, "%s", err);
+    cr_assert_str_eq(a.discovery, "127.0.0.1:1");
+    cr_assert_str_eq(a.gateway, "http://h:2");
+    ctl_args_free(&a);
+    /* before or after the command word */
+    cr_assert_eq(CTL(&a, &env, &err, "--discovery", "127.0.0.1:9", "get", "fn", "--gateway=http://g:1"), 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_GET);
+    cr_assert_str_eq(a.name, "fn");
+    cr_assert_str_eq(a.discovery, "127.0.0.1:9");
+    cr_assert_str_eq(a.gateway, "http://g:1");
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, help_everywhere_prints_nothing, .init = cr_redirect_stdout)
+{
+    struct {
+        char *argv[4];
+        int argc;
+        ctl_cmd_t cmd;
+    } cases[] = {
+        {{"faasctl", "--help"}, 2, CTL_NONE},          {{"faasctl", "-h"}, 2, CTL_NONE},
+        {{"faasctl", "help"}, 2, CTL_NONE},            {{"faasctl", "deploy", "--help"}, 3, CTL_DEPLOY},
+        {{"faasctl", "rm", "-h"}, 3, CTL_DELETE},      {{"faasctl", "invoke", "x", "--help"}, 4, CTL_INVOKE},
+        {{"faasctl", "logs", "--help"}, 3, CTL_LOGS},  {{"faasctl", "instances", "-h"}, 3, CTL_INSTANCES},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ctl_args_t a;
+        const char *err = NULL;
+        cr_assert_eq(ctl_args_parse(cases[i].argc, cases[i].argv, NULL, &a, &err), 1, "case %zu", i);
+        cr_assert_eq(a.cmd, cases[i].cmd, "case %zu", i);
+        ctl_args_free(&a);
+    }
+    fflush(stdout);
+    cr_assert_stdout_eq_str("");
+    cr_assert(strncmp(ctl_args_usage(CTL_INVOKE), "usage: faasctl invoke", 21) == 0);
+    cr_assert(strncmp(ctl_args_usage(CTL_NONE), "usage: faasctl [", 16) == 0);
+}
+
+Test(ctl_cli, command_errors)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    char *none[] = {"faasctl", NULL};
+    cr_assert_eq(ctl_args_parse(1, none, NULL, &a, &err), -1);
+    cr_assert_eq(a.cmd, CTL_NONE); /* main adds the usage */
+    ctl_args_free(&a);
+    CTL_BAD("unknown command \"frobnicate\"", "frobnicate");
+    CTL_BAD("faasctl: bad option --bogus", "--bogus", "list");
+    CTL_BAD("faasctl get: expects a function name (see faasctl get --help)", "get");
+    CTL_BAD("expects a function name", "delete", "a", "b");
+    CTL_BAD("takes no arguments", "list", "x");
+    CTL_BAD("bad option --bogus", "instances", "x", "--bogus");
+    CTL_BAD("bad option -q", "list", "-q");
+    CTL_BAD("--discovery needs host:port", "list", "--discovery", "a b");
+    CTL_BAD("--discovery needs host:port", "--discovery=", "list");
+}
+
+Test(ctl_cli, logs)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(CTL(&a, NULL, &err, "logs", "fn"), 0, "%s", err);
+    cr_assert_eq(a.tail, 100);
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "logs", "--tail", "0", "fn"), 0, "%s", err);
+    cr_assert_eq(a.tail, 0);
+    ctl_args_free(&a);
+    CTL_BAD("--tail \"many\"", "logs", "fn", "--tail", "many");
+    CTL_BAD("--tail \"1000001\"", "logs", "fn", "-n", "1000001");
+    CTL_BAD("expects a function name", "logs");
+}
+
+Test(ctl_cli, deploy_flags_become_checked_manifest_keys)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(CTL(&a, NULL, &err, "deploy", "-f", "f.yaml", "--dir", "d", "--cmd", "./x -v", "--timeout", "30s",
+                     "-e", "A=1", "--health-tcp", "--memory=64Mi", "hello"),
+                 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_DEPLOY);
+    cr_assert_str_eq(a.file, "f.yaml");
+    cr_assert_str_eq(a.dir, "d");
+    cr_assert_str_eq(a.name, "hello");
+    const char *want[][3] = {{"command", "./x -v", "--cmd"},      {"timeout", "30s", "--timeout"},
+                             {"env", "A=1", "--env"},             {"health.tcp", "true", "--health-tcp"},
+                             {"resources.memory", "64Mi", "--memory"}, {"name", "hello", "NAME"}};
+    cr_assert_eq(a.n_sets, 6);
+    for (size_t i = 0; i < 6; i++) {
+        cr_assert_str_eq(a.sets[i].key, want[i][0]);
+        cr_assert_str_eq(a.sets[i].value, want[i][1]);
+        cr_assert_str_eq(a.sets[i].flag, want[i][2]);
+    }
+    ctl_args_free(&a);
+    /* no name, no command: legal here, the manifest file may hold them */
+    cr_assert_eq(CTL(&a, NULL, &err, "deploy"), 0, "%s", err);
+    cr_assert_null(a.name);
+    cr_assert_eq(a.n_sets, 0);
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, deploy_bad_values_name_their_flag)
+{
+    CTL_BAD("--timeout \"3x\": bad duration", "deploy", "hello", "--timeout", "3x");
+    CTL_BAD("--memory \"lots\"", "deploy", "hello", "--memory", "lots");
+    CTL_BAD("http, grpc or thrift", "deploy", "hello", "--protocol", "smtp");
+    CTL_BAD("--cpu", "deploy", "--cpu", "-1");
+    CTL_BAD("--env", "deploy", "-e", "NOEQUALS");
+    CTL_BAD("NAME \"Hello!\"", "deploy", "Hello!");
+    CTL_BAD("unexpected argument \"b\"", "deploy", "a", "b");
+    CTL_BAD("-f needs a file name", "deploy", "-f", "");
+    CTL_BAD("bad option", "deploy", "--bogus");
+    CTL_BAD("bad option", "deploy", "--timeout");
+}
+
+Test(ctl_cli, invoke_http)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    ctl_env_t env = {NULL, "http://127.0.0.1:18080/pre/", NULL};
+    cr_assert_eq(CTL(&a, &env, &err, "invoke", "hello", "-d", "x y", "-X", "PUT", "-p", "/echo?a=1", "-H", "X-A: 1",
+                     "--header=X-B:\t2", "-t", "5s"),
+                 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_INVOKE);
+    cr_assert_str_eq(a.name, "hello");
+    cr_assert_str_eq(a.data, "x y");
+    cr_assert_str_eq(a.method, "PUT");
+    cr_assert_str_eq(a.path, "/echo?a=1");
+    cr_assert_eq(a.n_headers, 2);
+    cr_assert_str_eq(a.headers[1], "X-B:\t2");
+    cr_assert_eq(a.timeout_ms, 5000);
+    cr_assert_str_eq(a.gw_host, "127.0.0.1");
+    cr_assert_eq(a.gw_port, 18080);
+    cr_assert_str_eq(a.gw_prefix, "/pre");
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "invoke", "hello"), 0, "%s", err);
+    cr_assert_null(a.method);
+    cr_assert_str_eq(a.path, "/");
+    cr_assert_eq(a.timeout_ms, 60000);
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, invoke_rejects_what_would_break_the_request)
+{
+    CTL_BAD("Name: value", "invoke", "x", "-H", "no-colon");
+    CTL_BAD("Name: value", "invoke", "x", "-H", "X-A: 1\r\nX-Injected: 1");
+    CTL_BAD("Name: value", "invoke", "x", "-H", "Bad Name: 1");
+    CTL_BAD("Name: value", "invoke", "x", "-H", ": empty name");
+    CTL_BAD("path", "invoke", "x", "-p", "/a b");
+    CTL_BAD("path", "invoke", "x", "-p", "/a\nHost: evil");
+    CTL_BAD("not an HTTP token", "invoke", "x", "-X", "GET /x HTTP/1.0\r\n");
+    CTL_BAD("not an HTTP token", "invoke", "x", "-X", "");
+    CTL_BAD("--timeout \"soon\"", "invoke", "x", "--timeout", "soon");
+    CTL_BAD("--timeout \"0\"", "invoke", "x", "-t", "0");
+    CTL_BAD("--timeout", "invoke", "x", "-t", "9999999999");
+    CTL_BAD("function name", "invoke", "Bad_Name");
+    CTL_BAD("expects a function name", "invoke");
+    CTL_BAD("--base64 needs --grpc", "invoke", "x", "--base64");
+    CTL_BAD("--grpc \"pkg.S/M\"", "invoke", "x", "--grpc", "pkg.S/M");
+    CTL_BAD("--grpc-gateway", "invoke", "x", "--grpc", "/p.S/M", "--grpc-gateway", "");
+    CTL_BAD("--gateway \"ftp://h\"", "--gateway", "ftp://h", "invoke", "x");
+    CTL_BAD("control bytes in the URL", "--gateway", "http://h\r\nX: y:80/", "invoke", "x");
+    CTL_BAD("control bytes in the URL", "--gateway", "http://h:80/a b", "invoke", "x");
+}
+
+Test(ctl_cli, invoke_grpc_skips_the_gateway_url)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    ctl_env_t env = {NULL, "ftp://not-used", "127.0.0.1:9"};
+    cr_assert_eq(CTL(&a, &env, &err, "invoke", "x", "--grpc", "/p.S/M", "--base64", "-d", "AA=="), 0, "%s", err);
+    cr_assert_str_eq(a.grpc_method, "/p.S/M");
+    cr_assert_str_eq(a.grpc_gateway, "127.0.0.1:9");
+    cr_assert_eq(a.base64, 1);
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, argv_bytes_cannot_break_the_line)
+{
+    CTL_BAD("unknown command", "\x1b[2J\nfake");
+    char longv[1000];
+    memset(longv, 'v', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    ctl_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(CTL(&a, NULL, &err, "deploy", "--timeout", longv), -1);
+    assert_one_line(err);
+    cr_assert(strlen(err) < sizeof(a.errbuf));
+    cr_assert(strstr(err, "(see faasctl deploy --help)") != NULL, "%s", err);
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, parses_again_after_an_error)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(CTL(&a, NULL, &err, "invoke", "x", "-X", "GET", "--bogus"), -1);
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "invoke", "y"), 0, "%s", err);
+    cr_assert_str_eq(a.name, "y");
+    cr_assert_null(a.method);
+    ctl_args_free(&a);
+}
+
+/* ---- faasd ---- */
+
+Test(faasd_cli, defaults_and_derived_metrics)
+{
+    faasd_args_t a;
+    const char *err = NULL;
+    char *argv[] = {"faasd", NULL};
+    cr_assert_eq(faasd_args_parse(1, argv, &a, &err), 0, "%s", err);
+    cr_assert_str_eq(a.state_dir, "./.faas");
+    cr_assert_str_eq(a.bin_dir, ""); /* main fills faasd's own directory */
+    cr_assert_str_eq(a.http, "127.0.0.1:8080");
+    cr_assert_str_eq(a.disc, "127.0.0.1:7100");
+    cr_assert_str_eq(a.disc_metrics, "127.0.0.1:7101");
+    cr_assert_str_eq(a.wm_metrics, "127.0.0.1:7201");
+    cr_assert_str_eq(a.pool, "2");
+    cr_assert_str_eq(a.thrift, "");
+    cr_assert_str_eq(a.grpc, "");
+}
+
+Test(faasd_cli, every_flag)
+{
+    faasd_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(FAASD(&a, &err, "--state-dir", "/s", "--bin-dir=/b", "--http", ":8000", "--discovery-listen",
+                       "127.0.0.2:7000", "--workermgr-listen=127.0.0.3:7300", "--workermgr-metrics", "127.0.0.1:9",
+                       "--discovery-metrics", "off", "--pool-size", "64", "--thrift", "off", "--grpc",
+                       "127.0.0.1:0"),
+                 0, "%s", err);
+    cr_assert_str_eq(a.state_dir, "/s");
+    cr_assert_str_eq(a.bin_dir, "/b");
+    cr_assert_str_eq(a.http, ":8000");
+    cr_assert_str_eq(a.disc_metrics, "off");
+    cr_assert_str_eq(a.wm_metrics, "127.0.0.1:9");
+    cr_assert_str_eq(a.pool, "64");
+    cr_assert_str_eq(a.thrift, "off");
+    cr_assert_str_eq(a.grpc, "127.0.0.1:0");
+    cr_assert_eq(FAASD(&a, &err, "--discovery-listen", ":7100"), 0, "%s", err);
+    cr_assert_str_eq(a.disc_metrics, "127.0.0.1:7101");
+}
+
+Test(faasd_cli, help_prints_nothing, .init = cr_redirect_stdout)
+{
+    faasd_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(FAASD(&a, &err, "-h"), 1);
+    cr_assert_eq(FAASD(&a, &err, "--pool-size", "1", "--help"), 1);
+    fflush(stdout);
+    cr_assert_stdout_eq_str("");
+    cr_assert(strncmp(faasd_args_usage, "usage: faasd", 12) == 0);
+}
+
+Test(faasd_cli, bad_flags_say_which)
+{
+    const char *bad[][3] = {
+        {"--bogus", NULL, "bad option --bogus"},
+        {"--pool-size", "x", "--pool-size"},
+        {"--pool-size", "65", "--pool-size"},
+        {"--pool-size", "-1", "--pool-size"},
+        {"--pool-size", "007", "--pool-size"},
+        {"--http", "nowhere", "--http"},
+        {"--http", "127.0.0.1:0", "--http"},
+        {"--discovery-listen", "h:65535", "--discovery-listen"},
+        {"--workermgr-listen", "a b:1", "--workermgr-listen"},
+        {"--thrift", "on", "--thrift"},
+        {"--grpc", "x", "--grpc"},
+        {"--discovery-metrics", "h", "--discovery-metrics"},
+        {"--workermgr-metrics", "off", "--workermgr-metrics"},
+        {"--state-dir", "", "value empty"},
+        {"extra", NULL, "unexpected argument extra"},
+        {"--http", NULL, "bad option --http"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        faasd_args_t a;
+        const char *err = NULL;
+        char *argv[] = {"faasd", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        cr_assert_eq(faasd_args_parse(bad[i][1] ? 3 : 2, argv, &a, &err), -1, "%s %s accepted", bad[i][0],
+                     bad[i][1] ? bad[i][1] : "");
+        assert_one_line(err);
+        cr_assert(strstr(err, bad[i][2]) != NULL, "\"%s\" lacks \"%s\"", err, bad[i][2]);
+    }
+    char longv[700];
+    memset(longv, 'd', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    faasd_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(FAASD(&a, &err, "--http", longv), -1);
+    assert_one_line(err);
+}

@@ -1,0 +1,105 @@
+/* disc_args_parse: faas-discovery's command line, parsed without side effects. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <string.h>
+
+#include "discovery/args.h"
+
+#define ARGC(...) ((int)(sizeof((char *[]){"faas-discovery", __VA_ARGS__}) / sizeof(char *)))
+#define PARSE(a, err, ...) disc_args_parse(ARGC(__VA_ARGS__), ((char *[]){"faas-discovery", __VA_ARGS__, NULL}), a, err)
+
+static void assert_one_line(const char *err)
+{
+    cr_assert_not_null(err);
+    cr_assert(err[0] != '\0');
+    for (const char *p = err; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "control byte in \"%s\"", err);
+}
+
+Test(disc_cli, defaults)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    char *argv[] = {"faas-discovery", NULL};
+    cr_assert_eq(disc_args_parse(1, argv, &a, &err), 0);
+    cr_assert_str_eq(a.listen, "127.0.0.1:7100");
+    cr_assert_str_eq(a.state_dir, "./.faas/discovery");
+    cr_assert_str_eq(a.metrics_listen, "127.0.0.1:7101");
+    cr_assert_eq(a.max_artifact, 256ull << 20);
+}
+
+Test(disc_cli, every_flag)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--listen", "127.0.0.1:0", "--state-dir=/var/d", "--metrics-listen", "off",
+                       "--max-artifact-bytes=1"),
+                 0, "%s", err);
+    cr_assert_str_eq(a.listen, "127.0.0.1:0");
+    cr_assert_str_eq(a.state_dir, "/var/d");
+    cr_assert_str_eq(a.metrics_listen, "off");
+    cr_assert_eq(a.max_artifact, 1);
+    /* getopt's unambiguous prefixes, as before the move */
+    cr_assert_eq(PARSE(&a, &err, "--metrics=127.0.0.1:9"), 0, "%s", err);
+    cr_assert_str_eq(a.metrics_listen, "127.0.0.1:9");
+}
+
+Test(disc_cli, help_prints_nothing, .init = cr_redirect_stdout)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--help"), 1);
+    cr_assert_eq(PARSE(&a, &err, "--listen", "127.0.0.1:1", "--help"), 1);
+    fflush(stdout);
+    cr_assert_stdout_eq_str("");
+    cr_assert(strstr(disc_args_usage, "--max-artifact-bytes") != NULL);
+}
+
+Test(disc_cli, bad_flags_say_which)
+{
+    struct {
+        char *flag, *val, *needle;
+    } bad[] = {
+        {"--listen", "nope", "--listen"},
+        {"--listen", "h:70000", "--listen"},
+        {"--metrics-listen", "on", "--metrics-listen"},
+        {"--max-artifact-bytes", "-1", "--max-artifact-bytes"},
+        {"--max-artifact-bytes", "0", "--max-artifact-bytes"},
+        {"--max-artifact-bytes", "1k", "--max-artifact-bytes"},
+        {"--max-artifact-bytes", "99999999999999999999", "--max-artifact-bytes"},
+        {"--state-dir", "", "--state-dir"},
+        {"--bogus", "1", "--bogus"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        disc_args_t a;
+        const char *err = NULL;
+        cr_assert_eq(PARSE(&a, &err, bad[i].flag, bad[i].val), -1, "%s %s accepted", bad[i].flag, bad[i].val);
+        assert_one_line(err);
+        cr_assert(strstr(err, bad[i].needle) != NULL, "%s", err);
+    }
+}
+
+Test(disc_cli, shape_errors)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--listen"), -1);
+    cr_assert(strstr(err, "--listen") != NULL, "%s", err);
+    cr_assert_eq(PARSE(&a, &err, "extra"), -1);
+    cr_assert(strstr(err, "unexpected argument: extra") != NULL, "%s", err);
+    cr_assert_eq(PARSE(&a, &err, "-x"), -1);
+    assert_one_line(err);
+    cr_assert_eq(PARSE(&a, &err, "--listen", "a\nb:1x"), -1);
+    assert_one_line(err);
+}
+
+/* getopt keeps state in globals: a parse after a failed one must start afresh. */
+Test(disc_cli, parses_again_after_an_error)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--state-dir", "/x", "--bogus", "--listen", "127.0.0.1:1"), -1);
+    cr_assert_eq(PARSE(&a, &err, "--listen", "127.0.0.1:2"), 0, "%s", err);
+    cr_assert_str_eq(a.listen, "127.0.0.1:2");
+    cr_assert_str_eq(a.state_dir, "./.faas/discovery");
+}

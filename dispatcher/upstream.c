@@ -321,6 +321,20 @@ static ssize_t read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
         (uint8_t *)(nm), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE                                              \
     }
 
+/* Decimal text of v in buf (>= 21 bytes, not terminated); its length. snprintf was
+ * a visible share of the gateway's user time per request. */
+static size_t put_u64(char *buf, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = t[n - 1 - i];
+    return n;
+}
+
 static void submit(disp_up_t *up, disp_req_t *r)
 {
     h2o_req_t *req = r->req;
@@ -330,12 +344,19 @@ static void submit(disp_up_t *up, disp_req_t *r)
     nv[n++] = MKNV(":scheme", 7, "http", 4);
     nv[n++] = MKNV(":authority", 10, req->authority.base, req->authority.len);
     nv[n++] = MKNV(":path", 5, r->path.base, r->path.len);
-    for (size_t i = 0; i < r->nhdrs; i++)
-        nv[n++] = MKNV(r->hdrs[i].name->base, r->hdrs[i].name->len, r->hdrs[i].value.base, r->hdrs[i].value.len);
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        const h2o_iovec_t *nm = r->hdrs[i].name;
+        nv[n++] = MKNV(nm->base, nm->len, r->hdrs[i].value.base, r->hdrs[i].value.len);
+        /* a value unique to each request would only churn both ends' HPACK tables,
+         * evicting the headers that do repeat */
+        if (nm->len == 15 && memcmp(nm->base, "faas-request-id", 15) == 0)
+            nv[n - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX;
+    }
     char dl[24];
     uint64_t now = faas_now_ms();
-    int dlen = snprintf(dl, sizeof(dl), "%llu", (unsigned long long)(r->deadline_ms > now ? r->deadline_ms - now : 0));
-    nv[n++] = MKNV("faas-deadline-ms", 16, dl, (size_t)dlen);
+    size_t dlen = put_u64(dl, r->deadline_ms > now ? r->deadline_ms - now : 0);
+    nv[n++] = MKNV("faas-deadline-ms", 16, dl, dlen);
+    nv[n - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX;
     nghttp2_data_provider prov = {.read_callback = read_body};
     int32_t id = nghttp2_submit_request(up->ng, NULL, nv, n, req->entity.base != NULL ? &prov : NULL, r);
     if (id < 0) {

@@ -14,24 +14,28 @@
 #include "deploy/internal.h"
 #include "deploy/manifest.h"
 
-/* Formats one line into buf; command-line bytes below 0x20 and DEL become '?'
- * so a value holding a newline cannot make the message two lines. */
+/* Command-line bytes below 0x20 and DEL become '?', so a value holding a
+ * newline cannot make an error message two lines. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 static int vfail(char *buf, size_t cap, const char **err, const char *fmt, va_list ap)
 {
     vsnprintf(buf, cap, fmt, ap);
-    for (char *p = buf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    one_line(buf);
     *err = buf;
     return -1;
 }
 
-/* The option getopt just refused, for the message. */
-static const char *bad_opt(int argc, char **argv)
+/* The option getopt just refused, for the message: "-x" (in one) or the word. */
+static const char *bad_opt(int argc, char **argv, char one[3])
 {
-    static char one[3] = "-?";
     if (optopt > 0 && optopt < 0x7f) {
-        one[1] = (char)optopt;
+        one[0] = '-', one[1] = (char)optopt, one[2] = '\0';
         return one;
     }
     return optind > 0 && optind <= argc ? argv[optind - 1] : "";
@@ -155,7 +159,7 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
         while (i < sizeof(map) / sizeof(map[0]) && map[i].opt != opt)
             i++;
         if (i == sizeof(map) / sizeof(map[0]))
-            return faasd_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return faasd_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
         if (optarg[0] == '\0' || snprintf(map[i].dst, map[i].cap, "%s", optarg) >= (int)map[i].cap)
             return faasd_fail(a, err, "value empty or too long: %.64s", optarg);
     }
@@ -270,9 +274,7 @@ static int ctl_fail(ctl_args_t *a, const char **err, const char *fmt, ...)
         snprintf(a->errbuf, sizeof(a->errbuf), "faasctl: %s", msg);
     else
         snprintf(a->errbuf, sizeof(a->errbuf), "faasctl %s: %s (see faasctl %s --help)", c, msg, c);
-    for (char *p = a->errbuf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    one_line(a->errbuf);
     *err = a->errbuf;
     return -1;
 }
@@ -312,7 +314,7 @@ static int parse_simple(int argc, char **argv, ctl_args_t *a, const char **err, 
         if (h == 3)
             return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 0)
-            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }
     if (argc - optind != want)
         return ctl_fail(a, err, want ? "expects a function name" : "takes no arguments");
@@ -400,7 +402,7 @@ static int parse_deploy(int argc, char **argv, ctl_args_t *a, const char **err)
             a->sets[a->n_sets++] = (ctl_set_t){deploy_keys[c - OPT_FIRST_KEY],
                                                c == OPT_FIRST_KEY + 3 ? "true" : optarg, deploy_flags[c - OPT_FIRST_KEY]};
         else
-            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }
     if (argc - optind > 1)
         return ctl_fail(a, err, "unexpected argument \"%.64s\"", argv[optind + 1]);
@@ -429,7 +431,7 @@ static int parse_logs(int argc, char **argv, ctl_args_t *a, const char **err)
         if (h == 1)
             continue;
         if (c != 'n')
-            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
         if (faas_parse_uint(optarg, 1000000, &a->tail, &e) != 0)
             return ctl_fail(a, err, "--tail \"%.64s\": %s", optarg, e);
     }
@@ -547,7 +549,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
                 return ctl_fail(a, err, "--timeout \"%.64s\": %s", optarg, e ? e : "must be positive");
             break;
         default:
-            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
         }
     }
     if (argc - optind != 1)
@@ -609,7 +611,7 @@ int ctl_args_parse(int argc, char **argv, const ctl_env_t *env, ctl_args_t *a, c
         if (h == 3)
             return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         if (h == 0)
-            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv));
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }
     if (optind >= argc)
         return ctl_fail(a, err, "no command given");

@@ -94,6 +94,7 @@ struct faas_rpc_call {
     int finished;      /* owner called reply/fail/finish */
     int final_started; /* SEND_STATUS batch started */
     int closed;        /* client gone or call over */
+    int held;          /* faas_rpc_send_more: queued messages wait for a flush */
     int final_status;
     char *final_msg;
     msgq_t *qhead, *qtail;
@@ -251,7 +252,7 @@ static void handle_unknown(faas_rpc_server_t *srv, unknown_call_t *u, int succes
  * Called with c->mu held. */
 static void pump_locked(faas_rpc_call_t *c)
 {
-    if (c->sending || c->final_started)
+    if (c->sending || c->final_started || (c->held && !c->finished))
         return;
     /* the last message and the status in one batch: one write, and no wait for the
      * message's completion before the status goes (a unary reply costs one wake-up) */
@@ -270,6 +271,13 @@ static void pump_locked(faas_rpc_call_t *c)
             c->md_sent = 1;
         }
         ops[n].op = GRPC_OP_SEND_MESSAGE;
+        /* more queued behind it: chttp2 keeps this one in the stream's buffer and completes
+         * the op at once, so the next message goes out in the same write (one sendmsg and
+         * one wake-up of the client per burst, not one per message). Not with the initial
+         * metadata: that op completes only once the headers are written, and a buffered
+         * batch would wait for a write nothing starts. */
+        if (c->qhead != NULL && n == 0)
+            ops[n].flags = GRPC_WRITE_BUFFER_HINT;
         ops[n++].data.send_message.send_message = q->bb;
         c->send_bb = q->bb;
         free(q);
@@ -622,7 +630,8 @@ int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg)
     return finish_common(call, status, msg, NULL, 0);
 }
 
-int faas_rpc_send(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
+/* Queues msg; held: it (and what is queued before it) waits for a flush. */
+static int send_common(faas_rpc_call_t *c, const uint8_t *msg, size_t len, int held)
 {
     pthread_mutex_lock(&c->mu);
     if (c->closed || c->finished || c->srv == NULL) {
@@ -641,14 +650,40 @@ int faas_rpc_send(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
     else
         c->qhead = q;
     c->qtail = q;
+    c->held = held;
     pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
+int faas_rpc_send(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
+{
+    return send_common(c, msg, len, 0);
+}
+
+int faas_rpc_send_more(faas_rpc_call_t *c, const uint8_t *msg, size_t len)
+{
+    return send_common(c, msg, len, 1);
+}
+
+int faas_rpc_flush(faas_rpc_call_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = c->closed || c->srv == NULL ? -1 : 0;
+    c->held = 0;
+    if (c->srv != NULL)
+        pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 int faas_rpc_send_paced(faas_rpc_call_t *c, const uint8_t *msg, size_t len, size_t max_queued)
 {
     pthread_mutex_lock(&c->mu);
+    if (c->held && c->srv != NULL) { /* held messages would never drain: let them go first */
+        c->held = 0;
+        pump_locked(c);
+    }
     while (c->queued >= max_queued && !c->closed && c->srv != NULL)
         pthread_cond_wait(&c->drained, &c->mu);
     pthread_mutex_unlock(&c->mu);

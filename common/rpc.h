@@ -64,6 +64,13 @@ int faas_rpc_reply(faas_rpc_call_t *call, const uint8_t *resp, size_t len);
 int faas_rpc_fail(faas_rpc_call_t *call, int status, const char *msg);
 /* Queues one message on a server stream; -1 once the client has gone. Never blocks. */
 int faas_rpc_send(faas_rpc_call_t *call, const uint8_t *msg, size_t len);
+/* Like faas_rpc_send, but more messages follow at once: this one (and those queued
+ * with it) stays queued until the next faas_rpc_send, faas_rpc_flush or
+ * faas_rpc_finish, and then they leave in as few writes as grpc allows (one per
+ * burst instead of one per message plus a completion round trip in between). */
+int faas_rpc_send_more(faas_rpc_call_t *call, const uint8_t *msg, size_t len);
+/* Sends what faas_rpc_send_more held back; -1 once the client has gone. Never blocks. */
+int faas_rpc_flush(faas_rpc_call_t *call);
 /* Like faas_rpc_send, but first waits while max_queued messages are still unsent,
  * so a large stream is paced by the client. Blocks: never call it on the server
  * thread (from a handler); use it from the owner's own thread. */

@@ -234,3 +234,87 @@ Test(rpc_watch, client_cancel_reaches_owner, .timeout = 20)
     faas_rpc_channel_close(c);
     faas_rpc_server_stop(s);
 }
+
+/* faas_rpc_send_more holds messages until a flush, a plain send or the finish, and
+ * then they arrive complete and in order (discovery's watch fan-out relies on it). */
+static faas_rpc_call_t *held_call;
+static int held_got;
+
+static void hold_two(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    faas_rpc_send_more(call, (const uint8_t *)"0", 1);
+    faas_rpc_send_more(call, (const uint8_t *)"1", 1);
+    __atomic_store_n(&held_call, call, __ATOMIC_RELEASE);
+}
+
+static int on_held(void *ud, const uint8_t *msg, size_t len)
+{
+    int got = __atomic_load_n(&held_got, __ATOMIC_ACQUIRE);
+    char want[16];
+    int k = snprintf(want, sizeof(want), "%d", got);
+    cr_assert_eq(len, (size_t)k);
+    cr_assert_eq(memcmp(msg, want, len), 0, "message %d out of order", got);
+    __atomic_store_n(&held_got, got + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+typedef struct {
+    faas_rpc_channel_t *ch;
+    int rc;
+} held_client_t;
+
+static void *held_client(void *arg)
+{
+    held_client_t *hc = arg;
+    char err[128];
+    hc->rc = faas_rpc_server_stream(hc->ch, "/t.T/Held", (const uint8_t *)"", 0, 15000, on_held, NULL, err,
+                                    sizeof(err));
+    return NULL;
+}
+
+/* Waits (bounded) until the client has seen n messages. */
+static int wait_got(int n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (__atomic_load_n(&held_got, __ATOMIC_ACQUIRE) >= n)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
+Test(rpc_more, held_until_flush_then_in_order, .timeout = 20)
+{
+    static const faas_rpc_method_t m[] = {{"/t.T/Held", FAAS_RPC_SERVER_STREAM, hold_two, NULL}};
+    const char *err = NULL;
+    int port = 0;
+    faas_rpc_server_t *s = faas_rpc_server_start("127.0.0.1:0", &port, m, 1, &err);
+    cr_assert_not_null(s);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    held_client_t hc = {faas_rpc_channel_open(target), -1};
+    pthread_t th;
+    pthread_create(&th, NULL, held_client, &hc);
+    faas_rpc_call_t *c;
+    for (int i = 0; i < 5000 && (c = __atomic_load_n(&held_call, __ATOMIC_ACQUIRE)) == NULL; i++)
+        usleep(1000);
+    cr_assert_not_null(c, "the handler never ran");
+
+    usleep(200 * 1000);
+    cr_assert_eq(__atomic_load_n(&held_got, __ATOMIC_ACQUIRE), 0, "held messages went out before the flush");
+    cr_assert_eq(faas_rpc_flush(c), 0);
+    cr_assert(wait_got(2), "the flush did not deliver the held messages (got %d)", held_got);
+
+    cr_assert_eq(faas_rpc_send_more(c, (const uint8_t *)"2", 1), 0);
+    cr_assert_eq(faas_rpc_send(c, (const uint8_t *)"3", 1), 0, "a plain send releases what was held with it");
+    cr_assert(wait_got(4), "got %d of 4", held_got);
+
+    cr_assert_eq(faas_rpc_send_more(c, (const uint8_t *)"4", 1), 0);
+    cr_assert_eq(faas_rpc_send_more(c, (const uint8_t *)"5", 1), 0);
+    cr_assert_eq(faas_rpc_finish(c, FAAS_RPC_OK, NULL), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(hc.rc, 0, "the stream ends OK after the held messages");
+    cr_assert_eq(held_got, 6, "finish sends what was still held");
+    faas_rpc_channel_close(hc.ch);
+    faas_rpc_server_stop(s);
+}

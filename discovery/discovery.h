@@ -81,7 +81,9 @@ uint64_t disc_store_version(disc_store_t *st);
 typedef struct disc_registry disc_registry_t;
 
 /* Receives one packed WatchEvent; returns -1 once the subscriber is gone. Called with
- * the registry lock held, so it must not block nor call back into the registry. */
+ * the registry lock held, so it must not block nor call back into the registry.
+ * ev == NULL (len 0) ends one change (a heartbeat's events, a snapshot): the events
+ * since the last such call may be held until then and sent together. */
 typedef int (*disc_sink_fn)(void *ctx, const uint8_t *ev, size_t len);
 
 /* Sizes reported by disc_registry_stats. */

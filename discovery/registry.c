@@ -4,7 +4,9 @@
  * One mutex guards everything. Events are packed and handed to the sinks while it
  * is held, so every watcher sees changes in revision order and a new watcher's
  * snapshot is consistent with the stream that follows it; sinks only queue
- * (faas_rpc_send never blocks). Logging happens after unlocking. */
+ * (faas_rpc_send never blocks). Each change (one heartbeat, one expiry pass, a
+ * snapshot) ends with a flush (sink with NULL), so its events can leave in one
+ * write per watcher. Logging happens after unlocking. */
 #include "discovery/discovery.h"
 #include "discovery/internal.h"
 
@@ -39,6 +41,7 @@ typedef struct {
     int64_t id;
     int want;
     int dead;
+    int unflushed; /* got events since its last flush */
     disc_sink_fn sink;
     void *ctx;
 } sub_t;
@@ -164,8 +167,26 @@ static void emit(disc_registry_t *r, Faas__WatchEvent__Type type, const void *ob
             return;
         if (s->sink(s->ctx, buf, len) != 0)
             gone = s->dead = 1;
+        else
+            s->unflushed = 1;
     }
     free(buf);
+    if (gone)
+        drop_dead_subs(r);
+}
+
+/* The end of one change: every watcher that got part of it sends it now. */
+static void flush_subs(disc_registry_t *r)
+{
+    int gone = 0;
+    for (size_t i = 0; i < r->n_subs; i++) {
+        sub_t *s = &r->subs[i];
+        if (s->dead || !s->unflushed)
+            continue;
+        s->unflushed = 0;
+        if (s->sink(s->ctx, NULL, 0) != 0)
+            gone = s->dead = 1;
+    }
     if (gone)
         drop_dead_subs(r);
 }
@@ -351,6 +372,7 @@ int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, ui
         rc = 0;
     }
     size_t n = w ? w->n_insts : 0;
+    flush_subs(r);
     pthread_mutex_unlock(&r->mu);
     free_in(in, lr->n_instances);
     if (rc != 0) {
@@ -394,6 +416,7 @@ size_t disc_registry_expire(disc_registry_t *r, uint64_t now_ms)
         removed++;
         remove_worker(r, i);
     }
+    flush_subs(r);
     pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; i < removed && i < 16; i++)
         FAAS_WARN("event=lease_lapse worker=%s instances_removed=%zu", ids[i], counts[i]);
@@ -483,6 +506,7 @@ int disc_registry_function_put(disc_registry_t *r, const Faas__FunctionSpec *spe
             emit(r, FAAS__WATCH_EVENT__TYPE__FUNCTION_PUT, copy);
         }
     }
+    flush_subs(r);
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -498,6 +522,7 @@ int disc_registry_function_delete(disc_registry_t *r, const char *name)
     Faas__FunctionSpec *s = r->fns[i];
     r->fns[i] = r->fns[--r->n_fns];
     emit(r, FAAS__WATCH_EVENT__TYPE__FUNCTION_DELETE, s);
+    flush_subs(r);
     pthread_mutex_unlock(&r->mu);
     faas__function_spec__free_unpacked(s, NULL);
     return 0;
@@ -520,6 +545,8 @@ static int send_snapshot(disc_registry_t *r, sub_t *s)
                 rc = send_one(r, s, FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT, r->workers[i]->insts[j].msg);
     if (rc == 0)
         rc = send_one(r, s, FAAS__WATCH_EVENT__TYPE__SNAPSHOT_END, NULL);
+    if (rc == 0 && s->sink(s->ctx, NULL, 0) != 0)
+        rc = -EPIPE;
     return rc;
 }
 

@@ -418,9 +418,13 @@ typedef struct {
     int64_t sub;
 } watch_t;
 
+/* Events are held until the registry ends the change (ev == NULL): a heartbeat's
+ * delete + put then reach a watcher in one write, not two with a completion
+ * round trip on the rpc thread in between. */
 static int watch_sink(void *ctx, const uint8_t *ev, size_t len)
 {
-    return faas_rpc_send(ctx, ev, len) == 0 ? 0 : -1;
+    int rc = ev == NULL ? faas_rpc_flush(ctx) : faas_rpc_send_more(ctx, ev, len);
+    return rc == 0 ? 0 : -1;
 }
 
 /* The client left or the server is stopping: no more events, end the call once. */

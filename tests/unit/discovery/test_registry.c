@@ -13,6 +13,8 @@ typedef struct {
     Faas__WatchEvent *ev[256];
     size_t n;
     int fail; /* sink says "gone" */
+    int flushes;
+    size_t flushed_at; /* events received before the last flush */
 } sink_t;
 
 static int collect(void *ctx, const uint8_t *buf, size_t len)
@@ -20,6 +22,11 @@ static int collect(void *ctx, const uint8_t *buf, size_t len)
     sink_t *s = ctx;
     if (s->fail)
         return -1;
+    if (buf == NULL) { /* the end of one change */
+        s->flushes++;
+        s->flushed_at = s->n;
+        return 0;
+    }
     Faas__WatchEvent *ev = faas__watch_event__unpack(NULL, len, buf);
     cr_assert_not_null(ev);
     cr_assert_lt(s->n, 256);
@@ -32,6 +39,8 @@ static void sink_clear(sink_t *s)
     for (size_t i = 0; i < s->n; i++)
         faas__watch_event__free_unpacked(s->ev[i], NULL);
     s->n = 0;
+    s->flushes = 0;
+    s->flushed_at = 0;
 }
 
 static Faas__Instance mk_inst(const char *id, const char *fn, Faas__Instance__State state)
@@ -71,6 +80,8 @@ Test(registry, snapshot_then_heartbeat_diff)
     cr_assert_gt(id, 0);
     cr_assert_eq(s.n, 1);
     cr_assert_eq(s.ev[0]->type, FAAS__WATCH_EVENT__TYPE__SNAPSHOT_END);
+    cr_assert_eq(s.flushes, 1, "the snapshot ends with one flush");
+    cr_assert_eq(s.flushed_at, 1);
     sink_clear(&s);
 
     Faas__Instance a = mk_inst("i-a", "hello", FAAS__INSTANCE__STATE__STARTING);
@@ -86,12 +97,15 @@ Test(registry, snapshot_then_heartbeat_diff)
     cr_assert_str_eq(s.ev[2]->instance->id, "i-b");
     cr_assert_lt(s.ev[0]->revision, s.ev[1]->revision);
     cr_assert_lt(s.ev[1]->revision, s.ev[2]->revision);
+    cr_assert_eq(s.flushes, 1, "one heartbeat is one change: one flush, after all its events");
+    cr_assert_eq(s.flushed_at, 3);
     uint64_t rev = s.ev[2]->revision;
     sink_clear(&s);
 
     /* the same set again: only the lease is renewed, nothing is pushed */
     cr_assert_eq(beat(r, "w1", 2, set1, 2, 1010), 0);
     cr_assert_eq(s.n, 0);
+    cr_assert_eq(s.flushes, 0, "no events, no flush");
 
     /* a becomes READY, b is gone, c is new, pool_ready changed */
     a.state = FAAS__INSTANCE__STATE__READY;
@@ -109,6 +123,8 @@ Test(registry, snapshot_then_heartbeat_diff)
     cr_assert_eq(s.ev[3]->type, FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT);
     cr_assert_str_eq(s.ev[3]->instance->id, "i-c");
     cr_assert_gt(s.ev[0]->revision, rev);
+    cr_assert_eq(s.flushes, 1);
+    cr_assert_eq(s.flushed_at, 4);
     sink_clear(&s);
 
     disc_registry_stats_t st;
@@ -158,6 +174,8 @@ Test(registry, lease_lapse_removes_worker_and_instances)
     cr_assert_str_eq(s.ev[0]->instance->id, "i-a");
     cr_assert_eq(s.ev[1]->type, FAAS__WATCH_EVENT__TYPE__WORKER_DELETE);
     cr_assert_str_eq(s.ev[1]->worker->id, "w1");
+    cr_assert_eq(s.flushes, 1, "one expiry pass is one change");
+    cr_assert_eq(s.flushed_at, 2);
     sink_clear(&s);
 
     disc_registry_stats_t st;
@@ -229,6 +247,9 @@ Test(registry, functions_and_gone_subscribers)
     cr_assert_eq(disc_registry_function_delete(r, "hello"), 0);
     cr_assert_eq(disc_registry_function_delete(r, "hello"), -ENOENT);
     cr_assert_eq(only_fn.n, 2);
+    cr_assert_eq(only_fn.flushes, 2, "each function change is flushed on its own");
+    cr_assert_eq(only_fn.flushed_at, 2);
+    cr_assert_eq(only_inst.flushes, 0, "a watcher that got nothing is not flushed");
     cr_assert_eq(only_fn.ev[1]->type, FAAS__WATCH_EVENT__TYPE__FUNCTION_DELETE);
     cr_assert_str_eq(only_fn.ev[1]->function->name, "hello");
     cr_assert_eq(only_inst.n, 0);

@@ -7,7 +7,12 @@
  * every watcher has its SNAPSHOT_END, a fake worker sends ROUNDS Heartbeats whose
  * instance set changes each time (prop-K replaces prop-K-1); the send is
  * timestamped just before the call, each INSTANCE_PUT when it reaches the
- * watcher's callback (CLOCK_MONOTONIC). Prints {"samples_us": [...], "lost": n}.
+ * watcher's callback (CLOCK_MONOTONIC). Prints {"samples_us": [...], "lost": n, ...}.
+ *
+ * A breakdown rides along (same samples, nothing else changes): per round, the first
+ * watcher's latency ("first_us": the server's whole path plus one client wake-up) and
+ * the Heartbeat's own round trip ("hb_rtt_us"); the rest of a round's spread is the
+ * client process waking its other watcher threads. stderr gets their percentiles.
  *
  * Built by tests/bench/run.sh against the build dir's common objects. */
 #ifndef _GNU_SOURCE
@@ -36,6 +41,7 @@ typedef struct {
 static const char *addr;
 static int rounds;
 static _Atomic long long sent_ns[MAX_ROUNDS];
+static double hb_rtt_us[MAX_ROUNDS];
 static atomic_int ready_count, stop;
 
 static long long now_ns(void)
@@ -110,13 +116,62 @@ static int heartbeat(faas_rpc_channel_t *ch, int k, unsigned ttl_ms)
     uint8_t *resp = NULL;
     size_t rl = 0;
     char err[256] = "";
+    long long t0 = now_ns();
     if (k >= 0)
-        atomic_store(&sent_ns[k], now_ns());
+        atomic_store(&sent_ns[k], t0);
     int rc = faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", buf, n, 5000, &resp, &rl, err, sizeof(err));
+    if (k >= 0)
+        hb_rtt_us[k] = (double)(now_ns() - t0) / 1000.0;
     free(resp);
     if (rc != 0)
         fprintf(stderr, "discprop: heartbeat: %d %s\n", rc, err);
     return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of n sorted values. */
+static double pct(const double *v, int n, double p)
+{
+    int i = (int)(p / 100.0 * (n - 1) + 0.5);
+    return n > 0 ? v[i < n ? i : n - 1] : -1;
+}
+
+/* Prints one JSON array field and its p50/p99 to stderr. */
+static void print_series(const char *name, double *v, int n)
+{
+    printf(", \"%s\": [", name);
+    for (int i = 0; i < n; i++)
+        printf("%s%.1f", i ? ", " : "", v[i]);
+    printf("]");
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    fprintf(stderr, "discprop: %s p50 %.0f us p99 %.0f us\n", name, pct(v, n, 50), pct(v, n, 99));
+}
+
+/* Per round: the first watcher to see the change, and the Heartbeat's round trip. */
+static void print_breakdown(const watcher_t *w, int nw)
+{
+    double *first = malloc(sizeof(double) * (size_t)rounds), *rtt = malloc(sizeof(double) * (size_t)rounds);
+    int nf = 0;
+    for (int k = 0; first && rtt && k < rounds; k++) {
+        double m = -1;
+        for (int i = 0; i < nw; i++)
+            if (w[i].lat_us[k] >= 0 && (m < 0 || w[i].lat_us[k] < m))
+                m = w[i].lat_us[k];
+        if (m >= 0)
+            first[nf++] = m;
+        rtt[k] = hb_rtt_us[k];
+    }
+    if (first && rtt) {
+        print_series("first_us", first, nf);
+        print_series("hb_rtt_us", rtt, rounds);
+    }
+    free(first);
+    free(rtt);
 }
 
 int main(int argc, char **argv)
@@ -173,6 +228,8 @@ int main(int argc, char **argv)
             first = 0;
         }
     }
-    printf("], \"lost\": %d}\n", lost);
+    printf("], \"lost\": %d", lost);
+    print_breakdown(w, nw);
+    printf("}\n");
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -366,6 +367,12 @@ int gw_run(const gw_config_t *cfg)
         FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
         return 1;
     }
+    /* glibc returns the heap top to the kernel once 128 KiB are free there and grows
+     * it again (brk + page faults) on the next request: at c16 POST 4K that was a brk
+     * every ~7 requests and ~10% of the gateway's CPU. Keep up to 16 MiB free at the
+     * top; bodies over 4 MiB still get a mapping of their own. */
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    mallopt(M_TRIM_THRESHOLD, 16 << 20);
     g_max_body = cfg->max_body;
     g_domain = cfg->domain;
     g_domain_len = strlen(cfg->domain);

@@ -104,9 +104,17 @@ class Faasd:
         return self.proc.wait(timeout=timeout)
 
     def kill_all(self):
+        # faasd starts each daemon in its own process group, so killing faasd's group
+        # is not enough after a failed test: the daemons (and pods) are found by the
+        # state dir in their command line or cwd and killed by PID.
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for pid in pids_with(os.path.join(self.tmp, "state"), cwd_too=True):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture

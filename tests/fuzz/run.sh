@@ -24,9 +24,11 @@ for drv in tests/fuzz/fuzz_*.c; do
   mkdir -p "$out/corpus/$name"
   seeds=tests/fuzz/seeds/$name
   echo "== $name (${secs}s)"
-  if ! "$out/$name" -max_total_time="$secs" -print_final_stats=0 "$out/corpus/$name" \
+  # reproducers go to build-fuzz/<driver>-crash-<sha1> (or -leak-, -timeout-), not the repo root
+  if ! "$out/$name" -max_total_time="$secs" -print_final_stats=0 -artifact_prefix="$out/$name-" "$out/corpus/$name" \
        $( [ -d "$seeds" ] && echo "$seeds" ) 2>"$out/$name.log"; then
     tail -30 "$out/$name.log"; fail=1
+    ls "$out/$name"-crash-* "$out/$name"-leak-* "$out/$name"-timeout-* 2>/dev/null | sed 's/^/reproducer: /' || true
   else
     grep -E '^(Done|#[0-9]+.*DONE)' "$out/$name.log" | tail -1 || true
   fi

@@ -50,8 +50,28 @@ void faas_random_id(char *out, size_t cap)
         out[o < cap ? o : cap - 1] = '\0';
 }
 
+int faas_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
+void faas_oneline(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port, const char **err)
 {
+    /* addresses end up in logs, discovery records and other daemons' argv */
+    if (!faas_printable(s)) {
+        *err = "address has spaces or control bytes";
+        return -1;
+    }
     const char *colon = strrchr(s, ':');
     if (colon == NULL) {
         *err = "address must be host:port";

@@ -13,8 +13,14 @@ uint64_t faas_now_ms(void);
 int64_t faas_unix_ms(void);
 /* Writes a random 16-hex-char id into out (cap >= 17). */
 void faas_random_id(char *out, size_t cap);
-/* Splits "host:port" (host may be empty or [v6]); 0 or -1 with *err set. */
+/* Splits "host:port" (host may be empty or [v6]; no spaces or control bytes);
+ * 0 or -1 with *err set. */
 int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port, const char **err);
+/* 1 if s has no spaces and no control bytes: what may go into logs, argv and
+ * request lines verbatim. */
+int faas_printable(const char *s);
+/* Replaces control bytes in s with '?', so a message quoting user input stays one line. */
+void faas_oneline(char *s);
 struct sockaddr_storage;
 /* Resolves a numeric "ip:port" (v4 or [v6]; an empty host means default_host) into
  * *ss / *sl; 0 or -1 with *err set. No DNS: the platform talks to addresses. */

@@ -14,19 +14,10 @@
 #include "deploy/internal.h"
 #include "deploy/manifest.h"
 
-/* Command-line bytes below 0x20 and DEL become '?', so a value holding a
- * newline cannot make an error message two lines. */
-static void one_line(char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            *s = '?';
-}
-
 static int vfail(char *buf, size_t cap, const char **err, const char *fmt, va_list ap)
 {
     vsnprintf(buf, cap, fmt, ap);
-    one_line(buf);
+    faas_oneline(buf); /* a value holding a newline cannot make the message two lines */
     *err = buf;
     return -1;
 }
@@ -71,22 +62,12 @@ static int faasd_fail(faasd_args_t *a, const char **err, const char *fmt, ...)
     return -1;
 }
 
-/* No spaces, no control bytes: addresses reach logs and the children's argv,
- * invoke paths and hosts the request line and Host header. */
-static int printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return 0;
-    return 1;
-}
-
 /* "host:port"; fixed = the port must be 1..65534 (faasd polls it, and the
  * default metrics listener is port+1). */
 static int addr_ok(const char *v, int fixed, char *host, size_t hcap, uint16_t *port)
 {
     const char *e;
-    return printable(v) && faas_parse_hostport(v, host, hcap, port, &e) == 0 && (!fixed || (*port != 0 && *port != 65535));
+    return faas_parse_hostport(v, host, hcap, port, &e) == 0 && (!fixed || (*port != 0 && *port != 65535));
 }
 
 /* A listener faasd waits on; fills the metrics default (port+1) if still unset. */
@@ -274,7 +255,7 @@ static int ctl_fail(ctl_args_t *a, const char **err, const char *fmt, ...)
         snprintf(a->errbuf, sizeof(a->errbuf), "faasctl: %s", msg);
     else
         snprintf(a->errbuf, sizeof(a->errbuf), "faasctl %s: %s (see faasctl %s --help)", c, msg, c);
-    one_line(a->errbuf);
+    faas_oneline(a->errbuf);
     *err = a->errbuf;
     return -1;
 }
@@ -289,7 +270,7 @@ enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_FIRST_KEY };
  * --discovery, 0 otherwise. */
 static int common_opt(ctl_args_t *a, int c)
 {
-    if (c == OPT_DISCOVERY && (optarg[0] == '\0' || !printable(optarg)))
+    if (c == OPT_DISCOVERY && (optarg[0] == '\0' || !faas_printable(optarg)))
         return 3;
     if (c == OPT_DISCOVERY)
         a->discovery = optarg;
@@ -481,7 +462,7 @@ static int finish_invoke(ctl_args_t *a, const char **err)
         return ctl_fail(a, err, "--gateway \"%.64s\": %s", a->gateway, e);
     /* the host goes into the Host header and the prefix into the request line
      * ("" = 127.0.0.1, as the client dials it) */
-    if (!printable(a->gw_host) || !printable(a->gw_prefix))
+    if (!faas_printable(a->gw_host) || !faas_printable(a->gw_prefix))
         return ctl_fail(a, err, "--gateway \"%.64s\": spaces or control bytes in the URL", a->gateway);
     return 0;
 }
@@ -520,7 +501,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
             a->method = optarg;
             break;
         case 'p':
-            if (!printable(optarg))
+            if (!faas_printable(optarg))
                 return ctl_fail(a, err, "path \"%.64s\" has spaces or control bytes", optarg);
             a->path = optarg;
             break;
@@ -533,7 +514,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
             a->base64 = 1;
             break;
         case 'W':
-            if (optarg[0] == '\0' || !printable(optarg))
+            if (optarg[0] == '\0' || !faas_printable(optarg))
                 return ctl_fail(a, err, "--grpc-gateway needs host:port, got \"%.64s\"", optarg);
             a->grpc_gateway = optarg;
             break;

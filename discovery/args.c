@@ -23,20 +23,9 @@ const char disc_args_usage[] =
 static int fail(disc_args_t *a, const char **err, const char *msg, const char *arg)
 {
     snprintf(a->errbuf, sizeof(a->errbuf), "%s%s%.64s", msg, arg ? ": " : "", arg ? arg : "");
-    for (char *p = a->errbuf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    faas_oneline(a->errbuf);
     *err = a->errbuf;
     return -1;
-}
-
-/* Addresses reach logs, discovery and other daemons' argv: printable bytes only. */
-static int printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return 0;
-    return 1;
 }
 
 static int valid_addr(const char *v)
@@ -44,7 +33,7 @@ static int valid_addr(const char *v)
     char host[256];
     uint16_t port;
     const char *e;
-    return printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
 int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)

@@ -35,9 +35,7 @@ static int fail(const gw_errout_t *o, const char *what, const char *flag, size_t
 {
     snprintf(o->buf, o->cap, "%s: %.*s%s%.64s", what, (int)(flen < 64 ? flen : 64), flag, val ? "=" : "",
              val ? val : "");
-    for (char *p = o->buf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    faas_oneline(o->buf);
     *o->err = o->buf;
     return -1;
 }
@@ -55,21 +53,12 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
-/* Addresses reach logs, discovery and other daemons' argv: printable bytes only. */
-static int printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return 0;
-    return 1;
-}
-
 static int is_addr(const char *v)
 {
     char host[128];
     uint16_t port;
     const char *e;
-    return printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
+    return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
 static void defaults(gw_config_t *cfg)

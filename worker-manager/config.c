@@ -51,21 +51,12 @@ static int valid_id(const char *s)
     return 1;
 }
 
-/* Addresses reach logs, discovery and other daemons' argv: printable bytes only. */
-static int printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
-            return 0;
-    return 1;
-}
-
 static int set_addr(char *dst, size_t cap, const char *v, const char **err, const char *bad)
 {
     char host[128];
     uint16_t port;
     const char *e;
-    if (strlen(v) >= cap || !printable(v) || faas_parse_hostport(v, host, sizeof(host), &port, &e) != 0) {
+    if (strlen(v) >= cap || faas_parse_hostport(v, host, sizeof(host), &port, &e) != 0) {
         *err = bad;
         return -1;
     }

@@ -43,3 +43,32 @@ Test(util, listen_tcp_binds_and_reports_conflicts)
     close(fd);
     cr_assert_eq(faas_listen_tcp("not-an-ip:1", &err), -1);
 }
+
+Test(util, hostport_rejects_spaces_and_control_bytes)
+{
+    char host[64];
+    uint16_t port = 0;
+    const char *err = NULL;
+    cr_assert_eq(faas_parse_hostport("db.local:7100", host, sizeof(host), &port, &err), 0);
+    cr_assert_str_eq(host, "db.local");
+    cr_assert_eq(port, 7100);
+    cr_assert_eq(faas_parse_hostport("[::1]:1", host, sizeof(host), &port, &err), 0);
+    cr_assert_str_eq(host, "::1");
+    const char *bad[] = {"a b:1", "\x1b[31m:1", "h:1\n", "h\t:1", "h\x7f:2"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err = NULL;
+        cr_assert_eq(faas_parse_hostport(bad[i], host, sizeof(host), &port, &err), -1, "%zu", i);
+        cr_assert_not_null(strstr(err, "control bytes"));
+    }
+}
+
+Test(util, printable_and_oneline)
+{
+    cr_assert(faas_printable("abc:/x?y=1"));
+    cr_assert(faas_printable(""));
+    cr_assert_not(faas_printable("a b"));
+    cr_assert_not(faas_printable("a\x01"));
+    char s[] = "line1\nline2\r\x7f\tend";
+    faas_oneline(s);
+    cr_assert_str_eq(s, "line1?line2???end");
+}

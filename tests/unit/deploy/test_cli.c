@@ -205,7 +205,7 @@ Test(ctl_cli, invoke_rejects_what_would_break_the_request)
     CTL_BAD("--grpc \"pkg.S/M\"", "invoke", "x", "--grpc", "pkg.S/M");
     CTL_BAD("--grpc-gateway", "invoke", "x", "--grpc", "/p.S/M", "--grpc-gateway", "");
     CTL_BAD("--gateway \"ftp://h\"", "--gateway", "ftp://h", "invoke", "x");
-    CTL_BAD("control bytes in the URL", "--gateway", "http://h\r\nX: y:80/", "invoke", "x");
+    CTL_BAD("address has spaces or control bytes", "--gateway", "http://h\r\nX: y:80/", "invoke", "x");
     CTL_BAD("control bytes in the URL", "--gateway", "http://h:80/a b", "invoke", "x");
 }
 

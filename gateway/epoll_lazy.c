@@ -13,7 +13,9 @@
  * forwards to the next definition (libc, or a sanitizer's interceptor) and only
  * the one epoll set created between gw_epoll_lazy_arm() and _disarm() on the
  * calling thread is managed, every other call passes straight through:
- *  - a removal of interest (DEL, or MOD to fewer events) is only recorded;
+ *  - a removal of read interest (DEL, or MOD to fewer events) is only recorded;
+ *    dropping EPOLLOUT is applied at once (a socket is nearly always writable, so
+ *    a lazy one would only come back as an event to hide);
  *  - an addition the kernel already has (ADD after a lazy DEL, MOD back to IN)
  *    is only recorded too; anything else goes to the kernel, with exactly the
  *    events asked for;
@@ -42,6 +44,8 @@
 #define LEP_MAX_FDS (1 << 20)
 /* the bits whose interest can be kept lazily; anything else is applied exactly */
 #define LEP_LAZY_BITS ((uint32_t)(EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP))
+/* interest that must not linger in the kernel once dropped */
+#define LEP_EAGER_DROP ((uint32_t)EPOLLOUT)
 #define LEP_ALWAYS ((uint32_t)(EPOLLERR | EPOLLHUP))
 
 typedef struct {
@@ -160,7 +164,9 @@ int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
         }
         s->lib_reg = 0;
         s->want = 0;
-        return 0; /* lazily: the kernel keeps the interest until an event shows up */
+        if ((s->have & LEP_EAGER_DROP) != 0 && sync_kernel(ep, fd, s) != 0)
+            return -1;
+        return 0; /* lazily: the kernel keeps read interest until an event shows up */
     }
     if ((op != EPOLL_CTL_ADD && op != EPOLL_CTL_MOD) || ev == NULL) {
         errno = EINVAL;
@@ -180,7 +186,7 @@ int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
     s->data = ev->data.u64;
     s->lib_reg = 1;
     int lazy = s->kern_reg && (s->want & ~LEP_LAZY_BITS) == 0 && (s->have & ~LEP_LAZY_BITS) == 0 &&
-               (s->want & ~s->have) == 0;
+               (s->want & ~s->have) == 0 && (s->have & ~s->want & LEP_EAGER_DROP) == 0;
     if (lazy)
         return 0;
     if (sync_kernel(ep, fd, s) != 0) {
@@ -191,11 +197,9 @@ int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
     return 0;
 }
 
-int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
+/* Translates the kernel's events for the library, dropping the unwanted ones. */
+static int filter(int ep, struct epoll_event *evs, int n)
 {
-    int n = NEXT(epoll_wait)(ep, evs, max, timeout);
-    if (n <= 0 || ep != __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE))
-        return n;
     int out = 0;
     for (int i = 0; i < n; i++) {
         uint64_t d = evs[i].data.u64;
@@ -219,6 +223,21 @@ int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
         evs[out].events = pass;
         evs[out].data.u64 = s->data;
         out++;
+    }
+    return out;
+}
+
+int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
+{
+    int n = NEXT(epoll_wait)(ep, evs, max, timeout);
+    if (n <= 0 || ep != __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE))
+        return n;
+    int out = filter(ep, evs, n);
+    if (out == 0) {
+        /* only hidden events (whose interest is now gone): wait again rather than
+         * wake the loop for nothing; once, the timeout barely started running */
+        n = NEXT(epoll_wait)(ep, evs, max, timeout);
+        out = n > 0 ? filter(ep, evs, n) : n;
     }
     return out;
 }

@@ -65,6 +65,10 @@ typedef struct disp_fn {
 typedef struct {
     disp_fn_t **fns;
     size_t nfns, capfns;
+    /* name -> function, open addressing (functions are never removed): lookups run
+     * on every request and the table keeps every function ever seen */
+    disp_fn_t **index;
+    size_t index_cap; /* a power of two, > 2 * nfns */
     uint32_t queue_max;
 } disp_table_t;
 

@@ -33,12 +33,51 @@ void disp_table_clear(disp_table_t *t)
     free(t->fns);
     t->fns = NULL;
     t->nfns = t->capfns = 0;
+    free(t->index);
+    t->index = NULL;
+    t->index_cap = 0;
+}
+
+/* FNV-1a */
+static size_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
+    return (size_t)h;
+}
+
+static void index_put(disp_fn_t **index, size_t cap, disp_fn_t *fn)
+{
+    size_t i = name_hash(fn->name, fn->name_len) & (cap - 1);
+    while (index[i] != NULL)
+        i = (i + 1) & (cap - 1);
+    index[i] = fn;
+}
+
+/* Makes room for one more function in the index; -1 on OOM. */
+static int index_reserve(disp_table_t *t)
+{
+    if (2 * (t->nfns + 1) < t->index_cap)
+        return 0;
+    size_t cap = t->index_cap ? t->index_cap * 2 : 32;
+    disp_fn_t **n = calloc(cap, sizeof(*n));
+    if (n == NULL)
+        return -1;
+    for (size_t i = 0; i < t->nfns; i++)
+        index_put(n, cap, t->fns[i]);
+    free(t->index);
+    t->index = n;
+    t->index_cap = cap;
+    return 0;
 }
 
 disp_fn_t *disp_fn_find(disp_table_t *t, const char *name, size_t len)
 {
-    for (size_t i = 0; i < t->nfns; i++) {
-        disp_fn_t *fn = t->fns[i];
+    if (t->index_cap == 0)
+        return NULL;
+    for (size_t i = name_hash(name, len) & (t->index_cap - 1); t->index[i] != NULL; i = (i + 1) & (t->index_cap - 1)) {
+        disp_fn_t *fn = t->index[i];
         if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
             return fn;
     }
@@ -60,12 +99,13 @@ disp_fn_t *disp_fn_get(disp_table_t *t, const char *name, size_t len)
         t->fns = n;
         t->capfns = cap;
     }
-    if ((fn = calloc(1, sizeof(*fn))) == NULL)
+    if (index_reserve(t) != 0 || (fn = calloc(1, sizeof(*fn))) == NULL)
         return NULL;
     memcpy(fn->name, name, len);
     fn->name_len = len;
     fn->waiters.prev = fn->waiters.next = &fn->waiters;
     t->fns[t->nfns++] = fn;
+    index_put(t->index, t->index_cap, fn);
     return fn;
 }
 

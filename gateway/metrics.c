@@ -19,6 +19,7 @@ typedef struct code_count {
 typedef struct fn_metrics {
     struct fn_metrics *next;
     char name[64];
+    size_t len;
     code_count_t *codes;
     uint64_t bucket[GW_NBUCKETS];
     uint64_t count;
@@ -27,18 +28,60 @@ typedef struct fn_metrics {
 
 static fn_metrics_t *fns;
 static uint64_t n_other;
+/* name -> entry, open addressing: looked up on every request, and entries are
+ * never removed, so a list walk would grow with every name ever seen */
+static fn_metrics_t **idx;
+static size_t idx_cap, n_fns;
+
+static size_t name_hash(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
+    return (size_t)h;
+}
+
+static void idx_put(fn_metrics_t **t, size_t cap, fn_metrics_t *m)
+{
+    size_t i = name_hash(m->name, m->len) & (cap - 1);
+    while (t[i] != NULL)
+        i = (i + 1) & (cap - 1);
+    t[i] = m;
+}
+
+static int idx_reserve(void)
+{
+    if (2 * (n_fns + 1) < idx_cap)
+        return 0;
+    size_t cap = idx_cap ? idx_cap * 2 : 32;
+    fn_metrics_t **t = calloc(cap, sizeof(*t));
+    if (t == NULL)
+        return -1;
+    for (fn_metrics_t *m = fns; m != NULL; m = m->next)
+        idx_put(t, cap, m);
+    free(idx);
+    idx = t;
+    idx_cap = cap;
+    return 0;
+}
 
 static fn_metrics_t *fn_get(const char *name, size_t len)
 {
+    if (len >= sizeof(fns->name))
+        len = sizeof(fns->name) - 1; /* names are at most 63 chars (gw_route_parse) */
+    if (idx_cap != 0)
+        for (size_t i = name_hash(name, len) & (idx_cap - 1); idx[i] != NULL; i = (i + 1) & (idx_cap - 1))
+            if (idx[i]->len == len && memcmp(idx[i]->name, name, len) == 0)
+                return idx[i];
     fn_metrics_t *m;
-    for (m = fns; m != NULL; m = m->next)
-        if (strlen(m->name) == len && memcmp(m->name, name, len) == 0)
-            return m;
-    if ((m = calloc(1, sizeof(*m))) == NULL)
+    if (idx_reserve() != 0 || (m = calloc(1, sizeof(*m))) == NULL)
         return NULL;
-    snprintf(m->name, sizeof(m->name), "%.*s", (int)len, name);
+    memcpy(m->name, name, len);
+    m->len = len;
     m->next = fns;
     fns = m;
+    n_fns++;
+    idx_put(idx, idx_cap, m);
     return m;
 }
 

@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dispatcher/internal.h"
@@ -38,6 +39,30 @@ Test(table, find_and_unknown)
     cr_assert_null(disp_fn_find(&T, "ab", 2));
     disp_fn_forget(fn);
     cr_assert_eq(fn->known, 0);
+}
+
+Test(table, find_among_many_functions)
+{
+    /* the index grows several times; every name stays findable, prefixes and
+     * unknown names are not confused with known ones */
+    static disp_fn_t *made[2000];
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof(name), "fn-%d", i);
+        made[i] = disp_fn_get(&T, name, strlen(name));
+        cr_assert_not_null(made[i]);
+        cr_assert_eq(disp_fn_get(&T, name, strlen(name)), made[i], "get twice is one function");
+    }
+    cr_assert_eq(T.nfns, 2000);
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof(name), "fn-%d", i);
+        cr_assert_eq(disp_fn_find(&T, name, strlen(name)), made[i], "%s", name);
+        snprintf(name, sizeof(name), "fn-%dx", i);
+        cr_assert_null(disp_fn_find(&T, name, strlen(name)), "%s", name);
+    }
+    cr_assert_null(disp_fn_find(&T, "fn-", 3));
+    cr_assert_null(disp_fn_find(&T, "", 0));
+    cr_assert_eq(disp_fn_find(&T, "fn-1999", 7), made[1999]);
 }
 
 Test(table, least_inflight)

@@ -34,3 +34,23 @@ Test(metrics, counters_and_histogram)
     cr_assert(strstr(t, "# TYPE faas_request_duration_seconds histogram\n"), "%s", t);
     free(t);
 }
+
+Test(metrics, many_functions_each_counted_once)
+{
+    /* the name index grows several times; each name keeps one entry */
+    char name[32];
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 500; i++) {
+            int n = snprintf(name, sizeof(name), "fn-%d", i);
+            gw_metrics_record(name, (size_t)n, 200, 0, 100);
+        }
+    char *t = render();
+    cr_assert(strstr(t, "faas_requests_total{function=\"fn-0\",code=\"200\",protocol=\"http1.1\"} 2\n"), "%s", t);
+    cr_assert(strstr(t, "faas_requests_total{function=\"fn-499\",code=\"200\",protocol=\"http1.1\"} 2\n"));
+    cr_assert(strstr(t, "faas_request_duration_seconds_count{function=\"fn-250\"} 2\n"));
+    size_t entries = 0;
+    for (const char *p = t; (p = strstr(p, "faas_request_duration_seconds_count{")) != NULL; p++)
+        entries++;
+    cr_assert_eq(entries, 500);
+    free(t);
+}

@@ -60,7 +60,7 @@ $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 
 # The agent lives in every pod: it links no grpc (smaller, faster to start). It
 # shares two pure pieces with the gateway: the Thrift codec and the h2 stream bridge.
-AGENT_SHARED := $(BUILD)/obj/gateway/thrift.o $(BUILD)/obj/dispatcher/grpc_h2.o
+AGENT_SHARED := $(BUILD)/obj/gateway/thrift.o $(BUILD)/obj/dispatcher/grpc_h2.o $(BUILD)/obj/dispatcher/grpc_h2_h2o.o
 $(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o,$(COMMON_OBJS))
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_H2O) libprotobuf-c)

@@ -310,19 +310,19 @@ uint32_t agent_quantize_ms(uint32_t ms)
     return 600000;
 }
 
-static int hname_is(const struct phr_header *h, const char *name)
+static int hname_is(const agent_hdr_t *h, const char *name)
 {
     size_t n = strlen(name);
     return h->name_len == n && strncasecmp(h->name, name, n) == 0;
 }
 
 /* 1 if the comma-separated value has the token (case-insensitive). */
-static int has_token(const struct phr_header *h, const char *tok)
+static int has_token(const agent_hdr_t *h, const char *tok)
 {
     return agent_connection_lists(h->value, h->value_len, tok, strlen(tok));
 }
 
-int agent_resp_framing(int minor_version, int status, int is_head, const struct phr_header *h, size_t n,
+int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n,
                        agent_framing_t *out, const char **err)
 {
     int chunked = 0, have_len = 0, close = 0, keep = 0;

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define MAX_HEADERS 256
-#define DEADLINE_TICK_MS 5
+#define PAIR_CACHE 64
 
 struct h2b_conn {
     void *sock; /* the adapter's socket handle */
@@ -40,6 +41,8 @@ static struct {
     int later_asked, tick_asked;
     h2b_conn_t *clients;
     size_t live;
+    h2b_pair_t *cache[PAIR_CACHE];
+    size_t ncache;
 } g;
 
 static void conn_kill(h2b_conn_t *c, const char *why);
@@ -47,19 +50,52 @@ static void schedule_flush(h2b_conn_t *c);
 
 /* ---- headers ---- */
 
+static void *ar_alloc(h2b_arena_t *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if ((size_t)(a->end - a->cur) < n) {
+        size_t sz = n + 16 > 4096 ? n + 16 : 4096;
+        unsigned char *c = malloc(sz);
+        if (c == NULL)
+            return NULL;
+        *(void **)c = a->chunks;
+        a->chunks = c;
+        a->cur = c + 16;
+        a->end = c + sz;
+    }
+    void *p = a->cur;
+    a->cur += n;
+    return p;
+}
+
+static void ar_free(h2b_arena_t *a)
+{
+    while (a->chunks != NULL) {
+        void *next = *(void **)a->chunks;
+        free(a->chunks);
+        a->chunks = next;
+    }
+}
+
 int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
 {
     if (h->n == MAX_HEADERS)
         return -1;
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 16;
-        nghttp2_nv *nv = realloc(h->nv, cap * sizeof(*nv));
+        nghttp2_nv *nv;
+        if (h->ar != NULL) { /* the old array stays in the arena until the pair goes */
+            if ((nv = ar_alloc(h->ar, cap * sizeof(*nv))) != NULL && h->n != 0)
+                memcpy(nv, h->nv, h->n * sizeof(*nv));
+        } else {
+            nv = realloc(h->nv, cap * sizeof(*nv));
+        }
         if (nv == NULL)
             return -1;
         h->nv = nv;
         h->cap = cap;
     }
-    uint8_t *b = malloc(nl + vl + 2);
+    uint8_t *b = h->ar != NULL ? ar_alloc(h->ar, nl + vl + 2) : malloc(nl + vl + 2);
     if (b == NULL)
         return -1;
     memcpy(b, name, nl);
@@ -72,15 +108,17 @@ int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *v
 
 static void hdrs_clear(h2b_hdrs_t *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        free(h->nv[i].name);
+    if (h->ar == NULL)
+        for (size_t i = 0; i < h->n; i++)
+            free(h->nv[i].name);
     h->n = 0;
 }
 
 static void hdrs_free(h2b_hdrs_t *h)
 {
     hdrs_clear(h);
-    free(h->nv);
+    if (h->ar == NULL)
+        free(h->nv);
     h->nv = NULL;
     h->cap = 0;
 }
@@ -143,13 +181,24 @@ static void pair_free(h2b_pair_t *p)
         evl_list_unlink(&p->dl_link);
     if (p->on_free != NULL)
         p->on_free(p);
-    evl_buf_free(&p->down.in);
-    evl_buf_free(&p->up.in);
+    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 16384 && p->up.in.cap <= 16384) {
+        p->down.in.off = p->down.in.len = p->up.in.off = p->up.in.len = 0;
+    } else {
+        evl_buf_free(&p->down.in);
+        evl_buf_free(&p->up.in);
+    }
     hdrs_free(&p->req);
     hdrs_free(&p->resp);
     hdrs_free(&p->trl);
+    ar_free(&p->arena);
     g.live--;
-    free(p);
+    if (g.ncache < PAIR_CACHE) {
+        g.cache[g.ncache++] = p; /* reused by the next stream: no malloc per call */
+    } else {
+        evl_buf_free(&p->down.in);
+        evl_buf_free(&p->up.in);
+        free(p);
+    }
 }
 
 /* Frees p at the end of this loop iteration once neither side is attached: callers up
@@ -200,25 +249,31 @@ static ssize_t read_down(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          nghttp2_data_source *src, void *ud);
 
 /* Sends p->resp down: Trailers-Only when the up side already ended (nothing follows). */
-static void send_response_down(h2b_pair_t *p)
+static void submit_down(h2b_pair_t *p, const nghttp2_nv *nv, size_t n)
 {
     h2b_side_t *d = &p->down;
-    if (d->conn == NULL || d->conn->dead || p->resp_sent)
-        return;
     p->resp_sent = 1;
-    const nghttp2_nv *st = h2b_find(&p->resp, ":status");
-    p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
     int only = p->up.in_eos && p->up.in.len == 0 && p->trl.n == 0;
     nghttp2_data_provider prov = {.source.ptr = p, .read_callback = read_down};
     if (only) {
         p->final_status = status_of(&p->resp);
         p->down_done = 1;
     }
-    if (nghttp2_submit_response(d->conn->ng, d->id, p->resp.nv, p->resp.n, only ? NULL : &prov) != 0) {
+    if (nghttp2_submit_response(d->conn->ng, d->id, nv, n, only ? NULL : &prov) != 0) {
         nghttp2_submit_rst_stream(d->conn->ng, NGHTTP2_FLAG_NONE, d->id, NGHTTP2_INTERNAL_ERROR);
         p->down_done = 1;
     }
     schedule_flush(d->conn);
+}
+
+static void send_response_down(h2b_pair_t *p)
+{
+    h2b_side_t *d = &p->down;
+    if (d->conn == NULL || d->conn->dead || p->resp_sent)
+        return;
+    const nghttp2_nv *st = h2b_find(&p->resp, ":status");
+    p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
+    submit_down(p, p->resp.nv, p->resp.n);
 }
 
 void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
@@ -389,9 +444,16 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     h2b_conn_t *c = ud;
     if (!c->server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2b_pair_t *p = calloc(1, sizeof(*p));
+    h2b_pair_t *p = g.ncache != 0 ? g.cache[--g.ncache] : calloc(1, sizeof(*p));
     if (p == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    evl_buf_t din = p->down.in, uin = p->up.in; /* a cached pair keeps its buffers' storage */
+    memset(p, 0, offsetof(h2b_pair_t, arena_first)); /* the arena's bytes need no zeroing */
+    p->down.in = din;
+    p->up.in = uin;
+    p->arena.cur = p->arena_first;
+    p->arena.end = p->arena_first + sizeof(p->arena_first);
+    p->req.ar = p->resp.ar = p->trl.ar = &p->arena;
     p->down.pair = p->up.pair = p;
     p->final_status = -1;
     p->up.closed = 1;
@@ -827,16 +889,17 @@ int h2b_pair_respond(h2b_pair_t *p, const nghttp2_nv *nv, size_t n, int eos)
 {
     if (!h2b_pair_alive(p) || p->resp_sent)
         return -1;
-    hdrs_clear(&p->resp);
-    for (size_t i = 0; i < n; i++)
-        if (h2b_hdrs_add(&p->resp, nv[i].name, nv[i].namelen, nv[i].value, nv[i].valuelen) != 0)
-            return -1;
+    /* nghttp2 copies the headers: a local response keeps none (no grpc-status to read) */
+    const nghttp2_nv *st = n != 0 && nv[0].namelen == 7 && memcmp(nv[0].name, ":status", 7) == 0 ? &nv[0] : NULL;
+    p->http_status = 0;
+    for (size_t i = 0; st != NULL && i < st->valuelen && i < 3; i++)
+        p->http_status = p->http_status * 10 + (st->value[i] - '0');
     p->resp_got = 1;
     if (eos) {
         p->up.in_eos = 1;
         p->trl_ready = 1;
     }
-    send_response_down(p);
+    submit_down(p, nv, n);
     return 0;
 }
 

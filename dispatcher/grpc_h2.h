@@ -27,10 +27,19 @@
 typedef struct h2b_conn h2b_conn_t;
 typedef struct h2b_pair h2b_pair_t;
 
-/* Header list owned by a pair (names and values copied). */
+/* A pair's bump allocator: its header lists live here and die with it (no malloc per
+ * header); the first block is inside the pair. */
+typedef struct {
+    unsigned char *cur, *end;
+    void *chunks; /* malloc'd blocks past the first, chained through their first word */
+} h2b_arena_t;
+
+/* Header list owned by a pair (names and values copied into the pair's arena, or
+ * malloc'd when ar is NULL). */
 typedef struct {
     nghttp2_nv *nv;
     size_t n, cap;
+    h2b_arena_t *ar;
 } h2b_hdrs_t;
 
 typedef struct {
@@ -64,6 +73,8 @@ struct h2b_pair {
     void (*on_free)(h2b_pair_t *p);
     /* Local pairs: called when nghttp2 took response bytes (h2b_pair_queued shrank). */
     void (*on_drain)(h2b_pair_t *p);
+    h2b_arena_t arena;
+    _Alignas(16) unsigned char arena_first[1024];
 };
 
 typedef struct {

@@ -2,6 +2,7 @@
  * header rules. No I/O here so everything is unit-tested and fuzzed. */
 #include "runtime-agent/internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,13 +259,40 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
 
 int agent_header_is_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",   "transfer-encoding",
-                                      "upgrade",    "te",         "http2-settings",     "content-length",
-                                      "host",       "expect",     "proxy-authorization"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
-            return 1;
-    return 0;
+    /* by length first: this runs for every header of every request */
+    const char *c;
+    switch (len) {
+    case 2:
+        c = "te";
+        break;
+    case 4:
+        c = "host";
+        break;
+    case 6:
+        c = "expect";
+        break;
+    case 7:
+        c = "upgrade";
+        break;
+    case 10:
+        c = tolower((unsigned char)name[0]) == 'c' ? "connection" : "keep-alive";
+        break;
+    case 14:
+        c = tolower((unsigned char)name[0]) == 'c' ? "content-length" : "http2-settings";
+        break;
+    case 16:
+        c = "proxy-connection";
+        break;
+    case 17:
+        c = "transfer-encoding";
+        break;
+    case 19:
+        c = "proxy-authorization";
+        break;
+    default:
+        return 0;
+    }
+    return strncasecmp(c, name, len) == 0;
 }
 
 int agent_connection_lists(const char *v, size_t vlen, const char *name, size_t nlen)

@@ -249,15 +249,16 @@ static void req_free(h2b_pair_t *p)
         agent_proxy_end(r);
     evl_timer_stop(fr.loop, &r->deadline);
     fr.inflight--;
-    evl_buf_free(&r->head);
-    if (fr.ncache < REQ_CACHE && r->body.cap <= 65536) {
-        evl_buf_t keep = r->body;
-        keep.off = keep.len = 0;
+    if (fr.ncache < REQ_CACHE && r->body.cap <= 65536 && r->head.cap <= 65536) {
+        evl_buf_t body = r->body, head = r->head; /* their storage is reused too */
         memset(r, 0, sizeof(*r));
-        r->body = keep; /* the body buffer is reused too */
+        r->body = body;
+        r->head = head;
+        r->body.off = r->body.len = r->head.off = r->head.len = 0;
         fr.cache[fr.ncache++] = r;
         return;
     }
+    evl_buf_free(&r->head);
     evl_buf_free(&r->body);
     free(r);
 }

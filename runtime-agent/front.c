@@ -1,8 +1,10 @@
 /* runtime-agent/front.c - the agent's front end: h2c with prior knowledge on both of its
  * listeners (HELLO port and stream_port), one code path. Connections are the h2 bridge's
- * server connections (dispatcher/grpc_h2.c), run on evl through the adapter below. gRPC
- * streams are bridged to the user's h2c server (grpc.c); HTTP streams (proxy.c) and
- * Thrift calls (thrift_proxy.c) are answered here as local pairs. A client that speaks
+ * server connections (dispatcher/grpc_h2.c), run on evl through the adapter below. What a
+ * stream is follows from the listener, as the dispatcher chose it: on stream_port every
+ * stream is a gRPC call, bridged to the user's h2c server (grpc.c); on the HELLO port,
+ * HTTP streams (proxy.c) and Thrift calls (thrift_proxy.c) are answered here as local
+ * pairs (an HTTP function may well take application/grpc-web). A client that speaks
  * HTTP/1.x gets one 505 and the connection is closed: the dispatcher speaks h2c only. */
 #include <errno.h>
 #include <stdio.h>
@@ -287,21 +289,11 @@ static int path_is(const nghttp2_nv *path, const char *want)
     return n == wl && memcmp(path->value, want, wl) == 0;
 }
 
-static int is_grpc(h2b_pair_t *p)
-{
-    const nghttp2_nv *ct = h2b_find(&p->req, "content-type");
-    return ct != NULL && ct->valuelen >= 16 && memcmp(ct->value, "application/grpc", 16) == 0;
-}
-
 static void on_request(h2b_pair_t *p, int eos)
 {
     const nghttp2_nv *path = h2b_find(&p->req, ":path");
     if (path == NULL) {
         h2b_pair_http_error(p, 400);
-        return;
-    }
-    if (is_grpc(p)) {
-        agent_grpc_request(p, eos);
         return;
     }
     if (path_is(path, "/_faas/health")) {

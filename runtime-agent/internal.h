@@ -188,7 +188,7 @@ typedef struct agent_req {
 /* Installs the bridge on loop (the evl adapter); max_body bounds request bodies. */
 int agent_front_init(evl_loop_t *loop, uint64_t max_body);
 /* Serves h2c with prior knowledge on a bound, listening fd. grpc_only: every stream is a
- * gRPC call (the stream_port); else gRPC by content-type, HTTP and Thrift answered here. */
+ * gRPC call (the stream_port); else streams are HTTP or Thrift, answered here. */
 int agent_front_listen(int fd, int grpc_only);
 /* Requests are forwarded only once this is set. */
 void agent_front_set_ready(int ready);

@@ -181,7 +181,7 @@ static void pair_free(h2b_pair_t *p)
         evl_list_unlink(&p->dl_link);
     if (p->on_free != NULL)
         p->on_free(p);
-    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 16384 && p->up.in.cap <= 16384) {
+    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 4096 && p->up.in.cap <= 4096) { /* bounded: 64 small pairs */
         p->down.in.off = p->down.in.len = p->up.in.off = p->up.in.len = 0;
     } else {
         evl_buf_free(&p->down.in);

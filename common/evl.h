@@ -163,6 +163,7 @@ typedef void (*evl_connect_cb)(evl_sock_t *s, int err);
 enum { EVL_EOF = -1 };
 
 struct evl_sock {
+    evl_link_t all; /* first: the loop's list of open sockets points at the block's start */
     evl_io_t io;
     evl_buf_t in;  /* what was read and not consumed by the owner */
     evl_buf_t out; /* what writev could not take at once */

@@ -115,8 +115,8 @@ void evl_io_stop(evl_io_t *io);
 
 typedef struct evl_timer evl_timer_t;
 struct evl_timer {
-    uint64_t at;  /* expiry, evl_now_ms clock */
-    size_t slot;  /* heap index + 1; 0 = not armed */
+    uint64_t at; /* expiry, evl_now_ms clock */
+    size_t slot; /* heap index + 1; 0 = not armed */
     void (*cb)(evl_timer_t *t);
     void *data;
 };

@@ -447,7 +447,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     h2b_pair_t *p = g.ncache != 0 ? g.cache[--g.ncache] : calloc(1, sizeof(*p));
     if (p == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    evl_buf_t din = p->down.in, uin = p->up.in; /* a cached pair keeps its buffers' storage */
+    evl_buf_t din = p->down.in, uin = p->up.in;      /* a cached pair keeps its buffers' storage */
     memset(p, 0, offsetof(h2b_pair_t, arena_first)); /* the arena's bytes need no zeroing */
     p->down.in = din;
     p->up.in = uin;

@@ -46,11 +46,11 @@ typedef struct {
     h2b_pair_t *pair;
     h2b_conn_t *conn; /* NULL: not attached (yet, or any more) */
     int32_t id;
-    evl_buf_t in;     /* received from this side, not yet handed to the other */
-    evl_link_t link;  /* in conn->pairs */
-    int in_eos;          /* this side ended its half (END_STREAM seen) */
-    int closed;          /* the stream is gone on this side (or never opened) */
-    int deferred;        /* our DATA provider toward this side is waiting for bytes */
+    evl_buf_t in;    /* received from this side, not yet handed to the other */
+    evl_link_t link; /* in conn->pairs */
+    int in_eos;      /* this side ended its half (END_STREAM seen) */
+    int closed;      /* the stream is gone on this side (or never opened) */
+    int deferred;    /* our DATA provider toward this side is waiting for bytes */
 } h2b_side_t;
 
 struct h2b_pair {

@@ -252,7 +252,7 @@ static void req_free(h2b_pair_t *p)
     evl_timer_stop(fr.loop, &r->deadline);
     fr.inflight--;
     if (fr.ncache < REQ_CACHE && r->body.cap <= 4096 && r->head.cap <= 4096) { /* bounded: 64 small requests */
-        evl_buf_t body = r->body, head = r->head; /* their storage is reused too */
+        evl_buf_t body = r->body, head = r->head;                              /* their storage is reused too */
         memset(r, 0, sizeof(*r));
         r->body = body;
         r->head = head;

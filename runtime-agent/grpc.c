@@ -56,4 +56,3 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
     if (h2b_pair_connect(p, c, nv, n) != 0)
         h2b_pair_fail(p, 14, "cannot open a stream to the function");
 }
-

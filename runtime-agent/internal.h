@@ -112,8 +112,8 @@ typedef struct agent_framing {
 
 /* Decides body framing and connection reuse for a response head (RFC 9112 s6.3); 0, or -1
  * with *err for a response that cannot be framed safely. */
-int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n,
-                       agent_framing_t *out, const char **err);
+int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n, agent_framing_t *out,
+                       const char **err);
 
 /* ---- pool.c: keep-alive connections to the user server ---- */
 
@@ -169,9 +169,9 @@ enum { AGENT_REQ_HTTP = 0, AGENT_REQ_THRIFT = 1 };
 typedef struct agent_req {
     h2b_pair_t *pair;
     int kind;
-    int body_over;      /* the body passed max_body: answered 413 */
-    int has_body;       /* the request stream carried DATA (or could have) */
-    evl_buf_t body;     /* the request body, whole */
+    int body_over;  /* the body passed max_body: answered 413 */
+    int has_body;   /* the request stream carried DATA (or could have) */
+    evl_buf_t body; /* the request body, whole */
     evl_timer_t deadline;
     agent_upconn_t *up; /* while it uses one */
     uint64_t deadline_ms;

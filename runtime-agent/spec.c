@@ -350,8 +350,8 @@ static int has_token(const agent_hdr_t *h, const char *tok)
     return agent_connection_lists(h->value, h->value_len, tok, strlen(tok));
 }
 
-int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n,
-                       agent_framing_t *out, const char **err)
+int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n, agent_framing_t *out,
+                       const char **err)
 {
     int chunked = 0, have_len = 0, close = 0, keep = 0;
     uint64_t len = 0;

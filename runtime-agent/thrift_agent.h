@@ -28,8 +28,8 @@ int agent_thrift_transport(const char *name, gw_thrift_framing_t *out);
  * faas-request-id info header (rid) when the framing has headers; hs must have
  * room for nh + 1 entries. Returns the frame size (written when <= cap; call with
  * cap 0 to size it), or 0 when msg is not a Thrift message. */
-size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg,
-                                  size_t len, gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
-                                  uint8_t *out, size_t cap);
+size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg, size_t len,
+                                  gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen, uint8_t *out,
+                                  size_t cap);
 
 #endif

@@ -19,8 +19,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "runtime-agent/internal.h"
 #include "runtime-agent/grpc.h"
+#include "runtime-agent/internal.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)

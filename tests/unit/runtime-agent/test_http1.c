@@ -30,14 +30,18 @@ Test(http1, response_head_complete_incomplete_and_malformed)
     nh = 4;
     cr_assert_eq(parse("HTTP/1.0 200\n\n", h, &nh, &st, &minor), 14, "bare LF lines and no reason");
     cr_assert_eq(minor, 0);
-    const char *cut[] = {"", "HTT", "HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\nA: b\r\n", "HTTP/1.1 200 OK\r\nA: b\r\n\r"};
+    const char *cut[] = {"", "HTT", "HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\nA: b\r\n",
+                         "HTTP/1.1 200 OK\r\nA: b\r\n\r"};
     for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
         nh = 4;
         cr_assert_eq(parse(cut[i], h, &nh, &st, &minor), -2, "%s", cut[i]);
     }
-    const char *bad[] = {"XTTP/1.1 200 OK\r\n\r\n",         "HTTP/1.1 20 OK\r\n\r\n",
-                         "HTTP/1.1 200 OK\r\n folded\r\n\r\n", "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
-                         "HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n",  "HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n",
+    const char *bad[] = {"XTTP/1.1 200 OK\r\n\r\n",
+                         "HTTP/1.1 20 OK\r\n\r\n",
+                         "HTTP/1.1 200 OK\r\n folded\r\n\r\n",
+                         "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+                         "HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n",
+                         "HTTP/1.1 200 OK\r\nA: \x01\r\n\r\n",
                          "SSH-2.0-OpenSSH"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         nh = 4;

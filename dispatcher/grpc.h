@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <h2o.h>
+
 #include "dispatcher/grpc_h2.h"
 
 typedef struct {

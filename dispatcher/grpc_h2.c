@@ -1,12 +1,14 @@
 /* dispatcher/grpc_h2.c - the HTTP/2 stream bridge for gRPC (see grpc_h2.h).
- * Connections are nghttp2 sessions driven by h2o sockets; writes are coalesced and
- * flushed once per loop iteration, with at most WBUF_MAX bytes pulled out of nghttp2
- * at a time, so DATA is only taken from a pair's buffer when the socket can take it. */
+ * Connections are nghttp2 sessions over sockets of whatever loop the h2b_io_t adapter
+ * drives; writes are coalesced and flushed once per loop iteration (the adapter's
+ * later()), with at most WBUF_MAX bytes pulled out of nghttp2 at a time, so DATA is only
+ * taken from a pair's buffer when the socket can take it. */
 #include "dispatcher/grpc_h2.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,27 +20,29 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define MAX_HEADERS 256
-#define DEADLINE_TICK_MS 5
+#define PAIR_CACHE 64
 
 struct h2b_conn {
-    h2o_socket_t *sock;
+    void *sock; /* the adapter's socket handle */
     nghttp2_session *ng;
     int server, connected, dead, writing;
-    h2o_buffer_t *wbuf;
-    h2o_timeout_entry_t flush_entry;
-    h2o_linklist_t pairs; /* h2b_side_t.link of the streams on this connection */
+    evl_buf_t wbuf;
+    evl_link_t flush_link; /* in g.flush (alive) or g.reap (dead) */
+    evl_link_t pairs;      /* h2b_side_t.link of the streams on this connection */
     const h2b_server_cbs_t *cbs;
     char hostport[64];
     h2b_conn_t *next; /* client registry */
 };
 
 static struct {
-    h2o_loop_t *loop;
-    h2o_timeout_t zero, tick;
-    h2o_timeout_entry_t tick_entry;
-    h2o_linklist_t deadlines;
+    const h2b_io_t *io;
+    evl_link_t deadlines;
+    evl_link_t flush, frees, reap; /* end-of-iteration work */
+    int later_asked, tick_asked;
     h2b_conn_t *clients;
     size_t live;
+    h2b_pair_t *cache[PAIR_CACHE];
+    size_t ncache;
 } g;
 
 static void conn_kill(h2b_conn_t *c, const char *why);
@@ -46,19 +50,52 @@ static void schedule_flush(h2b_conn_t *c);
 
 /* ---- headers ---- */
 
-static int hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
+static void *ar_alloc(h2b_arena_t *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if ((size_t)(a->end - a->cur) < n) {
+        size_t sz = n + 16 > 4096 ? n + 16 : 4096;
+        unsigned char *c = malloc(sz);
+        if (c == NULL)
+            return NULL;
+        *(void **)c = a->chunks;
+        a->chunks = c;
+        a->cur = c + 16;
+        a->end = c + sz;
+    }
+    void *p = a->cur;
+    a->cur += n;
+    return p;
+}
+
+static void ar_free(h2b_arena_t *a)
+{
+    while (a->chunks != NULL) {
+        void *next = *(void **)a->chunks;
+        free(a->chunks);
+        a->chunks = next;
+    }
+}
+
+int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl)
 {
     if (h->n == MAX_HEADERS)
         return -1;
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 16;
-        nghttp2_nv *nv = realloc(h->nv, cap * sizeof(*nv));
+        nghttp2_nv *nv;
+        if (h->ar != NULL) { /* the old array stays in the arena until the pair goes */
+            if ((nv = ar_alloc(h->ar, cap * sizeof(*nv))) != NULL && h->n != 0)
+                memcpy(nv, h->nv, h->n * sizeof(*nv));
+        } else {
+            nv = realloc(h->nv, cap * sizeof(*nv));
+        }
         if (nv == NULL)
             return -1;
         h->nv = nv;
         h->cap = cap;
     }
-    uint8_t *b = malloc(nl + vl + 2);
+    uint8_t *b = h->ar != NULL ? ar_alloc(h->ar, nl + vl + 2) : malloc(nl + vl + 2);
     if (b == NULL)
         return -1;
     memcpy(b, name, nl);
@@ -71,15 +108,17 @@ static int hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t
 
 static void hdrs_clear(h2b_hdrs_t *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        free(h->nv[i].name);
+    if (h->ar == NULL)
+        for (size_t i = 0; i < h->n; i++)
+            free(h->nv[i].name);
     h->n = 0;
 }
 
 static void hdrs_free(h2b_hdrs_t *h)
 {
     hdrs_clear(h);
-    free(h->nv);
+    if (h->ar == NULL)
+        free(h->nv);
     h->nv = NULL;
     h->cap = 0;
 }
@@ -113,52 +152,70 @@ static void hdrs_status(h2b_hdrs_t *h, int with_head, int st, const char *msg)
 {
     hdrs_clear(h);
     if (with_head) {
-        hdrs_add(h, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3);
-        hdrs_add(h, (const uint8_t *)"content-type", 12, (const uint8_t *)"application/grpc", 16);
+        h2b_hdrs_add(h, (const uint8_t *)":status", 7, (const uint8_t *)"200", 3);
+        h2b_hdrs_add(h, (const uint8_t *)"content-type", 12, (const uint8_t *)"application/grpc", 16);
     }
     char v[16], m[256];
     int n = snprintf(v, sizeof(v), "%d", st);
-    hdrs_add(h, (const uint8_t *)"grpc-status", 11, (const uint8_t *)v, (size_t)n);
+    h2b_hdrs_add(h, (const uint8_t *)"grpc-status", 11, (const uint8_t *)v, (size_t)n);
     size_t ml = 0;
     for (; msg != NULL && msg[ml] && ml < sizeof(m); ml++)
         m[ml] = msg[ml] < 0x20 || msg[ml] > 0x7e || msg[ml] == '%' ? '?' : msg[ml];
     if (ml)
-        hdrs_add(h, (const uint8_t *)"grpc-message", 12, (const uint8_t *)m, ml);
+        h2b_hdrs_add(h, (const uint8_t *)"grpc-message", 12, (const uint8_t *)m, ml);
 }
 
 /* ---- pairs ---- */
 
-static void on_free_timer(h2o_timeout_entry_t *e)
+static void ask_later(void)
 {
-    h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, free_entry, e);
-    if (h2o_linklist_is_linked(&p->dl_link))
-        h2o_linklist_unlink(&p->dl_link);
+    if (!g.later_asked) {
+        g.later_asked = 1;
+        g.io->later();
+    }
+}
+
+static void pair_free(h2b_pair_t *p)
+{
+    if (evl_linked(&p->dl_link))
+        evl_list_unlink(&p->dl_link);
     if (p->on_free != NULL)
         p->on_free(p);
-    h2o_buffer_dispose(&p->down.in);
-    h2o_buffer_dispose(&p->up.in);
+    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 4096 && p->up.in.cap <= 4096) { /* bounded: 64 small pairs */
+        p->down.in.off = p->down.in.len = p->up.in.off = p->up.in.len = 0;
+    } else {
+        evl_buf_free(&p->down.in);
+        evl_buf_free(&p->up.in);
+    }
     hdrs_free(&p->req);
     hdrs_free(&p->resp);
     hdrs_free(&p->trl);
+    ar_free(&p->arena);
     g.live--;
-    free(p);
+    if (g.ncache < PAIR_CACHE) {
+        g.cache[g.ncache++] = p; /* reused by the next stream: no malloc per call */
+    } else {
+        evl_buf_free(&p->down.in);
+        evl_buf_free(&p->up.in);
+        free(p);
+    }
 }
 
 /* Frees p at the end of this loop iteration once neither side is attached: callers up
  * the stack may still hold it. */
 static void maybe_free(h2b_pair_t *p)
 {
-    if (p->down.conn != NULL || p->up.conn != NULL || h2o_timeout_is_linked(&p->free_entry))
+    if (p->down.conn != NULL || p->up.conn != NULL || evl_linked(&p->free_link))
         return;
-    p->free_entry.cb = on_free_timer;
-    h2o_timeout_link(g.loop, &g.zero, &p->free_entry);
+    evl_list_insert(&g.frees, &p->free_link);
+    ask_later();
 }
 
 static void detach(h2b_side_t *s)
 {
     if (s->conn == NULL)
         return;
-    h2o_linklist_unlink(&s->link);
+    evl_list_unlink(&s->link);
     if (s->id > 0 && s->conn->ng != NULL && !s->conn->dead)
         nghttp2_session_set_stream_user_data(s->conn->ng, s->id, NULL);
     s->conn = NULL;
@@ -192,33 +249,39 @@ static ssize_t read_down(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          nghttp2_data_source *src, void *ud);
 
 /* Sends p->resp down: Trailers-Only when the up side already ended (nothing follows). */
-static void send_response_down(h2b_pair_t *p)
+static void submit_down(h2b_pair_t *p, const nghttp2_nv *nv, size_t n)
 {
     h2b_side_t *d = &p->down;
-    if (d->conn == NULL || d->conn->dead || p->resp_sent)
-        return;
     p->resp_sent = 1;
-    const nghttp2_nv *st = h2b_find(&p->resp, ":status");
-    p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
-    int only = p->up.in_eos && p->up.in->size == 0 && p->trl.n == 0;
+    int only = p->up.in_eos && p->up.in.len == 0 && p->trl.n == 0;
     nghttp2_data_provider prov = {.source.ptr = p, .read_callback = read_down};
     if (only) {
         p->final_status = status_of(&p->resp);
         p->down_done = 1;
     }
-    if (nghttp2_submit_response(d->conn->ng, d->id, p->resp.nv, p->resp.n, only ? NULL : &prov) != 0) {
+    if (nghttp2_submit_response(d->conn->ng, d->id, nv, n, only ? NULL : &prov) != 0) {
         nghttp2_submit_rst_stream(d->conn->ng, NGHTTP2_FLAG_NONE, d->id, NGHTTP2_INTERNAL_ERROR);
         p->down_done = 1;
     }
     schedule_flush(d->conn);
 }
 
+static void send_response_down(h2b_pair_t *p)
+{
+    h2b_side_t *d = &p->down;
+    if (d->conn == NULL || d->conn->dead || p->resp_sent)
+        return;
+    const nghttp2_nv *st = h2b_find(&p->resp, ":status");
+    p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
+    submit_down(p, p->resp.nv, p->resp.n);
+}
+
 void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
 {
     p->failed = 1;
     /* the first status made for a call is the one it gets */
-    if (h2o_linklist_is_linked(&p->dl_link))
-        h2o_linklist_unlink(&p->dl_link);
+    if (evl_linked(&p->dl_link))
+        evl_list_unlink(&p->dl_link);
     reset_up(p, NGHTTP2_CANCEL);
     if (p->down.conn == NULL || p->down_done) {
         maybe_free(p);
@@ -226,7 +289,7 @@ void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
     }
     /* what the function sent and the client has not taken yet is dropped: the status
      * is what matters now */
-    h2o_buffer_consume(&p->up.in, p->up.in->size);
+    evl_buf_consume(&p->up.in, p->up.in.len);
     p->up.in_eos = 1;
     if (!p->resp_sent) {
         hdrs_status(&p->resp, 1, grpc_status, msg);
@@ -251,8 +314,8 @@ void h2b_pair_http_error(h2b_pair_t *p, int status)
     char v[8];
     int n = snprintf(v, sizeof(v), "%d", status);
     hdrs_clear(&p->resp);
-    hdrs_add(&p->resp, (const uint8_t *)":status", 7, (const uint8_t *)v, (size_t)n);
-    hdrs_add(&p->resp, (const uint8_t *)"content-length", 14, (const uint8_t *)"0", 1);
+    h2b_hdrs_add(&p->resp, (const uint8_t *)":status", 7, (const uint8_t *)v, (size_t)n);
+    h2b_hdrs_add(&p->resp, (const uint8_t *)"content-length", 14, (const uint8_t *)"0", 1);
     p->up.in_eos = 1;
     send_response_down(p);
     maybe_free(p);
@@ -262,11 +325,11 @@ void h2b_pair_http_error(h2b_pair_t *p, int status)
 
 static size_t take(h2b_side_t *from, uint8_t *buf, size_t len)
 {
-    size_t n = from->in->size < len ? from->in->size : len;
+    size_t n = from->in.len < len ? from->in.len : len;
     if (n == 0)
         return 0;
-    memcpy(buf, from->in->bytes, n);
-    h2o_buffer_consume(&from->in, n);
+    memcpy(buf, evl_buf_data(&from->in), n);
+    evl_buf_consume(&from->in, n);
     if (from->conn != NULL && !from->conn->dead) {
         nghttp2_session_consume_stream(from->conn->ng, from->id, n);
         schedule_flush(from->conn);
@@ -279,7 +342,9 @@ static ssize_t read_down(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 {
     h2b_pair_t *p = src->ptr;
     size_t n = take(&p->up, buf, len);
-    if (p->up.in->size == 0 && p->up.in_eos) {
+    if (n != 0 && p->up.conn == NULL && p->on_drain != NULL)
+        p->on_drain(p); /* a local response: its producer may go on */
+    if (p->up.in.len == 0 && p->up.in_eos) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         p->down_done = 1;
         if (p->trl.n != 0) {
@@ -302,7 +367,7 @@ static ssize_t read_up(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len
 {
     h2b_pair_t *p = src->ptr;
     size_t n = take(&p->down, buf, len);
-    if (p->down.in->size == 0 && p->down.in_eos) {
+    if (p->down.in.len == 0 && p->down.in_eos) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
     }
@@ -324,7 +389,7 @@ int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t 
     p->up.conn = c;
     p->up.id = id;
     p->up.closed = 0;
-    h2o_linklist_insert(&c->pairs, &p->up.link);
+    evl_list_insert(&c->pairs, &p->up.link);
     schedule_flush(c);
     return 0;
 }
@@ -332,31 +397,39 @@ int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t 
 /* ---- deadlines ---- */
 
 /* The list is kept sorted by deadline, so a tick looks at the expired ones only. */
-static void on_tick(h2o_timeout_entry_t *e)
+static void ask_tick(void)
+{
+    if (!g.tick_asked) {
+        g.tick_asked = 1;
+        g.io->tick();
+    }
+}
+
+void h2b_io_tick(void)
 {
     uint64_t now = faas_now_ms();
-    while (!h2o_linklist_is_empty(&g.deadlines)) {
-        h2b_pair_t *p = H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, g.deadlines.next);
+    g.tick_asked = 0;
+    while (!evl_list_empty(&g.deadlines)) {
+        h2b_pair_t *p = EVL_CONTAINER(g.deadlines.next, h2b_pair_t, dl_link);
         if (p->deadline_ms > now)
             break;
-        h2o_linklist_unlink(&p->dl_link);
+        evl_list_unlink(&p->dl_link);
         h2b_pair_fail(p, 4, "deadline exceeded");
     }
-    if (!h2o_linklist_is_empty(&g.deadlines))
-        h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
+    if (!evl_list_empty(&g.deadlines))
+        ask_tick();
 }
 
 void h2b_pair_watch_deadline(h2b_pair_t *p)
 {
-    if (p->deadline_ms == 0 || h2o_linklist_is_linked(&p->dl_link))
+    if (p->deadline_ms == 0 || evl_linked(&p->dl_link))
         return;
     /* new deadlines are mostly the latest: search from the tail */
-    h2o_linklist_t *at = g.deadlines.prev;
-    while (at != &g.deadlines && H2O_STRUCT_FROM_MEMBER(h2b_pair_t, dl_link, at)->deadline_ms > p->deadline_ms)
+    evl_link_t *at = g.deadlines.prev;
+    while (at != &g.deadlines && EVL_CONTAINER(at, h2b_pair_t, dl_link)->deadline_ms > p->deadline_ms)
         at = at->prev;
-    h2o_linklist_insert(at->next, &p->dl_link);
-    if (!h2o_timeout_is_linked(&g.tick_entry))
-        h2o_timeout_link(g.loop, &g.tick, &g.tick_entry);
+    evl_list_insert(at->next, &p->dl_link);
+    ask_tick();
 }
 
 /* ---- nghttp2 callbacks ---- */
@@ -371,17 +444,22 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     h2b_conn_t *c = ud;
     if (!c->server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    h2b_pair_t *p = calloc(1, sizeof(*p));
+    h2b_pair_t *p = g.ncache != 0 ? g.cache[--g.ncache] : calloc(1, sizeof(*p));
     if (p == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    evl_buf_t din = p->down.in, uin = p->up.in;      /* a cached pair keeps its buffers' storage */
+    memset(p, 0, offsetof(h2b_pair_t, arena_first)); /* the arena's bytes need no zeroing */
+    p->down.in = din;
+    p->up.in = uin;
+    p->arena.cur = p->arena_first;
+    p->arena.end = p->arena_first + sizeof(p->arena_first);
+    p->req.ar = p->resp.ar = p->trl.ar = &p->arena;
     p->down.pair = p->up.pair = p;
     p->final_status = -1;
     p->up.closed = 1;
-    h2o_buffer_init(&p->down.in, &h2o_socket_buffer_prototype);
-    h2o_buffer_init(&p->up.in, &h2o_socket_buffer_prototype);
     p->down.conn = c;
     p->down.id = f->hd.stream_id;
-    h2o_linklist_insert(&c->pairs, &p->down.link);
+    evl_list_insert(&c->pairs, &p->down.link);
     g.live++;
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, p);
     return 0;
@@ -403,7 +481,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         h = NULL;
     else
         h = p->resp_got ? &p->trl : &p->resp;
-    if (h != NULL && hdrs_add(h, name, nl, value, vl) != 0)
+    if (h != NULL && h2b_hdrs_add(h, name, nl, value, vl) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     return 0;
 }
@@ -430,8 +508,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
                 c->cbs->on_request(p, eos);
             return 0;
         }
-        if (eos)
+        if (eos) {
             down_eos(p);
+            if (c->cbs != NULL && c->cbs->on_end != NULL)
+                c->cbs->on_end(p);
+        }
         return 0;
     }
     if (p->failed)
@@ -480,11 +561,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume_stream(ng, id, len);
         return 0;
     }
-    h2o_iovec_t dst = h2o_buffer_reserve(&s->in, len);
-    if (dst.base == NULL)
+    if (evl_buf_append(&s->in, data, len) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    memcpy(dst.base, data, len);
-    s->in->size += len;
     resume(c->server ? &p->up : &p->down);
     return 0;
 }
@@ -502,8 +580,8 @@ static void up_broken(h2b_pair_t *p, const char *why)
     }
     /* keep what already arrived, then end with the status */
     p->failed = 1;
-    if (h2o_linklist_is_linked(&p->dl_link))
-        h2o_linklist_unlink(&p->dl_link);
+    if (evl_linked(&p->dl_link))
+        evl_list_unlink(&p->dl_link);
     hdrs_status(&p->trl, 0, 14, why);
     p->up.in_eos = 1;
     p->trl_ready = 1;
@@ -534,7 +612,22 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 
 /* ---- connections ---- */
 
-static void on_write_done(h2o_socket_t *sock, const char *err);
+static void conn_write(h2b_conn_t *c)
+{
+    c->writing = 1;
+    int r = g.io->write(c->sock, evl_buf_data(&c->wbuf), c->wbuf.len);
+    if (r == 0)
+        return; /* h2b_io_written follows */
+    c->writing = 0;
+    if (r < 0) {
+        conn_kill(c, "write failed");
+        return;
+    }
+    evl_buf_consume(&c->wbuf, c->wbuf.len);
+    /* more may be waiting in nghttp2 (we stopped at WBUF_MAX): next iteration */
+    if (nghttp2_session_want_write(c->ng))
+        schedule_flush(c);
+}
 
 static void conn_flush(h2b_conn_t *c)
 {
@@ -549,52 +642,71 @@ static void conn_flush(h2b_conn_t *c)
         }
         if (n == 0)
             break;
-        h2o_iovec_t dst = h2o_buffer_reserve(&c->wbuf, (size_t)n);
-        memcpy(dst.base, data, (size_t)n);
-        c->wbuf->size += (size_t)n;
-        if (c->wbuf->size >= WBUF_MAX)
+        if (evl_buf_append(&c->wbuf, data, (size_t)n) != 0) {
+            conn_kill(c, "out of memory");
+            return;
+        }
+        if (c->wbuf.len >= WBUF_MAX)
             break;
     }
-    if (c->wbuf->size == 0) {
+    if (c->wbuf.len == 0) {
         if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
             conn_kill(c, "session ended");
         return;
     }
-    h2o_iovec_t iov = h2o_iovec_init(c->wbuf->bytes, c->wbuf->size);
-    c->writing = 1;
-    h2o_socket_write(c->sock, &iov, 1, on_write_done);
+    conn_write(c);
 }
 
-static void on_write_done(h2o_socket_t *sock, const char *err)
+void h2b_io_written(h2b_conn_t *c, int ok)
 {
-    h2b_conn_t *c = sock->data;
     c->writing = 0;
-    if (err != NULL) {
+    if (c->dead)
+        return;
+    if (!ok) {
         conn_kill(c, "write failed");
         return;
     }
-    h2o_buffer_consume(&c->wbuf, c->wbuf->size);
+    evl_buf_consume(&c->wbuf, c->wbuf.len);
     conn_flush(c);
-}
-
-static void on_flush_timer(h2o_timeout_entry_t *e)
-{
-    conn_flush(H2O_STRUCT_FROM_MEMBER(h2b_conn_t, flush_entry, e));
 }
 
 static void schedule_flush(h2b_conn_t *c)
 {
-    if (!c->dead && !h2o_timeout_is_linked(&c->flush_entry))
-        h2o_timeout_link(g.loop, &g.zero, &c->flush_entry);
+    if (c->dead || evl_linked(&c->flush_link))
+        return;
+    evl_list_insert(&g.flush, &c->flush_link);
+    ask_later();
 }
 
-static void conn_reap(h2o_timeout_entry_t *e)
+static void conn_reap(h2b_conn_t *c)
 {
-    h2b_conn_t *c = H2O_STRUCT_FROM_MEMBER(h2b_conn_t, flush_entry, e);
     if (c->ng != NULL)
         nghttp2_session_del(c->ng);
-    h2o_buffer_dispose(&c->wbuf);
+    evl_buf_free(&c->wbuf);
     free(c);
+}
+
+void h2b_io_run(void)
+{
+    g.later_asked = 0;
+    /* flushes first (they may end pairs and connections), then what they left behind */
+    for (;;) {
+        if (!evl_list_empty(&g.flush)) {
+            h2b_conn_t *c = EVL_CONTAINER(g.flush.next, h2b_conn_t, flush_link);
+            evl_list_unlink(&c->flush_link);
+            conn_flush(c);
+        } else if (!evl_list_empty(&g.frees)) {
+            h2b_pair_t *p = EVL_CONTAINER(g.frees.next, h2b_pair_t, free_link);
+            evl_list_unlink(&p->free_link);
+            pair_free(p);
+        } else if (!evl_list_empty(&g.reap)) {
+            h2b_conn_t *c = EVL_CONTAINER(g.reap.next, h2b_conn_t, flush_link);
+            evl_list_unlink(&c->flush_link);
+            conn_reap(c);
+        } else {
+            break;
+        }
+    }
 }
 
 static void conn_kill(h2b_conn_t *c, const char *why)
@@ -609,45 +721,48 @@ static void conn_kill(h2b_conn_t *c, const char *why)
             *pp = c->next;
             break;
         }
-    while (!h2o_linklist_is_empty(&c->pairs)) {
-        h2b_side_t *s = H2O_STRUCT_FROM_MEMBER(h2b_side_t, link, c->pairs.next);
+    while (!evl_list_empty(&c->pairs)) {
+        h2b_side_t *s = EVL_CONTAINER(c->pairs.next, h2b_side_t, link);
         h2b_pair_t *p = s->pair;
         detach(s);
         if (c->server) {
             reset_up(p, NGHTTP2_CANCEL);
             maybe_free(p);
-        } else if (!p->up.in_eos || p->up.in->size != 0 || !p->trl_ready) {
+        } else if (!p->up.in_eos || p->up.in.len != 0 || !p->trl_ready) {
             up_broken(p, "connection to the function lost");
         } else {
             maybe_free(p);
         }
     }
     if (c->sock != NULL) {
-        h2o_socket_close(c->sock);
+        g.io->close(c->sock);
         c->sock = NULL;
     }
-    if (h2o_timeout_is_linked(&c->flush_entry))
-        h2o_timeout_unlink(&c->flush_entry);
-    c->flush_entry.cb = conn_reap;
-    h2o_timeout_link(g.loop, &g.zero, &c->flush_entry);
+    if (evl_linked(&c->flush_link))
+        evl_list_unlink(&c->flush_link);
+    /* freed after this iteration: callers up the stack may still hold c */
+    evl_list_insert(&g.reap, &c->flush_link);
+    ask_later();
 }
 
-static void on_read(h2o_socket_t *sock, const char *err)
+void h2b_io_closed(h2b_conn_t *c)
 {
-    h2b_conn_t *c = sock->data;
-    if (err != NULL) {
-        conn_kill(c, "connection closed by peer");
-        return;
-    }
-    ssize_t n = nghttp2_session_mem_recv(c->ng, (const uint8_t *)sock->input->bytes, sock->input->size);
+    conn_kill(c, "connection closed by peer");
+}
+
+ssize_t h2b_io_recv(h2b_conn_t *c, const uint8_t *data, size_t len)
+{
     if (c->dead)
-        return;
+        return -1;
+    ssize_t n = nghttp2_session_mem_recv(c->ng, data, len);
+    if (c->dead)
+        return -1;
     if (n < 0) {
         conn_kill(c, nghttp2_strerror((int)n));
-        return;
+        return -1;
     }
-    h2o_buffer_consume(&sock->input, (size_t)n);
     schedule_flush(c);
+    return n;
 }
 
 static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int f, void *ud)
@@ -684,50 +799,43 @@ static int conn_session(h2b_conn_t *c)
     return 0;
 }
 
-static h2b_conn_t *conn_new(h2o_socket_t *sock, int server)
+static h2b_conn_t *conn_new(int server)
 {
     h2b_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     c->server = server;
-    h2o_linklist_init_anchor(&c->pairs);
-    h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
-    c->flush_entry.cb = on_flush_timer;
+    evl_list_init(&c->pairs);
     if (conn_session(c) != 0) {
-        h2o_buffer_dispose(&c->wbuf);
         free(c);
         return NULL;
     }
-    c->sock = sock;
     return c;
 }
 
-int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
+h2b_conn_t *h2b_io_accept(void *sock, const h2b_server_cbs_t *cbs)
 {
-    h2b_conn_t *c = conn_new(sock, 1);
-    if (c == NULL) {
-        h2o_socket_close(sock);
-        return -1;
-    }
+    h2b_conn_t *c = conn_new(1);
+    if (c == NULL)
+        return NULL;
     c->cbs = cbs;
     c->connected = 1;
-    sock->data = c;
-    int one = 1;
-    setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    h2o_socket_read_start(sock, on_read);
+    c->sock = sock;
+    g.io->read_start(sock, c);
     schedule_flush(c);
-    return 0;
+    return c;
 }
 
-static void on_connect(h2o_socket_t *sock, const char *err)
+void h2b_io_connected(h2b_conn_t *c, int ok)
 {
-    h2b_conn_t *c = sock->data;
-    if (err != NULL) {
+    if (c->dead)
+        return;
+    if (!ok) {
         conn_kill(c, "connect failed");
         return;
     }
     c->connected = 1;
-    h2o_socket_read_start(sock, on_read);
+    g.io->read_start(c->sock, c);
     schedule_flush(c);
 }
 
@@ -741,35 +849,81 @@ h2b_conn_t *h2b_client_get(const char *hostport)
     unsigned sl;
     if (faas_sockaddr_parse(hostport, "127.0.0.1", &ss, &sl, &err) != 0)
         return NULL;
-    h2b_conn_t *c = conn_new(NULL, 0);
+    h2b_conn_t *c = conn_new(0);
     if (c == NULL)
         return NULL;
     snprintf(c->hostport, sizeof(c->hostport), "%s", hostport);
-    c->sock = h2o_socket_connect(g.loop, (struct sockaddr *)&ss, sl, on_connect);
+    c->sock = g.io->connect(c, (struct sockaddr *)&ss, sl);
     if (c->sock == NULL) {
         nghttp2_session_del(c->ng);
-        h2o_buffer_dispose(&c->wbuf);
         free(c);
         return NULL;
     }
-    c->sock->data = c;
-    int one = 1;
-    setsockopt(h2o_socket_get_fd(c->sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->next = g.clients;
     g.clients = c;
     return c;
 }
 
-void h2b_init(h2o_loop_t *loop)
+void h2b_init_io(const h2b_io_t *io)
 {
-    g.loop = loop;
-    h2o_timeout_init(loop, &g.zero, 0);
-    h2o_timeout_init(loop, &g.tick, DEADLINE_TICK_MS);
-    g.tick_entry.cb = on_tick;
-    h2o_linklist_init_anchor(&g.deadlines);
+    g.io = io;
+    evl_list_init(&g.deadlines);
+    evl_list_init(&g.flush);
+    evl_list_init(&g.frees);
+    evl_list_init(&g.reap);
 }
 
 size_t h2b_live_pairs(void)
 {
     return g.live;
+}
+
+/* ---- local pairs ---- */
+
+int h2b_pair_alive(const h2b_pair_t *p)
+{
+    return p->down.conn != NULL && !p->down.conn->dead && !p->down_done;
+}
+
+int h2b_pair_respond(h2b_pair_t *p, const nghttp2_nv *nv, size_t n, int eos)
+{
+    if (!h2b_pair_alive(p) || p->resp_sent)
+        return -1;
+    /* nghttp2 copies the headers: a local response keeps none (no grpc-status to read) */
+    const nghttp2_nv *st = n != 0 && nv[0].namelen == 7 && memcmp(nv[0].name, ":status", 7) == 0 ? &nv[0] : NULL;
+    p->http_status = 0;
+    for (size_t i = 0; st != NULL && i < st->valuelen && i < 3; i++)
+        p->http_status = p->http_status * 10 + (st->value[i] - '0');
+    p->resp_got = 1;
+    if (eos) {
+        p->up.in_eos = 1;
+        p->trl_ready = 1;
+    }
+    submit_down(p, nv, n);
+    return 0;
+}
+
+int h2b_pair_send(h2b_pair_t *p, const void *data, size_t len, int eos)
+{
+    if (!h2b_pair_alive(p) || p->up.in_eos)
+        return -1;
+    if (evl_buf_append(&p->up.in, data, len) != 0)
+        return -1;
+    if (eos) {
+        p->up.in_eos = 1;
+        p->trl_ready = 1;
+    }
+    resume(&p->down);
+    return 0;
+}
+
+void h2b_pair_reset(h2b_pair_t *p)
+{
+    p->failed = 1;
+    if (h2b_pair_alive(p)) {
+        nghttp2_submit_rst_stream(p->down.conn->ng, NGHTTP2_FLAG_NONE, p->down.id, NGHTTP2_INTERNAL_ERROR);
+        p->down_done = 1;
+        schedule_flush(p->down.conn);
+    }
+    maybe_free(p);
 }

@@ -1,4 +1,4 @@
-/* dispatcher/grpc_h2.h - an HTTP/2 stream bridge for gRPC on an h2o event loop.
+/* dispatcher/grpc_h2.h - an HTTP/2 stream bridge for gRPC, on any event loop.
  *
  * h2o 2.2.5 buffers whole request bodies and cannot send trailers, so gRPC goes
  * through nghttp2 on every hop. A "pair" joins a stream accepted on a server
@@ -8,35 +8,49 @@
  * (nghttp2_session_consume_stream), so each pair buffers at most one window per
  * direction. Response headers, trailers (also Trailers-Only) and resets pass through.
  *
- * Used by the gateway (client -> agent) and by the agent (dispatcher -> user server;
- * runtime-agent/grpc_h2.c compiles this same source: the agent links no dispatcher).
+ * Used by the gateway (client -> agent) on h2o's loop (dispatcher/grpc_h2_h2o.c) and by
+ * the agent, which links this object but no h2o, on its evl loop (runtime-agent/h2b_evl.c).
+ * The loop and its sockets are reached only through an h2b_io_t table. The agent also
+ * answers streams itself (HTTP, Thrift): "local" pairs have no up connection and the
+ * application writes the response into them (h2b_pair_respond / h2b_pair_send).
  * One event loop per process; everything here runs on it. */
 #ifndef DISP_GRPC_H2_H
 #define DISP_GRPC_H2_H
 
-#include <h2o.h>
 #include <nghttp2/nghttp2.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+
+#include "common/evl.h"
 
 typedef struct h2b_conn h2b_conn_t;
 typedef struct h2b_pair h2b_pair_t;
 
-/* Header list owned by a pair (names and values copied). */
+/* A pair's bump allocator: its header lists live here and die with it (no malloc per
+ * header); the first block is inside the pair. */
+typedef struct {
+    unsigned char *cur, *end;
+    void *chunks; /* malloc'd blocks past the first, chained through their first word */
+} h2b_arena_t;
+
+/* Header list owned by a pair (names and values copied into the pair's arena, or
+ * malloc'd when ar is NULL). */
 typedef struct {
     nghttp2_nv *nv;
     size_t n, cap;
+    h2b_arena_t *ar;
 } h2b_hdrs_t;
 
 typedef struct {
     h2b_pair_t *pair;
     h2b_conn_t *conn; /* NULL: not attached (yet, or any more) */
     int32_t id;
-    h2o_buffer_t *in;    /* received from this side, not yet handed to the other */
-    h2o_linklist_t link; /* in conn->pairs */
-    int in_eos;          /* this side ended its half (END_STREAM seen) */
-    int closed;          /* the stream is gone on this side (or never opened) */
-    int deferred;        /* our DATA provider toward this side is waiting for bytes */
+    evl_buf_t in;    /* received from this side, not yet handed to the other */
+    evl_link_t link; /* in conn->pairs */
+    int in_eos;      /* this side ended its half (END_STREAM seen) */
+    int closed;      /* the stream is gone on this side (or never opened) */
+    int deferred;    /* our DATA provider toward this side is waiting for bytes */
 } h2b_side_t;
 
 struct h2b_pair {
@@ -49,29 +63,77 @@ struct h2b_pair {
     int final_status;     /* grpc-status sent down (-1 none yet) */
     int http_status;      /* :status sent down */
     uint64_t deadline_ms; /* 0 = none; h2b_pair_fail(4) when it passes */
-    h2o_linklist_t dl_link;
+    evl_link_t dl_link;
     int failed;    /* the platform ended it: bytes from down are dropped */
     int down_done; /* END_STREAM (or trailers) submitted on down */
-    h2o_timeout_entry_t free_entry;
+    evl_link_t free_link;
     _Alignas(8) unsigned char front[48]; /* the server side's per-call scratch (gateway: message scanner) */
     void *owner;                         /* the application's per-call state */
     /* Called once when the pair is freed (both sides done). */
     void (*on_free)(h2b_pair_t *p);
+    /* Local pairs: called when nghttp2 took response bytes (h2b_pair_queued shrank). */
+    void (*on_drain)(h2b_pair_t *p);
+    h2b_arena_t arena;
+    _Alignas(16) unsigned char arena_first[1024];
 };
 
 typedef struct {
     /* server connections: a request's HEADERS arrived (p->req filled); eos = no body */
     void (*on_request)(h2b_pair_t *p, int eos);
     /* optional: request bytes as they arrive, before they are buffered; non-zero means
-     * the callee ended the pair (e.g. h2b_pair_fail) and the bytes are dropped */
+     * the callee took them (e.g. a local pair's body) or ended the pair (e.g.
+     * h2b_pair_fail): they are not buffered and the stream window is returned */
     int (*on_data)(h2b_pair_t *p, const uint8_t *data, size_t len);
+    /* optional: the request ended (END_STREAM) after its HEADERS */
+    void (*on_end)(h2b_pair_t *p);
 } h2b_server_cbs_t;
 
-/* Must be called once on the loop's thread before anything else. */
-void h2b_init(h2o_loop_t *loop);
+/* ---- the I/O seam: what the bridge needs of a loop, one table per process ---- */
 
-/* Serves HTTP/2 (prior knowledge) on an accepted socket. */
-int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
+#define H2B_TICK_MS 5
+
+typedef struct h2b_io {
+    /* Starts a non-blocking connect for c; the adapter later calls h2b_io_connected. The
+     * socket handle, or NULL on immediate failure. */
+    void *(*connect)(h2b_conn_t *c, const struct sockaddr *sa, unsigned len);
+    /* Starts delivering sock's reads to h2b_io_recv and its end to h2b_io_closed. */
+    void (*read_start)(void *sock, h2b_conn_t *c);
+    /* Writes len bytes (one write at a time): 1 written, 0 pending (h2b_io_written
+     * follows; data stays untouched until then), -1 failed now. */
+    int (*write)(void *sock, const void *data, size_t len);
+    /* Closes sock; nothing is delivered for it afterwards. */
+    void (*close)(void *sock);
+    /* Asks for one h2b_io_run() at the end of the current loop iteration. */
+    void (*later)(void);
+    /* Asks for one h2b_io_tick() in about H2B_TICK_MS. */
+    void (*tick)(void);
+} h2b_io_t;
+
+/* Installs the loop adapter; once, on the loop's thread, before anything else. */
+void h2b_init_io(const h2b_io_t *io);
+/* Serves HTTP/2 (prior knowledge) on an accepted socket handle; NULL on OOM (the
+ * caller closes sock then). */
+h2b_conn_t *h2b_io_accept(void *sock, const h2b_server_cbs_t *cbs);
+/* Adapter -> bridge: the connect finished. */
+void h2b_io_connected(h2b_conn_t *c, int ok);
+/* Adapter -> bridge: bytes arrived; returns how many were consumed, or -1 when the
+ * connection died meanwhile (its socket is closed: do not touch it). */
+ssize_t h2b_io_recv(h2b_conn_t *c, const uint8_t *data, size_t len);
+/* Adapter -> bridge: the peer closed or the socket failed. */
+void h2b_io_closed(h2b_conn_t *c);
+/* Adapter -> bridge: a pending write finished (ok) or failed. */
+void h2b_io_written(h2b_conn_t *c, int ok);
+/* Adapter -> bridge: the end-of-iteration work asked for with later(). */
+void h2b_io_run(void);
+/* Adapter -> bridge: the tick asked for with tick(). */
+void h2b_io_tick(void);
+
+/* The h2o adapter (dispatcher/grpc_h2_h2o.c, gateway only): installs itself on loop. */
+struct st_h2o_evloop_t;
+struct st_h2o_socket_t;
+void h2b_init(struct st_h2o_evloop_t *loop);
+/* The h2o adapter: serves HTTP/2 (prior knowledge) on an accepted h2o socket. */
+int h2b_server_accept(struct st_h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
 
 /* The client connection to host:port (IPv4 / IPv6 literal), opened on first use and
  * reused while alive (multiplexed). NULL on a bad address or OOM. */
@@ -96,5 +158,24 @@ const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name);
 
 /* Live connections / pairs (for tests and metrics). */
 size_t h2b_live_pairs(void);
+
+/* ---- local pairs: the application answers (no up stream) ---- */
+
+/* Submits the response HEADERS (copied) on down; eos: nothing follows. 0 or -1. */
+int h2b_pair_respond(h2b_pair_t *p, const nghttp2_nv *nv, size_t n, int eos);
+/* Queues response body bytes toward down (eos: the last); 0, or -1 when down is gone or
+ * out of memory. Watch h2b_pair_queued and on_drain for backpressure. */
+int h2b_pair_send(h2b_pair_t *p, const void *data, size_t len, int eos);
+/* Response bytes queued and not yet taken by nghttp2. */
+static inline size_t h2b_pair_queued(const h2b_pair_t *p)
+{
+    return p->up.in.len;
+}
+/* Resets the down stream with INTERNAL_ERROR: a response that cannot be completed. */
+void h2b_pair_reset(h2b_pair_t *p);
+/* 1 while the down stream can still take a response (the client is there). */
+int h2b_pair_alive(const h2b_pair_t *p);
+/* Adds a header (copied) to one of a pair's lists (freed with the pair); 0 or -1. */
+int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl);
 
 #endif

@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <h2o.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -23,15 +22,17 @@
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
+#define MAX_BODY_BYTES (8u << 20)
 #define OVERLOAD_EVERY_US 250000 /* while overloaded, remind the worker manager this often */
 
 static struct {
-    h2o_evloop_t *loop;
+    evl_loop_t *loop;
     const agent_opts_t *opts;
-    uint16_t port; /* our h2c listener */
+    uint16_t port;        /* our h2c listener */
+    uint16_t stream_port; /* the second one, for gRPC calls */
     int control_fd;
-    h2o_socket_t *control_sock;
-    h2o_socket_t *signal_sock;
+    evl_io_t control_io;
+    evl_io_t signal_io;
     int specialized;
     agent_cmd_t cmd; /* kept alive: the spec points into it */
     char **standalone_argv;
@@ -64,7 +65,7 @@ static void send_event(Faas__AgentEvent *ev)
 
 static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
 {
-    agent_proxy_set_ready(1);
+    agent_front_set_ready(1);
     FAAS_INFO("event=ready fn=%s user_port=%u exec_us=%u ready_us=%u", ag.cmd.spec.name, agent_user_port(), exec_us,
               ready_us);
     if (ag.opts->standalone) {
@@ -82,7 +83,7 @@ static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
 static void on_user_failed(const char *msg)
 {
     char q[512];
-    agent_proxy_set_ready(0);
+    agent_front_set_ready(0);
     FAAS_ERROR("event=specialize_failed fn=%s msg=%s", ag.cmd.spec.name ? ag.cmd.spec.name : "",
                faas_log_quote(q, sizeof(q), msg, strlen(msg)));
     if (ag.opts->standalone) {
@@ -137,12 +138,12 @@ static void specialize(uint64_t t0_us)
         on_user_failed(err);
         return;
     }
-    agent_proxy_set_upstream(agent_user_port(), spec->max_duration_ms);
+    agent_proxy_set_upstream(ag.loop, agent_user_port(), spec->max_duration_ms);
     const Faas__Specialize *sp = ag.cmd.msg != NULL ? ag.cmd.msg->specialize : NULL;
     agent_thrift_configure(ag.loop, agent_user_port(),
                            sp != NULL && sp->spec != NULL ? sp->spec->thrift_transport
                                                           : getenv("FAAS_THRIFT_TRANSPORT"));
-    agent_proxy_set_overload(spec->concurrency, on_overload);
+    agent_front_set_overload(spec->concurrency, on_overload);
 }
 
 /* Receives one packet and the fds that came with it (the first is kept, others closed). */
@@ -208,7 +209,7 @@ static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_u
     specialize(t0_us);
 }
 
-static void on_control(h2o_socket_t *sock, const char *err)
+static void on_control(evl_io_t *io, int events)
 {
     static uint8_t buf[CONTROL_MAX_PACKET]; /* bss: costs no memory until a packet arrives */
     for (;;) {
@@ -221,7 +222,7 @@ static void on_control(h2o_socket_t *sock, const char *err)
             /* the worker manager is gone: so are we */
             FAAS_INFO("event=control_closed");
             quit(0);
-            h2o_socket_read_stop(sock);
+            evl_io_stop(io);
             return;
         }
         if (n == -2) {
@@ -238,10 +239,10 @@ static void on_control(h2o_socket_t *sock, const char *err)
 
 /* ---- signals ---- */
 
-static void on_signal(h2o_socket_t *sock, const char *err)
+static void on_signal(evl_io_t *io, int events)
 {
     struct signalfd_siginfo si;
-    int fd = *(int *)sock->data;
+    int fd = io->fd;
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) {
             agent_user_reap();
@@ -267,15 +268,12 @@ static int setup_signals(void)
     sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sfd < 0)
         return -1;
-    ag.signal_sock = h2o_evloop_socket_create(ag.loop, sfd, H2O_SOCKET_FLAG_DONT_READ);
-    ag.signal_sock->data = &sfd;
-    h2o_socket_read_start(ag.signal_sock, on_signal);
-    return 0;
+    return evl_io_start(ag.loop, &ag.signal_io, sfd, EVL_READ, on_signal);
 }
 
 /* ---- listener ---- */
 
-static int open_listener(const char *addr, const char **err)
+static int open_listener(const char *addr, uint16_t *port_out, const char **err)
 {
     char host[256];
     uint16_t port;
@@ -298,7 +296,7 @@ static int open_listener(const char *addr, const char **err)
         close(fd);
         return *err = "cannot bind the listener", -1;
     }
-    ag.port = ntohs(sin.sin_port);
+    *port_out = ntohs(sin.sin_port);
     return fd;
 }
 
@@ -334,7 +332,7 @@ static void hello(void)
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
     ev.port = ag.port;
-    ev.stream_port = agent_grpc_stream_port();
+    ev.stream_port = ag.stream_port;
     send_event(&ev);
 }
 
@@ -343,10 +341,8 @@ static int setup_control(int fd)
     ag.control_fd = fd;
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    ag.control_sock = h2o_evloop_socket_create(ag.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    if (ag.control_sock == NULL)
+    if (evl_io_start(ag.loop, &ag.control_io, fd, EVL_READ, on_control) != 0)
         return -1;
-    h2o_socket_read_start(ag.control_sock, on_control);
     hello();
     return 0;
 }
@@ -355,19 +351,22 @@ int agent_run(const agent_opts_t *o)
 {
     const char *err = NULL;
     ag.opts = o;
-    ag.loop = h2o_evloop_create();
-    if (setup_signals() != 0) {
-        FAAS_ERROR("event=start_failed msg=\"signal setup failed\"");
+    ag.loop = evl_loop_new();
+    if (ag.loop == NULL || setup_signals() != 0) {
+        FAAS_ERROR("event=start_failed msg=\"loop or signal setup failed\"");
         return 1;
     }
-    int lfd = open_listener(o->listen, &err);
-    if (lfd < 0 || agent_proxy_init(ag.loop, lfd, 8u << 20) != 0) {
-        FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "proxy init failed");
+    agent_front_init(ag.loop, MAX_BODY_BYTES);
+    int lfd = open_listener(o->listen, &ag.port, &err);
+    if (lfd < 0 || agent_front_listen(lfd, 0) != 0) {
+        FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "listener setup failed");
         return 1;
     }
-    if (agent_grpc_start(ag.loop) != 0) /* gRPC streams: runtime-agent/grpc.c */
+    /* gRPC calls get a port of their own (HELLO stream_port); the same front serves it */
+    int sfd = open_listener("127.0.0.1:0", &ag.stream_port, &err);
+    if (sfd < 0 || agent_front_listen(sfd, 1) != 0)
         FAAS_WARN("event=grpc_listen_failed msg=\"no gRPC stream listener\"");
-    FAAS_INFO("event=listening port=%u stream_port=%u", ag.port, agent_grpc_stream_port());
+    FAAS_INFO("event=listening port=%u stream_port=%u", ag.port, ag.stream_port);
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {
@@ -380,7 +379,8 @@ int agent_run(const agent_opts_t *o)
         return 1;
     }
     while (!ag.exit)
-        h2o_evloop_run(ag.loop, INT32_MAX);
+        if (evl_run_once(ag.loop, -1) != 0)
+            break;
     agent_user_kill(KILL_GRACE_MS);
     FAAS_INFO("event=exit code=%d", ag.exit_code);
     return ag.exit_code;

@@ -1,28 +1,16 @@
-/* runtime-agent/grpc.c - the agent's gRPC stream listener: h2o's listener cannot
- * stream request bodies or send trailers, so gRPC arrives on a second port served by
- * nghttp2, and each stream is bridged (dispatcher/grpc_h2.c) to the user's gRPC server
- * over one h2c connection to 127.0.0.1:<user port>, reused across streams. */
+/* runtime-agent/grpc.c - gRPC calls: each stream that front.c hands over is bridged
+ * (dispatcher/grpc_h2.c) to the user's gRPC server over one h2c connection to
+ * 127.0.0.1:<user port>, reused across streams. */
 #include "runtime-agent/grpc.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "dispatcher/grpc_h2.h"
 #include "runtime-agent/internal.h"
 
 #define MAX_HEADERS 160
-
-static uint16_t stream_port;
-
-uint16_t agent_grpc_stream_port(void)
-{
-    return stream_port;
-}
 
 static int dropped(const nghttp2_nv *h)
 {
@@ -37,7 +25,7 @@ static int dropped(const nghttp2_nv *h)
 
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
 
-static void on_request(h2b_pair_t *p, int eos)
+void agent_grpc_request(h2b_pair_t *p, int eos)
 {
     uint16_t port = agent_user_port();
     if (port == 0) {
@@ -67,39 +55,4 @@ static void on_request(h2b_pair_t *p, int eos)
         nv[n++] = NV("x-request-id", 12, rid->value, rid->valuelen);
     if (h2b_pair_connect(p, c, nv, n) != 0)
         h2b_pair_fail(p, 14, "cannot open a stream to the function");
-}
-
-static const h2b_server_cbs_t cbs = {.on_request = on_request};
-
-static void on_accept(h2o_socket_t *ls, const char *err)
-{
-    if (err != NULL)
-        return;
-    for (int i = 0; i < 16; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(ls);
-        if (sock == NULL)
-            return;
-        h2b_server_accept(sock, &cbs);
-    }
-}
-
-int agent_grpc_start(h2o_loop_t *loop)
-{
-    h2b_init(loop);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sin);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 1024) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sin, &sl) != 0) {
-        close(fd);
-        return -1;
-    }
-    stream_port = ntohs(sin.sin_port);
-    /* kept in a static: the loop reaches it only through epoll, which LeakSanitizer cannot see */
-    static h2o_socket_t *volatile listener;
-    listener = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(listener, on_accept);
-    return 0;
 }

@@ -9,9 +9,9 @@
 #include "runtime-agent/grpc.h"
 
 typedef struct {
-    h2o_socket_t *sock;
+    evl_sock_t *sock;
     nghttp2_session *ng;
-    void (*done)(h2o_socket_t *sock, int ok);
+    void (*done)(evl_sock_t *sock, int ok);
     uint8_t body[64];
     size_t body_len;
     int status; /* grpc-status, -1 none yet */
@@ -61,7 +61,7 @@ static void finish(hc_t *h, int ok)
     if (h->finished)
         return;
     h->finished = 1;
-    h2o_socket_read_stop(h->sock);
+    evl_sock_read_stop(h->sock);
     h->done(h->sock, ok); /* closes the socket */
 }
 
@@ -114,11 +114,11 @@ static ssize_t read_req(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t le
 
 static void flush(hc_t *h);
 
-static void on_written(h2o_socket_t *sock, const char *err)
+static void on_written(evl_sock_t *sock, int err)
 {
     hc_t *h = sock->data;
     h->writing = 0;
-    if (err != NULL) {
+    if (err != 0) {
         finish(h, 1); /* accepted, then refused h2: not a gRPC-aware peer, TCP semantics */
         return;
     }
@@ -137,28 +137,34 @@ static void flush(hc_t *h)
     }
     if (n == 0)
         return;
-    /* nghttp2 keeps data valid until the next mem_send: copy into the socket's write */
-    h2o_iovec_t v = h2o_iovec_init(data, (size_t)n);
-    h->writing = 1;
-    h2o_socket_write(h->sock, &v, 1, on_written);
+    /* evl copies what the kernel does not take at once */
+    struct iovec v = {(void *)data, (size_t)n};
+    int r = evl_sock_write(h->sock, &v, 1, on_written);
+    if (r < 0) {
+        finish(h, 1); /* accepted, then refused h2: not a gRPC-aware peer, TCP semantics */
+        return;
+    }
+    h->writing = r == 0;
+    if (r == 1)
+        flush(h);
 }
 
-static void on_read(h2o_socket_t *sock, const char *err)
+static void on_read(evl_sock_t *sock, int err)
 {
     hc_t *h = sock->data;
-    if (err != NULL) {
+    if (err != 0) {
         /* closed before any gRPC answer: it does not speak h2, the accept is the signal */
         finish(h, h->status < 0);
         return;
     }
-    ssize_t n = nghttp2_session_mem_recv(h->ng, (const uint8_t *)sock->input->bytes, sock->input->size);
+    ssize_t n = nghttp2_session_mem_recv(h->ng, (const uint8_t *)evl_buf_data(&sock->in), sock->in.len);
     if (h->finished)
         return;
     if (n < 0) {
         finish(h, 1); /* not HTTP/2: TCP semantics */
         return;
     }
-    h2o_buffer_consume(&sock->input, (size_t)n);
+    evl_buf_consume(&sock->in, (size_t)n);
     flush(h);
 }
 
@@ -172,7 +178,7 @@ static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int 
         (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE                             \
     }
 
-void agent_grpc_health_start(h2o_socket_t *sock, void (*done)(h2o_socket_t *sock, int ok))
+void agent_grpc_health_start(evl_sock_t *sock, void (*done)(evl_sock_t *sock, int ok))
 {
     if (cur != NULL) {
         hc_free(cur); /* the previous probe's socket was closed by its owner */
@@ -210,6 +216,6 @@ void agent_grpc_health_start(h2o_socket_t *sock, void (*done)(h2o_socket_t *sock
     nghttp2_data_provider prov = {.read_callback = read_req};
     nghttp2_submit_request(h->ng, NULL, nv, sizeof(nv) / sizeof(nv[0]), &prov, NULL);
     sock->data = h;
-    h2o_socket_read_start(sock, on_read);
+    evl_sock_read_start(sock, on_read);
     flush(h);
 }

@@ -2,10 +2,13 @@
 #ifndef AGENT_INTERNAL_H
 #define AGENT_INTERNAL_H
 
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/evl.h"
+#include "dispatcher/grpc_h2.h"
 #include "proto/faas.pb-c.h"
 
 /* Health probe kinds, same numbers as faas.HealthCheck.Kind. */
@@ -68,23 +71,36 @@ int agent_parse_ms(const char *s, size_t len, uint64_t *out);
 /* Rounds a deadline down onto a coarse grid so that few distinct timers exist. */
 uint32_t agent_quantize_ms(uint32_t ms);
 
-/* picohttpparser, bundled (and exported) by libh2o but without a public header. */
-struct phr_header {
+/* ---- http1.c: pure HTTP/1.x parsing (no I/O) ---- */
+
+/* One header of a parsed response head; points into the parsed buffer. */
+typedef struct agent_hdr {
     const char *name;
     size_t name_len;
     const char *value;
     size_t value_len;
-};
-int phr_parse_response(const char *buf, size_t len, int *minor_version, int *status, const char **msg, size_t *msg_len,
-                       struct phr_header *headers, size_t *num_headers, size_t last_len);
-struct phr_chunked_decoder {
-    size_t bytes_left_in_chunk;
-    char consume_trailer;
-    char _hex_count;
-    char _state;
-    char _reserved[64]; /* room in case the bundled version's struct is larger */
-};
-ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf, size_t *bufsz);
+} agent_hdr_t;
+
+/* Parses an HTTP/1.x response head in buf: the head's length (> 0), -2 when incomplete,
+ * -1 when malformed. hdrs has room for *nhdrs entries; *nhdrs becomes the count. */
+int agent_parse_response(const char *buf, size_t len, int *minor, int *status, const char **msg, size_t *msg_len,
+                         agent_hdr_t *hdrs, size_t *nhdrs);
+
+/* Chunked transfer-coding decoder state; zero-initialized before a body. */
+typedef struct agent_chunked {
+    uint64_t left;
+    int state, digits, crlf;
+} agent_chunked_t;
+
+/* Decodes buf[0..*len) in place: the decoded data is compacted at buf and *len becomes its
+ * size. Returns -2 when the body goes on, -1 on a malformed body, or (body complete, trailer
+ * consumed) how many bytes follow it, kept at buf + *len. */
+long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len);
+
+/* What the first bytes on the agent's listener are. */
+enum { AGENT_SNIFF_H2 = 0, AGENT_SNIFF_HTTP1 = 1, AGENT_SNIFF_OTHER = 2 };
+/* AGENT_SNIFF_H2 while buf (len > 0) is a prefix of the h2 connection preface. */
+int agent_sniff_preface(const char *buf, size_t len);
 
 /* How an upstream HTTP/1.x response body is delimited. */
 enum { AGENT_BODY_NONE = 0, AGENT_BODY_LENGTH = 1, AGENT_BODY_CHUNKED = 2, AGENT_BODY_EOF = 3 };
@@ -96,25 +112,107 @@ typedef struct agent_framing {
 
 /* Decides body framing and connection reuse for a response head (RFC 9112 s6.3); 0, or -1
  * with *err for a response that cannot be framed safely. */
-int agent_resp_framing(int minor_version, int status, int is_head, const struct phr_header *h, size_t n,
-                       agent_framing_t *out, const char **err);
+int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n, agent_framing_t *out,
+                       const char **err);
 
-/* ---- proxy.c: the h2c/HTTP front end and the upstream pool ---- */
+/* ---- pool.c: keep-alive connections to the user server ---- */
 
-struct st_h2o_evloop_t;
-/* Starts serving on the bound listener fd; 0 or -1. */
-int agent_proxy_init(struct st_h2o_evloop_t *loop, int listen_fd, uint64_t max_body);
-/* Points the proxy at the user server (call once, at specialization); requests without
- * faas-deadline-ms get default_deadline_ms to their first response byte. */
-void agent_proxy_set_upstream(uint16_t port, uint32_t default_deadline_ms);
-/* Calls cb each time a forwarded request brings the in-flight count to >= limit (limit 0 = never). */
-void agent_proxy_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
+typedef struct agent_pool agent_pool_t;
+
+/* One connection to the user server. Idle ones stay registered and reading, so that a
+ * close by the server is noticed at once and reuse costs no syscall. */
+typedef struct agent_upconn {
+    evl_sock_t *sock; /* sock->data is this upconn; NULL while waiting for a connect slot */
+    agent_pool_t *pool;
+    evl_link_t idle_link; /* in pool->idle, or pool->waiters while waiting */
+    evl_timer_t idle_timer;
+    void *owner; /* the request using it; NULL when idle */
+    void (*on_connect)(struct agent_upconn *u, int err);
+    int reused; /* carried a request before: the server may have closed it while idle */
+} agent_upconn_t;
+
+struct agent_pool {
+    evl_loop_t *loop;
+    struct sockaddr_in addr;
+    evl_link_t idle;    /* most recently used first */
+    evl_link_t waiters; /* acquisitions waiting for a connect slot or an idle connection */
+    evl_defer_t kick;
+    uint32_t idle_ms;
+    uint32_t connecting; /* connects in flight (at most AGENT_POOL_MAX_CONNECTING) */
+    int configured;
+};
+
+/* A burst of requests must not become a burst of connects larger than a user server's
+ * accept backlog (python's TServerSocket listens with 128): past this many connects in
+ * flight, acquisitions wait for one to finish or for a connection to come back. */
+#define AGENT_POOL_MAX_CONNECTING 32
+
+/* Points p at 127.0.0.1:port; idle connections live idle_ms. */
+void agent_pool_init(agent_pool_t *p, evl_loop_t *loop, uint16_t port, uint32_t idle_ms);
+/* Gives owner the most recently used idle connection (unless fresh): 1, usable now; or
+ * starts a new one (or waits for a slot): 0, on_connect(u, err) follows from the loop;
+ * -1 on failure. */
+int agent_pool_acquire(agent_pool_t *p, int fresh, void *owner, void (*on_connect)(agent_upconn_t *u, int err),
+                       agent_upconn_t **out);
+/* Back to the idle list (the exchange ended cleanly, nothing unread). */
+void agent_pool_release(agent_upconn_t *u);
+/* Closes and frees u (also when idle). */
+void agent_pool_close(agent_upconn_t *u);
+/* Takes a connected socket with nothing unread as an idle connection; 0 or -1 (caller keeps s). */
+int agent_pool_adopt(agent_pool_t *p, evl_sock_t *s);
+
+/* ---- front.c: the h2c listeners (HELLO port and stream_port), one code path ---- */
+
+enum { AGENT_REQ_HTTP = 0, AGENT_REQ_THRIFT = 1 };
+
+/* One stream the agent answers itself (HTTP or Thrift), owned by its pair (p->owner). */
+typedef struct agent_req {
+    h2b_pair_t *pair;
+    int kind;
+    int body_over;  /* the body passed max_body: answered 413 */
+    int has_body;   /* the request stream carried DATA (or could have) */
+    evl_buf_t body; /* the request body, whole */
+    evl_timer_t deadline;
+    agent_upconn_t *up; /* while it uses one */
+    uint64_t deadline_ms;
+    /* HTTP */
+    agent_framing_t framing;
+    agent_chunked_t dec;
+    uint64_t remaining;
+    int state, is_head, started, retried, reading;
+    evl_buf_t head; /* the request head for the user server */
+    /* Thrift */
+    int oneway, got_bytes;
+} agent_req_t;
+
+/* Installs the bridge on loop (the evl adapter); max_body bounds request bodies. */
+int agent_front_init(evl_loop_t *loop, uint64_t max_body);
+/* Serves h2c with prior knowledge on a bound, listening fd. grpc_only: every stream is a
+ * gRPC call (the stream_port); else streams are HTTP or Thrift, answered here. */
+int agent_front_listen(int fd, int grpc_only);
 /* Requests are forwarded only once this is set. */
-void agent_proxy_set_ready(int ready);
+void agent_front_set_ready(int ready);
+/* Calls cb each time a request brings the in-flight count to >= limit (limit 0 = never). */
+void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
+/* Answers a local stream with a platform-made error: status, `faas-error: reason`, text body. */
+void agent_reply_error(h2b_pair_t *p, int status, const char *reason, const char *body);
+/* The first request header called name (lower case), or NULL. */
+const nghttp2_nv *agent_req_header(const agent_req_t *r, const char *name);
+
+/* ---- proxy.c: HTTP streams -> HTTP/1.1 keep-alive pool ---- */
+
+/* Points the HTTP path at the user server (call once, at specialization); requests without
+ * faas-deadline-ms get default_deadline_ms to their first response byte. */
+void agent_proxy_set_upstream(evl_loop_t *loop, uint16_t port, uint32_t default_deadline_ms);
+/* Forwards a complete HTTP request (headers and whole body). */
+void agent_proxy_start(agent_req_t *r);
+/* The response was taken by nghttp2: reading the user server may go on. */
+void agent_proxy_drain(agent_req_t *r);
+/* The stream is gone (done or cancelled): let go of the upstream. */
+void agent_proxy_end(agent_req_t *r);
 /* Adopts the readiness probe's keep-alive connection (response fully read) as an
  * idle pooled upstream, so the first request costs the user server no accept. */
-struct st_h2o_socket_t;
-int agent_proxy_adopt_upstream(struct st_h2o_socket_t *sock);
+int agent_proxy_adopt_upstream(evl_sock_t *sock);
 
 /* ---- user.c: the user server process, its logs, its probe ---- */
 
@@ -126,7 +224,7 @@ typedef struct agent_user_cbs {
 
 /* Forks/execs the user server for spec, wiring logs to log_fd (-1 = stderr only) and
  * starting the readiness probe; 0 or -1 with *err. t0_us = when specialization began. */
-int agent_user_start(struct st_h2o_evloop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
                      const agent_user_cbs_t *cbs, const char **err);
 /* The port the user server was given (0 before start). */
 uint16_t agent_user_port(void);

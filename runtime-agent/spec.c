@@ -2,6 +2,7 @@
  * header rules. No I/O here so everything is unit-tested and fuzzed. */
 #include "runtime-agent/internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,13 +259,40 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
 
 int agent_header_is_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",   "transfer-encoding",
-                                      "upgrade",    "te",         "http2-settings",     "content-length",
-                                      "host",       "expect",     "proxy-authorization"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (strlen(hop[i]) == len && strncasecmp(hop[i], name, len) == 0)
-            return 1;
-    return 0;
+    /* by length first: this runs for every header of every request */
+    const char *c;
+    switch (len) {
+    case 2:
+        c = "te";
+        break;
+    case 4:
+        c = "host";
+        break;
+    case 6:
+        c = "expect";
+        break;
+    case 7:
+        c = "upgrade";
+        break;
+    case 10:
+        c = tolower((unsigned char)name[0]) == 'c' ? "connection" : "keep-alive";
+        break;
+    case 14:
+        c = tolower((unsigned char)name[0]) == 'c' ? "content-length" : "http2-settings";
+        break;
+    case 16:
+        c = "proxy-connection";
+        break;
+    case 17:
+        c = "transfer-encoding";
+        break;
+    case 19:
+        c = "proxy-authorization";
+        break;
+    default:
+        return 0;
+    }
+    return strncasecmp(c, name, len) == 0;
 }
 
 int agent_connection_lists(const char *v, size_t vlen, const char *name, size_t nlen)
@@ -310,20 +338,20 @@ uint32_t agent_quantize_ms(uint32_t ms)
     return 600000;
 }
 
-static int hname_is(const struct phr_header *h, const char *name)
+static int hname_is(const agent_hdr_t *h, const char *name)
 {
     size_t n = strlen(name);
     return h->name_len == n && strncasecmp(h->name, name, n) == 0;
 }
 
 /* 1 if the comma-separated value has the token (case-insensitive). */
-static int has_token(const struct phr_header *h, const char *tok)
+static int has_token(const agent_hdr_t *h, const char *tok)
 {
     return agent_connection_lists(h->value, h->value_len, tok, strlen(tok));
 }
 
-int agent_resp_framing(int minor_version, int status, int is_head, const struct phr_header *h, size_t n,
-                       agent_framing_t *out, const char **err)
+int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n, agent_framing_t *out,
+                       const char **err)
 {
     int chunked = 0, have_len = 0, close = 0, keep = 0;
     uint64_t len = 0;

@@ -7,18 +7,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/evl.h"
 #include "gateway/thrift.h"
 
-struct st_h2o_req_t;
-struct st_h2o_evloop_t;
+struct agent_req;
 
 /* Points the Thrift path at the user server; transport is "framed" (default, also
  * for NULL or ""), "theader" or "ttheader". */
-void agent_thrift_configure(struct st_h2o_evloop_t *loop, uint16_t port, const char *transport);
-/* 1 if req is for the Thrift path (POST /_faas/thrift). */
-int agent_thrift_is(struct st_h2o_req_t *req);
-/* Handles a /_faas/thrift request (the user server is ready). */
-void agent_thrift_handle(struct st_h2o_req_t *req);
+void agent_thrift_configure(evl_loop_t *loop, uint16_t port, const char *transport);
+/* Handles a complete POST /_faas/thrift request (the user server is ready). */
+void agent_thrift_start(struct agent_req *r);
+/* The stream is gone (done or cancelled): let go of the upstream. */
+void agent_thrift_end(struct agent_req *r);
 
 /* ---- thrift_frame.c: pure helpers ---- */
 
@@ -28,8 +28,8 @@ int agent_thrift_transport(const char *name, gw_thrift_framing_t *out);
  * faas-request-id info header (rid) when the framing has headers; hs must have
  * room for nh + 1 entries. Returns the frame size (written when <= cap; call with
  * cap 0 to size it), or 0 when msg is not a Thrift message. */
-size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg,
-                                  size_t len, gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
-                                  uint8_t *out, size_t cap);
+size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg, size_t len,
+                                  gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen, uint8_t *out,
+                                  size_t cap);
 
 #endif

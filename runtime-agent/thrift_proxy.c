@@ -5,14 +5,12 @@
  * The agent frames the message in the function's thrift_transport (framed,
  * theader or ttheader: the client's framing may differ, the gateway re-frames the
  * reply for it), adds a faas-request-id info header when the framing has headers,
- * and writes it on a pooled keep-alive connection to the user server, one call at
- * a time per connection. The reply frame is parsed with the same codec and goes
+ * and writes it on a pooled keep-alive connection to the user server (pool.c), one
+ * call at a time per connection. The reply frame is parsed with the same codec and goes
  * back as the response body (its info headers as faas-thrift-* headers). Oneway
  * calls are answered 204 once the bytes are written. Errors carry faas-error like
  * the HTTP path: 502 upstream-connect / upstream-reset, 504 timeout. */
-#include <h2o.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,374 +22,230 @@
 #define IDLE_MS 10000
 #define DEFAULT_DEADLINE_MS 30000
 
-struct tfwd;
-
-typedef struct tup {
-    h2o_socket_t *sock;
-    struct tfwd *owner; /* NULL when idle */
-    h2o_linklist_t idle_link;
-    h2o_timeout_entry_t idle_timer;
-    int reused, got_bytes;
-    int writing, release_after_write; /* h2o allows one write at a time */
-    int reading;
-} tup_t;
-
-typedef struct tfwd {
-    h2o_req_t *req;
-    tup_t *up;
-    h2o_iovec_t frame;
-    h2o_timeout_entry_t deadline;
-    int oneway, done, retried;
-} tfwd_t;
-
-typedef struct tbucket {
-    struct tbucket *next;
-    uint32_t ms;
-    h2o_timeout_t t;
-} tbucket_t;
-
 static struct {
-    h2o_evloop_t *loop;
-    struct sockaddr_in upstream;
+    evl_loop_t *loop;
+    agent_pool_t pool;
     gw_thrift_framing_t framing;
-    h2o_linklist_t idle;
-    h2o_timeout_t idle_timeout;
-    tbucket_t *buckets;
     int configured;
 } tp;
 
-static h2o_timeout_t *timeout_for(uint32_t ms)
-{
-    ms = agent_quantize_ms(ms);
-    for (tbucket_t *b = tp.buckets; b != NULL; b = b->next)
-        if (b->ms == ms)
-            return &b->t;
-    tbucket_t *b = calloc(1, sizeof(*b));
-    if (b == NULL)
-        return NULL;
-    b->ms = ms;
-    h2o_timeout_init(tp.loop, &b->t, ms);
-    b->next = tp.buckets;
-    tp.buckets = b;
-    return &b->t;
-}
-
-void agent_thrift_configure(h2o_evloop_t *loop, uint16_t port, const char *transport)
+void agent_thrift_configure(evl_loop_t *loop, uint16_t port, const char *transport)
 {
     tp.loop = loop;
-    tp.upstream = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port)};
-    tp.upstream.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (agent_thrift_transport(transport, &tp.framing) != 0) {
         FAAS_WARN("event=thrift_transport_unknown transport=\"%s\" using=framed", transport);
         tp.framing = GW_THRIFT_FRAMED;
     }
-    h2o_linklist_init_anchor(&tp.idle);
-    h2o_timeout_init(loop, &tp.idle_timeout, IDLE_MS);
+    agent_pool_init(&tp.pool, loop, port, IDLE_MS);
     tp.configured = 1;
 }
 
-int agent_thrift_is(h2o_req_t *req)
-{
-    return h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/_faas/thrift"));
-}
+/* ---- the call ---- */
 
-static void send_error(h2o_req_t *req, int status, const char *reason, const char *body)
+static void drop_up(agent_req_t *r)
 {
-    req->res.status = status;
-    req->res.reason = status == 504 ? "Gateway Timeout" : status == 400 ? "Bad Request" : "Bad Gateway";
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("faas-error"), 0, NULL, reason, strlen(reason));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("text/plain; charset=utf-8"));
-    req->res.content_length = strlen(body);
-    h2o_send_inline(req, body, strlen(body));
-}
-
-/* ---- the pool ---- */
-
-static void up_close(tup_t *up)
-{
-    if (h2o_linklist_is_linked(&up->idle_link))
-        h2o_linklist_unlink(&up->idle_link);
-    if (h2o_timeout_is_linked(&up->idle_timer))
-        h2o_timeout_unlink(&up->idle_timer);
-    h2o_socket_close(up->sock);
-    free(up);
-}
-
-static void on_idle_event(h2o_socket_t *sock, const char *err)
-{
-    up_close(sock->data); /* an idle Thrift connection has nothing to say */
-}
-
-static void on_idle_timeout(h2o_timeout_entry_t *e)
-{
-    up_close(H2O_STRUCT_FROM_MEMBER(tup_t, idle_timer, e));
-}
-
-/* Pooled sockets stay registered for reading; switching callbacks costs no epoll_ctl. */
-static void set_reader(tup_t *up, h2o_socket_cb cb)
-{
-    if (up->reading) {
-        up->sock->_cb.read = cb;
-        return;
-    }
-    up->reading = 1;
-    h2o_socket_read_start(up->sock, cb);
-}
-
-static void up_release(tup_t *up)
-{
-    up->owner = NULL;
-    if (up->sock->input->size != 0) {
-        up_close(up);
-        return;
-    }
-    set_reader(up, on_idle_event);
-    h2o_linklist_insert(tp.idle.next, &up->idle_link);
-    h2o_timeout_link(tp.loop, &tp.idle_timeout, &up->idle_timer);
-}
-
-static void fwd_stop(tfwd_t *f)
-{
-    f->done = 1;
-    if (h2o_timeout_is_linked(&f->deadline))
-        h2o_timeout_unlink(&f->deadline);
-}
-
-static void fwd_drop_up(tfwd_t *f)
-{
-    if (f->up != NULL) {
-        f->up->owner = NULL;
-        up_close(f->up);
-        f->up = NULL;
+    if (r->up != NULL) {
+        agent_pool_close(r->up); /* a reply may still come on it: never reuse */
+        r->up = NULL;
     }
 }
 
-static void fwd_fail(tfwd_t *f, int status, const char *reason, const char *body)
+static void call_fail(agent_req_t *r, int status, const char *reason, const char *body)
 {
-    if (f->done)
-        return;
-    fwd_stop(f);
-    fwd_drop_up(f);
-    send_error(f->req, status, reason, body);
+    evl_timer_stop(tp.loop, &r->deadline);
+    drop_up(r);
+    agent_reply_error(r->pair, status, reason, body);
 }
 
-static int up_acquire(tfwd_t *f, int fresh);
+static void release_up(agent_req_t *r)
+{
+    agent_upconn_t *u = r->up;
+    r->up = NULL;
+    agent_pool_release(u);
+}
 
-static void up_failed(tfwd_t *f, tup_t *up)
+static int up_acquire(agent_req_t *r, int fresh);
+
+static void up_failed(agent_req_t *r)
 {
     /* a pooled connection the server closed while idle: try once on a new one */
-    if (up->reused && !up->got_bytes && !f->retried) {
-        f->retried = 1;
-        fwd_drop_up(f);
-        if (up_acquire(f, 1) == 0)
+    if (r->up->reused && !r->got_bytes && !r->retried) {
+        r->retried = 1;
+        drop_up(r);
+        if (up_acquire(r, 1) == 0)
             return;
     }
-    fwd_fail(f, 502, "upstream-reset", "the function closed the connection before answering\n");
+    call_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
 }
 
-static void on_reply_read(h2o_socket_t *sock, const char *err)
+#define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
+
+static void answer(agent_req_t *r, const gw_thrift_frame_t *f)
 {
-    tup_t *up = sock->data;
-    tfwd_t *f = up->owner;
-    if (f == NULL) { /* cannot happen: without an owner the reader is on_idle_event */
-        up_close(up);
+    nghttp2_nv nv[GW_THRIFT_MAX_HEADERS + 3];
+    char names[GW_THRIFT_MAX_HEADERS][416], cl[24];
+    size_t n = 0;
+    nv[n++] = NV(":status", 7, "200", 3);
+    nv[n++] = NV("content-type", 12, "application/x-thrift", 20);
+    int cll = snprintf(cl, sizeof(cl), "%zu", f->payload.len);
+    nv[n++] = NV("content-length", 14, cl, (size_t)cll);
+    for (size_t i = 0; i < f->n_headers && i < GW_THRIFT_MAX_HEADERS; i++) {
+        size_t nl = gw_thrift_meta_name(&f->headers[i], names[i], sizeof(names[i]));
+        if (nl != 0)
+            nv[n++] = NV(names[i], nl, f->headers[i].value.ptr, f->headers[i].value.len);
+    }
+    if (h2b_pair_respond(r->pair, nv, n, 0) == 0)
+        h2b_pair_send(r->pair, f->payload.ptr, f->payload.len, 1);
+}
+
+static void on_reply_read(evl_sock_t *s, int err)
+{
+    agent_upconn_t *u = s->data;
+    agent_req_t *r = u->owner;
+    if (err != 0) {
+        up_failed(r);
         return;
     }
-    if (err != NULL) {
-        up_failed(f, up);
-        return;
-    }
-    up->got_bytes = 1;
-    gw_thrift_frame_t fr;
+    r->got_bytes = 1;
+    gw_thrift_frame_t f;
     const char *perr = NULL;
-    long n = gw_thrift_parse((const uint8_t *)sock->input->bytes, sock->input->size, 0, &fr, NULL, &perr);
+    long n = gw_thrift_parse((const uint8_t *)evl_buf_data(&s->in), s->in.len, 0, &f, NULL, &perr);
     if (n == 0)
         return;
     if (n < 0) {
         FAAS_WARN("event=thrift_bad_reply err=\"%s\"", perr ? perr : "?");
-        fwd_fail(f, 502, "upstream-reset", "the function sent a malformed Thrift reply\n");
+        call_fail(r, 502, "upstream-reset", "the function sent a malformed Thrift reply\n");
         return;
     }
-    h2o_req_t *req = f->req;
-    fwd_stop(f);
-    req->res.status = 200;
-    req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/x-thrift"));
-    for (size_t i = 0; i < fr.n_headers; i++) {
-        char *nm = h2o_mem_alloc_pool(&req->pool, 416);
-        size_t nl = gw_thrift_meta_name(&fr.headers[i], nm, 416);
-        if (nl == 0)
-            continue;
-        h2o_iovec_t v = h2o_strdup(&req->pool, (const char *)fr.headers[i].value.ptr, fr.headers[i].value.len);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, nm, nl, 0, NULL, v.base, v.len);
-    }
-    h2o_iovec_t body = h2o_strdup(&req->pool, (const char *)fr.payload.ptr, fr.payload.len);
-    h2o_buffer_consume(&sock->input, (size_t)n);
-    f->up = NULL;
-    up->owner = NULL;
-    if (up->writing) { /* the write callback has not run yet: it pools the connection */
-        up->release_after_write = 1;
-        set_reader(up, on_idle_event);
-    } else {
-        up_release(up);
-    }
-    req->res.content_length = body.len;
-    h2o_send_inline(req, body.base, body.len);
+    evl_timer_stop(tp.loop, &r->deadline);
+    answer(r, &f); /* copies what it needs out of s->in */
+    evl_buf_consume(&s->in, (size_t)n);
+    release_up(r);
 }
 
-static void on_written(h2o_socket_t *sock, const char *err)
+static void oneway_done(agent_req_t *r)
 {
-    tup_t *up = sock->data;
-    tfwd_t *f = up->owner;
-    up->writing = 0;
-    if (f == NULL) {
-        if (up->release_after_write) {
-            up->release_after_write = 0;
-            if (err != NULL)
-                up_close(up);
-            else
-                up_release(up);
-        }
-        return;
-    }
-    if (err != NULL) {
-        up_failed(f, up);
-        return;
-    }
-    if (!f->oneway)
-        return;
     /* oneway: nothing comes back; the call is done once the server has the bytes */
-    fwd_stop(f);
-    f->up = NULL;
-    up_release(up);
-    f->req->res.status = 204;
-    f->req->res.reason = "No Content";
-    h2o_send_inline(f->req, "", 0);
+    evl_timer_stop(tp.loop, &r->deadline);
+    release_up(r);
+    static const nghttp2_nv nc[] = {NV(":status", 7, "204", 3)};
+    h2b_pair_respond(r->pair, nc, 1, 1);
 }
 
-static void up_send(tup_t *up)
+static void on_written(evl_sock_t *s, int err)
 {
-    tfwd_t *f = up->owner;
-    up->got_bytes = 0;
-    up->writing = 1;
-    set_reader(up, on_reply_read);
-    h2o_socket_write(up->sock, &f->frame, 1, on_written);
-}
-
-static void on_connect(h2o_socket_t *sock, const char *err)
-{
-    tup_t *up = sock->data;
-    if (err != NULL) {
-        fwd_fail(up->owner, 502, "upstream-connect", "the function is not accepting connections\n");
+    agent_upconn_t *u = s->data;
+    agent_req_t *r = u->owner;
+    if (r == NULL) { /* the reply came first and the connection is idle again */
+        if (err != 0)
+            agent_pool_close(u);
         return;
     }
-    up_send(up);
+    if (err != 0)
+        up_failed(r);
+    else if (r->oneway)
+        oneway_done(r);
 }
 
-static int up_acquire(tfwd_t *f, int fresh)
+static void up_send(agent_req_t *r)
 {
-    tup_t *up;
-    if (!fresh && !h2o_linklist_is_empty(&tp.idle)) {
-        up = H2O_STRUCT_FROM_MEMBER(tup_t, idle_link, tp.idle.next);
-        h2o_linklist_unlink(&up->idle_link);
-        h2o_timeout_unlink(&up->idle_timer);
-        up->reused = 1;
-        up->owner = f;
-        f->up = up;
-        up_send(up);
-        return 0;
+    agent_upconn_t *u = r->up;
+    r->got_bytes = 0;
+    evl_sock_read_start(u->sock, on_reply_read);
+    struct iovec v = {evl_buf_data(&r->head), r->head.len};
+    int w = evl_sock_write(u->sock, &v, 1, on_written);
+    if (w < 0)
+        up_failed(r);
+    else if (w == 1 && r->oneway)
+        oneway_done(r);
+}
+
+static void on_connect(agent_upconn_t *u, int err)
+{
+    agent_req_t *r = u->owner;
+    if (err != 0) {
+        if (r->retried)
+            call_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+        else
+            call_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
+        return;
     }
-    if ((up = calloc(1, sizeof(*up))) == NULL)
+    up_send(r);
+}
+
+static int up_acquire(agent_req_t *r, int fresh)
+{
+    int rc = agent_pool_acquire(&tp.pool, fresh, r, on_connect, &r->up);
+    if (rc < 0)
         return -1;
-    up->sock = h2o_socket_connect(tp.loop, (struct sockaddr *)&tp.upstream, sizeof(tp.upstream), on_connect);
-    if (up->sock == NULL) {
-        free(up);
-        return -1;
-    }
-    up->sock->data = up;
-    int one = 1; /* one small frame per call: never wait behind Nagle */
-    setsockopt(h2o_socket_get_fd(up->sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    up->idle_timer.cb = on_idle_timeout;
-    up->owner = f;
-    f->up = up;
+    if (rc == 1)
+        up_send(r);
     return 0;
 }
 
-/* ---- requests ---- */
-
-static void on_dispose(void *p)
+static void on_deadline(evl_timer_t *t)
 {
-    tfwd_t *f = p;
-    fwd_stop(f);
-    fwd_drop_up(f); /* a reply may still come on it: never reuse */
+    call_fail(t->data, 504, "timeout", "deadline passed before the function answered\n");
 }
 
-static void on_deadline(h2o_timeout_entry_t *e)
+void agent_thrift_end(agent_req_t *r)
 {
-    tfwd_t *f = H2O_STRUCT_FROM_MEMBER(tfwd_t, deadline, e);
-    fwd_fail(f, 504, "timeout", "deadline passed before the function answered\n");
+    drop_up(r);
 }
 
-static int name_is(const h2o_iovec_t *n, const char *s, size_t l)
+static int name_is(const nghttp2_nv *h, const char *s, size_t l)
 {
-    return n->len == l && memcmp(n->base, s, l) == 0;
+    return h->namelen == l && memcmp(h->name, s, l) == 0;
 }
 
-void agent_thrift_handle(h2o_req_t *req)
+void agent_thrift_start(agent_req_t *r)
 {
     if (!tp.configured) {
-        send_error(req, 502, "upstream-connect", "the function has no Thrift upstream\n");
+        agent_reply_error(r->pair, 502, "upstream-connect", "the function has no Thrift upstream\n");
         return;
     }
+    const h2b_hdrs_t *req = &r->pair->req;
     gw_thrift_proto_t proto = GW_THRIFT_BINARY;
     gw_thrift_header_t hs[GW_THRIFT_MAX_HEADERS + 1];
-    size_t nh = 0;
+    uint8_t keys[8192]; /* the info headers' decoded keys */
+    size_t nh = 0, koff = 0;
     uint64_t deadline_ms = DEFAULT_DEADLINE_MS;
-    h2o_iovec_t rid = {NULL, 0};
+    const char *rid = NULL;
+    size_t rlen = 0;
     int oneway = 0;
-    for (size_t i = 0; i < req->headers.size; i++) {
-        const h2o_header_t *e = &req->headers.entries[i];
-        if (name_is(e->name, H2O_STRLIT("faas-thrift-proto")))
-            proto = h2o_memis(e->value.base, e->value.len, H2O_STRLIT("compact")) ? GW_THRIFT_COMPACT
-                                                                                 : GW_THRIFT_BINARY;
-        else if (name_is(e->name, H2O_STRLIT("faas-thrift-oneway")))
+    for (size_t i = 0; i < req->n; i++) {
+        const nghttp2_nv *e = &req->nv[i];
+        if (name_is(e, "faas-thrift-proto", 17))
+            proto = e->valuelen == 7 && memcmp(e->value, "compact", 7) == 0 ? GW_THRIFT_COMPACT : GW_THRIFT_BINARY;
+        else if (name_is(e, "faas-thrift-oneway", 18))
             oneway = 1;
-        else if (name_is(e->name, H2O_STRLIT("faas-request-id")))
-            rid = e->value;
-        else if (name_is(e->name, H2O_STRLIT("faas-deadline-ms")))
-            agent_parse_ms(e->value.base, e->value.len, &deadline_ms);
-        else if (nh < GW_THRIFT_MAX_HEADERS && e->name->len > 14) {
-            uint8_t *kb = h2o_mem_alloc_pool(&req->pool, e->name->len / 2 + 1);
-            if (gw_thrift_meta_parse(e->name->base, e->name->len, e->value.base, e->value.len, kb,
-                                     e->name->len / 2 + 1, &hs[nh]) == 0)
-                nh++;
-        }
+        else if (name_is(e, "faas-request-id", 15))
+            rid = (const char *)e->value, rlen = e->valuelen;
+        else if (name_is(e, "faas-deadline-ms", 16))
+            agent_parse_ms((const char *)e->value, e->valuelen, &deadline_ms);
+        else if (nh < GW_THRIFT_MAX_HEADERS && e->namelen > 14 && e->namelen / 2 + 1 <= sizeof(keys) - koff &&
+                 gw_thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen,
+                                      keys + koff, e->namelen / 2 + 1, &hs[nh]) == 0)
+            koff += e->namelen / 2 + 1, nh++;
     }
-    const uint8_t *pl = (const uint8_t *)req->entity.base;
-    size_t cap = pl == NULL ? 0
-                            : agent_thrift_request_frame(tp.framing, proto, pl, req->entity.len, hs, nh, rid.base,
-                                                         rid.len, NULL, 0);
-    if (cap == 0) {
-        send_error(req, 400, "bad-request", "not a Thrift message\n");
+    const uint8_t *pl = (const uint8_t *)evl_buf_data(&r->body);
+    size_t len = r->body.len;
+    size_t cap = len == 0 ? 0 : agent_thrift_request_frame(tp.framing, proto, pl, len, hs, nh, rid, rlen, NULL, 0);
+    char *buf = cap != 0 ? evl_buf_reserve(&r->head, cap) : NULL;
+    if (buf == NULL) {
+        agent_reply_error(r->pair, 400, "bad-request", "not a Thrift message\n");
         return;
     }
-    tfwd_t *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), on_dispose);
-    memset(f, 0, sizeof(*f));
-    f->req = req;
     gw_bytes_t name;
     uint8_t mtype = 0;
     int32_t seqid;
     const char *err;
-    gw_thrift_parse_message(proto, pl, req->entity.len, &name, &mtype, &seqid, &err); /* parsed once already */
-    f->oneway = oneway || mtype == GW_THRIFT_ONEWAY;
-    f->deadline.cb = on_deadline;
-    uint8_t *buf = h2o_mem_alloc_pool(&req->pool, cap);
-    f->frame = h2o_iovec_init(buf, agent_thrift_request_frame(tp.framing, proto, pl, req->entity.len, hs, nh,
-                                                              rid.base, rid.len, buf, cap));
-    h2o_timeout_t *t = timeout_for(deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)deadline_ms);
-    if (t != NULL)
-        h2o_timeout_link(tp.loop, t, &f->deadline);
-    if (up_acquire(f, 0) != 0)
-        fwd_fail(f, 502, "upstream-connect", "the function is not accepting connections\n");
+    gw_thrift_parse_message(proto, pl, len, &name, &mtype, &seqid, &err); /* parsed once already */
+    r->oneway = oneway || mtype == GW_THRIFT_ONEWAY;
+    evl_buf_commit(&r->head,
+                   agent_thrift_request_frame(tp.framing, proto, pl, len, hs, nh, rid, rlen, (uint8_t *)buf, cap));
+    r->deadline.cb = on_deadline;
+    evl_timer_start(tp.loop, &r->deadline, deadline_ms);
+    if (up_acquire(r, 0) != 0)
+        call_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
 }

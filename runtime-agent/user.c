@@ -1,10 +1,9 @@
 /* runtime-agent/user.c - the user server: fork/exec into its own process group, its
  * stdout/stderr turned into logfmt lines, the readiness probe on a sub-millisecond timer,
- * reaping and killing. Everything runs on the agent's single h2o loop, never blocking
+ * reaping and killing. Everything runs on the agent's single evl loop, never blocking
  * except for the exec handshake and the final kill. */
 #include <errno.h>
 #include <fcntl.h>
-#include <h2o.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,8 +19,8 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "runtime-agent/internal.h"
 #include "runtime-agent/grpc.h"
+#include "runtime-agent/internal.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -37,22 +36,18 @@
 #define PROBE_MAX_HEAD 16384
 #define PROBE_MAX_BODY 65536
 
-/* Takes a connected, idle keep-alive connection to the user server into the data path's
- * pool (runtime-agent/proxy.c); 0 or -1 (the caller still owns sock then). Weak: where
- * the proxy does not provide it, probe connections are simply closed. */
-
 extern char **environ;
 
 typedef struct ustream {
-    h2o_socket_t *sock;
-    int fd;
+    evl_io_t io;
+    int fd; /* -1 once closed */
     const char *name;
     size_t len;
     char buf[LINE_MAX_BYTES];
 } ustream_t;
 
 static struct {
-    h2o_evloop_t *loop;
+    evl_loop_t *loop;
     const agent_spec_t *spec;
     agent_user_cbs_t cbs;
     pid_t pid;  /* 0 once reaped */
@@ -63,8 +58,8 @@ static struct {
     uint32_t exec_us; /* specialize received -> exec'd */
     int ready, failed;
     int timer_fd;
-    h2o_socket_t *timer_sock;
-    h2o_socket_t *probe;
+    evl_io_t timer_io;
+    evl_sock_t *probe;
     uint64_t probe_started_us;
     ustream_t out[2];
 } us = {.log_fd = -1, .timer_fd = -1};
@@ -106,9 +101,9 @@ static void drain_lines(ustream_t *s, int flush)
     s->len -= start;
 }
 
-static void on_pipe(h2o_socket_t *sock, const char *err)
+static void on_pipe(evl_io_t *io, int events)
 {
-    ustream_t *s = sock->data;
+    ustream_t *s = io->data;
     for (;;) {
         ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
         if (n > 0) {
@@ -121,9 +116,9 @@ static void on_pipe(h2o_socket_t *sock, const char *err)
         if (n < 0 && errno == EAGAIN)
             return;
         drain_lines(s, 1);
-        h2o_socket_read_stop(sock);
-        h2o_socket_close(sock);
-        s->sock = NULL;
+        evl_io_stop(io);
+        close(s->fd);
+        s->fd = -1;
         return;
     }
 }
@@ -133,12 +128,8 @@ static int watch_pipe(ustream_t *s, int fd, const char *name)
     s->fd = fd;
     s->name = name;
     s->len = 0;
-    s->sock = h2o_evloop_socket_create(us.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    if (s->sock == NULL)
-        return -1;
-    s->sock->data = s;
-    h2o_socket_read_start(s->sock, on_pipe);
-    return 0;
+    s->io.data = s;
+    return evl_io_start(us.loop, &s->io, fd, EVL_READ, on_pipe);
 }
 
 /* ---- probe ---- */
@@ -153,13 +144,12 @@ static void arm_timer(uint64_t after_us)
 static void stop_probing(void)
 {
     if (us.probe != NULL) {
-        h2o_socket_close(us.probe);
+        evl_sock_close(us.probe);
         us.probe = NULL;
     }
-    if (us.timer_sock != NULL) {
-        h2o_socket_read_stop(us.timer_sock);
-        h2o_socket_close(us.timer_sock); /* closes the timerfd */
-        us.timer_sock = NULL;
+    if (us.timer_fd >= 0) {
+        evl_io_stop(&us.timer_io);
+        close(us.timer_fd);
         us.timer_fd = -1;
     }
 }
@@ -183,53 +173,53 @@ static void probe_passed(void)
     us.cbs.on_ready(us.exec_us, (uint32_t)(now - us.exec_at_us));
 }
 
-static void probe_done(h2o_socket_t *sock)
+static void probe_done(evl_sock_t *sock)
 {
-    h2o_socket_close(sock);
+    evl_sock_close(sock);
     us.probe = NULL;
 }
 
 /* 1 once the whole health response is in and the connection can carry another request,
  * 0 if it cannot be reused, -1 while more bytes are needed. */
-static int probe_reusable(h2o_buffer_t *in)
+static int probe_reusable(const evl_buf_t *in)
 {
-    struct phr_header h[64];
+    agent_hdr_t h[64];
     size_t nh = 64, msg_len;
     int minor, status;
     const char *msg, *err;
-    int hl = phr_parse_response(in->bytes, in->size, &minor, &status, &msg, &msg_len, h, &nh, 0);
+    int hl = agent_parse_response(evl_buf_data(in), in->len, &minor, &status, &msg, &msg_len, h, &nh);
     if (hl == -2)
-        return in->size < PROBE_MAX_HEAD ? -1 : 0;
+        return in->len < PROBE_MAX_HEAD ? -1 : 0;
     agent_framing_t fr;
     if (hl < 0 || agent_resp_framing(minor, status, 0, h, nh, &fr, &err) != 0 || !fr.keepalive)
         return 0;
     if (fr.body == AGENT_BODY_NONE)
-        return in->size == (size_t)hl;
+        return in->len == (size_t)hl;
     if (fr.body != AGENT_BODY_LENGTH || fr.length > PROBE_MAX_BODY)
         return 0;
-    if (in->size < (size_t)hl + fr.length)
+    if (in->len < (size_t)hl + fr.length)
         return -1;
-    return in->size == (size_t)hl + fr.length;
+    return in->len == (size_t)hl + fr.length;
 }
 
-static void on_probe_read(h2o_socket_t *sock, const char *err)
+static void on_probe_read(evl_sock_t *sock, int err)
 {
-    h2o_buffer_t *in = sock->input;
-    int line = in->size >= 12 || memchr(in->bytes, '\n', in->size) != NULL;
-    if (!line && err == NULL)
+    evl_buf_t *in = &sock->in;
+    const char *b = evl_buf_data(in);
+    int line = in->len >= 12 || memchr(b, '\n', in->len) != NULL;
+    if (!line && err == 0)
         return; /* status line not complete yet */
     /* a good status line is enough: the rest only decides whether the connection is reused */
-    int ok = in->size >= 12 && memcmp(in->bytes, "HTTP/1.", 7) == 0 && (in->bytes[9] == '2' || in->bytes[9] == '3');
-    int reuse = ok && err == NULL ? probe_reusable(in) : 0;
+    int ok = in->len >= 12 && memcmp(b, "HTTP/1.", 7) == 0 && (b[9] == '2' || b[9] == '3');
+    int reuse = ok && err == 0 ? probe_reusable(in) : 0;
     if (reuse < 0)
         return; /* the rest of the response is on its way */
     if (reuse) {
         /* the first request then finds a connection the user server already accepted */
-        h2o_buffer_consume(&sock->input, in->size);
-        h2o_socket_read_stop(sock);
+        evl_buf_consume(in, in->len);
         us.probe = NULL;
         if (agent_proxy_adopt_upstream(sock) != 0)
-            h2o_socket_close(sock);
+            evl_sock_close(sock);
     } else {
         probe_done(sock);
     }
@@ -237,25 +227,22 @@ static void on_probe_read(h2o_socket_t *sock, const char *err)
         probe_passed();
 }
 
-static void on_probe_written(h2o_socket_t *sock, const char *err)
+static void on_probe_written(evl_sock_t *sock, int err)
 {
-    if (err != NULL) {
+    if (err != 0)
         probe_done(sock);
-        return;
-    }
-    h2o_socket_read_start(sock, on_probe_read);
 }
 
-static void on_grpc_health(h2o_socket_t *sock, int ok)
+static void on_grpc_health(evl_sock_t *sock, int ok)
 {
     probe_done(sock);
     if (ok)
         probe_passed();
 }
 
-static void on_probe_connect(h2o_socket_t *sock, const char *err)
+static void on_probe_connect(evl_sock_t *sock, int err)
 {
-    if (err != NULL) {
+    if (err != 0) {
         probe_done(sock);
         return;
     }
@@ -271,8 +258,10 @@ static void on_probe_connect(h2o_socket_t *sock, const char *err)
     static char req[1200];
     /* keep-alive: a passing probe's connection becomes the pool's first upstream */
     int n = snprintf(req, sizeof(req), "GET %.1024s HTTP/1.1\r\nHost: localhost\r\n\r\n", us.spec->probe_path);
-    h2o_iovec_t v = h2o_iovec_init(req, (size_t)n);
-    h2o_socket_write(sock, &v, 1, on_probe_written);
+    struct iovec v = {req, (size_t)n};
+    evl_sock_read_start(sock, on_probe_read);
+    if (evl_sock_write(sock, &v, 1, on_probe_written) < 0)
+        probe_done(sock);
 }
 
 static void start_probe(void)
@@ -280,10 +269,10 @@ static void start_probe(void)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(us.port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     us.probe_started_us = faas_now_us();
-    us.probe = h2o_socket_connect(us.loop, (struct sockaddr *)&sin, sizeof(sin), on_probe_connect);
+    us.probe = evl_sock_connect(us.loop, (struct sockaddr *)&sin, sizeof(sin), on_probe_connect);
 }
 
-static void on_tick(h2o_socket_t *sock, const char *err)
+static void on_tick(evl_io_t *io, int events)
 {
     uint64_t expirations;
     while (read(us.timer_fd, &expirations, sizeof(expirations)) > 0)
@@ -313,8 +302,11 @@ static int start_probing(void)
     us.timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (us.timer_fd < 0)
         return -1;
-    us.timer_sock = h2o_evloop_socket_create(us.loop, us.timer_fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(us.timer_sock, on_tick);
+    if (evl_io_start(us.loop, &us.timer_io, us.timer_fd, EVL_READ, on_tick) != 0) {
+        close(us.timer_fd);
+        us.timer_fd = -1;
+        return -1;
+    }
     arm_timer(FIRST_PROBE_US);
     return 0;
 }
@@ -455,7 +447,7 @@ static int spawn(const agent_spec_t *spec, const char **err)
     return 0;
 }
 
-int agent_user_start(h2o_evloop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
                      const agent_user_cbs_t *cbs, const char **err)
 {
     us.loop = loop;

@@ -228,12 +228,17 @@ def test_get_and_post_reach_user_server(agent):
     assert got["len"] == len(payload) and got["sha"] == hashlib.sha256(payload).hexdigest()
 
 
-def test_http1_and_large_streamed_response(agent):
-    p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{http_version}",
-                        agent.url("/big?n=5000000")], capture_output=True, text=True, timeout=20)
-    assert p.stdout == "200 5000000 1.1"
-    rc, status, _, body = curl(agent.url("/big?n=3000000"))
-    assert rc == 0 and status == 200 and len(body) == 3000000
+def test_http1_refused_and_large_streamed_response(agent):
+    # the dispatcher speaks h2c only: an HTTP/1.x client gets one 505 and the connection ends
+    p = subprocess.run(["curl", "-s", "-D", "-", "-w", "%{http_version}", agent.url("/big?n=5000000")],
+                       capture_output=True, timeout=20)
+    assert p.returncode == 0, p
+    assert p.stdout.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), p.stdout
+    assert b"\r\nconnection: close\r\n" in p.stdout, p.stdout
+    body = b"faas-agent speaks HTTP/2 (h2c) with prior knowledge only, not HTTP/1.x\n"
+    assert p.stdout.endswith(b"\r\n\r\n" + body + b"1.1"), p.stdout
+    rc, status, _, body = curl(agent.url("/big?n=5000000"))
+    assert rc == 0 and status == 200 and len(body) == 5000000
 
 
 def test_chunked_response_is_streamed(agent):
@@ -306,7 +311,8 @@ def test_client_cancel_mid_request_leaves_agent_healthy(agent):
     for _ in range(3):
         rc, _, _, _ = curl(agent.url("/sleep?s=1"), timeout=0.3)
         assert rc == 28  # curl gave up: the stream is reset towards the agent
-        p = subprocess.run(["curl", "-s", "--max-time", "0.5", "--limit-rate", "1M", "-o", "/dev/null",
+        p = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "--max-time", "0.5", "--limit-rate", "1M",
+                            "-o", "/dev/null",
                             agent.url("/big?n=50000000")],
                            timeout=10)
         assert p.returncode == 28  # gave up mid-body

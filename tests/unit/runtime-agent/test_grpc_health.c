@@ -1,5 +1,6 @@
 /* Unit tests: the agent's grpc.health.v1 reply check (runtime-agent/grpc_health.c). */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "runtime-agent/grpc.h"

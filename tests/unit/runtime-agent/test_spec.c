@@ -222,7 +222,7 @@ Test(agent_control, decode_rejects_bad_specs)
 
 static agent_framing_t frame(int minor, int status, int is_head, const char *const *kv, size_t n, int *rc)
 {
-    struct phr_header h[8];
+    agent_hdr_t h[8];
     for (size_t i = 0; i < n; i++) {
         h[i].name = kv[2 * i], h[i].name_len = strlen(kv[2 * i]);
         h[i].value = kv[2 * i + 1], h[i].value_len = strlen(kv[2 * i + 1]);

@@ -1,0 +1,384 @@
+/* runtime-agent/front.c - the agent's front end: h2c with prior knowledge on both of its
+ * listeners (HELLO port and stream_port), one code path. Connections are the h2 bridge's
+ * server connections (dispatcher/grpc_h2.c), run on evl through the adapter below. What a
+ * stream is follows from the listener, as the dispatcher chose it: on stream_port every
+ * stream is a gRPC call, bridged to the user's h2c server (grpc.c); on the HELLO port,
+ * HTTP streams (proxy.c) and Thrift calls (thrift_proxy.c) are answered here as local
+ * pairs (an HTTP function may well take application/grpc-web). A client that speaks
+ * HTTP/1.x gets one 505 and the connection is closed: the dispatcher speaks h2c only. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "runtime-agent/grpc.h"
+#include "runtime-agent/internal.h"
+#include "runtime-agent/thrift_agent.h"
+
+#define ACCEPT_BATCH 16
+#define SNIFF_LINGER_MS 1000
+#define REQ_CACHE 64
+
+static struct {
+    evl_loop_t *loop;
+    evl_defer_t later;
+    evl_timer_t tick;
+    uint64_t max_body;
+    uint32_t inflight, overload_limit;
+    void (*on_overload)(uint32_t inflight, uint32_t limit);
+    int ready;
+    agent_req_t *cache[REQ_CACHE]; /* freed requests, reused without malloc */
+    size_t ncache;
+} fr;
+
+static const h2b_server_cbs_t front_cbs, grpc_cbs;
+
+/* ---- the bridge's I/O seam on evl ---- */
+
+static void on_sock_connect(evl_sock_t *s, int err)
+{
+    h2b_io_connected(s->data, err == 0);
+}
+
+static void *io_connect(h2b_conn_t *c, const struct sockaddr *sa, unsigned len)
+{
+    evl_sock_t *s = evl_sock_connect(fr.loop, sa, len, on_sock_connect);
+    if (s != NULL)
+        s->data = c;
+    return s;
+}
+
+static void on_sock_read(evl_sock_t *s, int err)
+{
+    if (err != 0) {
+        h2b_io_closed(s->data);
+        return;
+    }
+    ssize_t n = h2b_io_recv(s->data, (const uint8_t *)evl_buf_data(&s->in), s->in.len);
+    if (n >= 0) /* else the connection died and s is closed */
+        evl_buf_consume(&s->in, (size_t)n);
+}
+
+static void io_read_start(void *sock, h2b_conn_t *c)
+{
+    evl_sock_t *s = sock;
+    s->data = c;
+    evl_sock_read_start(s, on_sock_read);
+}
+
+static void on_sock_written(evl_sock_t *s, int err)
+{
+    h2b_io_written(s->data, err == 0);
+}
+
+static int io_write(void *sock, const void *data, size_t len)
+{
+    struct iovec v = {(void *)data, len};
+    return evl_sock_write(sock, &v, 1, on_sock_written);
+}
+
+static void io_close(void *sock)
+{
+    evl_sock_close(sock);
+}
+
+static void on_later(evl_defer_t *d)
+{
+    h2b_io_run();
+}
+
+static void io_later(void)
+{
+    evl_defer(fr.loop, &fr.later);
+}
+
+static void on_tick(evl_timer_t *t)
+{
+    h2b_io_tick();
+}
+
+static void io_tick(void)
+{
+    if (!evl_timer_armed(&fr.tick))
+        evl_timer_start(fr.loop, &fr.tick, H2B_TICK_MS);
+}
+
+static const h2b_io_t evl_io = {io_connect, io_read_start, io_write, io_close, io_later, io_tick};
+
+/* ---- accepting, and the HTTP/1 sniff ---- */
+
+#define HTTP1_BODY "faas-agent speaks HTTP/2 (h2c) with prior knowledge only, not HTTP/1.x\n"
+
+typedef struct refusal {
+    evl_timer_t timer;
+    evl_sock_t *sock;
+} refusal_t;
+
+static void linger_end(refusal_t *l)
+{
+    evl_timer_stop(fr.loop, &l->timer);
+    evl_sock_close(l->sock);
+    free(l);
+}
+
+static void on_linger_read(evl_sock_t *s, int err)
+{
+    evl_buf_consume(&s->in, s->in.len);
+    if (err != 0)
+        linger_end(s->data);
+}
+
+static void on_refusal_timeout(evl_timer_t *t)
+{
+    linger_end(t->data);
+}
+
+/* Answers an HTTP/1 client, then waits (bounded) for it to close: closing with its
+ * request unread would reset the connection and could destroy the answer unread. */
+static void refuse_http1(evl_sock_t *s)
+{
+    static char reply[256];
+    static int len;
+    if (len == 0)
+        len = snprintf(reply, sizeof(reply),
+                       "HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain\r\n"
+                       "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+                       sizeof(HTTP1_BODY) - 1, HTTP1_BODY);
+    struct iovec v = {reply, (size_t)len};
+    refusal_t *l = calloc(1, sizeof(*l));
+    int w = l != NULL ? evl_sock_write(s, &v, 1, NULL) : -1;
+    if (w < 0) {
+        free(l);
+        evl_sock_close(s);
+        return;
+    }
+    if (w == 1) /* all out: say we are done (else the close at the end does) */
+        shutdown(evl_sock_fd(s), SHUT_WR);
+    l->sock = s;
+    l->timer.cb = on_refusal_timeout;
+    l->timer.data = l;
+    s->data = l;
+    evl_buf_consume(&s->in, s->in.len);
+    evl_sock_read_start(s, on_linger_read);
+    evl_timer_start(fr.loop, &l->timer, SNIFF_LINGER_MS);
+}
+
+static void on_sniff(evl_sock_t *s, int err)
+{
+    const h2b_server_cbs_t *cbs = s->data;
+    if (err != 0) {
+        evl_sock_close(s);
+        return;
+    }
+    int kind = agent_sniff_preface(evl_buf_data(&s->in), s->in.len);
+    if (kind == AGENT_SNIFF_HTTP1) {
+        refuse_http1(s);
+        return;
+    }
+    /* h2 (or garbage, which nghttp2 answers with GOAWAY): the bridge takes over */
+    if (h2b_io_accept(s, cbs) == NULL) {
+        evl_sock_close(s);
+        return;
+    }
+    on_sock_read(s, 0);
+}
+
+typedef struct listener {
+    evl_io_t io;
+    const h2b_server_cbs_t *cbs;
+} listener_t;
+
+static void on_accept(evl_io_t *io, int events)
+{
+    listener_t *l = (listener_t *)io;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        evl_sock_t *s = evl_sock_new(fr.loop, fd);
+        if (s == NULL)
+            continue;
+        s->data = (void *)l->cbs;
+        evl_sock_read_start(s, on_sniff);
+    }
+}
+
+int agent_front_listen(int fd, int grpc_only)
+{
+    /* kept in a static: the loop reaches them only through epoll, which LeakSanitizer cannot see */
+    static listener_t ls[2];
+    static int n;
+    if (n == 2)
+        return -1;
+    listener_t *l = &ls[n++];
+    l->cbs = grpc_only ? &grpc_cbs : &front_cbs;
+    return evl_io_start(fr.loop, &l->io, fd, EVL_READ, on_accept);
+}
+
+/* ---- local requests ---- */
+
+const nghttp2_nv *agent_req_header(const agent_req_t *r, const char *name)
+{
+    return h2b_find(&r->pair->req, name);
+}
+
+#define NV(n, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE})
+
+void agent_reply_error(h2b_pair_t *p, int status, const char *reason, const char *body)
+{
+    char st[8], cl[24];
+    snprintf(st, sizeof(st), "%03u", (unsigned)status % 1000);
+    size_t bl = strlen(body);
+    int cll = snprintf(cl, sizeof(cl), "%zu", bl);
+    nghttp2_nv nv[] = {NV(":status", st, 3), NV("faas-error", reason, strlen(reason)),
+                       NV("content-type", "text/plain; charset=utf-8", 25), NV("content-length", cl, (size_t)cll)};
+    if (h2b_pair_respond(p, nv, 4, 0) == 0)
+        h2b_pair_send(p, body, bl, 1);
+}
+
+static void req_free(h2b_pair_t *p)
+{
+    agent_req_t *r = p->owner;
+    if (r == NULL)
+        return;
+    p->owner = NULL;
+    if (r->kind == AGENT_REQ_THRIFT)
+        agent_thrift_end(r);
+    else
+        agent_proxy_end(r);
+    evl_timer_stop(fr.loop, &r->deadline);
+    fr.inflight--;
+    if (fr.ncache < REQ_CACHE && r->body.cap <= 4096 && r->head.cap <= 4096) { /* bounded: 64 small requests */
+        evl_buf_t body = r->body, head = r->head;                              /* their storage is reused too */
+        memset(r, 0, sizeof(*r));
+        r->body = body;
+        r->head = head;
+        r->body.off = r->body.len = r->head.off = r->head.len = 0;
+        fr.cache[fr.ncache++] = r;
+        return;
+    }
+    evl_buf_free(&r->head);
+    evl_buf_free(&r->body);
+    free(r);
+}
+
+static void req_drain(h2b_pair_t *p)
+{
+    agent_req_t *r = p->owner;
+    if (r != NULL && r->kind == AGENT_REQ_HTTP)
+        agent_proxy_drain(r);
+}
+
+static void req_go(agent_req_t *r)
+{
+    if (r->kind == AGENT_REQ_THRIFT)
+        agent_thrift_start(r);
+    else
+        agent_proxy_start(r);
+}
+
+static int path_is(const nghttp2_nv *path, const char *want)
+{
+    size_t wl = strlen(want), n = path->valuelen;
+    const char *q = memchr(path->value, '?', n);
+    if (q != NULL)
+        n = (size_t)(q - (const char *)path->value);
+    return n == wl && memcmp(path->value, want, wl) == 0;
+}
+
+static void on_request(h2b_pair_t *p, int eos)
+{
+    const nghttp2_nv *path = h2b_find(&p->req, ":path");
+    if (path == NULL) {
+        h2b_pair_http_error(p, 400);
+        return;
+    }
+    if (path_is(path, "/_faas/health")) {
+        static const nghttp2_nv ok[] = {NV(":status", "200", 3), NV("content-length", "3", 1)};
+        if (h2b_pair_respond(p, ok, 2, 0) == 0)
+            h2b_pair_send(p, "ok\n", 3, 1);
+        return;
+    }
+    if (!fr.ready) {
+        agent_reply_error(p, 503, "not-ready", "the function is not ready\n");
+        return;
+    }
+    agent_req_t *r = fr.ncache != 0 ? fr.cache[--fr.ncache] : calloc(1, sizeof(*r));
+    if (r == NULL) {
+        h2b_pair_http_error(p, 503);
+        return;
+    }
+    const nghttp2_nv *m = h2b_find(&p->req, ":method");
+    r->pair = p;
+    r->kind = m != NULL && m->valuelen == 4 && memcmp(m->value, "POST", 4) == 0 && path_is(path, "/_faas/thrift")
+                  ? AGENT_REQ_THRIFT
+                  : AGENT_REQ_HTTP;
+    r->deadline.data = r;
+    r->has_body = !eos;
+    p->owner = r;
+    p->on_free = req_free;
+    p->on_drain = req_drain;
+    if (++fr.inflight >= fr.overload_limit && fr.overload_limit != 0)
+        fr.on_overload(fr.inflight, fr.overload_limit);
+    if (eos)
+        req_go(r);
+}
+
+static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
+{
+    agent_req_t *r = p->owner;
+    if (r == NULL)
+        return 0; /* a bridged gRPC call: the bridge buffers it */
+    if (r->body_over)
+        return 1;
+    if (r->body.len + len > fr.max_body) {
+        r->body_over = 1;
+        agent_reply_error(p, 413, "too-large", "the request body is larger than the function accepts\n");
+        return 1;
+    }
+    if (evl_buf_append(&r->body, data, len) != 0) {
+        r->body_over = 1;
+        h2b_pair_reset(p);
+    }
+    return 1;
+}
+
+static void on_end(h2b_pair_t *p)
+{
+    agent_req_t *r = p->owner;
+    if (r != NULL && !r->body_over)
+        req_go(r);
+}
+
+static const h2b_server_cbs_t front_cbs = {.on_request = on_request, .on_data = on_data, .on_end = on_end};
+
+static void on_grpc_only(h2b_pair_t *p, int eos)
+{
+    agent_grpc_request(p, eos);
+}
+
+static const h2b_server_cbs_t grpc_cbs = {.on_request = on_grpc_only};
+
+int agent_front_init(evl_loop_t *loop, uint64_t max_body)
+{
+    fr.loop = loop;
+    fr.max_body = max_body;
+    fr.later.cb = on_later;
+    fr.tick.cb = on_tick;
+    h2b_init_io(&evl_io);
+    return 0;
+}
+
+void agent_front_set_ready(int ready)
+{
+    fr.ready = ready;
+}
+
+void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit))
+{
+    fr.overload_limit = cb != NULL ? limit : 0;
+    fr.on_overload = cb;
+}

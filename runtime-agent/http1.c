@@ -1,0 +1,196 @@
+/* runtime-agent/http1.c - pure HTTP/1.x pieces of the data path (no I/O): the user
+ * server's response head, chunked bodies, and telling an h2 preface from an HTTP/1
+ * request on the agent's listener. Written for this agent (it links no libh2o and so
+ * no picohttpparser); unit-tested and fuzzed (tests/fuzz/fuzz_agent_response.c). */
+#include <string.h>
+
+#include "runtime-agent/internal.h"
+
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+int agent_sniff_preface(const char *buf, size_t len)
+{
+    size_t n = len < sizeof(preface) - 1 ? len : sizeof(preface) - 1;
+    if (memcmp(buf, preface, n) == 0)
+        return AGENT_SNIFF_H2;
+    /* a request line starts with a method token; an h2c client always sends PRI first */
+    return len > 0 && buf[0] >= 'A' && buf[0] <= 'Z' ? AGENT_SNIFF_HTTP1 : AGENT_SNIFF_OTHER;
+}
+
+/* RFC 9110 tchar, as a table: header names are scanned byte by byte on every response */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,
+    ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1,  ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+    ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1,  ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,
+    ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+    ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1,  ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1,
+    ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,  ['Z'] = 1};
+
+static int is_tchar(unsigned char c)
+{
+    return tchar[c];
+}
+
+/* One line [p, end of line); returns its length without CR LF and sets *next, or -1 if
+ * no LF is there yet. A bare CR inside a line is an error (-2). */
+static long line_at(const char *p, const char *end, const char **next)
+{
+    const char *lf = memchr(p, '\n', (size_t)(end - p));
+    if (lf == NULL)
+        return -1;
+    *next = lf + 1;
+    const char *e = lf > p && lf[-1] == '\r' ? lf - 1 : lf;
+    if (memchr(p, '\r', (size_t)(e - p)) != NULL)
+        return -2;
+    return e - p;
+}
+
+static int parse_status_line(const char *p, long n, int *minor, int *status, const char **msg, size_t *msg_len)
+{
+    /* HTTP/1.x SSS[ reason] */
+    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' || p[7] > '9' || p[8] != ' ')
+        return -1;
+    if (p[9] < '1' || p[9] > '9' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+        return -1;
+    if (n > 12 && p[12] != ' ')
+        return -1;
+    *minor = p[7] - '0';
+    *status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    *msg = n > 12 ? p + 13 : p + 12;
+    *msg_len = n > 12 ? (size_t)(n - 13) : 0;
+    return 0;
+}
+
+static int parse_header_line(const char *p, long n, agent_hdr_t *h)
+{
+    long i = 0;
+    while (i < n && is_tchar((unsigned char)p[i]))
+        i++;
+    if (i == 0 || i >= n || p[i] != ':')
+        return -1; /* also refuses obs-fold (a line starting with blanks) */
+    h->name = p;
+    h->name_len = (size_t)i;
+    i++;
+    while (i < n && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    long e = n;
+    while (e > i && (p[e - 1] == ' ' || p[e - 1] == '\t'))
+        e--;
+    for (long k = i; k < e; k++)
+        if ((unsigned char)p[k] < 0x20 && p[k] != '\t')
+            return -1;
+    h->value = p + i;
+    h->value_len = (size_t)(e - i);
+    return 0;
+}
+
+int agent_parse_response(const char *buf, size_t len, int *minor, int *status, const char **msg, size_t *msg_len,
+                         agent_hdr_t *hdrs, size_t *nhdrs)
+{
+    const char *p = buf, *end = buf + len, *next;
+    size_t cap = *nhdrs, n = 0;
+    long l = line_at(p, end, &next);
+    if (l == -1)
+        return len > 0 && (len < 5 ? memcmp(buf, "HTTP/", len) : memcmp(buf, "HTTP/", 5)) != 0 ? -1 : -2;
+    if (l < 0 || parse_status_line(p, l, minor, status, msg, msg_len) != 0)
+        return -1;
+    for (p = next;;) {
+        l = line_at(p, end, &next);
+        if (l == -1)
+            return -2;
+        if (l == -2)
+            return -1;
+        if (l == 0) {
+            *nhdrs = n;
+            return (int)(next - buf);
+        }
+        if (n == cap || parse_header_line(p, l, &hdrs[n]) != 0)
+            return -1;
+        n++;
+        p = next;
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER, CH_TRAILER_LINE };
+
+long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len)
+{
+    size_t in = 0, out = 0, n = *len;
+    while (in < n) {
+        char c = buf[in];
+        switch (d->state) {
+        case CH_SIZE: {
+            int v = hexval(c);
+            if (v >= 0) {
+                if (d->digits == 15)
+                    return -1; /* chunk sizes past 2^60 are not real */
+                d->left = d->left * 16 + (uint64_t)v;
+                d->digits++;
+                in++;
+                break;
+            }
+            if (d->digits == 0)
+                return -1;
+            d->state = CH_EXT; /* extensions, optional CR: up to LF */
+            break;
+        }
+        case CH_EXT:
+            in++;
+            if (c == '\n')
+                d->state = d->left == 0 ? CH_TRAILER : CH_DATA;
+            break;
+        case CH_DATA: {
+            size_t take = n - in < d->left ? n - in : (size_t)d->left;
+            memmove(buf + out, buf + in, take);
+            in += take, out += take;
+            d->left -= take;
+            if (d->left == 0)
+                d->state = CH_DATA_END, d->crlf = 0;
+            break;
+        }
+        case CH_DATA_END: /* CRLF (or LF) after the chunk's data */
+            in++;
+            if (c == '\r' && d->crlf == 0) {
+                d->crlf = 1;
+            } else if (c == '\n') {
+                d->state = CH_SIZE;
+                d->digits = 0;
+                d->left = 0;
+            } else {
+                return -1;
+            }
+            break;
+        case CH_TRAILER: /* start of a trailer line: empty line ends the body */
+            in++;
+            if (c == '\n') {
+                *len = out;
+                memmove(buf + out, buf + in, n - in);
+                d->state = CH_SIZE, d->digits = 0, d->left = 0;
+                return (long)(n - in);
+            }
+            if (c != '\r')
+                d->state = CH_TRAILER_LINE;
+            break;
+        case CH_TRAILER_LINE:
+            in++;
+            if (c == '\n')
+                d->state = CH_TRAILER;
+            break;
+        }
+    }
+    *len = out;
+    return -2;
+}

@@ -355,8 +355,8 @@ static void submit(disp_up_t *up, disp_req_t *r)
     char dl[24];
     uint64_t now = faas_now_ms();
     size_t dlen = put_u64(dl, r->deadline_ms > now ? r->deadline_ms - now : 0);
+    /* indexed: at ms granularity it is the spec's timeout (e.g. 30000) nearly always */
     nv[n++] = MKNV("faas-deadline-ms", 16, dl, dlen);
-    nv[n - 1].flags = NGHTTP2_NV_FLAG_NO_INDEX;
     nghttp2_data_provider prov = {.read_callback = read_body};
     int32_t id = nghttp2_submit_request(up->ng, NULL, nv, n, req->entity.base != NULL ? &prov : NULL, r);
     if (id < 0) {

@@ -51,9 +51,6 @@ typedef struct {
     int thrift_listen_explicit;     /* set by flag: failing to bind is fatal */
 } gw_config_t;
 
-/* Parses argv into cfg; 0, 1 for --help (usage printed), or -1 with *err set. */
-int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err);
-
 /* Runs the gateway until SIGINT/SIGTERM; returns the process exit code. */
 int gw_run(const gw_config_t *cfg);
 

@@ -136,7 +136,7 @@ void gw_metrics_write(FILE *out)
         fprintf(out, "faas_request_duration_seconds_count{function=\"%s\"} %" PRIu64 "\n", m->name, m->count);
     }
     fprintf(out,
-            "# HELP faas_gateway_other_requests_total Requests outside /function/ (health, metrics, 404).\n"
+            "# HELP faas_gateway_other_requests_total Requests that reached no deployed function (health, metrics, unknown paths and function names).\n"
             "# TYPE faas_gateway_other_requests_total counter\nfaas_gateway_other_requests_total %" PRIu64 "\n",
             n_other);
 }

@@ -298,14 +298,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         send_error(req, 404, NULL, 0, "no route; functions live under /function/<name>/", 0);
         return 0;
     }
-    acct_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_acct_dispose);
-    a->req = req;
-    a->fn = name.ptr;
-    a->fnlen = name.len;
-    a->start_us = faas_now_us();
     const char *rid = request_id(req);
     disp_fn_info_t info = {0};
     int known = disp_lookup(name.ptr, name.len, &info) == 0;
+    if (known) {
+        acct_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_acct_dispose);
+        a->req = req;
+        a->fn = name.ptr;
+        a->fnlen = name.len;
+        a->start_us = faas_now_us();
+    } else {
+        /* counted with the unrouted requests: a metrics series per name a client
+         * made up would let anyone grow the gateway's memory and /metrics */
+        gw_metrics_other();
+    }
     uint64_t limit = info.max_body_bytes != 0 && info.max_body_bytes < g_max_body ? info.max_body_bytes : g_max_body;
     if (req->entity.base != NULL && req->entity.len > limit) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
@@ -347,7 +353,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_accept(&g_accept, sock);
     }
 }
-
 
 static void on_signal(int sig)
 {
@@ -436,112 +441,4 @@ int gw_run(const gw_config_t *cfg)
     FAAS_INFO("event=stopping");
     /* grpc threads are blocked in calls; nothing durable lives here, so leave at once */
     _exit(0);
-}
-
-/* ---- flags ---- */
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    if (s == NULL || *s == '\0' || *s == '-')
-        return -1;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static const char usage[] =
-    "usage: faas-gateway [--listen ADDR] [--discovery ADDR] [--max-body BYTES] [--queue-max N]\n"
-    "                    [--cold-start-timeout-ms MS] [--threads N] [--domain D]\n"
-    "  --listen ADDR               HTTP/1.1 + h2c listener (default 127.0.0.1:8080)\n"
-    "  --discovery ADDR            faas-discovery gRPC address (default 127.0.0.1:7100)\n"
-    "  --max-body BYTES            largest request body (default 8388608)\n"
-    "  --queue-max N               requests held per function during cold start (default 1024)\n"
-    "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
-    "  --threads N                 event loop threads (only 1 for now)\n"
-    "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
-    "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
-    "  --thrift-listen ADDR        Thrift port: framed, THeader, TTHeader (default 127.0.0.1:8082; off = none)\n"
-    "  --thrift-default-function F function for Thrift calls that name no service (default: none)\n";
-
-int gw_parse_flags(int argc, char **argv, gw_config_t *cfg, const char **err)
-{
-    static char msg[160];
-    cfg->listen = "127.0.0.1:8080";
-    cfg->discovery = "127.0.0.1:7100";
-    cfg->max_body = 8u << 20;
-    cfg->queue_max = 1024;
-    cfg->cold_start_timeout_ms = 0;
-    cfg->threads = 1;
-    cfg->domain = "";
-    cfg->grpc_listen = NULL;
-    cfg->thrift_listen = "127.0.0.1:8082";
-    cfg->thrift_default_fn = "";
-    cfg->thrift_listen_explicit = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage, stdout);
-            return 1;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(msg, sizeof(msg), "unknown argument: %s", a);
-            *err = msg;
-            return -1;
-        }
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        if (eq != NULL)
-            v = eq + 1;
-        else if (i + 1 < argc)
-            v = argv[++i];
-        else {
-            snprintf(msg, sizeof(msg), "flag %s needs a value", a);
-            *err = msg;
-            return -1;
-        }
-        uint64_t n = 0;
-#define IS(f) (nl == strlen(f) && strncmp(a, f, nl) == 0)
-        if (IS("--listen"))
-            cfg->listen = v;
-        else if (IS("--discovery"))
-            cfg->discovery = v;
-        else if (IS("--thrift-listen"))
-            cfg->thrift_listen = v, cfg->thrift_listen_explicit = 1;
-        else if (IS("--thrift-default-function"))
-            cfg->thrift_default_fn = v;
-        else if (IS("--grpc-listen"))
-            cfg->grpc_listen = v;
-        else if (IS("--domain") && v[0] != '.')
-            cfg->domain = v;
-        else if (IS("--max-body") && parse_u64(v, &n) == 0 && n > 0)
-            cfg->max_body = n;
-        else if (IS("--queue-max") && parse_u64(v, &n) == 0 && n > 0 && n <= 1000000)
-            cfg->queue_max = (uint32_t)n;
-        else if (IS("--cold-start-timeout-ms") && parse_u64(v, &n) == 0 && n <= 3600000)
-            cfg->cold_start_timeout_ms = (uint32_t)n;
-        else if (IS("--threads") && parse_u64(v, &n) == 0 && n >= 1 && n <= 256)
-            cfg->threads = (uint32_t)n;
-        else {
-            snprintf(msg, sizeof(msg), "bad flag or value: %.*s=%s", (int)nl, a, v);
-            *err = msg;
-            return -1;
-        }
-#undef IS
-    }
-    const char *perr;
-    char host[128];
-    uint16_t port;
-    if (faas_parse_hostport(cfg->listen, host, sizeof(host), &port, &perr) != 0 ||
-        faas_parse_hostport(cfg->discovery, host, sizeof(host), &port, &perr) != 0 ||
-        (strcmp(cfg->thrift_listen, "off") != 0 &&
-         faas_parse_hostport(cfg->thrift_listen, host, sizeof(host), &port, &perr) != 0)) {
-        snprintf(msg, sizeof(msg), "bad address: %s", perr);
-        *err = msg;
-        return -1;
-    }
-    return 0;
 }

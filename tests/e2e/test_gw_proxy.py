@@ -368,6 +368,8 @@ def test_zz_metrics_after_traffic(plane):
     cp, g = plane
     m = curl(g.url("/metrics"))[3].decode()
     assert 'faas_requests_total{function="hello",code="200",protocol="h2"}' in m
+    assert 'faas_requests_total{function="hello",code="200",protocol="http1.1"}' in m
+    assert 'faas_request_duration_seconds_bucket{function="hello",le="+Inf"}' in m
     assert "faas_cold_starts_total" in m
 
 

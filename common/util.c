@@ -65,6 +65,37 @@ void faas_oneline(char *s)
             *s = '?';
 }
 
+size_t faas_fmt_u64(char *buf, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = t[n - 1 - i];
+    return n;
+}
+
+int faas_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t faas_hash_name(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
+    return (size_t)h;
+}
+
 int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port, const char **err)
 {
     /* addresses end up in logs, discovery records and other daemons' argv */

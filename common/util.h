@@ -21,6 +21,14 @@ int faas_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *por
 int faas_printable(const char *s);
 /* Replaces control bytes in s with '?', so a message quoting user input stays one line. */
 void faas_oneline(char *s);
+/* Decimal text of v into buf (room for 20 bytes, not terminated); its length.
+ * snprintf costs ~1000 instructions a call, and the data path formats a number or
+ * two per request. */
+size_t faas_fmt_u64(char *buf, uint64_t v);
+/* 0-15 for a hex digit (either case), else -1. */
+int faas_hexval(char c);
+/* FNV-1a over len bytes: the hash of the name-keyed open-addressing tables. */
+size_t faas_hash_name(const char *name, size_t len);
 struct sockaddr_storage;
 /* Resolves a numeric "ip:port" (v4 or [v6]; an empty host means default_host) into
  * *ss / *sl; 0 or -1 with *err set. No DNS: the platform talks to addresses. */

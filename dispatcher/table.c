@@ -1,5 +1,6 @@
 /* dispatcher/table.c - per-function instance tables, selection, the cold-start
  * wait queue and idle bookkeeping. Pure data structures: see internal.h. */
+#include "common/util.h"
 #include "dispatcher/internal.h"
 
 #include <stdlib.h>
@@ -38,18 +39,9 @@ void disp_table_clear(disp_table_t *t)
     t->index_cap = 0;
 }
 
-/* FNV-1a */
-static size_t name_hash(const char *name, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
-    return (size_t)h;
-}
-
 static void index_put(disp_fn_t **index, size_t cap, disp_fn_t *fn)
 {
-    size_t i = name_hash(fn->name, fn->name_len) & (cap - 1);
+    size_t i = faas_hash_name(fn->name, fn->name_len) & (cap - 1);
     while (index[i] != NULL)
         i = (i + 1) & (cap - 1);
     index[i] = fn;
@@ -76,7 +68,7 @@ disp_fn_t *disp_fn_find(disp_table_t *t, const char *name, size_t len)
 {
     if (t->index_cap == 0)
         return NULL;
-    for (size_t i = name_hash(name, len) & (t->index_cap - 1); t->index[i] != NULL; i = (i + 1) & (t->index_cap - 1)) {
+    for (size_t i = faas_hash_name(name, len) & (t->index_cap - 1); t->index[i] != NULL; i = (i + 1) & (t->index_cap - 1)) {
         disp_fn_t *fn = t->index[i];
         if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
             return fn;

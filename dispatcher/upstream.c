@@ -321,20 +321,6 @@ static ssize_t read_body(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, s
         (uint8_t *)(nm), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE                                              \
     }
 
-/* Decimal text of v in buf (>= 21 bytes, not terminated); its length. snprintf was
- * a visible share of the gateway's user time per request. */
-static size_t put_u64(char *buf, uint64_t v)
-{
-    char t[20];
-    size_t n = 0;
-    do
-        t[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = t[n - 1 - i];
-    return n;
-}
-
 static void submit(disp_up_t *up, disp_req_t *r)
 {
     h2o_req_t *req = r->req;
@@ -354,7 +340,7 @@ static void submit(disp_up_t *up, disp_req_t *r)
     }
     char dl[24];
     uint64_t now = faas_now_ms();
-    size_t dlen = put_u64(dl, r->deadline_ms > now ? r->deadline_ms - now : 0);
+    size_t dlen = faas_fmt_u64(dl, r->deadline_ms > now ? r->deadline_ms - now : 0);
     /* indexed: at ms granularity it is the spec's timeout (e.g. 30000) nearly always */
     nv[n++] = MKNV("faas-deadline-ms", 16, dl, dlen);
     nghttp2_data_provider prov = {.read_callback = read_body};

@@ -2,6 +2,8 @@
  * content types, header rules, message framing. Unit-tested and fuzzed. */
 #include "gateway/grpc.h"
 
+#include "common/util.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -78,23 +80,12 @@ size_t gw_grpc_percent_encode(const char *in, size_t len, char *out, size_t cap)
     return o;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 size_t gw_grpc_percent_decode(const char *in, size_t len, char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         int h, l;
-        if (in[i] == '%' && i + 2 < len && (h = hexval(in[i + 1])) >= 0 && (l = hexval(in[i + 2])) >= 0) {
+        if (in[i] == '%' && i + 2 < len && (h = faas_hexval(in[i + 1])) >= 0 && (l = faas_hexval(in[i + 2])) >= 0) {
             out[o++] = (char)(h << 4 | l);
             i += 2;
         } else {

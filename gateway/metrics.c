@@ -1,5 +1,6 @@
 /* gateway/metrics.c - request counters and latency histograms per function,
  * rendered as Prometheus text on /metrics. Loop thread only: no locks. */
+#include "common/util.h"
 #include "gateway/internal.h"
 
 #include <inttypes.h>
@@ -33,17 +34,9 @@ static uint64_t n_other;
 static fn_metrics_t **idx;
 static size_t idx_cap, n_fns;
 
-static size_t name_hash(const char *name, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)name[i]) * 0x100000001b3ULL;
-    return (size_t)h;
-}
-
 static void idx_put(fn_metrics_t **t, size_t cap, fn_metrics_t *m)
 {
-    size_t i = name_hash(m->name, m->len) & (cap - 1);
+    size_t i = faas_hash_name(m->name, m->len) & (cap - 1);
     while (t[i] != NULL)
         i = (i + 1) & (cap - 1);
     t[i] = m;
@@ -70,7 +63,7 @@ static fn_metrics_t *fn_get(const char *name, size_t len)
     if (len >= sizeof(fns->name))
         len = sizeof(fns->name) - 1; /* names are at most 63 chars (gw_route_parse) */
     if (idx_cap != 0)
-        for (size_t i = name_hash(name, len) & (idx_cap - 1); idx[i] != NULL; i = (i + 1) & (idx_cap - 1))
+        for (size_t i = faas_hash_name(name, len) & (idx_cap - 1); idx[i] != NULL; i = (i + 1) & (idx_cap - 1))
             if (idx[i]->len == len && memcmp(idx[i]->name, name, len) == 0)
                 return idx[i];
     fn_metrics_t *m;

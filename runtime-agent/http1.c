@@ -4,6 +4,7 @@
  * no picohttpparser); unit-tested and fuzzed (tests/fuzz/fuzz_agent_response.c). */
 #include <string.h>
 
+#include "common/util.h"
 #include "runtime-agent/internal.h"
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -113,17 +114,6 @@ int agent_parse_response(const char *buf, size_t len, int *minor, int *status, c
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER, CH_TRAILER_LINE };
 
 long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len)
@@ -133,7 +123,7 @@ long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len)
         char c = buf[in];
         switch (d->state) {
         case CH_SIZE: {
-            int v = hexval(c);
+            int v = faas_hexval(c);
             if (v >= 0) {
                 if (d->digits == 15)
                     return -1; /* chunk sizes past 2^60 are not real */

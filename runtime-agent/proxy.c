@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "runtime-agent/internal.h"
 
 #define POOL_IDLE_MS 2000
@@ -42,20 +43,6 @@ int agent_proxy_adopt_upstream(evl_sock_t *sock)
 static int nv_is(const nghttp2_nv *h, const char *s, size_t l)
 {
     return h->namelen == l && memcmp(h->name, s, l) == 0;
-}
-
-/* Decimal digits of v into buf (room for 20); returns the length. snprintf costs ~1000
- * instructions a call, and every request and response needs a length. */
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char t[20];
-    size_t n = 0;
-    do
-        t[n++] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = t[n - 1 - i];
-    return n;
 }
 
 static int put(evl_buf_t *b, const void *p, size_t n)
@@ -127,7 +114,7 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
         rc |= PUTS(b, "x-request-id: ") | put(b, rid->value, rid->valuelen) | PUTS(b, "\r\n");
     if (r->body.len != 0 || have_cl || r->has_body) {
         char cl[24];
-        rc |= PUTS(b, "content-length: ") | put(b, cl, fmt_u64(cl, r->body.len)) | PUTS(b, "\r\n");
+        rc |= PUTS(b, "content-length: ") | put(b, cl, faas_fmt_u64(cl, r->body.len)) | PUTS(b, "\r\n");
     }
     rc |= PUTS(b, "\r\n");
     return rc == 0 ? 0 : -1;
@@ -203,7 +190,7 @@ static int respond(agent_req_t *r, int status, agent_hdr_t *h, size_t n)
     if (head_cl != NULL) /* HEAD answers describe the body they do not carry */
         nv[k++] = NV("content-length", 14, head_cl->value, head_cl->value_len);
     else if (r->framing.body == AGENT_BODY_LENGTH || (no_body && !r->is_head && status != 204 && status != 304))
-        nv[k++] = NV("content-length", 14, cl, fmt_u64(cl, r->framing.length));
+        nv[k++] = NV("content-length", 14, cl, faas_fmt_u64(cl, r->framing.length));
     h2b_pair_respond(r->pair, nv, k, no_body);
     return no_body;
 }

@@ -1,4 +1,4 @@
-// FUZZ_SOURCES: gateway/grpc_wire.c
+// FUZZ_SOURCES: gateway/grpc_wire.c common/util.c
 // FUZZ_PKGS: libh2o-evloop libnghttp2 openssl
 /* libFuzzer driver for the gateway's gRPC wire helpers. The first byte picks the
  * helper; the rest is its input. Invariants: grpc-timeout round-trips (parse(format(x))

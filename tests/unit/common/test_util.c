@@ -72,3 +72,20 @@ Test(util, printable_and_oneline)
     faas_oneline(s);
     cr_assert_str_eq(s, "line1?line2???end");
 }
+
+Test(util, fmt_u64_hexval_and_name_hash)
+{
+    char b[21];
+    cr_assert_eq(faas_fmt_u64(b, 0), 1);
+    cr_assert_eq(memcmp(b, "0", 1), 0);
+    cr_assert_eq(faas_fmt_u64(b, 18446744073709551615ULL), 20);
+    cr_assert_eq(memcmp(b, "18446744073709551615", 20), 0);
+    cr_assert_eq(faas_hexval('7'), 7);
+    cr_assert_eq(faas_hexval('b'), 11);
+    cr_assert_eq(faas_hexval('F'), 15);
+    cr_assert_eq(faas_hexval('g'), -1);
+    cr_assert_eq(faas_hexval('%'), -1);
+    /* FNV-1a test vectors: "" and "a" */
+    cr_assert_eq(faas_hash_name("", 0), (size_t)0xcbf29ce484222325ULL);
+    cr_assert_eq(faas_hash_name("a", 1), (size_t)0xaf63dc4c8601ec8cULL);
+}

@@ -266,19 +266,23 @@ enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_FIRST_KEY };
     {"discovery", required_argument, NULL, OPT_DISCOVERY}, {"gateway", required_argument, NULL, OPT_GATEWAY},     \
         {"help", no_argument, NULL, 'h'}
 
-/* The options every command takes: 1 if c was one, 2 for --help, 3 for a bad
- * --discovery, 0 otherwise. */
-static int common_opt(ctl_args_t *a, int c)
+/* The options every command takes: 0 if c is not one of them (the command's
+ * own), 1 if it was taken, 2 if parsing ends here with *ret what the parser
+ * returns (1 for --help, -1 with *err set for a bad --discovery). */
+static int common_opt(ctl_args_t *a, int c, const char **err, int *ret)
 {
-    if (c == OPT_DISCOVERY && (optarg[0] == '\0' || !faas_printable(optarg)))
-        return 3;
+    if (c == OPT_DISCOVERY && (optarg[0] == '\0' || !faas_printable(optarg))) {
+        *ret = ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+        return 2;
+    }
     if (c == OPT_DISCOVERY)
         a->discovery = optarg;
     else if (c == OPT_GATEWAY)
         a->gateway = optarg;
-    else if (c == 'h')
+    else if (c == 'h') {
+        *ret = 1;
         return 2;
-    else
+    } else
         return 0;
     return 1;
 }
@@ -289,11 +293,9 @@ static int parse_simple(int argc, char **argv, ctl_args_t *a, const char **err, 
     static const struct option opts[] = {COMMON_OPTS, {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int h = common_opt(a, c);
+        int rc, h = common_opt(a, c, err, &rc);
         if (h == 2)
-            return 1;
-        if (h == 3)
-            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+            return rc;
         if (h == 0)
             return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }
@@ -366,11 +368,9 @@ static int parse_deploy(int argc, char **argv, ctl_args_t *a, const char **err)
     int c, idx = 0;
     const int nkeys = (int)(sizeof(deploy_keys) / sizeof(deploy_keys[0]));
     while ((c = getopt_long(argc, argv, "hf:e:", deploy_opts, &idx)) != -1) {
-        int h = common_opt(a, c);
+        int rc, h = common_opt(a, c, err, &rc);
         if (h == 2)
-            return 1;
-        if (h == 3)
-            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+            return rc;
         if (h == 1)
             continue;
         if (c == 'f')
@@ -404,11 +404,9 @@ static int parse_logs(int argc, char **argv, ctl_args_t *a, const char **err)
     const char *e;
     int c;
     while ((c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
-        int h = common_opt(a, c);
+        int rc, h = common_opt(a, c, err, &rc);
         if (h == 2)
-            return 1;
-        if (h == 3)
-            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+            return rc;
         if (h == 1)
             continue;
         if (c != 'n')
@@ -484,11 +482,9 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
     const char *e;
     int c;
     while ((c = getopt_long(argc, argv, "hd:X:p:H:t:", opts, NULL)) != -1) {
-        int h = common_opt(a, c);
+        int rc, h = common_opt(a, c, err, &rc);
         if (h == 2)
-            return 1;
-        if (h == 3)
-            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+            return rc;
         if (h == 1)
             continue;
         switch (c) {
@@ -586,11 +582,9 @@ int ctl_args_parse(int argc, char **argv, const ctl_env_t *env, ctl_args_t *a, c
     int c;
     /* '+': stop at the command word; its flags are parsed with the command's table */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        int h = common_opt(a, c);
+        int rc, h = common_opt(a, c, err, &rc);
         if (h == 2)
-            return 1;
-        if (h == 3)
-            return ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
+            return rc;
         if (h == 0)
             return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }

@@ -68,8 +68,6 @@ int agent_header_is_hop(const char *name, size_t len);
 int agent_connection_lists(const char *value, size_t vlen, const char *name, size_t nlen);
 /* Parses a decimal millisecond count; 0 or -1. */
 int agent_parse_ms(const char *s, size_t len, uint64_t *out);
-/* Rounds a deadline down onto a coarse grid so that few distinct timers exist. */
-uint32_t agent_quantize_ms(uint32_t ms);
 
 /* ---- http1.c: pure HTTP/1.x parsing (no I/O) ---- */
 

@@ -324,20 +324,6 @@ int agent_parse_ms(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
-uint32_t agent_quantize_ms(uint32_t ms)
-{
-    /* rounding down makes the agent answer 504 just before the dispatcher gives up */
-    if (ms <= 100)
-        return ms == 0 ? 1 : ms;
-    if (ms <= 1000)
-        return ms / 10 * 10;
-    if (ms <= 10000)
-        return ms / 100 * 100;
-    if (ms <= 600000)
-        return ms / 1000 * 1000;
-    return 600000;
-}
-
 static int hname_is(const agent_hdr_t *h, const char *name)
 {
     size_t n = strlen(name);

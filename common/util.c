@@ -77,6 +77,24 @@ size_t faas_fmt_u64(char *buf, uint64_t v)
     return n;
 }
 
+void faas_request_id(char out[17])
+{
+    static __thread uint64_t state;
+    if (state == 0) {
+        char seed[17];
+        faas_random_id(seed, sizeof(seed));
+        state = strtoull(seed, NULL, 16) | 1;
+    }
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, z >>= 4)
+        out[i] = hex[z & 15];
+    out[16] = '\0';
+}
+
 int faas_hexval(char c)
 {
     if (c >= '0' && c <= '9')

@@ -25,6 +25,10 @@ void faas_oneline(char *s);
  * snprintf costs ~1000 instructions a call, and the data path formats a number or
  * two per request. */
 size_t faas_fmt_u64(char *buf, uint64_t v);
+/* A request id: 16 hex chars and a NUL into out. Ids need to be unique, not
+ * secret, so this is a splitmix64 sequence seeded once per thread from the kernel
+ * (a getrandom(2) per request showed in the gateway's syscall counts). */
+void faas_request_id(char out[17]);
 /* 0-15 for a hex digit (either case), else -1. */
 int faas_hexval(char c);
 /* FNV-1a over len bytes: the hash of the name-keyed open-addressing tables. */

@@ -69,19 +69,9 @@ static void make_rid(const nghttp2_nv *x, char *out, size_t cap)
         snprintf(out, cap, "%.*s", (int)x->valuelen, (const char *)x->value);
         return;
     }
-    /* ids need to be unique, not secret: a splitmix64 sequence seeded once from the
-     * kernel (a getrandom(2) per call showed in syscall counts) */
-    static uint64_t state;
-    if (state == 0) {
-        char seed[17];
-        faas_random_id(seed, sizeof(seed));
-        state = strtoull(seed, NULL, 16) | 1;
-    }
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    snprintf(out, cap, "%016" PRIx64, z);
+    char id[17];
+    faas_request_id(id);
+    snprintf(out, cap, "%s", id);
 }
 
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})

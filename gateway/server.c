@@ -226,23 +226,8 @@ static const char *request_id(h2o_req_t *req)
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
     if (i >= 0 && gw_request_id_sane(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
         return h2o_strdup(&req->pool, req->headers.entries[i].value.base, req->headers.entries[i].value.len).base;
-    /* a getrandom(2) per request showed in profiles: ids need to be unique, not secret,
-     * so a splitmix64 sequence seeded once from the kernel does */
-    static uint64_t state;
-    if (state == 0) {
-        char seed[17];
-        faas_random_id(seed, sizeof(seed));
-        state = strtoull(seed, NULL, 16) | 1;
-    }
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    static const char hex[] = "0123456789abcdef";
     char *id = h2o_mem_alloc_pool(&req->pool, 17);
-    for (int i = 15; i >= 0; i--, z >>= 4)
-        id[i] = hex[z & 15];
-    id[16] = '\0';
+    faas_request_id(id);
     return id;
 }
 

@@ -212,19 +212,8 @@ static int meta_parse(h2o_mem_pool_t *pool, const h2o_iovec_t *name, const h2o_i
 
 static const char *new_request_id(h2o_mem_pool_t *pool)
 {
-    /* ids need to be unique, not secret: a splitmix64 sequence seeded once */
-    static uint64_t state;
-    if (state == 0) {
-        char seed[17];
-        faas_random_id(seed, sizeof(seed));
-        state = strtoull(seed, NULL, 16) | 1;
-    }
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
     char *id = h2o_mem_alloc_pool(pool, 17);
-    snprintf(id, 17, "%016" PRIx64, z);
+    faas_request_id(id);
     return id;
 }
 

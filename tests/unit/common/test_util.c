@@ -89,3 +89,13 @@ Test(util, fmt_u64_hexval_and_name_hash)
     cr_assert_eq(faas_hash_name("", 0), (size_t)0xcbf29ce484222325ULL);
     cr_assert_eq(faas_hash_name("a", 1), (size_t)0xaf63dc4c8601ec8cULL);
 }
+
+Test(util, request_ids_are_16_hex_and_distinct)
+{
+    char a[17], b[17];
+    faas_request_id(a);
+    faas_request_id(b);
+    cr_assert_eq(strlen(a), 16);
+    cr_assert_eq(strspn(a, "0123456789abcdef"), 16);
+    cr_assert_str_neq(a, b);
+}

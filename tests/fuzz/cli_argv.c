@@ -64,3 +64,12 @@ int fuzz_cli_printable(const char *s)
             return 0;
     return 1;
 }
+
+void fuzz_cli_twice(fuzz_cli_parse_fn parse, const uint8_t *data, size_t size)
+{
+    char m1[256], m2[256];
+    int r1 = parse(data, size, m1, sizeof(m1));
+    int r2 = parse(data, size, m2, sizeof(m2));
+    if (r1 != -2 && r2 != -2 && (r1 != r2 || strcmp(m1, m2) != 0))
+        abort();
+}

@@ -26,4 +26,11 @@ void fuzz_cli_check_line(const char *s, size_t cap);
 /* 1 if s has no byte <= 0x20 and no DEL (what an address or URL path may hold). */
 int fuzz_cli_printable(const char *s);
 
+/* A driver's parse step: 0, 1 or -1 as the parser answered, with its error line (or
+ * "") in msg; -2 if no argv could be built. */
+typedef int (*fuzz_cli_parse_fn)(const uint8_t *data, size_t size, char *msg, size_t cap);
+/* Parses the input twice and aborts if the answers differ: getopt state left over
+ * from one call would show here. */
+void fuzz_cli_twice(fuzz_cli_parse_fn parse, const uint8_t *data, size_t size);
+
 #endif

@@ -35,6 +35,13 @@ libobjs_of = $(filter-out %/main.o,$(call objs_of,$(1)))
 
 COMMON_OBJS := $(call objs_of,common) $(BUILD)/obj/gen/proto/faas.pb-c.o
 
+# Protocol libraries: pure where they can be, each depending on common/ only. Their
+# objects are linked into whichever binary uses them (no archives: the lists are short).
+H2B_OBJS    := $(call objs_of,h2b)
+THRIFT_OBJS := $(call objs_of,thrift)
+HTTP1_OBJS  := $(call objs_of,http1)
+GRPCW_OBJS  := $(call objs_of,grpcw)
+
 # binary: name, main object, extra objects, pkg-config packages
 BIN_discovery := $(BUILD)/faas-discovery
 BIN_workermgr := $(BUILD)/faas-workermgr
@@ -60,16 +67,17 @@ $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 
 # The agent lives in every pod: it links no grpc and no h2o (its loop is common/evl.c),
 # and is linked statically (no ld.so work, no shared-library pages: a smaller idle pod,
-# a faster exec) except under sanitizers, which cannot be static. It shares two pure
-# pieces with the gateway: the Thrift codec and the h2 stream bridge.
-AGENT_SHARED := $(BUILD)/obj/gateway/thrift.o $(BUILD)/obj/dispatcher/grpc_h2.o
+# a faster exec) except under sanitizers, which cannot be static. Besides common/ it
+# links protocol libraries only: the h2 bridge, the Thrift codec, HTTP/1.1 parsing.
+AGENT_SHARED := $(H2B_OBJS) $(THRIFT_OBJS) $(HTTP1_OBJS)
+GATEWAY_LIBS := $(H2B_OBJS) $(THRIFT_OBJS) $(GRPCW_OBJS)
 AGENT_LIBS   := $(call pc_libs,libnghttp2 libprotobuf-c)
 AGENT_STATIC := $(if $(SAN),,-static)
 $(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o,$(COMMON_OBJS))
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) $(AGENT_STATIC) -o $@ $^ $(AGENT_LIBS)
 
-$(BIN_gateway): $(call objs_of,gateway) $(call libobjs_of,dispatcher) $(COMMON_OBJS)
+$(BIN_gateway): $(call objs_of,gateway) $(call libobjs_of,dispatcher) $(GATEWAY_LIBS) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_H2O) $(PKG_GRPC))
 
@@ -115,7 +123,9 @@ define UNIT_RULE
 $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/$(1)/*.c)) \
     $(filter-out %/faasctl.o %/faasd.o,$(call libobjs_of,$(1))) $(if $(filter common,$(1)),,$(COMMON_OBJS)) \
     $(if $(filter common,$(1)),$(BUILD)/obj/gen/proto/faas.pb-c.o) \
-    $(if $(filter runtime-agent,$(1)),$(AGENT_SHARED))
+    $(if $(filter runtime-agent,$(1)),$(AGENT_SHARED)) \
+    $(if $(filter gateway,$(1)),$(GATEWAY_LIBS)) \
+    $(if $(filter dispatcher,$(1)),$(H2B_OBJS))
 	@mkdir -p $$(@D); echo "  LD    $$@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion)
 endef

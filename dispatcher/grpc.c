@@ -294,5 +294,5 @@ void disp_grpc_forward(h2b_pair_t *p, const char *name, size_t len, const nghttp
 void disp_grpc_init(const disp_grpc_cbs_t *c)
 {
     cbs = *c;
-    h2b_init(disp_g.loop);
+    disp_h2b_init(disp_g.loop);
 }

@@ -10,7 +10,7 @@
 
 #include <h2o.h>
 
-#include "dispatcher/grpc_h2.h"
+#include "h2b/h2b.h"
 
 typedef struct {
     /* A call ended (its pair is being freed): grpc_status is what the caller got (-1 if
@@ -20,6 +20,10 @@ typedef struct {
     /* Formats a grpc-timeout value for ms; returns its length. */
     size_t (*format_timeout)(uint64_t ms, char *buf, size_t cap);
 } disp_grpc_cbs_t;
+
+/* The bridge on h2o's loop (dispatcher/h2b_h2o.c): installed by disp_grpc_init; serves
+ * HTTP/2 (prior knowledge) on an accepted h2o socket. 0 or -1. */
+int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
 
 /* After disp_start: binds the bridge to the dispatcher's loop. */
 void disp_grpc_init(const disp_grpc_cbs_t *cbs);

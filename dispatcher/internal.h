@@ -199,5 +199,7 @@ void disp_req_fail(disp_req_t *r, int status, const char *what);
 /* r's stream finished (response complete or broken). */
 void disp_req_finish_upstream(disp_req_t *r);
 h2o_timeout_t *disp_timeout_for(uint32_t ms);
+/* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
+void disp_h2b_init(h2o_loop_t *loop);
 
 #endif

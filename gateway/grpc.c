@@ -19,6 +19,7 @@
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/grpc.h"
 #include "gateway/internal.h"
+#include "grpcw/grpcw.h"
 
 #define GW_PROTO_GRPC 3 /* gw_metrics_record's protocol: 0 http/1.1, 1 h2, 2 thrift, 3 grpc */
 #define MAX_FWD_HEADERS 128
@@ -26,7 +27,7 @@
 
 /* Per-call scratch kept in the pair: the request message scanner and its limit. */
 typedef struct {
-    gw_grpc_scan_t scan;
+    grpcw_scan_t scan;
     uint32_t max_msg;
 } front_t;
 _Static_assert(sizeof(front_t) <= sizeof(((h2b_pair_t *)0)->front), "front_t must fit h2b_pair_t.front");
@@ -49,7 +50,7 @@ static void on_done(const char *fn, size_t len, int grpc_status, int http_status
     if (code < 0 && http_status == 0)
         code = 1; /* the client left first */
     else if (code < 0)
-        code = http_status != 200 ? gw_grpc_code_from_http(http_status) : 2; /* ended without a status */
+        code = http_status != 200 ? grpcw_code_from_http(http_status) : 2; /* ended without a status */
     gw_metrics_record(fn, len, code, GW_PROTO_GRPC, faas_now_us() - start_us);
 }
 
@@ -84,14 +85,14 @@ static void on_request(h2b_pair_t *p, int eos)
         h2b_pair_http_error(p, 405);
         return;
     }
-    if (ct == NULL || !gw_grpc_content_type_ok((const char *)ct->value, ct->valuelen)) {
+    if (ct == NULL || !grpcw_content_type_ok((const char *)ct->value, ct->valuelen)) {
         gw_metrics_other();
         h2b_pair_http_error(p, 415);
         return;
     }
-    gw_slice_t svc, meth;
+    grpcw_slice_t svc, meth;
     const char *err = NULL;
-    if (gw_grpc_parse_path((const char *)path->value, path->valuelen, &svc, &meth, &err) != 0) {
+    if (grpcw_parse_path((const char *)path->value, path->valuelen, &svc, &meth, &err) != 0) {
         gw_metrics_other();
         h2b_pair_fail(p, 12, err);
         return;
@@ -124,7 +125,7 @@ static void on_request(h2b_pair_t *p, int eos)
     /* the call lives until its grpc-timeout or the function's max duration, whichever first */
     uint64_t now = faas_now_ms(), deadline = now + max_ms, tmo;
     const nghttp2_nv *t = find(p, "grpc-timeout");
-    if (t != NULL && gw_grpc_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < max_ms)
+    if (t != NULL && grpcw_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < max_ms)
         deadline = now + tmo;
     make_rid(find(p, "x-request-id"), rid, sizeof(rid));
     disp_fn_info_t info = {0};
@@ -144,7 +145,7 @@ static void on_request(h2b_pair_t *p, int eos)
     nv[n++] = NV("te", 2, "trailers", 8);
     for (size_t i = 0; i < p->req.n && n < MAX_FWD_HEADERS; i++) {
         const nghttp2_nv *h = &p->req.nv[i];
-        if (gw_grpc_header_forwarded((const char *)h->name, h->namelen))
+        if (grpcw_header_forwarded((const char *)h->name, h->namelen))
             nv[n++] = *h;
     }
     nv[n++] = NV("faas-request-id", 15, rid, strlen(rid));
@@ -157,7 +158,7 @@ static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
 {
     front_t *fr = (front_t *)p->front;
     const char *err = NULL;
-    if (fr->max_msg == 0 || gw_grpc_scan(&fr->scan, data, len, fr->max_msg, &err) == 0)
+    if (fr->max_msg == 0 || grpcw_scan(&fr->scan, data, len, fr->max_msg, &err) == 0)
         return 0;
     fr->max_msg = 0;
     h2b_pair_fail(p, 8, err);
@@ -174,14 +175,14 @@ static void on_accept(h2o_socket_t *ls, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(ls);
         if (sock == NULL)
             return;
-        h2b_server_accept(sock, &server_cbs);
+        disp_h2b_accept(sock, &server_cbs);
     }
 }
 
 
 static size_t fmt_timeout(uint64_t ms, char *buf, size_t cap)
 {
-    return gw_grpc_format_timeout(ms, buf, cap);
+    return grpcw_format_timeout(ms, buf, cap);
 }
 
 int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)

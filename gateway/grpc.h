@@ -1,5 +1,5 @@
 /* gateway/grpc.h - the gateway's gRPC front end (its own port, nghttp2 on the
- * gateway's loop) and the pure gRPC wire helpers it uses (grpc_wire.c). */
+ * gateway's loop); the wire rules it uses are grpcw/. */
 #ifndef GW_GRPC_H
 #define GW_GRPC_H
 
@@ -16,55 +16,5 @@
  * NULL means the default address, best effort (a busy port is logged, not fatal).
  * 0 or -1 with *err. */
 int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err);
-
-/* ---- grpc_wire.c: pure helpers (no I/O, no allocation) ---- */
-
-/* grpc-timeout "<1-8 digits><H|M|S|m|u|n>" -> milliseconds, rounded up (a non-zero
- * timeout never becomes 0). 0 or -1. */
-int gw_grpc_parse_timeout(const char *s, size_t len, uint64_t *ms);
-
-/* Formats ms as a grpc-timeout value (at most 8 digits, coarsest exact-enough unit);
- * returns the length (0 if cap is too small). */
-size_t gw_grpc_format_timeout(uint64_t ms, char *buf, size_t cap);
-
-/* grpc-message percent-encoding: bytes outside 0x20-0x7e and '%' become %XX.
- * Returns the encoded length; writes at most cap bytes (no NUL). */
-size_t gw_grpc_percent_encode(const char *in, size_t len, char *out, size_t cap);
-
-/* Decodes %XX sequences (malformed ones are kept as they are, per the gRPC spec).
- * Returns the decoded length; out needs len bytes. */
-size_t gw_grpc_percent_decode(const char *in, size_t len, char *out);
-
-/* "/<service>/<method>" -> slices; 0, or -1 with *err (empty parts, extra '/', not
- * starting with '/', bytes outside visible ASCII). */
-int gw_grpc_parse_path(const char *path, size_t len, gw_slice_t *service, gw_slice_t *method, const char **err);
-
-/* 1 if content-type is application/grpc, optionally followed by "+<subtype>" or ';'. */
-int gw_grpc_content_type_ok(const char *v, size_t len);
-
-/* 1 if a custom metadata key is valid: [0-9a-z_.-]+, not starting with "grpc-" */
-int gw_grpc_metadata_key_ok(const char *name, size_t len);
-
-/* 1 if the client's request header goes to the function: pseudo headers, te,
- * grpc-timeout (rewritten), host, hop-by-hop and faas-* do not. name is lower case. */
-int gw_grpc_header_forwarded(const char *name, size_t len);
-
-/* Length-prefixed message framing: 1 byte compressed flag, 4 bytes big-endian length. */
-void gw_grpc_frame_write(uint8_t out[5], int compressed, uint32_t len);
-
-/* Incremental scanner over a gRPC message stream. */
-typedef struct {
-    uint8_t hdr[5];
-    size_t hdr_have;
-    uint64_t left; /* bytes of the current message still to come */
-    uint64_t messages;
-} gw_grpc_scan_t;
-
-/* Feeds len bytes; 0, or -1 with *err for a bad compressed flag or a message over
- * max_msg (0 = no limit). messages counts the complete ones. */
-int gw_grpc_scan(gw_grpc_scan_t *s, const uint8_t *buf, size_t len, uint32_t max_msg, const char **err);
-
-/* gRPC code for an HTTP status that came without grpc-status (gRPC spec mapping). */
-int gw_grpc_code_from_http(int status);
 
 #endif

@@ -26,7 +26,7 @@
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/internal.h" /* read-only: the function table for the service index */
-#include "gateway/thrift.h"
+#include "thrift/thrift.h"
 #include "proto/faas.pb-c.h"
 
 #define MAX_INFLIGHT_PER_CONN 256 /* pipelined calls read ahead before reading stops */
@@ -38,7 +38,7 @@ typedef struct tconn {
     h2o_socket_t *sock;
     struct sockaddr_storage peer;
     socklen_t peerlen;
-    gw_thrift_framing_t framing; /* fixed by the first frame */
+    thrift_framing_t framing; /* fixed by the first frame */
     h2o_linklist_t calls;        /* tcall_t, in request order */
     uint32_t ncalls;
     h2o_buffer_t *out, *wbuf; /* pending replies, bytes being written */
@@ -52,7 +52,7 @@ typedef struct tcall {
     h2o_ostream_t ostr;
     h2o_timeout_entry_t done_entry;
     uint8_t *frame; /* copy of the request frame; f points into it */
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     h2o_buffer_t *body; /* reply payload from the agent */
     char fn[64];
     size_t fnlen;
@@ -158,11 +158,11 @@ static int fn_name_ok(const uint8_t *p, size_t len)
 
 /* Routing key -> function: a declared service, else a function of that name; no key:
  * the port's default function. 0 with *fn set, or -1 with *why. */
-static int route(const gw_thrift_frame_t *f, const char **fn, size_t *fnlen, const char **why)
+static int route(const thrift_frame_t *f, const char **fn, size_t *fnlen, const char **why)
 {
-    gw_bytes_t key;
+    thrift_bytes_t key;
     disp_fn_info_t info;
-    if (gw_thrift_routing_key(f, &key) == 0) {
+    if (thrift_routing_key(f, &key) == 0) {
         const char *s = svc_lookup(key.ptr, key.len);
         if (s != NULL) {
             *fn = s;
@@ -188,11 +188,11 @@ static int route(const gw_thrift_frame_t *f, const char **fn, size_t *fnlen, con
 
 /* ---- info headers <-> faas-thrift-* h2 headers ---------------------------------- */
 
-/* See gw_thrift_meta_name: info headers travel as faas-thrift-* h2 headers. */
-static int meta_name(h2o_mem_pool_t *pool, const gw_thrift_header_t *h, h2o_iovec_t *out)
+/* See thrift_meta_name: info headers travel as faas-thrift-* h2 headers. */
+static int meta_name(h2o_mem_pool_t *pool, const thrift_header_t *h, h2o_iovec_t *out)
 {
     char *b = h2o_mem_alloc_pool(pool, 416);
-    size_t n = gw_thrift_meta_name(h, b, 416);
+    size_t n = thrift_meta_name(h, b, 416);
     if (n == 0)
         return -1;
     *out = h2o_iovec_init(b, n);
@@ -200,12 +200,12 @@ static int meta_name(h2o_mem_pool_t *pool, const gw_thrift_header_t *h, h2o_iove
 }
 
 static int meta_parse(h2o_mem_pool_t *pool, const h2o_iovec_t *name, const h2o_iovec_t *value,
-                      gw_thrift_header_t *h)
+                      thrift_header_t *h)
 {
     if (name->len <= 14 || memcmp(name->base, "faas-thrift-", 12) != 0)
         return -1;
     uint8_t *kb = h2o_mem_alloc_pool(pool, name->len / 2 + 1);
-    return gw_thrift_meta_parse(name->base, name->len, value->base, value->len, kb, name->len / 2 + 1, h);
+    return thrift_meta_parse(name->base, name->len, value->base, value->len, kb, name->len / 2 + 1, h);
 }
 
 /* ---- calls -------------------------------------------------------------------- */
@@ -240,10 +240,10 @@ static void call_set_error(tcall_t *c, int type, const char *msg)
     c->reply_len = 0;
     if (c->oneway)
         return;
-    size_t n = gw_thrift_encode_error(&c->f, type, msg, NULL, 0);
+    size_t n = thrift_encode_error(&c->f, type, msg, NULL, 0);
     if (n == (size_t)-1 || (c->reply = malloc(n)) == NULL)
         return;
-    c->reply_len = gw_thrift_encode_error(&c->f, type, msg, c->reply, n);
+    c->reply_len = thrift_encode_error(&c->f, type, msg, c->reply, n);
 }
 
 /* Runs on the loop after a call ended (never inside the dispatcher's callbacks). */
@@ -288,24 +288,24 @@ static void call_complete(tcall_t *c, int broken)
             snprintf(msg, sizeof(msg), "%.*s", (int)bl, c->body->bytes);
         FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen,
                   c->fn, (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
-        call_set_error(c, st == 404 ? GW_TAPP_UNKNOWN_METHOD : GW_TAPP_INTERNAL_ERROR, msg);
+        call_set_error(c, st == 404 ? THRIFT_TAPP_UNKNOWN_METHOD : THRIFT_TAPP_INTERNAL_ERROR, msg);
         return;
     }
     if (c->oneway || st == 204)
         return;
-    gw_thrift_header_t hs[GW_THRIFT_MAX_HEADERS];
+    thrift_header_t hs[THRIFT_MAX_HEADERS];
     size_t nh = 0;
-    for (size_t i = 0; i < req->res.headers.size && nh < GW_THRIFT_MAX_HEADERS; i++) {
+    for (size_t i = 0; i < req->res.headers.size && nh < THRIFT_MAX_HEADERS; i++) {
         h2o_header_t *e = &req->res.headers.entries[i];
         if (meta_parse(&req->pool, e->name, &e->value, &hs[nh]) == 0)
             nh++;
     }
-    size_t n = gw_thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, NULL, 0);
+    size_t n = thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, NULL, 0);
     if ((c->reply = malloc(n)) == NULL) {
-        call_set_error(c, GW_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
-    c->reply_len = gw_thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, c->reply, n);
+    c->reply_len = thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, c->reply, n);
 }
 
 /* Our output stream at the end of the call's h2o_req_t: collects the agent's answer. */
@@ -332,7 +332,7 @@ static void call_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs,
     }
     if (too_big) {
         c->code = 502;
-        call_set_error(c, GW_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
+        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
     } else {
         call_complete(c, st == H2O_SEND_STATE_ERROR);
     }
@@ -385,14 +385,14 @@ static void call_forward(tcall_t *c)
     add_hdr(h, &n, &n_ct, H2O_STRLIT("application/x-thrift"));
     add_hdr(h, &n, &n_rid, rid, strlen(rid));
     add_hdr(h, &n, &n_fn, c->fn, c->fnlen);
-    if (c->f.proto == GW_THRIFT_COMPACT)
+    if (c->f.proto == THRIFT_COMPACT)
         add_hdr(h, &n, &n_proto, H2O_STRLIT("compact"));
     else
         add_hdr(h, &n, &n_proto, H2O_STRLIT("binary"));
     if (c->oneway)
         add_hdr(h, &n, &n_ow, H2O_STRLIT("1"));
     for (size_t i = 0; i < c->f.n_headers; i++) {
-        const gw_thrift_header_t *th = &c->f.headers[i];
+        const thrift_header_t *th = &c->f.headers[i];
         /* the request id is the platform's: a client cannot choose it */
         if (!th->is_int && th->key.len == 15 && memcmp(th->key.ptr, "faas-request-id", 15) == 0)
             continue;
@@ -424,7 +424,7 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     memcpy(c->frame, frame, len);
     /* re-parse over our copy so every view points into it (same bytes: cannot fail) */
     const char *err;
-    if (gw_thrift_parse(c->frame, len, 0, &c->f, NULL, &err) <= 0) {
+    if (thrift_parse(c->frame, len, 0, &c->f, NULL, &err) <= 0) {
         free(c->frame);
         free(c);
         return NULL;
@@ -434,8 +434,8 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     c->done_entry.cb = on_call_done;
     c->ostr.do_send = call_do_send;
     h2o_buffer_init(&c->body, &h2o_socket_buffer_prototype);
-    c->oneway = c->f.mtype == GW_THRIFT_ONEWAY;
-    c->ooo = c->f.framing == GW_THRIFT_THEADER && (c->f.flags & GW_THEADER_FLAG_OUT_OF_ORDER) != 0;
+    c->oneway = c->f.mtype == THRIFT_ONEWAY;
+    c->ooo = c->f.framing == THRIFT_THEADER && (c->f.flags & THRIFT_THEADER_FLAG_OUT_OF_ORDER) != 0;
     h2o_linklist_insert(&conn->calls, &c->link);
     conn->ncalls++;
     return c;
@@ -525,7 +525,7 @@ static void conn_close(tconn_t *c)
 
 /* Bad bytes: log, answer PROTOCOL_ERROR after the replies already due if the
  * message header could be read, then close. */
-static void conn_protocol_error(tconn_t *c, const gw_thrift_frame_t *f, int have_msg, const char *err)
+static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_msg, const char *err)
 {
     char ip[INET6_ADDRSTRLEN] = "";
     if (c->peer.ss_family == AF_INET)
@@ -548,7 +548,7 @@ static void conn_protocol_error(tconn_t *c, const gw_thrift_frame_t *f, int have
         return;
     }
     k->f = *f; /* only framing, proto, flags, seqids and name are used: name points nowhere */
-    k->f.name = (gw_bytes_t){(const uint8_t *)"", 0};
+    k->f.name = (thrift_bytes_t){(const uint8_t *)"", 0};
     k->conn = c;
     k->fatal = 1;
     k->done_entry.cb = on_call_done;
@@ -556,7 +556,7 @@ static void conn_protocol_error(tconn_t *c, const gw_thrift_frame_t *f, int have
     c->ncalls++;
     char msg[200];
     snprintf(msg, sizeof(msg), "bad thrift frame: %s", err);
-    call_answer_now(k, GW_TAPP_PROTOCOL_ERROR, msg, 400);
+    call_answer_now(k, THRIFT_TAPP_PROTOCOL_ERROR, msg, 400);
 }
 
 static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
@@ -566,22 +566,22 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
         conn_close(c);
         return;
     }
-    if (k->f.mtype != GW_THRIFT_CALL && k->f.mtype != GW_THRIFT_ONEWAY) {
+    if (k->f.mtype != THRIFT_CALL && k->f.mtype != THRIFT_ONEWAY) {
         k->fatal = 1;
-        call_answer_now(k, GW_TAPP_PROTOCOL_ERROR, "only CALL and ONEWAY messages are accepted", 400);
+        call_answer_now(k, THRIFT_TAPP_PROTOCOL_ERROR, "only CALL and ONEWAY messages are accepted", 400);
         return;
     }
     const char *fn, *why = NULL;
     size_t fnlen;
     if (route(&k->f, &fn, &fnlen, &why) != 0) {
         char msg[200];
-        gw_bytes_t key = {NULL, 0};
-        gw_thrift_routing_key(&k->f, &key);
+        thrift_bytes_t key = {NULL, 0};
+        thrift_routing_key(&k->f, &key);
         snprintf(msg, sizeof(msg), "%s%s%.*s", why, key.len ? ": " : "", (int)(key.len > 64 ? 64 : key.len),
                  key.ptr ? (const char *)key.ptr : "");
         FAAS_INFO("event=thrift_error method=%.*s seqid=%" PRId32 " msg=\"%s\"", (int)k->f.name.len, k->f.name.ptr,
                   k->f.seqid, msg);
-        call_answer_now(k, GW_TAPP_UNKNOWN_METHOD, msg, 0);
+        call_answer_now(k, THRIFT_TAPP_UNKNOWN_METHOD, msg, 0);
         return;
     }
     k->fnlen = fnlen < sizeof(k->fn) ? fnlen : sizeof(k->fn) - 1;
@@ -597,17 +597,17 @@ static void on_read(h2o_socket_t *sock, const char *err)
         return;
     }
     while (!c->dead && !c->closing) {
-        gw_thrift_frame_t f;
+        thrift_frame_t f;
         memset(&f, 0, sizeof(f));
         const char *perr = NULL;
         size_t need = 0;
-        long n = gw_thrift_parse((const uint8_t *)sock->input->bytes, sock->input->size, 0, &f, &need, &perr);
+        long n = thrift_parse((const uint8_t *)sock->input->bytes, sock->input->size, 0, &f, &need, &perr);
         if (n == 0)
             break;
         if (n < 0) {
             /* a header frame's own fields (framing, protocol, seqid) were read: the
              * client can be told in its framing; framed garbage just gets closed */
-            int have = f.framing == GW_THRIFT_THEADER || f.framing == GW_THRIFT_TTHEADER;
+            int have = f.framing == THRIFT_THEADER || f.framing == THRIFT_TTHEADER;
             conn_protocol_error(c, &f, have, perr ? perr : "bad frame");
             return;
         }

@@ -1,6 +1,6 @@
 /* runtime-agent/front.c - the agent's front end: h2c with prior knowledge on both of its
  * listeners (HELLO port and stream_port), one code path. Connections are the h2 bridge's
- * server connections (dispatcher/grpc_h2.c), run on evl through the adapter below. What a
+ * server connections (h2b/), run on evl through the adapter below. What a
  * stream is follows from the listener, as the dispatcher chose it: on stream_port every
  * stream is a gRPC call, bridged to the user's h2c server (grpc.c); on the HELLO port,
  * HTTP streams (proxy.c) and Thrift calls (thrift_proxy.c) are answered here as local
@@ -173,8 +173,8 @@ static void on_sniff(evl_sock_t *s, int err)
         evl_sock_close(s);
         return;
     }
-    int kind = agent_sniff_preface(evl_buf_data(&s->in), s->in.len);
-    if (kind == AGENT_SNIFF_HTTP1) {
+    int kind = http1_sniff_preface(evl_buf_data(&s->in), s->in.len);
+    if (kind == HTTP1_SNIFF_HTTP1) {
         refuse_http1(s);
         return;
     }

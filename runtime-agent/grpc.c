@@ -1,5 +1,5 @@
 /* runtime-agent/grpc.c - gRPC calls: each stream that front.c hands over is bridged
- * (dispatcher/grpc_h2.c) to the user's gRPC server over one h2c connection to
+ * (h2b/) to the user's gRPC server over one h2c connection to
  * 127.0.0.1:<user port>, reused across streams. */
 #include "runtime-agent/grpc.h"
 
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "dispatcher/grpc_h2.h"
+#include "h2b/h2b.h"
 #include "runtime-agent/internal.h"
 
 #define MAX_HEADERS 160

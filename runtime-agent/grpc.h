@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "common/evl.h"
-#include "dispatcher/grpc_h2.h"
+#include "h2b/h2b.h"
 
 /* Bridges the gRPC call p (headers in p->req) to the user server, or fails it with
  * UNAVAILABLE when the user server is not running. */

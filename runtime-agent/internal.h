@@ -8,7 +8,8 @@
 #include <sys/types.h>
 
 #include "common/evl.h"
-#include "dispatcher/grpc_h2.h"
+#include "h2b/h2b.h"
+#include "http1/http1.h"
 #include "proto/faas.pb-c.h"
 
 /* Health probe kinds, same numbers as faas.HealthCheck.Kind. */
@@ -64,55 +65,6 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
                              const char *stream, const char *msg, size_t len);
 /* 1 if the (lower-case) request header must not be forwarded to the user server. */
 int agent_header_is_hop(const char *name, size_t len);
-/* 1 if name appears as a token in a Connection header value. */
-int agent_connection_lists(const char *value, size_t vlen, const char *name, size_t nlen);
-/* Parses a decimal millisecond count; 0 or -1. */
-int agent_parse_ms(const char *s, size_t len, uint64_t *out);
-
-/* ---- http1.c: pure HTTP/1.x parsing (no I/O) ---- */
-
-/* One header of a parsed response head; points into the parsed buffer. */
-typedef struct agent_hdr {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-} agent_hdr_t;
-
-/* Parses an HTTP/1.x response head in buf: the head's length (> 0), -2 when incomplete,
- * -1 when malformed. hdrs has room for *nhdrs entries; *nhdrs becomes the count. */
-int agent_parse_response(const char *buf, size_t len, int *minor, int *status, const char **msg, size_t *msg_len,
-                         agent_hdr_t *hdrs, size_t *nhdrs);
-
-/* Chunked transfer-coding decoder state; zero-initialized before a body. */
-typedef struct agent_chunked {
-    uint64_t left;
-    int state, digits, crlf;
-} agent_chunked_t;
-
-/* Decodes buf[0..*len) in place: the decoded data is compacted at buf and *len becomes its
- * size. Returns -2 when the body goes on, -1 on a malformed body, or (body complete, trailer
- * consumed) how many bytes follow it, kept at buf + *len. */
-long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len);
-
-/* What the first bytes on the agent's listener are. */
-enum { AGENT_SNIFF_H2 = 0, AGENT_SNIFF_HTTP1 = 1, AGENT_SNIFF_OTHER = 2 };
-/* AGENT_SNIFF_H2 while buf (len > 0) is a prefix of the h2 connection preface. */
-int agent_sniff_preface(const char *buf, size_t len);
-
-/* How an upstream HTTP/1.x response body is delimited. */
-enum { AGENT_BODY_NONE = 0, AGENT_BODY_LENGTH = 1, AGENT_BODY_CHUNKED = 2, AGENT_BODY_EOF = 3 };
-typedef struct agent_framing {
-    int body;        /* AGENT_BODY_* */
-    uint64_t length; /* for AGENT_BODY_LENGTH */
-    int keepalive;   /* the connection can carry another request afterwards */
-} agent_framing_t;
-
-/* Decides body framing and connection reuse for a response head (RFC 9112 s6.3); 0, or -1
- * with *err for a response that cannot be framed safely. */
-int agent_resp_framing(int minor_version, int status, int is_head, const agent_hdr_t *h, size_t n, agent_framing_t *out,
-                       const char **err);
-
 /* ---- pool.c: keep-alive connections to the user server ---- */
 
 typedef struct agent_pool agent_pool_t;
@@ -174,8 +126,8 @@ typedef struct agent_req {
     agent_upconn_t *up; /* while it uses one */
     uint64_t deadline_ms;
     /* HTTP */
-    agent_framing_t framing;
-    agent_chunked_t dec;
+    http1_framing_t framing;
+    http1_chunked_t dec;
     uint64_t remaining;
     int state, is_head, started, retried, reading;
     evl_buf_t head; /* the request head for the user server */

@@ -76,7 +76,7 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
         else if (nv_is(h, "content-length", 14))
             have_cl = 1;
         else if (nv_is(h, "faas-deadline-ms", 16))
-            agent_parse_ms((const char *)h->value, h->valuelen, deadline_ms);
+            http1_parse_u64((const char *)h->value, h->valuelen, deadline_ms);
     }
     if (method == NULL || path == NULL)
         return -1;
@@ -95,7 +95,7 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
         const nghttp2_nv *h = &hs->nv[i];
         const char *n = (const char *)h->name;
         if (h->namelen == 0 || n[0] == ':' || agent_header_is_hop(n, h->namelen) ||
-            (conn != NULL && agent_connection_lists((const char *)conn->value, conn->valuelen, n, h->namelen)))
+            (conn != NULL && http1_token_listed((const char *)conn->value, conn->valuelen, n, h->namelen)))
             continue;
         if (nv_is(h, "cookie", 6)) {
             cookies++;
@@ -159,7 +159,7 @@ static void failed_before_head(agent_req_t *r)
 /* ---- the response ---- */
 
 /* 1 for response headers that describe the HTTP/1.1 connection, not the response. */
-static int res_hop(const agent_hdr_t *h)
+static int res_hop(const http1_hdr_t *h)
 {
     /* the request-side list minus what responses legitimately carry */
     if (h->name_len == 4 || h->name_len == 6 || h->name_len == 14 || h->name_len == 19)
@@ -170,13 +170,13 @@ static int res_hop(const agent_hdr_t *h)
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
 
 /* Submits the response head; returns 1 if the response has no body. */
-static int respond(agent_req_t *r, int status, agent_hdr_t *h, size_t n)
+static int respond(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
 {
     nghttp2_nv nv[MAX_HEADERS + 2];
     size_t k = 0;
     char st[3] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10)}, cl[24];
     nv[k++] = NV(":status", 7, st, 3);
-    const agent_hdr_t *head_cl = NULL;
+    const http1_hdr_t *head_cl = NULL;
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < h[i].name_len; j++) /* h2 names are lower case; the buffer is ours */
             if (h[i].name[j] >= 'A' && h[i].name[j] <= 'Z')
@@ -186,10 +186,10 @@ static int respond(agent_req_t *r, int status, agent_hdr_t *h, size_t n)
         if (!res_hop(&h[i]))
             nv[k++] = NV(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
     }
-    int no_body = r->framing.body == AGENT_BODY_NONE;
+    int no_body = r->framing.body == HTTP1_BODY_NONE;
     if (head_cl != NULL) /* HEAD answers describe the body they do not carry */
         nv[k++] = NV("content-length", 14, head_cl->value, head_cl->value_len);
-    else if (r->framing.body == AGENT_BODY_LENGTH || (no_body && !r->is_head && status != 204 && status != 304))
+    else if (r->framing.body == HTTP1_BODY_LENGTH || (no_body && !r->is_head && status != 204 && status != 304))
         nv[k++] = NV("content-length", 14, cl, faas_fmt_u64(cl, r->framing.length));
     h2b_pair_respond(r->pair, nv, k, no_body);
     return no_body;
@@ -199,14 +199,14 @@ static int respond(agent_req_t *r, int status, agent_hdr_t *h, size_t n)
 static int parse_head(agent_req_t *r, evl_sock_t *s)
 {
     for (;;) {
-        agent_hdr_t h[MAX_HEADERS];
+        http1_hdr_t h[MAX_HEADERS];
         size_t nh = MAX_HEADERS, msg_len;
         const char *msg, *err = NULL;
         int minor, status;
-        int n = agent_parse_response(evl_buf_data(&s->in), s->in.len, &minor, &status, &msg, &msg_len, h, &nh);
+        int n = http1_parse_response(evl_buf_data(&s->in), s->in.len, &minor, &status, &msg, &msg_len, h, &nh);
         if (n == -2 && s->in.len < MAX_HEAD_BYTES)
             return 0;
-        if (n < 0 || agent_resp_framing(minor, status, r->is_head, h, nh, &r->framing, &err) != 0) {
+        if (n < 0 || http1_resp_framing(minor, status, r->is_head, h, nh, &r->framing, &err) != 0) {
             FAAS_WARN("event=upstream_bad_response err=\"%s\"", err ? err : "unparsable head");
             fwd_fail(r, 502, "upstream-reset", "the function sent a malformed response\n");
             return -1;
@@ -234,9 +234,9 @@ static int move_body(agent_req_t *r, evl_buf_t *in)
     size_t n = in->len;
     int done = 0;
     switch (r->framing.body) {
-    case AGENT_BODY_NONE:
+    case HTTP1_BODY_NONE:
         return 1;
-    case AGENT_BODY_LENGTH:
+    case HTTP1_BODY_LENGTH:
         if (n > r->remaining) { /* bytes past the body: the connection is not reusable */
             n = (size_t)r->remaining;
             r->framing.keepalive = 0;
@@ -244,8 +244,8 @@ static int move_body(agent_req_t *r, evl_buf_t *in)
         r->remaining -= n;
         done = r->remaining == 0;
         break;
-    case AGENT_BODY_CHUNKED: {
-        long rest = agent_chunked_decode(&r->dec, d, &n);
+    case HTTP1_BODY_CHUNKED: {
+        long rest = http1_chunked_decode(&r->dec, d, &n);
         if (rest == -1)
             return -1;
         if (rest > 0)
@@ -297,7 +297,7 @@ static void on_up_read(evl_sock_t *s, int err)
         return;
     }
     if (err != 0 || done < 0) {
-        if (done == 0 && err == EVL_EOF && r->framing.body == AGENT_BODY_EOF) {
+        if (done == 0 && err == EVL_EOF && r->framing.body == HTTP1_BODY_EOF) {
             h2b_pair_send(r->pair, NULL, 0, 1); /* a close-delimited body ends here */
             finish(r, 0);
             return;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "common/evl.h"
-#include "gateway/thrift.h"
+#include "thrift/thrift.h"
 
 struct agent_req;
 
@@ -23,13 +23,13 @@ void agent_thrift_end(struct agent_req *r);
 /* ---- thrift_frame.c: pure helpers ---- */
 
 /* spec.thrift_transport -> framing ("" or NULL = framed); 0, or -1 if unknown. */
-int agent_thrift_transport(const char *name, gw_thrift_framing_t *out);
+int agent_thrift_transport(const char *name, thrift_framing_t *out);
 /* Frames one unframed message (msg, in proto) for the user server, adding a
  * faas-request-id info header (rid) when the framing has headers; hs must have
  * room for nh + 1 entries. Returns the frame size (written when <= cap; call with
  * cap 0 to size it), or 0 when msg is not a Thrift message. */
-size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg, size_t len,
-                                  gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen, uint8_t *out,
+size_t agent_thrift_request_frame(thrift_framing_t framing, thrift_proto_t proto, const uint8_t *msg, size_t len,
+                                  thrift_header_t *hs, size_t nh, const char *rid, size_t rlen, uint8_t *out,
                                   size_t cap);
 
 #endif

@@ -3,36 +3,36 @@
 
 #include "runtime-agent/thrift_agent.h"
 
-int agent_thrift_transport(const char *name, gw_thrift_framing_t *out)
+int agent_thrift_transport(const char *name, thrift_framing_t *out)
 {
     if (name == NULL || name[0] == '\0' || strcmp(name, "framed") == 0)
-        *out = GW_THRIFT_FRAMED;
+        *out = THRIFT_FRAMED;
     else if (strcmp(name, "theader") == 0)
-        *out = GW_THRIFT_THEADER;
+        *out = THRIFT_THEADER;
     else if (strcmp(name, "ttheader") == 0)
-        *out = GW_THRIFT_TTHEADER;
+        *out = THRIFT_TTHEADER;
     else
         return -1;
     return 0;
 }
 
-size_t agent_thrift_request_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, const uint8_t *msg,
-                                  size_t len, gw_thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
+size_t agent_thrift_request_frame(thrift_framing_t framing, thrift_proto_t proto, const uint8_t *msg,
+                                  size_t len, thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
                                   uint8_t *out, size_t cap)
 {
-    gw_bytes_t name;
+    thrift_bytes_t name;
     uint8_t mtype;
     int32_t seqid;
     const char *err;
-    if (gw_thrift_parse_message(proto, msg, len, &name, &mtype, &seqid, &err) != 0)
+    if (thrift_parse_message(proto, msg, len, &name, &mtype, &seqid, &err) != 0)
         return 0;
     /* the platform's request id travels as an info header when the framing has them;
      * hs has room for one more entry by contract */
-    if (rid != NULL && rlen != 0 && framing != GW_THRIFT_FRAMED) {
-        hs[nh] = (gw_thrift_header_t){.key = {(const uint8_t *)"faas-request-id", 15},
+    if (rid != NULL && rlen != 0 && framing != THRIFT_FRAMED) {
+        hs[nh] = (thrift_header_t){.key = {(const uint8_t *)"faas-request-id", 15},
                                       .value = {(const uint8_t *)rid, rlen}};
         nh++;
     }
     /* the header seqid follows the message's, as python3-thrift and Kitex servers do */
-    return gw_thrift_encode_frame(framing, proto, 0, seqid, hs, nh, msg, len, out, cap);
+    return thrift_encode_frame(framing, proto, 0, seqid, hs, nh, msg, len, out, cap);
 }

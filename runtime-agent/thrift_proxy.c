@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "gateway/thrift.h"
+#include "thrift/thrift.h"
 #include "runtime-agent/internal.h"
 #include "runtime-agent/thrift_agent.h"
 
@@ -25,7 +25,7 @@
 static struct {
     evl_loop_t *loop;
     agent_pool_t pool;
-    gw_thrift_framing_t framing;
+    thrift_framing_t framing;
     int configured;
 } tp;
 
@@ -34,7 +34,7 @@ void agent_thrift_configure(evl_loop_t *loop, uint16_t port, const char *transpo
     tp.loop = loop;
     if (agent_thrift_transport(transport, &tp.framing) != 0) {
         FAAS_WARN("event=thrift_transport_unknown transport=\"%s\" using=framed", transport);
-        tp.framing = GW_THRIFT_FRAMED;
+        tp.framing = THRIFT_FRAMED;
     }
     agent_pool_init(&tp.pool, loop, port, IDLE_MS);
     tp.configured = 1;
@@ -80,17 +80,17 @@ static void up_failed(agent_req_t *r)
 
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
 
-static void answer(agent_req_t *r, const gw_thrift_frame_t *f)
+static void answer(agent_req_t *r, const thrift_frame_t *f)
 {
-    nghttp2_nv nv[GW_THRIFT_MAX_HEADERS + 3];
-    char names[GW_THRIFT_MAX_HEADERS][416], cl[24];
+    nghttp2_nv nv[THRIFT_MAX_HEADERS + 3];
+    char names[THRIFT_MAX_HEADERS][416], cl[24];
     size_t n = 0;
     nv[n++] = NV(":status", 7, "200", 3);
     nv[n++] = NV("content-type", 12, "application/x-thrift", 20);
     int cll = snprintf(cl, sizeof(cl), "%zu", f->payload.len);
     nv[n++] = NV("content-length", 14, cl, (size_t)cll);
-    for (size_t i = 0; i < f->n_headers && i < GW_THRIFT_MAX_HEADERS; i++) {
-        size_t nl = gw_thrift_meta_name(&f->headers[i], names[i], sizeof(names[i]));
+    for (size_t i = 0; i < f->n_headers && i < THRIFT_MAX_HEADERS; i++) {
+        size_t nl = thrift_meta_name(&f->headers[i], names[i], sizeof(names[i]));
         if (nl != 0)
             nv[n++] = NV(names[i], nl, f->headers[i].value.ptr, f->headers[i].value.len);
     }
@@ -107,9 +107,9 @@ static void on_reply_read(evl_sock_t *s, int err)
         return;
     }
     r->got_bytes = 1;
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *perr = NULL;
-    long n = gw_thrift_parse((const uint8_t *)evl_buf_data(&s->in), s->in.len, 0, &f, NULL, &perr);
+    long n = thrift_parse((const uint8_t *)evl_buf_data(&s->in), s->in.len, 0, &f, NULL, &perr);
     if (n == 0)
         return;
     if (n < 0) {
@@ -205,8 +205,8 @@ void agent_thrift_start(agent_req_t *r)
         return;
     }
     const h2b_hdrs_t *req = &r->pair->req;
-    gw_thrift_proto_t proto = GW_THRIFT_BINARY;
-    gw_thrift_header_t hs[GW_THRIFT_MAX_HEADERS + 1];
+    thrift_proto_t proto = THRIFT_BINARY;
+    thrift_header_t hs[THRIFT_MAX_HEADERS + 1];
     uint8_t keys[8192]; /* the info headers' decoded keys */
     size_t nh = 0, koff = 0;
     uint64_t deadline_ms = DEFAULT_DEADLINE_MS;
@@ -216,15 +216,15 @@ void agent_thrift_start(agent_req_t *r)
     for (size_t i = 0; i < req->n; i++) {
         const nghttp2_nv *e = &req->nv[i];
         if (name_is(e, "faas-thrift-proto", 17))
-            proto = e->valuelen == 7 && memcmp(e->value, "compact", 7) == 0 ? GW_THRIFT_COMPACT : GW_THRIFT_BINARY;
+            proto = e->valuelen == 7 && memcmp(e->value, "compact", 7) == 0 ? THRIFT_COMPACT : THRIFT_BINARY;
         else if (name_is(e, "faas-thrift-oneway", 18))
             oneway = 1;
         else if (name_is(e, "faas-request-id", 15))
             rid = (const char *)e->value, rlen = e->valuelen;
         else if (name_is(e, "faas-deadline-ms", 16))
-            agent_parse_ms((const char *)e->value, e->valuelen, &deadline_ms);
-        else if (nh < GW_THRIFT_MAX_HEADERS && e->namelen > 14 && e->namelen / 2 + 1 <= sizeof(keys) - koff &&
-                 gw_thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen,
+            http1_parse_u64((const char *)e->value, e->valuelen, &deadline_ms);
+        else if (nh < THRIFT_MAX_HEADERS && e->namelen > 14 && e->namelen / 2 + 1 <= sizeof(keys) - koff &&
+                 thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen,
                                       keys + koff, e->namelen / 2 + 1, &hs[nh]) == 0)
             koff += e->namelen / 2 + 1, nh++;
     }
@@ -236,12 +236,12 @@ void agent_thrift_start(agent_req_t *r)
         agent_reply_error(r->pair, 400, "bad-request", "not a Thrift message\n");
         return;
     }
-    gw_bytes_t name;
+    thrift_bytes_t name;
     uint8_t mtype = 0;
     int32_t seqid;
     const char *err;
-    gw_thrift_parse_message(proto, pl, len, &name, &mtype, &seqid, &err); /* parsed once already */
-    r->oneway = oneway || mtype == GW_THRIFT_ONEWAY;
+    thrift_parse_message(proto, pl, len, &name, &mtype, &seqid, &err); /* parsed once already */
+    r->oneway = oneway || mtype == THRIFT_ONEWAY;
     evl_buf_commit(&r->head,
                    agent_thrift_request_frame(tp.framing, proto, pl, len, hs, nh, rid, rlen, (uint8_t *)buf, cap));
     r->deadline.cb = on_deadline;

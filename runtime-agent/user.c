@@ -183,19 +183,19 @@ static void probe_done(evl_sock_t *sock)
  * 0 if it cannot be reused, -1 while more bytes are needed. */
 static int probe_reusable(const evl_buf_t *in)
 {
-    agent_hdr_t h[64];
+    http1_hdr_t h[64];
     size_t nh = 64, msg_len;
     int minor, status;
     const char *msg, *err;
-    int hl = agent_parse_response(evl_buf_data(in), in->len, &minor, &status, &msg, &msg_len, h, &nh);
+    int hl = http1_parse_response(evl_buf_data(in), in->len, &minor, &status, &msg, &msg_len, h, &nh);
     if (hl == -2)
         return in->len < PROBE_MAX_HEAD ? -1 : 0;
-    agent_framing_t fr;
-    if (hl < 0 || agent_resp_framing(minor, status, 0, h, nh, &fr, &err) != 0 || !fr.keepalive)
+    http1_framing_t fr;
+    if (hl < 0 || http1_resp_framing(minor, status, 0, h, nh, &fr, &err) != 0 || !fr.keepalive)
         return 0;
-    if (fr.body == AGENT_BODY_NONE)
+    if (fr.body == HTTP1_BODY_NONE)
         return in->len == (size_t)hl;
-    if (fr.body != AGENT_BODY_LENGTH || fr.length > PROBE_MAX_BODY)
+    if (fr.body != HTTP1_BODY_LENGTH || fr.length > PROBE_MAX_BODY)
         return 0;
     if (in->len < (size_t)hl + fr.length)
         return -1;

@@ -20,27 +20,6 @@ Test(agent_headers, hop_by_hop_dropped_case_insensitively)
     cr_assert_not(agent_header_is_hop("t", 1));
 }
 
-Test(agent_headers, connection_tokens)
-{
-    const char *v = "keep-alive, X-Foo ,bar";
-    cr_assert(agent_connection_lists(v, strlen(v), "x-foo", 5));
-    cr_assert(agent_connection_lists(v, strlen(v), "bar", 3));
-    cr_assert(agent_connection_lists(v, strlen(v), "keep-alive", 10));
-    cr_assert_not(agent_connection_lists(v, strlen(v), "x-fo", 4));
-    cr_assert_not(agent_connection_lists("", 0, "x", 1));
-}
-
-Test(agent_deadline, parse_and_quantize)
-{
-    uint64_t v = 0;
-    cr_assert_eq(agent_parse_ms("1500", 4, &v), 0);
-    cr_assert_eq(v, 1500);
-    cr_assert_eq(agent_parse_ms("", 0, &v), -1);
-    cr_assert_eq(agent_parse_ms("12a", 3, &v), -1);
-    cr_assert_eq(agent_parse_ms("-1", 2, &v), -1);
-    cr_assert_eq(agent_parse_ms("1234567890123", 13, &v), -1);
-}
-
 Test(agent_cmdline, split_quotes_and_escapes)
 {
     char **argv;
@@ -210,63 +189,4 @@ Test(agent_control, decode_rejects_bad_specs)
     cr_assert_eq(agent_cmd_decode(stop, sizeof(stop), &cmd, &err), 0);
     cr_assert_eq(cmd.type, FAAS__AGENT_COMMAND__TYPE__STOP);
     agent_cmd_free(&cmd);
-}
-
-static agent_framing_t frame(int minor, int status, int is_head, const char *const *kv, size_t n, int *rc)
-{
-    agent_hdr_t h[8];
-    for (size_t i = 0; i < n; i++) {
-        h[i].name = kv[2 * i], h[i].name_len = strlen(kv[2 * i]);
-        h[i].value = kv[2 * i + 1], h[i].value_len = strlen(kv[2 * i + 1]);
-    }
-    agent_framing_t f;
-    const char *err = NULL;
-    *rc = agent_resp_framing(minor, status, is_head, h, n, &f, &err);
-    return f;
-}
-
-Test(agent_framing, length_chunked_eof_none)
-{
-    int rc;
-    const char *cl[] = {"Content-Length", "42"};
-    agent_framing_t f = frame(1, 200, 0, cl, 1, &rc);
-    cr_assert(rc == 0 && f.body == AGENT_BODY_LENGTH && f.length == 42 && f.keepalive);
-    const char *ch[] = {"Transfer-Encoding", "gzip, chunked", "content-length", "5"};
-    f = frame(1, 200, 0, ch, 2, &rc);
-    cr_assert(rc == 0 && f.body == AGENT_BODY_CHUNKED && f.keepalive);
-    const char *none[] = {"x", "y"};
-    f = frame(1, 200, 0, none, 1, &rc);
-    cr_assert(rc == 0 && f.body == AGENT_BODY_EOF && !f.keepalive);
-    f = frame(1, 204, 0, none, 1, &rc);
-    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE && f.keepalive);
-    f = frame(1, 200, 1, cl, 1, &rc); /* HEAD */
-    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE && f.keepalive);
-    const char *zero[] = {"content-length", "0"};
-    f = frame(1, 200, 0, zero, 1, &rc);
-    cr_assert(rc == 0 && f.body == AGENT_BODY_NONE);
-}
-
-Test(agent_framing, connection_reuse_rules)
-{
-    int rc;
-    const char *close_[] = {"Content-Length", "1", "Connection", "Close"};
-    cr_assert_not(frame(1, 200, 0, close_, 2, &rc).keepalive);
-    const char *h10[] = {"Content-Length", "1"};
-    cr_assert_not(frame(0, 200, 0, h10, 1, &rc).keepalive);
-    const char *h10ka[] = {"Content-Length", "1", "connection", "keep-alive"};
-    cr_assert(frame(0, 200, 0, h10ka, 2, &rc).keepalive);
-}
-
-Test(agent_framing, rejects_bad_lengths)
-{
-    int rc;
-    const char *bad[] = {"content-length", "12x"};
-    frame(1, 200, 0, bad, 1, &rc);
-    cr_assert_eq(rc, -1);
-    const char *two[] = {"content-length", "1", "content-length", "2"};
-    frame(1, 200, 0, two, 2, &rc);
-    cr_assert_eq(rc, -1);
-    const char *same[] = {"content-length", "2", "content-length", "2"};
-    frame(1, 200, 0, same, 2, &rc);
-    cr_assert_eq(rc, 0);
 }

@@ -1,10 +1,11 @@
-/* dispatcher/grpc_h2_h2o.c - runs the h2 stream bridge (grpc_h2.c) on h2o's event loop:
+/* dispatcher/h2b_h2o.c - runs the h2 stream bridge (h2b/) on h2o's event loop:
  * the gateway's side of the bridge's I/O seam (the agent has its own, on evl). */
 #include <h2o.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include "dispatcher/grpc_h2.h"
+#include "dispatcher/grpc.h"
+#include "h2b/h2b.h"
 
 static struct {
     h2o_loop_t *loop;
@@ -92,7 +93,7 @@ static void io_tick(void)
 
 static const h2b_io_t h2o_io = {io_connect, io_read_start, io_write, io_close, io_later, io_tick};
 
-void h2b_init(h2o_loop_t *loop)
+void disp_h2b_init(h2o_loop_t *loop)
 {
     hg.loop = loop;
     h2o_timeout_init(loop, &hg.zero, 0);
@@ -102,7 +103,7 @@ void h2b_init(h2o_loop_t *loop)
     h2b_init_io(&h2o_io);
 }
 
-int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
+int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
 {
     nodelay(sock);
     if (h2b_io_accept(sock, cbs) == NULL) {

@@ -1,6 +1,6 @@
-// FUZZ_SOURCES: runtime-agent/spec.c runtime-agent/http1.c common/util.c common/log.c
-// FUZZ_PKGS: libnghttp2
-/* Fuzzes the agent's HTTP/1.x byte parsers (runtime-agent/http1.c): the user server's
+// FUZZ_SOURCES: http1/http1.c common/util.c
+// FUZZ_PKGS:
+/* Fuzzes the agent's HTTP/1.x byte parsers (http1/http1.c): the user server's
  * response head, the framing rules, then chunked decoding of whatever follows the head,
  * whole and in two pieces like a socket would deliver it (both must decode the same);
  * and the listener's h2-preface / HTTP/1 sniff. */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime-agent/internal.h"
+#include "http1/http1.h"
 
 static void check_chunked(const char *body, size_t rest)
 {
@@ -16,20 +16,20 @@ static void check_chunked(const char *body, size_t rest)
     char *a = malloc(rest + 1), *b = malloc(rest + 1);
     memcpy(a, body, rest);
     memcpy(b, body, rest);
-    agent_chunked_t d1 = {0}, d2 = {0};
+    http1_chunked_t d1 = {0}, d2 = {0};
     size_t n1 = rest;
-    long r1 = agent_chunked_decode(&d1, a, &n1);
+    long r1 = http1_chunked_decode(&d1, a, &n1);
     if (n1 > rest || (r1 >= 0 && n1 + (size_t)r1 > rest))
         abort();
     /* two pieces: the decoder keeps its state across calls */
     size_t half = rest / 2, p1 = half, p2 = rest - half;
-    long r2 = agent_chunked_decode(&d2, b, &p1);
+    long r2 = http1_chunked_decode(&d2, b, &p1);
     if (p1 > half)
         abort();
     size_t out = p1;
     if (r2 == -2) {
         memmove(b + out, body + half, p2);
-        r2 = agent_chunked_decode(&d2, b + out, &p2);
+        r2 = http1_chunked_decode(&d2, b + out, &p2);
         if (p2 > rest - half)
             abort();
         out += p2;
@@ -52,16 +52,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *buf = malloc(size);
     memcpy(buf, data + 1, size - 1);
     size_t len = size - 1;
-    if (len > 0 && agent_sniff_preface(buf, len) == AGENT_SNIFF_H2 && buf[0] != 'P')
+    if (len > 0 && http1_sniff_preface(buf, len) == HTTP1_SNIFF_H2 && buf[0] != 'P')
         abort();
-    agent_hdr_t h[100];
+    http1_hdr_t h[100];
     size_t nh = 100, msg_len;
     const char *msg, *err = NULL;
     int minor, status;
-    int r = agent_parse_response(buf, len, &minor, &status, &msg, &msg_len, h, &nh);
+    int r = http1_parse_response(buf, len, &minor, &status, &msg, &msg_len, h, &nh);
     if (r > (int)len || r == 0 || r < -2)
         abort();
-    agent_framing_t f;
+    http1_framing_t f;
     if (r > 0) {
         if (status < 100 || status > 999 || nh > 100 || msg + msg_len > buf + r)
             abort();
@@ -69,12 +69,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (h[i].name_len == 0 || h[i].name < buf || h[i].value + h[i].value_len > buf + r)
                 abort();
     }
-    if (r > 0 && agent_resp_framing(minor, status, is_head, h, nh, &f, &err) == 0) {
-        if (f.body == AGENT_BODY_NONE && f.length != 0)
+    if (r > 0 && http1_resp_framing(minor, status, is_head, h, nh, &f, &err) == 0) {
+        if (f.body == HTTP1_BODY_NONE && f.length != 0)
             abort();
-        if (f.body == AGENT_BODY_EOF && f.keepalive)
+        if (f.body == HTTP1_BODY_EOF && f.keepalive)
             abort(); /* a close-delimited body can never leave the connection reusable */
-        if (f.body == AGENT_BODY_CHUNKED)
+        if (f.body == HTTP1_BODY_CHUNKED)
             check_chunked(buf + r, len - (size_t)r);
     }
     free(buf);

@@ -1,6 +1,5 @@
-/* gateway/grpc_wire.c - pure gRPC wire helpers: timeouts, percent-encoding, paths,
- * content types, header rules, message framing. Unit-tested and fuzzed. */
-#include "gateway/grpc.h"
+/* grpcw/grpcw.c - the gRPC wire rules (see grpcw.h). */
+#include "grpcw/grpcw.h"
 
 #include "common/util.h"
 
@@ -8,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-int gw_grpc_parse_timeout(const char *s, size_t len, uint64_t *ms)
+int grpcw_parse_timeout(const char *s, size_t len, uint64_t *ms)
 {
     if (len < 2 || len > 9)
         return -1;
@@ -42,7 +41,7 @@ int gw_grpc_parse_timeout(const char *s, size_t len, uint64_t *ms)
     }
 }
 
-size_t gw_grpc_format_timeout(uint64_t ms, char *buf, size_t cap)
+size_t grpcw_format_timeout(uint64_t ms, char *buf, size_t cap)
 {
     static const struct {
         uint64_t div;
@@ -60,7 +59,7 @@ size_t gw_grpc_format_timeout(uint64_t ms, char *buf, size_t cap)
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-size_t gw_grpc_percent_encode(const char *in, size_t len, char *out, size_t cap)
+size_t grpcw_percent_encode(const char *in, size_t len, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
@@ -80,7 +79,7 @@ size_t gw_grpc_percent_encode(const char *in, size_t len, char *out, size_t cap)
     return o;
 }
 
-size_t gw_grpc_percent_decode(const char *in, size_t len, char *out)
+size_t grpcw_percent_decode(const char *in, size_t len, char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
@@ -95,7 +94,7 @@ size_t gw_grpc_percent_decode(const char *in, size_t len, char *out)
     return o;
 }
 
-int gw_grpc_parse_path(const char *path, size_t len, gw_slice_t *service, gw_slice_t *method, const char **err)
+int grpcw_parse_path(const char *path, size_t len, grpcw_slice_t *service, grpcw_slice_t *method, const char **err)
 {
     if (len < 4 || path[0] != '/')
         return *err = "gRPC path must be /<service>/<method>", -1;
@@ -119,7 +118,7 @@ int gw_grpc_parse_path(const char *path, size_t len, gw_slice_t *service, gw_sli
     return 0;
 }
 
-int gw_grpc_content_type_ok(const char *v, size_t len)
+int grpcw_content_type_ok(const char *v, size_t len)
 {
     static const char ct[] = "application/grpc";
     size_t n = sizeof(ct) - 1;
@@ -128,7 +127,7 @@ int gw_grpc_content_type_ok(const char *v, size_t len)
     return len == n || v[n] == '+' || v[n] == ';';
 }
 
-int gw_grpc_metadata_key_ok(const char *name, size_t len)
+int grpcw_metadata_key_ok(const char *name, size_t len)
 {
     if (len == 0 || (len >= 5 && memcmp(name, "grpc-", 5) == 0))
         return 0;
@@ -145,7 +144,7 @@ static int is(const char *name, size_t len, const char *lit)
     return strlen(lit) == len && memcmp(name, lit, len) == 0;
 }
 
-int gw_grpc_header_forwarded(const char *name, size_t len)
+int grpcw_header_forwarded(const char *name, size_t len)
 {
     if (len == 0 || name[0] == ':')
         return 0;
@@ -167,7 +166,7 @@ int gw_grpc_header_forwarded(const char *name, size_t len)
     return 1;
 }
 
-void gw_grpc_frame_write(uint8_t out[5], int compressed, uint32_t len)
+void grpcw_frame_write(uint8_t out[5], int compressed, uint32_t len)
 {
     out[0] = compressed ? 1 : 0;
     out[1] = (uint8_t)(len >> 24);
@@ -176,7 +175,7 @@ void gw_grpc_frame_write(uint8_t out[5], int compressed, uint32_t len)
     out[4] = (uint8_t)len;
 }
 
-int gw_grpc_scan(gw_grpc_scan_t *s, const uint8_t *buf, size_t len, uint32_t max_msg, const char **err)
+int grpcw_scan(grpcw_scan_t *s, const uint8_t *buf, size_t len, uint32_t max_msg, const char **err)
 {
     size_t i = 0;
     while (i < len) {
@@ -204,7 +203,7 @@ int gw_grpc_scan(gw_grpc_scan_t *s, const uint8_t *buf, size_t len, uint32_t max
     return 0;
 }
 
-int gw_grpc_code_from_http(int status)
+int grpcw_code_from_http(int status)
 {
     switch (status) {
     case 400:

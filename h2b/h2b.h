@@ -1,4 +1,4 @@
-/* dispatcher/grpc_h2.h - an HTTP/2 stream bridge for gRPC, on any event loop.
+/* h2b/h2b.h - an HTTP/2 stream bridge (nghttp2 server and client pairs), on any event loop.
  *
  * h2o 2.2.5 buffers whole request bodies and cannot send trailers, so gRPC goes
  * through nghttp2 on every hop. A "pair" joins a stream accepted on a server
@@ -8,14 +8,15 @@
  * (nghttp2_session_consume_stream), so each pair buffers at most one window per
  * direction. Response headers, trailers (also Trailers-Only) and resets pass through.
  *
- * Used by the gateway (client -> agent) on h2o's loop (dispatcher/grpc_h2_h2o.c) and by
- * the agent, which links this object but no h2o, on its evl loop (runtime-agent/h2b_evl.c).
+ * Used by the gateway (client -> agent) on h2o's loop (dispatcher/h2b_h2o.c) and by
+ * the agent, which links no h2o, on its evl loop (runtime-agent/front.c). Depends on
+ * nghttp2 and common/ only.
  * The loop and its sockets are reached only through an h2b_io_t table. The agent also
  * answers streams itself (HTTP, Thrift): "local" pairs have no up connection and the
  * application writes the response into them (h2b_pair_respond / h2b_pair_send).
  * One event loop per process; everything here runs on it. */
-#ifndef DISP_GRPC_H2_H
-#define DISP_GRPC_H2_H
+#ifndef H2B_H2B_H
+#define H2B_H2B_H
 
 #include <nghttp2/nghttp2.h>
 #include <stddef.h>
@@ -127,13 +128,6 @@ void h2b_io_written(h2b_conn_t *c, int ok);
 void h2b_io_run(void);
 /* Adapter -> bridge: the tick asked for with tick(). */
 void h2b_io_tick(void);
-
-/* The h2o adapter (dispatcher/grpc_h2_h2o.c, gateway only): installs itself on loop. */
-struct st_h2o_evloop_t;
-struct st_h2o_socket_t;
-void h2b_init(struct st_h2o_evloop_t *loop);
-/* The h2o adapter: serves HTTP/2 (prior knowledge) on an accepted h2o socket. */
-int h2b_server_accept(struct st_h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
 
 /* The client connection to host:port (IPv4 / IPv6 literal), opened on first use and
  * reused while alive (multiplexed). NULL on a bad address or OOM. */

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/thrift.h"
+#include "thrift/thrift.h"
 
 static size_t unhex(const char *h, uint8_t *out)
 {
@@ -17,7 +17,7 @@ static size_t unhex(const char *h, uint8_t *out)
     return n;
 }
 
-static int eq(gw_bytes_t b, const char *s)
+static int eq(thrift_bytes_t b, const char *s)
 {
     return b.len == strlen(s) && memcmp(b.ptr, s, b.len) == 0;
 }
@@ -36,22 +36,22 @@ Test(thrift, python_theader_binary_capture)
 {
     uint8_t b[256];
     size_t n = unhex(py_theader_binary, b);
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *err = NULL;
-    long r = gw_thrift_parse(b, n, 0, &f, NULL, &err);
+    long r = thrift_parse(b, n, 0, &f, NULL, &err);
     cr_assert_eq(r, (long)n, "parse: %s", err ? err : "");
-    cr_assert_eq(f.framing, GW_THRIFT_THEADER);
-    cr_assert_eq(f.proto, GW_THRIFT_BINARY);
+    cr_assert_eq(f.framing, THRIFT_THEADER);
+    cr_assert_eq(f.proto, THRIFT_BINARY);
     cr_assert_eq(f.n_headers, 2);
-    cr_assert(eq(*gw_thrift_header(&f, "faas-function"), "calc"));
-    cr_assert(eq(*gw_thrift_header(&f, "trace"), "abc"));
+    cr_assert(eq(*thrift_header(&f, "faas-function"), "calc"));
+    cr_assert(eq(*thrift_header(&f, "trace"), "abc"));
     cr_assert(eq(f.name, "Calc:add"));
     cr_assert(eq(f.service, "Calc"));
     cr_assert(eq(f.method, "add"));
-    cr_assert_eq(f.mtype, GW_THRIFT_CALL);
+    cr_assert_eq(f.mtype, THRIFT_CALL);
     cr_assert_eq(f.seqid, 7);
-    gw_bytes_t key;
-    cr_assert_eq(gw_thrift_routing_key(&f, &key), 0);
+    thrift_bytes_t key;
+    cr_assert_eq(thrift_routing_key(&f, &key), 0);
     cr_assert(eq(key, "calc"), "faas-function wins over the Service: prefix");
 }
 
@@ -59,10 +59,10 @@ Test(thrift, python_theader_compact_capture)
 {
     uint8_t b[256];
     size_t n = unhex(py_theader_compact, b);
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *err = NULL;
-    cr_assert_eq(gw_thrift_parse(b, n, 0, &f, NULL, &err), (long)n, "%s", err ? err : "");
-    cr_assert_eq(f.proto, GW_THRIFT_COMPACT);
+    cr_assert_eq(thrift_parse(b, n, 0, &f, NULL, &err), (long)n, "%s", err ? err : "");
+    cr_assert_eq(f.proto, THRIFT_COMPACT);
     cr_assert(eq(f.name, "Calc:add"));
     cr_assert_eq(f.seqid, 7);
 }
@@ -71,11 +71,11 @@ Test(thrift, partial_frames_ask_for_more)
 {
     uint8_t b[256];
     size_t n = unhex(py_theader_binary, b);
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *err = NULL;
     for (size_t i = 0; i < n; i++) {
         size_t need = 0;
-        cr_assert_eq(gw_thrift_parse(b, i, 0, &f, &need, &err), 0, "prefix of %zu bytes", i);
+        cr_assert_eq(thrift_parse(b, i, 0, &f, &need, &err), 0, "prefix of %zu bytes", i);
         if (i >= 4)
             cr_assert_eq(need, n);
     }
@@ -116,17 +116,17 @@ Test(thrift, kitex_ttheader_int_keys_route)
     for (int inner = 0; inner < 2; inner++) {
         uint8_t b[256];
         size_t n = tt_vector(b, inner);
-        gw_thrift_frame_t f;
+        thrift_frame_t f;
         const char *err = NULL;
-        cr_assert_eq(gw_thrift_parse(b, n, 0, &f, NULL, &err), (long)n, "%s", err ? err : "");
-        cr_assert_eq(f.framing, GW_THRIFT_TTHEADER);
+        cr_assert_eq(thrift_parse(b, n, 0, &f, NULL, &err), (long)n, "%s", err ? err : "");
+        cr_assert_eq(f.framing, THRIFT_TTHEADER);
         cr_assert_eq(f.inner_framed, inner);
-        cr_assert(eq(*gw_thrift_int_header(&f, GW_TTHEADER_KEY_TO_SERVICE), "calc"));
-        cr_assert(eq(*gw_thrift_header(&f, "k"), "v"));
+        cr_assert(eq(*thrift_int_header(&f, THRIFT_TTHEADER_KEY_TO_SERVICE), "calc"));
+        cr_assert(eq(*thrift_header(&f, "k"), "v"));
         cr_assert(eq(f.method, "add"));
         cr_assert_eq(f.seqid, 1);
-        gw_bytes_t key;
-        cr_assert_eq(gw_thrift_routing_key(&f, &key), 0);
+        thrift_bytes_t key;
+        cr_assert_eq(thrift_routing_key(&f, &key), 0);
         cr_assert(eq(key, "calc"));
     }
 }
@@ -135,68 +135,68 @@ Test(thrift, framed_binary_compact_and_old_binary)
 {
     /* framed strict binary, CALL "Svc:ping" seqid 3 */
     uint8_t b1[] = {0, 0, 0, 21, 0x80, 1, 0, 1, 0, 0, 0, 8, 'S', 'v', 'c', ':', 'p', 'i', 'n', 'g', 0, 0, 0, 3, 0};
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *err = NULL;
-    cr_assert_eq(gw_thrift_parse(b1, sizeof(b1), 0, &f, NULL, &err), (long)sizeof(b1), "%s", err ? err : "");
-    cr_assert_eq(f.framing, GW_THRIFT_FRAMED);
-    gw_bytes_t key;
-    cr_assert_eq(gw_thrift_routing_key(&f, &key), 0);
+    cr_assert_eq(thrift_parse(b1, sizeof(b1), 0, &f, NULL, &err), (long)sizeof(b1), "%s", err ? err : "");
+    cr_assert_eq(f.framing, THRIFT_FRAMED);
+    thrift_bytes_t key;
+    cr_assert_eq(thrift_routing_key(&f, &key), 0);
     cr_assert(eq(key, "Svc"));
     /* framed compact ONEWAY "ping" seqid 300 */
     uint8_t b2[] = {0, 0, 0, 10, 0x82, (4 << 5) | 1, 0xac, 0x02, 4, 'p', 'i', 'n', 'g', 0};
-    cr_assert_eq(gw_thrift_parse(b2, sizeof(b2), 0, &f, NULL, &err), (long)sizeof(b2), "%s", err ? err : "");
-    cr_assert_eq(f.proto, GW_THRIFT_COMPACT);
-    cr_assert_eq(f.mtype, GW_THRIFT_ONEWAY);
+    cr_assert_eq(thrift_parse(b2, sizeof(b2), 0, &f, NULL, &err), (long)sizeof(b2), "%s", err ? err : "");
+    cr_assert_eq(f.proto, THRIFT_COMPACT);
+    cr_assert_eq(f.mtype, THRIFT_ONEWAY);
     cr_assert_eq(f.seqid, 300);
-    cr_assert_eq(gw_thrift_routing_key(&f, &key), -1, "no key: the port's default function");
+    cr_assert_eq(thrift_routing_key(&f, &key), -1, "no key: the port's default function");
 }
 
 Test(thrift, rejects_bad_bytes_with_reasons)
 {
-    gw_thrift_frame_t f;
+    thrift_frame_t f;
     const char *err = NULL;
     const uint8_t http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    cr_assert_eq(gw_thrift_parse(http, sizeof(http) - 1, 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(http, sizeof(http) - 1, 0, &f, NULL, &err), -1);
     cr_assert_not_null(strstr(err, "HTTP"));
     const uint8_t unframed[] = {0x80, 1, 0, 1, 0, 0, 0, 1, 'x', 0, 0, 0, 0};
-    cr_assert_eq(gw_thrift_parse(unframed, sizeof(unframed), 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(unframed, sizeof(unframed), 0, &f, NULL, &err), -1);
     const uint8_t huge[] = {0x10, 0, 0, 0, 0x0f, 0xff};
-    cr_assert_eq(gw_thrift_parse(huge, sizeof(huge), 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(huge, sizeof(huge), 0, &f, NULL, &err), -1);
     cr_assert_not_null(strstr(err, "limit"));
     /* THeader whose header size points past the frame */
     const uint8_t bad_hsize[] = {0, 0, 0, 12, 0x0f, 0xff, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0};
-    cr_assert_eq(gw_thrift_parse(bad_hsize, sizeof(bad_hsize), 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(bad_hsize, sizeof(bad_hsize), 0, &f, NULL, &err), -1);
     /* THeader with a zlib transform */
     const uint8_t zlib[] = {0, 0, 0, 14, 0x0f, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0};
-    cr_assert_eq(gw_thrift_parse(zlib, sizeof(zlib), 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(zlib, sizeof(zlib), 0, &f, NULL, &err), -1);
     cr_assert_not_null(strstr(err, "transform"));
     /* framed garbage */
     const uint8_t junk[] = {0, 0, 0, 4, 1, 2, 3, 4};
-    cr_assert_eq(gw_thrift_parse(junk, sizeof(junk), 0, &f, NULL, &err), -1);
+    cr_assert_eq(thrift_parse(junk, sizeof(junk), 0, &f, NULL, &err), -1);
 }
 
 Test(thrift, error_reply_roundtrips_in_each_framing)
 {
     uint8_t b[256], out[1024];
     size_t n = unhex(py_theader_compact, b);
-    gw_thrift_frame_t f, g;
+    thrift_frame_t f, g;
     const char *err = NULL;
-    cr_assert_gt(gw_thrift_parse(b, n, 0, &f, NULL, &err), 0);
-    size_t m = gw_thrift_encode_error(&f, GW_TAPP_UNKNOWN_METHOD, "no function for service Calc", out, sizeof(out));
+    cr_assert_gt(thrift_parse(b, n, 0, &f, NULL, &err), 0);
+    size_t m = thrift_encode_error(&f, THRIFT_TAPP_UNKNOWN_METHOD, "no function for service Calc", out, sizeof(out));
     cr_assert_lt(m, sizeof(out));
-    cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
-    cr_assert_eq(g.framing, GW_THRIFT_THEADER);
-    cr_assert_eq(g.proto, GW_THRIFT_COMPACT);
-    cr_assert_eq(g.mtype, GW_THRIFT_EXCEPTION);
+    cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+    cr_assert_eq(g.framing, THRIFT_THEADER);
+    cr_assert_eq(g.proto, THRIFT_COMPACT);
+    cr_assert_eq(g.mtype, THRIFT_EXCEPTION);
     cr_assert_eq(g.seqid, 7);
     cr_assert(eq(g.name, "Calc:add"));
 
     n = tt_vector(b, 1);
-    cr_assert_gt(gw_thrift_parse(b, n, 0, &f, NULL, &err), 0);
-    m = gw_thrift_encode_error(&f, GW_TAPP_INTERNAL_ERROR, "cold start failed", out, sizeof(out));
-    cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
-    cr_assert_eq(g.framing, GW_THRIFT_TTHEADER);
-    cr_assert_eq(g.mtype, GW_THRIFT_EXCEPTION);
+    cr_assert_gt(thrift_parse(b, n, 0, &f, NULL, &err), 0);
+    m = thrift_encode_error(&f, THRIFT_TAPP_INTERNAL_ERROR, "cold start failed", out, sizeof(out));
+    cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+    cr_assert_eq(g.framing, THRIFT_TTHEADER);
+    cr_assert_eq(g.mtype, THRIFT_EXCEPTION);
     cr_assert_eq(g.seqid, 1);
     /* the binary TApplicationException body: message string then i32 type 6 */
     cr_assert_eq(out[m - 2], 6);
@@ -205,23 +205,23 @@ Test(thrift, error_reply_roundtrips_in_each_framing)
 
 Test(thrift, reframe_keeps_headers)
 {
-    gw_thrift_header_t hs[2] = {{.key = {(const uint8_t *)"faas-request-id", 15}, .value = {(const uint8_t *)"r1", 2}},
+    thrift_header_t hs[2] = {{.key = {(const uint8_t *)"faas-request-id", 15}, .value = {(const uint8_t *)"r1", 2}},
                                 {.is_int = 1, .int_key = 6, .value = {(const uint8_t *)"calc", 4}}};
     uint8_t msg[] = {0x80, 1, 0, 1, 0, 0, 0, 3, 'a', 'd', 'd', 0, 0, 0, 9, 0};
     uint8_t out[256];
-    gw_thrift_frame_t g;
+    thrift_frame_t g;
     const char *err = NULL;
-    size_t m = gw_thrift_encode_frame(GW_THRIFT_TTHEADER, GW_THRIFT_BINARY, 0, 9, hs, 2, msg, sizeof(msg), out,
+    size_t m = thrift_encode_frame(THRIFT_TTHEADER, THRIFT_BINARY, 0, 9, hs, 2, msg, sizeof(msg), out,
                                       sizeof(out));
-    cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
-    cr_assert(eq(*gw_thrift_header(&g, "faas-request-id"), "r1"));
-    cr_assert(eq(*gw_thrift_int_header(&g, 6), "calc"));
-    m = gw_thrift_encode_frame(GW_THRIFT_THEADER, GW_THRIFT_BINARY, 0, 9, hs, 2, msg, sizeof(msg), out, sizeof(out));
-    cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
-    cr_assert(eq(*gw_thrift_header(&g, "faas-request-id"), "r1"));
-    cr_assert_null(gw_thrift_int_header(&g, 6), "THeader has no int keys");
+    cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+    cr_assert(eq(*thrift_header(&g, "faas-request-id"), "r1"));
+    cr_assert(eq(*thrift_int_header(&g, 6), "calc"));
+    m = thrift_encode_frame(THRIFT_THEADER, THRIFT_BINARY, 0, 9, hs, 2, msg, sizeof(msg), out, sizeof(out));
+    cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+    cr_assert(eq(*thrift_header(&g, "faas-request-id"), "r1"));
+    cr_assert_null(thrift_int_header(&g, 6), "THeader has no int keys");
     /* too small a buffer reports the size needed */
-    cr_assert_eq(gw_thrift_encode_frame(GW_THRIFT_FRAMED, GW_THRIFT_BINARY, 0, 0, NULL, 0, msg, sizeof(msg), out, 3),
+    cr_assert_eq(thrift_encode_frame(THRIFT_FRAMED, THRIFT_BINARY, 0, 0, NULL, 0, msg, sizeof(msg), out, 3),
                  4 + sizeof(msg));
 }
 
@@ -230,20 +230,20 @@ Test(thrift, reply_keeps_ttheader_inner_framing)
     for (int inner = 0; inner < 2; inner++) {
         uint8_t b[256], out[512];
         size_t n = tt_vector(b, inner);
-        gw_thrift_frame_t f, g;
+        thrift_frame_t f, g;
         const char *err = NULL;
-        cr_assert_eq(gw_thrift_parse(b, n, 0, &f, NULL, &err), (long)n);
+        cr_assert_eq(thrift_parse(b, n, 0, &f, NULL, &err), (long)n);
         /* the request's own message stands in for a reply payload */
-        size_t m = gw_thrift_encode_reply(&f, NULL, 0, f.payload.ptr, f.payload.len, out, sizeof(out));
+        size_t m = thrift_encode_reply(&f, NULL, 0, f.payload.ptr, f.payload.len, out, sizeof(out));
         cr_assert(m <= sizeof(out));
-        cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
-        cr_assert_eq(g.framing, GW_THRIFT_TTHEADER);
+        cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
+        cr_assert_eq(g.framing, THRIFT_TTHEADER);
         cr_assert_eq(g.inner_framed, inner);
         cr_assert_eq(g.header_seqid, f.header_seqid);
         cr_assert_eq(g.payload.len, f.payload.len);
-        m = gw_thrift_encode_error(&f, GW_TAPP_INTERNAL_ERROR, "x", out, sizeof(out));
-        cr_assert_eq(gw_thrift_parse(out, m, 0, &g, NULL, &err), (long)m);
+        m = thrift_encode_error(&f, THRIFT_TAPP_INTERNAL_ERROR, "x", out, sizeof(out));
+        cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m);
         cr_assert_eq(g.inner_framed, inner);
-        cr_assert_eq(g.mtype, GW_THRIFT_EXCEPTION);
+        cr_assert_eq(g.mtype, THRIFT_EXCEPTION);
     }
 }

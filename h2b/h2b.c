@@ -1,9 +1,9 @@
-/* dispatcher/grpc_h2.c - the HTTP/2 stream bridge for gRPC (see grpc_h2.h).
+/* h2b/h2b.c - the HTTP/2 stream bridge (see h2b.h).
  * Connections are nghttp2 sessions over sockets of whatever loop the h2b_io_t adapter
  * drives; writes are coalesced and flushed once per loop iteration (the adapter's
  * later()), with at most WBUF_MAX bytes pulled out of nghttp2 at a time, so DATA is only
  * taken from a pair's buffer when the socket can take it. */
-#include "dispatcher/grpc_h2.h"
+#include "h2b/h2b.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

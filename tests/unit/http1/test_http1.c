@@ -1,21 +1,21 @@
-/* The agent's own HTTP/1.x parsing (runtime-agent/http1.c): response heads, chunked
+/* The agent's own HTTP/1.x parsing (http1/http1.c): response heads, chunked
  * bodies cut anywhere, and the listener's preface sniff. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "runtime-agent/internal.h"
+#include "http1/http1.h"
 
-static int parse(const char *s, agent_hdr_t *h, size_t *nh, int *status, int *minor)
+static int parse(const char *s, http1_hdr_t *h, size_t *nh, int *status, int *minor)
 {
     const char *msg;
     size_t ml;
-    return agent_parse_response(s, strlen(s), minor, status, &msg, &ml, h, nh);
+    return http1_parse_response(s, strlen(s), minor, status, &msg, &ml, h, nh);
 }
 
 Test(http1, response_head_complete_incomplete_and_malformed)
 {
-    agent_hdr_t h[4];
+    http1_hdr_t h[4];
     size_t nh = 4;
     int st, minor;
     const char *ok = "HTTP/1.1 201 Created\r\nContent-Type:  text/plain \r\nX-Empty:\r\n\r\nbody";
@@ -60,16 +60,16 @@ Test(http1, chunked_whole_and_cut_at_every_byte)
     for (size_t cut = 0; cut <= total; cut++) {
         char buf[sizeof(chunked)], out[sizeof(chunked)];
         size_t outn = 0;
-        agent_chunked_t d = {0};
+        http1_chunked_t d = {0};
         memcpy(buf, chunked, total);
         size_t n = cut;
-        long r = agent_chunked_decode(&d, buf, &n);
+        long r = http1_chunked_decode(&d, buf, &n);
         memcpy(out, buf, n);
         outn = n;
         if (r == -2) {
             memcpy(buf, chunked + cut, total - cut);
             n = total - cut;
-            r = agent_chunked_decode(&d, buf, &n);
+            r = http1_chunked_decode(&d, buf, &n);
             cr_assert_geq(r, 0, "cut at %zu", cut);
             memcpy(out + outn, buf, n);
             outn += n;
@@ -88,18 +88,18 @@ Test(http1, chunked_errors)
     const char *bad[] = {"x\r\n", "5\r\nhelloXX", "\r\n", "1000000000000000\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char buf[64];
-        agent_chunked_t d = {0};
+        http1_chunked_t d = {0};
         size_t n = strlen(bad[i]);
         memcpy(buf, bad[i], n);
-        cr_assert_eq(agent_chunked_decode(&d, buf, &n), -1, "%s", bad[i]);
+        cr_assert_eq(http1_chunked_decode(&d, buf, &n), -1, "%s", bad[i]);
     }
 }
 
 Test(http1, preface_sniff)
 {
-    cr_assert_eq(agent_sniff_preface("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0", 26), AGENT_SNIFF_H2);
-    cr_assert_eq(agent_sniff_preface("PRI", 3), AGENT_SNIFF_H2, "a prefix is enough to hand over");
-    cr_assert_eq(agent_sniff_preface("GET / HTTP/1.1\r\n", 16), AGENT_SNIFF_HTTP1);
-    cr_assert_eq(agent_sniff_preface("PRINT /", 7), AGENT_SNIFF_HTTP1);
-    cr_assert_eq(agent_sniff_preface("\x16\x03\x01", 3), AGENT_SNIFF_OTHER, "TLS is not ours either");
+    cr_assert_eq(http1_sniff_preface("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0", 26), HTTP1_SNIFF_H2);
+    cr_assert_eq(http1_sniff_preface("PRI", 3), HTTP1_SNIFF_H2, "a prefix is enough to hand over");
+    cr_assert_eq(http1_sniff_preface("GET / HTTP/1.1\r\n", 16), HTTP1_SNIFF_HTTP1);
+    cr_assert_eq(http1_sniff_preface("PRINT /", 7), HTTP1_SNIFF_HTTP1);
+    cr_assert_eq(http1_sniff_preface("\x16\x03\x01", 3), HTTP1_SNIFF_OTHER, "TLS is not ours either");
 }

@@ -1,6 +1,6 @@
-/* gateway/thrift.c - the Thrift framing codec (see thrift.h). Every read is
+/* thrift/thrift.c - the Thrift framing codec (see thrift.h). Every read is
  * bounds-checked against the frame; nothing is allocated. */
-#include "gateway/thrift.h"
+#include "thrift/thrift.h"
 
 #include <string.h>
 
@@ -60,7 +60,7 @@ static int rd_u32(rd_t *r, uint32_t *v)
     return 0;
 }
 
-static int rd_bytes(rd_t *r, size_t n, gw_bytes_t *out)
+static int rd_bytes(rd_t *r, size_t n, thrift_bytes_t *out)
 {
     if (n > r->len - r->off)
         return -1;
@@ -91,7 +91,7 @@ static int rd_varint32(rd_t *r, uint32_t *v)
 
 /* ---- message headers -------------------------------------------------------- */
 
-static int parse_binary_message(rd_t *r, gw_bytes_t *name, uint8_t *mtype, int32_t *seqid, const char **err)
+static int parse_binary_message(rd_t *r, thrift_bytes_t *name, uint8_t *mtype, int32_t *seqid, const char **err)
 {
     uint32_t w;
     if (rd_u32(r, &w) != 0)
@@ -120,7 +120,7 @@ truncated:
     return -1;
 }
 
-static int parse_compact_message(rd_t *r, gw_bytes_t *name, uint8_t *mtype, int32_t *seqid, const char **err)
+static int parse_compact_message(rd_t *r, thrift_bytes_t *name, uint8_t *mtype, int32_t *seqid, const char **err)
 {
     uint8_t id, tv;
     uint32_t s, nlen;
@@ -140,15 +140,15 @@ truncated:
     return -1;
 }
 
-int gw_thrift_parse_message(gw_thrift_proto_t proto, const uint8_t *p, size_t len, gw_bytes_t *name,
-                            uint8_t *mtype, int32_t *seqid, const char **err)
+int thrift_parse_message(thrift_proto_t proto, const uint8_t *p, size_t len, thrift_bytes_t *name, uint8_t *mtype,
+                         int32_t *seqid, const char **err)
 {
     rd_t r = {p, len, 0};
-    int rc = proto == GW_THRIFT_COMPACT ? parse_compact_message(&r, name, mtype, seqid, err)
-                                        : parse_binary_message(&r, name, mtype, seqid, err);
+    int rc = proto == THRIFT_COMPACT ? parse_compact_message(&r, name, mtype, seqid, err)
+                                     : parse_binary_message(&r, name, mtype, seqid, err);
     if (rc != 0)
         return rc;
-    if (*mtype < GW_THRIFT_CALL || *mtype > GW_THRIFT_ONEWAY) {
+    if (*mtype < THRIFT_CALL || *mtype > THRIFT_ONEWAY) {
         *err = "unknown thrift message type";
         return -1;
     }
@@ -159,17 +159,17 @@ int gw_thrift_parse_message(gw_thrift_proto_t proto, const uint8_t *p, size_t le
 static int sniff_proto(const uint8_t *p, size_t len)
 {
     if (len >= 2 && p[0] == COMPACT_PROTOCOL_ID && (p[1] & 0x1f) == COMPACT_VERSION)
-        return GW_THRIFT_COMPACT;
+        return THRIFT_COMPACT;
     if (len >= 4 && (be32(p) & BINARY_VERSION_MASK) == BINARY_VERSION_1)
-        return GW_THRIFT_BINARY;
+        return THRIFT_BINARY;
     return -1;
 }
 
 /* ---- info headers ------------------------------------------------------------ */
 
-static int add_header(gw_thrift_frame_t *f, const gw_thrift_header_t *h, const char **err)
+static int add_header(thrift_frame_t *f, const thrift_header_t *h, const char **err)
 {
-    if (f->n_headers == GW_THRIFT_MAX_HEADERS) {
+    if (f->n_headers == THRIFT_MAX_HEADERS) {
         *err = "too many info headers";
         return -1;
     }
@@ -177,7 +177,7 @@ static int add_header(gw_thrift_frame_t *f, const gw_thrift_header_t *h, const c
     return 0;
 }
 
-static int theader_info(rd_t *r, gw_thrift_frame_t *f, const char **err)
+static int theader_info(rd_t *r, thrift_frame_t *f, const char **err)
 {
     while (r->off < r->len) {
         uint32_t type, count;
@@ -188,7 +188,7 @@ static int theader_info(rd_t *r, gw_thrift_frame_t *f, const char **err)
         if (rd_varint32(r, &count) != 0)
             goto bad;
         for (uint32_t i = 0; i < count; i++) {
-            gw_thrift_header_t h = {0};
+            thrift_header_t h = {0};
             uint32_t kl, vl;
             if (rd_varint32(r, &kl) != 0 || rd_bytes(r, kl, &h.key) != 0 || rd_varint32(r, &vl) != 0 ||
                 rd_bytes(r, vl, &h.value) != 0)
@@ -203,7 +203,7 @@ bad:
     return -1;
 }
 
-static int ttheader_info(rd_t *r, gw_thrift_frame_t *f, const char **err)
+static int ttheader_info(rd_t *r, thrift_frame_t *f, const char **err)
 {
     while (r->off < r->len) {
         uint8_t id = 0;
@@ -224,7 +224,7 @@ static int ttheader_info(rd_t *r, gw_thrift_frame_t *f, const char **err)
         if (rd_u16(r, &count) != 0)
             goto bad;
         for (uint16_t i = 0; i < count; i++) {
-            gw_thrift_header_t h = {0};
+            thrift_header_t h = {0};
             if (id == TT_INFO_INTKEYVALUE) {
                 h.is_int = 1;
                 if (rd_u16(r, &h.int_key) != 0)
@@ -248,7 +248,7 @@ bad:
 
 /* The header part shared by THeader and TTHeader: after the 4-byte length come
  * magic(2) flags(2) seqid(4) header-size/4 (2), then size*4 bytes of header. */
-static int parse_header_frame(gw_thrift_frame_t *f, rd_t *r, const char **err)
+static int parse_header_frame(thrift_frame_t *f, rd_t *r, const char **err)
 {
     uint16_t magic, hwords;
     uint32_t seq;
@@ -264,7 +264,7 @@ static int parse_header_frame(gw_thrift_frame_t *f, rd_t *r, const char **err)
     }
     rd_t h = {r->p + r->off, hlen, 0};
     r->off += hlen;
-    int tt = f->framing == GW_THRIFT_TTHEADER;
+    int tt = f->framing == THRIFT_TTHEADER;
     uint32_t proto, ntrans;
     uint8_t b8;
     if (tt) {
@@ -277,11 +277,11 @@ static int parse_header_frame(gw_thrift_frame_t *f, rd_t *r, const char **err)
     } else if (rd_varint32(&h, &proto) != 0 || rd_varint32(&h, &ntrans) != 0) {
         goto bad;
     }
-    if (proto != GW_THRIFT_BINARY && proto != GW_THRIFT_COMPACT) {
+    if (proto != THRIFT_BINARY && proto != THRIFT_COMPACT) {
         *err = "unsupported header protocol id (binary and compact only)";
         return -1;
     }
-    f->proto = (gw_thrift_proto_t)proto;
+    f->proto = (thrift_proto_t)proto;
     if (ntrans != 0) {
         /* zlib and friends would need the payload rewritten; the platform never
          * touches payloads, so a transformed frame cannot be routed */
@@ -295,7 +295,7 @@ bad:
 }
 
 /* A TTHeader payload may carry its own 4-byte length (Kitex "framed" inside). */
-static void ttheader_inner_frame(gw_thrift_frame_t *f)
+static void ttheader_inner_frame(thrift_frame_t *f)
 {
     if (f->payload.len < 8 || sniff_proto(f->payload.ptr, f->payload.len) >= 0)
         return;
@@ -307,20 +307,19 @@ static void ttheader_inner_frame(gw_thrift_frame_t *f)
     }
 }
 
-static void split_name(gw_thrift_frame_t *f)
+static void split_name(thrift_frame_t *f)
 {
     const uint8_t *colon = f->name.len ? memchr(f->name.ptr, ':', f->name.len) : NULL;
     if (colon == NULL) {
-        f->service = (gw_bytes_t){f->name.ptr, 0};
+        f->service = (thrift_bytes_t){f->name.ptr, 0};
         f->method = f->name;
         return;
     }
-    f->service = (gw_bytes_t){f->name.ptr, (size_t)(colon - f->name.ptr)};
-    f->method = (gw_bytes_t){colon + 1, f->name.len - f->service.len - 1};
+    f->service = (thrift_bytes_t){f->name.ptr, (size_t)(colon - f->name.ptr)};
+    f->method = (thrift_bytes_t){colon + 1, f->name.len - f->service.len - 1};
 }
 
-long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift_frame_t *f, size_t *need,
-                     const char **err)
+long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame_t *f, size_t *need, const char **err)
 {
     if (need)
         *need = 0;
@@ -336,7 +335,7 @@ long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift
         return -1; /* "POST", "GET ", "PRI ", "HEAD" */
     }
     if (max_frame == 0)
-        max_frame = GW_THRIFT_DEFAULT_MAX_FRAME;
+        max_frame = THRIFT_DEFAULT_MAX_FRAME;
     if (flen > max_frame) {
         *err = "frame larger than the limit";
         return -1;
@@ -355,11 +354,11 @@ long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift
     rd_t r = {buf + 4, flen, 0};
     uint16_t magic = be16(buf + 4);
     if (magic == THEADER_MAGIC || magic == TTHEADER_MAGIC) {
-        f->framing = magic == THEADER_MAGIC ? GW_THRIFT_THEADER : GW_THRIFT_TTHEADER;
+        f->framing = magic == THEADER_MAGIC ? THRIFT_THEADER : THRIFT_TTHEADER;
         if (parse_header_frame(f, &r, err) != 0)
             return -1;
-        f->payload = (gw_bytes_t){r.p + r.off, r.len - r.off};
-        if (f->framing == GW_THRIFT_TTHEADER)
+        f->payload = (thrift_bytes_t){r.p + r.off, r.len - r.off};
+        if (f->framing == THRIFT_TTHEADER)
             ttheader_inner_frame(f);
     } else {
         int p = sniff_proto(buf + 4, flen);
@@ -367,12 +366,11 @@ long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift
             *err = "not a thrift frame (unknown framing or protocol)";
             return -1;
         }
-        f->framing = GW_THRIFT_FRAMED;
-        f->proto = (gw_thrift_proto_t)p;
-        f->payload = (gw_bytes_t){buf + 4, flen};
+        f->framing = THRIFT_FRAMED;
+        f->proto = (thrift_proto_t)p;
+        f->payload = (thrift_bytes_t){buf + 4, flen};
     }
-    if (gw_thrift_parse_message(f->proto, f->payload.ptr, f->payload.len, &f->name, &f->mtype, &f->seqid, err) !=
-        0)
+    if (thrift_parse_message(f->proto, f->payload.ptr, f->payload.len, &f->name, &f->mtype, &f->seqid, err) != 0)
         return -1;
     split_name(f);
     return (long)f->frame_len;
@@ -380,18 +378,18 @@ long gw_thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, gw_thrift
 
 /* ---- lookups ----------------------------------------------------------------- */
 
-const gw_bytes_t *gw_thrift_header(const gw_thrift_frame_t *f, const char *key)
+const thrift_bytes_t *thrift_header(const thrift_frame_t *f, const char *key)
 {
     size_t kl = strlen(key);
     for (size_t i = 0; i < f->n_headers; i++) {
-        const gw_thrift_header_t *h = &f->headers[i];
+        const thrift_header_t *h = &f->headers[i];
         if (!h->is_int && h->key.len == kl && memcmp(h->key.ptr, key, kl) == 0)
             return &h->value;
     }
     return NULL;
 }
 
-const gw_bytes_t *gw_thrift_int_header(const gw_thrift_frame_t *f, uint16_t key)
+const thrift_bytes_t *thrift_int_header(const thrift_frame_t *f, uint16_t key)
 {
     for (size_t i = 0; i < f->n_headers; i++)
         if (f->headers[i].is_int && f->headers[i].int_key == key)
@@ -399,15 +397,15 @@ const gw_bytes_t *gw_thrift_int_header(const gw_thrift_frame_t *f, uint16_t key)
     return NULL;
 }
 
-int gw_thrift_routing_key(const gw_thrift_frame_t *f, gw_bytes_t *key)
+int thrift_routing_key(const thrift_frame_t *f, thrift_bytes_t *key)
 {
-    const gw_bytes_t *v = NULL;
-    if (f->framing == GW_THRIFT_TTHEADER) {
-        v = gw_thrift_int_header(f, GW_TTHEADER_KEY_TO_SERVICE);
+    const thrift_bytes_t *v = NULL;
+    if (f->framing == THRIFT_TTHEADER) {
+        v = thrift_int_header(f, THRIFT_TTHEADER_KEY_TO_SERVICE);
         if (v == NULL || v->len == 0)
-            v = gw_thrift_header(f, "to_service");
-    } else if (f->framing == GW_THRIFT_THEADER) {
-        v = gw_thrift_header(f, "faas-function");
+            v = thrift_header(f, "to_service");
+    } else if (f->framing == THRIFT_THEADER) {
+        v = thrift_header(f, "faas-function");
     }
     if (v != NULL && v->len > 0) {
         *key = *v;
@@ -480,7 +478,7 @@ static void put_u16_at(wr_t *w, size_t at, uint16_t v)
     }
 }
 
-static void w_theader_info(wr_t *w, const gw_thrift_header_t *hs, size_t n)
+static void w_theader_info(wr_t *w, const thrift_header_t *hs, size_t n)
 {
     size_t nstr = 0;
     for (size_t i = 0; i < n; i++)
@@ -499,7 +497,7 @@ static void w_theader_info(wr_t *w, const gw_thrift_header_t *hs, size_t n)
     }
 }
 
-static void w_ttheader_info(wr_t *w, const gw_thrift_header_t *hs, size_t n)
+static void w_ttheader_info(wr_t *w, const thrift_header_t *hs, size_t n)
 {
     size_t nstr = 0, nint = 0;
     for (size_t i = 0; i < n; i++)
@@ -530,14 +528,14 @@ static void w_ttheader_info(wr_t *w, const gw_thrift_header_t *hs, size_t n)
 }
 
 /* inner: a TTHeader payload carries its own 4-byte length (Kitex TTHeaderFramed). */
-static size_t encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
-                           const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
-                           size_t payload_len, int inner, uint8_t *out, size_t cap)
+static size_t encode_frame(thrift_framing_t framing, thrift_proto_t proto, uint16_t flags, int32_t seqid,
+                           const thrift_header_t *headers, size_t n_headers, const uint8_t *payload, size_t payload_len,
+                           int inner, uint8_t *out, size_t cap)
 {
     wr_t w = {out, cap, 0};
     w_u32(&w, 0); /* length, patched below */
-    if (framing != GW_THRIFT_FRAMED) {
-        int tt = framing == GW_THRIFT_TTHEADER;
+    if (framing != THRIFT_FRAMED) {
+        int tt = framing == THRIFT_TTHEADER;
         w_u16(&w, tt ? TTHEADER_MAGIC : THEADER_MAGIC);
         w_u16(&w, flags);
         w_u32(&w, (uint32_t)seqid);
@@ -564,40 +562,40 @@ static size_t encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto,
     return w.off;
 }
 
-size_t gw_thrift_encode_frame(gw_thrift_framing_t framing, gw_thrift_proto_t proto, uint16_t flags, int32_t seqid,
-                              const gw_thrift_header_t *headers, size_t n_headers, const uint8_t *payload,
-                              size_t payload_len, uint8_t *out, size_t cap)
+size_t thrift_encode_frame(thrift_framing_t framing, thrift_proto_t proto, uint16_t flags, int32_t seqid,
+                           const thrift_header_t *headers, size_t n_headers, const uint8_t *payload, size_t payload_len,
+                           uint8_t *out, size_t cap)
 {
     return encode_frame(framing, proto, flags, seqid, headers, n_headers, payload, payload_len, 0, out, cap);
 }
 
-size_t gw_thrift_encode_reply(const gw_thrift_frame_t *req, const gw_thrift_header_t *headers, size_t n_headers,
-                              const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap)
+size_t thrift_encode_reply(const thrift_frame_t *req, const thrift_header_t *headers, size_t n_headers,
+                           const uint8_t *payload, size_t payload_len, uint8_t *out, size_t cap)
 {
     return encode_frame(req->framing, req->proto, req->flags, req->header_seqid, headers, n_headers, payload,
                         payload_len, req->inner_framed, out, cap);
 }
 
-size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t name, int32_t seqid, int32_t type,
-                                          const char *msg, uint8_t *out, size_t cap)
+size_t thrift_encode_exception_message(thrift_proto_t proto, thrift_bytes_t name, int32_t seqid, int32_t type,
+                                       const char *msg, uint8_t *out, size_t cap)
 {
     wr_t w = {out, cap, 0};
     size_t ml = strlen(msg);
-    if (proto == GW_THRIFT_COMPACT) {
+    if (proto == THRIFT_COMPACT) {
         w_u8(&w, COMPACT_PROTOCOL_ID);
-        w_u8(&w, (uint8_t)(GW_THRIFT_EXCEPTION << 5 | COMPACT_VERSION));
+        w_u8(&w, (uint8_t)(THRIFT_EXCEPTION << 5 | COMPACT_VERSION));
         w_varint(&w, (uint32_t)seqid);
         w_varint(&w, (uint32_t)name.len);
         w_bytes(&w, name.ptr, name.len);
         w_u8(&w, 0x18); /* field 1 (delta 1), type binary (8) */
         w_varint(&w, (uint32_t)ml);
         w_bytes(&w, (const uint8_t *)msg, ml);
-        w_u8(&w, 0x15); /* field 2 (delta 1), type i32 (5) */
+        w_u8(&w, 0x15);                                               /* field 2 (delta 1), type i32 (5) */
         w_varint(&w, ((uint32_t)type << 1) ^ (uint32_t)(type >> 31)); /* zigzag */
-        w_u8(&w, 0);    /* stop */
+        w_u8(&w, 0);                                                  /* stop */
         return w.off;
     }
-    w_u32(&w, BINARY_VERSION_1 | GW_THRIFT_EXCEPTION);
+    w_u32(&w, BINARY_VERSION_1 | THRIFT_EXCEPTION);
     w_u32(&w, (uint32_t)name.len);
     w_bytes(&w, name.ptr, name.len);
     w_u32(&w, (uint32_t)seqid);
@@ -612,7 +610,7 @@ size_t gw_thrift_encode_exception_message(gw_thrift_proto_t proto, gw_bytes_t na
     return w.off;
 }
 
-size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const char *msg, uint8_t *out, size_t cap)
+size_t thrift_encode_error(const thrift_frame_t *f, int32_t type, const char *msg, uint8_t *out, size_t cap)
 {
     uint8_t body[1024];
     char clipped[512];
@@ -621,13 +619,13 @@ size_t gw_thrift_encode_error(const gw_thrift_frame_t *f, int32_t type, const ch
         ml = sizeof(clipped) - 1;
     memcpy(clipped, msg, ml);
     clipped[ml] = '\0';
-    gw_bytes_t name = f->name;
+    thrift_bytes_t name = f->name;
     if (name.len > 256)
         name.len = 256;
-    size_t n = gw_thrift_encode_exception_message(f->proto, name, f->seqid, type, clipped, body, sizeof(body));
+    size_t n = thrift_encode_exception_message(f->proto, name, f->seqid, type, clipped, body, sizeof(body));
     if (n > sizeof(body))
         return (size_t)-1;
-    return gw_thrift_encode_reply(f, NULL, 0, body, n, out, cap);
+    return thrift_encode_reply(f, NULL, 0, body, n, out, cap);
 }
 
 /* ---- info headers as h2 headers ------------------------------------------------ */
@@ -653,10 +651,10 @@ static int value_printable(const uint8_t *p, size_t n)
 
 static const char hexd[] = "0123456789abcdef";
 
-size_t gw_thrift_meta_name(const gw_thrift_header_t *h, char *out, size_t cap)
+size_t thrift_meta_name(const thrift_header_t *h, char *out, size_t cap)
 {
     /* 4 KiB: metadata, not payload; also keeps every value within TTHeader's u16 lengths */
-    if (h->value.len > GW_THRIFT_MAX_META_VALUE || !value_printable(h->value.ptr, h->value.len))
+    if (h->value.len > THRIFT_MAX_META_VALUE || !value_printable(h->value.ptr, h->value.len))
         return 0;
     if (h->is_int) {
         char tmp[24];
@@ -700,18 +698,18 @@ static int unhex(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-int gw_thrift_meta_parse(const char *name, size_t nlen, const char *value, size_t vlen, uint8_t *keybuf,
-                         size_t cap, gw_thrift_header_t *h)
+int thrift_meta_parse(const char *name, size_t nlen, const char *value, size_t vlen, uint8_t *keybuf, size_t cap,
+                      thrift_header_t *h)
 {
     if (nlen <= 14 || memcmp(name, "faas-thrift-", 12) != 0 || name[13] != '-')
         return -1;
     const char *k = name + 14;
     size_t kl = nlen - 14;
     memset(h, 0, sizeof(*h));
-    h->value = (gw_bytes_t){(const uint8_t *)value, vlen};
+    h->value = (thrift_bytes_t){(const uint8_t *)value, vlen};
     switch (name[12]) {
     case 'h':
-        h->key = (gw_bytes_t){(const uint8_t *)k, kl};
+        h->key = (thrift_bytes_t){(const uint8_t *)k, kl};
         return 0;
     case 'x':
         if (kl % 2 != 0 || kl / 2 > cap)
@@ -722,7 +720,7 @@ int gw_thrift_meta_parse(const char *name, size_t nlen, const char *value, size_
                 return -1;
             keybuf[i] = (uint8_t)(a << 4 | b);
         }
-        h->key = (gw_bytes_t){keybuf, kl / 2};
+        h->key = (thrift_bytes_t){keybuf, kl / 2};
         return 0;
     case 'i': {
         unsigned v = 0;

@@ -1,21 +1,21 @@
-/* runtime-agent/http1.c - pure HTTP/1.x pieces of the data path (no I/O): the user
- * server's response head, chunked bodies, and telling an h2 preface from an HTTP/1
- * request on the agent's listener. Written for this agent (it links no libh2o and so
- * no picohttpparser); unit-tested and fuzzed (tests/fuzz/fuzz_agent_response.c). */
+/* http1/http1.c - pure HTTP/1.x parsing (see http1.h). Written for the agent, which
+ * links no libh2o and so no picohttpparser. */
+#include "http1/http1.h"
+
 #include <string.h>
+#include <strings.h>
 
 #include "common/util.h"
-#include "runtime-agent/internal.h"
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-int agent_sniff_preface(const char *buf, size_t len)
+int http1_sniff_preface(const char *buf, size_t len)
 {
     size_t n = len < sizeof(preface) - 1 ? len : sizeof(preface) - 1;
     if (memcmp(buf, preface, n) == 0)
-        return AGENT_SNIFF_H2;
+        return HTTP1_SNIFF_H2;
     /* a request line starts with a method token; an h2c client always sends PRI first */
-    return len > 0 && buf[0] >= 'A' && buf[0] <= 'Z' ? AGENT_SNIFF_HTTP1 : AGENT_SNIFF_OTHER;
+    return len > 0 && buf[0] >= 'A' && buf[0] <= 'Z' ? HTTP1_SNIFF_HTTP1 : HTTP1_SNIFF_OTHER;
 }
 
 /* RFC 9110 tchar, as a table: header names are scanned byte by byte on every response */
@@ -64,7 +64,7 @@ static int parse_status_line(const char *p, long n, int *minor, int *status, con
     return 0;
 }
 
-static int parse_header_line(const char *p, long n, agent_hdr_t *h)
+static int parse_header_line(const char *p, long n, http1_hdr_t *h)
 {
     long i = 0;
     while (i < n && is_tchar((unsigned char)p[i]))
@@ -87,8 +87,8 @@ static int parse_header_line(const char *p, long n, agent_hdr_t *h)
     return 0;
 }
 
-int agent_parse_response(const char *buf, size_t len, int *minor, int *status, const char **msg, size_t *msg_len,
-                         agent_hdr_t *hdrs, size_t *nhdrs)
+int http1_parse_response(const char *buf, size_t len, int *minor, int *status, const char **msg, size_t *msg_len,
+                         http1_hdr_t *hdrs, size_t *nhdrs)
 {
     const char *p = buf, *end = buf + len, *next;
     size_t cap = *nhdrs, n = 0;
@@ -116,7 +116,7 @@ int agent_parse_response(const char *buf, size_t len, int *minor, int *status, c
 
 enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER, CH_TRAILER_LINE };
 
-long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len)
+long http1_chunked_decode(http1_chunked_t *d, char *buf, size_t *len)
 {
     size_t in = 0, out = 0, n = *len;
     while (in < n) {
@@ -183,4 +183,80 @@ long agent_chunked_decode(agent_chunked_t *d, char *buf, size_t *len)
     }
     *len = out;
     return -2;
+}
+
+int http1_token_listed(const char *v, size_t vlen, const char *name, size_t nlen)
+{
+    size_t i = 0;
+    while (i < vlen) {
+        while (i < vlen && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < vlen && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        if (i - start == nlen && nlen > 0 && strncasecmp(v + start, name, nlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int http1_parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 12)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int hname_is(const http1_hdr_t *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+/* 1 if the comma-separated value has the token (case-insensitive). */
+static int has_token(const http1_hdr_t *h, const char *tok)
+{
+    return http1_token_listed(h->value, h->value_len, tok, strlen(tok));
+}
+
+int http1_resp_framing(int minor_version, int status, int is_head, const http1_hdr_t *h, size_t n, http1_framing_t *out,
+                       const char **err)
+{
+    int chunked = 0, have_len = 0, close = 0, keep = 0;
+    uint64_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hname_is(h + i, "transfer-encoding")) {
+            /* only a final "chunked" frames the body; anything else is read to EOF */
+            chunked = h[i].value_len >= 7 && strncasecmp(h[i].value + h[i].value_len - 7, "chunked", 7) == 0 ? 1 : -1;
+        } else if (hname_is(h + i, "content-length")) {
+            uint64_t v;
+            if (http1_parse_u64(h[i].value, h[i].value_len, &v) != 0 || (have_len && v != len))
+                return *err = "invalid content-length", -1;
+            len = v, have_len = 1;
+        } else if (hname_is(h + i, "connection")) {
+            close |= has_token(h + i, "close");
+            keep |= has_token(h + i, "keep-alive");
+        }
+    }
+    out->keepalive = minor_version >= 1 ? !close : keep && !close;
+    out->length = 0;
+    if (is_head || status == 204 || status == 304 || (status >= 100 && status < 200)) {
+        out->body = HTTP1_BODY_NONE;
+    } else if (chunked == 1) {
+        out->body = HTTP1_BODY_CHUNKED;
+    } else if (chunked == -1 || !have_len) {
+        out->body = HTTP1_BODY_EOF;
+        out->keepalive = 0;
+    } else {
+        out->body = len == 0 ? HTTP1_BODY_NONE : HTTP1_BODY_LENGTH;
+        out->length = len;
+    }
+    return 0;
 }

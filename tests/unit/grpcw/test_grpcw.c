@@ -1,48 +1,15 @@
-/* Unit tests: gRPC wire helpers (gateway/grpc_wire.c): grpc-timeout parsing and
+/* Unit tests: gRPC wire helpers (grpcw/): grpc-timeout parsing and
  * formatting, grpc-message percent-encoding, :path parsing, content types, header
  * rules, 5-byte message framing and the incremental frame scanner. */
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "dispatcher/grpc.h"
-#include "gateway/grpc.h"
-
-/* gateway/grpc.c is linked into this runner without the dispatcher: weak stubs (the
- * real ones win wherever the dispatcher is linked). */
-__attribute__((weak)) void disp_grpc_init(const disp_grpc_cbs_t *cbs)
-{
-}
-__attribute__((weak)) int disp_grpc_route(const char *s, size_t l, char *fn, size_t cap)
-{
-    return -1;
-}
-__attribute__((weak)) int disp_grpc_fn_info(const char *fn, size_t len, uint32_t *ms)
-{
-    return -1;
-}
-__attribute__((weak)) void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv, size_t n,
-                                             uint64_t dl, const char *rid)
-{
-}
-__attribute__((weak)) const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name)
-{
-    return NULL;
-}
-__attribute__((weak)) void h2b_pair_fail(h2b_pair_t *p, int st, const char *msg)
-{
-}
-__attribute__((weak)) void h2b_pair_http_error(h2b_pair_t *p, int st)
-{
-}
-__attribute__((weak)) int h2b_server_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
-{
-    return -1;
-}
+#include "grpcw/grpcw.h"
 
 static uint64_t tmo(const char *s)
 {
     uint64_t ms = 12345;
-    cr_assert_eq(gw_grpc_parse_timeout(s, strlen(s), &ms), 0, "%s", s);
+    cr_assert_eq(grpcw_parse_timeout(s, strlen(s), &ms), 0, "%s", s);
     return ms;
 }
 
@@ -64,26 +31,26 @@ Test(grpc_timeout, rejects_malformed)
     const char *bad[] = {"", "m", "10", "10x", "123456789m", "-1m", "1.5S", " 1m", "1 m", "10mm"};
     uint64_t ms;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_expect_eq(gw_grpc_parse_timeout(bad[i], strlen(bad[i]), &ms), -1, "%s", bad[i]);
+        cr_expect_eq(grpcw_parse_timeout(bad[i], strlen(bad[i]), &ms), -1, "%s", bad[i]);
 }
 
 Test(grpc_timeout, formats_within_8_digits_and_round_trips)
 {
     char b[32];
-    cr_assert_eq(gw_grpc_format_timeout(1500, b, sizeof(b)), 5);
+    cr_assert_eq(grpcw_format_timeout(1500, b, sizeof(b)), 5);
     cr_expect_str_eq(b, "1500m");
-    gw_grpc_format_timeout(99999999, b, sizeof(b));
+    grpcw_format_timeout(99999999, b, sizeof(b));
     cr_expect_str_eq(b, "99999999m");
-    gw_grpc_format_timeout(100000000, b, sizeof(b));
+    grpcw_format_timeout(100000000, b, sizeof(b));
     cr_expect_str_eq(b, "100000S");
-    gw_grpc_format_timeout(100000001, b, sizeof(b));
+    grpcw_format_timeout(100000001, b, sizeof(b));
     cr_expect_str_eq(b, "100001S"); /* rounded up, never shortened */
-    cr_expect_eq(gw_grpc_format_timeout(5, b, 2), 0);
+    cr_expect_eq(grpcw_format_timeout(5, b, 2), 0);
     uint64_t vals[] = {0, 1, 999, 30000, 900000, 123456789, 1ull << 40};
     for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
-        size_t n = gw_grpc_format_timeout(vals[i], b, sizeof(b));
+        size_t n = grpcw_format_timeout(vals[i], b, sizeof(b));
         uint64_t back;
-        cr_assert_eq(gw_grpc_parse_timeout(b, n, &back), 0, "%s", b);
+        cr_assert_eq(grpcw_parse_timeout(b, n, &back), 0, "%s", b);
         cr_expect_geq(back, vals[i]);
     }
 }
@@ -92,71 +59,71 @@ Test(grpc_percent, encodes_per_spec_and_decodes_back)
 {
     const char in[] = "café 100%\n ok";
     char out[64], dec[64];
-    size_t n = gw_grpc_percent_encode(in, strlen(in), out, sizeof(out));
+    size_t n = grpcw_percent_encode(in, strlen(in), out, sizeof(out));
     out[n] = 0;
     cr_expect_str_eq(out, "caf%C3%A9 100%25%0A ok");
-    size_t d = gw_grpc_percent_decode(out, n, dec);
+    size_t d = grpcw_percent_decode(out, n, dec);
     dec[d] = 0;
     cr_expect_str_eq(dec, in);
     /* malformed escapes are kept verbatim */
-    d = gw_grpc_percent_decode("50%zz%4", 7, dec);
+    d = grpcw_percent_decode("50%zz%4", 7, dec);
     dec[d] = 0;
     cr_expect_str_eq(dec, "50%zz%4");
     /* a short buffer reports the full length without overrunning */
     char small[4];
-    cr_expect_eq(gw_grpc_percent_encode("\n\n", 2, small, sizeof(small)), 6);
+    cr_expect_eq(grpcw_percent_encode("\n\n", 2, small, sizeof(small)), 6);
 }
 
 Test(grpc_path, splits_service_and_method)
 {
-    gw_slice_t s, m;
+    grpcw_slice_t s, m;
     const char *err = NULL;
     const char *p = "/helloworld.Greeter/SayHello";
-    cr_assert_eq(gw_grpc_parse_path(p, strlen(p), &s, &m, &err), 0);
+    cr_assert_eq(grpcw_parse_path(p, strlen(p), &s, &m, &err), 0);
     cr_expect_eq(s.len, strlen("helloworld.Greeter"));
     cr_expect_eq(memcmp(s.ptr, "helloworld.Greeter", s.len), 0);
     cr_expect_eq(memcmp(m.ptr, "SayHello", m.len), 0);
     const char *bad[] = {"", "/", "//", "/a/", "//m", "a/b", "/a/b/c", "/a b/c", "/a/b?x", "/svc"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err = NULL;
-        cr_expect_eq(gw_grpc_parse_path(bad[i], strlen(bad[i]), &s, &m, &err), -1, "%s", bad[i]);
+        cr_expect_eq(grpcw_parse_path(bad[i], strlen(bad[i]), &s, &m, &err), -1, "%s", bad[i]);
         cr_expect_not_null(err);
     }
 }
 
 Test(grpc_headers, content_type_and_forwarding_rules)
 {
-    cr_expect(gw_grpc_content_type_ok("application/grpc", 16));
-    cr_expect(gw_grpc_content_type_ok("application/grpc+proto", 22));
-    cr_expect(gw_grpc_content_type_ok("application/grpc;charset=x", 26));
-    cr_expect(!gw_grpc_content_type_ok("application/grpcx", 17));
-    cr_expect(!gw_grpc_content_type_ok("application/json", 16));
-    cr_expect(!gw_grpc_content_type_ok("", 0));
+    cr_expect(grpcw_content_type_ok("application/grpc", 16));
+    cr_expect(grpcw_content_type_ok("application/grpc+proto", 22));
+    cr_expect(grpcw_content_type_ok("application/grpc;charset=x", 26));
+    cr_expect(!grpcw_content_type_ok("application/grpcx", 17));
+    cr_expect(!grpcw_content_type_ok("application/json", 16));
+    cr_expect(!grpcw_content_type_ok("", 0));
     const char *fwd[] = {"content-type", "user-agent",  "grpc-encoding", "grpc-accept-encoding",
                          "x-custom",     "x-trace-bin", "authorization"};
     for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
-        cr_expect(gw_grpc_header_forwarded(fwd[i], strlen(fwd[i])), "%s", fwd[i]);
+        cr_expect(grpcw_header_forwarded(fwd[i], strlen(fwd[i])), "%s", fwd[i]);
     const char *drop[] = {
         ":path", ":authority",        "te",      "grpc-timeout", "faas-function", "faas-deadline-ms", "connection",
         "host",  "transfer-encoding", "upgrade", "keep-alive"};
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        cr_expect(!gw_grpc_header_forwarded(drop[i], strlen(drop[i])), "%s", drop[i]);
-    cr_expect(gw_grpc_metadata_key_ok("x-my_key.v2", 11));
-    cr_expect(!gw_grpc_metadata_key_ok("X-Upper", 7));
-    cr_expect(!gw_grpc_metadata_key_ok("grpc-status", 11));
-    cr_expect(!gw_grpc_metadata_key_ok("", 0));
+        cr_expect(!grpcw_header_forwarded(drop[i], strlen(drop[i])), "%s", drop[i]);
+    cr_expect(grpcw_metadata_key_ok("x-my_key.v2", 11));
+    cr_expect(!grpcw_metadata_key_ok("X-Upper", 7));
+    cr_expect(!grpcw_metadata_key_ok("grpc-status", 11));
+    cr_expect(!grpcw_metadata_key_ok("", 0));
 }
 
 Test(grpc_frame, write_and_scan_across_arbitrary_splits)
 {
     uint8_t buf[5 + 3 + 5 + 0 + 5 + 70000];
     size_t n = 0;
-    gw_grpc_frame_write(buf, 0, 3);
+    grpcw_frame_write(buf, 0, 3);
     memcpy(buf + 5, "abc", 3);
     n = 8;
-    gw_grpc_frame_write(buf + n, 0, 0);
+    grpcw_frame_write(buf + n, 0, 0);
     n += 5;
-    gw_grpc_frame_write(buf + n, 1, 70000);
+    grpcw_frame_write(buf + n, 1, 70000);
     cr_expect_eq(buf[n], 1);
     cr_expect_eq(buf[n + 2], 0x01);
     cr_expect_eq(buf[n + 3], 0x11);
@@ -165,27 +132,27 @@ Test(grpc_frame, write_and_scan_across_arbitrary_splits)
     memset(buf + n, 7, 70000);
     n += 70000;
     for (size_t step = 1; step < 9; step++) {
-        gw_grpc_scan_t s = {0};
+        grpcw_scan_t s = {0};
         const char *err = NULL;
         for (size_t off = 0; off < n; off += step)
-            cr_assert_eq(gw_grpc_scan(&s, buf + off, off + step <= n ? step : n - off, 0, &err), 0);
+            cr_assert_eq(grpcw_scan(&s, buf + off, off + step <= n ? step : n - off, 0, &err), 0);
         cr_expect_eq(s.messages, 3);
         cr_expect_eq(s.left, 0);
         cr_expect_eq(s.hdr_have, 0);
     }
-    gw_grpc_scan_t s = {0};
+    grpcw_scan_t s = {0};
     const char *err = NULL;
-    cr_expect_eq(gw_grpc_scan(&s, buf, n, 65536, &err), -1);
+    cr_expect_eq(grpcw_scan(&s, buf, n, 65536, &err), -1);
     cr_expect_str_eq(err, "gRPC message larger than the limit");
     uint8_t badflag[5] = {2, 0, 0, 0, 0};
-    gw_grpc_scan_t s2 = {0};
-    cr_expect_eq(gw_grpc_scan(&s2, badflag, 5, 0, &err), -1);
+    grpcw_scan_t s2 = {0};
+    cr_expect_eq(grpcw_scan(&s2, badflag, 5, 0, &err), -1);
 }
 
 Test(grpc_status, from_http)
 {
-    cr_expect_eq(gw_grpc_code_from_http(503), 14);
-    cr_expect_eq(gw_grpc_code_from_http(404), 12);
-    cr_expect_eq(gw_grpc_code_from_http(401), 16);
-    cr_expect_eq(gw_grpc_code_from_http(418), 2);
+    cr_expect_eq(grpcw_code_from_http(503), 14);
+    cr_expect_eq(grpcw_code_from_http(404), 12);
+    cr_expect_eq(grpcw_code_from_http(401), 16);
+    cr_expect_eq(grpcw_code_from_http(418), 2);
 }

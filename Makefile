@@ -68,8 +68,9 @@ $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 # The agent lives in every pod: it links no grpc and no h2o (its loop is common/evl.c),
 # and is linked statically (no ld.so work, no shared-library pages: a smaller idle pod,
 # a faster exec) except under sanitizers, which cannot be static. Besides common/ it
-# links protocol libraries only: the h2 bridge, the Thrift codec, HTTP/1.1 parsing.
-AGENT_SHARED := $(H2B_OBJS) $(THRIFT_OBJS) $(HTTP1_OBJS)
+# links protocol libraries only: the h2 bridge, the Thrift codec, HTTP/1.1 parsing and
+# the gRPC wire rules.
+AGENT_SHARED := $(H2B_OBJS) $(THRIFT_OBJS) $(HTTP1_OBJS) $(GRPCW_OBJS)
 GATEWAY_LIBS := $(H2B_OBJS) $(THRIFT_OBJS) $(GRPCW_OBJS)
 AGENT_LIBS   := $(call pc_libs,libnghttp2 libprotobuf-c)
 AGENT_STATIC := $(if $(SAN),,-static)

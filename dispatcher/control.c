@@ -341,13 +341,17 @@ static void function_put(const Faas__FunctionSpec *s)
         .timeout_ms = s->timeout_ms ? s->timeout_ms : 30000,
         .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : 10000,
         .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : 300000,
+        .max_duration_ms = s->max_duration_ms,
         .max_body_bytes = s->max_body_bytes,
     };
     if (fn->known && fn->p.version != p.version)
         FAAS_INFO("event=new_version fn=%s version=%" PRIu64 " old=%" PRIu64, s->name, p.version, fn->p.version);
     size_t len;
     uint8_t *pb = faas_pb_pack(&s->base, &len);
-    disp_fn_set_spec(fn, &p, pb, len);
+    disp_fn_set_spec(&disp_g.table, fn, &p, pb, len);
+    if (disp_fn_set_services(&disp_g.table, fn, DISP_PROTO_GRPC, s->grpc_services, s->n_grpc_services) != 0 ||
+        disp_fn_set_services(&disp_g.table, fn, DISP_PROTO_THRIFT, s->thrift_services, s->n_thrift_services) != 0)
+        FAAS_ERROR("event=routes_oom fn=%s", s->name);
     fn->gen = disp_g.snap_gen;
     disp_on_instance_ready(fn);
 }
@@ -361,7 +365,6 @@ static void instance_put(const Faas__Instance *pi)
                                       pi->state == FAAS__INSTANCE__STATE__READY, pi->concurrency, faas_now_ms());
     if (inst == NULL)
         return;
-    snprintf(inst->stream_endpoint, sizeof(inst->stream_endpoint), "%s", pi->stream_endpoint);
     inst->gen = disp_g.snap_gen;
     if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
         inst->ready = 0;
@@ -453,7 +456,6 @@ static void acquired(ctl_msg_t *m)
     disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version ? pi->version : m->version,
                                       1, pi->concurrency, faas_now_ms());
     if (inst != NULL) {
-        snprintf(inst->stream_endpoint, sizeof(inst->stream_endpoint), "%s", pi->stream_endpoint);
         inst->gen = disp_g.snap_gen;
         inst->acquired_ms = faas_now_ms();
     }

@@ -1,5 +1,6 @@
-/* dispatcher/dispatcher.c - the request side of the dispatcher on the loop thread:
- * lookup, selection, the cold-start wait queue, deadlines, idle release, metrics. */
+/* dispatcher/dispatcher.c - the dispatcher's loop-side state: routing and lookups,
+ * the held-call queue and its Acquire calls, timers on h2o's loop, idle release,
+ * metrics. The calls themselves are call.c's. */
 #include "dispatcher/internal.h"
 
 #include <inttypes.h>
@@ -11,28 +12,64 @@
 disp_state_t disp_g;
 
 #define IDLE_SCAN_MS 100
+#define DEFAULT_TIMEOUT_MS 30000u
+#define DEFAULT_COLD_START_MS 10000u
+#define DEFAULT_MAX_DURATION_MS 900000u
+
 static h2o_timeout_t idle_timeout;
 static h2o_timeout_entry_t idle_entry;
 
-/* h2o timeouts have one fixed duration each: keep one per distinct value in use. */
-static struct {
-    uint32_t ms;
-    h2o_timeout_t *t;
-} timeouts[32];
-static size_t ntimeouts;
+/* ---- timers: the heap's earliest is the one h2o entry ---- */
 
-h2o_timeout_t *disp_timeout_for(uint32_t ms)
+static void arm_loop_timer(void)
 {
-    for (size_t i = 0; i < ntimeouts; i++)
-        if (timeouts[i].ms == ms)
-            return timeouts[i].t;
-    if (ntimeouts == sizeof(timeouts) / sizeof(timeouts[0]))
-        return timeouts[ntimeouts - 1].t; /* never happens with sane specs; stay bounded */
-    h2o_timeout_t *t = h2o_mem_alloc(sizeof(*t));
-    h2o_timeout_init(disp_g.loop, t, ms);
-    timeouts[ntimeouts].ms = ms;
-    timeouts[ntimeouts++].t = t;
-    return t;
+    if (h2o_timeout_is_linked(&disp_g.timer_entry))
+        h2o_timeout_unlink(&disp_g.timer_entry);
+    uint64_t next = disp_timers_next(&disp_g.timers);
+    if (next == UINT64_MAX)
+        return;
+    uint64_t now = faas_now_ms();
+    /* h2o fires an entry timeout ms after it was linked: give it the time left */
+    disp_g.timer_h2o.timeout = next > now ? next - now : 0;
+    h2o_timeout_link(disp_g.loop, &disp_g.timer_h2o, &disp_g.timer_entry);
+}
+
+static void on_loop_timer(h2o_timeout_entry_t *e)
+{
+    disp_timer_t *t;
+    uint64_t now = faas_now_ms();
+    while ((t = disp_timers_pop(&disp_g.timers, now)) != NULL)
+        t->cb(t);
+    arm_loop_timer();
+}
+
+void disp_timer_start(disp_timer_t *t, uint64_t at_ms)
+{
+    uint64_t before = disp_timers_next(&disp_g.timers);
+    if (disp_timers_add(&disp_g.timers, t, at_ms) != 0) {
+        /* firing now from inside the caller would re-enter it: this call goes unbounded */
+        FAAS_ERROR("event=timer_oom msg=\"a call has no deadline\"");
+        return;
+    }
+    if (at_ms < before || !h2o_timeout_is_linked(&disp_g.timer_entry))
+        arm_loop_timer();
+}
+
+void disp_timer_stop(disp_timer_t *t)
+{
+    disp_timers_del(&disp_g.timers, t);
+    /* a later wake-up than needed costs one empty callback; no relink per call */
+}
+
+/* ---- lookups ---- */
+
+const char *disp_route(disp_proto_t proto, const char *key, size_t len, size_t *fnlen)
+{
+    disp_fn_t *fn = disp_route_find(&disp_g.table, proto, key, len);
+    if (fn == NULL)
+        return NULL;
+    *fnlen = fn->name_len;
+    return fn->name;
 }
 
 int disp_lookup(const char *name, size_t len, disp_fn_info_t *info)
@@ -41,7 +78,8 @@ int disp_lookup(const char *name, size_t len, disp_fn_info_t *info)
     if (fn == NULL || !fn->known)
         return -1;
     info->max_body_bytes = fn->p.max_body_bytes;
-    info->timeout_ms = fn->p.timeout_ms;
+    info->timeout_ms = fn->p.timeout_ms ? fn->p.timeout_ms : DEFAULT_TIMEOUT_MS;
+    info->max_duration_ms = fn->p.max_duration_ms ? fn->p.max_duration_ms : DEFAULT_MAX_DURATION_MS;
     return 0;
 }
 
@@ -50,94 +88,11 @@ uint64_t disp_cold_starts(void)
     return disp_g.cold_starts;
 }
 
-static void unlink_timer(h2o_timeout_entry_t *e)
-{
-    if (h2o_timeout_is_linked(e))
-        h2o_timeout_unlink(e);
-}
+/* ---- the held-call queue ---- */
 
-/* Stops counting r against its instance (frees a removed instance when last). */
-/* 1 if r was counted against an instance (now it is not). */
-static int end_inflight(disp_req_t *r)
+static disp_call_t *waiter_call(disp_waiter_t *w)
 {
-    if (r->inst == NULL)
-        return 0;
-    disp_inst_end(r->inst, faas_now_ms());
-    r->inst = NULL;
-    return 1;
-}
-
-void disp_req_fail(disp_req_t *r, int status, const char *what)
-{
-    unlink_timer(&r->wait_timer);
-    unlink_timer(&r->deadline_timer);
-    if (r->fn != NULL)
-        disp_wait_remove(r->fn, &r->wait);
-    if (r->stream_id != 0 || r->up != NULL)
-        disp_up_cancel(r);
-    end_inflight(r);
-    if (r->done || r->req == NULL)
-        return;
-    r->done = 1;
-    if (r->started) {
-        /* headers are out: the only honest thing left is to break the response */
-        FAAS_WARN("event=response_aborted request_id=%s fn=%.*s msg=\"%s\"", r->rid, (int)r->fn->name_len, r->fn->name,
-                  what);
-        disp_up_abort_response(r);
-        return;
-    }
-    int retry = status == 503 ? 1 : 0;
-    FAAS_WARN("event=request_error request_id=%s fn=%.*s status=%d ms=%" PRIu64 " msg=\"%s\"", r->rid,
-              (int)r->fn->name_len, r->fn->name, status, faas_now_ms() - r->start_ms, what);
-    disp_g.cfg.send_error(r->req, status, r->fn->name, r->fn->name_len, what, retry);
-}
-
-void disp_req_finish_upstream(disp_req_t *r)
-{
-    unlink_timer(&r->deadline_timer);
-    end_inflight(r);
-    /* capacity freed: requests held by a concurrency limit can go now */
-    if (r->fn != NULL && r->fn->nwaiters != 0)
-        disp_on_instance_ready(r->fn);
-}
-
-static void on_dispose(void *p)
-{
-    disp_req_t *r = p;
-    r->req = NULL;
-    r->done = 1;
-    unlink_timer(&r->wait_timer);
-    unlink_timer(&r->deadline_timer);
-    if (r->fn != NULL)
-        disp_wait_remove(r->fn, &r->wait);
-    if (r->up != NULL)
-        disp_up_cancel(r);
-    /* the client left mid-request: its slot can serve a held request */
-    if (end_inflight(r) && r->fn != NULL && r->fn->nwaiters != 0)
-        disp_on_instance_ready(r->fn);
-    if (r->recv_buf != NULL)
-        h2o_buffer_dispose(&r->recv_buf);
-    if (r->send_buf != NULL)
-        h2o_buffer_dispose(&r->send_buf);
-}
-
-static void send_to(disp_req_t *r, disp_inst_t *inst)
-{
-    r->inst = inst;
-    disp_inst_begin(inst);
-    disp_up_submit(r, inst->endpoint);
-}
-
-static void on_deadline(h2o_timeout_entry_t *e)
-{
-    disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, deadline_timer, e);
-    disp_req_fail(r, 504, "deadline exceeded");
-}
-
-static void on_wait_timeout(h2o_timeout_entry_t *e)
-{
-    disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait_timer, e);
-    disp_req_fail(r, 503, "cold start timed out");
+    return H2O_STRUCT_FROM_MEMBER(disp_call_t, wait, w);
 }
 
 /* Starts the Acquire calls the waiters need; -1 if one was needed and none could
@@ -157,45 +112,30 @@ static int maybe_acquire(disp_fn_t *fn, const char *rid)
 static void fail_waiters(disp_fn_t *fn, int status, const char *what)
 {
     disp_waiter_t *w;
-    while ((w = disp_wait_pop(fn)) != NULL) {
-        if (w->on_fail != NULL) {
-            w->on_fail(w, status, what);
-            continue;
-        }
-        disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w);
-        disp_req_fail(r, status, what);
-    }
+    while ((w = disp_wait_pop(fn)) != NULL)
+        disp_call_fail(waiter_call(w), status, what);
 }
 
 void disp_on_instance_ready(disp_fn_t *fn)
 {
     disp_inst_t *inst;
     while (fn->nwaiters != 0 && (inst = disp_pick(fn)) != NULL) {
-        disp_waiter_t *w = disp_wait_pop(fn);
-        if (w->on_ready != NULL) {
-            w->on_ready(w, inst);
-            continue;
-        }
-        disp_req_t *r = H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w);
-        unlink_timer(&r->wait_timer);
-        send_to(r, inst);
+        disp_call_t *c = waiter_call(disp_wait_pop(fn));
+        disp_timer_stop(&c->wait_timer);
+        disp_call_send(c, inst);
     }
-    if (fn->nwaiters != 0) {
-        disp_waiter_t *w = fn->waiters.next;
-        const char *rid = w->on_ready != NULL ? w->rid : H2O_STRUCT_FROM_MEMBER(disp_req_t, wait, w)->rid;
-        if (maybe_acquire(fn, rid) != 0)
-            fail_waiters(fn, 503, "no worker available");
-    }
+    if (fn->nwaiters != 0 && maybe_acquire(fn, waiter_call(fn->waiters.next)->rid) != 0)
+        fail_waiters(fn, 503, "no worker available");
 }
 
 void disp_on_function_deleted(disp_fn_t *fn)
 {
-    disp_fn_forget(fn);
+    disp_fn_forget(&disp_g.table, fn);
     fail_waiters(fn, 404, "no such function");
 }
 
 /* 1 if a READY instance of the current version exists, busy or not: waiters held by a
- * concurrency limit will get a turn when one of its requests ends. */
+ * concurrency limit will get a turn when one of its calls ends. */
 static int has_current_instance(const disp_fn_t *fn)
 {
     for (size_t k = 0; k < fn->ninst; k++) {
@@ -212,46 +152,29 @@ void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
         fail_waiters(fn, 503, why);
 }
 
-void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs, size_t nhdrs,
-                  const char *request_id)
+static void on_wait_timeout(disp_timer_t *t)
 {
-    disp_req_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), on_dispose);
-    memset(r, 0, sizeof(*r));
-    r->req = req;
-    r->path = path;
-    r->hdrs = hdrs;
-    r->nhdrs = nhdrs;
-    r->rid = request_id;
-    r->start_ms = faas_now_ms();
-    r->fn = disp_fn_find(&disp_g.table, name, len);
-    if (r->fn == NULL || !r->fn->known) {
-        r->done = 1;
-        disp_g.cfg.send_error(req, 404, name, len, "no such function", 0);
-        return;
-    }
-    disp_fn_t *fn = r->fn;
-    uint32_t timeout = fn->p.timeout_ms ? fn->p.timeout_ms : 30000;
-    r->deadline_ms = r->start_ms + timeout;
-    r->deadline_timer.cb = on_deadline;
-    h2o_timeout_link(disp_g.loop, disp_timeout_for(timeout), &r->deadline_timer);
+    disp_call_t *c = H2O_STRUCT_FROM_MEMBER(disp_call_t, wait_timer, t);
+    disp_call_fail(c, 503, "cold start timed out");
+}
 
-    disp_inst_t *inst = fn->nwaiters == 0 ? disp_pick(fn) : NULL;
-    if (inst != NULL) {
-        send_to(r, inst);
-        return;
-    }
+void disp_hold(disp_call_t *c, disp_fn_t *fn)
+{
     uint32_t cst = disp_g.cfg.cold_start_timeout_ms
                        ? disp_g.cfg.cold_start_timeout_ms
-                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
-    if (disp_wait_push(&disp_g.table, fn, &r->wait, r->start_ms, cst) != 0) {
-        disp_req_fail(r, 429, "queue full");
+                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : DEFAULT_COLD_START_MS);
+    uint64_t now = faas_now_ms();
+    if (disp_wait_push(&disp_g.table, fn, &c->wait, now, cst) != 0) {
+        disp_call_fail(c, 429, "queue full");
         return;
     }
-    r->wait_timer.cb = on_wait_timeout;
-    h2o_timeout_link(disp_g.loop, disp_timeout_for(cst), &r->wait_timer);
-    if (maybe_acquire(fn, request_id) != 0)
+    c->wait_timer.cb = on_wait_timeout;
+    disp_timer_start(&c->wait_timer, now + cst);
+    if (maybe_acquire(fn, c->rid) != 0)
         fail_waiters(fn, 503, "no worker available");
 }
+
+/* ---- idle release ---- */
 
 static void on_idle_scan(h2o_timeout_entry_t *e)
 {
@@ -266,6 +189,8 @@ static void on_idle_scan(h2o_timeout_entry_t *e)
     }
     h2o_timeout_link(disp_g.loop, &idle_timeout, &idle_entry);
 }
+
+/* ---- metrics ---- */
 
 void disp_metrics(FILE *out)
 {
@@ -289,14 +214,24 @@ void disp_metrics(FILE *out)
     }
 }
 
-int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
+/* ---- start ---- */
+
+void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg)
 {
     disp_g.ctx = ctx;
     disp_g.loop = ctx->loop;
     disp_g.cfg = *cfg;
     disp_table_init(&disp_g.table, cfg->queue_max ? cfg->queue_max : 1024);
+    h2o_timeout_init(ctx->loop, &disp_g.timer_h2o, 0);
+    disp_g.timer_entry.cb = on_loop_timer;
     h2o_timeout_init(ctx->loop, &idle_timeout, IDLE_SCAN_MS);
     idle_entry.cb = on_idle_scan;
     h2o_timeout_link(ctx->loop, &idle_timeout, &idle_entry);
+    disp_h2b_init(ctx->loop);
+}
+
+int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
+{
+    disp_loop_init(ctx, cfg);
     return disp_control_start(err);
 }

@@ -1,43 +1,111 @@
-/* dispatcher/dispatcher.h - per-function instance tables fed by discovery, load
- * balancing, holding requests during cold start, and the multiplexed h2c upstream
- * to runtime agents. Everything here runs on the gateway's event loop thread
- * except the discovery watch and the Acquire/Release workers, which run on their
- * own threads and talk to the loop through h2o_multithread queues. */
+/* dispatcher/dispatcher.h - the call's way to an instance. Every front end (HTTP, gRPC,
+ * Thrift) turns a request into one protocol-neutral call and hands it here; the
+ * dispatcher routes it (one index from routing key to function), picks or cold-starts
+ * an instance (the same held-call queue and Acquire calls for every protocol), watches
+ * its deadline, and carries it over the one h2c connection per agent (the h2 bridge,
+ * h2b/). The protocol travels as stream metadata (faas-protocol). Everything here runs
+ * on the gateway's event loop thread except the discovery watch and the Acquire/Release
+ * workers, which run on their own threads and post to the loop. */
 #ifndef DISP_DISPATCHER_H
 #define DISP_DISPATCHER_H
 
 #include <h2o.h>
+#include <nghttp2/nghttp2.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
+#include "h2b/h2b.h"
+
 typedef struct {
     const char *discovery;          /* host:port of faas-discovery */
-    uint32_t queue_max;             /* held requests per function */
+    uint32_t queue_max;             /* held calls per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
-    /* Answers req with a platform error naming the function (the front end owns the
-     * protocol's error format). retry_after_s > 0 adds Retry-After. */
-    void (*send_error)(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what, int retry_after_s);
 } disp_config_t;
 
 /* Starts the watch and worker threads and binds the dispatcher to ctx's loop. */
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err);
 
-/* What the front end needs to know before forwarding. */
+/* The protocol a call came in with (and that the agent speaks to the user server). */
+typedef enum { DISP_PROTO_HTTP = 0, DISP_PROTO_GRPC = 1, DISP_PROTO_THRIFT = 2 } disp_proto_t;
+#define DISP_NPROTO 3
+
+/* ---- routing ---- */
+
+/* The function a routing key names: HTTP, the function's name; gRPC, a service its
+ * spec declares (grpc_services); Thrift, a declared service (thrift_services), else a
+ * function of that name. The name stays valid while the loop runs; NULL if none. */
+const char *disp_route(disp_proto_t proto, const char *key, size_t len, size_t *fnlen);
+
+/* What a front end needs to know before it builds a call. */
 typedef struct {
-    uint64_t max_body_bytes; /* 0 = no function limit */
-    uint32_t timeout_ms;
+    uint64_t max_body_bytes;  /* 0 = no function limit */
+    uint32_t timeout_ms;      /* a request's deadline */
+    uint32_t max_duration_ms; /* a stream's longest life */
 } disp_fn_info_t;
 
 /* 0 and info filled if the function is deployed, -1 if unknown. */
 int disp_lookup(const char *name, size_t len, disp_fn_info_t *info);
 
-/* Takes over req: forwards it to an instance of the function (cold-starting one if
- * needed) and streams the response back, or answers with a platform error.
- * path is what the user server sees; hdrs are the headers to send (already filtered,
- * faas-* added) and must live in req->pool. */
-void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs, size_t nhdrs,
-                  const char *request_id);
+/* ---- the call ---- */
+
+typedef struct disp_call disp_call_t;
+
+/* How the call's outcome reaches its front end. status is the HTTP-style platform
+ * status of DESIGN.md section 3 (404, 413, 429, 502, 503, 504); the front end says it in
+ * its protocol's terms. After end or error nothing else is called (but done). */
+typedef struct disp_sink {
+    /* Local calls: the function's response head (status; headers without pseudo
+     * headers, as the agent sent them). */
+    void (*head)(disp_call_t *c, int status, const nghttp2_nv *h, size_t n);
+    /* Local calls: response body bytes; give them back with disp_call_consumed once they
+     * moved on (that is the backpressure towards the function). */
+    void (*data)(disp_call_t *c, const uint8_t *d, size_t len);
+    /* Local calls: the response ended; trailers (may be none). */
+    void (*end)(disp_call_t *c, const nghttp2_nv *trl, size_t n);
+    /* A platform error; started = the head was already delivered (break the response). */
+    void (*error)(disp_call_t *c, int status, const char *msg, int started);
+    /* Bridged calls: the server stream is gone and the dispatcher lets go of c. */
+    void (*done)(disp_call_t *c, int grpc_status, int http_status);
+} disp_sink_t;
+
+/* A call whose request and response the front end carries itself (HTTP, Thrift). NULL
+ * on OOM. */
+disp_call_t *disp_call_new(disp_proto_t proto, const disp_sink_t *sink, void *owner);
+/* A call whose caller is an h2 server stream (gRPC): request and response bytes flow
+ * between the two streams without passing through the front end. NULL on OOM. */
+disp_call_t *disp_call_bridge(h2b_pair_t *down, disp_proto_t proto, const disp_sink_t *sink, void *owner);
+
+/* Request metadata for the agent: pseudo headers (":method", ":path", ":authority",
+ * ":scheme") and headers, lower-case names, copied. The dispatcher adds faas-request-id,
+ * faas-function, faas-deadline-ms and faas-protocol itself. 0 or -1. */
+int disp_call_header(disp_call_t *c, const char *name, size_t nl, const char *value, size_t vl);
+/* Request body bytes (copied) of a local call; eos ends the request. 0 or -1. */
+int disp_call_body(disp_call_t *c, const void *data, size_t len, int eos);
+/* Marks the call async (reserved: accepted durably and answered 202 by the front end). */
+void disp_call_set_async(disp_call_t *c);
+
+/* Sends the call to function fn: picks or cold-starts an instance. deadline_ms is an
+ * absolute faas_now_ms() time, 0 = the function's timeout. The sink may be called
+ * before this returns (an unknown function: error 404). */
+void disp_call_start(disp_call_t *c, const char *fn, size_t fnlen, const char *request_id, uint64_t deadline_ms);
+
+/* Local calls: len response bytes moved on; the function may send that many more. */
+void disp_call_consumed(disp_call_t *c, size_t len);
+/* Local calls: the front end lets go (done, or its client left): an unfinished call is
+ * cancelled upstream; no sink callback follows; c is freed after this loop iteration. */
+void disp_call_close(disp_call_t *c);
+
+/* The front end's per-call state, as given at creation. */
+void *disp_call_owner(const disp_call_t *c);
+/* The call's request id ("" before start). */
+const char *disp_call_request_id(const disp_call_t *c);
+
+/* Serves HTTP/2 with prior knowledge on an accepted h2o socket: each stream is a server
+ * pair of the h2 bridge handed to cbs (the gRPC front end). 0 or -1. */
+int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
+
+/* ---- observability ---- */
 
 /* Writes the dispatcher's Prometheus lines (queue depth, instances, cold starts). */
 void disp_metrics(FILE *out);

@@ -4,13 +4,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include "dispatcher/grpc.h"
+#include "dispatcher/internal.h"
 #include "h2b/h2b.h"
 
 static struct {
     h2o_loop_t *loop;
-    h2o_timeout_t zero, tick;
-    h2o_timeout_entry_t later_entry, tick_entry;
+    h2o_timeout_t zero;
+    h2o_timeout_entry_t later_entry;
 } hg;
 
 static void nodelay(h2o_socket_t *sock)
@@ -80,26 +80,13 @@ static void io_later(void)
         h2o_timeout_link(hg.loop, &hg.zero, &hg.later_entry);
 }
 
-static void on_tick(h2o_timeout_entry_t *e)
-{
-    h2b_io_tick();
-}
-
-static void io_tick(void)
-{
-    if (!h2o_timeout_is_linked(&hg.tick_entry))
-        h2o_timeout_link(hg.loop, &hg.tick, &hg.tick_entry);
-}
-
-static const h2b_io_t h2o_io = {io_connect, io_read_start, io_write, io_close, io_later, io_tick};
+static const h2b_io_t h2o_io = {io_connect, io_read_start, io_write, io_close, io_later};
 
 void disp_h2b_init(h2o_loop_t *loop)
 {
     hg.loop = loop;
     h2o_timeout_init(loop, &hg.zero, 0);
-    h2o_timeout_init(loop, &hg.tick, H2B_TICK_MS);
     hg.later_entry.cb = on_later;
-    hg.tick_entry.cb = on_tick;
     h2b_init_io(&h2o_io);
 }
 

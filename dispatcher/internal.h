@@ -6,13 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct disp_up;
+#include "dispatcher/dispatcher.h"
+
 struct disp_fn;
 
 typedef struct disp_inst {
     char id[64];
-    char endpoint[64]; /* host:port of the agent */
-    char stream_endpoint[64]; /* host:port of the agent's gRPC stream listener ("" = none) */
+    char endpoint[64]; /* host:port of the agent's one h2c port */
     char worker_id[64];
     uint64_t version;
     int ready;            /* Instance.State == READY */
@@ -24,25 +24,20 @@ typedef struct disp_inst {
     uint32_t gen;         /* watch snapshot generation that last saw it */
     uint64_t acquired_ms; /* when our own Acquire returned it (0 = learned from the watch) */
     struct disp_fn *fn;
-    struct disp_up *up; /* upstream connection, opened lazily */
 } disp_inst_t;
 
-/* A request held while its function has no capacity. Intrusive, owned by the caller. */
+/* A call held while its function has no capacity. Intrusive, owned by the call. */
 typedef struct disp_waiter {
     struct disp_waiter *prev, *next;
     uint64_t deadline_ms;
     int queued;
-    /* set for gRPC calls (dispatcher/grpc.c); NULL for HTTP requests (disp_req_t) */
-    void (*on_ready)(struct disp_waiter *w, struct disp_inst *inst);
-    void (*on_fail)(struct disp_waiter *w, int status, const char *what);
-    const char *rid;
 } disp_waiter_t;
 
 typedef struct {
     uint64_t version;
     uint32_t concurrency; /* per instance; 0 = unlimited */
     uint32_t min_instances, max_instances;
-    uint32_t timeout_ms, cold_start_timeout_ms, idle_timeout_ms;
+    uint32_t timeout_ms, cold_start_timeout_ms, idle_timeout_ms, max_duration_ms;
     uint64_t max_body_bytes;
 } disp_fn_params_t;
 
@@ -60,7 +55,17 @@ typedef struct disp_fn {
     uint32_t acquiring; /* Acquire calls in flight */
     uint64_t acquire_failed_at_ms;
     uint32_t gen;
+    char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
+    size_t nservices[DISP_NPROTO];
 } disp_fn_t;
+
+/* One routing key -> function entry (open addressing). */
+typedef struct {
+    disp_fn_t *fn;
+    const char *key; /* the function's own copy */
+    size_t len;
+    int proto;
+} disp_route_ent_t;
 
 typedef struct {
     disp_fn_t **fns;
@@ -70,6 +75,10 @@ typedef struct {
     disp_fn_t **index;
     size_t index_cap; /* a power of two, > 2 * nfns */
     uint32_t queue_max;
+    /* (protocol, service) -> function, rebuilt on the first lookup after a spec changed */
+    disp_route_ent_t *routes;
+    size_t routes_cap;
+    int routes_dirty;
 } disp_table_t;
 
 void disp_table_init(disp_table_t *t, uint32_t queue_max);
@@ -80,9 +89,14 @@ disp_fn_t *disp_fn_find(disp_table_t *t, const char *name, size_t len);
 /* Finds or creates the entry (unknown until disp_fn_set_spec). NULL on OOM or bad name. */
 disp_fn_t *disp_fn_get(disp_table_t *t, const char *name, size_t len);
 /* Installs a spec; takes ownership of spec_pb (malloc'd, may be NULL). */
-void disp_fn_set_spec(disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb, size_t spec_len);
+void disp_fn_set_spec(disp_table_t *t, disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb, size_t spec_len);
 /* Marks the function gone: it answers 404 again; instances stay until released. */
-void disp_fn_forget(disp_fn_t *fn);
+void disp_fn_forget(disp_table_t *t, disp_fn_t *fn);
+/* Replaces the routing keys fn declares for proto (copied). 0 or -1 on OOM. */
+int disp_fn_set_services(disp_table_t *t, disp_fn_t *fn, disp_proto_t proto, char *const *names, size_t n);
+/* The known function a routing key names (see disp_route), or NULL. A service declared
+ * by two functions routes to the one that came first into the table. */
+disp_fn_t *disp_route_find(disp_table_t *t, disp_proto_t proto, const char *key, size_t len);
 
 /* Adds or updates an instance. NULL on OOM. */
 disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id, uint64_t version,
@@ -118,49 +132,57 @@ uint32_t disp_acquire_needed(const disp_fn_t *fn);
  * (keeping min_instances of the current version). Marks them releasing. */
 size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, size_t cap);
 
-/* Called when an instance is freed (set by the upstream layer to drop its connection ref). */
+/* Called when an instance is freed (tests watch it). */
 extern void (*disp_inst_free_hook)(disp_inst_t *inst);
 
-/* ---- loop-side glue: dispatcher.c (requests), upstream.c (h2c), control.c (threads) ---- */
-#include <h2o.h>
-#include <nghttp2/nghttp2.h>
+/* ---- timer.c: deadlines of any length, exact to the millisecond (a binary heap) ---- */
 
-#include "dispatcher/dispatcher.h"
+typedef struct disp_timer {
+    uint64_t at_ms;
+    size_t pos; /* index in the heap + 1; 0 = not armed */
+    void (*cb)(struct disp_timer *t);
+} disp_timer_t;
 
-typedef struct disp_req {
-    h2o_req_t *req; /* NULL once h2o disposed the request */
+typedef struct {
+    disp_timer_t **heap;
+    size_t n, cap;
+} disp_timers_t;
+
+/* Arms t for at_ms (re-arms if armed). 0, or -1 on OOM. */
+int disp_timers_add(disp_timers_t *ts, disp_timer_t *t, uint64_t at_ms);
+/* Disarms t (no-op if not armed). */
+void disp_timers_del(disp_timers_t *ts, disp_timer_t *t);
+/* The earliest timer due at or before now_ms, disarmed; NULL if none. */
+disp_timer_t *disp_timers_pop(disp_timers_t *ts, uint64_t now_ms);
+/* When the earliest timer is due; UINT64_MAX if none. */
+uint64_t disp_timers_next(const disp_timers_t *ts);
+void disp_timers_free(disp_timers_t *ts);
+static inline int disp_timer_armed(const disp_timer_t *t)
+{
+    return t->pos != 0;
+}
+
+/* ---- loop-side glue: call.c (calls), dispatcher.c (state, queue, idle), control.c ---- */
+
+struct disp_call {
+    disp_proto_t proto;
+    const disp_sink_t *sink;
+    void *owner;
+    h2b_pair_t *pair; /* local calls: ours (NULL once released); bridged: the caller's stream */
+    int bridged;
+    h2b_hdrs_t hdrs; /* what the agent gets, in the pair's arena */
     disp_fn_t *fn;
     disp_inst_t *inst; /* while counted in its in-flight */
     disp_waiter_t wait;
-    h2o_timeout_entry_t wait_timer, deadline_timer;
-    uint64_t start_ms, deadline_ms;
-    h2o_iovec_t path;
-    h2o_header_t *hdrs;
-    size_t nhdrs;
-    const char *rid;
-    /* upstream stream */
-    struct disp_up *up;
-    int32_t stream_id;
-    h2o_linklist_t up_link; /* in up->reqs (active or waiting for connect) */
-    size_t body_off;
-    int status;
-    int faas_error; /* the agent answered with faas-error */
-    int started, sending, eos, done, aborted, final_sent;
-    h2o_generator_t gen;
-    h2o_buffer_t *recv_buf, *send_buf;
-    size_t send_len;
-} disp_req_t;
-
-typedef struct disp_up {
-    char endpoint[64];
-    h2o_socket_t *sock;
-    nghttp2_session *ng;
-    int connected, dead, writing;
-    h2o_buffer_t *wbuf;
-    h2o_linklist_t reqs;
-    h2o_timeout_entry_t flush_entry;
-    struct disp_up *next;
-} disp_up_t;
+    disp_timer_t wait_timer, deadline_timer;
+    uint64_t start_us, deadline_ms;
+    char rid[72];
+    int started; /* the response head reached the sink */
+    int ended;   /* end or error delivered: the sink hears nothing more */
+    int closed;  /* the front end let go (local) or the pair was freed (bridged) */
+    int async;
+    struct disp_call *next_free;
+};
 
 /* The loop-side state, one per gateway. */
 typedef struct {
@@ -168,7 +190,11 @@ typedef struct {
     h2o_loop_t *loop;
     disp_config_t cfg;
     disp_table_t table;
-    disp_up_t *ups;
+    disp_timers_t timers;
+    h2o_timeout_t timer_h2o; /* one entry, due when the heap's earliest is */
+    h2o_timeout_entry_t timer_entry;
+    disp_call_t *frees; /* closed calls, freed at the end of the iteration */
+    h2o_timeout_entry_t free_entry;
     uint64_t cold_starts, acquire_failures;
     uint32_t snap_gen;
     int synced; /* a snapshot completed at least once */
@@ -176,12 +202,15 @@ typedef struct {
 
 extern disp_state_t disp_g;
 
-/* upstream.c: sends r on a stream of the instance's agent connection. */
-void disp_up_submit(disp_req_t *r, const char *endpoint);
-/* Detaches r from its stream (client gone or deadline): resets it. */
-void disp_up_cancel(disp_req_t *r);
-/* Breaks a started response (upstream failed after the headers went out). */
-void disp_up_abort_response(disp_req_t *r);
+/* dispatcher.c: the loop side without the control threads (tests start it alone). */
+void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg);
+/* Arms a dispatcher timer on the loop (at_ms on faas_now_ms's clock). */
+void disp_timer_start(disp_timer_t *t, uint64_t at_ms);
+void disp_timer_stop(disp_timer_t *t);
+
+/* call.c: a call held for fn got an instance / can no longer expect one. */
+void disp_call_send(disp_call_t *c, disp_inst_t *inst);
+void disp_call_fail(disp_call_t *c, int status, const char *what);
 
 /* control.c: threads and their messages. */
 int disp_control_start(const char **err);
@@ -189,16 +218,14 @@ int disp_control_start(const char **err);
 int disp_control_acquire(disp_fn_t *fn, const char *request_id);
 void disp_control_release(disp_inst_t *inst, const char *reason);
 
-/* dispatcher.c: called by control.c / upstream.c on the loop. */
+/* dispatcher.c: called by control.c and call.c on the loop. */
 void disp_on_instance_ready(disp_fn_t *fn);
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
-/* The function was deleted: it answers 404, held requests too. */
+/* The function was deleted: it answers 404, held calls too. */
 void disp_on_function_deleted(disp_fn_t *fn);
-/* Ends r with a platform error (or aborts a started response). */
-void disp_req_fail(disp_req_t *r, int status, const char *what);
-/* r's stream finished (response complete or broken). */
-void disp_req_finish_upstream(disp_req_t *r);
-h2o_timeout_t *disp_timeout_for(uint32_t ms);
+/* Queues c for fn (cold start); fails it when the queue is full or no worker exists. */
+void disp_hold(disp_call_t *c, disp_fn_t *fn);
+
 /* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
 void disp_h2b_init(h2o_loop_t *loop);
 

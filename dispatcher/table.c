@@ -21,6 +21,15 @@ static void inst_free(disp_inst_t *inst)
     free(inst);
 }
 
+static void services_free(disp_fn_t *fn, int proto)
+{
+    for (size_t i = 0; i < fn->nservices[proto]; i++)
+        free(fn->services[proto][i]);
+    free(fn->services[proto]);
+    fn->services[proto] = NULL;
+    fn->nservices[proto] = 0;
+}
+
 void disp_table_clear(disp_table_t *t)
 {
     for (size_t i = 0; i < t->nfns; i++) {
@@ -29,6 +38,8 @@ void disp_table_clear(disp_table_t *t)
             inst_free(fn->inst[k]);
         free(fn->inst);
         free(fn->spec_pb);
+        for (int p = 0; p < DISP_NPROTO; p++)
+            services_free(fn, p);
         free(fn);
     }
     free(t->fns);
@@ -37,6 +48,9 @@ void disp_table_clear(disp_table_t *t)
     free(t->index);
     t->index = NULL;
     t->index_cap = 0;
+    free(t->routes);
+    t->routes = NULL;
+    t->routes_cap = 0;
 }
 
 static void index_put(disp_fn_t **index, size_t cap, disp_fn_t *fn)
@@ -68,7 +82,8 @@ disp_fn_t *disp_fn_find(disp_table_t *t, const char *name, size_t len)
 {
     if (t->index_cap == 0)
         return NULL;
-    for (size_t i = faas_hash_name(name, len) & (t->index_cap - 1); t->index[i] != NULL; i = (i + 1) & (t->index_cap - 1)) {
+    for (size_t i = faas_hash_name(name, len) & (t->index_cap - 1); t->index[i] != NULL;
+         i = (i + 1) & (t->index_cap - 1)) {
         disp_fn_t *fn = t->index[i];
         if (fn->name_len == len && memcmp(fn->name, name, len) == 0)
             return fn;
@@ -101,8 +116,9 @@ disp_fn_t *disp_fn_get(disp_table_t *t, const char *name, size_t len)
     return fn;
 }
 
-void disp_fn_set_spec(disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb, size_t spec_len)
+void disp_fn_set_spec(disp_table_t *t, disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb, size_t spec_len)
 {
+    t->routes_dirty |= !fn->known;
     fn->known = 1;
     fn->p = *p;
     free(fn->spec_pb);
@@ -110,9 +126,96 @@ void disp_fn_set_spec(disp_fn_t *fn, const disp_fn_params_t *p, uint8_t *spec_pb
     fn->spec_len = spec_len;
 }
 
-void disp_fn_forget(disp_fn_t *fn)
+void disp_fn_forget(disp_table_t *t, disp_fn_t *fn)
 {
     fn->known = 0;
+    t->routes_dirty = 1;
+}
+
+int disp_fn_set_services(disp_table_t *t, disp_fn_t *fn, disp_proto_t proto, char *const *names, size_t n)
+{
+    services_free(fn, proto);
+    t->routes_dirty = 1;
+    if (n == 0)
+        return 0;
+    if ((fn->services[proto] = calloc(n, sizeof(char *))) == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if ((fn->services[proto][i] = strdup(names[i])) == NULL)
+            return -1;
+        fn->nservices[proto]++;
+    }
+    return 0;
+}
+
+static size_t route_hash(int proto, const char *key, size_t len)
+{
+    return faas_hash_name(key, len) * 31 + (size_t)proto;
+}
+
+/* Adds an entry unless the key is taken (the first function to declare it keeps it). */
+static void route_put(disp_table_t *t, disp_fn_t *fn, int proto, const char *key)
+{
+    size_t len = strlen(key), m = t->routes_cap - 1;
+    for (size_t i = route_hash(proto, key, len) & m;; i = (i + 1) & m) {
+        disp_route_ent_t *e = &t->routes[i];
+        if (e->fn == NULL) {
+            *e = (disp_route_ent_t){fn, key, len, proto};
+            return;
+        }
+        if (e->proto == proto && e->len == len && memcmp(e->key, key, len) == 0)
+            return;
+    }
+}
+
+/* Deploys are rare and lookups happen per call: rebuild the whole index on change. */
+static int routes_rebuild(disp_table_t *t)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->nfns; i++)
+        for (int p = 0; p < DISP_NPROTO; p++)
+            n += t->fns[i]->known ? t->fns[i]->nservices[p] : 0;
+    size_t cap = 16;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    disp_route_ent_t *r = calloc(cap, sizeof(*r));
+    if (r == NULL)
+        return -1;
+    free(t->routes);
+    t->routes = r;
+    t->routes_cap = cap;
+    for (size_t i = 0; i < t->nfns; i++)
+        for (int p = 0; p < DISP_NPROTO; p++)
+            for (size_t k = 0; t->fns[i]->known && k < t->fns[i]->nservices[p]; k++)
+                route_put(t, t->fns[i], p, t->fns[i]->services[p][k]);
+    t->routes_dirty = 0;
+    return 0;
+}
+
+static disp_fn_t *service_find(disp_table_t *t, int proto, const char *key, size_t len)
+{
+    if (t->routes_dirty && routes_rebuild(t) != 0)
+        return NULL;
+    if (t->routes_cap == 0)
+        return NULL;
+    size_t m = t->routes_cap - 1;
+    for (size_t i = route_hash(proto, key, len) & m; t->routes[i].fn != NULL; i = (i + 1) & m) {
+        const disp_route_ent_t *e = &t->routes[i];
+        if (e->proto == proto && e->len == len && memcmp(e->key, key, len) == 0)
+            return e->fn;
+    }
+    return NULL;
+}
+
+disp_fn_t *disp_route_find(disp_table_t *t, disp_proto_t proto, const char *key, size_t len)
+{
+    disp_fn_t *fn = NULL;
+    if (proto != DISP_PROTO_HTTP)
+        fn = service_find(t, proto, key, len);
+    /* a Thrift key that names no service may name the function itself */
+    if (fn == NULL && proto != DISP_PROTO_GRPC)
+        fn = disp_fn_find(t, key, len);
+    return fn != NULL && fn->known ? fn : NULL;
 }
 
 disp_inst_t *disp_inst_find(disp_table_t *t, const char *id)

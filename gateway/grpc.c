@@ -1,7 +1,8 @@
 /* gateway/grpc.c - the gateway's gRPC listener: h2c prior knowledge served by nghttp2
  * on the gateway's loop (h2o 2.2.5 would buffer request bodies and cannot send
  * trailers). Validates and routes each call by the service in :path, then hands it to
- * the dispatcher (dispatcher/grpc.c), which bridges it to an agent's stream listener. */
+ * the dispatcher as a bridged call: the client's stream is joined to a stream on the
+ * agent's one port, and platform errors come back here to be said as gRPC statuses. */
 #include "gateway/grpc.h"
 
 #include <arpa/inet.h>
@@ -17,7 +18,6 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
-#include "dispatcher/grpc.h"
 #include "gateway/internal.h"
 #include "grpcw/grpcw.h"
 
@@ -25,10 +25,14 @@
 #define MAX_FWD_HEADERS 128
 #define DEFAULT_MAX_MSG (8u << 20) /* the gateway's --max-body default, when the spec sets none */
 
-/* Per-call scratch kept in the pair: the request message scanner and its limit. */
+/* Per-call scratch kept in the pair: the request message scanner and its limit, and
+ * the function (the dispatcher's name, stable while the loop runs) for the metrics. */
 typedef struct {
     grpcw_scan_t scan;
     uint32_t max_msg;
+    const char *fn;
+    size_t fnlen;
+    uint64_t start_us;
 } front_t;
 _Static_assert(sizeof(front_t) <= sizeof(((h2b_pair_t *)0)->front), "front_t must fit h2b_pair_t.front");
 
@@ -44,14 +48,40 @@ static int nv_is(const nghttp2_nv *v, const char *lit)
     return v != NULL && v->valuelen == strlen(lit) && memcmp(v->value, lit, v->valuelen) == 0;
 }
 
-static void on_done(const char *fn, size_t len, int grpc_status, int http_status, uint64_t start_us)
+/* A platform status (DESIGN.md section 3) in gRPC's terms. */
+static int platform_code(int status)
 {
+    switch (status) {
+    case 404:
+        return 12; /* UNIMPLEMENTED: nothing implements the service (now) */
+    case 413:
+    case 429:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case 504:
+        return 4; /* DEADLINE_EXCEEDED */
+    case 502:
+    case 503:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 13; /* INTERNAL */
+    }
+}
+
+static void sink_error(disp_call_t *c, int status, const char *msg, int started)
+{
+    h2b_pair_fail(disp_call_owner(c), platform_code(status), msg);
+}
+
+static void sink_done(disp_call_t *c, int grpc_status, int http_status)
+{
+    h2b_pair_t *p = disp_call_owner(c);
+    front_t *fr = (front_t *)p->front;
     int code = grpc_status;
     if (code < 0 && http_status == 0)
         code = 1; /* the client left first */
     else if (code < 0)
         code = http_status != 200 ? grpcw_code_from_http(http_status) : 2; /* ended without a status */
-    gw_metrics_record(fn, len, code, GW_PROTO_GRPC, faas_now_us() - start_us);
+    gw_metrics_record(fr->fn, fr->fnlen, code, GW_PROTO_GRPC, faas_now_us() - fr->start_us);
 }
 
 static int fn_name_ok(const uint8_t *s, size_t len)
@@ -75,7 +105,26 @@ static void make_rid(const nghttp2_nv *x, char *out, size_t cap)
     snprintf(out, cap, "%s", id);
 }
 
-#define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
+static const disp_sink_t grpc_sink = {.error = sink_error, .done = sink_done};
+
+/* What the agent gets: the call's pseudo headers and the metadata that travels. */
+static int call_headers(h2b_pair_t *p, disp_call_t *c)
+{
+    const nghttp2_nv *auth = find(p, ":authority"), *path = find(p, ":path");
+    int rc = disp_call_header(c, ":method", 7, "POST", 4) | disp_call_header(c, ":scheme", 7, "http", 4) |
+             (auth != NULL ? disp_call_header(c, ":authority", 10, (const char *)auth->value, auth->valuelen)
+                           : disp_call_header(c, ":authority", 10, "localhost", 9)) |
+             disp_call_header(c, ":path", 5, (const char *)path->value, path->valuelen) |
+             disp_call_header(c, "te", 2, "trailers", 8);
+    for (size_t i = 0, n = 0; i < p->req.n && n < MAX_FWD_HEADERS; i++) {
+        const nghttp2_nv *h = &p->req.nv[i];
+        if (grpcw_header_forwarded((const char *)h->name, h->namelen)) {
+            rc |= disp_call_header(c, (const char *)h->name, h->namelen, (const char *)h->value, h->valuelen);
+            n++;
+        }
+    }
+    return rc;
+}
 
 static void on_request(h2b_pair_t *p, int eos)
 {
@@ -97,60 +146,47 @@ static void on_request(h2b_pair_t *p, int eos)
         h2b_pair_fail(p, 12, err);
         return;
     }
-    char fn[64], rid[72], msg[200];
+    char rid[72], msg[200];
+    const char *fn;
+    size_t fnlen;
     const nghttp2_nv *ff = find(p, "faas-function");
     if (ff != NULL) {
-        if (!fn_name_ok(ff->value, ff->valuelen)) {
+        fn = disp_route(DISP_PROTO_HTTP, (const char *)ff->value, ff->valuelen, &fnlen);
+        if (!fn_name_ok(ff->value, ff->valuelen) || fn == NULL) {
             gw_metrics_other();
-            h2b_pair_fail(p, 12, "bad faas-function header");
+            snprintf(msg, sizeof(msg), "function %.*s: no such function", (int)(ff->valuelen < 64 ? ff->valuelen : 64),
+                     (const char *)ff->value);
+            h2b_pair_fail(p, 12, fn_name_ok(ff->value, ff->valuelen) ? msg : "bad faas-function header");
             return;
         }
-        memcpy(fn, ff->value, ff->valuelen);
-        fn[ff->valuelen] = '\0';
-    } else if (disp_grpc_route(svc.ptr, svc.len, fn, sizeof(fn)) != 0) {
+    } else if ((fn = disp_route(DISP_PROTO_GRPC, svc.ptr, svc.len, &fnlen)) == NULL) {
         gw_metrics_other();
         snprintf(msg, sizeof(msg), "no function serves %.*s", (int)(svc.len < 120 ? svc.len : 120), svc.ptr);
         FAAS_INFO("event=grpc_error grpc_status=12 msg=\"%s\"", msg);
         h2b_pair_fail(p, 12, msg);
         return;
     }
-    size_t fnlen = strlen(fn);
-    uint32_t max_ms;
-    if (disp_grpc_fn_info(fn, fnlen, &max_ms) != 0) {
-        gw_metrics_other();
-        snprintf(msg, sizeof(msg), "function %s: no such function", fn);
-        h2b_pair_fail(p, 12, msg);
-        return;
-    }
+    disp_fn_info_t info = {0};
+    disp_lookup(fn, fnlen, &info);
     /* the call lives until its grpc-timeout or the function's max duration, whichever first */
-    uint64_t now = faas_now_ms(), deadline = now + max_ms, tmo;
+    uint64_t now = faas_now_ms(), deadline = now + info.max_duration_ms, tmo;
     const nghttp2_nv *t = find(p, "grpc-timeout");
-    if (t != NULL && grpcw_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < max_ms)
+    if (t != NULL && grpcw_parse_timeout((const char *)t->value, t->valuelen, &tmo) == 0 && tmo < info.max_duration_ms)
         deadline = now + tmo;
     make_rid(find(p, "x-request-id"), rid, sizeof(rid));
-    disp_fn_info_t info = {0};
     front_t *fr = (front_t *)p->front;
     memset(fr, 0, sizeof(*fr));
-    fr->max_msg = disp_lookup(fn, fnlen, &info) == 0 && info.max_body_bytes != 0 && info.max_body_bytes < UINT32_MAX
-                      ? (uint32_t)info.max_body_bytes
-                      : DEFAULT_MAX_MSG;
-
-    nghttp2_nv nv[MAX_FWD_HEADERS + 8];
-    size_t n = 0;
-    const nghttp2_nv *auth = find(p, ":authority");
-    nv[n++] = NV(":method", 7, "POST", 4);
-    nv[n++] = NV(":scheme", 7, "http", 4);
-    nv[n++] = auth != NULL ? NV(":authority", 10, auth->value, auth->valuelen) : NV(":authority", 10, "localhost", 9);
-    nv[n++] = NV(":path", 5, path->value, path->valuelen);
-    nv[n++] = NV("te", 2, "trailers", 8);
-    for (size_t i = 0; i < p->req.n && n < MAX_FWD_HEADERS; i++) {
-        const nghttp2_nv *h = &p->req.nv[i];
-        if (grpcw_header_forwarded((const char *)h->name, h->namelen))
-            nv[n++] = *h;
+    fr->max_msg =
+        info.max_body_bytes != 0 && info.max_body_bytes < UINT32_MAX ? (uint32_t)info.max_body_bytes : DEFAULT_MAX_MSG;
+    fr->fn = fn;
+    fr->fnlen = fnlen;
+    fr->start_us = faas_now_us();
+    disp_call_t *c = disp_call_bridge(p, DISP_PROTO_GRPC, &grpc_sink, p);
+    if (c == NULL || call_headers(p, c) != 0) {
+        h2b_pair_fail(p, 8, "gateway out of memory");
+        return;
     }
-    nv[n++] = NV("faas-request-id", 15, rid, strlen(rid));
-    nv[n++] = NV("faas-function", 13, fn, fnlen);
-    disp_grpc_forward(p, fn, fnlen, nv, n, deadline, rid);
+    disp_call_start(c, fn, fnlen, rid, deadline);
 }
 
 /* Messages over the function's body limit end the call with RESOURCE_EXHAUSTED. */
@@ -179,12 +215,6 @@ static void on_accept(h2o_socket_t *ls, const char *err)
     }
 }
 
-
-static size_t fmt_timeout(uint64_t ms, char *buf, size_t cap)
-{
-    return grpcw_format_timeout(ms, buf, cap);
-}
-
 int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
 {
     int best_effort = addr == NULL;
@@ -192,8 +222,6 @@ int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
         addr = GW_GRPC_DEFAULT_LISTEN;
     if (strcmp(addr, "off") == 0)
         return 0;
-    disp_grpc_cbs_t cbs = {.on_done = on_done, .format_timeout = fmt_timeout};
-    disp_grpc_init(&cbs);
     int fd = faas_listen_tcp(addr, err);
     if (fd < 0) {
         if (best_effort) {

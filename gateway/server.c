@@ -33,30 +33,41 @@ static size_t g_domain_len;
 #define H2_BODY_SLACK (1u << 20)
 static volatile sig_atomic_t g_stop;
 
-static const char *reason_of(int status)
+/* HTTP/1.1 clients see a reason phrase; h2 has none. */
+static const char *reason_of(int st)
 {
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 413:
-        return "Payload Too Large";
-    case 429:
-        return "Too Many Requests";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Error";
-    }
+    static const struct {
+        int st;
+        const char *r;
+    } t[] = {{200, "OK"},
+             {201, "Created"},
+             {202, "Accepted"},
+             {204, "No Content"},
+             {206, "Partial Content"},
+             {301, "Moved Permanently"},
+             {302, "Found"},
+             {303, "See Other"},
+             {304, "Not Modified"},
+             {307, "Temporary Redirect"},
+             {308, "Permanent Redirect"},
+             {400, "Bad Request"},
+             {401, "Unauthorized"},
+             {403, "Forbidden"},
+             {404, "Not Found"},
+             {405, "Method Not Allowed"},
+             {409, "Conflict"},
+             {413, "Payload Too Large"},
+             {422, "Unprocessable Entity"},
+             {429, "Too Many Requests"},
+             {500, "Internal Server Error"},
+             {501, "Not Implemented"},
+             {502, "Bad Gateway"},
+             {503, "Service Unavailable"},
+             {504, "Gateway Timeout"}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].st == st)
+            return t[i].r;
+    return st < 300 ? "OK" : st < 400 ? "Redirect" : st < 500 ? "Client Error" : "Server Error";
 }
 
 static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
@@ -67,6 +78,123 @@ static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
                    H2O_STRLIT("text/plain; charset=utf-8"));
     req->res.content_length = len;
     h2o_send_inline(req, body, len);
+}
+
+/* ---- one HTTP request as a dispatcher call ---- */
+
+/* Lives in the request's pool: freed (and the call closed) when h2o disposes of it. */
+typedef struct {
+    h2o_req_t *req;
+    disp_call_t *call; /* NULL for requests that never reached the dispatcher */
+    const char *fn;
+    size_t fnlen;
+    uint64_t start_us;
+    h2o_generator_t gen;
+    h2o_buffer_t *recv_buf, *send_buf; /* arriving from the function / being sent by h2o */
+    size_t send_len;
+    int sending, eos, aborted, final_sent;
+} hcall_t;
+
+static void on_hcall_dispose(void *p)
+{
+    hcall_t *h = p;
+    int code = h->req->res.status ? h->req->res.status : 499;
+    if (h->fn != NULL)
+        gw_metrics_record(h->fn, h->fnlen, code, h->req->version >= 0x200, faas_now_us() - h->start_us);
+    if (h->call != NULL)
+        disp_call_close(h->call);
+    if (h->recv_buf != NULL)
+        h2o_buffer_dispose(&h->recv_buf);
+    if (h->send_buf != NULL)
+        h2o_buffer_dispose(&h->send_buf);
+}
+
+static void send_more(hcall_t *h)
+{
+    if (h->sending || h->final_sent || (h->recv_buf->size == 0 && !h->eos))
+        return;
+    /* swap: what arrived is now what h2o sends; new bytes collect in recv_buf */
+    h2o_buffer_t *t = h->send_buf;
+    h->send_buf = h->recv_buf;
+    h->recv_buf = t;
+    h->send_len = h->send_buf->size;
+    h2o_iovec_t iov = h2o_iovec_init(h->send_buf->bytes, h->send_len);
+    h2o_send_state_t st = H2O_SEND_STATE_IN_PROGRESS;
+    if (h->eos) {
+        st = h->aborted ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL;
+        h->final_sent = 1;
+    }
+    h->sending = 1;
+    h2o_send(h->req, &iov, iov.len ? 1 : 0, st);
+}
+
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    hcall_t *h = H2O_STRUCT_FROM_MEMBER(hcall_t, gen, gen);
+    h->sending = 0;
+    if (h->send_len != 0) {
+        h2o_buffer_consume(&h->send_buf, h->send_len);
+        /* the function's window comes back only once the client took the bytes */
+        disp_call_consumed(h->call, h->send_len);
+        h->send_len = 0;
+    }
+    send_more(h);
+}
+
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    /* the client went away: disposing of the request closes the call */
+}
+
+static int hdr_is(const nghttp2_nv *v, const char *lit, size_t n)
+{
+    return v->namelen == n && memcmp(v->name, lit, n) == 0;
+}
+
+static void sink_head(disp_call_t *c, int status, const nghttp2_nv *hs, size_t n)
+{
+    hcall_t *h = disp_call_owner(c);
+    h2o_req_t *req = h->req;
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    for (size_t i = 0; i < n; i++) {
+        const nghttp2_nv *v = &hs[i];
+        if (hdr_is(v, "content-length", 14)) {
+            size_t cl = 0;
+            for (size_t k = 0; k < v->valuelen; k++)
+                cl = cl * 10 + (size_t)(v->value[k] - '0');
+            req->res.content_length = cl;
+            continue;
+        }
+        /* h2o writes its own Date; hop-by-hop headers have no meaning past this hop */
+        if (hdr_is(v, "date", 4) || hdr_is(v, "connection", 10) || hdr_is(v, "transfer-encoding", 17) ||
+            hdr_is(v, "keep-alive", 10))
+            continue;
+        h2o_iovec_t nm = h2o_strdup(&req->pool, (const char *)v->name, v->namelen);
+        h2o_iovec_t val = h2o_strdup(&req->pool, (const char *)v->value, v->valuelen);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, nm.base, nm.len, 1, NULL, val.base, val.len);
+    }
+    h->gen.proceed = on_proceed;
+    h->gen.stop = on_stop;
+    h2o_buffer_init(&h->recv_buf, &h2o_socket_buffer_prototype);
+    h2o_buffer_init(&h->send_buf, &h2o_socket_buffer_prototype);
+    h2o_start_response(req, &h->gen);
+}
+
+static void sink_data(disp_call_t *c, const uint8_t *d, size_t len)
+{
+    hcall_t *h = disp_call_owner(c);
+    h2o_iovec_t dst = h2o_buffer_reserve(&h->recv_buf, len);
+    memcpy(dst.base, d, len);
+    h->recv_buf->size += len;
+    send_more(h);
+}
+
+static void sink_end(disp_call_t *c, const nghttp2_nv *trl, size_t n)
+{
+    hcall_t *h = disp_call_owner(c);
+    h->eos = 1;
+    send_more(h);
 }
 
 /* Platform errors: a short sentence naming the function, nothing internal. */
@@ -84,21 +212,19 @@ static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen,
     send_text(req, status, body, (size_t)n);
 }
 
-/* ---- per-request accounting: recorded when h2o frees the request ---- */
-
-typedef struct {
-    h2o_req_t *req;
-    const char *fn;
-    size_t fnlen;
-    uint64_t start_us;
-} acct_t;
-
-static void on_acct_dispose(void *p)
+static void sink_error(disp_call_t *c, int status, const char *msg, int started)
 {
-    acct_t *a = p;
-    int code = a->req->res.status ? a->req->res.status : 499;
-    gw_metrics_record(a->fn, a->fnlen, code, a->req->version >= 0x200, faas_now_us() - a->start_us);
+    hcall_t *h = disp_call_owner(c);
+    if (started) {
+        /* headers are out: the only honest thing left is to break the response */
+        h->aborted = h->eos = 1;
+        send_more(h);
+        return;
+    }
+    send_error(h->req, status, h->fn, h->fnlen, msg, status == 503 ? 1 : 0);
 }
+
+static const disp_sink_t http_sink = {.head = sink_head, .data = sink_data, .end = sink_end, .error = sink_error};
 
 /* Decimal digits of v at p; returns the end. */
 static char *put_u8(char *p, unsigned v)
@@ -156,12 +282,40 @@ static int starts_with_ci(const h2o_iovec_t *s, const char *p, size_t n)
     return s->len >= n && strncasecmp(s->base, p, n) == 0;
 }
 
-/* Builds the header list the agent sees; returns its length. */
-static size_t build_headers(h2o_req_t *req, gw_slice_t fn, const char *rid, h2o_header_t **out)
+static int add_hdr(disp_call_t *c, const char *n, size_t nl, h2o_iovec_t v)
 {
-    h2o_mem_pool_t *pool = &req->pool;
-    h2o_header_t *h = h2o_mem_alloc_pool(pool, (req->headers.size + 5) * sizeof(*h));
-    size_t n = 0;
+    return disp_call_header(c, n, nl, v.base, v.len);
+}
+
+/* The client's address as the agent sees it: x-forwarded-for and forwarded appended. */
+static int forwarded_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t xff, h2o_iovec_t fwd)
+{
+    char ip[INET6_ADDRSTRLEN];
+    int v6;
+    size_t iplen = peer_ip(req, ip, sizeof(ip), &v6);
+    /* for=1.2.3.4;proto=http or for="[::1]";proto=http */
+    char f[INET6_ADDRSTRLEN + 32], *e = f;
+    memcpy(e, v6 ? "for=\"[" : "for=", v6 ? 6 : 4);
+    e += v6 ? 6 : 4;
+    memcpy(e, ip, iplen);
+    e += iplen;
+    if (v6) {
+        memcpy(e, "]\"", 2);
+        e += 2;
+    }
+    memcpy(e, ";proto=http", 11);
+    e += 11;
+    return add_hdr(c, H2O_STRLIT("x-forwarded-for"), join(&req->pool, xff, ", ", ip, iplen)) |
+           add_hdr(c, H2O_STRLIT("forwarded"), join(&req->pool, fwd, ", ", f, (size_t)(e - f)));
+}
+
+/* The request the agent sees: method, path, authority, the client's end-to-end headers
+ * (faas-* are the platform's: a client must not forge deadlines or identities). */
+static int call_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t path)
+{
+    int rc = add_hdr(c, H2O_STRLIT(":method"), req->method) |
+             add_hdr(c, H2O_STRLIT(":scheme"), h2o_iovec_init(H2O_STRLIT("http"))) |
+             add_hdr(c, H2O_STRLIT(":authority"), req->authority) | add_hdr(c, H2O_STRLIT(":path"), path);
     h2o_iovec_t conn = {NULL, 0}, xff = {NULL, 0}, fwd = {NULL, 0};
     ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, -1);
     if (ci >= 0)
@@ -176,49 +330,35 @@ static size_t build_headers(h2o_req_t *req, gw_slice_t fn, const char *rid, h2o_
         if (gw_header_is_hop(nm->base, nm->len, e->value.base, e->value.len, conn.base, conn.len))
             continue;
         if (nm == &H2O_TOKEN_X_FORWARDED_FOR->buf) {
-            xff = xff.len ? join(pool, xff, ", ", e->value.base, e->value.len) : e->value;
+            xff = xff.len ? join(&req->pool, xff, ", ", e->value.base, e->value.len) : e->value;
             continue;
         }
         if (h2o_memis(nm->base, nm->len, H2O_STRLIT("forwarded"))) {
-            fwd = fwd.len ? join(pool, fwd, ", ", e->value.base, e->value.len) : e->value;
+            fwd = fwd.len ? join(&req->pool, fwd, ", ", e->value.base, e->value.len) : e->value;
             continue;
         }
-        /* faas-* is ours: a client must not forge deadlines or identities */
         if (starts_with_ci(nm, "faas-", 5) || (nm->len == 12 && memcmp(nm->base, "http2-settings", 12) == 0))
             continue;
-        h[n++] = *e;
+        rc |= add_hdr(c, nm->base, nm->len, e->value);
     }
-    char ip[INET6_ADDRSTRLEN];
-    int v6;
-    size_t iplen = peer_ip(req, ip, sizeof(ip), &v6);
-    static h2o_iovec_t n_xff = {H2O_STRLIT("x-forwarded-for")}, n_fwd = {H2O_STRLIT("forwarded")},
-                       n_rid = {H2O_STRLIT("faas-request-id")}, n_fn = {H2O_STRLIT("faas-function")};
-    h[n].name = &n_xff;
-    h[n].orig_name = NULL;
-    h[n++].value = join(pool, xff, ", ", ip, iplen);
-    /* for=1.2.3.4;proto=http or for="[::1]";proto=http */
-    char f[INET6_ADDRSTRLEN + 32], *e = f;
-    memcpy(e, v6 ? "for=\"[" : "for=", v6 ? 6 : 4);
-    e += v6 ? 6 : 4;
-    memcpy(e, ip, iplen);
-    e += iplen;
-    if (v6) {
-        memcpy(e, "]\"", 2);
-        e += 2;
+    return rc | forwarded_headers(req, c, xff, fwd);
+}
+
+/* Hands the request to the dispatcher as a call; platform errors come back through the sink. */
+static void forward(h2o_req_t *req, hcall_t *h, h2o_iovec_t path, const char *rid)
+{
+    disp_call_t *c = disp_call_new(DISP_PROTO_HTTP, &http_sink, h);
+    if (c == NULL) {
+        send_error(req, 503, h->fn, h->fnlen, "gateway out of memory", 1);
+        return;
     }
-    memcpy(e, ";proto=http", 11);
-    e += 11;
-    h[n].name = &n_fwd;
-    h[n].orig_name = NULL;
-    h[n++].value = join(pool, fwd, ", ", f, (size_t)(e - f));
-    h[n].name = &n_rid;
-    h[n].orig_name = NULL;
-    h[n++].value = h2o_iovec_init(rid, strlen(rid));
-    h[n].name = &n_fn;
-    h[n].orig_name = NULL;
-    h[n++].value = h2o_iovec_init(fn.ptr, fn.len);
-    *out = h;
-    return n;
+    h->call = c;
+    if (call_headers(req, c, path) != 0 ||
+        disp_call_body(c, req->entity.base, req->entity.base != NULL ? req->entity.len : 0, 1) != 0) {
+        send_error(req, 503, h->fn, h->fnlen, "gateway out of memory", 1);
+        return;
+    }
+    disp_call_start(c, h->fn, h->fnlen, rid, 0);
 }
 
 static const char *request_id(h2o_req_t *req)
@@ -286,12 +426,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     const char *rid = request_id(req);
     disp_fn_info_t info = {0};
     int known = disp_lookup(name.ptr, name.len, &info) == 0;
+    hcall_t *h = NULL;
     if (known) {
-        acct_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_acct_dispose);
-        a->req = req;
-        a->fn = name.ptr;
-        a->fnlen = name.len;
-        a->start_us = faas_now_us();
+        h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), on_hcall_dispose);
+        memset(h, 0, sizeof(*h));
+        h->req = req;
+        h->fn = name.ptr;
+        h->fnlen = name.len;
+        h->start_us = faas_now_us();
     } else {
         /* counted with the unrouted requests: a metrics series per name a client
          * made up would let anyone grow the gateway's memory and /metrics */
@@ -317,9 +459,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         path = join(&req->pool, h2o_iovec_init(H2O_STRLIT("/")), "", rest.ptr, rest.len);
     else
         path = h2o_iovec_init(rest.ptr, rest.len);
-    h2o_header_t *hdrs;
-    size_t nh = build_headers(req, name, rid, &hdrs);
-    disp_forward(req, name.ptr, name.len, path, hdrs, nh, rid);
+    forward(req, h, path, rid);
     return 0;
 }
 
@@ -390,10 +530,8 @@ int gw_run(const gw_config_t *cfg)
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_conf.hosts;
 
-    disp_config_t dc = {.discovery = cfg->discovery,
-                        .queue_max = cfg->queue_max,
-                        .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
-                        .send_error = send_error};
+    disp_config_t dc = {
+        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms};
     /* the dispatcher's threads (and grpc's, started from them) inherit a mask without
      * SIGINT/SIGTERM, so the signal lands here and interrupts the loop at once */
     sigset_t ss, old;

@@ -1,10 +1,10 @@
 /* gateway/thrift_server.c - the gateway's Thrift port: framed, THeader and Kitex
  * TTHeader clients on the gateway's event loop. Every request frame becomes one
- * request of the dispatcher (the same cold-start queue, selection and h2c
- * upstream as HTTP): POST /_faas/thrift to the agent, the unframed message as
- * the body, framing metadata as faas-thrift-* headers. The dispatcher drives an
- * h2o_req_t, so each call carries one whose output stream is ours: the reply
- * (or the platform's error) is captured there and re-framed for the client.
+ * dispatcher call (the same cold-start queue, selection and h2c upstream as HTTP
+ * and gRPC): POST /_faas/thrift to the agent with faas-protocol thrift, the unframed
+ * message as the body, framing metadata as faas-thrift-* headers. The reply (or the
+ * platform's error) comes back through the call's sink and is re-framed for the
+ * client.
  *
  * Replies go back in request order per connection (several calls in flight)
  * unless the client set the THeader out-of-order flag. */
@@ -25,31 +25,34 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
-#include "dispatcher/internal.h" /* read-only: the function table for the service index */
 #include "thrift/thrift.h"
-#include "proto/faas.pb-c.h"
 
 #define MAX_INFLIGHT_PER_CONN 256 /* pipelined calls read ahead before reading stops */
 #define MAX_REPLY (16u << 20)
 #define MAX_UNSENT (1u << 20) /* replies waiting for a slow client: reading pauses past this */
 
 typedef struct tconn {
-    h2o_conn_t super; /* what the calls' h2o_req_t point at */
     h2o_socket_t *sock;
     struct sockaddr_storage peer;
     socklen_t peerlen;
     thrift_framing_t framing; /* fixed by the first frame */
-    h2o_linklist_t calls;        /* tcall_t, in request order */
+    h2o_linklist_t calls;     /* tcall_t, in request order */
     uint32_t ncalls;
     h2o_buffer_t *out, *wbuf; /* pending replies, bytes being written */
     int writing, reading, closing, dead;
+    /* THeader clients send info headers with a connection's first message only: the
+     * function the last routing key named serves the messages that name none */
+    char bound[64];
+    size_t boundlen;
 } tconn_t;
 
 typedef struct tcall {
     h2o_linklist_t link;
     tconn_t *conn; /* NULL once the client left */
-    h2o_req_t req;
-    h2o_ostream_t ostr;
+    disp_call_t *call;
+    int status;           /* the function's response status */
+    const nghttp2_nv *rh; /* its headers (owned by the call, alive until it is closed) */
+    size_t nrh;
     h2o_timeout_entry_t done_entry;
     uint8_t *frame; /* copy of the request frame; f points into it */
     thrift_frame_t f;
@@ -60,14 +63,13 @@ typedef struct tcall {
     uint8_t *reply; /* encoded reply frame (NULL = none, e.g. oneway) */
     size_t reply_len;
     int code; /* for the metric */
-    int in_req, done, oneway, ooo, fatal;
+    int done, oneway, ooo, fatal, too_big;
 } tcall_t;
 
 static struct {
     h2o_context_t *ctx;
     h2o_loop_t *loop;
     const char *default_fn;
-    h2o_pathconf_t pathconf; /* empty: no filters, no loggers */
     h2o_socket_t *listener; /* reachable for LeakSanitizer: otherwise only epoll holds it */
 } ts;
 
@@ -75,107 +77,26 @@ static void conn_close(tconn_t *c);
 static void conn_flush(tconn_t *c);
 static void conn_read_more(tconn_t *c);
 
-/* ---- service -> function index, rebuilt when the watched table changes ------------ */
-
-typedef struct {
-    char *service;
-    char fn[64];
-} svc_entry_t;
-
-static svc_entry_t *svc;
-static size_t nsvc;
-static uint64_t svc_sig = 1;
-
-static uint64_t table_signature(void)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < disp_g.table.nfns; i++) {
-        disp_fn_t *fn = disp_g.table.fns[i];
-        uint64_t v[4] = {(uintptr_t)fn, (uintptr_t)fn->spec_pb, fn->p.version, (uint64_t)fn->known};
-        for (int k = 0; k < 4; k++)
-            h = (h ^ v[k]) * 1099511628211ULL;
-    }
-    return h;
-}
-
-static void svc_rebuild(void)
-{
-    for (size_t i = 0; i < nsvc; i++)
-        free(svc[i].service);
-    free(svc);
-    svc = NULL;
-    nsvc = 0;
-    size_t cap = 0;
-    for (size_t i = 0; i < disp_g.table.nfns; i++) {
-        disp_fn_t *fn = disp_g.table.fns[i];
-        if (!fn->known || fn->spec_pb == NULL)
-            continue;
-        Faas__FunctionSpec *s = faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb);
-        if (s == NULL)
-            continue;
-        for (size_t k = 0; k < s->n_thrift_services; k++) {
-            if (nsvc == cap) {
-                size_t nc = cap ? cap * 2 : 8;
-                svc_entry_t *ns = realloc(svc, nc * sizeof(*ns));
-                if (ns == NULL)
-                    break;
-                svc = ns;
-                cap = nc;
-            }
-            svc[nsvc].service = strdup(s->thrift_services[k]);
-            if (svc[nsvc].service == NULL)
-                break;
-            snprintf(svc[nsvc].fn, sizeof(svc[nsvc].fn), "%.*s", (int)fn->name_len, fn->name);
-            nsvc++;
-        }
-        faas__function_spec__free_unpacked(s, NULL);
-    }
-}
-
-/* The function declaring service (thrift_services), or NULL. */
-static const char *svc_lookup(const uint8_t *name, size_t len)
-{
-    uint64_t sig = table_signature();
-    if (sig != svc_sig) {
-        svc_rebuild();
-        svc_sig = sig;
-    }
-    for (size_t i = 0; i < nsvc; i++)
-        if (strlen(svc[i].service) == len && memcmp(svc[i].service, name, len) == 0)
-            return svc[i].fn;
-    return NULL;
-}
-
-static int fn_name_ok(const uint8_t *p, size_t len)
-{
-    if (len == 0 || len > 63 || !((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= '0' && p[0] <= '9')))
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '-'))
-            return 0;
-    return 1;
-}
-
-/* Routing key -> function: a declared service, else a function of that name; no key:
- * the port's default function. 0 with *fn set, or -1 with *why. */
-static int route(const thrift_frame_t *f, const char **fn, size_t *fnlen, const char **why)
+/* Routing key -> function: a declared service, else a function of that name; a
+ * connection keeps the function its last routing key named (THeader clients send info
+ * headers once per connection); no key yet: the port's default function. 0 with *fn
+ * set, or -1 with *why. */
+static int route(tconn_t *c, const thrift_frame_t *f, const char **fn, size_t *fnlen, const char **why)
 {
     thrift_bytes_t key;
-    disp_fn_info_t info;
     if (thrift_routing_key(f, &key) == 0) {
-        const char *s = svc_lookup(key.ptr, key.len);
-        if (s != NULL) {
-            *fn = s;
-            *fnlen = strlen(s);
-            return 0;
+        if ((*fn = disp_route(DISP_PROTO_THRIFT, (const char *)key.ptr, key.len, fnlen)) == NULL) {
+            *why = "unknown service";
+            return -1;
         }
-        if (fn_name_ok(key.ptr, key.len) && disp_lookup((const char *)key.ptr, key.len, &info) == 0) {
-            *fn = (const char *)key.ptr;
-            *fnlen = key.len;
-            return 0;
-        }
-        *why = "unknown service";
-        return -1;
+        c->boundlen = *fnlen < sizeof(c->bound) ? *fnlen : sizeof(c->bound) - 1;
+        memcpy(c->bound, *fn, c->boundlen);
+        return 0;
+    }
+    if (c->boundlen != 0) {
+        *fn = c->bound;
+        *fnlen = c->boundlen;
+        return 0;
     }
     if (ts.default_fn != NULL && ts.default_fn[0] != '\0') {
         *fn = ts.default_fn;
@@ -188,43 +109,14 @@ static int route(const thrift_frame_t *f, const char **fn, size_t *fnlen, const 
 
 /* ---- info headers <-> faas-thrift-* h2 headers ---------------------------------- */
 
-/* See thrift_meta_name: info headers travel as faas-thrift-* h2 headers. */
-static int meta_name(h2o_mem_pool_t *pool, const thrift_header_t *h, h2o_iovec_t *out)
-{
-    char *b = h2o_mem_alloc_pool(pool, 416);
-    size_t n = thrift_meta_name(h, b, 416);
-    if (n == 0)
-        return -1;
-    *out = h2o_iovec_init(b, n);
-    return 0;
-}
-
-static int meta_parse(h2o_mem_pool_t *pool, const h2o_iovec_t *name, const h2o_iovec_t *value,
-                      thrift_header_t *h)
-{
-    if (name->len <= 14 || memcmp(name->base, "faas-thrift-", 12) != 0)
-        return -1;
-    uint8_t *kb = h2o_mem_alloc_pool(pool, name->len / 2 + 1);
-    return thrift_meta_parse(name->base, name->len, value->base, value->len, kb, name->len / 2 + 1, h);
-}
-
 /* ---- calls -------------------------------------------------------------------- */
-
-static const char *new_request_id(h2o_mem_pool_t *pool)
-{
-    char *id = h2o_mem_alloc_pool(pool, 17);
-    faas_request_id(id);
-    return id;
-}
 
 static void call_free(tcall_t *c)
 {
     if (h2o_timeout_is_linked(&c->done_entry))
         h2o_timeout_unlink(&c->done_entry);
-    if (c->in_req) {
-        c->in_req = 0;
-        h2o_dispose_request(&c->req); /* the dispatcher lets go of the call here */
-    }
+    if (c->call != NULL)
+        disp_call_close(c->call); /* cancels it upstream if it is still running */
     if (c->body != NULL)
         h2o_buffer_dispose(&c->body);
     free(c->reply);
@@ -250,9 +142,9 @@ static void call_set_error(tcall_t *c, int type, const char *msg)
 static void on_call_done(h2o_timeout_entry_t *e)
 {
     tcall_t *c = H2O_STRUCT_FROM_MEMBER(tcall_t, done_entry, e);
-    if (c->in_req) {
-        c->in_req = 0;
-        h2o_dispose_request(&c->req);
+    if (c->call != NULL) {
+        disp_call_close(c->call);
+        c->call = NULL;
     }
     if (c->fnlen != 0)
         gw_metrics_record(c->fn, c->fnlen, c->conn != NULL ? c->code : 499, 2, faas_now_us() - c->start_us);
@@ -270,138 +162,150 @@ static void call_finish(tcall_t *c)
     h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &c->done_entry);
 }
 
-/* Builds the client's reply from what the dispatcher answered. */
-static void call_complete(tcall_t *c, int broken)
+/* The function's info headers (faas-thrift-*) back into Thrift headers; key bytes in kb. */
+static size_t reply_headers(const tcall_t *c, thrift_header_t *hs, uint8_t (*kb)[256])
 {
-    h2o_req_t *req = &c->req;
-    int st = req->res.status;
-    c->code = broken ? 502 : st;
-    if (broken || (st != 200 && st != 204)) {
+    size_t nh = 0;
+    for (size_t i = 0; i < c->nrh && nh < THRIFT_MAX_HEADERS; i++) {
+        const nghttp2_nv *e = &c->rh[i];
+        if (e->namelen <= 14 || memcmp(e->name, "faas-thrift-", 12) != 0 || e->namelen / 2 + 1 > sizeof(kb[0]))
+            continue;
+        if (thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen, kb[nh],
+                              sizeof(kb[0]), &hs[nh]) == 0)
+            nh++;
+    }
+    return nh;
+}
+
+/* Builds the client's reply from what the function answered. */
+static void call_complete(tcall_t *c)
+{
+    int st = c->status;
+    c->code = st;
+    if (st != 200 && st != 204) {
         char msg[300];
         size_t bl = c->body->size < 200 ? c->body->size : 200;
         while (bl > 0 && (c->body->bytes[bl - 1] == '\n' || c->body->bytes[bl - 1] == '\r'))
             bl--;
-        if (broken || bl == 0)
-            snprintf(msg, sizeof(msg), "function %.*s: %s", (int)c->fnlen, c->fn,
-                     broken ? "function response broken" : "function failed");
+        if (bl == 0)
+            snprintf(msg, sizeof(msg), "function %.*s: function failed", (int)c->fnlen, c->fn);
         else
             snprintf(msg, sizeof(msg), "%.*s", (int)bl, c->body->bytes);
-        FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen,
-                  c->fn, (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
+        FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen, c->fn,
+                  (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
         call_set_error(c, st == 404 ? THRIFT_TAPP_UNKNOWN_METHOD : THRIFT_TAPP_INTERNAL_ERROR, msg);
         return;
     }
     if (c->oneway || st == 204)
         return;
     thrift_header_t hs[THRIFT_MAX_HEADERS];
-    size_t nh = 0;
-    for (size_t i = 0; i < req->res.headers.size && nh < THRIFT_MAX_HEADERS; i++) {
-        h2o_header_t *e = &req->res.headers.entries[i];
-        if (meta_parse(&req->pool, e->name, &e->value, &hs[nh]) == 0)
-            nh++;
-    }
-    size_t n = thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, NULL, 0);
+    uint8_t kb[THRIFT_MAX_HEADERS][256];
+    size_t nh = reply_headers(c, hs, kb);
+    const uint8_t *pl = (const uint8_t *)c->body->bytes;
+    size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, NULL, 0);
     if ((c->reply = malloc(n)) == NULL) {
         call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
-    c->reply_len = thrift_encode_reply(&c->f, hs, nh, (const uint8_t *)c->body->bytes, c->body->size, c->reply, n);
+    c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, c->reply, n);
 }
 
-/* Our output stream at the end of the call's h2o_req_t: collects the agent's answer. */
-static void call_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n, h2o_send_state_t st)
+/* ---- the dispatcher's answers ---- */
+
+static void sink_head(disp_call_t *dc, int status, const nghttp2_nv *h, size_t n)
 {
-    tcall_t *c = H2O_STRUCT_FROM_MEMBER(tcall_t, ostr, self);
-    int too_big = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (c->body->size + bufs[i].len > MAX_REPLY) {
-            too_big = 1;
-            break;
-        }
-        h2o_iovec_t d = h2o_buffer_reserve(&c->body, bufs[i].len);
-        memcpy(d.base, bufs[i].base, bufs[i].len);
-        c->body->size += bufs[i].len;
-    }
-    if (c->done)
+    tcall_t *c = disp_call_owner(dc);
+    c->status = status;
+    c->rh = h;
+    c->nrh = n;
+}
+
+static void sink_data(disp_call_t *dc, const uint8_t *d, size_t len)
+{
+    tcall_t *c = disp_call_owner(dc);
+    disp_call_consumed(dc, len); /* the reply is collected whole (bounded by MAX_REPLY) */
+    if (c->too_big)
         return;
-    if (h2o_send_state_is_in_progress(st) && !too_big) {
-        /* ask the generator for more on the next iteration, not from inside its send */
-        if (!h2o_timeout_is_linked(&req->_timeout_entry))
-            h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &req->_timeout_entry);
-        return;
-    }
-    if (too_big) {
+    if (c->body->size + len > MAX_REPLY) {
+        c->too_big = 1;
         c->code = 502;
         call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
-    } else {
-        call_complete(c, st == H2O_SEND_STATE_ERROR);
+        call_finish(c);
+        return;
     }
+    h2o_iovec_t dst = h2o_buffer_reserve(&c->body, len);
+    memcpy(dst.base, d, len);
+    c->body->size += len;
+}
+
+static void sink_end(disp_call_t *dc, const nghttp2_nv *trl, size_t n)
+{
+    tcall_t *c = disp_call_owner(dc);
+    if (c->too_big)
+        return;
+    call_complete(c);
     call_finish(c);
 }
 
-static socklen_t conn_get_peername(h2o_conn_t *conn, struct sockaddr *sa)
+static void sink_error(disp_call_t *dc, int status, const char *msg, int started)
 {
-    tconn_t *c = (tconn_t *)conn;
-    memcpy(sa, &c->peer, c->peerlen);
-    return c->peerlen;
+    tcall_t *c = disp_call_owner(dc);
+    if (c->too_big)
+        return;
+    char m[300];
+    snprintf(m, sizeof(m), "function %.*s: %s", (int)c->fnlen, c->fn, started ? "function response broken" : msg);
+    c->code = started ? 502 : status;
+    call_set_error(c, status == 404 ? THRIFT_TAPP_UNKNOWN_METHOD : THRIFT_TAPP_INTERNAL_ERROR, m);
+    call_finish(c);
 }
 
-static socklen_t conn_get_sockname(h2o_conn_t *conn, struct sockaddr *sa)
-{
-    return 0;
-}
+static const disp_sink_t thrift_sink = {.head = sink_head, .data = sink_data, .end = sink_end, .error = sink_error};
 
-static const h2o_conn_callbacks_t conn_callbacks = {.get_sockname = conn_get_sockname,
-                                                     .get_peername = conn_get_peername};
-
-static h2o_header_t *add_hdr(h2o_header_t *h, size_t *n, h2o_iovec_t *name, const char *v, size_t vl)
+/* The request the agent sees: POST /_faas/thrift, the message as the body, framing
+ * metadata and info headers as faas-thrift-* headers. */
+static int call_headers(tcall_t *c, disp_call_t *dc)
 {
-    h[*n].name = name;
-    h[*n].orig_name = NULL;
-    h[*n].value = h2o_iovec_init(v, vl);
-    (*n)++;
-    return h;
-}
-
-/* Hands the call to the dispatcher. */
-static void call_forward(tcall_t *c)
-{
-    static h2o_iovec_t n_rid = {H2O_STRLIT("faas-request-id")}, n_fn = {H2O_STRLIT("faas-function")},
-                       n_proto = {H2O_STRLIT("faas-thrift-proto")}, n_ow = {H2O_STRLIT("faas-thrift-oneway")},
-                       n_ct = {H2O_STRLIT("content-type")};
-    h2o_req_t *req = &c->req;
-    h2o_init_request(req, &c->conn->super, NULL);
-    c->in_req = 1;
-    req->pathconf = &ts.pathconf;
-    req->_ostr_top = &c->ostr;
-    req->version = 0x200;
-    req->method = req->input.method = h2o_iovec_init(H2O_STRLIT("POST"));
-    req->authority = req->input.authority = h2o_iovec_init(c->fn, c->fnlen);
-    req->path = req->input.path = h2o_iovec_init(H2O_STRLIT("/_faas/thrift"));
-    req->entity = h2o_iovec_init(c->f.payload.ptr, c->f.payload.len);
-    h2o_header_t *h = h2o_mem_alloc_pool(&req->pool, (c->f.n_headers + 6) * sizeof(*h));
-    size_t n = 0;
-    const char *rid = new_request_id(&req->pool);
-    add_hdr(h, &n, &n_ct, H2O_STRLIT("application/x-thrift"));
-    add_hdr(h, &n, &n_rid, rid, strlen(rid));
-    add_hdr(h, &n, &n_fn, c->fn, c->fnlen);
-    if (c->f.proto == THRIFT_COMPACT)
-        add_hdr(h, &n, &n_proto, H2O_STRLIT("compact"));
-    else
-        add_hdr(h, &n, &n_proto, H2O_STRLIT("binary"));
+    int rc = disp_call_header(dc, ":method", 7, "POST", 4) | disp_call_header(dc, ":scheme", 7, "http", 4) |
+             disp_call_header(dc, ":authority", 10, c->fn, c->fnlen) |
+             disp_call_header(dc, ":path", 5, "/_faas/thrift", 13) |
+             disp_call_header(dc, "content-type", 12, "application/x-thrift", 20) |
+             disp_call_header(dc, "faas-thrift-proto", 17, c->f.proto == THRIFT_COMPACT ? "compact" : "binary",
+                              c->f.proto == THRIFT_COMPACT ? 7 : 6);
     if (c->oneway)
-        add_hdr(h, &n, &n_ow, H2O_STRLIT("1"));
+        rc |= disp_call_header(dc, "faas-thrift-oneway", 18, "1", 1);
     for (size_t i = 0; i < c->f.n_headers; i++) {
         const thrift_header_t *th = &c->f.headers[i];
         /* the request id is the platform's: a client cannot choose it */
         if (!th->is_int && th->key.len == 15 && memcmp(th->key.ptr, "faas-request-id", 15) == 0)
             continue;
-        h2o_iovec_t *nm = h2o_mem_alloc_pool(&req->pool, sizeof(*nm));
-        if (meta_name(&req->pool, th, nm) != 0)
-            continue;
-        add_hdr(h, &n, nm, (const char *)th->value.ptr, th->value.len);
+        char name[416];
+        size_t nl = thrift_meta_name(th, name, sizeof(name));
+        if (nl != 0)
+            rc |= disp_call_header(dc, name, nl, (const char *)th->value.ptr, th->value.len);
     }
-    disp_forward(req, c->fn, c->fnlen, req->path, h, n, rid);
+    return rc;
+}
+
+/* Hands the call to the dispatcher. */
+static void call_forward(tcall_t *c)
+{
+    disp_call_t *dc = disp_call_new(DISP_PROTO_THRIFT, &thrift_sink, c);
+    if (dc == NULL) {
+        c->code = 503;
+        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_finish(c);
+        return;
+    }
+    c->call = dc;
+    if (call_headers(c, dc) != 0 || disp_call_body(dc, c->f.payload.ptr, c->f.payload.len, 1) != 0) {
+        c->code = 503;
+        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_finish(c);
+        return;
+    }
+    char rid[17];
+    faas_request_id(rid);
+    disp_call_start(dc, c->fn, c->fnlen, rid, 0);
 }
 
 /* A call answered by the gateway itself (unknown service, protocol error). */
@@ -432,7 +336,6 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     c->conn = conn;
     c->start_us = faas_now_us();
     c->done_entry.cb = on_call_done;
-    c->ostr.do_send = call_do_send;
     h2o_buffer_init(&c->body, &h2o_socket_buffer_prototype);
     c->oneway = c->f.mtype == THRIFT_ONEWAY;
     c->ooo = c->f.framing == THRIFT_THEADER && (c->f.flags & THRIFT_THEADER_FLAG_OUT_OF_ORDER) != 0;
@@ -496,8 +399,7 @@ static void conn_flush(tconn_t *c)
         conn_close(c);
         return;
     }
-    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN &&
-        c->out->size + c->wbuf->size < MAX_UNSENT)
+    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN && c->out->size + c->wbuf->size < MAX_UNSENT)
         conn_read_more(c);
 }
 
@@ -573,7 +475,7 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
     }
     const char *fn, *why = NULL;
     size_t fnlen;
-    if (route(&k->f, &fn, &fnlen, &why) != 0) {
+    if (route(c, &k->f, &fn, &fnlen, &why) != 0) {
         char msg[200];
         thrift_bytes_t key = {NULL, 0};
         thrift_routing_key(&k->f, &key);
@@ -650,10 +552,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             h2o_socket_close(sock);
             continue;
         }
-        c->super.ctx = ts.ctx;
-        c->super.hosts = ts.ctx->globalconf->hosts;
-        c->super.callbacks = &conn_callbacks;
-        gettimeofday(&c->super.connected_at, NULL);
         c->peerlen = h2o_socket_getpeername(sock, (struct sockaddr *)&c->peer);
         c->sock = sock;
         sock->data = c;
@@ -665,7 +563,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         conn_read_more(c);
     }
 }
-
 
 int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err)
 {

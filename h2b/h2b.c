@@ -36,9 +36,8 @@ struct h2b_conn {
 
 static struct {
     const h2b_io_t *io;
-    evl_link_t deadlines;
     evl_link_t flush, frees, reap; /* end-of-iteration work */
-    int later_asked, tick_asked;
+    int later_asked;
     h2b_conn_t *clients;
     size_t live;
     h2b_pair_t *cache[PAIR_CACHE];
@@ -177,8 +176,6 @@ static void ask_later(void)
 
 static void pair_free(h2b_pair_t *p)
 {
-    if (evl_linked(&p->dl_link))
-        evl_list_unlink(&p->dl_link);
     if (p->on_free != NULL)
         p->on_free(p);
     if (g.ncache < PAIR_CACHE && p->down.in.cap <= 4096 && p->up.in.cap <= 4096) { /* bounded: 64 small pairs */
@@ -201,11 +198,17 @@ static void pair_free(h2b_pair_t *p)
     }
 }
 
+/* 1 while someone wants the response: the server stream's client, or a local caller. */
+static int down_attached(const h2b_pair_t *p)
+{
+    return p->local != NULL ? p->local_open : p->down.conn != NULL;
+}
+
 /* Frees p at the end of this loop iteration once neither side is attached: callers up
  * the stack may still hold it. */
 static void maybe_free(h2b_pair_t *p)
 {
-    if (p->down.conn != NULL || p->up.conn != NULL || evl_linked(&p->free_link))
+    if (down_attached(p) || p->up.conn != NULL || evl_linked(&p->free_link))
         return;
     evl_list_insert(&g.frees, &p->free_link);
     ask_later();
@@ -266,22 +269,49 @@ static void submit_down(h2b_pair_t *p, const nghttp2_nv *nv, size_t n)
     schedule_flush(d->conn);
 }
 
+/* A local caller's response is complete: on_end, once. */
+static void local_maybe_end(h2b_pair_t *p)
+{
+    if (!p->resp_sent || !p->up.in_eos || !p->trl_ready || p->down_done)
+        return;
+    p->down_done = 1;
+    p->final_status = status_of(p->trl.n != 0 ? &p->trl : &p->resp);
+    if (p->local_open)
+        p->local->on_end(p);
+}
+
 static void send_response_down(h2b_pair_t *p)
 {
     h2b_side_t *d = &p->down;
-    if (d->conn == NULL || d->conn->dead || p->resp_sent)
+    if (p->resp_sent || (p->local == NULL && (d->conn == NULL || d->conn->dead)))
         return;
     const nghttp2_nv *st = h2b_find(&p->resp, ":status");
     p->http_status = st != NULL ? atoi((const char *)st->value) : 0;
+    if (p->local != NULL) {
+        p->resp_sent = 1;
+        if (p->local_open)
+            p->local->on_head(p);
+        local_maybe_end(p);
+        return;
+    }
     submit_down(p, p->resp.nv, p->resp.n);
+}
+
+/* The up side ended its half (END_STREAM): what is buffered, then trailers, go down. */
+static void up_ended(h2b_pair_t *p)
+{
+    p->up.in_eos = 1;
+    p->trl_ready = 1;
+    if (p->local != NULL)
+        local_maybe_end(p);
+    else
+        resume(&p->down);
 }
 
 void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg)
 {
     p->failed = 1;
     /* the first status made for a call is the one it gets */
-    if (evl_linked(&p->dl_link))
-        evl_list_unlink(&p->dl_link);
     reset_up(p, NGHTTP2_CANCEL);
     if (p->down.conn == NULL || p->down_done) {
         maybe_free(p);
@@ -380,10 +410,12 @@ static ssize_t read_up(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len
 
 int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t n)
 {
-    if (c == NULL || c->dead || p->failed || p->down.conn == NULL)
+    if (c == NULL || c->dead || p->failed || !down_attached(p))
         return -1;
     nghttp2_data_provider prov = {.source.ptr = p, .read_callback = read_up};
-    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &prov, p);
+    /* a request already known to be bodiless ends with its HEADERS, as the caller sent it */
+    int bodiless = p->down.in_eos && p->down.in.len == 0 && !p->local_body;
+    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, bodiless ? NULL : &prov, p);
     if (id < 0)
         return -1;
     p->up.conn = c;
@@ -394,44 +426,6 @@ int h2b_pair_connect(h2b_pair_t *p, h2b_conn_t *c, const nghttp2_nv *nv, size_t 
     return 0;
 }
 
-/* ---- deadlines ---- */
-
-/* The list is kept sorted by deadline, so a tick looks at the expired ones only. */
-static void ask_tick(void)
-{
-    if (!g.tick_asked) {
-        g.tick_asked = 1;
-        g.io->tick();
-    }
-}
-
-void h2b_io_tick(void)
-{
-    uint64_t now = faas_now_ms();
-    g.tick_asked = 0;
-    while (!evl_list_empty(&g.deadlines)) {
-        h2b_pair_t *p = EVL_CONTAINER(g.deadlines.next, h2b_pair_t, dl_link);
-        if (p->deadline_ms > now)
-            break;
-        evl_list_unlink(&p->dl_link);
-        h2b_pair_fail(p, 4, "deadline exceeded");
-    }
-    if (!evl_list_empty(&g.deadlines))
-        ask_tick();
-}
-
-void h2b_pair_watch_deadline(h2b_pair_t *p)
-{
-    if (p->deadline_ms == 0 || evl_linked(&p->dl_link))
-        return;
-    /* new deadlines are mostly the latest: search from the tail */
-    evl_link_t *at = g.deadlines.prev;
-    while (at != &g.deadlines && EVL_CONTAINER(at, h2b_pair_t, dl_link)->deadline_ms > p->deadline_ms)
-        at = at->prev;
-    evl_list_insert(at->next, &p->dl_link);
-    ask_tick();
-}
-
 /* ---- nghttp2 callbacks ---- */
 
 static h2b_side_t *side_of(h2b_conn_t *c, h2b_pair_t *p)
@@ -439,14 +433,12 @@ static h2b_side_t *side_of(h2b_conn_t *c, h2b_pair_t *p)
     return c->server ? &p->down : &p->up;
 }
 
-static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+/* A fresh pair (from the cache when one is there: no malloc per call). */
+static h2b_pair_t *pair_alloc(void)
 {
-    h2b_conn_t *c = ud;
-    if (!c->server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0;
     h2b_pair_t *p = g.ncache != 0 ? g.cache[--g.ncache] : calloc(1, sizeof(*p));
     if (p == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return NULL;
     evl_buf_t din = p->down.in, uin = p->up.in;      /* a cached pair keeps its buffers' storage */
     memset(p, 0, offsetof(h2b_pair_t, arena_first)); /* the arena's bytes need no zeroing */
     p->down.in = din;
@@ -457,6 +449,17 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     p->down.pair = p->up.pair = p;
     p->final_status = -1;
     p->up.closed = 1;
+    return p;
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2b_conn_t *c = ud;
+    if (!c->server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2b_pair_t *p = pair_alloc();
+    if (p == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     p->down.conn = c;
     p->down.id = f->hd.stream_id;
     evl_list_insert(&c->pairs, &p->down.link);
@@ -532,16 +535,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             send_response_down(p);
             return 0;
         }
-        p->up.in_eos = 1;
-        p->trl_ready = 1;
-        resume(&p->down);
+        up_ended(p);
         return 0;
     }
-    if (eos) {
-        p->up.in_eos = 1;
-        p->trl_ready = 1;
-        resume(&p->down);
-    }
+    if (eos)
+        up_ended(p);
     return 0;
 }
 
@@ -553,8 +551,12 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
      * must not shrink it for good); the stream's only when the bytes move on */
     nghttp2_session_consume_connection(ng, len);
     h2b_side_t *s = p != NULL ? side_of(c, p) : NULL;
-    if (p == NULL || p->failed || (c->server ? p->down_done && p->up.conn == NULL : p->down.conn == NULL)) {
+    if (p == NULL || p->failed || (c->server ? p->down_done && p->up.conn == NULL : !down_attached(p))) {
         nghttp2_session_consume_stream(ng, id, len);
+        return 0;
+    }
+    if (!c->server && p->local != NULL) {
+        p->local->on_data(p, data, len); /* the window comes back with h2b_pair_window */
         return 0;
     }
     if (c->server && c->cbs != NULL && c->cbs->on_data != NULL && c->cbs->on_data(p, data, len) != 0) {
@@ -567,9 +569,19 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     return 0;
 }
 
-/* The up side broke before its response completed: the caller gets UNAVAILABLE. */
-static void up_broken(h2b_pair_t *p, const char *why)
+/* The up side broke before its response completed: a local caller is told, a server
+ * stream's caller gets UNAVAILABLE. */
+static void up_broken(h2b_pair_t *p, uint32_t code, const char *why)
 {
+    if (p->local != NULL) {
+        p->failed = 1;
+        if (p->local_open && !p->down_done) {
+            p->down_done = 1;
+            p->local->on_broken(p, code, why);
+        }
+        maybe_free(p);
+        return;
+    }
     if (p->down.conn == NULL || p->down_done) {
         maybe_free(p);
         return;
@@ -580,8 +592,6 @@ static void up_broken(h2b_pair_t *p, const char *why)
     }
     /* keep what already arrived, then end with the status */
     p->failed = 1;
-    if (evl_linked(&p->dl_link))
-        evl_list_unlink(&p->dl_link);
     hdrs_status(&p->trl, 0, 14, why);
     p->up.in_eos = 1;
     p->trl_ready = 1;
@@ -604,7 +614,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
         return 0;
     }
     if (code != NGHTTP2_NO_ERROR || !p->up.in_eos)
-        up_broken(p, code == NGHTTP2_REFUSED_STREAM ? "function refused the stream" : "function stream reset");
+        up_broken(p, code, code == NGHTTP2_REFUSED_STREAM ? "function refused the stream" : "function stream reset");
     else
         maybe_free(p);
     return 0;
@@ -729,7 +739,9 @@ static void conn_kill(h2b_conn_t *c, const char *why)
             reset_up(p, NGHTTP2_CANCEL);
             maybe_free(p);
         } else if (!p->up.in_eos || p->up.in.len != 0 || !p->trl_ready) {
-            up_broken(p, "connection to the function lost");
+            /* a connection that never came up never carried the request */
+            up_broken(p, c->connected ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_REFUSED_STREAM,
+                      c->connected ? "connection to the function lost" : "cannot connect to the function");
         } else {
             maybe_free(p);
         }
@@ -867,7 +879,6 @@ h2b_conn_t *h2b_client_get(const char *hostport)
 void h2b_init_io(const h2b_io_t *io)
 {
     g.io = io;
-    evl_list_init(&g.deadlines);
     evl_list_init(&g.flush);
     evl_list_init(&g.frees);
     evl_list_init(&g.reap);
@@ -926,4 +937,51 @@ void h2b_pair_reset(h2b_pair_t *p)
         schedule_flush(p->down.conn);
     }
     maybe_free(p);
+}
+
+/* ---- local callers ---- */
+
+h2b_pair_t *h2b_pair_new_local(const h2b_local_t *ops, void *owner)
+{
+    h2b_pair_t *p = pair_alloc();
+    if (p == NULL)
+        return NULL;
+    p->local = ops;
+    p->local_open = 1;
+    p->owner = owner;
+    p->down.closed = 1;
+    g.live++;
+    return p;
+}
+
+int h2b_pair_push(h2b_pair_t *p, const void *data, size_t len, int eos)
+{
+    if (p->down.in_eos || (len != 0 && evl_buf_append(&p->down.in, data, len) != 0))
+        return -1;
+    if (data != NULL)
+        p->local_body = 1;
+    if (eos)
+        p->down.in_eos = 1;
+    resume(&p->up);
+    return 0;
+}
+
+void h2b_pair_window(h2b_pair_t *p, size_t len)
+{
+    h2b_side_t *u = &p->up;
+    if (len == 0 || u->conn == NULL || u->conn->dead)
+        return;
+    nghttp2_session_consume_stream(u->conn->ng, u->id, len);
+    schedule_flush(u->conn);
+}
+
+void h2b_pair_release(h2b_pair_t *p)
+{
+    if (!p->local_open)
+        return;
+    p->local_open = 0;
+    /* a finished stream needs no reset; an unfinished one is of no use to anyone now */
+    if (!p->up.in_eos)
+        reset_up(p, NGHTTP2_CANCEL);
+    maybe_free(p); /* an open stream still sending the request keeps p until it closes */
 }

@@ -13,7 +13,10 @@
  * nghttp2 and common/ only.
  * The loop and its sockets are reached only through an h2b_io_t table. The agent also
  * answers streams itself (HTTP, Thrift): "local" pairs have no up connection and the
- * application writes the response into them (h2b_pair_respond / h2b_pair_send).
+ * application writes the response into them (h2b_pair_respond / h2b_pair_send). The
+ * other way round, a "local caller" pair has no down connection: the application
+ * pushes the request (h2b_pair_push) and takes the response through callbacks
+ * (h2b_local_t); the gateway's HTTP and Thrift front ends reach agents this way.
  * One event loop per process; everything here runs on it. */
 #ifndef H2B_H2B_H
 #define H2B_H2B_H
@@ -63,17 +66,19 @@ struct h2b_pair {
     int trl_ready;        /* trl is final: send after the last byte of up->in */
     int final_status;     /* grpc-status sent down (-1 none yet) */
     int http_status;      /* :status sent down */
-    uint64_t deadline_ms; /* 0 = none; h2b_pair_fail(4) when it passes */
-    evl_link_t dl_link;
-    int failed;    /* the platform ended it: bytes from down are dropped */
-    int down_done; /* END_STREAM (or trailers) submitted on down */
+    int failed;           /* the platform ended it: bytes from down are dropped */
+    int down_done;        /* END_STREAM (or trailers) submitted on down */
     evl_link_t free_link;
-    _Alignas(8) unsigned char front[48]; /* the server side's per-call scratch (gateway: message scanner) */
+    _Alignas(8) unsigned char front[64]; /* the server side's per-call scratch (gateway: message scanner) */
     void *owner;                         /* the application's per-call state */
     /* Called once when the pair is freed (both sides done). */
     void (*on_free)(h2b_pair_t *p);
     /* Local pairs: called when nghttp2 took response bytes (h2b_pair_queued shrank). */
     void (*on_drain)(h2b_pair_t *p);
+    /* Local callers (h2b_pair_new_local): the application is the down side. */
+    const struct h2b_local *local;
+    int local_open; /* the local caller still holds the pair (h2b_pair_release ends it) */
+    int local_body; /* the local caller pushed a body (maybe empty): the request has DATA */
     h2b_arena_t arena;
     _Alignas(16) unsigned char arena_first[1024];
 };
@@ -91,8 +96,6 @@ typedef struct {
 
 /* ---- the I/O seam: what the bridge needs of a loop, one table per process ---- */
 
-#define H2B_TICK_MS 5
-
 typedef struct h2b_io {
     /* Starts a non-blocking connect for c; the adapter later calls h2b_io_connected. The
      * socket handle, or NULL on immediate failure. */
@@ -106,8 +109,6 @@ typedef struct h2b_io {
     void (*close)(void *sock);
     /* Asks for one h2b_io_run() at the end of the current loop iteration. */
     void (*later)(void);
-    /* Asks for one h2b_io_tick() in about H2B_TICK_MS. */
-    void (*tick)(void);
 } h2b_io_t;
 
 /* Installs the loop adapter; once, on the loop's thread, before anything else. */
@@ -126,8 +127,6 @@ void h2b_io_closed(h2b_conn_t *c);
 void h2b_io_written(h2b_conn_t *c, int ok);
 /* Adapter -> bridge: the end-of-iteration work asked for with later(). */
 void h2b_io_run(void);
-/* Adapter -> bridge: the tick asked for with tick(). */
-void h2b_io_tick(void);
 
 /* The client connection to host:port (IPv4 / IPv6 literal), opened on first use and
  * reused while alive (multiplexed). NULL on a bad address or OOM. */
@@ -143,9 +142,6 @@ void h2b_pair_fail(h2b_pair_t *p, int grpc_status, const char *msg);
 
 /* Answers p with a bare HTTP status (no gRPC framing, e.g. 415) and ends it. */
 void h2b_pair_http_error(h2b_pair_t *p, int status);
-
-/* Watches p->deadline_ms (set it first). */
-void h2b_pair_watch_deadline(h2b_pair_t *p);
 
 /* First value of a request header (name lower case), or NULL. */
 const nghttp2_nv *h2b_find(const h2b_hdrs_t *h, const char *name);
@@ -171,5 +167,32 @@ void h2b_pair_reset(h2b_pair_t *p);
 int h2b_pair_alive(const h2b_pair_t *p);
 /* Adds a header (copied) to one of a pair's lists (freed with the pair); 0 or -1. */
 int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl);
+
+/* ---- local callers: the application is the down side (no server stream) ---- */
+
+typedef struct h2b_local {
+    /* The final response HEADERS arrived: p->resp (with :status). */
+    void (*on_head)(h2b_pair_t *p);
+    /* Response body bytes, passed on unbuffered; give the stream's window back with
+     * h2b_pair_window once they have moved on (that is the backpressure). */
+    void (*on_data)(h2b_pair_t *p, const uint8_t *data, size_t len);
+    /* The response ended cleanly; trailers, if any, are in p->trl. */
+    void (*on_end)(h2b_pair_t *p);
+    /* The up stream or its connection failed before the response ended; h2_error is
+     * the RST_STREAM code (NGHTTP2_REFUSED_STREAM: the callee never saw the request). */
+    void (*on_broken)(h2b_pair_t *p, uint32_t h2_error, const char *why);
+} h2b_local_t;
+
+/* A pair whose down side is the application (ops, owner). Request headers go into
+ * p->req with h2b_hdrs_add before h2b_pair_connect. NULL on OOM. */
+h2b_pair_t *h2b_pair_new_local(const h2b_local_t *ops, void *owner);
+/* Request body bytes (copied) for the up stream; eos ends the request. data NULL with
+ * len 0 and eos: a request without a body (it ends with its HEADERS). 0 or -1. */
+int h2b_pair_push(h2b_pair_t *p, const void *data, size_t len, int eos);
+/* Returns len bytes of the up stream's window (the caller passed them on). */
+void h2b_pair_window(h2b_pair_t *p, size_t len);
+/* The local caller lets go: no callback follows, an unfinished up stream is reset
+ * (CANCEL), and the pair is freed once nghttp2 is done with it. */
+void h2b_pair_release(h2b_pair_t *p);
 
 #endif

@@ -28,8 +28,7 @@
 static struct {
     evl_loop_t *loop;
     const agent_opts_t *opts;
-    uint16_t port;        /* our h2c listener */
-    uint16_t stream_port; /* the second one, for gRPC calls */
+    uint16_t port; /* our h2c listener */
     int control_fd;
     evl_io_t control_io;
     evl_io_t signal_io;
@@ -332,7 +331,6 @@ static void hello(void)
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
     ev.port = ag.port;
-    ev.stream_port = ag.stream_port;
     send_event(&ev);
 }
 
@@ -358,15 +356,11 @@ int agent_run(const agent_opts_t *o)
     }
     agent_front_init(ag.loop, MAX_BODY_BYTES);
     int lfd = open_listener(o->listen, &ag.port, &err);
-    if (lfd < 0 || agent_front_listen(lfd, 0) != 0) {
+    if (lfd < 0 || agent_front_listen(lfd) != 0) {
         FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "listener setup failed");
         return 1;
     }
-    /* gRPC calls get a port of their own (HELLO stream_port); the same front serves it */
-    int sfd = open_listener("127.0.0.1:0", &ag.stream_port, &err);
-    if (sfd < 0 || agent_front_listen(sfd, 1) != 0)
-        FAAS_WARN("event=grpc_listen_failed msg=\"no gRPC stream listener\"");
-    FAAS_INFO("event=listening port=%u stream_port=%u", ag.port, ag.stream_port);
+    FAAS_INFO("event=listening port=%u", ag.port);
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

@@ -1,9 +1,8 @@
-/* runtime-agent/front.c - the agent's front end: h2c with prior knowledge on both of its
- * listeners (HELLO port and stream_port), one code path. Connections are the h2 bridge's
- * server connections (h2b/), run on evl through the adapter below. What a
- * stream is follows from the listener, as the dispatcher chose it: on stream_port every
- * stream is a gRPC call, bridged to the user's h2c server (grpc.c); on the HELLO port,
- * HTTP streams (proxy.c) and Thrift calls (thrift_proxy.c) are answered here as local
+/* runtime-agent/front.c - the agent's front end: h2c with prior knowledge on its one
+ * port. Connections are the h2 bridge's server connections (h2b/), run on evl through
+ * the adapter below. What a stream is, the dispatcher says in its faas-protocol header:
+ * "grpc" streams are bridged to the user's h2c server (grpc.c); "thrift" calls
+ * (thrift_proxy.c) and HTTP streams (no header; proxy.c) are answered here as local
  * pairs (an HTTP function may well take application/grpc-web). A client that speaks
  * HTTP/1.x gets one 505 and the connection is closed: the dispatcher speaks h2c only. */
 #include <errno.h>
@@ -25,7 +24,6 @@
 static struct {
     evl_loop_t *loop;
     evl_defer_t later;
-    evl_timer_t tick;
     uint64_t max_body;
     uint32_t inflight, overload_limit;
     void (*on_overload)(uint32_t inflight, uint32_t limit);
@@ -34,7 +32,7 @@ static struct {
     size_t ncache;
 } fr;
 
-static const h2b_server_cbs_t front_cbs, grpc_cbs;
+static const h2b_server_cbs_t front_cbs;
 
 /* ---- the bridge's I/O seam on evl ---- */
 
@@ -95,18 +93,7 @@ static void io_later(void)
     evl_defer(fr.loop, &fr.later);
 }
 
-static void on_tick(evl_timer_t *t)
-{
-    h2b_io_tick();
-}
-
-static void io_tick(void)
-{
-    if (!evl_timer_armed(&fr.tick))
-        evl_timer_start(fr.loop, &fr.tick, H2B_TICK_MS);
-}
-
-static const h2b_io_t evl_io = {io_connect, io_read_start, io_write, io_close, io_later, io_tick};
+static const h2b_io_t evl_io = {io_connect, io_read_start, io_write, io_close, io_later};
 
 /* ---- accepting, and the HTTP/1 sniff ---- */
 
@@ -168,7 +155,6 @@ static void refuse_http1(evl_sock_t *s)
 
 static void on_sniff(evl_sock_t *s, int err)
 {
-    const h2b_server_cbs_t *cbs = s->data;
     if (err != 0) {
         evl_sock_close(s);
         return;
@@ -179,43 +165,33 @@ static void on_sniff(evl_sock_t *s, int err)
         return;
     }
     /* h2 (or garbage, which nghttp2 answers with GOAWAY): the bridge takes over */
-    if (h2b_io_accept(s, cbs) == NULL) {
+    if (h2b_io_accept(s, &front_cbs) == NULL) {
         evl_sock_close(s);
         return;
     }
     on_sock_read(s, 0);
 }
 
-typedef struct listener {
-    evl_io_t io;
-    const h2b_server_cbs_t *cbs;
-} listener_t;
-
 static void on_accept(evl_io_t *io, int events)
 {
-    listener_t *l = (listener_t *)io;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         evl_sock_t *s = evl_sock_new(fr.loop, fd);
-        if (s == NULL)
-            continue;
-        s->data = (void *)l->cbs;
-        evl_sock_read_start(s, on_sniff);
+        if (s != NULL)
+            evl_sock_read_start(s, on_sniff);
     }
 }
 
-int agent_front_listen(int fd, int grpc_only)
+int agent_front_listen(int fd)
 {
-    /* kept in a static: the loop reaches them only through epoll, which LeakSanitizer cannot see */
-    static listener_t ls[2];
-    static int n;
-    if (n == 2)
+    /* kept in a static: the loop reaches it only through epoll, which LeakSanitizer cannot see */
+    static evl_io_t listener;
+    static int listening;
+    if (listening++)
         return -1;
-    listener_t *l = &ls[n++];
-    l->cbs = grpc_only ? &grpc_cbs : &front_cbs;
-    return evl_io_start(fr.loop, &l->io, fd, EVL_READ, on_accept);
+    return evl_io_start(fr.loop, &listener, fd, EVL_READ, on_accept);
 }
 
 /* ---- local requests ---- */
@@ -289,8 +265,29 @@ static int path_is(const nghttp2_nv *path, const char *want)
     return n == wl && memcmp(path->value, want, wl) == 0;
 }
 
+/* What the dispatcher says the stream is (faas-protocol; none: HTTP). */
+static int stream_kind(const h2b_pair_t *p)
+{
+    const nghttp2_nv *v = h2b_find(&p->req, "faas-protocol");
+    if (v == NULL)
+        return AGENT_REQ_HTTP;
+    if (v->valuelen == 4 && memcmp(v->value, "grpc", 4) == 0)
+        return AGENT_REQ_GRPC;
+    if (v->valuelen == 6 && memcmp(v->value, "thrift", 6) == 0)
+        return AGENT_REQ_THRIFT;
+    return AGENT_REQ_HTTP;
+}
+
 static void on_request(h2b_pair_t *p, int eos)
 {
+    int kind = stream_kind(p);
+    if (kind == AGENT_REQ_GRPC) {
+        if (!fr.ready)
+            h2b_pair_fail(p, 14, "the function is not ready");
+        else
+            agent_grpc_request(p, eos); /* bridged: the bridge buffers its body */
+        return;
+    }
     const nghttp2_nv *path = h2b_find(&p->req, ":path");
     if (path == NULL) {
         h2b_pair_http_error(p, 400);
@@ -311,11 +308,8 @@ static void on_request(h2b_pair_t *p, int eos)
         h2b_pair_http_error(p, 503);
         return;
     }
-    const nghttp2_nv *m = h2b_find(&p->req, ":method");
     r->pair = p;
-    r->kind = m != NULL && m->valuelen == 4 && memcmp(m->value, "POST", 4) == 0 && path_is(path, "/_faas/thrift")
-                  ? AGENT_REQ_THRIFT
-                  : AGENT_REQ_HTTP;
+    r->kind = kind;
     r->deadline.data = r;
     r->has_body = !eos;
     p->owner = r;
@@ -355,19 +349,11 @@ static void on_end(h2b_pair_t *p)
 
 static const h2b_server_cbs_t front_cbs = {.on_request = on_request, .on_data = on_data, .on_end = on_end};
 
-static void on_grpc_only(h2b_pair_t *p, int eos)
-{
-    agent_grpc_request(p, eos);
-}
-
-static const h2b_server_cbs_t grpc_cbs = {.on_request = on_grpc_only};
-
 int agent_front_init(evl_loop_t *loop, uint64_t max_body)
 {
     fr.loop = loop;
     fr.max_body = max_body;
     fr.later.cb = on_later;
-    fr.tick.cb = on_tick;
     h2b_init_io(&evl_io);
     return 0;
 }

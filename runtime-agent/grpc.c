@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "grpcw/grpcw.h"
 #include "h2b/h2b.h"
 #include "runtime-agent/internal.h"
 
@@ -53,6 +54,14 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
     const nghttp2_nv *rid = h2b_find(&p->req, "faas-request-id");
     if (rid != NULL && h2b_find(&p->req, "x-request-id") == NULL)
         nv[n++] = NV("x-request-id", 12, rid->value, rid->valuelen);
+    /* the user server sees the time actually left, in gRPC's own terms */
+    const nghttp2_nv *dl = h2b_find(&p->req, "faas-deadline-ms");
+    uint64_t left;
+    char tmo[16];
+    size_t tl;
+    if (dl != NULL && http1_parse_u64((const char *)dl->value, dl->valuelen, &left) == 0 && left != 0 &&
+        (tl = grpcw_format_timeout(left, tmo, sizeof(tmo))) != 0)
+        nv[n++] = NV("grpc-timeout", 12, tmo, tl);
     if (h2b_pair_connect(p, c, nv, n) != 0)
         h2b_pair_fail(p, 14, "cannot open a stream to the function");
 }

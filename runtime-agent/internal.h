@@ -111,9 +111,9 @@ void agent_pool_close(agent_upconn_t *u);
 /* Takes a connected socket with nothing unread as an idle connection; 0 or -1 (caller keeps s). */
 int agent_pool_adopt(agent_pool_t *p, evl_sock_t *s);
 
-/* ---- front.c: the h2c listeners (HELLO port and stream_port), one code path ---- */
+/* ---- front.c: the h2c listener (the HELLO port) ---- */
 
-enum { AGENT_REQ_HTTP = 0, AGENT_REQ_THRIFT = 1 };
+enum { AGENT_REQ_HTTP = 0, AGENT_REQ_THRIFT = 1, AGENT_REQ_GRPC = 2 };
 
 /* One stream the agent answers itself (HTTP or Thrift), owned by its pair (p->owner). */
 typedef struct agent_req {
@@ -137,9 +137,8 @@ typedef struct agent_req {
 
 /* Installs the bridge on loop (the evl adapter); max_body bounds request bodies. */
 int agent_front_init(evl_loop_t *loop, uint64_t max_body);
-/* Serves h2c with prior knowledge on a bound, listening fd. grpc_only: every stream is a
- * gRPC call (the stream_port); else streams are HTTP or Thrift, answered here. */
-int agent_front_listen(int fd, int grpc_only);
+/* Serves h2c with prior knowledge on a bound, listening fd (the agent's one port). */
+int agent_front_listen(int fd);
 /* Requests are forwarded only once this is set. */
 void agent_front_set_ready(int ready);
 /* Calls cb each time a request brings the in-flight count to >= limit (limit 0 = never). */

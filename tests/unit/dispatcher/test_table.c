@@ -25,7 +25,7 @@ static disp_fn_t *mkfn(const char *name, uint32_t concurrency, uint32_t max_inst
                           .timeout_ms = 1000,
                           .cold_start_timeout_ms = 500,
                           .idle_timeout_ms = 100};
-    disp_fn_set_spec(fn, &p, NULL, 0);
+    disp_fn_set_spec(&T, fn, &p, NULL, 0);
     return fn;
 }
 
@@ -37,7 +37,7 @@ Test(table, find_and_unknown)
     disp_fn_t *fn = mkfn("a", 0, 0);
     cr_assert_eq(disp_fn_find(&T, "a", 1), fn);
     cr_assert_null(disp_fn_find(&T, "ab", 2));
-    disp_fn_forget(fn);
+    disp_fn_forget(&T, fn);
     cr_assert_eq(fn->known, 0);
 }
 
@@ -243,7 +243,7 @@ Test(table, forgotten_function_releases_idle_instances_at_once)
     disp_inst_t *i1 = disp_inst_put(fn, "i1", "e", "w", 1, 1, 0, 0);
     disp_inst_t *out[4];
     cr_assert_eq(disp_idle_collect(&T, 10, out, 4), 0);
-    disp_fn_forget(fn);
+    disp_fn_forget(&T, fn);
     cr_assert_eq(disp_idle_collect(&T, 10, out, 4), 1);
     cr_assert_eq(out[0], i1);
 }
@@ -280,6 +280,6 @@ Test(table, instance_before_its_function)
     disp_inst_put(fn, "i1", "e", "w", 3, 1, 0, 0);
     cr_assert_eq(fn->known, 0);
     disp_fn_params_t p = {.version = 3};
-    disp_fn_set_spec(fn, &p, NULL, 0);
+    disp_fn_set_spec(&T, fn, &p, NULL, 0);
     cr_assert_not_null(disp_pick(fn));
 }

@@ -5,13 +5,46 @@ int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
 {
     return 0;
 }
+const char *disp_route(disp_proto_t proto, const char *key, size_t len, size_t *fnlen)
+{
+    return NULL;
+}
 int disp_lookup(const char *name, size_t len, disp_fn_info_t *info)
 {
     return -1;
 }
-void disp_forward(h2o_req_t *req, const char *name, size_t len, h2o_iovec_t path, h2o_header_t *hdrs, size_t nhdrs,
-                  const char *request_id)
+disp_call_t *disp_call_new(disp_proto_t proto, const disp_sink_t *sink, void *owner)
 {
+    return NULL;
+}
+disp_call_t *disp_call_bridge(h2b_pair_t *down, disp_proto_t proto, const disp_sink_t *sink, void *owner)
+{
+    return NULL;
+}
+int disp_call_header(disp_call_t *c, const char *name, size_t nl, const char *value, size_t vl)
+{
+    return -1;
+}
+int disp_call_body(disp_call_t *c, const void *data, size_t len, int eos)
+{
+    return -1;
+}
+void disp_call_start(disp_call_t *c, const char *fn, size_t fnlen, const char *request_id, uint64_t deadline_ms)
+{
+}
+void disp_call_consumed(disp_call_t *c, size_t len)
+{
+}
+void disp_call_close(disp_call_t *c)
+{
+}
+void *disp_call_owner(const disp_call_t *c)
+{
+    return NULL;
+}
+int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
+{
+    return -1;
 }
 void disp_metrics(FILE *out)
 {
@@ -20,30 +53,3 @@ uint64_t disp_cold_starts(void)
 {
     return 0;
 }
-
-/* The gRPC side of the dispatcher, for gateway/grpc.c. */
-#include "dispatcher/grpc.h"
-
-void disp_grpc_init(const disp_grpc_cbs_t *cbs)
-{
-}
-int disp_grpc_route(const char *s, size_t l, char *fn, size_t cap)
-{
-    return -1;
-}
-int disp_grpc_fn_info(const char *fn, size_t len, uint32_t *ms)
-{
-    return -1;
-}
-void disp_grpc_forward(h2b_pair_t *p, const char *fn, size_t len, const nghttp2_nv *nv, size_t n, uint64_t dl,
-                       const char *rid)
-{
-}
-int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs)
-{
-    return -1;
-}
-
-/* thrift_server.c still reads the dispatcher's table (until the dispatcher owns routing). */
-#include "dispatcher/internal.h"
-disp_state_t disp_g;

@@ -21,8 +21,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
-#include "gateway/epoll_lazy.h"
 #include "gateway/grpc.h"
+#include "gateway/override_epoll.h"
 
 static h2o_globalconf_t g_conf;
 static h2o_context_t g_ctx;
@@ -463,6 +463,70 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* ---- the epoll override (override_epoll.c), checked against h2o at start-up ---- */
+
+static void on_probe_read(h2o_socket_t *sock, const char *err)
+{
+    (*(int *)sock->data)++;
+    if (err == NULL)
+        h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+/* 0 if h2o's loop drives its epoll set the way the override assumes: through the
+ * overridden calls, read interest dropped lazily (no syscall), an event that came
+ * while h2o was not reading hidden from it, and delivered once it reads again. */
+static int override_epoll_check(h2o_evloop_t *loop)
+{
+    int sv[2], reads = 0, ok = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return -1;
+    h2o_socket_t *sock = h2o_evloop_socket_create(loop, sv[0], 0);
+    sock->data = &reads;
+    gw_override_epoll_stats_t s0, s1, s2, s3;
+    gw_override_epoll_get_stats(&s0);
+    h2o_socket_read_start(sock, on_probe_read);
+    h2o_evloop_run(loop, 0);
+    gw_override_epoll_get_stats(&s1);
+    h2o_socket_read_stop(sock);
+    h2o_evloop_run(loop, 0);
+    gw_override_epoll_get_stats(&s2);
+    if (write(sv[1], "x", 1) == 1) {
+        h2o_evloop_run(loop, 0);
+        gw_override_epoll_get_stats(&s3);
+        int hidden = reads == 0 && s3.hidden > s2.hidden;
+        h2o_socket_read_start(sock, on_probe_read);
+        for (int i = 0; i < 3 && reads == 0; i++)
+            h2o_evloop_run(loop, 0);
+        ok = s1.lib_ctl > s0.lib_ctl && s2.lib_ctl > s1.lib_ctl && s2.real_ctl == s1.real_ctl && hidden && reads == 1;
+    }
+    h2o_socket_close(sock);
+    close(sv[1]);
+    h2o_evloop_run(loop, 0);
+    return ok ? 0 : -1;
+}
+
+/* The loop, with its epoll set managed by the override unless it is off (build
+ * option, FAAS_GW_OVERRIDE_EPOLL=0) or h2o does not behave as it assumes. */
+static h2o_evloop_t *loop_create(void)
+{
+    const char *env = getenv("FAAS_GW_OVERRIDE_EPOLL");
+    int want = env == NULL || strcmp(env, "0") != 0;
+    if (want)
+        gw_override_epoll_arm();
+    h2o_evloop_t *loop = h2o_evloop_create();
+    gw_override_epoll_disarm();
+    if (gw_override_epoll_fd() >= 0 && override_epoll_check(loop) != 0) {
+        gw_override_epoll_release();
+        FAAS_WARN("event=override_epoll_off msg=\"h2o does not drive its epoll set as expected; plain epoll\"");
+    } else if (gw_override_epoll_fd() < 0) {
+        FAAS_INFO("event=override_epoll_off msg=\"%s\"",
+                  want ? "built without it (make OVERRIDE_EPOLL=1) or no memory" : "FAAS_GW_OVERRIDE_EPOLL=0");
+    } else {
+        FAAS_INFO("event=override_epoll_on");
+    }
+    return loop;
+}
+
 /* ---- listener ---- */
 
 /* h2o_accept serves HTTP/1.1, h2c Upgrade and (checked with 2.2.5) h2c prior
@@ -520,12 +584,8 @@ int gw_run(const gw_config_t *cfg)
     h->on_req = on_req;
 
     /* h2o's HTTP/1 server drops and re-adds its read interest around every request:
-     * two epoll_ctl per request, made lazy by gateway/epoll_lazy.c */
-    gw_epoll_lazy_arm();
-    h2o_evloop_t *loop = h2o_evloop_create();
-    gw_epoll_lazy_disarm();
-    if (gw_epoll_lazy_fd() < 0)
-        FAAS_WARN("event=epoll_lazy_off msg=\"the loop's epoll set is not managed; h2o re-registers per request\"");
+     * two epoll_ctl per request, made lazy by gateway/override_epoll.c */
+    h2o_evloop_t *loop = loop_create();
     h2o_context_init(&g_ctx, loop, &g_conf);
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_conf.hosts;

@@ -1,4 +1,4 @@
-/* gateway/epoll_lazy.c - lazy interest removal for the h2o loop's epoll set.
+/* gateway/override_epoll.c - lazy interest removal for the h2o loop's epoll set.
  *
  * Why: h2o 2.2.5's HTTP/1 server stops reading a connection while it handles a
  * request and starts again once the response is written; its epoll backend turns
@@ -11,7 +11,7 @@
  * How: the executable defines epoll_create, epoll_ctl, epoll_wait and close, which
  * the dynamic linker binds ahead of libc's for every caller (libh2o included); each
  * forwards to the next definition (libc, or a sanitizer's interceptor) and only
- * the one epoll set created between gw_epoll_lazy_arm() and _disarm() on the
+ * the one epoll set created between gw_override_epoll_arm() and _disarm() on the
  * calling thread is managed, every other call passes straight through:
  *  - a removal of read interest (DEL, or MOD to fewer events) is only recorded;
  *    dropping EPOLLOUT is applied at once (a socket is nearly always writable, so
@@ -30,8 +30,13 @@
  *
  * Threads: the managed set is used by the loop thread only; close() may run on
  * any thread but only touches the entry of the fd it closes, which no other thread
- * can be using at that moment. */
-#include "gateway/epoll_lazy.h"
+ * can be using at that moment.
+ *
+ * It is tied to how h2o 2.2.5's epoll backend drives its set, so it is a build option
+ * (OVERRIDE_EPOLL, on by default) and gw_run checks it against h2o at start-up. */
+#include "gateway/override_epoll.h"
+
+#if GW_OVERRIDE_EPOLL
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -60,7 +65,7 @@ static int g_ep = -1;
 static lep_fd_t *g_fds;
 static int g_nfds;
 static __thread int t_armed;
-static gw_epoll_lazy_stats_t g_stats;
+static gw_override_epoll_stats_t g_stats;
 
 static int (*real_epoll_create)(int);
 static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
@@ -88,22 +93,22 @@ static lep_fd_t *managed(int ep, int fd)
     return &g_fds[fd];
 }
 
-void gw_epoll_lazy_arm(void)
+void gw_override_epoll_arm(void)
 {
     t_armed = 1;
 }
 
-void gw_epoll_lazy_disarm(void)
+void gw_override_epoll_disarm(void)
 {
     t_armed = 0;
 }
 
-int gw_epoll_lazy_fd(void)
+int gw_override_epoll_fd(void)
 {
     return __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE);
 }
 
-void gw_epoll_lazy_get_stats(gw_epoll_lazy_stats_t *out)
+void gw_override_epoll_get_stats(gw_override_epoll_stats_t *out)
 {
     *out = g_stats;
 }
@@ -249,3 +254,44 @@ int close(int fd)
         memset(&g_fds[fd], 0, sizeof(g_fds[fd])); /* the kernel drops the registration with the file */
     return NEXT(close)(fd);
 }
+
+void gw_override_epoll_release(void)
+{
+    int ep = __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE);
+    if (ep < 0)
+        return;
+    for (int fd = 0; fd < g_nfds; fd++) {
+        lep_fd_t *s = &g_fds[fd];
+        if (!s->kern_reg)
+            continue;
+        struct epoll_event ev = {.events = s->want, .data.u64 = s->data};
+        /* the kernel holds our tagged data: give every fd its user's own */
+        NEXT(epoll_ctl)(ep, s->lib_reg ? EPOLL_CTL_MOD : EPOLL_CTL_DEL, fd, &ev);
+    }
+    __atomic_store_n(&g_ep, -1, __ATOMIC_RELEASE);
+    free(g_fds);
+    g_fds = NULL;
+    g_nfds = 0;
+}
+
+#else /* built without: the gateway's calls are no-ops and libc is libc */
+
+void gw_override_epoll_arm(void)
+{
+}
+void gw_override_epoll_disarm(void)
+{
+}
+int gw_override_epoll_fd(void)
+{
+    return -1;
+}
+void gw_override_epoll_get_stats(gw_override_epoll_stats_t *out)
+{
+    *out = (gw_override_epoll_stats_t){0, 0, 0};
+}
+void gw_override_epoll_release(void)
+{
+}
+
+#endif

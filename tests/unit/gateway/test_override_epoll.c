@@ -1,4 +1,4 @@
-/* gateway/epoll_lazy.c: the managed epoll set must behave exactly like a plain one
+/* gateway/override_epoll.c: the managed epoll set must behave exactly like a plain one
  * for its user (the events it asked for, with its own data, and no others) while
  * dropping and re-adding interest costs no syscall. Each Criterion test runs in its
  * own process, so each arms its own set. */
@@ -9,22 +9,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gateway/epoll_lazy.h"
+#include "gateway/override_epoll.h"
+
+#if GW_OVERRIDE_EPOLL
 
 static int managed_set(void)
 {
-    gw_epoll_lazy_arm();
+    gw_override_epoll_arm();
     int ep = epoll_create(8);
-    gw_epoll_lazy_disarm();
+    gw_override_epoll_disarm();
     cr_assert(ep >= 0);
-    cr_assert_eq(gw_epoll_lazy_fd(), ep);
+    cr_assert_eq(gw_override_epoll_fd(), ep);
     return ep;
 }
 
 static uint64_t real_ctl(void)
 {
-    gw_epoll_lazy_stats_t st;
-    gw_epoll_lazy_get_stats(&st);
+    gw_override_epoll_stats_t st;
+    gw_override_epoll_get_stats(&st);
     return st.real_ctl;
 }
 
@@ -49,7 +51,7 @@ static int poll_once(int ep, struct epoll_event *out)
     return n;
 }
 
-Test(epoll_lazy, del_then_add_costs_no_syscall)
+Test(override_epoll, del_then_add_costs_no_syscall)
 {
     int ep = managed_set(), sv[2];
     pair(sv);
@@ -67,7 +69,7 @@ Test(epoll_lazy, del_then_add_costs_no_syscall)
     cr_assert_eq(ev.data.u64, 0x1234, "the caller's data comes back, not the shim's");
 }
 
-Test(epoll_lazy, events_after_a_lazy_del_are_hidden_and_stop)
+Test(override_epoll, events_after_a_lazy_del_are_hidden_and_stop)
 {
     int ep = managed_set(), sv[2];
     pair(sv);
@@ -86,7 +88,7 @@ Test(epoll_lazy, events_after_a_lazy_del_are_hidden_and_stop)
     cr_assert_eq(ev.data.u64, 8);
 }
 
-Test(epoll_lazy, read_interest_drops_lazily_write_interest_at_once)
+Test(override_epoll, read_interest_drops_lazily_write_interest_at_once)
 {
     int ep = managed_set(), sv[2];
     pair(sv);
@@ -118,7 +120,7 @@ Test(epoll_lazy, read_interest_drops_lazily_write_interest_at_once)
     cr_assert_eq(real_ctl(), base + 4);
 }
 
-Test(epoll_lazy, a_wait_woken_only_by_hidden_events_waits_on)
+Test(override_epoll, a_wait_woken_only_by_hidden_events_waits_on)
 {
     int ep = managed_set(), a[2], b[2];
     pair(a);
@@ -134,7 +136,7 @@ Test(epoll_lazy, a_wait_woken_only_by_hidden_events_waits_on)
     cr_assert_eq(evs[0].data.u64, 2);
 }
 
-Test(epoll_lazy, hangup_reaches_a_registered_fd_only)
+Test(override_epoll, hangup_reaches_a_registered_fd_only)
 {
     int ep = managed_set(), a[2], b[2];
     pair(a);
@@ -151,7 +153,7 @@ Test(epoll_lazy, hangup_reaches_a_registered_fd_only)
     cr_assert(evs[0].events & (EPOLLIN | EPOLLHUP));
 }
 
-Test(epoll_lazy, close_forgets_the_fd_so_a_reused_number_is_registered_for_real)
+Test(override_epoll, close_forgets_the_fd_so_a_reused_number_is_registered_for_real)
 {
     int ep = managed_set(), sv[2];
     pair(sv);
@@ -172,7 +174,7 @@ Test(epoll_lazy, close_forgets_the_fd_so_a_reused_number_is_registered_for_real)
     cr_assert_eq(ev.data.u64, 2);
 }
 
-Test(epoll_lazy, errors_match_the_kernel)
+Test(override_epoll, errors_match_the_kernel)
 {
     int ep = managed_set(), sv[2];
     pair(sv);
@@ -192,13 +194,13 @@ Test(epoll_lazy, errors_match_the_kernel)
     cr_assert_eq(errno, EBADF);
 }
 
-Test(epoll_lazy, other_sets_pass_straight_through)
+Test(override_epoll, other_sets_pass_straight_through)
 {
     int ep = managed_set(), sv[2];
     int other = epoll_create(4); /* not armed */
     int other1 = epoll_create1(0);
     cr_assert(other >= 0 && other1 >= 0);
-    cr_assert_eq(gw_epoll_lazy_fd(), ep, "only the first armed set is managed");
+    cr_assert_eq(gw_override_epoll_fd(), ep, "only the first armed set is managed");
     pair(sv);
     uint64_t base = real_ctl();
     cr_assert_eq(ctl(other, EPOLL_CTL_ADD, sv[0], EPOLLIN, 0xabcdef), 0);
@@ -211,3 +213,41 @@ Test(epoll_lazy, other_sets_pass_straight_through)
     cr_assert_eq(ev.data.u64, 0xabcdef);
     cr_assert_eq(real_ctl(), base, "the managed set's counters did not move");
 }
+
+Test(override_epoll, release_gives_every_fd_its_own_data_back)
+{
+    int ep = managed_set();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0xabcdefull};
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, sv[0], &ev), 0);
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_DEL, sv[0], NULL), 0); /* lazy: the kernel still has it */
+    int sv2[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv2), 0);
+    struct epoll_event ev2 = {.events = EPOLLIN, .data.u64 = 0x123456ull};
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_ADD, sv2[0], &ev2), 0);
+    gw_override_epoll_release();
+    cr_assert_eq(gw_override_epoll_fd(), -1);
+    cr_assert_eq(write(sv[1], "x", 1), 1);
+    cr_assert_eq(write(sv2[1], "y", 1), 1);
+    struct epoll_event out[4];
+    int n = epoll_wait(ep, out, 4, 100);
+    cr_assert_eq(n, 1, "only the fd still registered by its user reports");
+    cr_assert_eq(out[0].data.u64, 0x123456ull);
+    /* and the set is a plain one now: a DEL is a real DEL */
+    cr_assert_eq(epoll_ctl(ep, EPOLL_CTL_DEL, sv2[0], NULL), 0);
+    cr_assert_eq(epoll_wait(ep, out, 4, 0), 0);
+}
+
+#else
+
+Test(override_epoll, built_without_it_nothing_is_managed)
+{
+    gw_override_epoll_arm();
+    int ep = epoll_create(8);
+    gw_override_epoll_disarm();
+    cr_assert(ep >= 0);
+    cr_assert_eq(gw_override_epoll_fd(), -1);
+}
+
+#endif

@@ -548,6 +548,23 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+/* Starts the dispatcher on the loop. Its threads (and grpc's, started from them)
+ * inherit a mask without SIGINT/SIGTERM, so the signal lands on the loop's thread and
+ * interrupts it at once. */
+static int start_dispatcher(const gw_config_t *cfg, const char **err)
+{
+    disp_config_t dc = {
+        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms};
+    sigset_t ss, old;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &ss, &old);
+    int rc = disp_start(&g_ctx, &dc, err);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 int gw_run(const gw_config_t *cfg)
 {
     const char *err = NULL;
@@ -590,18 +607,7 @@ int gw_run(const gw_config_t *cfg)
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_conf.hosts;
 
-    disp_config_t dc = {
-        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms};
-    /* the dispatcher's threads (and grpc's, started from them) inherit a mask without
-     * SIGINT/SIGTERM, so the signal lands here and interrupts the loop at once */
-    sigset_t ss, old;
-    sigemptyset(&ss);
-    sigaddset(&ss, SIGINT);
-    sigaddset(&ss, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &ss, &old);
-    int drc = disp_start(&g_ctx, &dc, &err);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (drc != 0) {
+    if (start_dispatcher(cfg, &err) != 0) {
         FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);
         return 1;
     }

@@ -326,7 +326,11 @@ static int cmd_deploy(const ctl_args_t *a)
         code = usage_error("deploy", "%s", err);
         goto out;
     }
-    faas_manifest_defaults(m.spec);
+    if (faas_manifest_defaults(m.spec) != 0) {
+        fprintf(stderr, "faasctl: out of memory\n");
+        code = EXIT_RUNTIME;
+        goto out;
+    }
     if (code_dir_of(dir_flag, file, &m, dir, sizeof(dir)) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "faasctl: code directory %s is not a directory\n", dir_flag ? dir_flag : dir);
         code = EXIT_RUNTIME;

@@ -15,12 +15,12 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "gateway/thrift.h"
 #include "runtime-agent/internal.h"
 #include "runtime-agent/thrift_agent.h"
 
 #define IDLE_MS 10000
-#define DEFAULT_DEADLINE_MS 30000
 
 static struct {
     evl_loop_t *loop;
@@ -209,7 +209,7 @@ void agent_thrift_start(agent_req_t *r)
     gw_thrift_header_t hs[GW_THRIFT_MAX_HEADERS + 1];
     uint8_t keys[8192]; /* the info headers' decoded keys */
     size_t nh = 0, koff = 0;
-    uint64_t deadline_ms = DEFAULT_DEADLINE_MS;
+    uint64_t deadline_ms = FAAS_SPEC_DEFAULT_TIMEOUT_MS; /* until faas-deadline-ms says otherwise */
     const char *rid = NULL;
     size_t rlen = 0;
     int oneway = 0;

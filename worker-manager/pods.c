@@ -21,12 +21,11 @@
 
 #include "common/log.h"
 #include "common/rpc.h"
+#include "common/spec.h"
 #include "common/util.h"
 
 #define HELLO_TIMEOUT_US (15 * 1000000ull)
 #define STOP_GRACE_US (1000000ull)
-#define DEFAULT_COLD_START_MS 10000u
-#define WM_DEFAULT_MAX_INSTANCES 10u
 #define REFILL_DEFER_US 200000ull
 /* After READY the first request still has to reach the user server: a pod spawn (a
  * clone into new namespaces, ~2 ms of CPU in the helper, which the pod thread waits
@@ -84,7 +83,7 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     a->t0 = t0;
     uint32_t tmo = r->timeout_ms
                        ? r->timeout_ms
-                       : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms : DEFAULT_COLD_START_MS);
+                       : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS);
     a->deadline_us = t0 + (uint64_t)tmo * 1000u;
     w->kind = WORK_ACQUIRE;
     w->acq = a;
@@ -188,8 +187,8 @@ static void hb_urgent(wm_t *wm)
 /* 1 if lim is what every warm pod already has (the helper applied it at spawn). */
 static int limits_are_warm_defaults(const wm_limits_t *lim)
 {
-    return (lim->memory_bytes == 0 || lim->memory_bytes == WM_DEFAULT_MEMORY) && lim->cpu_millis == 0 &&
-           (lim->pids == 0 || lim->pids == WM_DEFAULT_PIDS);
+    return (lim->memory_bytes == 0 || lim->memory_bytes == FAAS_SPEC_DEFAULT_MEMORY_BYTES) && lim->cpu_millis == 0 &&
+           (lim->pids == 0 || lim->pids == FAAS_SPEC_DEFAULT_PIDS);
 }
 
 static void count(wm_t *wm, uint64_t *field)
@@ -495,7 +494,7 @@ static void scale_up(wm_t *wm, wm_pod_t *p)
     if (p->req == NULL || wm->stop)
         return;
     const Faas__FunctionSpec *s = p->req->spec;
-    uint32_t max = s->max_instances ? s->max_instances : WM_DEFAULT_MAX_INSTANCES;
+    uint32_t max = s->max_instances ? s->max_instances : FAAS_SPEC_DEFAULT_MAX_INSTANCES;
     uint32_t n = 0;
     for (wm_pod_t *q = wm->pods; q; q = q->next) {
         if (strcmp(q->function, s->name) != 0)
@@ -519,7 +518,7 @@ static void scale_up(wm_t *wm, wm_pod_t *p)
     }
     free(buf);
     a->t0 = faas_now_us();
-    uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : DEFAULT_COLD_START_MS;
+    uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS;
     a->deadline_us = a->t0 + (uint64_t)tmo * 1000u;
     FAAS_INFO("event=scale_up fn=%s instances=%u max=%u", s->name, n, max);
     acquire(wm, a);

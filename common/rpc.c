@@ -597,7 +597,7 @@ static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const 
     }
     c->final_status = status;
     c->final_msg = msg ? strdup(msg) : NULL;
-    if (resp != NULL && status == FAAS_RPC_OK && !c->closed) {
+    if (resp != NULL && status == FAAS_GRPC_OK && !c->closed) {
         msgq_t *q = calloc(1, sizeof(*q));
         q->bb = bb_from(resp, len);
         c->queued++;
@@ -617,12 +617,12 @@ static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const 
 
 int faas_rpc_reply(faas_rpc_call_t *call, const uint8_t *resp, size_t len)
 {
-    return finish_common(call, FAAS_RPC_OK, NULL, resp ? resp : (const uint8_t *)"", len);
+    return finish_common(call, FAAS_GRPC_OK, NULL, resp ? resp : (const uint8_t *)"", len);
 }
 
 int faas_rpc_fail(faas_rpc_call_t *call, int status, const char *msg)
 {
-    return finish_common(call, status == FAAS_RPC_OK ? FAAS_RPC_INTERNAL : status, msg, NULL, 0);
+    return finish_common(call, status == FAAS_GRPC_OK ? FAAS_GRPC_INTERNAL : status, msg, NULL, 0);
 }
 
 int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg)
@@ -882,7 +882,7 @@ int faas_rpc_unary(faas_rpc_channel_t *ch, const char *method, const uint8_t *re
     int rc = cc_end(&cc, errbuf, errcap);
     if (rc == 0 && got != 1) {
         snprintf(errbuf, errcap, "server sent no reply message");
-        rc = FAAS_RPC_INTERNAL;
+        rc = FAAS_GRPC_INTERNAL;
     }
     if (rc != 0) {
         free(out);
@@ -938,7 +938,7 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
     int rc = cc_end(&cc, errbuf, errcap);
     if (rc == 0 && got != 1) {
         snprintf(errbuf, errcap, "server sent no reply message");
-        rc = FAAS_RPC_INTERNAL;
+        rc = FAAS_GRPC_INTERNAL;
     }
     if (rc != 0) {
         free(out);
@@ -985,5 +985,5 @@ int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uin
         }
     }
     int rc = cc_end(&cc, errbuf, errcap);
-    return cancelled ? FAAS_RPC_CANCELLED : rc;
+    return cancelled ? FAAS_GRPC_CANCELLED : rc;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "dispatcher/grpc_h2.h"
 #include "runtime-agent/internal.h"
@@ -29,14 +30,14 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
 {
     uint16_t port = agent_user_port();
     if (port == 0) {
-        h2b_pair_fail(p, 14, "the function is not running");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE), "the function is not running");
         return;
     }
     char hp[32];
     snprintf(hp, sizeof(hp), "127.0.0.1:%u", port);
     h2b_conn_t *c = h2b_client_get(hp);
     if (c == NULL) {
-        h2b_pair_fail(p, 14, "cannot connect to the function");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_CRASHED), "cannot connect to the function");
         return;
     }
     nghttp2_nv nv[MAX_HEADERS + 8];
@@ -54,5 +55,5 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
     if (rid != NULL && h2b_find(&p->req, "x-request-id") == NULL)
         nv[n++] = NV("x-request-id", 12, rid->value, rid->valuelen);
     if (h2b_pair_connect(p, c, nv, n) != 0)
-        h2b_pair_fail(p, 14, "cannot open a stream to the function");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_CRASHED), "cannot open a stream to the function");
 }

@@ -205,7 +205,7 @@ static int fetch(const char *discovery, const char *sha, const char *tmpfile, ch
         /* the transport's message names addresses: it goes to the log, not to the caller */
         FAAS_WARN("event=code_fetch_failed sha256=%s rc=%d err=\"%s\"", sha, rc, ebuf[0] ? ebuf : "write error");
         wm_fmt(err, errcap, "could not fetch code %.12s from discovery%s", sha,
-               rc == FAAS_RPC_NOT_FOUND ? " (no such artifact)" : "");
+               rc == FAAS_GRPC_NOT_FOUND ? " (no such artifact)" : "");
         return -1;
     }
     return 0;

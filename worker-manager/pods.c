@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/spec.h"
@@ -71,7 +72,7 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (err != NULL) {
         if (r)
             faas__acquire_request__free_unpacked(r, NULL);
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, err);
         return -1;
     }
     wm_acq_t *a = calloc(1, sizeof(*a));
@@ -93,7 +94,7 @@ fail:
     free(a);
     free(w);
     faas__acquire_request__free_unpacked(r, NULL);
-    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    faas_rpc_fail(call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
     return -1;
 }
 
@@ -103,7 +104,7 @@ int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (r == NULL || r->instance_id[0] == '\0') {
         if (r)
             faas__release_request__free_unpacked(r, NULL);
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, "Release needs an instance_id");
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, "Release needs an instance_id");
         return -1;
     }
     wm_work_t *w = calloc(1, sizeof(*w));
@@ -116,7 +117,7 @@ int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (w != NULL && post(wm, w) == 0)
         return 0;
     free(w);
-    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    faas_rpc_fail(call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
     return -1;
 }
 
@@ -214,7 +215,7 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
     if (a->call)
-        faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
+        faas_rpc_fail(a->call, faas_err_grpc(FAAS_ERR_UNAVAILABLE), msg); /* DESIGN 3: cold start failed */
     acq_free(a);
 }
 
@@ -256,7 +257,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     if (buf)
         faas_rpc_reply(a->call, buf, len);
     else if (a->call)
-        faas_rpc_fail(a->call, FAAS_RPC_INTERNAL, "out of memory");
+        faas_rpc_fail(a->call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
@@ -604,7 +605,7 @@ static void release(wm_t *wm, wm_work_t *w)
 {
     wm_pod_t *p = find_instance(wm, w->arg);
     if (p == NULL) {
-        faas_rpc_fail(w->call, FAAS_RPC_NOT_FOUND, "no such instance on this worker");
+        faas_rpc_fail(w->call, FAAS_GRPC_NOT_FOUND, "no such instance on this worker");
         return;
     }
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
@@ -865,7 +866,7 @@ void wm_loop_shutdown(wm_t *wm)
         if (w->kind == WORK_ACQUIRE)
             acq_fail(wm, w->acq, "the worker manager is shutting down");
         else if (w->kind == WORK_RELEASE)
-            faas_rpc_fail(w->call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+            faas_rpc_fail(w->call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
         free(w);
         w = next;
     }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -30,7 +31,7 @@ static void reply_msg(faas_rpc_call_t *call, const ProtobufCMessage *m)
     if (buf)
         faas_rpc_reply(call, buf, len);
     else
-        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "out of memory");
+        faas_rpc_fail(call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
 }
 
@@ -92,7 +93,7 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     Faas__LogsRequest *r = faas__logs_request__unpack(NULL, len, req);
     const char *err = "Logs needs a function name";
     if (r == NULL || faas_valid_function_name(r->function, strlen(r->function), &err) != 0) {
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, err);
         if (r)
             faas__logs_request__free_unpacked(r, NULL);
         return;
@@ -103,7 +104,7 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     char **lines;
     size_t n;
     if (wm_tail_lines(path, tail, &lines, &n) != 0) {
-        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "cannot read the function log");
+        faas_rpc_fail(call, FAAS_GRPC_INTERNAL, "cannot read the function log");
     } else {
         Faas__LogLines ll = FAAS__LOG_LINES__INIT;
         ll.lines = lines;
@@ -241,7 +242,8 @@ static void serve_one(metrics_t *m, int c)
     }
     req[got] = '\0';
     static char body[8192];
-    const char *status = "200 OK", *ctype = "text/plain; version=0.0.4";
+    const char *ctype = "text/plain; version=0.0.4";
+    int status = 200;
     size_t bl;
     if (strncmp(req, "GET /metrics", 12) == 0 && (req[12] == ' ' || req[12] == '?')) {
         bl = wm_metrics_text(m->wm, body, sizeof(body));
@@ -249,14 +251,14 @@ static void serve_one(metrics_t *m, int c)
         bl = (size_t)snprintf(body, sizeof(body), "ok\n");
         ctype = "text/plain";
     } else {
-        status = "404 Not Found";
+        status = 404;
         ctype = "text/plain";
         bl = (size_t)snprintf(body, sizeof(body), "not found\n");
     }
     char head[256];
     int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
-                      ctype, bl);
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                      status, faas_http_reason(status), ctype, bl);
     (void)!send(c, head, (size_t)hl, MSG_NOSIGNAL);
     (void)!send(c, body, bl, MSG_NOSIGNAL);
 }

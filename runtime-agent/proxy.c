@@ -288,7 +288,8 @@ static void on_up_read(evl_sock_t *s, int err)
             return;
         if (h == 0) {
             if (err != 0)
-                fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function closed the connection before answering\n");
+                fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset",
+                         "the function closed the connection before answering\n");
             return;
         }
     }
@@ -382,7 +383,8 @@ void agent_proxy_start(agent_req_t *r)
 {
     uint64_t deadline_ms = px.default_deadline_ms;
     if (build_head(r, &deadline_ms) != 0) {
-        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_MALFORMED), "bad-request", "the request has no :method or :path\n");
+        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_MALFORMED), "bad-request",
+                          "the request has no :method or :path\n");
         return;
     }
     r->deadline.cb = on_deadline;

@@ -202,7 +202,8 @@ static int name_is(const nghttp2_nv *h, const char *s, size_t l)
 void agent_thrift_start(agent_req_t *r)
 {
     if (!tp.configured) {
-        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_CRASHED), "upstream-connect", "the function has no Thrift upstream\n");
+        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_CRASHED), "upstream-connect",
+                          "the function has no Thrift upstream\n");
         return;
     }
     const h2b_hdrs_t *req = &r->pair->req;

@@ -82,9 +82,9 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     a->call = call;
     a->req = r;
     a->t0 = t0;
-    uint32_t tmo = r->timeout_ms
-                       ? r->timeout_ms
-                       : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS);
+    uint32_t tmo = r->timeout_ms ? r->timeout_ms
+                                 : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms
+                                                                   : FAAS_SPEC_DEFAULT_COLD_START_MS);
     a->deadline_us = t0 + (uint64_t)tmo * 1000u;
     w->kind = WORK_ACQUIRE;
     w->acq = a;

@@ -257,8 +257,8 @@ static void serve_one(metrics_t *m, int c)
     }
     char head[256];
     int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      status, faas_http_reason(status), ctype, bl);
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+                      faas_http_reason(status), ctype, bl);
     (void)!send(c, head, (size_t)hl, MSG_NOSIGNAL);
     (void)!send(c, body, bl, MSG_NOSIGNAL);
 }

@@ -387,6 +387,73 @@ static void check_traversable(const wm_config_t *c)
     }
 }
 
+/* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
+ * and the pod helper, forked while no thread and no grpc exist yet in this process.
+ * 0, or -1 after saying why on stderr. */
+static int prepare_host(wm_t *wm, const wm_config_t *c)
+{
+    const char *err = NULL;
+    if (make_dirs(c) != 0) {
+        fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+        return -1;
+    }
+    if (wm_cg_detect(c->cgroup_root, &wm->cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return -1;
+    }
+    if (access(c->agent, X_OK) != 0)
+        FAAS_WARN("event=agent_missing path=%s", c->agent);
+    check_traversable(c);
+    char prev[64];
+    swap_run_id(c, prev, sizeof(prev));
+    if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return -1;
+    }
+    wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    return 0;
+}
+
+/* The WorkerManager service on c->listen; NULL with *err set. */
+static faas_rpc_server_t *start_rpc(wm_t *wm, const char **err)
+{
+    static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
+                                  "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
+                                  "/faas.WorkerManager/Logs"};
+    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list, h_logs};
+    faas_rpc_method_t methods[5];
+    faas_rpc_global_init();
+    for (int i = 0; i < 5; i++)
+        methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], wm};
+    int port = 0;
+    return faas_rpc_server_start(wm->cfg->listen, &port, methods, 5, err);
+}
+
+/* Runs the pod loop until SIGINT/SIGTERM with the heartbeat and metrics threads beside
+ * it, then stops them in dependency order: no new calls, no pods, then the threads. */
+static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
+{
+    const wm_config_t *c = wm->cfg;
+    pthread_t hb, mt;
+    pthread_create(&hb, NULL, heartbeat_main, wm);
+    pthread_create(&mt, NULL, metrics_main, m);
+    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
+              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+
+    wm_loop_run(wm);
+
+    wm_loop_shutdown(wm);
+    faas_rpc_server_stop(srv);
+    wm_helper_cleanup(&wm->helper, NULL);
+    pthread_mutex_lock(&wm->mu);
+    wm->hb_stop = 1;
+    pthread_cond_broadcast(&wm->cv);
+    pthread_mutex_unlock(&wm->mu);
+    pthread_join(hb, NULL);
+    m->stop = 1;
+    pthread_join(mt, NULL);
+}
+
 int wm_run(const wm_config_t *c)
 {
     static wm_t wm;
@@ -394,25 +461,8 @@ int wm_run(const wm_config_t *c)
     wm.cfg = c;
     wm.helper.fd = -1;
     const char *err = NULL;
-    if (make_dirs(c) != 0) {
-        fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+    if (prepare_host(&wm, c) != 0)
         return 1;
-    }
-    if (wm_cg_detect(c->cgroup_root, &wm.cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return 1;
-    }
-    if (access(c->agent, X_OK) != 0)
-        FAAS_WARN("event=agent_missing path=%s", c->agent);
-    check_traversable(c);
-    char prev[64];
-    swap_run_id(c, prev, sizeof(prev));
-    /* first: no thread and no grpc exist yet in this process */
-    if (wm_helper_start(&wm.helper, c, &wm.cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return 1;
-    }
-    wm_helper_cleanup(&wm.helper, strcmp(prev, c->id) != 0 ? prev : NULL);
 
     sigset_t ss;
     sigemptyset(&ss);
@@ -433,38 +483,12 @@ int wm_run(const wm_config_t *c)
         fprintf(stderr, "faas-workermgr: %s (%s)\n", err, c->metrics_listen);
         goto out_helper;
     }
-    faas_rpc_global_init();
-    static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
-                                  "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
-                                  "/faas.WorkerManager/Logs"};
-    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list, h_logs};
-    faas_rpc_method_t methods[5];
-    for (int i = 0; i < 5; i++)
-        methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], &wm};
-    int port = 0;
-    faas_rpc_server_t *srv = faas_rpc_server_start(c->listen, &port, methods, 5, &err);
+    faas_rpc_server_t *srv = start_rpc(&wm, &err);
     if (srv == NULL) {
         fprintf(stderr, "faas-workermgr: cannot listen on %s: %s\n", c->listen, err ? err : "?");
         goto out_helper;
     }
-    pthread_t hb, mt;
-    pthread_create(&hb, NULL, heartbeat_main, &wm);
-    pthread_create(&mt, NULL, metrics_main, &m);
-    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
-              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
-
-    wm_loop_run(&wm);
-
-    wm_loop_shutdown(&wm);
-    faas_rpc_server_stop(srv);
-    wm_helper_cleanup(&wm.helper, NULL);
-    pthread_mutex_lock(&wm.mu);
-    wm.hb_stop = 1;
-    pthread_cond_broadcast(&wm.cv);
-    pthread_mutex_unlock(&wm.mu);
-    pthread_join(hb, NULL);
-    m.stop = 1;
-    pthread_join(mt, NULL);
+    serve(&wm, &m, srv);
     rc = 0;
 out_helper:
     if (m.fd >= 0)

@@ -248,51 +248,47 @@ static void handle_unknown(faas_rpc_server_t *srv, unknown_call_t *u, int succes
     free(u);
 }
 
-/* Starts the next queued send, or the final status once the queue is empty.
- * Called with c->mu held. */
-static void pump_locked(faas_rpc_call_t *c)
+/* Sends the first queued message alone (more may follow before the status). Called
+ * with c->mu held. */
+static void send_next_locked(faas_rpc_call_t *c)
 {
-    if (c->sending || c->final_started || (c->held && !c->finished))
-        return;
-    /* the last message and the status in one batch: one write, and no wait for the
-     * message's completion before the status goes (a unary reply costs one wake-up) */
-    int last = c->finished && c->qhead != NULL && c->qhead == c->qtail && !c->closed;
-    if (c->qhead != NULL && !c->closed && !last) {
-        msgq_t *q = c->qhead;
-        c->qhead = q->next;
-        c->queued--;
-        if (c->qhead == NULL)
-            c->qtail = NULL;
-        grpc_op ops[2];
-        memset(ops, 0, sizeof(ops));
-        size_t n = 0;
-        if (!c->md_sent) {
-            ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-            c->md_sent = 1;
-        }
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        /* more queued behind it: chttp2 keeps this one in the stream's buffer and completes
-         * the op at once, so the next message goes out in the same write (one sendmsg and
-         * one wake-up of the client per burst, not one per message). Not with the initial
-         * metadata: that op completes only once the headers are written, and a buffered
-         * batch would wait for a write nothing starts. */
-        if (c->qhead != NULL && n == 0)
-            ops[n].flags = GRPC_WRITE_BUFFER_HINT;
-        ops[n++].data.send_message.send_message = q->bb;
-        c->send_bb = q->bb;
-        free(q);
-        c->sending = 1;
-        c->outstanding++;
-        if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
-            c->outstanding--;
-            c->sending = 0;
-            grpc_byte_buffer_destroy(c->send_bb);
-            c->send_bb = NULL;
-        }
-        return;
+    msgq_t *q = c->qhead;
+    c->qhead = q->next;
+    c->queued--;
+    if (c->qhead == NULL)
+        c->qtail = NULL;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
     }
-    if (!c->finished)
-        return;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    /* more queued behind it: chttp2 keeps this one in the stream's buffer and completes
+     * the op at once, so the next message goes out in the same write (one sendmsg and
+     * one wake-up of the client per burst, not one per message). Not with the initial
+     * metadata: that op completes only once the headers are written, and a buffered
+     * batch would wait for a write nothing starts. */
+    if (c->qhead != NULL && n == 0)
+        ops[n].flags = GRPC_WRITE_BUFFER_HINT;
+    ops[n++].data.send_message.send_message = q->bb;
+    c->send_bb = q->bb;
+    free(q);
+    c->sending = 1;
+    c->outstanding++;
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
+        c->outstanding--;
+        c->sending = 0;
+        grpc_byte_buffer_destroy(c->send_bb);
+        c->send_bb = NULL;
+    }
+}
+
+/* Sends the final status, with the initial metadata if none went yet and with the one
+ * message still queued when last is set. Called with c->mu held. */
+static void send_final_locked(faas_rpc_call_t *c, int last)
+{
     grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
@@ -330,6 +326,21 @@ static void pump_locked(faas_rpc_call_t *c)
     }
     if (c->final_msg)
         grpc_slice_unref(msg);
+}
+
+/* Starts the next queued send, or the final status once the queue is empty.
+ * Called with c->mu held. */
+static void pump_locked(faas_rpc_call_t *c)
+{
+    if (c->sending || c->final_started || (c->held && !c->finished))
+        return;
+    /* the last message and the status in one batch: one write, and no wait for the
+     * message's completion before the status goes (a unary reply costs one wake-up) */
+    int last = c->finished && c->qhead != NULL && c->qhead == c->qtail && !c->closed;
+    if (c->qhead != NULL && !c->closed && !last)
+        send_next_locked(c);
+    else if (c->finished)
+        send_final_locked(c, last);
 }
 
 static void start_recv(faas_rpc_call_t *c)

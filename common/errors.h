@@ -41,6 +41,9 @@ enum {
     FAAS_TAPP_UNSUPPORTED_CLIENT_TYPE = 10,
 };
 
+/* Seconds a 503's Retry-After asks for: about what a cold start or a new instance takes. */
+#define FAAS_ERR_RETRY_AFTER_S 1
+
 /* HTTP/2 error code a malformed gRPC request's stream is reset with (RFC 9113 s7). */
 #define FAAS_H2_PROTOCOL_ERROR 1
 

@@ -36,6 +36,7 @@ Test(errors, design_table_flags)
         cr_expect_eq(r->tapp_close, k == FAAS_ERR_MALFORMED, "only malformed closes Thrift (kind %d)", k);
     }
     cr_expect_eq(FAAS_H2_PROTOCOL_ERROR, 1);
+    cr_expect_eq(FAAS_ERR_RETRY_AFTER_S, 1, "gateway/README.md promises Retry-After: 1");
     cr_expect_eq(faas_err_reply((faas_err_t)-1), faas_err_reply(FAAS_ERR_INTERNAL));
     cr_expect_eq(faas_err_reply(FAAS_ERR_COUNT), faas_err_reply(FAAS_ERR_INTERNAL));
 }

@@ -248,51 +248,47 @@ static void handle_unknown(faas_rpc_server_t *srv, unknown_call_t *u, int succes
     free(u);
 }
 
-/* Starts the next queued send, or the final status once the queue is empty.
- * Called with c->mu held. */
-static void pump_locked(faas_rpc_call_t *c)
+/* Sends the first queued message alone (more may follow before the status). Called
+ * with c->mu held. */
+static void send_next_locked(faas_rpc_call_t *c)
 {
-    if (c->sending || c->final_started || (c->held && !c->finished))
-        return;
-    /* the last message and the status in one batch: one write, and no wait for the
-     * message's completion before the status goes (a unary reply costs one wake-up) */
-    int last = c->finished && c->qhead != NULL && c->qhead == c->qtail && !c->closed;
-    if (c->qhead != NULL && !c->closed && !last) {
-        msgq_t *q = c->qhead;
-        c->qhead = q->next;
-        c->queued--;
-        if (c->qhead == NULL)
-            c->qtail = NULL;
-        grpc_op ops[2];
-        memset(ops, 0, sizeof(ops));
-        size_t n = 0;
-        if (!c->md_sent) {
-            ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-            c->md_sent = 1;
-        }
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        /* more queued behind it: chttp2 keeps this one in the stream's buffer and completes
-         * the op at once, so the next message goes out in the same write (one sendmsg and
-         * one wake-up of the client per burst, not one per message). Not with the initial
-         * metadata: that op completes only once the headers are written, and a buffered
-         * batch would wait for a write nothing starts. */
-        if (c->qhead != NULL && n == 0)
-            ops[n].flags = GRPC_WRITE_BUFFER_HINT;
-        ops[n++].data.send_message.send_message = q->bb;
-        c->send_bb = q->bb;
-        free(q);
-        c->sending = 1;
-        c->outstanding++;
-        if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
-            c->outstanding--;
-            c->sending = 0;
-            grpc_byte_buffer_destroy(c->send_bb);
-            c->send_bb = NULL;
-        }
-        return;
+    msgq_t *q = c->qhead;
+    c->qhead = q->next;
+    c->queued--;
+    if (c->qhead == NULL)
+        c->qtail = NULL;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (!c->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->md_sent = 1;
     }
-    if (!c->finished)
-        return;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    /* more queued behind it: chttp2 keeps this one in the stream's buffer and completes
+     * the op at once, so the next message goes out in the same write (one sendmsg and
+     * one wake-up of the client per burst, not one per message). Not with the initial
+     * metadata: that op completes only once the headers are written, and a buffered
+     * batch would wait for a write nothing starts. */
+    if (c->qhead != NULL && n == 0)
+        ops[n].flags = GRPC_WRITE_BUFFER_HINT;
+    ops[n++].data.send_message.send_message = q->bb;
+    c->send_bb = q->bb;
+    free(q);
+    c->sending = 1;
+    c->outstanding++;
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
+        c->outstanding--;
+        c->sending = 0;
+        grpc_byte_buffer_destroy(c->send_bb);
+        c->send_bb = NULL;
+    }
+}
+
+/* Sends the final status, with the initial metadata if none went yet and with the one
+ * message still queued when last is set. Called with c->mu held. */
+static void send_final_locked(faas_rpc_call_t *c, int last)
+{
     grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
@@ -330,6 +326,21 @@ static void pump_locked(faas_rpc_call_t *c)
     }
     if (c->final_msg)
         grpc_slice_unref(msg);
+}
+
+/* Starts the next queued send, or the final status once the queue is empty.
+ * Called with c->mu held. */
+static void pump_locked(faas_rpc_call_t *c)
+{
+    if (c->sending || c->final_started || (c->held && !c->finished))
+        return;
+    /* the last message and the status in one batch: one write, and no wait for the
+     * message's completion before the status goes (a unary reply costs one wake-up) */
+    int last = c->finished && c->qhead != NULL && c->qhead == c->qtail && !c->closed;
+    if (c->qhead != NULL && !c->closed && !last)
+        send_next_locked(c);
+    else if (c->finished)
+        send_final_locked(c, last);
 }
 
 static void start_recv(faas_rpc_call_t *c)
@@ -597,7 +608,7 @@ static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const 
     }
     c->final_status = status;
     c->final_msg = msg ? strdup(msg) : NULL;
-    if (resp != NULL && status == FAAS_RPC_OK && !c->closed) {
+    if (resp != NULL && status == FAAS_GRPC_OK && !c->closed) {
         msgq_t *q = calloc(1, sizeof(*q));
         q->bb = bb_from(resp, len);
         c->queued++;
@@ -617,12 +628,12 @@ static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const 
 
 int faas_rpc_reply(faas_rpc_call_t *call, const uint8_t *resp, size_t len)
 {
-    return finish_common(call, FAAS_RPC_OK, NULL, resp ? resp : (const uint8_t *)"", len);
+    return finish_common(call, FAAS_GRPC_OK, NULL, resp ? resp : (const uint8_t *)"", len);
 }
 
 int faas_rpc_fail(faas_rpc_call_t *call, int status, const char *msg)
 {
-    return finish_common(call, status == FAAS_RPC_OK ? FAAS_RPC_INTERNAL : status, msg, NULL, 0);
+    return finish_common(call, status == FAAS_GRPC_OK ? FAAS_GRPC_INTERNAL : status, msg, NULL, 0);
 }
 
 int faas_rpc_finish(faas_rpc_call_t *call, int status, const char *msg)
@@ -882,7 +893,7 @@ int faas_rpc_unary(faas_rpc_channel_t *ch, const char *method, const uint8_t *re
     int rc = cc_end(&cc, errbuf, errcap);
     if (rc == 0 && got != 1) {
         snprintf(errbuf, errcap, "server sent no reply message");
-        rc = FAAS_RPC_INTERNAL;
+        rc = FAAS_GRPC_INTERNAL;
     }
     if (rc != 0) {
         free(out);
@@ -938,7 +949,7 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
     int rc = cc_end(&cc, errbuf, errcap);
     if (rc == 0 && got != 1) {
         snprintf(errbuf, errcap, "server sent no reply message");
-        rc = FAAS_RPC_INTERNAL;
+        rc = FAAS_GRPC_INTERNAL;
     }
     if (rc != 0) {
         free(out);
@@ -985,5 +996,5 @@ int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uin
         }
     }
     int rc = cc_end(&cc, errbuf, errcap);
-    return cancelled ? FAAS_RPC_CANCELLED : rc;
+    return cancelled ? FAAS_GRPC_CANCELLED : rc;
 }

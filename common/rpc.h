@@ -14,19 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* gRPC status codes used by the platform. */
-enum {
-    FAAS_RPC_OK = 0,
-    FAAS_RPC_CANCELLED = 1,
-    FAAS_RPC_INVALID_ARGUMENT = 3,
-    FAAS_RPC_DEADLINE_EXCEEDED = 4,
-    FAAS_RPC_NOT_FOUND = 5,
-    FAAS_RPC_RESOURCE_EXHAUSTED = 8,
-    FAAS_RPC_FAILED_PRECONDITION = 9,
-    FAAS_RPC_UNIMPLEMENTED = 12,
-    FAAS_RPC_INTERNAL = 13,
-    FAAS_RPC_UNAVAILABLE = 14,
-};
+#include "common/errors.h"
+
+/* Status codes are common/errors.h's FAAS_GRPC_*. This one old name stays until
+ * dispatcher/control.c switches to FAAS_GRPC_UNAVAILABLE. */
+enum { FAAS_RPC_UNAVAILABLE = FAAS_GRPC_UNAVAILABLE };
 
 typedef struct faas_rpc_server faas_rpc_server_t;
 typedef struct faas_rpc_call faas_rpc_call_t;
@@ -106,7 +98,7 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
                            uint8_t **resp, size_t *resp_len, char *errbuf, size_t errcap);
 
 /* Server stream: on_msg is called for every message on this thread; returning
- * non-zero cancels the call (result FAAS_RPC_CANCELLED). Returns when the stream ends. */
+ * non-zero cancels the call (result FAAS_GRPC_CANCELLED). Returns when the stream ends. */
 int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
                            int timeout_ms, int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud,
                            char *errbuf, size_t errcap);

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "deploy/args.h"
@@ -51,13 +52,13 @@ static faas_rpc_channel_t *chan(void)
 /* Reports an rpc failure as a sentence; returns the exit code. */
 static int rpc_failed(int rc, const char *what, const char *fn, const char *addr, int timeout_ms, const char *msg)
 {
-    if (rc == FAAS_RPC_UNAVAILABLE)
+    if (rc == FAAS_GRPC_UNAVAILABLE)
         fprintf(stderr, "faasctl: cannot reach %s at %s: %s\n", what, addr, msg);
-    else if (rc == FAAS_RPC_DEADLINE_EXCEEDED)
+    else if (rc == FAAS_GRPC_DEADLINE_EXCEEDED)
         fprintf(stderr, "faasctl: %s at %s did not answer within %d s (%s)\n", what, addr, timeout_ms / 1000, msg);
-    else if (rc == FAAS_RPC_NOT_FOUND && fn != NULL)
+    else if (rc == FAAS_GRPC_NOT_FOUND && fn != NULL)
         fprintf(stderr, "faasctl: function \"%s\" not found\n", fn);
-    else if (rc == FAAS_RPC_UNIMPLEMENTED)
+    else if (rc == FAAS_GRPC_UNIMPLEMENTED)
         fprintf(stderr, "faasctl: %s at %s does not implement this call: %s\n", what, addr, msg);
     else
         fprintf(stderr, "faasctl: %s: %s\n", what, msg);
@@ -326,7 +327,11 @@ static int cmd_deploy(const ctl_args_t *a)
         code = usage_error("deploy", "%s", err);
         goto out;
     }
-    faas_manifest_defaults(m.spec);
+    if (faas_manifest_defaults(m.spec) != 0) {
+        fprintf(stderr, "faasctl: out of memory\n");
+        code = EXIT_RUNTIME;
+        goto out;
+    }
     if (code_dir_of(dir_flag, file, &m, dir, sizeof(dir)) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "faasctl: code directory %s is not a directory\n", dir_flag ? dir_flag : dir);
         code = EXIT_RUNTIME;
@@ -559,16 +564,6 @@ static char *read_data(const char *arg, size_t *len)
     return buf;
 }
 
-static const char *grpc_code_name(int c)
-{
-    static const char *n[] = {"OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-                              "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
-                              "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                              "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",       "DATA_LOSS",
-                              "UNAUTHENTICATED"};
-    return c >= 0 && c < (int)(sizeof(n) / sizeof(n[0])) ? n[c] : "UNKNOWN";
-}
-
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static void b64_print(const uint8_t *p, size_t n)
@@ -636,7 +631,7 @@ static int invoke_grpc(const char *name, const char *gw, const char *method, con
         else
             fwrite(resp, 1, rlen, stdout);
     } else if (rc > 0) {
-        fprintf(stderr, "faasctl: %s %s: gRPC status %d %s: %s\n", name, method, rc, grpc_code_name(rc), errbuf);
+        fprintf(stderr, "faasctl: %s %s: gRPC status %d %s: %s\n", name, method, rc, faas_grpc_code_name(rc), errbuf);
         code = EXIT_RUNTIME;
     } else {
         fprintf(stderr, "faasctl: %s %s via %s: %s\n", name, method, gw, errbuf);

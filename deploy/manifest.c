@@ -12,6 +12,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 
 #define EMPTY_STR ((char *)protobuf_c_empty_string)
@@ -257,11 +258,11 @@ static int set_named(faas_manifest_t *m, const char *key, const char *v, const c
         return set_str(&s->port_env, v);
     }
     if (strcmp(key, "concurrency") == 0)
-        return set_u32(&s->concurrency, v, 1000000, err);
+        return set_u32(&s->concurrency, v, FAAS_SPEC_LIMIT_CONCURRENCY, err);
     if (strcmp(key, "min_instances") == 0)
-        return set_u32(&s->min_instances, v, 10000, err);
+        return set_u32(&s->min_instances, v, FAAS_SPEC_LIMIT_INSTANCES, err);
     if (strcmp(key, "max_instances") == 0)
-        return set_u32(&s->max_instances, v, 10000, err);
+        return set_u32(&s->max_instances, v, FAAS_SPEC_LIMIT_INSTANCES, err);
     if (strcmp(key, "timeout") == 0)
         return set_duration(&s->timeout_ms, v, err);
     if (strcmp(key, "cold_start_timeout") == 0)
@@ -540,20 +541,9 @@ int faas_manifest_validate(const Faas__FunctionSpec *s, const char **err)
     return 0;
 }
 
-void faas_manifest_defaults(Faas__FunctionSpec *s)
+int faas_manifest_defaults(Faas__FunctionSpec *s)
 {
-    if (s->port_env == NULL || s->port_env[0] == '\0')
-        set_str(&s->port_env, "PORT");
-    if (s->timeout_ms == 0)
-        s->timeout_ms = 30000;
-    if (s->cold_start_timeout_ms == 0)
-        s->cold_start_timeout_ms = 10000;
-    if (s->idle_timeout_ms == 0)
-        s->idle_timeout_ms = 300000;
-    if (s->max_body_bytes == 0)
-        s->max_body_bytes = 8u << 20;
-    if (s->max_duration_ms == 0)
-        s->max_duration_ms = 900000;
+    return faas_spec_fill_defaults(s);
 }
 
 static void print_quoted(FILE *f, const char *s)
@@ -614,7 +604,7 @@ static void print_health(FILE *f, const Faas__HealthCheck *h)
         fputs("grpc: true", f);
     else {
         fputs("path: ", f);
-        print_quoted(f, h->path != NULL && h->path[0] ? h->path : "/");
+        print_quoted(f, h->path != NULL && h->path[0] ? h->path : FAAS_SPEC_DEFAULT_HEALTH_PATH);
     }
     if (h->interval_ms)
         fprintf(f, ", interval_ms: %u", h->interval_ms);

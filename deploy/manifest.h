@@ -31,8 +31,9 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *value, co
 
 /* Checks what a deploy needs (a valid name, a command). 0 or -1 with *err. */
 int faas_manifest_validate(const Faas__FunctionSpec *spec, const char **err);
-/* Fills the documented defaults for fields left at 0/empty (port_env PORT, timeouts, max body). */
-void faas_manifest_defaults(Faas__FunctionSpec *spec);
+/* Fills the platform defaults (common/spec.h) for fields left at 0/empty, so the spec
+ * sent is the one discovery stores; 0, or -1 when out of memory. */
+int faas_manifest_defaults(Faas__FunctionSpec *spec);
 /* Prints the spec as YAML the parser reads back (platform-set fields as comments). */
 void faas_manifest_print(FILE *f, const Faas__FunctionSpec *spec);
 

@@ -13,18 +13,6 @@
 
 /* ---- function specs (spec.c) ------------------------------------------------ */
 
-/* Defaults discovery fills into a deployed spec. */
-#define DISC_DEFAULT_PORT_ENV "PORT"
-#define DISC_DEFAULT_HEALTH_PATH "/"
-#define DISC_DEFAULT_HEALTH_INTERVAL_MS 2u
-#define DISC_DEFAULT_TIMEOUT_MS 30000u
-#define DISC_DEFAULT_COLD_START_MS 10000u
-#define DISC_DEFAULT_IDLE_TIMEOUT_MS 300000u
-#define DISC_DEFAULT_MAX_BODY (8u * 1024u * 1024u)
-#define DISC_DEFAULT_MAX_INSTANCES 100u
-#define DISC_DEFAULT_MAX_DURATION_MS 900000u
-#define DISC_DEFAULT_THRIFT_TRANSPORT "framed"
-
 /* Validates an unpacked spec (one from protobuf_c unpack: strings are owned) and
  * fills its defaults in place. Does not look at artifacts. 0, or -1 with *err. */
 int disc_spec_normalize(Faas__FunctionSpec *spec, const char **err);

@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/util.h"
 
 struct disc_httpd {
@@ -36,22 +37,6 @@ static int write_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
-}
-
-static const char *reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    default:
-        return "Internal Server Error";
-    }
 }
 
 /* Reads the request head (up to 8 KiB) and answers one request. */
@@ -90,13 +75,13 @@ static void serve(disc_httpd_t *h, int c)
         }
     }
     if (body == NULL) {
-        body = strdup(reason(status));
+        body = strdup(faas_http_reason(status));
         blen = body ? strlen(body) : 0;
     }
     char head[256];
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                      status, reason(status), ctype, blen);
+                      status, faas_http_reason(status), ctype, blen);
     if (write_all(c, head, (size_t)hl) == 0 && strncmp(req, "HEAD", 4) != 0 && body)
         write_all(c, body, blen);
     free(body);

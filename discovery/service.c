@@ -101,7 +101,7 @@ static void defer(disc_service_t *s, int m, handler_fn fn, faas_rpc_call_t *call
     job_t *j = calloc(1, sizeof(*j));
     if (j == NULL || (req != NULL && (j->req = malloc(len + 1)) == NULL)) {
         free(j);
-        fail(s, call, m, FAAS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        fail(s, call, m, FAAS_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     if (req != NULL)
@@ -138,10 +138,10 @@ static void reply_msg(disc_service_t *s, faas_rpc_call_t *call, int m, const Pro
     size_t len = 0;
     uint8_t *buf = msg ? faas_pb_pack(msg, &len) : NULL;
     if (msg != NULL && buf == NULL) {
-        fail(s, call, m, FAAS_RPC_INTERNAL, "out of memory");
+        fail(s, call, m, FAAS_GRPC_INTERNAL, "out of memory");
         return;
     }
-    count(s, m, FAAS_RPC_OK);
+    count(s, m, FAAS_GRPC_OK);
     faas_rpc_reply(call, buf ? buf : (const uint8_t *)"", len);
     free(buf);
 }
@@ -157,18 +157,18 @@ static void upload_finish(faas_rpc_call_t *call, const uint8_t *req, size_t len,
     faas_rpc_set_data(call, NULL);
     if (faas_rpc_cancelled(call)) {
         disc_upload_abort(up);
-        fail(s, call, M_UPLOAD, FAAS_RPC_CANCELLED, "upload cut short");
+        fail(s, call, M_UPLOAD, FAAS_GRPC_CANCELLED, "upload cut short");
         return;
     }
     if (up == NULL) {
-        fail(s, call, M_UPLOAD, FAAS_RPC_INVALID_ARGUMENT, "empty upload: send the tar.gz of the code directory");
+        fail(s, call, M_UPLOAD, FAAS_GRPC_INVALID_ARGUMENT, "empty upload: send the tar.gz of the code directory");
         return;
     }
     char sha[65];
     uint64_t size = 0;
     int rc = disc_upload_commit(up, sha, &size, &err);
     if (rc != 0) {
-        fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
+        fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_GRPC_INVALID_ARGUMENT : FAAS_GRPC_INTERNAL, err);
         return;
     }
     Faas__CodeRef ref = FAAS__CODE_REF__INIT;
@@ -190,21 +190,21 @@ static void on_upload(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
         return;
     }
     Faas__CodeChunk *chunk = faas__code_chunk__unpack(NULL, len, req);
-    int code = FAAS_RPC_INVALID_ARGUMENT, rc;
+    int code = FAAS_GRPC_INVALID_ARGUMENT, rc;
     if (chunk == NULL) {
         err = "a message is not a valid CodeChunk";
         goto bad;
     }
     if (up == NULL) {
         if ((up = disc_upload_begin(disc_store_artifact_dir(s->store), s->max_artifact, &err)) == NULL) {
-            code = FAAS_RPC_INTERNAL;
+            code = FAAS_GRPC_INTERNAL;
             goto bad;
         }
         faas_rpc_set_data(call, up);
     }
     rc = disc_upload_write(up, chunk->data.data, chunk->data.len, &err);
     if (rc != 0) {
-        code = rc == -EFBIG ? FAAS_RPC_RESOURCE_EXHAUSTED : FAAS_RPC_INTERNAL;
+        code = rc == -EFBIG ? FAAS_GRPC_RESOURCE_EXHAUSTED : FAAS_GRPC_INTERNAL;
         goto bad;
     }
     faas__code_chunk__free_unpacked(chunk, NULL);
@@ -224,12 +224,12 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     Faas__CodeRef *ref = faas__code_ref__unpack(NULL, len, req);
     char path[4096];
     if (ref == NULL || disc_artifact_path(disc_store_artifact_dir(s->store), ref->sha256, path, sizeof(path)) != 0) {
-        fail(s, call, M_FETCH, FAAS_RPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
+        fail(s, call, M_FETCH, FAAS_GRPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
         goto out;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fail(s, call, M_FETCH, FAAS_RPC_NOT_FOUND, "no such code artifact");
+        fail(s, call, M_FETCH, FAAS_GRPC_NOT_FOUND, "no such code artifact");
         goto out;
     }
     static const size_t CHUNK = 64 * 1024;
@@ -247,8 +247,8 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     close(fd);
     free(data);
     free(packed);
-    count(s, M_FETCH, n < 0 || !data || !packed ? FAAS_RPC_INTERNAL : FAAS_RPC_OK);
-    faas_rpc_finish(call, n < 0 || !data || !packed ? FAAS_RPC_INTERNAL : FAAS_RPC_OK,
+    count(s, M_FETCH, n < 0 || !data || !packed ? FAAS_GRPC_INTERNAL : FAAS_GRPC_OK);
+    faas_rpc_finish(call, n < 0 || !data || !packed ? FAAS_GRPC_INTERNAL : FAAS_GRPC_OK,
                     n < 0 ? "reading the artifact failed" : NULL);
 out:
     if (ref)
@@ -263,7 +263,7 @@ static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     Faas__FunctionSpec *in = faas__function_spec__unpack(NULL, len, req), *out = NULL;
     char err[512];
     if (in == NULL) {
-        fail(s, call, M_DEPLOY, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid FunctionSpec message");
+        fail(s, call, M_DEPLOY, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid FunctionSpec message");
         return;
     }
     /* normalizing here first also drops unknown fields before the store re-encodes it */
@@ -271,7 +271,7 @@ static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     if (disc_spec_normalize(in, &verr) != 0) {
         FAAS_WARN("event=deploy_rejected function=%s msg=%s", in->name ? in->name : "",
                   faas_log_quote(err, sizeof(err), verr, strlen(verr)));
-        fail(s, call, M_DEPLOY, FAAS_RPC_INVALID_ARGUMENT, verr);
+        fail(s, call, M_DEPLOY, FAAS_GRPC_INVALID_ARGUMENT, verr);
         faas__function_spec__free_unpacked(in, NULL);
         return;
     }
@@ -284,7 +284,7 @@ static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     if (rc != 0) {
         FAAS_WARN("event=deploy_rejected function=%s msg=%s", in->name ? in->name : "",
                   faas_log_quote(q, sizeof(q), err, strlen(err)));
-        fail(s, call, M_DEPLOY, rc == -EINVAL ? FAAS_RPC_INVALID_ARGUMENT : FAAS_RPC_INTERNAL, err);
+        fail(s, call, M_DEPLOY, rc == -EINVAL ? FAAS_GRPC_INVALID_ARGUMENT : FAAS_GRPC_INTERNAL, err);
     } else {
         FAAS_INFO("event=deploy function=%s version=%llu sha256=%s protocol=%d", out->name,
                   (unsigned long long)out->version, out->code_sha256, (int)out->protocol);
@@ -303,7 +303,7 @@ static Faas__FunctionName *name_req(disc_service_t *s, faas_rpc_call_t *call, in
         return fn;
     if (fn)
         faas__function_name__free_unpacked(fn, NULL);
-    fail(s, call, m, FAAS_RPC_INVALID_ARGUMENT, err);
+    fail(s, call, m, FAAS_GRPC_INVALID_ARGUMENT, err);
     return NULL;
 }
 
@@ -321,7 +321,7 @@ static void do_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *
     } else {
         char msg[128];
         snprintf(msg, sizeof(msg), "function %s not found", fn->name);
-        fail(s, call, M_GET, rc == -ENOENT ? FAAS_RPC_NOT_FOUND : FAAS_RPC_INTERNAL,
+        fail(s, call, M_GET, rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL,
              rc == -ENOENT ? msg : "reading the function failed");
     }
     faas__function_name__free_unpacked(fn, NULL);
@@ -332,7 +332,7 @@ static void do_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void 
     disc_service_t *s = ud;
     Faas__FunctionList list = FAAS__FUNCTION_LIST__INIT;
     if (disc_store_list(s->store, &list.functions, &list.n_functions) != 0) {
-        fail(s, call, M_LIST, FAAS_RPC_INTERNAL, "reading the functions failed");
+        fail(s, call, M_LIST, FAAS_GRPC_INTERNAL, "reading the functions failed");
         return;
     }
     reply_msg(s, call, M_LIST, &list.base);
@@ -357,7 +357,7 @@ static void do_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     } else {
         char msg[128];
         snprintf(msg, sizeof(msg), "function %s not found", fn->name);
-        fail(s, call, M_DELETE, rc == -ENOENT ? FAAS_RPC_NOT_FOUND : FAAS_RPC_INTERNAL,
+        fail(s, call, M_DELETE, rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL,
              rc == -ENOENT ? msg : "deleting the function failed");
     }
     faas__function_name__free_unpacked(fn, NULL);
@@ -371,7 +371,7 @@ static void on_heartbeat(faas_rpc_call_t *call, const uint8_t *req, size_t len, 
     Faas__LeaseRenewal *lr = faas__lease_renewal__unpack(NULL, len, req);
     const char *err = "the request is not a valid LeaseRenewal message";
     if (lr == NULL || disc_registry_heartbeat(s->reg, lr, faas_now_ms(), &err) != 0) {
-        fail(s, call, M_HEARTBEAT, FAAS_RPC_INVALID_ARGUMENT, err);
+        fail(s, call, M_HEARTBEAT, FAAS_GRPC_INVALID_ARGUMENT, err);
     } else {
         Faas__Empty e = FAAS__EMPTY__INIT;
         reply_msg(s, call, M_HEARTBEAT, &e.base);
@@ -383,10 +383,10 @@ static void on_heartbeat(faas_rpc_call_t *call, const uint8_t *req, size_t len, 
 static void reply_bytes(disc_service_t *s, faas_rpc_call_t *call, int m, uint8_t *buf, size_t len)
 {
     if (buf == NULL) {
-        fail(s, call, m, FAAS_RPC_INTERNAL, "out of memory");
+        fail(s, call, m, FAAS_GRPC_INTERNAL, "out of memory");
         return;
     }
-    count(s, m, FAAS_RPC_OK);
+    count(s, m, FAAS_GRPC_OK);
     faas_rpc_reply(call, buf, len);
     free(buf);
 }
@@ -396,7 +396,7 @@ static void on_list_instances(faas_rpc_call_t *call, const uint8_t *req, size_t 
     disc_service_t *s = ud;
     Faas__FunctionName *fn = faas__function_name__unpack(NULL, len, req);
     if (fn == NULL) {
-        fail(s, call, M_LIST_INSTANCES, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid FunctionName message");
+        fail(s, call, M_LIST_INSTANCES, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid FunctionName message");
         return;
     }
     size_t n = 0;
@@ -432,9 +432,9 @@ static void watch_closed(faas_rpc_call_t *call, void *ud)
 {
     watch_t *w = ud;
     disc_registry_unsubscribe(w->svc->reg, w->sub);
-    count(w->svc, M_WATCH, FAAS_RPC_OK);
+    count(w->svc, M_WATCH, FAAS_GRPC_OK);
     FAAS_DEBUG("event=watch_end peer=%s", faas_rpc_peer(call));
-    faas_rpc_finish(call, FAAS_RPC_OK, NULL);
+    faas_rpc_finish(call, FAAS_GRPC_OK, NULL);
     free(w);
 }
 
@@ -443,7 +443,7 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     disc_service_t *s = ud;
     Faas__WatchRequest *wr = faas__watch_request__unpack(NULL, len, req);
     if (wr == NULL) {
-        fail(s, call, M_WATCH, FAAS_RPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
+        fail(s, call, M_WATCH, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
         return;
     }
     /* asking for nothing is read as asking for everything: an empty stream helps no one */
@@ -455,7 +455,7 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     faas__watch_request__free_unpacked(wr, NULL);
     if (sub < 0) {
         free(w);
-        fail(s, call, M_WATCH, FAAS_RPC_UNAVAILABLE, "the watcher went away during its snapshot");
+        fail(s, call, M_WATCH, FAAS_GRPC_UNAVAILABLE, "the watcher went away during its snapshot");
         return;
     }
     w->svc = s;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 
 int disc_valid_sha256(const char *s)
@@ -99,8 +100,8 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
         *err = "min_instances must not exceed max_instances";
         return -1;
     }
-    if (s->max_instances > 100000) {
-        *err = "max_instances must be at most 100000";
+    if (s->max_instances > FAAS_SPEC_LIMIT_INSTANCES) {
+        *err = "max_instances must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES);
         return -1;
     }
     if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {
@@ -138,7 +139,7 @@ static int fix_health(Faas__FunctionSpec *s, const char **err)
                                                       : FAAS__HEALTH_CHECK__KIND__TCP;
     }
     if (h->kind == FAAS__HEALTH_CHECK__KIND__HTTP_GET) {
-        if (empty(h->path) && disc_set_str(&h->path, DISC_DEFAULT_HEALTH_PATH) != 0)
+        if (empty(h->path) && disc_set_str(&h->path, FAAS_SPEC_DEFAULT_HEALTH_PATH) != 0)
             goto nomem;
         if (h->path[0] != '/' || strpbrk(h->path, " \r\n\t") != NULL) {
             *err = "health.path must start with '/' and contain no whitespace";
@@ -146,7 +147,7 @@ static int fix_health(Faas__FunctionSpec *s, const char **err)
         }
     }
     if (h->interval_ms == 0)
-        h->interval_ms = DISC_DEFAULT_HEALTH_INTERVAL_MS;
+        h->interval_ms = FAAS_SPEC_DEFAULT_PROBE_INTERVAL_MS;
     return 0;
 nomem:
     *err = "out of memory";
@@ -189,7 +190,7 @@ static int check_protocol(Faas__FunctionSpec *s, const char **err)
             *err = "grpc_services need protocol GRPC";
             return -1;
         }
-        if (empty(s->thrift_transport) && disc_set_str(&s->thrift_transport, DISC_DEFAULT_THRIFT_TRANSPORT) != 0) {
+        if (empty(s->thrift_transport) && disc_set_str(&s->thrift_transport, FAAS_SPEC_DEFAULT_THRIFT_TRANSPORT) != 0) {
             *err = "out of memory";
             return -1;
         }
@@ -204,22 +205,6 @@ static int check_protocol(Faas__FunctionSpec *s, const char **err)
         *err = "protocol must be HTTP, GRPC or THRIFT";
         return -1;
     }
-}
-
-static void fill_numbers(Faas__FunctionSpec *s)
-{
-    if (s->timeout_ms == 0)
-        s->timeout_ms = DISC_DEFAULT_TIMEOUT_MS;
-    if (s->cold_start_timeout_ms == 0)
-        s->cold_start_timeout_ms = DISC_DEFAULT_COLD_START_MS;
-    if (s->idle_timeout_ms == 0)
-        s->idle_timeout_ms = DISC_DEFAULT_IDLE_TIMEOUT_MS;
-    if (s->max_body_bytes == 0)
-        s->max_body_bytes = DISC_DEFAULT_MAX_BODY;
-    if (s->max_instances == 0)
-        s->max_instances = DISC_DEFAULT_MAX_INSTANCES;
-    if (s->max_duration_ms == 0)
-        s->max_duration_ms = DISC_DEFAULT_MAX_DURATION_MS;
 }
 
 /* Fields this discovery does not know are dropped rather than stored and re-sent:
@@ -255,7 +240,7 @@ int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
         return -1;
     if (check_command_env(s, err) != 0)
         return -1;
-    if (empty(s->port_env) && disc_set_str(&s->port_env, DISC_DEFAULT_PORT_ENV) != 0) {
+    if (faas_spec_fill_defaults(s) != 0) {
         *err = "out of memory";
         return -1;
     }
@@ -263,7 +248,6 @@ int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
         *err = "port_env must be an environment variable name";
         return -1;
     }
-    fill_numbers(s);
     if (check_limits(s, err) != 0 || check_protocol(s, err) != 0 || fix_health(s, err) != 0)
         return -1;
     return 0;

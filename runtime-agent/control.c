@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 #include "runtime-agent/agent.h"
 #include "runtime-agent/grpc.h"
@@ -22,7 +23,6 @@
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
-#define MAX_BODY_BYTES (8u << 20)
 #define OVERLOAD_EVERY_US 250000 /* while overloaded, remind the worker manager this often */
 
 static struct {
@@ -354,7 +354,8 @@ int agent_run(const agent_opts_t *o)
         FAAS_ERROR("event=start_failed msg=\"loop or signal setup failed\"");
         return 1;
     }
-    agent_front_init(ag.loop, MAX_BODY_BYTES);
+    /* the front starts before any spec is known: the default bound is the agent's */
+    agent_front_init(ag.loop, FAAS_SPEC_DEFAULT_MAX_BODY_BYTES);
     int lfd = open_listener(o->listen, &ag.port, &err);
     if (lfd < 0 || agent_front_listen(lfd) != 0) {
         FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "listener setup failed");

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "grpcw/grpcw.h"
 #include "h2b/h2b.h"
@@ -30,14 +31,14 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
 {
     uint16_t port = agent_user_port();
     if (port == 0) {
-        h2b_pair_fail(p, 14, "the function is not running");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE), "the function is not running");
         return;
     }
     char hp[32];
     snprintf(hp, sizeof(hp), "127.0.0.1:%u", port);
     h2b_conn_t *c = h2b_client_get(hp);
     if (c == NULL) {
-        h2b_pair_fail(p, 14, "cannot connect to the function");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_CRASHED), "cannot connect to the function");
         return;
     }
     nghttp2_nv nv[MAX_HEADERS + 8];
@@ -63,5 +64,5 @@ void agent_grpc_request(h2b_pair_t *p, int eos)
         (tl = grpcw_format_timeout(left, tmo, sizeof(tmo))) != 0)
         nv[n++] = NV("grpc-timeout", 12, tmo, tl);
     if (h2b_pair_connect(p, c, nv, n) != 0)
-        h2b_pair_fail(p, 14, "cannot open a stream to the function");
+        h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_CRASHED), "cannot open a stream to the function");
 }

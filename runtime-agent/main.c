@@ -35,9 +35,86 @@ static int parse_u32(const char *s, uint32_t *out)
     return 0;
 }
 
+enum { O_LISTEN = 1, O_CFD, O_STANDALONE, O_CMD, O_DIR, O_HPATH, O_PENV, O_PORT, O_NAME, O_CST, O_TCP, O_HELP };
+
+/* The control socket fd, and whether --control-fd gave one. */
+typedef struct {
+    uint32_t fd;
+    int given;
+} cfd_t;
+
+/* One flag c with value v; 0, 1 for --help, or -1 with *msg saying what is wrong. */
+static int apply(agent_opts_t *o, cfd_t *cfd, int c, char *v, const char **msg)
+{
+    switch (c) {
+    case O_LISTEN:
+        o->listen = v;
+        return 0;
+    case O_CFD:
+        if (parse_u32(v, &cfd->fd) != 0)
+            return *msg = "--control-fd needs a number", -1;
+        cfd->given = 1;
+        return 0;
+    case O_STANDALONE:
+        o->standalone = 1;
+        return 0;
+    case O_CMD:
+        o->cmd = v;
+        return 0;
+    case O_DIR:
+        o->dir = v;
+        return 0;
+    case O_HPATH:
+        o->health_path = v;
+        return 0;
+    case O_PENV:
+        o->port_env = v;
+        return 0;
+    case O_PORT:
+        if (parse_u32(v, &o->user_port) != 0 || o->user_port > 65535)
+            return *msg = "--port needs a port number", -1;
+        return 0;
+    case O_NAME:
+        o->name = v;
+        return 0;
+    case O_CST:
+        if (parse_u32(v, &o->cold_start_timeout_ms) != 0)
+            return *msg = "--cold-start-timeout-ms needs a number", -1;
+        return 0;
+    case O_TCP:
+        o->probe_tcp = 1;
+        return 0;
+    case O_HELP:
+        return 1;
+    default:
+        return *msg = "unknown flag", -1;
+    }
+}
+
+/* How the agent learns its work: --standalone flags, or a control socket from
+ * --control-fd or, as the worker manager passes it, FAAS_AGENT_CONTROL_FD. 0, or -1
+ * with *msg. */
+static int pick_mode(agent_opts_t *o, cfd_t cfd, const char **msg)
+{
+    const char *env = getenv("FAAS_AGENT_CONTROL_FD");
+    if (!cfd.given && env != NULL) {
+        if (parse_u32(env, &cfd.fd) != 0)
+            return *msg = "FAAS_AGENT_CONTROL_FD is not a number", -1;
+        cfd.given = 1;
+    }
+    if (o->standalone) {
+        if (o->cmd == NULL || o->dir == NULL)
+            return *msg = "--standalone needs --cmd and --dir", -1;
+    } else if (!cfd.given) {
+        return *msg = "need FAAS_AGENT_CONTROL_FD, --control-fd or --standalone", -1;
+    } else {
+        o->control_fd = (int)cfd.fd;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    enum { O_LISTEN = 1, O_CFD, O_STANDALONE, O_CMD, O_DIR, O_HPATH, O_PENV, O_PORT, O_NAME, O_CST, O_TCP, O_HELP };
     static const struct option longopts[] = {{"listen", required_argument, NULL, O_LISTEN},
                                              {"control-fd", required_argument, NULL, O_CFD},
                                              {"standalone", no_argument, NULL, O_STANDALONE},
@@ -52,69 +129,21 @@ int main(int argc, char **argv)
                                              {"help", no_argument, NULL, O_HELP},
                                              {NULL, 0, NULL, 0}};
     agent_opts_t o = {.listen = "127.0.0.1:0", .control_fd = -1};
-    uint32_t cfd = 0;
-    int have_cfd = 0, c;
+    cfd_t cfd = {0, 0};
+    const char *msg = NULL;
+    int c, rc;
     faas_log_init("agent");
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case O_LISTEN:
-            o.listen = optarg;
-            break;
-        case O_CFD:
-            if (parse_u32(optarg, &cfd) != 0)
-                return bad("--control-fd needs a number");
-            have_cfd = 1;
-            break;
-        case O_STANDALONE:
-            o.standalone = 1;
-            break;
-        case O_CMD:
-            o.cmd = optarg;
-            break;
-        case O_DIR:
-            o.dir = optarg;
-            break;
-        case O_HPATH:
-            o.health_path = optarg;
-            break;
-        case O_PENV:
-            o.port_env = optarg;
-            break;
-        case O_PORT:
-            if (parse_u32(optarg, &o.user_port) != 0 || o.user_port > 65535)
-                return bad("--port needs a port number");
-            break;
-        case O_NAME:
-            o.name = optarg;
-            break;
-        case O_CST:
-            if (parse_u32(optarg, &o.cold_start_timeout_ms) != 0)
-                return bad("--cold-start-timeout-ms needs a number");
-            break;
-        case O_TCP:
-            o.probe_tcp = 1;
-            break;
-        case O_HELP:
+        if ((rc = apply(&o, &cfd, c, optarg, &msg)) < 0)
+            return bad(msg);
+        if (rc == 1) {
             fputs(usage, stdout);
             return 0;
-        default:
-            return bad("unknown flag");
         }
     }
     if (optind < argc)
         return bad("unexpected argument");
-    if (!have_cfd && getenv("FAAS_AGENT_CONTROL_FD") != NULL) {
-        if (parse_u32(getenv("FAAS_AGENT_CONTROL_FD"), &cfd) != 0)
-            return bad("FAAS_AGENT_CONTROL_FD is not a number");
-        have_cfd = 1;
-    }
-    if (o.standalone) {
-        if (o.cmd == NULL || o.dir == NULL)
-            return bad("--standalone needs --cmd and --dir");
-    } else if (!have_cfd) {
-        return bad("need FAAS_AGENT_CONTROL_FD, --control-fd or --standalone");
-    } else {
-        o.control_fd = (int)cfd;
-    }
+    if (pick_mode(&o, cfd, &msg) != 0)
+        return bad(msg);
     return agent_run(&o);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "runtime-agent/internal.h"
@@ -130,12 +131,12 @@ static void drop_up(agent_req_t *r)
     }
 }
 
-static void fwd_fail(agent_req_t *r, int status, const char *reason, const char *body)
+static void fwd_fail(agent_req_t *r, faas_err_t kind, const char *reason, const char *body)
 {
     evl_timer_stop(px.loop, &r->deadline);
     drop_up(r);
     r->state = UP_DONE;
-    agent_reply_error(r->pair, status, reason, body);
+    agent_reply_error(r->pair, faas_err_http(kind), reason, body);
 }
 
 static int up_acquire(agent_req_t *r, int fresh);
@@ -153,7 +154,7 @@ static void failed_before_head(agent_req_t *r)
         if (up_acquire(r, 1) == 0)
             return;
     }
-    fwd_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+    fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function closed the connection before answering\n");
 }
 
 /* ---- the response ---- */
@@ -208,7 +209,7 @@ static int parse_head(agent_req_t *r, evl_sock_t *s)
             return 0;
         if (n < 0 || http1_resp_framing(minor, status, r->is_head, h, nh, &r->framing, &err) != 0) {
             FAAS_WARN("event=upstream_bad_response err=\"%s\"", err ? err : "unparsable head");
-            fwd_fail(r, 502, "upstream-reset", "the function sent a malformed response\n");
+            fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function sent a malformed response\n");
             return -1;
         }
         if (status < 200) { /* interim responses are not forwarded */
@@ -287,7 +288,8 @@ static void on_up_read(evl_sock_t *s, int err)
             return;
         if (h == 0) {
             if (err != 0)
-                fwd_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+                fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset",
+                         "the function closed the connection before answering\n");
             return;
         }
     }
@@ -351,9 +353,9 @@ static void on_connect(agent_upconn_t *u, int err)
     if (err != 0) {
         /* a retry after a broken reused connection: the break is what happened */
         if (r->retried)
-            fwd_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+            fwd_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function closed the connection before answering\n");
         else
-            fwd_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
+            fwd_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
         return;
     }
     send_request(r);
@@ -374,21 +376,22 @@ static void on_deadline(evl_timer_t *t)
 {
     agent_req_t *r = t->data;
     if (!r->started)
-        fwd_fail(r, 504, "timeout", "deadline passed before the function answered\n");
+        fwd_fail(r, FAAS_ERR_DEADLINE, "timeout", "deadline passed before the function answered\n");
 }
 
 void agent_proxy_start(agent_req_t *r)
 {
     uint64_t deadline_ms = px.default_deadline_ms;
     if (build_head(r, &deadline_ms) != 0) {
-        agent_reply_error(r->pair, 400, "bad-request", "the request has no :method or :path\n");
+        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_MALFORMED), "bad-request",
+                          "the request has no :method or :path\n");
         return;
     }
     r->deadline.cb = on_deadline;
     if (deadline_ms != 0)
         evl_timer_start(px.loop, &r->deadline, deadline_ms);
     if (up_acquire(r, 0) != 0)
-        fwd_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
+        fwd_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
 }
 
 void agent_proxy_end(agent_req_t *r)

@@ -10,30 +10,25 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
-
-#define DEF_INTERVAL_MS 2
-#define DEF_COLD_START_MS 10000
-#define DEF_TIMEOUT_MS 30000
-#define DEF_MAX_DURATION_MS 900000
-#define DEF_MAX_BODY (8u << 20)
 
 void agent_spec_defaults(agent_spec_t *s)
 {
     if (s->port_env == NULL || s->port_env[0] == '\0')
-        s->port_env = "PORT";
+        s->port_env = FAAS_SPEC_DEFAULT_PORT_ENV;
     if (s->probe_path == NULL || s->probe_path[0] == '\0')
-        s->probe_path = "/";
+        s->probe_path = FAAS_SPEC_DEFAULT_HEALTH_PATH;
     if (s->probe_interval_ms == 0)
-        s->probe_interval_ms = DEF_INTERVAL_MS;
+        s->probe_interval_ms = FAAS_SPEC_DEFAULT_PROBE_INTERVAL_MS;
     if (s->cold_start_timeout_ms == 0)
-        s->cold_start_timeout_ms = DEF_COLD_START_MS;
+        s->cold_start_timeout_ms = FAAS_SPEC_DEFAULT_COLD_START_MS;
     if (s->timeout_ms == 0)
-        s->timeout_ms = DEF_TIMEOUT_MS;
+        s->timeout_ms = FAAS_SPEC_DEFAULT_TIMEOUT_MS;
     if (s->max_duration_ms == 0)
-        s->max_duration_ms = DEF_MAX_DURATION_MS;
+        s->max_duration_ms = FAAS_SPEC_DEFAULT_MAX_DURATION_MS;
     if (s->max_body_bytes == 0)
-        s->max_body_bytes = DEF_MAX_BODY;
+        s->max_body_bytes = FAAS_SPEC_DEFAULT_MAX_BODY_BYTES;
     if (s->name == NULL)
         s->name = "";
     if (s->instance_id == NULL)

@@ -14,13 +14,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "common/log.h"
-#include "thrift/thrift.h"
+#include "common/spec.h"
 #include "runtime-agent/internal.h"
 #include "runtime-agent/thrift_agent.h"
+#include "thrift/thrift.h"
 
 #define IDLE_MS 10000
-#define DEFAULT_DEADLINE_MS 30000
 
 static struct {
     evl_loop_t *loop;
@@ -50,11 +51,11 @@ static void drop_up(agent_req_t *r)
     }
 }
 
-static void call_fail(agent_req_t *r, int status, const char *reason, const char *body)
+static void call_fail(agent_req_t *r, faas_err_t kind, const char *reason, const char *body)
 {
     evl_timer_stop(tp.loop, &r->deadline);
     drop_up(r);
-    agent_reply_error(r->pair, status, reason, body);
+    agent_reply_error(r->pair, faas_err_http(kind), reason, body);
 }
 
 static void release_up(agent_req_t *r)
@@ -75,7 +76,7 @@ static void up_failed(agent_req_t *r)
         if (up_acquire(r, 1) == 0)
             return;
     }
-    call_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+    call_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function closed the connection before answering\n");
 }
 
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
@@ -114,7 +115,7 @@ static void on_reply_read(evl_sock_t *s, int err)
         return;
     if (n < 0) {
         FAAS_WARN("event=thrift_bad_reply err=\"%s\"", perr ? perr : "?");
-        call_fail(r, 502, "upstream-reset", "the function sent a malformed Thrift reply\n");
+        call_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function sent a malformed Thrift reply\n");
         return;
     }
     evl_timer_stop(tp.loop, &r->deadline);
@@ -165,9 +166,9 @@ static void on_connect(agent_upconn_t *u, int err)
     agent_req_t *r = u->owner;
     if (err != 0) {
         if (r->retried)
-            call_fail(r, 502, "upstream-reset", "the function closed the connection before answering\n");
+            call_fail(r, FAAS_ERR_CRASHED, "upstream-reset", "the function closed the connection before answering\n");
         else
-            call_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
+            call_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
         return;
     }
     up_send(r);
@@ -185,7 +186,7 @@ static int up_acquire(agent_req_t *r, int fresh)
 
 static void on_deadline(evl_timer_t *t)
 {
-    call_fail(t->data, 504, "timeout", "deadline passed before the function answered\n");
+    call_fail(t->data, FAAS_ERR_DEADLINE, "timeout", "deadline passed before the function answered\n");
 }
 
 void agent_thrift_end(agent_req_t *r)
@@ -201,7 +202,8 @@ static int name_is(const nghttp2_nv *h, const char *s, size_t l)
 void agent_thrift_start(agent_req_t *r)
 {
     if (!tp.configured) {
-        agent_reply_error(r->pair, 502, "upstream-connect", "the function has no Thrift upstream\n");
+        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_CRASHED), "upstream-connect",
+                          "the function has no Thrift upstream\n");
         return;
     }
     const h2b_hdrs_t *req = &r->pair->req;
@@ -209,7 +211,7 @@ void agent_thrift_start(agent_req_t *r)
     thrift_header_t hs[THRIFT_MAX_HEADERS + 1];
     uint8_t keys[8192]; /* the info headers' decoded keys */
     size_t nh = 0, koff = 0;
-    uint64_t deadline_ms = DEFAULT_DEADLINE_MS;
+    uint64_t deadline_ms = FAAS_SPEC_DEFAULT_TIMEOUT_MS; /* until faas-deadline-ms says otherwise */
     const char *rid = NULL;
     size_t rlen = 0;
     int oneway = 0;
@@ -233,7 +235,7 @@ void agent_thrift_start(agent_req_t *r)
     size_t cap = len == 0 ? 0 : agent_thrift_request_frame(tp.framing, proto, pl, len, hs, nh, rid, rlen, NULL, 0);
     char *buf = cap != 0 ? evl_buf_reserve(&r->head, cap) : NULL;
     if (buf == NULL) {
-        agent_reply_error(r->pair, 400, "bad-request", "not a Thrift message\n");
+        agent_reply_error(r->pair, faas_err_http(FAAS_ERR_MALFORMED), "bad-request", "not a Thrift message\n");
         return;
     }
     thrift_bytes_t name;
@@ -247,5 +249,5 @@ void agent_thrift_start(agent_req_t *r)
     r->deadline.cb = on_deadline;
     evl_timer_start(tp.loop, &r->deadline, deadline_ms);
     if (up_acquire(r, 0) != 0)
-        call_fail(r, 502, "upstream-connect", "the function is not accepting connections\n");
+        call_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
 }

@@ -5,6 +5,7 @@
  * where it is available, so the same code serves both. */
 #include "worker-manager/internal.h"
 
+#include "common/spec.h"
 #include "common/util.h"
 
 #include <dirent.h>
@@ -143,8 +144,8 @@ size_t wm_cg_limit_writes(const wm_cg_layout_t *L, const char *rel, const wm_lim
 {
     size_t n = 0;
     char v[64];
-    uint64_t mem = lim->memory_bytes ? lim->memory_bytes : WM_DEFAULT_MEMORY;
-    uint32_t pids = lim->pids ? lim->pids : WM_DEFAULT_PIDS;
+    uint64_t mem = lim->memory_bytes ? lim->memory_bytes : FAAS_SPEC_DEFAULT_MEMORY_BYTES;
+    uint32_t pids = lim->pids ? lim->pids : FAAS_SPEC_DEFAULT_PIDS;
     wm_fmt(v, sizeof(v), "%llu", (unsigned long long)mem);
     if (L->on_v2[WM_CG_MEMORY])
         add_write(out, cap, &n, L->v2, rel, "memory.max", v);

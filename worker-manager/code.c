@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -22,125 +23,52 @@
 
 extern char **environ;
 
-/* ---- sha256 (FIPS 180-4), small enough not to pull a crypto library in ---- */
+/* ---- sha256: OpenSSL's EVP digest (libcrypto is linked for the control plane already,
+ * and it picks the CPU's SHA extensions where there are some) ---- */
 
-typedef struct {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t n;
-} sha_t;
-
-static const uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(sha_t *s, const uint8_t *p)
+static void put_hex(const unsigned char *md, unsigned n, char *hex)
 {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < n; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
     }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
-        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a;
-    s->h[1] += b;
-    s->h[2] += c;
-    s->h[3] += d;
-    s->h[4] += e;
-    s->h[5] += f;
-    s->h[6] += g;
-    s->h[7] += h;
-}
-
-static void sha_init(sha_t *s)
-{
-    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, iv, sizeof(iv));
-    s->len = 0;
-    s->n = 0;
-}
-
-static void sha_update(sha_t *s, const void *data, size_t len)
-{
-    const uint8_t *p = data;
-    s->len += len;
-    while (len > 0) {
-        size_t take = 64 - s->n < len ? 64 - s->n : len;
-        memcpy(s->buf + s->n, p, take);
-        s->n += take;
-        p += take;
-        len -= take;
-        if (s->n == 64) {
-            sha_block(s, s->buf);
-            s->n = 0;
-        }
-    }
-}
-
-static void sha_final(sha_t *s, char *hex)
-{
-    uint64_t bits = s->len * 8;
-    uint8_t pad = 0x80, zero = 0;
-    sha_update(s, &pad, 1);
-    while (s->n != 56)
-        sha_update(s, &zero, 1);
-    uint8_t l[8];
-    for (int i = 0; i < 8; i++)
-        l[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha_update(s, l, 8);
-    for (int i = 0; i < 8; i++)
-        sprintf(hex + 8 * i, "%08x", s->h[i]);
+    hex[2 * n] = '\0';
 }
 
 void wm_sha256_hex(const void *data, size_t len, char *hex)
 {
-    sha_t s;
-    sha_init(&s);
-    sha_update(&s, data, len);
-    sha_final(&s, hex);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1)
+        n = 0; /* "" matches no artifact name */
+    put_hex(md, n, hex);
 }
 
 int wm_sha256_file(const char *path, char *hex)
 {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    char buf[65536];
+    ssize_t n = -1;
+    int rc = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    sha_t s;
-    sha_init(&s);
-    char buf[65536];
-    ssize_t n;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        goto out;
     while ((n = read(fd, buf, sizeof(buf))) > 0)
-        sha_update(&s, buf, (size_t)n);
+        if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+            goto out;
+    if (n < 0 || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
+        goto out;
+    put_hex(md, mdlen, hex);
+    rc = 0;
+out:
+    EVP_MD_CTX_free(ctx);
     close(fd);
-    if (n < 0)
-        return -1;
-    sha_final(&s, hex);
-    return 0;
+    return rc;
 }
 
 int wm_valid_sha256(const char *s)
@@ -205,7 +133,7 @@ static int fetch(const char *discovery, const char *sha, const char *tmpfile, ch
         /* the transport's message names addresses: it goes to the log, not to the caller */
         FAAS_WARN("event=code_fetch_failed sha256=%s rc=%d err=\"%s\"", sha, rc, ebuf[0] ? ebuf : "write error");
         wm_fmt(err, errcap, "could not fetch code %.12s from discovery%s", sha,
-               rc == FAAS_RPC_NOT_FOUND ? " (no such artifact)" : "");
+               rc == FAAS_GRPC_NOT_FOUND ? " (no such artifact)" : "");
         return -1;
     }
     return 0;

@@ -114,9 +114,83 @@ static void default_id_and_agent(wm_config_t *c)
     }
 }
 
+enum { O_LISTEN = 256, O_DISC, O_METRICS, O_STATE, O_POOL, O_ID, O_TTL, O_AGENT, O_UID, O_CG, O_HELP };
+
+/* The numeric flags; 0, or -1 with *err. */
+static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
+{
+    unsigned long n;
+    switch (o) {
+    case O_POOL:
+        if (parse_uint(v, 64, &n) != 0)
+            return *err = "--pool-size must be a number 0-64", -1;
+        c->pool_size = (unsigned)n;
+        return 0;
+    case O_TTL:
+        if (parse_uint(v, 3600000, &n) != 0 || n < 300)
+            return *err = "--lease-ttl-ms must be 300-3600000", -1;
+        c->lease_ttl_ms = (unsigned)n;
+        return 0;
+    default: /* O_UID */
+        if (parse_uint(v, 65535 * 65536ul, &n) != 0 || n == 0)
+            return *err = "--pod-uid must be a non-zero uid", -1;
+        c->pod_uid = (uid_t)n;
+        c->pod_gid = (gid_t)n;
+        return 0;
+    }
+}
+
+/* One flag o with value v (--state-dir is only noted: it is resolved once all flags are
+ * in); 0, 1 for --help, or -1 with *err. */
+static int apply(wm_config_t *c, int o, const char *v, const char **state, const char **err)
+{
+    switch (o) {
+    case O_LISTEN:
+        return set_addr(c->listen, sizeof(c->listen), v, err, "--listen must be host:port");
+    case O_DISC:
+        return set_addr(c->discovery, sizeof(c->discovery), v, err, "--discovery must be host:port");
+    case O_METRICS:
+        return set_addr(c->metrics_listen, sizeof(c->metrics_listen), v, err, "--metrics-listen must be host:port");
+    case O_STATE:
+        *state = v;
+        return 0;
+    case O_POOL:
+    case O_TTL:
+    case O_UID:
+        return apply_number(c, o, v, err);
+    case O_ID:
+        if (!valid_id(v))
+            return *err = "--id must be 1-63 chars of [A-Za-z0-9._-]", -1;
+        snprintf(c->id, sizeof(c->id), "%s", v);
+        return 0;
+    case O_AGENT:
+        if (absolutize(c->agent, sizeof(c->agent), v) != 0)
+            return *err = "--agent path too long", -1;
+        return 0;
+    case O_CG:
+        if (absolutize(c->cgroup_root, sizeof(c->cgroup_root), v) != 0)
+            return *err = "--cgroup-root too long", -1;
+        return 0;
+    case O_HELP:
+        return 1; /* main prints the usage: parsing never writes anywhere */
+    default:
+        return *err = "unknown flag or missing value (see --help)", -1;
+    }
+}
+
+/* The state dir, absolute and without trailing slashes (pod paths are built from it). */
+static int set_state_dir(wm_config_t *c, const char *state, const char **err)
+{
+    if (state[0] == '\0' || absolutize(c->state_dir, sizeof(c->state_dir), state) != 0)
+        return *err = "--state-dir is empty or too long", -1;
+    size_t sl = strlen(c->state_dir);
+    while (sl > 1 && c->state_dir[sl - 1] == '/')
+        c->state_dir[--sl] = '\0';
+    return 0;
+}
+
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
 {
-    enum { O_LISTEN = 256, O_DISC, O_METRICS, O_STATE, O_POOL, O_ID, O_TTL, O_AGENT, O_UID, O_CG, O_HELP };
     static const struct option opts[] = {
         {"listen", required_argument, 0, O_LISTEN},
         {"discovery", required_argument, 0, O_DISC},
@@ -133,87 +207,18 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
     };
     defaults(c);
     const char *state = "./.faas/worker";
-    unsigned long v;
     optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
     opterr = 0; /* and must not print: the caller prints *err */
-    int o;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case O_LISTEN:
-            if (set_addr(c->listen, sizeof(c->listen), optarg, err, "--listen must be host:port"))
-                return -1;
-            break;
-        case O_DISC:
-            if (set_addr(c->discovery, sizeof(c->discovery), optarg, err, "--discovery must be host:port"))
-                return -1;
-            break;
-        case O_METRICS:
-            if (set_addr(c->metrics_listen, sizeof(c->metrics_listen), optarg, err,
-                         "--metrics-listen must be host:port"))
-                return -1;
-            break;
-        case O_STATE:
-            state = optarg;
-            break;
-        case O_POOL:
-            if (parse_uint(optarg, 64, &v) != 0) {
-                *err = "--pool-size must be a number 0-64";
-                return -1;
-            }
-            c->pool_size = (unsigned)v;
-            break;
-        case O_ID:
-            if (!valid_id(optarg)) {
-                *err = "--id must be 1-63 chars of [A-Za-z0-9._-]";
-                return -1;
-            }
-            snprintf(c->id, sizeof(c->id), "%s", optarg);
-            break;
-        case O_TTL:
-            if (parse_uint(optarg, 3600000, &v) != 0 || v < 300) {
-                *err = "--lease-ttl-ms must be 300-3600000";
-                return -1;
-            }
-            c->lease_ttl_ms = (unsigned)v;
-            break;
-        case O_AGENT:
-            if (absolutize(c->agent, sizeof(c->agent), optarg) != 0) {
-                *err = "--agent path too long";
-                return -1;
-            }
-            break;
-        case O_UID:
-            if (parse_uint(optarg, 65535 * 65536ul, &v) != 0 || v == 0) {
-                *err = "--pod-uid must be a non-zero uid";
-                return -1;
-            }
-            c->pod_uid = (uid_t)v;
-            c->pod_gid = (gid_t)v;
-            break;
-        case O_CG:
-            if (absolutize(c->cgroup_root, sizeof(c->cgroup_root), optarg) != 0) {
-                *err = "--cgroup-root too long";
-                return -1;
-            }
-            break;
-        case O_HELP:
-            return 1; /* main prints the usage: parsing never writes anywhere */
-        default:
-            *err = "unknown flag or missing value (see --help)";
-            return -1;
-        }
-    }
+    int o, rc;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if ((rc = apply(c, o, optarg, &state, err)) != 0)
+            return rc;
     if (optind < argc) {
         *err = "unexpected argument (see --help)";
         return -1;
     }
-    if (state[0] == '\0' || absolutize(c->state_dir, sizeof(c->state_dir), state) != 0) {
-        *err = "--state-dir is empty or too long";
+    if (set_state_dir(c, state, err) != 0)
         return -1;
-    }
-    size_t sl = strlen(c->state_dir);
-    while (sl > 1 && c->state_dir[sl - 1] == '/')
-        c->state_dir[--sl] = '\0';
     default_id_and_agent(c);
     return 0;
 }

@@ -9,8 +9,6 @@
 
 #include "worker-manager/workermgr.h"
 
-#define WM_DEFAULT_MEMORY (256ull << 20)
-#define WM_DEFAULT_PIDS 256u
 #define WM_CPU_PERIOD_US 100000u
 
 /* ---- cgroups (cgroup.c) ---------------------------------------------------- */

@@ -19,14 +19,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/rpc.h"
+#include "common/spec.h"
 #include "common/util.h"
 
 #define HELLO_TIMEOUT_US (15 * 1000000ull)
 #define STOP_GRACE_US (1000000ull)
-#define DEFAULT_COLD_START_MS 10000u
-#define WM_DEFAULT_MAX_INSTANCES 10u
 #define REFILL_DEFER_US 200000ull
 /* After READY the first request still has to reach the user server: a pod spawn (a
  * clone into new namespaces, ~2 ms of CPU in the helper, which the pod thread waits
@@ -72,7 +72,7 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (err != NULL) {
         if (r)
             faas__acquire_request__free_unpacked(r, NULL);
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, err);
         return -1;
     }
     wm_acq_t *a = calloc(1, sizeof(*a));
@@ -82,9 +82,9 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     a->call = call;
     a->req = r;
     a->t0 = t0;
-    uint32_t tmo = r->timeout_ms
-                       ? r->timeout_ms
-                       : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms : DEFAULT_COLD_START_MS);
+    uint32_t tmo = r->timeout_ms ? r->timeout_ms
+                                 : (r->spec->cold_start_timeout_ms ? r->spec->cold_start_timeout_ms
+                                                                   : FAAS_SPEC_DEFAULT_COLD_START_MS);
     a->deadline_us = t0 + (uint64_t)tmo * 1000u;
     w->kind = WORK_ACQUIRE;
     w->acq = a;
@@ -94,7 +94,7 @@ fail:
     free(a);
     free(w);
     faas__acquire_request__free_unpacked(r, NULL);
-    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    faas_rpc_fail(call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
     return -1;
 }
 
@@ -104,7 +104,7 @@ int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (r == NULL || r->instance_id[0] == '\0') {
         if (r)
             faas__release_request__free_unpacked(r, NULL);
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, "Release needs an instance_id");
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, "Release needs an instance_id");
         return -1;
     }
     wm_work_t *w = calloc(1, sizeof(*w));
@@ -117,7 +117,7 @@ int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     if (w != NULL && post(wm, w) == 0)
         return 0;
     free(w);
-    faas_rpc_fail(call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+    faas_rpc_fail(call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
     return -1;
 }
 
@@ -188,8 +188,8 @@ static void hb_urgent(wm_t *wm)
 /* 1 if lim is what every warm pod already has (the helper applied it at spawn). */
 static int limits_are_warm_defaults(const wm_limits_t *lim)
 {
-    return (lim->memory_bytes == 0 || lim->memory_bytes == WM_DEFAULT_MEMORY) && lim->cpu_millis == 0 &&
-           (lim->pids == 0 || lim->pids == WM_DEFAULT_PIDS);
+    return (lim->memory_bytes == 0 || lim->memory_bytes == FAAS_SPEC_DEFAULT_MEMORY_BYTES) && lim->cpu_millis == 0 &&
+           (lim->pids == 0 || lim->pids == FAAS_SPEC_DEFAULT_PIDS);
 }
 
 static void count(wm_t *wm, uint64_t *field)
@@ -215,7 +215,7 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
     if (a->call)
-        faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
+        faas_rpc_fail(a->call, faas_err_grpc(FAAS_ERR_UNAVAILABLE), msg); /* DESIGN 3: cold start failed */
     acq_free(a);
 }
 
@@ -257,7 +257,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     if (buf)
         faas_rpc_reply(a->call, buf, len);
     else if (a->call)
-        faas_rpc_fail(a->call, FAAS_RPC_INTERNAL, "out of memory");
+        faas_rpc_fail(a->call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
@@ -495,7 +495,7 @@ static void scale_up(wm_t *wm, wm_pod_t *p)
     if (p->req == NULL || wm->stop)
         return;
     const Faas__FunctionSpec *s = p->req->spec;
-    uint32_t max = s->max_instances ? s->max_instances : WM_DEFAULT_MAX_INSTANCES;
+    uint32_t max = s->max_instances ? s->max_instances : FAAS_SPEC_DEFAULT_MAX_INSTANCES;
     uint32_t n = 0;
     for (wm_pod_t *q = wm->pods; q; q = q->next) {
         if (strcmp(q->function, s->name) != 0)
@@ -519,7 +519,7 @@ static void scale_up(wm_t *wm, wm_pod_t *p)
     }
     free(buf);
     a->t0 = faas_now_us();
-    uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : DEFAULT_COLD_START_MS;
+    uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS;
     a->deadline_us = a->t0 + (uint64_t)tmo * 1000u;
     FAAS_INFO("event=scale_up fn=%s instances=%u max=%u", s->name, n, max);
     acquire(wm, a);
@@ -605,7 +605,7 @@ static void release(wm_t *wm, wm_work_t *w)
 {
     wm_pod_t *p = find_instance(wm, w->arg);
     if (p == NULL) {
-        faas_rpc_fail(w->call, FAAS_RPC_NOT_FOUND, "no such instance on this worker");
+        faas_rpc_fail(w->call, FAAS_GRPC_NOT_FOUND, "no such instance on this worker");
         return;
     }
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
@@ -866,7 +866,7 @@ void wm_loop_shutdown(wm_t *wm)
         if (w->kind == WORK_ACQUIRE)
             acq_fail(wm, w->acq, "the worker manager is shutting down");
         else if (w->kind == WORK_RELEASE)
-            faas_rpc_fail(w->call, FAAS_RPC_UNAVAILABLE, "worker manager is shutting down");
+            faas_rpc_fail(w->call, FAAS_GRPC_UNAVAILABLE, "worker manager is shutting down");
         free(w);
         w = next;
     }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -30,7 +31,7 @@ static void reply_msg(faas_rpc_call_t *call, const ProtobufCMessage *m)
     if (buf)
         faas_rpc_reply(call, buf, len);
     else
-        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "out of memory");
+        faas_rpc_fail(call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
 }
 
@@ -92,7 +93,7 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     Faas__LogsRequest *r = faas__logs_request__unpack(NULL, len, req);
     const char *err = "Logs needs a function name";
     if (r == NULL || faas_valid_function_name(r->function, strlen(r->function), &err) != 0) {
-        faas_rpc_fail(call, FAAS_RPC_INVALID_ARGUMENT, err);
+        faas_rpc_fail(call, FAAS_GRPC_INVALID_ARGUMENT, err);
         if (r)
             faas__logs_request__free_unpacked(r, NULL);
         return;
@@ -103,7 +104,7 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     char **lines;
     size_t n;
     if (wm_tail_lines(path, tail, &lines, &n) != 0) {
-        faas_rpc_fail(call, FAAS_RPC_INTERNAL, "cannot read the function log");
+        faas_rpc_fail(call, FAAS_GRPC_INTERNAL, "cannot read the function log");
     } else {
         Faas__LogLines ll = FAAS__LOG_LINES__INIT;
         ll.lines = lines;
@@ -241,7 +242,8 @@ static void serve_one(metrics_t *m, int c)
     }
     req[got] = '\0';
     static char body[8192];
-    const char *status = "200 OK", *ctype = "text/plain; version=0.0.4";
+    const char *ctype = "text/plain; version=0.0.4";
+    int status = 200;
     size_t bl;
     if (strncmp(req, "GET /metrics", 12) == 0 && (req[12] == ' ' || req[12] == '?')) {
         bl = wm_metrics_text(m->wm, body, sizeof(body));
@@ -249,14 +251,14 @@ static void serve_one(metrics_t *m, int c)
         bl = (size_t)snprintf(body, sizeof(body), "ok\n");
         ctype = "text/plain";
     } else {
-        status = "404 Not Found";
+        status = 404;
         ctype = "text/plain";
         bl = (size_t)snprintf(body, sizeof(body), "not found\n");
     }
     char head[256];
     int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
-                      ctype, bl);
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+                      faas_http_reason(status), ctype, bl);
     (void)!send(c, head, (size_t)hl, MSG_NOSIGNAL);
     (void)!send(c, body, bl, MSG_NOSIGNAL);
 }
@@ -385,6 +387,73 @@ static void check_traversable(const wm_config_t *c)
     }
 }
 
+/* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
+ * and the pod helper, forked while no thread and no grpc exist yet in this process.
+ * 0, or -1 after saying why on stderr. */
+static int prepare_host(wm_t *wm, const wm_config_t *c)
+{
+    const char *err = NULL;
+    if (make_dirs(c) != 0) {
+        fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+        return -1;
+    }
+    if (wm_cg_detect(c->cgroup_root, &wm->cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return -1;
+    }
+    if (access(c->agent, X_OK) != 0)
+        FAAS_WARN("event=agent_missing path=%s", c->agent);
+    check_traversable(c);
+    char prev[64];
+    swap_run_id(c, prev, sizeof(prev));
+    if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return -1;
+    }
+    wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    return 0;
+}
+
+/* The WorkerManager service on c->listen; NULL with *err set. */
+static faas_rpc_server_t *start_rpc(wm_t *wm, const char **err)
+{
+    static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
+                                  "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
+                                  "/faas.WorkerManager/Logs"};
+    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list, h_logs};
+    faas_rpc_method_t methods[5];
+    faas_rpc_global_init();
+    for (int i = 0; i < 5; i++)
+        methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], wm};
+    int port = 0;
+    return faas_rpc_server_start(wm->cfg->listen, &port, methods, 5, err);
+}
+
+/* Runs the pod loop until SIGINT/SIGTERM with the heartbeat and metrics threads beside
+ * it, then stops them in dependency order: no new calls, no pods, then the threads. */
+static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
+{
+    const wm_config_t *c = wm->cfg;
+    pthread_t hb, mt;
+    pthread_create(&hb, NULL, heartbeat_main, wm);
+    pthread_create(&mt, NULL, metrics_main, m);
+    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
+              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+
+    wm_loop_run(wm);
+
+    wm_loop_shutdown(wm);
+    faas_rpc_server_stop(srv);
+    wm_helper_cleanup(&wm->helper, NULL);
+    pthread_mutex_lock(&wm->mu);
+    wm->hb_stop = 1;
+    pthread_cond_broadcast(&wm->cv);
+    pthread_mutex_unlock(&wm->mu);
+    pthread_join(hb, NULL);
+    m->stop = 1;
+    pthread_join(mt, NULL);
+}
+
 int wm_run(const wm_config_t *c)
 {
     static wm_t wm;
@@ -392,25 +461,8 @@ int wm_run(const wm_config_t *c)
     wm.cfg = c;
     wm.helper.fd = -1;
     const char *err = NULL;
-    if (make_dirs(c) != 0) {
-        fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
+    if (prepare_host(&wm, c) != 0)
         return 1;
-    }
-    if (wm_cg_detect(c->cgroup_root, &wm.cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return 1;
-    }
-    if (access(c->agent, X_OK) != 0)
-        FAAS_WARN("event=agent_missing path=%s", c->agent);
-    check_traversable(c);
-    char prev[64];
-    swap_run_id(c, prev, sizeof(prev));
-    /* first: no thread and no grpc exist yet in this process */
-    if (wm_helper_start(&wm.helper, c, &wm.cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return 1;
-    }
-    wm_helper_cleanup(&wm.helper, strcmp(prev, c->id) != 0 ? prev : NULL);
 
     sigset_t ss;
     sigemptyset(&ss);
@@ -431,38 +483,12 @@ int wm_run(const wm_config_t *c)
         fprintf(stderr, "faas-workermgr: %s (%s)\n", err, c->metrics_listen);
         goto out_helper;
     }
-    faas_rpc_global_init();
-    static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
-                                  "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
-                                  "/faas.WorkerManager/Logs"};
-    void (*hs[])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {h_acquire, h_release, h_stats, h_list, h_logs};
-    faas_rpc_method_t methods[5];
-    for (int i = 0; i < 5; i++)
-        methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], &wm};
-    int port = 0;
-    faas_rpc_server_t *srv = faas_rpc_server_start(c->listen, &port, methods, 5, &err);
+    faas_rpc_server_t *srv = start_rpc(&wm, &err);
     if (srv == NULL) {
         fprintf(stderr, "faas-workermgr: cannot listen on %s: %s\n", c->listen, err ? err : "?");
         goto out_helper;
     }
-    pthread_t hb, mt;
-    pthread_create(&hb, NULL, heartbeat_main, &wm);
-    pthread_create(&mt, NULL, metrics_main, &m);
-    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
-              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
-
-    wm_loop_run(&wm);
-
-    wm_loop_shutdown(&wm);
-    faas_rpc_server_stop(srv);
-    wm_helper_cleanup(&wm.helper, NULL);
-    pthread_mutex_lock(&wm.mu);
-    wm.hb_stop = 1;
-    pthread_cond_broadcast(&wm.cv);
-    pthread_mutex_unlock(&wm.mu);
-    pthread_join(hb, NULL);
-    m.stop = 1;
-    pthread_join(mt, NULL);
+    serve(&wm, &m, srv);
     rc = 0;
 out_helper:
     if (m.fd >= 0)

@@ -5,6 +5,7 @@
  * methods/paths/headers that cannot break the request line, bounded numbers.
  * A second parse of the same argv agrees, and ctl_args_free leaves no leak. */
 // FUZZ_SOURCES: deploy/args.c deploy/manifest.c deploy/values.c deploy/httpc.c common/util.c tests/fuzz/cli_argv.c
+// FUZZ_SOURCES: common/spec.c
 // FUZZ_PKGS: yaml-0.1 libprotobuf-c
 #include <stdint.h>
 #include <stdlib.h>

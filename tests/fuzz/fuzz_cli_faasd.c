@@ -3,6 +3,7 @@
  * one printable line; an accepted config has listeners with ports 1..65534,
  * metrics addresses filled in, a pool of 0..64; a second parse agrees. */
 // FUZZ_SOURCES: deploy/args.c deploy/manifest.c deploy/values.c deploy/httpc.c common/util.c tests/fuzz/cli_argv.c
+// FUZZ_SOURCES: common/spec.c
 // FUZZ_PKGS: yaml-0.1 libprotobuf-c
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * LeaseRenewal messages (2-byte length prefixes) applied in turn, then every lease
  * lapses. Each must be accepted or refused, never crash or leak; every event must
  * re-read as a WatchEvent, and once all leases lapsed nothing may remain. */
-// FUZZ_SOURCES: discovery/registry.c discovery/spec.c common/util.c common/log.c
+// FUZZ_SOURCES: discovery/registry.c discovery/spec.c common/util.c common/spec.c common/log.c
 // FUZZ_PKGS: libprotobuf-c
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * to a spec or an error sentence, never crash or leak. A spec that passes must
  * pack, and validating it again must be a fixed point (same bytes), since the
  * stored spec is re-read and re-sent to every watcher. */
-// FUZZ_SOURCES: discovery/spec.c common/util.c
+// FUZZ_SOURCES: discovery/spec.c common/util.c common/spec.c
 // FUZZ_PKGS: libprotobuf-c
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* libFuzzer driver for the manifest parser: any bytes must give a spec or an error,
  * never a crash, leak or overflow. A parsed spec must also pack and print. */
-// FUZZ_SOURCES: deploy/manifest.c deploy/values.c common/util.c
+// FUZZ_SOURCES: deploy/manifest.c deploy/values.c common/util.c common/spec.c
 // FUZZ_PKGS: yaml-0.1
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer driver in tests/fuzz/ with clang and runs each for N seconds.
-# A driver names what it links in two header comments:
+# A driver names what it links in header comments (FUZZ_SOURCES may repeat, so a
+# line stays under the 120-column limit):
 #   // FUZZ_SOURCES: deploy/manifest.c common/util.c
 #   // FUZZ_PKGS: yaml-0.1 libprotobuf-c
 # usage: tests/fuzz/run.sh [seconds-per-driver] [driver-name-filter]

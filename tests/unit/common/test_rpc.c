@@ -9,7 +9,7 @@
 static void echo(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     if (len == 4 && memcmp(req, "fail", 4) == 0) {
-        faas_rpc_fail(call, FAAS_RPC_NOT_FOUND, "no such thing");
+        faas_rpc_fail(call, FAAS_GRPC_NOT_FOUND, "no such thing");
         return;
     }
     faas_rpc_reply(call, req, len);
@@ -46,7 +46,7 @@ static void count(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *u
         int k = snprintf(m, sizeof(m), "%d", i);
         faas_rpc_send(call, (const uint8_t *)m, (size_t)k);
     }
-    faas_rpc_finish(call, FAAS_RPC_OK, NULL);
+    faas_rpc_finish(call, FAAS_GRPC_OK, NULL);
 }
 
 static const faas_rpc_method_t methods[] = {
@@ -89,7 +89,7 @@ Test(rpc, unary_roundtrip_and_error_status)
     cr_assert_eq(memcmp(resp, "hello", 5), 0);
     free(resp);
     rc = faas_rpc_unary(ch, "/t.T/Echo", (const uint8_t *)"fail", 4, 5000, &resp, &n, err, sizeof(err));
-    cr_assert_eq(rc, FAAS_RPC_NOT_FOUND);
+    cr_assert_eq(rc, FAAS_GRPC_NOT_FOUND);
     cr_assert_str_eq(err, "no such thing");
     free(resp);
     /* an empty message is a valid protobuf */
@@ -105,7 +105,7 @@ Test(rpc, unknown_method_is_unimplemented)
     size_t n;
     char err[128];
     int rc = faas_rpc_unary(ch, "/t.T/Nope", (const uint8_t *)"x", 1, 5000, &resp, &n, err, sizeof(err));
-    cr_assert_eq(rc, FAAS_RPC_UNIMPLEMENTED, "rc=%d", rc);
+    cr_assert_eq(rc, FAAS_GRPC_UNIMPLEMENTED, "rc=%d", rc);
     free(resp);
 }
 
@@ -165,7 +165,7 @@ Test(rpc, unreachable_server_is_unavailable)
     size_t n;
     char err[256];
     int rc = faas_rpc_unary(dead, "/t.T/Echo", (const uint8_t *)"x", 1, 3000, &resp, &n, err, sizeof(err));
-    cr_assert_eq(rc, FAAS_RPC_UNAVAILABLE, "rc=%d %s", rc, err);
+    cr_assert_eq(rc, FAAS_GRPC_UNAVAILABLE, "rc=%d %s", rc, err);
     free(resp);
     faas_rpc_channel_close(dead);
 }
@@ -201,7 +201,7 @@ static void *pusher(void *arg)
     }
     for (int i = 0; i < 5000 && !closed_seen; i++)
         usleep(1000);
-    faas_rpc_finish(c, FAAS_RPC_OK, NULL);
+    faas_rpc_finish(c, FAAS_GRPC_OK, NULL);
     return NULL;
 }
 
@@ -227,7 +227,7 @@ Test(rpc_watch, client_cancel_reaches_owner, .timeout = 20)
     char ebuf[128];
     int rc = faas_rpc_server_stream(c, "/t.T/Watch", (const uint8_t *)"", 0, 10000, stop_after_10, &n, ebuf,
                                     sizeof(ebuf));
-    cr_assert_eq(rc, FAAS_RPC_CANCELLED);
+    cr_assert_eq(rc, FAAS_GRPC_CANCELLED);
     cr_assert_eq(n, 10);
     pthread_join(th, NULL);
     cr_assert(closed_seen, "on_close fired after the client cancelled");
@@ -311,7 +311,7 @@ Test(rpc_more, held_until_flush_then_in_order, .timeout = 20)
 
     cr_assert_eq(faas_rpc_send_more(c, (const uint8_t *)"4", 1), 0);
     cr_assert_eq(faas_rpc_send_more(c, (const uint8_t *)"5", 1), 0);
-    cr_assert_eq(faas_rpc_finish(c, FAAS_RPC_OK, NULL), 0);
+    cr_assert_eq(faas_rpc_finish(c, FAAS_GRPC_OK, NULL), 0);
     pthread_join(th, NULL);
     cr_assert_eq(hc.rc, 0, "the stream ends OK after the held messages");
     cr_assert_eq(held_got, 6, "finish sends what was still held");

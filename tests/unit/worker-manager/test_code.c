@@ -40,6 +40,47 @@ Test(code, sha256_file_matches_buffer)
     cr_assert_str_eq(a, b);
 }
 
+/* Known answers through the file path: empty, shorter than a block, and 1,000,000 'a'
+ * (FIPS 180-2 B.3), which spans several reads of wm_sha256_file's 64 KiB buffer. */
+static void file_of(char *path, const char *data, size_t len)
+{
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, data + off, len - off);
+        cr_assert_gt(w, 0);
+        off += (size_t)w;
+    }
+    close(fd);
+}
+
+Test(code, sha256_file_known_answers)
+{
+    static const struct {
+        size_t len;
+        char fill;
+        const char *hex;
+    } kat[] = {{0, 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+               {1000000, 'a', "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"}};
+    char hex[65];
+    for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++) {
+        char path[] = "/tmp/wm-kat-XXXXXX";
+        char *data = malloc(kat[i].len + 1);
+        memset(data, kat[i].fill, kat[i].len);
+        file_of(path, data, kat[i].len);
+        free(data);
+        cr_assert_eq(wm_sha256_file(path, hex), 0);
+        unlink(path);
+        cr_assert_str_eq(hex, kat[i].hex, "%zu bytes", kat[i].len);
+    }
+    char path[] = "/tmp/wm-kat-XXXXXX";
+    file_of(path, "abc", 3);
+    cr_assert_eq(wm_sha256_file(path, hex), 0);
+    unlink(path);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    cr_assert_eq(wm_sha256_file("/nonexistent/wm-kat", hex), -1);
+}
+
 Test(code, valid_sha)
 {
     cr_assert(wm_valid_sha256("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));

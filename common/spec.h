@@ -1,0 +1,57 @@
+/* common/spec.h - FunctionSpec defaults and limits: the one place they are written.
+ * A spec field left at zero (or empty) means "the platform default" everywhere:
+ * faasctl fills these before deploy, discovery fills them before storing, and the
+ * worker manager, the agent and the dispatcher fall back to them when a spec that
+ * did not pass through discovery leaves one unset. docs/architecture.md ("Spec
+ * defaults and limits") promises them; tests/unit/common/test_spec.c pins them. */
+#ifndef FAAS_SPEC_H
+#define FAAS_SPEC_H
+
+#include "proto/faas.pb-c.h"
+
+/* ---- defaults ---- */
+
+/* Per-request deadline, counted from arrival (queue time included). */
+#define FAAS_SPEC_DEFAULT_TIMEOUT_MS 30000u
+/* Longest a cold start (pod specialized, user server ready) may take. */
+#define FAAS_SPEC_DEFAULT_COLD_START_MS 10000u
+/* An elastic instance idle this long is released. */
+#define FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS 300000u
+/* Longest stream (gRPC/streamed call): 15 minutes, Lambda's bound. */
+#define FAAS_SPEC_DEFAULT_MAX_DURATION_MS 900000u
+/* Largest request body (HTTP) or request message (gRPC). */
+#define FAAS_SPEC_DEFAULT_MAX_BODY_BYTES (8u << 20)
+/* Instances of one function the platform starts at most. */
+#define FAAS_SPEC_DEFAULT_MAX_INSTANCES 100u
+/* In-flight requests per instance; 0 = unlimited (concurrency is a cap, not the signal). */
+#define FAAS_SPEC_DEFAULT_CONCURRENCY 0u
+/* Readiness probe interval: a cold start waits on it, so it is short. */
+#define FAAS_SPEC_DEFAULT_PROBE_INTERVAL_MS 2u
+/* HTTP readiness path. */
+#define FAAS_SPEC_DEFAULT_HEALTH_PATH "/"
+/* The environment variable that tells the user server its port. */
+#define FAAS_SPEC_DEFAULT_PORT_ENV "PORT"
+/* How the agent frames Thrift calls toward the user server. */
+#define FAAS_SPEC_DEFAULT_THRIFT_TRANSPORT "framed"
+/* Pod limits when resources leave them unset (also the warm pod's limits). */
+#define FAAS_SPEC_DEFAULT_MEMORY_BYTES (256ull << 20)
+#define FAAS_SPEC_DEFAULT_PIDS 256u
+
+/* ---- limits (plain decimals, so error messages can quote them with FAAS_SPEC_STR) ---- */
+
+/* Largest min_instances / max_instances a spec may ask for. */
+#define FAAS_SPEC_LIMIT_INSTANCES 100000
+/* Largest concurrency a spec may ask for. */
+#define FAAS_SPEC_LIMIT_CONCURRENCY 1000000
+
+/* The decimal text of a limit, for messages: FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES). */
+#define FAAS_SPEC_STR(x) FAAS_SPEC_STR_(x)
+#define FAAS_SPEC_STR_(x) #x
+
+/* Fills port_env and every number above that the spec leaves at zero (timeouts, max
+ * body, max duration, max instances); the strings it sets are malloc'd like an
+ * unpacked message's. Health and thrift_transport depend on the protocol and are
+ * left to discovery's checks. 0, or -1 when out of memory. */
+int faas_spec_fill_defaults(Faas__FunctionSpec *spec);
+
+#endif

@@ -1,0 +1,61 @@
+/* The spec defaults and limits that docs/architecture.md, proto/faas.proto comments and
+ * the example manifests promise: changing one here means changing those too. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/spec.h"
+
+Test(spec, documented_defaults)
+{
+    cr_assert_eq(FAAS_SPEC_DEFAULT_TIMEOUT_MS, 30000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_COLD_START_MS, 10000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS, 5 * 60 * 1000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_MAX_DURATION_MS, 15 * 60 * 1000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_MAX_BODY_BYTES, 8 * 1024 * 1024);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_MAX_INSTANCES, 100);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_CONCURRENCY, 0, "0 = unlimited");
+    cr_assert_eq(FAAS_SPEC_DEFAULT_PROBE_INTERVAL_MS, 2);
+    cr_assert_str_eq(FAAS_SPEC_DEFAULT_HEALTH_PATH, "/");
+    cr_assert_str_eq(FAAS_SPEC_DEFAULT_PORT_ENV, "PORT");
+    cr_assert_str_eq(FAAS_SPEC_DEFAULT_THRIFT_TRANSPORT, "framed");
+    cr_assert_eq(FAAS_SPEC_DEFAULT_MEMORY_BYTES, 256ull * 1024 * 1024);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_PIDS, 256);
+}
+
+Test(spec, documented_limits)
+{
+    cr_assert_eq(FAAS_SPEC_LIMIT_INSTANCES, 100000);
+    cr_assert_eq(FAAS_SPEC_LIMIT_CONCURRENCY, 1000000);
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES), "100000");
+    cr_assert(FAAS_SPEC_DEFAULT_MAX_INSTANCES <= FAAS_SPEC_LIMIT_INSTANCES);
+}
+
+Test(spec, fill_defaults_sets_only_unset_fields)
+{
+    Faas__FunctionSpec s;
+    faas__function_spec__init(&s);
+    cr_assert_eq(faas_spec_fill_defaults(&s), 0);
+    cr_assert_str_eq(s.port_env, "PORT");
+    cr_assert_eq(s.timeout_ms, FAAS_SPEC_DEFAULT_TIMEOUT_MS);
+    cr_assert_eq(s.cold_start_timeout_ms, FAAS_SPEC_DEFAULT_COLD_START_MS);
+    cr_assert_eq(s.idle_timeout_ms, FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS);
+    cr_assert_eq(s.max_duration_ms, FAAS_SPEC_DEFAULT_MAX_DURATION_MS);
+    cr_assert_eq(s.max_body_bytes, FAAS_SPEC_DEFAULT_MAX_BODY_BYTES);
+    cr_assert_eq(s.max_instances, FAAS_SPEC_DEFAULT_MAX_INSTANCES);
+    cr_assert_eq(s.concurrency, 0, "concurrency 0 stays unlimited");
+    free(s.port_env);
+
+    faas__function_spec__init(&s);
+    s.port_env = strdup("HTTP_PORT");
+    s.timeout_ms = 1500;
+    s.max_instances = 3;
+    s.max_body_bytes = 1;
+    cr_assert_eq(faas_spec_fill_defaults(&s), 0);
+    cr_assert_str_eq(s.port_env, "HTTP_PORT");
+    cr_assert_eq(s.timeout_ms, 1500);
+    cr_assert_eq(s.max_instances, 3);
+    cr_assert_eq(s.max_body_bytes, 1);
+    cr_assert_eq(s.cold_start_timeout_ms, FAAS_SPEC_DEFAULT_COLD_START_MS);
+    free(s.port_env);
+}

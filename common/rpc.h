@@ -16,9 +16,7 @@
 
 #include "common/errors.h"
 
-/* Status codes are common/errors.h's FAAS_GRPC_*. This one old name stays until
- * dispatcher/control.c switches to FAAS_GRPC_UNAVAILABLE. */
-enum { FAAS_RPC_UNAVAILABLE = FAAS_GRPC_UNAVAILABLE };
+/* Status codes are common/errors.h's FAAS_GRPC_*. */
 
 typedef struct faas_rpc_server faas_rpc_server_t;
 typedef struct faas_rpc_call faas_rpc_call_t;
@@ -99,8 +97,8 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
 
 /* Server stream: on_msg is called for every message on this thread; returning
  * non-zero cancels the call (result FAAS_GRPC_CANCELLED). Returns when the stream ends. */
-int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
-                           int timeout_ms, int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud,
-                           char *errbuf, size_t errcap);
+int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len, int timeout_ms,
+                           int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud, char *errbuf,
+                           size_t errcap);
 
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 
 #define CALL_CACHE 64
@@ -161,7 +162,7 @@ static void release_pair(disp_call_t *c)
     }
 }
 
-void disp_call_fail(disp_call_t *c, int status, const char *what)
+void disp_call_fail(disp_call_t *c, faas_err_t kind, const char *what)
 {
     if (c->ended)
         return;
@@ -174,8 +175,8 @@ void disp_call_fail(disp_call_t *c, int status, const char *what)
         FAAS_WARN("event=response_aborted request_id=%s fn=%.*s msg=\"%s\"", c->rid, fl, fn, what);
     else
         FAAS_WARN("event=request_error request_id=%s fn=%.*s protocol=%s status=%d ms=%" PRIu64 " msg=\"%s\"", c->rid,
-                  fl, fn, proto_name[c->proto], status, (faas_now_us() - c->start_us) / 1000, what);
-    c->sink->error(c, status, what, c->started);
+                  fl, fn, proto_name[c->proto], faas_err_http(kind), (faas_now_us() - c->start_us) / 1000, what);
+    c->sink->error(c, kind, what, c->started);
 }
 
 void disp_call_close(disp_call_t *c)
@@ -210,7 +211,7 @@ static void bridged_free(h2b_pair_t *p)
 
 static void on_deadline(disp_timer_t *t)
 {
-    disp_call_fail(H2O_STRUCT_FROM_MEMBER(disp_call_t, deadline_timer, t), 504, "deadline exceeded");
+    disp_call_fail(H2O_STRUCT_FROM_MEMBER(disp_call_t, deadline_timer, t), FAAS_ERR_DEADLINE, "deadline exceeded");
 }
 
 /* ---- the response of a local call (h2b local caller callbacks) ---- */
@@ -232,12 +233,13 @@ static void on_head(h2b_pair_t *p)
     const nghttp2_nv *fe = h2b_find(&p->resp, "faas-error");
     if (fe != NULL) {
         int timeout = fe->valuelen == 7 && memcmp(fe->value, "timeout", 7) == 0;
-        disp_call_fail(c, timeout ? 504 : 502, timeout ? "deadline exceeded" : "function crashed or reset the request");
+        disp_call_fail(c, timeout ? FAAS_ERR_DEADLINE : FAAS_ERR_CRASHED,
+                       timeout ? "deadline exceeded" : "function crashed or reset the request");
         return;
     }
     int st = status_of(h2b_find(&p->resp, ":status"));
     if (st < 200 || st > 999) {
-        disp_call_fail(c, 502, "bad response from the function");
+        disp_call_fail(c, FAAS_ERR_CRASHED, "bad response from the function");
         return;
     }
     size_t k = 0; /* pseudo headers come first (RFC 9113 section 8.3) */
@@ -278,7 +280,7 @@ static void on_broken(h2b_pair_t *p, uint32_t code, const char *why)
         why = strstr(why, "connect") != NULL ? "cannot connect to the function" : "function refused the request";
     else
         why = "function crashed or reset the request";
-    disp_call_fail(c, 502, why);
+    disp_call_fail(c, FAAS_ERR_CRASHED, why);
 }
 
 static const h2b_local_t local_ops = {on_head, on_data, on_end, on_broken};
@@ -309,12 +311,12 @@ void disp_call_send(disp_call_t *c, disp_inst_t *inst)
 {
     h2b_conn_t *conn = h2b_client_get(inst->endpoint);
     if (conn == NULL) {
-        disp_call_fail(c, 502, "cannot connect to the function");
+        disp_call_fail(c, FAAS_ERR_CRASHED, "cannot connect to the function");
         return;
     }
     nghttp2_nv stack[48], *nv = c->hdrs.n + 4 <= 48 ? stack : malloc((c->hdrs.n + 4) * sizeof(*nv));
     if (nv == NULL) {
-        disp_call_fail(c, 429, "out of memory");
+        disp_call_fail(c, FAAS_ERR_EXHAUSTED, "out of memory");
         return;
     }
     char dl[24];
@@ -325,7 +327,7 @@ void disp_call_send(disp_call_t *c, disp_inst_t *inst)
     if (nv != stack)
         free(nv);
     if (rc != 0)
-        disp_call_fail(c, 502, "cannot open a stream to the function");
+        disp_call_fail(c, FAAS_ERR_CRASHED, "cannot open a stream to the function");
 }
 
 void disp_call_start(disp_call_t *c, const char *name, size_t len, const char *rid, uint64_t deadline_ms)
@@ -334,12 +336,13 @@ void disp_call_start(disp_call_t *c, const char *name, size_t len, const char *r
     disp_fn_t *fn = disp_fn_find(&disp_g.table, name, len);
     if (fn == NULL || !fn->known) {
         c->ended = 1;
-        c->sink->error(c, 404, "no such function", 0);
+        c->sink->error(c, FAAS_ERR_NOT_FOUND, "no such function", 0);
         return;
     }
     c->fn = fn;
     uint64_t now = faas_now_ms();
-    c->deadline_ms = deadline_ms != 0 ? deadline_ms : now + (fn->p.timeout_ms ? fn->p.timeout_ms : 30000);
+    c->deadline_ms =
+        deadline_ms != 0 ? deadline_ms : now + (fn->p.timeout_ms ? fn->p.timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS);
     disp_timer_start(&c->deadline_timer, c->deadline_ms);
     disp_inst_t *inst = fn->nwaiters == 0 ? disp_pick(fn) : NULL;
     if (inst != NULL)

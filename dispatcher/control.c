@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/rpc.h"
+#include "common/spec.h"
 #include "common/util.h"
 #include "proto/faas.pb-c.h"
 
@@ -92,7 +93,7 @@ static void chan_put(chan_t *c, int rc)
 {
     pthread_mutex_lock(&chmu);
     /* a channel younger than a second has just been (re)made: keep it */
-    if (c->ch == NULL || (rc == FAAS_RPC_UNAVAILABLE && faas_now_ms() - c->opened_ms > 1000))
+    if (c->ch == NULL || (rc == FAAS_GRPC_UNAVAILABLE && faas_now_ms() - c->opened_ms > 1000))
         c->stale = 1;
     if (--c->refs == 0 && c->stale) {
         for (chan_t **pp = &chans; *pp != NULL; pp = &(*pp)->next)
@@ -258,7 +259,7 @@ int disp_control_acquire(disp_fn_t *fn, const char *request_id)
         return -1;
     uint32_t cst = disp_g.cfg.cold_start_timeout_ms
                        ? disp_g.cfg.cold_start_timeout_ms
-                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : 10000);
+                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS);
     Faas__FunctionSpec *spec = faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb);
     if (spec == NULL)
         return -1;
@@ -338,9 +339,9 @@ static void function_put(const Faas__FunctionSpec *s)
         .concurrency = s->concurrency,
         .min_instances = s->min_instances,
         .max_instances = s->max_instances,
-        .timeout_ms = s->timeout_ms ? s->timeout_ms : 30000,
-        .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : 10000,
-        .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : 300000,
+        .timeout_ms = s->timeout_ms ? s->timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS,
+        .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS,
+        .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS,
         .max_duration_ms = s->max_duration_ms,
         .max_body_bytes = s->max_body_bytes,
     };

@@ -7,14 +7,12 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 
 disp_state_t disp_g;
 
 #define IDLE_SCAN_MS 100
-#define DEFAULT_TIMEOUT_MS 30000u
-#define DEFAULT_COLD_START_MS 10000u
-#define DEFAULT_MAX_DURATION_MS 900000u
 
 static h2o_timeout_t idle_timeout;
 static h2o_timeout_entry_t idle_entry;
@@ -78,8 +76,8 @@ int disp_lookup(const char *name, size_t len, disp_fn_info_t *info)
     if (fn == NULL || !fn->known)
         return -1;
     info->max_body_bytes = fn->p.max_body_bytes;
-    info->timeout_ms = fn->p.timeout_ms ? fn->p.timeout_ms : DEFAULT_TIMEOUT_MS;
-    info->max_duration_ms = fn->p.max_duration_ms ? fn->p.max_duration_ms : DEFAULT_MAX_DURATION_MS;
+    info->timeout_ms = fn->p.timeout_ms ? fn->p.timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS;
+    info->max_duration_ms = fn->p.max_duration_ms ? fn->p.max_duration_ms : FAAS_SPEC_DEFAULT_MAX_DURATION_MS;
     return 0;
 }
 
@@ -109,11 +107,11 @@ static int maybe_acquire(disp_fn_t *fn, const char *rid)
 }
 
 /* Fails every waiter that can no longer expect an instance. */
-static void fail_waiters(disp_fn_t *fn, int status, const char *what)
+static void fail_waiters(disp_fn_t *fn, faas_err_t kind, const char *what)
 {
     disp_waiter_t *w;
     while ((w = disp_wait_pop(fn)) != NULL)
-        disp_call_fail(waiter_call(w), status, what);
+        disp_call_fail(waiter_call(w), kind, what);
 }
 
 void disp_on_instance_ready(disp_fn_t *fn)
@@ -125,13 +123,13 @@ void disp_on_instance_ready(disp_fn_t *fn)
         disp_call_send(c, inst);
     }
     if (fn->nwaiters != 0 && maybe_acquire(fn, waiter_call(fn->waiters.next)->rid) != 0)
-        fail_waiters(fn, 503, "no worker available");
+        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
 }
 
 void disp_on_function_deleted(disp_fn_t *fn)
 {
     disp_fn_forget(&disp_g.table, fn);
-    fail_waiters(fn, 404, "no such function");
+    fail_waiters(fn, FAAS_ERR_NOT_FOUND, "no such function");
 }
 
 /* 1 if a READY instance of the current version exists, busy or not: waiters held by a
@@ -149,29 +147,29 @@ static int has_current_instance(const disp_fn_t *fn)
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
 {
     if (fn->acquiring == 0 && !has_current_instance(fn))
-        fail_waiters(fn, 503, why);
+        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, why);
 }
 
 static void on_wait_timeout(disp_timer_t *t)
 {
     disp_call_t *c = H2O_STRUCT_FROM_MEMBER(disp_call_t, wait_timer, t);
-    disp_call_fail(c, 503, "cold start timed out");
+    disp_call_fail(c, FAAS_ERR_UNAVAILABLE, "cold start timed out");
 }
 
 void disp_hold(disp_call_t *c, disp_fn_t *fn)
 {
     uint32_t cst = disp_g.cfg.cold_start_timeout_ms
                        ? disp_g.cfg.cold_start_timeout_ms
-                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : DEFAULT_COLD_START_MS);
+                       : (fn->p.cold_start_timeout_ms ? fn->p.cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS);
     uint64_t now = faas_now_ms();
     if (disp_wait_push(&disp_g.table, fn, &c->wait, now, cst) != 0) {
-        disp_call_fail(c, 429, "queue full");
+        disp_call_fail(c, FAAS_ERR_EXHAUSTED, "queue full");
         return;
     }
     c->wait_timer.cb = on_wait_timeout;
     disp_timer_start(&c->wait_timer, now + cst);
     if (maybe_acquire(fn, c->rid) != 0)
-        fail_waiters(fn, 503, "no worker available");
+        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
 }
 
 /* ---- idle release ---- */

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/errors.h"
 #include "h2b/h2b.h"
 
 typedef struct {
@@ -51,9 +52,9 @@ int disp_lookup(const char *name, size_t len, disp_fn_info_t *info);
 
 typedef struct disp_call disp_call_t;
 
-/* How the call's outcome reaches its front end. status is the HTTP-style platform
- * status of DESIGN.md section 3 (404, 413, 429, 502, 503, 504); the front end says it in
- * its protocol's terms. After end or error nothing else is called (but done). */
+/* How the call's outcome reaches its front end. A platform error is a kind of
+ * DESIGN.md section 3 (common/errors.h); the front end says it in its protocol's terms.
+ * After end or error nothing else is called (but done). */
 typedef struct disp_sink {
     /* Local calls: the function's response head (status; headers without pseudo
      * headers, as the agent sent them). */
@@ -64,7 +65,7 @@ typedef struct disp_sink {
     /* Local calls: the response ended; trailers (may be none). */
     void (*end)(disp_call_t *c, const nghttp2_nv *trl, size_t n);
     /* A platform error; started = the head was already delivered (break the response). */
-    void (*error)(disp_call_t *c, int status, const char *msg, int started);
+    void (*error)(disp_call_t *c, faas_err_t kind, const char *msg, int started);
     /* Bridged calls: the server stream is gone and the dispatcher lets go of c. */
     void (*done)(disp_call_t *c, int grpc_status, int http_status);
 } disp_sink_t;

@@ -210,7 +210,7 @@ void disp_timer_stop(disp_timer_t *t);
 
 /* call.c: a call held for fn got an instance / can no longer expect one. */
 void disp_call_send(disp_call_t *c, disp_inst_t *inst);
-void disp_call_fail(disp_call_t *c, int status, const char *what);
+void disp_call_fail(disp_call_t *c, faas_err_t kind, const char *what);
 
 /* control.c: threads and their messages. */
 int disp_control_start(const char **err);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 
 const char gw_args_usage[] =
@@ -66,7 +67,7 @@ static void defaults(gw_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->listen = "127.0.0.1:8080";
     cfg->discovery = "127.0.0.1:7100";
-    cfg->max_body = 8u << 20;
+    cfg->max_body = FAAS_SPEC_DEFAULT_MAX_BODY_BYTES; /* a function without max_body gets this */
     cfg->queue_max = 1024;
     cfg->threads = 1;
     cfg->domain = "";

@@ -15,7 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
 #include "gateway/internal.h"
@@ -23,7 +25,6 @@
 
 #define GW_PROTO_GRPC 3 /* gw_metrics_record's protocol: 0 http/1.1, 1 h2, 2 thrift, 3 grpc */
 #define MAX_FWD_HEADERS 128
-#define DEFAULT_MAX_MSG (8u << 20) /* the gateway's --max-body default, when the spec sets none */
 
 /* Per-call scratch kept in the pair: the request message scanner and its limit, and
  * the function (the dispatcher's name, stable while the loop runs) for the metrics. */
@@ -48,28 +49,9 @@ static int nv_is(const nghttp2_nv *v, const char *lit)
     return v != NULL && v->valuelen == strlen(lit) && memcmp(v->value, lit, v->valuelen) == 0;
 }
 
-/* A platform status (DESIGN.md section 3) in gRPC's terms. */
-static int platform_code(int status)
+static void sink_error(disp_call_t *c, faas_err_t kind, const char *msg, int started)
 {
-    switch (status) {
-    case 404:
-        return 12; /* UNIMPLEMENTED: nothing implements the service (now) */
-    case 413:
-    case 429:
-        return 8; /* RESOURCE_EXHAUSTED */
-    case 504:
-        return 4; /* DEADLINE_EXCEEDED */
-    case 502:
-    case 503:
-        return 14; /* UNAVAILABLE */
-    default:
-        return 13; /* INTERNAL */
-    }
-}
-
-static void sink_error(disp_call_t *c, int status, const char *msg, int started)
-{
-    h2b_pair_fail(disp_call_owner(c), platform_code(status), msg);
+    h2b_pair_fail(disp_call_owner(c), faas_err_grpc(kind), msg);
 }
 
 static void sink_done(disp_call_t *c, int grpc_status, int http_status)
@@ -78,9 +60,10 @@ static void sink_done(disp_call_t *c, int grpc_status, int http_status)
     front_t *fr = (front_t *)p->front;
     int code = grpc_status;
     if (code < 0 && http_status == 0)
-        code = 1; /* the client left first */
+        code = FAAS_GRPC_CANCELLED; /* the client left first */
     else if (code < 0)
-        code = http_status != 200 ? grpcw_code_from_http(http_status) : 2; /* ended without a status */
+        code = http_status != 200 ? grpcw_code_for_http_response(http_status)
+                                  : FAAS_GRPC_UNKNOWN; /* ended without a status */
     gw_metrics_record(fr->fn, fr->fnlen, code, GW_PROTO_GRPC, faas_now_us() - fr->start_us);
 }
 
@@ -143,7 +126,7 @@ static void on_request(h2b_pair_t *p, int eos)
     const char *err = NULL;
     if (grpcw_parse_path((const char *)path->value, path->valuelen, &svc, &meth, &err) != 0) {
         gw_metrics_other();
-        h2b_pair_fail(p, 12, err);
+        h2b_pair_fail(p, FAAS_GRPC_UNIMPLEMENTED, err);
         return;
     }
     char rid[72], msg[200];
@@ -156,14 +139,15 @@ static void on_request(h2b_pair_t *p, int eos)
             gw_metrics_other();
             snprintf(msg, sizeof(msg), "function %.*s: no such function", (int)(ff->valuelen < 64 ? ff->valuelen : 64),
                      (const char *)ff->value);
-            h2b_pair_fail(p, 12, fn_name_ok(ff->value, ff->valuelen) ? msg : "bad faas-function header");
+            h2b_pair_fail(p, FAAS_GRPC_UNIMPLEMENTED,
+                          fn_name_ok(ff->value, ff->valuelen) ? msg : "bad faas-function header");
             return;
         }
     } else if ((fn = disp_route(DISP_PROTO_GRPC, svc.ptr, svc.len, &fnlen)) == NULL) {
         gw_metrics_other();
         snprintf(msg, sizeof(msg), "no function serves %.*s", (int)(svc.len < 120 ? svc.len : 120), svc.ptr);
         FAAS_INFO("event=grpc_error grpc_status=12 msg=\"%s\"", msg);
-        h2b_pair_fail(p, 12, msg);
+        h2b_pair_fail(p, FAAS_GRPC_UNIMPLEMENTED, msg);
         return;
     }
     disp_fn_info_t info = {0};
@@ -176,14 +160,14 @@ static void on_request(h2b_pair_t *p, int eos)
     make_rid(find(p, "x-request-id"), rid, sizeof(rid));
     front_t *fr = (front_t *)p->front;
     memset(fr, 0, sizeof(*fr));
-    fr->max_msg =
-        info.max_body_bytes != 0 && info.max_body_bytes < UINT32_MAX ? (uint32_t)info.max_body_bytes : DEFAULT_MAX_MSG;
+    fr->max_msg = info.max_body_bytes != 0 && info.max_body_bytes < UINT32_MAX ? (uint32_t)info.max_body_bytes
+                                                                               : FAAS_SPEC_DEFAULT_MAX_BODY_BYTES;
     fr->fn = fn;
     fr->fnlen = fnlen;
     fr->start_us = faas_now_us();
     disp_call_t *c = disp_call_bridge(p, DISP_PROTO_GRPC, &grpc_sink, p);
     if (c == NULL || call_headers(p, c) != 0) {
-        h2b_pair_fail(p, 8, "gateway out of memory");
+        h2b_pair_fail(p, FAAS_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
         return;
     }
     disp_call_start(c, fn, fnlen, rid, deadline);
@@ -197,7 +181,7 @@ static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
     if (fr->max_msg == 0 || grpcw_scan(&fr->scan, data, len, fr->max_msg, &err) == 0)
         return 0;
     fr->max_msg = 0;
-    h2b_pair_fail(p, 8, err);
+    h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_TOO_LARGE), err);
     return -1;
 }
 

@@ -116,7 +116,12 @@ void gw_metrics_write(FILE *out)
     for (fn_metrics_t *m = fns; m != NULL; m = m->next)
         for (code_count_t *c = m->codes; c != NULL; c = c->next)
             fprintf(out, "faas_requests_total{function=\"%s\",code=\"%d\",protocol=\"%s\"} %" PRIu64 "\n", m->name,
-                    c->code, c->proto == 3 ? "grpc" : c->proto == 2 ? "thrift" : c->proto ? "h2" : "http1.1", c->n);
+                    c->code,
+                    c->proto == 3   ? "grpc"
+                    : c->proto == 2 ? "thrift"
+                    : c->proto      ? "h2"
+                                    : "http1.1",
+                    c->n);
     fprintf(out, "# HELP faas_request_duration_seconds Time from request to the end of the response.\n"
                  "# TYPE faas_request_duration_seconds histogram\n");
     for (fn_metrics_t *m = fns; m != NULL; m = m->next) {
@@ -129,7 +134,8 @@ void gw_metrics_write(FILE *out)
         fprintf(out, "faas_request_duration_seconds_count{function=\"%s\"} %" PRIu64 "\n", m->name, m->count);
     }
     fprintf(out,
-            "# HELP faas_gateway_other_requests_total Requests that reached no deployed function (health, metrics, unknown paths and function names).\n"
+            "# HELP faas_gateway_other_requests_total Requests that reached no deployed function (health, metrics, "
+            "unknown paths and function names).\n"
             "# TYPE faas_gateway_other_requests_total counter\nfaas_gateway_other_requests_total %" PRIu64 "\n",
             n_other);
 }

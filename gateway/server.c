@@ -18,6 +18,7 @@
 
 #include <h2o.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
@@ -33,47 +34,10 @@ static size_t g_domain_len;
 #define H2_BODY_SLACK (1u << 20)
 static volatile sig_atomic_t g_stop;
 
-/* HTTP/1.1 clients see a reason phrase; h2 has none. */
-static const char *reason_of(int st)
-{
-    static const struct {
-        int st;
-        const char *r;
-    } t[] = {{200, "OK"},
-             {201, "Created"},
-             {202, "Accepted"},
-             {204, "No Content"},
-             {206, "Partial Content"},
-             {301, "Moved Permanently"},
-             {302, "Found"},
-             {303, "See Other"},
-             {304, "Not Modified"},
-             {307, "Temporary Redirect"},
-             {308, "Permanent Redirect"},
-             {400, "Bad Request"},
-             {401, "Unauthorized"},
-             {403, "Forbidden"},
-             {404, "Not Found"},
-             {405, "Method Not Allowed"},
-             {409, "Conflict"},
-             {413, "Payload Too Large"},
-             {422, "Unprocessable Entity"},
-             {429, "Too Many Requests"},
-             {500, "Internal Server Error"},
-             {501, "Not Implemented"},
-             {502, "Bad Gateway"},
-             {503, "Service Unavailable"},
-             {504, "Gateway Timeout"}};
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (t[i].st == st)
-            return t[i].r;
-    return st < 300 ? "OK" : st < 400 ? "Redirect" : st < 500 ? "Client Error" : "Server Error";
-}
-
 static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
 {
     req->res.status = status;
-    req->res.reason = reason_of(status);
+    req->res.reason = faas_http_reason(status);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; charset=utf-8"));
     req->res.content_length = len;
@@ -156,7 +120,7 @@ static void sink_head(disp_call_t *c, int status, const nghttp2_nv *hs, size_t n
     hcall_t *h = disp_call_owner(c);
     h2o_req_t *req = h->req;
     req->res.status = status;
-    req->res.reason = reason_of(status);
+    req->res.reason = faas_http_reason(status);
     for (size_t i = 0; i < n; i++) {
         const nghttp2_nv *v = &hs[i];
         if (hdr_is(v, "content-length", 14)) {
@@ -212,7 +176,14 @@ static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen,
     send_text(req, status, body, (size_t)n);
 }
 
-static void sink_error(disp_call_t *c, int status, const char *msg, int started)
+/* A platform error as DESIGN.md section 3 says it in HTTP. */
+static void send_platform_error(h2o_req_t *req, faas_err_t kind, const char *fn, size_t fnlen, const char *what)
+{
+    const faas_err_reply_t *r = faas_err_reply(kind);
+    send_error(req, r->http, fn, fnlen, what, r->retry_after ? FAAS_ERR_RETRY_AFTER_S : 0);
+}
+
+static void sink_error(disp_call_t *c, faas_err_t kind, const char *msg, int started)
 {
     hcall_t *h = disp_call_owner(c);
     if (started) {
@@ -221,7 +192,7 @@ static void sink_error(disp_call_t *c, int status, const char *msg, int started)
         send_more(h);
         return;
     }
-    send_error(h->req, status, h->fn, h->fnlen, msg, status == 503 ? 1 : 0);
+    send_platform_error(h->req, kind, h->fn, h->fnlen, msg);
 }
 
 static const disp_sink_t http_sink = {.head = sink_head, .data = sink_data, .end = sink_end, .error = sink_error};
@@ -349,13 +320,13 @@ static void forward(h2o_req_t *req, hcall_t *h, h2o_iovec_t path, const char *ri
 {
     disp_call_t *c = disp_call_new(DISP_PROTO_HTTP, &http_sink, h);
     if (c == NULL) {
-        send_error(req, 503, h->fn, h->fnlen, "gateway out of memory", 1);
+        send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
         return;
     }
     h->call = c;
     if (call_headers(req, c, path) != 0 ||
         disp_call_body(c, req->entity.base, req->entity.base != NULL ? req->entity.len : 0, 1) != 0) {
-        send_error(req, 503, h->fn, h->fnlen, "gateway out of memory", 1);
+        send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
         return;
     }
     disp_call_start(c, h->fn, h->fnlen, rid, 0);
@@ -400,7 +371,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rc == GW_ERR_MALFORMED) {
         gw_metrics_other();
         FAAS_INFO("event=bad_request status=400 msg=\"%s\"", err);
-        send_error(req, 400, NULL, 0, err, 0);
+        send_platform_error(req, FAAS_ERR_MALFORMED, NULL, 0, err);
         return 0;
     }
     /* Host "<name>.<domain>" owns the whole path, /healthz and /metrics included */
@@ -420,7 +391,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
         if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics")))
             return serve_metrics(req);
-        send_error(req, 404, NULL, 0, "no route; functions live under /function/<name>/", 0);
+        send_platform_error(req, FAAS_ERR_NOT_FOUND, NULL, 0, "no route; functions live under /function/<name>/");
         return 0;
     }
     const char *rid = request_id(req);
@@ -443,13 +414,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (req->entity.base != NULL && req->entity.len > limit) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
                   name.ptr);
-        send_error(req, 413, name.ptr, name.len, "request body too large", 0);
+        send_platform_error(req, FAAS_ERR_TOO_LARGE, name.ptr, name.len, "request body too large");
         return 0;
     }
     if (!known) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
                   name.ptr);
-        send_error(req, 404, name.ptr, name.len, "no such function", 0);
+        send_platform_error(req, FAAS_ERR_NOT_FOUND, name.ptr, name.len, "no such function");
         return 0;
     }
     h2o_iovec_t path;

@@ -22,6 +22,7 @@
 
 #include <h2o.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "dispatcher/dispatcher.h"
@@ -193,7 +194,7 @@ static void call_complete(tcall_t *c)
             snprintf(msg, sizeof(msg), "%.*s", (int)bl, c->body->bytes);
         FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen, c->fn,
                   (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
-        call_set_error(c, st == 404 ? THRIFT_TAPP_UNKNOWN_METHOD : THRIFT_TAPP_INTERNAL_ERROR, msg);
+        call_set_error(c, faas_tapp_for_http(st), msg);
         return;
     }
     if (c->oneway || st == 204)
@@ -204,7 +205,7 @@ static void call_complete(tcall_t *c)
     const uint8_t *pl = (const uint8_t *)c->body->bytes;
     size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, NULL, 0);
     if ((c->reply = malloc(n)) == NULL) {
-        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
     c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, c->reply, n);
@@ -229,7 +230,7 @@ static void sink_data(disp_call_t *dc, const uint8_t *d, size_t len)
     if (c->body->size + len > MAX_REPLY) {
         c->too_big = 1;
         c->code = 502;
-        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
         call_finish(c);
         return;
     }
@@ -247,15 +248,15 @@ static void sink_end(disp_call_t *dc, const nghttp2_nv *trl, size_t n)
     call_finish(c);
 }
 
-static void sink_error(disp_call_t *dc, int status, const char *msg, int started)
+static void sink_error(disp_call_t *dc, faas_err_t kind, const char *msg, int started)
 {
     tcall_t *c = disp_call_owner(dc);
     if (c->too_big)
         return;
     char m[300];
     snprintf(m, sizeof(m), "function %.*s: %s", (int)c->fnlen, c->fn, started ? "function response broken" : msg);
-    c->code = started ? 502 : status;
-    call_set_error(c, status == 404 ? THRIFT_TAPP_UNKNOWN_METHOD : THRIFT_TAPP_INTERNAL_ERROR, m);
+    c->code = faas_err_http(kind);
+    call_set_error(c, faas_err_tapp(kind), m);
     call_finish(c);
 }
 
@@ -292,14 +293,14 @@ static void call_forward(tcall_t *c)
     disp_call_t *dc = disp_call_new(DISP_PROTO_THRIFT, &thrift_sink, c);
     if (dc == NULL) {
         c->code = 503;
-        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         call_finish(c);
         return;
     }
     c->call = dc;
     if (call_headers(c, dc) != 0 || disp_call_body(dc, c->f.payload.ptr, c->f.payload.len, 1) != 0) {
         c->code = 503;
-        call_set_error(c, THRIFT_TAPP_INTERNAL_ERROR, "gateway out of memory");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         call_finish(c);
         return;
     }
@@ -458,7 +459,7 @@ static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_ms
     c->ncalls++;
     char msg[200];
     snprintf(msg, sizeof(msg), "bad thrift frame: %s", err);
-    call_answer_now(k, THRIFT_TAPP_PROTOCOL_ERROR, msg, 400);
+    call_answer_now(k, faas_err_tapp(FAAS_ERR_MALFORMED), msg, faas_err_http(FAAS_ERR_MALFORMED));
 }
 
 static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
@@ -470,7 +471,8 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
     }
     if (k->f.mtype != THRIFT_CALL && k->f.mtype != THRIFT_ONEWAY) {
         k->fatal = 1;
-        call_answer_now(k, THRIFT_TAPP_PROTOCOL_ERROR, "only CALL and ONEWAY messages are accepted", 400);
+        call_answer_now(k, faas_err_tapp(FAAS_ERR_MALFORMED), "only CALL and ONEWAY messages are accepted",
+                        faas_err_http(FAAS_ERR_MALFORMED));
         return;
     }
     const char *fn, *why = NULL;
@@ -483,7 +485,7 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
                  key.ptr ? (const char *)key.ptr : "");
         FAAS_INFO("event=thrift_error method=%.*s seqid=%" PRId32 " msg=\"%s\"", (int)k->f.name.len, k->f.name.ptr,
                   k->f.seqid, msg);
-        call_answer_now(k, THRIFT_TAPP_UNKNOWN_METHOD, msg, 0);
+        call_answer_now(k, faas_err_tapp(FAAS_ERR_NOT_FOUND), msg, 0);
         return;
     }
     k->fnlen = fnlen < sizeof(k->fn) ? fnlen : sizeof(k->fn) - 1;

@@ -1,6 +1,7 @@
 /* grpcw/grpcw.c - the gRPC wire rules (see grpcw.h). */
 #include "grpcw/grpcw.h"
 
+#include "common/errors.h"
 #include "common/util.h"
 
 #include <stdio.h>
@@ -203,23 +204,23 @@ int grpcw_scan(grpcw_scan_t *s, const uint8_t *buf, size_t len, uint32_t max_msg
     return 0;
 }
 
-int grpcw_code_from_http(int status)
+int grpcw_code_for_http_response(int status)
 {
     switch (status) {
     case 400:
-        return 13;
+        return FAAS_GRPC_INTERNAL;
     case 401:
-        return 16;
+        return FAAS_GRPC_UNAUTHENTICATED;
     case 403:
-        return 7;
+        return FAAS_GRPC_PERMISSION_DENIED;
     case 404:
-        return 12;
+        return FAAS_GRPC_UNIMPLEMENTED;
     case 429:
     case 502:
     case 503:
     case 504:
-        return 14;
+        return FAAS_GRPC_UNAVAILABLE;
     default:
-        return 2;
+        return FAAS_GRPC_UNKNOWN;
     }
 }

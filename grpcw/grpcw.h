@@ -59,7 +59,10 @@ typedef struct {
  * max_msg (0 = no limit). messages counts the complete ones. */
 int grpcw_scan(grpcw_scan_t *s, const uint8_t *buf, size_t len, uint32_t max_msg, const char **err);
 
-/* gRPC code for an HTTP status that came without grpc-status (gRPC spec mapping). */
-int grpcw_code_from_http(int status);
+/* The code a gRPC client infers from a response that has an HTTP status but no
+ * grpc-status (the gRPC spec's table, doc/http-grpc-status-mapping.md): 504 is
+ * UNAVAILABLE there. Not the platform's own errors: those are common/errors.h's
+ * table, where a deadline the platform enforced is DEADLINE_EXCEEDED. */
+int grpcw_code_for_http_response(int status);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -587,12 +588,12 @@ static void up_broken(h2b_pair_t *p, uint32_t code, const char *why)
         return;
     }
     if (!p->resp_sent) {
-        h2b_pair_fail(p, 14, why);
+        h2b_pair_fail(p, FAAS_GRPC_UNAVAILABLE, why);
         return;
     }
     /* keep what already arrived, then end with the status */
     p->failed = 1;
-    hdrs_status(&p->trl, 0, 14, why);
+    hdrs_status(&p->trl, 0, FAAS_GRPC_UNAVAILABLE, why);
     p->up.in_eos = 1;
     p->trl_ready = 1;
     resume(&p->down);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "runtime-agent/grpc.h"
 #include "runtime-agent/internal.h"
@@ -283,7 +284,7 @@ static void on_request(h2b_pair_t *p, int eos)
     int kind = stream_kind(p);
     if (kind == AGENT_REQ_GRPC) {
         if (!fr.ready)
-            h2b_pair_fail(p, 14, "the function is not ready");
+            h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE), "the function is not ready");
         else
             agent_grpc_request(p, eos); /* bridged: the bridge buffers its body */
         return;

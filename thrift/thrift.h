@@ -31,8 +31,7 @@ typedef enum {
 /* Message types of the Thrift protocols. */
 enum { THRIFT_CALL = 1, THRIFT_REPLY = 2, THRIFT_EXCEPTION = 3, THRIFT_ONEWAY = 4 };
 
-/* TApplicationException types the platform sends. */
-enum { THRIFT_TAPP_UNKNOWN_METHOD = 1, THRIFT_TAPP_INTERNAL_ERROR = 6, THRIFT_TAPP_PROTOCOL_ERROR = 7 };
+/* TApplicationException types are common/errors.h's FAAS_TAPP_*. */
 
 /* Kitex TTHeader integer info keys the platform reads. */
 enum { THRIFT_TTHEADER_KEY_TO_SERVICE = 6, THRIFT_TTHEADER_KEY_TO_METHOD = 9 };

@@ -1,4 +1,4 @@
-// FUZZ_SOURCES: grpcw/grpcw.c common/util.c
+// FUZZ_SOURCES: grpcw/grpcw.c common/util.c common/errors.c
 // FUZZ_PKGS:
 /* libFuzzer driver for the gRPC wire rules (grpcw/). The first byte picks the
  * helper; the rest is its input. Invariants: grpc-timeout round-trips (parse(format(x))

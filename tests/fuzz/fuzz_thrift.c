@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "thrift/thrift.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
         static uint8_t out[1 << 21];
-        size_t m = thrift_encode_error(&f, THRIFT_TAPP_INTERNAL_ERROR, "fuzz", out, sizeof(out));
+        size_t m = thrift_encode_error(&f, FAAS_TAPP_INTERNAL_ERROR, "fuzz", out, sizeof(out));
         if (m <= sizeof(out) && thrift_parse(out, m, 1 << 21, &g, NULL, &err) != (long)m)
             abort(); /* our own replies must parse */
         m = thrift_encode_frame(f.framing, f.proto, f.flags, f.header_seqid, f.headers, f.n_headers, f.payload.ptr,

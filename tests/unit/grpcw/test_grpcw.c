@@ -151,8 +151,8 @@ Test(grpc_frame, write_and_scan_across_arbitrary_splits)
 
 Test(grpc_status, from_http)
 {
-    cr_expect_eq(grpcw_code_from_http(503), 14);
-    cr_expect_eq(grpcw_code_from_http(404), 12);
-    cr_expect_eq(grpcw_code_from_http(401), 16);
-    cr_expect_eq(grpcw_code_from_http(418), 2);
+    cr_expect_eq(grpcw_code_for_http_response(503), 14);
+    cr_expect_eq(grpcw_code_for_http_response(404), 12);
+    cr_expect_eq(grpcw_code_for_http_response(401), 16);
+    cr_expect_eq(grpcw_code_for_http_response(418), 2);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/errors.h"
 #include "thrift/thrift.h"
 
 static size_t unhex(const char *h, uint8_t *out)
@@ -182,7 +183,7 @@ Test(thrift, error_reply_roundtrips_in_each_framing)
     thrift_frame_t f, g;
     const char *err = NULL;
     cr_assert_gt(thrift_parse(b, n, 0, &f, NULL, &err), 0);
-    size_t m = thrift_encode_error(&f, THRIFT_TAPP_UNKNOWN_METHOD, "no function for service Calc", out, sizeof(out));
+    size_t m = thrift_encode_error(&f, FAAS_TAPP_UNKNOWN_METHOD, "no function for service Calc", out, sizeof(out));
     cr_assert_lt(m, sizeof(out));
     cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
     cr_assert_eq(g.framing, THRIFT_THEADER);
@@ -193,7 +194,7 @@ Test(thrift, error_reply_roundtrips_in_each_framing)
 
     n = tt_vector(b, 1);
     cr_assert_gt(thrift_parse(b, n, 0, &f, NULL, &err), 0);
-    m = thrift_encode_error(&f, THRIFT_TAPP_INTERNAL_ERROR, "cold start failed", out, sizeof(out));
+    m = thrift_encode_error(&f, FAAS_TAPP_INTERNAL_ERROR, "cold start failed", out, sizeof(out));
     cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m, "%s", err ? err : "");
     cr_assert_eq(g.framing, THRIFT_TTHEADER);
     cr_assert_eq(g.mtype, THRIFT_EXCEPTION);
@@ -241,7 +242,7 @@ Test(thrift, reply_keeps_ttheader_inner_framing)
         cr_assert_eq(g.inner_framed, inner);
         cr_assert_eq(g.header_seqid, f.header_seqid);
         cr_assert_eq(g.payload.len, f.payload.len);
-        m = thrift_encode_error(&f, THRIFT_TAPP_INTERNAL_ERROR, "x", out, sizeof(out));
+        m = thrift_encode_error(&f, FAAS_TAPP_INTERNAL_ERROR, "x", out, sizeof(out));
         cr_assert_eq(thrift_parse(out, m, 0, &g, NULL, &err), (long)m);
         cr_assert_eq(g.inner_framed, inner);
         cr_assert_eq(g.mtype, THRIFT_EXCEPTION);

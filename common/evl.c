@@ -19,8 +19,7 @@
 struct evl_loop {
     int epfd;
     uint64_t now;
-    evl_timer_t **heap;
-    size_t nheap, capheap;
+    faas_theap_t timers;
     evl_link_t defers;
     struct epoll_event *ev; /* this iteration's events, for evl_io_stop */
     int nev, cur;
@@ -127,7 +126,7 @@ void evl_loop_free(evl_loop_t *l)
         return;
     free_dead(l);
     close(l->epfd);
-    free(l->heap);
+    faas_theap_free(&l->timers);
     free(l);
 }
 
@@ -136,79 +135,23 @@ uint64_t evl_now_ms(evl_loop_t *l)
     return l->now;
 }
 
-/* ---- timers: a binary min-heap on `at`; slot is the index + 1 ---- */
-
-static void heap_put(evl_loop_t *l, size_t i, evl_timer_t *t)
-{
-    l->heap[i] = t;
-    t->slot = i + 1;
-}
-
-static void sift_up(evl_loop_t *l, size_t i)
-{
-    evl_timer_t *t = l->heap[i];
-    while (i > 0 && l->heap[(i - 1) / 2]->at > t->at) {
-        heap_put(l, i, l->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_put(l, i, t);
-}
-
-static void sift_down(evl_loop_t *l, size_t i)
-{
-    evl_timer_t *t = l->heap[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= l->nheap)
-            break;
-        if (c + 1 < l->nheap && l->heap[c + 1]->at < l->heap[c]->at)
-            c++;
-        if (l->heap[c]->at >= t->at)
-            break;
-        heap_put(l, i, l->heap[c]);
-        i = c;
-    }
-    heap_put(l, i, t);
-}
+/* ---- timers (common/theap.c) ---- */
 
 void evl_timer_stop(evl_loop_t *l, evl_timer_t *t)
 {
-    if (t->slot == 0)
-        return;
-    size_t i = t->slot - 1;
-    t->slot = 0;
-    evl_timer_t *last = l->heap[--l->nheap];
-    if (i == l->nheap)
-        return;
-    heap_put(l, i, last);
-    sift_down(l, i);
-    sift_up(l, last->slot - 1);
+    faas_theap_del(&l->timers, t);
 }
 
 int evl_timer_start(evl_loop_t *l, evl_timer_t *t, uint64_t after_ms)
 {
-    evl_timer_stop(l, t);
-    if (l->nheap == l->capheap) {
-        size_t cap = l->capheap ? l->capheap * 2 : 16;
-        evl_timer_t **h = realloc(l->heap, cap * sizeof(*h));
-        if (h == NULL)
-            return -1;
-        l->heap = h;
-        l->capheap = cap;
-    }
-    t->at = mono_ms() + after_ms;
-    l->heap[l->nheap] = t;
-    sift_up(l, l->nheap++);
-    return 0;
+    return faas_theap_add(&l->timers, t, mono_ms() + after_ms);
 }
 
 static void run_timers(evl_loop_t *l)
 {
-    while (l->nheap != 0 && l->heap[0]->at <= l->now) {
-        evl_timer_t *t = l->heap[0];
-        evl_timer_stop(l, t);
+    evl_timer_t *t;
+    while ((t = faas_theap_pop(&l->timers, l->now)) != NULL)
         t->cb(t);
-    }
 }
 
 /* ---- defers ---- */
@@ -287,8 +230,8 @@ int evl_run_once(evl_loop_t *l, int max_wait_ms)
     int wait = max_wait_ms;
     if (!evl_list_empty(&l->defers) || l->dead != NULL) {
         wait = 0;
-    } else if (l->nheap != 0) {
-        uint64_t now = mono_ms(), at = l->heap[0]->at;
+    } else if (l->timers.n != 0) {
+        uint64_t now = mono_ms(), at = faas_theap_next(&l->timers);
         uint64_t d = at > now ? at - now : 0;
         if (wait < 0 || d < (uint64_t)wait)
             wait = (int)(d > INT32_MAX ? INT32_MAX : d);

@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "common/theap.h"
+
 typedef struct evl_loop evl_loop_t;
 
 /* ---- growable byte buffer: the bytes are base[off .. off+len) ---- */
@@ -113,13 +115,8 @@ void evl_io_stop(evl_io_t *io);
 
 /* ---- timers ---- */
 
-typedef struct evl_timer evl_timer_t;
-struct evl_timer {
-    uint64_t at; /* expiry, evl_now_ms clock */
-    size_t slot; /* heap index + 1; 0 = not armed */
-    void (*cb)(evl_timer_t *t);
-    void *data;
-};
+/* A common/theap.h timer: at is on the evl_now_ms clock; cb and data are the caller's. */
+typedef faas_timer_t evl_timer_t;
 
 /* (Re)arms t to fire once, after_ms from now. 0 or -1 (OOM). */
 int evl_timer_start(evl_loop_t *loop, evl_timer_t *t, uint64_t after_ms);
@@ -127,7 +124,7 @@ int evl_timer_start(evl_loop_t *loop, evl_timer_t *t, uint64_t after_ms);
 void evl_timer_stop(evl_loop_t *loop, evl_timer_t *t);
 static inline int evl_timer_armed(const evl_timer_t *t)
 {
-    return t->slot != 0;
+    return faas_timer_armed(t);
 }
 
 /* ---- end-of-iteration hooks: batch work (e.g. one send per connection per iteration) ---- */

@@ -17,13 +17,15 @@ disp_state_t disp_g;
 static h2o_timeout_t idle_timeout;
 static h2o_timeout_entry_t idle_entry;
 
-/* ---- timers: the heap's earliest is the one h2o entry ---- */
+/* ---- timers: the heap's earliest is the one h2o entry. h2o 2.2.5's timeouts have one
+ * fixed duration each, which made the dispatcher keep one per distinct value (and,
+ * past 32 values, silently reuse the wrong one). ---- */
 
 static void arm_loop_timer(void)
 {
     if (h2o_timeout_is_linked(&disp_g.timer_entry))
         h2o_timeout_unlink(&disp_g.timer_entry);
-    uint64_t next = disp_timers_next(&disp_g.timers);
+    uint64_t next = faas_theap_next(&disp_g.timers);
     if (next == UINT64_MAX)
         return;
     uint64_t now = faas_now_ms();
@@ -36,15 +38,15 @@ static void on_loop_timer(h2o_timeout_entry_t *e)
 {
     disp_timer_t *t;
     uint64_t now = faas_now_ms();
-    while ((t = disp_timers_pop(&disp_g.timers, now)) != NULL)
+    while ((t = faas_theap_pop(&disp_g.timers, now)) != NULL)
         t->cb(t);
     arm_loop_timer();
 }
 
 void disp_timer_start(disp_timer_t *t, uint64_t at_ms)
 {
-    uint64_t before = disp_timers_next(&disp_g.timers);
-    if (disp_timers_add(&disp_g.timers, t, at_ms) != 0) {
+    uint64_t before = faas_theap_next(&disp_g.timers);
+    if (faas_theap_add(&disp_g.timers, t, at_ms) != 0) {
         /* firing now from inside the caller would re-enter it: this call goes unbounded */
         FAAS_ERROR("event=timer_oom msg=\"a call has no deadline\"");
         return;
@@ -55,7 +57,7 @@ void disp_timer_start(disp_timer_t *t, uint64_t at_ms)
 
 void disp_timer_stop(disp_timer_t *t)
 {
-    disp_timers_del(&disp_g.timers, t);
+    faas_theap_del(&disp_g.timers, t);
     /* a later wake-up than needed costs one empty callback; no relink per call */
 }
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/theap.h"
 #include "dispatcher/dispatcher.h"
 
 struct disp_fn;
@@ -135,32 +136,8 @@ size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, si
 /* Called when an instance is freed (tests watch it). */
 extern void (*disp_inst_free_hook)(disp_inst_t *inst);
 
-/* ---- timer.c: deadlines of any length, exact to the millisecond (a binary heap) ---- */
-
-typedef struct disp_timer {
-    uint64_t at_ms;
-    size_t pos; /* index in the heap + 1; 0 = not armed */
-    void (*cb)(struct disp_timer *t);
-} disp_timer_t;
-
-typedef struct {
-    disp_timer_t **heap;
-    size_t n, cap;
-} disp_timers_t;
-
-/* Arms t for at_ms (re-arms if armed). 0, or -1 on OOM. */
-int disp_timers_add(disp_timers_t *ts, disp_timer_t *t, uint64_t at_ms);
-/* Disarms t (no-op if not armed). */
-void disp_timers_del(disp_timers_t *ts, disp_timer_t *t);
-/* The earliest timer due at or before now_ms, disarmed; NULL if none. */
-disp_timer_t *disp_timers_pop(disp_timers_t *ts, uint64_t now_ms);
-/* When the earliest timer is due; UINT64_MAX if none. */
-uint64_t disp_timers_next(const disp_timers_t *ts);
-void disp_timers_free(disp_timers_t *ts);
-static inline int disp_timer_armed(const disp_timer_t *t)
-{
-    return t->pos != 0;
-}
+/* Deadlines: common/theap.h timers on faas_now_ms's clock, any length, exact to the ms. */
+typedef faas_timer_t disp_timer_t;
 
 /* ---- loop-side glue: call.c (calls), dispatcher.c (state, queue, idle), control.c ---- */
 
@@ -190,7 +167,7 @@ typedef struct {
     h2o_loop_t *loop;
     disp_config_t cfg;
     disp_table_t table;
-    disp_timers_t timers;
+    faas_theap_t timers;
     h2o_timeout_t timer_h2o; /* one entry, due when the heap's earliest is */
     h2o_timeout_entry_t timer_entry;
     disp_call_t *frees; /* closed calls, freed at the end of the iteration */

@@ -151,12 +151,18 @@ static void agent_end(h2b_pair_t *p)
 
 static const h2b_server_cbs_t agent_cbs = {.on_request = agent_request, .on_data = agent_data, .on_end = agent_end};
 
+/* Sockets kept reachable for LeakSanitizer (otherwise only epoll holds them; not
+ * static, so the stores are not optimised away). */
+h2o_socket_t *test_call_listener, *test_call_accepted[8];
+
 static void on_accept(h2o_socket_t *ls, const char *err)
 {
     h2o_socket_t *s;
     if (err != NULL)
         return;
     while ((s = h2o_evloop_socket_accept(ls)) != NULL) {
+        if (accepts < 8)
+            test_call_accepted[accepts] = s;
         accepts++;
         cr_assert_eq(disp_h2b_accept(s, &agent_cbs), 0);
     }
@@ -207,8 +213,8 @@ static void setup(void)
     int port;
     int fd = listen_any(&port);
     cr_assert_eq(listen(fd, 128), 0);
-    h2o_socket_t *ls = h2o_evloop_socket_create(ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(ls, on_accept);
+    test_call_listener = h2o_evloop_socket_create(ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(test_call_listener, on_accept);
     snprintf(agent_ep, sizeof(agent_ep), "127.0.0.1:%d", port);
     echo_inst = put_inst(put_fn("echo", 5000, 0), "i-echo", agent_ep);
 }

@@ -1,0 +1,381 @@
+/* tests/unit/dispatcher/test_timer.c - the deadline heap (timer.c) alone, and on a real
+ * h2o loop through disp_loop_init: deadlines of any value fire in order, once, never
+ * early and not much late. */
+#include <criterion/criterion.h>
+#include <h2o.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "dispatcher/internal.h"
+
+#define N 1000
+
+static disp_timers_t TS;
+static disp_timer_t tm[N];
+
+static void fini(void)
+{
+    disp_timers_free(&TS);
+}
+
+TestSuite(timer, .fini = fini);
+
+/* Every parent is due no later than its children and every pos is right. */
+static void check_heap(const disp_timers_t *ts)
+{
+    for (size_t i = 0; i < ts->n; i++) {
+        cr_assert_eq(ts->heap[i]->pos, i + 1, "pos of heap[%zu]", i);
+        if (i > 0)
+            cr_assert_leq(ts->heap[(i - 1) / 2]->at_ms, ts->heap[i]->at_ms, "heap order at %zu", i);
+    }
+}
+
+/* A fixed permutation of 0..n-1 (xorshift, so the test is reproducible). */
+static void shuffle(size_t *a, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = i;
+    for (size_t i = n - 1; i > 0; i--) {
+        seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+        size_t j = seed % (i + 1), t = a[i];
+        a[i] = a[j], a[j] = t;
+    }
+}
+
+Test(timer, empty)
+{
+    cr_assert_eq(disp_timers_next(&TS), UINT64_MAX);
+    cr_assert_null(disp_timers_pop(&TS, UINT64_MAX));
+    disp_timers_del(&TS, &tm[0]); /* not armed: a no-op */
+    cr_assert_eq(TS.n, 0);
+}
+
+Test(timer, thousand_distinct_deadlines_pop_in_order_once)
+{
+    static size_t order[N];
+    static int popped[N];
+    static uint64_t want[N];
+    shuffle(order, N, 12345);
+    /* deadlines 1000 + 7*i: all distinct, inserted in shuffled order */
+    for (size_t k = 0; k < N; k++) {
+        size_t i = order[k];
+        want[i] = 1000 + 7 * (uint64_t)i;
+        cr_assert_eq(disp_timers_add(&TS, &tm[i], want[i]), 0);
+        cr_assert(disp_timer_armed(&tm[i]));
+    }
+    check_heap(&TS);
+    /* every 10th deleted; every 10th (offset 5) re-armed at a new distinct value:
+     * 1000 + 7*j + 3 never equals a 1000 + 7*i */
+    for (size_t i = 0; i < N; i += 10) {
+        disp_timers_del(&TS, &tm[i]);
+        cr_assert(!disp_timer_armed(&tm[i]));
+        want[i] = 0;
+    }
+    for (size_t i = 5; i < N; i += 10) {
+        size_t j = N - 1 - i;
+        want[i] = 1000 + 7 * (uint64_t)j + 3;
+        cr_assert_eq(disp_timers_add(&TS, &tm[i], want[i]), 0);
+    }
+    check_heap(&TS);
+    cr_assert_eq(TS.n, N - N / 10);
+    /* a clock moving in uneven steps: each pop is due, in deadline order, exactly once */
+    uint64_t now = 900, last = 0;
+    size_t got = 0;
+    cr_assert_null(disp_timers_pop(&TS, now), "nothing is due before the earliest deadline");
+    while (TS.n != 0) {
+        now += 1 + (now % 13);
+        disp_timer_t *t;
+        while ((t = disp_timers_pop(&TS, now)) != NULL) {
+            size_t i = (size_t)(t - tm);
+            cr_assert_lt(i, N);
+            cr_assert_neq(want[i], 0, "a deleted timer fired: %zu", i);
+            cr_assert_eq(t->at_ms, want[i], "timer %zu keeps its last deadline", i);
+            cr_assert_leq(t->at_ms, now, "fired before its deadline");
+            cr_assert_gt(t->at_ms, last, "out of order: %lu after %lu", (unsigned long)t->at_ms, (unsigned long)last);
+            cr_assert(!disp_timer_armed(t));
+            cr_assert_eq(popped[i]++, 0, "timer %zu popped twice", i);
+            last = t->at_ms;
+            got++;
+        }
+        /* what is left is all later than now */
+        cr_assert_gt(disp_timers_next(&TS), now);
+        check_heap(&TS);
+    }
+    cr_assert_eq(got, N - N / 10);
+    cr_assert_eq(disp_timers_next(&TS), UINT64_MAX);
+}
+
+/* Builds a heap of n timers due at 10*i (inserted in reverse, so sift_up works). */
+static void build(size_t n)
+{
+    for (size_t i = n; i-- > 0;)
+        cr_assert_eq(disp_timers_add(&TS, &tm[i], 10 * (uint64_t)i), 0);
+    check_heap(&TS);
+}
+
+static void drain_in_order(size_t expect)
+{
+    uint64_t last = 0;
+    size_t got = 0;
+    disp_timer_t *t;
+    while ((t = disp_timers_pop(&TS, UINT64_MAX)) != NULL) {
+        cr_assert(got == 0 || t->at_ms > last);
+        last = t->at_ms;
+        got++;
+        check_heap(&TS);
+    }
+    cr_assert_eq(got, expect);
+}
+
+Test(timer, delete_root_leaf_and_middle)
+{
+    build(63);
+    disp_timer_t *root = TS.heap[0], *leaf = TS.heap[TS.n - 1], *mid = TS.heap[TS.n / 2 - 5];
+    disp_timers_del(&TS, root);
+    check_heap(&TS);
+    cr_assert_eq(disp_timers_next(&TS), 10, "the next earliest becomes the root");
+    disp_timers_del(&TS, leaf);
+    check_heap(&TS);
+    disp_timers_del(&TS, mid);
+    check_heap(&TS);
+    cr_assert(!disp_timer_armed(root) && !disp_timer_armed(leaf) && !disp_timer_armed(mid));
+    disp_timers_del(&TS, mid); /* twice: a no-op */
+    cr_assert_eq(TS.n, 60);
+    drain_in_order(60);
+}
+
+Test(timer, delete_where_the_last_moves_up)
+{
+    /* left subtree late, right subtree early: deleting deep on the left puts the last
+     * element (early, from the right) under a late parent, so it must sift up */
+    uint64_t at[15] = {1, 100, 2, 101, 102, 3, 4, 103, 104, 105, 106, 5, 6, 7, 8};
+    for (size_t i = 0; i < 15; i++)
+        cr_assert_eq(disp_timers_add(&TS, &tm[i], at[i]), 0);
+    check_heap(&TS);
+    /* find a timer in the left subtree's leaves */
+    disp_timer_t *victim = NULL;
+    for (size_t i = 7; i < 11; i++)
+        if (TS.heap[i]->at_ms >= 100)
+            victim = TS.heap[i];
+    cr_assert_not_null(victim);
+    disp_timers_del(&TS, victim);
+    check_heap(&TS);
+    drain_in_order(14);
+}
+
+Test(timer, rearm_moves_both_ways)
+{
+    build(100);
+    disp_timers_add(&TS, &tm[99], 5); /* latest becomes second earliest */
+    check_heap(&TS);
+    disp_timers_add(&TS, &tm[0], 10000); /* earliest becomes the latest */
+    check_heap(&TS);
+    cr_assert_eq(TS.n, 100, "re-arming does not duplicate");
+    cr_assert_eq(disp_timers_pop(&TS, 9), &tm[99]);
+    cr_assert_null(disp_timers_pop(&TS, 9), "now before the earliest");
+    disp_timer_t *t = NULL;
+    for (size_t k = 0; k < 99; k++)
+        t = disp_timers_pop(&TS, UINT64_MAX);
+    cr_assert_eq(t, &tm[0]);
+    cr_assert_eq(TS.n, 0);
+}
+
+Test(timer, equal_deadlines_all_fire)
+{
+    for (size_t i = 0; i < 50; i++)
+        disp_timers_add(&TS, &tm[i], 42);
+    cr_assert_null(disp_timers_pop(&TS, 41));
+    for (size_t i = 0; i < 50; i++)
+        cr_assert_not_null(disp_timers_pop(&TS, 42));
+    cr_assert_null(disp_timers_pop(&TS, 42));
+}
+
+Test(timer, random_ops_against_a_model)
+{
+    /* adds, re-arms and deletes at random; after each step the heap is valid and its
+     * earliest is the model's earliest */
+    static uint64_t model[200]; /* 0 = not armed */
+    uint32_t s = 99;
+    for (int step = 0; step < 20000; step++) {
+        s ^= s << 13, s ^= s >> 17, s ^= s << 5;
+        size_t i = s % 200;
+        if ((s >> 8) % 3 == 0) {
+            disp_timers_del(&TS, &tm[i]);
+            model[i] = 0;
+        } else {
+            model[i] = 1 + (s >> 12) % 5000;
+            cr_assert_eq(disp_timers_add(&TS, &tm[i], model[i]), 0);
+        }
+        uint64_t min = UINT64_MAX;
+        size_t n = 0;
+        for (size_t k = 0; k < 200; k++)
+            if (model[k] != 0) {
+                n++;
+                min = model[k] < min ? model[k] : min;
+            }
+        cr_assert_eq(TS.n, n);
+        cr_assert_eq(disp_timers_next(&TS), min);
+        if (step % 97 == 0)
+            check_heap(&TS);
+    }
+    check_heap(&TS);
+}
+
+/* ---- on the loop: deadlines are exact for any value ---- */
+
+#define SLACK_MS 30
+
+typedef struct {
+    disp_timer_t t;
+    uint64_t at, fired_at;
+    int fired;
+} ltimer_t;
+
+static ltimer_t lt[N];
+static size_t nfired;
+
+static void on_fire(disp_timer_t *t)
+{
+    ltimer_t *l = (ltimer_t *)((char *)t - offsetof(ltimer_t, t));
+    l->fired++;
+    l->fired_at = faas_now_ms();
+    nfired++;
+}
+
+static h2o_globalconf_t conf;
+static h2o_context_t ctx;
+
+static void loop_up(void)
+{
+    h2o_config_init(&conf);
+    h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_context_init(&ctx, h2o_evloop_create(), &conf);
+    disp_config_t cfg = {.queue_max = 16};
+    disp_loop_init(&ctx, &cfg);
+}
+
+Test(timer, loop_deadlines_exact_at_1000_distinct_values, .timeout = 30)
+{
+    loop_up();
+    /* 1000 distinct whole-millisecond durations need 1..1000 ms; the order of arming is
+     * shuffled so the heap's earliest changes while the loop's entry is linked */
+    static size_t order[N];
+    shuffle(order, N, 777);
+    uint64_t t0 = faas_now_ms();
+    for (size_t k = 0; k < N; k++) {
+        size_t i = order[k];
+        lt[i].t.cb = on_fire;
+        lt[i].at = faas_now_ms() + 1 + i;
+        disp_timer_start(&lt[i].t, lt[i].at);
+    }
+    /* a few stopped and re-armed later: the stopped ones never fire */
+    for (size_t i = 3; i < N; i += 100)
+        disp_timer_stop(&lt[i].t);
+    for (size_t i = 7; i < N; i += 100) {
+        lt[i].at = faas_now_ms() + 1 + (N - i);
+        disp_timer_start(&lt[i].t, lt[i].at);
+    }
+    size_t expect = N - N / 100;
+    uint64_t limit = t0 + 1000 + 5000;
+    while (nfired < expect && faas_now_ms() < limit)
+        h2o_evloop_run(ctx.loop, 50);
+    /* a little longer: nothing else may fire */
+    uint64_t until = faas_now_ms() + 50;
+    while (faas_now_ms() < until)
+        h2o_evloop_run(ctx.loop, 10);
+    cr_assert_eq(nfired, expect, "fired %zu of %zu in time", nfired, expect);
+    uint64_t worst = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (i % 100 == 3) {
+            cr_assert_eq(lt[i].fired, 0, "stopped timer %zu fired", i);
+            continue;
+        }
+        cr_assert_eq(lt[i].fired, 1, "timer %zu fired %d times", i, lt[i].fired);
+        cr_assert_geq(lt[i].fired_at, lt[i].at, "timer %zu fired %lu ms early", i,
+                      (unsigned long)(lt[i].at - lt[i].fired_at));
+        uint64_t late = lt[i].fired_at - lt[i].at;
+        worst = late > worst ? late : worst;
+        cr_assert_leq(late, SLACK_MS, "timer %zu (%lu ms) fired %lu ms late", i, (unsigned long)(i + 1),
+                      (unsigned long)late);
+    }
+    cr_log_info("worst lateness %lu ms", (unsigned long)worst);
+    cr_assert_eq(disp_g.timers.n, 0);
+}
+
+Test(timer, loop_earlier_timer_armed_after_a_later_one, .timeout = 10)
+{
+    /* the loop's one entry waits for the heap's earliest: arming an earlier deadline
+     * after a later one must re-aim it (else the early one fires late) */
+    loop_up();
+    uint64_t now = faas_now_ms();
+    lt[0].t.cb = lt[1].t.cb = on_fire;
+    lt[0].at = now + 400;
+    disp_timer_start(&lt[0].t, lt[0].at);
+    h2o_evloop_run(ctx.loop, 1); /* the entry is linked for +400 */
+    lt[1].at = faas_now_ms() + 20;
+    disp_timer_start(&lt[1].t, lt[1].at);
+    while (nfired < 2 && faas_now_ms() < now + 3000)
+        h2o_evloop_run(ctx.loop, 50);
+    cr_assert_eq(nfired, 2);
+    cr_assert_geq(lt[1].fired_at, lt[1].at);
+    cr_assert_leq(lt[1].fired_at - lt[1].at, SLACK_MS);
+    cr_assert_geq(lt[0].fired_at, lt[0].at);
+    cr_assert_leq(lt[0].fired_at - lt[0].at, SLACK_MS);
+    cr_assert_lt(lt[1].fired_at, lt[0].fired_at);
+}
+
+Test(timer, loop_timer_stopped_while_earliest, .timeout = 10)
+{
+    /* stopping the earliest leaves the loop's entry where it was (one empty wake-up);
+     * the later timer still fires on time */
+    loop_up();
+    uint64_t now = faas_now_ms();
+    lt[0].t.cb = lt[1].t.cb = on_fire;
+    lt[0].at = now + 20;
+    lt[1].at = now + 120;
+    disp_timer_start(&lt[0].t, lt[0].at);
+    disp_timer_start(&lt[1].t, lt[1].at);
+    disp_timer_stop(&lt[0].t);
+    while (nfired < 1 && faas_now_ms() < now + 3000)
+        h2o_evloop_run(ctx.loop, 50);
+    cr_assert_eq(lt[0].fired, 0);
+    cr_assert_eq(lt[1].fired, 1);
+    cr_assert_geq(lt[1].fired_at, lt[1].at);
+    cr_assert_leq(lt[1].fired_at - lt[1].at, SLACK_MS);
+}
+
+/* PRODUCT BUG (left failing on purpose; see the report of branch tests9):
+ * dispatcher/dispatcher.c arm_loop_timer() links the loop's one h2o entry with
+ * timeout 0 when the heap's earliest is already due, and on_loop_timer() relinks that
+ * entry from inside its own callback. h2o 2.2.5's h2o_timeout_run() computes
+ * max_registered_at = now - timeout->timeout once, with the old value 0, and the entry
+ * relinked at the frozen loop time passes that test again: the callback runs over and
+ * over inside one loop iteration, busy-spinning (no I/O served) until the heap is
+ * empty. One timer due now plus one 300 ms away makes a single h2o_evloop_run with
+ * max_wait 10 ms take 300 ms. In the gateway every in-flight call has a deadline (up to
+ * max_duration, 900 s), and a gRPC call with grpc-timeout 0 arms one that is already
+ * due. A floor of 1 ms for the entry's timeout (or running due timers outside the
+ * entry's callback) fixes it; loop_deadlines_exact_at_1000_distinct_values above then
+ * also stops being late under load (its lateness comes from this spin being
+ * preempted). */
+Test(timer, loop_due_timer_does_not_spin_the_loop, .timeout = 10)
+{
+    loop_up();
+    uint64_t now = faas_now_ms();
+    lt[0].t.cb = lt[1].t.cb = on_fire;
+    lt[1].at = now + 300;
+    disp_timer_start(&lt[1].t, lt[1].at);
+    lt[0].at = now; /* already due: a deadline of 0 ms */
+    disp_timer_start(&lt[0].t, lt[0].at);
+    uint64_t t0 = faas_now_ms();
+    h2o_evloop_run(ctx.loop, 10);
+    uint64_t took = faas_now_ms() - t0;
+    cr_assert_eq(lt[0].fired, 1, "the due timer fires in the first iteration");
+    cr_assert_leq(took, 10 + SLACK_MS,
+                  "one loop iteration took %lu ms (max_wait 10): the timer entry spun the loop until the "
+                  "300 ms timer fired (fired: %d)",
+                  (unsigned long)took, lt[1].fired);
+    cr_assert_eq(lt[1].fired, 0, "the 300 ms timer cannot have fired after %lu ms", (unsigned long)took);
+}

@@ -29,8 +29,10 @@ static void arm_loop_timer(void)
     if (next == UINT64_MAX)
         return;
     uint64_t now = faas_now_ms();
-    /* h2o fires an entry timeout ms after it was linked: give it the time left */
-    disp_g.timer_h2o.timeout = next > now ? next - now : 0;
+    /* h2o fires an entry timeout ms after it was linked: give it the time left, and at
+     * least 1 ms, since a 0 ms entry linked from its own callback counts as due again
+     * at once and h2o would run it in a loop until the heap is empty */
+    disp_g.timer_h2o.timeout = next > now ? next - now : 1;
     h2o_timeout_link(disp_g.loop, &disp_g.timer_h2o, &disp_g.timer_entry);
 }
 

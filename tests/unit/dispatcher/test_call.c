@@ -274,12 +274,13 @@ static void s_end(disp_call_t *c, const nghttp2_nv *trl, size_t n)
             r->trailer = strndup((const char *)trl[i].value, trl[i].valuelen);
 }
 
-static void s_error(disp_call_t *c, int status, const char *msg, int started)
+/* The error kind as its HTTP status (common/errors.h's table), which the cases assert. */
+static void s_error(disp_call_t *c, faas_err_t kind, const char *msg, int started)
 {
     res_t *r = disp_call_owner(c);
     r->calls_after_end += r->ended || r->errored;
     r->errored = 1;
-    r->err_status = status;
+    r->err_status = faas_err_http(kind);
     r->err_started = started;
     snprintf(r->err_msg, sizeof(r->err_msg), "%s", msg);
 }

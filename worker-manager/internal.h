@@ -124,7 +124,6 @@ typedef struct wm_pod {
     int ctl;
     wm_pod_state_t state;
     uint32_t port;
-    uint32_t stream_port; /* the agent's gRPC stream listener (HELLO), 0 = none */
     uint64_t deadline_us; /* HELLO, READY or STOP deadline; 0 = none */
     char inst_id[24];
     char function[64];
@@ -157,7 +156,7 @@ typedef struct wm_work {
 
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {
-    char id[24], function[64], endpoint[32], stream_endpoint[32];
+    char id[24], function[64], endpoint[32];
     uint64_t version;
     int64_t started_ms;
     uint32_t pid, concurrency;

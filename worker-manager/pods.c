@@ -140,8 +140,6 @@ static void publish(wm_t *wm)
         wm_fmt(s[i].id, sizeof(s[i].id), "%s", p->inst_id);
         wm_fmt(s[i].function, sizeof(s[i].function), "%s", p->function);
         wm_fmt(s[i].endpoint, sizeof(s[i].endpoint), "127.0.0.1:%u", p->port);
-        if (p->stream_port)
-            wm_fmt(s[i].stream_endpoint, sizeof(s[i].stream_endpoint), "127.0.0.1:%u", p->stream_port);
         s[i].version = p->version;
         s[i].started_ms = p->started_ms;
         s[i].pid = (uint32_t)p->pid;
@@ -229,10 +227,6 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     in.function = p->function;
     in.version = p->version;
     in.endpoint = endpoint;
-    char stream_endpoint[32] = "";
-    if (p->stream_port)
-        wm_fmt(stream_endpoint, sizeof(stream_endpoint), "127.0.0.1:%u", p->stream_port);
-    in.stream_endpoint = stream_endpoint;
     in.worker_id = (char *)wm->cfg->id;
     in.state = FAAS__INSTANCE__STATE__READY;
     in.pid = (uint32_t)p->pid;
@@ -534,7 +528,6 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
             return;
         p->state = POD_WARM;
         p->port = ev->port;
-        p->stream_port = ev->stream_port;
         p->deadline_us = 0;
         FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u", p->id, (int)p->pid, p->port);
         publish(wm);

@@ -42,7 +42,6 @@ static void fill_instance(wm_t *wm, Faas__Instance *in, wm_inst_snap_t *s)
     in->function = s->function;
     in->version = s->version;
     in->endpoint = s->endpoint;
-    in->stream_endpoint = s->stream_endpoint;
     in->worker_id = (char *)wm->cfg->id;
     in->state = FAAS__INSTANCE__STATE__READY;
     in->pid = s->pid;

@@ -18,7 +18,7 @@
 
 #define N_WORKERS 4
 
-enum { MSG_SNAP_BEGIN, MSG_EVENT, MSG_ACQ_OK, MSG_ACQ_FAIL };
+enum { MSG_SNAP_BEGIN, MSG_EVENT, MSG_ACQ_OK, MSG_ACQ_FAIL, MSG_RPC };
 
 typedef struct {
     h2o_multithread_message_t super;
@@ -27,11 +27,20 @@ typedef struct {
     Faas__AcquireReply *reply;
     uint64_t version, ms;
     char fn[64], rid[72], err[200];
+    /* MSG_RPC: a discovery call's outcome, for cb on the loop */
+    disp_rpc_cb cb;
+    void *ud;
+    int rc;
+    uint8_t *resp;
+    size_t rlen;
 } ctl_msg_t;
 
 typedef struct job {
     struct job *next;
     int release;
+    const char *method; /* a discovery call (disp_discovery_call) */
+    disp_rpc_cb cb;
+    void *ud;
     char addr[128], fn[64], rid[72];
     uint64_t version;
     uint8_t *pb;
@@ -209,6 +218,29 @@ static void run_release(job_t *j)
     free(resp);
 }
 
+static void run_discovery_call(job_t *j)
+{
+    chan_t *c = chan_get(disp_g.cfg.discovery);
+    ctl_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        if (c != NULL)
+            chan_put(c, 0);
+        return; /* the loop never hears back: its caller's bounded wait ends it */
+    }
+    m->kind = MSG_RPC;
+    m->cb = j->cb;
+    m->ud = j->ud;
+    m->rc = c == NULL || c->ch == NULL
+                ? -1
+                : faas_rpc_unary(c->ch, j->method, j->pb, j->len, (int)j->timeout_ms, &m->resp, &m->rlen, m->err,
+                                 sizeof(m->err));
+    if (c == NULL || c->ch == NULL)
+        snprintf(m->err, sizeof(m->err), "cannot open a channel to discovery");
+    if (c != NULL)
+        chan_put(c, m->rc);
+    post(m);
+}
+
 static void *pool_main(void *arg)
 {
     for (;;) {
@@ -219,7 +251,9 @@ static void *pool_main(void *arg)
         if ((jhead = j->next) == NULL)
             jtail = &jhead;
         pthread_mutex_unlock(&jmu);
-        if (j->release)
+        if (j->method != NULL)
+            run_discovery_call(j);
+        else if (j->release)
             run_release(j);
         else
             run_acquire(j);
@@ -480,6 +514,10 @@ static void on_messages(h2o_multithread_receiver_t *r, h2o_linklist_t *messages)
             apply_event(m->ev);
             faas__watch_event__free_unpacked(m->ev, NULL);
             break;
+        case MSG_RPC:
+            m->cb(m->ud, m->rc, m->resp, m->rlen, m->err);
+            free(m->resp);
+            break;
         default:
             acquired(m);
             if (m->reply != NULL)
@@ -498,5 +536,24 @@ int disp_control_start(const char **err)
     for (int i = 0; i < N_WORKERS; i++)
         h2o_multithread_create_thread(&tid, NULL, pool_main, NULL);
     h2o_multithread_create_thread(&tid, NULL, watch_main, (void *)disp_g.cfg.discovery);
+    return 0;
+}
+
+int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint32_t timeout_ms, disp_rpc_cb cb,
+                        void *ud)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL || (len != 0 && (j->pb = malloc(len)) == NULL)) {
+        free(j);
+        return -1;
+    }
+    if (len != 0)
+        memcpy(j->pb, req, len);
+    j->len = len;
+    j->method = method;
+    j->cb = cb;
+    j->ud = ud;
+    j->timeout_ms = timeout_ms;
+    push_job(j);
     return 0;
 }

@@ -106,6 +106,17 @@ const char *disp_call_request_id(const disp_call_t *c);
  * pair of the h2 bridge handed to cbs (the gRPC front end). 0 or -1. */
 int disp_h2b_accept(h2o_socket_t *sock, const h2b_server_cbs_t *cbs);
 
+/* ---- the control plane, for front ends (async tasks) ---- */
+
+/* rc: 0, a FAAS_GRPC_* status from discovery, or -1 (no channel); resp (len bytes)
+ * is the reply, valid during the call; err says what went wrong. */
+typedef void (*disp_rpc_cb)(void *ud, int rc, const uint8_t *resp, size_t len, const char *err);
+/* Calls a unary Discovery method (method is a static string, "/faas.Discovery/...")
+ * on a control thread: the loop never blocks. cb runs later on the loop, once. 0, or
+ * -1 on OOM (cb will not run). */
+int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint32_t timeout_ms, disp_rpc_cb cb,
+                        void *ud);
+
 /* ---- observability ---- */
 
 /* Writes the dispatcher's Prometheus lines (queue depth, instances, cold starts). */

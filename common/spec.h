@@ -37,6 +37,14 @@
 #define FAAS_SPEC_DEFAULT_MEMORY_BYTES (256ull << 20)
 #define FAAS_SPEC_DEFAULT_PIDS 256u
 
+/* Async tasks (FunctionSpec.async, docs/async.md). */
+#define FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY 16u
+#define FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS 3600000u
+#define FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS 86400000u
+#define FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS (7ull * 24 * 3600 * 1000)
+#define FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS 3u
+#define FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES (8ull << 20)
+
 /* ---- limits (plain decimals, so error messages can quote them with FAAS_SPEC_STR) ---- */
 
 /* Largest min_instances / max_instances a spec may ask for. */

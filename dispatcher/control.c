@@ -230,10 +230,9 @@ static void run_discovery_call(job_t *j)
     m->kind = MSG_RPC;
     m->cb = j->cb;
     m->ud = j->ud;
-    m->rc = c == NULL || c->ch == NULL
-                ? -1
-                : faas_rpc_unary(c->ch, j->method, j->pb, j->len, (int)j->timeout_ms, &m->resp, &m->rlen, m->err,
-                                 sizeof(m->err));
+    m->rc = c == NULL || c->ch == NULL ? -1
+                                       : faas_rpc_unary(c->ch, j->method, j->pb, j->len, (int)j->timeout_ms, &m->resp,
+                                                        &m->rlen, m->err, sizeof(m->err));
     if (c == NULL || c->ch == NULL)
         snprintf(m->err, sizeof(m->err), "cannot open a channel to discovery");
     if (c != NULL)
@@ -378,6 +377,8 @@ static void function_put(const Faas__FunctionSpec *s)
         .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS,
         .max_duration_ms = s->max_duration_ms,
         .max_body_bytes = s->max_body_bytes,
+        .async_concurrency =
+            s->async != NULL && s->async->concurrency ? s->async->concurrency : FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY,
     };
     if (fn->known && fn->p.version != p.version)
         FAAS_INFO("event=new_version fn=%s version=%" PRIu64 " old=%" PRIu64, s->name, p.version, fn->p.version);
@@ -389,6 +390,7 @@ static void function_put(const Faas__FunctionSpec *s)
         FAAS_ERROR("event=routes_oom fn=%s", s->name);
     fn->gen = disp_g.snap_gen;
     disp_on_instance_ready(fn);
+    disp_tasks_watch(fn);
 }
 
 static void instance_put(const Faas__Instance *pi)

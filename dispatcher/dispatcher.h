@@ -117,6 +117,9 @@ typedef void (*disp_rpc_cb)(void *ud, int rc, const uint8_t *resp, size_t len, c
 int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint32_t timeout_ms, disp_rpc_cb cb,
                         void *ud);
 
+/* A task of fn was just submitted through this gateway: claim soon. */
+void disp_tasks_submitted(const char *fn, size_t len);
+
 /* ---- observability ---- */
 
 /* Writes the dispatcher's Prometheus lines (queue depth, instances, cold starts). */

@@ -40,6 +40,7 @@ typedef struct {
     uint32_t min_instances, max_instances;
     uint32_t timeout_ms, cold_start_timeout_ms, idle_timeout_ms, max_duration_ms;
     uint64_t max_body_bytes;
+    uint32_t async_concurrency; /* async tasks claimed at once */
 } disp_fn_params_t;
 
 typedef struct disp_fn {
@@ -58,6 +59,10 @@ typedef struct disp_fn {
     uint32_t gen;
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
     size_t nservices[DISP_NPROTO];
+    /* async tasks (tasks.c): one ClaimTasks in flight, polled by claim_timer */
+    struct faas_timer claim_timer;
+    int claiming;
+    uint64_t claim_fast_until_ms;
 } disp_fn_t;
 
 /* One routing key -> function entry (open addressing). */
@@ -202,6 +207,9 @@ void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
 void disp_on_function_deleted(disp_fn_t *fn);
 /* Queues c for fn (cold start); fails it when the queue is full or no worker exists. */
 void disp_hold(disp_call_t *c, disp_fn_t *fn);
+
+/* tasks.c: starts polling fn's queued async tasks (its spec arrived). */
+void disp_tasks_watch(disp_fn_t *fn);
 
 /* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
 void disp_h2b_init(h2o_loop_t *loop);

@@ -550,8 +550,9 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             "faas_discovery_workers %zu\n"
             "# HELP faas_discovery_watchers Open Watch streams.\n# TYPE faas_discovery_watchers gauge\n"
             "faas_discovery_watchers %zu\n"
-            "# HELP faas_discovery_revision Registry revision (grows on every change).\n"
-            "# TYPE faas_discovery_revision counter\nfaas_discovery_revision %llu\n"
+            /* a position, like WatchEvent.revision (and etcd's current revision): a gauge */
+            "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
+            "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
             "# HELP faas_discovery_version Last function version handed out.\n"
             "# TYPE faas_discovery_version gauge\nfaas_discovery_version %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,

@@ -120,15 +120,25 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
 {
     pthread_mutex_lock(&wm->mu);
     int n = snprintf(buf, cap,
+                     "# HELP faas_wm_acquisitions_total Acquire calls answered with a ready instance.\n"
                      "# TYPE faas_wm_acquisitions_total counter\nfaas_wm_acquisitions_total %llu\n"
+                     "# HELP faas_wm_cold_starts_total Warm pods specialized for a function.\n"
                      "# TYPE faas_wm_cold_starts_total counter\nfaas_wm_cold_starts_total %llu\n"
+                     "# HELP faas_wm_acquire_failures_total Cold starts that failed or timed out.\n"
                      "# TYPE faas_wm_acquire_failures_total counter\nfaas_wm_acquire_failures_total %llu\n"
+                     "# HELP faas_wm_overload_events_total OVERLOAD reports received from agents.\n"
                      "# TYPE faas_wm_overload_events_total counter\nfaas_wm_overload_events_total %llu\n"
+                     "# HELP faas_wm_pods_spawned_total Pods cloned for the warm pool.\n"
                      "# TYPE faas_wm_pods_spawned_total counter\nfaas_wm_pods_spawned_total %llu\n"
+                     "# HELP faas_wm_pool_ready Warm pods waiting to be specialized.\n"
                      "# TYPE faas_wm_pool_ready gauge\nfaas_wm_pool_ready %u\n"
+                     "# HELP faas_wm_pool_starting Pods started whose agent has not said hello yet.\n"
                      "# TYPE faas_wm_pool_starting gauge\nfaas_wm_pool_starting %u\n"
+                     "# HELP faas_wm_pool_size Warm pods this worker keeps (--pool-size).\n"
                      "# TYPE faas_wm_pool_size gauge\nfaas_wm_pool_size %u\n"
+                     "# HELP faas_wm_instances Ready function instances on this worker.\n"
                      "# TYPE faas_wm_instances gauge\nfaas_wm_instances %zu\n"
+                     "# HELP faas_wm_last_acquire_seconds Duration of the last successful cold start.\n"
                      "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n",
                      (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
                      (unsigned long long)wm->failures, (unsigned long long)wm->overloads,

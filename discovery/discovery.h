@@ -61,7 +61,8 @@ disc_store_t *disc_store_open(const char *state_dir, const char **err);
 void disc_store_close(disc_store_t *st);
 /* Directory holding the code artifacts. */
 const char *disc_store_artifact_dir(disc_store_t *st);
-/* Validates in, fills defaults, assigns the next version and created_unix_ms, stores it.
+/* Validates in, fills defaults, assigns the function's next version (1 for a name never
+ * deployed; a delete does not reset it) and created_unix_ms, stores it.
  * *out gets the stored spec (free with faas__function_spec__free_unpacked).
  * -EINVAL with a sentence in errbuf on a bad spec, -EIO on storage failures. */
 int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__FunctionSpec **out, char *errbuf,
@@ -73,8 +74,8 @@ int disc_store_list(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
 void disc_store_free_list(Faas__FunctionSpec **list, size_t n);
 /* 0, -ENOENT if absent, -EIO. */
 int disc_store_delete(disc_store_t *st, const char *name);
-/* The last version handed out (0 before the first deploy). */
-uint64_t disc_store_version(disc_store_t *st);
+/* Deploys ever stored in this state dir (survives restarts and deletes). */
+uint64_t disc_store_deploys(disc_store_t *st);
 
 /* ---- soft-state registry and watchers (registry.c) ---------------------------- */
 

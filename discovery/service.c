@@ -553,10 +553,10 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             /* a position, like WatchEvent.revision (and etcd's current revision): a gauge */
             "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
             "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
-            "# HELP faas_discovery_version Last function version handed out.\n"
-            "# TYPE faas_discovery_version gauge\nfaas_discovery_version %llu\n",
+            "# HELP faas_discovery_deploys_total Deploys stored in this state dir, ever.\n"
+            "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
-            (unsigned long long)disc_store_version(s->store));
+            (unsigned long long)disc_store_deploys(s->store));
     fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
                  "# TYPE faas_discovery_rpc_total counter\n");
     for (int m = 0; m < M_COUNT; m++)

@@ -9,6 +9,12 @@
 
 #include "worker-manager/workermgr.h"
 
+/* Where a pod sees its code (read-only, the user server's working directory): a fixed
+ * path inside the pod's own /tmp tmpfs, so nothing is created on the host's root
+ * filesystem and no host directory above the state dir has to be enterable by the
+ * pod uid. */
+#define WM_POD_CODE_DIR "/tmp/.faas/code"
+
 #define WM_DEFAULT_MEMORY (256ull << 20)
 #define WM_DEFAULT_PIDS 256u
 #define WM_CPU_PERIOD_US 100000u
@@ -68,11 +74,12 @@ typedef struct {
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
 /* Spawns a pod: returns its host pid and the WM end of its control socket. */
 int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap);
-/* Bind-mounts <state>/code/<sha> read-only at <state>/pods/<pod>/code in the pod's mount ns. */
+/* Bind-mounts <state>/code/<sha> read-only at WM_POD_CODE_DIR in the pod's mount ns. */
 int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap);
 /* Kills the pod, reaps it, removes its cgroups and directory. */
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
-/* Removes leftovers of a previous run (cgroups of worker prev_id, pod dirs and mounts). */
+/* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
+ * under <state>/pods, where builds before WM_POD_CODE_DIR mounted the code). */
 int wm_helper_cleanup(wm_helper_t *h, const char *prev_id);
 /* Closes the socket (the helper then kills whatever is left and exits) and reaps it. */
 void wm_helper_stop(wm_helper_t *h);

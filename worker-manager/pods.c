@@ -382,8 +382,7 @@ static void refill(wm_t *wm)
 
 static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t errcap)
 {
-    char code_dir[PATH_MAX], logpath[PATH_MAX];
-    wm_fmt(code_dir, sizeof(code_dir), "%s/pods/%s/code", wm->cfg->state_dir, p->id);
+    char logpath[PATH_MAX];
     wm_fmt(logpath, sizeof(logpath), "%s/logs/%s.log", wm->cfg->state_dir, a->req->spec->name);
     int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (logfd < 0) {
@@ -393,7 +392,7 @@ static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t
     Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
     sp.spec = a->req->spec;
     sp.instance_id = p->inst_id;
-    sp.code_dir = code_dir;
+    sp.code_dir = WM_POD_CODE_DIR;
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;

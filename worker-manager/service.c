@@ -341,7 +341,7 @@ static void h_logs(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
 
 static int make_dirs(const wm_config_t *c)
 {
-    const char *subs[] = {"", "/code", "/pods", "/logs"};
+    const char *subs[] = {"", "/code", "/logs"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         char p[PATH_MAX];
         wm_fmt(p, sizeof(p), "%s%s", c->state_dir, subs[i]);
@@ -375,26 +375,6 @@ static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
     }
 }
 
-/* The pod uid must walk down to <state>/pods/<pod>/code (a state dir under /tmp is
- * carried into the pod's own /tmp, so it is exempt). Only a warning: the operator
- * may know better (ACLs). */
-static void check_traversable(const wm_config_t *c)
-{
-    if (strncmp(c->state_dir, "/tmp/", 5) == 0)
-        return;
-    char p[PATH_MAX];
-    wm_fmt(p, sizeof(p), "%s", c->state_dir);
-    for (char *slash = p + strlen(p); slash > p; slash = strrchr(p, '/')) {
-        *slash = '\0';
-        struct stat st;
-        const char *dir = p[0] ? p : "/";
-        if (stat(dir, &st) == 0 && st.st_uid != c->pod_uid && !(st.st_mode & S_IXOTH))
-            FAAS_WARN("event=state_dir_not_traversable dir=%s hint=\"pods (uid %u) cannot reach their code; "
-                      "chmod o+x or pick another --state-dir\"",
-                      dir, (unsigned)c->pod_uid);
-    }
-}
-
 int wm_run(const wm_config_t *c)
 {
     static wm_t wm;
@@ -412,7 +392,6 @@ int wm_run(const wm_config_t *c)
     }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
-    check_traversable(c);
     char prev[64];
     swap_run_id(c, prev, sizeof(prev));
     /* first: no thread and no grpc exist yet in this process */

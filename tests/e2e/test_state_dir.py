@@ -1,0 +1,83 @@
+"""Issue 10 item 1: the state directory may live anywhere, under a 0700 home included,
+because a pod reaches its code by a mount at a fixed path in its own mount namespace
+(/tmp/.faas/code), never by walking the host path down to the state dir.
+
+The private directories are made under /var/tmp on purpose: a state dir under /tmp
+used to be carried into the pod's own /tmp, which hid the problem."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+from platform_util import BUILD, ROOT, curl, free_port, json_of, pids_matching, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="pods need root"),
+    pytest.mark.skipif(not all(os.access(f"{BUILD}/{b}", os.X_OK) for b in
+                               ("faasd", "faasctl", "faas-discovery", "faas-workermgr", "faas-gateway",
+                                "faas-agent")), reason="not built"),
+]
+
+PRIVATE_BASE = "/var/tmp"
+
+
+@pytest.fixture
+def private_dir():
+    """A fresh directory only root may enter, two levels deep, outside /tmp."""
+    top = tempfile.mkdtemp(prefix="faas-private-", dir=PRIVATE_BASE)
+    home = os.path.join(top, "home", "someone")
+    os.makedirs(home)
+    for d in (top, os.path.join(top, "home"), home):
+        os.chmod(d, 0o700)
+    yield home
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def start_faasd(state):
+    ports = {k: free_port() for k in ("http", "disc", "wm", "dm", "wmm")}
+    argv = [f"{BUILD}/faasd", "--state-dir", state, "--http", f"127.0.0.1:{ports['http']}",
+            "--discovery-listen", f"127.0.0.1:{ports['disc']}", "--workermgr-listen", f"127.0.0.1:{ports['wm']}",
+            "--discovery-metrics", f"127.0.0.1:{ports['dm']}", "--workermgr-metrics", f"127.0.0.1:{ports['wmm']}",
+            "--pool-size", "1"]
+    log = open(os.path.join(os.path.dirname(state), "faasd.out"), "w+")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, ports, log
+
+
+def output(log):
+    log.flush()
+    with open(log.name, errors="replace") as f:
+        return f.read()
+
+
+def test_platform_runs_with_its_state_dir_under_a_0700_directory(private_dir):
+    state = os.path.join(private_dir, "state")
+    proc, ports, log = start_faasd(state)
+    try:
+        wait_until(lambda: proc.poll() is None and "platform up" in output(log) or proc.poll() is not None, 60,
+                   what="faasd up")
+        assert proc.poll() is None, output(log)
+        env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{ports['disc']}",
+                   FAAS_GATEWAY=f"http://127.0.0.1:{ports['http']}")
+        p = subprocess.run([f"{BUILD}/faasctl", "deploy", "hello", "--dir", f"{ROOT}/examples/hello-http", "--cmd",
+                            "./hello", "--health", "/healthz"], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr + output(log)
+        code, body, err = curl(f"http://127.0.0.1:{ports['http']}/function/hello/hello")
+        assert (code, body) == (200, "hello from hello-http\n"), (code, body, err, output(log))
+        code, body, _ = curl(f"http://127.0.0.1:{ports['http']}/function/hello/whoami")
+        who = json_of(body)
+        # the pod sees its code at the fixed path, read-only, as an unprivileged uid
+        assert who["cwd"] == "/tmp/.faas/code" and who["cwd_writable"] is False and who["uid"] != 0, who
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, output(log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid, _ in pids_matching(state):
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+    assert state not in open("/proc/self/mountinfo").read()

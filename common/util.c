@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 uint64_t faas_now_us(void)
@@ -178,6 +179,41 @@ int faas_mkdirs(const char *path, int mode)
     }
     if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
         return -1;
+    return 0;
+}
+
+int faas_check_code_dir(const char *dir, char *err, size_t errcap)
+{
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) {
+        snprintf(err, errcap, "cannot stat %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (vfs.f_flag & ST_NOEXEC) {
+        snprintf(err, errcap, "%s is on a noexec mount: function code there could not be executed", dir);
+        return -1;
+    }
+    /* a filesystem without Unix modes (vfat with a umask, some FUSE mounts) would show
+     * the code to its owner only, never to the pod uid */
+    char probe[4096], id[17];
+    faas_random_id(id, sizeof(id));
+    if (snprintf(probe, sizeof(probe), "%s/.mode-probe-%s", dir, id) >= (int)sizeof(probe)) {
+        snprintf(err, errcap, "path too long: %s", dir);
+        return -1;
+    }
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot write in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int kept = fchmod(fd, 0755) == 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) == 0755;
+    close(fd);
+    unlink(probe);
+    if (!kept) {
+        snprintf(err, errcap, "%s does not keep file modes: function code there would not be readable by pods", dir);
+        return -1;
+    }
     return 0;
 }
 

@@ -386,6 +386,15 @@ int wm_run(const wm_config_t *c)
         fprintf(stderr, "faas-workermgr: cannot create state dir %s: %s\n", c->state_dir, strerror(errno));
         return 1;
     }
+    /* pods reach their code by a mount, whatever the modes above the state dir; what
+     * cannot work is a code cache whose files cannot be run: say so now, not at the
+     * first request */
+    char code[PATH_MAX], why[PATH_MAX + 128];
+    wm_fmt(code, sizeof(code), "%s/code", c->state_dir);
+    if (faas_check_code_dir(code, why, sizeof(why)) != 0) {
+        fprintf(stderr, "faas-workermgr: unusable --state-dir %s: %s\n", c->state_dir, why);
+        return 1;
+    }
     if (wm_cg_detect(c->cgroup_root, &wm.cg, &err) != 0) {
         fprintf(stderr, "faas-workermgr: %s\n", err);
         return 1;

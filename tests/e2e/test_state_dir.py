@@ -1,6 +1,8 @@
 """Issue 10 item 1: the state directory may live anywhere, under a 0700 home included,
 because a pod reaches its code by a mount at a fixed path in its own mount namespace
-(/tmp/.faas/code), never by walking the host path down to the state dir.
+(/tmp/.faas/code), never by walking the host path down to the state dir. A state dir
+that cannot work (a noexec mount: the code there could not be run) is refused at
+start-up with one line, not discovered at the first request.
 
 The private directories are made under /var/tmp on purpose: a state dir under /tmp
 used to be carried into the pod's own /tmp, which hid the problem."""
@@ -81,3 +83,52 @@ def test_platform_runs_with_its_state_dir_under_a_0700_directory(private_dir):
             os.kill(pid, signal.SIGKILL)
         log.close()
     assert state not in open("/proc/self/mountinfo").read()
+
+
+@pytest.fixture
+def noexec_dir():
+    d = tempfile.mkdtemp(prefix="faas-noexec-", dir=PRIVATE_BASE)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=8m", "tmpfs", d], check=True)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", d], check=False)
+        os.rmdir(d)
+
+
+def run_bounded(argv, state, timeout=30):
+    """Runs a daemon expected to exit at once; if it does not, it and whatever it
+    started (found by the state dir in their command line) are stopped by PID."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate()
+        return None, out, err
+    finally:
+        for pid, _ in pids_matching(state):
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: pids_matching(state) == [], 15, what="daemons of the refused state dir gone")
+
+
+def test_a_noexec_state_dir_is_refused_at_start_up(noexec_dir):
+    state = os.path.join(noexec_dir, "state")
+    rc, out, err = run_bounded([f"{BUILD}/faasd", "--state-dir", state, "--http", f"127.0.0.1:{free_port()}",
+                                "--discovery-listen", f"127.0.0.1:{free_port()}",
+                                "--workermgr-listen", f"127.0.0.1:{free_port()}"], state, timeout=10)
+    assert rc == 1, out + err
+    assert out == "", "nothing was started"
+    lines = err.splitlines()
+    assert len(lines) == 1 and "noexec" in lines[0] and state in lines[0], err
+
+    # the worker manager on its own says the same
+    rc, _, err = run_bounded([f"{BUILD}/faas-workermgr", "--state-dir", os.path.join(state, "worker"),
+                              "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", f"127.0.0.1:{free_port()}",
+                              "--discovery", f"127.0.0.1:{free_port()}", "--agent", f"{BUILD}/faas-agent"], state,
+                             timeout=10)
+    assert rc == 1, err
+    errs = [l for l in err.splitlines() if "noexec" in l]
+    assert len(errs) == 1 and errs[0].startswith("faas-workermgr: unusable --state-dir"), err

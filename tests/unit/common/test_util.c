@@ -1,6 +1,7 @@
 /* Address helpers shared by every listener and connector. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,4 +99,21 @@ Test(util, request_ids_are_16_hex_and_distinct)
     cr_assert_eq(strlen(a), 16);
     cr_assert_eq(strspn(a, "0123456789abcdef"), 16);
     cr_assert_str_neq(a, b);
+}
+
+Test(util, check_code_dir_accepts_a_plain_dir_and_names_what_is_wrong)
+{
+    char dir[] = "/tmp/util-codedir-XXXXXX", err[512], missing[64];
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(faas_check_code_dir(dir, err, sizeof(err)), 0, "%s", err);
+    DIR *d = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        entries += e->d_name[0] != '.' || strncmp(e->d_name, ".mode-probe", 11) == 0;
+    closedir(d);
+    cr_assert_eq(entries, 0, "the probe file was left behind");
+    snprintf(missing, sizeof(missing), "%s/nope", dir);
+    cr_assert_eq(faas_check_code_dir(missing, err, sizeof(err)), -1);
+    cr_assert(strstr(err, missing) != NULL, "%s", err);
+    rmdir(dir);
 }

@@ -217,6 +217,28 @@ int faas_check_code_dir(const char *dir, char *err, size_t errcap)
     return 0;
 }
 
+#define COLD_START_FAILED "cold start failed"
+
+const char *faas_cold_start_error(char *buf, size_t cap, const char *fn, const char *reason)
+{
+    snprintf(buf, cap, "cold start of function %s failed: %s", fn, reason);
+    faas_oneline(buf);
+    return buf;
+}
+
+const char *faas_cold_start_public(char *buf, size_t cap, const char *fn, const char *msg)
+{
+    char prefix[128];
+    int n = snprintf(prefix, sizeof(prefix), "cold start of function %s failed: ", fn);
+    if (msg != NULL && n > 0 && (size_t)n < sizeof(prefix) && strncmp(msg, prefix, (size_t)n) == 0 &&
+        msg[n] != '\0')
+        snprintf(buf, cap, COLD_START_FAILED ": %s", msg + n);
+    else
+        snprintf(buf, cap, COLD_START_FAILED);
+    faas_oneline(buf);
+    return buf;
+}
+
 int faas_valid_function_name(const char *name, size_t len, const char **err)
 {
     if (len == 0 || len > 63) {

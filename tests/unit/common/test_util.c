@@ -117,3 +117,21 @@ Test(util, check_code_dir_accepts_a_plain_dir_and_names_what_is_wrong)
     cr_assert(strstr(err, missing) != NULL, "%s", err);
     rmdir(dir);
 }
+
+Test(util, cold_start_errors_round_trip_and_transport_text_stays_private)
+{
+    char msg[256], pub[256];
+    faas_cold_start_error(msg, sizeof(msg), "hello", "exec ./nope: No such file or directory\n");
+    cr_assert_str_eq(msg, "cold start of function hello failed: exec ./nope: No such file or directory?");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", msg),
+                     "cold start failed: exec ./nope: No such file or directory?");
+    /* grpc's own text for a worker manager it cannot reach names its address */
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello",
+                                            "failed to connect to all addresses; last error: ipv4:127.0.0.1:7200"),
+                     "cold start failed");
+    /* another function's message, an empty reason, no message at all */
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "other", msg), "cold start failed");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", "cold start of function hello failed: "),
+                     "cold start failed");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", NULL), "cold start failed");
+}

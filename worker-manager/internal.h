@@ -150,6 +150,8 @@ struct wm_acq {
     Faas__AcquireRequest *req;
     uint64_t t0, t_code_start, t_code_done, t_taken, t_sent, deadline_us;
     int code_ready;
+    int agent_logged; /* the agent wrote why it failed into the function's log */
+    char inst_id[24]; /* the instance being made for it, once a pod is taken */
 };
 
 typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE } wm_work_kind_t;

@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -208,12 +209,30 @@ static void acq_free(wm_acq_t *a)
     free(a);
 }
 
+/* Appends a platform line about fn to its log (what faasctl logs shows). */
+static void fn_log(wm_t *wm, const char *fn, const char *inst, const char *msg)
+{
+    char path[PATH_MAX], line[1024];
+    wm_fmt(path, sizeof(path), "%s/logs/%s.log", wm->cfg->state_dir, fn);
+    size_t n = faas_fn_log_line(line, sizeof(line), faas_unix_ms(), fn, inst, "platform", msg, strlen(msg));
+    int fd = n ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
+    if (fd >= 0) {
+        (void)!write(fd, line, n);
+        close(fd);
+    }
+}
+
 static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
 {
-    char msg[400];
-    wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
-    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id, what);
+    char msg[400], pub[400];
+    const Faas__FunctionSpec *s = a->req->spec;
+    faas_cold_start_error(msg, sizeof(msg), s->name, what);
+    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", s->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
+    if (!wm->stop && !a->agent_logged) { /* our own shutdown is not the function's fault */
+        faas_cold_start_public(pub, sizeof(pub), s->name, msg);
+        fn_log(wm, s->name, a->inst_id[0] ? a->inst_id : "-", pub);
+    }
     if (a->call)
         faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
     acq_free(a);
@@ -431,6 +450,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     p->inst_id[0] = 'i';
     p->inst_id[1] = '-';
     faas_random_id(p->inst_id + 2, sizeof(p->inst_id) - 2);
+    wm_fmt(a->inst_id, sizeof(a->inst_id), "%s", p->inst_id);
     wm_fmt(p->function, sizeof(p->function), "%s", s->name);
     p->version = s->version;
     p->concurrency = s->concurrency;
@@ -557,13 +577,18 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         refill(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__FAILED:
+        /* the agent's message is the one line to show, and it logged the details */
         wm_fmt(why, sizeof(why), "%s", ev->message[0] ? ev->message : "the agent reported a failure");
+        if (p->acq != NULL && ev->message[0])
+            p->acq->agent_logged = 1;
         pod_destroy(wm, p, why);
         match(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__USER_EXIT:
-        wm_fmt(why, sizeof(why), "the user server exited (status %d)%s%s", ev->exit_status, ev->message[0] ? ": " : "",
-               ev->message);
+        if (WIFEXITED(ev->exit_status))
+            wm_fmt(why, sizeof(why), "the user server exited with status %d", WEXITSTATUS(ev->exit_status));
+        else
+            wm_fmt(why, sizeof(why), "the user server was killed by signal %d", WTERMSIG(ev->exit_status));
         pod_destroy(wm, p, why);
         match(wm);
         return;

@@ -98,8 +98,8 @@ typedef struct {
 disc_registry_t *disc_registry_new(void);
 /* Stops the reaper if running and frees everything (subscribers are dropped silently). */
 void disc_registry_free(disc_registry_t *r);
-/* Replaces the worker's instance set, pushes the differences and renews its lease
- * until now_ms + ttl. 0, or -1 with *err on a malformed renewal. */
+/* Replaces the worker's instance set (pushing the differences) and its function errors,
+ * and renews its lease until now_ms + ttl. 0, or -1 with *err on a malformed renewal. */
 int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, uint64_t now_ms, const char **err);
 /* Deletes workers whose lease ended before now_ms, with their instances; returns how many. */
 size_t disc_registry_expire(disc_registry_t *r, uint64_t now_ms);
@@ -120,6 +120,9 @@ void disc_registry_unsubscribe(disc_registry_t *r, int64_t id);
 uint8_t *disc_registry_list_instances(disc_registry_t *r, const char *name, size_t *len);
 /* Packed WorkerList; malloc'd. */
 uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len);
+/* Packed FunctionStatus of a deployed function: last_error is the newest error a live
+ * worker's lease reports for it. malloc'd; NULL with *missing = 1 if not deployed. */
+uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, size_t *len, int *missing);
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
 
 /* ---- the gRPC service (service.c) ------------------------------------------------ */

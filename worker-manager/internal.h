@@ -154,6 +154,17 @@ struct wm_acq {
     char inst_id[24]; /* the instance being made for it, once a pod is taken */
 };
 
+/* A function's last cold start failure on this worker, sent with every lease renewal
+ * until a cold start of the function succeeds here (then discovery forgets it too). */
+typedef struct {
+    char function[64];
+    uint64_t version;
+    char message[256]; /* the line clients see: "cold start failed: <reason>" */
+    int64_t unix_ms;
+} wm_fn_error_t;
+
+#define WM_MAX_FN_ERRORS 64
+
 typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE } wm_work_kind_t;
 
 typedef struct wm_work {
@@ -201,6 +212,8 @@ struct wm {
     uint32_t pool_ready, pool_starting;
     uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
     uint64_t last_total_us;
+    wm_fn_error_t errors[WM_MAX_FN_ERRORS];
+    size_t n_errors;
 };
 
 /* pods.c */

@@ -222,6 +222,41 @@ static void fn_log(wm_t *wm, const char *fn, const char *inst, const char *msg)
     }
 }
 
+static void publish(wm_t *wm);
+
+/* Keeps msg as fn's last error (replacing the oldest entry when full); the next lease
+ * renewal carries it to discovery. */
+static void record_error(wm_t *wm, const Faas__FunctionSpec *s, const char *msg)
+{
+    pthread_mutex_lock(&wm->mu);
+    size_t i = 0;
+    while (i < wm->n_errors && strcmp(wm->errors[i].function, s->name) != 0)
+        i++;
+    if (i == wm->n_errors && wm->n_errors < WM_MAX_FN_ERRORS)
+        wm->n_errors++;
+    else if (i == wm->n_errors)
+        for (size_t k = i = 0; k < wm->n_errors; k++)
+            i = wm->errors[k].unix_ms < wm->errors[i].unix_ms ? k : i;
+    wm_fn_error_t *e = &wm->errors[i];
+    wm_fmt(e->function, sizeof(e->function), "%s", s->name);
+    wm_fmt(e->message, sizeof(e->message), "%s", msg);
+    e->version = s->version;
+    e->unix_ms = faas_unix_ms();
+    pthread_mutex_unlock(&wm->mu);
+}
+
+/* A cold start of fn succeeded: its last error is history. */
+static void clear_error(wm_t *wm, const char *fn)
+{
+    pthread_mutex_lock(&wm->mu);
+    for (size_t i = 0; i < wm->n_errors; i++)
+        if (strcmp(wm->errors[i].function, fn) == 0) {
+            wm->errors[i] = wm->errors[--wm->n_errors];
+            break;
+        }
+    pthread_mutex_unlock(&wm->mu);
+}
+
 static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
 {
     char msg[400], pub[400];
@@ -229,9 +264,12 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     faas_cold_start_error(msg, sizeof(msg), s->name, what);
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", s->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
-    if (!wm->stop && !a->agent_logged) { /* our own shutdown is not the function's fault */
+    if (!wm->stop) { /* our own shutdown is not the function's fault */
         faas_cold_start_public(pub, sizeof(pub), s->name, msg);
-        fn_log(wm, s->name, a->inst_id[0] ? a->inst_id : "-", pub);
+        if (!a->agent_logged)
+            fn_log(wm, s->name, a->inst_id[0] ? a->inst_id : "-", pub);
+        record_error(wm, s, pub);
+        publish(wm); /* wakes the heartbeat */
     }
     if (a->call)
         faas_rpc_fail(a->call, FAAS_RPC_UNAVAILABLE, msg);
@@ -567,6 +605,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->started_ms = faas_unix_ms();
         wm_acq_t *a = p->acq;
         p->acq = NULL;
+        clear_error(wm, p->function);
         /* the new instance is leased at once: if it died before its first lease, no
          * watcher would ever hear of it (the gateway keeps what Acquire returned) */
         hb_urgent(wm);

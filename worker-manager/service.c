@@ -170,6 +170,16 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
     }
     lr.instances = ptrs;
     lr.n_instances = n;
+    Faas__FunctionError errs[WM_MAX_FN_ERRORS], *eptrs[WM_MAX_FN_ERRORS];
+    for (size_t i = 0; !empty && i < wm->n_errors; i++) {
+        faas__function_error__init(&errs[i]);
+        errs[i].function = wm->errors[i].function;
+        errs[i].version = wm->errors[i].version;
+        errs[i].message = wm->errors[i].message;
+        errs[i].unix_ms = wm->errors[i].unix_ms;
+        eptrs[lr.n_errors++] = &errs[i];
+    }
+    lr.errors = eptrs;
     uint8_t *buf = faas_pb_pack(&lr.base, len);
     free(ins);
     free(ptrs);

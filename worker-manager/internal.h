@@ -13,7 +13,8 @@
  * path inside the pod's own /tmp tmpfs, so nothing is created on the host's root
  * filesystem and no host directory above the state dir has to be enterable by the
  * pod uid. */
-#define WM_POD_CODE_DIR "/tmp/.faas/code"
+#define WM_POD_FAAS_DIR "/tmp/.faas"
+#define WM_POD_CODE_DIR WM_POD_FAAS_DIR "/code"
 
 #define WM_DEFAULT_MEMORY (256ull << 20)
 #define WM_DEFAULT_PIDS 256u

@@ -79,7 +79,9 @@ static void mount_tmp(child_arg_t *a)
 {
     if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") != 0)
         child_fail(a->errpipe, "mount tmpfs /tmp");
-    if (faas_mkdirs(WM_POD_CODE_DIR, 0755) != 0)
+    /* chmod too: a umask of the WM (027, 077) must not lock the pod uid out */
+    if (faas_mkdirs(WM_POD_CODE_DIR, 0755) != 0 || chmod(WM_POD_FAAS_DIR, 0755) != 0 ||
+        chmod(WM_POD_CODE_DIR, 0755) != 0)
         child_fail(a->errpipe, "mkdir " WM_POD_CODE_DIR);
 }
 

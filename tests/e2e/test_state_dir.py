@@ -45,7 +45,9 @@ def start_faasd(state):
             "--discovery-metrics", f"127.0.0.1:{ports['dm']}", "--workermgr-metrics", f"127.0.0.1:{ports['wmm']}",
             "--pool-size", "1"]
     log = open(os.path.join(os.path.dirname(state), "faasd.out"), "w+")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # a strict umask, as a careful root has it: nothing the pod needs may depend on it
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: os.umask(0o077))
     return proc, ports, log
 
 

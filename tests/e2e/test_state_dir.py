@@ -51,6 +51,30 @@ def start_faasd(state):
     return proc, ports, log
 
 
+def stop_leftovers(state, addrs):
+    """After a failed run: faasd starts each daemon in its own process group, so they
+    are found by the state dir or a listen address in their command line and stopped by
+    PID (the gateway's has no state dir)."""
+    def left():
+        out = []
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    args = f.read().decode(errors="replace").split("\0")
+            except (OSError, ValueError):
+                continue
+            # whole arguments only: 127.0.0.1:4110 is not 127.0.0.1:41103
+            if any(a in addrs or a == state or a.startswith(state + "/") for a in args):
+                out.append(int(d))
+        return out
+    for pid in set(left()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: left() == [], 15, what="daemons of the test gone")
+
+
 def output(log):
     log.flush()
     with open(log.name, errors="replace") as f:
@@ -81,8 +105,7 @@ def test_platform_runs_with_its_state_dir_under_a_0700_directory(private_dir):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        for pid, _ in pids_matching(state):
-            os.kill(pid, signal.SIGKILL)
+        stop_leftovers(state, [f"127.0.0.1:{p}" for p in ports.values()])
         log.close()
     assert state not in open("/proc/self/mountinfo").read()
 
@@ -100,7 +123,7 @@ def noexec_dir():
 
 def run_bounded(argv, state, timeout=30):
     """Runs a daemon expected to exit at once; if it does not, it and whatever it
-    started (found by the state dir in their command line) are stopped by PID."""
+    started are stopped by PID."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -111,9 +134,7 @@ def run_bounded(argv, state, timeout=30):
         out, err = proc.communicate()
         return None, out, err
     finally:
-        for pid, _ in pids_matching(state):
-            os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: pids_matching(state) == [], 15, what="daemons of the refused state dir gone")
+        stop_leftovers(state, [a for a in argv if a.startswith("127.0.0.1:")])
 
 
 def test_a_noexec_state_dir_is_refused_at_start_up(noexec_dir):

@@ -141,7 +141,7 @@ unit: $(UNIT_BINS)
 
 E2E_FLAGS ?=
 e2e: all
-	FAAS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e $(E2E_FLAGS)
+	FAAS_BUILD="$(abspath $(BUILD))" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e $(E2E_FLAGS)
 
 deps:
 	@deploy/install-deps.sh
@@ -153,7 +153,7 @@ test: deps
 
 run: deps
 	$(MAKE) all
-	deploy/run-demo.sh $(abspath $(BUILD))
+	deploy/run-demo.sh "$(abspath $(BUILD))"
 
 # ---- sanitizers ---------------------------------------------------------------
 ASAN_BUILD := build-asan
@@ -173,7 +173,7 @@ fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_TIME)
 
 bench: deps all
-	tests/bench/run.sh $(abspath $(BUILD))
+	tests/bench/run.sh "$(abspath $(BUILD))"
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -74,3 +74,21 @@ const char *faas_log_quote(char *buf, size_t cap, const char *s, size_t len)
     buf[o] = '\0';
     return buf;
 }
+
+size_t faas_fn_log_line(char *buf, size_t cap, int64_t unix_ms, const char *fn, const char *instance,
+                        const char *stream, const char *msg, size_t len)
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    int n = snprintf(buf, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03dZ fn=%s instance=%s stream=%s msg=",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(unix_ms % 1000), fn, instance, stream);
+    if (n < 0 || (size_t)n + 4 > cap)
+        return 0;
+    /* the quoting helper needs room for the closing quote and NUL; keep one byte for '\n' */
+    faas_log_quote(buf + n, cap - (size_t)n - 1, msg, len);
+    size_t total = (size_t)n + strlen(buf + n);
+    buf[total++] = '\n';
+    return total;
+}

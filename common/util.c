@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 uint64_t faas_now_us(void)
@@ -179,6 +180,63 @@ int faas_mkdirs(const char *path, int mode)
     if (mkdir(tmp, (mode_t)mode) != 0 && errno != EEXIST)
         return -1;
     return 0;
+}
+
+int faas_check_code_dir(const char *dir, char *err, size_t errcap)
+{
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) {
+        snprintf(err, errcap, "cannot stat %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (vfs.f_flag & ST_NOEXEC) {
+        snprintf(err, errcap, "%s is on a noexec mount: function code there could not be executed", dir);
+        return -1;
+    }
+    /* a filesystem without Unix modes (vfat with a umask, some FUSE mounts) would show
+     * the code to its owner only, never to the pod uid */
+    char probe[4096], id[17];
+    faas_random_id(id, sizeof(id));
+    if (snprintf(probe, sizeof(probe), "%s/.mode-probe-%s", dir, id) >= (int)sizeof(probe)) {
+        snprintf(err, errcap, "path too long: %s", dir);
+        return -1;
+    }
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot write in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int kept = fchmod(fd, 0755) == 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) == 0755;
+    close(fd);
+    unlink(probe);
+    if (!kept) {
+        snprintf(err, errcap, "%s does not keep file modes: function code there would not be readable by pods", dir);
+        return -1;
+    }
+    return 0;
+}
+
+#define COLD_START_FAILED "cold start failed"
+
+const char *faas_cold_start_error(char *buf, size_t cap, const char *fn, const char *reason)
+{
+    snprintf(buf, cap, "cold start of function %s failed: %s", fn, reason);
+    faas_oneline(buf);
+    return buf;
+}
+
+const char *faas_cold_start_public(char *buf, size_t cap, const char *fn, const char *msg)
+{
+    char prefix[128];
+    int n = snprintf(prefix, sizeof(prefix), "cold start of function %s failed: ", fn);
+    if (msg != NULL && n > 0 && (size_t)n < sizeof(prefix) && strncmp(msg, prefix, (size_t)n) == 0 &&
+        msg[n] != '\0')
+        snprintf(buf, cap, COLD_START_FAILED ": %s", msg + n);
+    else
+        snprintf(buf, cap, COLD_START_FAILED);
+    faas_oneline(buf);
+    return buf;
 }
 
 int faas_valid_function_name(const char *name, size_t len, const char **err)

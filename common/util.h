@@ -45,6 +45,18 @@ int faas_listen_tcp(const char *addr, const char **err);
 uint8_t *faas_pb_pack(const ProtobufCMessage *m, size_t *len);
 /* mkdir -p with mode; 0 or -1 (errno set). */
 int faas_mkdirs(const char *path, int mode);
+/* 0 if files written into the existing directory dir keep their modes and can be
+ * executed from it (function code is unpacked there and run by another uid); else -1
+ * with a sentence in err saying why not (a noexec mount, modes not kept). */
+int faas_check_code_dir(const char *dir, char *err, size_t errcap);
+/* The status message of an Acquire the worker manager could not serve is
+ * "cold start of function <fn> failed: <reason>", reason one line (control bytes become
+ * '?') that names no internal address or host path. Written into buf; returns buf. */
+const char *faas_cold_start_error(char *buf, size_t cap, const char *fn, const char *reason);
+/* What a client is told about a failed Acquire of fn whose status message was msg:
+ * "cold start failed: <reason>" when msg is one faas_cold_start_error made, else just
+ * "cold start failed" (a transport error's text names addresses). Into buf; returns buf. */
+const char *faas_cold_start_public(char *buf, size_t cap, const char *fn, const char *msg);
 /* A function name is [a-z0-9][a-z0-9-]{0,62}; 0 if valid, else -1 with *err. */
 int faas_valid_function_name(const char *name, size_t len, const char **err);
 

@@ -198,7 +198,8 @@ static const char usage_deploy[] =
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
 static const char usage_list[] = "usage: faasctl list\n\nLists functions: NAME VERSION PROTOCOL INSTANCES COMMAND.\n";
-static const char usage_get[] = "usage: faasctl get NAME\n\nPrints the function's spec as YAML.\n";
+static const char usage_get[] = "usage: faasctl get NAME\n\nPrints the function's spec as YAML, then, as comments, its version and, if a\n"
+                                "worker reports one, its last cold start failure (# last-error:).\n";
 static const char usage_delete[] = "usage: faasctl delete NAME\n\nDeletes the function.\n";
 static const char usage_invoke[] =
     "usage: faasctl invoke NAME [-d DATA] [-X METHOD] [-p PATH] [-H 'K: V']...\n"

@@ -411,6 +411,37 @@ static int cmd_list(const ctl_args_t *a)
     return 0;
 }
 
+static void age_of(char *out, size_t cap, int64_t started_ms);
+
+/* "# last-error: <line> (version N, <age> ago)" when a worker reports one; a discovery
+ * without GetFunctionStatus (older) or any failure here just leaves the line out. */
+static void print_last_error(const char *name)
+{
+    Faas__FunctionName req = FAAS__FUNCTION_NAME__INIT;
+    req.name = (char *)name;
+    size_t len = 0, rlen = 0;
+    uint8_t *buf = faas_pb_pack(&req.base, &len), *resp = NULL;
+    char errbuf[256];
+    int rc = buf ? faas_rpc_unary(chan(), "/faas.Discovery/GetFunctionStatus", buf, len, RPC_TIMEOUT_MS, &resp,
+                                  &rlen, errbuf, sizeof(errbuf))
+                 : -1;
+    free(buf);
+    Faas__FunctionStatus *st = rc == 0 ? faas__function_status__unpack(NULL, rlen, resp) : NULL;
+    free(resp);
+    if (st != NULL && st->last_error != NULL) {
+        char age[16], *msg = strdup(st->last_error->message);
+        age_of(age, sizeof(age), st->last_error->unix_ms);
+        if (msg != NULL) {
+            faas_oneline(msg);
+            printf("# last-error: %s (version %llu, %s ago)\n", msg, (unsigned long long)st->last_error->version,
+                   age);
+        }
+        free(msg);
+    }
+    if (st != NULL)
+        faas__function_status__free_unpacked(st, NULL);
+}
+
 static int cmd_get(const ctl_args_t *a)
 {
     const char *name = a->name;
@@ -420,6 +451,7 @@ static int cmd_get(const ctl_args_t *a)
         return code;
     faas_manifest_print(stdout, s);
     faas__function_spec__free_unpacked(s, NULL);
+    print_last_error(name);
     return 0;
 }
 

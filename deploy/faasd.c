@@ -129,6 +129,12 @@ static int build_children(config_t *c, child_t *ch)
         fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->f.state_dir, strerror(errno));
         return -1;
     }
+    /* the worker manager refuses it too, but only after discovery is up: say it first */
+    char why[PATH_MAX + 128];
+    if (faas_check_code_dir(c->wm_state, why, sizeof(why)) != 0) {
+        fprintf(stderr, "faasd: unusable --state-dir %s: %s\n", c->f.state_dir, why);
+        return -1;
+    }
     return 0;
 }
 

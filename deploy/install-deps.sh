@@ -10,6 +10,7 @@ PKGS=(
   libsqlite3-dev libyaml-dev libcriterion-dev
   python3 python3-pytest python3-grpcio python3-thrift
   curl wrk nginx-light iproute2 procps psmisc
+  prometheus
 )
 
 missing=()
@@ -29,5 +30,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # nginx-light's package starts a system nginx on port 80; the bench runs its own.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+# prometheus is here for promtool (the metrics lint of the e2e tests); its server,
+# which the package starts on :9090, is not wanted.
+for svc in nginx prometheus; do
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+done
+if [[ -x /etc/init.d/prometheus ]]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
 pkill -x nginx 2>/dev/null || true

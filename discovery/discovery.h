@@ -49,7 +49,8 @@ disc_store_t *disc_store_open(const char *state_dir, const char **err);
 void disc_store_close(disc_store_t *st);
 /* Directory holding the code artifacts. */
 const char *disc_store_artifact_dir(disc_store_t *st);
-/* Validates in, fills defaults, assigns the next version and created_unix_ms, stores it.
+/* Validates in, fills defaults, assigns the function's next version (1 for a name never
+ * deployed; a delete does not reset it) and created_unix_ms, stores it.
  * *out gets the stored spec (free with faas__function_spec__free_unpacked).
  * -EINVAL with a sentence in errbuf on a bad spec, -EIO on storage failures. */
 int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__FunctionSpec **out, char *errbuf,
@@ -61,8 +62,8 @@ int disc_store_list(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
 void disc_store_free_list(Faas__FunctionSpec **list, size_t n);
 /* 0, -ENOENT if absent, -EIO. */
 int disc_store_delete(disc_store_t *st, const char *name);
-/* The last version handed out (0 before the first deploy). */
-uint64_t disc_store_version(disc_store_t *st);
+/* Deploys ever stored in this state dir (survives restarts and deletes). */
+uint64_t disc_store_deploys(disc_store_t *st);
 
 /* ---- soft-state registry and watchers (registry.c) ---------------------------- */
 
@@ -85,8 +86,8 @@ typedef struct {
 disc_registry_t *disc_registry_new(void);
 /* Stops the reaper if running and frees everything (subscribers are dropped silently). */
 void disc_registry_free(disc_registry_t *r);
-/* Replaces the worker's instance set, pushes the differences and renews its lease
- * until now_ms + ttl. 0, or -1 with *err on a malformed renewal. */
+/* Replaces the worker's instance set (pushing the differences) and its function errors,
+ * and renews its lease until now_ms + ttl. 0, or -1 with *err on a malformed renewal. */
 int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, uint64_t now_ms, const char **err);
 /* Deletes workers whose lease ended before now_ms, with their instances; returns how many. */
 size_t disc_registry_expire(disc_registry_t *r, uint64_t now_ms);
@@ -107,6 +108,9 @@ void disc_registry_unsubscribe(disc_registry_t *r, int64_t id);
 uint8_t *disc_registry_list_instances(disc_registry_t *r, const char *name, size_t *len);
 /* Packed WorkerList; malloc'd. */
 uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len);
+/* Packed FunctionStatus of a deployed function: last_error is the newest error a live
+ * worker's lease reports for it. malloc'd; NULL with *missing = 1 if not deployed. */
+uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, size_t *len, int *missing);
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
 
 /* ---- the gRPC service (service.c) ------------------------------------------------ */

@@ -34,6 +34,8 @@ typedef struct {
     size_t len;
     inst_t *insts; /* sorted by id */
     size_t n_insts;
+    Faas__FunctionError **errs; /* owned: its functions' last cold start failures */
+    size_t n_errs;
     uint64_t expires_ms;
 } worker_t;
 
@@ -82,11 +84,19 @@ static void inst_clear(inst_t *in)
     free(in->packed);
 }
 
+static void free_errs(Faas__FunctionError **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        faas__function_error__free_unpacked(v[i], NULL);
+    free(v);
+}
+
 static void worker_free(worker_t *w)
 {
     for (size_t i = 0; i < w->n_insts; i++)
         inst_clear(&w->insts[i]);
     free(w->insts);
+    free_errs(w->errs, w->n_errs);
     faas__worker__free_unpacked(w->msg, NULL);
     free(w->packed);
     free(w);
@@ -352,19 +362,55 @@ static worker_t *upsert_worker(disc_registry_t *r, const Faas__Worker *src, int 
     return w;
 }
 
+/* Owned copies of the renewal's function errors (not watched: nothing is emitted). */
+static Faas__FunctionError **copy_errors(const Faas__LeaseRenewal *lr, const char **err)
+{
+    Faas__FunctionError **v = calloc(lr->n_errors ? lr->n_errors : 1, sizeof(*v));
+    if (v == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    for (size_t i = 0; i < lr->n_errors; i++) {
+        const Faas__FunctionError *e = lr->errors[i];
+        size_t len;
+        uint8_t *buf = NULL;
+        if (e == NULL || e->function == NULL || e->function[0] == '\0') {
+            *err = "every function error needs a function";
+        } else if ((buf = faas_pb_pack(&e->base, &len)) == NULL ||
+                   (v[i] = faas__function_error__unpack(NULL, len, buf)) == NULL) {
+            *err = "out of memory";
+        }
+        free(buf);
+        if (v[i] == NULL) {
+            free_errs(v, i);
+            return NULL;
+        }
+    }
+    return v;
+}
+
 int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, uint64_t now_ms, const char **err)
 {
     if (lr->worker == NULL || lr->worker->id == NULL || lr->worker->id[0] == '\0') {
         *err = "the renewal needs worker.id";
         return -1;
     }
-    in_inst_t *in = prepare_instances(lr, lr->worker->id, err);
-    if (in == NULL)
+    Faas__FunctionError **errs = copy_errors(lr, err);
+    if (errs == NULL)
         return -1;
+    in_inst_t *in = prepare_instances(lr, lr->worker->id, err);
+    if (in == NULL) {
+        free_errs(errs, lr->n_errors);
+        return -1;
+    }
     int is_new = 0, rc = -1;
     pthread_mutex_lock(&r->mu);
     worker_t *w = upsert_worker(r, lr->worker, &is_new);
     if (w != NULL && replace_instances(r, w, in, lr->n_instances) == 0) {
+        free_errs(w->errs, w->n_errs);
+        w->errs = errs;
+        w->n_errs = lr->n_errors;
+        errs = NULL;
         uint64_t old = w->expires_ms;
         w->expires_ms = now_ms + (lr->ttl_ms ? lr->ttl_ms : DISC_DEFAULT_TTL_MS);
         if (is_new || w->expires_ms < old)
@@ -375,6 +421,8 @@ int disc_registry_heartbeat(disc_registry_t *r, const Faas__LeaseRenewal *lr, ui
     flush_subs(r);
     pthread_mutex_unlock(&r->mu);
     free_in(in, lr->n_instances);
+    if (errs != NULL)
+        free_errs(errs, lr->n_errors);
     if (rc != 0) {
         *err = "out of memory";
         return -1;
@@ -624,6 +672,26 @@ uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len)
 out:
     pthread_mutex_unlock(&r->mu);
     free(list.workers);
+    return buf;
+}
+
+uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, size_t *len, int *missing)
+{
+    Faas__FunctionStatus st = FAAS__FUNCTION_STATUS__INIT;
+    uint8_t *buf = NULL;
+    pthread_mutex_lock(&r->mu);
+    *missing = find_fn(r, name) < 0;
+    if (!*missing) {
+        st.name = (char *)name;
+        for (size_t i = 0; i < r->n_workers; i++)
+            for (size_t j = 0; j < r->workers[i]->n_errs; j++) {
+                Faas__FunctionError *e = r->workers[i]->errs[j];
+                if (strcmp(e->function, name) == 0 && (st.last_error == NULL || e->unix_ms > st.last_error->unix_ms))
+                    st.last_error = e;
+            }
+        buf = faas_pb_pack(&st.base, len);
+    }
+    pthread_mutex_unlock(&r->mu);
     return buf;
 }
 

@@ -26,13 +26,14 @@ enum {
     M_LIST_INSTANCES,
     M_LIST_WORKERS,
     M_WATCH,
+    M_STATUS,
     M_COUNT
 };
 #define N_CODES 17
 
 static const char *const method_names[M_COUNT] = {
     "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
-    "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch",
+    "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch", "GetFunctionStatus",
 };
 
 static const char *const code_names[N_CODES] = {
@@ -405,6 +406,26 @@ static void on_list_instances(faas_rpc_call_t *call, const uint8_t *req, size_t 
     reply_bytes(s, call, M_LIST_INSTANCES, buf, n);
 }
 
+/* From the registry (soft state and the cached specs): no disk, no jobs thread. */
+static void on_status(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__FunctionName *fn = name_req(s, call, M_STATUS, req, len);
+    if (fn == NULL)
+        return;
+    size_t n = 0;
+    int missing = 0;
+    uint8_t *buf = disc_registry_function_status(s->reg, fn->name, &n, &missing);
+    if (missing) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "function %s not found", fn->name);
+        fail(s, call, M_STATUS, FAAS_GRPC_NOT_FOUND, msg);
+    } else {
+        reply_bytes(s, call, M_STATUS, buf, n);
+    }
+    faas__function_name__free_unpacked(fn, NULL);
+}
+
 static void on_list_workers(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
@@ -481,13 +502,13 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint
 {
     static void (*const handlers[M_COUNT])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {
         on_upload, on_fetch,     on_deploy,         on_get,          on_list,
-        on_delete, on_heartbeat, on_list_instances, on_list_workers, on_watch,
+        on_delete, on_heartbeat, on_list_instances, on_list_workers, on_watch, on_status,
     };
     static const char *const paths[M_COUNT] = {
         "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
         "/faas.Discovery/GetFunction",    "/faas.Discovery/ListFunctions", "/faas.Discovery/DeleteFunction",
         "/faas.Discovery/Heartbeat",      "/faas.Discovery/ListInstances", "/faas.Discovery/ListWorkers",
-        "/faas.Discovery/Watch",
+        "/faas.Discovery/Watch",          "/faas.Discovery/GetFunctionStatus",
     };
     disc_service_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -550,12 +571,13 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             "faas_discovery_workers %zu\n"
             "# HELP faas_discovery_watchers Open Watch streams.\n# TYPE faas_discovery_watchers gauge\n"
             "faas_discovery_watchers %zu\n"
-            "# HELP faas_discovery_revision Registry revision (grows on every change).\n"
-            "# TYPE faas_discovery_revision counter\nfaas_discovery_revision %llu\n"
-            "# HELP faas_discovery_version Last function version handed out.\n"
-            "# TYPE faas_discovery_version gauge\nfaas_discovery_version %llu\n",
+            /* a position, like WatchEvent.revision (and etcd's current revision): a gauge */
+            "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
+            "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
+            "# HELP faas_discovery_deploys_total Deploys stored in this state dir, ever.\n"
+            "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
-            (unsigned long long)disc_store_version(s->store));
+            (unsigned long long)disc_store_deploys(s->store));
     fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
                  "# TYPE faas_discovery_rpc_total counter\n");
     for (int m = 0; m < M_COUNT; m++)

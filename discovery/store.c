@@ -1,6 +1,9 @@
 /* discovery/store.c - the durable function registry: SQLite in WAL mode, one row per
- * function holding its packed FunctionSpec, and a version counter in a meta table
- * so versions keep growing across restarts and deletes. */
+ * function holding its packed FunctionSpec. Versions belong to a function (as Lambda
+ * versions, Knative revisions): the first deploy of a name is version 1. Each name's
+ * last version is kept in its own table, which a delete leaves alone, so a name
+ * deployed again after a delete goes on from where it was: an instance of the old
+ * incarnation can never pass for the new one. meta.version counts every deploy. */
 #include "discovery/discovery.h"
 #include "discovery/internal.h"
 
@@ -26,6 +29,45 @@ static const char schema[] = "PRAGMA journal_mode=WAL;"
                              "  name TEXT PRIMARY KEY, version INTEGER NOT NULL, spec BLOB NOT NULL);"
                              "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
                              "INSERT OR IGNORE INTO meta(key, value) VALUES('version', 0);";
+
+/* Schema 1 (PRAGMA user_version): per-function versions. A store of schema 0 numbered
+ * versions across all functions; its functions keep the version they have and go on
+ * from it. Idempotent, in one transaction with the version bump. */
+static const char migrate_1[] = "BEGIN IMMEDIATE;"
+                                "CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+                                "INSERT OR IGNORE INTO versions(name, last) SELECT name, version FROM functions;"
+                                "PRAGMA user_version=1;"
+                                "COMMIT;";
+
+static int schema_version(sqlite3 *db)
+{
+    sqlite3_stmt *q = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+/* Brings an existing or new database to the current schema; 0 or -1 with *err. */
+static int migrate(sqlite3 *db, const char **err)
+{
+    int v = schema_version(db);
+    if (v < 0) {
+        *err = "cannot read the schema version of discovery.db";
+        return -1;
+    }
+    if (v > 1) {
+        *err = "discovery.db was written by a newer faas-discovery (schema version above 1)";
+        return -1;
+    }
+    if (v == 0 && sqlite3_exec(db, migrate_1, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        *err = "cannot migrate discovery.db to per-function versions";
+        return -1;
+    }
+    return 0;
+}
 
 disc_store_t *disc_store_open(const char *state_dir, const char **err)
 {
@@ -56,6 +98,8 @@ disc_store_t *disc_store_open(const char *state_dir, const char **err)
         *err = "cannot initialise discovery.db (is another discovery using this state dir?)";
         goto fail;
     }
+    if (migrate(st->db, err) != 0)
+        goto fail;
     return st;
 fail:
     disc_store_close(st);
@@ -82,21 +126,24 @@ static int exec(disc_store_t *st, const char *sql)
     return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
 }
 
-static uint64_t read_version(disc_store_t *st)
+static uint64_t read_u64(disc_store_t *st, const char *sql, const char *arg)
 {
     sqlite3_stmt *q = NULL;
     uint64_t v = 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key='version'", -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW)
-        v = (uint64_t)sqlite3_column_int64(q, 0);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
+        if (arg != NULL)
+            sqlite3_bind_text(q, 1, arg, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW)
+            v = (uint64_t)sqlite3_column_int64(q, 0);
+    }
     sqlite3_finalize(q);
     return v;
 }
 
-uint64_t disc_store_version(disc_store_t *st)
+uint64_t disc_store_deploys(disc_store_t *st)
 {
     pthread_mutex_lock(&st->mu);
-    uint64_t v = read_version(st);
+    uint64_t v = read_u64(st, "SELECT value FROM meta WHERE key='version'", NULL);
     pthread_mutex_unlock(&st->mu);
     return v;
 }
@@ -148,34 +195,42 @@ static int check_against_store(disc_store_t *st, const Faas__FunctionSpec *s, ch
     return rc;
 }
 
-static int write_spec(disc_store_t *st, Faas__FunctionSpec *s)
+/* Runs one write statement binding (text, int64) or just (int64) when text is NULL. */
+static int write_row(disc_store_t *st, const char *sql, const char *text, uint64_t v, const void *blob, size_t blen)
 {
-    uint64_t v = read_version(st) + 1;
-    s->version = v;
-    s->created_unix_ms = faas_unix_ms();
-    size_t len;
-    uint8_t *buf = faas_pb_pack(&s->base, &len);
     sqlite3_stmt *q = NULL;
-    int rc = -EIO;
-    if (buf == NULL)
-        return -ENOMEM;
-    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO functions(name, version, spec) VALUES(?, ?, ?)", -1, &q,
-                           NULL) != SQLITE_OK)
+    int i = 1, rc = -EIO;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
         goto out;
-    sqlite3_bind_text(q, 1, s->name, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)v);
-    sqlite3_bind_blob(q, 3, buf, (int)len, SQLITE_STATIC);
-    if (sqlite3_step(q) != SQLITE_DONE)
-        goto out;
-    sqlite3_finalize(q);
-    q = NULL;
-    if (sqlite3_prepare_v2(st->db, "UPDATE meta SET value=? WHERE key='version'", -1, &q, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)v);
+    if (text != NULL)
+        sqlite3_bind_text(q, i++, text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, i++, (sqlite3_int64)v);
+    if (blob != NULL)
+        sqlite3_bind_blob(q, i, blob, (int)blen, SQLITE_STATIC);
     if (sqlite3_step(q) == SQLITE_DONE)
         rc = 0;
 out:
     sqlite3_finalize(q);
+    return rc;
+}
+
+/* Inside the caller's transaction: the function's next version, its row, the counters. */
+static int write_spec(disc_store_t *st, Faas__FunctionSpec *s)
+{
+    uint64_t v = read_u64(st, "SELECT last FROM versions WHERE name=?", s->name) + 1;
+    uint64_t deploys = read_u64(st, "SELECT value FROM meta WHERE key='version'", NULL) + 1;
+    s->version = v;
+    s->created_unix_ms = faas_unix_ms();
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&s->base, &len);
+    if (buf == NULL)
+        return -ENOMEM;
+    int rc = write_row(st, "INSERT OR REPLACE INTO functions(name, version, spec) VALUES(?, ?, ?)", s->name, v, buf,
+                       len);
+    if (rc == 0)
+        rc = write_row(st, "INSERT OR REPLACE INTO versions(name, last) VALUES(?, ?)", s->name, v, NULL, 0);
+    if (rc == 0)
+        rc = write_row(st, "UPDATE meta SET value=? WHERE key='version'", NULL, deploys, NULL, 0);
     free(buf);
     return rc;
 }

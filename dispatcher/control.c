@@ -486,7 +486,8 @@ static void acquired(ctl_msg_t *m)
         disp_g.acquire_failures++;
         FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn, m->ms,
                    m->err);
-        disp_on_acquire_failed(fn, "cold start failed");
+        char why[256]; /* the worker manager's reason, never a transport error's addresses */
+        disp_on_acquire_failed(fn, faas_cold_start_public(why, sizeof(why), m->fn, m->err));
         return;
     }
     const Faas__Instance *pi = m->reply->instance;

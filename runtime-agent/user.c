@@ -32,6 +32,10 @@
 #define FAST_PROBE_US 250
 #define FAST_PROBE_WINDOW_US 20000
 #define LINE_MAX_BYTES 4096
+/* The last stderr lines kept to say why a user server stopped before it was ready:
+ * the newest goes into the one-line reason (FAILED, the 503, faasctl get). */
+#define TAIL_LINES 3
+#define TAIL_LINE_BYTES 160
 /* A health response larger than this is not waited for to reuse its connection. */
 #define PROBE_MAX_HEAD 16384
 #define PROBE_MAX_BODY 65536
@@ -62,6 +66,8 @@ static struct {
     evl_sock_t *probe;
     uint64_t probe_started_us;
     ustream_t out[2];
+    char tail[TAIL_LINES][TAIL_LINE_BYTES]; /* ring of the last non-empty stderr lines */
+    unsigned n_tail;                         /* lines ever put in the ring */
 } us = {.log_fd = -1, .timer_fd = -1};
 
 uint16_t agent_user_port(void)
@@ -71,16 +77,41 @@ uint16_t agent_user_port(void)
 
 /* ---- logs ---- */
 
-static void emit_line(ustream_t *s, const char *msg, size_t len)
+static void write_log(const char *stream, const char *msg, size_t len)
 {
     char line[LINE_MAX_BYTES * 2 + 256];
-    size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id, s->name,
+    size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id, stream,
                                      msg, len);
     if (n == 0)
         return;
     /* one write per line keeps lines whole in a log file shared by several pods */
     ssize_t w = write(us.log_fd >= 0 ? us.log_fd : STDERR_FILENO, line, n);
     (void)w;
+}
+
+static void emit_line(ustream_t *s, const char *msg, size_t len)
+{
+    write_log(s->name, msg, len);
+    size_t lead = 0;
+    while (lead < len && (msg[lead] == ' ' || msg[lead] == '\t'))
+        lead++;
+    if (s == &us.out[1] && lead < len) {
+        char *t = us.tail[us.n_tail++ % TAIL_LINES];
+        snprintf(t, TAIL_LINE_BYTES, "%.*s", (int)(len - lead), msg + lead);
+        faas_oneline(t);
+    }
+}
+
+/* What the platform has to say about the user server, in the function's log. */
+static void platform_log(const char *msg)
+{
+    write_log("platform", msg, strlen(msg));
+}
+
+/* The newest stderr line, "" if none. */
+static const char *last_stderr(void)
+{
+    return us.n_tail ? us.tail[(us.n_tail - 1) % TAIL_LINES] : "";
 }
 
 static void drain_lines(ustream_t *s, int flush)
@@ -154,7 +185,9 @@ static void stop_probing(void)
     }
 }
 
-static void fail(const char *msg)
+/* The user server will not be ready: line (or msg) goes to the function's log, msg -
+ * one short line, no host path nor internal address - to the worker manager. */
+static void fail(const char *msg, const char *line)
 {
     if (us.failed || us.ready)
         return;
@@ -162,6 +195,7 @@ static void fail(const char *msg)
     stop_probing();
     if (us.pgid > 0)
         kill(-us.pgid, SIGKILL);
+    platform_log(line != NULL ? line : msg);
     us.cbs.on_failed(msg);
 }
 
@@ -282,10 +316,16 @@ static void on_tick(evl_io_t *io, int events)
     uint64_t now = faas_now_us();
     uint64_t interval = (uint64_t)us.spec->probe_interval_ms * 1000;
     if (now >= us.deadline_us) {
-        char msg[128];
+        char msg[128], line[1400];
         snprintf(msg, sizeof(msg), "user server not ready within the cold start timeout (%u ms)",
                  us.spec->cold_start_timeout_ms);
-        fail(msg);
+        if (us.spec->probe_kind == AGENT_PROBE_HTTP)
+            snprintf(line, sizeof(line), "%s: GET %.1024s on its port %u never answered 2xx or 3xx", msg,
+                     us.spec->probe_path, us.port);
+        else
+            snprintf(line, sizeof(line), "%s: %s on its port %u never passed", msg,
+                     us.spec->probe_kind == AGENT_PROBE_GRPC ? "the gRPC health check" : "a TCP connect", us.port);
+        fail(msg, line);
         return;
     }
     /* a probe stuck on a server that accepted but never answers is retried */
@@ -459,6 +499,10 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uin
         return *err = "cannot pick a port for the user server", -1;
     if (spawn(spec, err) != 0) {
         us.failed = 1;
+        char line[512];
+        snprintf(line, sizeof(line), "cannot start the user server: %s (commands run in the code directory, %s)", *err,
+                 spec->code_dir);
+        platform_log(line);
         return -1;
     }
     us.exec_at_us = faas_now_us();
@@ -467,6 +511,36 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uin
     if (start_probing() != 0)
         return *err = "cannot create the probe timer", -1;
     return 0;
+}
+
+/* Reads what the user server left in its pipes (it is gone: this ends at EOF, or at
+ * EAGAIN if something it started still holds them). */
+static void drain_pipes(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (us.out[i].fd >= 0)
+            on_pipe(&us.out[i].io, EVL_READ);
+}
+
+/* The user server exited: FAILED (before ready) with why, then USER_EXIT. */
+static void user_exited(int status)
+{
+    char how[96], msg[TAIL_LINE_BYTES + 160], line[256];
+    if (WIFEXITED(status))
+        snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(status));
+    else
+        snprintf(how, sizeof(how), "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    if (us.ready) {
+        snprintf(line, sizeof(line), "user server %s", how);
+        platform_log(line);
+    } else if (!us.failed) {
+        drain_pipes(); /* its last words come first */
+        snprintf(msg, sizeof(msg), "user server %s before it was ready%s%s", how, us.n_tail ? ": " : "",
+                 last_stderr());
+        snprintf(line, sizeof(line), "user server %s before it was ready%s", how,
+                 us.n_tail ? " (its stderr is above)" : "; it wrote nothing to stderr");
+        fail(msg, line);
+    }
 }
 
 void agent_user_reap(void)
@@ -480,16 +554,8 @@ void agent_user_reap(void)
         /* the leader is gone: take whatever it left in its group with it */
         kill(-us.pgid, SIGKILL);
         int was_ready = us.ready;
+        user_exited(status);
         us.cbs.on_exit(status, was_ready);
-        if (!was_ready && !us.failed) {
-            char msg[96];
-            if (WIFEXITED(status))
-                snprintf(msg, sizeof(msg), "user server exited with status %d before it was ready",
-                         WEXITSTATUS(status));
-            else
-                snprintf(msg, sizeof(msg), "user server killed by signal %d before it was ready", WTERMSIG(status));
-            fail(msg);
-        }
     }
 }
 

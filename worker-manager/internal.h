@@ -9,6 +9,12 @@
 
 #include "worker-manager/workermgr.h"
 
+/* Where a pod sees its code (read-only, the user server's working directory): a fixed
+ * path inside the pod's own /tmp tmpfs, so nothing is created on the host's root
+ * filesystem and no host directory above the state dir has to be enterable by the
+ * pod uid. */
+#define WM_POD_FAAS_DIR "/tmp/.faas"
+#define WM_POD_CODE_DIR WM_POD_FAAS_DIR "/code"
 #define WM_CPU_PERIOD_US 100000u
 
 /* ---- cgroups (cgroup.c) ---------------------------------------------------- */
@@ -66,11 +72,12 @@ typedef struct {
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
 /* Spawns a pod: returns its host pid and the WM end of its control socket. */
 int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap);
-/* Bind-mounts <state>/code/<sha> read-only at <state>/pods/<pod>/code in the pod's mount ns. */
+/* Bind-mounts <state>/code/<sha> read-only at WM_POD_CODE_DIR in the pod's mount ns. */
 int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap);
 /* Kills the pod, reaps it, removes its cgroups and directory. */
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
-/* Removes leftovers of a previous run (cgroups of worker prev_id, pod dirs and mounts). */
+/* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
+ * under <state>/pods, where builds before WM_POD_CODE_DIR mounted the code). */
 int wm_helper_cleanup(wm_helper_t *h, const char *prev_id);
 /* Closes the socket (the helper then kills whatever is left and exits) and reaps it. */
 void wm_helper_stop(wm_helper_t *h);
@@ -140,7 +147,20 @@ struct wm_acq {
     Faas__AcquireRequest *req;
     uint64_t t0, t_code_start, t_code_done, t_taken, t_sent, deadline_us;
     int code_ready;
+    int agent_logged; /* the agent wrote why it failed into the function's log */
+    char inst_id[24]; /* the instance being made for it, once a pod is taken */
 };
+
+/* A function's last cold start failure on this worker, sent with every lease renewal
+ * until a cold start of the function succeeds here (then discovery forgets it too). */
+typedef struct {
+    char function[64];
+    uint64_t version;
+    char message[256]; /* the line clients see: "cold start failed: <reason>" */
+    int64_t unix_ms;
+} wm_fn_error_t;
+
+#define WM_MAX_FN_ERRORS 64
 
 typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE } wm_work_kind_t;
 
@@ -189,6 +209,8 @@ struct wm {
     uint32_t pool_ready, pool_starting;
     uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
     uint64_t last_total_us;
+    wm_fn_error_t errors[WM_MAX_FN_ERRORS];
+    size_t n_errors;
 };
 
 /* pods.c */

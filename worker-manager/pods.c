@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/errors.h"
@@ -206,12 +207,68 @@ static void acq_free(wm_acq_t *a)
     free(a);
 }
 
+/* Appends a platform line about fn to its log (what faasctl logs shows). */
+static void fn_log(wm_t *wm, const char *fn, const char *inst, const char *msg)
+{
+    char path[PATH_MAX], line[1024];
+    wm_fmt(path, sizeof(path), "%s/logs/%s.log", wm->cfg->state_dir, fn);
+    size_t n = faas_fn_log_line(line, sizeof(line), faas_unix_ms(), fn, inst, "platform", msg, strlen(msg));
+    int fd = n ? open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644) : -1;
+    if (fd >= 0) {
+        (void)!write(fd, line, n);
+        close(fd);
+    }
+}
+
+static void publish(wm_t *wm);
+
+/* Keeps msg as fn's last error (replacing the oldest entry when full); the next lease
+ * renewal carries it to discovery. */
+static void record_error(wm_t *wm, const Faas__FunctionSpec *s, const char *msg)
+{
+    pthread_mutex_lock(&wm->mu);
+    size_t i = 0;
+    while (i < wm->n_errors && strcmp(wm->errors[i].function, s->name) != 0)
+        i++;
+    if (i == wm->n_errors && wm->n_errors < WM_MAX_FN_ERRORS)
+        wm->n_errors++;
+    else if (i == wm->n_errors)
+        for (size_t k = i = 0; k < wm->n_errors; k++)
+            i = wm->errors[k].unix_ms < wm->errors[i].unix_ms ? k : i;
+    wm_fn_error_t *e = &wm->errors[i];
+    wm_fmt(e->function, sizeof(e->function), "%s", s->name);
+    wm_fmt(e->message, sizeof(e->message), "%s", msg);
+    e->version = s->version;
+    e->unix_ms = faas_unix_ms();
+    pthread_mutex_unlock(&wm->mu);
+}
+
+/* A cold start of fn succeeded: its last error is history. */
+static void clear_error(wm_t *wm, const char *fn)
+{
+    pthread_mutex_lock(&wm->mu);
+    for (size_t i = 0; i < wm->n_errors; i++)
+        if (strcmp(wm->errors[i].function, fn) == 0) {
+            wm->errors[i] = wm->errors[--wm->n_errors];
+            break;
+        }
+    pthread_mutex_unlock(&wm->mu);
+}
+
 static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
 {
-    char msg[400];
-    wm_fmt(msg, sizeof(msg), "cold start of function %s failed: %s", a->req->spec->name, what);
-    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", a->req->spec->name, a->req->request_id, what);
+    char msg[400], pub[400];
+    const Faas__FunctionSpec *s = a->req->spec;
+    faas_cold_start_error(msg, sizeof(msg), s->name, what);
+    FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", s->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
+    if (!wm->stop) { /* our own shutdown is not the function's fault */
+        faas_cold_start_public(pub, sizeof(pub), s->name, msg);
+        if (!a->agent_logged)
+            fn_log(wm, s->name, a->inst_id[0] ? a->inst_id : "-", pub);
+        record_error(wm, s, pub);
+        publish(wm); /* wakes the heartbeat */
+    }
     if (a->call)
         faas_rpc_fail(a->call, faas_err_grpc(FAAS_ERR_UNAVAILABLE), msg); /* DESIGN 3: cold start failed */
     acq_free(a);
@@ -376,8 +433,7 @@ static void refill(wm_t *wm)
 
 static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t errcap)
 {
-    char code_dir[PATH_MAX], logpath[PATH_MAX];
-    wm_fmt(code_dir, sizeof(code_dir), "%s/pods/%s/code", wm->cfg->state_dir, p->id);
+    char logpath[PATH_MAX];
     wm_fmt(logpath, sizeof(logpath), "%s/logs/%s.log", wm->cfg->state_dir, a->req->spec->name);
     int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (logfd < 0) {
@@ -387,7 +443,7 @@ static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t
     Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
     sp.spec = a->req->spec;
     sp.instance_id = p->inst_id;
-    sp.code_dir = code_dir;
+    sp.code_dir = WM_POD_CODE_DIR;
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;
@@ -426,6 +482,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     p->inst_id[0] = 'i';
     p->inst_id[1] = '-';
     faas_random_id(p->inst_id + 2, sizeof(p->inst_id) - 2);
+    wm_fmt(a->inst_id, sizeof(a->inst_id), "%s", p->inst_id);
     wm_fmt(p->function, sizeof(p->function), "%s", s->name);
     p->version = s->version;
     p->concurrency = s->concurrency;
@@ -541,6 +598,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->started_ms = faas_unix_ms();
         wm_acq_t *a = p->acq;
         p->acq = NULL;
+        clear_error(wm, p->function);
         /* the new instance is leased at once: if it died before its first lease, no
          * watcher would ever hear of it (the gateway keeps what Acquire returned) */
         hb_urgent(wm);
@@ -551,13 +609,18 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         refill(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__FAILED:
+        /* the agent's message is the one line to show, and it logged the details */
         wm_fmt(why, sizeof(why), "%s", ev->message[0] ? ev->message : "the agent reported a failure");
+        if (p->acq != NULL && ev->message[0])
+            p->acq->agent_logged = 1;
         pod_destroy(wm, p, why);
         match(wm);
         return;
     case FAAS__AGENT_EVENT__TYPE__USER_EXIT:
-        wm_fmt(why, sizeof(why), "the user server exited (status %d)%s%s", ev->exit_status, ev->message[0] ? ": " : "",
-               ev->message);
+        if (WIFEXITED(ev->exit_status))
+            wm_fmt(why, sizeof(why), "the user server exited with status %d", WEXITSTATUS(ev->exit_status));
+        else
+            wm_fmt(why, sizeof(why), "the user server was killed by signal %d", WTERMSIG(ev->exit_status));
         pod_destroy(wm, p, why);
         match(wm);
         return;

@@ -120,15 +120,25 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
 {
     pthread_mutex_lock(&wm->mu);
     int n = snprintf(buf, cap,
+                     "# HELP faas_wm_acquisitions_total Acquire calls answered with a ready instance.\n"
                      "# TYPE faas_wm_acquisitions_total counter\nfaas_wm_acquisitions_total %llu\n"
+                     "# HELP faas_wm_cold_starts_total Warm pods specialized for a function.\n"
                      "# TYPE faas_wm_cold_starts_total counter\nfaas_wm_cold_starts_total %llu\n"
+                     "# HELP faas_wm_acquire_failures_total Cold starts that failed or timed out.\n"
                      "# TYPE faas_wm_acquire_failures_total counter\nfaas_wm_acquire_failures_total %llu\n"
+                     "# HELP faas_wm_overload_events_total OVERLOAD reports received from agents.\n"
                      "# TYPE faas_wm_overload_events_total counter\nfaas_wm_overload_events_total %llu\n"
+                     "# HELP faas_wm_pods_spawned_total Pods cloned for the warm pool.\n"
                      "# TYPE faas_wm_pods_spawned_total counter\nfaas_wm_pods_spawned_total %llu\n"
+                     "# HELP faas_wm_pool_ready Warm pods waiting to be specialized.\n"
                      "# TYPE faas_wm_pool_ready gauge\nfaas_wm_pool_ready %u\n"
+                     "# HELP faas_wm_pool_starting Pods started whose agent has not said hello yet.\n"
                      "# TYPE faas_wm_pool_starting gauge\nfaas_wm_pool_starting %u\n"
+                     "# HELP faas_wm_pool_size Warm pods this worker keeps (--pool-size).\n"
                      "# TYPE faas_wm_pool_size gauge\nfaas_wm_pool_size %u\n"
+                     "# HELP faas_wm_instances Ready function instances on this worker.\n"
                      "# TYPE faas_wm_instances gauge\nfaas_wm_instances %zu\n"
+                     "# HELP faas_wm_last_acquire_seconds Duration of the last successful cold start.\n"
                      "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n",
                      (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
                      (unsigned long long)wm->failures, (unsigned long long)wm->overloads,
@@ -160,6 +170,16 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
     }
     lr.instances = ptrs;
     lr.n_instances = n;
+    Faas__FunctionError errs[WM_MAX_FN_ERRORS], *eptrs[WM_MAX_FN_ERRORS];
+    for (size_t i = 0; !empty && i < wm->n_errors; i++) {
+        faas__function_error__init(&errs[i]);
+        errs[i].function = wm->errors[i].function;
+        errs[i].version = wm->errors[i].version;
+        errs[i].message = wm->errors[i].message;
+        errs[i].unix_ms = wm->errors[i].unix_ms;
+        eptrs[lr.n_errors++] = &errs[i];
+    }
+    lr.errors = eptrs;
     uint8_t *buf = faas_pb_pack(&lr.base, len);
     free(ins);
     free(ptrs);
@@ -332,7 +352,7 @@ static void h_logs(faas_rpc_call_t *c, const uint8_t *req, size_t len, void *ud)
 
 static int make_dirs(const wm_config_t *c)
 {
-    const char *subs[] = {"", "/code", "/pods", "/logs"};
+    const char *subs[] = {"", "/code", "/logs"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         char p[PATH_MAX];
         wm_fmt(p, sizeof(p), "%s%s", c->state_dir, subs[i]);
@@ -366,26 +386,6 @@ static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
     }
 }
 
-/* The pod uid must walk down to <state>/pods/<pod>/code (a state dir under /tmp is
- * carried into the pod's own /tmp, so it is exempt). Only a warning: the operator
- * may know better (ACLs). */
-static void check_traversable(const wm_config_t *c)
-{
-    if (strncmp(c->state_dir, "/tmp/", 5) == 0)
-        return;
-    char p[PATH_MAX];
-    wm_fmt(p, sizeof(p), "%s", c->state_dir);
-    for (char *slash = p + strlen(p); slash > p; slash = strrchr(p, '/')) {
-        *slash = '\0';
-        struct stat st;
-        const char *dir = p[0] ? p : "/";
-        if (stat(dir, &st) == 0 && st.st_uid != c->pod_uid && !(st.st_mode & S_IXOTH))
-            FAAS_WARN("event=state_dir_not_traversable dir=%s hint=\"pods (uid %u) cannot reach their code; "
-                      "chmod o+x or pick another --state-dir\"",
-                      dir, (unsigned)c->pod_uid);
-    }
-}
-
 /* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
  * and the pod helper, forked while no thread and no grpc exist yet in this process.
  * 0, or -1 after saying why on stderr. */
@@ -400,9 +400,17 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
         fprintf(stderr, "faas-workermgr: %s\n", err);
         return -1;
     }
+    /* pods reach their code by a mount, whatever the modes above the state dir; what
+     * cannot work is a code cache whose files cannot be run: say so now, not at the
+     * first request */
+    char code[PATH_MAX], why[PATH_MAX + 128];
+    wm_fmt(code, sizeof(code), "%s/code", c->state_dir);
+    if (faas_check_code_dir(code, why, sizeof(why)) != 0) {
+        fprintf(stderr, "faas-workermgr: unusable --state-dir %s: %s\n", c->state_dir, why);
+        return -1;
+    }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
-    check_traversable(c);
     char prev[64];
     swap_run_id(c, prev, sizeof(prev));
     if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {

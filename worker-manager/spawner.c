@@ -73,35 +73,16 @@ static void child_fail(int fd, const char *what)
     _exit(127);
 }
 
-static void pod_dir(char *out, size_t cap, const char *pod)
+/* The pod's own /tmp, with the (root-owned, so the pod uid cannot move it) mount point
+ * of its code at WM_POD_CODE_DIR. */
+static void mount_tmp(child_arg_t *a)
 {
-    wm_fmt(out, cap, "%s/pods/%s", H.cfg.state_dir, pod);
-}
-
-static int is_under_tmp(const char *p)
-{
-    return strncmp(p, "/tmp/", 5) == 0 || strcmp(p, "/tmp") == 0;
-}
-
-/* The fresh /tmp would hide a state dir that lives under /tmp (tests do that):
- * carry the pod's directory over into the new tmpfs at the same path. */
-static void mount_tmp(child_arg_t *a, const char *pdir)
-{
-    int tree = -1;
-    if (is_under_tmp(pdir)) {
-        tree = (int)syscall(SYS_open_tree, AT_FDCWD, pdir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-        if (tree < 0)
-            child_fail(a->errpipe, "open_tree pod dir");
-    }
     if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m") != 0)
         child_fail(a->errpipe, "mount tmpfs /tmp");
-    if (tree < 0)
-        return;
-    if (faas_mkdirs(pdir, 0755) != 0)
-        child_fail(a->errpipe, "mkdir pod dir in /tmp");
-    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, pdir, MOVE_MOUNT_F_EMPTY_PATH) != 0)
-        child_fail(a->errpipe, "move_mount pod dir");
-    close(tree);
+    /* chmod too: a umask of the WM (027, 077) must not lock the pod uid out */
+    if (faas_mkdirs(WM_POD_CODE_DIR, 0755) != 0 || chmod(WM_POD_FAAS_DIR, 0755) != 0 ||
+        chmod(WM_POD_CODE_DIR, 0755) != 0)
+        child_fail(a->errpipe, "mkdir " WM_POD_CODE_DIR);
 }
 
 static void drop_privileges(child_arg_t *a)
@@ -139,9 +120,7 @@ static int pod_main(void *arg)
     int agent_fd = open(H.cfg.agent, O_PATH | O_CLOEXEC);
     if (agent_fd < 0 || (agent_fd = fcntl(agent_fd, F_DUPFD_CLOEXEC, 10)) < 0)
         child_fail(a->errpipe, H.cfg.agent);
-    char pdir[PATH_MAX];
-    pod_dir(pdir, sizeof(pdir), a->pod);
-    mount_tmp(a, pdir);
+    mount_tmp(a);
     if (sethostname(a->pod, strlen(a->pod)) != 0)
         child_fail(a->errpipe, "sethostname");
     drop_privileges(a);
@@ -209,9 +188,10 @@ static void pod_rel(char *out, size_t cap, const char *pod)
     wm_fmt(out, cap, "faas/%s/%s", H.cfg.id, pod);
 }
 
+/* A pod dir of the old layout (<state>/pods/<pod>/code, an empty mount point): never
+ * follows into mounts. */
 static void rm_rf(const char *path)
 {
-    /* the pod dir only holds an empty mount point; never follow into mounts */
     char p[PATH_MAX];
     wm_fmt(p, sizeof(p), "%s/code", path);
     (void)umount2(p, MNT_DETACH);
@@ -221,19 +201,12 @@ static void rm_rf(const char *path)
 
 static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
 {
-    char rel[PATH_MAX], pdir[PATH_MAX], code[PATH_MAX];
+    char rel[PATH_MAX];
     pod_rel(rel, sizeof(rel), q->pod);
-    pod_dir(pdir, sizeof(pdir), q->pod);
-    wm_fmt(code, sizeof(code), "%s/code", pdir);
-    if (faas_mkdirs(code, 0755) != 0) {
-        wm_fmt(r->err, sizeof(r->err), "mkdir pod dir: %s", strerror(errno));
-        return -1;
-    }
-    chmod(pdir, 0755);
     wm_limits_t lim = {0, 0, 0};
     if (wm_cg_create(&H.cg, rel, r->err, sizeof(r->err)) != 0 ||
         wm_cg_apply(&H.cg, rel, &lim, r->err, sizeof(r->err)) != 0)
-        goto fail_dir;
+        goto fail_cg;
 
     child_arg_t a = {.pod = q->pod};
     char dirs[WM_CG_N + 1][PATH_MAX];
@@ -285,8 +258,6 @@ fail_errno:
     wm_fmt(r->err, sizeof(r->err), "spawn: %s", strerror(errno));
 fail_cg:
     wm_cg_remove_tree(&H.cg, rel, 1000);
-fail_dir:
-    rm_rf(pdir);
     return -1;
 }
 
@@ -296,10 +267,8 @@ fail_dir:
  * namespace, which it may since it is single-threaded. */
 static int do_mount(const hreq_t *q, hrep_t *r)
 {
-    char src[PATH_MAX], dst[PATH_MAX], ns[64];
+    char src[PATH_MAX], ns[64];
     wm_fmt(src, sizeof(src), "%s/code/%s", H.cfg.state_dir, q->arg);
-    pod_dir(dst, sizeof(dst), q->pod);
-    strncat(dst, "/code", sizeof(dst) - strlen(dst) - 1);
     wm_fmt(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)q->pid);
     const char *what = "open_tree code";
     int rc = -1, nsfd = -1;
@@ -315,7 +284,7 @@ static int do_mount(const hreq_t *q, hrep_t *r)
     if (nsfd < 0 || setns(nsfd, CLONE_NEWNS) != 0)
         goto out;
     what = "mount code in pod";
-    rc = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH);
+    rc = (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, WM_POD_CODE_DIR, MOVE_MOUNT_F_EMPTY_PATH);
     int e = errno;
     if (setns(H.self_mnt, CLONE_NEWNS) != 0) {
         /* every later path would resolve in a pod: better to stop and let the WM see it */
@@ -335,9 +304,8 @@ out:
 
 static int do_kill(const hreq_t *q, hrep_t *r)
 {
-    char rel[PATH_MAX], pdir[PATH_MAX];
+    char rel[PATH_MAX];
     pod_rel(rel, sizeof(rel), q->pod);
-    pod_dir(pdir, sizeof(pdir), q->pod);
     wm_cg_kill(&H.cg, rel);
     if (q->pid > 0) {
         /* init of the pod's PID namespace: its death takes every pod process along */
@@ -349,7 +317,6 @@ static int do_kill(const hreq_t *q, hrep_t *r)
     int rc = wm_cg_remove_tree(&H.cg, rel, 2000);
     if (rc != 0)
         wm_fmt(r->err, sizeof(r->err), "cgroup %s not removed", rel);
-    rm_rf(pdir);
     return rc;
 }
 

@@ -449,17 +449,24 @@ def test_control_user_exit_before_ready(appdir):
     c = Controlled()
     try:
         c.event()
-        spec = faaspb.function_spec("crash", [PY, "-c", "import sys; print('boom', flush=True); sys.exit(5)"])
+        spec = faaspb.function_spec("crash", [PY, "-c", "import sys; print('boom', flush=True); "
+                                             "print('bad config', file=sys.stderr); sys.exit(5)"])
         c.sock.send(faaspb.specialize(spec, "i", os.path.realpath(appdir)))
+        # FAILED first, saying why (status and last stderr line), so the worker manager
+        # reports that rather than a bare exit status; then USER_EXIT
+        ev = c.event()
+        assert ev["type"] == faaspb.EV_FAILED, ev
+        assert ev["message"] == "user server exited with status 5 before it was ready: bad config", ev
         ev = c.event()
         assert ev["type"] == faaspb.EV_USER_EXIT and os.WEXITSTATUS(ev["exit_status"]) == 5, ev
-        ev = c.event()
-        assert ev["type"] == faaspb.EV_FAILED and "status 5" in ev["message"], ev
         c.sock.send(faaspb.stop())
         assert c.proc.wait(5) == 0
-        # no log fd was passed: the user's output went to the agent's stderr
+        # no log fd was passed: the user's output and the platform's line went to the agent's stderr
         err = c.proc.stderr.read().decode()
         assert 'fn=crash instance=i stream=stdout msg="boom"' in err, err
+        assert 'fn=crash instance=i stream=stderr msg="bad config"' in err, err
+        assert ('fn=crash instance=i stream=platform msg="user server exited with status 5 before it was ready '
+                '(its stderr is above)"') in err, err
     finally:
         c.close()
 

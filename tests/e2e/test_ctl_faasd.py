@@ -201,6 +201,8 @@ def test_real_platform(tmp_path):
     for b in ["faasd", "faasctl", "faas-agent", *DAEMONS]:
         if not os.access(os.path.join(BUILD, b), os.X_OK):
             pytest.skip(f"{b} is not built")
+    agent = os.path.join(BUILD, "faas-agent")
+    agents_before = set(pids_with(agent))
     # explicit metrics ports: port+1 might belong to another test's daemon
     f = Faasd(tmp_path, BUILD, ["--discovery-metrics", f"127.0.0.1:{free_port()}",
                                 "--workermgr-metrics", f"127.0.0.1:{free_port()}"]).start()
@@ -223,7 +225,12 @@ def test_real_platform(tmp_path):
         assert p.returncode == 0 and p.stdout == "x y", p.stderr
         assert f.stop(signal.SIGINT, timeout=60) == 0
         state = os.path.join(str(tmp_path), "state")
-        assert pids_with(state, cwd_too=True) == [], "every daemon and pod is gone"
+        assert pids_with(state, cwd_too=True) == [], "every daemon is gone"
         assert pids_with(f"127.0.0.1:{f.disc}") == []
+        # pods see their code at a fixed path, not under the state dir: find them as
+        # this build's agents (other tests' standalone agents are not ours)
+        left = [p for p in set(pids_with(agent)) - agents_before
+                if b"--standalone" not in open(f"/proc/{p}/cmdline", "rb").read()]
+        assert left == [], "every pod is gone"
     finally:
         f.kill_all()

@@ -282,6 +282,44 @@ def test_restart_keeps_functions_and_versions(tmp):
         d.stop()
 
 
+def test_versions_belong_to_a_function(disc, tmp):
+    """Issue 10 item 3: a new function is version 1 whatever was deployed before it, as
+    faasctl reports it, in GetFunction, in the watch and after a restart; a name
+    deployed again after a delete goes on from its last version."""
+    ctl = os.path.join(BUILD, "faasctl")
+    if not os.access(ctl, os.X_OK):
+        pytest.skip("faasctl is not built")
+    src = os.path.join(tmp, "code")
+    os.mkdir(src)
+    with open(os.path.join(src, "server"), "w") as f:
+        f.write("#!/bin/sh\n")
+    env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{disc.port}")
+
+    def deploy(name):
+        p = subprocess.run([ctl, "deploy", name, "--dir", src, "--cmd", "./server"], capture_output=True, text=True,
+                           env=env, timeout=30)
+        assert p.returncode == 0, p.stderr + disc.log()
+        return p.stdout
+
+    for name in ("one", "two", "three"):
+        assert deploy(name).startswith(f"deployed {name} version 1 ")
+    assert deploy("four").startswith("deployed four version 1 ")
+    assert deploy("two").startswith("deployed two version 2 ")
+    got = disc.unary("GetFunction", "FunctionName", {"name": "two"}, "FunctionSpec")
+    assert got["version"] == 2
+    w = Watch(disc, functions=True)
+    evs, _ = w.until_snapshot_end()
+    assert {e["function"]["name"]: e["function"]["version"] for e in evs} == {"one": 1, "two": 2, "three": 1,
+                                                                               "four": 1}
+    w.close()
+    disc.unary("DeleteFunction", "FunctionName", {"name": "four"}, "Empty")
+    assert deploy("four").startswith("deployed four version 2 ")
+    listing = subprocess.run([ctl, "list"], capture_output=True, text=True, env=env, timeout=30).stdout
+    rows = {l.split()[0]: l.split()[1] for l in listing.splitlines()[1:]}
+    assert rows == {"four": "2", "one": "1", "three": "1", "two": "2"}, listing
+    assert "faas_discovery_deploys_total 6" in disc.http("/metrics")[1]
+
+
 def test_watch_snapshot_then_pushed_changes(disc):
     sha = code(disc)
     disc.deploy(spec("hello", sha))

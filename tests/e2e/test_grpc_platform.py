@@ -200,25 +200,28 @@ def test_faasctl_invoke_grpc(plat):
     assert "go away" in p.stderr
 
 
-def host_pid(ns_pid, under):
-    """The user server's pid outside its pod's PID namespace (it reports the inner one)."""
+def host_pid(ns_pid, plat):
+    """The user server's pid outside its pod's PID namespace (it reports the inner one).
+    Pods of this platform are those in its worker's cgroups (faas/<worker id>/<pod>);
+    their working directory is the same fixed path in every pod."""
+    mine = f"/faas/wm-{plat.wm_port}/"
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             cmd = open(f"/proc/{d}/cmdline", "rb").read()
             status = open(f"/proc/{d}/status").read()
-            cwd = os.readlink(f"/proc/{d}/cwd")
+            cgroup = open(f"/proc/{d}/cgroup").read()
         except OSError:
             continue
         m = re.search(r"^NSpid:\s+(.*)$", status, re.M)
-        if b"server.py" in cmd and cwd.startswith(under) and m and m.group(1).split()[-1] == str(ns_pid):
+        if b"server.py" in cmd and mine in cgroup and m and m.group(1).split()[-1] == str(ns_pid):
             return int(d)
     raise AssertionError(f"no user server with inner pid {ns_pid}")
 
 
 def test_user_server_killed_mid_stream_unavailable(plat, chan):
-    pid = host_pid(int(chan.unary_unary("/echo.Echo/Unary")(b"pid", timeout=10)), plat.dir)
+    pid = host_pid(int(chan.unary_unary("/echo.Echo/Unary")(b"pid", timeout=10)), plat)
     it = chan.unary_stream("/echo.Echo/ServerStream")(b"100000:10:5", timeout=60)
     assert len(next(it)) == 10
     os.kill(pid, signal.SIGKILL)
@@ -255,7 +258,7 @@ def test_slow_reader_big_server_stream_memory_flat(plat):
     ch = grpc.insecure_channel(plat.grpc_addr, options=OPTS)
     try:
         ns_pid = int(ch.unary_unary("/echo.Echo/Unary")(b"pid", timeout=30))
-        user = host_pid(ns_pid, plat.dir)
+        user = host_pid(ns_pid, plat)
         agent = int(open(f"/proc/{user}/status").read().split("PPid:")[1].split()[0])
         gw = plat.gateway.proc.pid
         before = {gw: rss_kb(gw), agent: rss_kb(agent)}

@@ -11,7 +11,8 @@ secs=${1:-30}
 filter=${2:-}
 out=build-fuzz
 mkdir -p "$out/gen" "$out/corpus"
-[ -f "$out/gen/proto/faas.pb-c.c" ] || protoc-c --c_out="$out/gen" proto/faas.proto
+# regenerated when proto/faas.proto changed: drivers compiled against stale messages fail
+[ "$out/gen/proto/faas.pb-c.c" -nt proto/faas.proto ] || protoc-c --c_out="$out/gen" proto/faas.proto
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -DH2O_USE_LIBUV=0 -DFAAS_FUZZ -I. -I$out/gen"
 fail=0
 for drv in tests/fuzz/fuzz_*.c; do

@@ -1,6 +1,7 @@
 /* Address helpers shared by every listener and connector. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,4 +99,39 @@ Test(util, request_ids_are_16_hex_and_distinct)
     cr_assert_eq(strlen(a), 16);
     cr_assert_eq(strspn(a, "0123456789abcdef"), 16);
     cr_assert_str_neq(a, b);
+}
+
+Test(util, check_code_dir_accepts_a_plain_dir_and_names_what_is_wrong)
+{
+    char dir[] = "/tmp/util-codedir-XXXXXX", err[512], missing[64];
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(faas_check_code_dir(dir, err, sizeof(err)), 0, "%s", err);
+    DIR *d = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        entries += e->d_name[0] != '.' || strncmp(e->d_name, ".mode-probe", 11) == 0;
+    closedir(d);
+    cr_assert_eq(entries, 0, "the probe file was left behind");
+    snprintf(missing, sizeof(missing), "%s/nope", dir);
+    cr_assert_eq(faas_check_code_dir(missing, err, sizeof(err)), -1);
+    cr_assert(strstr(err, missing) != NULL, "%s", err);
+    rmdir(dir);
+}
+
+Test(util, cold_start_errors_round_trip_and_transport_text_stays_private)
+{
+    char msg[256], pub[256];
+    faas_cold_start_error(msg, sizeof(msg), "hello", "exec ./nope: No such file or directory\n");
+    cr_assert_str_eq(msg, "cold start of function hello failed: exec ./nope: No such file or directory?");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", msg),
+                     "cold start failed: exec ./nope: No such file or directory?");
+    /* grpc's own text for a worker manager it cannot reach names its address */
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello",
+                                            "failed to connect to all addresses; last error: ipv4:127.0.0.1:7200"),
+                     "cold start failed");
+    /* another function's message, an empty reason, no message at all */
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "other", msg), "cold start failed");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", "cold start of function hello failed: "),
+                     "cold start failed");
+    cr_assert_str_eq(faas_cold_start_public(pub, sizeof(pub), "hello", NULL), "cold start failed");
 }

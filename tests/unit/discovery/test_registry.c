@@ -280,3 +280,89 @@ Test(registry, bad_renewals_change_nothing)
     cr_assert_eq(st.revision, 0);
     disc_registry_free(r);
 }
+
+/* A renewal of wid carrying n function errors (no instances). */
+static int beat_errors(disc_registry_t *r, const char *wid, Faas__FunctionError **errs, size_t n, uint64_t now)
+{
+    Faas__Worker w = FAAS__WORKER__INIT;
+    w.id = (char *)wid;
+    Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
+    lr.worker = &w;
+    lr.errors = errs;
+    lr.n_errors = n;
+    lr.ttl_ms = 100;
+    const char *err = NULL;
+    return disc_registry_heartbeat(r, &lr, now, &err);
+}
+
+/* The status of fn, decoded; NULL if it is not deployed. */
+static Faas__FunctionStatus *status_of(disc_registry_t *r, const char *fn)
+{
+    size_t len = 0;
+    int missing = 0;
+    uint8_t *buf = disc_registry_function_status(r, fn, &len, &missing);
+    if (missing) {
+        cr_assert_null(buf);
+        return NULL;
+    }
+    cr_assert_not_null(buf);
+    Faas__FunctionStatus *st = faas__function_status__unpack(NULL, len, buf);
+    free(buf);
+    cr_assert_not_null(st);
+    return st;
+}
+
+Test(registry, function_errors_are_soft_state_of_each_worker)
+{
+    disc_registry_t *r = disc_registry_new();
+    char *argv[] = {"./x"};
+    Faas__FunctionSpec f = FAAS__FUNCTION_SPEC__INIT;
+    f.name = "hello";
+    f.n_command = 1;
+    f.command = argv;
+    f.version = 2;
+    cr_assert_eq(disc_registry_function_put(r, &f), 0);
+    cr_assert_null(status_of(r, "ghost"), "an unknown function is missing");
+    Faas__FunctionStatus *st = status_of(r, "hello");
+    cr_assert_str_eq(st->name, "hello");
+    cr_assert_null(st->last_error);
+    faas__function_status__free_unpacked(st, NULL);
+
+    Faas__FunctionError old = FAAS__FUNCTION_ERROR__INIT, newer = FAAS__FUNCTION_ERROR__INIT;
+    old.function = newer.function = "hello";
+    old.version = 1;
+    old.message = "cold start failed: exec ./x: No such file or directory";
+    old.unix_ms = 1000;
+    newer.version = 2;
+    newer.message = "cold start failed: user server exited with status 3 before it was ready";
+    newer.unix_ms = 2000;
+    Faas__FunctionError *e1[] = {&old}, *e2[] = {&newer};
+    uint64_t before = 0;
+    disc_registry_stats_t s0;
+    disc_registry_stats(r, &s0);
+    before = s0.revision;
+    cr_assert_eq(beat_errors(r, "w1", e1, 1, 10), 0);
+    cr_assert_eq(beat_errors(r, "w2", e2, 1, 10), 0);
+    st = status_of(r, "hello");
+    cr_assert_not_null(st->last_error);
+    cr_assert_str_eq(st->last_error->message, newer.message, "the newest over every worker");
+    cr_assert_eq(st->last_error->version, 2);
+    faas__function_status__free_unpacked(st, NULL);
+    disc_registry_stats(r, &s0);
+    cr_assert_eq(s0.revision, before + 2, "errors are not watched: only the two WORKER_PUTs count");
+
+    /* w2 started it since (its renewal no longer lists the error); w1's stays */
+    cr_assert_eq(beat_errors(r, "w2", NULL, 0, 20), 0);
+    st = status_of(r, "hello");
+    cr_assert_str_eq(st->last_error->message, old.message);
+    faas__function_status__free_unpacked(st, NULL);
+    /* a lapsed lease takes its worker's errors along */
+    cr_assert_eq(disc_registry_expire(r, 10 + 100 + 1), 1);
+    st = status_of(r, "hello");
+    cr_assert_null(st->last_error);
+    faas__function_status__free_unpacked(st, NULL);
+
+    Faas__FunctionError noname = FAAS__FUNCTION_ERROR__INIT, *bad[] = {&noname};
+    cr_assert_eq(beat_errors(r, "w3", bad, 1, 30), -1, "an error needs its function");
+    disc_registry_free(r);
+}

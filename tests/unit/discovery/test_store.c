@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "common/util.h"
 #include "discovery/discovery.h"
 
@@ -107,11 +109,15 @@ Test(store, deploy_fills_defaults_and_versions_grow)
     cr_assert_eq(out->timeout_ms, 1234);
     faas__function_spec__free_unpacked(out, NULL);
 
+    /* versions belong to a function: a new one starts at 1 whatever came before */
     Faas__FunctionSpec other = basic("other", argv_hello);
     cr_assert_eq(disc_store_deploy(st, &other, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 1);
+    faas__function_spec__free_unpacked(out, NULL);
+    cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
     cr_assert_eq(out->version, 3);
     faas__function_spec__free_unpacked(out, NULL);
-    cr_assert_eq(disc_store_version(st), 3);
+    cr_assert_eq(disc_store_deploys(st), 4);
     disc_store_close(st);
 }
 
@@ -131,7 +137,7 @@ Test(store, get_list_delete)
     cr_assert_eq(disc_store_get(st, "a-fn", &got), 0);
     cr_assert_str_eq(got->name, "a-fn");
     cr_assert_str_eq(got->command[0], "./hello");
-    cr_assert_eq(got->version, 2);
+    cr_assert_eq(got->version, 1);
     faas__function_spec__free_unpacked(got, NULL);
     cr_assert_eq(disc_store_get(st, "nope", &got), -ENOENT);
 
@@ -178,9 +184,13 @@ Test(store, survives_close_and_reopen)
     cr_assert_eq(got->min_instances, 2);
     cr_assert_str_eq(got->code_sha256, sha);
     faas__function_spec__free_unpacked(got, NULL);
-    cr_assert_eq(disc_store_version(st), 3);
+    cr_assert_eq(disc_store_deploys(st), 3);
     cr_assert_eq(disc_store_deploy(st, &in, &out, e, sizeof(e)), 0, "%s", e);
-    cr_assert_eq(out->version, 4);
+    cr_assert_eq(out->version, 3);
+    faas__function_spec__free_unpacked(out, NULL);
+    /* a deleted name deployed again goes on from its last version */
+    cr_assert_eq(disc_store_deploy(st, &tmp, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 2);
     faas__function_spec__free_unpacked(out, NULL);
     disc_store_close(st);
 }
@@ -262,7 +272,7 @@ Test(store, rejects_bad_specs_with_messages)
     cr_assert_eq(disc_store_list(st, &list, &n), 0);
     cr_assert_eq(n, 0, "a refused spec was stored");
     disc_store_free_list(list, n);
-    cr_assert_eq(disc_store_version(st), 0, "a refused spec used a version");
+    cr_assert_eq(disc_store_deploys(st), 0, "a refused spec was counted");
     disc_store_close(st);
 }
 
@@ -295,6 +305,56 @@ Test(store, protocol_defaults_and_service_ownership)
     cr_assert_str_eq(out->thrift_transport, "framed");
     faas__function_spec__free_unpacked(out, NULL);
     disc_store_close(st);
+}
+
+/* A store written before per-function versions (no versions table, user_version 0,
+ * versions numbered across all functions) keeps working: its functions keep their
+ * version and go on from it, a new function starts at 1. */
+Test(store, migrates_global_versions)
+{
+    const char *err;
+    char e[256], path[300];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "old", sha);
+    Faas__FunctionSpec a = basic("a-fn", argv_hello), *out;
+    for (int i = 0; i < 3; i++) { /* a-fn at 3 */
+        cr_assert_eq(disc_store_deploy(st, &a, &out, e, sizeof(e)), 0, "%s", e);
+        faas__function_spec__free_unpacked(out, NULL);
+    }
+    disc_store_close(st);
+    /* rewrite it as the old schema had it: a-fn at global version 7, counter at 9 */
+    snprintf(path, sizeof(path), "%s/discovery.db", dir);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "DROP TABLE versions; PRAGMA user_version=0;"
+                              "UPDATE functions SET version=7 WHERE name='a-fn';"
+                              "UPDATE meta SET value=9 WHERE key='version';",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+
+    st = disc_store_open(dir, &err);
+    cr_assert_not_null(st, "%s", err);
+    Faas__FunctionSpec *got;
+    cr_assert_eq(disc_store_get(st, "a-fn", &got), 0);
+    faas__function_spec__free_unpacked(got, NULL);
+    cr_assert_eq(disc_store_deploy(st, &a, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 8);
+    faas__function_spec__free_unpacked(out, NULL);
+    Faas__FunctionSpec b = basic("b-fn", argv_hello);
+    cr_assert_eq(disc_store_deploy(st, &b, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->version, 1);
+    faas__function_spec__free_unpacked(out, NULL);
+    cr_assert_eq(disc_store_deploys(st), 11);
+    disc_store_close(st);
+
+    /* a store from a newer discovery is refused, not misread */
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA user_version=2", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    cr_assert_null(disc_store_open(dir, &err));
+    cr_assert(strstr(err, "newer") != NULL, "%s", err);
 }
 
 Test(store, spec_parse_rejects_garbage)

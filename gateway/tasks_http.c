@@ -258,7 +258,7 @@ static const struct {
 /* One "key=value" of the query; seen has a bit per key already given. */
 static int query_pair(const char *s, size_t n, gw_tasks_query_t *q, unsigned *seen, const char **err)
 {
-    char key[16], val[64];
+    char key[16], val[72]; /* longer than any valid value, so its check says why */
     size_t klen, vlen;
     const char *eq = memchr(s, '=', n);
     if (eq == NULL) {

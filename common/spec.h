@@ -52,6 +52,11 @@
 /* Largest concurrency a spec may ask for. */
 #define FAAS_SPEC_LIMIT_CONCURRENCY 1000000
 
+/* A page of ListTasks (GET /tasks?limit=): tasks when the query names no limit, and
+ * the most it may ask for (docs/async.md). */
+#define FAAS_TASK_LIST_DEFAULT_LIMIT 100
+#define FAAS_TASK_LIST_LIMIT 1000
+
 /* The decimal text of a limit, for messages: FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES). */
 #define FAAS_SPEC_STR(x) FAAS_SPEC_STR_(x)
 #define FAAS_SPEC_STR_(x) #x

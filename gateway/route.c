@@ -1,6 +1,7 @@
 /* gateway/route.c - pure parsers of the front end: the routing key and header rules.
  * No allocation and no I/O so they can be unit-tested and fuzzed. */
 #include "gateway/gateway.h"
+#include "gateway/internal.h"
 
 #include <string.h>
 #include <strings.h>
@@ -22,7 +23,27 @@ static int target_char(unsigned char c)
     return c > 0x20 && c < 0x7f && c != '#';
 }
 
-int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *rest, const char **err)
+int gw_route_name_check(const char *name, size_t len, const char **err)
+{
+    if (len > 63) {
+        *err = "function name longer than 63 bytes";
+        return GW_ERR_MALFORMED;
+    }
+    if (len == 0) {
+        *err = "missing function name";
+        return GW_ERR_MALFORMED;
+    }
+    for (size_t k = 0; k < len; k++) {
+        if (!name_char((unsigned char)name[k], k == 0)) {
+            *err = "function name must match [a-z0-9][a-z0-9-]*";
+            return GW_ERR_MALFORMED;
+        }
+    }
+    return 0;
+}
+
+int gw_route_under(const char *path, size_t len, const char *prefix, size_t plen, const char *missing, gw_slice_t *name,
+                   gw_slice_t *rest, const char **err)
 {
     name->ptr = rest->ptr = path;
     name->len = rest->len = 0;
@@ -37,37 +58,33 @@ int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *r
         }
     }
     /* "/function" and "/function?x" have no name: not ours to route, but malformed */
-    if (len < FN_PREFIX_LEN || memcmp(path, FN_PREFIX, FN_PREFIX_LEN) != 0) {
-        if (len >= FN_PREFIX_LEN - 1 && memcmp(path, FN_PREFIX, FN_PREFIX_LEN - 1) == 0 &&
-            (len == FN_PREFIX_LEN - 1 || path[FN_PREFIX_LEN - 1] == '?')) {
-            *err = "missing function name after /function/";
+    if (len < plen || memcmp(path, prefix, plen) != 0) {
+        if (len >= plen - 1 && memcmp(path, prefix, plen - 1) == 0 && (len == plen - 1 || path[plen - 1] == '?')) {
+            *err = missing;
             return GW_ERR_MALFORMED;
         }
         return GW_ROUTE_OTHER;
     }
-    size_t i = FN_PREFIX_LEN, start = i;
+    size_t i = plen;
     while (i < len && path[i] != '/' && path[i] != '?')
         i++;
-    size_t nlen = i - start;
-    if (nlen == 0) {
-        *err = "missing function name after /function/";
+    if (i == plen) {
+        *err = missing;
         return GW_ERR_MALFORMED;
     }
-    if (nlen > 63) {
-        *err = "function name longer than 63 bytes";
+    if (gw_route_name_check(path + plen, i - plen, err) != 0)
         return GW_ERR_MALFORMED;
-    }
-    for (size_t k = 0; k < nlen; k++) {
-        if (!name_char((unsigned char)path[start + k], k == 0)) {
-            *err = "function name must match [a-z0-9][a-z0-9-]*";
-            return GW_ERR_MALFORMED;
-        }
-    }
-    name->ptr = path + start;
-    name->len = nlen;
+    name->ptr = path + plen;
+    name->len = i - plen;
     rest->ptr = path + i;
     rest->len = len - i;
     return GW_ROUTE_FUNCTION;
+}
+
+int gw_route_parse(const char *path, size_t len, gw_slice_t *name, gw_slice_t *rest, const char **err)
+{
+    return gw_route_under(path, len, FN_PREFIX, FN_PREFIX_LEN, "missing function name after /function/", name, rest,
+                          err);
 }
 
 int gw_route_host(const char *host, size_t len, const char *domain, size_t dlen, gw_slice_t *name)

@@ -27,6 +27,8 @@ Test(spec, documented_limits)
 {
     cr_assert_eq(FAAS_SPEC_LIMIT_INSTANCES, 100000);
     cr_assert_eq(FAAS_SPEC_LIMIT_CONCURRENCY, 1000000);
+    cr_assert_eq(FAAS_TASK_LIST_DEFAULT_LIMIT, 100);
+    cr_assert_eq(FAAS_TASK_LIST_LIMIT, 1000);
     cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES), "100000");
     cr_assert(FAAS_SPEC_DEFAULT_MAX_INSTANCES <= FAAS_SPEC_LIMIT_INSTANCES);
 }

@@ -76,7 +76,6 @@ typedef struct disc_tasks disc_tasks_t;
 #define DISC_TASK_LIST_MAX 1000u  /* largest ListTasks page */
 #define DISC_TASK_BACKOFF_MS 1000 /* first retry waits this, then doubling */
 #define DISC_TASK_BACKOFF_MAX_MS 60000
-#define DISC_TASK_RETENTION_MS (7ull * 24 * 3600 * 1000)
 #define DISC_TASK_EXPIRE_EVERY_MS 500
 #define DISC_TASK_PURGE_EVERY_MS 60000u
 #define DISC_TASK_LEASE_LAPSED "lease lapsed (pod, worker manager or host gone)"
@@ -190,8 +189,9 @@ void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
 
 typedef struct disc_service disc_service_t;
 
-/* Binds the faas.Discovery methods to a store and a registry (both outlive it). */
-disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes);
+/* Binds the faas.Discovery methods to a store, a registry and a task store (all outlive it). */
+disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc_tasks_t *tasks,
+                                 uint64_t max_artifact_bytes);
 /* The method table to hand to faas_rpc_server_start. */
 const faas_rpc_method_t *disc_service_methods(disc_service_t *s, size_t *n);
 void disc_service_free(disc_service_t *s);

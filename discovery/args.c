@@ -16,6 +16,7 @@ const char disc_args_usage[] =
     "  --state-dir DIR            SQLite db and code artifacts (default ./.faas/discovery)\n"
     "  --metrics-listen ADDR      HTTP /metrics and /healthz (default 127.0.0.1:7101; \"off\" disables)\n"
     "  --max-artifact-bytes N     largest code upload (default 268435456)\n"
+    "  --task-retention-ms N      keep finished async tasks and results this long (default 604800000: 7 days)\n"
     "  --help                     this text\n";
 
 /* "msg: arg" into a->errbuf. arg comes from the command line: control bytes become
@@ -36,17 +37,34 @@ static int valid_addr(const char *v)
     return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
+/* A decimal number > 0 that fits in 64 bits, nothing around it. */
+static int positive(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || end == v || n == 0 || v[0] == '-')
+        return -1;
+    *out = n;
+    return 0;
+}
+
 int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
 {
     static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},         {"state-dir", required_argument, NULL, 's'},
-        {"metrics-listen", required_argument, NULL, 'm'}, {"max-artifact-bytes", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},                 {NULL, 0, NULL, 0},
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"metrics-listen", required_argument, NULL, 'm'},
+        {"max-artifact-bytes", required_argument, NULL, 'x'},
+        {"task-retention-ms", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     a->listen = "127.0.0.1:7100";
     a->state_dir = "./.faas/discovery";
     a->metrics_listen = "127.0.0.1:7101";
     a->max_artifact = 256ull << 20;
+    a->task_retention_ms = DISC_ARGS_TASK_RETENTION_MS;
     a->errbuf[0] = '\0';
     optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
     opterr = 0; /* and must not print: the caller prints *err */
@@ -68,15 +86,14 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
                 return fail(a, err, "--metrics-listen needs host:port or off", optarg);
             a->metrics_listen = optarg;
             break;
-        case 'x': {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno != 0 || *end != '\0' || end == optarg || v == 0 || optarg[0] == '-')
+        case 'x':
+            if (positive(optarg, &a->max_artifact) != 0)
                 return fail(a, err, "--max-artifact-bytes needs a positive number", optarg);
-            a->max_artifact = v;
             break;
-        }
+        case 'r':
+            if (positive(optarg, &a->task_retention_ms) != 0)
+                return fail(a, err, "--task-retention-ms needs a positive number of milliseconds", optarg);
+            break;
         case 'h':
             return 1;
         default:

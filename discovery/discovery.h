@@ -65,6 +65,82 @@ int disc_store_delete(disc_store_t *st, const char *name);
 /* Deploys ever stored in this state dir (survives restarts and deletes). */
 uint64_t disc_store_deploys(disc_store_t *st);
 
+/* ---- durable async tasks (tasks.c, docs/async.md) ------------------------------ */
+
+typedef struct disc_tasks disc_tasks_t;
+
+#define DISC_TASK_ID_LEN 32u      /* lowercase hex: 128 random bits */
+#define DISC_TASK_MAX_ATTEMPTS 3u /* async.max_attempts when none is given */
+#define DISC_TASK_LEASE_MS 30000u /* a claim or report that names no lease */
+#define DISC_TASK_CLAIM_MAX 100u  /* tasks one ClaimTasks may take */
+#define DISC_TASK_LIST_LIMIT 100u /* ListTasks page without a limit */
+#define DISC_TASK_LIST_MAX 1000u  /* largest ListTasks page */
+#define DISC_TASK_BACKOFF_MS 1000 /* first retry waits this, then doubling */
+#define DISC_TASK_BACKOFF_MAX_MS 60000
+#define DISC_TASK_EXPIRE_EVERY_MS 500
+#define DISC_TASK_PURGE_EVERY_MS 60000u
+#define DISC_TASK_LEASE_LAPSED "lease lapsed (pod, worker manager or host gone)"
+/* SQLite's PRAGMA synchronous values disc_task_open takes. */
+#define DISC_TASK_SYNC_NORMAL 1
+#define DISC_TASK_SYNC_FULL 2
+
+/* Counters since open, for /metrics and the group-commit figures. */
+typedef struct {
+    uint64_t submitted; /* tasks committed by submit */
+    uint64_t commits;   /* transactions that committed them */
+    uint64_t attempts;  /* tasks claimed */
+} disc_task_counters_t;
+
+/* Called once per async submission, on the committing thread, with submit's rc. */
+typedef void (*disc_task_done_fn)(void *ud, int rc);
+
+/* Opens the tasks table in <state_dir>/discovery.db on a connection of its own with
+ * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
+disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
+/* Commits what is still queued, stops the threads, closes. */
+void disc_task_close(disc_tasks_t *ts);
+/* 1 if id is exactly 32 lowercase hex characters. */
+int disc_task_valid_id(const char *id);
+/* Stores t as given (id, function, version, status, attempts, created, not_before,
+ * callback fields, request); returns once committed, sharing the transaction with
+ * concurrent submitters. 0, -EEXIST for a known id, -EINVAL (bad id, no function), -EIO. */
+int disc_task_submit(disc_tasks_t *ts, const Faas__Task *t);
+/* Same, without waiting: done(ud, rc) runs once committed. t must live until then.
+ * 0 if queued (done will run), negative if not (done will not). */
+int disc_task_submit_async(disc_tasks_t *ts, const Faas__Task *t, disc_task_done_fn done, void *ud);
+/* Returns once every submission queued before the call is committed. */
+void disc_task_flush(disc_tasks_t *ts);
+/* The task without its request; a running task with a cancel pending says "cancel requested". 0 or -ENOENT. */
+int disc_task_get(disc_tasks_t *ts, const char *id, Faas__Task **out);
+/* The stored result: 0, -ENOENT unknown, -EAGAIN not finished, -ENODATA finished without one. */
+int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out);
+/* A page ordered by id after query->after (limit 0 = 100, at most 1000); next = last id when more remain. */
+int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskList **out);
+/* Queued: cancelled now. Running: flagged until its report or lapse ends it cancelled.
+ * -EALREADY when already finished, -ENOENT. */
+int disc_task_cancel(disc_tasks_t *ts, const char *id, int64_t now_ms, Faas__Task **out);
+/* Moves up to max (1..100) due queued tasks of function, oldest first, to running under
+ * a lease of lease_ms (0 = 30 s); returns them with their request. */
+int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                    Faas__TaskList **out);
+/* Applies an agent's report to a running task (max_attempts 0 = 3); *out (may be NULL)
+ * gets the task after it. -ESTALE when it is not running or runs on another instance,
+ * -EINVAL for DONE without a result or an unknown kind, -ENOENT. */
+int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, uint32_t max_attempts, int64_t now_ms,
+                     Faas__Task **out);
+/* Treats every running task whose lease ended before now_ms as a FAILED report; returns how many. */
+int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms);
+/* Deletes tasks finished before now_ms - retention_ms; returns how many. */
+int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms);
+/* The wait before the retry that follows attempt n: 1 s * 2^(n-1), at most 60 s. */
+int64_t disc_task_backoff_ms(uint32_t attempts);
+/* Starts/stops a thread expiring every 500 ms and purging every minute (wall clock). */
+int disc_task_start_reaper(disc_tasks_t *ts, uint64_t retention_ms);
+void disc_task_stop_reaper(disc_tasks_t *ts);
+void disc_task_counters(disc_tasks_t *ts, disc_task_counters_t *out);
+/* Writes the Prometheus families faas_tasks, faas_task_queue_oldest_seconds and the task counters. */
+void disc_task_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms);
+
 /* ---- soft-state registry and watchers (registry.c) ---------------------------- */
 
 typedef struct disc_registry disc_registry_t;
@@ -117,8 +193,9 @@ void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
 
 typedef struct disc_service disc_service_t;
 
-/* Binds the faas.Discovery methods to a store and a registry (both outlive it). */
-disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes);
+/* Binds the faas.Discovery methods to a store, a registry and a task store (all outlive it). */
+disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc_tasks_t *tasks,
+                                 uint64_t max_artifact_bytes);
 /* The method table to hand to faas_rpc_server_start. */
 const faas_rpc_method_t *disc_service_methods(disc_service_t *s, size_t *n);
 void disc_service_free(disc_service_t *s);

@@ -75,16 +75,23 @@ int main(int argc, char **argv)
     disc_service_t *svc = NULL;
     faas_rpc_server_t *srv = NULL;
     disc_httpd_t *httpd = NULL;
+    disc_tasks_t *tasks = NULL;
     disc_store_t *st = disc_store_open(o.state_dir, &err);
     if (st == NULL) {
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
         return 1;
     }
-    if ((reg = disc_registry_new()) == NULL || (svc = disc_service_new(st, reg, o.max_artifact)) == NULL)
+    /* NORMAL like the function store: in WAL mode a commit survives a crash of the
+     * process; only an OS crash or power loss can take the last commits (docs/async.md) */
+    if ((tasks = disc_task_open(o.state_dir, DISC_TASK_SYNC_NORMAL, &err)) == NULL) {
+        FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
+        goto out;
+    }
+    if ((reg = disc_registry_new()) == NULL || (svc = disc_service_new(st, reg, tasks, o.max_artifact)) == NULL)
         goto out;
     int nfn = load_functions(st, reg);
-    if (nfn < 0 || disc_registry_start_reaper(reg) != 0) {
-        FAAS_ERROR("event=start_failed msg=\"cannot load functions or start the reaper\"");
+    if (nfn < 0 || disc_registry_start_reaper(reg) != 0 || disc_task_start_reaper(tasks, o.task_retention_ms) != 0) {
+        FAAS_ERROR("event=start_failed msg=\"cannot load functions or start the reapers\"");
         goto out;
     }
     size_t nm;
@@ -109,8 +116,11 @@ out:
     faas_rpc_server_stop(srv); /* ends the watch streams, which unsubscribe */
     if (reg)
         disc_registry_stop_reaper(reg);
+    if (tasks)
+        disc_task_stop_reaper(tasks);
     disc_service_free(svc);
     disc_registry_free(reg);
+    disc_task_close(tasks);
     disc_store_close(st);
     if (exit_code == 0)
         FAAS_INFO("event=stopped");

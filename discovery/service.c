@@ -27,6 +27,13 @@ enum {
     M_LIST_WORKERS,
     M_WATCH,
     M_STATUS,
+    M_SUBMIT_TASK,
+    M_GET_TASK,
+    M_GET_TASK_RESULT,
+    M_LIST_TASKS,
+    M_CANCEL_TASK,
+    M_CLAIM_TASKS,
+    M_REPORT_TASK,
     M_COUNT
 };
 #define N_CODES 17
@@ -34,6 +41,8 @@ enum {
 static const char *const method_names[M_COUNT] = {
     "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
     "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch", "GetFunctionStatus",
+    "SubmitTask",     "GetTask",   "GetTaskResult", "ListTasks",   "CancelTask",
+    "ClaimTasks",     "ReportTask",
 };
 
 static const char *const code_names[N_CODES] = {
@@ -45,6 +54,7 @@ static const char *const code_names[N_CODES] = {
 struct disc_service {
     disc_store_t *store;
     disc_registry_t *reg;
+    disc_tasks_t *tasks;
     uint64_t max_artifact;
     /* store write + registry publish as one step, so watchers see deploys in version order */
     pthread_mutex_t deploy_mu;
@@ -485,6 +495,294 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     faas_rpc_on_close(call, watch_closed, w);
 }
 
+/* ---- async tasks (docs/async.md) --------------------------------------------------- */
+
+/* Unpacks a TaskId whose id must be well formed. */
+static Faas__TaskId *id_req(disc_service_t *s, faas_rpc_call_t *call, int m, const uint8_t *req, size_t len)
+{
+    Faas__TaskId *id = faas__task_id__unpack(NULL, len, req);
+    if (id != NULL && disc_task_valid_id(id->id))
+        return id;
+    fail(s, call, m, FAAS_GRPC_INVALID_ARGUMENT,
+         id ? "task id must be 32 lowercase hex characters" : "the request is not a valid TaskId message");
+    if (id)
+        faas__task_id__free_unpacked(id, NULL);
+    return NULL;
+}
+
+/* Answers a Task; the request never travels back (only ClaimTasks hands it out). */
+static void reply_task(disc_service_t *s, faas_rpc_call_t *call, int m, Faas__Task *t)
+{
+    Faas__TaskRequest *req = t->request;
+    t->request = NULL;
+    reply_msg(s, call, m, &t->base);
+    t->request = req;
+}
+
+/* Maps a task store error to a status; msg gets the sentence. */
+static int task_code(int rc, const char *id, char *msg, size_t cap)
+{
+    switch (rc) {
+    case -ENOENT:
+        snprintf(msg, cap, "task %s not found", id);
+        return FAAS_GRPC_NOT_FOUND;
+    case -EALREADY:
+        snprintf(msg, cap, "task %s has already finished", id);
+        return FAAS_GRPC_FAILED_PRECONDITION;
+    case -ESTALE:
+        snprintf(msg, cap, "stale report: task %s is not running, or runs on another instance", id);
+        return FAAS_GRPC_FAILED_PRECONDITION;
+    case -EINVAL:
+        snprintf(msg, cap, "malformed report for task %s", id);
+        return FAAS_GRPC_INVALID_ARGUMENT;
+    default:
+        snprintf(msg, cap, "task storage failed (%d)", rc);
+        return FAAS_GRPC_INTERNAL;
+    }
+}
+
+static void fail_task(disc_service_t *s, faas_rpc_call_t *call, int m, int rc, const char *id)
+{
+    char msg[160];
+    int code = task_code(rc, id, msg, sizeof(msg));
+    fail(s, call, m, code, msg);
+}
+
+typedef struct {
+    disc_service_t *s;
+    faas_rpc_call_t *call;
+    Faas__Task *t;
+} submit_t;
+
+/* On the committing thread, once the task's transaction is over. */
+static void submit_done(void *ud, int rc)
+{
+    submit_t *sb = ud;
+    if (rc == 0) {
+        FAAS_DEBUG("event=task_submit id=%s function=%s", sb->t->id, sb->t->function);
+        reply_task(sb->s, sb->call, M_SUBMIT_TASK, sb->t);
+    } else if (rc == -EEXIST) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "task %s already exists", sb->t->id);
+        fail(sb->s, sb->call, M_SUBMIT_TASK, FAAS_GRPC_ALREADY_EXISTS, msg);
+    } else {
+        fail_task(sb->s, sb->call, M_SUBMIT_TASK, rc, sb->t->id);
+    }
+    faas__task__free_unpacked(sb->t, NULL);
+    free(sb);
+}
+
+/* What a submission must carry; NULL if fine. */
+static const char *submit_problem(const Faas__Task *t)
+{
+    const char *err = NULL;
+    if (t == NULL)
+        return "the request is not a valid Task message";
+    if (!disc_task_valid_id(t->id))
+        return "task id must be 32 lowercase hex characters";
+    if (faas_valid_function_name(t->function, strlen(t->function), &err) != 0)
+        return err;
+    if (t->request == NULL)
+        return "a task needs its request";
+    return NULL;
+}
+
+/* The platform's fields of a new task: whatever the caller put there is replaced. */
+static int new_task_fields(Faas__Task *t, const Faas__FunctionSpec *spec)
+{
+    t->version = spec->version;
+    t->status = FAAS__TASK__STATUS__QUEUED;
+    t->created_unix_ms = faas_unix_ms();
+    t->attempts = t->callback_attempts = t->result_status = 0;
+    t->started_unix_ms = t->finished_unix_ms = t->not_before_unix_ms = t->lease_until_unix_ms = 0;
+    t->result_size = 0;
+    return disc_set_str(&t->error, "") | disc_set_str(&t->instance_id, "") | disc_set_str(&t->callback_status, "");
+}
+
+/* Checks the function, then queues the task for the next group commit: the reply
+ * comes from submit_done, so this thread goes on to the next submission meanwhile. */
+static void do_submit_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__Task *t = faas__task__unpack(NULL, len, req);
+    Faas__FunctionSpec *spec = NULL;
+    const char *why = submit_problem(t);
+    char msg[128];
+    int code = FAAS_GRPC_INVALID_ARGUMENT, rc;
+    if (why != NULL)
+        goto bad;
+    if ((rc = disc_store_get(s->store, t->function, &spec)) != 0) {
+        snprintf(msg, sizeof(msg), "function %s not found", t->function);
+        code = rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL;
+        why = rc == -ENOENT ? msg : "reading the function failed";
+        goto bad;
+    }
+    if (t->request->body.len > spec->max_body_bytes) {
+        code = FAAS_GRPC_RESOURCE_EXHAUSTED;
+        why = "the request body is over the function's max_body_bytes";
+        goto bad;
+    }
+    submit_t *sb = malloc(sizeof(*sb));
+    code = FAAS_GRPC_INTERNAL;
+    why = "out of memory";
+    if (sb == NULL || new_task_fields(t, spec) != 0) {
+        free(sb);
+        goto bad;
+    }
+    *sb = (submit_t){s, call, t};
+    faas__function_spec__free_unpacked(spec, NULL);
+    if ((rc = disc_task_submit_async(s->tasks, t, submit_done, sb)) != 0) {
+        free(sb);
+        fail_task(s, call, M_SUBMIT_TASK, rc, t->id);
+        faas__task__free_unpacked(t, NULL);
+    }
+    return;
+bad:
+    fail(s, call, M_SUBMIT_TASK, code, why);
+    if (spec)
+        faas__function_spec__free_unpacked(spec, NULL);
+    if (t)
+        faas__task__free_unpacked(t, NULL);
+}
+
+static void do_get_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__TaskId *id = id_req(s, call, M_GET_TASK, req, len);
+    Faas__Task *t = NULL;
+    if (id == NULL)
+        return;
+    int rc = disc_task_get(s->tasks, id->id, &t);
+    if (rc == 0) {
+        reply_task(s, call, M_GET_TASK, t);
+        faas__task__free_unpacked(t, NULL);
+    } else {
+        fail_task(s, call, M_GET_TASK, rc, id->id);
+    }
+    faas__task_id__free_unpacked(id, NULL);
+}
+
+static void do_get_task_result(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__TaskId *id = id_req(s, call, M_GET_TASK_RESULT, req, len);
+    Faas__TaskResult *res = NULL;
+    char msg[96];
+    if (id == NULL)
+        return;
+    int rc = disc_task_get_result(s->tasks, id->id, &res);
+    if (rc == 0) {
+        reply_msg(s, call, M_GET_TASK_RESULT, &res->base);
+        faas__task_result__free_unpacked(res, NULL);
+    } else if (rc == -EAGAIN) {
+        snprintf(msg, sizeof(msg), "task %s has not finished", id->id);
+        fail(s, call, M_GET_TASK_RESULT, FAAS_GRPC_FAILED_PRECONDITION, msg);
+    } else if (rc == -ENODATA) {
+        snprintf(msg, sizeof(msg), "task %s ended without a result", id->id);
+        fail(s, call, M_GET_TASK_RESULT, FAAS_GRPC_NOT_FOUND, msg);
+    } else {
+        fail_task(s, call, M_GET_TASK_RESULT, rc, id->id);
+    }
+    faas__task_id__free_unpacked(id, NULL);
+}
+
+static const char *query_problem(const Faas__TaskQuery *q)
+{
+    const char *err = NULL;
+    if (q == NULL)
+        return "the request is not a valid TaskQuery message";
+    if (q->function[0] != '\0' && faas_valid_function_name(q->function, strlen(q->function), &err) != 0)
+        return err;
+    if (q->by_status && (unsigned)q->status > FAAS__TASK__STATUS__CANCELLED)
+        return "unknown task status";
+    if (q->after[0] != '\0' && !disc_task_valid_id(q->after))
+        return "after must be a task id (32 lowercase hex characters)";
+    return NULL;
+}
+
+static void do_list_tasks(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__TaskQuery *q = faas__task_query__unpack(NULL, len, req);
+    Faas__TaskList *l = NULL;
+    const char *why = query_problem(q);
+    int rc;
+    if (why != NULL) {
+        fail(s, call, M_LIST_TASKS, FAAS_GRPC_INVALID_ARGUMENT, why);
+    } else if ((rc = disc_task_list(s->tasks, q, &l)) != 0) {
+        fail_task(s, call, M_LIST_TASKS, rc, "");
+    } else {
+        reply_msg(s, call, M_LIST_TASKS, &l->base);
+        faas__task_list__free_unpacked(l, NULL);
+    }
+    if (q)
+        faas__task_query__free_unpacked(q, NULL);
+}
+
+static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__TaskId *id = id_req(s, call, M_CANCEL_TASK, req, len);
+    Faas__Task *t = NULL;
+    if (id == NULL)
+        return;
+    int rc = disc_task_cancel(s->tasks, id->id, faas_unix_ms(), &t);
+    if (rc == 0) {
+        FAAS_INFO("event=task_cancel id=%s function=%s status=%d", t->id, t->function, (int)t->status);
+        reply_task(s, call, M_CANCEL_TASK, t);
+        faas__task__free_unpacked(t, NULL);
+    } else {
+        fail_task(s, call, M_CANCEL_TASK, rc, id->id);
+    }
+    faas__task_id__free_unpacked(id, NULL);
+}
+
+static void do_claim_tasks(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__ClaimRequest *cr = faas__claim_request__unpack(NULL, len, req);
+    Faas__TaskList *l = NULL;
+    const char *err = "the request is not a valid ClaimRequest message";
+    int rc;
+    if (cr == NULL || faas_valid_function_name(cr->function, strlen(cr->function), &err) != 0) {
+        fail(s, call, M_CLAIM_TASKS, FAAS_GRPC_INVALID_ARGUMENT, err);
+    } else if ((rc = disc_task_claim(s->tasks, cr->function, cr->max, cr->lease_ms, faas_unix_ms(), &l)) != 0) {
+        fail_task(s, call, M_CLAIM_TASKS, rc, "");
+    } else {
+        if (l->n_tasks > 0)
+            FAAS_DEBUG("event=task_claim function=%s claimer=%s tasks=%zu", cr->function,
+                       faas_printable(cr->claimer) ? cr->claimer : "?", l->n_tasks);
+        reply_msg(s, call, M_CLAIM_TASKS, &l->base);
+        faas__task_list__free_unpacked(l, NULL);
+    }
+    if (cr)
+        faas__claim_request__free_unpacked(cr, NULL);
+}
+
+static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__TaskReport *r = faas__task_report__unpack(NULL, len, req);
+    Faas__Task *t = NULL;
+    int rc;
+    if (r == NULL || !disc_task_valid_id(r->id)) {
+        fail(s, call, M_REPORT_TASK, FAAS_GRPC_INVALID_ARGUMENT,
+             r ? "task id must be 32 lowercase hex characters" : "the request is not a valid TaskReport message");
+    } else if (r->kind == FAAS__TASK_REPORT__KIND__DONE && r->result == NULL) {
+        fail(s, call, M_REPORT_TASK, FAAS_GRPC_INVALID_ARGUMENT, "a DONE report needs the result");
+    } else if ((rc = disc_task_report(s->tasks, r, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms(), &t)) != 0) {
+        fail_task(s, call, M_REPORT_TASK, rc, r->id);
+    } else {
+        if (r->kind >= FAAS__TASK_REPORT__KIND__DONE)
+            FAAS_INFO("event=task_report id=%s function=%s attempts=%u status=%d", t->id, t->function, t->attempts,
+                      (int)t->status);
+        reply_task(s, call, M_REPORT_TASK, t);
+        faas__task__free_unpacked(t, NULL);
+    }
+    if (r)
+        faas__task_report__free_unpacked(r, NULL);
+}
+
 #define DEFERRED(name, m)                                                                                    \
     static void on_##name(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)                     \
     {                                                                                                          \
@@ -495,26 +793,40 @@ DEFERRED(deploy, M_DEPLOY)
 DEFERRED(get, M_GET)
 DEFERRED(list, M_LIST)
 DEFERRED(delete, M_DELETE)
+DEFERRED(submit_task, M_SUBMIT_TASK)
+DEFERRED(get_task, M_GET_TASK)
+DEFERRED(get_task_result, M_GET_TASK_RESULT)
+DEFERRED(list_tasks, M_LIST_TASKS)
+DEFERRED(cancel_task, M_CANCEL_TASK)
+DEFERRED(claim_tasks, M_CLAIM_TASKS)
+DEFERRED(report_task, M_REPORT_TASK)
 
 /* ---- setup and metrics ---------------------------------------------------------- */
 
-disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, uint64_t max_artifact_bytes)
+disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc_tasks_t *tasks,
+                                 uint64_t max_artifact_bytes)
 {
     static void (*const handlers[M_COUNT])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {
-        on_upload, on_fetch,     on_deploy,         on_get,          on_list,
-        on_delete, on_heartbeat, on_list_instances, on_list_workers, on_watch, on_status,
+        on_upload,      on_fetch,        on_deploy,          on_get,          on_list,
+        on_delete,      on_heartbeat,    on_list_instances,  on_list_workers, on_watch, on_status,
+        on_submit_task, on_get_task,     on_get_task_result, on_list_tasks,   on_cancel_task,
+        on_claim_tasks, on_report_task,
     };
     static const char *const paths[M_COUNT] = {
         "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
         "/faas.Discovery/GetFunction",    "/faas.Discovery/ListFunctions", "/faas.Discovery/DeleteFunction",
         "/faas.Discovery/Heartbeat",      "/faas.Discovery/ListInstances", "/faas.Discovery/ListWorkers",
         "/faas.Discovery/Watch",          "/faas.Discovery/GetFunctionStatus",
+        "/faas.Discovery/SubmitTask",    "/faas.Discovery/GetTask",
+        "/faas.Discovery/GetTaskResult",  "/faas.Discovery/ListTasks",     "/faas.Discovery/CancelTask",
+        "/faas.Discovery/ClaimTasks",     "/faas.Discovery/ReportTask",
     };
     disc_service_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->store = store;
     s->reg = reg;
+    s->tasks = tasks;
     s->max_artifact = max_artifact_bytes;
     pthread_mutex_init(&s->deploy_mu, NULL);
     pthread_mutex_init(&s->jobs_mu, NULL);
@@ -552,6 +864,7 @@ void disc_service_free(disc_service_t *s)
         pthread_mutex_unlock(&s->jobs_mu);
         pthread_join(s->jobs_thread, NULL);
     }
+    disc_task_flush(s->tasks); /* submissions still committing answer before s goes */
     pthread_mutex_destroy(&s->jobs_mu);
     pthread_cond_destroy(&s->jobs_cv);
     pthread_mutex_destroy(&s->deploy_mu);
@@ -578,6 +891,7 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
             (unsigned long long)disc_store_deploys(s->store));
+    disc_task_metrics(s->tasks, out, faas_unix_ms());
     fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
                  "# TYPE faas_discovery_rpc_total counter\n");
     for (int m = 0; m < M_COUNT; m++)

@@ -148,3 +148,32 @@ def decode(msg, buf):
         else:
             out[name] = val
     return out
+
+
+# ---- async tasks (docs/async.md) ----
+SCHEMA.update({
+    "TaskRequest": {"method": (1, "string", False), "path": (2, "string", False),
+                    "authority": (3, "string", False), "headers": (4, "KeyValue", True),
+                    "body": (5, "bytes", False)},
+    "TaskResult": {"status": (1, "uint32", False), "headers": (2, "KeyValue", True), "body": (3, "bytes", False)},
+    "Task": {
+        "id": (1, "string", False), "function": (2, "string", False), "version": (3, "uint64", False),
+        "status": (4, "enum", False), "attempts": (5, "uint32", False), "created_unix_ms": (6, "int64", False),
+        "started_unix_ms": (7, "int64", False), "finished_unix_ms": (8, "int64", False),
+        "error": (9, "string", False), "result_status": (10, "uint32", False), "result_size": (11, "uint64", False),
+        "callback_url": (12, "string", False), "callback_status": (13, "string", False),
+        "callback_attempts": (14, "uint32", False), "not_before_unix_ms": (15, "int64", False),
+        "instance_id": (16, "string", False), "lease_until_unix_ms": (17, "int64", False),
+        "request": (18, "TaskRequest", False),
+    },
+    "TaskId": {"id": (1, "string", False)},
+    "TaskQuery": {"function": (1, "string", False), "by_status": (2, "bool", False), "status": (3, "enum", False),
+                  "limit": (4, "uint32", False), "after": (5, "string", False)},
+    "TaskList": {"tasks": (1, "Task", True), "next": (2, "string", False)},
+    "ClaimRequest": {"function": (1, "string", False), "max": (2, "uint32", False), "claimer": (3, "string", False),
+                     "lease_ms": (4, "uint32", False)},
+    "TaskReport": {"id": (1, "string", False), "instance_id": (2, "string", False), "kind": (3, "enum", False),
+                   "result": (4, "TaskResult", False), "error": (5, "string", False), "lease_ms": (6, "uint32", False)},
+})
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = range(5)            # Task.Status
+REPORT_STARTED, REPORT_RENEW, REPORT_DONE, REPORT_FAILED = range(4)  # TaskReport.Kind

@@ -36,7 +36,7 @@ static int parse(const uint8_t *data, size_t size, char *msg, size_t cap)
         strncpy(msg, err, cap - 1);
         msg[cap - 1] = '\0';
     } else if (rc == 0) {
-        if (!is_addr(o.listen) || o.state_dir == NULL || o.state_dir[0] == '\0' || o.max_artifact == 0 ||
+        if (!is_addr(o.listen) || o.state_dir == NULL || o.state_dir[0] == '\0' || o.max_artifact == 0 || o.task_retention_ms == 0 ||
             (strcmp(o.metrics_listen, "off") != 0 && !is_addr(o.metrics_listen)))
             abort();
     } else if (rc != 1) {

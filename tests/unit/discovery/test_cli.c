@@ -26,6 +26,7 @@ Test(disc_cli, defaults)
     cr_assert_str_eq(a.state_dir, "./.faas/discovery");
     cr_assert_str_eq(a.metrics_listen, "127.0.0.1:7101");
     cr_assert_eq(a.max_artifact, 256ull << 20);
+    cr_assert_eq(a.task_retention_ms, 7ull * 24 * 3600 * 1000);
 }
 
 Test(disc_cli, every_flag)
@@ -33,12 +34,13 @@ Test(disc_cli, every_flag)
     disc_args_t a;
     const char *err = NULL;
     cr_assert_eq(PARSE(&a, &err, "--listen", "127.0.0.1:0", "--state-dir=/var/d", "--metrics-listen", "off",
-                       "--max-artifact-bytes=1"),
+                       "--max-artifact-bytes=1", "--task-retention-ms", "60000"),
                  0, "%s", err);
     cr_assert_str_eq(a.listen, "127.0.0.1:0");
     cr_assert_str_eq(a.state_dir, "/var/d");
     cr_assert_str_eq(a.metrics_listen, "off");
     cr_assert_eq(a.max_artifact, 1);
+    cr_assert_eq(a.task_retention_ms, 60000);
     /* getopt's unambiguous prefixes, as before the move */
     cr_assert_eq(PARSE(&a, &err, "--metrics=127.0.0.1:9"), 0, "%s", err);
     cr_assert_str_eq(a.metrics_listen, "127.0.0.1:9");
@@ -53,6 +55,7 @@ Test(disc_cli, help_prints_nothing, .init = cr_redirect_stdout)
     fflush(stdout);
     cr_assert_stdout_eq_str("");
     cr_assert(strstr(disc_args_usage, "--max-artifact-bytes") != NULL);
+    cr_assert(strstr(disc_args_usage, "--task-retention-ms") != NULL);
 }
 
 Test(disc_cli, bad_flags_say_which)
@@ -67,6 +70,11 @@ Test(disc_cli, bad_flags_say_which)
         {"--max-artifact-bytes", "0", "--max-artifact-bytes"},
         {"--max-artifact-bytes", "1k", "--max-artifact-bytes"},
         {"--max-artifact-bytes", "99999999999999999999", "--max-artifact-bytes"},
+        {"--task-retention-ms", "0", "--task-retention-ms"},
+        {"--task-retention-ms", "-5", "--task-retention-ms"},
+        {"--task-retention-ms", "7d", "--task-retention-ms"},
+        {"--task-retention-ms", "", "--task-retention-ms"},
+        {"--task-retention-ms", "18446744073709551616", "--task-retention-ms"},
         {"--state-dir", "", "--state-dir"},
         {"--bogus", "1", "--bogus"},
     };

@@ -1,0 +1,568 @@
+/* The durable task store (discovery/tasks.c) on a real SQLite file in a temp dir:
+ * every transition, with the clock passed in, plus paging and group commit. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "discovery/discovery.h"
+
+static char dir[256];
+static disc_tasks_t *ts;
+
+static void setup(void)
+{
+    const char *err = NULL;
+    snprintf(dir, sizeof(dir), "/tmp/disc-tasks-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    ts = disc_task_open(dir, DISC_TASK_SYNC_NORMAL, &err);
+    cr_assert_not_null(ts, "%s", err);
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+    disc_task_close(ts);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(tasks, .init = setup, .fini = teardown);
+
+/* Ids in creation order sort in id order too: "000...0001", "000...0002", ... */
+static void mkid(char out[33], unsigned n)
+{
+    snprintf(out, 33, "%032x", n);
+}
+
+static Faas__KeyValue hdr = {PROTOBUF_C_MESSAGE_INIT(&faas__key_value__descriptor), "x-a", "1"};
+static Faas__KeyValue *hdrs[] = {&hdr};
+
+/* Submits task n of function fn, created at created_ms, with a small request. */
+static int submit(unsigned n, const char *fn, int64_t created_ms)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__TaskRequest req = FAAS__TASK_REQUEST__INIT;
+    req.method = "POST";
+    req.path = "/run?x=1";
+    req.n_headers = 1;
+    req.headers = hdrs;
+    req.body.data = (uint8_t *)"payload";
+    req.body.len = 7;
+    Faas__Task t = FAAS__TASK__INIT;
+    t.id = id;
+    t.function = (char *)fn;
+    t.version = 7;
+    t.created_unix_ms = created_ms;
+    t.callback_url = "http://cb/";
+    t.request = &req;
+    return disc_task_submit(ts, &t);
+}
+
+static Faas__Task *get(unsigned n)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__Task *t = NULL;
+    cr_assert_eq(disc_task_get(ts, id, &t), 0, "task %u", n);
+    return t;
+}
+
+static Faas__TaskList *claim(const char *fn, uint32_t max, uint32_t lease_ms, int64_t now)
+{
+    Faas__TaskList *l = NULL;
+    cr_assert_eq(disc_task_claim(ts, fn, max, lease_ms, now, &l), 0);
+    return l;
+}
+
+static int report(unsigned n, Faas__TaskReport__Kind kind, const char *inst, int64_t now, Faas__Task **out)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.kind = kind;
+    r.instance_id = (char *)inst;
+    r.error = kind == FAAS__TASK_REPORT__KIND__FAILED ? "user server died" : "";
+    r.lease_ms = 5000;
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = 201;
+    res.n_headers = 1;
+    res.headers = hdrs;
+    res.body.data = (uint8_t *)"result!";
+    res.body.len = 7;
+    if (kind == FAAS__TASK_REPORT__KIND__DONE)
+        r.result = &res;
+    return disc_task_report(ts, &r, 3, now, out);
+}
+
+static Faas__Task__Status status_of(unsigned n)
+{
+    Faas__Task *t = get(n);
+    Faas__Task__Status s = t->status;
+    faas__task__free_unpacked(t, NULL);
+    return s;
+}
+
+Test(tasks, submit_get_and_duplicates)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(1, "fn", 2000), -EEXIST);
+    cr_assert_eq(submit(1, "other", 2000), -EEXIST);
+    Faas__Task *t = get(1);
+    cr_assert_str_eq(t->function, "fn");
+    cr_assert_eq(t->version, 7);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED);
+    cr_assert_eq(t->created_unix_ms, 1000);
+    cr_assert_str_eq(t->callback_url, "http://cb/");
+    cr_assert_null(t->request, "get never returns the request");
+    faas__task__free_unpacked(t, NULL);
+
+    Faas__Task bad = FAAS__TASK__INIT;
+    bad.function = "fn";
+    bad.id = "ABCDEF00000000000000000000000000";
+    cr_assert_eq(disc_task_submit(ts, &bad), -EINVAL);
+    bad.id = "0000";
+    cr_assert_eq(disc_task_submit(ts, &bad), -EINVAL);
+    bad.id = "00000000000000000000000000000009";
+    bad.function = "";
+    cr_assert_eq(disc_task_submit(ts, &bad), -EINVAL);
+    cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000009", &t), -ENOENT);
+    cr_assert(disc_task_valid_id("0123456789abcdef0123456789abcdef"));
+    cr_assert(!disc_task_valid_id("0123456789abcdef0123456789abcdef0"));
+    cr_assert(!disc_task_valid_id(NULL));
+}
+
+Test(tasks, claim_takes_due_tasks_oldest_first_with_request)
+{
+    cr_assert_eq(submit(3, "fn", 3000), 0);
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(2, "fn", 2000), 0);
+    cr_assert_eq(submit(4, "other", 500), 0);
+    Faas__TaskList *l = claim("fn", 2, 4000, 10000);
+    cr_assert_eq(l->n_tasks, 2);
+    char id[33];
+    mkid(id, 1);
+    cr_assert_str_eq(l->tasks[0]->id, id);
+    mkid(id, 2);
+    cr_assert_str_eq(l->tasks[1]->id, id);
+    Faas__Task *t = l->tasks[0];
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    cr_assert_eq(t->attempts, 1);
+    cr_assert_eq(t->started_unix_ms, 10000);
+    cr_assert_eq(t->lease_until_unix_ms, 14000);
+    cr_assert_str_eq(t->instance_id, "");
+    cr_assert_not_null(t->request);
+    cr_assert_str_eq(t->request->method, "POST");
+    cr_assert_str_eq(t->request->path, "/run?x=1");
+    cr_assert_eq(t->request->n_headers, 1);
+    cr_assert_str_eq(t->request->headers[0]->key, "x-a");
+    cr_assert_eq(t->request->body.len, 7);
+    cr_assert_eq(memcmp(t->request->body.data, "payload", 7), 0);
+    faas__task_list__free_unpacked(l, NULL);
+    cr_assert_eq(status_of(1), FAAS__TASK__STATUS__RUNNING);
+
+    l = claim("fn", 10, 0, 10000);
+    cr_assert_eq(l->n_tasks, 1);
+    cr_assert_eq(l->tasks[0]->lease_until_unix_ms, 10000 + DISC_TASK_LEASE_MS);
+    faas__task_list__free_unpacked(l, NULL);
+    l = claim("fn", 10, 0, 10000);
+    cr_assert_eq(l->n_tasks, 0);
+    faas__task_list__free_unpacked(l, NULL);
+    cr_assert_eq(status_of(4), FAAS__TASK__STATUS__QUEUED, "another function's task stays queued");
+
+    disc_task_counters_t c;
+    disc_task_counters(ts, &c);
+    cr_assert_eq(c.attempts, 3);
+    cr_assert_eq(c.submitted, 4);
+}
+
+Test(tasks, started_renew_done_and_the_result)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 2000), NULL);
+    Faas__Task *t = NULL;
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "inst-a", 2100, &t), 0);
+    cr_assert_str_eq(t->instance_id, "inst-a");
+    cr_assert_eq(t->lease_until_unix_ms, 7100);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__RENEW, "inst-a", 3000, &t), 0);
+    cr_assert_eq(t->lease_until_unix_ms, 8000);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__RENEW, "inst-b", 3000, NULL), -ESTALE, "another instance");
+
+    Faas__TaskResult *res = NULL;
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), -EAGAIN);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__DONE, "inst-a", 4000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__SUCCEEDED);
+    cr_assert_eq(t->finished_unix_ms, 4000);
+    cr_assert_eq(t->result_status, 201);
+    cr_assert_eq(t->result_size, 7);
+    cr_assert_eq(t->lease_until_unix_ms, 0);
+    faas__task__free_unpacked(t, NULL);
+
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), 0);
+    cr_assert_eq(res->status, 201);
+    cr_assert_eq(res->n_headers, 1);
+    cr_assert_str_eq(res->headers[0]->value, "1");
+    cr_assert_eq(res->body.len, 7);
+    cr_assert_eq(memcmp(res->body.data, "result!", 7), 0);
+    faas__task_result__free_unpacked(res, NULL);
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000002", &res), -ENOENT);
+}
+
+Test(tasks, stale_and_malformed_reports)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "i", 1000, NULL), -ESTALE, "queued");
+    cr_assert_eq(report(2, FAAS__TASK_REPORT__KIND__STARTED, "i", 1000, NULL), -ENOENT);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 2000), NULL);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = "00000000000000000000000000000001";
+    r.kind = FAAS__TASK_REPORT__KIND__DONE;
+    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL, "DONE without a result");
+    r.kind = (Faas__TaskReport__Kind)42;
+    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL);
+    cr_assert_eq(status_of(1), FAAS__TASK__STATUS__RUNNING, "a rejected report changes nothing");
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__DONE, "", 2500, NULL), 0);
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(report(1, (Faas__TaskReport__Kind)k, "", 3000, NULL), -ESTALE, "kind %d after the end", k);
+    cr_assert_eq(status_of(1), FAAS__TASK__STATUS__SUCCEEDED);
+}
+
+Test(tasks, failed_reports_back_off_then_fail)
+{
+    cr_assert_eq(disc_task_backoff_ms(1), 1000);
+    cr_assert_eq(disc_task_backoff_ms(2), 2000);
+    cr_assert_eq(disc_task_backoff_ms(6), 32000);
+    cr_assert_eq(disc_task_backoff_ms(7), 60000);
+    cr_assert_eq(disc_task_backoff_ms(1000), 60000);
+
+    cr_assert_eq(submit(1, "fn", 0), 0);
+    int64_t now = 10000;
+    for (uint32_t attempt = 1; attempt <= 3; attempt++) {
+        Faas__TaskList *l = claim("fn", 1, 1000, now);
+        cr_assert_eq(l->n_tasks, 1, "attempt %u", attempt);
+        cr_assert_eq(l->tasks[0]->attempts, attempt);
+        faas__task_list__free_unpacked(l, NULL);
+        Faas__Task *t = NULL;
+        cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "i", now, NULL), 0);
+        cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__FAILED, "i", now + 10, &t), 0);
+        cr_assert_str_eq(t->error, "user server died");
+        if (attempt == 3) {
+            cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+            cr_assert_eq(t->finished_unix_ms, now + 10);
+            faas__task__free_unpacked(t, NULL);
+            break;
+        }
+        int64_t due = now + 10 + (1000 << (attempt - 1));
+        cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED);
+        cr_assert_eq(t->not_before_unix_ms, due);
+        cr_assert_str_eq(t->instance_id, "");
+        faas__task__free_unpacked(t, NULL);
+        l = claim("fn", 1, 1000, due - 1);
+        cr_assert_eq(l->n_tasks, 0, "claimed before its backoff ended");
+        faas__task_list__free_unpacked(l, NULL);
+        now = due;
+    }
+    /* a larger max_attempts keeps retrying */
+    cr_assert_eq(submit(2, "fn", 0), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 100000), NULL);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = "00000000000000000000000000000002";
+    r.kind = FAAS__TASK_REPORT__KIND__FAILED;
+    Faas__Task *t = NULL;
+    cr_assert_eq(disc_task_report(ts, &r, 1, 100000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "max_attempts 1: no retry");
+    cr_assert_str_eq(t->error, "the attempt failed");
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, cancel_in_every_state)
+{
+    Faas__Task *t = NULL;
+    for (unsigned i = 1; i <= 4; i++)
+        cr_assert_eq(submit(i, "fn", i), 0);
+    /* queued: at once */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 500, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_eq(t->finished_unix_ms, 500);
+    faas__task__free_unpacked(t, NULL);
+    /* finished: refused */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 600, &t), -EALREADY);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000009", 600, &t), -ENOENT);
+
+    /* running: flagged, then ended by DONE, FAILED or a lapse */
+    faas__task_list__free_unpacked(claim("fn", 3, 1000, 1000), NULL);
+    for (unsigned i = 2; i <= 4; i++) {
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(disc_task_cancel(ts, id, 1100, &t), 0);
+        cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+        cr_assert_str_eq(t->error, "cancel requested");
+        faas__task__free_unpacked(t, NULL);
+        cr_assert_eq(disc_task_cancel(ts, id, 1150, NULL), 0, "a second cancel is harmless");
+    }
+    t = get(2);
+    cr_assert_str_eq(t->error, "cancel requested");
+    faas__task__free_unpacked(t, NULL);
+    Faas__TaskQuery q = FAAS__TASK_QUERY__INIT;
+    Faas__TaskList *l = NULL;
+    cr_assert_eq(disc_task_list(ts, &q, &l), 0);
+    cr_assert_str_eq(l->tasks[1]->error, "cancel requested");
+    faas__task_list__free_unpacked(l, NULL);
+
+    cr_assert_eq(report(2, FAAS__TASK_REPORT__KIND__DONE, "i", 1200, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_str_eq(t->error, "cancelled");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(3, FAAS__TASK_REPORT__KIND__FAILED, "i", 1200, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED, "no retry for a cancelled task");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_expire(ts, 3, 5000), 1);
+    cr_assert_eq(status_of(4), FAAS__TASK__STATUS__CANCELLED);
+}
+
+Test(tasks, expiry_requeues_then_fails)
+{
+    cr_assert_eq(submit(1, "fn", 0), 0);
+    cr_assert_eq(submit(2, "fn", 1), 0);
+    faas__task_list__free_unpacked(claim("fn", 2, 1000, 1000), NULL);
+    cr_assert_eq(report(2, FAAS__TASK_REPORT__KIND__STARTED, "i", 1000, NULL), 0); /* lease to 6000 */
+    cr_assert_eq(disc_task_expire(ts, 3, 1500), 0);
+    cr_assert_eq(disc_task_expire(ts, 3, 2000), 0, "the lease is good through its end");
+    cr_assert_eq(disc_task_expire(ts, 3, 2001), 1);
+    Faas__Task *t = get(1);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED);
+    cr_assert_str_eq(t->error, DISC_TASK_LEASE_LAPSED);
+    cr_assert_eq(t->not_before_unix_ms, 3001);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(status_of(2), FAAS__TASK__STATUS__RUNNING, "its report renewed the lease");
+
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 3001), NULL);
+    cr_assert_eq(disc_task_expire(ts, 2, 7000), 2, "both lapsed");
+    t = get(1);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "attempt 2 of 2");
+    cr_assert_eq(t->finished_unix_ms, 7000);
+    cr_assert_str_eq(t->error, DISC_TASK_LEASE_LAPSED);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(status_of(2), FAAS__TASK__STATUS__QUEUED, "attempt 1 of 2");
+}
+
+Test(tasks, purge_drops_finished_tasks_past_retention)
+{
+    for (unsigned i = 1; i <= 3; i++)
+        cr_assert_eq(submit(i, "fn", 0), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1000, NULL), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 4000, NULL), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 100000, 0), NULL); /* 3 runs */
+    cr_assert_eq(disc_task_purge(ts, 2000, 5000), 1);
+    Faas__Task *t = NULL;
+    cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000001", &t), -ENOENT);
+    cr_assert_eq(status_of(2), FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_eq(status_of(3), FAAS__TASK__STATUS__RUNNING);
+    cr_assert_eq(disc_task_purge(ts, 0, 100000), 1);
+    cr_assert_eq(disc_task_purge(ts, 0, 100000), 0);
+}
+
+/* Walks the pages of query; returns how many tasks came back, checking the order. */
+static unsigned walk(Faas__TaskQuery *q, unsigned *pages)
+{
+    char after[33] = "", last[33] = "";
+    unsigned total = 0;
+    *pages = 0;
+    for (;;) {
+        Faas__TaskList *l = NULL;
+        q->after = after;
+        cr_assert_eq(disc_task_list(ts, q, &l), 0);
+        (*pages)++;
+        for (size_t i = 0; i < l->n_tasks; i++) {
+            cr_assert(strcmp(l->tasks[i]->id, last) > 0, "ordered by id");
+            snprintf(last, sizeof(last), "%s", l->tasks[i]->id);
+        }
+        total += (unsigned)l->n_tasks;
+        int more = l->next[0] != '\0';
+        if (more)
+            cr_assert_str_eq(l->next, l->tasks[l->n_tasks - 1]->id);
+        snprintf(after, sizeof(after), "%s", l->next);
+        faas__task_list__free_unpacked(l, NULL);
+        if (!more)
+            return total;
+    }
+}
+
+Test(tasks, list_pages_with_a_cursor)
+{
+    /* 250 tasks, inserted out of id order, over two functions */
+    for (unsigned i = 250; i >= 1; i--)
+        cr_assert_eq(submit(i, i % 5 == 0 ? "five" : "fn", i), 0);
+    Faas__TaskQuery q = FAAS__TASK_QUERY__INIT;
+    unsigned pages;
+    cr_assert_eq(walk(&q, &pages), 250);
+    cr_assert_eq(pages, 3, "100 + 100 + 50");
+    q.limit = 7;
+    cr_assert_eq(walk(&q, &pages), 250);
+    cr_assert_eq(pages, 36);
+    q.limit = 50;
+    cr_assert_eq(walk(&q, &pages), 250);
+    cr_assert_eq(pages, 5, "an exact last page: its next is empty");
+    q.limit = 5000; /* capped at 1000 */
+    cr_assert_eq(walk(&q, &pages), 250);
+    cr_assert_eq(pages, 1);
+
+    q.limit = 0;
+    q.function = "five";
+    cr_assert_eq(walk(&q, &pages), 50);
+    faas__task_list__free_unpacked(claim("five", 10, 1000, 1000), NULL);
+    q.by_status = 1;
+    q.status = FAAS__TASK__STATUS__RUNNING;
+    cr_assert_eq(walk(&q, &pages), 10);
+    q.status = FAAS__TASK__STATUS__QUEUED;
+    cr_assert_eq(walk(&q, &pages), 40);
+    q.function = "";
+    cr_assert_eq(walk(&q, &pages), 240);
+    q.function = "nope";
+    cr_assert_eq(walk(&q, &pages), 0);
+
+    Faas__TaskList *l = NULL;
+    Faas__TaskQuery one = FAAS__TASK_QUERY__INIT;
+    one.limit = 1;
+    one.after = "00000000000000000000000000000010";
+    cr_assert_eq(disc_task_list(ts, &one, &l), 0);
+    cr_assert_eq(l->n_tasks, 1);
+    cr_assert_str_eq(l->tasks[0]->id, "00000000000000000000000000000011");
+    cr_assert_null(l->tasks[0]->request);
+    faas__task_list__free_unpacked(l, NULL);
+}
+
+static void on_done(void *ud, int rc)
+{
+    int *slot = ud;
+    __atomic_store_n(slot, rc == 0 ? 1 : rc, __ATOMIC_RELEASE);
+}
+
+Test(tasks, async_submit_calls_back_once_committed)
+{
+    Faas__Task t[3] = {FAAS__TASK__INIT, FAAS__TASK__INIT, FAAS__TASK__INIT};
+    int done[3] = {0, 0, 0};
+    const char *ids[3] = {"0000000000000000000000000000000a", "0000000000000000000000000000000b",
+                          "0000000000000000000000000000000a"};
+    for (int i = 0; i < 3; i++) {
+        t[i].id = (char *)ids[i];
+        t[i].function = "fn";
+        cr_assert_eq(disc_task_submit_async(ts, &t[i], on_done, &done[i]), 0);
+    }
+    disc_task_flush(ts);
+    cr_assert_eq(done[0], 1);
+    cr_assert_eq(done[1], 1);
+    cr_assert_eq(done[2], -EEXIST, "the duplicate fails alone");
+    cr_assert_eq(disc_task_submit_async(ts, &(Faas__Task)FAAS__TASK__INIT, on_done, &done[0]), -EINVAL);
+}
+
+Test(tasks, metrics_name_every_family)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(2, "fn", 2000), 0);
+    cr_assert_eq(submit(3, "b", 3000), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 5000), NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    disc_task_metrics(ts, f, 5000);
+    fclose(f);
+    const char *want[] = {
+        "# TYPE faas_tasks gauge\n",
+        "faas_tasks{function=\"fn\",status=\"queued\"} 1\n",
+        "faas_tasks{function=\"fn\",status=\"running\"} 1\n",
+        "faas_tasks{function=\"fn\",status=\"cancelled\"} 0\n",
+        "faas_tasks{function=\"b\",status=\"queued\"} 1\n",
+        "# TYPE faas_task_queue_oldest_seconds gauge\n",
+        "faas_task_queue_oldest_seconds{function=\"fn\"} 3.000\n",
+        "faas_task_queue_oldest_seconds{function=\"b\"} 2.000\n",
+        "# TYPE faas_tasks_submitted_total counter\nfaas_tasks_submitted_total 3\n",
+        "# TYPE faas_task_commits_total counter\nfaas_task_commits_total 3\n",
+        "# TYPE faas_task_attempts_total counter\nfaas_task_attempts_total 1\n",
+        "# HELP faas_task_attempts_total ",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        cr_assert(strstr(buf, want[i]) != NULL, "missing %s in\n%s", want[i], buf);
+    free(buf);
+}
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+#define GC_THREADS 16
+#define GC_TASKS 2000
+
+typedef struct {
+    unsigned first, n;
+    int failures;
+} gc_arg_t;
+
+static void *gc_submitter(void *p)
+{
+    gc_arg_t *a = p;
+    for (unsigned i = 0; i < a->n; i++)
+        if (submit(a->first + i, "fn", 1) != 0)
+            a->failures++;
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* 2,000 tasks from 16 threads: all durable, and they shared transactions. */
+static void group_commit(int sync, const char *mode)
+{
+    pthread_t th[GC_THREADS];
+    gc_arg_t args[GC_THREADS];
+    const char *err = NULL;
+    if (sync != DISC_TASK_SYNC_NORMAL) {
+        disc_task_close(ts);
+        cr_assert_not_null(ts = disc_task_open(dir, sync, &err), "%s", err);
+    }
+    double t0 = now_s();
+    for (int i = 0; i < GC_THREADS; i++) {
+        args[i] = (gc_arg_t){.first = 1 + (unsigned)i * (GC_TASKS / GC_THREADS), .n = GC_TASKS / GC_THREADS};
+        cr_assert_eq(pthread_create(&th[i], NULL, gc_submitter, &args[i]), 0);
+    }
+    for (int i = 0; i < GC_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(args[i].failures, 0);
+    }
+    double secs = now_s() - t0;
+    disc_task_counters_t c;
+    disc_task_counters(ts, &c);
+    cr_assert_eq(c.submitted, GC_TASKS);
+    cr_assert_lt(c.commits, c.submitted, "no transaction was shared");
+    fprintf(stderr,
+            "group commit (synchronous=%s): %d tasks from %d threads in %.3f s = %.0f tasks/s, "
+            "%llu transactions, %.1f tasks per transaction\n",
+            mode, GC_TASKS, GC_THREADS, secs, GC_TASKS / secs, (unsigned long long)c.commits,
+            (double)c.submitted / (double)c.commits);
+
+    disc_task_close(ts); /* reopen: what the submitters were told is on disk */
+    cr_assert_not_null(ts = disc_task_open(dir, DISC_TASK_SYNC_NORMAL, &err), "%s", err);
+    Faas__TaskQuery q = FAAS__TASK_QUERY__INIT;
+    q.limit = 1000;
+    unsigned pages;
+    cr_assert_eq(walk(&q, &pages), GC_TASKS);
+}
+
+Test(tasks, group_commit_synchronous_normal)
+{
+    group_commit(DISC_TASK_SYNC_NORMAL, "NORMAL");
+}
+
+Test(tasks, group_commit_synchronous_full)
+{
+    group_commit(DISC_TASK_SYNC_FULL, "FULL");
+}

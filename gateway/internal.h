@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/errors.h"
 #include "gateway/gateway.h"
 
 #define GW_NBUCKETS 14
@@ -29,5 +30,33 @@ void gw_metrics_write(FILE *out);
 struct st_h2o_context_t;
 /* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
 int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);
+
+/* ---- server.c: pieces the task API (tasks.c) shares with the HTTP front ---- */
+
+struct st_h2o_req_t;
+/* Takes one header (lower-case name); 0 or -1. */
+typedef int (*gw_hdr_sink_t)(void *ud, const char *name, size_t nl, const char *value, size_t vl);
+/* The client's end-to-end headers as a function sees them: no Host, hop-by-hop or
+ * faas-* (a client must not forge platform metadata), x-forwarded-for and forwarded
+ * appended. 0, or -1 if add failed. */
+int gw_forward_headers(struct st_h2o_req_t *req, gw_hdr_sink_t add, void *ud);
+/* The client's x-request-id when sane, else a new one (in the request's pool). */
+const char *gw_request_id(struct st_h2o_req_t *req);
+/* A text/plain answer. */
+void gw_send_text(struct st_h2o_req_t *req, int status, const char *body, size_t len);
+/* A platform error: "function <fn>: <what>" (or just what), Retry-After when > 0. */
+void gw_send_error(struct st_h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what,
+                   int retry_after_s);
+/* A platform error of a kind, as DESIGN.md section 3 says it in HTTP. */
+void gw_send_platform_error(struct st_h2o_req_t *req, faas_err_t kind, const char *fn, size_t fnlen, const char *what);
+
+/* ---- tasks.c: the async task API ---- */
+
+/* Serves the task API's own paths (/async-function/..., /tasks...): 1 if req was one of
+ * them (answered, or answered later), 0 if not. */
+int gw_tasks_serve(struct st_h2o_req_t *req);
+/* Submits a routed /function/ request that asked for Prefer: respond-async as a task. */
+void gw_tasks_submit(struct st_h2o_req_t *req, const char *fn, size_t fnlen, const char *rest, size_t restlen,
+                     int prefer);
 
 #endif

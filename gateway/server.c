@@ -34,7 +34,7 @@ static size_t g_domain_len;
 #define H2_BODY_SLACK (1u << 20)
 static volatile sig_atomic_t g_stop;
 
-static void send_text(h2o_req_t *req, int status, const char *body, size_t len)
+void gw_send_text(h2o_req_t *req, int status, const char *body, size_t len)
 {
     req->res.status = status;
     req->res.reason = faas_http_reason(status);
@@ -162,7 +162,7 @@ static void sink_end(disp_call_t *c, const nghttp2_nv *trl, size_t n)
 }
 
 /* Platform errors: a short sentence naming the function, nothing internal. */
-static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what, int retry_after_s)
+void gw_send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen, const char *what, int retry_after_s)
 {
     if (retry_after_s > 0) {
         char *ra = h2o_mem_alloc_pool(&req->pool, 16);
@@ -173,14 +173,13 @@ static void send_error(h2o_req_t *req, int status, const char *fn, size_t fnlen,
     char *body = h2o_mem_alloc_pool(&req->pool, cap);
     int n =
         fnlen ? snprintf(body, cap, "function %.*s: %s\n", (int)fnlen, fn, what) : snprintf(body, cap, "%s\n", what);
-    send_text(req, status, body, (size_t)n);
+    gw_send_text(req, status, body, (size_t)n);
 }
 
-/* A platform error as DESIGN.md section 3 says it in HTTP. */
-static void send_platform_error(h2o_req_t *req, faas_err_t kind, const char *fn, size_t fnlen, const char *what)
+void gw_send_platform_error(h2o_req_t *req, faas_err_t kind, const char *fn, size_t fnlen, const char *what)
 {
     const faas_err_reply_t *r = faas_err_reply(kind);
-    send_error(req, r->http, fn, fnlen, what, r->retry_after ? FAAS_ERR_RETRY_AFTER_S : 0);
+    gw_send_error(req, r->http, fn, fnlen, what, r->retry_after ? FAAS_ERR_RETRY_AFTER_S : 0);
 }
 
 static void sink_error(disp_call_t *c, faas_err_t kind, const char *msg, int started)
@@ -192,7 +191,7 @@ static void sink_error(disp_call_t *c, faas_err_t kind, const char *msg, int sta
         send_more(h);
         return;
     }
-    send_platform_error(h->req, kind, h->fn, h->fnlen, msg);
+    gw_send_platform_error(h->req, kind, h->fn, h->fnlen, msg);
 }
 
 static const disp_sink_t http_sink = {.head = sink_head, .data = sink_data, .end = sink_end, .error = sink_error};
@@ -253,13 +252,13 @@ static int starts_with_ci(const h2o_iovec_t *s, const char *p, size_t n)
     return s->len >= n && strncasecmp(s->base, p, n) == 0;
 }
 
-static int add_hdr(disp_call_t *c, const char *n, size_t nl, h2o_iovec_t v)
+static int add_hdr(gw_hdr_sink_t add, void *ud, const char *n, size_t nl, h2o_iovec_t v)
 {
-    return disp_call_header(c, n, nl, v.base, v.len);
+    return add(ud, n, nl, v.base, v.len);
 }
 
 /* The client's address as the agent sees it: x-forwarded-for and forwarded appended. */
-static int forwarded_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t xff, h2o_iovec_t fwd)
+static int forwarded_headers(h2o_req_t *req, gw_hdr_sink_t add, void *ud, h2o_iovec_t xff, h2o_iovec_t fwd)
 {
     char ip[INET6_ADDRSTRLEN];
     int v6;
@@ -276,17 +275,13 @@ static int forwarded_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t xff, h2
     }
     memcpy(e, ";proto=http", 11);
     e += 11;
-    return add_hdr(c, H2O_STRLIT("x-forwarded-for"), join(&req->pool, xff, ", ", ip, iplen)) |
-           add_hdr(c, H2O_STRLIT("forwarded"), join(&req->pool, fwd, ", ", f, (size_t)(e - f)));
+    return add_hdr(add, ud, H2O_STRLIT("x-forwarded-for"), join(&req->pool, xff, ", ", ip, iplen)) |
+           add_hdr(add, ud, H2O_STRLIT("forwarded"), join(&req->pool, fwd, ", ", f, (size_t)(e - f)));
 }
 
-/* The request the agent sees: method, path, authority, the client's end-to-end headers
- * (faas-* are the platform's: a client must not forge deadlines or identities). */
-static int call_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t path)
+int gw_forward_headers(h2o_req_t *req, gw_hdr_sink_t add, void *ud)
 {
-    int rc = add_hdr(c, H2O_STRLIT(":method"), req->method) |
-             add_hdr(c, H2O_STRLIT(":scheme"), h2o_iovec_init(H2O_STRLIT("http"))) |
-             add_hdr(c, H2O_STRLIT(":authority"), req->authority) | add_hdr(c, H2O_STRLIT(":path"), path);
+    int rc = 0;
     h2o_iovec_t conn = {NULL, 0}, xff = {NULL, 0}, fwd = {NULL, 0};
     ssize_t ci = h2o_find_header(&req->headers, H2O_TOKEN_CONNECTION, -1);
     if (ci >= 0)
@@ -310,9 +305,23 @@ static int call_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t path)
         }
         if (starts_with_ci(nm, "faas-", 5) || (nm->len == 12 && memcmp(nm->base, "http2-settings", 12) == 0))
             continue;
-        rc |= add_hdr(c, nm->base, nm->len, e->value);
+        rc |= add_hdr(add, ud, nm->base, nm->len, e->value);
     }
-    return rc | forwarded_headers(req, c, xff, fwd);
+    return rc | forwarded_headers(req, add, ud, xff, fwd);
+}
+
+static int call_add(void *ud, const char *n, size_t nl, const char *v, size_t vl)
+{
+    return disp_call_header(ud, n, nl, v, vl);
+}
+
+/* The request the agent sees: method, path, authority, the client's end-to-end headers. */
+static int call_headers(h2o_req_t *req, disp_call_t *c, h2o_iovec_t path)
+{
+    return add_hdr(call_add, c, H2O_STRLIT(":method"), req->method) |
+           add_hdr(call_add, c, H2O_STRLIT(":scheme"), h2o_iovec_init(H2O_STRLIT("http"))) |
+           add_hdr(call_add, c, H2O_STRLIT(":authority"), req->authority) |
+           add_hdr(call_add, c, H2O_STRLIT(":path"), path) | gw_forward_headers(req, call_add, c);
 }
 
 /* Hands the request to the dispatcher as a call; platform errors come back through the sink. */
@@ -320,19 +329,19 @@ static void forward(h2o_req_t *req, hcall_t *h, h2o_iovec_t path, const char *ri
 {
     disp_call_t *c = disp_call_new(DISP_PROTO_HTTP, &http_sink, h);
     if (c == NULL) {
-        send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
+        gw_send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
         return;
     }
     h->call = c;
     if (call_headers(req, c, path) != 0 ||
         disp_call_body(c, req->entity.base, req->entity.base != NULL ? req->entity.len : 0, 1) != 0) {
-        send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
+        gw_send_platform_error(req, FAAS_ERR_UNAVAILABLE, h->fn, h->fnlen, "gateway out of memory");
         return;
     }
     disp_call_start(c, h->fn, h->fnlen, rid, 0);
 }
 
-static const char *request_id(h2o_req_t *req)
+const char *gw_request_id(h2o_req_t *req)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
     if (i >= 0 && gw_request_id_sane(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
@@ -363,6 +372,15 @@ static int serve_metrics(h2o_req_t *req)
     return 0;
 }
 
+/* Prefer: respond-async (RFC 7240) on any of the request's Prefer lines. */
+static int prefers_async(h2o_req_t *req)
+{
+    for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("prefer"), i)) >= 0;)
+        if (gw_prefer_respond_async(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
+            return 1;
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     gw_slice_t name, rest;
@@ -371,7 +389,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rc == GW_ERR_MALFORMED) {
         gw_metrics_other();
         FAAS_INFO("event=bad_request status=400 msg=\"%s\"", err);
-        send_platform_error(req, FAAS_ERR_MALFORMED, NULL, 0, err);
+        gw_send_platform_error(req, FAAS_ERR_MALFORMED, NULL, 0, err);
         return 0;
     }
     /* Host "<name>.<domain>" owns the whole path, /healthz and /metrics included */
@@ -383,18 +401,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         rest.len = req->path.len;
         rc = GW_ROUTE_FUNCTION;
     }
+    if (rc == GW_ROUTE_OTHER && gw_tasks_serve(req))
+        return 0;
     if (rc == GW_ROUTE_OTHER) {
         gw_metrics_other();
         if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/healthz"))) {
-            send_text(req, 200, H2O_STRLIT("ok\n"));
+            gw_send_text(req, 200, H2O_STRLIT("ok\n"));
             return 0;
         }
         if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/metrics")))
             return serve_metrics(req);
-        send_platform_error(req, FAAS_ERR_NOT_FOUND, NULL, 0, "no route; functions live under /function/<name>/");
+        gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, NULL, 0, "no route; functions live under /function/<name>/");
         return 0;
     }
-    const char *rid = request_id(req);
+    const char *rid = gw_request_id(req);
     disp_fn_info_t info = {0};
     int known = disp_lookup(name.ptr, name.len, &info) == 0;
     hcall_t *h = NULL;
@@ -414,13 +434,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (req->entity.base != NULL && req->entity.len > limit) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
                   name.ptr);
-        send_platform_error(req, FAAS_ERR_TOO_LARGE, name.ptr, name.len, "request body too large");
+        gw_send_platform_error(req, FAAS_ERR_TOO_LARGE, name.ptr, name.len, "request body too large");
         return 0;
     }
     if (!known) {
         FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
                   name.ptr);
-        send_platform_error(req, FAAS_ERR_NOT_FOUND, name.ptr, name.len, "no such function");
+        gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, name.ptr, name.len, "no such function");
+        return 0;
+    }
+    if (prefers_async(req)) {
+        gw_tasks_submit(req, name.ptr, name.len, rest.ptr, rest.len, 1);
         return 0;
     }
     h2o_iovec_t path;

@@ -45,7 +45,7 @@ static struct {
         struct outq *next;
         size_t len;
         uint8_t data[];
-    } *out_head, **out_tail;
+    } * out_head, **out_tail;
 } ag = {.control_fd = -1, .log_fd = -1, .out_tail = &ag.out_head};
 
 static void quit(int code)

@@ -339,8 +339,7 @@ static void on_request(h2b_pair_t *p, int eos)
         return;
     }
     if (task_id != NULL && kind == AGENT_REQ_HTTP &&
-        (r->task = agent_task_new(task_id->value, task_id->valuelen, h2b_find(&p->req, "faas-task-attempt"))) ==
-            NULL) {
+        (r->task = agent_task_new(task_id->value, task_id->valuelen, h2b_find(&p->req, "faas-task-attempt"))) == NULL) {
         agent_req_release(r);
         agent_reply_error(p, 400, "bad-task", "faas-task-id must be 32 lowercase hex characters\n");
         return;

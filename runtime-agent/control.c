@@ -39,7 +39,14 @@ static struct {
     uint64_t last_overload_us;
     int exit;
     int exit_code;
-} ag = {.control_fd = -1, .log_fd = -1};
+    /* packets the socket had no room for (a task's result is many), sent in order once
+     * it is writable again */
+    struct outq {
+        struct outq *next;
+        size_t len;
+        uint8_t data[];
+    } * out_head, **out_tail;
+} ag = {.control_fd = -1, .log_fd = -1, .out_tail = &ag.out_head};
 
 static void quit(int code)
 {
@@ -49,17 +56,64 @@ static void quit(int code)
 
 /* ---- events up ---- */
 
+/* Sends what waits in the queue; 0 when it is empty, 1 when the socket is full again. */
+static int flush_out(void)
+{
+    while (ag.out_head != NULL) {
+        struct outq *q = ag.out_head;
+        if (send(ag.control_fd, q->data, q->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+                return 1;
+            FAAS_WARN("event=control_send_failed err=\"%s\"", strerror(errno));
+        }
+        ag.out_head = q->next;
+        if (ag.out_head == NULL)
+            ag.out_tail = &ag.out_head;
+        free(q);
+    }
+    return 0;
+}
+
+/* Sends one packed event (takes buf), queueing it behind others or when the socket is full. */
+static int send_packet(uint8_t *buf, size_t len)
+{
+    if (ag.control_fd < 0) {
+        free(buf);
+        return 0;
+    }
+    if (ag.out_head == NULL) {
+        ssize_t n = send(ag.control_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+            FAAS_WARN("event=control_send_failed err=\"%s\"", strerror(errno));
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)) {
+            free(buf);
+            return 0;
+        }
+    }
+    struct outq *q = malloc(sizeof(*q) + len);
+    if (q == NULL) {
+        free(buf);
+        FAAS_WARN("event=control_send_failed err=\"out of memory\"");
+        return -1;
+    }
+    q->next = NULL;
+    q->len = len;
+    memcpy(q->data, buf, len);
+    free(buf);
+    int was_empty = ag.out_head == NULL;
+    *ag.out_tail = q;
+    ag.out_tail = &q->next;
+    if (was_empty)
+        evl_io_set(&ag.control_io, EVL_READ | EVL_WRITE);
+    return 0;
+}
+
 static void send_event(Faas__AgentEvent *ev)
 {
-    if (ag.control_fd < 0)
-        return;
     size_t len;
     uint8_t *buf = faas_pb_pack(&ev->base, &len);
-    if (buf == NULL)
-        return;
-    if (send(ag.control_fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-        FAAS_WARN("event=control_send_failed err=\"%s\"", strerror(errno));
-    free(buf);
+    if (buf != NULL)
+        send_packet(buf, len);
 }
 
 static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
@@ -188,6 +242,14 @@ static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_u
         on_user_failed(err);
         return;
     }
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK) {
+        FAAS_INFO("event=cancel_task task=%s", cmd.msg->task_id);
+        agent_task_cancel(cmd.msg->task_id);
+        agent_cmd_free(&cmd);
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
     if (cmd.type == FAAS__AGENT_COMMAND__TYPE__STOP) {
         FAAS_INFO("event=stop");
         agent_cmd_free(&cmd);
@@ -211,6 +273,10 @@ static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_u
 static void on_control(evl_io_t *io, int events)
 {
     static uint8_t buf[CONTROL_MAX_PACKET]; /* bss: costs no memory until a packet arrives */
+    if ((events & EVL_WRITE) && ag.out_head != NULL && flush_out() == 0)
+        evl_io_set(io, EVL_READ);
+    if (!(events & EVL_READ))
+        return;
     for (;;) {
         int fd;
         uint64_t t0 = faas_now_us();
@@ -354,6 +420,7 @@ int agent_run(const agent_opts_t *o)
         FAAS_ERROR("event=start_failed msg=\"loop or signal setup failed\"");
         return 1;
     }
+    agent_task_init(ag.loop, o->standalone ? NULL : send_packet);
     /* the front starts before any spec is known: the default bound is the agent's */
     agent_front_init(ag.loop, FAAS_SPEC_DEFAULT_MAX_BODY_BYTES);
     int lfd = open_listener(o->listen, &ag.port, &err);

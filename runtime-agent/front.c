@@ -216,18 +216,10 @@ void agent_reply_error(h2b_pair_t *p, int status, const char *reason, const char
         h2b_pair_send(p, body, bl, 1);
 }
 
-static void req_free(h2b_pair_t *p)
+void agent_req_release(agent_req_t *r)
 {
-    agent_req_t *r = p->owner;
-    if (r == NULL)
-        return;
-    p->owner = NULL;
-    if (r->kind == AGENT_REQ_THRIFT)
-        agent_thrift_end(r);
-    else
-        agent_proxy_end(r);
-    evl_timer_stop(fr.loop, &r->deadline);
-    fr.inflight--;
+    if (r->task != NULL)
+        agent_task_free(r->task);
     if (fr.ncache < REQ_CACHE && r->body.cap <= 4096 && r->head.cap <= 4096) { /* bounded: 64 small requests */
         evl_buf_t body = r->body, head = r->head;                              /* their storage is reused too */
         memset(r, 0, sizeof(*r));
@@ -242,6 +234,31 @@ static void req_free(h2b_pair_t *p)
     free(r);
 }
 
+static void req_free(h2b_pair_t *p)
+{
+    agent_req_t *r = p->owner;
+    if (r == NULL)
+        return;
+    p->owner = NULL;
+    if (r->kind == AGENT_REQ_THRIFT)
+        agent_thrift_end(r);
+    else
+        agent_proxy_end(r);
+    evl_timer_stop(fr.loop, &r->deadline);
+    fr.inflight--;
+    agent_req_release(r);
+}
+
+void agent_req_detach(agent_req_t *r)
+{
+    static const nghttp2_nv accepted[] = {NV(":status", "202", 3), NV("content-length", "0", 1)};
+    h2b_pair_t *p = r->pair;
+    p->owner = NULL; /* the pair may be freed by the answer: it no longer frees r */
+    r->pair = NULL;
+    fr.inflight--;
+    h2b_pair_respond(p, accepted, 2, 1);
+}
+
 static void req_drain(h2b_pair_t *p)
 {
     agent_req_t *r = p->owner;
@@ -251,7 +268,9 @@ static void req_drain(h2b_pair_t *p)
 
 static void req_go(agent_req_t *r)
 {
-    if (r->kind == AGENT_REQ_THRIFT)
+    if (r->task != NULL)
+        agent_task_start(r);
+    else if (r->kind == AGENT_REQ_THRIFT)
         agent_thrift_start(r);
     else
         agent_proxy_start(r);
@@ -266,22 +285,32 @@ static int path_is(const nghttp2_nv *path, const char *want)
     return n == wl && memcmp(path->value, want, wl) == 0;
 }
 
-/* What the dispatcher says the stream is (faas-protocol; none: HTTP). */
-static int stream_kind(const h2b_pair_t *p)
+/* What the dispatcher says the stream is (faas-protocol; none: HTTP), and its faas-task-id:
+ * one pass over the headers, the only one an ordinary request pays for this. */
+static int stream_kind(const h2b_pair_t *p, const nghttp2_nv **task_id)
 {
-    const nghttp2_nv *v = h2b_find(&p->req, "faas-protocol");
-    if (v == NULL)
+    const nghttp2_nv *proto = NULL;
+    *task_id = NULL;
+    for (size_t i = 0; i < p->req.n; i++) {
+        const nghttp2_nv *h = &p->req.nv[i];
+        if (h->namelen == 13 && memcmp(h->name, "faas-protocol", 13) == 0 && proto == NULL)
+            proto = h;
+        else if (h->namelen == 12 && memcmp(h->name, "faas-task-id", 12) == 0 && *task_id == NULL)
+            *task_id = h;
+    }
+    if (proto == NULL)
         return AGENT_REQ_HTTP;
-    if (v->valuelen == 4 && memcmp(v->value, "grpc", 4) == 0)
+    if (proto->valuelen == 4 && memcmp(proto->value, "grpc", 4) == 0)
         return AGENT_REQ_GRPC;
-    if (v->valuelen == 6 && memcmp(v->value, "thrift", 6) == 0)
+    if (proto->valuelen == 6 && memcmp(proto->value, "thrift", 6) == 0)
         return AGENT_REQ_THRIFT;
     return AGENT_REQ_HTTP;
 }
 
 static void on_request(h2b_pair_t *p, int eos)
 {
-    int kind = stream_kind(p);
+    const nghttp2_nv *task_id;
+    int kind = stream_kind(p, &task_id);
     if (kind == AGENT_REQ_GRPC) {
         if (!fr.ready)
             h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE), "the function is not ready");
@@ -307,6 +336,12 @@ static void on_request(h2b_pair_t *p, int eos)
     agent_req_t *r = fr.ncache != 0 ? fr.cache[--fr.ncache] : calloc(1, sizeof(*r));
     if (r == NULL) {
         h2b_pair_http_error(p, 503);
+        return;
+    }
+    if (task_id != NULL && kind == AGENT_REQ_HTTP &&
+        (r->task = agent_task_new(task_id->value, task_id->valuelen, h2b_find(&p->req, "faas-task-attempt"))) == NULL) {
+        agent_req_release(r);
+        agent_reply_error(p, 400, "bad-task", "faas-task-id must be 32 lowercase hex characters\n");
         return;
     }
     r->pair = p;

@@ -65,6 +65,11 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
                              const char *stream, const char *msg, size_t len);
 /* 1 if the (lower-case) request header must not be forwarded to the user server. */
 int agent_header_is_hop(const char *name, size_t len);
+/* A task's result as control packets: TASK_DONE (status, headers, the first chunk of at most
+ * chunk body bytes) then TASK_RESULT_CHUNK packets, `more` set on all but the last. emit owns
+ * each malloc'd packet; its nonzero return stops. 0 or -1. */
+int agent_task_result_packets(const char *task_id, const Faas__TaskResult *res, size_t chunk,
+                              int (*emit)(void *ud, uint8_t *pkt, size_t len), void *ud);
 /* ---- pool.c: keep-alive connections to the user server ---- */
 
 typedef struct agent_pool agent_pool_t;
@@ -115,7 +120,10 @@ int agent_pool_adopt(agent_pool_t *p, evl_sock_t *s);
 
 enum { AGENT_REQ_HTTP = 0, AGENT_REQ_THRIFT = 1, AGENT_REQ_GRPC = 2 };
 
-/* One stream the agent answers itself (HTTP or Thrift), owned by its pair (p->owner). */
+typedef struct agent_task agent_task_t;
+
+/* One stream the agent answers itself (HTTP or Thrift), owned by its pair (p->owner) until,
+ * for an async task (task set), it is detached from it and owned by the task (task.c). */
 typedef struct agent_req {
     h2b_pair_t *pair;
     int kind;
@@ -133,6 +141,7 @@ typedef struct agent_req {
     evl_buf_t head; /* the request head for the user server */
     /* Thrift */
     int oneway, got_bytes;
+    agent_task_t *task; /* an async task: its response is collected, not streamed */
 } agent_req_t;
 
 /* Installs the bridge on loop (the evl adapter); max_body bounds request bodies. */
@@ -147,6 +156,10 @@ void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint
 void agent_reply_error(h2b_pair_t *p, int status, const char *reason, const char *body);
 /* The first request header called name (lower case), or NULL. */
 const nghttp2_nv *agent_req_header(const agent_req_t *r, const char *name);
+/* Ends a task's h2 stream with 202 and takes r off its pair: r then lives until agent_req_release. */
+void agent_req_detach(agent_req_t *r);
+/* Frees (or recycles) a request that no pair owns any more, with its task. */
+void agent_req_release(agent_req_t *r);
 
 /* ---- proxy.c: HTTP streams -> HTTP/1.1 keep-alive pool ---- */
 
@@ -155,6 +168,45 @@ const nghttp2_nv *agent_req_header(const agent_req_t *r, const char *name);
 void agent_proxy_set_upstream(evl_loop_t *loop, uint16_t port, uint32_t default_deadline_ms);
 /* Forwards a complete HTTP request (headers and whole body). */
 void agent_proxy_start(agent_req_t *r);
+/* Runs a complete task request: builds the upstream head from the pair's headers (faas-*
+ * dropped), detaches r from its pair (202), then calls the user server; the outcome goes to
+ * agent_task_end. deadline_ms bounds the whole run unless faas-deadline-ms says otherwise. */
+void agent_proxy_task_start(agent_req_t *r, uint64_t deadline_ms);
+
+/* ---- task.c: async tasks (docs/async.md) ---- */
+
+#define AGENT_TASK_RENEW_MS 10000
+#define AGENT_TASK_CHUNK (64 * 1024)
+
+struct agent_task {
+    agent_req_t *req;
+    evl_link_t link; /* running tasks */
+    evl_timer_t renew;
+    char id[40];
+    uint32_t attempt;
+    int idempotent, over;
+    uint32_t status;
+    Faas__KeyValue *kv; /* response headers (names and values malloc'd) */
+    size_t nkv, cap_kv;
+    evl_buf_t body;
+};
+
+/* A task for the request carrying faas-task-id (value id); NULL on OOM or a malformed id. */
+agent_task_t *agent_task_new(const uint8_t *id, size_t id_len, const nghttp2_nv *attempt);
+/* The request is whole: answer 202, report TASK_STARTED, run it. */
+void agent_task_start(agent_req_t *r);
+/* Records the response head (hop-by-hop headers dropped). */
+int agent_task_head(agent_req_t *r, int status, const http1_hdr_t *h, size_t n);
+/* Appends response body bytes (past the bound, marks the task over and drops them). */
+void agent_task_body(agent_req_t *r, const char *d, size_t n);
+/* The run ended: err NULL = the response is whole (TASK_DONE), else TASK_FAILED err. Frees r. */
+void agent_task_end(agent_req_t *r, const char *err);
+/* Frees the task's own memory (from agent_req_release). */
+void agent_task_free(agent_task_t *t);
+/* CANCEL_TASK: aborts the task if it runs here. */
+void agent_task_cancel(const char *id);
+/* Sets the loop and where events go (send: NULL = standalone, log them). */
+void agent_task_init(evl_loop_t *loop, int (*send)(uint8_t *pkt, size_t len));
 /* The response was taken by nghttp2: reading the user server may go on. */
 void agent_proxy_drain(agent_req_t *r);
 /* The stream is gone (done or cancelled): let go of the upstream. */

@@ -82,6 +82,9 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
     if (method == NULL || path == NULL)
         return -1;
     r->is_head = method->valuelen == 4 && memcmp(method->value, "HEAD", 4) == 0;
+    if (r->task != NULL)
+        r->task->idempotent = !(method->valuelen == 4 && memcmp(method->value, "POST", 4) == 0) &&
+                              !(method->valuelen == 5 && memcmp(method->value, "PATCH", 5) == 0);
     if (auth == NULL)
         auth = host;
     evl_buf_t *b = &r->head;
@@ -91,12 +94,14 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
     if (auth != NULL)
         rc |= put(b, auth->value, auth->valuelen);
     rc |= PUTS(b, "\r\n");
-    int cookies = 0;
+    int cookies = 0, task = r->task != NULL;
     for (size_t i = 0; i < hs->n; i++) {
         const nghttp2_nv *h = &hs->nv[i];
         const char *n = (const char *)h->name;
         if (h->namelen == 0 || n[0] == ':' || agent_header_is_hop(n, h->namelen) ||
             (conn != NULL && http1_token_listed((const char *)conn->value, conn->valuelen, n, h->namelen)))
+            continue;
+        if (task && h->namelen > 5 && memcmp(n, "faas-", 5) == 0) /* platform headers stay ours */
             continue;
         if (nv_is(h, "cookie", 6)) {
             cookies++;
@@ -136,7 +141,10 @@ static void fwd_fail(agent_req_t *r, faas_err_t kind, const char *reason, const 
     evl_timer_stop(px.loop, &r->deadline);
     drop_up(r);
     r->state = UP_DONE;
-    agent_reply_error(r->pair, faas_err_http(kind), reason, body);
+    if (r->task != NULL)
+        agent_task_end(r, body); /* frees r */
+    else
+        agent_reply_error(r->pair, faas_err_http(kind), reason, body);
 }
 
 static int up_acquire(agent_req_t *r, int fresh);
@@ -145,9 +153,14 @@ static int up_acquire(agent_req_t *r, int fresh);
  * server closed while idle is the common case: an idempotent request is tried once more. */
 static void failed_before_head(agent_req_t *r)
 {
-    const nghttp2_nv *m = agent_req_header(r, ":method");
-    int idempotent = m != NULL && !(m->valuelen == 4 && memcmp(m->value, "POST", 4) == 0) &&
+    int idempotent;
+    if (r->task != NULL) {
+        idempotent = r->task->idempotent;
+    } else {
+        const nghttp2_nv *m = agent_req_header(r, ":method");
+        idempotent = m != NULL && !(m->valuelen == 4 && memcmp(m->value, "POST", 4) == 0) &&
                      !(m->valuelen == 5 && memcmp(m->value, "PATCH", 5) == 0);
+    }
     if (r->up->reused && r->up->sock->in.len == 0 && idempotent && !r->retried) {
         r->retried = 1;
         drop_up(r);
@@ -168,11 +181,29 @@ static int res_hop(const http1_hdr_t *h)
     return agent_header_is_hop(h->name, h->name_len);
 }
 
+/* A task keeps the response head (names lower-cased, connection headers dropped). */
+static int respond_task(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < h[i].name_len; j++)
+            if (h[i].name[j] >= 'A' && h[i].name[j] <= 'Z')
+                ((char *)h[i].name)[j] += 'a' - 'A';
+        if (!res_hop(&h[i]) && !(h[i].name_len == 14 && memcmp(h[i].name, "content-length", 14) == 0))
+            h[k++] = h[i];
+    }
+    if (agent_task_head(r, status, h, k) != 0)
+        r->task->over = 1; /* out of memory: reported as a failure at the end */
+    return r->framing.body == HTTP1_BODY_NONE;
+}
+
 #define NV(n, nl, v, vl) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
 
 /* Submits the response head; returns 1 if the response has no body. */
 static int respond(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
 {
+    if (r->task != NULL)
+        return respond_task(r, status, h, n);
     nghttp2_nv nv[MAX_HEADERS + 2];
     size_t k = 0;
     char st[3] = {(char)('0' + status / 100 % 10), (char)('0' + status / 10 % 10), (char)('0' + status % 10)}, cl[24];
@@ -216,7 +247,8 @@ static int parse_head(agent_req_t *r, evl_sock_t *s)
             evl_buf_consume(&s->in, (size_t)n);
             continue;
         }
-        evl_timer_stop(px.loop, &r->deadline);
+        if (r->task == NULL) /* a task's deadline bounds its whole run */
+            evl_timer_stop(px.loop, &r->deadline);
         r->started = 1;
         r->state = UP_BODY;
         r->remaining = r->framing.length;
@@ -257,7 +289,9 @@ static int move_body(agent_req_t *r, evl_buf_t *in)
     default: /* to EOF */
         break;
     }
-    if (n != 0 || done)
+    if (r->task != NULL)
+        agent_task_body(r, d, n);
+    else if (n != 0 || done)
         h2b_pair_send(r->pair, d, n, done);
     evl_buf_consume(in, in->len);
     return done;
@@ -296,17 +330,33 @@ static void on_up_read(evl_sock_t *s, int err)
     int done = move_body(r, &s->in);
     if (done == 1) {
         finish(r, err == 0);
+        if (r->task != NULL)
+            agent_task_end(r, NULL);
         return;
     }
     if (err != 0 || done < 0) {
         if (done == 0 && err == EVL_EOF && r->framing.body == HTTP1_BODY_EOF) {
-            h2b_pair_send(r->pair, NULL, 0, 1); /* a close-delimited body ends here */
+            if (r->task == NULL)
+                h2b_pair_send(r->pair, NULL, 0, 1); /* a close-delimited body ends here */
             finish(r, 0);
+            if (r->task != NULL)
+                agent_task_end(r, NULL);
             return;
         }
         FAAS_WARN("event=upstream_body_error err=\"%s\"", done < 0 ? "bad chunked encoding" : "closed mid-body");
         finish(r, 0);
-        h2b_pair_reset(r->pair);
+        if (r->task != NULL)
+            agent_task_end(r, done < 0 ? "the function sent a malformed response body"
+                                       : "the function closed the connection mid-response");
+        else
+            h2b_pair_reset(r->pair);
+        return;
+    }
+    if (r->task != NULL) {
+        if (r->task->over) { /* past the result bound: no point reading on */
+            finish(r, 0);
+            agent_task_end(r, NULL);
+        }
         return;
     }
     if (h2b_pair_queued(r->pair) > MAX_BUFFERED) {
@@ -375,7 +425,7 @@ static int up_acquire(agent_req_t *r, int fresh)
 static void on_deadline(evl_timer_t *t)
 {
     agent_req_t *r = t->data;
-    if (!r->started)
+    if (!r->started || r->task != NULL)
         fwd_fail(r, FAAS_ERR_DEADLINE, "timeout", "deadline passed before the function answered\n");
 }
 
@@ -385,6 +435,21 @@ void agent_proxy_start(agent_req_t *r)
     if (build_head(r, &deadline_ms) != 0) {
         agent_reply_error(r->pair, faas_err_http(FAAS_ERR_MALFORMED), "bad-request",
                           "the request has no :method or :path\n");
+        return;
+    }
+    r->deadline.cb = on_deadline;
+    if (deadline_ms != 0)
+        evl_timer_start(px.loop, &r->deadline, deadline_ms);
+    if (up_acquire(r, 0) != 0)
+        fwd_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
+}
+
+void agent_proxy_task_start(agent_req_t *r, uint64_t deadline_ms)
+{
+    int bad = build_head(r, &deadline_ms) != 0;
+    agent_req_detach(r); /* the task is ours now: 202, and the pair no longer owns r */
+    if (bad) {
+        agent_task_end(r, "the request has no :method or :path");
         return;
     }
     r->deadline.cb = on_deadline;

@@ -112,6 +112,12 @@ int agent_cmd_decode(const uint8_t *buf, size_t len, agent_cmd_t *out, const cha
     switch (out->msg->type) {
     case FAAS__AGENT_COMMAND__TYPE__STOP:
         return 0;
+    case FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK:
+        if (out->msg->task_id == NULL || out->msg->task_id[0] == '\0') {
+            *err = "CANCEL_TASK without a task_id";
+            goto fail;
+        }
+        return 0;
     case FAAS__AGENT_COMMAND__TYPE__SPECIALIZE:
         if (out->msg->specialize == NULL) {
             *err = "SPECIALIZE without a body";
@@ -276,4 +282,35 @@ int agent_header_is_hop(const char *name, size_t len)
         return 0;
     }
     return strncasecmp(c, name, len) == 0;
+}
+
+int agent_task_result_packets(const char *task_id, const Faas__TaskResult *res, size_t chunk,
+                              int (*emit)(void *ud, uint8_t *pkt, size_t len), void *ud)
+{
+    /* the first packet carries status, headers and up to one chunk; the rest follow as
+     * TASK_RESULT_CHUNK, each far below the control socket's buffer */
+    size_t len = res->body.len, off = len < chunk ? len : chunk;
+    Faas__TaskResult first = *res;
+    first.body.len = off;
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__TASK_DONE;
+    ev.task_id = (char *)task_id;
+    ev.result = &first;
+    ev.more = off < len;
+    for (;;) {
+        size_t pl;
+        uint8_t *pkt = faas_pb_pack(&ev.base, &pl);
+        if (pkt == NULL || emit(ud, pkt, pl) != 0)
+            return -1;
+        if (off >= len)
+            return 0;
+        size_t n = len - off < chunk ? len - off : chunk;
+        ev = (Faas__AgentEvent)FAAS__AGENT_EVENT__INIT;
+        ev.type = FAAS__AGENT_EVENT__TYPE__TASK_RESULT_CHUNK;
+        ev.task_id = (char *)task_id;
+        ev.chunk.data = res->body.data + off;
+        ev.chunk.len = n;
+        off += n;
+        ev.more = off < len;
+    }
 }

@@ -124,6 +124,28 @@ typedef enum { POD_STARTING, POD_WARM, POD_SPECIALIZING, POD_READY, POD_STOPPING
 
 typedef struct wm_acq wm_acq_t;
 
+/* tasks.c: a task running in a pod, and its result while its chunks arrive */
+#define WM_TASK_MAX_RESULT (8u << 20)
+typedef struct wm_ptask {
+    struct wm_ptask *next;
+    char id[40];
+    Faas__TaskResult *res; /* TASK_DONE seen, chunks pending */
+    size_t cap;
+} wm_ptask_t;
+
+/* Feeds one TASK_* event of a pod running instance inst: 1 with *out a packed TaskReport to
+ * relay (malloc'd), 0 when nothing is to be said yet (a chunked result is incomplete), -1 on a
+ * malformed event. list is the pod's running tasks, kept up to date. */
+int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst, uint8_t **out, size_t *len);
+/* The pod is gone: posts a FAILED report (why) for each task of list, empties it; how many. */
+size_t wm_task_gone(wm_ptask_t **list, const char *inst, const char *why,
+                    void (*post)(void *ud, uint8_t *pkt, size_t len), void *ud);
+/* Queues a packed TaskReport (takes buf) for the relay thread. Never blocks on the network. */
+void wm_task_post(void *ud, uint8_t *buf, size_t len);
+/* Starts / stops (after relaying what is queued) the thread that calls ReportTask. */
+int wm_task_relay_start(const char *discovery);
+void wm_task_relay_stop(void);
+
 typedef struct wm_pod {
     struct wm_pod *next;
     char id[20];
@@ -139,6 +161,7 @@ typedef struct wm_pod {
     uint32_t concurrency;
     wm_acq_t *acq;             /* the acquisition being served while SPECIALIZING */
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
+    wm_ptask_t *tasks;         /* async tasks it runs */
 } wm_pod_t;
 
 struct wm_acq {

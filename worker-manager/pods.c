@@ -262,7 +262,7 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     faas_cold_start_error(msg, sizeof(msg), s->name, what);
     FAAS_WARN("event=acquire_failed fn=%s request_id=%s reason=\"%s\"", s->name, a->req->request_id, what);
     count(wm, &wm->failures); /* before the reply: a client may ask for Stats at once */
-    if (!wm->stop) { /* our own shutdown is not the function's fault */
+    if (!wm->stop) {          /* our own shutdown is not the function's fault */
         faas_cold_start_public(pub, sizeof(pub), s->name, msg);
         if (!a->agent_logged)
             fn_log(wm, s->name, a->inst_id[0] ? a->inst_id : "-", pub);
@@ -351,6 +351,11 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
               p->inst_id[0] ? p->inst_id : "-", p->function[0] ? p->function : "-", why);
     if (p->acq)
         acq_fail(wm, p->acq, why);
+    char twhy[320];
+    wm_fmt(twhy, sizeof(twhy), "the pod died: %s", why);
+    size_t nt = wm_task_gone(&p->tasks, p->inst_id, twhy, wm_task_post, NULL);
+    if (nt != 0)
+        FAAS_INFO("event=tasks_failed pod=%s instance=%s tasks=%zu", p->id, p->inst_id, nt);
     if (p->state == POD_STARTING && !wm->stop)
         wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
     int was_instance = p->state == POD_READY;
@@ -624,6 +629,20 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         pod_destroy(wm, p, why);
         match(wm);
         return;
+    case FAAS__AGENT_EVENT__TYPE__TASK_STARTED:
+    case FAAS__AGENT_EVENT__TYPE__TASK_RENEW:
+    case FAAS__AGENT_EVENT__TYPE__TASK_DONE:
+    case FAAS__AGENT_EVENT__TYPE__TASK_FAILED:
+    case FAAS__AGENT_EVENT__TYPE__TASK_RESULT_CHUNK: {
+        uint8_t *rep;
+        size_t len;
+        int rc = wm_task_feed(&p->tasks, ev, p->inst_id, &rep, &len);
+        if (rc < 0)
+            FAAS_WARN("event=task_event_bad pod=%s type=%d", p->id, (int)ev->type);
+        else if (rc == 1)
+            wm_task_post(NULL, rep, len);
+        return;
+    }
     case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
         count(wm, &wm->overloads);
         FAAS_INFO("event=overload pod=%s instance=%s fn=%s", p->id, p->inst_id, p->function);
@@ -638,7 +657,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
 /* One packet per wake-up (poll is level-triggered): handling an event may destroy p. */
 static void on_pod_readable(wm_t *wm, wm_pod_t *p)
 {
-    uint8_t buf[65536];
+    static uint8_t buf[256 * 1024]; /* pod thread only; a task's result comes in 64 KiB chunks plus headers */
     ssize_t n = recv(p->ctl, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;

@@ -190,3 +190,77 @@ Test(agent_control, decode_rejects_bad_specs)
     cr_assert_eq(cmd.type, FAAS__AGENT_COMMAND__TYPE__STOP);
     agent_cmd_free(&cmd);
 }
+
+typedef struct {
+    Faas__AgentEvent *ev[16];
+    size_t n;
+} pkts_t;
+
+static int collect(void *ud, uint8_t *pkt, size_t len)
+{
+    pkts_t *p = ud;
+    cr_assert_lt(len, 70 * 1024);
+    p->ev[p->n++] = faas__agent_event__unpack(NULL, len, pkt);
+    free(pkt);
+    return 0;
+}
+
+Test(agent_task, result_split_into_chunks)
+{
+    static uint8_t body[150000];
+    for (size_t i = 0; i < sizeof(body); i++)
+        body[i] = (uint8_t)(i * 7);
+    Faas__KeyValue kv = FAAS__KEY_VALUE__INIT, *kvs[] = {&kv};
+    kv.key = "x-a";
+    kv.value = "1";
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = 201;
+    res.headers = kvs;
+    res.n_headers = 1;
+    res.body.data = body;
+    res.body.len = sizeof(body);
+    pkts_t p = {0};
+    cr_assert_eq(agent_task_result_packets("0123", &res, 65536, collect, &p), 0);
+    cr_assert_eq(p.n, 3);
+    cr_assert_eq(p.ev[0]->type, FAAS__AGENT_EVENT__TYPE__TASK_DONE);
+    cr_assert_eq(p.ev[0]->result->status, 201);
+    cr_assert_str_eq(p.ev[0]->result->headers[0]->key, "x-a");
+    cr_assert(p.ev[0]->more && p.ev[1]->more && !p.ev[2]->more);
+    size_t off = p.ev[0]->result->body.len;
+    cr_assert_eq(off, 65536);
+    cr_assert_eq(memcmp(p.ev[0]->result->body.data, body, off), 0);
+    for (size_t i = 1; i < 3; i++) {
+        cr_assert_eq(p.ev[i]->type, FAAS__AGENT_EVENT__TYPE__TASK_RESULT_CHUNK);
+        cr_assert_str_eq(p.ev[i]->task_id, "0123");
+        cr_assert_eq(memcmp(p.ev[i]->chunk.data, body + off, p.ev[i]->chunk.len), 0);
+        off += p.ev[i]->chunk.len;
+    }
+    cr_assert_eq(off, sizeof(body));
+    for (size_t i = 0; i < p.n; i++)
+        faas__agent_event__free_unpacked(p.ev[i], NULL);
+    /* an empty body: one packet, nothing more */
+    res.body.len = 0;
+    p.n = 0;
+    cr_assert_eq(agent_task_result_packets("0123", &res, 65536, collect, &p), 0);
+    cr_assert_eq(p.n, 1);
+    cr_assert(!p.ev[0]->more);
+    faas__agent_event__free_unpacked(p.ev[0], NULL);
+}
+
+Test(agent_cmd, cancel_task_needs_an_id)
+{
+    Faas__AgentCommand c = FAAS__AGENT_COMMAND__INIT;
+    c.type = FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&c.base, &len);
+    agent_cmd_t cmd;
+    const char *err = NULL;
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), -1);
+    free(buf);
+    c.task_id = "0123456789abcdef0123456789abcdef";
+    buf = faas_pb_pack(&c.base, &len);
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0);
+    cr_assert_str_eq(cmd.msg->task_id, c.task_id);
+    agent_cmd_free(&cmd);
+    free(buf);
+}

@@ -3,7 +3,7 @@
  * Listens on 127.0.0.1:$PORT (default 8000), one thread per connection, keep-alive.
  *   GET  /healthz     -> 200 "ok"
  *   GET  / or /hello  -> "hello from hello-http\n"
- *   POST /echo        -> the request body
+ *   POST /echo        -> the request body (?status=NNN: with that status and X-Echo-Status)
  *   GET  /slow?ms=N   -> answers after N ms
  *   GET  /env?name=X  -> the value of environment variable X (404 if unset)
  *   GET  /crash       -> the process exits abruptly, without answering
@@ -55,16 +55,25 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-static int respond(conn_t *c, int status, const char *reason, const char *ctype, const char *body, size_t blen,
-                   int keep)
+/* extra: more header lines ("" or "Name: value\r\n..."). */
+static int respond_with(conn_t *c, int status, const char *reason, const char *ctype, const char *extra,
+                        const char *body, size_t blen, int keep)
 {
-    char head[256];
+    char head[512];
     int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
-                      reason, ctype, blen, keep ? "keep-alive" : "close");
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                      status, reason, ctype, extra, blen, keep ? "keep-alive" : "close");
+    if (hl < 0 || (size_t)hl >= sizeof(head))
+        return -1;
     if (send_all(c->fd, head, (size_t)hl) != 0 || (!c->head && send_all(c->fd, body, blen) != 0))
         return -1;
     return 0;
+}
+
+static int respond(conn_t *c, int status, const char *reason, const char *ctype, const char *body, size_t blen,
+                   int keep)
+{
+    return respond_with(c, status, reason, ctype, "", body, blen, keep);
 }
 
 /* Reads more bytes into the connection buffer; -1 on EOF or error. */
@@ -288,8 +297,17 @@ static int route(conn_t *c, const char *method, const char *target, const char *
         return respond(c, 200, "OK", "text/plain", "ok\n", 3, keep);
     if (get && (strcmp(path, "/") == 0 || strcmp(path, "/hello") == 0))
         return respond(c, 200, "OK", "text/plain", "hello from hello-http\n", 22, keep);
-    if (strcmp(method, "POST") == 0 && strcmp(path, "/echo") == 0)
-        return respond(c, 200, "OK", "application/octet-stream", body, blen, keep);
+    if (strcmp(method, "POST") == 0 && strcmp(path, "/echo") == 0) {
+        /* ?status=NNN answers with that status and says so in a header of its own */
+        const char *st = strncmp(query, "status=", 7) == 0 ? query + 7 : NULL;
+        long code = st != NULL ? strtol(st, NULL, 10) : 200;
+        if (code < 200 || code > 599)
+            code = 200;
+        char extra[64];
+        snprintf(extra, sizeof(extra), "X-Echo-Status: %ld\r\n", code);
+        return respond_with(c, (int)code, code == 200 ? "OK" : "Custom", "application/octet-stream",
+                            st != NULL ? extra : "", body, blen, keep);
+    }
     if (get && strcmp(path, "/slow") == 0) {
         const char *ms = strstr(query, "ms=");
         long v = ms ? strtol(ms + 3, NULL, 10) : 1000;

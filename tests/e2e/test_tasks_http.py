@@ -3,6 +3,7 @@ answered 202 only once durable, the /tasks endpoints, and what never makes a tas
 daemons (discovery with its task store, a worker manager, the gateway) and curl."""
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -147,3 +148,51 @@ def test_a_submitted_task_is_durable_across_a_discovery_restart(plat):
     st = wait_until(lambda: json.loads(curl(plat.gateway_url + "/tasks/" + tid)[1]), 15, interval=0.1,
                     what="the task after discovery's restart")
     assert st["id"] == tid and st["function"] == "hello"
+
+
+def poll_done(plat, tid, timeout=30):
+    def done():
+        st = json.loads(curl(plat.gateway_url + "/tasks/" + tid)[1])
+        return st if st["status"] in ("succeeded", "failed", "cancelled") else None
+    return wait_until(done, timeout, interval=0.1, what=f"task {tid} finished")
+
+
+def test_result_is_replayed_byte_for_byte_with_status_and_header(plat, tmp_path):
+    """A binary body with every byte value, a custom status and a header of the function's."""
+    body = bytes(range(256)) * 300
+    src = tmp_path / "body.bin"
+    src.write_bytes(body)
+    code, hdrs, out = submit(plat, "/async-function/hello/echo?status=201", "--data-binary", f"@{src}")
+    assert code == 202, out
+    tid = json.loads(out)["id"]
+    st = poll_done(plat, tid)
+    assert st["status"] == "succeeded", (st, plat.logs())
+    assert st["result_status"] == 201 and st["result_size"] == len(body) and st["attempts"] == 1
+    assert st["finished"] is not None and st["started"] is not None
+    dst, hdr = tmp_path / "result.bin", tmp_path / "result.hdr"
+    p = subprocess.run(["curl", "-sS", "-D", str(hdr), "-o", str(dst), plat.gateway_url + f"/tasks/{tid}/result"],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    head = hdr.read_text().lower()
+    assert head.startswith("http/1.1 201"), head
+    assert dst.read_bytes() == body
+    assert "x-echo-status: 201" in head
+    assert "content-type: application/octet-stream" in head
+
+
+def test_result_while_running_is_202_with_retry_after_then_the_result(plat):
+    code, hdrs, out = submit(plat, "/async-function/hello/slow?ms=1500", "-X", "GET")
+    assert code == 202, out
+    tid = json.loads(out)["id"]
+    code, out, _ = curl("-i", plat.gateway_url + f"/tasks/{tid}/result")
+    h, b = head_and_body(out)
+    assert code == 202 and h.get("retry-after") == "1", out
+    assert json.loads(b)["status"] in ("queued", "running")
+    st = poll_done(plat, tid)
+    assert st["status"] == "succeeded", st
+    code, out, _ = curl(plat.gateway_url + f"/tasks/{tid}/result")
+    assert code == 200, out
+    # a finished task cannot be cancelled
+    code, out, _ = curl("-X", "DELETE", plat.gateway_url + f"/tasks/{tid}")
+    assert code == 409, out
+

@@ -176,6 +176,29 @@ void disp_hold(disp_call_t *c, disp_fn_t *fn)
         fail_waiters(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
 }
 
+/* ---- an agent whose user server died (runtime-agent/control.c on_user_exit) ---- */
+
+/* It says so with GOAWAY "instance-gone" before its pod is destroyed: its instances
+ * stop taking calls now, not when discovery's deregistration arrives. */
+static void on_agent_goaway(const char *hostport, const uint8_t *data, size_t len)
+{
+    static const char gone[] = "instance-gone";
+    if (len != sizeof(gone) - 1 || memcmp(data, gone, len) != 0)
+        return;
+    for (size_t i = 0; i < disp_g.table.nfns; i++) {
+        disp_fn_t *fn = disp_g.table.fns[i];
+        for (size_t k = 0; k < fn->ninst;) {
+            disp_inst_t *inst = fn->inst[k];
+            if (strcmp(inst->endpoint, hostport) == 0) {
+                FAAS_INFO("event=instance_gone fn=%.*s instance=%s", (int)fn->name_len, fn->name, inst->id);
+                disp_inst_remove(inst); /* swaps the last one into k */
+            } else {
+                k++;
+            }
+        }
+    }
+}
+
 /* ---- idle release ---- */
 
 static void on_idle_scan(h2o_timeout_entry_t *e)
@@ -230,6 +253,7 @@ void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg)
     idle_entry.cb = on_idle_scan;
     h2o_timeout_link(ctx->loop, &idle_timeout, &idle_entry);
     disp_h2b_init(ctx->loop);
+    h2b_on_goaway(on_agent_goaway);
 }
 
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)

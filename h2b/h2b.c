@@ -32,7 +32,8 @@ struct h2b_conn {
     evl_link_t pairs;      /* h2b_side_t.link of the streams on this connection */
     const h2b_server_cbs_t *cbs;
     char hostport[64];
-    h2b_conn_t *next; /* client registry */
+    h2b_conn_t *next;       /* client registry */
+    evl_link_t server_link; /* in g.servers */
 };
 
 static struct {
@@ -40,6 +41,8 @@ static struct {
     evl_link_t flush, frees, reap; /* end-of-iteration work */
     int later_asked;
     h2b_conn_t *clients;
+    evl_link_t servers; /* server connections, for h2b_goaway_all */
+    void (*on_goaway)(const char *hostport, const uint8_t *data, size_t len);
     size_t live;
     h2b_pair_t *cache[PAIR_CACHE];
     size_t ncache;
@@ -499,6 +502,8 @@ static void down_eos(h2b_pair_t *p)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2b_conn_t *c = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY && !c->server && g.on_goaway != NULL)
+        g.on_goaway(c->hostport, f->goaway.opaque_data, f->goaway.opaque_data_len);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     h2b_pair_t *p = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
@@ -725,6 +730,8 @@ static void conn_kill(h2b_conn_t *c, const char *why)
     if (c->dead)
         return;
     c->dead = 1;
+    if (evl_linked(&c->server_link))
+        evl_list_unlink(&c->server_link);
     if (!c->server)
         FAAS_INFO("event=h2_upstream_closed endpoint=%s reason=\"%s\"", c->hostport, why);
     for (h2b_conn_t **pp = &g.clients; *pp != NULL; pp = &(*pp)->next)
@@ -833,6 +840,7 @@ h2b_conn_t *h2b_io_accept(void *sock, const h2b_server_cbs_t *cbs)
         return NULL;
     c->cbs = cbs;
     c->connected = 1;
+    evl_list_insert(&g.servers, &c->server_link);
     c->sock = sock;
     g.io->read_start(sock, c);
     schedule_flush(c);
@@ -883,6 +891,7 @@ void h2b_init_io(const h2b_io_t *io)
     evl_list_init(&g.flush);
     evl_list_init(&g.frees);
     evl_list_init(&g.reap);
+    evl_list_init(&g.servers);
 }
 
 size_t h2b_live_pairs(void)
@@ -985,4 +994,23 @@ void h2b_pair_release(h2b_pair_t *p)
     if (!p->up.in_eos)
         reset_up(p, NGHTTP2_CANCEL);
     maybe_free(p); /* an open stream still sending the request keeps p until it closes */
+}
+
+/* ---- going away ---- */
+
+void h2b_goaway_all(const char *debug)
+{
+    for (evl_link_t *l = g.servers.next; l != &g.servers; l = l->next) {
+        h2b_conn_t *c = EVL_CONTAINER(l, h2b_conn_t, server_link);
+        if (c->dead)
+            continue;
+        nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
+                              NGHTTP2_NO_ERROR, (const uint8_t *)debug, strlen(debug));
+        schedule_flush(c);
+    }
+}
+
+void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len))
+{
+    g.on_goaway = cb;
 }

@@ -168,6 +168,15 @@ int h2b_pair_alive(const h2b_pair_t *p);
 /* Adds a header (copied) to one of a pair's lists (freed with the pair); 0 or -1. */
 int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *value, size_t vl);
 
+/* ---- going away ---- */
+
+/* Sends GOAWAY (NO_ERROR, debug as its opaque data) on every server connection: the
+ * streams already taken finish, no new one will be. */
+void h2b_goaway_all(const char *debug);
+/* cb learns of every GOAWAY a client connection receives (hostport as given to
+ * h2b_client_get, the peer's opaque data). One hook per process. */
+void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len));
+
 /* ---- local callers: the application is the down side (no server stream) ---- */
 
 typedef struct h2b_local {

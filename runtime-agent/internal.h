@@ -144,6 +144,10 @@ typedef struct agent_req {
     agent_task_t *task; /* an async task: its response is collected, not streamed */
 } agent_req_t;
 
+/* The GOAWAY debug data of an agent whose user server is gone (the dispatcher drops the
+ * instance on it; dispatcher/dispatcher.c). */
+#define AGENT_GOAWAY_GONE "instance-gone"
+
 /* Installs the bridge on loop (the evl adapter); max_body bounds request bodies. */
 int agent_front_init(evl_loop_t *loop, uint64_t max_body);
 /* Serves h2c with prior knowledge on a bound, listening fd (the agent's one port). */

@@ -154,9 +154,8 @@ static void on_user_failed(const char *msg)
 static void on_user_exit(int status, int was_ready)
 {
     FAAS_WARN("event=user_exit fn=%s status=%d was_ready=%d", ag.cmd.spec.name, status, was_ready);
-    /* the instance is gone: say so to every dispatcher at once (it stops picking it
-     * before discovery's deregistration reaches it), and refuse what still arrives */
-    agent_front_set_ready(0);
+    /* the instance is gone: say so to every dispatcher at once, so it stops picking it
+     * before discovery's deregistration reaches it */
     h2b_goaway_all(AGENT_GOAWAY_GONE);
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = FAAS__AGENT_EVENT__TYPE__USER_EXIT;

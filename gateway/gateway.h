@@ -35,6 +35,11 @@ int gw_route_host(const char *host, size_t len, const char *domain, size_t dlen,
  * te_value is the header's value (te: only "trailers" passes). */
 int gw_header_is_hop(const char *name, size_t len, const char *value, size_t vlen, const char *conn, size_t connlen);
 
+/* 1 if a function's response header is not passed on as it is: h2o writes its own Date
+ * and framing (content-length is taken as the length), and hop-by-hop headers end at
+ * this hop. Case-insensitive. Pure. */
+int gw_response_header_own(const char *name, size_t len);
+
 /* 1 if a client-supplied request id is reusable: 1..64 chars of [A-Za-z0-9._:-]. */
 int gw_request_id_sane(const char *s, size_t len);
 
@@ -119,11 +124,11 @@ typedef struct {
     uint32_t queue_max;             /* per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     uint32_t threads;
-    const char *domain; /* "" = no Host-based routing */
-    const char *grpc_listen; /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */
-    const char *thrift_listen;      /* Thrift port; "off" = none */
-    const char *thrift_default_fn;  /* function for Thrift calls naming none; "" = none */
-    int thrift_listen_explicit;     /* set by flag: failing to bind is fatal */
+    const char *domain;            /* "" = no Host-based routing */
+    const char *grpc_listen;       /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */
+    const char *thrift_listen;     /* Thrift port; "off" = none */
+    const char *thrift_default_fn; /* function for Thrift calls naming none; "" = none */
+    int thrift_listen_explicit;    /* set by flag: failing to bind is fatal */
 } gw_config_t;
 
 /* Runs the gateway until SIGINT/SIGTERM; returns the process exit code. */

@@ -168,3 +168,13 @@ int gw_request_id_sane(const char *s, size_t len)
     }
     return 1;
 }
+
+int gw_response_header_own(const char *name, size_t len)
+{
+    static const char *const own[] = {"connection", "keep-alive", "transfer-encoding", "content-length",
+                                      "date",       "upgrade",    "proxy-connection"};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strlen(own[i]) == len && strncasecmp(name, own[i], len) == 0)
+            return 1;
+    return 0;
+}

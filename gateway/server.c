@@ -130,9 +130,7 @@ static void sink_head(disp_call_t *c, int status, const nghttp2_nv *hs, size_t n
             req->res.content_length = cl;
             continue;
         }
-        /* h2o writes its own Date; hop-by-hop headers have no meaning past this hop */
-        if (hdr_is(v, "date", 4) || hdr_is(v, "connection", 10) || hdr_is(v, "transfer-encoding", 17) ||
-            hdr_is(v, "keep-alive", 10))
+        if (gw_response_header_own((const char *)v->name, v->namelen))
             continue;
         h2o_iovec_t nm = h2o_strdup(&req->pool, (const char *)v->name, v->namelen);
         h2o_iovec_t val = h2o_strdup(&req->pool, (const char *)v->value, v->valuelen);

@@ -273,16 +273,6 @@ static void on_task(void *ud, int rc, const uint8_t *resp, size_t len, const cha
     send_json(req, st, j.base, j.len);
 }
 
-static int hop_by_hop(const char *n)
-{
-    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding", "content-length",
-                                      "date",       "upgrade",    "proxy-connection"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (strcasecmp(n, hop[i]) == 0)
-            return 1;
-    return 0;
-}
-
 static void on_result(void *ud, int rc, const uint8_t *resp, size_t len, const char *err)
 {
     pending_t *t = ud;
@@ -305,7 +295,7 @@ static void on_result(void *ud, int rc, const uint8_t *resp, size_t len, const c
     req->res.reason = faas_http_reason((int)r->status);
     for (size_t i = 0; i < r->n_headers; i++) {
         const Faas__KeyValue *h = r->headers[i];
-        if (hop_by_hop(h->key))
+        if (gw_response_header_own(h->key, strlen(h->key)))
             continue;
         h2o_iovec_t n = h2o_strdup(&req->pool, h->key, strlen(h->key)),
                     v = h2o_strdup(&req->pool, h->value, strlen(h->value));

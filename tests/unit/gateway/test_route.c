@@ -136,3 +136,14 @@ Test(route, host_based)
     cr_assert_eq(host("127.0.0.1:8080", "0.0.1", &n), 0); /* the operator picks a sane domain */
     cr_assert_eq(host("[::1]:80", "1]", &n), -1);
 }
+
+Test(route, response_headers_the_gateway_writes_itself)
+{
+    cr_assert(gw_response_header_own("Date", 4));
+    cr_assert(gw_response_header_own("content-length", 14));
+    cr_assert(gw_response_header_own("Transfer-Encoding", 17));
+    cr_assert(gw_response_header_own("connection", 10));
+    cr_assert_not(gw_response_header_own("x-echo-status", 13));
+    cr_assert_not(gw_response_header_own("dat", 3));
+    cr_assert_not(gw_response_header_own("content-type", 12));
+}

@@ -639,6 +639,16 @@ static void put_task(jw_t *w, const Faas__Task *t)
     put_jstr_or_null(w, t->callback_url);
     PUT_LIT(w, ", \"callback_status\": ");
     put_jstr_or_null(w, t->callback_status);
+    PUT_LIT(w, ", \"callback_attempts\": ");
+    put_u64(w, t->callback_attempts);
+    /* the instance of the current or last attempt: attempts on other pods show here */
+    PUT_LIT(w, ", \"instance\": ");
+    put_jstr_or_null(w, t->instance_id);
+    PUT_LIT(w, ", \"cancel_requested\": ");
+    if (t->cancel_requested)
+        PUT_LIT(w, "true");
+    else
+        PUT_LIT(w, "false");
     PUT_LIT(w, "}");
 }
 

@@ -10,6 +10,10 @@
  *   GET  /whoami      -> JSON: uid, pid, memory limit, writable dirs, PID namespace
  *   anything else     -> 404
  *
+ * With HELLO_LOG_REQUESTS=1 in its environment it writes a line to stdout when it starts
+ * and when it ends each request, with the X-Request-Id and the wall clock in ms: tests
+ * count from the function's log how often, and how many at once, requests ran.
+ *
  * Build: cc -O2 -pthread -o hello hello.c */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -339,12 +343,31 @@ static int route(conn_t *c, const char *method, const char *target, const char *
     return respond(c, 404, "Not Found", "text/plain", "not found\n", 10, keep);
 }
 
+/* One write(2) per line: lines of concurrent requests never interleave in the log. */
+static void log_request(const char *what, const char *rid, const char *method, const char *target)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("HELLO_LOG_REQUESTS");
+        on = v != NULL && *v != '\0' && strcmp(v, "0") != 0;
+    }
+    if (!on)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char line[512];
+    int n = snprintf(line, sizeof(line), "hello: request %s id=%s t_ms=%lld %s %.200s\n", what, rid[0] ? rid : "-",
+                     (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, method, target);
+    if (n > 0)
+        (void)!write(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
 /* ---- one connection ---------------------------------------------------------------------- */
 
 /* Parses one request head (already a whole line set in the buffer) and serves it. */
 static int serve_one(conn_t *c)
 {
-    char line[8192], method[16], target[4096], version[16];
+    char line[8192], method[16], target[4096], version[16], rid[128] = "";
     size_t clen = 0;
     int chunked = 0, keep = 1, bad;
     if (read_line(c, line, sizeof(line)) != 0)
@@ -366,6 +389,8 @@ static int serve_one(conn_t *c)
             chunked = 1;
         else if (strncasecmp(line, "connection:", 11) == 0)
             keep = strcasestr(line, "close") ? 0 : strcasestr(line, "keep-alive") ? 1 : keep;
+        else if (strncasecmp(line, "x-request-id:", 13) == 0)
+            sscanf(line + 13, " %127[!-~]", rid);
     }
     if (bad) {
         respond(c, 400, "Bad Request", "text/plain", "bad request\n", 12, 0);
@@ -381,7 +406,9 @@ static int serve_one(conn_t *c)
         free(body);
         return -1;
     }
+    log_request("begin", rid, method, target);
     int rc = route(c, method, target, body, blen, keep);
+    log_request("end", rid, method, target);
     free(body);
     return rc == 0 && keep ? 0 : -1;
 }

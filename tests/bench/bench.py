@@ -27,6 +27,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+import tasks_bench  # noqa: E402  (the async-task rows, a file of their own)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCS = (1, 16, 128)
 
@@ -852,8 +854,14 @@ def profile(s, a, res):
     print(f"  profile written to {a.profile}", file=sys.stderr, flush=True)
 
 
+def scen_tasks(s, a, res):
+    """8. async tasks (tests/bench/tasks_bench.py): durable submissions/s, submit-to-succeeded latency."""
+    tasks_bench.scen_tasks(s, a, res, wrk)
+
+
+# tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
-             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem)]
+             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
 
@@ -987,6 +995,7 @@ def table(res, m, cm, a):
             f"user server {per['nginx']['user server (direct)']:.1f} us", "", "", "", "")
         add("CPU per request, HTTP/1.1 GET c16", 16, "direct", "", "",
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
+    tasks_bench.rows(res, add, f_us, f_rps)
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "
              f"at end {' '.join(read('/proc/loadavg').split()[:3])}")
@@ -1014,6 +1023,11 @@ def table(res, m, cm, a):
         "discovery of its own (tests/bench/discprop.c; discprop.py if it could not be built).",
         "The load average in the header is the machine's at the start: other work on these 2 cores shows "
         "up in every figure (mostly in p99 and in the floor).",
+        "Async: submissions by wrk at c16 (1-byte POST /async-function/bench/echo; 202 only once the task is "
+        "committed); tasks per commit from discovery's faas_tasks_submitted_total / faas_task_commits_total; "
+        "fsyncs per submission from a second 2 s run with strace -c on discovery's threads. Submit -> succeeded: "
+        "one client, the submission then GET /tasks/<id> every 1 ms on the same connection, then the same POST "
+        "made synchronously (--cold sets how many).",
         "Cold start phases come from the worker manager's event=acquired and the gateway's event=cold_start "
         "log lines; the client figure is measured by the harness around one GET.",
     ]

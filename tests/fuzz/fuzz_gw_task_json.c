@@ -251,12 +251,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.result_status = (uint32_t)take(&data, &size, 2);
     t.result_size = take(&data, &size, 8);
     size_t small = (size_t)take(&data, &size, 2), ntasks = (size_t)take(&data, &size, 1) % 4;
-    char *s[6];
-    for (int i = 0; i < 6; i++)
+    t.callback_attempts = (uint32_t)take(&data, &size, 4);
+    t.cancel_requested = (protobuf_c_boolean)(take(&data, &size, 1) & 1);
+    char *s[7];
+    for (int i = 0; i < 7; i++)
         s[i] = piece(&data, &size);
     t.id = s[0], t.function = s[1], t.error = s[2], t.callback_url = s[3], t.callback_status = s[4];
+    t.instance_id = s[6];
 
-    check(w_task, &t, 13, small);
+    check(w_task, &t, 16, small);
     check(w_accepted, t.id, 2, small);
     Faas__Task *tasks[3] = {&t, &t, &t};
     Faas__TaskList l = FAAS__TASK_LIST__INIT;
@@ -264,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     l.tasks = tasks;
     l.next = s[5];
     check(w_list, &l, 2, small);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         free(s[i]);
     return 0;
 }

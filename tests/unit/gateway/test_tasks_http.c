@@ -538,6 +538,8 @@ static Faas__Task sample(void)
     t.result_size = 18446744073709551615ull;
     t.callback_url = "http://h/cb";
     t.callback_status = "delivered";
+    t.callback_attempts = 3;
+    t.instance_id = "fn-1";
     return t;
 }
 
@@ -550,7 +552,8 @@ Test(tasks_json, status_json_exact)
                        "\"attempts\": 2, \"created\": \"2024-05-01T12:00:00.123Z\", "
                        "\"started\": \"2000-02-29T00:00:00.000Z\", \"finished\": \"2099-12-31T23:59:59.999Z\", "
                        "\"error\": null, \"result_status\": 201, \"result_size\": 18446744073709551615, "
-                       "\"callback_url\": \"http://h/cb\", \"callback_status\": \"delivered\"}";
+                       "\"callback_url\": \"http://h/cb\", \"callback_status\": \"delivered\", "
+                       "\"callback_attempts\": 3, \"instance\": \"fn-1\", \"cancel_requested\": false}";
     cr_assert_str_eq(out, want);
     cr_assert_eq(n, strlen(want));
 }
@@ -567,10 +570,12 @@ Test(tasks_json, queued_task_has_nulls)
     cr_assert_lt(n, sizeof(out));
     cr_assert(py_eval(out, n,
                       "[d[k] for k in (\"status\",\"created\",\"started\",\"finished\",\"error\",\"result_status\","
-                      "\"result_size\",\"callback_url\",\"callback_status\",\"attempts\",\"version\")]",
+                      "\"result_size\",\"callback_url\",\"callback_status\",\"attempts\",\"version\","
+                      "\"callback_attempts\",\"instance\",\"cancel_requested\")]",
                       line, sizeof(line)),
               "%s", line);
-    cr_assert_str_eq(line, "['queued', '1970-01-01T00:00:00.001Z', None, None, None, None, 0, None, None, 0, 0]");
+    cr_assert_str_eq(line,
+                     "['queued', '1970-01-01T00:00:00.001Z', None, None, None, None, 0, None, None, 0, 0, 0, None, False]");
     t.status = FAAS__TASK__STATUS__FAILED;
     t.result_status = 0;
     t.error = "deadline";

@@ -1,0 +1,118 @@
+"""Async tasks that outlive the components around them (issue 11, docs/async.md), over the
+gateway's HTTP API with real daemons: the gateway SIGKILLed and restarted in the middle of a
+60-second task, which the user server still sees exactly once; the pod itself killed
+mid-task, which runs it again. The user server (examples/hello-http with
+HELLO_LOG_REQUESTS=1) logs a line per request with its X-Request-Id, which the agent sets to
+the task id: the function's log counts how often each task really ran."""
+import json
+import os
+import re
+import signal
+
+import pytest
+
+from platform_util import Platform, curl, wait_until
+
+LINE = re.compile(r"hello: request (begin|end) id=([0-9a-f]{32}) t_ms=(\d+) ")
+
+
+@pytest.fixture
+def plat(tmp_path):
+    p = Platform(tmp_path).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def deploy_counted(p, name, *extra):
+    p.deploy_hello(name, "-e", "HELLO_LOG_REQUESTS=1", *extra)
+
+
+def submit(p, path, *args):
+    code, body, err = curl("-X", "GET", *args, p.gateway_url + path)
+    assert code == 202, (code, body, err, p.logs())
+    return json.loads(body)["id"]
+
+
+def task(p, tid):
+    code, body, _ = curl(p.gateway_url + "/tasks/" + tid)
+    assert code == 200, body
+    return json.loads(body)
+
+
+def wait_status(p, tid, status, timeout):
+    return wait_until(lambda: (lambda t: t if t["status"] == status else None)(task(p, tid)), timeout,
+                      interval=0.1, what=f"task {tid} {status}: {task(p, tid)}\n{p.logs()}")
+
+
+def runs(p, fn):
+    """{task id: [(begin|end, t_ms)]} from the function's log (the worker manager's file)."""
+    out = {}
+    try:
+        with open(os.path.join(p.dir, "worker", "logs", fn + ".log"), errors="replace") as f:
+            for m in LINE.finditer(f.read()):
+                out.setdefault(m.group(2), []).append((m.group(1), int(m.group(3))))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def pids_of(comm, root):
+    """PIDs named comm below root in the process tree (only this test's pods)."""
+    found = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            pid = int(d)
+            while pid > 1:
+                with open(f"/proc/{pid}/stat") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if pid == root:
+                    found.append(int(d))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_gateway_sigkilled_mid_60s_task_runs_it_exactly_once(plat):
+    deploy_counted(plat, "long")
+    tid = submit(plat, "/async-function/long/slow?ms=60000")
+    wait_until(lambda: runs(plat, "long").get(tid), 60, interval=0.05,
+               what=f"the user server took the task\n{plat.logs()}")
+    running = task(plat, tid)
+    assert running["status"] == "running" and running["attempts"] == 1, running
+
+    assert plat.gateway.kill() == -signal.SIGKILL
+    plat.gateway.start()
+
+    # the agent owns the run: the restarted gateway neither repeats nor aborts it
+    done = wait_status(plat, tid, "succeeded", 120)
+    assert done["attempts"] == 1, done
+    assert done["result_status"] == 200
+    code, body, _ = curl(plat.gateway_url + "/tasks/" + tid + "/result")
+    assert (code, body) == (200, "slept 60000 ms\n")
+    seen = runs(plat, "long")[tid]
+    assert [k for k, _ in seen] == ["begin", "end"], seen
+    assert seen[1][1] - seen[0][1] >= 60000
+
+
+def test_pod_killed_mid_task_runs_again_on_attempt_2(plat):
+    deploy_counted(plat, "podkill")
+    tid = submit(plat, "/async-function/podkill/slow?ms=5000")
+    wait_until(lambda: runs(plat, "podkill").get(tid), 60, interval=0.05,
+               what=f"the user server took the task\n{plat.logs()}")
+    first = task(plat, tid)
+    agents = pids_of("faas-agent", plat.wm.proc.pid)
+    assert agents, plat.logs()
+    for pid in agents:  # the whole pod: its agent, and with it the user server it started
+        os.kill(pid, signal.SIGKILL)
+
+    done = wait_status(plat, tid, "succeeded", 60)
+    assert done["attempts"] == 2, done
+    assert done["instance_id"] != first["instance_id"]
+    begins = [k for k, _ in runs(plat, "podkill")[tid] if k == "begin"]
+    assert len(begins) == 2

@@ -113,6 +113,6 @@ def test_pod_killed_mid_task_runs_again_on_attempt_2(plat):
 
     done = wait_status(plat, tid, "succeeded", 60)
     assert done["attempts"] == 2, done
-    assert done["instance_id"] != first["instance_id"]
+    assert done["instance"] != first["instance"]
     begins = [k for k, _ in runs(plat, "podkill")[tid] if k == "begin"]
     assert len(begins) == 2

@@ -3,7 +3,10 @@ gateway's HTTP API with real daemons: the gateway SIGKILLed and restarted in the
 60-second task, which the user server still sees exactly once; the pod itself killed
 mid-task, which runs it again. The user server (examples/hello-http with
 HELLO_LOG_REQUESTS=1) logs a line per request with its X-Request-Id, which the agent sets to
-the task id: the function's log counts how often each task really ran."""
+the task id: the function's log counts how often each task really ran, and how many ran
+at once (a burst of 1,000 submissions never runs more than async.concurrency together)."""
+import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -11,7 +14,7 @@ import signal
 
 import pytest
 
-from platform_util import Platform, curl, wait_until
+from platform_util import ROOT, Platform, curl, wait_until
 
 LINE = re.compile(r"hello: request (begin|end) id=([0-9a-f]{32}) t_ms=(\d+) ")
 
@@ -116,3 +119,80 @@ def test_pod_killed_mid_task_runs_again_on_attempt_2(plat):
     assert done["instance"] != first["instance"]
     begins = [k for k, _ in runs(plat, "podkill")[tid] if k == "begin"]
     assert len(begins) == 2
+
+
+def test_burst_of_1000_all_succeed_once_and_never_above_async_concurrency(plat, tmp_path):
+    manifest = tmp_path / "burst.yaml"
+    manifest.write_text(f"""name: burst
+command: ["./hello"]
+health: {{path: /healthz}}
+env: {{HELLO_LOG_REQUESTS: "1"}}
+async: {{concurrency: 4}}
+code: {os.path.join(ROOT, "examples", "hello-http")}
+""")
+    plat.ctl("deploy", "-f", str(manifest))
+
+    def submit_some(n):
+        conn = http.client.HTTPConnection("127.0.0.1", plat.http_port, timeout=60)
+        ids = []
+        try:
+            for _ in range(n):
+                conn.request("GET", "/async-function/burst/slow?ms=20")
+                r = conn.getresponse()
+                body = r.read()
+                assert r.status == 202, body
+                ids.append(json.loads(body)["id"])
+        finally:
+            conn.close()
+        return ids
+
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        ids = [i for part in ex.map(submit_some, [1000 // 16 + (k < 1000 % 16) for k in range(16)]) for i in part]
+    assert len(ids) == 1000 and len(set(ids)) == 1000
+
+    def succeeded():
+        code, body, _ = curl(plat.gateway_url + "/tasks?function=burst&status=succeeded&limit=1000")
+        assert code == 200, body
+        return len(json.loads(body)["tasks"]) == 1000
+    wait_until(succeeded, 300, interval=0.5, what=f"1,000 tasks succeeded\n{plat.logs()}")
+
+    seen = runs(plat, "burst")
+    assert set(seen) == set(ids)
+    twice = {i: v for i, v in seen.items() if [k for k, _ in v] != ["begin", "end"]}
+    assert not twice, list(twice.items())[:5]
+    # how many ran at once, from the user server's own clock (an end before a begin of
+    # the same millisecond: the log has 1 ms resolution)
+    events = sorted((t, 0 if k == "end" else 1) for v in seen.values() for k, t in v)
+    running = peak = 0
+    for _, up in events:
+        running += 1 if up else -1
+        peak = max(peak, running)
+    assert 1 <= peak <= 4, peak
+
+
+def test_short_retention_purges_the_finished_task_and_its_result(plat, tmp_path):
+    manifest = tmp_path / "brief.yaml"
+    manifest.write_text(f"""name: brief
+command: ["./hello"]
+health: {{path: /healthz}}
+async: {{retention: 2s}}
+code: {os.path.join(ROOT, "examples", "hello-http")}
+""")
+    plat.ctl("deploy", "-f", str(manifest))
+    plat.deploy_hello("kept")
+    code, body, _ = curl("-d", "gone soon", plat.gateway_url + "/async-function/brief/echo")
+    assert code == 202, body
+    tid = json.loads(body)["id"]
+    code, body, _ = curl("-d", "kept", plat.gateway_url + "/async-function/kept/echo")
+    kept = json.loads(body)["id"]
+    wait_status(plat, tid, "succeeded", 60)
+    wait_status(plat, kept, "succeeded", 60)
+    assert curl(plat.gateway_url + "/tasks/" + tid + "/result")[:2] == (200, "gone soon")
+
+    wait_until(lambda: curl(plat.gateway_url + "/tasks/" + tid)[0] == 404, 30, interval=0.2,
+               what=f"task {tid} purged after its function's 2 s retention")
+    assert curl(plat.gateway_url + "/tasks/" + tid + "/result")[0] == 404
+    code, body, _ = curl(plat.gateway_url + "/tasks?function=brief")
+    assert code == 200 and json.loads(body)["tasks"] == []
+    # the other function keeps the default retention (7 days)
+    assert task(plat, kept)["status"] == "succeeded"

@@ -385,6 +385,14 @@ static int finish(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *er
     return disc_set_str(&t->error, error) == 0 ? 0 : -ENOMEM;
 }
 
+/* The attempt ends the task; a cancel asked for meanwhile wins over how it ended. */
+static int end_task(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *error, int64_t now_ms)
+{
+    if (x->cancel)
+        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
+    return finish(t, x, st, error, now_ms);
+}
+
 /* base * 2^(n-1) (n 0 counts as 1), at most cap. */
 static int64_t doubling(int64_t base, int64_t cap, uint32_t n)
 {
@@ -407,10 +415,8 @@ int64_t disc_task_callback_backoff_ms(uint32_t base_ms, uint32_t attempts)
 /* A platform failure of the current attempt: retry later, or give up. */
 static int fail_attempt(Faas__Task *t, row_t *x, const char *why, uint32_t max_attempts, int64_t now_ms)
 {
-    if (x->cancel)
-        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
-    if (t->attempts >= (max_attempts ? max_attempts : DISC_TASK_MAX_ATTEMPTS))
-        return finish(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
+    if (x->cancel || t->attempts >= (max_attempts ? max_attempts : DISC_TASK_MAX_ATTEMPTS))
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
     t->status = FAAS__TASK__STATUS__QUEUED;
     t->not_before_unix_ms = now_ms + disc_task_backoff_ms(t->attempts);
     t->lease_until_unix_ms = 0;
@@ -817,14 +823,18 @@ static int report_done(disc_tasks_t *ts, Faas__Task *t, row_t *x, const Faas__Ta
         return rc;
     t->result_status = res->status;
     t->result_size = res->body.len;
-    return x->cancel ? finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms)
-                     : finish(t, x, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
+    return end_task(t, x, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
 }
 
 typedef struct {
     const Faas__TaskReport *r;
     uint32_t max_attempts;
 } report_arg_t;
+
+static const char *report_error(const Faas__TaskReport *r)
+{
+    return r->error && r->error[0] ? r->error : "the attempt failed";
+}
 
 static int apply_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
@@ -843,8 +853,10 @@ static int apply_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *a
         return 0;
     case FAAS__TASK_REPORT__KIND__DONE:
         return report_done(ts, t, x, r->result, now_ms);
+    case FAAS__TASK_REPORT__KIND__REJECTED: /* e.g. the result is too large: another try ends the same */
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, report_error(r), now_ms);
     case FAAS__TASK_REPORT__KIND__FAILED:
-        return fail_attempt(t, x, r->error && r->error[0] ? r->error : "the attempt failed", a->max_attempts, now_ms);
+        return fail_attempt(t, x, report_error(r), a->max_attempts, now_ms);
     default:
         return -EINVAL;
     }

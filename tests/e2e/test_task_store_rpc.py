@@ -136,6 +136,14 @@ def test_failed_report_retries_after_backoff_then_fails(disc):
     assert code == grpc.StatusCode.NOT_FOUND, "failed without a result"
 
 
+def test_rejected_report_fails_at_once(disc):
+    tid = submit(disc)["id"]
+    claim(disc)
+    r = report(disc, tid, pb.REPORT_REJECTED, error="result larger than 8 MiB")
+    assert r["status"] == pb.FAILED and r["attempts"] == 1 and r["error"] == "result larger than 8 MiB"
+    assert claim(disc) == [], "not queued again"
+
+
 def test_bad_submissions_and_ids(disc):
     tid = submit(disc)["id"]
     cases = [

@@ -287,6 +287,33 @@ Test(tasks, failed_reports_back_off_then_fail)
     faas__task__free_unpacked(t, NULL);
 }
 
+Test(tasks, rejected_fails_at_once_whatever_the_attempts_left)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(2, "fn", 1001), 0);
+    faas__task_list__free_unpacked(claim("fn", 2, 1000, 2000), NULL);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    Faas__Task *t = NULL;
+    r.id = "00000000000000000000000000000001";
+    r.kind = FAAS__TASK_REPORT__KIND__REJECTED;
+    r.error = "result larger than 8 MiB";
+    cr_assert_eq(disc_task_report(ts, &r, 3, 2500, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+    cr_assert_eq(t->attempts, 1, "never retried");
+    cr_assert_eq(t->finished_unix_ms, 2500);
+    cr_assert_str_eq(t->error, "result larger than 8 MiB");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_report(ts, &r, 3, 2600, NULL), -ESTALE, "ended");
+
+    /* a cancel asked for meanwhile wins */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 2600, NULL), 0);
+    r.id = "00000000000000000000000000000002";
+    r.error = "";
+    cr_assert_eq(disc_task_report(ts, &r, 3, 2700, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    faas__task__free_unpacked(t, NULL);
+}
+
 Test(tasks, cancel_in_every_state)
 {
     Faas__Task *t = NULL;

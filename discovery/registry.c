@@ -695,6 +695,19 @@ uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, siz
     return buf;
 }
 
+int disc_registry_function_async(disc_registry_t *r, const char *name, Faas__AsyncSpec *out)
+{
+    pthread_mutex_lock(&r->mu);
+    ssize_t i = find_fn(r, name);
+    if (i >= 0) {
+        faas__async_spec__init(out);
+        if (r->fns[i]->async != NULL) /* only scalars: a plain copy is a deep one */
+            *out = *r->fns[i]->async;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return i >= 0 ? 0 : -ENOENT;
+}
+
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out)
 {
     pthread_mutex_lock(&r->mu);

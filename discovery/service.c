@@ -775,7 +775,7 @@ static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
              r ? "task id must be 32 lowercase hex characters" : "the request is not a valid TaskReport message");
     } else if (r->kind == FAAS__TASK_REPORT__KIND__DONE && r->result == NULL) {
         fail(s, call, M_REPORT_TASK, FAAS_GRPC_INVALID_ARGUMENT, "a DONE report needs the result");
-    } else if ((rc = disc_task_report(s->tasks, r, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms(), &t)) != 0) {
+    } else if ((rc = disc_task_report(s->tasks, r, faas_unix_ms(), &t)) != 0) {
         fail_task(s, call, M_REPORT_TASK, rc, r->id);
     } else {
         if (r->kind >= FAAS__TASK_REPORT__KIND__DONE)
@@ -852,6 +852,13 @@ DEFERRED(report_task, M_REPORT_TASK)
 DEFERRED(claim_callbacks, M_CLAIM_CALLBACKS)
 DEFERRED(report_callback, M_REPORT_CALLBACK)
 
+/* The task store's view of a function's async bounds: the registry's cached spec, so
+ * a task transition never waits on the function store's disk. */
+static int task_async(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    return disc_registry_function_async(ud, function, out);
+}
+
 /* ---- setup and metrics ---------------------------------------------------------- */
 
 disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc_tasks_t *tasks,
@@ -888,6 +895,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         return NULL;
     }
     s->jobs_running = 1;
+    disc_task_set_lookup(tasks, task_async, reg);
     for (int i = 0; i < M_COUNT; i++) {
         s->methods[i].method = paths[i];
         s->methods[i].kind = i == M_UPLOAD ? FAAS_RPC_CLIENT_STREAM
@@ -917,6 +925,7 @@ void disc_service_free(disc_service_t *s)
         pthread_join(s->jobs_thread, NULL);
     }
     disc_task_flush(s->tasks); /* submissions still committing answer before s goes */
+    disc_task_set_lookup(s->tasks, NULL, NULL);
     pthread_mutex_destroy(&s->jobs_mu);
     pthread_cond_destroy(&s->jobs_cv);
     pthread_mutex_destroy(&s->deploy_mu);

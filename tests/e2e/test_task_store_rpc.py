@@ -144,6 +144,20 @@ def test_rejected_report_fails_at_once(disc):
     assert claim(disc) == [], "not queued again"
 
 
+def test_function_async_bounds_concurrency_and_max_attempts(disc):
+    deploy_fn(disc, "lim", **{"async": {"concurrency": 2, "max_attempts": 1, "retry_5xx": True}})
+    ids = [submit(disc, fn="lim")["id"] for _ in range(4)]
+    first = claim(disc, fn="lim")
+    assert len(first) == 2, "async.concurrency 2"
+    assert claim(disc, fn="lim") == [], "two run already"
+    r = report(disc, first[0]["id"], pb.REPORT_FAILED, error="user server died")
+    assert r["status"] == pb.FAILED and r["attempts"] == 1, "async.max_attempts 1: no retry"
+    r = report(disc, first[1]["id"], pb.REPORT_DONE, result={"status": 503, "body": b"busy"})
+    assert r["status"] == pb.FAILED and r["error"] == "HTTP 503", "retry_5xx: a failed attempt, the last"
+    assert disc.unary("GetTaskResult", "TaskId", {"id": first[1]["id"]}, "TaskResult")["status"] == 503
+    assert sorted(t["id"] for t in claim(disc, fn="lim")) == sorted(set(ids) - {t["id"] for t in first})
+
+
 def test_bad_submissions_and_ids(disc):
     tid = submit(disc)["id"]
     cases = [

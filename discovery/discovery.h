@@ -216,10 +216,17 @@ void disc_registry_stop_reaper(disc_registry_t *r);
 int disc_registry_function_put(disc_registry_t *r, const Faas__FunctionSpec *spec);
 /* Drops a spec and pushes FUNCTION_DELETE; -ENOENT if it was not cached. */
 int disc_registry_function_delete(disc_registry_t *r, const char *name);
+/* What a watcher wants (WatchRequest): bits for disc_registry_subscribe_want. */
+enum { DISC_WATCH_FUNCTIONS = 1, DISC_WATCH_INSTANCES = 2, DISC_WATCH_WORKERS = 4, DISC_WATCH_TASK_CANCELS = 8 };
+
 /* Sends the snapshot asked for, SNAPSHOT_END, then every change to sink until
  * unsubscribed or sink returns -1. Returns a subscriber id (> 0) or negative. */
 int64_t disc_registry_subscribe(disc_registry_t *r, int functions, int instances, int workers, disc_sink_fn sink,
                                 void *ctx);
+/* Same with DISC_WATCH_* bits; TASK_CANCELS adds no snapshot, only later TASK_CANCEL events. */
+int64_t disc_registry_subscribe_want(disc_registry_t *r, int want, disc_sink_fn sink, void *ctx);
+/* Sends TASK_CANCEL with t to every watcher that asked for task cancels (revision unchanged). */
+void disc_registry_task_cancel(disc_registry_t *r, const Faas__Task *t);
 /* Stops events to subscriber id; no sink call for it happens after this returns. */
 void disc_registry_unsubscribe(disc_registry_t *r, int64_t id);
 /* Packed InstanceList of one function (name "" or NULL = all); malloc'd. */

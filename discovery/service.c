@@ -479,12 +479,13 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         fail(s, call, M_WATCH, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
         return;
     }
-    /* asking for nothing is read as asking for everything: an empty stream helps no one */
-    int all = !wr->functions && !wr->instances && !wr->workers;
+    /* asking for nothing is read as asking for everything (but task cancels, which only
+     * worker managers want): an empty stream helps no one */
+    int all = !wr->functions && !wr->instances && !wr->workers && !wr->task_cancels;
+    int want = (all || wr->functions ? DISC_WATCH_FUNCTIONS : 0) | (all || wr->instances ? DISC_WATCH_INSTANCES : 0) |
+               (all || wr->workers ? DISC_WATCH_WORKERS : 0) | (wr->task_cancels ? DISC_WATCH_TASK_CANCELS : 0);
     watch_t *w = calloc(1, sizeof(*w));
-    int64_t sub = w ? disc_registry_subscribe(s->reg, all || wr->functions, all || wr->instances,
-                                              all || wr->workers, watch_sink, call)
-                    : -ENOMEM;
+    int64_t sub = w ? disc_registry_subscribe_want(s->reg, want, watch_sink, call) : -ENOMEM;
     faas__watch_request__free_unpacked(wr, NULL);
     if (sub < 0) {
         free(w);
@@ -724,6 +725,19 @@ static void do_list_tasks(faas_rpc_call_t *call, const uint8_t *req, size_t len,
         faas__task_query__free_unpacked(q, NULL);
 }
 
+/* Worker managers watching task cancels abort the task in its pod at once; one that
+ * misses this learns it from its next ReportTask reply (cancel_requested). */
+static void announce_cancel(disc_service_t *s, const Faas__Task *t)
+{
+    Faas__Task ev = FAAS__TASK__INIT;
+    ev.id = t->id;
+    ev.function = t->function;
+    ev.instance_id = t->instance_id;
+    ev.status = t->status;
+    ev.cancel_requested = 1;
+    disc_registry_task_cancel(s->reg, &ev);
+}
+
 static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
@@ -734,6 +748,8 @@ static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
     int rc = disc_task_cancel(s->tasks, id->id, faas_unix_ms(), &t);
     if (rc == 0) {
         FAAS_INFO("event=task_cancel id=%s function=%s status=%d", t->id, t->function, (int)t->status);
+        if (t->status == FAAS__TASK__STATUS__RUNNING)
+            announce_cancel(s, t);
         reply_task(s, call, M_CANCEL_TASK, t);
         faas__task__free_unpacked(t, NULL);
     } else {

@@ -345,6 +345,41 @@ Test(tasks, rejected_fails_at_once_whatever_the_attempts_left)
     faas__task__free_unpacked(t, NULL);
 }
 
+Test(tasks, a_running_cancel_rides_on_every_report_reply_then_ends_cancelled)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 2000), NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "i", 2000, &t), 0);
+    cr_assert(!t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 2100, &t), 0);
+    cr_assert(t->cancel_requested);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__RENEW, "i", 2200, &t), 0);
+    cr_assert(t->cancel_requested, "the agent learns it from its next report");
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    t = get(1);
+    cr_assert(t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    /* the agent aborts and reports FAILED "cancelled" */
+    char id[33];
+    mkid(id, 1);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.instance_id = "i";
+    r.kind = FAAS__TASK_REPORT__KIND__FAILED;
+    r.error = "cancelled";
+    cr_assert_eq(disc_task_report(ts, &r, 2300, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_eq(t->attempts, 1);
+    cr_assert_str_eq(t->error, "cancelled");
+    cr_assert_eq(t->finished_unix_ms, 2300);
+    faas__task__free_unpacked(t, NULL);
+}
+
 Test(tasks, cancel_in_every_state)
 {
     Faas__Task *t = NULL;

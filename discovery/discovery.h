@@ -77,7 +77,7 @@ typedef struct disc_tasks disc_tasks_t;
 #define DISC_TASK_BACKOFF_MS 1000 /* first retry waits this, then doubling */
 #define DISC_TASK_BACKOFF_MAX_MS 60000
 #define DISC_TASK_EXPIRE_EVERY_MS 500
-#define DISC_TASK_PURGE_EVERY_MS 60000u
+#define DISC_TASK_PURGE_EVERY_MS 1000u /* indexed: an empty purge costs microseconds */
 #define DISC_TASK_LEASE_LAPSED "lease lapsed (pod, worker manager or host gone)"
 /* SQLite's PRAGMA synchronous values disc_task_open takes. */
 #define DISC_TASK_SYNC_NORMAL 1

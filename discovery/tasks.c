@@ -1043,29 +1043,45 @@ int disc_task_expire(disc_tasks_t *ts, int64_t now_ms)
     return rc != 0 ? rc : (int)n;
 }
 
-/* Rows finished before purge_after existed (0) keep the old rule: the default retention. */
-int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
+/* Rows finished before purge_after existed (0) keep the old rule: the default retention.
+ * A callback still being delivered holds its task (and result) until it ends. At most
+ * PURGE_BATCH rows per transaction: a large expiry never holds the connection for long. */
+#define PURGE_BATCH 500
+static int purge_batch(disc_tasks_t *ts, const char *sql, int64_t now_ms)
 {
-    static const char *const sql[] = {
-        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms > 0 AND purge_after_unix_ms < ?1",
-        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms = 0 AND finished_unix_ms < ?1 - ?2",
-    };
-    int n = 0, rc = 0;
+    sqlite3_stmt *q = NULL;
+    int n = -EIO;
     pthread_mutex_lock(&ts->mu);
-    for (size_t i = 0; rc == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
-        sqlite3_stmt *q = NULL;
-        if ((rc = prepare(ts, sql[i], &q)) != 0)
-            break;
+    if (prepare(ts, sql, &q) == 0) {
         sqlite3_bind_int64(q, 1, now_ms);
         sqlite3_bind_int64(q, 2, (int64_t)ts->retention_ms);
+        sqlite3_bind_int(q, 3, PURGE_BATCH);
         if (sqlite3_step(q) == SQLITE_DONE)
-            n += sqlite3_changes(ts->db);
-        else
-            rc = -EIO;
+            n = sqlite3_changes(ts->db);
         sqlite3_finalize(q);
     }
     pthread_mutex_unlock(&ts->mu);
-    return rc != 0 ? rc : n;
+    return n;
+}
+
+int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
+{
+    static const char *const sql[] = {
+        "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status >= 2 AND purge_after_unix_ms > 0"
+        " AND purge_after_unix_ms < ?1 AND callback_status <> 'pending' LIMIT ?3)",
+        "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status >= 2 AND purge_after_unix_ms = 0"
+        " AND finished_unix_ms < ?1 - ?2 AND callback_status <> 'pending' LIMIT ?3)",
+    };
+    int total = 0;
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        int n;
+        do {
+            if ((n = purge_batch(ts, sql[i], now_ms)) < 0)
+                return n;
+            total += n;
+        } while (n == PURGE_BATCH);
+    }
+    return total;
 }
 
 /* ---- callbacks (X-Callback-Url): claimed and reported by a dispatcher ----------------- */
@@ -1190,7 +1206,7 @@ int disc_task_report_callback(disc_tasks_t *ts, const Faas__CallbackReport *r, i
     return rc;
 }
 
-/* ---- the reaper: expiry every 500 ms, purge every minute -------------------------- */
+/* ---- the reaper: expiry every 500 ms, purge every second ------------------------- */
 
 static void reap_once(disc_tasks_t *ts, uint64_t *last_purge)
 {

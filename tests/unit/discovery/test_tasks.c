@@ -542,9 +542,9 @@ Test(tasks, purge_drops_finished_tasks_past_retention)
 {
     disc_task_configure(ts, &(disc_task_config_t){.retention_ms = 2000});
     for (unsigned i = 1; i <= 3; i++)
-        cr_assert_eq(submit(i, "fn", 0), 0);
-    cr_assert_eq(submit(4, "keep", 0), 0);
-    cr_assert_eq(submit(5, "gone", 0), 0); /* a deleted function: the default */
+        cr_assert_eq(submit_cb(i, "fn", 0, ""), 0); /* no callback to wait for */
+    cr_assert_eq(submit_cb(4, "keep", 0, ""), 0);
+    cr_assert_eq(submit_cb(5, "gone", 0, ""), 0); /* a deleted function: the default */
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000004", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000005", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1000, NULL), 0);
@@ -953,4 +953,25 @@ Test(tasks, group_commit_synchronous_normal)
 Test(tasks, group_commit_synchronous_full)
 {
     group_commit(DISC_TASK_SYNC_FULL, "FULL");
+}
+
+Test(tasks, purge_waits_for_a_pending_callback_and_goes_in_batches)
+{
+    disc_task_configure(ts, &(disc_task_config_t){.retention_ms = 1000, .callback_attempts = 2});
+    cr_assert_eq(submit_cb(1, "fn", 1000, "http://cb/"), 0);
+    run_to_done(1, "fn", 2000);
+    cr_assert_eq(disc_task_purge(ts, 10000), 0, "its callback is still pending");
+    cr_assert_eq(n_due(10, 1000, 10000), 1);
+    cr_assert_eq(report_cb(1, 1, "", 10001, NULL), 0);
+    cr_assert_eq(disc_task_purge(ts, 10002), 1, "delivered: the retention rules again");
+
+    /* more finished tasks than one purge transaction takes: one call still purges all */
+    for (unsigned i = 2; i <= 1201; i++)
+        cr_assert_eq(submit_cb(i, "gone", 0, ""), 0);
+    for (unsigned i = 2; i <= 1201; i++) {
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(disc_task_cancel(ts, id, 20000, NULL), 0);
+    }
+    cr_assert_eq(disc_task_purge(ts, 30000), 1200);
 }

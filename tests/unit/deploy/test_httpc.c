@@ -26,7 +26,7 @@ Test(httpc, parse_url)
 
 Test(httpc, connection_refused_is_an_error)
 {
-    faas_http_req_t req = {"GET", "127.0.0.1", 1, "/", NULL, 0, NULL, 0, 2000};
+    faas_http_req_t req = {"GET", "127.0.0.1", 1, "/", NULL, 0, NULL, 0, 2000, NULL};
     int status = 0;
     char err[256];
     FILE *out = fopen("/dev/null", "w");

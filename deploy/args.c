@@ -240,7 +240,7 @@ static const char usage_tasks[] =
     "for each. Exit codes: 0 done, 1 failure (unknown id, the task failed or was\n"
     "cancelled, the function answered >= 400, gateway unreachable), 2 usage, 3 the task\n"
     "has not finished (result, wait --timeout).\n"
-    "  list     tasks, newest id last: ID STATUS FUNCTION ATTEMPTS CREATED RESULT\n"
+    "  list     tasks, ordered by id: ID STATUS FUNCTION ATTEMPTS CREATED RESULT ERROR\n"
     "  get      one task's status\n"
     "  result   a finished task's response body\n"
     "  cancel   cancel a queued or running task\n"
@@ -249,11 +249,11 @@ static const char usage_tasks_list[] =
     "usage: faasctl tasks list [--function NAME] [--status S] [--limit N] [--after ID] [--json]\n"
     "\n"
     "Lists tasks ordered by id (GET GATEWAY/tasks): ID STATUS FUNCTION ATTEMPTS CREATED\n"
-    "RESULT. When more remain, stderr says how to get the next page.\n"
+    "RESULT ERROR. When more remain, stderr says how to get the next page.\n"
     "      --function NAME  only this function's tasks\n"
     "      --status S       only tasks in status S: queued, running, succeeded, failed, cancelled\n"
-    "      --limit N        at most N tasks (1-" FAAS_SPEC_STR(FAAS_TASK_LIST_LIMIT) ", default "
-    FAAS_SPEC_STR(FAAS_TASK_LIST_DEFAULT_LIMIT) ")\n"
+    "      --limit N        at most N tasks, 1-" FAAS_SPEC_STR(FAAS_TASK_LIST_LIMIT) "\n"
+    "                       (default " FAAS_SPEC_STR(FAAS_TASK_LIST_DEFAULT_LIMIT) ")\n"
     "      --after ID       the page after this id (the `next` of the previous page)\n"
     "      --json           print the gateway's JSON ({\"tasks\": [...], \"next\": ...})\n";
 static const char usage_tasks_get[] =
@@ -289,9 +289,9 @@ static const struct {
     const char *name;
     ctl_cmd_t cmd;
 } ctl_commands[] = {
-    {"deploy", CTL_DEPLOY}, {"list", CTL_LIST},     {"ls", CTL_LIST},         {"get", CTL_GET},   {"delete", CTL_DELETE},
-    {"rm", CTL_DELETE},     {"invoke", CTL_INVOKE}, {"instances", CTL_INSTANCES}, {"logs", CTL_LOGS},
-    {"tasks", CTL_TASKS},
+    {"deploy", CTL_DEPLOY}, {"list", CTL_LIST},   {"ls", CTL_LIST},       {"get", CTL_GET},
+    {"delete", CTL_DELETE}, {"rm", CTL_DELETE},   {"invoke", CTL_INVOKE}, {"instances", CTL_INSTANCES},
+    {"logs", CTL_LOGS},     {"tasks", CTL_TASKS},
 };
 
 /* The words after `tasks`. */
@@ -304,16 +304,15 @@ static const struct {
 };
 
 /* Canonical command names for messages, indexed by ctl_cmd_t. */
-static const char *const ctl_names[] = {"",          "deploy",       "list",        "get",
-                                        "delete",    "invoke",       "instances",   "logs",
-                                        "tasks",     "tasks list",   "tasks get",   "tasks result",
-                                        "tasks cancel", "tasks wait"};
+static const char *const ctl_names[] = {"",          "deploy",       "list",         "get",       "delete",
+                                        "invoke",    "instances",    "logs",         "tasks",     "tasks list",
+                                        "tasks get", "tasks result", "tasks cancel", "tasks wait"};
 
 const char *ctl_args_usage(ctl_cmd_t cmd)
 {
-    static const char *const u[] = {usage_main,       usage_deploy,     usage_list,         usage_get,
-                                    usage_delete,     usage_invoke,     usage_instances,    usage_logs,
-                                    usage_tasks,      usage_tasks_list, usage_tasks_get,    usage_tasks_result,
+    static const char *const u[] = {usage_main,         usage_deploy,     usage_list,      usage_get,
+                                    usage_delete,       usage_invoke,     usage_instances, usage_logs,
+                                    usage_tasks,        usage_tasks_list, usage_tasks_get, usage_tasks_result,
                                     usage_tasks_cancel, usage_tasks_wait};
     _Static_assert(sizeof(u) / sizeof(u[0]) == CTL_TASKS_WAIT + 1, "one usage per command");
     _Static_assert(sizeof(ctl_names) / sizeof(ctl_names[0]) == CTL_TASKS_WAIT + 1, "one name per command");
@@ -610,8 +609,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
             break;
         case 'C':
             /* it becomes a header line: the gateway judges the URL, this keeps the line whole */
-            if ((strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0) ||
-                !faas_printable(optarg))
+            if ((strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0) || !faas_printable(optarg))
                 return ctl_fail(a, err, "--callback \"%.64s\" must be an http:// or https:// URL", optarg);
             a->callback = optarg;
             break;
@@ -647,8 +645,7 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
 static int task_id_ok(const char *s)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= 64 &&
-           strspn(s, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
+    return n > 0 && n <= 64 && strspn(s, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
 }
 
 static int task_status_ok(const char *s)
@@ -709,8 +706,7 @@ static int task_opt(ctl_args_t *a, int c, const char **err)
         a->include = 1;
         return 0;
     default: /* T_TIMEOUT */
-        if (faas_parse_duration_ms(optarg, &a->timeout_ms, &e) != 0 || a->timeout_ms == 0 ||
-            a->timeout_ms > INT32_MAX)
+        if (faas_parse_duration_ms(optarg, &a->timeout_ms, &e) != 0 || a->timeout_ms == 0 || a->timeout_ms > INT32_MAX)
             return ctl_fail(a, err, "--timeout \"%.64s\": %s", optarg, e ? e : "must be positive, at most 24 days");
         return 0;
     }

@@ -694,8 +694,16 @@ static int cmd_invoke(const ctl_args_t *a)
     }
     if (a->async)
         return invoke_async(a, full, body, blen);
-    faas_http_req_t req = {a->method ? a->method : data ? "POST" : "GET", a->gw_host, a->gw_port, full, a->headers,
-                           a->n_headers, body, blen, (int)a->timeout_ms, NULL};
+    const char *method = a->method != NULL ? a->method : data != NULL ? "POST" : "GET";
+    faas_http_req_t req = {.method = method,
+                           .host = a->gw_host,
+                           .port = a->gw_port,
+                           .path = full,
+                           .headers = a->headers,
+                           .n_headers = a->n_headers,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = (int)a->timeout_ms};
     int status = 0, code = 0;
     char errbuf[512];
     if (faas_http_do(&req, &status, stdout, errbuf, sizeof(errbuf)) != 0) {
@@ -798,8 +806,14 @@ static int invoke_async(const ctl_args_t *a, const char *full, char *body, size_
         snprintf(cb, sizeof(cb), "X-Callback-Url: %s", a->callback);
         hdrs[nh++] = cb;
     }
-    faas_http_req_t req = {.method = a->method ? a->method : body ? "POST" : "GET", .path = full, .headers = hdrs,
-                           .n_headers = nh, .body = body, .body_len = blen, .timeout_ms = (int)a->timeout_ms};
+    const char *method = a->method != NULL ? a->method : body != NULL ? "POST" : "GET";
+    faas_http_req_t req = {.method = method,
+                           .path = full,
+                           .headers = hdrs,
+                           .n_headers = nh,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = (int)a->timeout_ms};
     if ((code = gw_exchange(a, &req, &r)) != 0)
         goto out;
     char id[80];
@@ -830,14 +844,9 @@ static int is_finished(const task_state_t *t)
            strcmp(t->status, "cancelled") == 0;
 }
 
-/* GET /tasks/<id>; r keeps the JSON. 0 or an exit code. */
-static int task_fetch(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
+/* What GET /tasks/<id> answered, read into t. 0 or an exit code. */
+static int task_state(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
 {
-    char path[160];
-    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
-    int code = gw_call(a, "GET", path, NULL, r);
-    if (code != 0)
-        return code;
     if (r->status != 200)
         return task_refused(a->task_id, r);
     member_text(r, "status", t->status, sizeof(t->status));
@@ -849,8 +858,17 @@ static int task_fetch(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
     return 0;
 }
 
-static const char *const task_fields[] = {"id",       "function",     "version",     "status",       "attempts",
-                                          "created",  "started",      "finished",    "error",        "result_status",
+/* GET /tasks/<id>; r keeps the JSON. 0 or an exit code. */
+static int task_fetch(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
+    int code = gw_call(a, "GET", path, NULL, r);
+    return code != 0 ? code : task_state(a, r, t);
+}
+
+static const char *const task_fields[] = {"id",          "function",     "version",        "status", "attempts",
+                                          "created",     "started",      "finished",       "error",  "result_status",
                                           "result_size", "callback_url", "callback_status"};
 
 static int cmd_tasks_get(const ctl_args_t *a)
@@ -918,19 +936,25 @@ static int cmd_tasks_result(const ctl_args_t *a)
 static int cmd_tasks_wait(const ctl_args_t *a)
 {
     uint64_t deadline = faas_now_ms() + a->timeout_ms, delay = 50;
-    task_state_t t;
+    task_state_t t = {.status = "unknown"};
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
     for (;;) {
         gw_resp_t r = {0};
-        int code = task_fetch(a, &r, &t);
+        int code = gw_call(a, "GET", path, NULL, &r), busy = code == 0 && r.status == 503;
+        /* 503: the task store is out of reach for a moment (discovery restarting); the
+         * task is durable, so keep waiting rather than give up on it */
+        if (code == 0 && !busy)
+            code = task_state(a, &r, &t);
         free(r.body);
         if (code != 0)
             return code;
-        if (is_finished(&t))
+        if (!busy && is_finished(&t))
             return print_result(a, &t);
         uint64_t now = faas_now_ms();
         if (now >= deadline) {
-            fprintf(stderr, "faasctl: task %s is still %s after %llu ms\n", a->task_id, t.status,
-                    (unsigned long long)a->timeout_ms);
+            fprintf(stderr, "faasctl: task %s is still %s after %llu ms\n", a->task_id,
+                    busy ? "unknown (the gateway answers 503)" : t.status, (unsigned long long)a->timeout_ms);
             return EXIT_NOT_DONE;
         }
         uint64_t nap = delay < deadline - now ? delay : deadline - now;
@@ -1024,7 +1048,8 @@ static int cmd_tasks_list(const ctl_args_t *a)
         while (ctl_json_next_item(arr, an, &pos, &it, &in) == 1)
             print_task_row(it, in, fw);
         char next[80];
-        if (ctl_json_member(r.body, r.len, "next", &nx, &nn) == 0 && (ctl_json_text(nx, nn, next, sizeof(next)), next[0]))
+        if (ctl_json_member(r.body, r.len, "next", &nx, &nn) == 0 &&
+            (ctl_json_text(nx, nn, next, sizeof(next)), next[0]))
             fprintf(stderr, "(more: faasctl tasks list --after %s%s%s)\n", next, a->function ? " --function " : "",
                     a->function ? a->function : "");
     }
@@ -1043,9 +1068,8 @@ static int cmd_tasks_help(const ctl_args_t *a)
 
 /* Indexed by ctl_cmd_t. */
 static int (*const commands[])(const ctl_args_t *a) = {
-    NULL,          cmd_deploy,      cmd_list,       cmd_get,          cmd_delete,       cmd_invoke,
-    cmd_instances, cmd_logs,        cmd_tasks_help, cmd_tasks_list,   cmd_tasks_get,    cmd_tasks_result,
-    cmd_tasks_cancel, cmd_tasks_wait,
+    NULL,     cmd_deploy,     cmd_list,       cmd_get,       cmd_delete,       cmd_invoke,       cmd_instances,
+    cmd_logs, cmd_tasks_help, cmd_tasks_list, cmd_tasks_get, cmd_tasks_result, cmd_tasks_cancel, cmd_tasks_wait,
 };
 _Static_assert(sizeof(commands) / sizeof(commands[0]) == CTL_TASKS_WAIT + 1, "one function per command");
 

@@ -107,8 +107,10 @@ static unsigned hex4(const char *p)
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
         char c = p[k];
-        v = v << 4 | (unsigned)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 0);
+        v = v << 4 | (unsigned)(c >= '0' && c <= '9'   ? c - '0'
+                                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                       : 0);
     }
     return v;
 }

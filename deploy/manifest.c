@@ -267,7 +267,8 @@ static int set_async(Faas__FunctionSpec *s, const char *sub, const char *v, cons
         return *err = "out of memory", -1;
     if (strcmp(sub, "concurrency") == 0)
         return async_uint(v, FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY, &a->concurrency,
-                          "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY) " (tasks running at once)", err);
+                          "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY) " (tasks running at once)",
+                          err);
     if (strcmp(sub, "max_attempts") == 0)
         return async_uint(v, FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS, &a->max_attempts,
                           "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS), err);
@@ -280,14 +281,16 @@ static int set_async(Faas__FunctionSpec *s, const char *sub, const char *v, cons
         return 0;
     }
     if (strcmp(sub, "retention") == 0)
-        return async_duration(v, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS, &a->retention_ms,
-                              "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS) "d",
-                              err);
+        return async_duration(
+            v, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS, &a->retention_ms,
+            "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS) "d", err);
     if (strcmp(sub, "max_result") == 0) {
         if (faas_parse_size(v, &n, err) != 0)
             return -1;
-        if (n == 0 || n > FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES)
-            return *err = "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB) "Mi", -1;
+        if (n == 0 || n > FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES) {
+            *err = "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB) "Mi";
+            return -1;
+        }
         a->max_result_bytes = n;
         return 0;
     }
@@ -505,11 +508,10 @@ static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
 }
 
 static const char *const known_keys[] = {
-    "name",        "protocol",      "command",       "env",           "port",
-    "port_env",    "health",        "resources",     "concurrency",   "min_instances",
-    "max_instances", "timeout",     "cold_start_timeout", "idle_timeout", "max_body",
-    "code",        "grpc_services", "thrift_services", "thrift_transport", "max_duration",
-    "async",
+    "name",          "protocol",      "command",         "env",              "port",         "port_env",
+    "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
+    "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
+    "thrift_transport", "max_duration", "async",
 };
 
 static int is_known(const char *k)
@@ -523,8 +525,8 @@ static int is_known(const char *k)
 static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k)
 {
     int is_list = strcmp(k, "command") == 0 || strcmp(k, "grpc_services") == 0 || strcmp(k, "thrift_services") == 0;
-    int is_map = strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 ||
-                 strcmp(k, "async") == 0;
+    int is_map =
+        strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 || strcmp(k, "async") == 0;
     if (vn == NULL)
         return fail(w, kn, "%s: missing value", k);
     if (vn->type == YAML_SEQUENCE_NODE) {

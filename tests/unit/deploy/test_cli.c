@@ -65,12 +65,18 @@ Test(ctl_cli, help_everywhere_prints_nothing, .init = cr_redirect_stdout)
         int argc;
         ctl_cmd_t cmd;
     } cases[] = {
-        {{"faasctl", "--help"}, 2, CTL_NONE},          {{"faasctl", "-h"}, 2, CTL_NONE},
-        {{"faasctl", "help"}, 2, CTL_NONE},            {{"faasctl", "deploy", "--help"}, 3, CTL_DEPLOY},
-        {{"faasctl", "rm", "-h"}, 3, CTL_DELETE},      {{"faasctl", "invoke", "x", "--help"}, 4, CTL_INVOKE},
-        {{"faasctl", "logs", "--help"}, 3, CTL_LOGS},  {{"faasctl", "instances", "-h"}, 3, CTL_INSTANCES},
-        {{"faasctl", "tasks", "--help"}, 3, CTL_TASKS}, {{"faasctl", "tasks", "help"}, 3, CTL_TASKS},
-        {{"faasctl", "tasks", "list", "-h"}, 4, CTL_TASKS_LIST}, {{"faasctl", "tasks", "wait", "--help"}, 4, CTL_TASKS_WAIT},
+        {{"faasctl", "--help"}, 2, CTL_NONE},
+        {{"faasctl", "-h"}, 2, CTL_NONE},
+        {{"faasctl", "help"}, 2, CTL_NONE},
+        {{"faasctl", "deploy", "--help"}, 3, CTL_DEPLOY},
+        {{"faasctl", "rm", "-h"}, 3, CTL_DELETE},
+        {{"faasctl", "invoke", "x", "--help"}, 4, CTL_INVOKE},
+        {{"faasctl", "logs", "--help"}, 3, CTL_LOGS},
+        {{"faasctl", "instances", "-h"}, 3, CTL_INSTANCES},
+        {{"faasctl", "tasks", "--help"}, 3, CTL_TASKS},
+        {{"faasctl", "tasks", "help"}, 3, CTL_TASKS},
+        {{"faasctl", "tasks", "list", "-h"}, 4, CTL_TASKS_LIST},
+        {{"faasctl", "tasks", "wait", "--help"}, 4, CTL_TASKS_WAIT},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ctl_args_t a;
@@ -244,8 +250,8 @@ Test(ctl_cli, tasks_subcommands)
     const char *err = NULL;
     char id[] = "000102030405060708090a0b0c0d0e0f";
     ctl_env_t env = {NULL, "http://gw:9/pre", NULL};
-    cr_assert_eq(CTL(&a, &env, &err, "tasks", "list", "--function", "hello", "--status", "running", "--limit",
-                     "1000", "--after", id, "--json"),
+    cr_assert_eq(CTL(&a, &env, &err, "tasks", "list", "--function", "hello", "--status", "running", "--limit", "1000",
+                     "--after", id, "--json"),
                  0, "%s", err);
     cr_assert_eq(a.cmd, CTL_TASKS_LIST);
     cr_assert_str_eq(a.function, "hello");
@@ -266,8 +272,8 @@ Test(ctl_cli, tasks_subcommands)
     struct {
         const char *sub;
         ctl_cmd_t cmd;
-    } subs[] = {{"get", CTL_TASKS_GET}, {"result", CTL_TASKS_RESULT}, {"cancel", CTL_TASKS_CANCEL},
-                {"wait", CTL_TASKS_WAIT}};
+    } subs[] = {
+        {"get", CTL_TASKS_GET}, {"result", CTL_TASKS_RESULT}, {"cancel", CTL_TASKS_CANCEL}, {"wait", CTL_TASKS_WAIT}};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         char *argv[] = {"prog", "tasks", (char *)subs[i].sub, id, NULL};
         cr_assert_eq(ctl_args_parse(4, argv, NULL, &a, &err), 0, "%s: %s", subs[i].sub, err);

@@ -16,8 +16,9 @@ static const char *member(const char *json, const char *key, char *out, size_t c
 
 Test(ctl_json, members_of_a_status_object)
 {
-    const char *j = "{\"id\": \"ab\", \"version\": 3, \"started\": null, \"error\": \"a \\\"q\\\" \\\\ \\n\\t\\u00e9\\u0001\","
-                    " \"nested\": {\"id\": \"inner\", \"l\": [1, \"]\", {}]}, \"last\":true}";
+    const char *j =
+        "{\"id\": \"ab\", \"version\": 3, \"started\": null, \"error\": \"a \\\"q\\\" \\\\ \\n\\t\\u00e9\\u0001\","
+        " \"nested\": {\"id\": \"inner\", \"l\": [1, \"]\", {}]}, \"last\":true}";
     char out[128];
     cr_assert_str_eq(member(j, "id", out, sizeof(out)), "ab");
     cr_assert_str_eq(member(j, "version", out, sizeof(out)), "3");
@@ -51,8 +52,18 @@ Test(ctl_json, list_items)
 
 Test(ctl_json, malformed_input_is_refused_not_overread)
 {
-    const char *bad[] = {"", "[", "{", "{\"id\"", "{\"id\":", "{\"id\": \"unterminated", "{\"id\" 1}", "{1: 2}",
-                         "{\"a\": [1, 2}", "{\"a\": {\"b\": 1}", "null", "{\"id\": \"x\\"};
+    const char *bad[] = {"",
+                         "[",
+                         "{",
+                         "{\"id\"",
+                         "{\"id\":",
+                         "{\"id\": \"unterminated",
+                         "{\"id\" 1}",
+                         "{1: 2}",
+                         "{\"a\": [1, 2}",
+                         "{\"a\": {\"b\": 1}",
+                         "null",
+                         "{\"id\": \"x\\"};
     char out[16];
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_null(member(bad[i], "id", out, sizeof(out)), "accepted: %s", bad[i]);

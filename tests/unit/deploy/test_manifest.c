@@ -223,7 +223,9 @@ Test(manifest, async_keys)
 
     /* the limits themselves, flow style, retry_on as a scalar */
     cr_assert_eq(parse("name: a\ncommand: ./x\nasync: {concurrency: 10000, timeout: 24h, retention: 90d, "
-                       "max_attempts: 10, max_result: 8Mi, retry_on: 5xx}\n", &m), 0, "%s", err);
+                       "max_attempts: 10, max_result: 8Mi, retry_on: 5xx}\n",
+                       &m),
+                 0, "%s", err);
     cr_assert_eq(m.spec->async->concurrency, FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY);
     cr_assert_eq(m.spec->async->timeout_ms, FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS);
     cr_assert_eq(m.spec->async->retention_ms, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS);

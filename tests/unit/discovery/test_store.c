@@ -319,7 +319,8 @@ Test(store, async_bounds_kept_or_refused_by_name)
         {&a.timeout_ms, NULL, FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS + 1, "async.timeout must be at most 24 hours"},
         {NULL, &a.retention_ms, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS + 1, "async.retention must be at most 90 days"},
         {&a.max_attempts, NULL, FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS + 1, "async.max_attempts must be at most 10"},
-        {NULL, &a.max_result_bytes, FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES + 1, "async.max_result must be at most 8 MiB"},
+        {NULL, &a.max_result_bytes, FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES + 1,
+         "async.max_result must be at most 8 MiB"},
     };
     s.async = &a;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -792,20 +792,19 @@ static void member_text(const gw_resp_t *r, const char *key, char *out, size_t c
 
 static int invoke_async(const ctl_args_t *a, const char *full, char *body, size_t blen)
 {
-    char cb[2200];
+    char *cb = NULL; /* whole, however long: the gateway judges the URL's length */
     const char **hdrs = calloc(a->n_headers + 1, sizeof(*hdrs));
     gw_resp_t r = {0};
-    int code;
-    if (hdrs == NULL) {
-        free(body);
-        return fprintf(stderr, "faasctl: out of memory\n"), EXIT_RUNTIME;
+    int code = EXIT_RUNTIME;
+    if (hdrs == NULL || (a->callback != NULL && asprintf(&cb, "X-Callback-Url: %s", a->callback) < 0)) {
+        cb = NULL;
+        fprintf(stderr, "faasctl: out of memory\n");
+        goto out;
     }
     memcpy(hdrs, a->headers, a->n_headers * sizeof(*hdrs));
     size_t nh = a->n_headers;
-    if (a->callback != NULL) {
-        snprintf(cb, sizeof(cb), "X-Callback-Url: %s", a->callback);
+    if (cb != NULL)
         hdrs[nh++] = cb;
-    }
     const char *method = a->method != NULL ? a->method : body != NULL ? "POST" : "GET";
     faas_http_req_t req = {.method = method,
                            .path = full,
@@ -829,6 +828,7 @@ static int invoke_async(const ctl_args_t *a, const char *full, char *body, size_
 out:
     free(r.body);
     free((void *)hdrs);
+    free(cb);
     free(body);
     return code;
 }

@@ -84,15 +84,19 @@ def test_usage_errors_exit_2(args, needle):
 # ---- manifest keys --------------------------------------------------------------------------
 
 
-def test_manifest_async_keys_are_deployed_and_shown_by_get(plat):
+def test_manifest_async_keys_are_deployed_and_shown_by_get(plat, tmp_path):
     out = plat.ctl("get", "one").stdout
     assert "async:" in out, out
     for line in ("  concurrency: 1", "  timeout: 2h", "  retention: 3d", "  retry_on: [5xx]",
                  "  # max_attempts: 3", "  # max_result: 8Mi"):
         assert line + "\n" in out, (line, out)
+    assert "async" not in plat.ctl("get", "hello").stdout, "a function without async: keys shows none"
     # what get prints deploys again as the same bounds
-    out2 = plat.ctl("get", "hello").stdout
-    assert "async" not in out2, "a function without async: keys shows none"
+    again = tmp_path / "again.yaml"
+    again.write_text(out.replace("name: one", "name: one-again"))
+    plat.ctl("deploy", "-f", str(again), "--dir", f"{ROOT}/examples/hello-http")
+    block = lambda text: text[text.index("async:"):].split("\n# ")[0]
+    assert block(plat.ctl("get", "one-again").stdout) == block(out)
 
 
 def test_manifest_async_values_out_of_range_are_refused_by_name(plat, tmp_path):
@@ -107,6 +111,24 @@ def test_manifest_async_values_out_of_range_are_refused_by_name(plat, tmp_path):
         assert p.returncode == 2, (body, p.stdout, p.stderr)
         assert needle in p.stderr and "line 4" in p.stderr, p.stderr
     assert plat.ctl("get", "bad", check=False).returncode == 1, "nothing was deployed"
+
+
+def test_deploy_rpc_refuses_an_async_bound_over_its_limit(plat):
+    """Discovery checks AsyncSpec itself: a client other than faasctl gets the same limits."""
+    import grpc
+    from faaspb import _bytes, _int, _str
+    spec = plat.rpc(plat.discovery_addr, "/faas.Discovery/GetFunction", _str(1, "one"))
+    for field, value, needle in [(2, 24 * 3600 * 1000 + 1, "async.timeout must be at most 24 hours"),
+                                 (1, 10001, "async.concurrency must be at most 10000"),
+                                 (4, 11, "async.max_attempts must be at most 10"),
+                                 (5, (8 << 20) + 1, "async.max_result must be at most 8 MiB"),
+                                 (3, 90 * 86400 * 1000 + 1, "async.retention must be at most 90 days")]:
+        # a second FunctionSpec.async (field 23) merges into the first: only this bound changes
+        bad = spec + _bytes(23, _int(field, value))
+        with pytest.raises(grpc.RpcError) as e:
+            plat.rpc(plat.discovery_addr, "/faas.Discovery/Deploy", bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details(), e.value
+    assert "  timeout: 2h\n" in plat.ctl("get", "one").stdout, "the refused specs changed nothing"
 
 
 # ---- submit, wait, get, list, result ------------------------------------------------------------

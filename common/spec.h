@@ -37,13 +37,13 @@
 #define FAAS_SPEC_DEFAULT_MEMORY_BYTES (256ull << 20)
 #define FAAS_SPEC_DEFAULT_PIDS 256u
 
-/* Async tasks (FunctionSpec.async, docs/async.md). */
+/* Async tasks (FunctionSpec.async, manifest keys async.*, docs/async.md). The limits
+ * are below with the others; the largest result is also the default. */
 #define FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY 16u
 #define FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS 3600000u
-#define FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS 86400000u
 #define FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS (7ull * 24 * 3600 * 1000)
 #define FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS 3u
-#define FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES (8ull << 20)
+#define FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES
 
 /* ---- limits (plain decimals, so error messages can quote them with FAAS_SPEC_STR) ---- */
 
@@ -51,6 +51,25 @@
 #define FAAS_SPEC_LIMIT_INSTANCES 100000
 /* Largest concurrency a spec may ask for. */
 #define FAAS_SPEC_LIMIT_CONCURRENCY 1000000
+
+/* Async task bounds, each in the unit its error message quotes. Tasks running at once
+ * per function: a cap on claims, far above any one host's pods. */
+#define FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY 10000
+/* One attempt's run time: a day. */
+#define FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_HOURS 24
+#define FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS (FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_HOURS * 3600000u)
+/* How long finished tasks and their results stay in discovery's database. */
+#define FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS 90
+#define FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS (FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS * 86400000ull)
+/* Runs of one task (the first included): retries of a platform failure back off up to
+ * 60 s each, so 10 already spans minutes. */
+#define FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS 10
+/* A stored result: the agent and the worker manager hold it whole in memory and the
+ * store keeps it as one BLOB. */
+#define FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB 8
+#define FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES ((unsigned long long)FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB << 20)
+/* async.retry_on items: the only one today. */
+#define FAAS_SPEC_ASYNC_RETRY_5XX "5xx"
 
 /* A page of ListTasks (GET /tasks?limit=): tasks when the query names no limit, and
  * the most it may ask for (docs/async.md). */

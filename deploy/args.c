@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 #include "deploy/internal.h"
 #include "deploy/manifest.h"
@@ -166,6 +167,7 @@ static const char usage_main[] =
     "  invoke     call a function over HTTP through the gateway\n"
     "  instances  list a function's running instances\n"
     "  logs       print a function's logs from every worker\n"
+    "  tasks      async tasks: list, get, result, cancel, wait (invoke --async submits one)\n"
     "\n"
     "options (also accepted after the command):\n"
     "  --discovery ADDR  discovery gRPC address (env FAAS_DISCOVERY, default 127.0.0.1:7100)\n"
@@ -218,27 +220,102 @@ static const char usage_invoke[] =
     "                      routes by the service (the function must declare it)\n"
     "      --base64        with --grpc: --data is base64 and the reply is printed as base64\n"
     "      --grpc-gateway ADDR  host:port of the gateway's gRPC port\n"
-    "                      (default $FAAS_GRPC_GATEWAY or 127.0.0.1:8081)\n";
+    "                      (default $FAAS_GRPC_GATEWAY or 127.0.0.1:8081)\n"
+    "      --async         submit the call as an async task instead (GATEWAY/async-function/NAME/PATH):\n"
+    "                      prints the task id once the task is durable (202); follow it with\n"
+    "                      faasctl tasks get|result|wait|cancel ID\n"
+    "      --callback URL  with --async: the platform POSTs the result to URL when the task\n"
+    "                      ends (X-Callback-Url; http:// or https://)\n"
+    "      --json          with --async: print the gateway's JSON ({\"id\": ..., \"status\": ...})\n";
 static const char usage_instances[] =
     "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER STATE AGE.\n";
 static const char usage_logs[] =
     "usage: faasctl logs NAME [--tail N]\n\nPrints the function's log lines from every worker (last N, default 100).\n";
 
+static const char usage_tasks[] =
+    "usage: faasctl tasks list|get|result|cancel|wait [flags] [ID]\n"
+    "\n"
+    "Async tasks through the gateway's task API (docs/async.md). A task id is the 32\n"
+    "lowercase hex characters `faasctl invoke --async` printed. `faasctl tasks SUB --help`\n"
+    "for each. Exit codes: 0 done, 1 failure (unknown id, the task failed or was\n"
+    "cancelled, the function answered >= 400, gateway unreachable), 2 usage, 3 the task\n"
+    "has not finished (result, wait --timeout).\n"
+    "  list     tasks, ordered by id: ID STATUS FUNCTION ATTEMPTS CREATED RESULT ERROR\n"
+    "  get      one task's status\n"
+    "  result   a finished task's response body\n"
+    "  cancel   cancel a queued or running task\n"
+    "  wait     wait for a task to finish, then print its result\n";
+static const char usage_tasks_list[] =
+    "usage: faasctl tasks list [--function NAME] [--status S] [--limit N] [--after ID] [--json]\n"
+    "\n"
+    "Lists tasks ordered by id (GET GATEWAY/tasks): ID STATUS FUNCTION ATTEMPTS CREATED\n"
+    "RESULT ERROR. When more remain, stderr says how to get the next page.\n"
+    "      --function NAME  only this function's tasks\n"
+    "      --status S       only tasks in status S: queued, running, succeeded, failed, cancelled\n"
+    "      --limit N        at most N tasks, 1-" FAAS_SPEC_STR(FAAS_TASK_LIST_LIMIT) "\n"
+    "                       (default " FAAS_SPEC_STR(FAAS_TASK_LIST_DEFAULT_LIMIT) ")\n"
+    "      --after ID       the page after this id (the `next` of the previous page)\n"
+    "      --json           print the gateway's JSON ({\"tasks\": [...], \"next\": ...})\n";
+static const char usage_tasks_get[] =
+    "usage: faasctl tasks get ID [--json]\n"
+    "\n"
+    "Prints the task's status (GET GATEWAY/tasks/ID), one `field: value` line each: id,\n"
+    "function, version, status, attempts, created, started, finished, error,\n"
+    "result_status, result_size, callback_url, callback_status.\n"
+    "      --json           print the gateway's JSON instead\n";
+static const char usage_tasks_result[] =
+    "usage: faasctl tasks result ID [-i]\n"
+    "\n"
+    "Prints the response body of a finished task as the function sent it (GET\n"
+    "GATEWAY/tasks/ID/result), byte for byte. Exits 1 with the status on stderr when the\n"
+    "function answered >= 400, 1 when the task failed or was cancelled (with why), and 3\n"
+    "when it is still queued or running.\n"
+    "  -i, --include        print the status line and headers first, like curl -i\n";
+static const char usage_tasks_cancel[] =
+    "usage: faasctl tasks cancel ID [--json]\n"
+    "\n"
+    "Cancels the task (DELETE GATEWAY/tasks/ID): a queued one at once, a running one is\n"
+    "aborted in its pod and ends cancelled. A finished task cannot be cancelled (exit 1).\n"
+    "      --json           print the gateway's JSON instead of one line\n";
+static const char usage_tasks_wait[] =
+    "usage: faasctl tasks wait ID [--timeout D] [-i]\n"
+    "\n"
+    "Polls the task (GET GATEWAY/tasks/ID, every 50 ms at first, doubling up to every\n"
+    "2 s) until it has finished, then prints its result like `faasctl tasks result`.\n"
+    "  -t, --timeout D      give up after D (default 1h) with exit 3\n"
+    "  -i, --include        print the status line and headers first, like curl -i\n";
+
 static const struct {
     const char *name;
     ctl_cmd_t cmd;
 } ctl_commands[] = {
-    {"deploy", CTL_DEPLOY}, {"list", CTL_LIST},     {"ls", CTL_LIST},         {"get", CTL_GET},   {"delete", CTL_DELETE},
-    {"rm", CTL_DELETE},     {"invoke", CTL_INVOKE}, {"instances", CTL_INSTANCES}, {"logs", CTL_LOGS},
+    {"deploy", CTL_DEPLOY}, {"list", CTL_LIST},   {"ls", CTL_LIST},       {"get", CTL_GET},
+    {"delete", CTL_DELETE}, {"rm", CTL_DELETE},   {"invoke", CTL_INVOKE}, {"instances", CTL_INSTANCES},
+    {"logs", CTL_LOGS},     {"tasks", CTL_TASKS},
+};
+
+/* The words after `tasks`. */
+static const struct {
+    const char *name;
+    ctl_cmd_t cmd;
+} ctl_task_commands[] = {
+    {"list", CTL_TASKS_LIST},     {"ls", CTL_TASKS_LIST},       {"get", CTL_TASKS_GET},
+    {"result", CTL_TASKS_RESULT}, {"cancel", CTL_TASKS_CANCEL}, {"wait", CTL_TASKS_WAIT},
 };
 
 /* Canonical command names for messages, indexed by ctl_cmd_t. */
-static const char *const ctl_names[] = {"", "deploy", "list", "get", "delete", "invoke", "instances", "logs"};
+static const char *const ctl_names[] = {"",          "deploy",       "list",         "get",       "delete",
+                                        "invoke",    "instances",    "logs",         "tasks",     "tasks list",
+                                        "tasks get", "tasks result", "tasks cancel", "tasks wait"};
 
 const char *ctl_args_usage(ctl_cmd_t cmd)
 {
-    static const char *const u[] = {usage_main, usage_deploy, usage_list,      usage_get,
-                                    usage_delete, usage_invoke, usage_instances, usage_logs};
+    static const char *const u[] = {usage_main,         usage_deploy,     usage_list,      usage_get,
+                                    usage_delete,       usage_invoke,     usage_instances, usage_logs,
+                                    usage_tasks,        usage_tasks_list, usage_tasks_get, usage_tasks_result,
+                                    usage_tasks_cancel, usage_tasks_wait};
+    _Static_assert(sizeof(u) / sizeof(u[0]) == CTL_TASKS_WAIT + 1, "one usage per command");
+    _Static_assert(sizeof(ctl_names) / sizeof(ctl_names[0]) == CTL_TASKS_WAIT + 1, "one name per command");
     return (unsigned)cmd < sizeof(u) / sizeof(u[0]) ? u[cmd] : usage_main;
 }
 
@@ -446,16 +523,10 @@ static int is_header(const char *s)
     return 1;
 }
 
-/* The checks that need the operand and every flag. */
-static int finish_invoke(ctl_args_t *a, const char **err)
+/* The gateway URL, split for the HTTP client. */
+static int parse_gateway(ctl_args_t *a, const char **err)
 {
     const char *e = NULL;
-    if (faas_valid_function_name(a->name, strlen(a->name), &e) != 0)
-        return ctl_fail(a, err, "%s", e);
-    if (a->base64 && a->grpc_method == NULL)
-        return ctl_fail(a, err, "--base64 needs --grpc");
-    if (a->grpc_method != NULL)
-        return 0;
     if (faas_http_parse_url(a->gateway, a->gw_host, sizeof(a->gw_host), &a->gw_port, a->gw_prefix,
                             sizeof(a->gw_prefix), &e) != 0)
         return ctl_fail(a, err, "--gateway \"%.64s\": %s", a->gateway, e);
@@ -464,6 +535,23 @@ static int finish_invoke(ctl_args_t *a, const char **err)
     if (!faas_printable(a->gw_host) || !faas_printable(a->gw_prefix))
         return ctl_fail(a, err, "--gateway \"%.64s\": spaces or control bytes in the URL", a->gateway);
     return 0;
+}
+
+/* The checks that need the operand and every flag. */
+static int finish_invoke(ctl_args_t *a, const char **err)
+{
+    const char *e = NULL;
+    if (faas_valid_function_name(a->name, strlen(a->name), &e) != 0)
+        return ctl_fail(a, err, "%s", e);
+    if (a->base64 && a->grpc_method == NULL)
+        return ctl_fail(a, err, "--base64 needs --grpc");
+    if (a->async && a->grpc_method != NULL)
+        return ctl_fail(a, err, "--async is for HTTP calls only, not --grpc");
+    if ((a->callback != NULL || a->json) && !a->async)
+        return ctl_fail(a, err, "%s needs --async", a->callback != NULL ? "--callback" : "--json");
+    if (a->grpc_method != NULL)
+        return 0;
+    return parse_gateway(a, err);
 }
 
 static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
@@ -478,6 +566,9 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
         {"grpc", required_argument, NULL, 'G'},
         {"base64", no_argument, NULL, 'B'},
         {"grpc-gateway", required_argument, NULL, 'W'},
+        {"async", no_argument, NULL, 'A'},
+        {"callback", required_argument, NULL, 'C'},
+        {"json", no_argument, NULL, 'J'},
         {NULL, 0, NULL, 0},
     };
     const char *e;
@@ -510,6 +601,18 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
         case 'B':
             a->base64 = 1;
             break;
+        case 'A':
+            a->async = 1;
+            break;
+        case 'J':
+            a->json = 1;
+            break;
+        case 'C':
+            /* it becomes a header line: the gateway judges the URL, this keeps the line whole */
+            if ((strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0) || !faas_printable(optarg))
+                return ctl_fail(a, err, "--callback \"%.64s\" must be an http:// or https:// URL", optarg);
+            a->callback = optarg;
+            break;
         case 'W':
             if (optarg[0] == '\0' || !faas_printable(optarg))
                 return ctl_fail(a, err, "--grpc-gateway needs host:port, got \"%.64s\"", optarg);
@@ -534,6 +637,139 @@ static int parse_invoke(int argc, char **argv, ctl_args_t *a, const char **err)
         return ctl_fail(a, err, "expects a function name");
     a->name = argv[optind];
     return finish_invoke(a, err);
+}
+
+/* ---- tasks ---- */
+
+/* What goes into the request path unescaped: the gateway says whether it is an id. */
+static int task_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 64 && strspn(s, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
+}
+
+static int task_status_ok(const char *s)
+{
+    static const char *const names[] = {"queued", "running", "succeeded", "failed", "cancelled"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(s, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+enum { T_FUNCTION = 'F', T_STATUS = 'S', T_LIMIT = 'L', T_AFTER = 'a', T_JSON = 'J', T_INCLUDE = 'i', T_TIMEOUT = 't' };
+
+/* Which flags each tasks subcommand takes (the option letters above). */
+static const char *task_flags_of(ctl_cmd_t cmd)
+{
+    switch (cmd) {
+    case CTL_TASKS_LIST:
+        return "FSLaJ";
+    case CTL_TASKS_GET:
+    case CTL_TASKS_CANCEL:
+        return "J";
+    case CTL_TASKS_RESULT:
+        return "i";
+    default:
+        return "ti";
+    }
+}
+
+static int task_opt(ctl_args_t *a, int c, const char **err)
+{
+    const char *e = NULL;
+    switch (c) {
+    case T_FUNCTION:
+        if (faas_valid_function_name(optarg, strlen(optarg), &e) != 0)
+            return ctl_fail(a, err, "--function \"%.64s\": %s", optarg, e);
+        a->function = optarg;
+        return 0;
+    case T_STATUS:
+        if (!task_status_ok(optarg))
+            return ctl_fail(a, err, "--status \"%.64s\" must be queued, running, succeeded, failed or cancelled",
+                            optarg);
+        a->status = optarg;
+        return 0;
+    case T_LIMIT:
+        if (faas_parse_uint(optarg, FAAS_TASK_LIST_LIMIT, &a->limit, &e) != 0 || a->limit == 0)
+            return ctl_fail(a, err, "--limit \"%.64s\" must be 1-" FAAS_SPEC_STR(FAAS_TASK_LIST_LIMIT), optarg);
+        return 0;
+    case T_AFTER:
+        if (!task_id_ok(optarg))
+            return ctl_fail(a, err, "--after \"%.64s\" must be a task id (32 lowercase hex characters)", optarg);
+        a->after = optarg;
+        return 0;
+    case T_JSON:
+        a->json = 1;
+        return 0;
+    case T_INCLUDE:
+        a->include = 1;
+        return 0;
+    default: /* T_TIMEOUT */
+        if (faas_parse_duration_ms(optarg, &a->timeout_ms, &e) != 0 || a->timeout_ms == 0 || a->timeout_ms > INT32_MAX)
+            return ctl_fail(a, err, "--timeout \"%.64s\": %s", optarg, e ? e : "must be positive, at most 24 days");
+        return 0;
+    }
+}
+
+/* argv[0] is the subcommand word. */
+static int parse_tasks(int argc, char **argv, ctl_args_t *a, const char **err)
+{
+    static const struct option opts[] = {
+        COMMON_OPTS,
+        {"function", required_argument, NULL, T_FUNCTION},
+        {"status", required_argument, NULL, T_STATUS},
+        {"limit", required_argument, NULL, T_LIMIT},
+        {"after", required_argument, NULL, T_AFTER},
+        {"json", no_argument, NULL, T_JSON},
+        {"include", no_argument, NULL, T_INCLUDE},
+        {"timeout", required_argument, NULL, T_TIMEOUT},
+        {NULL, 0, NULL, 0},
+    };
+    const char *mine = task_flags_of(a->cmd);
+    int c;
+    a->timeout_ms = 3600000; /* wait: long enough for most tasks, yet the tool never hangs for ever */
+    while ((c = getopt_long(argc, argv, "hit:", opts, NULL)) != -1) {
+        int rc, h = common_opt(a, c, err, &rc);
+        if (h == 2)
+            return rc;
+        if (h == 1)
+            continue;
+        if (c == '?' || c == ':')
+            return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
+        if (strchr(mine, c) == NULL) { /* a tasks flag, of another subcommand */
+            size_t i = 0;
+            while (opts[i].name != NULL && opts[i].val != c)
+                i++;
+            return ctl_fail(a, err, "--%s does not apply here", opts[i].name ? opts[i].name : "?");
+        }
+        if (task_opt(a, c, err) != 0)
+            return -1;
+    }
+    int want = a->cmd == CTL_TASKS_LIST ? 0 : 1;
+    if (argc - optind != want)
+        return ctl_fail(a, err, want ? "expects a task id" : "takes no arguments");
+    if (want) {
+        a->task_id = argv[optind];
+        if (!task_id_ok(a->task_id))
+            return ctl_fail(a, err, "task id \"%.64s\" must be 32 lowercase hex characters", a->task_id);
+    }
+    return parse_gateway(a, err);
+}
+
+/* `tasks` alone, or `tasks --help`: the group's help; else the subcommand's flags. */
+static int parse_tasks_word(int argc, char **argv, ctl_args_t *a, const char **err)
+{
+    if (argc < 2)
+        return ctl_fail(a, err, "expects a subcommand: list, get, result, cancel or wait");
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof(ctl_task_commands) / sizeof(ctl_task_commands[0]); i++)
+        if (strcmp(argv[1], ctl_task_commands[i].name) == 0) {
+            a->cmd = ctl_task_commands[i].cmd;
+            return parse_tasks(argc - 1, argv + 1, a, err);
+        }
+    return ctl_fail(a, err, "unknown subcommand \"%.64s\" (list, get, result, cancel or wait)", argv[1]);
 }
 
 static void ctl_defaults(ctl_args_t *a, const ctl_env_t *env)
@@ -569,6 +805,8 @@ static int parse_command(int argc, char **argv, ctl_args_t *a, const char **err)
         return parse_invoke(argc, argv, a, err);
     case CTL_LOGS:
         return parse_logs(argc, argv, a, err);
+    case CTL_TASKS:
+        return parse_tasks_word(argc, argv, a, err);
     default:
         return ctl_fail(a, err, "no command");
     }

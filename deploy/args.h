@@ -37,6 +37,12 @@ typedef enum {
     CTL_INVOKE,
     CTL_INSTANCES,
     CTL_LOGS,
+    CTL_TASKS, /* `faasctl tasks` without a subcommand: only its help */
+    CTL_TASKS_LIST,
+    CTL_TASKS_GET,
+    CTL_TASKS_RESULT,
+    CTL_TASKS_CANCEL,
+    CTL_TASKS_WAIT,
 } ctl_cmd_t;
 
 /* One deploy flag as a manifest key (faas_manifest_set), applied over the file's. */
@@ -66,7 +72,15 @@ typedef struct {
     int base64;
     const char **headers; /* "Name: value", no CR/LF */
     size_t n_headers;
-    uint64_t timeout_ms; /* 1..INT32_MAX */
+    uint64_t timeout_ms;  /* 1..INT32_MAX; tasks wait: how long to wait */
+    int async;            /* invoke --async: submit a task (/async-function/) */
+    const char *callback; /* invoke --async --callback URL: X-Callback-Url, printable */
+    /* tasks */
+    const char *task_id;                   /* [A-Za-z0-9] only: safe in a path; the gateway judges the rest */
+    const char *function, *status, *after; /* tasks list filters; NULL = none */
+    uint64_t limit;                        /* tasks list --limit, 1..FAAS_TASK_LIST_LIMIT; 0 = the gateway's */
+    int json;                              /* --json: the gateway's JSON as it came */
+    int include;                           /* -i: the result's status line and headers before its body */
     char gw_host[256], gw_prefix[512];
     uint16_t gw_port; /* gateway URL, parsed for HTTP invokes */
     /* logs */

@@ -24,7 +24,8 @@
 
 extern char **environ;
 
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+/* EXIT_NOT_DONE: a task result asked for too early (tasks result, wait --timeout). */
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_NOT_DONE = 3 };
 enum { RPC_TIMEOUT_MS = 10000, UPLOAD_TIMEOUT_MS = 300000, DEPLOY_TIMEOUT_MS = 30000, CHUNK = 64 * 1024 };
 
 static const char *g_discovery = "127.0.0.1:7100";
@@ -675,21 +676,34 @@ static int invoke_grpc(const char *name, const char *gw, const char *method, con
     return code;
 }
 
+static int invoke_async(const ctl_args_t *a, const char *full, char *body, size_t blen);
+
 static int cmd_invoke(const ctl_args_t *a)
 {
     const char *name = a->name, *data = a->data;
     if (a->grpc_method != NULL)
         return invoke_grpc(name, a->grpc_gateway, a->grpc_method, data, a->base64, (int)a->timeout_ms);
     char full[2048];
-    snprintf(full, sizeof(full), "%s/function/%s%s%s", a->gw_prefix, name, a->path[0] == '/' ? "" : "/", a->path);
+    snprintf(full, sizeof(full), "%s/%s/%s%s%s", a->gw_prefix, a->async ? "async-function" : "function", name,
+             a->path[0] == '/' ? "" : "/", a->path);
     size_t blen = 0;
     char *body = data != NULL ? read_data(data, &blen) : NULL;
     if (data != NULL && body == NULL) {
         fprintf(stderr, "faasctl: cannot read %s: %s\n", data + (data[0] == '@'), strerror(errno));
         return EXIT_RUNTIME;
     }
-    faas_http_req_t req = {a->method ? a->method : data ? "POST" : "GET", a->gw_host, a->gw_port, full, a->headers,
-                           a->n_headers, body, blen, (int)a->timeout_ms};
+    if (a->async)
+        return invoke_async(a, full, body, blen);
+    const char *method = a->method != NULL ? a->method : data != NULL ? "POST" : "GET";
+    faas_http_req_t req = {.method = method,
+                           .host = a->gw_host,
+                           .port = a->gw_port,
+                           .path = full,
+                           .headers = a->headers,
+                           .n_headers = a->n_headers,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = (int)a->timeout_ms};
     int status = 0, code = 0;
     char errbuf[512];
     if (faas_http_do(&req, &status, stdout, errbuf, sizeof(errbuf)) != 0) {
@@ -705,12 +719,359 @@ static int cmd_invoke(const ctl_args_t *a)
     return code;
 }
 
+/* ---- async tasks (docs/async.md): the gateway's task API ----------------------------------- */
+
+typedef struct {
+    char *body; /* malloc'd, NUL-terminated */
+    size_t len;
+    int status;
+} gw_resp_t;
+
+/* One exchange with the gateway, its body kept in memory (and the head copied to head
+ * when set). 0, or an exit code after saying why. */
+static int gw_exchange(const ctl_args_t *a, faas_http_req_t *req, gw_resp_t *r)
+{
+    char errbuf[512];
+    FILE *mem = open_memstream(&r->body, &r->len);
+    if (mem == NULL)
+        return fprintf(stderr, "faasctl: out of memory\n"), EXIT_RUNTIME;
+    req->host = a->gw_host;
+    req->port = a->gw_port;
+    int rc = faas_http_do(req, &r->status, mem, errbuf, sizeof(errbuf));
+    fclose(mem);
+    if (rc == 0)
+        return 0;
+    free(r->body);
+    r->body = NULL;
+    fprintf(stderr, "faasctl: gateway %s: %s\n", g_gateway, errbuf);
+    return EXIT_RUNTIME;
+}
+
+/* GET/DELETE of a path under the gateway's prefix, with the short rpc deadline. */
+static int gw_call(const ctl_args_t *a, const char *method, const char *path, FILE *head, gw_resp_t *r)
+{
+    char full[2048];
+    snprintf(full, sizeof(full), "%s%s", a->gw_prefix, path);
+    faas_http_req_t req = {.method = method, .path = full, .timeout_ms = RPC_TIMEOUT_MS, .head = head};
+    return gw_exchange(a, &req, r);
+}
+
+/* The gateway's error body (one text line) for a message. */
+static const char *gw_said(gw_resp_t *r)
+{
+    if (r->body == NULL)
+        return "";
+    faas_oneline(r->body);
+    size_t n = strlen(r->body);
+    while (n > 0 && r->body[n - 1] == ' ')
+        r->body[--n] = '\0';
+    return r->body;
+}
+
+/* A refusal of a /tasks request in the user's terms; the exit code. */
+static int task_refused(const char *id, gw_resp_t *r)
+{
+    if (r->status == 404)
+        fprintf(stderr, "faasctl: no task %s (unknown id, or purged after its retention)\n", id);
+    else if (r->status == 400)
+        fprintf(stderr, "faasctl: the gateway refused task id \"%s\": %s\n", id, gw_said(r));
+    else
+        fprintf(stderr, "faasctl: task %s: the gateway answered HTTP %d: %s\n", id, r->status, gw_said(r));
+    return EXIT_RUNTIME;
+}
+
+static void member_text(const gw_resp_t *r, const char *key, char *out, size_t cap)
+{
+    const char *v;
+    size_t vn;
+    if (ctl_json_member(r->body, r->len, key, &v, &vn) == 0)
+        ctl_json_text(v, vn, out, cap);
+    else
+        out[0] = '\0';
+}
+
+static int invoke_async(const ctl_args_t *a, const char *full, char *body, size_t blen)
+{
+    char *cb = NULL; /* whole, however long: the gateway judges the URL's length */
+    const char **hdrs = calloc(a->n_headers + 1, sizeof(*hdrs));
+    gw_resp_t r = {0};
+    int code = EXIT_RUNTIME;
+    if (hdrs == NULL || (a->callback != NULL && asprintf(&cb, "X-Callback-Url: %s", a->callback) < 0)) {
+        cb = NULL;
+        fprintf(stderr, "faasctl: out of memory\n");
+        goto out;
+    }
+    memcpy(hdrs, a->headers, a->n_headers * sizeof(*hdrs));
+    size_t nh = a->n_headers;
+    if (cb != NULL)
+        hdrs[nh++] = cb;
+    const char *method = a->method != NULL ? a->method : body != NULL ? "POST" : "GET";
+    faas_http_req_t req = {.method = method,
+                           .path = full,
+                           .headers = hdrs,
+                           .n_headers = nh,
+                           .body = body,
+                           .body_len = blen,
+                           .timeout_ms = (int)a->timeout_ms};
+    if ((code = gw_exchange(a, &req, &r)) != 0)
+        goto out;
+    char id[80];
+    member_text(&r, "id", id, sizeof(id));
+    if (r.status != 202 || id[0] == '\0') {
+        fprintf(stderr, "faasctl: submitting a task to %s: the gateway answered HTTP %d: %s\n", a->name, r.status,
+                gw_said(&r));
+        code = EXIT_RUNTIME;
+    } else if (a->json)
+        fwrite(r.body, 1, r.len, stdout);
+    else
+        printf("%s\n", id);
+out:
+    free(r.body);
+    free((void *)hdrs);
+    free(cb);
+    free(body);
+    return code;
+}
+
+/* What a task's status JSON says about it, for the commands that act on it. */
+typedef struct {
+    char status[16], error[512], result_status[16];
+} task_state_t;
+
+static int is_finished(const task_state_t *t)
+{
+    return strcmp(t->status, "succeeded") == 0 || strcmp(t->status, "failed") == 0 ||
+           strcmp(t->status, "cancelled") == 0;
+}
+
+/* What GET /tasks/<id> answered, read into t. 0 or an exit code. */
+static int task_state(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
+{
+    if (r->status != 200)
+        return task_refused(a->task_id, r);
+    member_text(r, "status", t->status, sizeof(t->status));
+    member_text(r, "error", t->error, sizeof(t->error));
+    member_text(r, "result_status", t->result_status, sizeof(t->result_status));
+    faas_oneline(t->error);
+    if (t->status[0] == '\0')
+        return fprintf(stderr, "faasctl: the gateway sent a task status without \"status\"\n"), EXIT_RUNTIME;
+    return 0;
+}
+
+/* GET /tasks/<id>; r keeps the JSON. 0 or an exit code. */
+static int task_fetch(const ctl_args_t *a, gw_resp_t *r, task_state_t *t)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
+    int code = gw_call(a, "GET", path, NULL, r);
+    return code != 0 ? code : task_state(a, r, t);
+}
+
+static const char *const task_fields[] = {"id",          "function",     "version",        "status", "attempts",
+                                          "created",     "started",      "finished",       "error",  "result_status",
+                                          "result_size", "callback_url", "callback_status"};
+
+static int cmd_tasks_get(const ctl_args_t *a)
+{
+    gw_resp_t r = {0};
+    task_state_t t;
+    int code = task_fetch(a, &r, &t);
+    if (code == 0 && a->json)
+        fwrite(r.body, 1, r.len, stdout);
+    else if (code == 0)
+        for (size_t i = 0; i < sizeof(task_fields) / sizeof(task_fields[0]); i++) {
+            char v[2200];
+            const char *raw;
+            size_t rn;
+            if (ctl_json_member(r.body, r.len, task_fields[i], &raw, &rn) != 0)
+                continue;
+            ctl_json_text(raw, rn, v, sizeof(v));
+            faas_oneline(v);
+            printf("%s: %s\n", task_fields[i], v[0] ? v : "-");
+        }
+    free(r.body);
+    return code;
+}
+
+/* The result of a task known to be finished, or why there is none. */
+static int print_result(const ctl_args_t *a, const task_state_t *t)
+{
+    if (t->result_status[0] == '\0') { /* ended without a response */
+        fprintf(stderr, "faasctl: task %s %s without a result%s%s\n", a->task_id, t->status, t->error[0] ? ": " : "",
+                t->error);
+        return EXIT_RUNTIME;
+    }
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s/result", a->task_id);
+    gw_resp_t r = {0};
+    int code = gw_call(a, "GET", path, a->include ? stdout : NULL, &r);
+    if (code != 0)
+        return code;
+    fwrite(r.body, 1, r.len, stdout);
+    fflush(stdout);
+    if (r.status >= 400) {
+        fprintf(stderr, "faasctl: task %s: the function answered HTTP %d\n", a->task_id, r.status);
+        code = EXIT_RUNTIME;
+    }
+    free(r.body);
+    return code;
+}
+
+static int cmd_tasks_result(const ctl_args_t *a)
+{
+    gw_resp_t r = {0};
+    task_state_t t;
+    int code = task_fetch(a, &r, &t);
+    free(r.body);
+    if (code != 0)
+        return code;
+    if (!is_finished(&t)) {
+        fprintf(stderr, "faasctl: task %s has not finished: it is %s (try faasctl tasks wait %s)\n", a->task_id,
+                t.status, a->task_id);
+        return EXIT_NOT_DONE;
+    }
+    return print_result(a, &t);
+}
+
+static int cmd_tasks_wait(const ctl_args_t *a)
+{
+    uint64_t deadline = faas_now_ms() + a->timeout_ms, delay = 50;
+    task_state_t t = {.status = "unknown"};
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
+    for (;;) {
+        gw_resp_t r = {0};
+        int code = gw_call(a, "GET", path, NULL, &r), busy = code == 0 && r.status == 503;
+        /* 503: the task store is out of reach for a moment (discovery restarting); the
+         * task is durable, so keep waiting rather than give up on it */
+        if (code == 0 && !busy)
+            code = task_state(a, &r, &t);
+        free(r.body);
+        if (code != 0)
+            return code;
+        if (!busy && is_finished(&t))
+            return print_result(a, &t);
+        uint64_t now = faas_now_ms();
+        if (now >= deadline) {
+            fprintf(stderr, "faasctl: task %s is still %s after %llu ms\n", a->task_id,
+                    busy ? "unknown (the gateway answers 503)" : t.status, (unsigned long long)a->timeout_ms);
+            return EXIT_NOT_DONE;
+        }
+        uint64_t nap = delay < deadline - now ? delay : deadline - now;
+        usleep((useconds_t)(nap * 1000));
+        delay = delay * 2 < 2000 ? delay * 2 : 2000; /* prompt for short tasks, gentle on long ones */
+    }
+}
+
+static int cmd_tasks_cancel(const ctl_args_t *a)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "/tasks/%s", a->task_id);
+    gw_resp_t r = {0};
+    int code = gw_call(a, "DELETE", path, NULL, &r);
+    if (code != 0)
+        return code;
+    char status[16];
+    if (r.status == 409) {
+        fprintf(stderr, "faasctl: task %s has already finished, nothing to cancel (%s)\n", a->task_id, gw_said(&r));
+        code = EXIT_RUNTIME;
+    } else if (r.status != 200)
+        code = task_refused(a->task_id, &r);
+    else if (a->json)
+        fwrite(r.body, 1, r.len, stdout);
+    else if (member_text(&r, "status", status, sizeof(status)), strcmp(status, "cancelled") == 0)
+        printf("cancelled %s\n", a->task_id);
+    else /* running: its pod is told to abort it, and it ends cancelled */
+        printf("cancel requested for %s (it is %s; it ends cancelled once its pod stops it)\n", a->task_id, status);
+    free(r.body);
+    return code;
+}
+
+/* One row of `tasks list`. */
+static void print_task_row(const char *obj, size_t n, int fw)
+{
+    static const char *const cols[] = {"id", "status", "function", "attempts", "created", "result_status", "error"};
+    char v[7][128];
+    for (size_t i = 0; i < 7; i++) {
+        const char *raw;
+        size_t rn;
+        v[i][0] = '\0';
+        if (ctl_json_member(obj, n, cols[i], &raw, &rn) == 0)
+            ctl_json_text(raw, rn, v[i], sizeof(v[i]));
+        faas_oneline(v[i]);
+    }
+    printf("%-32s  %-9s  %-*s  %8s  %-24s  %-6s  %s\n", v[0], v[1], fw, v[2], v[3], v[4][0] ? v[4] : "-",
+           v[5][0] ? v[5] : "-", v[6]);
+}
+
+static void list_query(const ctl_args_t *a, char *path, size_t cap)
+{
+    size_t o = (size_t)snprintf(path, cap, "/tasks");
+    char sep = '?';
+    const struct {
+        const char *k, *v;
+    } q[] = {{"function", a->function}, {"status", a->status}, {"after", a->after}};
+    /* the values were checked to be URL-safe tokens: no escaping needed */
+    for (size_t i = 0; i < 3; i++)
+        if (q[i].v != NULL && o < cap) {
+            o += (size_t)snprintf(path + o, cap - o, "%c%s=%s", sep, q[i].k, q[i].v);
+            sep = '&';
+        }
+    if (a->limit && o < cap)
+        snprintf(path + o, cap - o, "%climit=%llu", sep, (unsigned long long)a->limit);
+}
+
+static int cmd_tasks_list(const ctl_args_t *a)
+{
+    char path[512];
+    list_query(a, path, sizeof(path));
+    gw_resp_t r = {0};
+    int code = gw_call(a, "GET", path, NULL, &r);
+    if (code != 0)
+        return code;
+    const char *arr, *it, *nx;
+    size_t an, in, nn, pos = 0;
+    int fw = 8;
+    if (r.status != 200) {
+        fprintf(stderr, "faasctl: listing tasks: the gateway answered HTTP %d: %s\n", r.status, gw_said(&r));
+        code = EXIT_RUNTIME;
+    } else if (a->json)
+        fwrite(r.body, 1, r.len, stdout);
+    else if (ctl_json_member(r.body, r.len, "tasks", &arr, &an) != 0) {
+        fprintf(stderr, "faasctl: the gateway sent a task list without \"tasks\"\n");
+        code = EXIT_RUNTIME;
+    } else {
+        if (a->function != NULL && (int)strlen(a->function) > fw)
+            fw = (int)strlen(a->function);
+        printf("%-32s  %-9s  %-*s  %8s  %-24s  %-6s  %s\n", "ID", "STATUS", fw, "FUNCTION", "ATTEMPTS", "CREATED",
+               "RESULT", "ERROR");
+        while (ctl_json_next_item(arr, an, &pos, &it, &in) == 1)
+            print_task_row(it, in, fw);
+        char next[80];
+        if (ctl_json_member(r.body, r.len, "next", &nx, &nn) == 0 &&
+            (ctl_json_text(nx, nn, next, sizeof(next)), next[0]))
+            fprintf(stderr, "(more: faasctl tasks list --after %s%s%s)\n", next, a->function ? " --function " : "",
+                    a->function ? a->function : "");
+    }
+    free(r.body);
+    return code;
+}
+
+static int cmd_tasks_help(const ctl_args_t *a)
+{
+    (void)a;
+    fputs(ctl_args_usage(CTL_TASKS), stderr);
+    return EXIT_USAGE;
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 
 /* Indexed by ctl_cmd_t. */
 static int (*const commands[])(const ctl_args_t *a) = {
-    NULL, cmd_deploy, cmd_list, cmd_get, cmd_delete, cmd_invoke, cmd_instances, cmd_logs,
+    NULL,     cmd_deploy,     cmd_list,       cmd_get,       cmd_delete,       cmd_invoke,       cmd_instances,
+    cmd_logs, cmd_tasks_help, cmd_tasks_list, cmd_tasks_get, cmd_tasks_result, cmd_tasks_cancel, cmd_tasks_wait,
 };
+_Static_assert(sizeof(commands) / sizeof(commands[0]) == CTL_TASKS_WAIT + 1, "one function per command");
 
 int main(int argc, char **argv)
 {

@@ -1,4 +1,4 @@
-/* deploy/httpc.c - a tiny blocking HTTP/1.1 client for `faasctl invoke`: one request
+/* deploy/httpc.c - a tiny blocking HTTP/1.1 client for `faasctl invoke` and `tasks`: one request
  * per connection (Connection: close), Content-Length, chunked or read-to-EOF bodies,
  * one deadline for the whole exchange. */
 #include "deploy/internal.h"
@@ -238,7 +238,7 @@ static char *build_head(const faas_http_req_t *req, size_t *len)
 }
 
 /* Reads the status line and headers; leaves the reader at the body. */
-static int read_head(reader_t *r, int *status, uint64_t *clen, int *chunked, char *err, size_t errcap)
+static int read_head(reader_t *r, int *status, uint64_t *clen, int *chunked, FILE *head, char *err, size_t errcap)
 {
     char line[8192];
     do { /* 1xx interim responses are skipped */
@@ -247,6 +247,8 @@ static int read_head(reader_t *r, int *status, uint64_t *clen, int *chunked, cha
                      errno ? strerror(errno) : "");
             return -1;
         }
+        if (head != NULL && *status >= 200)
+            fprintf(head, "%s\n", line);
         *clen = UINT64_MAX;
         *chunked = 0;
         for (;;) {
@@ -254,6 +256,8 @@ static int read_head(reader_t *r, int *status, uint64_t *clen, int *chunked, cha
                 snprintf(err, errcap, "reading response headers: %s", strerror(errno));
                 return -1;
             }
+            if (head != NULL && *status >= 200)
+                fprintf(head, "%s\n", line);
             if (line[0] == '\0')
                 break;
             if (strncasecmp(line, "content-length:", 15) == 0)
@@ -286,7 +290,7 @@ int faas_http_do(const faas_http_req_t *req, int *status, FILE *out, char *err, 
         snprintf(err, errcap, "sending the request: %s", strerror(errno));
         goto out_close;
     }
-    if (read_head(r, status, &clen, &chunked, err, errcap) != 0)
+    if (read_head(r, status, &clen, &chunked, req->head, err, errcap) != 0)
         goto out_close;
     int no_body = strcmp(req->method, "HEAD") == 0 || *status == 204 || *status == 304;
     rc = no_body ? 0 : chunked ? copy_chunked(r, out) : copy_body(r, clen, out);

@@ -17,6 +17,7 @@ typedef struct {
     const char *body; /* NULL = none */
     size_t body_len;
     int timeout_ms; /* whole exchange; 0 = 60 s */
+    FILE *head;     /* if set, the status line and header lines are copied there, then an empty line */
 } faas_http_req_t;
 
 /* Sends req and copies the response body to out. 0 with *status set, or -1 with err. */
@@ -24,5 +25,15 @@ int faas_http_do(const faas_http_req_t *req, int *status, FILE *out, char *err, 
 /* "http://host:port/prefix" -> host, port, prefix without a trailing '/'. 0 or -1 with *err. */
 int faas_http_parse_url(const char *url, char *host, size_t hostcap, uint16_t *port, char *prefix, size_t prefcap,
                         const char **err);
+
+/* ---- deploy/json.c: reading the gateway's task JSON (flat objects, one array) ---- */
+
+/* The raw text of member key of the JSON object s[0..n): 0, or -1 if absent or malformed. */
+int ctl_json_member(const char *s, size_t n, const char *key, const char **v, size_t *vn);
+/* The next element of the JSON array s[0..n); *pos starts at 0. 1 with it, 0 at the end, -1 malformed. */
+int ctl_json_next_item(const char *s, size_t n, size_t *pos, const char **v, size_t *vn);
+/* A value as text: a string decoded (escapes, \u as UTF-8), null as "", anything else
+ * as written; cut to cap - 1 bytes. */
+void ctl_json_text(const char *v, size_t vn, char *out, size_t cap);
 
 #endif

@@ -212,6 +212,94 @@ static int set_resources(Faas__FunctionSpec *s, const char *sub, const char *v, 
     return -1;
 }
 
+static Faas__AsyncSpec *async_of(Faas__FunctionSpec *s)
+{
+    if (s->async == NULL && (s->async = malloc(sizeof(*s->async))) != NULL)
+        faas__async_spec__init(s->async);
+    return s->async;
+}
+
+/* A bound given explicitly must be a real one: 0 in the spec means "the platform
+ * default", so accepting it here would silently turn "async.concurrency: 0" into 16. */
+static int async_duration(const char *v, uint64_t max, uint64_t *ms, const char *range, const char **err)
+{
+    if (faas_parse_duration_ms(v, ms, err) != 0)
+        return -1;
+    if (*ms == 0 || *ms > max)
+        return *err = range, -1;
+    return 0;
+}
+
+static int async_uint(const char *v, uint64_t max, uint32_t *dst, const char *range, const char **err)
+{
+    uint64_t n;
+    if (faas_parse_uint(v, UINT64_MAX, &n, err) != 0)
+        return -1;
+    if (n == 0 || n > max)
+        return *err = range, -1;
+    *dst = (uint32_t)n;
+    return 0;
+}
+
+/* async.retry_on: the whole list is replaced; "" or [] means none. */
+static int set_retry_on(Faas__AsyncSpec *a, const char *v, const char **err)
+{
+    char *copy = strdup(v), *save = NULL;
+    if (copy == NULL)
+        return *err = "out of memory", -1;
+    int rc = 0;
+    a->retry_5xx = 0;
+    for (char *w = strtok_r(copy, " ,\t[]", &save); w != NULL && rc == 0; w = strtok_r(NULL, " ,\t[]", &save)) {
+        if (strcmp(w, FAAS_SPEC_ASYNC_RETRY_5XX) == 0)
+            a->retry_5xx = 1;
+        else
+            rc = (*err = "unknown retry_on item (known: " FAAS_SPEC_ASYNC_RETRY_5XX ")", -1);
+    }
+    free(copy);
+    return rc;
+}
+
+static int set_async(Faas__FunctionSpec *s, const char *sub, const char *v, const char **err)
+{
+    Faas__AsyncSpec *a = async_of(s);
+    uint64_t n;
+    if (a == NULL)
+        return *err = "out of memory", -1;
+    if (strcmp(sub, "concurrency") == 0)
+        return async_uint(v, FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY, &a->concurrency,
+                          "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY) " (tasks running at once)",
+                          err);
+    if (strcmp(sub, "max_attempts") == 0)
+        return async_uint(v, FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS, &a->max_attempts,
+                          "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS), err);
+    if (strcmp(sub, "timeout") == 0) {
+        if (async_duration(v, FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS, &n,
+                           "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_HOURS) "h",
+                           err) != 0)
+            return -1;
+        a->timeout_ms = (uint32_t)n;
+        return 0;
+    }
+    if (strcmp(sub, "retention") == 0)
+        return async_duration(
+            v, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS, &a->retention_ms,
+            "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS) "d", err);
+    if (strcmp(sub, "max_result") == 0) {
+        if (faas_parse_size(v, &n, err) != 0)
+            return -1;
+        if (n == 0 || n > FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES) {
+            *err = "must be more than 0 and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB) "Mi";
+            return -1;
+        }
+        a->max_result_bytes = n;
+        return 0;
+    }
+    if (strcmp(sub, "retry_on") == 0)
+        return set_retry_on(a, v, err);
+    *err = "unknown async key (known: concurrency, timeout, retention, max_attempts, max_result, retry_on)";
+    return -1;
+}
+
 static int set_env_kv(Faas__FunctionSpec *s, const char *v, const char **err)
 {
     const char *eq = strchr(v, '=');
@@ -290,6 +378,8 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
         return set_health(s, key + 7, v, err);
     if (strncmp(key, "resources.", 10) == 0)
         return set_resources(s, key + 10, v, err);
+    if (strncmp(key, "async.", 6) == 0)
+        return set_async(s, key + 6, v, err);
     if (strcmp(key, "code") == 0) {
         if (v[0] == '\0')
             return *err = "code must be a directory", -1;
@@ -370,7 +460,24 @@ static int walk_list(walk_t *w, yaml_node_t *n, const char *key)
     return 0;
 }
 
-/* health, resources and env: a map of scalars. */
+/* async.retry_on: [5xx]: each item goes through the scalar form's rules on its own
+ * (so an odd one is named), then the list as a whole replaces the old one. */
+static int walk_retry_on(walk_t *w, yaml_node_t *n)
+{
+    const char *all = "";
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+        yaml_node_t *in = yaml_document_get_node(w->doc, *it);
+        const char *v = scalar(in);
+        if (v == NULL)
+            return fail(w, in != NULL ? in : n, "async.retry_on: every item must be a string");
+        if (strcmp(v, FAAS_SPEC_ASYNC_RETRY_5XX) != 0)
+            return fail(w, in, "async.retry_on: unknown item \"%.60s\" (known: " FAAS_SPEC_ASYNC_RETRY_5XX ")", v);
+        all = FAAS_SPEC_ASYNC_RETRY_5XX;
+    }
+    return set_at(w, n, "async.retry_on", all);
+}
+
+/* health, resources, async and env: a map of scalars (and async.retry_on's list). */
 static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
 {
     char full[128];
@@ -380,6 +487,11 @@ static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
         const char *k = scalar(kn), *v = scalar(vn);
         if (k == NULL)
             return fail(w, kn != NULL ? kn : n, "%s: keys must be strings", key);
+        if (strcmp(key, "async") == 0 && strcmp(k, "retry_on") == 0 && vn != NULL && vn->type == YAML_SEQUENCE_NODE) {
+            if (walk_retry_on(w, vn) != 0)
+                return -1;
+            continue;
+        }
         if (v == NULL)
             return fail(w, vn != NULL ? vn : kn, "%s.%.60s: value must be a string or number", key, k);
         if (strcmp(key, "env") == 0) {
@@ -396,10 +508,10 @@ static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
 }
 
 static const char *const known_keys[] = {
-    "name",        "protocol",      "command",       "env",           "port",
-    "port_env",    "health",        "resources",     "concurrency",   "min_instances",
-    "max_instances", "timeout",     "cold_start_timeout", "idle_timeout", "max_body",
-    "code",        "grpc_services", "thrift_services", "thrift_transport", "max_duration",
+    "name",          "protocol",      "command",         "env",              "port",         "port_env",
+    "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
+    "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
+    "thrift_transport", "max_duration", "async",
 };
 
 static int is_known(const char *k)
@@ -413,7 +525,8 @@ static int is_known(const char *k)
 static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k)
 {
     int is_list = strcmp(k, "command") == 0 || strcmp(k, "grpc_services") == 0 || strcmp(k, "thrift_services") == 0;
-    int is_map = strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0;
+    int is_map =
+        strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 || strcmp(k, "async") == 0;
     if (vn == NULL)
         return fail(w, kn, "%s: missing value", k);
     if (vn->type == YAML_SEQUENCE_NODE) {
@@ -431,7 +544,10 @@ static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k
         return fail(w, vn, "%s: value contains a NUL byte", k);
     if (is_map)
         return fail(w, vn, "%s must be a map (e.g. %s)", k,
-                    k[0] == 'e' ? "{KEY: value}" : k[0] == 'h' ? "{path: /healthz}" : "{memory: 128Mi}");
+                    k[0] == 'e'   ? "{KEY: value}"
+                    : k[0] == 'h' ? "{path: /healthz}"
+                    : k[0] == 'a' ? "{concurrency: 4, timeout: 2h}"
+                                  : "{memory: 128Mi}");
     if (is_list) {
         Faas__FunctionSpec *s = w->m->spec;
         if (k[0] != 'c') /* a single service name; clear what an earlier value set */
@@ -571,14 +687,26 @@ static void print_list(FILE *f, const char *key, char **items, size_t n)
     fputs("]\n", f);
 }
 
-static void print_duration(FILE *f, const char *key, uint32_t ms)
+/* The largest unit that divides ms exactly, so the text parses back to the same value. */
+static void fmt_duration(char *out, size_t cap, uint64_t ms)
 {
-    if (ms % 60000 == 0 && ms != 0)
-        fprintf(f, "%s: %um\n", key, ms / 60000);
-    else if (ms % 1000 == 0)
-        fprintf(f, "%s: %us\n", key, ms / 1000);
-    else
-        fprintf(f, "%s: %ums\n", key, ms);
+    static const struct {
+        uint64_t mult;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (ms != 0 && ms % units[i].mult == 0) {
+            snprintf(out, cap, "%llu%s", (unsigned long long)(ms / units[i].mult), units[i].unit);
+            return;
+        }
+    snprintf(out, cap, ms == 0 ? "0s" : "%llums", (unsigned long long)ms);
+}
+
+static void print_duration(FILE *f, const char *key, uint64_t ms)
+{
+    char d[32];
+    fmt_duration(d, sizeof(d), ms);
+    fprintf(f, "%s: %s\n", key, d);
 }
 
 static void print_size(FILE *f, const char *key, uint64_t b)
@@ -609,6 +737,38 @@ static void print_health(FILE *f, const Faas__HealthCheck *h)
     if (h->interval_ms)
         fprintf(f, ", interval_ms: %u", h->interval_ms);
     fputs("}\n", f);
+}
+
+/* A bound the spec leaves at 0 is printed as a comment with the default, so the text
+ * parses back to the same spec and still says what applies. */
+static void print_async_field(FILE *f, const char *key, uint64_t v, uint64_t dflt,
+                              void (*pr)(FILE *, const char *, uint64_t))
+{
+    fputs(v ? "  " : "  # ", f);
+    pr(f, key, v ? v : dflt);
+}
+
+static void print_uint(FILE *f, const char *key, uint64_t v)
+{
+    fprintf(f, "%s: %llu\n", key, (unsigned long long)v);
+}
+
+static void print_async(FILE *f, const Faas__AsyncSpec *a)
+{
+    if (a == NULL)
+        return;
+    if (!a->concurrency && !a->timeout_ms && !a->retention_ms && !a->max_attempts && !a->max_result_bytes &&
+        !a->retry_5xx) {
+        fputs("async: {}  # every bound at its default\n", f);
+        return;
+    }
+    fputs("async:  # unset bounds (commented) take the platform default shown\n", f);
+    print_async_field(f, "concurrency", a->concurrency, FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY, print_uint);
+    print_async_field(f, "timeout", a->timeout_ms, FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS, print_duration);
+    print_async_field(f, "retention", a->retention_ms, FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS, print_duration);
+    print_async_field(f, "max_attempts", a->max_attempts, FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS, print_uint);
+    print_async_field(f, "max_result", a->max_result_bytes, FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES, print_size);
+    fputs(a->retry_5xx ? "  retry_on: [" FAAS_SPEC_ASYNC_RETRY_5XX "]\n" : "  # retry_on: []\n", f);
 }
 
 void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
@@ -646,6 +806,7 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
         print_list(f, "thrift_services", s->thrift_services, s->n_thrift_services);
     if (s->thrift_transport != NULL && s->thrift_transport[0])
         fprintf(f, "thrift_transport: %s\n", s->thrift_transport);
+    print_async(f, s->async);
     if (s->version)
         fprintf(f, "# version: %llu\n", (unsigned long long)s->version);
     if (s->code_sha256 != NULL && s->code_sha256[0])

@@ -25,8 +25,9 @@ int faas_manifest_init(faas_manifest_t *m);
 void faas_manifest_free(faas_manifest_t *m);
 
 /* Sets one scalar key as a manifest would ("timeout", "30s"); keys with a dot reach
- * into maps ("resources.memory", "health.path"); "env" takes "K=V" and appends;
- * "command" takes a string split on spaces. 0 or -1 with *err. */
+ * into maps ("resources.memory", "health.path", "async.timeout"); "env" takes "K=V"
+ * and appends; "command" takes a string split on spaces; "async.retry_on" takes the
+ * list's items separated by commas or spaces ("" = none) and replaces it. 0 or -1 with *err. */
 int faas_manifest_set(faas_manifest_t *m, const char *key, const char *value, const char **err);
 
 /* Checks what a deploy needs (a valid name, a command). 0 or -1 with *err. */

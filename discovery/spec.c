@@ -115,6 +115,27 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
     return 0;
 }
 
+/* The async bounds (0 = the platform default, docs/async.md); the limits are
+ * common/spec.h's, the same faasctl checks the manifest keys against. */
+static int check_async(const Faas__AsyncSpec *a, const char **err)
+{
+    if (a == NULL)
+        return 0;
+    if (a->concurrency > FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY)
+        *err = "async.concurrency must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY);
+    else if (a->timeout_ms > FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS)
+        *err = "async.timeout must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_HOURS) " hours";
+    else if (a->retention_ms > FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS)
+        *err = "async.retention must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS) " days";
+    else if (a->max_attempts > FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS)
+        *err = "async.max_attempts must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS);
+    else if (a->max_result_bytes > FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES)
+        *err = "async.max_result must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB) " MiB";
+    else
+        return 0;
+    return -1;
+}
+
 /* A health check the protocol can answer. HTTP_GET is the zero value, so a
  * non-HTTP spec that leaves kind and path unset gets its protocol's default. */
 static int fix_health(Faas__FunctionSpec *s, const char **err)
@@ -227,6 +248,8 @@ static void drop_all_unknown(Faas__FunctionSpec *s)
         drop_unknown(&s->health->base);
     if (s->resources)
         drop_unknown(&s->resources->base);
+    if (s->async)
+        drop_unknown(&s->async->base);
     for (size_t i = 0; i < s->n_env; i++)
         if (s->env[i])
             drop_unknown(&s->env[i]->base);
@@ -248,7 +271,8 @@ int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
         *err = "port_env must be an environment variable name";
         return -1;
     }
-    if (check_limits(s, err) != 0 || check_protocol(s, err) != 0 || fix_health(s, err) != 0)
+    if (check_limits(s, err) != 0 || check_async(s->async, err) != 0 || check_protocol(s, err) != 0 ||
+        fix_health(s, err) != 0)
         return -1;
     return 0;
 }

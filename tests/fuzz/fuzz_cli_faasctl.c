@@ -50,6 +50,39 @@ static void check_invoke(const ctl_args_t *a)
         abort();
     if (a->grpc_method == NULL && (!fuzz_cli_printable(a->gw_host) || !fuzz_cli_printable(a->gw_prefix)))
         abort();
+    if (a->async && a->grpc_method != NULL)
+        abort();
+    if (a->callback != NULL && (!a->async || !fuzz_cli_printable(a->callback)))
+        abort(); /* it becomes the X-Callback-Url header line */
+}
+
+/* What reaches a /tasks request path or query unescaped: letters and digits only. */
+static int alnum_token(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z')))
+            return 0;
+    return 1;
+}
+
+static void check_tasks(const ctl_args_t *a)
+{
+    const char *e;
+    if ((a->cmd == CTL_TASKS_LIST) != (a->task_id == NULL) || (a->task_id != NULL && !alnum_token(a->task_id)))
+        abort();
+    if (a->after != NULL && !alnum_token(a->after))
+        abort();
+    if (a->function != NULL && faas_valid_function_name(a->function, strlen(a->function), &e) != 0)
+        abort();
+    if (a->status != NULL && !alnum_token(a->status))
+        abort();
+    if (a->limit > 1000 || a->timeout_ms == 0 || a->timeout_ms > INT32_MAX)
+        abort();
+    if (!fuzz_cli_printable(a->gw_host) || !fuzz_cli_printable(a->gw_prefix))
+        abort();
 }
 
 static void check_ok(const ctl_args_t *a, int argc)
@@ -58,6 +91,12 @@ static void check_ok(const ctl_args_t *a, int argc)
         abort();
     if ((a->discovery[0] == '\0' || !fuzz_cli_printable(a->discovery)))
         abort();
+    if (a->cmd == CTL_TASKS) /* the group word alone is only ever help */
+        abort();
+    if (a->cmd >= CTL_TASKS_LIST) {
+        check_tasks(a);
+        return;
+    }
     if (a->cmd != CTL_LIST && a->cmd != CTL_DEPLOY && a->name == NULL)
         abort();
     if (a->cmd == CTL_DEPLOY)

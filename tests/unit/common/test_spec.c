@@ -33,6 +33,28 @@ Test(spec, documented_limits)
     cr_assert(FAAS_SPEC_DEFAULT_MAX_INSTANCES <= FAAS_SPEC_LIMIT_INSTANCES);
 }
 
+Test(spec, documented_async_defaults_and_limits)
+{
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY, 16);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS, 3600 * 1000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS, 7ull * 86400 * 1000);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS, 3);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES, 8ull << 20);
+    cr_assert_eq(FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY, 10000);
+    cr_assert_eq(FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS, 24u * 3600 * 1000);
+    cr_assert_eq(FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS, 90ull * 86400 * 1000);
+    cr_assert_eq(FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS, 10);
+    cr_assert_eq(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES, 8ull << 20);
+    /* messages quote these */
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_HOURS), "24");
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_RETENTION_DAYS), "90");
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB), "8");
+    cr_assert(FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY <= FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY);
+    cr_assert(FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS <= FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS);
+    cr_assert(FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS <= FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS);
+    cr_assert(FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS <= FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS);
+}
+
 Test(spec, fill_defaults_sets_only_unset_fields)
 {
     Faas__FunctionSpec s;

@@ -65,10 +65,18 @@ Test(ctl_cli, help_everywhere_prints_nothing, .init = cr_redirect_stdout)
         int argc;
         ctl_cmd_t cmd;
     } cases[] = {
-        {{"faasctl", "--help"}, 2, CTL_NONE},          {{"faasctl", "-h"}, 2, CTL_NONE},
-        {{"faasctl", "help"}, 2, CTL_NONE},            {{"faasctl", "deploy", "--help"}, 3, CTL_DEPLOY},
-        {{"faasctl", "rm", "-h"}, 3, CTL_DELETE},      {{"faasctl", "invoke", "x", "--help"}, 4, CTL_INVOKE},
-        {{"faasctl", "logs", "--help"}, 3, CTL_LOGS},  {{"faasctl", "instances", "-h"}, 3, CTL_INSTANCES},
+        {{"faasctl", "--help"}, 2, CTL_NONE},
+        {{"faasctl", "-h"}, 2, CTL_NONE},
+        {{"faasctl", "help"}, 2, CTL_NONE},
+        {{"faasctl", "deploy", "--help"}, 3, CTL_DEPLOY},
+        {{"faasctl", "rm", "-h"}, 3, CTL_DELETE},
+        {{"faasctl", "invoke", "x", "--help"}, 4, CTL_INVOKE},
+        {{"faasctl", "logs", "--help"}, 3, CTL_LOGS},
+        {{"faasctl", "instances", "-h"}, 3, CTL_INSTANCES},
+        {{"faasctl", "tasks", "--help"}, 3, CTL_TASKS},
+        {{"faasctl", "tasks", "help"}, 3, CTL_TASKS},
+        {{"faasctl", "tasks", "list", "-h"}, 4, CTL_TASKS_LIST},
+        {{"faasctl", "tasks", "wait", "--help"}, 4, CTL_TASKS_WAIT},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         ctl_args_t a;
@@ -81,6 +89,8 @@ Test(ctl_cli, help_everywhere_prints_nothing, .init = cr_redirect_stdout)
     cr_assert_stdout_eq_str("");
     cr_assert(strncmp(ctl_args_usage(CTL_INVOKE), "usage: faasctl invoke", 21) == 0);
     cr_assert(strncmp(ctl_args_usage(CTL_NONE), "usage: faasctl [", 16) == 0);
+    cr_assert(strncmp(ctl_args_usage(CTL_TASKS_RESULT), "usage: faasctl tasks result", 27) == 0);
+    cr_assert(strncmp(ctl_args_usage(CTL_TASKS_CANCEL), "usage: faasctl tasks cancel", 27) == 0);
 }
 
 Test(ctl_cli, command_errors)
@@ -207,6 +217,112 @@ Test(ctl_cli, invoke_rejects_what_would_break_the_request)
     CTL_BAD("--gateway \"ftp://h\"", "--gateway", "ftp://h", "invoke", "x");
     CTL_BAD("address has spaces or control bytes", "--gateway", "http://h\r\nX: y:80/", "invoke", "x");
     CTL_BAD("control bytes in the URL", "--gateway", "http://h:80/a b", "invoke", "x");
+}
+
+Test(ctl_cli, invoke_async)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(CTL(&a, NULL, &err, "invoke", "--async", "hello", "-p", "/echo", "-d", "x", "-H", "X-A: 1",
+                     "--callback", "https://cb.example:8443/done?x=1", "--json"),
+                 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_INVOKE);
+    cr_assert(a.async && a.json);
+    cr_assert_str_eq(a.callback, "https://cb.example:8443/done?x=1");
+    cr_assert_eq(a.n_headers, 1, "the callback header is added when sending, not parsed as -H");
+    cr_assert_str_eq(a.gw_host, "127.0.0.1");
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "invoke", "hello"), 0, "%s", err);
+    cr_assert(!a.async && !a.json && a.callback == NULL);
+    ctl_args_free(&a);
+    CTL_BAD("--callback needs --async", "invoke", "x", "--callback", "http://h/");
+    CTL_BAD("--json needs --async", "invoke", "x", "--json");
+    CTL_BAD("--callback \"ftp://h/\" must be an http:// or https:// URL", "invoke", "x", "--async", "--callback",
+            "ftp://h/");
+    CTL_BAD("must be an http:// or https:// URL", "invoke", "x", "--async", "--callback", "http://h/\r\nX-I: 1");
+    CTL_BAD("must be an http:// or https:// URL", "invoke", "x", "--async", "--callback", "http://h/a b");
+    CTL_BAD("--async is for HTTP calls only", "invoke", "x", "--async", "--grpc", "/p.S/M");
+}
+
+Test(ctl_cli, tasks_subcommands)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    char id[] = "000102030405060708090a0b0c0d0e0f";
+    ctl_env_t env = {NULL, "http://gw:9/pre", NULL};
+    cr_assert_eq(CTL(&a, &env, &err, "tasks", "list", "--function", "hello", "--status", "running", "--limit", "1000",
+                     "--after", id, "--json"),
+                 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_TASKS_LIST);
+    cr_assert_str_eq(a.function, "hello");
+    cr_assert_str_eq(a.status, "running");
+    cr_assert_eq(a.limit, 1000);
+    cr_assert_str_eq(a.after, id);
+    cr_assert(a.json);
+    cr_assert_null(a.task_id);
+    cr_assert_str_eq(a.gw_host, "gw");
+    cr_assert_eq(a.gw_port, 9);
+    cr_assert_str_eq(a.gw_prefix, "/pre");
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "tasks", "ls"), 0, "%s", err);
+    cr_assert_eq(a.cmd, CTL_TASKS_LIST);
+    cr_assert(a.limit == 0 && a.function == NULL && a.status == NULL && a.after == NULL && !a.json);
+    ctl_args_free(&a);
+
+    struct {
+        const char *sub;
+        ctl_cmd_t cmd;
+    } subs[] = {
+        {"get", CTL_TASKS_GET}, {"result", CTL_TASKS_RESULT}, {"cancel", CTL_TASKS_CANCEL}, {"wait", CTL_TASKS_WAIT}};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        char *argv[] = {"prog", "tasks", (char *)subs[i].sub, id, NULL};
+        cr_assert_eq(ctl_args_parse(4, argv, NULL, &a, &err), 0, "%s: %s", subs[i].sub, err);
+        cr_assert_eq(a.cmd, subs[i].cmd);
+        cr_assert_str_eq(a.task_id, id);
+        ctl_args_free(&a);
+    }
+    cr_assert_eq(CTL(&a, NULL, &err, "tasks", "wait", id, "-i", "--timeout", "90s"), 0, "%s", err);
+    cr_assert(a.include);
+    cr_assert_eq(a.timeout_ms, 90000);
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "tasks", "wait", id), 0, "%s", err);
+    cr_assert_eq(a.timeout_ms, 3600000, "wait gives up after an hour unless told");
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "tasks", "result", "--include", id), 0, "%s", err);
+    cr_assert(a.include);
+    ctl_args_free(&a);
+    /* the gateway judges ids; only what could change the request path is refused here */
+    cr_assert_eq(CTL(&a, NULL, &err, "tasks", "get", "ZZZ"), 0, "%s", err);
+    ctl_args_free(&a);
+}
+
+Test(ctl_cli, tasks_errors_name_the_subcommand)
+{
+    char id[] = "000102030405060708090a0b0c0d0e0f";
+    CTL_BAD("faasctl tasks: expects a subcommand: list, get, result, cancel or wait (see faasctl tasks --help)",
+            "tasks");
+    CTL_BAD("faasctl tasks: unknown subcommand \"remove\"", "tasks", "remove", id);
+    CTL_BAD("faasctl tasks get: expects a task id (see faasctl tasks get --help)", "tasks", "get");
+    CTL_BAD("expects a task id", "tasks", "cancel", id, id);
+    CTL_BAD("faasctl tasks list: takes no arguments", "tasks", "list", id);
+    CTL_BAD("task id \"../x\" must be 32 lowercase hex characters", "tasks", "get", "../x");
+    CTL_BAD("task id \"a?b\" must be", "tasks", "result", "a?b");
+    CTL_BAD("must be 32 lowercase hex", "tasks", "wait", "");
+    CTL_BAD("must be 32 lowercase hex", "tasks", "get",
+            "00000000000000000000000000000000000000000000000000000000000000000");
+    CTL_BAD("--status \"done\" must be queued, running, succeeded, failed or cancelled", "tasks", "list", "--status",
+            "done");
+    CTL_BAD("--limit \"0\" must be 1-1000", "tasks", "list", "--limit", "0");
+    CTL_BAD("--limit \"1001\" must be 1-1000", "tasks", "list", "--limit", "1001");
+    CTL_BAD("--function \"Bad_Name\"", "tasks", "list", "--function", "Bad_Name");
+    CTL_BAD("--after \"x&y=1\" must be a task id", "tasks", "list", "--after", "x&y=1");
+    CTL_BAD("faasctl tasks get: --status does not apply here", "tasks", "get", id, "--status", "queued");
+    CTL_BAD("--include does not apply here", "tasks", "list", "-i");
+    CTL_BAD("--timeout does not apply here", "tasks", "result", id, "-t", "1s");
+    CTL_BAD("--json does not apply here", "tasks", "wait", id, "--json");
+    CTL_BAD("--timeout \"0\"", "tasks", "wait", id, "--timeout", "0");
+    CTL_BAD("bad option --bogus", "tasks", "get", id, "--bogus");
+    CTL_BAD("--gateway \"ftp://h\"", "--gateway", "ftp://h", "tasks", "get", id);
 }
 
 Test(ctl_cli, invoke_grpc_skips_the_gateway_url)

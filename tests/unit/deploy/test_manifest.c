@@ -1,6 +1,8 @@
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "deploy/manifest.h"
 
 static char err[256];
@@ -195,6 +197,134 @@ Test(manifest, print_round_trips)
     free(out);
     faas_manifest_free(&m);
     faas_manifest_free(&m2);
+}
+
+Test(manifest, async_keys)
+{
+    const char *y = "name: a\ncommand: ./x\n"
+                    "async:\n"
+                    "  concurrency: 4\n"
+                    "  timeout: 2h\n"
+                    "  retention: 30d\n"
+                    "  max_attempts: 5\n"
+                    "  max_result: 1Mi\n"
+                    "  retry_on: [5xx]\n";
+    faas_manifest_t m;
+    cr_assert_eq(parse(y, &m), 0, "%s", err);
+    const Faas__AsyncSpec *a = m.spec->async;
+    cr_assert_not_null(a);
+    cr_assert_eq(a->concurrency, 4);
+    cr_assert_eq(a->timeout_ms, 2 * 3600 * 1000);
+    cr_assert_eq(a->retention_ms, 30ull * 86400 * 1000);
+    cr_assert_eq(a->max_attempts, 5);
+    cr_assert_eq(a->max_result_bytes, 1u << 20);
+    cr_assert(a->retry_5xx);
+    faas_manifest_free(&m);
+
+    /* the limits themselves, flow style, retry_on as a scalar */
+    cr_assert_eq(parse("name: a\ncommand: ./x\nasync: {concurrency: 10000, timeout: 24h, retention: 90d, "
+                       "max_attempts: 10, max_result: 8Mi, retry_on: 5xx}\n",
+                       &m),
+                 0, "%s", err);
+    cr_assert_eq(m.spec->async->concurrency, FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY);
+    cr_assert_eq(m.spec->async->timeout_ms, FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS);
+    cr_assert_eq(m.spec->async->retention_ms, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS);
+    cr_assert_eq(m.spec->async->max_attempts, FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS);
+    cr_assert_eq(m.spec->async->max_result_bytes, FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES);
+    cr_assert(m.spec->async->retry_5xx);
+    faas_manifest_free(&m);
+
+    /* an empty list clears retry_on; no async: at all leaves the spec's async unset */
+    cr_assert_eq(parse("name: a\ncommand: ./x\nasync: {retry_on: []}\n", &m), 0, "%s", err);
+    cr_assert_not(m.spec->async->retry_5xx);
+    faas_manifest_free(&m);
+    cr_assert_eq(parse("name: a\ncommand: ./x\n", &m), 0, "%s", err);
+    cr_assert_null(m.spec->async, "no async: means every bound at the platform default");
+    faas_manifest_defaults(m.spec);
+    cr_assert_null(m.spec->async, "0 stays \"the default\" so discovery's --task-retention-ms still applies");
+    faas_manifest_free(&m);
+}
+
+Test(manifest, async_bad_values_name_key_and_limit)
+{
+    static const struct {
+        const char *yaml, *needle;
+    } bad[] = {
+        {"async: {concurrency: 0}", "async.concurrency: must be 1-10000"},
+        {"async: {concurrency: 10001}", "async.concurrency: must be 1-10000"},
+        {"async: {concurrency: -1}", "async.concurrency: expected a non-negative integer"},
+        {"async: {concurrency: 99999999999999999999999}", "async.concurrency: number too large"},
+        {"async: {timeout: 0s}", "async.timeout: must be more than 0 and at most 24h"},
+        {"async: {timeout: 25h}", "async.timeout: must be more than 0 and at most 24h"},
+        {"async: {timeout: soon}", "async.timeout: bad duration"},
+        {"async: {retention: 91d}", "async.retention: must be more than 0 and at most 90d"},
+        {"async: {retention: 0}", "async.retention: must be more than 0"},
+        {"async: {max_attempts: 11}", "async.max_attempts: must be 1-10"},
+        {"async: {max_attempts: 0}", "async.max_attempts: must be 1-10"},
+        {"async: {max_result: 9Mi}", "async.max_result: must be more than 0 and at most 8Mi"},
+        {"async: {max_result: lots}", "async.max_result: bad size"},
+        {"async: {retry_on: [4xx]}", "async.retry_on: unknown item \"4xx\" (known: 5xx)"},
+        {"async: {retry_on: [5xx, timeout]}", "unknown item \"timeout\""},
+        {"async: {retry_on: [[5xx]]}", "async.retry_on: every item must be a string"},
+        {"async: {retry_on: 5xx 4xx}", "async.retry_on: unknown retry_on item (known: 5xx)"},
+        {"async: {colour: red}", "async.colour: unknown async key (known: concurrency, timeout, retention, "
+                                 "max_attempts, max_result, retry_on)"},
+        {"async: {timeout: {h: 1}}", "async.timeout: value must be a string or number"},
+        {"async: 4", "async must be a map (e.g. {concurrency: 4, timeout: 2h})"},
+        {"async: [1]", "async must not be a list"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char y[256];
+        snprintf(y, sizeof(y), "name: a\ncommand: ./x\n%s\n", bad[i].yaml);
+        expect_error(y, "line 3", bad[i].needle);
+    }
+}
+
+Test(manifest, async_set_and_print_round_trip)
+{
+    faas_manifest_t m, m2;
+    const char *e = NULL;
+    cr_assert_eq(parse("name: a\ncommand: ./x\n", &m), 0, "%s", err);
+    cr_assert_eq(faas_manifest_set(&m, "async.concurrency", "2", &e), 0, "%s", e);
+    cr_assert_eq(faas_manifest_set(&m, "async.retention", "36h", &e), 0, "%s", e);
+    cr_assert_eq(faas_manifest_set(&m, "async.retry_on", "5xx", &e), 0, "%s", e);
+    cr_assert_eq(faas_manifest_set(&m, "async.retry_on", "", &e), 0, "%s", e);
+    cr_assert_not(m.spec->async->retry_5xx, "a later value replaces the list");
+    cr_assert_eq(faas_manifest_set(&m, "async.max_attempts", "x", &e), -1);
+    cr_assert_eq(faas_manifest_set(&m, "async.bogus", "1", &e), -1);
+    cr_assert(strstr(e, "unknown async key") != NULL, "%s", e);
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    /* set bounds as keys, the rest as comments with the defaults */
+    cr_assert(strstr(out, "async:") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  concurrency: 2\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  retention: 36h\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  # timeout: 1h\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  # max_attempts: 3\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  # max_result: 8Mi\n") != NULL, "%s", out);
+    cr_assert(strstr(out, "\n  # retry_on: []\n") != NULL, "%s", out);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    cr_assert_eq(m2.spec->async->concurrency, 2);
+    cr_assert_eq(m2.spec->async->retention_ms, 36ull * 3600 * 1000);
+    cr_assert_eq(m2.spec->async->timeout_ms, 0, "a commented default is not set");
+    free(out);
+    faas_manifest_free(&m2);
+
+    /* an async with nothing set prints as an empty map and parses back */
+    m.spec->async->concurrency = 0;
+    m.spec->async->retention_ms = 0;
+    out = NULL;
+    f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    cr_assert(strstr(out, "async: {}") != NULL, "%s", out);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    free(out);
+    faas_manifest_free(&m2);
+    faas_manifest_free(&m);
 }
 
 Test(values, durations)

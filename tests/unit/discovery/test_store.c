@@ -8,6 +8,7 @@
 
 #include <sqlite3.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 #include "discovery/discovery.h"
 
@@ -273,6 +274,64 @@ Test(store, rejects_bad_specs_with_messages)
     cr_assert_eq(n, 0, "a refused spec was stored");
     disc_store_free_list(list, n);
     cr_assert_eq(disc_store_deploys(st), 0, "a refused spec was counted");
+    disc_store_close(st);
+}
+
+Test(store, async_bounds_kept_or_refused_by_name)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code", sha);
+    Faas__FunctionSpec s = basic("fn", argv_hello), *out = NULL;
+    Faas__AsyncSpec a = FAAS__ASYNC_SPEC__INIT;
+    s.async = &a;
+    /* the limits themselves are accepted and stored as given */
+    a.concurrency = FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY;
+    a.timeout_ms = FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS;
+    a.retention_ms = FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS;
+    a.max_attempts = FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS;
+    a.max_result_bytes = FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES;
+    a.retry_5xx = 1;
+    cr_assert_eq(disc_store_deploy(st, &s, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_not_null(out->async);
+    cr_assert_eq(out->async->concurrency, 10000);
+    cr_assert_eq(out->async->timeout_ms, 24u * 3600 * 1000);
+    cr_assert_eq(out->async->retention_ms, 90ull * 86400 * 1000);
+    cr_assert_eq(out->async->max_attempts, 10);
+    cr_assert_eq(out->async->max_result_bytes, 8u << 20);
+    cr_assert(out->async->retry_5xx);
+    faas__function_spec__free_unpacked(out, NULL);
+    /* 0 stays 0: "the platform default", resolved where the bound is applied */
+    Faas__AsyncSpec zero = FAAS__ASYNC_SPEC__INIT;
+    s.async = &zero;
+    cr_assert_eq(disc_store_deploy(st, &s, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_eq(out->async->concurrency, 0);
+    faas__function_spec__free_unpacked(out, NULL);
+
+    struct {
+        uint32_t *u32;
+        uint64_t *u64;
+        uint64_t over;
+        const char *needle;
+    } bad[] = {
+        {&a.concurrency, NULL, FAAS_SPEC_LIMIT_ASYNC_CONCURRENCY + 1, "async.concurrency must be at most 10000"},
+        {&a.timeout_ms, NULL, FAAS_SPEC_LIMIT_ASYNC_TIMEOUT_MS + 1, "async.timeout must be at most 24 hours"},
+        {NULL, &a.retention_ms, FAAS_SPEC_LIMIT_ASYNC_RETENTION_MS + 1, "async.retention must be at most 90 days"},
+        {&a.max_attempts, NULL, FAAS_SPEC_LIMIT_ASYNC_MAX_ATTEMPTS + 1, "async.max_attempts must be at most 10"},
+        {NULL, &a.max_result_bytes, FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES + 1,
+         "async.max_result must be at most 8 MiB"},
+    };
+    s.async = &a;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        Faas__AsyncSpec keep = a;
+        if (bad[i].u32 != NULL)
+            *bad[i].u32 = (uint32_t)bad[i].over;
+        else
+            *bad[i].u64 = bad[i].over;
+        expect_bad(st, &s, bad[i].needle);
+        a = keep;
+    }
     disc_store_close(st);
 }
 

@@ -228,8 +228,6 @@ def test_cancel_a_task_waiting_out_its_retry_backoff(plat):
     assert p.returncode == 1 and "already finished, nothing to cancel" in p.stderr, (p.stdout, p.stderr)
 
 
-@pytest.mark.xfail(strict=False, reason="the dispatcher does not cap running tasks by async.concurrency yet "
-                                        "(another change in progress); passes once it does")
 def test_cancel_a_queued_task_then_a_finished_one(plat):
     """async.concurrency: 1 on `one`: while a slow task runs, the next one stays queued."""
     slow = submit(plat, "one", "-p", "/slow?ms=4000", "-X", "GET")

@@ -90,7 +90,7 @@ class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False):
+                 thrift=False, disc_args=()):
         self.dir = str(tmpdir)
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
@@ -108,7 +108,8 @@ class Platform:
         b = BUILD
         self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
                                               "--metrics-listen", f"127.0.0.1:{self.disc_mport}",
-                                              "--state-dir", f"{self.dir}/discovery"], self.dir, self.disc_port)
+                                              "--state-dir", f"{self.dir}/discovery", *disc_args], self.dir,
+                              self.disc_port)
         self.wm = Daemon("workermgr", [f"{b}/faas-workermgr", "--listen", f"127.0.0.1:{self.wm_port}",
                                        "--metrics-listen", f"127.0.0.1:{self.wm_mport}",
                                        "--discovery", self.discovery_addr, "--state-dir", f"{self.dir}/worker",

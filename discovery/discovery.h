@@ -83,12 +83,31 @@ typedef struct disc_tasks disc_tasks_t;
 /* SQLite's PRAGMA synchronous values disc_task_open takes. */
 #define DISC_TASK_SYNC_NORMAL 1
 #define DISC_TASK_SYNC_FULL 2
+/* Callbacks (X-Callback-Url): deliveries tried, the first wait, its cap, a claim's bounds. */
+#define DISC_CB_ATTEMPTS 5u
+#define DISC_CB_BACKOFF_MS 1000u
+#define DISC_CB_BACKOFF_MAX_MS 300000
+#define DISC_CB_LEASE_MS 30000u
+#define DISC_CB_CLAIM_MAX 16u
+#define DISC_CB_CLAIM_MAX_BYTES (16ull << 20) /* results in one ClaimCallbacks reply */
+
+/* Outcomes of ReportCallback, for faas_task_callbacks_total{outcome}. */
+enum { DISC_CB_DELIVERED, DISC_CB_RETRIED, DISC_CB_FAILED, DISC_CB_OUTCOMES };
+extern const char *const disc_cb_outcome_names[DISC_CB_OUTCOMES];
+
+/* What the store is told at start; 0 fields = the defaults. */
+typedef struct {
+    uint64_t retention_ms;        /* finished tasks kept this long (FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS) */
+    uint32_t callback_attempts;   /* deliveries before callback_status "failed: ..." (DISC_CB_ATTEMPTS) */
+    uint32_t callback_backoff_ms; /* wait after the first failed delivery, then doubling (DISC_CB_BACKOFF_MS) */
+} disc_task_config_t;
 
 /* Counters since open, for /metrics and the group-commit figures. */
 typedef struct {
     uint64_t submitted; /* tasks committed by submit */
     uint64_t commits;   /* transactions that committed them */
     uint64_t attempts;  /* tasks claimed */
+    uint64_t callbacks[DISC_CB_OUTCOMES]; /* ReportCallback outcomes */
 } disc_task_counters_t;
 
 /* Called once per async submission, on the committing thread, with submit's rc. */
@@ -97,6 +116,8 @@ typedef void (*disc_task_done_fn)(void *ud, int rc);
 /* Opens the tasks table in <state_dir>/discovery.db on a connection of its own with
  * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
 disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
+/* Sets the config (NULL = defaults); before the store is used, not concurrently. */
+void disc_task_configure(disc_tasks_t *ts, const disc_task_config_t *c);
 /* Commits what is still queued, stops the threads, closes. */
 void disc_task_close(disc_tasks_t *ts);
 /* 1 if id is exactly 32 lowercase hex characters. */
@@ -134,6 +155,17 @@ int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms);
 int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms);
 /* The wait before the retry that follows attempt n: 1 s * 2^(n-1), at most 60 s. */
 int64_t disc_task_backoff_ms(uint32_t attempts);
+/* Callbacks. A task that ends with a callback_url gets callback_status "pending", due at once.
+ * Claim: up to max (1..16, the results at most 16 MiB together but always one) pending
+ * callbacks due by now_ms whose callback lease lapsed, each with callback_attempts + 1 and
+ * leased for lease_ms (0 = 30 s); result unset when the task ended without a response. */
+int disc_task_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                              Faas__CallbackDueList **out);
+/* Delivered: "delivered". Not: pending again, due after the backoff, while callback_attempts
+ * is under the configured limit, else "failed: <error>". -ENOMSG when no callback is pending. */
+int disc_task_report_callback(disc_tasks_t *ts, const Faas__CallbackReport *r, int64_t now_ms, Faas__Task **out);
+/* The wait after failed delivery n: base_ms * 2^(n-1), at most 5 min. */
+int64_t disc_task_callback_backoff_ms(uint32_t base_ms, uint32_t attempts);
 /* Starts/stops a thread expiring every 500 ms and purging every minute (wall clock). */
 int disc_task_start_reaper(disc_tasks_t *ts, uint64_t retention_ms);
 void disc_task_stop_reaper(disc_tasks_t *ts);

@@ -87,6 +87,7 @@ int main(int argc, char **argv)
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
         goto out;
     }
+    disc_task_configure(tasks, &(disc_task_config_t){o.task_retention_ms, o.callback_attempts, o.callback_backoff_ms});
     if ((reg = disc_registry_new()) == NULL || (svc = disc_service_new(st, reg, tasks, o.max_artifact)) == NULL)
         goto out;
     int nfn = load_functions(st, reg);

@@ -34,6 +34,8 @@ enum {
     M_CANCEL_TASK,
     M_CLAIM_TASKS,
     M_REPORT_TASK,
+    M_CLAIM_CALLBACKS,
+    M_REPORT_CALLBACK,
     M_COUNT
 };
 #define N_CODES 17
@@ -42,7 +44,7 @@ static const char *const method_names[M_COUNT] = {
     "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
     "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch", "GetFunctionStatus",
     "SubmitTask",     "GetTask",   "GetTaskResult", "ListTasks",   "CancelTask",
-    "ClaimTasks",     "ReportTask",
+    "ClaimTasks",     "ReportTask",     "ClaimCallbacks", "ReportCallback",
 };
 
 static const char *const code_names[N_CODES] = {
@@ -532,6 +534,9 @@ static int task_code(int rc, const char *id, char *msg, size_t cap)
     case -ESTALE:
         snprintf(msg, cap, "stale report: task %s is not running, or runs on another instance", id);
         return FAAS_GRPC_FAILED_PRECONDITION;
+    case -ENOMSG:
+        snprintf(msg, cap, "task %s has no callback pending", id);
+        return FAAS_GRPC_FAILED_PRECONDITION;
     case -EINVAL:
         snprintf(msg, cap, "malformed report for task %s", id);
         return FAAS_GRPC_INVALID_ARGUMENT;
@@ -783,6 +788,50 @@ static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
         faas__task_report__free_unpacked(r, NULL);
 }
 
+static void do_claim_callbacks(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__CallbackClaim *c = faas__callback_claim__unpack(NULL, len, req);
+    Faas__CallbackDueList *l = NULL;
+    int rc;
+    if (c == NULL) {
+        fail(s, call, M_CLAIM_CALLBACKS, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid CallbackClaim message");
+        return;
+    }
+    if ((rc = disc_task_claim_callbacks(s->tasks, c->max, c->lease_ms, faas_unix_ms(), &l)) != 0) {
+        fail_task(s, call, M_CLAIM_CALLBACKS, rc, "");
+    } else {
+        if (l->n_due > 0)
+            FAAS_DEBUG("event=callback_claim claimer=%s callbacks=%zu", faas_printable(c->claimer) ? c->claimer : "?",
+                       l->n_due);
+        reply_msg(s, call, M_CLAIM_CALLBACKS, &l->base);
+        faas__callback_due_list__free_unpacked(l, NULL);
+    }
+    faas__callback_claim__free_unpacked(c, NULL);
+}
+
+static void do_report_callback(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__CallbackReport *r = faas__callback_report__unpack(NULL, len, req);
+    Faas__Task *t = NULL;
+    char q[300];
+    int rc;
+    if (r == NULL || !disc_task_valid_id(r->id)) {
+        fail(s, call, M_REPORT_CALLBACK, FAAS_GRPC_INVALID_ARGUMENT,
+             r ? "task id must be 32 lowercase hex characters" : "the request is not a valid CallbackReport message");
+    } else if ((rc = disc_task_report_callback(s->tasks, r, faas_unix_ms(), &t)) != 0) {
+        fail_task(s, call, M_REPORT_CALLBACK, rc, r->id);
+    } else {
+        FAAS_INFO("event=callback_report id=%s attempts=%u callback_status=%s", t->id, t->callback_attempts,
+                  faas_log_quote(q, sizeof(q), t->callback_status, strlen(t->callback_status)));
+        reply_task(s, call, M_REPORT_CALLBACK, t);
+        faas__task__free_unpacked(t, NULL);
+    }
+    if (r)
+        faas__callback_report__free_unpacked(r, NULL);
+}
+
 #define DEFERRED(name, m)                                                                                    \
     static void on_##name(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)                     \
     {                                                                                                          \
@@ -800,6 +849,8 @@ DEFERRED(list_tasks, M_LIST_TASKS)
 DEFERRED(cancel_task, M_CANCEL_TASK)
 DEFERRED(claim_tasks, M_CLAIM_TASKS)
 DEFERRED(report_task, M_REPORT_TASK)
+DEFERRED(claim_callbacks, M_CLAIM_CALLBACKS)
+DEFERRED(report_callback, M_REPORT_CALLBACK)
 
 /* ---- setup and metrics ---------------------------------------------------------- */
 
@@ -810,7 +861,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         on_upload,      on_fetch,        on_deploy,          on_get,          on_list,
         on_delete,      on_heartbeat,    on_list_instances,  on_list_workers, on_watch, on_status,
         on_submit_task, on_get_task,     on_get_task_result, on_list_tasks,   on_cancel_task,
-        on_claim_tasks, on_report_task,
+        on_claim_tasks, on_report_task,  on_claim_callbacks, on_report_callback,
     };
     static const char *const paths[M_COUNT] = {
         "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
@@ -819,7 +870,8 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         "/faas.Discovery/Watch",          "/faas.Discovery/GetFunctionStatus",
         "/faas.Discovery/SubmitTask",    "/faas.Discovery/GetTask",
         "/faas.Discovery/GetTaskResult",  "/faas.Discovery/ListTasks",     "/faas.Discovery/CancelTask",
-        "/faas.Discovery/ClaimTasks",     "/faas.Discovery/ReportTask",
+        "/faas.Discovery/ClaimTasks",     "/faas.Discovery/ReportTask",    "/faas.Discovery/ClaimCallbacks",
+        "/faas.Discovery/ReportCallback",
     };
     disc_service_t *s = calloc(1, sizeof(*s));
     if (s == NULL)

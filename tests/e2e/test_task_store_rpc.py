@@ -244,6 +244,60 @@ def test_concurrent_submissions_share_commits_and_metrics(disc):
     assert 'faas_discovery_rpc_total{method="SubmitTask",code="OK"} %d' % n in m
 
 
+def claim_callbacks(d, n=16, lease_ms=10000):
+    return d.unary("ClaimCallbacks", "CallbackClaim", {"max": n, "claimer": "e2e", "lease_ms": lease_ms},
+                   "CallbackDueList")["due"]
+
+
+def report_callback(d, tid, delivered, error=""):
+    return d.unary("ReportCallback", "CallbackReport", {"id": tid, "delivered": delivered, "error": error,
+                                                        "claimer": "e2e"}, "Task")
+
+
+def test_callbacks_claimed_retried_and_delivered(tmp):
+    d = Discovery(os.path.join(tmp, "state"), ["--callback-attempts", "5", "--callback-backoff-ms", "100"]).start()
+    try:
+        deploy_fn(d)
+        tid = submit(d, callback_url="http://127.0.0.1:1/cb")["id"]
+        quiet = submit(d)["id"]  # no callback_url: nothing to deliver
+        assert claim_callbacks(d) == [], "nothing ended yet"
+        claim(d)
+        result = {"status": 200, "headers": [{"key": "x-out", "value": "1"}], "body": b"done"}
+        report(d, tid, pb.REPORT_DONE, result=result)
+        report(d, quiet, pb.REPORT_DONE, result=result)
+        assert get(d, tid)["callback_status"] == "pending"
+        assert get(d, quiet)["callback_status"] == ""
+
+        for attempt in (1, 2):
+            due = wait_until(lambda: claim_callbacks(d), 5, f"callback attempt {attempt} due")
+            assert [x["task"]["id"] for x in due] == [tid]
+            assert due[0]["task"]["callback_attempts"] == attempt and due[0]["task"]["status"] == pb.SUCCEEDED
+            assert due[0]["task"]["callback_url"] == "http://127.0.0.1:1/cb" and due[0]["result"] == result
+            assert claim_callbacks(d) == [], "leased to the first claimer"
+            t = report_callback(d, tid, False, "HTTP 503")
+            assert t["callback_status"] == "pending" and t["callback_attempts"] == attempt
+        due = wait_until(lambda: claim_callbacks(d), 5, "callback attempt 3 due")
+        t = report_callback(d, tid, True)
+        assert t["callback_status"] == "delivered" and t["callback_attempts"] == 3
+        g = get(d, tid)
+        assert g["callback_status"] == "delivered" and g["callback_attempts"] == 3
+        code, msg = rpc_error(report_callback, d, tid, True)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no callback pending" in msg
+        code, _ = rpc_error(report_callback, d, new_id(), True)
+        assert code == grpc.StatusCode.NOT_FOUND
+        code, _ = rpc_error(report_callback, d, "x" * 32, True)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+        _, m = d.http("/metrics")
+        assert "# TYPE faas_task_callbacks_total counter\n" in m
+        assert 'faas_task_callbacks_total{outcome="delivered"} 1\n' in m
+        assert 'faas_task_callbacks_total{outcome="retried"} 2\n' in m
+        assert 'faas_task_callbacks_total{outcome="failed"} 0\n' in m
+        assert 'faas_discovery_rpc_total{method="ClaimCallbacks",code="OK"}' in m
+    finally:
+        assert d.stop() == 0, d.log()
+
+
 def test_sigkill_right_after_submit_keeps_the_task(tmp):
     state = os.path.join(tmp, "state")
     d = Discovery(state).start()

@@ -42,7 +42,7 @@ static Faas__KeyValue hdr = {PROTOBUF_C_MESSAGE_INIT(&faas__key_value__descripto
 static Faas__KeyValue *hdrs[] = {&hdr};
 
 /* Submits task n of function fn, created at created_ms, with a small request. */
-static int submit(unsigned n, const char *fn, int64_t created_ms)
+static int submit_cb(unsigned n, const char *fn, int64_t created_ms, const char *callback_url)
 {
     char id[33];
     mkid(id, n);
@@ -58,9 +58,14 @@ static int submit(unsigned n, const char *fn, int64_t created_ms)
     t.function = (char *)fn;
     t.version = 7;
     t.created_unix_ms = created_ms;
-    t.callback_url = "http://cb/";
+    t.callback_url = (char *)callback_url;
     t.request = &req;
     return disc_task_submit(ts, &t);
+}
+
+static int submit(unsigned n, const char *fn, int64_t created_ms)
+{
+    return submit_cb(n, fn, created_ms, "http://cb/");
 }
 
 static Faas__Task *get(unsigned n)
@@ -487,10 +492,205 @@ Test(tasks, metrics_name_every_family)
         "# TYPE faas_task_commits_total counter\nfaas_task_commits_total 3\n",
         "# TYPE faas_task_attempts_total counter\nfaas_task_attempts_total 1\n",
         "# HELP faas_task_attempts_total ",
+        "# TYPE faas_task_callbacks_total counter\n",
+        "faas_task_callbacks_total{outcome=\"delivered\"} 0\n",
+        "faas_task_callbacks_total{outcome=\"retried\"} 0\n",
+        "faas_task_callbacks_total{outcome=\"failed\"} 0\n",
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert(strstr(buf, want[i]) != NULL, "missing %s in\n%s", want[i], buf);
     free(buf);
+}
+
+/* ---- callbacks ------------------------------------------------------------------------ */
+
+static Faas__CallbackDueList *claim_cbs(uint32_t max, uint32_t lease_ms, int64_t now)
+{
+    Faas__CallbackDueList *l = NULL;
+    cr_assert_eq(disc_task_claim_callbacks(ts, max, lease_ms, now, &l), 0);
+    return l;
+}
+
+static size_t n_due(uint32_t max, uint32_t lease_ms, int64_t now)
+{
+    Faas__CallbackDueList *l = claim_cbs(max, lease_ms, now);
+    size_t n = l->n_due;
+    faas__callback_due_list__free_unpacked(l, NULL);
+    return n;
+}
+
+static int report_cb(unsigned n, int delivered, const char *error, int64_t now, Faas__Task **out)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__CallbackReport r = FAAS__CALLBACK_REPORT__INIT;
+    r.id = id;
+    r.delivered = delivered;
+    r.error = (char *)error;
+    r.claimer = "test";
+    return disc_task_report_callback(ts, &r, now, out);
+}
+
+/* Claimed and started at now, then done. */
+static void run_to_done(unsigned n, const char *fn, int64_t now)
+{
+    faas__task_list__free_unpacked(claim(fn, 1, 1000, now), NULL);
+    cr_assert_eq(report(n, FAAS__TASK_REPORT__KIND__DONE, "i", now, NULL), 0);
+}
+
+Test(tasks, callback_backoff_doubles_up_to_5_min)
+{
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 0), 1000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 1), 1000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 3), 4000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 9), 256000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 10), 300000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 4000000000u), 300000);
+}
+
+Test(tasks, callback_due_when_done_retried_then_failed)
+{
+    disc_task_configure(ts, &(disc_task_config_t){.callback_attempts = 3, .callback_backoff_ms = 100});
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(n_due(10, 0, 5000), 0, "not finished: nothing due");
+    run_to_done(1, "fn", 2000);
+    Faas__Task *t = get(1);
+    cr_assert_str_eq(t->callback_status, "pending");
+    faas__task__free_unpacked(t, NULL);
+
+    Faas__CallbackDueList *l = claim_cbs(10, 1000, 2000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_str_eq(l->due[0]->task->id, "00000000000000000000000000000001");
+    cr_assert_str_eq(l->due[0]->task->callback_url, "http://cb/");
+    cr_assert_eq(l->due[0]->task->status, FAAS__TASK__STATUS__SUCCEEDED);
+    cr_assert_eq(l->due[0]->task->callback_attempts, 1, "this attempt counted");
+    cr_assert_not_null(l->due[0]->result);
+    cr_assert_eq(l->due[0]->result->status, 201);
+    cr_assert_eq(l->due[0]->result->body.len, 7);
+    cr_assert_str_eq(l->due[0]->result->headers[0]->key, "x-a");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(10, 1000, 2999), 0, "leased");
+
+    cr_assert_eq(report_cb(1, 0, "HTTP 503", 2500, &t), 0);
+    cr_assert_str_eq(t->callback_status, "pending");
+    cr_assert_eq(t->callback_attempts, 1);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_due(10, 1000, 2599), 0, "backing off 100 ms");
+    cr_assert_eq(n_due(10, 1000, 2600), 1);
+    cr_assert_eq(report_cb(1, 0, "HTTP 503", 2700, NULL), 0);
+    cr_assert_eq(n_due(10, 1000, 2899), 0, "then 200 ms");
+    cr_assert_eq(n_due(10, 1000, 2900), 1);
+    cr_assert_eq(report_cb(1, 0, "connect: refused", 3000, &t), 0);
+    cr_assert_str_eq(t->callback_status, "failed: connect: refused");
+    cr_assert_eq(t->callback_attempts, 3);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_due(10, 1000, 1000000), 0);
+    cr_assert_eq(report_cb(1, 1, "", 3000, NULL), -ENOMSG, "no callback pending");
+    cr_assert_eq(report_cb(2, 1, "", 3000, NULL), -ENOENT);
+    disc_task_counters_t c;
+    disc_task_counters(ts, &c);
+    cr_assert_eq(c.callbacks[DISC_CB_RETRIED], 2);
+    cr_assert_eq(c.callbacks[DISC_CB_FAILED], 1);
+    cr_assert_eq(c.callbacks[DISC_CB_DELIVERED], 0);
+}
+
+Test(tasks, callback_of_a_cancel_a_lapsed_claim_and_delivery)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit_cb(2, "fn", 1000, ""), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1500, NULL), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 1500, NULL), 0);
+    Faas__Task *t = get(2);
+    cr_assert_str_eq(t->callback_status, "", "no callback_url: nothing to deliver");
+    faas__task__free_unpacked(t, NULL);
+
+    Faas__CallbackDueList *l = claim_cbs(10, 100, 2000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->task->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_null(l->due[0]->result, "ended without a response");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    l = claim_cbs(10, 0, 2100); /* the first claimer's lease lapsed: another takes it */
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->task->callback_attempts, 2);
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(10, 0, 2100 + 29999), 0, "the default lease is 30 s");
+    cr_assert_eq(report_cb(1, 1, "", 2200, &t), 0);
+    cr_assert_str_eq(t->callback_status, "delivered");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report_cb(1, 1, "", 2200, NULL), -ENOMSG);
+    cr_assert_eq(n_due(10, 0, 1000000), 0);
+}
+
+Test(tasks, callback_claims_are_capped_by_count_and_bytes)
+{
+    for (unsigned i = 1; i <= 20; i++) {
+        cr_assert_eq(submit(i, "fn", 1000), 0);
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(disc_task_cancel(ts, id, 1500, NULL), 0);
+    }
+    cr_assert_eq(n_due(100, 0, 2000), 16, "at most 16 a claim");
+    cr_assert_eq(n_due(0, 0, 2000), 1, "max 0 is 1");
+    cr_assert_eq(n_due(100, 0, 2000), 3);
+
+    /* two results of 9 MiB: one a claim, so a reply stays under 16 MiB */
+    size_t big = 9u << 20;
+    uint8_t *body = calloc(1, big);
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = 200;
+    res.body.data = body;
+    res.body.len = big;
+    for (unsigned i = 31; i <= 32; i++) {
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(submit(i, "big", 1000), 0);
+        faas__task_list__free_unpacked(claim("big", 1, 1000, 3000), NULL);
+        Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+        r.id = id;
+        r.kind = FAAS__TASK_REPORT__KIND__DONE;
+        r.result = &res;
+        cr_assert_eq(disc_task_report(ts, &r, 3, 3000, NULL), 0);
+    }
+    free(body);
+    Faas__CallbackDueList *l = claim_cbs(16, 0, 3000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->result->body.len, big);
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(16, 0, 3000), 1);
+}
+
+Test(tasks, an_older_table_gets_the_new_columns)
+{
+    char d2[300], cmd[2048];
+    const char *err = NULL;
+    snprintf(d2, sizeof(d2), "%s/old", dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "mkdir -p %s && sqlite3 %s/discovery.db \"CREATE TABLE tasks (id TEXT PRIMARY KEY, function TEXT NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT 0, status INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+        " created_unix_ms INTEGER NOT NULL DEFAULT 0, started_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " finished_unix_ms INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
+        " result_status INTEGER NOT NULL DEFAULT 0, result_size INTEGER NOT NULL DEFAULT 0,"
+        " callback_url TEXT NOT NULL DEFAULT '', callback_status TEXT NOT NULL DEFAULT '',"
+        " callback_attempts INTEGER NOT NULL DEFAULT 0, not_before_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " instance_id TEXT NOT NULL DEFAULT '', lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " cancel_requested INTEGER NOT NULL DEFAULT 0, request BLOB, result_headers BLOB, result_body BLOB);"
+        " INSERT INTO tasks(id, function, status) VALUES('%032x', 'fn', 0);\"",
+        d2, d2, 1u);
+    if (system("command -v sqlite3 >/dev/null") != 0)
+        cr_skip_test("no sqlite3 command");
+    cr_assert_eq(system(cmd), 0);
+    disc_tasks_t *old = disc_task_open(d2, DISC_TASK_SYNC_NORMAL, &err);
+    cr_assert_not_null(old, "%s", err);
+    cr_assert_eq(disc_task_cancel(old, "00000000000000000000000000000001", 1500, NULL), 0);
+    Faas__CallbackDueList *l = NULL;
+    cr_assert_eq(disc_task_claim_callbacks(old, 1, 0, 2000, &l), 0);
+    cr_assert_eq(l->n_due, 0, "no callback_url");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    disc_task_close(old);
+    old = disc_task_open(d2, DISC_TASK_SYNC_NORMAL, &err); /* and opens again with them */
+    cr_assert_not_null(old, "%s", err);
+    disc_task_close(old);
 }
 
 /* ---- group commit ------------------------------------------------------------------ */

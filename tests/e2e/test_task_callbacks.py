@@ -19,16 +19,6 @@ import pytest
 import discpb as pb
 from platform_util import BUILD, Platform, free_port, http_get, port_open, wait_until
 
-# the callback messages of proto/faas.proto, for the scripted discovery below
-for _name, _fields in {
-        "CallbackClaim": {"max": (1, "uint32", False), "claimer": (2, "string", False),
-                          "lease_ms": (3, "uint32", False)},
-        "CallbackDue": {"task": (1, "Task", False), "result": (2, "TaskResult", False)},
-        "CallbackDueList": {"due": (1, "CallbackDue", True)},
-        "CallbackReport": {"id": (1, "string", False), "delivered": (2, "bool", False),
-                           "error": (3, "string", False), "claimer": (4, "string", False)}}.items():
-    pb.SCHEMA.setdefault(_name, _fields)
-
 needs_pods = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
 pytestmark = [pytest.mark.skipif(not os.path.exists(f"{BUILD}/faas-gateway"), reason="not built")]
 

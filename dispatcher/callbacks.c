@@ -7,7 +7,8 @@
  * once, and the receiver de-duplicates by faas-request-id.
  *
  * One claim in flight per gateway, polled fast (CB_FAST_MS) while claims find work and
- * slowly (CB_IDLE_MS) when idle; at most CB_MAX_INFLIGHT deliveries at once.
+ * slowly (CB_IDLE_MS) when idle; at most CB_MAX_INFLIGHT deliveries at once, and no new
+ * claim while they hold CB_MAX_INFLIGHT_BYTES of results.
  *
  * The request is built by pure functions (URL split, header filter, value sanitiser,
  * request head), unit-tested in tests/unit/dispatcher/test_callbacks.c. */
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,6 +30,9 @@
 #define CB_CLAIM_MAX 8
 #define CB_LEASE_MS 30000
 #define CB_MAX_INFLIGHT 32
+/* results held by deliveries in flight: past it no claim is made (one result can be
+ * 8 MiB, FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES, and 32 of them would be 256 MiB) */
+#define CB_MAX_INFLIGHT_BYTES (64u << 20)
 #define CB_TIMEOUT_MS 10000 /* one attempt: connect, TLS, request and response head */
 #define CB_RPC_TIMEOUT_MS 5000
 #define CB_ERROR_MAX 512 /* faas-task-error and the reported error, in bytes */
@@ -248,11 +253,13 @@ typedef struct delivery {
     disp_timer_t deadline;
     disp_cb_url_t url;
     uint64_t t0_ms;
+    size_t bytes; /* of the result it holds */
 } delivery_t;
 
 static struct {
     int started, claiming, last_rc;
     uint32_t inflight;
+    size_t inflight_bytes;
     uint64_t fast_until_ms;
     disp_timer_t poll;
     char claimer[40];
@@ -315,9 +322,12 @@ static void finish(delivery_t *d, const char *error)
     d->prev->next = d->next;
     d->next->prev = d->prev;
     faas__callback_due__free_unpacked(d->due, NULL);
+    int was_full = cb.inflight >= CB_MAX_INFLIGHT || cb.inflight_bytes >= CB_MAX_INFLIGHT_BYTES;
+    cb.inflight--;
+    cb.inflight_bytes -= d->bytes;
     free(d->head);
     free(d);
-    if (cb.inflight-- == CB_MAX_INFLIGHT && !cb.claiming)
+    if (was_full && !cb.claiming)
         poll_arm(0); /* room again: the claims that waited for it go now */
 }
 
@@ -380,7 +390,9 @@ static void deliver(Faas__CallbackDue *due)
     d->t0_ms = faas_now_ms();
     d->next = cb.live.next, d->prev = &cb.live;
     cb.live.next->prev = d, cb.live.next = d;
+    d->bytes = due->result != NULL ? due->result->body.len : 0;
     cb.inflight++;
+    cb.inflight_bytes += d->bytes;
     d->deadline.cb = on_deadline;
     disp_timer_start(&d->deadline, d->t0_ms + CB_TIMEOUT_MS);
     if (disp_cb_url_parse(due->task->callback_url, &d->url, &err) != 0) {
@@ -441,7 +453,7 @@ static void claim_now(void)
 {
     if (cb.claiming)
         return;
-    if (cb.inflight >= CB_MAX_INFLIGHT)
+    if (cb.inflight >= CB_MAX_INFLIGHT || cb.inflight_bytes >= CB_MAX_INFLIGHT_BYTES)
         return; /* the delivery that ends first arms the poll again */
     Faas__CallbackClaim c = FAAS__CALLBACK_CLAIM__INIT;
     c.max = CB_MAX_INFLIGHT - cb.inflight < CB_CLAIM_MAX ? CB_MAX_INFLIGHT - cb.inflight : CB_CLAIM_MAX;
@@ -468,8 +480,30 @@ static void poll_arm(uint32_t after_ms)
     disp_timer_start(&cb.poll, faas_now_ms() + after_ms);
 }
 
-/* An OpenSSL client context that verifies the receiver against the system's CAs (and,
- * in h2o, its name); NULL if OpenSSL cannot make one: https callbacks then fail. */
+/* The leaf certificate must name the host the URL names (its DNS name, or its IP
+ * address for an IP literal). h2o 2.2.5 has a name check of its own, but Debian's build
+ * accepted https://127.0.0.1 with a certificate for "localhost" only (the e2e test
+ * test_https_receiver_is_verified), so OpenSSL checks it here, during verification. */
+static int verify_peer_name(int ok, X509_STORE_CTX *st)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(st) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(st, SSL_get_ex_data_X509_STORE_CTX_idx());
+    const char *name = ssl != NULL ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(st);
+    if (name == NULL || cert == NULL) {
+        X509_STORE_CTX_set_error(st, X509_V_ERR_HOSTNAME_MISMATCH);
+        return 0;
+    }
+    int ip = X509_check_ip_asc(cert, name, 0); /* -2: name is not an IP address */
+    if (ip == -2 ? X509_check_host(cert, name, 0, 0, NULL) == 1 : ip == 1)
+        return 1;
+    X509_STORE_CTX_set_error(st, ip == -2 ? X509_V_ERR_HOSTNAME_MISMATCH : X509_V_ERR_IP_ADDRESS_MISMATCH);
+    return 0;
+}
+
+/* An OpenSSL client context that verifies the receiver's chain against the system's CAs
+ * and its name; NULL if OpenSSL cannot make one: https callbacks then fail. */
 static SSL_CTX *client_tls(void)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -479,7 +513,7 @@ static SSL_CTX *client_tls(void)
         SSL_CTX_free(ctx);
         return NULL;
     }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_peer_name);
     return ctx;
 }
 

@@ -3,10 +3,13 @@ to the callback URL (the function's status, headers and body, plus faas-request-
 faas-task-status), retrying with backoff, and the task shows the outcome. Real daemons
 (discovery with small retry settings, a worker manager, the gateway) and a Python
 http.server receiver on a free loopback port."""
+import contextlib
 import http.server
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -40,8 +43,9 @@ def plat(tmp_path_factory):
 class Receiver:
     """Records every POST; answers by_path[path] if there, else the next of statuses, else 200."""
 
-    def __init__(self, statuses=(), by_path=None):
+    def __init__(self, statuses=(), by_path=None, tls=None):
         self.statuses = list(statuses)
+        self.scheme = "https" if tls else "http"
         self.by_path = by_path or {}
         self.posts = []
         self.lock = threading.Lock()
@@ -61,12 +65,14 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def count(self):
         with self.lock:
@@ -81,8 +87,8 @@ class Receiver:
 def receiver():
     made = []
 
-    def make(statuses=(), by_path=None):
-        r = Receiver(statuses, by_path)
+    def make(statuses=(), by_path=None, tls=None):
+        r = Receiver(statuses, by_path, tls)
         made.append(r)
         return r
 
@@ -207,6 +213,31 @@ class ScriptedDiscovery:
         return b""
 
 
+@contextlib.contextmanager
+def scripted_gateway(tmp_path, disc, env=None):
+    """A gateway whose discovery is disc; yields its HTTP port."""
+    port = free_port()
+    log = open(tmp_path / "gateway.log", "wb")
+    gw = subprocess.Popen([f"{BUILD}/faas-gateway", "--listen", f"127.0.0.1:{port}", "--discovery",
+                           f"127.0.0.1:{disc.port}", "--grpc-listen", "off", "--thrift-listen", "off"],
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                          env=dict(os.environ, **(env or {})))
+    try:
+        wait_until(lambda: port_open(port), 10, what="gateway")
+        yield port
+    finally:
+        gw.terminate()
+        gw.wait(timeout=10)
+        log.close()
+        disc.server.stop(0)
+
+
+def wait_reports(tmp_path, disc, n):
+    wait_until(lambda: len(disc.reports) == n, 20, interval=0.1,
+               what=f"{n} reports: {disc.reports}\n{(tmp_path / 'gateway.log').read_text()}")
+    return {rep["id"]: rep for rep in disc.reports}
+
+
 def test_sender_outcomes_against_a_scripted_discovery(tmp_path, receiver):
     r = receiver(by_path={"/": 503})
     silent = socket.socket()  # accepts connections (the backlog) but never answers
@@ -216,7 +247,7 @@ def test_sender_outcomes_against_a_scripted_discovery(tmp_path, receiver):
     ids = {k: k * 32 for k in "abcdef"}
     dues = [
         {"task": {"id": ids["a"], "status": 3, "error": "deadline\r\nx-injected: 1", "callback_attempts": 2,
-                  "callback_url": f"http://localhost:{r.port}"}},
+                  "callback_url": f"http://127.0.0.1:{r.port}"}},
         {"task": {"id": ids["b"], "status": 2, "callback_attempts": 1, "callback_url": r.url("/ok")},
          "result": {"status": 200, "body": b"\x00ok",
                     "headers": [{"key": "connection", "value": "keep-alive"}, {"key": "x-f", "value": "1"},
@@ -229,17 +260,9 @@ def test_sender_outcomes_against_a_scripted_discovery(tmp_path, receiver):
         {"task": {"id": ids["f"], "status": 2, "callback_attempts": 1, "callback_url": f"https://127.0.0.1:{r.port}/"}},
     ]
     disc = ScriptedDiscovery(dues)
-    port = free_port()
-    log = open(tmp_path / "gateway.log", "wb")
-    gw = subprocess.Popen([f"{BUILD}/faas-gateway", "--listen", f"127.0.0.1:{port}", "--discovery",
-                           f"127.0.0.1:{disc.port}", "--grpc-listen", "off", "--thrift-listen", "off"],
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: port_open(port), 10, what="gateway")
+    with scripted_gateway(tmp_path, disc) as port:
         # the silent receiver ends it: 10 s for the whole attempt
-        wait_until(lambda: len(disc.reports) == len(dues), 20, interval=0.1,
-                   what=f"every report: {disc.reports}\n{(tmp_path / 'gateway.log').read_text()}")
-        got = {rep["id"]: rep for rep in disc.reports}
+        got = wait_reports(tmp_path, disc, len(dues))
         assert got[ids["a"]]["delivered"] == 0 and got[ids["a"]]["error"] == "HTTP 503"
         assert got[ids["b"]]["delivered"] and got[ids["b"]]["error"] == ""
         assert got[ids["c"]]["delivered"]
@@ -251,7 +274,7 @@ def test_sender_outcomes_against_a_scripted_discovery(tmp_path, receiver):
         assert disc.claims[0]["max"] == 8 and disc.claims[0]["lease_ms"] == 30000
         posts = {p["headers"]["faas-request-id"]: p for p in r.posts}
         a = posts[ids["a"]]
-        assert a["path"] == "/" and a["headers"]["host"] == f"localhost:{r.port}" and a["body"] == b""
+        assert a["path"] == "/" and a["headers"]["host"] == f"127.0.0.1:{r.port}" and a["body"] == b""
         assert a["headers"]["faas-task-status"] == "failed"
         assert a["headers"]["faas-task-error"] == "deadline  x-injected: 1"
         assert "faas-result-status" not in a["headers"] and "x-injected" not in a["headers"]
@@ -270,9 +293,46 @@ def test_sender_outcomes_against_a_scripted_discovery(tmp_path, receiver):
         n = len(disc.claims)
         time.sleep(2.5)
         assert len(disc.claims) - n <= 4, disc.claims
-    finally:
-        gw.terminate()
-        gw.wait(timeout=10)
-        log.close()
-        disc.server.stop(0)
-        silent.close()
+    silent.close()
+
+
+def self_signed(tmp_path, name):
+    """A certificate for localhost: (its PEM path, a server context serving it)."""
+    key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return cert, ctx
+
+
+def localhost_is_v4_only():
+    try:
+        return {a[4][0] for a in socket.getaddrinfo("localhost", 80, proto=socket.IPPROTO_TCP)} == {"127.0.0.1"}
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
+@pytest.mark.skipif(not localhost_is_v4_only(), reason="the receiver listens on 127.0.0.1 only")
+def test_https_receiver_is_verified(tmp_path, receiver):
+    trusted_pem, trusted = self_signed(tmp_path, "trusted")
+    _, untrusted = self_signed(tmp_path, "untrusted")
+    good, bad = receiver(tls=trusted), receiver(tls=untrusted)
+    ids = {k: k * 32 for k in "abc"}
+    dues = [
+        {"task": {"id": ids["a"], "status": 2, "callback_attempts": 1, "callback_url": f"https://localhost:{good.port}/ok"},
+         "result": {"status": 200, "body": b"over tls"}},
+        {"task": {"id": ids["b"], "status": 2, "callback_attempts": 1, "callback_url": f"https://127.0.0.1:{good.port}/"}},
+        {"task": {"id": ids["c"], "status": 2, "callback_attempts": 1, "callback_url": f"https://localhost:{bad.port}/"}},
+    ]
+    disc = ScriptedDiscovery(dues)
+    # OpenSSL's default trust store honours SSL_CERT_FILE: the gateway trusts only this one
+    with scripted_gateway(tmp_path, disc, env={"SSL_CERT_FILE": str(trusted_pem)}):
+        got = wait_reports(tmp_path, disc, len(dues))
+    assert got[ids["a"]]["delivered"], got
+    assert good.posts[0]["body"] == b"over tls" and good.posts[0]["path"] == "/ok"
+    assert got[ids["b"]]["error"] == "connect: IP address mismatch", got  # the certificate names localhost
+    assert got[ids["c"]]["error"].startswith("connect: ") and not got[ids["c"]]["delivered"], got[ids["c"]]
+    assert good.count() == 1 and bad.count() == 0

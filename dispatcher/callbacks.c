@@ -18,6 +18,8 @@
 #include <inttypes.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -263,7 +265,8 @@ static struct {
     uint64_t fast_until_ms;
     disp_timer_t poll;
     char claimer[40];
-    SSL_CTX *ssl;
+    _Atomic(SSL_CTX *) ssl; /* set once by tls_main */
+    atomic_int tls_done;
     h2o_timeout_t io_timeout;
     h2o_http1client_ctx_t hctx;
     delivery_t live; /* sentinel */
@@ -406,7 +409,7 @@ static void deliver(Faas__CallbackDue *due)
         finish(d, "gateway out of memory");
         return;
     }
-    if (d->url.tls && cb.ssl == NULL) {
+    if (d->url.tls && cb.hctx.ssl_ctx == NULL) {
         finish(d, "connect: TLS is not available");
         return;
     }
@@ -455,6 +458,11 @@ static void claim_now(void)
         return;
     if (cb.inflight >= CB_MAX_INFLIGHT || cb.inflight_bytes >= CB_MAX_INFLIGHT_BYTES)
         return; /* the delivery that ends first arms the poll again */
+    if (!atomic_load(&cb.tls_done)) {
+        poll_arm(CB_FAST_MS);
+        return;
+    }
+    cb.hctx.ssl_ctx = atomic_load(&cb.ssl);
     Faas__CallbackClaim c = FAAS__CALLBACK_CLAIM__INIT;
     c.max = CB_MAX_INFLIGHT - cb.inflight < CB_CLAIM_MAX ? CB_MAX_INFLIGHT - cb.inflight : CB_CLAIM_MAX;
     c.claimer = cb.claimer;
@@ -503,7 +511,8 @@ static int verify_peer_name(int ok, X509_STORE_CTX *st)
 }
 
 /* An OpenSSL client context that verifies the receiver's chain against the system's CAs
- * and its name; NULL if OpenSSL cannot make one: https callbacks then fail. */
+ * (SSL_CERT_FILE / SSL_CERT_DIR override them) and its name; NULL if OpenSSL cannot
+ * make one: https callbacks then fail. */
 static SSL_CTX *client_tls(void)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -517,6 +526,19 @@ static SSL_CTX *client_tls(void)
     return ctx;
 }
 
+/* OpenSSL's first context parses its config and a CA bundle (100 ms and more): made on a
+ * thread of its own, so the gateway's listeners open without waiting for it. No claim
+ * is made before it is there (claim_now). */
+static void *tls_main(void *arg)
+{
+    SSL_CTX *ctx = client_tls();
+    if (ctx == NULL)
+        FAAS_WARN("event=callback_tls_unavailable msg=\"https callback URLs will fail\"");
+    atomic_store(&cb.ssl, ctx);
+    atomic_store(&cb.tls_done, 1);
+    return NULL;
+}
+
 void disp_callbacks_start(void)
 {
     if (cb.started)
@@ -526,15 +548,15 @@ void disp_callbacks_start(void)
     char rnd[17];
     faas_random_id(rnd, sizeof(rnd));
     snprintf(cb.claimer, sizeof(cb.claimer), "gateway-%s", rnd);
-    if ((cb.ssl = client_tls()) == NULL)
-        FAAS_WARN("event=callback_tls_unavailable msg=\"https callback URLs will fail\"");
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, tls_main, NULL) != 0 || pthread_detach(tid) != 0)
+        tls_main(NULL); /* then here, late rather than never */
     /* h2o's own timeout is per I/O; the attempt's whole bound is our deadline timer, so
      * h2o's must not fire first */
     h2o_timeout_init(disp_g.loop, &cb.io_timeout, CB_TIMEOUT_MS + 1000);
     cb.hctx.loop = disp_g.loop;
     cb.hctx.getaddr_receiver = &disp_g.ctx->receivers.hostinfo_getaddr;
     cb.hctx.io_timeout = &cb.io_timeout;
-    cb.hctx.ssl_ctx = cb.ssl;
     poll_arm(CB_IDLE_MS);
 }
 

@@ -124,6 +124,10 @@ class Platform:
             self.discovery.start()
             self.wm.start()
             self.gateway.start()
+            # its gRPC and Thrift listeners open after the HTTP one
+            for port in (self.grpc_port, self.thrift_port):
+                if port:
+                    wait_until(lambda: port_open(port), 10, what=f"gateway listener on {port}")
             # the gateway routes only once its watch has seen a worker
             wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
         except BaseException:

@@ -316,8 +316,16 @@ def localhost_is_v4_only():
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI missing")
 @pytest.mark.skipif(not localhost_is_v4_only(), reason="the receiver listens on 127.0.0.1 only")
-def test_https_receiver_is_verified(tmp_path, receiver):
+@pytest.mark.parametrize("store", ["file", "dir"])
+def test_https_receiver_is_verified(tmp_path, receiver, store):
     trusted_pem, trusted = self_signed(tmp_path, "trusted")
+    if store == "file":
+        env = {"SSL_CERT_FILE": str(trusted_pem)}
+    else:  # a hashed directory, like the system's /etc/ssl/certs, read as handshakes need it
+        (tmp_path / "certs").mkdir()
+        shutil.copy(trusted_pem, tmp_path / "certs")
+        subprocess.run(["openssl", "rehash", str(tmp_path / "certs")], check=True, capture_output=True, timeout=60)
+        env = {"SSL_CERT_DIR": str(tmp_path / "certs")}
     _, untrusted = self_signed(tmp_path, "untrusted")
     good, bad = receiver(tls=trusted), receiver(tls=untrusted)
     ids = {k: k * 32 for k in "abc"}
@@ -328,8 +336,9 @@ def test_https_receiver_is_verified(tmp_path, receiver):
         {"task": {"id": ids["c"], "status": 2, "callback_attempts": 1, "callback_url": f"https://localhost:{bad.port}/"}},
     ]
     disc = ScriptedDiscovery(dues)
-    # OpenSSL's default trust store honours SSL_CERT_FILE: the gateway trusts only this one
-    with scripted_gateway(tmp_path, disc, env={"SSL_CERT_FILE": str(trusted_pem)}):
+    # OpenSSL's default trust store honours SSL_CERT_FILE and SSL_CERT_DIR: the gateway
+    # trusts only this certificate
+    with scripted_gateway(tmp_path, disc, env=env):
         got = wait_reports(tmp_path, disc, len(dues))
     assert got[ids["a"]]["delivered"], got
     assert good.posts[0]["body"] == b"over tls" and good.posts[0]["path"] == "/ok"

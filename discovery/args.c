@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "common/util.h"
 #include "discovery/discovery.h"
 
@@ -79,7 +80,7 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     a->state_dir = "./.faas/discovery";
     a->metrics_listen = "127.0.0.1:7101";
     a->max_artifact = 256ull << 20;
-    a->task_retention_ms = DISC_ARGS_TASK_RETENTION_MS;
+    a->task_retention_ms = FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS;
     a->callback_attempts = DISC_CB_ATTEMPTS;
     a->callback_backoff_ms = DISC_CB_BACKOFF_MS;
     a->errbuf[0] = '\0';

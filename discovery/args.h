@@ -4,9 +4,6 @@
 
 #include <stdint.h>
 
-/* 7 days: the default async.retention (docs/async.md). */
-#define DISC_ARGS_TASK_RETENTION_MS (7ull * 24 * 3600 * 1000)
-
 typedef struct {
     const char *listen;           /* gRPC host:port (port 0 = any) */
     const char *state_dir;        /* non-empty */

@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     if ((reg = disc_registry_new()) == NULL || (svc = disc_service_new(st, reg, tasks, o.max_artifact)) == NULL)
         goto out;
     int nfn = load_functions(st, reg);
-    if (nfn < 0 || disc_registry_start_reaper(reg) != 0 || disc_task_start_reaper(tasks, o.task_retention_ms) != 0) {
+    if (nfn < 0 || disc_registry_start_reaper(reg) != 0 || disc_task_start_reaper(tasks) != 0) {
         FAAS_ERROR("event=start_failed msg=\"cannot load functions or start the reapers\"");
         goto out;
     }

@@ -479,12 +479,13 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         fail(s, call, M_WATCH, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
         return;
     }
-    /* asking for nothing is read as asking for everything: an empty stream helps no one */
-    int all = !wr->functions && !wr->instances && !wr->workers;
+    /* asking for nothing is read as asking for everything (but task cancels, which only
+     * worker managers want): an empty stream helps no one */
+    int all = !wr->functions && !wr->instances && !wr->workers && !wr->task_cancels;
+    int want = (all || wr->functions ? DISC_WATCH_FUNCTIONS : 0) | (all || wr->instances ? DISC_WATCH_INSTANCES : 0) |
+               (all || wr->workers ? DISC_WATCH_WORKERS : 0) | (wr->task_cancels ? DISC_WATCH_TASK_CANCELS : 0);
     watch_t *w = calloc(1, sizeof(*w));
-    int64_t sub = w ? disc_registry_subscribe(s->reg, all || wr->functions, all || wr->instances,
-                                              all || wr->workers, watch_sink, call)
-                    : -ENOMEM;
+    int64_t sub = w ? disc_registry_subscribe_want(s->reg, want, watch_sink, call) : -ENOMEM;
     faas__watch_request__free_unpacked(wr, NULL);
     if (sub < 0) {
         free(w);
@@ -724,6 +725,19 @@ static void do_list_tasks(faas_rpc_call_t *call, const uint8_t *req, size_t len,
         faas__task_query__free_unpacked(q, NULL);
 }
 
+/* Worker managers watching task cancels abort the task in its pod at once; one that
+ * misses this learns it from its next ReportTask reply (cancel_requested). */
+static void announce_cancel(disc_service_t *s, const Faas__Task *t)
+{
+    Faas__Task ev = FAAS__TASK__INIT;
+    ev.id = t->id;
+    ev.function = t->function;
+    ev.instance_id = t->instance_id;
+    ev.status = t->status;
+    ev.cancel_requested = 1;
+    disc_registry_task_cancel(s->reg, &ev);
+}
+
 static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
@@ -734,6 +748,8 @@ static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
     int rc = disc_task_cancel(s->tasks, id->id, faas_unix_ms(), &t);
     if (rc == 0) {
         FAAS_INFO("event=task_cancel id=%s function=%s status=%d", t->id, t->function, (int)t->status);
+        if (t->status == FAAS__TASK__STATUS__RUNNING)
+            announce_cancel(s, t);
         reply_task(s, call, M_CANCEL_TASK, t);
         faas__task__free_unpacked(t, NULL);
     } else {
@@ -775,7 +791,7 @@ static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
              r ? "task id must be 32 lowercase hex characters" : "the request is not a valid TaskReport message");
     } else if (r->kind == FAAS__TASK_REPORT__KIND__DONE && r->result == NULL) {
         fail(s, call, M_REPORT_TASK, FAAS_GRPC_INVALID_ARGUMENT, "a DONE report needs the result");
-    } else if ((rc = disc_task_report(s->tasks, r, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms(), &t)) != 0) {
+    } else if ((rc = disc_task_report(s->tasks, r, faas_unix_ms(), &t)) != 0) {
         fail_task(s, call, M_REPORT_TASK, rc, r->id);
     } else {
         if (r->kind >= FAAS__TASK_REPORT__KIND__DONE)
@@ -852,6 +868,13 @@ DEFERRED(report_task, M_REPORT_TASK)
 DEFERRED(claim_callbacks, M_CLAIM_CALLBACKS)
 DEFERRED(report_callback, M_REPORT_CALLBACK)
 
+/* The task store's view of a function's async bounds: the registry's cached spec, so
+ * a task transition never waits on the function store's disk. */
+static int task_async(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    return disc_registry_function_async(ud, function, out);
+}
+
 /* ---- setup and metrics ---------------------------------------------------------- */
 
 disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc_tasks_t *tasks,
@@ -888,6 +911,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         return NULL;
     }
     s->jobs_running = 1;
+    disc_task_set_lookup(tasks, task_async, reg);
     for (int i = 0; i < M_COUNT; i++) {
         s->methods[i].method = paths[i];
         s->methods[i].kind = i == M_UPLOAD ? FAAS_RPC_CLIENT_STREAM
@@ -917,6 +941,7 @@ void disc_service_free(disc_service_t *s)
         pthread_join(s->jobs_thread, NULL);
     }
     disc_task_flush(s->tasks); /* submissions still committing answer before s goes */
+    disc_task_set_lookup(s->tasks, NULL, NULL);
     pthread_mutex_destroy(&s->jobs_mu);
     pthread_cond_destroy(&s->jobs_cv);
     pthread_mutex_destroy(&s->deploy_mu);

@@ -29,6 +29,13 @@ typedef struct pending {
     void *ud;
 } pending_t;
 
+/* A function's async bounds with the defaults filled (FunctionSpec.async). */
+typedef struct {
+    uint32_t max_attempts, concurrency;
+    uint64_t max_result_bytes, retention_ms;
+    int retry_5xx;
+} bounds_t;
+
 struct disc_tasks {
     sqlite3 *db;
     pthread_mutex_t mu; /* the connection: one transaction at a time */
@@ -45,7 +52,9 @@ struct disc_tasks {
     pthread_cond_t rcv;
     pthread_t reaper;
     int reaper_running, reaper_stop;
-    uint64_t retention_ms;
+    uint64_t retention_ms; /* of functions that set none, and of tasks of deleted ones */
+    disc_task_async_fn lookup; /* a function's AsyncSpec */
+    void *lookup_ud;
     uint32_t cb_attempts, cb_backoff_ms;    /* X-Callback-Url deliveries: limit and first wait */
     uint64_t submitted, commits, attempts;  /* atomics, since start */
     uint64_t cb_outcomes[DISC_CB_OUTCOMES]; /* atomics: callback reports by outcome */
@@ -66,25 +75,29 @@ static const char schema[] =
     "  instance_id TEXT NOT NULL DEFAULT '', lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
     "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
     "  callback_due_unix_ms INTEGER NOT NULL DEFAULT 0, callback_lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  purge_after_unix_ms INTEGER NOT NULL DEFAULT 0,"
     "  request BLOB, result_headers BLOB, result_body BLOB);";
 
 /* Columns newer than the first tasks table: added to a db that lacks them. */
 static const char *const added_columns[][2] = {
     {"callback_due_unix_ms", "INTEGER NOT NULL DEFAULT 0"},
     {"callback_lease_until_unix_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"purge_after_unix_ms", "INTEGER NOT NULL DEFAULT 0"}, /* 0: finished before it existed */
 };
 
 static const char indexes[] =
     "CREATE INDEX IF NOT EXISTS tasks_by_function ON tasks(function, status, id);"
     "CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(status, function, not_before_unix_ms, created_unix_ms);"
-    "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_unix_ms) WHERE status >= 2;"
+    "DROP INDEX IF EXISTS tasks_finished;" /* replaced by tasks_purge */
+    "CREATE INDEX IF NOT EXISTS tasks_purge ON tasks(purge_after_unix_ms, finished_unix_ms) WHERE status >= 2;"
     "CREATE INDEX IF NOT EXISTS tasks_callbacks ON tasks(callback_due_unix_ms) WHERE callback_status='pending';";
 
 #define COLS                                                                                                           \
     "id, function, version, status, attempts, created_unix_ms, started_unix_ms, finished_unix_ms, error,"              \
     " result_status, result_size, callback_url, callback_status, callback_attempts, not_before_unix_ms,"               \
-    " instance_id, lease_until_unix_ms, cancel_requested, callback_due_unix_ms, callback_lease_until_unix_ms"
-enum { C_REQUEST = 20 }; /* the column after COLS when a query asks for the request */
+    " instance_id, lease_until_unix_ms, cancel_requested, callback_due_unix_ms, callback_lease_until_unix_ms," \
+    " purge_after_unix_ms"
+enum { C_REQUEST = 21 }; /* the column after COLS when a query asks for the request */
 
 #define CB_PENDING "pending"
 #define CB_DELIVERED "delivered"
@@ -212,6 +225,27 @@ void disc_task_configure(disc_tasks_t *ts, const disc_task_config_t *c)
     ts->cb_backoff_ms = c->callback_backoff_ms ? c->callback_backoff_ms : DISC_CB_BACKOFF_MS;
 }
 
+void disc_task_set_lookup(disc_tasks_t *ts, disc_task_async_fn fn, void *ud)
+{
+    pthread_mutex_lock(&ts->mu);
+    ts->lookup = fn;
+    ts->lookup_ud = ud;
+    pthread_mutex_unlock(&ts->mu);
+}
+
+/* A function's bounds, defaults filled; under ts->mu. */
+static void bounds_of(disc_tasks_t *ts, const char *function, bounds_t *b)
+{
+    Faas__AsyncSpec a = FAAS__ASYNC_SPEC__INIT;
+    if (ts->lookup == NULL || ts->lookup(ts->lookup_ud, function, &a) != 0)
+        faas__async_spec__init(&a); /* unknown (deleted) function: the defaults */
+    b->max_attempts = a.max_attempts ? a.max_attempts : FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS;
+    b->concurrency = a.concurrency ? a.concurrency : FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY;
+    b->max_result_bytes = a.max_result_bytes ? a.max_result_bytes : FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES;
+    b->retention_ms = a.retention_ms ? a.retention_ms : ts->retention_ms;
+    b->retry_5xx = a.retry_5xx;
+}
+
 int disc_task_valid_id(const char *id)
 {
     size_t i = 0;
@@ -264,7 +298,9 @@ static int row_strings(sqlite3_stmt *q, Faas__Task *t)
 /* What a transition sees of a row beyond its Task message. */
 typedef struct {
     int cancel;               /* cancel_requested */
-    int64_t cb_due, cb_lease; /* callback_due_unix_ms, callback_lease_until_unix_ms */
+    int64_t cb_due, cb_lease;   /* callback_due_unix_ms, callback_lease_until_unix_ms */
+    int64_t purge_after;        /* purge_after_unix_ms */
+    bounds_t b;                 /* its function's async bounds (change_locked fills them) */
 } row_t;
 
 /* A malloc'd Task from a row of COLS (and the request after them when with_req);
@@ -289,6 +325,7 @@ static Faas__Task *row_task(sqlite3_stmt *q, int with_req, row_t *x)
     x->cancel = sqlite3_column_int(q, 17) != 0;
     x->cb_due = sqlite3_column_int64(q, 18);
     x->cb_lease = sqlite3_column_int64(q, 19);
+    x->purge_after = sqlite3_column_int64(q, 20);
     if (row_strings(q, t) != 0)
         goto fail;
     if (with_req) {
@@ -337,7 +374,7 @@ static int save(disc_tasks_t *ts, const Faas__Task *t, const row_t *x)
                      "UPDATE tasks SET status=?, attempts=?, started_unix_ms=?, finished_unix_ms=?, error=?,"
                      " result_status=?, result_size=?, not_before_unix_ms=?, instance_id=?,"
                      " lease_until_unix_ms=?, cancel_requested=?, callback_status=?, callback_attempts=?,"
-                     " callback_due_unix_ms=?, callback_lease_until_unix_ms=? WHERE id=?",
+                     " callback_due_unix_ms=?, callback_lease_until_unix_ms=?, purge_after_unix_ms=? WHERE id=?",
                      &q);
     if (rc != 0)
         return rc;
@@ -356,7 +393,8 @@ static int save(disc_tasks_t *ts, const Faas__Task *t, const row_t *x)
     sqlite3_bind_int64(q, 13, t->callback_attempts);
     sqlite3_bind_int64(q, 14, x->cb_due);
     sqlite3_bind_int64(q, 15, x->cb_lease);
-    bind_str(q, 16, t->id);
+    sqlite3_bind_int64(q, 16, x->purge_after);
+    bind_str(q, 17, t->id);
     rc = sqlite3_step(q) == SQLITE_DONE ? 0 : -EIO;
     sqlite3_finalize(q);
     return rc;
@@ -376,6 +414,7 @@ static int finish(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *er
     t->status = st;
     t->finished_unix_ms = now_ms;
     t->lease_until_unix_ms = 0;
+    x->purge_after = now_ms + (int64_t)x->b.retention_ms;
     if (t->callback_url[0] != '\0') {
         x->cb_due = now_ms;
         x->cb_lease = 0;
@@ -383,6 +422,14 @@ static int finish(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *er
             return -ENOMEM;
     }
     return disc_set_str(&t->error, error) == 0 ? 0 : -ENOMEM;
+}
+
+/* The attempt ends the task; a cancel asked for meanwhile wins over how it ended. */
+static int end_task(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *error, int64_t now_ms)
+{
+    if (x->cancel)
+        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
+    return finish(t, x, st, error, now_ms);
 }
 
 /* base * 2^(n-1) (n 0 counts as 1), at most cap. */
@@ -405,12 +452,10 @@ int64_t disc_task_callback_backoff_ms(uint32_t base_ms, uint32_t attempts)
 }
 
 /* A platform failure of the current attempt: retry later, or give up. */
-static int fail_attempt(Faas__Task *t, row_t *x, const char *why, uint32_t max_attempts, int64_t now_ms)
+static int fail_attempt(Faas__Task *t, row_t *x, const char *why, int64_t now_ms)
 {
-    if (x->cancel)
-        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
-    if (t->attempts >= (max_attempts ? max_attempts : DISC_TASK_MAX_ATTEMPTS))
-        return finish(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
+    if (x->cancel || t->attempts >= x->b.max_attempts)
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
     t->status = FAAS__TASK__STATUS__QUEUED;
     t->not_before_unix_ms = now_ms + disc_task_backoff_ms(t->attempts);
     t->lease_until_unix_ms = 0;
@@ -742,8 +787,10 @@ static int change_locked(disc_tasks_t *ts, const char *id, change_fn fn, const v
                          Faas__Task **t, row_t *x)
 {
     int rc = load(ts, id, t, x);
-    if (rc == 0)
+    if (rc == 0) {
+        bounds_of(ts, (*t)->function, &x->b);
         rc = fn(ts, *t, x, arg, now_ms);
+    }
     if (rc == 0)
         rc = save(ts, *t, x);
     return rc;
@@ -808,28 +855,40 @@ static int write_result(disc_tasks_t *ts, const char *id, const Faas__TaskResult
     return rc;
 }
 
+/* The user server answered. A 5xx of a function with async.retry_5xx is a failed
+ * attempt whose result is kept, so the last one is what /result replays once the
+ * attempts run out; a result over async.max_result fails the task, unstored (the
+ * agent enforces it too: this is the store's own bound). */
 static int report_done(disc_tasks_t *ts, Faas__Task *t, row_t *x, const Faas__TaskResult *res, int64_t now_ms)
 {
+    char why[160];
     if (res == NULL)
         return -EINVAL;
+    if (res->body.len > x->b.max_result_bytes) {
+        snprintf(why, sizeof(why), "result of %zu bytes is larger than async.max_result (%llu bytes)", res->body.len,
+                 (unsigned long long)x->b.max_result_bytes);
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
+    }
     int rc = write_result(ts, t->id, res);
     if (rc != 0)
         return rc;
     t->result_status = res->status;
     t->result_size = res->body.len;
-    return x->cancel ? finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms)
-                     : finish(t, x, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
+    if (x->b.retry_5xx && res->status >= 500) {
+        snprintf(why, sizeof(why), "HTTP %u", res->status);
+        return fail_attempt(t, x, why, now_ms);
+    }
+    return end_task(t, x, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
 }
 
-typedef struct {
-    const Faas__TaskReport *r;
-    uint32_t max_attempts;
-} report_arg_t;
+static const char *report_error(const Faas__TaskReport *r)
+{
+    return r->error && r->error[0] ? r->error : "the attempt failed";
+}
 
 static int apply_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
-    const report_arg_t *a = arg;
-    const Faas__TaskReport *r = a->r;
+    const Faas__TaskReport *r = arg;
     const char *inst = r->instance_id ? r->instance_id : "";
     /* a report from an attempt that already ended, or from another instance, changes nothing */
     if (t->status != FAAS__TASK__STATUS__RUNNING || (inst[0] && t->instance_id[0] && strcmp(inst, t->instance_id)))
@@ -843,21 +902,43 @@ static int apply_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *a
         return 0;
     case FAAS__TASK_REPORT__KIND__DONE:
         return report_done(ts, t, x, r->result, now_ms);
+    case FAAS__TASK_REPORT__KIND__REJECTED: /* e.g. the result is too large: another try ends the same */
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, report_error(r), now_ms);
     case FAAS__TASK_REPORT__KIND__FAILED:
-        return fail_attempt(t, x, r->error && r->error[0] ? r->error : "the attempt failed", a->max_attempts, now_ms);
+        return fail_attempt(t, x, report_error(r), now_ms);
     default:
         return -EINVAL;
     }
 }
 
-int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, uint32_t max_attempts, int64_t now_ms,
-                     Faas__Task **out)
+int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, int64_t now_ms, Faas__Task **out)
 {
-    report_arg_t a = {r, max_attempts};
-    return change(ts, r->id, apply_report, &a, now_ms, out);
+    return change(ts, r->id, apply_report, r, now_ms, out);
 }
 
 /* ---- the queue ------------------------------------------------------------------- */
+
+/* How many more tasks of function may run under its async.concurrency, given what
+ * runs now (claimed tasks count: they are running from the claim on). In the claim's
+ * transaction, so gateways claiming at once never pass it together. */
+static int room(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t *out)
+{
+    sqlite3_stmt *q = NULL;
+    bounds_t b;
+    bounds_of(ts, function, &b);
+    int rc = prepare(ts, "SELECT count(*) FROM tasks WHERE function=? AND status=1", &q);
+    if (rc != 0)
+        return rc;
+    bind_str(q, 1, function);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        int64_t running = sqlite3_column_int64(q, 0);
+        *out = running >= b.concurrency ? 0 : b.concurrency - running < max ? (uint32_t)(b.concurrency - running) : max;
+    } else {
+        rc = -EIO;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
 
 int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
                     Faas__TaskList **out)
@@ -870,11 +951,13 @@ int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32
     pthread_mutex_lock(&ts->mu);
     int rc = exec(ts, "BEGIN IMMEDIATE");
     if (rc == 0)
+        rc = room(ts, function, max, &max);
+    if (rc == 0 && max > 0)
         rc = prepare(ts,
                      "SELECT " COLS ", request FROM tasks WHERE status=0 AND function=? AND not_before_unix_ms <= ?"
                      " ORDER BY created_unix_ms, id LIMIT ?",
                      &q);
-    if (rc == 0) {
+    if (rc == 0 && max > 0) {
         bind_str(q, 1, function);
         sqlite3_bind_int64(q, 2, now_ms);
         sqlite3_bind_int64(q, 3, max);
@@ -929,10 +1012,10 @@ static int lapsed_ids(disc_tasks_t *ts, int64_t now_ms, lapsed_t **v, size_t *n)
 
 static int apply_lapse(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
-    return fail_attempt(t, x, DISC_TASK_LEASE_LAPSED, *(const uint32_t *)arg, now_ms);
+    return fail_attempt(t, x, DISC_TASK_LEASE_LAPSED, now_ms);
 }
 
-int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
+int disc_task_expire(disc_tasks_t *ts, int64_t now_ms)
 {
     static const char *const names[] = {"queued", "running", "succeeded", "failed", "cancelled"};
     lapsed_t *v = NULL;
@@ -944,7 +1027,7 @@ int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
     for (size_t i = 0; rc == 0 && i < n; i++) {
         Faas__Task *t = NULL;
         row_t x = {0};
-        rc = change_locked(ts, v[i].id, apply_lapse, &max_attempts, now_ms, &t, &x);
+        rc = change_locked(ts, v[i].id, apply_lapse, NULL, now_ms, &t, &x);
         if (t != NULL) {
             v[i].status = t->status;
             v[i].attempts = t->attempts;
@@ -960,18 +1043,29 @@ int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
     return rc != 0 ? rc : (int)n;
 }
 
-int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms)
+/* Rows finished before purge_after existed (0) keep the old rule: the default retention. */
+int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
 {
-    sqlite3_stmt *q = NULL;
+    static const char *const sql[] = {
+        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms > 0 AND purge_after_unix_ms < ?1",
+        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms = 0 AND finished_unix_ms < ?1 - ?2",
+    };
+    int n = 0, rc = 0;
     pthread_mutex_lock(&ts->mu);
-    int rc = prepare(ts, "DELETE FROM tasks WHERE status >= 2 AND finished_unix_ms < ?", &q);
-    if (rc == 0) {
-        sqlite3_bind_int64(q, 1, now_ms - (int64_t)retention_ms);
-        rc = sqlite3_step(q) == SQLITE_DONE ? sqlite3_changes(ts->db) : -EIO;
+    for (size_t i = 0; rc == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
+        sqlite3_stmt *q = NULL;
+        if ((rc = prepare(ts, sql[i], &q)) != 0)
+            break;
+        sqlite3_bind_int64(q, 1, now_ms);
+        sqlite3_bind_int64(q, 2, (int64_t)ts->retention_ms);
+        if (sqlite3_step(q) == SQLITE_DONE)
+            n += sqlite3_changes(ts->db);
+        else
+            rc = -EIO;
+        sqlite3_finalize(q);
     }
-    sqlite3_finalize(q);
     pthread_mutex_unlock(&ts->mu);
-    return rc;
+    return rc != 0 ? rc : n;
 }
 
 /* ---- callbacks (X-Callback-Url): claimed and reported by a dispatcher ----------------- */
@@ -1100,14 +1194,14 @@ int disc_task_report_callback(disc_tasks_t *ts, const Faas__CallbackReport *r, i
 
 static void reap_once(disc_tasks_t *ts, uint64_t *last_purge)
 {
-    int n = disc_task_expire(ts, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms());
+    int n = disc_task_expire(ts, faas_unix_ms());
     if (n < 0)
         FAAS_WARN("event=task_expire_failed rc=%d", n);
     uint64_t mono = faas_now_ms();
     if (*last_purge != 0 && mono - *last_purge < DISC_TASK_PURGE_EVERY_MS)
         return;
     *last_purge = mono;
-    n = disc_task_purge(ts, ts->retention_ms, faas_unix_ms());
+    n = disc_task_purge(ts, faas_unix_ms());
     if (n < 0)
         FAAS_WARN("event=task_purge_failed rc=%d", n);
     else if (n > 0)
@@ -1135,11 +1229,10 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
-int disc_task_start_reaper(disc_tasks_t *ts, uint64_t retention_ms)
+int disc_task_start_reaper(disc_tasks_t *ts)
 {
     if (ts->reaper_running)
         return 0;
-    ts->retention_ms = retention_ms;
     ts->reaper_stop = 0;
     if (pthread_create(&ts->reaper, NULL, reaper_main, ts) != 0)
         return -1;

@@ -13,6 +13,36 @@
 static char dir[256];
 static disc_tasks_t *ts;
 
+/* The functions' async bounds the tests use; any other function is not deployed. */
+static const struct {
+    const char *name;
+    Faas__AsyncSpec a;
+} fns[] = {
+#define ASYNC(...)                                                                                                     \
+    {                                                                                                                  \
+        PROTOBUF_C_MESSAGE_INIT(&faas__async_spec__descriptor), __VA_ARGS__                                            \
+    }
+    {"one", ASYNC(.max_attempts = 1)},
+    {"two", ASYNC(.max_attempts = 2)},
+    {"c2", ASYNC(.concurrency = 2)},
+    {"r5", ASYNC(.max_attempts = 2, .retry_5xx = 1)},
+    {"small", ASYNC(.max_result_bytes = 4)},
+    {"keep", ASYNC(.retention_ms = 10000)},
+    {"huge", ASYNC(.max_result_bytes = 32u << 20)},
+    {"fn", ASYNC(.concurrency = 0)},
+};
+
+static int lookup(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    (void)ud;
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+        if (strcmp(fns[i].name, function) == 0) {
+            *out = fns[i].a;
+            return 0;
+        }
+    return -ENOENT;
+}
+
 static void setup(void)
 {
     const char *err = NULL;
@@ -20,6 +50,7 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(dir));
     ts = disc_task_open(dir, DISC_TASK_SYNC_NORMAL, &err);
     cr_assert_not_null(ts, "%s", err);
+    disc_task_set_lookup(ts, lookup, NULL);
 }
 
 static void teardown(void)
@@ -102,7 +133,7 @@ static int report(unsigned n, Faas__TaskReport__Kind kind, const char *inst, int
     res.body.len = 7;
     if (kind == FAAS__TASK_REPORT__KIND__DONE)
         r.result = &res;
-    return disc_task_report(ts, &r, 3, now, out);
+    return disc_task_report(ts, &r, now, out);
 }
 
 static Faas__Task__Status status_of(unsigned n)
@@ -229,9 +260,9 @@ Test(tasks, stale_and_malformed_reports)
     Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
     r.id = "00000000000000000000000000000001";
     r.kind = FAAS__TASK_REPORT__KIND__DONE;
-    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL, "DONE without a result");
+    cr_assert_eq(disc_task_report(ts, &r, 2000, NULL), -EINVAL, "DONE without a result");
     r.kind = (Faas__TaskReport__Kind)42;
-    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL);
+    cr_assert_eq(disc_task_report(ts, &r, 2000, NULL), -EINVAL);
     cr_assert_eq(status_of(1), FAAS__TASK__STATUS__RUNNING, "a rejected report changes nothing");
     cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__DONE, "", 2500, NULL), 0);
     for (int k = 0; k < 4; k++)
@@ -275,15 +306,77 @@ Test(tasks, failed_reports_back_off_then_fail)
         now = due;
     }
     /* a larger max_attempts keeps retrying */
-    cr_assert_eq(submit(2, "fn", 0), 0);
-    faas__task_list__free_unpacked(claim("fn", 1, 1000, 100000), NULL);
+    cr_assert_eq(submit(2, "one", 0), 0);
+    faas__task_list__free_unpacked(claim("one", 1, 1000, 100000), NULL);
     Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
     r.id = "00000000000000000000000000000002";
     r.kind = FAAS__TASK_REPORT__KIND__FAILED;
     Faas__Task *t = NULL;
-    cr_assert_eq(disc_task_report(ts, &r, 1, 100000, &t), 0);
+    cr_assert_eq(disc_task_report(ts, &r, 100000, &t), 0);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "max_attempts 1: no retry");
     cr_assert_str_eq(t->error, "the attempt failed");
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, rejected_fails_at_once_whatever_the_attempts_left)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(2, "fn", 1001), 0);
+    faas__task_list__free_unpacked(claim("fn", 2, 1000, 2000), NULL);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    Faas__Task *t = NULL;
+    r.id = "00000000000000000000000000000001";
+    r.kind = FAAS__TASK_REPORT__KIND__REJECTED;
+    r.error = "result larger than 8 MiB";
+    cr_assert_eq(disc_task_report(ts, &r, 2500, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+    cr_assert_eq(t->attempts, 1, "never retried");
+    cr_assert_eq(t->finished_unix_ms, 2500);
+    cr_assert_str_eq(t->error, "result larger than 8 MiB");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_report(ts, &r, 2600, NULL), -ESTALE, "ended");
+
+    /* a cancel asked for meanwhile wins */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 2600, NULL), 0);
+    r.id = "00000000000000000000000000000002";
+    r.error = "";
+    cr_assert_eq(disc_task_report(ts, &r, 2700, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, a_running_cancel_rides_on_every_report_reply_then_ends_cancelled)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 2000), NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "i", 2000, &t), 0);
+    cr_assert(!t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 2100, &t), 0);
+    cr_assert(t->cancel_requested);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__RENEW, "i", 2200, &t), 0);
+    cr_assert(t->cancel_requested, "the agent learns it from its next report");
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    t = get(1);
+    cr_assert(t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    /* the agent aborts and reports FAILED "cancelled" */
+    char id[33];
+    mkid(id, 1);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.instance_id = "i";
+    r.kind = FAAS__TASK_REPORT__KIND__FAILED;
+    r.error = "cancelled";
+    cr_assert_eq(disc_task_report(ts, &r, 2300, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_eq(t->attempts, 1);
+    cr_assert_str_eq(t->error, "cancelled");
+    cr_assert_eq(t->finished_unix_ms, 2300);
     faas__task__free_unpacked(t, NULL);
 }
 
@@ -328,19 +421,106 @@ Test(tasks, cancel_in_every_state)
     cr_assert_eq(report(3, FAAS__TASK_REPORT__KIND__FAILED, "i", 1200, &t), 0);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED, "no retry for a cancelled task");
     faas__task__free_unpacked(t, NULL);
-    cr_assert_eq(disc_task_expire(ts, 3, 5000), 1);
+    cr_assert_eq(disc_task_expire(ts, 5000), 1);
     cr_assert_eq(status_of(4), FAAS__TASK__STATUS__CANCELLED);
+}
+
+/* DONE of task n with a result of the given status and body. */
+static int report_result(unsigned n, uint32_t status, const char *body, int64_t now, Faas__Task **out)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = status;
+    res.body.data = (uint8_t *)body;
+    res.body.len = strlen(body);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.kind = FAAS__TASK_REPORT__KIND__DONE;
+    r.result = &res;
+    return disc_task_report(ts, &r, now, out);
+}
+
+static size_t n_claimed(const char *fn, uint32_t max, int64_t now)
+{
+    Faas__TaskList *l = claim(fn, max, 1000, now);
+    size_t n = l->n_tasks;
+    faas__task_list__free_unpacked(l, NULL);
+    return n;
+}
+
+Test(tasks, claims_stay_under_the_function_concurrency)
+{
+    for (unsigned i = 1; i <= 5; i++)
+        cr_assert_eq(submit(i, "c2", i), 0);
+    cr_assert_eq(submit(9, "fn", 0), 0);
+    cr_assert_eq(n_claimed("c2", 10, 1000), 2, "async.concurrency 2");
+    cr_assert_eq(n_claimed("c2", 10, 1000), 0, "two run already");
+    cr_assert_eq(n_claimed("fn", 10, 1000), 1, "another function is not held back");
+    cr_assert_eq(report_result(1, 200, "ok", 1100, NULL), 0);
+    cr_assert_eq(n_claimed("c2", 10, 1200), 1, "one ended: room for one");
+    cr_assert_eq(n_claimed("c2", 10, 1200), 0);
+    for (unsigned i = 1; i <= 16; i++)
+        cr_assert_eq(submit(100 + i, "fn", 0), 0);
+    cr_assert_eq(n_claimed("fn", 100, 1300), 15, "the default: 16 at once");
+}
+
+Test(tasks, retry_5xx_retries_and_keeps_the_last_result)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "r5", 0), 0);
+    cr_assert_eq(submit(2, "fn", 0), 0);
+    cr_assert_eq(n_claimed("r5", 1, 1000), 1);
+    cr_assert_eq(report_result(1, 503, "busy", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED, "a failed attempt");
+    cr_assert_str_eq(t->error, "HTTP 503");
+    cr_assert_eq(t->not_before_unix_ms, 2000);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_claimed("r5", 1, 2000), 1);
+    cr_assert_eq(report_result(1, 502, "gateway", 2000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "attempt 2 of 2");
+    cr_assert_str_eq(t->error, "HTTP 502");
+    cr_assert_eq(t->result_status, 502);
+    faas__task__free_unpacked(t, NULL);
+    Faas__TaskResult *res = NULL;
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), 0, "the last 5xx kept");
+    cr_assert_eq(res->status, 502);
+    cr_assert_eq(memcmp(res->body.data, "gateway", 7), 0);
+    faas__task_result__free_unpacked(res, NULL);
+
+    cr_assert_eq(n_claimed("fn", 1, 1000), 1);
+    cr_assert_eq(report_result(2, 503, "busy", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__SUCCEEDED, "without retry_5xx a 5xx is a result");
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, a_result_over_max_result_fails_unstored)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "small", 0), 0);
+    cr_assert_eq(submit(2, "small", 0), 0);
+    cr_assert_eq(n_claimed("small", 2, 1000), 2);
+    cr_assert_eq(report_result(1, 200, "toolarge", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+    cr_assert_eq(t->attempts, 1, "not retried");
+    cr_assert_str_eq(t->error, "result of 8 bytes is larger than async.max_result (4 bytes)");
+    faas__task__free_unpacked(t, NULL);
+    Faas__TaskResult *res = NULL;
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), -ENODATA);
+    cr_assert_eq(report_result(2, 200, "fits", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__SUCCEEDED, "4 bytes is the limit, not over it");
+    faas__task__free_unpacked(t, NULL);
 }
 
 Test(tasks, expiry_requeues_then_fails)
 {
-    cr_assert_eq(submit(1, "fn", 0), 0);
-    cr_assert_eq(submit(2, "fn", 1), 0);
-    faas__task_list__free_unpacked(claim("fn", 2, 1000, 1000), NULL);
+    cr_assert_eq(submit(1, "two", 0), 0);
+    cr_assert_eq(submit(2, "two", 1), 0);
+    faas__task_list__free_unpacked(claim("two", 2, 1000, 1000), NULL);
     cr_assert_eq(report(2, FAAS__TASK_REPORT__KIND__STARTED, "i", 1000, NULL), 0); /* lease to 6000 */
-    cr_assert_eq(disc_task_expire(ts, 3, 1500), 0);
-    cr_assert_eq(disc_task_expire(ts, 3, 2000), 0, "the lease is good through its end");
-    cr_assert_eq(disc_task_expire(ts, 3, 2001), 1);
+    cr_assert_eq(disc_task_expire(ts, 1500), 0);
+    cr_assert_eq(disc_task_expire(ts, 2000), 0, "the lease is good through its end");
+    cr_assert_eq(disc_task_expire(ts, 2001), 1);
     Faas__Task *t = get(1);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED);
     cr_assert_str_eq(t->error, DISC_TASK_LEASE_LAPSED);
@@ -348,8 +528,8 @@ Test(tasks, expiry_requeues_then_fails)
     faas__task__free_unpacked(t, NULL);
     cr_assert_eq(status_of(2), FAAS__TASK__STATUS__RUNNING, "its report renewed the lease");
 
-    faas__task_list__free_unpacked(claim("fn", 1, 1000, 3001), NULL);
-    cr_assert_eq(disc_task_expire(ts, 2, 7000), 2, "both lapsed");
+    faas__task_list__free_unpacked(claim("two", 1, 1000, 3001), NULL);
+    cr_assert_eq(disc_task_expire(ts, 7000), 2, "both lapsed");
     t = get(1);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "attempt 2 of 2");
     cr_assert_eq(t->finished_unix_ms, 7000);
@@ -360,18 +540,26 @@ Test(tasks, expiry_requeues_then_fails)
 
 Test(tasks, purge_drops_finished_tasks_past_retention)
 {
+    disc_task_configure(ts, &(disc_task_config_t){.retention_ms = 2000});
     for (unsigned i = 1; i <= 3; i++)
         cr_assert_eq(submit(i, "fn", 0), 0);
+    cr_assert_eq(submit(4, "keep", 0), 0);
+    cr_assert_eq(submit(5, "gone", 0), 0); /* a deleted function: the default */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000004", 1000, NULL), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000005", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 4000, NULL), 0);
     faas__task_list__free_unpacked(claim("fn", 1, 100000, 0), NULL); /* 3 runs */
-    cr_assert_eq(disc_task_purge(ts, 2000, 5000), 1);
+    cr_assert_eq(disc_task_purge(ts, 5000), 2, "1 and 5: finished at 1000, kept 2 s");
     Faas__Task *t = NULL;
     cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000001", &t), -ENOENT);
+    cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000005", &t), -ENOENT);
     cr_assert_eq(status_of(2), FAAS__TASK__STATUS__CANCELLED);
     cr_assert_eq(status_of(3), FAAS__TASK__STATUS__RUNNING);
-    cr_assert_eq(disc_task_purge(ts, 0, 100000), 1);
-    cr_assert_eq(disc_task_purge(ts, 0, 100000), 0);
+    cr_assert_eq(status_of(4), FAAS__TASK__STATUS__CANCELLED, "its function keeps tasks 10 s");
+    cr_assert_eq(disc_task_purge(ts, 10999), 1, "2");
+    cr_assert_eq(disc_task_purge(ts, 11001), 1, "4");
+    cr_assert_eq(disc_task_purge(ts, 100000), 0, "3 still runs");
 }
 
 /* Walks the pages of query; returns how many tasks came back, checking the order. */
@@ -643,13 +831,13 @@ Test(tasks, callback_claims_are_capped_by_count_and_bytes)
     for (unsigned i = 31; i <= 32; i++) {
         char id[33];
         mkid(id, i);
-        cr_assert_eq(submit(i, "big", 1000), 0);
-        faas__task_list__free_unpacked(claim("big", 1, 1000, 3000), NULL);
+        cr_assert_eq(submit(i, "huge", 1000), 0);
+        faas__task_list__free_unpacked(claim("huge", 1, 1000, 3000), NULL);
         Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
         r.id = id;
         r.kind = FAAS__TASK_REPORT__KIND__DONE;
         r.result = &res;
-        cr_assert_eq(disc_task_report(ts, &r, 3, 3000, NULL), 0);
+        cr_assert_eq(disc_task_report(ts, &r, 3000, NULL), 0);
     }
     free(body);
     Faas__CallbackDueList *l = claim_cbs(16, 0, 3000);

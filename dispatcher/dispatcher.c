@@ -237,6 +237,7 @@ void disp_metrics(FILE *out)
         disp_fn_t *fn = disp_g.table.fns[i];
         fprintf(out, "faas_instances{function=\"%.*s\"} %zu\n", (int)fn->name_len, fn->name, fn->ninst);
     }
+    disp_callbacks_metrics(out);
 }
 
 /* ---- start ---- */
@@ -259,5 +260,8 @@ void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg)
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
 {
     disp_loop_init(ctx, cfg);
-    return disp_control_start(err);
+    if (disp_control_start(err) != 0)
+        return -1;
+    disp_callbacks_start();
+    return 0;
 }

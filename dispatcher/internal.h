@@ -8,6 +8,7 @@
 
 #include "common/theap.h"
 #include "dispatcher/dispatcher.h"
+#include "proto/faas.pb-c.h"
 
 struct disp_fn;
 
@@ -210,6 +211,38 @@ void disp_hold(disp_call_t *c, disp_fn_t *fn);
 
 /* tasks.c: starts polling fn's queued async tasks (its spec arrived). */
 void disp_tasks_watch(disp_fn_t *fn);
+
+/* callbacks.c: POSTs finished tasks to their X-Callback-Url. */
+/* Starts polling Discovery/ClaimCallbacks (disp_start calls it). */
+void disp_callbacks_start(void);
+/* faas_gateway_task_callbacks_total. */
+void disp_callbacks_metrics(FILE *out);
+
+/* A callback URL split for the client (the gateway checked it at submission). */
+typedef struct {
+    int tls;               /* https */
+    char host[256];        /* what is resolved and named to TLS: no IPv6 brackets */
+    uint16_t port;         /* 80 / 443 unless given */
+    const char *authority; /* host[:port] as written, for the host header (into the URL) */
+    size_t authority_len;
+    const char *target; /* path and query as written, may be "" or start with '?' */
+    size_t target_len;
+} disp_cb_url_t;
+/* Splits an absolute http(s) URL; 0, or -1 with *err. */
+int disp_cb_url_parse(const char *url, disp_cb_url_t *u, const char **err);
+/* 1 if a result header must not be passed on: hop-by-hop, proxy-*, content-length
+ * (recomputed), host, and the faas-* headers the callback sets itself. */
+int disp_cb_header_dropped(const char *name, size_t len);
+/* Copies in as a header value into out (cap >= 1): bytes other than visible ASCII become
+ * spaces, outer spaces are trimmed, cut at cap - 1 bytes; its length. */
+size_t disp_cb_sanitize(char *out, size_t cap, const char *in);
+/* "succeeded", "cancelled", else "failed": the faas-task-status of a finished task. */
+const char *disp_cb_task_status(int status);
+/* The POST's head for task t and its result r (NULL when it ended without one):
+ * request line, host, content-length of r's body, faas-request-id, faas-task-status,
+ * faas-result-status (with r), faas-task-error (unless it succeeded), r's headers but
+ * the dropped ones and any that could break the head. Malloc'd, *len set; NULL on OOM. */
+char *disp_cb_request_head(const disp_cb_url_t *u, const Faas__Task *t, const Faas__TaskResult *r, size_t *len);
 
 /* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
 void disp_h2b_init(h2o_loop_t *loop);

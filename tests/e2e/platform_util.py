@@ -90,7 +90,7 @@ class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False):
+                 thrift=False, disc_args=()):
         self.dir = str(tmpdir)
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
@@ -108,7 +108,8 @@ class Platform:
         b = BUILD
         self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
                                               "--metrics-listen", f"127.0.0.1:{self.disc_mport}",
-                                              "--state-dir", f"{self.dir}/discovery"], self.dir, self.disc_port)
+                                              "--state-dir", f"{self.dir}/discovery", *disc_args], self.dir,
+                              self.disc_port)
         self.wm = Daemon("workermgr", [f"{b}/faas-workermgr", "--listen", f"127.0.0.1:{self.wm_port}",
                                        "--metrics-listen", f"127.0.0.1:{self.wm_mport}",
                                        "--discovery", self.discovery_addr, "--state-dir", f"{self.dir}/worker",
@@ -123,6 +124,10 @@ class Platform:
             self.discovery.start()
             self.wm.start()
             self.gateway.start()
+            # its gRPC and Thrift listeners open after the HTTP one
+            for port in (self.grpc_port, self.thrift_port):
+                if port:
+                    wait_until(lambda: port_open(port), 10, what=f"gateway listener on {port}")
             # the gateway routes only once its watch has seen a worker
             wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
         except BaseException:

@@ -39,5 +39,6 @@ def test_every_daemon_passes_promtool(tmp_path):
         # the names the other tests and the bench read are still there
         assert "faas_wm_pool_ready " in wm and "faas_wm_acquisitions_total 1" in wm
         assert 'faas_requests_total{' in gw and "faas_request_duration_seconds_bucket{" in gw
+        assert 'faas_gateway_task_callbacks_total{outcome="delivered"} ' in gw
     finally:
         p.stop()

@@ -177,3 +177,14 @@ SCHEMA.update({
 })
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = range(5)            # Task.Status
 REPORT_STARTED, REPORT_RENEW, REPORT_DONE, REPORT_FAILED = range(4)  # TaskReport.Kind
+
+# ---- async bounds and cancels: FunctionSpec.async, REJECTED, TASK_CANCEL ----
+SCHEMA["AsyncSpec"] = {"concurrency": (1, "uint32", False), "timeout_ms": (2, "uint32", False),
+                       "retention_ms": (3, "uint64", False), "max_attempts": (4, "uint32", False),
+                       "max_result_bytes": (5, "uint64", False), "retry_5xx": (6, "bool", False)}
+SCHEMA["FunctionSpec"].setdefault("async", (23, "AsyncSpec", False))
+SCHEMA["Task"].setdefault("cancel_requested", (19, "bool", False))
+SCHEMA["WatchRequest"].setdefault("task_cancels", (4, "bool", False))
+SCHEMA["WatchEvent"].setdefault("task", (6, "Task", False))
+REPORT_REJECTED = 4  # TaskReport.Kind
+TASK_CANCEL = 7      # WatchEvent.Type

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/spec.h"
 #include "common/util.h"
+#include "discovery/discovery.h"
 
 const char disc_args_usage[] =
     "usage: faas-discovery [options]\n"
@@ -17,6 +19,8 @@ const char disc_args_usage[] =
     "  --metrics-listen ADDR      HTTP /metrics and /healthz (default 127.0.0.1:7101; \"off\" disables)\n"
     "  --max-artifact-bytes N     largest code upload (default 268435456)\n"
     "  --task-retention-ms N      keep finished async tasks and results this long (default 604800000: 7 days)\n"
+    "  --callback-attempts N      X-Callback-Url deliveries tried per task (default 5)\n"
+    "  --callback-backoff-ms N    wait after a failed delivery, doubling, at most 5 min (default 1000)\n"
     "  --help                     this text\n";
 
 /* "msg: arg" into a->errbuf. arg comes from the command line: control bytes become
@@ -49,6 +53,16 @@ static int positive(const char *v, uint64_t *out)
     return 0;
 }
 
+/* Same, at most UINT32_MAX. */
+static int positive32(const char *v, uint32_t *out)
+{
+    uint64_t n;
+    if (positive(v, &n) != 0 || n > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)n;
+    return 0;
+}
+
 int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
 {
     static const struct option longopts[] = {
@@ -57,6 +71,8 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
         {"metrics-listen", required_argument, NULL, 'm'},
         {"max-artifact-bytes", required_argument, NULL, 'x'},
         {"task-retention-ms", required_argument, NULL, 'r'},
+        {"callback-attempts", required_argument, NULL, 'a'},
+        {"callback-backoff-ms", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -64,7 +80,9 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     a->state_dir = "./.faas/discovery";
     a->metrics_listen = "127.0.0.1:7101";
     a->max_artifact = 256ull << 20;
-    a->task_retention_ms = DISC_ARGS_TASK_RETENTION_MS;
+    a->task_retention_ms = FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS;
+    a->callback_attempts = DISC_CB_ATTEMPTS;
+    a->callback_backoff_ms = DISC_CB_BACKOFF_MS;
     a->errbuf[0] = '\0';
     optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
     opterr = 0; /* and must not print: the caller prints *err */
@@ -93,6 +111,14 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
         case 'r':
             if (positive(optarg, &a->task_retention_ms) != 0)
                 return fail(a, err, "--task-retention-ms needs a positive number of milliseconds", optarg);
+            break;
+        case 'a':
+            if (positive32(optarg, &a->callback_attempts) != 0)
+                return fail(a, err, "--callback-attempts needs a positive number", optarg);
+            break;
+        case 'b':
+            if (positive32(optarg, &a->callback_backoff_ms) != 0)
+                return fail(a, err, "--callback-backoff-ms needs a positive number of milliseconds", optarg);
             break;
         case 'h':
             return 1;

@@ -4,16 +4,15 @@
 
 #include <stdint.h>
 
-/* 7 days: the default async.retention (docs/async.md). */
-#define DISC_ARGS_TASK_RETENTION_MS (7ull * 24 * 3600 * 1000)
-
 typedef struct {
-    const char *listen;         /* gRPC host:port (port 0 = any) */
-    const char *state_dir;      /* non-empty */
-    const char *metrics_listen; /* host:port, or "off" */
-    uint64_t max_artifact;      /* bytes, > 0 */
-    uint64_t task_retention_ms; /* finished tasks are purged after this, > 0 */
-    char errbuf[192];           /* backs *err after a failed parse */
+    const char *listen;           /* gRPC host:port (port 0 = any) */
+    const char *state_dir;        /* non-empty */
+    const char *metrics_listen;   /* host:port, or "off" */
+    uint64_t max_artifact;        /* bytes, > 0 */
+    uint64_t task_retention_ms;   /* finished tasks are purged after this, > 0 */
+    uint32_t callback_attempts;   /* X-Callback-Url deliveries tried, > 0 */
+    uint32_t callback_backoff_ms; /* wait after the first failed one, then doubling, > 0 */
+    char errbuf[192];             /* backs *err after a failed parse */
 } disc_args_t;
 
 /* Fills a from argv (strings point into argv). Returns 0 to run, 1 for --help, or

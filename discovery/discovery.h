@@ -70,7 +70,6 @@ uint64_t disc_store_deploys(disc_store_t *st);
 typedef struct disc_tasks disc_tasks_t;
 
 #define DISC_TASK_ID_LEN 32u      /* lowercase hex: 128 random bits */
-#define DISC_TASK_MAX_ATTEMPTS 3u /* async.max_attempts when none is given */
 #define DISC_TASK_LEASE_MS 30000u /* a claim or report that names no lease */
 #define DISC_TASK_CLAIM_MAX 100u  /* tasks one ClaimTasks may take */
 #define DISC_TASK_LIST_LIMIT 100u /* ListTasks page without a limit */
@@ -83,12 +82,31 @@ typedef struct disc_tasks disc_tasks_t;
 /* SQLite's PRAGMA synchronous values disc_task_open takes. */
 #define DISC_TASK_SYNC_NORMAL 1
 #define DISC_TASK_SYNC_FULL 2
+/* Callbacks (X-Callback-Url): deliveries tried, the first wait, its cap, a claim's bounds. */
+#define DISC_CB_ATTEMPTS 5u
+#define DISC_CB_BACKOFF_MS 1000u
+#define DISC_CB_BACKOFF_MAX_MS 300000
+#define DISC_CB_LEASE_MS 30000u
+#define DISC_CB_CLAIM_MAX 16u
+#define DISC_CB_CLAIM_MAX_BYTES (16ull << 20) /* results in one ClaimCallbacks reply */
+
+/* Outcomes of ReportCallback, for faas_task_callbacks_total{outcome}. */
+enum { DISC_CB_DELIVERED, DISC_CB_RETRIED, DISC_CB_FAILED, DISC_CB_OUTCOMES };
+extern const char *const disc_cb_outcome_names[DISC_CB_OUTCOMES];
+
+/* What the store is told at start; 0 fields = the defaults. */
+typedef struct {
+    uint64_t retention_ms;        /* finished tasks kept this long (FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS) */
+    uint32_t callback_attempts;   /* deliveries before callback_status "failed: ..." (DISC_CB_ATTEMPTS) */
+    uint32_t callback_backoff_ms; /* wait after the first failed delivery, then doubling (DISC_CB_BACKOFF_MS) */
+} disc_task_config_t;
 
 /* Counters since open, for /metrics and the group-commit figures. */
 typedef struct {
     uint64_t submitted; /* tasks committed by submit */
     uint64_t commits;   /* transactions that committed them */
     uint64_t attempts;  /* tasks claimed */
+    uint64_t callbacks[DISC_CB_OUTCOMES]; /* ReportCallback outcomes */
 } disc_task_counters_t;
 
 /* Called once per async submission, on the committing thread, with submit's rc. */
@@ -97,6 +115,15 @@ typedef void (*disc_task_done_fn)(void *ud, int rc);
 /* Opens the tasks table in <state_dir>/discovery.db on a connection of its own with
  * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
 disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
+/* A function's AsyncSpec (FunctionSpec.async, 0 fields = defaults) into *out: 0, or
+ * -ENOENT for a function not deployed (its tasks get the defaults). Called with the
+ * store's lock held: it must be quick and must not call back into the store. */
+typedef int (*disc_task_async_fn)(void *ud, const char *function, Faas__AsyncSpec *out);
+/* Where the store looks up a function's bounds (NULL: every function has the defaults):
+ * max_attempts, concurrency, max_result_bytes, retention_ms and retry_5xx apply. */
+void disc_task_set_lookup(disc_tasks_t *ts, disc_task_async_fn fn, void *ud);
+/* Sets the config (NULL = defaults); before the store is used, not concurrently. */
+void disc_task_configure(disc_tasks_t *ts, const disc_task_config_t *c);
 /* Commits what is still queued, stops the threads, closes. */
 void disc_task_close(disc_tasks_t *ts);
 /* 1 if id is exactly 32 lowercase hex characters. */
@@ -120,22 +147,37 @@ int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskLis
  * -EALREADY when already finished, -ENOENT. */
 int disc_task_cancel(disc_tasks_t *ts, const char *id, int64_t now_ms, Faas__Task **out);
 /* Moves up to max (1..100) due queued tasks of function, oldest first, to running under
- * a lease of lease_ms (0 = 30 s); returns them with their request. */
+ * a lease of lease_ms (0 = 30 s), never more than the function's async.concurrency
+ * running at once; returns them with their request. */
 int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
                     Faas__TaskList **out);
-/* Applies an agent's report to a running task (max_attempts 0 = 3); *out (may be NULL)
- * gets the task after it. -ESTALE when it is not running or runs on another instance,
- * -EINVAL for DONE without a result or an unknown kind, -ENOENT. */
-int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, uint32_t max_attempts, int64_t now_ms,
-                     Faas__Task **out);
+/* Applies an agent's report to a running task under its function's bounds; *out (may be
+ * NULL) gets the task after it, cancel_requested telling the agent to abort. FAILED
+ * retries up to async.max_attempts; REJECTED fails at once; DONE over async.max_result
+ * fails at once, and a 5xx DONE with async.retry_5xx counts as a failed attempt (result
+ * kept). -ESTALE when it is not running or runs on another instance, -EINVAL for DONE
+ * without a result or an unknown kind, -ENOENT. */
+int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, int64_t now_ms, Faas__Task **out);
 /* Treats every running task whose lease ended before now_ms as a FAILED report; returns how many. */
-int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms);
-/* Deletes tasks finished before now_ms - retention_ms; returns how many. */
-int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms);
+int disc_task_expire(disc_tasks_t *ts, int64_t now_ms);
+/* Deletes tasks whose function's async.retention (set when they finished) ended before
+ * now_ms; returns how many. */
+int disc_task_purge(disc_tasks_t *ts, int64_t now_ms);
 /* The wait before the retry that follows attempt n: 1 s * 2^(n-1), at most 60 s. */
 int64_t disc_task_backoff_ms(uint32_t attempts);
+/* Callbacks. A task that ends with a callback_url gets callback_status "pending", due at once.
+ * Claim: up to max (1..16, the results at most 16 MiB together but always one) pending
+ * callbacks due by now_ms whose callback lease lapsed, each with callback_attempts + 1 and
+ * leased for lease_ms (0 = 30 s); result unset when the task ended without a response. */
+int disc_task_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                              Faas__CallbackDueList **out);
+/* Delivered: "delivered". Not: pending again, due after the backoff, while callback_attempts
+ * is under the configured limit, else "failed: <error>". -ENOMSG when no callback is pending. */
+int disc_task_report_callback(disc_tasks_t *ts, const Faas__CallbackReport *r, int64_t now_ms, Faas__Task **out);
+/* The wait after failed delivery n: base_ms * 2^(n-1), at most 5 min. */
+int64_t disc_task_callback_backoff_ms(uint32_t base_ms, uint32_t attempts);
 /* Starts/stops a thread expiring every 500 ms and purging every minute (wall clock). */
-int disc_task_start_reaper(disc_tasks_t *ts, uint64_t retention_ms);
+int disc_task_start_reaper(disc_tasks_t *ts);
 void disc_task_stop_reaper(disc_tasks_t *ts);
 void disc_task_counters(disc_tasks_t *ts, disc_task_counters_t *out);
 /* Writes the Prometheus families faas_tasks, faas_task_queue_oldest_seconds and the task counters. */
@@ -174,10 +216,17 @@ void disc_registry_stop_reaper(disc_registry_t *r);
 int disc_registry_function_put(disc_registry_t *r, const Faas__FunctionSpec *spec);
 /* Drops a spec and pushes FUNCTION_DELETE; -ENOENT if it was not cached. */
 int disc_registry_function_delete(disc_registry_t *r, const char *name);
+/* What a watcher wants (WatchRequest): bits for disc_registry_subscribe_want. */
+enum { DISC_WATCH_FUNCTIONS = 1, DISC_WATCH_INSTANCES = 2, DISC_WATCH_WORKERS = 4, DISC_WATCH_TASK_CANCELS = 8 };
+
 /* Sends the snapshot asked for, SNAPSHOT_END, then every change to sink until
  * unsubscribed or sink returns -1. Returns a subscriber id (> 0) or negative. */
 int64_t disc_registry_subscribe(disc_registry_t *r, int functions, int instances, int workers, disc_sink_fn sink,
                                 void *ctx);
+/* Same with DISC_WATCH_* bits; TASK_CANCELS adds no snapshot, only later TASK_CANCEL events. */
+int64_t disc_registry_subscribe_want(disc_registry_t *r, int want, disc_sink_fn sink, void *ctx);
+/* Sends TASK_CANCEL with t to every watcher that asked for task cancels (revision unchanged). */
+void disc_registry_task_cancel(disc_registry_t *r, const Faas__Task *t);
 /* Stops events to subscriber id; no sink call for it happens after this returns. */
 void disc_registry_unsubscribe(disc_registry_t *r, int64_t id);
 /* Packed InstanceList of one function (name "" or NULL = all); malloc'd. */
@@ -188,6 +237,8 @@ uint8_t *disc_registry_list_workers(disc_registry_t *r, size_t *len);
  * worker's lease reports for it. malloc'd; NULL with *missing = 1 if not deployed. */
 uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, size_t *len, int *missing);
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out);
+/* A deployed function's AsyncSpec (all 0 when its spec has none) into *out: 0, or -ENOENT. */
+int disc_registry_function_async(disc_registry_t *r, const char *name, Faas__AsyncSpec *out);
 
 /* ---- the gRPC service (service.c) ------------------------------------------------ */
 

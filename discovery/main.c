@@ -87,10 +87,11 @@ int main(int argc, char **argv)
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
         goto out;
     }
+    disc_task_configure(tasks, &(disc_task_config_t){o.task_retention_ms, o.callback_attempts, o.callback_backoff_ms});
     if ((reg = disc_registry_new()) == NULL || (svc = disc_service_new(st, reg, tasks, o.max_artifact)) == NULL)
         goto out;
     int nfn = load_functions(st, reg);
-    if (nfn < 0 || disc_registry_start_reaper(reg) != 0 || disc_task_start_reaper(tasks, o.task_retention_ms) != 0) {
+    if (nfn < 0 || disc_registry_start_reaper(reg) != 0 || disc_task_start_reaper(tasks) != 0) {
         FAAS_ERROR("event=start_failed msg=\"cannot load functions or start the reapers\"");
         goto out;
     }

@@ -20,8 +20,6 @@
 #include "common/log.h"
 #include "common/util.h"
 
-enum { WANT_FUNCTIONS = 1, WANT_INSTANCES = 2, WANT_WORKERS = 4 };
-
 typedef struct {
     Faas__Instance *msg; /* owned */
     uint8_t *packed;     /* to tell a changed instance from the same one */
@@ -126,15 +124,17 @@ static int want_of(Faas__WatchEvent__Type t)
     switch (t) {
     case FAAS__WATCH_EVENT__TYPE__FUNCTION_PUT:
     case FAAS__WATCH_EVENT__TYPE__FUNCTION_DELETE:
-        return WANT_FUNCTIONS;
+        return DISC_WATCH_FUNCTIONS;
     case FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT:
     case FAAS__WATCH_EVENT__TYPE__INSTANCE_DELETE:
-        return WANT_INSTANCES;
+        return DISC_WATCH_INSTANCES;
     case FAAS__WATCH_EVENT__TYPE__WORKER_PUT:
     case FAAS__WATCH_EVENT__TYPE__WORKER_DELETE:
-        return WANT_WORKERS;
+        return DISC_WATCH_WORKERS;
+    case FAAS__WATCH_EVENT__TYPE__TASK_CANCEL:
+        return DISC_WATCH_TASK_CANCELS;
     default:
-        return WANT_FUNCTIONS | WANT_INSTANCES | WANT_WORKERS;
+        return DISC_WATCH_FUNCTIONS | DISC_WATCH_INSTANCES | DISC_WATCH_WORKERS | DISC_WATCH_TASK_CANCELS;
     }
 }
 
@@ -144,12 +144,14 @@ static uint8_t *pack_event(Faas__WatchEvent__Type type, const void *obj, uint64_
     ev.type = type;
     ev.revision = rev;
     int want = want_of(type);
-    if (want == WANT_FUNCTIONS)
+    if (want == DISC_WATCH_FUNCTIONS)
         ev.function = (Faas__FunctionSpec *)obj;
-    else if (want == WANT_INSTANCES)
+    else if (want == DISC_WATCH_INSTANCES)
         ev.instance = (Faas__Instance *)obj;
-    else if (want == WANT_WORKERS)
+    else if (want == DISC_WATCH_WORKERS)
         ev.worker = (Faas__Worker *)obj;
+    else if (want == DISC_WATCH_TASK_CANCELS)
+        ev.task = (Faas__Task *)obj;
     return faas_pb_pack(&ev.base, len);
 }
 
@@ -162,10 +164,9 @@ static void drop_dead_subs(disc_registry_t *r)
     r->n_subs = o;
 }
 
-/* A change: the revision grows and every interested watcher gets the event. */
-static void emit(disc_registry_t *r, Faas__WatchEvent__Type type, const void *obj)
+/* Every interested watcher gets the event, at the current revision. */
+static void emit_now(disc_registry_t *r, Faas__WatchEvent__Type type, const void *obj)
 {
-    r->revision++;
     int want = want_of(type), gone = 0;
     size_t len;
     uint8_t *buf = NULL;
@@ -183,6 +184,13 @@ static void emit(disc_registry_t *r, Faas__WatchEvent__Type type, const void *ob
     free(buf);
     if (gone)
         drop_dead_subs(r);
+}
+
+/* A change: the revision grows and every interested watcher gets the event. */
+static void emit(disc_registry_t *r, Faas__WatchEvent__Type type, const void *obj)
+{
+    r->revision++;
+    emit_now(r, type, obj);
 }
 
 /* The end of one change: every watcher that got part of it sends it now. */
@@ -581,13 +589,13 @@ int disc_registry_function_delete(disc_registry_t *r, const char *name)
 static int send_snapshot(disc_registry_t *r, sub_t *s)
 {
     int rc = 0;
-    if (s->want & WANT_FUNCTIONS)
+    if (s->want & DISC_WATCH_FUNCTIONS)
         for (size_t i = 0; i < r->n_fns && rc == 0; i++)
             rc = send_one(r, s, FAAS__WATCH_EVENT__TYPE__FUNCTION_PUT, r->fns[i]);
-    if (s->want & WANT_WORKERS)
+    if (s->want & DISC_WATCH_WORKERS)
         for (size_t i = 0; i < r->n_workers && rc == 0; i++)
             rc = send_one(r, s, FAAS__WATCH_EVENT__TYPE__WORKER_PUT, r->workers[i]->msg);
-    if (s->want & WANT_INSTANCES)
+    if (s->want & DISC_WATCH_INSTANCES)
         for (size_t i = 0; i < r->n_workers && rc == 0; i++)
             for (size_t j = 0; j < r->workers[i]->n_insts && rc == 0; j++)
                 rc = send_one(r, s, FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT, r->workers[i]->insts[j].msg);
@@ -601,10 +609,15 @@ static int send_snapshot(disc_registry_t *r, sub_t *s)
 int64_t disc_registry_subscribe(disc_registry_t *r, int functions, int instances, int workers, disc_sink_fn sink,
                                 void *ctx)
 {
-    sub_t s = {.want = (functions ? WANT_FUNCTIONS : 0) | (instances ? WANT_INSTANCES : 0) |
-                       (workers ? WANT_WORKERS : 0),
-               .sink = sink,
-               .ctx = ctx};
+    return disc_registry_subscribe_want(r,
+                                        (functions ? DISC_WATCH_FUNCTIONS : 0) |
+                                            (instances ? DISC_WATCH_INSTANCES : 0) | (workers ? DISC_WATCH_WORKERS : 0),
+                                        sink, ctx);
+}
+
+int64_t disc_registry_subscribe_want(disc_registry_t *r, int want, disc_sink_fn sink, void *ctx)
+{
+    sub_t s = {.want = want, .sink = sink, .ctx = ctx};
     int64_t rc;
     pthread_mutex_lock(&r->mu);
     sub_t *nv = realloc(r->subs, (r->n_subs + 1) * sizeof(*nv));
@@ -623,6 +636,15 @@ int64_t disc_registry_subscribe(disc_registry_t *r, int functions, int instances
 out:
     pthread_mutex_unlock(&r->mu);
     return rc;
+}
+
+/* Not a registry change: the revision stays. Task cancels have no snapshot. */
+void disc_registry_task_cancel(disc_registry_t *r, const Faas__Task *t)
+{
+    pthread_mutex_lock(&r->mu);
+    emit_now(r, FAAS__WATCH_EVENT__TYPE__TASK_CANCEL, t);
+    flush_subs(r);
+    pthread_mutex_unlock(&r->mu);
 }
 
 void disc_registry_unsubscribe(disc_registry_t *r, int64_t id)
@@ -693,6 +715,19 @@ uint8_t *disc_registry_function_status(disc_registry_t *r, const char *name, siz
     }
     pthread_mutex_unlock(&r->mu);
     return buf;
+}
+
+int disc_registry_function_async(disc_registry_t *r, const char *name, Faas__AsyncSpec *out)
+{
+    pthread_mutex_lock(&r->mu);
+    ssize_t i = find_fn(r, name);
+    if (i >= 0) {
+        faas__async_spec__init(out);
+        if (r->fns[i]->async != NULL) /* only scalars: a plain copy is a deep one */
+            *out = *r->fns[i]->async;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return i >= 0 ? 0 : -ENOENT;
 }
 
 void disc_registry_stats(disc_registry_t *r, disc_registry_stats_t *out)

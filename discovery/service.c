@@ -34,6 +34,8 @@ enum {
     M_CANCEL_TASK,
     M_CLAIM_TASKS,
     M_REPORT_TASK,
+    M_CLAIM_CALLBACKS,
+    M_REPORT_CALLBACK,
     M_COUNT
 };
 #define N_CODES 17
@@ -42,7 +44,7 @@ static const char *const method_names[M_COUNT] = {
     "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
     "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch", "GetFunctionStatus",
     "SubmitTask",     "GetTask",   "GetTaskResult", "ListTasks",   "CancelTask",
-    "ClaimTasks",     "ReportTask",
+    "ClaimTasks",     "ReportTask",     "ClaimCallbacks", "ReportCallback",
 };
 
 static const char *const code_names[N_CODES] = {
@@ -477,12 +479,13 @@ static void on_watch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         fail(s, call, M_WATCH, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid WatchRequest message");
         return;
     }
-    /* asking for nothing is read as asking for everything: an empty stream helps no one */
-    int all = !wr->functions && !wr->instances && !wr->workers;
+    /* asking for nothing is read as asking for everything (but task cancels, which only
+     * worker managers want): an empty stream helps no one */
+    int all = !wr->functions && !wr->instances && !wr->workers && !wr->task_cancels;
+    int want = (all || wr->functions ? DISC_WATCH_FUNCTIONS : 0) | (all || wr->instances ? DISC_WATCH_INSTANCES : 0) |
+               (all || wr->workers ? DISC_WATCH_WORKERS : 0) | (wr->task_cancels ? DISC_WATCH_TASK_CANCELS : 0);
     watch_t *w = calloc(1, sizeof(*w));
-    int64_t sub = w ? disc_registry_subscribe(s->reg, all || wr->functions, all || wr->instances,
-                                              all || wr->workers, watch_sink, call)
-                    : -ENOMEM;
+    int64_t sub = w ? disc_registry_subscribe_want(s->reg, want, watch_sink, call) : -ENOMEM;
     faas__watch_request__free_unpacked(wr, NULL);
     if (sub < 0) {
         free(w);
@@ -531,6 +534,9 @@ static int task_code(int rc, const char *id, char *msg, size_t cap)
         return FAAS_GRPC_FAILED_PRECONDITION;
     case -ESTALE:
         snprintf(msg, cap, "stale report: task %s is not running, or runs on another instance", id);
+        return FAAS_GRPC_FAILED_PRECONDITION;
+    case -ENOMSG:
+        snprintf(msg, cap, "task %s has no callback pending", id);
         return FAAS_GRPC_FAILED_PRECONDITION;
     case -EINVAL:
         snprintf(msg, cap, "malformed report for task %s", id);
@@ -719,6 +725,19 @@ static void do_list_tasks(faas_rpc_call_t *call, const uint8_t *req, size_t len,
         faas__task_query__free_unpacked(q, NULL);
 }
 
+/* Worker managers watching task cancels abort the task in its pod at once; one that
+ * misses this learns it from its next ReportTask reply (cancel_requested). */
+static void announce_cancel(disc_service_t *s, const Faas__Task *t)
+{
+    Faas__Task ev = FAAS__TASK__INIT;
+    ev.id = t->id;
+    ev.function = t->function;
+    ev.instance_id = t->instance_id;
+    ev.status = t->status;
+    ev.cancel_requested = 1;
+    disc_registry_task_cancel(s->reg, &ev);
+}
+
 static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
     disc_service_t *s = ud;
@@ -729,6 +748,8 @@ static void do_cancel_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
     int rc = disc_task_cancel(s->tasks, id->id, faas_unix_ms(), &t);
     if (rc == 0) {
         FAAS_INFO("event=task_cancel id=%s function=%s status=%d", t->id, t->function, (int)t->status);
+        if (t->status == FAAS__TASK__STATUS__RUNNING)
+            announce_cancel(s, t);
         reply_task(s, call, M_CANCEL_TASK, t);
         faas__task__free_unpacked(t, NULL);
     } else {
@@ -770,7 +791,7 @@ static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
              r ? "task id must be 32 lowercase hex characters" : "the request is not a valid TaskReport message");
     } else if (r->kind == FAAS__TASK_REPORT__KIND__DONE && r->result == NULL) {
         fail(s, call, M_REPORT_TASK, FAAS_GRPC_INVALID_ARGUMENT, "a DONE report needs the result");
-    } else if ((rc = disc_task_report(s->tasks, r, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms(), &t)) != 0) {
+    } else if ((rc = disc_task_report(s->tasks, r, faas_unix_ms(), &t)) != 0) {
         fail_task(s, call, M_REPORT_TASK, rc, r->id);
     } else {
         if (r->kind >= FAAS__TASK_REPORT__KIND__DONE)
@@ -781,6 +802,50 @@ static void do_report_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
     }
     if (r)
         faas__task_report__free_unpacked(r, NULL);
+}
+
+static void do_claim_callbacks(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__CallbackClaim *c = faas__callback_claim__unpack(NULL, len, req);
+    Faas__CallbackDueList *l = NULL;
+    int rc;
+    if (c == NULL) {
+        fail(s, call, M_CLAIM_CALLBACKS, FAAS_GRPC_INVALID_ARGUMENT, "the request is not a valid CallbackClaim message");
+        return;
+    }
+    if ((rc = disc_task_claim_callbacks(s->tasks, c->max, c->lease_ms, faas_unix_ms(), &l)) != 0) {
+        fail_task(s, call, M_CLAIM_CALLBACKS, rc, "");
+    } else {
+        if (l->n_due > 0)
+            FAAS_DEBUG("event=callback_claim claimer=%s callbacks=%zu", faas_printable(c->claimer) ? c->claimer : "?",
+                       l->n_due);
+        reply_msg(s, call, M_CLAIM_CALLBACKS, &l->base);
+        faas__callback_due_list__free_unpacked(l, NULL);
+    }
+    faas__callback_claim__free_unpacked(c, NULL);
+}
+
+static void do_report_callback(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__CallbackReport *r = faas__callback_report__unpack(NULL, len, req);
+    Faas__Task *t = NULL;
+    char q[300];
+    int rc;
+    if (r == NULL || !disc_task_valid_id(r->id)) {
+        fail(s, call, M_REPORT_CALLBACK, FAAS_GRPC_INVALID_ARGUMENT,
+             r ? "task id must be 32 lowercase hex characters" : "the request is not a valid CallbackReport message");
+    } else if ((rc = disc_task_report_callback(s->tasks, r, faas_unix_ms(), &t)) != 0) {
+        fail_task(s, call, M_REPORT_CALLBACK, rc, r->id);
+    } else {
+        FAAS_INFO("event=callback_report id=%s attempts=%u callback_status=%s", t->id, t->callback_attempts,
+                  faas_log_quote(q, sizeof(q), t->callback_status, strlen(t->callback_status)));
+        reply_task(s, call, M_REPORT_CALLBACK, t);
+        faas__task__free_unpacked(t, NULL);
+    }
+    if (r)
+        faas__callback_report__free_unpacked(r, NULL);
 }
 
 #define DEFERRED(name, m)                                                                                    \
@@ -800,6 +865,15 @@ DEFERRED(list_tasks, M_LIST_TASKS)
 DEFERRED(cancel_task, M_CANCEL_TASK)
 DEFERRED(claim_tasks, M_CLAIM_TASKS)
 DEFERRED(report_task, M_REPORT_TASK)
+DEFERRED(claim_callbacks, M_CLAIM_CALLBACKS)
+DEFERRED(report_callback, M_REPORT_CALLBACK)
+
+/* The task store's view of a function's async bounds: the registry's cached spec, so
+ * a task transition never waits on the function store's disk. */
+static int task_async(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    return disc_registry_function_async(ud, function, out);
+}
 
 /* ---- setup and metrics ---------------------------------------------------------- */
 
@@ -810,7 +884,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         on_upload,      on_fetch,        on_deploy,          on_get,          on_list,
         on_delete,      on_heartbeat,    on_list_instances,  on_list_workers, on_watch, on_status,
         on_submit_task, on_get_task,     on_get_task_result, on_list_tasks,   on_cancel_task,
-        on_claim_tasks, on_report_task,
+        on_claim_tasks, on_report_task,  on_claim_callbacks, on_report_callback,
     };
     static const char *const paths[M_COUNT] = {
         "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
@@ -819,7 +893,8 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         "/faas.Discovery/Watch",          "/faas.Discovery/GetFunctionStatus",
         "/faas.Discovery/SubmitTask",    "/faas.Discovery/GetTask",
         "/faas.Discovery/GetTaskResult",  "/faas.Discovery/ListTasks",     "/faas.Discovery/CancelTask",
-        "/faas.Discovery/ClaimTasks",     "/faas.Discovery/ReportTask",
+        "/faas.Discovery/ClaimTasks",     "/faas.Discovery/ReportTask",    "/faas.Discovery/ClaimCallbacks",
+        "/faas.Discovery/ReportCallback",
     };
     disc_service_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -836,6 +911,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
         return NULL;
     }
     s->jobs_running = 1;
+    disc_task_set_lookup(tasks, task_async, reg);
     for (int i = 0; i < M_COUNT; i++) {
         s->methods[i].method = paths[i];
         s->methods[i].kind = i == M_UPLOAD ? FAAS_RPC_CLIENT_STREAM
@@ -865,6 +941,7 @@ void disc_service_free(disc_service_t *s)
         pthread_join(s->jobs_thread, NULL);
     }
     disc_task_flush(s->tasks); /* submissions still committing answer before s goes */
+    disc_task_set_lookup(s->tasks, NULL, NULL);
     pthread_mutex_destroy(&s->jobs_mu);
     pthread_cond_destroy(&s->jobs_cv);
     pthread_mutex_destroy(&s->deploy_mu);

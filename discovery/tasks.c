@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 
 typedef struct pending {
@@ -27,6 +28,13 @@ typedef struct pending {
     disc_task_done_fn fn; /* NULL: a blocking submitter waits for done */
     void *ud;
 } pending_t;
+
+/* A function's async bounds with the defaults filled (FunctionSpec.async). */
+typedef struct {
+    uint32_t max_attempts, concurrency;
+    uint64_t max_result_bytes, retention_ms;
+    int retry_5xx;
+} bounds_t;
 
 struct disc_tasks {
     sqlite3 *db;
@@ -44,11 +52,16 @@ struct disc_tasks {
     pthread_cond_t rcv;
     pthread_t reaper;
     int reaper_running, reaper_stop;
-    uint64_t retention_ms;
-    uint64_t submitted, commits, attempts; /* atomics, since start */
+    uint64_t retention_ms; /* of functions that set none, and of tasks of deleted ones */
+    disc_task_async_fn lookup; /* a function's AsyncSpec */
+    void *lookup_ud;
+    uint32_t cb_attempts, cb_backoff_ms;    /* X-Callback-Url deliveries: limit and first wait */
+    uint64_t submitted, commits, attempts;  /* atomics, since start */
+    uint64_t cb_outcomes[DISC_CB_OUTCOMES]; /* atomics: callback reports by outcome */
 };
 
-/* Blobs last: a read of the other columns then never walks their overflow pages. */
+/* Blobs last: a read of the other columns then never walks their overflow pages
+ * (columns added to an older table land after them: only a little slower). */
 static const char schema[] =
     "PRAGMA journal_mode=WAL;"
     "CREATE TABLE IF NOT EXISTS tasks ("
@@ -61,20 +74,64 @@ static const char schema[] =
     "  callback_attempts INTEGER NOT NULL DEFAULT 0, not_before_unix_ms INTEGER NOT NULL DEFAULT 0,"
     "  instance_id TEXT NOT NULL DEFAULT '', lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
     "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
-    "  request BLOB, result_headers BLOB, result_body BLOB);"
+    "  callback_due_unix_ms INTEGER NOT NULL DEFAULT 0, callback_lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  purge_after_unix_ms INTEGER NOT NULL DEFAULT 0,"
+    "  request BLOB, result_headers BLOB, result_body BLOB);";
+
+/* Columns newer than the first tasks table: added to a db that lacks them. */
+static const char *const added_columns[][2] = {
+    {"callback_due_unix_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"callback_lease_until_unix_ms", "INTEGER NOT NULL DEFAULT 0"},
+    {"purge_after_unix_ms", "INTEGER NOT NULL DEFAULT 0"}, /* 0: finished before it existed */
+};
+
+static const char indexes[] =
     "CREATE INDEX IF NOT EXISTS tasks_by_function ON tasks(function, status, id);"
     "CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(status, function, not_before_unix_ms, created_unix_ms);"
-    "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_unix_ms) WHERE status >= 2;";
+    "DROP INDEX IF EXISTS tasks_finished;" /* replaced by tasks_purge */
+    "CREATE INDEX IF NOT EXISTS tasks_purge ON tasks(purge_after_unix_ms, finished_unix_ms) WHERE status >= 2;"
+    "CREATE INDEX IF NOT EXISTS tasks_callbacks ON tasks(callback_due_unix_ms) WHERE callback_status='pending';";
 
 #define COLS                                                                                                           \
     "id, function, version, status, attempts, created_unix_ms, started_unix_ms, finished_unix_ms, error,"              \
     " result_status, result_size, callback_url, callback_status, callback_attempts, not_before_unix_ms,"               \
-    " instance_id, lease_until_unix_ms, cancel_requested"
-enum { C_REQUEST = 18 }; /* the column after COLS when a query asks for the request */
+    " instance_id, lease_until_unix_ms, cancel_requested, callback_due_unix_ms, callback_lease_until_unix_ms," \
+    " purge_after_unix_ms"
+enum { C_REQUEST = 21 }; /* the column after COLS when a query asks for the request */
+
+#define CB_PENDING "pending"
+#define CB_DELIVERED "delivered"
 
 static void *flusher_main(void *arg);
 
 /* ---- opening ------------------------------------------------------------------- */
+
+static int has_column(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *q = NULL;
+    int found = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('tasks') WHERE name=?", -1, &q, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    return found;
+}
+
+/* A db written by an older discovery gets the columns it lacks (their defaults fit). */
+static int migrate(sqlite3 *db)
+{
+    char sql[256];
+    for (size_t i = 0; i < sizeof(added_columns) / sizeof(added_columns[0]); i++) {
+        int has = has_column(db, added_columns[i][0]);
+        if (has < 0)
+            return -1;
+        snprintf(sql, sizeof(sql), "ALTER TABLE tasks ADD COLUMN %s %s", added_columns[i][0], added_columns[i][1]);
+        if (!has && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
 
 static int open_db(disc_tasks_t *ts, const char *state_dir, int synchronous, const char **err)
 {
@@ -96,7 +153,8 @@ static int open_db(disc_tasks_t *ts, const char *state_dir, int synchronous, con
     sqlite3_busy_timeout(ts->db, 5000);
     snprintf(pragma, sizeof(pragma), "PRAGMA synchronous=%d;", synchronous);
     if (sqlite3_exec(ts->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(ts->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(ts->db, schema, NULL, NULL, NULL) != SQLITE_OK || migrate(ts->db) != 0 ||
+        sqlite3_exec(ts->db, indexes, NULL, NULL, NULL) != SQLITE_OK) {
         *err = "cannot initialise the tasks table (is another discovery using this state dir?)";
         return -1;
     }
@@ -127,6 +185,7 @@ disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char 
         goto fail;
     }
     ts->flusher_running = 1;
+    disc_task_configure(ts, NULL);
     return ts;
 fail:
     disc_task_close(ts);
@@ -154,6 +213,37 @@ void disc_task_close(disc_tasks_t *ts)
     pthread_mutex_destroy(&ts->rmu);
     pthread_cond_destroy(&ts->rcv);
     free(ts);
+}
+
+void disc_task_configure(disc_tasks_t *ts, const disc_task_config_t *c)
+{
+    static const disc_task_config_t none;
+    if (c == NULL)
+        c = &none;
+    ts->retention_ms = c->retention_ms ? c->retention_ms : FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS;
+    ts->cb_attempts = c->callback_attempts ? c->callback_attempts : DISC_CB_ATTEMPTS;
+    ts->cb_backoff_ms = c->callback_backoff_ms ? c->callback_backoff_ms : DISC_CB_BACKOFF_MS;
+}
+
+void disc_task_set_lookup(disc_tasks_t *ts, disc_task_async_fn fn, void *ud)
+{
+    pthread_mutex_lock(&ts->mu);
+    ts->lookup = fn;
+    ts->lookup_ud = ud;
+    pthread_mutex_unlock(&ts->mu);
+}
+
+/* A function's bounds, defaults filled; under ts->mu. */
+static void bounds_of(disc_tasks_t *ts, const char *function, bounds_t *b)
+{
+    Faas__AsyncSpec a = FAAS__ASYNC_SPEC__INIT;
+    if (ts->lookup == NULL || ts->lookup(ts->lookup_ud, function, &a) != 0)
+        faas__async_spec__init(&a); /* unknown (deleted) function: the defaults */
+    b->max_attempts = a.max_attempts ? a.max_attempts : FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS;
+    b->concurrency = a.concurrency ? a.concurrency : FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY;
+    b->max_result_bytes = a.max_result_bytes ? a.max_result_bytes : FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES;
+    b->retention_ms = a.retention_ms ? a.retention_ms : ts->retention_ms;
+    b->retry_5xx = a.retry_5xx;
 }
 
 int disc_task_valid_id(const char *id)
@@ -205,9 +295,17 @@ static int row_strings(sqlite3_stmt *q, Faas__Task *t)
            col_str(q, 11, &t->callback_url) | col_str(q, 12, &t->callback_status) | col_str(q, 15, &t->instance_id);
 }
 
+/* What a transition sees of a row beyond its Task message. */
+typedef struct {
+    int cancel;               /* cancel_requested */
+    int64_t cb_due, cb_lease;   /* callback_due_unix_ms, callback_lease_until_unix_ms */
+    int64_t purge_after;        /* purge_after_unix_ms */
+    bounds_t b;                 /* its function's async bounds (change_locked fills them) */
+} row_t;
+
 /* A malloc'd Task from a row of COLS (and the request after them when with_req);
- * free with faas__task__free_unpacked. *cancel gets cancel_requested. */
-static Faas__Task *row_task(sqlite3_stmt *q, int with_req, int *cancel)
+ * free with faas__task__free_unpacked. *x gets the rest of the row. */
+static Faas__Task *row_task(sqlite3_stmt *q, int with_req, row_t *x)
 {
     Faas__Task *t = malloc(sizeof(*t));
     if (t == NULL)
@@ -224,7 +322,10 @@ static Faas__Task *row_task(sqlite3_stmt *q, int with_req, int *cancel)
     t->callback_attempts = (uint32_t)sqlite3_column_int64(q, 13);
     t->not_before_unix_ms = sqlite3_column_int64(q, 14);
     t->lease_until_unix_ms = sqlite3_column_int64(q, 16);
-    *cancel = sqlite3_column_int(q, 17) != 0;
+    x->cancel = sqlite3_column_int(q, 17) != 0;
+    x->cb_due = sqlite3_column_int64(q, 18);
+    x->cb_lease = sqlite3_column_int64(q, 19);
+    x->purge_after = sqlite3_column_int64(q, 20);
     if (row_strings(q, t) != 0)
         goto fail;
     if (with_req) {
@@ -242,13 +343,14 @@ fail:
 /* What readers see: a running task someone asked to cancel says so. */
 static int present(Faas__Task *t, int cancel)
 {
+    t->cancel_requested = cancel != 0;
     if (cancel && t->status == FAAS__TASK__STATUS__RUNNING)
         return disc_set_str(&t->error, "cancel requested") == 0 ? 0 : -ENOMEM;
     return 0;
 }
 
 /* Loads one task (without its request) inside the caller's transaction. */
-static int load(disc_tasks_t *ts, const char *id, Faas__Task **out, int *cancel)
+static int load(disc_tasks_t *ts, const char *id, Faas__Task **out, row_t *x)
 {
     sqlite3_stmt *q = NULL;
     int rc = prepare(ts, "SELECT " COLS " FROM tasks WHERE id=?", &q);
@@ -257,7 +359,7 @@ static int load(disc_tasks_t *ts, const char *id, Faas__Task **out, int *cancel)
     bind_str(q, 1, id);
     int step = sqlite3_step(q);
     if (step == SQLITE_ROW)
-        rc = (*out = row_task(q, 0, cancel)) != NULL ? 0 : -ENOMEM;
+        rc = (*out = row_task(q, 0, x)) != NULL ? 0 : -ENOMEM;
     else
         rc = step == SQLITE_DONE ? -ENOENT : -EIO;
     sqlite3_finalize(q);
@@ -265,13 +367,14 @@ static int load(disc_tasks_t *ts, const char *id, Faas__Task **out, int *cancel)
 }
 
 /* Writes back the fields a transition may change. */
-static int save(disc_tasks_t *ts, const Faas__Task *t, int cancel)
+static int save(disc_tasks_t *ts, const Faas__Task *t, const row_t *x)
 {
     sqlite3_stmt *q = NULL;
     int rc = prepare(ts,
                      "UPDATE tasks SET status=?, attempts=?, started_unix_ms=?, finished_unix_ms=?, error=?,"
                      " result_status=?, result_size=?, not_before_unix_ms=?, instance_id=?,"
-                     " lease_until_unix_ms=?, cancel_requested=? WHERE id=?",
+                     " lease_until_unix_ms=?, cancel_requested=?, callback_status=?, callback_attempts=?,"
+                     " callback_due_unix_ms=?, callback_lease_until_unix_ms=?, purge_after_unix_ms=? WHERE id=?",
                      &q);
     if (rc != 0)
         return rc;
@@ -285,8 +388,13 @@ static int save(disc_tasks_t *ts, const Faas__Task *t, int cancel)
     sqlite3_bind_int64(q, 8, t->not_before_unix_ms);
     bind_str(q, 9, t->instance_id);
     sqlite3_bind_int64(q, 10, t->lease_until_unix_ms);
-    sqlite3_bind_int(q, 11, cancel);
-    bind_str(q, 12, t->id);
+    sqlite3_bind_int(q, 11, x->cancel);
+    bind_str(q, 12, t->callback_status);
+    sqlite3_bind_int64(q, 13, t->callback_attempts);
+    sqlite3_bind_int64(q, 14, x->cb_due);
+    sqlite3_bind_int64(q, 15, x->cb_lease);
+    sqlite3_bind_int64(q, 16, x->purge_after);
+    bind_str(q, 17, t->id);
     rc = sqlite3_step(q) == SQLITE_DONE ? 0 : -EIO;
     sqlite3_finalize(q);
     return rc;
@@ -300,31 +408,54 @@ static int is_finished(const Faas__Task *t)
            t->status == FAAS__TASK__STATUS__CANCELLED;
 }
 
-static int finish(Faas__Task *t, Faas__Task__Status st, const char *error, int64_t now_ms)
+/* The task ends; a callback it asked for is due at once. */
+static int finish(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *error, int64_t now_ms)
 {
     t->status = st;
     t->finished_unix_ms = now_ms;
     t->lease_until_unix_ms = 0;
+    x->purge_after = now_ms + (int64_t)x->b.retention_ms;
+    if (t->callback_url[0] != '\0') {
+        x->cb_due = now_ms;
+        x->cb_lease = 0;
+        if (disc_set_str(&t->callback_status, CB_PENDING) != 0)
+            return -ENOMEM;
+    }
     return disc_set_str(&t->error, error) == 0 ? 0 : -ENOMEM;
+}
+
+/* The attempt ends the task; a cancel asked for meanwhile wins over how it ended. */
+static int end_task(Faas__Task *t, row_t *x, Faas__Task__Status st, const char *error, int64_t now_ms)
+{
+    if (x->cancel)
+        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
+    return finish(t, x, st, error, now_ms);
+}
+
+/* base * 2^(n-1) (n 0 counts as 1), at most cap. */
+static int64_t doubling(int64_t base, int64_t cap, uint32_t n)
+{
+    int64_t ms = base;
+    for (uint32_t i = 1; i < n && ms < cap; i++)
+        ms *= 2;
+    return ms < cap ? ms : cap;
 }
 
 int64_t disc_task_backoff_ms(uint32_t attempts)
 {
-    if (attempts == 0)
-        attempts = 1;
-    if (attempts > 7) /* 2^6 s is already past the cap; keeps the shift small */
-        return DISC_TASK_BACKOFF_MAX_MS;
-    int64_t ms = DISC_TASK_BACKOFF_MS << (attempts - 1);
-    return ms < DISC_TASK_BACKOFF_MAX_MS ? ms : DISC_TASK_BACKOFF_MAX_MS;
+    return doubling(DISC_TASK_BACKOFF_MS, DISC_TASK_BACKOFF_MAX_MS, attempts);
+}
+
+int64_t disc_task_callback_backoff_ms(uint32_t base_ms, uint32_t attempts)
+{
+    return doubling(base_ms, DISC_CB_BACKOFF_MAX_MS, attempts);
 }
 
 /* A platform failure of the current attempt: retry later, or give up. */
-static int fail_attempt(Faas__Task *t, int cancel, const char *why, uint32_t max_attempts, int64_t now_ms)
+static int fail_attempt(Faas__Task *t, row_t *x, const char *why, int64_t now_ms)
 {
-    if (cancel)
-        return finish(t, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
-    if (t->attempts >= (max_attempts ? max_attempts : DISC_TASK_MAX_ATTEMPTS))
-        return finish(t, FAAS__TASK__STATUS__FAILED, why, now_ms);
+    if (x->cancel || t->attempts >= x->b.max_attempts)
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
     t->status = FAAS__TASK__STATUS__QUEUED;
     t->not_before_unix_ms = now_ms + disc_task_backoff_ms(t->attempts);
     t->lease_until_unix_ms = 0;
@@ -517,11 +648,11 @@ void disc_task_flush(disc_tasks_t *ts)
 
 int disc_task_get(disc_tasks_t *ts, const char *id, Faas__Task **out)
 {
-    int cancel = 0;
+    row_t x = {0};
     pthread_mutex_lock(&ts->mu);
-    int rc = load(ts, id, out, &cancel);
+    int rc = load(ts, id, out, &x);
     pthread_mutex_unlock(&ts->mu);
-    if (rc == 0 && (rc = present(*out, cancel)) != 0)
+    if (rc == 0 && (rc = present(*out, x.cancel)) != 0)
         faas__task__free_unpacked(*out, NULL);
     return rc;
 }
@@ -552,10 +683,10 @@ static int row_result(sqlite3_stmt *q, Faas__TaskResult **out)
     return 0;
 }
 
-int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
+/* The result of task id, under the caller's lock. */
+static int load_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
 {
     sqlite3_stmt *q = NULL;
-    pthread_mutex_lock(&ts->mu);
     int rc = prepare(ts, "SELECT status, result_status, result_headers, result_body FROM tasks WHERE id=?", &q);
     if (rc == 0) {
         bind_str(q, 1, id);
@@ -563,6 +694,13 @@ int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **ou
         rc = step == SQLITE_ROW ? row_result(q, out) : step == SQLITE_DONE ? -ENOENT : -EIO;
     }
     sqlite3_finalize(q);
+    return rc;
+}
+
+int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
+{
+    pthread_mutex_lock(&ts->mu);
+    int rc = load_result(ts, id, out);
     pthread_mutex_unlock(&ts->mu);
     return rc;
 }
@@ -584,15 +722,16 @@ static Faas__TaskList *new_list(size_t cap)
  * rows remained, 0 if not, negative on errors. Readers' view when present. */
 static int collect(sqlite3_stmt *q, int with_req, int presented, size_t cap, Faas__TaskList *l)
 {
-    int step, cancel = 0;
+    int step;
+    row_t x = {0};
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         if (l->n_tasks == cap)
             return 1;
-        Faas__Task *t = row_task(q, with_req, &cancel);
+        Faas__Task *t = row_task(q, with_req, &x);
         if (t == NULL)
             return -ENOMEM;
         l->tasks[l->n_tasks++] = t;
-        if (presented && present(t, cancel) != 0)
+        if (presented && present(t, x.cancel) != 0)
             return -ENOMEM;
     }
     return step == SQLITE_DONE ? 0 : -EIO;
@@ -640,18 +779,20 @@ int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskLis
 /* ---- single-task changes --------------------------------------------------------- */
 
 /* A transition of one loaded task; may write more than the row's state (a result). */
-typedef int (*change_fn)(disc_tasks_t *ts, Faas__Task *t, int *cancel, const void *arg, int64_t now_ms);
+typedef int (*change_fn)(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms);
 
 /* Inside the caller's transaction: loads id, applies fn, saves. *t gets the task
  * when it was loaded (the caller frees it, even on errors). */
 static int change_locked(disc_tasks_t *ts, const char *id, change_fn fn, const void *arg, int64_t now_ms,
-                         Faas__Task **t, int *cancel)
+                         Faas__Task **t, row_t *x)
 {
-    int rc = load(ts, id, t, cancel);
+    int rc = load(ts, id, t, x);
+    if (rc == 0) {
+        bounds_of(ts, (*t)->function, &x->b);
+        rc = fn(ts, *t, x, arg, now_ms);
+    }
     if (rc == 0)
-        rc = fn(ts, *t, cancel, arg, now_ms);
-    if (rc == 0)
-        rc = save(ts, *t, *cancel);
+        rc = save(ts, *t, x);
     return rc;
 }
 
@@ -659,15 +800,15 @@ static int change_locked(disc_tasks_t *ts, const char *id, change_fn fn, const v
 static int change(disc_tasks_t *ts, const char *id, change_fn fn, const void *arg, int64_t now_ms, Faas__Task **out)
 {
     Faas__Task *t = NULL;
-    int cancel = 0;
+    row_t x = {0};
     pthread_mutex_lock(&ts->mu);
     int rc = exec(ts, "BEGIN IMMEDIATE");
     if (rc == 0)
-        rc = change_locked(ts, id, fn, arg, now_ms, &t, &cancel);
+        rc = change_locked(ts, id, fn, arg, now_ms, &t, &x);
     rc = end_tx(ts, rc);
     pthread_mutex_unlock(&ts->mu);
     if (rc == 0)
-        rc = present(t, cancel);
+        rc = present(t, x.cancel);
     if (rc != 0 || out == NULL) {
         if (t)
             faas__task__free_unpacked(t, NULL);
@@ -677,13 +818,13 @@ static int change(disc_tasks_t *ts, const char *id, change_fn fn, const void *ar
     return 0;
 }
 
-static int apply_cancel(disc_tasks_t *ts, Faas__Task *t, int *cancel, const void *arg, int64_t now_ms)
+static int apply_cancel(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
     if (is_finished(t))
         return -EALREADY;
     if (t->status == FAAS__TASK__STATUS__QUEUED)
-        return finish(t, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
-    *cancel = 1; /* running: it ends when its agent reports, or its lease lapses */
+        return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
+    x->cancel = 1; /* running: it ends when its agent reports, or its lease lapses */
     return 0;
 }
 
@@ -714,28 +855,40 @@ static int write_result(disc_tasks_t *ts, const char *id, const Faas__TaskResult
     return rc;
 }
 
-static int report_done(disc_tasks_t *ts, Faas__Task *t, int cancel, const Faas__TaskResult *res, int64_t now_ms)
+/* The user server answered. A 5xx of a function with async.retry_5xx is a failed
+ * attempt whose result is kept, so the last one is what /result replays once the
+ * attempts run out; a result over async.max_result fails the task, unstored (the
+ * agent enforces it too: this is the store's own bound). */
+static int report_done(disc_tasks_t *ts, Faas__Task *t, row_t *x, const Faas__TaskResult *res, int64_t now_ms)
 {
+    char why[160];
     if (res == NULL)
         return -EINVAL;
+    if (res->body.len > x->b.max_result_bytes) {
+        snprintf(why, sizeof(why), "result of %zu bytes is larger than async.max_result (%llu bytes)", res->body.len,
+                 (unsigned long long)x->b.max_result_bytes);
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
+    }
     int rc = write_result(ts, t->id, res);
     if (rc != 0)
         return rc;
     t->result_status = res->status;
     t->result_size = res->body.len;
-    return cancel ? finish(t, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms)
-                  : finish(t, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
+    if (x->b.retry_5xx && res->status >= 500) {
+        snprintf(why, sizeof(why), "HTTP %u", res->status);
+        return fail_attempt(t, x, why, now_ms);
+    }
+    return end_task(t, x, FAAS__TASK__STATUS__SUCCEEDED, "", now_ms);
 }
 
-typedef struct {
-    const Faas__TaskReport *r;
-    uint32_t max_attempts;
-} report_arg_t;
-
-static int apply_report(disc_tasks_t *ts, Faas__Task *t, int *cancel, const void *arg, int64_t now_ms)
+static const char *report_error(const Faas__TaskReport *r)
 {
-    const report_arg_t *a = arg;
-    const Faas__TaskReport *r = a->r;
+    return r->error && r->error[0] ? r->error : "the attempt failed";
+}
+
+static int apply_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
+{
+    const Faas__TaskReport *r = arg;
     const char *inst = r->instance_id ? r->instance_id : "";
     /* a report from an attempt that already ended, or from another instance, changes nothing */
     if (t->status != FAAS__TASK__STATUS__RUNNING || (inst[0] && t->instance_id[0] && strcmp(inst, t->instance_id)))
@@ -748,23 +901,44 @@ static int apply_report(disc_tasks_t *ts, Faas__Task *t, int *cancel, const void
         t->lease_until_unix_ms = now_ms + (r->lease_ms ? r->lease_ms : DISC_TASK_LEASE_MS);
         return 0;
     case FAAS__TASK_REPORT__KIND__DONE:
-        return report_done(ts, t, *cancel, r->result, now_ms);
+        return report_done(ts, t, x, r->result, now_ms);
+    case FAAS__TASK_REPORT__KIND__REJECTED: /* e.g. the result is too large: another try ends the same */
+        return end_task(t, x, FAAS__TASK__STATUS__FAILED, report_error(r), now_ms);
     case FAAS__TASK_REPORT__KIND__FAILED:
-        return fail_attempt(t, *cancel, r->error && r->error[0] ? r->error : "the attempt failed", a->max_attempts,
-                            now_ms);
+        return fail_attempt(t, x, report_error(r), now_ms);
     default:
         return -EINVAL;
     }
 }
 
-int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, uint32_t max_attempts, int64_t now_ms,
-                     Faas__Task **out)
+int disc_task_report(disc_tasks_t *ts, const Faas__TaskReport *r, int64_t now_ms, Faas__Task **out)
 {
-    report_arg_t a = {r, max_attempts};
-    return change(ts, r->id, apply_report, &a, now_ms, out);
+    return change(ts, r->id, apply_report, r, now_ms, out);
 }
 
 /* ---- the queue ------------------------------------------------------------------- */
+
+/* How many more tasks of function may run under its async.concurrency, given what
+ * runs now (claimed tasks count: they are running from the claim on). In the claim's
+ * transaction, so gateways claiming at once never pass it together. */
+static int room(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t *out)
+{
+    sqlite3_stmt *q = NULL;
+    bounds_t b;
+    bounds_of(ts, function, &b);
+    int rc = prepare(ts, "SELECT count(*) FROM tasks WHERE function=? AND status=1", &q);
+    if (rc != 0)
+        return rc;
+    bind_str(q, 1, function);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        int64_t running = sqlite3_column_int64(q, 0);
+        *out = running >= b.concurrency ? 0 : b.concurrency - running < max ? (uint32_t)(b.concurrency - running) : max;
+    } else {
+        rc = -EIO;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
 
 int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
                     Faas__TaskList **out)
@@ -777,11 +951,13 @@ int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32
     pthread_mutex_lock(&ts->mu);
     int rc = exec(ts, "BEGIN IMMEDIATE");
     if (rc == 0)
+        rc = room(ts, function, max, &max);
+    if (rc == 0 && max > 0)
         rc = prepare(ts,
                      "SELECT " COLS ", request FROM tasks WHERE status=0 AND function=? AND not_before_unix_ms <= ?"
                      " ORDER BY created_unix_ms, id LIMIT ?",
                      &q);
-    if (rc == 0) {
+    if (rc == 0 && max > 0) {
         bind_str(q, 1, function);
         sqlite3_bind_int64(q, 2, now_ms);
         sqlite3_bind_int64(q, 3, max);
@@ -790,7 +966,7 @@ int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32
     sqlite3_finalize(q);
     for (size_t i = 0; rc == 0 && i < l->n_tasks; i++)
         if ((rc = claim_one(l->tasks[i], lease_ms ? lease_ms : DISC_TASK_LEASE_MS, now_ms)) == 0)
-            rc = save(ts, l->tasks[i], 0);
+            rc = save(ts, l->tasks[i], &(row_t){0}); /* claim only takes rows not finished */
     rc = end_tx(ts, rc);
     pthread_mutex_unlock(&ts->mu);
     if (rc != 0) {
@@ -834,12 +1010,12 @@ static int lapsed_ids(disc_tasks_t *ts, int64_t now_ms, lapsed_t **v, size_t *n)
     return rc;
 }
 
-static int apply_lapse(disc_tasks_t *ts, Faas__Task *t, int *cancel, const void *arg, int64_t now_ms)
+static int apply_lapse(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
-    return fail_attempt(t, *cancel, DISC_TASK_LEASE_LAPSED, *(const uint32_t *)arg, now_ms);
+    return fail_attempt(t, x, DISC_TASK_LEASE_LAPSED, now_ms);
 }
 
-int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
+int disc_task_expire(disc_tasks_t *ts, int64_t now_ms)
 {
     static const char *const names[] = {"queued", "running", "succeeded", "failed", "cancelled"};
     lapsed_t *v = NULL;
@@ -850,8 +1026,8 @@ int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
         rc = lapsed_ids(ts, now_ms, &v, &n);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         Faas__Task *t = NULL;
-        int cancel = 0;
-        rc = change_locked(ts, v[i].id, apply_lapse, &max_attempts, now_ms, &t, &cancel);
+        row_t x = {0};
+        rc = change_locked(ts, v[i].id, apply_lapse, NULL, now_ms, &t, &x);
         if (t != NULL) {
             v[i].status = t->status;
             v[i].attempts = t->attempts;
@@ -867,17 +1043,150 @@ int disc_task_expire(disc_tasks_t *ts, uint32_t max_attempts, int64_t now_ms)
     return rc != 0 ? rc : (int)n;
 }
 
-int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms)
+/* Rows finished before purge_after existed (0) keep the old rule: the default retention. */
+int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
+{
+    static const char *const sql[] = {
+        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms > 0 AND purge_after_unix_ms < ?1",
+        "DELETE FROM tasks WHERE status >= 2 AND purge_after_unix_ms = 0 AND finished_unix_ms < ?1 - ?2",
+    };
+    int n = 0, rc = 0;
+    pthread_mutex_lock(&ts->mu);
+    for (size_t i = 0; rc == 0 && i < sizeof(sql) / sizeof(sql[0]); i++) {
+        sqlite3_stmt *q = NULL;
+        if ((rc = prepare(ts, sql[i], &q)) != 0)
+            break;
+        sqlite3_bind_int64(q, 1, now_ms);
+        sqlite3_bind_int64(q, 2, (int64_t)ts->retention_ms);
+        if (sqlite3_step(q) == SQLITE_DONE)
+            n += sqlite3_changes(ts->db);
+        else
+            rc = -EIO;
+        sqlite3_finalize(q);
+    }
+    pthread_mutex_unlock(&ts->mu);
+    return rc != 0 ? rc : n;
+}
+
+/* ---- callbacks (X-Callback-Url): claimed and reported by a dispatcher ----------------- */
+
+static Faas__CallbackDue *new_due(Faas__Task *t)
+{
+    Faas__CallbackDue *d = malloc(sizeof(*d));
+    if (d == NULL)
+        return NULL;
+    faas__callback_due__init(d);
+    d->task = t;
+    return d;
+}
+
+/* Phase 1: the due rows, oldest due first, while the reply stays under its byte cap
+ * (always one, however large: it must go out some time). */
+static int due_rows(disc_tasks_t *ts, uint32_t max, int64_t now_ms, Faas__CallbackDueList *l, row_t *xs)
 {
     sqlite3_stmt *q = NULL;
-    pthread_mutex_lock(&ts->mu);
-    int rc = prepare(ts, "DELETE FROM tasks WHERE status >= 2 AND finished_unix_ms < ?", &q);
-    if (rc == 0) {
-        sqlite3_bind_int64(q, 1, now_ms - (int64_t)retention_ms);
-        rc = sqlite3_step(q) == SQLITE_DONE ? sqlite3_changes(ts->db) : -EIO;
+    uint64_t bytes = 0;
+    int step = SQLITE_DONE, rc = prepare(ts,
+                                         "SELECT " COLS " FROM tasks WHERE callback_status='" CB_PENDING "'"
+                                         " AND callback_due_unix_ms <= ?1 AND callback_lease_until_unix_ms <= ?1"
+                                         " ORDER BY callback_due_unix_ms, id LIMIT ?2",
+                                         &q);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_int64(q, 1, now_ms);
+    sqlite3_bind_int64(q, 2, max);
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        uint64_t size = (uint64_t)sqlite3_column_int64(q, 10); /* result_size */
+        if (l->n_due > 0 && bytes + size > DISC_CB_CLAIM_MAX_BYTES)
+            break;
+        Faas__Task *t = row_task(q, 0, &xs[l->n_due]);
+        if (t == NULL || (l->due[l->n_due] = new_due(t)) == NULL) {
+            if (t)
+                faas__task__free_unpacked(t, NULL);
+            rc = -ENOMEM;
+            break;
+        }
+        l->n_due++;
+        bytes += size;
     }
+    if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = -EIO;
     sqlite3_finalize(q);
+    return rc;
+}
+
+/* Phase 2 (no statement open on the table any more): the attempt is counted and leased. */
+static int lease_due(disc_tasks_t *ts, Faas__CallbackDue *d, row_t *x, uint32_t lease_ms, int64_t now_ms)
+{
+    int rc = load_result(ts, d->task->id, &d->result);
+    if (rc != 0 && rc != -ENODATA) /* ENODATA: ended without a response, the POST says so */
+        return rc;
+    d->task->callback_attempts++;
+    x->cb_lease = now_ms + lease_ms;
+    return save(ts, d->task, x);
+}
+
+int disc_task_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                              Faas__CallbackDueList **out)
+{
+    row_t xs[DISC_CB_CLAIM_MAX];
+    max = max == 0 ? 1 : max > DISC_CB_CLAIM_MAX ? DISC_CB_CLAIM_MAX : max;
+    Faas__CallbackDueList *l = malloc(sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    faas__callback_due_list__init(l);
+    if ((l->due = calloc(max, sizeof(*l->due))) == NULL) {
+        free(l);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&ts->mu);
+    int rc = exec(ts, "BEGIN IMMEDIATE");
+    if (rc == 0)
+        rc = due_rows(ts, max, now_ms, l, xs);
+    for (size_t i = 0; rc == 0 && i < l->n_due; i++)
+        rc = lease_due(ts, l->due[i], &xs[i], lease_ms ? lease_ms : DISC_CB_LEASE_MS, now_ms);
+    rc = end_tx(ts, rc);
     pthread_mutex_unlock(&ts->mu);
+    if (rc != 0) {
+        faas__callback_due_list__free_unpacked(l, NULL);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+typedef struct {
+    const Faas__CallbackReport *r;
+    int outcome; /* out: DISC_CB_* */
+} cb_report_arg_t;
+
+static int apply_cb_report(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
+{
+    cb_report_arg_t *a = (cb_report_arg_t *)arg;
+    char status[256];
+    if (strcmp(t->callback_status, CB_PENDING) != 0)
+        return -ENOMSG;
+    x->cb_lease = 0;
+    if (a->r->delivered) {
+        a->outcome = DISC_CB_DELIVERED;
+        return disc_set_str(&t->callback_status, CB_DELIVERED) == 0 ? 0 : -ENOMEM;
+    }
+    if (t->callback_attempts < ts->cb_attempts) {
+        a->outcome = DISC_CB_RETRIED;
+        x->cb_due = now_ms + disc_task_callback_backoff_ms(ts->cb_backoff_ms, t->callback_attempts);
+        return 0;
+    }
+    a->outcome = DISC_CB_FAILED;
+    snprintf(status, sizeof(status), "failed: %s", a->r->error && a->r->error[0] ? a->r->error : "not delivered");
+    return disc_set_str(&t->callback_status, status) == 0 ? 0 : -ENOMEM;
+}
+
+int disc_task_report_callback(disc_tasks_t *ts, const Faas__CallbackReport *r, int64_t now_ms, Faas__Task **out)
+{
+    cb_report_arg_t a = {r, -1};
+    int rc = change(ts, r->id, apply_cb_report, &a, now_ms, out);
+    if (rc == 0)
+        __atomic_fetch_add(&ts->cb_outcomes[a.outcome], 1, __ATOMIC_RELAXED);
     return rc;
 }
 
@@ -885,14 +1194,14 @@ int disc_task_purge(disc_tasks_t *ts, uint64_t retention_ms, int64_t now_ms)
 
 static void reap_once(disc_tasks_t *ts, uint64_t *last_purge)
 {
-    int n = disc_task_expire(ts, DISC_TASK_MAX_ATTEMPTS, faas_unix_ms());
+    int n = disc_task_expire(ts, faas_unix_ms());
     if (n < 0)
         FAAS_WARN("event=task_expire_failed rc=%d", n);
     uint64_t mono = faas_now_ms();
     if (*last_purge != 0 && mono - *last_purge < DISC_TASK_PURGE_EVERY_MS)
         return;
     *last_purge = mono;
-    n = disc_task_purge(ts, ts->retention_ms, faas_unix_ms());
+    n = disc_task_purge(ts, faas_unix_ms());
     if (n < 0)
         FAAS_WARN("event=task_purge_failed rc=%d", n);
     else if (n > 0)
@@ -920,11 +1229,10 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
-int disc_task_start_reaper(disc_tasks_t *ts, uint64_t retention_ms)
+int disc_task_start_reaper(disc_tasks_t *ts)
 {
     if (ts->reaper_running)
         return 0;
-    ts->retention_ms = retention_ms;
     ts->reaper_stop = 0;
     if (pthread_create(&ts->reaper, NULL, reaper_main, ts) != 0)
         return -1;
@@ -951,7 +1259,11 @@ void disc_task_counters(disc_tasks_t *ts, disc_task_counters_t *out)
     out->submitted = __atomic_load_n(&ts->submitted, __ATOMIC_RELAXED);
     out->commits = __atomic_load_n(&ts->commits, __ATOMIC_RELAXED);
     out->attempts = __atomic_load_n(&ts->attempts, __ATOMIC_RELAXED);
+    for (int i = 0; i < DISC_CB_OUTCOMES; i++)
+        out->callbacks[i] = __atomic_load_n(&ts->cb_outcomes[i], __ATOMIC_RELAXED);
 }
+
+const char *const disc_cb_outcome_names[DISC_CB_OUTCOMES] = {"delivered", "retried", "failed"};
 
 static const char *const status_names[5] = {"queued", "running", "succeeded", "failed", "cancelled"};
 
@@ -1017,4 +1329,10 @@ void disc_task_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms)
             "# HELP faas_task_attempts_total Task attempts started (tasks claimed).\n"
             "# TYPE faas_task_attempts_total counter\nfaas_task_attempts_total %llu\n",
             (unsigned long long)c.submitted, (unsigned long long)c.commits, (unsigned long long)c.attempts);
+    fputs("# HELP faas_task_callbacks_total X-Callback-Url deliveries reported, by outcome.\n"
+          "# TYPE faas_task_callbacks_total counter\n",
+          out);
+    for (int i = 0; i < DISC_CB_OUTCOMES; i++)
+        fprintf(out, "faas_task_callbacks_total{outcome=\"%s\"} %llu\n", disc_cb_outcome_names[i],
+                (unsigned long long)c.callbacks[i]);
 }

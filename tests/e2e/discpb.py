@@ -164,7 +164,7 @@ SCHEMA.update({
         "callback_url": (12, "string", False), "callback_status": (13, "string", False),
         "callback_attempts": (14, "uint32", False), "not_before_unix_ms": (15, "int64", False),
         "instance_id": (16, "string", False), "lease_until_unix_ms": (17, "int64", False),
-        "request": (18, "TaskRequest", False),
+        "request": (18, "TaskRequest", False), "cancel_requested": (19, "bool", False),
     },
     "TaskId": {"id": (1, "string", False)},
     "TaskQuery": {"function": (1, "string", False), "by_status": (2, "bool", False), "status": (3, "enum", False),
@@ -174,17 +174,18 @@ SCHEMA.update({
                      "lease_ms": (4, "uint32", False)},
     "TaskReport": {"id": (1, "string", False), "instance_id": (2, "string", False), "kind": (3, "enum", False),
                    "result": (4, "TaskResult", False), "error": (5, "string", False), "lease_ms": (6, "uint32", False)},
+    "CallbackClaim": {"max": (1, "uint32", False), "claimer": (2, "string", False), "lease_ms": (3, "uint32", False)},
+    "CallbackDue": {"task": (1, "Task", False), "result": (2, "TaskResult", False)},
+    "CallbackDueList": {"due": (1, "CallbackDue", True)},
+    "CallbackReport": {"id": (1, "string", False), "delivered": (2, "bool", False), "error": (3, "string", False),
+                       "claimer": (4, "string", False)},
+    "AsyncSpec": {"concurrency": (1, "uint32", False), "timeout_ms": (2, "uint32", False),
+                  "retention_ms": (3, "uint64", False), "max_attempts": (4, "uint32", False),
+                  "max_result_bytes": (5, "uint64", False), "retry_5xx": (6, "bool", False)},
 })
+SCHEMA["FunctionSpec"]["async"] = (23, "AsyncSpec", False)
+SCHEMA["WatchRequest"]["task_cancels"] = (4, "bool", False)
+SCHEMA["WatchEvent"]["task"] = (6, "Task", False)
+TASK_CANCEL = 7                                                     # WatchEvent.Type
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = range(5)            # Task.Status
-REPORT_STARTED, REPORT_RENEW, REPORT_DONE, REPORT_FAILED = range(4)  # TaskReport.Kind
-
-# ---- async bounds and cancels: FunctionSpec.async, REJECTED, TASK_CANCEL ----
-SCHEMA["AsyncSpec"] = {"concurrency": (1, "uint32", False), "timeout_ms": (2, "uint32", False),
-                       "retention_ms": (3, "uint64", False), "max_attempts": (4, "uint32", False),
-                       "max_result_bytes": (5, "uint64", False), "retry_5xx": (6, "bool", False)}
-SCHEMA["FunctionSpec"].setdefault("async", (23, "AsyncSpec", False))
-SCHEMA["Task"].setdefault("cancel_requested", (19, "bool", False))
-SCHEMA["WatchRequest"].setdefault("task_cancels", (4, "bool", False))
-SCHEMA["WatchEvent"].setdefault("task", (6, "Task", False))
-REPORT_REJECTED = 4  # TaskReport.Kind
-TASK_CANCEL = 7      # WatchEvent.Type
+REPORT_STARTED, REPORT_RENEW, REPORT_DONE, REPORT_FAILED, REPORT_REJECTED = range(5)  # TaskReport.Kind

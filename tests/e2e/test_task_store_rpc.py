@@ -5,6 +5,7 @@ SubmitTask answered.
 Self-contained: starts faas-discovery alone (FAAS_BUILD) on free loopback ports in a
 temp state dir, like test_discovery_rpc.py, whose Discovery helper it reuses."""
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -17,7 +18,7 @@ import grpc
 import pytest
 
 import discpb as pb
-from test_discovery_rpc import Discovery, wait_until
+from test_discovery_rpc import Discovery, Watch, wait_until
 
 
 @pytest.fixture
@@ -136,6 +137,28 @@ def test_failed_report_retries_after_backoff_then_fails(disc):
     assert code == grpc.StatusCode.NOT_FOUND, "failed without a result"
 
 
+def test_rejected_report_fails_at_once(disc):
+    tid = submit(disc)["id"]
+    claim(disc)
+    r = report(disc, tid, pb.REPORT_REJECTED, error="result larger than 8 MiB")
+    assert r["status"] == pb.FAILED and r["attempts"] == 1 and r["error"] == "result larger than 8 MiB"
+    assert claim(disc) == [], "not queued again"
+
+
+def test_function_async_bounds_concurrency_and_max_attempts(disc):
+    deploy_fn(disc, "lim", **{"async": {"concurrency": 2, "max_attempts": 1, "retry_5xx": True}})
+    ids = [submit(disc, fn="lim")["id"] for _ in range(4)]
+    first = claim(disc, fn="lim")
+    assert len(first) == 2, "async.concurrency 2"
+    assert claim(disc, fn="lim") == [], "two run already"
+    r = report(disc, first[0]["id"], pb.REPORT_FAILED, error="user server died")
+    assert r["status"] == pb.FAILED and r["attempts"] == 1, "async.max_attempts 1: no retry"
+    r = report(disc, first[1]["id"], pb.REPORT_DONE, result={"status": 503, "body": b"busy"})
+    assert r["status"] == pb.FAILED and r["error"] == "HTTP 503", "retry_5xx: a failed attempt, the last"
+    assert disc.unary("GetTaskResult", "TaskId", {"id": first[1]["id"]}, "TaskResult")["status"] == 503
+    assert sorted(t["id"] for t in claim(disc, fn="lim")) == sorted(set(ids) - {t["id"] for t in first})
+
+
 def test_bad_submissions_and_ids(disc):
     tid = submit(disc)["id"]
     cases = [
@@ -200,6 +223,48 @@ def test_cancel_in_each_state_and_list_pages(disc):
         assert code == grpc.StatusCode.INVALID_ARGUMENT, bad
 
 
+def test_cancel_of_a_running_task_reaches_task_cancel_watchers(disc):
+    cancels = Watch(disc, task_cancels=True)
+    plain = Watch(disc)  # asked for nothing: everything but task cancels
+    try:
+        snap, _ = cancels.until_snapshot_end()
+        assert snap == [], "no snapshot of task cancels"
+        plain.until_snapshot_end()
+        first, tid = submit(disc)["id"], submit(disc)["id"]
+        got = claim(disc, n=1)
+        assert [t["id"] for t in got] == [first]
+        disc.unary("CancelTask", "TaskId", {"id": first}, "Task")  # claimed, not started yet
+        _, ev = cancels.next()
+        assert ev["type"] == pb.TASK_CANCEL and ev["task"]["id"] == first and ev["task"]["instance_id"] == ""
+        r = report(disc, first, pb.REPORT_STARTED)
+        assert r["cancel_requested"] and r["status"] == pb.RUNNING
+        assert report(disc, first, pb.REPORT_FAILED, error="cancelled")["status"] == pb.CANCELLED
+
+        claim(disc, n=1)
+        report(disc, tid, pb.REPORT_STARTED, inst="inst-7")
+        c = disc.unary("CancelTask", "TaskId", {"id": tid}, "Task")
+        assert c["status"] == pb.RUNNING and c["cancel_requested"]
+        _, ev = cancels.next()
+        t = ev["task"]
+        assert ev["type"] == pb.TASK_CANCEL and ev["function"] is None and ev["instance"] is None
+        assert (t["id"], t["function"], t["instance_id"], t["status"], t["cancel_requested"]) == (
+            tid, "work", "inst-7", pb.RUNNING, True)
+        assert report(disc, tid, pb.REPORT_RENEW, inst="inst-7")["cancel_requested"]
+        ended = report(disc, tid, pb.REPORT_FAILED, inst="inst-7", error="cancelled")
+        assert ended["status"] == pb.CANCELLED and ended["error"] == "cancelled"
+
+        submit(disc)
+        disc.unary("CancelTask", "TaskId", {"id": submit(disc)["id"]}, "Task")  # queued: no event
+        deploy_fn(disc, "other")
+        _, ev = plain.next()
+        assert ev["type"] == pb.FUNCTION_PUT, "the plain watcher gets no TASK_CANCEL"
+        with pytest.raises(queue.Empty):
+            cancels.next(timeout=0.5)
+    finally:
+        cancels.close()
+        plain.close()
+
+
 def test_lapsed_lease_puts_the_task_back(disc):
     tid = submit(disc)["id"]
     claim(disc, lease_ms=200)
@@ -242,6 +307,60 @@ def test_concurrent_submissions_share_commits_and_metrics(disc):
     print(f"\nSubmitTask over gRPC: {n} from {threads} threads in {secs:.2f} s = {n / secs:.0f}/s, "
           f"{commits} transactions, {n / commits:.1f} tasks per transaction")
     assert 'faas_discovery_rpc_total{method="SubmitTask",code="OK"} %d' % n in m
+
+
+def claim_callbacks(d, n=16, lease_ms=10000):
+    return d.unary("ClaimCallbacks", "CallbackClaim", {"max": n, "claimer": "e2e", "lease_ms": lease_ms},
+                   "CallbackDueList")["due"]
+
+
+def report_callback(d, tid, delivered, error=""):
+    return d.unary("ReportCallback", "CallbackReport", {"id": tid, "delivered": delivered, "error": error,
+                                                        "claimer": "e2e"}, "Task")
+
+
+def test_callbacks_claimed_retried_and_delivered(tmp):
+    d = Discovery(os.path.join(tmp, "state"), ["--callback-attempts", "5", "--callback-backoff-ms", "100"]).start()
+    try:
+        deploy_fn(d)
+        tid = submit(d, callback_url="http://127.0.0.1:1/cb")["id"]
+        quiet = submit(d)["id"]  # no callback_url: nothing to deliver
+        assert claim_callbacks(d) == [], "nothing ended yet"
+        claim(d)
+        result = {"status": 200, "headers": [{"key": "x-out", "value": "1"}], "body": b"done"}
+        report(d, tid, pb.REPORT_DONE, result=result)
+        report(d, quiet, pb.REPORT_DONE, result=result)
+        assert get(d, tid)["callback_status"] == "pending"
+        assert get(d, quiet)["callback_status"] == ""
+
+        for attempt in (1, 2):
+            due = wait_until(lambda: claim_callbacks(d), 5, f"callback attempt {attempt} due")
+            assert [x["task"]["id"] for x in due] == [tid]
+            assert due[0]["task"]["callback_attempts"] == attempt and due[0]["task"]["status"] == pb.SUCCEEDED
+            assert due[0]["task"]["callback_url"] == "http://127.0.0.1:1/cb" and due[0]["result"] == result
+            assert claim_callbacks(d) == [], "leased to the first claimer"
+            t = report_callback(d, tid, False, "HTTP 503")
+            assert t["callback_status"] == "pending" and t["callback_attempts"] == attempt
+        due = wait_until(lambda: claim_callbacks(d), 5, "callback attempt 3 due")
+        t = report_callback(d, tid, True)
+        assert t["callback_status"] == "delivered" and t["callback_attempts"] == 3
+        g = get(d, tid)
+        assert g["callback_status"] == "delivered" and g["callback_attempts"] == 3
+        code, msg = rpc_error(report_callback, d, tid, True)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no callback pending" in msg
+        code, _ = rpc_error(report_callback, d, new_id(), True)
+        assert code == grpc.StatusCode.NOT_FOUND
+        code, _ = rpc_error(report_callback, d, "x" * 32, True)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+        _, m = d.http("/metrics")
+        assert "# TYPE faas_task_callbacks_total counter\n" in m
+        assert 'faas_task_callbacks_total{outcome="delivered"} 1\n' in m
+        assert 'faas_task_callbacks_total{outcome="retried"} 2\n' in m
+        assert 'faas_task_callbacks_total{outcome="failed"} 0\n' in m
+        assert 'faas_discovery_rpc_total{method="ClaimCallbacks",code="OK"}' in m
+    finally:
+        assert d.stop() == 0, d.log()
 
 
 def test_sigkill_right_after_submit_keeps_the_task(tmp):

@@ -27,6 +27,8 @@ Test(disc_cli, defaults)
     cr_assert_str_eq(a.metrics_listen, "127.0.0.1:7101");
     cr_assert_eq(a.max_artifact, 256ull << 20);
     cr_assert_eq(a.task_retention_ms, 7ull * 24 * 3600 * 1000);
+    cr_assert_eq(a.callback_attempts, 5);
+    cr_assert_eq(a.callback_backoff_ms, 1000);
 }
 
 Test(disc_cli, every_flag)
@@ -34,8 +36,11 @@ Test(disc_cli, every_flag)
     disc_args_t a;
     const char *err = NULL;
     cr_assert_eq(PARSE(&a, &err, "--listen", "127.0.0.1:0", "--state-dir=/var/d", "--metrics-listen", "off",
-                       "--max-artifact-bytes=1", "--task-retention-ms", "60000"),
+                       "--max-artifact-bytes=1", "--task-retention-ms", "60000", "--callback-attempts", "2",
+                       "--callback-backoff-ms=50"),
                  0, "%s", err);
+    cr_assert_eq(a.callback_attempts, 2);
+    cr_assert_eq(a.callback_backoff_ms, 50);
     cr_assert_str_eq(a.listen, "127.0.0.1:0");
     cr_assert_str_eq(a.state_dir, "/var/d");
     cr_assert_str_eq(a.metrics_listen, "off");
@@ -56,6 +61,8 @@ Test(disc_cli, help_prints_nothing, .init = cr_redirect_stdout)
     cr_assert_stdout_eq_str("");
     cr_assert(strstr(disc_args_usage, "--max-artifact-bytes") != NULL);
     cr_assert(strstr(disc_args_usage, "--task-retention-ms") != NULL);
+    cr_assert(strstr(disc_args_usage, "--callback-attempts") != NULL);
+    cr_assert(strstr(disc_args_usage, "--callback-backoff-ms") != NULL);
 }
 
 Test(disc_cli, bad_flags_say_which)
@@ -75,6 +82,9 @@ Test(disc_cli, bad_flags_say_which)
         {"--task-retention-ms", "7d", "--task-retention-ms"},
         {"--task-retention-ms", "", "--task-retention-ms"},
         {"--task-retention-ms", "18446744073709551616", "--task-retention-ms"},
+        {"--callback-attempts", "0", "--callback-attempts"},
+        {"--callback-attempts", "4294967296", "--callback-attempts"},
+        {"--callback-backoff-ms", "1s", "--callback-backoff-ms"},
         {"--state-dir", "", "--state-dir"},
         {"--bogus", "1", "--bogus"},
     };

@@ -13,6 +13,36 @@
 static char dir[256];
 static disc_tasks_t *ts;
 
+/* The functions' async bounds the tests use; any other function is not deployed. */
+static const struct {
+    const char *name;
+    Faas__AsyncSpec a;
+} fns[] = {
+#define ASYNC(...)                                                                                                     \
+    {                                                                                                                  \
+        PROTOBUF_C_MESSAGE_INIT(&faas__async_spec__descriptor), __VA_ARGS__                                            \
+    }
+    {"one", ASYNC(.max_attempts = 1)},
+    {"two", ASYNC(.max_attempts = 2)},
+    {"c2", ASYNC(.concurrency = 2)},
+    {"r5", ASYNC(.max_attempts = 2, .retry_5xx = 1)},
+    {"small", ASYNC(.max_result_bytes = 4)},
+    {"keep", ASYNC(.retention_ms = 10000)},
+    {"huge", ASYNC(.max_result_bytes = 32u << 20)},
+    {"fn", ASYNC(.concurrency = 0)},
+};
+
+static int lookup(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    (void)ud;
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+        if (strcmp(fns[i].name, function) == 0) {
+            *out = fns[i].a;
+            return 0;
+        }
+    return -ENOENT;
+}
+
 static void setup(void)
 {
     const char *err = NULL;
@@ -20,6 +50,7 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(dir));
     ts = disc_task_open(dir, DISC_TASK_SYNC_NORMAL, &err);
     cr_assert_not_null(ts, "%s", err);
+    disc_task_set_lookup(ts, lookup, NULL);
 }
 
 static void teardown(void)
@@ -42,7 +73,7 @@ static Faas__KeyValue hdr = {PROTOBUF_C_MESSAGE_INIT(&faas__key_value__descripto
 static Faas__KeyValue *hdrs[] = {&hdr};
 
 /* Submits task n of function fn, created at created_ms, with a small request. */
-static int submit(unsigned n, const char *fn, int64_t created_ms)
+static int submit_cb(unsigned n, const char *fn, int64_t created_ms, const char *callback_url)
 {
     char id[33];
     mkid(id, n);
@@ -58,9 +89,14 @@ static int submit(unsigned n, const char *fn, int64_t created_ms)
     t.function = (char *)fn;
     t.version = 7;
     t.created_unix_ms = created_ms;
-    t.callback_url = "http://cb/";
+    t.callback_url = (char *)callback_url;
     t.request = &req;
     return disc_task_submit(ts, &t);
+}
+
+static int submit(unsigned n, const char *fn, int64_t created_ms)
+{
+    return submit_cb(n, fn, created_ms, "http://cb/");
 }
 
 static Faas__Task *get(unsigned n)
@@ -97,7 +133,7 @@ static int report(unsigned n, Faas__TaskReport__Kind kind, const char *inst, int
     res.body.len = 7;
     if (kind == FAAS__TASK_REPORT__KIND__DONE)
         r.result = &res;
-    return disc_task_report(ts, &r, 3, now, out);
+    return disc_task_report(ts, &r, now, out);
 }
 
 static Faas__Task__Status status_of(unsigned n)
@@ -224,9 +260,9 @@ Test(tasks, stale_and_malformed_reports)
     Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
     r.id = "00000000000000000000000000000001";
     r.kind = FAAS__TASK_REPORT__KIND__DONE;
-    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL, "DONE without a result");
+    cr_assert_eq(disc_task_report(ts, &r, 2000, NULL), -EINVAL, "DONE without a result");
     r.kind = (Faas__TaskReport__Kind)42;
-    cr_assert_eq(disc_task_report(ts, &r, 3, 2000, NULL), -EINVAL);
+    cr_assert_eq(disc_task_report(ts, &r, 2000, NULL), -EINVAL);
     cr_assert_eq(status_of(1), FAAS__TASK__STATUS__RUNNING, "a rejected report changes nothing");
     cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__DONE, "", 2500, NULL), 0);
     for (int k = 0; k < 4; k++)
@@ -270,15 +306,77 @@ Test(tasks, failed_reports_back_off_then_fail)
         now = due;
     }
     /* a larger max_attempts keeps retrying */
-    cr_assert_eq(submit(2, "fn", 0), 0);
-    faas__task_list__free_unpacked(claim("fn", 1, 1000, 100000), NULL);
+    cr_assert_eq(submit(2, "one", 0), 0);
+    faas__task_list__free_unpacked(claim("one", 1, 1000, 100000), NULL);
     Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
     r.id = "00000000000000000000000000000002";
     r.kind = FAAS__TASK_REPORT__KIND__FAILED;
     Faas__Task *t = NULL;
-    cr_assert_eq(disc_task_report(ts, &r, 1, 100000, &t), 0);
+    cr_assert_eq(disc_task_report(ts, &r, 100000, &t), 0);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "max_attempts 1: no retry");
     cr_assert_str_eq(t->error, "the attempt failed");
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, rejected_fails_at_once_whatever_the_attempts_left)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit(2, "fn", 1001), 0);
+    faas__task_list__free_unpacked(claim("fn", 2, 1000, 2000), NULL);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    Faas__Task *t = NULL;
+    r.id = "00000000000000000000000000000001";
+    r.kind = FAAS__TASK_REPORT__KIND__REJECTED;
+    r.error = "result larger than 8 MiB";
+    cr_assert_eq(disc_task_report(ts, &r, 2500, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+    cr_assert_eq(t->attempts, 1, "never retried");
+    cr_assert_eq(t->finished_unix_ms, 2500);
+    cr_assert_str_eq(t->error, "result larger than 8 MiB");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_report(ts, &r, 2600, NULL), -ESTALE, "ended");
+
+    /* a cancel asked for meanwhile wins */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 2600, NULL), 0);
+    r.id = "00000000000000000000000000000002";
+    r.error = "";
+    cr_assert_eq(disc_task_report(ts, &r, 2700, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, a_running_cancel_rides_on_every_report_reply_then_ends_cancelled)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    faas__task_list__free_unpacked(claim("fn", 1, 1000, 2000), NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__STARTED, "i", 2000, &t), 0);
+    cr_assert(!t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 2100, &t), 0);
+    cr_assert(t->cancel_requested);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report(1, FAAS__TASK_REPORT__KIND__RENEW, "i", 2200, &t), 0);
+    cr_assert(t->cancel_requested, "the agent learns it from its next report");
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__RUNNING);
+    faas__task__free_unpacked(t, NULL);
+    t = get(1);
+    cr_assert(t->cancel_requested);
+    faas__task__free_unpacked(t, NULL);
+    /* the agent aborts and reports FAILED "cancelled" */
+    char id[33];
+    mkid(id, 1);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.instance_id = "i";
+    r.kind = FAAS__TASK_REPORT__KIND__FAILED;
+    r.error = "cancelled";
+    cr_assert_eq(disc_task_report(ts, &r, 2300, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_eq(t->attempts, 1);
+    cr_assert_str_eq(t->error, "cancelled");
+    cr_assert_eq(t->finished_unix_ms, 2300);
     faas__task__free_unpacked(t, NULL);
 }
 
@@ -323,19 +421,106 @@ Test(tasks, cancel_in_every_state)
     cr_assert_eq(report(3, FAAS__TASK_REPORT__KIND__FAILED, "i", 1200, &t), 0);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__CANCELLED, "no retry for a cancelled task");
     faas__task__free_unpacked(t, NULL);
-    cr_assert_eq(disc_task_expire(ts, 3, 5000), 1);
+    cr_assert_eq(disc_task_expire(ts, 5000), 1);
     cr_assert_eq(status_of(4), FAAS__TASK__STATUS__CANCELLED);
+}
+
+/* DONE of task n with a result of the given status and body. */
+static int report_result(unsigned n, uint32_t status, const char *body, int64_t now, Faas__Task **out)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = status;
+    res.body.data = (uint8_t *)body;
+    res.body.len = strlen(body);
+    Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+    r.id = id;
+    r.kind = FAAS__TASK_REPORT__KIND__DONE;
+    r.result = &res;
+    return disc_task_report(ts, &r, now, out);
+}
+
+static size_t n_claimed(const char *fn, uint32_t max, int64_t now)
+{
+    Faas__TaskList *l = claim(fn, max, 1000, now);
+    size_t n = l->n_tasks;
+    faas__task_list__free_unpacked(l, NULL);
+    return n;
+}
+
+Test(tasks, claims_stay_under_the_function_concurrency)
+{
+    for (unsigned i = 1; i <= 5; i++)
+        cr_assert_eq(submit(i, "c2", i), 0);
+    cr_assert_eq(submit(9, "fn", 0), 0);
+    cr_assert_eq(n_claimed("c2", 10, 1000), 2, "async.concurrency 2");
+    cr_assert_eq(n_claimed("c2", 10, 1000), 0, "two run already");
+    cr_assert_eq(n_claimed("fn", 10, 1000), 1, "another function is not held back");
+    cr_assert_eq(report_result(1, 200, "ok", 1100, NULL), 0);
+    cr_assert_eq(n_claimed("c2", 10, 1200), 1, "one ended: room for one");
+    cr_assert_eq(n_claimed("c2", 10, 1200), 0);
+    for (unsigned i = 1; i <= 16; i++)
+        cr_assert_eq(submit(100 + i, "fn", 0), 0);
+    cr_assert_eq(n_claimed("fn", 100, 1300), 15, "the default: 16 at once");
+}
+
+Test(tasks, retry_5xx_retries_and_keeps_the_last_result)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "r5", 0), 0);
+    cr_assert_eq(submit(2, "fn", 0), 0);
+    cr_assert_eq(n_claimed("r5", 1, 1000), 1);
+    cr_assert_eq(report_result(1, 503, "busy", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED, "a failed attempt");
+    cr_assert_str_eq(t->error, "HTTP 503");
+    cr_assert_eq(t->not_before_unix_ms, 2000);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_claimed("r5", 1, 2000), 1);
+    cr_assert_eq(report_result(1, 502, "gateway", 2000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "attempt 2 of 2");
+    cr_assert_str_eq(t->error, "HTTP 502");
+    cr_assert_eq(t->result_status, 502);
+    faas__task__free_unpacked(t, NULL);
+    Faas__TaskResult *res = NULL;
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), 0, "the last 5xx kept");
+    cr_assert_eq(res->status, 502);
+    cr_assert_eq(memcmp(res->body.data, "gateway", 7), 0);
+    faas__task_result__free_unpacked(res, NULL);
+
+    cr_assert_eq(n_claimed("fn", 1, 1000), 1);
+    cr_assert_eq(report_result(2, 503, "busy", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__SUCCEEDED, "without retry_5xx a 5xx is a result");
+    faas__task__free_unpacked(t, NULL);
+}
+
+Test(tasks, a_result_over_max_result_fails_unstored)
+{
+    Faas__Task *t = NULL;
+    cr_assert_eq(submit(1, "small", 0), 0);
+    cr_assert_eq(submit(2, "small", 0), 0);
+    cr_assert_eq(n_claimed("small", 2, 1000), 2);
+    cr_assert_eq(report_result(1, 200, "toolarge", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED);
+    cr_assert_eq(t->attempts, 1, "not retried");
+    cr_assert_str_eq(t->error, "result of 8 bytes is larger than async.max_result (4 bytes)");
+    faas__task__free_unpacked(t, NULL);
+    Faas__TaskResult *res = NULL;
+    cr_assert_eq(disc_task_get_result(ts, "00000000000000000000000000000001", &res), -ENODATA);
+    cr_assert_eq(report_result(2, 200, "fits", 1000, &t), 0);
+    cr_assert_eq(t->status, FAAS__TASK__STATUS__SUCCEEDED, "4 bytes is the limit, not over it");
+    faas__task__free_unpacked(t, NULL);
 }
 
 Test(tasks, expiry_requeues_then_fails)
 {
-    cr_assert_eq(submit(1, "fn", 0), 0);
-    cr_assert_eq(submit(2, "fn", 1), 0);
-    faas__task_list__free_unpacked(claim("fn", 2, 1000, 1000), NULL);
+    cr_assert_eq(submit(1, "two", 0), 0);
+    cr_assert_eq(submit(2, "two", 1), 0);
+    faas__task_list__free_unpacked(claim("two", 2, 1000, 1000), NULL);
     cr_assert_eq(report(2, FAAS__TASK_REPORT__KIND__STARTED, "i", 1000, NULL), 0); /* lease to 6000 */
-    cr_assert_eq(disc_task_expire(ts, 3, 1500), 0);
-    cr_assert_eq(disc_task_expire(ts, 3, 2000), 0, "the lease is good through its end");
-    cr_assert_eq(disc_task_expire(ts, 3, 2001), 1);
+    cr_assert_eq(disc_task_expire(ts, 1500), 0);
+    cr_assert_eq(disc_task_expire(ts, 2000), 0, "the lease is good through its end");
+    cr_assert_eq(disc_task_expire(ts, 2001), 1);
     Faas__Task *t = get(1);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED);
     cr_assert_str_eq(t->error, DISC_TASK_LEASE_LAPSED);
@@ -343,8 +528,8 @@ Test(tasks, expiry_requeues_then_fails)
     faas__task__free_unpacked(t, NULL);
     cr_assert_eq(status_of(2), FAAS__TASK__STATUS__RUNNING, "its report renewed the lease");
 
-    faas__task_list__free_unpacked(claim("fn", 1, 1000, 3001), NULL);
-    cr_assert_eq(disc_task_expire(ts, 2, 7000), 2, "both lapsed");
+    faas__task_list__free_unpacked(claim("two", 1, 1000, 3001), NULL);
+    cr_assert_eq(disc_task_expire(ts, 7000), 2, "both lapsed");
     t = get(1);
     cr_assert_eq(t->status, FAAS__TASK__STATUS__FAILED, "attempt 2 of 2");
     cr_assert_eq(t->finished_unix_ms, 7000);
@@ -355,18 +540,26 @@ Test(tasks, expiry_requeues_then_fails)
 
 Test(tasks, purge_drops_finished_tasks_past_retention)
 {
+    disc_task_configure(ts, &(disc_task_config_t){.retention_ms = 2000});
     for (unsigned i = 1; i <= 3; i++)
         cr_assert_eq(submit(i, "fn", 0), 0);
+    cr_assert_eq(submit(4, "keep", 0), 0);
+    cr_assert_eq(submit(5, "gone", 0), 0); /* a deleted function: the default */
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000004", 1000, NULL), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000005", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1000, NULL), 0);
     cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 4000, NULL), 0);
     faas__task_list__free_unpacked(claim("fn", 1, 100000, 0), NULL); /* 3 runs */
-    cr_assert_eq(disc_task_purge(ts, 2000, 5000), 1);
+    cr_assert_eq(disc_task_purge(ts, 5000), 2, "1 and 5: finished at 1000, kept 2 s");
     Faas__Task *t = NULL;
     cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000001", &t), -ENOENT);
+    cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000005", &t), -ENOENT);
     cr_assert_eq(status_of(2), FAAS__TASK__STATUS__CANCELLED);
     cr_assert_eq(status_of(3), FAAS__TASK__STATUS__RUNNING);
-    cr_assert_eq(disc_task_purge(ts, 0, 100000), 1);
-    cr_assert_eq(disc_task_purge(ts, 0, 100000), 0);
+    cr_assert_eq(status_of(4), FAAS__TASK__STATUS__CANCELLED, "its function keeps tasks 10 s");
+    cr_assert_eq(disc_task_purge(ts, 10999), 1, "2");
+    cr_assert_eq(disc_task_purge(ts, 11001), 1, "4");
+    cr_assert_eq(disc_task_purge(ts, 100000), 0, "3 still runs");
 }
 
 /* Walks the pages of query; returns how many tasks came back, checking the order. */
@@ -487,10 +680,205 @@ Test(tasks, metrics_name_every_family)
         "# TYPE faas_task_commits_total counter\nfaas_task_commits_total 3\n",
         "# TYPE faas_task_attempts_total counter\nfaas_task_attempts_total 1\n",
         "# HELP faas_task_attempts_total ",
+        "# TYPE faas_task_callbacks_total counter\n",
+        "faas_task_callbacks_total{outcome=\"delivered\"} 0\n",
+        "faas_task_callbacks_total{outcome=\"retried\"} 0\n",
+        "faas_task_callbacks_total{outcome=\"failed\"} 0\n",
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         cr_assert(strstr(buf, want[i]) != NULL, "missing %s in\n%s", want[i], buf);
     free(buf);
+}
+
+/* ---- callbacks ------------------------------------------------------------------------ */
+
+static Faas__CallbackDueList *claim_cbs(uint32_t max, uint32_t lease_ms, int64_t now)
+{
+    Faas__CallbackDueList *l = NULL;
+    cr_assert_eq(disc_task_claim_callbacks(ts, max, lease_ms, now, &l), 0);
+    return l;
+}
+
+static size_t n_due(uint32_t max, uint32_t lease_ms, int64_t now)
+{
+    Faas__CallbackDueList *l = claim_cbs(max, lease_ms, now);
+    size_t n = l->n_due;
+    faas__callback_due_list__free_unpacked(l, NULL);
+    return n;
+}
+
+static int report_cb(unsigned n, int delivered, const char *error, int64_t now, Faas__Task **out)
+{
+    char id[33];
+    mkid(id, n);
+    Faas__CallbackReport r = FAAS__CALLBACK_REPORT__INIT;
+    r.id = id;
+    r.delivered = delivered;
+    r.error = (char *)error;
+    r.claimer = "test";
+    return disc_task_report_callback(ts, &r, now, out);
+}
+
+/* Claimed and started at now, then done. */
+static void run_to_done(unsigned n, const char *fn, int64_t now)
+{
+    faas__task_list__free_unpacked(claim(fn, 1, 1000, now), NULL);
+    cr_assert_eq(report(n, FAAS__TASK_REPORT__KIND__DONE, "i", now, NULL), 0);
+}
+
+Test(tasks, callback_backoff_doubles_up_to_5_min)
+{
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 0), 1000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 1), 1000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 3), 4000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 9), 256000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 10), 300000);
+    cr_assert_eq(disc_task_callback_backoff_ms(1000, 4000000000u), 300000);
+}
+
+Test(tasks, callback_due_when_done_retried_then_failed)
+{
+    disc_task_configure(ts, &(disc_task_config_t){.callback_attempts = 3, .callback_backoff_ms = 100});
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(n_due(10, 0, 5000), 0, "not finished: nothing due");
+    run_to_done(1, "fn", 2000);
+    Faas__Task *t = get(1);
+    cr_assert_str_eq(t->callback_status, "pending");
+    faas__task__free_unpacked(t, NULL);
+
+    Faas__CallbackDueList *l = claim_cbs(10, 1000, 2000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_str_eq(l->due[0]->task->id, "00000000000000000000000000000001");
+    cr_assert_str_eq(l->due[0]->task->callback_url, "http://cb/");
+    cr_assert_eq(l->due[0]->task->status, FAAS__TASK__STATUS__SUCCEEDED);
+    cr_assert_eq(l->due[0]->task->callback_attempts, 1, "this attempt counted");
+    cr_assert_not_null(l->due[0]->result);
+    cr_assert_eq(l->due[0]->result->status, 201);
+    cr_assert_eq(l->due[0]->result->body.len, 7);
+    cr_assert_str_eq(l->due[0]->result->headers[0]->key, "x-a");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(10, 1000, 2999), 0, "leased");
+
+    cr_assert_eq(report_cb(1, 0, "HTTP 503", 2500, &t), 0);
+    cr_assert_str_eq(t->callback_status, "pending");
+    cr_assert_eq(t->callback_attempts, 1);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_due(10, 1000, 2599), 0, "backing off 100 ms");
+    cr_assert_eq(n_due(10, 1000, 2600), 1);
+    cr_assert_eq(report_cb(1, 0, "HTTP 503", 2700, NULL), 0);
+    cr_assert_eq(n_due(10, 1000, 2899), 0, "then 200 ms");
+    cr_assert_eq(n_due(10, 1000, 2900), 1);
+    cr_assert_eq(report_cb(1, 0, "connect: refused", 3000, &t), 0);
+    cr_assert_str_eq(t->callback_status, "failed: connect: refused");
+    cr_assert_eq(t->callback_attempts, 3);
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(n_due(10, 1000, 1000000), 0);
+    cr_assert_eq(report_cb(1, 1, "", 3000, NULL), -ENOMSG, "no callback pending");
+    cr_assert_eq(report_cb(2, 1, "", 3000, NULL), -ENOENT);
+    disc_task_counters_t c;
+    disc_task_counters(ts, &c);
+    cr_assert_eq(c.callbacks[DISC_CB_RETRIED], 2);
+    cr_assert_eq(c.callbacks[DISC_CB_FAILED], 1);
+    cr_assert_eq(c.callbacks[DISC_CB_DELIVERED], 0);
+}
+
+Test(tasks, callback_of_a_cancel_a_lapsed_claim_and_delivery)
+{
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    cr_assert_eq(submit_cb(2, "fn", 1000, ""), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000001", 1500, NULL), 0);
+    cr_assert_eq(disc_task_cancel(ts, "00000000000000000000000000000002", 1500, NULL), 0);
+    Faas__Task *t = get(2);
+    cr_assert_str_eq(t->callback_status, "", "no callback_url: nothing to deliver");
+    faas__task__free_unpacked(t, NULL);
+
+    Faas__CallbackDueList *l = claim_cbs(10, 100, 2000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->task->status, FAAS__TASK__STATUS__CANCELLED);
+    cr_assert_null(l->due[0]->result, "ended without a response");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    l = claim_cbs(10, 0, 2100); /* the first claimer's lease lapsed: another takes it */
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->task->callback_attempts, 2);
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(10, 0, 2100 + 29999), 0, "the default lease is 30 s");
+    cr_assert_eq(report_cb(1, 1, "", 2200, &t), 0);
+    cr_assert_str_eq(t->callback_status, "delivered");
+    faas__task__free_unpacked(t, NULL);
+    cr_assert_eq(report_cb(1, 1, "", 2200, NULL), -ENOMSG);
+    cr_assert_eq(n_due(10, 0, 1000000), 0);
+}
+
+Test(tasks, callback_claims_are_capped_by_count_and_bytes)
+{
+    for (unsigned i = 1; i <= 20; i++) {
+        cr_assert_eq(submit(i, "fn", 1000), 0);
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(disc_task_cancel(ts, id, 1500, NULL), 0);
+    }
+    cr_assert_eq(n_due(100, 0, 2000), 16, "at most 16 a claim");
+    cr_assert_eq(n_due(0, 0, 2000), 1, "max 0 is 1");
+    cr_assert_eq(n_due(100, 0, 2000), 3);
+
+    /* two results of 9 MiB: one a claim, so a reply stays under 16 MiB */
+    size_t big = 9u << 20;
+    uint8_t *body = calloc(1, big);
+    Faas__TaskResult res = FAAS__TASK_RESULT__INIT;
+    res.status = 200;
+    res.body.data = body;
+    res.body.len = big;
+    for (unsigned i = 31; i <= 32; i++) {
+        char id[33];
+        mkid(id, i);
+        cr_assert_eq(submit(i, "huge", 1000), 0);
+        faas__task_list__free_unpacked(claim("huge", 1, 1000, 3000), NULL);
+        Faas__TaskReport r = FAAS__TASK_REPORT__INIT;
+        r.id = id;
+        r.kind = FAAS__TASK_REPORT__KIND__DONE;
+        r.result = &res;
+        cr_assert_eq(disc_task_report(ts, &r, 3000, NULL), 0);
+    }
+    free(body);
+    Faas__CallbackDueList *l = claim_cbs(16, 0, 3000);
+    cr_assert_eq(l->n_due, 1);
+    cr_assert_eq(l->due[0]->result->body.len, big);
+    faas__callback_due_list__free_unpacked(l, NULL);
+    cr_assert_eq(n_due(16, 0, 3000), 1);
+}
+
+Test(tasks, an_older_table_gets_the_new_columns)
+{
+    char d2[300], cmd[2048];
+    const char *err = NULL;
+    snprintf(d2, sizeof(d2), "%s/old", dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "mkdir -p %s && sqlite3 %s/discovery.db \"CREATE TABLE tasks (id TEXT PRIMARY KEY, function TEXT NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT 0, status INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
+        " created_unix_ms INTEGER NOT NULL DEFAULT 0, started_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " finished_unix_ms INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',"
+        " result_status INTEGER NOT NULL DEFAULT 0, result_size INTEGER NOT NULL DEFAULT 0,"
+        " callback_url TEXT NOT NULL DEFAULT '', callback_status TEXT NOT NULL DEFAULT '',"
+        " callback_attempts INTEGER NOT NULL DEFAULT 0, not_before_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " instance_id TEXT NOT NULL DEFAULT '', lease_until_unix_ms INTEGER NOT NULL DEFAULT 0,"
+        " cancel_requested INTEGER NOT NULL DEFAULT 0, request BLOB, result_headers BLOB, result_body BLOB);"
+        " INSERT INTO tasks(id, function, status) VALUES('%032x', 'fn', 0);\"",
+        d2, d2, 1u);
+    if (system("command -v sqlite3 >/dev/null") != 0)
+        cr_skip_test("no sqlite3 command");
+    cr_assert_eq(system(cmd), 0);
+    disc_tasks_t *old = disc_task_open(d2, DISC_TASK_SYNC_NORMAL, &err);
+    cr_assert_not_null(old, "%s", err);
+    cr_assert_eq(disc_task_cancel(old, "00000000000000000000000000000001", 1500, NULL), 0);
+    Faas__CallbackDueList *l = NULL;
+    cr_assert_eq(disc_task_claim_callbacks(old, 1, 0, 2000, &l), 0);
+    cr_assert_eq(l->n_due, 0, "no callback_url");
+    faas__callback_due_list__free_unpacked(l, NULL);
+    disc_task_close(old);
+    old = disc_task_open(d2, DISC_TASK_SYNC_NORMAL, &err); /* and opens again with them */
+    cr_assert_not_null(old, "%s", err);
+    disc_task_close(old);
 }
 
 /* ---- group commit ------------------------------------------------------------------ */

@@ -132,6 +132,8 @@ def test_result_over_max_result_fails_at_once(plat):
     t = wait_status(plat, big, pb.FAILED, 30)
     assert t["attempts"] == 1, t
     assert "result larger than 1000 bytes (async.max_result)" in t["error"], t
+    # the agent judged it (the store would too): the hand-off told it the bound
+    assert f"task={big} attempt=1 no_retry=1 err=\"result larger than 1000 bytes" in plat.wm.log(), plat.logs()
     assert wait_status(plat, small, pb.SUCCEEDED, 30)["result_size"] == 1000
 
 
@@ -140,6 +142,7 @@ def test_deadline_fails_at_once(plat):
     tid = submit(plat, "GET", "/slow?ms=5000")
     t = wait_status(plat, tid, pb.FAILED, 30)
     assert t["attempts"] == 1 and t["error"].startswith("deadline"), t
+    assert f"task={tid} attempt=1 no_retry=1 err=\"deadline: the task ran longer than 500 ms" in plat.wm.log()
     assert t["finished_unix_ms"] - t["started_unix_ms"] < 4000, t
 
 

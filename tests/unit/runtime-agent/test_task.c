@@ -45,7 +45,7 @@ static agent_task_t *task_with(const char *max_result, const char **err)
     return agent_task_new(&id, &att, max_result != NULL ? &mr : NULL, err);
 }
 
-Test(agent_task, headers_parsed_and_checked)
+Test(agent_task, headers_parsed_and_checked, .init = setup, .fini = teardown)
 {
     const char *err;
     agent_task_t *t = task_with(NULL, &err);

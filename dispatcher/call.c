@@ -118,6 +118,11 @@ void disp_call_set_async(disp_call_t *c)
     c->async = 1;
 }
 
+void disp_call_set_agent_deadline(disp_call_t *c, uint64_t ms)
+{
+    c->agent_deadline_ms = ms;
+}
+
 void *disp_call_owner(const disp_call_t *c)
 {
     return c->owner;
@@ -298,7 +303,8 @@ static size_t agent_headers(disp_call_t *c, nghttp2_nv *nv, char *dl)
     nv[n++] = NV("faas-request-id", 15, c->rid, strlen(c->rid), NGHTTP2_NV_FLAG_NO_INDEX);
     nv[n++] = NV("faas-function", 13, c->fn->name, c->fn->name_len, NGHTTP2_NV_FLAG_NONE);
     uint64_t now = faas_now_ms();
-    size_t dlen = faas_fmt_u64(dl, c->deadline_ms > now ? c->deadline_ms - now : 0);
+    uint64_t left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+    size_t dlen = faas_fmt_u64(dl, c->agent_deadline_ms != 0 ? c->agent_deadline_ms : left);
     /* indexed: at ms granularity it is the spec's timeout (e.g. 30000) nearly always */
     nv[n++] = NV("faas-deadline-ms", 16, dl, dlen, NGHTTP2_NV_FLAG_NONE);
     /* the agent's one port tells protocols apart by this; HTTP, the common case, by its absence */

@@ -383,6 +383,10 @@ static void function_put(const Faas__FunctionSpec *s)
         .max_body_bytes = s->max_body_bytes,
         .async_concurrency =
             s->async != NULL && s->async->concurrency ? s->async->concurrency : FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY,
+        .async_timeout_ms =
+            s->async != NULL && s->async->timeout_ms ? s->async->timeout_ms : FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS,
+        .async_max_result = s->async != NULL && s->async->max_result_bytes ? s->async->max_result_bytes
+                                                                           : FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES,
     };
     if (fn->known && fn->p.version != p.version)
         FAAS_INFO("event=new_version fn=%s version=%" PRIu64 " old=%" PRIu64, s->name, p.version, fn->p.version);

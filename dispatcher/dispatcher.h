@@ -85,6 +85,10 @@ int disp_call_header(disp_call_t *c, const char *name, size_t nl, const char *va
 int disp_call_body(disp_call_t *c, const void *data, size_t len, int eos);
 /* Marks the call async (reserved: accepted durably and answered 202 by the front end). */
 void disp_call_set_async(disp_call_t *c);
+/* The faas-deadline-ms the agent gets, instead of the time the call has left: a task's
+ * hand-off must reach an instance within the function's timeout, but its run is bounded
+ * by the async timeout (ms, nonzero). */
+void disp_call_set_agent_deadline(disp_call_t *c, uint64_t ms);
 
 /* Sends the call to function fn: picks or cold-starts an instance. deadline_ms is an
  * absolute faas_now_ms() time, 0 = the function's timeout. The sink may be called

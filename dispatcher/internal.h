@@ -42,6 +42,8 @@ typedef struct {
     uint32_t timeout_ms, cold_start_timeout_ms, idle_timeout_ms, max_duration_ms;
     uint64_t max_body_bytes;
     uint32_t async_concurrency; /* async tasks claimed at once */
+    uint32_t async_timeout_ms;  /* one task attempt's limit, told to the agent */
+    uint64_t async_max_result;  /* bytes of a task's result body, told to the agent */
 } disp_fn_params_t;
 
 typedef struct disp_fn {
@@ -164,6 +166,7 @@ struct disp_call {
     int ended;   /* end or error delivered: the sink hears nothing more */
     int closed;  /* the front end let go (local) or the pair was freed (bridged) */
     int async;
+    uint64_t agent_deadline_ms; /* nonzero: sent as faas-deadline-ms (a task's run) */
     struct disp_call *next_free;
 };
 

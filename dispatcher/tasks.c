@@ -3,7 +3,9 @@
  * lease) and hand each to an instance as a call marked faas-task-id. The agent answers
  * 202 at once and owns the run from there: a gateway that dies afterwards neither
  * aborts nor repeats it. A hand-off that fails (no instance, cold start failed, agent
- * gone) is reported FAILED, which the store retries with backoff.
+ * gone) is reported FAILED, which the store retries with backoff. The agent is told the
+ * function's async bounds: faas-deadline-ms = async.timeout (one attempt's run) and
+ * faas-task-max-result = async.max_result (bytes of the result body).
  *
  * Claims are polled per function, one in flight at a time: fast (CLAIM_FAST_MS) while
  * claims find work or a task was just submitted here, slowing to CLAIM_IDLE_MS. */
@@ -106,14 +108,15 @@ static void hand_off(disp_fn_t *fn, const Faas__Task *task)
     }
     snprintf(t->id, sizeof(t->id), "%s", task->id);
     t->call = c;
-    char att[16];
-    size_t al = faas_fmt_u64(att, task->attempts);
+    char att[16], maxr[24];
+    size_t al = faas_fmt_u64(att, task->attempts), ml = faas_fmt_u64(maxr, fn->p.async_max_result);
     int rc = disp_call_header(c, ":method", 7, rq->method, strlen(rq->method)) |
              disp_call_header(c, ":scheme", 7, "http", 4) |
              disp_call_header(c, ":authority", 10, rq->authority, strlen(rq->authority)) |
              disp_call_header(c, ":path", 5, rq->path, strlen(rq->path)) |
              disp_call_header(c, "faas-task-id", 12, task->id, strlen(task->id)) |
-             disp_call_header(c, "faas-task-attempt", 17, att, al);
+             disp_call_header(c, "faas-task-attempt", 17, att, al) |
+             disp_call_header(c, "faas-task-max-result", 20, maxr, ml);
     for (size_t i = 0; i < rq->n_headers; i++)
         rc |= disp_call_header(c, rq->headers[i]->key, strlen(rq->headers[i]->key), rq->headers[i]->value,
                                strlen(rq->headers[i]->value));
@@ -123,6 +126,8 @@ static void hand_off(disp_fn_t *fn, const Faas__Task *task)
         h_done(c);
         return;
     }
+    /* the hand-off itself keeps the function's timeout; the agent's run gets the async one */
+    disp_call_set_agent_deadline(c, fn->p.async_timeout_ms);
     /* every attempt carries the task id as its request id, so a user server can de-duplicate */
     disp_call_start(c, fn->name, fn->name_len, task->id, 0);
 }

@@ -338,10 +338,15 @@ static void on_request(h2b_pair_t *p, int eos)
         h2b_pair_http_error(p, 503);
         return;
     }
+    const char *bad;
     if (task_id != NULL && kind == AGENT_REQ_HTTP &&
-        (r->task = agent_task_new(task_id->value, task_id->valuelen, h2b_find(&p->req, "faas-task-attempt"))) == NULL) {
+        (r->task = agent_task_new(task_id, h2b_find(&p->req, "faas-task-attempt"),
+                                  h2b_find(&p->req, "faas-task-max-result"), &bad)) == NULL) {
         agent_req_release(r);
-        agent_reply_error(p, 400, "bad-task", "faas-task-id must be 32 lowercase hex characters\n");
+        if (bad != NULL)
+            agent_reply_error(p, 400, "bad-task", bad);
+        else
+            h2b_pair_http_error(p, 503);
         return;
     }
     r->pair = p;

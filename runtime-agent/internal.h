@@ -188,23 +188,32 @@ struct agent_task {
     evl_timer_t renew;
     char id[40];
     uint32_t attempt;
-    int idempotent, over;
+    uint64_t max_result; /* body bytes (faas-task-max-result) */
+    int idempotent;
+    int over; /* the body passed max_result: the task is rejected */
+    int oom;  /* out of memory collecting the result: a retryable failure */
     uint32_t status;
     Faas__KeyValue *kv; /* response headers (names and values malloc'd) */
     size_t nkv, cap_kv;
     evl_buf_t body;
 };
 
-/* A task for the request carrying faas-task-id (value id); NULL on OOM or a malformed id. */
-agent_task_t *agent_task_new(const uint8_t *id, size_t id_len, const nghttp2_nv *attempt);
+/* A task for the request carrying faas-task-id (id), with its faas-task-attempt and
+ * faas-task-max-result headers (NULL: absent). NULL with *err set for a malformed header, NULL
+ * with *err NULL when out of memory. */
+agent_task_t *agent_task_new(const nghttp2_nv *id, const nghttp2_nv *attempt, const nghttp2_nv *max_result,
+                             const char **err);
 /* The request is whole: answer 202, report TASK_STARTED, run it. */
 void agent_task_start(agent_req_t *r);
 /* Records the response head (hop-by-hop headers dropped). */
 int agent_task_head(agent_req_t *r, int status, const http1_hdr_t *h, size_t n);
-/* Appends response body bytes (past the bound, marks the task over and drops them). */
+/* Appends response body bytes (past max_result, marks the task over and drops them). */
 void agent_task_body(agent_req_t *r, const char *d, size_t n);
-/* The run ended: err NULL = the response is whole (TASK_DONE), else TASK_FAILED err. Frees r. */
+/* The run ended: err NULL = the response is whole (TASK_DONE; or TASK_FAILED no_retry if it
+ * was over max_result), else TASK_FAILED err, which the store retries. Frees r. */
 void agent_task_end(agent_req_t *r, const char *err);
+/* The task ran past its deadline: TASK_FAILED no_retry. Frees r. */
+void agent_task_deadline(agent_req_t *r);
 /* Frees the task's own memory (from agent_req_release). */
 void agent_task_free(agent_task_t *t);
 /* CANCEL_TASK: aborts the task if it runs here. */

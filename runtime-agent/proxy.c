@@ -193,7 +193,9 @@ static int respond_task(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
             h[k++] = h[i];
     }
     if (agent_task_head(r, status, h, k) != 0)
-        r->task->over = 1; /* out of memory: reported as a failure at the end */
+        r->task->oom = 1; /* reported as a failure at the end */
+    if (r->framing.body == HTTP1_BODY_LENGTH && r->framing.length > r->task->max_result)
+        r->task->over = 1; /* known from the head: on_up_read stops at once */
     return r->framing.body == HTTP1_BODY_NONE;
 }
 
@@ -353,7 +355,7 @@ static void on_up_read(evl_sock_t *s, int err)
         return;
     }
     if (r->task != NULL) {
-        if (r->task->over) { /* past the result bound: no point reading on */
+        if (r->task->over || r->task->oom) { /* the result cannot be kept: no point reading on */
             finish(r, 0);
             agent_task_end(r, NULL);
         }
@@ -425,8 +427,13 @@ static int up_acquire(agent_req_t *r, int fresh)
 static void on_deadline(evl_timer_t *t)
 {
     agent_req_t *r = t->data;
-    if (!r->started || r->task != NULL)
+    if (r->task != NULL) { /* a task's deadline bounds its whole run */
+        drop_up(r);
+        r->state = UP_DONE;
+        agent_task_deadline(r); /* frees r */
+    } else if (!r->started) {
         fwd_fail(r, FAAS_ERR_DEADLINE, "timeout", "deadline passed before the function answered\n");
+    }
 }
 
 void agent_proxy_start(agent_req_t *r)
@@ -453,6 +460,7 @@ void agent_proxy_task_start(agent_req_t *r, uint64_t deadline_ms)
         return;
     }
     r->deadline.cb = on_deadline;
+    r->deadline_ms = deadline_ms; /* for the report */
     if (deadline_ms != 0)
         evl_timer_start(px.loop, &r->deadline, deadline_ms);
     if (up_acquire(r, 0) != 0)

@@ -1,9 +1,10 @@
 /* runtime-agent/task.c - async tasks (docs/async.md). A stream carrying faas-task-id is
  * answered 202 once its request is whole; the request then lives on its own (detached from
  * the h2 pair), runs through proxy.c against the user server, and its response is collected
- * in memory (bounded by FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES). The agent reports
- * TASK_STARTED, TASK_RENEW every 10 s, then TASK_DONE (chunked) or TASK_FAILED on the control
- * socket; without one (standalone) it logs them. */
+ * in memory (bounded by faas-task-max-result, the function's async.max_result). The agent
+ * reports TASK_STARTED, TASK_RENEW every 10 s, then TASK_DONE (chunked) or TASK_FAILED on the
+ * control socket; without one (standalone) it logs them. A result over the bound and a run
+ * past its deadline fail with no_retry: running the task again would end the same way. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,18 +40,24 @@ static int is_hex_id(const uint8_t *s, size_t n)
     return 1;
 }
 
-agent_task_t *agent_task_new(const uint8_t *id, size_t id_len, const nghttp2_nv *attempt)
+agent_task_t *agent_task_new(const nghttp2_nv *id, const nghttp2_nv *attempt, const nghttp2_nv *max_result,
+                             const char **err)
 {
-    if (!is_hex_id(id, id_len))
-        return NULL;
+    uint64_t a = 0, max = FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES;
+    *err = NULL;
+    if (!is_hex_id(id->value, id->valuelen))
+        return *err = "faas-task-id must be 32 lowercase hex characters\n", NULL;
+    if (max_result != NULL &&
+        (http1_parse_u64((const char *)max_result->value, max_result->valuelen, &max) != 0 || max == 0))
+        return *err = "faas-task-max-result must be a positive number of bytes\n", NULL;
     agent_task_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
-    memcpy(t->id, id, id_len);
-    uint64_t a = 0;
+    memcpy(t->id, id->value, id->valuelen);
     if (attempt != NULL)
         http1_parse_u64((const char *)attempt->value, attempt->valuelen, &a);
     t->attempt = (uint32_t)a;
+    t->max_result = max;
     return t;
 }
 
@@ -76,13 +83,14 @@ static int emit(void *ud, uint8_t *pkt, size_t len)
     return tk.send(pkt, len);
 }
 
-static void report(const agent_task_t *t, int type, const char *msg)
+static void report(const agent_task_t *t, int type, const char *msg, int no_retry)
 {
     if (tk.send == NULL)
         return;
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = type;
     ev.task_id = (char *)t->id;
+    ev.no_retry = no_retry != 0;
     if (msg != NULL)
         ev.message = (char *)msg;
     size_t len;
@@ -99,7 +107,7 @@ static void report_done(agent_task_t *t)
         return;
     Faas__KeyValue **ptrs = calloc(t->nkv + 1, sizeof(*ptrs));
     if (ptrs == NULL) {
-        report(t, FAAS__AGENT_EVENT__TYPE__TASK_FAILED, "the agent ran out of memory");
+        report(t, FAAS__AGENT_EVENT__TYPE__TASK_FAILED, "the agent ran out of memory", 0);
         return;
     }
     for (size_t i = 0; i < t->nkv; i++)
@@ -118,7 +126,7 @@ static void report_done(agent_task_t *t)
 static void on_renew(evl_timer_t *tm)
 {
     agent_task_t *t = tm->data;
-    report(t, FAAS__AGENT_EVENT__TYPE__TASK_RENEW, NULL);
+    report(t, FAAS__AGENT_EVENT__TYPE__TASK_RENEW, NULL, 0);
     evl_timer_start(tk.loop, &t->renew, AGENT_TASK_RENEW_MS);
 }
 
@@ -132,7 +140,7 @@ void agent_task_start(agent_req_t *r)
     t->renew.cb = on_renew;
     t->renew.data = t;
     FAAS_INFO("event=task_started task=%s attempt=%u", t->id, t->attempt);
-    report(t, FAAS__AGENT_EVENT__TYPE__TASK_STARTED, NULL);
+    report(t, FAAS__AGENT_EVENT__TYPE__TASK_STARTED, NULL, 0);
     evl_timer_start(tk.loop, &t->renew, AGENT_TASK_RENEW_MS);
     agent_proxy_task_start(r, FAAS_SPEC_DEFAULT_ASYNC_TIMEOUT_MS);
 }
@@ -159,20 +167,21 @@ int agent_task_head(agent_req_t *r, int status, const http1_hdr_t *h, size_t n)
 void agent_task_body(agent_req_t *r, const char *d, size_t n)
 {
     agent_task_t *t = r->task;
-    if (t->over)
+    if (t->over || t->oom)
         return;
-    if (t->body.len + n > FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES || evl_buf_append(&t->body, d, n) != 0)
+    if (t->body.len + n > t->max_result)
         t->over = 1;
+    else if (evl_buf_append(&t->body, d, n) != 0)
+        t->oom = 1;
 }
 
-void agent_task_end(agent_req_t *r, const char *err)
+/* Reports the end and frees r; err NULL = TASK_DONE. */
+static void end(agent_req_t *r, const char *err, int no_retry)
 {
     agent_task_t *t = r->task;
     evl_timer_stop(tk.loop, &r->deadline);
     evl_timer_stop(tk.loop, &t->renew);
     agent_proxy_end(r);
-    if (err == NULL && t->over)
-        err = "result larger than 8 MiB";
     char msg[160];
     if (err != NULL) { /* proxy.c's messages are response bodies: no trailing newline here */
         size_t l = strlen(err);
@@ -183,13 +192,36 @@ void agent_task_end(agent_req_t *r, const char *err)
     }
     if (err != NULL) {
         char q[256];
-        FAAS_WARN("event=task_failed task=%s attempt=%u err=%s", t->id, t->attempt,
+        FAAS_WARN("event=task_failed task=%s attempt=%u no_retry=%d err=%s", t->id, t->attempt, no_retry,
                   faas_log_quote(q, sizeof(q), err, strlen(err)));
-        report(t, FAAS__AGENT_EVENT__TYPE__TASK_FAILED, err);
+        report(t, FAAS__AGENT_EVENT__TYPE__TASK_FAILED, err, no_retry);
     } else {
         report_done(t);
     }
     agent_req_release(r);
+}
+
+void agent_task_end(agent_req_t *r, const char *err)
+{
+    agent_task_t *t = r->task;
+    char msg[96];
+    if (t->over) { /* whatever else happened, this result can never be kept */
+        snprintf(msg, sizeof(msg), "result larger than %llu bytes (async.max_result)",
+                 (unsigned long long)t->max_result);
+        end(r, msg, 1);
+        return;
+    }
+    if (err == NULL && t->oom)
+        err = "the agent ran out of memory collecting the result";
+    end(r, err, 0);
+}
+
+void agent_task_deadline(agent_req_t *r)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "deadline: the task ran longer than %llu ms (async.timeout)",
+             (unsigned long long)r->deadline_ms);
+    end(r, msg, 1);
 }
 
 void agent_task_cancel(const char *id)

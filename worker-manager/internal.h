@@ -125,28 +125,44 @@ typedef enum { POD_STARTING, POD_WARM, POD_SPECIALIZING, POD_READY, POD_STOPPING
 typedef struct wm_acq wm_acq_t;
 
 /* tasks.c: a task running in a pod, and its result while its chunks arrive */
-#define WM_TASK_MAX_RESULT (8u << 20)
 typedef struct wm_ptask {
     struct wm_ptask *next;
     char id[40];
     Faas__TaskResult *res; /* TASK_DONE seen, chunks pending */
     size_t cap;
+    int cancel_sent; /* CANCEL_TASK went to the agent: once is enough */
 } wm_ptask_t;
+
+typedef struct wm_pod wm_pod_t;
 
 /* Feeds one TASK_* event of a pod running instance inst: 1 with *out a packed TaskReport to
  * relay (malloc'd), 0 when nothing is to be said yet (a chunked result is incomplete), -1 on a
- * malformed event. list is the pod's running tasks, kept up to date. */
-int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst, uint8_t **out, size_t *len);
+ * malformed event. list is the pod's running tasks, kept up to date. A TASK_FAILED with
+ * no_retry, or a result body past max_result bytes, becomes a REJECTED report. */
+int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst, uint64_t max_result, uint8_t **out,
+                 size_t *len);
+/* The pod a cancel of task id (running on instance inst, "" = not known) goes to: the one
+ * running inst, else the one whose list has the task; NULL when none runs it here. */
+wm_pod_t *wm_task_route(wm_pod_t *pods, const char *id, const char *inst);
+/* 1 when a ReportTask reply (a packed Task) asks for the task to be aborted (running with
+ * cancel_requested), with its id and instance copied out; else 0. */
+int wm_task_cancel_wanted(const uint8_t *task, size_t len, char *id, size_t idcap, char *inst, size_t instcap);
+/* 1 when a Watch message is a TASK_CANCEL, with the task's id and instance copied out; else 0. */
+int wm_task_cancel_event(const uint8_t *ev, size_t len, char *id, size_t idcap, char *inst, size_t instcap);
 /* The pod is gone: posts a FAILED report (why) for each task of list, empties it; how many. */
 size_t wm_task_gone(wm_ptask_t **list, const char *inst, const char *why,
                     void (*post)(void *ud, uint8_t *pkt, size_t len), void *ud);
 /* Queues a packed TaskReport (takes buf) for the relay thread. Never blocks on the network. */
 void wm_task_post(void *ud, uint8_t *buf, size_t len);
-/* Starts / stops (after relaying what is queued) the thread that calls ReportTask. */
-int wm_task_relay_start(const char *discovery);
+/* Starts / stops (after relaying what is queued) the thread that calls ReportTask; a reply
+ * asking for a cancel is posted to wm's pod thread. */
+int wm_task_relay_start(wm_t *wm);
 void wm_task_relay_stop(void);
+/* Starts the thread that watches discovery's TASK_CANCEL events and posts those for this
+ * worker's instances to the pod thread. Never joined: it lives until the process exits. */
+int wm_task_watch_start(wm_t *wm);
 
-typedef struct wm_pod {
+struct wm_pod {
     struct wm_pod *next;
     char id[20];
     pid_t pid;
@@ -162,7 +178,7 @@ typedef struct wm_pod {
     wm_acq_t *acq;             /* the acquisition being served while SPECIALIZING */
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
     wm_ptask_t *tasks;         /* async tasks it runs */
-} wm_pod_t;
+};
 
 struct wm_acq {
     wm_acq_t *next;
@@ -185,14 +201,15 @@ typedef struct {
 
 #define WM_MAX_FN_ERRORS 64
 
-typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE } wm_work_kind_t;
+typedef enum { WORK_ACQUIRE, WORK_RELEASE, WORK_CODE_DONE, WORK_CANCEL_TASK } wm_work_kind_t;
 
 typedef struct wm_work {
     struct wm_work *next;
     wm_work_kind_t kind;
     faas_rpc_call_t *call;
     wm_acq_t *acq;
-    char arg[128]; /* instance id (RELEASE) or sha256 (CODE_DONE) */
+    char arg[128]; /* instance id (RELEASE, CANCEL_TASK) or sha256 (CODE_DONE) */
+    char task[40]; /* CANCEL_TASK */
     int rc;
     char err[256];
 } wm_work_t;
@@ -237,6 +254,10 @@ struct wm {
 };
 
 /* pods.c */
+/* Asks the pod thread to send CANCEL_TASK for task id to the pod running it (any thread). */
+int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst);
+/* 1 if inst is one of this worker's instances (from the published snapshot; any thread). */
+int wm_owns_instance(wm_t *wm, const char *inst);
 int wm_loop_init(wm_t *wm);
 void wm_loop_run(wm_t *wm);
 void wm_loop_shutdown(wm_t *wm);

@@ -122,7 +122,31 @@ int wm_post_release(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     return -1;
 }
 
+int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst)
+{
+    wm_work_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -1;
+    w->kind = WORK_CANCEL_TASK;
+    wm_fmt(w->arg, sizeof(w->arg), "%.100s", inst);
+    wm_fmt(w->task, sizeof(w->task), "%s", id);
+    if (post(wm, w) == 0)
+        return 0;
+    free(w);
+    return -1;
+}
+
 /* ---- snapshot for the other threads ---- */
+
+int wm_owns_instance(wm_t *wm, const char *inst)
+{
+    int mine = 0;
+    pthread_mutex_lock(&wm->mu);
+    for (size_t i = 0; i < wm->n_snap && !mine; i++)
+        mine = strcmp(wm->snap[i].id, inst) == 0;
+    pthread_mutex_unlock(&wm->mu);
+    return mine;
+}
 
 static void publish(wm_t *wm)
 {
@@ -636,7 +660,10 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     case FAAS__AGENT_EVENT__TYPE__TASK_RESULT_CHUNK: {
         uint8_t *rep;
         size_t len;
-        int rc = wm_task_feed(&p->tasks, ev, p->inst_id, &rep, &len);
+        const Faas__AsyncSpec *as = p->req != NULL ? p->req->spec->async : NULL;
+        uint64_t max =
+            as != NULL && as->max_result_bytes ? as->max_result_bytes : FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES;
+        int rc = wm_task_feed(&p->tasks, ev, p->inst_id, max, &rep, &len);
         if (rc < 0)
             FAAS_WARN("event=task_event_bad pod=%s type=%d", p->id, (int)ev->type);
         else if (rc == 1)
@@ -698,6 +725,31 @@ static void release(wm_t *wm, wm_work_t *w)
     publish(wm);
     uint8_t empty[1];
     faas_rpc_reply(w->call, empty, 0);
+}
+
+/* CANCEL_TASK to the pod running the task; the agent drops its upstream and reports
+ * TASK_FAILED "cancelled", which the store, with cancel_requested set, ends cancelled. */
+static void cancel_task(wm_t *wm, const wm_work_t *w)
+{
+    wm_pod_t *p = wm_task_route(wm->pods, w->task, w->arg);
+    if (p == NULL) {
+        FAAS_DEBUG("event=task_cancel_unrouted task=%s instance=%s", w->task, w->arg[0] ? w->arg : "-");
+        return;
+    }
+    wm_ptask_t *t = p->tasks;
+    while (t != NULL && strcmp(t->id, w->task) != 0)
+        t = t->next;
+    if (t != NULL && t->cancel_sent)
+        return; /* the watch and a ReportTask reply both said so */
+    Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
+    cmd.type = FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK;
+    cmd.task_id = (char *)w->task;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&cmd.base, &len);
+    if (buf != NULL && send(p->ctl, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len && t != NULL)
+        t->cancel_sent = 1;
+    free(buf);
+    FAAS_INFO("event=task_cancel_sent task=%s instance=%s pod=%s", w->task, p->inst_id, p->id);
 }
 
 /* ---- code ---- */
@@ -808,6 +860,9 @@ static void run_work(wm_t *wm)
             break;
         case WORK_CODE_DONE:
             code_done(wm, w);
+            break;
+        case WORK_CANCEL_TASK:
+            cancel_task(wm, w);
             break;
         }
         free(w);

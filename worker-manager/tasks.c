@@ -1,14 +1,20 @@
 /* worker-manager/tasks.c - async tasks run by this worker's pods (docs/async.md): the
  * TASK_* events of each pod become Discovery/ReportTask calls. Reassembling a chunked
  * result and packing the report is pure (wm_task_feed, wm_task_gone); the calls are made
- * by a relay thread fed through a queue, because the pod loop must never block on grpc. */
+ * by a relay thread fed through a queue, because the pod loop must never block on grpc.
+ *
+ * Cancels travel the other way: a ReportTask reply with cancel_requested (at the latest
+ * with the next RENEW, 10 s), or at once a TASK_CANCEL on a Watch stream of its own, is
+ * posted to the pod thread, which owns the pods' control sockets and sends CANCEL_TASK. */
 #define WM_STATE
 #include "worker-manager/internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/rpc.h"
@@ -17,6 +23,9 @@
 #define TASK_LEASE_MS 30000
 #define RELAY_TIMEOUT_MS 10000
 #define RELAY_TRIES 3
+#define WATCH_BACKOFF_MS 100
+#define WATCH_BACKOFF_MAX_MS 2000
+#define WATCH_HEALTHY_MS 5000 /* a stream that lived this long starts the backoff over */
 
 /* ---- pure: one pod's running tasks ---- */
 
@@ -59,10 +68,10 @@ static Faas__TaskResult *res_copy(const Faas__TaskResult *res)
     return c;
 }
 
-static int append(wm_ptask_t *t, const uint8_t *d, size_t n)
+static int append(wm_ptask_t *t, const uint8_t *d, size_t n, uint64_t max)
 {
     ProtobufCBinaryData *b = &t->res->body;
-    if (b->len + n > WM_TASK_MAX_RESULT)
+    if (b->len + n > max)
         return -1;
     if (b->len + n > t->cap) { /* protobuf-c mallocs bytes fields alone: ours to grow */
         size_t cap = t->cap > b->len ? t->cap : 65536;
@@ -79,7 +88,16 @@ static int append(wm_ptask_t *t, const uint8_t *d, size_t n)
     return 0;
 }
 
-int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst, uint8_t **out, size_t *len)
+/* The agent bounds results itself: this only catches one that did not (an older agent). */
+static uint8_t *pack_too_large(const char *id, const char *inst, uint64_t max, size_t *len)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "result larger than %llu bytes (async.max_result)", (unsigned long long)max);
+    return pack_report(id, inst, FAAS__TASK_REPORT__KIND__REJECTED, NULL, msg, len);
+}
+
+int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst, uint64_t max_result, uint8_t **out,
+                 size_t *len)
 {
     *out = NULL;
     const char *id = ev->task_id;
@@ -100,15 +118,17 @@ int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst
     case FAAS__AGENT_EVENT__TYPE__TASK_RENEW:
         *out = pack_report(id, inst, FAAS__TASK_REPORT__KIND__RENEW, NULL, NULL, len);
         break;
-    case FAAS__AGENT_EVENT__TYPE__TASK_FAILED:
-        *out = pack_report(id, inst, FAAS__TASK_REPORT__KIND__FAILED, NULL,
-                           ev->message && ev->message[0] ? ev->message : "the agent reported a failure", len);
+    case FAAS__AGENT_EVENT__TYPE__TASK_FAILED: /* no_retry: another attempt would end the same way */
+        *out = pack_report(id, inst, ev->no_retry ? FAAS__TASK_REPORT__KIND__REJECTED : FAAS__TASK_REPORT__KIND__FAILED,
+                           NULL, ev->message && ev->message[0] ? ev->message : "the agent reported a failure", len);
         break;
     case FAAS__AGENT_EVENT__TYPE__TASK_DONE:
         if (ev->result == NULL)
             return -1;
         if (!ev->more) {
-            *out = pack_report(id, inst, FAAS__TASK_REPORT__KIND__DONE, ev->result, NULL, len);
+            *out = ev->result->body.len > max_result
+                       ? pack_too_large(id, inst, max_result, len)
+                       : pack_report(id, inst, FAAS__TASK_REPORT__KIND__DONE, ev->result, NULL, len);
             break;
         }
         if (t == NULL) { /* STARTED was never seen (it should have been): track it now */
@@ -126,8 +146,13 @@ int wm_task_feed(wm_ptask_t **list, const Faas__AgentEvent *ev, const char *inst
     case FAAS__AGENT_EVENT__TYPE__TASK_RESULT_CHUNK:
         if (t == NULL || t->res == NULL)
             return -1;
-        if (append(t, ev->chunk.data, ev->chunk.len) != 0) {
-            *out = pack_report(id, inst, FAAS__TASK_REPORT__KIND__FAILED, NULL, "result larger than 8 MiB", len);
+        if (t->res->body.len + ev->chunk.len > max_result) {
+            *out = pack_too_large(id, inst, max_result, len);
+            break;
+        }
+        if (append(t, ev->chunk.data, ev->chunk.len, max_result) != 0) {
+            *out = pack_report(id, inst, FAAS__TASK_REPORT__KIND__FAILED, NULL, "the worker manager ran out of memory",
+                               len);
             break;
         }
         if (ev->more)
@@ -166,6 +191,52 @@ size_t wm_task_gone(wm_ptask_t **list, const char *inst, const char *why,
     return n;
 }
 
+/* ---- pure: cancels ---- */
+
+wm_pod_t *wm_task_route(wm_pod_t *pods, const char *id, const char *inst)
+{
+    for (wm_pod_t *p = pods; p != NULL && inst[0] != '\0'; p = p->next)
+        if (strcmp(p->inst_id, inst) == 0)
+            return p;
+    /* the store did not say where (or said an instance gone since): whoever runs it */
+    for (wm_pod_t *p = pods; p != NULL; p = p->next)
+        if (find(&p->tasks, id) != NULL)
+            return p;
+    return NULL;
+}
+
+/* Copies s into out when it fits; 0 or -1. */
+static int copy_id(char *out, size_t cap, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n >= cap)
+        return -1;
+    memcpy(out, s, n + 1);
+    return 0;
+}
+
+int wm_task_cancel_wanted(const uint8_t *task, size_t len, char *id, size_t idcap, char *inst, size_t instcap)
+{
+    Faas__Task *t = faas__task__unpack(NULL, len, task);
+    int want =
+        t != NULL && t->cancel_requested && t->status == FAAS__TASK__STATUS__RUNNING && copy_id(id, idcap, t->id) == 0;
+    if (want && copy_id(inst, instcap, t->instance_id) != 0)
+        inst[0] = '\0'; /* routed by task id instead */
+    if (t != NULL)
+        faas__task__free_unpacked(t, NULL);
+    return want;
+}
+
+int wm_task_cancel_event(const uint8_t *ev, size_t len, char *id, size_t idcap, char *inst, size_t instcap)
+{
+    Faas__WatchEvent *e = faas__watch_event__unpack(NULL, len, ev);
+    int want = e != NULL && e->type == FAAS__WATCH_EVENT__TYPE__TASK_CANCEL && e->task != NULL &&
+               copy_id(id, idcap, e->task->id) == 0 && copy_id(inst, instcap, e->task->instance_id) == 0;
+    if (e != NULL)
+        faas__watch_event__free_unpacked(e, NULL);
+    return want;
+}
+
 /* ---- the relay thread ---- */
 
 typedef struct relay_item {
@@ -180,7 +251,7 @@ static struct {
     relay_item_t *head, **tail;
     int stop;
     pthread_t th;
-    const char *discovery;
+    wm_t *wm;
 } rl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &rl.head, 0, 0, NULL};
 
 void wm_task_post(void *ud, uint8_t *buf, size_t len)
@@ -209,6 +280,9 @@ static void relay_one(faas_rpc_channel_t *ch, relay_item_t *it)
         char err[256] = "";
         int rc = faas_rpc_unary(ch, "/faas.Discovery/ReportTask", it->buf, it->len, RELAY_TIMEOUT_MS, &resp, &rlen, err,
                                 sizeof(err));
+        char id[40], inst[64];
+        if (rc == 0 && wm_task_cancel_wanted(resp, rlen, id, sizeof(id), inst, sizeof(inst)))
+            wm_post_cancel_task(rl.wm, id, inst);
         free(resp);
         if (rc == 0)
             return;
@@ -226,7 +300,7 @@ static void relay_one(faas_rpc_channel_t *ch, relay_item_t *it)
 static void *relay_main(void *arg)
 {
     (void)arg;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(rl.discovery);
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(rl.wm->cfg->discovery);
     for (;;) {
         pthread_mutex_lock(&rl.mu);
         while (rl.head == NULL && !rl.stop)
@@ -250,9 +324,9 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
-int wm_task_relay_start(const char *discovery)
+int wm_task_relay_start(wm_t *wm)
 {
-    rl.discovery = discovery;
+    rl.wm = wm;
     return pthread_create(&rl.th, NULL, relay_main, NULL);
 }
 
@@ -263,4 +337,57 @@ void wm_task_relay_stop(void)
     pthread_cond_broadcast(&rl.cv);
     pthread_mutex_unlock(&rl.mu);
     pthread_join(rl.th, NULL);
+}
+
+/* ---- the cancel watch ---- */
+
+static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
+{
+    wm_t *wm = ud;
+    char id[40], inst[64];
+    /* every worker manager hears every cancel: only those of our instances are ours */
+    if (wm_task_cancel_event(msg, len, id, sizeof(id), inst, sizeof(inst)) && wm_owns_instance(wm, inst)) {
+        FAAS_INFO("event=task_cancel_heard task=%s instance=%s", id, inst);
+        wm_post_cancel_task(wm, id, inst);
+    }
+    return 0;
+}
+
+static void *watch_main(void *arg)
+{
+    wm_t *wm = arg;
+    Faas__WatchRequest wr = FAAS__WATCH_REQUEST__INIT;
+    wr.task_cancels = 1;
+    size_t len;
+    uint8_t *req = faas_pb_pack(&wr.base, &len);
+    uint32_t backoff = WATCH_BACKOFF_MS;
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
+    for (;;) {
+        char err[256] = "";
+        uint64_t t0 = faas_now_ms();
+        int rc = req != NULL ? faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_watch_msg, wm, err,
+                                                      sizeof(err))
+                             : -1;
+        if (faas_now_ms() - t0 > WATCH_HEALTHY_MS)
+            backoff = WATCH_BACKOFF_MS;
+        FAAS_WARN("event=task_watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, err, backoff);
+        usleep(backoff * 1000);
+        backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
+        /* a fresh channel: grpc's own reconnect backoff (up to minutes) must not delay the
+         * watch once discovery is back; retries are paced here */
+        faas_rpc_channel_close(ch);
+        ch = faas_rpc_channel_open(wm->cfg->discovery);
+    }
+    return NULL;
+}
+
+int wm_task_watch_start(wm_t *wm)
+{
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, watch_main, wm);
+    pthread_attr_destroy(&at);
+    return rc;
 }

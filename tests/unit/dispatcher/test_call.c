@@ -426,6 +426,25 @@ Test(call, explicit_deadline_is_sent)
     finish(r);
 }
 
+/* A task's hand-off: the agent is told the async timeout, not what the call has left. */
+Test(call, agent_deadline_overrides_the_time_left)
+{
+    res_t *r = calloc(1, sizeof(*r));
+    r->consume = 1;
+    r->c = disp_call_new(DISP_PROTO_HTTP, &sink, r);
+    static const char *const h[][2] = {
+        {":method", "GET"}, {":scheme", "http"}, {":authority", "gw"}, {":path", "/t"}, {"x-mode", "echo"}};
+    for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++)
+        cr_assert_eq(disp_call_header(r->c, h[i][0], strlen(h[i][0]), h[i][1], strlen(h[i][1])), 0);
+    cr_assert_eq(disp_call_body(r->c, NULL, 0, 1), 0);
+    disp_call_set_agent_deadline(r->c, 3600000);
+    disp_call_start(r->c, "echo", 4, "rid-task", 0);
+    RUN_UNTIL(DONE(r), 5000);
+    cr_assert(r->ended);
+    cr_assert_str_eq(hdr(r, "x-deadline"), "3600000");
+    finish(r);
+}
+
 Test(call, body_1_byte)
 {
     echo_body(1);

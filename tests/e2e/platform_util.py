@@ -205,6 +205,29 @@ def curl(*args, timeout=30):
     return int(code or 0), body, p.stderr
 
 
+def descendants_named(root, comm):
+    """PIDs named comm whose ancestry reaches root (only this test's pods: other checkouts
+    may run the same programs at the same time)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            pid = int(d)
+            while pid > 1:
+                with open(f"/proc/{pid}/stat") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if pid == root:
+                    out.append(int(d))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def pids_matching(substr):
     out = []
     for pid in os.listdir("/proc"):

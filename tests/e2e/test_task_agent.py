@@ -23,7 +23,7 @@ import pytest
 
 import discpb as pb
 import faaspb
-from platform_util import BUILD, Platform, curl, wait_until
+from platform_util import BUILD, Platform, curl, descendants_named, wait_until
 
 SVC = "/faas.Discovery/"
 
@@ -59,29 +59,6 @@ def wait_status(p, tid, status, timeout):
     wait_until(lambda: get(p, tid)["status"] == status, timeout, interval=0.1,
                what=f"task {tid} status {status}: {get(p, tid)}\n{p.logs()}")
     return get(p, tid)
-
-
-def descendants_named(root, comm):
-    """PIDs named comm whose ancestry reaches root (only this test's pods: other worktrees
-    may run hello servers too)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/comm") as f:
-                if f.read().strip() != comm:
-                    continue
-            pid = int(d)
-            while pid > 1:
-                with open(f"/proc/{pid}/stat") as f:
-                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if pid == root:
-                    out.append(int(d))
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def test_task_result_replayed_byte_for_byte(plat):

@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from platform_util import ROOT, Platform, curl, wait_until
+from platform_util import ROOT, Platform, curl, descendants_named, wait_until
 
 LINE = re.compile(r"hello: request (begin|end) id=([0-9a-f]{32}) t_ms=(\d+) ")
 
@@ -61,26 +61,6 @@ def runs(p, fn):
     return out
 
 
-def pids_of(comm, root):
-    """PIDs named comm below root in the process tree (only this test's pods)."""
-    found = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/comm") as f:
-                if f.read().strip() != comm:
-                    continue
-            pid = int(d)
-            while pid > 1:
-                with open(f"/proc/{pid}/stat") as f:
-                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if pid == root:
-                    found.append(int(d))
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def test_gateway_sigkilled_mid_60s_task_runs_it_exactly_once(plat):
     deploy_counted(plat, "long")
     tid = submit(plat, "/async-function/long/slow?ms=60000")
@@ -109,7 +89,7 @@ def test_pod_killed_mid_task_runs_again_on_attempt_2(plat):
     wait_until(lambda: runs(plat, "podkill").get(tid), 60, interval=0.05,
                what=f"the user server took the task\n{plat.logs()}")
     first = task(plat, tid)
-    agents = pids_of("faas-agent", plat.wm.proc.pid)
+    agents = descendants_named(plat.wm.proc.pid, "faas-agent")
     assert agents, plat.logs()
     for pid in agents:  # the whole pod: its agent, and with it the user server it started
         os.kill(pid, signal.SIGKILL)

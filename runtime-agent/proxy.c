@@ -101,7 +101,10 @@ static int build_head(agent_req_t *r, uint64_t *deadline_ms)
         if (h->namelen == 0 || n[0] == ':' || agent_header_is_hop(n, h->namelen) ||
             (conn != NULL && http1_token_listed((const char *)conn->value, conn->valuelen, n, h->namelen)))
             continue;
-        if (task && h->namelen > 5 && memcmp(n, "faas-", 5) == 0) /* platform headers stay ours */
+        /* platform headers stay ours, but for the request id and the attempt number: every
+         * attempt of a task carries the same faas-request-id, so a user server can de-duplicate */
+        if (task && h->namelen > 5 && memcmp(n, "faas-", 5) == 0 && !nv_is(h, "faas-request-id", 15) &&
+            !nv_is(h, "faas-task-attempt", 17))
             continue;
         if (nv_is(h, "cookie", 6)) {
             cookies++;

@@ -973,7 +973,8 @@ static int cmd_tasks_cancel(const ctl_args_t *a)
         return code;
     char status[16];
     if (r.status == 409) {
-        fprintf(stderr, "faasctl: task %s has already finished, nothing to cancel (%s)\n", a->task_id, gw_said(&r));
+        /* the gateway's 409 says the same in its own words: one sentence is enough */
+        fprintf(stderr, "faasctl: task %s has already finished, nothing to cancel\n", a->task_id);
         code = EXIT_RUNTIME;
     } else if (r.status != 200)
         code = task_refused(a->task_id, &r);

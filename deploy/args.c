@@ -230,7 +230,8 @@ static const char usage_invoke[] =
     "                      ends (X-Callback-Url; http:// or https://)\n"
     "      --json          with --async: print the gateway's JSON ({\"id\": ..., \"status\": ...})\n";
 static const char usage_instances[] =
-    "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER STATE AGE.\n";
+    "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER KIND STATE PID AGE.\n"
+    "KIND is reserved or elastic; STATE is starting, ready, overloaded or draining.\n";
 static const char usage_logs[] =
     "usage: faasctl logs NAME [--tail N]\n\nPrints the function's log lines from every worker (last N, default 100).\n";
 

@@ -338,8 +338,11 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
-              a->call ? "acquired" : a->reserved ? "reserved_ready" : "scaled_up", p->function, p->inst_id, p->id, endpoint, a->req->request_id,
-              t.total_us, t.queue_us, t.code_us, t.specialize_us, t.exec_us, t.ready_us);
+              a->call       ? "acquired"
+              : a->reserved ? "reserved_ready"
+                            : "scaled_up",
+              p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
+              t.specialize_us, t.exec_us, t.ready_us);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     a->req = NULL;
     acq_free(a);

@@ -225,9 +225,9 @@ static void *watch_main(void *arg)
         pthread_mutex_lock(&R.mu);
         forget_all();
         pthread_mutex_unlock(&R.mu);
-        int rc = req != NULL ? faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_msg, wm, err,
-                                                      sizeof(err))
-                             : -1;
+        int rc = req != NULL
+                     ? faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_msg, wm, err, sizeof(err))
+                     : -1;
         if (faas_now_ms() - t0 > RESV_WATCH_HEALTHY_MS)
             backoff = RESV_WATCH_BACKOFF_MS;
         FAAS_WARN("event=reserved_watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, err, backoff);
@@ -367,8 +367,7 @@ uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now)
     R.next_us = now + RESV_TICK_US;
     for (size_t i = 0; i < R.n_fns; i++) {
         resv_fn_t *f = &R.fns[i];
-        uint32_t share = wm_reserved_share((const char *const *)R.workers, R.n_workers, wm->cfg->id,
-                                           f->spec->reserved);
+        uint32_t share = wm_reserved_share((const char *const *)R.workers, R.n_workers, wm->cfg->id, f->spec->reserved);
         reconcile_fn(wm, f, share, now);
     }
     stop_orphans(wm);

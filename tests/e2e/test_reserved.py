@@ -153,3 +153,54 @@ def test_dead_reserved_is_replaced_and_idle_keeps_reserved(plat):
     time.sleep(1.5)  # well past idle_timeout
     assert {r["id"] for r in of_kind(instances(plat, "keep"), "reserved")} == ids
     assert len(instances(plat, "keep")) == 2
+
+
+def test_new_version_replaces_reserved_instances(plat):
+    plat.deploy_hello("ver", "--reserved", "2")
+    old = {r["id"] for r in wait_reserved(plat, "ver", 2)}
+    plat.deploy_hello("ver", "--reserved", "2", "-e", "V=2")  # a new version
+    wait_until(lambda: not old & {r["id"] for r in instances(plat, "ver")} and
+               len(of_kind(instances(plat, "ver"), "reserved")) == 2, 15, interval=0.1,
+               what="the old version's reserved instances replaced by the new version's")
+    # the reserved count follows the spec: lowered to 1, one goes
+    plat.deploy_hello("ver", "--reserved", "1", "-e", "V=3")
+    wait_until(lambda: len(instances(plat, "ver")) == 1, 15, interval=0.1, what="one reserved instance left")
+    assert of_kind(instances(plat, "ver"), "reserved")
+
+
+def test_two_worker_managers_split_the_reserved_count(tmp_path):
+    """Each worker manager computes its share from the same sorted worker ids: 3 over 2
+    workers is 2 for the first id and 1 for the second, never 3 each."""
+    from platform_util import Daemon, free_port
+    p = Platform(tmp_path, pool_size=2)
+    port2, mport2 = free_port(), free_port()
+    wm2 = Daemon("workermgr2", [f"{BUILD}/faas-workermgr", "--listen", f"127.0.0.1:{port2}",
+                                "--metrics-listen", f"127.0.0.1:{mport2}", "--discovery", p.discovery_addr,
+                                "--state-dir", f"{p.dir}/worker2", "--pool-size", "2", "--lease-ttl-ms", "1500",
+                                "--id", "wm-zz-second"], p.dir, port2)
+    p.start()
+    try:
+        wm2.start()
+        wait_until(lambda: len(p.rpc(p.discovery_addr, "/faas.Discovery/ListWorkers")) > 0 and
+                   b"wm-zz-second" in p.rpc(p.discovery_addr, "/faas.Discovery/ListWorkers"), 10,
+                   what="second worker registered")
+        p.deploy_hello("split", "--reserved", "3")
+        first = f"wm-{p.wm_port}"  # sorts before "wm-zz-second"
+
+        def by_worker():
+            out = p.ctl("instances", "split").stdout.splitlines()[1:]
+            rows = [l.split() for l in out if l.strip()]
+            if any(r[3] != "reserved" or r[4] != "ready" for r in rows):
+                return None
+            return sorted(r[2] for r in rows)
+
+        wait_until(lambda: by_worker() == sorted([first, first, "wm-zz-second"]), 15, interval=0.1,
+                   what="2 reserved on the first worker, 1 on the second")
+        time.sleep(1.5)  # a tick later nobody has started more
+        assert by_worker() == sorted([first, first, "wm-zz-second"])
+        # the second worker goes: its share moves to the first
+        wm2.stop()
+        wait_until(lambda: by_worker() == [first] * 3, 20, interval=0.2, what="all 3 on the remaining worker")
+    finally:
+        wm2.stop()
+        p.stop()

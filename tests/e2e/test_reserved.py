@@ -153,6 +153,11 @@ def test_dead_reserved_is_replaced_and_idle_keeps_reserved(plat):
     time.sleep(1.5)  # well past idle_timeout
     assert {r["id"] for r in of_kind(instances(plat, "keep"), "reserved")} == ids
     assert len(instances(plat, "keep")) == 2
+    # the first call after the quiet period: a reserved instance, no cold start
+    res_ns = {pidns(r["pid"]) for r in of_kind(instances(plat, "keep"), "reserved")}
+    t0 = time.monotonic()
+    assert served_by(plat, "keep") in res_ns
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_new_version_replaces_reserved_instances(plat):

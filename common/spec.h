@@ -49,6 +49,9 @@
 
 /* Largest min_instances / max_instances a spec may ask for. */
 #define FAAS_SPEC_LIMIT_INSTANCES 100000
+/* Largest reserved count (instances kept specialized from deploy on, docs/scaling.md):
+ * each is a running pod, so far below FAAS_SPEC_LIMIT_INSTANCES. */
+#define FAAS_SPEC_LIMIT_RESERVED 1000
 /* Largest concurrency a spec may ask for. */
 #define FAAS_SPEC_LIMIT_CONCURRENCY 1000000
 

@@ -196,6 +196,8 @@ static const char usage_deploy[] =
     "      --max-body SIZE         largest request body\n"
     "      --concurrency N         max in-flight requests per instance (0 = unlimited)\n"
     "      --min-instances N / --max-instances N\n"
+    "      --reserved N            instances kept specialized from deploy on, used when no\n"
+    "                              elastic instance can take a call (docs/scaling.md)\n"
     "      --grpc-service S        gRPC service served (repeatable)\n"
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
@@ -228,7 +230,8 @@ static const char usage_invoke[] =
     "                      ends (X-Callback-Url; http:// or https://)\n"
     "      --json          with --async: print the gateway's JSON ({\"id\": ..., \"status\": ...})\n";
 static const char usage_instances[] =
-    "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER STATE AGE.\n";
+    "usage: faasctl instances NAME\n\nLists the function's instances: ID ENDPOINT WORKER KIND STATE PID AGE.\n"
+    "KIND is reserved or elastic; STATE is starting, ready, overloaded or draining.\n";
 static const char usage_logs[] =
     "usage: faasctl logs NAME [--tail N]\n\nPrints the function's log lines from every worker (last N, default 100).\n";
 
@@ -408,6 +411,7 @@ static const struct option deploy_opts[] = {
     {"thrift-service", required_argument, NULL, OPT_FIRST_KEY + 16},
     {"max-duration", required_argument, NULL, OPT_FIRST_KEY + 17},
     {"port-env", required_argument, NULL, OPT_FIRST_KEY + 18},
+    {"reserved", required_argument, NULL, OPT_FIRST_KEY + 19},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -415,13 +419,13 @@ static const char *const deploy_keys[] = {
     "command",       "protocol",       "health.path", "health.tcp",    "port",          "resources.memory",
     "resources.cpu", "resources.pids", "timeout",     "idle_timeout",  "cold_start_timeout", "max_body",
     "concurrency",   "min_instances",  "max_instances", "grpc_services", "thrift_services", "max_duration",
-    "port_env",
+    "port_env",      "reserved",
 };
 static const char *const deploy_flags[] = {
     "--cmd",         "--protocol",      "--health",        "--health-tcp",    "--port",
     "--memory",      "--cpu",           "--pids",          "--timeout",       "--idle-timeout",
     "--cold-start-timeout", "--max-body", "--concurrency", "--min-instances", "--max-instances",
-    "--grpc-service", "--thrift-service", "--max-duration", "--port-env",
+    "--grpc-service", "--thrift-service", "--max-duration", "--port-env", "--reserved",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

@@ -487,6 +487,15 @@ static void age_of(char *out, size_t cap, int64_t started_ms)
         snprintf(out, cap, "%lldd", (long long)s / 86400);
 }
 
+/* An overloaded instance is ready too: overloaded says more (its agent asked for help). */
+static const char *instance_state(const Faas__Instance *in)
+{
+    static const char *const states[] = {"starting", "ready", "draining"};
+    if (in->overloaded && in->state == FAAS__INSTANCE__STATE__READY)
+        return "overloaded";
+    return (unsigned)in->state < sizeof(states) / sizeof(states[0]) ? states[in->state] : "?";
+}
+
 static int cmd_instances(const ctl_args_t *a)
 {
     const char *name = a->name;
@@ -498,14 +507,13 @@ static int cmd_instances(const ctl_args_t *a)
     Faas__InstanceList *l = list_instances(name, &code);
     if (l == NULL)
         return code;
-    static const char *const states[] = {"STARTING", "READY", "DRAINING"};
-    printf("%-20s  %-21s  %-16s  %-8s  %s\n", "ID", "ENDPOINT", "WORKER", "STATE", "AGE");
+    printf("%-20s  %-21s  %-16s  %-8s  %-10s  %-8s  %s\n", "ID", "ENDPOINT", "WORKER", "KIND", "STATE", "PID", "AGE");
     for (size_t i = 0; i < l->n_instances; i++) {
         const Faas__Instance *in = l->instances[i];
         char age[16];
         age_of(age, sizeof(age), in->started_unix_ms);
-        printf("%-20s  %-21s  %-16s  %-8s  %s\n", in->id, in->endpoint, in->worker_id,
-               (unsigned)in->state < 3 ? states[in->state] : "?", age);
+        printf("%-20s  %-21s  %-16s  %-8s  %-10s  %-8u  %s\n", in->id, in->endpoint, in->worker_id,
+               in->kind == FAAS__INSTANCE__KIND__RESERVED ? "reserved" : "elastic", instance_state(in), in->pid, age);
     }
     faas__instance_list__free_unpacked(l, NULL);
     return 0;

@@ -351,6 +351,8 @@ static int set_named(faas_manifest_t *m, const char *key, const char *v, const c
         return set_u32(&s->min_instances, v, FAAS_SPEC_LIMIT_INSTANCES, err);
     if (strcmp(key, "max_instances") == 0)
         return set_u32(&s->max_instances, v, FAAS_SPEC_LIMIT_INSTANCES, err);
+    if (strcmp(key, "reserved") == 0)
+        return set_u32(&s->reserved, v, FAAS_SPEC_LIMIT_RESERVED, err);
     if (strcmp(key, "timeout") == 0)
         return set_duration(&s->timeout_ms, v, err);
     if (strcmp(key, "cold_start_timeout") == 0)
@@ -511,7 +513,7 @@ static const char *const known_keys[] = {
     "name",          "protocol",      "command",         "env",              "port",         "port_env",
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
-    "thrift_transport", "max_duration", "async",
+    "thrift_transport", "max_duration", "async",      "reserved",
 };
 
 static int is_known(const char *k)
@@ -648,6 +650,10 @@ int faas_manifest_validate(const Faas__FunctionSpec *s, const char **err)
     }
     if (s->max_instances != 0 && s->min_instances > s->max_instances) {
         *err = "min_instances is larger than max_instances";
+        return -1;
+    }
+    if (s->max_instances != 0 && s->reserved > s->max_instances) {
+        *err = "reserved is larger than max_instances";
         return -1;
     }
     if (s->n_grpc_services > 0 && s->protocol != FAAS__PROTOCOL__GRPC) {
@@ -795,6 +801,8 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
     }
     fprintf(f, "concurrency: %u\nmin_instances: %u\nmax_instances: %u\n", s->concurrency, s->min_instances,
             s->max_instances);
+    if (s->reserved)
+        fprintf(f, "reserved: %u\n", s->reserved);
     print_duration(f, "timeout", s->timeout_ms);
     print_duration(f, "cold_start_timeout", s->cold_start_timeout_ms);
     print_duration(f, "idle_timeout", s->idle_timeout_ms);

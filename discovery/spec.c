@@ -104,6 +104,14 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
         *err = "max_instances must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_INSTANCES);
         return -1;
     }
+    if (s->reserved > FAAS_SPEC_LIMIT_RESERVED) {
+        *err = "reserved must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_RESERVED);
+        return -1;
+    }
+    if (s->reserved > s->max_instances) {
+        *err = "reserved must not exceed max_instances";
+        return -1;
+    }
     if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {
         *err = "code_sha256 is required: upload the code with UploadCode first";
         return -1;

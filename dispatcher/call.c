@@ -329,6 +329,8 @@ void disp_call_send(disp_call_t *c, disp_inst_t *inst)
     size_t n = agent_headers(c, nv, dl);
     c->inst = inst;
     disp_inst_begin(inst);
+    if (inst->reserved)
+        disp_on_reserved_call(c->fn, c->rid);
     int rc = h2b_pair_connect(c->pair, conn, nv, n);
     if (nv != stack)
         free(nv);

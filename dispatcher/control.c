@@ -376,6 +376,7 @@ static void function_put(const Faas__FunctionSpec *s)
         .concurrency = s->concurrency,
         .min_instances = s->min_instances,
         .max_instances = s->max_instances,
+        .reserved = s->reserved,
         .timeout_ms = s->timeout_ms ? s->timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS,
         .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS,
         .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS,
@@ -411,6 +412,7 @@ static void instance_put(const Faas__Instance *pi)
     if (inst == NULL)
         return;
     inst->gen = disp_g.snap_gen;
+    inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
         inst->ready = 0;
     disp_on_instance_ready(fn);
@@ -504,6 +506,7 @@ static void acquired(ctl_msg_t *m)
     if (inst != NULL) {
         inst->gen = disp_g.snap_gen;
         inst->acquired_ms = faas_now_ms();
+        inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     }
     disp_g.cold_starts++;
     FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s total_us=%u", m->rid, m->fn, m->ms,

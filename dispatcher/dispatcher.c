@@ -110,6 +110,16 @@ static int maybe_acquire(disp_fn_t *fn, const char *rid)
     return 0;
 }
 
+void disp_on_reserved_call(disp_fn_t *fn, const char *rid)
+{
+    fn->reserved_calls++;
+    if (!disp_elastic_wanted(fn))
+        return;
+    FAAS_INFO("event=elastic_wanted fn=%.*s request_id=%s", (int)fn->name_len, fn->name, rid);
+    if (disp_control_acquire(fn, rid) == 0)
+        fn->acquiring++;
+}
+
 /* Fails every waiter that can no longer expect an instance. */
 static void fail_waiters(disp_fn_t *fn, faas_err_t kind, const char *what)
 {
@@ -236,6 +246,13 @@ void disp_metrics(FILE *out)
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];
         fprintf(out, "faas_instances{function=\"%.*s\"} %zu\n", (int)fn->name_len, fn->name, fn->ninst);
+    }
+    fprintf(out, "# HELP faas_gateway_reserved_requests_total Calls served by reserved instances (no elastic "
+                 "instance could take them).\n# TYPE faas_gateway_reserved_requests_total counter\n");
+    for (size_t i = 0; i < disp_g.table.nfns; i++) {
+        disp_fn_t *fn = disp_g.table.fns[i];
+        fprintf(out, "faas_gateway_reserved_requests_total{function=\"%.*s\"} %" PRIu64 "\n", (int)fn->name_len,
+                fn->name, fn->reserved_calls);
     }
     disp_callbacks_metrics(out);
 }

@@ -25,6 +25,8 @@ typedef struct disp_inst {
     int releasing;        /* Release sent */
     uint32_t gen;         /* watch snapshot generation that last saw it */
     uint64_t acquired_ms; /* when our own Acquire returned it (0 = learned from the watch) */
+    uint64_t born_ms;     /* when this table first heard of it: the function's scale-ups */
+    int reserved;         /* Instance.Kind RESERVED: picked last, never released here */
     struct disp_fn *fn;
 } disp_inst_t;
 
@@ -39,6 +41,7 @@ typedef struct {
     uint64_t version;
     uint32_t concurrency; /* per instance; 0 = unlimited */
     uint32_t min_instances, max_instances;
+    uint32_t reserved; /* FunctionSpec.reserved: kept by the worker managers, not by us */
     uint32_t timeout_ms, cold_start_timeout_ms, idle_timeout_ms, max_duration_ms;
     uint64_t max_body_bytes;
     uint32_t async_concurrency; /* async tasks claimed at once */
@@ -60,6 +63,7 @@ typedef struct disp_fn {
     uint32_t acquiring; /* Acquire calls in flight */
     uint64_t acquire_failed_at_ms;
     uint32_t gen;
+    uint64_t reserved_calls; /* calls sent to a reserved instance (metrics) */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
     size_t nservices[DISP_NPROTO];
     /* async tasks (tasks.c): one ClaimTasks in flight, polled by claim_timer */
@@ -117,8 +121,12 @@ int disp_inst_remove(disp_inst_t *inst);
 /* Effective per-instance limit (0 = unlimited). */
 uint32_t disp_inst_limit(const disp_inst_t *inst);
 
-/* Least in-flight READY instance of the function's current version with capacity. */
+/* Least in-flight READY instance of the function's current version with capacity,
+ * elastic first: a reserved one only when no elastic instance can take the call. */
 disp_inst_t *disp_pick(disp_fn_t *fn);
+/* 1 when a call just went to a reserved instance and an elastic one should be acquired:
+ * none is on its way (no Acquire in flight) and max_instances leaves room. */
+int disp_elastic_wanted(const disp_fn_t *fn);
 void disp_inst_begin(disp_inst_t *inst);
 /* Ends one request; returns 1 if this freed a removed instance (do not touch it). */
 int disp_inst_end(disp_inst_t *inst, uint64_t now_ms);
@@ -138,7 +146,10 @@ uint32_t disp_acquire_needed(const disp_fn_t *fn);
 
 /* Fills out[] (up to cap) with instances to release now: no request in flight and
  * either of an old version, of a forgotten function, or idle past idle_timeout_ms
- * (keeping min_instances of the current version). Marks them releasing. */
+ * (keeping min_instances of the current version). Marks them releasing. Reserved
+ * instances are never listed (their worker manager drains them); an idle one is held
+ * while the function's newest elastic instance is younger than idle_timeout_ms, so a
+ * sawtooth load does not release what it will acquire again at the next peak. */
 size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, size_t cap);
 
 /* Called when an instance is freed (tests watch it). */
@@ -193,6 +204,10 @@ void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg);
 /* Arms a dispatcher timer on the loop (at_ms on faas_now_ms's clock). */
 void disp_timer_start(disp_timer_t *t, uint64_t at_ms);
 void disp_timer_stop(disp_timer_t *t);
+
+/* dispatcher.c: a call went to a reserved instance of fn: counts it, and starts an
+ * elastic instance for the calls after it unless one is on its way (docs/scaling.md). */
+void disp_on_reserved_call(disp_fn_t *fn, const char *rid);
 
 /* call.c: a call held for fn got an instance / can no longer expect one. */
 void disp_call_send(disp_call_t *c, disp_inst_t *inst);

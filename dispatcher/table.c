@@ -257,6 +257,7 @@ disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, 
         copy_str(inst->id, sizeof(inst->id), id);
         inst->fn = fn;
         inst->idle_since_ms = now_ms;
+        inst->born_ms = now_ms;
         fn->inst[fn->ninst++] = inst;
     }
     /* the endpoint of a live instance does not change; keep the open connection */
@@ -295,20 +296,48 @@ static int usable(const disp_fn_t *fn, const disp_inst_t *inst)
     return inst->ready && !inst->removed && !inst->releasing && inst->version == fn->p.version;
 }
 
-disp_inst_t *disp_pick(disp_fn_t *fn)
+static int has_headroom(const disp_inst_t *inst)
+{
+    uint32_t lim = disp_inst_limit(inst);
+    return lim == 0 || inst->inflight < lim;
+}
+
+static disp_inst_t *pick_kind(disp_fn_t *fn, int reserved)
 {
     disp_inst_t *best = NULL;
     for (size_t k = 0; k < fn->ninst; k++) {
         disp_inst_t *inst = fn->inst[k];
-        if (!usable(fn, inst))
+        if (!usable(fn, inst) || inst->reserved != reserved)
             continue;
-        uint32_t lim = disp_inst_limit(inst);
-        if (lim != 0 && inst->inflight >= lim)
+        if (!has_headroom(inst))
             continue;
         if (best == NULL || inst->inflight < best->inflight)
             best = inst;
     }
     return best;
+}
+
+disp_inst_t *disp_pick(disp_fn_t *fn)
+{
+    disp_inst_t *inst = pick_kind(fn, 0);
+    return inst != NULL ? inst : pick_kind(fn, 1);
+}
+
+int disp_elastic_wanted(const disp_fn_t *fn)
+{
+    if (!fn->known || fn->acquiring != 0)
+        return 0;
+    uint32_t current = 0;
+    for (size_t k = 0; k < fn->ninst; k++) {
+        const disp_inst_t *inst = fn->inst[k];
+        if (inst->removed || inst->releasing || inst->version != fn->p.version)
+            continue;
+        current++;
+        /* one that is starting, or one with room, takes the next call itself */
+        if (!inst->reserved && (!inst->ready || has_headroom(inst)))
+            return 0;
+    }
+    return fn->p.max_instances == 0 || current < fn->p.max_instances;
 }
 
 void disp_inst_begin(disp_inst_t *inst)
@@ -406,19 +435,32 @@ static uint32_t current_count(const disp_fn_t *fn)
     return n;
 }
 
+/* When fn last grew: its newest elastic instance of the current version. */
+static uint64_t last_scale_up(const disp_fn_t *fn)
+{
+    uint64_t last = 0;
+    for (size_t k = 0; k < fn->ninst; k++) {
+        const disp_inst_t *inst = fn->inst[k];
+        if (!inst->reserved && !inst->removed && inst->version == fn->p.version && inst->born_ms > last)
+            last = inst->born_ms;
+    }
+    return last;
+}
+
 size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, size_t cap)
 {
     size_t n = 0;
     for (size_t i = 0; i < t->nfns && n < cap; i++) {
         disp_fn_t *fn = t->fns[i];
         uint32_t keep = current_count(fn);
+        uint32_t tmo = fn->p.idle_timeout_ms;
+        int settled = tmo != 0 && now_ms - last_scale_up(fn) >= tmo;
         for (size_t k = 0; k < fn->ninst && n < cap; k++) {
             disp_inst_t *inst = fn->inst[k];
-            if (inst->inflight != 0 || inst->releasing || inst->removed)
+            if (inst->inflight != 0 || inst->releasing || inst->removed || inst->reserved)
                 continue;
             int stale = !fn->known || inst->version != fn->p.version;
-            int idle = fn->p.idle_timeout_ms != 0 && now_ms - inst->idle_since_ms >= fn->p.idle_timeout_ms &&
-                       keep > fn->p.min_instances;
+            int idle = settled && now_ms - inst->idle_since_ms >= tmo && keep > fn->p.min_instances;
             if (!stale && !idle)
                 continue;
             if (!stale)

@@ -178,6 +178,7 @@ struct wm_pod {
     wm_acq_t *acq;             /* the acquisition being served while SPECIALIZING */
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
     wm_ptask_t *tasks;         /* async tasks it runs */
+    int reserved;              /* kept for FunctionSpec.reserved (reserved.c): never released on request */
 };
 
 struct wm_acq {
@@ -188,6 +189,7 @@ struct wm_acq {
     int code_ready;
     int agent_logged; /* the agent wrote why it failed into the function's log */
     char inst_id[24]; /* the instance being made for it, once a pod is taken */
+    int reserved;     /* started by reserved.c: the instance will be RESERVED */
 };
 
 /* A function's last cold start failure on this worker, sent with every lease renewal
@@ -220,6 +222,7 @@ typedef struct {
     uint64_t version;
     int64_t started_ms;
     uint32_t pid, concurrency;
+    int reserved;
 } wm_inst_snap_t;
 
 struct wm {
@@ -258,6 +261,20 @@ struct wm {
 int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst);
 /* 1 if inst is one of this worker's instances (from the published snapshot; any thread). */
 int wm_owns_instance(wm_t *wm, const char *inst);
+/* Starts an acquisition of the worker's own (no caller waits on a->call == NULL). */
+void wm_acquire_own(wm_t *wm, wm_acq_t *a);
+/* Takes a READY instance out of the set and tells its agent to stop (Release's path). */
+void wm_pod_stop(wm_t *wm, wm_pod_t *p);
+
+/* reserved.c */
+/* This worker's part of total reserved instances: total split evenly over the distinct
+ * worker ids, the remainder to the first ids in sorted order; 0 if me is not listed. */
+uint32_t wm_reserved_share(const char *const *workers, size_t n, const char *me, uint32_t total);
+/* Starts the thread that watches discovery's functions and workers for reserved.c. */
+int wm_reserved_watch_start(wm_t *wm);
+/* Pod thread: starts, stops and replaces this worker's reserved instances when the
+ * watch saw a change or a tick passed; returns when it wants to run next (us). */
+uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now);
 int wm_loop_init(wm_t *wm);
 void wm_loop_run(wm_t *wm);
 void wm_loop_shutdown(wm_t *wm);

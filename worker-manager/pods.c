@@ -169,6 +169,7 @@ static void publish(wm_t *wm)
         s[i].started_ms = p->started_ms;
         s[i].pid = (uint32_t)p->pid;
         s[i].concurrency = p->concurrency;
+        s[i].reserved = p->reserved;
         i++;
     }
     pthread_mutex_lock(&wm->mu);
@@ -313,6 +314,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     in.pid = (uint32_t)p->pid;
     in.started_unix_ms = p->started_ms;
     in.concurrency = p->concurrency;
+    in.kind = p->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
     Faas__AcquireTiming t = FAAS__ACQUIRE_TIMING__INIT;
     t.code_us = a->t_code_start ? (uint32_t)(a->t_code_done - a->t_code_start) : 0;
     t.queue_us = (uint32_t)(a->t_taken - a->t_code_done);
@@ -336,8 +338,11 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
               "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
-              a->call ? "acquired" : "scaled_up", p->function, p->inst_id, p->id, endpoint, a->req->request_id,
-              t.total_us, t.queue_us, t.code_us, t.specialize_us, t.exec_us, t.ready_us);
+              a->call       ? "acquired"
+              : a->reserved ? "reserved_ready"
+                            : "scaled_up",
+              p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
+              t.specialize_us, t.exec_us, t.ready_us);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     a->req = NULL;
     acq_free(a);
@@ -515,6 +520,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     wm_fmt(p->function, sizeof(p->function), "%s", s->name);
     p->version = s->version;
     p->concurrency = s->concurrency;
+    p->reserved = a->reserved;
     char err[300], rel[256];
     wm_fmt(rel, sizeof(rel), "faas/%s/%s", wm->cfg->id, p->id);
     wm_limits_t lim = {0, 0, 0};
@@ -703,13 +709,8 @@ static void on_pod_readable(wm_t *wm, wm_pod_t *p)
     faas__agent_event__free_unpacked(ev, NULL);
 }
 
-static void release(wm_t *wm, wm_work_t *w)
+void wm_pod_stop(wm_t *wm, wm_pod_t *p)
 {
-    wm_pod_t *p = find_instance(wm, w->arg);
-    if (p == NULL) {
-        faas_rpc_fail(w->call, FAAS_GRPC_NOT_FOUND, "no such instance on this worker");
-        return;
-    }
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__STOP;
     size_t len;
@@ -723,6 +724,22 @@ static void release(wm_t *wm, wm_work_t *w)
     p->deadline_us = faas_now_us() + STOP_GRACE_US;
     hb_urgent(wm);
     publish(wm);
+}
+
+static void release(wm_t *wm, wm_work_t *w)
+{
+    wm_pod_t *p = find_instance(wm, w->arg);
+    if (p == NULL) {
+        faas_rpc_fail(w->call, FAAS_GRPC_NOT_FOUND, "no such instance on this worker");
+        return;
+    }
+    if (p->reserved) {
+        /* reserved.c alone decides when a reserved instance goes (docs/scaling.md) */
+        faas_rpc_fail(w->call, FAAS_GRPC_FAILED_PRECONDITION,
+                      "a reserved instance is not released on request: lower the function's reserved count");
+        return;
+    }
+    wm_pod_stop(wm, p);
     uint8_t empty[1];
     faas_rpc_reply(w->call, empty, 0);
 }
@@ -826,6 +843,11 @@ static void code_done(wm_t *wm, wm_work_t *w)
     match(wm);
 }
 
+void wm_acquire_own(wm_t *wm, wm_acq_t *a)
+{
+    acquire(wm, a);
+}
+
 static void acquire(wm_t *wm, wm_acq_t *a)
 {
     char dir[PATH_MAX];
@@ -907,6 +929,8 @@ static int check_deadlines(wm_t *wm)
         next = p->deadline_us < next ? p->deadline_us : next;
     }
     refill(wm);
+    uint64_t resv = wm_reserved_reconcile(wm, now);
+    next = resv > now && resv < next ? resv : next;
     pthread_mutex_lock(&wm->mu);
     if (wm->hb_pending && now >= wm->hb_quiet_until_us) {
         wm->hb_pending = 0;

@@ -47,6 +47,7 @@ static void fill_instance(wm_t *wm, Faas__Instance *in, wm_inst_snap_t *s)
     in->pid = s->pid;
     in->started_unix_ms = s->started_ms;
     in->concurrency = s->concurrency;
+    in->kind = s->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
 }
 
 void wm_answer_list(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
@@ -445,6 +446,7 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     pthread_create(&hb, NULL, heartbeat_main, wm);
     wm_task_relay_start(wm);
     wm_task_watch_start(wm);
+    wm_reserved_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
     FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
               c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);

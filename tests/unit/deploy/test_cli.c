@@ -132,7 +132,7 @@ Test(ctl_cli, deploy_flags_become_checked_manifest_keys)
     ctl_args_t a;
     const char *err = NULL;
     cr_assert_eq(CTL(&a, NULL, &err, "deploy", "-f", "f.yaml", "--dir", "d", "--cmd", "./x -v", "--timeout", "30s",
-                     "-e", "A=1", "--health-tcp", "--memory=64Mi", "hello"),
+                     "-e", "A=1", "--health-tcp", "--memory=64Mi", "--reserved", "2", "hello"),
                  0, "%s", err);
     cr_assert_eq(a.cmd, CTL_DEPLOY);
     cr_assert_str_eq(a.file, "f.yaml");
@@ -140,9 +140,10 @@ Test(ctl_cli, deploy_flags_become_checked_manifest_keys)
     cr_assert_str_eq(a.name, "hello");
     const char *want[][3] = {{"command", "./x -v", "--cmd"},      {"timeout", "30s", "--timeout"},
                              {"env", "A=1", "--env"},             {"health.tcp", "true", "--health-tcp"},
-                             {"resources.memory", "64Mi", "--memory"}, {"name", "hello", "NAME"}};
-    cr_assert_eq(a.n_sets, 6);
-    for (size_t i = 0; i < 6; i++) {
+                             {"resources.memory", "64Mi", "--memory"}, {"reserved", "2", "--reserved"},
+                             {"name", "hello", "NAME"}};
+    cr_assert_eq(a.n_sets, 7);
+    for (size_t i = 0; i < 7; i++) {
         cr_assert_str_eq(a.sets[i].key, want[i][0]);
         cr_assert_str_eq(a.sets[i].value, want[i][1]);
         cr_assert_str_eq(a.sets[i].flag, want[i][2]);
@@ -165,6 +166,7 @@ Test(ctl_cli, deploy_bad_values_name_their_flag)
     CTL_BAD("NAME \"Hello!\"", "deploy", "Hello!");
     CTL_BAD("unexpected argument \"b\"", "deploy", "a", "b");
     CTL_BAD("-f needs a file name", "deploy", "-f", "");
+    CTL_BAD("--reserved \"many\"", "deploy", "hello", "--reserved", "many");
     CTL_BAD("bad option", "deploy", "--bogus");
     CTL_BAD("bad option", "deploy", "--timeout");
 }

@@ -35,6 +35,7 @@ Test(manifest, full_example)
                     "concurrency: 4\n"
                     "min_instances: 1\n"
                     "max_instances: 10\n"
+                    "reserved: 2\n"
                     "timeout: 30s\n"
                     "cold_start_timeout: 1500ms\n"
                     "idle_timeout: 5m\n"
@@ -64,6 +65,7 @@ Test(manifest, full_example)
     cr_assert_eq(s->concurrency, 4);
     cr_assert_eq(s->min_instances, 1);
     cr_assert_eq(s->max_instances, 10);
+    cr_assert_eq(s->reserved, 2);
     cr_assert_eq(s->timeout_ms, 30000);
     cr_assert_eq(s->cold_start_timeout_ms, 1500);
     cr_assert_eq(s->idle_timeout_ms, 300000);
@@ -171,11 +173,29 @@ Test(manifest, validate)
     faas_manifest_free(&m);
 }
 
+Test(manifest, reserved_bounds)
+{
+    faas_manifest_t m;
+    const char *e = NULL;
+    cr_assert_eq(faas_manifest_init(&m), 0);
+    cr_assert_eq(faas_manifest_set(&m, "reserved", "1001", &e), -1);
+    cr_assert_eq(faas_manifest_set(&m, "reserved", "-1", &e), -1);
+    cr_assert_eq(faas_manifest_set(&m, "name", "ok", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "command", "./s", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "max_instances", "2", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "reserved", "3", &e), 0);
+    cr_assert_eq(faas_manifest_validate(m.spec, &e), -1);
+    cr_assert(strstr(e, "reserved") != NULL, "%s", e);
+    cr_assert_eq(faas_manifest_set(&m, "reserved", "2", &e), 0);
+    cr_assert_eq(faas_manifest_validate(m.spec, &e), 0, "%s", e);
+    faas_manifest_free(&m);
+}
+
 Test(manifest, print_round_trips)
 {
     const char *y = "name: rt\nprotocol: thrift\ncommand: [\"./s\", \"a \\\"b\\\"\"]\nenv: {K: \"v:1\"}\n"
                     "health: {tcp: true}\nresources: {memory: 1Gi, cpu: 1.5, pids: 10}\n"
-                    "thrift_services: [A, B]\nthrift_transport: ttheader\ntimeout: 1500ms\n";
+                    "thrift_services: [A, B]\nthrift_transport: ttheader\ntimeout: 1500ms\nreserved: 3\n";
     faas_manifest_t m, m2;
     cr_assert_eq(parse(y, &m), 0, "%s", err);
     m.spec->version = 7;

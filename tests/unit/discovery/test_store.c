@@ -240,6 +240,14 @@ Test(store, rejects_bad_specs_with_messages)
     s.max_instances = 2;
     expect_bad(st, &s, "min_instances");
     s = basic("fn", argv_hello);
+    s.reserved = 3;
+    s.max_instances = 2;
+    expect_bad(st, &s, "reserved must not exceed max_instances");
+    s = basic("fn", argv_hello);
+    s.reserved = 1001;
+    s.max_instances = 2000;
+    expect_bad(st, &s, "reserved must be at most 1000");
+    s = basic("fn", argv_hello);
     s.protocol = 7;
     expect_bad(st, &s, "protocol");
     s = basic("fn", argv_hello);

@@ -283,3 +283,80 @@ Test(table, instance_before_its_function)
     disp_fn_set_spec(&T, fn, &p, NULL, 0);
     cr_assert_not_null(disp_pick(fn));
 }
+
+/* ---- reserved instances (docs/scaling.md) ---- */
+
+static disp_inst_t *put_kind(disp_fn_t *fn, const char *id, int reserved, uint64_t now)
+{
+    disp_inst_t *i = disp_inst_put(fn, id, "e", "w", 1, 1, 0, now);
+    cr_assert_not_null(i);
+    i->reserved = reserved;
+    return i;
+}
+
+Test(table, reserved_picked_only_when_no_elastic_has_room)
+{
+    disp_fn_t *fn = mkfn("a", 1, 0);
+    disp_inst_t *r1 = put_kind(fn, "r1", 1, 0);
+    cr_assert_eq(disp_pick(fn), r1, "no elastic instance: the reserved one serves at once");
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    cr_assert_eq(disp_pick(fn), e1, "an idle elastic instance comes first");
+    disp_inst_begin(e1);
+    cr_assert_eq(disp_pick(fn), r1, "the elastic one is at its limit: the reserved one takes the call");
+    disp_inst_begin(r1);
+    cr_assert_null(disp_pick(fn), "both full");
+    disp_inst_end(e1, 1);
+    cr_assert_eq(disp_pick(fn), e1);
+    /* with unlimited concurrency an elastic instance always has headroom */
+    disp_fn_t *g = mkfn("b", 0, 0);
+    put_kind(g, "gr", 1, 0);
+    disp_inst_t *ge = put_kind(g, "ge", 0, 0);
+    for (int k = 0; k < 5; k++)
+        disp_inst_begin(ge);
+    cr_assert_eq(disp_pick(g), ge);
+}
+
+Test(table, elastic_wanted_once_and_within_max)
+{
+    disp_fn_t *fn = mkfn("a", 1, 3);
+    disp_inst_t *r1 = put_kind(fn, "r1", 1, 0);
+    cr_assert_eq(disp_elastic_wanted(fn), 1, "only a reserved instance: ask for an elastic one");
+    fn->acquiring = 1;
+    cr_assert_eq(disp_elastic_wanted(fn), 0, "one is on its way: not once per call");
+    fn->acquiring = 0;
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    cr_assert_eq(disp_elastic_wanted(fn), 0, "an elastic instance has room");
+    disp_inst_begin(e1);
+    cr_assert_eq(disp_elastic_wanted(fn), 1, "the elastic one is full");
+    disp_inst_t *e2 = put_kind(fn, "e2", 0, 0);
+    e2->ready = 0;
+    cr_assert_eq(disp_elastic_wanted(fn), 0, "one is starting");
+    e2->ready = 1;
+    disp_inst_begin(e2);
+    cr_assert_eq(disp_elastic_wanted(fn), 0, "max_instances (3) reached");
+    (void)r1;
+}
+
+Test(table, reserved_never_idle_released)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    put_kind(fn, "r1", 1, 0);
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    disp_inst_t *out[8];
+    cr_assert_eq(disp_idle_collect(&T, 10000, out, 8), 1);
+    cr_assert_eq(out[0], e1, "the elastic one goes, the reserved one stays");
+    fn->p.version = 2;
+    cr_assert_eq(disp_idle_collect(&T, 20000, out, 8), 0, "its worker manager drains an old reserved one");
+}
+
+Test(table, idle_release_waits_for_the_last_scale_up)
+{
+    /* idle_timeout 100 ms: e1 idle since 0, but e2 arrived at 150 (a new peak) */
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    disp_inst_t *out[8];
+    put_kind(fn, "e2", 0, 150);
+    cr_assert_eq(disp_idle_collect(&T, 200, out, 8), 0, "within idle_timeout of a scale-up nothing goes");
+    cr_assert_eq(disp_idle_collect(&T, 250, out, 8), 2, "then both idle ones go");
+    (void)e1;
+}

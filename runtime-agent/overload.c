@@ -35,6 +35,10 @@
  * CFS periods throttled. At half, the CPU sets the pace; below a fifth it is slack. */
 #define CPU_FIRE 0.5
 #define CPU_CLEAR 0.2
+/* Throttling says the quota binds, not by how much the demand passes it (a pod throttled
+ * in every period may want 1.1 or 10 quotas): it asks for at most this many; queueing and
+ * PSI, which do measure the excess, ask for more. */
+#define THROTTLE_DEGREE_MAX 2u
 /* Throttling is judged on at least this many CFS periods (100 ms each by default). */
 #define MIN_PERIODS 5
 /* While overloaded, FIRE again (if still hot) after two windows: one for the instances
@@ -133,7 +137,7 @@ static judgement_t judge_queue(agent_ol_t *d, unsigned b)
 }
 
 /* Share of time (PSI) or of periods (throttling) the CPU held the pod back. */
-static judgement_t judge_share(double share, int valid)
+static judgement_t judge_share(double share, int valid, uint32_t max_degree)
 {
     judgement_t j = {0, 1, 1, share};
     if (!valid)
@@ -142,6 +146,8 @@ static judgement_t judge_share(double share, int valid)
     j.clear = share < CPU_CLEAR;
     /* waiting a share p of the time means a demand of 1/(1-p) of what it gets */
     j.degree = clamp_degree(share >= 0.99 ? DEGREE_MAX : share / (1.0 - share));
+    if (j.degree > max_degree)
+        j.degree = max_degree;
     return j;
 }
 
@@ -150,7 +156,7 @@ static judgement_t judge_psi(const agent_ol_t *d, unsigned b)
     const agent_ol_sample_t *now = at(d, 0), *old = at(d, b);
     uint64_t span = now->t_us - old->t_us;
     int valid = now->has_psi && old->has_psi && span * 2 >= TAU_US && now->psi_some_us >= old->psi_some_us;
-    return judge_share(valid ? (double)(now->psi_some_us - old->psi_some_us) / span : 0, valid);
+    return judge_share(valid ? (double)(now->psi_some_us - old->psi_some_us) / span : 0, valid, DEGREE_MAX);
 }
 
 static judgement_t judge_throttle(const agent_ol_t *d, unsigned b)
@@ -159,7 +165,7 @@ static judgement_t judge_throttle(const agent_ol_t *d, unsigned b)
     uint64_t dp = now->nr_periods - old->nr_periods, dt = now->nr_throttled - old->nr_throttled;
     int valid =
         now->has_throttle && old->has_throttle && now->nr_periods >= old->nr_periods && dp >= MIN_PERIODS && dt <= dp;
-    return judge_share(valid ? (double)dt / dp : 0, valid);
+    return judge_share(valid ? (double)dt / dp : 0, valid, THROTTLE_DEGREE_MAX);
 }
 
 static agent_ol_verdict_t fire(agent_ol_t *d, uint64_t now, const char *signal, uint32_t degree, double ratio)

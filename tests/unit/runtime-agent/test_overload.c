@@ -164,7 +164,7 @@ Test(overload, cpu_throttling_fires_and_recovers)
         cpu_tick(&t, 0, 1, 1); /* every period throttled */
     cr_assert_geq(t.fires, 1);
     cr_expect_str_eq(t.last_fire.signal, "cpu_throttled");
-    cr_expect_geq(t.last_fire.degree, 1);
+    cr_expect(t.last_fire.degree >= 1 && t.last_fire.degree <= 2, "throttling cannot say by how much");
     for (int i = 0; i < 40; i++)
         cpu_tick(&t, 0, 1, 0);
     cr_expect_eq(t.recovers, 1);

@@ -1,0 +1,105 @@
+"""The overload detector end to end (issue 12): with no `concurrency` set, an instance
+that queues (a server under a lock) or saturates its CPU quota reports OVERLOAD and
+the worker manager starts more instances; steady light load starts none. Assertions are
+on instance counts with generous bounded waits, never on latency: the machine is shared."""
+import http.client
+import os
+import threading
+import time
+
+import pytest
+
+from platform_util import Platform, wait_until
+
+
+@pytest.fixture
+def plat(tmp_path):
+    p = Platform(tmp_path, pool_size=3).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+class Load:
+    """n client threads, each sending path in a loop over its own keep-alive connection."""
+
+    def __init__(self, plat, fn, path, n):
+        self.port = plat.http_port
+        self.target = f"/function/{fn}{path}"
+        self.stop_ev = threading.Event()
+        self.codes = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
+
+    def run(self):
+        conn = None
+        while not self.stop_ev.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                conn.request("GET", self.target)
+                r = conn.getresponse()
+                r.read()
+                code = r.status
+            except (OSError, http.client.HTTPException):
+                code = "error"
+                conn = None
+            with self.lock:
+                self.codes[code] = self.codes.get(code, 0) + 1
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(35)
+
+
+def fn_log(plat, fn):
+    path = f"{plat.dir}/worker/logs/{fn}.log"
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def overload_events(plat, signal=None):
+    name = "faas_wm_overload_events_total" + (f'{{signal="{signal}"}}' if signal else "")
+    return plat.wm_metric(name)
+
+
+def test_steady_light_load_keeps_one_instance(plat):
+    plat.deploy_hello("calm", "--max-instances", "4")
+    t_end = time.monotonic() + 6
+    n = 0
+    while time.monotonic() < t_end:  # sequential: never more than one in flight
+        conn = http.client.HTTPConnection("127.0.0.1", plat.http_port, timeout=30)
+        conn.request("GET", "/function/calm/slow?ms=20")
+        assert conn.getresponse().status == 200
+        conn.close()
+        n += 1
+    assert n >= 10
+    assert len(plat.instances("calm")) == 1, plat.logs()
+    assert overload_events(plat) == 0, plat.logs()
+
+
+def test_queueing_server_under_a_lock_scales_up(plat):
+    plat.deploy_hello("locked", "--max-instances", "4")
+    with Load(plat, "locked", "/locked?ms=100", 6) as load:
+        wait_until(lambda: len(plat.instances("locked")) >= 2, 45, interval=0.5,
+                   what="a second instance for a queueing server")
+    assert load.codes.get(200, 0) > 0, load.codes
+    assert overload_events(plat, "queueing") >= 1, plat.logs()
+    assert "event=overload_signals" in fn_log(plat, "locked") + plat.logs()
+    assert len(plat.instances("locked")) <= 4
+
+
+def test_cpu_bound_function_with_a_quota_scales_up(plat):
+    plat.deploy_hello("burner", "--cpu", "200m", "--max-instances", "3")
+    with Load(plat, "burner", "/burn?ms=30", 4) as load:
+        wait_until(lambda: len(plat.instances("burner")) >= 2, 45, interval=0.5,
+                   what="a second instance for a CPU-bound function")
+    assert load.codes.get(200, 0) > 0, load.codes
+    assert overload_events(plat) >= 1, plat.logs()
+    assert len(plat.instances("burner")) <= 3

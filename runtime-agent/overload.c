@@ -119,7 +119,8 @@ static judgement_t judge_queue(agent_ol_t *d, unsigned b)
     if (dc == 0 && span >= TAU_US && q >= QUEUE_MIN)
         wait = (double)span + base; /* nothing ended in a whole window: a stall */
     j.ratio = wait / base;
-    j.hot = q >= QUEUE_MIN && j.ratio >= FIRE_RATIO;
+    /* judged on half a window at least: a pod's first few samples are no average */
+    j.hot = q >= QUEUE_MIN && j.ratio >= FIRE_RATIO && span * 2 >= TAU_US;
     j.clear = q < QUEUE_MIN / 2 || j.ratio < CLEAR_RATIO;
     j.degree = clamp_degree(j.ratio / TARGET_RATIO - 1.0);
     /* piling up: compare the completions of the window's two halves */

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from platform_util import Platform, wait_until
+from platform_util import ROOT, Platform, wait_until
 
 
 @pytest.fixture
@@ -103,3 +103,40 @@ def test_cpu_bound_function_with_a_quota_scales_up(plat):
     assert load.codes.get(200, 0) > 0, load.codes
     assert overload_events(plat) >= 1, plat.logs()
     assert len(plat.instances("burner")) <= 3
+
+
+def test_grpc_calls_count_queueing_scales_up(tmp_path):
+    """gRPC calls are in the agent's accounting: a one-thread gRPC server (WORKERS=1)
+    taking 100 ms calls from 6 clients queues, and gets a second instance."""
+    grpc = pytest.importorskip("grpc")
+    p = Platform(tmp_path, pool_size=3, grpc=True).start()
+    stop = threading.Event()
+    try:
+        p.ctl("deploy", "-f", os.path.join(ROOT, "examples", "grpc-echo", "function.yaml"), "--env", "WORKERS=1",
+              "--max-instances", "3", "--memory", "512Mi", "--pids", "512")
+        ch = grpc.insecure_channel(p.grpc_addr)
+        call = ch.unary_unary("/echo.Echo/Unary")
+        assert call(b"warm", timeout=30) == b"warm"
+        ok = []
+
+        def client():
+            while not stop.is_set():
+                try:
+                    ok.append(call(b"sleep:100", timeout=30) == b"sleep:100")
+                except grpc.RpcError:
+                    ok.append(False)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(p.instances("grpc-echo")) >= 2, 45, interval=0.5,
+                   what="a second instance for a queueing gRPC server")
+        stop.set()
+        for t in threads:
+            t.join(35)
+        ch.close()
+        assert any(ok), "no call succeeded"
+        assert overload_events(p, "queueing") >= 1, p.logs()
+    finally:
+        stop.set()
+        p.stop()

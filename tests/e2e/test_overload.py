@@ -4,6 +4,7 @@ the worker manager starts more instances; steady light load starts none. Asserti
 on instance counts with generous bounded waits, never on latency: the machine is shared."""
 import http.client
 import os
+import sys
 import threading
 import time
 
@@ -135,6 +136,54 @@ def test_grpc_calls_count_queueing_scales_up(tmp_path):
         for t in threads:
             t.join(35)
         ch.close()
+        assert any(ok), "no call succeeded"
+        assert overload_events(p, "queueing") >= 1, p.logs()
+    finally:
+        stop.set()
+        p.stop()
+
+
+def test_thrift_calls_count_queueing_scales_up(tmp_path):
+    """Thrift calls are in the agent's accounting: a Thrift server whose `sleep` runs one
+    call at a time (CALC_SERIAL=1), called by 6 clients, queues and gets a second instance."""
+    sys.path.insert(0, os.path.join(ROOT, "examples", "thrift-calc"))
+    from calc import Client
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+
+    p = Platform(tmp_path, pool_size=3, thrift=True, gateway_args=("--thrift-default-function", "calcq")).start()
+    stop = threading.Event()
+    ok = []
+    try:
+        path = os.path.join(str(tmp_path), "calcq.yaml")
+        with open(path, "w") as f:
+            f.write(f"name: calcq\ncode: {ROOT}/examples/thrift-calc\n"
+                    "command: [/usr/bin/python3, calc_server.py, framed, binary]\nprotocol: thrift\n"
+                    "thrift_services: [CalcQ]\nthrift_transport: framed\nhealth: {tcp: true}\n"
+                    "env: {CALC_SERIAL: '1'}\nmax_instances: 3\n")
+        p.ctl("deploy", "-f", path)
+
+        def client():
+            s = TSocket.TSocket("127.0.0.1", p.thrift_port)
+            s.setTimeout(30000)
+            s.open()
+            c = Client(TBinaryProtocol.TBinaryProtocol(TTransport.TFramedTransport(s)))
+            try:
+                while not stop.is_set():
+                    ok.append(c.call("sleep", 100) == 100)
+            except Exception:  # noqa: BLE001 - a failed call ends this client, counted below
+                ok.append(False)
+            finally:
+                s.close()
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(p.instances("calcq")) >= 2, 45, interval=0.5,
+                   what="a second instance for a queueing Thrift server")
+        stop.set()
+        for t in threads:
+            t.join(35)
         assert any(ok), "no call succeeded"
         assert overload_events(p, "queueing") >= 1, p.logs()
     finally:

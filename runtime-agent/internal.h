@@ -141,7 +141,7 @@ typedef struct agent_req {
     evl_buf_t head; /* the request head for the user server */
     /* Thrift */
     int oneway, got_bytes;
-    agent_task_t *task; /* an async task: its response is collected, not streamed */
+    agent_task_t *task;      /* an async task: its response is collected, not streamed */
     uint64_t t0_us, head_us; /* arrived; the user server's response head came (0: not yet) */
 } agent_req_t;
 

@@ -17,13 +17,14 @@
 #include "common/spec.h"
 #include "common/util.h"
 #include "runtime-agent/agent.h"
+#include "runtime-agent/cgstat.h"
 #include "runtime-agent/grpc.h"
 #include "runtime-agent/internal.h"
+#include "runtime-agent/overload.h"
 #include "runtime-agent/thrift_agent.h"
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
-#define OVERLOAD_EVERY_US 250000 /* while overloaded, remind the worker manager this often */
 
 static struct {
     evl_loop_t *loop;
@@ -36,7 +37,9 @@ static struct {
     agent_cmd_t cmd; /* kept alive: the spec points into it */
     char **standalone_argv;
     int log_fd;
-    uint64_t last_overload_us;
+    agent_ol_t ol;       /* the overload detector */
+    agent_cg_t cg;       /* where the pod cgroup's CPU figures are */
+    evl_timer_t ol_tick; /* samples for the detector */
     int exit;
     int exit_code;
     /* packets the socket had no room for (a task's result is many), sent in order once
@@ -164,20 +167,55 @@ static void on_user_exit(int status, int was_ready)
     send_event(&ev);
 }
 
-static void on_overload(uint32_t inflight, uint32_t limit)
+/* Says the verdict on the control channel at once: OVERLOAD with its degree and signal,
+ * or RECOVERED. */
+static void report(const agent_ol_verdict_t *v, uint32_t inflight)
 {
-    uint64_t now = faas_now_us();
-    if (ag.last_overload_us != 0 && now - ag.last_overload_us < OVERLOAD_EVERY_US)
-        return;
-    ag.last_overload_us = now;
-    char msg[64];
-    snprintf(msg, sizeof(msg), "inflight=%u concurrency=%u", inflight, limit);
-    FAAS_INFO("event=overload fn=%s %s", ag.cmd.spec.name, msg);
+    char msg[128];
+    int fire = v->action == AGENT_OL_FIRE;
+    int n = snprintf(msg, sizeof(msg), "signal=%s degree=%u inflight=%u wait_ratio=%.2f", v->signal, v->degree,
+                     inflight, v->ratio);
+    if (ag.cmd.spec.concurrency != 0 && n > 0 && (size_t)n < sizeof(msg))
+        snprintf(msg + n, sizeof(msg) - (size_t)n, " concurrency=%u", ag.cmd.spec.concurrency);
+    FAAS_INFO("event=%s fn=%s %s", fire ? "overload" : "recovered", ag.cmd.spec.name, msg);
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
-    ev.type = FAAS__AGENT_EVENT__TYPE__OVERLOAD;
+    ev.type = fire ? FAAS__AGENT_EVENT__TYPE__OVERLOAD : FAAS__AGENT_EVENT__TYPE__RECOVERED;
     ev.port = ag.port;
     ev.message = msg;
+    ev.degree = fire ? v->degree : 0;
+    ev.signal = (char *)v->signal;
     send_event(&ev);
+}
+
+/* The concurrency cap reached: the last-resort trigger. */
+static void on_overload(uint32_t inflight, uint32_t limit)
+{
+    agent_ol_verdict_t v = agent_ol_cap(&ag.ol, faas_now_us(), inflight, limit);
+    if (v.action != AGENT_OL_NONE)
+        report(&v, inflight);
+}
+
+static void on_ol_tick(evl_timer_t *t)
+{
+    agent_ol_sample_t s = {.t_us = faas_now_us()};
+    agent_front_stats(&s.inflight, &s.completions, &s.latency_us);
+    agent_cg_read(&ag.cg, &s);
+    agent_ol_verdict_t v = agent_ol_feed(&ag.ol, &s);
+    if (v.action != AGENT_OL_NONE)
+        report(&v, s.inflight);
+    evl_timer_start(ag.loop, &ag.ol_tick, AGENT_OL_TICK_US / 1000);
+}
+
+/* The detector runs in every agent, with no configuration: it says which signals this
+ * pod has, then samples every tick. */
+static void overload_start(void)
+{
+    agent_ol_init(&ag.ol);
+    agent_cg_open(&ag.cg);
+    FAAS_INFO("event=overload_signals fn=%s queueing=1 cpu_pressure=%d cpu_throttled=%d", ag.cmd.spec.name,
+              ag.cg.has_psi, ag.cg.has_throttle);
+    ag.ol_tick.cb = on_ol_tick;
+    evl_timer_start(ag.loop, &ag.ol_tick, AGENT_OL_TICK_US / 1000);
 }
 
 static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit};
@@ -200,6 +238,7 @@ static void specialize(uint64_t t0_us)
                            sp != NULL && sp->spec != NULL ? sp->spec->thrift_transport
                                                           : getenv("FAAS_THRIFT_TRANSPORT"));
     agent_front_set_overload(spec->concurrency, on_overload);
+    overload_start();
 }
 
 /* Receives one packet and the fds that came with it (the first is kept, others closed). */

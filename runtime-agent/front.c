@@ -14,6 +14,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "runtime-agent/grpc.h"
 #include "runtime-agent/internal.h"
 #include "runtime-agent/thrift_agent.h"
@@ -27,6 +28,7 @@ static struct {
     evl_defer_t later;
     uint64_t max_body;
     uint32_t inflight, overload_limit;
+    uint64_t completions, latency_us; /* ended requests and their summed time, for the detector */
     void (*on_overload)(uint32_t inflight, uint32_t limit);
     int ready;
     agent_req_t *cache[REQ_CACHE]; /* freed requests, reused without malloc */
@@ -234,6 +236,16 @@ void agent_req_release(agent_req_t *r)
     free(r);
 }
 
+/* One request, call or stream left: the detector counts its time in the agent up to its
+ * response head when that was seen (a long stream's life is not a wait), else its end. */
+static void ended(uint64_t t0_us, uint64_t head_us)
+{
+    uint64_t end = head_us != 0 ? head_us : faas_now_us();
+    fr.inflight--;
+    fr.completions++;
+    fr.latency_us += end > t0_us ? end - t0_us : 0;
+}
+
 static void req_free(h2b_pair_t *p)
 {
     agent_req_t *r = p->owner;
@@ -245,7 +257,7 @@ static void req_free(h2b_pair_t *p)
     else
         agent_proxy_end(r);
     evl_timer_stop(fr.loop, &r->deadline);
-    fr.inflight--;
+    ended(r->t0_us, r->head_us);
     agent_req_release(r);
 }
 
@@ -307,15 +319,36 @@ static int stream_kind(const h2b_pair_t *p, const nghttp2_nv **task_id)
     return AGENT_REQ_HTTP;
 }
 
+static void grpc_free(h2b_pair_t *p)
+{
+    uint64_t t0;
+    memcpy(&t0, p->front, sizeof(t0));
+    ended(t0, 0);
+}
+
+/* A request, call or stream entered: counted in flight, and the concurrency cap checked. */
+static void entered(void)
+{
+    if (++fr.inflight >= fr.overload_limit && fr.overload_limit != 0)
+        fr.on_overload(fr.inflight, fr.overload_limit);
+}
+
 static void on_request(h2b_pair_t *p, int eos)
 {
     const nghttp2_nv *task_id;
     int kind = stream_kind(p, &task_id);
     if (kind == AGENT_REQ_GRPC) {
-        if (!fr.ready)
+        if (!fr.ready) {
             h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE), "the function is not ready");
-        else
-            agent_grpc_request(p, eos); /* bridged: the bridge buffers its body */
+            return;
+        }
+        /* bridged (the bridge buffers its body): counted until the pair is freed, the
+         * start kept in the server side's scratch, which the agent has no other use for */
+        uint64_t t0 = faas_now_us();
+        memcpy(p->front, &t0, sizeof(t0));
+        p->on_free = grpc_free;
+        entered();
+        agent_grpc_request(p, eos);
         return;
     }
     const nghttp2_nv *path = h2b_find(&p->req, ":path");
@@ -353,11 +386,11 @@ static void on_request(h2b_pair_t *p, int eos)
     r->kind = kind;
     r->deadline.data = r;
     r->has_body = !eos;
+    r->t0_us = faas_now_us();
     p->owner = r;
     p->on_free = req_free;
     p->on_drain = req_drain;
-    if (++fr.inflight >= fr.overload_limit && fr.overload_limit != 0)
-        fr.on_overload(fr.inflight, fr.overload_limit);
+    entered();
     if (eos)
         req_go(r);
 }
@@ -408,4 +441,11 @@ void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint
 {
     fr.overload_limit = cb != NULL ? limit : 0;
     fr.on_overload = cb;
+}
+
+void agent_front_stats(uint32_t *inflight, uint64_t *completions, uint64_t *latency_us)
+{
+    *inflight = fr.inflight;
+    *completions = fr.completions;
+    *latency_us = fr.latency_us;
 }

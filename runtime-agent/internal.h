@@ -141,7 +141,8 @@ typedef struct agent_req {
     evl_buf_t head; /* the request head for the user server */
     /* Thrift */
     int oneway, got_bytes;
-    agent_task_t *task; /* an async task: its response is collected, not streamed */
+    agent_task_t *task;      /* an async task: its response is collected, not streamed */
+    uint64_t t0_us, head_us; /* arrived; the user server's response head came (0: not yet) */
 } agent_req_t;
 
 /* The GOAWAY debug data of an agent whose user server is gone (the dispatcher drops the
@@ -156,6 +157,9 @@ int agent_front_listen(int fd);
 void agent_front_set_ready(int ready);
 /* Calls cb each time a request brings the in-flight count to >= limit (limit 0 = never). */
 void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
+/* What the overload detector samples: requests, calls and streams in flight now; how many
+ * ended, and the sum of their time in the agent (to the response head where it is seen). */
+void agent_front_stats(uint32_t *inflight, uint64_t *completions, uint64_t *latency_us);
 /* Answers a local stream with a platform-made error: status, `faas-error: reason`, text body. */
 void agent_reply_error(h2b_pair_t *p, int status, const char *reason, const char *body);
 /* The first request header called name (lower case), or NULL. */

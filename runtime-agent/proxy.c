@@ -207,6 +207,7 @@ static int respond_task(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
 /* Submits the response head; returns 1 if the response has no body. */
 static int respond(agent_req_t *r, int status, http1_hdr_t *h, size_t n)
 {
+    r->head_us = faas_now_us(); /* the user server took it: the detector's wait ends here */
     if (r->task != NULL)
         return respond_task(r, status, h, n);
     nghttp2_nv nv[MAX_HEADERS + 2];

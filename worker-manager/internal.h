@@ -175,6 +175,7 @@ struct wm_pod {
     uint64_t version;
     int64_t started_ms;
     uint32_t concurrency;
+    int overloaded;            /* OVERLOAD reported, RECOVERED not yet */
     wm_acq_t *acq;             /* the acquisition being served while SPECIALIZING */
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
     wm_ptask_t *tasks;         /* async tasks it runs */
@@ -190,6 +191,7 @@ struct wm_acq {
     int agent_logged; /* the agent wrote why it failed into the function's log */
     char inst_id[24]; /* the instance being made for it, once a pod is taken */
     int reserved;     /* started by reserved.c: the instance will be RESERVED */
+    uint64_t t_overload; /* a scale-up: when the OVERLOAD that asked for it came (else 0) */
 };
 
 /* A function's last cold start failure on this worker, sent with every lease renewal
@@ -216,6 +218,24 @@ typedef struct wm_work {
     char err[256];
 } wm_work_t;
 
+/* scale.c: what scaling on OVERLOAD reports as metrics. */
+enum { WM_SIG_QUEUEING, WM_SIG_CPU_PRESSURE, WM_SIG_CPU_THROTTLED, WM_SIG_CONCURRENCY, WM_SIG_UNKNOWN, WM_SIG_N };
+#define WM_SCALE_BUCKETS 9
+typedef struct {
+    uint64_t by_signal[WM_SIG_N];
+    uint64_t ready_hist[WM_SCALE_BUCKETS + 1]; /* report to the new instance's READY; last: +Inf */
+    uint64_t ready_sum_us, ready_count;
+} wm_scale_stats_t;
+/* The index of an OVERLOAD's signal name (WM_SIG_UNKNOWN for none or another). */
+int wm_scale_signal(const char *name);
+/* Counts one report-to-READY time. */
+void wm_scale_observe(wm_scale_stats_t *st, uint64_t us);
+/* Appends the scale metrics (Prometheus text) to buf at *n; caller holds mu. */
+void wm_scale_metrics(const wm_scale_stats_t *st, char *buf, size_t cap, int *n);
+/* How many instances to start for an OVERLOAD asking for degree more, with starting already
+ * on their way and have running (ready or starting), under max. */
+uint32_t wm_scale_count(uint32_t degree, uint32_t starting, uint32_t have, uint32_t max);
+
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {
     char id[24], function[64], endpoint[32];
@@ -223,6 +243,7 @@ typedef struct {
     int64_t started_ms;
     uint32_t pid, concurrency;
     int reserved;
+    int overloaded; /* its agent reported OVERLOAD and not yet RECOVERED */
 } wm_inst_snap_t;
 
 struct wm {
@@ -251,6 +272,7 @@ struct wm {
     size_t n_snap;
     uint32_t pool_ready, pool_starting;
     uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
+    wm_scale_stats_t scale; /* OVERLOAD reports by signal, report-to-READY times */
     uint64_t last_total_us;
     wm_fn_error_t errors[WM_MAX_FN_ERRORS];
     size_t n_errors;

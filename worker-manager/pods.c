@@ -170,6 +170,7 @@ static void publish(wm_t *wm)
         s[i].pid = (uint32_t)p->pid;
         s[i].concurrency = p->concurrency;
         s[i].reserved = p->reserved;
+        s[i].overloaded = p->overloaded;
         i++;
     }
     pthread_mutex_lock(&wm->mu);
@@ -327,6 +328,8 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     rep.timing = &t;
     pthread_mutex_lock(&wm->mu);
     wm->acquisitions += a->call != NULL; /* counted before the reply goes out */
+    if (a->t_overload != 0)
+        wm_scale_observe(&wm->scale, now - a->t_overload);
     wm->last_total_us = t.total_us;
     pthread_mutex_unlock(&wm->mu);
     size_t len;
@@ -574,41 +577,77 @@ static wm_pod_t *find_instance(wm_t *wm, const char *inst)
 
 static void acquire(wm_t *wm, wm_acq_t *a);
 
-/* An overloaded instance gets a sibling, unless one is already on its way or the
- * function is at its instance limit on this worker. */
-static void scale_up(wm_t *wm, wm_pod_t *p)
+/* A copy of what p runs, as a scale-up acquisition (no caller waits for it). */
+static wm_acq_t *scale_acq(wm_pod_t *p, uint64_t now)
 {
-    if (p->req == NULL || wm->stop)
-        return;
-    const Faas__FunctionSpec *s = p->req->spec;
-    uint32_t max = s->max_instances ? s->max_instances : FAAS_SPEC_DEFAULT_MAX_INSTANCES;
-    uint32_t n = 0;
-    for (wm_pod_t *q = wm->pods; q; q = q->next) {
-        if (strcmp(q->function, s->name) != 0)
-            continue;
-        if (q->state == POD_SPECIALIZING)
-            return; /* one is starting already */
-        n += q->state == POD_READY;
-    }
-    for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
-        if (strcmp(a->req->spec->name, s->name) == 0)
-            return;
-    if (n >= max)
-        return;
     size_t len;
     uint8_t *buf = faas_pb_pack(&p->req->base, &len);
     wm_acq_t *a = calloc(1, sizeof(*a));
     if (buf == NULL || a == NULL || (a->req = faas__acquire_request__unpack(NULL, len, buf)) == NULL) {
         free(buf);
         free(a);
-        return;
+        return NULL;
     }
     free(buf);
-    a->t0 = faas_now_us();
+    const Faas__FunctionSpec *s = a->req->spec;
     uint32_t tmo = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS;
+    a->t0 = a->t_overload = now;
     a->deadline_us = a->t0 + (uint64_t)tmo * 1000u;
-    FAAS_INFO("event=scale_up fn=%s instances=%u max=%u", s->name, n, max);
-    acquire(wm, a);
+    return a;
+}
+
+/* An overloaded instance asks for degree more: as many start at once (each its own
+ * warm pod, specialized in parallel; the pool refills behind them), less those already
+ * on their way, up to the function's instance limit on this worker. */
+static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree)
+{
+    if (p->req == NULL || wm->stop)
+        return;
+    const Faas__FunctionSpec *s = p->req->spec;
+    uint32_t max = s->max_instances ? s->max_instances : FAAS_SPEC_DEFAULT_MAX_INSTANCES;
+    uint32_t ready = 0, starting = 0;
+    for (wm_pod_t *q = wm->pods; q; q = q->next) {
+        if (strcmp(q->function, s->name) != 0)
+            continue;
+        starting += q->state == POD_SPECIALIZING;
+        ready += q->state == POD_READY;
+    }
+    for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
+        starting += strcmp(a->req->spec->name, s->name) == 0;
+    uint32_t k = wm_scale_count(degree, starting, ready + starting, max);
+    if (k == 0)
+        return;
+    FAAS_INFO("event=scale_up fn=%s instances=%u starting=%u degree=%u adding=%u max=%u", s->name, ready, starting,
+              degree, k, max);
+    uint64_t now = faas_now_us();
+    for (uint32_t i = 0; i < k; i++) {
+        wm_acq_t *a = scale_acq(p, now);
+        if (a == NULL)
+            return;
+        acquire(wm, a);
+    }
+}
+
+/* OVERLOAD and RECOVERED: counted by signal, shown to discovery, and scaled on. */
+static void on_overload_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
+{
+    int fire = ev->type == FAAS__AGENT_EVENT__TYPE__OVERLOAD;
+    FAAS_INFO("event=%s pod=%s instance=%s fn=%s signal=%s degree=%u", fire ? "overload" : "recovered", p->id,
+              p->inst_id, p->function, ev->signal, ev->degree);
+    if (fire) {
+        pthread_mutex_lock(&wm->mu);
+        wm->overloads++;
+        wm->scale.by_signal[wm_scale_signal(ev->signal)]++;
+        pthread_mutex_unlock(&wm->mu);
+    }
+    if (p->state != POD_READY)
+        return;
+    if (p->overloaded != fire) {
+        p->overloaded = fire;
+        publish(wm);
+    }
+    if (fire)
+        scale_up(wm, p, ev->degree);
 }
 
 static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
@@ -677,10 +716,8 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         return;
     }
     case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
-        count(wm, &wm->overloads);
-        FAAS_INFO("event=overload pod=%s instance=%s fn=%s", p->id, p->inst_id, p->function);
-        if (p->state == POD_READY)
-            scale_up(wm, p);
+    case FAAS__AGENT_EVENT__TYPE__RECOVERED:
+        on_overload_event(wm, p, ev);
         return;
     default:
         return;

@@ -48,6 +48,7 @@ static void fill_instance(wm_t *wm, Faas__Instance *in, wm_inst_snap_t *s)
     in->started_unix_ms = s->started_ms;
     in->concurrency = s->concurrency;
     in->kind = s->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
+    in->overloaded = s->overloaded;
 }
 
 void wm_answer_list(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)
@@ -127,8 +128,6 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      "# TYPE faas_wm_cold_starts_total counter\nfaas_wm_cold_starts_total %llu\n"
                      "# HELP faas_wm_acquire_failures_total Cold starts that failed or timed out.\n"
                      "# TYPE faas_wm_acquire_failures_total counter\nfaas_wm_acquire_failures_total %llu\n"
-                     "# HELP faas_wm_overload_events_total OVERLOAD reports received from agents.\n"
-                     "# TYPE faas_wm_overload_events_total counter\nfaas_wm_overload_events_total %llu\n"
                      "# HELP faas_wm_pods_spawned_total Pods cloned for the warm pool.\n"
                      "# TYPE faas_wm_pods_spawned_total counter\nfaas_wm_pods_spawned_total %llu\n"
                      "# HELP faas_wm_pool_ready Warm pods waiting to be specialized.\n"
@@ -142,9 +141,9 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      "# HELP faas_wm_last_acquire_seconds Duration of the last successful cold start.\n"
                      "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n",
                      (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
-                     (unsigned long long)wm->failures, (unsigned long long)wm->overloads,
-                     (unsigned long long)wm->pods_spawned, wm->pool_ready, wm->pool_starting, wm->cfg->pool_size,
-                     wm->n_snap, (double)wm->last_total_us / 1e6);
+                     (unsigned long long)wm->failures, (unsigned long long)wm->pods_spawned, wm->pool_ready,
+                     wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6);
+    wm_scale_metrics(&wm->scale, buf, cap, &n);
     pthread_mutex_unlock(&wm->mu);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }

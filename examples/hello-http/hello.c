@@ -5,6 +5,9 @@
  *   GET  / or /hello  -> "hello from hello-http\n"
  *   POST /echo        -> the request body (?status=NNN: with that status and X-Echo-Status)
  *   GET  /slow?ms=N   -> answers after N ms
+ *   GET  /burn?ms=N   -> spins N ms of CPU time (this thread's), then answers: CPU-bound
+ *   GET  /locked?ms=N -> holds one process-wide mutex while sleeping N ms: requests run one
+ *                        at a time, slow but not CPU-bound (a queue, not a busy CPU)
  *   GET  /env?name=X  -> the value of environment variable X (404 if unset)
  *   GET  /crash       -> the process exits abruptly, without answering
  *   GET  /whoami      -> JSON: uid, pid, memory limit, writable dirs, PID namespace
@@ -37,6 +40,31 @@
 
 #define MAX_HEAD 65536
 #define MAX_BODY (64u << 20)
+
+/* CPU time, not wall time: under a CPU quota the spin takes longer in wall time, as a
+ * CPU-bound handler does. */
+static void burn_cpu_ms(long ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    volatile unsigned long x = 0;
+    do {
+        for (int i = 0; i < 10000; i++)
+            x += (unsigned long)i * 2654435761u;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L < ms);
+}
+
+static pthread_mutex_t the_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void locked_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    pthread_mutex_lock(&the_lock);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    pthread_mutex_unlock(&the_lock);
+}
 
 typedef struct {
     int fd;
@@ -322,6 +350,19 @@ static int route(conn_t *c, const char *method, const char *target, const char *
         }
         char msg[64];
         int n = snprintf(msg, sizeof(msg), "slept %ld ms\n", v);
+        return respond(c, 200, "OK", "text/plain", msg, (size_t)n, keep);
+    }
+    if (get && (strcmp(path, "/burn") == 0 || strcmp(path, "/locked") == 0)) {
+        const char *ms = strstr(query, "ms=");
+        long v = ms ? strtol(ms + 3, NULL, 10) : 10;
+        if (v < 0 || v > 600000)
+            v = 10;
+        if (path[1] == 'b')
+            burn_cpu_ms(v);
+        else
+            locked_sleep_ms(v);
+        char msg[64];
+        int n = snprintf(msg, sizeof(msg), "%s %ld ms\n", path[1] == 'b' ? "burnt" : "held the lock", v);
         return respond(c, 200, "OK", "text/plain", msg, (size_t)n, keep);
     }
     if (get && strcmp(path, "/crash") == 0)

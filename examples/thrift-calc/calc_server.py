@@ -5,7 +5,9 @@ framed binary and framed compact, answers in the client's dialect), `ttheader`
 (Kitex TTHeader, binary payloads; ttheader.py) or `framed` (TFramedTransport;
 protocol binary or compact from the second argument).
 `--multiplexed` serves the service as "Calculator" behind TMultiplexedProcessor
-(plain names still work: the processor is also the default)."""
+(plain names still work: the processor is also the default).
+With CALC_SERIAL=1 in the environment, `sleep` holds one process-wide lock while it
+sleeps: calls run one at a time (a server that queues, for the overload tests)."""
 import os
 import sys
 import threading
@@ -26,6 +28,7 @@ from ttheader import TTHeaderTransport, TTHeaderTransportFactory
 
 _notes = []
 _lock = threading.Lock()
+_serial = threading.Lock() if os.environ.get("CALC_SERIAL") == "1" else None
 
 
 def _s(v):
@@ -99,7 +102,11 @@ class CalcProcessor(TProcessor):
             return list(_notes)
 
     def do_sleep(self, a, h, oprot):
-        time.sleep(a.get(1, 0) / 1000.0)
+        if _serial is not None:
+            with _serial:
+                time.sleep(a.get(1, 0) / 1000.0)
+        else:
+            time.sleep(a.get(1, 0) / 1000.0)
         return a.get(1, 0)
 
     def do_pid(self, a, h, oprot):

@@ -32,6 +32,7 @@ SCHEMA = {
         "id": (1, "string", False), "function": (2, "string", False), "version": (3, "uint64", False),
         "endpoint": (4, "string", False), "worker_id": (5, "string", False), "state": (6, "enum", False),
         "pid": (7, "uint32", False), "started_unix_ms": (8, "int64", False), "concurrency": (9, "uint32", False),
+        "overloaded": (12, "bool", False),
     },
     "InstanceList": {"instances": (1, "Instance", True)},
     "Worker": {"id": (1, "string", False), "address": (2, "string", False), "pool_size": (3, "uint32", False),

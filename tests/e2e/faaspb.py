@@ -39,6 +39,7 @@ HEALTH_HTTP_GET, HEALTH_TCP, HEALTH_GRPC = 0, 1, 2
 CMD_SPECIALIZE, CMD_STOP, CMD_CANCEL_TASK = 0, 1, 2
 EV_HELLO, EV_READY, EV_FAILED, EV_USER_EXIT, EV_OVERLOAD = 0, 1, 2, 3, 4
 EV_TASK_STARTED, EV_TASK_RENEW, EV_TASK_DONE, EV_TASK_FAILED, EV_TASK_RESULT_CHUNK = 5, 6, 7, 8, 9
+EV_RECOVERED = 10
 
 
 def function_spec(name, command, env=None, port=0, port_env="", health_kind=HEALTH_HTTP_GET,
@@ -82,10 +83,12 @@ def _read_varint(buf, i):
 
 def decode_event(buf):
     """AgentEvent bytes -> dict(type, port, message, exit_status, exec_us, ready_us, and for
-    TASK_*: task_id, more, no_retry, chunk; the TaskResult of TASK_DONE stays raw bytes)."""
+    TASK_*: task_id, more, no_retry, chunk; the TaskResult of TASK_DONE stays raw bytes; for
+    OVERLOAD and RECOVERED: degree, signal)."""
     ev = {"type": 0, "port": 0, "message": "", "exit_status": 0, "exec_us": 0, "ready_us": 0,
-          "task_id": "", "result": b"", "more": 0, "chunk": b"", "no_retry": 0}
-    names = {1: "type", 2: "port", 4: "exit_status", 5: "exec_us", 6: "ready_us", 10: "more", 12: "no_retry"}
+          "task_id": "", "result": b"", "more": 0, "chunk": b"", "no_retry": 0,
+          "degree": 0, "signal": ""}
+    names = {1: "type", 2: "port", 4: "exit_status", 5: "exec_us", 6: "ready_us", 10: "more", 12: "no_retry", 13: "degree"}
     i = 0
     while i < len(buf):
         key, i = _read_varint(buf, i)
@@ -100,6 +103,8 @@ def decode_event(buf):
             n, i = _read_varint(buf, i)
             if field == 3:
                 ev["message"] = buf[i:i + n].decode()
+            elif field == 14:
+                ev["signal"] = buf[i:i + n].decode()
             elif field == 8:
                 ev["task_id"] = buf[i:i + n].decode()
             elif field in (9, 11):

@@ -403,6 +403,21 @@ def test_overload_scales_up_to_max_instances(fake_wm):
     assert leftovers(wm) == []
 
 
+def test_overload_degree_starts_that_many_at_once_and_recovered_clears(fake_wm):
+    wm = fake_wm
+    wm.call("Acquire", "AcquireRequest", {"spec": fake_spec("fake-degree", max_instances=4)}, "AcquireReply")
+    insts = lambda: wm.call("ListInstances", "FunctionName", {"name": "fake-degree"}, "InstanceList")["instances"]
+    wait_until(lambda: any(i.get("overloaded") for i in insts()), 5, "the reporting instance marked overloaded")
+    wait_until(lambda: len(insts()) == 4, 10, "degree 3: three more")
+    assert wm.log().count("event=scale_up fn=fake-degree") == 1, "all three from one report"
+    assert "degree=3 adding=3" in wm.log()
+    wait_until(lambda: not any(i.get("overloaded") for i in insts()), 10, "RECOVERED clears the mark")
+    assert wm.metric('faas_wm_overload_events_total{signal="queueing"}') >= 1
+    assert wm.metric("faas_wm_scale_up_ready_seconds_count") == 3
+    assert wm.stop() == 0
+    assert leftovers(wm) == []
+
+
 # ---- Acquire / Release with discovery and the real agent ---------------------------
 
 SERVER_PY = r'''

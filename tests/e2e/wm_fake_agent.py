@@ -60,6 +60,11 @@ def event(type_, **kw):
         msg += b"\x28" + varint(kw["exec_us"])
     if kw.get("ready_us"):
         msg += b"\x30" + varint(kw["ready_us"])
+    if kw.get("degree"):
+        msg += b"\x68" + varint(kw["degree"])
+    if kw.get("signal"):
+        m = kw["signal"].encode()
+        msg += b"\x72" + varint(len(m)) + m
     return msg
 
 
@@ -95,6 +100,11 @@ def main():
         if "overload" in name:
             time.sleep(0.05)
             ctl.send(event(4))
+        if "degree" in name:  # asks for 3 more, then is over it
+            time.sleep(0.05)
+            ctl.send(event(4, degree=3, signal="queueing"))
+            time.sleep(1.5)
+            ctl.send(event(10, signal="queueing"))
 
 
 if __name__ == "__main__":

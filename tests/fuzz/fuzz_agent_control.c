@@ -1,15 +1,39 @@
 // FUZZ_SOURCES: runtime-agent/spec.c common/util.c common/log.c
+// FUZZ_SOURCES: runtime-agent/cgstat.c worker-manager/scale.c
 // FUZZ_PKGS: libprotobuf-c
 /* Fuzzes the agent's control-message path: AgentCommand decoding and validation, then
- * the helpers a decoded spec feeds (env building), plus command splitting and log quoting. */
+ * the helpers a decoded spec feeds (env building), plus command splitting and log quoting;
+ * the way back too: an AgentEvent as the worker manager reads OVERLOAD and RECOVERED
+ * (signal, degree), and the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime-agent/cgstat.h"
 #include "runtime-agent/internal.h"
+#define WM_STATE
+#include "worker-manager/internal.h"
+
+/* The worker manager's reading of an OVERLOAD or RECOVERED. */
+static void fuzz_event(const uint8_t *data, size_t size)
+{
+    Faas__AgentEvent *ev = faas__agent_event__unpack(NULL, size, data);
+    if (ev == NULL)
+        return;
+    if (ev->type == FAAS__AGENT_EVENT__TYPE__OVERLOAD || ev->type == FAAS__AGENT_EVENT__TYPE__RECOVERED) {
+        int sig = wm_scale_signal(ev->signal);
+        if (sig < 0 || sig >= WM_SIG_N)
+            abort();
+        for (uint32_t have = 0; have < 4; have++)
+            if (have + wm_scale_count(ev->degree, 0, have, 4) > 4)
+                abort(); /* never past max_instances */
+    }
+    faas__agent_event__free_unpacked(ev, NULL);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_event(data, size);
     agent_cmd_t cmd;
     const char *err = NULL;
     if (agent_cmd_decode(data, size, &cmd, &err) == 0) {
@@ -35,6 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         free(argv);
     }
+    uint64_t a, b;
+    (void)agent_cg_parse_psi(s, &a);
+    (void)agent_cg_parse_stat(s, &a, &b);
     char line[512];
     size_t n = agent_format_log_line(line, sizeof(line), 1700000000123, "fn", "inst", "stdout", s, size);
     if (n > sizeof(line) || (n > 0 && line[n - 1] != '\n'))

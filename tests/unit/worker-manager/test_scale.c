@@ -1,0 +1,38 @@
+/* Unit tests: scaling on OVERLOAD (worker-manager/scale.c). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#define WM_STATE
+#include "worker-manager/internal.h"
+
+Test(scale, starts_the_degree_less_those_on_their_way_under_max)
+{
+    cr_expect_eq(wm_scale_count(3, 0, 1, 10), 3);
+    cr_expect_eq(wm_scale_count(3, 1, 2, 10), 2);
+    cr_expect_eq(wm_scale_count(3, 3, 4, 10), 0);
+    cr_expect_eq(wm_scale_count(8, 0, 1, 4), 3, "capped by max_instances");
+    cr_expect_eq(wm_scale_count(2, 0, 4, 4), 0, "at max");
+    cr_expect_eq(wm_scale_count(0, 0, 1, 4), 1, "no degree (an older agent): one");
+}
+
+Test(scale, signals_and_metrics)
+{
+    cr_expect_eq(wm_scale_signal("queueing"), WM_SIG_QUEUEING);
+    cr_expect_eq(wm_scale_signal("cpu_throttled"), WM_SIG_CPU_THROTTLED);
+    cr_expect_eq(wm_scale_signal(""), WM_SIG_UNKNOWN);
+    cr_expect_eq(wm_scale_signal(NULL), WM_SIG_UNKNOWN);
+    wm_scale_stats_t st;
+    memset(&st, 0, sizeof(st));
+    st.by_signal[WM_SIG_QUEUEING] = 2;
+    wm_scale_observe(&st, 80000);
+    wm_scale_observe(&st, 40000000);
+    char buf[4096];
+    int n = 0;
+    wm_scale_metrics(&st, buf, sizeof(buf), &n);
+    cr_assert(n > 0 && (size_t)n < sizeof(buf));
+    cr_expect(strstr(buf, "faas_wm_overload_events_total{signal=\"queueing\"} 2\n") != NULL);
+    cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_bucket{le=\"0.1\"} 1\n") != NULL, "%s", buf);
+    cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_bucket{le=\"30\"} 1\n") != NULL);
+    cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_bucket{le=\"+Inf\"} 2\n") != NULL);
+    cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_count 2\n") != NULL);
+}

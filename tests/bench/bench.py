@@ -28,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
+import scale_bench  # noqa: E402  (the step-load rows, a file of their own)
 import tasks_bench  # noqa: E402  (the async-task rows, a file of their own)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCS = (1, 16, 128)
@@ -859,9 +860,14 @@ def scen_tasks(s, a, res):
     tasks_bench.scen_tasks(s, a, res, wrk)
 
 
+def scen_scale(s, a, res):
+    """9. step load on a CPU-bound function (tests/bench/scale_bench.py): overload report and scale-up."""
+    scale_bench.scen_scale(s, a, res, wrk)
+
+
 # tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
-             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("tasks", scen_tasks)]
+             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale), ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
 
@@ -995,6 +1001,7 @@ def table(res, m, cm, a):
             f"user server {per['nginx']['user server (direct)']:.1f} us", "", "", "", "")
         add("CPU per request, HTTP/1.1 GET c16", 16, "direct", "", "",
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
+    scale_bench.rows(res, add, f_us, f_rps)
     tasks_bench.rows(res, add, f_us, f_rps)
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "
@@ -1028,6 +1035,9 @@ def table(res, m, cm, a):
         "fsyncs per submission from a second 2 s run with strace -c on discovery's threads. Submit -> succeeded: "
         "one client, the submission then GET /tasks/<id> every 1 ms on the same connection, then the same POST "
         "made synchronously (--cold sets how many).",
+        "Step load: 20 trials, each a fresh function (hello-http GET /burn?ms=5, 1-CPU quota): wrk c1 for 1 s, "
+        "then c32 for 1 s; times from the worker manager's event=overload line and the user server's own "
+        "request log (HELLO_LOG_REQUESTS=1); scale-up off = --max-instances 1.",
         "Cold start phases come from the worker manager's event=acquired and the gateway's event=cold_start "
         "log lines; the client figure is measured by the harness around one GET.",
     ]

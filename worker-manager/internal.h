@@ -148,7 +148,9 @@ wm_pod_t *wm_task_route(wm_pod_t *pods, const char *id, const char *inst);
  * cancel_requested), with its id and instance copied out; else 0. */
 int wm_task_cancel_wanted(const uint8_t *task, size_t len, char *id, size_t idcap, char *inst, size_t instcap);
 /* 1 when a Watch message is a TASK_CANCEL, with the task's id and instance copied out; else 0. */
-int wm_task_cancel_event(const uint8_t *ev, size_t len, char *id, size_t idcap, char *inst, size_t instcap);
+int wm_task_cancel_event(const Faas__WatchEvent *e, char *id, size_t idcap, char *inst, size_t instcap);
+/* A TASK_CANCEL from the watch: CANCEL_TASK to the pod, if the instance is ours. */
+void wm_task_on_cancel(wm_t *wm, const Faas__WatchEvent *e);
 /* The pod is gone: posts a FAILED report (why) for each task of list, empties it; how many. */
 size_t wm_task_gone(wm_ptask_t **list, const char *inst, const char *why,
                     void (*post)(void *ud, uint8_t *pkt, size_t len), void *ud);
@@ -160,7 +162,8 @@ int wm_task_relay_start(wm_t *wm);
 void wm_task_relay_stop(void);
 /* Starts the thread that watches discovery's TASK_CANCEL events and posts those for this
  * worker's instances to the pod thread. Never joined: it lives until the process exits. */
-int wm_task_watch_start(wm_t *wm);
+/* The one Watch stream on discovery (watch.c): functions, workers, task cancels. */
+int wm_watch_start(wm_t *wm);
 
 struct wm_pod {
     struct wm_pod *next;
@@ -188,9 +191,9 @@ struct wm_acq {
     Faas__AcquireRequest *req;
     uint64_t t0, t_code_start, t_code_done, t_taken, t_sent, deadline_us;
     int code_ready;
-    int agent_logged; /* the agent wrote why it failed into the function's log */
-    char inst_id[24]; /* the instance being made for it, once a pod is taken */
-    int reserved;     /* started by reserved.c: the instance will be RESERVED */
+    int agent_logged;    /* the agent wrote why it failed into the function's log */
+    char inst_id[24];    /* the instance being made for it, once a pod is taken */
+    int reserved;        /* started by reserved.c: the instance will be RESERVED */
     uint64_t t_overload; /* a scale-up: when the OVERLOAD that asked for it came (else 0) */
 };
 
@@ -293,7 +296,9 @@ void wm_pod_stop(wm_t *wm, wm_pod_t *p);
  * worker ids, the remainder to the first ids in sorted order; 0 if me is not listed. */
 uint32_t wm_reserved_share(const char *const *workers, size_t n, const char *me, uint32_t total);
 /* Starts the thread that watches discovery's functions and workers for reserved.c. */
-int wm_reserved_watch_start(wm_t *wm);
+/* Function and worker events from the watch; forget before a fresh stream's snapshot. */
+void wm_reserved_on_event(wm_t *wm, const Faas__WatchEvent *e);
+void wm_reserved_forget(void);
 /* Pod thread: starts, stops and replaces this worker's reserved instances when the
  * watch saw a change or a tick passed; returns when it wants to run next (us). */
 uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now);

@@ -1,9 +1,8 @@
 /* worker-manager/reserved.c - reserved instances (FunctionSpec.reserved, docs/scaling.md).
  *
- * Every worker manager watches discovery's functions and workers on a thread of its own
- * and keeps, for each function with reserved > 0, its share of the count: the share is
- * computed from the sorted ids of the live workers alone, so every worker manager
- * reaches the same split without talking to the others and one alone keeps all N.
+ * Every worker manager watches discovery's functions and workers (watch.c) and keeps, for each function with reserved >
+ * 0, its share of the count: the share is computed from the sorted ids of the live workers alone, so every worker
+ * manager reaches the same split without talking to the others and one alone keeps all N.
  *
  * The pod thread reconciles (wm_reserved_reconcile) after a watch event and on a 1 s
  * tick, so a reserved instance that died is replaced within a second: it starts the
@@ -27,9 +26,6 @@
  * rounds of starts for one function, so a function whose cold start fails is retried
  * once a second, not in a loop. */
 #define RESV_TICK_US 1000000ull
-#define RESV_WATCH_BACKOFF_MS 100
-#define RESV_WATCH_BACKOFF_MAX_MS 2000
-#define RESV_WATCH_HEALTHY_MS 5000
 
 /* ---- pure: this worker's share ---- */
 
@@ -188,67 +184,26 @@ static void apply_event(const Faas__WatchEvent *e)
     R.dirty = 1;
 }
 
-/* ---- the watch thread ---- */
+/* ---- events from the worker manager's watch (watch.c) ---- */
 
-static int on_msg(void *ud, const uint8_t *msg, size_t len)
+void wm_reserved_forget(void)
 {
-    wm_t *wm = ud;
-    Faas__WatchEvent *e = faas__watch_event__unpack(NULL, len, msg);
-    if (e == NULL)
-        return 0;
+    pthread_mutex_lock(&R.mu);
+    forget_all();
+    pthread_mutex_unlock(&R.mu);
+}
+
+void wm_reserved_on_event(wm_t *wm, const Faas__WatchEvent *e)
+{
     pthread_mutex_lock(&R.mu);
     apply_event(e);
     /* during the snapshot the picture is partial: reconcile once it is whole */
     int wake = R.synced && R.dirty;
     pthread_mutex_unlock(&R.mu);
-    faas__watch_event__free_unpacked(e, NULL);
     if (wake) {
         uint64_t one = 1;
         (void)!write(wm->efd, &one, sizeof(one));
     }
-    return 0;
-}
-
-static void *watch_main(void *arg)
-{
-    wm_t *wm = arg;
-    Faas__WatchRequest wr = FAAS__WATCH_REQUEST__INIT;
-    wr.functions = 1;
-    wr.workers = 1;
-    size_t len;
-    uint8_t *req = faas_pb_pack(&wr.base, &len);
-    uint32_t backoff = RESV_WATCH_BACKOFF_MS;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
-    for (;;) {
-        char err[256] = "";
-        uint64_t t0 = faas_now_ms();
-        pthread_mutex_lock(&R.mu);
-        forget_all();
-        pthread_mutex_unlock(&R.mu);
-        int rc = req != NULL
-                     ? faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_msg, wm, err, sizeof(err))
-                     : -1;
-        if (faas_now_ms() - t0 > RESV_WATCH_HEALTHY_MS)
-            backoff = RESV_WATCH_BACKOFF_MS;
-        FAAS_WARN("event=reserved_watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, err, backoff);
-        usleep(backoff * 1000);
-        backoff = backoff * 2 > RESV_WATCH_BACKOFF_MAX_MS ? RESV_WATCH_BACKOFF_MAX_MS : backoff * 2;
-        /* a fresh channel: grpc's own reconnect backoff must not delay the watch */
-        faas_rpc_channel_close(ch);
-        ch = faas_rpc_channel_open(wm->cfg->discovery);
-    }
-    return NULL;
-}
-
-int wm_reserved_watch_start(wm_t *wm)
-{
-    pthread_t th;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &at, watch_main, wm);
-    pthread_attr_destroy(&at);
-    return rc;
 }
 
 /* ---- the pod thread's reconcile ---- */

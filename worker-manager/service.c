@@ -444,8 +444,7 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     pthread_t hb, mt;
     pthread_create(&hb, NULL, heartbeat_main, wm);
     wm_task_relay_start(wm);
-    wm_task_watch_start(wm);
-    wm_reserved_watch_start(wm);
+    wm_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
     FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
               c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);

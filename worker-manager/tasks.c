@@ -23,9 +23,6 @@
 #define TASK_LEASE_MS 30000
 #define RELAY_TIMEOUT_MS 10000
 #define RELAY_TRIES 3
-#define WATCH_BACKOFF_MS 100
-#define WATCH_BACKOFF_MAX_MS 2000
-#define WATCH_HEALTHY_MS 5000 /* a stream that lived this long starts the backoff over */
 
 /* ---- pure: one pod's running tasks ---- */
 
@@ -227,14 +224,10 @@ int wm_task_cancel_wanted(const uint8_t *task, size_t len, char *id, size_t idca
     return want;
 }
 
-int wm_task_cancel_event(const uint8_t *ev, size_t len, char *id, size_t idcap, char *inst, size_t instcap)
+int wm_task_cancel_event(const Faas__WatchEvent *e, char *id, size_t idcap, char *inst, size_t instcap)
 {
-    Faas__WatchEvent *e = faas__watch_event__unpack(NULL, len, ev);
-    int want = e != NULL && e->type == FAAS__WATCH_EVENT__TYPE__TASK_CANCEL && e->task != NULL &&
-               copy_id(id, idcap, e->task->id) == 0 && copy_id(inst, instcap, e->task->instance_id) == 0;
-    if (e != NULL)
-        faas__watch_event__free_unpacked(e, NULL);
-    return want;
+    return e->type == FAAS__WATCH_EVENT__TYPE__TASK_CANCEL && e->task != NULL && copy_id(id, idcap, e->task->id) == 0 &&
+           copy_id(inst, instcap, e->task->instance_id) == 0;
 }
 
 /* ---- the relay thread ---- */
@@ -339,55 +332,14 @@ void wm_task_relay_stop(void)
     pthread_join(rl.th, NULL);
 }
 
-/* ---- the cancel watch ---- */
+/* ---- cancels heard on the worker manager's watch (watch.c) ---- */
 
-static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
+void wm_task_on_cancel(wm_t *wm, const Faas__WatchEvent *e)
 {
-    wm_t *wm = ud;
     char id[40], inst[64];
     /* every worker manager hears every cancel: only those of our instances are ours */
-    if (wm_task_cancel_event(msg, len, id, sizeof(id), inst, sizeof(inst)) && wm_owns_instance(wm, inst)) {
+    if (wm_task_cancel_event(e, id, sizeof(id), inst, sizeof(inst)) && wm_owns_instance(wm, inst)) {
         FAAS_INFO("event=task_cancel_heard task=%s instance=%s", id, inst);
         wm_post_cancel_task(wm, id, inst);
     }
-    return 0;
-}
-
-static void *watch_main(void *arg)
-{
-    wm_t *wm = arg;
-    Faas__WatchRequest wr = FAAS__WATCH_REQUEST__INIT;
-    wr.task_cancels = 1;
-    size_t len;
-    uint8_t *req = faas_pb_pack(&wr.base, &len);
-    uint32_t backoff = WATCH_BACKOFF_MS;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
-    for (;;) {
-        char err[256] = "";
-        uint64_t t0 = faas_now_ms();
-        int rc = req != NULL ? faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_watch_msg, wm, err,
-                                                      sizeof(err))
-                             : -1;
-        if (faas_now_ms() - t0 > WATCH_HEALTHY_MS)
-            backoff = WATCH_BACKOFF_MS;
-        FAAS_WARN("event=task_watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, err, backoff);
-        usleep(backoff * 1000);
-        backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
-        /* a fresh channel: grpc's own reconnect backoff (up to minutes) must not delay the
-         * watch once discovery is back; retries are paced here */
-        faas_rpc_channel_close(ch);
-        ch = faas_rpc_channel_open(wm->cfg->discovery);
-    }
-    return NULL;
-}
-
-int wm_task_watch_start(wm_t *wm)
-{
-    pthread_t th;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &at, watch_main, wm);
-    pthread_attr_destroy(&at);
-    return rc;
 }

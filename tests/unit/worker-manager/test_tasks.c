@@ -223,24 +223,15 @@ Test(wm_tasks, watch_event_cancel_decoded)
     e.type = FAAS__WATCH_EVENT__TYPE__TASK_CANCEL;
     e.task = &t;
     char id[40], inst[64];
-    size_t len;
-    uint8_t *pb = faas_pb_pack(&e.base, &len);
-    cr_assert_eq(wm_task_cancel_event(pb, len, id, sizeof(id), inst, sizeof(inst)), 1);
+    cr_assert_eq(wm_task_cancel_event(&e, id, sizeof(id), inst, sizeof(inst)), 1);
     cr_assert_str_eq(id, ID);
     cr_assert_str_eq(inst, "inst-9");
-    free(pb);
-    cr_assert_eq(wm_task_cancel_event(pb = faas_pb_pack(&e.base, &len), len, id, sizeof(id), inst, 4), 0,
-                 "an instance id longer than ours is not ours");
-    free(pb);
+    cr_assert_eq(wm_task_cancel_event(&e, id, sizeof(id), inst, 4), 0, "an instance id longer than ours is not ours");
     t.instance_id = "";
-    pb = faas_pb_pack(&e.base, &len);
-    cr_assert_eq(wm_task_cancel_event(pb, len, id, sizeof(id), inst, sizeof(inst)), 0, "runs nowhere yet");
-    free(pb);
+    cr_assert_eq(wm_task_cancel_event(&e, id, sizeof(id), inst, sizeof(inst)), 0, "runs nowhere yet");
     Faas__Instance in = FAAS__INSTANCE__INIT;
     Faas__WatchEvent other = FAAS__WATCH_EVENT__INIT;
     other.type = FAAS__WATCH_EVENT__TYPE__INSTANCE_PUT;
     other.instance = &in;
-    pb = faas_pb_pack(&other.base, &len);
-    cr_assert_eq(wm_task_cancel_event(pb, len, id, sizeof(id), inst, sizeof(inst)), 0, "other events are not cancels");
-    free(pb);
+    cr_assert_eq(wm_task_cancel_event(&other, id, sizeof(id), inst, sizeof(inst)), 0, "other events are not cancels");
 }

@@ -9,6 +9,9 @@
 /* Monotonic clock in microseconds / milliseconds. */
 uint64_t faas_now_us(void);
 uint64_t faas_now_ms(void);
+/* Reads up to cap-1 bytes of a small file (a /proc or cgroup file: one read returns it
+ * whole) into buf, NUL-terminated; the byte count, or -1 with errno set. */
+long faas_read_small(const char *path, char *buf, size_t cap);
 /* Wall clock in unix milliseconds. */
 int64_t faas_unix_ms(void);
 /* Writes a random 16-hex-char id into out (cap >= 17). */

@@ -5,6 +5,8 @@
  * them itself and the worker manager has nothing to relay. */
 #include "runtime-agent/cgstat.h"
 
+#include "common/util.h"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,18 +18,6 @@
  * per controller (cpu,cpuacct joined or cpu alone). */
 static const char *const V2_ROOTS[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
 static const char *const V1_CPU_ROOTS[] = {"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"};
-
-static ssize_t slurp(const char *path, char *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
-    if (n >= 0)
-        buf[n] = '\0';
-    return n;
-}
 
 int agent_cg_parse_psi(const char *text, uint64_t *some_us)
 {
@@ -66,7 +56,7 @@ int agent_cg_parse_stat(const char *text, uint64_t *periods, uint64_t *throttled
 static int own_path(const char *want, char *out, size_t cap)
 {
     char buf[4096];
-    if (slurp("/proc/self/cgroup", buf, sizeof(buf)) <= 0)
+    if (faas_read_small("/proc/self/cgroup", buf, sizeof(buf)) <= 0)
         return -1;
     for (char *line = strtok(buf, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -91,7 +81,7 @@ static int find_file(const char *const *roots, size_t nroots, const char *rel, c
     for (size_t i = 0; i < nroots; i++) {
         if (snprintf(out, cap, "%s%s/%s", roots[i], strcmp(rel, "/") == 0 ? "" : rel, file) >= (int)cap)
             continue;
-        if (slurp(out, buf, sizeof(buf)) <= 0)
+        if (faas_read_small(out, buf, sizeof(buf)) <= 0)
             continue;
         if (strcmp(file, "cpu.pressure") == 0 ? agent_cg_parse_psi(buf, &a) == 0
                                               : agent_cg_parse_stat(buf, &a, &b) == 0)
@@ -109,7 +99,7 @@ static int has_quota(const char *stat_path, int v2)
     if (slash == NULL || snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - stat_path), stat_path,
                                   v2 ? "cpu.max" : "cpu.cfs_quota_us") >= (int)sizeof(path))
         return 0;
-    if (slurp(path, buf, sizeof(buf)) <= 0)
+    if (faas_read_small(path, buf, sizeof(buf)) <= 0)
         return 0;
     return v2 ? strncmp(buf, "max", 3) != 0 : strtoll(buf, NULL, 10) > 0;
 }
@@ -131,7 +121,7 @@ void agent_cg_open(agent_cg_t *c)
 void agent_cg_read(const agent_cg_t *c, agent_ol_sample_t *s)
 {
     char buf[1024];
-    s->has_psi = c->has_psi && slurp(c->psi, buf, sizeof(buf)) > 0 && agent_cg_parse_psi(buf, &s->psi_some_us) == 0;
-    s->has_throttle = c->has_throttle && slurp(c->stat, buf, sizeof(buf)) > 0 &&
+    s->has_psi = c->has_psi && faas_read_small(c->psi, buf, sizeof(buf)) > 0 && agent_cg_parse_psi(buf, &s->psi_some_us) == 0;
+    s->has_throttle = c->has_throttle && faas_read_small(c->stat, buf, sizeof(buf)) > 0 &&
                       agent_cg_parse_stat(buf, &s->nr_periods, &s->nr_throttled) == 0;
 }

@@ -47,19 +47,6 @@ int wm_write_file(const char *path, const char *s)
     return 0;
 }
 
-static int read_small(const char *path, char *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
-    if (n < 0)
-        return -1;
-    buf[n] = '\0';
-    return 0;
-}
-
 static int exists(const char *dir, const char *file)
 {
     char p[PATH_MAX];
@@ -95,7 +82,7 @@ int wm_cg_detect(const char *root, wm_cg_layout_t *L, const char **err)
     if (L->v2[0] != '\0') {
         char p[PATH_MAX];
         wm_fmt(p, sizeof(p), "%s/cgroup.controllers", L->v2);
-        if (read_small(p, ctrls, sizeof(ctrls)) != 0)
+        if (faas_read_small(p, ctrls, sizeof(ctrls)) < 0)
             ctrls[0] = '\0';
     }
     int any = L->v2[0] != '\0';
@@ -261,7 +248,7 @@ static int is_empty(const char *dir)
 {
     char p[PATH_MAX + 16], buf[64];
     wm_fmt(p, sizeof(p), "%s/cgroup.procs", dir);
-    if (read_small(p, buf, sizeof(buf)) != 0)
+    if (faas_read_small(p, buf, sizeof(buf)) < 0)
         return 1;
     return buf[0] == '\0';
 }

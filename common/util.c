@@ -1,19 +1,19 @@
 #include "common/util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t faas_now_us(void)
 {
@@ -230,8 +230,7 @@ const char *faas_cold_start_public(char *buf, size_t cap, const char *fn, const 
 {
     char prefix[128];
     int n = snprintf(prefix, sizeof(prefix), "cold start of function %s failed: ", fn);
-    if (msg != NULL && n > 0 && (size_t)n < sizeof(prefix) && strncmp(msg, prefix, (size_t)n) == 0 &&
-        msg[n] != '\0')
+    if (msg != NULL && n > 0 && (size_t)n < sizeof(prefix) && strncmp(msg, prefix, (size_t)n) == 0 && msg[n] != '\0')
         snprintf(buf, cap, COLD_START_FAILED ": %s", msg + n);
     else
         snprintf(buf, cap, COLD_START_FAILED);

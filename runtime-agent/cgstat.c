@@ -121,7 +121,8 @@ void agent_cg_open(agent_cg_t *c)
 void agent_cg_read(const agent_cg_t *c, agent_ol_sample_t *s)
 {
     char buf[1024];
-    s->has_psi = c->has_psi && faas_read_small(c->psi, buf, sizeof(buf)) > 0 && agent_cg_parse_psi(buf, &s->psi_some_us) == 0;
+    s->has_psi =
+        c->has_psi && faas_read_small(c->psi, buf, sizeof(buf)) > 0 && agent_cg_parse_psi(buf, &s->psi_some_us) == 0;
     s->has_throttle = c->has_throttle && faas_read_small(c->stat, buf, sizeof(buf)) > 0 &&
                       agent_cg_parse_stat(buf, &s->nr_periods, &s->nr_throttled) == 0;
 }

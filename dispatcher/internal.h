@@ -236,6 +236,9 @@ void disp_callbacks_start(void);
 /* faas_gateway_task_callbacks_total. */
 void disp_callbacks_metrics(FILE *out);
 
+/* faas-task-error and a reported delivery error, in bytes. */
+#define DISP_CB_ERROR_MAX 512
+
 /* A callback URL split for the client (the gateway checked it at submission). */
 typedef struct {
     int tls;               /* https */

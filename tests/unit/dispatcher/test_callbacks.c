@@ -52,9 +52,11 @@ Test(callbacks, url_https_port_ipv6_and_case)
 
 Test(callbacks, url_refused)
 {
-    static const char *const bad[] = {"ftp://h/",       "http://",      "http://:80/",      "http://h:0/",
-                                      "http://h:65536", "http://h:8x/", "http://h:/",       "http://[::1/",
-                                      "http://[]:80/",  "http://u@h/",  "http://h:123456/", "//h/"};
+    static const char *const bad[] = {"ftp://h/", "http://", "http://:80/", "http://h:0/", "http://h:65536",
+                                      "http://h:8x/", "http://h:/", "http://[::1/", "http://[]:80/", "http://u@h/",
+                                      "http://h:123456/", "//h/",
+                                      /* found by fuzz_disp_callback: CRLF would split the request line */
+                                      "http://h/a\r\nx-injected: 1", "http://h/a b", "http://h/\x7f"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         disp_cb_url_t u;
         const char *err = NULL;

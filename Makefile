@@ -67,7 +67,7 @@ $(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
 
 $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl $(PKG_BPF))
 
 # The agent lives in every pod: it links no grpc and no h2o (its loop is common/evl.c),
 # and is linked statically (no ld.so work, no shared-library pages: a smaller idle pod,
@@ -108,6 +108,35 @@ $(PROTO_C) $(PROTO_H): proto/faas.proto
 	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"
 	$(Q)protoc-c --c_out=$(GEN_DIR) $<
 
+# ---- the worker manager's run-queue probe (eBPF, CO-RE; never committed) -----------
+# vmlinux.h comes from the build machine's kernel BTF and the skeleton from bpftool;
+# the object is CO-RE, so it loads on other kernels with BTF. Without bpftool, clang,
+# libbpf or BTF the worker manager is built without it (WM_HAVE_BPF=0) and says so.
+BPFTOOL  ?= $(firstword $(shell command -v bpftool 2>/dev/null) $(wildcard /usr/sbin/bpftool))
+BPF_CLANG ?= clang
+HAVE_BPF ?= $(if $(and $(BPFTOOL),$(shell command -v $(BPF_CLANG) 2>/dev/null),$(wildcard /sys/kernel/btf/vmlinux),$(shell pkg-config --exists libbpf && echo y)),1,0)
+PKG_BPF  := $(if $(filter 1,$(HAVE_BPF)),libbpf)
+RUNQ_SKEL := $(GEN_DIR)/worker-manager/runq.skel.h
+
+$(GEN_DIR)/bpf/vmlinux.h:
+	@mkdir -p $(@D); echo "  BTF   $@"
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv -f $@.tmp $@
+
+$(GEN_DIR)/bpf/runq.bpf.o: worker-manager/bpf/runq.bpf.c worker-manager/bpf/runq.h $(GEN_DIR)/bpf/vmlinux.h
+	@echo "  BPF   $<"
+	$(Q)$(BPF_CLANG) -O2 -g -target bpf -D__TARGET_ARCH_x86 -I. -I$(GEN_DIR)/bpf -c -o $@ $<
+
+# `gen object` links it as libbpf would load it, without the DWARF (a 20x smaller skeleton).
+$(RUNQ_SKEL): $(GEN_DIR)/bpf/runq.bpf.o
+	@mkdir -p $(@D); echo "  SKEL  $@"
+	$(Q)$(BPFTOOL) gen object $(GEN_DIR)/bpf/runq.linked.o $< && \
+	  $(BPFTOOL) gen skeleton $(GEN_DIR)/bpf/runq.linked.o name runq > $@.tmp && mv -f $@.tmp $@
+
+ifeq ($(HAVE_BPF),1)
+$(BUILD)/obj/worker-manager/runq.o: $(RUNQ_SKEL)
+$(BUILD)/obj/worker-manager/runq.o: ALL_CFLAGS += -DWM_HAVE_BPF=1 $(call pc_cflags,libbpf)
+endif
+
 # ---- objects ------------------------------------------------------------------
 $(BUILD)/obj/gen/%.o: $(GEN_DIR)/%.c
 	@mkdir -p $(@D)
@@ -132,7 +161,7 @@ $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/
     $(if $(filter gateway,$(1)),$(GATEWAY_LIBS)) \
     $(if $(filter dispatcher,$(1)),$(H2B_OBJS))
 	@mkdir -p $$(@D); echo "  LD    $$@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion $(PKG_BPF))
 endef
 $(foreach c,$(UNIT_COMPONENTS),$(eval $(call UNIT_RULE,$(c))))
 

@@ -1,0 +1,41 @@
+/* worker-manager/bpf/runq.h - what the run-queue BPF program (runq.bpf.c) and the
+ * worker manager (runq.c) share: the per-pod record and the alert. Fixed-width types
+ * only, so it compiles for the BPF target and for the host. */
+#ifndef WM_BPF_RUNQ_H
+#define WM_BPF_RUNQ_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Pods watched at once on one host. */
+#define RUNQ_MAX_PODS 4096
+/* An alert: at least RUNQ_HOT_TASKS of the pod's tasks have been waiting for a CPU,
+ * without a break, for RUNQ_HOT_NS. Two, because one task waiting now and then is what
+ * any busy host does to a healthy pod; 2 ms, a few scheduler slices (0.75-3 ms each):
+ * no single preemption, yet well inside the 5 ms in which a step to saturation should
+ * be reported. */
+#define RUNQ_HOT_TASKS 2
+#define RUNQ_HOT_NS 2000000ull
+/* One alert per pod per this: the agent's reminder (and the worker manager's scale-up)
+ * then goes at the agent's own pace. */
+#define RUNQ_ALERT_GAP_NS 50000000ull
+
+/* Value of the pods map, keyed by the pod's cgroup v2 id (its directory's inode). */
+struct runq_pod {
+    __u64 wait_ns;  /* run-queue waits of the pod's tasks, summed */
+    __u64 waits;    /* how many waits */
+    __s64 waiting;  /* its tasks runnable and not running now */
+    __u64 hot_ns;   /* since when RUNQ_HOT_TASKS or more have been waiting (0: not) */
+    __u64 alert_ns; /* the last alert */
+};
+
+/* Ring buffer record: waiting tasks of the pod have been waiting for CPU, at least
+ * RUNQ_HOT_TASKS of them without a break for hot_ns. */
+struct runq_alert {
+    __u64 cgroup_id;
+    __u64 waiting;
+    __u64 hot_ns;
+};
+
+#endif

@@ -37,9 +37,11 @@ static struct {
     agent_cmd_t cmd; /* kept alive: the spec points into it */
     char **standalone_argv;
     int log_fd;
-    agent_ol_t ol;       /* the overload detector */
-    agent_cg_t cg;       /* where the pod cgroup's CPU figures are */
-    evl_timer_t ol_tick; /* samples for the detector */
+    agent_ol_t ol;         /* the overload detector */
+    int has_runq;          /* the worker manager sends RUNQ figures */
+    uint64_t runq_wait_ns; /* the last it sent */
+    agent_cg_t cg;         /* where the pod cgroup's CPU figures are */
+    evl_timer_t ol_tick;   /* samples for the detector */
     int exit;
     int exit_code;
     /* packets the socket had no room for (a task's result is many), sent in order once
@@ -200,6 +202,8 @@ static void on_ol_tick(evl_timer_t *t)
     agent_ol_sample_t s = {.t_us = faas_now_us()};
     agent_front_stats(&s.inflight, &s.completions, &s.latency_us);
     agent_cg_read(&ag.cg, &s);
+    s.has_runq = ag.has_runq;
+    s.runq_wait_ns = ag.runq_wait_ns;
     agent_ol_verdict_t v = agent_ol_feed(&ag.ol, &s);
     if (v.action != AGENT_OL_NONE)
         report(&v, s.inflight);
@@ -210,10 +214,16 @@ static void on_ol_tick(evl_timer_t *t)
  * pod has, then samples every tick. */
 static void overload_start(void)
 {
+    /* standalone (no worker manager) there is no message: no quota known, no figures */
+    const Faas__Specialize *sp = ag.cmd.msg != NULL ? ag.cmd.msg->specialize : NULL;
+    const Faas__Resources *r = sp != NULL && sp->spec != NULL ? sp->spec->resources : NULL;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
     agent_ol_init(&ag.ol);
+    ag.ol.cpus = r != NULL && r->cpu_millis != 0 ? r->cpu_millis / 1000.0 : online > 0 ? (double)online : 1.0;
+    ag.has_runq = sp != NULL && sp->runq;
     agent_cg_open(&ag.cg);
-    FAAS_INFO("event=overload_signals fn=%s queueing=1 cpu_pressure=%d cpu_throttled=%d", ag.cmd.spec.name,
-              ag.cg.has_psi, ag.cg.has_throttle);
+    FAAS_INFO("event=overload_signals fn=%s queueing=1 runq_latency=%d cpu_pressure=%d cpu_throttled=%d cpus=%.2f",
+              ag.cmd.spec.name, ag.has_runq, ag.cg.has_psi, ag.cg.has_throttle, ag.ol.cpus);
     ag.ol_tick.cb = on_ol_tick;
     evl_timer_start(ag.loop, &ag.ol_tick, AGENT_OL_TICK_US / 1000);
 }
@@ -274,6 +284,23 @@ static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
     return n;
 }
 
+/* The worker manager's run-queue figures: kept for the next sample, and an alert is
+ * judged at once (the fastest signal there is of a step to CPU saturation). */
+static void on_runq(const Faas__AgentCommand *m)
+{
+    if (!ag.specialized || !ag.has_runq)
+        return;
+    ag.runq_wait_ns = m->runq_wait_ns;
+    if (m->runq_hot_us == 0)
+        return;
+    uint32_t inflight;
+    uint64_t completions, latency_us;
+    agent_front_stats(&inflight, &completions, &latency_us);
+    agent_ol_verdict_t v = agent_ol_runq_alert(&ag.ol, faas_now_us(), inflight, m->runq_waiting);
+    if (v.action != AGENT_OL_NONE)
+        report(&v, inflight);
+}
+
 static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_us)
 {
     agent_cmd_t cmd;
@@ -287,6 +314,13 @@ static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_u
     if (cmd.type == FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK) {
         FAAS_INFO("event=cancel_task task=%s", cmd.msg->task_id);
         agent_task_cancel(cmd.msg->task_id);
+        agent_cmd_free(&cmd);
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__RUNQ) {
+        on_runq(cmd.msg);
         agent_cmd_free(&cmd);
         if (fd >= 0)
             close(fd);

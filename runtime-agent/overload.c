@@ -35,6 +35,11 @@
  * CFS periods throttled. At half, the CPU sets the pace; below a fifth it is slack. */
 #define CPU_FIRE 0.5
 #define CPU_CLEAR 0.2
+/* Run-queue latency: the pod's tasks waiting for a CPU, on average over the window, per
+ * CPU the pod may use. Half a task per CPU waiting all along means it could use 1.5x
+ * the CPU it gets; a fifth is slack. */
+#define RUNQ_FIRE 0.5
+#define RUNQ_CLEAR 0.2
 /* Throttling says the quota binds, not by how much the demand passes it (a pod throttled
  * in every period may want 1.1 or 10 quotas): it asks for at most this many; queueing and
  * PSI, which do measure the excess, ask for more. */
@@ -169,6 +174,27 @@ static judgement_t judge_throttle(const agent_ol_t *d, unsigned b)
     return judge_share(valid ? (double)dt / dp : 0, valid, THROTTLE_DEGREE_MAX);
 }
 
+static double cpus_of(const agent_ol_t *d)
+{
+    return d->cpus > 0 ? d->cpus : 1.0;
+}
+
+/* Tasks waiting for a CPU, per CPU of the pod: x waiting means a demand of 1+x CPUs. */
+static judgement_t judge_runq(const agent_ol_t *d, unsigned b)
+{
+    judgement_t j = {0, 1, 1, 0};
+    const agent_ol_sample_t *now = at(d, 0), *old = at(d, b);
+    uint64_t span = now->t_us - old->t_us;
+    if (!now->has_runq || !old->has_runq || span * 2 < TAU_US || now->runq_wait_ns < old->runq_wait_ns)
+        return j;
+    double x = (double)(now->runq_wait_ns - old->runq_wait_ns) / 1000.0 / (double)span / cpus_of(d);
+    j.ratio = x;
+    j.hot = x >= RUNQ_FIRE;
+    j.clear = x < RUNQ_CLEAR;
+    j.degree = clamp_degree(x);
+    return j;
+}
+
 static agent_ol_verdict_t fire(agent_ol_t *d, uint64_t now, const char *signal, uint32_t degree, double ratio)
 {
     agent_ol_verdict_t v = {AGENT_OL_FIRE, degree, signal, ratio};
@@ -180,12 +206,16 @@ static agent_ol_verdict_t fire(agent_ol_t *d, uint64_t now, const char *signal, 
     return v;
 }
 
-static agent_ol_verdict_t decide(agent_ol_t *d, uint64_t now, const judgement_t j[3])
+#define N_SIGNALS 4
+
+static agent_ol_verdict_t decide(agent_ol_t *d, uint64_t now, const judgement_t j[N_SIGNALS])
 {
-    static const char *const names[3] = {"queueing", "cpu_pressure", "cpu_throttled"};
+    static const char *const names[N_SIGNALS] = {"queueing", "runq_latency", "cpu_pressure", "cpu_throttled"};
     agent_ol_verdict_t none = {AGENT_OL_NONE, 0, NULL, j[0].ratio};
-    int hot = -1, clear = j[0].clear && j[1].clear && j[2].clear && !d->cap_hot;
-    for (int i = 0; i < 3 && hot < 0; i++)
+    int hot = -1, clear = !d->cap_hot;
+    for (int i = 0; i < N_SIGNALS; i++)
+        clear = clear && j[i].clear;
+    for (int i = 0; i < N_SIGNALS && hot < 0; i++)
         if (j[i].hot)
             hot = i;
     if (hot >= 0 && (!d->overloaded || now - d->fired_us >= REFIRE_US))
@@ -222,7 +252,7 @@ agent_ol_verdict_t agent_ol_feed(agent_ol_t *d, const agent_ol_sample_t *s)
     unsigned b = window_back(d);
     if (b == 0)
         return none;
-    judgement_t j[3] = {judge_queue(d, b), judge_psi(d, b), judge_throttle(d, b)};
+    judgement_t j[N_SIGNALS] = {judge_queue(d, b), judge_runq(d, b), judge_psi(d, b), judge_throttle(d, b)};
     return decide(d, s->t_us, j);
 }
 
@@ -236,4 +266,15 @@ agent_ol_verdict_t agent_ol_cap(agent_ol_t *d, uint64_t now_us, uint32_t infligh
         return none;
     /* at the cap the pod cannot see how far past it the demand is: one more */
     return fire(d, now_us, "concurrency", 1, (double)inflight / cap);
+}
+
+agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t waiting)
+{
+    agent_ol_verdict_t none = {AGENT_OL_NONE, 0, NULL, 0};
+    /* a pod whose tasks wait with one request or none has no queue to take away */
+    if (inflight < QUEUE_MIN || (d->overloaded && now_us - d->fired_us < REFIRE_US))
+        return none;
+    d->clear_since_us = 0;
+    double x = (double)waiting / cpus_of(d);
+    return fire(d, now_us, "runq_latency", clamp_degree(x), x);
 }

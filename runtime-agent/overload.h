@@ -23,6 +23,8 @@ typedef struct {
     uint64_t psi_some_us; /* cpu.pressure "some" total */
     int has_throttle;     /* cpu.stat with a quota set */
     uint64_t nr_periods, nr_throttled;
+    int has_runq;          /* the worker manager sends run-queue figures (eBPF) */
+    uint64_t runq_wait_ns; /* the pod's tasks' waits for a CPU, summed */
 } agent_ol_sample_t;
 
 enum { AGENT_OL_NONE = 0, AGENT_OL_FIRE, AGENT_OL_RECOVER };
@@ -46,6 +48,7 @@ typedef struct {
     uint64_t fired_us;       /* last FIRE */
     uint64_t clear_since_us; /* every signal below its clear level since (0: not clear) */
     uint32_t last_degree;
+    double cpus; /* CPUs the pod may use (its quota, else the host's); set after init */
 } agent_ol_t;
 
 /* Starts a detector with no history. */
@@ -57,5 +60,10 @@ agent_ol_verdict_t agent_ol_feed(agent_ol_t *d, const agent_ol_sample_t *s);
 /* The concurrency hard cap reached: the last-resort trigger, through the same state so
  * that a RECOVERED follows it. Returns the verdict to report (NONE if already reported). */
 agent_ol_verdict_t agent_ol_cap(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t cap);
+
+/* The worker manager's run-queue probe says waiting of the pod's tasks wait for a CPU,
+ * two or more without a break for a few ms: the fastest sign of CPU saturation. Fires at
+ * once when requests are queued behind it (in flight >= 2). */
+agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t waiting);
 
 #endif

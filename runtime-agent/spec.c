@@ -111,6 +111,7 @@ int agent_cmd_decode(const uint8_t *buf, size_t len, agent_cmd_t *out, const cha
     out->type = (int)out->msg->type;
     switch (out->msg->type) {
     case FAAS__AGENT_COMMAND__TYPE__STOP:
+    case FAAS__AGENT_COMMAND__TYPE__RUNQ: /* figures only: any value is a measurement */
         return 0;
     case FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK:
         if (out->msg->task_id == NULL || out->msg->task_id[0] == '\0') {

@@ -183,6 +183,8 @@ struct wm_pod {
     Faas__AcquireRequest *req; /* what the pod runs (READY): kept to scale up on OVERLOAD */
     wm_ptask_t *tasks;         /* async tasks it runs */
     int reserved;              /* kept for FunctionSpec.reserved (reserved.c): never released on request */
+    uint64_t cgroup_id;        /* watched by the run-queue probe (runqpods.c); 0: not */
+    uint64_t runq_sent_waits;  /* the probe's count of waits last sent to the agent */
 };
 
 struct wm_acq {
@@ -222,7 +224,15 @@ typedef struct wm_work {
 } wm_work_t;
 
 /* scale.c: what scaling on OVERLOAD reports as metrics. */
-enum { WM_SIG_QUEUEING, WM_SIG_CPU_PRESSURE, WM_SIG_CPU_THROTTLED, WM_SIG_CONCURRENCY, WM_SIG_UNKNOWN, WM_SIG_N };
+enum {
+    WM_SIG_QUEUEING,
+    WM_SIG_RUNQ,
+    WM_SIG_CPU_PRESSURE,
+    WM_SIG_CPU_THROTTLED,
+    WM_SIG_CONCURRENCY,
+    WM_SIG_UNKNOWN,
+    WM_SIG_N
+};
 #define WM_SCALE_BUCKETS 9
 typedef struct {
     uint64_t by_signal[WM_SIG_N];
@@ -261,6 +271,8 @@ struct wm {
     char (*fetching)[65];
     size_t n_fetching;
     uint64_t refill_after_us, refill_defer_us;
+    int runq;              /* the run-queue probe is loaded (runq.c) */
+    uint64_t runq_next_us; /* the next RUNQ figures round */
     /* no heartbeat is woken before this (a cold start is in flight): discovery, its
      * watchers and the heartbeat would take the CPU from the starting user server */
     uint64_t hb_quiet_until_us;
@@ -290,6 +302,15 @@ int wm_owns_instance(wm_t *wm, const char *inst);
 void wm_acquire_own(wm_t *wm, wm_acq_t *a);
 /* Takes a READY instance out of the set and tells its agent to stop (Release's path). */
 void wm_pod_stop(wm_t *wm, wm_pod_t *p);
+
+/* runqpods.c: the run-queue probe's figures to the pods' agents */
+/* Loads the probe unless the config says not to; says in the log whether it runs. */
+void wm_runq_start(wm_t *wm);
+/* Watches a new pod's cgroup; forgets a pod's. */
+void wm_runq_pod_new(wm_t *wm, wm_pod_t *p);
+void wm_runq_pod_gone(wm_t *wm, wm_pod_t *p);
+/* Pod thread: sends the figures that changed to READY pods when due; when next (us). */
+uint64_t wm_runq_tick(wm_t *wm, uint64_t now);
 
 /* reserved.c */
 /* This worker's part of total reserved instances: total split evenly over the distinct

@@ -25,6 +25,7 @@
 #include "common/rpc.h"
 #include "common/spec.h"
 #include "common/util.h"
+#include "worker-manager/runq.h"
 
 #define HELLO_TIMEOUT_US (15 * 1000000ull)
 #define STOP_GRACE_US (1000000ull)
@@ -392,6 +393,7 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
         wm->refill_after_us = faas_now_us() + 1000000; /* do not spin on a pod that cannot start */
     int was_instance = p->state == POD_READY;
     close(p->ctl);
+    wm_runq_pod_gone(wm, p);
     if (was_instance) {
         /* out of the lease before the kill round trip: watchers stop routing to it sooner */
         hb_urgent(wm);
@@ -421,6 +423,7 @@ static wm_pod_t *pod_spawn(wm_t *wm)
     fcntl(p->ctl, F_SETFL, fcntl(p->ctl, F_GETFL) | O_NONBLOCK);
     p->state = POD_STARTING;
     p->deadline_us = faas_now_us() + HELLO_TIMEOUT_US;
+    wm_runq_pod_new(wm, p);
     p->next = wm->pods;
     wm->pods = p;
     count(wm, &wm->pods_spawned);
@@ -481,6 +484,7 @@ static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t
     sp.spec = a->req->spec;
     sp.instance_id = p->inst_id;
     sp.code_dir = WM_POD_CODE_DIR;
+    sp.runq = p->cgroup_id != 0;
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;
@@ -968,6 +972,8 @@ static int check_deadlines(wm_t *wm)
     refill(wm);
     uint64_t resv = wm_reserved_reconcile(wm, now);
     next = resv > now && resv < next ? resv : next;
+    uint64_t rq = wm_runq_tick(wm, now);
+    next = rq < next ? rq : next;
     pthread_mutex_lock(&wm->mu);
     if (wm->hb_pending && now >= wm->hb_quiet_until_us) {
         wm->hb_pending = 0;
@@ -999,7 +1005,7 @@ void wm_loop_run(wm_t *wm)
     refill(wm);
     while (!wm->stop) {
         int timeout = check_deadlines(wm);
-        size_t n = 2;
+        size_t n = 3;
         for (wm_pod_t *p = wm->pods; p; p = p->next)
             n++;
         struct pollfd *pfd = calloc(n, sizeof(*pfd));
@@ -1011,7 +1017,8 @@ void wm_loop_run(wm_t *wm)
         }
         pfd[0] = (struct pollfd){.fd = wm->efd, .events = POLLIN};
         pfd[1] = (struct pollfd){.fd = wm->sfd, .events = POLLIN};
-        size_t i = 2;
+        pfd[2] = (struct pollfd){.fd = wm_runq_fd(), .events = POLLIN}; /* -1 (ignored) without the probe */
+        size_t i = 3;
         for (wm_pod_t *p = wm->pods; p; p = p->next, i++) {
             pfd[i] = (struct pollfd){.fd = p->ctl, .events = POLLIN};
             who[i] = p;
@@ -1026,7 +1033,9 @@ void wm_loop_run(wm_t *wm)
             }
             /* a pod handled earlier may destroy others only through its own list
              * entry, so check each pointer is still listed before using it */
-            for (size_t k = 2; k < n && !wm->stop; k++) {
+            if (pfd[2].revents)
+                wm_runq_poll(); /* alerts go to the pods still listed */
+            for (size_t k = 3; k < n && !wm->stop; k++) {
                 if (!pfd[k].revents)
                     continue;
                 for (wm_pod_t *p = wm->pods; p; p = p->next)

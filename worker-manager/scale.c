@@ -8,7 +8,8 @@
 #include <string.h>
 
 /* The signals' names, as agents send them (faas.proto AgentEvent.signal). */
-static const char *const SIGNALS[WM_SIG_N] = {"queueing", "cpu_pressure", "cpu_throttled", "concurrency", "unknown"};
+static const char *const SIGNALS[WM_SIG_N] = {"queueing",      "runq_latency", "cpu_pressure",
+                                              "cpu_throttled", "concurrency",  "unknown"};
 /* Report to READY, seconds: a warm-pool start is ~0.1 s, a cold pool or slow init seconds. */
 static const double BUCKETS[WM_SCALE_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 

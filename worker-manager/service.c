@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
+#include "worker-manager/runq.h"
 
 static void reply_msg(faas_rpc_call_t *call, const ProtobufCMessage *m)
 {
@@ -418,6 +419,7 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
         return -1;
     }
     wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    wm_runq_start(wm);
     return 0;
 }
 
@@ -452,6 +454,7 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     wm_loop_run(wm);
 
     wm_loop_shutdown(wm);
+    wm_runq_close();
     wm_task_relay_stop(); /* after the pods: their last task reports are queued by then */
     faas_rpc_server_stop(srv);
     wm_helper_cleanup(&wm->helper, NULL);

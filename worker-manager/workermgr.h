@@ -23,6 +23,7 @@ typedef struct {
     unsigned lease_ttl_ms;
     uid_t pod_uid;
     gid_t pod_gid;
+    int runq_bpf; /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

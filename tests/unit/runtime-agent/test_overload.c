@@ -212,3 +212,74 @@ Test(overload, concurrency_cap_fires_then_recovers)
     light(&t, 30);
     cr_expect_eq(t.recovers, 1);
 }
+
+/* One tick with the worker manager's run-queue figures: the pod's tasks waited wait_us
+ * for a CPU in it, summed (a quarter of a task on average per 25 ms). */
+static agent_ol_verdict_t runq_tick(trace_t *t, uint64_t wait_us)
+{
+    t->s.has_runq = 1;
+    t->s.runq_wait_ns += wait_us * 1000;
+    return tick(t, 1, 5, 20000);
+}
+
+Test(overload, runq_latency_fires_by_tasks_waiting_per_cpu_and_recovers)
+{
+    trace_t t;
+    start(&t);
+    t.d.cpus = 1.0;
+    for (int i = 0; i < 50; i++)
+        runq_tick(&t, 5000); /* 0.05 waiting: a busy host's noise */
+    cr_expect_eq(t.fires, 0);
+    for (int i = 0; i < 10; i++)
+        runq_tick(&t, 150000); /* 1.5 tasks waiting for the one CPU all along */
+    cr_assert_eq(t.fires, 1, "fires within a window");
+    cr_expect_str_eq(t.last_fire.signal, "runq_latency");
+    for (int i = 0; i < 25; i++)
+        runq_tick(&t, 150000);
+    cr_assert_eq(t.fires, 2, "reminds once the window is all waiting");
+    cr_expect_eq(t.last_fire.degree, 2, "1.5 CPUs more wanted: two more instances");
+    for (int i = 0; i < 30; i++)
+        runq_tick(&t, 1000);
+    cr_expect_eq(t.recovers, 1);
+}
+
+Test(overload, runq_latency_is_per_cpu_of_the_pod)
+{
+    trace_t t;
+    start(&t);
+    t.d.cpus = 4.0;
+    for (int i = 0; i < 30; i++)
+        runq_tick(&t, 150000); /* 1.5 waiting for 4 CPUs: under the fire level */
+    cr_expect_eq(t.fires, 0);
+}
+
+Test(overload, runq_without_figures_stays_quiet)
+{
+    trace_t t;
+    start(&t);
+    for (int i = 0; i < 30; i++) {
+        t.s.runq_wait_ns += 900000000ull; /* garbage without has_runq is ignored */
+        tick(&t, 1, 5, 20000);
+    }
+    cr_expect_eq(t.fires, 0);
+}
+
+Test(overload, runq_alert_fires_at_once_only_with_a_queue)
+{
+    trace_t t;
+    start(&t);
+    t.d.cpus = 2.0;
+    light(&t, 20);
+    uint64_t now = t.s.t_us + 1000;
+    cr_expect_eq(agent_ol_runq_alert(&t.d, now, 1, 8).action, AGENT_OL_NONE, "one request: no queue to take away");
+    agent_ol_verdict_t v = agent_ol_runq_alert(&t.d, now, 32, 7);
+    cr_assert_eq(v.action, AGENT_OL_FIRE);
+    cr_expect_str_eq(v.signal, "runq_latency");
+    cr_expect_eq(v.degree, 4, "7 waiting for 2 CPUs: 3.5, so four more");
+    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 50000, 32, 7).action, AGENT_OL_NONE, "reminds at its own pace");
+    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 2100000, 32, 7).action, AGENT_OL_FIRE, "after two windows");
+    t.s.t_us = now + 2100000;
+    for (int i = 0; i < 15; i++)
+        runq_tick(&t, 0);
+    cr_expect_eq(t.recovers, 1, "recovers like any signal once all are clear for a window");
+}

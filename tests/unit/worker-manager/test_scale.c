@@ -19,6 +19,7 @@ Test(scale, signals_and_metrics)
 {
     cr_expect_eq(wm_scale_signal("queueing"), WM_SIG_QUEUEING);
     cr_expect_eq(wm_scale_signal("cpu_throttled"), WM_SIG_CPU_THROTTLED);
+    cr_expect_eq(wm_scale_signal("runq_latency"), WM_SIG_RUNQ);
     cr_expect_eq(wm_scale_signal(""), WM_SIG_UNKNOWN);
     cr_expect_eq(wm_scale_signal(NULL), WM_SIG_UNKNOWN);
     wm_scale_stats_t st;

@@ -407,12 +407,10 @@ static void instance_put(const Faas__Instance *pi)
     disp_fn_t *fn = disp_fn_get(&disp_g.table, pi->function, strlen(pi->function));
     if (fn == NULL)
         return;
-    disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version,
-                                      pi->state == FAAS__INSTANCE__STATE__READY, pi->concurrency, faas_now_ms());
+    disp_inst_t *inst = disp_inst_learn(fn, pi, faas_now_ms());
     if (inst == NULL)
         return;
     inst->gen = disp_g.snap_gen;
-    inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
         inst->ready = 0;
     disp_on_instance_ready(fn);

@@ -247,6 +247,16 @@ void disp_metrics(FILE *out)
         disp_fn_t *fn = disp_g.table.fns[i];
         fprintf(out, "faas_instances{function=\"%.*s\"} %zu\n", (int)fn->name_len, fn->name, fn->ninst);
     }
+    /* counted at scrape time: the watch keeps the flag, the call path pays nothing */
+    fprintf(out, "# HELP faas_instances_overloaded Instances whose agent reported OVERLOAD and not yet RECOVERED "
+                 "(picked after the others).\n# TYPE faas_instances_overloaded gauge\n");
+    for (size_t i = 0; i < disp_g.table.nfns; i++) {
+        disp_fn_t *fn = disp_g.table.fns[i];
+        size_t n = 0;
+        for (size_t k = 0; k < fn->ninst; k++)
+            n += fn->inst[k]->overloaded != 0;
+        fprintf(out, "faas_instances_overloaded{function=\"%.*s\"} %zu\n", (int)fn->name_len, fn->name, n);
+    }
     fprintf(out, "# HELP faas_gateway_reserved_requests_total Calls served by reserved instances (no elastic "
                  "instance could take them).\n# TYPE faas_gateway_reserved_requests_total counter\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {

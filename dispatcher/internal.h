@@ -27,6 +27,7 @@ typedef struct disp_inst {
     uint64_t acquired_ms; /* when our own Acquire returned it (0 = learned from the watch) */
     uint64_t born_ms;     /* when this table first heard of it: the function's scale-ups */
     int reserved;         /* Instance.Kind RESERVED: picked last, never released here */
+    int overloaded;       /* Instance.overloaded from the watch: its agent reported OVERLOAD, not RECOVERED */
     struct disp_fn *fn;
 } disp_inst_t;
 
@@ -63,7 +64,7 @@ typedef struct disp_fn {
     uint32_t acquiring; /* Acquire calls in flight */
     uint64_t acquire_failed_at_ms;
     uint32_t gen;
-    uint64_t reserved_calls; /* calls sent to a reserved instance (metrics) */
+    uint64_t reserved_calls;      /* calls sent to a reserved instance (metrics) */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
     size_t nservices[DISP_NPROTO];
     /* async tasks (tasks.c): one ClaimTasks in flight, polled by claim_timer */
@@ -114,6 +115,9 @@ disp_fn_t *disp_route_find(disp_table_t *t, disp_proto_t proto, const char *key,
 /* Adds or updates an instance. NULL on OOM. */
 disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, const char *worker_id, uint64_t version,
                            int ready, uint32_t concurrency, uint64_t now_ms);
+/* Adds or updates the instance a discovery INSTANCE_PUT describes, with its state, kind
+ * and overloaded flag. NULL on OOM. */
+disp_inst_t *disp_inst_learn(disp_fn_t *fn, const Faas__Instance *pi, uint64_t now_ms);
 disp_inst_t *disp_inst_find(disp_table_t *t, const char *id);
 /* Drops an instance from its function. Returns 1 if it was freed now (no request in
  * flight), 0 if the last disp_inst_end will free it. */
@@ -122,7 +126,8 @@ int disp_inst_remove(disp_inst_t *inst);
 uint32_t disp_inst_limit(const disp_inst_t *inst);
 
 /* Least in-flight READY instance of the function's current version with capacity,
- * elastic first: a reserved one only when no elastic instance can take the call. */
+ * elastic first: a reserved one only when no elastic instance can take the call.
+ * Within a kind, one not overloaded comes before any overloaded one. */
 disp_inst_t *disp_pick(disp_fn_t *fn);
 /* 1 when a call just went to a reserved instance and an elastic one should be acquired:
  * none is on its way (no Acquire in flight) and max_instances leaves room. */

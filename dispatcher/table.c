@@ -269,6 +269,19 @@ disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, 
     return inst;
 }
 
+disp_inst_t *disp_inst_learn(disp_fn_t *fn, const Faas__Instance *pi, uint64_t now_ms)
+{
+    disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version,
+                                      pi->state == FAAS__INSTANCE__STATE__READY, pi->concurrency, now_ms);
+    if (inst == NULL)
+        return NULL;
+    inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
+    /* the watch is the only source of the flag: an Acquire reply is a snapshot taken at
+     * READY and may be older than the OVERLOAD that followed, so it never clears it */
+    inst->overloaded = pi->overloaded;
+    return inst;
+}
+
 int disp_inst_remove(disp_inst_t *inst)
 {
     disp_fn_t *fn = inst->fn;
@@ -302,6 +315,17 @@ static int has_headroom(const disp_inst_t *inst)
     return lim == 0 || inst->inflight < lim;
 }
 
+/* 1 if a serves the next call before b. An overloaded instance judged itself short of
+ * capacity (queueing, CPU) before its in-flight count shows it, and its worker manager
+ * is already starting siblings: it goes last while any other of its kind has headroom,
+ * but still before a reserved one (those are kept for when nothing else can serve). */
+static int better(const disp_inst_t *a, const disp_inst_t *b)
+{
+    if (a->overloaded != b->overloaded)
+        return !a->overloaded;
+    return a->inflight < b->inflight;
+}
+
 static disp_inst_t *pick_kind(disp_fn_t *fn, int reserved)
 {
     disp_inst_t *best = NULL;
@@ -311,7 +335,7 @@ static disp_inst_t *pick_kind(disp_fn_t *fn, int reserved)
             continue;
         if (!has_headroom(inst))
             continue;
-        if (best == NULL || inst->inflight < best->inflight)
+        if (best == NULL || better(inst, best))
             best = inst;
     }
     return best;

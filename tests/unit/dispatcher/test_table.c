@@ -360,3 +360,100 @@ Test(table, idle_release_waits_for_the_last_scale_up)
     cr_assert_eq(disp_idle_collect(&T, 250, out, 8), 2, "then both idle ones go");
     (void)e1;
 }
+
+/* ---- overloaded instances (docs/scaling.md, Routing) ---- */
+
+Test(table, overloaded_elastic_picked_after_the_others)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    disp_inst_t *e2 = put_kind(fn, "e2", 0, 0);
+    e1->overloaded = 1;
+    disp_inst_begin(e2);
+    disp_inst_begin(e2);
+    cr_assert_eq(disp_pick(fn), e2, "a busier instance that is not overloaded comes before an idle overloaded one");
+    e2->overloaded = 1;
+    cr_assert_eq(disp_pick(fn), e1, "both overloaded: the least busy again");
+    e1->overloaded = 0;
+    e2->overloaded = 0;
+    cr_assert_eq(disp_pick(fn), e1, "recovered: least in flight as before");
+}
+
+Test(table, overloaded_elastic_still_serves_before_reserved)
+{
+    /* concurrency 2: e1 overloaded with headroom, e2 full, r1 idle */
+    disp_fn_t *fn = mkfn("a", 2, 0);
+    disp_inst_t *r1 = put_kind(fn, "r1", 1, 0);
+    disp_inst_t *e1 = put_kind(fn, "e1", 0, 0);
+    disp_inst_t *e2 = put_kind(fn, "e2", 0, 0);
+    e1->overloaded = 1;
+    disp_inst_begin(e1);
+    disp_inst_begin(e2);
+    cr_assert_eq(disp_pick(fn), e2, "the instance not overloaded while it has headroom");
+    disp_inst_begin(e2);
+    cr_assert_eq(disp_pick(fn), e1, "nothing else elastic has headroom: the overloaded one, not the reserved one");
+    disp_inst_begin(e1);
+    cr_assert_eq(disp_pick(fn), r1, "no elastic headroom at all: the reserved one");
+    cr_assert_eq(disp_elastic_wanted(fn), 1, "and an elastic instance is asked for, as before");
+}
+
+Test(table, overloaded_reserved_picked_after_the_other_reserved)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    disp_inst_t *r1 = put_kind(fn, "r1", 1, 0);
+    disp_inst_t *r2 = put_kind(fn, "r2", 1, 0);
+    r1->overloaded = 1;
+    disp_inst_begin(r2);
+    cr_assert_eq(disp_pick(fn), r2);
+}
+
+static Faas__Instance mkpb(const char *id, int kind, int state, int overloaded)
+{
+    Faas__Instance pi = FAAS__INSTANCE__INIT;
+    pi.id = (char *)id;
+    pi.function = "a";
+    pi.endpoint = "127.0.0.1:1";
+    pi.worker_id = "w1";
+    pi.version = 1;
+    pi.kind = kind;
+    pi.state = state;
+    pi.overloaded = overloaded;
+    return pi;
+}
+
+Test(table, learn_keeps_the_watch_flags)
+{
+    disp_fn_t *fn = mkfn("a", 0, 0);
+    Faas__Instance pi = mkpb("e1", FAAS__INSTANCE__KIND__ELASTIC, FAAS__INSTANCE__STATE__READY, 0);
+    disp_inst_t *e1 = disp_inst_learn(fn, &pi, 5);
+    cr_assert_not_null(e1);
+    cr_assert(e1->ready && !e1->reserved && !e1->overloaded);
+    cr_assert_eq(e1->born_ms, 5);
+    pi = mkpb("e2", FAAS__INSTANCE__KIND__ELASTIC, FAAS__INSTANCE__STATE__READY, 0);
+    disp_inst_t *e2 = disp_inst_learn(fn, &pi, 5);
+    disp_inst_begin(e2);
+    cr_assert_eq(disp_pick(fn), e1);
+
+    /* an INSTANCE_PUT carrying the OVERLOAD of e1 updates the same entry */
+    pi = mkpb("e1", FAAS__INSTANCE__KIND__ELASTIC, FAAS__INSTANCE__STATE__READY, 1);
+    disp_inst_begin(e1);
+    cr_assert_eq(disp_inst_learn(fn, &pi, 9), e1);
+    cr_assert_eq(fn->ninst, 2);
+    cr_assert_eq(e1->overloaded, 1);
+    cr_assert_eq(e1->born_ms, 5, "an update is not a scale-up");
+    cr_assert_eq(e1->inflight, 1, "an update keeps the in-flight count");
+    disp_inst_begin(e1);
+    cr_assert_eq(disp_pick(fn), e2, "the overloaded one goes last");
+
+    /* its RECOVERED clears it */
+    pi = mkpb("e1", FAAS__INSTANCE__KIND__ELASTIC, FAAS__INSTANCE__STATE__READY, 0);
+    disp_inst_learn(fn, &pi, 10);
+    cr_assert_eq(e1->overloaded, 0);
+
+    pi = mkpb("r1", FAAS__INSTANCE__KIND__RESERVED, FAAS__INSTANCE__STATE__READY, 1);
+    disp_inst_t *r1 = disp_inst_learn(fn, &pi, 11);
+    cr_assert(r1->reserved && r1->overloaded);
+    pi = mkpb("e1", FAAS__INSTANCE__KIND__ELASTIC, FAAS__INSTANCE__STATE__DRAINING, 0);
+    disp_inst_learn(fn, &pi, 12);
+    cr_assert_eq(e1->ready, 0, "a draining instance is not picked");
+}

@@ -189,6 +189,15 @@ static void report(const agent_ol_verdict_t *v, uint32_t inflight)
     send_event(&ev);
 }
 
+/* The worker manager times a scale-up to the new instance's first request. */
+static void on_first_request(void)
+{
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST;
+    ev.port = ag.port;
+    send_event(&ev);
+}
+
 /* The concurrency cap reached: the last-resort trigger. */
 static void on_overload(uint32_t inflight, uint32_t limit)
 {
@@ -248,6 +257,7 @@ static void specialize(uint64_t t0_us)
                            sp != NULL && sp->spec != NULL ? sp->spec->thrift_transport
                                                           : getenv("FAAS_THRIFT_TRANSPORT"));
     agent_front_set_overload(spec->concurrency, on_overload);
+    agent_front_on_first(on_first_request);
     overload_start();
 }
 
@@ -284,8 +294,9 @@ static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
     return n;
 }
 
-/* The worker manager's run-queue figures: kept for the next sample, and an alert is
- * judged at once (the fastest signal there is of a step to CPU saturation). */
+/* The worker manager's run-queue figures: kept for the next sample. An alert was judged
+ * and reported by the worker manager already (this agent, in the saturated cgroup, reads
+ * it late): the detector takes the overload on, to say RECOVERED when it is over. */
 static void on_runq(const Faas__AgentCommand *m)
 {
     if (!ag.specialized || !ag.has_runq)
@@ -293,12 +304,10 @@ static void on_runq(const Faas__AgentCommand *m)
     ag.runq_wait_ns = m->runq_wait_ns;
     if (m->runq_hot_us == 0)
         return;
-    uint32_t inflight;
-    uint64_t completions, latency_us;
-    agent_front_stats(&inflight, &completions, &latency_us);
-    agent_ol_verdict_t v = agent_ol_runq_alert(&ag.ol, faas_now_us(), inflight, m->runq_waiting);
-    if (v.action != AGENT_OL_NONE)
-        report(&v, inflight);
+    agent_ol_verdict_t v = agent_ol_runq_alert(&ag.ol, faas_now_us(), m->runq_waiting);
+    if (v.action == AGENT_OL_FIRE)
+        FAAS_INFO("event=overload fn=%s signal=runq_latency degree=%u waiting=%u hot_us=%llu judged_by=worker-manager",
+                  ag.cmd.spec.name, v.degree, m->runq_waiting, (unsigned long long)m->runq_hot_us);
 }
 
 static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_us)

@@ -30,6 +30,7 @@ static struct {
     uint32_t inflight, overload_limit;
     uint64_t completions, latency_us; /* ended requests and their summed time, for the detector */
     void (*on_overload)(uint32_t inflight, uint32_t limit);
+    void (*on_first)(void); /* until the first request enters */
     int ready;
     agent_req_t *cache[REQ_CACHE]; /* freed requests, reused without malloc */
     size_t ncache;
@@ -329,6 +330,11 @@ static void grpc_free(h2b_pair_t *p)
 /* A request, call or stream entered: counted in flight, and the concurrency cap checked. */
 static void entered(void)
 {
+    if (fr.on_first != NULL) {
+        void (*first)(void) = fr.on_first;
+        fr.on_first = NULL;
+        first();
+    }
     if (++fr.inflight >= fr.overload_limit && fr.overload_limit != 0)
         fr.on_overload(fr.inflight, fr.overload_limit);
 }
@@ -441,6 +447,11 @@ void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint
 {
     fr.overload_limit = cb != NULL ? limit : 0;
     fr.on_overload = cb;
+}
+
+void agent_front_on_first(void (*cb)(void))
+{
+    fr.on_first = cb;
 }
 
 void agent_front_stats(uint32_t *inflight, uint64_t *completions, uint64_t *latency_us)

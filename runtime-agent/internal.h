@@ -157,6 +157,8 @@ int agent_front_listen(int fd);
 void agent_front_set_ready(int ready);
 /* Calls cb each time a request brings the in-flight count to >= limit (limit 0 = never). */
 void agent_front_set_overload(uint32_t limit, void (*cb)(uint32_t inflight, uint32_t limit));
+/* Calls cb once, when the next request, call or stream enters. */
+void agent_front_on_first(void (*cb)(void));
 /* What the overload detector samples: requests, calls and streams in flight now; how many
  * ended, and the sum of their time in the agent (to the response head where it is seen). */
 void agent_front_stats(uint32_t *inflight, uint64_t *completions, uint64_t *latency_us);

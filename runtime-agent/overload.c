@@ -268,13 +268,12 @@ agent_ol_verdict_t agent_ol_cap(agent_ol_t *d, uint64_t now_us, uint32_t infligh
     return fire(d, now_us, "concurrency", 1, (double)inflight / cap);
 }
 
-agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t waiting)
+agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t waiting)
 {
     agent_ol_verdict_t none = {AGENT_OL_NONE, 0, NULL, 0};
-    /* a pod whose tasks wait with one request or none has no queue to take away */
-    if (inflight < QUEUE_MIN || (d->overloaded && now_us - d->fired_us < REFIRE_US))
-        return none;
     d->clear_since_us = 0;
+    if (d->overloaded && now_us - d->fired_us < REFIRE_US)
+        return none;
     double x = (double)waiting / cpus_of(d);
     return fire(d, now_us, "runq_latency", clamp_degree(x), x);
 }

@@ -61,9 +61,11 @@ agent_ol_verdict_t agent_ol_feed(agent_ol_t *d, const agent_ol_sample_t *s);
  * that a RECOVERED follows it. Returns the verdict to report (NONE if already reported). */
 agent_ol_verdict_t agent_ol_cap(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t cap);
 
-/* The worker manager's run-queue probe says waiting of the pod's tasks wait for a CPU,
- * two or more without a break for a few ms: the fastest sign of CPU saturation. Fires at
- * once when requests are queued behind it (in flight >= 2). */
-agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t inflight, uint32_t waiting);
+/* The worker manager's run-queue probe saw waiting of the pod's tasks wait for a CPU,
+ * two or more without a break for a millisecond, and reported the overload itself (the
+ * agent, in the saturated cgroup, would see it late). The detector takes the overload
+ * on as if it had fired, so that RECOVERED follows once every signal is clear; FIRE
+ * here is for the log only (NONE if it was already reported within a reminder period). */
+agent_ol_verdict_t agent_ol_runq_alert(agent_ol_t *d, uint64_t now_us, uint32_t waiting);
 
 #endif

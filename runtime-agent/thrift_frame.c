@@ -16,9 +16,9 @@ int agent_thrift_transport(const char *name, thrift_framing_t *out)
     return 0;
 }
 
-size_t agent_thrift_request_frame(thrift_framing_t framing, thrift_proto_t proto, const uint8_t *msg,
-                                  size_t len, thrift_header_t *hs, size_t nh, const char *rid, size_t rlen,
-                                  uint8_t *out, size_t cap)
+size_t agent_thrift_request_frame(thrift_framing_t framing, thrift_proto_t proto, const uint8_t *msg, size_t len,
+                                  thrift_header_t *hs, size_t nh, const char *rid, size_t rlen, uint8_t *out,
+                                  size_t cap)
 {
     thrift_bytes_t name;
     uint8_t mtype;
@@ -29,8 +29,8 @@ size_t agent_thrift_request_frame(thrift_framing_t framing, thrift_proto_t proto
     /* the platform's request id travels as an info header when the framing has them;
      * hs has room for one more entry by contract */
     if (rid != NULL && rlen != 0 && framing != THRIFT_FRAMED) {
-        hs[nh] = (thrift_header_t){.key = {(const uint8_t *)"faas-request-id", 15},
-                                      .value = {(const uint8_t *)rid, rlen}};
+        hs[nh] =
+            (thrift_header_t){.key = {(const uint8_t *)"faas-request-id", 15}, .value = {(const uint8_t *)rid, rlen}};
         nh++;
     }
     /* the header seqid follows the message's, as python3-thrift and Kitex servers do */

@@ -226,8 +226,8 @@ void agent_thrift_start(agent_req_t *r)
         else if (name_is(e, "faas-deadline-ms", 16))
             http1_parse_u64((const char *)e->value, e->valuelen, &deadline_ms);
         else if (nh < THRIFT_MAX_HEADERS && e->namelen > 14 && e->namelen / 2 + 1 <= sizeof(keys) - koff &&
-                 thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen,
-                                      keys + koff, e->namelen / 2 + 1, &hs[nh]) == 0)
+                 thrift_meta_parse((const char *)e->name, e->namelen, (const char *)e->value, e->valuelen, keys + koff,
+                                   e->namelen / 2 + 1, &hs[nh]) == 0)
             koff += e->namelen / 2 + 1, nh++;
     }
     const uint8_t *pl = (const uint8_t *)evl_buf_data(&r->body);

@@ -67,7 +67,7 @@ static struct {
     uint64_t probe_started_us;
     ustream_t out[2];
     char tail[TAIL_LINES][TAIL_LINE_BYTES]; /* ring of the last non-empty stderr lines */
-    unsigned n_tail;                         /* lines ever put in the ring */
+    unsigned n_tail;                        /* lines ever put in the ring */
 } us = {.log_fd = -1, .timer_fd = -1};
 
 uint16_t agent_user_port(void)
@@ -535,8 +535,7 @@ static void user_exited(int status)
         platform_log(line);
     } else if (!us.failed) {
         drain_pipes(); /* its last words come first */
-        snprintf(msg, sizeof(msg), "user server %s before it was ready%s%s", how, us.n_tail ? ": " : "",
-                 last_stderr());
+        snprintf(msg, sizeof(msg), "user server %s before it was ready%s%s", how, us.n_tail ? ": " : "", last_stderr());
         snprintf(line, sizeof(line), "user server %s before it was ready%s", how,
                  us.n_tail ? " (its stderr is above)" : "; it wrote nothing to stderr");
         fail(msg, line);

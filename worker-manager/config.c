@@ -25,7 +25,7 @@ void wm_usage(void)
            "  --cgroup-root DIR      cgroup mount root (/sys/fs/cgroup)\n"
            "  --no-runq-bpf          do not load the eBPF run-queue probe; the pods' overload\n"
            "                         detectors then judge CPU saturation from cgroup PSI and\n"
-           "                         throttling alone (slower to see a step: ~100 ms, not ~2 ms)\n"
+           "                         throttling alone (slower to see a step: ~100 ms, not a few ms)\n"
            "  --help\n");
 }
 

@@ -185,6 +185,8 @@ struct wm_pod {
     int reserved;              /* kept for FunctionSpec.reserved (reserved.c): never released on request */
     uint64_t cgroup_id;        /* watched by the run-queue probe (runqpods.c); 0: not */
     uint64_t runq_sent_waits;  /* the probe's count of waits last sent to the agent */
+    uint64_t runq_fired_us;    /* the last overload judged here on a probe alert */
+    uint64_t t_overload;       /* started by a scale-up: when the report came, until its first request */
 };
 
 struct wm_acq {
@@ -233,21 +235,31 @@ enum {
     WM_SIG_UNKNOWN,
     WM_SIG_N
 };
-#define WM_SCALE_BUCKETS 9
+#define WM_SCALE_BUCKETS 12
+typedef struct {
+    uint64_t bucket[WM_SCALE_BUCKETS + 1]; /* last: +Inf */
+    uint64_t sum_us, count;
+} wm_hist_t;
 typedef struct {
     uint64_t by_signal[WM_SIG_N];
-    uint64_t ready_hist[WM_SCALE_BUCKETS + 1]; /* report to the new instance's READY; last: +Inf */
-    uint64_t ready_sum_us, ready_count;
+    wm_hist_t ready; /* report to the new instance's READY */
+    wm_hist_t first; /* report to the new instance's first request */
 } wm_scale_stats_t;
 /* The index of an OVERLOAD's signal name (WM_SIG_UNKNOWN for none or another). */
 int wm_scale_signal(const char *name);
-/* Counts one report-to-READY time. */
-void wm_scale_observe(wm_scale_stats_t *st, uint64_t us);
+/* Counts one report-to-READY or report-to-first-request time. */
+void wm_hist_observe(wm_hist_t *h, uint64_t us);
 /* Appends the scale metrics (Prometheus text) to buf at *n; caller holds mu. */
 void wm_scale_metrics(const wm_scale_stats_t *st, char *buf, size_t cap, int *n);
 /* How many instances to start for an OVERLOAD asking for degree more, with starting already
  * on their way and have running (ready or starting), under max. */
 uint32_t wm_scale_count(uint32_t degree, uint32_t starting, uint32_t have, uint32_t max);
+/* The instance limit on this worker for a report of signal: a CPU signal (run-queue
+ * latency, CPU pressure, throttling) says the pod wants more CPU, and instances past
+ * what the host's ncpu can run side by side (each cpu_millis, 0 = all of them) add none:
+ * at most ncpu*1000/cpu_millis, and at least have+1 (one more, which may well be enough
+ * once a spike passes, or not: the next report says). Other signals: max. */
+uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t have, uint32_t cpu_millis, uint32_t ncpu);
 
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {
@@ -300,6 +312,9 @@ int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst);
 int wm_owns_instance(wm_t *wm, const char *inst);
 /* Starts an acquisition of the worker's own (no caller waits on a->call == NULL). */
 void wm_acquire_own(wm_t *wm, wm_acq_t *a);
+/* An overload of pod p (fire) or its end, judged by "agent" or "worker-manager":
+ * counted by signal, shown to discovery (Instance.overloaded), and scaled on. */
+void wm_pod_overload(wm_t *wm, wm_pod_t *p, const char *signal, uint32_t degree, int fire, const char *by);
 /* Takes a READY instance out of the set and tells its agent to stop (Release's path). */
 void wm_pod_stop(wm_t *wm, wm_pod_t *p);
 

@@ -330,7 +330,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     pthread_mutex_lock(&wm->mu);
     wm->acquisitions += a->call != NULL; /* counted before the reply goes out */
     if (a->t_overload != 0)
-        wm_scale_observe(&wm->scale, now - a->t_overload);
+        wm_hist_observe(&wm->scale.ready, now - a->t_overload);
     wm->last_total_us = t.total_us;
     pthread_mutex_unlock(&wm->mu);
     size_t len;
@@ -348,6 +348,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
               p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
               t.specialize_us, t.exec_us, t.ready_us);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
+    p->t_overload = a->t_overload;
     a->req = NULL;
     acq_free(a);
 }
@@ -603,7 +604,7 @@ static wm_acq_t *scale_acq(wm_pod_t *p, uint64_t now)
 /* An overloaded instance asks for degree more: as many start at once (each its own
  * warm pod, specialized in parallel; the pool refills behind them), less those already
  * on their way, up to the function's instance limit on this worker. */
-static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree)
+static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree, int signal)
 {
     if (p->req == NULL || wm->stop)
         return;
@@ -618,6 +619,9 @@ static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree)
     }
     for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
         starting += strcmp(a->req->spec->name, s->name) == 0;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    max = wm_scale_cpu_cap(signal, max, ready + starting, s->resources ? s->resources->cpu_millis : 0,
+                           ncpu > 0 ? (uint32_t)ncpu : 1);
     uint32_t k = wm_scale_count(degree, starting, ready + starting, max);
     if (k == 0)
         return;
@@ -632,16 +636,14 @@ static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree)
     }
 }
 
-/* OVERLOAD and RECOVERED: counted by signal, shown to discovery, and scaled on. */
-static void on_overload_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
+void wm_pod_overload(wm_t *wm, wm_pod_t *p, const char *signal, uint32_t degree, int fire, const char *by)
 {
-    int fire = ev->type == FAAS__AGENT_EVENT__TYPE__OVERLOAD;
-    FAAS_INFO("event=%s pod=%s instance=%s fn=%s signal=%s degree=%u", fire ? "overload" : "recovered", p->id,
-              p->inst_id, p->function, ev->signal, ev->degree);
+    FAAS_INFO("event=%s pod=%s instance=%s fn=%s signal=%s degree=%u judged_by=%s", fire ? "overload" : "recovered",
+              p->id, p->inst_id, p->function, signal, degree, by);
     if (fire) {
         pthread_mutex_lock(&wm->mu);
         wm->overloads++;
-        wm->scale.by_signal[wm_scale_signal(ev->signal)]++;
+        wm->scale.by_signal[wm_scale_signal(signal)]++;
         pthread_mutex_unlock(&wm->mu);
     }
     if (p->state != POD_READY)
@@ -651,7 +653,13 @@ static void on_overload_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         publish(wm);
     }
     if (fire)
-        scale_up(wm, p, ev->degree);
+        scale_up(wm, p, degree, wm_scale_signal(signal));
+}
+
+/* OVERLOAD and RECOVERED from the pod's agent. */
+static void on_overload_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
+{
+    wm_pod_overload(wm, p, ev->signal, ev->degree, ev->type == FAAS__AGENT_EVENT__TYPE__OVERLOAD, "agent");
 }
 
 static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
@@ -722,6 +730,17 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
     case FAAS__AGENT_EVENT__TYPE__RECOVERED:
         on_overload_event(wm, p, ev);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST:
+        if (p->t_overload != 0) {
+            uint64_t us = faas_now_us() - p->t_overload;
+            p->t_overload = 0;
+            pthread_mutex_lock(&wm->mu);
+            wm_hist_observe(&wm->scale.first, us);
+            pthread_mutex_unlock(&wm->mu);
+            FAAS_INFO("event=scaled_up_first_request fn=%s instance=%s after_report_us=%lu", p->function, p->inst_id,
+                      (unsigned long)us);
+        }
         return;
     default:
         return;

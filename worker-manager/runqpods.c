@@ -1,13 +1,18 @@
 /* worker-manager/runqpods.c - the run-queue probe (runq.c) for this worker's pods: every
  * pod's cgroup is watched from its spawn, and its figures go to its agent as RUNQ
- * commands: the totals every tick while they change (the agent's windowed signal), an
- * alert at once (its fastest trigger). The agents decide; this only measures and relays,
- * so one detector judges every signal with one hysteresis (docs/scaling.md). */
+ * commands, the totals every tick while they change (the agent's windowed signal).
+ *
+ * An alert is judged here, not in the agent: the agent lives in the pod's cgroup, so
+ * when the pod saturates its CPU quota the agent waits for CPU like the user server's
+ * threads, up to a whole CFS period (100 ms), before it could read the alert. The worker
+ * manager reports and scales at once, and tells the agent, whose detector then holds
+ * the overload until every signal has cleared (its RECOVERED ends it, as for its own). */
 #define WM_STATE
 #include "worker-manager/internal.h"
 
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/rpc.h"
@@ -33,6 +38,21 @@ static void send_runq(wm_pod_t *p, const wm_runq_figures_t *f, uint64_t hot_ns)
     p->runq_sent_waits = f->waits;
 }
 
+/* An overloaded pod's alerts are judged again after this: the agent's own reminder pace
+ * (two of its windows: one for the instances asked for to start, one for their effect). */
+#define RUNQ_REFIRE_US 2000000u
+
+/* waiting tasks for the CPUs the pod may use: x waiting per CPU is a demand of 1+x
+ * CPUs, so x more instances (the host's cap on CPU signals is scale_up's). */
+static uint32_t runq_degree(const wm_pod_t *p, uint64_t waiting)
+{
+    const Faas__Resources *r = p->req != NULL && p->req->spec != NULL ? p->req->spec->resources : NULL;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t millis = r != NULL && r->cpu_millis != 0 ? r->cpu_millis : (uint64_t)(online > 0 ? online : 1) * 1000u;
+    uint64_t d = (waiting * 1000u + millis - 1) / millis;
+    return d < 1 ? 1 : d > 16 ? 16 : (uint32_t)d;
+}
+
 static void on_alert(void *ud, uint64_t cgroup_id, uint64_t waiting, uint64_t hot_ns)
 {
     wm_t *wm = ud;
@@ -43,8 +63,11 @@ static void on_alert(void *ud, uint64_t cgroup_id, uint64_t waiting, uint64_t ho
         if (p->state != POD_READY || wm_runq_read(cgroup_id, &f) != 0)
             return;
         f.waiting = (int64_t)waiting; /* the count when it was judged, not now */
-        FAAS_DEBUG("event=runq_alert pod=%s instance=%s waiting=%lu hot_us=%lu", p->id, p->inst_id,
-                   (unsigned long)waiting, (unsigned long)(hot_ns / 1000));
+        uint64_t now = faas_now_us();
+        if (!p->overloaded || now - p->runq_fired_us >= RUNQ_REFIRE_US) {
+            p->runq_fired_us = now;
+            wm_pod_overload(wm, p, "runq_latency", runq_degree(p, waiting), 1, "worker-manager");
+        }
         send_runq(p, &f, hot_ns);
         return;
     }

@@ -2,9 +2,11 @@
 
 Each trial deploys a fresh CPU-bound function (hello-http's GET /burn?ms=5 under a
 1-CPU quota, HELLO_LOG_REQUESTS=1), loads it at c1 for a second, then steps to c32 for
-a second (wrk). From the logs:
-- step -> report: the step's wall-clock time to the worker manager's first
-  event=overload line for the function;
+a second (wrk), then deletes it (its instances go, and the next trial starts on a quiet
+machine). From the logs:
+- step -> report: from the first request of the step reaching the user server (its
+  "request begin" line) to the worker manager's first event=overload line for the
+  function (wrk's own start-up is not the platform's);
 - report -> new instance's first request: to the first request the user server logged
   on an instance other than the one that was serving before the step;
 - the p99 latency of the step's first second (wrk's own).
@@ -46,15 +48,19 @@ def _trial(s, wrk, name, extra):
     log = os.path.join(p.dir, "worker", "logs", name + ".log")
     before = [m.group(1) for m in BEGIN.finditer(_read(log))]
     first_inst = before[-1] if before else None
-    t_step = time.time() * 1000
+    t_wrk = time.time() * 1000
     r = wrk(url, 32, 1)
     time.sleep(0.2)  # the last log lines reach their files
-    rep = [_ms(m.group(1)) for m in OVERLOAD.finditer(_read(p.wm.log_path))
-           if m.group(2) == name and _ms(m.group(1)) >= t_step]
+    text, wm_text = _read(log), _read(p.wm.log_path)
+    p.ctl("delete", name)
+    steps = [int(m.group(2)) for m in BEGIN.finditer(text) if int(m.group(2)) >= t_wrk]
+    t_step = min(steps) if steps else t_wrk
+    rep = [_ms(m.group(1)) for m in OVERLOAD.finditer(wm_text)
+           if m.group(2) == name and _ms(m.group(1)) >= t_wrk]
     out = {"p99": r["p99"], "rps": r["rps"]}
     if rep:
         out["report_ms"] = rep[0] - t_step
-        news = [int(m.group(2)) for m in BEGIN.finditer(_read(log))
+        news = [int(m.group(2)) for m in BEGIN.finditer(text)
                 if m.group(1) != first_inst and int(m.group(2)) >= rep[0]]
         if news:
             out["first_ms"] = min(news) - rep[0]

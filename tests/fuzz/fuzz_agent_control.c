@@ -1,16 +1,18 @@
 // FUZZ_SOURCES: runtime-agent/spec.c common/util.c common/log.c
-// FUZZ_SOURCES: runtime-agent/cgstat.c worker-manager/scale.c
+// FUZZ_SOURCES: runtime-agent/cgstat.c worker-manager/scale.c runtime-agent/overload.c
 // FUZZ_PKGS: libprotobuf-c
 /* Fuzzes the agent's control-message path: AgentCommand decoding and validation, then
  * the helpers a decoded spec feeds (env building), plus command splitting and log quoting;
  * the way back too: an AgentEvent as the worker manager reads OVERLOAD and RECOVERED
- * (signal, degree), and the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat). */
+ * (signal, degree), the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat),
+ * and a RUNQ command's figures judged by the overload detector as the agent does. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime-agent/cgstat.h"
 #include "runtime-agent/internal.h"
+#include "runtime-agent/overload.h"
 #define WM_STATE
 #include "worker-manager/internal.h"
 
@@ -31,6 +33,28 @@ static void fuzz_event(const uint8_t *data, size_t size)
     faas__agent_event__free_unpacked(ev, NULL);
 }
 
+/* A RUNQ's figures, as control.c takes them: into the next samples and, for an alert,
+ * judged at once. Whatever the numbers, a verdict is sane. */
+static void fuzz_runq(const Faas__AgentCommand *m)
+{
+    static agent_ol_t d;
+    static uint64_t t = 1000000;
+    if (t == 1000000) {
+        agent_ol_init(&d);
+        d.cpus = 1.5;
+    }
+    agent_ol_sample_t s = {.t_us = t += AGENT_OL_TICK_US, .inflight = 3, .has_runq = 1};
+    s.runq_wait_ns = m->runq_wait_ns;
+    agent_ol_verdict_t v = agent_ol_feed(&d, &s);
+    if (v.action == AGENT_OL_FIRE && (v.degree < 1 || v.degree > 16 || v.signal == NULL))
+        abort();
+    if (m->runq_hot_us != 0) {
+        v = agent_ol_runq_alert(&d, t + 1, m->runq_waiting);
+        if (v.action == AGENT_OL_FIRE && (v.degree < 1 || v.degree > 16 || strcmp(v.signal, "runq_latency") != 0))
+            abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_event(data, size);
@@ -44,6 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     abort();
             free(env);
         }
+        if (cmd.type == FAAS__AGENT_COMMAND__TYPE__RUNQ)
+            fuzz_runq(cmd.msg);
         agent_cmd_free(&cmd);
     } else if (err == NULL) {
         abort(); /* a failing parser must say why */

@@ -6,7 +6,7 @@
  * what the scheduler made it wait. Per pod cgroup (cgroup v2 id) the program sums the
  * waits for the worker manager, which sends the totals to the pod's agent every tick,
  * and counts the tasks waiting right now: when two or more have been waiting without a
- * break for 2 ms it raises an alert on a ring buffer, so a step to saturation is known
+ * break for 1 ms it raises an alert on a ring buffer, so a step to saturation is known
  * within milliseconds rather than at the next sample.
  *
  * Loaded once per host by the worker manager (root); the agents never touch BPF.

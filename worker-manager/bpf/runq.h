@@ -12,11 +12,11 @@
 #define RUNQ_MAX_PODS 4096
 /* An alert: at least RUNQ_HOT_TASKS of the pod's tasks have been waiting for a CPU,
  * without a break, for RUNQ_HOT_NS. Two, because one task waiting now and then is what
- * any busy host does to a healthy pod; 2 ms, a few scheduler slices (0.75-3 ms each):
- * no single preemption, yet well inside the 5 ms in which a step to saturation should
- * be reported. */
+ * any busy host does to a healthy pod; 1 ms, at least one scheduler slice (0.75-3 ms):
+ * the waiting set has outlasted a round of wake-up preemptions, yet a step to saturation
+ * is reported within the 5 ms aimed for. */
 #define RUNQ_HOT_TASKS 2
-#define RUNQ_HOT_NS 2000000ull
+#define RUNQ_HOT_NS 1000000ull
 /* One alert per pod per this: the agent's reminder (and the worker manager's scale-up)
  * then goes at the agent's own pace. */
 #define RUNQ_ALERT_GAP_NS 50000000ull

@@ -264,22 +264,22 @@ Test(overload, runq_without_figures_stays_quiet)
     cr_expect_eq(t.fires, 0);
 }
 
-Test(overload, runq_alert_fires_at_once_only_with_a_queue)
+Test(overload, runq_alert_is_taken_on_and_recovered_like_any_signal)
 {
     trace_t t;
     start(&t);
     t.d.cpus = 2.0;
     light(&t, 20);
     uint64_t now = t.s.t_us + 1000;
-    cr_expect_eq(agent_ol_runq_alert(&t.d, now, 1, 8).action, AGENT_OL_NONE, "one request: no queue to take away");
-    agent_ol_verdict_t v = agent_ol_runq_alert(&t.d, now, 32, 7);
+    agent_ol_verdict_t v = agent_ol_runq_alert(&t.d, now, 7);
     cr_assert_eq(v.action, AGENT_OL_FIRE);
     cr_expect_str_eq(v.signal, "runq_latency");
     cr_expect_eq(v.degree, 4, "7 waiting for 2 CPUs: 3.5, so four more");
-    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 50000, 32, 7).action, AGENT_OL_NONE, "reminds at its own pace");
-    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 2100000, 32, 7).action, AGENT_OL_FIRE, "after two windows");
+    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 50000, 7).action, AGENT_OL_NONE, "reminds at its own pace");
+    cr_expect_eq(agent_ol_runq_alert(&t.d, now + 2100000, 7).action, AGENT_OL_FIRE, "after two windows");
     t.s.t_us = now + 2100000;
     for (int i = 0; i < 15; i++)
         runq_tick(&t, 0);
     cr_expect_eq(t.recovers, 1, "recovers like any signal once all are clear for a window");
+    cr_expect_eq(t.fires, 0, "the windowed figures never fired on their own");
 }

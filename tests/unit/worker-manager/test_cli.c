@@ -19,9 +19,9 @@ Test(wm_cli, help_returns_1_and_prints_nothing, .init = cr_redirect_stdout)
 Test(wm_cli, errors_are_one_line)
 {
     char *bad[][3] = {
-        {"x", "--pool-size", "65"},         {"x", "--lease-ttl-ms", "299"},   {"x", "--lease-ttl-ms", "3600001"},
-        {"x", "--pod-uid", "-5"},           {"x", "--id", "a\nb"},           {"x", "--metrics-listen", "a:b"},
-        {"x", "--state-dir", ""},           {"x", "--listen", "\x1b[31m:1"}, {"x", "-p", "1"},
+        {"x", "--pool-size", "65"}, {"x", "--lease-ttl-ms", "299"},  {"x", "--lease-ttl-ms", "3600001"},
+        {"x", "--pod-uid", "-5"},   {"x", "--id", "a\nb"},           {"x", "--metrics-listen", "a:b"},
+        {"x", "--state-dir", ""},   {"x", "--listen", "\x1b[31m:1"}, {"x", "-p", "1"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         static wm_config_t c;

@@ -25,9 +25,10 @@ Test(scale, signals_and_metrics)
     wm_scale_stats_t st;
     memset(&st, 0, sizeof(st));
     st.by_signal[WM_SIG_QUEUEING] = 2;
-    wm_scale_observe(&st, 80000);
-    wm_scale_observe(&st, 40000000);
-    char buf[4096];
+    wm_hist_observe(&st.ready, 80000);
+    wm_hist_observe(&st.ready, 40000000);
+    wm_hist_observe(&st.first, 7000);
+    char buf[8192];
     int n = 0;
     wm_scale_metrics(&st, buf, sizeof(buf), &n);
     cr_assert(n > 0 && (size_t)n < sizeof(buf));
@@ -36,4 +37,23 @@ Test(scale, signals_and_metrics)
     cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_bucket{le=\"30\"} 1\n") != NULL);
     cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_bucket{le=\"+Inf\"} 2\n") != NULL);
     cr_expect(strstr(buf, "faas_wm_scale_up_ready_seconds_count 2\n") != NULL);
+    cr_expect(strstr(buf, "faas_wm_scale_up_first_request_seconds_bucket{le=\"0.005\"} 0\n") != NULL, "%s", buf);
+    cr_expect(strstr(buf, "faas_wm_scale_up_first_request_seconds_bucket{le=\"0.01\"} 1\n") != NULL);
+    cr_expect(strstr(buf, "faas_wm_scale_up_first_request_seconds_sum 0.007000\n") != NULL);
+}
+
+Test(scale, cpu_signals_stop_at_what_the_host_cpus_can_run)
+{
+    /* 1-CPU quota on a 2-CPU host: two instances side by side, whatever the degree */
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1, 1000, 2), 2);
+    cr_expect_eq(wm_scale_count(16, 0, 1, wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1, 1000, 2)), 1);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_PRESSURE, 100, 1, 250, 2), 8);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_THROTTLED, 5, 1, 250, 2), 5, "never past max_instances");
+    /* no quota: one pod may use every CPU; one more is all a CPU signal gets */
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 3, 0, 2), 4);
+    /* already past the fit (started for queueing): one more still */
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 6, 1000, 2), 7);
+    /* queueing (a lock, I/O) is not bounded by CPUs */
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_QUEUEING, 100, 1, 1000, 2), 100);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CONCURRENCY, 100, 1, 1000, 2), 100);
 }

@@ -1,0 +1,67 @@
+"""The eBPF run-queue probe end to end (issue 12, docs/scaling.md): the worker manager
+loads it as root, watches every pod's cgroup and sends its figures to the agent, whose
+detector reports a CPU-bound pod's saturation as runq_latency; the new instance's first
+request is timed from the report. With --no-runq-bpf the agent says it lacks the signal
+and the cgroup signals still scale the function. Assertions are on counts and log lines
+with bounded waits, never on latency: the machine is shared."""
+import os
+
+import pytest
+
+from platform_util import Platform, wait_until
+from test_overload import Load, fn_log, overload_events
+
+
+def start(tmp_path, *wm_args):
+    return Platform(tmp_path, pool_size=3, wm_args=wm_args).start()
+
+
+@pytest.fixture
+def plat(tmp_path):
+    p = start(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_cpu_saturation_is_reported_as_runq_latency_and_timed_to_first_request(plat):
+    assert "event=runq_probe loaded=1" in plat.wm.log(), plat.wm.log()
+    # 1-CPU quota; 8 clients burning 20 ms each keep 8 threads runnable for one CPU
+    plat.deploy_hello("spin", "--cpu", "1", "--max-instances", "3")
+    with Load(plat, "spin", "/burn?ms=20", 8) as load:
+        wait_until(lambda: overload_events(plat, "runq_latency") >= 1, 45, interval=0.3,
+                   what="an overload report from the run-queue probe")
+        wait_until(lambda: len(plat.instances("spin")) >= 2, 45, interval=0.3,
+                   what="a second instance for the saturated function")
+        wait_until(lambda: plat.wm_metric("faas_wm_scale_up_first_request_seconds_count") >= 1, 45,
+                   interval=0.3, what="the scaled-up instance's first request, timed")
+    assert load.codes.get(200, 0) > 0, load.codes
+    log = fn_log(plat, "spin")
+    assert "runq_latency=1" in log, log  # the agent says it has the signal
+    assert "event=scaled_up_first_request fn=spin" in plat.wm.log()
+    # the CPU signals stop at what the host's CPUs can run side by side (1-CPU pods)
+    assert len(plat.instances("spin")) <= max(2, os.cpu_count()), plat.instances("spin")
+
+
+def test_steady_light_load_raises_no_runq_report(plat):
+    plat.deploy_hello("calm", "--cpu", "1")
+    with Load(plat, "calm", "/burn?ms=2", 1) as load:
+        wait_until(lambda: load.codes.get(200, 0) >= 300, 60, interval=0.5, what="300 sequential calls")
+    assert overload_events(plat) == 0, plat.wm.log()
+    assert len(plat.instances("calm")) == 1
+
+
+def test_without_the_probe_the_agent_says_so_and_cgroup_signals_scale(tmp_path):
+    p = start(tmp_path, "--no-runq-bpf")
+    try:
+        assert 'event=runq_probe loaded=0 reason="--no-runq-bpf"' in p.wm.log()
+        p.deploy_hello("burner", "--cpu", "200m", "--max-instances", "3")
+        with Load(p, "burner", "/burn?ms=30", 4):
+            wait_until(lambda: len(p.instances("burner")) >= 2, 45, interval=0.5,
+                       what="a second instance from the cgroup signals alone")
+        assert "runq_latency=0" in fn_log(p, "burner")
+        assert overload_events(p, "runq_latency") == 0
+        assert overload_events(p) >= 1
+    finally:
+        p.stop()

@@ -256,10 +256,10 @@ void wm_scale_metrics(const wm_scale_stats_t *st, char *buf, size_t cap, int *n)
 uint32_t wm_scale_count(uint32_t degree, uint32_t starting, uint32_t have, uint32_t max);
 /* The instance limit on this worker for a report of signal: a CPU signal (run-queue
  * latency, CPU pressure, throttling) says the pod wants more CPU, and instances past
- * what the host's ncpu can run side by side (each cpu_millis, 0 = all of them) add none:
- * at most ncpu*1000/cpu_millis, and at least have+1 (one more, which may well be enough
- * once a spike passes, or not: the next report says). Other signals: max. */
-uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t have, uint32_t cpu_millis, uint32_t ncpu);
+ * what the host's ncpu can run side by side, each with its quota of cpu_millis, add
+ * none: at most ncpu*1000/cpu_millis, and 1 without a quota (one pod may use every CPU,
+ * so its CPU waits are the host's). Queueing is not bounded so: other signals get max. */
+uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t cpu_millis, uint32_t ncpu);
 
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {

@@ -620,8 +620,7 @@ static void scale_up(wm_t *wm, wm_pod_t *p, uint32_t degree, int signal)
     for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
         starting += strcmp(a->req->spec->name, s->name) == 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    max = wm_scale_cpu_cap(signal, max, ready + starting, s->resources ? s->resources->cpu_millis : 0,
-                           ncpu > 0 ? (uint32_t)ncpu : 1);
+    max = wm_scale_cpu_cap(signal, max, s->resources ? s->resources->cpu_millis : 0, ncpu > 0 ? (uint32_t)ncpu : 1);
     uint32_t k = wm_scale_count(degree, starting, ready + starting, max);
     if (k == 0)
         return;

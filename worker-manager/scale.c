@@ -81,12 +81,12 @@ uint32_t wm_scale_count(uint32_t degree, uint32_t starting, uint32_t have, uint3
     return want < max - have ? want : max - have;
 }
 
-uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t have, uint32_t cpu_millis, uint32_t ncpu)
+uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t cpu_millis, uint32_t ncpu)
 {
     if (signal != WM_SIG_RUNQ && signal != WM_SIG_CPU_PRESSURE && signal != WM_SIG_CPU_THROTTLED)
         return max;
     uint64_t fit = cpu_millis != 0 ? (uint64_t)(ncpu ? ncpu : 1) * 1000u / cpu_millis : 1;
-    if (fit < (uint64_t)have + 1)
-        fit = (uint64_t)have + 1;
+    if (fit < 1)
+        fit = 1; /* a quota past the host's CPUs: one instance takes them all */
     return fit < max ? (uint32_t)fit : max;
 }

@@ -4,12 +4,10 @@ detector reports a CPU-bound pod's saturation as runq_latency; the new instance'
 request is timed from the report. With --no-runq-bpf the agent says it lacks the signal
 and the cgroup signals still scale the function. Assertions are on counts and log lines
 with bounded waits, never on latency: the machine is shared."""
-import os
-
 import pytest
 
 from platform_util import Platform, wait_until
-from test_overload import Load, fn_log, overload_events
+from test_overload import Load, overload_events
 
 
 def start(tmp_path, *wm_args):
@@ -37,11 +35,9 @@ def test_cpu_saturation_is_reported_as_runq_latency_and_timed_to_first_request(p
         wait_until(lambda: plat.wm_metric("faas_wm_scale_up_first_request_seconds_count") >= 1, 45,
                    interval=0.3, what="the scaled-up instance's first request, timed")
     assert load.codes.get(200, 0) > 0, load.codes
-    log = fn_log(plat, "spin")
-    assert "runq_latency=1" in log, log  # the agent says it has the signal
+    log = plat.logs()
+    assert "event=overload_signals fn=spin queueing=1 runq_latency=1" in log, log  # the agent has the signal
     assert "event=scaled_up_first_request fn=spin" in plat.wm.log()
-    # the CPU signals stop at what the host's CPUs can run side by side (1-CPU pods)
-    assert len(plat.instances("spin")) <= max(2, os.cpu_count()), plat.instances("spin")
 
 
 def test_steady_light_load_raises_no_runq_report(plat):
@@ -60,7 +56,7 @@ def test_without_the_probe_the_agent_says_so_and_cgroup_signals_scale(tmp_path):
         with Load(p, "burner", "/burn?ms=30", 4):
             wait_until(lambda: len(p.instances("burner")) >= 2, 45, interval=0.5,
                        what="a second instance from the cgroup signals alone")
-        assert "runq_latency=0" in fn_log(p, "burner")
+        assert "event=overload_signals fn=burner queueing=1 runq_latency=0" in p.logs()
         assert overload_events(p, "runq_latency") == 0
         assert overload_events(p) >= 1
     finally:

@@ -45,15 +45,15 @@ Test(scale, signals_and_metrics)
 Test(scale, cpu_signals_stop_at_what_the_host_cpus_can_run)
 {
     /* 1-CPU quota on a 2-CPU host: two instances side by side, whatever the degree */
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1, 1000, 2), 2);
-    cr_expect_eq(wm_scale_count(16, 0, 1, wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1, 1000, 2)), 1);
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_PRESSURE, 100, 1, 250, 2), 8);
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_THROTTLED, 5, 1, 250, 2), 5, "never past max_instances");
-    /* no quota: one pod may use every CPU; one more is all a CPU signal gets */
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 3, 0, 2), 4);
-    /* already past the fit (started for queueing): one more still */
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 6, 1000, 2), 7);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1000, 2), 2);
+    cr_expect_eq(wm_scale_count(16, 0, 1, wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1000, 2)), 1);
+    cr_expect_eq(wm_scale_count(16, 0, 2, wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 1000, 2)), 0);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_PRESSURE, 100, 250, 2), 8);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CPU_THROTTLED, 5, 250, 2), 5, "never past max_instances");
+    /* no quota: one pod may use every CPU, its waits are the host's */
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 0, 2), 1);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_RUNQ, 100, 4000, 2), 1, "a quota past the host");
     /* queueing (a lock, I/O) is not bounded by CPUs */
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_QUEUEING, 100, 1, 1000, 2), 100);
-    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CONCURRENCY, 100, 1, 1000, 2), 100);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_QUEUEING, 100, 1000, 2), 100);
+    cr_expect_eq(wm_scale_cpu_cap(WM_SIG_CONCURRENCY, 100, 1000, 2), 100);
 }

@@ -40,6 +40,7 @@ CMD_SPECIALIZE, CMD_STOP, CMD_CANCEL_TASK = 0, 1, 2
 EV_HELLO, EV_READY, EV_FAILED, EV_USER_EXIT, EV_OVERLOAD = 0, 1, 2, 3, 4
 EV_TASK_STARTED, EV_TASK_RENEW, EV_TASK_DONE, EV_TASK_FAILED, EV_TASK_RESULT_CHUNK = 5, 6, 7, 8, 9
 EV_RECOVERED = 10
+EV_FIRST_REQUEST = 11  # once, when the first request enters: times a scale-up
 
 
 def function_spec(name, command, env=None, port=0, port_env="", health_kind=HEALTH_HTTP_GET,

@@ -211,8 +211,12 @@ class Pod:
         assert ready["type"] == faaspb.EV_READY, (ready, self.stderr())
 
     def event(self, timeout=10):
+        """The next event but FIRST_REQUEST (it comes once, before the first task's events)."""
         self.sock.settimeout(timeout)
-        return faaspb.decode_event(self.sock.recv(256 * 1024))
+        while True:
+            ev = faaspb.decode_event(self.sock.recv(256 * 1024))
+            if ev["type"] != faaspb.EV_FIRST_REQUEST:
+                return ev
 
     def task_end(self, tid, timeout=10):
         """The first TASK_DONE or TASK_FAILED of tid (renewals and other tasks skipped)."""

@@ -83,8 +83,11 @@ def main():
         if not msg:
             return
         cmd = fields(msg)
-        if cmd.get(1, [0])[0] == 1:  # STOP
+        kind = cmd.get(1, [0])[0]
+        if kind == 1:  # STOP
             return
+        if kind != 0:  # CANCEL_TASK, RUNQ (the worker manager's run-queue figures): not for a fake
+            continue
         sp = fields(cmd[2][0])
         name = fields(sp[1][0])[1][0].decode()
         inst = sp[2][0].decode()

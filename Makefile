@@ -67,7 +67,7 @@ $(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
 
 $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl $(PKG_BPF))
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl libmnl libnftables $(PKG_BPF))
 
 # The agent lives in every pod: it links no grpc and no h2o (its loop is common/evl.c),
 # and is linked statically (no ld.so work, no shared-library pages: a smaller idle pod,
@@ -161,7 +161,7 @@ $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/
     $(if $(filter gateway,$(1)),$(GATEWAY_LIBS)) \
     $(if $(filter dispatcher,$(1)),$(H2B_OBJS))
 	@mkdir -p $$(@D); echo "  LD    $$@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion $(PKG_BPF))
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion libmnl libnftables $(PKG_BPF))
 endef
 $(foreach c,$(UNIT_COMPONENTS),$(eval $(call UNIT_RULE,$(c))))
 

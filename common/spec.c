@@ -5,17 +5,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An empty string field gets def (0, or -1 out of memory). */
+static int default_str(char **field, const char *def)
+{
+    if (*field != NULL && (*field)[0] != '\0')
+        return 0;
+    char *v = strdup(def);
+    if (v == NULL)
+        return -1;
+    /* unpacked proto3 strings that were never set point at the shared empty string */
+    if (*field != NULL && *field != protobuf_c_empty_string)
+        free(*field);
+    *field = v;
+    return 0;
+}
+
 int faas_spec_fill_defaults(Faas__FunctionSpec *s)
 {
-    if (s->port_env == NULL || s->port_env[0] == '\0') {
-        char *v = strdup(FAAS_SPEC_DEFAULT_PORT_ENV);
-        if (v == NULL)
-            return -1;
-        /* unpacked proto3 strings that were never set point at the shared empty string */
-        if (s->port_env != NULL && s->port_env != protobuf_c_empty_string)
-            free(s->port_env);
-        s->port_env = v;
-    }
+    if (default_str(&s->port_env, FAAS_SPEC_DEFAULT_PORT_ENV) != 0 ||
+        default_str(&s->network, FAAS_SPEC_DEFAULT_NETWORK) != 0)
+        return -1;
     if (s->timeout_ms == 0)
         s->timeout_ms = FAAS_SPEC_DEFAULT_TIMEOUT_MS;
     if (s->cold_start_timeout_ms == 0)

@@ -33,6 +33,9 @@
 #define FAAS_SPEC_DEFAULT_PORT_ENV "PORT"
 /* How the agent frames Thrift calls toward the user server. */
 #define FAAS_SPEC_DEFAULT_THRIFT_TRANSPORT "framed"
+/* A pod's way out: most services call a database or another service, so egress (NAT
+ * through the host, never to the control plane) unless the manifest says none. */
+#define FAAS_SPEC_DEFAULT_NETWORK "egress"
 /* Pod limits when resources leave them unset (also the warm pod's limits). */
 #define FAAS_SPEC_DEFAULT_MEMORY_BYTES (256ull << 20)
 #define FAAS_SPEC_DEFAULT_PIDS 256u

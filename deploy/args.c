@@ -198,6 +198,9 @@ static const char usage_deploy[] =
     "      --min-instances N / --max-instances N\n"
     "      --reserved N            instances kept specialized from deploy on, used when no\n"
     "                              elastic instance can take a call (docs/scaling.md)\n"
+    "      --network egress|none   the pod's way out: egress (default) reaches other services\n"
+    "                              through the host's NAT, never the control plane; none has\n"
+    "                              no route out of the pod (docs/security.md)\n"
     "      --grpc-service S        gRPC service served (repeatable)\n"
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
@@ -412,6 +415,7 @@ static const struct option deploy_opts[] = {
     {"max-duration", required_argument, NULL, OPT_FIRST_KEY + 17},
     {"port-env", required_argument, NULL, OPT_FIRST_KEY + 18},
     {"reserved", required_argument, NULL, OPT_FIRST_KEY + 19},
+    {"network", required_argument, NULL, OPT_FIRST_KEY + 20},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -419,13 +423,13 @@ static const char *const deploy_keys[] = {
     "command",       "protocol",       "health.path", "health.tcp",    "port",          "resources.memory",
     "resources.cpu", "resources.pids", "timeout",     "idle_timeout",  "cold_start_timeout", "max_body",
     "concurrency",   "min_instances",  "max_instances", "grpc_services", "thrift_services", "max_duration",
-    "port_env",      "reserved",
+    "port_env",      "reserved",       "network",
 };
 static const char *const deploy_flags[] = {
     "--cmd",         "--protocol",      "--health",        "--health-tcp",    "--port",
     "--memory",      "--cpu",           "--pids",          "--timeout",       "--idle-timeout",
     "--cold-start-timeout", "--max-body", "--concurrency", "--min-instances", "--max-instances",
-    "--grpc-service", "--thrift-service", "--max-duration", "--port-env", "--reserved",
+    "--grpc-service", "--thrift-service", "--max-duration", "--port-env", "--reserved", "--network",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

@@ -394,6 +394,11 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
             return *err = "out of memory", -1;
         return 0;
     }
+    if (strcmp(key, "network") == 0) {
+        if (strcmp(v, "egress") != 0 && strcmp(v, "none") != 0)
+            return *err = "network must be egress or none", -1;
+        return set_str(&s->network, v);
+    }
     if (strcmp(key, "thrift_transport") == 0) {
         if (strcmp(v, "framed") != 0 && strcmp(v, "theader") != 0 && strcmp(v, "ttheader") != 0)
             return *err = "thrift_transport must be framed, theader or ttheader", -1;
@@ -513,7 +518,7 @@ static const char *const known_keys[] = {
     "name",          "protocol",      "command",         "env",              "port",         "port_env",
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
-    "thrift_transport", "max_duration", "async",      "reserved",
+    "thrift_transport", "max_duration", "async",      "reserved",         "network",
 };
 
 static int is_known(const char *k)
@@ -814,6 +819,8 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
         print_list(f, "thrift_services", s->thrift_services, s->n_thrift_services);
     if (s->thrift_transport != NULL && s->thrift_transport[0])
         fprintf(f, "thrift_transport: %s\n", s->thrift_transport);
+    if (s->network != NULL && s->network[0])
+        fprintf(f, "network: %s\n", s->network);
     print_async(f, s->async);
     if (s->version)
         fprintf(f, "# version: %llu\n", (unsigned long long)s->version);

@@ -112,6 +112,10 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
         *err = "reserved must not exceed max_instances";
         return -1;
     }
+    if (strcmp(s->network, "egress") != 0 && strcmp(s->network, "none") != 0) {
+        *err = "network must be egress or none";
+        return -1;
+    }
     if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {
         *err = "code_sha256 is required: upload the code with UploadCode first";
         return -1;

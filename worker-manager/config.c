@@ -23,6 +23,9 @@ void wm_usage(void)
            "  --agent PATH           faas-agent binary (next to this binary)\n"
            "  --pod-uid UID          uid and gid pods run as (65534)\n"
            "  --cgroup-root DIR      cgroup mount root (/sys/fs/cgroup)\n"
+           "  --pod-deny LIST        addresses or CIDRs (comma-separated) no pod may reach even with\n"
+           "                         network: egress; discovery's address is always on it. Put\n"
+           "                         every control-plane host here when they are other machines\n"
            "  --no-runq-bpf          do not load the eBPF run-queue probe; the pods' overload\n"
            "                         detectors then judge CPU saturation from cgroup PSI and\n"
            "                         throttling alone (slower to see a step: ~100 ms, not a few ms)\n"
@@ -118,7 +121,21 @@ static void default_id_and_agent(wm_config_t *c)
     }
 }
 
-enum { O_LISTEN = 256, O_DISC, O_METRICS, O_STATE, O_POOL, O_ID, O_TTL, O_AGENT, O_UID, O_CG, O_NO_RUNQ, O_HELP };
+enum {
+    O_LISTEN = 256,
+    O_DISC,
+    O_METRICS,
+    O_STATE,
+    O_POOL,
+    O_ID,
+    O_TTL,
+    O_AGENT,
+    O_UID,
+    O_CG,
+    O_NO_RUNQ,
+    O_DENY,
+    O_HELP
+};
 
 /* The numeric flags; 0, or -1 with *err. */
 static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
@@ -142,6 +159,16 @@ static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
         c->pod_gid = (gid_t)n;
         return 0;
     }
+}
+
+/* --pod-deny: IPv4 addresses or CIDRs only (it goes into an nftables set as text). */
+static int set_deny(wm_config_t *c, const char *v, const char **err)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= sizeof(c->pod_deny) || strspn(v, "0123456789./,") != n)
+        return *err = "--pod-deny must be IPv4 addresses or CIDRs, comma-separated", -1;
+    snprintf(c->pod_deny, sizeof(c->pod_deny), "%s", v);
+    return 0;
 }
 
 /* One flag o with value v (--state-dir is only noted: it is resolved once all flags are
@@ -178,6 +205,8 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_NO_RUNQ:
         c->runq_bpf = 0;
         return 0;
+    case O_DENY:
+        return set_deny(c, v, err);
     case O_HELP:
         return 1; /* main prints the usage: parsing never writes anywhere */
     default:
@@ -210,6 +239,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"pod-uid", required_argument, 0, O_UID},
         {"cgroup-root", required_argument, 0, O_CG},
         {"no-runq-bpf", no_argument, 0, O_NO_RUNQ},
+        {"pod-deny", required_argument, 0, O_DENY},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };

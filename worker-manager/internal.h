@@ -61,6 +61,30 @@ int wm_fmt(char *out, size_t cap, const char *fmt, ...) __attribute__((format(pr
 /* Writes s to path; 0 or -1 (errno). */
 int wm_write_file(const char *path, const char *s);
 
+/* ---- pod networks (netns.c) ---------------------------------------------------- */
+
+/* Pods' addresses: 10.200.0.0/16, a /30 each (docs/security.md). */
+#define WM_POD_NET 0x0AC80000u
+#define WM_POD_NET_PREFIX 16
+/* The host (.1) or pod (.2) end's address of /30 block number block. */
+uint32_t wm_net_block_addr(uint32_t block, int pod_end);
+/* The host end's link name of a block ("fv" + hex). */
+void wm_net_host_ifname(uint32_t block, char out[16]);
+/* Gives the pod pid (just cloned, with its own network namespace) a veth to the host
+ * and a /30 of its own; *pod_addr is its address (host order). self_net is the caller's
+ * network namespace fd, to come back to. 0, -1 with err, or -2 when the caller could not
+ * return to its own namespace (it must stop). Root only. */
+int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t errcap);
+
+/* netrules.c: the host's nftables table for pods. The ruleset text (deny: addresses or
+ * CIDRs, comma-separated, "" for none; host_forwarded: the host forwarded before). */
+int wm_net_rules_text(char *out, size_t cap, const char *deny, int host_forwarded);
+/* Writes the table and turns IPv4 forwarding on (for egress); 0 or -1 with err. */
+int wm_net_rules_apply(const char *deny, char *err, size_t errcap);
+
+/* network: none for the pod pid: its default route goes. 0, -1 with err, or -2 as above. */
+int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);
+
 /* ---- the pod spawner helper (spawner.c) ------------------------------------- */
 
 typedef struct {
@@ -70,10 +94,14 @@ typedef struct {
 
 /* Forks the helper. Must run before any thread or grpc call. */
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
-/* Spawns a pod: returns its host pid and the WM end of its control socket. */
-int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap);
-/* Bind-mounts <state>/code/<sha> read-only at WM_POD_CODE_DIR in the pod's mount ns. */
-int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap);
+/* Spawns a pod: returns its host pid, the WM end of its control socket and its address
+ * (host order; the agent listens there, netns.c). */
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, uint32_t *addr, char *err,
+                    size_t errcap);
+/* Bind-mounts <state>/code/<sha> read-only at WM_POD_CODE_DIR in the pod's mount ns and,
+ * for a function with network: none, takes its route out (one round trip for both). */
+int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, int no_egress, char *err,
+                         size_t errcap);
 /* Kills the pod, reaps it, removes its cgroups and directory. */
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
 /* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
@@ -171,6 +199,7 @@ struct wm_pod {
     pid_t pid;
     int ctl;
     wm_pod_state_t state;
+    uint32_t addr; /* its own address (host order): the agent listens at addr:port */
     uint32_t port;
     uint64_t deadline_us; /* HELLO, READY or STOP deadline; 0 = none */
     char inst_id[24];
@@ -306,6 +335,8 @@ struct wm {
 };
 
 /* pods.c */
+/* "a.b.c.d:port", where dispatchers reach p's agent. */
+void wm_pod_endpoint(const wm_pod_t *p, char *out, size_t cap);
 /* Asks the pod thread to send CANCEL_TASK for task id to the pod running it (any thread). */
 int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst);
 /* 1 if inst is one of this worker's instances (from the published snapshot; any thread). */

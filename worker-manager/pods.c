@@ -165,7 +165,7 @@ static void publish(wm_t *wm)
             continue;
         wm_fmt(s[i].id, sizeof(s[i].id), "%s", p->inst_id);
         wm_fmt(s[i].function, sizeof(s[i].function), "%s", p->function);
-        wm_fmt(s[i].endpoint, sizeof(s[i].endpoint), "127.0.0.1:%u", p->port);
+        wm_pod_endpoint(p, s[i].endpoint, sizeof(s[i].endpoint));
         s[i].version = p->version;
         s[i].started_ms = p->started_ms;
         s[i].pid = (uint32_t)p->pid;
@@ -301,12 +301,18 @@ static void acq_fail(wm_t *wm, wm_acq_t *a, const char *what)
     acq_free(a);
 }
 
+void wm_pod_endpoint(const wm_pod_t *p, char *out, size_t cap)
+{
+    wm_fmt(out, cap, "%u.%u.%u.%u:%u", p->addr >> 24, (p->addr >> 16) & 255, (p->addr >> 8) & 255, p->addr & 255,
+           p->port);
+}
+
 static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent *ev)
 {
     uint64_t now = faas_now_us();
     Faas__Instance in = FAAS__INSTANCE__INIT;
     char endpoint[32];
-    wm_fmt(endpoint, sizeof(endpoint), "127.0.0.1:%u", p->port);
+    wm_pod_endpoint(p, endpoint, sizeof(endpoint));
     in.id = p->inst_id;
     in.function = p->function;
     in.version = p->version;
@@ -415,7 +421,7 @@ static wm_pod_t *pod_spawn(wm_t *wm)
         return NULL;
     faas_random_id(p->id, sizeof(p->id));
     char err[256];
-    if (wm_helper_spawn(&wm->helper, p->id, &p->pid, &p->ctl, err, sizeof(err)) != 0) {
+    if (wm_helper_spawn(&wm->helper, p->id, &p->pid, &p->ctl, &p->addr, err, sizeof(err)) != 0) {
         FAAS_ERROR("event=pod_spawn_failed pod=%s err=\"%s\"", p->id, err);
         free(p);
         wm->refill_after_us = faas_now_us() + 1000000;
@@ -539,7 +545,8 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     }
     uint64_t t_mount = 0, t_limits = 0;
     hb_quiet(wm, a->t_taken + HB_QUIET_MAX_US);
-    if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, err, sizeof(err)) != 0 ||
+    int no_egress = s->network != NULL && strcmp(s->network, "none") == 0;
+    if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, no_egress, err, sizeof(err)) != 0 ||
         (t_mount = faas_now_us(),
          limits_are_warm_defaults(&lim) ? 0 : wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err))) != 0 ||
         (t_limits = faas_now_us(), send_specialize(wm, p, a, err, sizeof(err))) != 0) {

@@ -387,6 +387,29 @@ static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
     }
 }
 
+/* The pods' packet filter, with discovery's address on the deny list when it is not
+ * a loopback one (a pod's loopback is its own). 0, or -1 after saying why on stderr:
+ * without the filter a pod could reach every service of the host. */
+static int pod_rules(const wm_config_t *c)
+{
+    char host[128], deny[1200], err[256];
+    uint16_t port;
+    const char *e;
+    struct in_addr a;
+    snprintf(deny, sizeof(deny), "%s", c->pod_deny);
+    if (faas_parse_hostport(c->discovery, host, sizeof(host), &port, &e) == 0 && inet_pton(AF_INET, host, &a) == 1 &&
+        (ntohl(a.s_addr) >> 24) != 127) {
+        size_t n = strlen(deny);
+        snprintf(deny + n, sizeof(deny) - n, "%s%s", n ? "," : "", host);
+    }
+    if (wm_net_rules_apply(deny, err, sizeof(err)) != 0) {
+        fprintf(stderr, "faas-workermgr: pod network filter: %s\n", err);
+        return -1;
+    }
+    FAAS_INFO("event=pod_network_rules deny=\"%s\"", deny);
+    return 0;
+}
+
 /* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
  * and the pod helper, forked while no thread and no grpc exist yet in this process.
  * 0, or -1 after saying why on stderr. */
@@ -419,6 +442,8 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
         return -1;
     }
     wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    if (pod_rules(c) != 0)
+        return -1;
     wm_runq_start(wm);
     return 0;
 }

@@ -31,6 +31,7 @@ enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4 };
 
 typedef struct {
     uint32_t op;
+    uint32_t no_egress; /* MOUNT: network none */
     int32_t pid;
     char pod[48];
     char arg[96]; /* sha256 (MOUNT) or previous worker id (CLEANUP) */
@@ -39,6 +40,7 @@ typedef struct {
 typedef struct {
     int32_t rc;
     int32_t pid;
+    uint32_t addr; /* SPAWN: the pod's address (host order) */
     char err[240];
 } hrep_t;
 
@@ -54,6 +56,7 @@ static struct {
     hpod_t *pods;
     size_t n_pods, cap_pods;
     int self_mnt; /* the helper's own mount namespace, to return to after a MOUNT */
+    int self_net; /* and network namespace, after configuring a pod's (netns.c) */
 } H;
 
 typedef struct {
@@ -140,7 +143,8 @@ static int pod_main(void *arg)
         child_fail(4, "stdin from /dev/null");
     if (devnull != 0)
         close(devnull);
-    char *argv[] = {H.cfg.agent, NULL};
+    /* any address of the pod's own namespace: its eth0 for the host, lo for nobody */
+    char *argv[] = {H.cfg.agent, "--listen", "0.0.0.0:0", NULL};
     char podenv[96];
     wm_fmt(podenv, sizeof(podenv), "FAAS_POD_ID=%s", a->pod);
     const char *lvl = getenv("FAAS_LOG_LEVEL");
@@ -199,6 +203,8 @@ static void rm_rf(const char *path)
     (void)rmdir(path);
 }
 
+static int do_kill(const hreq_t *q, hrep_t *r);
+
 static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
 {
     char rel[PATH_MAX];
@@ -228,7 +234,7 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
     size_t stack_sz = 256 * 1024;
     char *stack = malloc(stack_sz);
     pid_t pid = stack ? clone(pod_main, stack + stack_sz,
-                              CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD, &a)
+                              CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD, &a)
                       : -1;
     int cerr = errno;
     free(stack);
@@ -251,6 +257,19 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
         goto fail_cg;
     }
     track(q->pod, pid);
+    int nrc = wm_net_setup(pid, H.self_net, &r->addr, r->err, sizeof(r->err));
+    if (nrc == -2) {
+        FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
+        _exit(1); /* every later link would land in a pod: better the WM sees the helper go */
+    }
+    if (nrc != 0) {
+        close(sv[0]);
+        hreq_t k = {.op = OP_KILL, .pid = pid};
+        memcpy(k.pod, q->pod, sizeof(k.pod));
+        hrep_t kr = {0};
+        do_kill(&k, &kr); /* its namespace, and the veth in it, go with it */
+        return -1;
+    }
     r->pid = pid;
     *out_fd = sv[0];
     return 0;
@@ -292,8 +311,19 @@ static int do_mount(const hreq_t *q, hrep_t *r)
         _exit(1);
     }
     errno = e;
+    if (rc == 0 && q->no_egress) {
+        int nrc = wm_net_no_egress(q->pid, H.self_net, r->err, sizeof(r->err));
+        if (nrc == -2) {
+            FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
+            _exit(1);
+        }
+        if (nrc != 0) {
+            rc = -1;
+            what = NULL; /* r->err says why */
+        }
+    }
 out:
-    if (rc != 0)
+    if (rc != 0 && what != NULL)
         wm_fmt(r->err, sizeof(r->err), "mount code: %s: %s", what, strerror(errno));
     if (nsfd >= 0)
         close(nsfd);
@@ -470,7 +500,8 @@ int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *
         H.cfg = *c;
         H.cg = *L;
         H.self_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-        if (H.self_mnt < 0)
+        H.self_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (H.self_mnt < 0 || H.self_net < 0)
             _exit(1);
         helper_loop(sv[1]);
         _exit(0);
@@ -517,7 +548,8 @@ static int call(wm_helper_t *h, const hreq_t *q, hrep_t *r, int *fd_out, char *e
     return r->rc;
 }
 
-int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, char *err, size_t errcap)
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, uint32_t *addr, char *err,
+                    size_t errcap)
 {
     hreq_t q = {.op = OP_SPAWN};
     wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
@@ -529,12 +561,14 @@ int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd,
         return -1;
     }
     *pid = r.pid;
+    *addr = r.addr;
     return 0;
 }
 
-int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, char *err, size_t errcap)
+int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, int no_egress, char *err,
+                         size_t errcap)
 {
-    hreq_t q = {.op = OP_MOUNT, .pid = pid};
+    hreq_t q = {.op = OP_MOUNT, .pid = pid, .no_egress = (uint32_t)(no_egress != 0)};
     wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
     wm_fmt(q.arg, sizeof(q.arg), "%s", sha);
     hrep_t r;

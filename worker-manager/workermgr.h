@@ -23,7 +23,8 @@ typedef struct {
     unsigned lease_ttl_ms;
     uid_t pod_uid;
     gid_t pod_gid;
-    int runq_bpf; /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
+    int runq_bpf;        /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
+    char pod_deny[1024]; /* addresses/CIDRs pods never reach, comma-separated (--pod-deny) */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

@@ -8,6 +8,7 @@ Must run as root (pods need namespaces and cgroups)."""
 import glob
 import hashlib
 import io
+import ipaddress
 import os
 import signal
 import socket
@@ -511,10 +512,15 @@ def test_acquire_release_real_function(platform):
     assert timing["code_us"] > 0, "first acquisition fetched the code"
     assert timing["total_us"] >= timing["specialize_us"] + timing["ready_us"]
     host, port = inst["endpoint"].rsplit(":", 1)
-    assert host == "127.0.0.1"
-
+    # the pod's own address in its network namespace (10.200.0.0/16, a /30 each)
+    assert ipaddress.ip_address(host) in ipaddress.ip_network("10.200.0.0/16"), host
+    # ... and only there: the host's loopback does not lead into the pod
     r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5",
                         f"http://127.0.0.1:{port}/hi"], capture_output=True, text=True)
+    assert r.returncode != 0 or "hello from" not in r.stdout, r.stdout
+
+    r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5",
+                        f"http://{host}:{port}/hi"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "hello from /hi uid=65534" in r.stdout
     # the code is at a fixed path in the pod, whatever the state dir's host path

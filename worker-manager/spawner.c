@@ -76,6 +76,142 @@ static void child_fail(int fd, const char *what)
     _exit(127);
 }
 
+/* ---- the pod's root: only what a server needs ------------------------------------
+ * A tmpfs root of its own, built in the pod's mount namespace and pivoted into before
+ * the agent runs: the system directories read-only, a minimal /etc and /dev, /proc of
+ * its PID namespace, its own cgroup directories (the agent reads its CPU figures there),
+ * a private /tmp with the code's mount point. Not the host's /root, /home, /var, /run,
+ * /sys, the platform's state directory or any other function's code. */
+
+#define POD_ROOT "/tmp" /* staging: the pod's own mount namespace hides the host's /tmp */
+
+/* System directories: bound read-only, or re-made as the same symlink (merged /usr). */
+static const char *const SYSTEM_DIRS[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+/* What programs read in /etc: the loader's cache, users and groups for getpwuid, name
+ * resolution, TLS roots, time zone, Debian's alternatives symlinks. */
+static const char *const ETC_FILES[] = {
+    "/etc/ld.so.cache", "/etc/ld.so.conf",    "/etc/ld.so.conf.d",    "/etc/passwd",
+    "/etc/group",       "/etc/nsswitch.conf", "/etc/hosts",           "/etc/resolv.conf",
+    "/etc/host.conf",   "/etc/gai.conf",      "/etc/services",        "/etc/protocols",
+    "/etc/localtime",   "/etc/ssl",           "/etc/ca-certificates", "/etc/alternatives",
+    "/etc/mime.types",  "/etc/os-release",    "/etc/debian_version",  "/etc/python3",
+    "/etc/python3.11",  "/etc/locale.alias"};
+static const char *const DEV_NODES[] = {"/dev/null",   "/dev/zero",    "/dev/full",
+                                        "/dev/random", "/dev/urandom", "/dev/tty"};
+
+static void in_root(char *out, size_t cap, const char *path)
+{
+    wm_fmt(out, cap, "%s%s", POD_ROOT, path);
+}
+
+/* Binds host path src (a file or a directory) at the same path in the new root, read-only
+ * unless dev (device nodes need their device access). Missing sources are skipped. */
+static void bind_ro(child_arg_t *a, const char *src, int dev)
+{
+    struct stat st;
+    char dst[PATH_MAX];
+    if (stat(src, &st) != 0)
+        return;
+    in_root(dst, sizeof(dst), src);
+    char parent[PATH_MAX];
+    wm_fmt(parent, sizeof(parent), "%s", dst);
+    *strrchr(parent, '/') = '\0';
+    if (faas_mkdirs(parent, 0755) != 0)
+        child_fail(a->errpipe, parent);
+    if (S_ISDIR(st.st_mode) ? mkdir(dst, 0755) != 0 && errno != EEXIST
+                            : close(open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) != 0)
+        child_fail(a->errpipe, dst);
+    unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (dev ? 0 : MS_NODEV);
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0 || mount(NULL, dst, NULL, ro, NULL) != 0)
+        child_fail(a->errpipe, src);
+}
+
+static void system_dir(child_arg_t *a, const char *path)
+{
+    struct stat st;
+    char link[PATH_MAX], dst[PATH_MAX];
+    if (lstat(path, &st) != 0)
+        return;
+    if (!S_ISLNK(st.st_mode)) {
+        bind_ro(a, path, 0);
+        return;
+    }
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n <= 0)
+        return;
+    link[n] = '\0';
+    in_root(dst, sizeof(dst), path);
+    if (symlink(link, dst) != 0)
+        child_fail(a->errpipe, dst);
+}
+
+static void minimal_dev(child_arg_t *a)
+{
+    static const char *const links[][2] = {{"/proc/self/fd", "/dev/fd"},
+                                           {"/proc/self/fd/0", "/dev/stdin"},
+                                           {"/proc/self/fd/1", "/dev/stdout"},
+                                           {"/proc/self/fd/2", "/dev/stderr"}};
+    char p[PATH_MAX];
+    for (size_t i = 0; i < sizeof(DEV_NODES) / sizeof(DEV_NODES[0]); i++)
+        bind_ro(a, DEV_NODES[i], 1);
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        in_root(p, sizeof(p), links[i][1]);
+        if (symlink(links[i][0], p) != 0)
+            child_fail(a->errpipe, p);
+    }
+    in_root(p, sizeof(p), "/dev/shm");
+    if (mkdir(p, 01777) != 0 || mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") != 0)
+        child_fail(a->errpipe, "mount /dev/shm");
+}
+
+/* The pod's own cgroup directories, at their host paths (the agent finds them from
+ * /proc/self/cgroup): read-only, so the pod reads its figures and changes nothing. */
+static void own_cgroups(child_arg_t *a)
+{
+    for (size_t i = 0; i < a->n_cg; i++) {
+        char dir[PATH_MAX];
+        wm_fmt(dir, sizeof(dir), "%s", a->cg_procs[i]);
+        *strrchr(dir, '/') = '\0';
+        bind_ro(a, dir, 0);
+    }
+}
+
+/* Builds the root at POD_ROOT and pivots into it; the old root is detached. */
+static void pod_root(child_arg_t *a)
+{
+    char p[PATH_MAX];
+    /* the WM's umask (077 for a careful root) must not lock the pod uid out of the
+     * directories made here; 022 is also what a server expects to inherit */
+    umask(022);
+    if (mount("tmpfs", POD_ROOT, "tmpfs", MS_NOSUID, "mode=0755,size=1m") != 0)
+        child_fail(a->errpipe, "mount the pod's root");
+    for (size_t i = 0; i < sizeof(SYSTEM_DIRS) / sizeof(SYSTEM_DIRS[0]); i++)
+        system_dir(a, SYSTEM_DIRS[i]);
+    for (size_t i = 0; i < sizeof(ETC_FILES) / sizeof(ETC_FILES[0]); i++)
+        bind_ro(a, ETC_FILES[i], 0);
+    minimal_dev(a);
+    own_cgroups(a);
+    static const char *const dirs[] = {"/proc", "/tmp", "/etc"};
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        in_root(p, sizeof(p), dirs[i]);
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            child_fail(a->errpipe, p);
+    }
+    /* pivot_root(".", "."): the old root ends up under the new one, then goes */
+    if (chdir(POD_ROOT) != 0 || syscall(SYS_pivot_root, ".", ".") != 0 || umount2(".", MNT_DETACH) != 0 ||
+        chdir("/") != 0)
+        child_fail(a->errpipe, "pivot into the pod's root");
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+        child_fail(a->errpipe, "mount /proc");
+}
+
+/* The root tmpfs read-only once everything is mounted on it: the pod writes only /tmp. */
+static void seal_root(child_arg_t *a)
+{
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID, NULL) != 0)
+        child_fail(a->errpipe, "make the pod's root read-only");
+}
+
 /* The pod's own /tmp, with the (root-owned, so the pod uid cannot move it) mount point
  * of its code at WM_POD_CODE_DIR. */
 static void mount_tmp(child_arg_t *a)
@@ -116,14 +252,14 @@ static int pod_main(void *arg)
     for (size_t i = 0; i < a->n_cg; i++)
         if (wm_write_file(a->cg_procs[i], "0") != 0)
             child_fail(a->errpipe, a->cg_procs[i]);
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
-        child_fail(a->errpipe, "mount /proc");
-    /* Hold the agent binary open across the /tmp mount: a build tree under
-     * /tmp (a CI checkout, say) would be hidden by the pod's fresh tmpfs. */
+    /* Hold the agent binary open across the new root: its build tree (a CI checkout
+     * under /tmp, say) is not in the pod. */
     int agent_fd = open(H.cfg.agent, O_PATH | O_CLOEXEC);
     if (agent_fd < 0 || (agent_fd = fcntl(agent_fd, F_DUPFD_CLOEXEC, 10)) < 0)
         child_fail(a->errpipe, H.cfg.agent);
+    pod_root(a);
     mount_tmp(a);
+    seal_root(a);
     if (sethostname(a->pod, strlen(a->pod)) != 0)
         child_fail(a->errpipe, "sethostname");
     drop_privileges(a);

@@ -1,14 +1,17 @@
-"""Pods in their own network namespace (issue 13, docs/security.md): a function tries
-to reach the host's control plane, the gateway, another pod's agent and user server and
-a service on the host's non-loopback address; every attempt fails, while the gateway
-still reaches both pods. The prober is an ordinary Python HTTP server deployed as a
-function: GET /connect?host=H&port=P answers "ok" or the errno name of a 1 s connect."""
+"""Pods in their own network namespace and root (issue 13, docs/security.md): a function
+tries to reach the host's control plane, the gateway, another pod's agent and user server
+and a service on the host's non-loopback address, and to read or write what a server has
+no business with; every attempt fails, while the gateway still reaches both pods. The
+prober is an ordinary Python HTTP server deployed as a function: GET /connect?host=H&port=P
+answers "ok" or the errno name of a 1 s connect; /read, /write and /list?path=P "ok ..." or
+the errno name."""
 import json
 import os
 import re
 import socket
 import subprocess
 import threading
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -38,6 +41,19 @@ class H(http.server.BaseHTTPRequestHandler):
             s = socket.create_connection((q["host"], int(q["port"])), timeout=2)
             out = s.recv(64).decode()
             s.close()
+        elif u.path in ("/read", "/write", "/list"):
+            try:
+                if u.path == "/read":
+                    with open(q["path"], "rb") as f:
+                        out = "ok %d" % len(f.read(1 << 20))
+                elif u.path == "/write":
+                    with open(q["path"], "wb") as f:
+                        f.write(b"pwned")
+                    out = "ok"
+                else:
+                    out = "ok " + ",".join(sorted(os.listdir(q["path"])))
+            except OSError as e:
+                out = errno.errorcode.get(e.errno, str(e.errno))
         elif u.path == "/addrs":
             out = json.dumps(sorted(l.split()[0] for l in open("/proc/net/dev").read().splitlines()[2:]))
         else:
@@ -232,3 +248,27 @@ def test_deny_list_holds_even_with_egress(tmp_path, outside):
         assert reach(p, outside.addr, outside.port) == "ETIMEDOUT"
     finally:
         p.stop()
+
+
+def test_pod_sees_only_what_a_server_needs(plat):
+    d = plat.dir
+    look = lambda verb, path: get(plat, "prober", f"/{verb}?path={urllib.parse.quote(path)}")
+    # the system is there, read-only
+    assert look("read", "/usr/bin/python3").startswith("ok ")
+    assert look("read", "/etc/passwd").startswith("ok ")
+    for path in ("/usr/bin/pwned", "/etc/pwned", "/pwned", "/tmp/.faas/code/pwned"):
+        assert look("write", path) in ("EROFS", "EACCES", "ENOENT"), path
+    assert look("write", "/tmp/mine") == "ok"  # its own /tmp
+    # the host's private places, the platform's state and other functions' code are not
+    for path in ("/root", "/home", "/var", "/run", "/sys/class", d, f"{d}/worker", "/work"):
+        assert look("list", path) == "ENOENT", path
+    assert look("read", "/etc/shadow") == "ENOENT"
+    assert look("list", "/").split(" ", 1)[1].split(",") == sorted(
+        x for x in ("bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "sys", "tmp", "usr")
+        if x == "sys" or os.path.lexists(f"/{x}"))
+    assert set(look("list", "/dev").split(" ", 1)[1].split(",")) <= {
+        "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "shm"}
+    # its own processes only: the agent is pid 1 of its PID namespace
+    assert look("read", "/proc/1/cmdline").startswith("ok ")
+    pids = [x for x in look("list", "/proc").split(" ", 1)[1].split(",") if x.isdigit()]
+    assert len(pids) < 10, pids

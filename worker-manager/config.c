@@ -26,6 +26,9 @@ void wm_usage(void)
            "  --pod-deny LIST        addresses or CIDRs (comma-separated) no pod may reach even with\n"
            "                         network: egress; discovery's address is always on it. Put\n"
            "                         every control-plane host here when they are other machines\n"
+           "  --no-pod-netns         pods share the host's network namespace, as before issue 13:\n"
+           "                         a function can then reach every host service. Only to\n"
+           "                         measure what the namespace costs (make bench)\n"
            "  --no-runq-bpf          do not load the eBPF run-queue probe; the pods' overload\n"
            "                         detectors then judge CPU saturation from cgroup PSI and\n"
            "                         throttling alone (slower to see a step: ~100 ms, not a few ms)\n"
@@ -94,6 +97,7 @@ static void defaults(wm_config_t *c)
     c->pod_uid = 65534;
     c->pod_gid = 65534;
     c->runq_bpf = 1;
+    c->pod_netns = 1;
 }
 
 static void default_id_and_agent(wm_config_t *c)
@@ -134,6 +138,7 @@ enum {
     O_CG,
     O_NO_RUNQ,
     O_DENY,
+    O_NO_NETNS,
     O_HELP
 };
 
@@ -207,6 +212,9 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
         return 0;
     case O_DENY:
         return set_deny(c, v, err);
+    case O_NO_NETNS:
+        c->pod_netns = 0;
+        return 0;
     case O_HELP:
         return 1; /* main prints the usage: parsing never writes anywhere */
     default:
@@ -240,6 +248,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"cgroup-root", required_argument, 0, O_CG},
         {"no-runq-bpf", no_argument, 0, O_NO_RUNQ},
         {"pod-deny", required_argument, 0, O_DENY},
+        {"no-pod-netns", no_argument, 0, O_NO_NETNS},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };

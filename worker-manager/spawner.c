@@ -280,7 +280,7 @@ static int pod_main(void *arg)
     if (devnull != 0)
         close(devnull);
     /* any address of the pod's own namespace: its eth0 for the host, lo for nobody */
-    char *argv[] = {H.cfg.agent, "--listen", "0.0.0.0:0", NULL};
+    char *argv[] = {H.cfg.agent, "--listen", H.cfg.pod_netns ? "0.0.0.0:0" : "127.0.0.1:0", NULL};
     char podenv[96];
     wm_fmt(podenv, sizeof(podenv), "FAAS_POD_ID=%s", a->pod);
     const char *lvl = getenv("FAAS_LOG_LEVEL");
@@ -370,7 +370,9 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
     size_t stack_sz = 256 * 1024;
     char *stack = malloc(stack_sz);
     pid_t pid = stack ? clone(pod_main, stack + stack_sz,
-                              CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD, &a)
+                              CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                                  (H.cfg.pod_netns ? CLONE_NEWNET : 0) | SIGCHLD,
+                              &a)
                       : -1;
     int cerr = errno;
     free(stack);
@@ -393,7 +395,8 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
         goto fail_cg;
     }
     track(q->pod, pid);
-    int nrc = wm_net_setup(pid, H.self_net, &r->addr, r->err, sizeof(r->err));
+    r->addr = 0x7f000001u; /* --no-pod-netns: the host's loopback */
+    int nrc = H.cfg.pod_netns ? wm_net_setup(pid, H.self_net, &r->addr, r->err, sizeof(r->err)) : 0;
     if (nrc == -2) {
         FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
         _exit(1); /* every later link would land in a pod: better the WM sees the helper go */
@@ -447,7 +450,7 @@ static int do_mount(const hreq_t *q, hrep_t *r)
         _exit(1);
     }
     errno = e;
-    if (rc == 0 && q->no_egress) {
+    if (rc == 0 && q->no_egress && H.cfg.pod_netns) {
         int nrc = wm_net_no_egress(q->pid, H.self_net, r->err, sizeof(r->err));
         if (nrc == -2) {
             FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);

@@ -262,8 +262,8 @@ http {{
 
 
 class Setup:
-    def __init__(self, build, tmp):
-        self.build, self.tmp = build, tmp
+    def __init__(self, build, tmp, wm_args=()):
+        self.build, self.tmp, self.wm_args = build, tmp, tuple(wm_args)
         os.environ["FAAS_BUILD"] = build
         sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
         import platform_util as pu
@@ -310,11 +310,13 @@ class Setup:
         # the gateway's Thrift listener on a free port (its default is a fixed one)
         self.thrift_port = pu.free_port()
         targs = ("--thrift-listen", f"127.0.0.1:{self.thrift_port}")
+        wargs = self.wm_args  # e.g. --no-pod-netns, to measure what an isolation costs
         try:  # the gateway's gRPC listener, where platform_util knows it
             self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, grpc=True,
-                                        gateway_args=targs)
+                                        gateway_args=targs, wm_args=wargs)
         except TypeError:
-            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, gateway_args=targs)
+            self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, gateway_args=targs,
+                                        wm_args=wargs)
         os.makedirs(self.platform.dir, exist_ok=True)
         # (as high as our own hard limit: this container may not raise it)
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -1063,6 +1065,8 @@ def main():
     ap.add_argument("--out", default="", help="also write the table to this file")
     ap.add_argument("--json", default="", help="also write the raw figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    ap.add_argument("--wm-arg", action="append", default=[],
+                    help="an extra faas-workermgr flag (repeatable), e.g. --wm-arg=--no-pod-netns")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a.rounds = max(1, min(a.rounds, a.seconds))
@@ -1072,7 +1076,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="faas-benchrun-")
     os.chmod(tmp, 0o755)
     res = {"http1": {}, "h2": {}}
-    s = Setup(a.build, tmp)
+    s = Setup(a.build, tmp, a.wm_arg)
     t0 = time.monotonic()
     try:
         try:

@@ -16,6 +16,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <sched.h>
@@ -157,22 +158,54 @@ static int add_default_route(nl_t *n, int ifindex, uint32_t gw)
     return talk(n, h, NULL, NULL);
 }
 
-static int on_link(const struct nlmsghdr *h, void *data)
+typedef struct {
+    int index;
+    uint8_t mac[6];
+    int has_mac;
+} link_t;
+
+static int on_link_attr(const struct nlattr *a, void *data)
 {
-    const struct ifinfomsg *ifm = mnl_nlmsg_get_payload(h);
-    *(int *)data = ifm->ifi_index;
+    link_t *l = data;
+    if (mnl_attr_get_type(a) == IFLA_ADDRESS && mnl_attr_get_payload_len(a) == 6) {
+        memcpy(l->mac, mnl_attr_get_payload(a), 6);
+        l->has_mac = 1;
+    }
     return MNL_CB_OK;
 }
 
-static int ifindex_of(nl_t *n, const char *name)
+static int on_link(const struct nlmsghdr *h, void *data)
+{
+    const struct ifinfomsg *ifm = mnl_nlmsg_get_payload(h);
+    ((link_t *)data)->index = ifm->ifi_index;
+    return mnl_attr_parse(h, sizeof(*ifm), on_link_attr, data);
+}
+
+/* The link's index and hardware address; 0 or -1. */
+static int link_of(nl_t *n, const char *name, link_t *l)
 {
     char buf[MNL_SOCKET_BUFFER_SIZE];
     struct nlmsghdr *h = msg(buf, n, RTM_GETLINK, 0);
     struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(h, sizeof(*ifm));
     ifm->ifi_family = AF_UNSPEC;
     mnl_attr_put_strz(h, IFLA_IFNAME, name);
-    int index = 0;
-    return talk(n, h, on_link, &index) == 0 && index > 0 ? index : -1;
+    memset(l, 0, sizeof(*l));
+    return talk(n, h, on_link, l) == 0 && l->index > 0 && l->has_mac ? 0 : -1;
+}
+
+/* A permanent neighbour entry: the first packet each way after a cold start goes out
+ * at once instead of waiting for an ARP exchange over the veth. */
+static int add_neigh(nl_t *n, int ifindex, uint32_t addr, const uint8_t mac[6])
+{
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr *h = msg(buf, n, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+    struct ndmsg *nd = mnl_nlmsg_put_extra_header(h, sizeof(*nd));
+    nd->ndm_family = AF_INET;
+    nd->ndm_ifindex = ifindex;
+    nd->ndm_state = NUD_PERMANENT;
+    mnl_attr_put_u32(h, NDA_DST, htonl(addr));
+    mnl_attr_put(h, NDA_LLADDR, 6, mac);
+    return talk(n, h, NULL, NULL);
 }
 
 /* A netlink socket of the pod's namespace: created there, it stays bound to it after the
@@ -196,38 +229,40 @@ static int nl_open_in(nl_t *n, pid_t pid, int self_net)
     return rc;
 }
 
-/* Inside the pod: lo and eth0 up, eth0's address, the default route via the host end. */
-static int configure_pod(nl_t *pn, uint32_t block, const char **what)
+/* Inside the pod: lo and eth0 up, eth0's address, the default route via the host end,
+ * the host end's hardware address. */
+static int configure_pod(nl_t *pn, uint32_t block, const link_t *host, link_t *eth0, const char **what)
 {
-    int eth0;
     *what = "pod loopback up";
     if (link_up(pn, 1) != 0)
         return -1;
     *what = "pod eth0";
-    if ((eth0 = ifindex_of(pn, "eth0")) < 0)
+    if (link_of(pn, "eth0", eth0) != 0)
         return -1;
     *what = "pod address";
-    if (add_addr(pn, eth0, wm_net_block_addr(block, 1)) != 0)
+    if (add_addr(pn, eth0->index, wm_net_block_addr(block, 1)) != 0)
         return -1;
     *what = "pod eth0 up";
-    if (link_up(pn, eth0) != 0)
+    if (link_up(pn, eth0->index) != 0)
+        return -1;
+    *what = "pod neighbour";
+    if (add_neigh(pn, eth0->index, wm_net_block_addr(block, 0), host->mac) != 0)
         return -1;
     *what = "pod default route";
-    return add_default_route(pn, eth0, wm_net_block_addr(block, 0));
+    return add_default_route(pn, eth0->index, wm_net_block_addr(block, 0));
 }
 
 /* The host end: its address and up. */
-static int configure_host(nl_t *hn, const char *host, uint32_t block, const char **what)
+static int configure_host(nl_t *hn, const char *name, uint32_t block, link_t *host, const char **what)
 {
-    int idx;
     *what = "host veth";
-    if ((idx = ifindex_of(hn, host)) < 0)
+    if (link_of(hn, name, host) != 0)
         return -1;
     *what = "host veth address";
-    if (add_addr(hn, idx, wm_net_block_addr(block, 0)) != 0)
+    if (add_addr(hn, host->index, wm_net_block_addr(block, 0)) != 0)
         return -1;
     *what = "host veth up";
-    return link_up(hn, idx);
+    return link_up(hn, host->index);
 }
 
 /* A free block: random tries, the link name is the lock. */
@@ -295,7 +330,11 @@ int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t 
         nl_close(&hn);
         return -2;
     }
-    if (in != 0 || configure_host(&hn, host, block, &what) != 0 || configure_pod(&pn, block, &what) != 0)
+    link_t hl, pl;
+    if (in != 0 || configure_host(&hn, host, block, &hl, &what) != 0 || configure_pod(&pn, block, &hl, &pl, &what) != 0)
+        goto out;
+    what = "host neighbour";
+    if (add_neigh(&hn, hl.index, wm_net_block_addr(block, 1), pl.mac) != 0)
         goto out;
     *pod_addr = wm_net_block_addr(block, 1);
     rc = 0;

@@ -253,6 +253,12 @@ agent_ol_verdict_t agent_ol_feed(agent_ol_t *d, const agent_ol_sample_t *s)
     if (b == 0)
         return none;
     judgement_t j[N_SIGNALS] = {judge_queue(d, b), judge_runq(d, b), judge_psi(d, b), judge_throttle(d, b)};
+    /* A CPU signal asks for instances to spread requests over: with fewer than two in
+     * flight on average there is nothing to spread (a sequential client gains nothing),
+     * and the wait is more likely the host's other work than the pod's own demand. */
+    if (mean_inflight(d, b) < QUEUE_MIN)
+        for (int i = 1; i < N_SIGNALS; i++)
+            j[i].hot = 0;
     return decide(d, s->t_us, j);
 }
 

@@ -145,13 +145,15 @@ Test(overload, saturated_sawtooth_fires_once_and_does_not_flap)
     cr_expect_eq(t.recovers, 0);
 }
 
+/* Two requests in flight, served at their usual pace: CPU signals judge a pod with
+ * requests to spread (with fewer, see cpu_signals_need_requests_to_spread). */
 static agent_ol_verdict_t cpu_tick(trace_t *t, uint64_t psi_us, uint64_t periods, uint64_t throttled)
 {
     t->s.has_psi = t->s.has_throttle = 1;
     t->s.psi_some_us += psi_us;
     t->s.nr_periods += periods;
     t->s.nr_throttled += throttled;
-    return tick(t, 1, 5, 20000);
+    return tick(t, 2, 5, 20000);
 }
 
 Test(overload, cpu_throttling_fires_and_recovers)
@@ -219,7 +221,25 @@ static agent_ol_verdict_t runq_tick(trace_t *t, uint64_t wait_us)
 {
     t->s.has_runq = 1;
     t->s.runq_wait_ns += wait_us * 1000;
-    return tick(t, 1, 5, 20000);
+    return tick(t, 2, 5, 20000);
+}
+
+Test(overload, cpu_signals_need_requests_to_spread)
+{
+    trace_t t;
+    start(&t);
+    t.d.cpus = 1.0;
+    t.s.has_psi = t.s.has_throttle = t.s.has_runq = 1;
+    for (int i = 0; i < 100; i++) {
+        /* a sequential client on a host busy with other work: the pod's tasks wait, its
+         * quota binds, yet a second instance would serve nobody faster */
+        t.s.psi_some_us += 90000;
+        t.s.nr_periods += 1;
+        t.s.nr_throttled += 1;
+        t.s.runq_wait_ns += 150000000ull;
+        tick(&t, i % 2, 5, 20000);
+    }
+    cr_expect_eq(t.fires, 0);
 }
 
 Test(overload, runq_latency_fires_by_tasks_waiting_per_cpu_and_recovers)

@@ -24,6 +24,11 @@ typedef struct {
     uid_t pod_uid;
     gid_t pod_gid;
     int runq_bpf; /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
+    /* the platform token (FAAS_TOKEN wins); default: the discovery dir next to
+     * state_dir, <state_dir>/../discovery/token, as faasd and the demo lay them out */
+    char token_file[PATH_MAX];
+    char tls_cert[PATH_MAX], tls_key[PATH_MAX]; /* serve TLS with these PEM files; "" = plaintext */
+    char tls_ca[PATH_MAX];                      /* TLS to discovery trusting this PEM CA; "" = plaintext */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

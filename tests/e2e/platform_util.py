@@ -142,8 +142,15 @@ class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False, disc_args=()):
+                 thrift=False, disc_args=(), tls=None):
         self.dir = str(tmpdir)
+        # tls=(cert, key): discovery and the worker manager serve TLS with them, and every
+        # client trusts cert as its CA (self-signed, naming 127.0.0.1)
+        self.tls_ca = tls[0] if tls else None
+        if tls:
+            disc_args = (*disc_args, "--tls-cert", tls[0], "--tls-key", tls[1])
+            wm_args = (*wm_args, "--tls-cert", tls[0], "--tls-key", tls[1], "--tls-ca", tls[0])
+            gateway_args = (*gateway_args, "--tls-ca", tls[0])
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
         self.http_port = free_port()
@@ -211,7 +218,8 @@ class Platform:
         return e
 
     def ctl(self, *args, check=True, timeout=60, input=None, token=True):
-        p = subprocess.run([f"{BUILD}/faasctl", *args], capture_output=True, text=True, env=self.env(token),
+        tls = ["--tls-ca", self.tls_ca] if self.tls_ca else []
+        p = subprocess.run([f"{BUILD}/faasctl", *tls, *args], capture_output=True, text=True, env=self.env(token),
                            timeout=timeout, input=input)
         if check and p.returncode != 0:
             raise AssertionError(f"faasctl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}\n{self.logs()}")
@@ -222,7 +230,10 @@ class Platform:
         platform token, or another one (token="" sends none)."""
         import grpc
         token = self.token() if token is None else token
-        with grpc.insecure_channel(addr) as ch:
+        if self.tls_ca:
+            with open(self.tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        with grpc.secure_channel(addr, creds) if self.tls_ca else grpc.insecure_channel(addr) as ch:
             return ch.unary_unary(method)(req, timeout=timeout, metadata=auth_md(token) if token else None)
 
     def workers(self):

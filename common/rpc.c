@@ -668,6 +668,7 @@ faas_rpc_server_t *faas_rpc_server_start_opts(const char *addr, int *bound_port,
         grpc_completion_queue_destroy(srv->cq);
         free(srv->methods);
         free(srv->regs);
+        OPENSSL_cleanse(&srv->token, sizeof(srv->token));
         free(srv);
         return NULL;
     }

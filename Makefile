@@ -78,7 +78,7 @@ AGENT_SHARED := $(H2B_OBJS) $(THRIFT_OBJS) $(HTTP1_OBJS) $(GRPCW_OBJS)
 GATEWAY_LIBS := $(H2B_OBJS) $(THRIFT_OBJS) $(GRPCW_OBJS)
 AGENT_LIBS   := $(call pc_libs,libnghttp2 libprotobuf-c)
 AGENT_STATIC := $(if $(SAN),,-static)
-$(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o,$(COMMON_OBJS))
+$(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o %/auth.o,$(COMMON_OBJS))
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) $(AGENT_STATIC) -o $@ $^ $(AGENT_LIBS)
 
@@ -88,11 +88,11 @@ $(BIN_gateway): $(call objs_of,gateway) $(call libobjs_of,dispatcher) $(GATEWAY_
 
 $(BIN_faasctl): $(BUILD)/obj/deploy/faasctl.o $(DEPLOY_LIB) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) yaml-0.1)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl yaml-0.1)
 
 $(BIN_faasd): $(BUILD)/obj/deploy/faasd.o $(DEPLOY_LIB) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) yaml-0.1)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) openssl yaml-0.1)
 
 # The example is user code: built without sanitizers, next to its source, because
 # deploying examples/hello-http uploads that directory. Replaced by rename so a

@@ -5,12 +5,14 @@
  * when grpc has nothing outstanding on it and its owner has finished it. */
 #include "common/rpc.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 static pthread_once_t rpc_once = PTHREAD_ONCE_INIT;
 
@@ -83,7 +86,7 @@ struct faas_rpc_call {
     grpc_metadata_array md;
     grpc_byte_buffer *payload;
     grpc_byte_buffer *recv_bb;
-    int cancelled; /* from RECV_CLOSE_ON_SERVER */
+    int cancelled;   /* from RECV_CLOSE_ON_SERVER */
     int recv_failed; /* client stream broke before its end */
     tag_t t_new, t_close, t_recv, t_send, t_final;
     /* guarded by mu */
@@ -127,7 +130,117 @@ struct faas_rpc_server {
     pthread_mutex_t mu; /* guards the live list */
     faas_rpc_call_t *live;
     _Atomic int stopping; /* read by the server thread, set by stop */
+    int need_token;
+    faas_token_t token;
+    _Atomic uint64_t refused[FAAS_AUTH_N_REASONS];
+    faas_auth_log_t alog; /* server thread only */
 };
+
+/* ---- credentials ------------------------------------------------------------ */
+
+/* How often one peer's refusals are logged: a misconfigured client retrying in a
+ * loop must not flood the log. */
+enum { AUTH_LOG_INTERVAL_MS = 10000, PEM_MAX = 1 << 20 };
+
+/* The value of the authorization entry in md, or NULL. */
+static const char *md_auth(const grpc_metadata_array *md, size_t *len)
+{
+    static const size_t kl = sizeof(FAAS_AUTH_MD_KEY) - 1;
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key;
+        if (GRPC_SLICE_LENGTH(*k) == kl && memcmp(GRPC_SLICE_START_PTR(*k), FAAS_AUTH_MD_KEY, kl) == 0) {
+            *len = GRPC_SLICE_LENGTH(md->metadata[i].value);
+            return (const char *)GRPC_SLICE_START_PTR(md->metadata[i].value);
+        }
+    }
+    return NULL;
+}
+
+/* Judges a new call's metadata; counts and logs (rate-limited per peer) a refusal.
+ * Runs on the server thread only, once per call, before any handler. */
+static faas_auth_result_t authorize(faas_rpc_server_t *srv, grpc_call *call, const grpc_metadata_array *md,
+                                    const char *method)
+{
+    if (!srv->need_token)
+        return FAAS_AUTH_OK;
+    size_t len = 0;
+    const char *v = md_auth(md, &len);
+    faas_auth_result_t r = faas_auth_check(v, len, &srv->token);
+    if (r == FAAS_AUTH_OK)
+        return r;
+    srv->refused[r]++;
+    char *peer = grpc_call_get_peer(call);
+    uint64_t suppressed = 0;
+    if (faas_auth_log_allow(&srv->alog, peer ? peer : "unknown", faas_now_ms(), AUTH_LOG_INTERVAL_MS, &suppressed))
+        FAAS_WARN("event=rpc_unauthenticated peer=%s method=%s reason=%s suppressed=%llu", peer ? peer : "unknown",
+                  method, faas_auth_label(r), (unsigned long long)suppressed);
+    gpr_free(peer);
+    return r;
+}
+
+uint64_t faas_rpc_server_refused(faas_rpc_server_t *srv, faas_auth_result_t r)
+{
+    return srv != NULL && r > FAAS_AUTH_OK && r < FAAS_AUTH_N_REASONS ? srv->refused[r] : 0;
+}
+
+void faas_rpc_server_refused_metrics(faas_rpc_server_t *srv, const char *name, char *buf, size_t cap, int *off)
+{
+    for (int r = FAAS_AUTH_MISSING; r < FAAS_AUTH_N_REASONS && *off >= 0 && (size_t)*off < cap; r++) {
+        if (r == FAAS_AUTH_MISSING)
+            *off += snprintf(buf + *off, cap - (size_t)*off,
+                             "# HELP %s Control-plane calls refused: no, malformed or wrong platform token.\n"
+                             "# TYPE %s counter\n",
+                             name, name);
+        if ((size_t)*off < cap)
+            *off += snprintf(buf + *off, cap - (size_t)*off, "%s{reason=\"%s\"} %llu\n", name,
+                             faas_auth_label((faas_auth_result_t)r),
+                             (unsigned long long)faas_rpc_server_refused(srv, (faas_auth_result_t)r));
+    }
+}
+
+/* Reads a PEM file into a malloc'd NUL-terminated string; NULL with err filled. */
+static char *read_pem(const char *path, char *err, size_t errcap)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = f ? malloc(PEM_MAX + 1) : NULL;
+    size_t n = buf ? fread(buf, 1, PEM_MAX, f) : 0;
+    int bad = f == NULL || buf == NULL || ferror(f) || n == 0 || n == PEM_MAX;
+    int saved = errno;
+    if (f)
+        fclose(f);
+    if (bad) {
+        snprintf(err, errcap, "cannot read %s: %s", path,
+                 f == NULL ? strerror(saved) : (n == 0 ? "empty file" : "not a PEM file under 1 MiB"));
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* TLS credentials from a certificate chain and key (PEM files), or insecure ones. */
+static grpc_server_credentials *server_creds(const faas_rpc_server_opts_t *o, char *err, size_t errcap)
+{
+    if (o == NULL || (o->tls_cert == NULL && o->tls_key == NULL))
+        return grpc_insecure_server_credentials_create();
+    if (o->tls_cert == NULL || o->tls_key == NULL) {
+        snprintf(err, errcap, "TLS needs both a certificate and a key");
+        return NULL;
+    }
+    grpc_server_credentials *cr = NULL;
+    char *cert = read_pem(o->tls_cert, err, errcap);
+    char *key = cert ? read_pem(o->tls_key, err, errcap) : NULL;
+    if (key != NULL) {
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        cr = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+        if (cr == NULL)
+            snprintf(err, errcap, "grpc rejected the TLS certificate or key");
+        OPENSSL_cleanse(key, strlen(key));
+        free(key);
+    }
+    free(cert);
+    return cr;
+}
 
 static void call_free(faas_rpc_call_t *c)
 {
@@ -194,9 +307,9 @@ static int request_call(faas_rpc_server_t *srv, size_t i)
     srv->live = c;
     pthread_mutex_unlock(&srv->mu);
     int want_payload = c->m->kind != FAAS_RPC_CLIENT_STREAM;
-    grpc_call_error e = grpc_server_request_registered_call(srv->server, c->reg, &c->call, &c->deadline, &c->md,
-                                                            want_payload ? &c->payload : NULL, srv->cq, srv->cq,
-                                                            &c->t_new);
+    grpc_call_error e =
+        grpc_server_request_registered_call(srv->server, c->reg, &c->call, &c->deadline, &c->md,
+                                            want_payload ? &c->payload : NULL, srv->cq, srv->cq, &c->t_new);
     if (e != GRPC_CALL_OK) {
         c->finished = c->closed = 1;
         call_free(c);
@@ -222,7 +335,9 @@ static void request_unknown(faas_rpc_server_t *srv)
     }
 }
 
-/* Unknown methods get UNIMPLEMENTED instead of hanging forever. */
+/* Unknown methods get UNIMPLEMENTED instead of hanging forever; without the token
+ * they get UNAUTHENTICATED like any other call, so a stranger learns nothing about
+ * which methods exist. */
 static void handle_unknown(faas_rpc_server_t *srv, unknown_call_t *u, int success)
 {
     if (u->phase == 0 && success && !srv->stopping) {
@@ -231,10 +346,16 @@ static void handle_unknown(faas_rpc_server_t *srv, unknown_call_t *u, int succes
         grpc_op ops[3];
         memset(ops, 0, sizeof(ops));
         static int dummy_cancelled;
-        grpc_slice msg = grpc_slice_from_static_string("unknown method");
+        char method[128];
+        snprintf(method, sizeof(method), "%.*s", (int)GRPC_SLICE_LENGTH(u->details.method),
+                 (const char *)GRPC_SLICE_START_PTR(u->details.method));
+        faas_oneline(method);
+        faas_auth_result_t ar = authorize(srv, u->call, &u->md, method);
+        grpc_slice msg = grpc_slice_from_static_string(ar == FAAS_AUTH_OK ? "unknown method" : faas_auth_reason(ar));
         ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
         ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-        ops[1].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+        ops[1].data.send_status_from_server.status =
+            ar == FAAS_AUTH_OK ? GRPC_STATUS_UNIMPLEMENTED : GRPC_STATUS_UNAUTHENTICATED;
         ops[1].data.send_status_from_server.status_details = &msg;
         ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
         ops[2].data.recv_close_on_server.cancelled = &dummy_cancelled;
@@ -356,6 +477,8 @@ static void start_recv(faas_rpc_call_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+static int finish_common(faas_rpc_call_t *c, int status, const char *msg, const uint8_t *resp, size_t len);
+
 /* Returns 1 when the call was freed. */
 static int on_new_call(faas_rpc_server_t *srv, faas_rpc_call_t *c, int success)
 {
@@ -374,6 +497,13 @@ static int on_new_call(faas_rpc_server_t *srv, faas_rpc_call_t *c, int success)
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
         c->outstanding = 0;
         c->closed = 1;
+    }
+    /* the one place every call is judged: a refused call reaches no handler, so it
+     * changes nothing; its request message is dropped unread */
+    faas_auth_result_t ar = authorize(srv, c->call, &c->md, c->m->method);
+    if (ar != FAAS_AUTH_OK) {
+        finish_common(c, FAAS_GRPC_UNAUTHENTICATED, faas_auth_reason(ar), NULL, 0);
+        return 0;
     }
     if (c->m->kind == FAAS_RPC_CLIENT_STREAM) {
         start_recv(c);
@@ -483,11 +613,29 @@ static void *server_main(void *arg)
 faas_rpc_server_t *faas_rpc_server_start(const char *addr, int *bound_port, const faas_rpc_method_t *methods,
                                          size_t n_methods, const char **err)
 {
+    static char errbuf[256]; /* only for TLS failures, which opts == NULL cannot have */
+    return faas_rpc_server_start_opts(addr, bound_port, methods, n_methods, NULL, errbuf, sizeof(errbuf), err);
+}
+
+faas_rpc_server_t *faas_rpc_server_start_opts(const char *addr, int *bound_port, const faas_rpc_method_t *methods,
+                                              size_t n_methods, const faas_rpc_server_opts_t *opts, char *errbuf,
+                                              size_t errcap, const char **err)
+{
     faas_rpc_global_init();
+    grpc_server_credentials *creds = server_creds(opts, errbuf, errcap);
+    if (creds == NULL) {
+        *err = errbuf;
+        return NULL;
+    }
     faas_rpc_server_t *srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
+        grpc_server_credentials_release(creds);
         *err = "out of memory";
         return NULL;
+    }
+    if (opts != NULL && opts->token != NULL) {
+        srv->need_token = 1;
+        srv->token = *opts->token;
     }
     pthread_mutex_init(&srv->mu, NULL);
     srv->methods = calloc(n_methods, sizeof(*methods));
@@ -508,7 +656,6 @@ faas_rpc_server_t *faas_rpc_server_start(const char *addr, int *bound_port, cons
                                                               : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
         srv->regs[i] = grpc_server_register_method(srv->server, methods[i].method, NULL, ph, 0);
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(srv->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -521,6 +668,7 @@ faas_rpc_server_t *faas_rpc_server_start(const char *addr, int *bound_port, cons
         grpc_completion_queue_destroy(srv->cq);
         free(srv->methods);
         free(srv->regs);
+        OPENSSL_cleanse(&srv->token, sizeof(srv->token));
         free(srv);
         return NULL;
     }
@@ -571,6 +719,7 @@ void faas_rpc_server_stop(faas_rpc_server_t *srv)
     free(srv->methods);
     free(srv->regs);
     pthread_mutex_destroy(&srv->mu);
+    OPENSSL_cleanse(&srv->token, sizeof(srv->token));
     free(srv);
 }
 
@@ -740,14 +889,52 @@ const char *faas_rpc_peer(faas_rpc_call_t *c)
 
 struct faas_rpc_channel {
     grpc_channel *ch;
+    grpc_metadata auth; /* "authorization: Bearer <token>" on every call */
+    size_t n_md;        /* 1 with a token, else 0 */
 };
 
-faas_rpc_channel_t *faas_rpc_channel_open(const char *target)
+/* What faas_rpc_channel_open uses; set once at start by faas_rpc_client_configure. */
+static struct {
+    int has_token;
+    faas_token_t token;
+    char *ca_pem; /* NULL: plaintext */
+} client_defaults;
+
+int faas_rpc_client_configure(const faas_token_t *token, const char *tls_ca, char *err, size_t errcap)
+{
+    char *pem = NULL;
+    if (tls_ca != NULL && (pem = read_pem(tls_ca, err, errcap)) == NULL)
+        return -1;
+    free(client_defaults.ca_pem);
+    client_defaults.ca_pem = pem;
+    client_defaults.has_token = token != NULL;
+    if (token != NULL)
+        client_defaults.token = *token;
+    return 0;
+}
+
+/* TLS with the configured roots, or plaintext. */
+static grpc_channel_credentials *channel_creds(int public_)
+{
+    if (public_ || client_defaults.ca_pem == NULL)
+        return grpc_insecure_credentials_create();
+    return grpc_ssl_credentials_create(client_defaults.ca_pem, NULL, NULL, NULL);
+}
+
+static faas_rpc_channel_t *channel_open(const char *target, int public_)
 {
     faas_rpc_global_init();
     faas_rpc_channel_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    if (!public_ && client_defaults.has_token) {
+        char v[sizeof(FAAS_AUTH_SCHEME) + FAAS_TOKEN_MAX_LEN];
+        snprintf(v, sizeof(v), FAAS_AUTH_SCHEME "%s", client_defaults.token.s);
+        c->auth.key = grpc_slice_from_static_string(FAAS_AUTH_MD_KEY);
+        c->auth.value = grpc_slice_from_copied_string(v);
+        OPENSSL_cleanse(v, sizeof(v));
+        c->n_md = 1;
+    }
     grpc_arg args[2];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -757,10 +944,20 @@ faas_rpc_channel_t *faas_rpc_channel_open(const char *target)
     args[1].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
     args[1].value.integer = 1000;
     grpc_channel_args cargs = {2, args};
-    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_channel_credentials *cr = channel_creds(public_);
     c->ch = grpc_channel_create(target, cr, &cargs);
     grpc_channel_credentials_release(cr);
     return c;
+}
+
+faas_rpc_channel_t *faas_rpc_channel_open(const char *target)
+{
+    return channel_open(target, 0);
+}
+
+faas_rpc_channel_t *faas_rpc_channel_open_public(const char *target)
+{
+    return channel_open(target, 1);
 }
 
 void faas_rpc_channel_close(faas_rpc_channel_t *c)
@@ -768,10 +965,13 @@ void faas_rpc_channel_close(faas_rpc_channel_t *c)
     if (c == NULL)
         return;
     grpc_channel_destroy(c->ch);
+    if (c->n_md)
+        grpc_slice_unref(c->auth.value);
     free(c);
 }
 
 typedef struct {
+    faas_rpc_channel_t *ch;
     grpc_completion_queue *cq;
     grpc_call *call;
     grpc_metadata_array init_md, trail_md;
@@ -790,6 +990,7 @@ static gpr_timespec deadline_of(int timeout_ms)
 static int cc_begin(ccall_t *cc, faas_rpc_channel_t *ch, const char *method, int timeout_ms)
 {
     memset(cc, 0, sizeof(*cc));
+    cc->ch = ch;
     cc->cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_slice m = grpc_slice_from_copied_string(method);
     cc->call =
@@ -799,6 +1000,14 @@ static int cc_begin(ccall_t *cc, faas_rpc_channel_t *ch, const char *method, int
     grpc_metadata_array_init(&cc->trail_md);
     cc->details = grpc_empty_slice();
     return cc->call ? 0 : -1;
+}
+
+/* The op that opens a call: its metadata carries the channel's credential. */
+static void cc_initial_md(ccall_t *cc, grpc_op *op)
+{
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op->data.send_initial_metadata.count = cc->ch->n_md;
+    op->data.send_initial_metadata.metadata = cc->ch->n_md ? &cc->ch->auth : NULL;
 }
 
 /* Runs one batch and waits for it. */
@@ -879,7 +1088,7 @@ int faas_rpc_unary(faas_rpc_channel_t *ch, const char *method, const uint8_t *re
     grpc_byte_buffer *bb = bb_from(req, len);
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    cc_initial_md(&cc, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -917,7 +1126,7 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
     }
     grpc_op op;
     memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    cc_initial_md(&cc, &op);
     int ok = cc_batch(&cc, &op, 1) == 0;
     int aborted = 0;
     while (ok) {
@@ -960,9 +1169,9 @@ int faas_rpc_client_stream(faas_rpc_channel_t *ch, const char *method,
     return 0;
 }
 
-int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len,
-                           int timeout_ms, int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud,
-                           char *errbuf, size_t errcap)
+int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len, int timeout_ms,
+                           int (*on_msg)(void *ud, const uint8_t *msg, size_t len), void *ud, char *errbuf,
+                           size_t errcap)
 {
     ccall_t cc;
     if (cc_begin(&cc, ch, method, timeout_ms) != 0) {
@@ -972,7 +1181,7 @@ int faas_rpc_server_stream(faas_rpc_channel_t *ch, const char *method, const uin
     grpc_byte_buffer *bb = bb_from(req, len);
     grpc_op ops[4];
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    cc_initial_md(&cc, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/errors.h"
 
 /* Status codes are common/errors.h's FAAS_GRPC_*. */
@@ -45,6 +46,24 @@ void faas_rpc_global_init(void);
  * starts the server thread. Returns NULL with *err set on failure. */
 faas_rpc_server_t *faas_rpc_server_start(const char *addr, int *bound_port, const faas_rpc_method_t *methods,
                                          size_t n_methods, const char **err);
+/* How a server is protected (docs/security.md "Control-plane credentials"). */
+typedef struct {
+    const faas_token_t *token; /* every call must carry it ("authorization: Bearer ..."), else it
+                                  ends UNAUTHENTICATED before any handler runs; NULL: open */
+    const char *tls_cert;      /* PEM files: serve TLS with this certificate chain and key; */
+    const char *tls_key;       /* both NULL: plaintext (loopback, private network) */
+} faas_rpc_server_opts_t;
+
+/* Like faas_rpc_server_start, protected as opts says (copied; NULL = open, plaintext).
+ * On failure *err is a static sentence or one written into errbuf. */
+faas_rpc_server_t *faas_rpc_server_start_opts(const char *addr, int *bound_port, const faas_rpc_method_t *methods,
+                                              size_t n_methods, const faas_rpc_server_opts_t *opts, char *errbuf,
+                                              size_t errcap, const char **err);
+/* Calls refused for reason r (FAAS_AUTH_MISSING..WRONG) since the server started. */
+uint64_t faas_rpc_server_refused(faas_rpc_server_t *srv, faas_auth_result_t r);
+/* Writes the refusal counters as Prometheus text (name{reason="..."}) to buf at *off,
+ * advancing *off; what does not fit is cut. */
+void faas_rpc_server_refused_metrics(faas_rpc_server_t *srv, const char *name, char *buf, size_t cap, int *off);
 /* Stops accepting, cancels calls still open (streams end with UNAVAILABLE) and joins. */
 void faas_rpc_server_stop(faas_rpc_server_t *srv);
 
@@ -79,8 +98,17 @@ void *faas_rpc_get_data(faas_rpc_call_t *call);
 /* Peer address of the call as grpc prints it ("ipv4:127.0.0.1:5555"); valid while the call lives. */
 const char *faas_rpc_peer(faas_rpc_call_t *call);
 
-/* Opens a channel to "host:port" (insecure, loopback or private network). */
+/* Sets what every later faas_rpc_channel_open uses: the platform token to send on
+ * every call (NULL: none) and a PEM file of the CA roots to trust for TLS (NULL:
+ * plaintext). Call once at start, before any channel. 0, or -1 with err filled. */
+int faas_rpc_client_configure(const faas_token_t *token, const char *tls_ca, char *err, size_t errcap);
+
+/* Opens a channel to "host:port" of the control plane, with what
+ * faas_rpc_client_configure set (plaintext and no token if it was not called). */
 faas_rpc_channel_t *faas_rpc_channel_open(const char *target);
+/* Opens a plaintext channel that carries no token: for the gateway's public gRPC
+ * port, which must never see the platform's credential (it forwards headers). */
+faas_rpc_channel_t *faas_rpc_channel_open_public(const char *target);
 void faas_rpc_channel_close(faas_rpc_channel_t *ch);
 
 /* Results of the client calls: 0 = OK; >0 = the gRPC status the server or transport

@@ -109,22 +109,33 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
 {
     enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC };
     static const struct option opts[] = {
-        {"state-dir", required_argument, NULL, O_STATE},         {"http", required_argument, NULL, O_HTTP},
-        {"discovery-listen", required_argument, NULL, O_DISC},   {"workermgr-listen", required_argument, NULL, O_WM},
-        {"discovery-metrics", required_argument, NULL, O_DM},    {"workermgr-metrics", required_argument, NULL, O_WMM},
-        {"pool-size", required_argument, NULL, O_POOL},          {"bin-dir", required_argument, NULL, O_BIN},
-        {"thrift", required_argument, NULL, O_THRIFT},           {"grpc", required_argument, NULL, O_GRPC},
-        {"help", no_argument, NULL, 'h'},                        {NULL, 0, NULL, 0},
+        {"state-dir", required_argument, NULL, O_STATE},
+        {"http", required_argument, NULL, O_HTTP},
+        {"discovery-listen", required_argument, NULL, O_DISC},
+        {"workermgr-listen", required_argument, NULL, O_WM},
+        {"discovery-metrics", required_argument, NULL, O_DM},
+        {"workermgr-metrics", required_argument, NULL, O_WMM},
+        {"pool-size", required_argument, NULL, O_POOL},
+        {"bin-dir", required_argument, NULL, O_BIN},
+        {"thrift", required_argument, NULL, O_THRIFT},
+        {"grpc", required_argument, NULL, O_GRPC},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     struct {
         int opt;
         char *dst;
         size_t cap;
-    } map[] = {{O_STATE, a->state_dir, sizeof(a->state_dir)},     {O_HTTP, a->http, sizeof(a->http)},
-               {O_DISC, a->disc, sizeof(a->disc)},                {O_WM, a->wm, sizeof(a->wm)},
-               {O_DM, a->disc_metrics, sizeof(a->disc_metrics)},  {O_WMM, a->wm_metrics, sizeof(a->wm_metrics)},
-               {O_POOL, a->pool, sizeof(a->pool)},                {O_BIN, a->bin_dir, sizeof(a->bin_dir)},
-               {O_THRIFT, a->thrift, sizeof(a->thrift)},          {O_GRPC, a->grpc, sizeof(a->grpc)}};
+    } map[] = {{O_STATE, a->state_dir, sizeof(a->state_dir)},
+               {O_HTTP, a->http, sizeof(a->http)},
+               {O_DISC, a->disc, sizeof(a->disc)},
+               {O_WM, a->wm, sizeof(a->wm)},
+               {O_DM, a->disc_metrics, sizeof(a->disc_metrics)},
+               {O_WMM, a->wm_metrics, sizeof(a->wm_metrics)},
+               {O_POOL, a->pool, sizeof(a->pool)},
+               {O_BIN, a->bin_dir, sizeof(a->bin_dir)},
+               {O_THRIFT, a->thrift, sizeof(a->thrift)},
+               {O_GRPC, a->grpc, sizeof(a->grpc)}};
     memset(a, 0, sizeof(*a));
     snprintf(a->state_dir, sizeof(a->state_dir), "./.faas");
     snprintf(a->http, sizeof(a->http), "127.0.0.1:8080");
@@ -172,6 +183,10 @@ static const char usage_main[] =
     "options (also accepted after the command):\n"
     "  --discovery ADDR  discovery gRPC address (env FAAS_DISCOVERY, default 127.0.0.1:7100)\n"
     "  --gateway URL     gateway URL (env FAAS_GATEWAY, default http://127.0.0.1:8080)\n"
+    "  --token-file FILE the platform token, sent to discovery and worker managers (env\n"
+    "                    FAAS_TOKEN, which wins; default ./.faas/discovery/token, where\n"
+    "                    faasd and `make run` keep it)\n"
+    "  --tls-ca FILE     talk TLS to discovery and worker managers, trusting this PEM CA\n"
     "  -h, --help        this help; `faasctl <command> --help` for a command's\n";
 
 static const char usage_deploy[] =
@@ -205,8 +220,9 @@ static const char usage_deploy[] =
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
 static const char usage_list[] = "usage: faasctl list\n\nLists functions: NAME VERSION PROTOCOL INSTANCES COMMAND.\n";
-static const char usage_get[] = "usage: faasctl get NAME\n\nPrints the function's spec as YAML, then, as comments, its version and, if a\n"
-                                "worker reports one, its last cold start failure (# last-error:).\n";
+static const char usage_get[] =
+    "usage: faasctl get NAME\n\nPrints the function's spec as YAML, then, as comments, its version and, if a\n"
+    "worker reports one, its last cold start failure (# last-error:).\n";
 static const char usage_delete[] = "usage: faasctl delete NAME\n\nDeletes the function.\n";
 static const char usage_invoke[] =
     "usage: faasctl invoke NAME [-d DATA] [-X METHOD] [-p PATH] [-H 'K: V']...\n"
@@ -258,10 +274,14 @@ static const char usage_tasks_list[] =
     "RESULT ERROR. When more remain, stderr says how to get the next page.\n"
     "      --function NAME  only this function's tasks\n"
     "      --status S       only tasks in status S: queued, running, succeeded, failed, cancelled\n"
-    "      --limit N        at most N tasks, 1-" FAAS_SPEC_STR(FAAS_TASK_LIST_LIMIT) "\n"
-    "                       (default " FAAS_SPEC_STR(FAAS_TASK_LIST_DEFAULT_LIMIT) ")\n"
-    "      --after ID       the page after this id (the `next` of the previous page)\n"
-    "      --json           print the gateway's JSON ({\"tasks\": [...], \"next\": ...})\n";
+    "      --limit N        at most N tasks, 1-" FAAS_SPEC_STR(
+        FAAS_TASK_LIST_LIMIT) "\n"
+                              "                       (default " FAAS_SPEC_STR(
+                                  FAAS_TASK_LIST_DEFAULT_LIMIT) ")\n"
+                                                                "      --after ID       the page after this id (the "
+                                                                "`next` of the previous page)\n"
+                                                                "      --json           print the gateway's JSON "
+                                                                "({\"tasks\": [...], \"next\": ...})\n";
 static const char usage_tasks_get[] =
     "usage: faasctl tasks get ID [--json]\n"
     "\n"
@@ -344,11 +364,14 @@ static int ctl_fail(ctl_args_t *a, const char **err, const char *fmt, ...)
     return -1;
 }
 
-enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_FIRST_KEY };
+enum { OPT_DISCOVERY = 1000, OPT_GATEWAY, OPT_TOKEN_FILE, OPT_TLS_CA, OPT_FIRST_KEY };
 
-#define COMMON_OPTS                                                                                                \
-    {"discovery", required_argument, NULL, OPT_DISCOVERY}, {"gateway", required_argument, NULL, OPT_GATEWAY},     \
-        {"help", no_argument, NULL, 'h'}
+#define COMMON_OPTS                                                                                                    \
+    {"discovery", required_argument, NULL, OPT_DISCOVERY}, {"gateway", required_argument, NULL, OPT_GATEWAY},          \
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE}, {"tls-ca", required_argument, NULL, OPT_TLS_CA},      \
+    {                                                                                                                  \
+        "help", no_argument, NULL, 'h'                                                                                 \
+    }
 
 /* The options every command takes: 0 if c is not one of them (the command's
  * own), 1 if it was taken, 2 if parsing ends here with *ret what the parser
@@ -359,8 +382,16 @@ static int common_opt(ctl_args_t *a, int c, const char **err, int *ret)
         *ret = ctl_fail(a, err, "--discovery needs host:port, got \"%.64s\"", optarg);
         return 2;
     }
+    if ((c == OPT_TOKEN_FILE || c == OPT_TLS_CA) && optarg[0] == '\0') {
+        *ret = ctl_fail(a, err, "%s needs a file", c == OPT_TOKEN_FILE ? "--token-file" : "--tls-ca");
+        return 2;
+    }
     if (c == OPT_DISCOVERY)
         a->discovery = optarg;
+    else if (c == OPT_TOKEN_FILE)
+        a->token_file = optarg;
+    else if (c == OPT_TLS_CA)
+        a->tls_ca = optarg;
     else if (c == OPT_GATEWAY)
         a->gateway = optarg;
     else if (c == 'h') {
@@ -420,16 +451,50 @@ static const struct option deploy_opts[] = {
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
 static const char *const deploy_keys[] = {
-    "command",       "protocol",       "health.path", "health.tcp",    "port",          "resources.memory",
-    "resources.cpu", "resources.pids", "timeout",     "idle_timeout",  "cold_start_timeout", "max_body",
-    "concurrency",   "min_instances",  "max_instances", "grpc_services", "thrift_services", "max_duration",
-    "port_env",      "reserved",       "network",
+    "command",
+    "protocol",
+    "health.path",
+    "health.tcp",
+    "port",
+    "resources.memory",
+    "resources.cpu",
+    "resources.pids",
+    "timeout",
+    "idle_timeout",
+    "cold_start_timeout",
+    "max_body",
+    "concurrency",
+    "min_instances",
+    "max_instances",
+    "grpc_services",
+    "thrift_services",
+    "max_duration",
+    "port_env",
+    "reserved",
+    "network",
 };
 static const char *const deploy_flags[] = {
-    "--cmd",         "--protocol",      "--health",        "--health-tcp",    "--port",
-    "--memory",      "--cpu",           "--pids",          "--timeout",       "--idle-timeout",
-    "--cold-start-timeout", "--max-body", "--concurrency", "--min-instances", "--max-instances",
-    "--grpc-service", "--thrift-service", "--max-duration", "--port-env", "--reserved", "--network",
+    "--cmd",
+    "--protocol",
+    "--health",
+    "--health-tcp",
+    "--port",
+    "--memory",
+    "--cpu",
+    "--pids",
+    "--timeout",
+    "--idle-timeout",
+    "--cold-start-timeout",
+    "--max-body",
+    "--concurrency",
+    "--min-instances",
+    "--max-instances",
+    "--grpc-service",
+    "--thrift-service",
+    "--max-duration",
+    "--port-env",
+    "--reserved",
+    "--network",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 
@@ -466,8 +531,8 @@ static int parse_deploy(int argc, char **argv, ctl_args_t *a, const char **err)
         else if (c == 'e')
             a->sets[a->n_sets++] = (ctl_set_t){"env", optarg, "--env"};
         else if (c >= OPT_FIRST_KEY && c < OPT_FIRST_KEY + nkeys)
-            a->sets[a->n_sets++] = (ctl_set_t){deploy_keys[c - OPT_FIRST_KEY],
-                                               c == OPT_FIRST_KEY + 3 ? "true" : optarg, deploy_flags[c - OPT_FIRST_KEY]};
+            a->sets[a->n_sets++] = (ctl_set_t){deploy_keys[c - OPT_FIRST_KEY], c == OPT_FIRST_KEY + 3 ? "true" : optarg,
+                                               deploy_flags[c - OPT_FIRST_KEY]};
         else
             return ctl_fail(a, err, "bad option %.64s", bad_opt(argc, argv, (char[3]){0}));
     }
@@ -535,8 +600,8 @@ static int is_header(const char *s)
 static int parse_gateway(ctl_args_t *a, const char **err)
 {
     const char *e = NULL;
-    if (faas_http_parse_url(a->gateway, a->gw_host, sizeof(a->gw_host), &a->gw_port, a->gw_prefix,
-                            sizeof(a->gw_prefix), &e) != 0)
+    if (faas_http_parse_url(a->gateway, a->gw_host, sizeof(a->gw_host), &a->gw_port, a->gw_prefix, sizeof(a->gw_prefix),
+                            &e) != 0)
         return ctl_fail(a, err, "--gateway \"%.64s\": %s", a->gateway, e);
     /* the host goes into the Host header and the prefix into the request line
      * ("" = 127.0.0.1, as the client dials it) */

@@ -59,9 +59,11 @@ typedef struct {
 
 typedef struct {
     ctl_cmd_t cmd;
-    const char *discovery; /* gRPC target of discovery */
-    const char *gateway;   /* gateway URL */
-    const char *name;      /* the NAME operand; NULL for list (and deploy without one) */
+    const char *discovery;  /* gRPC target of discovery */
+    const char *gateway;    /* gateway URL */
+    const char *token_file; /* --token-file; NULL = FAAS_TOKEN or the default path */
+    const char *tls_ca;     /* --tls-ca: PEM roots for TLS to the control plane; NULL = plaintext */
+    const char *name;       /* the NAME operand; NULL for list (and deploy without one) */
     /* deploy */
     const char *file, *dir; /* -f, --dir; NULL if absent */
     ctl_set_t *sets;        /* every value already passed faas_manifest_set */

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/errors.h"
 #include "common/rpc.h"
 #include "common/util.h"
@@ -31,6 +32,11 @@ enum { RPC_TIMEOUT_MS = 10000, UPLOAD_TIMEOUT_MS = 300000, DEPLOY_TIMEOUT_MS = 3
 static const char *g_discovery = "127.0.0.1:7100";
 static const char *g_gateway = "http://127.0.0.1:8080";
 static faas_rpc_channel_t *g_ch;
+/* Why no token is sent (empty when one is): said when a daemon refuses a call. */
+static char g_token_why[600];
+
+/* Where faasd and `make run` keep the token, relative to where they are run. */
+#define CTL_DEFAULT_TOKEN_FILE "./.faas/discovery/token"
 
 /* A usage error found after parsing (the manifest file, base64 data): one line. */
 static int usage_error(const char *cmd, const char *fmt, const char *arg)
@@ -61,14 +67,18 @@ static int rpc_failed(int rc, const char *what, const char *fn, const char *addr
         fprintf(stderr, "faasctl: function \"%s\" not found\n", fn);
     else if (rc == FAAS_GRPC_UNIMPLEMENTED)
         fprintf(stderr, "faasctl: %s at %s does not implement this call: %s\n", what, addr, msg);
+    else if (rc == FAAS_GRPC_UNAUTHENTICATED && g_token_why[0] != '\0')
+        fprintf(stderr, "faasctl: %s refused the call (UNAUTHENTICATED): %s\nfaasctl: no token sent: %s\n", what, msg,
+                g_token_why);
+    else if (rc == FAAS_GRPC_UNAUTHENTICATED)
+        fprintf(stderr, "faasctl: %s refused the call (UNAUTHENTICATED): %s\n", what, msg);
     else
         fprintf(stderr, "faasctl: %s: %s\n", what, msg);
     return EXIT_RUNTIME;
 }
 
 /* A unary call to discovery. 0, or an exit code after printing why. */
-static int disc_call(const char *method, const ProtobufCMessage *req, const char *fn, uint8_t **resp,
-                     size_t *resp_len)
+static int disc_call(const char *method, const ProtobufCMessage *req, const char *fn, uint8_t **resp, size_t *resp_len)
 {
     char errbuf[512] = "";
     size_t len = 0;
@@ -221,8 +231,7 @@ static void human_size(char *buf, size_t cap, uint64_t b)
 }
 
 /* The code directory: --dir as given, else the manifest's code: (or its directory). */
-static int code_dir_of(const char *dir_flag, const char *manifest_path, const faas_manifest_t *m, char *out,
-                       size_t cap)
+static int code_dir_of(const char *dir_flag, const char *manifest_path, const faas_manifest_t *m, char *out, size_t cap)
 {
     if (dir_flag != NULL)
         return snprintf(out, cap, "%s", dir_flag) < (int)cap ? 0 : -1;
@@ -423,8 +432,8 @@ static void print_last_error(const char *name)
     size_t len = 0, rlen = 0;
     uint8_t *buf = faas_pb_pack(&req.base, &len), *resp = NULL;
     char errbuf[256];
-    int rc = buf ? faas_rpc_unary(chan(), "/faas.Discovery/GetFunctionStatus", buf, len, RPC_TIMEOUT_MS, &resp,
-                                  &rlen, errbuf, sizeof(errbuf))
+    int rc = buf ? faas_rpc_unary(chan(), "/faas.Discovery/GetFunctionStatus", buf, len, RPC_TIMEOUT_MS, &resp, &rlen,
+                                  errbuf, sizeof(errbuf))
                  : -1;
     free(buf);
     Faas__FunctionStatus *st = rc == 0 ? faas__function_status__unpack(NULL, rlen, resp) : NULL;
@@ -434,8 +443,7 @@ static void print_last_error(const char *name)
         age_of(age, sizeof(age), st->last_error->unix_ms);
         if (msg != NULL) {
             faas_oneline(msg);
-            printf("# last-error: %s (version %llu, %s ago)\n", msg, (unsigned long long)st->last_error->version,
-                   age);
+            printf("# last-error: %s (version %llu, %s ago)\n", msg, (unsigned long long)st->last_error->version, age);
         }
         free(msg);
     }
@@ -529,8 +537,8 @@ static int worker_logs(const Faas__Worker *w, const char *name, unsigned tail)
     char errbuf[512] = "";
     faas_rpc_channel_t *ch = faas_rpc_channel_open(w->address);
     int rc = ch == NULL || buf == NULL ? -1
-                                       : faas_rpc_unary(ch, "/faas.WorkerManager/Logs", buf, len, RPC_TIMEOUT_MS,
-                                                        &resp, &len, errbuf, sizeof(errbuf));
+                                       : faas_rpc_unary(ch, "/faas.WorkerManager/Logs", buf, len, RPC_TIMEOUT_MS, &resp,
+                                                        &len, errbuf, sizeof(errbuf));
     free(buf);
     if (ch != NULL)
         faas_rpc_channel_close(ch);
@@ -655,7 +663,7 @@ static int invoke_grpc(const char *name, const char *gw, const char *method, con
         free(body);
         return usage_error("invoke", "%s", "--data is not valid base64");
     }
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(gw);
+    faas_rpc_channel_t *ch = faas_rpc_channel_open_public(gw); /* users' API: the token stays home */
     if (ch == NULL) {
         free(body);
         fprintf(stderr, "faasctl: cannot open a channel to %s\n", gw);
@@ -1082,6 +1090,25 @@ static int (*const commands[])(const ctl_args_t *a) = {
 };
 _Static_assert(sizeof(commands) / sizeof(commands[0]) == CTL_TASKS_WAIT + 1, "one function per command");
 
+/* Sets up what every control-plane channel sends. A missing token is not an error
+ * here: commands that only talk to the gateway need none, and a daemon that wants
+ * one says so (rpc_failed then adds why none was sent). 0, or an exit code. */
+static int setup_credentials(const ctl_args_t *a)
+{
+    faas_token_t t;
+    const char *src = NULL;
+    char err[512];
+    int have = faas_token_load(getenv(FAAS_TOKEN_ENV), a->token_file, CTL_DEFAULT_TOKEN_FILE, &t, &src, g_token_why,
+                               sizeof(g_token_why)) == 0;
+    if (have)
+        g_token_why[0] = '\0';
+    if (faas_rpc_client_configure(have ? &t : NULL, a->tls_ca, err, sizeof(err)) != 0) {
+        fprintf(stderr, "faasctl: --tls-ca: %s\n", err);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctl_env_t env = {getenv("FAAS_DISCOVERY"), getenv("FAAS_GATEWAY"), getenv("FAAS_GRPC_GATEWAY")};
@@ -1099,7 +1126,9 @@ int main(int argc, char **argv)
     } else {
         g_discovery = a.discovery;
         g_gateway = a.gateway;
-        code = commands[a.cmd](&a);
+        code = setup_credentials(&a);
+        if (code == 0)
+            code = commands[a.cmd](&a);
     }
     fflush(stdout);
     if (g_ch != NULL)

@@ -30,8 +30,14 @@
 extern char **environ;
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
-enum { READY_TIMEOUT_MS = 20000, STOP_TIMEOUT_MS = 10000, BACKOFF_MIN_MS = 500, BACKOFF_MAX_MS = 30000,
-       STABLE_MS = 10000, MAX_ARGS = 24 };
+enum {
+    READY_TIMEOUT_MS = 20000,
+    STOP_TIMEOUT_MS = 10000,
+    BACKOFF_MIN_MS = 500,
+    BACKOFF_MAX_MS = 30000,
+    STABLE_MS = 10000,
+    MAX_ARGS = 24
+};
 
 typedef struct {
     const char *name;     /* "discovery" */
@@ -48,6 +54,7 @@ typedef struct {
 typedef struct {
     faasd_args_t f;
     char disc_state[PATH_MAX], wm_state[PATH_MAX], agent[PATH_MAX];
+    char token[PATH_MAX + 16]; /* discovery makes it at its first start; the others read it */
 } config_t;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -107,10 +114,12 @@ static int build_children(config_t *c, child_t *ch)
     snprintf(c->disc_state, sizeof(c->disc_state), "%s/discovery", c->f.state_dir);
     snprintf(c->wm_state, sizeof(c->wm_state), "%s/worker", c->f.state_dir);
     snprintf(c->agent, sizeof(c->agent), "%s/faas-agent", c->f.bin_dir);
+    snprintf(c->token, sizeof(c->token), "%s/token", c->disc_state);
     const char *d[] = {"--listen", c->f.disc, "--metrics-listen", c->f.disc_metrics, "--state-dir", c->disc_state};
-    const char *w[] = {"--listen",  c->f.wm,       "--metrics-listen", c->f.wm_metrics, "--discovery", c->f.disc,
-                       "--state-dir", c->wm_state, "--pool-size",    c->f.pool,       "--agent",     c->agent};
-    const char *g[] = {"--listen", c->f.http, "--discovery", c->f.disc};
+    const char *w[] = {"--listen", c->f.wm,       "--metrics-listen", c->f.wm_metrics, "--discovery",
+                       c->f.disc,  "--state-dir", c->wm_state,        "--pool-size",   c->f.pool,
+                       "--agent",  c->agent,      "--token-file",     c->token};
+    const char *g[] = {"--listen", c->f.http, "--discovery", c->f.disc, "--token-file", c->token};
     for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
         add_arg(&ch[0], d[i]);
     for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
@@ -322,6 +331,11 @@ int main(int argc, char **argv)
         say("%s up on %s (pid %d)", ch[i].name, ch[i].ready_addr, (int)ch[i].pid);
     }
     say("platform up: http://%s (discovery %s)", cfg.f.http, cfg.f.disc);
+    /* started first and ready: discovery has made the token by now (unless FAAS_TOKEN is set) */
+    if (getenv("FAAS_TOKEN") == NULL || getenv("FAAS_TOKEN")[0] == '\0')
+        say("control-plane token in %s (faasctl reads ./.faas/discovery/token; elsewhere give it "
+            "--token-file or FAAS_TOKEN)",
+            cfg.token);
 
     for (;;) {
         int sig = wait_signal(&set, 200);

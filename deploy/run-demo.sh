@@ -53,6 +53,8 @@ The platform is up (gateway http://$HTTP, discovery $DISC). Try:
   curl http://$HTTP/function/hello/whoami                             # what the pod sees
 
   export FAAS_DISCOVERY=$DISC FAAS_GATEWAY=http://$HTTP
+  # faasctl sends the platform token from ./.faas/discovery/token (run it from here,
+  # or export FAAS_TOKEN=\$(cat $PWD/.faas/discovery/token))
   $CTL list
   $CTL invoke hello --path /echo --data 'hi there'
   $CTL instances hello

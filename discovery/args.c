@@ -21,6 +21,11 @@ const char disc_args_usage[] =
     "  --task-retention-ms N      keep finished async tasks and results this long (default 604800000: 7 days)\n"
     "  --callback-attempts N      X-Callback-Url deliveries tried per task (default 5)\n"
     "  --callback-backoff-ms N    wait after a failed delivery, doubling, at most 5 min (default 1000)\n"
+    "  --token-file FILE          the platform token every gRPC call must carry; made (64 hex chars,\n"
+    "                             0600) at the first start if missing (default STATE_DIR/token;\n"
+    "                             FAAS_TOKEN in the environment overrides it)\n"
+    "  --tls-cert FILE            serve gRPC over TLS with this PEM certificate chain (with --tls-key)\n"
+    "  --tls-key FILE             the PEM private key of --tls-cert (default: plaintext gRPC)\n"
     "  --help                     this text\n";
 
 /* "msg: arg" into a->errbuf. arg comes from the command line: control bytes become
@@ -73,6 +78,9 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
         {"task-retention-ms", required_argument, NULL, 'r'},
         {"callback-attempts", required_argument, NULL, 'a'},
         {"callback-backoff-ms", required_argument, NULL, 'b'},
+        {"token-file", required_argument, NULL, 't'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -83,6 +91,7 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     a->task_retention_ms = FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS;
     a->callback_attempts = DISC_CB_ATTEMPTS;
     a->callback_backoff_ms = DISC_CB_BACKOFF_MS;
+    a->token_file = a->tls_cert = a->tls_key = NULL;
     a->errbuf[0] = '\0';
     optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
     opterr = 0; /* and must not print: the caller prints *err */
@@ -120,6 +129,14 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
             if (positive32(optarg, &a->callback_backoff_ms) != 0)
                 return fail(a, err, "--callback-backoff-ms needs a positive number of milliseconds", optarg);
             break;
+        case 't':
+        case 'C':
+        case 'K':
+            if (optarg[0] == '\0')
+                return fail(a, err, c == 't' ? "--token-file must not be empty" : "--tls-cert/--tls-key need a file",
+                            NULL);
+            *(c == 't' ? &a->token_file : c == 'C' ? &a->tls_cert : &a->tls_key) = optarg;
+            break;
         case 'h':
             return 1;
         default:
@@ -129,5 +146,7 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     }
     if (optind < argc)
         return fail(a, err, "unexpected argument", argv[optind]);
+    if ((a->tls_cert == NULL) != (a->tls_key == NULL))
+        return fail(a, err, "--tls-cert and --tls-key go together", NULL);
     return 0;
 }

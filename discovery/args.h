@@ -12,7 +12,10 @@ typedef struct {
     uint64_t task_retention_ms;   /* finished tasks are purged after this, > 0 */
     uint32_t callback_attempts;   /* X-Callback-Url deliveries tried, > 0 */
     uint32_t callback_backoff_ms; /* wait after the first failed one, then doubling, > 0 */
-    char errbuf[192];             /* backs *err after a failed parse */
+    const char *token_file;       /* the platform token; NULL = <state_dir>/token */
+    const char *tls_cert;         /* PEM certificate chain and key for TLS; both NULL = plaintext */
+    const char *tls_key;
+    char errbuf[192]; /* backs *err after a failed parse */
 } disc_args_t;
 
 /* Fills a from argv (strings point into argv). Returns 0 to run, 1 for --help, or

@@ -5,14 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/rpc.h"
 #include "common/util.h"
 #include "discovery/args.h"
 #include "discovery/discovery.h"
 
+/* What /metrics reads: the service's counters and the rpc server's refusals. */
+typedef struct {
+    disc_service_t *svc;
+    faas_rpc_server_t *srv;
+} metrics_src_t;
+
+/* /metrics and /healthz stay open: they say nothing a token protects, and scrapers
+ * and probes carry no credential (docs/security.md). */
 static void http_handler(void *ud, const char *path, int *status, char **body, size_t *len, const char **ctype)
 {
+    metrics_src_t *m = ud;
     if (strcmp(path, "/healthz") == 0) {
         *status = 200;
         *body = strdup("ok\n");
@@ -28,7 +38,11 @@ static void http_handler(void *ud, const char *path, int *status, char **body, s
         *status = 500;
         return;
     }
-    disc_service_metrics(ud, f);
+    disc_service_metrics(m->svc, f);
+    char text[512];
+    int off = 0;
+    faas_rpc_server_refused_metrics(m->srv, "faas_discovery_unauthenticated_total", text, sizeof(text), &off);
+    fputs(text, f);
     fclose(f);
     *status = 200;
     *ctype = "text/plain; version=0.0.4; charset=utf-8";
@@ -45,6 +59,27 @@ static int load_functions(disc_store_t *st, disc_registry_t *reg)
         disc_registry_function_put(reg, list[i]);
     disc_store_free_list(list, n);
     return (int)n;
+}
+
+/* The platform token: FAAS_TOKEN, else the token file, made at the first start so a
+ * fresh platform is protected with no extra step. 0 or -1 (logged). */
+static int load_token(const disc_args_t *o, faas_token_t *t)
+{
+    char path[4096], err[512];
+    const char *src = NULL;
+    const char *env = getenv(FAAS_TOKEN_ENV);
+    snprintf(path, sizeof(path), "%s/token", o->state_dir);
+    const char *file = o->token_file ? o->token_file : path;
+    int made = 0;
+    if ((env == NULL || env[0] == '\0') && (made = faas_token_create_file(file, err, sizeof(err))) < 0)
+        goto fail;
+    if (faas_token_load(env, file, file, t, &src, err, sizeof(err)) != 0)
+        goto fail;
+    FAAS_INFO("event=token source=%s created=%d", src, made);
+    return 0;
+fail:
+    FAAS_ERROR("event=start_failed msg=\"%s\"", err);
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -76,6 +111,8 @@ int main(int argc, char **argv)
     faas_rpc_server_t *srv = NULL;
     disc_httpd_t *httpd = NULL;
     disc_tasks_t *tasks = NULL;
+    faas_token_t token;
+    char errbuf[512];
     disc_store_t *st = disc_store_open(o.state_dir, &err);
     if (st == NULL) {
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
@@ -83,6 +120,8 @@ int main(int argc, char **argv)
     }
     /* NORMAL like the function store: in WAL mode a commit survives a crash of the
      * process; only an OS crash or power loss can take the last commits (docs/async.md) */
+    if (load_token(&o, &token) != 0)
+        goto out;
     if ((tasks = disc_task_open(o.state_dir, DISC_TASK_SYNC_NORMAL, &err)) == NULL) {
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
         goto out;
@@ -97,17 +136,20 @@ int main(int argc, char **argv)
     }
     size_t nm;
     const faas_rpc_method_t *methods = disc_service_methods(svc, &nm);
-    if ((srv = faas_rpc_server_start(o.listen, &grpc_port, methods, nm, &err)) == NULL) {
+    faas_rpc_server_opts_t ro = {.token = &token, .tls_cert = o.tls_cert, .tls_key = o.tls_key};
+    if ((srv = faas_rpc_server_start_opts(o.listen, &grpc_port, methods, nm, &ro, errbuf, sizeof(errbuf), &err)) ==
+        NULL) {
         FAAS_ERROR("event=start_failed listen=%s msg=\"%s\"", o.listen, err);
         goto out;
     }
+    metrics_src_t msrc = {svc, srv};
     if (strcmp(o.metrics_listen, "off") != 0 &&
-        (httpd = disc_httpd_start(o.metrics_listen, http_handler, svc, &metrics_port, &err)) == NULL) {
+        (httpd = disc_httpd_start(o.metrics_listen, http_handler, &msrc, &metrics_port, &err)) == NULL) {
         FAAS_ERROR("event=start_failed metrics_listen=%s msg=\"%s\"", o.metrics_listen, err);
         goto out;
     }
-    FAAS_INFO("event=listening grpc_port=%d metrics_port=%d state_dir=%s functions=%d", grpc_port, metrics_port,
-              o.state_dir, nfn);
+    FAAS_INFO("event=listening grpc_port=%d metrics_port=%d state_dir=%s functions=%d tls=%d", grpc_port, metrics_port,
+              o.state_dir, nfn, o.tls_cert != NULL);
     int sig = 0;
     sigwait(&sigs, &sig);
     FAAS_INFO("event=stopping signal=%d", sig);

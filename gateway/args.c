@@ -22,7 +22,11 @@ const char gw_args_usage[] =
     "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
     "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
     "  --thrift-listen ADDR        Thrift port: framed, THeader, TTHeader (default 127.0.0.1:8082; off = none)\n"
-    "  --thrift-default-function F function for Thrift calls that name no service (default: none)\n";
+    "  --thrift-default-function F function for Thrift calls that name no service (default: none)\n"
+    "  --token-file FILE           the platform token sent to discovery and worker managers (env\n"
+    "                              FAAS_TOKEN wins; default ./.faas/discovery/token). The gateway's\n"
+    "                              own HTTP, gRPC and Thrift ports stay open: they are the users' API\n"
+    "  --tls-ca FILE               talk TLS to discovery and worker managers, trusting this PEM CA\n";
 
 typedef struct {
     char *buf;
@@ -74,6 +78,8 @@ static void defaults(gw_config_t *cfg)
     cfg->grpc_listen = NULL; /* default port, best effort */
     cfg->thrift_listen = "127.0.0.1:8082";
     cfg->thrift_default_fn = "";
+    cfg->token_file = "./.faas/discovery/token"; /* where faasd and `make run` keep it */
+    cfg->tls_ca = NULL;
 }
 
 /* Applies one flag; 0, or -1 if the name is unknown or the value out of range. */
@@ -92,6 +98,10 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
         cfg->thrift_default_fn = v;
     else if (IS("--grpc-listen") && (strcmp(v, "off") == 0 || is_addr(v)))
         cfg->grpc_listen = v;
+    else if (IS("--token-file") && v[0] != '\0')
+        cfg->token_file = v;
+    else if (IS("--tls-ca") && v[0] != '\0')
+        cfg->tls_ca = v;
     else if (IS("--domain") && v[0] != '.')
         cfg->domain = v;
     else if (IS("--max-body") && parse_u64(v, 1, UINT64_MAX, &n) == 0)

@@ -128,6 +128,8 @@ typedef struct {
     const char *grpc_listen;       /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */
     const char *thrift_listen;     /* Thrift port; "off" = none */
     const char *thrift_default_fn; /* function for Thrift calls naming none; "" = none */
+    const char *token_file;        /* platform token for discovery and worker managers (FAAS_TOKEN wins) */
+    const char *tls_ca;            /* PEM CA: TLS to discovery and worker managers; NULL = plaintext */
     int thrift_listen_explicit;    /* set by flag: failing to bind is fatal */
 } gw_config_t;
 

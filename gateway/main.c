@@ -1,9 +1,27 @@
 /* gateway/main.c - faas-gateway entry point. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "common/log.h"
+#include "common/rpc.h"
 #include "gateway/args.h"
 #include "gateway/gateway.h"
+
+/* What the dispatcher's channels to discovery and worker managers send. A gateway
+ * without the token could route nothing, so it does not start. 0 or -1. */
+static int load_credentials(const gw_config_t *cfg)
+{
+    faas_token_t t;
+    const char *src = NULL;
+    char err[600];
+    if (faas_token_load(getenv(FAAS_TOKEN_ENV), cfg->token_file, cfg->token_file, &t, &src, err, sizeof(err)) != 0 ||
+        faas_rpc_client_configure(&t, cfg->tls_ca, err, sizeof(err)) != 0) {
+        fprintf(stderr, "faas-gateway: %s\n", err);
+        return -1;
+    }
+    FAAS_INFO("event=token source=%s tls_to_control_plane=%d", src, cfg->tls_ca != NULL);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -20,6 +38,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "faas-gateway: %s (see --help)\n", err);
         return 2;
     }
+    if (load_credentials(&cfg) != 0)
+        return 1;
     if (cfg.threads != 1)
         FAAS_WARN("event=threads_unsupported requested=%u using=1", cfg.threads);
     return gw_run(&cfg);

@@ -32,6 +32,12 @@ void wm_usage(void)
            "  --no-runq-bpf          do not load the eBPF run-queue probe; the pods' overload\n"
            "                         detectors then judge CPU saturation from cgroup PSI and\n"
            "                         throttling alone (slower to see a step: ~100 ms, not a few ms)\n"
+           "  --token-file FILE      the platform token sent to discovery and required on every call\n"
+           "                         to this worker manager (env FAAS_TOKEN wins; default\n"
+           "                         STATE_DIR/../discovery/token, where faasd's discovery makes it)\n"
+           "  --tls-cert FILE        serve gRPC over TLS with this PEM certificate chain (with --tls-key)\n"
+           "  --tls-key FILE         the PEM private key of --tls-cert (default: plaintext gRPC)\n"
+           "  --tls-ca FILE          talk TLS to discovery, trusting this PEM CA (default: plaintext)\n"
            "  --help\n");
 }
 
@@ -139,8 +145,21 @@ enum {
     O_NO_RUNQ,
     O_DENY,
     O_NO_NETNS,
-    O_HELP
+    O_HELP,
+    O_TOKEN,
+    O_CERT,
+    O_KEY,
+    O_CA
 };
+
+/* The file flags, made absolute like --agent. */
+static int apply_file(wm_config_t *c, int o, const char *v, const char **err)
+{
+    char *dst = o == O_TOKEN ? c->token_file : o == O_CERT ? c->tls_cert : o == O_KEY ? c->tls_key : c->tls_ca;
+    if (v[0] == '\0' || absolutize(dst, PATH_MAX, v) != 0)
+        return *err = "--token-file, --tls-cert, --tls-key and --tls-ca need a file path", -1;
+    return 0;
+}
 
 /* The numeric flags; 0, or -1 with *err. */
 static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
@@ -215,6 +234,11 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_NO_NETNS:
         c->pod_netns = 0;
         return 0;
+    case O_TOKEN:
+    case O_CERT:
+    case O_KEY:
+    case O_CA:
+        return apply_file(c, o, v, err);
     case O_HELP:
         return 1; /* main prints the usage: parsing never writes anywhere */
     default:
@@ -230,6 +254,23 @@ static int set_state_dir(wm_config_t *c, const char *state, const char **err)
     size_t sl = strlen(c->state_dir);
     while (sl > 1 && c->state_dir[sl - 1] == '/')
         c->state_dir[--sl] = '\0';
+    return 0;
+}
+
+/* <state_dir>/../discovery/token: where discovery keeps it in faasd's and the demo's
+ * layout (<dir>/discovery next to <dir>/worker), so they need no flag. */
+static int default_token_file(wm_config_t *c, const char **err)
+{
+    if (c->token_file[0] != '\0')
+        return 0;
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s", c->state_dir);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL)
+        slash[slash == parent ? 1 : 0] = '\0';
+    if (wm_fmt(c->token_file, sizeof(c->token_file), "%s%sdiscovery/token", parent,
+               parent[strlen(parent) - 1] == '/' ? "" : "/") != 0)
+        return *err = "--state-dir too long for the default --token-file", -1;
     return 0;
 }
 
@@ -249,6 +290,10 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"no-runq-bpf", no_argument, 0, O_NO_RUNQ},
         {"pod-deny", required_argument, 0, O_DENY},
         {"no-pod-netns", no_argument, 0, O_NO_NETNS},
+        {"token-file", required_argument, 0, O_TOKEN},
+        {"tls-cert", required_argument, 0, O_CERT},
+        {"tls-key", required_argument, 0, O_KEY},
+        {"tls-ca", required_argument, 0, O_CA},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -266,6 +311,10 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
     }
     if (set_state_dir(c, state, err) != 0)
         return -1;
+    if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0')) {
+        *err = "--tls-cert and --tls-key go together";
+        return -1;
+    }
     default_id_and_agent(c);
-    return 0;
+    return default_token_file(c, err);
 }

@@ -302,6 +302,7 @@ typedef struct {
 
 struct wm {
     const wm_config_t *cfg;
+    struct faas_rpc_server *rpc; /* set before the metrics thread starts: its refusal counters */
     wm_cg_layout_t cg;
     wm_helper_t helper;
     int efd, sfd;

@@ -145,6 +145,7 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      (unsigned long long)wm->failures, (unsigned long long)wm->pods_spawned, wm->pool_ready,
                      wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6);
     wm_scale_metrics(&wm->scale, buf, cap, &n);
+    faas_rpc_server_refused_metrics(wm->rpc, "faas_wm_unauthenticated_total", buf, cap, &n);
     pthread_mutex_unlock(&wm->mu);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
@@ -448,8 +449,9 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
     return 0;
 }
 
-/* The WorkerManager service on c->listen; NULL with *err set. */
-static faas_rpc_server_t *start_rpc(wm_t *wm, const char **err)
+/* The WorkerManager service on c->listen, open only to holders of the token; NULL
+ * with *err set. */
+static faas_rpc_server_t *start_rpc(wm_t *wm, const faas_token_t *token, char *errbuf, size_t errcap, const char **err)
 {
     static const char *names[] = {"/faas.WorkerManager/Acquire", "/faas.WorkerManager/Release",
                                   "/faas.WorkerManager/Stats", "/faas.WorkerManager/ListInstances",
@@ -460,7 +462,9 @@ static faas_rpc_server_t *start_rpc(wm_t *wm, const char **err)
     for (int i = 0; i < 5; i++)
         methods[i] = (faas_rpc_method_t){names[i], FAAS_RPC_UNARY, hs[i], wm};
     int port = 0;
-    return faas_rpc_server_start(wm->cfg->listen, &port, methods, 5, err);
+    const wm_config_t *c = wm->cfg;
+    faas_rpc_server_opts_t o = {token, c->tls_cert[0] ? c->tls_cert : NULL, c->tls_key[0] ? c->tls_key : NULL};
+    return faas_rpc_server_start_opts(c->listen, &port, methods, 5, &o, errbuf, errcap, err);
 }
 
 /* Runs the pod loop until SIGINT/SIGTERM with the heartbeat and metrics threads beside
@@ -492,6 +496,20 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     pthread_join(mt, NULL);
 }
 
+/* The token this worker manager sends and demands, and TLS to discovery. 0 or -1. */
+static int load_credentials(const wm_config_t *c, faas_token_t *t)
+{
+    char err[600];
+    const char *src = NULL;
+    if (faas_token_load(getenv(FAAS_TOKEN_ENV), c->token_file, c->token_file, t, &src, err, sizeof(err)) != 0 ||
+        faas_rpc_client_configure(t, c->tls_ca[0] ? c->tls_ca : NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "faas-workermgr: %s\n", err);
+        return -1;
+    }
+    FAAS_INFO("event=token source=%s tls_to_discovery=%d", src, c->tls_ca[0] != '\0');
+    return 0;
+}
+
 int wm_run(const wm_config_t *c)
 {
     static wm_t wm;
@@ -499,8 +517,16 @@ int wm_run(const wm_config_t *c)
     wm.cfg = c;
     wm.helper.fd = -1;
     const char *err = NULL;
+    char errbuf[512];
+    faas_token_t token;
     if (prepare_host(&wm, c) != 0)
         return 1;
+    /* after the host checks (their errors say more about a broken setup); the helper,
+     * forked there, never holds the token */
+    if (load_credentials(c, &token) != 0) {
+        wm_helper_stop(&wm.helper);
+        return 1;
+    }
 
     sigset_t ss;
     sigemptyset(&ss);
@@ -521,7 +547,8 @@ int wm_run(const wm_config_t *c)
         fprintf(stderr, "faas-workermgr: %s (%s)\n", err, c->metrics_listen);
         goto out_helper;
     }
-    faas_rpc_server_t *srv = start_rpc(&wm, &err);
+    faas_rpc_server_t *srv = start_rpc(&wm, &token, errbuf, sizeof(errbuf), &err);
+    wm.rpc = srv;
     if (srv == NULL) {
         fprintf(stderr, "faas-workermgr: cannot listen on %s: %s\n", c->listen, err ? err : "?");
         goto out_helper;

@@ -26,6 +26,11 @@ typedef struct {
     int runq_bpf;        /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
     int pod_netns; /* a network namespace per pod (default 1; --no-pod-netns to measure it) */
     char pod_deny[1024]; /* addresses/CIDRs pods never reach, comma-separated (--pod-deny) */
+    /* the platform token (FAAS_TOKEN wins); default: the discovery dir next to
+     * state_dir, <state_dir>/../discovery/token, as faasd and the demo lay them out */
+    char token_file[PATH_MAX];
+    char tls_cert[PATH_MAX], tls_key[PATH_MAX]; /* serve TLS with these PEM files; "" = plaintext */
+    char tls_ca[PATH_MAX];                      /* TLS to discovery trusting this PEM CA; "" = plaintext */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

@@ -653,9 +653,10 @@ def scen_disc(s, a, res):
     """5. discovery propagation, on a discovery of its own (no gateway or worker noise)."""
     pu = s.pu
     port = pu.free_port()
+    env = pu.token_env()  # the token it demands, and the client sends
     d = pu.Daemon("discovery-prop", [f"{a.build}/faas-discovery", "--listen", f"127.0.0.1:{port}",
                                      "--metrics-listen", "off", "--state-dir", f"{s.tmp}/discovery-prop"],
-                  s.tmp, port)
+                  s.tmp, port, env=env)
     d.start()
     try:
         if a.discprop:
@@ -663,7 +664,7 @@ def scen_disc(s, a, res):
         else:
             argv = [sys.executable, os.path.join(HERE, "discprop.py"), f"127.0.0.1:{port}", "--watchers", "10",
                     "--rounds", "200"]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     finally:
         d.stop()
     if out.returncode != 0:

@@ -14,6 +14,8 @@
  * the Heartbeat's own round trip ("hb_rtt_us"); the rest of a round's spread is the
  * client process waking its other watcher threads. stderr gets their percentiles.
  *
+ * The platform token comes from FAAS_TOKEN, as for every control-plane client.
+ *
  * Built by tests/bench/run.sh against the build dir's common objects. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -181,6 +183,15 @@ int main(int argc, char **argv)
         return 2;
     }
     addr = argv[1];
+    faas_token_t tok;
+    const char *terr = NULL;
+    const char *env = getenv("FAAS_TOKEN");
+    char cerr[256];
+    if (env == NULL || faas_token_parse(env, strlen(env), &tok, &terr) != 0 ||
+        faas_rpc_client_configure(&tok, NULL, cerr, sizeof(cerr)) != 0) {
+        fprintf(stderr, "discprop: needs the platform token in FAAS_TOKEN\n");
+        return 2;
+    }
     int nw = argc > 2 ? atoi(argv[2]) : 10;
     rounds = argc > 3 ? atoi(argv[3]) : 200;
     int interval_us = argc > 4 ? atoi(argv[4]) : 10000;

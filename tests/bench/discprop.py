@@ -24,9 +24,14 @@ import discpb  # noqa: E402
 WORKER = "bench-prop-worker"
 
 
+def channel(addr):
+    """The control plane wants the platform token (FAAS_TOKEN) on every call."""
+    from platform_util import authed_channel
+    return authed_channel(addr, os.environ["FAAS_TOKEN"])
+
+
 def watcher(addr):
-    import grpc
-    ch = grpc.insecure_channel(addr)
+    ch = channel(addr)
     stream = ch.unary_stream("/faas.Discovery/Watch")(discpb.encode("WatchRequest", {"instances": True}))
     out = sys.stdout
     for raw in stream:
@@ -66,7 +71,7 @@ def main():
             line = p.stdout.readline()
             if line.strip() != "ready":
                 raise SystemExit(f"discprop: watcher did not start ({line!r})")
-        ch = grpc.insecure_channel(a.addr)
+        ch = channel(a.addr)
         hb = ch.unary_unary("/faas.Discovery/Heartbeat")
         hb(lease(None), timeout=5)  # the worker exists before the first measured round
         sent = {}

@@ -37,7 +37,11 @@ trap cleanup EXIT
   --discovery-metrics "127.0.0.1:$DM" --workermgr-metrics "127.0.0.1:$WMM" >"$TMP/faasd.log" 2>&1 &
 FAASD_PID=$!
 export FAAS_DISCOVERY="127.0.0.1:$DISC" FAAS_GATEWAY="http://127.0.0.1:$HTTP" FAAS_GRPC_GATEWAY="127.0.0.1:$GRPC"
-for _ in $(seq 150); do "$BUILD/faasctl" list >/dev/null 2>&1 && break; sleep 0.1; done
+# discovery makes the platform token at its first start; faasctl sends it from FAAS_TOKEN
+for _ in $(seq 150); do
+  [ -s "$TMP/state/discovery/token" ] && export FAAS_TOKEN=$(cat "$TMP/state/discovery/token")
+  "$BUILD/faasctl" list >/dev/null 2>&1 && break; sleep 0.1
+done
 # the gateway routes once its watch has seen the worker: retry the first call
 "$BUILD/faasctl" deploy -f examples/grpc-echo/function.yaml --memory 1Gi --pids 1024 >/dev/null
 for _ in $(seq 150); do

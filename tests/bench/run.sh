@@ -38,8 +38,8 @@ cc -O2 -Wall -Wextra -Werror -o "$build/bench-floor" "$here/floor.c"
 # objects; bench.py falls back to tests/bench/discprop.py (python grpc) without it
 discprop=()
 if cc -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -I"$root" -I"$build/gen" \
-    -o "$build/bench-discprop" "$here/discprop.c" "$build"/obj/common/{rpc,log,util}.o \
-    "$build/obj/gen/proto/faas.pb-c.o" $(pkg-config --libs grpc libprotobuf-c); then
+    -o "$build/bench-discprop" "$here/discprop.c" "$build"/obj/common/{rpc,log,util,auth}.o \
+    "$build/obj/gen/proto/faas.pb-c.o" $(pkg-config --libs grpc libprotobuf-c openssl); then
     discprop=(--discprop "$build/bench-discprop")
 else
     echo "run.sh: could not build discprop.c; using the python client" >&2

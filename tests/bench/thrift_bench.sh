@@ -53,7 +53,9 @@ PIDS="$PIDS $!"
 wait_port "$TPORT"
 export FAAS_DISCOVERY=127.0.0.1:$DISC FAAS_GATEWAY=http://127.0.0.1:$HTTP
 i=0
-until "$BUILD/faasctl" list >/dev/null 2>&1; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+# discovery makes the platform token at its first start; faasctl sends it from FAAS_TOKEN
+until [ -s "$TMP/state/discovery/token" ] && export FAAS_TOKEN=$(cat "$TMP/state/discovery/token") &&
+  "$BUILD/faasctl" list >/dev/null 2>&1; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
 
 cat >"$TMP/userd.yaml" <<EOF
 name: benchc

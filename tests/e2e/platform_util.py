@@ -13,6 +13,58 @@ BUILD = os.path.abspath(BUILD)
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+# A fixed token for daemons started without a real discovery (fake control planes,
+# a lone gateway or worker manager): they still demand and send one.
+TEST_TOKEN = "e2e-test-token-" + "0123456789abcdef" * 2
+
+
+def read_token(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def auth_md(token):
+    """gRPC metadata that carries the platform token (docs/security.md)."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def authed_channel(addr, token, options=None):
+    """A plaintext gRPC channel whose every call carries the token: what the daemons'
+    own clients do, for tests that talk to discovery or a worker manager directly."""
+    import collections
+    import grpc
+
+    class Details(collections.namedtuple("Details", ["method", "timeout", "metadata", "credentials",
+                                                     "wait_for_ready", "compression"]), grpc.ClientCallDetails):
+        pass
+
+    class Auth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+               grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def _d(self, d):
+            return Details(d.method, d.timeout, list(d.metadata or []) + list(auth_md(token)), d.credentials,
+                           getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
+
+        def intercept_unary_unary(self, cont, d, req):
+            return cont(self._d(d), req)
+
+        def intercept_unary_stream(self, cont, d, req):
+            return cont(self._d(d), req)
+
+        def intercept_stream_unary(self, cont, d, it):
+            return cont(self._d(d), it)
+
+        def intercept_stream_stream(self, cont, d, it):
+            return cont(self._d(d), it)
+
+    return grpc.intercept_channel(grpc.insecure_channel(addr, options=options), Auth())
+
+
+def token_env(token=TEST_TOKEN, base=None):
+    e = dict(os.environ if base is None else base)
+    e["FAAS_TOKEN"] = token
+    return e
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,12 +142,22 @@ class Platform:
     """discovery + one worker manager + gateway, each on a free port."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False, disc_args=()):
+                 thrift=False, disc_args=(), tls=None):
         self.dir = str(tmpdir)
+        # tls=(cert, key): discovery and the worker manager serve TLS with them, and every
+        # client trusts cert as its CA (self-signed, naming 127.0.0.1)
+        self.tls_ca = tls[0] if tls else None
+        if tls:
+            disc_args = (*disc_args, "--tls-cert", tls[0], "--tls-key", tls[1])
+            wm_args = (*wm_args, "--tls-cert", tls[0], "--tls-key", tls[1], "--tls-ca", tls[0])
+            gateway_args = (*gateway_args, "--tls-ca", tls[0])
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
         self.http_port = free_port()
         self.discovery_addr = f"127.0.0.1:{self.disc_port}"
+        # discovery makes it at its first start; the worker manager finds it next to its
+        # own state dir (<dir>/discovery/token), the gateway and faasctl are told
+        self.token_file = f"{self.dir}/discovery/token"
         self.gateway_url = f"http://127.0.0.1:{self.http_port}"
         # the gRPC listener (--grpc-listen): a free port when asked for, else off (its
         # default port would be shared by every gateway the tests start)
@@ -116,7 +178,8 @@ class Platform:
                                        "--pool-size", str(pool_size), "--lease-ttl-ms", str(lease_ttl_ms),
                                        "--id", f"wm-{self.wm_port}", *wm_args], self.dir, self.wm_port)
         self.gateway = Daemon("gateway", [f"{b}/faas-gateway", "--listen", f"127.0.0.1:{self.http_port}",
-                                          "--discovery", self.discovery_addr, *grpc_args, *gateway_args], self.dir,
+                                          "--discovery", self.discovery_addr, "--token-file", self.token_file,
+                                          *grpc_args, *gateway_args], self.dir,
                               self.http_port)
 
     def start(self):
@@ -142,24 +205,36 @@ class Platform:
     def logs(self):
         return "\n".join(f"--- {d.name}\n{d.log()}" for d in (self.discovery, self.wm, self.gateway))
 
-    def env(self):
+    def token(self):
+        return read_token(self.token_file)
+
+    def env(self, token=True):
         e = dict(os.environ)
+        e.pop("FAAS_TOKEN", None)
         e["FAAS_DISCOVERY"] = self.discovery_addr
         e["FAAS_GATEWAY"] = self.gateway_url
+        if token:
+            e["FAAS_TOKEN"] = self.token()
         return e
 
-    def ctl(self, *args, check=True, timeout=60, input=None):
-        p = subprocess.run([f"{BUILD}/faasctl", *args], capture_output=True, text=True, env=self.env(),
+    def ctl(self, *args, check=True, timeout=60, input=None, token=True):
+        tls = ["--tls-ca", self.tls_ca] if self.tls_ca else []
+        p = subprocess.run([f"{BUILD}/faasctl", *tls, *args], capture_output=True, text=True, env=self.env(token),
                            timeout=timeout, input=input)
         if check and p.returncode != 0:
             raise AssertionError(f"faasctl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}\n{self.logs()}")
         return p
 
-    def rpc(self, addr, method, req=b"", timeout=5):
-        """Raw-bytes unary gRPC call (python3-grpcio, no generated code)."""
+    def rpc(self, addr, method, req=b"", timeout=5, token=None):
+        """Raw-bytes unary gRPC call (python3-grpcio, no generated code) with the
+        platform token, or another one (token="" sends none)."""
         import grpc
-        with grpc.insecure_channel(addr) as ch:
-            return ch.unary_unary(method)(req, timeout=timeout)
+        token = self.token() if token is None else token
+        if self.tls_ca:
+            with open(self.tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        with grpc.secure_channel(addr, creds) if self.tls_ca else grpc.insecure_channel(addr) as ch:
+            return ch.unary_unary(method)(req, timeout=timeout, metadata=auth_md(token) if token else None)
 
     def workers(self):
         # an empty WorkerList encodes to zero bytes: any byte means >= 1 worker

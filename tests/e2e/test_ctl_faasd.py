@@ -164,6 +164,8 @@ def test_start_restart_stop(fake_bin, tmp_path):
         assert wm_args[wm_args.index("--state-dir") + 1].endswith("state/worker")
         assert wm_args[wm_args.index("--metrics-listen") + 1] == f"127.0.0.1:{f.wm + 1}"
         assert wm_args[wm_args.index("--agent") + 1] == f"{fake_bin}/faas-agent"
+        # the token discovery makes in its state dir is where the others look
+        assert wm_args[wm_args.index("--token-file") + 1].endswith("state/discovery/token")
         d_args = (fake_bin / "faas-discovery.args").read_text().split("\n")
         assert d_args[d_args.index("--state-dir") + 1].endswith("state/discovery")
         assert os.path.isdir(tmp_path / "state" / "discovery")
@@ -208,10 +210,18 @@ def test_real_platform(tmp_path):
                                 "--workermgr-metrics", f"127.0.0.1:{free_port()}"]).start()
     try:
         f.wait_for("platform up", timeout=60)
+        token_file = os.path.join(str(tmp_path), "state", "discovery", "token")
+        assert "control-plane token in " in f.output() and "state/discovery/token" in f.output()
+        assert os.stat(token_file).st_mode & 0o777 == 0o600
         env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{f.disc}", FAAS_GATEWAY=f"http://127.0.0.1:{f.http}")
-        p = subprocess.run([os.path.join(BUILD, "faasctl"), "deploy", "-f",
-                            os.path.join(ROOT, "examples/hello-http/function.yaml")],
-                           capture_output=True, text=True, env=env, timeout=60)
+        env.pop("FAAS_TOKEN", None)
+        deploy = [os.path.join(BUILD, "faasctl"), "deploy", "-f", os.path.join(ROOT, "examples/hello-http/function.yaml")]
+        # run elsewhere than the default ./.faas, without the token: refused
+        p = subprocess.run(deploy, capture_output=True, text=True, env=env, timeout=60, cwd=str(tmp_path))
+        assert p.returncode == 1 and "UNAUTHENTICATED" in p.stderr, p.stderr
+        with open(token_file) as tf:
+            env["FAAS_TOKEN"] = tf.read().strip()
+        p = subprocess.run(deploy, capture_output=True, text=True, env=env, timeout=60)
         assert p.returncode == 0, p.stderr + f.output()
         assert p.stdout.startswith("deployed hello version ")
 

@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 import discpb as pb
+from platform_util import authed_channel, read_token
 
 BUILD = os.path.abspath(os.environ.get("FAAS_BUILD", "/work/main/build"))
 BIN = os.path.join(BUILD, "faas-discovery")
@@ -61,7 +62,8 @@ class Discovery:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_until(lambda: self._alive() and self.http("/healthz")[0] == 200, 10, "discovery /healthz")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.token = read_token(os.path.join(self.state_dir, "token"))
+        self.channel = authed_channel(f"127.0.0.1:{self.port}", self.token)
         grpc.channel_ready_future(self.channel).result(timeout=10)
         return self
 
@@ -293,7 +295,7 @@ def test_versions_belong_to_a_function(disc, tmp):
     os.mkdir(src)
     with open(os.path.join(src, "server"), "w") as f:
         f.write("#!/bin/sh\n")
-    env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{disc.port}")
+    env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{disc.port}", FAAS_TOKEN=disc.token)
 
     def deploy(name):
         p = subprocess.run([ctl, "deploy", name, "--dir", src, "--cmd", "./server"], capture_output=True, text=True,
@@ -430,7 +432,7 @@ def test_many_watchers_converge_under_concurrent_heartbeats(disc):
         views.append({e["instance"]["id"]: e["instance"] for e in evs})
 
     def churn(k):
-        ch = grpc.insecure_channel(f"127.0.0.1:{disc.port}")
+        ch = authed_channel(f"127.0.0.1:{disc.port}", disc.token)
         hb = ch.unary_unary(SVC + "Heartbeat")
         for i in range(40):
             insts = [{"id": f"w{k}-i{j}", "function": "fn", "state": (i + j) % 3, "endpoint": f"e{i}"}

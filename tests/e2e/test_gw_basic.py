@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from platform_util import token_env
+
 BUILD = os.path.abspath(os.environ.get("FAAS_BUILD", "/work/main/build"))
 GATEWAY = os.path.join(BUILD, "faas-gateway")
 
@@ -38,7 +40,8 @@ class Gateway:
         self.log_path = os.path.join(tmpdir, f"gateway-{self.port}.log")
         self.log = open(self.log_path, "wb")
         argv = [GATEWAY, "--listen", self.addr, "--discovery", discovery or f"127.0.0.1:{free_port()}"] + list(extra)
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        # the token it sends to the control plane (the fake one in test_gw_proxy checks it)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=token_env())
         wait_until(self._up, 10, what="gateway listening")
 
     def _up(self):

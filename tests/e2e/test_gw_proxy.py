@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import faaspb  # noqa: E402
+from platform_util import TEST_TOKEN  # noqa: E402
 from test_gw_basic import BUILD, Gateway, curl, wait_until  # noqa: E402
 
 grpc = pytest.importorskip("grpc")
@@ -110,7 +111,14 @@ class ControlPlane:
         self.addr = f"127.0.0.1:{self.port}"
         self.server.start()
 
+    @staticmethod
+    def check_token(ctx):
+        """Like the real control plane: the gateway must send the platform token."""
+        if ("authorization", f"Bearer {TEST_TOKEN}") not in tuple(ctx.invocation_metadata()):
+            ctx.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong platform token")
+
     def watch(self, req, ctx):
+        self.check_token(ctx)
         worker = faaspb._str(1, "w1") + faaspb._str(2, self.addr) + faaspb._int(3, 4) + faaspb._int(4, 4)
         yield event(WORKER_PUT, 4, worker)
         with self.lock:
@@ -150,6 +158,7 @@ class ControlPlane:
         self.push(event(4, 3, instance(iid, "", 0, "")))  # INSTANCE_DELETE
 
     def acquire(self, req, ctx):
+        self.check_token(ctx)
         # AcquireRequest.spec.name: field 1 of field 1; find the function by its encoded spec
         name = next(n for n, (sp, _) in sorted(self.functions.items(), key=lambda kv: -len(kv[1][0]))
                     if sp in req)
@@ -182,6 +191,7 @@ class ControlPlane:
         return faaspb._bytes(1, inst)
 
     def release(self, req, ctx):
+        self.check_token(ctx)
         with self.lock:
             self.releases.append(req)
         iid = next((i for i in list(self.instances) if i.encode() in req), None)

@@ -149,8 +149,10 @@ def test_faasd_stop_leaves_nothing(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_until(lambda: port_open(ports["http"]) and port_open(ports["wm"]), 20, what="faasd up")
+        with open(state / "discovery" / "token") as tf:
+            token = tf.read().strip()
         env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{ports['disc']}",
-                   FAAS_GATEWAY=f"http://127.0.0.1:{ports['http']}")
+                   FAAS_GATEWAY=f"http://127.0.0.1:{ports['http']}", FAAS_TOKEN=token)
         subprocess.run([f"{BUILD}/faasctl", "deploy", "hello", "--dir", f"{ROOT}/examples/hello-http", "--cmd",
                         "./hello", "--health", "/healthz"], check=True, env=env, capture_output=True, timeout=60)
         wait_until(lambda: curl(f"http://127.0.0.1:{ports['http']}/function/hello/hello")[0] == 200, 20,

@@ -90,7 +90,8 @@ def test_platform_runs_with_its_state_dir_under_a_0700_directory(private_dir):
         assert proc.poll() is None, output(log)
         env = dict(os.environ, FAAS_DISCOVERY=f"127.0.0.1:{ports['disc']}",
                    FAAS_GATEWAY=f"http://127.0.0.1:{ports['http']}")
-        p = subprocess.run([f"{BUILD}/faasctl", "deploy", "hello", "--dir", f"{ROOT}/examples/hello-http", "--cmd",
+        p = subprocess.run([f"{BUILD}/faasctl", "--token-file", os.path.join(state, "discovery", "token"),
+                            "deploy", "hello", "--dir", f"{ROOT}/examples/hello-http", "--cmd",
                             "./hello", "--health", "/healthz"], env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr + output(log)
         code, body, err = curl(f"http://127.0.0.1:{ports['http']}/function/hello/hello")

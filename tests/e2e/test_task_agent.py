@@ -23,7 +23,7 @@ import pytest
 
 import discpb as pb
 import faaspb
-from platform_util import BUILD, Platform, curl, descendants_named, wait_until
+from platform_util import BUILD, Platform, authed_channel, curl, descendants_named, wait_until
 
 SVC = "/faas.Discovery/"
 
@@ -39,7 +39,7 @@ def plat(tmp_path):
 
 
 def call(p, method, req_msg, req, resp_msg):
-    with grpc.insecure_channel(p.discovery_addr) as ch:
+    with authed_channel(p.discovery_addr, p.token()) as ch:
         return pb.decode(resp_msg, ch.unary_unary(SVC + method)(pb.encode(req_msg, req), timeout=10))
 
 

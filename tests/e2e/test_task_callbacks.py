@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 import discpb as pb
-from platform_util import BUILD, Platform, free_port, http_get, port_open, wait_until
+from platform_util import BUILD, TEST_TOKEN, Platform, authed_channel, free_port, http_get, port_open, wait_until
 
 needs_pods = pytest.mark.skipif(os.geteuid() != 0, reason="pods need root")
 pytestmark = [pytest.mark.skipif(not os.path.exists(f"{BUILD}/faas-gateway"), reason="not built")]
@@ -112,7 +112,7 @@ def task_json(p, tid):
 
 
 def task_rpc(p, tid):
-    with grpc.insecure_channel(p.discovery_addr) as ch:
+    with authed_channel(p.discovery_addr, p.token()) as ch:
         raw = ch.unary_unary("/faas.Discovery/GetTask")(pb.encode("TaskId", {"id": tid}), timeout=10)
     return pb.decode("Task", raw)
 
@@ -204,11 +204,19 @@ class ScriptedDiscovery:
         self.server.add_insecure_port(f"127.0.0.1:{self.port}")
         self.server.start()
 
+    @staticmethod
+    def check_token(ctx):
+        """Like the real discovery: the gateway must send the platform token."""
+        if ("authorization", f"Bearer {TEST_TOKEN}") not in tuple(ctx.invocation_metadata()):
+            ctx.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong platform token")
+
     def claim(self, req, ctx):
+        self.check_token(ctx)
         self.claims.append(pb.decode("CallbackClaim", req))
         return pb.encode("CallbackDueList", {"due": self.dues if len(self.claims) == 1 else []})
 
     def report(self, req, ctx):
+        self.check_token(ctx)
         self.reports.append(pb.decode("CallbackReport", req))
         return b""
 
@@ -221,7 +229,7 @@ def scripted_gateway(tmp_path, disc, env=None):
     gw = subprocess.Popen([f"{BUILD}/faas-gateway", "--listen", f"127.0.0.1:{port}", "--discovery",
                            f"127.0.0.1:{disc.port}", "--grpc-listen", "off", "--thrift-listen", "off"],
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                          env=dict(os.environ, **(env or {})))
+                          env=dict(os.environ, FAAS_TOKEN=TEST_TOKEN, **(env or {})))
     try:
         wait_until(lambda: port_open(port), 10, what="gateway")
         yield port

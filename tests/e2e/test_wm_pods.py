@@ -22,6 +22,7 @@ import grpc
 import pytest
 
 import discpb as pb
+from platform_util import TEST_TOKEN, authed_channel, token_env
 
 BUILD = os.path.abspath(os.environ.get("FAAS_BUILD", "/work/main/build"))
 WM_BIN = os.path.join(BUILD, "faas-workermgr")
@@ -77,10 +78,10 @@ def http_get(port, path, timeout=2):
 class Proc:
     """A daemon started in its own session, with its output in a log file."""
 
-    def __init__(self, argv, log_path):
+    def __init__(self, argv, log_path, env=None):
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def log(self):
         with open(self.log_path, errors="replace") as f:
@@ -111,9 +112,11 @@ class WorkerManager(Proc):
         argv = [WM_BIN, "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.mport}",
                 "--discovery", f"127.0.0.1:{discovery_port or free_port()}", "--state-dir", self.state,
                 "--pool-size", str(pool), "--id", self.id, "--agent", agent, "--lease-ttl-ms", "1500", *extra]
-        super().__init__(argv, os.path.join(tmp, f"wm-{self.id}.log"))
+        # the token it demands (and sends to discovery): FAAS_TOKEN, shared with the
+        # discovery of the platform fixture
+        super().__init__(argv, os.path.join(tmp, f"wm-{self.id}.log"), env=token_env())
         wait_until(lambda: self.alive() and http_get(self.mport, "/healthz")[0] == 200, 10, "workermgr /healthz")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.channel = authed_channel(f"127.0.0.1:{self.port}", TEST_TOKEN)
 
     def metric(self, name):
         for line in http_get(self.mport, "/metrics")[1].splitlines():
@@ -457,9 +460,9 @@ def platform(tmp):
         pytest.skip("needs faas-agent and faas-discovery")
     dport, dmport = free_port(), free_port()
     disc = Proc([DISC_BIN, "--listen", f"127.0.0.1:{dport}", "--metrics-listen", f"127.0.0.1:{dmport}",
-                 "--state-dir", os.path.join(tmp, "disc")], os.path.join(tmp, "disc.log"))
+                 "--state-dir", os.path.join(tmp, "disc")], os.path.join(tmp, "disc.log"), env=token_env())
     wait_until(lambda: disc.alive() and http_get(dmport, "/healthz")[0] == 200, 10, "discovery")
-    dch = grpc.insecure_channel(f"127.0.0.1:{dport}")
+    dch = authed_channel(f"127.0.0.1:{dport}", TEST_TOKEN)
     wm = WorkerManager(tmp, AGENT, pool=2, discovery_port=dport)
     yield disc, dch, wm
     wm.stop(signal.SIGTERM)

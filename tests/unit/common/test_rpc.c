@@ -152,8 +152,8 @@ Test(rpc, server_stream_in_order)
 {
     int seen = 0;
     char err[128];
-    int rc = faas_rpc_server_stream(ch, "/t.T/Count", (const uint8_t *)"300", 3, 5000, on_count, &seen, err,
-                                    sizeof(err));
+    int rc =
+        faas_rpc_server_stream(ch, "/t.T/Count", (const uint8_t *)"300", 3, 5000, on_count, &seen, err, sizeof(err));
     cr_assert_eq(rc, 0, "rc=%d %s", rc, err);
     cr_assert_eq(seen, 300);
 }
@@ -225,8 +225,8 @@ Test(rpc_watch, client_cancel_reaches_owner, .timeout = 20)
     pthread_create(&th, NULL, pusher, NULL);
     int n = 0;
     char ebuf[128];
-    int rc = faas_rpc_server_stream(c, "/t.T/Watch", (const uint8_t *)"", 0, 10000, stop_after_10, &n, ebuf,
-                                    sizeof(ebuf));
+    int rc =
+        faas_rpc_server_stream(c, "/t.T/Watch", (const uint8_t *)"", 0, 10000, stop_after_10, &n, ebuf, sizeof(ebuf));
     cr_assert_eq(rc, FAAS_GRPC_CANCELLED);
     cr_assert_eq(n, 10);
     pthread_join(th, NULL);
@@ -267,8 +267,8 @@ static void *held_client(void *arg)
 {
     held_client_t *hc = arg;
     char err[128];
-    hc->rc = faas_rpc_server_stream(hc->ch, "/t.T/Held", (const uint8_t *)"", 0, 15000, on_held, NULL, err,
-                                    sizeof(err));
+    hc->rc =
+        faas_rpc_server_stream(hc->ch, "/t.T/Held", (const uint8_t *)"", 0, 15000, on_held, NULL, err, sizeof(err));
     return NULL;
 }
 
@@ -317,4 +317,112 @@ Test(rpc_more, held_until_flush_then_in_order, .timeout = 20)
     cr_assert_eq(held_got, 6, "finish sends what was still held");
     faas_rpc_channel_close(hc.ch);
     faas_rpc_server_stop(s);
+}
+
+/* A server with a token refuses calls without it (or with another) before any
+ * handler runs, on every kind of method and on unknown ones; with it, calls work. */
+static int handled;
+
+static void counted_echo(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    handled++;
+    faas_rpc_reply(call, req, len);
+}
+
+static int one_msg(void *ud, const uint8_t **msg, size_t *len)
+{
+    int *left = ud;
+    if ((*left)-- <= 0)
+        return 0;
+    *msg = (const uint8_t *)"x";
+    *len = 1;
+    return 1;
+}
+
+static faas_rpc_server_t *auth_server(const faas_token_t *t, char *target, size_t cap)
+{
+    static const faas_rpc_method_t m[] = {{"/t.T/Echo", FAAS_RPC_UNARY, counted_echo, NULL},
+                                          {"/t.T/Concat", FAAS_RPC_CLIENT_STREAM, concat, NULL}};
+    const char *err = NULL;
+    char ebuf[256];
+    int port = 0;
+    faas_rpc_server_opts_t o = {.token = t};
+    faas_rpc_server_t *s = faas_rpc_server_start_opts("127.0.0.1:0", &port, m, 2, &o, ebuf, sizeof(ebuf), &err);
+    cr_assert_not_null(s, "%s", err);
+    snprintf(target, cap, "127.0.0.1:%d", port);
+    return s;
+}
+
+static int call_echo(const char *target, char *ebuf, size_t cap)
+{
+    faas_rpc_channel_t *c = faas_rpc_channel_open(target);
+    uint8_t *resp = NULL;
+    size_t rl = 0;
+    int rc = faas_rpc_unary(c, "/t.T/Echo", (const uint8_t *)"hi", 2, 5000, &resp, &rl, ebuf, cap);
+    free(resp);
+    faas_rpc_channel_close(c);
+    return rc;
+}
+
+Test(rpc_auth, refuses_missing_and_wrong_token_then_accepts_the_right_one, .timeout = 20)
+{
+    faas_token_t t, other;
+    cr_assert_eq(faas_token_generate(&t), 0);
+    cr_assert_eq(faas_token_generate(&other), 0);
+    char target[64], ebuf[256], err[128];
+    faas_rpc_server_t *s = auth_server(&t, target, sizeof(target));
+    handled = 0;
+    cr_assert_eq(call_echo(target, ebuf, sizeof(ebuf)), FAAS_GRPC_UNAUTHENTICATED);
+    cr_assert(strstr(ebuf, "missing platform token") != NULL, "%s", ebuf);
+    cr_assert_eq(faas_rpc_client_configure(&other, NULL, err, sizeof(err)), 0);
+    cr_assert_eq(call_echo(target, ebuf, sizeof(ebuf)), FAAS_GRPC_UNAUTHENTICATED);
+    cr_assert_str_eq(ebuf, "wrong platform token");
+    /* a client stream is refused too, and its messages reach no handler */
+    faas_rpc_channel_t *c = faas_rpc_channel_open(target);
+    int left = 3;
+    uint8_t *resp = NULL;
+    size_t rl = 0;
+    cr_assert_eq(faas_rpc_client_stream(c, "/t.T/Concat", one_msg, &left, 5000, &resp, &rl, ebuf, sizeof(ebuf)),
+                 FAAS_GRPC_UNAUTHENTICATED);
+    free(resp);
+    /* an unknown method says UNAUTHENTICATED, not which methods exist */
+    cr_assert_eq(faas_rpc_unary(c, "/t.T/Nope", (const uint8_t *)"", 0, 5000, &resp, &rl, ebuf, sizeof(ebuf)),
+                 FAAS_GRPC_UNAUTHENTICATED);
+    free(resp);
+    faas_rpc_channel_close(c);
+    cr_assert_eq(handled, 0, "no handler ran for a refused call");
+    cr_assert_eq(faas_rpc_server_refused(s, FAAS_AUTH_MISSING), 1);
+    cr_assert_eq(faas_rpc_server_refused(s, FAAS_AUTH_WRONG), 3);
+    cr_assert_eq(faas_rpc_client_configure(&t, NULL, err, sizeof(err)), 0);
+    cr_assert_eq(call_echo(target, ebuf, sizeof(ebuf)), 0, "%s", ebuf);
+    cr_assert_eq(handled, 1);
+    /* the gateway's public port must never see the token: a public channel sends none */
+    faas_rpc_channel_t *pub = faas_rpc_channel_open_public(target);
+    cr_assert_eq(faas_rpc_unary(pub, "/t.T/Echo", (const uint8_t *)"", 0, 5000, &resp, &rl, ebuf, sizeof(ebuf)),
+                 FAAS_GRPC_UNAUTHENTICATED);
+    free(resp);
+    faas_rpc_channel_close(pub);
+    char text[1024];
+    int off = 0;
+    faas_rpc_server_refused_metrics(s, "faas_test_unauthenticated_total", text, sizeof(text), &off);
+    cr_assert(strstr(text, "faas_test_unauthenticated_total{reason=\"wrong\"} 3\n") != NULL, "%s", text);
+    cr_assert(strstr(text, "faas_test_unauthenticated_total{reason=\"missing\"} 2\n") != NULL, "%s", text);
+    faas_rpc_server_stop(s);
+}
+
+Test(rpc_auth, tls_files_that_do_not_exist_fail_to_start, .timeout = 20)
+{
+    const char *err = NULL;
+    char ebuf[256];
+    int port = 0;
+    static const faas_rpc_method_t m[] = {{"/t.T/Echo", FAAS_RPC_UNARY, counted_echo, NULL}};
+    faas_rpc_server_opts_t o = {.tls_cert = "/nonexistent/cert.pem", .tls_key = "/nonexistent/key.pem"};
+    cr_assert_null(faas_rpc_server_start_opts("127.0.0.1:0", &port, m, 1, &o, ebuf, sizeof(ebuf), &err));
+    cr_assert(strstr(err, "/nonexistent/cert.pem") != NULL, "%s", err);
+    o.tls_key = NULL;
+    cr_assert_null(faas_rpc_server_start_opts("127.0.0.1:0", &port, m, 1, &o, ebuf, sizeof(ebuf), &err));
+    cr_assert(strstr(err, "both") != NULL, "%s", err);
+    char e2[256];
+    cr_assert_eq(faas_rpc_client_configure(NULL, "/nonexistent/ca.pem", e2, sizeof(e2)), -1);
+    cr_assert(strstr(e2, "/nonexistent/ca.pem") != NULL, "%s", e2);
 }

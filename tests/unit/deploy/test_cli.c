@@ -138,9 +138,12 @@ Test(ctl_cli, deploy_flags_become_checked_manifest_keys)
     cr_assert_str_eq(a.file, "f.yaml");
     cr_assert_str_eq(a.dir, "d");
     cr_assert_str_eq(a.name, "hello");
-    const char *want[][3] = {{"command", "./x -v", "--cmd"},      {"timeout", "30s", "--timeout"},
-                             {"env", "A=1", "--env"},             {"health.tcp", "true", "--health-tcp"},
-                             {"resources.memory", "64Mi", "--memory"}, {"reserved", "2", "--reserved"},
+    const char *want[][3] = {{"command", "./x -v", "--cmd"},
+                             {"timeout", "30s", "--timeout"},
+                             {"env", "A=1", "--env"},
+                             {"health.tcp", "true", "--health-tcp"},
+                             {"resources.memory", "64Mi", "--memory"},
+                             {"reserved", "2", "--reserved"},
                              {"name", "hello", "NAME"}};
     cr_assert_eq(a.n_sets, 7);
     for (size_t i = 0; i < 7; i++) {
@@ -391,8 +394,7 @@ Test(faasd_cli, every_flag)
     const char *err = NULL;
     cr_assert_eq(FAASD(&a, &err, "--state-dir", "/s", "--bin-dir=/b", "--http", ":8000", "--discovery-listen",
                        "127.0.0.2:7000", "--workermgr-listen=127.0.0.3:7300", "--workermgr-metrics", "127.0.0.1:9",
-                       "--discovery-metrics", "off", "--pool-size", "64", "--thrift", "off", "--grpc",
-                       "127.0.0.1:0"),
+                       "--discovery-metrics", "off", "--pool-size", "64", "--thrift", "off", "--grpc", "127.0.0.1:0"),
                  0, "%s", err);
     cr_assert_str_eq(a.state_dir, "/s");
     cr_assert_str_eq(a.bin_dir, "/b");
@@ -453,4 +455,22 @@ Test(faasd_cli, bad_flags_say_which)
     const char *err = NULL;
     cr_assert_eq(FAASD(&a, &err, "--http", longv), -1);
     assert_one_line(err);
+}
+
+Test(ctl_cli, credential_flags_anywhere)
+{
+    ctl_args_t a;
+    const char *err = NULL;
+    ctl_env_t none = {NULL, NULL, NULL};
+    cr_assert_eq(CTL(&a, &none, &err, "list"), 0, "%s", err);
+    cr_assert_null(a.token_file); /* FAAS_TOKEN, else ./.faas/discovery/token: main decides */
+    cr_assert_null(a.tls_ca);
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, &none, &err, "--token-file", "/t", "get", "fn", "--tls-ca=/ca.pem"), 0, "%s", err);
+    cr_assert_str_eq(a.token_file, "/t");
+    cr_assert_str_eq(a.tls_ca, "/ca.pem");
+    ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, &none, &err, "list", "--token-file="), -1);
+    cr_assert(strstr(err, "--token-file needs a file") != NULL, "%s", err);
+    ctl_args_free(&a);
 }

@@ -121,3 +121,22 @@ Test(disc_cli, parses_again_after_an_error)
     cr_assert_str_eq(a.listen, "127.0.0.1:2");
     cr_assert_str_eq(a.state_dir, "./.faas/discovery");
 }
+
+Test(disc_cli, credential_flags)
+{
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--state-dir", "/s"), 0);
+    cr_assert_null(a.token_file); /* main makes it STATE_DIR/token */
+    cr_assert_null(a.tls_cert);
+    cr_assert_eq(PARSE(&a, &err, "--token-file", "/t", "--tls-cert", "/c.pem", "--tls-key=/k.pem"), 0, "%s", err);
+    cr_assert_str_eq(a.token_file, "/t");
+    cr_assert_str_eq(a.tls_cert, "/c.pem");
+    cr_assert_str_eq(a.tls_key, "/k.pem");
+    cr_assert_eq(PARSE(&a, &err, "--tls-cert", "/c.pem"), -1);
+    cr_assert(strstr(err, "--tls-cert and --tls-key go together") != NULL, "%s", err);
+    assert_one_line(err);
+    cr_assert_eq(PARSE(&a, &err, "--tls-key", "/k.pem"), -1);
+    cr_assert_eq(PARSE(&a, &err, "--token-file="), -1);
+    assert_one_line(err);
+}

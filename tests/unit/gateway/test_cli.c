@@ -13,7 +13,8 @@ typedef struct {
 
 #define ARGV(...) ((char *[]){"faas-gateway", __VA_ARGS__, NULL})
 #define ARGC(...) ((int)(sizeof((char *[]){"faas-gateway", __VA_ARGS__}) / sizeof(char *)))
-#define PARSE(p, ...) gw_args_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), &(p)->c, (p)->buf, sizeof((p)->buf), &(p)->err)
+#define PARSE(p, ...)                                                                                                  \
+    gw_args_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), &(p)->c, (p)->buf, sizeof((p)->buf), &(p)->err)
 
 static void assert_one_line(const char *err)
 {
@@ -75,10 +76,18 @@ Test(gw_cli, help_wins_and_prints_nothing, .init = cr_redirect_stdout)
 Test(gw_cli, numbers_out_of_range)
 {
     const char *bad[][2] = {
-        {"--max-body", "0"},          {"--max-body", "-1"},        {"--max-body", "+5"},
-        {"--max-body", " 5"},         {"--max-body", "5x"},        {"--max-body", "99999999999999999999"},
-        {"--queue-max", "0"},         {"--queue-max", "1000001"},  {"--threads", "0"},
-        {"--threads", "257"},         {"--cold-start-timeout-ms", "3600001"}, {"--queue-max", ""},
+        {"--max-body", "0"},
+        {"--max-body", "-1"},
+        {"--max-body", "+5"},
+        {"--max-body", " 5"},
+        {"--max-body", "5x"},
+        {"--max-body", "99999999999999999999"},
+        {"--queue-max", "0"},
+        {"--queue-max", "1000001"},
+        {"--threads", "0"},
+        {"--threads", "257"},
+        {"--cold-start-timeout-ms", "3600001"},
+        {"--queue-max", ""},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         parsed_t p = {0};
@@ -91,9 +100,14 @@ Test(gw_cli, numbers_out_of_range)
 Test(gw_cli, addresses)
 {
     const char *bad[][2] = {
-        {"--listen", "nocolon"},        {"--listen", "h:65536"},      {"--discovery", "h:"},
-        {"--grpc-listen", "zz"},        {"--thrift-listen", "h:x"},   {"--listen", ""},
-        {"--thrift-default-function", "Bad_Name"}, {"--domain", ".lead"},
+        {"--listen", "nocolon"},
+        {"--listen", "h:65536"},
+        {"--discovery", "h:"},
+        {"--grpc-listen", "zz"},
+        {"--thrift-listen", "h:x"},
+        {"--listen", ""},
+        {"--thrift-default-function", "Bad_Name"},
+        {"--domain", ".lead"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         parsed_t p = {0};
@@ -137,4 +151,17 @@ Test(gw_cli, argv_bytes_cannot_break_the_line)
     cr_assert_eq(gw_args_parse(2, argv, &c, tiny, sizeof(tiny), &err), -1);
     cr_assert_eq(err, tiny);
     cr_assert_eq(strlen(tiny), sizeof(tiny) - 1);
+}
+
+Test(gw_cli, credential_flags)
+{
+    parsed_t p;
+    cr_assert_eq(gw_args_parse(1, ARGV("x"), &p.c, p.buf, sizeof(p.buf), &p.err), 0);
+    cr_assert_str_eq(p.c.token_file, "./.faas/discovery/token"); /* where faasd and make run keep it */
+    cr_assert_null(p.c.tls_ca);
+    cr_assert_eq(PARSE(&p, "--token-file", "/t", "--tls-ca=/ca.pem"), 0, "%s", p.err);
+    cr_assert_str_eq(p.c.token_file, "/t");
+    cr_assert_str_eq(p.c.tls_ca, "/ca.pem");
+    cr_assert_eq(PARSE(&p, "--token-file", ""), -1);
+    cr_assert_eq(PARSE(&p, "--tls-ca="), -1);
 }

@@ -90,3 +90,34 @@ Test(config, bad_flags_say_why)
     char *extra[] = {"x", "positional", NULL};
     cr_assert_eq(parse(&c, &err, 2, extra), -1);
 }
+
+Test(config, token_file_defaults_next_to_the_state_dir)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *a1[] = {"x", "--state-dir", "/srv/faas/worker/", NULL};
+    cr_assert_eq(parse(&c, &err, 3, a1), 0, "%s", err);
+    cr_assert_str_eq(c.token_file, "/srv/faas/discovery/token"); /* faasd's layout: DIR/worker, DIR/discovery */
+    char *a2[] = {"x", "--state-dir", "/w", NULL};
+    cr_assert_eq(parse(&c, &err, 3, a2), 0, "%s", err);
+    cr_assert_str_eq(c.token_file, "/discovery/token");
+    char *a3[] = {"x", "--state-dir", "/w", "--token-file", "/etc/faas/token", "--tls-ca", "/ca.pem", NULL};
+    cr_assert_eq(parse(&c, &err, 7, a3), 0, "%s", err);
+    cr_assert_str_eq(c.token_file, "/etc/faas/token");
+    cr_assert_str_eq(c.tls_ca, "/ca.pem");
+    cr_assert_str_eq(c.tls_cert, "");
+}
+
+Test(config, tls_cert_and_key_go_together)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *a1[] = {"x", "--tls-cert", "/c.pem", NULL};
+    cr_assert_eq(parse(&c, &err, 3, a1), -1);
+    cr_assert(strstr(err, "together") != NULL);
+    char *a2[] = {"x", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", NULL};
+    cr_assert_eq(parse(&c, &err, 5, a2), 0, "%s", err);
+    cr_assert_str_eq(c.tls_key, "/k.pem");
+    char *a3[] = {"x", "--token-file", "", NULL};
+    cr_assert_eq(parse(&c, &err, 3, a3), -1);
+}

@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 import scale_bench  # noqa: E402  (the step-load rows, a file of their own)
+import coldnet_bench  # noqa: E402  (cold start with and without the pod's network namespace)
 import tasks_bench  # noqa: E402  (the async-task rows, a file of their own)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCS = (1, 16, 128)
@@ -868,9 +869,16 @@ def scen_scale(s, a, res):
     scale_bench.scen_scale(s, a, res, wrk)
 
 
+def scen_coldnet(s, a, res):
+    """10. cold start with and without the pod's network namespace, alternated (coldnet_bench.py)."""
+    coldnet_bench.scen_coldnet(s, a, res)
+
+
 # tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
-             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale), ("tasks", scen_tasks)]
+             ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale),
+             ("coldnet", scen_coldnet),
+             ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
 
@@ -1005,6 +1013,7 @@ def table(res, m, cm, a):
         add("CPU per request, HTTP/1.1 GET c16", 16, "direct", "", "",
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
     scale_bench.rows(res, add, f_us, f_rps)
+    coldnet_bench.rows(res, add, f_us)
     tasks_bench.rows(res, add, f_us, f_rps)
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "

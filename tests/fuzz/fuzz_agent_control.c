@@ -37,8 +37,8 @@ static void fuzz_denials(const Faas__AgentEvent *ev)
         char *e = strchr(l, '\n');
         if (e == NULL)
             break; /* cut at the buffer's end */
-        if (l[0] != '#' && (strncmp(l, "faas_wm_seccomp_denials_total{function=\"", 41) != 0 ||
-                            memchr(l, '\\', (size_t)(e - l)) != NULL))
+        static const char head[] = "faas_wm_seccomp_denials_total{function=\"";
+        if (l[0] != '#' && (strncmp(l, head, sizeof(head) - 1) != 0 || memchr(l, '\\', (size_t)(e - l)) != NULL))
             abort();
         l = e + 1;
     }

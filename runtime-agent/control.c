@@ -534,6 +534,10 @@ int agent_run(const agent_opts_t *o)
         return 1;
     }
     FAAS_INFO("event=listening port=%u", ag.port);
+    /* libseccomp takes ~1 ms to build the filter: here, while the pod waits in the warm
+     * pool, not on the cold start path (a failure is retried, and reported, at spawn) */
+    if (agent_seccomp_prepare(&err) != 0)
+        FAAS_WARN("event=seccomp_prepare_failed msg=\"%s\"", err);
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

@@ -526,7 +526,7 @@ static void watch_listener(int sock)
 static int spawn(const agent_spec_t *spec, const char **err)
 {
     static char msg[256], exe[4096];
-    int p[6];
+    int p[6] = {-1, -1, -1, -1, -1, -1}; /* closed on every failure path, even before make_pipes */
     spawn_args_t a = {.spec = spec, .parent = getpid()};
     if (agent_seccomp_prepare(err) != 0)
         return -1;

@@ -76,7 +76,8 @@ $(BIN_workermgr): $(call objs_of,worker-manager) $(COMMON_OBJS)
 # the gRPC wire rules.
 AGENT_SHARED := $(H2B_OBJS) $(THRIFT_OBJS) $(HTTP1_OBJS) $(GRPCW_OBJS)
 GATEWAY_LIBS := $(H2B_OBJS) $(THRIFT_OBJS) $(GRPCW_OBJS)
-AGENT_LIBS   := $(call pc_libs,libnghttp2 libprotobuf-c)
+# libseccomp: the user server's filter (runtime-agent/seccomp.c); Debian ships its .a
+AGENT_LIBS   := $(call pc_libs,libnghttp2 libprotobuf-c) $(shell pkg-config --static --libs libseccomp)
 AGENT_STATIC := $(if $(SAN),,-static)
 $(BIN_agent): $(call objs_of,runtime-agent) $(AGENT_SHARED) $(filter-out %/rpc.o %/auth.o,$(COMMON_OBJS))
 	@mkdir -p $(@D); echo "  LD    $@"
@@ -161,7 +162,8 @@ $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/
     $(if $(filter gateway,$(1)),$(GATEWAY_LIBS)) \
     $(if $(filter dispatcher,$(1)),$(H2B_OBJS))
 	@mkdir -p $$(@D); echo "  LD    $$@"
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion libmnl libnftables $(PKG_BPF))
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion libmnl libnftables $(PKG_BPF)) \
+	  $(if $(filter runtime-agent,$(1)),$(call pc_libs,libseccomp))
 endef
 $(foreach c,$(UNIT_COMPONENTS),$(eval $(call UNIT_RULE,$(c))))
 

@@ -7,7 +7,8 @@ PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev
   libh2o-evloop-dev libnghttp2-dev nghttp2-client libssl-dev zlib1g-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
-  libsqlite3-dev libyaml-dev libcriterion-dev libbpf-dev bpftool libmnl-dev libnftables-dev nftables
+  libsqlite3-dev libyaml-dev libcriterion-dev libbpf-dev bpftool libseccomp-dev
+  libmnl-dev libnftables-dev nftables
   python3 python3-pytest python3-grpcio python3-thrift
   curl wrk nginx-light iproute2 procps psmisc
   prometheus

@@ -237,7 +237,24 @@ static void overload_start(void)
     evl_timer_start(ag.loop, &ag.ol_tick, AGENT_OL_TICK_US / 1000);
 }
 
-static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit};
+/* The worker manager keeps the totals (faas_wm_seccomp_denials_total): we send deltas. */
+static void on_user_denials(const agent_deny_delta_t *d, size_t n)
+{
+    Faas__SyscallDenials items[AGENT_DENY_MAX], *ptrs[AGENT_DENY_MAX];
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS;
+    for (size_t i = 0; i < n && i < AGENT_DENY_MAX; i++) {
+        faas__syscall_denials__init(&items[i]);
+        items[i].syscall = (char *)d[i].name;
+        items[i].count = d[i].count;
+        ptrs[i] = &items[i];
+    }
+    ev.n_denials = n < AGENT_DENY_MAX ? n : AGENT_DENY_MAX;
+    ev.denials = ptrs;
+    send_event(&ev);
+}
+
+static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit, on_user_denials};
 
 /* ---- specialization ---- */
 
@@ -395,7 +412,10 @@ static void on_signal(evl_io_t *io, int events)
     int fd = io->fd;
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) {
-            agent_user_reap();
+            agent_user_reap(); /* a forged one only makes us look */
+        } else if (!agent_signal_may_stop(getpid() == 1, si.ssi_code, si.ssi_pid)) {
+            FAAS_WARN("event=signal_ignored signo=%u from_pid=%u msg=\"sent from inside the pod\"", si.ssi_signo,
+                      si.ssi_pid);
         } else {
             FAAS_INFO("event=signal signo=%u", si.ssi_signo);
             quit(0);
@@ -514,6 +534,10 @@ int agent_run(const agent_opts_t *o)
         return 1;
     }
     FAAS_INFO("event=listening port=%u", ag.port);
+    /* libseccomp takes ~1 ms to build the filter: here, while the pod waits in the warm
+     * pool, not on the cold start path (a failure is retried, and reported, at spawn) */
+    if (agent_seccomp_prepare(&err) != 0)
+        FAAS_WARN("event=seccomp_prepare_failed msg=\"%s\"", err);
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

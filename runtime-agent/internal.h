@@ -236,10 +236,14 @@ int agent_proxy_adopt_upstream(evl_sock_t *sock);
 
 /* ---- user.c: the user server process, its logs, its probe ---- */
 
+struct agent_deny_delta;
+
 typedef struct agent_user_cbs {
     void (*on_ready)(uint32_t exec_us, uint32_t ready_us);
     void (*on_failed)(const char *msg);
     void (*on_exit)(int status, int was_ready);
+    /* seccomp refusals since the last call (at most one call a second), nonzero only */
+    void (*on_denials)(const struct agent_deny_delta *d, size_t n);
 } agent_user_cbs_t;
 
 /* Forks/execs the user server for spec, wiring logs to log_fd (-1 = stderr only) and
@@ -252,5 +256,67 @@ uint16_t agent_user_port(void);
 void agent_user_reap(void);
 /* SIGTERM the user's process group, wait up to grace_ms, SIGKILL it. Blocks; used on exit. */
 void agent_user_kill(uint32_t grace_ms);
+
+/* ---- denylist.c: what the user server's seccomp filter refuses (pure) ---- */
+
+/* The entry is refused only with CLONE_NEWUSER in its flags (argument 0). */
+#define AGENT_DENY_NEWUSER 1
+/* Room in a tally: at least the number of entries in the list. */
+#define AGENT_DENY_MAX 48
+/* Denials go up at most this often (the first at once). */
+#define AGENT_DENY_REPORT_MS 1000
+
+/* One syscall the filter refuses with EPERM. */
+typedef struct agent_deny {
+    const char *name; /* libseccomp's (and the metrics label's) name */
+    int only;         /* 0, or AGENT_DENY_NEWUSER */
+} agent_deny_t;
+
+/* Denials of entries (by index in the list) not yet reported, and which were logged. */
+typedef struct agent_deny_tally {
+    uint64_t pending[AGENT_DENY_MAX];
+    uint8_t logged[AGENT_DENY_MAX];
+    int any_pending;
+    uint64_t last_ms; /* when the last report went (0: never) */
+} agent_deny_tally_t;
+
+/* One line of a report: a syscall's name and its denials since the last report. */
+typedef struct agent_deny_delta {
+    const char *name;
+    uint64_t count;
+} agent_deny_delta_t;
+
+/* The denied syscalls, *n of them. */
+const agent_deny_t *agent_deny_list(size_t *n);
+/* The list index of name, or -1. */
+int agent_deny_index(const char *name);
+/* Counts one denial of entry i; 1 if it is the first of that syscall (log it once). */
+int agent_deny_note(agent_deny_tally_t *t, int i);
+/* -1 if nothing is pending, 0 if a report is due now, else the ms until it is. */
+int64_t agent_deny_due(const agent_deny_tally_t *t, uint64_t now_ms);
+/* Moves up to cap pending counts to out (list order) and notes the report time; how many. */
+size_t agent_deny_take(agent_deny_tally_t *t, uint64_t now_ms, agent_deny_delta_t *out, size_t cap);
+
+/* ---- seccomp.c: the filter itself and its listener (libseccomp) ---- */
+
+/* Builds the filter programs once, in the agent; 0 or -1 with *err. */
+int agent_seccomp_prepare(const char **err);
+/* In the vfork child (syscalls only): sets no_new_privs and installs the filter. The
+ * listener fd (>= 0) if denials are counted, -1 if only refused (no listener: the kernel
+ * lacks user notification, or an outer filter has a listener), -2 on failure (errno). */
+int agent_seccomp_install(void);
+/* Serves the listener on loop: each denial answered EPERM at once and counted; log_first
+ * is told a syscall's name the first time, report gets the counts. Takes fd. */
+int agent_seccomp_watch(evl_loop_t *loop, int fd, void (*log_first)(const char *name),
+                        void (*report)(const agent_deny_delta_t *d, size_t n));
+/* Reports what is pending now and stops serving the listener (closes it). */
+void agent_seccomp_stop(void);
+
+/* ---- spec.c: who may stop the agent ---- */
+
+/* 1 if a terminating signal (signalfd's code and pid) may stop the agent: as the pod's
+ * PID-namespace init (is_init), only one sent from outside the pod (kill(2) by a process
+ * the pod cannot see: pid 0) or by the kernel; the user server's are ignored. */
+int agent_signal_may_stop(int is_init, int32_t code, uint32_t pid);
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "common/log.h"
 #include "runtime-agent/agent.h"
@@ -133,6 +134,13 @@ int main(int argc, char **argv)
     const char *msg = NULL;
     int c, rc;
     faas_log_init("agent");
+    /* The user server runs as our uid: non-dumpable, we cannot be ptraced by it, nor can it
+     * open /proc/<us>/mem, environ or fd (docs/security.md, "The agent is not the user's").
+     * Before anything else, so no secret ever sits in a dumpable process. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        perror("faas-agent: prctl(PR_SET_DUMPABLE)");
+        return 1;
+    }
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         if ((rc = apply(&o, &cfd, c, optarg, &msg)) < 0)
             return bad(msg);

@@ -3,6 +3,7 @@
 #include "runtime-agent/internal.h"
 
 #include <ctype.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,4 +315,14 @@ int agent_task_result_packets(const char *task_id, const Faas__TaskResult *res, 
         off += n;
         ev.more = off < len;
     }
+}
+
+int agent_signal_may_stop(int is_init, int32_t code, uint32_t pid)
+{
+    if (!is_init)
+        return 1; /* standalone: no pod, nobody to tell apart */
+    /* SI_USER and SI_KERNEL cannot be forged by sigqueue/rt_sigqueueinfo (the kernel
+     * refuses codes >= 0 to other processes), and kill(2) from outside our PID namespace
+     * arrives with pid 0: the worker manager, its helper, an operator on the host. */
+    return code == SI_KERNEL || (code == SI_USER && pid == 0);
 }

@@ -395,9 +395,49 @@ typedef struct spawn_args {
     const char *exe;
     char **env;
     int outfd, errfd;
+    int fdsock; /* the child's end of the socketpair the seccomp listener comes back on */
     pid_t parent;
     volatile int step, err; /* written by the child, read after it exec'd or died */
 } spawn_args_t;
+
+/* Passes fd over sock (SCM_RIGHTS); syscalls only, for the vfork child. 0 or -1. */
+static int send_fd(int sock, int fd)
+{
+    char one = 0;
+    struct iovec iov = {&one, 1};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? 0 : -1;
+}
+
+/* The fd the child sent on sock, or -1 (none: the filter only refuses). */
+static int recv_fd(int sock)
+{
+    char one;
+    struct iovec iov = {&one, 1};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    if (recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    return fd;
+}
 
 /* In the vfork child (shares our memory, we are suspended): syscalls only, never returns. */
 static void child_exec(spawn_args_t *a)
@@ -421,19 +461,31 @@ static void child_exec(spawn_args_t *a)
         _exit(127);
     }
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    /* last, so that the filter never refuses our own setup; the listener must not reach
+     * the user server: with it, it could answer its own refused calls */
+    int lfd = agent_seccomp_install();
+    if (lfd == -2 || (lfd >= 0 && send_fd(a->fdsock, lfd) != 0)) {
+        a->err = errno, a->step = 3;
+        _exit(127);
+    }
+    if (lfd >= 0)
+        close(lfd);
     execve(a->exe, a->spec->argv, a->env);
     a->err = errno, a->step = 2;
     _exit(127);
 }
 
-/* Creates the two pipes: [0..1] stdout, [2..3] stderr; our ends non-blocking. */
-static int make_pipes(int p[4])
+/* Creates the two pipes: [0..1] stdout, [2..3] stderr, our ends non-blocking, and the
+ * socketpair [4..5] the seccomp listener comes back on. */
+static int make_pipes(int p[6])
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         p[i] = -1;
     for (int i = 0; i < 2; i++)
         if (pipe2(p + 2 * i, O_CLOEXEC) != 0)
             return -1;
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, p + 4) != 0)
+        return -1;
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     fcntl(p[2], F_SETFL, O_NONBLOCK);
     return 0;
@@ -446,31 +498,61 @@ static void close_fds(int *p, size_t n)
             close(p[i]), p[i] = -1;
 }
 
+static void log_first_denial(const char *name)
+{
+    char line[160];
+    snprintf(line, sizeof(line),
+             "the platform refused the user server's %s syscall (EPERM); further refusals "
+             "are counted in faas_wm_seccomp_denials_total, not logged",
+             name);
+    platform_log(line);
+    FAAS_INFO("event=seccomp_denied fn=%s instance=%s syscall=%s first=1", us.spec->name, us.spec->instance_id, name);
+}
+
+static void report_denials(const agent_deny_delta_t *d, size_t n)
+{
+    if (us.cbs.on_denials != NULL)
+        us.cbs.on_denials(d, n);
+}
+
+/* The child's seccomp listener, if it sent one, served from now on. */
+static void watch_listener(int sock)
+{
+    int lfd = recv_fd(sock);
+    if (lfd >= 0 && agent_seccomp_watch(us.loop, lfd, log_first_denial, report_denials) != 0)
+        FAAS_WARN("event=seccomp_uncounted fn=%s msg=\"cannot watch the listener\"", us.spec->name);
+}
+
 static int spawn(const agent_spec_t *spec, const char **err)
 {
     static char msg[256], exe[4096];
-    int p[4];
+    int p[6] = {-1, -1, -1, -1, -1, -1}; /* closed on every failure path, even before make_pipes */
     spawn_args_t a = {.spec = spec, .parent = getpid()};
+    if (agent_seccomp_prepare(err) != 0)
+        return -1;
     a.env = agent_build_env(spec, us.port);
     if (a.env == NULL || make_pipes(p) != 0) {
         free(a.env);
-        close_fds(p, 4);
+        close_fds(p, 6);
         return *err = "cannot create pipes", -1;
     }
     a.exe = resolve_exe(spec->argv[0], a.env, exe, sizeof(exe));
     if (a.exe == NULL) {
         free(a.env);
-        close_fds(p, 4);
+        close_fds(p, 6);
         snprintf(msg, sizeof(msg), "exec %s: not found in PATH", spec->argv[0]);
         return *err = msg, -1;
     }
-    a.outfd = p[1], a.errfd = p[3];
+    a.outfd = p[1], a.errfd = p[3], a.fdsock = p[5];
     /* vfork: no page-table copy, the cheapest way to a new process (fork costs ms here) */
     pid_t pid = vfork();
     if (pid == 0)
         child_exec(&a);
     free(a.env);
-    close_fds((int[]){p[1], p[3]}, 2);
+    close_fds((int[]){p[1], p[3], p[5]}, 3);
+    if (pid > 0 && a.step == 0)
+        watch_listener(p[4]);
+    close(p[4]);
     if (pid < 0) {
         close_fds((int[]){p[0], p[2]}, 2);
         return *err = "fork failed", -1;
@@ -480,8 +562,9 @@ static int spawn(const agent_spec_t *spec, const char **err)
     watch_pipe(&us.out[0], p[0], "stdout");
     watch_pipe(&us.out[1], p[2], "stderr");
     if (a.step != 0) {
-        snprintf(msg, sizeof(msg), "%s %s: %s", a.step == 1 ? "chdir" : "exec",
-                 a.step == 1 ? spec->code_dir : spec->argv[0], strerror(a.err));
+        static const char *what[] = {"", "chdir", "exec", "install the seccomp filter for"};
+        snprintf(msg, sizeof(msg), "%s %s: %s", what[a.step], a.step == 1 ? spec->code_dir : spec->argv[0],
+                 strerror(a.err));
         return *err = msg, -1;
     }
     return 0;
@@ -560,6 +643,7 @@ void agent_user_reap(void)
 
 void agent_user_kill(uint32_t grace_ms)
 {
+    agent_seccomp_stop(); /* the last counts go up before the pod does */
     if (us.pgid <= 0)
         return;
     stop_probing();

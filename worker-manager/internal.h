@@ -290,6 +290,26 @@ uint32_t wm_scale_count(uint32_t degree, uint32_t starting, uint32_t have, uint3
  * so its CPU waits are the host's). Queueing is not bounded so: other signals get max. */
 uint32_t wm_scale_cpu_cap(int signal, uint32_t max, uint32_t cpu_millis, uint32_t ncpu);
 
+/* denials.c: the user servers' seccomp refusals (SECCOMP_DENIALS events), by function
+ * and syscall, as faas_wm_seccomp_denials_total. */
+#define WM_DENIALS_MAX 1024 /* series kept (about 100 bytes of /metrics each); past it new ones are dropped */
+typedef struct {
+    char function[64], syscall[32];
+    uint64_t count;
+} wm_denial_t;
+typedef struct {
+    wm_denial_t *v;
+    size_t n, cap;
+    int full_said;
+} wm_denials_t;
+/* Adds an event's counts for function; names that are not [a-z0-9_] (syscall) or not
+ * printable without quotes (function) are dropped. Caller holds mu. How many were taken. */
+size_t wm_denials_add(wm_denials_t *d, const char *function, Faas__SyscallDenials *const *items, size_t n);
+/* Appends faas_wm_seccomp_denials_total (Prometheus text) to buf at *n; caller holds mu. */
+void wm_denials_metrics(const wm_denials_t *d, char *buf, size_t cap, int *n);
+/* Frees the table. */
+void wm_denials_free(wm_denials_t *d);
+
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {
     char id[24], function[64], endpoint[32];
@@ -330,6 +350,7 @@ struct wm {
     uint32_t pool_ready, pool_starting;
     uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
     wm_scale_stats_t scale; /* OVERLOAD reports by signal, report-to-READY times */
+    wm_denials_t denials;   /* seccomp refusals by function and syscall */
     uint64_t last_total_us;
     wm_fn_error_t errors[WM_MAX_FN_ERRORS];
     size_t n_errors;

@@ -668,6 +668,21 @@ static void on_overload_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     wm_pod_overload(wm, p, ev->signal, ev->degree, ev->type == FAAS__AGENT_EVENT__TYPE__OVERLOAD, "agent");
 }
 
+/* A warm pod has no function yet and runs no user server: only specialized pods count. */
+static void on_denials(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
+{
+    if (p->function[0] == '\0')
+        return;
+    pthread_mutex_lock(&wm->mu);
+    int was_full = wm->denials.full_said;
+    wm_denials_add(&wm->denials, p->function, ev->denials, ev->n_denials);
+    int now_full = wm->denials.full_said;
+    pthread_mutex_unlock(&wm->mu);
+    if (!was_full && now_full)
+        FAAS_WARN("event=seccomp_denials_full max=%d msg=\"new function/syscall series are not counted\"",
+                  WM_DENIALS_MAX);
+}
+
 static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
 {
     char why[300];
@@ -736,6 +751,9 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     case FAAS__AGENT_EVENT__TYPE__OVERLOAD:
     case FAAS__AGENT_EVENT__TYPE__RECOVERED:
         on_overload_event(wm, p, ev);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS:
+        on_denials(wm, p, ev);
         return;
     case FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST:
         if (p->t_overload != 0) {

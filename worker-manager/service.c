@@ -146,6 +146,7 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6);
     wm_scale_metrics(&wm->scale, buf, cap, &n);
     faas_rpc_server_refused_metrics(wm->rpc, "faas_wm_unauthenticated_total", buf, cap, &n);
+    wm_denials_metrics(&wm->denials, buf, cap, &n);
     pthread_mutex_unlock(&wm->mu);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
@@ -262,7 +263,7 @@ static void serve_one(metrics_t *m, int c)
             break;
     }
     req[got] = '\0';
-    static char body[8192];
+    static char body[192 * 1024]; /* room for WM_DENIALS_MAX seccomp series */
     const char *ctype = "text/plain; version=0.0.4";
     int status = 200;
     size_t bl;

@@ -11,6 +11,11 @@
  *   GET  /env?name=X  -> the value of environment variable X (404 if unset)
  *   GET  /crash       -> the process exits abruptly, without answering
  *   GET  /whoami      -> JSON: uid, pid, memory limit, writable dirs, PID namespace
+ *   GET  /try?what=W  -> "W=<errno name>\n" (OK on success): what a hostile function would
+ *                        try (mount, bpf, ptrace, unshare, clone_newuser, clone3, kexec,
+ *                        keyctl, perf, init_module, process_vm_readv, pidfd_getfd,
+ *                        read_agent_mem, agent_fds, agent_environ, kill_agent) or a normal
+ *                        one does (thread, fork); "the agent" is the parent process
  *   anything else     -> 404
  *
  * With HELLO_LOG_REQUESTS=1 in its environment it writes a line to stdout when it starts
@@ -34,7 +39,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -93,8 +103,8 @@ static int respond_with(conn_t *c, int status, const char *reason, const char *c
 {
     char head[512];
     int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sContent-Length: %zu\r\nConnection: %s\r\n\r\n",
-                      status, reason, ctype, extra, blen, keep ? "keep-alive" : "close");
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sContent-Length: %zu\r\nConnection: %s\r\n\r\n", status,
+                      reason, ctype, extra, blen, keep ? "keep-alive" : "close");
     if (hl < 0 || (size_t)hl >= sizeof(head))
         return -1;
     if (send_all(c->fd, head, (size_t)hl) != 0 || (!c->head && send_all(c->fd, body, blen) != 0))
@@ -241,7 +251,8 @@ static unsigned long long memory_limit(char *cg, size_t cgcap, char *src, size_t
             continue;
         /* v1: the memory hierarchy; v2: the unified one, wherever it is mounted */
         static const char *const v1c[][2] = {{"/sys/fs/cgroup/memory", "memory.limit_in_bytes"}};
-        static const char *const v2c[][2] = {{"/sys/fs/cgroup", "memory.max"}, {"/sys/fs/cgroup/unified", "memory.max"}};
+        static const char *const v2c[][2] = {{"/sys/fs/cgroup", "memory.max"},
+                                             {"/sys/fs/cgroup/unified", "memory.max"}};
         const char *const(*cands)[2] = v1 ? v1c : v2c;
         int nc = v1 ? 1 : 2;
         for (int i = 0; i < nc; i++) {
@@ -305,9 +316,145 @@ static size_t whoami(char *out, size_t cap)
                      "\"memory_limit_file\": \"%s\", \"pid1_comm\": \"%s\", \"pid_ns\": \"%s\", "
                      "\"host_pid_ns\": %s, \"hostname\": \"%s\"}\n",
                      (int)getuid(), (int)getgid(), (int)getpid(), (int)getppid(), e_cwd,
-                     can_write(".") ? "true" : "false", can_write("/tmp") ? "true" : "false", memv, e_cg, e_src,
-                     e_comm, pidns, host_ns ? "true" : "false", e_host);
+                     can_write(".") ? "true" : "false", can_write("/tmp") ? "true" : "false", memv, e_cg, e_src, e_comm,
+                     pidns, host_ns ? "true" : "false", e_host);
     return w > 0 && (size_t)w < cap ? (size_t)w : 0;
+}
+
+/* ---- /try: syscalls a platform should refuse ------------------------------------------- */
+
+static const char *errname(int rc, int e)
+{
+    static const struct {
+        int e;
+        const char *n;
+    } t[] = {{EPERM, "EPERM"},   {EACCES, "EACCES"}, {ENOSYS, "ENOSYS"}, {EINVAL, "EINVAL"},
+             {EFAULT, "EFAULT"}, {ENOENT, "ENOENT"}, {ESRCH, "ESRCH"},   {EBADF, "EBADF"}};
+    if (rc >= 0)
+        return "OK";
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].e == e)
+            return t[i].n;
+    return "EOTHER";
+}
+
+static void *noop_thread(void *arg)
+{
+    return arg;
+}
+
+static long try_clone(unsigned long flags)
+{
+    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0)
+        _exit(0);
+    if (pid > 0)
+        waitpid((pid_t)pid, NULL, 0);
+    return pid;
+}
+
+static long try_fork(void)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    return pid;
+}
+
+static long try_open(pid_t agent, const char *what, int dir)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/%s", (int)agent, what);
+    int fd = open(p, (dir ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    return fd;
+}
+
+/* Every signal the agent could act on, to the agent: the answer is kill's, the proof is
+ * that the agent still serves afterwards. */
+static long try_kill(pid_t agent)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGSTOP, SIGKILL};
+    long rc = 0;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (kill(agent, sigs[i]) != 0)
+            rc = -1;
+    /* a forged "sent by kill from outside" (si_pid 0): the kernel only lets SI_QUEUE through */
+    siginfo_t si = {.si_signo = SIGTERM, .si_code = SI_QUEUE};
+    if (syscall(SYS_rt_sigqueueinfo, agent, SIGTERM, &si) != 0)
+        rc = -1;
+    return rc;
+}
+
+static long try_one(const char *w, pid_t agent)
+{
+    char buf[16];
+    struct iovec local = {buf, sizeof(buf)}, remote = {(void *)0x400000, sizeof(buf)};
+    pthread_t th;
+    if (strcmp(w, "mount") == 0)
+        return mount("none", "/tmp", "tmpfs", 0, NULL);
+    if (strcmp(w, "bpf") == 0)
+        return syscall(SYS_bpf, 0, NULL, 0);
+    if (strcmp(w, "ptrace") == 0)
+        return ptrace(PTRACE_ATTACH, agent, NULL, NULL);
+    if (strcmp(w, "unshare") == 0)
+        return unshare(CLONE_NEWUSER);
+    if (strcmp(w, "clone_newuser") == 0)
+        return try_clone(CLONE_NEWUSER);
+    if (strcmp(w, "clone3") == 0)
+        return syscall(SYS_clone3, NULL, 0);
+    if (strcmp(w, "kexec") == 0)
+        return syscall(SYS_kexec_load, 0, 0, NULL, 0);
+    if (strcmp(w, "keyctl") == 0)
+        return syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 0);
+    if (strcmp(w, "perf") == 0) {
+        char attr[128] = {0};
+        return syscall(SYS_perf_event_open, attr, 0, -1, -1, 0);
+    }
+    if (strcmp(w, "init_module") == 0)
+        return syscall(SYS_init_module, NULL, 0, "");
+    if (strcmp(w, "process_vm_readv") == 0)
+        return process_vm_readv(agent, &local, 1, &remote, 1, 0);
+    if (strcmp(w, "pidfd_getfd") == 0) {
+        int pfd = (int)syscall(SYS_pidfd_open, agent, 0);
+        long fd = syscall(SYS_pidfd_getfd, pfd, 3, 0);
+        int e = errno;
+        if (pfd >= 0)
+            close(pfd);
+        if (fd >= 0)
+            close((int)fd);
+        errno = e;
+        return fd;
+    }
+    if (strcmp(w, "read_agent_mem") == 0)
+        return try_open(agent, "mem", 0);
+    if (strcmp(w, "agent_fds") == 0)
+        return try_open(agent, "fd", 1);
+    if (strcmp(w, "agent_environ") == 0)
+        return try_open(agent, "environ", 0);
+    if (strcmp(w, "kill_agent") == 0)
+        return try_kill(agent);
+    if (strcmp(w, "thread") == 0) {
+        int e = pthread_create(&th, NULL, noop_thread, NULL);
+        if (e != 0)
+            return errno = e, -1;
+        return pthread_join(th, NULL), 0;
+    }
+    if (strcmp(w, "fork") == 0)
+        return try_fork();
+    return errno = EINVAL, -1;
+}
+
+static size_t try_syscall(const char *query, char *out, size_t cap)
+{
+    const char *w = strncmp(query, "what=", 5) == 0 ? query + 5 : "";
+    errno = 0;
+    long rc = try_one(w, getppid());
+    int n = snprintf(out, cap, "%s=%s\n", w, errname(rc < 0 ? -1 : 0, errno));
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 /* ---- routing -------------------------------------------------------------------------- */
@@ -371,6 +518,11 @@ static int route(conn_t *c, const char *method, const char *target, const char *
         char out[24576];
         size_t n = whoami(out, sizeof(out));
         return respond(c, 200, "OK", "application/json", out, n, keep);
+    }
+    if (get && strcmp(path, "/try") == 0) {
+        char out[128];
+        size_t n = try_syscall(query, out, sizeof(out));
+        return respond(c, 200, "OK", "text/plain", out, n, keep);
     }
     if (get && strcmp(path, "/env") == 0 && strncmp(query, "name=", 5) == 0) {
         const char *v = getenv(query + 5);

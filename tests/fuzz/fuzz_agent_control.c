@@ -1,10 +1,12 @@
 // FUZZ_SOURCES: runtime-agent/spec.c common/util.c common/log.c
 // FUZZ_SOURCES: runtime-agent/cgstat.c worker-manager/scale.c runtime-agent/overload.c
+// FUZZ_SOURCES: worker-manager/denials.c
 // FUZZ_PKGS: libprotobuf-c
 /* Fuzzes the agent's control-message path: AgentCommand decoding and validation, then
  * the helpers a decoded spec feeds (env building), plus command splitting and log quoting;
  * the way back too: an AgentEvent as the worker manager reads OVERLOAD and RECOVERED
- * (signal, degree), the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat),
+ * (signal, degree) and SECCOMP_DENIALS (names that become metric labels),
+ * the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat),
  * and a RUNQ command's figures judged by the overload detector as the agent does. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +17,34 @@
 #include "runtime-agent/overload.h"
 #define WM_STATE
 #include "worker-manager/internal.h"
+
+/* The worker manager's tally of SECCOMP_DENIALS: whatever the names, every exposition
+ * line it makes is one well-formed sample, and the series stay bounded. */
+static void fuzz_denials(const Faas__AgentEvent *ev)
+{
+    static wm_denials_t d;
+    wm_denials_add(&d, "fn", ev->denials, ev->n_denials);
+    if (ev->message != NULL && ev->message[0] != '\0')
+        wm_denials_add(&d, ev->message, ev->denials, ev->n_denials);
+    if (d.n > WM_DENIALS_MAX)
+        abort();
+    static char buf[192 * 1024];
+    int n = 0;
+    wm_denials_metrics(&d, buf, sizeof(buf), &n);
+    if (n < 0)
+        abort();
+    for (char *l = buf; *l != '\0';) {
+        char *e = strchr(l, '\n');
+        if (e == NULL)
+            break; /* cut at the buffer's end */
+        static const char head[] = "faas_wm_seccomp_denials_total{function=\"";
+        if (l[0] != '#' && (strncmp(l, head, sizeof(head) - 1) != 0 || memchr(l, '\\', (size_t)(e - l)) != NULL))
+            abort();
+        l = e + 1;
+    }
+    if (d.n > 64)
+        wm_denials_free(&d); /* keep each run cheap */
+}
 
 /* The worker manager's reading of an OVERLOAD or RECOVERED. */
 static void fuzz_event(const uint8_t *data, size_t size)
@@ -30,6 +60,8 @@ static void fuzz_event(const uint8_t *data, size_t size)
             if (have + wm_scale_count(ev->degree, 0, have, 4) > 4)
                 abort(); /* never past max_instances */
     }
+    if (ev->type == FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS)
+        fuzz_denials(ev);
     faas__agent_event__free_unpacked(ev, NULL);
 }
 

@@ -198,6 +198,8 @@ static const char usage_deploy[] =
     "      --min-instances N / --max-instances N\n"
     "      --reserved N            instances kept specialized from deploy on, used when no\n"
     "                              elastic instance can take a call (docs/scaling.md)\n"
+    "      --log-max-bytes SIZE    rotate the function's log file past SIZE (16Mi; 64Ki-1024Mi)\n"
+    "      --log-keep N            rotated log files kept (2; 1-10), docs/security.md\n"
     "      --grpc-service S        gRPC service served (repeatable)\n"
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
@@ -412,6 +414,8 @@ static const struct option deploy_opts[] = {
     {"max-duration", required_argument, NULL, OPT_FIRST_KEY + 17},
     {"port-env", required_argument, NULL, OPT_FIRST_KEY + 18},
     {"reserved", required_argument, NULL, OPT_FIRST_KEY + 19},
+    {"log-max-bytes", required_argument, NULL, OPT_FIRST_KEY + 20},
+    {"log-keep", required_argument, NULL, OPT_FIRST_KEY + 21},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -419,13 +423,14 @@ static const char *const deploy_keys[] = {
     "command",       "protocol",       "health.path", "health.tcp",    "port",          "resources.memory",
     "resources.cpu", "resources.pids", "timeout",     "idle_timeout",  "cold_start_timeout", "max_body",
     "concurrency",   "min_instances",  "max_instances", "grpc_services", "thrift_services", "max_duration",
-    "port_env",      "reserved",
+    "port_env",      "reserved",       "logs.max_bytes", "logs.keep",
 };
 static const char *const deploy_flags[] = {
     "--cmd",         "--protocol",      "--health",        "--health-tcp",    "--port",
     "--memory",      "--cpu",           "--pids",          "--timeout",       "--idle-timeout",
     "--cold-start-timeout", "--max-body", "--concurrency", "--min-instances", "--max-instances",
     "--grpc-service", "--thrift-service", "--max-duration", "--port-env", "--reserved",
+    "--log-max-bytes", "--log-keep",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

@@ -129,14 +129,21 @@ static void drain_lines(ustream_t *s, int flush)
     s->len -= start;
 }
 
+/* Reads a pipe holds at most per wake-up: a user server printing without end must not
+ * keep the loop from requests and the control socket (the poll is level-triggered, so
+ * the rest is read on the next turn). */
+#define PIPE_READS_PER_WAKE 16
+
 static void on_pipe(evl_io_t *io, int events)
 {
     ustream_t *s = io->data;
-    for (;;) {
+    for (int budget = PIPE_READS_PER_WAKE;;) {
         ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
         if (n > 0) {
             s->len += (size_t)n;
             drain_lines(s, 0);
+            if (--budget == 0)
+                return;
             continue;
         }
         if (n < 0 && errno == EINTR)

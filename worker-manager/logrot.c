@@ -38,13 +38,6 @@ static struct {
 
 static uint64_t next_tick_us;
 
-int wm_log_path(char *out, size_t cap, const char *state_dir, const char *fn, unsigned idx)
-{
-    if (idx == 0)
-        return wm_fmt(out, cap, "%s/logs/%s.log", state_dir, fn);
-    return wm_fmt(out, cap, "%s/logs/%s.log.%u", state_dir, fn, idx);
-}
-
 int wm_log_shift(const char *state_dir, const char *fn, unsigned keep)
 {
     char from[PATH_MAX], to[PATH_MAX];
@@ -61,15 +54,6 @@ int wm_log_shift(const char *state_dir, const char *fn, unsigned keep)
             return -1;
     }
     return 0;
-}
-
-uint64_t wm_log_delta(uint64_t *seen, uint64_t total)
-{
-    /* totals only grow in one agent; a smaller one is a confused agent, not a credit */
-    uint64_t d = total > *seen ? total - *seen : 0;
-    if (total > *seen)
-        *seen = total;
-    return d;
 }
 
 static log_stats_t *stats_of(const char *fn)

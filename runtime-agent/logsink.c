@@ -12,8 +12,13 @@
 #include "common/util.h"
 #include "runtime-agent/internal.h"
 
+/* A LOG_ROTATE whose LOG_FD never came (the worker manager does not block on a full
+ * control socket) is asked again, at most this often, while lines are being dropped. */
+#define LOG_REASK_US 1000000u
+
 static struct {
-    int fd; /* -1: stderr */
+    int fd;            /* -1: stderr */
+    uint64_t asked_us; /* the last LOG_ROTATE */
     agent_logacct_t acct;
     const char *fn, *instance;
     agent_log_cbs_t cbs;
@@ -54,8 +59,14 @@ void agent_log_write(const char *line, size_t len)
         (void)!write(STDERR_FILENO, line, len);
         return;
     }
-    if (!agent_logacct_admit(&lg.acct, len))
+    if (!agent_logacct_admit(&lg.acct, len)) {
+        uint64_t now = faas_now_us();
+        if (now - lg.asked_us >= LOG_REASK_US && lg.cbs.on_full != NULL) {
+            lg.asked_us = now;
+            lg.cbs.on_full(lg.acct.dropped_bytes, lg.acct.dropped_lines);
+        }
         return;
+    }
     if (agent_logacct_wrote(&lg.acct, put(line, len)) == 0)
         return;
     char msg[160], marker[512];
@@ -66,6 +77,7 @@ void agent_log_write(const char *line, size_t len)
     if (n > 0)
         (void)put(marker, n);
     FAAS_INFO("event=log_full fn=%s max_bytes=%" PRIu64, lg.fn, lg.acct.max_bytes);
+    lg.asked_us = faas_now_us();
     if (lg.cbs.on_full != NULL)
         lg.cbs.on_full(lg.acct.dropped_bytes, lg.acct.dropped_lines);
 }

@@ -346,8 +346,8 @@ int wm_log_shift(const char *state_dir, const char *fn, unsigned keep);
 uint64_t wm_log_delta(uint64_t *seen, uint64_t total);
 /* Opens fn's current log file for appending (created if missing); fd or -1. */
 int wm_log_open(wm_t *wm, const char *fn);
-/* Sends msg packed with fd beside it (SCM_RIGHTS) without blocking; 0 or -1. */
-int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd);
+/* Sends msg packed with fd beside it (SCM_RIGHTS), with send flags (MSG_DONTWAIT); 0 or -1. */
+int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags);
 /* LOG_ROTATE or LOG_DROPPED from pod p: counted, and the file rotated or p's fd renewed. */
 void wm_log_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev);
 /* Pod thread: once a second, rotates files past their bound plus slack; when next (us). */

@@ -106,7 +106,7 @@ int wm_log_open(wm_t *wm, const char *fn)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
-int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd)
+int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags)
 {
     size_t len;
     uint8_t *buf = faas_pb_pack(msg, &len);
@@ -122,9 +122,7 @@ int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    /* never blocks the pod thread: an agent whose socket is full gets its file at the
-     * next rotation or tick, dropping lines until then */
-    ssize_t n = buf ? sendmsg(ctl, &m, MSG_NOSIGNAL | MSG_DONTWAIT) : -1;
+    ssize_t n = buf ? sendmsg(ctl, &m, MSG_NOSIGNAL | flags) : -1;
     free(buf);
     return n == (ssize_t)len ? 0 : -1;
 }
@@ -139,7 +137,8 @@ static void send_log_fd(wm_t *wm, wm_pod_t *p)
     }
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__LOG_FD;
-    if (wm_send_fd(p->ctl, &cmd.base, fd) != 0)
+    /* never blocks the pod thread: an agent whose socket is full asks again (logsink.c) */
+    if (wm_send_fd(p->ctl, &cmd.base, fd, MSG_DONTWAIT) != 0)
         FAAS_WARN("event=log_fd_not_sent pod=%s fn=%s", p->id, p->function);
     close(fd);
 }

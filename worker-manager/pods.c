@@ -487,7 +487,7 @@ static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;
-    int rc = wm_send_fd(p->ctl, &cmd.base, logfd); /* logrot.c: LOG_FD goes the same way */
+    int rc = wm_send_fd(p->ctl, &cmd.base, logfd, 0); /* logrot.c: LOG_FD goes the same way */
     close(logfd);
     if (rc != 0) {
         wm_fmt(err, errcap, "the pod's agent is not reachable");

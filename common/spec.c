@@ -39,3 +39,10 @@ int faas_spec_fill_defaults(Faas__FunctionSpec *s)
         s->max_duration_ms = FAAS_SPEC_DEFAULT_MAX_DURATION_MS;
     return 0;
 }
+
+void faas_spec_log_bound(const Faas__FunctionSpec *s, uint64_t *max_bytes, uint32_t *keep)
+{
+    const Faas__LogSpec *l = s != NULL ? s->logs : NULL;
+    *max_bytes = l != NULL && l->max_bytes != 0 ? l->max_bytes : FAAS_SPEC_DEFAULT_LOG_MAX_BYTES;
+    *keep = l != NULL && l->keep != 0 ? l->keep : FAAS_SPEC_DEFAULT_LOG_KEEP;
+}

@@ -48,6 +48,13 @@
 #define FAAS_SPEC_DEFAULT_ASYNC_MAX_ATTEMPTS 3u
 #define FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES
 
+/* Function logs (FunctionSpec.logs, manifest keys logs.*, docs/security.md "Bounded
+ * logs"): one file of a function on one worker is rotated past max_bytes, and keep
+ * rotated files stay beside it, so a function costs a worker at most about
+ * (keep + 1) x max_bytes of disk: 48 MiB by default. */
+#define FAAS_SPEC_DEFAULT_LOG_MAX_BYTES (16ull << 20)
+#define FAAS_SPEC_DEFAULT_LOG_KEEP 2u
+
 /* ---- limits (plain decimals, so error messages can quote them with FAAS_SPEC_STR) ---- */
 
 /* Largest min_instances / max_instances a spec may ask for. */
@@ -74,6 +81,14 @@
  * store keeps it as one BLOB. */
 #define FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB 8
 #define FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_BYTES ((unsigned long long)FAAS_SPEC_LIMIT_ASYNC_MAX_RESULT_MIB << 20)
+/* Log files: below the smallest, rotations would come faster than anyone can read a
+ * file; the largest times keep+1 is what one function may cost a worker's disk at most
+ * (11 GiB), which an operator must be able to plan for. */
+#define FAAS_SPEC_LIMIT_LOG_MIN_KIB 64
+#define FAAS_SPEC_LIMIT_LOG_MIN_BYTES ((unsigned long long)FAAS_SPEC_LIMIT_LOG_MIN_KIB << 10)
+#define FAAS_SPEC_LIMIT_LOG_MAX_MIB 1024
+#define FAAS_SPEC_LIMIT_LOG_MAX_BYTES ((unsigned long long)FAAS_SPEC_LIMIT_LOG_MAX_MIB << 20)
+#define FAAS_SPEC_LIMIT_LOG_KEEP 10
 /* async.retry_on items: the only one today. */
 #define FAAS_SPEC_ASYNC_RETRY_5XX "5xx"
 
@@ -91,5 +106,8 @@
  * unpacked message's. Health and thrift_transport depend on the protocol and are
  * left to discovery's checks. 0, or -1 when out of memory. */
 int faas_spec_fill_defaults(Faas__FunctionSpec *spec);
+/* The log bound of spec (NULL or a zero field: the default), as the agent and the
+ * worker manager apply it. */
+void faas_spec_log_bound(const Faas__FunctionSpec *spec, uint64_t *max_bytes, uint32_t *keep);
 
 #endif

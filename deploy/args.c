@@ -216,6 +216,8 @@ static const char usage_deploy[] =
     "      --network egress|none   the pod's way out: egress (default) reaches other services\n"
     "                              through the host's NAT, never the control plane; none has\n"
     "                              no route out of the pod (docs/security.md)\n"
+    "      --log-max-bytes SIZE    rotate the function's log file past SIZE (16Mi; 64Ki-1024Mi)\n"
+    "      --log-keep N            rotated log files kept (2; 1-10), docs/security.md\n"
     "      --grpc-service S        gRPC service served (repeatable)\n"
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
@@ -447,6 +449,8 @@ static const struct option deploy_opts[] = {
     {"port-env", required_argument, NULL, OPT_FIRST_KEY + 18},
     {"reserved", required_argument, NULL, OPT_FIRST_KEY + 19},
     {"network", required_argument, NULL, OPT_FIRST_KEY + 20},
+    {"log-max-bytes", required_argument, NULL, OPT_FIRST_KEY + 21},
+    {"log-keep", required_argument, NULL, OPT_FIRST_KEY + 22},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -472,6 +476,8 @@ static const char *const deploy_keys[] = {
     "port_env",
     "reserved",
     "network",
+    "logs.max_bytes",
+    "logs.keep",
 };
 static const char *const deploy_flags[] = {
     "--cmd",
@@ -495,6 +501,8 @@ static const char *const deploy_flags[] = {
     "--port-env",
     "--reserved",
     "--network",
+    "--log-max-bytes",
+    "--log-keep",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

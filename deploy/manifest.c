@@ -300,6 +300,30 @@ static int set_async(Faas__FunctionSpec *s, const char *sub, const char *v, cons
     return -1;
 }
 
+/* logs.max_bytes and logs.keep (docs/security.md "Bounded logs"): 0 is refused like
+ * the async bounds', since in the spec it means the default. */
+static int set_logs(Faas__FunctionSpec *s, const char *sub, const char *v, const char **err)
+{
+    uint64_t n;
+    if (s->logs == NULL && (s->logs = malloc(sizeof(*s->logs))) != NULL)
+        faas__log_spec__init(s->logs);
+    if (s->logs == NULL)
+        return *err = "out of memory", -1;
+    if (strcmp(sub, "keep") == 0)
+        return async_uint(v, FAAS_SPEC_LIMIT_LOG_KEEP, &s->logs->keep,
+                          "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_LOG_KEEP) " (rotated files kept)", err);
+    if (strcmp(sub, "max_bytes") != 0)
+        return *err = "unknown logs key (known: max_bytes, keep)", -1;
+    if (faas_parse_size(v, &n, err) != 0)
+        return -1;
+    if (n < FAAS_SPEC_LIMIT_LOG_MIN_BYTES || n > FAAS_SPEC_LIMIT_LOG_MAX_BYTES)
+        return *err = "must be " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_LOG_MIN_KIB) "Ki to " FAAS_SPEC_STR(
+                   FAAS_SPEC_LIMIT_LOG_MAX_MIB) "Mi",
+               -1;
+    s->logs->max_bytes = n;
+    return 0;
+}
+
 static int set_env_kv(Faas__FunctionSpec *s, const char *v, const char **err)
 {
     const char *eq = strchr(v, '=');
@@ -382,6 +406,8 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
         return set_resources(s, key + 10, v, err);
     if (strncmp(key, "async.", 6) == 0)
         return set_async(s, key + 6, v, err);
+    if (strncmp(key, "logs.", 5) == 0)
+        return set_logs(s, key + 5, v, err);
     if (strcmp(key, "code") == 0) {
         if (v[0] == '\0')
             return *err = "code must be a directory", -1;
@@ -484,7 +510,7 @@ static int walk_retry_on(walk_t *w, yaml_node_t *n)
     return set_at(w, n, "async.retry_on", all);
 }
 
-/* health, resources, async and env: a map of scalars (and async.retry_on's list). */
+/* health, resources, async, logs and env: a map of scalars (and async.retry_on's list). */
 static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
 {
     char full[128];
@@ -518,7 +544,7 @@ static const char *const known_keys[] = {
     "name",          "protocol",      "command",         "env",              "port",         "port_env",
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
-    "thrift_transport", "max_duration", "async",      "reserved",         "network",
+    "thrift_transport", "max_duration", "async",      "reserved",         "network",         "logs",
 };
 
 static int is_known(const char *k)
@@ -532,8 +558,8 @@ static int is_known(const char *k)
 static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k)
 {
     int is_list = strcmp(k, "command") == 0 || strcmp(k, "grpc_services") == 0 || strcmp(k, "thrift_services") == 0;
-    int is_map =
-        strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 || strcmp(k, "async") == 0;
+    int is_map = strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 ||
+                 strcmp(k, "async") == 0 || strcmp(k, "logs") == 0;
     if (vn == NULL)
         return fail(w, kn, "%s: missing value", k);
     if (vn->type == YAML_SEQUENCE_NODE) {
@@ -782,6 +808,19 @@ static void print_async(FILE *f, const Faas__AsyncSpec *a)
     fputs(a->retry_5xx ? "  retry_on: [" FAAS_SPEC_ASYNC_RETRY_5XX "]\n" : "  # retry_on: []\n", f);
 }
 
+static void print_logs(FILE *f, const Faas__LogSpec *l)
+{
+    if (l == NULL)
+        return;
+    if (!l->max_bytes && !l->keep) {
+        fputs("logs: {}  # every bound at its default\n", f);
+        return;
+    }
+    fputs("logs:  # unset bounds (commented) take the platform default shown\n", f);
+    print_async_field(f, "max_bytes", l->max_bytes, FAAS_SPEC_DEFAULT_LOG_MAX_BYTES, print_size);
+    print_async_field(f, "keep", l->keep, FAAS_SPEC_DEFAULT_LOG_KEEP, print_uint);
+}
+
 void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
 {
     fprintf(f, "name: %s\nprotocol: %s\n", s->name, faas_protocol_name(s->protocol));
@@ -822,6 +861,7 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
     if (s->network != NULL && s->network[0])
         fprintf(f, "network: %s\n", s->network);
     print_async(f, s->async);
+    print_logs(f, s->logs);
     if (s->version)
         fprintf(f, "# version: %llu\n", (unsigned long long)s->version);
     if (s->code_sha256 != NULL && s->code_sha256[0])

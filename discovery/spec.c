@@ -148,6 +148,23 @@ static int check_async(const Faas__AsyncSpec *a, const char **err)
     return -1;
 }
 
+/* The log bound (0 = the platform default, docs/security.md "Bounded logs"); the limits
+ * are common/spec.h's, the same faasctl checks the manifest keys against. */
+static int check_logs(const Faas__LogSpec *l, const char **err)
+{
+    if (l == NULL)
+        return 0;
+    if (l->max_bytes != 0 &&
+        (l->max_bytes < FAAS_SPEC_LIMIT_LOG_MIN_BYTES || l->max_bytes > FAAS_SPEC_LIMIT_LOG_MAX_BYTES))
+        *err = "logs.max_bytes must be " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_LOG_MIN_KIB) " KiB to " FAAS_SPEC_STR(
+            FAAS_SPEC_LIMIT_LOG_MAX_MIB) " MiB";
+    else if (l->keep > FAAS_SPEC_LIMIT_LOG_KEEP)
+        *err = "logs.keep must be at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_LOG_KEEP);
+    else
+        return 0;
+    return -1;
+}
+
 /* A health check the protocol can answer. HTTP_GET is the zero value, so a
  * non-HTTP spec that leaves kind and path unset gets its protocol's default. */
 static int fix_health(Faas__FunctionSpec *s, const char **err)
@@ -283,8 +300,8 @@ int disc_spec_normalize(Faas__FunctionSpec *s, const char **err)
         *err = "port_env must be an environment variable name";
         return -1;
     }
-    if (check_limits(s, err) != 0 || check_async(s->async, err) != 0 || check_protocol(s, err) != 0 ||
-        fix_health(s, err) != 0)
+    if (check_limits(s, err) != 0 || check_async(s->async, err) != 0 || check_logs(s->logs, err) != 0 ||
+        check_protocol(s, err) != 0 || fix_health(s, err) != 0)
         return -1;
     return 0;
 }

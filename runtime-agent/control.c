@@ -256,6 +256,30 @@ static void on_user_denials(const agent_deny_delta_t *d, size_t n)
 
 static const agent_user_cbs_t user_cbs = {on_user_ready, on_user_failed, on_user_exit, on_user_denials};
 
+/* LOG_ROTATE (the file is full) and LOG_DROPPED (lines were lost while it rotated), with
+ * this agent's totals: the worker manager counts the difference per function. */
+static void log_event(int type, uint64_t dropped_bytes, uint64_t dropped_lines)
+{
+    Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+    ev.type = type;
+    ev.port = ag.port;
+    ev.log_dropped_bytes = dropped_bytes;
+    ev.log_dropped_lines = dropped_lines;
+    send_event(&ev);
+}
+
+static void on_log_full(uint64_t bytes, uint64_t lines)
+{
+    log_event(FAAS__AGENT_EVENT__TYPE__LOG_ROTATE, bytes, lines);
+}
+
+static void on_log_dropped(uint64_t bytes, uint64_t lines)
+{
+    log_event(FAAS__AGENT_EVENT__TYPE__LOG_DROPPED, bytes, lines);
+}
+
+static const agent_log_cbs_t log_cbs = {on_log_full, on_log_dropped};
+
 /* ---- specialization ---- */
 
 static void specialize(uint64_t t0_us)
@@ -264,7 +288,10 @@ static void specialize(uint64_t t0_us)
     agent_spec_t *spec = &ag.cmd.spec;
     ag.specialized = 1;
     FAAS_INFO("event=specialize fn=%s instance=%s dir=%s", spec->name, spec->instance_id, spec->code_dir);
-    if (agent_user_start(ag.loop, spec, ag.log_fd, t0_us, &user_cbs, &err) != 0) {
+    /* standalone there is no worker manager to rotate the file: stderr, unbounded */
+    agent_log_init(ag.log_fd, spec->log_max_bytes, spec->name, spec->instance_id,
+                   ag.opts->standalone ? NULL : &log_cbs);
+    if (agent_user_start(ag.loop, spec, t0_us, &user_cbs, &err) != 0) {
         on_user_failed(err);
         return;
     }
@@ -342,6 +369,14 @@ static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_u
         agent_task_cancel(cmd.msg->task_id);
         agent_cmd_free(&cmd);
         if (fd >= 0)
+            close(fd);
+        return;
+    }
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__LOG_FD) {
+        agent_cmd_free(&cmd);
+        if (ag.specialized && fd >= 0)
+            agent_log_swap(fd); /* the new file takes the next line */
+        else if (fd >= 0)
             close(fd);
         return;
     }

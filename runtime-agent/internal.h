@@ -34,7 +34,8 @@ typedef struct agent_spec {
     uint32_t timeout_ms;
     uint32_t max_duration_ms;
     uint64_t max_body_bytes;
-    uint32_t concurrency; /* 0 = unlimited; at this many in flight the pod reports OVERLOAD */
+    uint32_t concurrency;   /* 0 = unlimited; at this many in flight the pod reports OVERLOAD */
+    uint64_t log_max_bytes; /* the log file's bound (logs.max_bytes) */
 } agent_spec_t;
 
 /* A decoded control command. msg owns the memory spec points into. */
@@ -70,6 +71,44 @@ int agent_header_is_hop(const char *name, size_t len);
  * each malloc'd packet; its nonzero return stops. 0 or -1. */
 int agent_task_result_packets(const char *task_id, const Faas__TaskResult *res, size_t chunk,
                               int (*emit)(void *ud, uint8_t *pkt, size_t len), void *ud);
+
+/* The bound of the function's log file as one agent keeps it (docs/security.md "Bounded
+ * logs"). The file is shared by every instance of the function on the worker, so the
+ * agent does not count its own bytes against a share: after each write it reads where
+ * the file ends (an O_APPEND write leaves the fd's offset there), which counts everyone's
+ * lines, and stops writing once that passes max_bytes, until the worker manager hands it
+ * a new file. Each agent then overshoots by at most one line and one marker. */
+typedef struct agent_logacct {
+    uint64_t max_bytes;                    /* 0 = no bound (stderr, a pipe) */
+    int full;                              /* the file passed max_bytes: lines are dropped */
+    uint64_t dropped_bytes, dropped_lines; /* since the agent started (reported, metrics) */
+    uint64_t gap_bytes, gap_lines;         /* dropped since the file filled (the summary line) */
+} agent_logacct_t;
+
+/* Before writing a line of len bytes: 1 to write it, 0 to drop it (counted). */
+int agent_logacct_admit(agent_logacct_t *a, size_t len);
+/* After a write the file ends at end (-1: not known, e.g. a pipe): 1 when this made it
+ * full (write the marker, ask for rotation), else 0. */
+int agent_logacct_wrote(agent_logacct_t *a, int64_t end);
+/* A new file came: writing resumes. 1 with what was dropped since the old one filled (the
+ * gap, then cleared) when there was any, else 0. */
+int agent_logacct_swap(agent_logacct_t *a, uint64_t *gap_bytes, uint64_t *gap_lines);
+
+/* ---- logsink.c: the function's log file ---- */
+
+typedef struct agent_log_cbs {
+    void (*on_full)(uint64_t dropped_bytes, uint64_t dropped_lines);    /* ask for LOG_ROTATE */
+    void (*on_dropped)(uint64_t dropped_bytes, uint64_t dropped_lines); /* LOG_DROPPED: totals */
+} agent_log_cbs_t;
+
+/* Lines go to fd (-1: stderr, unbounded), at most max_bytes a file; fn and instance
+ * (kept alive by the caller) name the platform's own lines. */
+void agent_log_init(int fd, uint64_t max_bytes, const char *fn, const char *instance, const agent_log_cbs_t *cbs);
+/* Writes one formatted line (one write, so lines of several pods stay whole) or drops it. */
+void agent_log_write(const char *line, size_t len);
+/* LOG_FD: fd is the function's current file from now on (the old one is closed). */
+void agent_log_swap(int fd);
+
 /* ---- pool.c: keep-alive connections to the user server ---- */
 
 typedef struct agent_pool agent_pool_t;
@@ -246,10 +285,11 @@ typedef struct agent_user_cbs {
     void (*on_denials)(const struct agent_deny_delta *d, size_t n);
 } agent_user_cbs_t;
 
-/* Forks/execs the user server for spec, wiring logs to log_fd (-1 = stderr only) and
- * starting the readiness probe; 0 or -1 with *err. t0_us = when specialization began. */
-int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
-                     const agent_user_cbs_t *cbs, const char **err);
+/* Forks/execs the user server for spec, its output going to logsink.c (agent_log_init
+ * first), and starts the readiness probe; 0 or -1 with *err. t0_us = when specialization
+ * began. */
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, uint64_t t0_us, const agent_user_cbs_t *cbs,
+                     const char **err);
 /* The port the user server was given (0 before start). */
 uint16_t agent_user_port(void);
 /* Called on SIGCHLD: reaps and reports. */

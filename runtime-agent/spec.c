@@ -30,6 +30,8 @@ void agent_spec_defaults(agent_spec_t *s)
         s->max_duration_ms = FAAS_SPEC_DEFAULT_MAX_DURATION_MS;
     if (s->max_body_bytes == 0)
         s->max_body_bytes = FAAS_SPEC_DEFAULT_MAX_BODY_BYTES;
+    if (s->log_max_bytes == 0)
+        s->log_max_bytes = FAAS_SPEC_DEFAULT_LOG_MAX_BYTES;
     if (s->name == NULL)
         s->name = "";
     if (s->instance_id == NULL)
@@ -99,6 +101,8 @@ static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char
     s->max_duration_ms = fs->max_duration_ms;
     s->max_body_bytes = fs->max_body_bytes;
     s->concurrency = fs->concurrency;
+    uint32_t keep;
+    faas_spec_log_bound(fs, &s->log_max_bytes, &keep);
     agent_spec_defaults(s);
     return 0;
 }
@@ -112,7 +116,8 @@ int agent_cmd_decode(const uint8_t *buf, size_t len, agent_cmd_t *out, const cha
     out->type = (int)out->msg->type;
     switch (out->msg->type) {
     case FAAS__AGENT_COMMAND__TYPE__STOP:
-    case FAAS__AGENT_COMMAND__TYPE__RUNQ: /* figures only: any value is a measurement */
+    case FAAS__AGENT_COMMAND__TYPE__LOG_FD: /* its one field is the fd beside it */
+    case FAAS__AGENT_COMMAND__TYPE__RUNQ:   /* figures only: any value is a measurement */
         return 0;
     case FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK:
         if (out->msg->task_id == NULL || out->msg->task_id[0] == '\0') {
@@ -246,6 +251,31 @@ size_t agent_format_log_line(char *buf, size_t cap, int64_t unix_ms, const char 
                              const char *stream, const char *msg, size_t len)
 {
     return faas_fn_log_line(buf, cap, unix_ms, fn, instance, stream, msg, len); /* one format, common/log.c */
+}
+
+int agent_logacct_admit(agent_logacct_t *a, size_t len)
+{
+    if (!a->full)
+        return 1;
+    a->dropped_bytes += len, a->dropped_lines++;
+    a->gap_bytes += len, a->gap_lines++;
+    return 0;
+}
+
+int agent_logacct_wrote(agent_logacct_t *a, int64_t end)
+{
+    if (a->full || a->max_bytes == 0 || end < 0 || (uint64_t)end < a->max_bytes)
+        return 0;
+    a->full = 1;
+    return 1;
+}
+
+int agent_logacct_swap(agent_logacct_t *a, uint64_t *gap_bytes, uint64_t *gap_lines)
+{
+    a->full = 0;
+    *gap_bytes = a->gap_bytes, *gap_lines = a->gap_lines;
+    a->gap_bytes = a->gap_lines = 0;
+    return *gap_lines != 0;
 }
 
 int agent_header_is_hop(const char *name, size_t len)

@@ -57,7 +57,6 @@ static struct {
     pid_t pid;  /* 0 once reaped */
     pid_t pgid; /* kept after the leader is reaped, for stragglers */
     uint16_t port;
-    int log_fd;
     uint64_t exec_at_us, deadline_us;
     uint32_t exec_us; /* specialize received -> exec'd */
     int ready, failed;
@@ -68,7 +67,7 @@ static struct {
     ustream_t out[2];
     char tail[TAIL_LINES][TAIL_LINE_BYTES]; /* ring of the last non-empty stderr lines */
     unsigned n_tail;                        /* lines ever put in the ring */
-} us = {.log_fd = -1, .timer_fd = -1};
+} us = {.timer_fd = -1};
 
 uint16_t agent_user_port(void)
 {
@@ -84,9 +83,7 @@ static void write_log(const char *stream, const char *msg, size_t len)
                                      msg, len);
     if (n == 0)
         return;
-    /* one write per line keeps lines whole in a log file shared by several pods */
-    ssize_t w = write(us.log_fd >= 0 ? us.log_fd : STDERR_FILENO, line, n);
-    (void)w;
+    agent_log_write(line, n); /* logsink.c: the file's bound */
 }
 
 static void emit_line(ustream_t *s, const char *msg, size_t len)
@@ -132,14 +129,21 @@ static void drain_lines(ustream_t *s, int flush)
     s->len -= start;
 }
 
+/* Reads a pipe holds at most per wake-up: a user server printing without end must not
+ * keep the loop from requests and the control socket (the poll is level-triggered, so
+ * the rest is read on the next turn). */
+#define PIPE_READS_PER_WAKE 16
+
 static void on_pipe(evl_io_t *io, int events)
 {
     ustream_t *s = io->data;
-    for (;;) {
+    for (int budget = PIPE_READS_PER_WAKE;;) {
         ssize_t n = read(s->fd, s->buf + s->len, sizeof(s->buf) - s->len);
         if (n > 0) {
             s->len += (size_t)n;
             drain_lines(s, 0);
+            if (--budget == 0)
+                return;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -570,13 +574,12 @@ static int spawn(const agent_spec_t *spec, const char **err)
     return 0;
 }
 
-int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int log_fd, uint64_t t0_us,
-                     const agent_user_cbs_t *cbs, const char **err)
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, uint64_t t0_us, const agent_user_cbs_t *cbs,
+                     const char **err)
 {
     us.loop = loop;
     us.spec = spec;
     us.cbs = *cbs;
-    us.log_fd = log_fd;
     us.port = spec->port;
     if (us.port == 0 && pick_port(&us.port) != 0)
         return *err = "cannot pick a port for the user server", -1;

@@ -140,6 +140,9 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len);
 
 /* Logs: last n lines of file into a malloc'd array. */
 int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
+/* The last n lines of a log whose older lines went to path.1 at its last rotation:
+ * path's, preceded by path.1's when path alone has fewer. */
+int wm_tail_log(const char *path, unsigned n, char ***lines, size_t *count);
 
 #endif
 
@@ -216,6 +219,7 @@ struct wm_pod {
     uint64_t runq_sent_waits;  /* the probe's count of waits last sent to the agent */
     uint64_t runq_fired_us;    /* the last overload judged here on a probe alert */
     uint64_t t_overload;       /* started by a scale-up: when the report came, until its first request */
+    uint64_t log_dropped_bytes, log_dropped_lines; /* the agent's last reported totals (logrot.c) */
 };
 
 struct wm_acq {
@@ -379,6 +383,30 @@ void wm_runq_pod_new(wm_t *wm, wm_pod_t *p);
 void wm_runq_pod_gone(wm_t *wm, wm_pod_t *p);
 /* Pod thread: sends the figures that changed to READY pods when due; when next (us). */
 uint64_t wm_runq_tick(wm_t *wm, uint64_t now);
+
+/* logrot.c: the functions' log files kept bounded (docs/security.md "Bounded logs") */
+/* How far past logs.max_bytes a file may grow before the tick rotates it without an
+ * agent's asking: agents stop within a line (at most ~8 KiB formatted) and a marker
+ * each, so this covers some thirty pods filling one file at the same moment. */
+#define WM_LOG_SLACK_BYTES (256u << 10)
+#define WM_LOG_TICK_US 1000000u
+/* <state>/logs/<fn>.log (idx 0) or its rotated <fn>.log.<idx>; 0 or -1 when too long. */
+int wm_log_path(char *out, size_t cap, const char *state_dir, const char *fn, unsigned idx);
+/* Rotates fn's files: .keep is emptied and removed, .i becomes .i+1, the current file
+ * .1 (the next open creates a fresh one). 0, or -1 with errno. */
+int wm_log_shift(const char *state_dir, const char *fn, unsigned keep);
+/* What an agent's new total adds to what was seen of it (seen is updated); 0 if less. */
+uint64_t wm_log_delta(uint64_t *seen, uint64_t total);
+/* Opens fn's current log file for appending (created if missing); fd or -1. */
+int wm_log_open(wm_t *wm, const char *fn);
+/* Sends msg packed with fd beside it (SCM_RIGHTS), with send flags (MSG_DONTWAIT); 0 or -1. */
+int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags);
+/* LOG_ROTATE or LOG_DROPPED from pod p: counted, and the file rotated or p's fd renewed. */
+void wm_log_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev);
+/* Pod thread: once a second, rotates files past their bound plus slack; when next (us). */
+uint64_t wm_log_tick(wm_t *wm, uint64_t now);
+/* Appends the log metrics (Prometheus text) to buf at *n. */
+void wm_log_metrics(char *buf, size_t cap, int *n);
 
 /* reserved.c */
 /* This worker's part of total reserved instances: total split evenly over the distinct

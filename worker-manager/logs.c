@@ -56,3 +56,34 @@ int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count)
     *count = k;
     return out ? 0 : -1;
 }
+
+int wm_tail_log(const char *path, unsigned n, char ***lines, size_t *count)
+{
+    char older[PATH_MAX];
+    char **cur, **old = NULL, **all;
+    size_t nc, no = 0;
+    if (wm_tail_lines(path, n, &cur, &nc) != 0)
+        return -1;
+    /* just after a rotation the current file is nearly empty: the newest lines are in .1 */
+    if (nc < n && wm_fmt(older, sizeof(older), "%s.1", path) == 0 &&
+        wm_tail_lines(older, n - (unsigned)nc, &old, &no) != 0)
+        no = 0, old = NULL;
+    if (no == 0) {
+        free(old);
+        *lines = cur, *count = nc;
+        return 0;
+    }
+    all = realloc(old, (no + nc) * sizeof(char *));
+    if (all == NULL)
+        goto nomem;
+    memcpy(all + no, cur, nc * sizeof(char *));
+    free(cur);
+    *lines = all, *count = no + nc;
+    return 0;
+nomem:
+    for (size_t i = 0; i < no; i++)
+        free(old[i]);
+    free(old);
+    *lines = cur, *count = nc; /* the current file's lines still answer */
+    return 0;
+}

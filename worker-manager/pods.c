@@ -480,9 +480,7 @@ static void refill(wm_t *wm)
 
 static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t errcap)
 {
-    char logpath[PATH_MAX];
-    wm_fmt(logpath, sizeof(logpath), "%s/logs/%s.log", wm->cfg->state_dir, a->req->spec->name);
-    int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int logfd = wm_log_open(wm, a->req->spec->name);
     if (logfd < 0) {
         wm_fmt(err, errcap, "cannot open the function log");
         return -1;
@@ -495,24 +493,9 @@ static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;
-    size_t len;
-    uint8_t *buf = faas_pb_pack(&cmd.base, &len);
-    struct iovec iov = {buf, len};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cm;
-    memset(&cm, 0, sizeof(cm));
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &logfd, sizeof(int));
-    ssize_t n = buf ? sendmsg(p->ctl, &m, MSG_NOSIGNAL) : -1;
-    free(buf);
+    int rc = wm_send_fd(p->ctl, &cmd.base, logfd, 0); /* logrot.c: LOG_FD goes the same way */
     close(logfd);
-    if (n != (ssize_t)len) {
+    if (rc != 0) {
         wm_fmt(err, errcap, "the pod's agent is not reachable");
         return -1;
     }
@@ -754,6 +737,10 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         return;
     case FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS:
         on_denials(wm, p, ev);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__LOG_ROTATE:
+    case FAAS__AGENT_EVENT__TYPE__LOG_DROPPED:
+        wm_log_event(wm, p, ev);
         return;
     case FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST:
         if (p->t_overload != 0) {
@@ -1017,6 +1004,8 @@ static int check_deadlines(wm_t *wm)
     next = resv > now && resv < next ? resv : next;
     uint64_t rq = wm_runq_tick(wm, now);
     next = rq < next ? rq : next;
+    uint64_t lg = wm_log_tick(wm, now);
+    next = lg < next ? lg : next;
     pthread_mutex_lock(&wm->mu);
     if (wm->hb_pending && now >= wm->hb_quiet_until_us) {
         wm->hb_pending = 0;

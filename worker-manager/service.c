@@ -105,7 +105,7 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
     unsigned tail = r->tail ? (r->tail > 10000 ? 10000 : r->tail) : 100;
     char **lines;
     size_t n;
-    if (wm_tail_lines(path, tail, &lines, &n) != 0) {
+    if (wm_tail_log(path, tail, &lines, &n) != 0) {
         faas_rpc_fail(call, FAAS_GRPC_INTERNAL, "cannot read the function log");
     } else {
         Faas__LogLines ll = FAAS__LOG_LINES__INIT;
@@ -148,6 +148,7 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
     faas_rpc_server_refused_metrics(wm->rpc, "faas_wm_unauthenticated_total", buf, cap, &n);
     wm_denials_metrics(&wm->denials, buf, cap, &n);
     pthread_mutex_unlock(&wm->mu);
+    wm_log_metrics(buf, cap, &n);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
 
@@ -263,7 +264,7 @@ static void serve_one(metrics_t *m, int c)
             break;
     }
     req[got] = '\0';
-    static char body[192 * 1024]; /* room for WM_DENIALS_MAX seccomp series */
+    static char body[256 * 1024]; /* seccomp series (WM_DENIALS_MAX) and per-function log counters */
     const char *ctype = "text/plain; version=0.0.4";
     int status = 200;
     size_t bl;

@@ -512,6 +512,28 @@ static int route(conn_t *c, const char *method, const char *target, const char *
         int n = snprintf(msg, sizeof(msg), "%s %ld ms\n", path[1] == 'b' ? "burnt" : "held the lock", v);
         return respond(c, 200, "OK", "text/plain", msg, (size_t)n, keep);
     }
+    if (get && strcmp(path, "/spew") == 0) {
+        /* ?bytes=N[&line=L]: N bytes of L-byte lines (default 100) on stdout, a function
+         * that prints without end */
+        const char *b = strstr(query, "bytes="), *l = strstr(query, "line=");
+        long long v = b ? strtoll(b + 6, NULL, 10) : 0, left = v;
+        long len = l ? strtol(l + 5, NULL, 10) : 100;
+        static char block[65000];
+        if (len < 2 || len > (long)sizeof(block))
+            len = 100;
+        size_t fill = sizeof(block) / (size_t)len * (size_t)len;
+        for (size_t i = 0; i < fill; i++)
+            block[i] = i % (size_t)len == (size_t)len - 1 ? '\n' : (char)('a' + i % (size_t)len % 26);
+        while (left > 0) {
+            ssize_t w = write(STDOUT_FILENO, block, left < (long long)fill ? (size_t)left : fill);
+            if (w <= 0)
+                break;
+            left -= w;
+        }
+        char msg[64];
+        int n = snprintf(msg, sizeof(msg), "spewed %lld bytes\n", v - left);
+        return respond(c, 200, "OK", "text/plain", msg, (size_t)n, keep);
+    }
     if (get && strcmp(path, "/crash") == 0)
         _exit(3); /* abruptly: no response, the connection resets */
     if (get && strcmp(path, "/whoami") == 0) {

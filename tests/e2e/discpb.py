@@ -184,7 +184,9 @@ SCHEMA.update({
                   "retention_ms": (3, "uint64", False), "max_attempts": (4, "uint32", False),
                   "max_result_bytes": (5, "uint64", False), "retry_5xx": (6, "bool", False)},
 })
+SCHEMA["LogSpec"] = {"max_bytes": (1, "uint64", False), "keep": (2, "uint32", False)}
 SCHEMA["FunctionSpec"]["async"] = (23, "AsyncSpec", False)
+SCHEMA["FunctionSpec"]["logs"] = (25, "LogSpec", False)
 SCHEMA["WatchRequest"]["task_cancels"] = (4, "bool", False)
 SCHEMA["WatchEvent"]["task"] = (6, "Task", False)
 TASK_CANCEL = 7                                                     # WatchEvent.Type

@@ -422,6 +422,47 @@ def test_overload_degree_starts_that_many_at_once_and_recovered_clears(fake_wm):
     assert leftovers(wm) == []
 
 
+def log_sizes(wm, fn):
+    out = {}
+    for f in glob.glob(os.path.join(wm.state, "logs", fn + ".log*")):
+        out[os.path.basename(f)] = os.stat(f).st_size
+    return out
+
+
+def test_log_file_an_agent_floods_without_asking_is_rotated_by_the_tick(fake_wm):
+    # docs/security.md "Bounded logs": the bound holds even when an agent does not keep it
+    wm = fake_wm
+    spec = fake_spec("fake-flood", logs={"max_bytes": 64 << 10, "keep": 1})
+    wm.call("Acquire", "AcquireRequest", {"spec": spec}, "AcquireReply")
+    cur = os.path.join(wm.state, "logs", "fake-flood.log")
+    wait_until(lambda: wm.metric('faas_wm_log_rotations_total{function="fake-flood"}') >= 1, 5, "the tick rotates")
+    sizes = log_sizes(wm, "fake-flood")
+    assert set(sizes) <= {"fake-flood.log", "fake-flood.log.1"}, sizes
+    # the rotated file was past the bound plus slack (256 KiB): cut back to the bound
+    assert sizes["fake-flood.log.1"] <= 64 << 10, sizes
+    wait_until(lambda: "fake agent got a new log file" in open(cur).read(), 5, "LOG_FD to the pod")
+    assert "event=log_rotated fn=fake-flood keep=1 by=worker-manager" in wm.log()
+    lines = wm.call("Logs", "LogsRequest", {"function": "fake-flood", "tail": 3}, "LogLines")["lines"]
+    assert lines[-1] == "fake agent got a new log file" and lines[0].startswith("y"), lines
+    assert wm.stop() == 0
+
+
+def test_log_rotate_from_the_agent_and_its_dropped_counts(fake_wm):
+    wm = fake_wm
+    spec = fake_spec("fake-rotate", logs={"max_bytes": 64 << 10, "keep": 2})
+    wm.call("Acquire", "AcquireRequest", {"spec": spec}, "AcquireReply")
+    wait_until(lambda: wm.metric('faas_wm_log_dropped_bytes_total{function="fake-rotate"}') == 1000, 5,
+               "LOG_DROPPED counted")
+    assert wm.metric('faas_wm_log_dropped_lines_total{function="fake-rotate"}') == 10
+    assert wm.metric('faas_wm_log_rotations_total{function="fake-rotate"}') == 1
+    assert "event=log_rotated fn=fake-rotate keep=2 by=agent" in wm.log()
+    sizes = log_sizes(wm, "fake-rotate")
+    assert sizes["fake-rotate.log.1"] > 70 * 1024 and "fake-rotate.log.2" not in sizes, sizes
+    with open(os.path.join(wm.state, "logs", "fake-rotate.log")) as f:
+        assert f.read() == "fake agent got a new log file\n"
+    assert wm.stop() == 0
+
+
 # ---- Acquire / Release with discovery and the real agent ---------------------------
 
 SERVER_PY = r'''

@@ -1,13 +1,15 @@
 // FUZZ_SOURCES: runtime-agent/spec.c common/util.c common/log.c
 // FUZZ_SOURCES: runtime-agent/cgstat.c worker-manager/scale.c runtime-agent/overload.c
-// FUZZ_SOURCES: worker-manager/denials.c
+// FUZZ_SOURCES: worker-manager/denials.c worker-manager/logname.c worker-manager/cgroup.c common/spec.c
 // FUZZ_PKGS: libprotobuf-c
 /* Fuzzes the agent's control-message path: AgentCommand decoding and validation, then
  * the helpers a decoded spec feeds (env building), plus command splitting and log quoting;
  * the way back too: an AgentEvent as the worker manager reads OVERLOAD and RECOVERED
  * (signal, degree) and SECCOMP_DENIALS (names that become metric labels),
  * the cgroup CPU figures the agent parses (cpu.pressure, cpu.stat),
- * and a RUNQ command's figures judged by the overload detector as the agent does. */
+ * a RUNQ command's figures judged by the overload detector as the agent does, and the
+ * log bound: a SPECIALIZE's logs.* as the agent applies them, LOG_FD (nothing but the
+ * fd beside it), LOG_ROTATE/LOG_DROPPED totals as the worker manager counts them. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +64,42 @@ static void fuzz_event(const uint8_t *data, size_t size)
     }
     if (ev->type == FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS)
         fuzz_denials(ev);
+    if (ev->type == FAAS__AGENT_EVENT__TYPE__LOG_ROTATE || ev->type == FAAS__AGENT_EVENT__TYPE__LOG_DROPPED) {
+        /* whatever an agent says, a function's counts only grow, and by no more than it said */
+        static uint64_t seen_b, seen_l, sum_b, sum_l;
+        uint64_t db = wm_log_delta(&seen_b, ev->log_dropped_bytes), dl = wm_log_delta(&seen_l, ev->log_dropped_lines);
+        if (db > ev->log_dropped_bytes || dl > ev->log_dropped_lines || seen_b < ev->log_dropped_bytes)
+            abort();
+        sum_b += db, sum_l += dl;
+        if (sum_b != seen_b || sum_l != seen_l)
+            abort(); /* the counted sum is the largest total seen */
+    }
     faas__agent_event__free_unpacked(ev, NULL);
+}
+
+/* A spec's log bound as the agent keeps it: the file it writes never passes the bound by
+ * more than one line, and dropped lines are all counted. */
+static void fuzz_log_bound(const agent_spec_t *spec, const uint8_t *data, size_t size)
+{
+    agent_logacct_t a = {.max_bytes = spec->log_max_bytes};
+    uint64_t file = 0, dropped = 0, longest = 0, gb, gl;
+    if (spec->log_max_bytes == 0)
+        abort(); /* the default applies */
+    for (size_t i = 0; i + 1 < size; i += 2) {
+        size_t len = (size_t)data[i] * 64 + 1;
+        if (data[i + 1] == 0xff) {
+            agent_logacct_swap(&a, &gb, &gl);
+            file = 0;
+        } else if (agent_logacct_admit(&a, len)) {
+            file += len;
+            longest = len > longest ? len : longest;
+            agent_logacct_wrote(&a, (int64_t)file);
+        } else {
+            dropped += len;
+        }
+        if (file > a.max_bytes + longest || a.dropped_bytes != dropped)
+            abort();
+    }
 }
 
 /* A RUNQ's figures, as control.c takes them: into the next samples and, for an alert,
@@ -99,7 +136,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (strchr(*e, '=') == NULL)
                     abort();
             free(env);
+            fuzz_log_bound(&cmd.spec, data, size);
         }
+        if (cmd.type == FAAS__AGENT_COMMAND__TYPE__LOG_FD && cmd.msg->specialize != NULL && cmd.spec.name != NULL)
+            abort(); /* LOG_FD carries no spec: nothing of one may be taken from it */
         if (cmd.type == FAAS__AGENT_COMMAND__TYPE__RUNQ)
             fuzz_runq(cmd.msg);
         agent_cmd_free(&cmd);

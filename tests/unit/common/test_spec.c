@@ -83,3 +83,38 @@ Test(spec, fill_defaults_sets_only_unset_fields)
     cr_assert_eq(s.cold_start_timeout_ms, FAAS_SPEC_DEFAULT_COLD_START_MS);
     free(s.port_env);
 }
+
+Test(spec, documented_log_bound)
+{
+    cr_assert_eq(FAAS_SPEC_DEFAULT_LOG_MAX_BYTES, 16ull << 20);
+    cr_assert_eq(FAAS_SPEC_DEFAULT_LOG_KEEP, 2);
+    cr_assert_eq(FAAS_SPEC_LIMIT_LOG_MIN_BYTES, 64ull << 10);
+    cr_assert_eq(FAAS_SPEC_LIMIT_LOG_MAX_BYTES, 1024ull << 20);
+    cr_assert_eq(FAAS_SPEC_LIMIT_LOG_KEEP, 10);
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_LOG_MAX_MIB), "1024");
+    cr_assert(FAAS_SPEC_DEFAULT_LOG_MAX_BYTES <= FAAS_SPEC_LIMIT_LOG_MAX_BYTES);
+    cr_assert(FAAS_SPEC_DEFAULT_LOG_KEEP <= FAAS_SPEC_LIMIT_LOG_KEEP);
+}
+
+Test(spec, log_bound_falls_back_per_field)
+{
+    uint64_t max;
+    uint32_t keep;
+    faas_spec_log_bound(NULL, &max, &keep);
+    cr_assert_eq(max, FAAS_SPEC_DEFAULT_LOG_MAX_BYTES);
+    cr_assert_eq(keep, FAAS_SPEC_DEFAULT_LOG_KEEP);
+    Faas__FunctionSpec s;
+    Faas__LogSpec l;
+    faas__function_spec__init(&s);
+    faas__log_spec__init(&l);
+    faas_spec_log_bound(&s, &max, &keep);
+    cr_assert_eq(max, FAAS_SPEC_DEFAULT_LOG_MAX_BYTES);
+    s.logs = &l;
+    l.keep = 5;
+    faas_spec_log_bound(&s, &max, &keep);
+    cr_assert_eq(max, FAAS_SPEC_DEFAULT_LOG_MAX_BYTES, "an unset max_bytes keeps its default");
+    cr_assert_eq(keep, 5);
+    l.max_bytes = 1 << 20;
+    faas_spec_log_bound(&s, &max, &keep);
+    cr_assert_eq(max, 1 << 20);
+}

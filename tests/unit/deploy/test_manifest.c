@@ -219,6 +219,37 @@ Test(manifest, print_round_trips)
     faas_manifest_free(&m2);
 }
 
+Test(manifest, log_keys_bounds_and_round_trip)
+{
+    faas_manifest_t m, m2;
+    cr_assert_eq(parse("name: l\ncommand: [./s]\nlogs: {max_bytes: 1Mi}\n", &m), 0, "%s", err);
+    cr_assert_not_null(m.spec->logs);
+    cr_assert_eq(m.spec->logs->max_bytes, 1u << 20);
+    cr_assert_eq(m.spec->logs->keep, 0, "unset: the platform default");
+    const char *e = NULL;
+    cr_assert_eq(faas_manifest_set(&m, "logs.keep", "3", &e), 0, "%s", e);
+    cr_assert_eq(m.spec->logs->keep, 3);
+    cr_assert_neq(faas_manifest_set(&m, "logs.keep", "0", &e), 0);
+    cr_assert_neq(faas_manifest_set(&m, "logs.keep", "11", &e), 0);
+    cr_assert_neq(faas_manifest_set(&m, "logs.max_bytes", "63Ki", &e), 0);
+    cr_assert_str_eq(e, "must be 64Ki to 1024Mi");
+    cr_assert_neq(faas_manifest_set(&m, "logs.max_bytes", "1025Mi", &e), 0);
+    cr_assert_neq(faas_manifest_set(&m, "logs.size", "1Mi", &e), 0);
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    cr_assert_eq(m2.spec->logs->max_bytes, 1u << 20, "%s", out);
+    cr_assert_eq(m2.spec->logs->keep, 3, "%s", out);
+    free(out);
+    faas_manifest_free(&m);
+    faas_manifest_free(&m2);
+    expect_error("name: l\ncommand: [./s]\nlogs: {max_bytes: 10}\n",
+                 "line 3:", "logs.max_bytes: must be 64Ki to 1024Mi");
+}
+
 Test(manifest, async_keys)
 {
     const char *y = "name: a\ncommand: ./x\n"

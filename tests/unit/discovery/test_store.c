@@ -343,6 +343,35 @@ Test(store, async_bounds_kept_or_refused_by_name)
     disc_store_close(st);
 }
 
+Test(store, log_bound_kept_or_refused_by_name)
+{
+    const char *err;
+    char e[256];
+    disc_store_t *st = disc_store_open(dir, &err);
+    upload(st, "code", sha);
+    Faas__FunctionSpec s = basic("fn", argv_hello), *out = NULL;
+    Faas__LogSpec l = FAAS__LOG_SPEC__INIT;
+    s.logs = &l;
+    l.max_bytes = FAAS_SPEC_LIMIT_LOG_MAX_BYTES;
+    l.keep = FAAS_SPEC_LIMIT_LOG_KEEP;
+    cr_assert_eq(disc_store_deploy(st, &s, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_not_null(out->logs);
+    cr_assert_eq(out->logs->max_bytes, 1024ull << 20);
+    cr_assert_eq(out->logs->keep, 10);
+    faas__function_spec__free_unpacked(out, NULL);
+    l.max_bytes = FAAS_SPEC_LIMIT_LOG_MIN_BYTES;
+    cr_assert_eq(disc_store_deploy(st, &s, &out, e, sizeof(e)), 0, "%s", e);
+    faas__function_spec__free_unpacked(out, NULL);
+    l.max_bytes = FAAS_SPEC_LIMIT_LOG_MIN_BYTES - 1;
+    expect_bad(st, &s, "logs.max_bytes must be 64 KiB to 1024 MiB");
+    l.max_bytes = FAAS_SPEC_LIMIT_LOG_MAX_BYTES + 1;
+    expect_bad(st, &s, "logs.max_bytes must be 64 KiB to 1024 MiB");
+    l.max_bytes = 0;
+    l.keep = FAAS_SPEC_LIMIT_LOG_KEEP + 1;
+    expect_bad(st, &s, "logs.keep must be at most 10");
+    disc_store_close(st);
+}
+
 Test(store, protocol_defaults_and_service_ownership)
 {
     const char *err;

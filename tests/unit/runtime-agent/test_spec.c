@@ -264,3 +264,34 @@ Test(agent_cmd, cancel_task_needs_an_id)
     agent_cmd_free(&cmd);
     free(buf);
 }
+
+Test(logacct, writes_until_the_file_passes_its_bound_then_drops_and_counts)
+{
+    agent_logacct_t a = {.max_bytes = 100};
+    cr_assert_eq(agent_logacct_admit(&a, 60), 1);
+    cr_assert_eq(agent_logacct_wrote(&a, 60), 0);
+    cr_assert_eq(agent_logacct_admit(&a, 60), 1);
+    cr_assert_eq(agent_logacct_wrote(&a, 120), 1, "the write that passes the bound says so, once");
+    cr_assert_eq(agent_logacct_wrote(&a, 130), 0);
+    cr_assert_eq(agent_logacct_admit(&a, 10), 0);
+    cr_assert_eq(agent_logacct_admit(&a, 15), 0);
+    cr_assert_eq(a.dropped_bytes, 25);
+    cr_assert_eq(a.dropped_lines, 2);
+    uint64_t b, l;
+    cr_assert_eq(agent_logacct_swap(&a, &b, &l), 1);
+    cr_assert_eq(b, 25);
+    cr_assert_eq(l, 2);
+    cr_assert_eq(agent_logacct_admit(&a, 10), 1, "a new file takes lines again");
+    cr_assert_eq(agent_logacct_swap(&a, &b, &l), 0, "nothing dropped since: no summary");
+    cr_assert_eq(a.dropped_bytes, 25, "totals only grow");
+}
+
+Test(logacct, other_pods_lines_count_and_unknown_ends_never_fill)
+{
+    agent_logacct_t a = {.max_bytes = 100};
+    cr_assert_eq(agent_logacct_wrote(&a, -1), 0, "a pipe has no end to read");
+    cr_assert_eq(agent_logacct_wrote(&a, 100), 1, "a 10-byte line that lands at 100: others wrote the rest");
+    agent_logacct_t none = {0};
+    cr_assert_eq(agent_logacct_wrote(&none, 1ll << 40), 0, "no bound (stderr)");
+    cr_assert_eq(agent_logacct_admit(&none, 5), 1);
+}

@@ -1,9 +1,12 @@
 """A hostile function beside a well-behaved one (issue 13, docs/security.md): while
 hello-http serves a steady load through the gateway, a deployed function forks without
-end, allocates past its memory limit, and tries the control plane, another pod and
-the host's files. Each attempt fails the way the test expects, and the well-behaved
+end, allocates past its memory limit, tries the control plane, another pod and the
+host's files, calls mount, ptrace, bpf and unshare, and prints 128 MiB of logs
+(tests/e2e/test_logs_bounded.py prints a GiB). Each attempt fails the way the test expects, and the well-behaved
 function sees no error and no stall throughout (its latency is bounded generously: the
 machine is shared; a host brought down by the attacks would take seconds)."""
+import glob
+import os
 import threading
 import time
 import urllib.parse
@@ -33,6 +36,22 @@ HOSTILE = PROBER.replace('''        else:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
             out = "%d %s" % (made, err)
+        elif u.path == "/sys":  # one syscall a server never needs, through libc
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            call = {"mount": lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None),
+                    "ptrace": lambda: libc.ptrace(16, 1, None, None),  # PTRACE_ATTACH to the agent
+                    "bpf": lambda: libc.syscall(321, 0, None, 0),
+                    "unshare": lambda: libc.unshare(0x10000000)}[q["name"]]  # CLONE_NEWUSER
+            rc = call()
+            out = "ok" if rc == 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+        elif u.path == "/spew":  # N MiB of log lines on stdout
+            import sys
+            line = "x" * 999 + "\\n"
+            for _ in range(int(q["mb"]) * 1049):
+                sys.stdout.write(line)
+            sys.stdout.flush()
+            out = "spewed"
         elif u.path == "/alloc":  # touches N MiB, one at a time
             chunks = [bytearray(1 << 20) for _ in range(int(q["mb"]))]
             out = "ok %d" % len(chunks)
@@ -49,7 +68,7 @@ def plat(tmp_path):
     try:
         p.deploy_hello("nice")
         p.ctl("deploy", "hostile", "--dir", str(code), "--cmd", "/usr/bin/python3 server.py", "--health", "/",
-              "--memory", "128Mi", "--pids", "64")
+              "--memory", "128Mi", "--pids", "64", "--log-max-bytes", "1Mi", "--log-keep", "2")
         yield p
     finally:
         p.stop()
@@ -116,6 +135,14 @@ def test_hostile_function_fails_and_its_neighbour_is_untouched(plat):
         h, p = nice.rsplit(":", 1)
         assert call(plat, f"/connect?host={h}&port={p}")[1] == "ETIMEDOUT"
         assert call(plat, f"/list?path={urllib.parse.quote(plat.dir)}")[1] == "ENOENT"
+        # mount, ptrace (of its agent), bpf, a user namespace: refused by the filter
+        for name in ("mount", "ptrace", "bpf", "unshare"):
+            assert call(plat, f"/sys?name={name}")[1] == "EPERM", name
+        # 128 MiB of output costs at most keep+1 files of max_bytes (plus the check's slack)
+        assert call(plat, "/spew?mb=128", timeout=300)[1] == "spewed"
+        logs = glob.glob(f"{plat.dir}/worker/logs/hostile.log*")
+        on_disk = sum(os.path.getsize(f) for f in logs)
+        assert on_disk <= 3 * ((1 << 20) + (256 << 10)), (on_disk, logs)
         during = s.p99(mark)
     finally:
         s.stop_ev.set()

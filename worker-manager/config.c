@@ -29,6 +29,8 @@ void wm_usage(void)
            "  --no-pod-netns         pods share the host's network namespace, as before issue 13:\n"
            "                         a function can then reach every host service. Only to\n"
            "                         measure what the namespace costs (make bench)\n"
+           "  --no-seccomp           user servers run without their seccomp filter. Only to\n"
+           "                         measure what the filter costs (make bench)\n"
            "  --no-runq-bpf          do not load the eBPF run-queue probe; the pods' overload\n"
            "                         detectors then judge CPU saturation from cgroup PSI and\n"
            "                         throttling alone (slower to see a step: ~100 ms, not a few ms)\n"
@@ -145,6 +147,7 @@ enum {
     O_NO_RUNQ,
     O_DENY,
     O_NO_NETNS,
+    O_NO_SECCOMP,
     O_HELP,
     O_TOKEN,
     O_CERT,
@@ -234,6 +237,9 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_NO_NETNS:
         c->pod_netns = 0;
         return 0;
+    case O_NO_SECCOMP:
+        c->no_seccomp = 1;
+        return 0;
     case O_TOKEN:
     case O_CERT:
     case O_KEY:
@@ -290,6 +296,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"no-runq-bpf", no_argument, 0, O_NO_RUNQ},
         {"pod-deny", required_argument, 0, O_DENY},
         {"no-pod-netns", no_argument, 0, O_NO_NETNS},
+        {"no-seccomp", no_argument, 0, O_NO_SECCOMP},
         {"token-file", required_argument, 0, O_TOKEN},
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},

@@ -292,6 +292,7 @@ static int pod_main(void *arg)
                     "LANG=C.UTF-8",
                     podenv,
                     lvlenv,
+                    H.cfg.no_seccomp ? "FAAS_AGENT_NO_SECCOMP=1" : NULL,
                     NULL};
     if (chdir("/") != 0)
         child_fail(4, "chdir /");

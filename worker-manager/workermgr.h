@@ -25,6 +25,7 @@ typedef struct {
     gid_t pod_gid;
     int runq_bpf;        /* load the eBPF run-queue probe (default 1; --no-runq-bpf) */
     int pod_netns;       /* a network namespace per pod (default 1; --no-pod-netns to measure it) */
+    int no_seccomp;      /* agents install no filter for the user server (--no-seccomp, to measure it) */
     char pod_deny[1024]; /* addresses/CIDRs pods never reach, comma-separated (--pod-deny) */
     /* the platform token (FAAS_TOKEN wins); default: the discovery dir next to
      * state_dir, <state_dir>/../discovery/token, as faasd and the demo lay them out */

@@ -874,10 +874,15 @@ def scen_coldnet(s, a, res):
     coldnet_bench.scen_coldnet(s, a, res)
 
 
+def scen_coldsec(s, a, res):
+    """11. cold start with and without the user server's seccomp filter, alternated (coldnet_bench.py)."""
+    coldnet_bench.scen_coldsec(s, a, res)
+
+
 # tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
              ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale),
-             ("coldnet", scen_coldnet),
+             ("coldnet", scen_coldnet), ("coldsec", scen_coldsec),
              ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table

@@ -123,3 +123,18 @@ def test_python_http_server_runs_under_the_filter(plat, tmp_path):
              "--port", "8000", "--health", "/")
     code, body, err = curl(plat.url("pyhttp", "/index.html"))
     assert (code, body) == (200, "py ok\n"), (err, plat.logs())
+
+
+def test_no_seccomp_is_a_measuring_switch_and_says_so(tmp_path):
+    """--no-seccomp (make bench's comparison) runs user servers without the filter: what it
+    refuses then works, nothing is counted, and the agent logs that it is off."""
+    p = Platform(tmp_path, pool_size=1, wm_args=("--no-seccomp",)).start()
+    try:
+        p.deploy_hello()
+        code, body, _ = curl(p.url("hello", "/try?what=keyctl"))
+        assert code == 200 and body.strip() != "keyctl=EPERM", body
+        assert "event=seccomp_off" in p.logs()
+        with pytest.raises(KeyError):  # no series at all: nothing was refused, nothing counted
+            p.wm_metric('faas_wm_seccomp_denials_total{function="hello",syscall="keyctl"}')
+    finally:
+        p.stop()

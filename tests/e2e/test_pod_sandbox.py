@@ -75,7 +75,7 @@ def plat(tmp_path_factory):
     code = d / "prober"
     code.mkdir()
     (code / "server.py").write_text(PROBER)
-    p = Platform(d, pool_size=3).start()
+    p = Platform(d, pool_size=3, grpc=True, thrift=True).start()
     p.prober_dir = str(code)
     try:
         for fn in ("prober", "other"):
@@ -127,8 +127,9 @@ def test_pod_has_its_own_address_and_only_lo_and_eth0(plat):
 
 
 def test_pod_cannot_reach_the_control_plane_on_the_host_loopback(plat):
-    ports = {"discovery": plat.disc_port, "worker manager": plat.wm_port,
-             "gateway http": plat.http_port}
+    ports = {"discovery": plat.disc_port, "discovery metrics": plat.disc_mport, "worker manager": plat.wm_port,
+             "worker manager metrics": plat.wm_mport, "gateway http and metrics": plat.http_port,
+             "gateway gRPC": plat.grpc_port, "gateway Thrift": plat.thrift_port}
     for what, port in ports.items():
         assert reach(plat, "127.0.0.1", port) == "ECONNREFUSED", what  # its loopback is its own
 

@@ -69,6 +69,9 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 '''
 
 
+OTHER_USER_PORT = 18765
+
+
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     d = tmp_path_factory.mktemp("podnet")
@@ -78,8 +81,10 @@ def plat(tmp_path_factory):
     p = Platform(d, pool_size=3, grpc=True, thrift=True).start()
     p.prober_dir = str(code)
     try:
-        for fn in ("prober", "other"):
-            p.ctl("deploy", fn, "--dir", str(code), "--cmd", "/usr/bin/python3 server.py", "--health", "/")
+        p.ctl("deploy", "prober", "--dir", str(code), "--cmd", "/usr/bin/python3 server.py", "--health", "/")
+        # a fixed user-server port, so the prober knows where the other pod's server listens
+        p.ctl("deploy", "other", "--dir", str(code), "--cmd", "/usr/bin/python3 server.py", "--health", "/",
+              "--port", str(OTHER_USER_PORT))
         yield p
     finally:
         p.stop()
@@ -167,7 +172,8 @@ def test_pod_cannot_reach_another_pod(plat):
     other = instance(plat, "other")
     host, port = other.rsplit(":", 1)
     before = dropped("no pod reaches another")
-    assert reach(plat, host, port) == "ETIMEDOUT", other
+    assert reach(plat, host, port) == "ETIMEDOUT", other  # its agent
+    assert reach(plat, host, OTHER_USER_PORT) == "ETIMEDOUT", other  # its user server
     assert dropped("no pod reaches another") > before
     # the gateway does reach both
     assert get(plat, "other", "/") == "up" and get(plat, "prober", "/") == "up"

@@ -316,3 +316,24 @@ long faas_read_small(const char *path, char *buf, size_t cap)
     buf[n] = '\0';
     return (long)n;
 }
+
+ssize_t faas_send_with_fd(int sock, const void *buf, size_t len, int fd, int flags)
+{
+    struct iovec iov = {(void *)buf, len};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&cm, 0, sizeof(cm));
+        m.msg_control = cm.b;
+        m.msg_controllen = sizeof(cm.b);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    }
+    return sendmsg(sock, &m, MSG_NOSIGNAL | flags);
+}

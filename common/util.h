@@ -2,9 +2,10 @@
 #ifndef FAAS_UTIL_H
 #define FAAS_UTIL_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <protobuf-c/protobuf-c.h>
+#include <sys/types.h>
 
 /* Monotonic clock in microseconds / milliseconds. */
 uint64_t faas_now_us(void);
@@ -12,6 +13,10 @@ uint64_t faas_now_ms(void);
 /* Reads up to cap-1 bytes of a small file (a /proc or cgroup file: one read returns it
  * whole) into buf, NUL-terminated; the byte count, or -1 with errno set. */
 long faas_read_small(const char *path, char *buf, size_t cap);
+/* One packet of len bytes on a socket, with descriptor fd passed along (SCM_RIGHTS) when
+ * fd >= 0; MSG_NOSIGNAL | flags. sendmsg's result. Async-signal-safe (no allocation):
+ * a vfork child may call it. */
+ssize_t faas_send_with_fd(int sock, const void *buf, size_t len, int fd, int flags);
 /* Wall clock in unix milliseconds. */
 int64_t faas_unix_ms(void);
 /* Writes a random 16-hex-char id into out (cap >= 17). */

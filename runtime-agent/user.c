@@ -408,19 +408,7 @@ typedef struct spawn_args {
 static int send_fd(int sock, int fd)
 {
     char one = 0;
-    struct iovec iov = {&one, 1};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cm;
-    memset(&cm, 0, sizeof(cm));
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    return sendmsg(sock, &m, MSG_NOSIGNAL) == 1 ? 0 : -1;
+    return faas_send_with_fd(sock, &one, 1, fd, 0) == 1 ? 0 : -1;
 }
 
 /* The fd the child sent on sock, or -1 (none: the filter only refuses). */

@@ -110,19 +110,7 @@ int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags)
 {
     size_t len;
     uint8_t *buf = faas_pb_pack(msg, &len);
-    struct iovec iov = {buf, len};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cm;
-    memset(&cm, 0, sizeof(cm));
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    ssize_t n = buf ? sendmsg(ctl, &m, MSG_NOSIGNAL | flags) : -1;
+    ssize_t n = buf ? faas_send_with_fd(ctl, buf, len, fd, flags) : -1;
     free(buf);
     return n == (ssize_t)len ? 0 : -1;
 }

@@ -544,23 +544,7 @@ static int do_cleanup(const hreq_t *q, hrep_t *r)
 
 static void send_reply(int fd, const hrep_t *r, int pass_fd)
 {
-    struct iovec iov = {(void *)r, sizeof(*r)};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cm;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pass_fd >= 0) {
-        memset(&cm, 0, sizeof(cm));
-        m.msg_control = cm.b;
-        m.msg_controllen = sizeof(cm.b);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
-    while (sendmsg(fd, &m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+    while (faas_send_with_fd(fd, r, sizeof(*r), pass_fd, 0) < 0 && errno == EINTR)
         ;
 }
 

@@ -290,6 +290,58 @@ static void on_broken(h2b_pair_t *p, uint32_t code, const char *why)
 
 static const h2b_local_t local_ops = {on_head, on_data, on_end, on_broken};
 
+/* ---- an instance that cannot be reached ----
+ * Its agent refused the connect (killed, its pod gone with a crashed worker manager)
+ * while discovery still lists it until its lease lapses. Not a byte of the call left
+ * (h2b sends nothing before the connect completes), so the call goes to another
+ * instance or waits for a cold start, and the instance is dropped at once: every call
+ * after it would meet the same refusal. Bounded, so a table of dead instances cannot
+ * keep a call going round. */
+#define CALL_RETRIES 4
+
+static uint64_t retried, unreachable;
+
+int disp_call_unsent(h2b_pair_t *p)
+{
+    disp_call_t *c = p->owner;
+    if (c == NULL || c->ended || c->inst == NULL || c->fn == NULL || c->retries >= CALL_RETRIES)
+        return 0;
+    disp_inst_t *dead = c->inst;
+    disp_fn_t *fn = c->fn;
+    if (!dead->removed) {
+        unreachable++;
+        FAAS_WARN("event=instance_unreachable fn=%.*s instance=%s endpoint=%s msg=\"dropped; calls go elsewhere\"",
+                  (int)fn->name_len, fn->name, dead->id, dead->endpoint);
+        /* its worker manager frees whatever is left of it (a live pod behind a bad route) */
+        if (!dead->reserved && !dead->releasing) {
+            dead->releasing = 1;
+            disp_control_release(dead, "unreachable");
+        }
+        disp_inst_remove(dead);
+    }
+    end_inflight(c); /* may free dead */
+    c->retries++;
+    retried++;
+    disp_inst_t *inst = fn->nwaiters == 0 ? disp_pick(fn) : NULL;
+    if (inst != NULL)
+        disp_call_send(c, inst);
+    else
+        disp_hold(c, fn);
+    return 1;
+}
+
+void disp_call_metrics(FILE *out)
+{
+    fprintf(out,
+            "# HELP faas_gateway_instances_unreachable_total Instances dropped because their agent refused the "
+            "connect.\n# TYPE faas_gateway_instances_unreachable_total counter\n"
+            "faas_gateway_instances_unreachable_total %" PRIu64 "\n"
+            "# HELP faas_gateway_calls_rerouted_total Calls sent elsewhere after their instance could not be "
+            "reached.\n# TYPE faas_gateway_calls_rerouted_total counter\nfaas_gateway_calls_rerouted_total %" PRIu64
+            "\n",
+            unreachable, retried);
+}
+
 /* ---- sending ---- */
 
 #define NV(n, nl, v, vl, f) ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), (f)})

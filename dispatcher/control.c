@@ -400,6 +400,7 @@ static void function_put(const Faas__FunctionSpec *s)
     fn->gen = disp_g.snap_gen;
     disp_on_instance_ready(fn);
     disp_tasks_watch(fn);
+    disp_resolve_changed();
 }
 
 static void instance_put(const Faas__Instance *pi)
@@ -440,6 +441,7 @@ static void sweep(void)
             workers[k] = workers[--nworkers];
         else
             k++;
+    disp_resolve_changed();
 }
 
 static void apply_event(const Faas__WatchEvent *ev)

@@ -229,6 +229,8 @@ static void on_idle_scan(h2o_timeout_entry_t *e)
 
 void disp_metrics(FILE *out)
 {
+    disp_resolve_metrics(out);
+    disp_call_metrics(out);
     fprintf(out,
             "# HELP faas_cold_starts_total Instances acquired for requests.\n"
             "# TYPE faas_cold_starts_total counter\nfaas_cold_starts_total %" PRIu64 "\n",
@@ -282,6 +284,7 @@ void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg)
     h2o_timeout_link(ctx->loop, &idle_timeout, &idle_entry);
     disp_h2b_init(ctx->loop);
     h2b_on_goaway(on_agent_goaway);
+    h2b_on_unsent(disp_call_unsent);
 }
 
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)

@@ -22,6 +22,7 @@ typedef struct {
     const char *discovery;          /* host:port of faas-discovery */
     uint32_t queue_max;             /* held calls per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
+    uint32_t sync_hold_ms;          /* longest a routing miss waits for discovery (disp_resolve) */
 } disp_config_t;
 
 /* Starts the watch and worker threads and binds the dispatcher to ctx's loop. */
@@ -37,6 +38,21 @@ typedef enum { DISP_PROTO_HTTP = 0, DISP_PROTO_GRPC = 1, DISP_PROTO_THRIFT = 2 }
  * spec declares (grpc_services); Thrift, a declared service (thrift_services), else a
  * function of that name. The name stays valid while the loop runs; NULL if none. */
 const char *disp_route(disp_proto_t proto, const char *key, size_t len, size_t *fnlen);
+
+/* A routing miss, made sure of: disp_route / disp_lookup found nothing, but the table
+ * may only be behind discovery (no snapshot yet after a start, or a deploy whose watch
+ * event is still on its way). cb(ud, found) runs once, on the loop, possibly before
+ * disp_resolve returns: 1 = the key routes now (look it up again), 0 = discovery
+ * says there is no such function (the protocol's "not found"), -1 = cannot tell
+ * within the hold (the protocol's "unavailable, retry later"). The handle (NULL when
+ * cb already ran) cancels with disp_resolve_cancel while cb has not run. */
+typedef struct disp_resolve disp_resolve_t;
+typedef void (*disp_resolve_cb)(void *ud, int found);
+#define DISP_RESOLVE_KEY_MAX 255
+disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, disp_resolve_cb cb, void *ud);
+void disp_resolve_cancel(disp_resolve_t *r);
+/* 1 once the first discovery snapshot is in: before it the gateway is not ready. */
+int disp_ready(void);
 
 /* What a front end needs to know before it builds a call. */
 typedef struct {

@@ -182,6 +182,7 @@ struct disp_call {
     int ended;   /* end or error delivered: the sink hears nothing more */
     int closed;  /* the front end let go (local) or the pair was freed (bridged) */
     int async;
+    uint8_t retries;            /* times it was sent elsewhere: its instance was unreachable */
     uint64_t agent_deadline_ms; /* nonzero: sent as faas-deadline-ms (a task's run) */
     struct disp_call *next_free;
 };
@@ -217,6 +218,10 @@ void disp_on_reserved_call(disp_fn_t *fn, const char *rid);
 /* call.c: a call held for fn got an instance / can no longer expect one. */
 void disp_call_send(disp_call_t *c, disp_inst_t *inst);
 void disp_call_fail(disp_call_t *c, faas_err_t kind, const char *what);
+/* call.c: h2b's on_unsent hook: re-routes a call whose agent refused the connect. */
+int disp_call_unsent(h2b_pair_t *p);
+/* call.c: faas_gateway_instances_unreachable_total, faas_gateway_calls_rerouted_total. */
+void disp_call_metrics(FILE *out);
 
 /* control.c: threads and their messages. */
 int disp_control_start(const char **err);
@@ -269,6 +274,12 @@ const char *disp_cb_task_status(int status);
  * faas-result-status (with r), faas-task-error (unless it succeeded), r's headers but
  * the dropped ones and any that could break the head. Malloc'd, *len set; NULL on OOM. */
 char *disp_cb_request_head(const disp_cb_url_t *u, const Faas__Task *t, const Faas__TaskResult *r, size_t *len);
+
+/* resolve.c: the table changed (a function arrived, a snapshot ended): pending
+ * resolutions check again. */
+void disp_resolve_changed(void);
+/* resolve.c: faas_gateway_route_misses_total and faas_gateway_ready. */
+void disp_resolve_metrics(FILE *out);
 
 /* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
 void disp_h2b_init(h2o_loop_t *loop);

@@ -18,6 +18,9 @@ const char gw_args_usage[] =
     "  --max-body BYTES            largest request body (default 8388608)\n"
     "  --queue-max N               requests held per function during cold start (default 1024)\n"
     "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
+    "  --sync-hold-ms MS           longest a call to a function the gateway does not know waits\n"
+    "                              for discovery (the first snapshot after a start; a deploy whose\n"
+    "                              watch event is late); then 503 + Retry-After (default 5000)\n"
     "  --threads N                 event loop threads (only 1 for now)\n"
     "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
     "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
@@ -73,6 +76,7 @@ static void defaults(gw_config_t *cfg)
     cfg->discovery = "127.0.0.1:7100";
     cfg->max_body = FAAS_SPEC_DEFAULT_MAX_BODY_BYTES; /* a function without max_body gets this */
     cfg->queue_max = 1024;
+    cfg->sync_hold_ms = 5000;
     cfg->threads = 1;
     cfg->domain = "";
     cfg->grpc_listen = NULL; /* default port, best effort */
@@ -110,6 +114,8 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
         cfg->queue_max = (uint32_t)n;
     else if (IS("--cold-start-timeout-ms") && parse_u64(v, 0, 3600000, &n) == 0)
         cfg->cold_start_timeout_ms = (uint32_t)n;
+    else if (IS("--sync-hold-ms") && parse_u64(v, 0, 600000, &n) == 0)
+        cfg->sync_hold_ms = (uint32_t)n;
     else if (IS("--threads") && parse_u64(v, 1, 256, &n) == 0)
         cfg->threads = (uint32_t)n;
     else

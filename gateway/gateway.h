@@ -123,6 +123,7 @@ typedef struct {
     uint64_t max_body;              /* bytes */
     uint32_t queue_max;             /* per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
+    uint32_t sync_hold_ms;          /* a routing miss waits this long for discovery */
     uint32_t threads;
     const char *domain;            /* "" = no Host-based routing */
     const char *grpc_listen;       /* gRPC port (gateway/grpc.c); "off" = none; NULL = default, best effort */

@@ -109,7 +109,48 @@ static int call_headers(h2b_pair_t *p, disp_call_t *c)
     return rc;
 }
 
+static void route_call(h2b_pair_t *p, int resolved);
+
+/* The client reset its stream while its function was being resolved. */
+static void on_miss_free(h2b_pair_t *p)
+{
+    disp_resolve_cancel(p->owner);
+    p->owner = NULL;
+}
+
+static void on_miss_resolved(void *ud, int found)
+{
+    h2b_pair_t *p = ud;
+    p->owner = NULL;
+    p->on_free = NULL;
+    if (found >= 0) {
+        route_call(p, 1); /* routes now, or says the miss as before */
+        return;
+    }
+    gw_metrics_other();
+    h2b_pair_fail(p, faas_err_grpc(FAAS_ERR_UNAVAILABLE),
+                  disp_ready() ? "function not confirmed by discovery in time" : "gateway not synced with discovery yet");
+}
+
+/* A routing miss not yet made sure of: held until discovery has had its word. */
+static int hold_miss(h2b_pair_t *p, disp_proto_t proto, const void *key, size_t len, int resolved)
+{
+    if (resolved)
+        return 0;
+    p->on_free = on_miss_free;
+    disp_resolve_t *r = disp_resolve(proto, key, len, on_miss_resolved, p);
+    if (r != NULL) /* else on_miss_resolved has run */
+        p->owner = r;
+    return 1;
+}
+
 static void on_request(h2b_pair_t *p, int eos)
+{
+    (void)eos;
+    route_call(p, 0);
+}
+
+static void route_call(h2b_pair_t *p, int resolved)
 {
     const nghttp2_nv *method = find(p, ":method"), *path = find(p, ":path"), *ct = find(p, "content-type");
     if (!nv_is(method, "POST") || path == NULL) {
@@ -135,6 +176,9 @@ static void on_request(h2b_pair_t *p, int eos)
     const nghttp2_nv *ff = find(p, "faas-function");
     if (ff != NULL) {
         fn = disp_route(DISP_PROTO_HTTP, (const char *)ff->value, ff->valuelen, &fnlen);
+        if (fn == NULL && fn_name_ok(ff->value, ff->valuelen) &&
+            hold_miss(p, DISP_PROTO_HTTP, ff->value, ff->valuelen, resolved))
+            return;
         if (!fn_name_ok(ff->value, ff->valuelen) || fn == NULL) {
             gw_metrics_other();
             snprintf(msg, sizeof(msg), "function %.*s: no such function", (int)(ff->valuelen < 64 ? ff->valuelen : 64),
@@ -144,6 +188,8 @@ static void on_request(h2b_pair_t *p, int eos)
             return;
         }
     } else if ((fn = disp_route(DISP_PROTO_GRPC, svc.ptr, svc.len, &fnlen)) == NULL) {
+        if (hold_miss(p, DISP_PROTO_GRPC, svc.ptr, svc.len, resolved))
+            return;
         gw_metrics_other();
         snprintf(msg, sizeof(msg), "no function serves %.*s", (int)(svc.len < 120 ? svc.len : 120), svc.ptr);
         FAAS_INFO("event=grpc_error grpc_status=12 msg=\"%s\"", msg);

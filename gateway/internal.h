@@ -50,6 +50,12 @@ void gw_send_error(struct st_h2o_req_t *req, int status, const char *fn, size_t 
 /* A platform error of a kind, as DESIGN.md section 3 says it in HTTP. */
 void gw_send_platform_error(struct st_h2o_req_t *req, faas_err_t kind, const char *fn, size_t fnlen, const char *what);
 
+/* A routing miss of req for function name (in req's pool): waits for discovery's word
+ * (dispatcher/dispatcher.h disp_resolve), then calls again(req, arg) if the function
+ * exists now, or answers 404 (it does not) or 503 + Retry-After (cannot tell yet). */
+void gw_resolve_req(struct st_h2o_req_t *req, const char *name, size_t len, void (*again)(struct st_h2o_req_t *req, void *arg),
+                    void *arg);
+
 /* ---- tasks.c: the async task API ---- */
 
 /* Serves the task API's own paths (/async-function/..., /tasks...): 1 if req was one of

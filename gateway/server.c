@@ -379,6 +379,108 @@ static int prefers_async(h2o_req_t *req)
     return 0;
 }
 
+/* ---- routing misses (dispatcher/resolve.c), for every h2o-served route ---- */
+
+typedef struct {
+    h2o_req_t *req;
+    disp_resolve_t *r; /* NULL once answered */
+    void (*again)(h2o_req_t *req, void *arg);
+    void *arg;
+    const char *name;
+    size_t len;
+} gw_miss_t;
+
+static void on_miss_dispose(void *p)
+{
+    gw_miss_t *m = p;
+    disp_resolve_cancel(m->r); /* the client left first */
+}
+
+static void on_miss_resolved(void *ud, int found)
+{
+    gw_miss_t *m = ud;
+    m->r = NULL;
+    if (found >= 0) {
+        m->again(m->req, m->arg); /* routes now, or says the 404 as before */
+    } else {
+        gw_metrics_other();
+        gw_send_error(m->req, 503, m->name, m->len,
+                      disp_ready() ? "not in the gateway's table and discovery did not confirm it in time"
+                                   : "the gateway has no discovery snapshot yet",
+                      FAAS_ERR_RETRY_AFTER_S);
+    }
+}
+
+void gw_resolve_req(h2o_req_t *req, const char *name, size_t len, void (*again)(h2o_req_t *req, void *arg), void *arg)
+{
+    gw_miss_t *m = h2o_mem_alloc_shared(&req->pool, sizeof(*m), on_miss_dispose);
+    *m = (gw_miss_t){.req = req, .again = again, .arg = arg, .name = name, .len = len};
+    m->r = disp_resolve(DISP_PROTO_HTTP, name, len, on_miss_resolved, m);
+}
+
+/* A /function/ request: to its function, or a platform error. resolved: the name
+ * missed the table once and discovery said it exists (disp_resolve). */
+static void serve_function(h2o_req_t *req, gw_slice_t name, gw_slice_t rest, int resolved);
+
+static void serve_resolved(h2o_req_t *req, void *arg)
+{
+    gw_slice_t *nr = arg;
+    serve_function(req, nr[0], nr[1], 1);
+}
+
+static void serve_function(h2o_req_t *req, gw_slice_t name, gw_slice_t rest, int resolved)
+{
+    disp_fn_info_t info = {0};
+    int known = disp_lookup(name.ptr, name.len, &info) == 0;
+    if (!known && !resolved) {
+        gw_slice_t *arg = h2o_mem_alloc_pool(&req->pool, 2 * sizeof(*arg));
+        arg[0] = name;
+        arg[1] = rest;
+        gw_resolve_req(req, name.ptr, name.len, serve_resolved, arg);
+        return;
+    }
+    const char *rid = gw_request_id(req);
+    hcall_t *h = NULL;
+    if (known) {
+        h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), on_hcall_dispose);
+        memset(h, 0, sizeof(*h));
+        h->req = req;
+        h->fn = name.ptr;
+        h->fnlen = name.len;
+        h->start_us = faas_now_us();
+    } else {
+        /* counted with the unrouted requests: a metrics series per name a client
+         * made up would let anyone grow the gateway's memory and /metrics */
+        gw_metrics_other();
+    }
+    uint64_t limit = info.max_body_bytes != 0 && info.max_body_bytes < g_max_body ? info.max_body_bytes : g_max_body;
+    if (req->entity.base != NULL && req->entity.len > limit) {
+        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
+                  name.ptr);
+        gw_send_platform_error(req, FAAS_ERR_TOO_LARGE, name.ptr, name.len, "request body too large");
+        return;
+    }
+    if (!known) {
+        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
+                  name.ptr);
+        gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, name.ptr, name.len, "no such function");
+        return;
+    }
+    if (prefers_async(req)) {
+        gw_tasks_submit(req, name.ptr, name.len, rest.ptr, rest.len, 1);
+        return;
+    }
+    h2o_iovec_t path;
+    if (rest.len == 0)
+        path = h2o_iovec_init(H2O_STRLIT("/"));
+    else if (rest.ptr[0] == '?')
+        path = join(&req->pool, h2o_iovec_init(H2O_STRLIT("/")), "", rest.ptr, rest.len);
+    else
+        path = h2o_iovec_init(rest.ptr, rest.len);
+    forward(req, h, path, rid);
+}
+
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     gw_slice_t name, rest;
@@ -403,7 +505,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     if (rc == GW_ROUTE_OTHER) {
         gw_metrics_other();
+        /* ready = routing is right: before the first snapshot every function would miss */
         if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/healthz"))) {
+            if (disp_ready())
+                gw_send_text(req, 200, H2O_STRLIT("ok\n"));
+            else
+                gw_send_error(req, 503, NULL, 0, "not ready: no discovery snapshot yet", FAAS_ERR_RETRY_AFTER_S);
+            return 0;
+        }
+        if (h2o_memis(req->path_normalized.base, req->path_normalized.len, H2O_STRLIT("/livez"))) {
             gw_send_text(req, 200, H2O_STRLIT("ok\n"));
             return 0;
         }
@@ -412,47 +522,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, NULL, 0, "no route; functions live under /function/<name>/");
         return 0;
     }
-    const char *rid = gw_request_id(req);
-    disp_fn_info_t info = {0};
-    int known = disp_lookup(name.ptr, name.len, &info) == 0;
-    hcall_t *h = NULL;
-    if (known) {
-        h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), on_hcall_dispose);
-        memset(h, 0, sizeof(*h));
-        h->req = req;
-        h->fn = name.ptr;
-        h->fnlen = name.len;
-        h->start_us = faas_now_us();
-    } else {
-        /* counted with the unrouted requests: a metrics series per name a client
-         * made up would let anyone grow the gateway's memory and /metrics */
-        gw_metrics_other();
-    }
-    uint64_t limit = info.max_body_bytes != 0 && info.max_body_bytes < g_max_body ? info.max_body_bytes : g_max_body;
-    if (req->entity.base != NULL && req->entity.len > limit) {
-        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=413 msg=\"body too large\"", rid, (int)name.len,
-                  name.ptr);
-        gw_send_platform_error(req, FAAS_ERR_TOO_LARGE, name.ptr, name.len, "request body too large");
-        return 0;
-    }
-    if (!known) {
-        FAAS_INFO("event=request_error request_id=%s fn=%.*s status=404 msg=\"no such function\"", rid, (int)name.len,
-                  name.ptr);
-        gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, name.ptr, name.len, "no such function");
-        return 0;
-    }
-    if (prefers_async(req)) {
-        gw_tasks_submit(req, name.ptr, name.len, rest.ptr, rest.len, 1);
-        return 0;
-    }
-    h2o_iovec_t path;
-    if (rest.len == 0)
-        path = h2o_iovec_init(H2O_STRLIT("/"));
-    else if (rest.ptr[0] == '?')
-        path = join(&req->pool, h2o_iovec_init(H2O_STRLIT("/")), "", rest.ptr, rest.len);
-    else
-        path = h2o_iovec_init(rest.ptr, rest.len);
-    forward(req, h, path, rid);
+    serve_function(req, name, rest, 0);
     return 0;
 }
 
@@ -547,7 +617,8 @@ static void on_signal(int sig)
 static int start_dispatcher(const gw_config_t *cfg, const char **err)
 {
     disp_config_t dc = {
-        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms};
+        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
+        .sync_hold_ms = cfg->sync_hold_ms};
     sigset_t ss, old;
     sigemptyset(&ss);
     sigaddset(&ss, SIGINT);

@@ -232,9 +232,22 @@ void gw_tasks_submit(h2o_req_t *req, const char *fn, size_t fnlen, const char *r
 }
 
 /* /async-function/<name>/...: the same checks as /function/, then a task. */
-static void serve_submit(h2o_req_t *req, const gw_task_route_t *r)
+static void serve_submit(h2o_req_t *req, const gw_task_route_t *r, int resolved);
+
+static void submit_resolved(h2o_req_t *req, void *arg)
+{
+    serve_submit(req, arg, 1);
+}
+
+static void serve_submit(h2o_req_t *req, const gw_task_route_t *r, int resolved)
 {
     disp_fn_info_t info;
+    if (disp_lookup(r->name.ptr, r->name.len, &info) != 0 && !resolved) {
+        gw_task_route_t *copy = h2o_mem_alloc_pool(&req->pool, sizeof(*copy));
+        *copy = *r;
+        gw_resolve_req(req, r->name.ptr, r->name.len, submit_resolved, copy);
+        return;
+    }
     if (disp_lookup(r->name.ptr, r->name.len, &info) != 0) {
         gw_send_platform_error(req, FAAS_ERR_NOT_FOUND, r->name.ptr, r->name.len, "no such function");
         return;
@@ -401,7 +414,7 @@ int gw_tasks_serve(h2o_req_t *req)
     if (!method_ok(req, kind))
         return 1;
     if (kind == GW_TASK_ROUTE_SUBMIT)
-        serve_submit(req, &r);
+        serve_submit(req, &r, 0);
     else if (kind == GW_TASK_ROUTE_LIST)
         serve_list(req, &r);
     else

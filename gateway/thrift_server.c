@@ -65,6 +65,8 @@ typedef struct tcall {
     size_t reply_len;
     int code; /* for the metric */
     int done, oneway, ooo, fatal, too_big;
+    disp_resolve_t *resolving; /* its function missed the table: discovery is asked */
+    int resolved;              /* ... and has answered */
 } tcall_t;
 
 static struct {
@@ -114,6 +116,7 @@ static int route(tconn_t *c, const thrift_frame_t *f, const char **fn, size_t *f
 
 static void call_free(tcall_t *c)
 {
+    disp_resolve_cancel(c->resolving);
     if (h2o_timeout_is_linked(&c->done_entry))
         h2o_timeout_unlink(&c->done_entry);
     if (c->call != NULL)
@@ -462,6 +465,8 @@ static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_ms
     call_answer_now(k, faas_err_tapp(FAAS_ERR_MALFORMED), msg, faas_err_http(FAAS_ERR_MALFORMED));
 }
 
+static void call_route(tcall_t *k);
+
 static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
 {
     tcall_t *k = call_new(c, p, len);
@@ -475,9 +480,49 @@ static void handle_frame(tconn_t *c, const uint8_t *p, size_t len)
                         faas_err_http(FAAS_ERR_MALFORMED));
         return;
     }
-    const char *fn, *why = NULL;
-    size_t fnlen;
-    if (route(c, &k->f, &fn, &fnlen, &why) != 0) {
+    call_route(k);
+}
+
+static void on_resolved(void *ud, int found)
+{
+    tcall_t *k = ud;
+    k->resolving = NULL;
+    k->resolved = 1;
+    if (found >= 0) {
+        call_route(k); /* routes now, or says the miss as before */
+        return;
+    }
+    call_answer_now(k, faas_err_tapp(FAAS_ERR_UNAVAILABLE),
+                    disp_ready() ? "function not confirmed by discovery in time" : "gateway not synced with discovery yet",
+                    faas_err_http(FAAS_ERR_UNAVAILABLE));
+}
+
+/* A miss not yet made sure of (the table may only be behind discovery): 1 if k now
+ * waits for discovery's word. */
+static int hold_miss(tcall_t *k, int routed, const char *fn, size_t fnlen)
+{
+    thrift_bytes_t key = {NULL, 0};
+    disp_fn_info_t info;
+    if (k->resolved)
+        return 0;
+    if (routed && disp_lookup(fn, fnlen, &info) != 0) /* a bound or default function */
+        k->resolving = disp_resolve(DISP_PROTO_HTTP, fn, fnlen, on_resolved, k);
+    else if (!routed && thrift_routing_key(&k->f, &key) == 0)
+        k->resolving = disp_resolve(DISP_PROTO_THRIFT, (const char *)key.ptr, key.len, on_resolved, k);
+    else
+        return 0;
+    return 1; /* on_resolved may have run already: k is then answered or forwarded */
+}
+
+static void call_route(tcall_t *k)
+{
+    tconn_t *c = k->conn;
+    const char *fn = NULL, *why = NULL;
+    size_t fnlen = 0;
+    int routed = route(c, &k->f, &fn, &fnlen, &why) == 0;
+    if (hold_miss(k, routed, fn, fnlen))
+        return;
+    if (!routed) {
         char msg[200];
         thrift_bytes_t key = {NULL, 0};
         thrift_routing_key(&k->f, &key);

@@ -43,6 +43,7 @@ static struct {
     h2b_conn_t *clients;
     evl_link_t servers; /* server connections, for h2b_goaway_all */
     void (*on_goaway)(const char *hostport, const uint8_t *data, size_t len);
+    int (*on_unsent)(h2b_pair_t *p);
     size_t live;
     h2b_pair_t *cache[PAIR_CACHE];
     size_t ncache;
@@ -746,6 +747,9 @@ static void conn_kill(h2b_conn_t *c, const char *why)
         if (c->server) {
             reset_up(p, NGHTTP2_CANCEL);
             maybe_free(p);
+        } else if (!c->connected && g.on_unsent != NULL && g.on_unsent(p)) {
+            /* not a byte of it left (nothing is sent before the connect completes): the
+             * application sends it elsewhere */
         } else if (!p->up.in_eos || p->up.in.len != 0 || !p->trl_ready) {
             /* a connection that never came up never carried the request */
             up_broken(p, c->connected ? NGHTTP2_INTERNAL_ERROR : NGHTTP2_REFUSED_STREAM,
@@ -1013,4 +1017,9 @@ void h2b_goaway_all(const char *debug)
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len))
 {
     g.on_goaway = cb;
+}
+
+void h2b_on_unsent(int (*cb)(h2b_pair_t *p))
+{
+    g.on_unsent = cb;
 }

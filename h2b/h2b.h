@@ -176,6 +176,11 @@ void h2b_goaway_all(const char *debug);
 /* cb learns of every GOAWAY a client connection receives (hostport as given to
  * h2b_client_get, the peer's opaque data). One hook per process. */
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len));
+/* cb is offered every pair whose up connection died before it ever connected (refused,
+ * unreachable): its request has not left, so it may be sent elsewhere. cb returns 1 if
+ * it took p (detached from that connection; h2b_pair_connect it again, or end it),
+ * 0 to let it break as usual (on_broken / a gRPC UNAVAILABLE). One hook per process. */
+void h2b_on_unsent(int (*cb)(h2b_pair_t *p));
 
 /* ---- local callers: the application is the down side (no server stream) ---- */
 

@@ -1,5 +1,6 @@
-"""faas-gateway on its own (no discovery reachable): routes, errors, metrics over
-HTTP/1.1, h2c prior knowledge and h2c Upgrade; flags; signals."""
+"""faas-gateway with an empty discovery (no worker, no function): routes, errors,
+metrics over HTTP/1.1, h2c prior knowledge and h2c Upgrade; flags; signals; and a
+gateway whose discovery is not reachable: not ready, unknown names 503 + Retry-After."""
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from platform_util import token_env
+from platform_util import Daemon, token_env
 
 BUILD = os.path.abspath(os.environ.get("FAAS_BUILD", "/work/main/build"))
 GATEWAY = os.path.join(BUILD, "faas-gateway")
@@ -33,8 +34,32 @@ def wait_until(pred, timeout, interval=0.01, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+class Discovery:
+    """A real faas-discovery with nothing deployed: the gateway gets its (empty) snapshot."""
+
+    def __init__(self, tmpdir):
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.d = Daemon("discovery", [os.path.join(BUILD, "faas-discovery"), "--listen", self.addr,
+                                      "--metrics-listen", f"127.0.0.1:{free_port()}",
+                                      "--state-dir", os.path.join(tmpdir, "discovery")], tmpdir, self.port,
+                        env=token_env()).start()
+
+    def stop(self):
+        self.d.stop()
+
+
+def http_status(port, path):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    return int(buf.split(b" ", 2)[1]), buf
+
+
 class Gateway:
-    def __init__(self, tmpdir, discovery=None, extra=()):
+    def __init__(self, tmpdir, discovery=None, extra=(), ready=True):
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.log_path = os.path.join(tmpdir, f"gateway-{self.port}.log")
@@ -43,6 +68,8 @@ class Gateway:
         # the token it sends to the control plane (the fake one in test_gw_proxy checks it)
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=token_env())
         wait_until(self._up, 10, what="gateway listening")
+        if ready:  # its first discovery snapshot is in: it routes (and says 404) from now on
+            wait_until(lambda: http_status(self.port, "/healthz")[0] == 200, 10, what="gateway ready")
 
     def _up(self):
         if self.proc.poll() is not None:
@@ -118,11 +145,39 @@ MODES = ["http1", "h2", "upgrade"]
 
 
 @pytest.fixture(scope="module")
-def gw():
+def disc():
+    with tempfile.TemporaryDirectory(prefix="gw-e2e-disc-") as d:
+        dd = Discovery(d)
+        yield dd
+        dd.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(disc):
     with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
-        g = Gateway(d)
+        g = Gateway(d, discovery=disc.addr)
         yield g
         g.stop()
+
+
+def test_no_discovery_not_ready_and_503_not_404():
+    """A gateway that never got a discovery snapshot cannot know which functions exist:
+    /healthz says 503 (not ready), /livez 200, a call is held --sync-hold-ms then
+    answered 503 + Retry-After (never 404), on every protocol."""
+    with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
+        g = Gateway(d, extra=["--sync-hold-ms", "300"], ready=False)
+        try:
+            st, buf = http_status(g.port, "/healthz")
+            assert st == 503 and b"retry-after: 1" in buf.lower() and b"not ready" in buf, buf
+            assert http_status(g.port, "/livez")[0] == 200
+            for mode in MODES:
+                t0 = time.monotonic()
+                rc, status, headers, body = curl(g.url("/function/nosuch/x"), mode=mode)
+                assert status == 503 and headers.get("retry-after") == "1", (mode, status, body)
+                assert b"no discovery snapshot" in body, body
+                assert time.monotonic() - t0 >= 0.25  # held for the hold, not answered at once
+        finally:
+            assert g.stop() == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -175,9 +230,9 @@ def test_malformed_http1_is_400(gw):
     assert out.startswith(b"HTTP/1.1 400"), out[:100]
 
 
-def test_body_over_max_is_413():
+def test_body_over_max_is_413(disc):
     with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
-        g = Gateway(d, extra=["--max-body", "1000"])
+        g = Gateway(d, discovery=disc.addr, extra=["--max-body", "1000"])
         try:
             # far over: h2o answers from content-length alone, before any body is read
             out = raw(g.port, b"POST /function/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
@@ -205,7 +260,7 @@ def test_flags_and_help():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_exits_zero(sig):
     with tempfile.TemporaryDirectory(prefix="gw-e2e-") as d:
-        g = Gateway(d)
+        g = Gateway(d, ready=False)  # no discovery: it never will be
         time.sleep(0.3)  # let the watch thread start retrying: the signal must still reach the loop
         t0 = time.monotonic()
         g.proc.send_signal(sig)

@@ -611,26 +611,48 @@ Test(call, no_instance_and_no_worker_is_503)
     finish(r);
 }
 
-Test(call, nothing_listening_is_502)
+/* issue 14: a refused connect means the agent is gone (discovery may list it for a
+ * lease more): the instance is dropped at once and the call, of which nothing left,
+ * waits for another instance; with none and no worker to start one, that is a 503. */
+Test(call, nothing_listening_drops_the_instance_and_holds_the_call)
 {
     int port;
     close(listen_any(&port)); /* a port just freed: nothing listens there */
     char ep[64];
     snprintf(ep, sizeof(ep), "127.0.0.1:%d", port);
-    disp_inst_t *inst = put_inst(put_fn("gone", 5000, 0), "i-gone", ep);
+    disp_fn_t *fn = put_fn("gone", 5000, 0);
+    put_inst(fn, "i-gone", ep);
     res_t *r = start(DISP_PROTO_HTTP, "gone", "echo", "x", 1, "rid-gone", 0);
     RUN_UNTIL(DONE(r), 5000);
     cr_assert(r->errored);
-    cr_assert_eq(r->err_status, 502, "%d (%s)", r->err_status, r->err_msg);
-    cr_assert(strstr(r->err_msg, "connect") != NULL, "%s", r->err_msg);
-    cr_assert_eq(inst->inflight, 0);
+    cr_assert_eq(r->err_status, 503, "%d (%s)", r->err_status, r->err_msg);
+    cr_assert(strstr(r->err_msg, "no worker") != NULL, "%s", r->err_msg);
+    cr_assert_null(disp_inst_find(&disp_g.table, "i-gone"), "the unreachable instance is still routed to");
+    cr_assert_eq(fn->ninst, 0);
     finish(r);
-    /* the next call tries again (and fails the same way): nothing stuck */
-    r = start(DISP_PROTO_HTTP, "gone", "echo", "x", 1, "rid-gone2", 0);
-    RUN_UNTIL(DONE(r), 5000);
-    cr_assert_eq(r->err_status, 502);
-    cr_assert_eq(inst->inflight, 0);
-    finish(r);
+}
+
+/* ... and with a live instance beside it, the call is served there: 200, not 502. */
+Test(call, nothing_listening_sends_the_call_to_another_instance)
+{
+    int port;
+    close(listen_any(&port));
+    char ep[64];
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", port);
+    disp_fn_t *fn = put_fn("half", 5000, 0);
+    put_inst(fn, "i-dead", ep); /* first: picked first at equal load */
+    disp_inst_t *live = put_inst(fn, "i-live", agent_ep);
+    for (int k = 0; k < 3; k++) {
+        res_t *r = start(DISP_PROTO_HTTP, "half", "echo", "hello", 5, "rid-half", 0);
+        RUN_UNTIL(DONE(r), 5000);
+        cr_assert(r->ended, "call %d: error %d: %s", k, r->err_status, r->err_msg);
+        cr_assert_eq(r->status, 200);
+        cr_assert_eq(r->blen, 5);
+        finish(r);
+    }
+    cr_assert_null(disp_inst_find(&disp_g.table, "i-dead"));
+    cr_assert_eq(fn->ninst, 1);
+    cr_assert_eq(live->inflight, 0);
 }
 
 Test(call, two_hundred_concurrent_calls_on_one_connection)

@@ -61,3 +61,15 @@ int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint
 {
     return -1;
 }
+disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, disp_resolve_cb cb, void *ud)
+{
+    cb(ud, 0);
+    return NULL;
+}
+void disp_resolve_cancel(disp_resolve_t *r)
+{
+}
+int disp_ready(void)
+{
+    return 1;
+}

@@ -304,12 +304,13 @@ def report(fig):
 def markdown_table(figs):
     """One row per fault: what the bench prints and the results file keeps."""
     rows = ["| fault | requests | by status (since the kill) | connect errors | other transport errors "
-            "| in-flight at kill | time to full service |",
-            "|---|---|---|---|---|---|---|"]
+            "| in-flight at kill | time to full service | notes |",
+            "|---|---|---|---|---|---|---|---|"]
     for f in figs:
         st = ", ".join(f"{k}: {v}" for k, v in f["since_kill"].items() if not k[0].isalpha())
         ttf = f["time_to_full_s"]
         ttf = f"{ttf * 1000:.0f} ms" if ttf is not None else f"not reached in {f['observed_s']} s"
         rows.append(f"| {f['fault']} | {f['requests']} | {st or '-'} | {f['connect_errors']} | "
-                    f"{f['transport_errors'] - f['connect_errors']} | {f['in_flight_at_kill']} | {ttf} |")
+                    f"{f['transport_errors'] - f['connect_errors']} | {f['in_flight_at_kill']} | {ttf} | "
+                    f"{f.get('note', '')} |")
     return "\n".join(rows)

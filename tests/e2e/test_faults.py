@@ -175,6 +175,8 @@ def scenario_gateway(tmp):
                  "n_5xx_not_503_retry": None})
     fig = s.figures()
     fig["n_5xx_not_503_retry"] = s.n_5xx(allow_503_retry=True)
+    fig["note"] = (f"/healthz after restart: {hz}; a call right after a 200 failed {len(early)} times; "
+                   f"down {fig['down_s'] * 1000:.0f} ms")
     return fig, {"summary": s, "probes": probes, "early": early, "logs": logs}
 
 
@@ -225,8 +227,10 @@ def scenario_wm(tmp):
     s = Summary(calls, t_kill, t_up, "worker manager kill -9 + restart",
                 {"instances_before": sorted(before), "instances_after": sorted(after),
                  "kept": sorted(before & after), "new_fn_after_restart": code2})
-    return s.figures(), {"summary": s, "before": before, "after": after, "code2": (code2, body2),
-                         "logs": logs}
+    fig = s.figures()
+    fig["note"] = (f"instances kept {len(before & after)}/{len(before)}; new deploy after restart: {code2}; "
+                   f"restarted in {fig['down_s'] * 1000:.0f} ms")
+    return fig, {"summary": s, "before": before, "after": after, "code2": (code2, body2), "logs": logs}
 
 
 def test_worker_manager_kill9_restart(tmp_path):
@@ -328,7 +332,10 @@ def scenario_agent(tmp, freeze_wm_s=0.0):
     s = Summary(calls, t_kill, None, what,
                 {"victim": victim["id"], "instances_after": sorted(after), "victim_calls_before": on_victim,
                  "victim_share_at_pick": f"{busiest[0][0]}/{sum(served.values())}"})
-    return s.figures(), {"summary": s, "victim": victim, "after": after, "logs": logs}
+    fig = s.figures()
+    fig["note"] = (f"victim served {busiest[0][0]}/{sum(served.values())} calls when picked; "
+                   f"slowest call since kill {fig['slowest_since_kill_ms']} ms")
+    return fig, {"summary": s, "victim": victim, "after": after, "logs": logs}
 
 
 def test_agent_kill9(tmp_path):
@@ -384,7 +391,9 @@ def scenario_user(tmp):
     finally:
         plat.stop()
     s = Summary(calls, t_kill, None, "user server kill -9", {"victim": row["id"]})
-    return s.figures(), {"summary": s, "logs": logs}
+    fig = s.figures()
+    fig["note"] = f"slowest call since kill {fig['slowest_since_kill_ms']} ms"
+    return fig, {"summary": s, "logs": logs}
 
 
 def test_user_server_kill9(tmp_path):
@@ -423,7 +432,9 @@ def scenario_discovery(tmp):
     finally:
         plat.stop()
     s = Summary(calls, t_kill, t_up, "discovery kill -9 + restart", {"new_fn_after_restart": code2})
-    return s.figures(), {"summary": s, "code2": (code2, body2), "logs": logs}
+    fig = s.figures()
+    fig["note"] = (f"while down ({fig['down_s']:.1f} s): {fig['during']}; new deploy after restart: {code2}")
+    return fig, {"summary": s, "code2": (code2, body2), "logs": logs}
 
 
 def test_discovery_kill9_restart(tmp_path):

@@ -156,7 +156,7 @@ def scenario_gateway(tmp):
         # down long enough for every client to see it refused, as a supervisor's restart would
         wait_until(lambda: load.count_since(t_kill, "connect_refused") >= THREADS, 10, interval=0.005,
                    what="clients refused while the gateway is down")
-        spawn(plat.gateway)
+        t_spawn = spawn(plat.gateway)
         probes, t_up = probe_readiness(plat, time.monotonic() + 10)
         t_up = t_up or time.monotonic()
         settle(load, t_up)
@@ -177,7 +177,7 @@ def scenario_gateway(tmp):
     fig["n_5xx_not_503_retry"] = s.n_5xx(allow_503_retry=True)
     fig["note"] = (f"/healthz after restart: {hz}; a call right after a 200 failed {len(early)} times; "
                    f"down {fig['down_s'] * 1000:.0f} ms")
-    return fig, {"summary": s, "probes": probes, "early": early, "logs": logs}
+    return fig, {"summary": s, "probes": probes, "early": early, "logs": logs, "t_spawn": t_spawn}
 
 
 def test_gateway_kill9_restart(tmp_path):
@@ -190,11 +190,13 @@ def test_gateway_kill9_restart(tmp_path):
     report(fig)
     s = ev["summary"]
     bad = check_common(s, allow_503_retry=True)
-    during = s.window("during")
-    answered = [c for c in during if isinstance(c.outcome, int)]
+    # dead: from the kill until the new process was spawned (a call begun then and
+    # ended later may have been answered by the new process, rightly)
+    dead = [c for c in s.calls if s.t_kill <= c.t0 and c.t1 < ev["t_spawn"]]
+    answered = [c for c in dead if isinstance(c.outcome, int)]
     if answered:
         bad.append(f"{len(answered)} HTTP answers while the gateway was dead (another process on its port?)")
-    if not any(c.outcome == "connect_refused" for c in during):
+    if not any(c.outcome == "connect_refused" for c in dead):
         bad.append("no connection refused while the gateway was down: the fault was not injected")
     if ev["early"]:
         p = ev["early"][0]
@@ -210,8 +212,8 @@ def test_gateway_kill9_restart(tmp_path):
 def scenario_wm(tmp):
     plat = start_platform(tmp)
     try:
-        before = {r["id"] for r in ready(plat, "hello")}
         load = start_load(plat)
+        before = {r["id"] for r in ready(plat, "hello")}  # under load: a scale-up has happened by now
         t_kill = kill9(plat.wm)
         t_up = restart(plat.wm)  # at once, as a supervisor would: same argv, id, ports, state dir
         settle(load, t_up)
@@ -240,14 +242,15 @@ def test_worker_manager_kill9_restart(tmp_path):
     fallback the issue allows, "recreated within one cold start", is accepted only
     as: none of the old ids is still listed (no dead endpoint advertised), new ones
     serve, and full service is back within RECOVER_BOUND_S of the restart; the 5xx
-    bound holds in both cases, so a recreation that costs errors fails anyway. A
-    function deployed after the restart cold-starts and answers."""
+    bound holds in both cases, so a recreation that costs errors fails anyway. New ids
+    next to all the old ones are a scale-up under load, not a loss. A function deployed
+    after the restart cold-starts and answers."""
     fig, ev = scenario_wm(tmp_path)
     report(fig)
     s = ev["summary"]
     bad = check_common(s)
     before, after = ev["before"], ev["after"]
-    if before != after:
+    if not before <= after:
         if before & after:
             bad.append(f"instances partly kept: before {sorted(before)}, after {sorted(after)}")
         ttf = s.time_to_full()

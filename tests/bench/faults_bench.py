@@ -11,7 +11,6 @@ calls started before the kill instant and finished after it; time to full servic
 the kill to the end of the first of 50 consecutive 200s (fault_util.Summary). Needs
 root (pods)."""
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -201,6 +201,7 @@ static void run_acquire(job_t *j)
         snprintf(m->err, sizeof(m->err), "cannot open channel");
     }
     m->kind = rc == 0 ? MSG_ACQ_OK : MSG_ACQ_FAIL;
+    m->rc = rc;
     free(resp);
     post(m);
 }
@@ -497,7 +498,12 @@ static void acquired(ctl_msg_t *m)
         FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn, m->ms,
                    m->err);
         char why[256]; /* the worker manager's reason, never a transport error's addresses */
-        disp_on_acquire_failed(fn, faas_cold_start_public(why, sizeof(why), m->fn, m->err));
+        faas_cold_start_public(why, sizeof(why), m->fn, m->err);
+        /* not reached (restarting after a crash, shutting down): not the function's fault */
+        if (m->rc == FAAS_GRPC_UNAVAILABLE || m->rc == -1)
+            disp_on_acquire_unreachable(fn, why);
+        else
+            disp_on_acquire_failed(fn, why);
         return;
     }
     const Faas__Instance *pi = m->reply->instance;

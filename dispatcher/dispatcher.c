@@ -164,6 +164,32 @@ void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
         fail_waiters(fn, FAAS_ERR_UNAVAILABLE, why);
 }
 
+/* A worker manager that cannot be reached (restarting after a crash, say) fails no
+ * held call: they keep their place and their own deadlines (cold start timeout, the
+ * call's), and the Acquire is tried again shortly, by then maybe on another worker. */
+#define ACQUIRE_RETRY_MS 100
+
+static void on_acquire_retry(disp_timer_t *t)
+{
+    disp_fn_t *fn = H2O_STRUCT_FROM_MEMBER(disp_fn_t, acquire_retry, t);
+    fn->acquire_retry_armed = 0;
+    if (fn->nwaiters != 0)
+        disp_on_instance_ready(fn); /* an instance, or a new Acquire, or no worker at all */
+}
+
+void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why)
+{
+    if (fn->nwaiters == 0 || fn->acquire_retry_armed)
+        return;
+    if (fn->acquiring != 0 || has_current_instance(fn))
+        return; /* the calls have something else to wait for */
+    FAAS_INFO("event=acquire_retry fn=%.*s in_ms=%d msg=\"worker manager not reached\"", (int)fn->name_len, fn->name,
+              ACQUIRE_RETRY_MS);
+    fn->acquire_retry_armed = 1;
+    fn->acquire_retry.cb = on_acquire_retry;
+    disp_timer_start(&fn->acquire_retry, faas_now_ms() + ACQUIRE_RETRY_MS);
+}
+
 static void on_wait_timeout(disp_timer_t *t)
 {
     disp_call_t *c = H2O_STRUCT_FROM_MEMBER(disp_call_t, wait_timer, t);

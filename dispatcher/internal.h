@@ -63,6 +63,8 @@ typedef struct disp_fn {
     uint32_t nwaiters;
     uint32_t acquiring; /* Acquire calls in flight */
     uint64_t acquire_failed_at_ms;
+    faas_timer_t acquire_retry; /* its worker manager was not reached: Acquire again soon */
+    int acquire_retry_armed;
     uint32_t gen;
     uint64_t reserved_calls;      /* calls sent to a reserved instance (metrics) */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
@@ -232,6 +234,8 @@ void disp_control_release(disp_inst_t *inst, const char *reason);
 /* dispatcher.c: called by control.c and call.c on the loop. */
 void disp_on_instance_ready(disp_fn_t *fn);
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
+/* The worker manager was not reached: held calls wait (their own deadlines) for a retry. */
+void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why);
 /* The function was deleted: it answers 404, held calls too. */
 void disp_on_function_deleted(disp_fn_t *fn);
 /* Queues c for fn (cold start); fails it when the queue is full or no worker exists. */

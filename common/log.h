@@ -1,6 +1,18 @@
 /* common/log.h - one logfmt line per event on stderr:
  *   ts=2026-11-22T11:00:00.123Z level=info comp=gateway event=... k=v
- * The caller formats the key=value tail; use faas_log_quote for free text. */
+ * The caller formats the key=value tail; use faas_log_quote for free text.
+ *
+ * Repeated events are rate-limited so that a fault (an agent gone, a flood of bad
+ * requests) cannot turn into a flood of log lines (issue 14): each call site (keyed by
+ * its format string) may write FAAS_LOG_BURST lines a second (default 20; error lines
+ * five times that; 0 turns the limit off), the rest are dropped and counted, and when
+ * the site's one-second window has ended one line says how many:
+ *   level=warn comp=gateway event=log_suppressed site=request_error dropped=1980 window_s=1
+ * at the level of the lines dropped. Every daemon exports the count as the counter
+ * faas_log_dropped_lines_total on its /metrics. Debug lines are never limited: they are
+ * off unless asked for, and whoever asks wants all of them. Info is limited like warn:
+ * the gateway's per-request 404/400/413 lines are info, a client's flood as much as a
+ * fault's. Sites whose keys hash to one of the 256 slots share its budget and report. */
 #ifndef FAAS_LOG_H
 #define FAAS_LOG_H
 
@@ -8,11 +20,19 @@
 #include <stdint.h>
 
 enum { FAAS_LOG_DEBUG = 0, FAAS_LOG_INFO = 1, FAAS_LOG_WARN = 2, FAAS_LOG_ERROR = 3 };
+enum { FAAS_LOG_DEFAULT_BURST = 20 };
 
-/* Sets the comp= value and the minimum level (FAAS_LOG_LEVEL=debug|info|warn|error). */
+/* Sets the comp= value, the minimum level (FAAS_LOG_LEVEL=debug|info|warn|error) and
+ * the rate limit's burst (FAAS_LOG_BURST=<lines per site per second>, 0 = off). */
 void faas_log_init(const char *component);
-/* Writes one line; fmt is printf-style and should produce `event=... k=v` pairs. */
+/* Writes one line; fmt is printf-style and should produce `event=... k=v` pairs. fmt's
+ * address is the rate limit's key: pass a string literal, not a built-up buffer. */
 void faas_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Lines a call site may write per second (error: 5x); 0 = unlimited. faas_log_init reads
+ * FAAS_LOG_BURST; this is for tests and embedders. */
+void faas_log_set_burst(unsigned per_sec);
+/* Lines dropped by the rate limit since the process started (all threads). */
+uint64_t faas_log_dropped_total(void);
 /* Quotes s for a logfmt value into buf ("..." with \" \\ \n escaped); returns buf. */
 const char *faas_log_quote(char *buf, size_t cap, const char *s, size_t len);
 /* One line of a function's log (what `faasctl logs` shows), written by the agent and the

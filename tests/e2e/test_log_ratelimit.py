@@ -158,6 +158,11 @@ def test_a_flood_of_failing_requests_is_limited_counted_and_reported(tmp_path):
         assert len(lines) < N / 4, len(lines)
         assert all(l.startswith("ts=") and " level=warn comp=gateway " in l for l in lines
                    if "event=log_suppressed site=request_error" in l), text
+        # the worker manager and discovery export the counter too
+        for port in (p.wm_mport, p.disc_mport):
+            body = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+            assert re.search(r"^# TYPE faas_log_dropped_lines_total counter\n"
+                             r"faas_log_dropped_lines_total \d+$", body, re.M), body
     finally:
         p.stop()
 

@@ -30,10 +30,12 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 #define ERROR_BURST_FACTOR 5 /* a storm of errors is still a storm, but each one matters more */
 
 typedef struct {
-    _Atomic uint64_t state;      /* window second << 32 | lines admitted in it */
-    _Atomic uint64_t dropped;    /* not yet reported by a log_suppressed line */
-    _Atomic(const char *) site;  /* format of the last site dropped here */
-    _Atomic int level;           /* its level: the report is written at it */
+    _Atomic uint64_t state;     /* window second << 32 | lines admitted in it */
+    _Atomic uint64_t dropped;   /* not yet reported by a log_suppressed line */
+    _Atomic(const char *) site; /* format of the last site dropped here */
+    _Atomic(const char *) file; /* and its __FILE__, __LINE__ (NULL: faas_log) */
+    _Atomic int line;
+    _Atomic int level; /* its level: the report is written at it */
 } slot_t;
 
 static slot_t slots[SLOTS];
@@ -64,16 +66,13 @@ static slot_t *slot_of(const char *fmt)
     return &slots[((uint64_t)(uintptr_t)fmt * 0x9E3779B97F4A7C15ull) >> (64 - 8)];
 }
 
-/* The event name of a format ("event=foo k=%s" gives "foo"), else its first words. */
-static void site_name(const char *fmt, const char **p, int *len)
+/* The event name of a format ("event=foo k=%s" gives "foo"), else "unnamed". */
+static void event_name(const char *fmt, const char **p, int *len)
 {
-    const char *e = strstr(fmt, "event=");
-    const char *s = e != NULL ? e + 6 : fmt;
-    size_t n = strcspn(s, " \"\\%");
-    if (n == 0 || n > 64)
-        n = strcspn(s, "\"\\%\n");
-    *p = s;
-    *len = (int)(n > 64 ? 64 : n);
+    const char *e = fmt != NULL ? strstr(fmt, "event=") : NULL;
+    size_t n = e != NULL ? strcspn(e + 6, " \"\\%\n") : 0;
+    *p = n > 0 ? e + 6 : "unnamed";
+    *len = n > 0 ? (int)(n > 64 ? 64 : n) : 7;
 }
 
 /* Writes the slot's pending count, if any, as one line at the level of what it dropped.
@@ -84,15 +83,22 @@ static void report(slot_t *sl)
     uint64_t n = atomic_exchange(&sl->dropped, 0);
     if (n == 0)
         return;
-    const char *p;
-    int len;
-    site_name(atomic_load(&sl->site), &p, &len);
-    emit(atomic_load(&sl->level), "event=log_suppressed site=%.*s dropped=%" PRIu64 " window_s=1", len, p, n);
+    const char *p, *file = atomic_load(&sl->file);
+    int len, line = atomic_load(&sl->line);
+    event_name(atomic_load(&sl->site), &p, &len);
+    /* file and line are two stores: sites that share a slot may mix them (cosmetic) */
+    if (file != NULL)
+        emit(atomic_load(&sl->level),
+             "event=log_suppressed site=%s:%d dropped_event=%.*s dropped=%" PRIu64 " window_s=1", file, line, len, p,
+             n);
+    else
+        emit(atomic_load(&sl->level),
+             "event=log_suppressed site=%.*s dropped_event=%.*s dropped=%" PRIu64 " window_s=1", len, p, len, p, n);
 }
 
 /* A site that goes quiet after a storm still gets its report: a thread started at the
- * first drop flushes every slot whose window has ended. Slept in whole windows, so it
- * wakes once a second at most and only in a process that has dropped something. */
+ * first drop flushes every slot whose window has ended, within a quarter of a second.
+ * Only a process that has dropped something has it. */
 static void *flusher(void *arg)
 {
     for (;;) {
@@ -141,7 +147,7 @@ static void register_atfork(void)
 
 /* 1 if the line may be written. Opens the slot's next window when the second changed
  * (and reports the one that ended), else counts the line against the burst. */
-static int admit(int level, const char *fmt)
+static int admit(int level, const char *file, int line, const char *fmt)
 {
     uint32_t b = atomic_load_explicit(&burst, memory_order_relaxed);
     if (b == 0 || level < FAAS_LOG_INFO)
@@ -164,6 +170,8 @@ static int admit(int level, const char *fmt)
             return 1;
     }
     atomic_store_explicit(&sl->site, fmt, memory_order_relaxed);
+    atomic_store_explicit(&sl->file, file, memory_order_relaxed);
+    atomic_store_explicit(&sl->line, line, memory_order_relaxed);
     atomic_store_explicit(&sl->level, level, memory_order_relaxed);
     atomic_fetch_add(&sl->dropped, 1);
     atomic_fetch_add_explicit(&dropped_total, 1, memory_order_relaxed);
@@ -174,6 +182,8 @@ static int admit(int level, const char *fmt)
 
 void faas_log_set_burst(unsigned per_sec)
 {
+    if (per_sec > UINT32_MAX / ERROR_BURST_FACTOR)
+        per_sec = UINT32_MAX / ERROR_BURST_FACTOR;
     atomic_store(&burst, per_sec);
 }
 
@@ -204,7 +214,17 @@ void faas_log_init(const char *component)
 
 void faas_log(int level, const char *fmt, ...)
 {
-    if (level < log_min || !admit(level, fmt))
+    if (level < log_min || !admit(level, NULL, 0, fmt))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(level, fmt, ap);
+    va_end(ap);
+}
+
+void faas_log_at(int level, const char *file, int line, const char *fmt, ...)
+{
+    if (level < log_min || !admit(level, file, line, fmt))
         return;
     va_list ap;
     va_start(ap, fmt);

@@ -51,11 +51,11 @@ static size_t count(const char *text, const char *needle)
     return n;
 }
 
-/* Sum of dropped=N over the log_suppressed lines of one site. */
+/* Sum of dropped=N over the log_suppressed lines of one event. */
 static unsigned long reported(const char *text, const char *site)
 {
     char needle[128];
-    snprintf(needle, sizeof(needle), "event=log_suppressed site=%s dropped=", site);
+    snprintf(needle, sizeof(needle), " dropped_event=%s dropped=", site);
     unsigned long sum = 0;
     for (const char *p = strstr(text, needle); p != NULL; p = strstr(p + 1, needle))
         sum += strtoul(p + strlen(needle), NULL, 10);
@@ -110,7 +110,7 @@ Test(log, burst_passes_excess_dropped_then_reported_once_the_window_ends)
     for (int i = 0; i < 30; i++)
         FAAS_WARN("event=burst_site i=%d", i);
     char *t = captured();
-    cr_assert_eq(count(t, "event=burst_site "), 20, "%s", t);
+    cr_assert_eq(count(t, " event=burst_site "), 20, "%s", t);
     cr_assert_not_null(strstr(t, "event=burst_site i=19\n"));
     cr_assert_null(strstr(t, "event=burst_site i=20\n"));
     cr_assert_eq(faas_log_dropped_total() - before, 10);
@@ -120,8 +120,9 @@ Test(log, burst_passes_excess_dropped_then_reported_once_the_window_ends)
     t = wait_reported("burst_site", 10);
     cr_assert_eq(reported(t, "burst_site"), 10, "%s", t);
     cr_assert_eq(count(t, "event=log_suppressed"), 1, "%s", t);
-    cr_assert_not_null(strstr(t, "level=warn comp=test event=log_suppressed site=burst_site dropped=10 window_s=1\n"),
-                       "%s", t);
+    const char *r = strstr(t, "level=warn comp=test event=log_suppressed site=tests/unit/common/test_log.c:");
+    cr_assert_not_null(r, "the report names the call site: %s", t);
+    cr_assert_not_null(strstr(r, " dropped_event=burst_site dropped=10 window_s=1\n"), "%s", t);
     free(t);
 }
 
@@ -137,7 +138,7 @@ Test(log, the_next_window_admits_again_and_reports_first)
     cr_assert_eq(reported(t, "next_site"), 2, "%s", t);
     cr_assert_eq(count(t, "event=log_suppressed"), 1, "%s", t);
     cr_assert_not_null(strstr(t, "event=next_site i=100\n"), "a new window admits the site again: %s", t);
-    cr_assert_eq(count(t, "event=next_site "), 4, "%s", t);
+    cr_assert_eq(count(t, " event=next_site "), 4, "%s", t);
     free(t);
 }
 
@@ -150,8 +151,8 @@ Test(log, distinct_sites_have_distinct_budgets)
         FAAS_WARN("event=site_b i=%d", i);
     }
     char *t = wait_reported("site_b", 3);
-    cr_assert_eq(count(t, "event=site_a "), 5, "%s", t);
-    cr_assert_eq(count(t, "event=site_b "), 5, "%s", t);
+    cr_assert_eq(count(t, " event=site_a "), 5, "%s", t);
+    cr_assert_eq(count(t, " event=site_b "), 5, "%s", t);
     free(t);
     t = wait_reported("site_a", 3);
     cr_assert_eq(reported(t, "site_a"), 3, "%s", t);
@@ -171,20 +172,34 @@ Test(log, errors_get_a_larger_burst_debug_none_zero_turns_it_off)
         FAAS_DEBUG("event=dbg_site i=%d", i);
     }
     char *t = captured();
-    cr_assert_eq(count(t, "event=err_site "), 20, "error: 5x the burst: %s", t);
-    cr_assert_eq(count(t, "event=dbg_site "), 30, "debug is never limited: %s", t);
+    cr_assert_eq(count(t, " event=err_site "), 20, "error: 5x the burst: %s", t);
+    cr_assert_eq(count(t, " event=dbg_site "), 30, "debug is never limited: %s", t);
     free(t);
     t = wait_reported("err_site", 10);
-    cr_assert_not_null(strstr(t, "level=error comp=test event=log_suppressed site=err_site dropped=10 "), "%s", t);
+    cr_assert_not_null(strstr(t, "level=error comp=test event=log_suppressed site="), "%s", t);
+    cr_assert_not_null(strstr(t, " dropped_event=err_site dropped=10 "), "%s", t);
     free(t);
 
     faas_log_set_burst(0);
     for (int i = 0; i < 50; i++)
         FAAS_WARN("event=unlimited_site i=%d", i);
     t = captured();
-    cr_assert_eq(count(t, "event=unlimited_site "), 50, "%s", t);
+    cr_assert_eq(count(t, " event=unlimited_site "), 50, "%s", t);
     free(t);
     cr_assert_eq(faas_log_dropped_total(), 10);
+}
+
+Test(log, a_direct_call_is_named_by_its_event)
+{
+    init(1);
+    fresh_window();
+    for (int i = 0; i < 3; i++)
+        faas_log(FAAS_LOG_INFO, "event=direct_site i=%d", i);
+    char *t = wait_reported("direct_site", 2);
+    cr_assert_not_null(
+        strstr(t, "level=info comp=test event=log_suppressed site=direct_site dropped_event=direct_site dropped=2 "),
+        "%s", t);
+    free(t);
 }
 
 Test(log, burst_from_the_environment)
@@ -196,7 +211,7 @@ Test(log, burst_from_the_environment)
     for (int i = 0; i < 6; i++)
         FAAS_INFO("event=env_site i=%d", i);
     char *t = captured();
-    cr_assert_eq(count(t, "event=env_site "), 2, "%s", t);
+    cr_assert_eq(count(t, " event=env_site "), 2, "%s", t);
     cr_assert_eq(faas_log_dropped_total(), 4);
     free(t);
 }
@@ -221,7 +236,7 @@ Test(log, four_threads_count_exactly)
         pthread_join(th[i], NULL);
     uint64_t dropped = faas_log_dropped_total();
     char *t = captured();
-    size_t written = count(t, "event=storm_site ");
+    size_t written = count(t, " event=storm_site ");
     free(t);
     /* each line is either written or counted, never both, never neither */
     cr_assert_eq(written + dropped, THREADS * PER_THREAD, "written %zu dropped %lu", written, (unsigned long)dropped);

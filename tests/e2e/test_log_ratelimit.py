@@ -53,8 +53,9 @@ def saturate(p):
                    "--cold-start-timeout", "10m")
     assert http_get(p.url("logrl", "/hello"), timeout=60)[0] == 200, p.logs()
     # one call takes the slot, another waits in the queue: three, since the slot may
-    # still count the call just answered when the first arrives (one of them then gets
-    # 429 and another is held until the slot frees)
+    # still count the call just answered when they arrive (some then get 429, and the
+    # queue may be held by a probe below whose client gave up: the dispatcher keeps it
+    # until its cold-start timeout, 10 minutes)
     out = []
     for _ in range(3):
         background_get(p, "/slow?ms=600000", out)
@@ -63,7 +64,7 @@ def saturate(p):
         code, body = http_get(p.url("logrl", "/hello"), timeout=5)
         return code == 429 and "queue full" in body
     wait_until(queue_full, 60, interval=0.2, what="queue full")
-    assert len(out) <= 1 and all(o == 429 for o in out), out  # two are still in the function or queue
+    assert len(out) <= 2 and all(o == 429 for o in out), out  # one is still in the function
 
 
 def hammer(p, n, threads=4):

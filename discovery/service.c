@@ -965,9 +965,11 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
             "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
             "# HELP faas_discovery_deploys_total Deploys stored in this state dir, ever.\n"
-            "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n",
+            "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n"
+            "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
+            "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
-            (unsigned long long)disc_store_deploys(s->store));
+            (unsigned long long)disc_store_deploys(s->store), (unsigned long long)faas_log_dropped_total());
     disc_task_metrics(s->tasks, out, faas_unix_ms());
     fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
                  "# TYPE faas_discovery_rpc_total counter\n");

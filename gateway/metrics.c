@@ -1,5 +1,6 @@
 /* gateway/metrics.c - request counters and latency histograms per function,
  * rendered as Prometheus text on /metrics. Loop thread only: no locks. */
+#include "common/log.h"
 #include "common/util.h"
 #include "gateway/internal.h"
 
@@ -138,4 +139,8 @@ void gw_metrics_write(FILE *out)
             "unknown paths and function names).\n"
             "# TYPE faas_gateway_other_requests_total counter\nfaas_gateway_other_requests_total %" PRIu64 "\n",
             n_other);
+    fprintf(out,
+            "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
+            "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %" PRIu64 "\n",
+            faas_log_dropped_total());
 }

@@ -140,10 +140,13 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      "# HELP faas_wm_instances Ready function instances on this worker.\n"
                      "# TYPE faas_wm_instances gauge\nfaas_wm_instances %zu\n"
                      "# HELP faas_wm_last_acquire_seconds Duration of the last successful cold start.\n"
-                     "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n",
+                     "# TYPE faas_wm_last_acquire_seconds gauge\nfaas_wm_last_acquire_seconds %.6f\n"
+                     "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
+                     "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %llu\n",
                      (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
                      (unsigned long long)wm->failures, (unsigned long long)wm->pods_spawned, wm->pool_ready,
-                     wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6);
+                     wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6,
+                     (unsigned long long)faas_log_dropped_total());
     wm_scale_metrics(&wm->scale, buf, cap, &n);
     faas_rpc_server_refused_metrics(wm->rpc, "faas_wm_unauthenticated_total", buf, cap, &n);
     wm_denials_metrics(&wm->denials, buf, cap, &n);

@@ -61,13 +61,13 @@ typedef struct tconn {
      * function the last routing key named serves the messages that name none */
     char bound[64];
     size_t boundlen;
-    h2o_linklist_t all;     /* ts.conns: the memory cap looks for the largest holder */
+    h2o_linklist_t all; /* ts.conns: the memory cap looks for the largest holder */
     h2o_timeout_entry_t timer;
-    int tstate;             /* T_*: the list timer is in */
-    int head_ok;            /* the head of the frame at the input's start was read and accepted */
-    size_t held;            /* bytes of an unfinished frame counted in ts.held */
-    size_t seen;            /* input bytes already counted in rx */
-    uint64_t rx, rx_mark;   /* bytes received; rx when the body window started */
+    int tstate;           /* T_*: the list timer is in */
+    int head_ok;          /* the head of the frame at the input's start was read and accepted */
+    size_t held;          /* bytes of an unfinished frame counted in ts.held */
+    size_t seen;          /* input bytes already counted in rx */
+    uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
 } tconn_t;
 
 typedef struct tcall {
@@ -100,8 +100,8 @@ static struct {
     uint32_t idle_ms, header_ms, body_ms, body_min, max_frame, max_header;
     uint64_t max_partial;
     h2o_linklist_t conns;
-    uint64_t held;                     /* bytes of unfinished frames, all connections */
-    uint64_t closed[CLOSE_NREASONS];   /* connections the gateway closed, by reason */
+    uint64_t held;                   /* bytes of unfinished frames, all connections */
+    uint64_t closed[CLOSE_NREASONS]; /* connections the gateway closed, by reason */
 } ts = {.idle_ms = 60000,
         .header_ms = 10000,
         .body_ms = 10000,

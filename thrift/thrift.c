@@ -171,9 +171,8 @@ static int peek_name_len(thrift_proto_t proto, const uint8_t *p, size_t len, uin
     uint8_t a;
     uint32_t w;
     if (proto == THRIFT_COMPACT)
-        return rd_u8(&r, &a) != 0 || rd_u8(&r, &a) != 0 || rd_varint32(&r, &w) != 0 || rd_varint32(&r, nlen) != 0
-                   ? -1
-                   : 0;
+        return rd_u8(&r, &a) != 0 || rd_u8(&r, &a) != 0 || rd_varint32(&r, &w) != 0 || rd_varint32(&r, nlen) != 0 ? -1
+                                                                                                                  : 0;
     if (rd_u32(&r, &w) != 0)
         return -1;
     if ((w & 0x80000000u) != 0)
@@ -371,8 +370,7 @@ long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame
     if (len < 4)
         return 0;
     uint32_t flen = be32(buf);
-    if (flen & 0x80000000u || flen == 0x504f5354u || flen == 0x47455420u || flen == 0x50524920u ||
-        flen == 0x48454144u)
+    if (flen & 0x80000000u || flen == 0x504f5354u || flen == 0x47455420u || flen == 0x50524920u || flen == 0x48454144u)
         return check_length(flen, err);
     if (max_frame == 0)
         max_frame = THRIFT_DEFAULT_MAX_FRAME;

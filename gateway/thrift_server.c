@@ -68,6 +68,7 @@ typedef struct tconn {
     size_t held;          /* bytes of an unfinished frame counted in ts.held */
     size_t seen;          /* input bytes already counted in rx */
     uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
+    h2o_timeout_entry_t free_entry; /* a closed connection is freed after the callback that closed it */
 } tconn_t;
 
 typedef struct tcall {
@@ -549,6 +550,11 @@ static void conn_flush(tconn_t *c)
     conn_arm(c);
 }
 
+static void conn_free(h2o_timeout_entry_t *e)
+{
+    free(H2O_STRUCT_FROM_MEMBER(tconn_t, free_entry, e));
+}
+
 static void conn_close(tconn_t *c)
 {
     if (c->dead)
@@ -573,7 +579,10 @@ static void conn_close(tconn_t *c)
     h2o_socket_close(c->sock);
     h2o_buffer_dispose(&c->out);
     h2o_buffer_dispose(&c->wbuf);
-    free(c);
+    /* callers up the stack still look at c->dead (a close can come from deep in a
+     * read: a refused frame, the memory cap): free it once they returned */
+    c->free_entry.cb = conn_free;
+    h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &c->free_entry);
 }
 
 /* Logs a frame the connection dies of and stops reading: nothing after it is served. */

@@ -187,6 +187,11 @@ def gateway_rss(p):
     raise AssertionError("no VmRSS")
 
 
+def gateway_has_asan(p):
+    with open(f"/proc/{p.gateway.proc.pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def test_many_large_unfinished_frames_keep_rss_bounded_and_others_served(plat):
     # 10 connections each send the head of a 15 MiB + 64 frame and 15 MiB of it, never the
     # rest (150 MiB offered). Expected: gateway RSS stays under its starting RSS + the
@@ -244,7 +249,8 @@ def test_many_large_unfinished_frames_keep_rss_bounded_and_others_served(plat):
     print(f"gateway RSS: start {base >> 20} MiB, peak {peak >> 20} MiB with {n} x 15 MiB unfinished frames")
     assert not errors, errors
     assert served_during > 0
-    assert peak - base < MAX_PARTIAL + RSS_SLACK, f"RSS grew by {(peak - base) >> 20} MiB"
+    if not gateway_has_asan(plat):  # ASan's quarantine keeps freed memory resident on purpose
+        assert peak - base < MAX_PARTIAL + RSS_SLACK, f"RSS grew by {(peak - base) >> 20} MiB"
     assert closed_count(plat, "mem_cap") > mem_cap_before
     wait_until(lambda: partial_bytes(plat) == 0, 20, 0.05, "partial bytes back to 0")
 

@@ -29,7 +29,18 @@ const char gw_args_usage[] =
     "  --token-file FILE           the platform token sent to discovery and worker managers (env\n"
     "                              FAAS_TOKEN wins; default ./.faas/discovery/token). The gateway's\n"
     "                              own HTTP, gRPC and Thrift ports stay open: they are the users' API\n"
-    "  --tls-ca FILE               talk TLS to discovery and worker managers, trusting this PEM CA\n";
+    "  --tls-ca FILE               talk TLS to discovery and worker managers, trusting this PEM CA\n"
+    "  --thrift-idle-timeout-ms MS    close a Thrift connection with no bytes and no call in\n"
+    "                                 flight for MS (default 60000)\n"
+    "  --thrift-header-timeout-ms MS  a frame's length, header and method name must arrive\n"
+    "                                 within MS of its first byte (default 10000)\n"
+    "  --thrift-body-timeout-ms MS    a frame's body must grow by --thrift-body-min-bytes in\n"
+    "  --thrift-body-min-bytes N      every MS window, else close (defaults 10000, 4096)\n"
+    "  --thrift-max-frame BYTES       largest Thrift frame (default 16777216)\n"
+    "  --thrift-max-header-bytes N    largest THeader/TTHeader header block and method name\n"
+    "                                 (default 16384)\n"
+    "  --thrift-max-partial-bytes N   unfinished frames held across all Thrift connections;\n"
+    "                                 past it the largest holder is closed (default 67108864)\n";
 
 typedef struct {
     char *buf;
@@ -84,6 +95,34 @@ static void defaults(gw_config_t *cfg)
     cfg->thrift_default_fn = "";
     cfg->token_file = "./.faas/discovery/token"; /* where faasd and `make run` keep it */
     cfg->tls_ca = NULL;
+    cfg->thrift_idle_timeout_ms = 60000;
+    cfg->thrift_header_timeout_ms = 10000;
+    cfg->thrift_body_timeout_ms = 10000;
+    cfg->thrift_body_min_bytes = 4096;
+    cfg->thrift_max_frame = 16u << 20; /* thrift.h's THRIFT_DEFAULT_MAX_FRAME */
+    cfg->thrift_max_header_bytes = 16384;
+    cfg->thrift_max_partial_bytes = 64u << 20;
+}
+
+/* The Thrift port's limits; 0, 1 when the name is not one of them, -1 on a bad value. */
+static int apply_thrift_limit(gw_config_t *cfg, const char *a, size_t nl, const char *v)
+{
+    uint64_t n;
+#define IS(f) (nl == sizeof(f) - 1 && memcmp(a, f, nl) == 0)
+#define U32(f, lo, hi, field)                                                                                          \
+    if (IS(f))                                                                                                         \
+        return parse_u64(v, lo, hi, &n) == 0 ? (cfg->field = (uint32_t)n, 0) : -1;
+    U32("--thrift-idle-timeout-ms", 1, 86400000, thrift_idle_timeout_ms)
+    U32("--thrift-header-timeout-ms", 1, 86400000, thrift_header_timeout_ms)
+    U32("--thrift-body-timeout-ms", 1, 86400000, thrift_body_timeout_ms)
+    U32("--thrift-body-min-bytes", 1, 1u << 30, thrift_body_min_bytes)
+    U32("--thrift-max-frame", 64, 0x7fffffff, thrift_max_frame) /* the length's top bit means unframed */
+    U32("--thrift-max-header-bytes", 64, 1u << 20, thrift_max_header_bytes)
+    if (IS("--thrift-max-partial-bytes"))
+        return parse_u64(v, 4096, UINT64_MAX, &n) == 0 ? (cfg->thrift_max_partial_bytes = n, 0) : -1;
+#undef U32
+#undef IS
+    return 1;
 }
 
 /* Applies one flag; 0, or -1 if the name is unknown or the value out of range. */
@@ -91,6 +130,9 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
 {
     uint64_t n;
     const char *e;
+    int t = apply_thrift_limit(cfg, a, nl, v);
+    if (t <= 0)
+        return t;
 #define IS(f) (nl == sizeof(f) - 1 && memcmp(a, f, nl) == 0)
     if (IS("--listen") && is_addr(v))
         cfg->listen = v;

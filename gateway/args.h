@@ -11,7 +11,9 @@
  * Accepted: --flag VALUE and --flag=VALUE; addresses host:port (port 0-65535,
  * 0 = any), --max-body > 0, --queue-max 1..1000000, --cold-start-timeout-ms
  * 0..3600000, --threads 1..256, --grpc-listen host:port or off,
- * --thrift-default-function a function name or "". */
+ * --thrift-default-function a function name or "", Thrift timeouts 1..86400000 ms,
+ * --thrift-body-min-bytes 1..2^30, --thrift-max-frame 64..2^31-1,
+ * --thrift-max-header-bytes 64..2^20, --thrift-max-partial-bytes >= 4096. */
 int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err);
 
 /* The --help text. */

@@ -132,6 +132,14 @@ typedef struct {
     const char *token_file;        /* platform token for discovery and worker managers (FAAS_TOKEN wins) */
     const char *tls_ca;            /* PEM CA: TLS to discovery and worker managers; NULL = plaintext */
     int thrift_listen_explicit;    /* set by flag: failing to bind is fatal */
+    /* Thrift port limits (gateway/README.md "Slow and partial Thrift clients") */
+    uint32_t thrift_idle_timeout_ms;   /* no bytes and no call in flight: close */
+    uint32_t thrift_header_timeout_ms; /* a frame's length + header block + message header */
+    uint32_t thrift_body_timeout_ms;   /* window in which a frame's body must move */
+    uint32_t thrift_body_min_bytes;    /* ... by at least this many bytes */
+    uint32_t thrift_max_frame;         /* bytes of one frame, length prefix excluded */
+    uint32_t thrift_max_header_bytes;  /* THeader/TTHeader header block; method name */
+    uint64_t thrift_max_partial_bytes; /* partial frames held across all connections */
 } gw_config_t;
 
 /* Runs the gateway until SIGINT/SIGTERM; returns the process exit code. */

@@ -30,6 +30,10 @@ void gw_metrics_write(FILE *out);
 struct st_h2o_context_t;
 /* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
 int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);
+/* thrift_server.c: the Thrift port's timeouts and limits from cfg (before gw_thrift_listen). */
+void gw_thrift_limits(const gw_config_t *cfg);
+/* thrift_server.c: the Thrift port's Prometheus lines (closes by reason, partial bytes). */
+void gw_thrift_metrics_write(FILE *out);
 
 /* ---- server.c: pieces the task API (tasks.c) shares with the HTTP front ---- */
 

@@ -357,6 +357,7 @@ static int serve_metrics(h2o_req_t *req)
     if (f == NULL)
         return -1;
     gw_metrics_write(f);
+    gw_thrift_metrics_write(f);
     disp_metrics(f);
     fclose(f);
     h2o_iovec_t body = h2o_strdup(&req->pool, buf, len);
@@ -679,6 +680,7 @@ int gw_run(const gw_config_t *cfg)
         FAAS_ERROR("event=grpc_listen_failed addr=%s err=\"%s\"", cfg->grpc_listen, err);
         return 1;
     }
+    gw_thrift_limits(cfg);
     if (strcmp(cfg->thrift_listen, "off") != 0 &&
         gw_thrift_listen(&g_ctx, cfg->thrift_listen, cfg->thrift_default_fn, &err) != 0) {
         FAAS_ERROR("event=thrift_listen_failed addr=%s err=\"%s\"", cfg->thrift_listen, err);

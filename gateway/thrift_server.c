@@ -7,7 +7,14 @@
  * client.
  *
  * Replies go back in request order per connection (several calls in flight)
- * unless the client set the THeader out-of-order flag. */
+ * unless the client set the THeader out-of-order flag.
+ *
+ * Slow and partial clients (gateway/README.md): one timer per connection, in one of
+ * three lists: idle (nothing buffered, no call in flight), header (a frame started,
+ * its head not complete) or body (the head is complete: the body must grow by
+ * body_min_bytes per window). A frame's head is read before its body is buffered, so
+ * a frame over the limit is refused with its name known; bytes of unfinished frames
+ * across all connections are capped, the largest holder is closed past the cap. */
 #include "gateway/internal.h"
 
 #include <arpa/inet.h>
@@ -31,6 +38,15 @@
 #define MAX_INFLIGHT_PER_CONN 256 /* pipelined calls read ahead before reading stops */
 #define MAX_REPLY (16u << 20)
 #define MAX_UNSENT (1u << 20) /* replies waiting for a slow client: reading pauses past this */
+#define KEEP_INPUT (64u << 10) /* an emptied input buffer larger than this is given back */
+
+/* Why the gateway closed a connection (faas_gw_thrift_closed_total{reason}). */
+enum { CLOSE_IDLE, CLOSE_HEADER_TIMEOUT, CLOSE_BODY_TIMEOUT, CLOSE_TOO_LARGE, CLOSE_MEM_CAP, CLOSE_NREASONS };
+static const char *const close_reason[CLOSE_NREASONS] = {"idle", "header_timeout", "body_timeout", "too_large",
+                                                         "mem_cap"};
+
+/* Which list a connection's timer is in. */
+enum { T_NONE, T_IDLE, T_HEADER, T_BODY };
 
 typedef struct tconn {
     h2o_socket_t *sock;
@@ -45,6 +61,14 @@ typedef struct tconn {
      * function the last routing key named serves the messages that name none */
     char bound[64];
     size_t boundlen;
+    h2o_linklist_t all; /* ts.conns: the memory cap looks for the largest holder */
+    h2o_timeout_entry_t timer;
+    int tstate;           /* T_*: the list timer is in */
+    int head_ok;          /* the head of the frame at the input's start was read and accepted */
+    size_t held;          /* bytes of an unfinished frame counted in ts.held */
+    size_t seen;          /* input bytes already counted in rx */
+    uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
+    h2o_timeout_entry_t free_entry; /* a closed connection is freed after the callback that closed it */
 } tconn_t;
 
 typedef struct tcall {
@@ -74,11 +98,25 @@ static struct {
     h2o_loop_t *loop;
     const char *default_fn;
     h2o_socket_t *listener; /* reachable for LeakSanitizer: otherwise only epoll holds it */
-} ts;
+    /* limits (gw_thrift_limits) */
+    h2o_timeout_t idle_to, header_to, body_to;
+    uint32_t idle_ms, header_ms, body_ms, body_min, max_frame, max_header;
+    uint64_t max_partial;
+    h2o_linklist_t conns;
+    uint64_t held;                   /* bytes of unfinished frames, all connections */
+    uint64_t closed[CLOSE_NREASONS]; /* connections the gateway closed, by reason */
+} ts = {.idle_ms = 60000,
+        .header_ms = 10000,
+        .body_ms = 10000,
+        .body_min = 4096,
+        .max_frame = THRIFT_DEFAULT_MAX_FRAME,
+        .max_header = 16384,
+        .max_partial = 64u << 20};
 
 static void conn_close(tconn_t *c);
 static void conn_flush(tconn_t *c);
 static void conn_read_more(tconn_t *c);
+static void conn_arm(tconn_t *c);
 
 /* Routing key -> function: a declared service, else a function of that name; a
  * connection keeps the function its last routing key named (THeader clients send info
@@ -350,6 +388,110 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
 
 /* ---- connections ---------------------------------------------------------------- */
 
+static const char *peer_ip(const tconn_t *c, char ip[INET6_ADDRSTRLEN])
+{
+    ip[0] = '\0';
+    if (c->peer.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&c->peer)->sin_addr, ip, INET6_ADDRSTRLEN);
+    else if (c->peer.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->peer)->sin6_addr, ip, INET6_ADDRSTRLEN);
+    return ip;
+}
+
+/* Moves c's timer to list (NULL: none) unless it is there already; relink restarts it. */
+static void arm(tconn_t *c, int state, h2o_timeout_t *list, int relink)
+{
+    if (c->tstate == state && !relink)
+        return;
+    if (h2o_timeout_is_linked(&c->timer))
+        h2o_timeout_unlink(&c->timer);
+    c->tstate = state;
+    if (list != NULL)
+        h2o_timeout_link(ts.loop, list, &c->timer);
+}
+
+/* Picks the deadline that applies now. A frame's deadlines run only while the gateway
+ * reads (a pause for calls in flight or unsent replies is not the client's delay);
+ * a connection with a call in flight has none (the function's own timeout bounds it);
+ * otherwise it is idle, counted from this event. */
+static void conn_arm(tconn_t *c)
+{
+    if (c->dead)
+        return;
+    if (c->sock->input->size != 0 && !c->closing) {
+        if (!c->reading)
+            arm(c, T_NONE, NULL, 0);
+        else if (!c->head_ok)
+            arm(c, T_HEADER, &ts.header_to, 0);
+        else if (c->tstate != T_BODY) {
+            c->rx_mark = c->rx;
+            arm(c, T_BODY, &ts.body_to, 0);
+        }
+        return;
+    }
+    if (c->ncalls != 0 && !c->closing) {
+        arm(c, T_NONE, NULL, 0);
+        return;
+    }
+    arm(c, T_IDLE, &ts.idle_to, 1);
+}
+
+static void on_timer(h2o_timeout_entry_t *e)
+{
+    tconn_t *c = H2O_STRUCT_FROM_MEMBER(tconn_t, timer, e);
+    int st = c->tstate;
+    c->tstate = T_NONE;
+    if (st == T_BODY && c->rx - c->rx_mark >= ts.body_min) { /* moved enough this window */
+        c->rx_mark = c->rx;
+        arm(c, T_BODY, &ts.body_to, 1);
+        return;
+    }
+    int why = st == T_IDLE ? CLOSE_IDLE : st == T_HEADER ? CLOSE_HEADER_TIMEOUT : CLOSE_BODY_TIMEOUT;
+    if (!c->closing) /* one being closed was counted when it was refused */
+        ts.closed[why]++;
+    char ip[INET6_ADDRSTRLEN];
+    FAAS_DEBUG("event=thrift_closed peer=%s reason=%s buffered=%zu", peer_ip(c, ip), close_reason[why],
+               c->sock->input->size);
+    conn_close(c);
+}
+
+/* The connection holding the most bytes of unfinished frames; NULL if none holds any. */
+static tconn_t *largest_holder(void)
+{
+    tconn_t *big = NULL;
+    for (h2o_linklist_t *l = ts.conns.next; l != &ts.conns; l = l->next) {
+        tconn_t *k = H2O_STRUCT_FROM_MEMBER(tconn_t, all, l);
+        if (k->held != 0 && (big == NULL || k->held > big->held))
+            big = k;
+    }
+    return big;
+}
+
+/* Counts c's unread input in ts.held; past --thrift-max-partial-bytes closes the
+ * largest holders until under it: one close frees the most, and a client whose
+ * frames complete holds nothing, so only those piling up unfinished frames go.
+ * 0, or -1 when c itself was closed. */
+static int conn_account(tconn_t *c)
+{
+    size_t now = c->sock->input->size;
+    ts.held = ts.held - c->held + now;
+    c->held = now;
+    while (ts.held > ts.max_partial) {
+        tconn_t *big = largest_holder();
+        if (big == NULL)
+            break;
+        char ip[INET6_ADDRSTRLEN];
+        FAAS_WARN("event=thrift_closed peer=%s reason=mem_cap buffered=%zu held_total=%" PRIu64, peer_ip(big, ip),
+                  big->held, ts.held);
+        ts.closed[CLOSE_MEM_CAP]++;
+        int self = big == c;
+        conn_close(big);
+        if (self)
+            return -1;
+    }
+    return 0;
+}
+
 static void on_written(h2o_socket_t *sock, const char *err)
 {
     tconn_t *c = sock->data;
@@ -397,14 +539,23 @@ static void conn_flush(tconn_t *c)
         h2o_iovec_t iov = h2o_iovec_init(c->wbuf->bytes, c->wbuf->size);
         c->writing = 1;
         h2o_socket_write(c->sock, &iov, 1, on_written);
+        conn_arm(c);
         return;
     }
     if (c->closing && !c->writing && c->out->size == 0) {
         conn_close(c);
         return;
     }
-    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN && c->out->size + c->wbuf->size < MAX_UNSENT)
-        conn_read_more(c);
+    if (!c->closing && !c->reading && c->ncalls < MAX_INFLIGHT_PER_CONN && c->out->size + c->wbuf->size < MAX_UNSENT) {
+        conn_read_more(c); /* arms the timer */
+        return;
+    }
+    conn_arm(c);
+}
+
+static void conn_free(h2o_timeout_entry_t *e)
+{
+    free(H2O_STRUCT_FROM_MEMBER(tconn_t, free_entry, e));
 }
 
 static void conn_close(tconn_t *c)
@@ -423,27 +574,37 @@ static void conn_close(tconn_t *c)
         }
         /* else on_call_done frees it */
     }
+    if (h2o_timeout_is_linked(&c->timer))
+        h2o_timeout_unlink(&c->timer);
+    h2o_linklist_unlink(&c->all);
+    ts.held -= c->held;
+    c->held = 0;
     h2o_socket_close(c->sock);
     h2o_buffer_dispose(&c->out);
     h2o_buffer_dispose(&c->wbuf);
-    free(c);
+    /* callers up the stack still look at c->dead (a close can come from deep in a
+     * read: a refused frame, the memory cap): free it once they returned */
+    c->free_entry.cb = conn_free;
+    h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &c->free_entry);
+}
+
+/* Logs a frame the connection dies of and stops reading: nothing after it is served. */
+static void conn_stop(tconn_t *c, const char *err)
+{
+    char ip[INET6_ADDRSTRLEN];
+    FAAS_WARN("event=thrift_bad_frame peer=%s err=\"%s\" action=close", peer_ip(c, ip), err);
+    if (c->reading) {
+        h2o_socket_read_stop(c->sock);
+        c->reading = 0;
+    }
+    c->closing = 1;
 }
 
 /* Bad bytes: log, answer PROTOCOL_ERROR after the replies already due if the
  * message header could be read, then close. */
 static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_msg, const char *err)
 {
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (c->peer.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&c->peer)->sin_addr, ip, sizeof(ip));
-    else if (c->peer.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->peer)->sin6_addr, ip, sizeof(ip));
-    FAAS_WARN("event=thrift_bad_frame peer=%s err=\"%s\" action=close", ip, err);
-    if (c->reading) {
-        h2o_socket_read_stop(c->sock);
-        c->reading = 0;
-    }
-    c->closing = 1;
+    conn_stop(c, err);
     if (!have_msg) {
         conn_close(c);
         return;
@@ -538,6 +699,101 @@ static void call_route(tcall_t *k)
     call_forward(k);
 }
 
+/* A frame over a limit (--thrift-max-frame, --thrift-max-header-bytes), refused
+ * before its body is buffered: INTERNAL_ERROR (DESIGN.md section 3, "too large")
+ * in the client's framing when its head, hence its name and seqid, was read (f),
+ * else a bare close; either way the connection ends, since the rest of the frame
+ * is not read. */
+static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
+{
+    conn_stop(c, msg);
+    ts.closed[CLOSE_TOO_LARGE]++;
+    h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* nothing more of it is needed */
+    c->seen = 0;
+    tcall_t *k = f != NULL ? calloc(1, sizeof(*k)) : NULL;
+    if (k == NULL) {
+        conn_close(c);
+        return;
+    }
+    k->f = *f;
+    k->conn = c;
+    k->fatal = 1;
+    k->done_entry.cb = on_call_done;
+    h2o_linklist_insert(&c->calls, &k->link);
+    c->ncalls++;
+    call_answer_now(k, faas_err_tapp(FAAS_ERR_TOO_LARGE), msg, faas_err_http(FAAS_ERR_TOO_LARGE));
+    k->f.name = (thrift_bytes_t){(const uint8_t *)"", 0}; /* it pointed into the input, encoded by now */
+}
+
+/* Parses and checks the head of the frame at the input's start (once per frame). 0
+ * when it is accepted or incomplete, -1 when the connection is closing. */
+static int read_head(tconn_t *c, const uint8_t *buf, size_t len)
+{
+    thrift_frame_t f;
+    memset(&f, 0, sizeof(f));
+    const char *perr = "bad frame";
+    long h = thrift_parse_head(buf, len, ts.max_header, &f, NULL, &perr);
+    if (h == 0)
+        return 0;
+    if (h == THRIFT_HEAD_TOO_LARGE) {
+        conn_refuse(c, NULL, perr); /* the method name lies beyond what is refused */
+        return -1;
+    }
+    if (h < 0) {
+        conn_protocol_error(c, &f, f.framing == THRIFT_THEADER || f.framing == THRIFT_TTHEADER, perr);
+        return -1;
+    }
+    if (f.frame_len - 4 > ts.max_frame) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "frame of %zu bytes larger than the limit (%" PRIu32 ")", f.frame_len - 4,
+                 ts.max_frame);
+        conn_refuse(c, &f, msg);
+        return -1;
+    }
+    c->head_ok = 1;
+    return 0;
+}
+
+/* Handles the frame at the input's start: 1 when one was handled, 0 when more
+ * bytes are needed, -1 when the connection is closing or gone. */
+static int read_frame(tconn_t *c)
+{
+    h2o_socket_t *sock = c->sock;
+    const uint8_t *buf = (const uint8_t *)sock->input->bytes;
+    size_t len = sock->input->size;
+    if (!c->head_ok && read_head(c, buf, len) != 0)
+        return -1;
+    if (!c->head_ok)
+        return 0;
+    thrift_frame_t f;
+    memset(&f, 0, sizeof(f));
+    const char *perr = NULL;
+    long n = thrift_parse(buf, len, ts.max_frame, &f, NULL, &perr);
+    if (n == 0)
+        return 0;
+    c->head_ok = 0;
+    if (n < 0) {
+        /* a header frame's own fields (framing, protocol, seqid) were read: the
+         * client can be told in its framing; framed garbage just gets closed */
+        int have = f.framing == THRIFT_THEADER || f.framing == THRIFT_TTHEADER;
+        conn_protocol_error(c, &f, have, perr ? perr : "bad frame");
+        return -1;
+    }
+    if (c->framing == 0)
+        c->framing = f.framing;
+    else if (f.framing != c->framing) {
+        conn_protocol_error(c, &f, 1, "framing changed on the connection");
+        return -1;
+    }
+    handle_frame(c, buf, (size_t)n);
+    if (c->dead)
+        return -1;
+    h2o_buffer_consume(&sock->input, (size_t)n);
+    c->seen -= (size_t)n;
+    arm(c, T_NONE, NULL, 0); /* the next frame's deadlines start afresh */
+    return 1;
+}
+
 static void on_read(h2o_socket_t *sock, const char *err)
 {
     tconn_t *c = sock->data;
@@ -545,37 +801,29 @@ static void on_read(h2o_socket_t *sock, const char *err)
         conn_close(c); /* the client left: calls in flight are cancelled */
         return;
     }
-    while (!c->dead && !c->closing) {
-        thrift_frame_t f;
-        memset(&f, 0, sizeof(f));
-        const char *perr = NULL;
-        size_t need = 0;
-        long n = thrift_parse((const uint8_t *)sock->input->bytes, sock->input->size, 0, &f, &need, &perr);
-        if (n == 0)
+    if (sock->input->size > c->seen) { /* progress, for the body rule */
+        c->rx += sock->input->size - c->seen;
+        c->seen = sock->input->size;
+    }
+    while (!c->dead && !c->closing && sock->input->size != 0) {
+        if (read_frame(c) <= 0)
             break;
-        if (n < 0) {
-            /* a header frame's own fields (framing, protocol, seqid) were read: the
-             * client can be told in its framing; framed garbage just gets closed */
-            int have = f.framing == THRIFT_THEADER || f.framing == THRIFT_TTHEADER;
-            conn_protocol_error(c, &f, have, perr ? perr : "bad frame");
-            return;
-        }
-        if (c->framing == 0)
-            c->framing = f.framing;
-        else if (f.framing != c->framing) {
-            conn_protocol_error(c, &f, 1, "framing changed on the connection");
-            return;
-        }
-        handle_frame(c, (const uint8_t *)sock->input->bytes, (size_t)n);
-        if (c->dead)
-            return;
-        h2o_buffer_consume(&sock->input, (size_t)n);
         if (c->ncalls >= MAX_INFLIGHT_PER_CONN || c->out->size + c->wbuf->size >= MAX_UNSENT) {
             h2o_socket_read_stop(sock);
             c->reading = 0;
             break;
         }
     }
+    if (c->dead)
+        return;
+    /* a big frame's buffer stays with the socket once emptied: give it back */
+    if (sock->input->size == 0 && sock->input->capacity > KEEP_INPUT) {
+        h2o_buffer_dispose(&sock->input);
+        h2o_buffer_init(&sock->input, &h2o_socket_buffer_prototype);
+        c->seen = 0;
+    }
+    if (conn_account(c) == 0)
+        conn_arm(c);
 }
 
 static void conn_read_more(tconn_t *c)
@@ -584,6 +832,8 @@ static void conn_read_more(tconn_t *c)
     h2o_socket_read_start(c->sock, on_read);
     if (c->sock->input->size != 0)
         on_read(c->sock, NULL);
+    else
+        conn_arm(c);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -607,6 +857,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_linklist_init_anchor(&c->calls);
         h2o_buffer_init(&c->out, &h2o_socket_buffer_prototype);
         h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
+        h2o_linklist_insert(&ts.conns, &c->all);
+        c->timer.cb = on_timer;
         conn_read_more(c);
     }
 }
@@ -616,6 +868,10 @@ int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_f
     ts.ctx = ctx;
     ts.loop = ctx->loop;
     ts.default_fn = default_fn;
+    h2o_timeout_init(ts.loop, &ts.idle_to, ts.idle_ms);
+    h2o_timeout_init(ts.loop, &ts.header_to, ts.header_ms);
+    h2o_timeout_init(ts.loop, &ts.body_to, ts.body_ms);
+    h2o_linklist_init_anchor(&ts.conns);
     int fd = faas_listen_tcp(addr, err);
     if (fd < 0)
         return -1;
@@ -624,4 +880,28 @@ int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_f
     FAAS_INFO("event=thrift_listening addr=%s default_function=%s", addr,
               default_fn && default_fn[0] ? default_fn : "-");
     return 0;
+}
+
+void gw_thrift_limits(const gw_config_t *cfg)
+{
+    ts.idle_ms = cfg->thrift_idle_timeout_ms;
+    ts.header_ms = cfg->thrift_header_timeout_ms;
+    ts.body_ms = cfg->thrift_body_timeout_ms;
+    ts.body_min = cfg->thrift_body_min_bytes;
+    ts.max_frame = cfg->thrift_max_frame;
+    ts.max_header = cfg->thrift_max_header_bytes;
+    ts.max_partial = cfg->thrift_max_partial_bytes;
+}
+
+void gw_thrift_metrics_write(FILE *out)
+{
+    fprintf(out, "# HELP faas_gw_thrift_closed_total Thrift connections the gateway closed, by reason.\n"
+                 "# TYPE faas_gw_thrift_closed_total counter\n");
+    for (int i = 0; i < CLOSE_NREASONS; i++)
+        fprintf(out, "faas_gw_thrift_closed_total{reason=\"%s\"} %" PRIu64 "\n", close_reason[i], ts.closed[i]);
+    fprintf(out,
+            "# HELP faas_gw_thrift_partial_frame_bytes Bytes of Thrift frames received but not yet handled "
+            "(unfinished ones), all connections.\n"
+            "# TYPE faas_gw_thrift_partial_frame_bytes gauge\nfaas_gw_thrift_partial_frame_bytes %" PRIu64 "\n",
+            ts.held);
 }

@@ -117,7 +117,7 @@ static int parse_binary_message(rd_t *r, thrift_bytes_t *name, uint8_t *mtype, i
     return 0;
 truncated:
     *err = "truncated binary message header";
-    return -1;
+    return -2; /* thrift_parse_head waits for more bytes on this one */
 }
 
 static int parse_compact_message(rd_t *r, thrift_bytes_t *name, uint8_t *mtype, int32_t *seqid, const char **err)
@@ -137,21 +137,47 @@ static int parse_compact_message(rd_t *r, thrift_bytes_t *name, uint8_t *mtype, 
     return 0;
 truncated:
     *err = "truncated compact message header";
-    return -1;
+    return -2;
 }
 
-int thrift_parse_message(thrift_proto_t proto, const uint8_t *p, size_t len, thrift_bytes_t *name, uint8_t *mtype,
-                         int32_t *seqid, const char **err)
+/* As thrift_parse_message over r (r->off ends after the seqid or name), but -2 when
+ * the bytes end inside the message header. */
+static int parse_message_rd(thrift_proto_t proto, rd_t *r, thrift_bytes_t *name, uint8_t *mtype, int32_t *seqid,
+                            const char **err)
 {
-    rd_t r = {p, len, 0};
-    int rc = proto == THRIFT_COMPACT ? parse_compact_message(&r, name, mtype, seqid, err)
-                                     : parse_binary_message(&r, name, mtype, seqid, err);
+    int rc = proto == THRIFT_COMPACT ? parse_compact_message(r, name, mtype, seqid, err)
+                                     : parse_binary_message(r, name, mtype, seqid, err);
     if (rc != 0)
         return rc;
     if (*mtype < THRIFT_CALL || *mtype > THRIFT_ONEWAY) {
         *err = "unknown thrift message type";
         return -1;
     }
+    return 0;
+}
+
+int thrift_parse_message(thrift_proto_t proto, const uint8_t *p, size_t len, thrift_bytes_t *name, uint8_t *mtype,
+                         int32_t *seqid, const char **err)
+{
+    rd_t r = {p, len, 0};
+    return parse_message_rd(proto, &r, name, mtype, seqid, err) == 0 ? 0 : -1;
+}
+
+/* The announced length of the method name in the first len bytes of a message:
+ * 0 with *nlen, or -1 when they do not say it yet. */
+static int peek_name_len(thrift_proto_t proto, const uint8_t *p, size_t len, uint32_t *nlen)
+{
+    rd_t r = {p, len, 0};
+    uint8_t a;
+    uint32_t w;
+    if (proto == THRIFT_COMPACT)
+        return rd_u8(&r, &a) != 0 || rd_u8(&r, &a) != 0 || rd_varint32(&r, &w) != 0 || rd_varint32(&r, nlen) != 0 ? -1
+                                                                                                                  : 0;
+    if (rd_u32(&r, &w) != 0)
+        return -1;
+    if ((w & 0x80000000u) != 0)
+        return rd_u32(&r, nlen);
+    *nlen = w; /* old non-strict binary: the name length comes first */
     return 0;
 }
 
@@ -319,13 +345,9 @@ static void split_name(thrift_frame_t *f)
     f->method = (thrift_bytes_t){colon + 1, f->name.len - f->service.len - 1};
 }
 
-long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame_t *f, size_t *need, const char **err)
+/* The 4-byte length's own rules, shared by thrift_parse and thrift_parse_head. */
+static int check_length(uint32_t flen, const char **err)
 {
-    if (need)
-        *need = 0;
-    if (len < 4)
-        return 0;
-    uint32_t flen = be32(buf);
     if (flen & 0x80000000u) {
         *err = "unframed thrift is not accepted (use framed, THeader or TTHeader)";
         return -1;
@@ -334,16 +356,30 @@ long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame
         *err = "HTTP request on the Thrift port";
         return -1; /* "POST", "GET ", "PRI ", "HEAD" */
     }
+    if (flen < 4) {
+        *err = "frame too short";
+        return -1;
+    }
+    return 0;
+}
+
+long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame_t *f, size_t *need, const char **err)
+{
+    if (need)
+        *need = 0;
+    if (len < 4)
+        return 0;
+    uint32_t flen = be32(buf);
+    if (flen & 0x80000000u || flen == 0x504f5354u || flen == 0x47455420u || flen == 0x50524920u || flen == 0x48454144u)
+        return check_length(flen, err);
     if (max_frame == 0)
         max_frame = THRIFT_DEFAULT_MAX_FRAME;
     if (flen > max_frame) {
         *err = "frame larger than the limit";
         return -1;
     }
-    if (flen < 4) {
-        *err = "frame too short";
+    if (check_length(flen, err) != 0)
         return -1;
-    }
     if (len < 4 + (size_t)flen) {
         if (need)
             *need = 4 + (size_t)flen;
@@ -374,6 +410,95 @@ long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame
         return -1;
     split_name(f);
     return (long)f->frame_len;
+}
+
+/* THeader/TTHeader part of thrift_parse_head: the header block from avail bytes at
+ * buf; 0 with *off at the payload, 1 when more bytes are needed, or an error. */
+static long head_header(const uint8_t *buf, size_t avail, size_t max_header, thrift_frame_t *f, size_t *off,
+                        size_t *need, const char **err)
+{
+    size_t flen = f->frame_len - 4;
+    if (flen < 10) {
+        *err = "truncated header frame";
+        return -1;
+    }
+    if (avail < 14)
+        return 1;
+    size_t hlen = (size_t)be16(buf + 12) * 4;
+    if (hlen > max_header) {
+        *err = "THeader/TTHeader header larger than the limit";
+        return THRIFT_HEAD_TOO_LARGE;
+    }
+    if (hlen > flen - 10) {
+        *err = "header size larger than the frame";
+        return -1;
+    }
+    if (avail < 14 + hlen) {
+        if (need)
+            *need = 14 + hlen;
+        return 1;
+    }
+    rd_t r = {buf + 4, 10 + hlen, 0};
+    if (parse_header_frame(f, &r, err) != 0)
+        return -1;
+    *off = 14 + hlen;
+    size_t plen = f->frame_len - *off;
+    if (f->framing == THRIFT_TTHEADER && plen >= 8) { /* as ttheader_inner_frame, on 8 bytes */
+        if (avail < *off + 8)
+            return 1;
+        const uint8_t *p = buf + *off;
+        if (sniff_proto(p, 8) < 0 && be32(p) == plen - 4 && sniff_proto(p + 4, 4) >= 0) {
+            f->inner_framed = 1;
+            *off += 4;
+        }
+    }
+    return 0;
+}
+
+long thrift_parse_head(const uint8_t *buf, size_t len, size_t max_header, thrift_frame_t *f, size_t *need,
+                       const char **err)
+{
+    if (need)
+        *need = 0;
+    if (len < 4)
+        return 0;
+    uint32_t flen = be32(buf);
+    if (check_length(flen, err) != 0)
+        return -1;
+    memset(f, 0, sizeof(*f));
+    f->frame_len = 4 + (size_t)flen;
+    size_t avail = len < f->frame_len ? len : f->frame_len, off = 4;
+    if (avail < 8 && avail < f->frame_len)
+        return 0; /* the magic or the protocol's first word */
+    uint16_t magic = be16(buf + 4);
+    if (magic == THEADER_MAGIC || magic == TTHEADER_MAGIC) {
+        f->framing = magic == THEADER_MAGIC ? THRIFT_THEADER : THRIFT_TTHEADER;
+        long rc = head_header(buf, avail, max_header, f, &off, need, err);
+        if (rc != 0)
+            return rc > 0 ? 0 : rc;
+    } else {
+        int p = sniff_proto(buf + 4, avail - 4);
+        if (p < 0) {
+            *err = "not a thrift frame (unknown framing or protocol)";
+            return -1;
+        }
+        f->framing = THRIFT_FRAMED;
+        f->proto = (thrift_proto_t)p;
+    }
+    uint32_t nlen;
+    if (peek_name_len(f->proto, buf + off, avail - off, &nlen) == 0 && nlen > max_header) {
+        *err = "method name larger than the limit";
+        return THRIFT_HEAD_TOO_LARGE;
+    }
+    rd_t r = {buf + off, avail - off, 0};
+    int rc = parse_message_rd(f->proto, &r, &f->name, &f->mtype, &f->seqid, err);
+    if (rc == -2 && avail < f->frame_len)
+        return 0; /* more of the message header is on its way */
+    if (rc != 0)
+        return -1;
+    split_name(f);
+    f->payload = (thrift_bytes_t){buf + off, 0};
+    return (long)(off + r.off);
 }
 
 /* ---- lookups ----------------------------------------------------------------- */

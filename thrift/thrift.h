@@ -76,6 +76,23 @@ typedef struct {
  * of the accepted framings, a frame over max_frame, or a malformed header. */
 long thrift_parse(const uint8_t *buf, size_t len, size_t max_frame, thrift_frame_t *f, size_t *need, const char **err);
 
+/* thrift_parse_head's answer for a head over max_header: the header block or the
+ * method name is larger than the limit (f->name is then unknown). */
+#define THRIFT_HEAD_TOO_LARGE (-2)
+
+/* Parses the head of a frame from a prefix of it, without waiting for the whole
+ * frame: the 4-byte length, a THeader/TTHeader header block and the message
+ * header (name, type, seqid). Returns the head's length in bytes when it is all
+ * in buf (f then has framing, proto, flags, seqids, info headers, name and
+ * frame_len; payload is empty), 0 when more bytes are needed (*need, if non-NULL,
+ * the total when known), -1 with *err on bytes that parse never accepts, or
+ * THRIFT_HEAD_TOO_LARGE with *err when the header block or the method name is
+ * over max_header bytes (checked from their announced lengths, before their
+ * bytes arrive). The frame length is not checked against any maximum: the
+ * caller decides, knowing the name. */
+long thrift_parse_head(const uint8_t *buf, size_t len, size_t max_header, thrift_frame_t *f, size_t *need,
+                       const char **err);
+
 /* Reads a message header (name, type, seqid) from a Thrift message in proto. */
 int thrift_parse_message(thrift_proto_t proto, const uint8_t *p, size_t len, thrift_bytes_t *name, uint8_t *mtype,
                          int32_t *seqid, const char **err);

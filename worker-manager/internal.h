@@ -137,6 +137,9 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
 size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap);
 /* Packs the current lease (malloc'd) for the heartbeat; empty=1 gives no instances. */
 uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len);
+/* Ends the lease of a previous run's id prev (from <state>/worker.id) at once, unless it
+ * is c->id: its instances leave discovery now. Logs the outcome; blocking (<= 2 s). */
+void wm_deregister_predecessor(const wm_config_t *c, const char *prev);
 
 /* Logs: last n lines of file into a malloc'd array. */
 int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);

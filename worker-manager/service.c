@@ -190,6 +190,42 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
     return buf;
 }
 
+/* A lease for worker id with no instances that ends at once: what this process sends
+ * for itself at a clean shutdown, and for its crashed predecessor at start, so the
+ * gateways stop sending to that run's endpoints now, not when its lease lapses. */
+static int deregister(const wm_config_t *c, faas_rpc_channel_t *ch, const char *id, char *err, size_t errcap)
+{
+    Faas__Worker w = FAAS__WORKER__INIT;
+    w.id = (char *)id;
+    w.address = (char *)c->listen;
+    Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
+    lr.worker = &w;
+    lr.ttl_ms = 1;
+    size_t len, rl;
+    uint8_t *req = faas_pb_pack(&lr.base, &len), *resp = NULL;
+    if (req == NULL)
+        return wm_fmt(err, errcap, "out of memory"), -1;
+    int rc = faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", req, len, 2000, &resp, &rl, err, errcap);
+    free(req);
+    free(resp);
+    return rc;
+}
+
+void wm_deregister_predecessor(const wm_config_t *c, const char *prev)
+{
+    if (prev == NULL || prev[0] == '\0' || strcmp(prev, c->id) == 0)
+        return;
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(c->discovery);
+    char err[256] = "";
+    int rc = ch ? deregister(c, ch, prev, err, sizeof(err)) : -1;
+    if (rc == 0)
+        FAAS_INFO("event=predecessor_deregistered id=%s", prev);
+    else /* its lease still lapses on its own: slower, not wrong */
+        FAAS_WARN("event=predecessor_deregister_failed id=%s rc=%d err=\"%s\"", prev, rc, err);
+    if (ch)
+        faas_rpc_channel_close(ch);
+}
+
 /* ---- heartbeat thread ---- */
 
 static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, int empty, int *ok)
@@ -416,7 +452,7 @@ static int pod_rules(const wm_config_t *c)
 /* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
  * and the pod helper, forked while no thread and no grpc exist yet in this process.
  * 0, or -1 after saying why on stderr. */
-static int prepare_host(wm_t *wm, const wm_config_t *c)
+static int prepare_host(wm_t *wm, const wm_config_t *c, char *prev, size_t prevcap)
 {
     const char *err = NULL;
     if (make_dirs(c) != 0) {
@@ -438,8 +474,7 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
     }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
-    char prev[64];
-    swap_run_id(c, prev, sizeof(prev));
+    swap_run_id(c, prev, prevcap);
     if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
         fprintf(stderr, "faas-workermgr: %s\n", err);
         return -1;
@@ -521,7 +556,8 @@ int wm_run(const wm_config_t *c)
     const char *err = NULL;
     char errbuf[512];
     faas_token_t token;
-    if (prepare_host(&wm, c) != 0)
+    char prev[64];
+    if (prepare_host(&wm, c, prev, sizeof(prev)) != 0)
         return 1;
     /* after the host checks (their errors say more about a broken setup); the helper,
      * forked there, never holds the token */
@@ -529,6 +565,8 @@ int wm_run(const wm_config_t *c)
         wm_helper_stop(&wm.helper);
         return 1;
     }
+    /* the first rpc: grpc threads may exist only once the helper is forked */
+    wm_deregister_predecessor(c, prev);
 
     sigset_t ss;
     sigemptyset(&ss);

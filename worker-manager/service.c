@@ -403,8 +403,9 @@ static int make_dirs(const wm_config_t *c)
     return 0;
 }
 
-/* The id of the previous run, so a crash's leftovers (cgroups faas/<id>) are found. */
-static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
+/* The id of the previous run, so a crash's leftovers (cgroups faas/<id>) are found and
+ * its lease ended. */
+static void read_prev_id(const wm_config_t *c, char *prev, size_t cap)
 {
     char p[PATH_MAX];
     wm_fmt(p, sizeof(p), "%s/worker.id", c->state_dir);
@@ -419,7 +420,13 @@ static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
     for (char *q = prev; *q; q++)
         if (*q == '/' || *q == '.')
             *q = '_'; /* never let a file steer rmdir outside faas/ */
-    f = fopen(p, "we");
+}
+
+static void write_run_id(const wm_config_t *c)
+{
+    char p[PATH_MAX];
+    wm_fmt(p, sizeof(p), "%s/worker.id", c->state_dir);
+    FILE *f = fopen(p, "we");
     if (f) {
         fprintf(f, "%s\n", c->id);
         fclose(f);
@@ -452,7 +459,7 @@ static int pod_rules(const wm_config_t *c)
 /* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
  * and the pod helper, forked while no thread and no grpc exist yet in this process.
  * 0, or -1 after saying why on stderr. */
-static int prepare_host(wm_t *wm, const wm_config_t *c, char *prev, size_t prevcap)
+static int prepare_host(wm_t *wm, wm_config_t *c, char *prev, size_t prevcap)
 {
     const char *err = NULL;
     if (make_dirs(c) != 0) {
@@ -474,12 +481,17 @@ static int prepare_host(wm_t *wm, const wm_config_t *c, char *prev, size_t prevc
     }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
-    swap_run_id(c, prev, prevcap);
-    if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return -1;
+    read_prev_id(c, prev, prevcap);
+    /* a crashed predecessor's helper may still run its pods: adopt them (and its id),
+     * else start afresh, which removes whatever that run left */
+    if (wm_helper_adopt(&wm->helper, c, &wm->adopted, &wm->n_adopted) != 1) {
+        if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
+            fprintf(stderr, "faas-workermgr: %s\n", err);
+            return -1;
+        }
+        wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
     }
-    wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    write_run_id(c);
     if (pod_rules(c) != 0)
         return -1;
     wm_runq_start(wm);
@@ -547,9 +559,12 @@ static int load_credentials(const wm_config_t *c, faas_token_t *t)
     return 0;
 }
 
-int wm_run(const wm_config_t *c)
+int wm_run(const wm_config_t *cfg)
 {
     static wm_t wm;
+    static wm_config_t c_own; /* adoption may replace the id */
+    c_own = *cfg;
+    wm_config_t *c = &c_own;
     memset(&wm, 0, sizeof(wm));
     wm.cfg = c;
     wm.helper.fd = -1;

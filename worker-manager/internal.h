@@ -118,8 +118,10 @@ int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
 /* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
  * under <state>/pods, where builds before WM_POD_CODE_DIR mounted the code). */
 int wm_helper_cleanup(wm_helper_t *h, const char *prev_id);
-/* Tells the helper to kill whatever is left and exit (a clean stop), and waits for it. */
-void wm_helper_stop(wm_helper_t *h);
+/* kill_pods: tells the helper to kill whatever is left and exit (a clean stop) and waits
+ * for it. 0 (this WM failed to start): only lets go of it, so pods it adopted stay up
+ * for another successor, as after a crash. */
+void wm_helper_stop(wm_helper_t *h, int kill_pods);
 /* Keeps rec (len 0: none, the pod's state is unclear) as pid's record in the helper, for
  * a successor if this WM crashes. One-way: no round trip. 0 or -1. */
 int wm_helper_record(wm_helper_t *h, pid_t pid, const uint8_t *rec, size_t len);
@@ -155,9 +157,6 @@ void wm_answer_logs(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
 size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap);
 /* Packs the current lease (malloc'd) for the heartbeat; empty=1 gives no instances. */
 uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len);
-/* Ends the lease of a previous run's id prev (from <state>/worker.id) at once, unless it
- * is c->id: its instances leave discovery now. Logs the outcome; blocking (<= 2 s). */
-void wm_deregister_predecessor(const wm_config_t *c, const char *prev);
 
 /* Logs: last n lines of file into a malloc'd array. */
 int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
@@ -353,6 +352,7 @@ struct wm {
     int efd, sfd;
     wm_adopted_t *adopted; /* a crashed predecessor's pods, taken over by the loop's start */
     size_t n_adopted;
+    char prev_id[64]; /* the previous run's id (<state>/worker.id), deregistered first if not ours */
 
     /* pod thread only */
     wm_pod_t *pods;

@@ -211,19 +211,18 @@ static int deregister(const wm_config_t *c, faas_rpc_channel_t *ch, const char *
     return rc;
 }
 
-void wm_deregister_predecessor(const wm_config_t *c, const char *prev)
+/* The previous run's id prev (from <state>/worker.id), unless it is ours: its lease is
+ * ended at once, so its instances leave discovery now. */
+static void deregister_predecessor(const wm_config_t *c, faas_rpc_channel_t *ch, const char *prev)
 {
-    if (prev == NULL || prev[0] == '\0' || strcmp(prev, c->id) == 0)
+    if (prev[0] == '\0' || strcmp(prev, c->id) == 0)
         return;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(c->discovery);
     char err[256] = "";
-    int rc = ch ? deregister(c, ch, prev, err, sizeof(err)) : -1;
+    int rc = deregister(c, ch, prev, err, sizeof(err));
     if (rc == 0)
         FAAS_INFO("event=predecessor_deregistered id=%s", prev);
     else /* its lease still lapses on its own: slower, not wrong */
         FAAS_WARN("event=predecessor_deregister_failed id=%s rc=%d err=\"%s\"", prev, rc, err);
-    if (ch)
-        faas_rpc_channel_close(ch);
 }
 
 /* ---- heartbeat thread ---- */
@@ -255,6 +254,9 @@ static void *heartbeat_main(void *arg)
     wm_t *wm = arg;
     faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
     int ok = 1;
+    /* the first thing this WM tells discovery (the heartbeat thread starts first, and
+     * here it neither delays the start nor keeps SIGTERM from being handled) */
+    deregister_predecessor(wm->cfg, ch, wm->prev_id);
     for (;;) {
         pthread_mutex_lock(&wm->mu);
         struct timespec ts;
@@ -571,17 +573,14 @@ int wm_run(const wm_config_t *cfg)
     const char *err = NULL;
     char errbuf[512];
     faas_token_t token;
-    char prev[64];
-    if (prepare_host(&wm, c, prev, sizeof(prev)) != 0)
+    if (prepare_host(&wm, c, wm.prev_id, sizeof(wm.prev_id)) != 0)
         return 1;
     /* after the host checks (their errors say more about a broken setup); the helper,
      * forked there, never holds the token */
     if (load_credentials(c, &token) != 0) {
-        wm_helper_stop(&wm.helper);
+        wm_helper_stop(&wm.helper, 0);
         return 1;
     }
-    /* the first rpc: grpc threads may exist only once the helper is forked */
-    wm_deregister_predecessor(c, prev);
 
     sigset_t ss;
     sigemptyset(&ss);
@@ -613,7 +612,7 @@ int wm_run(const wm_config_t *cfg)
 out_helper:
     if (m.fd >= 0)
         close(m.fd);
-    wm_helper_stop(&wm.helper);
+    wm_helper_stop(&wm.helper, rc == 0); /* a failed start leaves adopted pods for the next try */
     FAAS_INFO("event=stopped id=%s", c->id);
     return rc;
 }

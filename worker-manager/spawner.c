@@ -1083,16 +1083,19 @@ int wm_helper_adopt(wm_helper_t *h, wm_config_t *c, wm_adopted_t **pods, size_t 
     return -1;
 }
 
-void wm_helper_stop(wm_helper_t *h)
+void wm_helper_stop(wm_helper_t *h, int kill_pods)
 {
-    if (h->fd >= 0) {
+    if (h->fd >= 0 && kill_pods) {
         /* a clean stop: the helper kills whatever is left and exits, never waits for a successor */
         hreq_t q = {.op = OP_EXIT};
         (void)!send(h->fd, &q, sizeof(q), MSG_NOSIGNAL);
         if (!h->child)
             await_close(h->fd, 15000);
-        close(h->fd);
     }
+    if (h->fd >= 0)
+        close(h->fd);
+    if (!kill_pods && h->child && h->pid > 0)
+        h->pid = -1; /* pods left: it waits for a successor (or exits at once without any) */
     h->fd = -1;
     if (h->pid > 0 && h->child)
         while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)

@@ -6,6 +6,8 @@ lapse.
 Real daemons on free loopback ports, a temp state dir; needs root (pods)."""
 import collections
 import os
+import re
+import shutil
 import threading
 import time
 import urllib.error
@@ -14,7 +16,7 @@ import urllib.request
 import pytest
 
 import discpb as pb
-from platform_util import BUILD, Platform, curl, pids_matching, wait_until
+from platform_util import BUILD, ROOT, Platform, curl, pids_matching, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="pods need root"),
@@ -120,8 +122,13 @@ def wm_instances(plat):
     return pb.decode("InstanceList", raw)["instances"]
 
 
+def cg_exists(rel):
+    """Whether cgroup rel ("/faas/<worker>[/<pod>]") is there, on a pure v2 or a hybrid host."""
+    return any(os.path.exists(f"{root}{rel}") for root in (CG, f"{CG}/unified"))
+
+
 def faas_cgroups(worker_id):
-    return os.path.exists(f"{CG}/faas/{worker_id}")
+    return cg_exists(f"/faas/{worker_id}")
 
 
 @pytest.fixture
@@ -142,6 +149,7 @@ def test_pods_outlive_a_wm_crash_and_are_adopted(plat3):
     assert len(before) == 1 and all(i["worker_id"] == wid for i in before.values()), before
     pids = {i["id"]: i["pid"] for i in before.values()}
     cgs = {iid: pod_cgroup(pid) for iid, pid in pids.items()}
+    assert all(cg_exists(cg) for cg in cgs.values()), cgs
 
     with Load(plat.url("hello", "/hello")) as load:
         wait_until(lambda: load.counts[200] >= 20, 30, what="load running")
@@ -171,13 +179,13 @@ def test_pods_outlive_a_wm_crash_and_are_adopted(plat3):
     plat.rpc(f"127.0.0.1:{plat.wm_port}", "/faas.WorkerManager/Release",
              pb.encode("ReleaseRequest", {"instance_id": iid, "reason": "test"}))
     wait_until(lambda: not alive(pids[iid]), 15, what="released pod gone")
-    wait_until(lambda: not os.path.exists(f"{CG}{cgs[iid]}"), 15, what="released pod's cgroup gone")
+    wait_until(lambda: not cg_exists(cgs[iid]), 15, what="released pod's cgroup gone")
     assert iid not in {i["id"] for i in disc_instances(plat)}
 
     # and a new cold start works on the adopting WM
     wait_until(lambda: curl(plat.url("hello", "/hello"))[0] == 200, 30, interval=0.2, what="cold start")
     new_pids = [i["pid"] for i in wm_instances(plat)]
-    assert new_pids
+    assert new_pids and faas_cgroups(wid)
 
     # a clean stop still takes every pod down and tells the helper to go
     assert plat.wm.stop() == 0
@@ -195,6 +203,7 @@ def test_config_mismatch_falls_back_to_a_fresh_helper(plat):
     assert len(before) == 1, before
     pid = before[0]["pid"]
 
+    assert faas_cgroups(old_id)
     plat.wm.kill()
     assert alive(pid), "the pod should outlive the crash"
     # another pod uid: the old helper's pods are not this WM's to run
@@ -207,3 +216,32 @@ def test_config_mismatch_falls_back_to_a_fresh_helper(plat):
     assert f"event=predecessor_deregistered id={old_id}" in log()
     wait_until(lambda: not faas_cgroups(old_id), 15, what="old cgroups gone")
     wait_until(lambda: curl(plat.url("hello", "/hello"))[0] == 200, 30, interval=0.2, what="service again")
+
+
+def test_pod_caught_specializing_is_killed_not_adopted(plat3, tmp_path):
+    """A crash between SPECIALIZE and READY leaves a pod whose state nobody knows: the
+    successor kills it (and its cgroup) and adopts only the whole ones."""
+    plat = plat3
+    code = tmp_path / "slow"
+    code.mkdir()
+    shutil.copy(f"{ROOT}/examples/hello-http/hello", code / "hello")
+    (code / "slow.sh").write_text("sleep 3\nexec ./hello\n")
+    plat.ctl("deploy", "slow", "--dir", str(code), "--cmd", "/bin/sh slow.sh", "--health", "/healthz")
+    first = []
+    caller = threading.Thread(target=lambda: first.append(curl(plat.url("slow", "/hello"))[0]), daemon=True)
+    caller.start()
+    wait_until(lambda: plat.wm_metric("faas_wm_cold_starts_total") >= 1, 20, what="SPECIALIZE sent")
+    wid = f"wm-{plat.wm_port}"
+    plat.wm.kill()
+    plat.restart_wm(wm_id="")
+    log = lambda: open(plat.wm.log_path).read()
+    wait_until(lambda: "event=adopt_killed" in log(), 15, what="the half-specialized pod killed")
+    killed = re.search(r"event=adopt_killed pod=(\w+) pid=(\d+)", log())
+    pod, pid = killed.group(1), int(killed.group(2))
+    wait_until(lambda: not alive(pid), 15, what="its process gone")
+    wait_until(lambda: not cg_exists(f"/faas/{wid}/{pod}"), 15, what="its cgroup gone")
+    assert faas_cgroups(wid), "the worker's other pods keep their cgroups"
+    assert f"event=pod_adopted pod={pod}" not in log()
+    caller.join(30)
+    # the function still cold-starts on the new worker manager
+    wait_until(lambda: curl(plat.url("slow", "/hello"))[0] == 200, 40, interval=0.3, what="slow served")

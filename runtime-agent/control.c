@@ -55,8 +55,8 @@ static struct {
         size_t len;
         uint8_t data[];
     } * out_head, **out_tail;
-    size_t out_bytes;      /* queued in out_head */
-    uint64_t out_dropped;  /* metric-only events dropped while the queue was past OUTQ_SOFT_BYTES */
+    size_t out_bytes;     /* queued in out_head */
+    uint64_t out_dropped; /* metric-only events dropped while the queue was past OUTQ_SOFT_BYTES */
 } ag = {.control_fd = -1, .log_fd = -1, .out_tail = &ag.out_head};
 
 static void quit(int code)

@@ -127,7 +127,8 @@ void wm_helper_stop(wm_helper_t *h, int kill_pods);
 int wm_helper_record(wm_helper_t *h, pid_t pid, const uint8_t *rec, size_t len);
 /* Tries <state>/helper.sock: 1 when a crashed predecessor's helper took us (h is its
  * link, *pods its pods, malloc'd; c->id becomes its id unless --id was given), 0 when
- * none waits, -1 when its config differs (it was told to kill its pods and exit). */
+ * none waits, -1 when its config differs (it was told to kill its pods and exit) or it
+ * did not answer (then left alone). */
 int wm_helper_adopt(wm_helper_t *h, wm_config_t *c, wm_adopted_t **pods, size_t *n);
 
 /* ---- code cache (code.c) -------------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/mount.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,7 +23,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -686,8 +686,8 @@ static int listen_successors(void)
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     (void)unlink(H.sock);
     mode_t old = umask(077);
-    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && chmod(H.sock, 0600) == 0 &&
-             listen(fd, 4) == 0;
+    int ok =
+        fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && chmod(H.sock, 0600) == 0 && listen(fd, 4) == 0;
     umask(old);
     if (!ok) {
         FAAS_WARN("event=helper_sock_unusable path=%s err=\"%s\"", H.sock, strerror(errno));
@@ -806,9 +806,9 @@ static void helper_main(int fd)
 {
     for (;;) {
         int exit_asked = helper_serve(fd);
-        close(fd);
         if (exit_asked || H.n_pods == 0 || H.lfd < 0 || H.cfg.adopt_grace_ms == 0)
             break;
+        close(fd);
         if ((fd = await_successor()) < 0)
             break;
     }
@@ -817,6 +817,10 @@ static void helper_main(int fd)
         (void)unlink(H.sock);
     }
     helper_shutdown();
+    /* closed last: a WM waiting for our EOF (wm_helper_stop, a refused successor) knows
+     * the pods and the socket path are gone by then */
+    if (fd >= 0)
+        close(fd);
 }
 
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err)
@@ -1014,7 +1018,9 @@ static int adopt_talk(int fd, wm_config_t *c, wm_adopted_t **pods, size_t *n, ch
 {
     static uint8_t pkt[sizeof(hreq_t) + sizeof(adopt_cfg_t)];
     hreq_t q = {.op = OP_ADOPT};
-    adopt_cfg_t a = {.uid = c->pod_uid, .gid = c->pod_gid, .pod_netns = (uint32_t)c->pod_netns,
+    adopt_cfg_t a = {.uid = c->pod_uid,
+                     .gid = c->pod_gid,
+                     .pod_netns = (uint32_t)c->pod_netns,
                      .no_seccomp = (uint32_t)c->no_seccomp};
     wm_fmt(a.id, sizeof(a.id), "%s", c->id_given ? c->id : "");
     wm_fmt(a.state_dir, sizeof(a.state_dir), "%s", c->state_dir);
@@ -1073,6 +1079,13 @@ int wm_helper_adopt(wm_helper_t *h, wm_config_t *c, wm_adopted_t **pods, size_t 
     free(*pods);
     *pods = NULL;
     *n = 0;
+    if (rc < 0) {
+        /* no answer: a helper still serving a live WM (two on one state dir?) or a broken
+         * one; an EXIT queued behind our ADOPT would kill pods we know nothing about */
+        FAAS_WARN("event=adopt_failed reason=\"%s\" msg=\"starting a fresh helper\"", why);
+        close(fd);
+        return -1;
+    }
     /* its pods are not ours to run: it kills them and goes, then we start as after a
      * crash without adoption (a fresh helper, the old id deregistered) */
     FAAS_WARN("event=adopt_refused reason=\"%s\" msg=\"the old helper kills its pods\"", why);

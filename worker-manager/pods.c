@@ -401,6 +401,7 @@ static void pod_record(wm_t *wm, wm_pod_t *p)
         in.started_unix_ms = p->started_ms;
         in.concurrency = p->concurrency;
         in.kind = p->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
+        in.overloaded = p->overloaded; /* an agent says OVERLOAD once, not again to a successor */
         ib = faas_pb_pack(&in.base, &il);
         rb = p->state == POD_READY ? faas_pb_pack(&p->req->base, &rl) : NULL;
         rec = ib && (rb || p->state == POD_WARM) ? malloc(4 + il + rl) : NULL;
@@ -441,6 +442,7 @@ static int pod_from_record(wm_pod_t *p, const uint8_t *rec, size_t len)
         p->started_ms = in->started_unix_ms;
         p->concurrency = in->concurrency;
         p->reserved = in->kind == FAAS__INSTANCE__KIND__RESERVED;
+        p->overloaded = in->overloaded;
         p->req = faas__acquire_request__unpack(NULL, len - 4 - il, rec + 4 + il);
         if (p->req == NULL || p->req->spec == NULL)
             rc = -1;
@@ -757,6 +759,7 @@ void wm_pod_overload(wm_t *wm, wm_pod_t *p, const char *signal, uint32_t degree,
         return;
     if (p->overloaded != fire) {
         p->overloaded = fire;
+        pod_record(wm, p);
         publish(wm);
     }
     if (fire)

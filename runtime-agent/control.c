@@ -25,6 +25,10 @@
 
 #define CONTROL_MAX_PACKET (256 * 1024)
 #define KILL_GRACE_MS 2000
+/* Queued-up events past which reports that only feed metrics are dropped: the worker
+ * manager may be away for a while (a crash, until its successor adopts this pod, which
+ * still holds the socket open), and the agent keeps serving without growing meanwhile. */
+#define OUTQ_SOFT_BYTES (64 * 1024)
 
 static struct {
     evl_loop_t *loop;
@@ -51,6 +55,8 @@ static struct {
         size_t len;
         uint8_t data[];
     } * out_head, **out_tail;
+    size_t out_bytes;     /* queued in out_head */
+    uint64_t out_dropped; /* metric-only events dropped while the queue was past OUTQ_SOFT_BYTES */
 } ag = {.control_fd = -1, .log_fd = -1, .out_tail = &ag.out_head};
 
 static void quit(int code)
@@ -74,7 +80,12 @@ static int flush_out(void)
         ag.out_head = q->next;
         if (ag.out_head == NULL)
             ag.out_tail = &ag.out_head;
+        ag.out_bytes -= q->len;
         free(q);
+    }
+    if (ag.out_dropped != 0) {
+        FAAS_INFO("event=control_backlog_cleared dropped_events=%llu", (unsigned long long)ag.out_dropped);
+        ag.out_dropped = 0;
     }
     return 0;
 }
@@ -106,6 +117,7 @@ static int send_packet(uint8_t *buf, size_t len)
     memcpy(q->data, buf, len);
     free(buf);
     int was_empty = ag.out_head == NULL;
+    ag.out_bytes += len;
     *ag.out_tail = q;
     ag.out_tail = &q->next;
     if (was_empty)
@@ -113,8 +125,24 @@ static int send_packet(uint8_t *buf, size_t len)
     return 0;
 }
 
+/* Events the worker manager only counts (or asks again for): lost, they cost a metric,
+ * not a pod's state. READY, FAILED, USER_EXIT, HELLO, OVERLOAD/RECOVERED (rare, state)
+ * and the tasks' reports always queue. */
+static int droppable(Faas__AgentEvent__Type t)
+{
+    return t == FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST || t == FAAS__AGENT_EVENT__TYPE__SECCOMP_DENIALS ||
+           t == FAAS__AGENT_EVENT__TYPE__LOG_ROTATE || t == FAAS__AGENT_EVENT__TYPE__LOG_DROPPED;
+}
+
 static void send_event(Faas__AgentEvent *ev)
 {
+    if (ag.out_bytes >= OUTQ_SOFT_BYTES && droppable(ev->type)) {
+        if (ag.out_dropped++ == 0)
+            FAAS_WARN("event=control_backlog queued_bytes=%zu msg=\"no worker manager reads: dropping metric "
+                      "events until it does\"",
+                      ag.out_bytes);
+        return;
+    }
     size_t len;
     uint8_t *buf = faas_pb_pack(&ev->base, &len);
     if (buf != NULL)

@@ -18,7 +18,8 @@ void wm_usage(void)
            "  --metrics-listen ADDR  /metrics and /healthz (127.0.0.1:7201)\n"
            "  --state-dir DIR        code cache, pod dirs, logs (./.faas/worker)\n"
            "  --pool-size N          warm generic pods (2)\n"
-           "  --id ID                worker id (hostname-pid)\n"
+           "  --id ID                worker id (hostname-pid; a WM that adopts its crashed\n"
+           "                         predecessor's pods keeps that one's id instead)\n"
            "  --lease-ttl-ms MS      discovery lease (3000)\n"
            "  --agent PATH           faas-agent binary (next to this binary)\n"
            "  --pod-uid UID          uid and gid pods run as (65534)\n"
@@ -40,6 +41,10 @@ void wm_usage(void)
            "  --tls-cert FILE        serve gRPC over TLS with this PEM certificate chain (with --tls-key)\n"
            "  --tls-key FILE         the PEM private key of --tls-cert (default: plaintext gRPC)\n"
            "  --tls-ca FILE          talk TLS to discovery, trusting this PEM CA (default: plaintext)\n"
+           "  --adopt-grace-ms MS    after a crash of this WM (not a clean stop), its pod helper\n"
+           "                         keeps the pods running this long and waits on\n"
+           "                         STATE_DIR/helper.sock (0600, root) for a successor to adopt\n"
+           "                         them; then it kills them (5000; 0: kill them at once)\n"
            "  --help\n");
 }
 
@@ -106,6 +111,7 @@ static void defaults(wm_config_t *c)
     c->pod_gid = 65534;
     c->runq_bpf = 1;
     c->pod_netns = 1;
+    c->adopt_grace_ms = 5000;
 }
 
 static void default_id_and_agent(wm_config_t *c)
@@ -152,7 +158,8 @@ enum {
     O_TOKEN,
     O_CERT,
     O_KEY,
-    O_CA
+    O_CA,
+    O_GRACE
 };
 
 /* The file flags, made absolute like --agent. */
@@ -178,6 +185,11 @@ static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
         if (parse_uint(v, 3600000, &n) != 0 || n < 300)
             return *err = "--lease-ttl-ms must be 300-3600000", -1;
         c->lease_ttl_ms = (unsigned)n;
+        return 0;
+    case O_GRACE:
+        if (parse_uint(v, 3600000, &n) != 0)
+            return *err = "--adopt-grace-ms must be 0-3600000", -1;
+        c->adopt_grace_ms = (unsigned)n;
         return 0;
     default: /* O_UID */
         if (parse_uint(v, 65535 * 65536ul, &n) != 0 || n == 0)
@@ -215,11 +227,13 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_POOL:
     case O_TTL:
     case O_UID:
+    case O_GRACE:
         return apply_number(c, o, v, err);
     case O_ID:
         if (!valid_id(v))
             return *err = "--id must be 1-63 chars of [A-Za-z0-9._-]", -1;
         snprintf(c->id, sizeof(c->id), "%s", v);
+        c->id_given = 1;
         return 0;
     case O_AGENT:
         if (absolutize(c->agent, sizeof(c->agent), v) != 0)
@@ -301,6 +315,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},
         {"tls-ca", required_argument, 0, O_CA},
+        {"adopt-grace-ms", required_argument, 0, O_GRACE},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };

@@ -90,7 +90,18 @@ int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);
 typedef struct {
     int fd; /* WM end of the helper socket */
     pid_t pid;
+    int child; /* forked by this process (else adopted from a crashed predecessor) */
 } wm_helper_t;
+
+/* A pod a crashed predecessor's helper kept running, handed over at adoption. */
+typedef struct {
+    char pod[48];
+    pid_t pid;
+    uint32_t addr; /* host order */
+    int ctl;       /* the WM's end of its control socket */
+    uint8_t *rec;  /* the predecessor's record (wm_helper_record); NULL: state unclear */
+    size_t rec_len;
+} wm_adopted_t;
 
 /* Forks the helper. Must run before any thread or grpc call. */
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
@@ -107,8 +118,18 @@ int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
 /* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
  * under <state>/pods, where builds before WM_POD_CODE_DIR mounted the code). */
 int wm_helper_cleanup(wm_helper_t *h, const char *prev_id);
-/* Closes the socket (the helper then kills whatever is left and exits) and reaps it. */
-void wm_helper_stop(wm_helper_t *h);
+/* kill_pods: tells the helper to kill whatever is left and exit (a clean stop) and waits
+ * for it. 0 (this WM failed to start): only lets go of it, so pods it adopted stay up
+ * for another successor, as after a crash. */
+void wm_helper_stop(wm_helper_t *h, int kill_pods);
+/* Keeps rec (len 0: none, the pod's state is unclear) as pid's record in the helper, for
+ * a successor if this WM crashes. One-way: no round trip. 0 or -1. */
+int wm_helper_record(wm_helper_t *h, pid_t pid, const uint8_t *rec, size_t len);
+/* Tries <state>/helper.sock: 1 when a crashed predecessor's helper took us (h is its
+ * link, *pods its pods, malloc'd; c->id becomes its id unless --id was given), 0 when
+ * none waits, -1 when its config differs (it was told to kill its pods and exit) or it
+ * did not answer (then left alone). */
+int wm_helper_adopt(wm_helper_t *h, wm_config_t *c, wm_adopted_t **pods, size_t *n);
 
 /* ---- code cache (code.c) -------------------------------------------------------- */
 
@@ -330,6 +351,9 @@ struct wm {
     wm_cg_layout_t cg;
     wm_helper_t helper;
     int efd, sfd;
+    wm_adopted_t *adopted; /* a crashed predecessor's pods, taken over by the loop's start */
+    size_t n_adopted;
+    char prev_id[64]; /* the previous run's id (<state>/worker.id), deregistered first if not ours */
 
     /* pod thread only */
     wm_pod_t *pods;

@@ -380,6 +380,125 @@ static void list_append(wm_acq_t **head, wm_acq_t *a)
 
 static void refill(wm_t *wm);
 
+/* What a successor needs of p if this WM crashes, kept in the helper (spawner.c says why
+ * there): u32 length of a packed Instance (id "" for a warm pod; endpoint, reserved as
+ * kind), the Instance, then the packed AcquireRequest of a READY pod. Sent on every
+ * change of state that matters; any other state (SPECIALIZING, STOPPING) sends none, so
+ * a pod caught half-way is killed by the successor, never adopted half-specialized. */
+static void pod_record(wm_t *wm, wm_pod_t *p)
+{
+    uint8_t *rec = NULL, *ib = NULL, *rb = NULL;
+    size_t il = 0, rl = 0;
+    if (p->state == POD_WARM || (p->state == POD_READY && p->req != NULL)) {
+        char endpoint[32];
+        wm_pod_endpoint(p, endpoint, sizeof(endpoint));
+        Faas__Instance in = FAAS__INSTANCE__INIT;
+        in.id = p->state == POD_READY ? p->inst_id : "";
+        in.function = p->function;
+        in.version = p->version;
+        in.endpoint = endpoint;
+        in.pid = (uint32_t)p->pid;
+        in.started_unix_ms = p->started_ms;
+        in.concurrency = p->concurrency;
+        in.kind = p->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
+        in.overloaded = p->overloaded; /* an agent says OVERLOAD once, not again to a successor */
+        ib = faas_pb_pack(&in.base, &il);
+        rb = p->state == POD_READY ? faas_pb_pack(&p->req->base, &rl) : NULL;
+        rec = ib && (rb || p->state == POD_WARM) ? malloc(4 + il + rl) : NULL;
+        if (rec) {
+            uint32_t l32 = (uint32_t)il;
+            memcpy(rec, &l32, 4);
+            memcpy(rec + 4, ib, il);
+            if (rl)
+                memcpy(rec + 4 + il, rb, rl);
+        }
+    }
+    if (wm_helper_record(&wm->helper, p->pid, rec, rec ? 4 + il + rl : 0) != 0)
+        FAAS_WARN("event=pod_record_failed pod=%s", p->id);
+    free(rec);
+    free(ib);
+    free(rb);
+}
+
+/* Fills p from a predecessor's record; 0, or -1 when it does not make a whole pod. */
+static int pod_from_record(wm_pod_t *p, const uint8_t *rec, size_t len)
+{
+    uint32_t il;
+    if (rec == NULL || len < 4 || (memcpy(&il, rec, 4), il > len - 4))
+        return -1;
+    Faas__Instance *in = faas__instance__unpack(NULL, il, rec + 4);
+    if (in == NULL)
+        return -1;
+    const char *colon = strrchr(in->endpoint, ':');
+    p->port = colon ? (uint32_t)strtoul(colon + 1, NULL, 10) : 0;
+    int rc = p->port ? 0 : -1;
+    if (in->id[0] == '\0') {
+        p->state = POD_WARM;
+    } else {
+        p->state = POD_READY;
+        wm_fmt(p->inst_id, sizeof(p->inst_id), "%s", in->id);
+        wm_fmt(p->function, sizeof(p->function), "%s", in->function);
+        p->version = in->version;
+        p->started_ms = in->started_unix_ms;
+        p->concurrency = in->concurrency;
+        p->reserved = in->kind == FAAS__INSTANCE__KIND__RESERVED;
+        p->overloaded = in->overloaded;
+        p->req = faas__acquire_request__unpack(NULL, len - 4 - il, rec + 4 + il);
+        if (p->req == NULL || p->req->spec == NULL)
+            rc = -1;
+    }
+    faas__instance__free_unpacked(in, NULL);
+    return rc;
+}
+
+/* Takes over one pod of a crashed predecessor: whole (warm, or a READY instance) or
+ * killed. Timers and metrics need nothing more: the run-queue probe watches it from
+ * here, log rotation and seccomp/overload events go by wm->pods like any pod's (the
+ * denial and overload counters restart from zero with this process, as all do). Tasks
+ * it was running are not known here: their reports still arrive and are relayed, a
+ * cancel is routed by instance. */
+static void adopt_one(wm_t *wm, wm_adopted_t *a)
+{
+    wm_pod_t *p = calloc(1, sizeof(*p));
+    if (p == NULL || a->ctl < 0 || pod_from_record(p, a->rec, a->rec_len) != 0) {
+        FAAS_WARN("event=adopt_killed pod=%s pid=%d reason=\"its state was unclear (no whole record)\"", a->pod,
+                  (int)a->pid);
+        if (a->ctl >= 0)
+            close(a->ctl);
+        if (p && p->req)
+            faas__acquire_request__free_unpacked(p->req, NULL);
+        free(p);
+        wm_helper_kill(&wm->helper, a->pod, a->pid);
+        return;
+    }
+    wm_fmt(p->id, sizeof(p->id), "%s", a->pod);
+    p->pid = a->pid;
+    p->ctl = a->ctl;
+    p->addr = a->addr;
+    fcntl(p->ctl, F_SETFL, fcntl(p->ctl, F_GETFL) | O_NONBLOCK);
+    wm_runq_pod_new(wm, p);
+    p->next = wm->pods;
+    wm->pods = p;
+    FAAS_INFO("event=pod_adopted pod=%s pid=%d state=%s instance=%s fn=%s", p->id, (int)p->pid,
+              p->state == POD_READY ? "ready" : "warm", p->inst_id[0] ? p->inst_id : "-",
+              p->function[0] ? p->function : "-");
+}
+
+static void adopt_all(wm_t *wm)
+{
+    for (size_t i = 0; i < wm->n_adopted; i++) {
+        adopt_one(wm, &wm->adopted[i]);
+        free(wm->adopted[i].rec);
+    }
+    free(wm->adopted);
+    wm->adopted = NULL;
+    if (wm->n_adopted) {
+        wm->n_adopted = 0;
+        hb_urgent(wm);
+        publish(wm); /* the first lease carries them: the predecessor's is renewed as is */
+    }
+}
+
 static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
 {
     for (wm_pod_t **pp = &wm->pods; *pp; pp = &(*pp)->next)
@@ -528,6 +647,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     }
     uint64_t t_mount = 0, t_limits = 0;
     hb_quiet(wm, a->t_taken + HB_QUIET_MAX_US);
+    pod_record(wm, p); /* SPECIALIZING: none, before the agent hears of it */
     int no_egress = s->network != NULL && strcmp(s->network, "none") == 0;
     if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, no_egress, err, sizeof(err)) != 0 ||
         (t_mount = faas_now_us(),
@@ -639,6 +759,7 @@ void wm_pod_overload(wm_t *wm, wm_pod_t *p, const char *signal, uint32_t degree,
         return;
     if (p->overloaded != fire) {
         p->overloaded = fire;
+        pod_record(wm, p);
         publish(wm);
     }
     if (fire)
@@ -677,6 +798,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->port = ev->port;
         p->deadline_us = 0;
         FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u", p->id, (int)p->pid, p->port);
+        pod_record(wm, p);
         publish(wm);
         match(wm);
         return;
@@ -689,6 +811,9 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         wm_acq_t *a = p->acq;
         p->acq = NULL;
         clear_error(wm, p->function);
+        p->req = a->req; /* recorded now: acq_reply hands it over for good */
+        pod_record(wm, p);
+        p->req = NULL;
         /* the new instance is leased at once: if it died before its first lease, no
          * watcher would ever hear of it (the gateway keeps what Acquire returned) */
         hb_urgent(wm);
@@ -793,6 +918,7 @@ void wm_pod_stop(wm_t *wm, wm_pod_t *p)
     /* out of the instance set now; the agent gets a moment to stop its user server */
     p->state = POD_STOPPING;
     p->deadline_us = faas_now_us() + STOP_GRACE_US;
+    pod_record(wm, p);
     hb_urgent(wm);
     publish(wm);
 }
@@ -1034,6 +1160,7 @@ int wm_loop_init(wm_t *wm)
 
 void wm_loop_run(wm_t *wm)
 {
+    adopt_all(wm);
     refill(wm);
     while (!wm->stop) {
         int timeout = check_deadlines(wm);

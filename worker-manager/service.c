@@ -193,6 +193,41 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
     return buf;
 }
 
+/* A lease for worker id with no instances that ends at once: what this process sends
+ * for itself at a clean shutdown, and for its crashed predecessor at start, so the
+ * gateways stop sending to that run's endpoints now, not when its lease lapses. */
+static int deregister(const wm_config_t *c, faas_rpc_channel_t *ch, const char *id, char *err, size_t errcap)
+{
+    Faas__Worker w = FAAS__WORKER__INIT;
+    w.id = (char *)id;
+    w.address = (char *)c->listen;
+    Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
+    lr.worker = &w;
+    lr.ttl_ms = 1;
+    size_t len, rl;
+    uint8_t *req = faas_pb_pack(&lr.base, &len), *resp = NULL;
+    if (req == NULL)
+        return wm_fmt(err, errcap, "out of memory"), -1;
+    int rc = faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", req, len, 2000, &resp, &rl, err, errcap);
+    free(req);
+    free(resp);
+    return rc;
+}
+
+/* The previous run's id prev (from <state>/worker.id), unless it is ours: its lease is
+ * ended at once, so its instances leave discovery now. */
+static void deregister_predecessor(const wm_config_t *c, faas_rpc_channel_t *ch, const char *prev)
+{
+    if (prev[0] == '\0' || strcmp(prev, c->id) == 0)
+        return;
+    char err[256] = "";
+    int rc = deregister(c, ch, prev, err, sizeof(err));
+    if (rc == 0)
+        FAAS_INFO("event=predecessor_deregistered id=%s", prev);
+    else /* its lease still lapses on its own: slower, not wrong */
+        FAAS_WARN("event=predecessor_deregister_failed id=%s rc=%d err=\"%s\"", prev, rc, err);
+}
+
 /* ---- heartbeat thread ---- */
 
 static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, int empty, int *ok)
@@ -222,6 +257,9 @@ static void *heartbeat_main(void *arg)
     wm_t *wm = arg;
     faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
     int ok = 1;
+    /* the first thing this WM tells discovery (the heartbeat thread starts first, and
+     * here it neither delays the start nor keeps SIGTERM from being handled) */
+    deregister_predecessor(wm->cfg, ch, wm->prev_id);
     for (;;) {
         pthread_mutex_lock(&wm->mu);
         struct timespec ts;
@@ -370,8 +408,9 @@ static int make_dirs(const wm_config_t *c)
     return 0;
 }
 
-/* The id of the previous run, so a crash's leftovers (cgroups faas/<id>) are found. */
-static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
+/* The id of the previous run, so a crash's leftovers (cgroups faas/<id>) are found and
+ * its lease ended. */
+static void read_prev_id(const wm_config_t *c, char *prev, size_t cap)
 {
     char p[PATH_MAX];
     wm_fmt(p, sizeof(p), "%s/worker.id", c->state_dir);
@@ -386,7 +425,13 @@ static void swap_run_id(const wm_config_t *c, char *prev, size_t cap)
     for (char *q = prev; *q; q++)
         if (*q == '/' || *q == '.')
             *q = '_'; /* never let a file steer rmdir outside faas/ */
-    f = fopen(p, "we");
+}
+
+static void write_run_id(const wm_config_t *c)
+{
+    char p[PATH_MAX];
+    wm_fmt(p, sizeof(p), "%s/worker.id", c->state_dir);
+    FILE *f = fopen(p, "we");
     if (f) {
         fprintf(f, "%s\n", c->id);
         fclose(f);
@@ -419,7 +464,7 @@ static int pod_rules(const wm_config_t *c)
 /* Everything before the first thread: state dirs, cgroups, the previous run's leftovers,
  * and the pod helper, forked while no thread and no grpc exist yet in this process.
  * 0, or -1 after saying why on stderr. */
-static int prepare_host(wm_t *wm, const wm_config_t *c)
+static int prepare_host(wm_t *wm, wm_config_t *c, char *prev, size_t prevcap)
 {
     const char *err = NULL;
     if (make_dirs(c) != 0) {
@@ -441,13 +486,17 @@ static int prepare_host(wm_t *wm, const wm_config_t *c)
     }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
-    char prev[64];
-    swap_run_id(c, prev, sizeof(prev));
-    if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
-        fprintf(stderr, "faas-workermgr: %s\n", err);
-        return -1;
+    read_prev_id(c, prev, prevcap);
+    /* a crashed predecessor's helper may still run its pods: adopt them (and its id),
+     * else start afresh, which removes whatever that run left */
+    if (wm_helper_adopt(&wm->helper, c, &wm->adopted, &wm->n_adopted) != 1) {
+        if (wm_helper_start(&wm->helper, c, &wm->cg, &err) != 0) {
+            fprintf(stderr, "faas-workermgr: %s\n", err);
+            return -1;
+        }
+        wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
     }
-    wm_helper_cleanup(&wm->helper, strcmp(prev, c->id) != 0 ? prev : NULL);
+    write_run_id(c);
     if (pod_rules(c) != 0)
         return -1;
     wm_runq_start(wm);
@@ -515,21 +564,24 @@ static int load_credentials(const wm_config_t *c, faas_token_t *t)
     return 0;
 }
 
-int wm_run(const wm_config_t *c)
+int wm_run(const wm_config_t *cfg)
 {
     static wm_t wm;
+    static wm_config_t c_own; /* adoption may replace the id */
+    c_own = *cfg;
+    wm_config_t *c = &c_own;
     memset(&wm, 0, sizeof(wm));
     wm.cfg = c;
     wm.helper.fd = -1;
     const char *err = NULL;
     char errbuf[512];
     faas_token_t token;
-    if (prepare_host(&wm, c) != 0)
+    if (prepare_host(&wm, c, wm.prev_id, sizeof(wm.prev_id)) != 0)
         return 1;
     /* after the host checks (their errors say more about a broken setup); the helper,
      * forked there, never holds the token */
     if (load_credentials(c, &token) != 0) {
-        wm_helper_stop(&wm.helper);
+        wm_helper_stop(&wm.helper, 0);
         return 1;
     }
 
@@ -563,7 +615,7 @@ int wm_run(const wm_config_t *c)
 out_helper:
     if (m.fd >= 0)
         close(m.fd);
-    wm_helper_stop(&wm.helper);
+    wm_helper_stop(&wm.helper, rc == 0); /* a failed start leaves adopted pods for the next try */
     FAAS_INFO("event=stopped id=%s", c->id);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/mount.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,13 +22,19 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
 
-enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4 };
+/* RECORD and EXIT are one-way (no reply); ADOPT comes only on <state>/helper.sock. */
+enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4, OP_RECORD = 5, OP_EXIT = 6, OP_ADOPT = 7 };
+
+/* Largest packet either side sends: a request with its payload (RECORD: a pod's
+ * record; ADOPT: the successor's config) or an adopted pod with its record. */
+#define HELPER_MAX_PACKET (64 * 1024)
 
 typedef struct {
     uint32_t op;
@@ -44,10 +51,35 @@ typedef struct {
     char err[240];
 } hrep_t;
 
+/* A pod as the helper keeps it. Why the WM's per-pod state lives here and not in files
+ * under the state dir: the helper is what outlives a WM crash, and the pods live exactly
+ * as long as it does (PDEATHSIG), so a record here can never outlive its pod nor be
+ * found without it, costs no disk write on a cold start, and comes back to a successor
+ * in the same packet as the pod's control socket. */
 typedef struct {
     char pod[48];
     pid_t pid;
+    int ctl;       /* a dup of the WM's end of the control socket: the agent never sees EOF */
+    uint32_t addr; /* the pod's address (host order) */
+    uint8_t *rec;  /* the WM's record of the pod (wm_pod_record); NULL: state unclear */
+    size_t rec_len;
 } hpod_t;
+
+/* What a successor sends with ADOPT: the config that decides whether the pods are its. */
+typedef struct {
+    char id[64]; /* "" = take the helper's */
+    char state_dir[PATH_MAX], cgroup_root[PATH_MAX], agent[PATH_MAX];
+    uint32_t uid, gid, pod_netns, no_seccomp;
+} adopt_cfg_t;
+
+/* One adopted pod on the wire (its record follows, its control fd rides along);
+ * pod[0] == '\0' ends the list. */
+typedef struct {
+    char pod[48];
+    int32_t pid;
+    uint32_t addr;
+    uint32_t rec_len;
+} hpod_wire_t;
 
 /* Helper-side state: a copy of the config and the pods it has cloned. */
 static struct {
@@ -57,7 +89,9 @@ static struct {
     size_t n_pods, cap_pods;
     int self_mnt; /* the helper's own mount namespace, to return to after a MOUNT */
     int self_net; /* and network namespace, after configuring a pod's (netns.c) */
-} H;
+    int lfd;      /* <state>/helper.sock: a successor's way in after a WM crash; -1: none */
+    char sock[108];
+} H = {.lfd = -1};
 
 typedef struct {
     const char *pod;
@@ -303,6 +337,7 @@ static int pod_main(void *arg)
 
 static void track(const char *pod, pid_t pid)
 {
+    hpod_t z = {.pid = pid, .ctl = -1};
     if (H.n_pods == H.cap_pods) {
         size_t nc = H.cap_pods ? H.cap_pods * 2 : 16;
         hpod_t *np = realloc(H.pods, nc * sizeof(*np));
@@ -311,17 +346,43 @@ static void track(const char *pod, pid_t pid)
         H.pods = np;
         H.cap_pods = nc;
     }
-    wm_fmt(H.pods[H.n_pods].pod, sizeof(H.pods[0].pod), "%s", pod);
-    H.pods[H.n_pods++].pid = pid;
+    wm_fmt(z.pod, sizeof(z.pod), "%s", pod);
+    H.pods[H.n_pods++] = z;
+}
+
+static hpod_t *tracked(pid_t pid)
+{
+    for (size_t i = 0; i < H.n_pods; i++)
+        if (H.pods[i].pid == pid)
+            return &H.pods[i];
+    return NULL;
 }
 
 static void untrack(pid_t pid)
 {
-    for (size_t i = 0; i < H.n_pods; i++)
-        if (H.pods[i].pid == pid) {
-            H.pods[i] = H.pods[--H.n_pods];
-            return;
-        }
+    hpod_t *p = tracked(pid);
+    if (p == NULL)
+        return;
+    if (p->ctl >= 0)
+        close(p->ctl);
+    free(p->rec);
+    *p = H.pods[--H.n_pods];
+}
+
+/* RECORD: the WM's state of a pod, replaced whole; an empty one means "unclear" (a
+ * SPECIALIZE or STOP in flight): a successor kills such a pod rather than guess. */
+static void do_record(const hreq_t *q, const uint8_t *rec, size_t len)
+{
+    hpod_t *p = tracked(q->pid);
+    if (p == NULL)
+        return;
+    free(p->rec);
+    p->rec = NULL;
+    p->rec_len = 0;
+    if (len > 0 && (p->rec = malloc(len)) != NULL) {
+        memcpy(p->rec, rec, len);
+        p->rec_len = len;
+    }
 }
 
 static void pod_rel(char *out, size_t cap, const char *pod)
@@ -411,6 +472,11 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
         return -1;
     }
     r->pid = pid;
+    hpod_t *t = tracked(pid);
+    if (t != NULL) {
+        t->ctl = fcntl(sv[0], F_DUPFD_CLOEXEC, 0); /* kept: the pod outlives a WM crash */
+        t->addr = r->addr;
+    }
     *out_fd = sv[0];
     return 0;
 fail_errno:
@@ -561,15 +627,18 @@ static void helper_shutdown(void)
     do_cleanup(&q, &r);
 }
 
-static void helper_loop(int fd)
+/* Serves one WM on fd until it says EXIT (1) or goes away (0). */
+static int helper_serve(int fd)
 {
+    static uint8_t pkt[HELPER_MAX_PACKET];
     for (;;) {
-        hreq_t q;
-        ssize_t n = recv(fd, &q, sizeof(q), 0);
+        ssize_t n = recv(fd, pkt, sizeof(pkt), 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != (ssize_t)sizeof(q))
-            break; /* the WM is gone (EOF) or spoke nonsense */
+        if (n < (ssize_t)sizeof(hreq_t))
+            return 0; /* the WM is gone (EOF) or spoke nonsense */
+        hreq_t q;
+        memcpy(&q, pkt, sizeof(q));
         q.pod[sizeof(q.pod) - 1] = '\0';
         q.arg[sizeof(q.arg) - 1] = '\0';
         hrep_t r;
@@ -588,6 +657,11 @@ static void helper_loop(int fd)
         case OP_CLEANUP:
             r.rc = do_cleanup(&q, &r);
             break;
+        case OP_RECORD:
+            do_record(&q, pkt + sizeof(q), (size_t)n - sizeof(q));
+            continue;
+        case OP_EXIT:
+            return 1;
         default:
             r.rc = -1;
             wm_fmt(r.err, sizeof(r.err), "bad op");
@@ -595,9 +669,158 @@ static void helper_loop(int fd)
         }
         send_reply(fd, &r, pass);
         if (pass >= 0)
-            close(pass);
+            close(pass); /* the helper keeps its own dup (do_spawn) */
+    }
+}
+
+/* <state>/helper.sock, root only; -1 when it cannot be made (no adoption then). */
+static int listen_successors(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (wm_fmt(H.sock, sizeof(H.sock), "%s/helper.sock", H.cfg.state_dir) != 0) {
+        FAAS_WARN("event=helper_sock_unusable msg=\"state dir path too long for a unix socket: no adoption\"");
+        H.sock[0] = '\0';
+        return -1;
+    }
+    memcpy(sa.sun_path, H.sock, strlen(H.sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    (void)unlink(H.sock);
+    mode_t old = umask(077);
+    int ok =
+        fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && chmod(H.sock, 0600) == 0 && listen(fd, 4) == 0;
+    umask(old);
+    if (!ok) {
+        FAAS_WARN("event=helper_sock_unusable path=%s err=\"%s\"", H.sock, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* What of the successor's config must equal ours for our pods to be its. NULL if all. */
+static const char *adopt_mismatch(const adopt_cfg_t *a)
+{
+    if (a->id[0] != '\0' && strcmp(a->id, H.cfg.id) != 0)
+        return "another --id";
+    if (strcmp(a->state_dir, H.cfg.state_dir) != 0)
+        return "another --state-dir";
+    if (strcmp(a->cgroup_root, H.cfg.cgroup_root) != 0)
+        return "another --cgroup-root";
+    if (strcmp(a->agent, H.cfg.agent) != 0)
+        return "another --agent";
+    if (a->uid != H.cfg.pod_uid || a->gid != H.cfg.pod_gid)
+        return "another --pod-uid";
+    if ((a->pod_netns != 0) != (H.cfg.pod_netns != 0) || (a->no_seccomp != 0) != (H.cfg.no_seccomp != 0))
+        return "another --no-pod-netns or --no-seccomp";
+    return NULL;
+}
+
+/* Hands every pod (record and control fd) to the successor on fd, then the end mark. */
+static int send_pods(int fd)
+{
+    static uint8_t pkt[HELPER_MAX_PACKET];
+    for (size_t i = 0; i < H.n_pods; i++) {
+        hpod_t *p = &H.pods[i];
+        hpod_wire_t w = {.pid = p->pid, .addr = p->addr};
+        memcpy(w.pod, p->pod, sizeof(w.pod));
+        w.rec_len = p->rec_len <= sizeof(pkt) - sizeof(w) ? (uint32_t)p->rec_len : 0;
+        memcpy(pkt, &w, sizeof(w));
+        if (w.rec_len)
+            memcpy(pkt + sizeof(w), p->rec, w.rec_len);
+        if (faas_send_with_fd(fd, pkt, sizeof(w) + w.rec_len, p->ctl, 0) < 0)
+            return -1;
+    }
+    hpod_wire_t end = {.pid = 0};
+    return faas_send_with_fd(fd, &end, sizeof(end), -1, 0) < 0 ? -1 : 0;
+}
+
+/* One successor's ADOPT on c: 0 when it now owns the pods (c is its link), -1 when the
+ * connection is no good. A config mismatch is answered and still returns 0: the
+ * successor then sends EXIT on c. */
+static int adopt_handshake(int c)
+{
+    struct ucred cr;
+    socklen_t cl = sizeof(cr);
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 || cr.uid != 0)
+        return -1; /* the socket is 0600 root, and a second lock costs nothing */
+    static uint8_t pkt[sizeof(hreq_t) + sizeof(adopt_cfg_t)];
+    struct pollfd pf = {c, POLLIN, 0};
+    if (poll(&pf, 1, 2000) != 1)
+        return -1;
+    ssize_t n = recv(c, pkt, sizeof(pkt), 0);
+    hreq_t q;
+    adopt_cfg_t a;
+    if (n != (ssize_t)sizeof(pkt))
+        return -1;
+    memcpy(&q, pkt, sizeof(q));
+    memcpy(&a, pkt + sizeof(q), sizeof(a));
+    a.id[sizeof(a.id) - 1] = a.state_dir[PATH_MAX - 1] = a.cgroup_root[PATH_MAX - 1] = a.agent[PATH_MAX - 1] = '\0';
+    if (q.op != OP_ADOPT)
+        return -1;
+    hrep_t r = {.rc = 0, .pid = (int32_t)H.n_pods};
+    const char *why = adopt_mismatch(&a);
+    if (why != NULL) {
+        r.rc = -1;
+        wm_fmt(r.err, sizeof(r.err), "%s", why);
+        FAAS_WARN("event=helper_adopt_refused reason=\"%s\" pods=%zu", why, H.n_pods);
+        return send(c, &r, sizeof(r), MSG_NOSIGNAL) == (ssize_t)sizeof(r) ? 0 : -1;
+    }
+    wm_fmt(r.err, sizeof(r.err), "%s", H.cfg.id);
+    if (send(c, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r) || send_pods(c) != 0)
+        return -1;
+    FAAS_INFO("event=helper_handed_over pods=%zu id=%s", H.n_pods, H.cfg.id);
+    return 0;
+}
+
+/* The WM crashed: keep the pods and wait up to the grace for a successor. Its link, or
+ * -1 when none came in time. */
+static int await_successor(void)
+{
+    FAAS_WARN("event=helper_orphaned pods=%zu grace_ms=%u sock=%s", H.n_pods, H.cfg.adopt_grace_ms, H.sock);
+    uint64_t end = faas_now_us() + (uint64_t)H.cfg.adopt_grace_ms * 1000u;
+    for (;;) {
+        uint64_t now = faas_now_us();
+        if (now >= end)
+            break;
+        struct pollfd pf = {H.lfd, POLLIN, 0};
+        int r = poll(&pf, 1, (int)((end - now + 999) / 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            continue;
+        int c = accept4(H.lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            continue;
+        if (adopt_handshake(c) == 0)
+            return c;
+        close(c);
+    }
+    FAAS_WARN("event=helper_no_successor pods=%zu msg=\"killing them\"", H.n_pods);
+    return -1;
+}
+
+/* The helper's life: serve the WM; after a crash (EOF without EXIT, pods left), wait for
+ * a successor and serve it; on EXIT or when none comes, every pod goes. */
+static void helper_main(int fd)
+{
+    for (;;) {
+        int exit_asked = helper_serve(fd);
+        if (exit_asked || H.n_pods == 0 || H.lfd < 0 || H.cfg.adopt_grace_ms == 0)
+            break;
+        close(fd);
+        if ((fd = await_successor()) < 0)
+            break;
+    }
+    if (H.lfd >= 0) {
+        close(H.lfd);
+        (void)unlink(H.sock);
     }
     helper_shutdown();
+    /* closed last: a WM waiting for our EOF (wm_helper_stop, a refused successor) knows
+     * the pods and the socket path are gone by then */
+    if (fd >= 0)
+        close(fd);
 }
 
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err)
@@ -627,12 +850,17 @@ int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *
         H.self_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
         if (H.self_mnt < 0 || H.self_net < 0)
             _exit(1);
-        helper_loop(sv[1]);
+        /* bound now, accepted on only once the WM is gone: a successor started right
+         * after a crash never finds it missing */
+        if (c->adopt_grace_ms > 0)
+            H.lfd = listen_successors();
+        helper_main(sv[1]);
         _exit(0);
     }
     close(sv[1]);
     h->fd = sv[0];
     h->pid = pid;
+    h->child = 1;
     return 0;
 }
 
@@ -723,12 +951,166 @@ int wm_helper_cleanup(wm_helper_t *h, const char *prev_id)
     return rc;
 }
 
-void wm_helper_stop(wm_helper_t *h)
+int wm_helper_record(wm_helper_t *h, pid_t pid, const uint8_t *rec, size_t len)
 {
+    static uint8_t pkt[HELPER_MAX_PACKET];
+    hreq_t q = {.op = OP_RECORD, .pid = pid};
+    if (len > sizeof(pkt) - sizeof(q))
+        len = 0; /* too big to keep: the pod is then "unclear" to a successor, killed */
+    memcpy(pkt, &q, sizeof(q));
+    if (len)
+        memcpy(pkt + sizeof(q), rec, len);
+    return send(h->fd, pkt, sizeof(q) + len, MSG_NOSIGNAL) == (ssize_t)(sizeof(q) + len) ? 0 : -1;
+}
+
+/* Waits (bounded) for the helper at the other end of h->fd to close it: it has exited
+ * or, for an adopted one, is about to. */
+static void await_close(int fd, int ms)
+{
+    uint8_t b[64];
+    struct pollfd pf = {fd, POLLIN, 0};
+    uint64_t end = faas_now_us() + (uint64_t)ms * 1000u;
+    while (faas_now_us() < end && poll(&pf, 1, 100) >= 0)
+        if ((pf.revents & (POLLIN | POLLHUP)) && recv(fd, b, sizeof(b), MSG_DONTWAIT) == 0)
+            return;
+}
+
+/* Receives one adopted pod; 1 for a pod, 0 at the end mark, -1 on a broken link. */
+static int recv_pod(int fd, wm_adopted_t *out)
+{
+    static uint8_t pkt[HELPER_MAX_PACKET];
+    struct iovec iov = {pkt, sizeof(pkt)};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+    struct pollfd pf = {fd, POLLIN, 0};
+    if (poll(&pf, 1, 5000) != 1)
+        return -1;
+    ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    hpod_wire_t w;
+    if (n < (ssize_t)sizeof(w))
+        return -1;
+    memcpy(&w, pkt, sizeof(w));
+    int ctl = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c != NULL && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&ctl, CMSG_DATA(c), sizeof(int));
+    if (w.pod[0] == '\0')
+        return ctl >= 0 ? (close(ctl), 0) : 0;
+    memset(out, 0, sizeof(*out));
+    w.pod[sizeof(w.pod) - 1] = '\0';
+    wm_fmt(out->pod, sizeof(out->pod), "%s", w.pod);
+    out->pid = w.pid;
+    out->addr = w.addr;
+    out->ctl = ctl;
+    if (w.rec_len > 0 && (size_t)n == sizeof(w) + w.rec_len && (out->rec = malloc(w.rec_len)) != NULL) {
+        memcpy(out->rec, pkt + sizeof(w), w.rec_len);
+        out->rec_len = w.rec_len;
+    }
+    return 1;
+}
+
+/* ADOPT on fd; 1 with the pods when the helper took us, 0 when it refused (mismatch),
+ * -1 when it did not answer properly. */
+static int adopt_talk(int fd, wm_config_t *c, wm_adopted_t **pods, size_t *n, char *why, size_t whycap)
+{
+    static uint8_t pkt[sizeof(hreq_t) + sizeof(adopt_cfg_t)];
+    hreq_t q = {.op = OP_ADOPT};
+    adopt_cfg_t a = {.uid = c->pod_uid,
+                     .gid = c->pod_gid,
+                     .pod_netns = (uint32_t)c->pod_netns,
+                     .no_seccomp = (uint32_t)c->no_seccomp};
+    wm_fmt(a.id, sizeof(a.id), "%s", c->id_given ? c->id : "");
+    wm_fmt(a.state_dir, sizeof(a.state_dir), "%s", c->state_dir);
+    wm_fmt(a.cgroup_root, sizeof(a.cgroup_root), "%s", c->cgroup_root);
+    wm_fmt(a.agent, sizeof(a.agent), "%s", c->agent);
+    memcpy(pkt, &q, sizeof(q));
+    memcpy(pkt + sizeof(q), &a, sizeof(a));
+    hrep_t r;
+    struct pollfd pf = {fd, POLLIN, 0};
+    if (send(fd, pkt, sizeof(pkt), MSG_NOSIGNAL) != (ssize_t)sizeof(pkt) || poll(&pf, 1, 3000) != 1 ||
+        recv(fd, &r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return wm_fmt(why, whycap, "the helper did not answer"), -1;
+    r.err[sizeof(r.err) - 1] = '\0';
+    if (r.rc != 0)
+        return wm_fmt(why, whycap, "%s", r.err), 0;
+    size_t cap = r.pid > 0 ? (size_t)r.pid : 1;
+    *pods = calloc(cap, sizeof(**pods));
+    *n = 0;
+    int got;
+    while (*pods != NULL && *n < cap && (got = recv_pod(fd, &(*pods)[*n])) == 1)
+        (*n)++;
+    if (*pods == NULL || (*n == cap && recv_pod(fd, &(wm_adopted_t){0}) != 0))
+        return wm_fmt(why, whycap, "the pod list broke off"), -1;
+    if (!c->id_given)
+        wm_fmt(c->id, sizeof(c->id), "%s", r.err); /* the predecessor's: its lease is simply renewed */
+    return 1;
+}
+
+int wm_helper_adopt(wm_helper_t *h, wm_config_t *c, wm_adopted_t **pods, size_t *n)
+{
+    *pods = NULL;
+    *n = 0;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (wm_fmt(sa.sun_path, sizeof(sa.sun_path), "%s/helper.sock", c->state_dir) != 0)
+        return 0;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0; /* no helper waits: the usual start */
+    }
+    char why[256] = "";
+    int rc = adopt_talk(fd, c, pods, n, why, sizeof(why));
+    if (rc == 1) {
+        h->fd = fd;
+        h->pid = -1;
+        h->child = 0;
+        FAAS_INFO("event=helper_adopted id=%s pods=%zu", c->id, *n);
+        return 1;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        if ((*pods)[i].ctl >= 0)
+            close((*pods)[i].ctl);
+        free((*pods)[i].rec);
+    }
+    free(*pods);
+    *pods = NULL;
+    *n = 0;
+    if (rc < 0) {
+        /* no answer: a helper still serving a live WM (two on one state dir?) or a broken
+         * one; an EXIT queued behind our ADOPT would kill pods we know nothing about */
+        FAAS_WARN("event=adopt_failed reason=\"%s\" msg=\"starting a fresh helper\"", why);
+        close(fd);
+        return -1;
+    }
+    /* its pods are not ours to run: it kills them and goes, then we start as after a
+     * crash without adoption (a fresh helper, the old id deregistered) */
+    FAAS_WARN("event=adopt_refused reason=\"%s\" msg=\"the old helper kills its pods\"", why);
+    hreq_t q = {.op = OP_EXIT};
+    (void)!send(fd, &q, sizeof(q), MSG_NOSIGNAL);
+    await_close(fd, 15000);
+    close(fd);
+    return -1;
+}
+
+void wm_helper_stop(wm_helper_t *h, int kill_pods)
+{
+    if (h->fd >= 0 && kill_pods) {
+        /* a clean stop: the helper kills whatever is left and exits, never waits for a successor */
+        hreq_t q = {.op = OP_EXIT};
+        (void)!send(h->fd, &q, sizeof(q), MSG_NOSIGNAL);
+        if (!h->child)
+            await_close(h->fd, 15000);
+    }
     if (h->fd >= 0)
         close(h->fd);
+    if (!kill_pods && h->child && h->pid > 0)
+        h->pid = -1; /* pods left: it waits for a successor (or exits at once without any) */
     h->fd = -1;
-    if (h->pid > 0)
+    if (h->pid > 0 && h->child)
         while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     h->pid = -1;

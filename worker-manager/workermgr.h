@@ -32,6 +32,8 @@ typedef struct {
     char token_file[PATH_MAX];
     char tls_cert[PATH_MAX], tls_key[PATH_MAX]; /* serve TLS with these PEM files; "" = plaintext */
     char tls_ca[PATH_MAX];                      /* TLS to discovery trusting this PEM CA; "" = plaintext */
+    int id_given;                               /* --id was on the command line: never take the predecessor's */
+    unsigned adopt_grace_ms;                    /* a crashed WM's helper keeps its pods this long for a successor */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

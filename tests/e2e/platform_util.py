@@ -202,6 +202,21 @@ class Platform:
         for d in (self.gateway, self.wm, self.discovery):
             d.stop()
 
+    def restart_wm(self, wm_id=None, extra_args=(), timeout=20):
+        """Starts a new worker manager on the same ports and state dir once the current
+        one has exited (a test kills it first, e.g. plat.wm.kill()). wm_id replaces its
+        --id; "" drops the flag (the WM then picks its own, or adopts its predecessor's).
+        Its output goes on in workermgr.log."""
+        assert self.wm.proc is None or self.wm.proc.poll() is not None, "the worker manager still runs"
+        argv = list(self.wm.argv)
+        if wm_id is not None:
+            i = argv.index("--id")
+            del argv[i:i + 2]
+            if wm_id:
+                argv += ["--id", wm_id]
+        self.wm = Daemon("workermgr", argv + list(extra_args), self.dir, self.wm_port, env=self.wm.env)
+        return self.wm.start(timeout)
+
     def logs(self):
         return "\n".join(f"--- {d.name}\n{d.log()}" for d in (self.discovery, self.wm, self.gateway))
 

@@ -98,3 +98,41 @@ def test_call_right_after_deploy_is_not_404(tmp_path):
         assert metric(p.http_port, "faas_gateway_route_misses_total", "not_found") == before + 20
     finally:
         p.stop()
+
+
+def test_thrift_service_right_after_deploy_and_restart(tmp_path):
+    """The Thrift port routes by service: a miss is confirmed with ListFunctions. A call
+    naming a service deployed a moment ago, or reaching a gateway restarted a moment
+    ago, is served, never answered UNKNOWN_METHOD."""
+    from test_thrift_platform import deploy_calc, header_client
+    from thrift.Thrift import TApplicationException
+
+    p = Platform(tmp_path, pool_size=2, thrift=True).start()
+    try:
+        deploy_calc(p, tmp_path, "calc", argv=("theader", "--multiplexed"))
+        c, _, s = header_client(p.thrift_port, service="Calculator")  # at once after the deploy
+        try:
+            assert c.call("add", 2, 40) == 42
+        finally:
+            s.close()
+        for _ in range(2):
+            p.gateway.proc.kill()
+            p.gateway.proc.wait(5)
+            p.gateway.port = None
+            p.gateway.start()
+            wait_until(lambda: port_open(p.thrift_port), 10, interval=0.001, what="thrift port")
+            c, _, s = header_client(p.thrift_port, service="Calculator")
+            try:
+                assert c.call("add", 1, 2) == 3
+            finally:
+                s.close()
+        c, _, s = header_client(p.thrift_port, service="Nosuch")
+        try:
+            c.call("add", 1, 2)
+            raise AssertionError("a service nobody deployed was served")
+        except TApplicationException as e:
+            assert e.type == TApplicationException.UNKNOWN_METHOD, e
+        finally:
+            s.close()
+    finally:
+        p.stop()

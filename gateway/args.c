@@ -26,7 +26,13 @@ const char gw_args_usage[] =
     "  --token-file FILE           the platform token sent to discovery and worker managers (env\n"
     "                              FAAS_TOKEN wins; default ./.faas/discovery/token). The gateway's\n"
     "                              own HTTP, gRPC and Thrift ports stay open: they are the users' API\n"
-    "  --tls-ca FILE               talk TLS to discovery and worker managers, trusting this PEM CA\n";
+    "  --tls-ca FILE               talk TLS to discovery and worker managers, trusting this PEM CA\n"
+    "  --max-url-bytes N           longest request path with query; longer: 414 (default 8192)\n"
+    "  --max-header-bytes N        request header names + values; more: 431 (default 16384)\n"
+    "  --max-conns-per-client N    connections per client IPv4 address or IPv6 /64, all ports\n"
+    "                              together; more are closed at accept (default 512; 0 = no cap)\n"
+    "  --max-conns N               connections in all (default: 3/4 of RLIMIT_NOFILE; 0 = no cap)\n"
+    "  --http-header-timeout-ms MS HTTP/1 request head (and keep-alive idle) timeout (default 10000)\n";
 
 typedef struct {
     char *buf;
@@ -80,6 +86,11 @@ static void defaults(gw_config_t *cfg)
     cfg->thrift_default_fn = "";
     cfg->token_file = "./.faas/discovery/token"; /* where faasd and `make run` keep it */
     cfg->tls_ca = NULL;
+    cfg->max_url_bytes = 8192;
+    cfg->max_header_bytes = 16384;
+    cfg->max_conns_per_client = 512; /* loopback benches open 256+ connections from one address */
+    cfg->max_conns = 0;
+    cfg->http_header_timeout_ms = 10000;
 }
 
 /* Applies one flag; 0, or -1 if the name is unknown or the value out of range. */
@@ -112,6 +123,16 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
         cfg->cold_start_timeout_ms = (uint32_t)n;
     else if (IS("--threads") && parse_u64(v, 1, 256, &n) == 0)
         cfg->threads = (uint32_t)n;
+    else if (IS("--max-url-bytes") && parse_u64(v, 64, 1 << 20, &n) == 0)
+        cfg->max_url_bytes = (uint32_t)n;
+    else if (IS("--max-header-bytes") && parse_u64(v, 256, 1 << 20, &n) == 0)
+        cfg->max_header_bytes = (uint32_t)n;
+    else if (IS("--max-conns-per-client") && parse_u64(v, 0, 1 << 24, &n) == 0)
+        cfg->max_conns_per_client = (uint32_t)n;
+    else if (IS("--max-conns") && parse_u64(v, 0, 1 << 24, &n) == 0)
+        cfg->max_conns = (uint32_t)n, cfg->max_conns_explicit = 1;
+    else if (IS("--http-header-timeout-ms") && parse_u64(v, 100, 3600000, &n) == 0)
+        cfg->http_header_timeout_ms = (uint32_t)n;
     else
         return -1;
 #undef IS

@@ -11,7 +11,9 @@
  * Accepted: --flag VALUE and --flag=VALUE; addresses host:port (port 0-65535,
  * 0 = any), --max-body > 0, --queue-max 1..1000000, --cold-start-timeout-ms
  * 0..3600000, --threads 1..256, --grpc-listen host:port or off,
- * --thrift-default-function a function name or "". */
+ * --thrift-default-function a function name or "", --max-url-bytes 64..1048576,
+ * --max-header-bytes 256..1048576, --max-conns-per-client and --max-conns
+ * 0..16777216 (0 = no cap), --http-header-timeout-ms 100..3600000. */
 int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err);
 
 /* The --help text. */

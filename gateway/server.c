@@ -391,7 +391,9 @@ static int refuse_too_large(h2o_req_t *req)
     if (req->path.len > g_max_url) {
         status = 414;
     } else {
-        size_t total = req->authority.len;
+        /* Host as "host" + value, as a header; h2o has taken Content-Length,
+         * Transfer-Encoding, Expect and Upgrade out of req->headers (it acts on them) */
+        size_t total = req->authority.len != 0 ? 4 + req->authority.len : 0;
         for (size_t i = 0; i < req->headers.size && total <= g_max_hdr; i++)
             total += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
         if (total > g_max_hdr)

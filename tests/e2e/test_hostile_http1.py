@@ -110,8 +110,8 @@ def gw_metric(p, name):
     return total
 
 
-SMUGGLED = "/function/hello/smuggled"
-HIDDEN = f"GET {SMUGGLED} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+SMUGGLED = "smuggled-request"  # the function logs its target: /smuggled-request
+HIDDEN = f"GET /function/hello/{SMUGGLED} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
 
 # name -> request whose body (as one of the hops may frame it) hides HIDDEN
 SMUGGLING = {

@@ -673,9 +673,9 @@ int gw_run(const gw_config_t *cfg)
     g_conf.max_request_entity_size = cfg->max_body + H2_BODY_SLACK;
     /* no Server header of our own: a proxied response keeps the function's */
     g_conf.server_name = h2o_iovec_init(H2O_STRLIT(""));
-    /* a head not complete this long after the request (or keep-alive wait) began
-     * closes the connection: in 2.2.5 the timer is set once, not re-armed per read,
-     * so dribbling a byte at a time (slowloris) does not extend it */
+    /* a request (head and body) not read this long after it (or the keep-alive
+     * wait before it) began closes the connection: in 2.2.5 the timer is set once,
+     * not re-armed per read, so dribbling a byte at a time (slowloris) cannot extend it */
     g_conf.http1.req_timeout = cfg->http_header_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);

@@ -40,7 +40,13 @@ const char gw_args_usage[] =
     "  --thrift-max-header-bytes N    largest THeader/TTHeader header block and method name\n"
     "                                 (default 16384)\n"
     "  --thrift-max-partial-bytes N   unfinished frames held across all Thrift connections;\n"
-    "                                 past it the largest holder is closed (default 67108864)\n";
+    "                                 past it the largest holder is closed (default 67108864)\n"
+    "  --max-url-bytes N           longest request path with query; longer: 414 (default 8192)\n"
+    "  --max-header-bytes N        request header names + values; more: 431 (default 16384)\n"
+    "  --max-conns-per-client N    connections per client IPv4 address or IPv6 /64, all ports\n"
+    "                              together; more are closed at accept (default 512; 0 = no cap)\n"
+    "  --max-conns N               connections in all (default: 3/4 of RLIMIT_NOFILE; 0 = no cap)\n"
+    "  --http-header-timeout-ms MS HTTP/1 request head (and keep-alive idle) timeout (default 10000)\n";
 
 typedef struct {
     char *buf;
@@ -95,6 +101,11 @@ static void defaults(gw_config_t *cfg)
     cfg->thrift_default_fn = "";
     cfg->token_file = "./.faas/discovery/token"; /* where faasd and `make run` keep it */
     cfg->tls_ca = NULL;
+    cfg->max_url_bytes = 8192;
+    cfg->max_header_bytes = 16384;
+    cfg->max_conns_per_client = 512; /* loopback benches open 256+ connections from one address */
+    cfg->max_conns = 0;
+    cfg->http_header_timeout_ms = 10000;
     cfg->thrift_idle_timeout_ms = 60000;
     cfg->thrift_header_timeout_ms = 10000;
     cfg->thrift_body_timeout_ms = 10000;
@@ -160,6 +171,16 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
         cfg->sync_hold_ms = (uint32_t)n;
     else if (IS("--threads") && parse_u64(v, 1, 256, &n) == 0)
         cfg->threads = (uint32_t)n;
+    else if (IS("--max-url-bytes") && parse_u64(v, 64, 1 << 20, &n) == 0)
+        cfg->max_url_bytes = (uint32_t)n;
+    else if (IS("--max-header-bytes") && parse_u64(v, 256, 1 << 20, &n) == 0)
+        cfg->max_header_bytes = (uint32_t)n;
+    else if (IS("--max-conns-per-client") && parse_u64(v, 0, 1 << 24, &n) == 0)
+        cfg->max_conns_per_client = (uint32_t)n;
+    else if (IS("--max-conns") && parse_u64(v, 0, 1 << 24, &n) == 0)
+        cfg->max_conns = (uint32_t)n, cfg->max_conns_explicit = 1;
+    else if (IS("--http-header-timeout-ms") && parse_u64(v, 100, 3600000, &n) == 0)
+        cfg->http_header_timeout_ms = (uint32_t)n;
     else
         return -1;
 #undef IS

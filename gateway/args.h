@@ -13,7 +13,10 @@
  * 0..3600000, --threads 1..256, --grpc-listen host:port or off,
  * --thrift-default-function a function name or "", Thrift timeouts 1..86400000 ms,
  * --thrift-body-min-bytes 1..2^30, --thrift-max-frame 64..2^31-1,
- * --thrift-max-header-bytes 64..2^20, --thrift-max-partial-bytes >= 4096. */
+ * --thrift-max-header-bytes 64..2^20, --thrift-max-partial-bytes >= 4096,
+ * --max-url-bytes 64..1048576,
+ * --max-header-bytes 256..1048576, --max-conns-per-client and --max-conns
+ * 0..16777216 (0 = no cap), --http-header-timeout-ms 100..3600000. */
 int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err);
 
 /* The --help text. */

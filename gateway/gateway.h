@@ -140,6 +140,12 @@ typedef struct {
     uint32_t thrift_max_frame;         /* bytes of one frame, length prefix excluded */
     uint32_t thrift_max_header_bytes;  /* THeader/TTHeader header block; method name */
     uint64_t thrift_max_partial_bytes; /* partial frames held across all connections */
+    uint32_t max_url_bytes;        /* longest path (query included) before 414 */
+    uint32_t max_header_bytes;     /* header names + values (Host included) before 431 */
+    uint32_t max_conns_per_client; /* per client IPv4 address / IPv6 /64, all ports; 0 = no cap */
+    uint32_t max_conns;            /* all clients, all ports; 0 = no cap */
+    int max_conns_explicit;        /* unset: derived from RLIMIT_NOFILE at start */
+    uint32_t http_header_timeout_ms; /* h2o http1 req_timeout: request head (and keep-alive idle) */
 } gw_config_t;
 
 /* Runs the gateway until SIGINT/SIGTERM; returns the process exit code. */

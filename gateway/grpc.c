@@ -241,6 +241,8 @@ static void on_accept(h2o_socket_t *ls, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(ls);
         if (sock == NULL)
             return;
+        if (gw_conncap_accept(sock, GW_PORT_GRPC) != 0)
+            continue; /* over a connection cap: closed */
         disp_h2b_accept(sock, &server_cbs);
     }
 }

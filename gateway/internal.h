@@ -27,6 +27,69 @@ void gw_metrics_other(void);
 /* Writes the gateway's Prometheus lines. */
 void gw_metrics_write(FILE *out);
 
+/* ---- framing.c: strict HTTP/1.1 framing at h2o's request parser ---- */
+
+/* One parsed header line, laid out as picohttpparser's struct phr_header; name NULL
+ * marks an obs-fold continuation line. */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} gw_http1_hdr_t;
+
+enum {
+    GW_FRAMING_OK = 0,
+    GW_FRAMING_CL_DUP = -1,     /* more than one Content-Length */
+    GW_FRAMING_CL_BAD = -2,     /* Content-Length not 1..19 digits */
+    GW_FRAMING_TE_CL = -3,      /* Transfer-Encoding and Content-Length */
+    GW_FRAMING_TE_BAD = -4,     /* final coding not chunked, chunked twice, or on HTTP/1.0 */
+    GW_FRAMING_HOST_COUNT = -5, /* HTTP/1.1 without exactly one Host (1.0: more than one) */
+    GW_FRAMING_HOST_BAD = -6,   /* Host with a byte outside uri-host [":" port] */
+    GW_FRAMING_NAME_BAD = -7,   /* header name with a non-tchar byte (whitespace before ':') */
+    GW_FRAMING_OBS_FOLD = -8,   /* obsolete line folding */
+    GW_FRAMING_NRULES = 9,
+};
+
+/* RFC 9112 framing rules over a parsed request head (minor_version 0 or 1):
+ * GW_FRAMING_OK, or the GW_FRAMING_* rule broken with *err. Pure. */
+int gw_http1_framing_check(int minor_version, const gw_http1_hdr_t *hs, size_t n, const char **err);
+/* The rule's name for logs and metrics ("content_length_repeated" ...). */
+const char *gw_http1_framing_rule_name(int rule);
+/* Heads parsed through the interposer and those rejected, per rule (index -rule). */
+void gw_framing_stats(uint64_t *calls, uint64_t rejects[GW_FRAMING_NRULES]);
+/* Around the start-up self-check's probe: 1 silences the rejection log, 0 zeroes the
+ * counters (the probe is no client's) and logs again. */
+void gw_framing_probe(int on);
+
+/* ---- conncap.c: per-client and total connection caps on every port ---- */
+
+enum { GW_PORT_HTTP = 0, GW_PORT_GRPC = 1, GW_PORT_THRIFT = 2, GW_NPORTS = 3 };
+
+struct sockaddr;
+struct st_h2o_socket_t;
+/* Sets the caps: per client address (0 = none) and in all (0 = none). */
+void gw_conncap_config(uint32_t per_client, uint32_t total);
+/* Takes a slot for a connection from peer (IPv4 address; IPv6 /64, v4-mapped as
+ * IPv4): 0, or -1 when that client (GW_CONNCAP_PER_CLIENT) or the gateway
+ * (GW_CONNCAP_TOTAL) already holds its cap. Loop thread only. */
+int gw_conncap_take(const struct sockaddr *peer);
+/* Gives back a slot gw_conncap_take gave for peer. */
+void gw_conncap_give(const struct sockaddr *peer);
+/* Why the last gw_conncap_take refused: 0 per client, 1 total. */
+int gw_conncap_last_reason(void);
+/* At accept on port (GW_PORT_*): takes a slot and arranges its return when the
+ * socket closes (h2o's on_close hook); 0, or -1 after counting the refusal (the
+ * caller closes the socket). */
+int gw_conncap_accept(struct st_h2o_socket_t *sock, int port);
+/* Connections held now (all clients). */
+uint32_t gw_conncap_open(void);
+
+/* Counts a connection closed at accept (port GW_PORT_*, reason 0 per client, 1 total). */
+void gw_metrics_conn_refused(int port, int reason);
+/* Counts a request refused before routing for its size (414 or 431). */
+void gw_metrics_http_limit(int status);
+
 struct st_h2o_context_t;
 /* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
 int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);

@@ -110,6 +110,51 @@ void gw_metrics_other(void)
     n_other++;
 }
 
+static uint64_t n_refused[GW_NPORTS][2], n_limit_414, n_limit_431;
+
+void gw_metrics_conn_refused(int port, int reason)
+{
+    if (port >= 0 && port < GW_NPORTS)
+        n_refused[port][reason != 0]++;
+}
+
+void gw_metrics_http_limit(int status)
+{
+    if (status == 414)
+        n_limit_414++;
+    else
+        n_limit_431++;
+}
+
+/* Connection caps, size limits and framing rejections (gateway/conncap.c, framing.c). */
+static void write_guards(FILE *out)
+{
+    static const char *const ports[GW_NPORTS] = {"http", "grpc", "thrift"};
+    fprintf(out, "# HELP faas_gw_conn_refused_total Connections closed at accept: the client's or the gateway's "
+                 "connection cap was reached.\n# TYPE faas_gw_conn_refused_total counter\n");
+    for (int p = 0; p < GW_NPORTS; p++)
+        for (int r = 0; r < 2; r++)
+            fprintf(out, "faas_gw_conn_refused_total{port=\"%s\",reason=\"%s\"} %" PRIu64 "\n", ports[p],
+                    r ? "total" : "per_client", n_refused[p][r]);
+    fprintf(out,
+            "# HELP faas_gw_connections Connections held now, all ports.\n# TYPE faas_gw_connections gauge\n"
+            "faas_gw_connections %u\n",
+            gw_conncap_open());
+    fprintf(out,
+            "# HELP faas_gw_http_too_large_total HTTP requests refused before routing: 414 path too long, 431 "
+            "header fields too large.\n# TYPE faas_gw_http_too_large_total counter\n"
+            "faas_gw_http_too_large_total{code=\"414\"} %" PRIu64
+            "\nfaas_gw_http_too_large_total{code=\"431\"} %" PRIu64 "\n",
+            n_limit_414, n_limit_431);
+    uint64_t calls, rej[GW_FRAMING_NRULES];
+    gw_framing_stats(&calls, rej);
+    fprintf(out, "# HELP faas_gw_http1_framing_rejected_total HTTP/1 request heads answered 400 and closed for "
+                 "ambiguous framing, by rule.\n# TYPE faas_gw_http1_framing_rejected_total counter\n");
+    for (int r = 1; r < GW_FRAMING_NRULES; r++)
+        fprintf(out, "faas_gw_http1_framing_rejected_total{rule=\"%s\"} %" PRIu64 "\n", gw_http1_framing_rule_name(-r),
+                rej[r]);
+}
+
 void gw_metrics_write(FILE *out)
 {
     fprintf(out, "# HELP faas_requests_total Requests to functions by status code and protocol.\n"
@@ -143,4 +188,5 @@ void gw_metrics_write(FILE *out)
             "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
             "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %" PRIu64 "\n",
             faas_log_dropped_total());
+    write_guards(out);
 }

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ static h2o_globalconf_t g_conf;
 static h2o_context_t g_ctx;
 static h2o_accept_ctx_t g_accept;
 static uint64_t g_max_body;
+static uint32_t g_max_url, g_max_hdr;
 static const char *g_domain;
 static size_t g_domain_len;
 #define H2_BODY_SLACK (1u << 20)
@@ -482,8 +484,40 @@ static void serve_function(h2o_req_t *req, gw_slice_t name, gw_slice_t rest, int
 }
 
 
+/* Sizes only the client chose, refused before routing so that every route (health,
+ * metrics, tasks, functions; HTTP/1 and h2 alike) is covered and no function ever
+ * sees them: 414 for the path (query included), 431 for the header fields (names +
+ * values, Host included; a single value over the limit is over the total too). */
+static int refuse_too_large(h2o_req_t *req)
+{
+    int status = 0;
+    if (req->path.len > g_max_url) {
+        status = 414;
+    } else {
+        /* Host as "host" + value, as a header; h2o has taken Content-Length,
+         * Transfer-Encoding, Expect and Upgrade out of req->headers (it acts on them) */
+        size_t total = req->authority.len != 0 ? 4 + req->authority.len : 0;
+        for (size_t i = 0; i < req->headers.size && total <= g_max_hdr; i++)
+            total += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+        if (total > g_max_hdr)
+            status = 431;
+    }
+    if (status == 0)
+        return 0;
+    gw_metrics_http_limit(status);
+    FAAS_INFO("event=bad_request status=%d path_bytes=%zu", status, req->path.len);
+    req->http1_is_persistent = 0; /* the rest of what this client sends is not worth reading */
+    if (status == 414)
+        gw_send_text(req, 414, H2O_STRLIT("request path too long\n"));
+    else
+        gw_send_text(req, 431, H2O_STRLIT("request header fields too large\n"));
+    return 1;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
+    if (refuse_too_large(req))
+        return 0;
     gw_slice_t name, rest;
     const char *err = NULL;
     int rc = gw_route_parse(req->path.base, req->path.len, &name, &rest, &err);
@@ -591,6 +625,52 @@ static h2o_evloop_t *loop_create(void)
     return loop;
 }
 
+/* ---- the framing interposer (framing.c), checked against h2o at start-up ---- */
+
+/* 0 if h2o's HTTP/1 parser goes through framing.c's phr_parse_request: a head with
+ * two Content-Lengths over a socketpair must come back 400. If libh2o were built
+ * with the call bound inside the library (-Bsymbolic, LTO, protected visibility)
+ * it would be answered by on_req instead. */
+static int framing_check(h2o_evloop_t *loop)
+{
+    static const char probe[] = "GET /healthz HTTP/1.1\r\nHost: probe\r\nContent-Length: 0\r\n"
+                                "Content-Length: 0\r\n\r\n";
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return -1;
+    char buf[16];
+    size_t got = 0;
+    gw_framing_probe(1);
+    if (write(sv[1], probe, sizeof(probe) - 1) == (ssize_t)(sizeof(probe) - 1)) {
+        h2o_accept(&g_accept, h2o_evloop_socket_create(loop, sv[0], 0));
+        for (int i = 0; i < 100 && got < sizeof(buf); i++) {
+            h2o_evloop_run(loop, 10);
+            ssize_t n = recv(sv[1], buf + got, sizeof(buf) - got, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN))
+                break;
+            got += n > 0 ? (size_t)n : 0;
+        }
+    } else {
+        close(sv[0]);
+    }
+    close(sv[1]);
+    h2o_evloop_run(loop, 0); /* h2o sees the hang-up and lets its end go */
+    uint64_t calls;
+    gw_framing_stats(&calls, NULL);
+    gw_framing_probe(0);
+    return calls != 0 && got >= 12 && memcmp(buf, "HTTP/1.1 400", 12) == 0 ? 0 : -1;
+}
+
+/* The total connection cap when --max-conns is not given: 3/4 of the fd limit, the
+ * rest for upstream connections to agents, the control plane and files. */
+static uint32_t derived_max_conns(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 24))
+        return 1u << 24;
+    return (uint32_t)(rl.rlim_cur / 4 * 3);
+}
+
 /* ---- listener ---- */
 
 /* h2o_accept serves HTTP/1.1, h2c Upgrade and (checked with 2.2.5) h2c prior
@@ -603,6 +683,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
+        if (gw_conncap_accept(sock, GW_PORT_HTTP) != 0)
+            continue; /* over a connection cap: answered 503 and closed */
         h2o_accept(&g_accept, sock);
     }
 }
@@ -650,6 +732,9 @@ int gw_run(const gw_config_t *cfg)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_TRIM_THRESHOLD, 16 << 20);
     g_max_body = cfg->max_body;
+    g_max_url = cfg->max_url_bytes;
+    g_max_hdr = cfg->max_header_bytes;
+    gw_conncap_config(cfg->max_conns_per_client, cfg->max_conns_explicit ? cfg->max_conns : derived_max_conns());
     g_domain = cfg->domain;
     g_domain_len = strlen(cfg->domain);
     h2o_config_init(&g_conf);
@@ -660,6 +745,10 @@ int gw_run(const gw_config_t *cfg)
     g_conf.max_request_entity_size = cfg->max_body + H2_BODY_SLACK;
     /* no Server header of our own: a proxied response keeps the function's */
     g_conf.server_name = h2o_iovec_init(H2O_STRLIT(""));
+    /* a request (head and body) not read this long after it (or the keep-alive
+     * wait before it) began closes the connection: in 2.2.5 the timer is set once,
+     * not re-armed per read, so dribbling a byte at a time (slowloris) cannot extend it */
+    g_conf.http1.req_timeout = cfg->http_header_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
@@ -671,6 +760,11 @@ int gw_run(const gw_config_t *cfg)
     h2o_context_init(&g_ctx, loop, &g_conf);
     g_accept.ctx = &g_ctx;
     g_accept.hosts = g_conf.hosts;
+    if (framing_check(loop) != 0)
+        FAAS_WARN("event=framing_check_off msg=\"h2o does not parse requests through the gateway's "
+                  "phr_parse_request: duplicate Content-Length, TE+CL and missing Host are not refused\"");
+    else
+        FAAS_INFO("event=framing_check_on");
 
     if (start_dispatcher(cfg, &err) != 0) {
         FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);

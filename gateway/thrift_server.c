@@ -844,6 +844,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
+        if (gw_conncap_accept(sock, GW_PORT_THRIFT) != 0)
+            continue; /* over a connection cap: closed */
         tconn_t *c = calloc(1, sizeof(*c));
         if (c == NULL) {
             h2o_socket_close(sock);

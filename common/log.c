@@ -134,10 +134,13 @@ static void start_flusher(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* A forked child has no flusher thread: let its first drop start its own. */
+/* A forked child has no flusher thread and never gets one: a child that stays
+ * single-threaded on purpose (the worker manager's pod helper: setns into a mount
+ * namespace fails with EINVAL once a second thread exists) must not grow one from a
+ * log call. Its drops are reported with the site's next line instead. */
 static void after_fork_child(void)
 {
-    atomic_store(&flusher_on, 0);
+    atomic_store(&flusher_on, 2);
 }
 
 static void register_atfork(void)

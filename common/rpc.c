@@ -960,6 +960,11 @@ faas_rpc_channel_t *faas_rpc_channel_open_public(const char *target)
     return channel_open(target, 1);
 }
 
+int faas_rpc_channel_connected(faas_rpc_channel_t *ch)
+{
+    return ch != NULL && grpc_channel_check_connectivity_state(ch->ch, 0) == GRPC_CHANNEL_READY;
+}
+
 void faas_rpc_channel_close(faas_rpc_channel_t *c)
 {
     if (c == NULL)

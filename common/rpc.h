@@ -110,6 +110,9 @@ faas_rpc_channel_t *faas_rpc_channel_open(const char *target);
  * port, which must never see the platform's credential (it forwards headers). */
 faas_rpc_channel_t *faas_rpc_channel_open_public(const char *target);
 void faas_rpc_channel_close(faas_rpc_channel_t *ch);
+/* 1 if the channel is connected now: after a failed call, 0 says the peer was not
+ * reached (down, restarting), 1 that the failure is the peer's own answer. */
+int faas_rpc_channel_connected(faas_rpc_channel_t *ch);
 
 /* Results of the client calls: 0 = OK; >0 = the gRPC status the server or transport
  * gave (errbuf holds its message); -1 = local failure (errbuf says why).

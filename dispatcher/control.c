@@ -35,6 +35,7 @@ typedef struct {
     disp_rpc_cb cb;
     void *ud;
     int rc;
+    int unreachable; /* MSG_ACQ_FAIL: the worker manager was not reached */
     uint8_t *resp;
     size_t rlen;
 } ctl_msg_t;
@@ -189,6 +190,9 @@ static void run_acquire(job_t *j)
                         : faas_rpc_unary(ch, "/faas.WorkerManager/Acquire", j->pb, j->len, (int)j->timeout_ms + 1000,
                                          &resp, &rlen, m->err, sizeof(m->err));
     m->ms = (faas_now_us() - t0) / 1000;
+    /* the worker manager's own UNAVAILABLE (a cold start that failed) comes over a
+     * connected channel; a dead or restarting one leaves it unconnected */
+    m->unreachable = ch == NULL || (rc == FAAS_GRPC_UNAVAILABLE && !faas_rpc_channel_connected(ch));
     if (c != NULL)
         chan_put(c, rc);
     if (rc == 0) {
@@ -201,7 +205,6 @@ static void run_acquire(job_t *j)
         snprintf(m->err, sizeof(m->err), "cannot open channel");
     }
     m->kind = rc == 0 ? MSG_ACQ_OK : MSG_ACQ_FAIL;
-    m->rc = rc;
     free(resp);
     post(m);
 }
@@ -500,7 +503,7 @@ static void acquired(ctl_msg_t *m)
         char why[256]; /* the worker manager's reason, never a transport error's addresses */
         faas_cold_start_public(why, sizeof(why), m->fn, m->err);
         /* not reached (restarting after a crash, shutting down): not the function's fault */
-        if (m->rc == FAAS_GRPC_UNAVAILABLE || m->rc == -1)
+        if (m->unreachable)
             disp_on_acquire_unreachable(fn, why);
         else
             disp_on_acquire_failed(fn, why);

@@ -19,9 +19,12 @@
 #include "common/log.h"
 #include "common/util.h"
 
-/* Pending resolutions past this answer at once from the table (a client making up
- * names by the thousand must not queue state or discovery calls without end). */
+/* Pending resolutions past this, and discovery calls past PROBES_MAX, answer at once
+ * "cannot tell" (503 + Retry-After): a client making up names by the thousand must
+ * not queue state without end, nor take the control threads that Acquire and Release
+ * need (16; a probe waits up to RESOLVE_RPC_MS on a slow discovery). */
 #define RESOLVE_MAX 4096
+#define PROBES_MAX 8
 #define RESOLVE_RPC_MS 2000
 
 enum { ST_WAIT_SYNC = 1, ST_CONFIRM, ST_WAIT_TABLE };
@@ -51,6 +54,7 @@ struct probe {
 static disp_resolve_t pending = {.prev = &pending, .next = &pending};
 static size_t npending;
 static probe_t *probes;
+static size_t nprobes;
 static uint64_t stats[4]; /* found, not found, unavailable, overflow */
 
 static int key_is(const char *a, size_t al, const char *b, size_t bl)
@@ -91,18 +95,20 @@ static void finish(disp_resolve_t *r, int found)
 
 static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char *err);
 
-static void confirm(disp_resolve_t *r)
+/* Asks discovery about r's key (or joins the question in flight). 1 if r was finished
+ * (freed) instead. */
+static int confirm(disp_resolve_t *r)
 {
     r->state = ST_CONFIRM;
     for (probe_t *p = probes; p != NULL; p = p->next)
-        if (p->proto == r->proto && key_is(p->key, p->len, r->key, r->len)) {
-            r->probe = p;
-            return;
+        if (p->proto == r->proto && (r->proto != DISP_PROTO_HTTP || key_is(p->key, p->len, r->key, r->len))) {
+            r->probe = p; /* one ListFunctions answers every service key */
+            return 0;
         }
-    probe_t *p = calloc(1, sizeof(*p));
+    probe_t *p = nprobes < PROBES_MAX ? calloc(1, sizeof(*p)) : NULL;
     if (p == NULL) {
-        finish(r, -1);
-        return;
+        finish(r, -1); /* discovery is asked enough already: cannot tell now */
+        return 1;
     }
     p->proto = r->proto;
     p->len = r->len;
@@ -124,11 +130,13 @@ static void confirm(disp_resolve_t *r)
     if (rc != 0) {
         free(p);
         finish(r, -1);
-        return;
+        return 1;
     }
     p->next = probes;
     probes = p;
+    nprobes++;
     r->probe = p;
+    return 0;
 }
 
 static int spec_serves(const Faas__FunctionSpec *s, disp_proto_t proto, const char *key, size_t len)
@@ -142,8 +150,9 @@ static int spec_serves(const Faas__FunctionSpec *s, disp_proto_t proto, const ch
     return proto == DISP_PROTO_THRIFT && key_is(s->name, strlen(s->name), key, len);
 }
 
-/* What discovery said about p's key: 1 it exists, 0 it does not, -1 cannot tell. */
-static int verdict(const probe_t *p, int rc, const uint8_t *resp, size_t len)
+/* What discovery said about r's key: 1 it exists, 0 it does not, -1 cannot tell. fl:
+ * the ListFunctions reply (service keys), NULL for a name's GetFunction. */
+static int verdict(const disp_resolve_t *r, int rc, const Faas__FunctionList *fl)
 {
     if (rc == FAAS_GRPC_NOT_FOUND)
         return 0;
@@ -152,16 +161,14 @@ static int verdict(const probe_t *p, int rc, const uint8_t *resp, size_t len)
         return 0;
     if (rc != 0)
         return -1;
-    if (p->proto == DISP_PROTO_HTTP)
+    if (r->proto == DISP_PROTO_HTTP)
         return 1;
-    Faas__FunctionList *fl = faas__function_list__unpack(NULL, len, resp);
     if (fl == NULL)
         return -1;
-    int found = 0;
-    for (size_t i = 0; i < fl->n_functions && !found; i++)
-        found = spec_serves(fl->functions[i], p->proto, p->key, p->len);
-    faas__function_list__free_unpacked(fl, NULL);
-    return found;
+    for (size_t i = 0; i < fl->n_functions; i++)
+        if (spec_serves(fl->functions[i], r->proto, r->key, r->len))
+            return 1;
+    return 0;
 }
 
 static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char *err)
@@ -170,10 +177,11 @@ static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char
     for (probe_t **pp = &probes; *pp != NULL; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;
+            nprobes--;
             break;
         }
-    int v = verdict(p, rc, resp, len);
-    if (v < 0)
+    Faas__FunctionList *fl = rc == 0 && p->proto != DISP_PROTO_HTTP ? faas__function_list__unpack(NULL, len, resp) : NULL;
+    if (rc != 0 && rc != FAAS_GRPC_NOT_FOUND)
         FAAS_WARN("event=resolve_failed key=%.*s rc=%d msg=\"%s\"", (int)p->len, p->key, rc, err ? err : "");
     /* the snapshot may have installed it meanwhile: the table has the last word */
     disp_resolve_t *r = pending.next;
@@ -181,6 +189,7 @@ static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char
         disp_resolve_t *next = r->next;
         if (r->state == ST_CONFIRM && r->probe == p) {
             r->probe = NULL;
+            int v = verdict(r, rc, fl);
             if (in_table(r->proto, r->key, r->len))
                 finish(r, 1);
             else if (v == 1)
@@ -190,6 +199,8 @@ static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char
         }
         r = next;
     }
+    if (fl != NULL)
+        faas__function_list__free_unpacked(fl, NULL);
     free(p);
 }
 
@@ -206,7 +217,7 @@ disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, di
     if (len == 0 || len > DISP_RESOLVE_KEY_MAX || npending >= RESOLVE_MAX) {
         if (npending >= RESOLVE_MAX)
             stats[3]++;
-        cb(ud, in_table(proto, key, len) ? 1 : disp_g.synced ? 0 : -1);
+        cb(ud, in_table(proto, key, len) ? 1 : len != 0 && len <= DISP_RESOLVE_KEY_MAX ? -1 : 0);
         return NULL;
     }
     if (in_table(proto, key, len)) {
@@ -230,10 +241,10 @@ disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, di
     pending.prev = r;
     npending++;
     disp_timer_start(&r->timer, faas_now_ms() + disp_g.cfg.sync_hold_ms);
-    if (disp_g.synced)
-        confirm(r); /* may finish r */
-    else
+    if (!disp_g.synced)
         r->state = ST_WAIT_SYNC;
+    else if (confirm(r))
+        return NULL; /* finished: cb has run */
     return r;
 }
 

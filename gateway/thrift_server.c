@@ -370,7 +370,7 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     memcpy(c->frame, frame, len);
     /* re-parse over our copy so every view points into it (same bytes: cannot fail) */
     const char *err;
-    if (thrift_parse(c->frame, len, 0, &c->f, NULL, &err) <= 0) {
+    if (thrift_parse(c->frame, len, ts.max_frame, &c->f, NULL, &err) <= 0) {
         free(c->frame);
         free(c);
         return NULL;
@@ -708,10 +708,10 @@ static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
 {
     conn_stop(c, msg);
     ts.closed[CLOSE_TOO_LARGE]++;
-    h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* nothing more of it is needed */
-    c->seen = 0;
     tcall_t *k = f != NULL ? calloc(1, sizeof(*k)) : NULL;
     if (k == NULL) {
+        h2o_buffer_consume(&c->sock->input, c->sock->input->size);
+        c->seen = 0;
         conn_close(c);
         return;
     }
@@ -721,8 +721,13 @@ static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
     k->done_entry.cb = on_call_done;
     h2o_linklist_insert(&c->calls, &k->link);
     c->ncalls++;
+    /* f's views (the name) point into the input: the answer is encoded before it goes */
     call_answer_now(k, faas_err_tapp(FAAS_ERR_TOO_LARGE), msg, faas_err_http(FAAS_ERR_TOO_LARGE));
-    k->f.name = (thrift_bytes_t){(const uint8_t *)"", 0}; /* it pointed into the input, encoded by now */
+    k->f.name = (thrift_bytes_t){(const uint8_t *)"", 0};
+    if (!c->dead) { /* (a close frees c only after this callback returns) */
+        h2o_buffer_consume(&c->sock->input, c->sock->input->size); /* nothing more of it is needed */
+        c->seen = 0;
+    }
 }
 
 /* Parses and checks the head of the frame at the input's start (once per frame). 0

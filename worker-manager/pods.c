@@ -501,6 +501,10 @@ static void adopt_all(wm_t *wm)
 
 static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
 {
+    /* a crash before the kill below must not leave a READY record of a dying pod for
+     * a successor to adopt (its USER_EXIT was consumed here and will not come again) */
+    if (p->pid > 0 && wm_helper_record(&wm->helper, p->pid, NULL, 0) != 0)
+        FAAS_WARN("event=pod_record_failed pod=%s", p->id);
     for (wm_pod_t **pp = &wm->pods; *pp; pp = &(*pp)->next)
         if (*pp == p) {
             *pp = p->next;

@@ -91,6 +91,8 @@ static struct {
     int self_net; /* and network namespace, after configuring a pod's (netns.c) */
     int lfd;      /* <state>/helper.sock: a successor's way in after a WM crash; -1: none */
     char sock[108];
+    ino_t sock_ino; /* the file bound at sock: unlinked at exit only while it is still ours */
+    dev_t sock_dev;
 } H = {.lfd = -1};
 
 typedef struct {
@@ -689,6 +691,11 @@ static int listen_successors(void)
     int ok =
         fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && chmod(H.sock, 0600) == 0 && listen(fd, 4) == 0;
     umask(old);
+    struct stat st;
+    if (ok && stat(H.sock, &st) == 0) {
+        H.sock_ino = st.st_ino;
+        H.sock_dev = st.st_dev;
+    }
     if (!ok) {
         FAAS_WARN("event=helper_sock_unusable path=%s err=\"%s\"", H.sock, strerror(errno));
         if (fd >= 0)
@@ -813,8 +820,12 @@ static void helper_main(int fd)
             break;
     }
     if (H.lfd >= 0) {
+        /* only if the path is still ours: a successor's fresh helper may have bound it
+         * (a socket fd's fstat names sockfs, not the file: the file's was kept at bind) */
+        struct stat now;
+        if (stat(H.sock, &now) == 0 && now.st_ino == H.sock_ino && now.st_dev == H.sock_dev)
+            (void)unlink(H.sock);
         close(H.lfd);
-        (void)unlink(H.sock);
     }
     helper_shutdown();
     /* closed last: a WM waiting for our EOF (wm_helper_stop, a refused successor) knows
@@ -990,13 +1001,16 @@ static int recv_pod(int fd, wm_adopted_t *out)
         return -1;
     ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     hpod_wire_t w;
-    if (n < (ssize_t)sizeof(w))
-        return -1;
-    memcpy(&w, pkt, sizeof(w));
     int ctl = -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL;
     if (c != NULL && c->cmsg_type == SCM_RIGHTS)
         memcpy(&ctl, CMSG_DATA(c), sizeof(int));
+    if (n < (ssize_t)sizeof(w)) {
+        if (ctl >= 0)
+            close(ctl);
+        return -1;
+    }
+    memcpy(&w, pkt, sizeof(w));
     if (w.pod[0] == '\0')
         return ctl >= 0 ? (close(ctl), 0) : 0;
     memset(out, 0, sizeof(*out));
@@ -1039,10 +1053,20 @@ static int adopt_talk(int fd, wm_config_t *c, wm_adopted_t **pods, size_t *n, ch
     size_t cap = r.pid > 0 ? (size_t)r.pid : 1;
     *pods = calloc(cap, sizeof(**pods));
     *n = 0;
-    int got;
+    int got = 1;
     while (*pods != NULL && *n < cap && (got = recv_pod(fd, &(*pods)[*n])) == 1)
         (*n)++;
-    if (*pods == NULL || (*n == cap && recv_pod(fd, &(wm_adopted_t){0}) != 0))
+    if (*pods != NULL && *n == cap) { /* then the end mark, nothing more */
+        wm_adopted_t extra = {.ctl = -1};
+        if ((got = recv_pod(fd, &extra)) == 1) {
+            if (extra.ctl >= 0)
+                close(extra.ctl);
+            free(extra.rec);
+            got = -1;
+        }
+    }
+    /* a list that broke off part-way is no list: the link may be dead too */
+    if (*pods == NULL || got < 0)
         return wm_fmt(why, whycap, "the pod list broke off"), -1;
     if (!c->id_given)
         wm_fmt(c->id, sizeof(c->id), "%s", r.err); /* the predecessor's: its lease is simply renewed */

@@ -273,6 +273,23 @@ def test_frame_over_the_limit_refused_at_once(plat):
     wait_until(lambda: closed_count(plat, "too_large") > before, 10, 0.05, "too_large counted")
 
 
+def test_frame_over_the_limit_with_its_body_already_read_refused(plat):
+    # as above, but 1 MiB of the body comes in the same write as the head: the refusal
+    # is encoded while the name still points into a large input buffer (an ASan gateway
+    # caught a use-after-free here: the buffer was freed before the name was copied).
+    call = _binary_call("add", [1, 2], 42)
+    with connect(plat) as s:
+        try:
+            s.sendall(struct.pack(">I", 64 << 20) + call + b"\0" * (1 << 20))
+        except OSError:
+            pass  # the gateway may close before it has read all of it
+        data, _ = wait_closed(s)
+    with pytest.raises(TApplicationException) as ei:
+        decode_framed_reply(data, "add")
+    assert ei.value.type == TApplicationException.INTERNAL_ERROR and ei.value.seqid == 42
+    assert ei.value.name == "add" and "larger than the limit" in ei.value.message
+
+
 def test_oversized_theader_info_header_closed(plat):
     # an 8 KiB info header makes the THeader header block larger than the 4096-byte limit:
     # the method name lies beyond it, so no reply can be matched. Expected: EOF, no bytes,

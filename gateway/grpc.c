@@ -111,6 +111,12 @@ static int call_headers(h2b_pair_t *p, disp_call_t *c)
 
 static void on_request(h2b_pair_t *p, int eos)
 {
+    if (p->req_too_large) {
+        /* refused before any function is involved; nghttp2 kept none of it */
+        gw_metrics_other();
+        h2b_pair_fail(p, FAAS_GRPC_RESOURCE_EXHAUSTED, "request metadata too large");
+        return;
+    }
     const nghttp2_nv *method = find(p, ":method"), *path = find(p, ":path"), *ct = find(p, "content-type");
     if (!nv_is(method, "POST") || path == NULL) {
         gw_metrics_other();

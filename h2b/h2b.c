@@ -482,8 +482,14 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (p == NULL)
         return 0;
     h2b_hdrs_t *h;
-    if (c->server)
-        h = f->headers.cat == NGHTTP2_HCAT_REQUEST ? &p->req : NULL; /* request trailers: not used by gRPC */
+    if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        /* over the cap the rest is dropped, not stored: the application answers the error */
+        p->req_bytes += nl + vl + 32;
+        if (p->req_bytes > H2B_MAX_HEADER_LIST)
+            p->req_too_large = 1;
+        h = p->req_too_large ? NULL : &p->req;
+    } else if (c->server)
+        h = NULL; /* request trailers: not used by gRPC */
     else if (p->failed)
         h = NULL;
     else
@@ -790,6 +796,15 @@ static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int 
     return NGHTTP2_ERR_WOULDBLOCK;
 }
 
+void h2b_server_options(nghttp2_option *opt)
+{
+    nghttp2_option_set_max_settings(opt, H2B_MAX_SETTINGS);
+    nghttp2_option_set_max_outbound_ack(opt, H2B_MAX_OUTBOUND_ACK);
+    nghttp2_option_set_stream_reset_rate_limit(opt, H2B_STREAM_RESET_BURST, H2B_STREAM_RESET_RATE);
+    nghttp2_option_set_max_continuations(opt, H2B_MAX_CONTINUATIONS);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, H2B_MAX_DEFLATE_TABLE);
+}
+
 static int conn_session(h2b_conn_t *c)
 {
     nghttp2_session_callbacks *cb;
@@ -805,16 +820,20 @@ static int conn_session(h2b_conn_t *c)
     nghttp2_option_new(&opt);
     /* windows are returned as bytes move on: a slow reader slows the writer down */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (c->server)
+        h2b_server_options(opt);
     int rc =
         c->server ? nghttp2_session_server_new2(&c->ng, cb, c, opt) : nghttp2_session_client_new2(&c->ng, cb, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)
         return -1;
+    /* servers (the gateway's gRPC port, agents) say their header list cap, clients ENABLE_PUSH 0 */
     nghttp2_settings_entry s[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-                                  {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, c->server ? 2 : 3);
+                                  {c->server ? NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE : NGHTTP2_SETTINGS_ENABLE_PUSH,
+                                   c->server ? H2B_MAX_HEADER_LIST : 0}};
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, 3);
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     return 0;
 }

@@ -138,4 +138,5 @@ void gw_metrics_write(FILE *out)
             "unknown paths and function names).\n"
             "# TYPE faas_gateway_other_requests_total counter\nfaas_gateway_other_requests_total %" PRIu64 "\n",
             n_other);
+    gw_h2c_metrics_write(out);
 }

@@ -379,8 +379,17 @@ static int prefers_async(h2o_req_t *req)
     return 0;
 }
 
+/* h2c Upgrade (RFC 9113 lets a server ignore it; h2c.c takes bodiless requests). */
+static int upgrade_h2c(h2o_req_t *req)
+{
+    return req->version < 0x200 && req->upgrade.base != NULL && h2o_lcstris(req->upgrade.base, req->upgrade.len, H2O_STRLIT("h2c")) &&
+           gw_h2c_upgrade(req) == 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
+    if (upgrade_h2c(req))
+        return 0;
     gw_slice_t name, rest;
     const char *err = NULL;
     int rc = gw_route_parse(req->path.base, req->path.len, &name, &rest, &err);
@@ -522,8 +531,8 @@ static h2o_evloop_t *loop_create(void)
 
 /* ---- listener ---- */
 
-/* h2o_accept serves HTTP/1.1, h2c Upgrade and (checked with 2.2.5) h2c prior
- * knowledge: its HTTP/1 parser recognises the preface and switches to HTTP/2. */
+/* HTTP/1.1 goes to h2o, HTTP/2 (the preface, or Upgrade from on_req) to nghttp2 in
+ * h2c.c: h2o 2.2.5's own HTTP/2 lacks the flood fixes (upgrade_to_http2 is off). */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     if (err != NULL)
@@ -532,7 +541,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
-        h2o_accept(&g_accept, sock);
+        gw_h2c_accept(&g_accept, sock);
     }
 }
 
@@ -588,6 +597,7 @@ int gw_run(const gw_config_t *cfg)
     g_conf.max_request_entity_size = cfg->max_body + H2_BODY_SLACK;
     /* no Server header of our own: a proxied response keeps the function's */
     g_conf.server_name = h2o_iovec_init(H2O_STRLIT(""));
+    g_conf.http1.upgrade_to_http2 = 0; /* h2c.c speaks HTTP/2, never h2o */
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));

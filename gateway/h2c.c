@@ -581,8 +581,12 @@ static void run_proceed(h2c_conn_t *c)
 
 static void conn_flush(h2c_conn_t *c)
 {
-    if (c->dead || c->writing)
+    if (c->dead)
         return;
+    if (c->writing) {
+        read_gate(c); /* output may have grown past the bound meanwhile: stop reading */
+        return;
+    }
     run_proceed(c);
     while (c->wlen < H2C_WBUF_MAX) {
         const uint8_t *d;
@@ -598,7 +602,7 @@ static void conn_flush(h2c_conn_t *c)
     }
     if (c->wlen != 0) {
         c->writing = 1;
-        if (c->flood == NULL)
+        if (c->flood == NULL && c->settings_seen)
             arm(c, &g.idle); /* a client that stops reading is let go after the idle time */
         h2o_iovec_t v = h2o_iovec_init(c->wbuf, c->wlen);
         h2o_socket_write(c->sock, &v, 1, on_written);
@@ -738,6 +742,7 @@ static void h2c_start(h2o_socket_t *sock)
     }
     conn_attach(c, sock);
     arm(c, &g.preface);
+    conn_flush(c); /* our SETTINGS go first: an early ACK from the client then matches them */
     conn_recv(c);
 }
 
@@ -830,6 +835,7 @@ static void on_upgraded(void *ud, h2o_socket_t *sock, size_t reqsize)
     }
     h2o_buffer_consume(&sock->input, reqsize); /* the HTTP/1.1 request itself */
     conn_attach(c, sock);
+    conn_flush(c);
     run_request(s);
     conn_recv(c);
 }

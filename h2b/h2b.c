@@ -34,6 +34,8 @@ struct h2b_conn {
     char hostport[64];
     h2b_conn_t *next;       /* client registry */
     evl_link_t server_link; /* in g.servers */
+    uint64_t born_ms, last_rx_ms; /* server connections: for h2b_server_sweep */
+    int settings_seen;            /* the client's first SETTINGS arrived */
 };
 
 static struct {
@@ -508,6 +510,8 @@ static void down_eos(h2b_pair_t *p)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2b_conn_t *c = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS)
+        c->settings_seen = 1;
     if (f->hd.type == NGHTTP2_GOAWAY && !c->server && g.on_goaway != NULL)
         g.on_goaway(c->hostport, f->goaway.opaque_data, f->goaway.opaque_data_len);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
@@ -780,6 +784,8 @@ ssize_t h2b_io_recv(h2b_conn_t *c, const uint8_t *data, size_t len)
 {
     if (c->dead)
         return -1;
+    if (c->server)
+        c->last_rx_ms = faas_now_ms();
     ssize_t n = nghttp2_session_mem_recv(c->ng, data, len);
     if (c->dead)
         return -1;
@@ -859,6 +865,7 @@ h2b_conn_t *h2b_io_accept(void *sock, const h2b_server_cbs_t *cbs)
         return NULL;
     c->cbs = cbs;
     c->connected = 1;
+    c->born_ms = c->last_rx_ms = faas_now_ms();
     evl_list_insert(&g.servers, &c->server_link);
     c->sock = sock;
     g.io->read_start(sock, c);
@@ -1027,6 +1034,26 @@ void h2b_goaway_all(const char *debug)
                               NGHTTP2_NO_ERROR, (const uint8_t *)debug, strlen(debug));
         schedule_flush(c);
     }
+}
+
+size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms)
+{
+    uint64_t now = faas_now_ms();
+    size_t n = 0;
+    for (evl_link_t *l = g.servers.next; l != &g.servers;) {
+        h2b_conn_t *c = EVL_CONTAINER(l, h2b_conn_t, server_link);
+        l = l->next; /* conn_kill unlinks c */
+        if (c->dead)
+            continue;
+        if (!c->settings_seen && now - c->born_ms > preface_ms) {
+            conn_kill(c, "no preface");
+            n++;
+        } else if (evl_list_empty(&c->pairs) && now - c->last_rx_ms > idle_ms) {
+            conn_kill(c, "idle");
+            n++;
+        }
+    }
+    return n;
 }
 
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len))

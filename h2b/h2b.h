@@ -201,6 +201,10 @@ int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *v
 /* Sends GOAWAY (NO_ERROR, debug as its opaque data) on every server connection: the
  * streams already taken finish, no new one will be. */
 void h2b_goaway_all(const char *debug);
+/* Closes server connections that sent no SETTINGS within preface_ms of their accept,
+ * or have no stream and received nothing for idle_ms (slowloris, idle floods); the
+ * application calls it from a periodic timer. Returns how many it closed. */
+size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms);
 /* cb learns of every GOAWAY a client connection receives (hostport as given to
  * h2b_client_get, the peer's opaque data). One hook per process. */
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len));

@@ -24,6 +24,7 @@ import pytest
 from platform_util import Platform, curl, wait_until
 
 N = int(os.environ.get("H2C_CONNS", "12"))
+FLOOD_S = float(os.environ.get("H2C_FLOOD_S", "60"))  # longest a flood goes on unanswered
 RSS_BOUND_MB = 64
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
@@ -110,7 +111,7 @@ def flood(s, chunk, budget_s):
     connection, 'blocked' when a send made no progress for 3 s (the gateway stopped
     reading), 'sent' if neither happened within budget_s."""
     s.settimeout(3)
-    end = time.time() + budget_s
+    end = time.time() + min(budget_s, FLOOD_S)
     while time.time() < end:
         try:
             s.sendall(chunk)
@@ -147,7 +148,7 @@ def well_behaved(plat):
         assert code == 200 and body == "hello from hello-http\n", (flags, code, body, err)
 
 
-def run_case(plat, name, attack, n=N):
+def run_case(plat, name, attack, n=N, port=None):
     """Runs attack(port) on n connections at once while sampling RSS and serving
     well-behaved clients; returns the attacks' results."""
     pid = plat.gateway.proc.pid
@@ -163,7 +164,7 @@ def run_case(plat, name, attack, n=N):
 
     def one(i):
         try:
-            results[i] = attack(plat.http_port)
+            results[i] = attack(port or plat.http_port)
         except Exception as e:  # reported below
             results[i] = {"error": repr(e)}
 
@@ -444,3 +445,23 @@ def test_slow_read(plat):
         return {"sent": sent}
     for r in run_case(plat, "slow_read", attack, n=min(N, 8)):
         assert r["sent"] == len(body), r
+
+
+def test_grpc_port_ping_flood_and_slowloris(plat):
+    """The gRPC port (h2b, the same nghttp2 limits): a PING flood without reading, and a
+    connection that sends the preface and nothing else. Expected: the flood is cut off
+    (nghttp2's outbound ACK cap: NGHTTP2_ERR_FLOODED closes the connection) or no longer
+    read; the silent one is closed by the preface sweep (10 s, checked every second)."""
+    def attack(port):
+        s = connect(port)
+        s.sendall(PREFACE + settings())
+        out = flood(s, frame(PING, 0, 0, b"12345678") * 4000, 60)
+        s.close()
+        s = connect(port)
+        t0 = time.time()
+        s.sendall(PREFACE)
+        _, eof = read_frames(s, 30)
+        s.close()
+        return {"out": out, "eof": eof, "after_s": round(time.time() - t0, 1)}
+    for r in run_case(plat, "grpc_ping_slowloris", attack, port=plat.grpc_port):
+        assert r["out"] in ("blocked", "closed") and r["eof"] and r["after_s"] < 30, r

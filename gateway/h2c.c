@@ -41,6 +41,9 @@
  * before it runs, so dribbling it one byte a frame only costs us CPU). */
 #define H2C_MAX_TINY_DATA 4096
 #define H2C_TINY_DATA 16
+/* Request bodies buffered per connection, in units of the largest one allowed: past it
+ * the stream that would grow it is reset (ENHANCE_YOUR_CALM). */
+#define H2C_CONN_BODY_FACTOR 2
 #define H2C_PREFACE_TIMEOUT_MS 10000 /* accept -> preface + SETTINGS (and the sniffer) */
 #define H2C_IDLE_TIMEOUT_MS 60000    /* no stream open and nothing received */
 #define H2C_CLOSE_TIMEOUT_MS 2000    /* GOAWAY sent or output stuck: then the socket goes */
@@ -79,6 +82,7 @@ struct h2c_conn {
     int writing, reading, dead, settings_seen, in_recv;
     const char *flood; /* reason we ended it, for the counter; NULL: none */
     size_t empty_frames, tiny_data;
+    size_t body_bytes; /* request bodies buffered on this connection (all its streams) */
 };
 
 static struct {
@@ -336,8 +340,10 @@ static void stream_free(h2c_stream_t *s)
     h2o_linklist_unlink(&s->link);
     s->id = 0;
     h2o_dispose_request(&s->req);
-    if (s->body != NULL)
+    if (s->body != NULL) {
+        s->conn->body_bytes -= s->body->size;
         h2o_buffer_dispose(&s->body);
+    }
     free(s->bufs);
     free(s);
 }
@@ -423,12 +429,19 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     h2c_stream_t *s = nghttp2_session_get_stream_user_data(ng, id);
     if (s == NULL || s->processed || s->body_refused)
         return 0;
-    size_t have = s->body != NULL ? s->body->size : 0;
-    if (have + len > g.ctx->globalconf->max_request_entity_size) {
+    size_t have = s->body != NULL ? s->body->size : 0, limit = g.ctx->globalconf->max_request_entity_size;
+    if (have + len > limit) {
         /* answered 413 at END_STREAM; what follows is dropped, not kept */
         s->body_refused = 1;
         return 0;
     }
+    if (s->conn->body_bytes + len > H2C_CONN_BODY_FACTOR * limit) {
+        /* 100 streams each sending a body just under the limit must not cost 100 bodies */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_ENHANCE_YOUR_CALM);
+        s->body_refused = 1;
+        return 0;
+    }
+    s->conn->body_bytes += len;
     if (s->body == NULL)
         h2o_buffer_init(&s->body, &h2o_socket_buffer_prototype);
     h2o_iovec_t dst = h2o_buffer_reserve(&s->body, len);

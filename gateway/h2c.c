@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <h2o.h>
@@ -737,6 +739,9 @@ static h2c_conn_t *conn_new(struct timeval connected_at)
 
 static void conn_attach(h2c_conn_t *c, h2o_socket_t *sock)
 {
+    /* many small frames (ACKs, a response's HEADERS then DATA) must not wait for Nagle */
+    int one = 1;
+    setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->sock = sock;
     sock->data = c;
     c->reading = 1;

@@ -35,7 +35,8 @@
 #define H2C_WBUF_MAX (64 * 1024)       /* bytes pulled out of nghttp2 per socket write */
 /* Unsent output (the write in flight + nghttp2's queue) past which we stop reading. */
 #define H2C_OUTPUT_MAX (256 * 1024)
-#define H2C_OUTQ_MAX_FRAMES 64 /* frames in nghttp2's outbound queue counted into the above */
+#define H2C_OUTQ_MAX_FRAMES 64
+#define H2C_SOCK_RCVBUF (128 * 1024) /* SO_RCVBUF (the kernel doubles it) */ /* frames in nghttp2's outbound queue counted into the above */
 /* Empty DATA (no END_STREAM) and empty HEADERS / CONTINUATION frames a connection may
  * send: each costs a parse and nothing else (CVE-2019-9518 "empty frames flood"). */
 #define H2C_MAX_EMPTY_FRAMES 1000
@@ -740,8 +741,11 @@ static h2c_conn_t *conn_new(struct timeval connected_at)
 static void conn_attach(h2c_conn_t *c, h2o_socket_t *sock)
 {
     /* many small frames (ACKs, a response's HEADERS then DATA) must not wait for Nagle */
-    int one = 1;
+    int one = 1, rcvbuf = H2C_SOCK_RCVBUF;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* h2o reads all the kernel holds into sock->input at once: a small kernel buffer
+     * keeps what a flooding client has sent before we stop reading it small too */
+    setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     c->sock = sock;
     sock->data = c;
     c->reading = 1;

@@ -15,12 +15,12 @@
  * h2b.h (shared with the gRPC port) plus the frame counters here end floods with GOAWAY.
  * Connections that say nothing (no preface / SETTINGS) or go idle are closed. */
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <h2o.h>
@@ -36,7 +36,9 @@
 /* Unsent output (the write in flight + nghttp2's queue) past which we stop reading. */
 #define H2C_OUTPUT_MAX (256 * 1024)
 #define H2C_OUTQ_MAX_FRAMES 64
-#define H2C_SOCK_RCVBUF (128 * 1024) /* SO_RCVBUF (the kernel doubles it) */ /* frames in nghttp2's outbound queue counted into the above */
+#define H2C_SOCK_RCVBUF                                                                                                \
+    (128 * 1024) /* SO_RCVBUF (the kernel doubles it) */ /* frames in nghttp2's outbound queue counted into the above  \
+                                                          */
 /* Empty DATA (no END_STREAM) and empty HEADERS / CONTINUATION frames a connection may
  * send: each costs a parse and nothing else (CVE-2019-9518 "empty frames flood"). */
 #define H2C_MAX_EMPTY_FRAMES 1000
@@ -96,8 +98,8 @@ static struct {
 } g;
 
 /* Connections the HTTP port closed for a limit, by reason (all listed, zeros included). */
-static const char *const flood_reasons[] = {"settings",     "ack_flood",       "rapid_reset",
-                                            "continuation", "empty_frames",    "tiny_data",
+static const char *const flood_reasons[] = {"settings",        "ack_flood",    "rapid_reset",
+                                            "continuation",    "empty_frames", "tiny_data",
                                             "preface_timeout", "idle_timeout", "write_timeout"};
 #define N_REASONS (sizeof(flood_reasons) / sizeof(flood_reasons[0]))
 static uint64_t flood_closed[N_REASONS];
@@ -192,9 +194,8 @@ static h2o_socket_t *get_socket(h2o_conn_t *conn)
     return ((h2c_conn_t *)conn)->sock;
 }
 
-static const h2o_conn_callbacks_t conn_callbacks = {.get_sockname = get_sockname,
-                                                    .get_peername = get_peername,
-                                                    .get_socket = get_socket};
+static const h2o_conn_callbacks_t conn_callbacks = {
+    .get_sockname = get_sockname, .get_peername = get_peername, .get_socket = get_socket};
 
 /* ---- the response: h2o's final output stream ---- */
 
@@ -257,8 +258,8 @@ static int submit_head(h2c_stream_t *s)
     size_t k = 0;
     snprintf(st, 4, "%03d", req->res.status);
     nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    nv[k++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)ts.str->rfc1123, 4, H2O_TIMESTR_RFC1123_LEN,
-                           NGHTTP2_NV_FLAG_NONE};
+    nv[k++] =
+        (nghttp2_nv){(uint8_t *)"date", (uint8_t *)ts.str->rfc1123, 4, H2O_TIMESTR_RFC1123_LEN, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < req->res.headers.size; i++) {
         h2o_header_t *h = &req->res.headers.entries[i];
         if (gw_header_is_hop(h->name->base, h->name->len, "", 0, "", 0))
@@ -392,8 +393,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     return 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nl, const uint8_t *value,
+                     size_t vl, uint8_t flags, void *ud)
 {
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: not passed on (h2o's HTTP/1 drops them as well) */
@@ -554,8 +555,8 @@ static int session_new(h2c_conn_t *c)
 /* 1 while our unsent output is over the bound: then the client is not read. */
 static int output_full(h2c_conn_t *c)
 {
-    return c->writing && (c->wlen >= H2C_WBUF_MAX || nghttp2_session_get_outbound_queue_size(c->ng) >=
-                                                         H2C_OUTQ_MAX_FRAMES);
+    return c->writing &&
+           (c->wlen >= H2C_WBUF_MAX || nghttp2_session_get_outbound_queue_size(c->ng) >= H2C_OUTQ_MAX_FRAMES);
 }
 
 static void read_gate(h2c_conn_t *c)
@@ -642,8 +643,8 @@ static void conn_recv(h2c_conn_t *c)
         ssize_t n = nghttp2_session_mem_recv(c->ng, (const uint8_t *)(*in)->bytes, len);
         c->in_recv = 0;
         if (n < 0) {
-            const char *why = n == NGHTTP2_ERR_FLOODED                ? "ack_flood"
-                              : n == NGHTTP2_ERR_TOO_MANY_SETTINGS     ? "settings"
+            const char *why = n == NGHTTP2_ERR_FLOODED                  ? "ack_flood"
+                              : n == NGHTTP2_ERR_TOO_MANY_SETTINGS      ? "settings"
                               : n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ? "continuation"
                                                                         : NULL;
             if (why != NULL) {
@@ -723,8 +724,8 @@ static void conn_close(h2c_conn_t *c)
 /* A connection without its socket yet (an Upgrade gets it once the 101 is out). */
 static h2c_conn_t *conn_new(struct timeval connected_at)
 {
-    h2c_conn_t *c = (h2c_conn_t *)h2o_create_connection(sizeof(*c), g.accept->ctx, g.accept->hosts, connected_at,
-                                                        &conn_callbacks);
+    h2c_conn_t *c =
+        (h2c_conn_t *)h2o_create_connection(sizeof(*c), g.accept->ctx, g.accept->hosts, connected_at, &conn_callbacks);
     memset((char *)c + sizeof(c->super), 0, sizeof(*c) - sizeof(c->super));
     h2o_linklist_init_anchor(&c->streams);
     h2o_linklist_init_anchor(&c->proceed);
@@ -870,8 +871,8 @@ int gw_h2c_upgrade(h2o_req_t *req)
         !h2o_contains_token(req->headers.entries[ci].value.base, req->headers.entries[ci].value.len,
                             H2O_STRLIT("http2-settings"), ','))
         return -1;
-    h2o_iovec_t dec = h2o_decode_base64url(&req->pool, req->headers.entries[i].value.base,
-                                           req->headers.entries[i].value.len);
+    h2o_iovec_t dec =
+        h2o_decode_base64url(&req->pool, req->headers.entries[i].value.base, req->headers.entries[i].value.len);
     upgrade_t *u = calloc(1, sizeof(*u));
     if (dec.base == NULL || dec.len > sizeof(u->settings) || dec.len % 6 != 0 || u == NULL) {
         free(u);

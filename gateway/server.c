@@ -382,8 +382,8 @@ static int prefers_async(h2o_req_t *req)
 /* h2c Upgrade (RFC 9113 lets a server ignore it; h2c.c takes bodiless requests). */
 static int upgrade_h2c(h2o_req_t *req)
 {
-    return req->version < 0x200 && req->upgrade.base != NULL && h2o_lcstris(req->upgrade.base, req->upgrade.len, H2O_STRLIT("h2c")) &&
-           gw_h2c_upgrade(req) == 0;
+    return req->version < 0x200 && req->upgrade.base != NULL &&
+           h2o_lcstris(req->upgrade.base, req->upgrade.len, H2O_STRLIT("h2c")) && gw_h2c_upgrade(req) == 0;
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)

@@ -487,7 +487,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         /* over the cap the rest is dropped, not stored: the application answers the error */
         p->req_bytes += nl + vl + 32;
-        if (p->req_bytes > H2B_MAX_HEADER_LIST)
+        if (p->req_bytes > H2B_MAX_HEADER_LIST_BRIDGE)
             p->req_too_large = 1;
         h = p->req_too_large ? NULL : &p->req;
     } else if (c->server)
@@ -838,7 +838,7 @@ static int conn_session(h2b_conn_t *c)
     nghttp2_settings_entry s[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
                                   {c->server ? NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE : NGHTTP2_SETTINGS_ENABLE_PUSH,
-                                   c->server ? H2B_MAX_HEADER_LIST : 0}};
+                                   c->server ? H2B_MAX_HEADER_LIST_BRIDGE : 0}};
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, 3);
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     return 0;

@@ -80,7 +80,7 @@ struct h2b_pair {
     int local_open; /* the local caller still holds the pair (h2b_pair_release ends it) */
     int local_body; /* the local caller pushed a body (maybe empty): the request has DATA */
     size_t req_bytes; /* request header list size as RFC 9113 6.5.2 counts it (name + value + 32) */
-    int req_too_large; /* it passed H2B_MAX_HEADER_LIST: the rest was dropped, answer with an error */
+    int req_too_large; /* it passed H2B_MAX_HEADER_LIST_BRIDGE: the rest was dropped, answer with an error */
     h2b_arena_t arena;
     _Alignas(16) unsigned char arena_first[1024];
 };
@@ -131,10 +131,13 @@ typedef struct h2b_io {
 #define H2B_MAX_CONTINUATIONS 8
 /* HPACK dynamic table the peer may make us keep (CVE-2016-6581 "HPACK bomb"). */
 #define H2B_MAX_DEFLATE_TABLE 4096
-/* Request header list (RFC 9113 6.5.2 size: name + value + 32 per field), advertised as
- * SETTINGS_MAX_HEADER_LIST_SIZE and enforced while decoding: a larger block is refused
- * (h2c: 431, gRPC: RESOURCE_EXHAUSTED) and costs no memory past this. */
+/* Request header list (RFC 9113 6.5.2 size: name + value + 32 per field) of the
+ * gateway's HTTP port, advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced while
+ * decoding: a larger block is answered 431 and costs no memory past this. */
 #define H2B_MAX_HEADER_LIST (16 * 1024)
+/* The same for h2b server sessions (gRPC port: RESOURCE_EXHAUSTED; agents): twice the
+ * HTTP port's, so what the gateway forwards (its cap + its own headers) always fits. */
+#define H2B_MAX_HEADER_LIST_BRIDGE (2 * H2B_MAX_HEADER_LIST)
 
 /* Sets the flood limits above on opt (a server session's options). */
 void h2b_server_options(nghttp2_option *opt);

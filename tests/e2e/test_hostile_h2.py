@@ -374,13 +374,13 @@ def test_64k_header(plat):
 
 
 def test_grpc_oversized_metadata(plat):
-    """gRPC port: a call with 20 KiB of metadata. Expected: RESOURCE_EXHAUSTED with the
-    gateway's message, before any function is involved (h2b's header list cap)."""
+    """gRPC port: a call with 40 KiB of metadata. Expected: RESOURCE_EXHAUSTED with the
+    gateway's message, before any function is involved (h2b's header list cap, 32 KiB)."""
     import grpc
     with grpc.insecure_channel(plat.grpc_addr) as ch:
         with pytest.raises(grpc.RpcError) as e:
             ch.unary_unary("/hello.Greeter/SayHello")(b"", timeout=10,
-                                                       metadata=[(f"x-big-{i}", "b" * 4000) for i in range(5)])
+                                                       metadata=[(f"x-big-{i}", "b" * 4000) for i in range(10)])
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value
     assert "too large" in (e.value.details() or ""), e.value.details()
 

@@ -10,7 +10,7 @@
  * provider; h2o_proceed_response follows once nghttp2 took the chunk.
  *
  * Memory per connection is bounded: input is not read while our unsent output is over
- * H2C_OUTPUT_MAX (a client that does not read stops being read), request header lists
+ * ~256 KiB (a client that does not read stops being read), request header lists
  * are capped while decoding, bodies at the gateway's entity limit, and the limits of
  * h2b.h (shared with the gRPC port) plus the frame counters here end floods with GOAWAY.
  * Connections that say nothing (no preface / SETTINGS) or go idle are closed. */
@@ -33,12 +33,13 @@
 #define H2C_MAX_CONCURRENT_STREAMS 100 /* SETTINGS_MAX_CONCURRENT_STREAMS; more: REFUSED_STREAM */
 #define H2C_MAX_HEADERS 100            /* fields per request, like h2o's HTTP/1 parser */
 #define H2C_WBUF_MAX (64 * 1024)       /* bytes pulled out of nghttp2 per socket write */
-/* Unsent output (the write in flight + nghttp2's queue) past which we stop reading. */
-#define H2C_OUTPUT_MAX (256 * 1024)
+/* A client that does not read stops being read: not while a write is in flight and
+ * either it holds H2C_WBUF_MAX bytes or nghttp2 queued H2C_OUTQ_MAX_FRAMES frames behind
+ * it (ACKs, RST_STREAMs, HEADERS: at most a few KiB each), ~256 KiB of output at most. */
 #define H2C_OUTQ_MAX_FRAMES 64
-#define H2C_SOCK_RCVBUF                                                                                                \
-    (128 * 1024) /* SO_RCVBUF (the kernel doubles it) */ /* frames in nghttp2's outbound queue counted into the above  \
-                                                          */
+/* SO_RCVBUF of HTTP/2 connections (the kernel doubles it): h2o reads all the kernel
+ * holds at once, so this bounds what a flooding client sent before we stopped reading. */
+#define H2C_SOCK_RCVBUF (128 * 1024)
 /* Empty DATA (no END_STREAM) and empty HEADERS / CONTINUATION frames a connection may
  * send: each costs a parse and nothing else (CVE-2019-9518 "empty frames flood"). */
 #define H2C_MAX_EMPTY_FRAMES 1000
@@ -84,7 +85,7 @@ struct h2c_conn {
     h2o_timeout_entry_t later;
     char *wbuf;
     size_t wlen;
-    int writing, reading, dead, settings_seen, in_recv;
+    int writing, reading, dead, settings_seen;
     const char *flood; /* reason we ended it, for the counter; NULL: none */
     size_t empty_frames, tiny_data;
     size_t body_bytes; /* request bodies buffered on this connection (all its streams) */
@@ -639,9 +640,7 @@ static void conn_recv(h2c_conn_t *c)
     h2o_buffer_t **in = &c->sock->input;
     while (!c->dead && c->flood == NULL && (*in)->size != 0 && !output_full(c)) {
         size_t len = (*in)->size < 16384 ? (*in)->size : 16384;
-        c->in_recv = 1;
         ssize_t n = nghttp2_session_mem_recv(c->ng, (const uint8_t *)(*in)->bytes, len);
-        c->in_recv = 0;
         if (n < 0) {
             const char *why = n == NGHTTP2_ERR_FLOODED                  ? "ack_flood"
                               : n == NGHTTP2_ERR_TOO_MANY_SETTINGS      ? "settings"

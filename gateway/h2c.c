@@ -605,19 +605,25 @@ static void conn_flush(h2c_conn_t *c)
         read_gate(c); /* output may have grown past the bound meanwhile: stop reading */
         return;
     }
-    run_proceed(c);
-    while (c->wlen < H2C_WBUF_MAX) {
-        const uint8_t *d;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &d);
-        if (n < 0) {
-            conn_close(c);
+    /* h2o's next chunks are asked for while nghttp2 takes the current ones: a response's
+     * end (often an empty FINAL) then leaves in the same write as its data */
+    do {
+        run_proceed(c);
+        if (c->dead)
             return;
+        while (c->wlen < H2C_WBUF_MAX) {
+            const uint8_t *d;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &d);
+            if (n < 0) {
+                conn_close(c);
+                return;
+            }
+            if (n == 0)
+                break;
+            memcpy(c->wbuf + c->wlen, d, (size_t)n); /* wbuf has H2C_WBUF_MAX + one frame */
+            c->wlen += (size_t)n;
         }
-        if (n == 0)
-            break;
-        memcpy(c->wbuf + c->wlen, d, (size_t)n); /* wbuf has H2C_WBUF_MAX + one frame */
-        c->wlen += (size_t)n;
-    }
+    } while (!h2o_linklist_is_empty(&c->proceed) && c->wlen < H2C_WBUF_MAX);
     if (c->wlen != 0) {
         c->writing = 1;
         if (c->flood == NULL && c->settings_seen)

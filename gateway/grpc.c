@@ -39,6 +39,22 @@ _Static_assert(sizeof(front_t) <= sizeof(((h2b_pair_t *)0)->front), "front_t mus
 
 static h2o_socket_t *listener;
 
+/* The HTTP port's clocks (gateway/h2c.c) for the gRPC port's connections: no SETTINGS
+ * within 10 s of accept (slowloris) or no stream and nothing received for 60 s. */
+#define GRPC_PREFACE_TIMEOUT_MS 10000
+#define GRPC_IDLE_TIMEOUT_MS 60000
+static h2o_timeout_t sweep_every;
+static h2o_timeout_entry_t sweep_entry;
+static h2o_loop_t *sweep_loop;
+
+static void on_sweep(h2o_timeout_entry_t *e)
+{
+    size_t n = h2b_server_sweep(GRPC_PREFACE_TIMEOUT_MS, GRPC_IDLE_TIMEOUT_MS);
+    if (n != 0)
+        FAAS_INFO("event=grpc_conns_closed n=%zu reason=\"no preface or idle\"", n);
+    h2o_timeout_link(sweep_loop, &sweep_every, &sweep_entry);
+}
+
 static const nghttp2_nv *find(h2b_pair_t *p, const char *name)
 {
     return h2b_find(&p->req, name);
@@ -152,6 +168,12 @@ static void on_request(h2b_pair_t *p, int eos)
 
 static void route_call(h2b_pair_t *p, int resolved)
 {
+    if (p->req_too_large) {
+        /* refused before any function is involved; nghttp2 kept none of it */
+        gw_metrics_other();
+        h2b_pair_fail(p, FAAS_GRPC_RESOURCE_EXHAUSTED, "request metadata too large");
+        return;
+    }
     const nghttp2_nv *method = find(p, ":method"), *path = find(p, ":path"), *ct = find(p, "content-type");
     if (!nv_is(method, "POST") || path == NULL) {
         gw_metrics_other();
@@ -264,6 +286,10 @@ int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
     }
     listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(listener, on_accept);
+    sweep_loop = ctx->loop;
+    h2o_timeout_init(ctx->loop, &sweep_every, 1000);
+    sweep_entry.cb = on_sweep;
+    h2o_timeout_link(ctx->loop, &sweep_every, &sweep_entry);
     FAAS_INFO("event=grpc_listening addr=%s", addr);
     return 0;
 }

@@ -90,6 +90,26 @@ void gw_metrics_conn_refused(int port, int reason);
 /* Counts a request refused before routing for its size (414 or 431). */
 void gw_metrics_http_limit(int status);
 
+/* ---- h2c.c: the HTTP port's HTTP/2 on nghttp2 (prior knowledge and Upgrade) ---- */
+
+struct st_h2o_accept_ctx_t;
+struct st_h2o_req_t;
+struct st_h2o_socket_t;
+/* Takes an accepted socket: sniffs the first bytes, then serves HTTP/2 (the preface)
+ * or hands it to h2o's HTTP/1.1 with the bytes read left in sock->input. */
+void gw_h2c_accept(struct st_h2o_accept_ctx_t *accept, struct st_h2o_socket_t *sock);
+/* An HTTP/1.1 request with Upgrade: h2c: 0 if taken (101, then answered as stream 1 over
+ * HTTP/2), -1 if not upgradable (body, no or bad HTTP2-Settings): serve it as HTTP/1.1. */
+int gw_h2c_upgrade(struct st_h2o_req_t *req);
+enum { GW_SNIFF_MORE = 0, GW_SNIFF_H2 = 1, GW_SNIFF_HTTP1 = 2 };
+/* The sniffer: GW_SNIFF_H2 once data starts with the 24-byte preface, GW_SNIFF_HTTP1 at
+ * the first byte that differs, GW_SNIFF_MORE while a prefix of it. Pure. */
+int gw_h2c_sniff(const char *data, size_t len);
+/* Counts a connection closed for a limit (reason as faas_gw_h2_flood_closed_total's). */
+void gw_metrics_h2_flood(const char *reason);
+/* Writes faas_gw_h2_flood_closed_total. */
+void gw_h2c_metrics_write(FILE *out);
+
 struct st_h2o_context_t;
 /* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
 int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);

@@ -189,4 +189,5 @@ void gw_metrics_write(FILE *out)
             "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %" PRIu64 "\n",
             faas_log_dropped_total());
     write_guards(out);
+    gw_h2c_metrics_write(out);
 }

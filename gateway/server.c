@@ -514,9 +514,18 @@ static int refuse_too_large(h2o_req_t *req)
     return 1;
 }
 
+/* h2c Upgrade (RFC 9113 lets a server ignore it; h2c.c takes bodiless requests). */
+static int upgrade_h2c(h2o_req_t *req)
+{
+    return req->version < 0x200 && req->upgrade.base != NULL &&
+           h2o_lcstris(req->upgrade.base, req->upgrade.len, H2O_STRLIT("h2c")) && gw_h2c_upgrade(req) == 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     if (refuse_too_large(req))
+        return 0;
+    if (upgrade_h2c(req))
         return 0;
     gw_slice_t name, rest;
     const char *err = NULL;
@@ -673,8 +682,8 @@ static uint32_t derived_max_conns(void)
 
 /* ---- listener ---- */
 
-/* h2o_accept serves HTTP/1.1, h2c Upgrade and (checked with 2.2.5) h2c prior
- * knowledge: its HTTP/1 parser recognises the preface and switches to HTTP/2. */
+/* HTTP/1.1 goes to h2o, HTTP/2 (the preface, or Upgrade from on_req) to nghttp2 in
+ * h2c.c: h2o 2.2.5's own HTTP/2 lacks the flood fixes (upgrade_to_http2 is off). */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     if (err != NULL)
@@ -685,7 +694,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         if (gw_conncap_accept(sock, GW_PORT_HTTP) != 0)
             continue; /* over a connection cap: answered 503 and closed */
-        h2o_accept(&g_accept, sock);
+        gw_h2c_accept(&g_accept, sock);
     }
 }
 
@@ -749,6 +758,7 @@ int gw_run(const gw_config_t *cfg)
      * wait before it) began closes the connection: in 2.2.5 the timer is set once,
      * not re-armed per read, so dribbling a byte at a time (slowloris) cannot extend it */
     g_conf.http1.req_timeout = cfg->http_header_timeout_ms;
+    g_conf.http1.upgrade_to_http2 = 0; /* h2c.c speaks HTTP/2, never h2o */
     h2o_hostconf_t *host = h2o_config_register_host(&g_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));

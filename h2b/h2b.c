@@ -34,6 +34,8 @@ struct h2b_conn {
     char hostport[64];
     h2b_conn_t *next;       /* client registry */
     evl_link_t server_link; /* in g.servers */
+    uint64_t born_ms, last_rx_ms; /* server connections: for h2b_server_sweep */
+    int settings_seen;            /* the client's first SETTINGS arrived */
 };
 
 static struct {
@@ -483,8 +485,14 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (p == NULL)
         return 0;
     h2b_hdrs_t *h;
-    if (c->server)
-        h = f->headers.cat == NGHTTP2_HCAT_REQUEST ? &p->req : NULL; /* request trailers: not used by gRPC */
+    if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        /* over the cap the rest is dropped, not stored: the application answers the error */
+        p->req_bytes += nl + vl + 32;
+        if (p->req_bytes > H2B_MAX_HEADER_LIST_BRIDGE)
+            p->req_too_large = 1;
+        h = p->req_too_large ? NULL : &p->req;
+    } else if (c->server)
+        h = NULL; /* request trailers: not used by gRPC */
     else if (p->failed)
         h = NULL;
     else
@@ -503,6 +511,8 @@ static void down_eos(h2b_pair_t *p)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2b_conn_t *c = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS)
+        c->settings_seen = 1;
     if (f->hd.type == NGHTTP2_GOAWAY && !c->server && g.on_goaway != NULL)
         g.on_goaway(c->hostport, f->goaway.opaque_data, f->goaway.opaque_data_len);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
@@ -778,6 +788,8 @@ ssize_t h2b_io_recv(h2b_conn_t *c, const uint8_t *data, size_t len)
 {
     if (c->dead)
         return -1;
+    if (c->server)
+        c->last_rx_ms = faas_now_ms();
     ssize_t n = nghttp2_session_mem_recv(c->ng, data, len);
     if (c->dead)
         return -1;
@@ -792,6 +804,15 @@ ssize_t h2b_io_recv(h2b_conn_t *c, const uint8_t *data, size_t len)
 static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int f, void *ud)
 {
     return NGHTTP2_ERR_WOULDBLOCK;
+}
+
+void h2b_server_options(nghttp2_option *opt)
+{
+    nghttp2_option_set_max_settings(opt, H2B_MAX_SETTINGS);
+    nghttp2_option_set_max_outbound_ack(opt, H2B_MAX_OUTBOUND_ACK);
+    nghttp2_option_set_stream_reset_rate_limit(opt, H2B_STREAM_RESET_BURST, H2B_STREAM_RESET_RATE);
+    nghttp2_option_set_max_continuations(opt, H2B_MAX_CONTINUATIONS);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, H2B_MAX_DEFLATE_TABLE);
 }
 
 static int conn_session(h2b_conn_t *c)
@@ -809,16 +830,20 @@ static int conn_session(h2b_conn_t *c)
     nghttp2_option_new(&opt);
     /* windows are returned as bytes move on: a slow reader slows the writer down */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    if (c->server)
+        h2b_server_options(opt);
     int rc =
         c->server ? nghttp2_session_server_new2(&c->ng, cb, c, opt) : nghttp2_session_client_new2(&c->ng, cb, c, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0)
         return -1;
+    /* servers (the gateway's gRPC port, agents) say their header list cap, clients ENABLE_PUSH 0 */
     nghttp2_settings_entry s[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
-                                  {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, c->server ? 2 : 3);
+                                  {c->server ? NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE : NGHTTP2_SETTINGS_ENABLE_PUSH,
+                                   c->server ? H2B_MAX_HEADER_LIST_BRIDGE : 0}};
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, 3);
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     return 0;
 }
@@ -844,6 +869,7 @@ h2b_conn_t *h2b_io_accept(void *sock, const h2b_server_cbs_t *cbs)
         return NULL;
     c->cbs = cbs;
     c->connected = 1;
+    c->born_ms = c->last_rx_ms = faas_now_ms();
     evl_list_insert(&g.servers, &c->server_link);
     c->sock = sock;
     g.io->read_start(sock, c);
@@ -1012,6 +1038,26 @@ void h2b_goaway_all(const char *debug)
                               NGHTTP2_NO_ERROR, (const uint8_t *)debug, strlen(debug));
         schedule_flush(c);
     }
+}
+
+size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms)
+{
+    uint64_t now = faas_now_ms();
+    size_t n = 0;
+    for (evl_link_t *l = g.servers.next; l != &g.servers;) {
+        h2b_conn_t *c = EVL_CONTAINER(l, h2b_conn_t, server_link);
+        l = l->next; /* conn_kill unlinks c */
+        if (c->dead)
+            continue;
+        if (!c->settings_seen && now - c->born_ms > preface_ms) {
+            conn_kill(c, "no preface");
+            n++;
+        } else if (evl_list_empty(&c->pairs) && now - c->last_rx_ms > idle_ms) {
+            conn_kill(c, "idle");
+            n++;
+        }
+    }
+    return n;
 }
 
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len))

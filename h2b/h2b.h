@@ -79,6 +79,8 @@ struct h2b_pair {
     const struct h2b_local *local;
     int local_open; /* the local caller still holds the pair (h2b_pair_release ends it) */
     int local_body; /* the local caller pushed a body (maybe empty): the request has DATA */
+    size_t req_bytes; /* request header list size as RFC 9113 6.5.2 counts it (name + value + 32) */
+    int req_too_large; /* it passed H2B_MAX_HEADER_LIST_BRIDGE: the rest was dropped, answer with an error */
     h2b_arena_t arena;
     _Alignas(16) unsigned char arena_first[1024];
 };
@@ -110,6 +112,35 @@ typedef struct h2b_io {
     /* Asks for one h2b_io_run() at the end of the current loop iteration. */
     void (*later)(void);
 } h2b_io_t;
+
+/* ---- flood limits: one place for every HTTP/2 server session of the platform ----
+ * (the gateway's h2c port, gateway/h2c.c, and every h2b server connection: the
+ * gateway's gRPC port and the agents' one port). Each answers a published attack. */
+
+/* SETTINGS entries per frame (nghttp2 answers more with ENHANCE_YOUR_CALM):
+ * CVE-2019-9515 "settings flood" with huge frames. */
+#define H2B_MAX_SETTINGS 32
+/* Control-frame ACKs (SETTINGS ACK, PING ACK) queued and not yet written; more is
+ * NGHTTP2_ERR_FLOODED: CVE-2019-9512 (ping flood) and CVE-2019-9515 (settings flood). */
+#define H2B_MAX_OUTBOUND_ACK 1000
+/* RST_STREAM token bucket (burst, refill per second): CVE-2023-44487 "rapid reset";
+ * past it nghttp2 sends GOAWAY (INTERNAL_ERROR in 1.52 + the Debian fix). */
+#define H2B_STREAM_RESET_BURST 1000
+#define H2B_STREAM_RESET_RATE 33
+/* CONTINUATION frames per header block: CVE-2024-27983/28182 "CONTINUATION flood". */
+#define H2B_MAX_CONTINUATIONS 8
+/* HPACK dynamic table the peer may make us keep (CVE-2016-6581 "HPACK bomb"). */
+#define H2B_MAX_DEFLATE_TABLE 4096
+/* Request header list (RFC 9113 6.5.2 size: name + value + 32 per field) of the
+ * gateway's HTTP port, advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced while
+ * decoding: a larger block is answered 431 and costs no memory past this. */
+#define H2B_MAX_HEADER_LIST (16 * 1024)
+/* The same for h2b server sessions (gRPC port: RESOURCE_EXHAUSTED; agents): twice the
+ * HTTP port's, so what the gateway forwards (its cap + its own headers) always fits. */
+#define H2B_MAX_HEADER_LIST_BRIDGE (2 * H2B_MAX_HEADER_LIST)
+
+/* Sets the flood limits above on opt (a server session's options). */
+void h2b_server_options(nghttp2_option *opt);
 
 /* Installs the loop adapter; once, on the loop's thread, before anything else. */
 void h2b_init_io(const h2b_io_t *io);
@@ -173,6 +204,10 @@ int h2b_hdrs_add(h2b_hdrs_t *h, const uint8_t *name, size_t nl, const uint8_t *v
 /* Sends GOAWAY (NO_ERROR, debug as its opaque data) on every server connection: the
  * streams already taken finish, no new one will be. */
 void h2b_goaway_all(const char *debug);
+/* Closes server connections that sent no SETTINGS within preface_ms of their accept,
+ * or have no stream and received nothing for idle_ms (slowloris, idle floods); the
+ * application calls it from a periodic timer. Returns how many it closed. */
+size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms);
 /* cb learns of every GOAWAY a client connection receives (hostport as given to
  * h2b_client_get, the peer's opaque data). One hook per process. */
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len));

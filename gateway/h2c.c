@@ -53,6 +53,13 @@
 #define H2C_PREFACE_TIMEOUT_MS 10000 /* accept -> preface + SETTINGS (and the sniffer) */
 #define H2C_IDLE_TIMEOUT_MS 60000    /* no stream open and nothing received */
 #define H2C_CLOSE_TIMEOUT_MS 2000    /* GOAWAY sent or output stuck: then the socket goes */
+/* While streams are open or a write is out, a sweep each second bounds what no idle
+ * clock covers: a request whose HEADERS came but not its END_STREAM (slowloris on one
+ * stream), a response with bytes ready that the client's window never lets out, a
+ * write the client never reads. */
+#define H2C_SWEEP_MS 1000
+#define H2C_REQUEST_TIMEOUT_MS 10000 /* HEADERS -> END_STREAM of a request, like HTTP/1's */
+#define H2C_STALL_TIMEOUT_MS 60000   /* response bytes ready but none taken; a write pending */
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN 24
@@ -70,6 +77,8 @@ typedef struct h2c_stream {
     size_t hdr_bytes, nhdr;
     int too_large; /* header list over the cap: answered 431 */
     int processed, resp_submitted, deferred, body_refused;
+    int asked;                /* h2o was asked for the chunk after this one (once per chunk) */
+    uint64_t begun_ms, out_ms; /* HEADERS came; the last response bytes went to nghttp2 */
     /* the chunk h2o gave us; valid until we call h2o_proceed_response */
     h2o_iovec_t *bufs; /* a copy of h2o's vector (malloc'd) */
     size_t bufcnt, bufcap, bufi, off;
@@ -83,6 +92,8 @@ struct h2c_conn {
     h2o_linklist_t streams, proceed;
     h2o_timeout_entry_t tmo;
     h2o_timeout_entry_t later;
+    h2o_timeout_entry_t sweep; /* H2C_SWEEP_MS while streams are open or a write is out */
+    uint64_t write_since_ms;   /* the pending write began */
     char *wbuf;
     size_t wlen;
     int writing, reading, dead, settings_seen;
@@ -94,14 +105,14 @@ struct h2c_conn {
 static struct {
     h2o_context_t *ctx;
     h2o_accept_ctx_t *accept;
-    h2o_timeout_t preface, idle, close, zero;
+    h2o_timeout_t preface, idle, close, zero, sweep;
     int ready;
 } g;
 
 /* Connections the HTTP port closed for a limit, by reason (all listed, zeros included). */
-static const char *const flood_reasons[] = {"settings",        "ack_flood",    "rapid_reset",
-                                            "continuation",    "empty_frames", "tiny_data",
-                                            "preface_timeout", "idle_timeout", "write_timeout"};
+static const char *const flood_reasons[] = {"settings",        "ack_flood",    "rapid_reset",     "continuation",
+                                            "empty_frames",    "tiny_data",    "preface_timeout", "idle_timeout",
+                                            "write_timeout",   "request_timeout", "response_stalled"};
 #define N_REASONS (sizeof(flood_reasons) / sizeof(flood_reasons[0]))
 static uint64_t flood_closed[N_REASONS];
 
@@ -134,6 +145,7 @@ static void timers_init(h2o_context_t *ctx)
     h2o_timeout_init(ctx->loop, &g.idle, H2C_IDLE_TIMEOUT_MS);
     h2o_timeout_init(ctx->loop, &g.close, H2C_CLOSE_TIMEOUT_MS);
     h2o_timeout_init(ctx->loop, &g.zero, 0);
+    h2o_timeout_init(ctx->loop, &g.sweep, H2C_SWEEP_MS);
     g.ready = 1;
 }
 
@@ -160,6 +172,43 @@ static void ask_later(h2c_conn_t *c)
 {
     if (!h2o_timeout_is_linked(&c->later))
         h2o_timeout_link(g.ctx->loop, &g.zero, &c->later);
+}
+
+static void arm_sweep(h2c_conn_t *c)
+{
+    if (!c->dead && !h2o_timeout_is_linked(&c->sweep))
+        h2o_timeout_link(g.ctx->loop, &g.sweep, &c->sweep);
+}
+
+static void conn_limit(h2c_conn_t *c, const char *reason, uint32_t code);
+
+/* Streams that stopped moving are reset (counted by reason); a write the client has
+ * not taken for H2C_STALL_TIMEOUT_MS ends the connection. */
+static void on_sweep(h2o_timeout_entry_t *e)
+{
+    h2c_conn_t *c = H2O_STRUCT_FROM_MEMBER(h2c_conn_t, sweep, e);
+    uint64_t now = h2o_now(g.ctx->loop);
+    if (c->writing && now - c->write_since_ms > H2C_STALL_TIMEOUT_MS) {
+        conn_limit(c, "write_timeout", NGHTTP2_NO_ERROR);
+        return;
+    }
+    for (h2o_linklist_t *l = c->streams.next; l != &c->streams; l = l->next) {
+        h2c_stream_t *s = H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, l);
+        const char *why = NULL;
+        if (!s->processed && now - s->begun_ms > H2C_REQUEST_TIMEOUT_MS)
+            why = "request_timeout";
+        else if (s->bufi < s->bufcnt && now - s->out_ms > H2C_STALL_TIMEOUT_MS)
+            why = "response_stalled";
+        if (why == NULL || s->id == 0)
+            continue;
+        gw_metrics_h2_flood(why);
+        FAAS_INFO("event=h2c_stream_reset reason=%s", why);
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL); /* freed on close */
+        s->begun_ms = s->out_ms = now;                                              /* once */
+    }
+    if (!h2o_linklist_is_empty(&c->streams) || c->writing)
+        arm_sweep(c);
+    ask_later(c);
 }
 
 /* Ends the connection for a named limit: counted, GOAWAY (code), and a short deadline
@@ -231,8 +280,11 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
             s->off = 0;
         }
     }
+    if (n != 0)
+        s->out_ms = h2o_now(g.ctx->loop);
     if (s->bufi < s->bufcnt)
         return (ssize_t)n;
+    s->bufcnt = s->bufi = 0; /* used up: h2o may free it once it proceeds */
     if (s->state == H2O_SEND_STATE_FINAL) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         return (ssize_t)n;
@@ -241,7 +293,12 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
         return (ssize_t)n;
     }
-    want_proceed(s); /* the chunk is out of our hands */
+    /* the chunk is out of our hands: ask for the next, once (nghttp2 calls again while
+     * h2o has not answered, and a second proceed would consume what it sends next) */
+    if (!s->asked) {
+        s->asked = 1;
+        want_proceed(s);
+    }
     if (n != 0)
         return (ssize_t)n;
     s->deferred = 1;
@@ -298,6 +355,8 @@ static void do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size
     s->bufcnt = bufcnt;
     s->bufi = s->off = 0;
     s->state = state;
+    s->asked = 0;
+    s->out_ms = h2o_now(g.ctx->loop); /* the stall clock starts with bytes to send */
     if (c->dead || s->id == 0)
         return;
     if (!s->resp_submitted) {
@@ -390,7 +449,9 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, s);
+    s->begun_ms = h2o_now(g.ctx->loop);
     arm(c, NULL);
+    arm_sweep(c);
     return 0;
 }
 
@@ -626,6 +687,8 @@ static void conn_flush(h2c_conn_t *c)
     } while (!h2o_linklist_is_empty(&c->proceed) && c->wlen < H2C_WBUF_MAX);
     if (c->wlen != 0) {
         c->writing = 1;
+        c->write_since_ms = h2o_now(g.ctx->loop);
+        arm_sweep(c);
         if (c->flood == NULL && c->settings_seen)
             arm(c, &g.idle); /* a client that stops reading is let go after the idle time */
         h2o_iovec_t v = h2o_iovec_init(c->wbuf, c->wlen);
@@ -718,6 +781,8 @@ static void conn_close(h2c_conn_t *c)
         h2o_timeout_unlink(&c->tmo);
     if (h2o_timeout_is_linked(&c->later))
         h2o_timeout_unlink(&c->later);
+    if (h2o_timeout_is_linked(&c->sweep))
+        h2o_timeout_unlink(&c->sweep);
     while (!h2o_linklist_is_empty(&c->streams))
         stream_free(H2O_STRUCT_FROM_MEMBER(h2c_stream_t, link, c->streams.next));
     if (c->sock != NULL)
@@ -736,6 +801,7 @@ static h2c_conn_t *conn_new(struct timeval connected_at)
     h2o_linklist_init_anchor(&c->proceed);
     c->tmo.cb = on_timeout;
     c->later.cb = on_later;
+    c->sweep.cb = on_sweep;
     c->wbuf = malloc(H2C_WBUF_MAX + 16384 + 64); /* a frame may pass the mark */
     if (c->wbuf == NULL || session_new(c) != 0) {
         conn_free(c);

@@ -53,6 +53,7 @@ static struct {
 
 static void conn_kill(h2b_conn_t *c, const char *why);
 static void schedule_flush(h2b_conn_t *c);
+static size_t server_header_cap(void);
 
 /* ---- headers ---- */
 
@@ -488,7 +489,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (c->server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         /* over the cap the rest is dropped, not stored: the application answers the error */
         p->req_bytes += nl + vl + 32;
-        if (p->req_bytes > H2B_MAX_HEADER_LIST_BRIDGE)
+        if (p->req_bytes > server_header_cap())
             p->req_too_large = 1;
         h = p->req_too_large ? NULL : &p->req;
     } else if (c->server)
@@ -806,11 +807,24 @@ static ssize_t send_unused(nghttp2_session *ng, const uint8_t *d, size_t l, int 
     return NGHTTP2_ERR_WOULDBLOCK;
 }
 
+static int server_internal;
+
+void h2b_server_internal(void)
+{
+    server_internal = 1;
+}
+
+static size_t server_header_cap(void)
+{
+    return server_internal ? H2B_MAX_HEADER_LIST_INTERNAL : H2B_MAX_HEADER_LIST_BRIDGE;
+}
+
 void h2b_server_options(nghttp2_option *opt)
 {
     nghttp2_option_set_max_settings(opt, H2B_MAX_SETTINGS);
     nghttp2_option_set_max_outbound_ack(opt, H2B_MAX_OUTBOUND_ACK);
-    nghttp2_option_set_stream_reset_rate_limit(opt, H2B_STREAM_RESET_BURST, H2B_STREAM_RESET_RATE);
+    if (!server_internal)
+        nghttp2_option_set_stream_reset_rate_limit(opt, H2B_STREAM_RESET_BURST, H2B_STREAM_RESET_RATE);
     nghttp2_option_set_max_continuations(opt, H2B_MAX_CONTINUATIONS);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, H2B_MAX_DEFLATE_TABLE);
 }
@@ -842,7 +856,7 @@ static int conn_session(h2b_conn_t *c)
     nghttp2_settings_entry s[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1000},
                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
                                   {c->server ? NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE : NGHTTP2_SETTINGS_ENABLE_PUSH,
-                                   c->server ? H2B_MAX_HEADER_LIST_BRIDGE : 0}};
+                                   c->server ? (uint32_t)server_header_cap() : 0}};
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, s, 3);
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
     return 0;

@@ -141,6 +141,13 @@ typedef struct h2b_io {
 
 /* Sets the flood limits above on opt (a server session's options). */
 void h2b_server_options(nghttp2_option *opt);
+/* The process's server sessions face the platform's own gateways, not the public (the
+ * agent's one port): no stream-reset rate limit (one gateway connection multiplexes
+ * many clients' cancels and deadlines) and a header list cap of
+ * H2B_MAX_HEADER_LIST_INTERNAL, so a request the gateway's gRPC port admitted still
+ * fits with the platform's faas-* headers added. Call before any session. */
+void h2b_server_internal(void);
+#define H2B_MAX_HEADER_LIST_INTERNAL (2 * H2B_MAX_HEADER_LIST_BRIDGE)
 
 /* Installs the loop adapter; once, on the loop's thread, before anything else. */
 void h2b_init_io(const h2b_io_t *io);

@@ -341,6 +341,11 @@ static void entered(void)
 
 static void on_request(h2b_pair_t *p, int eos)
 {
+    if (p->req_too_large) {
+        /* its trailing faas-* headers (protocol, deadline) may be among those dropped */
+        h2b_pair_http_error(p, 431);
+        return;
+    }
     const nghttp2_nv *task_id;
     int kind = stream_kind(p, &task_id);
     if (kind == AGENT_REQ_GRPC) {
@@ -434,6 +439,7 @@ int agent_front_init(evl_loop_t *loop, uint64_t max_body)
     fr.loop = loop;
     fr.max_body = max_body;
     fr.later.cb = on_later;
+    h2b_server_internal(); /* our one port serves the platform's gateways */
     h2b_init_io(&evl_io);
     return 0;
 }

@@ -12,6 +12,7 @@ gateway's RSS (/proc/<pid>/status VmRSS) meanwhile, and asserts:
 Figures (peak RSS over baseline per case) are appended to $H2C_FIGURES when set, before
 the assertions, so the same file measures an old build too."""
 import json
+import re
 import os
 import socket
 import struct
@@ -21,7 +22,7 @@ import time
 
 import pytest
 
-from platform_util import Platform, curl, wait_until
+from platform_util import Platform, curl, http_get, wait_until
 
 N = int(os.environ.get("H2C_CONNS", "12"))
 FLOOD_S = float(os.environ.get("H2C_FLOOD_S", "60"))  # longest a flood goes on unanswered
@@ -402,6 +403,34 @@ def test_slowloris(plat):
         return {"eof": eof, "after_s": round(t1 - t0, 1), "eof_silent": eof2, "silent_after_s": round(t2 - t0, 1)}
     for r in run_case(plat, "slowloris", attack):
         assert r["eof"] and r["eof_silent"] and r["after_s"] < 30 and r["silent_after_s"] < 30, r
+
+
+def test_slowloris_on_an_open_stream(plat):
+    """A request's HEADERS without END_STREAM, then a byte of body now and then, never
+    the end (the idle clock does not run while a stream is open). Expected: the stream
+    is reset (RST_STREAM CANCEL) by the request timeout (10 s) while the connection
+    itself stays usable; counted as request_timeout."""
+    def attack(port):
+        s = connect(port)
+        t0 = time.time()
+        s.sendall(PREFACE + settings() + frame(HEADERS, END_HEADERS, 1, req_block("POST", "/function/hello/x")))
+        rst, deadline = None, time.time() + 30
+        while rst is None and time.time() < deadline:
+            try:
+                s.sendall(frame(DATA, 0, 1, b"x"))
+            except OSError:
+                break
+            frames, eof = read_frames(s, 2, until=lambda f: f[0] == RST_STREAM and f[2] == 1)
+            rst = next((f for f in frames if f[0] == RST_STREAM and f[2] == 1), None)
+            if eof:
+                break
+        s.close()
+        return {"rst": rst is not None and int.from_bytes(rst[3][:4], "big") == CANCEL,
+                "after_s": round(time.time() - t0, 1)}
+    for r in run_case(plat, "slowloris_stream", attack, n=4):
+        assert r["rst"] and 9 <= r["after_s"] < 25, r
+    text = http_get(f"{plat.gateway_url}/metrics")[1]
+    assert re.search(r'^faas_gw_h2_flood_closed_total\{reason="request_timeout"\} [1-9]', text, re.M), text[-2000:]
 
 
 def test_slow_read(plat):

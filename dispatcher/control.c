@@ -509,6 +509,7 @@ static void acquired(ctl_msg_t *m)
             disp_on_acquire_failed(fn, why);
         return;
     }
+    fn->unreachable_since_ms = 0;
     const Faas__Instance *pi = m->reply->instance;
     disp_inst_t *inst = disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id, pi->version ? pi->version : m->version,
                                       1, pi->concurrency, faas_now_ms());

@@ -168,6 +168,9 @@ void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
  * held call: they keep their place and their own deadlines (cold start timeout, the
  * call's), and the Acquire is tried again shortly, by then maybe on another worker. */
 #define ACQUIRE_RETRY_MS 100
+/* ... for as long as a restart takes (0.2-0.6 s measured), not for a cold start's
+ * whole timeout: a worker manager that stays away is a 503 + Retry-After after this */
+#define ACQUIRE_RETRY_WINDOW_MS 2000
 
 static void on_acquire_retry(disp_timer_t *t)
 {
@@ -183,11 +186,19 @@ void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why)
         return;
     if (fn->acquiring != 0 || has_current_instance(fn))
         return; /* the calls have something else to wait for */
+    uint64_t now = faas_now_ms();
+    if (fn->unreachable_since_ms == 0)
+        fn->unreachable_since_ms = now;
+    if (now - fn->unreachable_since_ms >= ACQUIRE_RETRY_WINDOW_MS) {
+        fn->unreachable_since_ms = 0; /* the next calls get a window of their own */
+        disp_on_acquire_failed(fn, why);
+        return;
+    }
     FAAS_INFO("event=acquire_retry fn=%.*s in_ms=%d msg=\"worker manager not reached\"", (int)fn->name_len, fn->name,
               ACQUIRE_RETRY_MS);
     fn->acquire_retry_armed = 1;
     fn->acquire_retry.cb = on_acquire_retry;
-    disp_timer_start(&fn->acquire_retry, faas_now_ms() + ACQUIRE_RETRY_MS);
+    disp_timer_start(&fn->acquire_retry, now + ACQUIRE_RETRY_MS);
 }
 
 static void on_wait_timeout(disp_timer_t *t)

@@ -65,6 +65,7 @@ typedef struct disp_fn {
     uint64_t acquire_failed_at_ms;
     faas_timer_t acquire_retry; /* its worker manager was not reached: Acquire again soon */
     int acquire_retry_armed;
+    uint64_t unreachable_since_ms; /* first of the current run of unreached Acquires; 0: none */
     uint32_t gen;
     uint64_t reserved_calls;      /* calls sent to a reserved instance (metrics) */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */

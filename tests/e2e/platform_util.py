@@ -279,6 +279,13 @@ class Platform:
         return total
 
 
+def runs_asan(pid):
+    """True if process pid is a sanitizer build: its RSS then counts ASan's quarantine
+    (freed memory kept on purpose), so RSS bounds do not apply to it."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def http_get(url, timeout=10):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:

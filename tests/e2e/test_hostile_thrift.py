@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from platform_util import ROOT, Platform, http_get, wait_until
+from platform_util import ROOT, Platform, http_get, wait_until, runs_asan
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "thrift-calc"))
 
@@ -188,8 +188,7 @@ def gateway_rss(p):
 
 
 def gateway_has_asan(p):
-    with open(f"/proc/{p.gateway.proc.pid}/maps") as f:
-        return "libasan" in f.read()
+    return runs_asan(p.gateway.proc.pid)
 
 
 def test_many_large_unfinished_frames_keep_rss_bounded_and_others_served(plat):

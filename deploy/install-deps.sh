@@ -11,7 +11,7 @@ PKGS=(
   libmnl-dev libnftables-dev nftables
   python3 python3-pytest python3-grpcio python3-thrift
   curl wrk nginx-light iproute2 procps psmisc
-  prometheus
+  prometheus umoci busybox-static
 )
 
 missing=()

@@ -104,8 +104,15 @@ static int grow(linebuf_t *b)
     return 0;
 }
 
+/* NIS compat lines ("+name", "-name", "+") name no user of the image, and glibc leaves
+ * their empty fields NULL. */
+static int nis_line(const char *name)
+{
+    return name == NULL || name[0] == '+' || name[0] == '-';
+}
+
 /* Next entry of a passwd stream: 1, 0 at its end, -1 on a line longer than the buffer
- * may grow. Malformed lines are skipped (glibc's parser). */
+ * may grow. Malformed lines are skipped (glibc's parser), and so are NIS lines. */
 static int next_pw(FILE *f, linebuf_t *b, struct passwd *pw)
 {
     struct passwd *res;
@@ -113,8 +120,13 @@ static int next_pw(FILE *f, linebuf_t *b, struct passwd *pw)
         if (b->cap == 0 && grow(b) != 0)
             return -1;
         int rc = fgetpwent_r(f, pw, b->buf, b->cap, &res);
-        if (rc == 0)
+        if (rc == 0 && nis_line(pw->pw_name))
+            continue;
+        if (rc == 0) {
+            if (pw->pw_dir == NULL)
+                pw->pw_dir = "";
             return 1;
+        }
         if (rc != ERANGE)
             return 0;
         if (grow(b) != 0) /* glibc seeked back to the line's start */
@@ -129,6 +141,8 @@ static int next_gr(FILE *f, linebuf_t *b, struct group *gr)
         if (b->cap == 0 && grow(b) != 0)
             return -1;
         int rc = fgetgrent_r(f, gr, b->buf, b->cap, &res);
+        if (rc == 0 && nis_line(gr->gr_name))
+            continue;
         if (rc == 0)
             return 1;
         if (rc != ERANGE)

@@ -68,11 +68,14 @@ static void rootfs(void)
         "root:x:0:0:root:/root:/bin/sh\n"
         "app:x:1000:1000::/home/app:/bin/sh\n"
         "this line is malformed\n"
+        "+ghost\n" /* NIS compat lines name nobody (and glibc leaves their fields NULL) */
+        "+::::::\n"
         "big:x:70000:70000::/:/bin/sh\n"
         "svc:x:2000:2000::relative:/bin/sh\n",
         0644);
     put("r/etc/group",
         "root:x:0:\n"
+        "+\n"
         "wheel:x:10:root,app\n"
         "audio:x:29:app\n"
         "app:x:1000:\n"
@@ -353,6 +356,8 @@ Test(image_resolve, unknown_users_and_groups)
     char err[256] = "";
     cr_assert_eq(resolve_user("ghost", &r, err, sizeof(err)), -1);
     cr_assert_str_eq(err, "user ghost is not defined in image img:t (/etc/passwd)");
+    cr_assert_eq(resolve_user("+ghost", &r, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "user +ghost is not defined in image img:t (/etc/passwd)");
     cr_assert_eq(resolve_user("app:ghosts", &r, err, sizeof(err)), -1);
     cr_assert_str_eq(err, "group ghosts is not defined in image img:t (/etc/group)");
     /* without an /etc/passwd names are unknown, numbers are fine */

@@ -110,8 +110,9 @@ static void last_err_line(const char *file, const char *tmp, char *out, size_t c
 
 /* ---- tree walks (nftw has no user pointer: each thread its own accumulator) ---- */
 
-static __thread uint64_t walk_bytes;
+static __thread uint64_t walk_bytes, walk_devices;
 static __thread uint32_t walk_base;
+static __thread int walk_fix;
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -126,14 +127,20 @@ static void rm_tree(const char *dir)
     nftw(dir, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Counts what the disk holds and gives entries umoci left to host ids (the parents of
- * a layer's files when the layer has no entry for them come out root:root) to the
- * image's root, so no file of an image is a host user's. */
+/* Counts what the disk holds. When walk_fix: removes device nodes (a block device of
+ * the host's disk, mode 0666 in an image, would be a hole: pods have no device cgroup;
+ * the pod's /dev is made by the root helper) and gives entries umoci left to host ids
+ * (the parents of a layer's files when the layer has no entry for them come out
+ * root:root) to the image's root, so no file of an image is a host user's. */
 static int size_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    walk_bytes += (uint64_t)st->st_blocks * 512u;
     uint32_t hi = walk_base + WM_IMAGE_IDS;
-    if (st->st_uid < walk_base || st->st_uid >= hi || st->st_gid < walk_base || st->st_gid >= hi) {
+    if (walk_fix && (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))) {
+        walk_devices++;
+        return unlink(path) == 0 ? 0 : -1;
+    }
+    walk_bytes += (uint64_t)st->st_blocks * 512u;
+    if (walk_fix && (st->st_uid < walk_base || st->st_uid >= hi || st->st_gid < walk_base || st->st_gid >= hi)) {
         uid_t u = st->st_uid >= walk_base && st->st_uid < hi ? st->st_uid : walk_base;
         gid_t g = st->st_gid >= walk_base && st->st_gid < hi ? st->st_gid : walk_base;
         if (lchown(path, u, g) != 0)
@@ -145,10 +152,12 @@ static int size_entry(const char *path, const struct stat *st, int flag, struct 
     return 0;
 }
 
-static int tree_size(const char *dir, uint32_t base, uint64_t *bytes)
+/* The bytes under dir; fix: first unpack's walk (above). */
+static int tree_size(const char *dir, uint32_t base, int fix, uint64_t *bytes)
 {
-    walk_bytes = 0;
+    walk_bytes = walk_devices = 0;
     walk_base = base;
+    walk_fix = fix;
     int rc = nftw(dir, size_entry, 32, FTW_PHYS);
     *bytes = walk_bytes;
     return rc == 0 ? 0 : -1;
@@ -277,8 +286,10 @@ static int install(job_t *j, const char *hex, char *err, size_t errcap)
         return wm_fmt(err, errcap, "unpacking image %s made no rootfs", j->ref), -1;
     if ((st.st_mode & 0755) != 0755 && chmod(root, (st.st_mode & 07777) | 0755) != 0)
         return wm_fmt(err, errcap, "cannot open up the rootfs of image %s: %s", j->ref, strerror(errno)), -1;
-    if (tree_size(root, j->cfg->image_id_base, &bytes) != 0)
+    if (tree_size(root, j->cfg->image_id_base, 1, &bytes) != 0)
         return wm_fmt(err, errcap, "cannot walk the rootfs of image %s: %s", j->ref, strerror(errno)), -1;
+    if (walk_devices > 0)
+        FAAS_WARN("event=image_devices_removed manifest=%s count=%llu", hex, (unsigned long long)walk_devices);
     if (wm_fmt(final, sizeof(final), "%s/images/rootfs/%s", j->cfg->state_dir, hex) != 0 ||
         wm_fmt(sizef, sizeof(sizef), "%s.size", final) != 0 || wm_fmt(sizetmp, sizeof(sizetmp), "%s/size", j->tmp))
         return wm_fmt(err, errcap, "state dir path too long"), -1;
@@ -396,7 +407,7 @@ static uint64_t cached_size(const char *dir, const char *hex, uint32_t base)
         return strtoull(buf, NULL, 10);
     }
     wm_fmt(path, sizeof(path), "%s/%s", dir, hex);
-    tree_size(path, base, &bytes);
+    tree_size(path, base, 0, &bytes);
     return bytes;
 }
 

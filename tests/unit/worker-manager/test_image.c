@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -641,8 +642,8 @@ static void spec_of(src_t *s, Faas__ImageSpec *img)
     img->n_blobs = s->n_blobs;
 }
 
-/* Two layers over an empty image: busybox with sh and ls links, /etc/gone, /etc/kept
- * and /etc/passwd; then a whiteout of /etc/gone. */
+/* Two layers over an empty image: busybox with sh and ls links, /etc/gone, /etc/kept,
+ * /etc/passwd and a block device /etc/disk; then a whiteout of /etc/gone. */
 static void build_image(src_t *s)
 {
     if (geteuid() != 0)
@@ -655,6 +656,7 @@ static void build_image(src_t *s)
     cr_assert_eq(symlink("busybox", at("src/bin/sh")), 0);
     cr_assert_eq(symlink("/bin/busybox", at("src/bin/ls")), 0);
     put("src/etc/gone", "lower\n", 0644);
+    cr_assert_eq(mknod(at("src/etc/disk"), S_IFBLK | 0666, makedev(8, 0)), 0);
     put("src/etc/kept", "kept\n", 0600);
     put("src/etc/passwd", "root:x:0:0::/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n", 0644);
     cr_assert_eq(sh("cd %s && umoci init --layout layout && umoci new --image layout:t && "
@@ -691,6 +693,8 @@ Test(image_ensure, unpacks_with_whiteouts_and_shifted_ids_then_serves_from_cache
     cr_assert_eq(st.st_mode & 0777, 0600);
     snprintf(p, sizeof(p), "%s/etc/gone", root);
     cr_assert_neq(lstat(p, &st), 0, "the whiteout did not hide /etc/gone");
+    snprintf(p, sizeof(p), "%s/etc/disk", root);
+    cr_assert_neq(lstat(p, &st), 0, "a device node of the image is in the cache");
     cr_assert_eq(lstat(root, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0755);
     cr_assert_eq(st.st_uid, 1000000000u);

@@ -39,36 +39,69 @@ static int open_in_root(int rootfd, const char *path, int flags)
     return (int)syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof(how));
 }
 
-/* The image's file at path as a stream; NULL with errno ENOENT when it is absent. It is
- * opened O_PATH and checked first so that a FIFO or device node in the image is never
- * opened for reading; the cache is never written after unpack, so reopening is safe. */
-static FILE *open_db(int rootfd, const char *path, char *err, size_t errcap, const char *ref)
+/* An image's /etc file, read whole: glibc's fgetpwent_r asks a file stream for its
+ * offset at each line (an lseek each, 60 of them for a usual pair of files), a memory
+ * stream answers without a syscall. */
+typedef struct {
+    FILE *f; /* NULL: the image has no such file */
+    char *buf;
+} db_t;
+
+static void db_close(db_t *db)
+{
+    if (db->f)
+        fclose(db->f);
+    free(db->buf);
+    db->f = NULL;
+    db->buf = NULL;
+}
+
+static int read_all(int fd, char *buf, size_t cap, size_t *len)
+{
+    *len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + *len, cap - *len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n == 0 ? 0 : -1;
+        *len += (size_t)n;
+        if (*len == cap)
+            return 0; /* it grew since fstat: what was there is enough */
+    }
+}
+
+/* The image's file at path; db->f NULL when it is absent (or empty), -1 with err when it
+ * cannot be read. O_NONBLOCK: a FIFO in the image must not hang the pod thread (it is
+ * then refused as not a regular file); device nodes never reach the cache (image.c). */
+static int open_db(int rootfd, const char *path, db_t *db, const char *ref, char *err, size_t errcap)
 {
     struct stat st;
-    int fd = open_in_root(rootfd, path, O_PATH);
-    if (fd < 0) {
-        if (errno != ENOENT && errno != ENOTDIR)
-            wm_fmt(err, errcap, "cannot open %s in image %s: %s", path, ref, strerror(errno));
-        else
-            errno = ENOENT;
-        return NULL;
-    }
-    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size <= DB_MAX_BYTES;
-    close(fd);
-    if (!ok) {
+    size_t len = 0;
+    db->f = NULL;
+    db->buf = NULL;
+    int fd = open_in_root(rootfd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
+        return 0;
+    if (fd < 0)
+        return wm_fmt(err, errcap, "cannot open %s in image %s: %s", path, ref, strerror(errno)), -1;
+    int rc = -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > DB_MAX_BYTES) {
         wm_fmt(err, errcap, "%s in image %s is not a regular file of at most 1 MiB", path, ref);
-        errno = EINVAL;
-        return NULL;
+        goto out;
     }
-    fd = open_in_root(rootfd, path, O_RDONLY | O_NONBLOCK);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (f == NULL) {
-        wm_fmt(err, errcap, "cannot open %s in image %s: %s", path, ref, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        errno = EIO;
+    if (st.st_size > 0 &&
+        ((db->buf = malloc((size_t)st.st_size)) == NULL || read_all(fd, db->buf, (size_t)st.st_size, &len) != 0 ||
+         (len > 0 && (db->f = fmemopen(db->buf, len, "r")) == NULL))) {
+        wm_fmt(err, errcap, "cannot read %s in image %s: %s", path, ref, strerror(errno));
+        goto out;
     }
-    return f;
+    rc = 0;
+out:
+    close(fd);
+    if (db->f == NULL)
+        db_close(db);
+    return rc;
 }
 
 /* 1 if path (as the image sees it) is a regular file with an x bit, following the
@@ -409,20 +442,15 @@ static int build_argv(wm_image_run_t *r, const Faas__ImageSpec *img, const Faas_
 /* The ids of the image's user, from its own /etc/passwd and /etc/group. */
 static int resolve_user(int rootfd, const char *user, const char *ref, wm_image_ids_t *ids, char *err, size_t errcap)
 {
-    err[0] = '\0';
-    FILE *pw = open_db(rootfd, "/etc/passwd", err, errcap, ref);
-    if (pw == NULL && errno != ENOENT)
-        return -1;
-    FILE *gr = open_db(rootfd, "/etc/group", err, errcap, ref);
+    db_t pw, gr = {0};
     int rc = -1;
-    if (gr == NULL && errno != ENOENT)
+    if (open_db(rootfd, "/etc/passwd", &pw, ref, err, errcap) != 0 ||
+        open_db(rootfd, "/etc/group", &gr, ref, err, errcap) != 0)
         goto out;
-    rc = wm_image_user(user, pw, gr, ref, ids, err, errcap);
+    rc = wm_image_user(user, pw.f, gr.f, ref, ids, err, errcap);
 out:
-    if (pw)
-        fclose(pw);
-    if (gr)
-        fclose(gr);
+    db_close(&pw);
+    db_close(&gr);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "worker-manager/workermgr.h"
@@ -139,8 +140,93 @@ int wm_sha256_file(const char *path, char *hex);
 void wm_sha256_hex(const void *data, size_t len, char *hex);
 /* Is s 64 lowercase hex chars. */
 int wm_valid_sha256(const char *s);
+/* Streams artifact sha (64 hex) from discovery's FetchCode into path (created 0600 or
+ * truncated), unverified; what ("code", "blob") names it in err. Blocking; 0 or -1. */
+int wm_fetch_blob(const char *discovery, const char *sha, const char *path, const char *what, char *err, size_t errcap);
 /* Makes <state>/code/<sha> exist (fetching from discovery if needed). Blocking. */
 int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha, char *err, size_t errcap);
+
+/* ---- OCI images (image.c: the host's rootfs cache; imagerun.c: what runs in one) ---- */
+
+struct Faas__ImageSpec;
+struct Faas__FunctionSpec;
+struct Faas__ImageRun;
+
+/* Ids an image's files and users may have: uid/gid 0..65535 inside the user namespace,
+ * mapped to --image-id-base.. on the host (umoci unpacks them so). */
+#define WM_IMAGE_IDS 65536u
+#define WM_IMAGE_MAX_GROUPS 256
+/* Where a pod sees the image's root (the overlay the root helper mounts). */
+#define WM_POD_ROOT_DIR WM_POD_FAAS_DIR "/root"
+
+/* The two phases of an image's first cold start on this host. */
+typedef struct {
+    uint64_t fetch_us, unpack_us;
+} wm_image_times_t;
+
+/* Fetches blob hex (64 hex) into path, unverified: discovery's FetchCode, or a test's copy. */
+typedef int (*wm_blob_fetch_fn)(void *ud, const char *hex, const char *path, char *err, size_t errcap);
+
+/* Makes <state>/images/rootfs/<manifest hex> exist (fetch every blob, verify, umoci
+ * unpack with the ids shifted to --image-id-base, rename into place); a cached one has
+ * its mtime touched (LRU). Blocking: a fetch thread's, never the pod thread's. 0 or -1
+ * with err, a sentence for the function's cold start error. */
+int wm_image_ensure(const wm_config_t *cfg, const struct Faas__ImageSpec *img, wm_image_times_t *t, char *err,
+                    size_t errcap);
+/* wm_image_ensure with another blob source (tests). */
+int wm_image_ensure_with(const wm_config_t *cfg, const struct Faas__ImageSpec *img, wm_blob_fetch_fn fetch, void *ud,
+                         wm_image_times_t *t, char *err, size_t errcap);
+/* The cached rootfs of an image into out: <state>/images/rootfs/<manifest hex>; 0, or -1
+ * when its digest is not "sha256:<64 hex>" or the path is too long. */
+int wm_image_rootfs(const wm_config_t *cfg, const struct Faas__ImageSpec *img, char *out, size_t cap);
+/* Runs `umoci --version` once (later calls answer from memory): 1 if it runs, else 0
+ * after one event=umoci_missing warning. Call at start-up; ensure calls it too. */
+int wm_image_umoci_ok(const wm_config_t *cfg);
+/* Removes cached rootfs in neither list (hex digests), then the least recently used not
+ * in use until the .size files total at most cfg->image_cache_bytes, and temp dirs older
+ * than 10 minutes. Blocking (it deletes trees). *removed_bytes: what went. 0 or -1. */
+int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_needed, const char *const *in_use_hex,
+                size_t n_in_use, uint64_t *removed_bytes);
+
+/* The ids of an image user: uid, gid and supplementary groups, and its home. */
+typedef struct {
+    uint32_t uid, gid;
+    uint32_t groups[WM_IMAGE_MAX_GROUPS];
+    size_t n_groups;
+    char home[256];
+} wm_image_ids_t;
+
+/* What a user server in an image runs, as the image sees it; strings owned here. argv
+ * and env are NULL-terminated. */
+typedef struct {
+    char **argv;
+    size_t argc;
+    char **env;
+    size_t envc;
+    char exe[PATH_MAX]; /* argv[0] found in the image: absolute */
+    char cwd[PATH_MAX];
+    uint32_t uid, gid;
+    uint32_t groups[WM_IMAGE_MAX_GROUPS];
+    size_t n_groups;
+} wm_image_run_t;
+
+/* Docker's user rules: "" (root), name, uid, and each with ":group" or ":gid"; names
+ * from passwd and group (streams of the image's files, NULL when absent); a uid not in
+ * passwd is taken with gid 0; without an explicit group the groups whose member list
+ * names the user are its supplementary ones. Ids >= WM_IMAGE_IDS are refused. 0 or -1
+ * with err naming ref. */
+int wm_image_user(const char *user, FILE *passwd, FILE *group, const char *ref, wm_image_ids_t *ids, char *err,
+                  size_t errcap);
+/* Resolves spec (its image field set) against the unpacked rootfs: argv (the manifest's
+ * command, else Entrypoint + Cmd), env (the image's, the manifest's over it by key),
+ * cwd, ids, and exe (argv[0] in the image, along PATH without a '/'). Cheap enough for
+ * the pod thread: no fork, a few file reads. 0, or -1 with err; out is freed on error. */
+int wm_image_resolve(const char *rootfs, const struct Faas__FunctionSpec *spec, wm_image_run_t *out, char *err,
+                     size_t errcap);
+/* Frees what wm_image_resolve put in r. */
+void wm_image_run_free(wm_image_run_t *r);
+/* Points pb (initialized here) at r's strings and root: valid while r lives. */
+void wm_image_run_pb(const wm_image_run_t *r, const char *root, struct Faas__ImageRun *pb);
 
 /* ---- pods and the event loop (pods.c) ----------------------------------------------- */
 

@@ -16,6 +16,7 @@
  * pod uid. */
 #define WM_POD_FAAS_DIR "/tmp/.faas"
 #define WM_POD_CODE_DIR WM_POD_FAAS_DIR "/code"
+
 #define WM_CPU_PERIOD_US 100000u
 
 /* ---- cgroups (cgroup.c) ---------------------------------------------------- */
@@ -114,6 +115,10 @@ int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd,
  * for a function with network: none, takes its route out (one round trip for both). */
 int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, int no_egress, char *err,
                          size_t errcap);
+/* MOUNT_IMAGE: the image's root in the pod (wm_image_mount_pod) and, on success, a new
+ * fd to the images' user namespace in *userns_fd (the caller closes it). */
+int wm_helper_mount_image(wm_helper_t *h, const char *pod_id, pid_t pid, const char *manifest_hex, int no_egress,
+                          int *userns_fd, char *err, size_t errcap);
 /* Kills the pod, reaps it, removes its cgroups and directory. */
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
 /* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
@@ -251,6 +256,18 @@ int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
  * path's, preceded by path.1's when path alone has fewer. */
 int wm_tail_log(const char *path, unsigned n, char ***lines, size_t *count);
 
+/* ---- images, helper side (imagemount.c) ---- */
+
+/* The user namespace image servers run in (ids 0..65535 -> image_id_base..), owned by
+ * the pod uid; an fd to it, or -1 with err. Helper only. */
+int wm_userns_make(const wm_config_t *cfg, char *err, size_t cap);
+/* Mounts the cached rootfs <state>/images/rootfs/<hex> (overlay, a tmpfs upper of its
+ * own) at WM_POD_ROOT_DIR in the mount namespace of pod init pid, with /proc, /dev,
+ * /tmp and the resolver files. 0; -1 with err; -2: the helper could not return to its
+ * own namespace self_mnt (it must stop). Helper only. */
+int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *pod, const char *hex, char *err,
+                       size_t cap);
+
 #endif
 
 /* ---- daemon state shared by the pod thread and the rpc/heartbeat/metrics threads ---- */
@@ -339,6 +356,8 @@ struct wm_acq {
     char inst_id[24];    /* the instance being made for it, once a pod is taken */
     int reserved;        /* started by reserved.c: the instance will be RESERVED */
     uint64_t t_overload; /* a scale-up: when the OVERLOAD that asked for it came (else 0) */
+    uint32_t image_fetch_us, image_unpack_us; /* an image this host had not cached */
+    wm_image_run_t *run;                      /* an image's server, resolved once its rootfs is here */
 };
 
 /* A function's last cold start failure on this worker, sent with every lease renewal
@@ -359,7 +378,8 @@ typedef struct wm_work {
     wm_work_kind_t kind;
     faas_rpc_call_t *call;
     wm_acq_t *acq;
-    char arg[128]; /* instance id (RELEASE, CANCEL_TASK) or sha256 (CODE_DONE) */
+    char arg[128]; /* instance id (RELEASE, CANCEL_TASK) or sha256 of code or image manifest (CODE_DONE) */
+    uint32_t image_fetch_us, image_unpack_us; /* CODE_DONE of an image */
     char task[40]; /* CANCEL_TASK */
     int rc;
     char err[256];
@@ -511,6 +531,8 @@ uint64_t wm_log_delta(uint64_t *seen, uint64_t total);
 int wm_log_open(wm_t *wm, const char *fn);
 /* Sends msg packed with fd beside it (SCM_RIGHTS), with send flags (MSG_DONTWAIT); 0 or -1. */
 int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags);
+/* The same with nfds fds in one packet (SPECIALIZE of an image: the log and the user namespace). */
+int wm_send_fds(int ctl, const ProtobufCMessage *msg, const int *fds, size_t nfds, int flags);
 /* LOG_ROTATE or LOG_DROPPED from pod p: counted, and the file rotated or p's fd renewed. */
 void wm_log_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev);
 /* Pod thread: once a second, rotates files past their bound plus slack; when next (us). */
@@ -526,6 +548,15 @@ uint32_t wm_reserved_share(const char *const *workers, size_t n, const char *me,
 /* Function and worker events from the watch; forget before a fresh stream's snapshot. */
 void wm_reserved_on_event(wm_t *wm, const Faas__WatchEvent *e);
 void wm_reserved_forget(void);
+/* The manifest sha256s of the current versions' images (malloc'd, *n of them), for the
+ * image cache sweep; -1 before the watch's first snapshot (nothing is known unneeded). */
+int wm_reserved_needed_images(char (**out)[65], size_t *n);
+
+/* imagegc.c */
+/* The hex of img's manifest digest ("sha256:<hex>"); NULL if img is NULL or not one. */
+const char *wm_image_hex(const Faas__ImageSpec *img);
+/* Pod thread: starts a sweep of the image cache every 30 s; when to call it again. */
+uint64_t wm_image_gc_tick(wm_t *wm, uint64_t now);
 /* Pod thread: starts, stops and replaces this worker's reserved instances when the
  * watch saw a change or a tick passed; returns when it wants to run next (us). */
 uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now);

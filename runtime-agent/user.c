@@ -487,7 +487,7 @@ static int limit_caps(void)
 _Static_assert(sizeof(gid_t) == sizeof(uint32_t), "ImageRun.groups are passed to setgroups as they are");
 
 /* In the vfork child, for an image: into its user namespace and its root, as its user
- * (the steps /tmp/ux/ux.c proved; docs/images.md). The agent owns the user namespace, so
+ * (docs/images.md; runtime-agent/README.md "Images"). The agent owns the user namespace, so
  * it holds every capability there, CAP_KILL included: STOP and the group kill reach the
  * user server whatever uid it runs as. Raw set*id syscalls: glibc's wrappers would signal
  * the agent's other threads to change theirs too. 0, or -1 with the step noted. */

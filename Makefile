@@ -104,6 +104,14 @@ examples/hello-http/hello: examples/hello-http/hello.c
 	@echo "  CC    $@"
 	$(Q)$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -o $@.tmp $< && mv -f $@.tmp $@
 
+# tests/e2e/test_agent_image.py: what the worker manager's root helper does for an image
+# pod (a user namespace, the mounted root, the agent dropped to the pod's uid).
+E2E_HELPERS := $(BUILD)/tests/userns-pod
+all: $(E2E_HELPERS)
+$(BUILD)/tests/userns-pod: tests/e2e/userns_pod.c
+	@mkdir -p $(@D); echo "  CC    $@"
+	$(Q)$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $<
+
 # ---- generated protobuf code (never committed) ------------------------------
 $(PROTO_C) $(PROTO_H): proto/faas.proto
 	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"

@@ -186,8 +186,8 @@ static int untar(const char *path, const char *dir)
     posix_spawn_file_actions_t fa;
     pid_t pid;
     int st = 0;
-    char *argv[] = {"tar", "-x", "--no-same-owner", "--no-same-permissions", "-f", (char *)path, "-C", (char *)dir,
-                    NULL};
+    char *argv[] = {"tar",       "-x", "--no-same-owner", "--no-same-permissions", "-f", (char *)path, "-C",
+                    (char *)dir, NULL};
     posix_spawn_file_actions_init(&fa);
     /* its complaints ("Unexpected EOF") are summed up in our one line */
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
@@ -266,8 +266,7 @@ static int oci_choose(ctl_image_t *img, const char *root, ctl_desc_t *out, char 
         if (!is_index_type(out->media_type))
             break;
         if (depth == 1) {
-            snprintf(err, errcap, "image %s: index %s nests an index more than one level deep", img->path,
-                     out->digest);
+            snprintf(err, errcap, "image %s: index %s nests an index more than one level deep", img->path, out->digest);
             return -1;
         }
         if ((rc = check_blob(img, root, out, NULL, &buf, &len, err, errcap)) != 0)
@@ -287,8 +286,8 @@ static int check_types(ctl_image_t *img, char *err, size_t errcap)
 {
     int oci = strcmp(img->config.media_type, CTL_MT_OCI_CONFIG) == 0;
     if (!oci && strcmp(img->config.media_type, CTL_MT_DOCKER_CONFIG) != 0) {
-        snprintf(err, errcap, "image %s: config %s has unsupported media type \"%s\"", img->path,
-                 img->config.digest, img->config.media_type);
+        snprintf(err, errcap, "image %s: config %s has unsupported media type \"%s\"", img->path, img->config.digest,
+                 img->config.media_type);
         return -1;
     }
     for (size_t i = 0; i < img->n_layers; i++) {
@@ -361,8 +360,7 @@ static int open_oci(ctl_image_t *img, const char *root, char *err, size_t errcap
     oci &= strcmp(mt[0] ? mt : md.media_type, CTL_MT_OCI_MANIFEST) == 0;
     if (check_blob(img, root, &img->config, &img->config_path, &cbuf, &clen, err, errcap) != 0) {
         if (strstr(err, "is missing") != NULL) /* the wording for it */
-            snprintf(err, errcap, "image %s: image has no config (blob %s is missing)", img->path,
-                     img->config.digest);
+            snprintf(err, errcap, "image %s: image has no config (blob %s is missing)", img->path, img->config.digest);
         return -1;
     }
     int rc = parse_config(img, cbuf, clen, err, errcap);

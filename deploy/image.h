@@ -54,16 +54,16 @@ typedef struct {
 
 /* An opened, checked image. */
 typedef struct {
-    char *ref;                  /* PATH[:TAG] as given */
-    char *path, *tag;           /* the split; tag NULL if none */
-    char tmpdir[4096];          /* the extracted archive, removed by ctl_image_close; "" if none */
-    uint8_t *manifest;          /* the OCI manifest blob to upload (the image's own or written) */
+    char *ref;         /* PATH[:TAG] as given */
+    char *path, *tag;  /* the split; tag NULL if none */
+    char tmpdir[4096]; /* the extracted archive, removed by ctl_image_close; "" if none */
+    uint8_t *manifest; /* the OCI manifest blob to upload (the image's own or written) */
     size_t manifest_len;
-    char manifest_digest[72];   /* sha256 of manifest */
-    int manifest_written;       /* 1: normalized from docker's, 0: the image's own bytes */
-    ctl_desc_t config;          /* media type as in the uploaded manifest */
+    char manifest_digest[72]; /* sha256 of manifest */
+    int manifest_written;     /* 1: normalized from docker's, 0: the image's own bytes */
+    ctl_desc_t config;        /* media type as in the uploaded manifest */
     char *config_path;
-    ctl_desc_t *layers;         /* bottom first */
+    ctl_desc_t *layers; /* bottom first */
     char **layer_paths;
     size_t n_layers;
     ctl_image_config_t cfg;
@@ -86,8 +86,7 @@ int ctl_image_parse_config(const char *s, size_t n, ctl_image_config_t *c, char 
 void ctl_image_config_free(ctl_image_config_t *c);
 /* A docker save manifest.json -> the entry whose RepoTags has tag (the whole "repo:tag"
  * or, if that names one image, the part after the last ':'), else the only one. */
-int ctl_image_parse_docker(const char *s, size_t n, const char *tag, ctl_docker_entry_t *e, char *err,
-                           size_t errcap);
+int ctl_image_parse_docker(const char *s, size_t n, const char *tag, ctl_docker_entry_t *e, char *err, size_t errcap);
 void ctl_image_docker_free(ctl_docker_entry_t *e);
 /* A layer media type -> its OCI name, or NULL if the platform cannot unpack it. */
 const char *ctl_image_layer_oci_type(const char *media_type);

@@ -450,14 +450,15 @@ char *ctl_image_write_manifest(const ctl_desc_t *config, const ctl_desc_t *layer
     if (out == NULL)
         return NULL;
     o = (size_t)snprintf(out, cap,
-                         "{\"schemaVersion\":2,\"mediaType\":\"" CTL_MT_OCI_MANIFEST "\",\"config\":{\"mediaType\":\"" CTL_MT_OCI_CONFIG
+                         "{\"schemaVersion\":2,\"mediaType\":\"" CTL_MT_OCI_MANIFEST
+                         "\",\"config\":{\"mediaType\":\"" CTL_MT_OCI_CONFIG
                          "\",\"digest\":\"%s\",\"size\":%llu},\"layers\":[",
                          config->digest, (unsigned long long)config->size);
     for (size_t i = 0; i < n && o < cap; i++) {
         const char *mt = ctl_image_layer_oci_type(layers[i].media_type);
-        o += (size_t)snprintf(out + o, cap - o, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%llu}",
-                              i ? "," : "", mt != NULL ? mt : CTL_MT_OCI_LAYER, layers[i].digest,
-                              (unsigned long long)layers[i].size);
+        o +=
+            (size_t)snprintf(out + o, cap - o, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%llu}", i ? "," : "",
+                             mt != NULL ? mt : CTL_MT_OCI_LAYER, layers[i].digest, (unsigned long long)layers[i].size);
     }
     if (o < cap)
         o += (size_t)snprintf(out + o, cap - o, "]}");

@@ -171,7 +171,7 @@ static const char usage_main[] =
     "usage: faasctl [--discovery ADDR] [--gateway URL] <command> [args]\n"
     "\n"
     "commands:\n"
-    "  deploy     deploy a function from a manifest (-f) and/or flags\n"
+    "  deploy     deploy a function from a manifest (-f) and/or flags (--image: an OCI image)\n"
     "  list       list functions\n"
     "  get        print a function's spec\n"
     "  delete     delete a function\n"
@@ -196,7 +196,12 @@ static const char usage_deploy[] =
     "Flags override the manifest's values.\n"
     "  -f, --file PATH             manifest (code: is relative to its directory)\n"
     "      --dir DIR               code directory (default: the manifest's code:, else .)\n"
-    "      --cmd 'CMD ARGS'        command, split on spaces\n"
+    "      --image PATH[:TAG]      run from an OCI image instead of a code directory: an OCI\n"
+    "                              layout directory, an OCI archive or a `docker save`\n"
+    "                              archive; uploads the blobs discovery lacks (manifest\n"
+    "                              key image:; TAG picks one of several images)\n"
+    "      --cmd 'CMD ARGS'        command, split on spaces (with --image: optional,\n"
+    "                              replaces the image's Entrypoint and Cmd)\n"
     "      --protocol P            http | grpc | thrift\n"
     "      --health PATH           HTTP readiness path (e.g. /healthz)\n"
     "      --health-tcp            readiness = the port accepts connections\n"
@@ -451,6 +456,7 @@ static const struct option deploy_opts[] = {
     {"network", required_argument, NULL, OPT_FIRST_KEY + 20},
     {"log-max-bytes", required_argument, NULL, OPT_FIRST_KEY + 21},
     {"log-keep", required_argument, NULL, OPT_FIRST_KEY + 22},
+    {"image", required_argument, NULL, OPT_FIRST_KEY + 23},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -478,6 +484,7 @@ static const char *const deploy_keys[] = {
     "network",
     "logs.max_bytes",
     "logs.keep",
+    "image",
 };
 static const char *const deploy_flags[] = {
     "--cmd",
@@ -503,6 +510,7 @@ static const char *const deploy_flags[] = {
     "--network",
     "--log-max-bytes",
     "--log-keep",
+    "--image",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "common/rpc.h"
 #include "common/util.h"
 #include "deploy/args.h"
+#include "deploy/image.h"
 #include "deploy/internal.h"
 #include "deploy/manifest.h"
 
@@ -162,6 +164,8 @@ static int upload_next(void *ud, const uint8_t **msg, size_t *len)
             break;
         n += (size_t)r;
     }
+    if (n == 0 && u->pid <= 0) /* a blob: its end is the end */
+        return u->total == 0 ? (u->tar_failed = 1, -1) : 0;
     if (n == 0) {
         int st = 0;
         while (waitpid(u->pid, &st, 0) < 0 && errno == EINTR) {
@@ -230,6 +234,150 @@ static void human_size(char *buf, size_t cap, uint64_t b)
         snprintf(buf, cap, "%.1f MiB", (double)b / (1 << 20));
 }
 
+/* ---- images (deploy/image.h, docs/images.md) ------------------------------------------ */
+
+/* Streams one blob from fd with UploadCode and checks discovery stored what was meant. */
+static int upload_blob(int fd, const char *hex, uint64_t size, const char *what)
+{
+    upload_t *u = calloc(1, sizeof(*u));
+    char errbuf[512] = "";
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    int code = EXIT_RUNTIME;
+    Faas__CodeRef *ref = NULL;
+    if (u == NULL)
+        return EXIT_RUNTIME;
+    u->fd = fd;
+    faas_rpc_channel_t *ch = chan();
+    int rc = ch == NULL ? -1
+                        : faas_rpc_client_stream(ch, "/faas.Discovery/UploadCode", upload_next, u, UPLOAD_TIMEOUT_MS,
+                                                 &resp, &rlen, errbuf, sizeof(errbuf));
+    if (u->tar_failed)
+        fprintf(stderr, "faasctl: reading %s sha256:%s failed\n", what, hex);
+    else if (rc != 0)
+        rpc_failed(rc, "discovery", NULL, g_discovery, UPLOAD_TIMEOUT_MS, errbuf);
+    else if ((ref = faas__code_ref__unpack(NULL, rlen, resp)) == NULL)
+        fprintf(stderr, "faasctl: discovery sent a malformed CodeRef\n");
+    else if (strcmp(ref->sha256, hex) != 0 || ref->size != size) /* the file changed since it was checked */
+        fprintf(stderr, "faasctl: %s sha256:%s was stored as sha256:%s (%llu bytes): did it change?\n", what, hex,
+                ref->sha256, (unsigned long long)ref->size);
+    else
+        code = 0;
+    if (ref != NULL)
+        faas__code_ref__free_unpacked(ref, NULL);
+    free(u->packed);
+    free(u);
+    free(resp);
+    return code;
+}
+
+/* The manifest, config and layers once each, as hex, in upload order. */
+static size_t image_blobs(const ctl_image_t *img, const char **hex, const char **path, uint64_t *size)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < img->n_layers + 2; i++) {
+        const char *d = i == 0 ? img->manifest_digest : i == 1 ? img->config.digest : img->layers[i - 2].digest;
+        size_t k = 0;
+        while (k < n && strcmp(hex[k], d + 7) != 0)
+            k++;
+        if (k < n)
+            continue;
+        hex[n] = d + 7;
+        path[n] = i == 0 ? NULL : i == 1 ? img->config_path : img->layer_paths[i - 2];
+        size[n++] = i == 0 ? img->manifest_len : i == 1 ? img->config.size : img->layers[i - 2].size;
+    }
+    return n;
+}
+
+/* The manifest lives in memory (it may be the normalized one): a memfd streams it like a file. */
+static int blob_fd(const ctl_image_t *img, const char *path)
+{
+    if (path != NULL)
+        return open(path, O_RDONLY | O_CLOEXEC);
+    int fd = memfd_create("faasctl-manifest", MFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (write(fd, img->manifest, img->manifest_len) != (ssize_t)img->manifest_len || lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The blobs discovery lacks (MissingBlobs); 0 or an exit code. */
+static int missing_blobs(const char **hex, size_t n, Faas__BlobList **missing)
+{
+    Faas__BlobList req = FAAS__BLOB_LIST__INIT;
+    uint8_t *resp = NULL;
+    size_t len = 0;
+    req.sha256 = (char **)hex;
+    req.n_sha256 = n;
+    int code = disc_call("/faas.Discovery/MissingBlobs", &req.base, NULL, &resp, &len);
+    if (code != 0)
+        return code;
+    *missing = faas__blob_list__unpack(NULL, len, resp);
+    free(resp);
+    if (*missing == NULL)
+        return fprintf(stderr, "faasctl: discovery sent a malformed BlobList\n"), EXIT_RUNTIME;
+    return 0;
+}
+
+/* Uploads what discovery lacks of img, then says how much that was. */
+static int upload_image(const ctl_image_t *img)
+{
+    const char *hex[CTL_IMAGE_MAX_LAYERS + 2], *path[CTL_IMAGE_MAX_LAYERS + 2];
+    uint64_t size[CTL_IMAGE_MAX_LAYERS + 2], bytes = 0;
+    size_t n = image_blobs(img, hex, path, size), k = 0;
+    Faas__BlobList *missing = NULL;
+    int code = missing_blobs(hex, n, &missing);
+    for (size_t i = 0; code == 0 && i < n; i++) {
+        int want = 0;
+        for (size_t j = 0; j < missing->n_sha256 && !want; j++)
+            want = strcmp(missing->sha256[j], hex[i]) == 0;
+        if (!want)
+            continue;
+        const char *what = i == 0 ? "manifest" : path[i] == img->config_path ? "config" : "layer";
+        int fd = blob_fd(img, path[i]);
+        if (fd < 0) {
+            fprintf(stderr, "faasctl: image %s: cannot open %s sha256:%s: %s\n", img->path, what, hex[i],
+                    strerror(errno));
+            code = EXIT_RUNTIME;
+            break;
+        }
+        code = upload_blob(fd, hex[i], size[i], what);
+        close(fd);
+        k++;
+        bytes += size[i];
+    }
+    if (code == 0)
+        printf("image %s: %zu blobs, %zu uploaded (%llu bytes), %zu already stored\n", img->ref, n, k,
+               (unsigned long long)bytes, n - k);
+    if (missing != NULL)
+        faas__blob_list__free_unpacked(missing, NULL);
+    return code;
+}
+
+/* Reads, checks and uploads the image, and puts what a worker needs into the spec. */
+static int deploy_image(faas_manifest_t *m)
+{
+    ctl_image_t img;
+    char err[1024];
+    if (ctl_image_open(m->spec->image->ref, &img, err, sizeof(err)) != 0) {
+        fprintf(stderr, "faasctl: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    int code = upload_image(&img);
+    if (code == 0) {
+        faas__image_spec__free_unpacked(m->spec->image, NULL);
+        if ((m->spec->image = malloc(sizeof(*m->spec->image))) != NULL)
+            faas__image_spec__init(m->spec->image);
+        if (m->spec->image == NULL || ctl_image_fill_spec(&img, m->spec->image) != 0)
+            code = (fprintf(stderr, "faasctl: out of memory\n"), EXIT_RUNTIME);
+    }
+    ctl_image_close(&img);
+    return code;
+}
+
 /* The code directory: --dir as given, else the manifest's code: (or its directory). */
 static int code_dir_of(const char *dir_flag, const char *manifest_path, const faas_manifest_t *m, char *out, size_t cap)
 {
@@ -282,14 +430,17 @@ static int load_manifest(const char *path, faas_manifest_t *m)
     return 0;
 }
 
+/* Uploads the code directory (dir) or the image (dir NULL), then deploys the spec. */
 static int do_deploy_rpc(faas_manifest_t *m, const char *dir)
 {
     Faas__CodeRef *ref = NULL;
-    int code = upload_code(dir, &ref);
+    int code = dir != NULL ? upload_code(dir, &ref) : deploy_image(m);
     if (code != 0)
         return code;
-    free(m->spec->code_sha256 != (char *)protobuf_c_empty_string ? m->spec->code_sha256 : NULL);
-    m->spec->code_sha256 = strdup(ref->sha256);
+    if (ref != NULL) {
+        free(m->spec->code_sha256 != (char *)protobuf_c_empty_string ? m->spec->code_sha256 : NULL);
+        m->spec->code_sha256 = strdup(ref->sha256);
+    }
     uint8_t *resp = NULL;
     size_t len = 0;
     char errbuf[512] = "";
@@ -302,16 +453,22 @@ static int do_deploy_rpc(faas_manifest_t *m, const char *dir)
         code = rpc_failed(rc, "discovery", NULL, g_discovery, DEPLOY_TIMEOUT_MS, errbuf);
     else if (got == NULL)
         code = (fprintf(stderr, "faasctl: discovery sent a malformed FunctionSpec\n"), EXIT_RUNTIME);
-    else {
+    else if (ref != NULL) {
         char sz[32];
         human_size(sz, sizeof(sz), ref->size);
         printf("deployed %s version %llu (code sha256 %.8s..., %s)\n", got->name, (unsigned long long)got->version,
                ref->sha256, sz);
+    } else {
+        char sz[32];
+        human_size(sz, sizeof(sz), m->spec->image->size);
+        printf("deployed %s version %llu (image %s, manifest %.19s..., %s)\n", got->name,
+               (unsigned long long)got->version, m->spec->image->ref, m->spec->image->manifest_digest, sz);
     }
     if (got != NULL)
         faas__function_spec__free_unpacked(got, NULL);
     free(resp);
-    faas__code_ref__free_unpacked(ref, NULL);
+    if (ref != NULL)
+        faas__code_ref__free_unpacked(ref, NULL);
     return code;
 }
 
@@ -340,6 +497,15 @@ static int cmd_deploy(const ctl_args_t *a)
     if (faas_manifest_defaults(m.spec) != 0) {
         fprintf(stderr, "faasctl: out of memory\n");
         code = EXIT_RUNTIME;
+        goto out;
+    }
+    if (m.spec->image != NULL) { /* validated: it has a ref */
+        if (dir_flag != NULL || m.code_dir != NULL) {
+            code = usage_error("deploy", "%s", "an image function has no code directory: give --image/image: or "
+                                               "--dir/code:, not both");
+            goto out;
+        }
+        code = do_deploy_rpc(&m, NULL);
         goto out;
     }
     if (code_dir_of(dir_flag, file, &m, dir, sizeof(dir)) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

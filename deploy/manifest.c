@@ -324,6 +324,20 @@ static int set_logs(Faas__FunctionSpec *s, const char *sub, const char *v, const
     return 0;
 }
 
+/* image: PATH[:TAG] as written; faasctl reads the image and fills the rest of ImageSpec. */
+static int set_image(Faas__FunctionSpec *s, const char *v, const char **err)
+{
+    if (v[0] == '\0')
+        return *err = "image must be a path (an OCI layout, an OCI or docker save archive)", -1;
+    if (!faas_printable(v))
+        return *err = "image must be printable", -1;
+    if (s->image == NULL && (s->image = malloc(sizeof(*s->image))) != NULL)
+        faas__image_spec__init(s->image);
+    if (s->image == NULL || set_str(&s->image->ref, v) != 0)
+        return *err = "out of memory", -1;
+    return 0;
+}
+
 static int set_env_kv(Faas__FunctionSpec *s, const char *v, const char **err)
 {
     const char *eq = strchr(v, '=');
@@ -408,6 +422,8 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
         return set_async(s, key + 6, v, err);
     if (strncmp(key, "logs.", 5) == 0)
         return set_logs(s, key + 5, v, err);
+    if (strcmp(key, "image") == 0)
+        return set_image(s, v, err);
     if (strcmp(key, "code") == 0) {
         if (v[0] == '\0')
             return *err = "code must be a directory", -1;
@@ -545,6 +561,7 @@ static const char *const known_keys[] = {
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
     "thrift_transport", "max_duration", "async",      "reserved",         "network",         "logs",
+    "image",
 };
 
 static int is_known(const char *k)
@@ -675,8 +692,9 @@ int faas_manifest_validate(const Faas__FunctionSpec *s, const char **err)
             *err = "the function needs a name";
         return -1;
     }
-    if (s->n_command == 0) {
-        *err = "the function needs a command (command: [\"./server\"] or --cmd)";
+    int image = s->image != NULL && s->image->ref != NULL && s->image->ref[0] != '\0';
+    if (s->n_command == 0 && !image) { /* an image's Entrypoint and Cmd are its command */
+        *err = "the function needs a command (command: [\"./server\"] or --cmd) or an image (image: PATH or --image)";
         return -1;
     }
     if (s->max_instances != 0 && s->min_instances > s->max_instances) {
@@ -821,10 +839,25 @@ static void print_logs(FILE *f, const Faas__LogSpec *l)
     print_async_field(f, "keep", l->keep, FAAS_SPEC_DEFAULT_LOG_KEEP, print_uint);
 }
 
+/* The image as the key that deploys it again, then what was deployed as comments. */
+static void print_image(FILE *f, const Faas__ImageSpec *im)
+{
+    if (im == NULL || im->ref == NULL || im->ref[0] == '\0')
+        return;
+    fputs("image: ", f);
+    print_quoted(f, im->ref);
+    fputc('\n', f);
+    if (im->manifest_digest != NULL && im->manifest_digest[0])
+        fprintf(f, "# image_manifest: %s (%llu blobs, %llu bytes)\n", im->manifest_digest,
+                (unsigned long long)im->n_blobs + 1, (unsigned long long)im->size);
+}
+
 void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
 {
     fprintf(f, "name: %s\nprotocol: %s\n", s->name, faas_protocol_name(s->protocol));
-    print_list(f, "command", s->command, s->n_command);
+    if (s->n_command > 0 || s->image == NULL) /* an image function may run its own Entrypoint */
+        print_list(f, "command", s->command, s->n_command);
+    print_image(f, s->image);
     if (s->n_env > 0) {
         fputs("env:\n", f);
         for (size_t i = 0; i < s->n_env; i++) {

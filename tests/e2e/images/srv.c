@@ -4,20 +4,24 @@
  * host's.
  *
  * Listens on 0.0.0.0:$PORT (default 8080), one thread per connection, keep-alive.
- *   GET /healthz      -> 200 "ok"
+ *   GET /healthz      -> 200 "ok"; 503 until SRV_READY_AFTER_MS (env) have passed since start
  *   GET /hello        -> "hello\n"
  *   GET /info         -> JSON: uid, gid, groups, cwd, argv, env (FOO BAR PORT HOME PATH),
  *                        which of a fixed list of paths exist, /etc/imagefile's content,
- *                        /written's content (null if absent)
+ *                        /written's and /data/written's content (null if absent), and
+ *                        whether /healthz would pass now ("ready")
  *   GET /exists?p=P   -> "yes" or "no" (stat of P)
- *   GET /write        -> JSON: the errno name (or "OK") of creating /tmp/x and /written;
- *                        /written then holds "pid <our pid as we see it>"
+ *   GET /ls?p=P       -> the names in directory P, sorted, one a line (404 if it cannot)
+ *   GET /write        -> JSON: the errno name (or "OK") of creating /tmp/x, /written and
+ *                        /data/written (a directory the image gives its user); each
+ *                        then holds "pid <our pid as we see it>"
  *   anything else     -> 404
  *
  * Build: cc -static -O2 -pthread -o srv srv.c */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -29,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_HEAD 16384
@@ -36,12 +41,23 @@
 
 static int g_argc;
 static char **g_argv;
+static struct timespec g_start;
+static long g_ready_after_ms;
+
+/* Whether the readiness delay has passed: a request the platform lets through before
+ * its probe passed would see false. */
+static int ready(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - g_start.tv_sec) * 1000L + (t.tv_nsec - g_start.tv_nsec) / 1000000L >= g_ready_after_ms;
+}
 
 /* The paths /info reports on: the image's own files, the whiteout, a host-only file
  * (Debian's marker, present on the host, absent in our images) and the pod's extras. */
 static const char *const PROBES[] = {"/etc/imagefile", "/etc/debian_version", "/bin/busybox", "/etc/gone",
                                      "/etc/kept", "/usr/bin/umoci", "/proc/self", "/dev/null", "/written",
-                                     "/tmp/x", NULL};
+                                     "/data/written", "/tmp/x", NULL};
 
 typedef struct {
     char buf[MAX_OUT];
@@ -96,7 +112,7 @@ static void info(out_t *o)
 {
     gid_t groups[64];
     int ng = getgroups(64, groups);
-    char cwd[512], f1[1024], f2[1024];
+    char cwd[512], f1[1024], f2[1024], f3[1024];
     put(o, "{\"uid\": %u, \"gid\": %u, \"groups\": [", (unsigned)getuid(), (unsigned)getgid());
     for (int i = 0; i < ng; i++)
         put(o, "%s%u", i ? ", " : "", (unsigned)groups[i]);
@@ -122,7 +138,9 @@ static void info(out_t *o)
     put_str(o, slurp("/etc/imagefile", f1, sizeof(f1)));
     put(o, ", \"written\": ");
     put_str(o, slurp("/written", f2, sizeof(f2)));
-    put(o, "}\n");
+    put(o, ", \"data_written\": ");
+    put_str(o, slurp("/data/written", f3, sizeof(f3)));
+    put(o, ", \"ready\": %s}\n", ready() ? "true" : "false");
 }
 
 static const char *try_create(const char *path)
@@ -136,6 +154,23 @@ static const char *try_create(const char *path)
     int err = w == n ? 0 : errno;
     close(fd);
     return err ? strerrorname_np(err) : "OK";
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+
+static int list_dir(out_t *o, const char *path)
+{
+    struct dirent **names;
+    int n = scandir(path, &names, NULL, by_name);
+    if (n < 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(names[i]->d_name, ".") != 0 && strcmp(names[i]->d_name, "..") != 0)
+            put(o, "%s\n", names[i]->d_name);
+        free(names[i]);
+    }
+    free(names);
+    return 0;
 }
 
 static int send_all(int fd, const char *p, size_t n)
@@ -157,7 +192,7 @@ static int respond(int fd, int status, const char *ctype, const char *body, size
     char head[256];
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
-                      status, status == 200 ? "OK" : "Not Found", ctype, blen);
+                      status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : "Not Found", ctype, blen);
     return send_all(fd, head, (size_t)hl) == 0 ? send_all(fd, body, blen) : -1;
 }
 
@@ -169,7 +204,7 @@ static int route(int fd, const char *target)
     if (o == NULL)
         return -1;
     if (strcmp(target, "/healthz") == 0) {
-        rc = respond(fd, 200, "text/plain", "ok", 2);
+        rc = ready() ? respond(fd, 200, "text/plain", "ok", 2) : respond(fd, 503, "text/plain", "not yet", 7);
     } else if (strcmp(target, "/hello") == 0) {
         rc = respond(fd, 200, "text/plain", "hello\n", 6);
     } else if (strcmp(target, "/info") == 0) {
@@ -179,9 +214,12 @@ static int route(int fd, const char *target)
         struct stat st;
         rc = stat(target + 10, &st) == 0 ? respond(fd, 200, "text/plain", "yes", 3)
                                           : respond(fd, 200, "text/plain", "no", 2);
+    } else if (strncmp(target, "/ls?p=", 6) == 0 && list_dir(o, target + 6) == 0) {
+        rc = respond(fd, 200, "text/plain", o->buf, o->len);
     } else if (strcmp(target, "/write") == 0) {
         const char *tmp = try_create("/tmp/x");
-        put(o, "{\"tmp\": \"%s\", \"root\": \"%s\"}\n", tmp, try_create("/written"));
+        const char *root = try_create("/written");
+        put(o, "{\"tmp\": \"%s\", \"root\": \"%s\", \"data\": \"%s\"}\n", tmp, root, try_create("/data/written"));
         rc = respond(fd, 200, "application/json", o->buf, o->len);
     } else {
         rc = respond(fd, 404, "text/plain", "not found\n", 10);
@@ -243,6 +281,9 @@ int main(int argc, char **argv)
 {
     g_argc = argc;
     g_argv = argv;
+    clock_gettime(CLOCK_MONOTONIC, &g_start);
+    const char *delay = getenv("SRV_READY_AFTER_MS");
+    g_ready_after_ms = delay ? atol(delay) : 0;
     signal(SIGPIPE, SIG_IGN);
     const char *port = getenv("PORT");
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;

@@ -62,6 +62,8 @@
 /* Largest reserved count (instances kept specialized from deploy on, docs/scaling.md):
  * each is a running pod, so far below FAAS_SPEC_LIMIT_INSTANCES. */
 #define FAAS_SPEC_LIMIT_RESERVED 1000
+/* Blobs of an image (its config and layers): Docker's own layer cap is 127. */
+#define FAAS_SPEC_LIMIT_IMAGE_BLOBS 128
 /* Largest concurrency a spec may ask for. */
 #define FAAS_SPEC_LIMIT_CONCURRENCY 1000000
 

@@ -22,6 +22,10 @@ Faas__FunctionSpec *disc_spec_parse(const uint8_t *buf, size_t len, const char *
 Faas__FunctionSpec *disc_spec_dup(const Faas__FunctionSpec *spec);
 /* 1 if s is exactly 64 lowercase hex characters (a sha256 in an artifact name). */
 int disc_valid_sha256(const char *s);
+/* 1 if d is "sha256:<64 hex>" (an OCI digest), with *hex at the hex. */
+int disc_oci_digest_hex(const char *d, const char **hex);
+/* The shape of spec->image (non-NULL): digests, bounds, no code_sha256. 0, or -1 with *err. */
+int disc_check_image(const Faas__FunctionSpec *spec, const char **err);
 
 /* ---- code artifacts (artifact.c) ---------------------------------------------- */
 

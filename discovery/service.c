@@ -18,6 +18,7 @@
 enum {
     M_UPLOAD,
     M_FETCH,
+    M_MISSING_BLOBS,
     M_DEPLOY,
     M_GET,
     M_LIST,
@@ -41,7 +42,7 @@ enum {
 #define N_CODES 17
 
 static const char *const method_names[M_COUNT] = {
-    "UploadCode",   "FetchCode", "Deploy",        "GetFunction", "ListFunctions",
+    "UploadCode",   "FetchCode", "MissingBlobs", "Deploy",        "GetFunction", "ListFunctions",
     "DeleteFunction", "Heartbeat", "ListInstances", "ListWorkers", "Watch", "GetFunctionStatus",
     "SubmitTask",     "GetTask",   "GetTaskResult", "ListTasks",   "CancelTask",
     "ClaimTasks",     "ReportTask",     "ClaimCallbacks", "ReportCallback",
@@ -266,6 +267,42 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
 out:
     if (ref)
         faas__code_ref__free_unpacked(ref, NULL);
+}
+
+/* Which blobs the store lacks, so an image's layers shared with what was deployed
+ * before are uploaded once (docs/images.md). */
+#define MISSING_BLOBS_MAX 1024
+
+static void do_missing_blobs(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    Faas__BlobList *in = faas__blob_list__unpack(NULL, len, req);
+    char **missing = NULL;
+    if (in == NULL || in->n_sha256 > MISSING_BLOBS_MAX) {
+        fail(s, call, M_MISSING_BLOBS, FAAS_GRPC_INVALID_ARGUMENT,
+             in == NULL ? "the request is not a valid BlobList" : "at most 1024 blobs per MissingBlobs call");
+        goto out;
+    }
+    missing = calloc(in->n_sha256 + 1, sizeof(*missing));
+    Faas__BlobList outl = FAAS__BLOB_LIST__INIT;
+    for (size_t i = 0; missing && i < in->n_sha256; i++) {
+        if (!disc_valid_sha256(in->sha256[i])) {
+            fail(s, call, M_MISSING_BLOBS, FAAS_GRPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
+            goto out;
+        }
+        if (disc_artifact_exists(disc_store_artifact_dir(s->store), in->sha256[i]) != 0)
+            missing[outl.n_sha256++] = in->sha256[i];
+    }
+    if (missing == NULL) {
+        fail(s, call, M_MISSING_BLOBS, FAAS_GRPC_INTERNAL, "out of memory");
+        goto out;
+    }
+    outl.sha256 = missing;
+    reply_msg(s, call, M_MISSING_BLOBS, &outl.base);
+out:
+    free(missing);
+    if (in)
+        faas__blob_list__free_unpacked(in, NULL);
 }
 
 /* ---- functions --------------------------------------------------------------------- */
@@ -854,6 +891,7 @@ static void do_report_callback(faas_rpc_call_t *call, const uint8_t *req, size_t
         defer(ud, m, do_##name, call, req, len);                                                               \
     }
 DEFERRED(fetch, M_FETCH)
+DEFERRED(missing_blobs, M_MISSING_BLOBS)
 DEFERRED(deploy, M_DEPLOY)
 DEFERRED(get, M_GET)
 DEFERRED(list, M_LIST)
@@ -881,13 +919,14 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
                                  uint64_t max_artifact_bytes)
 {
     static void (*const handlers[M_COUNT])(faas_rpc_call_t *, const uint8_t *, size_t, void *) = {
-        on_upload,      on_fetch,        on_deploy,          on_get,          on_list,
+        on_upload,      on_fetch,        on_missing_blobs, on_deploy,          on_get,          on_list,
         on_delete,      on_heartbeat,    on_list_instances,  on_list_workers, on_watch, on_status,
         on_submit_task, on_get_task,     on_get_task_result, on_list_tasks,   on_cancel_task,
         on_claim_tasks, on_report_task,  on_claim_callbacks, on_report_callback,
     };
     static const char *const paths[M_COUNT] = {
-        "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/Deploy",
+        "/faas.Discovery/UploadCode",     "/faas.Discovery/FetchCode",     "/faas.Discovery/MissingBlobs",
+        "/faas.Discovery/Deploy",
         "/faas.Discovery/GetFunction",    "/faas.Discovery/ListFunctions", "/faas.Discovery/DeleteFunction",
         "/faas.Discovery/Heartbeat",      "/faas.Discovery/ListInstances", "/faas.Discovery/ListWorkers",
         "/faas.Discovery/Watch",          "/faas.Discovery/GetFunctionStatus",

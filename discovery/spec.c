@@ -71,7 +71,8 @@ static int valid_service_name(const char *s, int allow_dash)
 
 static int check_command_env(const Faas__FunctionSpec *s, const char **err)
 {
-    if (s->n_command == 0 || empty(s->command[0])) {
+    /* an image brings its own Entrypoint/Cmd; the worker checks them against the image */
+    if (s->image == NULL && (s->n_command == 0 || empty(s->command[0]))) {
         *err = "command must be a non-empty argv (command[0] is the program to run)";
         return -1;
     }
@@ -86,6 +87,62 @@ static int check_command_env(const Faas__FunctionSpec *s, const char **err)
                 *err = "env has the same key twice";
                 return -1;
             }
+    }
+    return 0;
+}
+
+/* "sha256:<64 hex>", as OCI writes digests; 1 with the hex at *hex. */
+int disc_oci_digest_hex(const char *d, const char **hex)
+{
+    if (d == NULL || strncmp(d, "sha256:", 7) != 0 || !disc_valid_sha256(d + 7))
+        return 0;
+    *hex = d + 7;
+    return 1;
+}
+
+static int bounded_strings(char *const *v, size_t n, size_t max_n, size_t max_len)
+{
+    if (n > max_n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == NULL || strlen(v[i]) > max_len)
+            return 0;
+    return 1;
+}
+
+/* The shape of an image reference; whether its blobs are stored is check_against_store's,
+ * whether its entrypoint and user exist is the worker's (it has the rootfs). */
+int disc_check_image(const Faas__FunctionSpec *s, const char **err)
+{
+    const Faas__ImageSpec *im = s->image;
+    const char *hex;
+    if (!empty(s->code_sha256)) {
+        *err = "a function runs from code_sha256 or from an image, not both";
+        return -1;
+    }
+    if (!disc_oci_digest_hex(im->manifest_digest, &hex) || im->manifest_size == 0) {
+        *err = "image.manifest_digest must be sha256:<64 hex> with its manifest_size";
+        return -1;
+    }
+    if (im->n_blobs == 0 || im->n_blobs > FAAS_SPEC_LIMIT_IMAGE_BLOBS) {
+        *err = "image.blobs must list the config and at most " FAAS_SPEC_STR(FAAS_SPEC_LIMIT_IMAGE_BLOBS) " blobs";
+        return -1;
+    }
+    for (size_t i = 0; i < im->n_blobs; i++)
+        if (!disc_oci_digest_hex(im->blobs[i], &hex)) {
+            *err = "image.blobs must be sha256:<64 hex> digests";
+            return -1;
+        }
+    if (!bounded_strings(im->entrypoint, im->n_entrypoint, 256, 4096) ||
+        !bounded_strings(im->cmd, im->n_cmd, 256, 4096) || !bounded_strings(im->env, im->n_env, 1024, 32768) ||
+        (im->working_dir && strlen(im->working_dir) > 4096) || (im->user && strlen(im->user) > 256) ||
+        (im->ref && strlen(im->ref) > 4096)) {
+        *err = "image config too large: at most 256 entrypoint/cmd words, 1024 env entries, 4 KiB strings";
+        return -1;
+    }
+    if (!empty(im->working_dir) && im->working_dir[0] != '/') {
+        *err = "image WorkingDir must be an absolute path";
+        return -1;
     }
     return 0;
 }
@@ -116,6 +173,8 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
         *err = "network must be egress or none";
         return -1;
     }
+    if (s->image != NULL)
+        return disc_check_image(s, err);
     if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {
         *err = "code_sha256 is required: upload the code with UploadCode first";
         return -1;

@@ -175,9 +175,28 @@ static int find_service_owner(Faas__FunctionSpec **all, size_t n, const Faas__Fu
 static int list_locked(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
 
 /* Deploy-time checks that need the rest of the store: the artifact and routing keys. */
+/* Every blob of an image must be uploaded before the deploy that names it. */
+static int image_blobs_stored(disc_store_t *st, const Faas__ImageSpec *im, char *errbuf, size_t errcap)
+{
+    const char *hex = NULL;
+    for (size_t i = 0; i <= im->n_blobs; i++) {
+        const char *d = i == im->n_blobs ? im->manifest_digest : im->blobs[i];
+        if (!disc_oci_digest_hex(d, &hex) || disc_artifact_exists(st->artifacts, hex) != 0) {
+            snprintf(errbuf, errcap, "blob %.80s of image %.200s is not uploaded: upload the image's blobs first", d,
+                     im->ref ? im->ref : "");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static int check_against_store(disc_store_t *st, const Faas__FunctionSpec *s, char *errbuf, size_t errcap)
 {
-    if (disc_artifact_exists(st->artifacts, s->code_sha256) != 0) {
+    if (s->image != NULL) {
+        int rc = image_blobs_stored(st, s->image, errbuf, errcap);
+        if (rc != 0)
+            return rc;
+    } else if (disc_artifact_exists(st->artifacts, s->code_sha256) != 0) {
         snprintf(errbuf, errcap, "code_sha256 %.64s is not an uploaded artifact: upload the code first",
                  s->code_sha256);
         return -EINVAL;

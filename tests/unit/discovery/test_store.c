@@ -493,3 +493,52 @@ Test(store, unknown_fields_are_dropped)
     faas__function_spec__free_unpacked(a, NULL);
     faas__function_spec__free_unpacked(b, NULL);
 }
+
+/* An image function: no command needed, every blob must be stored, digests checked. */
+Test(store, image_specs_need_their_blobs)
+{
+    const char *err;
+    disc_store_t *st = disc_store_open(dir, &err);
+    char man[65], cfg[65], layer[65];
+    upload(st, "{\"schemaVersion\":2}", man);
+    upload(st, "{\"config\":{}}", cfg);
+    char dman[80], dcfg[80], dlayer[80];
+    snprintf(dman, sizeof(dman), "sha256:%s", man);
+    snprintf(dcfg, sizeof(dcfg), "sha256:%s", cfg);
+    char *blobs[] = {dcfg, dlayer};
+    Faas__ImageSpec im = FAAS__IMAGE_SPEC__INIT;
+    im.ref = "img:v1";
+    im.manifest_digest = dman;
+    im.manifest_size = 19;
+    im.blobs = blobs;
+    im.n_blobs = 2;
+    Faas__FunctionSpec s = basic("imgfn", argv_hello);
+    s.n_command = 0;
+    s.code_sha256 = "";
+    s.image = &im;
+    /* the layer is not uploaded yet */
+    snprintf(dlayer, sizeof(dlayer), "sha256:%064d", 0);
+    expect_bad(st, &s, "is not uploaded");
+    upload(st, "layer bytes", layer);
+    snprintf(dlayer, sizeof(dlayer), "sha256:%s", layer);
+    Faas__FunctionSpec *out = NULL;
+    char e[256];
+    cr_assert_eq(disc_store_deploy(st, &s, &out, e, sizeof(e)), 0, "%s", e);
+    cr_assert_not_null(out->image);
+    cr_assert_str_eq(out->image->manifest_digest, dman);
+    cr_assert_eq(out->image->n_blobs, 2);
+    faas__function_spec__free_unpacked(out, NULL);
+
+    s.code_sha256 = man;
+    expect_bad(st, &s, "not both");
+    s.code_sha256 = "";
+    snprintf(dlayer, sizeof(dlayer), "md5:%s", layer);
+    expect_bad(st, &s, "sha256:<64 hex>");
+    snprintf(dlayer, sizeof(dlayer), "sha256:%s", layer);
+    im.working_dir = "relative";
+    expect_bad(st, &s, "WorkingDir");
+    im.working_dir = "";
+    im.n_blobs = 0;
+    expect_bad(st, &s, "image.blobs");
+    disc_store_close(st);
+}

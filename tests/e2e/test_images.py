@@ -303,13 +303,14 @@ def test_versions_share_layers_uploaded_and_unpacked_once(plat, tmp_path):
     assert len(stored) == 1, stored
     wait_until(lambda: info(plat, "imgver")["imagefile"] == "v2\n", 15, interval=0.1, what="version 2 answers")
     after2 = rootfs_cache(plat)
+    # v2 adds its own rootfs (v1's may go once no version needs it: not asserted here)
     assert after2 - after1 == {F.manifest_digest("v2").split(":")[1]}, (after1, after2)
 
     # another function of the same image: the same cached rootfs, nothing uploaded
     n3, k3, _, s3 = upload_line(deploy(plat, "imgver2", F.ref("v2")))
     assert k3 == 0 and s3 == n3
     assert info(plat, "imgver2")["imagefile"] == "v2\n"
-    assert rootfs_cache(plat) == after2
+    assert not rootfs_cache(plat) - after2
 
 
 # ---- Thrift ----------------------------------------------------------------------

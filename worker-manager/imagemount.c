@@ -51,6 +51,9 @@ int wm_userns_make(const wm_config_t *cfg, char *err, size_t cap)
     if (pid == 0) {
         char c = 0;
         gid_t g = cfg->pod_gid;
+        /* our copy of the write end would keep the read below from ever seeing EOF */
+        close(up[0]);
+        close(down[1]);
         if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 ||
             setresuid(cfg->pod_uid, cfg->pod_uid, cfg->pod_uid) != 0 || unshare(CLONE_NEWUSER) != 0)
             _exit(1);

@@ -40,7 +40,9 @@ def acquired(p):
     """request id -> {phase: ms} from the worker manager's event=acquired lines (keys
     read by name: the image phases sit wherever the line puts them)."""
     out = {}
-    for line in p.wm.log().splitlines():
+    with open(p.wm.log_path, errors="replace") as f:  # all of it: Daemon.log() is its tail
+        lines = f.read().splitlines()
+    for line in lines:
         if "event=acquired" not in line:
             continue
         rid = re.search(r"request_id=(\w+)", line)
@@ -108,14 +110,14 @@ def main():
         res = {"n": a.n, "pool": a.pool}
         print(f"cold start from the warm pool (zero instances -> response complete), n={a.n} each, "
               f"pool={a.pool}, same static server:\n")
-        print("| function | p50 ms | p99 ms | max ms | wm total | code | specialize | exec | ready |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| function | p50 ms | p99 ms | max ms | wm total | queue | code | specialize | exec | ready |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for kind, label in (("code", "code directory"), ("image", "image, rootfs cached")):
             ph = medians([acq[r] for r in rids[kind] if r in acq], PHASES)
             xs = lat[kind]
             print(f"| {label} | {pct(xs, 50):.2f} | {pct(xs, 99):.2f} | {max(xs):.2f} | "
                   + " | ".join(f"{ph.get(k, float('nan')):.2f}" for k in
-                               ("total_us", "code_us", "specialize_us", "exec_us", "ready_us")) + " |")
+                               ("total_us", "queue_us", "code_us", "specialize_us", "exec_us", "ready_us")) + " |")
             res[kind] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "max": max(xs), "phases": ph}
         d50 = res["image"]["p50"] - res["code"]["p50"]
         d99 = res["image"]["p99"] - res["code"]["p99"]

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -236,6 +237,7 @@ int main(void)
         int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         pthread_t t;
         if (pthread_create(&t, NULL, serve, (void *)(long)fd) != 0)
             close(fd);

@@ -226,6 +226,18 @@ def test_image_user_is_an_unprivileged_host_id(plat, images):
     assert host_status(pid, "Gid") == [USERNS_BASE + iu.APP_UID] * 4
 
 
+def test_image_server_is_confined_like_any_function(plat, main_fn):
+    """The user server is not root of anything: the seccomp filter, the agent (pid 1 of
+    the pod, outside the image and its user namespace) out of its reach."""
+    fn, _ = main_fn
+    assert get(plat, fn, "/try?what=mount") == "EPERM"
+    assert get(plat, fn, "/try?what=setuid0") == "EPERM"
+    assert get(plat, fn, "/try?what=kill1") == "EPERM"
+    assert get(plat, fn, "/try?what=environ1") == "EACCES"
+    # the agent's side of the pod (its mounts under /tmp/.faas) is not in the image's root
+    assert get(plat, fn, "/exists?p=/tmp/.faas") == "no"
+
+
 def test_numeric_user_from_the_cli(plat, images):
     ref = images["layout"].ref("numeric")
     plat.ctl("deploy", "imgnum", "--image", ref, "--health", "/healthz", "--env", "FOO=cli")

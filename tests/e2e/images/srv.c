@@ -12,6 +12,9 @@
  *                        whether /healthz would pass now ("ready")
  *   GET /exists?p=P   -> "yes" or "no" (stat of P)
  *   GET /ls?p=P       -> the names in directory P, sorted, one a line (404 if it cannot)
+ *   GET /try?what=W   -> "OK" or the errno name of what a hostile server would try: mount
+ *                        (a tmpfs on /tmp), kill1 (signal 0 to pid 1: the agent), environ1
+ *                        (read /proc/1/environ), setuid0 (become root of the namespace)
  *   GET /write        -> JSON: the errno name (or "OK") of creating /tmp/x, /written and
  *                        /data/written (a directory the image gives its user); each
  *                        then holds "pid <our pid as we see it>"
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -158,6 +162,27 @@ static const char *try_create(const char *path)
     return err ? strerrorname_np(err) : "OK";
 }
 
+static const char *try_it(const char *what)
+{
+    int rc = -1;
+    char buf[64];
+    errno = EINVAL;
+    if (strcmp(what, "mount") == 0) {
+        rc = mount("none", "/tmp", "tmpfs", 0, NULL);
+    } else if (strcmp(what, "kill1") == 0) {
+        rc = kill(1, 0);
+    } else if (strcmp(what, "environ1") == 0) {
+        int fd = open("/proc/1/environ", O_RDONLY | O_CLOEXEC);
+        rc = fd < 0 ? -1 : (int)read(fd, buf, sizeof(buf));
+        rc = rc < 0 ? -1 : 0;
+        if (fd >= 0)
+            close(fd);
+    } else if (strcmp(what, "setuid0") == 0) {
+        rc = setuid(0);
+    }
+    return rc == 0 ? "OK" : strerrorname_np(errno);
+}
+
 static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
 
 static int list_dir(out_t *o, const char *path)
@@ -230,6 +255,9 @@ static int route(int fd, const char *target)
                                           : respond(fd, 200, "text/plain", "no", 2);
     } else if (strncmp(target, "/ls?p=", 6) == 0 && list_dir(o, target + 6) == 0) {
         rc = respond(fd, 200, "text/plain", o->buf, o->len);
+    } else if (strncmp(target, "/try?what=", 10) == 0) {
+        const char *r = try_it(target + 10);
+        rc = respond(fd, 200, "text/plain", r, strlen(r));
     } else if (strcmp(target, "/write") == 0) {
         const char *tmp = try_create("/tmp/x");
         const char *root = try_create("/written");

@@ -262,8 +262,14 @@ static int unpack(job_t *j, char *err, size_t errcap)
         wm_fmt(bundle, sizeof(bundle), "%s/bundle", j->tmp) != 0 ||
         wm_fmt(errfile, sizeof(errfile), "%s/umoci.err", j->tmp) != 0)
         return wm_fmt(err, errcap, "state dir path too long"), -1;
-    char *argv[] = {
-        (char *)j->cfg->umoci, "unpack", "--uid-map", map, "--gid-map", map, "--image", image, bundle, NULL};
+    if (mkdir(bundle, 0700) != 0)
+        return wm_fmt(err, errcap, "cannot make %s: %s", bundle, strerror(errno)), -1;
+    strncat(bundle, "/rootfs", sizeof(bundle) - strlen(bundle) - 1);
+    /* raw: the rootfs alone. A whole bundle would have umoci resolve User itself for a
+     * config.json we never read, failing on a user the image lacks with its own words
+     * before wm_image_resolve can say it in ours. */
+    char *argv[] = {(char *)j->cfg->umoci, "raw", "unpack", "--uid-map", map, "--gid-map", map, "--image", image,
+                    bundle, NULL};
     int st = 0, rc = run(argv, errfile, &st);
     if (rc != 0)
         return wm_fmt(err, errcap, "umoci is not installed on this worker"), -1;

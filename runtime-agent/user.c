@@ -4,13 +4,13 @@
  * except for the exec handshake and the final kill. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/capability.h>
-#include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -401,7 +401,7 @@ static const char *resolve_exe(const char *argv0, char **env, char *buf, size_t 
 /* Where the vfork child stopped: each its own words in step_message. */
 enum {
     STEP_OK,
-    STEP_CHDIR,   /* the code directory */
+    STEP_CHDIR, /* the code directory */
     STEP_EXEC,
     STEP_SECCOMP,
     STEP_USERNS,  /* an image's: setns into its user namespace */
@@ -466,9 +466,9 @@ static int child_failed(spawn_args_t *a, int step)
 /* Docker's default capabilities: an image's root keeps these in its bounding set, so that
  * what it may do in its user namespace is what images expect of a container, no more. */
 #define CAP_BIT(c) (1ULL << (c))
-#define IMAGE_CAPS                                                                                                \
-    (CAP_BIT(CAP_CHOWN) | CAP_BIT(CAP_DAC_OVERRIDE) | CAP_BIT(CAP_FSETID) | CAP_BIT(CAP_FOWNER) |                 \
-     CAP_BIT(CAP_SETGID) | CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETFCAP) | CAP_BIT(CAP_SETPCAP) |                    \
+#define IMAGE_CAPS                                                                                                     \
+    (CAP_BIT(CAP_CHOWN) | CAP_BIT(CAP_DAC_OVERRIDE) | CAP_BIT(CAP_FSETID) | CAP_BIT(CAP_FOWNER) |                      \
+     CAP_BIT(CAP_SETGID) | CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETFCAP) | CAP_BIT(CAP_SETPCAP) |                         \
      CAP_BIT(CAP_NET_BIND_SERVICE) | CAP_BIT(CAP_SYS_CHROOT) | CAP_BIT(CAP_KILL) | CAP_BIT(CAP_AUDIT_WRITE))
 
 /* Drops every other capability from the bounding set (we hold CAP_SETPCAP in the image's
@@ -747,7 +747,7 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, 
     us.cbs = *cbs;
     us.port = spec->port;
     int rc = us.port == 0 && pick_port(&us.port) != 0 ? (*err = "cannot pick a port for the user server", -1)
-                                                       : spawn(spec, userns_fd, err);
+                                                      : spawn(spec, userns_fd, err);
     /* the user server is in it now, or will never be: kept no longer than needed */
     if (userns_fd >= 0)
         close(userns_fd);

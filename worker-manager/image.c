@@ -262,15 +262,14 @@ static int unpack(job_t *j, char *err, size_t errcap)
         wm_fmt(bundle, sizeof(bundle), "%s/bundle", j->tmp) != 0 ||
         wm_fmt(errfile, sizeof(errfile), "%s/umoci.err", j->tmp) != 0)
         return wm_fmt(err, errcap, "state dir path too long"), -1;
-    /* raw: the rootfs only. A bundle's config.json would make umoci resolve the image's
-     * User itself and fail the whole unpack on a user the image lacks, which imagerun.c
-     * is there to say clearly. */
-    char rootfs[PATH_MAX + 8];
-    if (mkdir(bundle, 0700) != 0 && errno != EEXIST)
-        return wm_fmt(err, errcap, "cannot make a bundle for image %s: %s", j->ref, strerror(errno)), -1;
-    wm_fmt(rootfs, sizeof(rootfs), "%s/rootfs", bundle);
+    if (mkdir(bundle, 0700) != 0)
+        return wm_fmt(err, errcap, "cannot make %s: %s", bundle, strerror(errno)), -1;
+    strncat(bundle, "/rootfs", sizeof(bundle) - strlen(bundle) - 1);
+    /* raw: the rootfs alone. A whole bundle would have umoci resolve User itself for a
+     * config.json we never read, failing on a user the image lacks with its own words
+     * before wm_image_resolve can say it in ours. */
     char *argv[] = {(char *)j->cfg->umoci, "raw", "unpack", "--uid-map", map, "--gid-map", map, "--image", image,
-                    rootfs, NULL};
+                    bundle, NULL};
     int st = 0, rc = run(argv, errfile, &st);
     if (rc != 0)
         return wm_fmt(err, errcap, "umoci is not installed on this worker"), -1;

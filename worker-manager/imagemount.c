@@ -50,10 +50,9 @@ int wm_userns_make(const wm_config_t *cfg, char *err, size_t cap)
     pid_t pid = fork();
     if (pid == 0) {
         char c = 0;
-        gid_t g = cfg->pod_gid;
-        /* our copy of the write end would keep the read below from ever seeing EOF */
         close(up[0]);
-        close(down[1]);
+        close(down[1]); /* else our own read below never sees EOF */
+        gid_t g = cfg->pod_gid;
         if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 ||
             setresuid(cfg->pod_uid, cfg->pod_uid, cfg->pod_uid) != 0 || unshare(CLONE_NEWUSER) != 0)
             _exit(1);

@@ -88,7 +88,7 @@ Test(agent_image, decode_takes_the_images_command_and_env)
     char **env = agent_build_env(s, 8080);
     cr_assert_str_eq(env_get(env, "PATH"), "/bin"); /* the image's over the base */
     cr_assert_str_eq(env_get(env, "HOME"), "/home/app");
-    cr_assert_str_eq(env_get(env, "LANG"), "C.UTF-8"); /* the base where the image says nothing */
+    cr_assert_str_eq(env_get(env, "LANG"), "C.UTF-8");      /* the base where the image says nothing */
     cr_assert_str_eq(env_get(env, "GREETING"), "manifest"); /* the function's env over the image's */
     cr_assert_str_eq(env_get(env, "EMPTY"), "");
     cr_assert_str_eq(env_get(env, "EQ"), "a=b");
@@ -130,12 +130,9 @@ Test(agent_image, bad_image_runs_are_refused)
         size_t n_argv, n_env;
         const char *want;
     } cases[] = {
-        {"tmp/root", NULL, NULL, NULL, NULL, 0, 0, "root"},
-        {"", NULL, NULL, NULL, NULL, 0, 0, "root"},
-        {NULL, "srv", NULL, NULL, NULL, 0, 0, "executable"},
-        {NULL, NULL, "app", NULL, NULL, 0, 0, "WorkingDir"},
-        {NULL, NULL, NULL, none, NULL, 0, 0, "no command"},
-        {NULL, NULL, NULL, NULL, bad_env1, 0, 1, "KEY=value"},
+        {"tmp/root", NULL, NULL, NULL, NULL, 0, 0, "root"},    {"", NULL, NULL, NULL, NULL, 0, 0, "root"},
+        {NULL, "srv", NULL, NULL, NULL, 0, 0, "executable"},   {NULL, NULL, "app", NULL, NULL, 0, 0, "WorkingDir"},
+        {NULL, NULL, NULL, none, NULL, 0, 0, "no command"},    {NULL, NULL, NULL, NULL, bad_env1, 0, 1, "KEY=value"},
         {NULL, NULL, NULL, NULL, bad_env2, 0, 1, "KEY=value"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -260,6 +260,45 @@ def docker_archive(layout, tag, out, repo_tag="faas-test/img:latest"):
     return out
 
 
+def docker_archive_v25(layout, tag, out, repo_tag="faas-test/img:latest"):
+    """The `docker save` archive of Docker 25 and later: an OCI layout (oci-layout,
+    index.json, blobs/sha256/) whose layers are uncompressed tars, plus the classic
+    manifest.json naming the same blobs by path."""
+    with open(layout.blob(layout.manifest(tag)["config"]["digest"]), "rb") as f:
+        config = f.read()
+    blobs, layers = {}, []
+    for digest in layout.layers(tag):
+        with gzip.open(layout.blob(digest), "rb") as f:
+            data = f.read()
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[d] = data
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(data)})
+    cdig = "sha256:" + hashlib.sha256(config).hexdigest()
+    blobs[cdig] = config
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdig,
+                                      "size": len(config)},
+                           "layers": layers}).encode()
+    mdig = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    blobs[mdig] = manifest
+    repo, _, rtag = repo_tag.rpartition(":")
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdig,
+                            "size": len(manifest),
+                            "annotations": {"io.containerd.image.name": f"docker.io/{repo_tag}",
+                                            "org.opencontainers.image.ref.name": rtag}}]}
+    path = lambda d: "blobs/" + d.replace(":", "/")  # noqa: E731
+    with tarfile.open(out, "w") as t:
+        _add_bytes(t, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(t, "index.json", json.dumps(index).encode())
+        for d, data in blobs.items():
+            _add_bytes(t, path(d), data)
+        _add_bytes(t, "manifest.json", json.dumps([{"Config": path(cdig), "RepoTags": [repo_tag],
+                                                    "Layers": [path(l["digest"]) for l in layers]}]).encode())
+        _add_bytes(t, "repositories", json.dumps({repo: {rtag: layers[-1]["digest"][7:]}}).encode())
+    return out
+
+
 def diff_ids_of_docker_archive(path):
     """(the config's diff_ids, the sha256 of each layer.tar in order): a check that the
     archive written is coherent, as docker load would see it."""

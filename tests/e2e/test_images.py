@@ -336,6 +336,28 @@ def test_versions_share_layers_uploaded_and_unpacked_once(plat, tmp_path):
     assert not rootfs_cache(plat) - after2
 
 
+def test_unneeded_rootfs_are_removed_and_needed_ones_kept(plat, images, main_fn, tmp_path):
+    """A rootfs no current version needs and no pod runs goes at the worker's next
+    sweep (every 30 s); one a deployed function needs stays."""
+    F = iu.build_family(tmp_path, "gc")
+    hexes = [F.manifest_digest(t).split(":")[1] for t in ("v1", "v2")]
+    for tag in ("v1", "v2"):
+        deploy(plat, "imggc", F.ref(tag), "idle_timeout: 1s\n")
+        wait_until(lambda: info(plat, "imggc")["imagefile"] == f"{tag}\n", 15, interval=0.1, what=tag)
+    assert set(hexes) <= rootfs_cache(plat)
+    info(plat, main_fn[0])  # v1 of the layout: deployed and current, so needed
+    keep = images["layout"].manifest_digest("v1").split(":")[1]
+    plat.ctl("delete", "imggc")
+    gone = lambda: not set(hexes) & rootfs_cache(plat)  # noqa: E731
+    wait_until(gone, 75, interval=0.5, what="the unneeded rootfs removed")
+    assert keep in rootfs_cache(plat)
+    with open(plat.wm.log_path, errors="replace") as f:
+        log = f.read()
+    for h in hexes:
+        assert re.search(rf"event=image_removed manifest={h} .*reason=unused", log), h
+    assert not [n for n in os.listdir(f"{plat.dir}/worker/images/rootfs") if n.split(".")[0] in hexes]
+
+
 # ---- Thrift ----------------------------------------------------------------------
 
 def thrift_call(port, fn, name, arg=None):

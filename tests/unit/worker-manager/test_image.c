@@ -588,6 +588,7 @@ typedef struct {
     char layout[256];
     char manifest[80];
     char *blobs[8];
+    char blob_text[8][72]; /* what blobs point at */
     size_t n_blobs;
     uint64_t manifest_size;
     int calls;
@@ -628,8 +629,11 @@ static void describe(src_t *s)
     buf[n] = '\0';
     cr_assert_eq(n, s->manifest_size);
     s->n_blobs = 0;
-    for (char *p = buf; (p = strstr(p, "sha256:")) != NULL; p += 71)
-        s->blobs[s->n_blobs++] = strndup(p, 71);
+    for (char *p = buf; (p = strstr(p, "sha256:")) != NULL && s->n_blobs < 8; p += 71) {
+        snprintf(s->blob_text[s->n_blobs], sizeof(s->blob_text[0]), "%.71s", p);
+        s->blobs[s->n_blobs] = s->blob_text[s->n_blobs];
+        s->n_blobs++;
+    }
 }
 
 static void spec_of(src_t *s, Faas__ImageSpec *img)

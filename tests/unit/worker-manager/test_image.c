@@ -593,12 +593,29 @@ typedef struct {
     uint64_t manifest_size;
     int calls;
     const char *corrupt; /* this hex gets other bytes */
+    wm_config_t *gc_cfg; /* set: each fetch ages the temp dir by an hour, then runs gc */
+    int gc_runs;
 } src_t;
+
+/* A gc in the middle of an unpack: its temp dir, made to look an hour old, stays. */
+static void gc_during_fetch(src_t *s)
+{
+    char cmd[PATH_MAX];
+    snprintf(cmd, sizeof(cmd), "touch -d '1 hour ago' %s/images/tmp.*", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+    uint64_t removed;
+    cr_assert_eq(wm_image_gc(s->gc_cfg, NULL, 0, NULL, 0, &removed), 0);
+    snprintf(cmd, sizeof(cmd), "test -d %s/images/tmp.*/layout", tmpdir);
+    cr_assert_eq(system(cmd), 0, "gc removed the temp dir of an unpack in progress");
+    s->gc_runs++;
+}
 
 static int copy_fetch(void *ud, const char *hex, const char *path, char *err, size_t errcap)
 {
     src_t *s = ud;
     s->calls++;
+    if (s->gc_cfg)
+        gc_during_fetch(s);
     if (s->corrupt && strcmp(hex, s->corrupt) == 0)
         return sh("echo tampered > %s", path) == 0 ? 0 : -1;
     if (sh("cp %s/blobs/sha256/%s %s", s->layout, hex, path) != 0) {
@@ -743,6 +760,30 @@ Test(image_ensure, unpacks_with_whiteouts_and_shifted_ids_then_serves_from_cache
     cr_assert_eq(wm_image_gc(&cfg, NULL, 0, NULL, 0, &removed), 0);
     cr_assert_gt(removed, 500000);
     cr_assert_neq(access(root, F_OK), 0);
+}
+
+Test(image_ensure, gc_leaves_an_unpack_in_progress_alone)
+{
+    src_t s = {0};
+    build_image(&s);
+    Faas__ImageSpec img;
+    spec_of(&s, &img);
+    wm_config_t cfg = gc_cfg(1ull << 30);
+    s.gc_cfg = &cfg;
+    wm_image_times_t t;
+    char err[512] = "", root[512];
+    cr_assert_eq(wm_image_ensure_with(&cfg, &img, copy_fetch, &s, &t, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(s.gc_runs, 5);
+    wm_image_rootfs(&cfg, &img, root, sizeof(root));
+    cr_assert_eq(access(root, F_OK), 0);
+    /* and once it is over, an hour-old temp dir is a dead unpack's: it goes */
+    put("images/tmp.dead00/layout/x", "x", 0644);
+    cr_assert_eq(sh("touch -d '1 hour ago' %s/images/tmp.dead00", tmpdir), 0);
+    uint64_t removed;
+    const char *needed[] = {s.manifest + 7};
+    cr_assert_eq(wm_image_gc(&cfg, needed, 1, NULL, 0, &removed), 0);
+    cr_assert_neq(access(at("images/tmp.dead00"), F_OK), 0);
+    cr_assert_eq(access(root, F_OK), 0);
 }
 
 Test(image_ensure, a_blob_that_does_not_match_its_digest)

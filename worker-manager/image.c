@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/rpc.h"
 #include "common/util.h"
 #include "proto/faas.pb-c.h"
 
@@ -399,15 +400,26 @@ out:
     return rc;
 }
 
+typedef struct {
+    const wm_config_t *cfg;
+    faas_rpc_channel_t *ch; /* one connection for all the blobs of an image */
+} disc_fetch_t;
+
 static int fetch_discovery(void *ud, const char *hex, const char *path, char *err, size_t errcap)
 {
-    const wm_config_t *cfg = ud;
-    return wm_fetch_blob(cfg->discovery, hex, path, "image blob", err, errcap);
+    disc_fetch_t *d = ud;
+    if (d->ch == NULL)
+        d->ch = faas_rpc_channel_open(d->cfg->discovery);
+    return wm_fetch_blob(d->ch, d->cfg->discovery, hex, path, "image blob", err, errcap);
 }
 
 int wm_image_ensure(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_image_times_t *t, char *err, size_t errcap)
 {
-    return wm_image_ensure_with(cfg, img, fetch_discovery, (void *)cfg, t, err, errcap);
+    disc_fetch_t d = {.cfg = cfg};
+    int rc = wm_image_ensure_with(cfg, img, fetch_discovery, &d, t, err, errcap);
+    if (d.ch != NULL)
+        faas_rpc_channel_close(d.ch);
+    return rc;
 }
 
 /* ---- gc ---- */

@@ -501,8 +501,8 @@ static int cmd_deploy(const ctl_args_t *a)
     }
     if (m.spec->image != NULL) { /* validated: it has a ref */
         if (dir_flag != NULL || m.code_dir != NULL) {
-            code = usage_error("deploy", "%s", "an image function has no code directory: give --image/image: or "
-                                               "--dir/code:, not both");
+            code = usage_error("deploy", "%s",
+                               "an image function has no code directory: give --image/image: or --dir/code:, not both");
             goto out;
         }
         code = do_deploy_rpc(&m, NULL);

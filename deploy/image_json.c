@@ -115,7 +115,8 @@ int ctl_image_parse_desc(const char *s, size_t n, ctl_desc_t *d, char *err, size
     if (ctl_json_member(s, n, "size", &v, &vn) != 0 || json_u64(v, vn, &d->size) != 0)
         return snprintf(err, errcap, "descriptor %s has no valid size", d->digest), -1;
     if (ctl_json_member(s, n, "annotations", &ann, &an) == 0 &&
-        member_str(ann, an, "org.opencontainers.image.ref.name", d->ref_name, sizeof(d->ref_name)) < 0)
+        (member_str(ann, an, "org.opencontainers.image.ref.name", d->ref_name, sizeof(d->ref_name)) < 0 ||
+         member_str(ann, an, "io.containerd.image.name", d->image_name, sizeof(d->image_name)) < 0))
         return snprintf(err, errcap, "descriptor %s: its ref name is not a string", d->digest), -1;
     if (ctl_json_member(s, n, "platform", &plat, &pn) == 0 &&
         (member_str(plat, pn, "os", d->os, sizeof(d->os)) < 0 ||
@@ -195,17 +196,31 @@ static void list_tags(const ctl_desc_t *ds, size_t n, char *buf, size_t cap)
     }
 }
 
+/* "docker.io/library/app:v1" is named by itself and by "app:v1" (and "library/app:v1"). */
+static int name_is(const char *name, const char *tag)
+{
+    size_t n = strlen(name), t = strlen(tag);
+    if (name[0] == '\0' || t == 0 || t > n)
+        return 0;
+    return strcmp(name + n - t, tag) == 0 && (t == n || name[n - t - 1] == '/');
+}
+
 int ctl_image_pick(const ctl_desc_t *ds, size_t n, const char *tag, size_t *idx, char *err, size_t errcap)
 {
     char tags[512];
     if (tag != NULL) {
+        size_t hits = 0;
         for (size_t i = 0; i < n; i++)
-            if (strcmp(ds[i].ref_name, tag) == 0)
-                return *idx = i, 0;
+            if (strcmp(ds[i].ref_name, tag) == 0 || name_is(ds[i].image_name, tag))
+                *idx = i, hits++;
+        if (hits == 1)
+            return 0;
+        list_tags(ds, n, tags, sizeof(tags));
+        if (hits > 1) /* docker save >= 25 tags app:v1 and other:v1 both "v1" */
+            return snprintf(err, errcap, "\"%.128s\" names %zu images (give repo:tag; tags: %s)", tag, hits, tags), -1;
         /* one untagged manifest: the tag cannot pick another */
         if (n == 1 && ds[0].ref_name[0] == '\0')
             return *idx = 0, 0;
-        list_tags(ds, n, tags, sizeof(tags));
         return snprintf(err, errcap, "no image tagged \"%.128s\" (tags: %s)", tag, tags), -1;
     }
     if (n == 1)

@@ -373,6 +373,24 @@ Test(image, docker_save_layer_not_its_diff_id)
 
 /* ---- the pure parsers ---- */
 
+Test(image_json, pick_by_docker_image_name)
+{
+    ctl_desc_t ds[2] = {0};
+    size_t idx = 9;
+    strcpy(ds[0].ref_name, "v1");
+    strcpy(ds[0].image_name, "docker.io/library/app:v1");
+    strcpy(ds[1].ref_name, "v1");
+    strcpy(ds[1].image_name, "docker.io/library/other:v1");
+    cr_assert_eq(ctl_image_pick(ds, 2, "other:v1", &idx, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(idx, 1);
+    cr_assert_eq(ctl_image_pick(ds, 2, "docker.io/library/app:v1", &idx, err, sizeof(err)), 0);
+    cr_assert_eq(idx, 0);
+    cr_assert_eq(ctl_image_pick(ds, 2, "her:v1", &idx, err, sizeof(err)), -1, "a suffix is not a name");
+    cr_assert_eq(ctl_image_pick(ds, 2, NULL, &idx, err, sizeof(err)), -1);
+    cr_assert_eq(ctl_image_pick(ds, 2, "v1", &idx, err, sizeof(err)), -1, "ambiguous");
+    cr_assert(strstr(err, "names 2 images") != NULL, "%s", err);
+}
+
 Test(image_json, descriptors)
 {
     ctl_desc_t d;

@@ -54,12 +54,14 @@ BIN_gateway   := $(BUILD)/faas-gateway
 BIN_faasctl   := $(BUILD)/faasctl
 BIN_faasd     := $(BUILD)/faasd
 EXAMPLES      := $(BUILD)/examples/hello-http
+# Static user servers the e2e tests put into OCI images (tests/e2e/images/, issue 15)
+TEST_IMAGE_SRVS := $(BUILD)/tests/images/srv $(BUILD)/tests/images/thrift_srv
 DEPLOY_LIB    := $(filter-out %/faasctl.o %/faasd.o,$(call objs_of,deploy))
 
 BINS := $(BIN_discovery) $(BIN_workermgr) $(BIN_agent) $(BIN_gateway) $(BIN_faasctl) $(BIN_faasd)
 
 .PHONY: all deps test unit e2e run asan test-asan unit-asan fuzz bench clean format
-all: $(BINS) $(EXAMPLES)
+all: $(BINS) $(EXAMPLES) $(TEST_IMAGE_SRVS)
 
 $(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
@@ -103,6 +105,20 @@ $(BUILD)/examples/hello-http: examples/hello-http/hello
 examples/hello-http/hello: examples/hello-http/hello.c
 	@echo "  CC    $@"
 	$(Q)$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -o $@.tmp $< && mv -f $@.tmp $@
+
+# tests/e2e/test_agent_image.py: what the worker manager's root helper does for an image
+# pod (a user namespace, the mounted root, the agent dropped to the pod's uid).
+E2E_HELPERS := $(BUILD)/tests/userns-pod
+all: $(E2E_HELPERS)
+$(BUILD)/tests/userns-pod: tests/e2e/userns_pod.c
+	@mkdir -p $(@D); echo "  CC    $@"
+	$(Q)$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -o $@ $<
+
+# User code in an image of busybox and nothing else: static, no sanitizers.
+$(BUILD)/tests/images/%: tests/e2e/images/%.c
+	@mkdir -p $(@D); echo "  CC    $@"
+	$(Q)$(CC) -std=gnu11 -O2 -static -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -o $@.tmp $< \
+	  && mv -f $@.tmp $@
 
 # ---- generated protobuf code (never committed) ------------------------------
 $(PROTO_C) $(PROTO_H): proto/faas.proto

@@ -317,23 +317,32 @@ long faas_read_small(const char *path, char *buf, size_t cap)
     return (long)n;
 }
 
-ssize_t faas_send_with_fd(int sock, const void *buf, size_t len, int fd, int flags)
+ssize_t faas_send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, int flags)
 {
     struct iovec iov = {(void *)buf, len};
     union {
         struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
+        char b[CMSG_SPACE(FAAS_MAX_SEND_FDS * sizeof(int))];
     } cm;
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
+    if (nfds > FAAS_MAX_SEND_FDS) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (nfds > 0) {
         memset(&cm, 0, sizeof(cm));
         m.msg_control = cm.b;
-        m.msg_controllen = sizeof(cm.b);
+        m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
         struct cmsghdr *c = CMSG_FIRSTHDR(&m);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     }
     return sendmsg(sock, &m, MSG_NOSIGNAL | flags);
+}
+
+ssize_t faas_send_with_fd(int sock, const void *buf, size_t len, int fd, int flags)
+{
+    return faas_send_with_fds(sock, buf, len, &fd, fd >= 0 ? 1 : 0, flags);
 }

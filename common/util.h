@@ -16,6 +16,9 @@ long faas_read_small(const char *path, char *buf, size_t cap);
 /* One packet of len bytes on a socket, with descriptor fd passed along (SCM_RIGHTS) when
  * fd >= 0; MSG_NOSIGNAL | flags. sendmsg's result. Async-signal-safe (no allocation):
  * a vfork child may call it. */
+/* Like faas_send_with_fd with nfds (at most FAAS_MAX_SEND_FDS) fds in one SCM_RIGHTS. */
+#define FAAS_MAX_SEND_FDS 4
+ssize_t faas_send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t nfds, int flags);
 ssize_t faas_send_with_fd(int sock, const void *buf, size_t len, int fd, int flags);
 /* Wall clock in unix milliseconds. */
 int64_t faas_unix_ms(void);

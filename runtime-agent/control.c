@@ -3,12 +3,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -310,16 +313,21 @@ static const agent_log_cbs_t log_cbs = {on_log_full, on_log_dropped};
 
 /* ---- specialization ---- */
 
-static void specialize(uint64_t t0_us)
+/* userns_fd: an image's user namespace (taken), else -1. */
+static void specialize(uint64_t t0_us, int userns_fd)
 {
     const char *err = NULL;
     agent_spec_t *spec = &ag.cmd.spec;
     ag.specialized = 1;
-    FAAS_INFO("event=specialize fn=%s instance=%s dir=%s", spec->name, spec->instance_id, spec->code_dir);
+    if (spec->image != NULL)
+        FAAS_INFO("event=specialize fn=%s instance=%s image_root=%s exe=%s uid=%u gid=%u", spec->name,
+                  spec->instance_id, spec->image->root, spec->image->exe, spec->image->uid, spec->image->gid);
+    else
+        FAAS_INFO("event=specialize fn=%s instance=%s dir=%s", spec->name, spec->instance_id, spec->code_dir);
     /* standalone there is no worker manager to rotate the file: stderr, unbounded */
     agent_log_init(ag.log_fd, spec->log_max_bytes, spec->name, spec->instance_id,
                    ag.opts->standalone ? NULL : &log_cbs);
-    if (agent_user_start(ag.loop, spec, t0_us, &user_cbs, &err) != 0) {
+    if (agent_user_start(ag.loop, spec, userns_fd, t0_us, &user_cbs, &err) != 0) {
         on_user_failed(err);
         return;
     }
@@ -333,8 +341,12 @@ static void specialize(uint64_t t0_us)
     overload_start();
 }
 
-/* Receives one packet and the fds that came with it (the first is kept, others closed). */
-static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
+/* The fds a packet may carry: the log file, then (SPECIALIZE of an image) a user namespace. */
+#define PACKET_FDS 2
+
+/* Receives one packet and the fds that came with it (the first PACKET_FDS kept, in order,
+ * -1 where none came; others closed). */
+static ssize_t recv_packet(uint8_t *buf, size_t cap, int fd_out[PACKET_FDS])
 {
     union {
         struct cmsghdr h;
@@ -343,7 +355,9 @@ static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
     struct iovec iov = {buf, cap};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b, .msg_controllen = sizeof(cbuf.b)};
     ssize_t n = recvmsg(ag.control_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    *fd_out = -1;
+    size_t kept = 0;
+    for (size_t i = 0; i < PACKET_FDS; i++)
+        fd_out[i] = -1;
     if (n < 0)
         return n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
@@ -353,8 +367,8 @@ static ssize_t recv_packet(uint8_t *buf, size_t cap, int *fd_out)
         int fds[4];
         memcpy(fds, CMSG_DATA(c), nfd * sizeof(int));
         for (size_t i = 0; i < nfd; i++) {
-            if (*fd_out < 0)
-                *fd_out = fds[i];
+            if (kept < PACKET_FDS)
+                fd_out[kept++] = fds[i];
             else
                 close(fds[i]);
         }
@@ -382,57 +396,69 @@ static void on_runq(const Faas__AgentCommand *m)
                   ag.cmd.spec.name, v.degree, m->runq_waiting, (unsigned long long)m->runq_hot_us);
 }
 
-static void handle_command(const uint8_t *buf, size_t len, int fd, uint64_t t0_us)
+static void close_fds(int fds[PACKET_FDS], size_t from)
+{
+    for (size_t i = from; i < PACKET_FDS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]), fds[i] = -1;
+}
+
+/* 1 if fd is a user namespace (what an image's SPECIALIZE brings second). */
+static int is_userns(int fd)
+{
+    return fd >= 0 && ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWUSER;
+}
+
+/* SPECIALIZE: fds[0] the log file, fds[1] an image's user namespace. */
+static void on_specialize(agent_cmd_t *cmd, int fds[PACKET_FDS], uint64_t t0_us)
+{
+    if (ag.specialized) {
+        agent_cmd_free(cmd);
+        close_fds(fds, 0);
+        FAAS_WARN("event=specialize_ignored reason=already_specialized");
+        return;
+    }
+    if (cmd->spec.image != NULL && !is_userns(fds[1])) {
+        agent_cmd_free(cmd);
+        close_fds(fds, 0);
+        on_user_failed("no user namespace for the image");
+        return;
+    }
+    if (cmd->spec.image == NULL)
+        close_fds(fds, 1);
+    ag.cmd = *cmd;
+    ag.log_fd = fds[0];
+    specialize(t0_us, fds[1]);
+}
+
+static void handle_command(const uint8_t *buf, size_t len, int fds[PACKET_FDS], uint64_t t0_us)
 {
     agent_cmd_t cmd;
     const char *err = NULL;
     if (agent_cmd_decode(buf, len, &cmd, &err) != 0) {
-        if (fd >= 0)
-            close(fd);
+        close_fds(fds, 0);
         on_user_failed(err);
         return;
     }
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__SPECIALIZE) {
+        on_specialize(&cmd, fds, t0_us);
+        return;
+    }
+    close_fds(fds, 1); /* only SPECIALIZE brings a second */
+    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__LOG_FD && ag.specialized && fds[0] >= 0)
+        agent_log_swap(fds[0]); /* the new file takes the next line */
+    else
+        close_fds(fds, 0);
     if (cmd.type == FAAS__AGENT_COMMAND__TYPE__CANCEL_TASK) {
         FAAS_INFO("event=cancel_task task=%s", cmd.msg->task_id);
         agent_task_cancel(cmd.msg->task_id);
-        agent_cmd_free(&cmd);
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__LOG_FD) {
-        agent_cmd_free(&cmd);
-        if (ag.specialized && fd >= 0)
-            agent_log_swap(fd); /* the new file takes the next line */
-        else if (fd >= 0)
-            close(fd);
-        return;
-    }
-    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__RUNQ) {
+    } else if (cmd.type == FAAS__AGENT_COMMAND__TYPE__RUNQ) {
         on_runq(cmd.msg);
-        agent_cmd_free(&cmd);
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    if (cmd.type == FAAS__AGENT_COMMAND__TYPE__STOP) {
+    } else if (cmd.type == FAAS__AGENT_COMMAND__TYPE__STOP) {
         FAAS_INFO("event=stop");
-        agent_cmd_free(&cmd);
-        if (fd >= 0)
-            close(fd);
         quit(0);
-        return;
     }
-    if (ag.specialized) {
-        agent_cmd_free(&cmd);
-        if (fd >= 0)
-            close(fd);
-        FAAS_WARN("event=specialize_ignored reason=already_specialized");
-        return;
-    }
-    ag.cmd = cmd;
-    ag.log_fd = fd;
-    specialize(t0_us);
+    agent_cmd_free(&cmd);
 }
 
 static void on_control(evl_io_t *io, int events)
@@ -443,9 +469,9 @@ static void on_control(evl_io_t *io, int events)
     if (!(events & EVL_READ))
         return;
     for (;;) {
-        int fd;
+        int fds[PACKET_FDS];
         uint64_t t0 = faas_now_us();
-        ssize_t n = recv_packet(buf, sizeof(buf), &fd);
+        ssize_t n = recv_packet(buf, sizeof(buf), fds);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n == 0 || (n < 0 && n != -2)) {
@@ -456,12 +482,11 @@ static void on_control(evl_io_t *io, int events)
             return;
         }
         if (n == -2) {
-            if (fd >= 0)
-                close(fd);
+            close_fds(fds, 0);
             on_user_failed("control packet too large");
             continue;
         }
-        handle_command(buf, (size_t)n, fd, t0);
+        handle_command(buf, (size_t)n, fds, t0);
         if (ag.exit)
             return;
     }
@@ -607,7 +632,7 @@ int agent_run(const agent_opts_t *o)
             FAAS_ERROR("event=start_failed msg=\"%s\"", err);
             return 2;
         }
-        specialize(t0);
+        specialize(t0, -1);
     } else if (setup_control(o->control_fd) != 0) {
         FAAS_ERROR("event=start_failed msg=\"bad control fd\"");
         return 1;

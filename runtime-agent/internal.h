@@ -36,6 +36,9 @@ typedef struct agent_spec {
     uint64_t max_body_bytes;
     uint32_t concurrency;   /* 0 = unlimited; at this many in flight the pod reports OVERLOAD */
     uint64_t log_max_bytes; /* the log file's bound (logs.max_bytes) */
+    /* Specialize.image: the user server runs inside an OCI image (docs/images.md); argv and
+     * env_kv are then the image's as the worker manager resolved them, code_dir is unused */
+    const Faas__ImageRun *image;
 } agent_spec_t;
 
 /* A decoded control command. msg owns the memory spec points into. */
@@ -45,6 +48,7 @@ typedef struct agent_cmd {
     Faas__AgentCommand *msg;
     const char **kv; /* backing array for spec.env_kv */
     char **argv;     /* backing array for spec.argv */
+    char *keys;      /* an image's env keys, NUL-terminated copies (spec.env_kv points in) */
 } agent_cmd_t;
 
 /* ---- spec.c: pure helpers (no I/O) ---- */
@@ -55,7 +59,8 @@ int agent_cmd_decode(const uint8_t *buf, size_t len, agent_cmd_t *out, const cha
 void agent_cmd_free(agent_cmd_t *cmd);
 /* Fills spec defaults (interval, timeouts, paths) for zero fields. */
 void agent_spec_defaults(agent_spec_t *spec);
-/* Builds the user server's environment: clean base + spec env + port var. NULL-terminated, malloc'd
+/* Builds the user server's environment: clean base + spec env + port var (for an image the
+ * spec env is the image's Env, then the function's env over it). NULL-terminated, malloc'd
  * as one block (free() once). */
 char **agent_build_env(const agent_spec_t *spec, uint16_t port);
 /* Splits a command line on blanks honouring '..', ".." and backslash; malloc'd NULL-terminated
@@ -287,9 +292,10 @@ typedef struct agent_user_cbs {
 
 /* Forks/execs the user server for spec, its output going to logsink.c (agent_log_init
  * first), and starts the readiness probe; 0 or -1 with *err. t0_us = when specialization
- * began. */
-int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, uint64_t t0_us, const agent_user_cbs_t *cbs,
-                     const char **err);
+ * began. userns_fd: for an image, the user namespace the user server enters (taken:
+ * closed before this returns), else -1. */
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, uint64_t t0_us,
+                     const agent_user_cbs_t *cbs, const char **err);
 /* The port the user server was given (0 before start). */
 uint16_t agent_user_port(void);
 /* Called on SIGCHLD: reaps and reports. */

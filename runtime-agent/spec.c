@@ -45,24 +45,20 @@ static int valid_env_key(const char *k)
     return 1;
 }
 
-/* Copies what Specialize says into spec, pointing into the message. */
-static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char **err)
+/* Limits on what a control packet may ask for (it is at most 256 KiB anyway). */
+#define MAX_ARGS 4096
+#define MAX_ENV 4096
+#define MAX_GROUPS 65536 /* the kernel's NGROUPS_MAX */
+
+/* A code-directory function: argv is the function's command, env its env. */
+static int code_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char **err)
 {
     const Faas__FunctionSpec *fs = sp->spec;
-    agent_spec_t *s = &cmd->spec;
-    if (fs == NULL)
-        return *err = "specialize without a function spec", -1;
     if (fs->n_command == 0 || fs->command[0] == NULL || fs->command[0][0] == '\0')
         return *err = "function spec has no command", -1;
-    if (faas_valid_function_name(fs->name, strlen(fs->name), err) != 0)
-        return -1;
     if (sp->code_dir == NULL || sp->code_dir[0] != '/')
         return *err = "code_dir must be an absolute path", -1;
-    if (fs->port > 65535 || sp->user_port > 65535)
-        return *err = "port out of range", -1;
-    if (fs->port_env[0] != '\0' && !valid_env_key(fs->port_env))
-        return *err = "invalid port_env", -1;
-    if (fs->n_env > 4096 || fs->n_command > 4096)
+    if (fs->n_env > MAX_ENV || fs->n_command > MAX_ARGS)
         return *err = "too many env entries or arguments", -1;
     cmd->argv = calloc(fs->n_command + 1, sizeof(char *));
     cmd->kv = calloc(fs->n_env * 2 + 1, sizeof(char *));
@@ -76,13 +72,94 @@ static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char
         cmd->kv[2 * i] = fs->env[i]->key;
         cmd->kv[2 * i + 1] = fs->env[i]->value;
     }
+    cmd->spec.argc = fs->n_command;
+    cmd->spec.n_env = fs->n_env;
+    return 0;
+}
+
+static int image_checks(const Faas__ImageRun *im, const char **err)
+{
+    if (im->root == NULL || im->root[0] != '/')
+        return *err = "the image's root must be an absolute path", -1;
+    if (im->exe == NULL || im->exe[0] != '/')
+        return *err = "the image's executable must be an absolute path", -1;
+    if (im->n_argv == 0 || im->n_argv > MAX_ARGS)
+        return *err = "the image has no command, or too many arguments", -1;
+    if (im->cwd != NULL && im->cwd[0] != '\0' && im->cwd[0] != '/')
+        return *err = "the image's WorkingDir must be an absolute path", -1;
+    if (im->n_env > MAX_ENV || im->n_groups > MAX_GROUPS)
+        return *err = "too many env entries or groups in the image", -1;
+    for (size_t i = 0; i < im->n_env; i++) {
+        const char *eq = strchr(im->env[i], '=');
+        if (eq == NULL || eq == im->env[i])
+            return *err = "the image's env entries must be KEY=value", -1;
+    }
+    return 0;
+}
+
+/* An image (docs/images.md): argv is the image's command as the worker manager resolved it
+ * (the function's command already in it); env the image's Env, then the function's env over
+ * it, so that a manifest setting wins even where the worker manager did not merge it. */
+static int image_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char **err)
+{
+    const Faas__FunctionSpec *fs = sp->spec;
+    const Faas__ImageRun *im = sp->image;
+    if (image_checks(im, err) != 0)
+        return -1;
+    if (fs->n_env > MAX_ENV)
+        return *err = "too many env entries or arguments", -1;
+    size_t n = im->n_env + fs->n_env, keybytes = 0;
+    for (size_t i = 0; i < im->n_env; i++)
+        keybytes += (size_t)(strchr(im->env[i], '=') - im->env[i]) + 1;
+    cmd->argv = calloc(im->n_argv + 1, sizeof(char *));
+    cmd->kv = calloc(n * 2 + 1, sizeof(char *));
+    cmd->keys = malloc(keybytes + 1);
+    if (cmd->argv == NULL || cmd->kv == NULL || cmd->keys == NULL)
+        return *err = "out of memory", -1;
+    for (size_t i = 0; i < im->n_argv; i++)
+        cmd->argv[i] = im->argv[i];
+    char *k = cmd->keys;
+    for (size_t i = 0; i < im->n_env; i++) {
+        const char *eq = strchr(im->env[i], '=');
+        size_t kl = (size_t)(eq - im->env[i]);
+        memcpy(k, im->env[i], kl);
+        k[kl] = '\0';
+        cmd->kv[2 * i] = k;
+        cmd->kv[2 * i + 1] = eq + 1;
+        k += kl + 1;
+    }
+    for (size_t i = 0; i < fs->n_env; i++) {
+        if (!valid_env_key(fs->env[i]->key))
+            return *err = "invalid env key", -1;
+        cmd->kv[2 * (im->n_env + i)] = fs->env[i]->key;
+        cmd->kv[2 * (im->n_env + i) + 1] = fs->env[i]->value;
+    }
+    cmd->spec.argc = im->n_argv;
+    cmd->spec.n_env = n;
+    cmd->spec.image = im;
+    return 0;
+}
+
+/* Copies what Specialize says into spec, pointing into the message. */
+static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char **err)
+{
+    const Faas__FunctionSpec *fs = sp->spec;
+    agent_spec_t *s = &cmd->spec;
+    if (fs == NULL)
+        return *err = "specialize without a function spec", -1;
+    if (faas_valid_function_name(fs->name, strlen(fs->name), err) != 0)
+        return -1;
+    if (fs->port > 65535 || sp->user_port > 65535)
+        return *err = "port out of range", -1;
+    if (fs->port_env[0] != '\0' && !valid_env_key(fs->port_env))
+        return *err = "invalid port_env", -1;
+    if ((sp->image != NULL ? image_from_pb(sp, cmd, err) : code_from_pb(sp, cmd, err)) != 0)
+        return -1;
     s->name = fs->name;
     s->instance_id = sp->instance_id;
     s->code_dir = sp->code_dir;
     s->argv = cmd->argv;
-    s->argc = fs->n_command;
     s->env_kv = cmd->kv;
-    s->n_env = fs->n_env;
     s->port_env = fs->port_env;
     s->port = (uint16_t)(fs->port != 0 ? fs->port : sp->user_port);
     if (fs->health != NULL) {
@@ -148,6 +225,7 @@ void agent_cmd_free(agent_cmd_t *cmd)
         faas__agent_command__free_unpacked(cmd->msg, NULL);
     free(cmd->argv);
     free(cmd->kv);
+    free(cmd->keys);
     memset(cmd, 0, sizeof(*cmd));
 }
 

@@ -4,11 +4,14 @@
  * except for the exec handshake and the final kill. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -375,7 +378,8 @@ static int pick_port(uint16_t *port)
 }
 
 /* Resolves argv[0] against the user's PATH (not ours) in the parent, so that the vfork
- * child only makes syscalls. A name with a slash is left to the child (relative to code_dir). */
+ * child only makes syscalls. A name with a slash is left to the child (relative to code_dir).
+ * Never for an image: its PATH is the image's, not ours. */
 static const char *resolve_exe(const char *argv0, char **env, char *buf, size_t cap)
 {
     if (strchr(argv0, '/') != NULL)
@@ -394,12 +398,33 @@ static const char *resolve_exe(const char *argv0, char **env, char *buf, size_t 
     return NULL;
 }
 
+/* Where the vfork child stopped: each its own words in step_message. */
+enum {
+    STEP_OK,
+    STEP_CHDIR, /* the code directory */
+    STEP_EXEC,
+    STEP_SECCOMP,
+    STEP_USERNS,  /* an image's: setns into its user namespace */
+    STEP_MOUNTNS, /* ... a mount namespace of the user server's own */
+    STEP_PRIVATE,
+    STEP_BIND,
+    STEP_PIVOT,
+    STEP_OLDROOT,
+    STEP_CWD,
+    STEP_CAPS,
+    STEP_GROUPS,
+    STEP_GID,
+    STEP_UID,
+    STEP_DEATHSIG,
+};
+
 typedef struct spawn_args {
     const agent_spec_t *spec;
     const char *exe;
     char **env;
     int outfd, errfd;
-    int fdsock; /* the child's end of the socketpair the seccomp listener comes back on */
+    int fdsock;    /* the child's end of the socketpair the seccomp listener comes back on */
+    int userns_fd; /* an image's user namespace, else -1 */
     pid_t parent;
     volatile int step, err; /* written by the child, read after it exec'd or died */
 } spawn_args_t;
@@ -431,6 +456,76 @@ static int recv_fd(int sock)
     return fd;
 }
 
+/* In the vfork child: notes where it stopped (errno) for the parent; -1. */
+static int child_failed(spawn_args_t *a, int step)
+{
+    a->err = errno, a->step = step;
+    return -1;
+}
+
+/* Docker's default capabilities: an image's root keeps these in its bounding set, so that
+ * what it may do in its user namespace is what images expect of a container, no more. */
+#define CAP_BIT(c) (1ULL << (c))
+#define IMAGE_CAPS                                                                                                     \
+    (CAP_BIT(CAP_CHOWN) | CAP_BIT(CAP_DAC_OVERRIDE) | CAP_BIT(CAP_FSETID) | CAP_BIT(CAP_FOWNER) |                      \
+     CAP_BIT(CAP_SETGID) | CAP_BIT(CAP_SETUID) | CAP_BIT(CAP_SETFCAP) | CAP_BIT(CAP_SETPCAP) |                         \
+     CAP_BIT(CAP_NET_BIND_SERVICE) | CAP_BIT(CAP_SYS_CHROOT) | CAP_BIT(CAP_KILL) | CAP_BIT(CAP_AUDIT_WRITE))
+
+/* Drops every other capability from the bounding set (we hold CAP_SETPCAP in the image's
+ * user namespace until the ids change); the kernel's last one answers EINVAL past it. */
+static int limit_caps(void)
+{
+    for (int c = 0; c < 64; c++) {
+        if (IMAGE_CAPS & CAP_BIT(c))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0)
+            return errno == EINVAL ? 0 : -1;
+    }
+    return 0;
+}
+
+_Static_assert(sizeof(gid_t) == sizeof(uint32_t), "ImageRun.groups are passed to setgroups as they are");
+
+/* In the vfork child, for an image: into its user namespace and its root, as its user
+ * (docs/images.md; runtime-agent/README.md "Images"). The agent owns the user namespace, so
+ * it holds every capability there, CAP_KILL included: STOP and the group kill reach the
+ * user server whatever uid it runs as. Raw set*id syscalls: glibc's wrappers would signal
+ * the agent's other threads to change theirs too. 0, or -1 with the step noted. */
+static int enter_image(spawn_args_t *a)
+{
+    const Faas__ImageRun *im = a->spec->image;
+    if (setns(a->userns_fd, CLONE_NEWUSER) != 0)
+        return child_failed(a, STEP_USERNS);
+    /* a mount namespace of its own, owned by the image's user namespace: the pod's mounts
+     * stay as they are for the agent, and the image cannot undo them (they are locked) */
+    if (unshare(CLONE_NEWNS) != 0)
+        return child_failed(a, STEP_MOUNTNS);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        return child_failed(a, STEP_PRIVATE);
+    if (mount(im->root, im->root, NULL, MS_BIND | MS_REC, NULL) != 0) /* pivot_root wants a mount point */
+        return child_failed(a, STEP_BIND);
+    if (chdir(im->root) != 0 || syscall(SYS_pivot_root, ".", ".") != 0)
+        return child_failed(a, STEP_PIVOT);
+    if (umount2(".", MNT_DETACH) != 0) /* the old root, stacked on the new one: out of reach */
+        return child_failed(a, STEP_OLDROOT);
+    if (chdir(im->cwd[0] != '\0' ? im->cwd : "/") != 0)
+        return child_failed(a, STEP_CWD);
+    if (limit_caps() != 0)
+        return child_failed(a, STEP_CAPS);
+    if (syscall(SYS_setgroups, im->n_groups, (const gid_t *)im->groups) != 0)
+        return child_failed(a, STEP_GROUPS);
+    if (syscall(SYS_setresgid, im->gid, im->gid, im->gid) != 0)
+        return child_failed(a, STEP_GID);
+    if (syscall(SYS_setresuid, im->uid, im->uid, im->uid) != 0)
+        return child_failed(a, STEP_UID);
+    /* a change of ids cleared the parent-death signal */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+        return child_failed(a, STEP_DEATHSIG);
+    if (getppid() != a->parent)
+        _exit(127);
+    return 0;
+}
+
 /* In the vfork child (shares our memory, we are suspended): syscalls only, never returns. */
 static void child_exec(spawn_args_t *a)
 {
@@ -448,22 +543,26 @@ static void child_exec(spawn_args_t *a)
         dup2(devnull, STDIN_FILENO);
     dup2(a->outfd, STDOUT_FILENO);
     dup2(a->errfd, STDERR_FILENO);
-    if (chdir(a->spec->code_dir) != 0) {
-        a->err = errno, a->step = 1;
+    if (a->spec->image != NULL) {
+        if (enter_image(a) != 0)
+            _exit(127);
+    } else if (chdir(a->spec->code_dir) != 0) {
+        child_failed(a, STEP_CHDIR);
         _exit(127);
     }
+    /* the user namespace's fd (and any other of ours) must not reach the user server */
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
     /* last, so that the filter never refuses our own setup; the listener must not reach
      * the user server: with it, it could answer its own refused calls */
     int lfd = agent_seccomp_install();
     if (lfd == -2 || (lfd >= 0 && send_fd(a->fdsock, lfd) != 0)) {
-        a->err = errno, a->step = 3;
+        child_failed(a, STEP_SECCOMP);
         _exit(127);
     }
     if (lfd >= 0)
         close(lfd);
     execve(a->exe, a->spec->argv, a->env);
-    a->err = errno, a->step = 2;
+    child_failed(a, STEP_EXEC);
     _exit(127);
 }
 
@@ -515,31 +614,111 @@ static void watch_listener(int sock)
         FAAS_WARN("event=seccomp_uncounted fn=%s msg=\"cannot watch the listener\"", us.spec->name);
 }
 
-static int spawn(const agent_spec_t *spec, const char **err)
+/* What the child's failed step means, in the user's words (FAILED, the function's log). */
+static void step_message(const spawn_args_t *a, char *buf, size_t cap)
+{
+    const agent_spec_t *spec = a->spec;
+    const Faas__ImageRun *im = spec->image;
+    const char *why = strerror(a->err), *pivot = NULL;
+    switch (a->step) {
+    case STEP_CHDIR:
+        snprintf(buf, cap, "chdir %s: %s", spec->code_dir, why);
+        return;
+    case STEP_EXEC:
+        snprintf(buf, cap, "exec %s%s: %s", im != NULL ? im->exe : spec->argv[0], im != NULL ? " in the image" : "",
+                 why);
+        return;
+    case STEP_SECCOMP:
+        snprintf(buf, cap, "install the seccomp filter for %s: %s", spec->argv[0], why);
+        return;
+    case STEP_USERNS:
+        snprintf(buf, cap, "cannot enter the image's user namespace: %s", why);
+        return;
+    case STEP_CWD:
+        if (a->err == ENOENT || a->err == ENOTDIR)
+            snprintf(buf, cap, "WorkingDir %s is not a directory in the image", im->cwd[0] ? im->cwd : "/");
+        else
+            snprintf(buf, cap, "WorkingDir %s in the image: %s", im->cwd[0] ? im->cwd : "/", why);
+        return;
+    case STEP_CAPS:
+        snprintf(buf, cap, "cannot limit the capabilities of the image's user: %s", why);
+        return;
+    case STEP_GROUPS:
+    case STEP_GID:
+    case STEP_UID:
+        snprintf(buf, cap, "cannot switch to the image's user %u:%u%s: %s", im->uid, im->gid,
+                 a->step == STEP_GROUPS ? " (its supplementary groups)" : "", why);
+        return;
+    case STEP_DEATHSIG:
+        snprintf(buf, cap, "cannot tie the user server to the agent's life: %s", why);
+        return;
+    case STEP_MOUNTNS:
+        pivot = "a mount namespace of its own";
+        break;
+    case STEP_PRIVATE:
+        pivot = "private mounts";
+        break;
+    case STEP_BIND:
+        pivot = "bind its root";
+        break;
+    case STEP_PIVOT:
+        pivot = "pivot_root";
+        break;
+    default:
+        pivot = "detach the old root";
+        break;
+    }
+    snprintf(buf, cap, "cannot pivot into the image (%s): %s", pivot, why);
+}
+
+/* The executable: an image's was resolved in the image by the worker manager (our PATH
+ * and our filesystem say nothing about it); else argv[0] on the user's PATH. NULL with
+ * *err when not found. */
+static const char *pick_exe(const agent_spec_t *spec, char **env, const char **err)
 {
     static char msg[256], exe[4096];
+    if (spec->image != NULL)
+        return spec->image->exe;
+    const char *e = resolve_exe(spec->argv[0], env, exe, sizeof(exe));
+    if (e == NULL) {
+        snprintf(msg, sizeof(msg), "exec %s: not found in PATH", spec->argv[0]);
+        *err = msg;
+    }
+    return e;
+}
+
+static int spawn(const agent_spec_t *spec, int userns_fd, const char **err)
+{
+    static char msg[512];
     int p[6] = {-1, -1, -1, -1, -1, -1}; /* closed on every failure path, even before make_pipes */
-    spawn_args_t a = {.spec = spec, .parent = getpid()};
+    spawn_args_t a = {.spec = spec, .userns_fd = userns_fd, .parent = getpid()};
     if (agent_seccomp_prepare(err) != 0)
         return -1;
+    if (spec->image != NULL && userns_fd < 0)
+        return *err = "no user namespace for the image", -1;
     a.env = agent_build_env(spec, us.port);
     if (a.env == NULL || make_pipes(p) != 0) {
         free(a.env);
         close_fds(p, 6);
         return *err = "cannot create pipes", -1;
     }
-    a.exe = resolve_exe(spec->argv[0], a.env, exe, sizeof(exe));
+    a.exe = pick_exe(spec, a.env, err);
     if (a.exe == NULL) {
         free(a.env);
         close_fds(p, 6);
-        snprintf(msg, sizeof(msg), "exec %s: not found in PATH", spec->argv[0]);
-        return *err = msg, -1;
+        return -1;
     }
     a.outfd = p[1], a.errfd = p[3], a.fdsock = p[5];
+    /* an image's child changes its ids in the memory it shares with us, and the kernel then
+     * sets that memory's dumpable flag to fs.suid_dumpable: ours is put back once it exec'd
+     * (main.c made us not dumpable; a host's suid_dumpable=2 must not change that) */
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     /* vfork: no page-table copy, the cheapest way to a new process (fork costs ms here) */
     pid_t pid = vfork();
     if (pid == 0)
         child_exec(&a);
+    if ((dumpable == 0 || dumpable == 1) && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
+        prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
     free(a.env);
     close_fds((int[]){p[1], p[3], p[5]}, 3);
     if (pid > 0 && a.step == 0)
@@ -554,28 +733,32 @@ static int spawn(const agent_spec_t *spec, const char **err)
     watch_pipe(&us.out[0], p[0], "stdout");
     watch_pipe(&us.out[1], p[2], "stderr");
     if (a.step != 0) {
-        static const char *what[] = {"", "chdir", "exec", "install the seccomp filter for"};
-        snprintf(msg, sizeof(msg), "%s %s: %s", what[a.step], a.step == 1 ? spec->code_dir : spec->argv[0],
-                 strerror(a.err));
+        step_message(&a, msg, sizeof(msg));
         return *err = msg, -1;
     }
     return 0;
 }
 
-int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, uint64_t t0_us, const agent_user_cbs_t *cbs,
-                     const char **err)
+int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, uint64_t t0_us,
+                     const agent_user_cbs_t *cbs, const char **err)
 {
     us.loop = loop;
     us.spec = spec;
     us.cbs = *cbs;
     us.port = spec->port;
-    if (us.port == 0 && pick_port(&us.port) != 0)
-        return *err = "cannot pick a port for the user server", -1;
-    if (spawn(spec, err) != 0) {
+    int rc = us.port == 0 && pick_port(&us.port) != 0 ? (*err = "cannot pick a port for the user server", -1)
+                                                      : spawn(spec, userns_fd, err);
+    /* the user server is in it now, or will never be: kept no longer than needed */
+    if (userns_fd >= 0)
+        close(userns_fd);
+    if (rc != 0) {
         us.failed = 1;
-        char line[512];
-        snprintf(line, sizeof(line), "cannot start the user server: %s (commands run in the code directory, %s)", *err,
-                 spec->code_dir);
+        char line[1024];
+        if (spec->image != NULL)
+            snprintf(line, sizeof(line), "cannot start the user server: %s", *err);
+        else
+            snprintf(line, sizeof(line), "cannot start the user server: %s (commands run in the code directory, %s)",
+                     *err, spec->code_dir);
         platform_log(line);
         return -1;
     }

@@ -108,7 +108,8 @@ static int on_chunk(void *ud, const uint8_t *msg, size_t len)
     return f->failed;
 }
 
-static int fetch(const char *discovery, const char *sha, const char *tmpfile, char *err, size_t errcap)
+int wm_fetch_blob(const char *discovery, const char *sha, const char *tmpfile, const char *what, char *err,
+                  size_t errcap)
 {
     fetch_t f = {.fd = open(tmpfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (f.fd < 0) {
@@ -132,7 +133,7 @@ static int fetch(const char *discovery, const char *sha, const char *tmpfile, ch
     if (rc != 0 || f.failed) {
         /* the transport's message names addresses: it goes to the log, not to the caller */
         FAAS_WARN("event=code_fetch_failed sha256=%s rc=%d err=\"%s\"", sha, rc, ebuf[0] ? ebuf : "write error");
-        wm_fmt(err, errcap, "could not fetch code %.12s from discovery%s", sha,
+        wm_fmt(err, errcap, "could not fetch %s %.12s from discovery%s", what, sha,
                rc == FAAS_GRPC_NOT_FOUND ? " (no such artifact)" : "");
         return -1;
     }
@@ -207,7 +208,7 @@ int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha
     }
     int rc = -1;
     char got[65];
-    if (fetch(discovery, sha, tarball, err, errcap) != 0)
+    if (wm_fetch_blob(discovery, sha, tarball, "code", err, errcap) != 0)
         goto out;
     if (wm_sha256_file(tarball, got) != 0 || strcmp(got, sha) != 0) {
         wm_fmt(err, errcap, "code %.12s fetched from discovery does not match its sha256", sha);

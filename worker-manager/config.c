@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,13 @@ void wm_usage(void)
            "                         keeps the pods running this long and waits on\n"
            "                         STATE_DIR/helper.sock (0600, root) for a successor to adopt\n"
            "                         them; then it kills them (5000; 0: kill them at once)\n"
+           "  --umoci PATH           umoci, which unpacks OCI images (umoci, looked up in PATH).\n"
+           "                         Without it image functions fail to start; code dirs run\n"
+           "  --image-cache-bytes N  unpacked image rootfs kept on this host; past it the least\n"
+           "                         recently used not running are removed (10737418240 = 10 GiB)\n"
+           "  --image-id-base N      host uid/gid of an image's uid/gid 0: images get the 65536\n"
+           "                         ids from it, owned by no host user (1000000000; > 65535 and\n"
+           "                         N + 65536 < 4294967295)\n"
            "  --help\n");
 }
 
@@ -112,6 +120,9 @@ static void defaults(wm_config_t *c)
     c->runq_bpf = 1;
     c->pod_netns = 1;
     c->adopt_grace_ms = 5000;
+    snprintf(c->umoci, sizeof(c->umoci), "umoci");
+    c->image_cache_bytes = 10ull << 30;
+    c->image_id_base = 1000000000u;
 }
 
 static void default_id_and_agent(wm_config_t *c)
@@ -159,7 +170,10 @@ enum {
     O_CERT,
     O_KEY,
     O_CA,
-    O_GRACE
+    O_GRACE,
+    O_UMOCI,
+    O_IMG_CACHE,
+    O_IMG_BASE
 };
 
 /* The file flags, made absolute like --agent. */
@@ -185,6 +199,17 @@ static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
         if (parse_uint(v, 3600000, &n) != 0 || n < 300)
             return *err = "--lease-ttl-ms must be 300-3600000", -1;
         c->lease_ttl_ms = (unsigned)n;
+        return 0;
+    case O_IMG_CACHE:
+        if (parse_uint(v, ULONG_MAX, &n) != 0 || n < (1ul << 20))
+            return *err = "--image-cache-bytes must be a number of bytes, at least 1048576", -1;
+        c->image_cache_bytes = n;
+        return 0;
+    case O_IMG_BASE:
+        /* above every ordinary host id, and the whole 65536 below (uid_t)-1 */
+        if (parse_uint(v, 0xFFFFFFFFul - WM_IMAGE_IDS - 1, &n) != 0 || n <= 65535)
+            return *err = "--image-id-base must be 65536-4294901758", -1;
+        c->image_id_base = (uint32_t)n;
         return 0;
     case O_GRACE:
         if (parse_uint(v, 3600000, &n) != 0)
@@ -228,7 +253,15 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_TTL:
     case O_UID:
     case O_GRACE:
+    case O_IMG_CACHE:
+    case O_IMG_BASE:
         return apply_number(c, o, v, err);
+    case O_UMOCI:
+        /* a bare name stays one: posix_spawnp looks it up in PATH when it runs */
+        if (v[0] == '\0' || (strchr(v, '/') ? absolutize(c->umoci, sizeof(c->umoci), v)
+                                            : wm_fmt(c->umoci, sizeof(c->umoci), "%s", v)) != 0)
+            return *err = "--umoci needs a program name or path", -1;
+        return 0;
     case O_ID:
         if (!valid_id(v))
             return *err = "--id must be 1-63 chars of [A-Za-z0-9._-]", -1;
@@ -316,6 +349,9 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"tls-key", required_argument, 0, O_KEY},
         {"tls-ca", required_argument, 0, O_CA},
         {"adopt-grace-ms", required_argument, 0, O_GRACE},
+        {"umoci", required_argument, 0, O_UMOCI},
+        {"image-cache-bytes", required_argument, 0, O_IMG_CACHE},
+        {"image-id-base", required_argument, 0, O_IMG_BASE},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };

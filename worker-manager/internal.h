@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "worker-manager/workermgr.h"
@@ -15,6 +16,7 @@
  * pod uid. */
 #define WM_POD_FAAS_DIR "/tmp/.faas"
 #define WM_POD_CODE_DIR WM_POD_FAAS_DIR "/code"
+
 #define WM_CPU_PERIOD_US 100000u
 
 /* ---- cgroups (cgroup.c) ---------------------------------------------------- */
@@ -113,6 +115,10 @@ int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd,
  * for a function with network: none, takes its route out (one round trip for both). */
 int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, int no_egress, char *err,
                          size_t errcap);
+/* MOUNT_IMAGE: the image's root in the pod (wm_image_mount_pod) and, on success, a new
+ * fd to the images' user namespace in *userns_fd (the caller closes it). */
+int wm_helper_mount_image(wm_helper_t *h, const char *pod_id, pid_t pid, const char *manifest_hex, int no_egress,
+                          int *userns_fd, char *err, size_t errcap);
 /* Kills the pod, reaps it, removes its cgroups and directory. */
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid);
 /* Removes leftovers of a previous run (cgroups of worker prev_id; pod dirs and mounts
@@ -139,8 +145,93 @@ int wm_sha256_file(const char *path, char *hex);
 void wm_sha256_hex(const void *data, size_t len, char *hex);
 /* Is s 64 lowercase hex chars. */
 int wm_valid_sha256(const char *s);
+/* Streams artifact sha (64 hex) from discovery's FetchCode into path (created 0600 or
+ * truncated), unverified; what ("code", "blob") names it in err. Blocking; 0 or -1. */
+int wm_fetch_blob(const char *discovery, const char *sha, const char *path, const char *what, char *err, size_t errcap);
 /* Makes <state>/code/<sha> exist (fetching from discovery if needed). Blocking. */
 int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha, char *err, size_t errcap);
+
+/* ---- OCI images (image.c: the host's rootfs cache; imagerun.c: what runs in one) ---- */
+
+struct Faas__ImageSpec;
+struct Faas__FunctionSpec;
+struct Faas__ImageRun;
+
+/* Ids an image's files and users may have: uid/gid 0..65535 inside the user namespace,
+ * mapped to --image-id-base.. on the host (umoci unpacks them so). */
+#define WM_IMAGE_IDS 65536u
+#define WM_IMAGE_MAX_GROUPS 256
+/* Where a pod sees the image's root (the overlay the root helper mounts). */
+#define WM_POD_ROOT_DIR WM_POD_FAAS_DIR "/root"
+
+/* The two phases of an image's first cold start on this host. */
+typedef struct {
+    uint64_t fetch_us, unpack_us;
+} wm_image_times_t;
+
+/* Fetches blob hex (64 hex) into path, unverified: discovery's FetchCode, or a test's copy. */
+typedef int (*wm_blob_fetch_fn)(void *ud, const char *hex, const char *path, char *err, size_t errcap);
+
+/* Makes <state>/images/rootfs/<manifest hex> exist (fetch every blob, verify, umoci
+ * unpack with the ids shifted to --image-id-base, rename into place); a cached one has
+ * its mtime touched (LRU). Blocking: a fetch thread's, never the pod thread's. 0 or -1
+ * with err, a sentence for the function's cold start error. */
+int wm_image_ensure(const wm_config_t *cfg, const struct Faas__ImageSpec *img, wm_image_times_t *t, char *err,
+                    size_t errcap);
+/* wm_image_ensure with another blob source (tests). */
+int wm_image_ensure_with(const wm_config_t *cfg, const struct Faas__ImageSpec *img, wm_blob_fetch_fn fetch, void *ud,
+                         wm_image_times_t *t, char *err, size_t errcap);
+/* The cached rootfs of an image into out: <state>/images/rootfs/<manifest hex>; 0, or -1
+ * when its digest is not "sha256:<64 hex>" or the path is too long. */
+int wm_image_rootfs(const wm_config_t *cfg, const struct Faas__ImageSpec *img, char *out, size_t cap);
+/* Runs `umoci --version` once (later calls answer from memory): 1 if it runs, else 0
+ * after one event=umoci_missing warning. Call at start-up; ensure calls it too. */
+int wm_image_umoci_ok(const wm_config_t *cfg);
+/* Removes cached rootfs in neither list (hex digests), then the least recently used not
+ * in use until the .size files total at most cfg->image_cache_bytes, and temp dirs older
+ * than 10 minutes. Blocking (it deletes trees). *removed_bytes: what went. 0 or -1. */
+int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_needed, const char *const *in_use_hex,
+                size_t n_in_use, uint64_t *removed_bytes);
+
+/* The ids of an image user: uid, gid and supplementary groups, and its home. */
+typedef struct {
+    uint32_t uid, gid;
+    uint32_t groups[WM_IMAGE_MAX_GROUPS];
+    size_t n_groups;
+    char home[256];
+} wm_image_ids_t;
+
+/* What a user server in an image runs, as the image sees it; strings owned here. argv
+ * and env are NULL-terminated. */
+typedef struct {
+    char **argv;
+    size_t argc;
+    char **env;
+    size_t envc;
+    char exe[PATH_MAX]; /* argv[0] found in the image: absolute */
+    char cwd[PATH_MAX];
+    uint32_t uid, gid;
+    uint32_t groups[WM_IMAGE_MAX_GROUPS];
+    size_t n_groups;
+} wm_image_run_t;
+
+/* Docker's user rules: "" (root), name, uid, and each with ":group" or ":gid"; names
+ * from passwd and group (streams of the image's files, NULL when absent); a uid not in
+ * passwd is taken with gid 0; without an explicit group the groups whose member list
+ * names the user are its supplementary ones. Ids >= WM_IMAGE_IDS are refused. 0 or -1
+ * with err naming ref. */
+int wm_image_user(const char *user, FILE *passwd, FILE *group, const char *ref, wm_image_ids_t *ids, char *err,
+                  size_t errcap);
+/* Resolves spec (its image field set) against the unpacked rootfs: argv (the manifest's
+ * command, else Entrypoint + Cmd), env (the image's, the manifest's over it by key),
+ * cwd, ids, and exe (argv[0] in the image, along PATH without a '/'). Cheap enough for
+ * the pod thread: no fork, a few file reads. 0, or -1 with err; out is freed on error. */
+int wm_image_resolve(const char *rootfs, const struct Faas__FunctionSpec *spec, wm_image_run_t *out, char *err,
+                     size_t errcap);
+/* Frees what wm_image_resolve put in r. */
+void wm_image_run_free(wm_image_run_t *r);
+/* Points pb (initialized here) at r's strings and root: valid while r lives. */
+void wm_image_run_pb(const wm_image_run_t *r, const char *root, struct Faas__ImageRun *pb);
 
 /* ---- pods and the event loop (pods.c) ----------------------------------------------- */
 
@@ -164,6 +255,18 @@ int wm_tail_lines(const char *path, unsigned n, char ***lines, size_t *count);
 /* The last n lines of a log whose older lines went to path.1 at its last rotation:
  * path's, preceded by path.1's when path alone has fewer. */
 int wm_tail_log(const char *path, unsigned n, char ***lines, size_t *count);
+
+/* ---- images, helper side (imagemount.c) ---- */
+
+/* The user namespace image servers run in (ids 0..65535 -> image_id_base..), owned by
+ * the pod uid; an fd to it, or -1 with err. Helper only. */
+int wm_userns_make(const wm_config_t *cfg, char *err, size_t cap);
+/* Mounts the cached rootfs <state>/images/rootfs/<hex> (overlay, a tmpfs upper of its
+ * own) at WM_POD_ROOT_DIR in the mount namespace of pod init pid, with /proc, /dev,
+ * /tmp and the resolver files. 0; -1 with err; -2: the helper could not return to its
+ * own namespace self_mnt (it must stop). Helper only. */
+int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *pod, const char *hex, char *err,
+                       size_t cap);
 
 #endif
 
@@ -253,6 +356,8 @@ struct wm_acq {
     char inst_id[24];    /* the instance being made for it, once a pod is taken */
     int reserved;        /* started by reserved.c: the instance will be RESERVED */
     uint64_t t_overload; /* a scale-up: when the OVERLOAD that asked for it came (else 0) */
+    uint32_t image_fetch_us, image_unpack_us; /* an image this host had not cached */
+    wm_image_run_t *run;                      /* an image's server, resolved once its rootfs is here */
 };
 
 /* A function's last cold start failure on this worker, sent with every lease renewal
@@ -273,7 +378,8 @@ typedef struct wm_work {
     wm_work_kind_t kind;
     faas_rpc_call_t *call;
     wm_acq_t *acq;
-    char arg[128]; /* instance id (RELEASE, CANCEL_TASK) or sha256 (CODE_DONE) */
+    char arg[128]; /* instance id (RELEASE, CANCEL_TASK) or sha256 of code or image manifest (CODE_DONE) */
+    uint32_t image_fetch_us, image_unpack_us; /* CODE_DONE of an image */
     char task[40]; /* CANCEL_TASK */
     int rc;
     char err[256];
@@ -425,6 +531,8 @@ uint64_t wm_log_delta(uint64_t *seen, uint64_t total);
 int wm_log_open(wm_t *wm, const char *fn);
 /* Sends msg packed with fd beside it (SCM_RIGHTS), with send flags (MSG_DONTWAIT); 0 or -1. */
 int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags);
+/* The same with nfds fds in one packet (SPECIALIZE of an image: the log and the user namespace). */
+int wm_send_fds(int ctl, const ProtobufCMessage *msg, const int *fds, size_t nfds, int flags);
 /* LOG_ROTATE or LOG_DROPPED from pod p: counted, and the file rotated or p's fd renewed. */
 void wm_log_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev);
 /* Pod thread: once a second, rotates files past their bound plus slack; when next (us). */
@@ -440,6 +548,15 @@ uint32_t wm_reserved_share(const char *const *workers, size_t n, const char *me,
 /* Function and worker events from the watch; forget before a fresh stream's snapshot. */
 void wm_reserved_on_event(wm_t *wm, const Faas__WatchEvent *e);
 void wm_reserved_forget(void);
+/* The manifest sha256s of the current versions' images (malloc'd, *n of them), for the
+ * image cache sweep; -1 before the watch's first snapshot (nothing is known unneeded). */
+int wm_reserved_needed_images(char (**out)[65], size_t *n);
+
+/* imagegc.c */
+/* The hex of img's manifest digest ("sha256:<hex>"); NULL if img is NULL or not one. */
+const char *wm_image_hex(const Faas__ImageSpec *img);
+/* Pod thread: starts a sweep of the image cache every 30 s; when to call it again. */
+uint64_t wm_image_gc_tick(wm_t *wm, uint64_t now);
 /* Pod thread: starts, stops and replaces this worker's reserved instances when the
  * watch saw a change or a tick passed; returns when it wants to run next (us). */
 uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now);

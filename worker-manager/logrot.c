@@ -106,13 +106,18 @@ int wm_log_open(wm_t *wm, const char *fn)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
-int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags)
+int wm_send_fds(int ctl, const ProtobufCMessage *msg, const int *fds, size_t nfds, int flags)
 {
     size_t len;
     uint8_t *buf = faas_pb_pack(msg, &len);
-    ssize_t n = buf ? faas_send_with_fd(ctl, buf, len, fd, flags) : -1;
+    ssize_t n = buf ? faas_send_with_fds(ctl, buf, len, fds, nfds, flags) : -1;
     free(buf);
     return n == (ssize_t)len ? 0 : -1;
+}
+
+int wm_send_fd(int ctl, const ProtobufCMessage *msg, int fd, int flags)
+{
+    return wm_send_fds(ctl, msg, &fd, fd >= 0 ? 1 : 0, flags);
 }
 
 /* LOG_FD with fn's current file to one pod. */

@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,9 +68,10 @@ int wm_post_acquire(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t 
         err = "Acquire needs a FunctionSpec";
     else if (faas_valid_function_name(r->spec->name, strlen(r->spec->name), &err) != 0)
         ;
-    else if (!wm_valid_sha256(r->spec->code_sha256))
-        err = "FunctionSpec.code_sha256 must be 64 lowercase hex characters";
-    else if (r->spec->n_command == 0)
+    else if (r->spec->image != NULL ? wm_image_hex(r->spec->image) == NULL : !wm_valid_sha256(r->spec->code_sha256))
+        err = r->spec->image ? "FunctionSpec.image.manifest_digest must be sha256:<64 hex>"
+                             : "FunctionSpec.code_sha256 must be 64 lowercase hex characters";
+    else if (r->spec->n_command == 0 && r->spec->image == NULL)
         err = "FunctionSpec.command is empty";
     if (err != NULL) {
         if (r)
@@ -229,6 +231,10 @@ static void count(wm_t *wm, uint64_t *field)
 
 static void acq_free(wm_acq_t *a)
 {
+    if (a->run) {
+        wm_image_run_free(a->run);
+        free(a->run);
+    }
     if (a->req)
         faas__acquire_request__free_unpacked(a->req, NULL);
     free(a);
@@ -330,6 +336,8 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     t.exec_us = ev->exec_us;
     t.ready_us = ev->ready_us;
     t.total_us = (uint32_t)(now - a->t0);
+    t.image_fetch_us = a->image_fetch_us;
+    t.image_unpack_us = a->image_unpack_us;
     Faas__AcquireReply rep = FAAS__ACQUIRE_REPLY__INIT;
     rep.instance = &in;
     rep.timing = &t;
@@ -347,12 +355,12 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
         faas_rpc_fail(a->call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
-              "code_us=%u specialize_us=%u exec_us=%u ready_us=%u",
+              "code_us=%u specialize_us=%u exec_us=%u ready_us=%u image_fetch_us=%u image_unpack_us=%u",
               a->call       ? "acquired"
               : a->reserved ? "reserved_ready"
                             : "scaled_up",
               p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
-              t.specialize_us, t.exec_us, t.ready_us);
+              t.specialize_us, t.exec_us, t.ready_us, t.image_fetch_us, t.image_unpack_us);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     p->t_overload = a->t_overload;
     a->req = NULL;
@@ -601,28 +609,53 @@ static void refill(wm_t *wm)
         publish(wm);
 }
 
-static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, char *err, size_t errcap)
+/* SPECIALIZE with the log fd and, for an image, the user namespace fd (closed here). */
+static int send_specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a, int userns, char *err, size_t errcap)
 {
-    int logfd = wm_log_open(wm, a->req->spec->name);
-    if (logfd < 0) {
+    int fds[2] = {wm_log_open(wm, a->req->spec->name), userns};
+    if (fds[0] < 0) {
+        if (userns >= 0)
+            close(userns);
         wm_fmt(err, errcap, "cannot open the function log");
         return -1;
     }
     Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
+    Faas__ImageRun run;
     sp.spec = a->req->spec;
     sp.instance_id = p->inst_id;
     sp.code_dir = WM_POD_CODE_DIR;
     sp.runq = p->cgroup_id != 0;
+    if (a->run != NULL) {
+        wm_image_run_pb(a->run, WM_POD_ROOT_DIR, &run);
+        sp.image = &run;
+    }
     Faas__AgentCommand cmd = FAAS__AGENT_COMMAND__INIT;
     cmd.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
     cmd.specialize = &sp;
-    int rc = wm_send_fd(p->ctl, &cmd.base, logfd, 0); /* logrot.c: LOG_FD goes the same way */
-    close(logfd);
+    /* logrot.c: LOG_FD goes the same way */
+    int rc = wm_send_fds(p->ctl, &cmd.base, fds, userns >= 0 ? 2 : 1, 0);
+    close(fds[0]);
+    if (userns >= 0)
+        close(userns);
     if (rc != 0) {
         wm_fmt(err, errcap, "the pod's agent is not reachable");
         return -1;
     }
     return 0;
+}
+
+/* The code read-only at WM_POD_CODE_DIR, or an image's root at WM_POD_ROOT_DIR (its
+ * cache entry touched: the LRU order of wm_image_gc) with the user namespace fd. */
+static int mount_artifact(wm_t *wm, wm_pod_t *p, const Faas__FunctionSpec *s, int no_egress, int *userns, char *err,
+                          size_t errcap)
+{
+    if (s->image == NULL)
+        return wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, no_egress, err, errcap);
+    const char *hex = wm_image_hex(s->image);
+    char dir[PATH_MAX];
+    wm_fmt(dir, sizeof(dir), "%s/images/rootfs/%s", wm->cfg->state_dir, hex);
+    (void)utimensat(AT_FDCWD, dir, NULL, 0);
+    return wm_helper_mount_image(&wm->helper, p->id, p->pid, hex, no_egress, userns, err, errcap);
 }
 
 /* Takes pod p (WARM) for acquisition a: code mount, limits, SPECIALIZE. */
@@ -653,10 +686,13 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
     hb_quiet(wm, a->t_taken + HB_QUIET_MAX_US);
     pod_record(wm, p); /* SPECIALIZING: none, before the agent hears of it */
     int no_egress = s->network != NULL && strcmp(s->network, "none") == 0;
-    if (wm_helper_mount_code(&wm->helper, p->id, p->pid, s->code_sha256, no_egress, err, sizeof(err)) != 0 ||
+    int userns = -1;
+    if (mount_artifact(wm, p, s, no_egress, &userns, err, sizeof(err)) != 0 ||
         (t_mount = faas_now_us(),
          limits_are_warm_defaults(&lim) ? 0 : wm_cg_apply(&wm->cg, rel, &lim, err, sizeof(err))) != 0 ||
-        (t_limits = faas_now_us(), send_specialize(wm, p, a, err, sizeof(err))) != 0) {
+        (t_limits = faas_now_us(), send_specialize(wm, p, a, userns, err, sizeof(err))) != 0) {
+        if (userns >= 0 && t_limits == 0)
+            close(userns);
         FAAS_ERROR("event=specialize_failed pod=%s fn=%s err=\"%s\"", p->id, s->name, err);
         pod_destroy(wm, p, "the pod could not be specialized");
         return;
@@ -974,8 +1010,23 @@ static void cancel_task(wm_t *wm, const wm_work_t *w)
 
 typedef struct {
     wm_t *wm;
-    char sha[65];
+    char sha[65];           /* the code's, or the image manifest's */
+    Faas__ImageSpec *image; /* an image: a copy, the acquisition may go first */
 } fetch_arg_t;
+
+/* What an acquisition waits for on this host: its code's sha256 or its image's manifest's. */
+static const char *artifact_key(const Faas__FunctionSpec *s)
+{
+    return s->image != NULL ? wm_image_hex(s->image) : s->code_sha256;
+}
+
+static void artifact_dir(wm_t *wm, const Faas__FunctionSpec *s, char *dir, size_t cap)
+{
+    if (s->image != NULL)
+        wm_fmt(dir, cap, "%s/images/rootfs/%s", wm->cfg->state_dir, wm_image_hex(s->image));
+    else
+        wm_fmt(dir, cap, "%s/code/%s", wm->cfg->state_dir, s->code_sha256);
+}
 
 static void *fetch_main(void *arg)
 {
@@ -985,16 +1036,37 @@ static void *fetch_main(void *arg)
         abort();
     w->kind = WORK_CODE_DONE;
     wm_fmt(w->arg, sizeof(w->arg), "%s", f->sha);
-    w->rc = wm_code_ensure(f->wm->cfg->state_dir, f->wm->cfg->discovery, f->sha, w->err, sizeof(w->err));
+    if (f->image != NULL) {
+        wm_image_times_t t = {0, 0};
+        w->rc = wm_image_ensure(f->wm->cfg, f->image, &t, w->err, sizeof(w->err));
+        w->image_fetch_us = (uint32_t)t.fetch_us;
+        w->image_unpack_us = (uint32_t)t.unpack_us;
+        faas__image_spec__free_unpacked(f->image, NULL);
+    } else {
+        w->rc = wm_code_ensure(f->wm->cfg->state_dir, f->wm->cfg->discovery, f->sha, w->err, sizeof(w->err));
+    }
     if (post(f->wm, w) != 0)
         free(w);
     free(f);
     return NULL;
 }
 
+/* A deep copy of spec's image (pack + unpack) for the fetch thread; 0, or -1. */
+static int copy_image(const Faas__FunctionSpec *s, Faas__ImageSpec **out)
+{
+    *out = NULL;
+    if (s->image == NULL)
+        return 0;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&s->image->base, &len);
+    *out = buf ? faas__image_spec__unpack(NULL, len, buf) : NULL;
+    free(buf);
+    return *out != NULL ? 0 : -1;
+}
+
 static void need_code(wm_t *wm, wm_acq_t *a)
 {
-    const char *sha = a->req->spec->code_sha256;
+    const char *sha = artifact_key(a->req->spec);
     a->t_code_start = faas_now_us();
     list_append(&wm->waiting_code, a);
     for (size_t i = 0; i < wm->n_fetching; i++)
@@ -1009,7 +1081,10 @@ static void need_code(wm_t *wm, wm_acq_t *a)
     if (nf)
         wm->fetching = nf;
     if (nf == NULL || f == NULL ||
-        (f->wm = wm, wm_fmt(f->sha, sizeof(f->sha), "%s", sha), pthread_create(&t, &at, fetch_main, f) != 0)) {
+        (f->wm = wm, wm_fmt(f->sha, sizeof(f->sha), "%s", sha), copy_image(a->req->spec, &f->image) != 0) ||
+        pthread_create(&t, &at, fetch_main, f) != 0) {
+        if (f && f->image)
+            faas__image_spec__free_unpacked(f->image, NULL);
         free(f);
         list_remove(&wm->waiting_code, a);
         acq_fail(wm, a, "out of resources to fetch the code");
@@ -1017,6 +1092,23 @@ static void need_code(wm_t *wm, wm_acq_t *a)
         wm_fmt(wm->fetching[wm->n_fetching++], 65, "%s", sha);
     }
     pthread_attr_destroy(&at);
+}
+
+/* The code or the rootfs is on this host: an image's server is resolved in it now
+ * (entrypoint, user), so a bad image fails here without costing a warm pod. */
+static void code_ready(wm_t *wm, wm_acq_t *a)
+{
+    const Faas__FunctionSpec *s = a->req->spec;
+    if (s->image != NULL) {
+        char dir[PATH_MAX], err[300];
+        artifact_dir(wm, s, dir, sizeof(dir));
+        a->run = calloc(1, sizeof(*a->run));
+        if (a->run == NULL || wm_image_resolve(dir, s, a->run, err, sizeof(err)) != 0) {
+            acq_fail(wm, a, a->run ? err : "out of memory");
+            return;
+        }
+    }
+    list_append(&wm->waiting_pod, a);
 }
 
 static void code_done(wm_t *wm, wm_work_t *w)
@@ -1030,16 +1122,18 @@ static void code_done(wm_t *wm, wm_work_t *w)
     uint64_t now = faas_now_us();
     for (wm_acq_t **pp = &wm->waiting_code; *pp;) {
         wm_acq_t *a = *pp;
-        if (strcmp(a->req->spec->code_sha256, w->arg) != 0) {
+        if (strcmp(artifact_key(a->req->spec), w->arg) != 0) {
             pp = &a->next;
             continue;
         }
         *pp = a->next;
         a->t_code_done = now;
+        a->image_fetch_us = w->image_fetch_us;
+        a->image_unpack_us = w->image_unpack_us;
         if (w->rc != 0)
             acq_fail(wm, a, w->err);
         else
-            list_append(&wm->waiting_pod, a);
+            code_ready(wm, a);
     }
     match(wm);
 }
@@ -1052,13 +1146,13 @@ void wm_acquire_own(wm_t *wm, wm_acq_t *a)
 static void acquire(wm_t *wm, wm_acq_t *a)
 {
     char dir[PATH_MAX];
-    wm_fmt(dir, sizeof(dir), "%s/code/%s", wm->cfg->state_dir, a->req->spec->code_sha256);
+    artifact_dir(wm, a->req->spec, dir, sizeof(dir));
     if (access(dir, F_OK) != 0) {
         need_code(wm, a);
         return;
     }
     a->t_code_done = faas_now_us();
-    list_append(&wm->waiting_pod, a);
+    code_ready(wm, a);
     match(wm);
 }
 
@@ -1136,6 +1230,8 @@ static int check_deadlines(wm_t *wm)
     next = rq < next ? rq : next;
     uint64_t lg = wm_log_tick(wm, now);
     next = lg < next ? lg : next;
+    uint64_t ig = wm_image_gc_tick(wm, now);
+    next = ig < next ? ig : next;
     pthread_mutex_lock(&wm->mu);
     if (wm->hb_pending && now >= wm->hb_quiet_until_us) {
         wm->hb_pending = 0;

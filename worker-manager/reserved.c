@@ -305,6 +305,23 @@ static void stop_orphans(wm_t *wm)
     }
 }
 
+int wm_reserved_needed_images(char (**out)[65], size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&R.mu);
+    int rc = R.synced ? 0 : -1;
+    if (rc == 0 && R.n_fns > 0 && (*out = calloc(R.n_fns, sizeof(**out))) == NULL)
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < R.n_fns; i++) {
+        const char *hex = wm_image_hex(R.fns[i].spec->image);
+        if (hex != NULL)
+            wm_fmt((*out)[(*n)++], 65, "%s", hex);
+    }
+    pthread_mutex_unlock(&R.mu);
+    return rc;
+}
+
 uint64_t wm_reserved_reconcile(wm_t *wm, uint64_t now)
 {
     pthread_mutex_lock(&R.mu);

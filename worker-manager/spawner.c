@@ -30,7 +30,7 @@
 #include "common/util.h"
 
 /* RECORD and EXIT are one-way (no reply); ADOPT comes only on <state>/helper.sock. */
-enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4, OP_RECORD = 5, OP_EXIT = 6, OP_ADOPT = 7 };
+enum { OP_SPAWN = 1, OP_MOUNT = 2, OP_KILL = 3, OP_CLEANUP = 4, OP_RECORD = 5, OP_EXIT = 6, OP_ADOPT = 7, OP_MOUNT_IMAGE = 8 };
 
 /* Largest packet either side sends: a request with its payload (RECORD: a pod's
  * record; ADOPT: the successor's config) or an adopted pod with its record. */
@@ -41,7 +41,7 @@ typedef struct {
     uint32_t no_egress; /* MOUNT: network none */
     int32_t pid;
     char pod[48];
-    char arg[96]; /* sha256 (MOUNT) or previous worker id (CLEANUP) */
+    char arg[96]; /* sha256 (MOUNT), manifest sha256 (MOUNT_IMAGE) or previous worker id (CLEANUP) */
 } hreq_t;
 
 typedef struct {
@@ -89,11 +89,12 @@ static struct {
     size_t n_pods, cap_pods;
     int self_mnt; /* the helper's own mount namespace, to return to after a MOUNT */
     int self_net; /* and network namespace, after configuring a pod's (netns.c) */
+    int userns;   /* the images' user namespace (imagemount.c), made at the first image; -1 */
     int lfd;      /* <state>/helper.sock: a successor's way in after a WM crash; -1: none */
     char sock[108];
     ino_t sock_ino; /* the file bound at sock: unlinked at exit only while it is still ours */
     dev_t sock_dev;
-} H = {.lfd = -1};
+} H = {.lfd = -1, .userns = -1};
 
 typedef struct {
     const char *pod;
@@ -256,7 +257,7 @@ static void mount_tmp(child_arg_t *a)
         child_fail(a->errpipe, "mount tmpfs /tmp");
     /* chmod too: a umask of the WM (027, 077) must not lock the pod uid out */
     if (faas_mkdirs(WM_POD_CODE_DIR, 0755) != 0 || chmod(WM_POD_FAAS_DIR, 0755) != 0 ||
-        chmod(WM_POD_CODE_DIR, 0755) != 0)
+        chmod(WM_POD_CODE_DIR, 0755) != 0 || mkdir(WM_POD_ROOT_DIR, 0755) != 0 || chmod(WM_POD_ROOT_DIR, 0755) != 0)
         child_fail(a->errpipe, "mkdir " WM_POD_CODE_DIR);
 }
 
@@ -488,6 +489,40 @@ fail_cg:
     return -1;
 }
 
+/* network: none takes the pod's route out at specialization (netns.c). */
+static int no_egress(const hreq_t *q, hrep_t *r)
+{
+    if (!q->no_egress || !H.cfg.pod_netns)
+        return 0;
+    int nrc = wm_net_no_egress(q->pid, H.self_net, r->err, sizeof(r->err));
+    if (nrc == -2) {
+        FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
+        _exit(1);
+    }
+    return nrc;
+}
+
+/* An image pod: its root mounted (imagemount.c) and, in the reply, the images' user
+ * namespace for the agent, made once. */
+static int do_mount_image(const hreq_t *q, hrep_t *r, int *pass)
+{
+    if (!wm_valid_sha256(q->arg)) {
+        wm_fmt(r->err, sizeof(r->err), "mount image: bad manifest digest");
+        return -1;
+    }
+    if (H.userns < 0 && (H.userns = wm_userns_make(&H.cfg, r->err, sizeof(r->err))) < 0)
+        return -1;
+    int rc = wm_image_mount_pod(&H.cfg, H.self_mnt, q->pid, q->pod, q->arg, r->err, sizeof(r->err));
+    if (rc == -2) {
+        FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", strerror(errno));
+        _exit(1);
+    }
+    if (rc != 0 || no_egress(q, r) != 0)
+        return -1;
+    *pass = dup(H.userns); /* send_reply's caller closes what it passed */
+    return *pass < 0 ? -1 : 0;
+}
+
 /* The source is cloned in the host namespace, the target resolved in the pod's,
  * so neither needs to be visible in the other. The helper does it itself (no
  * fork: that cost milliseconds per cold start) and steps back into its own
@@ -519,16 +554,9 @@ static int do_mount(const hreq_t *q, hrep_t *r)
         _exit(1);
     }
     errno = e;
-    if (rc == 0 && q->no_egress && H.cfg.pod_netns) {
-        int nrc = wm_net_no_egress(q->pid, H.self_net, r->err, sizeof(r->err));
-        if (nrc == -2) {
-            FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
-            _exit(1);
-        }
-        if (nrc != 0) {
-            rc = -1;
-            what = NULL; /* r->err says why */
-        }
+    if (rc == 0 && no_egress(q, r) != 0) {
+        rc = -1;
+        what = NULL; /* r->err says why */
     }
 out:
     if (rc != 0 && what != NULL)
@@ -652,6 +680,9 @@ static int helper_serve(int fd)
             break;
         case OP_MOUNT:
             r.rc = do_mount(&q, &r);
+            break;
+        case OP_MOUNT_IMAGE:
+            r.rc = do_mount_image(&q, &r, &pass);
             break;
         case OP_KILL:
             r.rc = do_kill(&q, &r);
@@ -936,6 +967,26 @@ int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const ch
     wm_fmt(q.arg, sizeof(q.arg), "%s", sha);
     hrep_t r;
     return call(h, &q, &r, NULL, err, errcap);
+}
+
+int wm_helper_mount_image(wm_helper_t *h, const char *pod_id, pid_t pid, const char *manifest_hex, int no_egress,
+                          int *userns_fd, char *err, size_t errcap)
+{
+    hreq_t q = {.op = OP_MOUNT_IMAGE, .pid = pid, .no_egress = (uint32_t)(no_egress != 0)};
+    wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
+    wm_fmt(q.arg, sizeof(q.arg), "%s", manifest_hex);
+    hrep_t r;
+    if (call(h, &q, &r, userns_fd, err, errcap) != 0) {
+        if (*userns_fd >= 0)
+            close(*userns_fd);
+        *userns_fd = -1;
+        return -1;
+    }
+    if (*userns_fd < 0) {
+        wm_fmt(err, errcap, "pod helper sent no user namespace");
+        return -1;
+    }
+    return 0;
 }
 
 int wm_helper_kill(wm_helper_t *h, const char *pod_id, pid_t pid)

@@ -34,6 +34,9 @@ typedef struct {
     char tls_ca[PATH_MAX];                      /* TLS to discovery trusting this PEM CA; "" = plaintext */
     int id_given;                               /* --id was on the command line: never take the predecessor's */
     unsigned adopt_grace_ms;                    /* a crashed WM's helper keeps its pods this long for a successor */
+    char umoci[PATH_MAX];                       /* umoci binary that unpacks images (a name: looked up in PATH) */
+    uint64_t image_cache_bytes;                 /* unpacked image rootfs kept on this host, at most */
+    uint32_t image_id_base;                     /* host uid/gid of an image's id 0: 65536 ids from it */
 } wm_config_t;
 
 /* Fills c from argv. Returns 0, 1 if --help was asked, or -1 with *err set to a

@@ -1,0 +1,553 @@
+/* image.c - the host's cache of unpacked OCI images: <state>/images/rootfs/<manifest hex>.
+ *
+ * Each image is fetched blob by blob from discovery (content-addressed: the blobs are the
+ * artifacts faasctl uploaded), laid out as an OCI image layout and unpacked once by umoci
+ * (layers, whiteouts, ids) with every id shifted to --image-id-base, so no file of an
+ * image belongs to a host user. The rootfs is then read-only: pods mount it as the lower
+ * layer of an overlay. Blocking (rpc, umoci, tree walks): fetch threads only. */
+#include "worker-manager/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "proto/faas.pb-c.h"
+
+extern char **environ;
+
+#define TMP_MAX_AGE_S 600 /* a temp dir this old belongs to no running unpack */
+
+/* ---- running umoci ---- */
+
+/* Runs argv[0] (looked up in PATH) with stdout to /dev/null and stderr to errfile (or
+ * /dev/null); 0 with its wait status, or an errno when it could not start. */
+static int run(char *const argv[], const char *errfile, int *status)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none;
+    pid_t pid;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, errfile ? errfile : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    /* fetch threads block SIGINT/SIGTERM (the pod thread reads a signalfd): umoci must not */
+    sigemptyset(&none);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return rc;
+    while (waitpid(pid, status, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
+
+static pthread_mutex_t umoci_mu = PTHREAD_MUTEX_INITIALIZER;
+static int umoci_state; /* 0 not tried, 1 runs, -1 missing */
+
+int wm_image_umoci_ok(const wm_config_t *cfg)
+{
+    pthread_mutex_lock(&umoci_mu);
+    if (umoci_state == 0) {
+        char *argv[] = {(char *)cfg->umoci, "--version", NULL};
+        int st = 0, rc = run(argv, NULL, &st);
+        umoci_state = rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 1 : -1;
+        if (umoci_state < 0)
+            FAAS_WARN("event=umoci_missing umoci=%s err=\"%s\" note=\"functions with an image cannot start here\"",
+                      cfg->umoci, rc ? strerror(rc) : "umoci --version failed");
+    }
+    int ok = umoci_state > 0;
+    pthread_mutex_unlock(&umoci_mu);
+    return ok;
+}
+
+/* The last non-empty line of umoci's stderr, without its "⨯" mark and with tmp (the
+ * temp dir: it means nothing to the user) cut out. */
+static void last_err_line(const char *file, const char *tmp, char *out, size_t cap)
+{
+    char buf[4096];
+    long n = faas_read_small(file, buf, sizeof(buf));
+    out[0] = '\0';
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    char *end = buf + n;
+    while (end > buf && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\r'))
+        *--end = '\0';
+    char *line = strrchr(buf, '\n');
+    line = line ? line + 1 : buf;
+    while (*line == ' ' || *line == '\t' || (unsigned char)*line >= 0x80) /* the mark is UTF-8 */
+        line++;
+    size_t tl = strlen(tmp), o = 0;
+    for (const char *p = line; *p && o + 1 < cap;) {
+        if (strncmp(p, tmp, tl) == 0) {
+            p += tl + (p[tl] == '/');
+            continue;
+        }
+        out[o++] = *p++;
+    }
+    out[o] = '\0';
+    faas_oneline(out);
+}
+
+/* ---- tree walks (nftw has no user pointer: each thread its own accumulator) ---- */
+
+static __thread uint64_t walk_bytes, walk_devices;
+static __thread uint32_t walk_base;
+static __thread int walk_fix;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (flag == FTW_DP ? rmdir : unlink)(path);
+    return 0; /* go on: what stays is found by the caller */
+}
+
+/* Removes dir and everything under it, never following a symlink (the tree is an image:
+ * its links point anywhere). Its files belong to image ids, so this runs as root. */
+static void rm_tree(const char *dir)
+{
+    nftw(dir, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Counts what the disk holds. When walk_fix: removes device nodes (a block device of
+ * the host's disk, mode 0666 in an image, would be a hole: pods have no device cgroup;
+ * the pod's /dev is made by the root helper) and gives entries umoci left to host ids
+ * (the parents of a layer's files when the layer has no entry for them come out
+ * root:root) to the image's root, so no file of an image is a host user's. */
+static int size_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    uint32_t hi = walk_base + WM_IMAGE_IDS;
+    if (walk_fix && (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))) {
+        walk_devices++;
+        return unlink(path) == 0 ? 0 : -1;
+    }
+    walk_bytes += (uint64_t)st->st_blocks * 512u;
+    if (walk_fix && (st->st_uid < walk_base || st->st_uid >= hi || st->st_gid < walk_base || st->st_gid >= hi)) {
+        uid_t u = st->st_uid >= walk_base && st->st_uid < hi ? st->st_uid : walk_base;
+        gid_t g = st->st_gid >= walk_base && st->st_gid < hi ? st->st_gid : walk_base;
+        if (lchown(path, u, g) != 0)
+            return -1;
+        /* chown drops set-id bits: an image's root owned them before, give them back */
+        if (flag != FTW_SL && (st->st_mode & (S_ISUID | S_ISGID)))
+            chmod(path, st->st_mode & 07777);
+    }
+    return 0;
+}
+
+/* The bytes under dir; fix: first unpack's walk (above). */
+static int tree_size(const char *dir, uint32_t base, int fix, uint64_t *bytes)
+{
+    walk_bytes = walk_devices = 0;
+    walk_base = base;
+    walk_fix = fix;
+    int rc = nftw(dir, size_entry, 32, FTW_PHYS);
+    *bytes = walk_bytes;
+    return rc == 0 ? 0 : -1;
+}
+
+/* Writes s to path (created 0644 or truncated); 0 or -1 with errno. */
+static int write_text(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(s);
+    ssize_t w = write(fd, s, n);
+    int e = errno;
+    if (close(fd) != 0 || w != (ssize_t)n)
+        return errno = w < 0 ? e : EIO, -1;
+    return 0;
+}
+
+/* ---- paths ---- */
+
+/* The hex of a "sha256:<64 hex>" digest, or NULL: only these reach a path. */
+static const char *digest_hex(const char *d)
+{
+    return strncmp(d, "sha256:", 7) == 0 && wm_valid_sha256(d + 7) ? d + 7 : NULL;
+}
+
+int wm_image_rootfs(const wm_config_t *cfg, const Faas__ImageSpec *img, char *out, size_t cap)
+{
+    const char *hex = digest_hex(img->manifest_digest);
+    return hex ? wm_fmt(out, cap, "%s/images/rootfs/%s", cfg->state_dir, hex) : -1;
+}
+
+static const char *ref_of(const Faas__ImageSpec *img)
+{
+    return img->ref[0] ? img->ref : img->manifest_digest;
+}
+
+/* ---- ensure ---- */
+
+typedef struct {
+    const wm_config_t *cfg;
+    const Faas__ImageSpec *img;
+    const char *ref;
+    char tmp[PATH_MAX];
+    char blobs[PATH_MAX]; /* <tmp>/layout/blobs/sha256 */
+} job_t;
+
+/* Fetches blob hex into the layout and checks it against its name. */
+static int fetch_one(job_t *j, const char *hex, wm_blob_fetch_fn fetch, void *ud, char *err, size_t errcap)
+{
+    char path[PATH_MAX], got[65];
+    if (wm_fmt(path, sizeof(path), "%s/%s", j->blobs, hex) != 0)
+        return wm_fmt(err, errcap, "state dir path too long"), -1;
+    if (access(path, F_OK) == 0) /* a layer listed twice */
+        return 0;
+    if (fetch(ud, hex, path, err, errcap) != 0)
+        return -1;
+    if (wm_sha256_file(path, got) != 0 || strcmp(got, hex) != 0)
+        return wm_fmt(err, errcap, "blob sha256:%s of image %s does not match its digest", hex, j->ref), -1;
+    return 0;
+}
+
+static int fetch_all(job_t *j, wm_blob_fetch_fn fetch, void *ud, char *err, size_t errcap)
+{
+    const char *mhex = digest_hex(j->img->manifest_digest);
+    if (fetch_one(j, mhex, fetch, ud, err, errcap) != 0)
+        return -1;
+    for (size_t i = 0; i < j->img->n_blobs; i++)
+        if (fetch_one(j, digest_hex(j->img->blobs[i]), fetch, ud, err, errcap) != 0)
+            return -1;
+    struct stat st;
+    char path[PATH_MAX];
+    wm_fmt(path, sizeof(path), "%s/%s", j->blobs, mhex);
+    if (stat(path, &st) != 0 || (uint64_t)st.st_size != j->img->manifest_size)
+        return wm_fmt(err, errcap, "the manifest of image %s is not %llu bytes long as deployed", j->ref,
+                      (unsigned long long)j->img->manifest_size),
+               -1;
+    return 0;
+}
+
+/* oci-layout and an index.json naming the manifest "faas", as umoci unpack reads them. */
+static int write_layout(job_t *j, char *err, size_t errcap)
+{
+    char path[PATH_MAX], index[512];
+    wm_fmt(index, sizeof(index),
+           "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+           "\"digest\":\"%s\",\"size\":%llu,\"annotations\":{\"org.opencontainers.image.ref.name\":\"faas\"}}]}\n",
+           j->img->manifest_digest, (unsigned long long)j->img->manifest_size);
+    if (wm_fmt(path, sizeof(path), "%s/layout/oci-layout", j->tmp) != 0 ||
+        write_text(path, "{\"imageLayoutVersion\":\"1.0.0\"}\n") != 0 ||
+        wm_fmt(path, sizeof(path), "%s/layout/index.json", j->tmp) != 0 || write_text(path, index) != 0)
+        return wm_fmt(err, errcap, "cannot write the layout of image %s: %s", j->ref, strerror(errno)), -1;
+    return 0;
+}
+
+static int unpack(job_t *j, char *err, size_t errcap)
+{
+    char map[48], image[PATH_MAX], bundle[PATH_MAX], errfile[PATH_MAX], line[320];
+    wm_fmt(map, sizeof(map), "0:%u:%u", j->cfg->image_id_base, WM_IMAGE_IDS);
+    if (wm_fmt(image, sizeof(image), "%s/layout:faas", j->tmp) != 0 ||
+        wm_fmt(bundle, sizeof(bundle), "%s/bundle", j->tmp) != 0 ||
+        wm_fmt(errfile, sizeof(errfile), "%s/umoci.err", j->tmp) != 0)
+        return wm_fmt(err, errcap, "state dir path too long"), -1;
+    if (mkdir(bundle, 0700) != 0)
+        return wm_fmt(err, errcap, "cannot make %s: %s", bundle, strerror(errno)), -1;
+    strncat(bundle, "/rootfs", sizeof(bundle) - strlen(bundle) - 1);
+    /* raw: the rootfs alone. A whole bundle would have umoci resolve User itself for a
+     * config.json we never read, failing on a user the image lacks with its own words
+     * before wm_image_resolve can say it in ours. */
+    char *argv[] = {(char *)j->cfg->umoci, "raw", "unpack", "--uid-map", map, "--gid-map", map, "--image", image,
+                    bundle, NULL};
+    int st = 0, rc = run(argv, errfile, &st);
+    if (rc != 0)
+        return wm_fmt(err, errcap, "umoci is not installed on this worker"), -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        last_err_line(errfile, j->tmp, line, sizeof(line));
+        FAAS_WARN("event=image_unpack_failed manifest=%s status=%d", j->img->manifest_digest + 7, st);
+        return wm_fmt(err, errcap, "unpacking image %s failed: %s", j->ref, line[0] ? line : "umoci said nothing"), -1;
+    }
+    return 0;
+}
+
+/* The unpacked rootfs: enterable by the pod, sized, then moved into the cache. */
+static int install(job_t *j, const char *hex, char *err, size_t errcap)
+{
+    char root[PATH_MAX], final[PATH_MAX], sizef[PATH_MAX], sizetmp[PATH_MAX], num[24];
+    struct stat st;
+    uint64_t bytes = 0;
+    wm_fmt(root, sizeof(root), "%s/bundle/rootfs", j->tmp);
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+        return wm_fmt(err, errcap, "unpacking image %s made no rootfs", j->ref), -1;
+    if ((st.st_mode & 0755) != 0755 && chmod(root, (st.st_mode & 07777) | 0755) != 0)
+        return wm_fmt(err, errcap, "cannot open up the rootfs of image %s: %s", j->ref, strerror(errno)), -1;
+    if (tree_size(root, j->cfg->image_id_base, 1, &bytes) != 0)
+        return wm_fmt(err, errcap, "cannot walk the rootfs of image %s: %s", j->ref, strerror(errno)), -1;
+    if (walk_devices > 0)
+        FAAS_WARN("event=image_devices_removed manifest=%s count=%llu", hex, (unsigned long long)walk_devices);
+    if (wm_fmt(final, sizeof(final), "%s/images/rootfs/%s", j->cfg->state_dir, hex) != 0 ||
+        wm_fmt(sizef, sizeof(sizef), "%s.size", final) != 0 || wm_fmt(sizetmp, sizeof(sizetmp), "%s/size", j->tmp))
+        return wm_fmt(err, errcap, "state dir path too long"), -1;
+    wm_fmt(num, sizeof(num), "%llu\n", (unsigned long long)bytes);
+    /* the size first: a rootfs in place always has one, and gc counts only those */
+    if (write_text(sizetmp, num) != 0 || rename(sizetmp, sizef) != 0)
+        return wm_fmt(err, errcap, "cannot record the size of image %s: %s", j->ref, strerror(errno)), -1;
+    if (rename(root, final) != 0 && access(final, F_OK) != 0) /* else a concurrent unpack won */
+        return wm_fmt(err, errcap, "cannot move image %s into the cache: %s", j->ref, strerror(errno)), -1;
+    FAAS_INFO("event=image_unpacked manifest=%s bytes=%llu", hex, (unsigned long long)bytes);
+    return 0;
+}
+
+/* Every digest of img well-formed, so none can name a path outside the layout. */
+static int check_digests(const Faas__ImageSpec *img, const char *ref, char *err, size_t errcap)
+{
+    if (digest_hex(img->manifest_digest) == NULL)
+        return wm_fmt(err, errcap, "image %s has no valid manifest digest", ref), -1;
+    if (img->n_blobs == 0)
+        return wm_fmt(err, errcap, "image %s has no config", ref), -1;
+    for (size_t i = 0; i < img->n_blobs; i++)
+        if (digest_hex(img->blobs[i]) == NULL)
+            return wm_fmt(err, errcap, "image %s has an invalid blob digest", ref), -1;
+    return 0;
+}
+
+static int make_tmp(job_t *j, char *err, size_t errcap)
+{
+    char dir[PATH_MAX];
+    if (wm_fmt(dir, sizeof(dir), "%s/images/rootfs", j->cfg->state_dir) != 0 ||
+        wm_fmt(j->tmp, sizeof(j->tmp), "%s/images/tmp.XXXXXX", j->cfg->state_dir) != 0 ||
+        wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", j->tmp) != 0)
+        return wm_fmt(err, errcap, "state dir path too long"), -1;
+    if (faas_mkdirs(dir, 0755) != 0 || mkdtemp(j->tmp) == NULL) {
+        j->tmp[0] = '\0';
+        return wm_fmt(err, errcap, "cannot create the image cache: %s", strerror(errno)), -1;
+    }
+    wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", j->tmp);
+    if (faas_mkdirs(j->blobs, 0700) != 0)
+        return wm_fmt(err, errcap, "cannot create the image cache: %s", strerror(errno)), -1;
+    return 0;
+}
+
+int wm_image_ensure_with(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_blob_fetch_fn fetch, void *ud,
+                         wm_image_times_t *t, char *err, size_t errcap)
+{
+    job_t j = {.cfg = cfg, .img = img, .ref = ref_of(img)};
+    char final[PATH_MAX];
+    t->fetch_us = t->unpack_us = 0;
+    if (check_digests(img, j.ref, err, errcap) != 0)
+        return -1;
+    if (wm_image_rootfs(cfg, img, final, sizeof(final)) != 0)
+        return wm_fmt(err, errcap, "state dir path too long"), -1;
+    if (utimensat(AT_FDCWD, final, NULL, 0) == 0) /* cached: now its most recent use */
+        return 0;
+    if (!wm_image_umoci_ok(cfg))
+        return wm_fmt(err, errcap, "umoci is not installed on this worker"), -1;
+    int rc = -1;
+    if (make_tmp(&j, err, errcap) != 0)
+        goto out;
+    uint64_t t0 = faas_now_us();
+    if (fetch_all(&j, fetch, ud, err, errcap) != 0)
+        goto out;
+    uint64_t t1 = faas_now_us();
+    t->fetch_us = t1 - t0;
+    if (write_layout(&j, err, errcap) != 0 || unpack(&j, err, errcap) != 0 ||
+        install(&j, digest_hex(img->manifest_digest), err, errcap) != 0)
+        goto out;
+    t->unpack_us = faas_now_us() - t1;
+    rc = 0;
+out:
+    if (j.tmp[0] != '\0')
+        rm_tree(j.tmp);
+    return rc;
+}
+
+static int fetch_discovery(void *ud, const char *hex, const char *path, char *err, size_t errcap)
+{
+    const wm_config_t *cfg = ud;
+    return wm_fetch_blob(cfg->discovery, hex, path, "image blob", err, errcap);
+}
+
+int wm_image_ensure(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_image_times_t *t, char *err, size_t errcap)
+{
+    return wm_image_ensure_with(cfg, img, fetch_discovery, (void *)cfg, t, err, errcap);
+}
+
+/* ---- gc ---- */
+
+typedef struct {
+    char hex[65];
+    uint64_t bytes;
+    struct timespec mtime;
+    int keep; /* in use: never removed */
+    int gone;
+} cached_t;
+
+static int listed(const char *hex, const char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != NULL && strcmp(v[i], hex) == 0)
+            return 1;
+    return 0;
+}
+
+/* <hex>.size, or the tree walked again when it is missing or unreadable. */
+static uint64_t cached_size(const char *dir, const char *hex, uint32_t base)
+{
+    char path[PATH_MAX], buf[32];
+    uint64_t bytes = 0;
+    wm_fmt(path, sizeof(path), "%s/%s.size", dir, hex);
+    long n = faas_read_small(path, buf, sizeof(buf));
+    if (n > 0) {
+        buf[n] = '\0';
+        return strtoull(buf, NULL, 10);
+    }
+    wm_fmt(path, sizeof(path), "%s/%s", dir, hex);
+    tree_size(path, base, 0, &bytes);
+    return bytes;
+}
+
+/* The cached rootfs (valid names only) into a malloc'd array. */
+static int list_cached(const char *dir, uint32_t base, cached_t **out, size_t *n)
+{
+    DIR *d = opendir(dir);
+    *out = NULL;
+    *n = 0;
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -1;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        if (!wm_valid_sha256(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISDIR(st.st_mode))
+            continue;
+        if (*n == cap) {
+            cached_t *nv = realloc(*out, (cap = cap ? cap * 2 : 16) * sizeof(**out));
+            if (nv == NULL)
+                break;
+            *out = nv;
+        }
+        cached_t *c = &(*out)[(*n)++];
+        memset(c, 0, sizeof(*c));
+        memcpy(c->hex, e->d_name, 65);
+        c->mtime = st.st_mtim;
+        c->bytes = cached_size(dir, c->hex, base);
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Moves the rootfs out of the cache in one rename (a half-deleted tree never looks
+ * cached), then deletes it. */
+static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, const char *reason)
+{
+    char trash[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
+    wm_fmt(trash, sizeof(trash), "%s/images/trash.XXXXXX", cfg->state_dir);
+    wm_fmt(from, sizeof(from), "%s/%s", dir, c->hex);
+    if (mkdtemp(trash) == NULL || wm_fmt(to, sizeof(to), "%s/%s", trash, c->hex) != 0 || rename(from, to) != 0) {
+        FAAS_WARN("event=image_remove_failed manifest=%s err=\"%s\"", c->hex, strerror(errno));
+        rmdir(trash);
+        return;
+    }
+    wm_fmt(from, sizeof(from), "%s/%s.size", dir, c->hex);
+    unlink(from);
+    rm_tree(trash);
+    c->gone = 1;
+    FAAS_INFO("event=image_removed manifest=%s bytes=%llu reason=%s", c->hex, (unsigned long long)c->bytes, reason);
+}
+
+static int ts_before(struct timespec a, struct timespec b)
+{
+    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+}
+
+/* The least recently used rootfs that is neither in use nor gone, or NULL. */
+static cached_t *lru(cached_t *v, size_t n)
+{
+    cached_t *best = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!v[i].keep && !v[i].gone && (best == NULL || ts_before(v[i].mtime, best->mtime)))
+            best = &v[i];
+    return best;
+}
+
+/* Temp dirs of unpacks that died (older than TMP_MAX_AGE_S), trash of removals that
+ * died, and .size files whose rootfs is gone. */
+static void sweep_leftovers(const wm_config_t *cfg, const char *dir)
+{
+    char images[PATH_MAX], path[PATH_MAX];
+    wm_fmt(images, sizeof(images), "%s/images", cfg->state_dir);
+    DIR *d = opendir(images);
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        struct stat st;
+        int tmp = strncmp(e->d_name, "tmp.", 4) == 0, trash = strncmp(e->d_name, "trash.", 6) == 0;
+        if ((!tmp && !trash) || wm_fmt(path, sizeof(path), "%s/%s", images, e->d_name) != 0 || lstat(path, &st) != 0 ||
+            (tmp && now - st.st_mtime < TMP_MAX_AGE_S))
+            continue;
+        rm_tree(path);
+    }
+    if (d)
+        closedir(d);
+    d = opendir(dir);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        struct stat st;
+        if (l != 69 || strcmp(e->d_name + 64, ".size") != 0 ||
+            fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || now - st.st_mtime < TMP_MAX_AGE_S)
+            continue;
+        /* an unpack writes the .size just before the rootfs: young ones may be such */
+        wm_fmt(path, sizeof(path), "%s/%.64s", dir, e->d_name);
+        if (access(path, F_OK) != 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    if (d)
+        closedir(d);
+}
+
+int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_needed, const char *const *in_use_hex,
+                size_t n_in_use, uint64_t *removed_bytes)
+{
+    char dir[PATH_MAX];
+    cached_t *v;
+    size_t n;
+    *removed_bytes = 0;
+    if (wm_fmt(dir, sizeof(dir), "%s/images/rootfs", cfg->state_dir) != 0 ||
+        list_cached(dir, cfg->image_id_base, &v, &n) != 0)
+        return -1;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        v[i].keep = listed(v[i].hex, in_use_hex, n_in_use);
+        if (!v[i].keep && !listed(v[i].hex, needed_hex, n_needed))
+            remove_cached(cfg, dir, &v[i], "unused");
+        if (v[i].gone)
+            *removed_bytes += v[i].bytes;
+        else
+            total += v[i].bytes;
+    }
+    cached_t *c;
+    while (total > cfg->image_cache_bytes && (c = lru(v, n)) != NULL) {
+        remove_cached(cfg, dir, c, "cache_full");
+        if (!c->gone)
+            c->keep = 1; /* could not: do not pick it again */
+        else {
+            total -= c->bytes;
+            *removed_bytes += c->bytes;
+        }
+    }
+    free(v);
+    sweep_leftovers(cfg, dir);
+    return 0;
+}

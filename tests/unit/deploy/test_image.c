@@ -371,6 +371,35 @@ Test(image, docker_save_layer_not_its_diff_id)
     cr_assert(strstr(err, diff) != NULL, "%s", err);
 }
 
+/* The newer docker save form without an index.json: everything under blobs/sha256/. */
+Test(image, docker_save_blobs_form)
+{
+    char lhex[65], chex[65], cfg[512], rel[160], man[512];
+    const char layer[] = "another tar";
+    sha_hex(layer, strlen(layer), lhex);
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", lhex);
+    put(rel, layer, strlen(layer));
+    snprintf(cfg, sizeof(cfg), "{\"config\":{\"Cmd\":[\"/srv\"]},\"rootfs\":{\"diff_ids\":[\"sha256:%s\"]}}", lhex);
+    sha_hex(cfg, strlen(cfg), chex);
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", chex);
+    put(rel, cfg, strlen(cfg));
+    snprintf(man, sizeof(man),
+             "[{\"Config\":\"blobs/sha256/%s\",\"RepoTags\":[\"x:1\"],\"Layers\":[\"blobs/sha256/%s\"]}]", chex, lhex);
+    put("N/manifest.json", man, strlen(man));
+    cr_assert_eq(open_ref("N"), 0, "%s", err);
+    cr_assert_str_eq(img.layers[0].digest + 7, lhex);
+    cr_assert_str_eq(img.config.digest + 7, chex);
+    cr_assert_str_eq(img.cfg.cmd[0], "/srv");
+    /* a blob whose bytes are not its name */
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", lhex);
+    put(rel, "another taR", 11);
+    expect_fail("N", "does not match its digest");
+    cr_assert(strstr(err, lhex) != NULL, "%s", err);
+    /* and a path that leaves the archive */
+    put("N/manifest.json", "[{\"Config\":\"../x.json\",\"Layers\":[]}]", 38);
+    expect_fail("N", "leaves the archive");
+}
+
 /* ---- the pure parsers ---- */
 
 Test(image_json, pick_by_docker_image_name)

@@ -439,6 +439,28 @@ Test(image_json, descriptors)
         cr_assert_eq(ctl_image_parse_desc(bad[i], strlen(bad[i]), &d, err, sizeof(err)), -1, "%s", bad[i]);
 }
 
+Test(image_json, duplicate_keys_are_refused)
+{
+    /* deploy/json.c takes the first of two equal keys, umoci (Go) the last: checked
+     * and unpacked must be the same layers */
+    ctl_desc_t cfg, *layers = NULL;
+    size_t n = 0;
+    char mt[128];
+    const char m[] = "{\"schemaVersion\":2,\"config\":{\"digest\":\"sha256:"
+                     "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\",\"size\":1},"
+                     "\"layers\":[],\"layers\":[{\"digest\":\"sha256:"
+                     "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"size\":1}]}";
+    cr_assert_eq(ctl_image_parse_manifest(m, strlen(m), mt, sizeof(mt), &cfg, &layers, &n, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "unique keys") != NULL, "%s", err);
+    ctl_image_config_t c;
+    const char cf[] = "{\"config\":{\"Cmd\":[\"a\"],\"Cmd\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(cf, strlen(cf), &c, err, sizeof(err)), -1);
+    ctl_desc_t d;
+    const char dd[] = "{\"digest\":\"sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\","
+                      "\"size\":1,\"size\":2}";
+    cr_assert_eq(ctl_image_parse_desc(dd, strlen(dd), &d, err, sizeof(err)), -1);
+}
+
 Test(image_json, config_nulls_and_absent_fields)
 {
     ctl_image_config_t c;

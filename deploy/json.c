@@ -5,6 +5,7 @@
 #include "deploy/internal.h"
 
 #include <string.h>
+#include <strings.h>
 
 static size_t ws(const char *s, size_t n, size_t i)
 {
@@ -93,8 +94,11 @@ int ctl_json_dup_key(const char *s, size_t n)
         size_t kend = s[i] == '"' ? skip_string(s, n, i) : 0;
         if (kend == 0 || nk == max)
             return -1;
+        for (size_t j = i + 1; j + 1 < kend; j++)
+            if (s[j] == '\\' || (unsigned char)s[j] >= 0x80)
+                return 1;
         for (size_t k = 0; k < nk; k++)
-            if (lens[k] == kend - i && memcmp(keys[k], s + i, lens[k]) == 0)
+            if (lens[k] == kend - i && strncasecmp(keys[k], s + i, lens[k]) == 0)
                 return 1;
         keys[nk] = s + i;
         lens[nk++] = kend - i;

@@ -455,6 +455,10 @@ Test(image_json, duplicate_keys_are_refused)
     ctl_image_config_t c;
     const char cf[] = "{\"config\":{\"Cmd\":[\"a\"],\"Cmd\":[\"b\"]}}";
     cr_assert_eq(ctl_image_parse_config(cf, strlen(cf), &c, err, sizeof(err)), -1);
+    const char fold[] = "{\"config\":{\"Cmd\":[\"a\"],\"cmd\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(fold, strlen(fold), &c, err, sizeof(err)), -1, "Go folds case");
+    const char esc[] = "{\"config\":{\"\\u0043md\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(esc, strlen(esc), &c, err, sizeof(err)), -1, "Go decodes escapes");
     ctl_desc_t d;
     const char dd[] = "{\"digest\":\"sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\","
                       "\"size\":1,\"size\":2}";

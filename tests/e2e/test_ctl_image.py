@@ -107,6 +107,7 @@ def test_layout_deploys_and_a_second_deploy_uploads_nothing(disc, layout):
     assert g.returncode == 0, g.stderr
     assert 'image: "L:v1"' in g.stdout
     assert f"# image_manifest: {index_digest(layout, 'v1')}" in g.stdout, g.stdout
+    assert "(image L:v1)" in ctl(disc, "list").stdout
 
 
 def test_second_tag_uploads_only_its_new_blobs(disc, layout):

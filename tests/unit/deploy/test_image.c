@@ -396,7 +396,8 @@ Test(image, docker_save_blobs_form)
     expect_fail("N", "does not match its digest");
     cr_assert(strstr(err, lhex) != NULL, "%s", err);
     /* and a path that leaves the archive */
-    put("N/manifest.json", "[{\"Config\":\"../x.json\",\"Layers\":[]}]", 38);
+    const char escape[] = "[{\"Config\":\"../x.json\",\"Layers\":[]}]";
+    put("N/manifest.json", escape, strlen(escape));
     expect_fail("N", "leaves the archive");
 }
 

@@ -501,8 +501,8 @@ static int cmd_deploy(const ctl_args_t *a)
     }
     if (m.spec->image != NULL) { /* validated: it has a ref */
         if (dir_flag != NULL || m.code_dir != NULL) {
-            code = usage_error("deploy", "%s", "an image function has no code directory: give --image/image: or "
-                                               "--dir/code:, not both");
+            code = usage_error("deploy", "%s",
+                               "an image function has no code directory: give --image/image: or --dir/code:, not both");
             goto out;
         }
         code = do_deploy_rpc(&m, NULL);
@@ -525,6 +525,8 @@ static void join_command(char *out, size_t cap, const Faas__FunctionSpec *s)
 {
     size_t o = 0;
     out[0] = '\0';
+    if (s->n_command == 0 && s->image != NULL) /* the image's own Entrypoint and Cmd */
+        o = (size_t)snprintf(out, cap, "(image %s)", s->image->ref);
     for (size_t i = 0; i < s->n_command && o + 1 < cap; i++)
         o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? " " : "", s->command[i]);
     if (o >= cap && cap > 4)

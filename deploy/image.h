@@ -33,7 +33,8 @@ typedef struct {
     char media_type[128]; /* "" if absent */
     char digest[72];      /* "sha256:<64 lowercase hex>" */
     uint64_t size;
-    char ref_name[256]; /* index entries: org.opencontainers.image.ref.name, "" if none */
+    char ref_name[256];   /* index entries: org.opencontainers.image.ref.name, "" if none */
+    char image_name[256]; /* and io.containerd.image.name (docker save >= 25: "docker.io/library/app:v1") */
     char os[32], arch[32];
 } ctl_desc_t;
 
@@ -75,7 +76,8 @@ typedef struct {
 int ctl_image_parse_desc(const char *s, size_t n, ctl_desc_t *d, char *err, size_t errcap);
 /* index.json or an image index blob -> its manifests (malloc'd in *out). */
 int ctl_image_parse_index(const char *s, size_t n, ctl_desc_t **out, size_t *n_out, char *err, size_t errcap);
-/* Which of n index entries to run: the only one, else the one whose ref name is tag,
+/* Which of n index entries to run: the only one, else the one whose ref name is tag (or
+ * whose containerd image name is tag, or ends in "/" tag, as docker save writes them),
  * else (tag NULL) the one for linux and the host's architecture; the error names the tags. */
 int ctl_image_pick(const ctl_desc_t *ds, size_t n, const char *tag, size_t *idx, char *err, size_t errcap);
 /* An image manifest -> its own mediaType ("" if absent), config and layers (malloc'd). */

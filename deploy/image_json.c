@@ -103,6 +103,8 @@ int ctl_image_parse_desc(const char *s, size_t n, ctl_desc_t *d, char *err, size
     const char *v, *ann, *plat;
     size_t vn, an, pn;
     memset(d, 0, sizeof(*d));
+    if (ctl_json_dup_key(s, n) != 0)
+        return snprintf(err, errcap, "a descriptor is not a JSON object with unique keys"), -1;
     if (member_str(s, n, "mediaType", d->media_type, sizeof(d->media_type)) < 0)
         return snprintf(err, errcap, "a descriptor's mediaType is not a string"), -1;
     char dg[128];
@@ -115,7 +117,8 @@ int ctl_image_parse_desc(const char *s, size_t n, ctl_desc_t *d, char *err, size
     if (ctl_json_member(s, n, "size", &v, &vn) != 0 || json_u64(v, vn, &d->size) != 0)
         return snprintf(err, errcap, "descriptor %s has no valid size", d->digest), -1;
     if (ctl_json_member(s, n, "annotations", &ann, &an) == 0 &&
-        member_str(ann, an, "org.opencontainers.image.ref.name", d->ref_name, sizeof(d->ref_name)) < 0)
+        (member_str(ann, an, "org.opencontainers.image.ref.name", d->ref_name, sizeof(d->ref_name)) < 0 ||
+         member_str(ann, an, "io.containerd.image.name", d->image_name, sizeof(d->image_name)) < 0))
         return snprintf(err, errcap, "descriptor %s: its ref name is not a string", d->digest), -1;
     if (ctl_json_member(s, n, "platform", &plat, &pn) == 0 &&
         (member_str(plat, pn, "os", d->os, sizeof(d->os)) < 0 ||
@@ -164,7 +167,7 @@ int ctl_image_parse_index(const char *s, size_t n, ctl_desc_t **out, size_t *n_o
     size_t vn;
     *out = NULL;
     *n_out = 0;
-    if (ctl_json_member(s, n, "manifests", &v, &vn) != 0)
+    if (ctl_json_dup_key(s, n) != 0 || ctl_json_member(s, n, "manifests", &v, &vn) != 0)
         return snprintf(err, errcap, "not a JSON object with \"manifests\""), -1;
     if (parse_descs(v, vn, CTL_IMAGE_MAX_ENTRIES, "manifests", out, n_out, err, errcap) != 0)
         return -1;
@@ -195,17 +198,31 @@ static void list_tags(const ctl_desc_t *ds, size_t n, char *buf, size_t cap)
     }
 }
 
+/* "docker.io/library/app:v1" is named by itself and by "app:v1" (and "library/app:v1"). */
+static int name_is(const char *name, const char *tag)
+{
+    size_t n = strlen(name), t = strlen(tag);
+    if (name[0] == '\0' || t == 0 || t > n)
+        return 0;
+    return strcmp(name + n - t, tag) == 0 && (t == n || name[n - t - 1] == '/');
+}
+
 int ctl_image_pick(const ctl_desc_t *ds, size_t n, const char *tag, size_t *idx, char *err, size_t errcap)
 {
     char tags[512];
     if (tag != NULL) {
+        size_t hits = 0;
         for (size_t i = 0; i < n; i++)
-            if (strcmp(ds[i].ref_name, tag) == 0)
-                return *idx = i, 0;
+            if (strcmp(ds[i].ref_name, tag) == 0 || name_is(ds[i].image_name, tag))
+                *idx = i, hits++;
+        if (hits == 1)
+            return 0;
+        list_tags(ds, n, tags, sizeof(tags));
+        if (hits > 1) /* docker save >= 25 tags app:v1 and other:v1 both "v1" */
+            return snprintf(err, errcap, "\"%.128s\" names %zu images (give repo:tag; tags: %s)", tag, hits, tags), -1;
         /* one untagged manifest: the tag cannot pick another */
         if (n == 1 && ds[0].ref_name[0] == '\0')
             return *idx = 0, 0;
-        list_tags(ds, n, tags, sizeof(tags));
         return snprintf(err, errcap, "no image tagged \"%.128s\" (tags: %s)", tag, tags), -1;
     }
     if (n == 1)
@@ -233,6 +250,8 @@ int ctl_image_parse_manifest(const char *s, size_t n, char *media_type, size_t m
     uint64_t sv;
     *layers = NULL;
     *n_layers = 0;
+    if (ctl_json_dup_key(s, n) != 0)
+        return snprintf(err, errcap, "the manifest is not a JSON object with unique keys"), -1;
     if (ctl_json_member(s, n, "schemaVersion", &v, &vn) != 0 || json_u64(v, vn, &sv) != 0 || sv != 2)
         return snprintf(err, errcap, "the manifest is not a JSON object with schemaVersion 2"), -1;
     if (member_str(s, n, "mediaType", media_type, mtcap) < 0)
@@ -285,6 +304,8 @@ int ctl_image_parse_config(const char *s, size_t n, ctl_image_config_t *c, char 
     const char *cf, *rf, *v;
     size_t cn, rn, vn;
     memset(c, 0, sizeof(*c));
+    if (ctl_json_dup_key(s, n) != 0)
+        return snprintf(err, errcap, "the image config is not a JSON object with unique keys (up to 256)"), -1;
     if (ctl_json_member(s, n, "rootfs", &rf, &rn) == 0 && ctl_json_member(rf, rn, "diff_ids", &v, &vn) == 0) {
         if (json_strs(v, vn, &c->diff_ids, &c->n_diff_ids) != 0)
             return snprintf(err, errcap, "the config's rootfs.diff_ids is not a list of strings"), -1;
@@ -293,7 +314,7 @@ int ctl_image_parse_config(const char *s, size_t n, ctl_image_config_t *c, char 
     /* "config" is optional (an image with no defaults); anything else must be an object */
     if (ctl_json_member(s, n, "config", &cf, &cn) != 0 || (cn == 4 && memcmp(cf, "null", 4) == 0))
         return 0;
-    if (cf[0] != '{')
+    if (cf[0] != '{' || ctl_json_dup_key(cf, cn) != 0)
         goto bad;
     if (config_strs(cf, cn, "Entrypoint", &c->entrypoint, &c->n_entrypoint, err, errcap) != 0 ||
         config_strs(cf, cn, "Cmd", &c->cmd, &c->n_cmd, err, errcap) != 0 ||
@@ -303,7 +324,7 @@ int ctl_image_parse_config(const char *s, size_t n, ctl_image_config_t *c, char 
         goto fail;
     return 0;
 bad:
-    snprintf(err, errcap, "the image config's \"config\" is not an object");
+    snprintf(err, errcap, "the image config's \"config\" is not an object with unique keys (up to 256)");
 fail:
     ctl_image_config_free(c);
     return -1;

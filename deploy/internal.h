@@ -30,6 +30,12 @@ int faas_http_parse_url(const char *url, char *host, size_t hostcap, uint16_t *p
 
 /* The raw text of member key of the JSON object s[0..n): 0, or -1 if absent or malformed. */
 int ctl_json_member(const char *s, size_t n, const char *key, const char **v, size_t *vn);
+/* 1 if two keys of the JSON object s[0..n) are equal ignoring ASCII case, or a key has
+ * an escape or a non-ASCII byte; 0 if not; -1 if it is malformed or has more than 256
+ * members. Readers disagree on such keys (this file takes the first match as written;
+ * Go's encoding/json, umoci's, decodes escapes, folds case and takes the last), so what
+ * faasctl checks and what a worker unpacks must not be allowed to differ that way. */
+int ctl_json_dup_key(const char *s, size_t n);
 /* The next element of the JSON array s[0..n); *pos starts at 0. 1 with it, 0 at the end, -1 malformed. */
 int ctl_json_next_item(const char *s, size_t n, size_t *pos, const char **v, size_t *vn);
 /* A value as text: a string decoded (escapes, \u as UTF-8), null as "", anything else

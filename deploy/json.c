@@ -5,6 +5,7 @@
 #include "deploy/internal.h"
 
 #include <string.h>
+#include <strings.h>
 
 static size_t ws(const char *s, size_t n, size_t i)
 {
@@ -80,6 +81,40 @@ int ctl_json_member(const char *s, size_t n, const char *key, const char **v, si
             break;
     }
     return -1;
+}
+
+int ctl_json_dup_key(const char *s, size_t n)
+{
+    enum { max = 256 };
+    const char *keys[max];
+    size_t lens[max], nk = 0, i = ws(s, n, 0);
+    if (i >= n || s[i] != '{')
+        return -1;
+    for (i = ws(s, n, i + 1); i < n && s[i] != '}'; i = ws(s, n, i + 1)) {
+        size_t kend = s[i] == '"' ? skip_string(s, n, i) : 0;
+        if (kend == 0 || nk == max)
+            return -1;
+        for (size_t j = i + 1; j + 1 < kend; j++)
+            if (s[j] == '\\' || (unsigned char)s[j] >= 0x80)
+                return 1;
+        for (size_t k = 0; k < nk; k++)
+            if (lens[k] == kend - i && strncasecmp(keys[k], s + i, lens[k]) == 0)
+                return 1;
+        keys[nk] = s + i;
+        lens[nk++] = kend - i;
+        size_t vs = ws(s, n, kend);
+        if (vs >= n || s[vs] != ':')
+            return -1;
+        size_t ve = skip_value(s, n, ws(s, n, vs + 1));
+        if (ve == 0)
+            return -1;
+        i = ws(s, n, ve);
+        if (i >= n || (s[i] != ',' && s[i] != '}'))
+            return -1;
+        if (s[i] == '}')
+            break;
+    }
+    return 0;
 }
 
 int ctl_json_next_item(const char *s, size_t n, size_t *pos, const char **v, size_t *vn)

@@ -108,8 +108,8 @@ static int on_chunk(void *ud, const uint8_t *msg, size_t len)
     return f->failed;
 }
 
-int wm_fetch_blob(const char *discovery, const char *sha, const char *tmpfile, const char *what, char *err,
-                  size_t errcap)
+int wm_fetch_blob(struct faas_rpc_channel *chan, const char *discovery, const char *sha, const char *tmpfile,
+                  const char *what, char *err, size_t errcap)
 {
     fetch_t f = {.fd = open(tmpfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)};
     if (f.fd < 0) {
@@ -120,12 +120,12 @@ int wm_fetch_blob(const char *discovery, const char *sha, const char *tmpfile, c
     ref.sha256 = (char *)sha;
     size_t len;
     uint8_t *req = faas_pb_pack(&ref.base, &len);
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(discovery);
+    faas_rpc_channel_t *ch = chan ? chan : faas_rpc_channel_open(discovery);
     char ebuf[256] = "";
     int rc = req && ch ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, 60000, on_chunk, &f, ebuf,
                                                 sizeof(ebuf))
                        : -1;
-    if (ch)
+    if (ch && ch != chan)
         faas_rpc_channel_close(ch);
     free(req);
     if (close(f.fd) != 0)
@@ -208,7 +208,7 @@ int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha
     }
     int rc = -1;
     char got[65];
-    if (wm_fetch_blob(discovery, sha, tarball, "code", err, errcap) != 0)
+    if (wm_fetch_blob(NULL, discovery, sha, tarball, "code", err, errcap) != 0)
         goto out;
     if (wm_sha256_file(tarball, got) != 0 || strcmp(got, sha) != 0) {
         wm_fmt(err, errcap, "code %.12s fetched from discovery does not match its sha256", sha);

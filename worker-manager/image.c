@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/rpc.h"
 #include "common/util.h"
 #include "proto/faas.pb-c.h"
 
@@ -196,6 +197,35 @@ static const char *ref_of(const Faas__ImageSpec *img)
     return img->ref[0] ? img->ref : img->manifest_digest;
 }
 
+/* ---- unpacks in progress in this process: gc leaves their temp dirs alone, whatever
+ * their age (a large image may take umoci longer than TMP_MAX_AGE_S) ---- */
+
+#define MAX_ACTIVE 64
+static pthread_mutex_t active_mu = PTHREAD_MUTEX_INITIALIZER;
+static char active[MAX_ACTIVE][16]; /* "tmp.XXXXXX" */
+
+static void set_active(const char *tmp, int on)
+{
+    const char *name = strrchr(tmp, '/') + 1;
+    pthread_mutex_lock(&active_mu);
+    for (int i = 0; i < MAX_ACTIVE; i++)
+        if (on ? active[i][0] == '\0' : strcmp(active[i], name) == 0) {
+            snprintf(active[i], sizeof(active[i]), "%s", on ? name : "");
+            break;
+        }
+    pthread_mutex_unlock(&active_mu);
+}
+
+static int is_active(const char *name)
+{
+    int found = 0;
+    pthread_mutex_lock(&active_mu);
+    for (int i = 0; i < MAX_ACTIVE && !found; i++)
+        found = strcmp(active[i], name) == 0;
+    pthread_mutex_unlock(&active_mu);
+    return found;
+}
+
 /* ---- ensure ---- */
 
 typedef struct {
@@ -322,17 +352,19 @@ static int check_digests(const Faas__ImageSpec *img, const char *ref, char *err,
     return 0;
 }
 
+/* j->tmp is set only once mkdtemp made it: the caller removes whatever it names. */
 static int make_tmp(job_t *j, char *err, size_t errcap)
 {
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    j->tmp[0] = '\0';
     if (wm_fmt(dir, sizeof(dir), "%s/images/rootfs", j->cfg->state_dir) != 0 ||
-        wm_fmt(j->tmp, sizeof(j->tmp), "%s/images/tmp.XXXXXX", j->cfg->state_dir) != 0 ||
-        wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", j->tmp) != 0)
+        wm_fmt(tmp, sizeof(tmp), "%s/images/tmp.XXXXXX", j->cfg->state_dir) != 0 ||
+        wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", tmp) != 0)
         return wm_fmt(err, errcap, "state dir path too long"), -1;
-    if (faas_mkdirs(dir, 0755) != 0 || mkdtemp(j->tmp) == NULL) {
-        j->tmp[0] = '\0';
+    if (faas_mkdirs(dir, 0755) != 0 || mkdtemp(tmp) == NULL)
         return wm_fmt(err, errcap, "cannot create the image cache: %s", strerror(errno)), -1;
-    }
+    memcpy(j->tmp, tmp, sizeof(tmp));
+    set_active(j->tmp, 1);
     wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", j->tmp);
     if (faas_mkdirs(j->blobs, 0700) != 0)
         return wm_fmt(err, errcap, "cannot create the image cache: %s", strerror(errno)), -1;
@@ -367,20 +399,33 @@ int wm_image_ensure_with(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_
     t->unpack_us = faas_now_us() - t1;
     rc = 0;
 out:
-    if (j.tmp[0] != '\0')
+    if (j.tmp[0] != '\0') {
         rm_tree(j.tmp);
+        set_active(j.tmp, 0);
+    }
     return rc;
 }
 
+typedef struct {
+    const wm_config_t *cfg;
+    faas_rpc_channel_t *ch; /* one connection for all the blobs of an image */
+} disc_fetch_t;
+
 static int fetch_discovery(void *ud, const char *hex, const char *path, char *err, size_t errcap)
 {
-    const wm_config_t *cfg = ud;
-    return wm_fetch_blob(cfg->discovery, hex, path, "image blob", err, errcap);
+    disc_fetch_t *d = ud;
+    if (d->ch == NULL)
+        d->ch = faas_rpc_channel_open(d->cfg->discovery);
+    return wm_fetch_blob(d->ch, d->cfg->discovery, hex, path, "image blob", err, errcap);
 }
 
 int wm_image_ensure(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_image_times_t *t, char *err, size_t errcap)
 {
-    return wm_image_ensure_with(cfg, img, fetch_discovery, (void *)cfg, t, err, errcap);
+    disc_fetch_t d = {.cfg = cfg};
+    int rc = wm_image_ensure_with(cfg, img, fetch_discovery, &d, t, err, errcap);
+    if (d.ch != NULL)
+        faas_rpc_channel_close(d.ch);
+    return rc;
 }
 
 /* ---- gc ---- */
@@ -453,9 +498,13 @@ static int list_cached(const char *dir, uint32_t base, cached_t **out, size_t *n
 static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, const char *reason)
 {
     char trash[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
-    wm_fmt(trash, sizeof(trash), "%s/images/trash.XXXXXX", cfg->state_dir);
+    if (wm_fmt(trash, sizeof(trash), "%s/images/trash.XXXXXX", cfg->state_dir) != 0 ||
+        wm_fmt(from, sizeof(from), "%s/%s.size", dir, c->hex) != 0 || mkdtemp(trash) == NULL) {
+        FAAS_WARN("event=image_remove_failed manifest=%s err=\"%s\"", c->hex, strerror(errno));
+        return;
+    }
     wm_fmt(from, sizeof(from), "%s/%s", dir, c->hex);
-    if (mkdtemp(trash) == NULL || wm_fmt(to, sizeof(to), "%s/%s", trash, c->hex) != 0 || rename(from, to) != 0) {
+    if (wm_fmt(to, sizeof(to), "%s/%s", trash, c->hex) != 0 || rename(from, to) != 0) {
         FAAS_WARN("event=image_remove_failed manifest=%s err=\"%s\"", c->hex, strerror(errno));
         rmdir(trash);
         return;
@@ -495,7 +544,7 @@ static void sweep_leftovers(const wm_config_t *cfg, const char *dir)
         struct stat st;
         int tmp = strncmp(e->d_name, "tmp.", 4) == 0, trash = strncmp(e->d_name, "trash.", 6) == 0;
         if ((!tmp && !trash) || wm_fmt(path, sizeof(path), "%s/%s", images, e->d_name) != 0 || lstat(path, &st) != 0 ||
-            (tmp && now - st.st_mtime < TMP_MAX_AGE_S))
+            (tmp && (now - st.st_mtime < TMP_MAX_AGE_S || is_active(e->d_name))))
             continue;
         rm_tree(path);
     }

@@ -145,9 +145,12 @@ int wm_sha256_file(const char *path, char *hex);
 void wm_sha256_hex(const void *data, size_t len, char *hex);
 /* Is s 64 lowercase hex chars. */
 int wm_valid_sha256(const char *s);
+struct faas_rpc_channel;
 /* Streams artifact sha (64 hex) from discovery's FetchCode into path (created 0600 or
- * truncated), unverified; what ("code", "blob") names it in err. Blocking; 0 or -1. */
-int wm_fetch_blob(const char *discovery, const char *sha, const char *path, const char *what, char *err, size_t errcap);
+ * truncated), unverified; what ("code", "image blob") names it in err. On ch if given
+ * (several blobs share one connection), else on a channel of its own. Blocking; 0 or -1. */
+int wm_fetch_blob(struct faas_rpc_channel *ch, const char *discovery, const char *sha, const char *path,
+                  const char *what, char *err, size_t errcap);
 /* Makes <state>/code/<sha> exist (fetching from discovery if needed). Blocking. */
 int wm_code_ensure(const char *state_dir, const char *discovery, const char *sha, char *err, size_t errcap);
 

@@ -533,6 +533,7 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     pthread_create(&mt, NULL, metrics_main, m);
     FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
               c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+    (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);
 

@@ -371,7 +371,55 @@ Test(image, docker_save_layer_not_its_diff_id)
     cr_assert(strstr(err, diff) != NULL, "%s", err);
 }
 
+/* The newer docker save form without an index.json: everything under blobs/sha256/. */
+Test(image, docker_save_blobs_form)
+{
+    char lhex[65], chex[65], cfg[512], rel[160], man[512];
+    const char layer[] = "another tar";
+    sha_hex(layer, strlen(layer), lhex);
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", lhex);
+    put(rel, layer, strlen(layer));
+    snprintf(cfg, sizeof(cfg), "{\"config\":{\"Cmd\":[\"/srv\"]},\"rootfs\":{\"diff_ids\":[\"sha256:%s\"]}}", lhex);
+    sha_hex(cfg, strlen(cfg), chex);
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", chex);
+    put(rel, cfg, strlen(cfg));
+    snprintf(man, sizeof(man),
+             "[{\"Config\":\"blobs/sha256/%s\",\"RepoTags\":[\"x:1\"],\"Layers\":[\"blobs/sha256/%s\"]}]", chex, lhex);
+    put("N/manifest.json", man, strlen(man));
+    cr_assert_eq(open_ref("N"), 0, "%s", err);
+    cr_assert_str_eq(img.layers[0].digest + 7, lhex);
+    cr_assert_str_eq(img.config.digest + 7, chex);
+    cr_assert_str_eq(img.cfg.cmd[0], "/srv");
+    /* a blob whose bytes are not its name */
+    snprintf(rel, sizeof(rel), "N/blobs/sha256/%s", lhex);
+    put(rel, "another taR", 11);
+    expect_fail("N", "does not match its digest");
+    cr_assert(strstr(err, lhex) != NULL, "%s", err);
+    /* and a path that leaves the archive */
+    const char escape[] = "[{\"Config\":\"../x.json\",\"Layers\":[]}]";
+    put("N/manifest.json", escape, strlen(escape));
+    expect_fail("N", "leaves the archive");
+}
+
 /* ---- the pure parsers ---- */
+
+Test(image_json, pick_by_docker_image_name)
+{
+    ctl_desc_t ds[2] = {0};
+    size_t idx = 9;
+    strcpy(ds[0].ref_name, "v1");
+    strcpy(ds[0].image_name, "docker.io/library/app:v1");
+    strcpy(ds[1].ref_name, "v1");
+    strcpy(ds[1].image_name, "docker.io/library/other:v1");
+    cr_assert_eq(ctl_image_pick(ds, 2, "other:v1", &idx, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(idx, 1);
+    cr_assert_eq(ctl_image_pick(ds, 2, "docker.io/library/app:v1", &idx, err, sizeof(err)), 0);
+    cr_assert_eq(idx, 0);
+    cr_assert_eq(ctl_image_pick(ds, 2, "her:v1", &idx, err, sizeof(err)), -1, "a suffix is not a name");
+    cr_assert_eq(ctl_image_pick(ds, 2, NULL, &idx, err, sizeof(err)), -1);
+    cr_assert_eq(ctl_image_pick(ds, 2, "v1", &idx, err, sizeof(err)), -1, "ambiguous");
+    cr_assert(strstr(err, "names 2 images") != NULL, "%s", err);
+}
 
 Test(image_json, descriptors)
 {
@@ -390,6 +438,32 @@ Test(image_json, descriptors)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(ctl_image_parse_desc(bad[i], strlen(bad[i]), &d, err, sizeof(err)), -1, "%s", bad[i]);
+}
+
+Test(image_json, duplicate_keys_are_refused)
+{
+    /* deploy/json.c takes the first of two equal keys, umoci (Go) the last: checked
+     * and unpacked must be the same layers */
+    ctl_desc_t cfg, *layers = NULL;
+    size_t n = 0;
+    char mt[128];
+    const char m[] = "{\"schemaVersion\":2,\"config\":{\"digest\":\"sha256:"
+                     "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\",\"size\":1},"
+                     "\"layers\":[],\"layers\":[{\"digest\":\"sha256:"
+                     "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee\",\"size\":1}]}";
+    cr_assert_eq(ctl_image_parse_manifest(m, strlen(m), mt, sizeof(mt), &cfg, &layers, &n, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "unique keys") != NULL, "%s", err);
+    ctl_image_config_t c;
+    const char cf[] = "{\"config\":{\"Cmd\":[\"a\"],\"Cmd\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(cf, strlen(cf), &c, err, sizeof(err)), -1);
+    const char fold[] = "{\"config\":{\"Cmd\":[\"a\"],\"cmd\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(fold, strlen(fold), &c, err, sizeof(err)), -1, "Go folds case");
+    const char esc[] = "{\"config\":{\"\\u0043md\":[\"b\"]}}";
+    cr_assert_eq(ctl_image_parse_config(esc, strlen(esc), &c, err, sizeof(err)), -1, "Go decodes escapes");
+    ctl_desc_t d;
+    const char dd[] = "{\"digest\":\"sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\","
+                      "\"size\":1,\"size\":2}";
+    cr_assert_eq(ctl_image_parse_desc(dd, strlen(dd), &d, err, sizeof(err)), -1);
 }
 
 Test(image_json, config_nulls_and_absent_fields)

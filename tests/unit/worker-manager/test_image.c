@@ -588,16 +588,34 @@ typedef struct {
     char layout[256];
     char manifest[80];
     char *blobs[8];
+    char blob_text[8][72]; /* what blobs point at */
     size_t n_blobs;
     uint64_t manifest_size;
     int calls;
     const char *corrupt; /* this hex gets other bytes */
+    wm_config_t *gc_cfg; /* set: each fetch ages the temp dir by an hour, then runs gc */
+    int gc_runs;
 } src_t;
+
+/* A gc in the middle of an unpack: its temp dir, made to look an hour old, stays. */
+static void gc_during_fetch(src_t *s)
+{
+    char cmd[PATH_MAX];
+    snprintf(cmd, sizeof(cmd), "touch -d '1 hour ago' %s/images/tmp.*", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+    uint64_t removed;
+    cr_assert_eq(wm_image_gc(s->gc_cfg, NULL, 0, NULL, 0, &removed), 0);
+    snprintf(cmd, sizeof(cmd), "test -d %s/images/tmp.*/layout", tmpdir);
+    cr_assert_eq(system(cmd), 0, "gc removed the temp dir of an unpack in progress");
+    s->gc_runs++;
+}
 
 static int copy_fetch(void *ud, const char *hex, const char *path, char *err, size_t errcap)
 {
     src_t *s = ud;
     s->calls++;
+    if (s->gc_cfg)
+        gc_during_fetch(s);
     if (s->corrupt && strcmp(hex, s->corrupt) == 0)
         return sh("echo tampered > %s", path) == 0 ? 0 : -1;
     if (sh("cp %s/blobs/sha256/%s %s", s->layout, hex, path) != 0) {
@@ -628,8 +646,11 @@ static void describe(src_t *s)
     buf[n] = '\0';
     cr_assert_eq(n, s->manifest_size);
     s->n_blobs = 0;
-    for (char *p = buf; (p = strstr(p, "sha256:")) != NULL; p += 71)
-        s->blobs[s->n_blobs++] = strndup(p, 71);
+    for (char *p = buf; (p = strstr(p, "sha256:")) != NULL && s->n_blobs < 8; p += 71) {
+        snprintf(s->blob_text[s->n_blobs], sizeof(s->blob_text[0]), "%.71s", p);
+        s->blobs[s->n_blobs] = s->blob_text[s->n_blobs];
+        s->n_blobs++;
+    }
 }
 
 static void spec_of(src_t *s, Faas__ImageSpec *img)
@@ -739,6 +760,30 @@ Test(image_ensure, unpacks_with_whiteouts_and_shifted_ids_then_serves_from_cache
     cr_assert_eq(wm_image_gc(&cfg, NULL, 0, NULL, 0, &removed), 0);
     cr_assert_gt(removed, 500000);
     cr_assert_neq(access(root, F_OK), 0);
+}
+
+Test(image_ensure, gc_leaves_an_unpack_in_progress_alone)
+{
+    src_t s = {0};
+    build_image(&s);
+    Faas__ImageSpec img;
+    spec_of(&s, &img);
+    wm_config_t cfg = gc_cfg(1ull << 30);
+    s.gc_cfg = &cfg;
+    wm_image_times_t t;
+    char err[512] = "", root[512];
+    cr_assert_eq(wm_image_ensure_with(&cfg, &img, copy_fetch, &s, &t, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(s.gc_runs, 5);
+    wm_image_rootfs(&cfg, &img, root, sizeof(root));
+    cr_assert_eq(access(root, F_OK), 0);
+    /* and once it is over, an hour-old temp dir is a dead unpack's: it goes */
+    put("images/tmp.dead00/layout/x", "x", 0644);
+    cr_assert_eq(sh("touch -d '1 hour ago' %s/images/tmp.dead00", tmpdir), 0);
+    uint64_t removed;
+    const char *needed[] = {s.manifest + 7};
+    cr_assert_eq(wm_image_gc(&cfg, needed, 1, NULL, 0, &removed), 0);
+    cr_assert_neq(access(at("images/tmp.dead00"), F_OK), 0);
+    cr_assert_eq(access(root, F_OK), 0);
 }
 
 Test(image_ensure, a_blob_that_does_not_match_its_digest)
@@ -881,4 +926,161 @@ Test(image_flags, bad_values)
         cr_assert_eq(parse_flags(&c, &err, bad[i][0], bad[i][1]), -1, "%s %s", bad[i][0], bad[i][1]);
         cr_assert_not_null(err);
     }
+}
+
+/* ---- ensure through a real faas-discovery: UploadCode in, FetchCode out ---- */
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "common/auth.h"
+#include "common/rpc.h"
+
+static pid_t disc_pid;
+
+static void stop_discovery(void)
+{
+    if (disc_pid > 0) {
+        kill(disc_pid, SIGTERM);
+        waitpid(disc_pid, NULL, 0);
+        disc_pid = 0;
+    }
+    cleanup();
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Starts build/faas-discovery (FAAS_BUILD, else ./build) on a free port with its state
+ * in tmpdir/disc; waits (polling, bounded) for it to listen; configures the rpc client
+ * with the token it made. Writes its address into addr. */
+static void start_discovery(char *addr, size_t cap)
+{
+    char bin[PATH_MAX], state[256], listen[64], tokenf[PATH_MAX], err[256];
+    const char *b = getenv("FAAS_BUILD");
+    snprintf(bin, sizeof(bin), "%s/faas-discovery", b ? b : "build");
+    if (access(bin, X_OK) != 0)
+        cr_skip_test("%s is not built", bin);
+    snprintf(state, sizeof(state), "%s/disc", tmpdir);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", free_port());
+    disc_pid = fork();
+    cr_assert_geq(disc_pid, 0);
+    if (disc_pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execl(bin, bin, "--listen", listen, "--state-dir", state, "--metrics-listen", "off", (char *)NULL);
+        _exit(127);
+    }
+    snprintf(tokenf, sizeof(tokenf), "%s/token", state);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sa.sin_port = htons((uint16_t)atoi(strchr(listen, ':') + 1));
+    int up = 0;
+    for (int i = 0; i < 1000 && !up; i++) { /* 10 s at most */
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        up = access(tokenf, R_OK) == 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(fd);
+        if (!up) {
+            cr_assert_eq(waitpid(disc_pid, NULL, WNOHANG), 0, "faas-discovery exited");
+            usleep(10000);
+        }
+    }
+    cr_assert(up, "faas-discovery did not listen within 10 s");
+    static faas_token_t tok;
+    cr_assert_eq(faas_token_read_file(tokenf, &tok, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(faas_rpc_client_configure(&tok, NULL, err, sizeof(err)), 0, "%s", err);
+    snprintf(addr, cap, "%s", listen);
+}
+
+typedef struct {
+    uint8_t *packed;
+    size_t len;
+    int sent;
+} one_chunk_t;
+
+static int next_chunk(void *ud, const uint8_t **msg, size_t *len)
+{
+    one_chunk_t *c = ud;
+    if (c->sent++)
+        return 0;
+    *msg = c->packed;
+    *len = c->len;
+    return 1;
+}
+
+/* Uploads the layout's blob hex as one artifact and checks discovery names it so. */
+static void upload(const char *disc, const char *layout, const char *hex)
+{
+    char path[PATH_MAX], err[256] = "";
+    snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, hex);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    static uint8_t data[4 << 20];
+    size_t n = fread(data, 1, sizeof(data), f);
+    fclose(f);
+    Faas__CodeChunk chunk = FAAS__CODE_CHUNK__INIT;
+    chunk.data.data = data;
+    chunk.data.len = n;
+    one_chunk_t c = {.packed = faas_pb_pack(&chunk.base, &c.len)};
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(disc);
+    uint8_t *resp = NULL;
+    size_t rlen = 0;
+    int rc = faas_rpc_client_stream(ch, "/faas.Discovery/UploadCode", next_chunk, &c, 10000, &resp, &rlen, err,
+                                    sizeof(err));
+    faas_rpc_channel_close(ch);
+    free(c.packed);
+    cr_assert_eq(rc, 0, "UploadCode: %s", err);
+    Faas__CodeRef *ref = faas__code_ref__unpack(NULL, rlen, resp);
+    cr_assert_not_null(ref);
+    cr_assert_str_eq(ref->sha256, hex);
+    faas__code_ref__free_unpacked(ref, NULL);
+    free(resp);
+}
+
+Test(image_discovery, ensure_fetches_from_a_real_discovery, .init = setup, .fini = stop_discovery, .timeout = 60)
+{
+    src_t s = {0};
+    build_image(&s);
+    char disc[64];
+    start_discovery(disc, sizeof(disc));
+    upload(disc, s.layout, s.manifest + 7);
+    for (size_t i = 0; i < s.n_blobs; i++)
+        upload(disc, s.layout, s.blobs[i] + 7);
+    Faas__ImageSpec img;
+    spec_of(&s, &img);
+    wm_config_t cfg = gc_cfg(1ull << 30);
+    snprintf(cfg.discovery, sizeof(cfg.discovery), "%s", disc);
+    wm_image_times_t t;
+    char err[512] = "", root[512], p[PATH_MAX];
+    cr_assert_eq(wm_image_ensure(&cfg, &img, &t, err, sizeof(err)), 0, "%s", err);
+    cr_assert_gt(t.fetch_us, 0);
+    cr_assert_gt(t.unpack_us, 0);
+    wm_image_rootfs(&cfg, &img, root, sizeof(root));
+    snprintf(p, sizeof(p), "%s/bin/busybox", root);
+    cr_assert_eq(access(p, X_OK), 0);
+    cr_log_info("fetch %llu us, unpack %llu us", (unsigned long long)t.fetch_us, (unsigned long long)t.unpack_us);
+
+    /* a layer discovery never got */
+    char missing[72] = "sha256:";
+    memset(missing + 7, 'a', 64);
+    missing[71] = '\0';
+    char *blobs[8];
+    memcpy(blobs, s.blobs, sizeof(blobs));
+    blobs[s.n_blobs] = missing;
+    img.blobs = blobs;
+    img.n_blobs = s.n_blobs + 1;
+    img.manifest_digest = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    cr_assert_eq(wm_image_ensure(&cfg, &img, &t, err, sizeof(err)), -1);
+    cr_assert_str_eq(err, "could not fetch image blob bbbbbbbbbbbb from discovery (no such artifact)");
+    img.manifest_digest = s.manifest;
+    cr_assert_eq(wm_image_ensure(&cfg, &img, &t, err, sizeof(err)), 0, "cached: %s", err);
 }

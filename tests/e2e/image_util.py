@@ -56,13 +56,11 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def write(path, text, mode=0o644, owner=None):
+def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
-    os.chmod(path, mode)
-    if owner is not None:
-        os.chown(path, owner, owner)
+    os.chmod(path, 0o644)
 
 
 def stage_base(root, salt):
@@ -325,7 +323,6 @@ def flipped_layer(layout, tag, dst):
     blob no longer matches the digest it is stored (and referenced) under."""
     bad = single(layout, tag, dst)
     path = bad.blob(bad.layers(tag)[-1])
-    os.chmod(path, 0o644)  # umoci stores blobs read-only
     with open(path, "r+b") as f:
         f.seek(os.path.getsize(path) // 2)
         b = f.read(1)

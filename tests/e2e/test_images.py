@@ -3,8 +3,10 @@ busybox-static and the static servers of tests/e2e/images/ with umoci (image_uti
 deployed with faasctl (a layout, an OCI archive, a docker-save archive) onto a real
 platform, and asked from inside what they see: the image's files and not the host's,
 the image's user, WorkingDir and Env (the manifest's over them), their own writable
-layer. Two versions share a layer, stored and uploaded once; a whiteout hides a lower
-file; a Thrift image answers through the gateway; each broken image gets its error."""
+layer, confined like any function. Two versions share a layer, stored and uploaded
+once, unpacked once per manifest and swept when no version needs them; a whiteout hides
+a lower file; a Thrift image answers through the gateway; readiness probes and limits
+apply; each broken image gets its error, at deploy or as a failed cold start."""
 import glob
 import json
 import os
@@ -23,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(iu.available() is not None, reason=str(iu.available())),
 ]
 
-# the host ids the image's ids map to: the worker manager's default --userns base
+# the host id of an image's id 0: the worker manager's default --image-id-base
 USERNS_BASE = 1000000000
 UPLOAD_RE = re.compile(r"image (\S+): (\d+) blobs, (\d+) uploaded \((\d+) bytes\), (\d+) already stored")
 

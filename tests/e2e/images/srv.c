@@ -62,8 +62,8 @@ static int ready(void)
 /* The paths /info reports on: the image's own files, the whiteout, a host-only file
  * (Debian's marker, present on the host, absent in our images) and the pod's extras. */
 static const char *const PROBES[] = {"/etc/imagefile", "/etc/debian_version", "/bin/busybox", "/etc/gone",
-                                     "/etc/kept", "/usr/bin/umoci", "/proc/self", "/dev/null", "/written",
-                                     "/data/written", "/tmp/x", NULL};
+                                     "/etc/kept",      "/usr/bin/umoci",      "/proc/self",   "/dev/null",
+                                     "/written",       "/data/written",       "/tmp/x",       NULL};
 
 typedef struct {
     char buf[MAX_OUT];
@@ -183,7 +183,10 @@ static const char *try_it(const char *what)
     return rc == 0 ? "OK" : strerrorname_np(errno);
 }
 
-static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
 
 static int list_dir(out_t *o, const char *path)
 {
@@ -219,9 +222,13 @@ static int send_all(int fd, const char *p, size_t n)
 static int respond(int fd, int status, const char *ctype, const char *body, size_t blen)
 {
     char head[256];
-    int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n",
-                      status, status == 200 ? "OK" : status == 503 ? "Service Unavailable" : "Not Found", ctype, blen);
+    int hl =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: keep-alive\r\n\r\n", status,
+                 status == 200   ? "OK"
+                 : status == 503 ? "Service Unavailable"
+                                 : "Not Found",
+                 ctype, blen);
     struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, blen}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
     ssize_t w;
@@ -252,7 +259,7 @@ static int route(int fd, const char *target)
     } else if (strncmp(target, "/exists?p=", 10) == 0) {
         struct stat st;
         rc = stat(target + 10, &st) == 0 ? respond(fd, 200, "text/plain", "yes", 3)
-                                          : respond(fd, 200, "text/plain", "no", 2);
+                                         : respond(fd, 200, "text/plain", "no", 2);
     } else if (strncmp(target, "/ls?p=", 6) == 0 && list_dir(o, target + 6) == 0) {
         rc = respond(fd, 200, "text/plain", o->buf, o->len);
     } else if (strncmp(target, "/try?what=", 10) == 0) {

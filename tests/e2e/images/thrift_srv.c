@@ -82,7 +82,10 @@ static void put(buf_t *o, const void *p, size_t n)
     }
 }
 
-static void put_u8(buf_t *o, uint8_t v) { put(o, &v, 1); }
+static void put_u8(buf_t *o, uint8_t v)
+{
+    put(o, &v, 1);
+}
 
 static void put_u32(buf_t *o, uint32_t v)
 {

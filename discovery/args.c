@@ -17,7 +17,7 @@ const char disc_args_usage[] =
     "  --listen ADDR              gRPC address (default 127.0.0.1:7100)\n"
     "  --state-dir DIR            SQLite db and code artifacts (default ./.faas/discovery)\n"
     "  --metrics-listen ADDR      HTTP /metrics and /healthz (default 127.0.0.1:7101; \"off\" disables)\n"
-    "  --max-artifact-bytes N     largest code upload (default 268435456)\n"
+    "  --max-artifact-bytes N     largest upload: a code artifact or one image blob (default 4294967296)\n"
     "  --task-retention-ms N      keep finished async tasks and results this long (default 604800000: 7 days)\n"
     "  --callback-attempts N      X-Callback-Url deliveries tried per task (default 5)\n"
     "  --callback-backoff-ms N    wait after a failed delivery, doubling, at most 5 min (default 1000)\n"
@@ -87,7 +87,7 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     a->listen = "127.0.0.1:7100";
     a->state_dir = "./.faas/discovery";
     a->metrics_listen = "127.0.0.1:7101";
-    a->max_artifact = 256ull << 20;
+    a->max_artifact = 4ull << 30; /* image layers of many dependencies pass 1 GiB */
     a->task_retention_ms = FAAS_SPEC_DEFAULT_ASYNC_RETENTION_MS;
     a->callback_attempts = DISC_CB_ATTEMPTS;
     a->callback_backoff_ms = DISC_CB_BACKOFF_MS;

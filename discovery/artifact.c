@@ -51,7 +51,7 @@ fail:
 int disc_upload_write(disc_upload_t *up, const uint8_t *data, size_t len, const char **err)
 {
     if (up->size + len > up->max || up->size + len < up->size) {
-        *err = "code artifact is larger than --max-artifact-bytes";
+        *err = "the upload (code artifact or image blob) is larger than --max-artifact-bytes";
         return -EFBIG;
     }
     if (EVP_DigestUpdate(up->md, data, len) != 1) {

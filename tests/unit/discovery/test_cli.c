@@ -25,7 +25,7 @@ Test(disc_cli, defaults)
     cr_assert_str_eq(a.listen, "127.0.0.1:7100");
     cr_assert_str_eq(a.state_dir, "./.faas/discovery");
     cr_assert_str_eq(a.metrics_listen, "127.0.0.1:7101");
-    cr_assert_eq(a.max_artifact, 256ull << 20);
+    cr_assert_eq(a.max_artifact, 4ull << 30);
     cr_assert_eq(a.task_retention_ms, 7ull * 24 * 3600 * 1000);
     cr_assert_eq(a.callback_attempts, 5);
     cr_assert_eq(a.callback_backoff_ms, 1000);

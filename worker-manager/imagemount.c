@@ -2,7 +2,8 @@
  * the image's root mounted in a pod, and the one user namespace image servers run in.
  *
  * Runs in the root helper only (single-threaded, so it may setns into a pod's mount
- * namespace and back). No fork on a cold start: the mounts are syscalls, ~0.3 ms. */
+ * namespace and back). No fork on a cold start and nothing mounted on the host: new
+ * mounts are made detached (fsopen/fsmount, open_tree) and moved into the pod. */
 #include "worker-manager/internal.h"
 
 #include <errno.h>
@@ -25,8 +26,7 @@
 /* The image server's writable layer: a tmpfs per pod, charged to the pod's memory
  * cgroup as it is written, so the cgroup limit is the real bound; this caps one pod
  * whose limit is larger than any sane scratch space. */
-#define IMAGE_RW_OPTS "mode=0755,size=512m"
-#define IMAGE_TMP_OPTS "mode=1777,size=64m"
+#define IMAGE_RW_SIZE "512m"
 
 static int fail(char *err, size_t cap, const char *what)
 {
@@ -179,62 +179,69 @@ static int furnish(char *err, size_t cap)
     return rc;
 }
 
-/* The overlay on the host: lower = the cached rootfs, upper = a fresh tmpfs whose root
- * takes the owner and mode of the image's /. Cloned detached, then the host mounts go:
- * nothing of a pod stays mounted on the host. */
-static int overlay_tree(const wm_config_t *cfg, const char *pod, const char *hex, char *err, size_t cap)
+/* A new filesystem of type fstype, configured with key/value pairs, as a detached mount
+ * fd (never attached on the host: no umount, and no RCU grace period, on the way). */
+static int detached_fs(const char *fstype, const char *const *kv, size_t n, unsigned attrs, char *err, size_t cap)
 {
-    char lower[PATH_MAX], dir[PATH_MAX], rw[PATH_MAX], root[PATH_MAX], up[PATH_MAX], work[PATH_MAX];
-    char opts[3 * PATH_MAX + 64];
+    int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC), m = -1;
+    if (fs < 0)
+        return fail(err, cap, fstype);
+    for (size_t i = 0; i + 1 < n; i += 2)
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, kv[i], kv[i + 1], 0) != 0) {
+            fail(err, cap, kv[i]);
+            goto out;
+        }
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0 ||
+        (m = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs)) < 0)
+        fail(err, cap, fstype);
+out:
+    close(fs);
+    return m;
+}
+
+/* The overlay, detached: lower = the cached rootfs, upper = a fresh tmpfs (reached
+ * through its fd's magic link) whose root takes the owner and mode of the image's /.
+ * *upper_fd: that tmpfs, which the caller keeps until the pod goes, so that letting it
+ * go (a grace period) is paid at teardown, not on the cold start. */
+static int overlay_tree(const wm_config_t *cfg, const char *hex, int *upper_fd, char *err, size_t cap)
+{
+    char lower[PATH_MAX], up[64], work[64];
     struct stat st;
-    int tree = -1;
+    *upper_fd = -1;
     wm_fmt(lower, sizeof(lower), "%s/images/rootfs/%s", cfg->state_dir, hex);
-    wm_fmt(dir, sizeof(dir), "%s/pods/%s.image", cfg->state_dir, pod);
-    wm_fmt(rw, sizeof(rw), "%s/rw", dir);
-    wm_fmt(root, sizeof(root), "%s/root", dir);
-    wm_fmt(up, sizeof(up), "%s/upper", rw);
-    wm_fmt(work, sizeof(work), "%s/work", rw);
-    /* overlay's option string splits on ',' and ':': such a state dir cannot be said */
-    if (strpbrk(cfg->state_dir, ",:\\") != NULL) {
-        wm_fmt(err, cap, "mount image: the state dir path has ',' ':' or '\\': overlayfs cannot take it");
+    /* overlay splits lowerdir on ':' (and takes '\\' as an escape) */
+    if (strpbrk(cfg->state_dir, ":\\") != NULL) {
+        wm_fmt(err, cap, "mount image: the state dir path has ':' or '\\': overlayfs cannot take it");
         return -1;
     }
     if (stat(lower, &st) != 0)
         return fail(err, cap, "the image's rootfs is not cached");
-    if (faas_mkdirs(rw, 0700) != 0 || mkdir(root, 0700) != 0)
-        return fail(err, cap, "mkdir");
-    if (mount("tmpfs", rw, "tmpfs", MS_NOSUID | MS_NODEV, IMAGE_RW_OPTS) != 0) {
-        fail(err, cap, "tmpfs for the writable layer");
-        goto rm;
-    }
-    if (mkdir(up, st.st_mode & 07777) != 0 || chown(up, st.st_uid, st.st_gid) != 0 || chmod(up, st.st_mode & 07777) != 0 ||
-        mkdir(work, 0700) != 0) {
+    static const char *const tmpfs_kv[] = {"mode", "0755", "size", IMAGE_RW_SIZE};
+    int t = detached_fs("tmpfs", tmpfs_kv, 4, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err, cap), tree = -1;
+    if (t < 0)
+        return -1;
+    if (mkdirat(t, "upper", st.st_mode & 07777) != 0 || fchownat(t, "upper", st.st_uid, st.st_gid, 0) != 0 ||
+        fchmodat(t, "upper", st.st_mode & 07777, 0) != 0 || mkdirat(t, "work", 0700) != 0) {
         fail(err, cap, "writable layer");
-        goto unmount_rw;
+        close(t);
+        return -1;
     }
-    wm_fmt(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, up, work);
-    if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts) != 0) {
-        fail(err, cap, "overlay");
-        goto unmount_rw;
-    }
-    tree = (int)syscall(SYS_open_tree, AT_FDCWD, root, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    wm_fmt(up, sizeof(up), "/proc/self/fd/%d/upper", t);
+    wm_fmt(work, sizeof(work), "/proc/self/fd/%d/work", t);
+    const char *const ovl_kv[] = {"lowerdir", lower, "upperdir", up, "workdir", work};
+    tree = detached_fs("overlay", ovl_kv, 6, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err, cap);
     if (tree < 0)
-        fail(err, cap, "open_tree");
-    (void)umount2(root, MNT_DETACH);
-unmount_rw:
-    (void)umount2(rw, MNT_DETACH); /* the overlay holds the tmpfs alive */
-rm:
-    (void)rmdir(root);
-    (void)rmdir(rw);
-    (void)rmdir(dir);
+        close(t);
+    else
+        *upper_fd = t;
     return tree;
 }
 
-int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *pod, const char *hex, char *err,
+int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *hex, int *upper_fd, char *err,
                        size_t cap)
 {
     char ns[64];
-    int tree = overlay_tree(cfg, pod, hex, err, cap);
+    int tree = overlay_tree(cfg, hex, upper_fd, err, cap);
     if (tree < 0)
         return -1;
     wm_fmt(ns, sizeof(ns), "/proc/%d/ns/mnt", (int)pid);

@@ -266,9 +266,10 @@ int wm_tail_log(const char *path, unsigned n, char ***lines, size_t *count);
 int wm_userns_make(const wm_config_t *cfg, char *err, size_t cap);
 /* Mounts the cached rootfs <state>/images/rootfs/<hex> (overlay, a tmpfs upper of its
  * own) at WM_POD_ROOT_DIR in the mount namespace of pod init pid, with /proc, /dev,
- * /tmp and the resolver files. 0; -1 with err; -2: the helper could not return to its
- * own namespace self_mnt (it must stop). Helper only. */
-int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *pod, const char *hex, char *err,
+ * /tmp and the resolver files. *upper_fd: the upper tmpfs, to close once the pod is
+ * gone. 0; -1 with err; -2: the helper could not return to its own namespace self_mnt
+ * (it must stop). Helper only. */
+int wm_image_mount_pod(const wm_config_t *cfg, int self_mnt, pid_t pid, const char *hex, int *upper_fd, char *err,
                        size_t cap);
 
 #endif

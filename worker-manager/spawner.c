@@ -62,6 +62,7 @@ typedef struct {
     int ctl;       /* a dup of the WM's end of the control socket: the agent never sees EOF */
     uint32_t addr; /* the pod's address (host order) */
     uint8_t *rec;  /* the WM's record of the pod (wm_pod_record); NULL: state unclear */
+    int upper;     /* an image pod's writable layer (imagemount.c), let go with the pod; -1 */
     size_t rec_len;
 } hpod_t;
 
@@ -340,7 +341,7 @@ static int pod_main(void *arg)
 
 static void track(const char *pod, pid_t pid)
 {
-    hpod_t z = {.pid = pid, .ctl = -1};
+    hpod_t z = {.pid = pid, .ctl = -1, .upper = -1};
     if (H.n_pods == H.cap_pods) {
         size_t nc = H.cap_pods ? H.cap_pods * 2 : 16;
         hpod_t *np = realloc(H.pods, nc * sizeof(*np));
@@ -368,6 +369,8 @@ static void untrack(pid_t pid)
         return;
     if (p->ctl >= 0)
         close(p->ctl);
+    if (p->upper >= 0)
+        close(p->upper);
     free(p->rec);
     *p = H.pods[--H.n_pods];
 }
@@ -512,11 +515,17 @@ static int do_mount_image(const hreq_t *q, hrep_t *r, int *pass)
     }
     if (H.userns < 0 && (H.userns = wm_userns_make(&H.cfg, r->err, sizeof(r->err))) < 0)
         return -1;
-    int rc = wm_image_mount_pod(&H.cfg, H.self_mnt, q->pid, q->pod, q->arg, r->err, sizeof(r->err));
+    int upper = -1;
+    int rc = wm_image_mount_pod(&H.cfg, H.self_mnt, q->pid, q->arg, &upper, r->err, sizeof(r->err));
     if (rc == -2) {
         FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", strerror(errno));
         _exit(1);
     }
+    hpod_t *hp = tracked(q->pid);
+    if (hp != NULL && hp->upper < 0)
+        hp->upper = upper;
+    else if (upper >= 0)
+        close(upper);
     if (rc != 0 || no_egress(q, r) != 0)
         return -1;
     *pass = dup(H.userns); /* send_reply's caller closes what it passed */

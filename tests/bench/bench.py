@@ -879,10 +879,43 @@ def scen_coldsec(s, a, res):
     coldnet_bench.scen_coldsec(s, a, res)
 
 
+def scen_image(s, a, res):
+    """12. cold start of an OCI image function (rootfs cached) beside a code-directory function running the
+    same static server, and the first cold start of a new image (tests/bench/image_coldstart.py, its own
+    platform: it needs umoci and the build's tests/images/srv)."""
+    env = dict(os.environ, FAAS_BUILD=a.build)
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "image_coldstart.py"), "--n", str(a.cold), "--json"],
+                       env=env, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        print(f"  image cold start: failed ({r.returncode}): {r.stderr.strip()[-300:]}", flush=True)
+        return
+    c = res["image"] = json.loads(lines[-1])
+    print(f"  image cold start p50 {c['image']['p50']:.2f} ms, code dir {c['code']['p50']:.2f} ms; first of a new "
+          f"image {c['first']['ms']:.1f} ms", flush=True)
+
+
+def image_rows(res, add, f_us):
+    c = res.get("image")
+    if not c:
+        return
+    ms = 1000.0
+    for key, what in (("code", "code directory"), ("image", "OCI image, rootfs cached")):
+        add(f"cold start from the warm pool, {what} (same static server)", 1, "platform", "",
+            f_us(c[key]["p50"] * ms), f_us(c[key]["p99"] * ms), "", "", "", "")
+    d = c["image"]["p50"] - c["code"]["p50"]
+    add("cold start: image - code directory, p50", 1, "platform", "", f"{d:+.2f} ms", "", "", "", "within 1 ms",
+        "pass" if d <= 1.0 else "FAIL")
+    ph = c["first"].get("phases", {})  # already ms, as image_coldstart.py reads them
+    add("first cold start of a new image (fetch / unpack phases)", 1, "platform", "", f_us(c["first"]["ms"] * ms),
+        "", f"fetch {ph.get('image_fetch_us', 0):.1f} ms", f"unpack {ph.get('image_unpack_us', 0):.1f} ms",
+        "", "")
+
+
 # tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
              ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale),
-             ("coldnet", scen_coldnet), ("coldsec", scen_coldsec),
+             ("coldnet", scen_coldnet), ("coldsec", scen_coldsec), ("image", scen_image),
              ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
@@ -1019,6 +1052,7 @@ def table(res, m, cm, a):
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
     scale_bench.rows(res, add, f_us, f_rps)
     coldnet_bench.rows(res, add, f_us)
+    image_rows(res, add, f_us)
     tasks_bench.rows(res, add, f_us, f_rps)
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "

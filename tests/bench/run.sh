@@ -2,7 +2,7 @@
 # The benchmark harness of issue 3: `make bench` runs `tests/bench/run.sh <abs build dir>`.
 #
 #   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
-#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,tasks|none]
+#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,tasks|none]
 #                                [--profile DIR] [--keep] [--json FILE]
 #
 # Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints

@@ -14,6 +14,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -486,6 +487,33 @@ static int limit_caps(void)
 
 _Static_assert(sizeof(gid_t) == sizeof(uint32_t), "ImageRun.groups are passed to setgroups as they are");
 
+/* A WorkingDir the image lacks is made, owned by the image's root, as Docker does: in
+ * the pivoted root (the image's symlinks resolve inside it), in the pod's own writable
+ * layer. fsuid 0 first: ours (the agent's uid) has no id in the image's namespace, and a
+ * file cannot be owned by an id the namespace cannot say. The later setresuid resets it. */
+static int make_workdir(const char *cwd)
+{
+    char p[PATH_MAX];
+    size_t n = strlen(cwd);
+    if (n == 0 || n >= sizeof(p) || cwd[0] != '/')
+        return -1;
+    memcpy(p, cwd, n + 1);
+    syscall(SYS_setfsgid, 0);
+    syscall(SYS_setfsuid, 0);
+    for (char *c = p + 1;; c++) {
+        if (*c != '/' && *c != '\0')
+            continue;
+        char was = *c;
+        *c = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *c = was;
+        if (was == '\0')
+            break;
+    }
+    return chdir(cwd);
+}
+
 /* In the vfork child, for an image: into its user namespace and its root, as its user
  * (docs/images.md; runtime-agent/README.md "Images"). The agent owns the user namespace, so
  * it holds every capability there, CAP_KILL included: STOP and the group kill reach the
@@ -508,7 +536,7 @@ static int enter_image(spawn_args_t *a)
         return child_failed(a, STEP_PIVOT);
     if (umount2(".", MNT_DETACH) != 0) /* the old root, stacked on the new one: out of reach */
         return child_failed(a, STEP_OLDROOT);
-    if (chdir(im->cwd[0] != '\0' ? im->cwd : "/") != 0)
+    if (chdir(im->cwd[0] != '\0' ? im->cwd : "/") != 0 && (errno != ENOENT || make_workdir(im->cwd) != 0))
         return child_failed(a, STEP_CWD);
     if (limit_caps() != 0)
         return child_failed(a, STEP_CAPS);

@@ -171,6 +171,7 @@ def build_family(workdir, name="img", with_versions=True):
       noentry v1 with Entrypoint [/app/not-there]        (a cold-start error)
       nouser  v1 with User ghost                         (a cold-start error)
       numeric v1 with User 1000:50 (ids, not names)
+      newwd   v1 with WorkingDir /srv/new/work, which the image lacks (made at start)
 
     Each layer is new (salted) for every call, so nothing of it is stored yet."""
     L = Layout(os.path.join(str(workdir), name)).init()
@@ -191,6 +192,7 @@ def build_family(workdir, name="img", with_versions=True):
     L.configure("v1", new_tag="noentry", entrypoint=["/app/not-there"])
     L.configure("v1", new_tag="nouser", user="ghost")
     L.configure("v1", new_tag="numeric", user=f"{APP_UID}:{STAFF_GID}")
+    L.configure("v1", new_tag="newwd", workdir="/srv/new/work")
     shutil.rmtree(stage)
     return L
 

@@ -330,7 +330,7 @@ def test_image_root_keeps_only_dockers_capabilities_and_dies_with_user_exit(imag
 @pytest.mark.parametrize("kw,message", [
     ({"exe": "/bin/nope", "argv": ["nope"]}, "exec /bin/nope in the image: No such file or directory"),
     ({"exe": "/etc/imagefile"}, "exec /etc/imagefile in the image: Permission denied"),
-    ({"cwd": "/nonexistent"}, "WorkingDir /nonexistent is not a directory in the image"),
+    ({"cwd": "/etc/imagefile/sub"}, "WorkingDir /etc/imagefile/sub is not a directory in the image"),
     ({"cwd": "/etc/imagefile"}, "WorkingDir /etc/imagefile is not a directory in the image"),
     ({"uid": 70000, "gid": 70000, "groups": []},
      "cannot switch to the image's user 70000:70000: Invalid argument"),

@@ -254,6 +254,14 @@ def test_numeric_user_from_the_cli(plat, images):
     assert i["env"]["FOO"] == "cli" and i["cwd"] == "/home/app", i
 
 
+def test_a_workingdir_the_image_lacks_is_made(plat, images):
+    """Docker's rule: a missing WorkingDir is created (owned by the image's root), in the
+    pod's own layer; the image user then runs in it."""
+    deploy(plat, "imgnewwd", images["layout"].ref("newwd"))
+    i = info(plat, "imgnewwd")
+    assert i["cwd"] == "/srv/new/work" and i["uid"] == iu.APP_UID, i
+
+
 def test_whiteout_in_an_upper_layer_hides_the_lower_file(plat, main_fn):
     fn, _ = main_fn
     i = info(plat, fn)

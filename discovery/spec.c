@@ -140,6 +140,11 @@ int disc_check_image(const Faas__FunctionSpec *s, const char **err)
         *err = "image config too large: at most 256 entrypoint/cmd words, 1024 env entries, 4 KiB strings";
         return -1;
     }
+    for (size_t i = 0; i < im->n_env; i++)
+        if (im->env[i][0] == '=' || strchr(im->env[i], '=') == NULL) {
+            *err = "image Env entries must be KEY=VALUE";
+            return -1;
+        }
     if (!empty(im->working_dir) && im->working_dir[0] != '/') {
         *err = "image WorkingDir must be an absolute path";
         return -1;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -18,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,11 +33,35 @@
 extern char **environ;
 
 #define TMP_MAX_AGE_S 600 /* a temp dir this old belongs to no running unpack */
+#define UNPACK_LIMIT_S 540 /* umoci is killed past it: below TMP_MAX_AGE_S, so its temp dir is still its own */
 
 /* ---- running umoci ---- */
 
+/* Waits for pid at most limit_s seconds, then kills it (a gzip bomb, a hung umoci: the
+ * fetch thread and the sweep it holds off must not wait for ever). */
+static int wait_bounded(pid_t pid, int *status, unsigned limit_s)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd >= 0) {
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        int n;
+        while ((n = poll(&p, 1, (int)limit_s * 1000)) < 0 && errno == EINTR)
+            ;
+        if (n == 0) {
+            FAAS_WARN("event=image_tool_killed pid=%d after_s=%u", (int)pid, limit_s);
+            kill(pid, SIGKILL);
+        }
+        close(pfd);
+    }
+    while (waitpid(pid, status, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
+
 /* Runs argv[0] (looked up in PATH) with stdout to /dev/null and stderr to errfile (or
- * /dev/null); 0 with its wait status, or an errno when it could not start. */
+ * /dev/null), for at most UNPACK_LIMIT_S; 0 with its wait status, or an errno when it
+ * could not start. */
 static int run(char *const argv[], const char *errfile, int *status)
 {
     posix_spawn_file_actions_t fa;
@@ -55,10 +82,7 @@ static int run(char *const argv[], const char *errfile, int *status)
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         return rc;
-    while (waitpid(pid, status, 0) < 0)
-        if (errno != EINTR)
-            return errno;
-    return 0;
+    return wait_bounded(pid, status, UNPACK_LIMIT_S);
 }
 
 static pthread_mutex_t umoci_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -115,17 +139,16 @@ static __thread uint64_t walk_bytes, walk_devices;
 static __thread uint32_t walk_base;
 static __thread int walk_fix;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (flag == FTW_DP ? rmdir : unlink)(path);
-    return 0; /* go on: what stays is found by the caller */
-}
-
 /* Removes dir and everything under it, never following a symlink (the tree is an image:
- * its links point anywhere). Its files belong to image ids, so this runs as root. */
+ * its links point anywhere). GNU rm walks relative to directory fds, so no depth of the
+ * image's paths defeats it (nftw's whole paths stop at PATH_MAX and leave the tree); its
+ * files belong to image ids, so this runs as root. */
 static void rm_tree(const char *dir)
 {
-    nftw(dir, rm_entry, 32, FTW_DEPTH | FTW_PHYS);
+    char *argv[] = {"rm", "-rf", "--one-file-system", "--", (char *)dir, NULL};
+    int st = 0;
+    if (run(argv, NULL, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        FAAS_WARN("event=image_tree_not_removed path=%s", dir);
 }
 
 /* Counts what the disk holds. When walk_fix: removes device nodes (a block device of
@@ -146,9 +169,16 @@ static int size_entry(const char *path, const struct stat *st, int flag, struct 
         gid_t g = st->st_gid >= walk_base && st->st_gid < hi ? st->st_gid : walk_base;
         if (lchown(path, u, g) != 0)
             return -1;
-        /* chown drops set-id bits: an image's root owned them before, give them back */
-        if (flag != FTW_SL && (st->st_mode & (S_ISUID | S_ISGID)))
-            chmod(path, st->st_mode & 07777);
+    }
+    /* The cache is on the host's disk: a file capability (umoci restores security.*
+     * xattrs as root) or a set-id file there would be a way up for anyone on the host
+     * who reached it. Pods mount it nosuid under no_new_privs and need neither. */
+    if (walk_fix && flag == FTW_F) {
+        if (lremovexattr(path, "security.capability") != 0 && errno != ENODATA && errno != ENOTSUP)
+            return -1;
+        if (S_ISREG(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID)) &&
+            chmod(path, st->st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) != 0)
+            return -1;
     }
     return 0;
 }
@@ -318,7 +348,7 @@ static int install(job_t *j, const char *hex, char *err, size_t errcap)
     struct stat st;
     uint64_t bytes = 0;
     wm_fmt(root, sizeof(root), "%s/bundle/rootfs", j->tmp);
-    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+    if (lstat(root, &st) != 0 || !S_ISDIR(st.st_mode))
         return wm_fmt(err, errcap, "unpacking image %s made no rootfs", j->ref), -1;
     if ((st.st_mode & 0755) != 0755 && chmod(root, (st.st_mode & 07777) | 0755) != 0)
         return wm_fmt(err, errcap, "cannot open up the rootfs of image %s: %s", j->ref, strerror(errno)), -1;
@@ -361,8 +391,14 @@ static int make_tmp(job_t *j, char *err, size_t errcap)
         wm_fmt(tmp, sizeof(tmp), "%s/images/tmp.XXXXXX", j->cfg->state_dir) != 0 ||
         wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", tmp) != 0)
         return wm_fmt(err, errcap, "state dir path too long"), -1;
-    if (faas_mkdirs(dir, 0755) != 0 || mkdtemp(tmp) == NULL)
+    /* root's alone: the rootfs files belong to the image ids, which no host user should
+     * reach (the overlay reads its lower layer with the mounter's, root's, rights) */
+    if (faas_mkdirs(dir, 0700) != 0 || mkdtemp(tmp) == NULL)
         return wm_fmt(err, errcap, "cannot create the image cache: %s", strerror(errno)), -1;
+    char images[PATH_MAX];
+    wm_fmt(images, sizeof(images), "%s/images", j->cfg->state_dir);
+    if (chmod(images, 0700) != 0 || chmod(dir, 0700) != 0)
+        return wm_fmt(err, errcap, "cannot close the image cache: %s", strerror(errno)), -1;
     memcpy(j->tmp, tmp, sizeof(tmp));
     set_active(j->tmp, 1);
     wm_fmt(j->blobs, sizeof(j->blobs), "%s/layout/blobs/sha256", j->tmp);
@@ -493,9 +529,17 @@ static int list_cached(const char *dir, uint32_t base, cached_t **out, size_t *n
     return 0;
 }
 
+static int ts_before(struct timespec a, struct timespec b)
+{
+    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+}
+
 /* Moves the rootfs out of the cache in one rename (a half-deleted tree never looks
- * cached), then deletes it. */
-static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, const char *reason)
+ * cached), then deletes it, unless a cold start touched it since the sweep began (the pod
+ * thread touches a rootfs before it resolves and mounts it; the sweep's lists are from
+ * its start): then it goes back at once. */
+static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, const char *reason,
+                          struct timespec began)
 {
     char trash[PATH_MAX], from[PATH_MAX], to[PATH_MAX];
     if (wm_fmt(trash, sizeof(trash), "%s/images/trash.XXXXXX", cfg->state_dir) != 0 ||
@@ -509,6 +553,13 @@ static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, 
         rmdir(trash);
         return;
     }
+    struct stat st;
+    if (stat(to, &st) == 0 && !ts_before(st.st_mtim, began) && rename(to, from) == 0) {
+        rmdir(trash);
+        c->keep = 1;
+        FAAS_INFO("event=image_kept manifest=%s reason=used_during_sweep", c->hex);
+        return;
+    }
     wm_fmt(from, sizeof(from), "%s/%s.size", dir, c->hex);
     unlink(from);
     rm_tree(trash);
@@ -516,10 +567,6 @@ static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, 
     FAAS_INFO("event=image_removed manifest=%s bytes=%llu reason=%s", c->hex, (unsigned long long)c->bytes, reason);
 }
 
-static int ts_before(struct timespec a, struct timespec b)
-{
-    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
-}
 
 /* The least recently used rootfs that is neither in use nor gone, or NULL. */
 static cached_t *lru(cached_t *v, size_t n)
@@ -572,6 +619,8 @@ int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_
     char dir[PATH_MAX];
     cached_t *v;
     size_t n;
+    struct timespec began;
+    clock_gettime(CLOCK_REALTIME, &began);
     *removed_bytes = 0;
     if (wm_fmt(dir, sizeof(dir), "%s/images/rootfs", cfg->state_dir) != 0 ||
         list_cached(dir, cfg->image_id_base, &v, &n) != 0)
@@ -580,7 +629,7 @@ int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_
     for (size_t i = 0; i < n; i++) {
         v[i].keep = listed(v[i].hex, in_use_hex, n_in_use);
         if (!v[i].keep && !listed(v[i].hex, needed_hex, n_needed))
-            remove_cached(cfg, dir, &v[i], "unused");
+            remove_cached(cfg, dir, &v[i], "unused", began);
         if (v[i].gone)
             *removed_bytes += v[i].bytes;
         else
@@ -588,7 +637,7 @@ int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_
     }
     cached_t *c;
     while (total > cfg->image_cache_bytes && (c = lru(v, n)) != NULL) {
-        remove_cached(cfg, dir, c, "cache_full");
+        remove_cached(cfg, dir, c, "cache_full", began);
         if (!c->gone)
             c->keep = 1; /* could not: do not pick it again */
         else {

@@ -101,20 +101,29 @@ static int beneath(int dirfd, const char *path, int flags, mode_t mode)
 }
 
 /* A mount point in the image root: a directory, or (file) a regular file. -1 if the
- * image has something else there (a symlink, say), which the caller then skips. */
+ * image has something else there (a symlink, a FIFO, ...), which the caller then skips.
+ * Never opened for reading: an image's FIFO would hold the helper, and every pod with it. */
 static int mount_point(int root, const char *rel, int file)
 {
-    if (file) {
-        int fd = beneath(root, rel, O_RDONLY | O_CREAT | O_NOFOLLOW, 0644);
-        struct stat st;
-        int ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-        if (fd >= 0)
-            close(fd);
-        return ok ? beneath(root, rel, O_PATH, 0) : -1;
+    if (!file) {
+        if (mkdirat(root, rel, 0755) != 0 && errno != EEXIST)
+            return -1;
+        return beneath(root, rel, O_PATH | O_DIRECTORY, 0);
     }
-    if (mkdirat(root, rel, 0755) != 0 && errno != EEXIST)
+    int fd = beneath(root, rel, O_PATH | O_NOFOLLOW, 0);
+    if (fd < 0 && errno == ENOENT) {
+        int made = beneath(root, rel, O_WRONLY | O_CREAT | O_EXCL | O_NONBLOCK, 0644);
+        if (made < 0)
+            return -1;
+        close(made);
+        fd = beneath(root, rel, O_PATH | O_NOFOLLOW, 0);
+    }
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
         return -1;
-    return beneath(root, rel, O_PATH | O_DIRECTORY, 0);
+    }
+    return fd;
 }
 
 /* Moves a detached tree onto rel in the image root; 0, or -1 with errno. */

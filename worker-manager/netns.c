@@ -223,6 +223,11 @@ static int nl_open_in(nl_t *n, pid_t pid, int self_net)
         return -1;
     rc = nl_open(n);
     int e = errno;
+    /* Ports below 1024 for anyone in the pod's own namespace, as Docker does: an image's
+     * root has CAP_NET_BIND_SERVICE only in the images' user namespace, which does not
+     * own this network namespace, so an nginx-style image on port 80 could not bind.
+     * Nothing outside the pod sees these ports. */
+    (void)wm_write_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
     if (setns(self_net, CLONE_NEWNET) != 0)
         return -2; /* every later link would land in the pod: the caller must stop */
     errno = e;

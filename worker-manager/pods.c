@@ -1147,7 +1147,9 @@ static void acquire(wm_t *wm, wm_acq_t *a)
 {
     char dir[PATH_MAX];
     artifact_dir(wm, a->req->spec, dir, sizeof(dir));
-    if (access(dir, F_OK) != 0) {
+    /* an image's rootfs is touched, not merely looked at: a cache sweep that renamed it
+     * away finds the fresh mtime and puts it back (image.c remove_cached) */
+    if (a->req->spec->image != NULL ? utimensat(AT_FDCWD, dir, NULL, 0) != 0 : access(dir, F_OK) != 0) {
         need_code(wm, a);
         return;
     }

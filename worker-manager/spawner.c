@@ -513,6 +513,11 @@ static int do_mount_image(const hreq_t *q, hrep_t *r, int *pass)
         wm_fmt(r->err, sizeof(r->err), "mount image: bad manifest digest");
         return -1;
     }
+    hpod_t *hp = tracked(q->pid);
+    if (hp == NULL) { /* a pid no pod of ours has (any more): never another process's namespace */
+        wm_fmt(r->err, sizeof(r->err), "mount image: no such pod");
+        return -1;
+    }
     if (H.userns < 0 && (H.userns = wm_userns_make(&H.cfg, r->err, sizeof(r->err))) < 0)
         return -1;
     int upper = -1;
@@ -521,7 +526,7 @@ static int do_mount_image(const hreq_t *q, hrep_t *r, int *pass)
         FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", strerror(errno));
         _exit(1);
     }
-    hpod_t *hp = tracked(q->pid);
+    hp = tracked(q->pid);
     if (hp != NULL && hp->upper < 0)
         hp->upper = upper;
     else if (upper >= 0)

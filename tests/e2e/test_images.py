@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import struct
 import tarfile
 import uuid
 
@@ -366,6 +367,37 @@ def test_unneeded_rootfs_are_removed_and_needed_ones_kept(plat, images, main_fn,
     for h in hexes:
         assert re.search(rf"event=image_removed manifest={h} .*reason=unused", log), h
     assert not [n for n in os.listdir(f"{plat.dir}/worker/images/rootfs") if n.split(".")[0] in hexes]
+
+
+def test_hostile_image_files_neither_hang_nor_reach_the_cache(plat, images, tmp_path):
+    """An image with FIFOs where the pod's resolver files are bound (a blocking open in the
+    root helper would hold every pod of the worker), a set-uid file and a file capability
+    (on the host's disk, the cache must hold neither): it starts, and the cache is tame."""
+    L = images["layout"]
+    stage = tmp_path / "hostile"
+    (stage / "etc").mkdir(parents=True)
+    (stage / "app").mkdir()
+    os.mkfifo(stage / "etc" / "hosts")
+    os.mkfifo(stage / "etc" / "resolv.conf")
+    suid = stage / "app" / "suid"
+    suid.write_bytes(b"#!/bin/sh\n")
+    os.chmod(suid, 0o4755)
+    cap = stage / "app" / "capfile"
+    cap.write_bytes(b"x")
+    # vfs_cap_data v2: cap_sys_admin (21) permitted and effective
+    os.setxattr(cap, "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 21, 0, 0, 0))
+    tag = "hostile"
+    iu.umoci("insert", "--image", L.ref("v1"), "--tag", tag, str(stage), "/")
+    deploy(plat, "imghostile", L.ref(tag))
+    i = info(plat, "imghostile")
+    assert i["ready"], i
+    hexes = [h for h in os.listdir(f"{plat.dir}/worker/images/rootfs") if h == L.manifest_digest(tag).split(":")[1]]
+    assert len(hexes) == 1, hexes
+    root = f"{plat.dir}/worker/images/rootfs/{hexes[0]}"
+    st = os.stat(f"{root}/app/suid")
+    assert not st.st_mode & 0o6000, oct(st.st_mode)
+    assert "security.capability" not in os.listxattr(f"{root}/app/capfile"), os.listxattr(f"{root}/app/capfile")
+    assert os.stat(f"{plat.dir}/worker/images").st_mode & 0o077 == 0
 
 
 # ---- Thrift ----------------------------------------------------------------------

@@ -535,6 +535,11 @@ Test(store, image_specs_need_their_blobs)
     snprintf(dlayer, sizeof(dlayer), "md5:%s", layer);
     expect_bad(st, &s, "sha256:<64 hex>");
     snprintf(dlayer, sizeof(dlayer), "sha256:%s", layer);
+    char *bad_env[] = {"NOEQUALS"};
+    im.env = bad_env;
+    im.n_env = 1;
+    expect_bad(st, &s, "KEY=VALUE");
+    im.n_env = 0;
     im.working_dir = "relative";
     expect_bad(st, &s, "WorkingDir");
     im.working_dir = "";

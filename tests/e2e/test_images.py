@@ -242,6 +242,14 @@ def test_image_server_is_confined_like_any_function(plat, main_fn):
     assert get(plat, fn, "/exists?p=/tmp/.faas") == "no"
 
 
+def test_image_user_binds_a_low_port_in_its_pod(plat, images):
+    """Port 80, as an nginx-style image would: the image's user (uid 1000, no capability)
+    binds it in the pod's own network namespace (ip_unprivileged_port_start=0 there)."""
+    deploy(plat, "imgport80", images["layout"].ref("v1"), "port: 80\n")
+    i = info(plat, "imgport80")
+    assert i["env"]["PORT"] == "80" and i["uid"] == iu.APP_UID, i
+
+
 def test_manifest_port_overrides_the_images_port(plat, images):
     deploy(plat, "imgport", images["layout"].ref("v1"), "port: 9123\n")
     assert info(plat, "imgport")["env"]["PORT"] == "9123"

@@ -9,6 +9,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -33,6 +35,11 @@
 extern char **environ;
 
 #define TMP_MAX_AGE_S 600 /* a temp dir this old belongs to no running unpack */
+/* what the cache did since the worker started (wm_image_metrics) */
+static struct {
+    _Atomic uint64_t unpacks, failures, removed_unused, removed_full, bytes;
+} M;
+
 #define UNPACK_LIMIT_S 540 /* umoci is killed past it: below TMP_MAX_AGE_S, so its temp dir is still its own */
 
 /* ---- running umoci ---- */
@@ -365,6 +372,7 @@ static int install(job_t *j, const char *hex, char *err, size_t errcap)
         return wm_fmt(err, errcap, "cannot record the size of image %s: %s", j->ref, strerror(errno)), -1;
     if (rename(root, final) != 0 && access(final, F_OK) != 0) /* else a concurrent unpack won */
         return wm_fmt(err, errcap, "cannot move image %s into the cache: %s", j->ref, strerror(errno)), -1;
+    atomic_fetch_add(&M.bytes, bytes);
     FAAS_INFO("event=image_unpacked manifest=%s bytes=%llu", hex, (unsigned long long)bytes);
     return 0;
 }
@@ -435,6 +443,7 @@ int wm_image_ensure_with(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_
     t->unpack_us = faas_now_us() - t1;
     rc = 0;
 out:
+    atomic_fetch_add(rc == 0 ? &M.unpacks : &M.failures, 1);
     if (j.tmp[0] != '\0') {
         rm_tree(j.tmp);
         set_active(j.tmp, 0);
@@ -529,6 +538,30 @@ static int list_cached(const char *dir, uint32_t base, cached_t **out, size_t *n
     return 0;
 }
 
+/* ---- metrics: what the cache did since the worker started ---- */
+
+void wm_image_metrics(char *buf, size_t cap, int *n)
+{
+    if (*n < 0 || (size_t)*n >= cap)
+        return;
+    *n += snprintf(buf + *n, cap - (size_t)*n,
+                   "# HELP faas_wm_image_unpacks_total Images fetched and unpacked into this worker's cache.\n"
+                   "# TYPE faas_wm_image_unpacks_total counter\nfaas_wm_image_unpacks_total %" PRIu64 "\n"
+                   "# HELP faas_wm_image_unpack_failures_total Images whose fetch or unpack failed (a cold start "
+                   "failure each).\n"
+                   "# TYPE faas_wm_image_unpack_failures_total counter\nfaas_wm_image_unpack_failures_total %" PRIu64
+                   "\n"
+                   "# HELP faas_wm_image_removed_total Cached image rootfs removed by the sweep, by reason.\n"
+                   "# TYPE faas_wm_image_removed_total counter\n"
+                   "faas_wm_image_removed_total{reason=\"unused\"} %" PRIu64 "\n"
+                   "faas_wm_image_removed_total{reason=\"cache_full\"} %" PRIu64 "\n"
+                   "# HELP faas_wm_image_cache_bytes Bytes of unpacked image rootfs cached on this worker (as of the "
+                   "last sweep or unpack).\n"
+                   "# TYPE faas_wm_image_cache_bytes gauge\nfaas_wm_image_cache_bytes %" PRIu64 "\n",
+                   atomic_load(&M.unpacks), atomic_load(&M.failures), atomic_load(&M.removed_unused),
+                   atomic_load(&M.removed_full), atomic_load(&M.bytes));
+}
+
 static int ts_before(struct timespec a, struct timespec b)
 {
     return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
@@ -564,6 +597,7 @@ static void remove_cached(const wm_config_t *cfg, const char *dir, cached_t *c, 
     unlink(from);
     rm_tree(trash);
     c->gone = 1;
+    atomic_fetch_add(strcmp(reason, "unused") == 0 ? &M.removed_unused : &M.removed_full, 1);
     FAAS_INFO("event=image_removed manifest=%s bytes=%llu reason=%s", c->hex, (unsigned long long)c->bytes, reason);
 }
 
@@ -646,6 +680,7 @@ int wm_image_gc(const wm_config_t *cfg, const char *const *needed_hex, size_t n_
         }
     }
     free(v);
+    atomic_store(&M.bytes, total);
     sweep_leftovers(cfg, dir);
     return 0;
 }

@@ -190,6 +190,8 @@ int wm_image_rootfs(const wm_config_t *cfg, const struct Faas__ImageSpec *img, c
 /* Runs `umoci --version` once (later calls answer from memory): 1 if it runs, else 0
  * after one event=umoci_missing warning. Call at start-up; ensure calls it too. */
 int wm_image_umoci_ok(const wm_config_t *cfg);
+/* Appends the image cache's metrics (Prometheus text) to buf at *n. */
+void wm_image_metrics(char *buf, size_t cap, int *n);
 /* Removes cached rootfs in neither list (hex digests), then the least recently used not
  * in use until the .size files total at most cfg->image_cache_bytes, and temp dirs older
  * than 10 minutes. Blocking (it deletes trees). *removed_bytes: what went. 0 or -1. */

@@ -152,6 +152,7 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
     wm_denials_metrics(&wm->denials, buf, cap, &n);
     pthread_mutex_unlock(&wm->mu);
     wm_log_metrics(buf, cap, &n);
+    wm_image_metrics(buf, cap, &n);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
 

@@ -364,6 +364,9 @@ def test_unneeded_rootfs_are_removed_and_needed_ones_kept(plat, images, main_fn,
         deploy(plat, "imggc", F.ref(tag), "idle_timeout: 1s\n")
         wait_until(lambda: info(plat, "imggc")["imagefile"] == f"{tag}\n", 15, interval=0.1, what=tag)
     assert set(hexes) <= rootfs_cache(plat)
+    unpacks = plat.wm_metric("faas_wm_image_unpacks_total")
+    assert unpacks >= 2 and plat.wm_metric("faas_wm_image_cache_bytes") > 0, unpacks
+    removed = plat.wm_metric("faas_wm_image_removed_total")
     info(plat, main_fn[0])  # v1 of the layout: deployed and current, so needed
     keep = images["layout"].manifest_digest("v1").split(":")[1]
     plat.ctl("delete", "imggc")
@@ -374,6 +377,7 @@ def test_unneeded_rootfs_are_removed_and_needed_ones_kept(plat, images, main_fn,
         log = f.read()
     for h in hexes:
         assert re.search(rf"event=image_removed manifest={h} .*reason=unused", log), h
+    assert plat.wm_metric("faas_wm_image_removed_total") >= removed + 2
     assert not [n for n in os.listdir(f"{plat.dir}/worker/images/rootfs") if n.split(".")[0] in hexes]
 
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -351,3 +352,84 @@ def unpack(layout, tag, bundle):
     for checking the images themselves. Returns the rootfs path."""
     umoci("unpack", "--image", layout.ref(tag), bundle)
     return os.path.join(bundle, "rootfs")
+
+
+PY_SERVER = r'''
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = json.dumps({
+            "path": self.path,
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "uid": os.getuid(),
+            "cwd": os.getcwd(),
+            "greeting": os.environ.get("GREETING"),
+            "marker": open("/srv/marker").read(),
+            "debian_version": os.path.exists("/etc/debian_version"),
+            "dist_packages": os.path.exists("/usr/lib/python3/dist-packages"),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+# What of the host's Python a stdlib server needs: the interpreter, its shared
+# libraries and the standard library (without the static library and the tools).
+PY_SKIP = {"config-3.11-x86_64-linux-gnu", "test", "idlelib", "tkinter", "turtledemo", "ensurepip",
+           "lib2to3", "pydoc_data", "site-packages", "dist-packages"}
+
+
+def python_available():
+    """None if the host has the Python 3.11 this image copies, else why not."""
+    for p in ("/usr/bin/python3.11", "/usr/lib/python3.11/os.py"):
+        if not os.path.exists(p):
+            return f"{p} missing"
+    return None
+
+
+def build_python_image(workdir, name="py"):
+    """A layout <workdir>/<name>:py of a Python stdlib server with no host underneath:
+    /usr/bin/python3.11 and the libraries ldd names, /usr/lib/python3.11 (trimmed), the
+    server at /srv/app.py and a marker, users root and app (1000). Entrypoint python3,
+    Cmd /srv/app.py, User app, WorkingDir /srv, Env GREETING."""
+    L = Layout(os.path.join(str(workdir), name)).init()
+    root = os.path.join(str(workdir), f"{name}.rootfs")
+    shutil.rmtree(root, ignore_errors=True)
+    exe = "/usr/bin/python3.11"
+    ldd = subprocess.run(["ldd", exe], capture_output=True, text=True, check=True).stdout
+    # a merged /usr, as Debian's: /lib, /lib64 and /bin are links into /usr
+    for f in [exe] + re.findall(r"(/\S+\.so[.\d]*)", ldd):
+        dst = root + (f if f.startswith("/usr/") else "/usr" + f)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(os.path.realpath(f), dst)
+    os.symlink("python3.11", f"{root}/usr/bin/python3")
+    for link in ("lib", "lib64", "bin"):
+        os.makedirs(f"{root}/usr/{link}", exist_ok=True)
+        os.symlink(f"usr/{link}", f"{root}/{link}")
+    stdlib = "/usr/lib/python3.11"
+    shutil.copytree(stdlib, f"{root}{stdlib}", symlinks=True,
+                    ignore=lambda d, names: [n for n in names if d == stdlib and n in PY_SKIP])
+    write(f"{root}/srv/app.py", PY_SERVER)
+    write(f"{root}/srv/marker", "python image\n")
+    write(f"{root}/etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/srv:/bin/sh\n")
+    write(f"{root}/etc/group", "root:x:0:\napp:x:1000:\n")
+    umoci("new", "--image", L.ref("py"))
+    umoci("insert", "--image", L.ref("py"), root, "/")
+    L.configure("py", entrypoint=["/usr/bin/python3"], cmd=["/srv/app.py"], env=["GREETING=from the image"],
+                workdir="/srv", user="app")
+    shutil.rmtree(root)
+    return L

@@ -412,6 +412,24 @@ def test_hostile_image_files_neither_hang_nor_reach_the_cache(plat, images, tmp_
     assert os.stat(f"{plat.dir}/worker/images").st_mode & 0o077 == 0
 
 
+@pytest.mark.skipif(iu.python_available() is not None, reason=str(iu.python_available()))
+def test_python_server_runs_on_the_images_own_interpreter(plat, tmp_path):
+    """A stdlib Python server whose interpreter, libraries and standard library are the
+    image's (the host's Debian userland is not underneath: no /etc/debian_version, no
+    dist-packages), as the image's user, with its Env and WorkingDir."""
+    L = iu.build_python_image(tmp_path)
+    n, k, nbytes, stored = upload_line(deploy(plat, "imgpy", L.ref("py"), "cold_start_timeout: 30s\n"
+                                              "health: {tcp: true}\n"))
+    assert k == n and nbytes > 5 << 20, (n, k, nbytes)  # a 40 MiB rootfs, gzip'd
+    code, body, err = curl(plat.url("imgpy", "/hi"))
+    assert code == 200, (code, body, err, plat.logs())
+    i = json.loads(body)
+    assert i["path"] == "/hi" and i["python"].startswith("3.11"), i
+    assert i["executable"] == "/usr/bin/python3" and i["marker"] == "python image\n", i
+    assert (i["uid"], i["cwd"], i["greeting"]) == (1000, "/srv", "from the image"), i
+    assert not i["debian_version"] and not i["dist_packages"], i
+
+
 # ---- Thrift ----------------------------------------------------------------------
 
 def thrift_call(port, fn, name, arg=None):

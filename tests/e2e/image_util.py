@@ -409,13 +409,8 @@ def build_python_image(workdir, name="py"):
     L = Layout(os.path.join(str(workdir), name)).init()
     root = os.path.join(str(workdir), f"{name}.rootfs")
     shutil.rmtree(root, ignore_errors=True)
-    exe = "/usr/bin/python3.11"
-    ldd = subprocess.run(["ldd", exe], capture_output=True, text=True, check=True).stdout
     # a merged /usr, as Debian's: /lib, /lib64 and /bin are links into /usr
-    for f in [exe] + re.findall(r"(/\S+\.so[.\d]*)", ldd):
-        dst = root + (f if f.startswith("/usr/") else "/usr" + f)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copy2(os.path.realpath(f), dst)
+    copy_with_libs(root, ["/usr/bin/python3.11"])
     os.symlink("python3.11", f"{root}/usr/bin/python3")
     for link in ("lib", "lib64", "bin"):
         os.makedirs(f"{root}/usr/{link}", exist_ok=True)
@@ -433,3 +428,40 @@ def build_python_image(workdir, name="py"):
                 workdir="/srv", user="app")
     shutil.rmtree(root)
     return L
+
+
+def copy_with_libs(root, files):
+    """Copies files (and every shared library ldd names for each) into root, under a
+    merged /usr as Debian lays it out."""
+    for f in files:
+        out = subprocess.run(["ldd", f], capture_output=True, text=True).stdout
+        for g in [f] + re.findall(r"(/\S+\.so[.\d]*)", out):
+            dst = root + (g if g.startswith("/usr/") else "/usr" + g)
+            if not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(os.path.realpath(g), dst)
+
+
+GRPC_PKG = "/usr/lib/python3/dist-packages/grpc"
+
+
+def grpc_available():
+    """None if the host has Debian's python3-grpcio for a gRPC image, else why not."""
+    return python_available() or (None if os.path.isdir(GRPC_PKG) else f"{GRPC_PKG} missing")
+
+
+def add_grpc_server(L, workdir, server):
+    """Tag pygrpc: the py image plus Debian's grpc package, the libraries its extension
+    links (libgrpc, abseil, OpenSSL, ...) and server (examples/grpc-echo/server.py) at
+    /srv/grpc_server.py, run as Entrypoint python3 /srv/grpc_server.py."""
+    root = os.path.join(str(workdir), "pygrpc.rootfs")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(GRPC_PKG, root + GRPC_PKG, symlinks=True)
+    copy_with_libs(root, [os.path.join(dp, f) for dp, _, fs in os.walk(GRPC_PKG) for f in fs if f.endswith(".so")])
+    os.makedirs(f"{root}/srv", exist_ok=True)
+    shutil.copy2(server, f"{root}/srv/grpc_server.py")
+    umoci("insert", "--image", L.ref("py"), "--tag", "pygrpc", root, "/")
+    L.configure("pygrpc", entrypoint=["/usr/bin/python3", "/srv/grpc_server.py"], cmd=[])
+    umoci("config", "--image", L.ref("pygrpc"), "--clear", "config.cmd")
+    shutil.rmtree(root)
+    return "pygrpc"

@@ -47,7 +47,7 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
-    p = Platform(tmp_path_factory.mktemp("plat"), pool_size=2, thrift=True)
+    p = Platform(tmp_path_factory.mktemp("plat"), pool_size=2, thrift=True, grpc=True)
     p.start()
     try:
         yield p
@@ -428,6 +428,22 @@ def test_python_server_runs_on_the_images_own_interpreter(plat, tmp_path):
     assert i["executable"] == "/usr/bin/python3" and i["marker"] == "python image\n", i
     assert (i["uid"], i["cwd"], i["greeting"]) == (1000, "/srv", "from the image"), i
     assert not i["debian_version"] and not i["dist_packages"], i
+
+
+@pytest.mark.skipif(iu.grpc_available() is not None, reason=str(iu.grpc_available()))
+def test_grpc_server_in_an_image(plat, tmp_path):
+    """examples/grpc-echo, unmodified, on the image's Python with Debian's grpcio and the
+    libraries it links copied into the image (none from the host): called through the
+    gateway's gRPC port by a python3-grpcio client, streams included."""
+    import grpc
+    L = iu.build_python_image(tmp_path)
+    tag = iu.add_grpc_server(L, tmp_path, f"{ROOT}/examples/grpc-echo/server.py")
+    deploy(plat, "imggrpc", L.ref(tag), "protocol: grpc\ngrpc_services: [echo.Echo]\n"
+           "health: {grpc: true}\ncold_start_timeout: 30s\n")
+    with grpc.insecure_channel(plat.grpc_addr) as ch:
+        assert ch.unary_unary("/echo.Echo/Unary")(b"from an image", timeout=30) == b"from an image"
+        out = list(ch.unary_stream("/echo.Echo/ServerStream")(b"3:10", timeout=30))
+        assert [len(m) for m in out] == [10, 10, 10], out
 
 
 # ---- Thrift ----------------------------------------------------------------------

@@ -242,17 +242,20 @@ static ssize_t env_find(const char **keys, size_t n, const char *key)
 
 char **agent_build_env(const agent_spec_t *s, uint16_t port)
 {
-    size_t cap = 3 + s->n_env + 1;
+    /* an image brings its own environment (the worker adds PATH and HOME when it has
+     * none, as Docker does); ours is for servers run on the pod's userland */
+    size_t nb = s->image != NULL ? 0 : 3;
+    size_t cap = nb + s->n_env + 1;
     const char *keys[cap], *vals[cap];
     char portbuf[8];
     size_t n = 0;
     snprintf(portbuf, sizeof(portbuf), "%u", (unsigned)port);
-    for (size_t i = 0; i < 3 + s->n_env + 1; i++) {
+    for (size_t i = 0; i < cap; i++) {
         const char *k, *v;
-        if (i < 3) {
+        if (i < nb) {
             k = base_env[2 * i], v = base_env[2 * i + 1];
-        } else if (i < 3 + s->n_env) {
-            k = s->env_kv[2 * (i - 3)], v = s->env_kv[2 * (i - 3) + 1];
+        } else if (i < nb + s->n_env) {
+            k = s->env_kv[2 * (i - nb)], v = s->env_kv[2 * (i - nb) + 1];
         } else {
             k = s->port_env && s->port_env[0] ? s->port_env : "PORT", v = portbuf;
         }

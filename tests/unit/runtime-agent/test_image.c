@@ -86,14 +86,14 @@ Test(agent_image, decode_takes_the_images_command_and_env)
     cr_assert_str_eq(s->argv[1], "--flag");
     cr_assert_null(s->argv[2]);
     char **env = agent_build_env(s, 8080);
-    cr_assert_str_eq(env_get(env, "PATH"), "/bin"); /* the image's over the base */
+    cr_assert_str_eq(env_get(env, "PATH"), "/bin"); /* the image's */
     cr_assert_str_eq(env_get(env, "HOME"), "/home/app");
-    cr_assert_str_eq(env_get(env, "LANG"), "C.UTF-8");      /* the base where the image says nothing */
+    cr_assert_null(env_get(env, "LANG"));                   /* nothing of the pod's where the image says nothing */
     cr_assert_str_eq(env_get(env, "GREETING"), "manifest"); /* the function's env over the image's */
     cr_assert_str_eq(env_get(env, "EMPTY"), "");
     cr_assert_str_eq(env_get(env, "EQ"), "a=b");
     cr_assert_str_eq(env_get(env, "HTTP_PORT"), "8080");
-    cr_assert_eq(env_count(env), 7);
+    cr_assert_eq(env_count(env), 6); /* PATH HOME GREETING EMPTY EQ HTTP_PORT: no LANG */
     free(env);
     agent_cmd_free(&cmd);
     free(buf);
@@ -113,7 +113,7 @@ Test(agent_image, no_cwd_means_root_and_no_groups_is_fine)
     cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0, "%s", err);
     cr_assert_str_eq(cmd.spec.image->cwd, "");
     char **env = agent_build_env(&cmd.spec, 1);
-    cr_assert_str_eq(env_get(env, "PATH"), "/usr/local/bin:/usr/bin:/bin");
+    cr_assert_null(env_get(env, "PATH")); /* the worker gives an image its PATH, not the agent */
     cr_assert_str_eq(env_get(env, "GREETING"), "manifest");
     free(env);
     agent_cmd_free(&cmd);

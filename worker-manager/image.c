@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -40,26 +41,49 @@ static struct {
     _Atomic uint64_t unpacks, failures, removed_unused, removed_full, bytes;
 } M;
 
+#define UMOCI_ERR_KEEP 100 /* bytes of umoci's last error line a cold start error keeps */
 #define UNPACK_LIMIT_S 540 /* umoci is killed past it: below TMP_MAX_AGE_S, so its temp dir is still its own */
 
 /* ---- running umoci ---- */
 
-/* Waits for pid at most limit_s seconds, then kills it (a gzip bomb, a hung umoci: the
- * fetch thread and the sweep it holds off must not wait for ever). */
-static int wait_bounded(pid_t pid, int *status, unsigned limit_s)
+/* Below both, the disk holding the cache is too full to go on unpacking: a gzip bomb (or
+ * just a huge image) must stop before it fills the host, not after (the cache bound is
+ * only known once the rootfs is whole). */
+#define DISK_RESERVE_BYTES (1ull << 30)
+#define DISK_RESERVE_PERMILLE 50
+
+static int disk_low(const char *dir)
+{
+    struct statvfs v;
+    if (dir == NULL || statvfs(dir, &v) != 0)
+        return 0;
+    uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize, total = (uint64_t)v.f_blocks * v.f_frsize;
+    return avail < DISK_RESERVE_BYTES && avail * 1000 < total * DISK_RESERVE_PERMILLE;
+}
+
+/* Waits for pid at most limit_s seconds, then kills it (a hung umoci: the fetch thread
+ * and the sweep it holds off must not wait for ever); with watch, also as soon as the
+ * disk holding watch runs low (*why says which). */
+static int wait_bounded(pid_t pid, int *status, unsigned limit_s, const char *watch, const char **why)
 {
     int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pfd >= 0) {
+    uint64_t deadline = faas_now_us() + (uint64_t)limit_s * 1000000u;
+    while (pfd >= 0) {
         struct pollfd p = {.fd = pfd, .events = POLLIN};
-        int n;
-        while ((n = poll(&p, 1, (int)limit_s * 1000)) < 0 && errno == EINTR)
-            ;
-        if (n == 0) {
-            FAAS_WARN("event=image_tool_killed pid=%d after_s=%u", (int)pid, limit_s);
+        int n = poll(&p, 1, 250);
+        if (n > 0 || (n < 0 && errno != EINTR))
+            break;
+        const char *w = faas_now_us() >= deadline ? "it ran too long" : disk_low(watch) ? "the disk is almost full" : NULL;
+        if (w != NULL) {
+            FAAS_WARN("event=image_tool_killed pid=%d why=\"%s\"", (int)pid, w);
             kill(pid, SIGKILL);
+            if (why)
+                *why = w;
+            break;
         }
-        close(pfd);
     }
+    if (pfd >= 0)
+        close(pfd);
     while (waitpid(pid, status, 0) < 0)
         if (errno != EINTR)
             return errno;
@@ -69,7 +93,7 @@ static int wait_bounded(pid_t pid, int *status, unsigned limit_s)
 /* Runs argv[0] (looked up in PATH) with stdout to /dev/null and stderr to errfile (or
  * /dev/null), for at most UNPACK_LIMIT_S; 0 with its wait status, or an errno when it
  * could not start. */
-static int run(char *const argv[], const char *errfile, int *status)
+static int run_watched(char *const argv[], const char *errfile, int *status, const char *watch, const char **why)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
@@ -89,7 +113,12 @@ static int run(char *const argv[], const char *errfile, int *status)
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
         return rc;
-    return wait_bounded(pid, status, UNPACK_LIMIT_S);
+    return wait_bounded(pid, status, UNPACK_LIMIT_S, watch, why);
+}
+
+static int run(char *const argv[], const char *errfile, int *status)
+{
+    return run_watched(argv, errfile, status, NULL, NULL);
 }
 
 static pthread_mutex_t umoci_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -337,12 +366,22 @@ static int unpack(job_t *j, char *err, size_t errcap)
      * before wm_image_resolve can say it in ours. */
     char *argv[] = {(char *)j->cfg->umoci, "raw", "unpack", "--uid-map", map, "--gid-map", map, "--image", image,
                     bundle, NULL};
-    int st = 0, rc = run(argv, errfile, &st);
+    const char *killed = NULL;
+    int st = 0, rc = run_watched(argv, errfile, &st, j->tmp, &killed);
     if (rc != 0)
         return wm_fmt(err, errcap, "umoci is not installed on this worker"), -1;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         last_err_line(errfile, j->tmp, line, sizeof(line));
         FAAS_WARN("event=image_unpack_failed manifest=%s status=%d", j->img->manifest_digest + 7, st);
+        if (killed != NULL)
+            return wm_fmt(err, errcap, "unpacking image %s stopped: %s", j->ref, killed), -1;
+        /* umoci's errors run from the general to the cause ("create rootfs: unpack layer:
+         * ...: no space left on device"): the end is what a cold start's line must keep */
+        size_t ll = strlen(line);
+        if (ll > UMOCI_ERR_KEEP) {
+            memmove(line + 3, line + ll - (UMOCI_ERR_KEEP - 3), UMOCI_ERR_KEEP - 3 + 1);
+            memcpy(line, "...", 3);
+        }
         return wm_fmt(err, errcap, "unpacking image %s failed: %s", j->ref, line[0] ? line : "umoci said nothing"), -1;
     }
     return 0;

@@ -11,8 +11,10 @@ import glob
 import json
 import os
 import re
+import shutil
 import struct
 import tarfile
+import tempfile
 import uuid
 
 import pytest
@@ -593,3 +595,47 @@ def test_deploy_needs_no_code_dir_nor_command(plat, images):
     out = plat.ctl("get", "imgbare").stdout
     assert images["layout"].ref("v1") in out, out
     assert info(plat, "imgbare")["imagefile"] == "v1\n"
+
+
+def test_an_image_that_would_fill_the_disk_is_stopped_and_cleaned_up(tmp_path):
+    """A 'gzip bomb': 200 MiB of zeros, 1.6 MiB uploaded, unpacked by a worker whose state
+    dir is a 96 MiB tmpfs. The unpack is stopped (the worker kills umoci when the disk
+    runs low, or umoci meets ENOSPC first), the cold start fails with the reason, the
+    partial rootfs is removed at once, and the worker goes on serving."""
+    import subprocess
+    wdir = tmp_path / "plat" / "worker"
+    wdir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(wdir)], check=True)
+    p = short = None
+    try:
+        st = tmp_path / "stage"
+        (st / "bin").mkdir(parents=True)
+        subprocess.run(["cp", "/bin/busybox", str(st / "bin" / "busybox")], check=True)
+        with open(st / "zeros", "wb") as f:
+            for _ in range(200):
+                f.write(bytes(1 << 20))
+        # a short path: the image's ref is part of the one-line reason checked below
+        short = tempfile.mkdtemp(prefix="bomb", dir="/tmp")
+        L = iu.Layout(os.path.join(short, "L")).init()
+        iu.umoci("new", "--image", L.ref("bomb"))
+        iu.umoci("insert", "--image", L.ref("bomb"), str(st), "/")
+        L.configure("bomb", entrypoint=["/bin/busybox", "sleep", "100"])
+        os.unlink(st / "zeros")
+        p = Platform(tmp_path / "plat", pool_size=1)
+        p.start()
+        deploy(p, "imgbomb", L.ref("bomb"), "health: {tcp: true}\ncold_start_timeout: 30s\n")
+        code, body, _ = curl(p.url("imgbomb", "/"))
+        assert code == 503 and "unpacking image" in body, (code, body)
+        assert "disk is almost full" in body or "no space" in body.lower(), body
+        used = lambda: os.statvfs(wdir).f_blocks - os.statvfs(wdir).f_bfree  # noqa: E731
+        wait_until(lambda: used() * os.statvfs(wdir).f_frsize < 8 << 20, 10, interval=0.1,
+                   what="the partial rootfs removed")
+        F = iu.build_family(tmp_path / "ok", with_versions=False)
+        deploy(p, "imgafter", F.ref("v1"))
+        assert info(p, "imgafter")["exists"]["/etc/imagefile"]
+    finally:
+        if p:
+            p.stop()
+        subprocess.run(["umount", "-l", str(wdir)])
+        if short:
+            shutil.rmtree(short, ignore_errors=True)

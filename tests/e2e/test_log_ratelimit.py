@@ -60,11 +60,24 @@ def saturate(p):
     for _ in range(3):
         background_get(p, "/slow?ms=600000", out)
 
+    refused = []
+
     def queue_full():
         code, body = http_get(p.url("logrl", "/hello"), timeout=5)
-        return code == 429 and "queue full" in body
+        refused.append(code == 429 and "queue full" in body)
+        return refused[-1]
     wait_until(queue_full, 60, interval=0.2, what="queue full")
     assert len(out) <= 2 and all(o == 429 for o in out), out  # one is still in the function
+    # The gateway's log lines are written by its flusher thread, after the reply: the
+    # lines of these refusals must be in the file before a test takes its offset, or one
+    # lands among the next N (an ASan gateway is slow enough for it).
+    n = sum(refused) + len(out)
+    wait_until(lambda: queue_full_lines(p) >= n, 15, interval=0.05, what=f"the {n} refusals' log lines")
+
+
+def queue_full_lines(p):
+    with open(p.gateway.log_path, errors="replace") as f:
+        return sum(1 for l in f if "event=request_error" in l and 'msg="queue full"' in l)
 
 
 def hammer(p, n, threads=4):

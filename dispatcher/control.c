@@ -61,9 +61,17 @@ typedef struct {
 
 static h2o_multithread_queue_t *mq;
 static h2o_multithread_receiver_t rx;
-static pthread_mutex_t jmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t jcv = PTHREAD_COND_INITIALIZER;
-static job_t *jhead, **jtail = &jhead;
+/* Two job queues, each with a pool of its own: worker-manager calls (Acquire, Release)
+ * never wait behind discovery calls (task claims, submissions, reports), which come in
+ * thousands a second with thousands of functions (make bench, cp). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job_t *head, **tail;
+} jobq_t;
+
+static jobq_t wm_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &wm_q.head};
+static jobq_t disc_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &disc_q.head};
 
 /* loop-thread only */
 static worker_t *workers;
@@ -250,14 +258,15 @@ static void run_discovery_call(job_t *j)
 
 static void *pool_main(void *arg)
 {
+    jobq_t *q = arg;
     for (;;) {
-        pthread_mutex_lock(&jmu);
-        while (jhead == NULL)
-            pthread_cond_wait(&jcv, &jmu);
-        job_t *j = jhead;
-        if ((jhead = j->next) == NULL)
-            jtail = &jhead;
-        pthread_mutex_unlock(&jmu);
+        pthread_mutex_lock(&q->mu);
+        while (q->head == NULL)
+            pthread_cond_wait(&q->cv, &q->mu);
+        job_t *j = q->head;
+        if ((q->head = j->next) == NULL)
+            q->tail = &q->head;
+        pthread_mutex_unlock(&q->mu);
         if (j->method != NULL)
             run_discovery_call(j);
         else if (j->release)
@@ -272,11 +281,12 @@ static void *pool_main(void *arg)
 
 static void push_job(job_t *j)
 {
-    pthread_mutex_lock(&jmu);
-    *jtail = j;
-    jtail = &j->next;
-    pthread_cond_signal(&jcv);
-    pthread_mutex_unlock(&jmu);
+    jobq_t *q = j->method != NULL ? &disc_q : &wm_q;
+    pthread_mutex_lock(&q->mu);
+    *q->tail = j;
+    q->tail = &j->next;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
 }
 
 /* ---- loop side ---- */
@@ -557,8 +567,10 @@ int disp_control_start(const char **err)
     h2o_multithread_register_receiver(mq, &rx, on_messages);
     faas_rpc_global_init();
     pthread_t tid;
-    for (int i = 0; i < N_WORKERS; i++)
-        h2o_multithread_create_thread(&tid, NULL, pool_main, NULL);
+    for (int i = 0; i < N_WORKERS; i++) {
+        h2o_multithread_create_thread(&tid, NULL, pool_main, &wm_q);
+        h2o_multithread_create_thread(&tid, NULL, pool_main, &disc_q);
+    }
     h2o_multithread_create_thread(&tid, NULL, watch_main, (void *)disp_g.cfg.discovery);
     return 0;
 }

@@ -222,7 +222,7 @@ def workload_problems(f, d, defined):
 def env_problems(f, c, ns, defined):
     """secretKeyRef/configMapKeyRef name a defined object and key; every $(VAR) in
     command/args is one of the container's env vars (Kubernetes leaves the others
-    as written, which no daemon would take for an address)."""
+    as written, which no daemon would take for an address; $$( is the escape)."""
     bad, names = [], set()
     for e in c.get("env") or []:
         names.add(e["name"])
@@ -241,7 +241,7 @@ def env_problems(f, c, ns, defined):
             if ref is not None and (kind, ns, ref["name"]) not in defined:
                 bad.append(f"{where(f, ref['name'])}: {kind} {ref['name']} is not defined")
     for a in list(c.get("command") or []) + list(c.get("args") or []):
-        for v in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(a)):
+        for v in re.findall(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(a)):
             if v not in names:
                 bad.append(f"{where(f, a)}: $({v}) is not an env var of container {c['name']}")
     return bad

@@ -14,11 +14,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 
 import pytest
 import yaml
 
-from platform_util import BUILD, ROOT
+from platform_util import BUILD, ROOT, Platform, wait_until
 
 K8S_DIR = os.path.join(ROOT, "deploy", "k8s")
 UNIT_DIR = os.path.join(ROOT, "deploy", "systemd")
@@ -504,6 +505,47 @@ def test_systemd_accepts_the_units(installed, tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(bogus)], capture_output=True, text=True,
                        timeout=120, cwd=str(bogus.parent))
     assert "NoSuchKey" in r.stderr, r.stderr
+
+
+def test_the_installed_tree_runs_a_function(installed, tmp_path):
+    """The installed daemons, not the build tree's, bring the platform up; the worker
+    manager, given no --agent, runs the faas-agent installed beside it."""
+    bindir = os.path.join(installed, "usr", "bin")
+    plat = Platform(tmp_path, pool_size=1)
+    for d in (plat.discovery, plat.wm, plat.gateway):
+        d.argv[0] = os.path.join(bindir, os.path.basename(d.argv[0]))
+        assert "--agent" not in d.argv
+    plat.start()
+    try:
+        r = subprocess.run([os.path.join(bindir, "faasctl"), "deploy", "hello", "--dir",
+                            os.path.join(ROOT, "examples", "hello-http"), "--cmd", "./hello", "--health", "/healthz"],
+                           capture_output=True, text=True, env=plat.env(), timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr + plat.logs()
+        url = f"{plat.gateway_url}/function/hello/hello"
+        body = wait_until(lambda: http_ok(url), 30, what="hello through the installed platform")
+        assert b"hello" in body.lower(), body
+        agent = os.path.join(bindir, "faas-agent")
+        assert wait_until(lambda: exe_running(agent), 10, what=f"a pod running {agent}")
+    finally:
+        plat.stop()
+
+
+def http_ok(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read() if r.status == 200 else None
+    except OSError:
+        return None
+
+
+def exe_running(path):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == path:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def test_make_uninstall_leaves_nothing(installed):

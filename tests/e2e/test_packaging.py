@@ -36,6 +36,23 @@ KNOWN_KINDS = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
 }
 WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet")
+# core/v1 PodSpec and Container fields: a misspelt one is refused by the API server's
+# strict field validation, so it is refused here first.
+POD_SPEC_FIELDS = {
+    "containers", "initContainers", "ephemeralContainers", "volumes", "restartPolicy",
+    "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "dnsConfig", "nodeSelector",
+    "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork",
+    "hostPID", "hostIPC", "hostUsers", "shareProcessNamespace", "securityContext", "imagePullSecrets",
+    "hostname", "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName",
+    "priority", "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
+    "topologySpreadConstraints", "setHostnameAsFQDN", "os", "schedulingGates", "resourceClaims",
+}
+CONTAINER_FIELDS = {
+    "name", "image", "imagePullPolicy", "command", "args", "workingDir", "ports", "env", "envFrom",
+    "resources", "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
+    "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath", "terminationMessagePolicy",
+    "securityContext", "stdin", "stdinOnce", "tty",
+}
 FLAG_RE = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)")
 
 
@@ -201,6 +218,8 @@ def workload_problems(f, d, defined):
         if svc is None or svc["spec"].get("clusterIP") != "None":
             bad.append(f"{where(f, d['spec'].get('serviceName'))}: serviceName is not a headless Service")
     spec = pod_spec(d)
+    bad += [f"{where(f, k)}: no PodSpec field {k}" for k in spec if k not in POD_SPEC_FIELDS]
+    bad += [f"{where(f, k)}: no Container field {k}" for c in containers(d) for k in c if k not in CONTAINER_FIELDS]
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     volumes.update({c["metadata"]["name"]: c for c in d["spec"].get("volumeClaimTemplates") or []})
     for v in (spec.get("volumes") or []):
@@ -387,6 +406,18 @@ def test_manifests_are_consistent_and_use_only_real_flags():
     assert not bad, "\n".join(bad)
 
 
+def test_kustomize_builds_the_manifests():
+    """`kubectl apply -k` first builds the kustomization: every resource, in order."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("no kubectl")
+    r = subprocess.run(["kubectl", "kustomize", K8S_DIR], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    built = [d for d in yaml.safe_load_all(r.stdout) if d]
+    want = [d for _, d in load_docs(manifest_files()) if d["kind"] != "Kustomization"]
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == \
+        sorted((d["kind"], d["metadata"]["name"]) for d in want)
+
+
 def test_manifests_say_what_the_design_says():
     docs = {(d["kind"], d["metadata"]["name"]): d for _, d in load_docs(manifest_files()) if d["kind"] != "Kustomization"}
     wm = docs[("DaemonSet", "faas-workermgr")]
@@ -426,6 +457,7 @@ def test_the_checks_can_fail(tmp_path):
     gw = gw.replace("name: faas-token", "name: faas-tokn")
     (k8s / "gateway.yaml").write_text(gw)
     wm = (k8s / "workermgr.yaml").read_text().replace("mountPath: /run/faas", "mountPath: /run/faas\n            - name: nowhere\n              mountPath: /x")
+    wm = wm.replace("imagePullPolicy: IfNotPresent", "imagePullPolicie: IfNotPresent", 1)
     (k8s / "workermgr.yaml").write_text(wm)
     bad = "\n".join(manifest_problems(manifest_files(str(k8s))))
     line = next(i for i, t in enumerate(gw.splitlines(), 1) if "--no-such-flag" in t)
@@ -433,6 +465,7 @@ def test_the_checks_can_fail(tmp_path):
     assert "targetPort thrift2 is no containerPort" in bad, bad
     assert "Secret faas-tokn is not defined" in bad, bad
     assert "volumeMount nowhere names no volume" in bad, bad
+    assert "no Container field imagePullPolicie" in bad, bad
 
     sd = tmp_path / "systemd"
     shutil.copytree(UNIT_DIR, sd)

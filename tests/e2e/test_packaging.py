@@ -516,9 +516,9 @@ def test_make_install_lays_out_a_working_tree(installed):
 
 
 def test_systemd_accepts_the_units(installed, tmp_path):
-    """systemd's own parser on the installed units, their ExecStart pointed into the
-    DESTDIR tree so the binaries exist: an unknown key or section, a bad value or a
-    missing binary is a warning on stderr."""
+    """systemd's own parser on the installed units with their TLS drop-ins, ExecStart
+    pointed into the DESTDIR tree so the binaries exist: an unknown key or section, a
+    bad value or a missing binary is a warning on stderr."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze")
     unitdir = os.path.join(installed, "usr", "lib", "systemd", "system")
@@ -528,6 +528,10 @@ def test_systemd_accepts_the_units(installed, tmp_path):
         assert "ExecStart=/usr/bin/" in text, u
         (tmp_path / u).write_text(text.replace("ExecStart=/usr/bin/", f"ExecStart={installed}/usr/bin/"))
         units.append(str(tmp_path / u))
+        # its TLS drop-in, where an operator puts it (systemd reads <unit>.d/ beside it)
+        (tmp_path / (u + ".d")).mkdir()
+        shutil.copy(os.path.join(installed, "usr", "share", "faas", "systemd", "tls", u.removesuffix(".service") + ".conf"),
+                    tmp_path / (u + ".d") / "tls.conf")
     r = subprocess.run(["systemd-analyze", "verify", "--man=no"] + units, capture_output=True, text=True,
                        timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr

@@ -36,7 +36,7 @@ typedef struct {
     void *ud;
     int rc;
     int unreachable; /* MSG_ACQ_FAIL: the worker manager was not reached */
-    char worker[64];  /* MSG_ACQ_*: the worker the Acquire went to */
+    char worker[64]; /* MSG_ACQ_*: the worker the Acquire went to */
     disp_place_need_t need;
     uint8_t *resp;
     size_t rlen;

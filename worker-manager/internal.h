@@ -65,24 +65,37 @@ int wm_write_file(const char *path, const char *s);
 
 /* ---- pod networks (netns.c) ---------------------------------------------------- */
 
-/* Pods' addresses: 10.200.0.0/16, a /30 each (docs/security.md). */
-#define WM_POD_NET 0x0AC80000u
-#define WM_POD_NET_PREFIX 16
-/* The host (.1) or pod (.2) end's address of /30 block number block. */
-uint32_t wm_net_block_addr(uint32_t block, int pod_end);
-/* The host end's link name of a block ("fv" + hex). */
-void wm_net_host_ifname(uint32_t block, char out[16]);
+/* Pods' addresses: a /30 each out of the host's --pod-cidr (default 10.200.0.0/16,
+ * docs/security.md, docs/multihost.md), whose prefix is 16-28. */
+#define WM_POD_PREFIX_MIN 16
+#define WM_POD_PREFIX_MAX 28
+/* The host (.1) or pod (.2) end's address of /30 block number block of the range net. */
+uint32_t wm_net_block_addr(uint32_t net, uint32_t block, int pod_end);
+/* The host end's link name of the /30 at address block_addr ("fv" + its address / 4 in
+ * hex): the name is the lock on that address for every worker manager of the host. */
+void wm_net_host_ifname(uint32_t block_addr, char out[16]);
+/* "a.b.c.d[/n]" (len bytes of s) into *net (host order) and *prefix (32 without /n);
+ * host bits must be zero. 0 or -1 (config.c). */
+int wm_parse_cidr(const char *s, size_t len, uint32_t *net, int *prefix);
 /* Gives the pod pid (just cloned, with its own network namespace) a veth to the host
- * and a /30 of its own; *pod_addr is its address (host order). self_net is the caller's
- * network namespace fd, to come back to. 0, -1 with err, or -2 when the caller could not
- * return to its own namespace (it must stop). Root only. */
-int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t errcap);
+ * and a /30 of its own out of net/prefix; *pod_addr is its address (host order). self_net
+ * is the caller's network namespace fd, to come back to. 0, -1 with err, or -2 when the
+ * caller could not return to its own namespace (it must stop). Root only. */
+int wm_net_setup(pid_t pid, int self_net, uint32_t net, int prefix, uint32_t *pod_addr, char *err, size_t errcap);
 
-/* netrules.c: the host's nftables table for pods. The ruleset text (deny: addresses or
- * CIDRs, comma-separated, "" for none; host_forwarded: the host forwarded before). */
-int wm_net_rules_text(char *out, size_t cap, const char *deny, int host_forwarded);
-/* Writes the table and turns IPv4 forwarding on (for egress); 0 or -1 with err. */
-int wm_net_rules_apply(const char *deny, char *err, size_t errcap);
+/* netrules.c: the host's nftables table for pods, shared by its worker managers. */
+typedef struct {
+    const char *deny;   /* addresses/CIDRs pods never reach, comma-separated ("" = none) */
+    const char *allow;  /* addresses/CIDRs that may open connections to pods ("" = none) */
+    uint32_t pod_net;   /* this worker manager's pod range (host order) */
+    int pod_prefix;
+    int host_forwarded; /* the host forwarded IPv4 before any worker manager */
+} wm_net_rules_t;
+/* The ruleset text; 0, or -1 when it does not fit in cap. */
+int wm_net_rules_text(char *out, size_t cap, const wm_net_rules_t *r);
+/* Writes the table (r->host_forwarded is found here) and turns IPv4 forwarding on (for
+ * egress); 0 or -1 with err. */
+int wm_net_rules_apply(const wm_net_rules_t *r, char *err, size_t errcap);
 
 /* network: none for the pod pid: its default route goes. 0, -1 with err, or -2 as above. */
 int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);

@@ -161,7 +161,7 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
 {
     Faas__Worker w = FAAS__WORKER__INIT;
     w.id = (char *)wm->cfg->id;
-    w.address = (char *)wm->cfg->listen;
+    w.address = (char *)wm->cfg->advertise;
     w.pool_size = wm->cfg->pool_size;
     w.pool_ready = empty ? 0 : wm->pool_ready;
     Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
@@ -201,7 +201,7 @@ static int deregister(const wm_config_t *c, faas_rpc_channel_t *ch, const char *
 {
     Faas__Worker w = FAAS__WORKER__INIT;
     w.id = (char *)id;
-    w.address = (char *)c->listen;
+    w.address = (char *)c->advertise;
     Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
     lr.worker = &w;
     lr.ttl_ms = 1;
@@ -454,11 +454,14 @@ static int pod_rules(const wm_config_t *c)
         size_t n = strlen(deny);
         snprintf(deny + n, sizeof(deny) - n, "%s%s", n ? "," : "", host);
     }
-    if (wm_net_rules_apply(deny, err, sizeof(err)) != 0) {
+    const wm_net_rules_t r = {
+        .deny = deny, .allow = c->allow_from, .pod_net = c->pod_net, .pod_prefix = c->pod_prefix};
+    if (wm_net_rules_apply(&r, err, sizeof(err)) != 0) {
         fprintf(stderr, "faas-workermgr: pod network filter: %s\n", err);
         return -1;
     }
-    FAAS_INFO("event=pod_network_rules deny=\"%s\"", deny);
+    FAAS_INFO("event=pod_network_rules deny=\"%s\" allow=\"%s\" pod_cidr=%u.%u.%u.%u/%d", deny, c->allow_from,
+              c->pod_net >> 24, (c->pod_net >> 16) & 255, (c->pod_net >> 8) & 255, c->pod_net & 255, c->pod_prefix);
     return 0;
 }
 
@@ -532,8 +535,8 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     wm_task_relay_start(wm);
     wm_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
-    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
-              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+    FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
+              c->id, c->listen, c->advertise, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
     (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);

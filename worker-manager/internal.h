@@ -100,6 +100,39 @@ int wm_net_rules_apply(const wm_net_rules_t *r, char *err, size_t errcap);
 /* network: none for the pod pid: its default route goes. 0, -1 with err, or -2 as above. */
 int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);
 
+/* ---- the host's load, reported in the lease (load.c) -------------------------- */
+
+/* One reading of /proc/stat's "cpu" line: jiffies idle (idle + iowait) and in all. */
+typedef struct {
+    uint64_t idle, total, t_ms;
+    uint32_t ncpu; /* cpuN lines: the online CPUs */
+} wm_cpu_sample_t;
+/* What the lease reports (Worker fields), rounded. */
+typedef struct {
+    uint32_t cpus_milli, cpu_free_milli;
+    uint64_t mem_total_bytes, mem_free_bytes;
+} wm_load_t;
+#define WM_LOAD_SAMPLES 8
+/* The samples of about the last lease period (heartbeat thread only). */
+typedef struct {
+    wm_cpu_sample_t ring[WM_LOAD_SAMPLES];
+    unsigned head, n;
+} wm_load_sampler_t;
+/* Parses /proc/stat text into s (t_ms left 0); 0 or -1. */
+int wm_load_parse_stat(const char *text, wm_cpu_sample_t *s);
+/* MemTotal and MemAvailable of /proc/meminfo text, in bytes; 0 or -1. */
+int wm_load_parse_meminfo(const char *text, uint64_t *total, uint64_t *avail);
+/* raw rounded to a multiple of step, unless last (a multiple of step) is within 3/4 of
+ * a step of raw: then last, so a value near a step's edge does not flap. */
+uint64_t wm_load_quantize(uint64_t raw, uint64_t last, uint64_t step);
+/* Idle milli-cores between old and now (old NULL or not older: since boot). */
+uint32_t wm_load_cpu_free(const wm_cpu_sample_t *old, const wm_cpu_sample_t *now);
+/* Folds a reading into s and out (whose previous values are the "last" of the rounding). */
+void wm_load_update(wm_load_sampler_t *s, const wm_cpu_sample_t *now, uint64_t mem_total, uint64_t mem_avail,
+                    unsigned period_ms, wm_load_t *out);
+/* Reads /proc/stat and /proc/meminfo and updates out; 0, or -1 leaving out as it was. */
+int wm_load_sample(wm_load_sampler_t *s, unsigned period_ms, wm_load_t *out);
+
 /* ---- the pod spawner helper (spawner.c) ------------------------------------- */
 
 typedef struct {
@@ -507,6 +540,7 @@ struct wm {
     uint64_t last_total_us;
     wm_fn_error_t errors[WM_MAX_FN_ERRORS];
     size_t n_errors;
+    wm_load_t load; /* the host's headroom as the heartbeat last sampled it (load.c) */
 };
 
 /* pods.c */

@@ -2,6 +2,7 @@
 #include "worker-manager/internal.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -416,6 +417,21 @@ static int default_token_file(wm_config_t *c, const char **err)
     return 0;
 }
 
+/* An address literal other than a wildcard, or a host name ([A-Za-z0-9.-]): what a
+ * gateway on another machine can dial. */
+static int dialable(const char *host)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return a4.s_addr != htonl(INADDR_ANY);
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return !IN6_IS_ADDR_UNSPECIFIED(&a6);
+    size_t n = strlen(host);
+    return n > 0 && strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n &&
+           host[0] != '-' && host[0] != '.';
+}
+
 /* What discovery registers: --advertise, else --listen; never a wildcard, which other
  * hosts cannot dial (a gateway would connect to its own host). */
 static int set_advertise(wm_config_t *c, const char **err)
@@ -425,8 +441,7 @@ static int set_advertise(wm_config_t *c, const char **err)
     char host[128];
     uint16_t port;
     const char *e;
-    if (faas_parse_hostport(c->advertise, host, sizeof(host), &port, &e) != 0 || host[0] == '\0' ||
-        strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || port == 0)
+    if (faas_parse_hostport(c->advertise, host, sizeof(host), &port, &e) != 0 || !dialable(host) || port == 0)
         return *err = "the registered address (--advertise, else --listen) needs a host other gateways can dial, "
                       "not 0.0.0.0, and a port: give --advertise HOST:PORT",
                -1;

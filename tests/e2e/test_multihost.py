@@ -195,7 +195,8 @@ def test_a_dead_host_leaves_and_calls_go_on_elsewhere(cluster):
 
     def caller():
         while not stop.is_set():
-            results.append((time.monotonic(), curl(p.url("steady", "/hello"), timeout=10)[0]))
+            t0 = time.monotonic()
+            results.append((t0, curl(p.url("steady", "/hello"), timeout=10)[0]))
 
     callers = [threading.Thread(target=caller) for _ in range(2)]
     for t in callers:
@@ -225,5 +226,8 @@ def test_a_dead_host_leaves_and_calls_go_on_elsewhere(cluster):
     print(f"multihost: instances out of discovery {left_s:.2f}s after the kill (lease {LEASE_MS} ms); "
           f"{len(failures)} of {len(after)} calls since failed: {failures}")
     assert len(failures) <= 6, (failures, len(after), logs(p))
-    assert [s for _, s in results[-20:]] == [200] * 20, (results[-20:], logs(p))
+    # by start time: a call sent to a dead pod ends late (it waits for the client's timeout,
+    # a connection into a dead host is not refused, only unanswered) but started early
+    last = [s for _, s in sorted(results)[-20:]]
+    assert last == [200] * 20, (sorted(results)[-20:], logs(p))
     assert all(h.i != victim.i for h in (host_of(p, i["worker_id"]) for i in instances(p, "steady")))

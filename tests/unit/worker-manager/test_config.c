@@ -193,3 +193,17 @@ Test(config, several_hosts_flags_refuse_what_cannot_work)
                   bad[i].args[0], bad[i].args[1], err ? err : "(none)");
     }
 }
+
+Test(config, the_advertised_host_is_an_address_or_a_name)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *v6[] = {"--advertise", "[2001:db8::7]:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, v6), 0, "%s", err ? err : "");
+    char *name[] = {"--advertise", "node-3.example:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, name), 0, "%s", err ? err : "");
+    char *any6[] = {"--advertise", "[::]:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, any6), -1);
+    char *junk[] = {"--listen", "0.0.0.0:127..0.1:2", NULL}; /* the host part is "0.0.0.0:127..0.1" */
+    cr_expect_eq(parse_list(&c, &err, junk), -1);
+}

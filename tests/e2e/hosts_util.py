@@ -69,6 +69,7 @@ class Host:
         self.pod_prefix = f"10.{hosts.pod_octet}.{i + 1}."
         self.wm = None
         self.wm_port = None
+        self.others = []  # more worker managers on this host (Hosts.start_wm(second=...))
 
     def in_pods(self, addr):
         return addr.startswith(self.pod_prefix)
@@ -119,29 +120,40 @@ class Hosts:
         wait_until(lambda: all(_answers(h.addr) for h in self.hosts), 15, interval=0.1,
                    what="simulated hosts answer on the bridge")
 
-    def start_wm(self, h, discovery_addr, token_file, pool_size=1, lease_ttl_ms=1500, extra=()):
+    def start_wm(self, h, discovery_addr, token_file, pool_size=1, lease_ttl_ms=1500, extra=(), second=None):
         """faas-workermgr in host h: listening (and registered) on the host's address, its
         pods in the host's own range, open to the gateway on the bridge, and denying pods
-        the whole control-plane subnet (discovery, the other hosts' worker managers)."""
-        h.wm_port = 7200 + h.i  # every host has its own ports: real hosts share no port space
+        the whole control-plane subnet (discovery, the other hosts' worker managers).
+        second=CIDR: another worker manager on the same host with that pod range (routed
+        to the host too), on other ports; h.wm stays the first one."""
+        port = 7200 + h.i + (100 if second else 0)  # real hosts share no port space: any fixed port will do
+        tag = f"host{h.i}{'b' if second else ''}"
         argv = ["nsenter", f"--net=/run/netns/{h.ns}", "unshare", "--mount", "--propagation", "private", "sh", "-c",
                 'mount -t tmpfs -o size=1m,mode=0755 faas-run /run/faas && exec "$0" "$@"',
-                f"{BUILD}/faas-workermgr", "--listen", f"{h.addr}:{h.wm_port}", "--metrics-listen",
-                f"127.0.0.1:{7300 + h.i}", "--discovery", discovery_addr, "--token-file", token_file,
-                "--state-dir", f"{self.dir}/host{h.i}", "--pool-size", str(pool_size), "--lease-ttl-ms",
-                str(lease_ttl_ms), "--id", f"host{h.i}-{self.pid}", "--pod-cidr", h.pod_cidr, "--allow-from",
+                f"{BUILD}/faas-workermgr", "--listen", f"{h.addr}:{port}", "--metrics-listen",
+                f"127.0.0.1:{port + 1000}", "--discovery", discovery_addr, "--token-file", token_file,
+                "--state-dir", f"{self.dir}/{tag}", "--pool-size", str(pool_size), "--lease-ttl-ms",
+                str(lease_ttl_ms), "--id", f"{tag}-{self.pid}", "--pod-cidr", second or h.pod_cidr, "--allow-from",
                 f"{self.bridge_addr}/32", "--pod-deny", self.subnet, "--no-runq-bpf", *extra]
         os.makedirs("/run/faas", mode=0o755, exist_ok=True)  # the mount point the private tmpfs goes on
-        h.wm = Daemon(f"workermgr-host{h.i}", argv, self.dir)
-        h.wm.start()
-        wait_until(lambda: h.wm._alive() and port_open(h.wm_port, h.addr), 20, interval=0.05,
-                   what=f"worker manager of host {h.i} listening")
-        return h.wm
+        if second:
+            _ip("route", "add", second, "via", h.addr)
+            self.routes.append(second)
+        wm = Daemon(f"workermgr-{tag}", argv, self.dir)
+        if second:
+            h.others.append(wm)
+        else:
+            h.wm, h.wm_port = wm, port
+        wm.start()
+        wait_until(lambda: wm._alive() and port_open(port, h.addr), 20, interval=0.05,
+                   what=f"worker manager {tag} listening")
+        return wm
 
     def close(self):
         for h in self.hosts:
-            if h.wm is not None:
-                h.wm.stop()
+            for wm in [h.wm, *h.others]:
+                if wm is not None:
+                    wm.stop()
         for r in self.routes:
             _ip("route", "del", r, check=False)
         for h in self.hosts:
@@ -154,4 +166,4 @@ class Hosts:
             _ip("link", "del", self.bridge, check=False)
 
     def logs(self):
-        return "\n".join(f"--- {h.wm.name}\n{h.wm.log()}" for h in self.hosts if h.wm is not None)
+        return "\n".join(f"--- {wm.name}\n{wm.log()}" for h in self.hosts for wm in [h.wm, *h.others] if wm)

@@ -4,9 +4,11 @@ discovery and the gateway in the root namespace on the bridge that joins them. C
 spread over the hosts and their instances are registered at the pods' own addresses in
 each host's range; a host whose worker manager and pods are killed leaves discovery
 within its lease while calls keep succeeding on the others; a pod reaches neither
-discovery nor any host's worker manager, while the gateway reaches pods on every host."""
+discovery nor any host's worker manager, while the gateway reaches pods on every host; a
+second worker manager with its own range shares a host with the first."""
+import ipaddress
 import os
-import subprocess
+import re
 import threading
 import time
 
@@ -173,11 +175,45 @@ def test_pods_reach_no_control_plane_on_any_host(cluster):
 
 def dropped(host, comment):
     """Packets host's pod table dropped under the rule with this comment."""
-    import re
     out = host.run("nft", "list", "table", "inet", "faas_pods").stdout
     m = re.search(r"counter packets (\d+) bytes \d+ drop comment \"" + re.escape(comment) + '"', out)
     assert m, out
     return int(m.group(1))
+
+
+def test_two_worker_managers_share_a_host_with_their_own_ranges(cluster):
+    p = cluster
+    h = p.hosts.hosts[0]
+    cidr = f"10.{p.hosts.pod_octet}.200.0/24"
+    wm2 = p.hosts.start_wm(h, p.discovery_addr, p.token_file, pool_size=1, lease_ttl_ms=LEASE_MS, second=cidr,
+                           extra=("--adopt-grace-ms", "0"))
+    wid = f"host0b-{p.hosts.pid}"
+    try:
+        wait_until(lambda: workers(p).get(wid, {}).get("pool_ready") == 1, 20, interval=0.1,
+                   what="the second worker manager's warm pod")
+        # both ranges NATed: the second did not take the first one's masquerade away
+        nets = h.run("nft", "list", "set", "inet", "faas_pods", "pod_nets").stdout
+        assert h.pod_cidr in nets and cidr in nets, nets
+        # pod links are named by address: each manager's pods are in its own range
+        links = re.findall(r"^\d+: fv([0-9a-f]+)@", h.run("ip", "-o", "link").stdout, re.M)
+        blocks = [ipaddress.ip_address(int(x, 16) << 2) for x in links]
+        assert any(b in ipaddress.ip_network(cidr) for b in blocks), blocks
+        assert any(b in ipaddress.ip_network(h.pod_cidr) for b in blocks), blocks
+        # the gateway places cold starts on it too, and reaches its pods through the route
+        for n in range(4):
+            fn = f"pair{n}"
+            p.deploy_hello(fn, "--concurrency", "1")
+            assert burst(p, fn, 4) == [200] * 4, logs(p)
+            on2 = [i for i in instances(p, fn) if i["worker_id"] == wid]
+            if on2:
+                break
+        assert on2, logs(p)
+        assert all(ipaddress.ip_address(i["endpoint"].rsplit(":", 1)[0]) in ipaddress.ip_network(cidr) for i in on2)
+    finally:
+        wm2.stop()
+    # the first one serves on after the second's clean stop
+    status, _, err = curl(p.url("spread", "/hello"))
+    assert status == 200, (err, logs(p))
 
 
 def test_a_dead_host_leaves_and_calls_go_on_elsewhere(cluster):

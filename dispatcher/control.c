@@ -36,7 +36,7 @@ typedef struct {
     void *ud;
     int rc;
     int unreachable; /* MSG_ACQ_FAIL: the worker manager was not reached */
-    char worker[64];  /* MSG_ACQ_*: the worker the Acquire went to */
+    char worker[64]; /* MSG_ACQ_*: the worker the Acquire went to */
     disp_place_need_t need;
     uint8_t *resp;
     size_t rlen;
@@ -519,8 +519,8 @@ static void acquired(ctl_msg_t *m)
     }
     if (m->kind == MSG_ACQ_FAIL) {
         disp_g.acquire_failures++;
-        FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn, m->ms,
-                   m->err);
+        FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s worker=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn,
+                   m->worker, m->ms, m->err);
         char why[256]; /* the worker manager's reason, never a transport error's addresses */
         faas_cold_start_public(why, sizeof(why), m->fn, m->err);
         /* not reached (restarting after a crash, shutting down): not the function's fault */
@@ -540,8 +540,8 @@ static void acquired(ctl_msg_t *m)
         inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     }
     disp_g.cold_starts++;
-    FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s total_us=%u", m->rid, m->fn, m->ms,
-              pi->id, m->reply->timing ? m->reply->timing->total_us : 0);
+    FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s worker=%s total_us=%u", m->rid, m->fn,
+              m->ms, pi->id, m->worker, m->reply->timing ? m->reply->timing->total_us : 0);
     disp_on_instance_ready(fn);
 }
 

@@ -169,14 +169,14 @@ extern void (*disp_inst_free_hook)(disp_inst_t *inst);
  * What this gateway knows of one worker manager's host: its last report (Worker) and
  * what the gateway itself did there since, so a burst spreads before the next report. */
 typedef struct {
-    uint32_t pool_ready;         /* as reported, less the warm pods we took since */
+    uint32_t pool_ready; /* as reported, less the warm pods we took since */
     uint32_t cpus_milli, cpu_free_milli;
     uint64_t mem_total, mem_free; /* all four 0: the worker reports no load */
     uint32_t charge_cpu_milli;    /* Acquires we placed here since its last report */
     uint64_t charge_mem;
-    uint64_t charged_ms;          /* when the first of those charges was made; 0: none */
-    uint64_t down_until_ms;       /* an Acquire did not reach it: skipped until then */
-    uint32_t backoff_ms;          /* the last down period; doubles, reset by a success */
+    uint64_t charged_ms;    /* when the first of those charges was made; 0: none */
+    uint64_t down_until_ms; /* an Acquire did not reach it: skipped until then */
+    uint32_t backoff_ms;    /* the last down period; doubles, reset by a success */
 } disp_place_t;
 
 /* What one instance of the function asks of a host. */
@@ -191,9 +191,9 @@ typedef struct {
     disp_place_t pl;
 } disp_worker_t;
 
-#define DISP_PLACE_CPU_CHARGE 100          /* milli-cores per Acquire when the spec sets none */
+#define DISP_PLACE_CPU_CHARGE 100           /* milli-cores per Acquire when the spec sets none */
 #define DISP_PLACE_MEM_CHARGE (64ull << 20) /* bytes per Acquire when the spec sets no limit */
-#define DISP_PLACE_CHARGE_MS 5000          /* charges older than this are dropped (no report came) */
+#define DISP_PLACE_CHARGE_MS 5000           /* charges older than this are dropped (no report came) */
 #define DISP_PLACE_BACKOFF_MIN_MS 1000
 #define DISP_PLACE_BACKOFF_MAX_MS 10000
 

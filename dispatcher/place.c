@@ -119,7 +119,7 @@ void disp_place_unreached(disp_place_t *w, const disp_place_need_t *need, uint64
     uint64_t m = mem_charge(need);
     w->charge_cpu_milli = w->charge_cpu_milli > c ? w->charge_cpu_milli - c : 0;
     w->charge_mem = w->charge_mem > m ? w->charge_mem - m : 0;
-    w->backoff_ms = w->backoff_ms == 0 ? DISP_PLACE_BACKOFF_MIN_MS
+    w->backoff_ms = w->backoff_ms == 0                               ? DISP_PLACE_BACKOFF_MIN_MS
                     : w->backoff_ms >= DISP_PLACE_BACKOFF_MAX_MS / 2 ? DISP_PLACE_BACKOFF_MAX_MS
                                                                      : w->backoff_ms * 2;
     w->down_until_ms = now_ms + w->backoff_ms;

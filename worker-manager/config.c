@@ -2,10 +2,10 @@
 #include "worker-manager/internal.h"
 
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -85,9 +85,9 @@ int wm_net_setup(pid_t pid, int self_net, uint32_t net, int prefix, uint32_t *po
 
 /* netrules.c: the host's nftables table for pods, shared by its worker managers. */
 typedef struct {
-    const char *deny;   /* addresses/CIDRs pods never reach, comma-separated ("" = none) */
-    const char *allow;  /* addresses/CIDRs that may open connections to pods ("" = none) */
-    uint32_t pod_net;   /* this worker manager's pod range (host order) */
+    const char *deny;  /* addresses/CIDRs pods never reach, comma-separated ("" = none) */
+    const char *allow; /* addresses/CIDRs that may open connections to pods ("" = none) */
+    uint32_t pod_net;  /* this worker manager's pod range (host order) */
     int pod_prefix;
     int host_forwarded; /* the host forwarded IPv4 before any worker manager */
 } wm_net_rules_t;
@@ -96,6 +96,9 @@ int wm_net_rules_text(char *out, size_t cap, const wm_net_rules_t *r);
 /* Writes the table (r->host_forwarded is found here) and turns IPv4 forwarding on (for
  * egress); 0 or -1 with err. */
 int wm_net_rules_apply(const wm_net_rules_t *r, char *err, size_t errcap);
+/* The forwarding setting recorded in the table before any worker manager changed it:
+ * 0, 1, or -1 when the table has no record. */
+int wm_net_rules_recorded_forwarding(void);
 
 /* network: none for the pod pid: its default route goes. 0, -1 with err, or -2 as above. */
 int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);

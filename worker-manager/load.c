@@ -32,8 +32,8 @@ int wm_load_parse_stat(const char *text, wm_cpu_sample_t *s)
         return -1;
     /* user nice system idle iowait irq softirq steal; guest time is inside user already */
     unsigned long long v[8] = {0};
-    int n = sscanf(text + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                   &v[6], &v[7]);
+    int n = sscanf(text + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+                   &v[7]);
     if (n < 4)
         return -1;
     for (int i = 0; i < 8; i++)

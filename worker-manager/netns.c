@@ -266,8 +266,7 @@ static int configure_pod(nl_t *pn, const range_t *R, uint32_t block, const link_
 }
 
 /* The host end: its address and up. */
-static int configure_host(nl_t *hn, const range_t *R, const char *name, uint32_t block, link_t *host,
-                          const char **what)
+static int configure_host(nl_t *hn, const range_t *R, const char *name, uint32_t block, link_t *host, const char **what)
 {
     *what = "host veth";
     if (link_of(hn, name, host) != 0)

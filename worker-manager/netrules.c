@@ -24,7 +24,8 @@
  *
  * Egress needs IPv4 forwarding. If the host had it off, the worker manager turns it on
  * and the table drops every forwarded packet that is not a pod's, so the host routes
- * nothing else than before; the original setting is kept in /run/faas so that a restart
+ * nothing else than before; the original setting is recorded in the table (set
+ * fwd_before) and, in the machine's initial namespace, in /run/faas, so that a restart
  * does not mistake the worker manager's own change for the operator's. */
 #include "worker-manager/internal.h"
 
@@ -44,8 +45,10 @@
 #define ORIG_DIR "/run/faas"
 #define ORIG_FILE ORIG_DIR "/ip_forward.orig"
 
-/* The host's forwarding before any worker manager touched it: 0 or 1. */
-static int forwarding_before(void)
+/* The initial network namespace's forwarding before any worker manager touched it,
+ * kept in a file so that an older build's worker manager, which deletes the whole table,
+ * does not lose it: 0 or 1. */
+static int forwarding_before_file(void)
 {
     char cur[8] = "0", orig[8];
     if (faas_read_small(ORIG_FILE, orig, sizeof(orig)) > 0)
@@ -60,23 +63,65 @@ static int forwarding_before(void)
     return cur[0] == '1';
 }
 
+int wm_net_rules_recorded_forwarding(void)
+{
+    struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
+    if (nft == NULL)
+        return -1;
+    nft_ctx_buffer_output(nft);
+    nft_ctx_buffer_error(nft);
+    int v = -1;
+    if (nft_run_cmd_from_buffer(nft, "list set inet faas_pods fwd_before") == 0) {
+        const char *o = nft_ctx_get_output_buffer(nft), *e = o ? strstr(o, "elements = { ") : NULL;
+        if (e != NULL)
+            v = strtoul(e + 13, NULL, 0) != 0;
+    }
+    nft_ctx_free(nft);
+    return v;
+}
+
+/* This process is in the network namespace of pid 1: the machine's (or its container's). */
+static int initial_netns(void)
+{
+    struct stat a, b;
+    return stat("/proc/self/ns/net", &a) == 0 && stat("/proc/1/ns/net", &b) == 0 && a.st_ino == b.st_ino &&
+           a.st_dev == b.st_dev;
+}
+
+/* The namespace's forwarding before any worker manager: the table's record (it lives and
+ * dies with the namespace, as the setting does), else the file of the initial namespace,
+ * else the setting now. A file alone would be shared by every namespace of the machine:
+ * a worker manager in another one (simulated hosts, a container) would record its own
+ * namespace's setting as the machine's. */
+static int forwarding_before(void)
+{
+    int v = wm_net_rules_recorded_forwarding();
+    if (v >= 0)
+        return v;
+    if (initial_netns())
+        return forwarding_before_file();
+    char cur[8] = "0";
+    (void)faas_read_small(FORWARD_FILE, cur, sizeof(cur));
+    return cur[0] == '1';
+}
+
 /* The declarations every run makes (idempotent), then the emptying of what it rewrites. */
-static const char DECLARE[] =
-    "table inet faas_pods {\n"
-    "    set deny { type ipv4_addr; flags interval; }\n"
-    "    set pod_nets { type ipv4_addr; flags interval; auto-merge; }\n"
-    "    set deny_nets { type ipv4_addr; flags interval; auto-merge; }\n"
-    "    set allow_nets { type ipv4_addr; flags interval; auto-merge; }\n"
-    "    chain input { type filter hook input priority filter; policy accept; }\n"
-    "    chain forward { type filter hook forward priority filter; policy accept; }\n"
-    "    chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
-    "}\n"
-    "flush chain inet faas_pods input\n"
-    "flush chain inet faas_pods forward\n"
-    "flush chain inet faas_pods postrouting\n"
-    "delete set inet faas_pods deny\n"
-    "flush set inet faas_pods deny_nets\n"
-    "flush set inet faas_pods allow_nets\n";
+static const char DECLARE[] = "table inet faas_pods {\n"
+                              "    set deny { type ipv4_addr; flags interval; }\n"
+                              "    set pod_nets { type ipv4_addr; flags interval; auto-merge; }\n"
+                              "    set deny_nets { type ipv4_addr; flags interval; auto-merge; }\n"
+                              "    set allow_nets { type ipv4_addr; flags interval; auto-merge; }\n"
+                              "    set fwd_before { type mark; }\n"
+                              "    chain input { type filter hook input priority filter; policy accept; }\n"
+                              "    chain forward { type filter hook forward priority filter; policy accept; }\n"
+                              "    chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+                              "}\n"
+                              "flush chain inet faas_pods input\n"
+                              "flush chain inet faas_pods forward\n"
+                              "flush chain inet faas_pods postrouting\n"
+                              "delete set inet faas_pods deny\n"
+                              "flush set inet faas_pods deny_nets\n"
+                              "flush set inet faas_pods allow_nets\n";
 
 /* The rules; the forward chain ends with FORWARD_END (after an optional rule). */
 static const char CHAINS[] =
@@ -95,27 +140,29 @@ static const char CHAINS[] =
     "        iifname \"fv*\" meta nfproto ipv4 accept\n"
     "        iifname \"fv*\" counter drop\n";
 
-static const char FORWARD_END[] =
-    "    }\n"
-    "    chain postrouting {\n"
-    "        ip saddr @pod_nets oifname != \"fv*\" masquerade\n"
-    "    }\n"
-    "}\n";
+static const char FORWARD_END[] = "    }\n"
+                                  "    chain postrouting {\n"
+                                  "        ip saddr @pod_nets oifname != \"fv*\" masquerade\n"
+                                  "    }\n"
+                                  "}\n";
 
 int wm_net_rules_text(char *out, size_t cap, const wm_net_rules_t *r)
 {
     uint32_t a = r->pod_net;
-    int n = snprintf(out, cap, "%sadd element inet faas_pods pod_nets { %u.%u.%u.%u/%d }\n", DECLARE, a >> 24,
-                     (a >> 16) & 255, (a >> 8) & 255, a & 255, r->pod_prefix);
+    int n =
+        snprintf(out, cap,
+                 "%sadd element inet faas_pods pod_nets { %u.%u.%u.%u/%d }\n"
+                 "add element inet faas_pods fwd_before { %d }\n",
+                 DECLARE, a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255, r->pod_prefix, r->host_forwarded ? 1 : 0);
     if (n > 0 && (size_t)n < cap && r->deny[0] != '\0')
         n += snprintf(out + n, cap - (size_t)n, "add element inet faas_pods deny_nets { %s }\n", r->deny);
     if (n > 0 && (size_t)n < cap && r->allow[0] != '\0')
         n += snprintf(out + n, cap - (size_t)n, "add element inet faas_pods allow_nets { %s }\n", r->allow);
     if (n > 0 && (size_t)n < cap)
-        n += snprintf(out + n, cap - (size_t)n, "%s%s%s", CHAINS,
-                      r->host_forwarded ? ""
-                                        : "        counter drop comment \"the host forwarded nothing before the pods\"\n",
-                      FORWARD_END);
+        n += snprintf(
+            out + n, cap - (size_t)n, "%s%s%s", CHAINS,
+            r->host_forwarded ? "" : "        counter drop comment \"the host forwarded nothing before the pods\"\n",
+            FORWARD_END);
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 

@@ -466,8 +466,7 @@ static int pod_rules(const wm_config_t *c)
         size_t n = strlen(deny);
         snprintf(deny + n, sizeof(deny) - n, "%s%s", n ? "," : "", host);
     }
-    const wm_net_rules_t r = {
-        .deny = deny, .allow = c->allow_from, .pod_net = c->pod_net, .pod_prefix = c->pod_prefix};
+    const wm_net_rules_t r = {.deny = deny, .allow = c->allow_from, .pod_net = c->pod_net, .pod_prefix = c->pod_prefix};
     if (wm_net_rules_apply(&r, err, sizeof(err)) != 0) {
         fprintf(stderr, "faas-workermgr: pod network filter: %s\n", err);
         return -1;

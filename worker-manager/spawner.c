@@ -465,8 +465,9 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
     }
     track(q->pod, pid);
     r->addr = 0x7f000001u; /* --no-pod-netns: the host's loopback */
-    int nrc = H.cfg.pod_netns ? wm_net_setup(pid, H.self_net, H.cfg.pod_net, H.cfg.pod_prefix, &r->addr, r->err,
-                                                   sizeof(r->err)) : 0;
+    int nrc = H.cfg.pod_netns
+                  ? wm_net_setup(pid, H.self_net, H.cfg.pod_net, H.cfg.pod_prefix, &r->addr, r->err, sizeof(r->err))
+                  : 0;
     if (nrc == -2) {
         FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
         _exit(1); /* every later link would land in a pod: better the WM sees the helper go */

@@ -14,9 +14,8 @@ itself, so its ip_forward is left alone (other tests of this machine read it). E
 namespace forwards (bridge <-> its pods' veths).
 
 A worker manager runs in its host's namespace through nsenter --net (not `ip netns
-exec`, which remounts /sys and would hide the cgroup tree), in a mount namespace of its
-own with a private tmpfs on /run/faas: like a real host it keeps there what it found of
-the host's forwarding, which must not mix with the real host's record.
+exec`, which remounts /sys and would hide the cgroup tree). It records the namespace's
+forwarding before it in its table, not in the machine's /run/faas (netrules.c).
 
 Everything made is removed by close(), which the fixture calls whatever the test did;
 links and namespaces carry the test's pid so parallel runs do not collide."""
@@ -32,7 +31,7 @@ def can_simulate():
     """None, or why this machine cannot run simulated hosts (for pytest.skip)."""
     if os.geteuid() != 0:
         return "simulated hosts need root (network namespaces, a bridge, routes)"
-    for tool in ("ip", "nsenter", "unshare"):
+    for tool in ("ip", "nsenter", "nft"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             return f"{tool} is not installed"
     if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
@@ -128,14 +127,12 @@ class Hosts:
         to the host too), on other ports; h.wm stays the first one."""
         port = 7200 + h.i + (100 if second else 0)  # real hosts share no port space: any fixed port will do
         tag = f"host{h.i}{'b' if second else ''}"
-        argv = ["nsenter", f"--net=/run/netns/{h.ns}", "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs -o size=1m,mode=0755 faas-run /run/faas && exec "$0" "$@"',
-                f"{BUILD}/faas-workermgr", "--listen", f"{h.addr}:{port}", "--metrics-listen",
-                f"127.0.0.1:{port + 1000}", "--discovery", discovery_addr, "--token-file", token_file,
+        argv = ["nsenter", f"--net=/run/netns/{h.ns}", f"{BUILD}/faas-workermgr", "--listen", f"{h.addr}:{port}",
+                "--metrics-listen", f"127.0.0.1:{port + 1000}", "--discovery", discovery_addr,
+                "--token-file", token_file,
                 "--state-dir", f"{self.dir}/{tag}", "--pool-size", str(pool_size), "--lease-ttl-ms",
                 str(lease_ttl_ms), "--id", f"{tag}-{self.pid}", "--pod-cidr", second or h.pod_cidr, "--allow-from",
                 f"{self.bridge_addr}/32", "--pod-deny", self.subnet, "--no-runq-bpf", *extra]
-        os.makedirs("/run/faas", mode=0o755, exist_ok=True)  # the mount point the private tmpfs goes on
         if second:
             _ip("route", "add", second, "via", h.addr)
             self.routes.append(second)

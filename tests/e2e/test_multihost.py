@@ -121,6 +121,10 @@ def test_hosts_register_their_own_addresses_and_load(cluster):
         assert w["address"] == f"{h.addr}:{h.wm_port}", w
         assert w.get("cpus_milli", 0) >= 1000 and w.get("mem_total_bytes", 0) > 0, w
         assert w.get("cpu_free_milli", 0) <= w["cpus_milli"] and w.get("mem_free_bytes", 0) <= w["mem_total_bytes"]
+        # each host keeps its own record of its forwarding before the pods (it was on: a
+        # router for its pods), not the machine's file, which another namespace would share
+        fwd = h.run("nft", "list", "set", "inet", "faas_pods", "fwd_before").stdout
+        assert "elements = { 0x00000001 }" in fwd, fwd
 
 
 def test_calls_spread_over_hosts_at_the_pods_own_addresses(cluster):

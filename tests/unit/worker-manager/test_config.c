@@ -145,8 +145,14 @@ Test(config, several_hosts_flags)
     cr_expect_eq(c.pod_net, 0x0AC80000u);
     cr_expect_eq(c.pod_prefix, 16);
     cr_expect_str_eq(c.allow_from, "");
-    char *set[] = {"--listen",     "0.0.0.0:7200",           "--advertise", "192.168.1.7:7200", "--pod-cidr",
-                   "10.9.16.0/20", "--allow-from=10.1.0.1,10.2.0.0/16", NULL};
+    char *set[] = {"--listen",
+                   "0.0.0.0:7200",
+                   "--advertise",
+                   "192.168.1.7:7200",
+                   "--pod-cidr",
+                   "10.9.16.0/20",
+                   "--allow-from=10.1.0.1,10.2.0.0/16",
+                   NULL};
     cr_assert_eq(parse_list(&c, &err, set), 0, "%s", err ? err : "");
     cr_expect_str_eq(c.listen, "0.0.0.0:7200");
     cr_expect_str_eq(c.advertise, "192.168.1.7:7200");

@@ -107,8 +107,8 @@ Test(load, the_lease_carries_the_load_and_the_advertised_address)
     static wm_t wm; /* only what wm_lease_pack reads */
     wm.cfg = &c;
     wm.pool_ready = 1;
-    wm.load = (wm_load_t){.cpus_milli = 2000, .cpu_free_milli = 1450, .mem_total_bytes = 8ull << 30,
-                          .mem_free_bytes = 3ull << 30};
+    wm.load = (wm_load_t){
+        .cpus_milli = 2000, .cpu_free_milli = 1450, .mem_total_bytes = 8ull << 30, .mem_free_bytes = 3ull << 30};
     size_t len;
     uint8_t *buf = wm_lease_pack(&wm, 0, &len);
     cr_assert_not_null(buf);

@@ -12,8 +12,8 @@
 
 #include "worker-manager/internal.h"
 
-static const wm_net_rules_t DEFAULTS = {.deny = "", .allow = "", .pod_net = 0x0AC80000u, .pod_prefix = 16,
-                                        .host_forwarded = 1};
+static const wm_net_rules_t DEFAULTS = {
+    .deny = "", .allow = "", .pod_net = 0x0AC80000u, .pod_prefix = 16, .host_forwarded = 1};
 
 Test(netrules, the_chains_are_rewritten_and_drop_what_pods_open)
 {
@@ -127,12 +127,35 @@ Test(netrules, nftables_takes_it_over_an_old_table_and_from_two_worker_managers)
     cr_expect(m != NULL && strstr(m + 1, "masquerade") == NULL, "%s", list);
 }
 
+Test(netrules, the_forwarding_before_the_pods_is_recorded_in_the_namespace)
+{
+    own_netns();
+    char err[1024], t[8192];
+    cr_expect_eq(wm_net_rules_recorded_forwarding(), -1, "no table, no record");
+    wm_net_rules_t r = DEFAULTS;
+    r.host_forwarded = 0;
+    cr_assert_eq(wm_net_rules_text(t, sizeof(t), &r), 0);
+    cr_assert_null(nft_run(t, err, sizeof(err)), "%s\n%s", err, t);
+    cr_expect_eq(wm_net_rules_recorded_forwarding(), 0);
+    /* a restart finds the record and writes it again */
+    cr_assert_null(nft_run(t, err, sizeof(err)), "%s\n%s", err, t);
+    cr_expect_eq(wm_net_rules_recorded_forwarding(), 0);
+    /* in a namespace of its own, another record */
+    if (unshare(CLONE_NEWNET) != 0)
+        cr_skip_test("no second namespace");
+    cr_expect_eq(wm_net_rules_recorded_forwarding(), -1);
+    r.host_forwarded = 1;
+    cr_assert_eq(wm_net_rules_text(t, sizeof(t), &r), 0);
+    cr_assert_null(nft_run(t, err, sizeof(err)), "%s\n%s", err, t);
+    cr_expect_eq(wm_net_rules_recorded_forwarding(), 1);
+}
+
 Test(netns, blocks_are_slash_30s_of_the_pod_range)
 {
-    const uint32_t net = 0x0AC80000u; /* 10.200.0.0/16 */
-    cr_expect_eq(wm_net_block_addr(net, 1, 0), 0x0AC80005u);     /* 10.200.0.5: host end */
-    cr_expect_eq(wm_net_block_addr(net, 1, 1), 0x0AC80006u);     /* 10.200.0.6: the pod */
-    cr_expect_eq(wm_net_block_addr(net, 16383, 1), 0x0AC8FFFEu); /* the last block: 10.200.255.254 */
+    const uint32_t net = 0x0AC80000u;                                /* 10.200.0.0/16 */
+    cr_expect_eq(wm_net_block_addr(net, 1, 0), 0x0AC80005u);         /* 10.200.0.5: host end */
+    cr_expect_eq(wm_net_block_addr(net, 1, 1), 0x0AC80006u);         /* 10.200.0.6: the pod */
+    cr_expect_eq(wm_net_block_addr(net, 16383, 1), 0x0AC8FFFEu);     /* the last block: 10.200.255.254 */
     cr_expect_eq(wm_net_block_addr(0x0A0B0C00u, 2, 1), 0x0A0B0C0Au); /* 10.11.12.0/24: 10.11.12.10 */
     char name[16];
     /* named by the block's address, so ranges of two worker managers never share a name

@@ -13,6 +13,11 @@
 disp_state_t disp_g;
 
 #define IDLE_SCAN_MS 100
+/* An agent's connect that has not completed by then is given up, and its calls go to
+ * another instance (disp_call_unsent): a host that died silently (no RST) would else
+ * hold them until their deadline. Above one SYN retransmission (1 s), so that one lost
+ * packet does not cost a healthy instance. */
+#define AGENT_CONNECT_TIMEOUT_MS 2000
 
 static h2o_timeout_t idle_timeout;
 static h2o_timeout_entry_t idle_entry;
@@ -280,6 +285,10 @@ static void on_idle_scan(h2o_timeout_entry_t *e)
         disp_control_release(out[i], why);
         disp_inst_remove(out[i]);
     }
+    size_t gone = h2b_client_sweep(AGENT_CONNECT_TIMEOUT_MS);
+    if (gone != 0)
+        FAAS_WARN("event=agent_connect_timeout conns=%zu after_ms=%d msg=\"their calls go elsewhere\"", gone,
+                  AGENT_CONNECT_TIMEOUT_MS);
     h2o_timeout_link(disp_g.loop, &idle_timeout, &idle_entry);
 }
 

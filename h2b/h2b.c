@@ -34,7 +34,7 @@ struct h2b_conn {
     char hostport[64];
     h2b_conn_t *next;       /* client registry */
     evl_link_t server_link; /* in g.servers */
-    uint64_t born_ms, last_rx_ms; /* server connections: for h2b_server_sweep */
+    uint64_t born_ms, last_rx_ms; /* for h2b_server_sweep; born_ms also for h2b_client_sweep */
     int settings_seen;            /* the client's first SETTINGS arrived */
 };
 
@@ -918,6 +918,7 @@ h2b_conn_t *h2b_client_get(const char *hostport)
     if (c == NULL)
         return NULL;
     snprintf(c->hostport, sizeof(c->hostport), "%s", hostport);
+    c->born_ms = faas_now_ms();
     c->sock = g.io->connect(c, (struct sockaddr *)&ss, sl);
     if (c->sock == NULL) {
         nghttp2_session_del(c->ng);
@@ -1068,6 +1069,20 @@ size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms)
             n++;
         } else if (evl_list_empty(&c->pairs) && now - c->last_rx_ms > idle_ms) {
             conn_kill(c, "idle");
+            n++;
+        }
+    }
+    return n;
+}
+
+size_t h2b_client_sweep(uint64_t connect_ms)
+{
+    uint64_t now = faas_now_ms();
+    size_t n = 0;
+    for (h2b_conn_t *c = g.clients, *next; c != NULL; c = next) {
+        next = c->next; /* conn_kill unlinks c */
+        if (!c->dead && !c->connected && now - c->born_ms > connect_ms) {
+            conn_kill(c, "connect timed out");
             n++;
         }
     }

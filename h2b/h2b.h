@@ -215,6 +215,11 @@ void h2b_goaway_all(const char *debug);
  * or have no stream and received nothing for idle_ms (slowloris, idle floods); the
  * application calls it from a periodic timer. Returns how many it closed. */
 size_t h2b_server_sweep(uint64_t preface_ms, uint64_t idle_ms);
+/* Closes client connections whose connect has not completed within connect_ms (a host
+ * that died without a word: no RST, the SYNs unanswered), which hands their unsent
+ * requests to the h2b_on_unsent hook; the application calls it from a periodic timer.
+ * Returns how many it closed. */
+size_t h2b_client_sweep(uint64_t connect_ms);
 /* cb learns of every GOAWAY a client connection receives (hostport as given to
  * h2b_client_get, the peer's opaque data). One hook per process. */
 void h2b_on_goaway(void (*cb)(const char *hostport, const uint8_t *data, size_t len));

@@ -261,11 +261,13 @@ def test_a_dead_host_leaves_and_calls_go_on_elsewhere(cluster):
             t.join(30)
     after = [s for t, s in results if t >= killed_at]
     failures = [s for s in after if s != 200]
-    # the calls in flight on the dead pods, and those routed to them before the gateway
-    # heard they were gone, may fail; nothing else
+    # at most the calls in flight on the dead pods when they died (two callers) may fail:
+    # a call routed to a dead pod before the gateway heard it was gone waits on a connect
+    # that is never answered, which the gateway gives up after 2 s, sending the call to
+    # another instance (dispatcher.c AGENT_CONNECT_TIMEOUT_MS); nothing else
     print(f"multihost: instances out of discovery {left_s:.2f}s after the kill (lease {LEASE_MS} ms); "
           f"{len(failures)} of {len(after)} calls since failed: {failures}")
-    assert len(failures) <= 6, (failures, len(after), logs(p))
+    assert len(failures) <= 2, (failures, len(after), logs(p))
     # by start time: a call sent to a dead pod ends late (it waits for the client's timeout,
     # a connection into a dead host is not refused, only unanswered) but started early
     last = [s for _, s in sorted(results)[-20:]]

@@ -58,21 +58,6 @@ typedef struct {
     uint64_t errors, fetch_ok, fetch_failed; /* atomics */
 } ed_t;
 
-/* TEMPORARY until branch a16-etcdc's watch lands: weak stand-ins the real ones replace
- * at link time, so this builds against the unary-only client (follow then fails at
- * start with this message instead of the link failing). Remove with that merge. */
-__attribute__((weak)) etcdc_watch_t *etcdc_watch_start(etcdc_t *c, const void *key, size_t klen, const void *end,
-                                                       size_t elen, int64_t start_rev, etcdc_watch_fn fn,
-                                                       etcdc_resync_fn resync, void *ud, char *err, size_t errcap)
-{
-    snprintf(err, errcap, "this build's etcd client has no watch yet");
-    return NULL;
-}
-
-__attribute__((weak)) void etcdc_watch_stop(etcdc_watch_t *w)
-{
-}
-
 /* ---- keys, errors --------------------------------------------------------------- */
 
 /* prefix + kind + "/" + name into out; its length, or 0 if it does not fit. */

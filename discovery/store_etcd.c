@@ -485,7 +485,8 @@ static int add_holder_once(ed_t *e, const char *k, size_t kl, const char *sha, u
             faas__artifact_meta__free_unpacked(m, NULL);
         return -ENOMEM;
     }
-    memcpy(hv, cur->holders, cur->n_holders * sizeof(*hv));
+    if (cur->n_holders > 0) /* a fresh record has no array at all */
+        memcpy(hv, cur->holders, cur->n_holders * sizeof(*hv));
     hv[cur->n_holders] = e->advertise;
     Faas__ArtifactMeta out = *cur;
     out.holders = hv;

@@ -67,6 +67,8 @@ const char *disc_store_backend(disc_store_t *st);
 struct etcdc *disc_store_etcd(disc_store_t *st);
 /* The host:port other discoveries fetch this one's artifacts at (etcd only). */
 void disc_store_set_advertise(disc_store_t *st, const char *addr);
+/* That address ("" if unset or on SQLite); valid until the next call. */
+const char *disc_store_advertise(disc_store_t *st);
 /* Largest artifact fetched from another discovery (default 4 GiB). */
 void disc_store_set_max_fetch(disc_store_t *st, uint64_t max_bytes);
 /* Fills reg with every stored function and, on etcd, keeps it following every change

@@ -85,7 +85,9 @@ static disc_store_t *open_store(const disc_args_t *o)
 }
 
 /* With etcd, the address other discoveries fetch this one's artifacts at: --advertise,
- * else --listen with the port it bound (port 0 picks one). */
+ * else --listen with the port it bound (port 0 picks one). Called before the server
+ * starts (grpc_port 0: set only if already known, so the first upload is recorded)
+ * and after it bound its port. */
 static void set_advertise(const disc_args_t *o, disc_store_t *st, int grpc_port)
 {
     char adv[300], host[256];
@@ -97,10 +99,11 @@ static void set_advertise(const disc_args_t *o, disc_store_t *st, int grpc_port)
         snprintf(adv, sizeof(adv), "%s", o->advertise);
     } else {
         faas_parse_hostport(o->listen, host, sizeof(host), &port, &e);
+        if (grpc_port == 0 && (grpc_port = port) == 0)
+            return;
         snprintf(adv, sizeof(adv), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, grpc_port);
     }
     disc_store_set_advertise(st, adv);
-    FAAS_INFO("event=advertise addr=%s", adv);
 }
 
 /* Peer artifact fetches carry the platform token, and trust the discoveries' own
@@ -179,6 +182,7 @@ int main(int argc, char **argv)
         FAAS_ERROR("event=start_failed msg=\"cannot start the reapers\"");
         goto out;
     }
+    set_advertise(&o, st, 0);
     size_t nm;
     const faas_rpc_method_t *methods = disc_service_methods(svc, &nm);
     faas_rpc_server_opts_t ro = {.token = &token, .tls_cert = o.tls_cert, .tls_key = o.tls_key};
@@ -196,6 +200,9 @@ int main(int argc, char **argv)
     }
     FAAS_INFO("event=listening grpc_port=%d metrics_port=%d state_dir=%s store=%s functions=%d tls=%d", grpc_port,
               metrics_port, o.state_dir, disc_store_backend(st), nfn, o.tls_cert != NULL);
+    if (o.store_etcd)
+        FAAS_INFO("event=etcd_store endpoints=%s prefix=%s advertise=%s", o.store, o.etcd_prefix,
+                  disc_store_advertise(st));
     int sig = 0;
     sigwait(&sigs, &sig);
     FAAS_INFO("event=stopping signal=%d", sig);

@@ -248,8 +248,12 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         fail(s, call, M_FETCH, FAAS_GRPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
         goto out;
     }
-    /* bytes held only by another discovery (etcd) are copied here first */
-    int rc = disc_store_artifact_local(s->store, ref->sha256, why, sizeof(why));
+    /* bytes held only by another discovery (etcd) are copied here first, unless a
+     * discovery is asking: it gets what is here or NOT_FOUND and tries the next holder */
+    int rc = ref->local_only ? disc_artifact_exists(disc_store_artifact_dir(s->store), ref->sha256)
+                             : disc_store_artifact_local(s->store, ref->sha256, why, sizeof(why));
+    if (rc == -ENOENT && ref->local_only)
+        snprintf(why, sizeof(why), "no such code artifact on this discovery");
     if (rc != 0) {
         fail(s, call, M_FETCH, rc == -EAGAIN ? FAAS_GRPC_UNAVAILABLE : rc == -ENOENT ? FAAS_GRPC_NOT_FOUND
                                                                                      : FAAS_GRPC_INTERNAL,

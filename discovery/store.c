@@ -21,6 +21,7 @@ struct disc_store {
     /* the service check and the backend's write as one step, as one SQLite lock was */
     pthread_mutex_t mu;
     uint64_t max_fetch; /* largest artifact fetched from a peer */
+    char advertise[300];  /* disc_store_advertise's answer (main's thread only) */
     char artifacts[3072];
 };
 
@@ -109,6 +110,13 @@ void disc_store_set_advertise(disc_store_t *st, const char *addr)
 {
     if (st->ops == &disc_etcd_ops)
         disc_etcd_set_advertise(st->impl, addr);
+}
+
+const char *disc_store_advertise(disc_store_t *st)
+{
+    if (st->ops == &disc_etcd_ops)
+        disc_etcd_advertise(st->impl, st->advertise, sizeof(st->advertise));
+    return st->advertise;
 }
 
 void disc_store_set_max_fetch(disc_store_t *st, uint64_t max_bytes)

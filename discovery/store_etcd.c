@@ -45,10 +45,10 @@ typedef struct {
 typedef struct {
     etcdc_t *c;
     char prefix[256];
-    char advertise[300]; /* set before serving; "" until then */
+    char advertise[300]; /* under mu: "" until main knows its port */
     disc_registry_t *reg;
     etcdc_watch_t *watch;
-    pthread_mutex_t mu; /* applied, names, stopping */
+    pthread_mutex_t mu; /* applied, names, stopping, advertise */
     pthread_cond_t cv;
     int64_t applied; /* the last revision the registry reflects */
     known_t *names;
@@ -466,7 +466,7 @@ static int ed_artifact_known(void *impl, const char *sha)
 }
 
 /* One attempt at adding this discovery to sha's holders: 1 done, 0 conflict, negative. */
-static int add_holder_once(ed_t *e, const char *k, size_t kl, const char *sha, uint64_t size)
+static int add_holder_once(ed_t *e, const char *k, size_t kl, const char *sha, uint64_t size, char *adv)
 {
     Faas__ArtifactMeta *m = NULL, fresh = FAAS__ARTIFACT_META__INIT;
     int64_t mod = 0;
@@ -475,7 +475,7 @@ static int add_holder_once(ed_t *e, const char *k, size_t kl, const char *sha, u
         return rc;
     Faas__ArtifactMeta *cur = m ? m : &fresh;
     for (size_t i = 0; i < cur->n_holders; i++)
-        if (strcmp(cur->holders[i], e->advertise) == 0) {
+        if (strcmp(cur->holders[i], adv) == 0) {
             faas__artifact_meta__free_unpacked(m, NULL);
             return 1;
         }
@@ -487,7 +487,7 @@ static int add_holder_once(ed_t *e, const char *k, size_t kl, const char *sha, u
     }
     if (cur->n_holders > 0) /* a fresh record has no array at all */
         memcpy(hv, cur->holders, cur->n_holders * sizeof(*hv));
-    hv[cur->n_holders] = e->advertise;
+    hv[cur->n_holders] = adv;
     Faas__ArtifactMeta out = *cur;
     out.holders = hv;
     out.n_holders = cur->n_holders + 1;
@@ -516,10 +516,12 @@ static int ed_artifact_added(void *impl, const char *sha, uint64_t size)
     ed_t *e = impl;
     char k[300];
     size_t kl = mkkey(e, "artifacts", sha, k, sizeof(k));
-    if (e->advertise[0] == '\0')
-        return -EIO;
+    char adv[300];
+    disc_etcd_advertise(e, adv, sizeof(adv));
+    if (adv[0] == '\0')
+        return -EAGAIN; /* not serving yet: nobody could fetch from us */
     for (int i = 0; i < ED_TXN_TRIES; i++) {
-        int rc = add_holder_once(e, k, kl, sha, size);
+        int rc = add_holder_once(e, k, kl, sha, size, adv);
         if (rc != 0)
             return rc < 0 ? rc : 0;
         sleep_ms(1 + rand() % (2 + i));
@@ -564,6 +566,7 @@ static int fetch_from(const char *holder, const char *dir, const char *sha, uint
     faas_rpc_channel_t *ch = faas_rpc_channel_open(holder);
     Faas__CodeRef ref = FAAS__CODE_REF__INIT;
     ref.sha256 = (char *)sha;
+    ref.local_only = 1;
     size_t len;
     uint8_t *req = faas_pb_pack(&ref.base, &len);
     int rc = ch && req ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, ED_PEER_TIMEOUT_MS,
@@ -592,9 +595,10 @@ static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint6
                              size_t errcap)
 {
     ed_t *e = impl;
-    char k[300], why[400] = "";
+    char k[300], why[400] = "", adv[300];
     size_t kl = mkkey(e, "artifacts", sha, k, sizeof(k));
     Faas__ArtifactMeta *m = NULL;
+    disc_etcd_advertise(e, adv, sizeof(adv));
     int64_t mod;
     int rc = read_meta(e, k, kl, &m, &mod);
     if (rc != 0) {
@@ -604,7 +608,7 @@ static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint6
     }
     rc = -ENOENT;
     for (size_t i = 0; i < m->n_holders && rc != 0; i++) {
-        if (strcmp(m->holders[i], e->advertise) == 0)
+        if (strcmp(m->holders[i], adv) == 0)
             continue; /* the record says we hold it, but the file is gone: ask the others */
         if (fetch_from(m->holders[i], dir, sha, max, why, sizeof(why)) == 0) {
             rc = 0;
@@ -661,7 +665,17 @@ fail:
 void disc_etcd_set_advertise(void *impl, const char *addr)
 {
     ed_t *e = impl;
+    pthread_mutex_lock(&e->mu);
     snprintf(e->advertise, sizeof(e->advertise), "%s", addr);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void disc_etcd_advertise(void *impl, char *out, size_t cap)
+{
+    ed_t *e = impl;
+    pthread_mutex_lock(&e->mu);
+    snprintf(out, cap, "%s", e->advertise);
+    pthread_mutex_unlock(&e->mu);
 }
 
 struct etcdc *disc_etcd_client(void *impl)

@@ -40,6 +40,7 @@ extern const disc_store_ops_t disc_sqlite_ops;
 /* store_etcd.c: endpoints as etcdc_open takes them, keys under prefix. */
 void *disc_etcd_open(const char *endpoints, const char *prefix, char *errbuf, size_t errcap);
 void disc_etcd_set_advertise(void *impl, const char *addr);
+void disc_etcd_advertise(void *impl, char *out, size_t cap);
 struct etcdc *disc_etcd_client(void *impl);
 extern const disc_store_ops_t disc_etcd_ops;
 

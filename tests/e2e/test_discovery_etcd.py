@@ -289,3 +289,18 @@ def test_etcd_unreachable_at_start_exits_clearly(tmp):
                         "--store", f"etcd://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1
     assert "etcd unreachable" in p.stdout + p.stderr
+
+
+def test_holders_that_lost_the_bytes_answer_at_once(tmp, two):
+    """Both holders lost their files: each asks the other for local bytes only, so the
+    answer is a prompt NOT_FOUND, not two discoveries waiting on each other."""
+    a, b = two
+    data = b"bytes both will lose"
+    sha = a.upload(data)["sha256"]
+    assert b.fetch(sha) == data
+    for d in (a, b):
+        os.unlink(os.path.join(d.state_dir, "artifacts", sha + ".tar.gz"))
+    with pytest.raises(grpc.RpcError) as e:
+        a.fetch(sha)  # its 10 s deadline would end a mutual wait as DEADLINE_EXCEEDED
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
+    assert "no such code artifact on this discovery" in e.value.details()

@@ -214,3 +214,25 @@ Test(tasks_etcd, a_result_larger_than_etcd_takes_fails_the_task_named)
     cr_assert_eq(l->due[1]->result->body.len, 1u << 20);
     faas__callback_due_list__free_unpacked(l, NULL);
 }
+
+Test(tasks_etcd, etcd_down_fails_calls_and_keeps_what_was_accepted, .timeout = 60)
+{
+    Faas__TaskList *l = NULL;
+    cr_assert_eq(submit(1, "fn", 1000), 0);
+    etcd_proc_kill(&etcd);
+    cr_assert_eq(submit(2, "fn", 1000), -EIO, "not accepted: the caller answers 503");
+    cr_assert_eq(disc_task_claim(ts, "fn", 10, 1000, 2000, &l), -EIO);
+    cr_assert_eq(etcd_proc_restart(&etcd), 0);
+    /* the client reconnects once etcd answers again (grpc's backoff): polled, 30 s at most */
+    int rc = -EIO;
+    for (int i = 0; i < 600 && rc != 0; i++) {
+        if ((rc = disc_task_claim(ts, "fn", 10, 1000, 2000, &l)) != 0)
+            nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(l->n_tasks, 1, "the accepted task survived etcd's restart");
+    cr_assert_str_eq(l->tasks[0]->id, "00000000000000000000000000000001");
+    faas__task_list__free_unpacked(l, NULL);
+    Faas__Task *t = NULL;
+    cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000002", &t), -ENOENT);
+}

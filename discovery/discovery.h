@@ -157,6 +157,11 @@ typedef void (*disc_task_done_fn)(void *ud, int rc);
 /* Opens the tasks table in <state_dir>/discovery.db on a connection of its own with
  * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
 disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
+typedef struct etcdc etcdc_t;
+/* The same store kept in etcd under prefix ("/faas/"), shared by every discovery that
+ * opens it there (docs/async.md, "The task store on etcd"); c must outlive the store.
+ * Results are bounded at 1.2 MiB (etcd's request limit) whatever async.max_result says. */
+disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **err);
 /* A function's AsyncSpec (FunctionSpec.async, 0 fields = defaults) into *out: 0, or
  * -ENOENT for a function not deployed (its tasks get the defaults). Called with the
  * store's lock held: it must be quick and must not call back into the store. */

@@ -124,6 +124,7 @@ typedef struct {
     void *bufs[TXN_OPS];
     size_t nbufs;
     size_t bytes;
+    int overflow; /* a bound above was miscounted: the transaction is refused, not overrun */
 } txb_t;
 
 static void txb_reset(txb_t *b)
@@ -131,10 +132,15 @@ static void txb_reset(txb_t *b)
     for (size_t i = 0; i < b->nbufs; i++)
         free(b->bufs[i]);
     b->ncmp = b->nop = b->nkeys = b->nbufs = b->bytes = 0;
+    b->overflow = 0;
 }
 
 static ekey_t *txb_key(txb_t *b, const ekey_t *k)
 {
+    if (b->nkeys == sizeof(b->keys) / sizeof(b->keys[0])) {
+        b->overflow = 1;
+        b->nkeys--; /* reused: the transaction will not run */
+    }
     b->keys[b->nkeys] = *k;
     return &b->keys[b->nkeys++];
 }
@@ -143,6 +149,12 @@ static ekey_t *txb_key(txb_t *b, const ekey_t *k)
 static void txb_op(txb_t *b, etcdc_op_kind_t kind, const ekey_t *k, const void *val, size_t vlen, int own)
 {
     const ekey_t *kk = txb_key(b, k);
+    if (b->nop == TXN_OPS || (own && b->nbufs == TXN_OPS)) {
+        b->overflow = 1;
+        if (own)
+            free((void *)val);
+        return;
+    }
     b->op[b->nop++] = (etcdc_op_t){.kind = kind, .key = kk->k, .klen = kk->n, .val = val ? val : "", .vlen = vlen};
     if (own)
         b->bufs[b->nbufs++] = (void *)val;
@@ -152,6 +164,10 @@ static void txb_op(txb_t *b, etcdc_op_kind_t kind, const ekey_t *k, const void *
 static void txb_cmp(txb_t *b, etcdc_cmp_target_t target, etcdc_cmp_op_t op, const ekey_t *k, int64_t num)
 {
     const ekey_t *kk = txb_key(b, k);
+    if (b->ncmp == TXN_OPS) {
+        b->overflow = 1;
+        return;
+    }
     b->cmp[b->ncmp++] = (etcdc_cmp_t){.target = target, .op = op, .key = kk->k, .klen = kk->n, .num = num};
     b->bytes += kk->n + 16;
 }
@@ -165,6 +181,10 @@ static int etcd_fail(const char *what, int rc)
 /* Runs b's branch; *ok says whether every comparison held. */
 static int txb_run(disc_tasks_t *ts, txb_t *b, int *ok, etcdc_range_t **gets, size_t *ngets)
 {
+    if (b->overflow) {
+        FAAS_ERROR("event=task_etcd_txn_overflow ops=%zu", b->nop);
+        return -EIO;
+    }
     int rc = etcdc_txn(ts->etcd->c, b->cmp, b->ncmp, b->op, b->nop, NULL, 0, ok, NULL, gets, ngets);
     return rc == 0 ? 0 : etcd_fail("txn", rc);
 }

@@ -2,8 +2,8 @@
  * (Debian's /usr/bin/etcd) on free loopback ports in a temp dir: deploys, versions that
  * survive deletes and concurrent deploys, artifact records, the watch that keeps a
  * registry current, and what a caller sees when etcd is gone. */
-#include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -84,8 +84,8 @@ static void start_etcd(void)
         (void)f;
         dup2(1, 2);
         execl(ETCD_BIN, ETCD_BIN, "--data-dir", data, "--listen-client-urls", curl, "--advertise-client-urls", curl,
-              "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster,
-              "--name", "default", (char *)NULL);
+              "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, "--name",
+              "default", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 300; i++) { /* 30 s at most */

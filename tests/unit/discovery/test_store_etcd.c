@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,6 +81,9 @@ static void start_etcd(void)
     etcd_pid = fork();
     cr_assert(etcd_pid >= 0);
     if (etcd_pid == 0) {
+        /* a test process that dies without its teardown (a sanitizer abort, a
+         * timeout) takes its etcd with it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = freopen(log, "w", stdout);
         (void)f;
         dup2(1, 2);

@@ -46,6 +46,15 @@ THRIFT_OBJS := $(call objs_of,thrift)
 HTTP1_OBJS  := $(call objs_of,http1)
 GRPCW_OBJS  := $(call objs_of,grpcw)
 
+# etcdc/: the etcd v3 client (discovery's durable store). Its messages are generated from
+# the .proto files etcd publishes (Debian's golang-etcd-server-dev), never committed.
+ETCD_PROTO_SRC ?= /usr/share/gocode/src/go.etcd.io/etcd
+ETCD_PROTOS    := mvcc/mvccpb/kv auth/authpb/auth etcdserver/etcdserverpb/rpc
+ETCD_PROTO_IN  := $(foreach p,$(ETCD_PROTOS),$(GEN_DIR)/etcdproto/etcd/$(p).proto)
+ETCD_GEN_H     := $(foreach p,$(ETCD_PROTOS),$(GEN_DIR)/etcd/$(p).pb-c.h)
+ETCD_GEN_OBJS  := $(foreach p,$(ETCD_PROTOS),$(BUILD)/obj/gen/etcd/$(p).pb-c.o)
+ETCDC_OBJS     := $(call objs_of,etcdc) $(ETCD_GEN_OBJS)
+
 # binary: name, main object, extra objects, pkg-config packages
 BIN_discovery := $(BUILD)/faas-discovery
 BIN_workermgr := $(BUILD)/faas-workermgr
@@ -63,7 +72,7 @@ BINS := $(BIN_discovery) $(BIN_workermgr) $(BIN_agent) $(BIN_gateway) $(BIN_faas
 .PHONY: all deps test unit e2e run asan test-asan unit-asan fuzz bench clean format install uninstall
 all: $(BINS) $(EXAMPLES) $(TEST_IMAGE_SRVS)
 
-$(BIN_discovery): $(call objs_of,discovery) $(COMMON_OBJS)
+$(BIN_discovery): $(call objs_of,discovery) $(ETCDC_OBJS) $(COMMON_OBJS)
 	@mkdir -p $(@D); echo "  LD    $@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc_libs,$(PKG_GRPC) sqlite3 openssl)
 
@@ -125,6 +134,19 @@ $(PROTO_C) $(PROTO_H): proto/faas.proto
 	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"
 	$(Q)protoc-c --c_out=$(GEN_DIR) $<
 
+# etcd's files import each other as "etcd/mvcc/mvccpb/kv.proto" and so on: they are
+# copied under that layout with the Go-only options stripped (etcdc/strip-proto.awk).
+$(GEN_DIR)/etcdproto/etcd/%.proto: $(ETCD_PROTO_SRC)/%.proto etcdc/strip-proto.awk
+	@mkdir -p $(@D)
+	$(Q)awk -f etcdc/strip-proto.awk $< > $@.tmp && mv -f $@.tmp $@
+
+$(GEN_DIR)/etcd/%.pb-c.c $(GEN_DIR)/etcd/%.pb-c.h: $(GEN_DIR)/etcdproto/etcd/%.proto $(ETCD_PROTO_IN)
+	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"
+	$(Q)protoc-c --c_out=$(GEN_DIR) -I$(GEN_DIR)/etcdproto $<
+
+$(call objs_of,etcdc) $(ETCD_GEN_OBJS): $(ETCD_GEN_H)
+.SECONDARY: $(ETCD_PROTO_IN)
+
 # ---- the worker manager's run-queue probe (eBPF, CO-RE; never committed) -----------
 # vmlinux.h comes from the build machine's kernel BTF and the skeleton from bpftool;
 # the object is CO-RE, so it loads on other kernels with BTF. Without bpftool, clang,
@@ -176,7 +198,8 @@ $(BUILD)/tests/unit-$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/unit/
     $(if $(filter common,$(1)),$(BUILD)/obj/gen/proto/faas.pb-c.o) \
     $(if $(filter runtime-agent,$(1)),$(AGENT_SHARED)) \
     $(if $(filter gateway,$(1)),$(GATEWAY_LIBS)) \
-    $(if $(filter dispatcher,$(1)),$(H2B_OBJS))
+    $(if $(filter dispatcher,$(1)),$(H2B_OBJS)) \
+    $(if $(filter etcdc,$(1)),$(ETCD_GEN_OBJS)) $(if $(filter discovery,$(1)),$(ETCDC_OBJS))
 	@mkdir -p $$(@D); echo "  LD    $$@"
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $$@ $$^ $(call pc_libs,$(PKG_ALL) criterion libmnl libnftables $(PKG_BPF)) \
 	  $(if $(filter runtime-agent,$(1)),$(call pc_libs,libseccomp))

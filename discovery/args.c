@@ -26,6 +26,14 @@ const char disc_args_usage[] =
     "                             FAAS_TOKEN in the environment overrides it)\n"
     "  --tls-cert FILE            serve gRPC over TLS with this PEM certificate chain (with --tls-key)\n"
     "  --tls-key FILE             the PEM private key of --tls-cert (default: plaintext gRPC)\n"
+    "  --store sqlite|etcd://HOST:PORT[,HOST:PORT...]\n"
+    "                             where functions, versions and artifact records live: SQLite in\n"
+    "                             STATE_DIR for one host (default), or an etcd v3 cluster that several\n"
+    "                             discoveries share (artifact bytes stay in each STATE_DIR and are\n"
+    "                             fetched from the discovery holding them; docs/multihost-etcd.md)\n"
+    "  --etcd-prefix P            every etcd key starts with P, which ends with '/' (default /faas/)\n"
+    "  --advertise HOST:PORT      the gRPC address other discoveries fetch artifacts from this one at\n"
+    "                             (default --listen; with --store etcd not 0.0.0.0 nor port 0 then)\n"
     "  --help                     this text\n";
 
 /* "msg: arg" into a->errbuf. arg comes from the command line: control bytes become
@@ -68,6 +76,51 @@ static int positive32(const char *v, uint32_t *out)
     return 0;
 }
 
+/* "etcd://h:p[,h:p...]": every endpoint a host:port, at most 16 of them. */
+static int valid_etcd(const char *v)
+{
+    static const char scheme[] = "etcd://";
+    if (strncmp(v, scheme, sizeof(scheme) - 1) != 0)
+        return 0;
+    const char *p = v + sizeof(scheme) - 1;
+    for (int n = 0; n < 16; n++) {
+        char one[300];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof(one))
+            return 0;
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (!valid_addr(one))
+            return 0;
+        if (p[len] == '\0')
+            return 1;
+        p += len + 1;
+    }
+    return 0;
+}
+
+/* With etcd, other discoveries fetch artifacts at the advertised address: it must be
+ * one they can dial. Loopback is allowed (one-host tests run several discoveries). */
+static int check_advertise(disc_args_t *a, const char **err)
+{
+    if (!a->store_etcd)
+        return 0;
+    const char *adv = a->advertise ? a->advertise : a->listen;
+    char host[256];
+    uint16_t port = 0;
+    const char *e;
+    if (faas_parse_hostport(adv, host, sizeof(host), &port, &e) != 0)
+        return fail(a, err, "--advertise needs host:port", adv);
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || host[0] == '\0')
+        return fail(a, err,
+                    a->advertise ? "--advertise must be an address other hosts can dial, not a wildcard"
+                                 : "--store etcd needs --advertise HOST:PORT when --listen is a wildcard",
+                    adv);
+    if (port == 0 && a->advertise != NULL)
+        return fail(a, err, "--advertise needs a port other than 0", adv);
+    return 0;
+}
+
 int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
 {
     static const struct option longopts[] = {
@@ -81,6 +134,9 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
         {"token-file", required_argument, NULL, 't'},
         {"tls-cert", required_argument, NULL, 'C'},
         {"tls-key", required_argument, NULL, 'K'},
+        {"store", required_argument, NULL, 'S'},
+        {"etcd-prefix", required_argument, NULL, 'P'},
+        {"advertise", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -92,6 +148,10 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
     a->callback_attempts = DISC_CB_ATTEMPTS;
     a->callback_backoff_ms = DISC_CB_BACKOFF_MS;
     a->token_file = a->tls_cert = a->tls_key = NULL;
+    a->store = "sqlite";
+    a->store_etcd = 0;
+    a->etcd_prefix = "/faas/";
+    a->advertise = NULL;
     a->errbuf[0] = '\0';
     optind = 0; /* getopt keeps state between calls: 0 re-initialises it fully */
     opterr = 0; /* and must not print: the caller prints *err */
@@ -137,6 +197,22 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
                             NULL);
             *(c == 't' ? &a->token_file : c == 'C' ? &a->tls_cert : &a->tls_key) = optarg;
             break;
+        case 'S':
+            if (strcmp(optarg, "sqlite") != 0 && !valid_etcd(optarg))
+                return fail(a, err, "--store needs sqlite or etcd://host:port[,host:port...]", optarg);
+            a->store = optarg;
+            a->store_etcd = strcmp(optarg, "sqlite") != 0;
+            break;
+        case 'P':
+            if (optarg[0] != '/' || optarg[strlen(optarg) - 1] != '/' || strlen(optarg) > 128)
+                return fail(a, err, "--etcd-prefix must start and end with '/' (at most 128 bytes)", optarg);
+            a->etcd_prefix = optarg;
+            break;
+        case 'A':
+            if (!valid_addr(optarg))
+                return fail(a, err, "--advertise needs host:port", optarg);
+            a->advertise = optarg;
+            break;
         case 'h':
             return 1;
         default:
@@ -148,5 +224,5 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
         return fail(a, err, "unexpected argument", argv[optind]);
     if ((a->tls_cert == NULL) != (a->tls_key == NULL))
         return fail(a, err, "--tls-cert and --tls-key go together", NULL);
-    return 0;
+    return check_advertise(a, err);
 }

@@ -15,6 +15,10 @@ typedef struct {
     const char *token_file;       /* the platform token; NULL = <state_dir>/token */
     const char *tls_cert;         /* PEM certificate chain and key for TLS; both NULL = plaintext */
     const char *tls_key;
+    const char *store;       /* "sqlite", or the etcd endpoints ("etcd://h:p[,h:p...]") */
+    int store_etcd;          /* 1 when store names etcd */
+    const char *etcd_prefix; /* every etcd key starts with it; ends with '/' */
+    const char *advertise;   /* host:port other discoveries reach this one at; NULL = --listen */
     char errbuf[192]; /* backs *err after a failed parse */
 } disc_args_t;
 

@@ -1,5 +1,5 @@
 /* discovery/discovery.h - the pieces of faas-discovery, testable without grpc:
- * spec validation, the durable function store (SQLite), content-addressed code
+ * spec validation, the durable function store (SQLite or etcd), content-addressed code
  * artifacts, and the soft-state registry of workers and instances with watchers. */
 #ifndef DISC_DISCOVERY_H
 #define DISC_DISCOVERY_H
@@ -44,19 +44,57 @@ int disc_artifact_path(const char *dir, const char *sha, char *out, size_t cap);
 /* 0 if the artifact exists, -ENOENT if not, -EINVAL if sha is malformed. */
 int disc_artifact_exists(const char *dir, const char *sha);
 
-/* ---- durable function store (store.c) ----------------------------------------- */
+/* ---- durable function store (store.c; backends store_sqlite.c, store_etcd.c) ---- */
 
 typedef struct disc_store disc_store_t;
+typedef struct disc_registry disc_registry_t;
+struct etcdc;
 
 /* Opens (creating) <state_dir>/discovery.db in WAL mode and <state_dir>/artifacts/. */
 disc_store_t *disc_store_open(const char *state_dir, const char **err);
+/* Keeps functions, versions and artifact holders in etcd under prefix (endpoints as
+ * etcdc_open takes them; docs/multihost-etcd.md), artifact bytes in <state_dir>/artifacts/.
+ * Reads etcd once: NULL with errbuf filled when it cannot be reached. */
+disc_store_t *disc_store_open_etcd(const char *state_dir, const char *endpoints, const char *prefix, char *errbuf,
+                                   size_t errcap);
+/* Stops following etcd (no registry call after it returns) and frees st. */
 void disc_store_close(disc_store_t *st);
 /* Directory holding the code artifacts. */
 const char *disc_store_artifact_dir(disc_store_t *st);
+/* "sqlite" or "etcd". */
+const char *disc_store_backend(disc_store_t *st);
+/* The etcd client of an etcd store (for the task store), NULL on SQLite. */
+struct etcdc *disc_store_etcd(disc_store_t *st);
+/* The host:port other discoveries fetch this one's artifacts at (etcd only). */
+void disc_store_set_advertise(disc_store_t *st, const char *addr);
+/* That address ("" if unset or on SQLite); valid until the next call. */
+const char *disc_store_advertise(disc_store_t *st);
+/* Largest artifact fetched from another discovery (default 4 GiB). */
+void disc_store_set_max_fetch(disc_store_t *st, uint64_t max_bytes);
+/* Fills reg with every stored function and, on etcd, keeps it following every change
+ * made through any discovery (a watch from the revision read). Returns how many, or
+ * negative with errbuf filled. Call once. */
+int disc_store_follow(disc_store_t *st, disc_registry_t *reg, char *errbuf, size_t errcap);
+/* 1 when the store itself puts deploys and deletes into the registry it follows (etcd):
+ * the caller must not, or it could undo a newer change made through another discovery. */
+int disc_store_publishes(disc_store_t *st);
+/* 0 if the artifact is here or (etcd) held by some discovery; -ENOENT, -EINVAL (bad
+ * sha), -EAGAIN (state store unreachable). */
+int disc_store_artifact_known(disc_store_t *st, const char *sha);
+/* 0 once <artifact_dir>/<sha>.tar.gz exists here: on etcd, bytes held only elsewhere
+ * are fetched from a holder and verified first. -ENOENT (errbuf says why), -EINVAL,
+ * -EAGAIN, -EIO. Blocks for the transfer. */
+int disc_store_artifact_local(disc_store_t *st, const char *sha, char *errbuf, size_t errcap);
+/* Records that this discovery holds sha (etcd; a no-op on SQLite). 0, -EAGAIN, -EIO. */
+int disc_store_artifact_added(disc_store_t *st, const char *sha, uint64_t size);
+/* Prometheus families of the store: its backend, and etcd's errors and peer fetches. */
+void disc_store_metrics(disc_store_t *st, FILE *out);
 /* Validates in, fills defaults, assigns the function's next version (1 for a name never
  * deployed; a delete does not reset it) and created_unix_ms, stores it.
  * *out gets the stored spec (free with faas__function_spec__free_unpacked).
- * -EINVAL with a sentence in errbuf on a bad spec, -EIO on storage failures. */
+ * -EINVAL with a sentence in errbuf on a bad spec, -EIO on storage failures, -EAGAIN
+ * when the state store (etcd) cannot be reached. Get, list and delete also return
+ * -EAGAIN for that. */
 int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__FunctionSpec **out, char *errbuf,
                       size_t errcap);
 /* 0 with *out set, -ENOENT if absent, -EIO. */
@@ -119,6 +157,11 @@ typedef void (*disc_task_done_fn)(void *ud, int rc);
 /* Opens the tasks table in <state_dir>/discovery.db on a connection of its own with
  * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
 disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
+typedef struct etcdc etcdc_t;
+/* The same store kept in etcd under prefix ("/faas/"), shared by every discovery that
+ * opens it there (docs/async.md, "The task store on etcd"); c must outlive the store.
+ * Results are bounded at 1.2 MiB (etcd's request limit) whatever async.max_result says. */
+disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **err);
 /* A function's AsyncSpec (FunctionSpec.async, 0 fields = defaults) into *out: 0, or
  * -ENOENT for a function not deployed (its tasks get the defaults). Called with the
  * store's lock held: it must be quick and must not call back into the store. */
@@ -188,8 +231,6 @@ void disc_task_counters(disc_tasks_t *ts, disc_task_counters_t *out);
 void disc_task_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms);
 
 /* ---- soft-state registry and watchers (registry.c) ---------------------------- */
-
-typedef struct disc_registry disc_registry_t;
 
 /* Receives one packed WatchEvent; returns -1 once the subscriber is gone. Called with
  * the registry lock held, so it must not block nor call back into the registry.

@@ -185,6 +185,13 @@ static void upload_finish(faas_rpc_call_t *call, const uint8_t *req, size_t len,
         fail(s, call, M_UPLOAD, rc == -EINVAL ? FAAS_GRPC_INVALID_ARGUMENT : FAAS_GRPC_INTERNAL, err);
         return;
     }
+    /* on etcd, other discoveries learn here that this one holds the bytes */
+    if ((rc = disc_store_artifact_added(s->store, sha, size)) != 0) {
+        fail(s, call, M_UPLOAD, rc == -EAGAIN ? FAAS_GRPC_UNAVAILABLE : FAAS_GRPC_INTERNAL,
+             rc == -EAGAIN ? "state store unreachable: the artifact is stored here but not recorded; upload again"
+                           : "recording the artifact failed");
+        return;
+    }
     Faas__CodeRef ref = FAAS__CODE_REF__INIT;
     ref.sha256 = sha;
     ref.size = size;
@@ -236,9 +243,23 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
 {
     disc_service_t *s = ud;
     Faas__CodeRef *ref = faas__code_ref__unpack(NULL, len, req);
-    char path[4096];
+    char path[4096], why[600];
     if (ref == NULL || disc_artifact_path(disc_store_artifact_dir(s->store), ref->sha256, path, sizeof(path)) != 0) {
         fail(s, call, M_FETCH, FAAS_GRPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
+        goto out;
+    }
+    /* bytes held only by another discovery (etcd) are copied here first, unless a
+     * discovery is asking: it gets what is here or NOT_FOUND and tries the next holder */
+    int rc = ref->local_only ? disc_artifact_exists(disc_store_artifact_dir(s->store), ref->sha256)
+                             : disc_store_artifact_local(s->store, ref->sha256, why, sizeof(why));
+    if (rc == -ENOENT && ref->local_only)
+        snprintf(why, sizeof(why), "no such code artifact on this discovery");
+    if (rc != 0) {
+        fail(s, call, M_FETCH,
+             rc == -EAGAIN   ? FAAS_GRPC_UNAVAILABLE
+             : rc == -ENOENT ? FAAS_GRPC_NOT_FOUND
+                             : FAAS_GRPC_INTERNAL,
+             why);
         goto out;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -290,7 +311,13 @@ static void do_missing_blobs(faas_rpc_call_t *call, const uint8_t *req, size_t l
             fail(s, call, M_MISSING_BLOBS, FAAS_GRPC_INVALID_ARGUMENT, "sha256 must be 64 lowercase hex characters");
             goto out;
         }
-        if (disc_artifact_exists(disc_store_artifact_dir(s->store), in->sha256[i]) != 0)
+        /* held by any discovery on the same etcd counts: FetchCode brings it here */
+        int rc = disc_store_artifact_known(s->store, in->sha256[i]);
+        if (rc == -EAGAIN) {
+            fail(s, call, M_MISSING_BLOBS, FAAS_GRPC_UNAVAILABLE, "state store unreachable");
+            goto out;
+        }
+        if (rc != 0)
             missing[outl.n_sha256++] = in->sha256[i];
     }
     if (missing == NULL) {
@@ -327,14 +354,18 @@ static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     }
     pthread_mutex_lock(&s->deploy_mu);
     int rc = disc_store_deploy(s->store, in, &out, err, sizeof(err));
-    if (rc == 0)
+    if (rc == 0 && !disc_store_publishes(s->store))
         disc_registry_function_put(s->reg, out);
     pthread_mutex_unlock(&s->deploy_mu);
     char q[600];
     if (rc != 0) {
         FAAS_WARN("event=deploy_rejected function=%s msg=%s", in->name ? in->name : "",
                   faas_log_quote(q, sizeof(q), err, strlen(err)));
-        fail(s, call, M_DEPLOY, rc == -EINVAL ? FAAS_GRPC_INVALID_ARGUMENT : FAAS_GRPC_INTERNAL, err);
+        fail(s, call, M_DEPLOY,
+             rc == -EINVAL   ? FAAS_GRPC_INVALID_ARGUMENT
+             : rc == -EAGAIN ? FAAS_GRPC_UNAVAILABLE
+                             : FAAS_GRPC_INTERNAL,
+             err);
     } else {
         FAAS_INFO("event=deploy function=%s version=%llu sha256=%s protocol=%d", out->name,
                   (unsigned long long)out->version, out->code_sha256, (int)out->protocol);
@@ -342,6 +373,18 @@ static void do_deploy(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
         faas__function_spec__free_unpacked(out, NULL);
     }
     faas__function_spec__free_unpacked(in, NULL);
+}
+
+/* A store error's status: NOT_FOUND, UNAVAILABLE while etcd cannot be reached (the
+ * caller may retry; it recovers with etcd), else INTERNAL. */
+static int store_code(int rc)
+{
+    return rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : rc == -EAGAIN ? FAAS_GRPC_UNAVAILABLE : FAAS_GRPC_INTERNAL;
+}
+
+static const char *store_msg(int rc, const char *other)
+{
+    return rc == -EAGAIN ? "state store unreachable" : other;
 }
 
 /* Unpacks a FunctionName whose name must be a valid function name. */
@@ -371,8 +414,7 @@ static void do_get(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *
     } else {
         char msg[128];
         snprintf(msg, sizeof(msg), "function %s not found", fn->name);
-        fail(s, call, M_GET, rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL,
-             rc == -ENOENT ? msg : "reading the function failed");
+        fail(s, call, M_GET, store_code(rc), rc == -ENOENT ? msg : store_msg(rc, "reading the function failed"));
     }
     faas__function_name__free_unpacked(fn, NULL);
 }
@@ -381,8 +423,9 @@ static void do_list(faas_rpc_call_t *call, const uint8_t *req, size_t len, void 
 {
     disc_service_t *s = ud;
     Faas__FunctionList list = FAAS__FUNCTION_LIST__INIT;
-    if (disc_store_list(s->store, &list.functions, &list.n_functions) != 0) {
-        fail(s, call, M_LIST, FAAS_GRPC_INTERNAL, "reading the functions failed");
+    int rc = disc_store_list(s->store, &list.functions, &list.n_functions);
+    if (rc != 0) {
+        fail(s, call, M_LIST, store_code(rc), store_msg(rc, "reading the functions failed"));
         return;
     }
     reply_msg(s, call, M_LIST, &list.base);
@@ -397,7 +440,7 @@ static void do_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
         return;
     pthread_mutex_lock(&s->deploy_mu);
     int rc = disc_store_delete(s->store, fn->name);
-    if (rc == 0)
+    if (rc == 0 && !disc_store_publishes(s->store))
         disc_registry_function_delete(s->reg, fn->name);
     pthread_mutex_unlock(&s->deploy_mu);
     if (rc == 0) {
@@ -407,8 +450,7 @@ static void do_delete(faas_rpc_call_t *call, const uint8_t *req, size_t len, voi
     } else {
         char msg[128];
         snprintf(msg, sizeof(msg), "function %s not found", fn->name);
-        fail(s, call, M_DELETE, rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL,
-             rc == -ENOENT ? msg : "deleting the function failed");
+        fail(s, call, M_DELETE, store_code(rc), rc == -ENOENT ? msg : store_msg(rc, "deleting the function failed"));
     }
     faas__function_name__free_unpacked(fn, NULL);
 }
@@ -656,8 +698,8 @@ static void do_submit_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
         goto bad;
     if ((rc = disc_store_get(s->store, t->function, &spec)) != 0) {
         snprintf(msg, sizeof(msg), "function %s not found", t->function);
-        code = rc == -ENOENT ? FAAS_GRPC_NOT_FOUND : FAAS_GRPC_INTERNAL;
-        why = rc == -ENOENT ? msg : "reading the function failed";
+        code = store_code(rc);
+        why = rc == -ENOENT ? msg : store_msg(rc, "reading the function failed");
         goto bad;
     }
     if (t->request->body.len > spec->max_body_bytes) {
@@ -1003,12 +1045,13 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             /* a position, like WatchEvent.revision (and etcd's current revision): a gauge */
             "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
             "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
-            "# HELP faas_discovery_deploys_total Deploys stored in this state dir, ever.\n"
+            "# HELP faas_discovery_deploys_total Deploys stored, ever (state dir, or etcd: every discovery's).\n"
             "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n"
             "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
             "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %llu\n",
             st.functions, st.instances, st.workers, st.watchers, (unsigned long long)st.revision,
             (unsigned long long)disc_store_deploys(s->store), (unsigned long long)faas_log_dropped_total());
+    disc_store_metrics(s->store, out);
     disc_task_metrics(s->tasks, out, faas_unix_ms());
     fprintf(out, "# HELP faas_discovery_rpc_total RPCs answered, by method and status code.\n"
                  "# TYPE faas_discovery_rpc_total counter\n");

@@ -1,11 +1,11 @@
-/* discovery/store.c - the durable function registry: SQLite in WAL mode, one row per
- * function holding its packed FunctionSpec. Versions belong to a function (as Lambda
- * versions, Knative revisions): the first deploy of a name is version 1. Each name's
- * last version is kept in its own table, which a delete leaves alone, so a name
- * deployed again after a delete goes on from where it was: an instance of the old
- * incarnation can never pass for the new one. meta.version counts every deploy. */
+/* discovery/store.c - the durable function store in front of its backend: SQLite in
+ * the state dir for one host, etcd for several (store_ops.h). What both share is here:
+ * a spec is validated and checked against the artifacts and the other functions'
+ * services before the backend assigns its version and stores it. Artifact bytes are
+ * files in <state_dir>/artifacts on every backend; etcd adds which discoveries hold
+ * each, so a discovery can fetch bytes it lacks from one that has them. */
 #include "discovery/discovery.h"
-#include "discovery/internal.h"
+#include "discovery/store_ops.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,71 +13,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sqlite3.h>
-
 #include "common/util.h"
 
 struct disc_store {
-    sqlite3 *db;
-    pthread_mutex_t mu; /* one writer at a time keeps version assignment simple */
+    const disc_store_ops_t *ops;
+    void *impl;
+    /* the service check and the backend's write as one step, as one SQLite lock was */
+    pthread_mutex_t mu;
+    uint64_t max_fetch;  /* largest artifact fetched from a peer */
+    char advertise[300]; /* disc_store_advertise's answer (main's thread only) */
     char artifacts[3072];
 };
 
-static const char schema[] = "PRAGMA journal_mode=WAL;"
-                             "PRAGMA synchronous=NORMAL;"
-                             "CREATE TABLE IF NOT EXISTS functions ("
-                             "  name TEXT PRIMARY KEY, version INTEGER NOT NULL, spec BLOB NOT NULL);"
-                             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-                             "INSERT OR IGNORE INTO meta(key, value) VALUES('version', 0);";
-
-/* Schema 1 (PRAGMA user_version): per-function versions. A store of schema 0 numbered
- * versions across all functions; its functions keep the version they have and go on
- * from it. Idempotent, in one transaction with the version bump. */
-static const char migrate_1[] = "BEGIN IMMEDIATE;"
-                                "CREATE TABLE IF NOT EXISTS versions (name TEXT PRIMARY KEY, last INTEGER NOT NULL);"
-                                "INSERT OR IGNORE INTO versions(name, last) SELECT name, version FROM functions;"
-                                "PRAGMA user_version=1;"
-                                "COMMIT;";
-
-static int schema_version(sqlite3 *db)
+/* The front both open paths share: the artifact directory. */
+static disc_store_t *front_new(const char *state_dir, const char **err)
 {
-    sqlite3_stmt *q = NULL;
-    int v = -1;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int(q, 0);
-    sqlite3_finalize(q);
-    return v;
-}
-
-/* Brings an existing or new database to the current schema; 0 or -1 with *err. */
-static int migrate(sqlite3 *db, const char **err)
-{
-    int v = schema_version(db);
-    if (v < 0) {
-        *err = "cannot read the schema version of discovery.db";
-        return -1;
-    }
-    if (v > 1) {
-        *err = "discovery.db was written by a newer faas-discovery (schema version above 1)";
-        return -1;
-    }
-    if (v == 0 && sqlite3_exec(db, migrate_1, NULL, NULL, NULL) != SQLITE_OK) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        *err = "cannot migrate discovery.db to per-function versions";
-        return -1;
-    }
-    return 0;
-}
-
-disc_store_t *disc_store_open(const char *state_dir, const char **err)
-{
-    char path[4096];
     disc_store_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
         *err = "out of memory";
         return NULL;
     }
     pthread_mutex_init(&st->mu, NULL);
+    st->max_fetch = 4ull << 30;
     int n = snprintf(st->artifacts, sizeof(st->artifacts), "%s/artifacts", state_dir);
     if (n < 0 || (size_t)n >= sizeof(st->artifacts)) {
         *err = "state directory path too long";
@@ -87,31 +44,49 @@ disc_store_t *disc_store_open(const char *state_dir, const char **err)
         *err = "cannot create the state directory";
         goto fail;
     }
-    snprintf(path, sizeof(path), "%s/discovery.db", state_dir);
-    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK) {
-        *err = "cannot open discovery.db";
-        goto fail;
-    }
-    sqlite3_busy_timeout(st->db, 5000);
-    if (sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        *err = "cannot initialise discovery.db (is another discovery using this state dir?)";
-        goto fail;
-    }
-    if (migrate(st->db, err) != 0)
-        goto fail;
     return st;
 fail:
-    disc_store_close(st);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
     return NULL;
+}
+
+disc_store_t *disc_store_open(const char *state_dir, const char **err)
+{
+    disc_store_t *st = front_new(state_dir, err);
+    if (st == NULL)
+        return NULL;
+    st->ops = &disc_sqlite_ops;
+    if ((st->impl = disc_sqlite_open(state_dir, err)) == NULL) {
+        disc_store_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+disc_store_t *disc_store_open_etcd(const char *state_dir, const char *endpoints, const char *prefix, char *errbuf,
+                                   size_t errcap)
+{
+    const char *err = NULL;
+    disc_store_t *st = front_new(state_dir, &err);
+    if (st == NULL) {
+        snprintf(errbuf, errcap, "%s", err);
+        return NULL;
+    }
+    st->ops = &disc_etcd_ops;
+    if ((st->impl = disc_etcd_open(endpoints, prefix, errbuf, errcap)) == NULL) {
+        disc_store_close(st);
+        return NULL;
+    }
+    return st;
 }
 
 void disc_store_close(disc_store_t *st)
 {
     if (st == NULL)
         return;
-    if (st->db != NULL)
-        sqlite3_close_v2(st->db);
+    if (st->impl != NULL)
+        st->ops->close(st->impl);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -121,31 +96,98 @@ const char *disc_store_artifact_dir(disc_store_t *st)
     return st->artifacts;
 }
 
-static int exec(disc_store_t *st, const char *sql)
+const char *disc_store_backend(disc_store_t *st)
 {
-    return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+    return st->ops->name;
 }
 
-static uint64_t read_u64(disc_store_t *st, const char *sql, const char *arg)
+struct etcdc *disc_store_etcd(disc_store_t *st)
 {
-    sqlite3_stmt *q = NULL;
-    uint64_t v = 0;
-    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
-        if (arg != NULL)
-            sqlite3_bind_text(q, 1, arg, -1, SQLITE_STATIC);
-        if (sqlite3_step(q) == SQLITE_ROW)
-            v = (uint64_t)sqlite3_column_int64(q, 0);
-    }
-    sqlite3_finalize(q);
-    return v;
+    return st->ops == &disc_etcd_ops ? disc_etcd_client(st->impl) : NULL;
+}
+
+void disc_store_set_advertise(disc_store_t *st, const char *addr)
+{
+    if (st->ops == &disc_etcd_ops)
+        disc_etcd_set_advertise(st->impl, addr);
+}
+
+const char *disc_store_advertise(disc_store_t *st)
+{
+    if (st->ops == &disc_etcd_ops)
+        disc_etcd_advertise(st->impl, st->advertise, sizeof(st->advertise));
+    return st->advertise;
+}
+
+void disc_store_set_max_fetch(disc_store_t *st, uint64_t max_bytes)
+{
+    st->max_fetch = max_bytes;
+}
+
+int disc_store_publishes(disc_store_t *st)
+{
+    return st->ops->follow != NULL;
 }
 
 uint64_t disc_store_deploys(disc_store_t *st)
 {
-    pthread_mutex_lock(&st->mu);
-    uint64_t v = read_u64(st, "SELECT value FROM meta WHERE key='version'", NULL);
-    pthread_mutex_unlock(&st->mu);
-    return v;
+    return st->ops->deploys(st->impl);
+}
+
+/* ---- artifacts ------------------------------------------------------------------ */
+
+int disc_store_artifact_known(disc_store_t *st, const char *sha)
+{
+    int rc = disc_artifact_exists(st->artifacts, sha);
+    if (rc != -ENOENT || st->ops->artifact_known == NULL)
+        return rc;
+    return st->ops->artifact_known(st->impl, sha);
+}
+
+int disc_store_artifact_local(disc_store_t *st, const char *sha, char *errbuf, size_t errcap)
+{
+    int rc = disc_artifact_exists(st->artifacts, sha);
+    if (rc != -ENOENT)
+        return rc;
+    if (st->ops->artifact_fetch == NULL) {
+        snprintf(errbuf, errcap, "no such code artifact");
+        return -ENOENT;
+    }
+    return st->ops->artifact_fetch(st->impl, st->artifacts, sha, st->max_fetch, errbuf, errcap);
+}
+
+int disc_store_artifact_added(disc_store_t *st, const char *sha, uint64_t size)
+{
+    return st->ops->artifact_added ? st->ops->artifact_added(st->impl, sha, size) : 0;
+}
+
+/* ---- functions ------------------------------------------------------------------ */
+
+int disc_store_follow(disc_store_t *st, disc_registry_t *reg, char *errbuf, size_t errcap)
+{
+    if (st->ops->follow != NULL)
+        return st->ops->follow(st->impl, reg, errbuf, errcap);
+    /* one host: the registry's cache starts from the table and deploys update both */
+    Faas__FunctionSpec **list;
+    size_t n;
+    if (st->ops->list(st->impl, &list, &n) != 0) {
+        snprintf(errbuf, errcap, "cannot read the functions");
+        return -EIO;
+    }
+    for (size_t i = 0; i < n; i++)
+        disc_registry_function_put(reg, list[i]);
+    disc_store_free_list(list, n);
+    return (int)n;
+}
+
+void disc_store_metrics(disc_store_t *st, FILE *out)
+{
+    fprintf(out,
+            "# HELP faas_discovery_store_info The backend of the durable state (--store), as a label.\n"
+            "# TYPE faas_discovery_store_info gauge\nfaas_discovery_store_info{backend=\"%s\"} 1\n",
+            st->ops->name);
+    if (st->ops->metrics)
+        st->ops->metrics(st->impl, out);
 }
 
 /* Two functions may not claim one gRPC/Thrift service: routing would be ambiguous. */
@@ -172,85 +214,59 @@ static int find_service_owner(Faas__FunctionSpec **all, size_t n, const Faas__Fu
     return 0;
 }
 
-static int list_locked(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n);
+/* An artifact the spec names: held here or, on etcd, by some discovery. */
+static int artifact_check(disc_store_t *st, const char *sha, char *errbuf, size_t errcap, const char *what)
+{
+    int rc = disc_store_artifact_known(st, sha);
+    if (rc == -EAGAIN)
+        snprintf(errbuf, errcap, "state store unreachable: cannot check the artifact %.64s", sha);
+    else if (rc != 0)
+        snprintf(errbuf, errcap, "%s", what);
+    return rc == -EAGAIN ? -EAGAIN : rc != 0 ? -EINVAL : 0;
+}
 
-/* Deploy-time checks that need the rest of the store: the artifact and routing keys. */
 /* Every blob of an image must be uploaded before the deploy that names it. */
 static int image_blobs_stored(disc_store_t *st, const Faas__ImageSpec *im, char *errbuf, size_t errcap)
 {
     const char *hex = NULL;
+    char what[400];
     for (size_t i = 0; i <= im->n_blobs; i++) {
         const char *d = i == im->n_blobs ? im->manifest_digest : im->blobs[i];
-        if (!disc_oci_digest_hex(d, &hex) || disc_artifact_exists(st->artifacts, hex) != 0) {
-            snprintf(errbuf, errcap, "blob %.80s of image %.200s is not uploaded: upload the image's blobs first", d,
-                     im->ref ? im->ref : "");
+        snprintf(what, sizeof(what), "blob %.80s of image %.200s is not uploaded: upload the image's blobs first", d,
+                 im->ref ? im->ref : "");
+        if (!disc_oci_digest_hex(d, &hex)) {
+            snprintf(errbuf, errcap, "%s", what);
             return -EINVAL;
         }
+        int rc = artifact_check(st, hex, errbuf, errcap, what);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
 
+/* Deploy-time checks that need the rest of the store: the artifact and routing keys. */
 static int check_against_store(disc_store_t *st, const Faas__FunctionSpec *s, char *errbuf, size_t errcap)
 {
+    int rc;
     if (s->image != NULL) {
-        int rc = image_blobs_stored(st, s->image, errbuf, errcap);
-        if (rc != 0)
-            return rc;
-    } else if (disc_artifact_exists(st->artifacts, s->code_sha256) != 0) {
-        snprintf(errbuf, errcap, "code_sha256 %.64s is not an uploaded artifact: upload the code first",
+        rc = image_blobs_stored(st, s->image, errbuf, errcap);
+    } else {
+        char what[160];
+        snprintf(what, sizeof(what), "code_sha256 %.64s is not an uploaded artifact: upload the code first",
                  s->code_sha256);
-        return -EINVAL;
+        rc = artifact_check(st, s->code_sha256, errbuf, errcap, what);
     }
-    if (s->n_grpc_services == 0 && s->n_thrift_services == 0)
-        return 0;
+    if (rc != 0 || (s->n_grpc_services == 0 && s->n_thrift_services == 0))
+        return rc;
     Faas__FunctionSpec **all = NULL;
     size_t n = 0;
-    if (list_locked(st, &all, &n) != 0) {
-        snprintf(errbuf, errcap, "reading the function table failed");
-        return -EIO;
+    if ((rc = st->ops->list(st->impl, &all, &n)) != 0) {
+        snprintf(errbuf, errcap, rc == -EAGAIN ? "state store unreachable" : "reading the function table failed");
+        return rc == -EAGAIN ? -EAGAIN : -EIO;
     }
-    int rc = find_service_owner(all, n, s, errbuf, errcap) == 0 ? 0 : -EINVAL;
+    rc = find_service_owner(all, n, s, errbuf, errcap) == 0 ? 0 : -EINVAL;
     disc_store_free_list(all, n);
-    return rc;
-}
-
-/* Runs one write statement binding (text, int64) or just (int64) when text is NULL. */
-static int write_row(disc_store_t *st, const char *sql, const char *text, uint64_t v, const void *blob, size_t blen)
-{
-    sqlite3_stmt *q = NULL;
-    int i = 1, rc = -EIO;
-    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
-        goto out;
-    if (text != NULL)
-        sqlite3_bind_text(q, i++, text, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, i++, (sqlite3_int64)v);
-    if (blob != NULL)
-        sqlite3_bind_blob(q, i, blob, (int)blen, SQLITE_STATIC);
-    if (sqlite3_step(q) == SQLITE_DONE)
-        rc = 0;
-out:
-    sqlite3_finalize(q);
-    return rc;
-}
-
-/* Inside the caller's transaction: the function's next version, its row, the counters. */
-static int write_spec(disc_store_t *st, Faas__FunctionSpec *s)
-{
-    uint64_t v = read_u64(st, "SELECT last FROM versions WHERE name=?", s->name) + 1;
-    uint64_t deploys = read_u64(st, "SELECT value FROM meta WHERE key='version'", NULL) + 1;
-    s->version = v;
-    s->created_unix_ms = faas_unix_ms();
-    size_t len;
-    uint8_t *buf = faas_pb_pack(&s->base, &len);
-    if (buf == NULL)
-        return -ENOMEM;
-    int rc = write_row(st, "INSERT OR REPLACE INTO functions(name, version, spec) VALUES(?, ?, ?)", s->name, v, buf,
-                       len);
-    if (rc == 0)
-        rc = write_row(st, "INSERT OR REPLACE INTO versions(name, last) VALUES(?, ?)", s->name, v, NULL, 0);
-    if (rc == 0)
-        rc = write_row(st, "UPDATE meta SET value=? WHERE key='version'", NULL, deploys, NULL, 0);
-    free(buf);
     return rc;
 }
 
@@ -273,17 +289,8 @@ int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__Func
     }
     pthread_mutex_lock(&st->mu);
     int rc = check_against_store(st, s, errbuf, errcap);
-    if (rc == 0 && (rc = exec(st, "BEGIN IMMEDIATE")) == 0) {
-        rc = write_spec(st, s);
-        if (rc == 0)
-            rc = exec(st, "COMMIT");
-        if (rc != 0) {
-            exec(st, "ROLLBACK");
-            snprintf(errbuf, errcap, "storing the function failed: %s", sqlite3_errmsg(st->db));
-        }
-    } else if (rc == -EIO && errbuf[0] == '\0') {
-        snprintf(errbuf, errcap, "storage busy: %s", sqlite3_errmsg(st->db));
-    }
+    if (rc == 0)
+        rc = st->ops->deploy(st->impl, s, errbuf, errcap);
     pthread_mutex_unlock(&st->mu);
     if (rc != 0) {
         faas__function_spec__free_unpacked(s, NULL);
@@ -293,73 +300,14 @@ int disc_store_deploy(disc_store_t *st, const Faas__FunctionSpec *in, Faas__Func
     return 0;
 }
 
-static Faas__FunctionSpec *row_spec(sqlite3_stmt *q, int col)
-{
-    const void *blob = sqlite3_column_blob(q, col);
-    int len = sqlite3_column_bytes(q, col);
-    return faas__function_spec__unpack(NULL, (size_t)len, blob ? blob : (const void *)"");
-}
-
 int disc_store_get(disc_store_t *st, const char *name, Faas__FunctionSpec **out)
 {
-    sqlite3_stmt *q = NULL;
-    int rc = -EIO;
-    pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM functions WHERE name=?", -1, &q, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    int step = sqlite3_step(q);
-    if (step == SQLITE_DONE) {
-        rc = -ENOENT;
-    } else if (step == SQLITE_ROW) {
-        *out = row_spec(q, 0);
-        rc = *out ? 0 : -EIO;
-    }
-out:
-    sqlite3_finalize(q);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
-}
-
-static int list_locked(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n)
-{
-    sqlite3_stmt *q = NULL;
-    Faas__FunctionSpec **v = NULL;
-    size_t cnt = 0, cap = 0;
-    int step;
-    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM functions ORDER BY name", -1, &q, NULL) != SQLITE_OK)
-        return -EIO;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 16;
-            Faas__FunctionSpec **nv = realloc(v, cap * sizeof(*v));
-            if (nv == NULL)
-                goto fail;
-            v = nv;
-        }
-        /* a row we cannot read is skipped rather than hiding every other function */
-        Faas__FunctionSpec *s = row_spec(q, 0);
-        if (s != NULL)
-            v[cnt++] = s;
-    }
-    if (step != SQLITE_DONE)
-        goto fail;
-    sqlite3_finalize(q);
-    *out = v;
-    *n = cnt;
-    return 0;
-fail:
-    sqlite3_finalize(q);
-    disc_store_free_list(v, cnt);
-    return -EIO;
+    return st->ops->get(st->impl, name, out);
 }
 
 int disc_store_list(disc_store_t *st, Faas__FunctionSpec ***out, size_t *n)
 {
-    pthread_mutex_lock(&st->mu);
-    int rc = list_locked(st, out, n);
-    pthread_mutex_unlock(&st->mu);
-    return rc;
+    return st->ops->list(st->impl, out, n);
 }
 
 void disc_store_free_list(Faas__FunctionSpec **list, size_t n)
@@ -371,16 +319,8 @@ void disc_store_free_list(Faas__FunctionSpec **list, size_t n)
 
 int disc_store_delete(disc_store_t *st, const char *name)
 {
-    sqlite3_stmt *q = NULL;
-    int rc = -EIO;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, "DELETE FROM functions WHERE name=?", -1, &q, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
-    if (sqlite3_step(q) == SQLITE_DONE)
-        rc = sqlite3_changes(st->db) > 0 ? 0 : -ENOENT;
-out:
-    sqlite3_finalize(q);
+    int rc = st->ops->del(st->impl, name);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

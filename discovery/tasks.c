@@ -2,9 +2,12 @@
  * table in discovery.db on a connection of its own, so task traffic never waits on
  * the function store's mutex. Submissions are group-committed; every other change
  * of a task is one short transaction that reads the row, applies a transition in C
- * and writes the row back. Time always comes in as a parameter, so tests drive it. */
+ * and writes the row back. Time always comes in as a parameter, so tests drive it.
+ * The decisions are storage-free; the SQLite storage below and the etcd one
+ * (tasks_etcd.c) sit behind disc_task_ops_t (tasks_internal.h). */
 #include "discovery/discovery.h"
 #include "discovery/internal.h"
+#include "discovery/tasks_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -19,46 +22,9 @@
 #include "common/spec.h"
 #include "common/util.h"
 
-typedef struct pending {
-    struct pending *next;
-    const Faas__Task *task;
-    uint8_t *req; /* the packed TaskRequest, packed outside every lock */
-    size_t req_len;
-    int rc, done;
-    disc_task_done_fn fn; /* NULL: a blocking submitter waits for done */
-    void *ud;
-} pending_t;
-
-/* A function's async bounds with the defaults filled (FunctionSpec.async). */
-typedef struct {
-    uint32_t max_attempts, concurrency;
-    uint64_t max_result_bytes, retention_ms;
-    int retry_5xx;
-} bounds_t;
-
-struct disc_tasks {
-    sqlite3 *db;
-    pthread_mutex_t mu; /* the connection: one transaction at a time */
-    /* group commit: submitters queue here; one leader at a time commits them all */
-    pthread_mutex_t gmu;
-    pthread_cond_t gcv; /* blocking submitters: a batch ended */
-    pthread_cond_t fcv; /* the flusher: a batch waits with no submitter to lead it */
-    pending_t *head, *tail;
-    int leading, stopping;
-    pthread_t flusher;
-    int flusher_running;
-    /* expiry and purge */
-    pthread_mutex_t rmu;
-    pthread_cond_t rcv;
-    pthread_t reaper;
-    int reaper_running, reaper_stop;
-    uint64_t retention_ms; /* of functions that set none, and of tasks of deleted ones */
-    disc_task_async_fn lookup; /* a function's AsyncSpec */
-    void *lookup_ud;
-    uint32_t cb_attempts, cb_backoff_ms;    /* X-Callback-Url deliveries: limit and first wait */
-    uint64_t submitted, commits, attempts;  /* atomics, since start */
-    uint64_t cb_outcomes[DISC_CB_OUTCOMES]; /* atomics: callback reports by outcome */
-};
+typedef disc_pending_t pending_t;
+typedef disc_bounds_t bounds_t;
+typedef disc_row_t row_t;
 
 /* Blobs last: a read of the other columns then never walks their overflow pages
  * (columns added to an older table land after them: only a little slower). */
@@ -99,8 +65,8 @@ static const char indexes[] =
     " purge_after_unix_ms"
 enum { C_REQUEST = 21 }; /* the column after COLS when a query asks for the request */
 
-#define CB_PENDING "pending"
-#define CB_DELIVERED "delivered"
+#define CB_PENDING DISC_CB_STATUS_PENDING
+#define CB_DELIVERED DISC_CB_STATUS_DELIVERED
 
 static void *flusher_main(void *arg);
 
@@ -133,9 +99,12 @@ static int migrate(sqlite3 *db)
     return 0;
 }
 
+static const disc_task_ops_t sqlite_ops;
+
 static int open_db(disc_tasks_t *ts, const char *state_dir, int synchronous, const char **err)
 {
     char path[4096], pragma[64];
+    sqlite3 *db = NULL;
     int n = snprintf(path, sizeof(path), "%s/discovery.db", state_dir);
     if (n < 0 || (size_t)n >= sizeof(path)) {
         *err = "state directory path too long";
@@ -145,29 +114,29 @@ static int open_db(disc_tasks_t *ts, const char *state_dir, int synchronous, con
         *err = "cannot create the state directory";
         return -1;
     }
-    if (sqlite3_open_v2(path, &ts->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-        SQLITE_OK) {
+    int orc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    ts->db = db; /* closed by the storage's close even when the open failed */
+    ts->ops = &sqlite_ops;
+    if (orc != SQLITE_OK) {
         *err = "cannot open discovery.db";
         return -1;
     }
-    sqlite3_busy_timeout(ts->db, 5000);
+    sqlite3_busy_timeout(db, 5000);
     snprintf(pragma, sizeof(pragma), "PRAGMA synchronous=%d;", synchronous);
-    if (sqlite3_exec(ts->db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(ts->db, schema, NULL, NULL, NULL) != SQLITE_OK || migrate(ts->db) != 0 ||
-        sqlite3_exec(ts->db, indexes, NULL, NULL, NULL) != SQLITE_OK) {
+    if (sqlite3_exec(db, pragma, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK || migrate(db) != 0 ||
+        sqlite3_exec(db, indexes, NULL, NULL, NULL) != SQLITE_OK) {
         *err = "cannot initialise the tasks table (is another discovery using this state dir?)";
         return -1;
     }
     return 0;
 }
 
-disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err)
+disc_tasks_t *disc_tasks_alloc(void)
 {
     disc_tasks_t *ts = calloc(1, sizeof(*ts));
-    if (ts == NULL) {
-        *err = "out of memory";
+    if (ts == NULL)
         return NULL;
-    }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -178,18 +147,38 @@ disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char 
     pthread_mutex_init(&ts->rmu, NULL);
     pthread_cond_init(&ts->rcv, &ca);
     pthread_condattr_destroy(&ca);
-    if (open_db(ts, state_dir, synchronous, err) != 0)
-        goto fail;
-    if (pthread_create(&ts->flusher, NULL, flusher_main, ts) != 0) {
-        *err = "cannot start the task commit thread";
-        goto fail;
-    }
-    ts->flusher_running = 1;
     disc_task_configure(ts, NULL);
     return ts;
-fail:
-    disc_task_close(ts);
-    return NULL;
+}
+
+int disc_tasks_start(disc_tasks_t *ts, const char **err)
+{
+    if (pthread_create(&ts->flusher, NULL, flusher_main, ts) != 0) {
+        *err = "cannot start the task commit thread";
+        return -1;
+    }
+    ts->flusher_running = 1;
+    return 0;
+}
+
+disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err)
+{
+    disc_tasks_t *ts = disc_tasks_alloc();
+    if (ts == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    if (open_db(ts, state_dir, synchronous, err) != 0 || disc_tasks_start(ts, err) != 0) {
+        disc_task_close(ts);
+        return NULL;
+    }
+    return ts;
+}
+
+static void sqlite_close(disc_tasks_t *ts)
+{
+    if (ts->db != NULL)
+        sqlite3_close_v2(ts->db);
 }
 
 void disc_task_close(disc_tasks_t *ts)
@@ -204,8 +193,8 @@ void disc_task_close(disc_tasks_t *ts)
         pthread_mutex_unlock(&ts->gmu);
         pthread_join(ts->flusher, NULL);
     }
-    if (ts->db != NULL)
-        sqlite3_close_v2(ts->db);
+    if (ts->ops != NULL)
+        ts->ops->close(ts);
     pthread_mutex_destroy(&ts->mu);
     pthread_mutex_destroy(&ts->gmu);
     pthread_cond_destroy(&ts->gcv);
@@ -234,7 +223,7 @@ void disc_task_set_lookup(disc_tasks_t *ts, disc_task_async_fn fn, void *ud)
 }
 
 /* A function's bounds, defaults filled; under ts->mu. */
-static void bounds_of(disc_tasks_t *ts, const char *function, bounds_t *b)
+void disc_tasks_bounds(disc_tasks_t *ts, const char *function, bounds_t *b)
 {
     Faas__AsyncSpec a = FAAS__ASYNC_SPEC__INIT;
     if (ts->lookup == NULL || ts->lookup(ts->lookup_ud, function, &a) != 0)
@@ -244,6 +233,8 @@ static void bounds_of(disc_tasks_t *ts, const char *function, bounds_t *b)
     b->max_result_bytes = a.max_result_bytes ? a.max_result_bytes : FAAS_SPEC_DEFAULT_ASYNC_MAX_RESULT_BYTES;
     b->retention_ms = a.retention_ms ? a.retention_ms : ts->retention_ms;
     b->retry_5xx = a.retry_5xx;
+    if (ts->max_result_cap != 0 && b->max_result_bytes > ts->max_result_cap)
+        b->max_result_bytes = ts->max_result_cap; /* a larger one could not be stored: it fails, named */
 }
 
 int disc_task_valid_id(const char *id)
@@ -295,14 +286,6 @@ static int row_strings(sqlite3_stmt *q, Faas__Task *t)
            col_str(q, 11, &t->callback_url) | col_str(q, 12, &t->callback_status) | col_str(q, 15, &t->instance_id);
 }
 
-/* What a transition sees of a row beyond its Task message. */
-typedef struct {
-    int cancel;               /* cancel_requested */
-    int64_t cb_due, cb_lease;   /* callback_due_unix_ms, callback_lease_until_unix_ms */
-    int64_t purge_after;        /* purge_after_unix_ms */
-    bounds_t b;                 /* its function's async bounds (change_locked fills them) */
-} row_t;
-
 /* A malloc'd Task from a row of COLS (and the request after them when with_req);
  * free with faas__task__free_unpacked. *x gets the rest of the row. */
 static Faas__Task *row_task(sqlite3_stmt *q, int with_req, row_t *x)
@@ -341,7 +324,7 @@ fail:
 }
 
 /* What readers see: a running task someone asked to cancel says so. */
-static int present(Faas__Task *t, int cancel)
+int disc_tasks_present(Faas__Task *t, int cancel)
 {
     t->cancel_requested = cancel != 0;
     if (cancel && t->status == FAAS__TASK__STATUS__RUNNING)
@@ -402,7 +385,7 @@ static int save(disc_tasks_t *ts, const Faas__Task *t, const row_t *x)
 
 /* ---- transitions (pure: they only touch the task in memory) ----------------------- */
 
-static int is_finished(const Faas__Task *t)
+int disc_tasks_is_finished(const Faas__Task *t)
 {
     return t->status == FAAS__TASK__STATUS__SUCCEEDED || t->status == FAAS__TASK__STATUS__FAILED ||
            t->status == FAAS__TASK__STATUS__CANCELLED;
@@ -462,7 +445,7 @@ static int fail_attempt(Faas__Task *t, row_t *x, const char *why, int64_t now_ms
     return (disc_set_str(&t->instance_id, "") | disc_set_str(&t->error, why)) == 0 ? 0 : -ENOMEM;
 }
 
-static int claim_one(Faas__Task *t, uint32_t lease_ms, int64_t now_ms)
+int disc_tasks_claim_one(Faas__Task *t, uint32_t lease_ms, int64_t now_ms)
 {
     t->status = FAAS__TASK__STATUS__RUNNING;
     t->attempts++;
@@ -496,7 +479,7 @@ static int insert_one(sqlite3_stmt *q, const pending_t *p)
 }
 
 /* One transaction for the whole batch; sets every entry's rc. */
-static void commit_batch(disc_tasks_t *ts, pending_t *batch)
+static void sqlite_commit_batch(disc_tasks_t *ts, pending_t *batch)
 {
     sqlite3_stmt *q = NULL;
     uint64_t ok = 0;
@@ -533,7 +516,7 @@ static void lead(disc_tasks_t *ts)
     ts->head = ts->tail = NULL;
     ts->leading = 1;
     pthread_mutex_unlock(&ts->gmu);
-    commit_batch(ts, batch);
+    ts->ops->commit_batch(ts, batch);
     pending_t *waiters = NULL;
     for (pending_t *p = batch; p != NULL; p = next) {
         next = p->next;
@@ -646,13 +629,19 @@ void disc_task_flush(disc_tasks_t *ts)
 
 /* ---- reads ------------------------------------------------------------------------ */
 
+static int sqlite_load(disc_tasks_t *ts, const char *id, Faas__Task **out, row_t *x)
+{
+    pthread_mutex_lock(&ts->mu);
+    int rc = load(ts, id, out, x);
+    pthread_mutex_unlock(&ts->mu);
+    return rc;
+}
+
 int disc_task_get(disc_tasks_t *ts, const char *id, Faas__Task **out)
 {
     row_t x = {0};
-    pthread_mutex_lock(&ts->mu);
-    int rc = load(ts, id, out, &x);
-    pthread_mutex_unlock(&ts->mu);
-    if (rc == 0 && (rc = present(*out, x.cancel)) != 0)
+    int rc = ts->ops->load(ts, id, out, &x);
+    if (rc == 0 && (rc = disc_tasks_present(*out, x.cancel)) != 0)
         faas__task__free_unpacked(*out, NULL);
     return rc;
 }
@@ -697,7 +686,7 @@ static int load_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
     return rc;
 }
 
-int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
+static int sqlite_load_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
 {
     pthread_mutex_lock(&ts->mu);
     int rc = load_result(ts, id, out);
@@ -705,7 +694,12 @@ int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **ou
     return rc;
 }
 
-static Faas__TaskList *new_list(size_t cap)
+int disc_task_get_result(disc_tasks_t *ts, const char *id, Faas__TaskResult **out)
+{
+    return ts->ops->load_result(ts, id, out);
+}
+
+Faas__TaskList *disc_tasks_new_list(size_t cap)
 {
     Faas__TaskList *l = malloc(sizeof(*l));
     if (l == NULL)
@@ -731,7 +725,7 @@ static int collect(sqlite3_stmt *q, int with_req, int presented, size_t cap, Faa
         if (t == NULL)
             return -ENOMEM;
         l->tasks[l->n_tasks++] = t;
-        if (presented && present(t, x.cancel) != 0)
+        if (presented && disc_tasks_present(t, x.cancel) != 0)
             return -ENOMEM;
     }
     return step == SQLITE_DONE ? 0 : -EIO;
@@ -744,17 +738,13 @@ static uint32_t list_limit(uint32_t limit)
     return limit > DISC_TASK_LIST_MAX ? DISC_TASK_LIST_MAX : limit;
 }
 
-int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskList **out)
+static int sqlite_list(disc_tasks_t *ts, const Faas__TaskQuery *query, uint32_t limit, Faas__TaskList *l)
 {
     const char *fn = query->function ? query->function : "";
-    uint32_t limit = list_limit(query->limit);
     char sql[512];
     snprintf(sql, sizeof(sql), "SELECT " COLS " FROM tasks WHERE id > ?1%s%s ORDER BY id LIMIT ?4",
              fn[0] ? " AND function = ?2" : "", query->by_status ? " AND status = ?3" : "");
-    Faas__TaskList *l = new_list(limit);
     sqlite3_stmt *q = NULL;
-    if (l == NULL)
-        return -ENOMEM;
     pthread_mutex_lock(&ts->mu);
     int rc = prepare(ts, sql, &q);
     if (rc == 0) {
@@ -766,6 +756,16 @@ int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskLis
     }
     sqlite3_finalize(q);
     pthread_mutex_unlock(&ts->mu);
+    return rc;
+}
+
+int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskList **out)
+{
+    uint32_t limit = list_limit(query->limit);
+    Faas__TaskList *l = disc_tasks_new_list(limit);
+    if (l == NULL)
+        return -ENOMEM;
+    int rc = ts->ops->list(ts, query, limit, l);
     if (rc == 1 && disc_set_str(&l->next, l->tasks[l->n_tasks - 1]->id) != 0)
         rc = -ENOMEM;
     if (rc < 0) {
@@ -778,8 +778,9 @@ int disc_task_list(disc_tasks_t *ts, const Faas__TaskQuery *query, Faas__TaskLis
 
 /* ---- single-task changes --------------------------------------------------------- */
 
-/* A transition of one loaded task; may write more than the row's state (a result). */
-typedef int (*change_fn)(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms);
+typedef disc_change_fn change_fn;
+
+static int write_result(disc_tasks_t *ts, const char *id, const Faas__TaskResult *res);
 
 /* Inside the caller's transaction: loads id, applies fn, saves. *t gets the task
  * when it was loaded (the caller frees it, even on errors). */
@@ -788,11 +789,25 @@ static int change_locked(disc_tasks_t *ts, const char *id, change_fn fn, const v
 {
     int rc = load(ts, id, t, x);
     if (rc == 0) {
-        bounds_of(ts, (*t)->function, &x->b);
+        disc_tasks_bounds(ts, (*t)->function, &x->b);
         rc = fn(ts, *t, x, arg, now_ms);
     }
+    if (rc == 0 && x->result != NULL)
+        rc = write_result(ts, (*t)->id, x->result);
     if (rc == 0)
         rc = save(ts, *t, x);
+    return rc;
+}
+
+static int sqlite_change(disc_tasks_t *ts, const char *id, change_fn fn, const void *arg, int64_t now_ms,
+                         Faas__Task **t, row_t *x)
+{
+    pthread_mutex_lock(&ts->mu);
+    int rc = exec(ts, "BEGIN IMMEDIATE");
+    if (rc == 0)
+        rc = change_locked(ts, id, fn, arg, now_ms, t, x);
+    rc = end_tx(ts, rc);
+    pthread_mutex_unlock(&ts->mu);
     return rc;
 }
 
@@ -801,14 +816,9 @@ static int change(disc_tasks_t *ts, const char *id, change_fn fn, const void *ar
 {
     Faas__Task *t = NULL;
     row_t x = {0};
-    pthread_mutex_lock(&ts->mu);
-    int rc = exec(ts, "BEGIN IMMEDIATE");
+    int rc = ts->ops->change(ts, id, fn, arg, now_ms, &t, &x);
     if (rc == 0)
-        rc = change_locked(ts, id, fn, arg, now_ms, &t, &x);
-    rc = end_tx(ts, rc);
-    pthread_mutex_unlock(&ts->mu);
-    if (rc == 0)
-        rc = present(t, x.cancel);
+        rc = disc_tasks_present(t, x.cancel);
     if (rc != 0 || out == NULL) {
         if (t)
             faas__task__free_unpacked(t, NULL);
@@ -820,7 +830,7 @@ static int change(disc_tasks_t *ts, const char *id, change_fn fn, const void *ar
 
 static int apply_cancel(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
-    if (is_finished(t))
+    if (disc_tasks_is_finished(t))
         return -EALREADY;
     if (t->status == FAAS__TASK__STATUS__QUEUED)
         return finish(t, x, FAAS__TASK__STATUS__CANCELLED, "cancelled", now_ms);
@@ -869,9 +879,7 @@ static int report_done(disc_tasks_t *ts, Faas__Task *t, row_t *x, const Faas__Ta
                  (unsigned long long)x->b.max_result_bytes);
         return end_task(t, x, FAAS__TASK__STATUS__FAILED, why, now_ms);
     }
-    int rc = write_result(ts, t->id, res);
-    if (rc != 0)
-        return rc;
+    x->result = res; /* stored with the task, by the storage */
     t->result_status = res->status;
     t->result_size = res->body.len;
     if (x->b.retry_5xx && res->status >= 500) {
@@ -925,7 +933,7 @@ static int room(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t *
 {
     sqlite3_stmt *q = NULL;
     bounds_t b;
-    bounds_of(ts, function, &b);
+    disc_tasks_bounds(ts, function, &b);
     int rc = prepare(ts, "SELECT count(*) FROM tasks WHERE function=? AND status=1", &q);
     if (rc != 0)
         return rc;
@@ -940,14 +948,10 @@ static int room(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t *
     return rc;
 }
 
-int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
-                    Faas__TaskList **out)
+static int sqlite_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                        Faas__TaskList *l)
 {
-    max = max == 0 ? 1 : max > DISC_TASK_CLAIM_MAX ? DISC_TASK_CLAIM_MAX : max;
-    Faas__TaskList *l = new_list(max);
     sqlite3_stmt *q = NULL;
-    if (l == NULL)
-        return -ENOMEM;
     pthread_mutex_lock(&ts->mu);
     int rc = exec(ts, "BEGIN IMMEDIATE");
     if (rc == 0)
@@ -965,10 +969,21 @@ int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32
     }
     sqlite3_finalize(q);
     for (size_t i = 0; rc == 0 && i < l->n_tasks; i++)
-        if ((rc = claim_one(l->tasks[i], lease_ms ? lease_ms : DISC_TASK_LEASE_MS, now_ms)) == 0)
+        if ((rc = disc_tasks_claim_one(l->tasks[i], lease_ms ? lease_ms : DISC_TASK_LEASE_MS, now_ms)) == 0)
             rc = save(ts, l->tasks[i], &(row_t){0}); /* claim only takes rows not finished */
     rc = end_tx(ts, rc);
     pthread_mutex_unlock(&ts->mu);
+    return rc;
+}
+
+int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                    Faas__TaskList **out)
+{
+    max = max == 0 ? 1 : max > DISC_TASK_CLAIM_MAX ? DISC_TASK_CLAIM_MAX : max;
+    Faas__TaskList *l = disc_tasks_new_list(max);
+    if (l == NULL)
+        return -ENOMEM;
+    int rc = ts->ops->claim(ts, function, max, lease_ms ? lease_ms : DISC_TASK_LEASE_MS, now_ms, l);
     if (rc != 0) {
         faas__task_list__free_unpacked(l, NULL);
         return rc;
@@ -978,11 +993,7 @@ int disc_task_claim(disc_tasks_t *ts, const char *function, uint32_t max, uint32
     return 0;
 }
 
-typedef struct {
-    char id[DISC_TASK_ID_LEN + 1];
-    Faas__Task__Status status; /* after the expiry */
-    uint32_t attempts;
-} lapsed_t;
+typedef disc_lapsed_t lapsed_t;
 
 /* The ids of running tasks whose lease ended before now_ms: few, at most what runs at once. */
 static int lapsed_ids(disc_tasks_t *ts, int64_t now_ms, lapsed_t **v, size_t *n)
@@ -1010,9 +1021,32 @@ static int lapsed_ids(disc_tasks_t *ts, int64_t now_ms, lapsed_t **v, size_t *n)
     return rc;
 }
 
-static int apply_lapse(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
+int disc_tasks_apply_lapse(disc_tasks_t *ts, Faas__Task *t, row_t *x, const void *arg, int64_t now_ms)
 {
+    if (t->status != FAAS__TASK__STATUS__RUNNING || t->lease_until_unix_ms >= now_ms)
+        return -ESTALE; /* renewed or ended since it was found lapsed (another discovery) */
     return fail_attempt(t, x, DISC_TASK_LEASE_LAPSED, now_ms);
+}
+
+static int sqlite_expire(disc_tasks_t *ts, int64_t now_ms, lapsed_t **v, size_t *n)
+{
+    pthread_mutex_lock(&ts->mu);
+    int rc = exec(ts, "BEGIN IMMEDIATE");
+    if (rc == 0)
+        rc = lapsed_ids(ts, now_ms, v, n);
+    for (size_t i = 0; rc == 0 && i < *n; i++) {
+        Faas__Task *t = NULL;
+        row_t x = {0};
+        rc = change_locked(ts, (*v)[i].id, disc_tasks_apply_lapse, NULL, now_ms, &t, &x);
+        if (t != NULL) {
+            (*v)[i].status = t->status;
+            (*v)[i].attempts = t->attempts;
+            faas__task__free_unpacked(t, NULL);
+        }
+    }
+    rc = end_tx(ts, rc);
+    pthread_mutex_unlock(&ts->mu);
+    return rc;
 }
 
 int disc_task_expire(disc_tasks_t *ts, int64_t now_ms)
@@ -1020,22 +1054,7 @@ int disc_task_expire(disc_tasks_t *ts, int64_t now_ms)
     static const char *const names[] = {"queued", "running", "succeeded", "failed", "cancelled"};
     lapsed_t *v = NULL;
     size_t n = 0;
-    pthread_mutex_lock(&ts->mu);
-    int rc = exec(ts, "BEGIN IMMEDIATE");
-    if (rc == 0)
-        rc = lapsed_ids(ts, now_ms, &v, &n);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        Faas__Task *t = NULL;
-        row_t x = {0};
-        rc = change_locked(ts, v[i].id, apply_lapse, NULL, now_ms, &t, &x);
-        if (t != NULL) {
-            v[i].status = t->status;
-            v[i].attempts = t->attempts;
-            faas__task__free_unpacked(t, NULL);
-        }
-    }
-    rc = end_tx(ts, rc);
-    pthread_mutex_unlock(&ts->mu);
+    int rc = ts->ops->expire(ts, now_ms, &v, &n);
     for (size_t i = 0; rc == 0 && i < n; i++)
         FAAS_WARN("event=task_lease_lapse id=%s attempts=%u now=%s", v[i].id, v[i].attempts,
                   (unsigned)v[i].status < 5 ? names[v[i].status] : "?");
@@ -1064,7 +1083,7 @@ static int purge_batch(disc_tasks_t *ts, const char *sql, int64_t now_ms)
     return n;
 }
 
-int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
+static int sqlite_purge(disc_tasks_t *ts, int64_t now_ms)
 {
     static const char *const sql[] = {
         "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE status >= 2 AND purge_after_unix_ms > 0"
@@ -1084,9 +1103,14 @@ int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
     return total;
 }
 
+int disc_task_purge(disc_tasks_t *ts, int64_t now_ms)
+{
+    return ts->ops->purge(ts, now_ms);
+}
+
 /* ---- callbacks (X-Callback-Url): claimed and reported by a dispatcher ----------------- */
 
-static Faas__CallbackDue *new_due(Faas__Task *t)
+Faas__CallbackDue *disc_tasks_new_due(Faas__Task *t)
 {
     Faas__CallbackDue *d = malloc(sizeof(*d));
     if (d == NULL)
@@ -1116,7 +1140,7 @@ static int due_rows(disc_tasks_t *ts, uint32_t max, int64_t now_ms, Faas__Callba
         if (l->n_due > 0 && bytes + size > DISC_CB_CLAIM_MAX_BYTES)
             break;
         Faas__Task *t = row_task(q, 0, &xs[l->n_due]);
-        if (t == NULL || (l->due[l->n_due] = new_due(t)) == NULL) {
+        if (t == NULL || (l->due[l->n_due] = disc_tasks_new_due(t)) == NULL) {
             if (t)
                 faas__task__free_unpacked(t, NULL);
             rc = -ENOMEM;
@@ -1137,15 +1161,34 @@ static int lease_due(disc_tasks_t *ts, Faas__CallbackDue *d, row_t *x, uint32_t 
     int rc = load_result(ts, d->task->id, &d->result);
     if (rc != 0 && rc != -ENODATA) /* ENODATA: ended without a response, the POST says so */
         return rc;
-    d->task->callback_attempts++;
-    x->cb_lease = now_ms + lease_ms;
+    disc_tasks_lease_callback(d->task, x, lease_ms, now_ms);
     return save(ts, d->task, x);
+}
+
+void disc_tasks_lease_callback(Faas__Task *t, row_t *x, uint32_t lease_ms, int64_t now_ms)
+{
+    t->callback_attempts++;
+    x->cb_lease = now_ms + lease_ms;
+}
+
+static int sqlite_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
+                                  Faas__CallbackDueList *l)
+{
+    row_t xs[DISC_CB_CLAIM_MAX];
+    pthread_mutex_lock(&ts->mu);
+    int rc = exec(ts, "BEGIN IMMEDIATE");
+    if (rc == 0)
+        rc = due_rows(ts, max, now_ms, l, xs);
+    for (size_t i = 0; rc == 0 && i < l->n_due; i++)
+        rc = lease_due(ts, l->due[i], &xs[i], lease_ms, now_ms);
+    rc = end_tx(ts, rc);
+    pthread_mutex_unlock(&ts->mu);
+    return rc;
 }
 
 int disc_task_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
                               Faas__CallbackDueList **out)
 {
-    row_t xs[DISC_CB_CLAIM_MAX];
     max = max == 0 ? 1 : max > DISC_CB_CLAIM_MAX ? DISC_CB_CLAIM_MAX : max;
     Faas__CallbackDueList *l = malloc(sizeof(*l));
     if (l == NULL)
@@ -1155,14 +1198,7 @@ int disc_task_claim_callbacks(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms,
         free(l);
         return -ENOMEM;
     }
-    pthread_mutex_lock(&ts->mu);
-    int rc = exec(ts, "BEGIN IMMEDIATE");
-    if (rc == 0)
-        rc = due_rows(ts, max, now_ms, l, xs);
-    for (size_t i = 0; rc == 0 && i < l->n_due; i++)
-        rc = lease_due(ts, l->due[i], &xs[i], lease_ms ? lease_ms : DISC_CB_LEASE_MS, now_ms);
-    rc = end_tx(ts, rc);
-    pthread_mutex_unlock(&ts->mu);
+    int rc = ts->ops->claim_callbacks(ts, max, lease_ms ? lease_ms : DISC_CB_LEASE_MS, now_ms, l);
     if (rc != 0) {
         faas__callback_due_list__free_unpacked(l, NULL);
         return rc;
@@ -1329,14 +1365,33 @@ static void metrics_oldest(disc_tasks_t *ts, FILE *out, int64_t now_ms)
     sqlite3_finalize(q);
 }
 
-void disc_task_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms)
+static void sqlite_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms)
 {
-    disc_task_counters_t c;
-    disc_task_counters(ts, &c);
     pthread_mutex_lock(&ts->mu);
     metrics_counts(ts, out);
     metrics_oldest(ts, out, now_ms);
     pthread_mutex_unlock(&ts->mu);
+}
+
+static const disc_task_ops_t sqlite_ops = {
+    .close = sqlite_close,
+    .commit_batch = sqlite_commit_batch,
+    .load = sqlite_load,
+    .load_result = sqlite_load_result,
+    .list = sqlite_list,
+    .change = sqlite_change,
+    .claim = sqlite_claim,
+    .expire = sqlite_expire,
+    .purge = sqlite_purge,
+    .claim_callbacks = sqlite_claim_callbacks,
+    .metrics = sqlite_metrics,
+};
+
+void disc_task_metrics(disc_tasks_t *ts, FILE *out, int64_t now_ms)
+{
+    disc_task_counters_t c;
+    disc_task_counters(ts, &c);
+    ts->ops->metrics(ts, out, now_ms);
     fprintf(out,
             "# HELP faas_tasks_submitted_total Tasks accepted by SubmitTask (committed).\n"
             "# TYPE faas_tasks_submitted_total counter\nfaas_tasks_submitted_total %llu\n"

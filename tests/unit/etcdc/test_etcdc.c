@@ -1,0 +1,582 @@
+/* etcdc against a real etcd: every test starts its own (free ports, a temp data dir)
+ * and kills it by PID in its fini. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "etcd_proc.h"
+#include "etcdc/etcdc.h"
+
+static etcd_proc_t etcd;
+static etcdc_t *cli;
+
+static void up(void)
+{
+    cr_assert_eq(etcd_proc_start(&etcd), 0, "etcd did not start");
+    char err[256];
+    cli = etcdc_open(etcd.endpoint, 3000, err, sizeof(err));
+    cr_assert_not_null(cli, "%s", err);
+}
+
+static void down(void)
+{
+    etcdc_close(cli);
+    cli = NULL;
+    etcd_proc_destroy(&etcd);
+}
+
+#define S(x) (x), strlen(x)
+
+static void put(const char *k, const char *v, int64_t *rev)
+{
+    int rc = etcdc_put(cli, S(k), S(v), 0, rev);
+    cr_assert_eq(rc, 0, "put %s: %d %s", k, rc, etcdc_error());
+}
+
+Test(etcdc, open_rejects_bad_specs)
+{
+    char err[128];
+    cr_assert_null(etcdc_open("etcd://", 0, err, sizeof(err)));
+    cr_assert(strstr(err, "no etcd endpoint"), "%s", err);
+    cr_assert_null(etcdc_open("etcd://h:1,nohost", 0, err, sizeof(err)));
+    cr_assert(strstr(err, "nohost"), "%s", err);
+    cr_assert_null(etcdc_open("h:0", 0, err, sizeof(err)));
+    cr_assert_null(etcdc_open("h:99999", 0, err, sizeof(err)));
+    etcdc_t *c = etcdc_open("etcd://a:1,b.example:2", 0, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    cr_assert_str_eq(etcdc_endpoint(c), "a:1");
+    etcdc_close(c);
+}
+
+Test(etcdc, prefix_end)
+{
+    uint8_t out[8];
+    cr_assert_eq(etcdc_prefix_end((const uint8_t *)"/faas/", 6, out, sizeof(out)), 6);
+    cr_assert_eq(memcmp(out, "/faas0", 6), 0);
+    cr_assert_eq(etcdc_prefix_end((const uint8_t *)"a\xff\xff", 3, out, sizeof(out)), 1);
+    cr_assert_eq(out[0], 'b');
+    cr_assert_eq(etcdc_prefix_end((const uint8_t *)"\xff", 1, out, sizeof(out)), 1);
+    cr_assert_eq(out[0], 0);
+    cr_assert_eq(etcdc_prefix_end((const uint8_t *)"", 0, out, sizeof(out)), 1);
+    cr_assert_eq(out[0], 0);
+}
+
+Test(etcdc, get_put_delete, .init = up, .fini = down)
+{
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/a"), &kv), -ENOENT);
+    int64_t r1 = 0, r2 = 0;
+    put("/a", "one", &r1);
+    cr_assert_gt(r1, 0);
+    cr_assert_eq(etcdc_get(cli, S("/a"), &kv), 0, "%s", etcdc_error());
+    cr_assert_eq(kv.klen, 2);
+    cr_assert_str_eq((char *)kv.key, "/a");
+    cr_assert_str_eq((char *)kv.val, "one");
+    cr_assert_eq(kv.mod_rev, r1);
+    cr_assert_eq(kv.create_rev, r1);
+    cr_assert_eq(kv.version, 1);
+    etcdc_kv_free(&kv);
+    put("/a", "two", &r2);
+    cr_assert_eq(r2, r1 + 1);
+    cr_assert_eq(etcdc_get(cli, S("/a"), &kv), 0);
+    cr_assert_str_eq((char *)kv.val, "two");
+    cr_assert_eq(kv.version, 2);
+    cr_assert_eq(kv.create_rev, r1);
+    etcdc_kv_free(&kv);
+    /* binary keys and values, an empty value */
+    cr_assert_eq(etcdc_put(cli, "b\0x", 3, "\0\1\2", 3, 0, NULL), 0);
+    cr_assert_eq(etcdc_put(cli, S("/empty"), "", 0, 0, NULL), 0);
+    cr_assert_eq(etcdc_get(cli, "b\0x", 3, &kv), 0);
+    cr_assert_eq(kv.vlen, 3);
+    cr_assert_eq(memcmp(kv.val, "\0\1\2", 3), 0);
+    etcdc_kv_free(&kv);
+    cr_assert_eq(etcdc_get(cli, S("/empty"), &kv), 0);
+    cr_assert_eq(kv.vlen, 0);
+    cr_assert_str_eq((char *)kv.val, "");
+    etcdc_kv_free(&kv);
+    int64_t deleted = -1;
+    cr_assert_eq(etcdc_delete(cli, S("/a"), NULL, 0, &deleted), 0);
+    cr_assert_eq(deleted, 1);
+    cr_assert_eq(etcdc_delete(cli, S("/a"), NULL, 0, &deleted), 0);
+    cr_assert_eq(deleted, 0);
+    cr_assert_eq(etcdc_get(cli, S("/a"), &kv), -ENOENT);
+}
+
+Test(etcdc, range_prefix_limit_and_revision, .init = up, .fini = down)
+{
+    put("/p/a", "1", NULL);
+    put("/p/c", "3", NULL);
+    int64_t rev_b = 0;
+    put("/p/b", "2", &rev_b);
+    put("/q", "outside", NULL);
+    put("/p/b", "2b", NULL);
+    uint8_t end[8];
+    size_t elen = etcdc_prefix_end((const uint8_t *)"/p/", 3, end, sizeof(end));
+    etcdc_range_t r;
+    cr_assert_eq(etcdc_range(cli, S("/p/"), end, elen, 0, 0, 0, &r), 0, "%s", etcdc_error());
+    cr_assert_eq(r.n, 3);
+    cr_assert_eq(r.count, 3);
+    cr_assert_eq(r.more, 0);
+    cr_assert_str_eq((char *)r.kvs[0].key, "/p/a"); /* sorted by key, not by revision */
+    cr_assert_str_eq((char *)r.kvs[1].key, "/p/b");
+    cr_assert_str_eq((char *)r.kvs[1].val, "2b");
+    cr_assert_str_eq((char *)r.kvs[2].key, "/p/c");
+    int64_t now = r.revision;
+    etcdc_range_free(&r);
+    cr_assert_eq(etcdc_range(cli, S("/p/"), end, elen, 0, 2, 0, &r), 0);
+    cr_assert_eq(r.n, 2);
+    cr_assert_eq(r.count, 3);
+    cr_assert_eq(r.more, 1);
+    etcdc_range_free(&r);
+    /* an older revision sees the old value and no /p/b yet one before it */
+    cr_assert_eq(etcdc_range(cli, S("/p/b"), NULL, 0, rev_b, 0, 0, &r), 0);
+    cr_assert_eq(r.n, 1);
+    cr_assert_str_eq((char *)r.kvs[0].val, "2");
+    cr_assert_eq(r.revision, now); /* the header is the store's revision */
+    etcdc_range_free(&r);
+    cr_assert_eq(etcdc_range(cli, S("/p/b"), NULL, 0, rev_b - 1, 0, 0, &r), 0);
+    cr_assert_eq(r.n, 0);
+    etcdc_range_free(&r);
+    cr_assert_eq(etcdc_range(cli, S("/p/"), end, elen, 0, 0, ETCDC_COUNT_ONLY, &r), 0);
+    cr_assert_eq(r.n, 0);
+    cr_assert_eq(r.count, 3);
+    etcdc_range_free(&r);
+    cr_assert_eq(etcdc_range(cli, S("/p/"), end, elen, 0, 0, ETCDC_KEYS_ONLY | ETCDC_SERIALIZABLE, &r), 0);
+    cr_assert_eq(r.n, 3);
+    cr_assert_eq(r.kvs[0].vlen, 0);
+    etcdc_range_free(&r);
+    int64_t deleted = 0;
+    cr_assert_eq(etcdc_delete(cli, S("/p/"), end, elen, &deleted), 0);
+    cr_assert_eq(deleted, 3);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/q"), &kv), 0);
+    etcdc_kv_free(&kv);
+}
+
+/* ---- transactions ---- */
+
+Test(etcdc, txn_branches_and_gets, .init = up, .fini = down)
+{
+    /* create-if-absent: version("/t") == 0 */
+    etcdc_cmp_t absent = {.target = ETCDC_CMP_VERSION, .op = ETCDC_EQ, .key = "/t", .klen = 2, .num = 0};
+    etcdc_op_t create[] = {{.kind = ETCDC_OP_PUT, .key = "/t", .klen = 2, .val = "v1", .vlen = 2},
+                           {.kind = ETCDC_OP_PUT, .key = "/t2", .klen = 3, .val = "x", .vlen = 1}};
+    etcdc_op_t read[] = {{.kind = ETCDC_OP_GET, .key = "/t2", .klen = 3},
+                         {.kind = ETCDC_OP_PUT, .key = "/t3", .klen = 3, .val = "y", .vlen = 1},
+                         {.kind = ETCDC_OP_GET, .key = "/t", .klen = 2}};
+    int ok = -1;
+    int64_t rev = 0;
+    etcdc_range_t *gets = NULL;
+    size_t ngets = 9;
+    cr_assert_eq(etcdc_txn(cli, &absent, 1, create, 2, read, 3, &ok, &rev, &gets, &ngets), 0, "%s", etcdc_error());
+    cr_assert_eq(ok, 1);
+    cr_assert_gt(rev, 0);
+    cr_assert_eq(ngets, 0);
+    cr_assert_null(gets);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/t2"), &kv), 0);
+    cr_assert_eq(kv.mod_rev, rev); /* one revision for the whole branch */
+    etcdc_kv_free(&kv);
+    /* again: it exists, so the other branch runs, and its GETs come back in order */
+    cr_assert_eq(etcdc_txn(cli, &absent, 1, create, 2, read, 3, &ok, &rev, &gets, &ngets), 0, "%s", etcdc_error());
+    cr_assert_eq(ok, 0);
+    cr_assert_eq(ngets, 2);
+    cr_assert_eq(gets[0].n, 1);
+    cr_assert_str_eq((char *)gets[0].kvs[0].key, "/t2");
+    cr_assert_eq(gets[1].n, 1);
+    cr_assert_str_eq((char *)gets[1].kvs[0].val, "v1");
+    cr_assert_eq(gets[1].revision, rev);
+    for (size_t i = 0; i < ngets; i++)
+        etcdc_range_free(&gets[i]);
+    free(gets);
+    cr_assert_eq(etcdc_get(cli, S("/t3"), &kv), 0);
+    etcdc_kv_free(&kv);
+    /* compare on the value; a delete of a range in a branch */
+    etcdc_cmp_t val = {.target = ETCDC_CMP_VALUE, .op = ETCDC_EQ, .key = "/t", .klen = 2, .val = "v1", .vlen = 2};
+    etcdc_op_t del = {.kind = ETCDC_OP_DELETE, .key = "/t2", .klen = 3, .end = "/t4", .elen = 3};
+    cr_assert_eq(etcdc_txn(cli, &val, 1, &del, 1, NULL, 0, &ok, NULL, NULL, NULL), 0);
+    cr_assert_eq(ok, 1);
+    cr_assert_eq(etcdc_get(cli, S("/t2"), &kv), -ENOENT);
+    cr_assert_eq(etcdc_get(cli, S("/t3"), &kv), -ENOENT);
+    val.op = ETCDC_NE;
+    cr_assert_eq(etcdc_txn(cli, &val, 1, &del, 1, NULL, 0, &ok, NULL, NULL, NULL), 0);
+    cr_assert_eq(ok, 0);
+}
+
+/* Optimistic concurrency: read, someone else writes, our update conditioned on the mod
+ * revision we read loses and leaves their value. */
+Test(etcdc, txn_mod_revision_update_loses, .init = up, .fini = down)
+{
+    put("/fn/f", "v1", NULL);
+    etcdc_kv_t seen;
+    cr_assert_eq(etcdc_get(cli, S("/fn/f"), &seen), 0);
+    put("/fn/f", "theirs", NULL);
+    etcdc_cmp_t unchanged = {.target = ETCDC_CMP_MOD, .op = ETCDC_EQ, .key = "/fn/f", .klen = 5, .num = seen.mod_rev};
+    etcdc_op_t mine = {.kind = ETCDC_OP_PUT, .key = "/fn/f", .klen = 5, .val = "mine", .vlen = 4};
+    etcdc_op_t reread = {.kind = ETCDC_OP_GET, .key = "/fn/f", .klen = 5};
+    int ok = -1;
+    etcdc_range_t *gets = NULL;
+    size_t ngets = 0;
+    cr_assert_eq(etcdc_txn(cli, &unchanged, 1, &mine, 1, &reread, 1, &ok, NULL, &gets, &ngets), 0);
+    cr_assert_eq(ok, 0);
+    cr_assert_eq(ngets, 1);
+    cr_assert_str_eq((char *)gets[0].kvs[0].val, "theirs");
+    /* retried with what it read now, it wins */
+    unchanged.num = gets[0].kvs[0].mod_rev;
+    etcdc_range_free(&gets[0]);
+    free(gets);
+    cr_assert_eq(etcdc_txn(cli, &unchanged, 1, &mine, 1, NULL, 0, &ok, NULL, NULL, NULL), 0);
+    cr_assert_eq(ok, 1);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/fn/f"), &kv), 0);
+    cr_assert_str_eq((char *)kv.val, "mine");
+    etcdc_kv_free(&kv);
+    etcdc_kv_free(&seen);
+    /* GT / LT on the create revision */
+    etcdc_cmp_t newer = {.target = ETCDC_CMP_CREATE, .op = ETCDC_GT, .key = "/fn/f", .klen = 5, .num = 0};
+    cr_assert_eq(etcdc_txn(cli, &newer, 1, NULL, 0, NULL, 0, &ok, NULL, NULL, NULL), 0);
+    cr_assert_eq(ok, 1);
+    newer.op = ETCDC_LT;
+    cr_assert_eq(etcdc_txn(cli, &newer, 1, NULL, 0, NULL, 0, &ok, NULL, NULL, NULL), 0);
+    cr_assert_eq(ok, 0);
+}
+
+/* ---- leases ---- */
+
+Test(etcdc, lease_grant_keepalive_revoke, .init = up, .fini = down)
+{
+    int64_t id = 0, ttl = 0;
+    cr_assert_eq(etcdc_lease_grant(cli, 30, &id), 0, "%s", etcdc_error());
+    cr_assert_neq(id, 0);
+    cr_assert_eq(etcdc_put(cli, S("/inst/1"), S("x"), id, NULL), 0, "%s", etcdc_error());
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/inst/1"), &kv), 0);
+    cr_assert_eq(kv.lease, id);
+    etcdc_kv_free(&kv);
+    cr_assert_eq(etcdc_lease_keepalive(cli, id, &ttl), 0, "%s", etcdc_error());
+    cr_assert_eq(ttl, 30);
+    cr_assert_eq(etcdc_lease_revoke(cli, id), 0, "%s", etcdc_error());
+    cr_assert_eq(etcdc_get(cli, S("/inst/1"), &kv), -ENOENT);
+    cr_assert_eq(etcdc_lease_keepalive(cli, id, &ttl), -ENOENT);
+    cr_assert(strstr(etcdc_error(), "expired"), "%s", etcdc_error());
+    cr_assert_eq(etcdc_lease_revoke(cli, id), -ENOENT);
+    cr_assert(strstr(etcdc_error(), "lease not found"), "%s", etcdc_error());
+    /* a put on a lease that does not exist is etcd's refusal, not a transport error */
+    cr_assert_eq(etcdc_put(cli, S("/inst/2"), S("x"), id, NULL), -ENOENT);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+Test(etcdc, lease_expiry_deletes_keys, .init = up, .fini = down, .timeout = 30)
+{
+    int64_t id = 0, ttl = 0;
+    cr_assert_eq(etcdc_lease_grant(cli, 1, &id), 0, "%s", etcdc_error());
+    cr_assert_eq(etcdc_put(cli, S("/inst/e"), S("x"), id, NULL), 0);
+    /* renewed, it outlives its first TTL (etcd's minimum TTL is above 1 s) */
+    cr_assert_eq(etcdc_lease_keepalive(cli, id, &ttl), 0);
+    cr_assert_geq(ttl, 1);
+    etcdc_kv_t kv;
+    int gone = 0;
+    for (int64_t end = now_ms() + 15000; !gone && now_ms() < end; nap_ms(100)) {
+        int rc = etcdc_get(cli, S("/inst/e"), &kv);
+        if (rc == 0)
+            etcdc_kv_free(&kv);
+        gone = rc == -ENOENT;
+    }
+    cr_assert(gone, "the lease's key outlived it");
+    cr_assert_eq(etcdc_lease_keepalive(cli, id, &ttl), -ENOENT);
+}
+
+/* ---- watches ---- */
+
+enum { MAX_SEEN = 256 };
+
+/* What a watch delivered, for the test thread to wait on. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    int type[MAX_SEEN];
+    char key[MAX_SEEN][32], val[MAX_SEEN][32];
+    int64_t rev[MAX_SEEN];
+    int calls;
+    int64_t last_rev; /* the revision argument of the last call */
+    int bad_order;    /* an event below the one before it, or a call's revision not above the last */
+    int resyncs;
+    int64_t compact_rev, resync_rev;
+    int stop_after;   /* fn returns non-zero once n reaches it (0: never) */
+} seen_t;
+
+static void seen_init(seen_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+}
+
+static int on_events(void *ud, const etcdc_event_t *evs, size_t n, int64_t revision)
+{
+    seen_t *s = ud;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n && s->n < MAX_SEEN; i++, s->n++) {
+        if (s->n > 0 && evs[i].kv.mod_rev < s->rev[s->n - 1])
+            s->bad_order = 1;
+        s->type[s->n] = evs[i].type;
+        s->rev[s->n] = evs[i].kv.mod_rev;
+        snprintf(s->key[s->n], sizeof(s->key[0]), "%.*s", (int)evs[i].kv.klen, (char *)evs[i].kv.key);
+        snprintf(s->val[s->n], sizeof(s->val[0]), "%.*s", (int)evs[i].kv.vlen, (char *)evs[i].kv.val);
+    }
+    if (revision != evs[n - 1].kv.mod_rev || revision <= s->last_rev)
+        s->bad_order = 1;
+    s->last_rev = revision;
+    s->calls++;
+    int stop = s->stop_after > 0 && s->n >= s->stop_after;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+static int64_t on_resync(void *ud, int64_t compact_rev)
+{
+    seen_t *s = ud;
+    etcdc_range_t r;
+    int64_t rev = -1;
+    /* what a real caller does: read the range afresh and resume after that read */
+    if (etcdc_range(cli, S("/w/"), "/w0", 3, 0, 0, 0, &r) == 0) {
+        rev = r.revision;
+        etcdc_range_free(&r);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->resyncs++;
+    s->compact_rev = compact_rev;
+    s->resync_rev = rev;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return rev;
+}
+
+/* Waits (bounded) until n events arrived; the count then. */
+static int seen_wait(seen_t *s, int n, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    pthread_mutex_lock(&s->mu);
+    while (s->n < n && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
+    }
+    int got = s->n;
+    pthread_mutex_unlock(&s->mu);
+    return got;
+}
+
+static etcdc_watch_t *watch_w(seen_t *s, int64_t from)
+{
+    char err[256];
+    etcdc_watch_t *w = etcdc_watch_start(cli, S("/w/"), "/w0", 3, from, on_events, on_resync, s, err, sizeof(err));
+    cr_assert_not_null(w, "%s", err);
+    return w;
+}
+
+Test(etcdc, watch_from_a_past_revision, .init = up, .fini = down, .timeout = 30)
+{
+    int64_t r1, r2;
+    put("/w/a", "1", &r1);
+    put("/w/b", "2", &r2);
+    put("/other", "x", NULL);
+    put("/w/c", "3", NULL);
+    cr_assert_eq(etcdc_delete(cli, S("/w/a"), NULL, 0, NULL), 0);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r1 + 1); /* a range read at r1, then a watch */
+    cr_assert_eq(seen_wait(&s, 3, 10000), 3);
+    cr_assert_str_eq(s.key[0], "/w/b");
+    cr_assert_eq(s.rev[0], r2);
+    cr_assert_str_eq(s.key[1], "/w/c");
+    cr_assert_str_eq(s.val[1], "3");
+    cr_assert_eq(s.type[1], ETCDC_EV_PUT);
+    cr_assert_str_eq(s.key[2], "/w/a");
+    cr_assert_eq(s.type[2], ETCDC_EV_DELETE);
+    /* live events next, grouped: a transaction's two puts come in one call */
+    int calls = s.calls;
+    etcdc_op_t two[] = {{.kind = ETCDC_OP_PUT, .key = "/w/x", .klen = 4, .val = "x", .vlen = 1},
+                        {.kind = ETCDC_OP_PUT, .key = "/w/y", .klen = 4, .val = "y", .vlen = 1}};
+    int ok;
+    int64_t trev;
+    cr_assert_eq(etcdc_txn(cli, NULL, 0, two, 2, NULL, 0, &ok, &trev, NULL, NULL), 0);
+    cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    cr_assert_eq(s.calls, calls + 1);
+    cr_assert_eq(s.rev[3], trev);
+    cr_assert_eq(s.rev[4], trev);
+    cr_assert_eq(etcdc_watch_revision(w), trev);
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+    /* nothing is delivered after stop returned */
+    put("/w/z", "z", NULL);
+    cr_assert_eq(seen_wait(&s, 6, 300), 5);
+}
+
+Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down, .timeout = 30)
+{
+    seen_t s;
+    seen_init(&s);
+    s.stop_after = 1;
+    int64_t r;
+    put("/w/seed", "0", &r);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    put("/w/1", "1", NULL);
+    cr_assert_eq(seen_wait(&s, 1, 10000), 1);
+    put("/w/2", "2", NULL);
+    cr_assert_eq(seen_wait(&s, 2, 300), 1);
+    etcdc_watch_stop(w);
+}
+
+/* kill -9 in the middle: the watch reconnects once etcd is back and delivers every
+ * write exactly once, including those made before it reconnected. */
+Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60)
+{
+    int64_t r;
+    put("/w/seed", "0", &r);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    char k[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    etcd_proc_kill(&etcd);
+    cr_assert_eq(etcd_proc_restart(&etcd), 0, "etcd did not come back");
+    /* writes right after the restart: the watch is still backing off */
+    for (int i = 5; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        int rc = -EAGAIN;
+        for (int64_t end = now_ms() + 10000; rc == -EAGAIN && now_ms() < end;)
+            if ((rc = etcdc_put(cli, S(k), S(k), 0, NULL)) == -EAGAIN)
+                nap_ms(50); /* the channel's reconnect backoff */
+        cr_assert_eq(rc, 0, "%s", etcdc_error());
+    }
+    cr_assert_eq(seen_wait(&s, 10, 20000), 10);
+    cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        cr_assert_str_eq(s.key[i], k);
+        cr_assert_eq(s.rev[i], r + 1 + i);
+    }
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+}
+
+Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down, .timeout = 30)
+{
+    int64_t r1, r3;
+    put("/w/1", "1", &r1);
+    put("/w/2", "2", NULL);
+    put("/w/3", "3", &r3);
+    char rev[32];
+    snprintf(rev, sizeof(rev), "%lld", (long long)r3);
+    cr_assert_eq(etcd_proc_ctl(&etcd, "compact", rev, NULL), 0);
+    etcdc_range_t old;
+    cr_assert_eq(etcdc_range(cli, S("/w/1"), NULL, 0, r1, 0, 0, &old), -ECANCELED);
+    cr_assert(strstr(etcdc_error(), "compacted"), "%s", etcdc_error());
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r1 + 1);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&s.mu);
+    while (s.resyncs == 0 && pthread_cond_timedwait(&s.cv, &s.mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&s.mu);
+    cr_assert_eq(s.resyncs, 1);
+    cr_assert_eq(s.compact_rev, r3);
+    cr_assert_geq(s.resync_rev, r3);
+    cr_assert_eq(s.n, 0, "events from before the compaction were delivered");
+    int64_t r4;
+    put("/w/4", "4", &r4);
+    cr_assert_eq(seen_wait(&s, 1, 10000), 1);
+    cr_assert_eq(s.rev[0], r4);
+    cr_assert_eq(s.resyncs, 1);
+    etcdc_watch_stop(w);
+}
+
+/* Stopped while etcd is down (the watch backing off), stop returns at once. */
+Test(etcdc, watch_stop_while_etcd_down, .init = up, .fini = down, .timeout = 30)
+{
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, 1);
+    etcd_proc_kill(&etcd);
+    nap_ms(300); /* let it fail and back off at least once */
+    int64_t t0 = now_ms();
+    etcdc_watch_stop(w);
+    cr_assert_lt(now_ms() - t0, 5000, "stop hung");
+}
+
+/* ---- endpoints ---- */
+
+Test(etcdc, failover_past_a_dead_endpoint, .init = up, .fini = down, .timeout = 30)
+{
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "etcd://127.0.0.1:%d,%s", etcd_proc_free_port(), etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 2000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    int64_t rev = 0;
+    /* a write that never reached the dead one is retried on the next */
+    cr_assert_eq(etcdc_put(c, S("/f"), S("v"), 0, &rev), 0, "%s", etcdc_error());
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(c, S("/f"), &kv), 0);
+    etcdc_kv_free(&kv);
+    /* a watch on a client whose first endpoint is dead */
+    etcdc_t *save = cli;
+    char spec2[128];
+    snprintf(spec2, sizeof(spec2), "127.0.0.1:%d,%s", etcd_proc_free_port(), etcd.endpoint);
+    etcdc_t *c2 = etcdc_open(spec2, 2000, err, sizeof(err));
+    cr_assert_not_null(c2);
+    cli = c2;
+    seen_t s;
+    seen_init(&s);
+    watch_w(&s, rev);
+    put("/w/k", "v", NULL);
+    cr_assert_eq(seen_wait(&s, 1, 15000), 1);
+    etcdc_close(c2); /* stops the watch too */
+    cli = save;
+    etcdc_close(c);
+}
+
+Test(etcdc, none_reachable_is_eagain, .timeout = 30)
+{
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,127.0.0.1:%d", etcd_proc_free_port(), etcd_proc_free_port());
+    etcdc_t *c = etcdc_open(spec, 2000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(c, S("/x"), &kv), -EAGAIN);
+    cr_assert(strstr(etcdc_error(), "no etcd endpoint answered"), "%s", etcdc_error());
+    cr_assert_eq(etcdc_put(c, S("/x"), S("v"), 0, NULL), -EAGAIN);
+    int ok;
+    cr_assert_eq(etcdc_txn(c, NULL, 0, NULL, 0, NULL, 0, &ok, NULL, NULL, NULL), -EAGAIN);
+    int64_t id;
+    cr_assert_eq(etcdc_lease_grant(c, 5, &id), -EAGAIN);
+    const char *e = etcdc_error();
+    for (const char *p = e; *p; p++)
+        cr_assert(*p >= 0x20, "control byte in \"%s\"", e);
+    etcdc_close(c);
+}

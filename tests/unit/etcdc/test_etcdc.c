@@ -614,3 +614,61 @@ Test(etcdc, none_reachable_is_eagain, .timeout = 30)
         cr_assert(*p >= 0x20, "control byte in \"%s\"", e);
     etcdc_close(c);
 }
+
+/* ---- a cluster: the member in use dies ---- */
+
+static etcd_proc_t members[3];
+
+static void cluster_up(void)
+{
+    cr_assert_eq(etcd_cluster_start(members, 3), 0, "the etcd cluster did not start");
+    char spec[256], err[256];
+    snprintf(spec, sizeof(spec), "etcd://%s,%s,%s", members[0].endpoint, members[1].endpoint, members[2].endpoint);
+    cli = etcdc_open(spec, 3000, err, sizeof(err));
+    cr_assert_not_null(cli, "%s", err);
+}
+
+static void cluster_down(void)
+{
+    etcdc_close(cli);
+    cli = NULL;
+    for (int i = 0; i < 3; i++)
+        etcd_proc_destroy(&members[i]);
+}
+
+/* The member the client and its watch use is killed: calls move to another member and
+ * the watch resumes there, every event once. */
+Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+{
+    int64_t r;
+    put("/w/seed", "0", &r);
+    cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    char k[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    etcd_proc_kill(&members[0]);
+    /* a read first: it may meet the dead connection and is retried on the next member
+     * (a write there would be refused as "may have been applied") */
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/w/0"), &kv), 0, "%s", etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_neq(etcdc_endpoint(cli), members[0].endpoint);
+    for (int i = 5; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 10, 20000), 10);
+    cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        cr_assert_str_eq(s.key[i], k);
+    }
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+}

@@ -1,12 +1,16 @@
 /* etcdc against a real etcd: every test starts its own (free ports, a temp data dir)
  * and kills it by PID in its fini. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etcd_proc.h"
 #include "etcdc/etcdc.h"
@@ -671,4 +675,42 @@ Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .time
     }
     cr_assert_eq(s.bad_order, 0);
     etcdc_watch_stop(w);
+}
+
+/* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Each call has its deadline: a silent endpoint costs one, then the read goes on to the
+ * next endpoint; alone, it is -ETIMEDOUT or -EAGAIN, never a hang. */
+Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
+{
+    int port, fd = silent_listener(&port);
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", port, etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 500, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    put("/s", "v", NULL);
+    etcdc_kv_t kv;
+    int rc = etcdc_get(c, S("/s"), &kv);
+    cr_assert_eq(rc, 0, "%d %s", rc, etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_close(c);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d", port);
+    c = etcdc_open(spec, 500, err, sizeof(err));
+    int64_t t0 = now_ms();
+    rc = etcdc_put(c, S("/s"), S("v"), 0, NULL);
+    cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "%d %s", rc, etcdc_error());
+    cr_assert_lt(now_ms() - t0, 10000);
+    etcdc_close(c);
+    close(fd);
 }

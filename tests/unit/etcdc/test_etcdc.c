@@ -1,12 +1,16 @@
 /* etcdc against a real etcd: every test starts its own (free ports, a temp data dir)
  * and kills it by PID in its fini. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etcd_proc.h"
 #include "etcdc/etcdc.h"
@@ -22,8 +26,13 @@ static void up(void)
     cr_assert_not_null(cli, "%s", err);
 }
 
+/* A watch's fn the test holds (watch_survives_etcd_restart): released before the
+ * client's close joins the watch thread, so a failed assertion does not hang the fini. */
+static void release_hold(void);
+
 static void down(void)
 {
+    release_hold();
     etcdc_close(cli);
     cli = NULL;
     etcd_proc_destroy(&etcd);
@@ -320,7 +329,21 @@ typedef struct {
     int resyncs;
     int64_t compact_rev, resync_rev;
     int stop_after;   /* fn returns non-zero once n reaches it (0: never) */
+    const char *hold_key; /* fn waits on seeing it until released (the watch cannot read on) */
+    int holding, released;
 } seen_t;
+
+static seen_t *held;
+
+static void release_hold(void)
+{
+    if (held == NULL)
+        return;
+    pthread_mutex_lock(&held->mu);
+    held->released = 1;
+    pthread_cond_broadcast(&held->cv);
+    pthread_mutex_unlock(&held->mu);
+}
 
 static void seen_init(seen_t *s)
 {
@@ -347,6 +370,12 @@ static int on_events(void *ud, const etcdc_event_t *evs, size_t n, int64_t revis
     s->calls++;
     int stop = s->stop_after > 0 && s->n >= s->stop_after;
     pthread_cond_broadcast(&s->cv);
+    if (s->hold_key != NULL && strcmp(s->key[s->n - 1], s->hold_key) == 0) {
+        s->holding = 1;
+        pthread_cond_broadcast(&s->cv);
+        while (!s->released)
+            pthread_cond_wait(&s->cv, &s->mu);
+    }
     pthread_mutex_unlock(&s->mu);
     return stop;
 }
@@ -446,13 +475,17 @@ Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down, .timeout = 30
 }
 
 /* kill -9 in the middle: the watch reconnects once etcd is back and delivers every
- * write exactly once, including those made before it reconnected. */
+ * write exactly once, including those made while it was cut off. fn holds the watch
+ * thread while etcd dies and comes back and the writes are made, so the stream that
+ * resumes cannot have been opened before them. */
 Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60)
 {
     int64_t r;
     put("/w/seed", "0", &r);
     seen_t s;
     seen_init(&s);
+    s.hold_key = "/w/4";
+    held = &s;
     etcdc_watch_t *w = watch_w(&s, r + 1);
     char k[16];
     for (int i = 0; i < 5; i++) {
@@ -460,9 +493,11 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
         put(k, k, NULL);
     }
     cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    pthread_mutex_lock(&s.mu);
+    cr_assert_eq(s.holding, 1);
+    pthread_mutex_unlock(&s.mu);
     etcd_proc_kill(&etcd);
     cr_assert_eq(etcd_proc_restart(&etcd), 0, "etcd did not come back");
-    /* writes right after the restart: the watch is still backing off */
     for (int i = 5; i < 10; i++) {
         snprintf(k, sizeof(k), "/w/%d", i);
         int rc = -EAGAIN;
@@ -471,6 +506,7 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
                 nap_ms(50); /* the channel's reconnect backoff */
         cr_assert_eq(rc, 0, "%s", etcdc_error());
     }
+    release_hold();
     cr_assert_eq(seen_wait(&s, 10, 20000), 10);
     cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
     for (int i = 0; i < 10; i++) {
@@ -479,7 +515,9 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
         cr_assert_eq(s.rev[i], r + 1 + i);
     }
     cr_assert_eq(s.bad_order, 0);
+    cr_assert_eq(etcdc_watch_revision(w), r + 10);
     etcdc_watch_stop(w);
+    held = NULL;
 }
 
 Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down, .timeout = 30)
@@ -579,4 +617,100 @@ Test(etcdc, none_reachable_is_eagain, .timeout = 30)
     for (const char *p = e; *p; p++)
         cr_assert(*p >= 0x20, "control byte in \"%s\"", e);
     etcdc_close(c);
+}
+
+/* ---- a cluster: the member in use dies ---- */
+
+static etcd_proc_t members[3];
+
+static void cluster_up(void)
+{
+    cr_assert_eq(etcd_cluster_start(members, 3), 0, "the etcd cluster did not start");
+    char spec[256], err[256];
+    snprintf(spec, sizeof(spec), "etcd://%s,%s,%s", members[0].endpoint, members[1].endpoint, members[2].endpoint);
+    cli = etcdc_open(spec, 3000, err, sizeof(err));
+    cr_assert_not_null(cli, "%s", err);
+}
+
+static void cluster_down(void)
+{
+    etcdc_close(cli);
+    cli = NULL;
+    for (int i = 0; i < 3; i++)
+        etcd_proc_destroy(&members[i]);
+}
+
+/* The member the client and its watch use is killed: calls move to another member and
+ * the watch resumes there, every event once. */
+Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+{
+    int64_t r;
+    put("/w/seed", "0", &r);
+    cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    char k[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    etcd_proc_kill(&members[0]);
+    /* a read first: it may meet the dead connection and is retried on the next member
+     * (a write there would be refused as "may have been applied") */
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/w/0"), &kv), 0, "%s", etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_neq(etcdc_endpoint(cli), members[0].endpoint);
+    for (int i = 5; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 10, 20000), 10);
+    cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        cr_assert_str_eq(s.key[i], k);
+    }
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+}
+
+/* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Each call has its deadline: a silent endpoint costs one, then the read goes on to the
+ * next endpoint; alone, it is -ETIMEDOUT or -EAGAIN, never a hang. */
+Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
+{
+    int port, fd = silent_listener(&port);
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", port, etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 500, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    put("/s", "v", NULL);
+    etcdc_kv_t kv;
+    int rc = etcdc_get(c, S("/s"), &kv);
+    cr_assert_eq(rc, 0, "%d %s", rc, etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_close(c);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d", port);
+    c = etcdc_open(spec, 500, err, sizeof(err));
+    int64_t t0 = now_ms();
+    rc = etcdc_put(c, S("/s"), S("v"), 0, NULL);
+    cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "%d %s", rc, etcdc_error());
+    cr_assert_lt(now_ms() - t0, 10000);
+    etcdc_close(c);
+    close(fd);
 }

@@ -11,6 +11,7 @@
 
 #define TASKS_SUITE tasks_etcd
 #define TASKS_ETCD 1
+#define TASKS_STORE "etcd"
 #define PREFIX "/faas-test/"
 
 static etcd_proc_t etcd;

@@ -126,6 +126,68 @@ static grpc_channel *channel_open(const char *target)
     return ch;
 }
 
+/* ---- the poller -------------------------------------------------------------------
+ * grpc core does its I/O on the threads that wait on completion queues. Between calls
+ * nobody waits, so a connection etcd closed (a restart, a crash) stays READY until
+ * grpc's backup poll 5 s later, and the next write goes to a dead socket and fails
+ * in a way that cannot be told from a request etcd did receive. One thread per client
+ * waits on its channels' connectivity, so a closed connection is noticed when it
+ * closes and the next call reconnects first (and idle channels keep their keepalive
+ * pings going). */
+
+enum { POLL_REARM_MS = 1000 };
+
+static void poll_arm(etcdc_t *c, size_t i)
+{
+    grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->chans[i], 0);
+    gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(POLL_REARM_MS, GPR_TIMESPAN));
+    grpc_channel_watch_connectivity_state(c->chans[i], st, until, c->poll_cq, (void *)(uintptr_t)(i + 1));
+}
+
+static void *poll_main(void *arg)
+{
+    etcdc_t *c = arg;
+    size_t armed = c->n;
+    while (armed > 0) {
+        grpc_event ev = grpc_completion_queue_next(c->poll_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            break;
+        /* under mu: etcdc_close destroys the channels once closing is set */
+        pthread_mutex_lock(&c->mu);
+        if (c->closing)
+            armed--;
+        else
+            poll_arm(c, (uintptr_t)ev.tag - 1);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return NULL;
+}
+
+static int poll_start(etcdc_t *c)
+{
+    c->poll_cq = grpc_completion_queue_create_for_next(NULL);
+    for (size_t i = 0; i < c->n; i++)
+        poll_arm(c, i);
+    if (pthread_create(&c->poller, NULL, poll_main, c) != 0)
+        return -1;
+    c->polling = 1;
+    return 0;
+}
+
+/* Joins the poller once its watches ended: destroying the channels ends them. */
+static void poll_stop(etcdc_t *c)
+{
+    if (c->polling)
+        pthread_join(c->poller, NULL);
+    if (c->poll_cq != NULL) {
+        grpc_completion_queue_shutdown(c->poll_cq);
+        while (grpc_completion_queue_next(c->poll_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(c->poll_cq);
+    }
+}
+
 etcdc_t *etcdc_open(const char *endpoints, int timeout_ms, char *err, size_t errcap)
 {
     faas_rpc_global_init();
@@ -147,6 +209,10 @@ etcdc_t *etcdc_open(const char *endpoints, int timeout_ms, char *err, size_t err
             snprintf(err, errcap, "cannot open a channel to %s", c->eps[i]);
             goto fail;
         }
+    if (poll_start(c) != 0) {
+        snprintf(err, errcap, "cannot start the client's poller thread");
+        goto fail;
+    }
     return c;
 fail:
     if (endpoints == NULL)
@@ -160,11 +226,15 @@ void etcdc_close(etcdc_t *c)
     if (c == NULL)
         return;
     ec_watch_stop_all(c);
-    for (size_t i = 0; i < c->n; i++) {
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < c->n; i++)
         if (c->chans && c->chans[i])
             grpc_channel_destroy(c->chans[i]);
+    poll_stop(c);
+    for (size_t i = 0; i < c->n; i++)
         free(c->eps[i]);
-    }
     free(c->chans);
     free(c->eps);
     pthread_mutex_destroy(&c->mu);

@@ -18,6 +18,10 @@ struct etcdc {
     pthread_mutex_t mu;            /* guards cur and watches */
     size_t cur;                    /* the endpoint in use */
     struct etcdc_watch *watches;   /* still running, stopped by etcdc_close */
+    int closing;                   /* the poller arms no more watches (mu) */
+    grpc_completion_queue *poll_cq; /* the poller's connectivity watches */
+    pthread_t poller;
+    int polling; /* the poller thread runs */
 };
 
 /* How far a failed call may be retried on the next endpoint. */

@@ -22,8 +22,13 @@ static void up(void)
     cr_assert_not_null(cli, "%s", err);
 }
 
+/* A watch's fn the test holds (watch_survives_etcd_restart): released before the
+ * client's close joins the watch thread, so a failed assertion does not hang the fini. */
+static void release_hold(void);
+
 static void down(void)
 {
+    release_hold();
     etcdc_close(cli);
     cli = NULL;
     etcd_proc_destroy(&etcd);
@@ -320,7 +325,21 @@ typedef struct {
     int resyncs;
     int64_t compact_rev, resync_rev;
     int stop_after;   /* fn returns non-zero once n reaches it (0: never) */
+    const char *hold_key; /* fn waits on seeing it until released (the watch cannot read on) */
+    int holding, released;
 } seen_t;
+
+static seen_t *held;
+
+static void release_hold(void)
+{
+    if (held == NULL)
+        return;
+    pthread_mutex_lock(&held->mu);
+    held->released = 1;
+    pthread_cond_broadcast(&held->cv);
+    pthread_mutex_unlock(&held->mu);
+}
 
 static void seen_init(seen_t *s)
 {
@@ -347,6 +366,12 @@ static int on_events(void *ud, const etcdc_event_t *evs, size_t n, int64_t revis
     s->calls++;
     int stop = s->stop_after > 0 && s->n >= s->stop_after;
     pthread_cond_broadcast(&s->cv);
+    if (s->hold_key != NULL && strcmp(s->key[s->n - 1], s->hold_key) == 0) {
+        s->holding = 1;
+        pthread_cond_broadcast(&s->cv);
+        while (!s->released)
+            pthread_cond_wait(&s->cv, &s->mu);
+    }
     pthread_mutex_unlock(&s->mu);
     return stop;
 }
@@ -446,13 +471,17 @@ Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down, .timeout = 30
 }
 
 /* kill -9 in the middle: the watch reconnects once etcd is back and delivers every
- * write exactly once, including those made before it reconnected. */
+ * write exactly once, including those made while it was cut off. fn holds the watch
+ * thread while etcd dies and comes back and the writes are made, so the stream that
+ * resumes cannot have been opened before them. */
 Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60)
 {
     int64_t r;
     put("/w/seed", "0", &r);
     seen_t s;
     seen_init(&s);
+    s.hold_key = "/w/4";
+    held = &s;
     etcdc_watch_t *w = watch_w(&s, r + 1);
     char k[16];
     for (int i = 0; i < 5; i++) {
@@ -460,9 +489,11 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
         put(k, k, NULL);
     }
     cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    pthread_mutex_lock(&s.mu);
+    cr_assert_eq(s.holding, 1);
+    pthread_mutex_unlock(&s.mu);
     etcd_proc_kill(&etcd);
     cr_assert_eq(etcd_proc_restart(&etcd), 0, "etcd did not come back");
-    /* writes right after the restart: the watch is still backing off */
     for (int i = 5; i < 10; i++) {
         snprintf(k, sizeof(k), "/w/%d", i);
         int rc = -EAGAIN;
@@ -471,6 +502,7 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
                 nap_ms(50); /* the channel's reconnect backoff */
         cr_assert_eq(rc, 0, "%s", etcdc_error());
     }
+    release_hold();
     cr_assert_eq(seen_wait(&s, 10, 20000), 10);
     cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
     for (int i = 0; i < 10; i++) {
@@ -479,7 +511,9 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
         cr_assert_eq(s.rev[i], r + 1 + i);
     }
     cr_assert_eq(s.bad_order, 0);
+    cr_assert_eq(etcdc_watch_revision(w), r + 10);
     etcdc_watch_stop(w);
+    held = NULL;
 }
 
 Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down, .timeout = 30)

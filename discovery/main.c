@@ -157,15 +157,13 @@ int main(int argc, char **argv)
     disc_store_set_max_fetch(st, o.max_artifact);
     if (load_token(&o, &token) != 0 || configure_client(&o, &token) != 0)
         goto out;
-    /* ---- TASK STORE ON ETCD (branch a16-dtasks) -----------------------------------
-     * With --store etcd the async tasks belong in etcd too:
-     *     if (o.store_etcd)
-     *         tasks = disc_task_open_etcd(disc_store_etcd(st), o.etcd_prefix, &err);
-     * Until that lands they stay in STATE_DIR's SQLite, local to this discovery.
-     * ------------------------------------------------------------------------------ */
-    /* NORMAL like the function store: in WAL mode a commit survives a crash of the
-     * process; only an OS crash or power loss can take the last commits (docs/async.md) */
-    if ((tasks = disc_task_open(o.state_dir, DISC_TASK_SYNC_NORMAL, &err)) == NULL) {
+    /* With --store etcd the async tasks live there too, under the same prefix, so every
+     * discovery serves one queue (docs/async.md, "The task store on etcd"). On SQLite,
+     * NORMAL like the function store: in WAL mode a commit survives a crash of the
+     * process; only an OS crash or power loss can take the last commits. */
+    tasks = o.store_etcd ? disc_task_open_etcd(disc_store_etcd(st), o.etcd_prefix, &err)
+                         : disc_task_open(o.state_dir, DISC_TASK_SYNC_NORMAL, &err);
+    if (tasks == NULL) {
         FAAS_ERROR("event=start_failed state_dir=%s msg=\"%s\"", o.state_dir, err);
         goto out;
     }
@@ -215,9 +213,9 @@ out:
     if (tasks)
         disc_task_stop_reaper(tasks);
     disc_service_free(svc);   /* answers what is queued: it still uses the store */
+    disc_task_close(tasks);   /* on etcd it uses the store's client: before the store */
     disc_store_close(st);     /* stops the etcd watch before the registry it feeds goes */
     disc_registry_free(reg);
-    disc_task_close(tasks);
     if (exit_code == 0)
         FAAS_INFO("event=stopped");
     return exit_code;

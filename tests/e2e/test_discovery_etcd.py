@@ -304,3 +304,18 @@ def test_holders_that_lost_the_bytes_answer_at_once(tmp, two):
         a.fetch(sha)  # its 10 s deadline would end a mutual wait as DEADLINE_EXCEEDED
     assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
     assert "no such code artifact on this discovery" in e.value.details()
+
+
+def test_tasks_submitted_through_one_are_served_by_the_other(tmp, two):
+    """With --store etcd the async task store is on etcd too (main.c wires it)."""
+    a, b = two
+    sha = a.upload(b"task code")["sha256"]
+    a.deploy(spec("work", sha))
+    tid = "c" * 32
+    t = {"id": tid, "function": "work", "request": {"method": "POST", "path": "/", "body": b"x"}}
+    assert a.unary("SubmitTask", "Task", t, "Task")["id"] == tid
+    got = b.unary("GetTask", "TaskId", {"id": tid}, "Task")
+    assert got["id"] == tid and got["function"] == "work"
+    claimed = b.unary("ClaimTasks", "ClaimRequest", {"function": "work", "max": 5, "claimer": "e2e"},
+                      "TaskList").get("tasks", [])
+    assert [c["id"] for c in claimed] == [tid]

@@ -59,6 +59,10 @@ Test(tasks_etcd, a_task_submitted_through_one_store_is_claimed_and_finished_thro
     cr_assert_not_null(other, "%s", err);
     disc_task_set_lookup(other, lookup, NULL);
     cr_assert_eq(submit(1, "fn", 1000), 0);
+    etcdc_kv_t kv;
+    const char *key = PREFIX "async/tasks/00000000000000000000000000000001";
+    cr_assert_eq(etcdc_get(c2, key, strlen(key), &kv), 0, "in its own subtree of the prefix");
+    etcdc_kv_free(&kv);
     Faas__TaskList *l = NULL;
     cr_assert_eq(disc_task_claim(other, "fn", 10, 1000, 2000, &l), 0);
     cr_assert_eq(l->n_tasks, 1);

@@ -377,8 +377,7 @@ static void etcd_commit_batch(disc_tasks_t *ts, disc_pending_t *batch)
             p->rc = -ENOMEM;
             continue;
         }
-        if (b->nop > 0 &&
-            (b->nop + 10 > TXN_OPS || b->bytes + p->req_len + 1024 > TXN_BYTES || staged_id(from, p))) {
+        if (b->nop > 0 && (b->nop + 10 > TXN_OPS || b->bytes + p->req_len + 1024 > TXN_BYTES || staged_id(from, p))) {
             commit_chunk(ts, b, from, p, &ok_n);
             from = p;
         }
@@ -603,8 +602,8 @@ static void chunk_free(chunk_t *c)
 }
 
 /* Stages the claim of one due task; 1 if staged, 0 if it is no longer claimable. */
-static int stage_claim(disc_tasks_t *ts, txb_t *b, chunk_t *c, const char *id, const char *function,
-                       uint32_t lease_ms, int64_t now_ms)
+static int stage_claim(disc_tasks_t *ts, txb_t *b, chunk_t *c, const char *id, const char *function, uint32_t lease_ms,
+                       int64_t now_ms)
 {
     Faas__Task *t = NULL;
     disc_row_t x = {0};

@@ -241,3 +241,48 @@ Test(tasks_etcd, etcd_down_fails_calls_and_keeps_what_was_accepted, .timeout = 6
     Faas__Task *t = NULL;
     cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000002", &t), -ENOENT);
 }
+
+typedef struct {
+    disc_tasks_t *ts;
+    int n;
+} expirer_t;
+
+static void *expirer(void *p)
+{
+    expirer_t *e = p;
+    e->n = disc_task_expire(e->ts, 100000);
+    return NULL;
+}
+
+/* Two reapers at once: each lapsed task fails its attempt once (twice would end a task
+ * of "two", whose second attempt is its last). */
+Test(tasks_etcd, two_reapers_expire_each_lapsed_task_once, .timeout = 60)
+{
+    const char *err = NULL;
+    etcdc_t *c2 = connect_etcd();
+    disc_tasks_t *other = disc_task_open_etcd(c2, PREFIX, &err);
+    cr_assert_not_null(other, "%s", err);
+    disc_task_set_lookup(other, lookup, NULL);
+    for (unsigned i = 1; i <= 60; i++)
+        cr_assert_eq(submit(i, "two", (int64_t)i), 0);
+    size_t taken = 0;
+    for (int k = 0; k < 3; k++)
+        taken += n_claimed("two", 100, 1000); /* in pages under the default concurrency of 16 */
+    cr_assert_eq(taken, 16);
+    expirer_t e[2] = {{ts, 0}, {other, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, expirer, &e[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    cr_assert(e[0].n >= 0 && e[1].n >= 0, "%d %d", e[0].n, e[1].n);
+    cr_assert_eq(e[0].n + e[1].n, 16, "each lapse once between them (%d + %d)", e[0].n, e[1].n);
+    for (unsigned i = 1; i <= 16; i++) {
+        Faas__Task *t = get(i);
+        cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED, "task %u: one failed attempt, retried", i);
+        cr_assert_eq(t->attempts, 1);
+        faas__task__free_unpacked(t, NULL);
+    }
+    disc_task_close(other);
+    etcdc_close(c2);
+}

@@ -286,3 +286,76 @@ Test(tasks_etcd, two_reapers_expire_each_lapsed_task_once, .timeout = 60)
     disc_task_close(other);
     etcdc_close(c2);
 }
+
+#define CANCEL_TASKS 200
+
+typedef struct {
+    disc_tasks_t *ts;
+    int cancelled[CANCEL_TASKS + 1]; /* 1: cancelled while queued, 2: cancel requested (running) */
+    int errors;
+} canceller_t;
+
+static void *canceller(void *p)
+{
+    canceller_t *c = p;
+    for (unsigned i = CANCEL_TASKS; i >= 1; i--) { /* newest first: it meets the claims, oldest first */
+        char id[33];
+        Faas__Task *t = NULL;
+        mkid(id, i);
+        if (disc_task_cancel(c->ts, id, 5000, &t) != 0) {
+            c->errors++;
+            continue;
+        }
+        c->cancelled[i] = t->status == FAAS__TASK__STATUS__CANCELLED ? 1 : 2;
+        faas__task__free_unpacked(t, NULL);
+    }
+    return NULL;
+}
+
+/* A cancel through one store racing claims through another: a task its cancel ended
+ * while queued is never handed out, and one it found running was claimed. */
+Test(tasks_etcd, a_cancel_racing_a_claim_on_another_store_never_both_win, .timeout = 60)
+{
+    const char *err = NULL;
+    static char claimed[CANCEL_TASKS + 1];
+    etcdc_t *c2 = connect_etcd();
+    disc_tasks_t *other = disc_task_open_etcd(c2, PREFIX, &err);
+    cr_assert_not_null(other, "%s", err);
+    disc_task_set_lookup(other, lookup, NULL);
+    for (unsigned i = 1; i <= CANCEL_TASKS; i++)
+        cr_assert_eq(submit(i, "wide", (int64_t)i), 0);
+    static canceller_t c;
+    c.ts = ts;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, canceller, &c), 0);
+    for (int idle = 0; idle < 20;) {
+        Faas__TaskList *l = NULL;
+        cr_assert_eq(disc_task_claim(other, "wide", 5, 60000, 5000, &l), 0);
+        idle = l->n_tasks ? 0 : idle + 1;
+        for (size_t i = 0; i < l->n_tasks; i++) {
+            unsigned n = 0;
+            cr_assert_eq(sscanf(l->tasks[i]->id, "%x", &n), 1);
+            cr_assert_eq(claimed[n], 0, "task %u claimed twice", n);
+            claimed[n] = 1;
+        }
+        faas__task_list__free_unpacked(l, NULL);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(c.errors, 0);
+    unsigned both = 0, ran = 0;
+    for (unsigned i = 1; i <= CANCEL_TASKS; i++) {
+        cr_assert_neq(c.cancelled[i], 0, "task %u: its cancel answered", i);
+        if (c.cancelled[i] == 1)
+            cr_assert_eq(claimed[i], 0, "task %u: cancelled while queued, then claimed", i);
+        else
+            cr_assert_eq(claimed[i], 1, "task %u: found running, never claimed", i);
+        both += c.cancelled[i] == 2;
+        ran += claimed[i];
+        Faas__Task *t = get(i);
+        cr_assert_eq(t->status, c.cancelled[i] == 1 ? FAAS__TASK__STATUS__CANCELLED : FAAS__TASK__STATUS__RUNNING);
+        faas__task__free_unpacked(t, NULL);
+    }
+    fprintf(stderr, "cancel race: %u claimed, %u of them cancelled while running\n", ran, both);
+    disc_task_close(other);
+    etcdc_close(c2);
+}

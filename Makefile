@@ -69,7 +69,7 @@ DEPLOY_LIB    := $(filter-out %/faasctl.o %/faasd.o,$(call objs_of,deploy))
 
 BINS := $(BIN_discovery) $(BIN_workermgr) $(BIN_agent) $(BIN_gateway) $(BIN_faasctl) $(BIN_faasd)
 
-.PHONY: all deps test unit e2e run asan test-asan unit-asan fuzz bench clean format
+.PHONY: all deps test unit e2e run asan test-asan unit-asan fuzz bench clean format install uninstall
 all: $(BINS) $(EXAMPLES) $(TEST_IMAGE_SRVS)
 
 $(BIN_discovery): $(call objs_of,discovery) $(ETCDC_OBJS) $(COMMON_OBJS)
@@ -250,3 +250,42 @@ format:
 
 clean:
 	rm -rf build $(ASAN_BUILD) $(FUZZ_BUILD) examples/hello-http/hello
+
+# ---- install (docs/packaging.md) --------------------------------------------------
+# `make install PREFIX=/usr DESTDIR=/tmp/root` needs no root. The agent goes next to
+# faas-workermgr, where it looks by default; the units are rendered for PREFIX; the
+# manifests, the env file and the TLS drop-ins are examples under share/faas, not
+# config: nothing is written to /etc.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BINDIR   := $(PREFIX)/bin
+UNITDIR  := $(PREFIX)/lib/systemd/system
+SHAREDIR := $(PREFIX)/share/faas
+INSTALL  ?= install
+INST_BINS  := $(notdir $(BINS))
+INST_UNITS := $(patsubst deploy/systemd/%.in,%,$(wildcard deploy/systemd/*.service.in))
+INST_SHARE := $(wildcard deploy/systemd/faas.env deploy/systemd/tls/*.conf deploy/k8s/*.yaml deploy/k8s/Dockerfile) \
+              docs/packaging.md
+
+$(BUILD)/systemd/%.service: deploy/systemd/%.service.in FORCE
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(SHAREDIR)|g' $< > $@.tmp && mv -f $@.tmp $@
+
+install: $(BINS) $(addprefix $(BUILD)/systemd/,$(INST_UNITS))
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+	  $(sort $(dir $(addprefix $(DESTDIR)$(SHAREDIR)/,$(patsubst deploy/%,%,$(patsubst docs/%,%,$(INST_SHARE))))))
+	$(INSTALL) -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 0644 $(addprefix $(BUILD)/systemd/,$(INST_UNITS)) $(DESTDIR)$(UNITDIR)/
+	$(Q)set -e; for f in $(INST_SHARE); do \
+	  d=$${f#deploy/}; d=$${d#docs/}; $(INSTALL) -m 0644 $$f $(DESTDIR)$(SHAREDIR)/$$d; done
+
+# Removes exactly what install put, and share/faas's directories; bin and the unit
+# directory are shared with other packages and stay.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(INST_BINS)) $(addprefix $(DESTDIR)$(UNITDIR)/,$(INST_UNITS))
+	rm -f $(addprefix $(DESTDIR)$(SHAREDIR)/,$(patsubst deploy/%,%,$(patsubst docs/%,%,$(INST_SHARE))))
+	-rmdir $(DESTDIR)$(SHAREDIR)/systemd/tls $(DESTDIR)$(SHAREDIR)/systemd $(DESTDIR)$(SHAREDIR)/k8s \
+	  $(DESTDIR)$(SHAREDIR) 2>/dev/null
+
+.PHONY: FORCE
+FORCE:

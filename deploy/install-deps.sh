@@ -12,6 +12,7 @@ PKGS=(
   python3 python3-pytest python3-grpcio python3-thrift
   curl wrk nginx-light iproute2 procps psmisc
   prometheus umoci busybox-static
+  etcd-server etcd-client golang-etcd-server-dev
 )
 
 missing=()
@@ -33,8 +34,12 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # nginx-light's package starts a system nginx on port 80; the bench runs its own.
 # prometheus is here for promtool (the metrics lint of the e2e tests); its server,
 # which the package starts on :9090, is not wanted.
-for svc in nginx prometheus; do
+# etcd-server's package starts a system etcd on :2379; discovery is pointed at the
+# operator's cluster and the tests start their own (tests/e2e/etcd_util.py).
+for svc in nginx prometheus etcd; do
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 done
-if [[ -x /etc/init.d/prometheus ]]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
+for svc in prometheus etcd; do
+  if [[ -x /etc/init.d/$svc ]]; then /etc/init.d/$svc stop >/dev/null 2>&1 || true; fi
+done
 pkill -x nginx 2>/dev/null || true

@@ -36,6 +36,8 @@ typedef struct {
     void *ud;
     int rc;
     int unreachable; /* MSG_ACQ_FAIL: the worker manager was not reached */
+    char worker[64]; /* MSG_ACQ_*: the worker the Acquire went to */
+    disp_place_need_t need;
     uint8_t *resp;
     size_t rlen;
 } ctl_msg_t;
@@ -46,27 +48,30 @@ typedef struct job {
     const char *method; /* a discovery call (disp_discovery_call) */
     disp_rpc_cb cb;
     void *ud;
-    char addr[128], fn[64], rid[72];
+    char addr[128], fn[64], rid[72], worker[64];
     uint64_t version;
+    disp_place_need_t need; /* what placement charged the worker with */
     uint8_t *pb;
     size_t len;
     uint32_t timeout_ms;
 } job_t;
 
-typedef struct {
-    char id[64], addr[128];
-    uint32_t pool_ready;
-    uint32_t gen;
-} worker_t;
-
 static h2o_multithread_queue_t *mq;
 static h2o_multithread_receiver_t rx;
-static pthread_mutex_t jmu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t jcv = PTHREAD_COND_INITIALIZER;
-static job_t *jhead, **jtail = &jhead;
+/* Two job queues, each with a pool of its own: worker-manager calls (Acquire, Release)
+ * never wait behind discovery calls (task claims, submissions, reports), which come in
+ * thousands a second with thousands of functions (make bench, cp). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job_t *head, **tail;
+} jobq_t;
+
+static jobq_t wm_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &wm_q.head};
+static jobq_t disc_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &disc_q.head};
 
 /* loop-thread only */
-static worker_t *workers;
+static disp_worker_t *workers;
 static size_t nworkers, capworkers, rr;
 
 /* ---- channels, shared by the pool threads ----
@@ -182,6 +187,8 @@ static void run_acquire(job_t *j)
     ctl_msg_t *m = calloc(1, sizeof(*m));
     snprintf(m->fn, sizeof(m->fn), "%s", j->fn);
     snprintf(m->rid, sizeof(m->rid), "%s", j->rid);
+    snprintf(m->worker, sizeof(m->worker), "%s", j->worker);
+    m->need = j->need;
     m->version = j->version;
     uint64_t t0 = faas_now_us();
     uint8_t *resp = NULL;
@@ -191,8 +198,11 @@ static void run_acquire(job_t *j)
                                          &resp, &rlen, m->err, sizeof(m->err));
     m->ms = (faas_now_us() - t0) / 1000;
     /* the worker manager's own UNAVAILABLE (a cold start that failed) comes over a
-     * connected channel; a dead or restarting one leaves it unconnected */
-    m->unreachable = ch == NULL || (rc == FAAS_GRPC_UNAVAILABLE && !faas_rpc_channel_connected(ch));
+     * connected channel; a dead or restarting one leaves it unconnected. It bounds a
+     * cold start by timeout_ms itself: our deadline, a second later, means no answer
+     * at all (a hung or partitioned host) */
+    m->unreachable = ch == NULL || (rc == FAAS_GRPC_UNAVAILABLE && !faas_rpc_channel_connected(ch)) ||
+                     rc == FAAS_GRPC_DEADLINE_EXCEEDED;
     if (c != NULL)
         chan_put(c, rc);
     if (rc == 0) {
@@ -250,14 +260,15 @@ static void run_discovery_call(job_t *j)
 
 static void *pool_main(void *arg)
 {
+    jobq_t *q = arg;
     for (;;) {
-        pthread_mutex_lock(&jmu);
-        while (jhead == NULL)
-            pthread_cond_wait(&jcv, &jmu);
-        job_t *j = jhead;
-        if ((jhead = j->next) == NULL)
-            jtail = &jhead;
-        pthread_mutex_unlock(&jmu);
+        pthread_mutex_lock(&q->mu);
+        while (q->head == NULL)
+            pthread_cond_wait(&q->cv, &q->mu);
+        job_t *j = q->head;
+        if ((q->head = j->next) == NULL)
+            q->tail = &q->head;
+        pthread_mutex_unlock(&q->mu);
         if (j->method != NULL)
             run_discovery_call(j);
         else if (j->release)
@@ -272,30 +283,41 @@ static void *pool_main(void *arg)
 
 static void push_job(job_t *j)
 {
-    pthread_mutex_lock(&jmu);
-    *jtail = j;
-    jtail = &j->next;
-    pthread_cond_signal(&jcv);
-    pthread_mutex_unlock(&jmu);
+    jobq_t *q = j->method != NULL ? &disc_q : &wm_q;
+    pthread_mutex_lock(&q->mu);
+    *q->tail = j;
+    q->tail = &j->next;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
 }
 
 /* ---- loop side ---- */
 
-static worker_t *pick_worker(void)
+static disp_worker_t *find_worker(const char *id)
 {
-    worker_t *best = NULL;
-    for (size_t k = 0; k < nworkers; k++) {
-        worker_t *w = &workers[(rr + k) % nworkers];
-        if (best == NULL || w->pool_ready > best->pool_ready)
-            best = w;
-    }
+    for (size_t k = 0; k < nworkers; k++)
+        if (strcmp(workers[k].id, id) == 0)
+            return &workers[k];
+    return NULL;
+}
+
+/* The best worker by place.c's score; ties rotate over successive Acquires. */
+static disp_worker_t *pick_worker(const disp_place_need_t *need)
+{
+    disp_worker_t *best = disp_place_pick(workers, nworkers, rr, need, faas_now_ms());
     rr++;
     return best;
 }
 
+size_t disp_control_workers_up(void)
+{
+    return disp_place_nup(workers, nworkers, faas_now_ms());
+}
+
 int disp_control_acquire(disp_fn_t *fn, const char *request_id)
 {
-    worker_t *w = pick_worker();
+    disp_place_need_t need = {.cpu_milli = fn->p.cpu_milli, .mem_bytes = fn->p.memory_bytes};
+    disp_worker_t *w = pick_worker(&need);
     if (w == NULL || fn->spec_pb == NULL)
         return -1;
     uint32_t cst = disp_g.cfg.cold_start_timeout_ms
@@ -312,22 +334,20 @@ int disp_control_acquire(disp_fn_t *fn, const char *request_id)
     j->pb = faas_pb_pack(&ar.base, &j->len);
     faas__function_spec__free_unpacked(spec, NULL);
     snprintf(j->addr, sizeof(j->addr), "%s", w->addr);
+    snprintf(j->worker, sizeof(j->worker), "%s", w->id);
     snprintf(j->fn, sizeof(j->fn), "%.*s", (int)fn->name_len, fn->name);
     snprintf(j->rid, sizeof(j->rid), "%s", request_id);
     j->version = fn->p.version;
     j->timeout_ms = cst;
-    if (w->pool_ready > 0)
-        w->pool_ready--; /* until the worker's next report, assume we took one */
+    j->need = need;
+    disp_place_charge(&w->pl, &need, faas_now_ms());
     push_job(j);
     return 0;
 }
 
 void disp_control_release(disp_inst_t *inst, const char *reason)
 {
-    worker_t *w = NULL;
-    for (size_t k = 0; k < nworkers; k++)
-        if (strcmp(workers[k].id, inst->worker_id) == 0)
-            w = &workers[k];
+    disp_worker_t *w = find_worker(inst->worker_id);
     if (w == NULL)
         return; /* its worker is gone, and with it the instance */
     Faas__ReleaseRequest rr_ = FAAS__RELEASE_REQUEST__INIT;
@@ -343,21 +363,23 @@ void disp_control_release(disp_inst_t *inst, const char *reason)
 
 static void worker_put(const Faas__Worker *pw)
 {
-    worker_t *w = NULL;
-    for (size_t k = 0; k < nworkers; k++)
-        if (strcmp(workers[k].id, pw->id) == 0)
-            w = &workers[k];
+    disp_worker_t *w = find_worker(pw->id);
     if (w == NULL) {
         if (nworkers == capworkers) {
+            disp_worker_t *nw = realloc(workers, (capworkers ? capworkers * 2 : 8) * sizeof(*workers));
+            if (nw == NULL) {
+                FAAS_ERROR("event=worker_oom worker=%s", pw->id);
+                return;
+            }
+            workers = nw;
             capworkers = capworkers ? capworkers * 2 : 8;
-            workers = realloc(workers, capworkers * sizeof(*workers));
         }
         w = &workers[nworkers++];
         memset(w, 0, sizeof(*w));
         snprintf(w->id, sizeof(w->id), "%s", pw->id);
     }
     snprintf(w->addr, sizeof(w->addr), "%s", pw->address);
-    w->pool_ready = pw->pool_ready;
+    disp_place_report(&w->pl, pw); /* it renewed its lease: up again, charges replaced */
     w->gen = disp_g.snap_gen;
 }
 
@@ -385,6 +407,8 @@ static void function_put(const Faas__FunctionSpec *s)
         .cold_start_timeout_ms = s->cold_start_timeout_ms ? s->cold_start_timeout_ms : FAAS_SPEC_DEFAULT_COLD_START_MS,
         .idle_timeout_ms = s->idle_timeout_ms ? s->idle_timeout_ms : FAAS_SPEC_DEFAULT_IDLE_TIMEOUT_MS,
         .max_duration_ms = s->max_duration_ms,
+        .memory_bytes = s->resources != NULL ? s->resources->memory_bytes : 0,
+        .cpu_milli = s->resources != NULL ? s->resources->cpu_millis : 0,
         .max_body_bytes = s->max_body_bytes,
         .async_concurrency =
             s->async != NULL && s->async->concurrency ? s->async->concurrency : FAAS_SPEC_DEFAULT_ASYNC_CONCURRENCY,
@@ -496,10 +520,17 @@ static void acquired(ctl_msg_t *m)
         return;
     if (fn->acquiring > 0)
         fn->acquiring--;
+    disp_worker_t *w = find_worker(m->worker); /* NULL once its lease lapsed */
+    if (w != NULL && m->kind == MSG_ACQ_FAIL && m->unreachable) {
+        disp_place_unreached(&w->pl, &m->need, faas_now_ms());
+        FAAS_WARN("event=worker_down worker=%s for_ms=%u fn=%s", w->id, w->pl.backoff_ms, m->fn);
+    } else if (w != NULL) {
+        disp_place_reached(&w->pl); /* it answered, even if the function failed */
+    }
     if (m->kind == MSG_ACQ_FAIL) {
         disp_g.acquire_failures++;
-        FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn, m->ms,
-                   m->err);
+        FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s worker=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn,
+                   m->worker, m->ms, m->err);
         char why[256]; /* the worker manager's reason, never a transport error's addresses */
         faas_cold_start_public(why, sizeof(why), m->fn, m->err);
         /* not reached (restarting after a crash, shutting down): not the function's fault */
@@ -519,8 +550,8 @@ static void acquired(ctl_msg_t *m)
         inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     }
     disp_g.cold_starts++;
-    FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s total_us=%u", m->rid, m->fn, m->ms,
-              pi->id, m->reply->timing ? m->reply->timing->total_us : 0);
+    FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s worker=%s total_us=%u", m->rid, m->fn,
+              m->ms, pi->id, m->worker, m->reply->timing ? m->reply->timing->total_us : 0);
     disp_on_instance_ready(fn);
 }
 
@@ -557,8 +588,10 @@ int disp_control_start(const char **err)
     h2o_multithread_register_receiver(mq, &rx, on_messages);
     faas_rpc_global_init();
     pthread_t tid;
-    for (int i = 0; i < N_WORKERS; i++)
-        h2o_multithread_create_thread(&tid, NULL, pool_main, NULL);
+    for (int i = 0; i < N_WORKERS; i++) {
+        h2o_multithread_create_thread(&tid, NULL, pool_main, &wm_q);
+        h2o_multithread_create_thread(&tid, NULL, pool_main, &disc_q);
+    }
     h2o_multithread_create_thread(&tid, NULL, watch_main, (void *)disp_g.cfg.discovery);
     return 0;
 }

@@ -164,9 +164,11 @@ void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
         fail_waiters(fn, FAAS_ERR_UNAVAILABLE, why);
 }
 
-/* A worker manager that cannot be reached (restarting after a crash, say) fails no
- * held call: they keep their place and their own deadlines (cold start timeout, the
- * call's), and the Acquire is tried again shortly, by then maybe on another worker. */
+/* A worker manager that cannot be reached (restarting after a crash, a host that went
+ * away) fails no held call: they keep their place and their own deadlines (cold start
+ * timeout, the call's). control.c has marked it down, so while another worker is up
+ * the Acquire goes there at once; when every worker is down it is tried again shortly
+ * (placement then takes a down one: the retry must go somewhere). */
 #define ACQUIRE_RETRY_MS 100
 /* ... for as long as a restart takes (0.2-0.6 s measured), not for a cold start's
  * whole timeout: a worker manager that stays away is a 503 + Retry-After after this */
@@ -180,9 +182,28 @@ static void on_acquire_retry(disp_timer_t *t)
         disp_on_instance_ready(fn); /* an instance, or a new Acquire, or no worker at all */
 }
 
+/* Re-issues the Acquires the held calls lack on the workers still up; 1 if any went. */
+static int replace_acquire(disp_fn_t *fn)
+{
+    if (disp_control_workers_up() == 0)
+        return 0;
+    uint32_t before = fn->acquiring;
+    disp_on_instance_ready(fn); /* counts the Acquires in flight: only the lost ones go again */
+    if (fn->acquiring <= before)
+        return 0;
+    disp_g.acquire_retries += fn->acquiring - before;
+    FAAS_INFO("event=acquire_replaced fn=%.*s acquires=%u msg=\"worker manager not reached, another worker is up\"",
+              (int)fn->name_len, fn->name, fn->acquiring - before);
+    return 1;
+}
+
 void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why)
 {
-    if (fn->nwaiters == 0 || fn->acquire_retry_armed)
+    if (fn->nwaiters == 0)
+        return;
+    if (replace_acquire(fn))
+        return;
+    if (fn->acquire_retry_armed)
         return;
     if (fn->acquiring != 0 || has_current_instance(fn))
         return; /* the calls have something else to wait for */
@@ -276,6 +297,11 @@ void disp_metrics(FILE *out)
             "# HELP faas_cold_start_failures_total Acquire calls that failed.\n"
             "# TYPE faas_cold_start_failures_total counter\nfaas_cold_start_failures_total %" PRIu64 "\n",
             disp_g.acquire_failures);
+    fprintf(out,
+            "# HELP faas_gateway_acquire_retries_total Acquire calls placed again at once on another worker "
+            "(the first one's worker manager was not reached).\n"
+            "# TYPE faas_gateway_acquire_retries_total counter\nfaas_gateway_acquire_retries_total %" PRIu64 "\n",
+            disp_g.acquire_retries);
     fprintf(out, "# HELP faas_queue_depth Requests held waiting for an instance.\n# TYPE faas_queue_depth gauge\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];

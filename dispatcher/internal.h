@@ -48,6 +48,8 @@ typedef struct {
     uint32_t async_concurrency; /* async tasks claimed at once */
     uint32_t async_timeout_ms;  /* one task attempt's limit, told to the agent */
     uint64_t async_max_result;  /* bytes of a task's result body, told to the agent */
+    uint64_t memory_bytes;      /* Resources.memory_bytes (0: none given): placement's fit test */
+    uint32_t cpu_milli;         /* Resources.cpu_millis (0: unlimited): placement's charge */
 } disp_fn_params_t;
 
 typedef struct disp_fn {
@@ -163,6 +165,57 @@ size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, si
 /* Called when an instance is freed (tests watch it). */
 extern void (*disp_inst_free_hook)(disp_inst_t *inst);
 
+/* ---- placement of a cold start (place.c, pure: callers pass now_ms) ----
+ * What this gateway knows of one worker manager's host: its last report (Worker) and
+ * what the gateway itself did there since, so a burst spreads before the next report. */
+typedef struct {
+    uint32_t pool_ready; /* as reported, less the warm pods we took since */
+    uint32_t cpus_milli, cpu_free_milli;
+    uint64_t mem_total, mem_free; /* all four 0: the worker reports no load */
+    uint32_t charge_cpu_milli;    /* Acquires we placed here since its last report */
+    uint64_t charge_mem;
+    uint64_t charged_ms;    /* when the first of those charges was made; 0: none */
+    uint64_t down_until_ms; /* an Acquire did not reach it: skipped until then */
+    uint32_t backoff_ms;    /* the last down period; doubles, reset by a success */
+} disp_place_t;
+
+/* What one instance of the function asks of a host. */
+typedef struct {
+    uint32_t cpu_milli; /* charged per Acquire: the spec's CPU quota, else DISP_PLACE_CPU_CHARGE */
+    uint64_t mem_bytes; /* the spec's memory limit; 0 = none given (no fit test) */
+} disp_place_need_t;
+
+typedef struct {
+    char id[64], addr[128];
+    uint32_t gen;
+    disp_place_t pl;
+} disp_worker_t;
+
+#define DISP_PLACE_CPU_CHARGE 100           /* milli-cores per Acquire when the spec sets none */
+#define DISP_PLACE_MEM_CHARGE (64ull << 20) /* bytes per Acquire when the spec sets no limit */
+#define DISP_PLACE_CHARGE_MS 5000           /* charges older than this are dropped (no report came) */
+#define DISP_PLACE_BACKOFF_MIN_MS 1000
+#define DISP_PLACE_BACKOFF_MAX_MS 10000
+
+/* The worker's placement key, higher is better (docs/scaling.md "Placing a cold start"). */
+uint64_t disp_place_score(const disp_place_t *w, const disp_place_need_t *need, uint64_t now_ms);
+/* The best of ws[0..n), ties going to the first from ws[start % n] on; NULL if n == 0. */
+disp_worker_t *disp_place_pick(disp_worker_t *ws, size_t n, size_t start, const disp_place_need_t *need,
+                               uint64_t now_ms);
+/* 1 if the worker is not marked down at now_ms. */
+int disp_place_up(const disp_place_t *w, uint64_t now_ms);
+/* How many of ws[0..n) are up. */
+size_t disp_place_nup(const disp_worker_t *ws, size_t n, uint64_t now_ms);
+/* An Acquire was sent there: a warm pod taken, need charged until the next report. */
+void disp_place_charge(disp_place_t *w, const disp_place_need_t *need, uint64_t now_ms);
+/* The Acquire sent there never reached it: its charge back, down for a backoff. */
+void disp_place_unreached(disp_place_t *w, const disp_place_need_t *need, uint64_t now_ms);
+/* An Acquire there succeeded: up, backoff over. */
+void disp_place_reached(disp_place_t *w);
+/* A WORKER_PUT: the new report replaces the old and the charges; a down mark ends
+ * (the worker renewed its lease), the backoff length is kept until a success. */
+void disp_place_report(disp_place_t *w, const Faas__Worker *pw);
+
 /* Deadlines: common/theap.h timers on faas_now_ms's clock, any length, exact to the ms. */
 typedef faas_timer_t disp_timer_t;
 
@@ -202,6 +255,7 @@ typedef struct {
     disp_call_t *frees; /* closed calls, freed at the end of the iteration */
     h2o_timeout_entry_t free_entry;
     uint64_t cold_starts, acquire_failures;
+    uint64_t acquire_retries; /* Acquires re-placed at once on another worker (one was not reached) */
     uint32_t snap_gen;
     int synced; /* a snapshot completed at least once */
 } disp_state_t;
@@ -231,6 +285,8 @@ int disp_control_start(const char **err);
 /* Asks a worker manager for an instance of fn (current spec). */
 int disp_control_acquire(disp_fn_t *fn, const char *request_id);
 void disp_control_release(disp_inst_t *inst, const char *reason);
+/* How many known workers are not marked down (an Acquire to them went unreached). */
+size_t disp_control_workers_up(void);
 
 /* dispatcher.c: called by control.c and call.c on the loop. */
 void disp_on_instance_ready(disp_fn_t *fn);

@@ -286,8 +286,12 @@ static void *watch_main(void *arg)
                 break;
             continue;
         }
-        if (s.healthy)
+        if (s.healthy) {
             backoff = BACKOFF_MIN_MS;
+            /* once per outage, not once per attempt */
+            FAAS_WARN("event=etcd_watch_lost endpoint=%s last_rev=%lld", w->c->eps[ep],
+                      (long long)atomic_load(&w->last));
+        }
         if (!connected)
             ec_advance(w->c, ep); /* the next stream tries the next endpoint */
         if (backoff_wait(w, backoff))

@@ -1,9 +1,11 @@
 /* config.c - command-line flags of faas-workermgr. */
 #include "worker-manager/internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,10 @@
 void wm_usage(void)
 {
     printf("usage: faas-workermgr [flags]\n"
-           "  --listen ADDR          gRPC listen address, registered in discovery (127.0.0.1:7200)\n"
+           "  --listen ADDR          gRPC listen address (127.0.0.1:7200)\n"
+           "  --advertise HOST:PORT  the address registered in discovery, where gateways reach this\n"
+           "                         worker manager (default: --listen; refused if its host is\n"
+           "                         0.0.0.0: give this host's own address then)\n"
            "  --discovery ADDR       discovery address (127.0.0.1:7100)\n"
            "  --metrics-listen ADDR  /metrics and /healthz (127.0.0.1:7201)\n"
            "  --state-dir DIR        code cache, pod dirs, logs (./.faas/worker)\n"
@@ -28,6 +33,12 @@ void wm_usage(void)
            "  --pod-deny LIST        addresses or CIDRs (comma-separated) no pod may reach even with\n"
            "                         network: egress; discovery's address is always on it. Put\n"
            "                         every control-plane host here when they are other machines\n"
+           "  --pod-cidr CIDR        this host's pod addresses, a /30 per pod (10.200.0.0/16; prefix\n"
+           "                         16-28). Every host gets its own range, routed to it by the\n"
+           "                         operator (docs/multihost.md): endpoints are pods' addresses\n"
+           "  --allow-from LIST      addresses or CIDRs (comma-separated) allowed to open connections\n"
+           "                         to this host's pods: the gateways' hosts when they are other\n"
+           "                         machines (default: none; this host always can)\n"
            "  --no-pod-netns         pods share the host's network namespace, as before issue 13:\n"
            "                         a function can then reach every host service. Only to\n"
            "                         measure what the namespace costs (make bench)\n"
@@ -110,6 +121,8 @@ static void defaults(wm_config_t *c)
 {
     memset(c, 0, sizeof(*c));
     snprintf(c->listen, sizeof(c->listen), "127.0.0.1:7200");
+    c->pod_net = 0x0AC80000u; /* 10.200.0.0/16 */
+    c->pod_prefix = 16;
     snprintf(c->discovery, sizeof(c->discovery), "127.0.0.1:7100");
     snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:7201");
     snprintf(c->cgroup_root, sizeof(c->cgroup_root), "/sys/fs/cgroup");
@@ -173,7 +186,10 @@ enum {
     O_GRACE,
     O_UMOCI,
     O_IMG_CACHE,
-    O_IMG_BASE
+    O_IMG_BASE,
+    O_ADVERTISE,
+    O_POD_CIDR,
+    O_ALLOW
 };
 
 /* The file flags, made absolute like --agent. */
@@ -235,6 +251,74 @@ static int set_deny(wm_config_t *c, const char *v, const char **err)
     return 0;
 }
 
+/* "a.b.c.d" or "a.b.c.d/n" (n 0-32) into *net (host order) and *prefix (32 without /n);
+ * host bits must be zero, so that what is written is what is meant. 0 or -1. */
+int wm_parse_cidr(const char *s, size_t len, uint32_t *net, int *prefix)
+{
+    char buf[24];
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *slash = strchr(buf, '/');
+    unsigned long p = 32;
+    if (slash != NULL) {
+        *slash = '\0';
+        if (slash[1] == '\0' || parse_uint(slash + 1, 32, &p) != 0 || strlen(slash + 1) > 2)
+            return -1;
+    }
+    struct in_addr a;
+    if (inet_pton(AF_INET, buf, &a) != 1)
+        return -1;
+    uint32_t v = ntohl(a.s_addr), mask = p == 0 ? 0 : 0xFFFFFFFFu << (32 - p);
+    if ((v & ~mask) != 0)
+        return -1;
+    *net = v;
+    *prefix = (int)p;
+    return 0;
+}
+
+/* --pod-cidr: 16-28, so that a host has from 3 to 16383 /30 blocks of pods (block 0
+ * is never used: it holds the range's network address). */
+static int set_pod_cidr(wm_config_t *c, const char *v, const char **err)
+{
+    uint32_t net;
+    int prefix;
+    if (wm_parse_cidr(v, strlen(v), &net, &prefix) != 0 || strchr(v, '/') == NULL)
+        return *err = "--pod-cidr must be an IPv4 network a.b.c.d/n with its host bits zero", -1;
+    if (prefix < WM_POD_PREFIX_MIN || prefix > WM_POD_PREFIX_MAX)
+        return *err = "--pod-cidr prefix must be 16-28 (from 16383 pods down to 3)", -1;
+    c->pod_net = net;
+    c->pod_prefix = prefix;
+    return 0;
+}
+
+/* --allow-from: each element an IPv4 address or network, checked here because the list
+ * goes into an nftables set as text, where a typo would fail only at start-up. */
+static int set_allow(wm_config_t *c, const char *v, const char **err)
+{
+    static const char *bad = "--allow-from must be IPv4 addresses or CIDRs (a.b.c.d/n), comma-separated";
+    size_t n = strlen(v);
+    if (n == 0)
+        return *err = bad, -1;
+    if (n >= sizeof(c->allow_from))
+        return *err = "--allow-from is too long", -1;
+    for (const char *p = v;;) {
+        size_t l = strcspn(p, ",");
+        uint32_t net;
+        int prefix;
+        if (wm_parse_cidr(p, l, &net, &prefix) != 0)
+            return *err = bad, -1;
+        if (p[l] == '\0')
+            break;
+        p += l + 1;
+        if (*p == '\0')
+            return *err = bad, -1;
+    }
+    snprintf(c->allow_from, sizeof(c->allow_from), "%s", v);
+    return 0;
+}
+
 /* One flag o with value v (--state-dir is only noted: it is resolved once all flags are
  * in); 0, 1 for --help, or -1 with *err. */
 static int apply(wm_config_t *c, int o, const char *v, const char **state, const char **err)
@@ -242,6 +326,12 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     switch (o) {
     case O_LISTEN:
         return set_addr(c->listen, sizeof(c->listen), v, err, "--listen must be host:port");
+    case O_ADVERTISE:
+        return set_addr(c->advertise, sizeof(c->advertise), v, err, "--advertise must be host:port");
+    case O_POD_CIDR:
+        return set_pod_cidr(c, v, err);
+    case O_ALLOW:
+        return set_allow(c, v, err);
     case O_DISC:
         return set_addr(c->discovery, sizeof(c->discovery), v, err, "--discovery must be host:port");
     case O_METRICS:
@@ -327,6 +417,37 @@ static int default_token_file(wm_config_t *c, const char **err)
     return 0;
 }
 
+/* An address literal other than a wildcard, or a host name ([A-Za-z0-9.-]): what a
+ * gateway on another machine can dial. */
+static int dialable(const char *host)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return a4.s_addr != htonl(INADDR_ANY);
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return !IN6_IS_ADDR_UNSPECIFIED(&a6);
+    size_t n = strlen(host);
+    return n > 0 && strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n &&
+           host[0] != '-' && host[0] != '.';
+}
+
+/* What discovery registers: --advertise, else --listen; never a wildcard, which other
+ * hosts cannot dial (a gateway would connect to its own host). */
+static int set_advertise(wm_config_t *c, const char **err)
+{
+    if (c->advertise[0] == '\0')
+        snprintf(c->advertise, sizeof(c->advertise), "%s", c->listen);
+    char host[128];
+    uint16_t port;
+    const char *e;
+    if (faas_parse_hostport(c->advertise, host, sizeof(host), &port, &e) != 0 || !dialable(host) || port == 0)
+        return *err = "the registered address (--advertise, else --listen) needs a host other gateways can dial, "
+                      "not 0.0.0.0, and a port: give --advertise HOST:PORT",
+               -1;
+    return 0;
+}
+
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
 {
     static const struct option opts[] = {
@@ -352,6 +473,9 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"umoci", required_argument, 0, O_UMOCI},
         {"image-cache-bytes", required_argument, 0, O_IMG_CACHE},
         {"image-id-base", required_argument, 0, O_IMG_BASE},
+        {"advertise", required_argument, 0, O_ADVERTISE},
+        {"pod-cidr", required_argument, 0, O_POD_CIDR},
+        {"allow-from", required_argument, 0, O_ALLOW},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -373,6 +497,8 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         *err = "--tls-cert and --tls-key go together";
         return -1;
     }
+    if (set_advertise(c, err) != 0)
+        return -1;
     default_id_and_agent(c);
     return default_token_file(c, err);
 }

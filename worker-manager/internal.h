@@ -65,27 +65,76 @@ int wm_write_file(const char *path, const char *s);
 
 /* ---- pod networks (netns.c) ---------------------------------------------------- */
 
-/* Pods' addresses: 10.200.0.0/16, a /30 each (docs/security.md). */
-#define WM_POD_NET 0x0AC80000u
-#define WM_POD_NET_PREFIX 16
-/* The host (.1) or pod (.2) end's address of /30 block number block. */
-uint32_t wm_net_block_addr(uint32_t block, int pod_end);
-/* The host end's link name of a block ("fv" + hex). */
-void wm_net_host_ifname(uint32_t block, char out[16]);
+/* Pods' addresses: a /30 each out of the host's --pod-cidr (default 10.200.0.0/16,
+ * docs/security.md, docs/multihost.md), whose prefix is 16-28. */
+#define WM_POD_PREFIX_MIN 16
+#define WM_POD_PREFIX_MAX 28
+/* The host (.1) or pod (.2) end's address of /30 block number block of the range net. */
+uint32_t wm_net_block_addr(uint32_t net, uint32_t block, int pod_end);
+/* The host end's link name of the /30 at address block_addr ("fv" + its address / 4 in
+ * hex): the name is the lock on that address for every worker manager of the host. */
+void wm_net_host_ifname(uint32_t block_addr, char out[16]);
+/* "a.b.c.d[/n]" (len bytes of s) into *net (host order) and *prefix (32 without /n);
+ * host bits must be zero. 0 or -1 (config.c). */
+int wm_parse_cidr(const char *s, size_t len, uint32_t *net, int *prefix);
 /* Gives the pod pid (just cloned, with its own network namespace) a veth to the host
- * and a /30 of its own; *pod_addr is its address (host order). self_net is the caller's
- * network namespace fd, to come back to. 0, -1 with err, or -2 when the caller could not
- * return to its own namespace (it must stop). Root only. */
-int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t errcap);
+ * and a /30 of its own out of net/prefix; *pod_addr is its address (host order). self_net
+ * is the caller's network namespace fd, to come back to. 0, -1 with err, or -2 when the
+ * caller could not return to its own namespace (it must stop). Root only. */
+int wm_net_setup(pid_t pid, int self_net, uint32_t net, int prefix, uint32_t *pod_addr, char *err, size_t errcap);
 
-/* netrules.c: the host's nftables table for pods. The ruleset text (deny: addresses or
- * CIDRs, comma-separated, "" for none; host_forwarded: the host forwarded before). */
-int wm_net_rules_text(char *out, size_t cap, const char *deny, int host_forwarded);
-/* Writes the table and turns IPv4 forwarding on (for egress); 0 or -1 with err. */
-int wm_net_rules_apply(const char *deny, char *err, size_t errcap);
+/* netrules.c: the host's nftables table for pods, shared by its worker managers. */
+typedef struct {
+    const char *deny;  /* addresses/CIDRs pods never reach, comma-separated ("" = none) */
+    const char *allow; /* addresses/CIDRs that may open connections to pods ("" = none) */
+    uint32_t pod_net;  /* this worker manager's pod range (host order) */
+    int pod_prefix;
+    int host_forwarded; /* the host forwarded IPv4 before any worker manager */
+} wm_net_rules_t;
+/* The ruleset text; 0, or -1 when it does not fit in cap. */
+int wm_net_rules_text(char *out, size_t cap, const wm_net_rules_t *r);
+/* Writes the table (r->host_forwarded is found here) and turns IPv4 forwarding on (for
+ * egress); 0 or -1 with err. */
+int wm_net_rules_apply(const wm_net_rules_t *r, char *err, size_t errcap);
+/* The forwarding setting recorded in the table before any worker manager changed it:
+ * 0, 1, or -1 when the table has no record. */
+int wm_net_rules_recorded_forwarding(void);
 
 /* network: none for the pod pid: its default route goes. 0, -1 with err, or -2 as above. */
 int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap);
+
+/* ---- the host's load, reported in the lease (load.c) -------------------------- */
+
+/* One reading of /proc/stat's "cpu" line: jiffies idle (idle + iowait) and in all. */
+typedef struct {
+    uint64_t idle, total, t_ms;
+    uint32_t ncpu; /* cpuN lines: the online CPUs */
+} wm_cpu_sample_t;
+/* What the lease reports (Worker fields), rounded. */
+typedef struct {
+    uint32_t cpus_milli, cpu_free_milli;
+    uint64_t mem_total_bytes, mem_free_bytes;
+} wm_load_t;
+#define WM_LOAD_SAMPLES 8
+/* The samples of about the last lease period (heartbeat thread only). */
+typedef struct {
+    wm_cpu_sample_t ring[WM_LOAD_SAMPLES];
+    unsigned head, n;
+} wm_load_sampler_t;
+/* Parses /proc/stat text into s (t_ms left 0); 0 or -1. */
+int wm_load_parse_stat(const char *text, wm_cpu_sample_t *s);
+/* MemTotal and MemAvailable of /proc/meminfo text, in bytes; 0 or -1. */
+int wm_load_parse_meminfo(const char *text, uint64_t *total, uint64_t *avail);
+/* raw rounded to a multiple of step, unless last (a multiple of step) is within 3/4 of
+ * a step of raw: then last, so a value near a step's edge does not flap. */
+uint64_t wm_load_quantize(uint64_t raw, uint64_t last, uint64_t step);
+/* Idle milli-cores between old and now (old NULL or not older: since boot). */
+uint32_t wm_load_cpu_free(const wm_cpu_sample_t *old, const wm_cpu_sample_t *now);
+/* Folds a reading into s and out (whose previous values are the "last" of the rounding). */
+void wm_load_update(wm_load_sampler_t *s, const wm_cpu_sample_t *now, uint64_t mem_total, uint64_t mem_avail,
+                    unsigned period_ms, wm_load_t *out);
+/* Reads /proc/stat and /proc/meminfo and updates out; 0, or -1 leaving out as it was. */
+int wm_load_sample(wm_load_sampler_t *s, unsigned period_ms, wm_load_t *out);
 
 /* ---- the pod spawner helper (spawner.c) ------------------------------------- */
 
@@ -494,6 +543,7 @@ struct wm {
     uint64_t last_total_us;
     wm_fn_error_t errors[WM_MAX_FN_ERRORS];
     size_t n_errors;
+    wm_load_t load; /* the host's headroom as the heartbeat last sampled it (load.c) */
 };
 
 /* pods.c */

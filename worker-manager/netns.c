@@ -1,12 +1,13 @@
 /* worker-manager/netns.c - a pod's network: a veth pair from the host into the pod's
- * network namespace, a /30 of WM_POD_NET (host end .1, pod end .2 as eth0, its default
+ * network namespace, a /30 of the host's --pod-cidr (host end .1, pod end .2 as eth0, its default
  * route via the host end), and the pod's loopback up. Done by the spawner helper (root,
  * single-threaded) right after it clones a pod, so it is paid while the pod waits in the
  * warm pool, never on a cold start. rtnetlink through libmnl.
  *
- * The host end's name is the pod's lease on its /30: "fv" and the block's index in hex.
- * The kernel refuses a second link of one name, so two worker managers on one host (or
- * a stale pod of a killed one) never share a block; the pair goes when the pod's
+ * The host end's name is the pod's lease on its /30: "fv" and the block's address / 4 in
+ * hex (at most 8 digits, so it fits IFNAMSIZ). The kernel refuses a second link of one
+ * name, so two worker managers on one host (or a stale pod of a killed one) never share
+ * an address, whether their ranges are distinct or overlap; the pair goes when the pod's
  * namespace does. */
 #include "worker-manager/internal.h"
 
@@ -27,19 +28,25 @@
 #include <time.h>
 #include <unistd.h>
 
-/* /30 blocks of WM_POD_NET: 2^(32-16-2), block 0 left out (network address). */
-#define BLOCKS (1u << (32 - WM_POD_NET_PREFIX - 2))
+/* Random tries at a free block before giving up (a /28 has 3 blocks: 64 tries miss a free
+ * one with odds (2/3)^64 when two are taken). */
 #define TRIES 64
 
-uint32_t wm_net_block_addr(uint32_t block, int pod_end)
+uint32_t wm_net_block_addr(uint32_t net, uint32_t block, int pod_end)
 {
-    return WM_POD_NET + (block << 2) + (pod_end ? 2u : 1u);
+    return net + (block << 2) + (pod_end ? 2u : 1u);
 }
 
-void wm_net_host_ifname(uint32_t block, char out[IFNAMSIZ])
+void wm_net_host_ifname(uint32_t block_addr, char out[IFNAMSIZ])
 {
-    snprintf(out, IFNAMSIZ, "fv%x", block);
+    snprintf(out, IFNAMSIZ, "fv%x", block_addr >> 2);
 }
+
+/* The blocks of a range: 2^(32-prefix-2), block 0 left out (the network address). */
+typedef struct {
+    uint32_t net;
+    uint32_t blocks;
+} range_t;
 
 typedef struct {
     struct mnl_socket *nl;
@@ -236,7 +243,8 @@ static int nl_open_in(nl_t *n, pid_t pid, int self_net)
 
 /* Inside the pod: lo and eth0 up, eth0's address, the default route via the host end,
  * the host end's hardware address. */
-static int configure_pod(nl_t *pn, uint32_t block, const link_t *host, link_t *eth0, const char **what)
+static int configure_pod(nl_t *pn, const range_t *R, uint32_t block, const link_t *host, link_t *eth0,
+                         const char **what)
 {
     *what = "pod loopback up";
     if (link_up(pn, 1) != 0)
@@ -245,40 +253,40 @@ static int configure_pod(nl_t *pn, uint32_t block, const link_t *host, link_t *e
     if (link_of(pn, "eth0", eth0) != 0)
         return -1;
     *what = "pod address";
-    if (add_addr(pn, eth0->index, wm_net_block_addr(block, 1)) != 0)
+    if (add_addr(pn, eth0->index, wm_net_block_addr(R->net, block, 1)) != 0)
         return -1;
     *what = "pod eth0 up";
     if (link_up(pn, eth0->index) != 0)
         return -1;
     *what = "pod neighbour";
-    if (add_neigh(pn, eth0->index, wm_net_block_addr(block, 0), host->mac) != 0)
+    if (add_neigh(pn, eth0->index, wm_net_block_addr(R->net, block, 0), host->mac) != 0)
         return -1;
     *what = "pod default route";
-    return add_default_route(pn, eth0->index, wm_net_block_addr(block, 0));
+    return add_default_route(pn, eth0->index, wm_net_block_addr(R->net, block, 0));
 }
 
 /* The host end: its address and up. */
-static int configure_host(nl_t *hn, const char *name, uint32_t block, link_t *host, const char **what)
+static int configure_host(nl_t *hn, const range_t *R, const char *name, uint32_t block, link_t *host, const char **what)
 {
     *what = "host veth";
     if (link_of(hn, name, host) != 0)
         return -1;
     *what = "host veth address";
-    if (add_addr(hn, host->index, wm_net_block_addr(block, 0)) != 0)
+    if (add_addr(hn, host->index, wm_net_block_addr(R->net, block, 0)) != 0)
         return -1;
     *what = "host veth up";
     return link_up(hn, host->index);
 }
 
 /* A free block: random tries, the link name is the lock. */
-static int claim_block(nl_t *hn, pid_t pid, uint32_t *block, char host[IFNAMSIZ])
+static int claim_block(nl_t *hn, const range_t *R, pid_t pid, uint32_t *block, char host[IFNAMSIZ])
 {
     for (int i = 0; i < TRIES; i++) {
         uint32_t r;
         if (getrandom(&r, sizeof(r), 0) != sizeof(r))
             return -1;
-        *block = 1 + r % (BLOCKS - 1);
-        wm_net_host_ifname(*block, host);
+        *block = 1 + r % (R->blocks - 1);
+        wm_net_host_ifname(R->net + (*block << 2), host);
         if (add_veth(hn, host, pid) == 0)
             return 0;
         if (errno != EEXIST && errno != ENOTUNIQ)
@@ -316,8 +324,9 @@ int wm_net_no_egress(pid_t pid, int self_net, char *err, size_t errcap)
     return rc;
 }
 
-int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t errcap)
+int wm_net_setup(pid_t pid, int self_net, uint32_t net, int prefix, uint32_t *pod_addr, char *err, size_t errcap)
 {
+    const range_t R = {.net = net, .blocks = 1u << (32 - prefix - 2)};
     nl_t hn = {0}, pn = {0};
     uint32_t block = 0;
     char host[IFNAMSIZ];
@@ -326,7 +335,7 @@ int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t 
     if (nl_open(&hn) != 0)
         goto out;
     what = "veth pair";
-    if (claim_block(&hn, pid, &block, host) != 0)
+    if (claim_block(&hn, &R, pid, &block, host) != 0)
         goto out;
     what = "enter the pod's network namespace";
     int in = nl_open_in(&pn, pid, self_net);
@@ -336,12 +345,13 @@ int wm_net_setup(pid_t pid, int self_net, uint32_t *pod_addr, char *err, size_t 
         return -2;
     }
     link_t hl, pl;
-    if (in != 0 || configure_host(&hn, host, block, &hl, &what) != 0 || configure_pod(&pn, block, &hl, &pl, &what) != 0)
+    if (in != 0 || configure_host(&hn, &R, host, block, &hl, &what) != 0 ||
+        configure_pod(&pn, &R, block, &hl, &pl, &what) != 0)
         goto out;
     what = "host neighbour";
-    if (add_neigh(&hn, hl.index, wm_net_block_addr(block, 1), pl.mac) != 0)
+    if (add_neigh(&hn, hl.index, wm_net_block_addr(net, block, 1), pl.mac) != 0)
         goto out;
-    *pod_addr = wm_net_block_addr(block, 1);
+    *pod_addr = wm_net_block_addr(net, block, 1);
     rc = 0;
 out:
     if (rc != 0)

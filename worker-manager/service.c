@@ -161,9 +161,13 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
 {
     Faas__Worker w = FAAS__WORKER__INIT;
     w.id = (char *)wm->cfg->id;
-    w.address = (char *)wm->cfg->listen;
+    w.address = (char *)wm->cfg->advertise;
     w.pool_size = wm->cfg->pool_size;
     w.pool_ready = empty ? 0 : wm->pool_ready;
+    w.cpus_milli = wm->load.cpus_milli;
+    w.cpu_free_milli = wm->load.cpu_free_milli;
+    w.mem_total_bytes = wm->load.mem_total_bytes;
+    w.mem_free_bytes = wm->load.mem_free_bytes;
     Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
     lr.worker = &w;
     lr.ttl_ms = empty ? 1 : wm->cfg->lease_ttl_ms;
@@ -201,7 +205,7 @@ static int deregister(const wm_config_t *c, faas_rpc_channel_t *ch, const char *
 {
     Faas__Worker w = FAAS__WORKER__INIT;
     w.id = (char *)id;
-    w.address = (char *)c->listen;
+    w.address = (char *)c->advertise;
     Faas__LeaseRenewal lr = FAAS__LEASE_RENEWAL__INIT;
     lr.worker = &w;
     lr.ttl_ms = 1;
@@ -231,10 +235,17 @@ static void deregister_predecessor(const wm_config_t *c, faas_rpc_channel_t *ch,
 
 /* ---- heartbeat thread ---- */
 
-static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, int empty, int *ok)
+static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, wm_load_sampler_t *ls, int empty, int *ok)
 {
     size_t len;
+    wm_load_t load;
     pthread_mutex_lock(&wm->mu);
+    load = wm->load;
+    pthread_mutex_unlock(&wm->mu);
+    /* read outside mu (two small procfs reads); a failed read keeps the last figures */
+    (void)wm_load_sample(ls, wm->cfg->lease_ttl_ms, &load);
+    pthread_mutex_lock(&wm->mu);
+    wm->load = load;
     uint8_t *req = wm_lease_pack(wm, empty, &len);
     pthread_mutex_unlock(&wm->mu);
     if (req == NULL)
@@ -258,6 +269,7 @@ static void *heartbeat_main(void *arg)
     wm_t *wm = arg;
     faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
     int ok = 1;
+    wm_load_sampler_t ls = {0};
     /* the first thing this WM tells discovery (the heartbeat thread starts first, and
      * here it neither delays the start nor keeps SIGTERM from being handled) */
     deregister_predecessor(wm->cfg, ch, wm->prev_id);
@@ -276,9 +288,9 @@ static void *heartbeat_main(void *arg)
         pthread_mutex_unlock(&wm->mu);
         if (stop)
             break;
-        heartbeat_once(wm, ch, 0, &ok);
+        heartbeat_once(wm, ch, &ls, 0, &ok);
     }
-    heartbeat_once(wm, ch, 1, &ok); /* deregister: no instances, lease over at once */
+    heartbeat_once(wm, ch, &ls, 1, &ok); /* deregister: no instances, lease over at once */
     faas_rpc_channel_close(ch);
     return NULL;
 }
@@ -454,11 +466,13 @@ static int pod_rules(const wm_config_t *c)
         size_t n = strlen(deny);
         snprintf(deny + n, sizeof(deny) - n, "%s%s", n ? "," : "", host);
     }
-    if (wm_net_rules_apply(deny, err, sizeof(err)) != 0) {
+    const wm_net_rules_t r = {.deny = deny, .allow = c->allow_from, .pod_net = c->pod_net, .pod_prefix = c->pod_prefix};
+    if (wm_net_rules_apply(&r, err, sizeof(err)) != 0) {
         fprintf(stderr, "faas-workermgr: pod network filter: %s\n", err);
         return -1;
     }
-    FAAS_INFO("event=pod_network_rules deny=\"%s\"", deny);
+    FAAS_INFO("event=pod_network_rules deny=\"%s\" allow=\"%s\" pod_cidr=%u.%u.%u.%u/%d", deny, c->allow_from,
+              c->pod_net >> 24, (c->pod_net >> 16) & 255, (c->pod_net >> 8) & 255, c->pod_net & 255, c->pod_prefix);
     return 0;
 }
 
@@ -532,8 +546,8 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     wm_task_relay_start(wm);
     wm_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
-    FAAS_INFO("event=started id=%s listen=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s", c->id,
-              c->listen, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+    FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
+              c->id, c->listen, c->advertise, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
     (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);

@@ -71,6 +71,7 @@ typedef struct {
     char id[64]; /* "" = take the helper's */
     char state_dir[PATH_MAX], cgroup_root[PATH_MAX], agent[PATH_MAX];
     uint32_t uid, gid, pod_netns, no_seccomp;
+    uint32_t pod_net, pod_prefix; /* the pods' addresses are in the predecessor's range */
 } adopt_cfg_t;
 
 /* One adopted pod on the wire (its record follows, its control fd rides along);
@@ -464,7 +465,9 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
     }
     track(q->pod, pid);
     r->addr = 0x7f000001u; /* --no-pod-netns: the host's loopback */
-    int nrc = H.cfg.pod_netns ? wm_net_setup(pid, H.self_net, &r->addr, r->err, sizeof(r->err)) : 0;
+    int nrc = H.cfg.pod_netns
+                  ? wm_net_setup(pid, H.self_net, H.cfg.pod_net, H.cfg.pod_prefix, &r->addr, r->err, sizeof(r->err))
+                  : 0;
     if (nrc == -2) {
         FAAS_ERROR("event=helper_lost_namespace err=\"%s\"", r->err);
         _exit(1); /* every later link would land in a pod: better the WM sees the helper go */
@@ -765,6 +768,10 @@ static const char *adopt_mismatch(const adopt_cfg_t *a)
         return "another --pod-uid";
     if ((a->pod_netns != 0) != (H.cfg.pod_netns != 0) || (a->no_seccomp != 0) != (H.cfg.no_seccomp != 0))
         return "another --no-pod-netns or --no-seccomp";
+    /* adopted pods keep their addresses: in another range, the host may no longer be
+     * routed their traffic, and the new range's blocks would not be named by them */
+    if (a->pod_net != H.cfg.pod_net || a->pod_prefix != (uint32_t)H.cfg.pod_prefix)
+        return "another --pod-cidr";
     return NULL;
 }
 
@@ -1100,7 +1107,9 @@ static int adopt_talk(int fd, wm_config_t *c, wm_adopted_t **pods, size_t *n, ch
     adopt_cfg_t a = {.uid = c->pod_uid,
                      .gid = c->pod_gid,
                      .pod_netns = (uint32_t)c->pod_netns,
-                     .no_seccomp = (uint32_t)c->no_seccomp};
+                     .no_seccomp = (uint32_t)c->no_seccomp,
+                     .pod_net = c->pod_net,
+                     .pod_prefix = (uint32_t)c->pod_prefix};
     wm_fmt(a.id, sizeof(a.id), "%s", c->id_given ? c->id : "");
     wm_fmt(a.state_dir, sizeof(a.state_dir), "%s", c->state_dir);
     wm_fmt(a.cgroup_root, sizeof(a.cgroup_root), "%s", c->cgroup_root);

@@ -12,7 +12,8 @@
 
 /* Command-line configuration; every path is absolute once parsed. */
 typedef struct {
-    char listen[128];         /* gRPC listen address, also registered in discovery */
+    char listen[128];         /* gRPC listen address */
+    char advertise[128];      /* the address registered in discovery (--advertise; default listen) */
     char discovery[128];      /* discovery gRPC address */
     char metrics_listen[128]; /* /metrics + /healthz HTTP responder */
     char state_dir[PATH_MAX];
@@ -27,6 +28,9 @@ typedef struct {
     int pod_netns;       /* a network namespace per pod (default 1; --no-pod-netns to measure it) */
     int no_seccomp;      /* agents install no filter for the user server (--no-seccomp, to measure it) */
     char pod_deny[1024]; /* addresses/CIDRs pods never reach, comma-separated (--pod-deny) */
+    char allow_from[1024]; /* addresses/CIDRs that may open connections to pods (--allow-from) */
+    uint32_t pod_net;      /* this host's pod range (--pod-cidr), host order, and its prefix */
+    int pod_prefix;
     /* the platform token (FAAS_TOKEN wins); default: the discovery dir next to
      * state_dir, <state_dir>/../discovery/token, as faasd and the demo lay them out */
     char token_file[PATH_MAX];

@@ -912,10 +912,44 @@ def image_rows(res, add, f_us):
         "", "")
 
 
+def scen_cp(s, a, res):
+    """13. control-plane throughput: instance creations/s with 100 simulated hosts (tests/bench/cp_bench.py,
+    its own discovery and gateway, on SQLite and on etcd)."""
+    if not a.cpbench:
+        print("  control plane: n/a (tests/bench/cpbench.c was not built)", flush=True)
+        return
+    env = dict(os.environ, FAAS_BUILD=a.build)
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "cp_bench.py"), "--cpbench", a.cpbench, "--json"],
+                       env=env, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
+    if r.returncode != 0 or not lines:
+        print(f"  control plane: failed ({r.returncode}): {r.stderr.strip()[-300:]}", flush=True)
+        return
+    res["cp"] = json.loads(lines[-1])
+    for c in res["cp"]:
+        if "skipped" in c:
+            print(f"  control plane on {c['store']}: skipped ({c['skipped']})", flush=True)
+        else:
+            print(f"  control plane on {c['store']}: {c['creations_per_s']:.0f} creations/s, "
+                  f"{c['deploys_per_s']:.0f} deploys/s", flush=True)
+
+
+def cp_rows(res, add, f_us, f_rps):
+    for c in res.get("cp", []):
+        if "skipped" in c:
+            continue
+        what = f"instance creations, {c['hosts']} simulated hosts, {c['functions']} functions, {c['store']}"
+        add(what, c["conc"], "platform", f_rps(c["creations_per_s"]), f_us(c["p50_ms"] * 1000),
+            f_us(c["p99_ms"] * 1000), f"{c['ok']} ok, {c['failed']} failed", f"warm {f_rps(c['warm_per_s'])} req/s",
+            "Dirigent 2,500/s (100 nodes)", verdict(c["creations_per_s"] >= 2500))
+        add(f"deploys (Deploy rpc, 8 threads), {c['store']}", 8, "platform", f_rps(c["deploys_per_s"]), "", "", "",
+            "", "", "")
+
+
 # tasks last: the throughput run leaves thousands of tasks running behind it
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
              ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale),
-             ("coldnet", scen_coldnet), ("coldsec", scen_coldsec), ("image", scen_image),
+             ("coldnet", scen_coldnet), ("coldsec", scen_coldsec), ("image", scen_image), ("cp", scen_cp),
              ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
@@ -1053,6 +1087,7 @@ def table(res, m, cm, a):
     scale_bench.rows(res, add, f_us, f_rps)
     coldnet_bench.rows(res, add, f_us)
     image_rows(res, add, f_us)
+    cp_rows(res, add, f_us, f_rps)
     tasks_bench.rows(res, add, f_us, f_rps)
     title = (f"### make bench: {datetime.date.today().isoformat()}, commit {cm}; {m['cores']} cores, "
              f"{m['cpu']}, kernel {m['kernel']}, load average at start {' '.join(m['load'])}, "
@@ -1089,6 +1124,11 @@ def table(res, m, cm, a):
         "Step load: 20 trials, each a fresh function (hello-http GET /burn?ms=5, 1-CPU quota): wrk c1 for 1 s, "
         "then c32 for 1 s; times from the worker manager's event=overload line and the user server's own "
         "request log (HELLO_LOG_REQUESTS=1); scale-up off = --max-instances 1.",
+        "Control plane: tests/bench/cp_bench.py. 100 fake worker managers in one process (tests/bench/cpbench.c: "
+        "Acquire answered at once, the lease renewed with the new instance as the real one does) and one real "
+        "faas-agent --standalone that every fake instance points at; 2,000 functions deployed (deploys/s), then "
+        "one GET to each from 64 keep-alive connections: every call a cold start through dispatcher, fake host, "
+        "discovery lease and watch; creations/s = calls / time, then the same calls again (warm).",
         "Cold start phases come from the worker manager's event=acquired and the gateway's event=cold_start "
         "log lines; the client figure is measured by the harness around one GET.",
     ]
@@ -1100,6 +1140,7 @@ def main():
     ap.add_argument("--build", required=True)
     ap.add_argument("--floor", required=True, help="the compiled tests/bench/floor.c")
     ap.add_argument("--discprop", default="", help="the compiled tests/bench/discprop.c (else the python one)")
+    ap.add_argument("--cpbench", default="", help="the compiled tests/bench/cpbench.c (control-plane rows)")
     ap.add_argument("--thrift-load", default="", help="the compiled tests/bench/thrift_load.c")
     ap.add_argument("--thrift-userd", default="", help="the compiled tests/bench/thrift_userd.c, alone in its dir")
     ap.add_argument("--seconds", type=int, default=5)

@@ -2,7 +2,7 @@
 # The benchmark harness of issue 3: `make bench` runs `tests/bench/run.sh <abs build dir>`.
 #
 #   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
-#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,tasks|none]
+#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,cp,tasks|none]
 #                                [--profile DIR] [--keep] [--json FILE]
 #
 # Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints
@@ -45,6 +45,16 @@ else
     echo "run.sh: could not build discprop.c; using the python client" >&2
 fi
 
+# the control-plane bench's fake hosts, deployer and caller (tests/bench/cpbench.c), likewise
+cpbench=()
+if cc -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE -pthread -I"$root" -I"$build/gen" \
+    -o "$build/bench-cpbench" "$here/cpbench.c" "$build"/obj/common/{rpc,log,util,auth}.o \
+    "$build/obj/gen/proto/faas.pb-c.o" $(pkg-config --libs grpc libprotobuf-c openssl); then
+    cpbench=(--cpbench "$build/bench-cpbench")
+else
+    echo "run.sh: could not build cpbench.c; no control-plane rows" >&2
+fi
+
 # the Thrift load generator and native user server (issue 5), when present; the user
 # server alone in a directory, which the platform deploys as the function's code
 thrift=()
@@ -64,4 +74,4 @@ out="$here/results/$(date -u +%Y-%m-%d)-$short.md"
 case " $* " in *" --only "*|*" --only="*) out="$build/bench-partial-$(date -u +%Y-%m-%d)-$short.md" ;; esac
 mkdir -p "$here/results"
 
-exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" "${thrift[@]}" --out "$out" "$@"
+exec /usr/bin/python3 "$here/bench.py" --build "$build" --floor "$build/bench-floor" "${discprop[@]}" "${cpbench[@]}" "${thrift[@]}" --out "$out" "$@"

@@ -97,8 +97,8 @@ def port_open(port, host="127.0.0.1"):
 class Daemon:
     """A platform daemon started by PID with its stderr in a log file."""
 
-    def __init__(self, name, argv, logdir, port=None, env=None):
-        self.name, self.argv, self.port = name, argv, port
+    def __init__(self, name, argv, logdir, port=None, env=None, host="127.0.0.1"):
+        self.name, self.argv, self.port, self.host = name, argv, port, host
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.env = env
         self.proc = None
@@ -109,7 +109,8 @@ class Daemon:
                                      start_new_session=True)
         log.close()
         if self.port:
-            wait_until(lambda: self._alive() and port_open(self.port), timeout, what=f"{self.name} on {self.port}")
+            wait_until(lambda: self._alive() and port_open(self.port, self.host), timeout,
+                       what=f"{self.name} on {self.port}")
         return self
 
     def _alive(self):
@@ -139,11 +140,14 @@ class Daemon:
 
 
 class Platform:
-    """discovery + one worker manager + gateway, each on a free port."""
+    """discovery + one worker manager + gateway, each on a free port. disc_host: the
+    address discovery listens on (another host's worker managers reach it there);
+    local_wm=False: no worker manager of its own (the test starts them elsewhere)."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False, disc_args=(), tls=None):
+                 thrift=False, disc_args=(), tls=None, disc_host="127.0.0.1", local_wm=True):
         self.dir = str(tmpdir)
+        self.local_wm = local_wm
         # tls=(cert, key): discovery and the worker manager serve TLS with them, and every
         # client trusts cert as its CA (self-signed, naming 127.0.0.1)
         self.tls_ca = tls[0] if tls else None
@@ -154,7 +158,7 @@ class Platform:
         self.disc_port, self.disc_mport = free_port(), free_port()
         self.wm_port, self.wm_mport = free_port(), free_port()
         self.http_port = free_port()
-        self.discovery_addr = f"127.0.0.1:{self.disc_port}"
+        self.discovery_addr = f"{disc_host}:{self.disc_port}"
         # discovery makes it at its first start; the worker manager finds it next to its
         # own state dir (<dir>/discovery/token), the gateway and faasctl are told
         self.token_file = f"{self.dir}/discovery/token"
@@ -171,7 +175,7 @@ class Platform:
         self.discovery = Daemon("discovery", [f"{b}/faas-discovery", "--listen", self.discovery_addr,
                                               "--metrics-listen", f"127.0.0.1:{self.disc_mport}",
                                               "--state-dir", f"{self.dir}/discovery", *disc_args], self.dir,
-                              self.disc_port)
+                              self.disc_port, host=disc_host)
         self.wm = Daemon("workermgr", [f"{b}/faas-workermgr", "--listen", f"127.0.0.1:{self.wm_port}",
                                        "--metrics-listen", f"127.0.0.1:{self.wm_mport}",
                                        "--discovery", self.discovery_addr, "--state-dir", f"{self.dir}/worker",
@@ -185,14 +189,16 @@ class Platform:
     def start(self):
         try:
             self.discovery.start()
-            self.wm.start()
+            if self.local_wm:
+                self.wm.start()
             self.gateway.start()
             # its gRPC and Thrift listeners open after the HTTP one
             for port in (self.grpc_port, self.thrift_port):
                 if port:
                     wait_until(lambda: port_open(port), 10, what=f"gateway listener on {port}")
             # the gateway routes only once its watch has seen a worker
-            wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
+            if self.local_wm:
+                wait_until(lambda: self.workers(), 10, what="worker registered in discovery")
         except BaseException:
             self.stop()  # a daemon that failed to start must not orphan the others
             raise

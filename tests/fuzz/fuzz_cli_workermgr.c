@@ -2,9 +2,12 @@
  * input's NUL-separated pieces are the arguments. Any argv gives 0, 1 (--help) or
  * -1 with one printable line; an accepted config is within the documented bounds
  * (addresses host:port, pool 0..64, lease 300..3600000 ms, non-zero uid, absolute
- * paths); a second parse of the same argv agrees. */
+ * paths, an advertised address that is no wildcard, a pod range of prefix 16-28 with its
+ * host bits zero, an allow list of digits, dots, slashes and commas only: it goes into
+ * nftables as text); a second parse of the same argv agrees. */
 // FUZZ_SOURCES: worker-manager/config.c worker-manager/cgroup.c common/util.c tests/fuzz/cli_argv.c
 // FUZZ_PKGS: libprotobuf-c
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,20 @@ static void check_config(const wm_config_t *c)
         abort();
     if (c->pool_size > 64 || c->lease_ttl_ms < 300 || c->lease_ttl_ms > 3600000 || c->pod_uid == 0 ||
         c->pod_gid != c->pod_uid)
+        abort();
+    char host[128];
+    uint16_t port;
+    const char *e;
+    if (!TERMINATED(c->advertise) || faas_parse_hostport(c->advertise, host, sizeof(host), &port, &e) != 0 ||
+        host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || port == 0)
+        abort();
+    unsigned char a[16];
+    if (inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1 &&
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != strlen(host))
+        abort();
+    if (c->pod_prefix < 16 || c->pod_prefix > 28 || (c->pod_net & ((1u << (32 - c->pod_prefix)) - 1)) != 0)
+        abort();
+    if (!TERMINATED(c->allow_from) || strspn(c->allow_from, "0123456789./,") != strlen(c->allow_from))
         abort();
     size_t sl = strlen(c->state_dir);
     if (c->state_dir[0] != '/' || (sl > 1 && c->state_dir[sl - 1] == '/'))

@@ -68,25 +68,33 @@ static int healthy(int port)
     return ok;
 }
 
-static int spawn(etcd_proc_t *e)
+/* Starts the process (posix_spawn); 0 or -1. */
+static int launch(etcd_proc_t *e)
 {
-    char data[192], curl[96], purl[96], cluster[128], log[192];
+    char data[192], curl[96], purl[96], cluster[512], log[192];
     snprintf(data, sizeof(data), "%s/data", e->dir);
     snprintf(log, sizeof(log), "%s/etcd.log", e->dir);
     snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", e->client_port);
     snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", e->peer_port);
-    snprintf(cluster, sizeof(cluster), "default=%s", purl);
-    char *argv[] = {"/usr/bin/etcd", "--name", "default", "--data-dir", data, "--listen-client-urls", curl,
-                    "--advertise-client-urls", curl, "--listen-peer-urls", purl, "--initial-advertise-peer-urls",
-                    purl, "--initial-cluster", cluster, NULL};
+    if (e->cluster[0] == 0)
+        snprintf(cluster, sizeof(cluster), "default=%s", purl);
+    else
+        snprintf(cluster, sizeof(cluster), "%s", e->cluster);
+    char *argv[] = {"/usr/bin/etcd", "--name", e->name[0] ? e->name : "default", "--data-dir", data,
+                    "--listen-client-urls", curl, "--advertise-client-urls", curl, "--listen-peer-urls", purl,
+                    "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     int rc = posix_spawn(&e->pid, argv[0], &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
+    return rc == 0 ? 0 : -1;
+}
+
+/* Waits (bounded) until it answers /health; 0, or -1 (killed) when it did not. */
+static int await_ready(etcd_proc_t *e)
+{
     for (long end = now_ms() + READY_WAIT_MS; now_ms() < end;) {
         if (healthy(e->client_port))
             return 0;
@@ -99,6 +107,39 @@ static int spawn(etcd_proc_t *e)
     }
     etcd_proc_kill(e);
     return -1;
+}
+
+static int spawn(etcd_proc_t *e)
+{
+    return launch(e) == 0 ? await_ready(e) : -1;
+}
+
+int etcd_cluster_start(etcd_proc_t *m, int n)
+{
+    char cluster[512] = "";
+    size_t off = 0;
+    memset(m, 0, sizeof(*m) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        snprintf(m[i].dir, sizeof(m[i].dir), "/tmp/etcdc-test-XXXXXX");
+        if (mkdtemp(m[i].dir) == NULL)
+            return -1;
+        snprintf(m[i].name, sizeof(m[i].name), "m%d", i);
+        m[i].client_port = etcd_proc_free_port();
+        m[i].peer_port = etcd_proc_free_port();
+        snprintf(m[i].endpoint, sizeof(m[i].endpoint), "127.0.0.1:%d", m[i].client_port);
+        off += (size_t)snprintf(cluster + off, sizeof(cluster) - off, "%sm%d=http://127.0.0.1:%d", i ? "," : "", i,
+                                m[i].peer_port);
+    }
+    /* all at once: a member is healthy only once a quorum elected a leader */
+    for (int i = 0; i < n; i++) {
+        snprintf(m[i].cluster, sizeof(m[i].cluster), "%s", cluster);
+        if (launch(&m[i]) != 0)
+            return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (await_ready(&m[i]) != 0)
+            return -1;
+    return 0;
 }
 
 int etcd_proc_start(etcd_proc_t *e)

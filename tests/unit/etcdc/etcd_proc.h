@@ -9,11 +9,15 @@ typedef struct {
     char dir[128];      /* mkdtemp: data/ and etcd.log inside */
     int client_port, peer_port;
     char endpoint[64];  /* "127.0.0.1:P" */
+    char name[16];      /* the member's name */
+    char cluster[512];  /* --initial-cluster */
     pid_t pid;
 } etcd_proc_t;
 
 /* Starts one (bounded wait for /health); 0 or -1. */
 int etcd_proc_start(etcd_proc_t *e);
+/* Starts a cluster of n members (each its own dir and ports); 0 or -1. */
+int etcd_cluster_start(etcd_proc_t *m, int n);
 /* Starts it again on the same ports and data dir. */
 int etcd_proc_restart(etcd_proc_t *e);
 /* SIGKILL and reap (no graceful shutdown). */

@@ -1,12 +1,16 @@
 /* etcdc against a real etcd: every test starts its own (free ports, a temp data dir)
  * and kills it by PID in its fini. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "etcd_proc.h"
 #include "etcdc/etcdc.h"
@@ -613,4 +617,100 @@ Test(etcdc, none_reachable_is_eagain, .timeout = 30)
     for (const char *p = e; *p; p++)
         cr_assert(*p >= 0x20, "control byte in \"%s\"", e);
     etcdc_close(c);
+}
+
+/* ---- a cluster: the member in use dies ---- */
+
+static etcd_proc_t members[3];
+
+static void cluster_up(void)
+{
+    cr_assert_eq(etcd_cluster_start(members, 3), 0, "the etcd cluster did not start");
+    char spec[256], err[256];
+    snprintf(spec, sizeof(spec), "etcd://%s,%s,%s", members[0].endpoint, members[1].endpoint, members[2].endpoint);
+    cli = etcdc_open(spec, 3000, err, sizeof(err));
+    cr_assert_not_null(cli, "%s", err);
+}
+
+static void cluster_down(void)
+{
+    etcdc_close(cli);
+    cli = NULL;
+    for (int i = 0; i < 3; i++)
+        etcd_proc_destroy(&members[i]);
+}
+
+/* The member the client and its watch use is killed: calls move to another member and
+ * the watch resumes there, every event once. */
+Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+{
+    int64_t r;
+    put("/w/seed", "0", &r);
+    cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    char k[16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 5, 10000), 5);
+    etcd_proc_kill(&members[0]);
+    /* a read first: it may meet the dead connection and is retried on the next member
+     * (a write there would be refused as "may have been applied") */
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/w/0"), &kv), 0, "%s", etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_neq(etcdc_endpoint(cli), members[0].endpoint);
+    for (int i = 5; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 10, 20000), 10);
+    cr_assert_eq(seen_wait(&s, 11, 500), 10, "an event was repeated");
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        cr_assert_str_eq(s.key[i], k);
+    }
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+}
+
+/* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Each call has its deadline: a silent endpoint costs one, then the read goes on to the
+ * next endpoint; alone, it is -ETIMEDOUT or -EAGAIN, never a hang. */
+Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
+{
+    int port, fd = silent_listener(&port);
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", port, etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 500, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    put("/s", "v", NULL);
+    etcdc_kv_t kv;
+    int rc = etcdc_get(c, S("/s"), &kv);
+    cr_assert_eq(rc, 0, "%d %s", rc, etcdc_error());
+    etcdc_kv_free(&kv);
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_close(c);
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d", port);
+    c = etcdc_open(spec, 500, err, sizeof(err));
+    int64_t t0 = now_ms();
+    rc = etcdc_put(c, S("/s"), S("v"), 0, NULL);
+    cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "%d %s", rc, etcdc_error());
+    cr_assert_lt(now_ms() - t0, 10000);
+    etcdc_close(c);
+    close(fd);
 }

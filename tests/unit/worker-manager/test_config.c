@@ -121,3 +121,95 @@ Test(config, tls_cert_and_key_go_together)
     char *a3[] = {"x", "--token-file", "", NULL};
     cr_assert_eq(parse(&c, &err, 3, a3), -1);
 }
+
+/* argv with "x" in front; the parse's result. */
+static int parse_list(wm_config_t *c, const char **err, char **args)
+{
+    char *argv[16] = {"x"};
+    int n = 1;
+    while (args[n - 1] != NULL && n < 15) {
+        argv[n] = args[n - 1];
+        n++;
+    }
+    argv[n] = NULL;
+    return wm_config_parse(c, n, argv, err);
+}
+
+Test(config, several_hosts_flags)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *def[] = {NULL};
+    cr_assert_eq(parse_list(&c, &err, def), 0);
+    cr_expect_str_eq(c.advertise, "127.0.0.1:7200", "the listen address by default");
+    cr_expect_eq(c.pod_net, 0x0AC80000u);
+    cr_expect_eq(c.pod_prefix, 16);
+    cr_expect_str_eq(c.allow_from, "");
+    char *set[] = {"--listen",
+                   "0.0.0.0:7200",
+                   "--advertise",
+                   "192.168.1.7:7200",
+                   "--pod-cidr",
+                   "10.9.16.0/20",
+                   "--allow-from=10.1.0.1,10.2.0.0/16",
+                   NULL};
+    cr_assert_eq(parse_list(&c, &err, set), 0, "%s", err ? err : "");
+    cr_expect_str_eq(c.listen, "0.0.0.0:7200");
+    cr_expect_str_eq(c.advertise, "192.168.1.7:7200");
+    cr_expect_eq(c.pod_net, 0x0A091000u);
+    cr_expect_eq(c.pod_prefix, 20);
+    cr_expect_str_eq(c.allow_from, "10.1.0.1,10.2.0.0/16");
+    char *edges[] = {"--pod-cidr", "10.0.0.0/28", "--listen", "10.0.0.1:1", NULL};
+    cr_assert_eq(parse_list(&c, &err, edges), 0, "%s", err ? err : "");
+    cr_expect_eq(c.pod_prefix, 28);
+    cr_expect_str_eq(c.advertise, "10.0.0.1:1");
+}
+
+Test(config, several_hosts_flags_refuse_what_cannot_work)
+{
+    struct {
+        char *args[5];
+        const char *says; /* a word the one-line error must hold */
+    } bad[] = {
+        {{"--listen", "0.0.0.0:7200"}, "--advertise"}, /* other hosts cannot dial a wildcard */
+        {{"--advertise", "0.0.0.0:1"}, "0.0.0.0"},
+        {{"--advertise", ":7200"}, "--advertise"},
+        {{"--advertise", "10.0.0.1:0"}, "port"},
+        {{"--advertise", "nohost"}, "--advertise"},
+        {{"--pod-cidr", "10.200.0.0/15"}, "16-28"},
+        {{"--pod-cidr", "10.200.0.0/29"}, "16-28"},
+        {{"--pod-cidr", "10.200.0.1/24"}, "host bits"},
+        {{"--pod-cidr", "10.200.0.0"}, "a.b.c.d/n"},
+        {{"--pod-cidr", "10.200.0.0/"}, "a.b.c.d/n"},
+        {{"--pod-cidr", "10.300.0.0/16"}, "a.b.c.d/n"},
+        {{"--pod-cidr", "10.200.0.0/016x"}, "a.b.c.d/n"},
+        {{"--allow-from", ""}, "--allow-from"},
+        {{"--allow-from", "10.0.0.1,"}, "--allow-from"},
+        {{"--allow-from", "10.0.0.1,,10.0.0.2"}, "--allow-from"},
+        {{"--allow-from", "10.0.0.0/33"}, "--allow-from"},
+        {{"--allow-from", "10.0.0.1/24"}, "--allow-from"}, /* host bits set */
+        {{"--allow-from", "host.example"}, "--allow-from"},
+        {{"--allow-from", "10.0.0.1 }; drop"}, "--allow-from"}, /* no nft text gets through */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wm_config_t c;
+        const char *err = NULL;
+        cr_expect_eq(parse_list(&c, &err, bad[i].args), -1, "%s %s accepted", bad[i].args[0], bad[i].args[1]);
+        cr_expect(err != NULL && strchr(err, '\n') == NULL && strstr(err, bad[i].says) != NULL, "%s %s: %s",
+                  bad[i].args[0], bad[i].args[1], err ? err : "(none)");
+    }
+}
+
+Test(config, the_advertised_host_is_an_address_or_a_name)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *v6[] = {"--advertise", "[2001:db8::7]:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, v6), 0, "%s", err ? err : "");
+    char *name[] = {"--advertise", "node-3.example:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, name), 0, "%s", err ? err : "");
+    char *any6[] = {"--advertise", "[::]:7200", NULL};
+    cr_expect_eq(parse_list(&c, &err, any6), -1);
+    char *junk[] = {"--listen", "0.0.0.0:127..0.1:2", NULL}; /* the host part is "0.0.0.0:127..0.1" */
+    cr_expect_eq(parse_list(&c, &err, junk), -1);
+}

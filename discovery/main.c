@@ -75,9 +75,9 @@ static disc_store_t *open_store(const disc_args_t *o)
 {
     char errbuf[512];
     const char *err = NULL;
-    disc_store_t *st = o->store_etcd ? disc_store_open_etcd(o->state_dir, o->store, o->etcd_prefix, errbuf,
-                                                            sizeof(errbuf))
-                                     : disc_store_open(o->state_dir, &err);
+    disc_store_t *st = o->store_etcd
+                           ? disc_store_open_etcd(o->state_dir, o->store, o->etcd_prefix, errbuf, sizeof(errbuf))
+                           : disc_store_open(o->state_dir, &err);
     if (st == NULL)
         FAAS_ERROR("event=start_failed state_dir=%s store=%s msg=\"%s\"", o->state_dir, o->store,
                    o->store_etcd ? errbuf : err);
@@ -212,9 +212,9 @@ out:
         disc_registry_stop_reaper(reg);
     if (tasks)
         disc_task_stop_reaper(tasks);
-    disc_service_free(svc);   /* answers what is queued: it still uses the store */
-    disc_task_close(tasks);   /* on etcd it uses the store's client: before the store */
-    disc_store_close(st);     /* stops the etcd watch before the registry it feeds goes */
+    disc_service_free(svc); /* answers what is queued: it still uses the store */
+    disc_task_close(tasks); /* on etcd it uses the store's client: before the store */
+    disc_store_close(st);   /* stops the etcd watch before the registry it feeds goes */
     disc_registry_free(reg);
     if (exit_code == 0)
         FAAS_INFO("event=stopped");

@@ -255,8 +255,10 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
     if (rc == -ENOENT && ref->local_only)
         snprintf(why, sizeof(why), "no such code artifact on this discovery");
     if (rc != 0) {
-        fail(s, call, M_FETCH, rc == -EAGAIN ? FAAS_GRPC_UNAVAILABLE : rc == -ENOENT ? FAAS_GRPC_NOT_FOUND
-                                                                                     : FAAS_GRPC_INTERNAL,
+        fail(s, call, M_FETCH,
+             rc == -EAGAIN   ? FAAS_GRPC_UNAVAILABLE
+             : rc == -ENOENT ? FAAS_GRPC_NOT_FOUND
+                             : FAAS_GRPC_INTERNAL,
              why);
         goto out;
     }
@@ -1043,7 +1045,7 @@ void disc_service_metrics(disc_service_t *s, FILE *out)
             /* a position, like WatchEvent.revision (and etcd's current revision): a gauge */
             "# HELP faas_discovery_revision Registry revision (grows on every change), as in WatchEvent.revision.\n"
             "# TYPE faas_discovery_revision gauge\nfaas_discovery_revision %llu\n"
-            "# HELP faas_discovery_deploys_total Deploys stored, ever (in the state dir, or in etcd by every discovery).\n"
+            "# HELP faas_discovery_deploys_total Deploys stored, ever (state dir, or etcd: every discovery's).\n"
             "# TYPE faas_discovery_deploys_total counter\nfaas_discovery_deploys_total %llu\n"
             "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
             "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %llu\n",

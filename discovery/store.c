@@ -20,8 +20,8 @@ struct disc_store {
     void *impl;
     /* the service check and the backend's write as one step, as one SQLite lock was */
     pthread_mutex_t mu;
-    uint64_t max_fetch; /* largest artifact fetched from a peer */
-    char advertise[300];  /* disc_store_advertise's answer (main's thread only) */
+    uint64_t max_fetch;  /* largest artifact fetched from a peer */
+    char advertise[300]; /* disc_store_advertise's answer (main's thread only) */
     char artifacts[3072];
 };
 

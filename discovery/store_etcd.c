@@ -31,9 +31,9 @@
 #include "etcdc/etcdc.h"
 
 #define ED_TIMEOUT_MS 5000
-#define ED_TXN_TRIES 64            /* optimistic retries before a deploy gives up */
-#define ED_APPLY_WAIT_MS 5000      /* a local change waits this long for the watch */
-#define ED_PEER_TIMEOUT_MS 600000  /* one artifact transfer from a peer: 4 GiB at ~7 MB/s */
+#define ED_TXN_TRIES 64           /* optimistic retries before a deploy gives up */
+#define ED_APPLY_WAIT_MS 5000     /* a local change waits this long for the watch */
+#define ED_PEER_TIMEOUT_MS 600000 /* one artifact transfer from a peer: 4 GiB at ~7 MB/s */
 #define ED_RESYNC_RETRY_MS 500
 
 /* A function the registry got from us, with the revision that put it there. */
@@ -240,8 +240,7 @@ static int ed_follow(void *impl, disc_registry_t *reg, char *errbuf, size_t errc
     e->reg = reg;
     int64_t rev = reload(e);
     if (rev < 0) {
-        snprintf(errbuf, errcap, "cannot read the functions from etcd at %s: %s", etcdc_endpoint(e->c),
-                 etcdc_error());
+        snprintf(errbuf, errcap, "cannot read the functions from etcd at %s: %s", etcdc_endpoint(e->c), etcdc_error());
         return (int)rev;
     }
     size_t kl = mkkey(e, "functions", "", k, sizeof(k));
@@ -350,8 +349,7 @@ static int ed_deploy(void *impl, Faas__FunctionSpec *s, char *errbuf, size_t err
         /* another discovery deployed this name in between: back off a little, jittered */
         sleep_ms(1 + rand() % (2 + i));
     }
-    snprintf(errbuf, errcap, "storing the function failed: %d concurrent deploys of it won every time",
-             ED_TXN_TRIES);
+    snprintf(errbuf, errcap, "storing the function failed: %d concurrent deploys of it won every time", ED_TXN_TRIES);
     return -EIO;
 }
 
@@ -552,8 +550,7 @@ static int on_chunk(void *ud, const uint8_t *msg, size_t len)
 
 /* FetchCode from one holder into dir, through a temp file that is renamed into place
  * only once its sha256 is the one asked for. 0, or -1 with errbuf filled. */
-static int fetch_from(const char *holder, const char *dir, const char *sha, uint64_t max, char *errbuf,
-                      size_t errcap)
+static int fetch_from(const char *holder, const char *dir, const char *sha, uint64_t max, char *errbuf, size_t errcap)
 {
     const char *err = NULL;
     char got[65], cerr[256];
@@ -569,8 +566,8 @@ static int fetch_from(const char *holder, const char *dir, const char *sha, uint
     ref.local_only = 1;
     size_t len;
     uint8_t *req = faas_pb_pack(&ref.base, &len);
-    int rc = ch && req ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, ED_PEER_TIMEOUT_MS,
-                                                on_chunk, &f, cerr, sizeof(cerr))
+    int rc = ch && req ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, ED_PEER_TIMEOUT_MS, on_chunk,
+                                                &f, cerr, sizeof(cerr))
                        : -1;
     free(req);
     faas_rpc_channel_close(ch);
@@ -591,8 +588,7 @@ static int fetch_from(const char *holder, const char *dir, const char *sha, uint
     return 0;
 }
 
-static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint64_t max, char *errbuf,
-                             size_t errcap)
+static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint64_t max, char *errbuf, size_t errcap)
 {
     ed_t *e = impl;
     char k[300], why[400] = "", adv[300];

@@ -319,3 +319,49 @@ def test_tasks_submitted_through_one_are_served_by_the_other(tmp, two):
     claimed = b.unary("ClaimTasks", "ClaimRequest", {"function": "work", "max": 5, "claimer": "e2e"},
                       "TaskList").get("tasks", [])
     assert [c["id"] for c in claimed] == [tid]
+
+
+def etcd_http(etcd, path, body):
+    """etcd's JSON gateway (v3 API over HTTP): what etcdctl would send."""
+    import json
+    req = urllib.request.Request(f"http://{etcd.endpoint}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_watch_behind_a_compaction_resyncs(tmp, etcd, two):
+    """a is frozen while etcd restarts and b changes things, then etcd compacts past
+    them: a's watch cannot resume from its revision, so a reads the functions afresh,
+    dropping the deleted one and adding the new one, and its watchers see both."""
+    import base64
+    a, b = two
+    sha = b.upload(b"resync code")["sha256"]
+    b.deploy(spec("gone", sha))
+    b.deploy(spec("kept", sha))
+    w = Watch(a, functions=True)
+    try:
+        wait_until(lambda: listed(a) == ["gone", "kept"], 5, what="a lists both")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            etcd.stop()
+            etcd.start()
+            wait_until(lambda: b.unary("ListFunctions", "Empty", {}, "FunctionList", timeout=10), 30,
+                       what="b reaches etcd again")
+            b.unary("DeleteFunction", "FunctionName", {"name": "gone"}, "Empty")
+            b.deploy(spec("new", sha))
+            rev = int(etcd_http(etcd, "/v3/kv/range", {"key": base64.b64encode(b"/e2e/").decode()})["header"]
+                      ["revision"])
+            etcd_http(etcd, "/v3/kv/compaction", {"revision": rev, "physical": True})
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        seen = {}
+        deadline = time.monotonic() + 30
+        while seen.get("gone") != "deleted" or seen.get("new") != "put":
+            _, ev = w.next(timeout=max(0.1, deadline - time.monotonic()))
+            if ev["type"] in (pb.FUNCTION_PUT, pb.FUNCTION_DELETE):
+                seen[ev["function"]["name"]] = "put" if ev["type"] == pb.FUNCTION_PUT else "deleted"
+        assert listed(a) == ["kept", "new"]
+        assert "event=etcd_resync" in a.log()
+    finally:
+        w.close()

@@ -2,8 +2,8 @@
  * (Debian's /usr/bin/etcd) on free loopback ports in a temp dir: deploys, versions that
  * survive deletes and concurrent deploys, artifact records, the watch that keeps a
  * registry current, and what a caller sees when etcd is gone. */
-#include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,12 +81,15 @@ static void start_etcd(void)
     etcd_pid = fork();
     cr_assert(etcd_pid >= 0);
     if (etcd_pid == 0) {
+        /* a test process that dies without its teardown (a sanitizer abort, a
+         * timeout) takes its etcd with it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = freopen(log, "w", stdout);
         (void)f;
         dup2(1, 2);
         execl(ETCD_BIN, ETCD_BIN, "--data-dir", data, "--listen-client-urls", curl, "--advertise-client-urls", curl,
-              "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster,
-              "--name", "default", (char *)NULL);
+              "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl, "--initial-cluster", cluster, "--name",
+              "default", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 300; i++) { /* 30 s at most */

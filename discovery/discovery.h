@@ -158,7 +158,7 @@ typedef void (*disc_task_done_fn)(void *ud, int rc);
  * PRAGMA synchronous=synchronous, and starts the group-commit thread. */
 disc_tasks_t *disc_task_open(const char *state_dir, int synchronous, const char **err);
 typedef struct etcdc etcdc_t;
-/* The same store kept in etcd under prefix ("/faas/"), shared by every discovery that
+/* The same store kept in etcd under <prefix>async/ (/faas/async/), shared by every discovery that
  * opens it there (docs/async.md, "The task store on etcd"); c must outlive the store.
  * Results are bounded at 1.2 MiB (etcd's request limit) whatever async.max_result says. */
 disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **err);

@@ -3,7 +3,8 @@
  * when any of them dies. Every change is one etcd transaction that compares the task
  * key's mod_revision with the one loaded (optimistic concurrency: of two discoveries
  * changing one task, one wins and the other reloads or skips it), puts the task and
- * moves its index keys, which stand in for SQLite's indexes:
+ * moves its index keys, which stand in for SQLite's indexes. All under <prefix>async/,
+ * apart from the function store's keys under the same prefix:
  *
  *   tasks/<id>                               StoredTask (no request)
  *   req/<id>, results/<id>                   packed TaskRequest, TaskResult
@@ -376,8 +377,7 @@ static void etcd_commit_batch(disc_tasks_t *ts, disc_pending_t *batch)
             p->rc = -ENOMEM;
             continue;
         }
-        if (b->nop > 0 &&
-            (b->nop + 10 > TXN_OPS || b->bytes + p->req_len + 1024 > TXN_BYTES || staged_id(from, p))) {
+        if (b->nop > 0 && (b->nop + 10 > TXN_OPS || b->bytes + p->req_len + 1024 > TXN_BYTES || staged_id(from, p))) {
             commit_chunk(ts, b, from, p, &ok_n);
             from = p;
         }
@@ -602,8 +602,8 @@ static void chunk_free(chunk_t *c)
 }
 
 /* Stages the claim of one due task; 1 if staged, 0 if it is no longer claimable. */
-static int stage_claim(disc_tasks_t *ts, txb_t *b, chunk_t *c, const char *id, const char *function,
-                       uint32_t lease_ms, int64_t now_ms)
+static int stage_claim(disc_tasks_t *ts, txb_t *b, chunk_t *c, const char *id, const char *function, uint32_t lease_ms,
+                       int64_t now_ms)
 {
     Faas__Task *t = NULL;
     disc_row_t x = {0};
@@ -1041,8 +1041,8 @@ static const disc_task_ops_t etcd_ops = {
 
 disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **err)
 {
-    if (c == NULL || prefix == NULL || prefix[0] == '\0' || strlen(prefix) >= PREFIX_MAX) {
-        *err = "the etcd prefix must be 1-127 characters";
+    if (c == NULL || prefix == NULL || prefix[0] == '\0' || strlen(prefix) + strlen("async/") >= PREFIX_MAX) {
+        *err = "the etcd prefix must be 1-121 characters";
         return NULL;
     }
     disc_tasks_t *ts = disc_tasks_alloc();
@@ -1052,7 +1052,7 @@ disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **e
         return NULL;
     }
     ts->etcd->c = c;
-    snprintf(ts->etcd->prefix, sizeof(ts->etcd->prefix), "%s", prefix);
+    snprintf(ts->etcd->prefix, sizeof(ts->etcd->prefix), "%sasync/", prefix); /* a subtree of its own */
     ts->ops = &etcd_ops;
     ts->max_result_cap = RESULT_CAP;
     if (disc_tasks_start(ts, err) != 0) {

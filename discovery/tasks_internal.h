@@ -34,11 +34,11 @@ typedef struct {
 
 /* What a transition sees of a stored task beyond its Task message. */
 typedef struct {
-    int cancel;                      /* cancel_requested */
-    int64_t cb_due, cb_lease;        /* callback_due_unix_ms, callback_lease_until_unix_ms */
-    int64_t purge_after;             /* purge_after_unix_ms */
-    disc_bounds_t b;                 /* its function's async bounds (the storage's change fills them) */
-    const Faas__TaskResult *result;  /* set by a transition: the storage saves it with the task */
+    int cancel;                     /* cancel_requested */
+    int64_t cb_due, cb_lease;       /* callback_due_unix_ms, callback_lease_until_unix_ms */
+    int64_t purge_after;            /* purge_after_unix_ms */
+    disc_bounds_t b;                /* its function's async bounds (the storage's change fills them) */
+    const Faas__TaskResult *result; /* set by a transition: the storage saves it with the task */
 } disc_row_t;
 
 /* A transition of one loaded task: 0 to save it, negative to leave it as it was. */
@@ -62,8 +62,8 @@ typedef struct {
     int (*list)(disc_tasks_t *ts, const Faas__TaskQuery *q, uint32_t limit, Faas__TaskList *l);
     /* Loads id, fills x->b, applies fn, saves, atomically; *t gets the task when it was
      * loaded (the caller frees it, even on errors). */
-    int (*change)(disc_tasks_t *ts, const char *id, disc_change_fn fn, const void *arg, int64_t now_ms,
-                  Faas__Task **t, disc_row_t *x);
+    int (*change)(disc_tasks_t *ts, const char *id, disc_change_fn fn, const void *arg, int64_t now_ms, Faas__Task **t,
+                  disc_row_t *x);
     /* Claims into l (room for max) under the function's concurrency. */
     int (*claim)(disc_tasks_t *ts, const char *function, uint32_t max, uint32_t lease_ms, int64_t now_ms,
                  Faas__TaskList *l);
@@ -71,8 +71,7 @@ typedef struct {
     int (*expire)(disc_tasks_t *ts, int64_t now_ms, disc_lapsed_t **v, size_t *n);
     int (*purge)(disc_tasks_t *ts, int64_t now_ms);
     /* Claims due callbacks into l (room for max). */
-    int (*claim_callbacks)(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms,
-                           Faas__CallbackDueList *l);
+    int (*claim_callbacks)(disc_tasks_t *ts, uint32_t max, uint32_t lease_ms, int64_t now_ms, Faas__CallbackDueList *l);
     /* The faas_tasks and faas_task_queue_oldest_seconds families. */
     void (*metrics)(disc_tasks_t *ts, FILE *out, int64_t now_ms);
 } disc_task_ops_t;

@@ -17,6 +17,7 @@ static disc_tasks_t *ts;
 
 #ifndef TASKS_SUITE
 #define TASKS_SUITE tasks
+#define TASKS_STORE "SQLite"
 static void store_setup(void)
 {
 }
@@ -955,9 +956,9 @@ static void group_commit(int sync, const char *mode)
     cr_assert_eq(c.submitted, GC_TASKS);
     cr_assert_lt(c.commits, c.submitted, "no transaction was shared");
     fprintf(stderr,
-            "group commit (synchronous=%s): %d tasks from %d threads in %.3f s = %.0f tasks/s, "
+            "group commit (%s, synchronous=%s): %d tasks from %d threads in %.3f s = %.0f tasks/s, "
             "%llu transactions, %.1f tasks per transaction\n",
-            mode, GC_TASKS, GC_THREADS, secs, GC_TASKS / secs, (unsigned long long)c.commits,
+            TASKS_STORE, mode, GC_TASKS, GC_THREADS, secs, GC_TASKS / secs, (unsigned long long)c.commits,
             (double)c.submitted / (double)c.commits);
 
     disc_task_close(ts); /* reopen: what the submitters were told is on disk */

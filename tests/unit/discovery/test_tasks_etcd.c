@@ -11,6 +11,7 @@
 
 #define TASKS_SUITE tasks_etcd
 #define TASKS_ETCD 1
+#define TASKS_STORE "etcd"
 #define PREFIX "/faas-test/"
 
 static etcd_proc_t etcd;
@@ -58,6 +59,10 @@ Test(tasks_etcd, a_task_submitted_through_one_store_is_claimed_and_finished_thro
     cr_assert_not_null(other, "%s", err);
     disc_task_set_lookup(other, lookup, NULL);
     cr_assert_eq(submit(1, "fn", 1000), 0);
+    etcdc_kv_t kv;
+    const char *key = PREFIX "async/tasks/00000000000000000000000000000001";
+    cr_assert_eq(etcdc_get(c2, key, strlen(key), &kv), 0, "in its own subtree of the prefix");
+    etcdc_kv_free(&kv);
     Faas__TaskList *l = NULL;
     cr_assert_eq(disc_task_claim(other, "fn", 10, 1000, 2000, &l), 0);
     cr_assert_eq(l->n_tasks, 1);
@@ -235,4 +240,122 @@ Test(tasks_etcd, etcd_down_fails_calls_and_keeps_what_was_accepted, .timeout = 6
     faas__task_list__free_unpacked(l, NULL);
     Faas__Task *t = NULL;
     cr_assert_eq(disc_task_get(ts, "00000000000000000000000000000002", &t), -ENOENT);
+}
+
+typedef struct {
+    disc_tasks_t *ts;
+    int n;
+} expirer_t;
+
+static void *expirer(void *p)
+{
+    expirer_t *e = p;
+    e->n = disc_task_expire(e->ts, 100000);
+    return NULL;
+}
+
+/* Two reapers at once: each lapsed task fails its attempt once (twice would end a task
+ * of "two", whose second attempt is its last). */
+Test(tasks_etcd, two_reapers_expire_each_lapsed_task_once, .timeout = 60)
+{
+    const char *err = NULL;
+    etcdc_t *c2 = connect_etcd();
+    disc_tasks_t *other = disc_task_open_etcd(c2, PREFIX, &err);
+    cr_assert_not_null(other, "%s", err);
+    disc_task_set_lookup(other, lookup, NULL);
+    for (unsigned i = 1; i <= 60; i++)
+        cr_assert_eq(submit(i, "two", (int64_t)i), 0);
+    size_t taken = 0;
+    for (int k = 0; k < 3; k++)
+        taken += n_claimed("two", 100, 1000); /* in pages under the default concurrency of 16 */
+    cr_assert_eq(taken, 16);
+    expirer_t e[2] = {{ts, 0}, {other, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, expirer, &e[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    cr_assert(e[0].n >= 0 && e[1].n >= 0, "%d %d", e[0].n, e[1].n);
+    cr_assert_eq(e[0].n + e[1].n, 16, "each lapse once between them (%d + %d)", e[0].n, e[1].n);
+    for (unsigned i = 1; i <= 16; i++) {
+        Faas__Task *t = get(i);
+        cr_assert_eq(t->status, FAAS__TASK__STATUS__QUEUED, "task %u: one failed attempt, retried", i);
+        cr_assert_eq(t->attempts, 1);
+        faas__task__free_unpacked(t, NULL);
+    }
+    disc_task_close(other);
+    etcdc_close(c2);
+}
+
+#define CANCEL_TASKS 200
+
+typedef struct {
+    disc_tasks_t *ts;
+    int cancelled[CANCEL_TASKS + 1]; /* 1: cancelled while queued, 2: cancel requested (running) */
+    int errors;
+} canceller_t;
+
+static void *canceller(void *p)
+{
+    canceller_t *c = p;
+    for (unsigned i = CANCEL_TASKS; i >= 1; i--) { /* newest first: it meets the claims, oldest first */
+        char id[33];
+        Faas__Task *t = NULL;
+        mkid(id, i);
+        if (disc_task_cancel(c->ts, id, 5000, &t) != 0) {
+            c->errors++;
+            continue;
+        }
+        c->cancelled[i] = t->status == FAAS__TASK__STATUS__CANCELLED ? 1 : 2;
+        faas__task__free_unpacked(t, NULL);
+    }
+    return NULL;
+}
+
+/* A cancel through one store racing claims through another: a task its cancel ended
+ * while queued is never handed out, and one it found running was claimed. */
+Test(tasks_etcd, a_cancel_racing_a_claim_on_another_store_never_both_win, .timeout = 60)
+{
+    const char *err = NULL;
+    static char claimed[CANCEL_TASKS + 1];
+    etcdc_t *c2 = connect_etcd();
+    disc_tasks_t *other = disc_task_open_etcd(c2, PREFIX, &err);
+    cr_assert_not_null(other, "%s", err);
+    disc_task_set_lookup(other, lookup, NULL);
+    for (unsigned i = 1; i <= CANCEL_TASKS; i++)
+        cr_assert_eq(submit(i, "wide", (int64_t)i), 0);
+    static canceller_t c;
+    c.ts = ts;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, canceller, &c), 0);
+    for (int idle = 0; idle < 20;) {
+        Faas__TaskList *l = NULL;
+        cr_assert_eq(disc_task_claim(other, "wide", 5, 60000, 5000, &l), 0);
+        idle = l->n_tasks ? 0 : idle + 1;
+        for (size_t i = 0; i < l->n_tasks; i++) {
+            unsigned n = 0;
+            cr_assert_eq(sscanf(l->tasks[i]->id, "%x", &n), 1);
+            cr_assert_eq(claimed[n], 0, "task %u claimed twice", n);
+            claimed[n] = 1;
+        }
+        faas__task_list__free_unpacked(l, NULL);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(c.errors, 0);
+    unsigned both = 0, ran = 0;
+    for (unsigned i = 1; i <= CANCEL_TASKS; i++) {
+        cr_assert_neq(c.cancelled[i], 0, "task %u: its cancel answered", i);
+        if (c.cancelled[i] == 1)
+            cr_assert_eq(claimed[i], 0, "task %u: cancelled while queued, then claimed", i);
+        else
+            cr_assert_eq(claimed[i], 1, "task %u: found running, never claimed", i);
+        both += c.cancelled[i] == 2;
+        ran += claimed[i];
+        Faas__Task *t = get(i);
+        cr_assert_eq(t->status, c.cancelled[i] == 1 ? FAAS__TASK__STATUS__CANCELLED : FAAS__TASK__STATUS__RUNNING);
+        faas__task__free_unpacked(t, NULL);
+    }
+    fprintf(stderr, "cancel race: %u claimed, %u of them cancelled while running\n", ran, both);
+    disc_task_close(other);
+    etcdc_close(c2);
 }

@@ -175,6 +175,8 @@ void disc_task_configure(disc_tasks_t *ts, const disc_task_config_t *c);
 void disc_task_close(disc_tasks_t *ts);
 /* 1 if id is exactly 32 lowercase hex characters. */
 int disc_task_valid_id(const char *id);
+/* The largest request body the store takes with a task (0: no bound of its own). */
+uint64_t disc_task_max_request(const disc_tasks_t *ts);
 /* Stores t as given (id, function, version, status, attempts, created, not_before,
  * callback fields, request); returns once committed, sharing the transaction with
  * concurrent submitters. 0, -EEXIST for a known id, -EINVAL (bad id, no function), -EIO. */

@@ -4,6 +4,7 @@
 #include "discovery/internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -705,6 +706,13 @@ static void do_submit_task(faas_rpc_call_t *call, const uint8_t *req, size_t len
     if (t->request->body.len > spec->max_body_bytes) {
         code = FAAS_GRPC_RESOURCE_EXHAUSTED;
         why = "the request body is over the function's max_body_bytes";
+        goto bad;
+    }
+    uint64_t cap = disc_task_max_request(s->tasks);
+    if (cap != 0 && t->request->body.len > cap) {
+        code = FAAS_GRPC_RESOURCE_EXHAUSTED;
+        snprintf(msg, sizeof(msg), "the request body is over the %" PRIu64 " bytes the task store on etcd takes", cap);
+        why = msg;
         goto bad;
     }
     submit_t *sb = malloc(sizeof(*sb));

@@ -237,6 +237,11 @@ void disc_tasks_bounds(disc_tasks_t *ts, const char *function, bounds_t *b)
         b->max_result_bytes = ts->max_result_cap; /* a larger one could not be stored: it fails, named */
 }
 
+uint64_t disc_task_max_request(const disc_tasks_t *ts)
+{
+    return ts->max_request_cap;
+}
+
 int disc_task_valid_id(const char *id)
 {
     size_t i = 0;

@@ -39,6 +39,10 @@
 #define TXN_BYTES (1u << 20)
 /* What one stored result may hold: with its task in one request under 1.5 MiB. */
 #define RESULT_CAP (1200u << 10)
+/* A request body goes into one transaction with its task (TXN_BYTES) and etcd's
+ * default request limit (1.5 MiB): bigger is refused at submission, named, not
+ * stored and not an -EIO. */
+#define REQUEST_CAP (1000u << 10)
 #define CHANGE_TRIES 16 /* reloads of a task another discovery keeps changing */
 #define CLAIM_CHUNK 16  /* 7 operations a task: 16 fit one transaction */
 #define CLAIM_CONFLICTS 8
@@ -1055,6 +1059,7 @@ disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **e
     snprintf(ts->etcd->prefix, sizeof(ts->etcd->prefix), "%sasync/", prefix); /* a subtree of its own */
     ts->ops = &etcd_ops;
     ts->max_result_cap = RESULT_CAP;
+    ts->max_request_cap = REQUEST_CAP;
     if (disc_tasks_start(ts, err) != 0) {
         disc_task_close(ts);
         return NULL;

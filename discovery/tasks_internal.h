@@ -98,6 +98,7 @@ struct disc_tasks {
     int reaper_running, reaper_stop;
     uint64_t retention_ms;     /* of functions that set none, and of tasks of deleted ones */
     uint64_t max_result_cap;   /* the storage's own bound on a stored result (0: none) */
+    uint64_t max_request_cap;  /* ... and on a submitted request's body (0: none) */
     disc_task_async_fn lookup; /* a function's AsyncSpec */
     void *lookup_ud;
     uint32_t cb_attempts, cb_backoff_ms;    /* X-Callback-Url deliveries: limit and first wait */

@@ -321,6 +321,25 @@ def test_tasks_submitted_through_one_are_served_by_the_other(tmp, two):
     assert [c["id"] for c in claimed] == [tid]
 
 
+def test_a_task_too_large_for_etcd_is_refused_by_name(tmp, two):
+    """etcd takes 1.5 MiB a request by default: a task whose body cannot go into one
+    transaction is refused at submission (RESOURCE_EXHAUSTED, the bound named), never
+    half stored and never an internal error."""
+    a, _ = two
+    sha = a.upload(b"big task code")["sha256"]
+    a.deploy(spec("bigtask", sha))
+    t = {"id": "d" * 32, "function": "bigtask", "request": {"method": "POST", "path": "/", "body": b"x" * (1100 << 10)}}
+    with pytest.raises(grpc.RpcError) as e:
+        a.unary("SubmitTask", "Task", t, "Task")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+    assert "task store on etcd" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        a.unary("GetTask", "TaskId", {"id": "d" * 32}, "Task")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    small = dict(t, id="e" * 32, request={"method": "POST", "path": "/", "body": b"x" * (900 << 10)})
+    assert a.unary("SubmitTask", "Task", small, "Task")["id"] == "e" * 32
+
+
 def etcd_http(etcd, path, body):
     """etcd's JSON gateway (v3 API over HTTP): what etcdctl would send."""
     import json

@@ -171,6 +171,21 @@ def test_pods_reach_no_control_plane_on_any_host(cluster):
     # the pod's own host refuses it in its input chain, as on one machine
     assert reach(own.addr, own.wm_port) == "ETIMEDOUT"
     assert dropped(own, "the control plane") >= before + 1 + len(others)  # the host's table, not chance
+    # nor another host's pods, though this host is on their --allow-from (the gateway runs
+    # beside pods here) and its pods' packets would leave masqueraded as the host
+    p.deploy_hello("target")
+    wait_until(lambda: curl(p.url("target", "/hello"))[0] == 200, 20, interval=0.2, what="target served")
+    far = [i for i in instances(p, "target") if i["worker_id"] != inst["worker_id"]]
+    if not far:  # placed on the prober's host: one more, elsewhere (its pool is empty now)
+        p.ctl("delete", "target")
+        p.deploy_hello("target2")
+        wait_until(lambda: curl(p.url("target2", "/hello"))[0] == 200, 20, interval=0.2, what="target2 served")
+        far = [i for i in instances(p, "target2") if i["worker_id"] != inst["worker_id"]]
+    assert far, instances(p)
+    fh, fp = far[0]["endpoint"].rsplit(":", 1)
+    before = dropped(own, "no pod reaches another host's pods")
+    assert reach(fh, fp) == "ETIMEDOUT", far[0]
+    assert dropped(own, "no pod reaches another host's pods") >= before + 1
     # the control plane's address is denied to new connections only: the gateway, on it,
     # still gets the pod's answers (above), and reaches pods on every host
     for h in p.hosts.hosts:

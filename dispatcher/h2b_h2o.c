@@ -13,10 +13,33 @@ static struct {
     h2o_timeout_entry_t later_entry;
 } hg;
 
+/* An agent's host that dies without a word (power, network) sends no RST: a connection
+ * to it would hold its calls until their deadlines and take new ones until the host's
+ * lease lapses. Unacknowledged bytes end it after AGENT_USER_TIMEOUT_MS (the kernel
+ * acknowledges for a live host, however busy its processes), and an idle one is probed
+ * by keepalives, so the next call connects afresh (and gives up after 2 s,
+ * dispatcher.c) instead of writing into a dead socket. */
+#define AGENT_USER_TIMEOUT_MS 10000
+#define AGENT_KEEPIDLE_S 5
+#define AGENT_KEEPINTVL_S 2
+#define AGENT_KEEPCNT 2
+
 static void nodelay(h2o_socket_t *sock)
 {
     int one = 1;
     setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void tune(h2o_socket_t *sock)
+{
+    int fd = h2o_socket_get_fd(sock), one = 1, ut = AGENT_USER_TIMEOUT_MS, idle = AGENT_KEEPIDLE_S,
+        intvl = AGENT_KEEPINTVL_S, cnt = AGENT_KEEPCNT;
+    nodelay(sock);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 static void on_connect(h2o_socket_t *sock, const char *err)
@@ -30,7 +53,7 @@ static void *io_connect(h2b_conn_t *c, const struct sockaddr *sa, unsigned len)
     if (sock == NULL)
         return NULL;
     sock->data = c;
-    nodelay(sock);
+    tune(sock);
     return sock;
 }
 

@@ -14,9 +14,9 @@
 
 /* Command-line configuration; every path is absolute once parsed. */
 typedef struct {
-    char listen[128];         /* gRPC listen address */
-    char advertise[128];      /* the address registered in discovery (--advertise; default listen) */
-    char discovery[128];      /* the first discovery gRPC address (--discovery) */
+    char listen[128];    /* gRPC listen address */
+    char advertise[128]; /* the address registered in discovery (--advertise; default listen) */
+    char discovery[128]; /* the first discovery gRPC address (--discovery) */
     /* every --discovery address: each gets every lease renewal, the rest of the WM's calls
      * go to the one wm_discovery_pick names (all discoveries on one etcd serve the same
      * durable state; soft state - instances, leases - is in each one's memory) */

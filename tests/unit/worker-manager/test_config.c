@@ -116,8 +116,7 @@ Test(config, discovery_list)
     cr_assert_str_eq(wm_discovery_pick(&c), "10.0.0.2:7100");
     wm_discovery_failed(&c, "10.0.0.2:7100");
     cr_assert_str_eq(wm_discovery_pick(&c), "a.b:1");
-    char *bad[] = {"a:1,", ",a:1", "a:1,,b:2", "a:1,b", "a:1,b:0x", "",
-                   "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9"};
+    char *bad[] = {"a:1,", ",a:1", "a:1,,b:2", "a:1,b", "a:1,b:0x", "", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *argv[] = {"x", "--discovery", bad[i], NULL};
         err = NULL;

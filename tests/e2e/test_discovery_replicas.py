@@ -6,13 +6,14 @@ gateway on B keeps serving, and a gateway with --discovery A,B moves its watch t
 One cluster, steps in order (each builds on the last). Needs root (pods) and Debian's
 etcd; skipped otherwise."""
 import os
+import shutil
 import time
 
 import pytest
 
 import discpb as pb
 from etcd_util import ETCD, Etcd
-from platform_util import BUILD, Daemon, Platform, curl, free_port, wait_until
+from platform_util import BUILD, ROOT, Daemon, Platform, curl, free_port, wait_until
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="pods need root"),
@@ -106,7 +107,7 @@ def test_2_deployed_through_a_served_through_gateways_on_a_and_b(cluster):
     assert ia == ib, (ia, ib, logs(p))
 
 
-def test_3_a_dead_discovery_costs_neither_the_lease_on_b_nor_the_gateways_on_b(cluster):
+def test_3_a_dead_discovery_costs_neither_the_lease_on_b_nor_the_gateways_on_b(cluster, tmp_path):
     p = cluster
     p.discovery.kill()
     # well past a lease TTL (three of them) with A dead: B still holds the WM's lease
@@ -120,8 +121,12 @@ def test_3_a_dead_discovery_costs_neither_the_lease_on_b_nor_the_gateways_on_b(c
     wait_until(lambda: call(p.g3, "rep") == 200, 20, interval=0.2, what="rep served through gateway3 after A died")
     assert [call(p.g3, "rep") for _ in range(5)] == [200] * 5, logs(p)
     assert "discovery_switch" in p.g3.log(), p.g3.log()
-    # a deploy through B after A died reaches G3's watch (now on B) and runs on the WM
+    # new code deployed through B after A died: G3's watch (now on B) learns it, and the
+    # WM fetches its bytes, which only B holds, moving on from A
+    code = tmp_path / "code"
+    shutil.copytree(f"{ROOT}/examples/hello-http", code)
+    (code / "marker").write_text("not the code deployed through A\n")
     p.discovery_addr = p.b
-    p.deploy_hello("rep-after")
+    p.ctl("deploy", "rep-after", "--dir", str(code), "--cmd", "./hello", "--health", "/healthz")
     for g in (p.g2, p.g3):
         wait_until(lambda g=g: call(g, "rep-after") == 200, 30, interval=0.2, what=f"rep-after through {g.name}")

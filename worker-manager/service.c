@@ -647,8 +647,11 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     wm_task_relay_start(wm);
     wm_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
+    char discs[WM_MAX_DISCOVERY * 130] = "";
+    for (unsigned i = 0, n = 0; i < c->n_discovery; i++)
+        n += (unsigned)snprintf(discs + n, sizeof(discs) - n, "%s%s", i ? "," : "", c->discoveries[i]);
     FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
-              c->id, c->listen, c->advertise, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+              c->id, c->listen, c->advertise, c->metrics_listen, discs, c->state_dir, c->pool_size, c->agent);
     (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);

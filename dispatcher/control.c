@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -148,6 +149,41 @@ static void post(ctl_msg_t *m)
     h2o_multithread_send_message(&rx, &m->super);
 }
 
+/* ---- the discovery list ---- */
+
+/* --discovery's addresses (validated by the gateway's flag parser), and the one the
+ * watch uses now: unary discovery calls go there too, so a task submitted and the
+ * watch that reports it see the same discovery's memory. */
+static char disc_addr[DISP_MAX_DISCOVERY][128];
+static unsigned n_disc;
+static _Atomic unsigned disc_cur;
+
+static void disc_list_init(const char *list)
+{
+    n_disc = 0;
+    for (const char *p = list; n_disc < DISP_MAX_DISCOVERY;) {
+        size_t l = strcspn(p, ",");
+        if (l > 0 && l < sizeof(disc_addr[0])) {
+            memcpy(disc_addr[n_disc], p, l);
+            disc_addr[n_disc++][l] = '\0';
+        }
+        if (p[l] == '\0')
+            break;
+        p += l + 1;
+    }
+    if (n_disc == 0) /* never: the flag parser refuses it; one address as given then */
+        snprintf(disc_addr[n_disc++], sizeof(disc_addr[0]), "%s", list);
+}
+
+/* The address after i; says so in the log. */
+static unsigned disc_next(unsigned i, const char *why)
+{
+    unsigned next = (i + 1) % n_disc;
+    if (next != i)
+        FAAS_WARN("event=discovery_switch from=%s to=%s why=%s", disc_addr[i], disc_addr[next], why);
+    return next;
+}
+
 /* ---- the discovery watch thread ---- */
 
 static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
@@ -166,7 +202,9 @@ static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
 
 static void *watch_main(void *arg)
 {
-    const char *addr = arg;
+    (void)arg;
+    unsigned cur = disc_cur;
+    const char *addr = disc_addr[cur];
     Faas__WatchRequest wr = FAAS__WATCH_REQUEST__INIT;
     wr.functions = wr.instances = wr.workers = 1;
     size_t len;
@@ -184,9 +222,14 @@ static void *watch_main(void *arg)
         /* a stream that lived a while was healthy: start the backoff over */
         if (faas_now_ms() - t0 > 5000)
             backoff = 100;
-        FAAS_WARN("event=watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, errbuf, backoff);
+        FAAS_WARN("event=watch_ended discovery=%s rc=%d err=\"%s\" retry_ms=%u", addr, rc, errbuf, backoff);
         usleep(backoff * 1000);
         backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        /* the next stream goes to the next discovery (round robin): every worker manager
+         * renews with each, so any of them has the whole picture */
+        cur = disc_next(cur, "watch_ended");
+        disc_cur = cur;
+        addr = disc_addr[cur];
         /* a fresh channel: grpc's own reconnect backoff (up to minutes) must not
          * delay the watch once discovery is back; we pace retries ourselves */
         faas_rpc_channel_close(ch);
@@ -254,25 +297,39 @@ static void run_release(job_t *j)
     free(resp);
 }
 
-static void run_discovery_call(job_t *j)
+/* One try of j on discovery addr; 1 if that discovery did not answer at all (no
+ * channel, or UNAVAILABLE on a channel never connected: a fast failure, so trying the
+ * next one stays within the caller's wait). */
+static int discovery_try(job_t *j, const char *addr, ctl_msg_t *m)
 {
-    chan_t *c = chan_get(disp_g.cfg.discovery);
-    ctl_msg_t *m = calloc(1, sizeof(*m));
-    if (m == NULL) {
-        if (c != NULL)
-            chan_put(c, 0);
-        return; /* the loop never hears back: its caller's bounded wait ends it */
-    }
-    m->kind = MSG_RPC;
-    m->cb = j->cb;
-    m->ud = j->ud;
+    chan_t *c = chan_get(addr);
+    free(m->resp);
+    m->resp = NULL;
+    m->err[0] = '\0';
     m->rc = c == NULL || c->ch == NULL ? -1
                                        : faas_rpc_unary(c->ch, j->method, j->pb, j->len, (int)j->timeout_ms, &m->resp,
                                                         &m->rlen, m->err, sizeof(m->err));
+    int down = c == NULL || c->ch == NULL || (m->rc == FAAS_GRPC_UNAVAILABLE && !faas_rpc_channel_connected(c->ch));
     if (c == NULL || c->ch == NULL)
         snprintf(m->err, sizeof(m->err), "cannot open a channel to discovery");
     if (c != NULL)
         chan_put(c, m->rc);
+    return down;
+}
+
+static void run_discovery_call(job_t *j)
+{
+    ctl_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return; /* the loop never hears back: its caller's bounded wait ends it */
+    m->kind = MSG_RPC;
+    m->cb = j->cb;
+    m->ud = j->ud;
+    /* the discovery the watch uses, else the next ones in turn */
+    unsigned first = disc_cur;
+    for (unsigned k = 0; k < n_disc; k++)
+        if (!discovery_try(j, disc_addr[(first + k) % n_disc], m))
+            break;
     post(m);
 }
 
@@ -645,7 +702,8 @@ int disp_control_start(const char **err)
         h2o_multithread_create_thread(&tid, NULL, pool_main, &wm_q);
         h2o_multithread_create_thread(&tid, NULL, pool_main, &disc_q);
     }
-    h2o_multithread_create_thread(&tid, NULL, watch_main, (void *)disp_g.cfg.discovery);
+    disc_list_init(disp_g.cfg.discovery);
+    h2o_multithread_create_thread(&tid, NULL, watch_main, NULL);
     return 0;
 }
 

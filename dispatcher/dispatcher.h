@@ -18,8 +18,12 @@
 #include "common/errors.h"
 #include "h2b/h2b.h"
 
+#define DISP_MAX_DISCOVERY 8
+
 typedef struct {
-    const char *discovery;          /* host:port of faas-discovery */
+    /* faas-discovery's host:port, or several comma-separated (at most DISP_MAX_DISCOVERY,
+     * all on one etcd): the watch follows one, moving to the next when its stream ends */
+    const char *discovery;
     uint32_t queue_max;             /* held calls per function */
     uint32_t cold_start_timeout_ms; /* 0 = the spec's */
     uint32_t sync_hold_ms;          /* longest a routing miss waits for discovery (disp_resolve) */

@@ -11,10 +11,12 @@
 #include "common/util.h"
 
 const char gw_args_usage[] =
-    "usage: faas-gateway [--listen ADDR] [--discovery ADDR] [--max-body BYTES] [--queue-max N]\n"
+    "usage: faas-gateway [--listen ADDR] [--discovery ADDR[,ADDR...]] [--max-body BYTES] [--queue-max N]\n"
     "                    [--cold-start-timeout-ms MS] [--threads N] [--domain D]\n"
     "  --listen ADDR               HTTP/1.1 + h2c listener (default 127.0.0.1:8080)\n"
-    "  --discovery ADDR            faas-discovery gRPC address (default 127.0.0.1:7100)\n"
+    "  --discovery ADDR[,ADDR...]  faas-discovery gRPC addresses, at most 8 (default 127.0.0.1:7100):\n"
+    "                              the watch and discovery calls use one, moving to the next when\n"
+    "                              its stream ends (every worker manager renews with each)\n"
     "  --max-body BYTES            largest request body (default 8388608)\n"
     "  --queue-max N               requests held per function during cold start (default 1024)\n"
     "  --cold-start-timeout-ms MS  longest wait for an instance (default: the function's spec)\n"
@@ -86,6 +88,28 @@ static int is_addr(const char *v)
     return faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
+/* the dispatcher keeps at most DISP_MAX_DISCOVERY (dispatcher.h) */
+#define GW_MAX_DISCOVERY 8
+
+/* --discovery: host:port[,host:port...], no empty element, at most GW_MAX_DISCOVERY. */
+static int is_addr_list(const char *v)
+{
+    unsigned n = 0;
+    for (const char *p = v;; n++) {
+        size_t l = strcspn(p, ",");
+        char one[160];
+        if (n == GW_MAX_DISCOVERY || l == 0 || l >= sizeof(one))
+            return 0;
+        memcpy(one, p, l);
+        one[l] = '\0';
+        if (!is_addr(one))
+            return 0;
+        if (p[l] == '\0')
+            return 1;
+        p += l + 1;
+    }
+}
+
 static void defaults(gw_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -147,7 +171,7 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
 #define IS(f) (nl == sizeof(f) - 1 && memcmp(a, f, nl) == 0)
     if (IS("--listen") && is_addr(v))
         cfg->listen = v;
-    else if (IS("--discovery") && is_addr(v))
+    else if (IS("--discovery") && is_addr_list(v))
         cfg->discovery = v;
     else if (IS("--thrift-listen") && (strcmp(v, "off") == 0 || is_addr(v)))
         cfg->thrift_listen = v, cfg->thrift_listen_explicit = 1;

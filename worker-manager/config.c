@@ -6,12 +6,19 @@
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/errors.h"
+#include "common/log.h"
 #include "common/util.h"
+
+/* The index of the discovery in use for calls other than lease renewals: one WM per
+ * process, and every thread must move on together once one sees it down. */
+static _Atomic unsigned disc_cur;
 
 void wm_usage(void)
 {
@@ -20,7 +27,11 @@ void wm_usage(void)
            "  --advertise HOST:PORT  the address registered in discovery, where gateways reach this\n"
            "                         worker manager (default: --listen; refused if its host is\n"
            "                         0.0.0.0: give this host's own address then)\n"
-           "  --discovery ADDR       discovery address (127.0.0.1:7100)\n"
+           "  --discovery ADDR[,ADDR...]\n"
+           "                         discovery addresses, at most 8 (127.0.0.1:7100). Every lease\n"
+           "                         renewal goes to each (discoveries sharing one etcd each hold\n"
+           "                         instances and leases in memory); other calls go to the first\n"
+           "                         that answers\n"
            "  --metrics-listen ADDR  /metrics and /healthz (127.0.0.1:7201)\n"
            "  --state-dir DIR        code cache, pod dirs, logs (./.faas/worker)\n"
            "  --pool-size N          warm generic pods (2)\n"
@@ -127,6 +138,8 @@ static void defaults(wm_config_t *c)
     c->pod_net = 0x0AC80000u; /* 10.200.0.0/16 */
     c->pod_prefix = 16;
     snprintf(c->discovery, sizeof(c->discovery), "127.0.0.1:7100");
+    snprintf(c->discoveries[0], sizeof(c->discoveries[0]), "127.0.0.1:7100");
+    c->n_discovery = 1;
     snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:7201");
     snprintf(c->cgroup_root, sizeof(c->cgroup_root), "/sys/fs/cgroup");
     c->pool_size = 2;
@@ -346,6 +359,59 @@ static int set_allow(wm_config_t *c, const char *v, const char **err)
     return 0;
 }
 
+/* --discovery A[,B...]: every element a host:port, at most WM_MAX_DISCOVERY. */
+static int set_discovery(wm_config_t *c, const char *v, const char **err)
+{
+    static const char *bad = "--discovery must be host:port[,host:port...], at most 8";
+    char tmp[WM_MAX_DISCOVERY][128] = {{0}};
+    unsigned n = 0;
+    for (const char *p = v;; n++) {
+        size_t l = strcspn(p, ",");
+        if (n == WM_MAX_DISCOVERY || l == 0 || l >= sizeof(tmp[0]))
+            return *err = bad, -1;
+        char one[128], host[128];
+        uint16_t port;
+        const char *e;
+        memcpy(one, p, l);
+        one[l] = '\0';
+        if (faas_parse_hostport(one, host, sizeof(host), &port, &e) != 0)
+            return *err = bad, -1;
+        memcpy(tmp[n], one, l + 1);
+        if (p[l] == '\0')
+            break;
+        p += l + 1;
+    }
+    memcpy(c->discoveries, tmp, sizeof(tmp));
+    c->n_discovery = n + 1;
+    snprintf(c->discovery, sizeof(c->discovery), "%s", tmp[0]);
+    return 0;
+}
+
+const char *wm_discovery_pick(const wm_config_t *c)
+{
+    if (c->n_discovery == 0)
+        return c->discovery;
+    return c->discoveries[disc_cur % c->n_discovery];
+}
+
+void wm_discovery_failed(const wm_config_t *c, const char *addr)
+{
+    if (c->n_discovery < 2)
+        return;
+    unsigned cur = disc_cur;
+    if (strcmp(c->discoveries[cur % c->n_discovery], addr) != 0)
+        return; /* someone else already moved on */
+    unsigned next = (cur + 1) % c->n_discovery;
+    if (atomic_compare_exchange_strong(&disc_cur, &cur, next))
+        FAAS_WARN("event=discovery_switch from=%s to=%s", addr, c->discoveries[next]);
+}
+
+int wm_discovery_down_rc(int rc)
+{
+    return rc < 0 || rc == FAAS_GRPC_UNAVAILABLE || rc == FAAS_GRPC_DEADLINE_EXCEEDED || rc == FAAS_GRPC_CANCELLED ||
+           rc == FAAS_GRPC_UNKNOWN;
+}
+
 /* One flag o with value v (--state-dir is only noted: it is resolved once all flags are
  * in); 0, 1 for --help, or -1 with *err. */
 static int apply(wm_config_t *c, int o, const char *v, const char **state, const char **err)
@@ -362,7 +428,7 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_CLUSTER:
         return set_cluster_cidr(c, v, err);
     case O_DISC:
-        return set_addr(c->discovery, sizeof(c->discovery), v, err, "--discovery must be host:port");
+        return set_discovery(c, v, err);
     case O_METRICS:
         return set_addr(c->metrics_listen, sizeof(c->metrics_listen), v, err, "--metrics-listen must be host:port");
     case O_STATE:
@@ -482,7 +548,7 @@ static int set_advertise(wm_config_t *c, const char **err)
                -1;
     /* a loopback address in a discovery on another machine sends every gateway to its own host */
     char dh[128];
-    if (loopback(host) && faas_parse_hostport(c->discovery, dh, sizeof(dh), &port, &e) == 0 && !loopback(dh) &&
+    if (loopback(host) && faas_parse_hostport(c->discoveries[0], dh, sizeof(dh), &port, &e) == 0 && !loopback(dh) &&
         strspn(dh, "0123456789.") == strlen(dh))
         return *err = "a loopback address (--advertise, else --listen) cannot be registered in a discovery on another "
                       "machine: give --advertise HOST:PORT",

@@ -493,14 +493,30 @@ out:
 typedef struct {
     const wm_config_t *cfg;
     faas_rpc_channel_t *ch; /* one connection for all the blobs of an image */
+    const char *addr;       /* the discovery ch goes to */
 } disc_fetch_t;
 
+/* Each blob from the discovery in use; one that fails is tried on each other discovery
+ * in turn (all serve the same artifacts: one lacking the bytes fetches them itself). */
 static int fetch_discovery(void *ud, const char *hex, const char *path, char *err, size_t errcap)
 {
     disc_fetch_t *d = ud;
-    if (d->ch == NULL)
-        d->ch = faas_rpc_channel_open(d->cfg->discovery);
-    return wm_fetch_blob(d->ch, d->cfg->discovery, hex, path, "image blob", err, errcap);
+    int rc = -1;
+    for (unsigned i = 0; i < (d->cfg->n_discovery ? d->cfg->n_discovery : 1); i++) {
+        const char *addr = wm_discovery_pick(d->cfg);
+        if (d->ch != NULL && d->addr != addr) {
+            faas_rpc_channel_close(d->ch);
+            d->ch = NULL;
+        }
+        if (d->ch == NULL)
+            d->ch = faas_rpc_channel_open(addr);
+        d->addr = addr;
+        rc = wm_fetch_blob(d->ch, addr, hex, path, "image blob", err, errcap);
+        if (rc == 0)
+            break;
+        wm_discovery_failed(d->cfg, addr);
+    }
+    return rc;
 }
 
 int wm_image_ensure(const wm_config_t *cfg, const Faas__ImageSpec *img, wm_image_times_t *t, char *err, size_t errcap)

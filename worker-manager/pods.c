@@ -1043,7 +1043,15 @@ static void *fetch_main(void *arg)
         w->image_unpack_us = (uint32_t)t.unpack_us;
         faas__image_spec__free_unpacked(f->image, NULL);
     } else {
-        w->rc = wm_code_ensure(f->wm->cfg->state_dir, f->wm->cfg->discovery, f->sha, w->err, sizeof(w->err));
+        /* the discovery in use, then each other one (all serve the same artifacts) */
+        const wm_config_t *c = f->wm->cfg;
+        for (unsigned i = 0; i < (c->n_discovery ? c->n_discovery : 1); i++) {
+            const char *addr = wm_discovery_pick(c);
+            w->rc = wm_code_ensure(c->state_dir, addr, f->sha, w->err, sizeof(w->err));
+            if (w->rc == 0)
+                break;
+            wm_discovery_failed(c, addr);
+        }
     }
     if (post(f->wm, w) != 0)
         free(w);

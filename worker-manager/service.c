@@ -236,7 +236,80 @@ static void deregister_predecessor(const wm_config_t *c, faas_rpc_channel_t *ch,
 
 /* ---- heartbeat thread ---- */
 
-static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, wm_load_sampler_t *ls, int empty, int *ok)
+/* One discovery's lease sender. Every discovery holds leases in its own memory, so each
+ * gets every renewal; each has its own thread and channel so that a dead or slow one
+ * holds up only its own renewals (each bounded by its deadline), never the others'. */
+typedef struct {
+    wm_t *wm;
+    const char *addr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t *req; /* the newest lease not sent yet (an older unsent one is dropped) */
+    size_t len;
+    int stop;
+    pthread_t th;
+} hb_sender_t;
+
+static void sender_send(hb_sender_t *s, faas_rpc_channel_t *ch, uint8_t *req, size_t len, int *ok)
+{
+    const wm_config_t *c = s->wm->cfg;
+    uint8_t *resp = NULL;
+    size_t rl;
+    char err[256] = "";
+    int tmo = (int)(c->lease_ttl_ms / 3 > 1000 ? c->lease_ttl_ms / 3 : 1000);
+    int rc = ch ? faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", req, len, tmo, &resp, &rl, err, sizeof(err)) : -1;
+    free(resp);
+    if (rc != 0 && *ok)
+        FAAS_WARN("event=heartbeat_failed discovery=%s rc=%d err=\"%s\"", s->addr, rc, err);
+    else if (rc == 0 && !*ok)
+        FAAS_INFO("event=heartbeat_ok discovery=%s", s->addr);
+    *ok = rc == 0;
+}
+
+static void *sender_main(void *arg)
+{
+    hb_sender_t *s = arg;
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(s->addr);
+    int ok = 1;
+    /* the first thing this WM tells each discovery (before its first renewal) */
+    if (ch != NULL)
+        deregister_predecessor(s->wm->cfg, ch, s->wm->prev_id);
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->req == NULL && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        uint8_t *req = s->req;
+        size_t len = s->len;
+        s->req = NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (req == NULL)
+            break; /* stopping, and the last lease (the deregistration) is sent */
+        sender_send(s, ch, req, len, &ok);
+        free(req);
+    }
+    if (ch != NULL)
+        faas_rpc_channel_close(ch);
+    return NULL;
+}
+
+/* Hands a copy of the packed lease to every sender. */
+static void senders_post(hb_sender_t *ss, unsigned n, const uint8_t *req, size_t len)
+{
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *cp = malloc(len ? len : 1);
+        if (cp == NULL)
+            continue;
+        memcpy(cp, req, len);
+        pthread_mutex_lock(&ss[i].mu);
+        free(ss[i].req);
+        ss[i].req = cp;
+        ss[i].len = len;
+        pthread_cond_signal(&ss[i].cv);
+        pthread_mutex_unlock(&ss[i].mu);
+    }
+}
+
+static void heartbeat_once(wm_t *wm, hb_sender_t *ss, unsigned n, wm_load_sampler_t *ls, int empty)
 {
     size_t len;
     wm_load_t load;
@@ -251,29 +324,56 @@ static void heartbeat_once(wm_t *wm, faas_rpc_channel_t *ch, wm_load_sampler_t *
     pthread_mutex_unlock(&wm->mu);
     if (req == NULL)
         return;
-    uint8_t *resp = NULL;
-    size_t rl;
-    char err[256] = "";
-    int tmo = (int)(wm->cfg->lease_ttl_ms / 3 > 1000 ? wm->cfg->lease_ttl_ms / 3 : 1000);
-    int rc = faas_rpc_unary(ch, "/faas.Discovery/Heartbeat", req, len, tmo, &resp, &rl, err, sizeof(err));
+    senders_post(ss, n, req, len);
     free(req);
-    free(resp);
-    if (rc != 0 && *ok)
-        FAAS_WARN("event=heartbeat_failed rc=%d err=\"%s\"", rc, err);
-    else if (rc == 0 && !*ok)
-        FAAS_INFO("event=heartbeat_ok discovery=%s", wm->cfg->discovery);
-    *ok = rc == 0;
+}
+
+/* Starts one sender per --discovery address; returns how many run. */
+static unsigned senders_start(wm_t *wm, hb_sender_t *ss)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < wm->cfg->n_discovery && i < WM_MAX_DISCOVERY; i++) {
+        hb_sender_t *s = &ss[n];
+        memset(s, 0, sizeof(*s));
+        s->wm = wm;
+        s->addr = wm->cfg->discoveries[i];
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_cond_init(&s->cv, NULL);
+        if (pthread_create(&s->th, NULL, sender_main, s) != 0) {
+            FAAS_WARN("event=heartbeat_sender_failed discovery=%s", s->addr);
+            pthread_mutex_destroy(&s->mu);
+            pthread_cond_destroy(&s->cv);
+            continue;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* Lets every sender send what it holds (the deregistration) and joins them all: the
+ * wait is the slowest one's deadline, not their sum. */
+static void senders_stop(hb_sender_t *ss, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        pthread_mutex_lock(&ss[i].mu);
+        ss[i].stop = 1;
+        pthread_cond_signal(&ss[i].cv);
+        pthread_mutex_unlock(&ss[i].mu);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(ss[i].th, NULL);
+        free(ss[i].req);
+        pthread_mutex_destroy(&ss[i].mu);
+        pthread_cond_destroy(&ss[i].cv);
+    }
 }
 
 static void *heartbeat_main(void *arg)
 {
     wm_t *wm = arg;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
-    int ok = 1;
+    hb_sender_t ss[WM_MAX_DISCOVERY];
+    unsigned n = senders_start(wm, ss);
     wm_load_sampler_t ls = {0};
-    /* the first thing this WM tells discovery (the heartbeat thread starts first, and
-     * here it neither delays the start nor keeps SIGTERM from being handled) */
-    deregister_predecessor(wm->cfg, ch, wm->prev_id);
     for (;;) {
         pthread_mutex_lock(&wm->mu);
         struct timespec ts;
@@ -289,10 +389,10 @@ static void *heartbeat_main(void *arg)
         pthread_mutex_unlock(&wm->mu);
         if (stop)
             break;
-        heartbeat_once(wm, ch, &ls, 0, &ok);
+        heartbeat_once(wm, ss, n, &ls, 0);
     }
-    heartbeat_once(wm, ch, &ls, 1, &ok); /* deregister: no instances, lease over at once */
-    faas_rpc_channel_close(ch);
+    heartbeat_once(wm, ss, n, &ls, 1); /* deregister: no instances, lease over at once */
+    senders_stop(ss, n);
     return NULL;
 }
 
@@ -479,12 +579,13 @@ static void deny_host(char *deny, size_t cap, const char *host)
 
 static int pod_rules(const wm_config_t *c)
 {
-    char host[128], deny[1200], err[256];
+    char host[128], deny[2400], err[256];
     uint16_t port;
     const char *e;
     snprintf(deny, sizeof(deny), "%s", c->pod_deny);
-    if (faas_parse_hostport(c->discovery, host, sizeof(host), &port, &e) == 0)
-        deny_host(deny, sizeof(deny), host);
+    for (unsigned i = 0; i < c->n_discovery; i++)
+        if (faas_parse_hostport(c->discoveries[i], host, sizeof(host), &port, &e) == 0)
+            deny_host(deny, sizeof(deny), host);
     const wm_net_rules_t r = {.deny = deny,
                               .allow = c->allow_from,
                               .pod_net = c->pod_net,
@@ -570,8 +671,11 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     wm_task_relay_start(wm);
     wm_watch_start(wm);
     pthread_create(&mt, NULL, metrics_main, m);
+    char discs[WM_MAX_DISCOVERY * 130] = "";
+    for (unsigned i = 0, n = 0; i < c->n_discovery; i++)
+        n += (unsigned)snprintf(discs + n, sizeof(discs) - n, "%s%s", i ? "," : "", c->discoveries[i]);
     FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
-              c->id, c->listen, c->advertise, c->metrics_listen, c->discovery, c->state_dir, c->pool_size, c->agent);
+              c->id, c->listen, c->advertise, c->metrics_listen, discs, c->state_dir, c->pool_size, c->agent);
     (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);

@@ -265,14 +265,29 @@ void wm_task_post(void *ud, uint8_t *buf, size_t len)
     pthread_mutex_unlock(&rl.mu);
 }
 
-static void relay_one(faas_rpc_channel_t *ch, relay_item_t *it)
+/* The relay's channel, to the discovery wm_discovery_pick names now (a new one when
+ * the pick moved since *addr). */
+static faas_rpc_channel_t *relay_chan(faas_rpc_channel_t *ch, const char **addr)
+{
+    const char *want = wm_discovery_pick(rl.wm->cfg);
+    if (ch != NULL && *addr == want)
+        return ch;
+    if (ch != NULL)
+        faas_rpc_channel_close(ch);
+    *addr = want;
+    return faas_rpc_channel_open(want);
+}
+
+static void relay_one(faas_rpc_channel_t **chp, const char **addr, relay_item_t *it)
 {
     for (int i = 0; i < RELAY_TRIES; i++) {
         uint8_t *resp = NULL;
         size_t rlen;
         char err[256] = "";
-        int rc = faas_rpc_unary(ch, "/faas.Discovery/ReportTask", it->buf, it->len, RELAY_TIMEOUT_MS, &resp, &rlen, err,
-                                sizeof(err));
+        faas_rpc_channel_t *ch = *chp = relay_chan(*chp, addr);
+        int rc = ch ? faas_rpc_unary(ch, "/faas.Discovery/ReportTask", it->buf, it->len, RELAY_TIMEOUT_MS, &resp, &rlen,
+                                     err, sizeof(err))
+                    : -1;
         char id[40], inst[64];
         if (rc == 0 && wm_task_cancel_wanted(resp, rlen, id, sizeof(id), inst, sizeof(inst)))
             wm_post_cancel_task(rl.wm, id, inst);
@@ -284,7 +299,9 @@ static void relay_one(faas_rpc_channel_t *ch, relay_item_t *it)
             FAAS_INFO("event=task_report_refused rc=%d err=\"%s\"", rc, err);
             return;
         }
-        FAAS_WARN("event=task_report_failed rc=%d err=\"%s\" try=%d", rc, err, i + 1);
+        FAAS_WARN("event=task_report_failed discovery=%s rc=%d err=\"%s\" try=%d", *addr, rc, err, i + 1);
+        if (wm_discovery_down_rc(rc)) /* the next try goes to the next discovery */
+            wm_discovery_failed(rl.wm->cfg, *addr);
         struct timespec ts = {0, 500000000L};
         nanosleep(&ts, NULL);
     }
@@ -293,7 +310,8 @@ static void relay_one(faas_rpc_channel_t *ch, relay_item_t *it)
 static void *relay_main(void *arg)
 {
     (void)arg;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(rl.wm->cfg->discovery);
+    const char *addr = NULL;
+    faas_rpc_channel_t *ch = NULL;
     for (;;) {
         pthread_mutex_lock(&rl.mu);
         while (rl.head == NULL && !rl.stop)
@@ -307,8 +325,7 @@ static void *relay_main(void *arg)
         pthread_mutex_unlock(&rl.mu);
         if (it == NULL)
             break; /* stopping, and nothing left to say */
-        if (ch != NULL)
-            relay_one(ch, it);
+        relay_one(&ch, &addr, it);
         free(it->buf);
         free(it);
     }

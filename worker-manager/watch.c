@@ -43,7 +43,8 @@ static void *watch_main(void *arg)
     size_t len;
     uint8_t *req = faas_pb_pack(&wr.base, &len);
     uint32_t backoff = WATCH_BACKOFF_MS;
-    faas_rpc_channel_t *ch = faas_rpc_channel_open(wm->cfg->discovery);
+    const char *addr = wm_discovery_pick(wm->cfg);
+    faas_rpc_channel_t *ch = faas_rpc_channel_open(addr);
     for (;;) {
         char err[256] = "";
         uint64_t t0 = faas_now_ms();
@@ -53,13 +54,16 @@ static void *watch_main(void *arg)
                      : -1;
         if (faas_now_ms() - t0 > WATCH_HEALTHY_MS)
             backoff = WATCH_BACKOFF_MS;
-        FAAS_WARN("event=watch_ended rc=%d err=\"%s\" retry_ms=%u", rc, err, backoff);
+        FAAS_WARN("event=watch_ended discovery=%s rc=%d err=\"%s\" retry_ms=%u", addr, rc, err, backoff);
+        if (wm_discovery_down_rc(rc)) /* the next stream goes to the next discovery */
+            wm_discovery_failed(wm->cfg, addr);
         usleep(backoff * 1000);
         backoff = backoff * 2 > WATCH_BACKOFF_MAX_MS ? WATCH_BACKOFF_MAX_MS : backoff * 2;
         /* a fresh channel: grpc's own reconnect backoff (up to minutes) must not delay the
          * watch once discovery is back; retries are paced here */
         faas_rpc_channel_close(ch);
-        ch = faas_rpc_channel_open(wm->cfg->discovery);
+        addr = wm_discovery_pick(wm->cfg);
+        ch = faas_rpc_channel_open(addr);
     }
     return NULL;
 }

@@ -10,11 +10,18 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#define WM_MAX_DISCOVERY 8
+
 /* Command-line configuration; every path is absolute once parsed. */
 typedef struct {
-    char listen[128];         /* gRPC listen address */
-    char advertise[128];      /* the address registered in discovery (--advertise; default listen) */
-    char discovery[128];      /* discovery gRPC address */
+    char listen[128];    /* gRPC listen address */
+    char advertise[128]; /* the address registered in discovery (--advertise; default listen) */
+    char discovery[128]; /* the first discovery gRPC address (--discovery) */
+    /* every --discovery address: each gets every lease renewal, the rest of the WM's calls
+     * go to the one wm_discovery_pick names (all discoveries on one etcd serve the same
+     * durable state; soft state - instances, leases - is in each one's memory) */
+    char discoveries[WM_MAX_DISCOVERY][128];
+    unsigned n_discovery;
     char metrics_listen[128]; /* /metrics + /healthz HTTP responder */
     char state_dir[PATH_MAX];
     char id[64];          /* worker id: names the cgroups faas/<id> */
@@ -49,6 +56,17 @@ typedef struct {
  * one-line static message. Never prints or exits (the fuzz driver calls it in a
  * loop); it reads only the cwd, the hostname and /proc/self/exe for defaults. */
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err);
+
+/* The discovery calls other than lease renewals go to: the one that last answered. */
+const char *wm_discovery_pick(const wm_config_t *c);
+
+/* addr (an address wm_discovery_pick gave) did not answer: the next pick is the
+ * next address of the list, unless another caller has already moved on. */
+void wm_discovery_failed(const wm_config_t *c, const char *addr);
+
+/* 1 if rc (a faas_rpc_* result) says the discovery did not answer (unreachable, down,
+ * too slow): worth trying the next one; 0 for an answer, even a refusal. */
+int wm_discovery_down_rc(int rc);
 
 /* Prints the usage text on stdout. */
 void wm_usage(void);

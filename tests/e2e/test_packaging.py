@@ -399,7 +399,7 @@ def test_manifests_are_consistent_and_use_only_real_flags():
     files = manifest_files()
     assert {"workermgr.yaml", "discovery.yaml", "gateway.yaml", "etcd.yaml"} <= {os.path.basename(f) for f in files}
     kinds = {(d["kind"], d["metadata"]["name"]) for _, d in load_docs(files) if d["kind"] != "Kustomization"}
-    assert {("DaemonSet", "faas-workermgr"), ("Deployment", "faas-discovery"), ("Deployment", "faas-gateway"),
+    assert {("DaemonSet", "faas-workermgr"), ("StatefulSet", "faas-discovery"), ("Deployment", "faas-gateway"),
             ("Service", "faas-gateway"), ("StatefulSet", "etcd"), ("Secret", "faas-token"),
             ("Namespace", "faas")} <= kinds
     bad = manifest_problems(files)
@@ -428,8 +428,12 @@ def test_manifests_say_what_the_design_says():
     env = {e["name"]: e for e in containers(wm)[0]["env"]}
     assert env["NODE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     assert "--advertise=$(NODE_IP):7200" in containers(wm)[0]["args"]
-    disc = docs[("Deployment", "faas-discovery")]
+    disc = docs[("StatefulSet", "faas-discovery")]
     assert disc["spec"]["replicas"] == 2
+    # every worker manager and gateway lists both replicas' stable names
+    names = ",".join(f"faas-discovery-{i}.faas-discovery.faas.svc.cluster.local:7100" for i in range(2))
+    for w in (wm, docs[("Deployment", "faas-gateway")]):
+        assert f"--discovery={names}" in containers(w)[0]["args"], w["metadata"]["name"]
     assert any(str(a).startswith("--store=etcd://") for a in containers(disc)[0]["args"])
     ports = {p["port"] for p in docs[("Service", "faas-gateway")]["spec"]["ports"]}
     assert ports == {8080, 8081, 8082}

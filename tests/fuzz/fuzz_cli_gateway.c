@@ -20,10 +20,31 @@ static int is_addr(const char *v)
     return v != NULL && fuzz_cli_printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
+/* --discovery: 1 to 8 comma-separated addresses, none empty. */
+static int is_addr_list(const char *v)
+{
+    if (v == NULL)
+        return 0;
+    unsigned n = 0;
+    for (const char *p = v;; n++) {
+        size_t l = strcspn(p, ",");
+        char one[160];
+        if (n == 8 || l == 0 || l >= sizeof(one))
+            return 0;
+        memcpy(one, p, l);
+        one[l] = '\0';
+        if (!is_addr(one))
+            return 0;
+        if (p[l] == '\0')
+            return 1;
+        p += l + 1;
+    }
+}
+
 static void check_config(const gw_config_t *c)
 {
     const char *e;
-    if (!is_addr(c->listen) || !is_addr(c->discovery))
+    if (!is_addr(c->listen) || !is_addr_list(c->discovery))
         abort();
     if (c->grpc_listen != NULL && strcmp(c->grpc_listen, "off") != 0 && !is_addr(c->grpc_listen))
         abort();

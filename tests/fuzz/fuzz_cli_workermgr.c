@@ -5,7 +5,7 @@
  * paths, an advertised address that is no wildcard, a pod range of prefix 16-28 with its
  * host bits zero, an allow list of digits, dots, slashes and commas only: it goes into
  * nftables as text); a second parse of the same argv agrees. */
-// FUZZ_SOURCES: worker-manager/config.c worker-manager/cgroup.c common/util.c tests/fuzz/cli_argv.c
+// FUZZ_SOURCES: worker-manager/config.c worker-manager/cgroup.c common/util.c common/log.c tests/fuzz/cli_argv.c
 // FUZZ_PKGS: libprotobuf-c
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -34,6 +34,11 @@ static void check_config(const wm_config_t *c)
         abort();
     if (!is_addr(c->listen) || !is_addr(c->discovery) || !is_addr(c->metrics_listen))
         abort();
+    if (c->n_discovery < 1 || c->n_discovery > WM_MAX_DISCOVERY || strcmp(c->discovery, c->discoveries[0]) != 0)
+        abort();
+    for (unsigned i = 0; i < c->n_discovery; i++)
+        if (!TERMINATED(c->discoveries[i]) || !is_addr(c->discoveries[i]))
+            abort();
     if (c->pool_size > 64 || c->lease_ttl_ms < 300 || c->lease_ttl_ms > 3600000 || c->pod_uid == 0 ||
         c->pod_gid != c->pod_uid)
         abort();

@@ -119,6 +119,21 @@ Test(gw_cli, addresses)
     cr_assert_str_eq(p.c.thrift_listen, "off");
 }
 
+Test(gw_cli, discovery_lists)
+{
+    const char *bad[] = {"a:1,", ",a:1", "a:1,,b:2", "a:1,b", "", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        parsed_t p = {0};
+        cr_assert_eq(PARSE(&p, "--discovery", (char *)bad[i]), -1, "--discovery %s accepted", bad[i]);
+        assert_one_line(p.err);
+        cr_assert_not_null(strstr(p.err, "--discovery"), "%s", p.err);
+    }
+    parsed_t p = {0};
+    cr_assert_eq(PARSE(&p, "--discovery", "d-0.d:7100,[::1]:7100"), 0, "%s", p.err);
+    cr_assert_str_eq(p.c.discovery, "d-0.d:7100,[::1]:7100");
+    cr_assert_eq(PARSE(&p, "--discovery", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8"), 0, "%s", p.err);
+}
+
 Test(gw_cli, shape_errors)
 {
     parsed_t p = {0};

@@ -91,6 +91,46 @@ Test(config, bad_flags_say_why)
     cr_assert_eq(parse(&c, &err, 2, extra), -1);
 }
 
+Test(config, discovery_list)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    /* not on loopback: a loopback address is not registered in a discovery elsewhere */
+    char *one[] = {"x", "--discovery", "10.0.0.1:7100", "--listen", "10.0.0.5:7200", NULL};
+    cr_assert_eq(parse(&c, &err, 5, one), 0, "%s", err ? err : "");
+    cr_assert_eq(c.n_discovery, 1);
+    cr_assert_str_eq(c.discovery, "10.0.0.1:7100");
+    cr_assert_str_eq(c.discoveries[0], "10.0.0.1:7100");
+    char *two[] = {"x", "--discovery", "a.b:1,10.0.0.2:7100", NULL};
+    cr_assert_eq(parse(&c, &err, 3, two), 0);
+    cr_assert_eq(c.n_discovery, 2);
+    cr_assert_str_eq(c.discovery, "a.b:1");
+    cr_assert_str_eq(c.discoveries[1], "10.0.0.2:7100");
+    /* the pick moves on when the one in use fails, and only then; a stale report of a
+     * failure of the one before is ignored */
+    cr_assert_str_eq(wm_discovery_pick(&c), "a.b:1");
+    wm_discovery_failed(&c, "10.0.0.2:7100");
+    cr_assert_str_eq(wm_discovery_pick(&c), "a.b:1");
+    wm_discovery_failed(&c, "a.b:1");
+    cr_assert_str_eq(wm_discovery_pick(&c), "10.0.0.2:7100");
+    wm_discovery_failed(&c, "a.b:1");
+    cr_assert_str_eq(wm_discovery_pick(&c), "10.0.0.2:7100");
+    wm_discovery_failed(&c, "10.0.0.2:7100");
+    cr_assert_str_eq(wm_discovery_pick(&c), "a.b:1");
+    char *bad[] = {"a:1,", ",a:1", "a:1,,b:2", "a:1,b", "a:1,b:0x", "", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8,a:9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *argv[] = {"x", "--discovery", bad[i], NULL};
+        err = NULL;
+        cr_assert_eq(parse(&c, &err, 3, argv), -1, "--discovery %s accepted", bad[i]);
+        cr_assert_not_null(err);
+        cr_assert_null(strchr(err, '\n'));
+    }
+    char *eight[] = {"x", "--discovery", "a:1,a:2,a:3,a:4,a:5,a:6,a:7,a:8", NULL};
+    cr_assert_eq(parse(&c, &err, 3, eight), 0);
+    cr_assert_eq(c.n_discovery, 8);
+    cr_assert_str_eq(c.discoveries[7], "a:8");
+}
+
 Test(config, token_file_defaults_next_to_the_state_dir)
 {
     wm_config_t c;

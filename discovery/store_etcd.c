@@ -40,11 +40,12 @@
 #define ED_APPLY_WAIT_MS 5000     /* a local change waits this long for the watch */
 /* A peer transfer: connected within ED_PEER_CONNECT_MS, then done within 30 s plus the
  * size at 10 MiB/s; at most ED_PEER_FETCHES_MAX at once (each holds a thread and a
- * temp file), one per sha. */
+ * temp file; others wait up to ED_PEER_SLOT_WAIT_MS for a slot), one per sha. */
 #define ED_PEER_CONNECT_MS 2000
 #define ED_PEER_BASE_MS 30000
 #define ED_PEER_RATE_BPS (10ull << 20)
 #define ED_PEER_FETCHES_MAX 4
+#define ED_PEER_SLOT_WAIT_MS 20000
 #define ED_RESYNC_RETRY_MS 500
 
 /* A function the registry got from us, with the revision that put it there. */
@@ -737,11 +738,15 @@ static int fetch_any(ed_t *e, const Faas__ArtifactMeta *m, const char *dir, cons
 }
 
 /* Reserves a slot for fetching sha: 1 got it, 0 another thread was fetching sha and
- * has finished (look for the file again), -EBUSY all slots are taken. */
+ * has finished (look for the file again), -EBUSY no slot came free in
+ * ED_PEER_SLOT_WAIT_MS (well inside a worker manager's 60 s FetchCode deadline). */
 static int fetch_slot_take(ed_t *e, const char *sha)
 {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ED_PEER_SLOT_WAIT_MS / 1000;
     pthread_mutex_lock(&e->mu);
-    int waited = 0;
+    int waited = 0, rc;
     for (;;) {
         int same = -1, freeslot = -1;
         for (int i = 0; i < ED_PEER_FETCHES_MAX; i++) {
@@ -750,19 +755,27 @@ static int fetch_slot_take(ed_t *e, const char *sha)
             else if (strcmp(e->fetching[i], sha) == 0)
                 same = i;
         }
-        if (same >= 0) { /* one copy per sha: wait for it rather than fetch it twice */
+        if (same >= 0) { /* one copy per sha: wait for it (it has deadlines) rather than copy twice */
             waited = 1;
             pthread_cond_wait(&e->cv, &e->mu);
             continue;
         }
-        if (waited || freeslot < 0) {
-            pthread_mutex_unlock(&e->mu);
-            return waited ? 0 : -EBUSY;
+        if (waited) {
+            rc = 0;
+            break;
         }
-        snprintf(e->fetching[freeslot], sizeof(e->fetching[freeslot]), "%s", sha);
-        pthread_mutex_unlock(&e->mu);
-        return 1;
+        if (freeslot >= 0) {
+            snprintf(e->fetching[freeslot], sizeof(e->fetching[freeslot]), "%s", sha);
+            rc = 1;
+            break;
+        }
+        if (e->stopping || pthread_cond_timedwait(&e->cv, &e->mu, &dl) != 0) {
+            rc = -EBUSY;
+            break;
+        }
     }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
 }
 
 static void fetch_slot_give(ed_t *e, const char *sha)
@@ -787,7 +800,7 @@ static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint6
         if (rc == 0 && (rc = disc_artifact_exists(dir, sha)) != 0)
             snprintf(errbuf, errcap, "code artifact %.64s: a fetch from the other discoveries just failed", sha);
         else if (rc == -EBUSY)
-            snprintf(errbuf, errcap, "busy: %d code artifact fetches from other discoveries are under way",
+            snprintf(errbuf, errcap, "busy: %d code artifact fetches from other discoveries are under way; try again",
                      ED_PEER_FETCHES_MAX);
         return rc;
     }

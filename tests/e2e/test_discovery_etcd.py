@@ -436,7 +436,10 @@ class StallingHolder:
         self.data, self.asked, self.release = data, threading.Event(), threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 
+        self.requests = 0
+
         def fetch(req, ctx):
+            self.requests += 1
             self.asked.set()
             yield pb.encode("CodeChunk", {"data": self.data[:1024]})
             self.release.wait(60)
@@ -553,6 +556,42 @@ def test_a_holder_that_lost_the_bytes_is_dropped_from_the_record(tmp, two):
     assert missing_blobs(b, [sha]) == b"\x0a\x40" + sha.encode()
     assert a.upload(data)["sha256"] == sha
     assert b.fetch(sha) == data
+
+
+def test_peer_copies_are_bounded_and_one_per_sha(tmp, two):
+    """Four copies from stalled holders at once take every slot: a fifth sha is not
+    asked for until one of them ends, and two callers of one sha make one copy."""
+    import concurrent.futures
+    a, b = two
+    etcd = two_etcd(a)
+    blobs = [os.urandom(4096) for _ in range(5)]
+    fakes = [StallingHolder(x) for x in blobs]
+    shas = [hashlib.sha256(x).hexdigest() for x in blobs]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=6)
+    try:
+        for sha, f, x in zip(shas, fakes, blobs):
+            put_holders(etcd, sha, [f"127.0.0.1:{f.port}"], size=len(x))
+        first = [pool.submit(fetch_long, b, sha, 60) for sha in shas[:4]]
+        twice = pool.submit(fetch_long, b, shas[0], 60)
+        for f in fakes[:4]:
+            assert f.asked.wait(15), b.log()
+        fifth = pool.submit(fetch_long, b, shas[4], 60)
+        # b answers other calls meanwhile, and keeps the fifth copy waiting for a slot
+        assert b.unary("ListFunctions", "Empty", {}, "FunctionList").get("functions", []) == []
+        assert not fakes[4].asked.wait(1)
+        fakes[1].release.set()
+        assert first[1].result(timeout=30) == blobs[1]
+        assert fakes[4].asked.wait(15), b.log()
+        for f in fakes:
+            f.release.set()
+        assert [p.result(timeout=30) for p in first] == blobs[:4]
+        assert twice.result(timeout=30) == blobs[0]
+        assert fifth.result(timeout=30) == blobs[4]
+        assert fakes[0].requests == 1
+    finally:
+        for f in fakes:
+            f.stop()
+        pool.shutdown(wait=True)
 
 
 def two_etcd(d):

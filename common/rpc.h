@@ -114,8 +114,8 @@ void faas_rpc_channel_close(faas_rpc_channel_t *ch);
  * reached (down, restarting), 1 that the failure is the peer's own answer. */
 int faas_rpc_channel_connected(faas_rpc_channel_t *ch);
 /* Starts connecting and waits up to timeout_ms for the channel to be READY: 1 if it
- * is, 0 if not (a peer down or black-holed is found out in seconds, not at the
- * deadline of a long call). */
+ * is, 0 if not or once an attempt failed (a peer down or black-holed is found out in
+ * seconds, not at the deadline of a long call). */
 int faas_rpc_channel_wait_ready(faas_rpc_channel_t *ch, int timeout_ms);
 
 /* Results of the client calls: 0 = OK; >0 = the gRPC status the server or transport

@@ -590,7 +590,7 @@ static int fetch_from(const char *holder, const char *dir, const char *sha, uint
     if (!faas_rpc_channel_wait_ready(ch, ED_PEER_CONNECT_MS)) {
         faas_rpc_channel_close(ch);
         disc_upload_abort(f.up);
-        snprintf(errbuf, errcap, "%s: unreachable (not connected within %d ms)", holder, ED_PEER_CONNECT_MS);
+        snprintf(errbuf, errcap, "%s: unreachable (no connection, or none within %d ms)", holder, ED_PEER_CONNECT_MS);
         return -1;
     }
     Faas__CodeRef ref = FAAS__CODE_REF__INIT;

@@ -37,6 +37,7 @@ typedef struct {
     int rc;
     int unreachable; /* MSG_ACQ_FAIL: the worker manager was not reached */
     char worker[64]; /* MSG_ACQ_*: the worker the Acquire went to */
+    uint64_t seq;    /* MSG_ACQ_*: the Acquire's number (pending_t) */
     disp_place_need_t need;
     uint8_t *resp;
     size_t rlen;
@@ -51,10 +52,26 @@ typedef struct job {
     char addr[128], fn[64], rid[72], worker[64];
     uint64_t version;
     disp_place_need_t need; /* what placement charged the worker with */
+    uint64_t seq;           /* an Acquire's number (pending_t) */
     uint8_t *pb;
     size_t len;
     uint32_t timeout_ms;
 } job_t;
+
+/* The Acquires in flight, loop-thread only. A host that dies without a word leaves its
+ * Acquire hanging until the RPC deadline (the cold start timeout + 1 s), after the held
+ * calls' own timers: when its lease lapses (WORKER_DELETE) its Acquires are abandoned and
+ * placed again on another worker; the late answer is then taken as it comes (an
+ * instance is kept, a failure ignored). */
+typedef struct pending {
+    struct pending *next;
+    uint64_t seq;
+    char fn[64], worker[64];
+    int abandoned;
+} pending_t;
+
+static pending_t *pendings;
+static uint64_t acq_seq;
 
 static h2o_multithread_queue_t *mq;
 static h2o_multithread_receiver_t rx;
@@ -190,6 +207,7 @@ static void run_acquire(job_t *j)
     snprintf(m->worker, sizeof(m->worker), "%s", j->worker);
     m->need = j->need;
     m->version = j->version;
+    m->seq = j->seq;
     uint64_t t0 = faas_now_us();
     uint8_t *resp = NULL;
     size_t rlen = 0;
@@ -340,6 +358,14 @@ int disp_control_acquire(disp_fn_t *fn, const char *request_id)
     j->version = fn->p.version;
     j->timeout_ms = cst;
     j->need = need;
+    pending_t *pd = calloc(1, sizeof(*pd));
+    if (pd != NULL) {
+        pd->seq = j->seq = ++acq_seq;
+        snprintf(pd->fn, sizeof(pd->fn), "%s", j->fn);
+        snprintf(pd->worker, sizeof(pd->worker), "%s", w->id);
+        pd->next = pendings;
+        pendings = pd;
+    }
     disp_place_charge(&w->pl, &need, faas_now_ms());
     push_job(j);
     return 0;
@@ -388,8 +414,34 @@ static void worker_delete(const char *id)
     for (size_t k = 0; k < nworkers; k++)
         if (strcmp(workers[k].id, id) == 0) {
             workers[k] = workers[--nworkers];
-            return;
+            break;
         }
+    for (pending_t *pd = pendings; pd != NULL; pd = pd->next) {
+        disp_fn_t *fn;
+        if (pd->abandoned || strcmp(pd->worker, id) != 0 || (fn = disp_fn_find(&disp_g.table, pd->fn, strlen(pd->fn))) == NULL)
+            continue;
+        pd->abandoned = 1;
+        if (fn->acquiring > 0)
+            fn->acquiring--;
+        disp_g.acquires_abandoned++;
+        FAAS_WARN("event=acquire_abandoned fn=%s worker=%s msg=\"its lease lapsed before it answered; placed again\"",
+                  pd->fn, id);
+        disp_on_acquire_unreachable(fn, "the worker manager's host stopped answering");
+    }
+}
+
+/* Takes the Acquire numbered seq off the pending list: 1 if it had been abandoned. */
+static int pending_done(uint64_t seq)
+{
+    for (pending_t **pp = &pendings; *pp != NULL; pp = &(*pp)->next)
+        if ((*pp)->seq == seq) {
+            pending_t *pd = *pp;
+            int abandoned = pd->abandoned;
+            *pp = pd->next;
+            free(pd);
+            return abandoned;
+        }
+    return 0;
 }
 
 static void function_put(const Faas__FunctionSpec *s)
@@ -515,10 +567,11 @@ static void apply_event(const Faas__WatchEvent *ev)
 
 static void acquired(ctl_msg_t *m)
 {
+    int abandoned = pending_done(m->seq);
     disp_fn_t *fn = disp_fn_find(&disp_g.table, m->fn, strlen(m->fn));
-    if (fn == NULL)
-        return;
-    if (fn->acquiring > 0)
+    if (fn == NULL || (abandoned && m->kind == MSG_ACQ_FAIL))
+        return; /* its calls were placed again when the worker's lease lapsed */
+    if (fn->acquiring > 0 && !abandoned)
         fn->acquiring--;
     disp_worker_t *w = find_worker(m->worker); /* NULL once its lease lapsed */
     if (w != NULL && m->kind == MSG_ACQ_FAIL && m->unreachable) {

@@ -311,6 +311,11 @@ void disp_metrics(FILE *out)
             "(the first one's worker manager was not reached).\n"
             "# TYPE faas_gateway_acquire_retries_total counter\nfaas_gateway_acquire_retries_total %" PRIu64 "\n",
             disp_g.acquire_retries);
+    fprintf(out,
+            "# HELP faas_gateway_acquires_abandoned_total Acquire calls given up when their worker's lease lapsed "
+            "before it answered (a host that stopped answering), their calls placed again.\n"
+            "# TYPE faas_gateway_acquires_abandoned_total counter\nfaas_gateway_acquires_abandoned_total %" PRIu64 "\n",
+            disp_g.acquires_abandoned);
     fprintf(out, "# HELP faas_queue_depth Requests held waiting for an instance.\n# TYPE faas_queue_depth gauge\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];

@@ -255,6 +255,7 @@ typedef struct {
     disp_call_t *frees; /* closed calls, freed at the end of the iteration */
     h2o_timeout_entry_t free_entry;
     uint64_t cold_starts, acquire_failures;
+    uint64_t acquires_abandoned; /* Acquires whose worker's lease lapsed before it answered */
     uint64_t acquire_retries; /* Acquires re-placed at once on another worker (one was not reached) */
     uint32_t snap_gen;
     int synced; /* a snapshot completed at least once */

@@ -9,8 +9,9 @@
  *               none, or the host reports no memory figures)
  *   bits 32-61  warm pods left: reported pool_ready less the ones we took since
  *   bits 0-31   headroom: free CPU in per mille of the host's CPUs plus free memory in
- *               per mille of its total (0-2000), both less our charges since the report;
- *               0 for a worker that reports no load
+ *               per mille of its total (0-2000), both less our charges of the last
+ *               DISP_PLACE_CHARGE_MS; a figure a worker does not report counts 500, neither
+ *               best nor worst (an older build, a /proc that cannot be read)
  * A warm pod is a cold start in milliseconds, an empty pool a fork and exec: warm pods
  * dominate and headroom only breaks their ties. A host without room is a cold start
  * the OOM killer ends, so it comes after every host with room but stays usable when
@@ -52,13 +53,17 @@ static uint64_t mem_free_now(const disp_place_t *w, uint64_t now_ms)
 static uint64_t headroom(const disp_place_t *w, uint64_t now_ms)
 {
     uint64_t h = 0;
-    if (w->cpus_milli != 0) {
+    if (w->cpus_milli == 0)
+        h += 500;
+    else {
         uint32_t used = charges_live(w, now_ms) ? w->charge_cpu_milli : 0;
         uint64_t free = w->cpu_free_milli > used ? w->cpu_free_milli - used : 0;
         uint64_t pm = free * 1000 / w->cpus_milli;
         h += pm > 1000 ? 1000 : pm;
     }
-    if (w->mem_total != 0) {
+    if (w->mem_total == 0)
+        h += 500;
+    else {
         uint64_t pm = mem_free_now(w, now_ms) / (w->mem_total / 1000 ? w->mem_total / 1000 : 1);
         h += pm > 1000 ? 1000 : pm;
     }
@@ -138,8 +143,10 @@ void disp_place_report(disp_place_t *w, const Faas__Worker *pw)
     w->cpu_free_milli = pw->cpu_free_milli;
     w->mem_total = pw->mem_total_bytes;
     w->mem_free = pw->mem_free_bytes;
-    w->charge_cpu_milli = 0;
-    w->charge_mem = 0;
-    w->charged_ms = 0;
-    w->down_until_ms = 0;
+    /* The charges stay until they lapse: a report comes within milliseconds of the
+     * Acquires it follows, its CPU figure an average over a whole lease period that does
+     * not show them yet (a burst would pile on the host that looked best). Nor does a
+     * report end a down mark: it says the worker reaches discovery, not that this
+     * gateway reaches it (a wrong --advertise, a one-sided partition); the backoff runs
+     * out, or an answered Acquire ends it. */
 }

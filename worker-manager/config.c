@@ -36,6 +36,9 @@ void wm_usage(void)
            "  --pod-cidr CIDR        this host's pod addresses, a /30 per pod (10.200.0.0/16; prefix\n"
            "                         16-28). Every host gets its own range, routed to it by the\n"
            "                         operator (docs/multihost.md): endpoints are pods' addresses\n"
+           "  --cluster-cidr CIDR    every host's pod ranges together: no pod opens a connection into\n"
+           "                         it, so a function never reaches another host's pods (default:\n"
+           "                         the /16 around --pod-cidr, as when hosts get /24s of one /16)\n"
            "  --allow-from LIST      addresses or CIDRs (comma-separated) allowed to open connections\n"
            "                         to this host's pods: the gateways' hosts when they are other\n"
            "                         machines (default: none; this host always can)\n"
@@ -189,7 +192,8 @@ enum {
     O_IMG_BASE,
     O_ADVERTISE,
     O_POD_CIDR,
-    O_ALLOW
+    O_ALLOW,
+    O_CLUSTER
 };
 
 /* The file flags, made absolute like --agent. */
@@ -293,6 +297,29 @@ static int set_pod_cidr(wm_config_t *c, const char *v, const char **err)
     return 0;
 }
 
+/* --cluster-cidr: any prefix that holds the host's own range (checked once both are known). */
+static int set_cluster_cidr(wm_config_t *c, const char *v, const char **err)
+{
+    if (wm_parse_cidr(v, strlen(v), &c->cluster_net, &c->cluster_prefix) != 0 || strchr(v, '/') == NULL ||
+        c->cluster_prefix < 1)
+        return *err = "--cluster-cidr must be an IPv4 network a.b.c.d/n with its host bits zero", -1;
+    return 0;
+}
+
+/* The cluster's pod range: given, it must hold this host's; else the /16 around it. */
+static int set_cluster(wm_config_t *c, const char **err)
+{
+    if (c->cluster_prefix == 0) {
+        c->cluster_prefix = c->pod_prefix < 16 ? c->pod_prefix : 16;
+        c->cluster_net = c->pod_net & (0xffffffffu << (32 - c->cluster_prefix));
+        return 0;
+    }
+    uint32_t mask = 0xffffffffu << (32 - c->cluster_prefix);
+    if (c->cluster_prefix > c->pod_prefix || (c->pod_net & mask) != c->cluster_net)
+        return *err = "--cluster-cidr must hold this host's --pod-cidr", -1;
+    return 0;
+}
+
 /* --allow-from: each element an IPv4 address or network, checked here because the list
  * goes into an nftables set as text, where a typo would fail only at start-up. */
 static int set_allow(wm_config_t *c, const char *v, const char **err)
@@ -332,6 +359,8 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
         return set_pod_cidr(c, v, err);
     case O_ALLOW:
         return set_allow(c, v, err);
+    case O_CLUSTER:
+        return set_cluster_cidr(c, v, err);
     case O_DISC:
         return set_addr(c->discovery, sizeof(c->discovery), v, err, "--discovery must be host:port");
     case O_METRICS:
@@ -432,6 +461,12 @@ static int dialable(const char *host)
            host[0] != '-' && host[0] != '.';
 }
 
+/* 127.0.0.0/8 or "localhost". */
+static int loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0;
+}
+
 /* What discovery registers: --advertise, else --listen; never a wildcard, which other
  * hosts cannot dial (a gateway would connect to its own host). */
 static int set_advertise(wm_config_t *c, const char **err)
@@ -444,6 +479,13 @@ static int set_advertise(wm_config_t *c, const char **err)
     if (faas_parse_hostport(c->advertise, host, sizeof(host), &port, &e) != 0 || !dialable(host) || port == 0)
         return *err = "the registered address (--advertise, else --listen) needs a host other gateways can dial, "
                       "not 0.0.0.0, and a port: give --advertise HOST:PORT",
+               -1;
+    /* a loopback address in a discovery on another machine sends every gateway to its own host */
+    char dh[128];
+    if (loopback(host) && faas_parse_hostport(c->discovery, dh, sizeof(dh), &port, &e) == 0 && !loopback(dh) &&
+        strspn(dh, "0123456789.") == strlen(dh))
+        return *err = "a loopback address (--advertise, else --listen) cannot be registered in a discovery on another "
+                      "machine: give --advertise HOST:PORT",
                -1;
     return 0;
 }
@@ -476,6 +518,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"advertise", required_argument, 0, O_ADVERTISE},
         {"pod-cidr", required_argument, 0, O_POD_CIDR},
         {"allow-from", required_argument, 0, O_ALLOW},
+        {"cluster-cidr", required_argument, 0, O_CLUSTER},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -497,7 +540,7 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         *err = "--tls-cert and --tls-key go together";
         return -1;
     }
-    if (set_advertise(c, err) != 0)
+    if (set_advertise(c, err) != 0 || set_cluster(c, err) != 0)
         return -1;
     default_id_and_agent(c);
     return default_token_file(c, err);

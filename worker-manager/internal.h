@@ -89,6 +89,8 @@ typedef struct {
     const char *allow; /* addresses/CIDRs that may open connections to pods ("" = none) */
     uint32_t pod_net;  /* this worker manager's pod range (host order) */
     int pod_prefix;
+    uint32_t cluster_net; /* every host's pods: no pod opens a connection into it */
+    int cluster_prefix;
     int host_forwarded; /* the host forwarded IPv4 before any worker manager */
 } wm_net_rules_t;
 /* The ruleset text; 0, or -1 when it does not fit in cap. */

@@ -109,6 +109,7 @@ static int forwarding_before(void)
 static const char DECLARE[] = "table inet faas_pods {\n"
                               "    set deny { type ipv4_addr; flags interval; }\n"
                               "    set pod_nets { type ipv4_addr; flags interval; auto-merge; }\n"
+                              "    set cluster_nets { type ipv4_addr; flags interval; auto-merge; }\n"
                               "    set deny_nets { type ipv4_addr; flags interval; auto-merge; }\n"
                               "    set allow_nets { type ipv4_addr; flags interval; auto-merge; }\n"
                               "    set fwd_before { type mark; }\n"
@@ -135,7 +136,9 @@ static const char CHAINS[] =
     "        oifname \"fv*\" ct state established,related accept\n"
     "        oifname \"fv*\" ip saddr @allow_nets ct state new accept comment \"the gateways' hosts\"\n"
     "        oifname \"fv*\" counter drop comment \"nothing comes in that a pod did not open\"\n"
+    "        iifname \"fv*\" ip saddr != @pod_nets counter drop comment \"a pod sends from its own address\"\n"
     "        iifname \"fv*\" ct state established,related accept\n"
+    "        iifname \"fv*\" ip daddr @cluster_nets counter drop comment \"no pod reaches another host's pods\"\n"
     "        iifname \"fv*\" ip daddr @deny_nets counter drop comment \"the control plane\"\n"
     "        iifname \"fv*\" meta nfproto ipv4 accept\n"
     "        iifname \"fv*\" counter drop\n";
@@ -154,6 +157,10 @@ int wm_net_rules_text(char *out, size_t cap, const wm_net_rules_t *r)
                  "%sadd element inet faas_pods pod_nets { %u.%u.%u.%u/%d }\n"
                  "add element inet faas_pods fwd_before { %d }\n",
                  DECLARE, a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255, r->pod_prefix, r->host_forwarded ? 1 : 0);
+    uint32_t k = r->cluster_net;
+    if (n > 0 && (size_t)n < cap && r->cluster_prefix > 0)
+        n += snprintf(out + n, cap - (size_t)n, "add element inet faas_pods cluster_nets { %u.%u.%u.%u/%d }\n",
+                      k >> 24, (k >> 16) & 255, (k >> 8) & 255, k & 255, r->cluster_prefix);
     if (n > 0 && (size_t)n < cap && r->deny[0] != '\0')
         n += snprintf(out + n, cap - (size_t)n, "add element inet faas_pods deny_nets { %s }\n", r->deny);
     if (n > 0 && (size_t)n < cap && r->allow[0] != '\0')

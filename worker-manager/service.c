@@ -6,6 +6,7 @@
 #include "worker-manager/internal.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -454,19 +455,42 @@ static void write_run_id(const wm_config_t *c)
 /* The pods' packet filter, with discovery's address on the deny list when it is not
  * a loopback one (a pod's loopback is its own). 0, or -1 after saying why on stderr:
  * without the filter a pod could reach every service of the host. */
+/* Appends host's IPv4 addresses to the deny list: a literal as it is, a name (a
+ * Kubernetes Service's, say) as it resolves now; loopback never (a pod's is its own). */
+static void deny_host(char *deny, size_t cap, const char *host)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+        FAAS_WARN("event=pod_deny_unresolved host=%s msg=\"discovery's name did not resolve: put its address in "
+                  "--pod-deny\"",
+                  host);
+        return;
+    }
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        struct in_addr a = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        char ip[INET_ADDRSTRLEN];
+        size_t n = strlen(deny);
+        if ((ntohl(a.s_addr) >> 24) == 127 || inet_ntop(AF_INET, &a, ip, sizeof(ip)) == NULL)
+            continue;
+        snprintf(deny + n, cap - n, "%s%s", n ? "," : "", ip);
+    }
+    freeaddrinfo(res);
+}
+
 static int pod_rules(const wm_config_t *c)
 {
     char host[128], deny[1200], err[256];
     uint16_t port;
     const char *e;
-    struct in_addr a;
     snprintf(deny, sizeof(deny), "%s", c->pod_deny);
-    if (faas_parse_hostport(c->discovery, host, sizeof(host), &port, &e) == 0 && inet_pton(AF_INET, host, &a) == 1 &&
-        (ntohl(a.s_addr) >> 24) != 127) {
-        size_t n = strlen(deny);
-        snprintf(deny + n, sizeof(deny) - n, "%s%s", n ? "," : "", host);
-    }
-    const wm_net_rules_t r = {.deny = deny, .allow = c->allow_from, .pod_net = c->pod_net, .pod_prefix = c->pod_prefix};
+    if (faas_parse_hostport(c->discovery, host, sizeof(host), &port, &e) == 0)
+        deny_host(deny, sizeof(deny), host);
+    const wm_net_rules_t r = {.deny = deny,
+                              .allow = c->allow_from,
+                              .pod_net = c->pod_net,
+                              .pod_prefix = c->pod_prefix,
+                              .cluster_net = c->cluster_net,
+                              .cluster_prefix = c->cluster_prefix};
     if (wm_net_rules_apply(&r, err, sizeof(err)) != 0) {
         fprintf(stderr, "faas-workermgr: pod network filter: %s\n", err);
         return -1;

@@ -31,6 +31,8 @@ typedef struct {
     char allow_from[1024]; /* addresses/CIDRs that may open connections to pods (--allow-from) */
     uint32_t pod_net;      /* this host's pod range (--pod-cidr), host order, and its prefix */
     int pod_prefix;
+    uint32_t cluster_net;  /* every host's pod ranges (--cluster-cidr): no pod reaches them */
+    int cluster_prefix;    /* 0 until set: then the /16 around pod_net (or pod_net itself) */
     /* the platform token (FAAS_TOKEN wins); default: the discovery dir next to
      * state_dir, <state_dir>/../discovery/token, as faasd and the demo lay them out */
     char token_file[PATH_MAX];

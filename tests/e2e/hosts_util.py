@@ -121,8 +121,11 @@ class Hosts:
 
     def start_wm(self, h, discovery_addr, token_file, pool_size=1, lease_ttl_ms=1500, extra=(), second=None):
         """faas-workermgr in host h: listening (and registered) on the host's address, its
-        pods in the host's own range, open to the gateway on the bridge, and denying pods
-        the whole control-plane subnet (discovery, the other hosts' worker managers).
+        pods in the host's own range, open to the whole node network (as the Kubernetes
+        example allows it: what keeps one host's pods from another's pods is then the
+        cluster's pod range, --cluster-cidr, by default the /16 around the host's range),
+        and denying pods the whole control-plane subnet (discovery, the other hosts'
+        worker managers).
         second=CIDR: another worker manager on the same host with that pod range (routed
         to the host too), on other ports; h.wm stays the first one."""
         port = 7200 + h.i + (100 if second else 0)  # real hosts share no port space: any fixed port will do
@@ -132,7 +135,7 @@ class Hosts:
                 "--token-file", token_file,
                 "--state-dir", f"{self.dir}/{tag}", "--pool-size", str(pool_size), "--lease-ttl-ms",
                 str(lease_ttl_ms), "--id", f"{tag}-{self.pid}", "--pod-cidr", second or h.pod_cidr, "--allow-from",
-                f"{self.bridge_addr}/32", "--pod-deny", self.subnet, "--no-runq-bpf", *extra]
+                self.subnet, "--pod-deny", self.subnet, "--no-runq-bpf", *extra]
         if second:
             _ip("route", "add", second, "via", h.addr)
             self.routes.append(second)

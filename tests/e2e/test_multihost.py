@@ -9,6 +9,7 @@ second worker manager with its own range shares a host with the first."""
 import ipaddress
 import os
 import re
+import signal
 import threading
 import time
 
@@ -171,6 +172,21 @@ def test_pods_reach_no_control_plane_on_any_host(cluster):
     # the pod's own host refuses it in its input chain, as on one machine
     assert reach(own.addr, own.wm_port) == "ETIMEDOUT"
     assert dropped(own, "the control plane") >= before + 1 + len(others)  # the host's table, not chance
+    # nor another host's pods, though this host is on their --allow-from (the gateway runs
+    # beside pods here) and its pods' packets would leave masqueraded as the host
+    p.deploy_hello("target")
+    wait_until(lambda: curl(p.url("target", "/hello"))[0] == 200, 20, interval=0.2, what="target served")
+    far = [i for i in instances(p, "target") if i["worker_id"] != inst["worker_id"]]
+    if not far:  # placed on the prober's host: one more, elsewhere (its pool is empty now)
+        p.ctl("delete", "target")
+        p.deploy_hello("target2")
+        wait_until(lambda: curl(p.url("target2", "/hello"))[0] == 200, 20, interval=0.2, what="target2 served")
+        far = [i for i in instances(p, "target2") if i["worker_id"] != inst["worker_id"]]
+    assert far, instances(p)
+    fh, fp = far[0]["endpoint"].rsplit(":", 1)
+    before = dropped(own, "no pod reaches another host's pods")
+    assert reach(fh, fp) == "ETIMEDOUT", far[0]
+    assert dropped(own, "no pod reaches another host's pods") >= before + 1
     # the control plane's address is denied to new connections only: the gateway, on it,
     # still gets the pod's answers (above), and reaches pods on every host
     for h in p.hosts.hosts:
@@ -218,6 +234,38 @@ def test_two_worker_managers_share_a_host_with_their_own_ranges(cluster):
     # the first one serves on after the second's clean stop
     status, _, err = curl(p.url("spread", "/hello"))
     assert status == 200, (err, logs(p))
+
+
+def test_cold_starts_placed_on_a_host_that_stops_answering_go_elsewhere(cluster):
+    """A host frozen (its worker manager SIGSTOPped: TCP still accepted by its kernel, no
+    answer) keeps every Acquire placed on it hanging; when its lease lapses the gateway
+    abandons them and places them again, well within the cold start timeout."""
+    p = cluster
+    victim = next(h for h in p.hosts.hosts if h.wm is not None and h.wm.proc.poll() is None)
+    vid = f"host{victim.i}-{p.hosts.pid}"
+    names = [f"frozen-{k}" for k in range(6)]
+    for n in names:
+        p.deploy_hello(n)
+    wait_until(lambda: all(w.get("pool_ready", 0) >= 1 for w in workers(p).values()), 20, interval=0.1,
+               what="every host with a warm pod")
+    os.kill(victim.wm.proc.pid, signal.SIGSTOP)
+    try:
+        got = []
+        ts = [threading.Thread(target=lambda n=n: got.append(curl(p.url(n, "/hello"), timeout=30)[0])) for n in names]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(40)
+        gw = open(p.gateway.log_path).read()
+        abandoned = re.findall(r"event=acquire_abandoned fn=(\S+) worker=" + re.escape(vid), gw)
+        assert got == [200] * len(names), (got, logs(p))
+        # the frozen host got its share of the placements, each placed again elsewhere
+        assert abandoned, "no Acquire went to the frozen host: the test proves nothing\n" + gw[-3000:]
+        for n in set(abandoned):
+            assert all(i["worker_id"] != vid for i in instances(p, n)), n
+    finally:
+        os.kill(victim.wm.proc.pid, signal.SIGCONT)
+    wait_until(lambda: vid in workers(p), 20, interval=0.1, what="the thawed host renews its lease")
 
 
 def test_a_dead_host_leaves_and_calls_go_on_elsewhere(cluster):

@@ -184,14 +184,46 @@ Test(place, backoff_doubles_to_its_cap_and_a_success_resets_it)
     cr_assert_eq(W[0].pl.backoff_ms, DISP_PLACE_BACKOFF_MIN_MS);
 }
 
-Test(place, a_report_ends_the_down_mark)
+/* A renewed lease says the worker reaches discovery, not that this gateway reaches it
+ * (a wrong --advertise, a one-sided partition): the down mark holds until its backoff
+ * runs out, or an Acquire is answered. */
+Test(place, a_report_does_not_end_the_down_mark)
 {
     report(0, 1, 0, 0, 0, 0);
     report(1, 0, 0, 0, 0, 0);
     disp_place_unreached(&W[0].pl, &none, 1000);
     cr_assert_eq(disp_place_pick(W, 2, 0, &none, 1001), &W[1]);
     report(0, 1, 0, 0, 0, 0); /* it renewed its lease */
-    cr_assert_eq(disp_place_pick(W, 2, 0, &none, 1001), &W[0]);
+    cr_assert_eq(disp_place_pick(W, 2, 0, &none, 1001), &W[1]);
+    cr_assert_eq(disp_place_pick(W, 2, 0, &none, 1000 + DISP_PLACE_BACKOFF_MIN_MS), &W[0], "the backoff ran out");
+    disp_place_unreached(&W[0].pl, &none, 5000);
+    disp_place_reached(&W[0].pl); /* an Acquire it answered */
+    cr_assert_eq(disp_place_pick(W, 2, 0, &none, 5001), &W[0]);
+}
+
+/* A report follows the Acquires within milliseconds, its CPU figure averaged over a
+ * lease period that does not show them yet: the charges stay until they lapse, so a
+ * burst still spreads. */
+Test(place, a_report_keeps_the_charges_until_they_lapse)
+{
+    disp_place_need_t n = {.cpu_milli = 1000};
+    report(0, 0, 2000, 2000, 0, 0);
+    report(1, 0, 2000, 1500, 0, 0);
+    cr_assert_eq(disp_place_pick(W, 2, 0, &n, 100), &W[0]);
+    disp_place_charge(&W[0].pl, &n, 100);
+    report(0, 0, 2000, 2000, 0, 0); /* its figures do not show the new pod yet */
+    cr_assert_eq(disp_place_pick(W, 2, 0, &n, 101), &W[1]);
+    cr_assert_eq(disp_place_pick(W, 2, 0, &n, 100 + DISP_PLACE_CHARGE_MS), &W[0], "lapsed");
+}
+
+/* A figure not reported counts in the middle: neither best nor shunned. */
+Test(place, an_unreported_figure_counts_in_the_middle)
+{
+    report(0, 0, 0, 0, 0, 0);        /* no load figures at all */
+    report(1, 0, 2000, 200, 0, 0);   /* 10% CPU free, no memory figures */
+    report(2, 0, 2000, 1800, 0, 0);  /* 90% free */
+    cr_assert_eq(disp_place_pick(W, 3, 0, &none, 100), &W[2]);
+    cr_assert_eq(disp_place_pick(W, 2, 0, &none, 100), &W[0], "unknown beats 10%% free");
 }
 
 Test(place, all_down_still_picks_one)

@@ -159,6 +159,13 @@ Test(config, several_hosts_flags)
     cr_expect_eq(c.pod_net, 0x0A091000u);
     cr_expect_eq(c.pod_prefix, 20);
     cr_expect_str_eq(c.allow_from, "10.1.0.1,10.2.0.0/16");
+    /* the cluster's pod range: the /16 around the host's by default */
+    cr_expect_eq(c.cluster_net, 0x0A090000u);
+    cr_expect_eq(c.cluster_prefix, 16);
+    char *cl[] = {"--pod-cidr", "10.9.16.0/20", "--cluster-cidr", "10.8.0.0/14", NULL};
+    cr_assert_eq(parse_list(&c, &err, cl), 0, "%s", err ? err : "");
+    cr_expect_eq(c.cluster_net, 0x0A080000u);
+    cr_expect_eq(c.cluster_prefix, 14);
     char *edges[] = {"--pod-cidr", "10.0.0.0/28", "--listen", "10.0.0.1:1", NULL};
     cr_assert_eq(parse_list(&c, &err, edges), 0, "%s", err ? err : "");
     cr_expect_eq(c.pod_prefix, 28);
@@ -176,6 +183,7 @@ Test(config, several_hosts_flags_refuse_what_cannot_work)
         {{"--advertise", ":7200"}, "--advertise"},
         {{"--advertise", "10.0.0.1:0"}, "port"},
         {{"--advertise", "nohost"}, "--advertise"},
+        {{"--discovery", "10.0.0.9:7100"}, "loopback"}, /* --listen 127.0.0.1:7200 by default */
         {{"--pod-cidr", "10.200.0.0/15"}, "16-28"},
         {{"--pod-cidr", "10.200.0.0/29"}, "16-28"},
         {{"--pod-cidr", "10.200.0.1/24"}, "host bits"},
@@ -183,6 +191,9 @@ Test(config, several_hosts_flags_refuse_what_cannot_work)
         {{"--pod-cidr", "10.200.0.0/"}, "a.b.c.d/n"},
         {{"--pod-cidr", "10.300.0.0/16"}, "a.b.c.d/n"},
         {{"--pod-cidr", "10.200.0.0/016x"}, "a.b.c.d/n"},
+        {{"--cluster-cidr", "10.0.0.0/8", "--pod-cidr", "11.0.0.0/16"}, "--pod-cidr"}, /* must hold it */
+        {{"--cluster-cidr", "10.200.0.0/20"}, "--pod-cidr"},                         /* narrower */
+        {{"--cluster-cidr", "10.200.0.1/16"}, "--cluster-cidr"},
         {{"--allow-from", ""}, "--allow-from"},
         {{"--allow-from", "10.0.0.1,"}, "--allow-from"},
         {{"--allow-from", "10.0.0.1,,10.0.0.2"}, "--allow-from"},

@@ -41,6 +41,8 @@ Test(netrules, deny_and_allow_lists_and_a_host_that_did_not_forward)
     r.allow = "10.1.0.1/32,10.2.0.0/16";
     r.pod_net = 0x0A090100u; /* 10.9.1.0/24 */
     r.pod_prefix = 24;
+    r.cluster_net = 0x0A090000u; /* 10.9.0.0/16 */
+    r.cluster_prefix = 16;
     r.host_forwarded = 0;
     cr_assert_eq(wm_net_rules_text(t, sizeof(t), &r), 0);
     cr_expect(strstr(t, "add element inet faas_pods deny_nets { 10.0.0.5,192.168.7.0/24 }") != NULL, "%s", t);
@@ -51,9 +53,18 @@ Test(netrules, deny_and_allow_lists_and_a_host_that_did_not_forward)
     const char *drop = strstr(t, "oifname \"fv*\" counter drop comment \"nothing comes in that a pod did not open\"");
     cr_expect(allow != NULL && drop != NULL && allow < drop, "%s", t);
     /* a pod's replies to an allowed host pass even when that host is on the deny list */
-    const char *est = strstr(t, "iifname \"fv*\" ct state established,related accept\n        iifname \"fv*\" ip daddr "
-                                "@deny_nets counter drop");
-    cr_expect(est != NULL, "%s", t);
+    const char *fwd = strstr(t, "chain forward {\n        iifname");
+    const char *est = fwd ? strstr(fwd, "iifname \"fv*\" ct state established,related accept\n") : NULL;
+    const char *deny = strstr(t, "iifname \"fv*\" ip daddr @deny_nets counter drop");
+    cr_expect(est != NULL && deny != NULL && est < deny, "%s", t);
+    /* no pod opens a connection into the cluster's pod ranges (another host's pods: the
+     * allow list would let this host's masqueraded address in there), nor sends from an
+     * address not its own */
+    const char *cl = strstr(t, "iifname \"fv*\" ip daddr @cluster_nets counter drop");
+    const char *spoof = strstr(t, "iifname \"fv*\" ip saddr != @pod_nets counter drop");
+    const char *acc = strstr(t, "iifname \"fv*\" meta nfproto ipv4 accept");
+    cr_expect(cl != NULL && spoof != NULL && acc != NULL && fwd < spoof && spoof < est && cl < acc, "%s", t);
+    cr_expect(strstr(t, "add element inet faas_pods cluster_nets { 10.9.0.0/16 }") != NULL, "%s", t);
     /* forwarding was off: only pods' packets are forwarded now */
     cr_expect(strstr(t, "counter drop comment \"the host forwarded nothing before the pods\"") != NULL);
     char small[64];

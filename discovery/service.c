@@ -64,8 +64,9 @@ struct disc_service {
     pthread_mutex_t deploy_mu;
     uint64_t counts[M_COUNT][N_CODES]; /* atomics */
     faas_rpc_method_t methods[M_COUNT];
-    /* Disk work (SQLite, fsync, artifact reads) runs on this thread, not on the rpc
-     * server thread, so heartbeats and watch pushes never wait behind it. */
+    /* Disk work (SQLite, fsync, etcd round trips) runs on this thread, not on the rpc
+     * server thread, so heartbeats and watch pushes never wait behind it. Artifact
+     * transfers (FetchCode) do not: they take as long as their bytes. */
     pthread_t jobs_thread;
     pthread_mutex_t jobs_mu;
     pthread_cond_t jobs_cv;

@@ -960,6 +960,29 @@ faas_rpc_channel_t *faas_rpc_channel_open_public(const char *target)
     return channel_open(target, 1);
 }
 
+int faas_rpc_channel_wait_ready(faas_rpc_channel_t *ch, int timeout_ms)
+{
+    if (ch == NULL)
+        return 0;
+    gpr_timespec until =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_connectivity_state st;
+    /* each watch ends (tag fires) on a state change or at the deadline; a failed
+     * attempt (refused, no such host) ends the wait: only silence takes the timeout */
+    while ((st = grpc_channel_check_connectivity_state(ch->ch, 1)) != GRPC_CHANNEL_READY &&
+           st != GRPC_CHANNEL_TRANSIENT_FAILURE && st != GRPC_CHANNEL_SHUTDOWN &&
+           gpr_time_cmp(gpr_now(GPR_CLOCK_REALTIME), until) < 0) {
+        grpc_channel_watch_connectivity_state(ch->ch, st, until, cq, ch);
+        grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+    return st == GRPC_CHANNEL_READY;
+}
+
 int faas_rpc_channel_connected(faas_rpc_channel_t *ch)
 {
     return ch != NULL && grpc_channel_check_connectivity_state(ch->ch, 0) == GRPC_CHANNEL_READY;

@@ -113,6 +113,10 @@ void faas_rpc_channel_close(faas_rpc_channel_t *ch);
 /* 1 if the channel is connected now: after a failed call, 0 says the peer was not
  * reached (down, restarting), 1 that the failure is the peer's own answer. */
 int faas_rpc_channel_connected(faas_rpc_channel_t *ch);
+/* Starts connecting and waits up to timeout_ms for the channel to be READY: 1 if it
+ * is, 0 if not or once an attempt failed (a peer down or black-holed is found out in
+ * seconds, not at the deadline of a long call). */
+int faas_rpc_channel_wait_ready(faas_rpc_channel_t *ch, int timeout_ms);
 
 /* Results of the client calls: 0 = OK; >0 = the gRPC status the server or transport
  * gave (errbuf holds its message); -1 = local failure (errbuf says why).

@@ -72,7 +72,9 @@ int disc_upload_write(disc_upload_t *up, const uint8_t *data, size_t len, const 
     return 0;
 }
 
-int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char **err)
+/* Hashes, syncs and renames into place; if want is set and the bytes' sha256 is not
+ * it, the temp file is dropped instead (-EBADMSG), so nothing unasked-for lands. */
+static int commit_as(disc_upload_t *up, const char *want, char *sha, uint64_t *size, const char **err)
 {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
@@ -89,6 +91,11 @@ int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char 
     }
     for (unsigned i = 0; i < 32; i++)
         snprintf(sha + 2 * i, 3, "%02x", digest[i]);
+    if (want != NULL && strcmp(sha, want) != 0) {
+        *err = "the bytes' sha256 is not the one asked for";
+        rc = -EBADMSG;
+        goto out;
+    }
     /* durable before visible: Deploy may refer to it right after we answer */
     if (fsync(up->fd) != 0 || fchmod(up->fd, 0644) != 0) {
         *err = "syncing the upload failed";
@@ -104,6 +111,17 @@ int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char 
 out:
     disc_upload_abort(up);
     return rc;
+}
+
+int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char **err)
+{
+    return commit_as(up, NULL, sha, size, err);
+}
+
+int disc_upload_commit_expect(disc_upload_t *up, const char *want, uint64_t *size, const char **err)
+{
+    char sha[65];
+    return commit_as(up, want, sha, size, err);
 }
 
 void disc_upload_abort(disc_upload_t *up)

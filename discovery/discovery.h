@@ -37,6 +37,9 @@ disc_upload_t *disc_upload_begin(const char *dir, uint64_t max_bytes, const char
 int disc_upload_write(disc_upload_t *up, const uint8_t *data, size_t len, const char **err);
 /* Finishes: renames to <dir>/<sha256>.tar.gz, fills sha (65 bytes) and size, frees up. */
 int disc_upload_commit(disc_upload_t *up, char *sha, uint64_t *size, const char **err);
+/* Like disc_upload_commit, but only bytes whose sha256 is want land; others are
+ * deleted (-EBADMSG). Frees up either way. */
+int disc_upload_commit_expect(disc_upload_t *up, const char *want, uint64_t *size, const char **err);
 /* Drops the temp file and frees up. */
 void disc_upload_abort(disc_upload_t *up);
 /* Writes <dir>/<sha>.tar.gz into out; -EINVAL if sha is not a sha256, -ENAMETOOLONG. */

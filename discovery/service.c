@@ -64,13 +64,19 @@ struct disc_service {
     pthread_mutex_t deploy_mu;
     uint64_t counts[M_COUNT][N_CODES]; /* atomics */
     faas_rpc_method_t methods[M_COUNT];
-    /* Disk work (SQLite, fsync, artifact reads) runs on this thread, not on the rpc
-     * server thread, so heartbeats and watch pushes never wait behind it. */
+    /* Disk work (SQLite, fsync, etcd round trips) runs on this thread, not on the rpc
+     * server thread, so heartbeats and watch pushes never wait behind it. Artifact
+     * transfers (FetchCode) do not: they take as long as their bytes. */
     pthread_t jobs_thread;
     pthread_mutex_t jobs_mu;
     pthread_cond_t jobs_cv;
     struct job *jobs_head, *jobs_tail;
     int jobs_stop, jobs_running;
+    /* FetchCode calls run on threads of their own (under jobs_mu): a transfer, or a
+     * copy from another discovery, lasts as long as the bytes take and must hold up
+     * neither the jobs queue nor a peer that is fetching from us at the same time */
+    int fetch_threads;
+    pthread_cond_t fetch_cv;
 };
 
 typedef void (*handler_fn)(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud);
@@ -257,9 +263,9 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
         snprintf(why, sizeof(why), "no such code artifact on this discovery");
     if (rc != 0) {
         fail(s, call, M_FETCH,
-             rc == -EAGAIN   ? FAAS_GRPC_UNAVAILABLE
-             : rc == -ENOENT ? FAAS_GRPC_NOT_FOUND
-                             : FAAS_GRPC_INTERNAL,
+             rc == -EAGAIN || rc == -EBUSY ? FAAS_GRPC_UNAVAILABLE
+             : rc == -ENOENT               ? FAAS_GRPC_NOT_FOUND
+                                           : FAAS_GRPC_INTERNAL,
              why);
         goto out;
     }
@@ -289,6 +295,71 @@ static void do_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void
 out:
     if (ref)
         faas__code_ref__free_unpacked(ref, NULL);
+}
+
+/* Concurrent FetchCode calls (streams being sent and copies from peers): each holds a
+ * thread and a file; beyond this, callers get UNAVAILABLE and retry. */
+#define FETCH_THREADS_MAX 64
+
+typedef struct {
+    disc_service_t *s;
+    faas_rpc_call_t *call;
+    uint8_t *req;
+    size_t len;
+} fetch_job_t;
+
+static void *fetch_main(void *arg)
+{
+    fetch_job_t *f = arg;
+    disc_service_t *s = f->s;
+    do_fetch(f->call, f->req, f->len, s);
+    free(f->req);
+    free(f);
+    pthread_mutex_lock(&s->jobs_mu);
+    if (--s->fetch_threads == 0)
+        pthread_cond_broadcast(&s->fetch_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+    return NULL;
+}
+
+static void on_fetch(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
+{
+    disc_service_t *s = ud;
+    fetch_job_t *f = calloc(1, sizeof(*f));
+    const char *why = "out of memory";
+    pthread_attr_t attr;
+    pthread_t t;
+    if (f == NULL || (f->req = malloc(len + 1)) == NULL)
+        goto fail;
+    memcpy(f->req, req, len);
+    f->s = s;
+    f->call = call;
+    f->len = len;
+    pthread_mutex_lock(&s->jobs_mu);
+    int busy = s->fetch_threads >= FETCH_THREADS_MAX;
+    if (!busy)
+        s->fetch_threads++;
+    pthread_mutex_unlock(&s->jobs_mu);
+    if (busy) {
+        why = "busy: too many code artifact transfers under way; try again";
+        goto fail;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, fetch_main, f);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        return;
+    pthread_mutex_lock(&s->jobs_mu);
+    if (--s->fetch_threads == 0)
+        pthread_cond_broadcast(&s->fetch_cv);
+    pthread_mutex_unlock(&s->jobs_mu);
+    why = "busy: cannot start a thread for the transfer; try again";
+fail:
+    if (f)
+        free(f->req);
+    free(f);
+    fail(s, call, M_FETCH, FAAS_GRPC_UNAVAILABLE, why);
 }
 
 /* Which blobs the store lacks, so an image's layers shared with what was deployed
@@ -940,7 +1011,6 @@ static void do_report_callback(faas_rpc_call_t *call, const uint8_t *req, size_t
     {                                                                                                          \
         defer(ud, m, do_##name, call, req, len);                                                               \
     }
-DEFERRED(fetch, M_FETCH)
 DEFERRED(missing_blobs, M_MISSING_BLOBS)
 DEFERRED(deploy, M_DEPLOY)
 DEFERRED(get, M_GET)
@@ -995,6 +1065,7 @@ disc_service_t *disc_service_new(disc_store_t *store, disc_registry_t *reg, disc
     pthread_mutex_init(&s->deploy_mu, NULL);
     pthread_mutex_init(&s->jobs_mu, NULL);
     pthread_cond_init(&s->jobs_cv, NULL);
+    pthread_cond_init(&s->fetch_cv, NULL);
     if (pthread_create(&s->jobs_thread, NULL, jobs_main, s) != 0) {
         free(s);
         return NULL;
@@ -1029,10 +1100,16 @@ void disc_service_free(disc_service_t *s)
         pthread_mutex_unlock(&s->jobs_mu);
         pthread_join(s->jobs_thread, NULL);
     }
+    /* transfers under way end (each is bounded by its deadline) before the store goes */
+    pthread_mutex_lock(&s->jobs_mu);
+    while (s->fetch_threads > 0)
+        pthread_cond_wait(&s->fetch_cv, &s->jobs_mu);
+    pthread_mutex_unlock(&s->jobs_mu);
     disc_task_flush(s->tasks); /* submissions still committing answer before s goes */
     disc_task_set_lookup(s->tasks, NULL, NULL);
     pthread_mutex_destroy(&s->jobs_mu);
     pthread_cond_destroy(&s->jobs_cv);
+    pthread_cond_destroy(&s->fetch_cv);
     pthread_mutex_destroy(&s->deploy_mu);
     free(s);
 }

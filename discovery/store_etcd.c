@@ -17,8 +17,13 @@
  * the watch has applied its revision, so its caller reads what it wrote. */
 #include "discovery/store_ops.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +38,14 @@
 #define ED_TIMEOUT_MS 5000
 #define ED_TXN_TRIES 64           /* optimistic retries before a deploy gives up */
 #define ED_APPLY_WAIT_MS 5000     /* a local change waits this long for the watch */
-#define ED_PEER_TIMEOUT_MS 600000 /* one artifact transfer from a peer: 4 GiB at ~7 MB/s */
+/* A peer transfer: connected within ED_PEER_CONNECT_MS, then done within 30 s plus the
+ * size at 10 MiB/s; at most ED_PEER_FETCHES_MAX at once (each holds a thread and a
+ * temp file; others wait up to ED_PEER_SLOT_WAIT_MS for a slot), one per sha. */
+#define ED_PEER_CONNECT_MS 2000
+#define ED_PEER_BASE_MS 30000
+#define ED_PEER_RATE_BPS (10ull << 20)
+#define ED_PEER_FETCHES_MAX 4
+#define ED_PEER_SLOT_WAIT_MS 20000
 #define ED_RESYNC_RETRY_MS 500
 
 /* A function the registry got from us, with the revision that put it there. */
@@ -48,7 +60,7 @@ typedef struct {
     char advertise[300]; /* under mu: "" until main knows its port */
     disc_registry_t *reg;
     etcdc_watch_t *watch;
-    pthread_mutex_t mu; /* applied, names, stopping, advertise */
+    pthread_mutex_t mu; /* applied, names, stopping, advertise, fetching */
     pthread_cond_t cv;
     int64_t applied; /* the last revision the registry reflects */
     known_t *names;
@@ -56,6 +68,7 @@ typedef struct {
     int stopping;
     uint64_t last_deploys;
     uint64_t errors, fetch_ok, fetch_failed; /* atomics */
+    char fetching[ED_PEER_FETCHES_MAX][65]; /* shas being fetched from peers; "" = free */
 } ed_t;
 
 /* ---- keys, errors --------------------------------------------------------------- */
@@ -548,44 +561,231 @@ static int on_chunk(void *ud, const uint8_t *msg, size_t len)
     return rc != 0;
 }
 
-/* FetchCode from one holder into dir, through a temp file that is renamed into place
- * only once its sha256 is the one asked for. 0, or -1 with errbuf filled. */
-static int fetch_from(const char *holder, const char *dir, const char *sha, uint64_t max, char *errbuf, size_t errcap)
+/* The whole transfer's deadline: a fixed part for the round trips plus the size at a
+ * slow but sane rate, so a stalled holder is given up on in proportion to the bytes. */
+static int peer_deadline_ms(uint64_t size)
+{
+    uint64_t ms = ED_PEER_BASE_MS + size / (ED_PEER_RATE_BPS / 1000);
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* FetchCode from one holder into dir, through a temp file that lands only if its
+ * sha256 is the one asked for (else it is deleted). 0; -ENOENT if the holder said it
+ * has no such bytes; -1 otherwise; errbuf says why. */
+static int fetch_from(const char *holder, const char *dir, const char *sha, uint64_t size, uint64_t max,
+                      char *errbuf, size_t errcap)
 {
     const char *err = NULL;
-    char got[65], cerr[256];
-    uint64_t size = 0;
+    char cerr[256];
+    uint64_t got = 0;
     fetch_ctx_t f = {0};
+    if (size > 0 && size < max)
+        max = size; /* the record says how much: a holder sending more is wrong anyway */
     if ((f.up = disc_upload_begin(dir, max, &err)) == NULL) {
         snprintf(errbuf, errcap, "%s", err);
         return -1;
     }
     faas_rpc_channel_t *ch = faas_rpc_channel_open(holder);
+    /* a holder that is gone (refused, or black-holed) costs seconds, not the deadline */
+    if (!faas_rpc_channel_wait_ready(ch, ED_PEER_CONNECT_MS)) {
+        faas_rpc_channel_close(ch);
+        disc_upload_abort(f.up);
+        snprintf(errbuf, errcap, "%s: unreachable (no connection, or none within %d ms)", holder, ED_PEER_CONNECT_MS);
+        return -1;
+    }
     Faas__CodeRef ref = FAAS__CODE_REF__INIT;
     ref.sha256 = (char *)sha;
     ref.local_only = 1;
     size_t len;
     uint8_t *req = faas_pb_pack(&ref.base, &len);
-    int rc = ch && req ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, ED_PEER_TIMEOUT_MS, on_chunk,
-                                                &f, cerr, sizeof(cerr))
-                       : -1;
+    int rc = req ? faas_rpc_server_stream(ch, "/faas.Discovery/FetchCode", req, len, peer_deadline_ms(max), on_chunk,
+                                          &f, cerr, sizeof(cerr))
+                 : -1;
     free(req);
     faas_rpc_channel_close(ch);
     if (rc != 0 || f.bad) {
-        snprintf(errbuf, errcap, "%s: %s", holder, f.bad ? f.err : ch ? cerr : "cannot open a channel");
+        snprintf(errbuf, errcap, "%s: %s", holder, f.bad ? f.err : req ? cerr : "out of memory");
         disc_upload_abort(f.up);
-        return -1;
+        return rc == FAAS_GRPC_NOT_FOUND && !f.bad ? -ENOENT : -1;
     }
-    if (disc_upload_commit(f.up, got, &size, &err) != 0) {
+    if (disc_upload_commit_expect(f.up, sha, &got, &err) != 0) {
         snprintf(errbuf, errcap, "%s: %s", holder, err);
         return -1;
     }
-    /* the bytes landed under their own hash: harmless, but not what was asked for */
-    if (strcmp(got, sha) != 0) {
-        snprintf(errbuf, errcap, "%s: sent bytes whose sha256 is %s", holder, got);
-        return -1;
+    return 0;
+}
+
+/* One attempt at removing holder from sha's record (deleting the record with its last
+ * holder, so MissingBlobs asks for the bytes again): 1 done, 0 conflict, negative. */
+static int drop_holder_once(ed_t *e, const char *k, size_t kl, const char *holder)
+{
+    Faas__ArtifactMeta *m = NULL;
+    int64_t mod = 0;
+    int rc = read_meta(e, k, kl, &m, &mod);
+    if (rc != 0)
+        return rc == -ENOENT ? 1 : rc;
+    char **hv = malloc((m->n_holders + 1) * sizeof(*hv));
+    size_t n = 0;
+    for (size_t i = 0; hv != NULL && i < m->n_holders; i++)
+        if (strcmp(m->holders[i], holder) != 0)
+            hv[n++] = m->holders[i];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    Faas__ArtifactMeta out = *m;
+    out.holders = hv;
+    out.n_holders = n;
+    if (hv == NULL || n == m->n_holders || (n > 0 && (buf = faas_pb_pack(&out.base, &len)) == NULL)) {
+        /* n == all: someone else dropped it already */
+        rc = hv == NULL || n < m->n_holders ? -ENOMEM : 1;
+        free(hv);
+        faas__artifact_meta__free_unpacked(m, NULL);
+        return rc;
+    }
+    free(hv);
+    faas__artifact_meta__free_unpacked(m, NULL);
+    etcdc_cmp_t cmp = {.target = ETCDC_CMP_MOD, .op = ETCDC_EQ, .key = k, .klen = kl, .num = mod};
+    etcdc_op_t op = {.kind = n > 0 ? ETCDC_OP_PUT : ETCDC_OP_DELETE, .key = k, .klen = kl, .val = buf, .vlen = len};
+    int ok = 0;
+    rc = etcdc_txn(e->c, &cmp, 1, &op, 1, NULL, 0, &ok, NULL, NULL, NULL);
+    free(buf);
+    return rc != 0 ? map_err(e, rc == -ENOENT ? -EIO : rc, "txn_artifact") : ok;
+}
+
+static void drop_holder(ed_t *e, const char *sha, const char *holder)
+{
+    char k[300];
+    size_t kl = mkkey(e, "artifacts", sha, k, sizeof(k));
+    for (int i = 0; i < ED_TXN_TRIES; i++) {
+        int rc = drop_holder_once(e, k, kl, holder);
+        if (rc != 0) {
+            if (rc > 0)
+                FAAS_INFO("event=artifact_holder_dropped sha256=%s holder=%s", sha, holder);
+            return;
+        }
+        sleep_ms(1 + rand() % (2 + i));
+    }
+}
+
+/* 1 if sa is an address of this host (loopback, or one of its interfaces). */
+static int local_addr(const struct sockaddr *sa, const struct ifaddrs *ifs)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct in_addr *a = &((const struct sockaddr_in *)sa)->sin_addr;
+        if ((ntohl(a->s_addr) >> 24) == 127 || a->s_addr == htonl(INADDR_ANY))
+            return 1;
+        for (; ifs; ifs = ifs->ifa_next)
+            if (ifs->ifa_addr && ifs->ifa_addr->sa_family == AF_INET &&
+                ((const struct sockaddr_in *)ifs->ifa_addr)->sin_addr.s_addr == a->s_addr)
+                return 1;
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_UNSPECIFIED(a))
+            return 1;
+        for (; ifs; ifs = ifs->ifa_next)
+            if (ifs->ifa_addr && ifs->ifa_addr->sa_family == AF_INET6 &&
+                memcmp(&((const struct sockaddr_in6 *)ifs->ifa_addr)->sin6_addr, a, sizeof(*a)) == 0)
+                return 1;
     }
     return 0;
+}
+
+/* 1 if holder is this discovery under any spelling: its advertise address, or the
+ * advertised port on any address of this host (a hostname for an IP, 127.0.0.1 for
+ * the interface's address). Dialing ourselves would only find the bytes missing. */
+static int is_self(const char *holder, const char *adv)
+{
+    char host[256], ahost[256];
+    uint16_t port = 0, aport = 0;
+    const char *err;
+    if (strcmp(holder, adv) == 0)
+        return 1;
+    if (faas_parse_hostport(holder, host, sizeof(host), &port, &err) != 0 ||
+        faas_parse_hostport(adv, ahost, sizeof(ahost), &aport, &err) != 0 || port != aport)
+        return 0;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    struct ifaddrs *ifs = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return 0;
+    int self = 0;
+    if (getifaddrs(&ifs) == 0 || ifs == NULL)
+        for (struct addrinfo *a = res; a && !self; a = a->ai_next)
+            self = local_addr(a->ai_addr, ifs);
+    freeifaddrs(ifs);
+    freeaddrinfo(res);
+    return self;
+}
+
+/* Tries the holders from a random one on, so every discovery does not hammer the first
+ * (perhaps dead) one: 0 once the bytes are here, else -ENOENT with why filled. */
+static int fetch_any(ed_t *e, const Faas__ArtifactMeta *m, const char *dir, const char *sha, uint64_t max,
+                     char *why, size_t whycap, const char *adv)
+{
+    size_t n = m->n_holders, start = n ? (size_t)rand() % n : 0;
+    for (size_t j = 0; j < n; j++) {
+        const char *h = m->holders[(start + j) % n];
+        if (is_self(h, adv))
+            continue; /* the record says we hold it, but the file is gone: ask the others */
+        int rc = fetch_from(h, dir, sha, m->size, max, why, whycap);
+        if (rc == 0) {
+            FAAS_INFO("event=artifact_peer_fetch sha256=%s from=%s", sha, h);
+            return 0;
+        }
+        FAAS_WARN("event=artifact_peer_fetch_failed sha256=%s msg=\"%s\"", sha, why);
+        if (rc == -ENOENT) /* it answered and lost the bytes: nobody should ask it again */
+            drop_holder(e, sha, h);
+    }
+    return -ENOENT;
+}
+
+/* Reserves a slot for fetching sha: 1 got it, 0 another thread was fetching sha and
+ * has finished (look for the file again), -EBUSY no slot came free in
+ * ED_PEER_SLOT_WAIT_MS (well inside a worker manager's 60 s FetchCode deadline). */
+static int fetch_slot_take(ed_t *e, const char *sha)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ED_PEER_SLOT_WAIT_MS / 1000;
+    pthread_mutex_lock(&e->mu);
+    int waited = 0, rc;
+    for (;;) {
+        int same = -1, freeslot = -1;
+        for (int i = 0; i < ED_PEER_FETCHES_MAX; i++) {
+            if (e->fetching[i][0] == '\0')
+                freeslot = freeslot < 0 ? i : freeslot;
+            else if (strcmp(e->fetching[i], sha) == 0)
+                same = i;
+        }
+        if (same >= 0) { /* one copy per sha: wait for it (it has deadlines) rather than copy twice */
+            waited = 1;
+            pthread_cond_wait(&e->cv, &e->mu);
+            continue;
+        }
+        if (waited) {
+            rc = 0;
+            break;
+        }
+        if (freeslot >= 0) {
+            snprintf(e->fetching[freeslot], sizeof(e->fetching[freeslot]), "%s", sha);
+            rc = 1;
+            break;
+        }
+        if (e->stopping || pthread_cond_timedwait(&e->cv, &e->mu, &dl) != 0) {
+            rc = -EBUSY;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+static void fetch_slot_give(ed_t *e, const char *sha)
+{
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < ED_PEER_FETCHES_MAX; i++)
+        if (strcmp(e->fetching[i], sha) == 0)
+            e->fetching[i][0] = '\0';
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint64_t max, char *errbuf, size_t errcap)
@@ -594,25 +794,23 @@ static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint6
     char k[300], why[400] = "", adv[300];
     size_t kl = mkkey(e, "artifacts", sha, k, sizeof(k));
     Faas__ArtifactMeta *m = NULL;
-    disc_etcd_advertise(e, adv, sizeof(adv));
     int64_t mod;
-    int rc = read_meta(e, k, kl, &m, &mod);
-    if (rc != 0) {
-        snprintf(errbuf, errcap, rc == -ENOENT ? "no such code artifact" : "state store unreachable: %s",
-                 etcdc_error());
+    int rc = fetch_slot_take(e, sha);
+    if (rc <= 0) {
+        if (rc == 0 && (rc = disc_artifact_exists(dir, sha)) != 0)
+            snprintf(errbuf, errcap, "code artifact %.64s: a fetch from the other discoveries just failed", sha);
+        else if (rc == -EBUSY)
+            snprintf(errbuf, errcap, "busy: %d code artifact fetches from other discoveries are under way; try again",
+                     ED_PEER_FETCHES_MAX);
         return rc;
     }
-    rc = -ENOENT;
-    for (size_t i = 0; i < m->n_holders && rc != 0; i++) {
-        if (strcmp(m->holders[i], adv) == 0)
-            continue; /* the record says we hold it, but the file is gone: ask the others */
-        if (fetch_from(m->holders[i], dir, sha, max, why, sizeof(why)) == 0) {
-            rc = 0;
-            FAAS_INFO("event=artifact_peer_fetch sha256=%s from=%s", sha, m->holders[i]);
-        } else {
-            FAAS_WARN("event=artifact_peer_fetch_failed sha256=%s msg=\"%s\"", sha, why);
-        }
+    disc_etcd_advertise(e, adv, sizeof(adv));
+    if ((rc = read_meta(e, k, kl, &m, &mod)) != 0) {
+        snprintf(errbuf, errcap, rc == -ENOENT ? "no such code artifact" : "state store unreachable: %s",
+                 etcdc_error());
+        goto out;
     }
+    rc = fetch_any(e, m, dir, sha, max, why, sizeof(why), adv);
     __atomic_fetch_add(rc == 0 ? &e->fetch_ok : &e->fetch_failed, 1, __ATOMIC_RELAXED);
     if (rc != 0)
         snprintf(errbuf, errcap, "code artifact %.64s is held by no reachable discovery (%zu holders; last: %.300s)",
@@ -621,6 +819,8 @@ static int ed_artifact_fetch(void *impl, const char *dir, const char *sha, uint6
     /* a copy here makes this discovery a holder too, so a lost host loses no bytes */
     if (rc == 0 && ed_artifact_added(e, sha, 0) != 0)
         FAAS_WARN("event=artifact_holder_not_recorded sha256=%s", sha);
+out:
+    fetch_slot_give(e, sha);
     return rc;
 }
 

@@ -384,3 +384,220 @@ def test_watch_behind_a_compaction_resyncs(tmp, etcd, two):
         assert "event=etcd_resync" in a.log()
     finally:
         w.close()
+
+
+# ---- peer artifact fetches (a copy from another discovery) ------------------------------
+
+def etcd_key(k):
+    import base64
+    return base64.b64encode(k.encode()).decode()
+
+
+def put_holders(etcd, sha, holders, size=0, prefix="/e2e/"):
+    """Writes artifacts/<sha> as a packed ArtifactMeta {sha256=1, size=2, holders=3}."""
+    import base64
+
+    def field(n, b):
+        return bytes([n << 3 | 2, len(b)]) + b
+    meta = field(1, sha.encode()) + bytes([2 << 3]) + _varint(size) + b"".join(field(3, h.encode()) for h in holders)
+    etcd_http(etcd, "/v3/kv/put", {"key": etcd_key(prefix + "artifacts/" + sha),
+                                   "value": base64.b64encode(meta).decode()})
+
+
+def _varint(v):
+    out = b""
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def holders_record(etcd, sha, prefix="/e2e/"):
+    """The raw artifacts/<sha> value, or None if there is no such key."""
+    import base64
+    r = etcd_http(etcd, "/v3/kv/range", {"key": etcd_key(prefix + "artifacts/" + sha)})
+    kvs = r.get("kvs") or []
+    return base64.b64decode(kvs[0]["value"]) if kvs else None
+
+
+def fetch_long(d, sha, timeout=120):
+    it = d.channel.unary_stream("/faas.Discovery/FetchCode")(pb.encode("CodeRef", {"sha256": sha}), timeout=timeout)
+    return b"".join(pb.decode("CodeChunk", m)["data"] for m in it)
+
+
+class StallingHolder:
+    """A fake discovery on a free port: FetchCode sends one chunk, then waits until
+    released, then sends the rest of data (which the test may make wrong)."""
+
+    def __init__(self, data):
+        import threading
+        from concurrent import futures
+        self.data, self.asked, self.release = data, threading.Event(), threading.Event()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+
+        self.requests = 0
+
+        def fetch(req, ctx):
+            self.requests += 1
+            self.asked.set()
+            yield pb.encode("CodeChunk", {"data": self.data[:1024]})
+            self.release.wait(60)
+            for i in range(1024, len(self.data), 64 * 1024):
+                yield pb.encode("CodeChunk", {"data": self.data[i:i + 64 * 1024]})
+
+        h = grpc.method_handlers_generic_handler("faas.Discovery", {
+            "FetchCode": grpc.unary_stream_rpc_method_handler(fetch)})
+        self.server.add_generic_rpc_handlers((h,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.release.set()
+        self.server.stop(0)
+
+
+def no_partial_files(d):
+    return [f for f in os.listdir(os.path.join(d.state_dir, "artifacts")) if f.startswith(".upload-")]
+
+
+def test_a_stalled_peer_fetch_holds_up_no_other_rpc_and_wrong_bytes_are_dropped(tmp, two):
+    """b copies bytes from a holder that stalls mid-stream: meanwhile b answers
+    ListFunctions, Deploy, SubmitTask, ClaimTasks within the usual 5 s deadline (the
+    copy is not on its jobs thread), and a fetching from b is not held up either. The
+    holder then sends bytes that are not the sha asked for: b keeps nothing of them."""
+    import concurrent.futures
+    a, b = two
+    good = os.urandom(256 * 1024)
+    sha = hashlib.sha256(good).hexdigest()
+    fake = StallingHolder(b"x" + good[1:])  # same size, wrong bytes
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        put_holders(two_etcd(a), sha, [f"127.0.0.1:{fake.port}"], size=len(good))
+        pending = pool.submit(fetch_long, b, sha, 60)
+        assert fake.asked.wait(15), b.log()
+        code = b.upload(b"code uploaded during the copy")["sha256"]
+        b.deploy(spec("during", code))
+        assert [f["name"] for f in b.unary("ListFunctions", "Empty", {}, "FunctionList").get("functions", [])] \
+            == ["during"]
+        t = {"id": "f" * 32, "function": "during", "request": {"method": "POST", "path": "/", "body": b"x"}}
+        assert b.unary("SubmitTask", "Task", t, "Task")["id"] == "f" * 32
+        claimed = b.unary("ClaimTasks", "ClaimRequest", {"function": "during", "max": 1, "claimer": "e2e"},
+                          "TaskList").get("tasks", [])
+        assert [c["id"] for c in claimed] == ["f" * 32]
+        assert a.fetch(code) == b"code uploaded during the copy"  # a copies from b meanwhile
+        assert not pending.done()
+        fake.release.set()
+        with pytest.raises(grpc.RpcError) as e:
+            pending.result(timeout=60)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
+        assert "sha256 is not the one asked for" in e.value.details()
+        assert not os.path.exists(os.path.join(b.state_dir, "artifacts", sha + ".tar.gz"))
+        assert no_partial_files(b) == []
+        wrong = hashlib.sha256(b"x" + good[1:]).hexdigest()
+        assert not os.path.exists(os.path.join(b.state_dir, "artifacts", wrong + ".tar.gz"))
+    finally:
+        fake.stop()
+        pool.shutdown(wait=True)
+
+
+def test_a_large_copy_proceeds_while_other_rpcs_answer(tmp, two):
+    """20 MiB uploaded to a, fetched through b (a real peer copy) while b keeps
+    answering ListFunctions and SubmitTask within the 5 s rpc deadline."""
+    import concurrent.futures
+    a, b = two
+    data = os.urandom(20 << 20)
+    chunks = (pb.encode("CodeChunk", {"data": data[i:i + (1 << 20)]}) for i in range(0, len(data), 1 << 20))
+    sha = pb.decode("CodeRef", a.channel.stream_unary("/faas.Discovery/UploadCode")(chunks, timeout=120))["sha256"]
+    assert sha == hashlib.sha256(data).hexdigest()
+    code = a.upload(b"small")["sha256"]
+    a.deploy(spec("small", code))
+    wait_until(lambda: listed(b) == ["small"], 30, what="b lists the function")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetch_long, b, sha, 120)
+        n = 0
+        while not pending.done() or n < 3:
+            assert b.unary("ListFunctions", "Empty", {}, "FunctionList")["functions"][0]["name"] == "small"
+            t = {"id": "%032x" % (n + 1), "function": "small", "request": {"method": "POST", "path": "/"}}
+            assert b.unary("SubmitTask", "Task", t, "Task")["id"] == t["id"]
+            n += 1
+        assert pending.result() == data
+    assert os.path.exists(os.path.join(b.state_dir, "artifacts", sha + ".tar.gz"))
+
+
+def test_unreachable_and_self_holders_are_skipped(tmp, two):
+    """A record naming a closed port, an address nobody answers, and b itself under
+    another spelling, then a real holder: b's copy comes from a, without b dialing
+    itself, in time for the caller's 10 s deadline."""
+    a, b = two
+    data = os.urandom(64 * 1024)
+    sha = a.upload(data)["sha256"]
+    etcd = two_etcd(a)
+    put_holders(etcd, sha, [f"127.0.0.1:{free_port()}", "192.0.2.1:9", f"localhost:{b.port}",
+                            f"127.0.0.1:{a.port}"], size=len(data))
+    assert b.fetch(sha) == data
+    assert f"localhost:{b.port}" not in b.log()
+    assert 'faas_discovery_artifact_peer_fetches_total{result="ok"} 1' in b.http("/metrics")[1]
+
+
+def test_a_holder_that_lost_the_bytes_is_dropped_from_the_record(tmp, two):
+    """The record's only holder answers NOT_FOUND (it lost the file): the record goes,
+    so MissingBlobs asks for the bytes again and an upload makes them whole."""
+    a, b = two
+    data = b"lost on a"
+    sha = a.upload(data)["sha256"]
+    os.unlink(os.path.join(a.state_dir, "artifacts", sha + ".tar.gz"))
+    etcd = two_etcd(a)
+    assert holders_record(etcd, sha) is not None
+    with pytest.raises(grpc.RpcError) as e:
+        b.fetch(sha)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
+    assert holders_record(etcd, sha) is None
+    assert missing_blobs(b, [sha]) == b"\x0a\x40" + sha.encode()
+    assert a.upload(data)["sha256"] == sha
+    assert b.fetch(sha) == data
+
+
+def test_peer_copies_are_bounded_and_one_per_sha(tmp, two):
+    """Four copies from stalled holders at once take every slot: a fifth sha is not
+    asked for until one of them ends, and two callers of one sha make one copy."""
+    import concurrent.futures
+    a, b = two
+    etcd = two_etcd(a)
+    blobs = [os.urandom(4096) for _ in range(5)]
+    fakes = [StallingHolder(x) for x in blobs]
+    shas = [hashlib.sha256(x).hexdigest() for x in blobs]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=6)
+    try:
+        for sha, f, x in zip(shas, fakes, blobs):
+            put_holders(etcd, sha, [f"127.0.0.1:{f.port}"], size=len(x))
+        first = [pool.submit(fetch_long, b, sha, 60) for sha in shas[:4]]
+        twice = pool.submit(fetch_long, b, shas[0], 60)
+        for f in fakes[:4]:
+            assert f.asked.wait(15), b.log()
+        fifth = pool.submit(fetch_long, b, shas[4], 60)
+        # b answers other calls meanwhile, and keeps the fifth copy waiting for a slot
+        assert b.unary("ListFunctions", "Empty", {}, "FunctionList").get("functions", []) == []
+        assert not fakes[4].asked.wait(1)
+        fakes[1].release.set()
+        assert first[1].result(timeout=30) == blobs[1]
+        assert fakes[4].asked.wait(15), b.log()
+        for f in fakes:
+            f.release.set()
+        assert [p.result(timeout=30) for p in first] == blobs[:4]
+        assert twice.result(timeout=30) == blobs[0]
+        assert fifth.result(timeout=30) == blobs[4]
+        assert fakes[0].requests == 1
+    finally:
+        for f in fakes:
+            f.stop()
+        pool.shutdown(wait=True)
+
+
+def two_etcd(d):
+    """The etcd endpoint a discovery of this file was started with, as an Etcd-like."""
+    ep = d.extra[d.extra.index("--store") + 1][len("etcd://"):]
+
+    class E:
+        endpoint = ep
+    return E

@@ -4,6 +4,7 @@
  * registry current, and what a caller sees when etcd is gone. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -311,6 +312,41 @@ Test(store_etcd, artifact_records_name_every_holder)
     disc_store_close(a);
     disc_store_close(b);
     disc_store_close(d);
+}
+
+/* Files in d, dot files (an upload's temp file) included. */
+static int files_in(const char *d)
+{
+    DIR *dh = opendir(d);
+    cr_assert_not_null(dh);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(dh)) != NULL;)
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    closedir(dh);
+    return n;
+}
+
+/* A peer copy lands only under the sha asked for: wrong bytes leave nothing behind. */
+Test(store_etcd, copy_with_the_wrong_sha_leaves_nothing)
+{
+    const char *err = NULL, *abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    uint64_t size = 0;
+    disc_store_t *a = open_host("a");
+    const char *ad = disc_store_artifact_dir(a);
+    disc_upload_t *up = disc_upload_begin(ad, 1 << 20, &err);
+    cr_assert_not_null(up, "%s", err);
+    cr_assert_eq(disc_upload_write(up, (const uint8_t *)"abd", 3, &err), 0);
+    cr_assert_eq(files_in(ad), 1); /* the temp file */
+    cr_assert_eq(disc_upload_commit_expect(up, abc, &size, &err), -EBADMSG);
+    cr_assert(strstr(err, "not the one asked for") != NULL, "%s", err);
+    cr_assert_eq(files_in(ad), 0);
+    up = disc_upload_begin(ad, 1 << 20, &err);
+    cr_assert_eq(disc_upload_write(up, (const uint8_t *)"abc", 3, &err), 0);
+    cr_assert_eq(disc_upload_commit_expect(up, abc, &size, &err), 0, "%s", err);
+    cr_assert_eq(size, 3);
+    cr_assert_eq(disc_artifact_exists(ad, abc), 0);
+    cr_assert_eq(files_in(ad), 1);
+    disc_store_close(a);
 }
 
 /* What a watcher of the registry saw last, per function: its version, 0 once deleted. */

@@ -382,18 +382,33 @@ static uint8_t *unary_once(grpc_channel *ch, const char *method, const uint8_t *
     return out;
 }
 
+/* Phrases grpc uses for a call that failed before any connection was up: the call
+ * waited in the channel's picker (requests are only sent on a READY transport), so its
+ * bytes never left. Only these: anything said about a transport that was up
+ * ("Connection reset by peer", "Socket closed", etcd's "request timed out, possibly due
+ * to connection lost") may come after etcd received the request. */
+static const char *const ec_unsent[] = {
+    "failed to connect to all addresses", /* pick_first: every address refused/failed */
+    "DNS resolution failed",              /* the resolver: no address at all */
+    "empty address list",
+    "Connection refused", /* ECONNREFUSED exists only for connect() */
+};
+
 /* 1 when the request cannot have reached etcd: the channel was not connected when the
- * call started and it failed while connecting (grpc fails such calls fast, or they run
- * out of time still connecting). */
+ * call started and grpc says it failed while connecting (or ran out of time while still
+ * connecting). A write may be retried elsewhere only then. */
 static int never_reached(const ec_outcome_t *o)
 {
     if (o->ready_before)
         return 0;
     if (o->status == GRPC_STATUS_DEADLINE_EXCEEDED)
         return !o->ready_after;
-    return o->status == GRPC_STATUS_UNAVAILABLE &&
-           (strcasestr(o->details, "connect") != NULL || strcasestr(o->details, "backends failing") != NULL ||
-            strcasestr(o->details, "DNS resolution failed") != NULL);
+    if (o->status != GRPC_STATUS_UNAVAILABLE)
+        return 0;
+    for (size_t k = 0; k < sizeof(ec_unsent) / sizeof(ec_unsent[0]); k++)
+        if (strstr(o->details, ec_unsent[k]) != NULL)
+            return 1;
+    return 0;
 }
 
 /* etcd's own answers as errnos. */

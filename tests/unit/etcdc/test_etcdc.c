@@ -714,3 +714,81 @@ Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
     etcdc_close(c);
     close(fd);
 }
+
+/* ---- a write that reached a server which then reset the connection ---- */
+
+typedef struct {
+    int lfd, port;
+    _Atomic int got_data; /* the request's DATA frame arrived before the reset */
+    pthread_t th;
+} resetter_t;
+
+/* Reads exactly n bytes; 0 or -1. */
+static int read_full(int fd, uint8_t *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Speaks just enough HTTP/2 for grpc to send a call (the client preface read, an empty
+ * SETTINGS sent), reads frames until the request's DATA frame, then resets the
+ * connection (SO_LINGER 0): the request reached the server, whatever it did with it. */
+static void *resetter_main(void *arg)
+{
+    resetter_t *r = arg;
+    int fd = accept(r->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    uint8_t pre[24], hdr[9], body[16384];
+    if (read_full(fd, pre, sizeof(pre)) != 0 || write(fd, settings, sizeof(settings)) != 9)
+        goto out;
+    for (;;) {
+        if (read_full(fd, hdr, 9) != 0)
+            goto out;
+        size_t len = (size_t)hdr[0] << 16 | (size_t)hdr[1] << 8 | hdr[2];
+        if (len > sizeof(body) || read_full(fd, body, len) != 0)
+            goto out;
+        uint32_t stream = ((uint32_t)(hdr[5] & 0x7f) << 24) | (uint32_t)hdr[6] << 16 | (uint32_t)hdr[7] << 8 | hdr[8];
+        if (hdr[3] == 0 && stream != 0 && len > 0) { /* DATA on a call: the request */
+            r->got_data = 1;
+            break;
+        }
+    }
+out:;
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    return NULL;
+}
+
+/* A write the server received and then lost the connection on ("Connection reset by
+ * peer") may have been applied: it fails with -EIO and is not sent to the next endpoint,
+ * which would apply it a second time. The client moves on for the next call. */
+Test(etcdc, write_reset_after_sending_not_retried, .init = up, .fini = down, .timeout = 30)
+{
+    resetter_t r = {0};
+    r.lfd = silent_listener(&r.port);
+    cr_assert_eq(pthread_create(&r.th, NULL, resetter_main, &r), 0);
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", r.port, etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 5000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    int rc = etcdc_put(c, S("/reset"), S("v"), 0, NULL);
+    pthread_join(r.th, NULL);
+    close(r.lfd);
+    cr_assert(r.got_data, "the fake endpoint never saw the request");
+    cr_assert_eq(rc, -EIO, "%d %s", rc, etcdc_error());
+    cr_assert(strstr(etcdc_error(), "may have been applied"), "%s", etcdc_error());
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/reset"), &kv), -ENOENT, "the write was sent to the next endpoint too");
+    /* the endpoint that failed is left: the next call goes to the real etcd */
+    cr_assert_eq(etcdc_put(c, S("/reset"), S("w"), 0, NULL), 0, "%s", etcdc_error());
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_close(c);
+}

@@ -4,7 +4,10 @@
  * must never reach etcd, so common/rpc's channels (which carry it) are not used. A
  * call goes to the endpoint in use; when that one cannot be reached the client moves
  * to the next and retries there, unless the call is a write that may have been
- * applied (the connection broke after the request left). */
+ * applied (the connection broke after the request left). A call that timed out or was
+ * refused as UNAVAILABLE also moves the client on, retried or not: a member that is up
+ * but cut off keeps its connection READY and would otherwise get every later call.
+ * Every call carries etcd's "hasleader" metadata, so such a member refuses at once. */
 #include <ctype.h>
 #include <errno.h>
 #include <grpc/byte_buffer.h>
@@ -342,7 +345,11 @@ static uint8_t *unary_once(grpc_channel *ch, const char *method, const uint8_t *
     const char *error_string = NULL;
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
+    grpc_metadata md;
+    ec_leader_md(&md);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -450,6 +457,10 @@ int ec_call(etcdc_t *c, const char *method, const ProtobufCMessage *req, const P
         int unreached = never_reached(&o);
         int retriable = unreached || (retry == EC_READ && o.status == GRPC_STATUS_UNAVAILABLE);
         if (!retriable) {
+            /* a member that is up but cut off or leaderless answers every call this way:
+             * the next call goes to the next endpoint, even though this one is not retried */
+            if (o.status == GRPC_STATUS_UNAVAILABLE || o.status == GRPC_STATUS_DEADLINE_EXCEEDED)
+                ec_advance(c, i);
             rc = ec_fail(o.status == GRPC_STATUS_UNAVAILABLE ? -EIO : status_errno(&o), "%s on %s: %s%s", method,
                          c->eps[i], o.details, o.status == GRPC_STATUS_UNAVAILABLE ? " (may have been applied)" : "");
             goto done;

@@ -204,8 +204,11 @@ int disc_args_parse(int argc, char **argv, disc_args_t *a, const char **err)
             a->store_etcd = strcmp(optarg, "sqlite") != 0;
             break;
         case 'P':
-            if (optarg[0] != '/' || optarg[strlen(optarg) - 1] != '/' || strlen(optarg) > 128)
-                return fail(a, err, "--etcd-prefix must start and end with '/' (at most 128 bytes)", optarg);
+            if (optarg[0] != '/' || optarg[strlen(optarg) - 1] != '/' || strlen(optarg) > DISC_ETCD_PREFIX_MAX)
+                return fail(a, err,
+                            "--etcd-prefix must start and end with '/' and be at most " DISC_STR(DISC_ETCD_PREFIX_MAX)
+                            " bytes",
+                            optarg);
             a->etcd_prefix = optarg;
             break;
         case 'A':

@@ -115,6 +115,13 @@ uint64_t disc_store_deploys(disc_store_t *st);
 typedef struct disc_tasks disc_tasks_t;
 
 #define DISC_TASK_ID_LEN 32u      /* lowercase hex: 128 random bits */
+/* The longest --etcd-prefix, in bytes: the one bound the flag, the store and the task
+ * store (which keeps its keys under <prefix>async/) all check, small enough that the
+ * longest key (prefix, "async/queue/", a function name, two 16-digit numbers, a task
+ * id) stays far below the stores' key buffers. */
+#define DISC_ETCD_PREFIX_MAX 64
+#define DISC_STR_(x) #x
+#define DISC_STR(x) DISC_STR_(x) /* a number macro as a string, for messages */
 #define DISC_TASK_LEASE_MS 30000u /* a claim or report that names no lease */
 #define DISC_TASK_CLAIM_MAX 100u  /* tasks one ClaimTasks may take */
 #define DISC_TASK_LIST_LIMIT 100u /* ListTasks page without a limit */

@@ -829,8 +829,8 @@ out:
 void *disc_etcd_open(const char *endpoints, const char *prefix, char *errbuf, size_t errcap)
 {
     ed_t *e = calloc(1, sizeof(*e));
-    if (e == NULL || strlen(prefix) >= sizeof(e->prefix) - 64) {
-        snprintf(errbuf, errcap, e ? "--etcd-prefix is too long" : "out of memory");
+    if (e == NULL || strlen(prefix) > DISC_ETCD_PREFIX_MAX) {
+        snprintf(errbuf, errcap, e ? "--etcd-prefix is longer than " DISC_STR(DISC_ETCD_PREFIX_MAX) " bytes" : "out of memory");
         free(e);
         return NULL;
     }

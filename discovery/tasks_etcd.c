@@ -32,7 +32,10 @@
 #include "etcdc/etcdc.h"
 
 #define KEY_MAX 256
-#define PREFIX_MAX 128
+#define PREFIX_MAX (DISC_ETCD_PREFIX_MAX + sizeof("async/"))
+/* the longest key: <prefix>async/queue/<function>/<16 hex>/<16 hex>/<id> */
+_Static_assert(PREFIX_MAX + sizeof("queue/") + 63 + 3 * 1 + 2 * 16 + DISC_TASK_ID_LEN < KEY_MAX,
+               "a task key must fit KEY_MAX");
 /* etcd's defaults: 128 operations per transaction (--max-txn-ops) and 1.5 MiB per
  * request (--max-request-bytes); a batch stays under both. */
 #define TXN_OPS 128
@@ -1045,8 +1048,8 @@ static const disc_task_ops_t etcd_ops = {
 
 disc_tasks_t *disc_task_open_etcd(etcdc_t *c, const char *prefix, const char **err)
 {
-    if (c == NULL || prefix == NULL || prefix[0] == '\0' || strlen(prefix) + strlen("async/") >= PREFIX_MAX) {
-        *err = "the etcd prefix must be 1-121 characters";
+    if (c == NULL || prefix == NULL || prefix[0] == '\0' || strlen(prefix) > DISC_ETCD_PREFIX_MAX) {
+        *err = "the etcd prefix must be 1-" DISC_STR(DISC_ETCD_PREFIX_MAX) " bytes";
         return NULL;
     }
     disc_tasks_t *ts = disc_tasks_alloc();

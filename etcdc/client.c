@@ -4,7 +4,10 @@
  * must never reach etcd, so common/rpc's channels (which carry it) are not used. A
  * call goes to the endpoint in use; when that one cannot be reached the client moves
  * to the next and retries there, unless the call is a write that may have been
- * applied (the connection broke after the request left). */
+ * applied (the connection broke after the request left). A call that timed out or was
+ * refused as UNAVAILABLE also moves the client on, retried or not: a member that is up
+ * but cut off keeps its connection READY and would otherwise get every later call.
+ * Every call carries etcd's "hasleader" metadata, so such a member refuses at once. */
 #include <ctype.h>
 #include <errno.h>
 #include <grpc/byte_buffer.h>
@@ -342,7 +345,11 @@ static uint8_t *unary_once(grpc_channel *ch, const char *method, const uint8_t *
     const char *error_string = NULL;
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
+    grpc_metadata md;
+    ec_leader_md(&md);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -382,18 +389,33 @@ static uint8_t *unary_once(grpc_channel *ch, const char *method, const uint8_t *
     return out;
 }
 
+/* Phrases grpc uses for a call that failed before any connection was up: the call
+ * waited in the channel's picker (requests are only sent on a READY transport), so its
+ * bytes never left. Only these: anything said about a transport that was up
+ * ("Connection reset by peer", "Socket closed", etcd's "request timed out, possibly due
+ * to connection lost") may come after etcd received the request. */
+static const char *const ec_unsent[] = {
+    "failed to connect to all addresses", /* pick_first: every address refused/failed */
+    "DNS resolution failed",              /* the resolver: no address at all */
+    "empty address list",
+    "Connection refused", /* ECONNREFUSED exists only for connect() */
+};
+
 /* 1 when the request cannot have reached etcd: the channel was not connected when the
- * call started and it failed while connecting (grpc fails such calls fast, or they run
- * out of time still connecting). */
+ * call started and grpc says it failed while connecting (or ran out of time while still
+ * connecting). A write may be retried elsewhere only then. */
 static int never_reached(const ec_outcome_t *o)
 {
     if (o->ready_before)
         return 0;
     if (o->status == GRPC_STATUS_DEADLINE_EXCEEDED)
         return !o->ready_after;
-    return o->status == GRPC_STATUS_UNAVAILABLE &&
-           (strcasestr(o->details, "connect") != NULL || strcasestr(o->details, "backends failing") != NULL ||
-            strcasestr(o->details, "DNS resolution failed") != NULL);
+    if (o->status != GRPC_STATUS_UNAVAILABLE)
+        return 0;
+    for (size_t k = 0; k < sizeof(ec_unsent) / sizeof(ec_unsent[0]); k++)
+        if (strstr(o->details, ec_unsent[k]) != NULL)
+            return 1;
+    return 0;
 }
 
 /* etcd's own answers as errnos. */
@@ -435,6 +457,10 @@ int ec_call(etcdc_t *c, const char *method, const ProtobufCMessage *req, const P
         int unreached = never_reached(&o);
         int retriable = unreached || (retry == EC_READ && o.status == GRPC_STATUS_UNAVAILABLE);
         if (!retriable) {
+            /* a member that is up but cut off or leaderless answers every call this way:
+             * the next call goes to the next endpoint, even though this one is not retried */
+            if (o.status == GRPC_STATUS_UNAVAILABLE || o.status == GRPC_STATUS_DEADLINE_EXCEEDED)
+                ec_advance(c, i);
             rc = ec_fail(o.status == GRPC_STATUS_UNAVAILABLE ? -EIO : status_errno(&o), "%s on %s: %s%s", method,
                          c->eps[i], o.details, o.status == GRPC_STATUS_UNAVAILABLE ? " (may have been applied)" : "");
             goto done;

@@ -6,6 +6,7 @@
 #include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "etcd/etcdserver/etcdserverpb/rpc.pb-c.h"
 #include "etcdc/etcdc.h"
@@ -48,6 +49,17 @@ int ec_call(etcdc_t *c, const char *method, const ProtobufCMessage *req, const P
 int ec_kv_copy(etcdc_kv_t *out, const Mvccpb__KeyValue *kv);
 /* Fills a range answer from a RangeResponse (kvs copied). */
 int ec_range_copy(etcdc_range_t *out, const Etcdserverpb__RangeResponse *rr);
+
+/* etcd's "require leader" metadata (clientv3's WithRequireLeader): a member that has
+ * no leader (cut off from the others) refuses the call, or ends the stream, with
+ * UNAVAILABLE "no leader" instead of answering from stale state or staying silent,
+ * so the client moves to another member. */
+static inline void ec_leader_md(grpc_metadata *md)
+{
+    memset(md, 0, sizeof(*md));
+    md->key = grpc_slice_from_static_string("hasleader");
+    md->value = grpc_slice_from_static_string("true");
+}
 
 /* Stops and frees every watch of the client still running (etcdc_close). */
 void ec_watch_stop_all(etcdc_t *c);

@@ -52,6 +52,7 @@ typedef struct {
     grpc_completion_queue *cq;
     int healthy;         /* etcd confirmed the watch: the backoff starts over */
     int64_t compact_rev; /* WS_COMPACTED */
+    int refused;         /* etcd ended it (no leader, cancelled): this member will not serve it */
 } stream_t;
 
 static int stopping(etcdc_watch_t *w)
@@ -143,6 +144,7 @@ static int on_response(etcdc_watch_t *w, stream_t *s, const uint8_t *msg, size_t
     } else if (r->canceled) {
         FAAS_WARN("event=etcd_watch_cancelled reason=\"%s\"", r->cancel_reason ? r->cancel_reason : "");
         st = WS_FAILED;
+        s->refused = 1;
     } else {
         if (r->created) {
             s->healthy = 1;
@@ -176,7 +178,11 @@ static wstate_t stream_run(etcdc_watch_t *w, stream_t *s, size_t ep)
     grpc_metadata_array_init(&init_md);
     grpc_op ops[3];
     memset(ops, 0, sizeof(ops));
+    grpc_metadata md;
+    ec_leader_md(&md);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = req;
     ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
@@ -213,7 +219,7 @@ static void stream_close(etcdc_watch_t *w, stream_t *s)
         grpc_call_cancel(s->call, NULL);
         grpc_metadata_array trail;
         grpc_metadata_array_init(&trail);
-        grpc_status_code status;
+        grpc_status_code status = GRPC_STATUS_OK;
         grpc_slice details = grpc_empty_slice();
         grpc_op op;
         memset(&op, 0, sizeof(op));
@@ -222,6 +228,10 @@ static void stream_close(etcdc_watch_t *w, stream_t *s)
         op.data.recv_status_on_client.status = &status;
         op.data.recv_status_on_client.status_details = &details;
         batch(s, &op, 1);
+        /* "etcdserver: no leader" (hasleader) ends the stream with UNAVAILABLE on a
+         * connection that stays up; our own cancel is CANCELLED */
+        if (status == GRPC_STATUS_UNAVAILABLE)
+            s->refused = 1;
         grpc_slice_unref(details);
         grpc_metadata_array_destroy(&trail);
         pthread_mutex_lock(&w->mu);
@@ -292,7 +302,7 @@ static void *watch_main(void *arg)
             FAAS_WARN("event=etcd_watch_lost endpoint=%s last_rev=%lld", w->c->eps[ep],
                       (long long)atomic_load(&w->last));
         }
-        if (!connected)
+        if (!connected || s.refused)
             ec_advance(w->c, ep); /* the next stream tries the next endpoint */
         if (backoff_wait(w, backoff))
             break;

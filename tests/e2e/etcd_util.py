@@ -65,10 +65,9 @@ class Etcd:
 
         try:
             wait_until(up, timeout, interval=0.05, what=f"etcd on {self.endpoint}")
-        except RuntimeError:
-            self.proc = None
-            raise
-        except TimeoutError:
+        except BaseException:
+            # whatever ended the wait (exited, timed out, interrupted): killed by PID and
+            # reaped here, so no etcd outlives a start that failed
             self.kill()
             raise
 
@@ -110,7 +109,8 @@ class Etcd:
         """SIGKILL: a crash, nothing flushed beyond what etcd already synced."""
         if self.proc is None:
             return
-        self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(10)
         self.proc = None
 

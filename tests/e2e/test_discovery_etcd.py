@@ -53,7 +53,13 @@ class Etcd:
              "--initial-cluster", f"default={p}", "--name", "default"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        wait_until(self.healthy, 30, what="etcd /health")
+        try:
+            wait_until(self.healthy, 30, what="etcd /health")
+        except BaseException:
+            # never healthy (slow machine, a port taken): it runs in its own session, out
+            # of pytest's reach, so it is killed here by PID or it leaks with its ports
+            self.stop()
+            raise
         return self
 
     def healthy(self):
@@ -65,6 +71,7 @@ class Etcd:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
+        if self.proc:
             self.proc.wait(timeout=10)
 
 
@@ -103,9 +110,11 @@ def tmp():
 
 @pytest.fixture
 def etcd(tmp):
-    e = Etcd(tmp).start()
-    yield e
-    e.stop()
+    e = Etcd(tmp)
+    try:
+        yield e.start()
+    finally:
+        e.stop()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "discovery/args.h"
+#include "discovery/discovery.h"
 
 #define ARGC(...) ((int)(sizeof((char *[]){"faas-discovery", __VA_ARGS__}) / sizeof(char *)))
 #define PARSE(a, err, ...) disc_args_parse(ARGC(__VA_ARGS__), ((char *[]){"faas-discovery", __VA_ARGS__, NULL}), a, err)
@@ -109,6 +110,29 @@ Test(disc_cli, shape_errors)
     assert_one_line(err);
     cr_assert_eq(PARSE(&a, &err, "--listen", "a\nb:1x"), -1);
     assert_one_line(err);
+}
+
+/* --etcd-prefix is bounded by the one limit both etcd stores check: the longest is
+ * taken, one byte more is refused naming the bound. */
+Test(disc_cli, etcd_prefix_bound)
+{
+    char p[DISC_ETCD_PREFIX_MAX + 2];
+    memset(p, 'p', sizeof(p));
+    p[0] = '/';
+    p[DISC_ETCD_PREFIX_MAX - 1] = '/';
+    p[DISC_ETCD_PREFIX_MAX] = '\0';
+    disc_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(PARSE(&a, &err, "--etcd-prefix", p), 0, "%s", err);
+    cr_assert_str_eq(a.etcd_prefix, p);
+    p[DISC_ETCD_PREFIX_MAX - 1] = 'p';
+    p[DISC_ETCD_PREFIX_MAX] = '/';
+    p[DISC_ETCD_PREFIX_MAX + 1] = '\0';
+    cr_assert_eq(PARSE(&a, &err, "--etcd-prefix", p), -1);
+    assert_one_line(err);
+    cr_assert(strstr(err, "at most " DISC_STR(DISC_ETCD_PREFIX_MAX) " bytes"), "%s", err);
+    cr_assert_eq(PARSE(&a, &err, "--etcd-prefix", "faas/"), -1);
+    cr_assert(strstr(err, "start and end with '/'"), "%s", err);
 }
 
 /* getopt keeps state in globals: a parse after a failed one must start afresh. */

@@ -359,3 +359,51 @@ Test(tasks_etcd, a_cancel_racing_a_claim_on_another_store_never_both_win, .timeo
     disc_task_close(other);
     etcdc_close(c2);
 }
+
+/* ---- the longest --etcd-prefix ---------------------------------------------------- */
+
+static int lookup_any(void *ud, const char *function, Faas__AsyncSpec *out)
+{
+    (void)ud, (void)function;
+    *out = (Faas__AsyncSpec){PROTOBUF_C_MESSAGE_INIT(&faas__async_spec__descriptor), .concurrency = 0};
+    return 0;
+}
+
+/* The longest prefix the flag accepts opens the task store, and a task of the longest
+ * function name is submitted and claimed under it (every key fits); one byte more is
+ * refused by the store as by the flag, with the same bound. */
+Test(tasks_etcd, the_longest_prefix_the_flag_accepts_works)
+{
+    char prefix[DISC_ETCD_PREFIX_MAX + 2], fn[64];
+    memset(prefix, 'p', sizeof(prefix));
+    prefix[0] = '/';
+    prefix[DISC_ETCD_PREFIX_MAX - 1] = '/';
+    prefix[DISC_ETCD_PREFIX_MAX] = '\0';
+    memset(fn, 'f', 63);
+    fn[63] = '\0';
+    const char *err = NULL;
+    disc_tasks_t *t = disc_task_open_etcd(client, prefix, &err);
+    cr_assert_not_null(t, "%s", err);
+    disc_task_set_lookup(t, lookup_any, NULL);
+    Faas__TaskRequest req = FAAS__TASK_REQUEST__INIT;
+    req.method = "POST";
+    req.path = "/";
+    Faas__Task task = FAAS__TASK__INIT;
+    task.id = "0123456789abcdef0123456789abcdef";
+    task.function = fn;
+    task.version = 1;
+    task.created_unix_ms = 1000;
+    task.request = &req;
+    cr_assert_eq(disc_task_submit(t, &task), 0);
+    Faas__TaskList *l = NULL;
+    cr_assert_eq(disc_task_claim(t, fn, 10, 30000, 2000, &l), 0);
+    cr_assert_eq(l->n_tasks, 1);
+    faas__task_list__free_unpacked(l, NULL);
+    disc_task_close(t);
+
+    prefix[DISC_ETCD_PREFIX_MAX - 1] = 'p';
+    prefix[DISC_ETCD_PREFIX_MAX] = '/';
+    prefix[DISC_ETCD_PREFIX_MAX + 1] = '\0';
+    cr_assert_null(disc_task_open_etcd(client, prefix, &err));
+    cr_assert(strstr(err, "1-" DISC_STR(DISC_ETCD_PREFIX_MAX) " bytes"), "%s", err);
+}

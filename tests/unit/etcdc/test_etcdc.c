@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -677,6 +678,51 @@ Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .time
     etcdc_watch_stop(w);
 }
 
+/* The member in use stops answering but stays up (SIGSTOP: its sockets stay open, as
+ * with a member cut off by a partition): a call on it times out, the next call goes to
+ * another member, and the watch resumes there, every event once. */
+Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down, .timeout = 120)
+{
+    int64_t r;
+    put("/w/hseed", "0", &r);
+    cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    put("/w/h0", "/w/h0", NULL);
+    cr_assert_eq(seen_wait(&s, 1, 10000), 1);
+    cr_assert_eq(kill(members[0].pid, SIGSTOP), 0);
+    /* reads go on elsewhere within a few call deadlines (the first may time out, and
+     * the others need a leader after the stopped one's term) */
+    etcdc_kv_t kv;
+    /* the first read meets the stopped member on a connection that is still up: it
+     * times out, and the client leaves that member for the next call */
+    int rc = etcdc_get(cli, S("/w/h0"), &kv);
+    cr_assert_eq(rc, -ETIMEDOUT, "%d %s", rc, etcdc_error());
+    cr_assert_str_neq(etcdc_endpoint(cli), members[0].endpoint, "a timed-out member stays in use");
+    for (int64_t until = now_ms() + 30000; rc != 0 && now_ms() < until;) {
+        if ((rc = etcdc_get(cli, S("/w/h0"), &kv)) == 0)
+            etcdc_kv_free(&kv);
+    }
+    cr_assert_eq(rc, 0, "no read succeeded on another member: %s", etcdc_error());
+    cr_assert_str_neq(etcdc_endpoint(cli), members[0].endpoint);
+    char k[16];
+    for (int i = 1; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/h%d", i);
+        put(k, k, NULL);
+    }
+    /* the stream on the stopped member ends by its keepalive (10 s + 5 s) at the latest */
+    cr_assert_eq(seen_wait(&s, 5, 60000), 5, "the watch did not resume on another member");
+    cr_assert_eq(seen_wait(&s, 6, 500), 5, "an event was repeated");
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "/w/h%d", i);
+        cr_assert_str_eq(s.key[i], k);
+    }
+    cr_assert_eq(s.bad_order, 0);
+    etcdc_watch_stop(w);
+    kill(members[0].pid, SIGCONT);
+}
+
 /* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */
 static int silent_listener(int *port)
 {
@@ -713,4 +759,82 @@ Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
     cr_assert_lt(now_ms() - t0, 10000);
     etcdc_close(c);
     close(fd);
+}
+
+/* ---- a write that reached a server which then reset the connection ---- */
+
+typedef struct {
+    int lfd, port;
+    _Atomic int got_data; /* the request's DATA frame arrived before the reset */
+    pthread_t th;
+} resetter_t;
+
+/* Reads exactly n bytes; 0 or -1. */
+static int read_full(int fd, uint8_t *buf, size_t n)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Speaks just enough HTTP/2 for grpc to send a call (the client preface read, an empty
+ * SETTINGS sent), reads frames until the request's DATA frame, then resets the
+ * connection (SO_LINGER 0): the request reached the server, whatever it did with it. */
+static void *resetter_main(void *arg)
+{
+    resetter_t *r = arg;
+    int fd = accept(r->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    static const uint8_t settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    uint8_t pre[24], hdr[9], body[16384];
+    if (read_full(fd, pre, sizeof(pre)) != 0 || write(fd, settings, sizeof(settings)) != 9)
+        goto out;
+    for (;;) {
+        if (read_full(fd, hdr, 9) != 0)
+            goto out;
+        size_t len = (size_t)hdr[0] << 16 | (size_t)hdr[1] << 8 | hdr[2];
+        if (len > sizeof(body) || read_full(fd, body, len) != 0)
+            goto out;
+        uint32_t stream = ((uint32_t)(hdr[5] & 0x7f) << 24) | (uint32_t)hdr[6] << 16 | (uint32_t)hdr[7] << 8 | hdr[8];
+        if (hdr[3] == 0 && stream != 0 && len > 0) { /* DATA on a call: the request */
+            r->got_data = 1;
+            break;
+        }
+    }
+out:;
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+    return NULL;
+}
+
+/* A write the server received and then lost the connection on ("Connection reset by
+ * peer") may have been applied: it fails with -EIO and is not sent to the next endpoint,
+ * which would apply it a second time. The client moves on for the next call. */
+Test(etcdc, write_reset_after_sending_not_retried, .init = up, .fini = down, .timeout = 30)
+{
+    resetter_t r = {0};
+    r.lfd = silent_listener(&r.port);
+    cr_assert_eq(pthread_create(&r.th, NULL, resetter_main, &r), 0);
+    char spec[128], err[256];
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", r.port, etcd.endpoint);
+    etcdc_t *c = etcdc_open(spec, 5000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    int rc = etcdc_put(c, S("/reset"), S("v"), 0, NULL);
+    pthread_join(r.th, NULL);
+    close(r.lfd);
+    cr_assert(r.got_data, "the fake endpoint never saw the request");
+    cr_assert_eq(rc, -EIO, "%d %s", rc, etcdc_error());
+    cr_assert(strstr(etcdc_error(), "may have been applied"), "%s", etcdc_error());
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(cli, S("/reset"), &kv), -ENOENT, "the write was sent to the next endpoint too");
+    /* the endpoint that failed is left: the next call goes to the real etcd */
+    cr_assert_eq(etcdc_put(c, S("/reset"), S("w"), 0, NULL), 0, "%s", etcdc_error());
+    cr_assert_str_eq(etcdc_endpoint(c), etcd.endpoint);
+    etcdc_close(c);
 }

@@ -778,6 +778,36 @@ Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down, .tim
     kill(members[0].pid, SIGCONT);
 }
 
+/* A member cut off from the others (they are stopped) has no leader: with etcd's
+ * hasleader metadata it refuses at once ("no leader") rather than letting a read wait
+ * out its deadline, so the caller can go elsewhere. */
+Test(etcdc, leaderless_member_refuses, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+{
+    put("/w/l", "1", NULL);
+    char err[256];
+    etcdc_t *c = etcdc_open(members[0].endpoint, 2000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(c, S("/w/l"), &kv), 0, "%s", etcdc_error());
+    etcdc_kv_free(&kv);
+    kill(members[1].pid, SIGSTOP);
+    kill(members[2].pid, SIGSTOP);
+    int refused = 0;
+    for (int64_t until = now_ms() + 30000; !refused && now_ms() < until;) {
+        int rc = etcdc_get(c, S("/w/l"), &kv);
+        if (rc == 0)
+            etcdc_kv_free(&kv);
+        else
+            refused = strstr(etcdc_error(), "no leader") != NULL;
+        if (!refused)
+            nap_ms(200);
+    }
+    kill(members[1].pid, SIGCONT);
+    kill(members[2].pid, SIGCONT);
+    cr_assert(refused, "a leaderless member never said so (last: %s)", etcdc_error());
+    etcdc_close(c);
+}
+
 /* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */
 static int silent_listener(int *port)
 {

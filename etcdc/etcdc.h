@@ -129,7 +129,9 @@ typedef int (*etcdc_watch_fn)(void *ud, const etcdc_event_t *evs, size_t n, int6
 /* Called on the watch's thread when etcd has compacted the revisions the watch still
  * needed (compact_rev is the oldest it keeps): the caller must read the range afresh
  * (etcdc_range) and return the revision it read at; the watch resumes after it. A
- * negative return stops the watch. */
+ * negative return stops the watch. Also called, with compact_rev 0, when etcd answers
+ * at a revision below the last one delivered (rebuilt or restored at the same
+ * address): what the caller holds may be gone there. */
 typedef int64_t (*etcdc_resync_fn)(void *ud, int64_t compact_rev);
 
 typedef struct etcdc_watch etcdc_watch_t;

@@ -44,6 +44,7 @@ struct etcdc_watch {
 typedef enum {
     WS_FAILED,    /* broken or refused: back off, reconnect */
     WS_COMPACTED, /* the revisions needed are gone: resync */
+    WS_REWOUND,   /* etcd is behind what was delivered (rebuilt, restored): resync */
     WS_STOP,      /* fn asked to stop, or etcdc_watch_stop */
 } wstate_t;
 
@@ -138,9 +139,20 @@ static int on_response(etcdc_watch_t *w, stream_t *s, const uint8_t *msg, size_t
     if (r == NULL)
         return WS_FAILED;
     int st = -1;
+    int64_t last = atomic_load(&w->last);
     if (r->compact_revision > 0) {
         s->compact_rev = r->compact_revision;
         st = WS_COMPACTED;
+    } else if (!r->canceled && r->header != NULL && r->header->revision > 0 && last >= 0 &&
+               r->header->revision < last) {
+        /* revisions only grow in one etcd: this one never had what we delivered (wiped
+         * and rebuilt at the same address, restored from an older snapshot, or a member
+         * far behind). Resuming at last + 1 would ignore every change until etcd passes
+         * the old revision, so the caller reads afresh. (A header without a revision,
+         * as on compaction and cancel answers, says nothing.) */
+        FAAS_ERROR("event=etcd_revision_went_back revision=%lld last_delivered=%lld action=resync",
+                   (long long)r->header->revision, (long long)last);
+        st = WS_REWOUND;
     } else if (r->canceled) {
         FAAS_WARN("event=etcd_watch_cancelled reason=\"%s\"", r->cancel_reason ? r->cancel_reason : "");
         st = WS_FAILED;
@@ -293,6 +305,11 @@ static void *watch_main(void *arg)
             FAAS_WARN("event=etcd_watch_compacted compact_rev=%lld last=%lld", (long long)s.compact_rev,
                       (long long)atomic_load(&w->last));
             if (resync(w, s.compact_rev) != 0)
+                break;
+            continue;
+        }
+        if (st == WS_REWOUND) {
+            if (resync(w, 0) != 0)
                 break;
             continue;
         }

@@ -174,12 +174,12 @@ def test_deploy_through_one_reaches_watch_on_other(tmp, two):
         w.until_snapshot_end()
         t0 = time.monotonic()
         a.deploy(spec("watched", sha))
-        t, ev = w.next(timeout=5)
+        t, ev = w.next(timeout=20)
         assert ev["type"] == pb.FUNCTION_PUT and ev["function"]["name"] == "watched"
         assert ev["function"]["version"] == 1
         print(f"deploy through A -> Watch event on B: {(t - t0) * 1000:.1f} ms (includes the Deploy rpc)")
         a.unary("DeleteFunction", "FunctionName", {"name": "watched"}, "Empty")
-        _, ev = w.next(timeout=5)
+        _, ev = w.next(timeout=20)
         assert ev["type"] == pb.FUNCTION_DELETE and ev["function"]["name"] == "watched"
     finally:
         w.close()
@@ -189,7 +189,7 @@ def test_restarted_discovery_misses_nothing(tmp, two):
     a, b = two
     sha = b.upload(b"restart code")["sha256"]
     b.deploy(spec("before", sha))
-    wait_until(lambda: "before" in listed(a), 5, what="a lists before")
+    wait_until(lambda: "before" in listed(a), 20, what="a lists before")
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(timeout=10)
     a.channel.close()
@@ -204,7 +204,7 @@ def test_restarted_discovery_misses_nothing(tmp, two):
         versions = {e["function"]["name"]: e["function"]["version"] for e in snap}
         assert versions == {"before": 2, "during": 1}
         b.deploy(spec("after", sha))
-        _, ev = w.next(timeout=5)
+        _, ev = w.next(timeout=20)
         assert ev["type"] == pb.FUNCTION_PUT and ev["function"]["name"] == "after"
     finally:
         w.close()

@@ -620,6 +620,61 @@ Test(etcdc, none_reachable_is_eagain, .timeout = 30)
     etcdc_close(c);
 }
 
+/* etcd is wiped and started afresh at the same address (a rebuilt cluster): its
+ * revisions start over below the last one delivered. The watch resyncs instead of
+ * ignoring every change until the new revisions pass the old ones. */
+Test(etcdc, watch_resyncs_when_etcd_revision_goes_back, .init = up, .fini = down, .timeout = 60)
+{
+    int64_t r;
+    put("/w/seed", "0", &r);
+    seen_t s;
+    seen_init(&s);
+    etcdc_watch_t *w = watch_w(&s, r + 1);
+    char k[16];
+    for (int i = 0; i < 8; i++) {
+        snprintf(k, sizeof(k), "/w/%d", i);
+        put(k, k, NULL);
+    }
+    cr_assert_eq(seen_wait(&s, 8, 10000), 8);
+    int64_t before = etcdc_watch_revision(w);
+    etcd_proc_kill(&etcd);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/data", etcd.dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(etcd_proc_restart(&etcd), 0, "etcd did not start again");
+    int64_t after = -1;
+    for (int64_t until = now_ms() + 20000; after < 0 && now_ms() < until;)
+        if (etcdc_put(cli, S("/w/new"), S("n"), 0, &after) != 0)
+            nap_ms(100);
+    cr_assert_gt(after, 0, "%s", etcdc_error());
+    cr_assert_lt(after, before, "the new etcd is not behind the old one");
+    pthread_mutex_lock(&s.mu);
+    for (int64_t until = now_ms() + 20000; s.resyncs == 0 && now_ms() < until;) {
+        pthread_mutex_unlock(&s.mu);
+        nap_ms(50);
+        pthread_mutex_lock(&s.mu);
+    }
+    int resyncs = s.resyncs;
+    int64_t compact = s.compact_rev;
+    pthread_mutex_unlock(&s.mu);
+    cr_assert_eq(resyncs, 1, "no resync after etcd's revision went back");
+    cr_assert_eq(compact, 0);
+    /* the watch then follows the new etcd: a change after the resync arrives (after
+     * /w/new too when the resync read before that put) */
+    put("/w/later", "l", NULL);
+    int later = 0;
+    for (int64_t until = now_ms() + 15000; !later && now_ms() < until;) {
+        int n = seen_wait(&s, 9, 200);
+        pthread_mutex_lock(&s.mu);
+        later = n > 8 && strcmp(s.key[s.n - 1], "/w/later") == 0;
+        pthread_mutex_unlock(&s.mu);
+        if (!later)
+            nap_ms(50);
+    }
+    cr_assert(later, "the watch does not follow the new etcd");
+    etcdc_watch_stop(w);
+}
+
 /* ---- a cluster: the member in use dies ---- */
 
 static etcd_proc_t members[3];
@@ -721,6 +776,36 @@ Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down, .tim
     cr_assert_eq(s.bad_order, 0);
     etcdc_watch_stop(w);
     kill(members[0].pid, SIGCONT);
+}
+
+/* A member cut off from the others (they are stopped) has no leader: with etcd's
+ * hasleader metadata it refuses at once ("no leader") rather than letting a read wait
+ * out its deadline, so the caller can go elsewhere. */
+Test(etcdc, leaderless_member_refuses, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+{
+    put("/w/l", "1", NULL);
+    char err[256];
+    etcdc_t *c = etcdc_open(members[0].endpoint, 2000, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    etcdc_kv_t kv;
+    cr_assert_eq(etcdc_get(c, S("/w/l"), &kv), 0, "%s", etcdc_error());
+    etcdc_kv_free(&kv);
+    kill(members[1].pid, SIGSTOP);
+    kill(members[2].pid, SIGSTOP);
+    int refused = 0;
+    for (int64_t until = now_ms() + 30000; !refused && now_ms() < until;) {
+        int rc = etcdc_get(c, S("/w/l"), &kv);
+        if (rc == 0)
+            etcdc_kv_free(&kv);
+        else
+            refused = strstr(etcdc_error(), "no leader") != NULL;
+        if (!refused)
+            nap_ms(200);
+    }
+    kill(members[1].pid, SIGCONT);
+    kill(members[2].pid, SIGCONT);
+    cr_assert(refused, "a leaderless member never said so (last: %s)", etcdc_error());
+    etcdc_close(c);
 }
 
 /* A port that accepts TCP (the kernel's backlog) and never speaks: a hung etcd. */

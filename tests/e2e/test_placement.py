@@ -40,10 +40,13 @@ def start_three(tmp_path, victim_pool):
     third, the victim, with a long lease so that it stays listed for the whole test
     after it is killed. Yields (platform, victim daemon, victim id)."""
     p = Platform(tmp_path, pool_size=2)
-    second, wm2 = extra_wm(p, "workermgr2", "wm-second", 2, 1500)
-    vid, victim = extra_wm(p, "workermgr3", "wm-victim", victim_pool, 60000)
     p.start()
+    wm2 = victim = None
     try:
+        # their free ports are picked once the platform's own are bound: picked before,
+        # one could be a port the platform was about to bind (a CI run lost the victim so)
+        second, wm2 = extra_wm(p, "workermgr2", "wm-second", 2, 1500)
+        vid, victim = extra_wm(p, "workermgr3", "wm-victim", victim_pool, 60000)
         wm2.start()
         victim.start()
         ids = {f"wm-{p.wm_port}", second, vid}
@@ -51,7 +54,8 @@ def start_three(tmp_path, victim_pool):
         yield p, victim, vid
     finally:
         for d in (victim, wm2):
-            d.stop()
+            if d is not None:
+                d.stop()
         p.stop()
 
 

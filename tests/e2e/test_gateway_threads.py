@@ -146,8 +146,9 @@ def http1_client(plat, i, n, errs):
 
 
 def h2_client(plat, tmp, i, n, errs):
-    """n POSTs over h2c, each its own curl (curl 7.88 fails the second request of a
-    reused prior-knowledge connection with a framing error, so one per process)."""
+    """n POSTs over h2c, each its own curl: curl 7.88 fails the second request on a
+    reused prior-knowledge connection with a framing error (curl/curl#10634, fixed in
+    8.0), whatever the server."""
     rnd = random.Random(1000 + i)
     for k in range(n):
         src = os.path.join(tmp, f"h2-{i}-{k}.in")
@@ -175,7 +176,8 @@ def h2load_client(plat, tmp, n, conns, errs):
 
 
 def grpc_client(plat, i, n, errs):
-    """n unary echo calls on a channel of its own, 4 in flight at a time."""
+    """n unary echo calls on a channel of its own, 4 in flight at a time, then one
+    bidirectional stream of 20 messages (one more call)."""
     rnd = random.Random(2000 + i)
     ch = grpc.insecure_channel(plat.grpc_addr, options=GRPC_OPTS)
     try:
@@ -189,6 +191,12 @@ def grpc_client(plat, i, n, errs):
                         errs.add(f"grpc {i}/{k}: wrong reply")
                 except grpc.RpcError as e:
                     errs.add(f"grpc {i}/{k}: {e.code()} {e.details()}")
+        msgs = [payload(f"gb:{i}:{k}:", rnd) for k in range(20)]
+        try:
+            if list(ch.stream_stream("/echo.Echo/Bidi")(iter(msgs), timeout=60)) != msgs:
+                errs.add(f"grpc {i} bidi: wrong replies")
+        except grpc.RpcError as e:
+            errs.add(f"grpc {i} bidi: {e.code()} {e.details()}")
     finally:
         ch.close()
 
@@ -293,11 +301,11 @@ def test_mixed_load_every_answer_correct_and_metrics_add_up(plat, tmp_path):
     # every call counted once, on the loop that served it, and all of them successes
     want = {("techo", "http1.1"): ({"200": H1_CLIENTS * H1_N}),
             ("techo", "h2"): ({"200": H2_CLIENTS * H2_N + H2LOAD_N}),
-            ("grpc-echo", "grpc"): ({"0": GRPC_CLIENTS * GRPC_N}),
+            ("grpc-echo", "grpc"): ({"0": GRPC_CLIENTS * (GRPC_N + 1)}),
             ("tcalc", "thrift"): ({"200": THRIFT_CLIENTS * THRIFT_N})}
     got = {k: delta(by_code(after, *k), by_code(before, *k)) for k in want}
     assert got == want, got
-    for fn, n in (("techo", H1_CLIENTS * H1_N + H2_CLIENTS * H2_N + H2LOAD_N), ("grpc-echo", GRPC_CLIENTS * GRPC_N),
+    for fn, n in (("techo", H1_CLIENTS * H1_N + H2_CLIENTS * H2_N + H2LOAD_N), ("grpc-echo", GRPC_CLIENTS * (GRPC_N + 1)),
                   ("tcalc", THRIFT_CLIENTS * THRIFT_N)):
         d = msum(after, "faas_request_duration_seconds_count", function=fn) - \
             msum(before, "faas_request_duration_seconds_count", function=fn)
@@ -333,15 +341,8 @@ def burst(plat, fn, n, path):
     return out
 
 
-@pytest.mark.parametrize("concurrency,calls,needed", [(0, 32, 1), (8, 16, 2)], ids=["unlimited-32", "c8-16"])
-def test_cold_start_burst_makes_one_acquire_per_needed_instance(plat, concurrency, calls, needed):
-    """docs/scaling.md, disp_acquire_needed: held calls need ceil(calls / concurrency)
-    instances (one when unlimited). The calls sleep 2 s, so all of them are held or in
-    flight together whatever the cold start takes; a gateway whose loops each asked for
-    their own share would make more Acquires than that (2 instead of 1 for 32 calls
-    over two loops; 3 instead of 2 for 16 calls split unevenly)."""
-    fn = f"tcold{concurrency}"
-    plat.deploy_hello(fn, "--concurrency", str(concurrency))
+def check_burst(plat, fn, calls, needed):
+    """calls simultaneous 2 s calls to fn, all answered, with exactly needed Acquires."""
     wm0 = plat.wm_metric("faas_wm_acquisitions_total")
     gw0 = msum(scrape(plat), "faas_cold_starts_total")
     res = burst(plat, fn, calls, "/slow?ms=2000")
@@ -351,10 +352,34 @@ def test_cold_start_burst_makes_one_acquire_per_needed_instance(plat, concurrenc
     # loop sent them (its own scale-ups on OVERLOAD carry no call and are not counted)
     assert msum(scrape(plat), "faas_cold_starts_total") - gw0 == needed, plat.logs()
     assert plat.wm_metric("faas_wm_acquisitions_total") - wm0 == needed, plat.logs()
+    wait_until(lambda: settled(plat), 30, interval=0.1, what="nothing held after the burst")
+
+
+@pytest.mark.parametrize("concurrency,calls,needed", [(0, 32, 1), (8, 16, 2)], ids=["unlimited-32", "c8-16"])
+def test_cold_start_burst_makes_one_acquire_per_needed_instance(plat, concurrency, calls, needed):
+    """docs/scaling.md, disp_acquire_needed: held calls need ceil(calls / concurrency)
+    instances (one when unlimited). The calls sleep 2 s, so all of them are held or in
+    flight together whatever the cold start takes; a gateway whose loops each asked for
+    their own share would make more Acquires than that (2 instead of 1 for 32 calls
+    over two loops; 3 instead of 2 for 16 calls split unevenly)."""
+    fn = f"tcold{concurrency}"
+    plat.deploy_hello(fn, "--concurrency", str(concurrency))
+    check_burst(plat, fn, calls, needed)
     if concurrency == 0:
         # unlimited: the one instance took every call, so no cap, no OVERLOAD, no sibling
         assert len(plat.instances(fn)) == 1, plat.instances(fn)
-    wait_until(lambda: settled(plat), 30, interval=0.1, what="nothing held after the burst")
+
+
+def test_cold_start_burst_after_scale_to_zero(plat):
+    """The same burst once the function's instances were released for idleness: every
+    loop must have forgotten the released instance (no call sent to it) and still ask
+    for one instance, not one each."""
+    fn = "tzero"
+    plat.deploy_hello(fn, "--idle-timeout", "1s")
+    check_burst(plat, fn, 8, 1)
+    wait_until(lambda: plat.instances(fn) == [] and msum(scrape(plat), "faas_instances", function=fn) == 0, 30,
+               interval=0.2, what="the function scaled to zero")
+    check_burst(plat, fn, 32, 1)
 
 
 # ---- d. the flag ------------------------------------------------------------------

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -77,7 +76,8 @@ def by_code(samples, fn, proto):
 
 
 def delta(after, before):
-    return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before) if after.get(k, 0) != before.get(k, 0)}
+    keys = set(after) | set(before)
+    return {k: after.get(k, 0) - before.get(k, 0) for k in keys if after.get(k, 0) != before.get(k, 0)}
 
 
 # ---- the platform -----------------------------------------------------------------
@@ -226,7 +226,8 @@ def thrift_client(plat, i, n, errs):
     for k in range(n):
         # the first 64 characters come back as a reply info header (calc_server's
         # echo-reply): ASCII there, since the platform drops non-ASCII header values
-        msg = f"t:{kind}:{i}:{k}:".ljust(64, "-") + "".join(rnd.choice("aZ09 é€☃\u00ff") for _ in range(rnd.randrange(0, 500)))
+        tail = "".join(rnd.choice("aZ09 é€☃\u00ff") for _ in range(rnd.randrange(0, 500)))
+        msg = f"t:{kind}:{i}:{k}:".ljust(64, "-") + tail
         try:
             if s is None or k % 20 == 0:
                 if s is not None:
@@ -305,8 +306,8 @@ def test_mixed_load_every_answer_correct_and_metrics_add_up(plat, tmp_path):
             ("tcalc", "thrift"): ({"200": THRIFT_CLIENTS * THRIFT_N})}
     got = {k: delta(by_code(after, *k), by_code(before, *k)) for k in want}
     assert got == want, got
-    for fn, n in (("techo", H1_CLIENTS * H1_N + H2_CLIENTS * H2_N + H2LOAD_N), ("grpc-echo", GRPC_CLIENTS * (GRPC_N + 1)),
-                  ("tcalc", THRIFT_CLIENTS * THRIFT_N)):
+    for fn, n in (("techo", H1_CLIENTS * H1_N + H2_CLIENTS * H2_N + H2LOAD_N),
+                  ("grpc-echo", GRPC_CLIENTS * (GRPC_N + 1)), ("tcalc", THRIFT_CLIENTS * THRIFT_N)):
         d = msum(after, "faas_request_duration_seconds_count", function=fn) - \
             msum(before, "faas_request_duration_seconds_count", function=fn)
         assert d == n, (fn, d, n)

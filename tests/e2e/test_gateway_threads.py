@@ -343,9 +343,11 @@ def burst(plat, fn, n, path):
 
 
 def check_burst(plat, fn, calls, needed):
-    """calls simultaneous 2 s calls to fn, all answered, with exactly needed Acquires."""
+    """calls simultaneous 2 s calls to fn, all answered, with exactly needed Acquires
+    and none sent to an instance that was gone."""
     wm0 = plat.wm_metric("faas_wm_acquisitions_total")
-    gw0 = msum(scrape(plat), "faas_cold_starts_total")
+    m0 = scrape(plat)
+    gw0 = msum(m0, "faas_cold_starts_total")
     res = burst(plat, fn, calls, "/slow?ms=2000")
     assert [r[0] for r in res] == [200] * calls, (res, plat.logs())
     assert all(r[1] == b"slept 2000 ms\n" for r in res), res[:3]
@@ -353,6 +355,9 @@ def check_burst(plat, fn, calls, needed):
     # loop sent them (its own scale-ups on OVERLOAD carry no call and are not counted)
     assert msum(scrape(plat), "faas_cold_starts_total") - gw0 == needed, plat.logs()
     assert plat.wm_metric("faas_wm_acquisitions_total") - wm0 == needed, plat.logs()
+    m1 = scrape(plat)
+    for stale in ("faas_gateway_instances_unreachable_total", "faas_gateway_calls_rerouted_total"):
+        assert msum(m1, stale) == msum(m0, stale), (stale, plat.logs())
     wait_until(lambda: settled(plat), 30, interval=0.1, what="nothing held after the burst")
 
 
@@ -384,6 +389,35 @@ def test_cold_start_burst_after_scale_to_zero(plat):
 
 
 # ---- d. the flag ------------------------------------------------------------------
+
+def listening_sockets(pid, port):
+    """How many listening TCP sockets on 127.0.0.1:port process pid holds."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            col = line.split()
+            if col[1] == f"0100007F:{port:04X}" and col[3] == "0A":
+                inodes.add(col[9])
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        held += link.startswith("socket:[") and link[8:-1] in inodes
+    return held
+
+
+def test_each_loop_listens_on_every_port(plat):
+    """--threads 2: one listener per loop on each of the HTTP, gRPC and Thrift ports
+    (SO_REUSEPORT), as many as the loops the gateway says it runs (one while it warns
+    that it runs one whatever --threads says)."""
+    with open(plat.gateway.log_path, errors="replace") as f:
+        loops = 1 if "event=threads_unsupported" in f.read() else 2
+    pid = plat.gateway.proc.pid
+    got = {port: listening_sockets(pid, port) for port in (plat.http_port, plat.grpc_port, plat.thrift_port)}
+    assert got == dict.fromkeys(got, loops), got
+
 
 def gateway_run(*args):
     return subprocess.run([f"{BUILD}/faas-gateway", *args], capture_output=True, text=True, timeout=20)

@@ -12,7 +12,8 @@
  * - HTTP/1.1 (HTTP functions): each request becomes a local-caller pair (h2b) on the
  *   agent's own h2c port over loopback, exactly what a gateway sends; one request at a
  *   time per connection (pipelined ones wait, unread, in the socket), the response sent
- *   back with its Content-Length or chunked. */
+ *   back with its Content-Length or chunked;
+ * - Thrift (framed, THeader, TTHeader): direct_thrift.c. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/errors.h"
 #include "common/log.h"
 #include "runtime-agent/internal.h"
 
@@ -47,6 +49,16 @@ static struct {
 uint64_t agent_direct_calls(void)
 {
     return dp.calls;
+}
+
+void agent_direct_counted(void)
+{
+    dp.calls++;
+}
+
+const char *agent_direct_self(void)
+{
+    return dp.self;
 }
 
 int agent_direct_bind(int front_fd, uint16_t *port)
@@ -92,7 +104,7 @@ static void h2_request(h2b_pair_t *p, int eos)
         if (!is_faas_header(&p->req.nv[i]))
             p->req.nv[k++] = p->req.nv[i];
     p->req.n = k;
-    dp.calls++;
+    agent_direct_counted();
     if (dp.proto == FAAS__PROTOCOL__GRPC) {
         h2b_hdrs_add(&p->req, (const uint8_t *)"faas-protocol", 13, (const uint8_t *)"grpc", 4);
         if (dp.deadline[0] != '\0' && h2b_find(&p->req, "grpc-timeout") == NULL)
@@ -183,7 +195,7 @@ static void h1_error(h1c_t *c, int status, const char *reason, const char *body)
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nfaas-error: %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                       "content-length: %zu\r\nconnection: close\r\n\r\n",
-                      status, status == 400 ? "Bad Request" : status == 413 ? "Payload Too Large" : "Error", reason,
+                      status, faas_http_reason(status), reason,
                       strlen(body));
     if (!c->resp_head) {
         struct iovec v[2] = {{head, (size_t)hl}, {(void *)body, strlen(body)}};
@@ -276,7 +288,7 @@ static int h1_head(h1c_t *c)
         return h1_error(c, 400, "bad-request", err), -1;
     if (r.target[0] != '/')
         return h1_error(c, 400, "bad-request", "the request target must be a path\n"), -1;
-    dp.calls++;
+    agent_direct_counted();
     c->keep = c->req.keepalive;
     c->head_req = r.method_len == 4 && memcmp(r.method, "HEAD", 4) == 0;
     c->left = c->req.length;
@@ -381,7 +393,7 @@ static void h1_on_head(h2b_pair_t *p)
     static evl_buf_t b;
     b.off = b.len = 0;
     char line[64];
-    int ll = snprintf(line, sizeof(line), "HTTP/1.1 %03d %s\r\n", status, status < 400 ? "OK" : "Error");
+    int ll = snprintf(line, sizeof(line), "HTTP/1.1 %03d %s\r\n", status, faas_http_reason(status));
     int rc = evl_buf_append(&b, line, (size_t)ll);
     for (size_t i = 0; i < p->resp.n && rc == 0; i++) {
         const nghttp2_nv *h = &p->resp.nv[i];
@@ -461,9 +473,13 @@ static void on_sniff(evl_sock_t *s, int err)
         return;
     }
     int kind = http1_sniff_preface(evl_buf_data(&s->in), s->in.len);
+    if (dp.proto == FAAS__PROTOCOL__THRIFT) {
+        agent_direct_thrift_accept(s);
+        return;
+    }
     if (kind == HTTP1_SNIFF_H2 && s->in.len < H2_PREFACE_LEN)
         return; /* "P" may still be a POST */
-    if (kind == HTTP1_SNIFF_H2 && dp.proto != FAAS__PROTOCOL__THRIFT) {
+    if (kind == HTTP1_SNIFF_H2) {
         if (h2b_io_accept(s, &dp.h2) == NULL) {
             evl_sock_close(s);
             return;
@@ -471,7 +487,7 @@ static void on_sniff(evl_sock_t *s, int err)
         agent_front_feed(s);
         return;
     }
-    if (dp.proto != FAAS__PROTOCOL__HTTP) { /* Thrift is not served here yet; h1 to gRPC */
+    if (dp.proto != FAAS__PROTOCOL__HTTP) { /* gRPC is h2 only */
         evl_sock_close(s);
         return;
     }

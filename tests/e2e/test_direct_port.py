@@ -169,3 +169,76 @@ def test_direct_port_refused_before_ready(tmp_path):
         agent.kill()
         agent.wait(10)
         err.close()
+
+
+def test_thrift_function_direct_port(tmp_path):
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "examples", "thrift-calc"))
+    from calc import CalcError, Client
+    from thrift.protocol import TBinaryProtocol
+    from thrift.protocol.THeaderProtocol import THeaderProtocol
+    from thrift.protocol.TMultiplexedProtocol import TMultiplexedProtocol
+    from thrift.transport import TSocket, TTransport
+    from thrift.transport.THeaderTransport import THeaderClientType
+
+    def sock(host, port):
+        s = TSocket.TSocket(host, port)
+        s.setTimeout(20000)
+        s.open()
+        return s
+
+    def header_client(host, port):
+        s = sock(host, port)
+        p = THeaderProtocol(s, (THeaderClientType.HEADERS,), default_protocol=0)
+        return Client(TMultiplexedProtocol(p, "Calculator")), p, s
+
+    plat = Platform(tmp_path, pool_size=1, thrift=True, gateway_args=("--thrift-default-function", "calc")).start()
+    try:
+        manifest = tmp_path / "calc.yaml"
+        manifest.write_text(f"name: calc\ncode: {ROOT}/examples/thrift-calc\n"
+                            "command: [/usr/bin/python3, calc_server.py, theader, --multiplexed]\n"
+                            "protocol: thrift\nthrift_services: [Calculator]\nthrift_transport: theader\n"
+                            "health: {tcp: true}\n")
+        plat.ctl("deploy", "-f", str(manifest))
+        c, p, s = header_client("127.0.0.1", plat.thrift_port)
+        assert c.call("add", 1, 2) == 3  # through the gateway: the instance starts
+        s.close()
+        inst = wait_until(lambda: [i for i in instances(plat, "calc") if i.get("direct_endpoint")], 15,
+                          what="an instance with a direct endpoint")[0]
+        host, port = hostport(inst["direct_endpoint"])
+
+        # THeader straight to the pod: calls, info headers both ways, the user's exception
+        c, p, s = header_client(host, port)
+        p.set_header(b"x-trace", b"direct-1")
+        assert c.call("add", 40, 2) == 42
+        assert c.call("echo", "hi") == "hi"
+        assert p.get_headers().get(b"echo-reply") == b"hi"
+        p.set_header(b"x-trace", b"direct-2")
+        hs = c.call("headers")
+        assert hs.get("x-trace") == "direct-2"
+        with pytest.raises(CalcError) as ei:
+            c.call("fail", "no")
+        assert ei.value.why == "no"
+        s.close()
+        # framed binary (re-framed for the THeader server by the agent, as via the gateway)
+        s = sock(host, port)
+        fc = Client(TMultiplexedProtocol(TBinaryProtocol.TBinaryProtocol(TTransport.TFramedTransport(s)),
+                                         "Calculator"))
+        assert [fc.call("add", i, 100) for i in range(3)] == [100, 101, 102]
+        s.close()
+        calls = 7  # add, echo, headers, fail, three framed adds
+
+        # bytes that are no Thrift frame: the connection is closed, the next client served
+        bad = raw_exchange(host, port, b"\xff\xff\xff\xff garbage")
+        assert b"add" not in bad
+        c, p, s = header_client(host, port)
+        assert c.call("add", 5, 5) == 10
+        s.close()
+        calls += 1
+
+        def counted():
+            got = [i for i in instances(plat, "calc") if i["id"] == inst["id"]]
+            return got and got[0].get("direct_calls", 0) >= calls
+        wait_until(counted, 15, what=f"direct_calls >= {calls} in discovery")
+    finally:
+        plat.stop()

@@ -242,3 +242,33 @@ def test_thrift_function_direct_port(tmp_path):
         wait_until(counted, 15, what=f"direct_calls >= {calls} in discovery")
     finally:
         plat.stop()
+
+
+def test_grpc_function_direct_port(tmp_path):
+    import grpc
+    plat = Platform(tmp_path, pool_size=1, grpc=True).start()
+    try:
+        plat.ctl("deploy", "-f", os.path.join(ROOT, "examples", "grpc-echo", "function.yaml"), "--memory", "512Mi",
+                 "--pids", "512")
+        with grpc.insecure_channel(plat.grpc_addr) as ch:
+            assert ch.unary_unary("/echo.Echo/Unary")(b"via gateway", timeout=30) == b"via gateway"
+        inst = wait_until(lambda: [i for i in instances(plat, "grpc-echo") if i.get("direct_endpoint")], 15,
+                          what="an instance with a direct endpoint")[0]
+        # gRPC (h2c) straight to the pod: no faas-* metadata needed, the user's statuses intact
+        with grpc.insecure_channel(inst["direct_endpoint"]) as ch:
+            assert ch.unary_unary("/echo.Echo/Unary")(b"direct", timeout=10) == b"direct"
+            got = list(ch.unary_stream("/echo.Echo/ServerStream")(b"5:10", timeout=10))
+            assert len(got) == 5
+            msgs = [b"a", b"bb", b"ccc"]
+            assert list(ch.stream_stream("/echo.Echo/Bidi")(iter(msgs), timeout=10)) == msgs
+            with pytest.raises(grpc.RpcError) as ei:
+                ch.unary_unary("/echo.Echo/Unary")(b"status:NOT_FOUND:nope", timeout=10)
+            assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+        calls = 4
+
+        def counted():
+            got = [i for i in instances(plat, "grpc-echo") if i["id"] == inst["id"]]
+            return got and got[0].get("direct_calls", 0) >= calls
+        wait_until(counted, 15, what=f"direct_calls >= {calls} in discovery")
+    finally:
+        plat.stop()

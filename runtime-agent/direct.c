@@ -32,6 +32,9 @@
 #define H1_MAX_HEADERS 100
 #define H1_LINGER_MS 1000
 #define H2_PREFACE_LEN 24
+/* An HTTP/1 or Thrift connection with no request in progress is closed after this: a
+ * mesh's pooled connections stay, an idle flood does not (h2c ones: the front's sweep). */
+#define DIRECT_IDLE_MS 60000
 
 static struct {
     evl_loop_t *loop;
@@ -45,6 +48,11 @@ static struct {
     h2b_server_cbs_t h2;  /* front.c's callbacks with our on_request */
     void (*front_request)(h2b_pair_t *p, int eos);
 } dp = {.fd = -1};
+
+uint32_t agent_direct_idle_ms(void)
+{
+    return DIRECT_IDLE_MS;
+}
 
 uint64_t agent_direct_calls(void)
 {
@@ -125,6 +133,7 @@ typedef struct h1c {
     size_t unwindowed; /* response bytes queued on the socket, their window not yet returned */
     int keep, head_req, req_done, resp_head, resp_done, chunked_out;
     evl_timer_t linger; /* closing: the client's last bytes are read and dropped */
+    evl_timer_t idle;   /* no request in progress */
 } h1c_t;
 
 static void h1_pump(h1c_t *c);
@@ -138,6 +147,7 @@ static void h1_free(h1c_t *c)
         h2b_pair_release(p);
     }
     evl_timer_stop(dp.loop, &c->linger);
+    evl_timer_stop(dp.loop, &c->idle);
     evl_sock_close(c->s);
     free(c);
 }
@@ -180,6 +190,7 @@ static void h1_close(h1c_t *c)
         h2b_pair_release(p);
     }
     evl_sock_read_stop(c->s);
+    evl_timer_stop(dp.loop, &c->idle);
     if (evl_sock_pending(c->s) == 0)
         on_close_written(c->s, 0);
     else
@@ -301,6 +312,7 @@ static int h1_head(h1c_t *c)
         expect |= h[i].name_len == 6 && strncasecmp(h[i].name, "expect", 6) == 0;
     if (h1_start(c, &r, h, n) != 0)
         return h1_error(c, 503, "overloaded", "cannot reach the function\n"), -1;
+    evl_timer_stop(dp.loop, &c->idle);
     evl_buf_consume(&s->in, (size_t)hl);
     if (c->req_done)
         h2b_pair_push(c->p, NULL, 0, 1);
@@ -375,6 +387,7 @@ static void h1_next(h1c_t *c)
         return;
     }
     c->resp_head = 0;
+    evl_timer_start(dp.loop, &c->idle, DIRECT_IDLE_MS);
     evl_sock_read_start(c->s, on_h1_read);
     if (c->s->in.len != 0)
         h1_pump(c);
@@ -474,7 +487,7 @@ static void on_sniff(evl_sock_t *s, int err)
     }
     int kind = http1_sniff_preface(evl_buf_data(&s->in), s->in.len);
     if (dp.proto == FAAS__PROTOCOL__THRIFT) {
-        agent_direct_thrift_accept(s);
+        agent_direct_thrift_accept(dp.loop, s);
         return;
     }
     if (kind == HTTP1_SNIFF_H2 && s->in.len < H2_PREFACE_LEN)
@@ -498,6 +511,9 @@ static void on_sniff(evl_sock_t *s, int err)
     }
     c->s = s;
     s->data = c;
+    c->idle.cb = on_linger_timeout; /* either way the connection just goes */
+    c->idle.data = c;
+    evl_timer_start(dp.loop, &c->idle, DIRECT_IDLE_MS);
     evl_sock_read_start(s, on_h1_read);
     h1_pump(c);
 }

@@ -25,7 +25,10 @@ typedef struct tdc {
     thrift_frame_t f;
     int status, oneway, closing;
     evl_buf_t body; /* the reply payload, collected whole */
+    evl_timer_t idle; /* no call in progress */
 } tdc_t;
+
+static evl_loop_t *td_loop;
 
 static void td_pump(tdc_t *c);
 static void on_td_read(evl_sock_t *s, int err);
@@ -43,6 +46,7 @@ static void td_release(tdc_t *c)
 static void td_free(tdc_t *c)
 {
     td_release(c);
+    evl_timer_stop(td_loop, &c->idle);
     evl_buf_free(&c->body);
     evl_sock_close(c->s);
     free(c);
@@ -108,6 +112,7 @@ static void td_next(tdc_t *c)
     td_release(c);
     c->body.off = c->body.len = 0;
     evl_buf_consume(&c->s->in, c->f.frame_len);
+    evl_timer_start(td_loop, &c->idle, agent_direct_idle_ms());
     evl_sock_read_start(c->s, on_td_read);
     td_pump(c); /* a frame may be there already */
 }
@@ -254,6 +259,7 @@ static void td_pump(tdc_t *c)
         return;
     }
     evl_sock_read_stop(s); /* the views in c->f point into s->in until the reply is out */
+    evl_timer_stop(td_loop, &c->idle);
     agent_direct_counted();
     c->oneway = c->f.mtype == THRIFT_ONEWAY;
     c->status = 0;
@@ -276,8 +282,14 @@ static void on_td_read(evl_sock_t *s, int err)
     td_pump(c);
 }
 
-void agent_direct_thrift_accept(evl_sock_t *s)
+static void on_td_idle(evl_timer_t *t)
 {
+    td_free(t->data);
+}
+
+void agent_direct_thrift_accept(evl_loop_t *loop, evl_sock_t *s)
+{
+    td_loop = loop;
     tdc_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         evl_sock_close(s);
@@ -285,6 +297,9 @@ void agent_direct_thrift_accept(evl_sock_t *s)
     }
     c->s = s;
     s->data = c;
+    c->idle.cb = on_td_idle;
+    c->idle.data = c;
+    evl_timer_start(loop, &c->idle, agent_direct_idle_ms());
     evl_sock_read_start(s, on_td_read);
     td_pump(c);
 }

@@ -229,12 +229,14 @@ int agent_direct_bind(int front_fd, uint16_t *port);
 int agent_direct_start(evl_loop_t *loop, int proto, uint32_t deadline_ms, uint64_t max_body);
 /* Requests, calls and streams the direct port took since the agent started. */
 uint64_t agent_direct_calls(void);
+/* How long a direct HTTP/1 or Thrift connection may sit with no call in progress. */
+uint32_t agent_direct_idle_ms(void);
 /* One more call taken (direct_thrift.c). */
 void agent_direct_counted(void);
 /* The agent's own h2c port as h2b_client_get takes it: where direct calls are sent on. */
 const char *agent_direct_self(void);
 /* direct_thrift.c: serves Thrift frames on an accepted direct connection (takes s). */
-void agent_direct_thrift_accept(evl_sock_t *s);
+void agent_direct_thrift_accept(evl_loop_t *loop, evl_sock_t *s);
 
 /* ---- proxy.c: HTTP streams -> HTTP/1.1 keep-alive pool ---- */
 

@@ -127,6 +127,34 @@ def test_http_function_direct_port(plat):
     wait_until(lambda: not answers(host, port), 15, what="the direct port gone")
 
 
+def test_direct_calls_count_in_flight(plat):
+    """Direct calls pass the agent's in-flight count: two at once on a function with
+    concurrency 2 make the pod report OVERLOAD, and the worker manager starts a second
+    instance, with no call through the gateway meanwhile."""
+    import threading
+    plat.deploy_hello("busy", "--concurrency", "2", "--max-instances", "2")
+    assert http_get(plat.url("busy", "/hello")) == (200, "hello from hello-http\n")
+    inst = wait_until(lambda: [i for i in instances(plat, "busy") if i.get("direct_endpoint")], 15,
+                      what="an instance with a direct endpoint")[0]
+    assert len(instances(plat, "busy")) == 1
+    host, port = hostport(inst["direct_endpoint"])
+    codes = []
+
+    def slow():
+        c = http.client.HTTPConnection(host, port, timeout=30)
+        c.request("GET", "/slow?ms=2000")
+        r = c.getresponse()
+        codes.append((r.status, r.read()))
+        c.close()
+    ts = [threading.Thread(target=slow) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(40)
+    assert codes == [(200, b"slept 2000 ms\n")] * 2
+    wait_until(lambda: len(instances(plat, "busy")) == 2, 30, what="a second instance after OVERLOAD")
+
+
 USER_SERVER = r'''
 import os, sys, time, http.server
 while not os.path.exists("go"):

@@ -155,6 +155,30 @@ def test_direct_calls_count_in_flight(plat):
     wait_until(lambda: len(instances(plat, "busy")) == 2, 30, what="a second instance after OVERLOAD")
 
 
+def test_direct_endpoint_survives_a_worker_manager_restart(plat):
+    """A successor worker manager adopts the pods with their direct ports (the record it
+    inherits carries direct_endpoint) and publishes them again."""
+    plat.deploy_hello("hello")
+    assert http_get(plat.url("hello", "/hello")) == (200, "hello from hello-http\n")
+    inst = wait_until(lambda: [i for i in instances(plat, "hello") if i.get("direct_endpoint")], 15,
+                      what="an instance with a direct endpoint")[0]
+    plat.wm.kill()
+    plat.restart_wm()
+
+    def adopted():  # asked of the successor itself: discovery may still hold the old lease
+        req = pb.encode("FunctionName", {"name": "hello"})
+        rep = plat.rpc(f"127.0.0.1:{plat.wm_port}", "/faas.WorkerManager/ListInstances", req)
+        got = [i for i in pb.decode("InstanceList", rep).get("instances", []) if i["id"] == inst["id"]]
+        return got and got[0]
+    again = wait_until(adopted, 30, what="the successor listing the adopted instance")
+    assert again.get("direct_endpoint") == inst["direct_endpoint"]
+    host, port = hostport(inst["direct_endpoint"])
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    c.request("GET", "/hello")
+    r = c.getresponse()
+    assert (r.status, r.read()) == (200, b"hello from hello-http\n")
+
+
 USER_SERVER = r'''
 import os, sys, time, http.server
 while not os.path.exists("go"):

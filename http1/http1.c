@@ -276,8 +276,7 @@ static int parse_request_line(const char *p, long n, http1_request_t *out)
     long t = ++i;
     while (i < n && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f)
         i++;
-    if (i == t || n - i != 9 || p[i] != ' ' || memcmp(p + i + 1, "HTTP/1.", 7) != 0 || p[n - 1] < '0' ||
-        p[n - 1] > '9')
+    if (i == t || n - i != 9 || p[i] != ' ' || memcmp(p + i + 1, "HTTP/1.", 7) != 0 || p[n - 1] < '0' || p[n - 1] > '9')
         return -1;
     out->target = p + t;
     out->target_len = (size_t)(i - t);

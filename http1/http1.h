@@ -1,9 +1,9 @@
 /* http1/http1.h - pure HTTP/1.x pieces of the data path (no I/O, no allocation): a
  * response head parser, a request head parser (the agent's direct port), the body
- * framing rules of RFC 9112 section 6.3, a chunked decoder, list-token and decimal helpers, and telling an h2 connection preface
- * from an HTTP/1 request. Used by the runtime agent towards the user server; depends
- * on nothing but libc. Unit-tested (tests/unit/http1) and fuzzed
- * (tests/fuzz/fuzz_http1_response.c, fuzz_http1_request.c). */
+ * framing rules of RFC 9112 section 6.3, a chunked decoder, list-token and decimal
+ * helpers, and telling an h2 connection preface from an HTTP/1 request. Used by the
+ * runtime agent towards the user server; depends on nothing but libc. Unit-tested
+ * (tests/unit/http1) and fuzzed (tests/fuzz/fuzz_http1_response.c, fuzz_http1_request.c). */
 #ifndef HTTP1_HTTP1_H
 #define HTTP1_HTTP1_H
 

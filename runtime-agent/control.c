@@ -37,8 +37,8 @@ static struct {
     evl_loop_t *loop;
     const agent_opts_t *opts;
     uint16_t port; /* our h2c listener */
-    uint16_t direct_port;   /* the direct port (direct.c; 0: none) */
-    uint64_t direct_sent;   /* the direct call count last reported */
+    uint16_t direct_port;    /* the direct port (direct.c; 0: none) */
+    uint64_t direct_sent;    /* the direct call count last reported */
     evl_timer_t direct_tick; /* DIRECT_CALLS at most once a second, while it changes */
     int control_fd;
     evl_io_t control_io;

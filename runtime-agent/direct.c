@@ -40,12 +40,12 @@ static struct {
     evl_loop_t *loop;
     int fd;
     evl_io_t io;
-    int proto;            /* FAAS__PROTOCOL__* */
-    char self[32];        /* the agent's own h2c port, as h2b_client_get takes it */
-    char deadline[16];    /* faas-deadline-ms for a gRPC call without grpc-timeout ("": none) */
-    uint64_t max_body;    /* an HTTP/1 request body past it is answered 413 here */
-    uint64_t calls;       /* requests, calls and streams taken (DIRECT_CALLS) */
-    h2b_server_cbs_t h2;  /* front.c's callbacks with our on_request */
+    int proto;           /* FAAS__PROTOCOL__* */
+    char self[32];       /* the agent's own h2c port, as h2b_client_get takes it */
+    char deadline[16];   /* faas-deadline-ms for a gRPC call without grpc-timeout ("": none) */
+    uint64_t max_body;   /* an HTTP/1 request body past it is answered 413 here */
+    uint64_t calls;      /* requests, calls and streams taken (DIRECT_CALLS) */
+    h2b_server_cbs_t h2; /* front.c's callbacks with our on_request */
     void (*front_request)(h2b_pair_t *p, int eos);
 } dp = {.fd = -1};
 
@@ -206,8 +206,7 @@ static void h1_error(h1c_t *c, int status, const char *reason, const char *body)
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nfaas-error: %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
                       "content-length: %zu\r\nconnection: close\r\n\r\n",
-                      status, faas_http_reason(status), reason,
-                      strlen(body));
+                      status, faas_http_reason(status), reason, strlen(body));
     if (!c->resp_head) {
         struct iovec v[2] = {{head, (size_t)hl}, {(void *)body, strlen(body)}};
         c->resp_head = 1;
@@ -259,8 +258,7 @@ static int h1_start(h1c_t *c, const http1_request_t *r, http1_hdr_t *h, size_t n
         lower((char *)h[i].name, h[i].name_len); /* h2 wants lower case; the buffer is ours */
         if (h[i].name_len == 4 && memcmp(h[i].name, "host", 4) == 0 && host == NULL)
             host = &h[i];
-        if (agent_header_is_hop(h[i].name, h[i].name_len) ||
-            (h[i].name_len >= 5 && memcmp(h[i].name, "faas-", 5) == 0))
+        if (agent_header_is_hop(h[i].name, h[i].name_len) || (h[i].name_len >= 5 && memcmp(h[i].name, "faas-", 5) == 0))
             continue;
         nv[k++] = NVS(h[i].name, h[i].name_len, h[i].value, h[i].value_len);
     }

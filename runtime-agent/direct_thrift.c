@@ -24,7 +24,7 @@ typedef struct tdc {
     h2b_pair_t *p; /* the call in progress */
     thrift_frame_t f;
     int status, oneway, closing;
-    evl_buf_t body; /* the reply payload, collected whole */
+    evl_buf_t body;   /* the reply payload, collected whole */
     evl_timer_t idle; /* no call in progress */
 } tdc_t;
 
@@ -250,8 +250,8 @@ static void td_pump(tdc_t *c)
 {
     const char *err = NULL;
     evl_sock_t *s = c->s;
-    long fl = thrift_parse((const uint8_t *)evl_buf_data(&s->in), s->in.len, THRIFT_DEFAULT_MAX_FRAME, &c->f, NULL,
-                           &err);
+    long fl =
+        thrift_parse((const uint8_t *)evl_buf_data(&s->in), s->in.len, THRIFT_DEFAULT_MAX_FRAME, &c->f, NULL, &err);
     if (fl == 0)
         return;
     if (fl < 0) {

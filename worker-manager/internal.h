@@ -385,7 +385,7 @@ struct wm_pod {
     wm_pod_state_t state;
     uint32_t addr; /* its own address (host order): the agent listens at addr:port */
     uint32_t port;
-    uint32_t direct_port; /* the agent's direct listener (HELLO; 0 = none): addr:direct_port */
+    uint32_t direct_port;  /* the agent's direct listener (HELLO; 0 = none): addr:direct_port */
     uint64_t direct_calls; /* calls it took there (DIRECT_CALLS, cumulative): Instance.direct_calls */
     uint64_t deadline_us; /* HELLO, READY or STOP deadline; 0 = none */
     char inst_id[24];

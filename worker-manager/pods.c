@@ -856,8 +856,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->port = ev->port;
         p->direct_port = ev->direct_port;
         p->deadline_us = 0;
-        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u direct_port=%u", p->id, (int)p->pid, p->port,
-                  p->direct_port);
+        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u direct_port=%u", p->id, (int)p->pid, p->port, p->direct_port);
         pod_record(wm, p);
         publish(wm);
         match(wm);

@@ -44,15 +44,15 @@ Test(http1_request, incomplete_then_complete)
 Test(http1_request, malformed_heads)
 {
     static const char *bad[] = {
-        "GET /\r\n\r\n",                          /* no version */
-        "GET / HTTP/2.0\r\n\r\n",                 /* not 1.x */
-        "GET  / HTTP/1.1\r\n\r\n",                /* empty target */
-        "GET / x HTTP/1.1\r\n\r\n",               /* blank in the target */
-        "G(T / HTTP/1.1\r\n\r\n",                 /* method not a token */
-        "GET / HTTP/1.1\r\nA b: c\r\n\r\n",       /* blank in a name */
-        "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",   /* obs-fold */
-        "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",      /* bare CR */
-        "GET / HTTP/1.1\r\nA: \x01\r\n\r\n",      /* control byte */
+        "GET /\r\n\r\n",                                             /* no version */
+        "GET / HTTP/2.0\r\n\r\n",                                    /* not 1.x */
+        "GET  / HTTP/1.1\r\n\r\n",                                   /* empty target */
+        "GET / x HTTP/1.1\r\n\r\n",                                  /* blank in the target */
+        "G(T / HTTP/1.1\r\n\r\n",                                    /* method not a token */
+        "GET / HTTP/1.1\r\nA b: c\r\n\r\n",                          /* blank in a name */
+        "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",                      /* obs-fold */
+        "GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",                         /* bare CR */
+        "GET / HTTP/1.1\r\nA: \x01\r\n\r\n",                         /* control byte */
         "GET / HTTP/1.1\r\na:1\r\nb:2\r\nc:3\r\nd:4\r\ne:5\r\n\r\n", /* more headers than room */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -417,6 +417,7 @@ static void pod_record(wm_t *wm, wm_pod_t *p)
         wm_pod_direct_endpoint(p, direct, sizeof(direct));
         Faas__Instance in = FAAS__INSTANCE__INIT;
         in.direct_endpoint = direct; /* a successor publishes it too */
+        in.direct_calls = p->direct_calls; /* and goes on from the count, never back to 0 */
         in.id = p->state == POD_READY ? p->inst_id : "";
         in.function = p->function;
         in.version = p->version;
@@ -457,6 +458,7 @@ static int pod_from_record(wm_pod_t *p, const uint8_t *rec, size_t len)
     p->port = colon ? (uint32_t)strtoul(colon + 1, NULL, 10) : 0;
     colon = strrchr(in->direct_endpoint, ':');
     p->direct_port = colon ? (uint32_t)strtoul(colon + 1, NULL, 10) : 0;
+    p->direct_calls = in->direct_calls;
     int rc = p->port ? 0 : -1;
     if (in->id[0] == '\0') {
         p->state = POD_WARM;
@@ -931,6 +933,7 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
          * the next heartbeat, as Instance.overloaded does, for the gateways' rate */
         if (p->state == POD_READY && ev->direct_calls != p->direct_calls) {
             p->direct_calls = ev->direct_calls;
+            pod_record(wm, p); /* a successor must not publish a count that went back */
             publish(wm);
         }
         return;

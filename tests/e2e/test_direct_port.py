@@ -156,12 +156,20 @@ def test_direct_calls_count_in_flight(plat):
 
 
 def test_direct_endpoint_survives_a_worker_manager_restart(plat):
-    """A successor worker manager adopts the pods with their direct ports (the record it
-    inherits carries direct_endpoint) and publishes them again."""
+    """A successor worker manager adopts the pods with their direct ports and direct call
+    counts (the record it inherits carries both) and publishes them again."""
     plat.deploy_hello("hello")
     assert http_get(plat.url("hello", "/hello")) == (200, "hello from hello-http\n")
     inst = wait_until(lambda: [i for i in instances(plat, "hello") if i.get("direct_endpoint")], 15,
                       what="an instance with a direct endpoint")[0]
+    host, port = hostport(inst["direct_endpoint"])
+    for _ in range(3):
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", "/hello")
+        assert c.getresponse().status == 200
+        c.close()
+    wait_until(lambda: [i for i in instances(plat, "hello") if i.get("direct_calls", 0) >= 3], 15,
+               what="direct_calls >= 3 in discovery")
     plat.wm.kill()
     plat.restart_wm()
 
@@ -172,7 +180,7 @@ def test_direct_endpoint_survives_a_worker_manager_restart(plat):
         return got and got[0]
     again = wait_until(adopted, 30, what="the successor listing the adopted instance")
     assert again.get("direct_endpoint") == inst["direct_endpoint"]
-    host, port = hostport(inst["direct_endpoint"])
+    assert again.get("direct_calls", 0) >= 3  # the count goes on, never back to 0
     c = http.client.HTTPConnection(host, port, timeout=10)
     c.request("GET", "/hello")
     r = c.getresponse()

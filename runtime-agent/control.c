@@ -161,7 +161,8 @@ static void send_event(Faas__AgentEvent *ev)
 static void on_direct_tick(evl_timer_t *t)
 {
     uint64_t n = agent_direct_calls();
-    if (n != ag.direct_sent) {
+    /* while no worker manager reads, nothing piles up: the count goes once it drains */
+    if (n != ag.direct_sent && ag.out_bytes < OUTQ_SOFT_BYTES) {
         ag.direct_sent = n;
         Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
         ev.type = FAAS__AGENT_EVENT__TYPE__DIRECT_CALLS;

@@ -28,7 +28,10 @@
 #include "runtime-agent/internal.h"
 
 #define ACCEPT_BATCH 16
-#define H1_MAX_HEAD (64 * 1024) /* the gateway's HTTP port takes no larger head either */
+/* A head past this is answered 431: with 32 bytes a field added as h2 counts them, it
+ * still fits the front's header list (H2B_MAX_HEADER_LIST_INTERNAL), which would
+ * otherwise reset the stream. Twice the gateway's default --max-header-bytes. */
+#define H1_MAX_HEAD (32 * 1024)
 #define H1_MAX_HEADERS 100
 #define H1_LINGER_MS 1000
 #define H2_PREFACE_LEN 24
@@ -291,6 +294,8 @@ static int h1_head(h1c_t *c)
     int hl = http1_parse_request(evl_buf_data(&s->in), s->in.len, &r, h, &n);
     if (hl == -2 && s->in.len <= H1_MAX_HEAD)
         return 0;
+    if (hl == -2 || hl > H1_MAX_HEAD)
+        return h1_error(c, 431, "too-large", "request header fields too large\n"), -1;
     if (hl < 0)
         return h1_error(c, 400, "bad-request", "malformed HTTP/1.1 request head\n"), -1;
     if (http1_req_framing(r.minor, h, n, &c->req, &err) != 0)

@@ -107,6 +107,8 @@ def test_http_function_direct_port(plat):
     smuggle = raw_exchange(host, port, b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert smuggle.startswith(b"HTTP/1.1 400 "), smuggle
+    big = raw_exchange(host, port, b"GET /hello HTTP/1.1\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 431 "), big[:100]
     c = http.client.HTTPConnection(host, port, timeout=10)
     c.request("GET", "/hello")
     r = c.getresponse()

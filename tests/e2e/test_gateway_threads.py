@@ -438,16 +438,6 @@ def _threads_help_line():
     return lines[0]
 
 
-def _help_says_one_loop_only():
-    try:
-        return "only 1" in _threads_help_line()
-    except (OSError, AssertionError, subprocess.SubprocessError):
-        return False  # the test itself then says what is wrong
-
-
-# today's gateway still says "only 1 for now": expected to fail until --help documents
-# the real default; strict, so a pass while the mark is on fails too
-@pytest.mark.xfail(_help_says_one_loop_only(), reason="the gateway does not run several loops yet", strict=True)
 def test_threads_help_documents_the_default():
     line = _threads_help_line().lower()
     assert "default" in line and "cpu" in line, line

@@ -28,9 +28,11 @@
  * the table's size (RLIMIT_NOFILE when armed) pass straight through. The fd must
  * not be dup'ed (the kernel would keep the registration past close); h2o does not.
  *
- * Threads: the managed set is used by the loop thread only; close() may run on
- * any thread but only touches the entry of the fd it closes, which no other thread
- * can be using at that moment.
+ * Threads: each gateway loop thread arms its own set (one per loop, --threads); a
+ * set is used by its loop thread only, and an fd is in one set at a time (h2o gives
+ * each socket one loop), so the table indexed by fd is shared and each entry is
+ * touched by one thread. close() may run on any thread but only touches the entry of
+ * the fd it closes, which no other thread can be using at that moment.
  *
  * It is tied to how h2o 2.2.5's epoll backend drives its set, so it is a build option
  * (OVERRIDE_EPOLL, on by default) and gw_run checks it against h2o at start-up. */
@@ -59,13 +61,17 @@ typedef struct {
     uint32_t have;   /* events the kernel has */
     uint8_t lib_reg; /* the library believes the fd is in the set */
     uint8_t kern_reg;
+    int owner; /* the managed set it is registered in, + 1; 0: none */
 } lep_fd_t;
 
-static int g_ep = -1;
+/* made by the first armed epoll_create (before any other loop thread runs) */
 static lep_fd_t *g_fds;
+static uint8_t *g_set; /* g_set[ep]: ep is a managed set */
 static int g_nfds;
+static int g_off; /* released: no set is managed, none will be */
 static __thread int t_armed;
-static gw_override_epoll_stats_t g_stats;
+static __thread int t_ep = -1;
+static __thread gw_override_epoll_stats_t g_stats;
 
 static int (*real_epoll_create)(int);
 static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
@@ -86,11 +92,19 @@ static void *next_sym(void **slot, const char *name)
 }
 #define NEXT(fn) ((__typeof__(real_##fn))next_sym((void **)&real_##fn, #fn))
 
+static int is_set(int ep)
+{
+    return ep >= 0 && ep < __atomic_load_n(&g_nfds, __ATOMIC_ACQUIRE) && __atomic_load_n(&g_set[ep], __ATOMIC_ACQUIRE);
+}
+
 static lep_fd_t *managed(int ep, int fd)
 {
-    if (ep < 0 || ep != __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE) || fd < 0 || fd >= g_nfds)
+    if (!is_set(ep) || fd < 0 || fd >= g_nfds)
         return NULL;
-    return &g_fds[fd];
+    lep_fd_t *s = &g_fds[fd];
+    if (s->owner != 0 && s->owner != ep + 1)
+        return NULL; /* registered in another loop's set: never done by h2o, passed through */
+    return s;
 }
 
 void gw_override_epoll_arm(void)
@@ -105,7 +119,7 @@ void gw_override_epoll_disarm(void)
 
 int gw_override_epoll_fd(void)
 {
-    return __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE);
+    return t_ep;
 }
 
 void gw_override_epoll_get_stats(gw_override_epoll_stats_t *out)
@@ -115,23 +129,33 @@ void gw_override_epoll_get_stats(gw_override_epoll_stats_t *out)
 
 static void adopt(int ep)
 {
-    struct rlimit rl;
-    rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
-    if (n == RLIM_INFINITY || n > LEP_MAX_FDS)
-        n = LEP_MAX_FDS;
-    /* calloc of this size is fresh zero pages: only the fds in use cost memory */
-    lep_fd_t *t = calloc((size_t)n, sizeof(*t));
-    if (t == NULL)
-        return; /* stay a plain pass-through */
-    g_fds = t;
-    g_nfds = (int)n;
-    __atomic_store_n(&g_ep, ep, __ATOMIC_RELEASE);
+    if (g_fds == NULL) {
+        struct rlimit rl;
+        rlim_t n = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+        if (n == RLIM_INFINITY || n > LEP_MAX_FDS)
+            n = LEP_MAX_FDS;
+        /* calloc of this size is fresh zero pages: only the fds in use cost memory */
+        lep_fd_t *t = calloc((size_t)n, sizeof(*t));
+        uint8_t *sets = calloc((size_t)n, 1);
+        if (t == NULL || sets == NULL) {
+            free(t);
+            free(sets);
+            return; /* stay a plain pass-through */
+        }
+        g_fds = t;
+        g_set = sets;
+        __atomic_store_n(&g_nfds, (int)n, __ATOMIC_RELEASE);
+    }
+    if (ep >= g_nfds)
+        return;
+    __atomic_store_n(&g_set[ep], 1, __ATOMIC_RELEASE);
+    t_ep = ep;
 }
 
 int epoll_create(int size)
 {
     int ep = NEXT(epoll_create)(size);
-    if (ep >= 0 && t_armed && __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE) < 0)
+    if (ep >= 0 && t_armed && t_ep < 0 && !__atomic_load_n(&g_off, __ATOMIC_ACQUIRE))
         adopt(ep);
     return ep;
 }
@@ -190,6 +214,7 @@ int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
     s->want = ev->events;
     s->data = ev->data.u64;
     s->lib_reg = 1;
+    s->owner = ep + 1;
     int lazy = s->kern_reg && (s->want & ~LEP_LAZY_BITS) == 0 && (s->have & ~LEP_LAZY_BITS) == 0 &&
                (s->want & ~s->have) == 0 && (s->have & ~s->want & LEP_EAGER_DROP) == 0;
     if (lazy)
@@ -235,7 +260,7 @@ static int filter(int ep, struct epoll_event *evs, int n)
 int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
 {
     int n = NEXT(epoll_wait)(ep, evs, max, timeout);
-    if (n <= 0 || ep != __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE))
+    if (n <= 0 || !is_set(ep))
         return n;
     int out = filter(ep, evs, n);
     if (out == 0) {
@@ -249,29 +274,33 @@ int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout)
 
 int close(int fd)
 {
-    if (fd >= 0 && __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE) >= 0 && fd < g_nfds &&
-        (g_fds[fd].kern_reg || g_fds[fd].lib_reg))
-        memset(&g_fds[fd], 0, sizeof(g_fds[fd])); /* the kernel drops the registration with the file */
+    if (fd >= 0 && fd < __atomic_load_n(&g_nfds, __ATOMIC_ACQUIRE)) {
+        if (g_fds[fd].kern_reg || g_fds[fd].lib_reg || g_fds[fd].owner)
+            memset(&g_fds[fd], 0, sizeof(g_fds[fd])); /* the kernel drops the registration with the file */
+        if (g_set[fd]) /* a managed set itself closing */
+            __atomic_store_n(&g_set[fd], 0, __ATOMIC_RELEASE);
+    }
     return NEXT(close)(fd);
 }
 
 void gw_override_epoll_release(void)
 {
-    int ep = __atomic_load_n(&g_ep, __ATOMIC_ACQUIRE);
+    int ep = t_ep;
     if (ep < 0)
         return;
     for (int fd = 0; fd < g_nfds; fd++) {
         lep_fd_t *s = &g_fds[fd];
-        if (!s->kern_reg)
+        if (!s->kern_reg || s->owner != ep + 1)
             continue;
         struct epoll_event ev = {.events = s->want, .data.u64 = s->data};
         /* the kernel holds our tagged data: give every fd its user's own */
         NEXT(epoll_ctl)(ep, s->lib_reg ? EPOLL_CTL_MOD : EPOLL_CTL_DEL, fd, &ev);
+        memset(s, 0, sizeof(*s));
     }
-    __atomic_store_n(&g_ep, -1, __ATOMIC_RELEASE);
-    free(g_fds);
-    g_fds = NULL;
-    g_nfds = 0;
+    /* the start-up check found h2o not behaving as assumed: no loop is managed */
+    __atomic_store_n(&g_off, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_set[ep], 0, __ATOMIC_RELEASE);
+    t_ep = -1;
 }
 
 #else /* built without: the gateway's calls are no-ops and libc is libc */

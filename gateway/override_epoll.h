@@ -19,16 +19,18 @@ typedef struct {
     uint64_t hidden;   /* events the library no longer wanted, not delivered */
 } gw_override_epoll_stats_t;
 
-/* The next epoll_create() on this thread (the first one only, process-wide) makes
- * the managed set; call around h2o_evloop_create(). No-ops when built without. */
+/* The next epoll_create() on this thread (the first one only, per thread) makes
+ * this thread's managed set; call around h2o_evloop_create(). No-ops when built
+ * without, or after a release. */
 void gw_override_epoll_arm(void);
 void gw_override_epoll_disarm(void);
-/* The managed set's fd, or -1. */
+/* This thread's managed set's fd, or -1. */
 int gw_override_epoll_fd(void);
-/* Counters of the managed set (loop thread only). */
+/* Counters of this thread's managed set. */
 void gw_override_epoll_get_stats(gw_override_epoll_stats_t *out);
-/* Stops managing the set: every fd gets exactly the interest and data its user asked
- * for, and later calls pass straight through. Loop thread, nothing in epoll_wait. */
+/* Stops managing this thread's set, and no set is managed after it: every fd gets
+ * exactly the interest and data its user asked for, and later calls pass straight
+ * through. Loop thread, nothing in epoll_wait, before other loops start. */
 void gw_override_epoll_release(void);
 
 #endif

@@ -759,6 +759,7 @@ static void loop_listen(gw_loop_t *L, const gw_config_t *cfg)
 /* ---- the other loop threads ---- */
 
 static const gw_config_t *g_cfg;
+static int g_override_on; /* loop 0's epoll set is managed: the other loops' are too */
 static pthread_mutex_t g_up_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_up_cv = PTHREAD_COND_INITIALIZER;
 static unsigned g_up; /* loops attached to the dispatcher */
@@ -767,7 +768,11 @@ static void *loop_main(void *arg)
 {
     gw_loop_t *L = arg;
     disp_config_t dc = dispatcher_config(g_cfg);
-    loop_context(L, h2o_evloop_create());
+    if (g_override_on) /* its own managed set, as loop 0 has one */
+        gw_override_epoll_arm();
+    h2o_evloop_t *loop = h2o_evloop_create();
+    gw_override_epoll_disarm();
+    loop_context(L, loop);
     disp_attach(&L->ctx, &dc, L->idx);
     loop_listen(L, g_cfg);
     pthread_mutex_lock(&g_up_mu);
@@ -881,6 +886,7 @@ int gw_run(const gw_config_t *cfg)
     /* h2o's HTTP/1 server drops and re-adds its read interest around every request:
      * two epoll_ctl per request, made lazy by gateway/override_epoll.c (loop 0's set) */
     h2o_evloop_t *loop = loop_create();
+    g_override_on = gw_override_epoll_fd() >= 0;
     loop_context(&g_loops[0], loop);
     if (framing_check(loop) != 0)
         FAAS_WARN("event=framing_check_off msg=\"h2o does not parse requests through the gateway's "

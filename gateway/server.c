@@ -547,6 +547,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (rc == GW_ROUTE_OTHER && gw_tasks_serve(req))
         return 0;
+    if (rc == GW_ROUTE_OTHER && gw_endpoints_serve(req))
+        return 0;
     if (rc == GW_ROUTE_OTHER) {
         gw_metrics_other();
         /* ready = routing is right: before the first snapshot every function would miss */
@@ -734,6 +736,8 @@ int gw_run(const gw_config_t *cfg)
         FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
         return 1;
     }
+    gw_endpoints_config(cfg->advertise_host);
+    gw_endpoints_listener(GW_PORT_HTTP, fd);
     /* glibc returns the heap top to the kernel once 128 KiB are free there and grows
      * it again (brk + page faults) on the next request: at c16 POST 4K that was a brk
      * every ~7 requests and ~10% of the gateway's CPU. Keep up to 16 MiB free at the

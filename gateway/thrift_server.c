@@ -882,6 +882,7 @@ int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_f
     int fd = faas_listen_tcp(addr, err);
     if (fd < 0)
         return -1;
+    gw_endpoints_listener(GW_PORT_THRIFT, fd); /* the endpoints API lists it */
     ts.listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(ts.listener, on_accept);
     FAAS_INFO("event=thrift_listening addr=%s default_function=%s", addr,

@@ -286,24 +286,12 @@ static void ep_request_done(h2b_pair_t *p)
     ep_call_t *ec = p->owner;
     if (ec == NULL || p->failed || ec->sent || ec->resolving != NULL)
         return;
-    uint32_t mlen = ec->reqlen >= 5 ? (uint32_t)ec->req[1] << 24 | (uint32_t)ec->req[2] << 16 |
-                                          (uint32_t)ec->req[3] << 8 | ec->req[4]
-                                    : 0;
-    if (ec->reqlen < 5 || ec->req[0] != 0 || mlen != ec->reqlen - 5) {
-        h2b_pair_fail(p, FAAS_GRPC_INVALID_ARGUMENT, "one uncompressed EndpointsRequest expected");
+    const char *err = NULL;
+    if (gw_ep_parse_request(ec->req, ec->reqlen, ec->fn, &err) != 0) {
+        h2b_pair_fail(p, FAAS_GRPC_INVALID_ARGUMENT, err);
         return;
     }
-    Faas__EndpointsRequest *r = faas__endpoints_request__unpack(NULL, mlen, ec->req + 5);
-    size_t n = r != NULL && r->function != NULL ? strlen(r->function) : 0;
-    if (r == NULL || !fn_name_ok((const uint8_t *)r->function, n)) {
-        if (r != NULL)
-            faas__endpoints_request__free_unpacked(r, NULL);
-        h2b_pair_fail(p, FAAS_GRPC_INVALID_ARGUMENT, "function: 1-63 of [a-z0-9-], starting with a letter or digit");
-        return;
-    }
-    memcpy(ec->fn, r->function, n);
-    ec->fnlen = n;
-    faas__endpoints_request__free_unpacked(r, NULL);
+    ec->fnlen = strlen(ec->fn);
     disp_fn_info_t info;
     if (disp_lookup(ec->fn, ec->fnlen, &info) == 0) {
         ep_answer(ec);
@@ -329,28 +317,6 @@ static int ep_on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
     return 1;
 }
 
-/* The authority's host part, if it is a plain host (what a client dialled). */
-static void ep_host(h2b_pair_t *p, char *out, size_t cap)
-{
-    const nghttp2_nv *a = find(p, ":authority");
-    out[0] = '\0';
-    if (a == NULL || a->valuelen == 0 || a->valuelen >= cap)
-        return;
-    size_t n = a->valuelen;
-    const char *v = (const char *)a->value;
-    const char *end = v[0] == '[' ? memchr(v, ']', n) : NULL;
-    if (end != NULL)
-        n = (size_t)(end - v) + 1;
-    else if (memchr(v, ':', n) != NULL)
-        n = (size_t)((const char *)memchr(v, ':', n) - v);
-    for (size_t i = 0; i < n; i++)
-        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
-              v[i] == '.' || v[i] == '-' || v[i] == ':' || v[i] == '[' || v[i] == ']'))
-            return;
-    memcpy(out, v, n);
-    out[n] = '\0';
-}
-
 /* A call to faas.EndpointsApi: Get or Watch; anything else is UNIMPLEMENTED. */
 static void ep_start(h2b_pair_t *p, grpcw_slice_t meth, int eos)
 {
@@ -366,7 +332,9 @@ static void ep_start(h2b_pair_t *p, grpcw_slice_t meth, int eos)
     }
     ec->p = p;
     ec->watch = watch;
-    ep_host(p, ec->host, sizeof(ec->host));
+    const nghttp2_nv *auth = find(p, ":authority");
+    if (auth != NULL) /* what the client dialled: a wildcard-bound port's host */
+        gw_ep_authority_host((const char *)auth->value, auth->valuelen, ec->host, sizeof(ec->host));
     p->owner = ec;
     p->on_free = ep_on_free;
     if (eos)

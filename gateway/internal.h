@@ -157,6 +157,12 @@ int gw_endpoints_serve(struct st_h2o_req_t *req);
  * authority_host stands for a wildcard-bound port's host when no --advertise-host.
  * NULL with *found 0: no such function; NULL with *found 1: out of memory. */
 uint8_t *gw_endpoints_get_pb(const char *fn, size_t len, const char *authority_host, size_t *plen, int *found);
+/* endpoints_wire.c: a faas.EndpointsApi request body (one gRPC length-prefixed
+ * EndpointsRequest) into fn (a valid function name); 0, or -1 with *err. Pure. */
+int gw_ep_parse_request(const uint8_t *buf, size_t len, char fn[64], const char **err);
+/* endpoints_wire.c: the host of an :authority value ("h", "h:port", "[v6]:port") into out
+ * when it is a plain name or IP literal; its length, 0 (out "") otherwise. Pure. */
+size_t gw_ep_authority_host(const char *v, size_t n, char *out, size_t cap);
 
 /* ---- tasks.c: the async task API ---- */
 

@@ -172,19 +172,23 @@ def test_watch_ends_not_found_when_deleted(plat):
 
 
 class Load:
-    """Calls the function through the gateway over keep-alive connections until stopped."""
+    """Calls the function over keep-alive connections until stopped: through the gateway,
+    or (addr "host:port") on a pod's direct port."""
 
-    def __init__(self, plat, fn, conns=2):
+    def __init__(self, plat, fn, conns=2, addr=None):
         self.stop_ev = threading.Event()
         self.errors = []
         self.calls = 0
-        self.threads = [threading.Thread(target=self.run, args=(plat, fn), daemon=True) for _ in range(conns)]
+        host, port = addr.rsplit(":", 1) if addr else ("127.0.0.1", plat.http_port)
+        path = "/" if addr else f"/function/{fn}/"
+        self.threads = [threading.Thread(target=self.run, args=(host, int(port), path), daemon=True)
+                        for _ in range(conns)]
 
-    def run(self, plat, fn):
-        c = http.client.HTTPConnection("127.0.0.1", plat.http_port, timeout=30)
+    def run(self, host, port, path):
+        c = http.client.HTTPConnection(host, port, timeout=30)
         while not self.stop_ev.is_set():
             try:
-                c.request("GET", f"/function/{fn}/")
+                c.request("GET", path)
                 r = c.getresponse()
                 body = r.read()
                 if r.status != 200:
@@ -193,7 +197,7 @@ class Load:
             except Exception as e:  # noqa: BLE001 - reported by the test
                 self.errors.append(repr(e))
                 c.close()
-                c = http.client.HTTPConnection("127.0.0.1", plat.http_port, timeout=30)
+                c = http.client.HTTPConnection(host, port, timeout=30)
         c.close()
 
     def __enter__(self):
@@ -239,6 +243,19 @@ def test_pods_above_threshold_then_back(plat):
             assert r.status == 200 and r.read(), r.status
             c.close()
         assert not load.errors, load.errors[:5]
+        # the mesh went direct: the calls moved to the pods, they did not stop, so the
+        # pods' direct_calls keep the rate up and the answer stays with the pods
+        with Load(plat, "mesh", addr=d["endpoints"][0]["address"]) as direct:
+            wait_until(lambda: direct.calls >= 50, 20, what="direct calls")
+            # held for longer than the 2 s window, so no gateway call of before is still
+            # counted: what keeps the mode is the pods' direct calls alone
+            t_end = time.monotonic() + 3
+            while time.monotonic() < t_end:
+                cur = get_json(plat, "mesh")
+                assert cur["mode"] == "pods", cur
+                time.sleep(0.2)
+            assert cur["rps"] >= THRESHOLD / 2, cur
+        assert not direct.errors, direct.errors[:5]
         # the watch said it too, with the same pods
         def watched_pods():
             while True:

@@ -136,6 +136,10 @@ def test_errors(plat):
     r = c.getresponse()
     assert r.status == 405 and r.getheader("allow") == "GET, HEAD", r.status
     r.read()
+    c.request("HEAD", "/endpoints/mesh")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("content-type") == "application/json", r.status
+    assert r.read() == b""
     c.close()
     with grpc.insecure_channel(plat.grpc_addr) as ch:
         with pytest.raises(grpc.RpcError) as ei:

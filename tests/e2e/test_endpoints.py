@@ -95,7 +95,7 @@ def direct_endpoints(plat, fn):
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
-    p = Platform(tmp_path_factory.mktemp("endpoints"), pool_size=2, grpc=True)
+    p = Platform(tmp_path_factory.mktemp("endpoints"), pool_size=2, grpc=True, thrift=True)
     # a wildcard bind: the answer names the address the client reached, never 0.0.0.0
     p.gateway.argv += ["--listen", f"0.0.0.0:{p.http_port}"]
     p.start()
@@ -120,6 +120,20 @@ def test_gateway_mode_below_threshold(plat):
     assert d == {"function": "mesh", "mode": "gateway",
                  "endpoints": [{"address": f"127.0.0.1:{plat.http_port}", "kind": "gateway", "protocol": "http"}],
                  "rps": 0.0, "threshold_rps": THRESHOLD}, d
+
+
+def test_gateway_port_of_the_functions_protocol(plat):
+    # no call, no pod: the answer needs only the spec
+    for fn, proto, svc in (("mesh-grpc", "grpc", "mesh.Echo"), ("mesh-thrift", "thrift", "MeshEcho")):
+        plat.ctl("deploy", fn, "--dir", f"{ROOT}/examples/hello-http", "--cmd", "./hello", "--health-tcp",
+                 "--protocol", proto, f"--{proto}-service", svc)
+    for fn, proto, port in (("mesh-grpc", "grpc", plat.grpc_port), ("mesh-thrift", "thrift", plat.thrift_port)):
+        d = get_json(plat, fn)
+        assert d["mode"] == "gateway" and d["endpoints"] == [
+            {"address": f"127.0.0.1:{port}", "kind": "gateway", "protocol": proto}], d
+    with grpc.insecure_channel(plat.grpc_addr) as ch:
+        d = decode_endpoints(ch.unary_unary("/faas.EndpointsApi/Get")(endpoints_request("mesh-grpc"), timeout=10))
+    assert d["endpoints"] == [{"address": f"127.0.0.1:{plat.grpc_port}", "kind": "gateway", "protocol": "grpc"}], d
 
 
 def test_errors(plat):

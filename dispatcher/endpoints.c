@@ -183,10 +183,9 @@ int disp_endpoints(const char *name, size_t len, disp_endpoints_t *out)
     if (fn == NULL || !fn->known)
         return -1;
     memset(out, 0, sizeof(*out));
-    Faas__FunctionSpec *s =
-        fn->spec_pb != NULL ? faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb) : NULL;
+    Faas__FunctionSpec *s = fn->spec_pb != NULL ? faas__function_spec__unpack(NULL, fn->spec_len, fn->spec_pb) : NULL;
     out->threshold_rps = faas_spec_endpoints_threshold(s);
-    out->proto = s == NULL                                    ? DISP_PROTO_HTTP
+    out->proto = s == NULL                               ? DISP_PROTO_HTTP
                  : s->protocol == FAAS__PROTOCOL__GRPC   ? DISP_PROTO_GRPC
                  : s->protocol == FAAS__PROTOCOL__THRIFT ? DISP_PROTO_THRIFT
                                                          : DISP_PROTO_HTTP;

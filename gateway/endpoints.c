@@ -111,7 +111,7 @@ static const char *const proto_names[DISP_NPROTO] = {"http", "grpc", "thrift"};
 static const int proto_port[DISP_NPROTO] = {GW_PORT_HTTP, GW_PORT_GRPC, GW_PORT_THRIFT};
 
 static int endpoints_answer(const char *fn, size_t len, const struct sockaddr *local, const char *local_host,
-                        gw_ep_answer_t *a)
+                            gw_ep_answer_t *a)
 {
     memset(a, 0, sizeof(*a));
     if (len >= sizeof(a->function) || disp_endpoints(fn, len, &a->d) != 0)
@@ -119,8 +119,7 @@ static int endpoints_answer(const char *fn, size_t len, const struct sockaddr *l
     memcpy(a->function, fn, len);
     /* A mesh's endpoint set is per protocol: the gateway port that speaks the
      * function's own, like its pods' direct ports (docs/endpoints.md). */
-    if (!a->d.pods &&
-        gateway_addr(proto_port[a->d.proto], local, local_host, a->gateway, sizeof(a->gateway)) != 0)
+    if (!a->d.pods && gateway_addr(proto_port[a->d.proto], local, local_host, a->gateway, sizeof(a->gateway)) != 0)
         a->gateway[0] = '\0';
     return 0;
 }
@@ -141,8 +140,8 @@ static size_t to_json(const gw_ep_answer_t *a, char *out, size_t cap)
         n += (size_t)snprintf(out + (n < cap ? n : cap), n < cap ? cap - n : 0,
                               "%s{\"address\":\"%s\",\"kind\":\"%s\",\"protocol\":\"%s\"}", i ? "," : "",
                               a->d.pods ? a->d.pod[i] : a->gateway, a->d.pods ? "pod" : "gateway", proto);
-    n += (size_t)snprintf(out + (n < cap ? n : cap), n < cap ? cap - n : 0,
-                          "],\"rps\":%.2f,\"threshold_rps\":%u}\n", a->d.rps, a->d.threshold_rps);
+    n += (size_t)snprintf(out + (n < cap ? n : cap), n < cap ? cap - n : 0, "],\"rps\":%.2f,\"threshold_rps\":%u}\n",
+                          a->d.rps, a->d.threshold_rps);
     return n;
 }
 

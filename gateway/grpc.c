@@ -125,12 +125,11 @@ static int call_headers(h2b_pair_t *p, disp_call_t *c)
     return rc;
 }
 
-
 /* ---- faas.EndpointsApi: answered here, not routed to a function ---- */
 
 #define EP_SERVICE "faas.EndpointsApi"
-#define EP_MAX_REQ 1024        /* an EndpointsRequest is a name: 70 bytes framed */
-#define EP_WATCH_EVERY_MS 200  /* how often a Watch looks for a change */
+#define EP_MAX_REQ 1024                /* an EndpointsRequest is a name: 70 bytes framed */
+#define EP_WATCH_EVERY_MS 200          /* how often a Watch looks for a change */
 #define EP_WATCH_MAX_QUEUED (64 << 10) /* a client not reading: skip, send the newest later */
 
 typedef struct ep_call {
@@ -142,7 +141,7 @@ typedef struct ep_call {
     char host[64];           /* :authority's host: a wildcard-bound port's address */
     uint8_t req[EP_MAX_REQ]; /* the request as it arrives */
     size_t reqlen;
-    uint64_t sent_key;       /* what the last message said (mode, endpoints, threshold) */
+    uint64_t sent_key; /* what the last message said (mode, endpoints, threshold) */
     int sent;
     struct ep_call *prev, *next; /* in the thread's watch list */
 } ep_call_t;
@@ -214,8 +213,8 @@ static int ep_send(ep_call_t *ec, int *found, int only_if_changed)
         };
         uint8_t frame[5];
         grpcw_frame_write(frame, 0, (uint32_t)len);
-        if ((!ec->p->resp_sent && h2b_pair_respond(ec->p, head, 2, 0) != 0) ||
-            h2b_pair_send(ec->p, frame, 5, 0) != 0 || h2b_pair_send(ec->p, pb, len, 0) != 0)
+        if ((!ec->p->resp_sent && h2b_pair_respond(ec->p, head, 2, 0) != 0) || h2b_pair_send(ec->p, frame, 5, 0) != 0 ||
+            h2b_pair_send(ec->p, pb, len, 0) != 0)
             rc = -1;
         ec->sent = 1;
         ec->sent_key = key;

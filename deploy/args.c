@@ -50,6 +50,8 @@ const char faasd_args_usage[] =
     "  --workermgr-listen ADDR  worker manager gRPC (default 127.0.0.1:7200; metrics on port+1)\n"
     "  --discovery-metrics ADDR / --workermgr-metrics ADDR   override the metrics listeners\n"
     "  --pool-size N            warm pods kept by the worker manager (default 2)\n"
+    "  --gateway-threads N      gateway event-loop threads, 1-256 (default: the gateway's\n"
+    "                           own, one per online CPU)\n"
     "  --bin-dir DIR            where the daemons are (default: faasd's own directory)\n"
     "  -h, --help               this help\n";
 
@@ -83,6 +85,16 @@ static int check_listen(faasd_args_t *a, const char **err, const char *flag, con
     return 0;
 }
 
+/* v is a plain decimal in lo..hi, as --pool-size: no sign, space or leading zero, since
+ * the child gets it as is and may read it otherwise. */
+static int decimal_in(const char *v, long lo, long hi)
+{
+    const char *p = v;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return *p == '\0' && p != v && p - v <= 6 && (v[0] != '0' || p - v == 1) && atol(v) >= lo && atol(v) <= hi;
+}
+
 /* Values passed on to a child: checked here so a typo is faasd's usage error. */
 static int check_passed_on(faasd_args_t *a, const char **err)
 {
@@ -93,6 +105,8 @@ static int check_passed_on(faasd_args_t *a, const char **err)
         p++;
     if (*p != '\0' || p == a->pool || p - a->pool > 2 || atoi(a->pool) > 64)
         return faasd_fail(a, err, "--pool-size must be 0-64, got \"%.16s\"", a->pool);
+    if (a->gw_threads[0] && !decimal_in(a->gw_threads, 1, 256))
+        return faasd_fail(a, err, "--gateway-threads must be 1-256, got \"%.16s\"", a->gw_threads);
     if (a->thrift[0] && strcmp(a->thrift, "off") != 0 && !addr_ok(a->thrift, 0, host, sizeof(host), &port))
         return faasd_fail(a, err, "--thrift needs host:port or off, got \"%.64s\"", a->thrift);
     if (a->grpc[0] && strcmp(a->grpc, "off") != 0 && !addr_ok(a->grpc, 0, host, sizeof(host), &port))
@@ -107,7 +121,7 @@ static int check_passed_on(faasd_args_t *a, const char **err)
 
 int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
 {
-    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC };
+    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC, O_GWT };
     static const struct option opts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
         {"http", required_argument, NULL, O_HTTP},
@@ -119,6 +133,7 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
         {"bin-dir", required_argument, NULL, O_BIN},
         {"thrift", required_argument, NULL, O_THRIFT},
         {"grpc", required_argument, NULL, O_GRPC},
+        {"gateway-threads", required_argument, NULL, O_GWT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -135,7 +150,8 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
                {O_POOL, a->pool, sizeof(a->pool)},
                {O_BIN, a->bin_dir, sizeof(a->bin_dir)},
                {O_THRIFT, a->thrift, sizeof(a->thrift)},
-               {O_GRPC, a->grpc, sizeof(a->grpc)}};
+               {O_GRPC, a->grpc, sizeof(a->grpc)},
+               {O_GWT, a->gw_threads, sizeof(a->gw_threads)}};
     memset(a, 0, sizeof(*a));
     snprintf(a->state_dir, sizeof(a->state_dir), "./.faas");
     snprintf(a->http, sizeof(a->http), "127.0.0.1:8080");

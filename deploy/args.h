@@ -18,6 +18,7 @@ typedef struct {
     char disc_metrics[128], wm_metrics[128];             /* host:port (discovery's may be "off") */
     char pool[16];                                       /* decimal 0..64 */
     char thrift[128], grpc[128];                         /* host:port, "off", or "" = the gateway's default */
+    char gw_threads[8];                                  /* decimal 1..256, or "" = the gateway's default */
     char errbuf[192];                                    /* backs *err after a failed parse */
 } faasd_args_t;
 

@@ -134,6 +134,10 @@ static int build_children(config_t *c, child_t *ch)
         add_arg(&ch[2], "--grpc-listen");
         add_arg(&ch[2], c->f.grpc);
     }
+    if (c->f.gw_threads[0] != '\0') { /* else the gateway's default: one loop per online CPU */
+        add_arg(&ch[2], "--threads");
+        add_arg(&ch[2], c->f.gw_threads);
+    }
     if (faas_mkdirs(c->disc_state, 0755) != 0 || faas_mkdirs(c->wm_state, 0755) != 0) {
         fprintf(stderr, "faasd: cannot create state dir %s: %s\n", c->f.state_dir, strerror(errno));
         return -1;

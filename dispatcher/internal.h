@@ -57,6 +57,9 @@ int disp_ishared_try_release(disp_ishared_t *s);
 /* Marks it released whatever is in flight (its agent is unreachable). */
 void disp_ishared_mark_releasing(disp_ishared_t *s);
 int disp_ishared_releasing(const disp_ishared_t *s);
+/* One more held call, unless every loop's together reach max: 0 or -1. local_now =
+ * this loop's count with it. */
+int disp_fshared_hold(disp_fshared_t *s, uint32_t max, int local_now);
 /* Held calls of this loop changed by delta; local_now = this loop's count after it. */
 void disp_fshared_waiters_add(disp_fshared_t *s, int delta, int local_now);
 /* Held calls on every loop. */
@@ -202,7 +205,8 @@ int disp_inst_begin(disp_inst_t *inst);
 /* Ends one request; returns 1 if this freed a removed instance (do not touch it). */
 int disp_inst_end(disp_inst_t *inst, uint64_t now_ms);
 
-/* Queues w (deadline = now + timeout). 0, or -1 when the queue is full. */
+/* Queues w (deadline = now + timeout). 0, or -1 when the queue is full (queue_max
+ * held calls of fn on every loop together). */
 int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t now_ms, uint32_t timeout_ms);
 void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w);
 /* Oldest waiter, unlinked; NULL if none. */

@@ -115,6 +115,17 @@ int disp_ishared_releasing(const disp_ishared_t *s)
     return (__atomic_load_n(&s->inflight, __ATOMIC_RELAXED) & DISP_ISHARED_RELEASING) != 0;
 }
 
+int disp_fshared_hold(disp_fshared_t *s, uint32_t max, int local_now)
+{
+    if (__atomic_add_fetch(&s->nwaiters, 1, __ATOMIC_RELAXED) > max) {
+        __atomic_sub_fetch(&s->nwaiters, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    if (local_now == 1)
+        __atomic_fetch_or(&s->waitmask[disp_tidx / 64], 1ull << (disp_tidx % 64), __ATOMIC_RELAXED);
+    return 0;
+}
+
 void disp_fshared_waiters_add(disp_fshared_t *s, int delta, int local_now)
 {
     __atomic_add_fetch(&s->nwaiters, (uint32_t)delta, __ATOMIC_RELAXED);

@@ -406,7 +406,7 @@ int disp_inst_end(disp_inst_t *inst, uint64_t now_ms)
 
 int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t now_ms, uint32_t timeout_ms)
 {
-    if (fn->nwaiters >= t->queue_max)
+    if (disp_fshared_hold(fn->sh, t->queue_max, (int)fn->nwaiters + 1) != 0)
         return -1;
     w->deadline_ms = now_ms + timeout_ms;
     w->next = &fn->waiters;
@@ -415,7 +415,6 @@ int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t no
     fn->waiters.prev = w;
     w->queued = 1;
     fn->nwaiters++;
-    disp_fshared_waiters_add(fn->sh, 1, (int)fn->nwaiters);
     return 0;
 }
 

@@ -102,7 +102,7 @@ struct h2c_conn {
     size_t body_bytes; /* request bodies buffered on this connection (all its streams) */
 };
 
-static struct {
+static __thread struct { /* each loop its own */
     h2o_context_t *ctx;
     h2o_accept_ctx_t *accept;
     h2o_timeout_t preface, idle, close, zero, sweep;

@@ -260,3 +260,83 @@ int http1_resp_framing(int minor_version, int status, int is_head, const http1_h
     }
     return 0;
 }
+
+/* ---- requests (the agent's direct port, docs/endpoints.md) ---- */
+
+/* METHOD SP request-target SP HTTP/1.x: the method a token, the target visible ASCII */
+static int parse_request_line(const char *p, long n, http1_request_t *out)
+{
+    long i = 0;
+    while (i < n && is_tchar((unsigned char)p[i]))
+        i++;
+    if (i == 0 || i >= n || p[i] != ' ')
+        return -1;
+    out->method = p;
+    out->method_len = (size_t)i;
+    long t = ++i;
+    while (i < n && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f)
+        i++;
+    if (i == t || n - i != 9 || p[i] != ' ' || memcmp(p + i + 1, "HTTP/1.", 7) != 0 || p[n - 1] < '0' || p[n - 1] > '9')
+        return -1;
+    out->target = p + t;
+    out->target_len = (size_t)(i - t);
+    out->minor = p[n - 1] - '0';
+    return 0;
+}
+
+int http1_parse_request(const char *buf, size_t len, http1_request_t *out, http1_hdr_t *hdrs, size_t *nhdrs)
+{
+    const char *p = buf, *end = buf + len, *next;
+    size_t cap = *nhdrs, n = 0;
+    long l = line_at(p, end, &next);
+    if (l == -1)
+        return -2;
+    if (l < 0 || parse_request_line(p, l, out) != 0)
+        return -1;
+    for (p = next;;) {
+        l = line_at(p, end, &next);
+        if (l == -1)
+            return -2;
+        if (l == -2)
+            return -1;
+        if (l == 0) {
+            *nhdrs = n;
+            return next - buf > INT32_MAX ? -1 : (int)(next - buf);
+        }
+        if (n == cap || parse_header_line(p, l, &hdrs[n]) != 0)
+            return -1;
+        n++;
+        p = next;
+    }
+}
+
+int http1_req_framing(int minor_version, const http1_hdr_t *h, size_t n, http1_framing_t *out, const char **err)
+{
+    int te = 0, have_len = 0, close = 0, keep = 0;
+    uint64_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hname_is(h + i, "transfer-encoding")) {
+            /* RFC 9112 6.3: a request's only framing coding is a final "chunked"; a second
+             * Transfer-Encoding line or another coding cannot be framed (request smuggling) */
+            if (te || h[i].value_len != 7 || strncasecmp(h[i].value, "chunked", 7) != 0)
+                return *err = "unsupported transfer-encoding", -1;
+            te = 1;
+        } else if (hname_is(h + i, "content-length")) {
+            uint64_t v;
+            if (http1_parse_u64(h[i].value, h[i].value_len, &v) != 0 || (have_len && v != len))
+                return *err = "invalid content-length", -1;
+            len = v, have_len = 1;
+        } else if (hname_is(h + i, "connection")) {
+            close |= has_token(h + i, "close");
+            keep |= has_token(h + i, "keep-alive");
+        }
+    }
+    if (te && have_len)
+        return *err = "both content-length and transfer-encoding", -1;
+    if (te && minor_version == 0)
+        return *err = "transfer-encoding in an HTTP/1.0 request", -1;
+    out->keepalive = minor_version >= 1 ? !close : keep && !close;
+    out->body = te ? HTTP1_BODY_CHUNKED : len != 0 ? HTTP1_BODY_LENGTH : HTTP1_BODY_NONE;
+    out->length = len;
+    return 0;
+}

@@ -1,9 +1,9 @@
 /* http1/http1.h - pure HTTP/1.x pieces of the data path (no I/O, no allocation): a
- * response head parser, the body framing rules of RFC 9112 section 6.3, a chunked
- * decoder, list-token and decimal helpers, and telling an h2 connection preface
- * from an HTTP/1 request. Used by the runtime agent towards the user server; depends
- * on nothing but libc. Unit-tested (tests/unit/http1) and fuzzed
- * (tests/fuzz/fuzz_http1_response.c). */
+ * response head parser, a request head parser (the agent's direct port), the body
+ * framing rules of RFC 9112 section 6.3, a chunked decoder, list-token and decimal
+ * helpers, and telling an h2 connection preface from an HTTP/1 request. Used by the
+ * runtime agent towards the user server; depends on nothing but libc. Unit-tested
+ * (tests/unit/http1) and fuzzed (tests/fuzz/fuzz_http1_response.c, fuzz_http1_request.c). */
 #ifndef HTTP1_HTTP1_H
 #define HTTP1_HTTP1_H
 
@@ -56,5 +56,22 @@ typedef struct http1_framing {
  * with *err for a response that cannot be framed safely. */
 int http1_resp_framing(int minor_version, int status, int is_head, const http1_hdr_t *h, size_t n, http1_framing_t *out,
                        const char **err);
+
+/* ---- requests: the agent's direct port (docs/endpoints.md) ---- */
+
+typedef struct http1_request {
+    const char *method, *target; /* point into the parsed buffer */
+    size_t method_len, target_len;
+    int minor; /* HTTP/1.<minor> */
+} http1_request_t;
+
+/* Parses an HTTP/1.x request head in buf: the head's length (> 0), -2 when incomplete,
+ * -1 when malformed (obs-fold, bare CR, a bad request line, more than *nhdrs headers). */
+int http1_parse_request(const char *buf, size_t len, http1_request_t *out, http1_hdr_t *hdrs, size_t *nhdrs);
+/* A request body's framing (RFC 9112 6.3): chunked, Content-Length or none (a request is
+ * never read to EOF), and whether the connection may carry another request. 0, or -1 with
+ * *err for a request that cannot be framed safely (both headers, another coding,
+ * differing lengths): the connection must then be closed after the error. */
+int http1_req_framing(int minor_version, const http1_hdr_t *h, size_t n, http1_framing_t *out, const char **err);
 
 #endif

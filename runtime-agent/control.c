@@ -37,6 +37,9 @@ static struct {
     evl_loop_t *loop;
     const agent_opts_t *opts;
     uint16_t port; /* our h2c listener */
+    uint16_t direct_port;    /* the direct port (direct.c; 0: none) */
+    uint64_t direct_sent;    /* the direct call count last reported */
+    evl_timer_t direct_tick; /* DIRECT_CALLS at most once a second, while it changes */
     int control_fd;
     evl_io_t control_io;
     evl_io_t signal_io;
@@ -152,9 +155,43 @@ static void send_event(Faas__AgentEvent *ev)
         send_packet(buf, len);
 }
 
+/* The gateways' rate for the endpoints API counts the pods' direct calls too (so that
+ * sending a mesh to the pods does not read as the traffic stopping): reported as a
+ * cumulative count, which a lost or late report cannot skew. */
+static void on_direct_tick(evl_timer_t *t)
+{
+    uint64_t n = agent_direct_calls();
+    /* while no worker manager reads, nothing piles up: the count goes once it drains */
+    if (n != ag.direct_sent && ag.out_bytes < OUTQ_SOFT_BYTES) {
+        ag.direct_sent = n;
+        Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
+        ev.type = FAAS__AGENT_EVENT__TYPE__DIRECT_CALLS;
+        ev.port = ag.port;
+        ev.direct_calls = n;
+        send_event(&ev);
+    }
+    evl_timer_start(ag.loop, t, 1000);
+}
+
+/* The direct port listens from now on, in the function's own protocol. */
+static void direct_start(void)
+{
+    const Faas__Specialize *sp = ag.cmd.msg != NULL ? ag.cmd.msg->specialize : NULL;
+    int proto = sp != NULL && sp->spec != NULL ? (int)sp->spec->protocol : FAAS__PROTOCOL__HTTP;
+    if (ag.direct_port == 0 ||
+        agent_direct_start(ag.loop, proto, ag.cmd.spec.timeout_ms, ag.cmd.spec.max_body_bytes) != 0)
+        return;
+    FAAS_INFO("event=direct_listening port=%u protocol=%d", ag.direct_port, proto);
+    if (!ag.opts->standalone) {
+        ag.direct_tick.cb = on_direct_tick;
+        evl_timer_start(ag.loop, &ag.direct_tick, 1000);
+    }
+}
+
 static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
 {
     agent_front_set_ready(1);
+    direct_start();
     FAAS_INFO("event=ready fn=%s user_port=%u exec_us=%u ready_us=%u", ag.cmd.spec.name, agent_user_port(), exec_us,
               ready_us);
     if (ag.opts->standalone) {
@@ -590,6 +627,7 @@ static void hello(void)
     Faas__AgentEvent ev = FAAS__AGENT_EVENT__INIT;
     ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
     ev.port = ag.port;
+    ev.direct_port = ag.direct_port;
     send_event(&ev);
 }
 
@@ -621,7 +659,9 @@ int agent_run(const agent_opts_t *o)
         FAAS_ERROR("event=start_failed msg=\"%s\"", err ? err : "listener setup failed");
         return 1;
     }
-    FAAS_INFO("event=listening port=%u", ag.port);
+    if (agent_direct_bind(lfd, &ag.direct_port) != 0) /* the gateway path works without it */
+        FAAS_WARN("event=direct_bind_failed err=\"%s\"", strerror(errno));
+    FAAS_INFO("event=listening port=%u direct_port=%u", ag.port, ag.direct_port);
     /* libseccomp takes ~1 ms to build the filter: here, while the pod waits in the warm
      * pool, not on the cold start path (a failure is retried, and reported, at spawn) */
     if (agent_seccomp_prepare(&err) != 0)

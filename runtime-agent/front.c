@@ -434,6 +434,16 @@ static void on_end(h2b_pair_t *p)
 
 static const h2b_server_cbs_t front_cbs = {.on_request = on_request, .on_data = on_data, .on_end = on_end};
 
+const h2b_server_cbs_t *agent_front_cbs(void)
+{
+    return &front_cbs;
+}
+
+void agent_front_feed(evl_sock_t *s)
+{
+    on_sock_read(s, 0);
+}
+
 int agent_front_init(evl_loop_t *loop, uint64_t max_body)
 {
     fr.loop = loop;

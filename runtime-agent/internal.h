@@ -197,6 +197,10 @@ typedef struct agent_req {
 int agent_front_init(evl_loop_t *loop, uint64_t max_body);
 /* Serves h2c with prior knowledge on a bound, listening fd (the agent's one port). */
 int agent_front_listen(int fd);
+/* The front's stream callbacks (the direct port serves h2c streams with them). */
+const h2b_server_cbs_t *agent_front_cbs(void);
+/* Hands the bytes already read on s (just given to h2b_io_accept) to the bridge. */
+void agent_front_feed(evl_sock_t *s);
 /* Requests are forwarded only once this is set. */
 void agent_front_set_ready(int ready);
 /* Calls cb each time a request brings the in-flight count to >= limit (limit 0 = never). */
@@ -214,6 +218,25 @@ const nghttp2_nv *agent_req_header(const agent_req_t *r, const char *name);
 void agent_req_detach(agent_req_t *r);
 /* Frees (or recycles) a request that no pair owns any more, with its task. */
 void agent_req_release(agent_req_t *r);
+
+/* ---- direct.c: the direct port (docs/endpoints.md, "The pod's direct port") ---- */
+
+/* Binds the direct port on the address of the front's listener (front_fd), a port of its
+ * own, not listening yet (connects are refused); 0 with *port, or -1. */
+int agent_direct_bind(int front_fd, uint16_t *port);
+/* The user server is READY: listens and serves proto (FAAS__PROTOCOL__*); a gRPC call
+ * without grpc-timeout gets deadline_ms (0: none), an HTTP/1 body past max_body is 413. */
+int agent_direct_start(evl_loop_t *loop, int proto, uint32_t deadline_ms, uint64_t max_body);
+/* Requests, calls and streams the direct port took since the agent started. */
+uint64_t agent_direct_calls(void);
+/* How long a direct HTTP/1 or Thrift connection may sit with no call in progress. */
+uint32_t agent_direct_idle_ms(void);
+/* One more call taken (direct_thrift.c). */
+void agent_direct_counted(void);
+/* The agent's own h2c port as h2b_client_get takes it: where direct calls are sent on. */
+const char *agent_direct_self(void);
+/* direct_thrift.c: serves Thrift frames on an accepted direct connection (takes s). */
+void agent_direct_thrift_accept(evl_loop_t *loop, evl_sock_t *s);
 
 /* ---- proxy.c: HTTP streams -> HTTP/1.1 keep-alive pool ---- */
 

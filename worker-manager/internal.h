@@ -385,6 +385,8 @@ struct wm_pod {
     wm_pod_state_t state;
     uint32_t addr; /* its own address (host order): the agent listens at addr:port */
     uint32_t port;
+    uint32_t direct_port;  /* the agent's direct listener (HELLO; 0 = none): addr:direct_port */
+    uint64_t direct_calls; /* calls it took there (DIRECT_CALLS, cumulative): Instance.direct_calls */
     uint64_t deadline_us; /* HELLO, READY or STOP deadline; 0 = none */
     char inst_id[24];
     char function[64];
@@ -500,8 +502,9 @@ void wm_denials_free(wm_denials_t *d);
 
 /* What other threads may read, copied out by the pod thread under mu. */
 typedef struct {
-    char id[24], function[64], endpoint[32];
+    char id[24], function[64], endpoint[32], direct_endpoint[32];
     uint64_t version;
+    uint64_t direct_calls;
     int64_t started_ms;
     uint32_t pid, concurrency;
     int reserved;
@@ -551,6 +554,8 @@ struct wm {
 /* pods.c */
 /* "a.b.c.d:port", where dispatchers reach p's agent. */
 void wm_pod_endpoint(const wm_pod_t *p, char *out, size_t cap);
+/* "a.b.c.d:direct_port", where a mesh reaches p's direct port; "" if the agent has none. */
+void wm_pod_direct_endpoint(const wm_pod_t *p, char *out, size_t cap);
 /* Asks the pod thread to send CANCEL_TASK for task id to the pod running it (any thread). */
 int wm_post_cancel_task(wm_t *wm, const char *id, const char *inst);
 /* 1 if inst is one of this worker's instances (from the published snapshot; any thread). */

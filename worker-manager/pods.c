@@ -168,6 +168,8 @@ static void publish(wm_t *wm)
         wm_fmt(s[i].id, sizeof(s[i].id), "%s", p->inst_id);
         wm_fmt(s[i].function, sizeof(s[i].function), "%s", p->function);
         wm_pod_endpoint(p, s[i].endpoint, sizeof(s[i].endpoint));
+        wm_pod_direct_endpoint(p, s[i].direct_endpoint, sizeof(s[i].direct_endpoint));
+        s[i].direct_calls = p->direct_calls;
         s[i].version = p->version;
         s[i].started_ms = p->started_ms;
         s[i].pid = (uint32_t)p->pid;
@@ -313,13 +315,25 @@ void wm_pod_endpoint(const wm_pod_t *p, char *out, size_t cap)
            p->port);
 }
 
+void wm_pod_direct_endpoint(const wm_pod_t *p, char *out, size_t cap)
+{
+    if (p->direct_port == 0) {
+        out[0] = '\0'; /* an older agent: no direct port */
+        return;
+    }
+    wm_fmt(out, cap, "%u.%u.%u.%u:%u", p->addr >> 24, (p->addr >> 16) & 255, (p->addr >> 8) & 255, p->addr & 255,
+           p->direct_port);
+}
+
 static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent *ev)
 {
     uint64_t now = faas_now_us();
     Faas__Instance in = FAAS__INSTANCE__INIT;
-    char endpoint[32];
+    char endpoint[32], direct[32];
     wm_pod_endpoint(p, endpoint, sizeof(endpoint));
+    wm_pod_direct_endpoint(p, direct, sizeof(direct));
     in.id = p->inst_id;
+    in.direct_endpoint = direct;
     in.function = p->function;
     in.version = p->version;
     in.endpoint = endpoint;
@@ -398,9 +412,12 @@ static void pod_record(wm_t *wm, wm_pod_t *p)
     uint8_t *rec = NULL, *ib = NULL, *rb = NULL;
     size_t il = 0, rl = 0;
     if (p->state == POD_WARM || (p->state == POD_READY && p->req != NULL)) {
-        char endpoint[32];
+        char endpoint[32], direct[32];
         wm_pod_endpoint(p, endpoint, sizeof(endpoint));
+        wm_pod_direct_endpoint(p, direct, sizeof(direct));
         Faas__Instance in = FAAS__INSTANCE__INIT;
+        in.direct_endpoint = direct; /* a successor publishes it too */
+        in.direct_calls = p->direct_calls; /* and goes on from the count, never back to 0 */
         in.id = p->state == POD_READY ? p->inst_id : "";
         in.function = p->function;
         in.version = p->version;
@@ -439,6 +456,9 @@ static int pod_from_record(wm_pod_t *p, const uint8_t *rec, size_t len)
         return -1;
     const char *colon = strrchr(in->endpoint, ':');
     p->port = colon ? (uint32_t)strtoul(colon + 1, NULL, 10) : 0;
+    colon = strrchr(in->direct_endpoint, ':');
+    p->direct_port = colon ? (uint32_t)strtoul(colon + 1, NULL, 10) : 0;
+    p->direct_calls = in->direct_calls;
     int rc = p->port ? 0 : -1;
     if (in->id[0] == '\0') {
         p->state = POD_WARM;
@@ -836,8 +856,9 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
             return;
         p->state = POD_WARM;
         p->port = ev->port;
+        p->direct_port = ev->direct_port;
         p->deadline_us = 0;
-        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u", p->id, (int)p->pid, p->port);
+        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u direct_port=%u", p->id, (int)p->pid, p->port, p->direct_port);
         pod_record(wm, p);
         publish(wm);
         match(wm);
@@ -906,6 +927,15 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
     case FAAS__AGENT_EVENT__TYPE__LOG_ROTATE:
     case FAAS__AGENT_EVENT__TYPE__LOG_DROPPED:
         wm_log_event(wm, p, ev);
+        return;
+    case FAAS__AGENT_EVENT__TYPE__DIRECT_CALLS:
+        /* the agent says it at most once a second, while it changes: each one goes up with
+         * the next heartbeat, as Instance.overloaded does, for the gateways' rate */
+        if (p->state == POD_READY && ev->direct_calls != p->direct_calls) {
+            p->direct_calls = ev->direct_calls;
+            pod_record(wm, p); /* a successor must not publish a count that went back */
+            publish(wm);
+        }
         return;
     case FAAS__AGENT_EVENT__TYPE__FIRST_REQUEST:
         if (p->t_overload != 0) {

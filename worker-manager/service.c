@@ -51,6 +51,8 @@ static void fill_instance(wm_t *wm, Faas__Instance *in, wm_inst_snap_t *s)
     in->concurrency = s->concurrency;
     in->kind = s->reserved ? FAAS__INSTANCE__KIND__RESERVED : FAAS__INSTANCE__KIND__ELASTIC;
     in->overloaded = s->overloaded;
+    in->direct_endpoint = s->direct_endpoint;
+    in->direct_calls = s->direct_calls;
 }
 
 void wm_answer_list(wm_t *wm, faas_rpc_call_t *call, const uint8_t *req, size_t len)

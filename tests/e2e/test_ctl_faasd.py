@@ -136,8 +136,11 @@ def test_help_and_usage():
         pytest.skip("faasd is not built")
     p = subprocess.run([FAASD, "--help"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0 and p.stdout.startswith("usage: faasd")
+    assert "--gateway-threads" in p.stdout
     for args, needle in ((["--bogus"], "bad option"), (["--pool-size", "x"], "--pool-size"),
-                         (["--http", "nowhere"], "--http"), (["extra"], "unexpected argument")):
+                         (["--http", "nowhere"], "--http"), (["extra"], "unexpected argument"),
+                         (["--gateway-threads", "0"], "--gateway-threads"),
+                         (["--gateway-threads", "300"], "--gateway-threads")):
         p = subprocess.run([FAASD, *args], capture_output=True, text=True, timeout=10)
         assert p.returncode == 2, (args, p.stderr)
         assert needle in p.stderr
@@ -186,6 +189,26 @@ def test_start_restart_stop(fake_bin, tmp_path):
         f.kill_all()
 
 
+def test_gateway_threads_passed_through(fake_bin, tmp_path):
+    """--gateway-threads N reaches the gateway as --threads N; without it faasd passes
+    nothing, so the gateway's own default (one loop per online CPU) holds."""
+    for run, (extra, want) in enumerate(((["--gateway-threads", "3"], ["--threads", "3"]), ([], None))):
+        (fake_bin / "faas-gateway.args").unlink(missing_ok=True)
+        (tmp_path / str(run)).mkdir()
+        f = Faasd(tmp_path / str(run), fake_bin, extra).start()
+        try:
+            f.wait_for("platform up")
+            gw_args = (fake_bin / "faas-gateway.args").read_text().split("\n")
+            if want:
+                i = gw_args.index("--threads")
+                assert gw_args[i:i + 2] == want, gw_args
+            else:
+                assert "--threads" not in gw_args, gw_args
+            assert f.stop() == 0
+        finally:
+            f.kill_all()
+
+
 def test_child_failing_at_start_stops_the_rest(fake_bin, tmp_path):
     (fake_bin / "faas-workermgr.fail").write_text("")
     f = Faasd(tmp_path, fake_bin).start()
@@ -207,9 +230,16 @@ def test_real_platform(tmp_path):
     agents_before = set(pids_with(agent))
     # explicit metrics ports: port+1 might belong to another test's daemon
     f = Faasd(tmp_path, BUILD, ["--discovery-metrics", f"127.0.0.1:{free_port()}",
-                                "--workermgr-metrics", f"127.0.0.1:{free_port()}"]).start()
+                                "--workermgr-metrics", f"127.0.0.1:{free_port()}", "--gateway-threads", "2"]).start()
     try:
         f.wait_for("platform up", timeout=60)
+        # the real gateway got the thread count: its command line says so
+        state = os.path.join(str(tmp_path), "state")
+        gw = [p for p in pids_with(os.path.join(BUILD, "faas-gateway")) if state.encode() in
+              open(f"/proc/{p}/cmdline", "rb").read()]
+        assert len(gw) == 1, gw
+        gw_argv = open(f"/proc/{gw[0]}/cmdline", "rb").read().split(b"\0")
+        assert gw_argv[gw_argv.index(b"--threads") + 1] == b"2", gw_argv
         token_file = os.path.join(str(tmp_path), "state", "discovery", "token")
         assert "control-plane token in " in f.output() and "state/discovery/token" in f.output()
         assert os.stat(token_file).st_mode & 0o777 == 0o600

@@ -1,7 +1,8 @@
 /* libFuzzer driver for faasd's command line (faasd_args_parse). The input's
  * NUL-separated pieces are the arguments. Any argv gives 0, 1 (--help) or -1 with
  * one printable line; an accepted config has listeners with ports 1..65534,
- * metrics addresses filled in, a pool of 0..64; a second parse agrees. */
+ * metrics addresses filled in, a pool of 0..64, a gateway thread count of 1..256 or
+ * none; a second parse agrees. */
 // FUZZ_SOURCES: deploy/args.c deploy/manifest.c deploy/values.c deploy/httpc.c common/util.c tests/fuzz/cli_argv.c
 // FUZZ_SOURCES: common/spec.c
 // FUZZ_PKGS: yaml-0.1 libprotobuf-c
@@ -41,6 +42,12 @@ static void check_config(const faasd_args_t *a)
         abort();
     if (a->state_dir[0] == '\0' || a->pool[0] == '\0' || strspn(a->pool, "0123456789") != strlen(a->pool) ||
         atoi(a->pool) > 64)
+        abort();
+    /* passed to the gateway as --threads: a plain 1..256 or nothing */
+    if (!TERMINATED(a->gw_threads))
+        abort();
+    const char *t = a->gw_threads;
+    if (t[0] != '\0' && (strspn(t, "0123456789") != strlen(t) || t[0] == '0' || atoi(t) > 256))
         abort();
     const char *opt[] = {a->thrift, a->grpc};
     for (int i = 0; i < 2; i++)

@@ -393,6 +393,7 @@ Test(faasd_cli, defaults_and_derived_metrics)
     cr_assert_str_eq(a.pool, "2");
     cr_assert_str_eq(a.thrift, "");
     cr_assert_str_eq(a.grpc, "");
+    cr_assert_str_eq(a.gw_threads, ""); /* not passed: the gateway's own default */
 }
 
 Test(faasd_cli, every_flag)
@@ -401,7 +402,8 @@ Test(faasd_cli, every_flag)
     const char *err = NULL;
     cr_assert_eq(FAASD(&a, &err, "--state-dir", "/s", "--bin-dir=/b", "--http", ":8000", "--discovery-listen",
                        "127.0.0.2:7000", "--workermgr-listen=127.0.0.3:7300", "--workermgr-metrics", "127.0.0.1:9",
-                       "--discovery-metrics", "off", "--pool-size", "64", "--thrift", "off", "--grpc", "127.0.0.1:0"),
+                       "--discovery-metrics", "off", "--pool-size", "64", "--thrift", "off", "--grpc", "127.0.0.1:0",
+                       "--gateway-threads", "256"),
                  0, "%s", err);
     cr_assert_str_eq(a.state_dir, "/s");
     cr_assert_str_eq(a.bin_dir, "/b");
@@ -411,6 +413,9 @@ Test(faasd_cli, every_flag)
     cr_assert_str_eq(a.pool, "64");
     cr_assert_str_eq(a.thrift, "off");
     cr_assert_str_eq(a.grpc, "127.0.0.1:0");
+    cr_assert_str_eq(a.gw_threads, "256");
+    cr_assert_eq(FAASD(&a, &err, "--gateway-threads=1"), 0, "%s", err);
+    cr_assert_str_eq(a.gw_threads, "1");
     cr_assert_eq(FAASD(&a, &err, "--discovery-listen", ":7100"), 0, "%s", err);
     cr_assert_str_eq(a.disc_metrics, "127.0.0.1:7101");
 }
@@ -440,6 +445,12 @@ Test(faasd_cli, bad_flags_say_which)
         {"--workermgr-listen", "a b:1", "--workermgr-listen"},
         {"--thrift", "on", "--thrift"},
         {"--grpc", "x", "--grpc"},
+        {"--gateway-threads", "0", "--gateway-threads"},
+        {"--gateway-threads", "257", "--gateway-threads"},
+        {"--gateway-threads", "-2", "--gateway-threads"},
+        {"--gateway-threads", "02", "--gateway-threads"},
+        {"--gateway-threads", "2 ", "--gateway-threads"},
+        {"--gateway-threads", "9999999", "--gateway-threads"},
         {"--discovery-metrics", "h", "--discovery-metrics"},
         {"--workermgr-metrics", "off", "--workermgr-metrics"},
         {"--state-dir", "", "value empty"},

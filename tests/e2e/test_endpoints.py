@@ -93,11 +93,12 @@ def direct_endpoints(plat, fn):
     return out
 
 
-@pytest.fixture(scope="module")
-def plat(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["threads1", "threads2"])
+def plat(request, tmp_path_factory):
     p = Platform(tmp_path_factory.mktemp("endpoints"), pool_size=2, grpc=True, thrift=True)
-    # a wildcard bind: the answer names the address the client reached, never 0.0.0.0
-    p.gateway.argv += ["--listen", f"0.0.0.0:{p.http_port}"]
+    # a wildcard bind: the answer names the address the client reached, never 0.0.0.0;
+    # with two loops the rate and the mode are one for the process whichever loop answers
+    p.gateway.argv += ["--listen", f"0.0.0.0:{p.http_port}", "--threads", str(request.param)]
     p.start()
     p.deploy_hello("mesh", "--endpoints-threshold-rps", str(THRESHOLD))
     yield p

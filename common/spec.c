@@ -46,3 +46,9 @@ void faas_spec_log_bound(const Faas__FunctionSpec *s, uint64_t *max_bytes, uint3
     *max_bytes = l != NULL && l->max_bytes != 0 ? l->max_bytes : FAAS_SPEC_DEFAULT_LOG_MAX_BYTES;
     *keep = l != NULL && l->keep != 0 ? l->keep : FAAS_SPEC_DEFAULT_LOG_KEEP;
 }
+
+uint32_t faas_spec_endpoints_threshold(const Faas__FunctionSpec *s)
+{
+    const Faas__EndpointsSpec *e = s != NULL ? s->endpoints : NULL;
+    return e != NULL && e->threshold_rps != 0 ? e->threshold_rps : FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS;
+}

@@ -55,6 +55,14 @@
 #define FAAS_SPEC_DEFAULT_LOG_MAX_BYTES (16ull << 20)
 #define FAAS_SPEC_DEFAULT_LOG_KEEP 2u
 
+/* The endpoints API for meshes (FunctionSpec.endpoints, manifest key
+ * endpoints.threshold_rps, docs/endpoints.md): at this many calls per second a
+ * function's endpoints become its pods' direct ports. 500/s is where one gateway hop
+ * starts to cost a function real CPU and latency (a loop thread serves tens of
+ * thousands of calls a second), while a function below it is better served by the
+ * gateway's holding, cold starts and scale-to-zero. */
+#define FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS 500u
+
 /* ---- limits (plain decimals, so error messages can quote them with FAAS_SPEC_STR) ---- */
 
 /* Largest min_instances / max_instances a spec may ask for. */
@@ -91,6 +99,9 @@
 #define FAAS_SPEC_LIMIT_LOG_MAX_MIB 1024
 #define FAAS_SPEC_LIMIT_LOG_MAX_BYTES ((unsigned long long)FAAS_SPEC_LIMIT_LOG_MAX_MIB << 20)
 #define FAAS_SPEC_LIMIT_LOG_KEEP 10
+/* endpoints.threshold_rps: ten million calls a second is beyond any one function's
+ * fleet of pods; above it the setting can only be a typo. */
+#define FAAS_SPEC_LIMIT_ENDPOINTS_THRESHOLD_RPS 10000000
 /* async.retry_on items: the only one today. */
 #define FAAS_SPEC_ASYNC_RETRY_5XX "5xx"
 
@@ -111,5 +122,7 @@ int faas_spec_fill_defaults(Faas__FunctionSpec *spec);
 /* The log bound of spec (NULL or a zero field: the default), as the agent and the
  * worker manager apply it. */
 void faas_spec_log_bound(const Faas__FunctionSpec *spec, uint64_t *max_bytes, uint32_t *keep);
+/* The endpoints threshold of spec in calls per second (NULL or 0: the default). */
+uint32_t faas_spec_endpoints_threshold(const Faas__FunctionSpec *spec);
 
 #endif

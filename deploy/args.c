@@ -239,6 +239,9 @@ static const char usage_deploy[] =
     "                              no route out of the pod (docs/security.md)\n"
     "      --log-max-bytes SIZE    rotate the function's log file past SIZE (16Mi; 64Ki-1024Mi)\n"
     "      --log-keep N            rotated log files kept (2; 1-10), docs/security.md\n"
+    "      --endpoints-threshold-rps N\n"
+    "                              calls/s above which GET /endpoints/NAME lists the pods'\n"
+    "                              direct ports instead of the gateways (500; docs/endpoints.md)\n"
     "      --grpc-service S        gRPC service served (repeatable)\n"
     "      --thrift-service S      Thrift service served (repeatable)\n";
 
@@ -473,6 +476,7 @@ static const struct option deploy_opts[] = {
     {"log-max-bytes", required_argument, NULL, OPT_FIRST_KEY + 21},
     {"log-keep", required_argument, NULL, OPT_FIRST_KEY + 22},
     {"image", required_argument, NULL, OPT_FIRST_KEY + 23},
+    {"endpoints-threshold-rps", required_argument, NULL, OPT_FIRST_KEY + 24},
     {NULL, 0, NULL, 0},
 };
 /* deploy_keys[i] and deploy_flags[i] belong to option OPT_FIRST_KEY + i. */
@@ -501,6 +505,7 @@ static const char *const deploy_keys[] = {
     "logs.max_bytes",
     "logs.keep",
     "image",
+    "endpoints.threshold_rps",
 };
 static const char *const deploy_flags[] = {
     "--cmd",
@@ -527,6 +532,7 @@ static const char *const deploy_flags[] = {
     "--log-max-bytes",
     "--log-keep",
     "--image",
+    "--endpoints-threshold-rps",
 };
 _Static_assert(sizeof(deploy_keys) == sizeof(deploy_flags), "one flag per key");
 

@@ -324,6 +324,19 @@ static int set_logs(Faas__FunctionSpec *s, const char *sub, const char *v, const
     return 0;
 }
 
+/* endpoints.threshold_rps (docs/endpoints.md): 0 is refused, it means the default. */
+static int set_endpoints(Faas__FunctionSpec *s, const char *sub, const char *v, const char **err)
+{
+    if (strcmp(sub, "threshold_rps") != 0)
+        return *err = "unknown endpoints key (known: threshold_rps)", -1;
+    if (s->endpoints == NULL && (s->endpoints = malloc(sizeof(*s->endpoints))) != NULL)
+        faas__endpoints_spec__init(s->endpoints);
+    if (s->endpoints == NULL)
+        return *err = "out of memory", -1;
+    return async_uint(v, FAAS_SPEC_LIMIT_ENDPOINTS_THRESHOLD_RPS, &s->endpoints->threshold_rps,
+                      "must be 1-" FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ENDPOINTS_THRESHOLD_RPS) " (calls per second)", err);
+}
+
 /* image: PATH[:TAG] as written; faasctl reads the image and fills the rest of ImageSpec. */
 static int set_image(Faas__FunctionSpec *s, const char *v, const char **err)
 {
@@ -422,6 +435,8 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
         return set_async(s, key + 6, v, err);
     if (strncmp(key, "logs.", 5) == 0)
         return set_logs(s, key + 5, v, err);
+    if (strncmp(key, "endpoints.", 10) == 0)
+        return set_endpoints(s, key + 10, v, err);
     if (strcmp(key, "image") == 0)
         return set_image(s, v, err);
     if (strcmp(key, "code") == 0) {
@@ -526,7 +541,7 @@ static int walk_retry_on(walk_t *w, yaml_node_t *n)
     return set_at(w, n, "async.retry_on", all);
 }
 
-/* health, resources, async, logs and env: a map of scalars (and async.retry_on's list). */
+/* health, resources, async, logs, endpoints and env: a map of scalars (and async.retry_on's list). */
 static int walk_map(walk_t *w, yaml_node_t *n, const char *key)
 {
     char full[128];
@@ -561,7 +576,7 @@ static const char *const known_keys[] = {
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
     "thrift_transport", "max_duration", "async",      "reserved",         "network",         "logs",
-    "image",
+    "image",         "endpoints",
 };
 
 static int is_known(const char *k)
@@ -576,7 +591,7 @@ static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k
 {
     int is_list = strcmp(k, "command") == 0 || strcmp(k, "grpc_services") == 0 || strcmp(k, "thrift_services") == 0;
     int is_map = strcmp(k, "env") == 0 || strcmp(k, "health") == 0 || strcmp(k, "resources") == 0 ||
-                 strcmp(k, "async") == 0 || strcmp(k, "logs") == 0;
+                 strcmp(k, "async") == 0 || strcmp(k, "logs") == 0 || strcmp(k, "endpoints") == 0;
     if (vn == NULL)
         return fail(w, kn, "%s: missing value", k);
     if (vn->type == YAML_SEQUENCE_NODE) {
@@ -594,7 +609,8 @@ static int walk_value(walk_t *w, yaml_node_t *vn, yaml_node_t *kn, const char *k
         return fail(w, vn, "%s: value contains a NUL byte", k);
     if (is_map)
         return fail(w, vn, "%s must be a map (e.g. %s)", k,
-                    k[0] == 'e'   ? "{KEY: value}"
+                    strcmp(k, "endpoints") == 0 ? "{threshold_rps: 500}"
+                    : k[0] == 'e' ? "{KEY: value}"
                     : k[0] == 'h' ? "{path: /healthz}"
                     : k[0] == 'a' ? "{concurrency: 4, timeout: 2h}"
                                   : "{memory: 128Mi}");
@@ -839,6 +855,14 @@ static void print_logs(FILE *f, const Faas__LogSpec *l)
     print_async_field(f, "keep", l->keep, FAAS_SPEC_DEFAULT_LOG_KEEP, print_uint);
 }
 
+static void print_endpoints(FILE *f, const Faas__EndpointsSpec *e)
+{
+    if (e == NULL)
+        return;
+    fputs("endpoints:\n", f);
+    print_async_field(f, "threshold_rps", e->threshold_rps, FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS, print_uint);
+}
+
 /* The image as the key that deploys it again, then what was deployed as comments. */
 static void print_image(FILE *f, const Faas__ImageSpec *im)
 {
@@ -895,6 +919,7 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
         fprintf(f, "network: %s\n", s->network);
     print_async(f, s->async);
     print_logs(f, s->logs);
+    print_endpoints(f, s->endpoints);
     if (s->version)
         fprintf(f, "# version: %llu\n", (unsigned long long)s->version);
     if (s->code_sha256 != NULL && s->code_sha256[0])

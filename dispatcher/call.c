@@ -414,6 +414,7 @@ void disp_call_start(disp_call_t *c, const char *name, size_t len, const char *r
     }
     c->fn = fn;
     disp_fshared_count(&fn->sh->calls);
+    disp_ep_count(fn); /* the endpoints API's rate (endpoints.c) */
     uint64_t now = faas_now_ms();
     c->deadline_ms =
         deadline_ms != 0 ? deadline_ms : now + (fn->p.timeout_ms ? fn->p.timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS);

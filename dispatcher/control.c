@@ -729,6 +729,7 @@ static void instance_put(const Faas__Instance *pi)
     inst->gen = disp_g.snap_gen;
     if (pi->state == FAAS__INSTANCE__STATE__DRAINING)
         inst->ready = 0;
+    disp_ep_instance(fn, pi); /* its direct calls join the endpoints API's rate */
     disp_on_instance_ready(fn);
 }
 

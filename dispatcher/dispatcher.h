@@ -151,6 +151,22 @@ int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint
 /* A task of fn was just submitted through this gateway: claim soon. */
 void disp_tasks_submitted(const char *fn, size_t len);
 
+/* ---- endpoints for meshes (dispatcher/endpoints.c, docs/endpoints.md) ---- */
+
+#define DISP_ENDPOINTS_MAX_PODS 64
+typedef struct {
+    int pods;               /* 1: send to the pods' direct ports; 0: to the gateways */
+    double rps;             /* the function's calls per second: through the gateways and direct */
+    uint32_t threshold_rps; /* the spec's (or the default) */
+    disp_proto_t proto;     /* the function's protocol: what its pods and gateway ports speak */
+    size_t npods;           /* READY pods of the current version with a direct port */
+    char pod[DISP_ENDPOINTS_MAX_PODS][64]; /* their host:port */
+} disp_endpoints_t;
+
+/* What a mesh should send fn's calls to now, from the calling loop thread's table
+ * (moves the mode with hysteresis). 0, or -1 if fn is not deployed. */
+int disp_endpoints(const char *fn, size_t len, disp_endpoints_t *out);
+
 /* ---- observability ---- */
 
 /* Writes the dispatcher's Prometheus lines (queue depth, instances, cold starts). */

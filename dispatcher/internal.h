@@ -86,6 +86,7 @@ typedef struct disp_inst {
     int overloaded;       /* Instance.overloaded from the watch: its agent reported OVERLOAD, not RECOVERED */
     struct disp_fn *fn;
     disp_ishared_t *sh;   /* what every loop's replica of it shares: calls in flight, releasing */
+    char direct[64];      /* Instance.direct_endpoint: the pod's direct port for meshes ("" = none) */
 } disp_inst_t;
 
 /* A call held while its function has no capacity. Intrusive, owned by the call. */
@@ -134,6 +135,9 @@ typedef struct disp_fn {
     struct faas_timer claim_timer;
     int claiming;
     uint64_t claim_fast_until_ms;
+    /* endpoints.c: the function's process-wide call rate and mode (shared by every loop
+     * thread's replica of this entry; looked up once, never freed) */
+    struct disp_ep_fn *ep;
 } disp_fn_t;
 
 /* One routing key -> function entry (open addressing). */
@@ -434,5 +438,55 @@ void disp_resolve_metrics(FILE *out);
 
 /* h2b_h2o.c: installs the bridge's I/O seam on the loop. */
 void disp_h2b_init(h2o_loop_t *loop);
+
+/* ---- endpoints.c: call rates and the endpoints mode (docs/endpoints.md) ----
+ * Process-wide, keyed by function name, so every loop thread counts into the same
+ * window and reads the same mode whatever table replica it holds. */
+
+/* The window: DISP_EP_NBUCKETS complete buckets of DISP_EP_BUCKET_MS (2 s). */
+#define DISP_EP_BUCKET_MS 250
+#define DISP_EP_NBUCKETS 8
+/* Each bucket packs its bucket number (high 32 bits) with its count (low 32 bits), so
+ * one compare-and-swap both starts a new bucket and counts into it: no lock, no count
+ * lost to a reset racing an add on another thread. */
+typedef struct {
+    _Atomic uint64_t b[DISP_EP_NBUCKETS];
+} disp_ep_rate_t;
+
+/* Counts n calls at now_ms. Pure but for the atomics. */
+void disp_ep_rate_add(disp_ep_rate_t *r, uint64_t now_ms, uint64_t n);
+/* Calls per second over the DISP_EP_NBUCKETS buckets before now_ms's own. */
+double disp_ep_rate_get(disp_ep_rate_t *r, uint64_t now_ms);
+/* The mode after a look at rps: 1 (pods) once rps >= threshold and a pod is there to
+ * send to; back to 0 (gateway) below threshold / 2 or with no pod left. */
+int disp_ep_mode_next(int pods, double rps, uint32_t threshold, size_t npods);
+
+typedef struct {
+    char id[64];
+    uint64_t last;    /* its direct_calls when last seen */
+    uint64_t seen_ms; /* entries of instances gone for long are dropped */
+} disp_ep_inst_t;
+
+typedef struct disp_ep_fn {
+    struct disp_ep_fn *next;
+    char name[64];
+    disp_ep_rate_t rate;
+    _Atomic int pods; /* the current mode, moved by disp_ep_mode_next */
+    /* under the module's lock (watch events only): direct_calls baselines */
+    disp_ep_inst_t *insts;
+    size_t ninsts, capinsts;
+} disp_ep_fn_t;
+
+/* The function's entry, created on first use; NULL on OOM or a name over 63 bytes. */
+disp_ep_fn_t *disp_ep_fn(const char *name, size_t len);
+/* Instance id reported cumulative direct calls at now_ms: how many are new since the
+ * last report (0 the first time: a gateway that starts late must not count a pod's
+ * whole past as one burst). Every loop thread may report the same event: only the
+ * first counts it. */
+uint64_t disp_ep_direct_delta(disp_ep_fn_t *e, const char *id, uint64_t cumulative, uint64_t now_ms);
+/* call.c: one call of fn went through this gateway. */
+void disp_ep_count(disp_fn_t *fn);
+/* control.c: an INSTANCE_PUT of fn: its direct calls join the rate. */
+void disp_ep_instance(disp_fn_t *fn, const Faas__Instance *pi);
 
 #endif

@@ -288,6 +288,7 @@ disp_inst_t *disp_inst_learn(disp_fn_t *fn, const Faas__Instance *pi, uint64_t n
     /* the watch is the only source of the flag: an Acquire reply is a snapshot taken at
      * READY and may be older than the OVERLOAD that followed, so it never clears it */
     inst->overloaded = pi->overloaded;
+    copy_str(inst->direct, sizeof(inst->direct), pi->direct_endpoint != NULL ? pi->direct_endpoint : "");
     return inst;
 }
 

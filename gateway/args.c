@@ -51,7 +51,10 @@ const char gw_args_usage[] =
     "  --max-conns-per-client N    connections per client IPv4 address or IPv6 /64, all ports\n"
     "                              together; more are closed at accept (default 512; 0 = no cap)\n"
     "  --max-conns N               connections in all (default: 3/4 of RLIMIT_NOFILE; 0 = no cap)\n"
-    "  --http-header-timeout-ms MS HTTP/1 request head (and keep-alive idle) timeout (default 10000)\n";
+    "  --http-header-timeout-ms MS HTTP/1 request head (and keep-alive idle) timeout (default 10000)\n"
+    "  --advertise-host H          host the endpoints API (GET /endpoints/<fn>) gives for this\n"
+    "                              gateway's ports (default: the bound address, or for a wildcard\n"
+    "                              bind the local address the asking client reached)\n";
 
 typedef struct {
     char *buf;
@@ -111,6 +114,22 @@ static int is_addr_list(const char *v)
             return 1;
         p += l + 1;
     }
+}
+
+/* A DNS name or an IP literal (IPv6 bare or in brackets): 1..253 bytes of
+ * [A-Za-z0-9.:-] (brackets around), so it can go into JSON and an address unescaped. */
+static int host_ok(const char *v)
+{
+    size_t n = strlen(v), i = 0;
+    if (n >= 2 && v[0] == '[' && v[n - 1] == ']')
+        i = 1, n--;
+    if (n - i == 0 || n - i > 253)
+        return 0;
+    for (; i < n; i++)
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
+              v[i] == '.' || v[i] == '-' || v[i] == ':'))
+            return 0;
+    return 1;
 }
 
 /* One loop per online CPU, at most 256 (the dispatcher's limit). */
@@ -193,6 +212,8 @@ static int apply(gw_config_t *cfg, const char *a, size_t nl, const char *v)
         cfg->token_file = v;
     else if (IS("--tls-ca") && v[0] != '\0')
         cfg->tls_ca = v;
+    else if (IS("--advertise-host") && host_ok(v))
+        cfg->advertise_host = v;
     else if (IS("--domain") && v[0] != '.')
         cfg->domain = v;
     else if (IS("--max-body") && parse_u64(v, 1, UINT64_MAX, &n) == 0)

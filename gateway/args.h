@@ -16,7 +16,8 @@
  * --thrift-max-header-bytes 64..2^20, --thrift-max-partial-bytes >= 4096,
  * --max-url-bytes 64..1048576,
  * --max-header-bytes 256..1048576, --max-conns-per-client and --max-conns
- * 0..16777216 (0 = no cap), --http-header-timeout-ms 100..3600000. */
+ * 0..16777216 (0 = no cap), --http-header-timeout-ms 100..3600000, --advertise-host
+ * a DNS name or IP literal (1..253 of [A-Za-z0-9.:-], IPv6 optionally in brackets). */
 int gw_args_parse(int argc, char **argv, gw_config_t *cfg, char *errbuf, size_t errcap, const char **err);
 
 /* The --help text. */

@@ -146,6 +146,7 @@ typedef struct {
     uint32_t max_conns;            /* all clients, all ports; 0 = no cap */
     int max_conns_explicit;        /* unset: derived from RLIMIT_NOFILE at start */
     uint32_t http_header_timeout_ms; /* h2o http1 req_timeout: request head (and keep-alive idle) */
+    const char *advertise_host;      /* the endpoints API's host for the gateway's ports; NULL = as reached */
 } gw_config_t;
 
 /* Runs the gateway until SIGINT/SIGTERM; returns the process exit code. */

@@ -125,6 +125,221 @@ static int call_headers(h2b_pair_t *p, disp_call_t *c)
     return rc;
 }
 
+/* ---- faas.EndpointsApi: answered here, not routed to a function ---- */
+
+#define EP_SERVICE "faas.EndpointsApi"
+#define EP_MAX_REQ 1024                /* an EndpointsRequest is a name: 70 bytes framed */
+#define EP_WATCH_EVERY_MS 200          /* how often a Watch looks for a change */
+#define EP_WATCH_MAX_QUEUED (64 << 10) /* a client not reading: skip, send the newest later */
+
+typedef struct ep_call {
+    h2b_pair_t *p;
+    int watch;
+    disp_resolve_t *resolving;
+    char fn[64];
+    size_t fnlen;
+    char host[64];           /* :authority's host: a wildcard-bound port's address */
+    uint8_t req[EP_MAX_REQ]; /* the request as it arrives */
+    size_t reqlen;
+    uint64_t sent_key; /* what the last message said (mode, endpoints, threshold) */
+    int sent;
+    struct ep_call *prev, *next; /* in the thread's watch list */
+} ep_call_t;
+
+/* Every loop thread serves its own connections: its own watch list and timer. */
+static __thread ep_call_t *ep_watches;
+static __thread h2o_timeout_t ep_every;
+static __thread h2o_timeout_entry_t ep_entry;
+static __thread h2o_loop_t *ep_loop;
+
+static void ep_on_free(h2b_pair_t *p)
+{
+    ep_call_t *ec = p->owner;
+    p->owner = NULL;
+    if (ec == NULL)
+        return;
+    if (ec->resolving != NULL)
+        disp_resolve_cancel(ec->resolving);
+    if (ec->watch && (ec->prev != NULL || ep_watches == ec)) {
+        if (ec->prev != NULL)
+            ec->prev->next = ec->next;
+        else
+            ep_watches = ec->next;
+        if (ec->next != NULL)
+            ec->next->prev = ec->prev;
+    }
+    free(ec);
+}
+
+static int is_ep(const h2b_pair_t *p)
+{
+    return p->on_free == ep_on_free;
+}
+
+/* The message said by the answer, less its rps: a Watch sends when this changes. */
+static uint64_t ep_key(const uint8_t *pb, size_t len)
+{
+    Faas__Endpoints *m = faas__endpoints__unpack(NULL, len, pb);
+    uint64_t h = 1469598103934665603ull;
+    if (m == NULL)
+        return 0;
+    m->rps = 0;
+    size_t n = faas__endpoints__get_packed_size(m);
+    uint8_t *b = malloc(n ? n : 1);
+    if (b != NULL) {
+        faas__endpoints__pack(m, b);
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ b[i]) * 1099511628211ull;
+    }
+    free(b);
+    faas__endpoints__free_unpacked(m, NULL);
+    return h;
+}
+
+/* Sends one length-prefixed Endpoints message (and the headers before the first). 0 or
+ * -1 (no such function: *found 0). */
+static int ep_send(ep_call_t *ec, int *found, int only_if_changed)
+{
+    size_t len;
+    uint8_t *pb = gw_endpoints_get_pb(ec->fn, ec->fnlen, ec->host, &len, found);
+    if (pb == NULL)
+        return -1;
+    uint64_t key = ep_key(pb, len);
+    int rc = 0;
+    if (!only_if_changed || !ec->sent || key != ec->sent_key) {
+        static const nghttp2_nv head[] = {
+            {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+        };
+        uint8_t frame[5];
+        grpcw_frame_write(frame, 0, (uint32_t)len);
+        if ((!ec->p->resp_sent && h2b_pair_respond(ec->p, head, 2, 0) != 0) || h2b_pair_send(ec->p, frame, 5, 0) != 0 ||
+            h2b_pair_send(ec->p, pb, len, 0) != 0)
+            rc = -1;
+        ec->sent = 1;
+        ec->sent_key = key;
+    }
+    free(pb);
+    return rc;
+}
+
+static void ep_not_found(ep_call_t *ec, const char *what)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "function %.*s: %s", (int)ec->fnlen, ec->fn, what);
+    h2b_pair_fail(ec->p, FAAS_GRPC_NOT_FOUND, msg);
+}
+
+static void ep_on_tick(h2o_timeout_entry_t *e)
+{
+    for (ep_call_t *ec = ep_watches, *next; ec != NULL; ec = next) {
+        next = ec->next;
+        int found = 1;
+        if (h2b_pair_queued(ec->p) > EP_WATCH_MAX_QUEUED || !h2b_pair_alive(ec->p))
+            continue;
+        if (ep_send(ec, &found, 1) != 0 && !found)
+            ep_not_found(ec, "deleted"); /* the pair ends; ep_on_free unlinks ec */
+    }
+    if (ep_watches != NULL)
+        h2o_timeout_link(ep_loop, &ep_every, &ep_entry);
+}
+
+static void ep_answer(ep_call_t *ec)
+{
+    int found = 1;
+    if (ep_send(ec, &found, 0) != 0) {
+        if (!found)
+            ep_not_found(ec, "no such function");
+        else
+            h2b_pair_fail(ec->p, FAAS_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        return;
+    }
+    if (!ec->watch) {
+        h2b_hdrs_add(&ec->p->trl, (const uint8_t *)"grpc-status", 11, (const uint8_t *)"0", 1);
+        h2b_pair_send(ec->p, NULL, 0, 1);
+        return;
+    }
+    ec->next = ep_watches;
+    if (ep_watches != NULL)
+        ep_watches->prev = ec;
+    ep_watches = ec;
+    if (ep_loop != NULL && !h2o_timeout_is_linked(&ep_entry))
+        h2o_timeout_link(ep_loop, &ep_every, &ep_entry);
+}
+
+static void ep_on_resolved(void *ud, int found)
+{
+    ep_call_t *ec = ud;
+    ec->resolving = NULL;
+    if (found > 0)
+        ep_answer(ec);
+    else if (found == 0)
+        ep_not_found(ec, "no such function");
+    else
+        h2b_pair_fail(ec->p, FAAS_GRPC_UNAVAILABLE, "function not confirmed by discovery in time");
+}
+
+/* The whole request is in: one uncompressed EndpointsRequest naming a function. */
+static void ep_request_done(h2b_pair_t *p)
+{
+    ep_call_t *ec = p->owner;
+    if (ec == NULL || p->failed || ec->sent || ec->resolving != NULL)
+        return;
+    const char *err = NULL;
+    if (gw_ep_parse_request(ec->req, ec->reqlen, ec->fn, &err) != 0) {
+        h2b_pair_fail(p, FAAS_GRPC_INVALID_ARGUMENT, err);
+        return;
+    }
+    ec->fnlen = strlen(ec->fn);
+    disp_fn_info_t info;
+    if (disp_lookup(ec->fn, ec->fnlen, &info) == 0) {
+        ep_answer(ec);
+        return;
+    }
+    /* the table may be behind discovery (a deploy a moment ago): ask before NOT_FOUND */
+    disp_resolve_t *res = disp_resolve(DISP_PROTO_HTTP, ec->fn, ec->fnlen, ep_on_resolved, ec);
+    if (res != NULL) /* else ep_on_resolved has run */
+        ec->resolving = res;
+}
+
+static int ep_on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
+{
+    ep_call_t *ec = p->owner;
+    if (ec == NULL || p->failed)
+        return 1;
+    if (len > EP_MAX_REQ - ec->reqlen) {
+        h2b_pair_fail(p, FAAS_GRPC_RESOURCE_EXHAUSTED, "EndpointsRequest too large");
+        return 1;
+    }
+    memcpy(ec->req + ec->reqlen, data, len);
+    ec->reqlen += len;
+    return 1;
+}
+
+/* A call to faas.EndpointsApi: Get or Watch; anything else is UNIMPLEMENTED. */
+static void ep_start(h2b_pair_t *p, grpcw_slice_t meth, int eos)
+{
+    int watch = meth.len == 5 && memcmp(meth.ptr, "Watch", 5) == 0;
+    if (!watch && !(meth.len == 3 && memcmp(meth.ptr, "Get", 3) == 0)) {
+        h2b_pair_fail(p, FAAS_GRPC_UNIMPLEMENTED, EP_SERVICE " has Get and Watch");
+        return;
+    }
+    ep_call_t *ec = calloc(1, sizeof(*ec));
+    if (ec == NULL) {
+        h2b_pair_fail(p, FAAS_GRPC_RESOURCE_EXHAUSTED, "gateway out of memory");
+        return;
+    }
+    ec->p = p;
+    ec->watch = watch;
+    const nghttp2_nv *auth = find(p, ":authority");
+    if (auth != NULL) /* what the client dialled: a wildcard-bound port's host */
+        gw_ep_authority_host((const char *)auth->value, auth->valuelen, ec->host, sizeof(ec->host));
+    p->owner = ec;
+    p->on_free = ep_on_free;
+    if (eos)
+        ep_request_done(p);
+}
+
 static void route_call(h2b_pair_t *p, int resolved);
 
 /* The client reset its stream while its function was being resolved. */
@@ -192,6 +407,11 @@ static void route_call(h2b_pair_t *p, int resolved)
         h2b_pair_fail(p, FAAS_GRPC_UNIMPLEMENTED, err);
         return;
     }
+    if (!resolved && svc.len == sizeof(EP_SERVICE) - 1 && memcmp(svc.ptr, EP_SERVICE, svc.len) == 0) {
+        gw_metrics_other();
+        ep_start(p, meth, p->down.in_eos);
+        return;
+    }
     char rid[72], msg[200];
     const char *fn;
     size_t fnlen;
@@ -244,6 +464,8 @@ static void route_call(h2b_pair_t *p, int resolved)
 /* Messages over the function's body limit end the call with RESOURCE_EXHAUSTED. */
 static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
 {
+    if (is_ep(p))
+        return ep_on_data(p, data, len);
     front_t *fr = (front_t *)p->front;
     const char *err = NULL;
     if (fr->max_msg == 0 || grpcw_scan(&fr->scan, data, len, fr->max_msg, &err) == 0)
@@ -253,7 +475,13 @@ static int on_data(h2b_pair_t *p, const uint8_t *data, size_t len)
     return -1;
 }
 
-static const h2b_server_cbs_t server_cbs = {.on_request = on_request, .on_data = on_data};
+static void on_end(h2b_pair_t *p)
+{
+    if (is_ep(p))
+        ep_request_done(p);
+}
+
+static const h2b_server_cbs_t server_cbs = {.on_request = on_request, .on_data = on_data, .on_end = on_end};
 
 static void on_accept(h2o_socket_t *ls, const char *err)
 {
@@ -293,6 +521,9 @@ void gw_grpc_serve(h2o_context_t *ctx, int fd)
 {
     if (fd < 0)
         return;
+    ep_loop = ctx->loop; /* this loop's Watch calls look for changes on its timer */
+    h2o_timeout_init(ctx->loop, &ep_every, EP_WATCH_EVERY_MS);
+    ep_entry.cb = ep_on_tick;
     listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(listener, on_accept);
     sweep_loop = ctx->loop;

@@ -143,6 +143,27 @@ void gw_send_platform_error(struct st_h2o_req_t *req, faas_err_t kind, const cha
 void gw_resolve_req(struct st_h2o_req_t *req, const char *name, size_t len, void (*again)(struct st_h2o_req_t *req, void *arg),
                     void *arg);
 
+/* ---- endpoints.c: the endpoints API for meshes (docs/endpoints.md) ---- */
+
+/* --advertise-host (NULL or "": the address each client reached). */
+void gw_endpoints_config(const char *advertise_host);
+/* A listener of port (GW_PORT_*) is bound on fd: what the API lists for it (the first
+ * call per port counts; every loop thread binds the same port). */
+void gw_endpoints_listener(int port, int fd);
+/* Serves GET /endpoints/<function>: 1 if req was such a path (answered, or answered
+ * once discovery has said whether the function exists), 0 if not. */
+int gw_endpoints_serve(struct st_h2o_req_t *req);
+/* The packed faas.Endpoints for fn (malloc'd, *plen set) on the calling loop thread;
+ * authority_host stands for a wildcard-bound port's host when no --advertise-host.
+ * NULL with *found 0: no such function; NULL with *found 1: out of memory. */
+uint8_t *gw_endpoints_get_pb(const char *fn, size_t len, const char *authority_host, size_t *plen, int *found);
+/* endpoints_wire.c: a faas.EndpointsApi request body (one gRPC length-prefixed
+ * EndpointsRequest) into fn (a valid function name); 0, or -1 with *err. Pure. */
+int gw_ep_parse_request(const uint8_t *buf, size_t len, char fn[64], const char **err);
+/* endpoints_wire.c: the host of an :authority value ("h", "h:port", "[v6]:port") into out
+ * when it is a plain name or IP literal; its length, 0 (out "") otherwise. Pure. */
+size_t gw_ep_authority_host(const char *v, size_t n, char *out, size_t cap);
+
 /* ---- tasks.c: the async task API ---- */
 
 /* Serves the task API's own paths (/async-function/..., /tasks...): 1 if req was one of

@@ -557,6 +557,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (rc == GW_ROUTE_OTHER && gw_tasks_serve(req))
         return 0;
+    if (rc == GW_ROUTE_OTHER && gw_endpoints_serve(req))
+        return 0;
     if (rc == GW_ROUTE_OTHER) {
         gw_metrics_other();
         /* ready = routing is right: before the first snapshot every function would miss */
@@ -838,6 +840,10 @@ static int bind_ports(const gw_config_t *cfg, unsigned n)
         g_loops[k].grpc_fd = fds[1][0] >= 0 ? fds[1][k] : -1;
         g_loops[k].thrift_fd = fds[2][0] >= 0 ? fds[2][k] : -1;
     }
+    /* what the endpoints API lists (every loop's listener of a port has its address) */
+    for (int p = GW_PORT_HTTP; p < GW_NPORTS; p++)
+        if (fds[p][0] >= 0)
+            gw_endpoints_listener(p, fds[p][0]);
     return 0;
 }
 
@@ -853,6 +859,7 @@ int gw_run(const gw_config_t *cfg)
     g_cfg = cfg;
     if ((g_loops = calloc(n, sizeof(*g_loops))) == NULL || bind_ports(cfg, n) != 0)
         return 1;
+    gw_endpoints_config(cfg->advertise_host);
     /* glibc returns the heap top to the kernel once 128 KiB are free there and grows
      * it again (brk + page faults) on the next request: at c16 POST 4K that was a brk
      * every ~7 requests and ~10% of the gateway's CPU. Keep up to 16 MiB free at the

@@ -118,3 +118,19 @@ Test(spec, log_bound_falls_back_per_field)
     faas_spec_log_bound(&s, &max, &keep);
     cr_assert_eq(max, 1 << 20);
 }
+
+Test(spec, endpoints_threshold)
+{
+    cr_assert_eq(FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS, 500, "docs/endpoints.md");
+    cr_assert_str_eq(FAAS_SPEC_STR(FAAS_SPEC_LIMIT_ENDPOINTS_THRESHOLD_RPS), "10000000");
+    cr_assert_eq(faas_spec_endpoints_threshold(NULL), FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS);
+    Faas__FunctionSpec s;
+    Faas__EndpointsSpec e;
+    faas__function_spec__init(&s);
+    faas__endpoints_spec__init(&e);
+    cr_assert_eq(faas_spec_endpoints_threshold(&s), FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS);
+    s.endpoints = &e;
+    cr_assert_eq(faas_spec_endpoints_threshold(&s), FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS, "0: the default");
+    e.threshold_rps = 20;
+    cr_assert_eq(faas_spec_endpoints_threshold(&s), 20);
+}

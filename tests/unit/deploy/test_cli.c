@@ -152,6 +152,12 @@ Test(ctl_cli, deploy_flags_become_checked_manifest_keys)
         cr_assert_str_eq(a.sets[i].flag, want[i][2]);
     }
     ctl_args_free(&a);
+    cr_assert_eq(CTL(&a, NULL, &err, "deploy", "--endpoints-threshold-rps", "20", "hello"), 0, "%s", err);
+    cr_assert_eq(a.n_sets, 2);
+    cr_assert_str_eq(a.sets[0].key, "endpoints.threshold_rps");
+    cr_assert_str_eq(a.sets[0].value, "20");
+    cr_assert_str_eq(a.sets[0].flag, "--endpoints-threshold-rps");
+    ctl_args_free(&a);
     /* no name, no command: legal here, the manifest file may hold them */
     cr_assert_eq(CTL(&a, NULL, &err, "deploy"), 0, "%s", err);
     cr_assert_null(a.name);
@@ -170,6 +176,7 @@ Test(ctl_cli, deploy_bad_values_name_their_flag)
     CTL_BAD("unexpected argument \"b\"", "deploy", "a", "b");
     CTL_BAD("-f needs a file name", "deploy", "-f", "");
     CTL_BAD("--reserved \"many\"", "deploy", "hello", "--reserved", "many");
+    CTL_BAD("--endpoints-threshold-rps \"0\": must be 1-10000000", "deploy", "hello", "--endpoints-threshold-rps", "0");
     CTL_BAD("bad option", "deploy", "--bogus");
     CTL_BAD("bad option", "deploy", "--timeout");
 }

@@ -250,6 +250,39 @@ Test(manifest, log_keys_bounds_and_round_trip)
                  "line 3:", "logs.max_bytes: must be 64Ki to 1024Mi");
 }
 
+Test(manifest, endpoints_threshold_bounds_and_round_trip)
+{
+    faas_manifest_t m, m2;
+    cr_assert_eq(parse("name: p\ncommand: [./s]\n", &m), 0, "%s", err);
+    cr_assert_null(m.spec->endpoints, "unset: no EndpointsSpec at all");
+    cr_assert_eq(faas_spec_endpoints_threshold(m.spec), FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS);
+    faas_manifest_free(&m);
+    cr_assert_eq(parse("name: p\ncommand: [./s]\nendpoints: {threshold_rps: 20}\n", &m), 0, "%s", err);
+    cr_assert_not_null(m.spec->endpoints);
+    cr_assert_eq(m.spec->endpoints->threshold_rps, 20);
+    cr_assert_eq(faas_spec_endpoints_threshold(m.spec), 20);
+    const char *e = NULL;
+    cr_assert_neq(faas_manifest_set(&m, "endpoints.threshold_rps", "0", &e), 0, "0 would mean the default");
+    cr_assert_neq(faas_manifest_set(&m, "endpoints.threshold_rps", "10000001", &e), 0);
+    cr_assert_str_eq(e, "must be 1-10000000 (calls per second)");
+    cr_assert_neq(faas_manifest_set(&m, "endpoints.rps", "5", &e), 0);
+    cr_assert_eq(faas_manifest_set(&m, "endpoints.threshold_rps", "10000000", &e), 0, "%s", e);
+    cr_assert_eq(faas_manifest_set(&m, "endpoints.threshold_rps", "25", &e), 0, "%s", e);
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    cr_assert(strstr(out, "endpoints:\n  threshold_rps: 25\n") != NULL, "%s", out);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    cr_assert_eq(m2.spec->endpoints->threshold_rps, 25, "%s", out);
+    free(out);
+    faas_manifest_free(&m);
+    faas_manifest_free(&m2);
+    expect_error("name: p\ncommand: [./s]\nendpoints: 20\n", "line 3:", "endpoints must be a map (e.g. {threshold_rps: 500})");
+    expect_error("name: p\ncommand: [./s]\nendpoints: {threshold_rps: -1}\n", "line 3:", "endpoints.threshold_rps");
+}
+
 Test(manifest, async_keys)
 {
     const char *y = "name: a\ncommand: ./x\n"

@@ -76,3 +76,7 @@ int disp_ready(void)
 {
     return 1;
 }
+int disp_endpoints(const char *fn, size_t len, disp_endpoints_t *out)
+{
+    return -1;
+}

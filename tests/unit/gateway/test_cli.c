@@ -182,3 +182,21 @@ Test(gw_cli, credential_flags)
     cr_assert_eq(PARSE(&p, "--token-file", ""), -1);
     cr_assert_eq(PARSE(&p, "--tls-ca="), -1);
 }
+
+Test(gw_cli, advertise_host)
+{
+    parsed_t p;
+    cr_assert_eq(gw_args_parse(1, ARGV("x"), &p.c, p.buf, sizeof(p.buf), &p.err), 0);
+    cr_assert_null(p.c.advertise_host, "default: the address each client reached");
+    const char *good[] = {"gw.example.com", "10.0.0.7", "::1", "[fd00::7]"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        cr_assert_eq(PARSE(&p, "--advertise-host", (char *)good[i]), 0, "%s: %s", good[i], p.err);
+        cr_assert_str_eq(p.c.advertise_host, good[i]);
+    }
+    /* it goes into JSON and host:port unescaped */
+    const char *bad[] = {"", "a\"b", "h/x", "[]", "a b", "x]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(PARSE(&p, "--advertise-host", (char *)bad[i]), -1, "%s accepted", bad[i]);
+        assert_one_line(p.err);
+    }
+}

@@ -413,7 +413,6 @@ void disp_call_start(disp_call_t *c, const char *name, size_t len, const char *r
         return;
     }
     c->fn = fn;
-    disp_fshared_count(&fn->sh->calls);
     disp_ep_count(fn); /* the endpoints API's rate (endpoints.c) */
     uint64_t now = faas_now_ms();
     c->deadline_ms =

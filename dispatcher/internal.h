@@ -36,7 +36,6 @@ typedef struct disp_fshared {
     size_t len;
     uint32_t nwaiters;                          /* atomic: calls held on every loop */
     uint64_t waitmask[DISP_MAX_LOOPS / 64];     /* atomic: bit t = loop t holds calls */
-    uint64_t calls;                             /* atomic: calls started (endpoints rate) */
     uint64_t reserved_calls;                    /* atomic: calls served by reserved instances */
 } disp_fshared_t;
 

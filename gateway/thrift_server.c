@@ -68,7 +68,8 @@ typedef struct tconn {
     size_t held;          /* bytes of an unfinished frame counted in ts.held */
     size_t seen;          /* input bytes already counted in rx */
     uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
-    h2o_timeout_entry_t free_entry; /* a closed connection is freed after the callback that closed it */
+    h2o_timeout_entry_t free_entry;  /* a closed connection is freed after the callback that closed it */
+    h2o_timeout_entry_t flush_entry; /* replies of one loop pass go out in one write (conn_flush_later) */
 } tconn_t;
 
 typedef struct tcall {
@@ -117,6 +118,7 @@ static void conn_close(tconn_t *c);
 static void conn_flush(tconn_t *c);
 static void conn_read_more(tconn_t *c);
 static void conn_arm(tconn_t *c);
+static void conn_flush_later(tconn_t *c);
 
 /* Routing key -> function: a declared service, else a function of that name; a
  * connection keeps the function its last routing key named (THeader clients send info
@@ -195,7 +197,7 @@ static void on_call_done(h2o_timeout_entry_t *e)
         call_free(c);
         return;
     }
-    conn_flush(conn);
+    conn_flush_later(conn);
 }
 
 static void call_finish(tcall_t *c)
@@ -553,6 +555,22 @@ static void conn_flush(tconn_t *c)
     conn_arm(c);
 }
 
+static void on_flush_entry(h2o_timeout_entry_t *e)
+{
+    conn_flush(H2O_STRUCT_FROM_MEMBER(tconn_t, flush_entry, e));
+}
+
+/* Replies of pipelined calls come back from one read of the agent's connection, each
+ * ending on its own zero-timeout entry: flushing at each would write the first reply
+ * at once and the rest after it completes (two or more writes per batch, each a full
+ * trip through the loopback stack). One entry per connection, linked behind the calls'
+ * entries of this pass, writes them all at once. */
+static void conn_flush_later(tconn_t *c)
+{
+    if (!c->dead && !h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &c->flush_entry);
+}
+
 static void conn_free(h2o_timeout_entry_t *e)
 {
     free(H2O_STRUCT_FROM_MEMBER(tconn_t, free_entry, e));
@@ -576,6 +594,8 @@ static void conn_close(tconn_t *c)
     }
     if (h2o_timeout_is_linked(&c->timer))
         h2o_timeout_unlink(&c->timer);
+    if (h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_unlink(&c->flush_entry);
     h2o_linklist_unlink(&c->all);
     ts.held -= c->held;
     c->held = 0;
@@ -866,6 +886,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
         h2o_linklist_insert(&ts.conns, &c->all);
         c->timer.cb = on_timer;
+        c->flush_entry.cb = on_flush_entry;
         conn_read_more(c);
     }
 }

@@ -82,7 +82,8 @@ typedef struct tcall {
     h2o_timeout_entry_t done_entry;
     uint8_t *frame; /* copy of the request frame; f points into it */
     thrift_frame_t f;
-    h2o_buffer_t *body; /* reply payload from the agent */
+    uint8_t *body; /* reply payload from the agent, grown as it comes (most fit in its first chunk) */
+    size_t blen, bcap;
     char fn[64];
     size_t fnlen;
     uint64_t start_us;
@@ -154,6 +155,30 @@ static int route(tconn_t *c, const thrift_frame_t *f, const char **fn, size_t *f
 
 /* ---- calls -------------------------------------------------------------------- */
 
+/* A call is ~2 KiB (the frame's header views), past malloc's per-thread cache: freed
+ * calls are kept for the next ones of this loop thread (bounded), as the dispatcher
+ * keeps its own. */
+#define CALL_CACHE 64
+static __thread tcall_t *call_cache[CALL_CACHE];
+static __thread size_t ncall_cache;
+
+static tcall_t *call_get(void)
+{
+    if (ncall_cache == 0)
+        return calloc(1, sizeof(tcall_t));
+    tcall_t *c = call_cache[--ncall_cache];
+    memset(c, 0, sizeof(*c));
+    return c;
+}
+
+static void call_put(tcall_t *c)
+{
+    if (ncall_cache < CALL_CACHE)
+        call_cache[ncall_cache++] = c;
+    else
+        free(c);
+}
+
 static void call_free(tcall_t *c)
 {
     disp_resolve_cancel(c->resolving);
@@ -161,11 +186,10 @@ static void call_free(tcall_t *c)
         h2o_timeout_unlink(&c->done_entry);
     if (c->call != NULL)
         disp_call_close(c->call); /* cancels it upstream if it is still running */
-    if (c->body != NULL)
-        h2o_buffer_dispose(&c->body);
+    free(c->body);
     free(c->reply);
     free(c->frame);
-    free(c);
+    call_put(c);
 }
 
 /* Sets the reply to a TApplicationException (none for oneway calls). */
@@ -228,13 +252,13 @@ static void call_complete(tcall_t *c)
     c->code = st;
     if (st != 200 && st != 204) {
         char msg[300];
-        size_t bl = c->body->size < 200 ? c->body->size : 200;
-        while (bl > 0 && (c->body->bytes[bl - 1] == '\n' || c->body->bytes[bl - 1] == '\r'))
+        size_t bl = c->blen < 200 ? c->blen : 200;
+        while (bl > 0 && (c->body[bl - 1] == '\n' || c->body[bl - 1] == '\r'))
             bl--;
         if (bl == 0)
             snprintf(msg, sizeof(msg), "function %.*s: function failed", (int)c->fnlen, c->fn);
         else
-            snprintf(msg, sizeof(msg), "%.*s", (int)bl, c->body->bytes);
+            snprintf(msg, sizeof(msg), "%.*s", (int)bl, (const char *)c->body);
         FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen, c->fn,
                   (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
         call_set_error(c, faas_tapp_for_http(st), msg);
@@ -245,13 +269,13 @@ static void call_complete(tcall_t *c)
     thrift_header_t hs[THRIFT_MAX_HEADERS];
     uint8_t kb[THRIFT_MAX_HEADERS][256];
     size_t nh = reply_headers(c, hs, kb);
-    const uint8_t *pl = (const uint8_t *)c->body->bytes;
-    size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, NULL, 0);
+    const uint8_t *pl = c->body != NULL ? c->body : (const uint8_t *)"";
+    size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->blen, NULL, 0);
     if ((c->reply = malloc(n)) == NULL) {
         call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
-    c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, c->reply, n);
+    c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->blen, c->reply, n);
 }
 
 /* ---- the dispatcher's answers ---- */
@@ -270,16 +294,24 @@ static void sink_data(disp_call_t *dc, const uint8_t *d, size_t len)
     disp_call_consumed(dc, len); /* the reply is collected whole (bounded by MAX_REPLY) */
     if (c->too_big)
         return;
-    if (c->body->size + len > MAX_REPLY) {
+    const char *why = c->blen + len > MAX_REPLY ? "reply larger than the gateway's limit" : NULL;
+    if (why == NULL && c->blen + len > c->bcap) {
+        size_t cap = c->bcap * 2 > c->blen + len ? c->bcap * 2 : c->blen + len;
+        uint8_t *nb = realloc(c->body, cap);
+        if (nb == NULL)
+            why = "gateway out of memory";
+        else
+            c->body = nb, c->bcap = cap;
+    }
+    if (why != NULL) {
         c->too_big = 1;
         c->code = 502;
-        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, why);
         call_finish(c);
         return;
     }
-    h2o_iovec_t dst = h2o_buffer_reserve(&c->body, len);
-    memcpy(dst.base, d, len);
-    c->body->size += len;
+    memcpy(c->body + c->blen, d, len);
+    c->blen += len;
 }
 
 static void sink_end(disp_call_t *dc, const nghttp2_nv *trl, size_t n)
@@ -362,11 +394,11 @@ static void call_answer_now(tcall_t *c, int type, const char *msg, int code)
 
 static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
 {
-    tcall_t *c = calloc(1, sizeof(*c));
+    tcall_t *c = call_get();
     if (c == NULL)
         return NULL;
     if ((c->frame = malloc(len)) == NULL) {
-        free(c);
+        call_put(c);
         return NULL;
     }
     memcpy(c->frame, frame, len);
@@ -374,13 +406,12 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     const char *err;
     if (thrift_parse(c->frame, len, ts.max_frame, &c->f, NULL, &err) <= 0) {
         free(c->frame);
-        free(c);
+        call_put(c);
         return NULL;
     }
     c->conn = conn;
     c->start_us = faas_now_us();
     c->done_entry.cb = on_call_done;
-    h2o_buffer_init(&c->body, &h2o_socket_buffer_prototype);
     c->oneway = c->f.mtype == THRIFT_ONEWAY;
     c->ooo = c->f.framing == THRIFT_THEADER && (c->f.flags & THRIFT_THEADER_FLAG_OUT_OF_ORDER) != 0;
     h2o_linklist_insert(&conn->calls, &c->link);
@@ -629,7 +660,7 @@ static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_ms
         conn_close(c);
         return;
     }
-    tcall_t *k = calloc(1, sizeof(*k));
+    tcall_t *k = call_get();
     if (k == NULL) {
         conn_close(c);
         return;
@@ -728,7 +759,7 @@ static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
 {
     conn_stop(c, msg);
     ts.closed[CLOSE_TOO_LARGE]++;
-    tcall_t *k = f != NULL ? calloc(1, sizeof(*k)) : NULL;
+    tcall_t *k = f != NULL ? call_get() : NULL;
     if (k == NULL) {
         h2o_buffer_consume(&c->sock->input, c->sock->input->size);
         c->seen = 0;

@@ -28,6 +28,7 @@
 #define IDLE_MS 10000
 #define PIPE_DEPTH 32           /* calls in flight on one pipelined connection at most */
 #define PIPE_MAX_WAIT_US 1000u  /* ... and only while the wait behind them is expected under this */
+#define PIPE_WINDOW 128         /* replies per estimate of the server's time per call */
 
 typedef struct tpipe tpipe_t;
 
@@ -37,7 +38,11 @@ static struct {
     thrift_framing_t framing;
     int configured;
     evl_link_t pipes; /* tpipe_t with calls in flight */
-    uint64_t svc_us;  /* the server's time per call, smoothed (0: not measured yet) */
+    /* the server's time per call: the least reply gap of the last window of replies (a
+     * busy agent reads replies late, so a mean would measure the agent, not the server) */
+    uint64_t svc_us, win_min_us;
+    uint32_t win_n;
+    int svc_known;
 } tp;
 
 static void pipe_forget(agent_req_t *r);
@@ -320,7 +325,13 @@ static int pipe_reply(tpipe_t *pp, const thrift_frame_t *f)
     pp->n--;
     uint64_t now = faas_now_us(), gap = now - pp->last_us;
     pp->last_us = now;
-    tp.svc_us = tp.svc_us == 0 ? gap : (7 * tp.svc_us + gap) / 8;
+    if (tp.win_n == 0 || gap < tp.win_min_us)
+        tp.win_min_us = gap;
+    if (++tp.win_n == PIPE_WINDOW || !tp.svc_known) {
+        tp.svc_us = tp.win_min_us;
+        tp.svc_known = 1;
+        tp.win_n = tp.win_n == PIPE_WINDOW ? 0 : tp.win_n;
+    }
     if (r != NULL) {
         r->tpipe = NULL;
         evl_timer_stop(tp.loop, &r->deadline);
@@ -376,11 +387,14 @@ static void on_pipe_connect(agent_upconn_t *u, int err)
 static tpipe_t *pipe_pick(void)
 {
     tpipe_t *best = NULL;
-    if (tp.svc_us == 0)
+    if (!tp.svc_known)
         return NULL;
+    uint64_t now = faas_now_us();
     for (evl_link_t *l = tp.pipes.next; l != &tp.pipes; l = l->next) {
         tpipe_t *pp = EVL_CONTAINER(l, tpipe_t, link);
-        if (pp->n < PIPE_DEPTH && pp->n * tp.svc_us < PIPE_MAX_WAIT_US && (best == NULL || pp->n > best->n))
+        /* not behind a connection that answered nothing for a while: its call is a slow one */
+        if (pp->n < PIPE_DEPTH && pp->n * tp.svc_us < PIPE_MAX_WAIT_US && now - pp->last_us < PIPE_MAX_WAIT_US &&
+            (best == NULL || pp->n > best->n))
             best = pp;
     }
     return best;

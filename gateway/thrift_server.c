@@ -39,6 +39,7 @@
 #define MAX_REPLY (16u << 20)
 #define MAX_UNSENT (1u << 20) /* replies waiting for a slow client: reading pauses past this */
 #define KEEP_INPUT (64u << 10) /* an emptied input buffer larger than this is given back */
+#define CALL_INLINE 128 /* a request frame, reply body or reply up to this stays in the call */
 
 /* Why the gateway closed a connection (faas_gw_thrift_closed_total{reason}). */
 enum { CLOSE_IDLE, CLOSE_HEADER_TIMEOUT, CLOSE_BODY_TIMEOUT, CLOSE_TOO_LARGE, CLOSE_MEM_CAP, CLOSE_NREASONS };
@@ -82,7 +83,7 @@ typedef struct tcall {
     h2o_timeout_entry_t done_entry;
     uint8_t *frame; /* copy of the request frame; f points into it */
     thrift_frame_t f;
-    uint8_t *body; /* reply payload from the agent, grown as it comes (most fit in its first chunk) */
+    uint8_t *body; /* reply payload from the agent, grown as it comes (in body_inl while it fits) */
     size_t blen, bcap;
     char fn[64];
     size_t fnlen;
@@ -93,6 +94,9 @@ typedef struct tcall {
     int done, oneway, ooo, fatal, too_big;
     disp_resolve_t *resolving; /* its function missed the table: discovery is asked */
     int resolved;              /* ... and has answered */
+    /* small calls need no allocation beyond the (cached) call: a burst of pipelined calls
+     * outruns malloc's per-thread cache, and each miss costs more than the copy */
+    uint8_t frame_inl[CALL_INLINE], body_inl[CALL_INLINE], reply_inl[CALL_INLINE];
 } tcall_t;
 
 static struct {
@@ -158,7 +162,7 @@ static int route(tconn_t *c, const thrift_frame_t *f, const char **fn, size_t *f
 /* A call is ~2 KiB (the frame's header views), past malloc's per-thread cache: freed
  * calls are kept for the next ones of this loop thread (bounded), as the dispatcher
  * keeps its own. */
-#define CALL_CACHE 64
+#define CALL_CACHE 256 /* 128 calls in flight (8 clients pipelining 16) reuse theirs */
 static __thread tcall_t *call_cache[CALL_CACHE];
 static __thread size_t ncall_cache;
 
@@ -169,6 +173,19 @@ static tcall_t *call_get(void)
     tcall_t *c = call_cache[--ncall_cache];
     memset(c, 0, sizeof(*c));
     return c;
+}
+
+/* n bytes for one of c's buffers: its inline one when n fits, else malloc. */
+static uint8_t *call_buf(uint8_t *inl, size_t n)
+{
+    return n <= CALL_INLINE ? inl : malloc(n);
+}
+
+static void call_buf_free(tcall_t *c, uint8_t *b, uint8_t *inl)
+{
+    (void)c;
+    if (b != inl)
+        free(b);
 }
 
 static void call_put(tcall_t *c)
@@ -186,22 +203,22 @@ static void call_free(tcall_t *c)
         h2o_timeout_unlink(&c->done_entry);
     if (c->call != NULL)
         disp_call_close(c->call); /* cancels it upstream if it is still running */
-    free(c->body);
-    free(c->reply);
-    free(c->frame);
+    call_buf_free(c, c->body, c->body_inl);
+    call_buf_free(c, c->reply, c->reply_inl);
+    call_buf_free(c, c->frame, c->frame_inl);
     call_put(c);
 }
 
 /* Sets the reply to a TApplicationException (none for oneway calls). */
 static void call_set_error(tcall_t *c, int type, const char *msg)
 {
-    free(c->reply);
+    call_buf_free(c, c->reply, c->reply_inl);
     c->reply = NULL;
     c->reply_len = 0;
     if (c->oneway)
         return;
     size_t n = thrift_encode_error(&c->f, type, msg, NULL, 0);
-    if (n == (size_t)-1 || (c->reply = malloc(n)) == NULL)
+    if (n == (size_t)-1 || (c->reply = call_buf(c->reply_inl, n)) == NULL)
         return;
     c->reply_len = thrift_encode_error(&c->f, type, msg, c->reply, n);
 }
@@ -271,7 +288,7 @@ static void call_complete(tcall_t *c)
     size_t nh = reply_headers(c, hs, kb);
     const uint8_t *pl = c->body != NULL ? c->body : (const uint8_t *)"";
     size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->blen, NULL, 0);
-    if ((c->reply = malloc(n)) == NULL) {
+    if ((c->reply = call_buf(c->reply_inl, n)) == NULL) {
         call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
@@ -297,11 +314,16 @@ static void sink_data(disp_call_t *dc, const uint8_t *d, size_t len)
     const char *why = c->blen + len > MAX_REPLY ? "reply larger than the gateway's limit" : NULL;
     if (why == NULL && c->blen + len > c->bcap) {
         size_t cap = c->bcap * 2 > c->blen + len ? c->bcap * 2 : c->blen + len;
-        uint8_t *nb = realloc(c->body, cap);
-        if (nb == NULL)
+        uint8_t *nb = c->body == NULL ? call_buf(c->body_inl, cap)
+                      : c->body == c->body_inl ? malloc(cap) : realloc(c->body, cap);
+        if (nb == NULL) {
             why = "gateway out of memory";
-        else
-            c->body = nb, c->bcap = cap;
+        } else {
+            if (c->body == c->body_inl)
+                memcpy(nb, c->body_inl, c->blen);
+            c->body = nb;
+            c->bcap = nb == c->body_inl ? CALL_INLINE : cap;
+        }
     }
     if (why != NULL) {
         c->too_big = 1;
@@ -397,7 +419,7 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     tcall_t *c = call_get();
     if (c == NULL)
         return NULL;
-    if ((c->frame = malloc(len)) == NULL) {
+    if ((c->frame = call_buf(c->frame_inl, len)) == NULL) {
         call_put(c);
         return NULL;
     }
@@ -405,7 +427,7 @@ static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
     /* re-parse over our copy so every view points into it (same bytes: cannot fail) */
     const char *err;
     if (thrift_parse(c->frame, len, ts.max_frame, &c->f, NULL, &err) <= 0) {
-        free(c->frame);
+        call_buf_free(c, c->frame, c->frame_inl);
         call_put(c);
         return NULL;
     }

@@ -301,6 +301,55 @@ fail:
     return -1;
 }
 
+/* One listener bound to ss, with SO_REUSEPORT when reuse; the fd or -1 (errno). */
+static int listen_on(const struct sockaddr_storage *ss, unsigned sl, int reuse)
+{
+    int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if ((reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        bind(fd, (const struct sockaddr *)ss, (socklen_t)sl) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **err)
+{
+    if (n <= 1) {
+        fds[0] = faas_listen_tcp(addr, err);
+        return fds[0] < 0 ? -1 : 0;
+    }
+    struct sockaddr_storage ss;
+    unsigned sl;
+    if (faas_sockaddr_parse(addr, "0.0.0.0", &ss, &sl, err) != 0)
+        return -1;
+    /* a plain bind first: EADDRINUSE if anyone listens there (a reuseport group of
+     * another process included), and the port port 0 picked for the whole group */
+    int probe = listen_on(&ss, sl, 0);
+    socklen_t l = sizeof(ss);
+    if (probe < 0 || getsockname(probe, (struct sockaddr *)&ss, &l) != 0) {
+        *err = strerror(errno);
+        if (probe >= 0)
+            close(probe);
+        return -1;
+    }
+    close(probe);
+    for (unsigned k = 0; k < n; k++)
+        if ((fds[k] = listen_on(&ss, sl, 1)) < 0) {
+            *err = strerror(errno);
+            while (k > 0)
+                close(fds[--k]);
+            return -1;
+        }
+    return 0;
+}
+
 long faas_read_small(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -52,6 +52,12 @@ int faas_sockaddr_parse(const char *addr, const char *default_host, struct socka
 /* A non-blocking, close-on-exec TCP listener on addr (SO_REUSEADDR, TCP_NODELAY
  * inherited by accepted sockets, backlog 1024); the fd, or -1 with *err set. */
 int faas_listen_tcp(const char *addr, const char **err);
+/* n listeners on one address with SO_REUSEPORT, one per event loop (the kernel spreads
+ * connections over them), into fds[0..n); n == 1 is faas_listen_tcp. The address is
+ * first bound once without SO_REUSEPORT, so a port another process holds is refused
+ * as with one listener, and port 0 picks one port for all. 0, or -1 with *err (no fd
+ * left open). */
+int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **err);
 /* Packs a protobuf-c message into a malloc'd buffer. */
 uint8_t *faas_pb_pack(const ProtobufCMessage *m, size_t *len);
 /* mkdir -p with mode; 0 or -1 (errno set). */

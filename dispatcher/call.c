@@ -19,8 +19,8 @@
 
 #define CALL_CACHE 256 /* a burst of pipelined calls (128 in flight) fits */
 
-static disp_call_t *cache[CALL_CACHE]; /* closed calls reused without malloc */
-static size_t ncache;
+static __thread disp_call_t *cache[CALL_CACHE]; /* closed calls reused without malloc */
+static __thread size_t ncache;
 
 static const char *const proto_name[DISP_NPROTO] = {"http", "grpc", "thrift"};
 
@@ -152,9 +152,14 @@ static void call_stop(disp_call_t *c)
     disp_timer_stop(&c->deadline_timer);
     if (c->fn != NULL)
         disp_wait_remove(c->fn, &c->wait);
-    /* capacity freed: calls held by a concurrency limit can go now */
-    if (end_inflight(c) && c->fn != NULL && c->fn->nwaiters != 0)
-        disp_on_instance_ready(c->fn);
+    /* capacity freed: calls held by a concurrency limit can go now, here or on the
+     * other loops holding some (their count is in the shared total) */
+    if (end_inflight(c) && c->fn != NULL) {
+        if (c->fn->nwaiters != 0)
+            disp_on_instance_ready(c->fn);
+        if (disp_fshared_waiters(c->fn->sh) > c->fn->nwaiters)
+            disp_control_wake_others(c->fn);
+    }
 }
 
 static void release_pair(disp_call_t *c)
@@ -299,7 +304,7 @@ static const h2b_local_t local_ops = {on_head, on_data, on_end, on_broken};
  * keep a call going round. */
 #define CALL_RETRIES 4
 
-static uint64_t retried, unreachable;
+static uint64_t retried, unreachable; /* atomic: every loop counts */
 
 int disp_call_unsent(h2b_pair_t *p)
 {
@@ -309,7 +314,7 @@ int disp_call_unsent(h2b_pair_t *p)
     disp_inst_t *dead = c->inst;
     disp_fn_t *fn = c->fn;
     if (!dead->removed) {
-        unreachable++;
+        __atomic_add_fetch(&unreachable, 1, __ATOMIC_RELAXED);
         FAAS_WARN("event=instance_unreachable fn=%.*s instance=%s endpoint=%s msg=\"dropped; calls go elsewhere\"",
                   (int)fn->name_len, fn->name, dead->id, dead->endpoint);
         /* its worker manager frees whatever is left of it (a live pod behind a bad route) */
@@ -321,7 +326,7 @@ int disp_call_unsent(h2b_pair_t *p)
     }
     end_inflight(c); /* may free dead */
     c->retries++;
-    retried++;
+    __atomic_add_fetch(&retried, 1, __ATOMIC_RELAXED);
     disp_inst_t *inst = fn->nwaiters == 0 ? disp_pick(fn) : NULL;
     if (inst != NULL)
         disp_call_send(c, inst);
@@ -339,7 +344,7 @@ void disp_call_metrics(FILE *out)
             "# HELP faas_gateway_calls_rerouted_total Calls sent elsewhere after their instance could not be "
             "reached.\n# TYPE faas_gateway_calls_rerouted_total counter\nfaas_gateway_calls_rerouted_total %" PRIu64
             "\n",
-            unreachable, retried);
+            __atomic_load_n(&unreachable, __ATOMIC_RELAXED), __atomic_load_n(&retried, __ATOMIC_RELAXED));
 }
 
 /* ---- sending ---- */
@@ -367,20 +372,28 @@ static size_t agent_headers(disp_call_t *c, nghttp2_nv *nv, char *dl)
 
 void disp_call_send(disp_call_t *c, disp_inst_t *inst)
 {
+    /* the pick saw room, but another loop may have taken the last slot since: pick
+     * again (the shared count changed, so this ends), else wait like any held call */
+    while (disp_inst_begin(inst) != 0)
+        if ((inst = disp_pick(c->fn)) == NULL) {
+            disp_hold(c, c->fn);
+            return;
+        }
     h2b_conn_t *conn = h2b_client_get(inst->endpoint);
     if (conn == NULL) {
+        disp_inst_end(inst, faas_now_ms());
         disp_call_fail(c, FAAS_ERR_CRASHED, "cannot connect to the function");
         return;
     }
     nghttp2_nv stack[48], *nv = c->hdrs.n + 4 <= 48 ? stack : malloc((c->hdrs.n + 4) * sizeof(*nv));
     if (nv == NULL) {
+        disp_inst_end(inst, faas_now_ms());
         disp_call_fail(c, FAAS_ERR_EXHAUSTED, "out of memory");
         return;
     }
     char dl[24];
     size_t n = agent_headers(c, nv, dl);
     c->inst = inst;
-    disp_inst_begin(inst);
     if (inst->reserved)
         disp_on_reserved_call(c->fn, c->rid);
     int rc = h2b_pair_connect(c->pair, conn, nv, n);
@@ -400,6 +413,7 @@ void disp_call_start(disp_call_t *c, const char *name, size_t len, const char *r
         return;
     }
     c->fn = fn;
+    disp_fshared_count(&fn->sh->calls);
     uint64_t now = faas_now_ms();
     c->deadline_ms =
         deadline_ms != 0 ? deadline_ms : now + (fn->p.timeout_ms ? fn->p.timeout_ms : FAAS_SPEC_DEFAULT_TIMEOUT_MS);

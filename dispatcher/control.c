@@ -23,7 +23,21 @@
  * per commit; 16 threads: 1,177/s, 3.2 per commit, same loaded machine). */
 #define N_WORKERS 16
 
-enum { MSG_SNAP_BEGIN, MSG_EVENT, MSG_ACQ_OK, MSG_ACQ_FAIL, MSG_RPC };
+enum {
+    MSG_SNAP_BEGIN,
+    MSG_EVENT,
+    MSG_ACQ_OK,
+    MSG_ACQ_FAIL,
+    MSG_RPC,
+    /* between loop threads (docs/threads.md) */
+    MSG_INST,      /* primary -> replicas: an instance its Acquire returned (resp: packed Instance) */
+    MSG_NEED,      /* replica -> primary: calls of fn are held there */
+    MSG_ELASTIC,   /* replica -> primary: a call of fn went to a reserved instance */
+    MSG_FAIL,      /* primary -> a replica: fail fn's held calls (rc: kind, err: what) */
+    MSG_WAKE,      /* -> a replica: capacity of fn was freed elsewhere */
+    MSG_RELEASE,   /* replica -> primary: release instance rid (worker, err: reason) */
+    MSG_SUBMITTED, /* replica -> primary: a task of fn was submitted */
+};
 
 typedef struct {
     h2o_multithread_message_t super;
@@ -54,6 +68,7 @@ typedef struct job {
     uint64_t version;
     disp_place_need_t need; /* what placement charged the worker with */
     uint64_t seq;           /* an Acquire's number (pending_t) */
+    unsigned dest;          /* a discovery call: the loop its answer goes to */
     uint8_t *pb;
     size_t len;
     uint32_t timeout_ms;
@@ -74,8 +89,11 @@ typedef struct pending {
 static pending_t *pendings;
 static uint64_t acq_seq;
 
-static h2o_multithread_queue_t *mq;
-static h2o_multithread_receiver_t rx;
+/* One receiver per loop thread, registered before the control threads start. */
+static h2o_multithread_queue_t *mqs[DISP_MAX_LOOPS];
+static h2o_multithread_receiver_t rxs[DISP_MAX_LOOPS];
+static unsigned nloops;
+static pthread_mutex_t attach_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Two job queues, each with a pool of its own: worker-manager calls (Acquire, Release)
  * never wait behind discovery calls (task claims, submissions, reports), which come in
  * thousands a second with thousands of functions (make bench, cp). */
@@ -88,7 +106,7 @@ typedef struct {
 static jobq_t wm_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &wm_q.head};
 static jobq_t disc_q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &disc_q.head};
 
-/* loop-thread only */
+/* the primary loop's only */
 static disp_worker_t *workers;
 static size_t nworkers, capworkers, rr;
 
@@ -144,9 +162,27 @@ static void chan_put(chan_t *c, int rc)
     pthread_mutex_unlock(&chmu);
 }
 
-static void post(ctl_msg_t *m)
+static unsigned loops(void)
 {
-    h2o_multithread_send_message(&rx, &m->super);
+    return __atomic_load_n(&nloops, __ATOMIC_ACQUIRE);
+}
+
+static void post_to(unsigned loop, ctl_msg_t *m)
+{
+    h2o_multithread_send_message(&rxs[loop], &m->super);
+}
+
+/* A message of kind about fn for another loop; NULL on OOM (the message is lost: every
+ * one of them is a hint that a timer or the next event repeats). */
+static ctl_msg_t *msg_new(int kind, const char *fn, size_t len, const char *rid)
+{
+    ctl_msg_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->kind = kind;
+    snprintf(m->fn, sizeof(m->fn), "%.*s", (int)len, fn);
+    snprintf(m->rid, sizeof(m->rid), "%s", rid != NULL ? rid : "");
+    return m;
 }
 
 /* ---- the discovery list ---- */
@@ -186,17 +222,20 @@ static unsigned disc_next(unsigned i, const char *why)
 
 /* ---- the discovery watch thread ---- */
 
+/* Every loop gets its own copy of each event and applies it to its own table. */
 static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
 {
-    Faas__WatchEvent *ev = faas__watch_event__unpack(NULL, len, msg);
-    if (ev == NULL) {
-        FAAS_WARN("event=watch_bad_message len=%zu", len);
-        return 0;
+    for (unsigned k = 0, n = loops(); k < n; k++) {
+        Faas__WatchEvent *ev = faas__watch_event__unpack(NULL, len, msg);
+        if (ev == NULL) {
+            FAAS_WARN("event=watch_bad_message len=%zu", len);
+            return 0;
+        }
+        ctl_msg_t *m = calloc(1, sizeof(*m));
+        m->kind = MSG_EVENT;
+        m->ev = ev;
+        post_to(k, m);
     }
-    ctl_msg_t *m = calloc(1, sizeof(*m));
-    m->kind = MSG_EVENT;
-    m->ev = ev;
-    post(m);
     return 0;
 }
 
@@ -212,9 +251,11 @@ static void *watch_main(void *arg)
     uint32_t backoff = 100;
     faas_rpc_channel_t *ch = faas_rpc_channel_open(addr);
     for (;;) {
-        ctl_msg_t *m = calloc(1, sizeof(*m));
-        m->kind = MSG_SNAP_BEGIN;
-        post(m);
+        for (unsigned k = 0, n = loops(); k < n; k++) {
+            ctl_msg_t *m = calloc(1, sizeof(*m));
+            m->kind = MSG_SNAP_BEGIN;
+            post_to(k, m);
+        }
         char errbuf[256] = "";
         uint64_t t0 = faas_now_ms();
         int rc = faas_rpc_server_stream(ch, "/faas.Discovery/Watch", req, len, 0, on_watch_msg, NULL, errbuf,
@@ -277,7 +318,7 @@ static void run_acquire(job_t *j)
     }
     m->kind = rc == 0 ? MSG_ACQ_OK : MSG_ACQ_FAIL;
     free(resp);
-    post(m);
+    post_to(0, m); /* only the primary acquires */
 }
 
 static void run_release(job_t *j)
@@ -330,7 +371,7 @@ static void run_discovery_call(job_t *j)
     for (unsigned k = 0; k < n_disc; k++)
         if (!discovery_try(j, disc_addr[(first + k) % n_disc], m))
             break;
-    post(m);
+    post_to(j->dest, m);
 }
 
 static void *pool_main(void *arg)
@@ -428,20 +469,156 @@ int disp_control_acquire(disp_fn_t *fn, const char *request_id)
     return 0;
 }
 
-void disp_control_release(disp_inst_t *inst, const char *reason)
+/* The primary: asks worker_id's manager to release instance_id. */
+static void release_on(const char *worker_id, const char *instance_id, const char *fn, const char *reason)
 {
-    disp_worker_t *w = find_worker(inst->worker_id);
+    disp_worker_t *w = find_worker(worker_id);
     if (w == NULL)
         return; /* its worker is gone, and with it the instance */
     Faas__ReleaseRequest rr_ = FAAS__RELEASE_REQUEST__INIT;
-    rr_.instance_id = inst->id;
+    rr_.instance_id = (char *)instance_id;
     rr_.reason = (char *)reason;
     job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
     j->release = 1;
     j->pb = faas_pb_pack(&rr_.base, &j->len);
     snprintf(j->addr, sizeof(j->addr), "%s", w->addr);
-    snprintf(j->fn, sizeof(j->fn), "%.*s", (int)inst->fn->name_len, inst->fn->name);
+    snprintf(j->fn, sizeof(j->fn), "%s", fn);
     push_job(j);
+}
+
+void disp_control_release(disp_inst_t *inst, const char *reason)
+{
+    char fn[64];
+    snprintf(fn, sizeof(fn), "%.*s", (int)inst->fn->name_len, inst->fn->name);
+    /* the shared mark keeps every loop off it until discovery drops it */
+    disp_ishared_mark_releasing(inst->sh);
+    if (DISP_PRIMARY()) {
+        release_on(inst->worker_id, inst->id, fn, reason);
+        return;
+    }
+    ctl_msg_t *m = msg_new(MSG_RELEASE, fn, strlen(fn), inst->id);
+    if (m == NULL)
+        return;
+    snprintf(m->worker, sizeof(m->worker), "%s", inst->worker_id);
+    snprintf(m->err, sizeof(m->err), "%s", reason); /* reasons are short static words */
+    post_to(0, m);
+}
+
+void disp_control_need(disp_fn_t *fn, const char *rid)
+{
+    ctl_msg_t *m = msg_new(MSG_NEED, fn->name, fn->name_len, rid);
+    if (m != NULL)
+        post_to(0, m);
+}
+
+void disp_control_elastic(disp_fn_t *fn, const char *rid)
+{
+    ctl_msg_t *m = msg_new(MSG_ELASTIC, fn->name, fn->name_len, rid);
+    if (m != NULL)
+        post_to(0, m);
+}
+
+void disp_control_submitted(const char *fn, size_t len)
+{
+    ctl_msg_t *m = msg_new(MSG_SUBMITTED, fn, len, NULL);
+    if (m != NULL)
+        post_to(0, m);
+}
+
+/* Sends kind to every other loop whose bit in fn's wait mask is set. */
+static void to_holders(disp_fn_t *fn, int kind, faas_err_t err, const char *what)
+{
+    for (unsigned k = 0, n = loops(); k < n; k++) {
+        if (k == disp_tidx || !(__atomic_load_n(&fn->sh->waitmask[k / 64], __ATOMIC_RELAXED) & (1ull << (k % 64))))
+            continue;
+        ctl_msg_t *m = msg_new(kind, fn->name, fn->name_len, NULL);
+        if (m == NULL)
+            return;
+        m->rc = (int)err;
+        snprintf(m->err, sizeof(m->err), "%s", what != NULL ? what : "");
+        post_to(k, m);
+    }
+}
+
+void disp_control_fail_others(disp_fn_t *fn, faas_err_t kind, const char *what)
+{
+    to_holders(fn, MSG_FAIL, kind, what);
+}
+
+void disp_control_wake_others(disp_fn_t *fn)
+{
+    to_holders(fn, MSG_WAKE, 0, NULL);
+}
+
+/* The primary tells the replicas of an instance its Acquire returned, so their held
+ * calls need not wait for discovery's watch event. */
+static void announce(const char *fn, const Faas__Instance *pi, uint64_t version)
+{
+    for (unsigned k = 1, n = loops(); k < n; k++) {
+        ctl_msg_t *m = msg_new(MSG_INST, fn, strlen(fn), NULL);
+        if (m == NULL)
+            return;
+        m->resp = faas_pb_pack(&pi->base, &m->rlen);
+        m->version = version;
+        post_to(k, m);
+    }
+}
+
+/* A replica: the instance the primary announced. */
+static void instance_announced(ctl_msg_t *m)
+{
+    Faas__Instance *pi = m->resp != NULL ? faas__instance__unpack(NULL, m->rlen, m->resp) : NULL;
+    disp_fn_t *fn = pi != NULL ? disp_fn_get(&disp_g.table, m->fn, strlen(m->fn)) : NULL;
+    disp_inst_t *inst = fn != NULL ? disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id,
+                                                   pi->version ? pi->version : m->version, 1, pi->concurrency,
+                                                   faas_now_ms())
+                                   : NULL;
+    if (inst != NULL) {
+        inst->gen = disp_g.snap_gen;
+        inst->acquired_ms = faas_now_ms();
+        inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
+        disp_on_instance_ready(fn);
+    }
+    if (pi != NULL)
+        faas__instance__free_unpacked(pi, NULL);
+}
+
+/* Messages from the other loops. */
+static void loop_message(ctl_msg_t *m)
+{
+    if (m->kind == MSG_INST) {
+        instance_announced(m);
+        return;
+    }
+    if (m->kind == MSG_SUBMITTED) {
+        disp_tasks_submitted(m->fn, strlen(m->fn));
+        return;
+    }
+    if (m->kind == MSG_RELEASE) {
+        release_on(m->worker, m->rid, m->fn, m->err);
+        return;
+    }
+    disp_fn_t *fn = disp_fn_find(&disp_g.table, m->fn, strlen(m->fn));
+    if (fn == NULL)
+        return;
+    switch (m->kind) {
+    case MSG_NEED:
+        snprintf(fn->need_rid, sizeof(fn->need_rid), "%s", m->rid);
+        disp_on_instance_ready(fn); /* serves its own, then acquires for all */
+        break;
+    case MSG_ELASTIC:
+        disp_on_reserved_call_elastic(fn, m->rid);
+        break;
+    case MSG_FAIL:
+        disp_fail_held(fn, (faas_err_t)m->rc, m->err);
+        break;
+    case MSG_WAKE:
+        if (fn->nwaiters != 0)
+            disp_on_instance_ready(fn);
+        break;
+    }
 }
 
 static void worker_put(const Faas__Worker *pw)
@@ -480,7 +657,7 @@ static void worker_delete(const char *id)
         pd->abandoned = 1;
         if (fn->acquiring > 0)
             fn->acquiring--;
-        disp_g.acquires_abandoned++;
+        DISP_COUNT(acquires_abandoned, 1);
         FAAS_WARN("event=acquire_abandoned fn=%s worker=%s msg=\"its lease lapsed before it answered; placed again\"",
                   pd->fn, id);
         disp_on_acquire_unreachable(fn, "the worker manager's host stopped answering");
@@ -536,7 +713,8 @@ static void function_put(const Faas__FunctionSpec *s)
         FAAS_ERROR("event=routes_oom fn=%s", s->name);
     fn->gen = disp_g.snap_gen;
     disp_on_instance_ready(fn);
-    disp_tasks_watch(fn);
+    if (DISP_PRIMARY()) /* the primary claims every function's tasks */
+        disp_tasks_watch(fn);
     disp_resolve_changed();
 }
 
@@ -609,12 +787,12 @@ static void apply_event(const Faas__WatchEvent *ev)
                 disp_inst_remove(inst);
         }
         break;
-    case FAAS__WATCH_EVENT__TYPE__WORKER_PUT:
-        if (ev->worker != NULL)
+    case FAAS__WATCH_EVENT__TYPE__WORKER_PUT: /* placement is the primary's */
+        if (ev->worker != NULL && DISP_PRIMARY())
             worker_put(ev->worker);
         break;
     case FAAS__WATCH_EVENT__TYPE__WORKER_DELETE:
-        if (ev->worker != NULL)
+        if (ev->worker != NULL && DISP_PRIMARY())
             worker_delete(ev->worker->id);
         break;
     default:
@@ -638,7 +816,7 @@ static void acquired(ctl_msg_t *m)
         disp_place_reached(&w->pl); /* it answered, even if the function failed */
     }
     if (m->kind == MSG_ACQ_FAIL) {
-        disp_g.acquire_failures++;
+        DISP_COUNT(acquire_failures, 1);
         FAAS_ERROR("event=cold_start_failed request_id=%s fn=%s worker=%s ms=%" PRIu64 " err=\"%s\"", m->rid, m->fn,
                    m->worker, m->ms, m->err);
         char why[256]; /* the worker manager's reason, never a transport error's addresses */
@@ -659,7 +837,8 @@ static void acquired(ctl_msg_t *m)
         inst->acquired_ms = faas_now_ms();
         inst->reserved = pi->kind == FAAS__INSTANCE__KIND__RESERVED;
     }
-    disp_g.cold_starts++;
+    announce(m->fn, pi, m->version);
+    DISP_COUNT(cold_starts, 1);
     FAAS_INFO("event=cold_start request_id=%s fn=%s ms=%" PRIu64 " instance=%s worker=%s total_us=%u", m->rid, m->fn,
               m->ms, pi->id, m->worker, m->reply->timing ? m->reply->timing->total_us : 0);
     disp_on_instance_ready(fn);
@@ -683,19 +862,34 @@ static void on_messages(h2o_multithread_receiver_t *r, h2o_linklist_t *messages)
             m->cb(m->ud, m->rc, m->resp, m->rlen, m->err);
             free(m->resp);
             break;
-        default:
+        case MSG_ACQ_OK:
+        case MSG_ACQ_FAIL:
             acquired(m);
             if (m->reply != NULL)
                 faas__acquire_reply__free_unpacked(m->reply, NULL);
+            break;
+        default:
+            loop_message(m);
+            free(m->resp);
         }
         free(m);
     }
 }
 
+void disp_control_attach(h2o_loop_t *loop)
+{
+    pthread_mutex_lock(&attach_mu);
+    unsigned k = disp_tidx;
+    mqs[k] = h2o_multithread_create_queue(loop);
+    h2o_multithread_register_receiver(mqs[k], &rxs[k], on_messages);
+    if (k + 1 > nloops)
+        __atomic_store_n(&nloops, k + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&attach_mu);
+}
+
 int disp_control_start(const char **err)
 {
-    mq = h2o_multithread_create_queue(disp_g.loop);
-    h2o_multithread_register_receiver(mq, &rx, on_messages);
+    disp_control_attach(disp_g.loop);
     faas_rpc_global_init();
     pthread_t tid;
     for (int i = 0; i < N_WORKERS; i++) {
@@ -722,6 +916,7 @@ int disp_discovery_call(const char *method, const uint8_t *req, size_t len, uint
     j->cb = cb;
     j->ud = ud;
     j->timeout_ms = timeout_ms;
+    j->dest = disp_tidx; /* the answer comes back to the loop that asked */
     push_job(j);
     return 0;
 }

@@ -10,7 +10,8 @@
 #include "common/spec.h"
 #include "common/util.h"
 
-disp_state_t disp_g;
+__thread disp_state_t disp_g;
+disp_counters_t disp_ctr;
 
 #define IDLE_SCAN_MS 100
 /* An agent's connect that has not completed by then is given up, and its calls go to
@@ -19,8 +20,8 @@ disp_state_t disp_g;
  * packet does not cost a healthy instance. */
 #define AGENT_CONNECT_TIMEOUT_MS 2000
 
-static h2o_timeout_t idle_timeout;
-static h2o_timeout_entry_t idle_entry;
+static __thread h2o_timeout_t idle_timeout;
+static __thread h2o_timeout_entry_t idle_entry;
 
 /* ---- timers: the heap's earliest is the one h2o entry. h2o 2.2.5's timeouts have one
  * fixed duration each, which made the dispatcher keep one per distinct value (and,
@@ -92,7 +93,7 @@ int disp_lookup(const char *name, size_t len, disp_fn_info_t *info)
 
 uint64_t disp_cold_starts(void)
 {
-    return disp_g.cold_starts;
+    return DISP_READ(cold_starts);
 }
 
 /* ---- the held-call queue ---- */
@@ -102,10 +103,16 @@ static disp_call_t *waiter_call(disp_waiter_t *w)
     return H2O_STRUCT_FROM_MEMBER(disp_call_t, wait, w);
 }
 
-/* Starts the Acquire calls the waiters need; -1 if one was needed and none could
- * start while nothing else can serve them (no worker known). */
+/* Starts the Acquire calls the waiters of every loop need; -1 if one was needed and
+ * none could start while nothing else can serve them (no worker known). The primary
+ * loop's job: a replica asks it (disp_control_need), so that many loops holding calls
+ * of one function make one Acquire per instance needed, not one each. */
 static int maybe_acquire(disp_fn_t *fn, const char *rid)
 {
+    if (!DISP_PRIMARY()) {
+        disp_control_need(fn, rid);
+        return 0;
+    }
     uint32_t n = disp_acquire_needed(fn);
     for (uint32_t i = 0; i < n; i++) {
         if (disp_control_acquire(fn, rid) != 0)
@@ -115,9 +122,8 @@ static int maybe_acquire(disp_fn_t *fn, const char *rid)
     return 0;
 }
 
-void disp_on_reserved_call(disp_fn_t *fn, const char *rid)
+void disp_on_reserved_call_elastic(disp_fn_t *fn, const char *rid)
 {
-    fn->reserved_calls++;
     if (!disp_elastic_wanted(fn))
         return;
     FAAS_INFO("event=elastic_wanted fn=%.*s request_id=%s", (int)fn->name_len, fn->name, rid);
@@ -125,12 +131,30 @@ void disp_on_reserved_call(disp_fn_t *fn, const char *rid)
         fn->acquiring++;
 }
 
-/* Fails every waiter that can no longer expect an instance. */
+void disp_on_reserved_call(disp_fn_t *fn, const char *rid)
+{
+    disp_fshared_count(&fn->sh->reserved_calls);
+    if (DISP_PRIMARY())
+        disp_on_reserved_call_elastic(fn, rid);
+    else if (disp_elastic_wanted(fn)) /* as this loop sees it: the primary decides */
+        disp_control_elastic(fn, rid);
+}
+
+static int has_current_instance(const disp_fn_t *fn);
+
+/* Fails every waiter of this loop that can no longer expect an instance. */
 static void fail_waiters(disp_fn_t *fn, faas_err_t kind, const char *what)
 {
     disp_waiter_t *w;
     while ((w = disp_wait_pop(fn)) != NULL)
         disp_call_fail(waiter_call(w), kind, what);
+}
+
+/* The primary's verdict for every loop's waiters. */
+static void fail_everywhere(disp_fn_t *fn, faas_err_t kind, const char *what)
+{
+    fail_waiters(fn, kind, what);
+    disp_control_fail_others(fn, kind, what);
 }
 
 void disp_on_instance_ready(disp_fn_t *fn)
@@ -141,8 +165,16 @@ void disp_on_instance_ready(disp_fn_t *fn)
         disp_timer_stop(&c->wait_timer);
         disp_call_send(c, inst);
     }
-    if (fn->nwaiters != 0 && maybe_acquire(fn, waiter_call(fn->waiters.next)->rid) != 0)
-        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
+    /* the primary also acquires for the calls other loops hold */
+    uint32_t held = DISP_PRIMARY() ? disp_fshared_waiters(fn->sh) : fn->nwaiters;
+    if (held != 0 && maybe_acquire(fn, fn->nwaiters != 0 ? waiter_call(fn->waiters.next)->rid : fn->need_rid) != 0)
+        fail_everywhere(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
+}
+
+void disp_fail_held(disp_fn_t *fn, faas_err_t kind, const char *what)
+{
+    if (!has_current_instance(fn))
+        fail_waiters(fn, kind, what);
 }
 
 void disp_on_function_deleted(disp_fn_t *fn)
@@ -157,7 +189,7 @@ static int has_current_instance(const disp_fn_t *fn)
 {
     for (size_t k = 0; k < fn->ninst; k++) {
         const disp_inst_t *i = fn->inst[k];
-        if (i->ready && !i->removed && !i->releasing && i->version == fn->p.version)
+        if (i->ready && !i->removed && !i->releasing && !disp_ishared_releasing(i->sh) && i->version == fn->p.version)
             return 1;
     }
     return 0;
@@ -166,7 +198,7 @@ static int has_current_instance(const disp_fn_t *fn)
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why)
 {
     if (fn->acquiring == 0 && !has_current_instance(fn))
-        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, why);
+        fail_everywhere(fn, FAAS_ERR_UNAVAILABLE, why);
 }
 
 /* A worker manager that cannot be reached (restarting after a crash, a host that went
@@ -183,7 +215,7 @@ static void on_acquire_retry(disp_timer_t *t)
 {
     disp_fn_t *fn = H2O_STRUCT_FROM_MEMBER(disp_fn_t, acquire_retry, t);
     fn->acquire_retry_armed = 0;
-    if (fn->nwaiters != 0)
+    if (disp_fshared_waiters(fn->sh) != 0)
         disp_on_instance_ready(fn); /* an instance, or a new Acquire, or no worker at all */
 }
 
@@ -196,7 +228,7 @@ static int replace_acquire(disp_fn_t *fn)
     disp_on_instance_ready(fn); /* counts the Acquires in flight: only the lost ones go again */
     if (fn->acquiring <= before)
         return 0;
-    disp_g.acquire_retries += fn->acquiring - before;
+    DISP_COUNT(acquire_retries, fn->acquiring - before);
     FAAS_INFO("event=acquire_replaced fn=%.*s acquires=%u msg=\"worker manager not reached, another worker is up\"",
               (int)fn->name_len, fn->name, fn->acquiring - before);
     return 1;
@@ -204,7 +236,7 @@ static int replace_acquire(disp_fn_t *fn)
 
 void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why)
 {
-    if (fn->nwaiters == 0)
+    if (disp_fshared_waiters(fn->sh) == 0)
         return;
     if (replace_acquire(fn))
         return;
@@ -246,7 +278,7 @@ void disp_hold(disp_call_t *c, disp_fn_t *fn)
     c->wait_timer.cb = on_wait_timeout;
     disp_timer_start(&c->wait_timer, now + cst);
     if (maybe_acquire(fn, c->rid) != 0)
-        fail_waiters(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
+        fail_everywhere(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
 }
 
 /* ---- an agent whose user server died (runtime-agent/control.c on_user_exit) ---- */
@@ -264,6 +296,8 @@ static void on_agent_goaway(const char *hostport, const uint8_t *data, size_t le
             disp_inst_t *inst = fn->inst[k];
             if (strcmp(inst->endpoint, hostport) == 0) {
                 FAAS_INFO("event=instance_gone fn=%.*s instance=%s", (int)fn->name_len, fn->name, inst->id);
+                /* the loops that have no connection to it hear no GOAWAY */
+                disp_ishared_mark_releasing(inst->sh);
                 disp_inst_remove(inst); /* swaps the last one into k */
             } else {
                 k++;
@@ -277,7 +311,8 @@ static void on_agent_goaway(const char *hostport, const uint8_t *data, size_t le
 static void on_idle_scan(h2o_timeout_entry_t *e)
 {
     disp_inst_t *out[64];
-    size_t n = disp_idle_collect(&disp_g.table, faas_now_ms(), out, 64);
+    /* the primary releases for every loop: the in-flight counts it reads are shared */
+    size_t n = DISP_PRIMARY() ? disp_idle_collect(&disp_g.table, faas_now_ms(), out, 64) : 0;
     for (size_t i = 0; i < n; i++) {
         const char *why = out[i]->version != out[i]->fn->p.version || !out[i]->fn->known ? "old-version" : "idle";
         FAAS_INFO("event=release fn=%.*s instance=%s reason=%s", (int)out[i]->fn->name_len, out[i]->fn->name,
@@ -301,25 +336,35 @@ void disp_metrics(FILE *out)
     fprintf(out,
             "# HELP faas_cold_starts_total Instances acquired for requests.\n"
             "# TYPE faas_cold_starts_total counter\nfaas_cold_starts_total %" PRIu64 "\n",
-            disp_g.cold_starts);
+            DISP_READ(cold_starts));
     fprintf(out,
             "# HELP faas_cold_start_failures_total Acquire calls that failed.\n"
             "# TYPE faas_cold_start_failures_total counter\nfaas_cold_start_failures_total %" PRIu64 "\n",
-            disp_g.acquire_failures);
+            DISP_READ(acquire_failures));
     fprintf(out,
             "# HELP faas_gateway_acquire_retries_total Acquire calls placed again at once on another worker "
             "(the first one's worker manager was not reached).\n"
             "# TYPE faas_gateway_acquire_retries_total counter\nfaas_gateway_acquire_retries_total %" PRIu64 "\n",
-            disp_g.acquire_retries);
+            DISP_READ(acquire_retries));
     fprintf(out,
             "# HELP faas_gateway_acquires_abandoned_total Acquire calls given up when their worker's lease lapsed "
             "before it answered (a host that stopped answering), their calls placed again.\n"
             "# TYPE faas_gateway_acquires_abandoned_total counter\nfaas_gateway_acquires_abandoned_total %" PRIu64 "\n",
-            disp_g.acquires_abandoned);
+            DISP_READ(acquires_abandoned));
     fprintf(out, "# HELP faas_queue_depth Requests held waiting for an instance.\n# TYPE faas_queue_depth gauge\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];
-        fprintf(out, "faas_queue_depth{function=\"%.*s\"} %u\n", (int)fn->name_len, fn->name, fn->nwaiters);
+        fprintf(out, "faas_queue_depth{function=\"%.*s\"} %u\n", (int)fn->name_len, fn->name,
+                disp_fshared_waiters(fn->sh));
+    }
+    fprintf(out, "# HELP faas_gateway_inflight Calls in flight on instances, all loop threads.\n"
+                 "# TYPE faas_gateway_inflight gauge\n");
+    for (size_t i = 0; i < disp_g.table.nfns; i++) {
+        disp_fn_t *fn = disp_g.table.fns[i];
+        uint64_t n = 0;
+        for (size_t k = 0; k < fn->ninst; k++)
+            n += disp_ishared_inflight(fn->inst[k]->sh);
+        fprintf(out, "faas_gateway_inflight{function=\"%.*s\"} %" PRIu64 "\n", (int)fn->name_len, fn->name, n);
     }
     fprintf(out, "# HELP faas_instances Instances known per function.\n# TYPE faas_instances gauge\n");
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
@@ -341,7 +386,7 @@ void disp_metrics(FILE *out)
     for (size_t i = 0; i < disp_g.table.nfns; i++) {
         disp_fn_t *fn = disp_g.table.fns[i];
         fprintf(out, "faas_gateway_reserved_requests_total{function=\"%.*s\"} %" PRIu64 "\n", (int)fn->name_len,
-                fn->name, fn->reserved_calls);
+                fn->name, disp_fshared_counter(&fn->sh->reserved_calls));
     }
     disp_callbacks_metrics(out);
 }
@@ -364,8 +409,16 @@ void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg)
     h2b_on_unsent(disp_call_unsent);
 }
 
+void disp_attach(h2o_context_t *ctx, const disp_config_t *cfg, unsigned idx)
+{
+    disp_tidx = idx;
+    disp_loop_init(ctx, cfg);
+    disp_control_attach(ctx->loop);
+}
+
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
 {
+    disp_tidx = 0;
     disp_loop_init(ctx, cfg);
     if (disp_control_start(err) != 0)
         return -1;

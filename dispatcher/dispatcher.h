@@ -2,10 +2,11 @@
  * Thrift) turns a request into one protocol-neutral call and hands it here; the
  * dispatcher routes it (one index from routing key to function), picks or cold-starts
  * an instance (the same held-call queue and Acquire calls for every protocol), watches
- * its deadline, and carries it over the one h2c connection per agent (the h2 bridge,
+ * its deadline, and carries it over one h2c connection per agent and loop (the h2 bridge,
  * h2b/). The protocol travels as stream metadata (faas-protocol). Everything here runs
- * on the gateway's event loop thread except the discovery watch and the Acquire/Release
- * workers, which run on their own threads and post to the loop. */
+ * on the gateway's event loop threads (each with its own replica, docs/threads.md)
+ * except the discovery watch and the Acquire/Release workers, which run on their own
+ * threads and post to the loops. */
 #ifndef DISP_DISPATCHER_H
 #define DISP_DISPATCHER_H
 
@@ -29,8 +30,14 @@ typedef struct {
     uint32_t sync_hold_ms;          /* longest a routing miss waits for discovery (disp_resolve) */
 } disp_config_t;
 
-/* Starts the watch and worker threads and binds the dispatcher to ctx's loop. */
+/* Starts the watch and worker threads and binds the dispatcher to ctx's loop, the
+ * primary one (loop 0: Acquires, releases, task claims). */
 int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err);
+/* Binds a replica of the dispatcher to another loop thread's ctx, as loop number idx
+ * (1 .. DISP_MAX_LOOPS - 1), on that thread, before disp_start: each loop keeps its
+ * own table from the same watch, and asks the primary for instances
+ * (docs/threads.md). */
+void disp_attach(h2o_context_t *ctx, const disp_config_t *cfg, unsigned idx);
 
 /* The protocol a call came in with (and that the agent speaks to the user server). */
 typedef enum { DISP_PROTO_HTTP = 0, DISP_PROTO_GRPC = 1, DISP_PROTO_THRIFT = 2 } disp_proto_t;

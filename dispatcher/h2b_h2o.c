@@ -7,7 +7,7 @@
 #include "dispatcher/internal.h"
 #include "h2b/h2b.h"
 
-static struct {
+static __thread struct {
     h2o_loop_t *loop;
     h2o_timeout_t zero;
     h2o_timeout_entry_t later_entry;

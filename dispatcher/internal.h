@@ -12,6 +12,59 @@
 
 struct disp_fn;
 
+/* ---- shared.c: what the loop threads share (docs/threads.md) ---- */
+
+#define DISP_MAX_LOOPS 256
+/* the loop thread this code runs on: 0 is the primary (Acquires, releases, placement,
+ * task claims and callbacks), the others are replicas that ask it */
+extern __thread unsigned disp_tidx;
+
+/* One per instance id, shared by every loop's replica of that instance (refcounted). */
+#define DISP_ISHARED_RELEASING 0x80000000u
+typedef struct disp_ishared {
+    struct disp_ishared *next;
+    char id[64];
+    uint32_t inflight;      /* atomic: calls in flight on every loop; the top bit: being released */
+    uint64_t idle_since_ms; /* atomic: when inflight last reached 0 */
+    uint32_t refs;          /* under the registry's mutex */
+} disp_ishared_t;
+
+/* One per function name, never freed (as functions in the tables). */
+typedef struct disp_fshared {
+    struct disp_fshared *next;
+    char name[64];
+    size_t len;
+    uint32_t nwaiters;                          /* atomic: calls held on every loop */
+    uint64_t waitmask[DISP_MAX_LOOPS / 64];     /* atomic: bit t = loop t holds calls */
+    uint64_t calls;                             /* atomic: calls started (endpoints rate) */
+    uint64_t reserved_calls;                    /* atomic: calls served by reserved instances */
+} disp_fshared_t;
+
+/* The block of a function name / instance id, made on first use; NULL on OOM. */
+disp_fshared_t *disp_fshared_get(const char *name, size_t len);
+disp_ishared_t *disp_ishared_get(const char *id);
+/* Lets go of a disp_ishared_get reference (NULL: nothing). */
+void disp_ishared_put(disp_ishared_t *s);
+/* Calls in flight on every loop. */
+uint32_t disp_ishared_inflight(const disp_ishared_t *s);
+/* Takes a slot: 0, or -1 when limit (0 = none) is reached or it is being released. */
+int disp_ishared_begin(disp_ishared_t *s, uint32_t limit);
+/* Gives one back; the calls left (idle_since set when 0). */
+uint32_t disp_ishared_end(disp_ishared_t *s, uint64_t now_ms);
+/* Marks an idle instance as being released, so no loop begins a call on it: 0, or -1
+ * if a call began meanwhile. */
+int disp_ishared_try_release(disp_ishared_t *s);
+/* Marks it released whatever is in flight (its agent is unreachable). */
+void disp_ishared_mark_releasing(disp_ishared_t *s);
+int disp_ishared_releasing(const disp_ishared_t *s);
+/* Held calls of this loop changed by delta; local_now = this loop's count after it. */
+void disp_fshared_waiters_add(disp_fshared_t *s, int delta, int local_now);
+/* Held calls on every loop. */
+uint32_t disp_fshared_waiters(const disp_fshared_t *s);
+/* Relaxed atomic counters of the blocks. */
+uint64_t disp_fshared_counter(const uint64_t *c);
+void disp_fshared_count(uint64_t *c);
+
 typedef struct disp_inst {
     char id[64];
     char endpoint[64]; /* host:port of the agent's one h2c port */
@@ -29,6 +82,7 @@ typedef struct disp_inst {
     int reserved;         /* Instance.Kind RESERVED: picked last, never released here */
     int overloaded;       /* Instance.overloaded from the watch: its agent reported OVERLOAD, not RECOVERED */
     struct disp_fn *fn;
+    disp_ishared_t *sh;   /* what every loop's replica of it shares: calls in flight, releasing */
 } disp_inst_t;
 
 /* A call held while its function has no capacity. Intrusive, owned by the call. */
@@ -69,7 +123,8 @@ typedef struct disp_fn {
     int acquire_retry_armed;
     uint64_t unreachable_since_ms; /* first of the current run of unreached Acquires; 0: none */
     uint32_t gen;
-    uint64_t reserved_calls;      /* calls sent to a reserved instance (metrics) */
+    disp_fshared_t *sh;           /* what every loop shares of it (held calls, counters) */
+    char need_rid[72];            /* the primary: the request id of a replica's last ask */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
     size_t nservices[DISP_NPROTO];
     /* async tasks (tasks.c): one ClaimTasks in flight, polled by claim_timer */
@@ -137,7 +192,9 @@ disp_inst_t *disp_pick(disp_fn_t *fn);
 /* 1 when a call just went to a reserved instance and an elastic one should be acquired:
  * none is on its way (no Acquire in flight) and max_instances leaves room. */
 int disp_elastic_wanted(const disp_fn_t *fn);
-void disp_inst_begin(disp_inst_t *inst);
+/* Counts one call on it: 0, or -1 if another loop took its last slot meanwhile or it
+ * is being released (pick again). */
+int disp_inst_begin(disp_inst_t *inst);
 /* Ends one request; returns 1 if this freed a removed instance (do not touch it). */
 int disp_inst_end(disp_inst_t *inst, uint64_t now_ms);
 
@@ -254,17 +311,27 @@ typedef struct {
     h2o_timeout_entry_t timer_entry;
     disp_call_t *frees; /* closed calls, freed at the end of the iteration */
     h2o_timeout_entry_t free_entry;
-    uint64_t cold_starts, acquire_failures;
-    uint64_t acquires_abandoned; /* Acquires whose worker's lease lapsed before it answered */
-    uint64_t acquire_retries; /* Acquires re-placed at once on another worker (one was not reached) */
     uint32_t snap_gen;
     int synced; /* a snapshot completed at least once */
 } disp_state_t;
 
-extern disp_state_t disp_g;
+/* Each loop thread's own (docs/threads.md). */
+extern __thread disp_state_t disp_g;
+
+/* The primary loop's counters, read by /metrics on any loop: relaxed atomics. */
+typedef struct {
+    uint64_t cold_starts, acquire_failures;
+    uint64_t acquires_abandoned; /* Acquires whose worker's lease lapsed before it answered */
+    uint64_t acquire_retries;    /* Acquires re-placed at once on another worker (one was not reached) */
+} disp_counters_t;
+extern disp_counters_t disp_ctr;
+#define DISP_COUNT(field, n) __atomic_add_fetch(&disp_ctr.field, (n), __ATOMIC_RELAXED)
+#define DISP_READ(field) __atomic_load_n(&disp_ctr.field, __ATOMIC_RELAXED)
 
 /* dispatcher.c: the loop side without the control threads (tests start it alone). */
 void disp_loop_init(h2o_context_t *ctx, const disp_config_t *cfg);
+/* 1 on the primary loop (or the only one). */
+#define DISP_PRIMARY() (disp_tidx == 0)
 /* Arms a dispatcher timer on the loop (at_ms on faas_now_ms's clock). */
 void disp_timer_start(disp_timer_t *t, uint64_t at_ms);
 void disp_timer_stop(disp_timer_t *t);
@@ -272,6 +339,8 @@ void disp_timer_stop(disp_timer_t *t);
 /* dispatcher.c: a call went to a reserved instance of fn: counts it, and starts an
  * elastic instance for the calls after it unless one is on its way (docs/scaling.md). */
 void disp_on_reserved_call(disp_fn_t *fn, const char *rid);
+/* dispatcher.c, the primary: the elastic instance a reserved call may want. */
+void disp_on_reserved_call_elastic(disp_fn_t *fn, const char *rid);
 
 /* call.c: a call held for fn got an instance / can no longer expect one. */
 void disp_call_send(disp_call_t *c, disp_inst_t *inst);
@@ -283,6 +352,19 @@ void disp_call_metrics(FILE *out);
 
 /* control.c: threads and their messages. */
 int disp_control_start(const char **err);
+/* control.c: this loop's receiver of control messages, as loop number disp_tidx. */
+void disp_control_attach(h2o_loop_t *loop);
+/* control.c, a replica loop: fn has calls held here; the primary acquires for them. */
+void disp_control_need(disp_fn_t *fn, const char *rid);
+/* control.c, a replica loop: a call of fn just went to a reserved instance. */
+void disp_control_elastic(disp_fn_t *fn, const char *rid);
+/* control.c, the primary: the other loops holding calls of fn fail them (kind, what)
+ * unless they have an instance to wait for. */
+void disp_control_fail_others(disp_fn_t *fn, faas_err_t kind, const char *what);
+/* control.c: capacity of fn was freed here; the other loops holding its calls look. */
+void disp_control_wake_others(disp_fn_t *fn);
+/* control.c, a replica loop: a task of fn was submitted; the primary claims. */
+void disp_control_submitted(const char *fn, size_t len);
 /* Asks a worker manager for an instance of fn (current spec). */
 int disp_control_acquire(disp_fn_t *fn, const char *request_id);
 void disp_control_release(disp_inst_t *inst, const char *reason);
@@ -294,6 +376,9 @@ void disp_on_instance_ready(disp_fn_t *fn);
 void disp_on_acquire_failed(disp_fn_t *fn, const char *why);
 /* The worker manager was not reached: held calls wait (their own deadlines) for a retry. */
 void disp_on_acquire_unreachable(disp_fn_t *fn, const char *why);
+/* A replica loop, told by the primary: its held calls of fn fail unless an instance is
+ * there to wait for. */
+void disp_fail_held(disp_fn_t *fn, faas_err_t kind, const char *what);
 /* The function was deleted: it answers 404, held calls too. */
 void disp_on_function_deleted(disp_fn_t *fn);
 /* Queues c for fn (cold start); fails it when the queue is full or no worker exists. */

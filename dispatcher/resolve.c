@@ -51,11 +51,21 @@ struct probe {
     char key[DISP_RESOLVE_KEY_MAX];
 };
 
-static disp_resolve_t pending = {.prev = &pending, .next = &pending};
-static size_t npending;
-static probe_t *probes;
-static size_t nprobes;
-static uint64_t stats[4]; /* found, not found, unavailable, overflow */
+/* each loop resolves its own misses against its own table */
+static __thread disp_resolve_t pending; /* a ring once ring() ran */
+static __thread size_t npending;
+
+/* The loop's ring of pending resolutions (a thread-local has no constant address to
+ * start it with). */
+static disp_resolve_t *ring(void)
+{
+    if (pending.next == NULL)
+        pending.prev = pending.next = &pending;
+    return &pending;
+}
+static __thread probe_t *probes;
+static __thread size_t nprobes;
+static uint64_t stats[4]; /* found, not found, unavailable, overflow: atomic, every loop counts */
 
 static int key_is(const char *a, size_t al, const char *b, size_t bl)
 {
@@ -89,7 +99,7 @@ static void finish(disp_resolve_t *r, int found)
     void *ud = r->ud;
     unlink_r(r);
     free(r);
-    stats[found == 1 ? 0 : found == 0 ? 1 : 2]++;
+    __atomic_add_fetch(&stats[found == 1 ? 0 : found == 0 ? 1 : 2], 1, __ATOMIC_RELAXED);
     cb(ud, found);
 }
 
@@ -184,7 +194,7 @@ static void on_rpc(void *ud, int rc, const uint8_t *resp, size_t len, const char
     if (rc != 0 && rc != FAAS_GRPC_NOT_FOUND)
         FAAS_WARN("event=resolve_failed key=%.*s rc=%d msg=\"%s\"", (int)p->len, p->key, rc, err ? err : "");
     /* the snapshot may have installed it meanwhile: the table has the last word */
-    disp_resolve_t *r = pending.next;
+    disp_resolve_t *r = ring()->next;
     while (r != &pending) {
         disp_resolve_t *next = r->next;
         if (r->state == ST_CONFIRM && r->probe == p) {
@@ -216,7 +226,7 @@ disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, di
 {
     if (len == 0 || len > DISP_RESOLVE_KEY_MAX || npending >= RESOLVE_MAX) {
         if (npending >= RESOLVE_MAX)
-            stats[3]++;
+            __atomic_add_fetch(&stats[3], 1, __ATOMIC_RELAXED);
         cb(ud, in_table(proto, key, len) ? 1 : len != 0 && len <= DISP_RESOLVE_KEY_MAX ? -1 : 0);
         return NULL;
     }
@@ -235,7 +245,7 @@ disp_resolve_t *disp_resolve(disp_proto_t proto, const char *key, size_t len, di
     r->len = len;
     memcpy(r->key, key, len);
     r->timer.cb = on_hold_over;
-    r->prev = pending.prev;
+    r->prev = ring()->prev;
     r->next = &pending;
     pending.prev->next = r;
     pending.prev = r;
@@ -262,7 +272,7 @@ void disp_resolve_changed(void)
      * serve it: calls held for the snapshot go when it has ended */
     if (!disp_g.synced)
         return;
-    disp_resolve_t *r = pending.next;
+    disp_resolve_t *r = ring()->next;
     while (r != &pending) {
         disp_resolve_t *next = r->next;
         if (in_table(r->proto, r->key, r->len))

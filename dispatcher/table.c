@@ -18,6 +18,7 @@ static void inst_free(disp_inst_t *inst)
 {
     if (disp_inst_free_hook != NULL)
         disp_inst_free_hook(inst);
+    disp_ishared_put(inst->sh);
     free(inst);
 }
 
@@ -106,8 +107,10 @@ disp_fn_t *disp_fn_get(disp_table_t *t, const char *name, size_t len)
         t->fns = n;
         t->capfns = cap;
     }
-    if (index_reserve(t) != 0 || (fn = calloc(1, sizeof(*fn))) == NULL)
+    disp_fshared_t *sh = disp_fshared_get(name, len);
+    if (sh == NULL || index_reserve(t) != 0 || (fn = calloc(1, sizeof(*fn))) == NULL)
         return NULL;
+    fn->sh = sh;
     memcpy(fn->name, name, len);
     fn->name_len = len;
     fn->waiters.prev = fn->waiters.next = &fn->waiters;
@@ -254,6 +257,12 @@ disp_inst_t *disp_inst_put(disp_fn_t *fn, const char *id, const char *endpoint, 
         }
         if ((inst = calloc(1, sizeof(*inst))) == NULL)
             return NULL;
+        if ((inst->sh = disp_ishared_get(id != NULL ? id : "")) == NULL) {
+            free(inst);
+            return NULL;
+        }
+        uint64_t never = 0; /* the first loop to hear of it starts its idle clock */
+        __atomic_compare_exchange_n(&inst->sh->idle_since_ms, &never, now_ms, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
         copy_str(inst->id, sizeof(inst->id), id);
         inst->fn = fn;
         inst->idle_since_ms = now_ms;
@@ -304,15 +313,21 @@ uint32_t disp_inst_limit(const disp_inst_t *inst)
     return inst->concurrency ? inst->concurrency : inst->fn->p.concurrency;
 }
 
+/* Released here or by the primary loop (shared mark). */
+static int releasing(const disp_inst_t *inst)
+{
+    return inst->releasing || disp_ishared_releasing(inst->sh);
+}
+
 static int usable(const disp_fn_t *fn, const disp_inst_t *inst)
 {
-    return inst->ready && !inst->removed && !inst->releasing && inst->version == fn->p.version;
+    return inst->ready && !inst->removed && !releasing(inst) && inst->version == fn->p.version;
 }
 
 static int has_headroom(const disp_inst_t *inst)
 {
     uint32_t lim = disp_inst_limit(inst);
-    return lim == 0 || inst->inflight < lim;
+    return lim == 0 || disp_ishared_inflight(inst->sh) < lim;
 }
 
 /* 1 if a serves the next call before b. An overloaded instance judged itself short of
@@ -323,7 +338,7 @@ static int better(const disp_inst_t *a, const disp_inst_t *b)
 {
     if (a->overloaded != b->overloaded)
         return !a->overloaded;
-    return a->inflight < b->inflight;
+    return disp_ishared_inflight(a->sh) < disp_ishared_inflight(b->sh);
 }
 
 static disp_inst_t *pick_kind(disp_fn_t *fn, int reserved)
@@ -354,7 +369,7 @@ int disp_elastic_wanted(const disp_fn_t *fn)
     uint32_t current = 0;
     for (size_t k = 0; k < fn->ninst; k++) {
         const disp_inst_t *inst = fn->inst[k];
-        if (inst->removed || inst->releasing || inst->version != fn->p.version)
+        if (inst->removed || releasing(inst) || inst->version != fn->p.version)
             continue;
         current++;
         /* one that is starting, or one with room, takes the next call itself */
@@ -364,14 +379,21 @@ int disp_elastic_wanted(const disp_fn_t *fn)
     return fn->p.max_instances == 0 || current < fn->p.max_instances;
 }
 
-void disp_inst_begin(disp_inst_t *inst)
+int disp_inst_begin(disp_inst_t *inst)
 {
+    if (disp_ishared_begin(inst->sh, disp_inst_limit(inst)) != 0)
+        return -1;
     inst->inflight++;
+    return 0;
 }
 
 int disp_inst_end(disp_inst_t *inst, uint64_t now_ms)
 {
-    if (inst->inflight > 0 && --inst->inflight == 0) {
+    if (inst->inflight == 0)
+        return 0;
+    disp_ishared_end(inst->sh, now_ms);
+    /* this loop's own count keeps the replica alive while its calls use it */
+    if (--inst->inflight == 0) {
         inst->idle_since_ms = now_ms;
         if (inst->removed) {
             inst_free(inst);
@@ -392,6 +414,7 @@ int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t no
     fn->waiters.prev = w;
     w->queued = 1;
     fn->nwaiters++;
+    disp_fshared_waiters_add(fn->sh, 1, (int)fn->nwaiters);
     return 0;
 }
 
@@ -404,6 +427,7 @@ void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w)
     w->prev = w->next = NULL;
     w->queued = 0;
     fn->nwaiters--;
+    disp_fshared_waiters_add(fn->sh, -1, (int)fn->nwaiters);
 }
 
 disp_waiter_t *disp_wait_pop(disp_fn_t *fn)
@@ -428,24 +452,42 @@ disp_waiter_t *disp_wait_pop_expired(disp_fn_t *fn, uint64_t now_ms)
 
 uint32_t disp_acquire_needed(const disp_fn_t *fn)
 {
-    if (!fn->known || fn->nwaiters == 0)
+    /* held on every loop: the primary acquires for all of them */
+    uint32_t waiting = disp_fshared_waiters(fn->sh);
+    if (!fn->known || waiting == 0)
         return 0;
-    uint32_t current = 0;
-    for (size_t k = 0; k < fn->ninst; k++)
-        if (!fn->inst[k]->removed && !fn->inst[k]->releasing && fn->inst[k]->version == fn->p.version)
-            current++;
+    uint32_t current = 0, room = 0;
+    int unlimited_room = 0;
+    for (size_t k = 0; k < fn->ninst; k++) {
+        const disp_inst_t *inst = fn->inst[k];
+        if (inst->removed || releasing(inst) || inst->version != fn->p.version)
+            continue;
+        current++;
+        /* calls held on another loop while an instance with room is on its way to it
+         * (announced, or in the watch) are served by that one, not by a new one */
+        if (!inst->ready || !usable(fn, inst))
+            continue;
+        uint32_t lim = disp_inst_limit(inst), in = disp_ishared_inflight(inst->sh);
+        if (lim == 0)
+            unlimited_room = 1;
+        else if (in < lim)
+            room += lim - in;
+    }
+    if (unlimited_room || waiting <= room)
+        return 0;
+    waiting -= room;
     uint32_t want;
     if (fn->p.concurrency == 0)
         want = fn->acquiring ? 0 : 1;
     else {
-        uint32_t total = (fn->nwaiters + fn->p.concurrency - 1) / fn->p.concurrency;
+        uint32_t total = (waiting + fn->p.concurrency - 1) / fn->p.concurrency;
         want = total > fn->acquiring ? total - fn->acquiring : 0;
     }
     if (fn->p.max_instances != 0) {
         uint32_t have = current + fn->acquiring;
-        uint32_t room = have >= fn->p.max_instances ? 0 : fn->p.max_instances - have;
-        if (want > room)
-            want = room;
+        uint32_t left = have >= fn->p.max_instances ? 0 : fn->p.max_instances - have;
+        if (want > left)
+            want = left;
     }
     return want;
 }
@@ -481,11 +523,15 @@ size_t disp_idle_collect(disp_table_t *t, uint64_t now_ms, disp_inst_t **out, si
         int settled = tmo != 0 && now_ms - last_scale_up(fn) >= tmo;
         for (size_t k = 0; k < fn->ninst && n < cap; k++) {
             disp_inst_t *inst = fn->inst[k];
-            if (inst->inflight != 0 || inst->releasing || inst->removed || inst->reserved)
+            if (disp_ishared_inflight(inst->sh) != 0 || releasing(inst) || inst->removed || inst->reserved)
                 continue;
             int stale = !fn->known || inst->version != fn->p.version;
-            int idle = settled && now_ms - inst->idle_since_ms >= tmo && keep > fn->p.min_instances;
+            uint64_t since = __atomic_load_n(&inst->sh->idle_since_ms, __ATOMIC_RELAXED);
+            int idle = settled && now_ms >= since && now_ms - since >= tmo && keep > fn->p.min_instances;
             if (!stale && !idle)
+                continue;
+            /* another loop may begin a call on it right now: only an idle one is taken */
+            if (disp_ishared_try_release(inst->sh) != 0)
                 continue;
             if (!stale)
                 keep--;

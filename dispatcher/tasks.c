@@ -239,6 +239,10 @@ void disp_tasks_watch(disp_fn_t *fn)
 
 void disp_tasks_submitted(const char *name, size_t len)
 {
+    if (!DISP_PRIMARY()) { /* the primary claims */
+        disp_control_submitted(name, len);
+        return;
+    }
     disp_fn_t *fn = disp_fn_find(&disp_g.table, name, len);
     if (fn == NULL)
         return;

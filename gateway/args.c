@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/spec.h"
 #include "common/util.h"
@@ -23,7 +24,9 @@ const char gw_args_usage[] =
     "  --sync-hold-ms MS           longest a call to a function the gateway does not know waits\n"
     "                              for discovery (the first snapshot after a start; a deploy whose\n"
     "                              watch event is late); then 503 + Retry-After (default 5000)\n"
-    "  --threads N                 event loop threads (only 1 for now)\n"
+    "  --threads N                 event loop threads, 1..256, each with its own listeners\n"
+    "                              (SO_REUSEPORT) and dispatcher replica (default: the\n"
+    "                              number of online CPUs; docs/threads.md)\n"
     "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
     "  --domain D                  also route Host <name>.D to function <name> (default: off)\n"
     "  --thrift-listen ADDR        Thrift port: framed, THeader, TTHeader (default 127.0.0.1:8082; off = none)\n"
@@ -110,6 +113,13 @@ static int is_addr_list(const char *v)
     }
 }
 
+/* One loop per online CPU, at most 256 (the dispatcher's limit). */
+static uint32_t default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (uint32_t)n;
+}
+
 static void defaults(gw_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -118,7 +128,7 @@ static void defaults(gw_config_t *cfg)
     cfg->max_body = FAAS_SPEC_DEFAULT_MAX_BODY_BYTES; /* a function without max_body gets this */
     cfg->queue_max = 1024;
     cfg->sync_hold_ms = 5000;
-    cfg->threads = 1;
+    cfg->threads = default_threads();
     cfg->domain = "";
     cfg->grpc_listen = NULL; /* default port, best effort */
     cfg->thrift_listen = "127.0.0.1:8082";

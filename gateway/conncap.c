@@ -8,11 +8,13 @@
  *
  * Key: the IPv4 address; for IPv6 the /64 (one subscriber's usual allocation, so a
  * client cannot walk its own prefix to get a fresh cap per address); IPv4-mapped
- * IPv6 counts as its IPv4 address. Loop thread only: every port's accept and close
- * runs on the gateway's one h2o loop, so no locks. */
+ * IPv6 counts as its IPv4 address. Threads: every loop thread accepts (SO_REUSEPORT),
+ * and a client's connections land on any of them, so the table is shared under one
+ * mutex, taken at accept and close only: a connection's requests never touch it. */
 #include "gateway/internal.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,10 +33,11 @@ typedef struct cc_entry {
     uint32_t n;
 } cc_entry_t;
 
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static cc_entry_t *g_tab[NBUCKETS];
-static uint32_t g_per_client, g_total, g_open;
-static int g_last_reason;
-static uint64_t g_last_log_us;
+static uint32_t g_per_client, g_total, g_open; /* g_open: under mu, read atomically */
+static __thread int g_last_reason;
+static uint64_t g_last_log_us; /* under mu */
 
 void gw_conncap_config(uint32_t per_client, uint32_t total)
 {
@@ -44,7 +47,7 @@ void gw_conncap_config(uint32_t per_client, uint32_t total)
 
 uint32_t gw_conncap_open(void)
 {
-    return g_open;
+    return __atomic_load_n(&g_open, __ATOMIC_RELAXED);
 }
 
 int gw_conncap_last_reason(void)
@@ -88,11 +91,8 @@ static cc_entry_t **slot_of(const uint8_t key[9])
 
 /* The entry holding peer's slots after a successful take, else NULL (refused, or no
  * memory: then the connection is refused too, as an fd would be the next to fail). */
-static cc_entry_t *take(const struct sockaddr *peer)
+static cc_entry_t *take_locked(const uint8_t key[9])
 {
-    uint8_t key[9];
-    if (key_of(peer, key) != 0)
-        return NULL;
     if (g_total != 0 && g_open >= g_total) {
         g_last_reason = 1;
         return NULL;
@@ -108,20 +108,33 @@ static cc_entry_t *take(const struct sockaddr *peer)
         *pp = e;
     }
     e->n++;
-    g_open++;
+    __atomic_store_n(&g_open, g_open + 1, __ATOMIC_RELAXED);
+    return e;
+}
+
+static cc_entry_t *take(const struct sockaddr *peer)
+{
+    uint8_t key[9];
+    if (key_of(peer, key) != 0)
+        return NULL;
+    pthread_mutex_lock(&mu);
+    cc_entry_t *e = take_locked(key);
+    pthread_mutex_unlock(&mu);
     return e;
 }
 
 static void give_key(const uint8_t key[9])
 {
+    pthread_mutex_lock(&mu);
     cc_entry_t **pp = slot_of(key), *e = *pp;
-    if (e == NULL)
-        return;
-    g_open--;
-    if (--e->n == 0) {
-        *pp = e->next;
-        free(e);
+    if (e != NULL) {
+        __atomic_store_n(&g_open, g_open - 1, __ATOMIC_RELAXED);
+        if (--e->n == 0) {
+            *pp = e->next;
+            free(e);
+        }
     }
+    pthread_mutex_unlock(&mu);
 }
 
 int gw_conncap_take(const struct sockaddr *peer)
@@ -175,11 +188,14 @@ int gw_conncap_accept(h2o_socket_t *sock, int port)
     }
     gw_metrics_conn_refused(port, g_last_reason);
     uint64_t now = faas_now_us();
-    if (now - g_last_log_us >= 1000000) { /* a flood must not become a flood of log lines */
+    pthread_mutex_lock(&mu);
+    int log = now - g_last_log_us >= 1000000; /* a flood must not become a flood of log lines */
+    if (log)
         g_last_log_us = now;
+    pthread_mutex_unlock(&mu);
+    if (log)
         FAAS_WARN("event=conn_refused port=%s reason=%s open=%u", port_names[port],
-                  g_last_reason ? "total" : "per_client", g_open);
-    }
+                  g_last_reason ? "total" : "per_client", gw_conncap_open());
     if (port == GW_PORT_HTTP)
         refuse_http(sock);
     h2o_socket_close(sock);

@@ -189,7 +189,10 @@ typedef int (*phr_parse_request_fn)(const char *, size_t, const char **, size_t 
 
 static phr_parse_request_fn real_parse;
 /* loop thread only (h2o parses requests on it, nothing else calls this) */
-static uint64_t g_calls, g_rejects[GW_FRAMING_NRULES];
+/* heads parsed: the loop's own (only the start-up self-check reads it, on its loop);
+ * rejections: every loop's, atomic */
+static __thread uint64_t g_calls;
+static uint64_t g_rejects[GW_FRAMING_NRULES];
 static int g_probing; /* the start-up self-check's rejection is no client's: not logged */
 
 /* The symbol libh2o-evloop binds to: same signature as picohttpparser's (its
@@ -211,7 +214,7 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
     int rule = gw_http1_framing_check(*minor_version, headers, *num_headers, &err);
     if (rule == GW_FRAMING_OK)
         return rc;
-    g_rejects[-rule]++;
+    __atomic_add_fetch(&g_rejects[-rule], 1, __ATOMIC_RELAXED);
     if (!g_probing)
         FAAS_INFO("event=bad_request status=400 rule=%s msg=\"%s\" action=close", gw_http1_framing_rule_name(rule),
                   err);
@@ -222,7 +225,8 @@ void gw_framing_stats(uint64_t *calls, uint64_t rejects[GW_FRAMING_NRULES])
 {
     *calls = g_calls;
     if (rejects != NULL)
-        memcpy(rejects, g_rejects, sizeof(g_rejects));
+        for (int r = 0; r < GW_FRAMING_NRULES; r++)
+            rejects[r] = __atomic_load_n(&g_rejects[r], __ATOMIC_RELAXED);
 }
 
 void gw_framing_probe(int on)

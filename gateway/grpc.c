@@ -37,15 +37,15 @@ typedef struct {
 } front_t;
 _Static_assert(sizeof(front_t) <= sizeof(((h2b_pair_t *)0)->front), "front_t must fit h2b_pair_t.front");
 
-static h2o_socket_t *listener;
+static __thread h2o_socket_t *listener; /* each loop its own (SO_REUSEPORT) */
 
 /* The HTTP port's clocks (gateway/h2c.c) for the gRPC port's connections: no SETTINGS
  * within 10 s of accept (slowloris) or no stream and nothing received for 60 s. */
 #define GRPC_PREFACE_TIMEOUT_MS 10000
 #define GRPC_IDLE_TIMEOUT_MS 60000
-static h2o_timeout_t sweep_every;
-static h2o_timeout_entry_t sweep_entry;
-static h2o_loop_t *sweep_loop;
+static __thread h2o_timeout_t sweep_every;
+static __thread h2o_timeout_entry_t sweep_entry;
+static __thread h2o_loop_t *sweep_loop;
 
 static void on_sweep(h2o_timeout_entry_t *e)
 {
@@ -269,27 +269,34 @@ static void on_accept(h2o_socket_t *ls, const char *err)
     }
 }
 
-int gw_grpc_start(h2o_context_t *ctx, const char *addr, const char **err)
+int gw_grpc_bind(const char *addr, int *fds, unsigned n, const char **err)
 {
     int best_effort = addr == NULL;
+    fds[0] = -1;
     if (addr == NULL)
         addr = GW_GRPC_DEFAULT_LISTEN;
     if (strcmp(addr, "off") == 0)
         return 0;
-    int fd = faas_listen_tcp(addr, err);
-    if (fd < 0) {
+    if (faas_listen_tcp_group(addr, fds, n, err) != 0) {
+        fds[0] = -1;
         if (best_effort) {
             FAAS_WARN("event=grpc_listen_failed addr=%s err=\"%s\" msg=\"gRPC disabled\"", addr, *err);
             return 0;
         }
         return -1;
     }
+    FAAS_INFO("event=grpc_listening addr=%s listeners=%u", addr, n);
+    return 0;
+}
+
+void gw_grpc_serve(h2o_context_t *ctx, int fd)
+{
+    if (fd < 0)
+        return;
     listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(listener, on_accept);
     sweep_loop = ctx->loop;
     h2o_timeout_init(ctx->loop, &sweep_every, 1000);
     sweep_entry.cb = on_sweep;
     h2o_timeout_link(ctx->loop, &sweep_every, &sweep_entry);
-    FAAS_INFO("event=grpc_listening addr=%s", addr);
-    return 0;
 }

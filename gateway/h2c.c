@@ -114,13 +114,13 @@ static const char *const flood_reasons[] = {"settings",        "ack_flood",    "
                                             "empty_frames",    "tiny_data",    "preface_timeout", "idle_timeout",
                                             "write_timeout",   "request_timeout", "response_stalled"};
 #define N_REASONS (sizeof(flood_reasons) / sizeof(flood_reasons[0]))
-static uint64_t flood_closed[N_REASONS];
+static uint64_t flood_closed[N_REASONS]; /* atomic: every loop counts */
 
 void gw_metrics_h2_flood(const char *reason)
 {
     for (size_t i = 0; i < N_REASONS; i++)
         if (strcmp(flood_reasons[i], reason) == 0)
-            flood_closed[i]++;
+            __atomic_add_fetch(&flood_closed[i], 1, __ATOMIC_RELAXED);
 }
 
 void gw_h2c_metrics_write(FILE *out)
@@ -128,7 +128,8 @@ void gw_h2c_metrics_write(FILE *out)
     fprintf(out, "# HELP faas_gw_h2_flood_closed_total HTTP/2 connections of the HTTP port closed by a limit.\n"
                  "# TYPE faas_gw_h2_flood_closed_total counter\n");
     for (size_t i = 0; i < N_REASONS; i++)
-        fprintf(out, "faas_gw_h2_flood_closed_total{reason=\"%s\"} %" PRIu64 "\n", flood_reasons[i], flood_closed[i]);
+        fprintf(out, "faas_gw_h2_flood_closed_total{reason=\"%s\"} %" PRIu64 "\n", flood_reasons[i],
+                __atomic_load_n(&flood_closed[i], __ATOMIC_RELAXED));
 }
 
 static void conn_flush(h2c_conn_t *c);

@@ -111,9 +111,9 @@ void gw_metrics_h2_flood(const char *reason);
 void gw_h2c_metrics_write(FILE *out);
 
 struct st_h2o_context_t;
-/* thrift_server.c: serves Thrift clients on addr on ctx's loop; 0 or -1 with *err. */
-int gw_thrift_listen(struct st_h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err);
-/* thrift_server.c: the Thrift port's timeouts and limits from cfg (before gw_thrift_listen). */
+/* thrift_server.c: serves Thrift clients on ctx's loop from listener fd. */
+void gw_thrift_serve(struct st_h2o_context_t *ctx, int fd, const char *default_fn);
+/* thrift_server.c: this loop's Thrift timeouts and limits from cfg (before gw_thrift_serve). */
 void gw_thrift_limits(const gw_config_t *cfg);
 /* thrift_server.c: the Thrift port's Prometheus lines (closes by reason, partial bytes). */
 void gw_thrift_metrics_write(FILE *out);

@@ -40,7 +40,5 @@ int main(int argc, char **argv)
     }
     if (load_credentials(&cfg) != 0)
         return 1;
-    if (cfg.threads != 1)
-        FAAS_WARN("event=threads_unsupported requested=%u using=1", cfg.threads);
     return gw_run(&cfg);
 }

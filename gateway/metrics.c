@@ -1,5 +1,5 @@
 /* gateway/metrics.c - request counters and latency histograms per function,
- * rendered as Prometheus text on /metrics. Loop thread only: no locks. */
+ * rendered as Prometheus text on /metrics. Per loop thread, summed at scrape: no locks. */
 #include "common/log.h"
 #include "common/util.h"
 #include "gateway/internal.h"
@@ -25,15 +25,45 @@ typedef struct fn_metrics {
     code_count_t *codes;
     uint64_t bucket[GW_NBUCKETS];
     uint64_t count;
-    double sum_s;
+    uint64_t sum_us;
 } fn_metrics_t;
 
-static fn_metrics_t *fns;
-static uint64_t n_other;
-/* name -> entry, open addressing: looked up on every request, and entries are
- * never removed, so a list walk would grow with every name ever seen */
-static fn_metrics_t **idx;
-static size_t idx_cap, n_fns;
+/* Each loop thread counts into its own block, so a request touches no line another
+ * core writes; /metrics (on any loop) sums the blocks. The owner is the only writer:
+ * it bumps with a relaxed store and publishes new entries with a release store, so a
+ * reader on another thread sees whole entries and untorn counts without a lock. */
+typedef struct mthread {
+    struct mthread *next; /* every thread's block, never freed */
+    fn_metrics_t *fns;
+    /* name -> entry, open addressing, owner only: looked up on every request, and
+     * entries are never removed, so a list walk would grow with every name ever seen */
+    fn_metrics_t **idx;
+    size_t idx_cap, n_fns;
+    uint64_t n_other;
+    uint64_t n_refused[GW_NPORTS][2], n_limit_414, n_limit_431;
+} mthread_t;
+
+static mthread_t *all_threads;
+static __thread mthread_t *me;
+
+#define BUMP(x) __atomic_store_n(&(x), (x) + 1, __ATOMIC_RELAXED)
+#define READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define PUBLISH(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
+#define FOLLOW(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
+
+/* This thread's block, made on its first count; NULL on OOM (the count is lost). */
+static mthread_t *self(void)
+{
+    if (me != NULL)
+        return me;
+    mthread_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->next = FOLLOW(all_threads);
+    while (!__atomic_compare_exchange_n(&all_threads, &t->next, t, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+    return me = t;
+}
 
 static void idx_put(fn_metrics_t **t, size_t cap, fn_metrics_t *m)
 {
@@ -43,45 +73,46 @@ static void idx_put(fn_metrics_t **t, size_t cap, fn_metrics_t *m)
     t[i] = m;
 }
 
-static int idx_reserve(void)
+static int idx_reserve(mthread_t *t)
 {
-    if (2 * (n_fns + 1) < idx_cap)
+    if (2 * (t->n_fns + 1) < t->idx_cap)
         return 0;
-    size_t cap = idx_cap ? idx_cap * 2 : 32;
-    fn_metrics_t **t = calloc(cap, sizeof(*t));
-    if (t == NULL)
+    size_t cap = t->idx_cap ? t->idx_cap * 2 : 32;
+    fn_metrics_t **n = calloc(cap, sizeof(*n));
+    if (n == NULL)
         return -1;
-    for (fn_metrics_t *m = fns; m != NULL; m = m->next)
-        idx_put(t, cap, m);
-    free(idx);
-    idx = t;
-    idx_cap = cap;
+    for (fn_metrics_t *m = t->fns; m != NULL; m = m->next)
+        idx_put(n, cap, m);
+    free(t->idx);
+    t->idx = n;
+    t->idx_cap = cap;
     return 0;
 }
 
-static fn_metrics_t *fn_get(const char *name, size_t len)
+static fn_metrics_t *fn_get(mthread_t *t, const char *name, size_t len)
 {
-    if (len >= sizeof(fns->name))
-        len = sizeof(fns->name) - 1; /* names are at most 63 chars (gw_route_parse) */
-    if (idx_cap != 0)
-        for (size_t i = faas_hash_name(name, len) & (idx_cap - 1); idx[i] != NULL; i = (i + 1) & (idx_cap - 1))
-            if (idx[i]->len == len && memcmp(idx[i]->name, name, len) == 0)
-                return idx[i];
+    if (len >= sizeof(t->fns->name))
+        len = sizeof(t->fns->name) - 1; /* names are at most 63 chars (gw_route_parse) */
+    if (t->idx_cap != 0)
+        for (size_t i = faas_hash_name(name, len) & (t->idx_cap - 1); t->idx[i] != NULL; i = (i + 1) & (t->idx_cap - 1))
+            if (t->idx[i]->len == len && memcmp(t->idx[i]->name, name, len) == 0)
+                return t->idx[i];
     fn_metrics_t *m;
-    if (idx_reserve() != 0 || (m = calloc(1, sizeof(*m))) == NULL)
+    if (idx_reserve(t) != 0 || (m = calloc(1, sizeof(*m))) == NULL)
         return NULL;
     memcpy(m->name, name, len);
     m->len = len;
-    m->next = fns;
-    fns = m;
-    n_fns++;
-    idx_put(idx, idx_cap, m);
+    m->next = t->fns;
+    PUBLISH(t->fns, m);
+    t->n_fns++;
+    idx_put(t->idx, t->idx_cap, m);
     return m;
 }
 
 void gw_metrics_record(const char *fn, size_t len, int code, int h2, uint64_t latency_us)
 {
-    fn_metrics_t *m = fn_get(fn, len);
+    mthread_t *t = self();
+    fn_metrics_t *m = t != NULL ? fn_get(t, fn, len) : NULL;
     if (m == NULL)
         return;
     code_count_t *c;
@@ -94,37 +125,50 @@ void gw_metrics_record(const char *fn, size_t len, int code, int h2, uint64_t la
         c->code = code;
         c->proto = h2;
         c->next = m->codes;
-        m->codes = c;
+        PUBLISH(m->codes, c);
     }
-    c->n++;
+    BUMP(c->n);
     double s = (double)latency_us / 1e6;
     for (int i = 0; i < GW_NBUCKETS; i++)
         if (s <= buckets_s[i])
-            m->bucket[i]++;
-    m->count++;
-    m->sum_s += s;
+            BUMP(m->bucket[i]);
+    BUMP(m->count);
+    __atomic_store_n(&m->sum_us, m->sum_us + latency_us, __ATOMIC_RELAXED);
 }
 
 void gw_metrics_other(void)
 {
-    n_other++;
+    mthread_t *t = self();
+    if (t != NULL)
+        BUMP(t->n_other);
 }
-
-static uint64_t n_refused[GW_NPORTS][2], n_limit_414, n_limit_431;
 
 void gw_metrics_conn_refused(int port, int reason)
 {
-    if (port >= 0 && port < GW_NPORTS)
-        n_refused[port][reason != 0]++;
+    mthread_t *t = self();
+    if (t != NULL && port >= 0 && port < GW_NPORTS)
+        BUMP(t->n_refused[port][reason != 0]);
 }
 
 void gw_metrics_http_limit(int status)
 {
+    mthread_t *t = self();
+    if (t == NULL)
+        return;
     if (status == 414)
-        n_limit_414++;
+        BUMP(t->n_limit_414);
     else
-        n_limit_431++;
+        BUMP(t->n_limit_431);
 }
+
+/* A thread-block field summed over every loop thread. */
+#define SUM(field)                                                                                                     \
+    ({                                                                                                                 \
+        uint64_t sum_ = 0;                                                                                             \
+        for (mthread_t *t_ = FOLLOW(all_threads); t_ != NULL; t_ = t_->next)                                           \
+            sum_ += READ(t_->field);                                                                                   \
+        sum_;                                                                                                          \
+    })
 
 /* Connection caps, size limits and framing rejections (gateway/conncap.c, framing.c). */
 static void write_guards(FILE *out)
@@ -135,7 +179,7 @@ static void write_guards(FILE *out)
     for (int p = 0; p < GW_NPORTS; p++)
         for (int r = 0; r < 2; r++)
             fprintf(out, "faas_gw_conn_refused_total{port=\"%s\",reason=\"%s\"} %" PRIu64 "\n", ports[p],
-                    r ? "total" : "per_client", n_refused[p][r]);
+                    r ? "total" : "per_client", SUM(n_refused[p][r]));
     fprintf(out,
             "# HELP faas_gw_connections Connections held now, all ports.\n# TYPE faas_gw_connections gauge\n"
             "faas_gw_connections %u\n",
@@ -145,7 +189,7 @@ static void write_guards(FILE *out)
             "header fields too large.\n# TYPE faas_gw_http_too_large_total counter\n"
             "faas_gw_http_too_large_total{code=\"414\"} %" PRIu64
             "\nfaas_gw_http_too_large_total{code=\"431\"} %" PRIu64 "\n",
-            n_limit_414, n_limit_431);
+            SUM(n_limit_414), SUM(n_limit_431));
     uint64_t calls, rej[GW_FRAMING_NRULES];
     gw_framing_stats(&calls, rej);
     fprintf(out, "# HELP faas_gw_http1_framing_rejected_total HTTP/1 request heads answered 400 and closed for "
@@ -155,35 +199,110 @@ static void write_guards(FILE *out)
                 rej[r]);
 }
 
+/* One function's counts summed over the threads, for one scrape. */
+typedef struct agg {
+    const char *name; /* a thread's entry's: entries are never freed */
+    size_t len;
+    uint64_t bucket[GW_NBUCKETS], count, sum_us;
+    size_t ncodes;
+    struct {
+        int code, proto;
+        uint64_t n;
+    } codes[24]; /* distinct (code, protocol) pairs a function sees; more are folded */
+} agg_t;
+
+static void agg_add(agg_t *a, const fn_metrics_t *m)
+{
+    for (int i = 0; i < GW_NBUCKETS; i++)
+        a->bucket[i] += READ(m->bucket[i]);
+    a->count += READ(m->count);
+    a->sum_us += READ(m->sum_us);
+    for (const code_count_t *c = FOLLOW(((fn_metrics_t *)m)->codes); c != NULL; c = FOLLOW(((code_count_t *)c)->next)) {
+        size_t k = 0;
+        while (k < a->ncodes && !(a->codes[k].code == c->code && a->codes[k].proto == c->proto))
+            k++;
+        if (k == a->ncodes) {
+            if (k == sizeof(a->codes) / sizeof(a->codes[0]))
+                continue;
+            a->codes[k].code = c->code;
+            a->codes[k].proto = c->proto;
+            a->codes[k].n = 0;
+            a->ncodes++;
+        }
+        a->codes[k].n += READ(((code_count_t *)c)->n);
+    }
+}
+
+/* Every function's counts over all threads: a malloc'd array (*n), NULL if none or OOM. */
+static agg_t *aggregate(size_t *n)
+{
+    size_t total = 0;
+    for (mthread_t *t = FOLLOW(all_threads); t != NULL; t = t->next)
+        for (fn_metrics_t *m = FOLLOW(t->fns); m != NULL; m = m->next)
+            total++;
+    *n = 0;
+    size_t cap = 32;
+    while (cap < 2 * total + 2)
+        cap *= 2;
+    agg_t *out = total ? calloc(total, sizeof(*out)) : NULL;
+    size_t *slot = total ? malloc(cap * sizeof(*slot)) : NULL;
+    if (out == NULL || slot == NULL) {
+        free(out);
+        free(slot);
+        return NULL;
+    }
+    memset(slot, 0xff, cap * sizeof(*slot));
+    for (mthread_t *t = FOLLOW(all_threads); t != NULL; t = t->next)
+        for (fn_metrics_t *m = FOLLOW(t->fns); m != NULL && *n < total; m = m->next) {
+            size_t i = faas_hash_name(m->name, m->len) & (cap - 1);
+            while (slot[i] != (size_t)-1 && !(out[slot[i]].len == m->len && memcmp(out[slot[i]].name, m->name, m->len) == 0))
+                i = (i + 1) & (cap - 1);
+            if (slot[i] == (size_t)-1) {
+                slot[i] = (*n)++;
+                out[slot[i]].name = m->name;
+                out[slot[i]].len = m->len;
+            }
+            agg_add(&out[slot[i]], m);
+        }
+    free(slot);
+    return out;
+}
+
 void gw_metrics_write(FILE *out)
 {
+    size_t n;
+    agg_t *a = aggregate(&n);
     fprintf(out, "# HELP faas_requests_total Requests to functions by status code and protocol.\n"
                  "# TYPE faas_requests_total counter\n");
-    for (fn_metrics_t *m = fns; m != NULL; m = m->next)
-        for (code_count_t *c = m->codes; c != NULL; c = c->next)
-            fprintf(out, "faas_requests_total{function=\"%s\",code=\"%d\",protocol=\"%s\"} %" PRIu64 "\n", m->name,
-                    c->code,
-                    c->proto == 3   ? "grpc"
-                    : c->proto == 2 ? "thrift"
-                    : c->proto      ? "h2"
-                                    : "http1.1",
-                    c->n);
+    for (size_t f = 0; f < n; f++)
+        for (size_t k = 0; k < a[f].ncodes; k++)
+            fprintf(out, "faas_requests_total{function=\"%.*s\",code=\"%d\",protocol=\"%s\"} %" PRIu64 "\n",
+                    (int)a[f].len, a[f].name, a[f].codes[k].code,
+                    a[f].codes[k].proto == 3   ? "grpc"
+                    : a[f].codes[k].proto == 2 ? "thrift"
+                    : a[f].codes[k].proto      ? "h2"
+                                               : "http1.1",
+                    a[f].codes[k].n);
     fprintf(out, "# HELP faas_request_duration_seconds Time from request to the end of the response.\n"
                  "# TYPE faas_request_duration_seconds histogram\n");
-    for (fn_metrics_t *m = fns; m != NULL; m = m->next) {
+    for (size_t f = 0; f < n; f++) {
+        int l = (int)a[f].len;
         for (int i = 0; i < GW_NBUCKETS; i++)
-            fprintf(out, "faas_request_duration_seconds_bucket{function=\"%s\",le=\"%g\"} %" PRIu64 "\n", m->name,
-                    buckets_s[i], m->bucket[i]);
-        fprintf(out, "faas_request_duration_seconds_bucket{function=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", m->name,
-                m->count);
-        fprintf(out, "faas_request_duration_seconds_sum{function=\"%s\"} %.6f\n", m->name, m->sum_s);
-        fprintf(out, "faas_request_duration_seconds_count{function=\"%s\"} %" PRIu64 "\n", m->name, m->count);
+            fprintf(out, "faas_request_duration_seconds_bucket{function=\"%.*s\",le=\"%g\"} %" PRIu64 "\n", l,
+                    a[f].name, buckets_s[i], a[f].bucket[i]);
+        fprintf(out, "faas_request_duration_seconds_bucket{function=\"%.*s\",le=\"+Inf\"} %" PRIu64 "\n", l,
+                a[f].name, a[f].count);
+        fprintf(out, "faas_request_duration_seconds_sum{function=\"%.*s\"} %.6f\n", l, a[f].name,
+                (double)a[f].sum_us / 1e6);
+        fprintf(out, "faas_request_duration_seconds_count{function=\"%.*s\"} %" PRIu64 "\n", l, a[f].name,
+                a[f].count);
     }
+    free(a);
     fprintf(out,
             "# HELP faas_gateway_other_requests_total Requests that reached no deployed function (health, metrics, "
             "unknown paths and function names).\n"
             "# TYPE faas_gateway_other_requests_total counter\nfaas_gateway_other_requests_total %" PRIu64 "\n",
-            n_other);
+            SUM(n_other));
     fprintf(out,
             "# HELP faas_log_dropped_lines_total Log lines dropped by the per-site rate limit.\n"
             "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %" PRIu64 "\n",

@@ -27,8 +27,18 @@
 #include "gateway/override_epoll.h"
 
 static h2o_globalconf_t g_conf;
-static h2o_context_t g_ctx;
-static h2o_accept_ctx_t g_accept;
+
+/* One event loop thread (--threads): its own h2o context, listeners (SO_REUSEPORT)
+ * and dispatcher replica (docs/threads.md). Loop 0 runs on the main thread. */
+typedef struct {
+    unsigned idx;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept;
+    int http_fd, grpc_fd, thrift_fd; /* -1: that port is off */
+} gw_loop_t;
+
+static gw_loop_t *g_loops;
+static __thread gw_loop_t *t_loop;
 static uint64_t g_max_body;
 static uint32_t g_max_url, g_max_hdr;
 static const char *g_domain;
@@ -651,7 +661,7 @@ static int framing_check(h2o_evloop_t *loop)
     size_t got = 0;
     gw_framing_probe(1);
     if (write(sv[1], probe, sizeof(probe) - 1) == (ssize_t)(sizeof(probe) - 1)) {
-        h2o_accept(&g_accept, h2o_evloop_socket_create(loop, sv[0], 0));
+        h2o_accept(&t_loop->accept, h2o_evloop_socket_create(loop, sv[0], 0));
         for (int i = 0; i < 100 && got < sizeof(buf); i++) {
             h2o_evloop_run(loop, 10);
             ssize_t n = recv(sv[1], buf + got, sizeof(buf) - got, MSG_DONTWAIT);
@@ -694,7 +704,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             return;
         if (gw_conncap_accept(sock, GW_PORT_HTTP) != 0)
             continue; /* over a connection cap: answered 503 and closed */
-        gw_h2c_accept(&g_accept, sock);
+        gw_h2c_accept(&t_loop->accept, sock);
     }
 }
 
@@ -703,22 +713,127 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-/* Starts the dispatcher on the loop. Its threads (and grpc's, started from them)
- * inherit a mask without SIGINT/SIGTERM, so the signal lands on the loop's thread and
- * interrupts it at once. */
-static int start_dispatcher(const gw_config_t *cfg, const char **err)
+/* Starts the dispatcher on the primary loop. Its threads (and grpc's, started from
+ * them) inherit a mask without SIGINT/SIGTERM, so the signal lands on the loop's
+ * thread and interrupts it at once. */
+static int start_dispatcher(const disp_config_t *dc, const char **err)
 {
-    disp_config_t dc = {
-        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
-        .sync_hold_ms = cfg->sync_hold_ms};
     sigset_t ss, old;
     sigemptyset(&ss);
     sigaddset(&ss, SIGINT);
     sigaddset(&ss, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &ss, &old);
-    int rc = disp_start(&g_ctx, &dc, err);
+    int rc = disp_start(&g_loops[0].ctx, dc, err);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
+}
+
+static disp_config_t dispatcher_config(const gw_config_t *cfg)
+{
+    disp_config_t dc = {
+        .discovery = cfg->discovery, .queue_max = cfg->queue_max, .cold_start_timeout_ms = cfg->cold_start_timeout_ms,
+        .sync_hold_ms = cfg->sync_hold_ms};
+    return dc;
+}
+
+/* The context of loop L on the loop it runs. */
+static void loop_context(gw_loop_t *L, h2o_evloop_t *loop)
+{
+    t_loop = L;
+    h2o_context_init(&L->ctx, loop, &g_conf);
+    L->accept.ctx = &L->ctx;
+    L->accept.hosts = g_conf.hosts;
+}
+
+/* Loop L starts taking connections on its listeners. */
+static void loop_listen(gw_loop_t *L, const gw_config_t *cfg)
+{
+    gw_grpc_serve(&L->ctx, L->grpc_fd);
+    gw_thrift_limits(cfg);
+    if (L->thrift_fd >= 0)
+        gw_thrift_serve(&L->ctx, L->thrift_fd, cfg->thrift_default_fn);
+    h2o_socket_t *ls = h2o_evloop_socket_create(L->ctx.loop, L->http_fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(ls, on_accept);
+}
+
+/* ---- the other loop threads ---- */
+
+static const gw_config_t *g_cfg;
+static pthread_mutex_t g_up_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_up_cv = PTHREAD_COND_INITIALIZER;
+static unsigned g_up; /* loops attached to the dispatcher */
+
+static void *loop_main(void *arg)
+{
+    gw_loop_t *L = arg;
+    disp_config_t dc = dispatcher_config(g_cfg);
+    loop_context(L, h2o_evloop_create());
+    disp_attach(&L->ctx, &dc, L->idx);
+    loop_listen(L, g_cfg);
+    pthread_mutex_lock(&g_up_mu);
+    g_up++;
+    pthread_cond_signal(&g_up_cv);
+    pthread_mutex_unlock(&g_up_mu);
+    for (;;) /* the main thread's exit ends it */
+        h2o_evloop_run(L->ctx.loop, INT32_MAX);
+    return NULL;
+}
+
+/* Starts loops 1..n-1 and waits until each receives the dispatcher's messages (the
+ * watch must find every loop when it starts). Signals stay with the main thread. */
+static int start_loops(unsigned n)
+{
+    sigset_t ss, old;
+    sigfillset(&ss);
+    pthread_sigmask(SIG_BLOCK, &ss, &old);
+    for (unsigned k = 1; k < n; k++) {
+        pthread_t tid;
+        if (pthread_create(&tid, NULL, loop_main, &g_loops[k]) != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return -1;
+        }
+        pthread_detach(tid);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_lock(&g_up_mu);
+    while (g_up < n - 1)
+        pthread_cond_wait(&g_up_cv, &g_up_mu);
+    pthread_mutex_unlock(&g_up_mu);
+    return 0;
+}
+
+/* Every port's listeners, one per loop; 0 or 1 (logged). */
+static int bind_ports(const gw_config_t *cfg, unsigned n)
+{
+    const char *err = NULL;
+    int fds[3][256];
+    if (faas_listen_tcp_group(cfg->listen, fds[0], n, &err) != 0) {
+        FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
+        return 1;
+    }
+    if (gw_grpc_bind(cfg->grpc_listen, fds[1], n, &err) != 0) {
+        FAAS_ERROR("event=grpc_listen_failed addr=%s err=\"%s\"", cfg->grpc_listen, err);
+        return 1;
+    }
+    fds[2][0] = -1;
+    if (strcmp(cfg->thrift_listen, "off") != 0) {
+        if (faas_listen_tcp_group(cfg->thrift_listen, fds[2], n, &err) == 0) {
+            FAAS_INFO("event=thrift_listening addr=%s default_function=%s listeners=%u", cfg->thrift_listen,
+                      cfg->thrift_default_fn && cfg->thrift_default_fn[0] ? cfg->thrift_default_fn : "-", n);
+        } else {
+            fds[2][0] = -1;
+            FAAS_ERROR("event=thrift_listen_failed addr=%s err=\"%s\"", cfg->thrift_listen, err);
+            if (cfg->thrift_listen_explicit)
+                return 1; /* the default port may be another gateway's: only then go on without it */
+        }
+    }
+    for (unsigned k = 0; k < n; k++) {
+        g_loops[k].idx = k;
+        g_loops[k].http_fd = fds[0][k];
+        g_loops[k].grpc_fd = fds[1][0] >= 0 ? fds[1][k] : -1;
+        g_loops[k].thrift_fd = fds[2][0] >= 0 ? fds[2][k] : -1;
+    }
+    return 0;
 }
 
 int gw_run(const gw_config_t *cfg)
@@ -729,11 +844,10 @@ int gw_run(const gw_config_t *cfg)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    int fd = faas_listen_tcp(cfg->listen, &err);
-    if (fd < 0) {
-        FAAS_ERROR("event=listen_failed addr=%s err=\"%s\"", cfg->listen, err);
+    unsigned n = cfg->threads ? cfg->threads : 1;
+    g_cfg = cfg;
+    if ((g_loops = calloc(n, sizeof(*g_loops))) == NULL || bind_ports(cfg, n) != 0)
         return 1;
-    }
     /* glibc returns the heap top to the kernel once 128 KiB are free there and grows
      * it again (brk + page faults) on the next request: at c16 POST 4K that was a brk
      * every ~7 requests and ~10% of the gateway's CPU. Keep up to 16 MiB free at the
@@ -765,38 +879,29 @@ int gw_run(const gw_config_t *cfg)
     h->on_req = on_req;
 
     /* h2o's HTTP/1 server drops and re-adds its read interest around every request:
-     * two epoll_ctl per request, made lazy by gateway/override_epoll.c */
+     * two epoll_ctl per request, made lazy by gateway/override_epoll.c (loop 0's set) */
     h2o_evloop_t *loop = loop_create();
-    h2o_context_init(&g_ctx, loop, &g_conf);
-    g_accept.ctx = &g_ctx;
-    g_accept.hosts = g_conf.hosts;
+    loop_context(&g_loops[0], loop);
     if (framing_check(loop) != 0)
         FAAS_WARN("event=framing_check_off msg=\"h2o does not parse requests through the gateway's "
                   "phr_parse_request: duplicate Content-Length, TE+CL and missing Host are not refused\"");
     else
         FAAS_INFO("event=framing_check_on");
 
-    if (start_dispatcher(cfg, &err) != 0) {
+    disp_config_t dc = dispatcher_config(cfg);
+    if (start_loops(n) != 0) {
+        FAAS_ERROR("event=threads_failed n=%u", n);
+        return 1;
+    }
+    if (start_dispatcher(&dc, &err) != 0) {
         FAAS_ERROR("event=dispatcher_failed err=\"%s\"", err);
         return 1;
     }
-    if (gw_grpc_start(&g_ctx, cfg->grpc_listen, &err) != 0) {
-        FAAS_ERROR("event=grpc_listen_failed addr=%s err=\"%s\"", cfg->grpc_listen, err);
-        return 1;
-    }
-    gw_thrift_limits(cfg);
-    if (strcmp(cfg->thrift_listen, "off") != 0 &&
-        gw_thrift_listen(&g_ctx, cfg->thrift_listen, cfg->thrift_default_fn, &err) != 0) {
-        FAAS_ERROR("event=thrift_listen_failed addr=%s err=\"%s\"", cfg->thrift_listen, err);
-        if (cfg->thrift_listen_explicit)
-            return 1; /* the default port may be another gateway's: only then go on without it */
-    }
-    h2o_socket_t *ls = h2o_evloop_socket_create(g_ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(ls, on_accept);
-    FAAS_INFO("event=listening addr=%s discovery=%s max_body=%" PRIu64 " queue_max=%u", cfg->listen, cfg->discovery,
-              cfg->max_body, cfg->queue_max);
+    loop_listen(&g_loops[0], cfg);
+    FAAS_INFO("event=listening addr=%s discovery=%s max_body=%" PRIu64 " queue_max=%u threads=%u", cfg->listen,
+              cfg->discovery, cfg->max_body, cfg->queue_max, n);
     while (!g_stop)
-        h2o_evloop_run(g_ctx.loop, 1000);
+        h2o_evloop_run(loop, 1000);
     FAAS_INFO("event=stopping");
     /* grpc threads are blocked in calls; nothing durable lives here, so leave at once */
     _exit(0);

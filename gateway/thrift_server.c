@@ -66,7 +66,7 @@ typedef struct tconn {
     h2o_timeout_entry_t timer;
     int tstate;           /* T_*: the list timer is in */
     int head_ok;          /* the head of the frame at the input's start was read and accepted */
-    size_t held;          /* bytes of an unfinished frame counted in ts.held */
+    size_t held;          /* bytes of an unfinished frame counted in tstats.held */
     size_t seen;          /* input bytes already counted in rx */
     uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
     h2o_timeout_entry_t free_entry;  /* a closed connection is freed after the callback that closed it */
@@ -99,7 +99,9 @@ typedef struct tcall {
     uint8_t frame_inl[CALL_INLINE], body_inl[CALL_INLINE], reply_inl[CALL_INLINE];
 } tcall_t;
 
-static struct {
+/* Each loop's own (a thread-local: gw_thrift_limits runs on every loop thread); the
+ * partial-bytes budget and the close counters are the process's (tstats). */
+static __thread struct {
     h2o_context_t *ctx;
     h2o_loop_t *loop;
     const char *default_fn;
@@ -109,8 +111,6 @@ static struct {
     uint32_t idle_ms, header_ms, body_ms, body_min, max_frame, max_header;
     uint64_t max_partial;
     h2o_linklist_t conns;
-    uint64_t held;                   /* bytes of unfinished frames, all connections */
-    uint64_t closed[CLOSE_NREASONS]; /* connections the gateway closed, by reason */
 } ts = {.idle_ms = 60000,
         .header_ms = 10000,
         .body_ms = 10000,
@@ -118,6 +118,12 @@ static struct {
         .max_frame = THRIFT_DEFAULT_MAX_FRAME,
         .max_header = 16384,
         .max_partial = 64u << 20};
+
+static struct {
+    uint64_t held;                   /* atomic: bytes of unfinished frames, all loops */
+    uint64_t closed[CLOSE_NREASONS]; /* atomic: connections the gateway closed, by reason */
+} tstats;
+#define TSTAT_ADD(field, n) __atomic_add_fetch(&tstats.field, (n), __ATOMIC_RELAXED)
 
 static void conn_close(tconn_t *c);
 static void conn_flush(tconn_t *c);
@@ -503,7 +509,7 @@ static void on_timer(h2o_timeout_entry_t *e)
     }
     int why = st == T_IDLE ? CLOSE_IDLE : st == T_HEADER ? CLOSE_HEADER_TIMEOUT : CLOSE_BODY_TIMEOUT;
     if (!c->closing) /* one being closed was counted when it was refused */
-        ts.closed[why]++;
+        TSTAT_ADD(closed[why], 1);
     char ip[INET6_ADDRSTRLEN];
     FAAS_DEBUG("event=thrift_closed peer=%s reason=%s buffered=%zu", peer_ip(c, ip), close_reason[why],
                c->sock->input->size);
@@ -522,23 +528,31 @@ static tconn_t *largest_holder(void)
     return big;
 }
 
-/* Counts c's unread input in ts.held; past --thrift-max-partial-bytes closes the
- * largest holders until under it: one close frees the most, and a client whose
- * frames complete holds nothing, so only those piling up unfinished frames go.
- * 0, or -1 when c itself was closed. */
+/* Moves c's count in the process's held bytes to now. */
+static void held_set(tconn_t *c, size_t now)
+{
+    if (now == c->held)
+        return; /* the usual case, frames consumed whole: no shared write */
+    TSTAT_ADD(held, (uint64_t)now - c->held);
+    c->held = now;
+}
+
+/* Counts c's unread input in the held bytes; past --thrift-max-partial-bytes (all
+ * loops together) closes this loop's largest holders until under it: one close frees
+ * the most, and a client whose frames complete holds nothing, so only those piling up
+ * unfinished frames go. 0, or -1 when c itself was closed. */
 static int conn_account(tconn_t *c)
 {
-    size_t now = c->sock->input->size;
-    ts.held = ts.held - c->held + now;
-    c->held = now;
-    while (ts.held > ts.max_partial) {
+    held_set(c, c->sock->input->size);
+    uint64_t total;
+    while ((total = __atomic_load_n(&tstats.held, __ATOMIC_RELAXED)) > ts.max_partial) {
         tconn_t *big = largest_holder();
         if (big == NULL)
             break;
         char ip[INET6_ADDRSTRLEN];
         FAAS_WARN("event=thrift_closed peer=%s reason=mem_cap buffered=%zu held_total=%" PRIu64, peer_ip(big, ip),
-                  big->held, ts.held);
-        ts.closed[CLOSE_MEM_CAP]++;
+                  big->held, total);
+        TSTAT_ADD(closed[CLOSE_MEM_CAP], 1);
         int self = big == c;
         conn_close(big);
         if (self)
@@ -650,8 +664,7 @@ static void conn_close(tconn_t *c)
     if (h2o_timeout_is_linked(&c->flush_entry))
         h2o_timeout_unlink(&c->flush_entry);
     h2o_linklist_unlink(&c->all);
-    ts.held -= c->held;
-    c->held = 0;
+    held_set(c, 0);
     h2o_socket_close(c->sock);
     h2o_buffer_dispose(&c->out);
     h2o_buffer_dispose(&c->wbuf);
@@ -780,7 +793,7 @@ static void call_route(tcall_t *k)
 static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
 {
     conn_stop(c, msg);
-    ts.closed[CLOSE_TOO_LARGE]++;
+    TSTAT_ADD(closed[CLOSE_TOO_LARGE], 1);
     tcall_t *k = f != NULL ? call_get() : NULL;
     if (k == NULL) {
         h2o_buffer_consume(&c->sock->input, c->sock->input->size);
@@ -944,7 +957,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
-int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_fn, const char **err)
+void gw_thrift_serve(h2o_context_t *ctx, int fd, const char *default_fn)
 {
     ts.ctx = ctx;
     ts.loop = ctx->loop;
@@ -953,14 +966,8 @@ int gw_thrift_listen(h2o_context_t *ctx, const char *addr, const char *default_f
     h2o_timeout_init(ts.loop, &ts.header_to, ts.header_ms);
     h2o_timeout_init(ts.loop, &ts.body_to, ts.body_ms);
     h2o_linklist_init_anchor(&ts.conns);
-    int fd = faas_listen_tcp(addr, err);
-    if (fd < 0)
-        return -1;
     ts.listener = h2o_evloop_socket_create(ctx->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(ts.listener, on_accept);
-    FAAS_INFO("event=thrift_listening addr=%s default_function=%s", addr,
-              default_fn && default_fn[0] ? default_fn : "-");
-    return 0;
 }
 
 void gw_thrift_limits(const gw_config_t *cfg)
@@ -979,10 +986,11 @@ void gw_thrift_metrics_write(FILE *out)
     fprintf(out, "# HELP faas_gw_thrift_closed_total Thrift connections the gateway closed, by reason.\n"
                  "# TYPE faas_gw_thrift_closed_total counter\n");
     for (int i = 0; i < CLOSE_NREASONS; i++)
-        fprintf(out, "faas_gw_thrift_closed_total{reason=\"%s\"} %" PRIu64 "\n", close_reason[i], ts.closed[i]);
+        fprintf(out, "faas_gw_thrift_closed_total{reason=\"%s\"} %" PRIu64 "\n", close_reason[i],
+                __atomic_load_n(&tstats.closed[i], __ATOMIC_RELAXED));
     fprintf(out,
             "# HELP faas_gw_thrift_partial_frame_bytes Bytes of Thrift frames received but not yet handled "
             "(unfinished ones), all connections.\n"
             "# TYPE faas_gw_thrift_partial_frame_bytes gauge\nfaas_gw_thrift_partial_frame_bytes %" PRIu64 "\n",
-            ts.held);
+            __atomic_load_n(&tstats.held, __ATOMIC_RELAXED));
 }

@@ -38,7 +38,8 @@ struct h2b_conn {
     int settings_seen;            /* the client's first SETTINGS arrived */
 };
 
-static struct {
+/* one bridge per thread: each gateway loop has its own connections to agents */
+static __thread struct {
     const h2b_io_t *io;
     evl_link_t flush, frees, reap; /* end-of-iteration work */
     int later_asked;

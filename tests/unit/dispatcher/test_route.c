@@ -7,7 +7,7 @@
 
 #include "dispatcher/internal.h"
 
-static disp_table_t *T = &disp_g.table;
+#define T (&disp_g.table) /* thread-local: the test thread's own */
 
 static void setup(void)
 {

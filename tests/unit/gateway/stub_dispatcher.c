@@ -5,6 +5,9 @@ int disp_start(h2o_context_t *ctx, const disp_config_t *cfg, const char **err)
 {
     return 0;
 }
+void disp_attach(h2o_context_t *ctx, const disp_config_t *cfg, unsigned idx)
+{
+}
 const char *disp_route(disp_proto_t proto, const char *key, size_t len, size_t *fnlen)
 {
     return NULL;

@@ -345,11 +345,11 @@ class Setup:
         self.pod_hello_pid = kids[0]
         return self
 
-    def restart_gateway(self, threads):
+    def restart_gateway(self, threads, force=False):
         """Restarts the gateway with --threads N (same ports; the warm pods stay): the thread rows of one
         run. Returns the loop count the gateway reports using (a gateway without multi-thread support
         warns event=threads_unsupported and runs one)."""
-        if threads != self.gw_threads:
+        if threads != self.gw_threads or force:
             g = self.platform.gateway
             i = g.argv.index("--threads")
             g.argv[i + 1] = str(threads)
@@ -444,16 +444,26 @@ def scen_http(s, a, res):
                   file=sys.stderr, flush=True)
     res["http1_threads"] = {}
     for t in a.gw_threads:
-        loops = s.restart_gateway(t)
-        for kind, path, script in HTTP_KINDS:
-            row = res["http1"].get(f"{kind}|16") if t == a.gw_threads[0] else None
-            if row is None:  # the rows above ran at the first count: only the others run again
-                row, i = _http_row(s, a, path, script, 16, i)
-            res["http1_threads"][f"{kind}|{t}"] = dict(row, loops=loops)
-            pl = row["platform"]
-            print(f"  http/1.1 {kind} c16, gateway --threads {t} ({loops} loop(s)): platform {pl['rps']:.0f}/s, "
-                  f"gateway {pl['cpu']['gateway'] / max(pl['requests'], 1) * 1e6:.1f} us CPU/request",
-                  file=sys.stderr, flush=True)
+        try:
+            loops = s.restart_gateway(t)
+            for kind, path, script in HTTP_KINDS:
+                row = res["http1"].get(f"{kind}|16") if t == a.gw_threads[0] else None
+                if row is None:  # the rows above ran at the first count: only the others run again
+                    row, i = _http_row(s, a, path, script, 16, i)
+                res["http1_threads"][f"{kind}|{t}"] = dict(row, loops=loops)
+                pl = row["platform"]
+                print(f"  http/1.1 {kind} c16, gateway --threads {t} ({loops} loop(s)): platform {pl['rps']:.0f}/s, "
+                      f"gateway {pl['cpu']['gateway'] / max(pl['requests'], 1) * 1e6:.1f} us CPU/request",
+                      file=sys.stderr, flush=True)
+        except HarnessError as e:
+            rc = s.platform.gateway.proc.poll()
+            if rc is None:
+                raise  # the harness broke, not the gateway
+            # a gateway that died at this count is a finding: its row says so and the run goes on
+            tail = [ln for ln in read(s.platform.gateway.log_path).splitlines() if ln.strip()][-1:]
+            res["http1_threads"][f"GET|{t}"] = {"failed": f"gateway exited ({rc}): {' '.join(tail)[:200]}"}
+            print(f"  http/1.1 c16, gateway --threads {t}: gateway exited ({rc}): {e}", file=sys.stderr, flush=True)
+            s.restart_gateway(a.gw_threads[0], force=True)
     s.restart_gateway(a.gw_threads[0])  # the other scenarios run at the first count
 
 
@@ -1209,6 +1219,9 @@ def table(res, m, cm, a):
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
     for key, row in res.get("http1_threads", {}).items():
         kind, t = key.split("|")
+        if "failed" in row:
+            add(f"HTTP/1.1, gateway --threads {t}", 16, "platform", "n/a", "", "", row["failed"], "", "", "FAIL")
+            continue
         pl = row["platform"]
         gcpu = pl["cpu"]["gateway"] / max(pl["requests"], 1) * 1e6
         trio(f"HTTP/1.1 {kind}, gateway --threads {t} ({row['loops']} loop(s) ran)", 16, row,

@@ -51,6 +51,9 @@ enum { T_NONE, T_IDLE, T_HEADER, T_BODY };
 
 typedef struct tconn {
     h2o_socket_t *sock;
+    /* tells the agent which calls share a client connection (faas-thrift-conn): only
+     * those it pipelines on one connection to the server, as the client itself did */
+    char cid[17];
     struct sockaddr_storage peer;
     socklen_t peerlen;
     thrift_framing_t framing; /* fixed by the first frame */
@@ -377,6 +380,8 @@ static int call_headers(tcall_t *c, disp_call_t *dc)
                               c->f.proto == THRIFT_COMPACT ? 7 : 6);
     if (c->oneway)
         rc |= disp_call_header(dc, "faas-thrift-oneway", 18, "1", 1);
+    else if (c->conn != NULL)
+        rc |= disp_call_header(dc, "faas-thrift-conn", 16, c->conn->cid, 16);
     for (size_t i = 0; i < c->f.n_headers; i++) {
         const thrift_header_t *th = &c->f.headers[i];
         /* the request id is the platform's: a client cannot choose it */
@@ -948,6 +953,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         int one = 1;
         setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         h2o_linklist_init_anchor(&c->calls);
+        faas_request_id(c->cid);
         h2o_buffer_init(&c->out, &h2o_socket_buffer_prototype);
         h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
         h2o_linklist_insert(&ts.conns, &c->all);

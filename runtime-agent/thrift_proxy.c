@@ -11,8 +11,9 @@
  * calls are answered 204 once the bytes are written. Errors carry faas-error like
  * the HTTP path: 502 upstream-connect / upstream-reset, 504 timeout.
  *
- * Framed two-way calls to a fast server are pipelined instead (see "pipelined calls"
- * below): several in flight on one connection, written together, answered in order. */
+ * Framed two-way calls of one client connection (faas-thrift-conn) are pipelined
+ * instead (see "pipelined calls" below): in flight together on one connection, written
+ * together, answered in order. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,7 @@
 #include "thrift/thrift.h"
 
 #define IDLE_MS 10000
-#define PIPE_DEPTH 32           /* calls in flight on one pipelined connection at most */
-#define PIPE_MAX_WAIT_US 1000u  /* ... and only while the wait behind them is expected under this */
-#define PIPE_WINDOW 128         /* replies per estimate of the server's time per call */
+#define PIPE_DEPTH 32 /* calls in flight on one pipelined connection at most */
 
 typedef struct tpipe tpipe_t;
 
@@ -38,11 +37,6 @@ static struct {
     thrift_framing_t framing;
     int configured;
     evl_link_t pipes; /* tpipe_t with calls in flight */
-    /* the server's time per call: the least reply gap of the last window of replies (a
-     * busy agent reads replies late, so a mean would measure the agent, not the server) */
-    uint64_t svc_us, win_min_us;
-    uint32_t win_n;
-    int svc_known;
 } tp;
 
 static void pipe_forget(agent_req_t *r);
@@ -216,12 +210,12 @@ static void on_deadline(evl_timer_t *t)
  * only after answering, or queues them), so framed two-way calls may share one: those
  * of one loop pass go out in one write and their replies come back in one read,
  * matched in order (the seqid is checked: a server that breaks the order fails the
- * connection's calls rather than getting replies swapped). A thread-per-connection
- * server with slow calls must still see them on separate connections: a call joins a
- * connection only while the calls already there are expected to take less than
- * PIPE_MAX_WAIT_US (in flight x the server's measured time per call); else it takes a
- * connection of its own, as without pipelining. A connection whose calls are all
- * answered goes back to the pool. */
+ * connection's calls rather than getting replies swapped). Only calls of one client
+ * connection share one (the gateway names it in faas-thrift-conn): the client pipelined
+ * them, so the server would have taken them in turn anyway, while calls of different
+ * clients stay on different connections, in parallel for a thread-per-connection server
+ * whatever their length, as when the clients call it directly. A connection whose
+ * calls are all answered goes back to the pool. */
 
 struct tpipe {
     evl_link_t link; /* tp.pipes */
@@ -232,10 +226,10 @@ struct tpipe {
     agent_req_t *q[PIPE_DEPTH]; /* calls waiting for their replies, in order; NULL: given up */
     int32_t seq[PIPE_DEPTH];    /* their seqids */
     unsigned head, n;
-    uint64_t last_us; /* the last reply (or the first call's write): the next gap is one call's time */
+    char key[17]; /* the client connection (faas-thrift-conn) whose calls it carries */
 };
 
-static int pipe_submit(agent_req_t *r, int32_t seqid);
+static int pipe_submit(agent_req_t *r, const char *key, int32_t seqid);
 
 static void pipe_forget(agent_req_t *r)
 {
@@ -270,6 +264,8 @@ static void pipe_fail(tpipe_t *pp, int connect_err)
     unsigned n = pp->n, head = pp->head;
     agent_req_t *q[PIPE_DEPTH];
     int32_t seq[PIPE_DEPTH];
+    char key[sizeof(pp->key)];
+    memcpy(key, pp->key, sizeof(key));
     for (unsigned i = 0; i < n; i++) {
         q[i] = pp->q[(head + i) % PIPE_DEPTH];
         seq[i] = pp->seq[(head + i) % PIPE_DEPTH];
@@ -283,7 +279,7 @@ static void pipe_fail(tpipe_t *pp, int connect_err)
             continue;
         if (retry && !r->retried) {
             r->retried = 1;
-            if (pipe_submit(r, seq[i]) == 0)
+            if (pipe_submit(r, key, seq[i]) == 0)
                 continue;
         }
         if (connect_err && !r->retried)
@@ -323,15 +319,6 @@ static int pipe_reply(tpipe_t *pp, const thrift_frame_t *f)
     agent_req_t *r = pp->q[pp->head];
     pp->head = (pp->head + 1) % PIPE_DEPTH;
     pp->n--;
-    uint64_t now = faas_now_us(), gap = now - pp->last_us;
-    pp->last_us = now;
-    if (tp.win_n == 0 || gap < tp.win_min_us)
-        tp.win_min_us = gap;
-    if (++tp.win_n == PIPE_WINDOW || !tp.svc_known) {
-        tp.svc_us = tp.win_min_us;
-        tp.svc_known = 1;
-        tp.win_n = tp.win_n == PIPE_WINDOW ? 0 : tp.win_n;
-    }
     if (r != NULL) {
         r->tpipe = NULL;
         evl_timer_stop(tp.loop, &r->deadline);
@@ -383,28 +370,24 @@ static void on_pipe_connect(agent_upconn_t *u, int err)
         pipe_connected(u->owner);
 }
 
-/* The busiest connection a call may still join, so that calls gather (one write, one read). */
-static tpipe_t *pipe_pick(void)
+/* The connection carrying the calls of client connection key, if one has room. (The list
+ * holds connections with calls in flight only: as many as clients pipelining now.) */
+static tpipe_t *pipe_pick(const char *key)
 {
-    tpipe_t *best = NULL;
-    if (!tp.svc_known)
-        return NULL;
-    uint64_t now = faas_now_us();
     for (evl_link_t *l = tp.pipes.next; l != &tp.pipes; l = l->next) {
         tpipe_t *pp = EVL_CONTAINER(l, tpipe_t, link);
-        /* not behind a connection that answered nothing for a while: its call is a slow one */
-        if (pp->n < PIPE_DEPTH && pp->n * tp.svc_us < PIPE_MAX_WAIT_US && now - pp->last_us < PIPE_MAX_WAIT_US &&
-            (best == NULL || pp->n > best->n))
-            best = pp;
+        if (pp->n < PIPE_DEPTH && memcmp(pp->key, key, sizeof(pp->key)) == 0)
+            return pp;
     }
-    return best;
+    return NULL;
 }
 
-static tpipe_t *pipe_new(void)
+static tpipe_t *pipe_new(const char *key)
 {
     tpipe_t *pp = calloc(1, sizeof(*pp));
     if (pp == NULL)
         return NULL;
+    memcpy(pp->key, key, sizeof(pp->key));
     pp->flush.cb = on_pipe_flush;
     pp->flush.data = pp;
     evl_list_insert(&tp.pipes, &pp->link);
@@ -419,12 +402,12 @@ static tpipe_t *pipe_new(void)
     return pp;
 }
 
-/* Queues r's frame (r->head) on a connection: 0, or -1 (r untouched). */
-static int pipe_submit(agent_req_t *r, int32_t seqid)
+/* Queues r's frame (r->head) on the connection of its client's calls: 0, or -1 (r untouched). */
+static int pipe_submit(agent_req_t *r, const char *key, int32_t seqid)
 {
-    tpipe_t *pp = pipe_pick();
+    tpipe_t *pp = pipe_pick(key);
     int fresh = pp == NULL;
-    if (fresh && (pp = pipe_new()) == NULL)
+    if (fresh && (pp = pipe_new(key)) == NULL)
         return -1;
     if (evl_buf_append(&pp->out, evl_buf_data(&r->head), r->head.len) != 0) {
         if (fresh && pp->n == 0)
@@ -434,8 +417,7 @@ static int pipe_submit(agent_req_t *r, int32_t seqid)
     unsigned i = (pp->head + pp->n) % PIPE_DEPTH;
     pp->q[i] = r;
     pp->seq[i] = seqid;
-    if (pp->n++ == 0)
-        pp->last_us = faas_now_us();
+    pp->n++;
     r->tpipe = pp;
     if (pp->connected)
         evl_defer(tp.loop, &pp->flush);
@@ -469,12 +451,15 @@ void agent_thrift_start(agent_req_t *r)
     const char *rid = NULL;
     size_t rlen = 0;
     int oneway = 0;
+    char conn[17] = ""; /* the client connection's id, when the gateway names it */
     for (size_t i = 0; i < req->n; i++) {
         const nghttp2_nv *e = &req->nv[i];
         if (name_is(e, "faas-thrift-proto", 17))
             proto = e->valuelen == 7 && memcmp(e->value, "compact", 7) == 0 ? THRIFT_COMPACT : THRIFT_BINARY;
         else if (name_is(e, "faas-thrift-oneway", 18))
             oneway = 1;
+        else if (name_is(e, "faas-thrift-conn", 16))
+            memcpy(conn, e->value, e->valuelen < 16 ? e->valuelen : 16), conn[16] = '\0';
         else if (name_is(e, "faas-request-id", 15))
             rid = (const char *)e->value, rlen = e->valuelen;
         else if (name_is(e, "faas-deadline-ms", 16))
@@ -502,8 +487,8 @@ void agent_thrift_start(agent_req_t *r)
                    agent_thrift_request_frame(tp.framing, proto, pl, len, hs, nh, rid, rlen, (uint8_t *)buf, cap));
     r->deadline.cb = on_deadline;
     evl_timer_start(tp.loop, &r->deadline, deadline_ms);
-    if (tp.framing == THRIFT_FRAMED && !r->oneway) {
-        if (pipe_submit(r, seqid) != 0)
+    if (tp.framing == THRIFT_FRAMED && !r->oneway && conn[0] != '\0') {
+        if (pipe_submit(r, conn, seqid) != 0)
             call_fail(r, FAAS_ERR_CRASHED, "upstream-connect", "the function is not accepting connections\n");
         return;
     }

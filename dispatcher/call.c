@@ -17,7 +17,7 @@
 #include "common/spec.h"
 #include "common/util.h"
 
-#define CALL_CACHE 64
+#define CALL_CACHE 256 /* a burst of pipelined calls (128 in flight) fits */
 
 static __thread disp_call_t *cache[CALL_CACHE]; /* closed calls reused without malloc */
 static __thread size_t ncache;

@@ -39,6 +39,7 @@
 #define MAX_REPLY (16u << 20)
 #define MAX_UNSENT (1u << 20) /* replies waiting for a slow client: reading pauses past this */
 #define KEEP_INPUT (64u << 10) /* an emptied input buffer larger than this is given back */
+#define CALL_INLINE 128 /* a request frame, reply body or reply up to this stays in the call */
 
 /* Why the gateway closed a connection (faas_gw_thrift_closed_total{reason}). */
 enum { CLOSE_IDLE, CLOSE_HEADER_TIMEOUT, CLOSE_BODY_TIMEOUT, CLOSE_TOO_LARGE, CLOSE_MEM_CAP, CLOSE_NREASONS };
@@ -50,6 +51,9 @@ enum { T_NONE, T_IDLE, T_HEADER, T_BODY };
 
 typedef struct tconn {
     h2o_socket_t *sock;
+    /* tells the agent which calls share a client connection (faas-thrift-conn): only
+     * those it pipelines on one connection to the server, as the client itself did */
+    char cid[17];
     struct sockaddr_storage peer;
     socklen_t peerlen;
     thrift_framing_t framing; /* fixed by the first frame */
@@ -68,7 +72,8 @@ typedef struct tconn {
     size_t held;          /* bytes of an unfinished frame counted in tstats.held */
     size_t seen;          /* input bytes already counted in rx */
     uint64_t rx, rx_mark; /* bytes received; rx when the body window started */
-    h2o_timeout_entry_t free_entry; /* a closed connection is freed after the callback that closed it */
+    h2o_timeout_entry_t free_entry;  /* a closed connection is freed after the callback that closed it */
+    h2o_timeout_entry_t flush_entry; /* replies of one loop pass go out in one write (conn_flush_later) */
 } tconn_t;
 
 typedef struct tcall {
@@ -81,7 +86,8 @@ typedef struct tcall {
     h2o_timeout_entry_t done_entry;
     uint8_t *frame; /* copy of the request frame; f points into it */
     thrift_frame_t f;
-    h2o_buffer_t *body; /* reply payload from the agent */
+    uint8_t *body; /* reply payload from the agent, grown as it comes (in body_inl while it fits) */
+    size_t blen, bcap;
     char fn[64];
     size_t fnlen;
     uint64_t start_us;
@@ -91,6 +97,9 @@ typedef struct tcall {
     int done, oneway, ooo, fatal, too_big;
     disp_resolve_t *resolving; /* its function missed the table: discovery is asked */
     int resolved;              /* ... and has answered */
+    /* small calls need no allocation beyond the (cached) call: a burst of pipelined calls
+     * outruns malloc's per-thread cache, and each miss costs more than the copy */
+    uint8_t frame_inl[CALL_INLINE], body_inl[CALL_INLINE], reply_inl[CALL_INLINE];
 } tcall_t;
 
 /* Each loop's own (a thread-local: gw_thrift_limits runs on every loop thread); the
@@ -123,6 +132,7 @@ static void conn_close(tconn_t *c);
 static void conn_flush(tconn_t *c);
 static void conn_read_more(tconn_t *c);
 static void conn_arm(tconn_t *c);
+static void conn_flush_later(tconn_t *c);
 
 /* Routing key -> function: a declared service, else a function of that name; a
  * connection keeps the function its last routing key named (THeader clients send info
@@ -158,6 +168,43 @@ static int route(tconn_t *c, const thrift_frame_t *f, const char **fn, size_t *f
 
 /* ---- calls -------------------------------------------------------------------- */
 
+/* A call is ~2 KiB (the frame's header views), past malloc's per-thread cache: freed
+ * calls are kept for the next ones of this loop thread (bounded), as the dispatcher
+ * keeps its own. */
+#define CALL_CACHE 256 /* 128 calls in flight (8 clients pipelining 16) reuse theirs */
+static __thread tcall_t *call_cache[CALL_CACHE];
+static __thread size_t ncall_cache;
+
+static tcall_t *call_get(void)
+{
+    if (ncall_cache == 0)
+        return calloc(1, sizeof(tcall_t));
+    tcall_t *c = call_cache[--ncall_cache];
+    memset(c, 0, sizeof(*c));
+    return c;
+}
+
+/* n bytes for one of c's buffers: its inline one when n fits, else malloc. */
+static uint8_t *call_buf(uint8_t *inl, size_t n)
+{
+    return n <= CALL_INLINE ? inl : malloc(n);
+}
+
+static void call_buf_free(tcall_t *c, uint8_t *b, uint8_t *inl)
+{
+    (void)c;
+    if (b != inl)
+        free(b);
+}
+
+static void call_put(tcall_t *c)
+{
+    if (ncall_cache < CALL_CACHE)
+        call_cache[ncall_cache++] = c;
+    else
+        free(c);
+}
+
 static void call_free(tcall_t *c)
 {
     disp_resolve_cancel(c->resolving);
@@ -165,23 +212,22 @@ static void call_free(tcall_t *c)
         h2o_timeout_unlink(&c->done_entry);
     if (c->call != NULL)
         disp_call_close(c->call); /* cancels it upstream if it is still running */
-    if (c->body != NULL)
-        h2o_buffer_dispose(&c->body);
-    free(c->reply);
-    free(c->frame);
-    free(c);
+    call_buf_free(c, c->body, c->body_inl);
+    call_buf_free(c, c->reply, c->reply_inl);
+    call_buf_free(c, c->frame, c->frame_inl);
+    call_put(c);
 }
 
 /* Sets the reply to a TApplicationException (none for oneway calls). */
 static void call_set_error(tcall_t *c, int type, const char *msg)
 {
-    free(c->reply);
+    call_buf_free(c, c->reply, c->reply_inl);
     c->reply = NULL;
     c->reply_len = 0;
     if (c->oneway)
         return;
     size_t n = thrift_encode_error(&c->f, type, msg, NULL, 0);
-    if (n == (size_t)-1 || (c->reply = malloc(n)) == NULL)
+    if (n == (size_t)-1 || (c->reply = call_buf(c->reply_inl, n)) == NULL)
         return;
     c->reply_len = thrift_encode_error(&c->f, type, msg, c->reply, n);
 }
@@ -201,7 +247,7 @@ static void on_call_done(h2o_timeout_entry_t *e)
         call_free(c);
         return;
     }
-    conn_flush(conn);
+    conn_flush_later(conn);
 }
 
 static void call_finish(tcall_t *c)
@@ -232,13 +278,13 @@ static void call_complete(tcall_t *c)
     c->code = st;
     if (st != 200 && st != 204) {
         char msg[300];
-        size_t bl = c->body->size < 200 ? c->body->size : 200;
-        while (bl > 0 && (c->body->bytes[bl - 1] == '\n' || c->body->bytes[bl - 1] == '\r'))
+        size_t bl = c->blen < 200 ? c->blen : 200;
+        while (bl > 0 && (c->body[bl - 1] == '\n' || c->body[bl - 1] == '\r'))
             bl--;
         if (bl == 0)
             snprintf(msg, sizeof(msg), "function %.*s: function failed", (int)c->fnlen, c->fn);
         else
-            snprintf(msg, sizeof(msg), "%.*s", (int)bl, c->body->bytes);
+            snprintf(msg, sizeof(msg), "%.*s", (int)bl, (const char *)c->body);
         FAAS_INFO("event=thrift_error fn=%.*s method=%.*s seqid=%" PRId32 " status=%d msg=\"%s\"", (int)c->fnlen, c->fn,
                   (int)c->f.name.len, c->f.name.ptr, c->f.seqid, st, msg);
         call_set_error(c, faas_tapp_for_http(st), msg);
@@ -249,13 +295,13 @@ static void call_complete(tcall_t *c)
     thrift_header_t hs[THRIFT_MAX_HEADERS];
     uint8_t kb[THRIFT_MAX_HEADERS][256];
     size_t nh = reply_headers(c, hs, kb);
-    const uint8_t *pl = (const uint8_t *)c->body->bytes;
-    size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, NULL, 0);
-    if ((c->reply = malloc(n)) == NULL) {
+    const uint8_t *pl = c->body != NULL ? c->body : (const uint8_t *)"";
+    size_t n = thrift_encode_reply(&c->f, hs, nh, pl, c->blen, NULL, 0);
+    if ((c->reply = call_buf(c->reply_inl, n)) == NULL) {
         call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "gateway out of memory");
         return;
     }
-    c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->body->size, c->reply, n);
+    c->reply_len = thrift_encode_reply(&c->f, hs, nh, pl, c->blen, c->reply, n);
 }
 
 /* ---- the dispatcher's answers ---- */
@@ -274,16 +320,29 @@ static void sink_data(disp_call_t *dc, const uint8_t *d, size_t len)
     disp_call_consumed(dc, len); /* the reply is collected whole (bounded by MAX_REPLY) */
     if (c->too_big)
         return;
-    if (c->body->size + len > MAX_REPLY) {
+    const char *why = c->blen + len > MAX_REPLY ? "reply larger than the gateway's limit" : NULL;
+    if (why == NULL && c->blen + len > c->bcap) {
+        size_t cap = c->bcap * 2 > c->blen + len ? c->bcap * 2 : c->blen + len;
+        uint8_t *nb = c->body == NULL ? call_buf(c->body_inl, cap)
+                      : c->body == c->body_inl ? malloc(cap) : realloc(c->body, cap);
+        if (nb == NULL) {
+            why = "gateway out of memory";
+        } else {
+            if (c->body == c->body_inl)
+                memcpy(nb, c->body_inl, c->blen);
+            c->body = nb;
+            c->bcap = nb == c->body_inl ? CALL_INLINE : cap;
+        }
+    }
+    if (why != NULL) {
         c->too_big = 1;
         c->code = 502;
-        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, "reply larger than the gateway's limit");
+        call_set_error(c, FAAS_TAPP_INTERNAL_ERROR, why);
         call_finish(c);
         return;
     }
-    h2o_iovec_t dst = h2o_buffer_reserve(&c->body, len);
-    memcpy(dst.base, d, len);
-    c->body->size += len;
+    memcpy(c->body + c->blen, d, len);
+    c->blen += len;
 }
 
 static void sink_end(disp_call_t *dc, const nghttp2_nv *trl, size_t n)
@@ -321,6 +380,8 @@ static int call_headers(tcall_t *c, disp_call_t *dc)
                               c->f.proto == THRIFT_COMPACT ? 7 : 6);
     if (c->oneway)
         rc |= disp_call_header(dc, "faas-thrift-oneway", 18, "1", 1);
+    else if (c->conn != NULL)
+        rc |= disp_call_header(dc, "faas-thrift-conn", 16, c->conn->cid, 16);
     for (size_t i = 0; i < c->f.n_headers; i++) {
         const thrift_header_t *th = &c->f.headers[i];
         /* the request id is the platform's: a client cannot choose it */
@@ -366,25 +427,24 @@ static void call_answer_now(tcall_t *c, int type, const char *msg, int code)
 
 static tcall_t *call_new(tconn_t *conn, const uint8_t *frame, size_t len)
 {
-    tcall_t *c = calloc(1, sizeof(*c));
+    tcall_t *c = call_get();
     if (c == NULL)
         return NULL;
-    if ((c->frame = malloc(len)) == NULL) {
-        free(c);
+    if ((c->frame = call_buf(c->frame_inl, len)) == NULL) {
+        call_put(c);
         return NULL;
     }
     memcpy(c->frame, frame, len);
     /* re-parse over our copy so every view points into it (same bytes: cannot fail) */
     const char *err;
     if (thrift_parse(c->frame, len, ts.max_frame, &c->f, NULL, &err) <= 0) {
-        free(c->frame);
-        free(c);
+        call_buf_free(c, c->frame, c->frame_inl);
+        call_put(c);
         return NULL;
     }
     c->conn = conn;
     c->start_us = faas_now_us();
     c->done_entry.cb = on_call_done;
-    h2o_buffer_init(&c->body, &h2o_socket_buffer_prototype);
     c->oneway = c->f.mtype == THRIFT_ONEWAY;
     c->ooo = c->f.framing == THRIFT_THEADER && (c->f.flags & THRIFT_THEADER_FLAG_OUT_OF_ORDER) != 0;
     h2o_linklist_insert(&conn->calls, &c->link);
@@ -567,6 +627,22 @@ static void conn_flush(tconn_t *c)
     conn_arm(c);
 }
 
+static void on_flush_entry(h2o_timeout_entry_t *e)
+{
+    conn_flush(H2O_STRUCT_FROM_MEMBER(tconn_t, flush_entry, e));
+}
+
+/* Replies of pipelined calls come back from one read of the agent's connection, each
+ * ending on its own zero-timeout entry: flushing at each would write the first reply
+ * at once and the rest after it completes (two or more writes per batch, each a full
+ * trip through the loopback stack). One entry per connection, linked behind the calls'
+ * entries of this pass, writes them all at once. */
+static void conn_flush_later(tconn_t *c)
+{
+    if (!c->dead && !h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_link(ts.loop, &ts.ctx->zero_timeout, &c->flush_entry);
+}
+
 static void conn_free(h2o_timeout_entry_t *e)
 {
     free(H2O_STRUCT_FROM_MEMBER(tconn_t, free_entry, e));
@@ -590,6 +666,8 @@ static void conn_close(tconn_t *c)
     }
     if (h2o_timeout_is_linked(&c->timer))
         h2o_timeout_unlink(&c->timer);
+    if (h2o_timeout_is_linked(&c->flush_entry))
+        h2o_timeout_unlink(&c->flush_entry);
     h2o_linklist_unlink(&c->all);
     held_set(c, 0);
     h2o_socket_close(c->sock);
@@ -622,7 +700,7 @@ static void conn_protocol_error(tconn_t *c, const thrift_frame_t *f, int have_ms
         conn_close(c);
         return;
     }
-    tcall_t *k = calloc(1, sizeof(*k));
+    tcall_t *k = call_get();
     if (k == NULL) {
         conn_close(c);
         return;
@@ -721,7 +799,7 @@ static void conn_refuse(tconn_t *c, const thrift_frame_t *f, const char *msg)
 {
     conn_stop(c, msg);
     TSTAT_ADD(closed[CLOSE_TOO_LARGE], 1);
-    tcall_t *k = f != NULL ? calloc(1, sizeof(*k)) : NULL;
+    tcall_t *k = f != NULL ? call_get() : NULL;
     if (k == NULL) {
         h2o_buffer_consume(&c->sock->input, c->sock->input->size);
         c->seen = 0;
@@ -875,10 +953,12 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         int one = 1;
         setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         h2o_linklist_init_anchor(&c->calls);
+        faas_request_id(c->cid);
         h2o_buffer_init(&c->out, &h2o_socket_buffer_prototype);
         h2o_buffer_init(&c->wbuf, &h2o_socket_buffer_prototype);
         h2o_linklist_insert(&ts.conns, &c->all);
         c->timer.cb = on_timer;
+        c->flush_entry.cb = on_flush_entry;
         conn_read_more(c);
     }
 }

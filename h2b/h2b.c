@@ -21,7 +21,7 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONN_WINDOW (16 << 20)
 #define MAX_HEADERS 256
-#define PAIR_CACHE 64
+#define PAIR_CACHE 256 /* a burst of pipelined calls (128 in flight) fits: malloc's thread cache holds 7 */
 
 struct h2b_conn {
     void *sock; /* the adapter's socket handle */
@@ -187,7 +187,7 @@ static void pair_free(h2b_pair_t *p)
 {
     if (p->on_free != NULL)
         p->on_free(p);
-    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 4096 && p->up.in.cap <= 4096) { /* bounded: 64 small pairs */
+    if (g.ncache < PAIR_CACHE && p->down.in.cap <= 4096 && p->up.in.cap <= 4096) { /* bounded: PAIR_CACHE small pairs */
         p->down.in.off = p->down.in.len = p->up.in.off = p->up.in.len = 0;
     } else {
         evl_buf_free(&p->down.in);

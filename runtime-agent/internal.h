@@ -185,6 +185,7 @@ typedef struct agent_req {
     evl_buf_t head; /* the request head for the user server */
     /* Thrift */
     int oneway, got_bytes;
+    void *tpipe; /* the pipelined upstream connection its call is on (thrift_proxy.c) */
     agent_task_t *task;      /* an async task: its response is collected, not streamed */
     uint64_t t0_us, head_us; /* arrived; the user server's response head came (0: not yet) */
 } agent_req_t;

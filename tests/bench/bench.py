@@ -263,8 +263,9 @@ http {{
 
 
 class Setup:
-    def __init__(self, build, tmp, wm_args=()):
+    def __init__(self, build, tmp, wm_args=(), gw_threads=1):
         self.build, self.tmp, self.wm_args = build, tmp, tuple(wm_args)
+        self.gw_threads = gw_threads  # faas-gateway --threads: what the platform runs with now
         os.environ["FAAS_BUILD"] = build
         sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
         import platform_util as pu
@@ -310,7 +311,7 @@ class Setup:
         # the platform; the gateway may hold 10,000 idle connections
         # the gateway's Thrift listener on a free port (its default is a fixed one)
         self.thrift_port = pu.free_port()
-        targs = ("--thrift-listen", f"127.0.0.1:{self.thrift_port}")
+        targs = ("--thrift-listen", f"127.0.0.1:{self.thrift_port}", "--threads", str(self.gw_threads))
         wargs = self.wm_args  # e.g. --no-pod-netns, to measure what an isolation costs
         try:  # the gateway's gRPC listener, where platform_util knows it
             self.platform = pu.Platform(os.path.join(self.tmp, "platform"), pool_size=2, grpc=True,
@@ -343,6 +344,29 @@ class Setup:
             raise HarnessError("the warm agent has no user server child")
         self.pod_hello_pid = kids[0]
         return self
+
+    def restart_gateway(self, threads, force=False):
+        """Restarts the gateway with --threads N (same ports; the warm pods stay): the thread rows of one
+        run. Returns the loop count the gateway reports using (a gateway without multi-thread support
+        warns event=threads_unsupported and runs one)."""
+        if threads != self.gw_threads or force:
+            g = self.platform.gateway
+            i = g.argv.index("--threads")
+            g.argv[i + 1] = str(threads)
+            g.stop()
+            mark = os.path.getsize(g.log_path)
+            g.start()
+            self.pu.wait_until(lambda: self.pu.port_open(self.thrift_port), 10, what="gateway Thrift listener")
+            self.gw_threads, self.gw_pid, self.gw_log_mark = threads, g.proc.pid, mark
+            st, body, err = self.pu.curl(self.platform.url("bench", "/hello"))
+            if st != 200:
+                raise HarnessError(f"warm-up after the gateway restart: {st} {body} {err}\n{self.platform.logs()}")
+        return self.gw_loops()
+
+    def gw_loops(self):
+        log = read(self.platform.gateway.log_path)[getattr(self, "gw_log_mark", 0):]
+        m = re.search(r"event=threads_unsupported requested=\d+ using=(\d+)", log)
+        return int(m.group(1)) if m else self.gw_threads
 
     def instances(self, fn):
         sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -382,30 +406,65 @@ def order(i):
     return PATHS[i % 3:] + PATHS[:i % 3]
 
 
-def scen_http(s, a, res):
-    """1. HTTP/1.1 keep-alive GET /hello and 4 KiB POST /echo (wrk); CPU per request at c16 (7)."""
-    pids = {"gateway": s.gw_pid, "agent": s.agent_pid, "user server (pod)": s.pod_hello_pid,
+HTTP_KINDS = (("GET", "/hello", None), ("POST 4K", "/echo", os.path.join(HERE, "post4k.lua")))
+
+
+def _http_pids(s):
+    return {"gateway": s.gw_pid, "agent": s.agent_pid, "user server (pod)": s.pod_hello_pid,
             "user server (direct)": s.hello.pid, "nginx worker": s.nginx_worker}
+
+
+def _http_row(s, a, path, script, c, i):
+    """One wrk row: the three paths interleaved over a.rounds, CPU of every process per path."""
+    pids, urls = _http_pids(s), s.urls(path)
+    runs = {p: [] for p in PATHS}
+    cpu = {p: {k: 0.0 for k in pids} for p in PATHS}
+    for p in order(i):
+        wrk(urls[p], c, a.warmup, script)
+    for r in range(a.rounds):  # interleaved: direct, platform, nginx, then again, rotated
+        for p in order(i):
+            before = {k: cpu_seconds(v) for k, v in pids.items()}
+            runs[p].append(wrk(urls[p], c, a.round_secs, script, tmp=s.tmp))
+            after = {k: cpu_seconds(v) for k, v in pids.items()}
+            for k in pids:
+                cpu[p][k] += after[k] - before[k]
+            i += 1
+    return {p: dict(merge(runs[p]), cpu=cpu[p]) for p in PATHS}, i
+
+
+def scen_http(s, a, res):
+    """1. HTTP/1.1 keep-alive GET /hello and 4 KiB POST /echo (wrk); CPU per request at c16 (7); then c16
+    again with the gateway at each of --gw-threads (issue 17), gateway CPU per request for each."""
     i = 0
-    for kind, path, script in (("GET", "/hello", None), ("POST 4K", "/echo", os.path.join(HERE, "post4k.lua"))):
-        urls = s.urls(path)
+    for kind, path, script in HTTP_KINDS:
         for c in CONCS:
-            runs = {p: [] for p in PATHS}
-            cpu = {p: {k: 0.0 for k in pids} for p in PATHS}
-            for p in order(i):
-                wrk(urls[p], c, a.warmup, script)
-            for r in range(a.rounds):  # interleaved: direct, platform, nginx, then again, rotated
-                for p in order(i):
-                    before = {k: cpu_seconds(v) for k, v in pids.items()}
-                    runs[p].append(wrk(urls[p], c, a.round_secs, script, tmp=s.tmp))
-                    after = {k: cpu_seconds(v) for k, v in pids.items()}
-                    for k in pids:
-                        cpu[p][k] += after[k] - before[k]
-                    i += 1
-            row = {p: dict(merge(runs[p]), cpu=cpu[p]) for p in PATHS}
+            row, i = _http_row(s, a, path, script, c, i)
             res["http1"][f"{kind}|{c}"] = row
             print(f"  http/1.1 {kind} c{c}: " + ", ".join(f"{p} {row[p]['rps']:.0f}/s" for p in PATHS),
                   file=sys.stderr, flush=True)
+    res["http1_threads"] = {}
+    for t in a.gw_threads:
+        try:
+            loops = s.restart_gateway(t)
+            for kind, path, script in HTTP_KINDS:
+                row = res["http1"].get(f"{kind}|16") if t == a.gw_threads[0] else None
+                if row is None:  # the rows above ran at the first count: only the others run again
+                    row, i = _http_row(s, a, path, script, 16, i)
+                res["http1_threads"][f"{kind}|{t}"] = dict(row, loops=loops)
+                pl = row["platform"]
+                print(f"  http/1.1 {kind} c16, gateway --threads {t} ({loops} loop(s)): platform {pl['rps']:.0f}/s, "
+                      f"gateway {pl['cpu']['gateway'] / max(pl['requests'], 1) * 1e6:.1f} us CPU/request",
+                      file=sys.stderr, flush=True)
+        except HarnessError as e:
+            rc = s.platform.gateway.proc.poll()
+            if rc is None:
+                raise  # the harness broke, not the gateway
+            # a gateway that died at this count is a finding: its row says so and the run goes on
+            tail = [ln for ln in read(s.platform.gateway.log_path).splitlines() if ln.strip()][-1:]
+            res["http1_threads"][f"GET|{t}"] = {"failed": f"gateway exited ({rc}): {' '.join(tail)[:200]}"}
+            print(f"  http/1.1 c16, gateway --threads {t}: gateway exited ({rc}): {e}", file=sys.stderr, flush=True)
+            s.restart_gateway(a.gw_threads[0], force=True)
+    s.restart_gateway(a.gw_threads[0])  # the other scenarios run at the first count
 
 
 def scen_h2(s, a, res):
@@ -505,7 +564,11 @@ thrift_services: [BenchC]
 thrift_transport: framed
 health: {{tcp: true}}
 idle_timeout: 60m
+max_instances: 1
 """
+# max_instances 1: one pod, as HAProxy has one backend server. Left elastic, the 2-core
+# box's CPU pressure makes the platform start a pod per few calls in flight, which split
+# the calls so thinly that no pod batches anything (and they compete for the same cores).
 
 
 def thrift_load(port, conc, seconds, path):
@@ -533,15 +596,65 @@ def merge_approx(runs):
             "p99": sum(r["p99"] * x for r, x in zip(runs, w)) / sum(w)}
 
 
+HAPROXY_CONF = """global
+    nbthread {threads}
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend thrift
+    bind 127.0.0.1:{port}
+    default_backend userd
+backend userd
+    server userd 127.0.0.1:{upstream}
+"""
+
+
+def start_haproxy(s, upstream):
+    """HAProxy in TCP mode, one backend (the directly started user server), as many threads as the
+    gateway has: the one-hop anchor of the Thrift rows (nginx-light has no stream module). Its port,
+    or None when haproxy is not installed."""
+    if not shutil.which("haproxy"):
+        print("  thrift: haproxy is not installed (deploy/install-deps.sh): no haproxy row", file=sys.stderr)
+        return None
+    port = s.pu.free_port()
+    conf = os.path.join(s.tmp, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(HAPROXY_CONF.format(threads=s.gw_threads, port=port, upstream=upstream))
+    hp = s._popen("haproxy", ["haproxy", "-db", "-f", conf])  # -db: foreground, so killed by its PID
+    s._wait_port(hp, port, "haproxy")
+    s.haproxy_pid = hp.pid
+    return port
+
+
+def _thrift_cpu(s, srv_pid):
+    """CPU seconds now of the processes on each Thrift path: the gateway, the function's pods (agents and
+    their user servers, however many the platform runs), haproxy, the direct user server."""
+    pods = 0.0
+    for inst in s.instances("benchc"):
+        for pid in [inst["pid"]] + children(inst["pid"]) if inst["pid"] else []:
+            try:
+                pods += cpu_seconds(pid)
+            except OSError:
+                pass
+    out = {"gateway": cpu_seconds(s.gw_pid), "pods": pods, "userd (direct)": cpu_seconds(srv_pid)}
+    if getattr(s, "haproxy_pid", None):
+        out["haproxy"] = cpu_seconds(s.haproxy_pid)
+    return out
+
+
 def scen_thrift(s, a, res):
     """3b. Thrift BenchC.add, framed binary (tests/bench/thrift_load.c against tests/bench/thrift_userd.c):
-    direct and through the gateway's Thrift port. nginx-light has no stream module: no nginx row."""
+    direct, through HAProxy in TCP mode (one hop) and through the gateway's Thrift port, interleaved."""
     if not (a.thrift_load and a.thrift_userd):
         return None
     p, pu = s.platform, s.pu
     dport = pu.free_port()
     srv = s._popen("thrift-userd-direct", [a.thrift_userd, str(dport)])
     s._wait_port(srv, dport, "thrift-userd-direct")
+    hport = start_haproxy(s, dport)
     spec = os.path.join(s.tmp, "benchc.yaml")
     with open(spec, "w") as f:
         f.write(THRIFT_SPEC.format(code=os.path.dirname(a.thrift_userd)))
@@ -555,19 +668,37 @@ def scen_thrift(s, a, res):
     except TimeoutError as e:
         raise HarnessError(f"{e}\n{p.logs()}")
     ports = {"direct": dport, "platform": s.thrift_port}
+    if hport:
+        ports["haproxy"] = hport
+    paths = tuple(ports)
     res["thrift"] = {}
+    res["thrift_threads"] = s.gw_loops()
     i = 0
     for c in CONCS:
         runs = {q: [] for q in ports}
+        cpu = {q: {} for q in ports}
         for q in ports:
             thrift_load(ports[q], c, a.warmup, a.thrift_load)
-        for r in range(a.rounds):
-            for q in (("direct", "platform") if i % 2 == 0 else ("platform", "direct")):
+        for r in range(a.rounds):  # interleaved, the order rotated round by round
+            for q in paths[i % len(paths):] + paths[:i % len(paths)]:
+                before = _thrift_cpu(s, srv.pid)
                 runs[q].append(thrift_load(ports[q], c, a.round_secs, a.thrift_load))
+                after = _thrift_cpu(s, srv.pid)
+                for k in after:
+                    cpu[q][k] = cpu[q].get(k, 0.0) + after[k] - before.get(k, 0.0)
             i += 1
-        res["thrift"][str(c)] = row = {q: merge_approx(runs[q]) for q in ports}
-        print(f"  thrift c{c}: " + ", ".join(f"{q} {row[q]['rps']:.0f}/s" for q in ports), file=sys.stderr,
-              flush=True)
+        res["thrift"][str(c)] = row = {q: dict(merge_approx(runs[q]), cpu=cpu[q]) for q in ports}
+        for q in ports:  # the CPU per call of the processes on the path (not the client's)
+            n = max(row[q]["requests"], 1)
+            on = {"direct": ("userd (direct)",), "haproxy": ("haproxy", "userd (direct)"),
+                  "platform": ("gateway", "pods")}[q]
+            row[q]["cpu_us"] = {k: cpu[q][k] / n * 1e6 for k in on if k in cpu[q]}
+        pl = row["platform"]["rps"]
+        rh = f", platform/haproxy {pl / row['haproxy']['rps']:.2f}x" if "haproxy" in row else ""
+        print(f"  thrift c{c}: " + ", ".join(f"{q} {row[q]['rps']:.0f}/s" for q in ports)
+              + f"; platform/direct {pl / row['direct']['rps']:.2f}x{rh}; CPU us/call: "
+              + "; ".join(f"{q} " + " + ".join(f"{k} {v:.1f}" for k, v in row[q]["cpu_us"].items()) for q in ports),
+              file=sys.stderr, flush=True)
 
 
 def _timed_get(port, path, rid):
@@ -983,8 +1114,8 @@ def table(res, m, cm, a):
     def add(scen, c, path, rps, p50, p99, rd="", rn="", bar="", result=""):
         rows.append(f"| {scen} | {c} | {path} | {rps} | {p50} | {p99} | {rd} | {rn} | {bar} | {result} |")
 
-    def trio(scen, c, row, bars, missing="n/a"):
-        for p in PATHS:
+    def trio(scen, c, row, bars, missing="n/a", hop="nginx"):
+        for p in ("direct", "platform", hop):
             if p not in row:
                 add(scen, c, p, missing, "", "", "", "", "", "")
                 continue
@@ -993,8 +1124,8 @@ def table(res, m, cm, a):
             rd = rn = ""
             if p == "platform":
                 rd = f"{ratio(r['rps'], row['direct']['rps'])}, {ratio(r['p50'], row['direct']['p50'])}"
-                rn = (f"{ratio(r['rps'], row['nginx']['rps'])}, {ratio(r['p50'], row['nginx']['p50'])}"
-                      if "nginx" in row else "-")
+                rn = (f"{ratio(r['rps'], row[hop]['rps'])}, {ratio(r['p50'], row[hop]['p50'])}"
+                      + ("" if hop == "nginx" else f" (plat/{hop})") if hop in row else "-")
             bar, result = bars if p == "platform" else ("", "")
             add(scen, c, p, f_rps(r["rps"]) + err, f_us(r["p50"]), f_us(r["p99"]), rd, rn, bar, result)
 
@@ -1016,8 +1147,10 @@ def table(res, m, cm, a):
     if not res.get("grpc"):
         add("gRPC unary", "1/16/128", "all", "n/a (issue 4)", "", "", "", "", "", "")
     for c, row in res.get("thrift", {}).items():
-        trio("Thrift framed binary (native thrift_userd)", c, row, ("", ""),
-             missing="n/a (nginx-light has no stream module)")
+        pl, hp = row["platform"]["rps"], row.get("haproxy", {}).get("rps")
+        trio(f"Thrift framed binary (native thrift_userd), gateway {res.get('thrift_threads', 1)} thread(s)", c,
+             row, ("req/s >= haproxy", verdict(pl >= hp)) if hp else ("", ""),
+             missing="n/a (haproxy not installed)", hop="haproxy")
     if not res.get("thrift"):
         add("Thrift", "1/16/128", "all", "n/a (issue 5)", "", "", "", "", "", "")
     if "cold" in res:
@@ -1084,6 +1217,15 @@ def table(res, m, cm, a):
             f"user server {per['nginx']['user server (direct)']:.1f} us", "", "", "", "")
         add("CPU per request, HTTP/1.1 GET c16", 16, "direct", "", "",
             f"user server {per['direct']['user server (direct)']:.1f} us", "", "", "", "")
+    for key, row in res.get("http1_threads", {}).items():
+        kind, t = key.split("|")
+        if "failed" in row:
+            add(f"HTTP/1.1, gateway --threads {t}", 16, "platform", "n/a", "", "", row["failed"], "", "", "FAIL")
+            continue
+        pl = row["platform"]
+        gcpu = pl["cpu"]["gateway"] / max(pl["requests"], 1) * 1e6
+        trio(f"HTTP/1.1 {kind}, gateway --threads {t} ({row['loops']} loop(s) ran)", 16, row,
+             (f"gateway CPU {gcpu:.1f} us/request", ""))
     scale_bench.rows(res, add, f_us, f_rps)
     coldnet_bench.rows(res, add, f_us)
     image_rows(res, add, f_us)
@@ -1107,7 +1249,12 @@ def table(res, m, cm, a):
         "nginx (grpc_pass, keepalive 64) hit one directly started server, the platform the gateway's gRPC port.",
         "Thrift: BenchC.add (two i32) over framed binary, tests/bench/thrift_load.c against the native "
         "tests/bench/thrift_userd.c; concurrency = connections x pipelining depth (1x1, 4x4, 8x16); its p50/p99 "
-        "are the call-weighted mean of the rounds' percentiles (the tool prints no distribution).",
+        "are the call-weighted mean of the rounds' percentiles (the tool prints no distribution). The one-hop "
+        "anchor is HAProxy in TCP mode (one backend: the directly started user server, nbthread = the "
+        "gateway's thread count); plat/nginx holds plat/haproxy there.",
+        "Gateway threads (issue 17): c16 rows again with the gateway restarted at each --gw-threads count (same "
+        "warm pod); gateway CPU per request = the gateway process's utime+stime over its rounds / requests. "
+        "'loops ran' is what the gateway says it ran (one when it warns event=threads_unsupported).",
         "CPU per request: the plat/direct column is gw+agent over the user server's own CPU per request.",
         "Memory: the gateway's figure is (RSS with the connections - RSS before) / connections it held "
         "(counted from its fd table); h2o closes idle keep-alive connections after 10 s, so they are opened "
@@ -1155,18 +1302,27 @@ def main():
     ap.add_argument("--out", default="", help="also write the table to this file")
     ap.add_argument("--json", default="", help="also write the raw figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    ap.add_argument("--gw-threads", default=os.environ.get("FAAS_BENCH_GW_THREADS", "1,2"),
+                    help="faas-gateway --threads counts, comma list (env FAAS_BENCH_GW_THREADS): the platform runs "
+                    "at the first, the HTTP/1.1 c16 rows run again at each of the others")
     ap.add_argument("--wm-arg", action="append", default=[],
                     help="an extra faas-workermgr flag (repeatable), e.g. --wm-arg=--no-pod-netns")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     a.rounds = max(1, min(a.rounds, a.seconds))
     a.round_secs = max(1, a.seconds // a.rounds)
+    try:
+        a.gw_threads = [int(t) for t in a.gw_threads.split(",") if t.strip()]
+        if not a.gw_threads or min(a.gw_threads) < 1:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--gw-threads: a comma list of counts >= 1, not {a.gw_threads!r}")
     only = set(filter(None, a.only.split(",")))
     m, cm = machine(), commit()
     tmp = tempfile.mkdtemp(prefix="faas-benchrun-")
     os.chmod(tmp, 0o755)
     res = {"http1": {}, "h2": {}}
-    s = Setup(a.build, tmp, a.wm_arg)
+    s = Setup(a.build, tmp, a.wm_arg, a.gw_threads[0])
     t0 = time.monotonic()
     try:
         try:

@@ -3,16 +3,20 @@
 #
 #   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
 #                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,cp,tasks|none]
-#                                [--profile DIR] [--keep] [--json FILE]
+#                                [--profile DIR] [--keep] [--json FILE] [--gw-threads 1,2]
 #
 # Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints
 # one markdown table and writes it to tests/bench/results/<YYYY-MM-DD>-<short commit>.md.
 # Exits non-zero only when the harness itself breaks, never because a bar is not met.
+# --gw-threads (or FAAS_BENCH_GW_THREADS): faas-gateway --threads counts; the platform
+# runs at the first (HAProxy of the Thrift rows gets as many threads), and the HTTP/1.1
+# c16 GET and POST 4K rows run again at each count, with gateway CPU per request.
+# The Thrift rows compare direct, HAProxy (mode tcp, one hop) and the platform.
 # See docs/performance.md.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 build=$(cd "$1" && pwd)

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -348,6 +349,22 @@ int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **e
             return -1;
         }
     return 0;
+}
+
+unsigned faas_cpu_count(void)
+{
+    cpu_set_t set;
+    long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+    /* a container's quota: "max 100000" is none, "200000 100000" is two CPUs */
+    char buf[64];
+    unsigned long long quota, period;
+    if (faas_read_small("/sys/fs/cgroup/cpu.max", buf, sizeof(buf)) > 0 &&
+        sscanf(buf, "%llu %llu", &quota, &period) == 2 && period != 0) {
+        long q = (long)((quota + period - 1) / period);
+        if (q >= 1 && q < n)
+            n = q;
+    }
+    return n < 1 ? 1 : (unsigned)n;
 }
 
 long faas_read_small(const char *path, char *buf, size_t cap)

@@ -58,6 +58,9 @@ int faas_listen_tcp(const char *addr, const char **err);
  * as with one listener, and port 0 picks one port for all. 0, or -1 with *err (no fd
  * left open). */
 int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **err);
+/* The CPUs this process can use: those its affinity mask allows, fewer when its
+ * cgroup (v2 cpu.max) grants less time (rounded up); at least 1. */
+unsigned faas_cpu_count(void);
 /* Packs a protobuf-c message into a malloc'd buffer. */
 uint8_t *faas_pb_pack(const ProtobufCMessage *m, size_t *len);
 /* mkdir -p with mode; 0 or -1 (errno set). */

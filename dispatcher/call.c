@@ -379,6 +379,11 @@ void disp_call_send(disp_call_t *c, disp_inst_t *inst)
             disp_hold(c, c->fn);
             return;
         }
+    disp_call_send_begun(c, inst);
+}
+
+void disp_call_send_begun(disp_call_t *c, disp_inst_t *inst)
+{
     h2b_conn_t *conn = h2b_client_get(inst->endpoint);
     if (conn == NULL) {
         disp_inst_end(inst, faas_now_ms());

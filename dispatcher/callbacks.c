@@ -106,11 +106,11 @@ static void finish(delivery_t *d, const char *error)
     if (error != NULL)
         disp_cb_sanitize(why, sizeof(why), error);
     if (error == NULL) {
-        cb.delivered++;
+        __atomic_add_fetch(&cb.delivered, 1, __ATOMIC_RELAXED); /* read by /metrics on any loop */
         FAAS_INFO("event=callback_delivered task=%s attempt=%u ms=%" PRIu64, t->id, t->callback_attempts,
                   faas_now_ms() - d->t0_ms);
     } else {
-        cb.failed++;
+        __atomic_add_fetch(&cb.failed, 1, __ATOMIC_RELAXED);
         FAAS_WARN("event=callback_failed task=%s attempt=%u ms=%" PRIu64 " err=\"%s\"", t->id, t->callback_attempts,
                   faas_now_ms() - d->t0_ms, why);
     }
@@ -360,5 +360,5 @@ void disp_callbacks_metrics(FILE *out)
             "# TYPE faas_gateway_task_callbacks_total counter\n"
             "faas_gateway_task_callbacks_total{outcome=\"delivered\"} %" PRIu64 "\n"
             "faas_gateway_task_callbacks_total{outcome=\"failed\"} %" PRIu64 "\n",
-            cb.delivered, cb.failed);
+            __atomic_load_n(&cb.delivered, __ATOMIC_RELAXED), __atomic_load_n(&cb.failed, __ATOMIC_RELAXED));
 }

@@ -225,17 +225,27 @@ static unsigned disc_next(unsigned i, const char *why)
 /* Every loop gets its own copy of each event and applies it to its own table. */
 static int on_watch_msg(void *ud, const uint8_t *msg, size_t len)
 {
-    for (unsigned k = 0, n = loops(); k < n; k++) {
-        Faas__WatchEvent *ev = faas__watch_event__unpack(NULL, len, msg);
-        if (ev == NULL) {
-            FAAS_WARN("event=watch_bad_message len=%zu", len);
-            return 0;
-        }
-        ctl_msg_t *m = calloc(1, sizeof(*m));
-        m->kind = MSG_EVENT;
-        m->ev = ev;
-        post_to(k, m);
+    ctl_msg_t *ms[DISP_MAX_LOOPS];
+    unsigned n = loops(), k;
+    /* all copies or none: loops that applied an event the others missed would disagree
+     * until the next snapshot, so a failure ends the stream and the snapshot after the
+     * reconnect rebuilds every table */
+    for (k = 0; k < n; k++) {
+        if ((ms[k] = calloc(1, sizeof(*ms[k]))) == NULL || (ms[k]->ev = faas__watch_event__unpack(NULL, len, msg)) == NULL)
+            break;
+        ms[k]->kind = MSG_EVENT;
     }
+    if (k < n) {
+        FAAS_WARN("event=watch_bad_message len=%zu msg=\"unpack failed; reconnecting\"", len);
+        for (unsigned i = 0; i <= k && i < n; i++) {
+            if (ms[i] != NULL && ms[i]->ev != NULL)
+                faas__watch_event__free_unpacked(ms[i]->ev, NULL);
+            free(ms[i]);
+        }
+        return -1;
+    }
+    for (k = 0; k < n; k++)
+        post_to(k, ms[k]);
     return 0;
 }
 
@@ -571,6 +581,12 @@ static void instance_announced(ctl_msg_t *m)
 {
     Faas__Instance *pi = m->resp != NULL ? faas__instance__unpack(NULL, m->rlen, m->resp) : NULL;
     disp_fn_t *fn = pi != NULL ? disp_fn_get(&disp_g.table, m->fn, strlen(m->fn)) : NULL;
+    if (fn != NULL && disp_inst_find(&disp_g.table, pi->id) != NULL) {
+        /* the watch told this loop first: its state (draining, overloaded) is newer */
+        faas__instance__free_unpacked(pi, NULL);
+        disp_serve_held(fn);
+        return;
+    }
     disp_inst_t *inst = fn != NULL ? disp_inst_put(fn, pi->id, pi->endpoint, pi->worker_id,
                                                    pi->version ? pi->version : m->version, 1, pi->concurrency,
                                                    faas_now_ms())
@@ -607,6 +623,10 @@ static void loop_message(ctl_msg_t *m)
     case MSG_NEED:
         snprintf(fn->need_rid, sizeof(fn->need_rid), "%s", m->rid);
         disp_on_instance_ready(fn); /* serves its own, then acquires for all */
+        /* none needed while the held calls fit instances with room: the replicas that
+         * hold them look again (a WAKE never makes a NEED: no ping-pong) */
+        if (disp_fshared_waiters(fn->sh) > fn->nwaiters && disp_acquire_needed(fn) == 0)
+            disp_control_wake_others(fn);
         break;
     case MSG_ELASTIC:
         disp_on_reserved_call_elastic(fn, m->rid);
@@ -615,8 +635,7 @@ static void loop_message(ctl_msg_t *m)
         disp_fail_held(fn, (faas_err_t)m->rc, m->err);
         break;
     case MSG_WAKE:
-        if (fn->nwaiters != 0)
-            disp_on_instance_ready(fn);
+        disp_serve_held(fn);
         break;
     }
 }
@@ -752,7 +771,7 @@ static void sweep(void)
                 k++;
         }
     }
-    for (size_t k = 0; k < nworkers;)
+    for (size_t k = 0; DISP_PRIMARY() && k < nworkers;) /* the workers are the primary's */
         if (workers[k].gen != disp_g.snap_gen)
             workers[k] = workers[--nworkers];
         else

@@ -134,10 +134,17 @@ void disp_on_reserved_call_elastic(disp_fn_t *fn, const char *rid)
 void disp_on_reserved_call(disp_fn_t *fn, const char *rid)
 {
     disp_fshared_count(&fn->sh->reserved_calls);
-    if (DISP_PRIMARY())
+    if (DISP_PRIMARY()) {
         disp_on_reserved_call_elastic(fn, rid);
-    else if (disp_elastic_wanted(fn)) /* as this loop sees it: the primary decides */
+        return;
+    }
+    /* as this loop sees it (its acquiring is always 0): the primary decides; at most
+     * one ask per 100 ms while its Acquire is on the way */
+    uint64_t now = faas_now_ms();
+    if (disp_elastic_wanted(fn) && now - fn->elastic_asked_ms >= 100) {
+        fn->elastic_asked_ms = now;
         disp_control_elastic(fn, rid);
+    }
 }
 
 static int has_current_instance(const disp_fn_t *fn);
@@ -157,14 +164,25 @@ static void fail_everywhere(disp_fn_t *fn, faas_err_t kind, const char *what)
     disp_control_fail_others(fn, kind, what);
 }
 
-void disp_on_instance_ready(disp_fn_t *fn)
+void disp_serve_held(disp_fn_t *fn)
 {
     disp_inst_t *inst;
-    while (fn->nwaiters != 0 && (inst = disp_pick(fn)) != NULL) {
+    /* the slot is taken before the call leaves the queue: one that another loop takes
+     * first costs a pick, not the call's place (or a second pass of --queue-max) */
+    for (int lost = 0; fn->nwaiters != 0 && lost < 64 && (inst = disp_pick(fn)) != NULL;) {
+        if (disp_inst_begin(inst) != 0) {
+            lost++;
+            continue;
+        }
         disp_call_t *c = waiter_call(disp_wait_pop(fn));
         disp_timer_stop(&c->wait_timer);
-        disp_call_send(c, inst);
+        disp_call_send_begun(c, inst);
     }
+}
+
+void disp_on_instance_ready(disp_fn_t *fn)
+{
+    disp_serve_held(fn);
     /* the primary also acquires for the calls other loops hold */
     uint32_t held = DISP_PRIMARY() ? disp_fshared_waiters(fn->sh) : fn->nwaiters;
     if (held != 0 && maybe_acquire(fn, fn->nwaiters != 0 ? waiter_call(fn->waiters.next)->rid : fn->need_rid) != 0)
@@ -277,8 +295,9 @@ void disp_hold(disp_call_t *c, disp_fn_t *fn)
     }
     c->wait_timer.cb = on_wait_timeout;
     disp_timer_start(&c->wait_timer, now + cst);
-    if (maybe_acquire(fn, c->rid) != 0)
-        fail_everywhere(fn, FAAS_ERR_UNAVAILABLE, "no worker available");
+    /* picks again once counted as held: a slot freed on another loop before that loop
+     * could see this call waiting (so it sent no WAKE) is found here */
+    disp_on_instance_ready(fn);
 }
 
 /* ---- an agent whose user server died (runtime-agent/control.c on_user_exit) ---- */

@@ -128,6 +128,7 @@ typedef struct disp_fn {
     uint32_t gen;
     disp_fshared_t *sh;           /* what every loop shares of it (held calls, counters) */
     char need_rid[72];            /* the primary: the request id of a replica's last ask */
+    uint64_t elastic_asked_ms;    /* a replica: when it last asked the primary for an elastic one */
     char **services[DISP_NPROTO]; /* routing keys the spec declares (gRPC, Thrift services) */
     size_t nservices[DISP_NPROTO];
     /* async tasks (tasks.c): one ClaimTasks in flight, polled by claim_timer */
@@ -351,6 +352,10 @@ void disp_on_reserved_call_elastic(disp_fn_t *fn, const char *rid);
 
 /* call.c: a call held for fn got an instance / can no longer expect one. */
 void disp_call_send(disp_call_t *c, disp_inst_t *inst);
+/* call.c: the same, the call already counted on inst (disp_inst_begin). */
+void disp_call_send_begun(disp_call_t *c, disp_inst_t *inst);
+/* dispatcher.c: this loop's held calls of fn go to instances with room (no Acquire). */
+void disp_serve_held(disp_fn_t *fn);
 void disp_call_fail(disp_call_t *c, faas_err_t kind, const char *what);
 /* call.c: h2b's on_unsent hook: re-routes a call whose agent refused the connect. */
 int disp_call_unsent(h2b_pair_t *p);

@@ -298,8 +298,10 @@ void disp_resolve_metrics(FILE *out)
             "faas_gateway_route_misses_total{outcome=\"not_found\"} %llu\n"
             "faas_gateway_route_misses_total{outcome=\"unavailable\"} %llu\n"
             "faas_gateway_route_misses_total{outcome=\"overflow\"} %llu\n",
-            (unsigned long long)stats[0], (unsigned long long)stats[1], (unsigned long long)stats[2],
-            (unsigned long long)stats[3]);
+            (unsigned long long)__atomic_load_n(&stats[0], __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&stats[1], __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&stats[2], __ATOMIC_RELAXED),
+            (unsigned long long)__atomic_load_n(&stats[3], __ATOMIC_RELAXED));
     fprintf(out,
             "# HELP faas_gateway_ready 1 once the gateway has its first discovery snapshot.\n"
             "# TYPE faas_gateway_ready gauge\nfaas_gateway_ready %d\n",

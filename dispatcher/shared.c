@@ -90,7 +90,7 @@ int disp_ishared_begin(disp_ishared_t *s, uint32_t limit)
 
 uint32_t disp_ishared_end(disp_ishared_t *s, uint64_t now_ms)
 {
-    uint32_t left = (__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELAXED)) & ~DISP_ISHARED_RELEASING;
+    uint32_t left = (__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST)) & ~DISP_ISHARED_RELEASING;
     if (left == 0)
         __atomic_store_n(&s->idle_since_ms, now_ms, __ATOMIC_RELAXED);
     return left;
@@ -117,10 +117,13 @@ int disp_ishared_releasing(const disp_ishared_t *s)
 
 int disp_fshared_hold(disp_fshared_t *s, uint32_t max, int local_now)
 {
-    if (__atomic_add_fetch(&s->nwaiters, 1, __ATOMIC_RELAXED) > max) {
-        __atomic_sub_fetch(&s->nwaiters, 1, __ATOMIC_RELAXED);
-        return -1;
-    }
+    /* seq_cst: a loop ending a call reads this after freeing its slot, and this loop
+     * picks again after it (disp_hold): one of the two sees the other */
+    uint32_t cur = __atomic_load_n(&s->nwaiters, __ATOMIC_SEQ_CST);
+    do {
+        if (cur >= max)
+            return -1;
+    } while (!__atomic_compare_exchange_n(&s->nwaiters, &cur, cur + 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     if (local_now == 1)
         __atomic_fetch_or(&s->waitmask[disp_tidx / 64], 1ull << (disp_tidx % 64), __ATOMIC_RELAXED);
     return 0;
@@ -139,7 +142,7 @@ void disp_fshared_waiters_add(disp_fshared_t *s, int delta, int local_now)
 
 uint32_t disp_fshared_waiters(const disp_fshared_t *s)
 {
-    return __atomic_load_n(&s->nwaiters, __ATOMIC_RELAXED);
+    return __atomic_load_n(&s->nwaiters, __ATOMIC_SEQ_CST);
 }
 
 uint64_t disp_fshared_counter(const uint64_t *c)

@@ -24,7 +24,7 @@ const char gw_args_usage[] =
     "  --sync-hold-ms MS           longest a call to a function the gateway does not know waits\n"
     "                              for discovery (the first snapshot after a start; a deploy whose\n"
     "                              watch event is late); then 503 + Retry-After (default 5000)\n"
-    "  --threads N                 event loop threads, 1..256 (default: one per online CPU)\n"
+    "  --threads N                 event loop threads, 1..256 (default: one per usable CPU)\n"
     "                              each with its own listeners (SO_REUSEPORT) and\n"
     "                              dispatcher replica (docs/threads.md)\n"
     "  --grpc-listen ADDR          gRPC port, h2c prior knowledge (default 127.0.0.1:8081; off = none)\n"
@@ -44,8 +44,9 @@ const char gw_args_usage[] =
     "  --thrift-max-frame BYTES       largest Thrift frame (default 16777216)\n"
     "  --thrift-max-header-bytes N    largest THeader/TTHeader header block and method name\n"
     "                                 (default 16384)\n"
-    "  --thrift-max-partial-bytes N   unfinished frames held across all Thrift connections;\n"
-    "                                 past it the largest holder is closed (default 67108864)\n"
+    "  --thrift-max-partial-bytes N   unfinished frames held across all Thrift connections,\n"
+    "                                 an equal share per loop thread; past its share a loop\n"
+    "                                 closes its largest holder (default 67108864)\n"
     "  --max-url-bytes N           longest request path with query; longer: 414 (default 8192)\n"
     "  --max-header-bytes N        request header names + values; more: 431 (default 16384)\n"
     "  --max-conns-per-client N    connections per client IPv4 address or IPv6 /64, all ports\n"
@@ -132,11 +133,12 @@ static int host_ok(const char *v)
     return 1;
 }
 
-/* One loop per online CPU, at most 256 (the dispatcher's limit). */
+/* One loop per CPU the gateway may use (affinity, cgroup quota), at most 256 (the
+ * dispatcher's limit): a 2-CPU container on a 64-core host runs 2. */
 static uint32_t default_threads(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (uint32_t)n;
+    unsigned n = faas_cpu_count();
+    return n > 256 ? 256 : n;
 }
 
 static void defaults(gw_config_t *cfg)

@@ -201,12 +201,14 @@ int phr_parse_request(const char *buf, size_t len, const char **method, size_t *
                       size_t *path_len, int *minor_version, gw_http1_hdr_t *headers, size_t *num_headers,
                       size_t last_len)
 {
-    if (real_parse == NULL) {
-        real_parse = (phr_parse_request_fn)dlsym(RTLD_NEXT, "phr_parse_request");
-        if (real_parse == NULL)
+    phr_parse_request_fn real = __atomic_load_n(&real_parse, __ATOMIC_ACQUIRE); /* any loop may be first */
+    if (real == NULL) {
+        real = (phr_parse_request_fn)dlsym(RTLD_NEXT, "phr_parse_request");
+        if (real == NULL)
             abort(); /* linked without picohttpparser underneath: h2o itself could not run */
+        __atomic_store_n(&real_parse, real, __ATOMIC_RELEASE);
     }
-    int rc = real_parse(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
+    int rc = real(buf, len, method, method_len, path, path_len, minor_version, headers, num_headers, last_len);
     g_calls++;
     if (rc <= 0)
         return rc; /* incomplete, or an error h2o handles (the h2c preface among them) */

@@ -234,12 +234,19 @@ static void agg_add(agg_t *a, const fn_metrics_t *m)
 }
 
 /* Every function's counts over all threads: a malloc'd array (*n), NULL if none or OOM. */
+#define AGG_MAX_THREADS 512
 static agg_t *aggregate(size_t *n)
 {
-    size_t total = 0;
-    for (mthread_t *t = FOLLOW(all_threads); t != NULL; t = t->next)
-        for (fn_metrics_t *m = FOLLOW(t->fns); m != NULL; m = m->next)
+    /* each thread's list as it is now: entries published later are prepended before
+     * these heads, and everything after a head is immutable, so both passes agree */
+    fn_metrics_t *heads[AGG_MAX_THREADS];
+    size_t nt = 0, total = 0;
+    for (mthread_t *t = FOLLOW(all_threads); t != NULL && nt < AGG_MAX_THREADS; t = t->next) {
+        heads[nt] = FOLLOW(t->fns);
+        for (fn_metrics_t *m = heads[nt]; m != NULL; m = m->next)
             total++;
+        nt++;
+    }
     *n = 0;
     size_t cap = 32;
     while (cap < 2 * total + 2)
@@ -252,8 +259,8 @@ static agg_t *aggregate(size_t *n)
         return NULL;
     }
     memset(slot, 0xff, cap * sizeof(*slot));
-    for (mthread_t *t = FOLLOW(all_threads); t != NULL; t = t->next)
-        for (fn_metrics_t *m = FOLLOW(t->fns); m != NULL && *n < total; m = m->next) {
+    for (size_t ti = 0; ti < nt; ti++)
+        for (fn_metrics_t *m = heads[ti]; m != NULL; m = m->next) {
             size_t i = faas_hash_name(m->name, m->len) & (cap - 1);
             while (slot[i] != (size_t)-1 && !(out[slot[i]].len == m->len && memcmp(out[slot[i]].name, m->name, m->len) == 0))
                 i = (i + 1) & (cap - 1);

@@ -112,7 +112,8 @@ static __thread struct {
     /* limits (gw_thrift_limits) */
     h2o_timeout_t idle_to, header_to, body_to;
     uint32_t idle_ms, header_ms, body_ms, body_min, max_frame, max_header;
-    uint64_t max_partial;
+    uint64_t max_partial; /* this loop's share of --thrift-max-partial-bytes */
+    uint64_t held;        /* bytes of unfinished frames on this loop's connections */
     h2o_linklist_t conns;
 } ts = {.idle_ms = 60000,
         .header_ms = 10000,
@@ -533,24 +534,26 @@ static tconn_t *largest_holder(void)
     return big;
 }
 
-/* Moves c's count in the process's held bytes to now. */
+/* Moves c's count in this loop's and the process's held bytes to now. */
 static void held_set(tconn_t *c, size_t now)
 {
     if (now == c->held)
         return; /* the usual case, frames consumed whole: no shared write */
+    ts.held += (uint64_t)now - c->held;
     TSTAT_ADD(held, (uint64_t)now - c->held);
     c->held = now;
 }
 
-/* Counts c's unread input in the held bytes; past --thrift-max-partial-bytes (all
- * loops together) closes this loop's largest holders until under it: one close frees
- * the most, and a client whose frames complete holds nothing, so only those piling up
- * unfinished frames go. 0, or -1 when c itself was closed. */
+/* Counts c's unread input in the held bytes; past this loop's share of
+ * --thrift-max-partial-bytes closes its largest holders until under it: one close
+ * frees the most, and a client whose frames complete holds nothing, so only those
+ * piling up unfinished frames go. A share per loop, so a client piling up bytes on one
+ * loop cannot make the others close their own clients. 0, or -1 when c was closed. */
 static int conn_account(tconn_t *c)
 {
     held_set(c, c->sock->input->size);
     uint64_t total;
-    while ((total = __atomic_load_n(&tstats.held, __ATOMIC_RELAXED)) > ts.max_partial) {
+    while ((total = ts.held) > ts.max_partial) {
         tconn_t *big = largest_holder();
         if (big == NULL)
             break;
@@ -984,7 +987,7 @@ void gw_thrift_limits(const gw_config_t *cfg)
     ts.body_min = cfg->thrift_body_min_bytes;
     ts.max_frame = cfg->thrift_max_frame;
     ts.max_header = cfg->thrift_max_header_bytes;
-    ts.max_partial = cfg->thrift_max_partial_bytes;
+    ts.max_partial = cfg->thrift_max_partial_bytes / (cfg->threads ? cfg->threads : 1);
 }
 
 void gw_thrift_metrics_write(FILE *out)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "gateway/args.h"
 
 typedef struct {
@@ -35,8 +36,8 @@ Test(gw_cli, defaults)
     cr_assert_eq(p.c.max_body, 8u << 20);
     cr_assert_eq(p.c.queue_max, 1024);
     cr_assert_eq(p.c.cold_start_timeout_ms, 0);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN); /* the default: one loop per online CPU */
-    cr_assert_eq(p.c.threads, (uint32_t)(cpus < 1 ? 1 : cpus > 256 ? 256 : cpus));
+    unsigned cpus = faas_cpu_count(); /* the default: one loop per usable CPU */
+    cr_assert_eq(p.c.threads, cpus > 256 ? 256 : cpus);
     cr_assert_str_eq(p.c.domain, "");
     cr_assert_null(p.c.grpc_listen);
     cr_assert_str_eq(p.c.thrift_listen, "127.0.0.1:8082");

@@ -773,6 +773,11 @@ static void conn_free(h2c_conn_t *c)
     free(c);
 }
 
+static void on_dead(h2o_timeout_entry_t *e)
+{
+    conn_free(H2O_STRUCT_FROM_MEMBER(h2c_conn_t, later, e));
+}
+
 static void conn_close(h2c_conn_t *c)
 {
     if (c->dead)
@@ -789,7 +794,10 @@ static void conn_close(h2c_conn_t *c)
     if (c->sock != NULL)
         h2o_socket_close(c->sock);
     c->sock = NULL;
-    conn_free(c);
+    /* freed once the loop is back at its timers: callers up the stack (conn_recv,
+     * conn_flush) still look at c->dead after a close made deep inside them */
+    c->later.cb = on_dead;
+    h2o_timeout_link(g.ctx->loop, &g.zero, &c->later);
 }
 
 /* A connection without its socket yet (an Upgrade gets it once the 101 is out). */

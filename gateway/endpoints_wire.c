@@ -6,16 +6,6 @@
 #include "gateway/internal.h"
 #include "proto/faas.pb-c.h"
 
-static int name_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > 63)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || (s[i] == '-' && i > 0)))
-            return 0;
-    return 1;
-}
-
 int gw_ep_parse_request(const uint8_t *buf, size_t len, char fn[64], const char **err)
 {
     fn[0] = '\0';
@@ -27,7 +17,8 @@ int gw_ep_parse_request(const uint8_t *buf, size_t len, char fn[64], const char 
     if (r == NULL)
         return *err = "EndpointsRequest does not parse", -1;
     size_t n = r->function != NULL ? strlen(r->function) : 0;
-    int ok = name_ok(r->function, n);
+    const char *why;
+    int ok = gw_route_name_check(r->function, n, &why) == 0; /* the routes' own rule */
     if (ok)
         memcpy(fn, r->function, n + 1);
     faas__endpoints_request__free_unpacked(r, NULL);

@@ -83,14 +83,11 @@ static void sink_done(disp_call_t *c, int grpc_status, int http_status)
     gw_metrics_record(fr->fn, fr->fnlen, code, GW_PROTO_GRPC, faas_now_us() - fr->start_us);
 }
 
+/* The routes' function name rule (route.c), for a faas-function header. */
 static int fn_name_ok(const uint8_t *s, size_t len)
 {
-    if (len == 0 || len > 63)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || (s[i] == '-' && i > 0)))
-            return 0;
-    return 1;
+    const char *why;
+    return gw_route_name_check((const char *)s, len, &why) == 0;
 }
 
 static void make_rid(const nghttp2_nv *x, char *out, size_t cap)

@@ -1,4 +1,4 @@
-// FUZZ_SOURCES: gateway/endpoints_wire.c
+// FUZZ_SOURCES: gateway/endpoints_wire.c gateway/route.c
 /* libFuzzer driver for the gateway's faas.EndpointsApi request parsing
  * (gateway/endpoints_wire.c). Checks: a parsed request names a valid function, a
  * refusal says why, an authority host stays inside out and is one of the shapes the

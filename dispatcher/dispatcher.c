@@ -168,13 +168,18 @@ void disp_serve_held(disp_fn_t *fn)
 {
     disp_inst_t *inst;
     /* the slot is taken before the call leaves the queue: one that another loop takes
-     * first costs a pick, not the call's place (or a second pass of --queue-max) */
+     * first costs a pick, not the call's place (or a second pass of --queue-max). The
+     * call stops counting as held before it counts in flight: the primary, reading both
+     * at any moment, must never see one call as held and in flight at once (it would
+     * find one instance too few and acquire one more) */
     for (int lost = 0; fn->nwaiters != 0 && lost < 64 && (inst = disp_pick(fn)) != NULL;) {
+        __atomic_sub_fetch(&fn->sh->nwaiters, 1, __ATOMIC_SEQ_CST);
         if (disp_inst_begin(inst) != 0) {
+            __atomic_add_fetch(&fn->sh->nwaiters, 1, __ATOMIC_SEQ_CST); /* still held, in its place */
             lost++;
             continue;
         }
-        disp_call_t *c = waiter_call(disp_wait_pop(fn));
+        disp_call_t *c = waiter_call(disp_wait_pop_taken(fn));
         disp_timer_stop(&c->wait_timer);
         disp_call_send_begun(c, inst);
     }

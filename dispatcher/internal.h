@@ -209,6 +209,9 @@ int disp_inst_end(disp_inst_t *inst, uint64_t now_ms);
  * held calls of fn on every loop together). */
 int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t now_ms, uint32_t timeout_ms);
 void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w);
+/* The oldest waiter, unlinked, its place in the shared count of held calls already
+ * given up by the caller (disp_serve_held); NULL if none. */
+disp_waiter_t *disp_wait_pop_taken(disp_fn_t *fn);
 /* Oldest waiter, unlinked; NULL if none. */
 disp_waiter_t *disp_wait_pop(disp_fn_t *fn);
 /* Unlinks the first waiter whose deadline has passed; NULL if none. */

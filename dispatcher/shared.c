@@ -75,7 +75,8 @@ void disp_ishared_put(disp_ishared_t *s)
 
 uint32_t disp_ishared_inflight(const disp_ishared_t *s)
 {
-    return __atomic_load_n(&s->inflight, __ATOMIC_RELAXED) & ~DISP_ISHARED_RELEASING;
+    /* seq_cst (a plain load on x86): disp_acquire_needed orders it before the held count */
+    return __atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) & ~DISP_ISHARED_RELEASING;
 }
 
 int disp_ishared_begin(disp_ishared_t *s, uint32_t limit)
@@ -84,7 +85,7 @@ int disp_ishared_begin(disp_ishared_t *s, uint32_t limit)
     do {
         if ((cur & DISP_ISHARED_RELEASING) || (limit != 0 && cur >= limit))
             return -1;
-    } while (!__atomic_compare_exchange_n(&s->inflight, &cur, cur + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(&s->inflight, &cur, cur + 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
     return 0;
 }
 

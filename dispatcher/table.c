@@ -418,16 +418,31 @@ int disp_wait_push(disp_table_t *t, disp_fn_t *fn, disp_waiter_t *w, uint64_t no
     return 0;
 }
 
-void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w)
+/* Unlinks w; shared_delta is what the shared count of held calls moves by (-1, or 0
+ * when the caller already took w out of it). */
+static void wait_unlink(disp_fn_t *fn, disp_waiter_t *w, int shared_delta)
 {
-    if (!w->queued)
-        return;
     w->prev->next = w->next;
     w->next->prev = w->prev;
     w->prev = w->next = NULL;
     w->queued = 0;
     fn->nwaiters--;
-    disp_fshared_waiters_add(fn->sh, -1, (int)fn->nwaiters);
+    disp_fshared_waiters_add(fn->sh, shared_delta, (int)fn->nwaiters);
+}
+
+void disp_wait_remove(disp_fn_t *fn, disp_waiter_t *w)
+{
+    if (w->queued)
+        wait_unlink(fn, w, -1);
+}
+
+disp_waiter_t *disp_wait_pop_taken(disp_fn_t *fn)
+{
+    disp_waiter_t *w = fn->waiters.next;
+    if (w == &fn->waiters)
+        return NULL;
+    wait_unlink(fn, w, 0);
+    return w;
 }
 
 disp_waiter_t *disp_wait_pop(disp_fn_t *fn)
@@ -452,9 +467,7 @@ disp_waiter_t *disp_wait_pop_expired(disp_fn_t *fn, uint64_t now_ms)
 
 uint32_t disp_acquire_needed(const disp_fn_t *fn)
 {
-    /* held on every loop: the primary acquires for all of them */
-    uint32_t waiting = disp_fshared_waiters(fn->sh);
-    if (!fn->known || waiting == 0)
+    if (!fn->known || disp_fshared_waiters(fn->sh) == 0)
         return 0;
     uint32_t current = 0, room = 0;
     int unlimited_room = 0;
@@ -473,6 +486,10 @@ uint32_t disp_acquire_needed(const disp_fn_t *fn)
         else if (in < lim)
             room += lim - in;
     }
+    /* held on every loop: the primary acquires for all of them. Read after the rooms:
+     * a held call leaves the held count before it takes a slot (disp_serve_held), so a
+     * slot seen taken here is never also counted as held */
+    uint32_t waiting = disp_fshared_waiters(fn->sh);
     if (unlimited_room || waiting <= room)
         return 0;
     waiting -= room;

@@ -303,7 +303,9 @@ fail:
 }
 
 /* One listener bound to ss, with SO_REUSEPORT when reuse; the fd or -1 (errno). */
-static int listen_on(const struct sockaddr_storage *ss, unsigned sl, int reuse)
+/* backlog 0 binds without listening: a probe that no client can connect to, so
+ * closing it resets nobody (a client polling the port at start-up got a reset) */
+static int listen_on(const struct sockaddr_storage *ss, unsigned sl, int reuse, int backlog)
 {
     int one = 1, fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -311,7 +313,7 @@ static int listen_on(const struct sockaddr_storage *ss, unsigned sl, int reuse)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if ((reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
-        bind(fd, (const struct sockaddr *)ss, (socklen_t)sl) != 0 || listen(fd, 1024) != 0) {
+        bind(fd, (const struct sockaddr *)ss, (socklen_t)sl) != 0 || (backlog > 0 && listen(fd, backlog) != 0)) {
         int e = errno;
         close(fd);
         errno = e;
@@ -332,7 +334,7 @@ int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **e
         return -1;
     /* a plain bind first: EADDRINUSE if anyone listens there (a reuseport group of
      * another process included), and the port port 0 picked for the whole group */
-    int probe = listen_on(&ss, sl, 0);
+    int probe = listen_on(&ss, sl, 0, 0);
     socklen_t l = sizeof(ss);
     if (probe < 0 || getsockname(probe, (struct sockaddr *)&ss, &l) != 0) {
         *err = strerror(errno);
@@ -342,7 +344,7 @@ int faas_listen_tcp_group(const char *addr, int *fds, unsigned n, const char **e
     }
     close(probe);
     for (unsigned k = 0; k < n; k++)
-        if ((fds[k] = listen_on(&ss, sl, 1)) < 0) {
+        if ((fds[k] = listen_on(&ss, sl, 1, 1024)) < 0) {
             *err = strerror(errno);
             while (k > 0)
                 close(fds[--k]);

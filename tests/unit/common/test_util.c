@@ -45,6 +45,50 @@ Test(util, listen_tcp_binds_and_reports_conflicts)
     cr_assert_eq(faas_listen_tcp("not-an-ip:1", &err), -1);
 }
 
+static unsigned bound_port(int fd)
+{
+    struct sockaddr_in a;
+    socklen_t l = sizeof(a);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    return ntohs(a.sin_port);
+}
+
+static int sockopt(int fd, int opt)
+{
+    int v = 0;
+    socklen_t l = sizeof(v);
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, opt, &v, &l), 0);
+    return v;
+}
+
+Test(util, listen_tcp_group_shares_one_port_and_refuses_a_taken_one)
+{
+    const char *err = NULL;
+    int fds[3], other[2];
+    cr_assert_eq(faas_listen_tcp_group("127.0.0.1:0", fds, 3, &err), 0, "%s", err ? err : "");
+    unsigned port = bound_port(fds[0]);
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(bound_port(fds[k]), port, "port 0 picks one port for the whole group");
+        cr_assert_eq(sockopt(fds[k], SO_ACCEPTCONN), 1);
+        cr_assert_eq(sockopt(fds[k], SO_REUSEPORT), 1);
+    }
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    err = NULL;
+    /* our own uid's group would let a plain SO_REUSEPORT bind join it: the probe refuses */
+    cr_assert_eq(faas_listen_tcp_group(addr, other, 2, &err), -1, "a second gateway on the port");
+    cr_assert_not_null(err);
+    cr_assert_eq(faas_listen_tcp(addr, &err), -1);
+    for (int k = 0; k < 3; k++)
+        close(fds[k]);
+    int plain = faas_listen_tcp(addr, &err);
+    cr_assert_geq(plain, 0, "the group released the port");
+    err = NULL;
+    cr_assert_eq(faas_listen_tcp_group(addr, other, 2, &err), -1, "a plain listener holds the port");
+    cr_assert_not_null(err);
+    close(plain);
+}
+
 Test(util, hostport_rejects_spaces_and_control_bytes)
 {
     char host[64];

@@ -52,3 +52,45 @@ uint32_t faas_spec_endpoints_threshold(const Faas__FunctionSpec *s)
     const Faas__EndpointsSpec *e = s != NULL ? s->endpoints : NULL;
     return e != NULL && e->threshold_rps != 0 ? e->threshold_rps : FAAS_SPEC_DEFAULT_ENDPOINTS_THRESHOLD_RPS;
 }
+
+int faas_spec_runtime_valid(const char *rt)
+{
+    return rt == NULL || rt[0] == '\0' || strcmp(rt, FAAS_SPEC_RUNTIME_PYTHON3) == 0 ||
+           strcmp(rt, FAAS_SPEC_RUNTIME_EXEC) == 0;
+}
+
+int faas_spec_is_python3(const char *argv0)
+{
+    if (argv0 == NULL)
+        return 0;
+    const char *slash = strrchr(argv0, '/');
+    const char *b = slash != NULL ? slash + 1 : argv0;
+    if (strncmp(b, "python3", 7) != 0)
+        return 0;
+    if (b[7] == '\0')
+        return 1;
+    if (b[7] != '.' || b[8] == '\0')
+        return 0;
+    for (const char *c = b + 8; *c != '\0'; c++)
+        if (*c < '0' || *c > '9')
+            return 0;
+    return 1;
+}
+
+int faas_spec_python_implied(const Faas__FunctionSpec *s)
+{
+    return s->runtime != NULL && strcmp(s->runtime, FAAS_SPEC_RUNTIME_PYTHON3) == 0 && s->n_command > 0 &&
+           !faas_spec_is_python3(s->command[0]);
+}
+
+int faas_spec_zygote_fit(const Faas__FunctionSpec *s)
+{
+    if (s == NULL || s->image != NULL || (s->runtime != NULL && strcmp(s->runtime, FAAS_SPEC_RUNTIME_EXEC) == 0))
+        return 0;
+    size_t script = faas_spec_python_implied(s) ? 0 : 1;
+    if (script == 1 && (s->n_command < 2 || !faas_spec_is_python3(s->command[0])))
+        return 0;
+    /* "-" is stdin and "-u", "-m", ... change how the interpreter starts: plain exec */
+    const char *arg = s->command[script];
+    return arg != NULL && arg[0] != '\0' && arg[0] != '-';
+}

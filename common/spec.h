@@ -125,4 +125,26 @@ void faas_spec_log_bound(const Faas__FunctionSpec *spec, uint64_t *max_bytes, ui
 /* The endpoints threshold of spec in calls per second (NULL or 0: the default). */
 uint32_t faas_spec_endpoints_threshold(const Faas__FunctionSpec *spec);
 
+/* ---- runtime: how the user server starts (issue 18, docs/zygotes.md) ---- */
+
+/* FunctionSpec.runtime: "" (auto), or one of these. */
+#define FAAS_SPEC_RUNTIME_PYTHON3 "python3"
+#define FAAS_SPEC_RUNTIME_EXEC "exec"
+/* What runtime may be, for messages. */
+#define FAAS_SPEC_RUNTIME_CHOICES "python3 or exec"
+/* 1 if rt is a runtime a manifest may name (NULL and "" are auto). */
+int faas_spec_runtime_valid(const char *rt);
+/* 1 if the last path component of argv0 names a Python 3 interpreter: python3 or
+ * python3.N (the agent still checks that it is the interpreter its zygote runs). */
+int faas_spec_is_python3(const char *argv0);
+/* 1 when runtime: python3 supplies the interpreter: the command does not start with one
+ * (command: [server.py] runs as python3 server.py). */
+int faas_spec_python_implied(const Faas__FunctionSpec *spec);
+/* 1 when a pre-initialized Python interpreter may run the function: code (an image
+ * brings its own interpreter), runtime not exec, and the command is a plain script
+ * invocation, `python3 SCRIPT [ARGS]` (the interpreter possibly implied), with no
+ * interpreter option before the script. The worker manager picks pods by it; the agent
+ * also checks the environment and the interpreter. */
+int faas_spec_zygote_fit(const Faas__FunctionSpec *spec);
+
 #endif

@@ -451,6 +451,11 @@ int faas_manifest_set(faas_manifest_t *m, const char *key, const char *v, const 
             return *err = "out of memory", -1;
         return 0;
     }
+    if (strcmp(key, "runtime") == 0) {
+        if (v[0] == '\0' || !faas_spec_runtime_valid(v))
+            return *err = "runtime must be " FAAS_SPEC_RUNTIME_CHOICES, -1;
+        return set_str(&s->runtime, v);
+    }
     if (strcmp(key, "network") == 0) {
         if (strcmp(v, "egress") != 0 && strcmp(v, "none") != 0)
             return *err = "network must be egress or none", -1;
@@ -576,7 +581,7 @@ static const char *const known_keys[] = {
     "health",        "resources",     "concurrency",     "min_instances",    "max_instances", "timeout",
     "cold_start_timeout", "idle_timeout", "max_body",    "code",             "grpc_services", "thrift_services",
     "thrift_transport", "max_duration", "async",      "reserved",         "network",         "logs",
-    "image",         "endpoints",
+    "image",         "endpoints",     "runtime",
 };
 
 static int is_known(const char *k)
@@ -917,6 +922,8 @@ void faas_manifest_print(FILE *f, const Faas__FunctionSpec *s)
         fprintf(f, "thrift_transport: %s\n", s->thrift_transport);
     if (s->network != NULL && s->network[0])
         fprintf(f, "network: %s\n", s->network);
+    if (s->runtime != NULL && s->runtime[0])
+        fprintf(f, "runtime: %s\n", s->runtime);
     print_async(f, s->async);
     print_logs(f, s->logs);
     print_endpoints(f, s->endpoints);

@@ -178,6 +178,14 @@ static int check_limits(const Faas__FunctionSpec *s, const char **err)
         *err = "network must be egress or none";
         return -1;
     }
+    if (!faas_spec_runtime_valid(s->runtime)) {
+        *err = "runtime must be " FAAS_SPEC_RUNTIME_CHOICES;
+        return -1;
+    }
+    if (s->image != NULL && s->runtime != NULL && strcmp(s->runtime, FAAS_SPEC_RUNTIME_PYTHON3) == 0) {
+        *err = "runtime python3 runs code: an image starts its own interpreter (leave runtime out)";
+        return -1;
+    }
     if (s->image != NULL)
         return disc_check_image(s, err);
     if (s->code_sha256 == NULL || s->code_sha256[0] == '\0') {

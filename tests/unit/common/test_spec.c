@@ -134,3 +134,69 @@ Test(spec, endpoints_threshold)
     e.threshold_rps = 20;
     cr_assert_eq(faas_spec_endpoints_threshold(&s), 20);
 }
+
+static Faas__FunctionSpec py_spec(const char *runtime, char **cmd, size_t n)
+{
+    Faas__FunctionSpec s = FAAS__FUNCTION_SPEC__INIT;
+    s.runtime = (char *)runtime;
+    s.command = cmd;
+    s.n_command = n;
+    return s;
+}
+
+Test(spec, runtime_values_and_python3_names)
+{
+    cr_assert(faas_spec_runtime_valid(NULL));
+    cr_assert(faas_spec_runtime_valid(""));
+    cr_assert(faas_spec_runtime_valid("python3"));
+    cr_assert(faas_spec_runtime_valid("exec"));
+    cr_assert_not(faas_spec_runtime_valid("python"));
+    cr_assert_not(faas_spec_runtime_valid("Python3"));
+    const char *yes[] = {"python3", "/usr/bin/python3", "python3.11", "/opt/py/bin/python3.12"};
+    const char *no[] = {"python", "python2", "python3.", "python3.1a", "python3-config", "/usr/bin/", "", "ipython3"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(*yes); i++)
+        cr_assert(faas_spec_is_python3(yes[i]), "%s", yes[i]);
+    for (size_t i = 0; i < sizeof(no) / sizeof(*no); i++)
+        cr_assert_not(faas_spec_is_python3(no[i]), "%s", no[i]);
+}
+
+Test(spec, zygote_fit_takes_plain_script_invocations_only)
+{
+    char *plain[] = {"/usr/bin/python3", "server.py", "--port", "1"};
+    char *bare[] = {"python3", "app/main.py"};
+    char *flag[] = {"python3", "-u", "server.py"};
+    char *mod[] = {"python3", "-m", "http.server"};
+    char *stdin_[] = {"python3", "-"};
+    char *alone[] = {"python3"};
+    char *script[] = {"server.py", "x"};
+    char *native[] = {"./hello-http"};
+    Faas__FunctionSpec s = py_spec("", plain, 4);
+    cr_assert(faas_spec_zygote_fit(&s));
+    s = py_spec(NULL, bare, 2);
+    cr_assert(faas_spec_zygote_fit(&s));
+    s = py_spec("exec", plain, 4);
+    cr_assert_not(faas_spec_zygote_fit(&s), "runtime: exec opts out");
+    s = py_spec("", flag, 3);
+    cr_assert_not(faas_spec_zygote_fit(&s), "an interpreter option: plain exec");
+    s = py_spec("", mod, 3);
+    cr_assert_not(faas_spec_zygote_fit(&s));
+    s = py_spec("", stdin_, 2);
+    cr_assert_not(faas_spec_zygote_fit(&s));
+    s = py_spec("", alone, 1);
+    cr_assert_not(faas_spec_zygote_fit(&s));
+    s = py_spec("", script, 2);
+    cr_assert_not(faas_spec_zygote_fit(&s), "no interpreter and no runtime: a plain exec of the file");
+    cr_assert_not(faas_spec_python_implied(&s));
+    s = py_spec("python3", script, 2);
+    cr_assert(faas_spec_python_implied(&s));
+    cr_assert(faas_spec_zygote_fit(&s), "runtime: python3 supplies the interpreter");
+    s = py_spec("python3", plain, 4);
+    cr_assert_not(faas_spec_python_implied(&s), "the command names it already");
+    cr_assert(faas_spec_zygote_fit(&s));
+    s = py_spec("", native, 1);
+    cr_assert_not(faas_spec_zygote_fit(&s));
+    Faas__ImageSpec im = FAAS__IMAGE_SPEC__INIT;
+    s = py_spec("", plain, 4);
+    s.image = &im;
+    cr_assert_not(faas_spec_zygote_fit(&s), "an image brings its own interpreter");
+}

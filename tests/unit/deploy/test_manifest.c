@@ -479,3 +479,28 @@ Test(values, cpu_and_uint)
     cr_assert_eq(p, FAAS__PROTOCOL__GRPC);
     cr_assert_str_eq(faas_protocol_name(FAAS__PROTOCOL__THRIFT), "thrift");
 }
+
+Test(manifest, runtime_key_and_round_trip)
+{
+    faas_manifest_t m, m2;
+    cr_assert_eq(parse("name: p\ncommand: [server.py]\nruntime: python3\n", &m), 0, "%s", err);
+    cr_assert_str_eq(m.spec->runtime, "python3");
+    cr_assert(faas_spec_zygote_fit(m.spec));
+    const char *e = NULL;
+    cr_assert_eq(faas_manifest_set(&m, "runtime", "exec", &e), 0, "%s", e);
+    cr_assert_not(faas_spec_zygote_fit(m.spec));
+    cr_assert_neq(faas_manifest_set(&m, "runtime", "node", &e), 0);
+    cr_assert_str_eq(e, "runtime must be python3 or exec");
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    faas_manifest_print(f, m.spec);
+    fclose(f);
+    cr_assert(strstr(out, "runtime: exec\n") != NULL, "%s", out);
+    cr_assert_eq(faas_manifest_parse(out, outlen, &m2, err, sizeof(err)), 0, "%s\n%s", err, out);
+    cr_assert_str_eq(m2.spec->runtime, "exec");
+    free(out);
+    faas_manifest_free(&m);
+    faas_manifest_free(&m2);
+    expect_error("name: p\ncommand: [./s]\nruntime: python2\n", "line 3:", "runtime must be python3 or exec");
+}

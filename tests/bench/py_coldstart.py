@@ -131,8 +131,8 @@ def thrift_call(method, write_args=None):
 # in this checkout is skipped (listed in the output). Adding a server is one entry.
 PY_EXAMPLES = [
     ("stdlib http.server", "examples/hello-py", http_call("/hello")),
-    ("grpcio", "examples/hello-py-grpc", grpc_call("/hello.Greeter/SayHello", b"")),
-    ("python3-thrift", "examples/hello-py-thrift", thrift_call("hello")),
+    ("grpcio", "examples/hello-py-grpc", grpc_call("/hello.Hello/Greet", b"")),
+    ("python3-thrift", "examples/hello-py-thrift", thrift_call("greet")),
 ]
 
 
@@ -177,21 +177,31 @@ def variants(tmp):
 # ---------------------------------------------------------------- the run
 
 def make_platform(tmp, pool, pool_python):
-    """The platform with a zygote pool when this platform_util knows --pool-python (the
-    worker manager of issue 18); without it every Python start is a plain exec."""
+    """The platform with pool_python zygote pods when its worker manager has --pool-python
+    (issue 18); without it every Python start is a plain exec. Returns (platform, zygotes)."""
     d = os.path.join(tmp, "pyplat")
     os.makedirs(d, exist_ok=True)
+    wm_help = subprocess.run([f"{pu.BUILD}/faas-workermgr", "--help"], capture_output=True, text=True)
+    if "--pool-python" not in wm_help.stdout + wm_help.stderr:
+        return pu.Platform(d, pool_size=pool, grpc=True, thrift=True), False
     try:
         return pu.Platform(d, pool_size=pool, pool_python=pool_python, grpc=True, thrift=True), True
-    except TypeError:
-        return pu.Platform(d, pool_size=pool, grpc=True, thrift=True), False
+    except TypeError:  # a platform_util without the keyword: the flag itself
+        return pu.Platform(d, pool_size=pool, grpc=True, thrift=True,
+                           wm_args=("--pool-python", str(pool_python))), True
 
 
-def pool_full(p, target):
-    """The warm pool holds its pods of every kind and no instance is left: the next
-    start is served from warm pods, and no previous instance competes for CPU."""
+def pool_full(p, pool, pool_python):
+    """The warm pool holds its pods of each kind and no instance is left: the next start
+    is served from a warm pod of the kind it wants, and no previous instance competes
+    for CPU."""
     try:
-        return p.wm_metric("faas_wm_pool_ready") >= target and p.wm_metric("faas_wm_instances") == 0
+        if p.wm_metric("faas_wm_instances") != 0:
+            return False
+        if pool_python:
+            return (p.wm_metric('faas_wm_pods_warm{kind="generic"}') >= pool
+                    and p.wm_metric('faas_wm_pods_warm{kind="python"}') >= pool_python)
+        return p.wm_metric("faas_wm_pool_ready") >= pool
     except KeyError:
         return False
 
@@ -222,7 +232,7 @@ def run(n=50, pool=2, pool_python=2, floor_exe="", tmp=None, warmup=2, log=print
     os.makedirs(mdir, exist_ok=True)
     vs, missing = variants(mdir)
     p, zygotes = make_platform(tmp, pool, pool_python)
-    target = pool + (pool_python if zygotes else 0)
+    zpool = pool_python if zygotes else 0
     floors = {}
     if floor_exe:
         floors = {"floor: C hello (clone+exec+poll+GET, tests/bench/floor.c)":
@@ -236,7 +246,7 @@ def run(n=50, pool=2, pool_python=2, floor_exe="", tmp=None, warmup=2, log=print
         for r in range(-warmup, n):  # unmeasured rounds first: code cache, page cache
             k = r % len(vs)
             for v in vs[k:] + vs[:k]:  # rotated: no variant always follows the same one
-                pu.wait_until(lambda: pool_full(p, target), 30, what="warm pool full, no instance left")
+                pu.wait_until(lambda: pool_full(p, pool, zpool), 30, what="warm pool full, no instance left")
                 name = f"{v.short}-{r + warmup}"
                 v.deploy(p, name)
                 try:

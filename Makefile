@@ -134,6 +134,15 @@ $(PROTO_C) $(PROTO_H): proto/faas.proto
 	@mkdir -p $(GEN_DIR); echo "  PROTOC $<"
 	$(Q)protoc-c --c_out=$(GEN_DIR) $<
 
+# The agent's Python zygote (runtime-agent/zygote.py, issue 18) as a C string, run with
+# `python3 -c`: comment lines and blank lines left out, since the user server's
+# /proc/self/cmdline shows it.
+ZYGOTE_PY_H := $(GEN_DIR)/runtime-agent/zygote_py.h
+$(ZYGOTE_PY_H): runtime-agent/zygote.py
+	@mkdir -p $(@D); echo "  GEN   $@"
+	$(Q)sed -e '/^ *#/d' -e '/^ *$$/d' -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@.tmp && mv -f $@.tmp $@
+$(BUILD)/obj/runtime-agent/user.o: $(ZYGOTE_PY_H)
+
 # etcd's files import each other as "etcd/mvcc/mvccpb/kv.proto" and so on: they are
 # copied under that layout with the Go-only options stripped (etcdc/strip-proto.awk).
 $(GEN_DIR)/etcdproto/etcd/%.proto: $(ETCD_PROTO_SRC)/%.proto etcdc/strip-proto.awk

@@ -44,6 +44,7 @@ static struct {
     evl_io_t control_io;
     evl_io_t signal_io;
     int specialized;
+    int zygote; /* a Python zygote waits for the function (issue 18) */
     agent_cmd_t cmd; /* kept alive: the spec points into it */
     char **standalone_argv;
     int log_fd;
@@ -203,6 +204,7 @@ static void on_user_ready(uint32_t exec_us, uint32_t ready_us)
     ev.port = ag.port;
     ev.exec_us = exec_us;
     ev.ready_us = ready_us;
+    ev.zygote = agent_user_in_zygote();
     send_event(&ev);
 }
 
@@ -628,6 +630,7 @@ static void hello(void)
     ev.type = FAAS__AGENT_EVENT__TYPE__HELLO;
     ev.port = ag.port;
     ev.direct_port = ag.direct_port;
+    ev.zygote = ag.zygote;
     send_event(&ev);
 }
 
@@ -666,6 +669,11 @@ int agent_run(const agent_opts_t *o)
      * pool, not on the cold start path (a failure is retried, and reported, at spawn) */
     if (agent_seccomp_prepare(&err) != 0)
         FAAS_WARN("event=seccomp_prepare_failed msg=\"%s\"", err);
+    /* a pod of the worker manager's Python pool: the interpreter starts and imports now,
+     * while the pod waits, not on the cold start path (docs/zygotes.md) */
+    const char *python = getenv("FAAS_AGENT_ZYGOTE");
+    if (python != NULL && python[0] != '\0')
+        ag.zygote = agent_user_zygote_start(ag.loop, python, getenv("FAAS_AGENT_ZYGOTE_PRELOAD")) == 0;
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

@@ -39,6 +39,7 @@ typedef struct agent_spec {
     /* Specialize.image: the user server runs inside an OCI image (docs/images.md); argv and
      * env_kv are then the image's as the worker manager resolved them, code_dir is unused */
     const Faas__ImageRun *image;
+    const char *runtime; /* FunctionSpec.runtime: "" auto, python3, exec (issue 18) */
 } agent_spec_t;
 
 /* A decoded control command. msg owns the memory spec points into. */
@@ -63,6 +64,14 @@ void agent_spec_defaults(agent_spec_t *spec);
  * spec env is the image's Env, then the function's env over it). NULL-terminated, malloc'd
  * as one block (free() once). */
 char **agent_build_env(const agent_spec_t *spec, uint16_t port);
+/* 0 if the variables an interpreter reads as it starts (PYTHON*, LANG, LC_*, HOME, LD_*,
+ * MALLOC_*, GLIBC_TUNABLES) are the same in the function's environment as in the zygote's,
+ * else -1 with the first that differs in key (docs/zygotes.md). */
+int agent_zygote_env_fits(char *const *fn_env, char *const *zygote_env, char *key, size_t cap);
+/* The message a zygote becomes the function by: cwd (code_dir), the interpreter's path,
+ * argv[0] as the command says it, the argument count and the arguments from the script
+ * on, the variable count and env - NUL-separated. Its length, or 0 if over cap. */
+size_t agent_zygote_message(const agent_spec_t *spec, const char *exe, char *const *env, char *buf, size_t cap);
 /* Splits a command line on blanks honouring '..', ".." and backslash; malloc'd NULL-terminated
  * argv (free() once); 0 or -1 with *err. */
 int agent_split_cmd(const char *s, char ***argv_out, size_t *argc_out, const char **err);
@@ -322,6 +331,12 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, 
                      const agent_user_cbs_t *cbs, const char **err);
 /* The port the user server was given (0 before start). */
 uint16_t agent_user_port(void);
+/* Starts the pod's Python zygote (issue 18, docs/zygotes.md): python -c zygote.py with the
+ * comma-separated preload modules, waiting for a function; 0, or -1 (logged: the pod execs
+ * user servers as usual). Before any agent_user_start. */
+int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload);
+/* 1 once the user server runs in the zygote (READY says so). */
+int agent_user_in_zygote(void);
 /* Called on SIGCHLD: reaps and reports. */
 void agent_user_reap(void);
 /* SIGTERM the user's process group, wait up to grace_ms, SIGKILL it. Blocks; used on exit. */

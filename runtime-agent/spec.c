@@ -60,19 +60,23 @@ static int code_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char
         return *err = "code_dir must be an absolute path", -1;
     if (fs->n_env > MAX_ENV || fs->n_command > MAX_ARGS)
         return *err = "too many env entries or arguments", -1;
-    cmd->argv = calloc(fs->n_command + 1, sizeof(char *));
+    /* runtime: python3 with a command that names no interpreter: python3 runs it */
+    size_t lead = faas_spec_python_implied(fs) ? 1 : 0;
+    cmd->argv = calloc(lead + fs->n_command + 1, sizeof(char *));
     cmd->kv = calloc(fs->n_env * 2 + 1, sizeof(char *));
     if (cmd->argv == NULL || cmd->kv == NULL)
         return *err = "out of memory", -1;
+    if (lead)
+        cmd->argv[0] = FAAS_SPEC_RUNTIME_PYTHON3;
     for (size_t i = 0; i < fs->n_command; i++)
-        cmd->argv[i] = fs->command[i];
+        cmd->argv[lead + i] = fs->command[i];
     for (size_t i = 0; i < fs->n_env; i++) {
         if (!valid_env_key(fs->env[i]->key))
             return *err = "invalid env key", -1;
         cmd->kv[2 * i] = fs->env[i]->key;
         cmd->kv[2 * i + 1] = fs->env[i]->value;
     }
-    cmd->spec.argc = fs->n_command;
+    cmd->spec.argc = lead + fs->n_command;
     cmd->spec.n_env = fs->n_env;
     return 0;
 }
@@ -158,6 +162,7 @@ static int spec_from_pb(const Faas__Specialize *sp, agent_cmd_t *cmd, const char
     s->name = fs->name;
     s->instance_id = sp->instance_id;
     s->code_dir = sp->code_dir;
+    s->runtime = fs->runtime;
     s->argv = cmd->argv;
     s->env_kv = cmd->kv;
     s->port_env = fs->port_env;
@@ -436,4 +441,88 @@ int agent_signal_may_stop(int is_init, int32_t code, uint32_t pid)
      * refuses codes >= 0 to other processes), and kill(2) from outside our PID namespace
      * arrives with pid 0: the worker manager, its helper, an operator on the host. */
     return code == SI_KERNEL || (code == SI_USER && pid == 0);
+}
+
+/* ---- the Python zygote (issue 18, docs/zygotes.md) ---- */
+
+/* Variables the interpreter (or the C library under it) reads once, as it starts: a
+ * zygote started with other values cannot honour the function's. */
+static int read_at_start(const char *kv, size_t klen)
+{
+    static const char *const prefixes[] = {"PYTHON", "LC_", "LD_", "MALLOC_"};
+    static const char *const names[] = {"LANG", "LANGUAGE", "HOME", "GLIBC_TUNABLES"};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(*prefixes); i++)
+        if (strncmp(kv, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+        if (klen == strlen(names[i]) && strncmp(kv, names[i], klen) == 0)
+            return 1;
+    return 0;
+}
+
+/* The entry of env whose key is kv's, or NULL. */
+static const char *env_lookup(char *const *env, const char *kv, size_t klen)
+{
+    for (; *env != NULL; env++)
+        if (strncmp(*env, kv, klen) == 0 && (*env)[klen] == '=')
+            return *env;
+    return NULL;
+}
+
+/* Checks one side's start-time variables against the other's; 0 or -1 with the key. */
+static int start_env_same(char *const *a, char *const *b, char *key, size_t cap)
+{
+    for (; *a != NULL; a++) {
+        const char *eq = strchr(*a, '=');
+        size_t klen = eq != NULL ? (size_t)(eq - *a) : strlen(*a);
+        if (!read_at_start(*a, klen))
+            continue;
+        const char *other = env_lookup(b, *a, klen);
+        if (other == NULL || strcmp(other, *a) != 0) {
+            snprintf(key, cap, "%.*s", (int)klen, *a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int agent_zygote_env_fits(char *const *fn_env, char *const *zygote_env, char *key, size_t cap)
+{
+    return start_env_same(fn_env, zygote_env, key, cap) == 0 && start_env_same(zygote_env, fn_env, key, cap) == 0
+               ? 0
+               : -1;
+}
+
+/* Appends s and its NUL; 0 or -1 when it does not fit. */
+static int put_field(char *buf, size_t cap, size_t *n, const char *s)
+{
+    size_t l = strlen(s) + 1;
+    if (l > cap - *n)
+        return -1;
+    memcpy(buf + *n, s, l);
+    *n += l;
+    return 0;
+}
+
+size_t agent_zygote_message(const agent_spec_t *s, const char *exe, char *const *env, char *buf, size_t cap)
+{
+    char num[24];
+    size_t n = 0, envc = 0;
+    while (env[envc] != NULL)
+        envc++;
+    if (put_field(buf, cap, &n, s->code_dir) || put_field(buf, cap, &n, exe) || put_field(buf, cap, &n, s->argv[0]))
+        return 0;
+    snprintf(num, sizeof(num), "%zu", s->argc - 1);
+    if (put_field(buf, cap, &n, num))
+        return 0;
+    for (size_t i = 1; i < s->argc; i++)
+        if (put_field(buf, cap, &n, s->argv[i]))
+            return 0;
+    snprintf(num, sizeof(num), "%zu", envc);
+    if (put_field(buf, cap, &n, num))
+        return 0;
+    for (size_t i = 0; i < envc; i++)
+        if (put_field(buf, cap, &n, env[i]))
+            return 0;
+    return n - 1; /* the last NUL ends the message: Python splits on it */
 }

@@ -4,6 +4,7 @@
  * except for the exec handshake and the final kill. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -22,9 +23,15 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/spec.h"
 #include "common/util.h"
 #include "runtime-agent/grpc.h"
 #include "runtime-agent/internal.h"
+
+/* runtime-agent/zygote.py as one C string (generated at build time) */
+static const char zygote_py[] =
+#include "runtime-agent/zygote_py.h"
+    ;
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -71,7 +78,13 @@ static struct {
     ustream_t out[2];
     char tail[TAIL_LINES][TAIL_LINE_BYTES]; /* ring of the last non-empty stderr lines */
     unsigned n_tail;                        /* lines ever put in the ring */
-} us = {.timer_fd = -1};
+    /* the pod's Python zygote (issue 18): pid and pgid above are its until a function
+     * runs in it or it is killed; zyg_fd is our end of its socketpair */
+    int zyg_fd;
+    char *zyg_python;    /* realpath of its interpreter */
+    char **zyg_env;      /* the environment it started with */
+    int in_zygote;       /* the user server is the zygote, become the function */
+} us = {.timer_fd = -1, .zyg_fd = -1};
 
 uint16_t agent_user_port(void)
 {
@@ -83,6 +96,10 @@ uint16_t agent_user_port(void)
 static void write_log(const char *stream, const char *msg, size_t len)
 {
     char line[LINE_MAX_BYTES * 2 + 256];
+    if (us.spec == NULL) { /* the zygote, waiting: no function log yet */
+        FAAS_WARN("event=zygote_output stream=%s msg=%s", stream, faas_log_quote(line, sizeof(line), msg, len));
+        return;
+    }
     size_t n = agent_format_log_line(line, sizeof(line), faas_unix_ms(), us.spec->name, us.spec->instance_id, stream,
                                      msg, len);
     if (n == 0)
@@ -420,9 +437,12 @@ enum {
 };
 
 typedef struct spawn_args {
-    const agent_spec_t *spec;
+    const agent_spec_t *spec; /* NULL for the zygote */
     const char *exe;
+    char *const *argv;
+    const char *cwd; /* a code directory's (an image's comes from ImageRun) */
     char **env;
+    int zygfd; /* the zygote's end of its socketpair, its fd 3; else -1 */
     int outfd, errfd;
     int fdsock;    /* the child's end of the socketpair the seccomp listener comes back on */
     int userns_fd; /* an image's user namespace, else -1 */
@@ -571,15 +591,24 @@ static void child_exec(spawn_args_t *a)
         dup2(devnull, STDIN_FILENO);
     dup2(a->outfd, STDOUT_FILENO);
     dup2(a->errfd, STDERR_FILENO);
-    if (a->spec->image != NULL) {
+    if (a->spec != NULL && a->spec->image != NULL) {
         if (enter_image(a) != 0)
             _exit(127);
-    } else if (chdir(a->spec->code_dir) != 0) {
+    } else if (chdir(a->cwd) != 0) {
         child_failed(a, STEP_CHDIR);
         _exit(127);
     }
-    /* the user namespace's fd (and any other of ours) must not reach the user server */
-    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    /* the user namespace's fd (and any other of ours) must not reach the user server;
+     * the zygote keeps its socketpair as fd 3 (dup2 clears close-on-exec) */
+    unsigned first = 3;
+    if (a->zygfd >= 0) {
+        if (a->zygfd == 3 ? fcntl(3, F_SETFD, 0) != 0 : dup2(a->zygfd, 3) != 3) {
+            child_failed(a, STEP_EXEC);
+            _exit(127);
+        }
+        first = 4;
+    }
+    syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC);
     /* last, so that the filter never refuses our own setup; the listener must not reach
      * the user server: with it, it could answer its own refused calls */
     int lfd = agent_seccomp_install();
@@ -589,7 +618,7 @@ static void child_exec(spawn_args_t *a)
     }
     if (lfd >= 0)
         close(lfd);
-    execve(a->exe, a->spec->argv, a->env);
+    execve(a->exe, a->argv, a->env);
     child_failed(a, STEP_EXEC);
     _exit(127);
 }
@@ -625,7 +654,8 @@ static void log_first_denial(const char *name)
              "are counted in faas_wm_seccomp_denials_total, not logged",
              name);
     platform_log(line);
-    FAAS_INFO("event=seccomp_denied fn=%s instance=%s syscall=%s first=1", us.spec->name, us.spec->instance_id, name);
+    FAAS_INFO("event=seccomp_denied fn=%s instance=%s syscall=%s first=1", us.spec ? us.spec->name : "-",
+              us.spec ? us.spec->instance_id : "zygote", name);
 }
 
 static void report_denials(const agent_deny_delta_t *d, size_t n)
@@ -639,25 +669,23 @@ static void watch_listener(int sock)
 {
     int lfd = recv_fd(sock);
     if (lfd >= 0 && agent_seccomp_watch(us.loop, lfd, log_first_denial, report_denials) != 0)
-        FAAS_WARN("event=seccomp_uncounted fn=%s msg=\"cannot watch the listener\"", us.spec->name);
+        FAAS_WARN("event=seccomp_uncounted fn=%s msg=\"cannot watch the listener\"", us.spec ? us.spec->name : "-");
 }
 
 /* What the child's failed step means, in the user's words (FAILED, the function's log). */
 static void step_message(const spawn_args_t *a, char *buf, size_t cap)
 {
-    const agent_spec_t *spec = a->spec;
-    const Faas__ImageRun *im = spec->image;
+    const Faas__ImageRun *im = a->spec != NULL ? a->spec->image : NULL;
     const char *why = strerror(a->err), *pivot = NULL;
     switch (a->step) {
     case STEP_CHDIR:
-        snprintf(buf, cap, "chdir %s: %s", spec->code_dir, why);
+        snprintf(buf, cap, "chdir %s: %s", a->cwd, why);
         return;
     case STEP_EXEC:
-        snprintf(buf, cap, "exec %s%s: %s", im != NULL ? im->exe : spec->argv[0], im != NULL ? " in the image" : "",
-                 why);
+        snprintf(buf, cap, "exec %s%s: %s", im != NULL ? im->exe : a->argv[0], im != NULL ? " in the image" : "", why);
         return;
     case STEP_SECCOMP:
-        snprintf(buf, cap, "install the seccomp filter for %s: %s", spec->argv[0], why);
+        snprintf(buf, cap, "install the seccomp filter for %s: %s", a->argv[0], why);
         return;
     case STEP_USERNS:
         snprintf(buf, cap, "cannot enter the image's user namespace: %s", why);
@@ -715,28 +743,17 @@ static const char *pick_exe(const agent_spec_t *spec, char **env, const char **e
     return e;
 }
 
-static int spawn(const agent_spec_t *spec, int userns_fd, const char **err)
+/* Starts a->exe in a process group of its own (child_exec), its stdout and stderr read
+ * into lines and its seccomp listener watched; 0 or -1 with *err. */
+static int spawn_proc(spawn_args_t *a, const char **err)
 {
     static char msg[512];
-    int p[6] = {-1, -1, -1, -1, -1, -1}; /* closed on every failure path, even before make_pipes */
-    spawn_args_t a = {.spec = spec, .userns_fd = userns_fd, .parent = getpid()};
-    if (agent_seccomp_prepare(err) != 0)
-        return -1;
-    if (spec->image != NULL && userns_fd < 0)
-        return *err = "no user namespace for the image", -1;
-    a.env = agent_build_env(spec, us.port);
-    if (a.env == NULL || make_pipes(p) != 0) {
-        free(a.env);
+    int p[6] = {-1, -1, -1, -1, -1, -1}; /* closed on every failure path */
+    if (make_pipes(p) != 0) {
         close_fds(p, 6);
         return *err = "cannot create pipes", -1;
     }
-    a.exe = pick_exe(spec, a.env, err);
-    if (a.exe == NULL) {
-        free(a.env);
-        close_fds(p, 6);
-        return -1;
-    }
-    a.outfd = p[1], a.errfd = p[3], a.fdsock = p[5];
+    a->outfd = p[1], a->errfd = p[3], a->fdsock = p[5], a->parent = getpid();
     /* an image's child changes its ids in the memory it shares with us, and the kernel then
      * sets that memory's dumpable flag to fs.suid_dumpable: ours is put back once it exec'd
      * (main.c made us not dumpable; a host's suid_dumpable=2 must not change that) */
@@ -744,12 +761,11 @@ static int spawn(const agent_spec_t *spec, int userns_fd, const char **err)
     /* vfork: no page-table copy, the cheapest way to a new process (fork costs ms here) */
     pid_t pid = vfork();
     if (pid == 0)
-        child_exec(&a);
+        child_exec(a);
     if ((dumpable == 0 || dumpable == 1) && prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != dumpable)
         prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
-    free(a.env);
     close_fds((int[]){p[1], p[3], p[5]}, 3);
-    if (pid > 0 && a.step == 0)
+    if (pid > 0 && a->step == 0)
         watch_listener(p[4]);
     close(p[4]);
     if (pid < 0) {
@@ -760,11 +776,173 @@ static int spawn(const agent_spec_t *spec, int userns_fd, const char **err)
     us.pid = us.pgid = pid;
     watch_pipe(&us.out[0], p[0], "stdout");
     watch_pipe(&us.out[1], p[2], "stderr");
-    if (a.step != 0) {
-        step_message(&a, msg, sizeof(msg));
+    if (a->step != 0) {
+        step_message(a, msg, sizeof(msg));
         return *err = msg, -1;
     }
     return 0;
+}
+
+static int spawn(const agent_spec_t *spec, int userns_fd, const char **err)
+{
+    spawn_args_t a = {.spec = spec, .userns_fd = userns_fd, .argv = spec->argv, .cwd = spec->code_dir, .zygfd = -1};
+    if (agent_seccomp_prepare(err) != 0)
+        return -1;
+    if (spec->image != NULL && userns_fd < 0)
+        return *err = "no user namespace for the image", -1;
+    if ((a.env = agent_build_env(spec, us.port)) == NULL)
+        return *err = "out of memory", -1;
+    a.exe = pick_exe(spec, a.env, err);
+    int rc = a.exe != NULL ? spawn_proc(&a, err) : -1;
+    free(a.env);
+    return rc;
+}
+
+/* ---- the Python zygote (issue 18, docs/zygotes.md) ---- */
+
+/* Stops reading the pipes of a process that is gone, for the next one's. */
+static void close_pipes(void)
+{
+    for (int i = 0; i < 2; i++)
+        if (us.out[i].fd >= 0) {
+            evl_io_stop(&us.out[i].io);
+            close(us.out[i].fd);
+            us.out[i].fd = -1;
+            us.out[i].len = 0;
+        }
+}
+
+/* The zygote will not run a function: killed and reaped here, its pipes and its seccomp
+ * listener let go, so the function's own process starts clean. */
+static void zygote_discard(void)
+{
+    if (us.zyg_fd >= 0)
+        close(us.zyg_fd), us.zyg_fd = -1;
+    if (us.pid > 0) {
+        kill(-us.pgid, SIGKILL);
+        waitpid(us.pid, NULL, 0);
+    }
+    us.pid = us.pgid = 0;
+    close_pipes();
+    agent_seccomp_stop();
+}
+
+int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload)
+{
+    const char *err = NULL;
+    char real[PATH_MAX];
+    us.loop = loop;
+    if (realpath(python, real) == NULL || access(real, X_OK) != 0) {
+        FAAS_WARN("event=zygote_off python=%s err=\"%s\"", python, strerror(errno));
+        return -1;
+    }
+    agent_spec_t none = {.port_env = FAAS_SPEC_DEFAULT_PORT_ENV};
+    char *argv[] = {(char *)python, "-c", (char *)zygote_py, (char *)(preload != NULL ? preload : ""), NULL};
+    int sp[2] = {-1, -1};
+    spawn_args_t a = {.exe = python, .argv = argv, .cwd = "/", .userns_fd = -1};
+    if (agent_seccomp_prepare(&err) != 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0 ||
+        (a.env = agent_build_env(&none, 0)) == NULL) {
+        err = err ? err : strerror(errno);
+        goto fail;
+    }
+    a.zygfd = sp[1];
+    if (spawn_proc(&a, &err) != 0)
+        goto fail;
+    close(sp[1]);
+    us.zyg_fd = sp[0];
+    us.zyg_env = a.env;
+    us.zyg_python = strdup(real);
+    FAAS_INFO("event=zygote_started pid=%d python=%s preload=%s", (int)us.pid, python, preload ? preload : "");
+    return 0;
+fail:
+    FAAS_WARN("event=zygote_failed python=%s err=\"%s\"", python, err);
+    close_fds(sp, 2);
+    free(a.env);
+    zygote_discard();
+    return -1;
+}
+
+int agent_user_in_zygote(void)
+{
+    return us.in_zygote;
+}
+
+/* The script's file as python3 would open it: relative to the code directory. */
+static int script_is_source(const agent_spec_t *spec, char *why, size_t cap)
+{
+    char path[PATH_MAX], head[4] = {0};
+    const char *arg = spec->argv[1];
+    struct stat st;
+    if (snprintf(path, sizeof(path), "%s/%s", arg[0] == '/' ? "" : spec->code_dir, arg) >= (int)sizeof(path))
+        return snprintf(why, cap, "the script's path is too long"), 0;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return snprintf(why, cap, "the script %s is not a file here", arg), 0;
+    size_t n = strlen(path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int zip = fd >= 0 && read(fd, head, sizeof(head)) == 4 && memcmp(head, "PK\3\4", 4) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (zip || (n > 4 && strcmp(path + n - 4, ".pyc") == 0))
+        return snprintf(why, cap, "the script %s is a zip archive or compiled code", arg), 0;
+    return 1;
+}
+
+/* 1 if the zygote can be this function's user server, with the interpreter's path in exe;
+ * else 0 with why. */
+static int zygote_fits(const agent_spec_t *spec, char **env, char *exe, size_t exe_cap, char *why, size_t cap)
+{
+    Faas__FunctionSpec view = FAAS__FUNCTION_SPEC__INIT;
+    view.command = (char **)spec->argv;
+    view.n_command = spec->argc;
+    view.runtime = (char *)spec->runtime;
+    char real[PATH_MAX], key[64];
+    if (spec->image != NULL)
+        return snprintf(why, cap, "an image runs its own interpreter"), 0;
+    if (!faas_spec_zygote_fit(&view))
+        return snprintf(why, cap, spec->runtime != NULL && strcmp(spec->runtime, FAAS_SPEC_RUNTIME_EXEC) == 0
+                                      ? "runtime: exec"
+                                      : "the command is not `python3 SCRIPT [ARGS]`"),
+               0;
+    if (resolve_exe(spec->argv[0], env, exe, exe_cap) == NULL || realpath(exe, real) == NULL ||
+        strcmp(real, us.zyg_python) != 0)
+        return snprintf(why, cap, "%s is not the pool's interpreter (%s)", spec->argv[0], us.zyg_python), 0;
+    if (agent_zygote_env_fits(env, us.zyg_env, key, sizeof(key)) != 0)
+        return snprintf(why, cap, "the function sets %s, which python3 reads as it starts", key), 0;
+    return script_is_source(spec, why, cap);
+}
+
+/* Hands the function to the zygote (0), or discards it and execs (spawn's return). */
+static int zygote_take(const agent_spec_t *spec, int userns_fd, const char **err)
+{
+    char why[512], exe[PATH_MAX], line[640];
+    char **env = agent_build_env(spec, us.port);
+    size_t cap = 512 << 10, n = 0;
+    char *msg = env != NULL ? malloc(cap) : NULL;
+    if (msg == NULL)
+        snprintf(why, sizeof(why), "out of memory");
+    else if (zygote_fits(spec, env, exe, sizeof(exe), why, sizeof(why)) &&
+             (n = agent_zygote_message(spec, exe, env, msg, cap)) == 0)
+        snprintf(why, sizeof(why), "the command and environment are too large for it");
+    /* one write into an empty socket buffer; the zygote reads to the EOF that follows */
+    int sent = n > 0 && send(us.zyg_fd, msg, n, MSG_NOSIGNAL) == (ssize_t)n;
+    if (n > 0 && !sent)
+        snprintf(why, sizeof(why), "the zygote is gone (%s)", strerror(errno));
+    free(msg);
+    free(env);
+    if (sent) {
+        close(us.zyg_fd);
+        us.zyg_fd = -1;
+        us.in_zygote = 1;
+        platform_log("user server started in the pod's pre-initialized python3 (zygote)");
+        return 0;
+    }
+    FAAS_INFO("event=zygote_unused fn=%s why=\"%s\"", spec->name, why);
+    if (faas_spec_is_python3(spec->argv[0])) { /* a Python function's owner wants to know why */
+        snprintf(line, sizeof(line), "user server started by exec, not in the pod's python3 zygote: %s", why);
+        platform_log(line);
+    }
+    zygote_discard();
+    return spawn(spec, userns_fd, err);
 }
 
 int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, uint64_t t0_us,
@@ -775,6 +953,7 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, 
     us.cbs = *cbs;
     us.port = spec->port;
     int rc = us.port == 0 && pick_port(&us.port) != 0 ? (*err = "cannot pick a port for the user server", -1)
+             : us.zyg_fd >= 0                        ? zygote_take(spec, userns_fd, err)
                                                       : spawn(spec, userns_fd, err);
     /* the user server is in it now, or will never be: kept no longer than needed */
     if (userns_fd >= 0)
@@ -834,6 +1013,12 @@ void agent_user_reap(void)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         if (pid != us.pid)
             continue;
+        if (us.spec == NULL) { /* the zygote, before any function: the pod execs instead */
+            FAAS_WARN("event=zygote_exited status=%d", status);
+            us.pid = 0;
+            zygote_discard();
+            continue;
+        }
         us.pid = 0;
         /* the leader is gone: take whatever it left in its group with it */
         kill(-us.pgid, SIGKILL);

@@ -295,3 +295,83 @@ Test(logacct, other_pods_lines_count_and_unknown_ends_never_fill)
     cr_assert_eq(agent_logacct_wrote(&none, 1ll << 40), 0, "no bound (stderr)");
     cr_assert_eq(agent_logacct_admit(&none, 5), 1);
 }
+
+/* runtime: python3 with a bare script: the agent's argv gets the interpreter in front */
+Test(agent_zygote, implied_interpreter_and_runtime_decoded)
+{
+    Faas__FunctionSpec fs = FAAS__FUNCTION_SPEC__INIT;
+    Faas__Specialize sp = FAAS__SPECIALIZE__INIT;
+    Faas__AgentCommand c = FAAS__AGENT_COMMAND__INIT;
+    char *cmdv[] = {"app.py", "--x"};
+    fs.name = "py";
+    fs.command = cmdv;
+    fs.n_command = 2;
+    fs.runtime = "python3";
+    sp.spec = &fs;
+    sp.instance_id = "i";
+    sp.code_dir = "/code";
+    c.type = FAAS__AGENT_COMMAND__TYPE__SPECIALIZE;
+    c.specialize = &sp;
+    size_t len;
+    uint8_t *buf = faas_pb_pack(&c.base, &len);
+    agent_cmd_t cmd;
+    const char *err = NULL;
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0, "%s", err);
+    cr_assert_eq(cmd.spec.argc, 3);
+    cr_assert_str_eq(cmd.spec.argv[0], "python3");
+    cr_assert_str_eq(cmd.spec.argv[1], "app.py");
+    cr_assert_str_eq(cmd.spec.argv[2], "--x");
+    cr_assert_null(cmd.spec.argv[3]);
+    cr_assert_str_eq(cmd.spec.runtime, "python3");
+    agent_cmd_free(&cmd);
+    free(buf);
+    /* a command that names its interpreter is left as it is */
+    char *full[] = {"/usr/bin/python3", "app.py"};
+    fs.command = full;
+    buf = faas_pb_pack(&c.base, &len);
+    cr_assert_eq(agent_cmd_decode(buf, len, &cmd, &err), 0, "%s", err);
+    cr_assert_eq(cmd.spec.argc, 2);
+    cr_assert_str_eq(cmd.spec.argv[0], "/usr/bin/python3");
+    agent_cmd_free(&cmd);
+    free(buf);
+}
+
+Test(agent_zygote, start_time_environment_must_match)
+{
+    char *zyg[] = {"PATH=/usr/bin", "HOME=/tmp", "LANG=C.UTF-8", "PORT=0", NULL};
+    char *same[] = {"PATH=/opt/bin:/usr/bin", "HOME=/tmp", "LANG=C.UTF-8", "PORT=8080", "TZ=UTC", "GREETING=hi", NULL};
+    char key[64] = "";
+    cr_assert_eq(agent_zygote_env_fits(same, zyg, key, sizeof(key)), 0, "PATH, TZ and the rest are set at handover");
+    char *py[] = {"HOME=/tmp", "LANG=C.UTF-8", "PYTHONPATH=/x", NULL};
+    cr_assert_eq(agent_zygote_env_fits(py, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "PYTHONPATH");
+    char *lang[] = {"HOME=/tmp", "LANG=de_DE.UTF-8", NULL};
+    cr_assert_eq(agent_zygote_env_fits(lang, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "LANG");
+    char *lc[] = {"HOME=/tmp", "LANG=C.UTF-8", "LC_ALL=C", NULL};
+    cr_assert_eq(agent_zygote_env_fits(lc, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "LC_ALL");
+    char *pre[] = {"HOME=/tmp", "LANG=C.UTF-8", "LD_PRELOAD=/lib/x.so", NULL};
+    cr_assert_eq(agent_zygote_env_fits(pre, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "LD_PRELOAD");
+    /* a variable the zygote started with but the function's environment lacks */
+    char *nohome[] = {"LANG=C.UTF-8", NULL};
+    cr_assert_eq(agent_zygote_env_fits(nohome, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "HOME");
+    /* HOMEDIR is not HOME */
+    char *homedir[] = {"HOME=/tmp", "LANG=C.UTF-8", "HOMEDIR=/x", NULL};
+    cr_assert_eq(agent_zygote_env_fits(homedir, zyg, key, sizeof(key)), 0);
+}
+
+Test(agent_zygote, message_is_nul_separated_fields)
+{
+    char *argv[] = {"python3", "srv.py", "a b", "", NULL};
+    agent_spec_t s = {.code_dir = "/code", .argv = argv, .argc = 4};
+    char *env[] = {"A=1", "PORT=9", NULL};
+    char buf[256];
+    size_t n = agent_zygote_message(&s, "/usr/bin/python3", env, buf, sizeof(buf));
+    const char want[] = "/code\0/usr/bin/python3\0python3\0" "3\0srv.py\0a b\0\0" "2\0A=1\0PORT=9";
+    cr_assert_eq(n, sizeof(want) - 1);
+    cr_assert_eq(memcmp(buf, want, n), 0);
+    cr_assert_eq(agent_zygote_message(&s, "/usr/bin/python3", env, buf, 40), 0, "over cap: nothing");
+}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/errors.h"
@@ -35,6 +36,15 @@ void wm_usage(void)
            "  --metrics-listen ADDR  /metrics and /healthz (127.0.0.1:7201)\n"
            "  --state-dir DIR        code cache, pod dirs, logs (./.faas/worker)\n"
            "  --pool-size N          warm generic pods (2)\n"
+           "  --pool-python N        warm pods whose agent also holds a Python zygote: an interpreter\n"
+           "                         that has imported --python-preload and waits to run a function\n"
+           "                         whose command is `python3 SCRIPT [ARGS]` (1; 0-64, 0: none)\n"
+           "  --python PATH          the zygotes' interpreter (/usr/bin/python3). Not an executable\n"
+           "                         file at start: no zygote pods (one warning, event=python_pool_off)\n"
+           "  --python-preload LIST  the modules a zygote imports, comma-separated dotted names; one it\n"
+           "                         cannot import is skipped; \"\" imports none (at most 64 names,\n"
+           "                         4096 bytes). Default:\n"
+           "                         " WM_PYTHON_PRELOAD_DEFAULT "\n"
            "  --id ID                worker id (hostname-pid; a WM that adopts its crashed\n"
            "                         predecessor's pods keeps that one's id instead)\n"
            "  --lease-ttl-ms MS      discovery lease (3000)\n"
@@ -143,6 +153,9 @@ static void defaults(wm_config_t *c)
     snprintf(c->metrics_listen, sizeof(c->metrics_listen), "127.0.0.1:7201");
     snprintf(c->cgroup_root, sizeof(c->cgroup_root), "/sys/fs/cgroup");
     c->pool_size = 2;
+    c->pool_python = 1;
+    snprintf(c->python, sizeof(c->python), "/usr/bin/python3");
+    snprintf(c->python_preload, sizeof(c->python_preload), "%s", WM_PYTHON_PRELOAD_DEFAULT);
     c->lease_ttl_ms = 3000;
     c->pod_uid = 65534;
     c->pod_gid = 65534;
@@ -206,7 +219,10 @@ enum {
     O_ADVERTISE,
     O_POD_CIDR,
     O_ALLOW,
-    O_CLUSTER
+    O_CLUSTER,
+    O_POOL_PY,
+    O_PYTHON,
+    O_PRELOAD
 };
 
 /* The file flags, made absolute like --agent. */
@@ -227,6 +243,11 @@ static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
         if (parse_uint(v, 64, &n) != 0)
             return *err = "--pool-size must be a number 0-64", -1;
         c->pool_size = (unsigned)n;
+        return 0;
+    case O_POOL_PY:
+        if (parse_uint(v, 64, &n) != 0)
+            return *err = "--pool-python must be a number 0-64", -1;
+        c->pool_python = (unsigned)n;
         return 0;
     case O_TTL:
         if (parse_uint(v, 3600000, &n) != 0 || n < 300)
@@ -256,6 +277,44 @@ static int apply_number(wm_config_t *c, int o, const char *v, const char **err)
         c->pod_gid = (gid_t)n;
         return 0;
     }
+}
+
+/* One module name of --python-preload (len bytes at s): dotted Python identifiers
+ * (ASCII), each part [A-Za-z_][A-Za-z0-9_]*: the agent hands it to importlib as is. */
+static int module_name_ok(const char *s, size_t len)
+{
+    int start = 1;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+        if (ch == '.' && !start)
+            start = 1;
+        else if (alpha || (!start && ch >= '0' && ch <= '9'))
+            start = 0;
+        else
+            return 0;
+    }
+    return len > 0 && !start;
+}
+
+int wm_python_preload_valid(const char *v, const char **err)
+{
+    size_t n = strlen(v), names = 0;
+    if (n > WM_PYTHON_PRELOAD_MAX_BYTES)
+        return *err = "--python-preload is longer than 4096 bytes", -1;
+    for (const char *p = v; n > 0; names++) {
+        size_t l = strcspn(p, ",");
+        if (names == WM_PYTHON_PRELOAD_MAX_NAMES)
+            return *err = "--python-preload names more than 64 modules", -1;
+        if (!module_name_ok(p, l))
+            return *err = "--python-preload must be module names (like http.server), comma-separated", -1;
+        if (p[l] == '\0')
+            break;
+        p += l + 1;
+        if (*p == '\0')
+            return *err = "--python-preload must be module names (like http.server), comma-separated", -1;
+    }
+    return 0;
 }
 
 /* --pod-deny: IPv4 addresses or CIDRs only (it goes into an nftables set as text). */
@@ -472,6 +531,18 @@ static int apply(wm_config_t *c, int o, const char *v, const char **state, const
     case O_NO_SECCOMP:
         c->no_seccomp = 1;
         return 0;
+    case O_POOL_PY:
+        return apply_number(c, o, v, err);
+    case O_PYTHON:
+        /* checked at start (wm_python_check): a missing interpreter only turns the pool off */
+        if (v[0] == '\0' || absolutize(c->python, sizeof(c->python), v) != 0)
+            return *err = "--python needs an interpreter path", -1;
+        return 0;
+    case O_PRELOAD:
+        if (wm_python_preload_valid(v, err) != 0)
+            return -1;
+        snprintf(c->python_preload, sizeof(c->python_preload), "%s", v);
+        return 0;
     case O_TOKEN:
     case O_CERT:
     case O_KEY:
@@ -556,6 +627,19 @@ static int set_advertise(wm_config_t *c, const char **err)
     return 0;
 }
 
+int wm_python_check(wm_config_t *c)
+{
+    struct stat st;
+    if (c->pool_python == 0)
+        return 0;
+    if (stat(c->python, &st) == 0 && S_ISREG(st.st_mode) && access(c->python, X_OK) == 0)
+        return 0;
+    FAAS_WARN("event=python_pool_off python=%s pool_python=%u msg=\"not an executable file: no Python zygote pods\"",
+              c->python, c->pool_python);
+    c->pool_python = 0;
+    return -1;
+}
+
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
 {
     static const struct option opts[] = {
@@ -585,6 +669,9 @@ int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err)
         {"pod-cidr", required_argument, 0, O_POD_CIDR},
         {"allow-from", required_argument, 0, O_ALLOW},
         {"cluster-cidr", required_argument, 0, O_CLUSTER},
+        {"pool-python", required_argument, 0, O_POOL_PY},
+        {"python", required_argument, 0, O_PYTHON},
+        {"python-preload", required_argument, 0, O_PRELOAD},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };

@@ -159,9 +159,10 @@ typedef struct {
 /* Forks the helper. Must run before any thread or grpc call. */
 int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *L, const char **err);
 /* Spawns a pod: returns its host pid, the WM end of its control socket and its address
- * (host order; the agent listens there, netns.c). */
-int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, uint32_t *addr, char *err,
-                    size_t errcap);
+ * (host order; the agent listens there, netns.c). python non-NULL: its agent gets
+ * FAAS_AGENT_ZYGOTE=python and FAAS_AGENT_ZYGOTE_PRELOAD=preload (a python pod). */
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, const char *python, const char *preload, pid_t *pid,
+                    int *ctl_fd, uint32_t *addr, char *err, size_t errcap);
 /* Bind-mounts <state>/code/<sha> read-only at WM_POD_CODE_DIR in the pod's mount ns and,
  * for a function with network: none, takes its route out (one round trip for both). */
 int wm_helper_mount_code(wm_helper_t *h, const char *pod_id, pid_t pid, const char *sha, int no_egress, char *err,
@@ -347,6 +348,34 @@ typedef struct wm_ptask {
 
 typedef struct wm_pod wm_pod_t;
 
+/* pool.c: the warm pool's two kinds of pods (issue 18, README "Pod kinds") */
+typedef enum {
+    WM_POD_GENERIC, /* the agent alone */
+    WM_POD_PYTHON,  /* the agent was asked to hold a Python zygote (FAAS_AGENT_ZYGOTE) */
+    WM_POD_KINDS
+} wm_pod_kind_t;
+/* "generic" or "python", for logs and metric labels. */
+const char *wm_pod_kind_name(wm_pod_kind_t k);
+/* The warm pod an acquisition takes, NULL if none is warm. A function a zygote can run
+ * (fit: faas_spec_zygote_fit) takes a pod whose agent confirmed its zygote first; any
+ * other takes a pod without one first, since its agent would kill the zygote it holds. */
+wm_pod_t *wm_pool_pick(wm_pod_t *pods, int fit);
+/* The kind of pod spawned for a waiting acquisition: python for a fitting function while
+ * the python pool is on (pool_python > 0), else generic. */
+wm_pod_kind_t wm_pool_want(int fit, unsigned pool_python);
+/* How many pods of each kind to spawn (out): waiting[k] acquisitions wanting kind k plus,
+ * unless deferred, pool[k] warm ones, less the pods of that kind already STARTING or
+ * WARM (counted by the kind they were spawned as, so pods whose agent could not make a
+ * zygote do not make the pool grow). */
+void wm_pool_deficit(const wm_pod_t *pods, const size_t waiting[WM_POD_KINDS], const unsigned pool[WM_POD_KINDS],
+                     int deferred, size_t out[WM_POD_KINDS]);
+/* Warm pods by what they hold: python = zygote confirmed by HELLO, generic = the rest. */
+void wm_pool_warm(const wm_pod_t *pods, uint32_t out[WM_POD_KINDS]);
+/* The byte after a warm pod's record (pod_record) that keeps its kind for a successor,
+ * and its reading; a record without it (an older WM's) leaves the pod generic. */
+uint8_t wm_pool_rec_byte(const wm_pod_t *p);
+void wm_pool_rec_apply(wm_pod_t *p, const uint8_t *tail, size_t len);
+
 /* Feeds one TASK_* event of a pod running instance inst: 1 with *out a packed TaskReport to
  * relay (malloc'd), 0 when nothing is to be said yet (a chunked result is incomplete), -1 on a
  * malformed event. list is the pod's running tasks, kept up to date. A TASK_FAILED with
@@ -403,6 +432,8 @@ struct wm_pod {
     uint64_t runq_fired_us;    /* the last overload judged here on a probe alert */
     uint64_t t_overload;       /* started by a scale-up: when the report came, until its first request */
     uint64_t log_dropped_bytes, log_dropped_lines; /* the agent's last reported totals (logrot.c) */
+    wm_pod_kind_t kind;                            /* what it was spawned as: the pool slot it fills until taken */
+    int zygote;                                    /* its agent's HELLO said it holds a zygote (AgentEvent.zygote) */
 };
 
 struct wm_acq {
@@ -414,6 +445,7 @@ struct wm_acq {
     int agent_logged;    /* the agent wrote why it failed into the function's log */
     char inst_id[24];    /* the instance being made for it, once a pod is taken */
     int reserved;        /* started by reserved.c: the instance will be RESERVED */
+    int fit;             /* faas_spec_zygote_fit of its spec: which pod kind it prefers */
     uint64_t t_overload; /* a scale-up: when the OVERLOAD that asked for it came (else 0) */
     uint32_t image_fetch_us, image_unpack_us; /* an image this host had not cached */
     wm_image_run_t *run;                      /* an image's server, resolved once its rootfs is here */
@@ -542,6 +574,8 @@ struct wm {
     wm_inst_snap_t *snap;
     size_t n_snap;
     uint32_t pool_ready, pool_starting;
+    uint32_t pool_warm[WM_POD_KINDS]; /* warm pods by what they hold (wm_pool_warm) */
+    uint64_t zygote_starts;           /* cold starts whose READY said the server runs in the zygote */
     uint64_t acquisitions, cold_starts, failures, overloads, pods_spawned;
     wm_scale_stats_t scale; /* OVERLOAD reports by signal, report-to-READY times */
     wm_denials_t denials;   /* seccomp refusals by function and syscall */

@@ -160,6 +160,8 @@ static void publish(wm_t *wm)
         ready += p->state == POD_WARM;
         starting += p->state == POD_STARTING;
     }
+    uint32_t warm[WM_POD_KINDS];
+    wm_pool_warm(wm->pods, warm);
     wm_inst_snap_t *s = calloc(n ? n : 1, sizeof(*s));
     size_t i = 0;
     for (wm_pod_t *p = wm->pods; p && s; p = p->next) {
@@ -186,6 +188,7 @@ static void publish(wm_t *wm)
     }
     wm->pool_ready = ready;
     wm->pool_starting = starting;
+    memcpy(wm->pool_warm, warm, sizeof(warm));
     wm->changed = 1;
     if (faas_now_us() >= wm->hb_quiet_until_us)
         pthread_cond_broadcast(&wm->cv);
@@ -352,6 +355,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     t.total_us = (uint32_t)(now - a->t0);
     t.image_fetch_us = a->image_fetch_us;
     t.image_unpack_us = a->image_unpack_us;
+    t.zygote = ev->zygote;
     Faas__AcquireReply rep = FAAS__ACQUIRE_REPLY__INIT;
     rep.instance = &in;
     rep.timing = &t;
@@ -360,6 +364,7 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
     if (a->t_overload != 0)
         wm_hist_observe(&wm->scale.ready, now - a->t_overload);
     wm->last_total_us = t.total_us;
+    wm->zygote_starts += ev->zygote != 0;
     pthread_mutex_unlock(&wm->mu);
     size_t len;
     uint8_t *buf = a->call ? faas_pb_pack(&rep.base, &len) : NULL;
@@ -369,12 +374,12 @@ static void acq_reply(wm_t *wm, wm_acq_t *a, wm_pod_t *p, const Faas__AgentEvent
         faas_rpc_fail(a->call, FAAS_GRPC_INTERNAL, "out of memory");
     free(buf);
     FAAS_INFO("event=%s fn=%s instance=%s pod=%s endpoint=%s request_id=%s total_us=%u queue_us=%u "
-              "code_us=%u specialize_us=%u exec_us=%u ready_us=%u image_fetch_us=%u image_unpack_us=%u",
+              "code_us=%u specialize_us=%u exec_us=%u ready_us=%u image_fetch_us=%u image_unpack_us=%u zygote=%d",
               a->call       ? "acquired"
               : a->reserved ? "reserved_ready"
                             : "scaled_up",
               p->function, p->inst_id, p->id, endpoint, a->req->request_id, t.total_us, t.queue_us, t.code_us,
-              t.specialize_us, t.exec_us, t.ready_us, t.image_fetch_us, t.image_unpack_us);
+              t.specialize_us, t.exec_us, t.ready_us, t.image_fetch_us, t.image_unpack_us, ev->zygote != 0);
     p->req = a->req; /* the pod keeps its spec: an OVERLOAD clones it */
     p->t_overload = a->t_overload;
     a->req = NULL;
@@ -404,7 +409,8 @@ static void refill(wm_t *wm);
 
 /* What a successor needs of p if this WM crashes, kept in the helper (spawner.c says why
  * there): u32 length of a packed Instance (id "" for a warm pod; endpoint, reserved as
- * kind), the Instance, then the packed AcquireRequest of a READY pod. Sent on every
+ * kind), the Instance, then the packed AcquireRequest of a READY pod or, for a WARM one,
+ * one byte of its pool kind (wm_pool_rec_byte). Sent on every
  * change of state that matters; any other state (SPECIALIZING, STOPPING) sends none, so
  * a pod caught half-way is killed by the successor, never adopted half-specialized. */
 static void pod_record(wm_t *wm, wm_pod_t *p)
@@ -429,7 +435,11 @@ static void pod_record(wm_t *wm, wm_pod_t *p)
         in.overloaded = p->overloaded; /* an agent says OVERLOAD once, not again to a successor */
         ib = faas_pb_pack(&in.base, &il);
         rb = p->state == POD_READY ? faas_pb_pack(&p->req->base, &rl) : NULL;
-        rec = ib && (rb || p->state == POD_WARM) ? malloc(4 + il + rl) : NULL;
+        if (p->state == POD_WARM && (rb = malloc(1)) != NULL) {
+            rb[0] = wm_pool_rec_byte(p);
+            rl = 1;
+        }
+        rec = ib && rb ? malloc(4 + il + rl) : NULL;
         if (rec) {
             uint32_t l32 = (uint32_t)il;
             memcpy(rec, &l32, 4);
@@ -462,6 +472,7 @@ static int pod_from_record(wm_pod_t *p, const uint8_t *rec, size_t len)
     int rc = p->port ? 0 : -1;
     if (in->id[0] == '\0') {
         p->state = POD_WARM;
+        wm_pool_rec_apply(p, rec + 4 + il, len - 4 - il);
     } else {
         p->state = POD_READY;
         wm_fmt(p->inst_id, sizeof(p->inst_id), "%s", in->id);
@@ -507,9 +518,9 @@ static void adopt_one(wm_t *wm, wm_adopted_t *a)
     wm_runq_pod_new(wm, p);
     p->next = wm->pods;
     wm->pods = p;
-    FAAS_INFO("event=pod_adopted pod=%s pid=%d state=%s instance=%s fn=%s", p->id, (int)p->pid,
+    FAAS_INFO("event=pod_adopted pod=%s pid=%d state=%s instance=%s fn=%s kind=%s zygote=%d", p->id, (int)p->pid,
               p->state == POD_READY ? "ready" : "warm", p->inst_id[0] ? p->inst_id : "-",
-              p->function[0] ? p->function : "-");
+              p->function[0] ? p->function : "-", wm_pod_kind_name(p->kind), p->zygote);
 }
 
 static void adopt_all(wm_t *wm)
@@ -565,14 +576,18 @@ static void pod_destroy(wm_t *wm, wm_pod_t *p, const char *why)
         publish(wm);
 }
 
-static wm_pod_t *pod_spawn(wm_t *wm)
+static wm_pod_t *pod_spawn(wm_t *wm, wm_pod_kind_t kind)
 {
     wm_pod_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     faas_random_id(p->id, sizeof(p->id));
+    p->kind = kind;
     char err[256];
-    if (wm_helper_spawn(&wm->helper, p->id, &p->pid, &p->ctl, &p->addr, err, sizeof(err)) != 0) {
+    const wm_config_t *c = wm->cfg;
+    int py = kind == WM_POD_PYTHON;
+    if (wm_helper_spawn(&wm->helper, p->id, py ? c->python : NULL, py ? c->python_preload : NULL, &p->pid, &p->ctl,
+                        &p->addr, err, sizeof(err)) != 0) {
         FAAS_ERROR("event=pod_spawn_failed pod=%s err=\"%s\"", p->id, err);
         free(p);
         wm->refill_after_us = faas_now_us() + 1000000;
@@ -585,7 +600,7 @@ static wm_pod_t *pod_spawn(wm_t *wm)
     p->next = wm->pods;
     wm->pods = p;
     count(wm, &wm->pods_spawned);
-    FAAS_INFO("event=pod_spawned pod=%s pid=%d", p->id, (int)p->pid);
+    FAAS_INFO("event=pod_spawned pod=%s pid=%d kind=%s", p->id, (int)p->pid, wm_pod_kind_name(kind));
     return p;
 }
 
@@ -605,14 +620,21 @@ static void refill(wm_t *wm)
     uint64_t now = faas_now_us();
     if (wm->stop || now < wm->refill_after_us)
         return;
-    size_t waiting = 0;
+    const wm_config_t *c = wm->cfg;
+    size_t waiting[WM_POD_KINDS] = {0}, need[WM_POD_KINDS];
     for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
-        waiting++;
-    size_t target = waiting + (now < wm->refill_defer_us ? 0 : wm->cfg->pool_size);
+        waiting[wm_pool_want(a->fit, c->pool_python)]++;
+    const unsigned pool[WM_POD_KINDS] = {[WM_POD_GENERIC] = c->pool_size, [WM_POD_PYTHON] = c->pool_python};
+    wm_pool_deficit(wm->pods, waiting, pool, now < wm->refill_defer_us, need);
     size_t have = count_state(wm, POD_STARTING) + count_state(wm, POD_WARM);
+    /* the kind the first waiter wants first: its pod is the one most awaited */
+    wm_pod_kind_t first = wm->waiting_pod ? wm_pool_want(wm->waiting_pod->fit, c->pool_python) : WM_POD_GENERIC;
     int spawned = 0;
-    while (have < target) {
-        if (pod_spawn(wm) == NULL) {
+    for (int i = 0; i < WM_POD_KINDS; i++) {
+        wm_pod_kind_t k = (wm_pod_kind_t)((first + i) % WM_POD_KINDS);
+        for (; need[k] > 0; need[k]--, have++, spawned = 1) {
+            if (pod_spawn(wm, k) != NULL)
+                continue;
             /* nothing is coming for the waiters: say so now rather than at their deadline */
             if (have == 0)
                 while (wm->waiting_pod) {
@@ -620,10 +642,9 @@ static void refill(wm_t *wm)
                     wm->waiting_pod = a->next;
                     acq_fail(wm, a, "no pod could be started on this worker");
                 }
+            i = WM_POD_KINDS;
             break;
         }
-        have++;
-        spawned = 1;
     }
     if (spawned)
         publish(wm);
@@ -730,9 +751,7 @@ static void specialize(wm_t *wm, wm_pod_t *p, wm_acq_t *a)
 static void match(wm_t *wm)
 {
     while (wm->waiting_pod) {
-        wm_pod_t *p = wm->pods;
-        while (p && p->state != POD_WARM)
-            p = p->next;
+        wm_pod_t *p = wm_pool_pick(wm->pods, wm->waiting_pod->fit);
         if (p == NULL)
             break;
         wm_acq_t *a = wm->waiting_pod;
@@ -847,6 +866,21 @@ static void on_denials(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
                   WM_DENIALS_MAX);
 }
 
+/* A python pod whose agent made no zygote (an agent without zygotes, an interpreter the
+ * pod cannot run) serves as a generic one; it keeps its slot, so the pool does not grow
+ * by spawning more. Said once: every later such pod has the same cause. */
+static void zygote_missing(const wm_pod_t *p)
+{
+    static int said;
+    if (p->kind != WM_POD_PYTHON || p->zygote || said)
+        return;
+    said = 1;
+    FAAS_WARN(
+        "event=zygote_missing pod=%s msg=\"its agent holds no Python zygote (an agent without zygotes, or it could not "
+        "start one: the agent says why): python pool pods serve as generic ones\"",
+        p->id);
+}
+
 static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
 {
     char why[300];
@@ -858,7 +892,10 @@ static void on_event(wm_t *wm, wm_pod_t *p, const Faas__AgentEvent *ev)
         p->port = ev->port;
         p->direct_port = ev->direct_port;
         p->deadline_us = 0;
-        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u direct_port=%u", p->id, (int)p->pid, p->port, p->direct_port);
+        p->zygote = ev->zygote;
+        FAAS_INFO("event=pod_warm pod=%s pid=%d port=%u direct_port=%u kind=%s zygote=%d", p->id, (int)p->pid, p->port,
+                  p->direct_port, wm_pod_kind_name(p->kind), p->zygote);
+        zygote_missing(p);
         pod_record(wm, p);
         publish(wm);
         match(wm);
@@ -1184,6 +1221,7 @@ void wm_acquire_own(wm_t *wm, wm_acq_t *a)
 static void acquire(wm_t *wm, wm_acq_t *a)
 {
     char dir[PATH_MAX];
+    a->fit = faas_spec_zygote_fit(a->req->spec);
     artifact_dir(wm, a->req->spec, dir, sizeof(dir));
     /* an image's rootfs is touched, not merely looked at: a cache sweep that renamed it
      * away finds the fresh mtime and puts it back (image.c remove_cached) */

@@ -140,6 +140,15 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      "# TYPE faas_wm_pool_starting gauge\nfaas_wm_pool_starting %u\n"
                      "# HELP faas_wm_pool_size Warm pods this worker keeps (--pool-size).\n"
                      "# TYPE faas_wm_pool_size gauge\nfaas_wm_pool_size %u\n"
+                     "# HELP faas_wm_pool_python Warm pods with a Python zygote this worker keeps (--pool-python; 0 "
+                     "when --python is not an executable file).\n"
+                     "# TYPE faas_wm_pool_python gauge\nfaas_wm_pool_python %u\n"
+                     "# HELP faas_wm_pods_warm Warm pods by kind: python when the agent said it holds a Python "
+                     "zygote, else generic.\n"
+                     "# TYPE faas_wm_pods_warm gauge\nfaas_wm_pods_warm{kind=\"generic\"} %u\n"
+                     "faas_wm_pods_warm{kind=\"python\"} %u\n"
+                     "# HELP faas_wm_zygote_starts_total Cold starts whose user server ran in a pod's Python zygote.\n"
+                     "# TYPE faas_wm_zygote_starts_total counter\nfaas_wm_zygote_starts_total %llu\n"
                      "# HELP faas_wm_instances Ready function instances on this worker.\n"
                      "# TYPE faas_wm_instances gauge\nfaas_wm_instances %zu\n"
                      "# HELP faas_wm_last_acquire_seconds Duration of the last successful cold start.\n"
@@ -148,8 +157,9 @@ size_t wm_metrics_text(wm_t *wm, char *buf, size_t cap)
                      "# TYPE faas_log_dropped_lines_total counter\nfaas_log_dropped_lines_total %llu\n",
                      (unsigned long long)wm->acquisitions, (unsigned long long)wm->cold_starts,
                      (unsigned long long)wm->failures, (unsigned long long)wm->pods_spawned, wm->pool_ready,
-                     wm->pool_starting, wm->cfg->pool_size, wm->n_snap, (double)wm->last_total_us / 1e6,
-                     (unsigned long long)faas_log_dropped_total());
+                     wm->pool_starting, wm->cfg->pool_size, wm->cfg->pool_python, wm->pool_warm[WM_POD_GENERIC],
+                     wm->pool_warm[WM_POD_PYTHON], (unsigned long long)wm->zygote_starts, wm->n_snap,
+                     (double)wm->last_total_us / 1e6, (unsigned long long)faas_log_dropped_total());
     wm_scale_metrics(&wm->scale, buf, cap, &n);
     faas_rpc_server_refused_metrics(wm->rpc, "faas_wm_unauthenticated_total", buf, cap, &n);
     wm_denials_metrics(&wm->denials, buf, cap, &n);
@@ -165,7 +175,7 @@ uint8_t *wm_lease_pack(wm_t *wm, int empty, size_t *len)
     Faas__Worker w = FAAS__WORKER__INIT;
     w.id = (char *)wm->cfg->id;
     w.address = (char *)wm->cfg->advertise;
-    w.pool_size = wm->cfg->pool_size;
+    w.pool_size = wm->cfg->pool_size + wm->cfg->pool_python; /* every warm pod it keeps, as pool_ready counts */
     w.pool_ready = empty ? 0 : wm->pool_ready;
     w.cpus_milli = wm->load.cpus_milli;
     w.cpu_free_milli = wm->load.cpu_free_milli;
@@ -628,6 +638,7 @@ static int prepare_host(wm_t *wm, wm_config_t *c, char *prev, size_t prevcap)
     }
     if (access(c->agent, X_OK) != 0)
         FAAS_WARN("event=agent_missing path=%s", c->agent);
+    (void)wm_python_check(c); /* before the helper forks: it sees the pool as it will be */
     read_prev_id(c, prev, prevcap);
     /* a crashed predecessor's helper may still run its pods: adopt them (and its id),
      * else start afresh, which removes whatever that run left */
@@ -676,8 +687,10 @@ static void serve(wm_t *wm, metrics_t *m, faas_rpc_server_t *srv)
     char discs[WM_MAX_DISCOVERY * 130] = "";
     for (unsigned i = 0, n = 0; i < c->n_discovery; i++)
         n += (unsigned)snprintf(discs + n, sizeof(discs) - n, "%s%s", i ? "," : "", c->discoveries[i]);
-    FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u agent=%s",
-              c->id, c->listen, c->advertise, c->metrics_listen, discs, c->state_dir, c->pool_size, c->agent);
+    FAAS_INFO("event=started id=%s listen=%s advertise=%s metrics=%s discovery=%s state_dir=%s pool_size=%u "
+              "pool_python=%u python=%s agent=%s",
+              c->id, c->listen, c->advertise, c->metrics_listen, discs, c->state_dir, c->pool_size, c->pool_python,
+              c->python, c->agent);
     (void)wm_image_umoci_ok(c); /* a worker without umoci says so now, not at an image's first cold start */
 
     wm_loop_run(wm);

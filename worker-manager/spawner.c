@@ -100,6 +100,7 @@ static struct {
 
 typedef struct {
     const char *pod;
+    const char *zygote, *preload; /* a python pod's env values (SPAWN's payload); NULL: generic */
     int ctl;     /* pod end of the control socket */
     int errpipe; /* CLOEXEC: exec success closes it, failure writes why */
     char cg_procs[WM_CG_N + 1][PATH_MAX];
@@ -325,6 +326,10 @@ static int pod_main(void *arg)
     const char *lvl = getenv("FAAS_LOG_LEVEL");
     char lvlenv[64];
     wm_fmt(lvlenv, sizeof(lvlenv), "FAAS_LOG_LEVEL=%s", lvl ? lvl : "info");
+    static char zyg[PATH_MAX + 32], pre[WM_PYTHON_PRELOAD_MAX_BYTES + 32]; /* the child's copy of memory */
+    if (a->zygote != NULL && (wm_fmt(zyg, sizeof(zyg), "FAAS_AGENT_ZYGOTE=%s", a->zygote) != 0 ||
+                              wm_fmt(pre, sizeof(pre), "FAAS_AGENT_ZYGOTE_PRELOAD=%s", a->preload) != 0))
+        child_fail(4, "zygote env too long");
     char *envp[] = {"FAAS_AGENT_CONTROL_FD=3",
                     "PATH=/usr/local/bin:/usr/bin:/bin",
                     "HOME=/tmp",
@@ -332,7 +337,15 @@ static int pod_main(void *arg)
                     podenv,
                     lvlenv,
                     H.cfg.no_seccomp ? "FAAS_AGENT_NO_SECCOMP=1" : NULL,
+                    NULL,
+                    NULL,
                     NULL};
+    /* after a NULL entry envp would end early: the optional ones go in order */
+    size_t ne = H.cfg.no_seccomp ? 7 : 6;
+    if (a->zygote != NULL) {
+        envp[ne++] = zyg;
+        envp[ne++] = pre;
+    }
     if (chdir("/") != 0)
         child_fail(4, "chdir /");
     syscall(SYS_execveat, 5, "", argv, envp, AT_EMPTY_PATH);
@@ -410,7 +423,22 @@ static void rm_rf(const char *path)
 
 static int do_kill(const hreq_t *q, hrep_t *r);
 
-static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
+/* SPAWN's payload for a python pod: "<python>\0<preload>\0"; a generic pod has none. 0,
+ * or -1 when it is malformed. */
+static int spawn_payload(const uint8_t *pl, size_t len, const char **python, const char **preload)
+{
+    *python = *preload = NULL;
+    if (len == 0)
+        return 0;
+    const char *a = (const char *)pl, *z = memchr(a, '\0', len);
+    if (z == NULL || z == a || memchr(z + 1, '\0', len - (size_t)(z + 1 - a)) == NULL)
+        return -1;
+    *python = a;
+    *preload = z + 1;
+    return 0;
+}
+
+static int do_spawn(const hreq_t *q, const uint8_t *pl, size_t pl_len, hrep_t *r, int *out_fd)
 {
     char rel[PATH_MAX];
     pod_rel(rel, sizeof(rel), q->pod);
@@ -420,6 +448,10 @@ static int do_spawn(const hreq_t *q, hrep_t *r, int *out_fd)
         goto fail_cg;
 
     child_arg_t a = {.pod = q->pod};
+    if (spawn_payload(pl, pl_len, &a.zygote, &a.preload) != 0) {
+        wm_fmt(r->err, sizeof(r->err), "malformed zygote settings");
+        goto fail_cg;
+    }
     char dirs[WM_CG_N + 1][PATH_MAX];
     a.n_cg = wm_cg_dirs(&H.cg, rel, dirs, WM_CG_N + 1);
     for (size_t i = 0; i < a.n_cg; i++)
@@ -693,7 +725,7 @@ static int helper_serve(int fd)
         int pass = -1;
         switch (q.op) {
         case OP_SPAWN:
-            r.rc = do_spawn(&q, &r, &pass);
+            r.rc = do_spawn(&q, pkt + sizeof(q), (size_t)n - sizeof(q), &r, &pass);
             break;
         case OP_MOUNT:
             r.rc = do_mount(&q, &r);
@@ -927,11 +959,15 @@ int wm_helper_start(wm_helper_t *h, const wm_config_t *c, const wm_cg_layout_t *
     return 0;
 }
 
-static int call(wm_helper_t *h, const hreq_t *q, hrep_t *r, int *fd_out, char *err, size_t errcap)
+/* One request (with payload: pl_len bytes after it in the same packet) and its reply. */
+static int call_with(wm_helper_t *h, const hreq_t *q, const void *pl, size_t pl_len, hrep_t *r, int *fd_out, char *err,
+                     size_t errcap)
 {
     if (fd_out)
         *fd_out = -1;
-    if (send(h->fd, q, sizeof(*q), MSG_NOSIGNAL) != (ssize_t)sizeof(*q)) {
+    struct iovec out[2] = {{(void *)q, sizeof(*q)}, {(void *)pl, pl_len}};
+    struct msghdr om = {.msg_iov = out, .msg_iovlen = pl_len ? 2 : 1};
+    if (sendmsg(h->fd, &om, MSG_NOSIGNAL) != (ssize_t)(sizeof(*q) + pl_len)) {
         wm_fmt(err, errcap, "pod helper gone");
         return -1;
     }
@@ -963,13 +999,32 @@ static int call(wm_helper_t *h, const hreq_t *q, hrep_t *r, int *fd_out, char *e
     return r->rc;
 }
 
-int wm_helper_spawn(wm_helper_t *h, const char *pod_id, pid_t *pid, int *ctl_fd, uint32_t *addr, char *err,
-                    size_t errcap)
+static int call(wm_helper_t *h, const hreq_t *q, hrep_t *r, int *fd_out, char *err, size_t errcap)
+{
+    return call_with(h, q, NULL, 0, r, fd_out, err, errcap);
+}
+
+int wm_helper_spawn(wm_helper_t *h, const char *pod_id, const char *python, const char *preload, pid_t *pid,
+                    int *ctl_fd, uint32_t *addr, char *err, size_t errcap)
 {
     hreq_t q = {.op = OP_SPAWN};
     wm_fmt(q.pod, sizeof(q.pod), "%s", pod_id);
     hrep_t r;
-    if (call(h, &q, &r, ctl_fd, err, errcap) != 0)
+    /* the settings ride with each SPAWN rather than in the helper's copy of the config:
+     * a helper adopted from a predecessor has that one's config */
+    static char pl[PATH_MAX + WM_PYTHON_PRELOAD_MAX_BYTES + 2];
+    size_t pl_len = 0;
+    if (python != NULL) {
+        size_t a = strlen(python) + 1, b = strlen(preload ? preload : "") + 1;
+        if (a + b > sizeof(pl)) {
+            wm_fmt(err, errcap, "zygote settings too long");
+            return -1;
+        }
+        memcpy(pl, python, a);
+        memcpy(pl + a, preload ? preload : "", b);
+        pl_len = a + b;
+    }
+    if (call_with(h, &q, pl, pl_len, &r, ctl_fd, err, errcap) != 0)
         return -1;
     if (*ctl_fd < 0) {
         wm_fmt(err, errcap, "pod helper sent no control socket");

@@ -12,6 +12,17 @@
 
 #define WM_MAX_DISCOVERY 8
 
+/* --python-preload's default: the modules the Python servers we host import (the stdlib
+ * HTTP and socket servers, JSON, TLS, asyncio, logging; grpcio and python3-thrift where
+ * installed: the agent's zygote skips a module it cannot import). The one copy: --help,
+ * the README and faasd refer to it. */
+#define WM_PYTHON_PRELOAD_DEFAULT                                                                                      \
+    "http.server,socketserver,json,socket,ssl,selectors,threading,asyncio,logging,urllib.parse,email.parser,"          \
+    "concurrent.futures,grpc,thrift.Thrift,thrift.protocol.TBinaryProtocol,thrift.transport.TSocket,"                  \
+    "thrift.transport.TTransport,thrift.server.TServer"
+#define WM_PYTHON_PRELOAD_MAX_NAMES 64
+#define WM_PYTHON_PRELOAD_MAX_BYTES 4096
+
 /* Command-line configuration; every path is absolute once parsed. */
 typedef struct {
     char listen[128];    /* gRPC listen address */
@@ -28,6 +39,11 @@ typedef struct {
     char agent[PATH_MAX]; /* faas-agent binary run in every pod */
     char cgroup_root[PATH_MAX];
     unsigned pool_size;
+    /* warm pods holding a Python zygote (--pool-python, issue 18); set to 0 at start when
+     * python is not an executable file */
+    unsigned pool_python;
+    char python[PATH_MAX];                                /* the zygotes' interpreter (--python) */
+    char python_preload[WM_PYTHON_PRELOAD_MAX_BYTES + 1]; /* modules they import first (--python-preload) */
     unsigned lease_ttl_ms;
     uid_t pod_uid;
     gid_t pod_gid;
@@ -56,6 +72,13 @@ typedef struct {
  * one-line static message. Never prints or exits (the fuzz driver calls it in a
  * loop); it reads only the cwd, the hostname and /proc/self/exe for defaults. */
 int wm_config_parse(wm_config_t *c, int argc, char **argv, const char **err);
+
+/* 0 if v is a valid --python-preload list (may be ""), else -1 with *err a static line. */
+int wm_python_preload_valid(const char *v, const char **err);
+
+/* At start: with a python pool asked for, c->python must be an executable file, else
+ * one warning (event=python_pool_off) and c->pool_python becomes 0; then -1. */
+int wm_python_check(wm_config_t *c);
 
 /* The discovery calls other than lease renewals go to: the one that last answered. */
 const char *wm_discovery_pick(const wm_config_t *c);

@@ -903,9 +903,15 @@ static int zygote_fits(const agent_spec_t *spec, char **env, char *exe, size_t e
                                       ? "runtime: exec"
                                       : "the command is not `python3 SCRIPT [ARGS]`"),
                0;
-    if (resolve_exe(spec->argv[0], env, exe, exe_cap) == NULL || realpath(exe, real) == NULL ||
-        strcmp(real, us.zyg_python) != 0)
+    /* a name with a slash is relative to the code directory, as the exec would take it */
+    const char *e = resolve_exe(spec->argv[0], env, exe, exe_cap);
+    char rel[PATH_MAX];
+    if (e != NULL && e[0] != '/' && snprintf(rel, sizeof(rel), "%s/%s", spec->code_dir, e) < (int)sizeof(rel))
+        e = rel;
+    if (e == NULL || realpath(e, real) == NULL || strcmp(real, us.zyg_python) != 0)
         return snprintf(why, cap, "%s is not the pool's interpreter (%s)", spec->argv[0], us.zyg_python), 0;
+    if (e != exe)
+        snprintf(exe, exe_cap, "%s", spec->argv[0]);
     if (agent_zygote_env_fits(env, us.zyg_env, key, sizeof(key)) != 0)
         return snprintf(why, cap, "the function sets %s, which python3 reads as it starts", key), 0;
     return script_is_source(spec, why, cap);

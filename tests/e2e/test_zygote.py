@@ -43,19 +43,23 @@ ARGS = ("--greeting", "two words", "-v", "--", "última")
 ENV = {"GREETING": "hola, zygote", "TZ": "ABC+5XYZ", "LANG": "C.UTF-8", "EMPTY": "", "QUOTE": 'a "b" c'}
 
 
-import inspect  # noqa: E402  TEMP until z18-wm lands
-HAVE_ZYGOTE = "pool_python" in inspect.signature(Platform.__init__).parameters
-ZYGOTE_KW = {"pool_python": 1} if HAVE_ZYGOTE else {}
-PY_POOL_READY = "faas_wm_pool_python_ready"
-EXEC_ONLY = not HAVE_ZYGOTE
+# the function sets variables python3 reads as it starts: the zygote cannot honour them
+PYENV_BY_EXEC = (r"user server started by exec, not in the pod's python3 zygote: the function sets PYTHON[A-Z]+, "
+                 r"which python3 reads as it starts")
+# the worker manager's gauge of warm pods holding a zygote
+PY_POOL_READY = 'faas_wm_pods_warm{kind="python"}'
+ZYGOTE_LINE = "user server started in the pod's pre-initialized python3 (zygote)"
 
 
 def fn(base, mode):
     return f"{base}-{mode}"
 
 
+PY = "/usr/bin/python3"
+
+
 def write_manifest(tmp, name, mode, command, protocol="http", env=None, extra=None, code=SERVERS):
-    m = {"name": name, "code": code, "protocol": protocol, "command": ["/usr/bin/python3", *command],
+    m = {"name": name, "code": code, "protocol": protocol, "command": command,
          "timeout": "30s", "cold_start_timeout": "15s", "idle_timeout": "10m"}
     if protocol == "http":
         m["health"] = {"path": "/healthz"}
@@ -71,36 +75,44 @@ def write_manifest(tmp, name, mode, command, protocol="http", env=None, extra=No
 
 
 DEPLOYS = {
-    # base name -> (script and args, protocol, env, extra manifest keys)
-    "intro": (["introspect.py"], "http", None,
-              {"resources": {"memory": f"{MEMORY_MIB}Mi", "pids": PIDS}}),
-    "args": (["introspect.py", *ARGS], "http", ENV, None),
+    # base name -> command, env, extra manifest keys (for both modes; "zygote": for the
+    # zygote's only)
+    "intro": ([PY, "introspect.py"], None, {"resources": {"memory": f"{MEMORY_MIB}Mi", "pids": PIDS}}),
+    "args": ([PY, "introspect.py", *ARGS], ENV, None),
+    # the interpreter found by PATH; and implied by `runtime: python3`
+    "bare": (["python3", "introspect.py"], None, None),
+    # (`python3 SCRIPT`: sys.orig_argv and /proc/self/cmdline start with "python3")
+    "implied": (["python3", "introspect.py"], None, {"zygote": {"runtime": "python3", "command": ["introspect.py"]}}),
     # variables the interpreter reads at its own start
-    "pyenv": (["introspect.py"], "http",
+    "pyenv": ([PY, "introspect.py"],
               {"PYTHONHASHSEED": "7", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONWARNINGS": "error::UserWarning", "PYTHONPATH": "/tmp/.faas/nowhere"}, None),
-    "fork": (["forker.py"], "http", None, {"resources": {"pids": 64}}),
-    "exit3": (["exits.py"], "http", {"EXIT_AT": "import"}, None),
-    "exitmsg": (["exits.py"], "http", {"EXIT_AT": "message"}, None),
-    "exit4": (["exits.py"], "http", None, None),
-    "raises": (["raises.py"], "http", None, None),
+    "fork": ([PY, "forker.py"], None, {"resources": {"pids": 64}}),
+    "exit3": ([PY, "exits.py"], {"EXIT_AT": "import"}, None),
+    "exitmsg": ([PY, "exits.py"], {"EXIT_AT": "message"}, None),
+    "exit4": ([PY, "exits.py"], None, None),
+    "raises": ([PY, "raises.py"], None, None),
+    "kbint": ([PY, "raises.py"], {"RAISE": "KeyboardInterrupt"}, None),
 }
+REPORTS = ("intro", "args", "bare", "implied", "pyenv")
 
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zygote")
-    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, **ZYGOTE_KW)
+    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, wm_args=("--pool-python", "1"))
     p.start()
     try:
-        for base, (cmd, proto, env, extra) in DEPLOYS.items():
+        for base, (cmd, env, extra) in DEPLOYS.items():
             for mode in MODES:
-                p.ctl("deploy", "-f", write_manifest(tmp, fn(base, mode), mode, cmd, proto, env, extra))
+                ex = {k: v for k, v in (extra or {}).items() if k != "zygote"}
+                ex.update((extra or {}).get(mode, {}))
+                p.ctl("deploy", "-f", write_manifest(tmp, fn(base, mode), mode, cmd, "http", env, ex))
         for ex, proto in (("hello-py-grpc", "grpc"), ("hello-py-thrift", "thrift")):
             # the example's own manifest for the zygote; an exec twin without its services
             # (a service belongs to one function), reached by function name
             p.ctl("deploy", "-f", os.path.join(EXAMPLES, ex, "function.yaml"))
-            p.ctl("deploy", "-f", write_manifest(tmp, f"{ex}-exec", "exec", ["server.py"], proto,
+            p.ctl("deploy", "-f", write_manifest(tmp, f"{ex}-exec", "exec", [PY, "server.py"], proto,
                                                  {"GREETING": f"hello from {ex}"},
                                                  {"health": {"grpc": True} if proto == "grpc" else {"tcp": True}},
                                                  code=os.path.join(EXAMPLES, ex)))
@@ -127,18 +139,29 @@ def python_pod_ready(plat):
     return plat.wm_metric(PY_POOL_READY) >= 1
 
 
-def cold_start(plat, name, mode, call):
+def start_lines(plat, name):
+    return [l for l in log_msgs(plat, name, "platform") if l.startswith("user server started")]
+
+
+def cold_start(plat, name, mode, call, ok=True, expect=None):
     """Runs call() as the first call of name (it cold-starts it) with, for the zygote
     mode, a warm interpreter pod to take; returns what call returned, after checking the
-    start went the way mode says."""
-    if EXEC_ONLY:
-        return call()
+    start went the way mode says: the function log's platform line (also for a start
+    that fails: ok=False), and for one that succeeded the worker manager's
+    event=acquired. expect: a pattern of the platform line of a zygote-mode function
+    the agent must run by exec instead."""
     if mode == "zygote":
         wait_until(lambda: python_pod_ready(plat), 30, what="a warm Python pod")
-    before = len(acquired_zygote(plat, name))
+    before = len(start_lines(plat, name)), len(acquired_zygote(plat, name))
     out = call()
-    got = wait_until(lambda: acquired_zygote(plat, name)[before:], 10, what=f"event=acquired for {name}")
-    assert got[0] == (1 if mode == "zygote" else 0), (name, got, plat.logs())
+    if mode == "zygote":
+        got = wait_until(lambda: start_lines(plat, name)[before[0]:], 10, what=f"the start line of {name}")
+        assert len(got) == 1 and re.fullmatch(expect or re.escape(ZYGOTE_LINE), got[0]), (name, got)
+    else:
+        assert ZYGOTE_LINE not in start_lines(plat, name)[before[0]:], name
+    if ok:
+        acq = wait_until(lambda: acquired_zygote(plat, name)[before[1]:], 10, what=f"event=acquired of {name}")
+        assert acq == [1 if mode == "zygote" and not expect else 0], (name, acq)
     return out
 
 
@@ -172,10 +195,11 @@ def get(plat, name, path, timeout=30):
 @pytest.fixture(scope="module")
 def reports(plat):
     out = {}
-    for base in ("intro", "args", "pyenv"):
+    for base in REPORTS:
         for mode in MODES:
             name = fn(base, mode)
-            out[name] = json.loads(cold_start(plat, name, mode, lambda: get(plat, name, "/report")))
+            expect = PYENV_BY_EXEC if base == "pyenv" else None
+            out[name] = json.loads(cold_start(plat, name, mode, lambda: get(plat, name, "/report"), expect=expect))
     return out
 
 
@@ -189,6 +213,9 @@ def comparable(rep, name):
     r["environ"] = [kv for kv in r["environ"] if kv[0] not in INSTANCE_ENV]
     r["proc_environ"] = [e for e in r["proc_environ"] if e.split("=", 1)[0] not in INSTANCE_ENV]
     r.pop("hostname")  # the pod's id
+    # which pid the user server gets depends on what ran before it in the pod's pid
+    # namespace (a zygote discarded for an exec: 3), not on how it started
+    r.pop("pid")
     r.pop("modules_at_start")  # the zygote's pre-imports stay (docs: what is reset and what is not)
     if r.get("hash") is not None and "PYTHONHASHSEED" not in dict(r["environ"]):
         r.pop("hash")  # random per interpreter unless seeded
@@ -199,10 +226,38 @@ def diff(a, b):
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-@pytest.mark.parametrize("base", ["intro", "args", "pyenv"])
+# Differences with an assertion each (below), so one cannot hide another.
+OWN_TESTS = ("cmdline", "proc_environ", "meta_path")
+
+
+@pytest.mark.parametrize("base", REPORTS)
 def test_report_identical(reports, base):
     ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
-    assert diff(ex, zy) == {}
+    assert diff(*[{k: v for k, v in r.items() if k not in OWN_TESTS} for r in (ex, zy)]) == {}
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_proc_self_cmdline_identical(reports, base):
+    """What ps, psutil and /proc/PID/cmdline show: the kernel's copy of the argv the
+    process was started with (sys.orig_argv is Python's own, compared above)."""
+    ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert zy["cmdline"] == ex["cmdline"]
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_proc_self_environ_identical(reports, base):
+    """/proc/PID/environ: the kernel's copy of the environment the process was started
+    with (what psutil's Process.environ() and `ps e` read)."""
+    ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert zy["proc_environ"] == ex["proc_environ"]
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_import_machinery_identical(reports, base):
+    """sys.meta_path: a finder a pre-imported module installed would decide the user's
+    imports."""
+    ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert zy["meta_path"] == ex["meta_path"]
 
 
 def test_report_what_exec_shows(reports):
@@ -215,7 +270,7 @@ def test_report_what_exec_shows(reports):
     assert r["platform_modules"] == []
     assert r["status"]["Seccomp"] == "2" and r["status"]["NoNewPrivs"] == "1"
     assert r["status"]["CapEff"] == "0000000000000000"
-    assert r["tasks"] == r["threads"] == 2  # the main thread and the one answering
+    assert r["native_threads"] == 0 and r["threads"] == ["MainThread"]  # and those answering
     a = reports[fn("args", "exec")]
     assert a["argv"] == ["introspect.py", *ARGS]
     env = dict(a["environ"])
@@ -227,7 +282,7 @@ def test_report_what_exec_shows(reports):
 
 
 def test_no_platform_module_in_the_zygote_started_server(reports):
-    for base in ("intro", "args", "pyenv"):
+    for base in REPORTS:
         r = reports[fn(base, "zygote")]
         assert r["platform_modules"] == [], base
         assert not [m for m in r["modules_at_start"] if "zygote" in m.lower() or "faas" in m.lower()], base
@@ -341,7 +396,7 @@ def test_fork_subprocess_and_spawn_same(plat):
 
 def failed_start(plat, name, mode):
     """A call to a server that never becomes ready: the platform's cold-start error."""
-    code, body, _ = cold_start(plat, name, mode, lambda: curl(plat.url(name, "/"), timeout=30))
+    code, body, _ = cold_start(plat, name, mode, lambda: curl(plat.url(name, "/"), timeout=30), ok=False)
     assert code == 503, (name, code, body, plat.logs())
     return normalize(body, name)
 
@@ -368,7 +423,9 @@ def test_exit_after_ready_same(plat):
         wait_until(lambda: "user server exited with status 4" in "\n".join(log_msgs(plat, name, "platform")), 15,
                    what=f"exit status of {name} in its log")
     errs = [log_msgs(plat, fn("exit4", m), "stderr") for m in MODES]
-    assert errs == [["exits: leaving with 4"]] * 2, errs
+    assert errs == [["exits: leaving with 4", "exits: atexit ran"]] * 2, errs
+    outs = [log_msgs(plat, fn("exit4", m), "stdout") for m in MODES]
+    assert outs == [["exits: buffered stdout"]] * 2, outs
 
 
 def test_crash_at_import_traceback_same(plat):
@@ -378,8 +435,17 @@ def test_crash_at_import_traceback_same(plat):
     tbs = [log_msgs(plat, fn("raises", m), "stderr") for m in MODES]
     ex, zy = tbs
     assert ex[0] == "Traceback (most recent call last):", ex
-    assert any(re.fullmatch(r'  File "/\S+/raises\.py", line 11, in <module>', l) for l in ex), ex
-    assert any(re.fullmatch(r'  File "/\S+/raises\.py", line 7, in load_config', l) for l in ex), ex
+    assert any(re.fullmatch(r'  File "/\S+/raises\.py", line 14, in <module>', l) for l in ex), ex
+    assert any(re.fullmatch(r'  File "/\S+/raises\.py", line 10, in load_config', l) for l in ex), ex
     assert ex[-1].startswith("FileNotFoundError: [Errno 2] No such file or directory: "), ex
     assert zy == ex
     assert not [l for l in zy if "<string>" in l or "runpy" in l or "zygote" in l.lower()], zy
+
+
+def test_keyboard_interrupt_at_import_same(plat):
+    """python3 dies of SIGINT after an uncaught KeyboardInterrupt's traceback."""
+    bodies = [failed_start(plat, fn("kbint", m), m) for m in MODES]
+    assert bodies[0] == bodies[1], bodies
+    assert "user server was killed by signal 2 (Interrupt) before it was ready: KeyboardInterrupt" in bodies[0], bodies
+    tbs = [log_msgs(plat, fn("kbint", m), "stderr") for m in MODES]
+    assert tbs[0] == tbs[1] and tbs[0][-1] == "KeyboardInterrupt", tbs

@@ -1,7 +1,9 @@
 """A server that ends with an exit code (issue 18's comparison suite). EXIT_AT=import:
 one line on stderr, then sys.exit(3) before it listens. EXIT_AT=message: sys.exit with a
 string (Python prints it on stderr, status 1). Otherwise it serves; GET /exit makes the
-main thread leave serve_forever and sys.exit(4)."""
+main thread leave serve_forever, print a line on stdout without flushing it (the
+interpreter's exit must), and sys.exit(4); an atexit handler says it ran."""
+import atexit
 import os
 import sys
 import threading
@@ -30,7 +32,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    atexit.register(lambda: print("exits: atexit ran", file=sys.stderr, flush=True))
     srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     srv.serve_forever()
     print("exits: leaving with 4", file=sys.stderr, flush=True)
+    print("exits: buffered stdout")
     sys.exit(4)

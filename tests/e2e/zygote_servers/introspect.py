@@ -133,9 +133,9 @@ def report():
         "hostname": socket.gethostname(),
         "environ": sorted(os.environ.items()),
         "fds": fd_table(),
-        "tasks": len(os.listdir("/proc/self/task")),
-        "threads": threading.active_count(),
-        "thread_names": sorted(t.name for t in threading.enumerate()),
+        # threads: the per-connection ones come and go with the agent's keep-alive pool
+        "native_threads": len(os.listdir("/proc/self/task")) - threading.active_count(),
+        "threads": sorted(t.name for t in threading.enumerate() if "process_request_thread" not in t.name),
         "main_thread_is_current_at_import": MAIN_THREAD_AT_IMPORT,
         "signals": {n: sig(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGCHLD", "SIGHUP",
                                                           "SIGUSR1", "SIGXFSZ")},
@@ -176,6 +176,7 @@ def report():
         "tzname": list(time.tzname),
         "timezone": time.timezone,
         "localtime_0": time.strftime("%H:%M %Z", time.localtime(0)),
+        "getsource": __import__("inspect").getsource(probe_connect).splitlines()[0],
         "hash": hash("zygote-probe"),  # fixed only under PYTHONHASHSEED
     }
 

@@ -68,6 +68,9 @@ char **agent_build_env(const agent_spec_t *spec, uint16_t port);
  * HOME, LD_*, MALLOC_*, GLIBC_TUNABLES, OPENSSL_*, GRPC_*) are the same in the function's environment as in the zygote's,
  * else -1 with the first that differs in key (docs/zygotes.md). */
 int agent_zygote_env_fits(char *const *fn_env, char *const *zygote_env, char *key, size_t cap);
+/* 1 if a directory entry of the script's directory (a package directory, N.py, N.pyc,
+ * N....so) is its own copy of a top-level module in the comma-separated preload list. */
+int agent_zygote_shadows(const char *entry, int is_dir, const char *preload);
 /* The message a zygote becomes the function by: cwd (code_dir), the interpreter's path,
  * argv[0] as the command says it, the argument count and the arguments from the script
  * on, the variable count and env - NUL-separated. Its length, or 0 if over cap. */

@@ -527,3 +527,24 @@ size_t agent_zygote_message(const agent_spec_t *s, const char *exe, char *const 
             return 0;
     return n - 1; /* the last NUL ends the message: Python splits on it */
 }
+
+int agent_zygote_shadows(const char *entry, int is_dir, const char *preload)
+{
+    const char *dot = strchr(entry, '.');
+    size_t stem = dot != NULL ? (size_t)(dot - entry) : strlen(entry);
+    if (stem == 0)
+        return 0;
+    /* a package directory, a module, compiled code, an extension (N.cpython-311-....so) */
+    if (is_dir ? dot != NULL
+               : dot == NULL || (strcmp(dot, ".py") != 0 && strcmp(dot, ".pyc") != 0 &&
+                                 (strlen(dot) < 3 || strcmp(entry + strlen(entry) - 3, ".so") != 0)))
+        return 0;
+    for (const char *p = preload; p != NULL && *p != '\0';) {
+        size_t item = strcspn(p, ",");
+        size_t top = strcspn(p, ",.");
+        if (top == stem && strncmp(p, entry, stem) == 0)
+            return 1;
+        p += item + (p[item] == ',');
+    }
+    return 0;
+}

@@ -3,6 +3,7 @@
  * reaping and killing. Everything runs on the agent's single evl loop, never blocking
  * except for the exec handshake and the final kill. */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
@@ -53,6 +54,8 @@ static const char zygote_py[] =
 /* A zygote's imports take 0.1-0.6 s on a busy 2-core host: past this, something is wrong
  * with it and the pod serves by exec (the worker manager's HELLO deadline is 15 s). */
 #define ZYGOTE_READY_MS 10000
+/* The most the handover may block the loop before the pod execs instead. */
+#define ZYGOTE_SEND_MS 2000
 
 extern char **environ;
 
@@ -90,7 +93,9 @@ static struct {
     evl_io_t zyg_io;     /* its "ready" byte, read once */
     evl_timer_t zyg_timer;
     void (*zyg_settled)(int ready);
-} us = {.timer_fd = -1, .zyg_fd = -1};
+    char *zyg_preload;   /* its preload list: a function's own copy of one means exec */
+    int zyg_dropping;    /* being discarded: its seccomp counts are not the function's */
+} us = {.timer_fd = -1, .zyg_fd = -1, .out = {{.fd = -1}, {.fd = -1}}};
 
 uint16_t agent_user_port(void)
 {
@@ -666,7 +671,7 @@ static void log_first_denial(const char *name)
 
 static void report_denials(const agent_deny_delta_t *d, size_t n)
 {
-    if (us.cbs.on_denials != NULL)
+    if (us.cbs.on_denials != NULL && !us.zyg_dropping && us.spec != NULL)
         us.cbs.on_denials(d, n);
 }
 
@@ -859,13 +864,16 @@ static void zygote_discard(void)
     zygote_settle(0);
     if (us.zyg_fd >= 0)
         close(us.zyg_fd), us.zyg_fd = -1;
-    if (us.pid > 0) {
+    if (us.pgid > 0) /* what it forked too */
         kill(-us.pgid, SIGKILL);
+    if (us.pid > 0)
         waitpid(us.pid, NULL, 0);
-    }
     us.pid = us.pgid = 0;
     close_pipes();
+    us.n_tail = 0; /* its stderr is not the function's */
+    us.zyg_dropping = 1;
     agent_seccomp_stop();
+    us.zyg_dropping = 0;
 }
 
 int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload, void (*settled)(int ready))
@@ -889,24 +897,28 @@ int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *pr
     a.zygfd = sp[1];
     if (spawn_proc(&a, &err) != 0)
         goto fail;
-    close(sp[1]);
-    us.zyg_fd = sp[0];
-    us.zyg_env = a.env;
-    us.zyg_python = strdup(real);
-    us.zyg_settled = settled;
+    close(sp[1]), sp[1] = -1;
     us.zyg_timer.cb = zygote_too_slow;
-    fcntl(us.zyg_fd, F_SETFL, O_NONBLOCK);
-    if (evl_io_start(loop, &us.zyg_io, us.zyg_fd, EVL_READ, on_zygote_byte) != 0 ||
+    fcntl(sp[0], F_SETFL, O_NONBLOCK);
+    if ((us.zyg_python = strdup(real)) == NULL || (us.zyg_preload = strdup(preload ? preload : "")) == NULL ||
+        evl_io_start(loop, &us.zyg_io, sp[0], EVL_READ, on_zygote_byte) != 0 ||
         evl_timer_start(loop, &us.zyg_timer, ZYGOTE_READY_MS) != 0) {
-        err = "cannot watch it";
+        err = "out of memory";
         goto fail;
     }
+    us.zyg_fd = sp[0];
+    us.zyg_env = a.env;
+    us.zyg_settled = settled;
     FAAS_INFO("event=zygote_started pid=%d python=%s preload=%s", (int)us.pid, python, preload ? preload : "");
     return 0;
 fail:
     FAAS_WARN("event=zygote_failed python=%s err=\"%s\"", python, err);
+    if (us.zyg_io.loop != NULL)
+        evl_io_stop(&us.zyg_io);
     close_fds(sp, 2);
     free(a.env);
+    free(us.zyg_python), us.zyg_python = NULL;
+    free(us.zyg_preload), us.zyg_preload = NULL;
     zygote_discard();
     return -1;
 }
@@ -916,24 +928,89 @@ int agent_user_in_zygote(void)
     return us.in_zygote;
 }
 
-/* The script's file as python3 would open it: relative to the code directory. */
-static int script_is_source(const agent_spec_t *spec, char *why, size_t cap)
+/* A zip archive (zipimport finds one by its end record, so a shebang may come first, as
+ * `python3 -m zipapp -p` writes) or compiled code (the magic's "\r\n"): python3 runs
+ * those otherwise than source. */
+static int not_source(int fd, off_t size)
 {
-    char path[PATH_MAX], head[4] = {0};
+    char head[4], tail[65536 + 22];
+    if (pread(fd, head, sizeof(head), 0) == 4 && head[2] == '\r' && head[3] == '\n')
+        return 1;
+    off_t from = size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0;
+    ssize_t n = pread(fd, tail, sizeof(tail), from);
+    for (ssize_t i = n - 22; i >= 0; i--)
+        if (memcmp(tail + i, "PK\5\6", 4) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 if the script's directory (sys.path[0] for it) holds its own copy of a module the
+ * zygote pre-imported: python3 SCRIPT would import that copy, the zygote has the other. */
+static int shadows_preload(const char *dir, char *why, size_t cap)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    struct dirent *de;
+    int hit = 0;
+    while (!hit && (de = readdir(d)) != NULL) {
+        int dir = de->d_type == DT_DIR, unsure = de->d_type == DT_LNK || de->d_type == DT_UNKNOWN;
+        if (agent_zygote_shadows(de->d_name, dir, us.zyg_preload) ||
+            (unsure && agent_zygote_shadows(de->d_name, !dir, us.zyg_preload))) {
+            snprintf(why, cap, "the code has its own %s, which the zygote imported from the system", de->d_name);
+            hit = 1;
+        }
+    }
+    closedir(d);
+    return hit;
+}
+
+/* The script's file as python3 would open it: relative to the code directory; 1 if the
+ * zygote runs it as python3 would, else 0 with why. */
+static int script_fits(const agent_spec_t *spec, char *why, size_t cap)
+{
+    char path[PATH_MAX], real[PATH_MAX];
     const char *arg = spec->argv[1];
     struct stat st;
     if (snprintf(path, sizeof(path), "%s/%s", arg[0] == '/' ? "" : spec->code_dir, arg) >= (int)sizeof(path))
         return snprintf(why, cap, "the script's path is too long"), 0;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-        return snprintf(why, cap, "the script %s is not a file here", arg), 0;
-    size_t n = strlen(path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int zip = fd >= 0 && read(fd, head, sizeof(head)) == 4 && memcmp(head, "PK\3\4", 4) == 0;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) { /* python3 says why itself */
+        snprintf(why, cap, "the script %s is not a readable file here", arg);
+        goto no;
+    }
+    size_t n = strlen(path);
+    if ((n > 4 && strcmp(path + n - 4, ".pyc") == 0) || not_source(fd, st.st_size)) {
+        snprintf(why, cap, "the script %s is a zip archive or compiled code", arg);
+        goto no;
+    }
+    close(fd);
+    if (realpath(path, real) == NULL)
+        return snprintf(why, cap, "the script %s is not a readable file here", arg), 0;
+    *strrchr(real, '/') = '\0';
+    return !shadows_preload(real[0] ? real : "/", why, cap);
+no:
     if (fd >= 0)
         close(fd);
-    if (zip || (n > 4 && strcmp(path + n - 4, ".pyc") == 0))
-        return snprintf(why, cap, "the script %s is a zip archive or compiled code", arg), 0;
-    return 1;
+    return 0;
+}
+
+/* 1 if exe (absolute, not resolved) belongs to a virtual environment: python3 finds its
+ * pyvenv.cfg next to the path it was started by, or one directory up. */
+static int in_venv(const char *exe)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s", exe);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(p, '/');
+        if (slash == NULL)
+            return 0;
+        strcpy(slash + 1, "pyvenv.cfg");
+        if (access(p, F_OK) == 0)
+            return 1;
+        *slash = '\0';
+    }
+    return 0;
 }
 
 /* 1 if the zygote can be this function's user server, with the interpreter's path in exe;
@@ -959,11 +1036,13 @@ static int zygote_fits(const agent_spec_t *spec, char **env, char *exe, size_t e
         e = rel;
     if (e == NULL || realpath(e, real) == NULL || strcmp(real, us.zyg_python) != 0)
         return snprintf(why, cap, "%s is not the pool's interpreter (%s)", spec->argv[0], us.zyg_python), 0;
+    if (in_venv(e))
+        return snprintf(why, cap, "%s is a virtual environment's interpreter", spec->argv[0]), 0;
     if (e != exe)
-        snprintf(exe, exe_cap, "%s", spec->argv[0]);
+        snprintf(exe, exe_cap, "%s", e);
     if (agent_zygote_env_fits(env, us.zyg_env, key, sizeof(key)) != 0)
         return snprintf(why, cap, "the function sets %s, which python3 reads as it starts", key), 0;
-    return script_is_source(spec, why, cap);
+    return script_fits(spec, why, cap);
 }
 
 /* Hands the function to the zygote (0), or discards it and execs (spawn's return). */
@@ -982,7 +1061,11 @@ static int zygote_take(const agent_spec_t *spec, int userns_fd, const char **err
      * zygote is still importing); the zygote reads to the EOF that follows */
     us.zyg_settled = NULL; /* standalone: no HELLO waits on it */
     zygote_settle(0);
+    /* blocking, bounded: a large environment can exceed the socket buffer while the
+     * zygote still imports (standalone) or runs slowly under the function's cpu.max */
+    struct timeval tmo = {.tv_sec = ZYGOTE_SEND_MS / 1000, .tv_usec = (ZYGOTE_SEND_MS % 1000) * 1000};
     fcntl(us.zyg_fd, F_SETFL, 0);
+    setsockopt(us.zyg_fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo));
     int sent = n > 0 && send(us.zyg_fd, msg, n, MSG_NOSIGNAL) == (ssize_t)n;
     if (n > 0 && !sent)
         snprintf(why, sizeof(why), "the zygote is gone (%s)", strerror(errno));
@@ -992,6 +1075,7 @@ static int zygote_take(const agent_spec_t *spec, int userns_fd, const char **err
         close(us.zyg_fd);
         us.zyg_fd = -1;
         us.in_zygote = 1;
+        us.n_tail = 0; /* the zygote's own stderr is not the function's */
         platform_log("user server started in the pod's pre-initialized python3 (zygote)");
         return 0;
     }
@@ -1074,7 +1158,7 @@ void agent_user_reap(void)
             continue;
         if (us.spec == NULL) { /* the zygote, before any function: the pod execs instead */
             FAAS_WARN("event=zygote_exited status=%d", status);
-            us.pid = 0;
+            us.pid = 0; /* reaped: discard kills what is left of its group */
             zygote_discard();
             continue;
         }

@@ -1,11 +1,11 @@
 # runtime-agent/zygote.py - a warm pod's pre-initialized Python interpreter (issue 18,
 # docs/zygotes.md). The agent runs it as `python3 -c <this file> <modules>` the way it
 # runs a user server (process group, seccomp, stdout/stderr pipes, the pod's uid and
-# cgroup), with fd 3 its end of a socketpair. It imports the modules, then waits for one
-# message: the function's cwd, interpreter, argv and environment. It then becomes the
-# user's program: what `python3 SCRIPT ARGS` would have run, run as __main__ in this
-# process. Nothing of this code stays reachable by name: it is no module, its globals are
-# the replaced __main__'s, and everything it binds is local to _zygote.
+# cgroup), with fd 3 its end of a socketpair. It imports the modules, writes one byte,
+# then waits for one message: the function's cwd, interpreter, argv and environment. It
+# then becomes the user's program: what `python3 SCRIPT ARGS` would have run, run as
+# __main__ in this process. Its helpers are deleted before the script runs: the one
+# frame left above the script's is this module's, with nothing in its namespace.
 
 
 def _retitle(os, args, exe):
@@ -23,19 +23,22 @@ def _retitle(os, args, exe):
         f.write(os.fsencode(os.path.basename(exe))[:15])
 
 
-def _zygote():
-    import os
-    import sys
+def _refuse(os, why):
+    os.write(2, b"zygote: " + why + b"; not usable\n")
+    os._exit(70)
 
+
+def _wait(os, sys):
     for name in (sys.argv[1].split(",") if len(sys.argv) > 1 and sys.argv[1] else ()):
         try:
             __import__(name)
         except Exception:  # not installed or broken here: the script imports it itself
             pass
-    # a preload that started a thread would hand it to the user server: refuse to serve
+    # a thread or an fd a preload kept would reach the user server: refuse to serve
     if len(os.listdir("/proc/self/task")) != 1:
-        os.write(2, b"zygote: a preloaded module started a thread; not usable\n")
-        os._exit(70)
+        _refuse(os, b"a preloaded module started a thread")
+    if sorted(os.listdir("/proc/self/fd"), key=int) != ["0", "1", "2", "3", "4"]:  # 4: listdir's own
+        _refuse(os, b"a preloaded module kept a file open")
     try:
         os.write(3, b"R")  # the agent says HELLO now: a function finds the imports done
     except BrokenPipeError:  # it sent the function already and closed its end
@@ -51,9 +54,13 @@ def _zygote():
         chunks.append(b)
     if not chunks:  # the agent closed us without a function: the pod is going away
         os._exit(0)
-    # the socketpair and anything else past stdio: the user server starts with 0-2 only
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    f = [os.fsdecode(x) for x in b"".join(chunks).split(b"\0")]
+    os.close(3)
+    return [os.fsdecode(x) for x in b"".join(chunks).split(b"\0")]
+
+
+def _become(os, sys, f):
+    """Sets the process up as `python3 SCRIPT ARGS` would have; the script's code and
+    its __main__ module."""
     cwd, exe, argv0, argc = f[0], f[1], f[2], int(f[3])
     argv = f[4:4 + argc]
     envc = int(f[4 + argc])
@@ -67,14 +74,19 @@ def _zygote():
         sys.modules["time"].tzset()
     if "tempfile" in sys.modules:  # TMPDIR: read on first use and cached
         sys.modules["tempfile"].tempdir = None
-    _retitle(os, [argv0] + argv, exe)
+    if "logging" in sys.modules:  # relativeCreated counts from the script's start
+        sys.modules["logging"]._startTime = sys.modules["time"].time()
+    try:
+        _retitle(os, [argv0] + argv, exe)
+    except OSError:  # cosmetic: ps keeps the zygote's command line
+        pass
     script = os.path.abspath(argv[0])
     sys.argv = argv
     sys.orig_argv = [argv0] + argv
     sys.executable = exe
     sys._base_executable = exe
     # `python3 SCRIPT` puts the script's real directory first on the path ("-c": "")
-    if not sys.flags.safe_path:
+    if not getattr(sys.flags, "safe_path", False):
         sys.path[0] = os.path.dirname(os.path.realpath(script))
     sys.path_importer_cache.pop("", None)
     main = type(sys)("__main__")
@@ -86,25 +98,61 @@ def _zygote():
     main.__file__ = script
     main.__cached__ = None
     sys.modules["__main__"] = main
+    with open(script, "rb") as src:
+        return compile(src.read(), script, "exec", dont_inherit=True), main.__dict__
+
+
+def _report(sys, e):
+    """What the interpreter does with an exception the script did not catch, without the
+    zygote's frame: sys.last_*, then the hook, outside any except block."""
+    tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+    e = e.with_traceback(tb)
+    sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = e
+    sys.excepthook(type(e), e, tb)
+
+
+def _interrupted(os, sys):
+    """python3 ends on an uncaught KeyboardInterrupt by dying of SIGINT, once the
+    threads are joined and atexit has run."""
+    import atexit
+    import signal
+    import threading
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+import os as _os  # noqa: E402
+import sys as _sys  # noqa: E402
+
+_e = None
+try:
+    _z = _become(_os, _sys, _wait(_os, _sys))
+except BaseException as e:  # a SyntaxError: python3 reports it without a traceback
+    _e = e.with_traceback(None)
+else:
+    del _retitle, _refuse, _wait, _become
     try:
-        with open(script, "rb") as src:
-            code = compile(src.read(), script, "exec", dont_inherit=True)
-        del chunks, f, env, src
-        exec(code, main.__dict__)
+        # pop: the script runs with nothing of ours left in this frame's namespace
+        exec(*globals().pop("_z"))
     except SystemExit:
         raise
     except BaseException as e:
-        # as the interpreter reports an uncaught exception, without this frame
-        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
-        sys.excepthook(type(e), e.with_traceback(tb), tb)
-        if isinstance(e, KeyboardInterrupt):  # python3 then dies of SIGINT
-            import atexit
-            import signal
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        raise SystemExit(1) from None
-
-
-_zygote()
+        _e = e
+if _e is not None:
+    _report(_sys, _e)
+# python3 drops them once the script is done, before atexit runs
+_sys.modules["__main__"].__dict__.pop("__file__", None)
+_sys.modules["__main__"].__dict__.pop("__cached__", None)
+if isinstance(_e, KeyboardInterrupt):
+    _interrupted(_os, _sys)
+if _e is not None:
+    raise SystemExit(1)

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import faaspb  # noqa: E402
 from test_agent_standalone import AGENT, PY, Agent, curl  # noqa: E402
 
-PRELOAD = "http.server,socketserver,json,socket,selectors,threading,asyncio,logging,no_such_module_here"
+PRELOAD = "http.server,socketserver,json,socket,selectors,threading,asyncio,logging,colorsys,no_such_module_here"
 
 REPORT = r'''
 import http.server, json, os, resource, signal, sys, threading
@@ -269,3 +269,60 @@ def test_a_zygote_that_cannot_start_leaves_a_generic_pod(appdir):
         log = c.close()
     # reaped before SPECIALIZE came, or found gone by it: either way the pod exec'd
     assert "event=zygote_exited" in log or re.search(r'event=zygote_unused .*the zygote is gone', log), log
+
+
+VENDORED = r'''
+import http.server, os, colorsys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s %s" % (colorsys.__file__, getattr(colorsys, "VENDORED", False))).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+'''
+
+
+def test_a_vendored_copy_of_a_preloaded_module_wins(appdir, monkeypatch):
+    """python3 SCRIPT imports the code's own colorsys.py (sys.path[0] first); the zygote
+    has the system's pre-imported, so the agent execs: the same answer either way."""
+    write(appdir, "vend.py", VENDORED)
+    write(appdir, "colorsys.py", "VENDORED = True\n")
+    bodies = []
+    for zygote in (False, True):
+        a = run(appdir, zygote, f"{PY} vend.py", monkeypatch).ready()
+        try:
+            rc, status, _, body = curl(a.url("/"))
+            bodies.append(body)
+            log = a.stderr()
+        finally:
+            a.close()
+    assert bodies[0] == bodies[1] == f"{appdir}/colorsys.py True".encode(), bodies
+    assert "the code has its own colorsys.py, which the zygote imported from the system" in log, log
+
+
+@pytest.mark.parametrize("kind", ["zipapp", "venv"])
+def test_zipapps_and_virtual_environments_are_execd(appdir, monkeypatch, kind):
+    if kind == "zipapp":
+        os.makedirs(os.path.join(appdir, "app"))
+        write(os.path.join(appdir, "app"), "__main__.py", FORKER)
+        subprocess.run([PY, "-m", "zipapp", "-p", "/usr/bin/env python3", "-o", os.path.join(appdir, "app.pyz"),
+                        os.path.join(appdir, "app")], check=True)
+        cmd, why = f"{PY} app.pyz", "the script app.pyz is a zip archive or compiled code"
+    else:
+        subprocess.run([PY, "-m", "venv", "--without-pip", os.path.join(appdir, "venv")], check=True)
+        cmd, why = "venv/bin/python3 server.py", "venv/bin/python3 is a virtual environment's interpreter"
+    a = run(appdir, True, cmd, monkeypatch).ready()
+    try:
+        rc, status, _, body = curl(a.url("/"))
+        log = a.stderr()
+    finally:
+        a.close()
+    assert status == 200, body
+    assert not started_in_zygote(log)
+    assert why in log, log
+    if kind == "venv":
+        assert json.loads(body)["executable"] == os.path.join(appdir, "venv/bin/python3")

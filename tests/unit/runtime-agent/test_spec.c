@@ -378,3 +378,23 @@ Test(agent_zygote, message_is_nul_separated_fields)
     cr_assert_eq(memcmp(buf, want, n), 0);
     cr_assert_eq(agent_zygote_message(&s, "/usr/bin/python3", env, buf, 40), 0, "over cap: nothing");
 }
+
+Test(agent_zygote, a_copy_of_a_preloaded_module_in_the_script_dir)
+{
+    const char *pre = "http.server,json,grpc,thrift.Thrift";
+    cr_assert(agent_zygote_shadows("json.py", 0, pre));
+    cr_assert(agent_zygote_shadows("json", 1, pre), "a package directory");
+    cr_assert(agent_zygote_shadows("http", 1, pre), "the top level of http.server");
+    cr_assert(agent_zygote_shadows("thrift", 1, pre));
+    cr_assert(agent_zygote_shadows("grpc.cpython-311-x86_64-linux-gnu.so", 0, pre));
+    cr_assert(agent_zygote_shadows("json.pyc", 0, pre));
+    cr_assert_not(agent_zygote_shadows("json.txt", 0, pre));
+    cr_assert_not(agent_zygote_shadows("json", 0, pre), "a file without an extension is no module");
+    cr_assert_not(agent_zygote_shadows("grpcio-1.51.dist-info", 1, pre));
+    cr_assert_not(agent_zygote_shadows("server.py", 0, pre));
+    cr_assert_not(agent_zygote_shadows("jso.py", 0, pre));
+    cr_assert_not(agent_zygote_shadows("jsonx.py", 0, pre));
+    cr_assert_not(agent_zygote_shadows("server", 1, pre));
+    cr_assert_not(agent_zygote_shadows(".py", 0, pre));
+    cr_assert_not(agent_zygote_shadows("json.py", 0, ""));
+}

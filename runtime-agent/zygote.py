@@ -5,7 +5,7 @@
 # then waits for one message: the function's cwd, interpreter, argv and environment. It
 # then becomes the user's program: what `python3 SCRIPT ARGS` would have run, run as
 # __main__ in this process. Its helpers are deleted before the script runs: the one
-# frame left above the script's is this module's, with nothing in its namespace.
+# frame left above the script's is this module's, holding only what its exit path uses.
 
 
 def _retitle(os, args, exe):

@@ -64,8 +64,8 @@ void agent_spec_defaults(agent_spec_t *spec);
  * spec env is the image's Env, then the function's env over it). NULL-terminated, malloc'd
  * as one block (free() once). */
 char **agent_build_env(const agent_spec_t *spec, uint16_t port);
-/* 0 if the variables an interpreter reads as it starts (PYTHON*, LANG, LC_*, HOME, LD_*,
- * MALLOC_*, GLIBC_TUNABLES) are the same in the function's environment as in the zygote's,
+/* 0 if the variables an interpreter reads as it starts (PYTHON*, LANG, LANGUAGE, LC_*,
+ * HOME, LD_*, MALLOC_*, GLIBC_TUNABLES, OPENSSL_*, GRPC_*) are the same in the function's environment as in the zygote's,
  * else -1 with the first that differs in key (docs/zygotes.md). */
 int agent_zygote_env_fits(char *const *fn_env, char *const *zygote_env, char *key, size_t cap);
 /* The message a zygote becomes the function by: cwd (code_dir), the interpreter's path,

@@ -18,7 +18,11 @@ static const char usage[] =
     "  --listen ADDR     h2c listener (default 127.0.0.1:0)\n"
     "  --control-fd N    control socket fd (overrides FAAS_AGENT_CONTROL_FD)\n"
     "  --standalone      no worker manager: specialize from the flags, print READY port=N\n"
-    "  --help            this text\n";
+    "  --help            this text\n"
+    "\n"
+    "FAAS_AGENT_ZYGOTE=PYTHON (and FAAS_AGENT_ZYGOTE_PRELOAD=MOD,...): start a Python zygote\n"
+    "that imports the modules now and runs a `python3 SCRIPT` function when it comes\n"
+    "(docs/zygotes.md); set by the worker manager for the pods of its Python pool.\n";
 
 static int bad(const char *msg)
 {

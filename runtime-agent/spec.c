@@ -445,11 +445,12 @@ int agent_signal_may_stop(int is_init, int32_t code, uint32_t pid)
 
 /* ---- the Python zygote (issue 18, docs/zygotes.md) ---- */
 
-/* Variables the interpreter (or the C library under it) reads once, as it starts: a
- * zygote started with other values cannot honour the function's. */
+/* Variables the interpreter, the C library under it or a preloaded module's native
+ * library (OpenSSL's config as ssl loads, gRPC core's settings) read once, at start or
+ * import: a zygote started with other values cannot honour the function's. */
 static int read_at_start(const char *kv, size_t klen)
 {
-    static const char *const prefixes[] = {"PYTHON", "LC_", "LD_", "MALLOC_"};
+    static const char *const prefixes[] = {"PYTHON", "LC_", "LD_", "MALLOC_", "OPENSSL_", "GRPC_"};
     static const char *const names[] = {"LANG", "LANGUAGE", "HOME", "GLIBC_TUNABLES"};
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(*prefixes); i++)
         if (strncmp(kv, prefixes[i], strlen(prefixes[i])) == 0)

@@ -8,6 +8,21 @@
 # the replaced __main__'s, and everything it binds is local to _zygote.
 
 
+def _retitle(os, args, exe):
+    # ps and /proc/<pid>/cmdline read the argv area of our memory: the function's command
+    # goes there (NUL-padded: the area keeps its length), and comm is the exec's name
+    with open("/proc/self/stat", "rb") as f:
+        st = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(st[45]), int(st[46])
+    title = b"".join(os.fsencode(a) + b"\0" for a in args)
+    if len(title) <= end - start:
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(title + b"\0" * (end - start - len(title)))
+    with open("/proc/self/comm", "wb") as f:
+        f.write(os.fsencode(os.path.basename(exe))[:15])
+
+
 def _zygote():
     import os
     import sys
@@ -48,6 +63,7 @@ def _zygote():
         sys.modules["time"].tzset()
     if "tempfile" in sys.modules:  # TMPDIR: read on first use and cached
         sys.modules["tempfile"].tempdir = None
+    _retitle(os, [argv0] + argv, exe)
     script = os.path.abspath(argv[0])
     sys.argv = argv
     sys.orig_argv = [argv0] + argv

@@ -53,6 +53,9 @@ class H(http.server.BaseHTTPRequestHandler):
             "stdio": [sys.stdout.encoding, sys.stdout.line_buffering, sys.stderr.line_buffering,
                       locale.getpreferredencoding(False), sys.stdin.name],
             "platform_modules": [k for k in sys.modules if "zygote" in k.lower() or "faas" in k.lower()],
+            # what ps shows (the zygote pads the argv area with NULs: docs/zygotes.md)
+            "cmdline": open("/proc/self/cmdline", "rb").read().rstrip(b"\0").decode().split("\0"),
+            "comm": open("/proc/self/comm").read(),
         })
         body = json.dumps(r).encode()
         self.send_response(200)
@@ -107,6 +110,7 @@ def test_the_script_sees_what_a_plain_exec_shows(appdir, monkeypatch):
     assert not started_in_zygote(plain_log)
     assert started_in_zygote(zyg_log), zyg_log
     assert zyg["argv"] == ["server.py", "one", "two words", ""]
+    assert zyg["cmdline"] == [PY, "server.py", "one", "two words"] and zyg["comm"] == "python3\n"
     assert zyg["file"] == os.path.join(appdir, "server.py") and zyg["name"] == "__main__"
     assert zyg["path"][0] == os.path.realpath(appdir)
     assert zyg["fds"] == {"0": "/dev/null", "1": "pipe", "2": "pipe"}, "only stdio reaches the script"

@@ -354,6 +354,9 @@ Test(agent_zygote, start_time_environment_must_match)
     char *pre[] = {"HOME=/tmp", "LANG=C.UTF-8", "LD_PRELOAD=/lib/x.so", NULL};
     cr_assert_eq(agent_zygote_env_fits(pre, zyg, key, sizeof(key)), -1);
     cr_assert_str_eq(key, "LD_PRELOAD");
+    char *grpc[] = {"HOME=/tmp", "LANG=C.UTF-8", "GRPC_VERBOSITY=debug", NULL};
+    cr_assert_eq(agent_zygote_env_fits(grpc, zyg, key, sizeof(key)), -1);
+    cr_assert_str_eq(key, "GRPC_VERBOSITY");
     /* a variable the zygote started with but the function's environment lacks */
     char *nohome[] = {"LANG=C.UTF-8", NULL};
     cr_assert_eq(agent_zygote_env_fits(nohome, zyg, key, sizeof(key)), -1);

@@ -50,6 +50,10 @@ const char faasd_args_usage[] =
     "  --workermgr-listen ADDR  worker manager gRPC (default 127.0.0.1:7200; metrics on port+1)\n"
     "  --discovery-metrics ADDR / --workermgr-metrics ADDR   override the metrics listeners\n"
     "  --pool-size N            warm pods kept by the worker manager (default 2)\n"
+    "  --pool-python N          warm pods holding a Python zygote for python3 functions,\n"
+    "                           0-64 (default: the worker manager's, 1)\n"
+    "  --python-preload LIST    modules those zygotes import first, comma-separated (default:\n"
+    "                           the worker manager's; see faas-workermgr --help)\n"
     "  --gateway-threads N      gateway event-loop threads, 1-256 (default: the gateway's\n"
     "                           own, one per online CPU)\n"
     "  --bin-dir DIR            where the daemons are (default: faasd's own directory)\n"
@@ -105,6 +109,14 @@ static int check_passed_on(faasd_args_t *a, const char **err)
         p++;
     if (*p != '\0' || p == a->pool || p - a->pool > 2 || atoi(a->pool) > 64)
         return faasd_fail(a, err, "--pool-size must be 0-64, got \"%.16s\"", a->pool);
+    if (a->pool_python[0] && !decimal_in(a->pool_python, 0, 64))
+        return faasd_fail(a, err, "--pool-python must be 0-64, got \"%.16s\"", a->pool_python);
+    /* the worker manager judges each name; here only what may reach its argv */
+    if (a->python_preload[0] &&
+        strspn(a->python_preload, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,") !=
+            strlen(a->python_preload))
+        return faasd_fail(a, err, "--python-preload must be module names, comma-separated, got \"%.64s\"",
+                          a->python_preload);
     if (a->gw_threads[0] && !decimal_in(a->gw_threads, 1, 256))
         return faasd_fail(a, err, "--gateway-threads must be 1-256, got \"%.16s\"", a->gw_threads);
     if (a->thrift[0] && strcmp(a->thrift, "off") != 0 && !addr_ok(a->thrift, 0, host, sizeof(host), &port))
@@ -121,7 +133,21 @@ static int check_passed_on(faasd_args_t *a, const char **err)
 
 int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
 {
-    enum { O_STATE = 1000, O_HTTP, O_DISC, O_WM, O_DM, O_WMM, O_POOL, O_BIN, O_THRIFT, O_GRPC, O_GWT };
+    enum {
+        O_STATE = 1000,
+        O_HTTP,
+        O_DISC,
+        O_WM,
+        O_DM,
+        O_WMM,
+        O_POOL,
+        O_BIN,
+        O_THRIFT,
+        O_GRPC,
+        O_GWT,
+        O_POOL_PY,
+        O_PRELOAD
+    };
     static const struct option opts[] = {
         {"state-dir", required_argument, NULL, O_STATE},
         {"http", required_argument, NULL, O_HTTP},
@@ -134,6 +160,8 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
         {"thrift", required_argument, NULL, O_THRIFT},
         {"grpc", required_argument, NULL, O_GRPC},
         {"gateway-threads", required_argument, NULL, O_GWT},
+        {"pool-python", required_argument, NULL, O_POOL_PY},
+        {"python-preload", required_argument, NULL, O_PRELOAD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -151,7 +179,9 @@ int faasd_args_parse(int argc, char **argv, faasd_args_t *a, const char **err)
                {O_BIN, a->bin_dir, sizeof(a->bin_dir)},
                {O_THRIFT, a->thrift, sizeof(a->thrift)},
                {O_GRPC, a->grpc, sizeof(a->grpc)},
-               {O_GWT, a->gw_threads, sizeof(a->gw_threads)}};
+               {O_GWT, a->gw_threads, sizeof(a->gw_threads)},
+               {O_POOL_PY, a->pool_python, sizeof(a->pool_python)},
+               {O_PRELOAD, a->python_preload, sizeof(a->python_preload)}};
     memset(a, 0, sizeof(*a));
     snprintf(a->state_dir, sizeof(a->state_dir), "./.faas");
     snprintf(a->http, sizeof(a->http), "127.0.0.1:8080");

@@ -19,6 +19,8 @@ typedef struct {
     char pool[16];                                       /* decimal 0..64 */
     char thrift[128], grpc[128];                         /* host:port, "off", or "" = the gateway's default */
     char gw_threads[8];                                  /* decimal 1..256, or "" = the gateway's default */
+    char pool_python[16];                                /* decimal 0..64, or "" = the worker manager's default */
+    char python_preload[4097];                           /* module list, or "" = the worker manager's default */
     char errbuf[192];                                    /* backs *err after a failed parse */
 } faasd_args_t;
 

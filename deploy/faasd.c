@@ -134,6 +134,14 @@ static int build_children(config_t *c, child_t *ch)
         add_arg(&ch[2], "--grpc-listen");
         add_arg(&ch[2], c->f.grpc);
     }
+    if (c->f.pool_python[0] != '\0') { /* else the worker manager's default */
+        add_arg(&ch[1], "--pool-python");
+        add_arg(&ch[1], c->f.pool_python);
+    }
+    if (c->f.python_preload[0] != '\0') {
+        add_arg(&ch[1], "--python-preload");
+        add_arg(&ch[1], c->f.python_preload);
+    }
     if (c->f.gw_threads[0] != '\0') { /* else the gateway's default: one loop per online CPU */
         add_arg(&ch[2], "--threads");
         add_arg(&ch[2], c->f.gw_threads);

@@ -145,9 +145,15 @@ class Platform:
     local_wm=False: no worker manager of its own (the test starts them elsewhere)."""
 
     def __init__(self, tmpdir, pool_size=2, lease_ttl_ms=1500, gateway_args=(), wm_args=(), grpc=False,
-                 thrift=False, disc_args=(), tls=None, disc_host="127.0.0.1", local_wm=True):
+                 thrift=False, disc_args=(), tls=None, disc_host="127.0.0.1", local_wm=True, pool_python=0,
+                 python_preload=None):
         self.dir = str(tmpdir)
         self.local_wm = local_wm
+        # pool_python: warm Python zygote pods (--pool-python); 0 unless a test asks, so the
+        # others keep their pod counts and CPU; python_preload: --python-preload when set
+        wm_args = ("--pool-python", str(pool_python), *wm_args)
+        if python_preload is not None:
+            wm_args = ("--python-preload", python_preload, *wm_args)
         # tls=(cert, key): discovery and the worker manager serve TLS with them, and every
         # client trusts cert as its CA (self-signed, naming 127.0.0.1)
         self.tls_ca = tls[0] if tls else None

@@ -394,6 +394,8 @@ Test(faasd_cli, defaults_and_derived_metrics)
     cr_assert_str_eq(a.thrift, "");
     cr_assert_str_eq(a.grpc, "");
     cr_assert_str_eq(a.gw_threads, ""); /* not passed: the gateway's own default */
+    cr_assert_str_eq(a.pool_python, ""); /* nor these: the worker manager's */
+    cr_assert_str_eq(a.python_preload, "");
 }
 
 Test(faasd_cli, every_flag)
@@ -418,6 +420,24 @@ Test(faasd_cli, every_flag)
     cr_assert_str_eq(a.gw_threads, "1");
     cr_assert_eq(FAASD(&a, &err, "--discovery-listen", ":7100"), 0, "%s", err);
     cr_assert_str_eq(a.disc_metrics, "127.0.0.1:7101");
+}
+
+Test(faasd_cli, python_pool_flags_pass_through)
+{
+    faasd_args_t a;
+    const char *err = NULL;
+    cr_assert_eq(FAASD(&a, &err, "--pool-python", "0", "--python-preload", "json,http.server,_x9"), 0, "%s", err);
+    cr_assert_str_eq(a.pool_python, "0");
+    cr_assert_str_eq(a.python_preload, "json,http.server,_x9");
+    cr_assert_eq(FAASD(&a, &err, "--pool-python=64"), 0, "%s", err);
+    cr_assert_str_eq(a.pool_python, "64");
+    cr_assert_str_eq(a.python_preload, "", "not given: not passed");
+    static char long_list[4200];
+    memset(long_list, 'a', 4096);
+    cr_assert_eq(FAASD(&a, &err, "--python-preload", long_list), 0, "%s", err);
+    long_list[4096] = 'a';
+    cr_assert_eq(FAASD(&a, &err, "--python-preload", long_list), -1);
+    cr_assert(strstr(err, "too long") != NULL, "%s", err);
 }
 
 Test(faasd_cli, help_prints_nothing, .init = cr_redirect_stdout)
@@ -445,6 +465,14 @@ Test(faasd_cli, bad_flags_say_which)
         {"--workermgr-listen", "a b:1", "--workermgr-listen"},
         {"--thrift", "on", "--thrift"},
         {"--grpc", "x", "--grpc"},
+        {"--pool-python", "65", "--pool-python"},
+        {"--pool-python", "-1", "--pool-python"},
+        {"--pool-python", "01", "--pool-python"},
+        {"--pool-python", "x", "--pool-python"},
+        {"--python-preload", "json ssl", "--python-preload"},
+        {"--python-preload", "os;rm", "--python-preload"},
+        {"--python-preload", "a\nb", "--python-preload"},
+        {"--python-preload", "", "value empty"},
         {"--gateway-threads", "0", "--gateway-threads"},
         {"--gateway-threads", "257", "--gateway-threads"},
         {"--gateway-threads", "-2", "--gateway-threads"},

@@ -19,9 +19,18 @@ Test(wm_cli, help_returns_1_and_prints_nothing, .init = cr_redirect_stdout)
 Test(wm_cli, errors_are_one_line)
 {
     char *bad[][3] = {
-        {"x", "--pool-size", "65"}, {"x", "--lease-ttl-ms", "299"},  {"x", "--lease-ttl-ms", "3600001"},
-        {"x", "--pod-uid", "-5"},   {"x", "--id", "a\nb"},           {"x", "--metrics-listen", "a:b"},
-        {"x", "--state-dir", ""},   {"x", "--listen", "\x1b[31m:1"}, {"x", "-p", "1"},
+        {"x", "--pool-size", "65"},
+        {"x", "--lease-ttl-ms", "299"},
+        {"x", "--lease-ttl-ms", "3600001"},
+        {"x", "--pod-uid", "-5"},
+        {"x", "--id", "a\nb"},
+        {"x", "--metrics-listen", "a:b"},
+        {"x", "--state-dir", ""},
+        {"x", "--listen", "\x1b[31m:1"},
+        {"x", "-p", "1"},
+        {"x", "--pool-python", "65"},
+        {"x", "--python-preload", "a\nb"},
+        {"x", "--python", ""},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         static wm_config_t c;
@@ -59,4 +68,18 @@ Test(wm_cli, state_dir_trailing_slashes_and_relative)
     cr_assert_eq(c.state_dir[0], '/');
     cr_assert(strstr(c.state_dir, "/s") != NULL && c.state_dir[strlen(c.state_dir) - 1] == 's', "%s", c.state_dir);
     cr_assert_eq(c.cgroup_root[0], '/');
+}
+
+Test(wm_cli, usage_explains_the_python_pool, .init = cr_redirect_stdout)
+{
+    wm_usage();
+    fflush(stdout);
+    char buf[16384] = "";
+    FILE *f = cr_get_redirected_stdout();
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    cr_expect(strstr(buf, "--pool-python N") != NULL);
+    cr_expect(strstr(buf, "--python PATH") != NULL && strstr(buf, "/usr/bin/python3") != NULL);
+    cr_expect(strstr(buf, "--python-preload LIST") != NULL);
+    cr_expect(strstr(buf, WM_PYTHON_PRELOAD_DEFAULT) != NULL, "the default list is shown");
 }

@@ -1,6 +1,7 @@
 /* Flag parsing of faas-workermgr. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -263,4 +264,96 @@ Test(config, the_advertised_host_is_an_address_or_a_name)
     cr_expect_eq(parse_list(&c, &err, any6), -1);
     char *junk[] = {"--listen", "0.0.0.0:127..0.1:2", NULL}; /* the host part is "0.0.0.0:127..0.1" */
     cr_expect_eq(parse_list(&c, &err, junk), -1);
+}
+
+Test(config, python_pool_flags)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *def[] = {NULL};
+    cr_assert_eq(parse_list(&c, &err, def), 0, "%s", err ? err : "");
+    cr_expect_eq(c.pool_python, 1);
+    cr_expect_str_eq(c.python, "/usr/bin/python3");
+    cr_expect_str_eq(c.python_preload, WM_PYTHON_PRELOAD_DEFAULT);
+    cr_expect_eq(wm_python_preload_valid(WM_PYTHON_PRELOAD_DEFAULT, &err), 0, "the default passes its own rule");
+    char *set[] = {"--pool-python", "64", "--python", "py/bin/python3.11", "--python-preload", "json,_x.y9,A", NULL};
+    cr_assert_eq(parse_list(&c, &err, set), 0, "%s", err ? err : "");
+    cr_expect_eq(c.pool_python, 64);
+    cr_expect(c.python[0] == '/' && strstr(c.python, "/py/bin/python3.11") != NULL, "%s", c.python);
+    cr_expect_str_eq(c.python_preload, "json,_x.y9,A");
+    char *none[] = {"--pool-python", "0", "--python-preload", "", NULL};
+    cr_assert_eq(parse_list(&c, &err, none), 0, "%s", err ? err : "");
+    cr_expect_eq(c.pool_python, 0);
+    cr_expect_str_eq(c.python_preload, "", "an empty list preloads nothing");
+}
+
+Test(config, python_pool_flags_refused)
+{
+    static char many[512], huge[4200];
+    size_t n = 0;
+    for (int i = 0; i < 65; i++) /* 65 names, well under 4096 bytes */
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "%sm%d", i ? "," : "", i);
+    memset(huge, 'a', 4097); /* one name, one byte too long */
+    huge[4097] = '\0';
+    struct {
+        char *args[3];
+        const char *says;
+    } bad[] = {
+        {{"--pool-python", "65"}, "--pool-python"},
+        {{"--pool-python", "-1"}, "--pool-python"},
+        {{"--pool-python", "x"}, "--pool-python"},
+        {{"--python", ""}, "--python"},
+        {{"--python-preload", "json,"}, "module names"},
+        {{"--python-preload", ",json"}, "module names"},
+        {{"--python-preload", "json,,ssl"}, "module names"},
+        {{"--python-preload", "1json"}, "module names"},
+        {{"--python-preload", "http..server"}, "module names"},
+        {{"--python-preload", "http.server."}, "module names"},
+        {{"--python-preload", ".http"}, "module names"},
+        {{"--python-preload", "http.9x"}, "module names"},
+        {{"--python-preload", "os;import x"}, "module names"},
+        {{"--python-preload", "json ssl"}, "module names"},
+        {{"--python-preload", "caf\xc3\xa9"}, "module names"},
+        {{"--python-preload", many}, "64"},
+        {{"--python-preload", huge}, "4096"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        wm_config_t c;
+        const char *err = NULL;
+        char *args[] = {bad[i].args[0], bad[i].args[1], NULL};
+        cr_expect_eq(parse_list(&c, &err, args), -1, "%s %.40s accepted", bad[i].args[0], bad[i].args[1]);
+        cr_expect(err != NULL && strchr(err, '\n') == NULL && strstr(err, bad[i].says) != NULL, "%s %.40s: %s",
+                  bad[i].args[0], bad[i].args[1], err ? err : "(none)");
+    }
+    /* the bounds themselves pass: 64 names, 4096 bytes */
+    const char *err = NULL;
+    many[strlen(many) - strlen(",m64")] = '\0';
+    cr_expect_eq(wm_python_preload_valid(many, &err), 0, "%s", err ? err : "");
+    huge[4096] = '\0';
+    cr_expect_eq(wm_python_preload_valid(huge, &err), 0, "%s", err ? err : "");
+}
+
+Test(config, python_check_turns_the_pool_off_without_an_interpreter)
+{
+    wm_config_t c;
+    const char *err = NULL;
+    char *args[] = {"--pool-python", "3", NULL};
+    cr_assert_eq(parse_list(&c, &err, args), 0, "%s", err ? err : "");
+    snprintf(c.python, sizeof(c.python), "/bin/sh"); /* a file that runs: kept */
+    cr_expect_eq(wm_python_check(&c), 0);
+    cr_expect_eq(c.pool_python, 3);
+    char plain[] = "/tmp/wm-python-XXXXXX"; /* a file without x bits (root runs these tests: access says so) */
+    int fd = mkstemp(plain);
+    cr_assert(fd >= 0);
+    close(fd);
+    const char *not_ok[] = {"/nonexistent/python3", "/tmp", plain}; /* absent, a dir, not executable */
+    for (size_t i = 0; i < 3; i++) {
+        c.pool_python = 3;
+        snprintf(c.python, sizeof(c.python), "%s", not_ok[i]);
+        cr_expect_eq(wm_python_check(&c), -1, "%s", not_ok[i]);
+        cr_expect_eq(c.pool_python, 0, "%s", not_ok[i]);
+    }
+    unlink(plain);
+    c.pool_python = 0; /* nothing asked for: nothing checked, nothing said */
+    cr_expect_eq(wm_python_check(&c), 0);
 }

@@ -108,13 +108,16 @@ def stdio():
 
 def report():
     with open("/proc/self/cmdline", "rb") as f:
-        cmdline = f.read().split(b"\0")[:-1]
+        raw = f.read()
+    # the argv area: NUL-terminated strings; a zygote pads what it rewrote with NULs
+    cmdline = raw.rstrip(b"\0").split(b"\0")
     main = sys.modules["__main__"]
     import locale
     return {
         "argv": sys.argv,
         "orig_argv": getattr(sys, "orig_argv", None),
         "cmdline": [a.decode(errors="replace") for a in cmdline],
+        "cmdline_padding": len(raw) - len(raw.rstrip(b"\0")) - 1,
         "comm": open("/proc/self/comm").read().strip(),
         "exe": os.readlink("/proc/self/exe"),
         "executable": sys.executable,

@@ -212,6 +212,7 @@ def comparable(rep, name):
     r = json.loads(normalize(json.dumps(rep), name))
     r["environ"] = [kv for kv in r["environ"] if kv[0] not in INSTANCE_ENV]
     r["proc_environ"] = [e for e in r["proc_environ"] if e.split("=", 1)[0] not in INSTANCE_ENV]
+    r["libc_getenv"] = {k: v for k, v in r["libc_getenv"].items() if k not in INSTANCE_ENV}
     r.pop("hostname")  # the pod's id
     # which pid the user server gets depends on what ran before it in the pod's pid
     # namespace (a zygote discarded for an exec: 3), not on how it started
@@ -227,7 +228,7 @@ def diff(a, b):
 
 
 # Differences with an assertion each (below), so one cannot hide another.
-OWN_TESTS = ("cmdline", "cmdline_padding", "proc_environ", "meta_path")
+OWN_TESTS = ("cmdline", "cmdline_padding", "proc_environ", "meta_path", "stack_at_import", "warned_at_import")
 
 
 @pytest.mark.parametrize("base", REPORTS)
@@ -256,6 +257,17 @@ def test_proc_self_environ_identical(reports, base):
 
 
 @pytest.mark.parametrize("base", REPORTS)
+def test_no_frame_above_the_script(reports, base):
+    """The script's module code is the bottom of its stack, as under python3 SCRIPT:
+    traceback.print_stack(), inspect.stack(), sys._getframe(n) and warnings' stacklevel
+    at import see no frame of the platform's."""
+    ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert ex["stack_at_import"] == [[ex["file"], "<module>"]]
+    assert ex["warned_at_import"] == []  # attributed to "sys": the default filters hide it
+    assert (zy["stack_at_import"], zy["warned_at_import"]) == (ex["stack_at_import"], ex["warned_at_import"])
+
+
+@pytest.mark.parametrize("base", REPORTS)
 def test_import_machinery_identical(reports, base):
     """sys.meta_path: a finder a pre-imported module installed would decide the user's
     imports."""
@@ -273,6 +285,7 @@ def test_report_what_exec_shows(reports):
     assert r["platform_modules"] == []
     assert r["status"]["Seccomp"] == "2" and r["status"]["NoNewPrivs"] == "1"
     assert r["status"]["CapEff"] == "0000000000000000"
+    assert r["libc_getenv"] == dict(r["environ"])
     assert r["native_threads"] == 0 and r["threads"] == ["MainThread"]  # and those answering
     a = reports[fn("args", "exec")]
     assert a["argv"] == ["introspect.py", *ARGS]

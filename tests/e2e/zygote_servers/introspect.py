@@ -15,6 +15,22 @@ MAIN_ATTRS_AT_START = {k: repr(globals().get(k)) for k in ("__name__", "__packag
 MAIN_ATTRS_AT_START["__loader__"] = type(globals().get("__loader__")).__name__
 MAIN_ATTRS_AT_START["__builtins__"] = type(globals().get("__builtins__")).__name__
 MODULES_AT_START = sorted(sys.modules)
+# the frames above this module's code as it runs (python3 SCRIPT: none)
+STACK_AT_IMPORT = []
+_f = sys._getframe()
+while _f is not None:
+    STACK_AT_IMPORT.append([_f.f_code.co_filename, _f.f_code.co_name])
+    _f = _f.f_back
+del _f
+# a warning attributed to this module's caller (stacklevel=2), as libraries' deprecation
+# helpers do: python3 SCRIPT has no caller ("sys", line 1), and the default filters
+# then hide a DeprecationWarning that they show when it comes from __main__
+import warnings  # noqa: E402
+
+with warnings.catch_warnings(record=True) as _w:
+    warnings.warn("probe", DeprecationWarning, stacklevel=2)
+WARNED_AT_IMPORT = [[x.filename, x.lineno, str(x.message)] for x in _w]
+del _w
 
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -86,6 +102,14 @@ def parent():
     except OSError:
         comm = "?"
     return {"comm": comm, "ppid_is_getppid": ppid == os.getppid()}
+
+
+def libc_getenv():
+    """The C library's view of the environment (what C extensions and getenv(3) see)."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    return {k: (libc.getenv(k.encode()) or b"<unset>").decode(errors="replace") for k in sorted(os.environ)}
 
 
 def sig(n):
@@ -179,6 +203,10 @@ def report():
         "tzname": list(time.tzname),
         "timezone": time.timezone,
         "localtime_0": time.strftime("%H:%M %Z", time.localtime(0)),
+        "stack_at_import": STACK_AT_IMPORT,
+        "warned_at_import": WARNED_AT_IMPORT,
+        "faulthandler": __import__("faulthandler").is_enabled(),
+        "libc_getenv": libc_getenv(),
         "getsource": __import__("inspect").getsource(probe_connect).splitlines()[0],
         "hash": hash("zygote-probe"),  # fixed only under PYTHONHASHSEED
     }

@@ -324,6 +324,14 @@ def test_limits_and_isolation_inside(plat, reports):
         # and the limits are the pod's cgroup's, seen from the host (the pod's hostname is its id)
         assert pod_limit(r["hostname"], "memory", "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
         assert pod_limit(r["hostname"], "pids", "pids.max", "pids.max") == PIDS, mode
+    # past memory.max the kernel kills the server, whichever way it started (last: the
+    # instance is gone after it)
+    for mode in MODES:
+        name = fn("intro", mode)
+        code, _, _ = curl(plat.url(name, f"/alloc?mib={MEMORY_MIB * 2}"), timeout=30)
+        assert code != 200, mode
+        wait_until(lambda: "user server was killed by signal 9 (Killed)" in log_msgs(plat, name, "platform"), 15,
+                   what=f"the OOM kill of {name} in its log")
 
 
 def pod_limit(pod_id, ctrl, v1, v2):
@@ -465,3 +473,16 @@ def test_keyboard_interrupt_at_import_same(plat):
     assert "user server was killed by signal 2 (Interrupt) before it was ready: KeyboardInterrupt" in bodies[0], bodies
     tbs = [log_msgs(plat, fn("kbint", m), "stderr") for m in MODES]
     assert tbs[0] == tbs[1] and tbs[0][-1] == "KeyboardInterrupt", tbs
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_function_log_same(plat, reports, base):
+    """What the server wrote, and what the platform said of it besides how it started:
+    nothing of the zygote's own start (its imports' output) reaches the function's log."""
+    logs = {}
+    for m in MODES:
+        name = fn(base, m)
+        logs[m] = {s: log_msgs(plat, name, s) for s in ("stdout", "stderr")}
+        logs[m]["platform"] = [l for l in log_msgs(plat, name, "platform") if not l.startswith("user server started")]
+    assert logs["exec"]["stdout"] == ["introspect listening"], logs
+    assert logs["zygote"] == logs["exec"]

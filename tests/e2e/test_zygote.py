@@ -302,6 +302,10 @@ def test_no_platform_module_in_the_zygote_started_server(reports):
         r = reports[fn(base, "zygote")]
         assert r["platform_modules"] == [], base
         assert not [m for m in r["modules_at_start"] if "zygote" in m.lower() or "faas" in m.lower()], base
+    # the zygote had really pre-imported (the default --python-preload): what the gRPC and
+    # Thrift comparisons below rely on
+    pre = set(reports[fn("intro", "zygote")]["modules_at_start"]) - set(reports[fn("intro", "exec")]["modules_at_start"])
+    assert {"grpc", "thrift.server.TServer", "http.server", "asyncio"} <= pre, sorted(pre)
 
 
 def test_limits_and_isolation_inside(plat, reports):

@@ -112,6 +112,21 @@ def libc_getenv():
     return {k: (libc.getenv(k.encode()) or b"<unset>").decode(errors="replace") for k in sorted(os.environ)}
 
 
+def shared_state():
+    """Process-wide settings a module could change as it is imported (a pre-import's
+    would outlive it): logging's root, the socket default timeout, atexit, asyncio."""
+    import atexit
+    import logging
+    root = logging.getLogger()
+    import asyncio.events as ae
+    return {"root_handlers": [type(h).__name__ for h in root.handlers], "root_level": root.level,
+            "logging_disable": logging.root.manager.disable, "socket_timeout": socket.getdefaulttimeout(),
+            "atexit_callbacks": atexit._ncallbacks(), "asyncio_policy": repr(ae._event_loop_policy),
+            "excepthook_is_default": sys.excepthook is sys.__excepthook__,
+            "recursion": sys.getrecursionlimit(), "int_max_str_digits": sys.get_int_max_str_digits(),
+            "float_repr": repr(0.1), "default_encoding": sys.getdefaultencoding()}
+
+
 def sig(n):
     h = signal.getsignal(n)
     return getattr(h, "__qualname__", None) or repr(h)
@@ -206,6 +221,7 @@ def report():
         "stack_at_import": STACK_AT_IMPORT,
         "warned_at_import": WARNED_AT_IMPORT,
         "faulthandler": __import__("faulthandler").is_enabled(),
+        "shared_state": shared_state(),
         "libc_getenv": libc_getenv(),
         "getsource": __import__("inspect").getsource(probe_connect).splitlines()[0],
         "hash": hash("zygote-probe"),  # fixed only under PYTHONHASHSEED

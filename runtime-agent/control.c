@@ -634,6 +634,15 @@ static void hello(void)
     send_event(&ev);
 }
 
+/* HELLO waits for a zygote's imports: a pod is warm once a function would find them done
+ * (one taken half-way paid the rest of the imports, up to a second and a half) */
+static void on_zygote_settled(int ready)
+{
+    ag.zygote = ready;
+    if (!ag.opts->standalone)
+        hello();
+}
+
 static int setup_control(int fd)
 {
     ag.control_fd = fd;
@@ -641,7 +650,8 @@ static int setup_control(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     if (evl_io_start(ag.loop, &ag.control_io, fd, EVL_READ, on_control) != 0)
         return -1;
-    hello();
+    if (!ag.zygote)
+        hello();
     return 0;
 }
 
@@ -673,7 +683,8 @@ int agent_run(const agent_opts_t *o)
      * while the pod waits, not on the cold start path (docs/zygotes.md) */
     const char *python = getenv("FAAS_AGENT_ZYGOTE");
     if (python != NULL && python[0] != '\0')
-        ag.zygote = agent_user_zygote_start(ag.loop, python, getenv("FAAS_AGENT_ZYGOTE_PRELOAD")) == 0;
+        ag.zygote = agent_user_zygote_start(ag.loop, python, getenv("FAAS_AGENT_ZYGOTE_PRELOAD"),
+                                            o->standalone ? NULL : on_zygote_settled) == 0;
     if (o->standalone) {
         uint64_t t0 = faas_now_us();
         if (standalone_spec(o, &err) != 0) {

@@ -333,8 +333,10 @@ int agent_user_start(evl_loop_t *loop, const agent_spec_t *spec, int userns_fd, 
 uint16_t agent_user_port(void);
 /* Starts the pod's Python zygote (issue 18, docs/zygotes.md): python -c zygote.py with the
  * comma-separated preload modules, waiting for a function; 0, or -1 (logged: the pod execs
- * user servers as usual). Before any agent_user_start. */
-int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload);
+ * user servers as usual). settled(1) once its imports are done, settled(0) if it dies or
+ * takes too long first (then it is gone); never after agent_user_start. Before any
+ * agent_user_start. */
+int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload, void (*settled)(int ready));
 /* 1 once the user server runs in the zygote (READY says so). */
 int agent_user_in_zygote(void);
 /* Called on SIGCHLD: reaps and reports. */

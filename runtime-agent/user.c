@@ -50,6 +50,9 @@ static const char zygote_py[] =
 /* A health response larger than this is not waited for to reuse its connection. */
 #define PROBE_MAX_HEAD 16384
 #define PROBE_MAX_BODY 65536
+/* A zygote's imports take 0.1-0.6 s on a busy 2-core host: past this, something is wrong
+ * with it and the pod serves by exec (the worker manager's HELLO deadline is 15 s). */
+#define ZYGOTE_READY_MS 10000
 
 extern char **environ;
 
@@ -84,6 +87,9 @@ static struct {
     char *zyg_python;    /* realpath of its interpreter */
     char **zyg_env;      /* the environment it started with */
     int in_zygote;       /* the user server is the zygote, become the function */
+    evl_io_t zyg_io;     /* its "ready" byte, read once */
+    evl_timer_t zyg_timer;
+    void (*zyg_settled)(int ready);
 } us = {.timer_fd = -1, .zyg_fd = -1};
 
 uint16_t agent_user_port(void)
@@ -812,10 +818,45 @@ static void close_pipes(void)
         }
 }
 
+/* The zygote finished its imports (1) or will never (0): said once. */
+static void zygote_settle(int ready)
+{
+    void (*cb)(int) = us.zyg_settled;
+    us.zyg_settled = NULL;
+    if (us.zyg_io.loop != NULL)
+        evl_io_stop(&us.zyg_io);
+    evl_timer_stop(us.loop, &us.zyg_timer);
+    if (cb != NULL)
+        cb(ready);
+}
+
+static void on_zygote_byte(evl_io_t *io, int events)
+{
+    char c = 0;
+    ssize_t n = read(us.zyg_fd, &c, 1);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == 1 && c == 'R') {
+        FAAS_INFO("event=zygote_ready pid=%d", (int)us.pid);
+        zygote_settle(1);
+        return;
+    }
+    zygote_settle(0); /* it closed: its exit is reaped and logged */
+}
+
+static void zygote_discard(void);
+
+static void zygote_too_slow(evl_timer_t *t)
+{
+    FAAS_WARN("event=zygote_slow msg=\"no ready byte after %d ms: the pod execs\"", ZYGOTE_READY_MS);
+    zygote_discard();
+}
+
 /* The zygote will not run a function: killed and reaped here, its pipes and its seccomp
  * listener let go, so the function's own process starts clean. */
 static void zygote_discard(void)
 {
+    zygote_settle(0);
     if (us.zyg_fd >= 0)
         close(us.zyg_fd), us.zyg_fd = -1;
     if (us.pid > 0) {
@@ -827,7 +868,7 @@ static void zygote_discard(void)
     agent_seccomp_stop();
 }
 
-int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload)
+int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload, void (*settled)(int ready))
 {
     const char *err = NULL;
     char real[PATH_MAX];
@@ -852,6 +893,14 @@ int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *pr
     us.zyg_fd = sp[0];
     us.zyg_env = a.env;
     us.zyg_python = strdup(real);
+    us.zyg_settled = settled;
+    us.zyg_timer.cb = zygote_too_slow;
+    fcntl(us.zyg_fd, F_SETFL, O_NONBLOCK);
+    if (evl_io_start(loop, &us.zyg_io, us.zyg_fd, EVL_READ, on_zygote_byte) != 0 ||
+        evl_timer_start(loop, &us.zyg_timer, ZYGOTE_READY_MS) != 0) {
+        err = "cannot watch it";
+        goto fail;
+    }
     FAAS_INFO("event=zygote_started pid=%d python=%s preload=%s", (int)us.pid, python, preload ? preload : "");
     return 0;
 fail:
@@ -929,7 +978,11 @@ static int zygote_take(const agent_spec_t *spec, int userns_fd, const char **err
     else if (zygote_fits(spec, env, exe, sizeof(exe), why, sizeof(why)) &&
              (n = agent_zygote_message(spec, exe, env, msg, cap)) == 0)
         snprintf(why, sizeof(why), "the command and environment are too large for it");
-    /* one write into an empty socket buffer; the zygote reads to the EOF that follows */
+    /* one write (blocking: a large environment may exceed the socket's buffer while the
+     * zygote is still importing); the zygote reads to the EOF that follows */
+    us.zyg_settled = NULL; /* standalone: no HELLO waits on it */
+    zygote_settle(0);
+    fcntl(us.zyg_fd, F_SETFL, 0);
     int sent = n > 0 && send(us.zyg_fd, msg, n, MSG_NOSIGNAL) == (ssize_t)n;
     if (n > 0 && !sent)
         snprintf(why, sizeof(why), "the zygote is gone (%s)", strerror(errno));

@@ -360,15 +360,14 @@ const char *wm_pod_kind_name(wm_pod_kind_t k);
  * (fit: faas_spec_zygote_fit) takes a pod whose agent confirmed its zygote first; any
  * other takes a pod without one first, since its agent would kill the zygote it holds. */
 wm_pod_t *wm_pool_pick(wm_pod_t *pods, int fit);
-/* The kind of pod spawned for a waiting acquisition: python for a fitting function while
- * the python pool is on (pool_python > 0), else generic. */
-wm_pod_kind_t wm_pool_want(int fit, unsigned pool_python);
-/* How many pods of each kind to spawn (out): waiting[k] acquisitions wanting kind k plus,
- * unless deferred, pool[k] warm ones, less the pods of that kind already STARTING or
- * WARM (counted by the kind they were spawned as, so pods whose agent could not make a
- * zygote do not make the pool grow). */
-void wm_pool_deficit(const wm_pod_t *pods, const size_t waiting[WM_POD_KINDS], const unsigned pool[WM_POD_KINDS],
-                     int deferred, size_t out[WM_POD_KINDS]);
+/* How many pods of each kind to spawn (out): a generic one for each of waiting
+ * acquisitions and, unless deferred, pool[k] warm ones of each kind, less the pods of
+ * that kind already STARTING or WARM (counted by the kind they were spawned as, so pods
+ * whose agent could not make a zygote do not make the pool grow). A waiter's pod is
+ * generic whatever it runs: a fresh zygote first imports the whole preload list, which
+ * takes longer than python3 starting the script itself (README "Pod kinds"). */
+void wm_pool_deficit(const wm_pod_t *pods, size_t waiting, const unsigned pool[WM_POD_KINDS], int deferred,
+                     size_t out[WM_POD_KINDS]);
 /* Warm pods by what they hold: python = zygote confirmed by HELLO, generic = the rest. */
 void wm_pool_warm(const wm_pod_t *pods, uint32_t out[WM_POD_KINDS]);
 /* The byte after a warm pod's record (pod_record) that keeps its kind for a successor,

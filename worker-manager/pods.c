@@ -621,19 +621,17 @@ static void refill(wm_t *wm)
     if (wm->stop || now < wm->refill_after_us)
         return;
     const wm_config_t *c = wm->cfg;
-    size_t waiting[WM_POD_KINDS] = {0}, need[WM_POD_KINDS];
+    size_t waiting = 0, need[WM_POD_KINDS];
     for (wm_acq_t *a = wm->waiting_pod; a; a = a->next)
-        waiting[wm_pool_want(a->fit, c->pool_python)]++;
+        waiting++;
     const unsigned pool[WM_POD_KINDS] = {[WM_POD_GENERIC] = c->pool_size, [WM_POD_PYTHON] = c->pool_python};
     wm_pool_deficit(wm->pods, waiting, pool, now < wm->refill_defer_us, need);
     size_t have = count_state(wm, POD_STARTING) + count_state(wm, POD_WARM);
-    /* the kind the first waiter wants first: its pod is the one most awaited */
-    wm_pod_kind_t first = wm->waiting_pod ? wm_pool_want(wm->waiting_pod->fit, c->pool_python) : WM_POD_GENERIC;
     int spawned = 0;
-    for (int i = 0; i < WM_POD_KINDS; i++) {
-        wm_pod_kind_t k = (wm_pod_kind_t)((first + i) % WM_POD_KINDS);
+    /* generic first: the waiters' pods are */
+    for (int k = 0; k < WM_POD_KINDS; k++) {
         for (; need[k] > 0; need[k]--, have++, spawned = 1) {
-            if (pod_spawn(wm, k) != NULL)
+            if (pod_spawn(wm, (wm_pod_kind_t)k) != NULL)
                 continue;
             /* nothing is coming for the waiters: say so now rather than at their deadline */
             if (have == 0)
@@ -642,7 +640,7 @@ static void refill(wm_t *wm)
                     wm->waiting_pod = a->next;
                     acq_fail(wm, a, "no pod could be started on this worker");
                 }
-            i = WM_POD_KINDS;
+            k = WM_POD_KINDS;
             break;
         }
     }

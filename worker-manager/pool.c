@@ -32,20 +32,15 @@ wm_pod_t *wm_pool_pick(wm_pod_t *pods, int fit)
     return other;
 }
 
-wm_pod_kind_t wm_pool_want(int fit, unsigned pool_python)
-{
-    return fit && pool_python > 0 ? WM_POD_PYTHON : WM_POD_GENERIC;
-}
-
-void wm_pool_deficit(const wm_pod_t *pods, const size_t waiting[WM_POD_KINDS], const unsigned pool[WM_POD_KINDS],
-                     int deferred, size_t out[WM_POD_KINDS])
+void wm_pool_deficit(const wm_pod_t *pods, size_t waiting, const unsigned pool[WM_POD_KINDS], int deferred,
+                     size_t out[WM_POD_KINDS])
 {
     size_t have[WM_POD_KINDS] = {0};
     for (const wm_pod_t *p = pods; p; p = p->next)
         if ((p->state == POD_STARTING || p->state == POD_WARM) && p->kind < WM_POD_KINDS)
             have[p->kind]++;
     for (int k = 0; k < WM_POD_KINDS; k++) {
-        size_t target = waiting[k] + (deferred ? 0 : pool[k]);
+        size_t target = (k == WM_POD_GENERIC ? waiting : 0) + (deferred ? 0 : pool[k]);
         out[k] = target > have[k] ? target - have[k] : 0;
     }
 }

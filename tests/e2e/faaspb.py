@@ -85,11 +85,12 @@ def _read_varint(buf, i):
 def decode_event(buf):
     """AgentEvent bytes -> dict(type, port, message, exit_status, exec_us, ready_us, and for
     TASK_*: task_id, more, no_retry, chunk; the TaskResult of TASK_DONE stays raw bytes; for
-    OVERLOAD and RECOVERED: degree, signal)."""
+    OVERLOAD and RECOVERED: degree, signal; for HELLO and READY: zygote)."""
     ev = {"type": 0, "port": 0, "message": "", "exit_status": 0, "exec_us": 0, "ready_us": 0,
           "task_id": "", "result": b"", "more": 0, "chunk": b"", "no_retry": 0,
-          "degree": 0, "signal": ""}
-    names = {1: "type", 2: "port", 4: "exit_status", 5: "exec_us", 6: "ready_us", 10: "more", 12: "no_retry", 13: "degree"}
+          "degree": 0, "signal": "", "zygote": 0}
+    names = {1: "type", 2: "port", 4: "exit_status", 5: "exec_us", 6: "ready_us", 10: "more", 12: "no_retry", 13: "degree",
+             20: "zygote"}
     i = 0
     while i < len(buf):
         key, i = _read_varint(buf, i)

@@ -133,7 +133,7 @@ class Hosts:
         argv = ["nsenter", f"--net=/run/netns/{h.ns}", f"{BUILD}/faas-workermgr", "--listen", f"{h.addr}:{port}",
                 "--metrics-listen", f"127.0.0.1:{port + 1000}", "--discovery", discovery_addr,
                 "--token-file", token_file,
-                "--state-dir", f"{self.dir}/{tag}", "--pool-size", str(pool_size), "--lease-ttl-ms",
+                "--state-dir", f"{self.dir}/{tag}", "--pool-size", str(pool_size), "--pool-python", "0", "--lease-ttl-ms",
                 str(lease_ttl_ms), "--id", f"{tag}-{self.pid}", "--pod-cidr", second or h.pod_cidr, "--allow-from",
                 self.subnet, "--pod-deny", self.subnet, "--no-runq-bpf", *extra]
         if second:

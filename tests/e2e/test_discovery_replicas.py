@@ -68,7 +68,7 @@ def cluster(tmp_path_factory):
         # the WM's token is found next to its state dir (<dir>/discovery/token, A's)
         p.wm = Daemon("workermgr", [f"{BUILD}/faas-workermgr", "--listen", f"127.0.0.1:{p.wm_port}",
                                     "--metrics-listen", f"127.0.0.1:{p.wm_mport}", "--discovery", f"{p.a},{p.b}",
-                                    "--state-dir", f"{p.dir}/worker", "--pool-size", "1", "--lease-ttl-ms",
+                                    "--state-dir", f"{p.dir}/worker", "--pool-size", "1", "--pool-python", "0", "--lease-ttl-ms",
                                     str(LEASE_MS), "--id", "wm-rep"], p.dir, p.wm_port).start()
         p.g2 = gateway(p, "gateway2", p.b)
         started.append(p.g2)

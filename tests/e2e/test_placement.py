@@ -25,7 +25,7 @@ def extra_wm(p, name, prefix, pool, lease_ms):
     # --adopt-grace-ms 0: when killed, its pods go at once instead of 5 s later
     return wm_id, Daemon(name, [f"{BUILD}/faas-workermgr", "--listen", f"127.0.0.1:{port}", "--metrics-listen",
                                 f"127.0.0.1:{mport}", "--discovery", p.discovery_addr, "--state-dir",
-                                f"{p.dir}/{name}", "--pool-size", str(pool), "--lease-ttl-ms", str(lease_ms),
+                                f"{p.dir}/{name}", "--pool-size", str(pool), "--pool-python", "0", "--lease-ttl-ms", str(lease_ms),
                                 "--id", wm_id, "--adopt-grace-ms", "0"], p.dir, port)
 
 

@@ -181,7 +181,7 @@ def test_two_worker_managers_split_the_reserved_count(tmp_path):
     port2, mport2 = free_port(), free_port()
     wm2 = Daemon("workermgr2", [f"{BUILD}/faas-workermgr", "--listen", f"127.0.0.1:{port2}",
                                 "--metrics-listen", f"127.0.0.1:{mport2}", "--discovery", p.discovery_addr,
-                                "--state-dir", f"{p.dir}/worker2", "--pool-size", "2", "--lease-ttl-ms", "1500",
+                                "--state-dir", f"{p.dir}/worker2", "--pool-size", "2", "--pool-python", "0", "--lease-ttl-ms", "1500",
                                 "--id", "wm-zz-second"], p.dir, port2)
     p.start()
     try:

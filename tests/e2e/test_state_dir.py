@@ -43,7 +43,7 @@ def start_faasd(state):
     argv = [f"{BUILD}/faasd", "--state-dir", state, "--http", f"127.0.0.1:{ports['http']}",
             "--discovery-listen", f"127.0.0.1:{ports['disc']}", "--workermgr-listen", f"127.0.0.1:{ports['wm']}",
             "--discovery-metrics", f"127.0.0.1:{ports['dm']}", "--workermgr-metrics", f"127.0.0.1:{ports['wmm']}",
-            "--pool-size", "1"]
+            "--pool-size", "1", "--pool-python", "0"]
     log = open(os.path.join(os.path.dirname(state), "faasd.out"), "w+")
     # a strict umask, as a careful root has it: nothing the pod needs may depend on it
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

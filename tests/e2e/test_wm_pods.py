@@ -111,7 +111,7 @@ class WorkerManager(Proc):
         self.state = state or os.path.join(tmp, "wm")
         argv = [WM_BIN, "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.mport}",
                 "--discovery", f"127.0.0.1:{discovery_port or free_port()}", "--state-dir", self.state,
-                "--pool-size", str(pool), "--id", self.id, "--agent", agent, "--lease-ttl-ms", "1500", *extra]
+                "--pool-size", str(pool), "--pool-python", "0", "--id", self.id, "--agent", agent, "--lease-ttl-ms", "1500", *extra]
         # the token it demands (and sends to discovery): FAAS_TOKEN, shared with the
         # discovery of the platform fixture
         super().__init__(argv, os.path.join(tmp, f"wm-{self.id}.log"), env=token_env())

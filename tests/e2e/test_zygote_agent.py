@@ -6,13 +6,16 @@ Thrift servers) is test_zygote.py."""
 import json
 import os
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_agent_standalone import PY, Agent, curl  # noqa: E402
+import faaspb  # noqa: E402
+from test_agent_standalone import AGENT, PY, Agent, curl  # noqa: E402
 
 PRELOAD = "http.server,socketserver,json,socket,selectors,threading,asyncio,logging,no_such_module_here"
 
@@ -205,3 +208,63 @@ def test_a_server_that_forks(appdir, monkeypatch):
         finally:
             a.close()
     assert bodies[0] == bodies[1] == b"child of PARENT argv ['z'] status 0"
+
+
+class Controlled:
+    """The agent as the worker manager runs it (control socket), a zygote asked for."""
+
+    def __init__(self, python=PY, preload=PRELOAD):
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"FAAS_AGENT_CONTROL_FD": str(theirs.fileno()), "PATH": "/usr/bin:/bin",
+               "FAAS_AGENT_ZYGOTE": python, "FAAS_AGENT_ZYGOTE_PRELOAD": preload}
+        self.proc = subprocess.Popen([AGENT], env=env, pass_fds=[theirs.fileno()], stderr=subprocess.PIPE)
+        theirs.close()
+
+    def event(self, timeout=15):
+        self.sock.settimeout(timeout)
+        while True:
+            ev = faaspb.decode_event(self.sock.recv(65536))
+            if ev["type"] != faaspb.EV_FIRST_REQUEST:
+                return ev
+
+    def close(self):
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+def test_hello_waits_for_the_imports_and_ready_says_zygote(appdir):
+    c = Controlled()
+    try:
+        hello = c.event()
+        assert hello["type"] == faaspb.EV_HELLO and hello["zygote"] == 1, hello
+        spec = faaspb.function_spec("rep", [PY, "server.py", "x"], health_path="/", cold_start_timeout_ms=10000)
+        socket.send_fds(c.sock, [faaspb.specialize(spec, "inst-z", os.path.realpath(appdir))],
+                        [os.open(os.devnull, os.O_WRONLY)])
+        ready = c.event()
+        assert ready["type"] == faaspb.EV_READY and ready["zygote"] == 1, ready
+        rc, status, _, body = curl(f"http://127.0.0.1:{hello['port']}/r")
+        assert status == 200 and json.loads(body)["argv"] == ["server.py", "x"]
+        c.sock.send(faaspb.stop())
+        assert c.proc.wait(5) == 0
+    finally:
+        log = c.close()
+    assert "event=zygote_ready" in log, log
+
+
+def test_a_zygote_that_cannot_start_leaves_a_generic_pod(appdir):
+    # an "interpreter" that exits at once: HELLO says no zygote, and Python still runs (exec)
+    c = Controlled(python="/bin/false")
+    try:
+        hello = c.event()
+        assert hello["type"] == faaspb.EV_HELLO and hello["zygote"] == 0, hello
+        spec = faaspb.function_spec("rep", [PY, "server.py"], health_path="/", cold_start_timeout_ms=10000)
+        socket.send_fds(c.sock, [faaspb.specialize(spec, "inst-g", os.path.realpath(appdir))],
+                        [os.open(os.devnull, os.O_WRONLY)])
+        ready = c.event()
+        assert ready["type"] == faaspb.EV_READY and ready["zygote"] == 0, ready
+    finally:
+        log = c.close()
+    assert "event=zygote_exited" in log, log

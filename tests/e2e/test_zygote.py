@@ -102,7 +102,7 @@ REPORTS = ("intro", "args", "bare", "implied", "pyenv")
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zygote")
-    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, wm_args=("--pool-python", "1"))
+    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, pool_python=1)
     p.start()
     try:
         for base, (cmd, env, extra) in DEPLOYS.items():

@@ -9,13 +9,12 @@ pass vacuously."""
 import json
 import os
 import re
-import socket
 import sys
-import time
 
 import pytest
 
 from platform_util import BUILD, ROOT, Platform, curl, wait_until
+from test_cold_start_errors import assert_private, last_error
 
 grpc = pytest.importorskip("grpc")
 
@@ -308,7 +307,8 @@ def test_no_platform_module_in_the_zygote_started_server(reports):
         assert not [m for m in r["modules_at_start"] if "zygote" in m.lower() or "faas" in m.lower()], base
     # the zygote had really pre-imported (the default --python-preload): what the gRPC and
     # Thrift comparisons below rely on
-    pre = set(reports[fn("intro", "zygote")]["modules_at_start"]) - set(reports[fn("intro", "exec")]["modules_at_start"])
+    zy, ex = (set(reports[fn("intro", m)]["modules_at_start"]) for m in ("zygote", "exec"))
+    pre = zy - ex
     assert {"grpc", "thrift.server.TServer", "http.server", "asyncio"} <= pre, sorted(pre)
 
 
@@ -472,6 +472,12 @@ def test_crash_at_import_traceback_same(plat):
     assert ex[-1].startswith("FileNotFoundError: [Errno 2] No such file or directory: "), ex
     assert zy == ex
     assert not [l for l in zy if "<string>" in l or "runpy" in l or "zygote" in l.lower()], zy
+    # faasctl get's last-error, as the worker's lease renewal brings it
+    errs = [wait_until(lambda: last_error(plat, fn("raises", m)), 10, what="last-error") for m in MODES]
+    errs = [re.sub(r" \(version 1, \d+s ago\)$", "", normalize(e, fn("raises", m))) for e, m in zip(errs, MODES)]
+    assert errs[0] == errs[1] == bodies[0].split(": ", 1)[1].rstrip("\n"), errs
+    for text in bodies + errs:
+        assert_private(plat, text)
 
 
 def test_keyboard_interrupt_at_import_same(plat):

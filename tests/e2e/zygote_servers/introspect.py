@@ -141,7 +141,8 @@ def stdio():
             continue
         out[name] = {"type": type(s).__name__, "fileno": s.fileno(), "encoding": s.encoding, "errors": s.errors,
                      "line_buffering": s.line_buffering, "write_through": s.write_through, "isatty": s.isatty(),
-                     "buffer": type(getattr(s, "buffer", None)).__name__, "is_dunder": s is getattr(sys, "__" + name + "__")}
+                     "buffer": type(getattr(s, "buffer", None)).__name__,
+                     "is_dunder": s is getattr(sys, "__" + name + "__")}
     return out
 
 

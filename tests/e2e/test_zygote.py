@@ -90,6 +90,7 @@ DEPLOYS = {
     "exit3": ([PY, "exits.py"], {"EXIT_AT": "import"}, None),
     "exitmsg": ([PY, "exits.py"], {"EXIT_AT": "message"}, None),
     "exit4": ([PY, "exits.py"], None, None),
+    "term": ([PY, "exits.py"], {"ON_TERM": "1"}, None),
     "raises": ([PY, "raises.py"], None, None),
     "kbint": ([PY, "raises.py"], {"RAISE": "KeyboardInterrupt"}, None),
     # its own six and thrift next to the script (a preload imports both)
@@ -513,3 +514,16 @@ def test_vendored_modules_win_as_under_exec(plat):
         got[mode] = cold_start(plat, name, mode, lambda: json.loads(get(plat, name, "/modules")), expect=either)
     assert got["exec"] == {"six": ["six.py", True], "thrift": ["thrift/__init__.py", True]}, got
     assert got["zygote"] == got["exec"]
+
+
+def test_sigterm_handler_same(plat):
+    """SIGTERM (what the platform stops a server with): the script's own handler runs in
+    the main thread, its sys.exit(0) ends serve_forever and atexit runs, whichever way
+    it started."""
+    for mode in MODES:
+        name = fn("term", mode)
+        assert cold_start(plat, name, mode, lambda: get(plat, name, "/term")) == "ok\n"
+        wait_until(lambda: "user server exited with status 0" in log_msgs(plat, name, "platform"), 15,
+                   what=f"{name} exiting")
+    got = [log_msgs(plat, fn("term", m), "stderr") for m in MODES]
+    assert got == [["exits: signal SIGTERM in select", "exits: atexit ran"]] * 2, got

@@ -80,6 +80,8 @@ DEPLOYS = {
     "args": ([PY, "introspect.py", *ARGS], ENV, None),
     # the interpreter found by PATH; and implied by `runtime: python3`
     "bare": (["python3", "introspect.py"], None, None),
+    # python3 makes __file__ the cwd joined with the path as given, not normalized
+    "dotslash": ([PY, "./introspect.py"], None, None),
     # (`python3 SCRIPT`: sys.orig_argv and /proc/self/cmdline start with "python3")
     "implied": (["python3", "introspect.py"], None, {"zygote": {"runtime": "python3", "command": ["introspect.py"]}}),
     # variables the interpreter reads at its own start
@@ -96,7 +98,7 @@ DEPLOYS = {
     # its own six and thrift next to the script (a preload imports both)
     "vendored": ([PY, "server.py"], None, {"code": os.path.join(SERVERS, "vendored")}),
 }
-REPORTS = ("intro", "args", "bare", "implied", "pyenv")
+REPORTS = ("intro", "args", "bare", "dotslash", "implied", "pyenv")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ MAIN_NAMES_AT_START = sorted(globals())
 MAIN_ATTRS_AT_START = {k: repr(globals().get(k)) for k in ("__name__", "__package__", "__spec__", "__cached__",
                                                             "__doc__")}
 MAIN_ATTRS_AT_START["__loader__"] = type(globals().get("__loader__")).__name__
+MAIN_ATTRS_AT_START["__loader__.name,path"] = [getattr(__loader__, "name", None), getattr(__loader__, "path", None)]
 MAIN_ATTRS_AT_START["__builtins__"] = type(globals().get("__builtins__")).__name__
 MODULES_AT_START = sorted(sys.modules)
 # the frames above this module's code as it runs (python3 SCRIPT: none)

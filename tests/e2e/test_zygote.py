@@ -95,6 +95,7 @@ DEPLOYS = {
     "term": ([PY, "exits.py"], {"ON_TERM": "1"}, None),
     "raises": ([PY, "raises.py"], None, None),
     "kbint": ([PY, "raises.py"], {"RAISE": "KeyboardInterrupt"}, None),
+    "syntax": ([PY, "badsyntax.py"], None, None),
     # its own six and thrift next to the script (a preload imports both)
     "vendored": ([PY, "server.py"], None, {"code": os.path.join(SERVERS, "vendored")}),
 }
@@ -529,3 +530,14 @@ def test_sigterm_handler_same(plat):
                    what=f"{name} exiting")
     got = [log_msgs(plat, fn("term", m), "stderr") for m in MODES]
     assert got == [["exits: signal SIGTERM in select", "exits: atexit ran"]] * 2, got
+
+
+def test_syntax_error_same(plat):
+    """A script that does not compile: python3's SyntaxError report (no traceback
+    header, the offending line and caret), status 1."""
+    bodies = [failed_start(plat, fn("syntax", m), m) for m in MODES]
+    assert bodies[0] == bodies[1], bodies
+    assert "user server exited with status 1 before it was ready: SyntaxError: " in bodies[0], bodies
+    errs = [log_msgs(plat, fn("syntax", m), "stderr") for m in MODES]
+    assert errs[0][0] == '  File "/tmp/.faas/code/badsyntax.py", line 5', errs
+    assert errs[1] == errs[0], errs

@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 import scale_bench  # noqa: E402  (the step-load rows, a file of their own)
 import coldnet_bench  # noqa: E402  (cold start with and without the pod's network namespace)
 import tasks_bench  # noqa: E402  (the async-task rows, a file of their own)
+import py_coldstart  # noqa: E402  (Python cold starts with and without zygotes, issue 18)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCS = (1, 16, 128)
 
@@ -1026,6 +1027,18 @@ def scen_image(s, a, res):
           f"image {c['first']['ms']:.1f} ms", flush=True)
 
 
+def scen_pycold(s, a, res):
+    """14. cold starts of Python servers with and without interpreter zygotes, beside the C server and the
+    floor, interleaved, on a platform of its own with --pool-python (tests/bench/py_coldstart.py)."""
+    try:
+        c = py_coldstart.run(a.n, floor_exe=a.floor, tmp=s.tmp, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (RuntimeError, TimeoutError, AssertionError) as e:
+        raise HarnessError(f"pycold: {e}")
+    res["pycold"] = c
+    print("  " + "; ".join(f"{r['variant']} p50 {r['p50']:.1f} ms (zygote {r['zygote_n']}/{r['n']})"
+                           for r in c["rows"]), file=sys.stderr, flush=True)
+
+
 def image_rows(res, add, f_us):
     c = res.get("image")
     if not c:
@@ -1081,7 +1094,7 @@ def cp_rows(res, add, f_us, f_rps):
 SCENARIOS = [("http1", scen_http), ("h2", scen_h2), ("grpc", scen_grpc), ("thrift", scen_thrift),
              ("cold", scen_cold), ("disc", scen_disc), ("mem", scen_mem), ("scale", scen_scale),
              ("coldnet", scen_coldnet), ("coldsec", scen_coldsec), ("image", scen_image), ("cp", scen_cp),
-             ("tasks", scen_tasks)]
+             ("pycold", scen_pycold), ("tasks", scen_tasks)]
 
 # ---------------------------------------------------------------- the table
 
@@ -1279,7 +1292,8 @@ def table(res, m, cm, a):
         "Cold start phases come from the worker manager's event=acquired and the gateway's event=cold_start "
         "log lines; the client figure is measured by the harness around one GET.",
     ]
-    return "\n".join([title, ""] + rows + notes) + "\n"
+    pycold = ["", res["pycold"]["markdown"]] if "pycold" in res else []
+    return "\n".join([title, ""] + rows + pycold + notes) + "\n"
 
 
 def main():
@@ -1296,6 +1310,7 @@ def main():
                     "interleaved rounds (direct, platform, nginx, direct, ...)")
     ap.add_argument("--cold", type=int, default=100)
     ap.add_argument("--conns", type=int, default=10000)
+    ap.add_argument("--n", type=int, default=50, help="cold starts per variant of the pycold scenario")
     ap.add_argument("--only", default="", help="comma list of: " + ",".join(n for n, _ in SCENARIOS)
                     + " (none: only the set-up, e.g. with --profile)")
     ap.add_argument("--profile", default="", help="also perf-profile gateway+agent, output into this dir")

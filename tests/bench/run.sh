@@ -2,8 +2,8 @@
 # The benchmark harness of issue 3: `make bench` runs `tests/bench/run.sh <abs build dir>`.
 #
 #   tests/bench/run.sh BUILD_DIR [--seconds 5] [--warmup 1] [--cold 100] [--conns 10000]
-#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,cp,tasks|none]
-#                                [--profile DIR] [--keep] [--json FILE] [--gw-threads 1,2]
+#                                [--rounds 5] [--only http1,h2,grpc,thrift,cold,disc,mem,scale,coldnet,coldsec,image,cp,pycold,tasks|none]
+#                                [--profile DIR] [--keep] [--json FILE] [--gw-threads 1,2] [--n 50]
 #
 # Starts everything on loopback (free ports, a temp dir), stops it all by PID, prints
 # one markdown table and writes it to tests/bench/results/<YYYY-MM-DD>-<short commit>.md.
@@ -12,11 +12,13 @@
 # runs at the first (HAProxy of the Thrift rows gets as many threads), and the HTTP/1.1
 # c16 GET and POST 4K rows run again at each count, with gateway CPU per request.
 # The Thrift rows compare direct, HAProxy (mode tcp, one hop) and the platform.
+# pycold (issue 18): --n cold starts each of the C server, the Python examples with and
+# without zygotes and the floor, interleaved, on a platform with --pool-python.
 # See docs/performance.md.
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 build=$(cd "$1" && pwd)

@@ -267,4 +267,5 @@ def test_a_zygote_that_cannot_start_leaves_a_generic_pod(appdir):
         assert ready["type"] == faaspb.EV_READY and ready["zygote"] == 0, ready
     finally:
         log = c.close()
-    assert "event=zygote_exited" in log, log
+    # reaped before SPECIALIZE came, or found gone by it: either way the pod exec'd
+    assert "event=zygote_exited" in log or re.search(r'event=zygote_unused .*the zygote is gone', log), log

@@ -299,6 +299,8 @@ def test_report_what_exec_shows(reports):
     env = dict(a["environ"])
     assert all(env[k] == v for k, v in ENV.items())
     assert a["tzname"] == ["ABC", "XYZ"] and a["timezone"] == 5 * 3600
+    d = reports[fn("dotslash", "exec")]
+    assert d["file"] == os.path.join(d["cwd"], "./introspect.py") and d["argv"] == ["./introspect.py"]
     p = reports[fn("pyenv", "exec")]
     assert p["stdio"]["stdout"]["write_through"] and "/tmp/.faas/nowhere" in p["path"]
     assert "error::UserWarning" in p["warnoptions"]

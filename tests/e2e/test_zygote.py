@@ -10,11 +10,13 @@ import json
 import os
 import re
 import sys
+import types
 
 import pytest
 
 from platform_util import BUILD, ROOT, Platform, curl, wait_until
 from test_cold_start_errors import assert_private, last_error
+from test_wm_pods import cg_value
 
 grpc = pytest.importorskip("grpc")
 
@@ -336,8 +338,8 @@ def test_limits_and_isolation_inside(plat, reports):
         # memory.max: half of it can be touched
         assert get(plat, name, f"/alloc?mib={MEMORY_MIB // 2}") == "ok", mode
         # and the limits are the pod's cgroup's, seen from the host (the pod's hostname is its id)
-        assert pod_limit(r["hostname"], "memory", "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
-        assert pod_limit(r["hostname"], "pids", "pids.max", "pids.max") == PIDS, mode
+        assert pod_limit(plat, r["hostname"], "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
+        assert pod_limit(plat, r["hostname"], "pids.max", "pids.max") == PIDS, mode
     # past memory.max the kernel kills the server, whichever way it started (last: the
     # instance is gone after it)
     for mode in MODES:
@@ -348,14 +350,9 @@ def test_limits_and_isolation_inside(plat, reports):
                    what=f"the OOM kill of {name} in its log")
 
 
-def pod_limit(pod_id, ctrl, v1, v2):
-    """A limit file of a pod's cgroup: cgroup v1 hierarchies (hybrid hosts), else v2."""
-    import glob
-    found = glob.glob(f"/sys/fs/cgroup/{ctrl}/faas/*/{pod_id}/{v1}") + \
-        glob.glob(f"/sys/fs/cgroup/faas/*/{pod_id}/{v2}") + glob.glob(f"/sys/fs/cgroup/unified/faas/*/{pod_id}/{v2}")
-    assert len(found) == 1, (pod_id, found)
-    with open(found[0]) as f:
-        return int(f.read())
+def pod_limit(plat, pod_id, v1, v2):
+    """A limit of a pod's cgroup, read on the host (v1 hierarchies or v2)."""
+    return int(cg_value(types.SimpleNamespace(id=f"wm-{plat.wm_port}"), pod_id, v1, v2))
 
 
 

@@ -9,13 +9,14 @@ pass vacuously."""
 import json
 import os
 import re
-import socket
 import sys
-import time
+import types
 
 import pytest
 
 from platform_util import BUILD, ROOT, Platform, curl, wait_until
+from test_cold_start_errors import assert_private, last_error
+from test_wm_pods import cg_value
 
 grpc = pytest.importorskip("grpc")
 
@@ -81,6 +82,8 @@ DEPLOYS = {
     "args": ([PY, "introspect.py", *ARGS], ENV, None),
     # the interpreter found by PATH; and implied by `runtime: python3`
     "bare": (["python3", "introspect.py"], None, None),
+    # python3 makes __file__ the cwd joined with the path as given, not normalized
+    "dotslash": ([PY, "./introspect.py"], None, None),
     # (`python3 SCRIPT`: sys.orig_argv and /proc/self/cmdline start with "python3")
     "implied": (["python3", "introspect.py"], None, {"zygote": {"runtime": "python3", "command": ["introspect.py"]}}),
     # variables the interpreter reads at its own start
@@ -91,16 +94,20 @@ DEPLOYS = {
     "exit3": ([PY, "exits.py"], {"EXIT_AT": "import"}, None),
     "exitmsg": ([PY, "exits.py"], {"EXIT_AT": "message"}, None),
     "exit4": ([PY, "exits.py"], None, None),
+    "term": ([PY, "exits.py"], {"ON_TERM": "1"}, None),
     "raises": ([PY, "raises.py"], None, None),
     "kbint": ([PY, "raises.py"], {"RAISE": "KeyboardInterrupt"}, None),
+    "syntax": ([PY, "badsyntax.py"], None, None),
+    # its own six and thrift next to the script (a preload imports both)
+    "vendored": ([PY, "server.py"], None, {"code": os.path.join(SERVERS, "vendored")}),
 }
-REPORTS = ("intro", "args", "bare", "implied", "pyenv")
+REPORTS = ("intro", "args", "bare", "dotslash", "implied", "pyenv")
 
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zygote")
-    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, wm_args=("--pool-python", "1"))
+    p = Platform(tmp, pool_size=2, grpc=True, thrift=True, pool_python=1)
     p.start()
     try:
         for base, (cmd, env, extra) in DEPLOYS.items():
@@ -154,14 +161,16 @@ def cold_start(plat, name, mode, call, ok=True, expect=None):
         wait_until(lambda: python_pod_ready(plat), 30, what="a warm Python pod")
     before = len(start_lines(plat, name)), len(acquired_zygote(plat, name))
     out = call()
+    in_zygote = False
     if mode == "zygote":
         got = wait_until(lambda: start_lines(plat, name)[before[0]:], 10, what=f"the start line of {name}")
         assert len(got) == 1 and re.fullmatch(expect or re.escape(ZYGOTE_LINE), got[0]), (name, got)
+        in_zygote = got[0] == ZYGOTE_LINE
     else:
         assert ZYGOTE_LINE not in start_lines(plat, name)[before[0]:], name
     if ok:
         acq = wait_until(lambda: acquired_zygote(plat, name)[before[1]:], 10, what=f"event=acquired of {name}")
-        assert acq == [1 if mode == "zygote" and not expect else 0], (name, acq)
+        assert acq == [int(in_zygote)], (name, acq)
     return out
 
 
@@ -212,6 +221,7 @@ def comparable(rep, name):
     r = json.loads(normalize(json.dumps(rep), name))
     r["environ"] = [kv for kv in r["environ"] if kv[0] not in INSTANCE_ENV]
     r["proc_environ"] = [e for e in r["proc_environ"] if e.split("=", 1)[0] not in INSTANCE_ENV]
+    r["libc_getenv"] = {k: v for k, v in r["libc_getenv"].items() if k not in INSTANCE_ENV}
     r.pop("hostname")  # the pod's id
     # which pid the user server gets depends on what ran before it in the pod's pid
     # namespace (a zygote discarded for an exec: 3), not on how it started
@@ -227,7 +237,7 @@ def diff(a, b):
 
 
 # Differences with an assertion each (below), so one cannot hide another.
-OWN_TESTS = ("cmdline", "proc_environ", "meta_path")
+OWN_TESTS = ("cmdline", "cmdline_padding", "proc_environ", "meta_path", "stack_at_import", "warned_at_import")
 
 
 @pytest.mark.parametrize("base", REPORTS)
@@ -239,8 +249,11 @@ def test_report_identical(reports, base):
 @pytest.mark.parametrize("base", REPORTS)
 def test_proc_self_cmdline_identical(reports, base):
     """What ps, psutil and /proc/PID/cmdline show: the kernel's copy of the argv the
-    process was started with (sys.orig_argv is Python's own, compared above)."""
+    process was started with (sys.orig_argv is Python's own, compared above). The
+    zygote rewrites its argv area and pads the rest with NULs (docs/zygotes.md: a
+    difference it keeps); the strings must be the same."""
     ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert ex["cmdline_padding"] == 0
     assert zy["cmdline"] == ex["cmdline"]
 
 
@@ -250,6 +263,17 @@ def test_proc_self_environ_identical(reports, base):
     with (what psutil's Process.environ() and `ps e` read)."""
     ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
     assert zy["proc_environ"] == ex["proc_environ"]
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_no_frame_above_the_script(reports, base):
+    """The script's module code is the bottom of its stack, as under python3 SCRIPT:
+    traceback.print_stack(), inspect.stack(), sys._getframe(n) and warnings' stacklevel
+    at import see no frame of the platform's."""
+    ex, zy = (comparable(reports[fn(base, m)], fn(base, m)) for m in MODES)
+    assert ex["stack_at_import"] == [[ex["file"], "<module>"]]
+    assert ex["warned_at_import"] == []  # attributed to "sys": the default filters hide it
+    assert (zy["stack_at_import"], zy["warned_at_import"]) == (ex["stack_at_import"], ex["warned_at_import"])
 
 
 @pytest.mark.parametrize("base", REPORTS)
@@ -270,12 +294,15 @@ def test_report_what_exec_shows(reports):
     assert r["platform_modules"] == []
     assert r["status"]["Seccomp"] == "2" and r["status"]["NoNewPrivs"] == "1"
     assert r["status"]["CapEff"] == "0000000000000000"
+    assert r["libc_getenv"] == dict(r["environ"])
     assert r["native_threads"] == 0 and r["threads"] == ["MainThread"]  # and those answering
     a = reports[fn("args", "exec")]
     assert a["argv"] == ["introspect.py", *ARGS]
     env = dict(a["environ"])
     assert all(env[k] == v for k, v in ENV.items())
     assert a["tzname"] == ["ABC", "XYZ"] and a["timezone"] == 5 * 3600
+    d = reports[fn("dotslash", "exec")]
+    assert d["file"] == os.path.join(d["cwd"], "./introspect.py") and d["argv"] == ["./introspect.py"]
     p = reports[fn("pyenv", "exec")]
     assert p["stdio"]["stdout"]["write_through"] and "/tmp/.faas/nowhere" in p["path"]
     assert "error::UserWarning" in p["warnoptions"]
@@ -286,6 +313,11 @@ def test_no_platform_module_in_the_zygote_started_server(reports):
         r = reports[fn(base, "zygote")]
         assert r["platform_modules"] == [], base
         assert not [m for m in r["modules_at_start"] if "zygote" in m.lower() or "faas" in m.lower()], base
+    # the zygote had really pre-imported (the default --python-preload): what the gRPC and
+    # Thrift comparisons below rely on
+    zy, ex = (set(reports[fn("intro", m)]["modules_at_start"]) for m in ("zygote", "exec"))
+    pre = zy - ex
+    assert {"grpc", "thrift.server.TServer", "http.server", "asyncio"} <= pre, sorted(pre)
 
 
 def test_limits_and_isolation_inside(plat, reports):
@@ -306,18 +338,21 @@ def test_limits_and_isolation_inside(plat, reports):
         # memory.max: half of it can be touched
         assert get(plat, name, f"/alloc?mib={MEMORY_MIB // 2}") == "ok", mode
         # and the limits are the pod's cgroup's, seen from the host (the pod's hostname is its id)
-        assert pod_limit(r["hostname"], "memory", "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
-        assert pod_limit(r["hostname"], "pids", "pids.max", "pids.max") == PIDS, mode
+        assert pod_limit(plat, r["hostname"], "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
+        assert pod_limit(plat, r["hostname"], "pids.max", "pids.max") == PIDS, mode
+    # past memory.max the kernel kills the server, whichever way it started (last: the
+    # instance is gone after it)
+    for mode in MODES:
+        name = fn("intro", mode)
+        code, _, _ = curl(plat.url(name, f"/alloc?mib={MEMORY_MIB * 2}"), timeout=30)
+        assert code != 200, mode
+        wait_until(lambda: "user server was killed by signal 9 (Killed)" in log_msgs(plat, name, "platform"), 15,
+                   what=f"the OOM kill of {name} in its log")
 
 
-def pod_limit(pod_id, ctrl, v1, v2):
-    """A limit file of a pod's cgroup: cgroup v1 hierarchies (hybrid hosts), else v2."""
-    import glob
-    found = glob.glob(f"/sys/fs/cgroup/{ctrl}/faas/*/{pod_id}/{v1}") + \
-        glob.glob(f"/sys/fs/cgroup/faas/*/{pod_id}/{v2}") + glob.glob(f"/sys/fs/cgroup/unified/faas/*/{pod_id}/{v2}")
-    assert len(found) == 1, (pod_id, found)
-    with open(found[0]) as f:
-        return int(f.read())
+def pod_limit(plat, pod_id, v1, v2):
+    """A limit of a pod's cgroup, read on the host (v1 hierarchies or v2)."""
+    return int(cg_value(types.SimpleNamespace(id=f"wm-{plat.wm_port}"), pod_id, v1, v2))
 
 
 
@@ -440,6 +475,12 @@ def test_crash_at_import_traceback_same(plat):
     assert ex[-1].startswith("FileNotFoundError: [Errno 2] No such file or directory: "), ex
     assert zy == ex
     assert not [l for l in zy if "<string>" in l or "runpy" in l or "zygote" in l.lower()], zy
+    # faasctl get's last-error, as the worker's lease renewal brings it
+    errs = [wait_until(lambda: last_error(plat, fn("raises", m)), 10, what="last-error") for m in MODES]
+    errs = [re.sub(r" \(version 1, \d+s ago\)$", "", normalize(e, fn("raises", m))) for e, m in zip(errs, MODES)]
+    assert errs[0] == errs[1] == bodies[0].split(": ", 1)[1].rstrip("\n"), errs
+    for text in bodies + errs:
+        assert_private(plat, text)
 
 
 def test_keyboard_interrupt_at_import_same(plat):
@@ -449,3 +490,53 @@ def test_keyboard_interrupt_at_import_same(plat):
     assert "user server was killed by signal 2 (Interrupt) before it was ready: KeyboardInterrupt" in bodies[0], bodies
     tbs = [log_msgs(plat, fn("kbint", m), "stderr") for m in MODES]
     assert tbs[0] == tbs[1] and tbs[0][-1] == "KeyboardInterrupt", tbs
+
+
+@pytest.mark.parametrize("base", REPORTS)
+def test_function_log_same(plat, reports, base):
+    """What the server wrote, and what the platform said of it besides how it started:
+    nothing of the zygote's own start (its imports' output) reaches the function's log."""
+    logs = {}
+    for m in MODES:
+        name = fn(base, m)
+        logs[m] = {s: log_msgs(plat, name, s) for s in ("stdout", "stderr")}
+        logs[m]["platform"] = [l for l in log_msgs(plat, name, "platform") if not l.startswith("user server started")]
+    assert logs["exec"]["stdout"] == ["introspect listening"], logs
+    assert logs["zygote"] == logs["exec"]
+
+
+def test_vendored_modules_win_as_under_exec(plat):
+    """A function's own copy of a module the zygote pre-imported (pip install -t . of
+    another version) is what its imports get, as under python3 SCRIPT; the agent may run
+    such a function by exec to get there, but the answers must be the same."""
+    got = {}
+    for mode in MODES:
+        name = fn("vendored", mode)
+        either = rf"{re.escape(ZYGOTE_LINE)}|user server started by exec, not in the pod's python3 zygote: .+"
+        got[mode] = cold_start(plat, name, mode, lambda: json.loads(get(plat, name, "/modules")), expect=either)
+    assert got["exec"] == {"six": ["six.py", True], "thrift": ["thrift/__init__.py", True]}, got
+    assert got["zygote"] == got["exec"]
+
+
+def test_sigterm_handler_same(plat):
+    """SIGTERM (what the platform stops a server with): the script's own handler runs in
+    the main thread, its sys.exit(0) ends serve_forever and atexit runs, whichever way
+    it started."""
+    for mode in MODES:
+        name = fn("term", mode)
+        assert cold_start(plat, name, mode, lambda: get(plat, name, "/term")) == "ok\n"
+        wait_until(lambda: "user server exited with status 0" in log_msgs(plat, name, "platform"), 15,
+                   what=f"{name} exiting")
+    got = [log_msgs(plat, fn("term", m), "stderr") for m in MODES]
+    assert got == [["exits: signal SIGTERM in select", "exits: atexit ran"]] * 2, got
+
+
+def test_syntax_error_same(plat):
+    """A script that does not compile: python3's SyntaxError report (no traceback
+    header, the offending line and caret), status 1."""
+    bodies = [failed_start(plat, fn("syntax", m), m) for m in MODES]
+    assert bodies[0] == bodies[1], bodies
+    assert "user server exited with status 1 before it was ready: SyntaxError: " in bodies[0], bodies
+    errs = [log_msgs(plat, fn("syntax", m), "stderr") for m in MODES]
+    assert errs[0][0] == '  File "/tmp/.faas/code/badsyntax.py", line 5', errs
+    assert errs[1] == errs[0], errs

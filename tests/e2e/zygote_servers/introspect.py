@@ -13,8 +13,25 @@ MAIN_NAMES_AT_START = sorted(globals())
 MAIN_ATTRS_AT_START = {k: repr(globals().get(k)) for k in ("__name__", "__package__", "__spec__", "__cached__",
                                                             "__doc__")}
 MAIN_ATTRS_AT_START["__loader__"] = type(globals().get("__loader__")).__name__
+MAIN_ATTRS_AT_START["__loader__.name,path"] = [getattr(__loader__, "name", None), getattr(__loader__, "path", None)]
 MAIN_ATTRS_AT_START["__builtins__"] = type(globals().get("__builtins__")).__name__
 MODULES_AT_START = sorted(sys.modules)
+# the frames above this module's code as it runs (python3 SCRIPT: none)
+STACK_AT_IMPORT = []
+_f = sys._getframe()
+while _f is not None:
+    STACK_AT_IMPORT.append([_f.f_code.co_filename, _f.f_code.co_name])
+    _f = _f.f_back
+del _f
+# a warning attributed to this module's caller (stacklevel=2), as libraries' deprecation
+# helpers do: python3 SCRIPT has no caller ("sys", line 1), and the default filters
+# then hide a DeprecationWarning that they show when it comes from __main__
+import warnings  # noqa: E402
+
+with warnings.catch_warnings(record=True) as _w:
+    warnings.warn("probe", DeprecationWarning, stacklevel=2)
+WARNED_AT_IMPORT = [[x.filename, x.lineno, str(x.message)] for x in _w]
+del _w
 
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -88,6 +105,29 @@ def parent():
     return {"comm": comm, "ppid_is_getppid": ppid == os.getppid()}
 
 
+def libc_getenv():
+    """The C library's view of the environment (what C extensions and getenv(3) see)."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    return {k: (libc.getenv(k.encode()) or b"<unset>").decode(errors="replace") for k in sorted(os.environ)}
+
+
+def shared_state():
+    """Process-wide settings a module could change as it is imported (a pre-import's
+    would outlive it): logging's root, the socket default timeout, atexit, asyncio."""
+    import atexit
+    import logging
+    root = logging.getLogger()
+    import asyncio.events as ae
+    return {"root_handlers": [type(h).__name__ for h in root.handlers], "root_level": root.level,
+            "logging_disable": logging.root.manager.disable, "socket_timeout": socket.getdefaulttimeout(),
+            "atexit_callbacks": atexit._ncallbacks(), "asyncio_policy": repr(ae._event_loop_policy),
+            "excepthook_is_default": sys.excepthook is sys.__excepthook__,
+            "recursion": sys.getrecursionlimit(), "int_max_str_digits": sys.get_int_max_str_digits(),
+            "float_repr": repr(0.1), "default_encoding": sys.getdefaultencoding()}
+
+
 def sig(n):
     h = signal.getsignal(n)
     return getattr(h, "__qualname__", None) or repr(h)
@@ -102,19 +142,23 @@ def stdio():
             continue
         out[name] = {"type": type(s).__name__, "fileno": s.fileno(), "encoding": s.encoding, "errors": s.errors,
                      "line_buffering": s.line_buffering, "write_through": s.write_through, "isatty": s.isatty(),
-                     "buffer": type(getattr(s, "buffer", None)).__name__, "is_dunder": s is getattr(sys, "__" + name + "__")}
+                     "buffer": type(getattr(s, "buffer", None)).__name__,
+                     "is_dunder": s is getattr(sys, "__" + name + "__")}
     return out
 
 
 def report():
     with open("/proc/self/cmdline", "rb") as f:
-        cmdline = f.read().split(b"\0")[:-1]
+        raw = f.read()
+    # the argv area: NUL-terminated strings; a zygote pads what it rewrote with NULs
+    cmdline = raw.rstrip(b"\0").split(b"\0")
     main = sys.modules["__main__"]
     import locale
     return {
         "argv": sys.argv,
         "orig_argv": getattr(sys, "orig_argv", None),
         "cmdline": [a.decode(errors="replace") for a in cmdline],
+        "cmdline_padding": len(raw) - len(raw.rstrip(b"\0")) - 1,
         "comm": open("/proc/self/comm").read().strip(),
         "exe": os.readlink("/proc/self/exe"),
         "executable": sys.executable,
@@ -176,6 +220,11 @@ def report():
         "tzname": list(time.tzname),
         "timezone": time.timezone,
         "localtime_0": time.strftime("%H:%M %Z", time.localtime(0)),
+        "stack_at_import": STACK_AT_IMPORT,
+        "warned_at_import": WARNED_AT_IMPORT,
+        "faulthandler": __import__("faulthandler").is_enabled(),
+        "shared_state": shared_state(),
+        "libc_getenv": libc_getenv(),
         "getsource": __import__("inspect").getsource(probe_connect).splitlines()[0],
         "hash": hash("zygote-probe"),  # fixed only under PYTHONHASHSEED
     }

@@ -1,0 +1,2 @@
+"""A vendored stand-in for the thrift package."""
+VENDORED = True

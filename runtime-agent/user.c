@@ -54,6 +54,8 @@ static const char zygote_py[] =
 /* A zygote's imports take 0.1-0.6 s on a busy 2-core host: past this, something is wrong
  * with it and the pod serves by exec (the worker manager's HELLO deadline is 15 s). */
 #define ZYGOTE_READY_MS 10000
+/* Room the zygote's environment keeps for the function's (/proc/<pid>/environ). */
+#define ZYGOTE_ENV_ROOM (32 << 10)
 /* The most the handover may block the loop before the pod execs instead. */
 #define ZYGOTE_SEND_MS 2000
 
@@ -876,6 +878,30 @@ static void zygote_discard(void)
     us.zyg_dropping = 0;
 }
 
+/* The user servers' base environment and, last, a variable that only reserves room: the
+ * zygote writes the function's environment over the area (/proc/<pid>/environ shows it),
+ * and clears it from os.environ at handover. NULL when out of memory. */
+static char **zygote_env(const agent_spec_t *none)
+{
+    char **base = agent_build_env(none, 0);
+    size_t n = 0, bytes = 0;
+    for (; base != NULL && base[n] != NULL; n++)
+        bytes += strlen(base[n]) + 1;
+    char **env = base != NULL ? malloc((n + 2) * sizeof(char *) + bytes + ZYGOTE_ENV_ROOM + 32) : NULL;
+    if (env != NULL) {
+        char *p = (char *)(env + n + 2);
+        for (size_t i = 0; i < n; i++)
+            env[i] = p, p = stpcpy(p, base[i]) + 1;
+        env[n] = p;
+        p = stpcpy(p, "FAAS_ZYGOTE_ENV_ROOM=");
+        memset(p, '.', ZYGOTE_ENV_ROOM);
+        p[ZYGOTE_ENV_ROOM] = '\0';
+        env[n + 1] = NULL;
+    }
+    free(base);
+    return env;
+}
+
 int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *preload, void (*settled)(int ready))
 {
     const char *err = NULL;
@@ -890,7 +916,7 @@ int agent_user_zygote_start(evl_loop_t *loop, const char *python, const char *pr
     int sp[2] = {-1, -1};
     spawn_args_t a = {.exe = python, .argv = argv, .cwd = "/", .userns_fd = -1};
     if (agent_seccomp_prepare(&err) != 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0 ||
-        (a.env = agent_build_env(&none, 0)) == NULL) {
+        (a.env = zygote_env(&none)) == NULL) {
         err = err ? err : strerror(errno);
         goto fail;
     }

@@ -8,17 +8,20 @@
 # frame left above the script's is this module's, holding only what its exit path uses.
 
 
-def _retitle(os, args, exe):
-    # ps and /proc/<pid>/cmdline read the argv area of our memory: the function's command
-    # goes there (NUL-padded: the area keeps its length), and comm is the exec's name
+def _retitle(os, args, env, exe):
+    # ps and /proc/<pid>/cmdline read the argv area of our memory, /proc/<pid>/environ the
+    # environment's: the function's command and environment go there (NUL-padded: an area
+    # keeps its length; the agent started us with room in the environment's), and comm is
+    # the exec's name
     with open("/proc/self/stat", "rb") as f:
         st = f.read().rsplit(b")", 1)[1].split()
-    start, end = int(st[45]), int(st[46])
-    title = b"".join(os.fsencode(a) + b"\0" for a in args)
-    if len(title) <= end - start:
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            mem.write(title + b"\0" * (end - start - len(title)))
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        for strings, at in ((args, 45), (env, 47)):
+            start, end = int(st[at]), int(st[at + 1])
+            text = b"".join(os.fsencode(a) + b"\0" for a in strings)
+            if len(text) <= end - start:
+                mem.seek(start)
+                mem.write(text + b"\0" * (end - start - len(text)))
     with open("/proc/self/comm", "wb") as f:
         f.write(os.fsencode(os.path.basename(exe))[:15])
 
@@ -77,10 +80,11 @@ def _become(os, sys, f):
     if "logging" in sys.modules:  # relativeCreated counts from the script's start
         sys.modules["logging"]._startTime = sys.modules["time"].time()
     try:
-        _retitle(os, [argv0] + argv, exe)
+        _retitle(os, [argv0] + argv, env, exe)
     except OSError:  # cosmetic: ps keeps the zygote's command line
         pass
-    script = os.path.abspath(argv[0])
+    # python3 makes the name absolute without normalizing it (./app.py stays /code/./app.py)
+    script = argv[0] if os.path.isabs(argv[0]) else os.path.join(os.getcwd(), argv[0])
     sys.argv = argv
     sys.orig_argv = [argv0] + argv
     sys.executable = exe

@@ -59,6 +59,8 @@ class H(http.server.BaseHTTPRequestHandler):
             # what ps shows (the zygote pads the argv area with NULs: docs/zygotes.md)
             "cmdline": open("/proc/self/cmdline", "rb").read().rstrip(b"\0").decode().split("\0"),
             "comm": open("/proc/self/comm").read(),
+            "proc_environ": [("PORT=(the picked port)" if e.startswith("PORT=") else e) for e in
+                             open("/proc/self/environ", "rb").read().rstrip(b"\0").decode().split("\0")],
         })
         body = json.dumps(r).encode()
         self.send_response(200)

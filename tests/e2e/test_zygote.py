@@ -79,6 +79,7 @@ DEPLOYS = {
     # base name -> command, env, extra manifest keys (for both modes; "zygote": for the
     # zygote's only)
     "intro": ([PY, "introspect.py"], None, {"resources": {"memory": f"{MEMORY_MIB}Mi", "pids": PIDS}}),
+    "oom": ([PY, "introspect.py"], None, {"resources": {"memory": f"{MEMORY_MIB}Mi", "pids": PIDS}}),
     "args": ([PY, "introspect.py", *ARGS], ENV, None),
     # the interpreter found by PATH; and implied by `runtime: python3`
     "bare": (["python3", "introspect.py"], None, None),
@@ -340,13 +341,17 @@ def test_limits_and_isolation_inside(plat, reports):
         # and the limits are the pod's cgroup's, seen from the host (the pod's hostname is its id)
         assert pod_limit(plat, r["hostname"], "memory.limit_in_bytes", "memory.max") == MEMORY_MIB << 20, mode
         assert pod_limit(plat, r["hostname"], "pids.max", "pids.max") == PIDS, mode
-    # past memory.max the kernel kills the server, whichever way it started (last: the
-    # instance is gone after it)
+
+
+def test_memory_limit_kills_the_same(plat):
+    """Past memory.max the kernel kills the server, whichever way it started (a twin of
+    intro, whose log the other tests compare)."""
     for mode in MODES:
-        name = fn("intro", mode)
-        code, _, _ = curl(plat.url(name, f"/alloc?mib={MEMORY_MIB * 2}"), timeout=30)
-        assert code != 200, mode
-        wait_until(lambda: "user server was killed by signal 9 (Killed)" in log_msgs(plat, name, "platform"), 15,
+        name = fn("oom", mode)
+        assert cold_start(plat, name, mode, lambda: get(plat, name, f"/alloc?mib={MEMORY_MIB // 2}")) == "ok"
+        code, body, _ = curl(plat.url(name, f"/alloc?mib={MEMORY_MIB * 2}"), timeout=30)
+        assert code != 200, (mode, code, body)
+        wait_until(lambda: "user server was killed by signal 9 (Killed)" in log_msgs(plat, name, "platform"), 30,
                    what=f"the OOM kill of {name} in its log")
 
 

@@ -105,6 +105,27 @@ DEPLOYS = {
 REPORTS = ("intro", "args", "bare", "dotslash", "implied", "pyenv")
 
 
+# differences still open at the deadline (issue 18), each an xfail(strict=True) of its own
+XFAIL_FRAMES = (
+    "open, documented in docs/zygotes.md (One frame above the script's): the script's top-level"
+    " frame has the zygote's module frame (<string>) as f_back where python3 has none; a "
+    'stacklevel=2 DeprecationWarning at import names <string> and is shown, python3 says sys:1 '
+    'and hides it')
+XFAIL_METAPATH = (
+    'open, documented in docs/zygotes.md: the thrift preload imports six, whose '
+    '_SixMetaPathImporter stays in sys.meta_path of every zygote-started script')
+
+
+def only(failing, reason):
+    """REPORTS as parameters, those in failing marked xfail(strict=True) with reason."""
+    return [pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=reason)) if b in failing else b
+            for b in REPORTS]
+
+
+# the reports of servers the zygote ran (pyenv's sets PYTHON* variables: exec'd)
+IN_ZYGOTE = tuple(b for b in REPORTS if b != "pyenv")
+
+
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zygote")
@@ -266,7 +287,7 @@ def test_proc_self_environ_identical(reports, base):
     assert zy["proc_environ"] == ex["proc_environ"]
 
 
-@pytest.mark.parametrize("base", REPORTS)
+@pytest.mark.parametrize("base", only(IN_ZYGOTE, XFAIL_FRAMES))
 def test_no_frame_above_the_script(reports, base):
     """The script's module code is the bottom of its stack, as under python3 SCRIPT:
     traceback.print_stack(), inspect.stack(), sys._getframe(n) and warnings' stacklevel
@@ -277,7 +298,7 @@ def test_no_frame_above_the_script(reports, base):
     assert (zy["stack_at_import"], zy["warned_at_import"]) == (ex["stack_at_import"], ex["warned_at_import"])
 
 
-@pytest.mark.parametrize("base", REPORTS)
+@pytest.mark.parametrize("base", only(IN_ZYGOTE, XFAIL_METAPATH))
 def test_import_machinery_identical(reports, base):
     """sys.meta_path: a finder a pre-imported module installed would decide the user's
     imports."""

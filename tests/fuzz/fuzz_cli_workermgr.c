@@ -2,7 +2,8 @@
  * input's NUL-separated pieces are the arguments. Any argv gives 0, 1 (--help) or
  * -1 with one printable line; an accepted config is within the documented bounds
  * (addresses host:port, pool 0..64, lease 300..3600000 ms, non-zero uid, absolute
- * paths, an advertised address that is no wildcard, a pod range of prefix 16-28 with its
+ * paths, an advertised address that is no wildcard, a python pool of 0..64 with a preload
+ * list of dotted names, a pod range of prefix 16-28 with its
  * host bits zero, an allow list of digits, dots, slashes and commas only: it goes into
  * nftables as text); a second parse of the same argv agrees. */
 // FUZZ_SOURCES: worker-manager/config.c worker-manager/cgroup.c common/util.c common/log.c tests/fuzz/cli_argv.c
@@ -24,6 +25,23 @@ static int is_addr(const char *v)
     return fuzz_cli_printable(v) && faas_parse_hostport(v, host, sizeof(host), &port, &e) == 0;
 }
 
+/* A --python-preload list as the documentation says: comma-separated dotted names, each
+ * part [A-Za-z_][A-Za-z0-9_]*; empty allowed. Written here again, as the oracle. */
+static int preload_ok(const char *v)
+{
+    int at_start = 1; /* of a part: a letter or '_' must come */
+    if (*v == '\0')
+        return 1;
+    for (; *v != '\0'; v++) {
+        char ch = *v;
+        int alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+        if (at_start ? !alpha : !(alpha || (ch >= '0' && ch <= '9') || ch == '.' || ch == ','))
+            return 0;
+        at_start = ch == '.' || ch == ',';
+    }
+    return !at_start;
+}
+
 /* NUL-terminated inside its array. */
 #define TERMINATED(f) (memchr((f), 0, sizeof(f)) != NULL)
 
@@ -41,6 +59,10 @@ static void check_config(const wm_config_t *c)
             abort();
     if (c->pool_size > 64 || c->lease_ttl_ms < 300 || c->lease_ttl_ms > 3600000 || c->pod_uid == 0 ||
         c->pod_gid != c->pod_uid)
+        abort();
+    /* the python pool (issue 18): its list goes to every zygote pod's agent as text */
+    if (c->pool_python > 64 || !TERMINATED(c->python) || !TERMINATED(c->python_preload) ||
+        !preload_ok(c->python_preload))
         abort();
     char host[128];
     uint16_t port;

@@ -366,9 +366,9 @@ def test_killing_agent_kills_user_server(appdir, sig):
 
 
 class Controlled:
-    def __init__(self):
+    def __init__(self, extra_env=None):
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {"FAAS_AGENT_CONTROL_FD": str(theirs.fileno()), "PATH": "/usr/bin:/bin"}
+        env = {"FAAS_AGENT_CONTROL_FD": str(theirs.fileno()), "PATH": "/usr/bin:/bin", **(extra_env or {})}
         self.proc = subprocess.Popen([AGENT], env=env, pass_fds=[theirs.fileno()], stderr=subprocess.PIPE)
         theirs.close()
         self.sock.settimeout(10)

@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import faaspb  # noqa: E402
-from test_agent_standalone import AGENT, PY, Agent, curl  # noqa: E402
+import test_agent_standalone as standalone  # noqa: E402
+from test_agent_standalone import PY, Agent, curl  # noqa: E402
 
 PRELOAD = "http.server,socketserver,json,socket,selectors,threading,asyncio,logging,colorsys,no_such_module_here"
 
@@ -172,68 +173,61 @@ def test_failures_at_import_read_as_under_exec(appdir, monkeypatch, script, stat
         assert "RuntimeError: boom at import" in text
 
 
-FORKER = r'''
-import http.server, os, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            os.write(w, ("child of %d argv %s" % (os.getppid(), sys.argv[1:])).encode())
-            os._exit(0)
-        os.close(w)
-        got = os.read(r, 4096)
-        os.close(r)
-        _, st = os.waitpid(pid, 0)
-        body = got.replace(str(os.getpid()).encode(), b"PARENT") + b" status %d" % st
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-'''
+def small_server(body_code):
+    """A stdlib HTTP server whose GET answers what body_code (lines defining `body`) says."""
+    return ("import http.server, os, sys\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            + "".join("        " + line + "\n" for line in body_code.strip("\n").split("\n")) +
+            "        self.send_response(200)\n"
+            "        self.send_header('content-length', str(len(body)))\n"
+            "        self.end_headers()\n"
+            "        self.wfile.write(body)\n"
+            "    def log_message(self, *a):\n"
+            "        pass\n"
+            "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
+
+
+FORKER = small_server('''
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, ("child of %d argv %s" % (os.getppid(), sys.argv[1:])).encode())
+    os._exit(0)
+os.close(w)
+got = os.read(r, 4096)
+os.close(r)
+_, st = os.waitpid(pid, 0)
+body = got.replace(str(os.getpid()).encode(), b"PARENT") + b" status %d" % st
+''')
+
+
+def get_once(appdir, zygote, cmd, monkeypatch):
+    """Starts the agent on cmd, one GET /; (status, body, the agent's log)."""
+    a = run(appdir, zygote, cmd, monkeypatch).ready()
+    try:
+        rc, status, _, body = curl(a.url("/"))
+        return status, body, a.stderr()
+    finally:
+        a.close()
 
 
 def test_a_server_that_forks(appdir, monkeypatch):
     write(appdir, "forker.py", FORKER)
-    bodies = []
-    for zygote in (False, True):
-        a = run(appdir, zygote, f"{PY} forker.py z", monkeypatch).ready()
-        try:
-            rc, status, _, body = curl(a.url("/"))
-            assert (rc, status) == (0, 200)
-            bodies.append(body)
-            assert started_in_zygote(a.stderr()) == zygote
-        finally:
-            a.close()
-    assert bodies[0] == bodies[1] == b"child of PARENT argv ['z'] status 0"
+    got = [get_once(appdir, zygote, f"{PY} forker.py z", monkeypatch) for zygote in (False, True)]
+    assert [started_in_zygote(log) for _, _, log in got] == [False, True]
+    assert [(st, body) for st, body, _ in got] == [(200, b"child of PARENT argv ['z'] status 0")] * 2
 
 
-class Controlled:
+class Controlled(standalone.Controlled):
     """The agent as the worker manager runs it (control socket), a zygote asked for."""
 
     def __init__(self, python=PY, preload=PRELOAD):
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {"FAAS_AGENT_CONTROL_FD": str(theirs.fileno()), "PATH": "/usr/bin:/bin",
-               "FAAS_AGENT_ZYGOTE": python, "FAAS_AGENT_ZYGOTE_PRELOAD": preload}
-        self.proc = subprocess.Popen([AGENT], env=env, pass_fds=[theirs.fileno()], stderr=subprocess.PIPE)
-        theirs.close()
-
-    def event(self, timeout=15):
-        self.sock.settimeout(timeout)
-        while True:
-            ev = faaspb.decode_event(self.sock.recv(65536))
-            if ev["type"] != faaspb.EV_FIRST_REQUEST:
-                return ev
+        super().__init__({"FAAS_AGENT_ZYGOTE": python, "FAAS_AGENT_ZYGOTE_PRELOAD": preload})
 
     def close(self):
-        self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
+        super().close()
         return self.proc.stderr.read().decode(errors="replace")
 
 
@@ -273,19 +267,10 @@ def test_a_zygote_that_cannot_start_leaves_a_generic_pod(appdir):
     assert "event=zygote_exited" in log or re.search(r'event=zygote_unused .*the zygote is gone', log), log
 
 
-VENDORED = r'''
-import http.server, os, colorsys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("%s %s" % (colorsys.__file__, getattr(colorsys, "VENDORED", False))).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-'''
+VENDORED = small_server('''
+import colorsys
+body = ("%s %s" % (colorsys.__file__, getattr(colorsys, "VENDORED", False))).encode()
+''')
 
 
 def test_a_vendored_copy_of_a_preloaded_module_wins(appdir, monkeypatch):
@@ -293,17 +278,9 @@ def test_a_vendored_copy_of_a_preloaded_module_wins(appdir, monkeypatch):
     has the system's pre-imported, so the agent execs: the same answer either way."""
     write(appdir, "vend.py", VENDORED)
     write(appdir, "colorsys.py", "VENDORED = True\n")
-    bodies = []
-    for zygote in (False, True):
-        a = run(appdir, zygote, f"{PY} vend.py", monkeypatch).ready()
-        try:
-            rc, status, _, body = curl(a.url("/"))
-            bodies.append(body)
-            log = a.stderr()
-        finally:
-            a.close()
-    assert bodies[0] == bodies[1] == f"{appdir}/colorsys.py True".encode(), bodies
-    assert "the code has its own colorsys.py, which the zygote imported from the system" in log, log
+    got = [get_once(appdir, zygote, f"{PY} vend.py", monkeypatch) for zygote in (False, True)]
+    assert [(st, body) for st, body, _ in got] == [(200, f"{appdir}/colorsys.py True".encode())] * 2, got
+    assert "the code has its own colorsys.py, which the zygote imported from the system" in got[1][2], got[1][2]
 
 
 @pytest.mark.parametrize("kind", ["zipapp", "venv"])
@@ -317,12 +294,7 @@ def test_zipapps_and_virtual_environments_are_execd(appdir, monkeypatch, kind):
     else:
         subprocess.run([PY, "-m", "venv", "--without-pip", os.path.join(appdir, "venv")], check=True)
         cmd, why = "venv/bin/python3 server.py", "venv/bin/python3 is a virtual environment's interpreter"
-    a = run(appdir, True, cmd, monkeypatch).ready()
-    try:
-        rc, status, _, body = curl(a.url("/"))
-        log = a.stderr()
-    finally:
-        a.close()
+    status, body, log = get_once(appdir, True, cmd, monkeypatch)
     assert status == 200, body
     assert not started_in_zygote(log)
     assert why in log, log

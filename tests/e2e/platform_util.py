@@ -118,10 +118,11 @@ class Daemon:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
         return True
 
-    def log(self):
+    def log(self, tail=4000):
+        """The log's last tail characters (None: all of it)."""
         try:
             with open(self.log_path, "r", errors="replace") as f:
-                return f.read()[-4000:]
+                return f.read()[-tail:] if tail else f.read()
         except OSError:
             return ""
 

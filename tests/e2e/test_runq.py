@@ -6,8 +6,8 @@ and the cgroup signals still scale the function. Assertions are on counts and lo
 with bounded waits, never on latency: the machine is shared."""
 import pytest
 
-from platform_util import Platform, wait_until
-from test_overload import Load, overload_events
+from platform_util import Platform, http_get, wait_until
+from test_overload import Load, fn_log, overload_events
 
 
 def start(tmp_path, *wm_args):
@@ -23,21 +23,37 @@ def plat(tmp_path):
         p.stop()
 
 
+def explain(plat, fn, load):
+    """What a failed wait needs to be told apart: the load's answers, the reports by
+    signal, the instances, and the worker's and the function's lines about them."""
+    wm = [l for l in plat.wm.log(tail=None).splitlines()
+          if any(w in l for w in ("runq", "overload", "scale", f"fn={fn}", "pod_"))]
+    metrics = http_get(f"http://127.0.0.1:{plat.wm_mport}/metrics")[1]
+    return "\n".join([f"codes={load.codes}", f"instances={plat.instances(fn)}",
+                      *[l for l in metrics.splitlines() if l.startswith("faas_wm_overload_events_total")],
+                      "--- worker (runq/overload/scale/pod lines, last 60)", *wm[-60:],
+                      "--- function log (last 30 lines)", *fn_log(plat, fn).splitlines()[-30:]])
+
+
 def test_cpu_saturation_is_reported_as_runq_latency_and_timed_to_first_request(plat):
     assert "event=runq_probe loaded=1" in plat.wm.log(), plat.wm.log()
     # 1-CPU quota; 8 clients burning 20 ms each keep 8 threads runnable for one CPU
     plat.deploy_hello("spin", "--cpu", "1", "--max-instances", "3")
     with Load(plat, "spin", "/burn?ms=20", 8) as load:
-        wait_until(lambda: overload_events(plat, "runq_latency") >= 1, 45, interval=0.3,
-                   what="an overload report from the run-queue probe")
-        wait_until(lambda: len(plat.instances("spin")) >= 2, 45, interval=0.3,
-                   what="a second instance for the saturated function")
-        wait_until(lambda: plat.wm_metric("faas_wm_scale_up_first_request_seconds_count") >= 1, 45,
-                   interval=0.3, what="the scaled-up instance's first request, timed")
+        def wait(pred, what):
+            try:
+                wait_until(pred, 45, interval=0.3, what=what)
+            except TimeoutError as e:
+                raise AssertionError(f"{e}\n{explain(plat, 'spin', load)}") from None
+
+        wait(lambda: overload_events(plat, "runq_latency") >= 1, "an overload report from the run-queue probe")
+        wait(lambda: len(plat.instances("spin")) >= 2, "a second instance for the saturated function")
+        wait(lambda: plat.wm_metric("faas_wm_scale_up_first_request_seconds_count") >= 1,
+             "the scaled-up instance's first request, timed")
     assert load.codes.get(200, 0) > 0, load.codes
-    log = plat.logs()
+    log = plat.wm.log(tail=None)  # whole: a slow run logs more than a tail holds after these lines
     assert "event=overload_signals fn=spin queueing=1 runq_latency=1" in log, log  # the agent has the signal
-    assert "event=scaled_up_first_request fn=spin" in plat.wm.log()
+    assert "event=scaled_up_first_request fn=spin" in log
 
 
 def test_steady_light_load_raises_no_runq_report(plat):

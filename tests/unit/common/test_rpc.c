@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/rpc.h"
+#include "tests/unit/watchdog.h"
 
 static void echo(faas_rpc_call_t *call, const uint8_t *req, size_t len, void *ud)
 {
@@ -76,7 +77,14 @@ static void teardown(void)
     faas_rpc_server_stop(srv);
 }
 
-TestSuite(rpc, .init = setup, .fini = teardown, .timeout = 20);
+/* the suite's bound covers its fixtures too (tests/unit/watchdog.h) */
+static void setup_bounded(void)
+{
+    UNIT_WATCHDOG(20);
+    setup();
+}
+
+TestSuite(rpc, .init = setup_bounded, .fini = teardown);
 
 Test(rpc, unary_roundtrip_and_error_status)
 {
@@ -211,8 +219,9 @@ static int stop_after_10(void *ud, const uint8_t *msg, size_t len)
     return ++(*n) >= 10;
 }
 
-Test(rpc_watch, client_cancel_reaches_owner, .timeout = 20)
+Test(rpc_watch, client_cancel_reaches_owner)
 {
+    UNIT_WATCHDOG(20);
     static const faas_rpc_method_t m[] = {{"/t.T/Watch", FAAS_RPC_SERVER_STREAM, keep, NULL}};
     const char *err = NULL;
     int port = 0;
@@ -283,8 +292,9 @@ static int wait_got(int n)
     return 0;
 }
 
-Test(rpc_more, held_until_flush_then_in_order, .timeout = 20)
+Test(rpc_more, held_until_flush_then_in_order)
 {
+    UNIT_WATCHDOG(20);
     static const faas_rpc_method_t m[] = {{"/t.T/Held", FAAS_RPC_SERVER_STREAM, hold_two, NULL}};
     const char *err = NULL;
     int port = 0;
@@ -364,8 +374,9 @@ static int call_echo(const char *target, char *ebuf, size_t cap)
     return rc;
 }
 
-Test(rpc_auth, refuses_missing_and_wrong_token_then_accepts_the_right_one, .timeout = 20)
+Test(rpc_auth, refuses_missing_and_wrong_token_then_accepts_the_right_one)
 {
+    UNIT_WATCHDOG(20);
     faas_token_t t, other;
     cr_assert_eq(faas_token_generate(&t), 0);
     cr_assert_eq(faas_token_generate(&other), 0);
@@ -410,8 +421,9 @@ Test(rpc_auth, refuses_missing_and_wrong_token_then_accepts_the_right_one, .time
     faas_rpc_server_stop(s);
 }
 
-Test(rpc_auth, tls_files_that_do_not_exist_fail_to_start, .timeout = 20)
+Test(rpc_auth, tls_files_that_do_not_exist_fail_to_start)
 {
+    UNIT_WATCHDOG(20);
     const char *err = NULL;
     char ebuf[256];
     int port = 0;

@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "discovery/discovery.h"
 #include "etcdc/etcdc.h"
+#include "tests/unit/watchdog.h"
 
 #define ETCD_BIN "/usr/bin/etcd"
 
@@ -127,7 +128,14 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
-TestSuite(store_etcd, .init = setup, .fini = teardown, .timeout = 120);
+/* the suite's bound covers its fixtures too (tests/unit/watchdog.h) */
+static void setup_bounded(void)
+{
+    UNIT_WATCHDOG(120);
+    setup();
+}
+
+TestSuite(store_etcd, .init = setup_bounded, .fini = teardown);
 
 /* A store with a state dir of its own (one "host"). */
 static disc_store_t *open_host(const char *name)

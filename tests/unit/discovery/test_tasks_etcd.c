@@ -8,6 +8,7 @@
 #include "discovery/discovery.h"
 #include "etcdc/etcdc.h"
 #include "tests/unit/etcdc/etcd_proc.c" /* the etcd tests' own starter: unit-discovery links only this dir */
+#include "tests/unit/watchdog.h"
 
 #define TASKS_SUITE tasks_etcd
 #define TASKS_ETCD 1
@@ -147,8 +148,9 @@ static size_t race(const char *function, int64_t now)
     return total;
 }
 
-Test(tasks_etcd, stores_claiming_at_once_never_take_a_task_twice, .timeout = 60)
+Test(tasks_etcd, stores_claiming_at_once_never_take_a_task_twice)
 {
+    UNIT_WATCHDOG(60);
     for (unsigned i = 1; i <= RACE_TASKS; i++)
         cr_assert_eq(submit(i, "wide", (int64_t)i), 0);
     cr_assert_eq(race("wide", 1000000), RACE_TASKS, "every task claimed exactly once");
@@ -178,8 +180,9 @@ static void finish_running(const char *function, int64_t now)
 }
 
 /* Rounds of a race: the rare interleaving that would pass the bound gets its chances. */
-Test(tasks_etcd, stores_claiming_at_once_stay_under_the_concurrency, .timeout = 90)
+Test(tasks_etcd, stores_claiming_at_once_stay_under_the_concurrency)
 {
+    UNIT_WATCHDOG(90);
     for (unsigned i = 1; i <= 40; i++)
         cr_assert_eq(submit(i, "c2", (int64_t)i), 0);
     for (int round = 0; round < 8; round++) {
@@ -220,8 +223,9 @@ Test(tasks_etcd, a_result_larger_than_etcd_takes_fails_the_task_named)
     faas__callback_due_list__free_unpacked(l, NULL);
 }
 
-Test(tasks_etcd, etcd_down_fails_calls_and_keeps_what_was_accepted, .timeout = 60)
+Test(tasks_etcd, etcd_down_fails_calls_and_keeps_what_was_accepted)
 {
+    UNIT_WATCHDOG(60);
     Faas__TaskList *l = NULL;
     cr_assert_eq(submit(1, "fn", 1000), 0);
     etcd_proc_kill(&etcd);
@@ -256,8 +260,9 @@ static void *expirer(void *p)
 
 /* Two reapers at once: each lapsed task fails its attempt once (twice would end a task
  * of "two", whose second attempt is its last). */
-Test(tasks_etcd, two_reapers_expire_each_lapsed_task_once, .timeout = 60)
+Test(tasks_etcd, two_reapers_expire_each_lapsed_task_once)
 {
+    UNIT_WATCHDOG(60);
     const char *err = NULL;
     etcdc_t *c2 = connect_etcd();
     disc_tasks_t *other = disc_task_open_etcd(c2, PREFIX, &err);
@@ -314,8 +319,9 @@ static void *canceller(void *p)
 
 /* A cancel through one store racing claims through another: a task its cancel ended
  * while queued is never handed out, and one it found running was claimed. */
-Test(tasks_etcd, a_cancel_racing_a_claim_on_another_store_never_both_win, .timeout = 60)
+Test(tasks_etcd, a_cancel_racing_a_claim_on_another_store_never_both_win)
 {
+    UNIT_WATCHDOG(60);
     const char *err = NULL;
     static char claimed[CANCEL_TASKS + 1];
     etcdc_t *c2 = connect_etcd();

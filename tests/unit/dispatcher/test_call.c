@@ -14,6 +14,7 @@
 
 #include "common/util.h"
 #include "dispatcher/internal.h"
+#include "tests/unit/watchdog.h"
 
 #define RUN_UNTIL(cond, ms)                                                                                            \
     do {                                                                                                               \
@@ -219,7 +220,14 @@ static void setup(void)
     echo_inst = put_inst(put_fn("echo", 5000, 0), "i-echo", agent_ep);
 }
 
-TestSuite(call, .init = setup, .timeout = 60);
+/* the suite's bound covers its fixtures too (tests/unit/watchdog.h) */
+static void setup_bounded(void)
+{
+    UNIT_WATCHDOG(60);
+    setup();
+}
+
+TestSuite(call, .init = setup_bounded);
 
 /* ---- the front end: a test sink ---- */
 

@@ -15,6 +15,7 @@
 
 #include "etcd_proc.h"
 #include "etcdc/etcdc.h"
+#include "tests/unit/watchdog.h"
 
 static etcd_proc_t etcd;
 static etcdc_t *cli;
@@ -308,8 +309,9 @@ static void nap_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-Test(etcdc, lease_expiry_deletes_keys, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, lease_expiry_deletes_keys, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     int64_t id = 0, ttl = 0;
     cr_assert_eq(etcdc_lease_grant(cli, 1, &id), 0, "%s", etcdc_error());
     cr_assert_eq(etcdc_put(cli, S("/inst/e"), S("x"), id, NULL), 0);
@@ -438,8 +440,9 @@ static etcdc_watch_t *watch_w(seen_t *s, int64_t from)
     return w;
 }
 
-Test(etcdc, watch_from_a_past_revision, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, watch_from_a_past_revision, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     int64_t r1, r2;
     put("/w/a", "1", &r1);
     put("/w/b", "2", &r2);
@@ -476,8 +479,9 @@ Test(etcdc, watch_from_a_past_revision, .init = up, .fini = down, .timeout = 30)
     cr_assert_eq(seen_wait(&s, 6, 300), 5);
 }
 
-Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     seen_t s;
     seen_init(&s);
     s.stop_after = 1;
@@ -495,8 +499,9 @@ Test(etcdc, watch_stops_when_fn_says_so, .init = up, .fini = down, .timeout = 30
  * write exactly once, including those made while it was cut off. fn holds the watch
  * thread while etcd dies and comes back and the writes are made, so the stream that
  * resumes cannot have been opened before them. */
-Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60)
+Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(60);
     int64_t r;
     put("/w/seed", "0", &r);
     seen_t s;
@@ -537,8 +542,9 @@ Test(etcdc, watch_survives_etcd_restart, .init = up, .fini = down, .timeout = 60
     held = NULL;
 }
 
-Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     int64_t r1, r3;
     put("/w/1", "1", &r1);
     put("/w/2", "2", NULL);
@@ -572,8 +578,9 @@ Test(etcdc, watch_after_compaction_resyncs, .init = up, .fini = down, .timeout =
 }
 
 /* Stopped while etcd is down (the watch backing off), stop returns at once. */
-Test(etcdc, watch_stop_while_etcd_down, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, watch_stop_while_etcd_down, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     seen_t s;
     seen_init(&s);
     etcdc_watch_t *w = watch_w(&s, 1);
@@ -586,8 +593,9 @@ Test(etcdc, watch_stop_while_etcd_down, .init = up, .fini = down, .timeout = 30)
 
 /* ---- endpoints ---- */
 
-Test(etcdc, failover_past_a_dead_endpoint, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, failover_past_a_dead_endpoint, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     char spec[128], err[256];
     snprintf(spec, sizeof(spec), "etcd://127.0.0.1:%d,%s", etcd_proc_free_port(), etcd.endpoint);
     etcdc_t *c = etcdc_open(spec, 2000, err, sizeof(err));
@@ -616,8 +624,9 @@ Test(etcdc, failover_past_a_dead_endpoint, .init = up, .fini = down, .timeout = 
     etcdc_close(c);
 }
 
-Test(etcdc, none_reachable_is_eagain, .timeout = 30)
+Test(etcdc, none_reachable_is_eagain)
 {
+    UNIT_WATCHDOG(30);
     char spec[128], err[256];
     snprintf(spec, sizeof(spec), "127.0.0.1:%d,127.0.0.1:%d", etcd_proc_free_port(), etcd_proc_free_port());
     etcdc_t *c = etcdc_open(spec, 2000, err, sizeof(err));
@@ -639,8 +648,9 @@ Test(etcdc, none_reachable_is_eagain, .timeout = 30)
 /* etcd is wiped and started afresh at the same address (a rebuilt cluster): its
  * revisions start over below the last one delivered. The watch resyncs instead of
  * ignoring every change until the new revisions pass the old ones. */
-Test(etcdc, watch_resyncs_when_etcd_revision_goes_back, .init = up, .fini = down, .timeout = 60)
+Test(etcdc, watch_resyncs_when_etcd_revision_goes_back, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(60);
     int64_t r;
     put("/w/seed", "0", &r);
     seen_t s;
@@ -720,8 +730,9 @@ static void cluster_down(void)
 
 /* The member the client and its watch use is killed: calls move to another member and
  * the watch resumes there, every event once. */
-Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down)
 {
+    UNIT_WATCHDOG(60);
     int64_t r;
     put("/w/seed", "0", &r);
     cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
@@ -758,8 +769,9 @@ Test(etcdc, cluster_member_dies, .init = cluster_up, .fini = cluster_down, .time
 /* The member in use stops answering but stays up (SIGSTOP: its sockets stay open, as
  * with a member cut off by a partition): a call on it times out, the next call goes to
  * another member, and the watch resumes there, every event once. */
-Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down, .timeout = 120)
+Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down)
 {
+    UNIT_WATCHDOG(120);
     int64_t r;
     put("/w/hseed", "0", &r);
     cr_assert_str_eq(etcdc_endpoint(cli), members[0].endpoint);
@@ -803,8 +815,9 @@ Test(etcdc, cluster_member_hangs, .init = cluster_up, .fini = cluster_down, .tim
 /* A member cut off from the others (they are stopped) has no leader: with etcd's
  * hasleader metadata it refuses at once ("no leader") rather than letting a read wait
  * out its deadline, so the caller can go elsewhere. */
-Test(etcdc, leaderless_member_refuses, .init = cluster_up, .fini = cluster_down, .timeout = 60)
+Test(etcdc, leaderless_member_refuses, .init = cluster_up, .fini = cluster_down)
 {
+    UNIT_WATCHDOG(60);
     put("/w/l", "1", NULL);
     char err[256];
     etcdc_t *c = etcdc_open(members[0].endpoint, 2000, err, sizeof(err));
@@ -844,8 +857,9 @@ static int silent_listener(int *port)
 
 /* Each call has its deadline: a silent endpoint costs one, then the read goes on to the
  * next endpoint; alone, it is -ETIMEDOUT or -EAGAIN, never a hang. */
-Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, silent_endpoint_deadline, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     int port, fd = silent_listener(&port);
     char spec[128], err[256];
     snprintf(spec, sizeof(spec), "127.0.0.1:%d,%s", port, etcd.endpoint);
@@ -923,8 +937,9 @@ out:;
 /* A write the server received and then lost the connection on ("Connection reset by
  * peer") may have been applied: it fails with -EIO and is not sent to the next endpoint,
  * which would apply it a second time. The client moves on for the next call. */
-Test(etcdc, write_reset_after_sending_not_retried, .init = up, .fini = down, .timeout = 30)
+Test(etcdc, write_reset_after_sending_not_retried, .init = up, .fini = down)
 {
+    UNIT_WATCHDOG(30);
     resetter_t r = {0};
     r.lfd = silent_listener(&r.port);
     cr_assert_eq(pthread_create(&r.th, NULL, resetter_main, &r), 0);

@@ -16,6 +16,7 @@
 
 #include "common/util.h"
 #include "proto/faas.pb-c.h"
+#include "tests/unit/watchdog.h"
 #include "worker-manager/internal.h"
 
 /* ---- fixtures ---- */
@@ -689,7 +690,14 @@ static void build_image(src_t *s)
     cr_assert_eq(s->n_blobs, 4); /* config + 3 layers */
 }
 
-TestSuite(image_ensure, .init = setup, .fini = cleanup, .timeout = 60);
+/* the suite's bound covers its fixtures too (tests/unit/watchdog.h) */
+static void setup_bounded(void)
+{
+    UNIT_WATCHDOG(60);
+    setup();
+}
+
+TestSuite(image_ensure, .init = setup_bounded, .fini = cleanup);
 
 Test(image_ensure, unpacks_with_whiteouts_and_shifted_ids_then_serves_from_cache)
 {
@@ -1046,8 +1054,9 @@ static void upload(const char *disc, const char *layout, const char *hex)
     free(resp);
 }
 
-Test(image_discovery, ensure_fetches_from_a_real_discovery, .init = setup, .fini = stop_discovery, .timeout = 60)
+Test(image_discovery, ensure_fetches_from_a_real_discovery, .init = setup, .fini = stop_discovery)
 {
+    UNIT_WATCHDOG(60);
     src_t s = {0};
     build_image(&s);
     char disc[64];

@@ -197,7 +197,8 @@ $(BUILD)/obj/%.o: %.c $(PROTO_H)
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- unit tests (Criterion), one runner per component -------------------------
-UNIT_COMPONENTS := $(notdir $(wildcard tests/unit/*))
+# one per directory (tests/unit/*.h are helpers the components share)
+UNIT_COMPONENTS := $(notdir $(patsubst %/,%,$(wildcard tests/unit/*/)))
 UNIT_BINS := $(foreach c,$(UNIT_COMPONENTS),$(BUILD)/tests/unit-$(c))
 unit_objs = $(call libobjs_of,$(if $(filter deploy,$(1)),deploy,$(1)))
 

@@ -69,6 +69,7 @@ Test(spec, fill_defaults_sets_only_unset_fields)
     cr_assert_eq(s.max_instances, FAAS_SPEC_DEFAULT_MAX_INSTANCES);
     cr_assert_eq(s.concurrency, 0, "concurrency 0 stays unlimited");
     free(s.port_env);
+    free(s.network); /* both filled in: the test owns them */
 
     faas__function_spec__init(&s);
     s.port_env = strdup("HTTP_PORT");
@@ -82,6 +83,7 @@ Test(spec, fill_defaults_sets_only_unset_fields)
     cr_assert_eq(s.max_body_bytes, 1);
     cr_assert_eq(s.cold_start_timeout_ms, FAAS_SPEC_DEFAULT_COLD_START_MS);
     free(s.port_env);
+    free(s.network);
 }
 
 Test(spec, documented_log_bound)
